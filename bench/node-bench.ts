@@ -1,0 +1,130 @@
+/**
+ * `npm run bench`: throughput of one Mercury node, as median and spread of repeated runs.
+ *
+ * 1. Durable single-key PUTs/s over HTTP: C concurrent clients (default 64), 256 B values, each client waits for its
+ *    acknowledgement (which the node gives only after fsync) before sending the next.
+ * 2. Keys/s through POST /v1/txn with 100 puts per transaction (same clients).
+ * 3. HTTP GETs/s of existing keys (same clients).
+ * 4. In-process Store.get/s on the same data directory, opened read-only in this process while the node runs.
+ *
+ * The node runs in its own process; the load generator in this one. Both share the machine's 2 cores, as a client and
+ * a server on one host do.
+ *
+ * Options: --runs N (default 5), --seconds S per run (default 3), --clients C (default 64).
+ */
+import { parseArgs } from 'node:util';
+import { Store } from '../src/store/index.js';
+import { RawHttpConnection } from './support/raw-http.js';
+import { startNodeProcess, type NodeProcess } from './support/node-process.js';
+import { formatSummary, summarize } from './support/stats.js';
+
+const { values } = parseArgs({
+  options: { runs: { type: 'string', default: '5' }, seconds: { type: 'string', default: '3' }, clients: { type: 'string', default: '64' } },
+});
+const RUNS = Number(values.runs);
+const SECONDS = Number(values.seconds);
+const CLIENTS = Number(values.clients);
+const VALUE = Buffer.alloc(256, 'v');
+const KEYSPACE = 10_000;
+const TXN_OPS = 100;
+
+/** Runs `clients` loops of `operation` for `seconds`; returns operations completed per second. */
+async function drive(node: NodeProcess, seconds: number, operation: (connection: RawHttpConnection, client: number, i: number) => Promise<number>): Promise<number> {
+  const connections = Array.from({ length: CLIENTS }, () => new RawHttpConnection(node.host, node.port));
+  const deadline = performance.now() + seconds * 1000;
+  let completed = 0;
+  const started = performance.now();
+  await Promise.all(
+    connections.map(async (connection, client) => {
+      for (let i = 0; performance.now() < deadline; i++) {
+        // Not `completed += await ...`: that reads `completed` before the await and loses the other clients' counts.
+        const done = await operation(connection, client, i);
+        completed += done;
+      }
+    }),
+  );
+  const elapsed = (performance.now() - started) / 1000;
+  for (const connection of connections) connection.close();
+  return completed / elapsed;
+}
+
+function expectOk(status: number, what: string): void {
+  if (status !== 200) throw new Error(`${what} answered HTTP ${status}`);
+}
+
+async function putRun(node: NodeProcess): Promise<number> {
+  return drive(node, SECONDS, async (connection, client, i) => {
+    const response = await connection.request('PUT', `/v1/kv/bench/${(client * 7919 + i) % KEYSPACE}`, VALUE);
+    expectOk(response.status, 'PUT');
+    return 1;
+  });
+}
+
+function txnBody(client: number, i: number): Buffer {
+  const value = VALUE.toString('latin1');
+  const success = Array.from({ length: TXN_OPS }, (_, op) => ({ op: 'put', key: `txn/${client}/${(i * TXN_OPS + op) % KEYSPACE}`, value }));
+  return Buffer.from(JSON.stringify({ success }));
+}
+
+async function txnRun(node: NodeProcess): Promise<number> {
+  return drive(node, SECONDS, async (connection, client, i) => {
+    const response = await connection.request('POST', '/v1/txn', txnBody(client, i), 'application/json');
+    expectOk(response.status, 'POST /v1/txn');
+    return TXN_OPS;
+  });
+}
+
+async function getRun(node: NodeProcess): Promise<number> {
+  return drive(node, SECONDS, async (connection, client, i) => {
+    const response = await connection.request('GET', `/v1/kv/bench/${(client * 7919 + i) % KEYSPACE}`);
+    expectOk(response.status, 'GET');
+    return 1;
+  });
+}
+
+function inProcessGetRun(store: Store): number {
+  const keys = Array.from({ length: KEYSPACE }, (_, i) => Buffer.from(`bench/${i}`));
+  const deadline = performance.now() + SECONDS * 1000;
+  const started = performance.now();
+  let count = 0;
+  while (performance.now() < deadline) {
+    for (let i = 0; i < 1000; i++) {
+      if (store.get(keys[(count + i) % KEYSPACE]!).record === undefined) throw new Error('in-process get missed a key');
+    }
+    count += 1000;
+  }
+  return count / ((performance.now() - started) / 1000);
+}
+
+async function repeat(name: string, unit: string, run: () => Promise<number> | number): Promise<void> {
+  const results: number[] = [];
+  for (let i = 0; i < RUNS; i++) results.push(await run());
+  process.stdout.write(`${name.padEnd(34)} ${formatSummary(summarize(results), unit)}\n`);
+}
+
+async function main(): Promise<void> {
+  process.stdout.write(`mercury bench: ${RUNS} runs x ${SECONDS} s, ${CLIENTS} clients, ${VALUE.length} B values, node ${process.version}\n`);
+  const node = await startNodeProcess();
+  try {
+    // Fill the keyspace once so that GETs hit and PUTs update existing keys, as a configuration store's do.
+    const loader = new RawHttpConnection(node.host, node.port);
+    for (let start = 0; start < KEYSPACE; start += 1000) {
+      const success = Array.from({ length: 1000 }, (_, i) => ({ op: 'put', key: `bench/${start + i}`, value: VALUE.toString('latin1') }));
+      expectOk((await loader.request('POST', '/v1/txn', Buffer.from(JSON.stringify({ success })), 'application/json')).status, 'load');
+    }
+    loader.close();
+    await repeat('HTTP PUT (durable, 1 key)', 'puts/s', () => putRun(node));
+    await repeat(`HTTP POST /v1/txn (${TXN_OPS} ops)`, 'keys/s', () => txnRun(node));
+    await repeat('HTTP GET', 'gets/s', () => getRun(node));
+    const store = Store.open({ path: node.dataDir, readOnly: true });
+    try {
+      await repeat('in-process Store.get', 'gets/s', () => inProcessGetRun(store));
+    } finally {
+      await store.close();
+    }
+  } finally {
+    await node.stop();
+  }
+}
+
+await main();

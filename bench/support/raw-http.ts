@@ -1,0 +1,66 @@
+/**
+ * A minimal keep-alive HTTP/1.1 client for load generation: one socket, one request in flight, responses parsed just
+ * far enough to find their end (Content-Length bodies only, which is all a Mercury node sends). Node's own http
+ * client spends more CPU per request than the server under test, which would make the benchmark measure the client.
+ */
+import { connect, type Socket } from 'node:net';
+
+export interface RawResponse {
+  readonly status: number;
+  readonly body: Buffer;
+}
+
+export class RawHttpConnection {
+  private readonly socket: Socket;
+  private buffer: Buffer = Buffer.alloc(0);
+  private waiting: { resolve: (response: RawResponse) => void; reject: (error: Error) => void } | undefined;
+  private readonly ready: Promise<void>;
+
+  constructor(host: string, port: number) {
+    this.socket = connect({ host, port, noDelay: true });
+    this.ready = new Promise((resolve, reject) => {
+      this.socket.once('connect', resolve);
+      this.socket.once('error', reject);
+    });
+    this.socket.on('data', (chunk: Buffer) => {
+      this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+      this.tryParse();
+    });
+    this.socket.on('error', (error) => this.waiting?.reject(error));
+    this.socket.on('close', () => this.waiting?.reject(new Error('connection closed')));
+  }
+
+  private tryParse(): void {
+    if (this.waiting === undefined) return;
+    const headerEnd = this.buffer.indexOf('\r\n\r\n');
+    if (headerEnd === -1) return;
+    const head = this.buffer.subarray(0, headerEnd).toString('latin1');
+    const match = /\r\ncontent-length: *(\d+)/i.exec(head);
+    const length = match === null ? 0 : Number(match[1]);
+    const end = headerEnd + 4 + length;
+    if (this.buffer.length < end) return;
+    const status = Number(head.slice(9, 12));
+    const body = this.buffer.subarray(headerEnd + 4, end);
+    this.buffer = this.buffer.subarray(end);
+    const waiting = this.waiting;
+    this.waiting = undefined;
+    waiting.resolve({ status, body });
+  }
+
+  async request(method: string, path: string, body?: Buffer, contentType = 'application/octet-stream'): Promise<RawResponse> {
+    await this.ready;
+    const head =
+      body === undefined
+        ? `${method} ${path} HTTP/1.1\r\nhost: bench\r\n\r\n`
+        : `${method} ${path} HTTP/1.1\r\nhost: bench\r\ncontent-type: ${contentType}\r\ncontent-length: ${body.length}\r\n\r\n`;
+    return new Promise((resolve, reject) => {
+      this.waiting = { resolve, reject };
+      if (body === undefined) this.socket.write(head);
+      else this.socket.write(Buffer.concat([Buffer.from(head, 'latin1'), body]));
+    });
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}

@@ -1,0 +1,198 @@
+#!/usr/bin/env node
+/**
+ * The `mercury` command line: `serve` runs a node; the other commands are clients of a node's HTTP API.
+ * Output is for people by default and JSON with `--json`. Errors print one line to stderr and exit non-zero:
+ * 1 for an error the node reported, 2 for bad usage, 3 when the node cannot be reached.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { NodeClient, UnavailableError } from '../client/index.js';
+import { DEFAULT_PORT, parseHostPort, validateConfig } from '../config/index.js';
+import { MercuryError } from '../errors/index.js';
+import { jsonLogger } from '../logging/index.js';
+import { MercuryNode } from '../node/index.js';
+
+const USAGE = `usage: mercury <command> [options]
+
+Node:
+  serve [--data-dir DIR] [--listen HOST:PORT] [--max-value-bytes N]
+        [--log-retain-entries N] [--log-retain-bytes N]      run a node (defaults: ./data, 127.0.0.1:${DEFAULT_PORT})
+
+Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT}):
+  get KEY                         print a value
+  put KEY [VALUE] [--file F]      set a value (from the argument, a file, or stdin) [--if-mod-seq N]
+  del KEY [--prefix]              delete a key, or every key under a prefix [--if-mod-seq N]
+  ls [PREFIX] [--limit N]         list keys under a prefix
+  txn [--file F]                  run a JSON transaction (from a file or stdin)
+  log [--from SEQ] [--limit N]    show log entries with their hashes
+  status                          show the node's status
+
+Options: --json (machine-readable output), --url URL, --help`;
+
+const OPTIONS = {
+  json: { type: 'boolean' },
+  url: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  'data-dir': { type: 'string' },
+  listen: { type: 'string' },
+  'max-value-bytes': { type: 'string' },
+  'log-retain-entries': { type: 'string' },
+  'log-retain-bytes': { type: 'string' },
+  file: { type: 'string', short: 'f' },
+  prefix: { type: 'boolean' },
+  'if-mod-seq': { type: 'string' },
+  limit: { type: 'string' },
+  from: { type: 'string' },
+} satisfies ParseArgsConfig['options'];
+
+class UsageError extends Error {}
+
+function integerOption(value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value)) throw new UsageError(`--${name} must be a non-negative integer, got "${value}"`);
+  return Number(value);
+}
+
+async function readStdin(): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+function print(json: boolean, value: unknown, human: () => string): void {
+  process.stdout.write(`${json ? JSON.stringify(value) : human()}\n`);
+}
+
+async function serve(values: Record<string, string | boolean | undefined>): Promise<void> {
+  const listen = values.listen === undefined ? undefined : parseHostPort(values.listen as string, '--listen');
+  const config = validateConfig({
+    dataDir: values['data-dir'] as string | undefined,
+    host: listen?.host,
+    port: listen?.port,
+    valueBytesMax: integerOption(values['max-value-bytes'] as string | undefined, 'max-value-bytes'),
+    logRetainEntries: integerOption(values['log-retain-entries'] as string | undefined, 'log-retain-entries'),
+    logRetainBytes: integerOption(values['log-retain-bytes'] as string | undefined, 'log-retain-bytes'),
+  });
+  const node = await MercuryNode.start(config, { logger: jsonLogger() });
+  process.stdout.write(`mercury node listening on ${node.url} (data: ${config.dataDir}, seq ${node.store.head().seq})\n`);
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write(`received ${signal}, stopping\n`);
+    node.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        process.stderr.write(`error while stopping: ${String(error)}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+async function main(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  const [command, ...args] = positionals;
+  if (values.help || command === undefined || command === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  if (command === 'serve') return serve(values);
+  const json = values.json ?? false;
+  const client = new NodeClient((values.url ?? process.env.MERCURY_URL ?? `http://127.0.0.1:${DEFAULT_PORT}`).replace(/\/+$/, ''));
+  const ifModSeq = integerOption(values['if-mod-seq'], 'if-mod-seq');
+  const needKey = (): string => {
+    if (args[0] === undefined || args[0] === '') throw new UsageError(`${command} needs a KEY`);
+    return args[0];
+  };
+  switch (command) {
+    case 'get': {
+      const found = await client.get(needKey());
+      if (found === undefined) throw new MercuryError('KEY_NOT_FOUND', `key "${args[0]}" does not exist`);
+      if (json) print(true, { key: args[0], value: found.value.toString('base64'), seq: found.seq, modSeq: found.modSeq, version: found.version, createSeq: found.createSeq }, () => '');
+      else process.stdout.write(found.value);
+      if (!json && process.stdout.isTTY) process.stdout.write('\n');
+      return;
+    }
+    case 'put': {
+      const key = needKey();
+      const value = values.file !== undefined ? readFileSync(values.file) : args[1] !== undefined ? Buffer.from(args[1], 'utf8') : await readStdin();
+      const result = await client.put(key, value, { ifModSeq });
+      print(json, result, () => `OK seq ${result.seq}`);
+      return;
+    }
+    case 'del': {
+      const key = needKey();
+      if (values.prefix) {
+        const result = await client.deletePrefix(key);
+        print(json, result, () => `OK seq ${result.seq}`);
+      } else {
+        const result = await client.delete(key, { ifModSeq });
+        print(json, result, () => (result.deleted ? `deleted, seq ${result.seq}` : `no such key, seq ${result.seq}`));
+      }
+      return;
+    }
+    case 'ls': {
+      const limit = integerOption(values.limit, 'limit');
+      let count = 0;
+      for await (const item of client.range(args[0] ?? '')) {
+        if (limit !== undefined && count >= limit) break;
+        count++;
+        if (json) print(true, { key: item.key.toString(), value: item.value.toString('base64'), modSeq: item.modSeq, version: item.version }, () => '');
+        else process.stdout.write(`${item.key.toString()}\t${item.value.length} bytes\tmodSeq ${item.modSeq}\tversion ${item.version}\n`);
+      }
+      return;
+    }
+    case 'txn': {
+      const text = values.file !== undefined ? readFileSync(values.file, 'utf8') : (await readStdin()).toString('utf8');
+      let body: unknown;
+      try {
+        body = JSON.parse(text);
+      } catch (error) {
+        throw new UsageError(`transaction is not valid JSON: ${(error as Error).message}`);
+      }
+      const result = await client.txn(body as Record<string, never>);
+      print(json, result, () => `${result.succeeded ? 'succeeded' : 'compare failed, failure branch applied'}, seq ${result.seq}`);
+      return;
+    }
+    case 'log': {
+      const result = await client.log(integerOption(values.from, 'from'), integerOption(values.limit, 'limit'));
+      print(json, result, () =>
+        result.entries
+          .map((entry) => `seq ${String(entry.seq)}  ${new Date(entry.timeMs as number).toISOString()}  ${(entry.ops as unknown[]).length} ops  hash ${String(entry.hash)}`)
+          .join('\n') || `(no entries; log holds ${result.firstSeq}..${result.lastSeq})`,
+      );
+      return;
+    }
+    case 'status': {
+      const status = await client.status();
+      print(json, status, () =>
+        Object.entries(status)
+          .map(([name, value]) => `${name.padEnd(14)} ${typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value as string | number)}`)
+          .join('\n'),
+      );
+      return;
+    }
+    default:
+      throw new UsageError(`unknown command "${command}"; run mercury --help`);
+  }
+}
+
+main(process.argv.slice(2)).catch((error: unknown) => {
+  if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    process.stderr.write(`mercury: ${(error as Error).message}\n`);
+    process.exit(2);
+  }
+  if (error instanceof UnavailableError) {
+    process.stderr.write(`mercury: ${error.message}\n`);
+    process.exit(3);
+  }
+  if (error instanceof MercuryError) {
+    process.stderr.write(`mercury: ${error.code}: ${error.message}\n`);
+    process.exit(1);
+  }
+  process.stderr.write(`mercury: ${(error as Error)?.stack ?? String(error)}\n`);
+  process.exit(1);
+});

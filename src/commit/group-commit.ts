@@ -1,0 +1,167 @@
+/**
+ * Group commit on the root. Requests queue while an entry is being committed; when it is durable, everything queued
+ * (up to ENTRY_OPS_MAX / ENTRY_BYTES_MAX) becomes the next entry in one LMDB write transaction, followed by one fsync,
+ * and then every request of that entry is answered. Under light load an entry holds one request and latency is one
+ * commit; under heavy load entries grow and the fsync cost is shared, so throughput follows the load.
+ *
+ * A request is acknowledged only after `store.flushed()` resolves: lmdb 3.5's transactionSync does not fsync each
+ * commit by itself.
+ */
+import assert from 'node:assert/strict';
+import type { Clock } from '../clock/index.js';
+import { MercuryError } from '../errors/index.js';
+import { COMMIT_QUEUE_BYTES_MAX, COMMIT_QUEUE_REQUESTS_MAX, ENTRY_BYTES_MAX, ENTRY_OPS_MAX } from '../limits.js';
+import type { EncodedEntry } from '../log/index.js';
+import { COUNT_BUCKETS, SECONDS_BUCKETS, type Registry } from '../metrics/index.js';
+import { evaluateCompare, type Store } from '../store/index.js';
+import { validateRequest, type WriteRequest, type WriteResult } from './requests.js';
+
+interface Pending {
+  readonly request: WriteRequest;
+  readonly bytes: number;
+  readonly ops: number;
+  readonly resolve: (result: WriteResult) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+export interface GroupCommitOptions {
+  readonly store: Store;
+  readonly clock: Clock;
+  readonly metrics: Registry;
+  readonly valueBytesMax: number;
+  readonly queueRequestsMax?: number;
+  readonly queueBytesMax?: number;
+}
+
+export type CommittedListener = (committed: EncodedEntry) => void;
+
+export class GroupCommitter {
+  private readonly store: Store;
+  private readonly clock: Clock;
+  private readonly valueBytesMax: number;
+  private readonly queueRequestsMax: number;
+  private readonly queueBytesMax: number;
+  private queue: Pending[] = [];
+  private queuedBytes = 0;
+  private running = false;
+  private closing = false;
+  private idle: Promise<void> = Promise.resolve();
+  private lastTimeMs: number;
+  private readonly listeners: CommittedListener[] = [];
+  private readonly metrics;
+
+  constructor(options: GroupCommitOptions) {
+    this.store = options.store;
+    this.clock = options.clock;
+    this.valueBytesMax = options.valueBytesMax;
+    this.queueRequestsMax = options.queueRequestsMax ?? COMMIT_QUEUE_REQUESTS_MAX;
+    this.queueBytesMax = options.queueBytesMax ?? COMMIT_QUEUE_BYTES_MAX;
+    const head = this.store.head();
+    this.lastTimeMs = head.seq === 0 ? 0 : (this.store.readLog(head.seq, 1)[0]?.entry.timeMs ?? 0);
+    const registry = options.metrics;
+    this.metrics = {
+      commitSeconds: registry.histogram('mercury_commit_seconds', 'Time to commit and fsync one entry.', SECONDS_BUCKETS),
+      batchRequests: registry.histogram('mercury_commit_batch_requests', 'Write requests per committed entry.', COUNT_BUCKETS),
+      entryOps: registry.histogram('mercury_entry_ops', 'Operations per committed entry.', COUNT_BUCKETS),
+      entries: registry.counter('mercury_entries_written_total', 'Entries committed to the log.'),
+      bytes: registry.counter('mercury_entry_bytes_written_total', 'Bytes of entry records committed to the log.'),
+      refused: registry.counter('mercury_commit_refused_total', 'Write requests refused because the commit queue was full.'),
+    };
+    registry.gauge('mercury_commit_queue_requests', 'Write requests waiting for the next entry.', () => this.queue.length);
+  }
+
+  /** Called with every entry once it is durable, in seq order. */
+  onCommitted(listener: CommittedListener): void {
+    this.listeners.push(listener);
+  }
+
+  /** Validates a request, queues it for the next entry, and resolves once that entry is durable. */
+  submit(request: WriteRequest): Promise<WriteResult> {
+    if (this.closing) return Promise.reject(new MercuryError('SHUTTING_DOWN', 'node is shutting down; retry on another node or later'));
+    let bytes: number;
+    try {
+      bytes = validateRequest(request, this.valueBytesMax);
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
+    if (this.queue.length >= this.queueRequestsMax || this.queuedBytes + bytes > this.queueBytesMax) {
+      this.metrics.refused.inc();
+      return Promise.reject(
+        new MercuryError('OVERLOADED', `commit queue is full (${this.queue.length} requests, ${this.queuedBytes} bytes); retry with backoff`),
+      );
+    }
+    return new Promise<WriteResult>((resolve, reject) => {
+      const ops = Math.max(request.success.length, request.failure.length);
+      this.queue.push({ request, bytes, ops, resolve, reject });
+      this.queuedBytes += bytes;
+      if (!this.running) {
+        this.running = true;
+        this.idle = this.run();
+      }
+    });
+  }
+
+  private takeBatch(): Pending[] {
+    let ops = 0;
+    let bytes = 0;
+    let count = 0;
+    for (const pending of this.queue) {
+      if (count > 0 && (ops + pending.ops > ENTRY_OPS_MAX || bytes + pending.bytes > ENTRY_BYTES_MAX)) break;
+      ops += pending.ops;
+      bytes += pending.bytes;
+      count++;
+    }
+    const batch = this.queue.slice(0, count);
+    this.queue = this.queue.slice(count);
+    this.queuedBytes -= bytes;
+    return batch;
+  }
+
+  private async run(): Promise<void> {
+    do {
+      // Take the batch on the check phase of the event loop, never at once: every request whose bytes arrived in this
+      // turn (or during the previous commit) is then already queued and joins the entry. The LMDB commit and its fsync
+      // block the thread, so starting at once would commit each request alone under any load.
+      await new Promise((resolve) => setImmediate(resolve));
+      const batch = this.takeBatch();
+      const started = this.clock.monotonicMs();
+      const succeeded: boolean[] = [];
+      let committed: EncodedEntry | undefined;
+      try {
+        // Entry times never go backwards, even if the wall clock does.
+        const timeMs = Math.max(this.lastTimeMs, this.clock.nowMs());
+        committed = this.store.commit(timeMs, (view) => {
+          for (const { request } of batch) {
+            const holds = request.compares.every((compare) => evaluateCompare(compare, view.get(compare.key)));
+            for (const op of holds ? request.success : request.failure) view.apply(op);
+            succeeded.push(holds);
+          }
+        });
+        await this.store.flushed();
+        this.lastTimeMs = timeMs;
+      } catch (error) {
+        const failure = new MercuryError('INTERNAL', 'the write could not be committed; it was not applied', { cause: error });
+        for (const pending of batch) pending.reject(failure);
+        continue;
+      }
+      const seq = committed?.entry.seq ?? this.store.head().seq;
+      assert.equal(succeeded.length, batch.length);
+      batch.forEach((pending, i) => pending.resolve({ succeeded: succeeded[i]!, seq }));
+      this.metrics.commitSeconds.observe((this.clock.monotonicMs() - started) / 1000);
+      this.metrics.batchRequests.observe(batch.length);
+      if (committed !== undefined) {
+        this.metrics.entryOps.observe(committed.entry.ops.length);
+        this.metrics.entries.inc();
+        this.metrics.bytes.inc(committed.record.length);
+        for (const listener of this.listeners) listener(committed);
+      }
+    } while (this.queue.length > 0);
+    this.running = false;
+  }
+
+  /** Refuses new requests and waits until everything queued is committed. */
+  async close(): Promise<void> {
+    this.closing = true;
+    await this.idle;
+  }
+}

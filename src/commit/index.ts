@@ -1,0 +1,4 @@
+export { GroupCommitter } from './group-commit.js';
+export type { CommittedListener, GroupCommitOptions } from './group-commit.js';
+export { validateKey, validateRequest, validateValue } from './requests.js';
+export type { WriteRequest, WriteResult } from './requests.js';

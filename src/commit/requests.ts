@@ -1,0 +1,76 @@
+/**
+ * Write requests as the committer takes them, and their validation. Every write path (HTTP, the in-process API,
+ * forwarded writes from replicas) funnels through `validateRequest`, so a limit is enforced in exactly one place.
+ */
+import { KEY_BYTES_MAX, KEY_BYTES_MIN, TXN_COMPARES_MAX, TXN_OPS_MAX } from '../limits.js';
+import { MercuryError } from '../errors/index.js';
+import { opEncodedBytes, type Op } from '../log/index.js';
+import type { Compare } from '../store/index.js';
+
+/** A transaction: if every compare holds, apply `success`, otherwise `failure`. A plain put is a txn with one op. */
+export interface WriteRequest {
+  readonly compares: readonly Compare[];
+  readonly success: readonly Op[];
+  readonly failure: readonly Op[];
+}
+
+export interface WriteResult {
+  /** Whether the compares held (always true without compares). */
+  readonly succeeded: boolean;
+  /** The seq of the entry that carries this request, or the head seq it was evaluated at if it changed nothing. */
+  readonly seq: number;
+}
+
+export function validateKey(key: Buffer, what = 'key'): void {
+  if (key.length < KEY_BYTES_MIN) throw new MercuryError('KEY_EMPTY', `${what} is empty; keys are 1 to ${KEY_BYTES_MAX} bytes`);
+  if (key.length > KEY_BYTES_MAX)
+    throw new MercuryError('KEY_TOO_LARGE', `${what} is ${key.length} bytes; keys are at most ${KEY_BYTES_MAX} bytes`, {
+      details: { limit: KEY_BYTES_MAX },
+    });
+}
+
+export function validateValue(value: Buffer, valueBytesMax: number): void {
+  if (value.length > valueBytesMax)
+    throw new MercuryError(
+      'VALUE_TOO_LARGE',
+      `value is ${value.length} bytes; this node accepts at most ${valueBytesMax} bytes (server option --max-value-bytes)`,
+      { details: { limit: valueBytesMax } },
+    );
+}
+
+function validateOps(ops: readonly Op[], branch: string, valueBytesMax: number): void {
+  if (ops.length > TXN_OPS_MAX)
+    throw new MercuryError('TOO_MANY_OPS', `${branch} has ${ops.length} ops; a transaction allows at most ${TXN_OPS_MAX} per branch`, {
+      details: { limit: TXN_OPS_MAX },
+    });
+  for (const op of ops) {
+    if (op.type === 'deleteRange') {
+      // An empty start is allowed only as "from the first key", which a prefix delete of "" would mean: refuse it, a
+      // whole-keyspace wipe must be spelled out as a non-empty range.
+      validateKey(op.start, 'range start');
+      if (op.end.length > 0) validateKey(op.end, 'range end');
+    } else {
+      validateKey(op.key);
+      if (op.type === 'put') validateValue(op.value, valueBytesMax);
+    }
+  }
+}
+
+/** Checks every limit; returns the request's encoded size in bytes (what it adds to an entry). */
+export function validateRequest(request: WriteRequest, valueBytesMax: number): number {
+  if (request.compares.length > TXN_COMPARES_MAX)
+    throw new MercuryError('TOO_MANY_OPS', `${request.compares.length} compares; a transaction allows at most ${TXN_COMPARES_MAX}`, {
+      details: { limit: TXN_COMPARES_MAX },
+    });
+  for (const compare of request.compares) {
+    validateKey(compare.key, 'compare key');
+    if (compare.target === 'value') validateValue(compare.value, valueBytesMax);
+  }
+  validateOps(request.success, 'success', valueBytesMax);
+  validateOps(request.failure, 'failure', valueBytesMax);
+  let bytes = 0;
+  for (const op of request.success) bytes += opEncodedBytes(op);
+  let failureBytes = 0;
+  for (const op of request.failure) failureBytes += opEncodedBytes(op);
+  return Math.max(bytes, failureBytes);
+}

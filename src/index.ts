@@ -1,0 +1,12 @@
+/**
+ * Mercury's public API. Everything a program embedding or talking to Mercury may use is exported here, and nothing
+ * else is part of the contract.
+ */
+export { NodeClient, UnavailableError } from './client/index.js';
+export type { KeyValue, RangePageResult, TxnJson } from './client/index.js';
+export { MercuryNode, MERCURY_VERSION } from './node/index.js';
+export type { NodeOptions } from './node/index.js';
+export { validateConfig, CONFIG_DEFAULTS } from './config/index.js';
+export type { NodeConfig } from './config/index.js';
+export { MercuryError, ErrorCode, ERROR_STATUS } from './errors/index.js';
+export * as limits from './limits.js';

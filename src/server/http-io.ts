@@ -1,0 +1,73 @@
+/**
+ * Request and response plumbing shared by the routes: bounded body reading, JSON responses, and the single place
+ * where a MercuryError becomes an HTTP status and a JSON error body:
+ *
+ * ```json
+ * { "error": { "code": "KEY_TOO_LARGE", "message": "key is 2000 bytes; keys are at most 1024 bytes", "limit": 1024 } }
+ * ```
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { MercuryError, isMercuryError, type ErrorCode } from '../errors/index.js';
+
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | number> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
+  res.end(text);
+}
+
+export function errorBody(code: ErrorCode, message: string, details?: Readonly<Record<string, unknown>>): unknown {
+  return { error: { code, message, ...details } };
+}
+
+/** Answers with the error's status and JSON body. Errors that are not MercuryErrors are bugs: reported as INTERNAL. */
+export function sendError(res: ServerResponse, error: unknown, onInternal: (error: unknown) => void): number {
+  const mercury = isMercuryError(error) ? error : new MercuryError('INTERNAL', 'internal error; see the node log', { cause: error });
+  if (!isMercuryError(error)) onInternal(error);
+  if (res.headersSent) {
+    res.destroy();
+    return mercury.status;
+  }
+  const headers: Record<string, string> = {};
+  if (mercury.code === 'METHOD_NOT_ALLOWED' && typeof mercury.details?.allow === 'string') headers.allow = mercury.details.allow;
+  if (mercury.code === 'OVERLOADED') headers['retry-after'] = '1';
+  // The request body may not have been read (too large, malformed): the connection cannot be reused safely.
+  if (!res.req.complete) headers.connection = 'close';
+  sendJson(res, mercury.status, errorBody(mercury.code, mercury.message, mercury.details), headers);
+  return mercury.status;
+}
+
+/**
+ * Reads the whole body, refusing it with `code` as soon as it exceeds `bytesMax` (by Content-Length up front, or while
+ * streaming). Slow bodies are cut off by the server's requestTimeout.
+ */
+export async function readBody(req: IncomingMessage, bytesMax: number, tooLarge: (bytes: number) => MercuryError): Promise<Buffer> {
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > bytesMax) throw tooLarge(Number(declared));
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    if (total > bytesMax) throw tooLarge(total);
+    chunks.push(chunk);
+  }
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
+}
+
+export function parseJson(body: Buffer): unknown {
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch (error) {
+    throw new MercuryError('INVALID_JSON', `request body is not valid JSON: ${(error as Error).message}`);
+  }
+}
+
+/** Parses an optional non-negative integer query parameter. */
+export function queryInteger(query: URLSearchParams, name: string, fallback: number, max = Number.MAX_SAFE_INTEGER, min = 0): number {
+  const raw = query.get(name);
+  if (raw === null || raw === '') return fallback;
+  if (!/^\d+$/.test(raw)) throw new MercuryError('INVALID_ARGUMENT', `query parameter ${name} must be a non-negative integer, got "${raw}"`);
+  const value = Number(raw);
+  if (!Number.isSafeInteger(value) || value < min || value > max)
+    throw new MercuryError('INVALID_ARGUMENT', `query parameter ${name} must be between ${min} and ${max}, got ${raw}`);
+  return value;
+}

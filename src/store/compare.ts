@@ -1,0 +1,44 @@
+/**
+ * Transaction compares, evaluated against the state a request sees (including earlier requests of the same entry).
+ * A missing key has modSeq 0, version 0 and createSeq 0, as in etcd; a value compare against a missing key fails.
+ */
+import type { KeyRecord } from './records.js';
+
+export const CompareOperator = { equal: '=', notEqual: '!=', less: '<', greater: '>' } as const;
+export type CompareOperator = (typeof CompareOperator)[keyof typeof CompareOperator];
+
+export type Compare =
+  | { readonly key: Buffer; readonly target: 'exists'; readonly exists: boolean }
+  | { readonly key: Buffer; readonly target: 'value'; readonly operator: CompareOperator; readonly value: Buffer }
+  | {
+      readonly key: Buffer;
+      readonly target: 'modSeq' | 'version' | 'createSeq';
+      readonly operator: CompareOperator;
+      readonly number: number;
+    };
+
+function holds(operator: CompareOperator, order: number): boolean {
+  switch (operator) {
+    case '=':
+      return order === 0;
+    case '!=':
+      return order !== 0;
+    case '<':
+      return order < 0;
+    case '>':
+      return order > 0;
+  }
+}
+
+export function evaluateCompare(compare: Compare, record: KeyRecord | undefined): boolean {
+  switch (compare.target) {
+    case 'exists':
+      return (record !== undefined) === compare.exists;
+    case 'value':
+      return record !== undefined && holds(compare.operator, Buffer.compare(record.value, compare.value));
+    default: {
+      const actual = record === undefined ? 0 : record[compare.target];
+      return holds(compare.operator, Math.sign(actual - compare.number));
+    }
+  }
+}

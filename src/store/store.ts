@@ -1,0 +1,375 @@
+/**
+ * The LMDB store: key space, log and metadata of one data directory (layout in records.ts).
+ *
+ * Writes happen only through `commit` (the root builds a new entry) and `applyRecords` (a replica applies entries it
+ * received); both apply an entry's ops with the same function, so root and replicas derive identical key records.
+ * Reads use LMDB read transactions and are never blocked by a writer.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { LMDB_MAP_BYTES_DEFAULT } from '../limits.js';
+import { GENESIS_HEAD, sealEntry, verifyNext, verifySelf, type ChainHead, type EncodedEntry, type Entry, type Op } from '../log/index.js';
+import {
+  decodeHead,
+  decodeKeyRecord,
+  decodeU64,
+  encodeHead,
+  encodeKeyRecord,
+  encodeU64,
+  seqKey,
+  type KeyRecord,
+} from './records.js';
+
+export interface StoreOptions {
+  /** Data directory; created if missing. */
+  readonly path: string;
+  readonly mapBytes?: number;
+  /**
+   * Skip fsync entirely. Only for nodes that can refetch everything (never the root): LMDB still never leaves a
+   * torn state, but the last transactions may be lost in a power failure.
+   */
+  readonly noSync?: boolean;
+  /** Open an existing data directory read-only (embedded readers). */
+  readonly readOnly?: boolean;
+}
+
+export interface RangeItem {
+  readonly key: Buffer;
+  readonly record: KeyRecord;
+}
+
+export interface RangePage {
+  readonly items: RangeItem[];
+  /** The seq the page reflects: all items come from one snapshot at this seq. */
+  readonly seq: number;
+  /** True when more keys follow in the range after the last item. */
+  readonly more: boolean;
+}
+
+export interface LogBounds {
+  /** First retained seq, or head.seq + 1 when the log is empty. */
+  readonly firstSeq: number;
+  readonly lastSeq: number;
+  readonly bytes: number;
+}
+
+/** What the root's entry builder sees inside one write transaction. */
+export interface WriteView {
+  /** The seq of the entry being built. */
+  readonly seq: number;
+  /** Reads a key as it stands after the ops applied so far in this entry. */
+  get(key: Buffer): KeyRecord | undefined;
+  /** Applies an op now and records it in the entry. */
+  apply(op: Op): void;
+}
+
+const META_DATASET_ID = 'datasetId';
+const META_NODE_ID = 'nodeId';
+const META_HEAD = 'head';
+const META_LOG_BYTES = 'logBytes';
+const META_LOG_BASE = 'logBase';
+
+export class Store {
+  readonly path: string;
+  readonly datasetId: string;
+  readonly nodeId: string;
+  private readonly env: RootDatabase;
+  private readonly kv: Database<Buffer, Buffer>;
+  private readonly log: Database<Buffer, Buffer>;
+  private readonly meta: Database<Buffer, string>;
+  private cachedHead: ChainHead;
+  private cachedLogBytes: number;
+  private closed = false;
+
+  private constructor(options: StoreOptions) {
+    this.path = options.path;
+    if (!options.readOnly) mkdirSync(options.path, { recursive: true });
+    this.env = open({
+      path: options.path,
+      mapSize: options.mapBytes ?? LMDB_MAP_BYTES_DEFAULT,
+      maxDbs: 8,
+      noSync: options.noSync ?? false,
+      readOnly: options.readOnly ?? false,
+    });
+    this.kv = this.env.openDB<Buffer, Buffer>({ name: 'kv', encoding: 'binary', keyEncoding: 'binary' });
+    this.log = this.env.openDB<Buffer, Buffer>({ name: 'log', encoding: 'binary', keyEncoding: 'binary' });
+    this.meta = this.env.openDB<Buffer, string>({ name: 'meta', encoding: 'binary' });
+    if (!options.readOnly) {
+      this.env.transactionSync(() => {
+        if (this.meta.get(META_DATASET_ID) === undefined) this.meta.putSync(META_DATASET_ID, Buffer.from(randomUUID()));
+        if (this.meta.get(META_NODE_ID) === undefined) this.meta.putSync(META_NODE_ID, Buffer.from(randomUUID()));
+      });
+    }
+    const datasetId = this.meta.get(META_DATASET_ID);
+    const nodeId = this.meta.get(META_NODE_ID);
+    if (datasetId === undefined || nodeId === undefined) throw new Error(`${options.path} is not a Mercury data directory`);
+    this.datasetId = datasetId.toString();
+    this.nodeId = nodeId.toString();
+    this.cachedHead = this.readHead();
+    const logBytes = this.meta.get(META_LOG_BYTES);
+    this.cachedLogBytes = logBytes === undefined ? 0 : decodeU64(logBytes);
+  }
+
+  static open(options: StoreOptions): Store {
+    return new Store(options);
+  }
+
+  /** The last applied entry. For a read-only store this re-reads LMDB, so it follows the writer. */
+  head(): ChainHead {
+    return this.cachedHead;
+  }
+
+  private readHead(): ChainHead {
+    const stored = this.meta.get(META_HEAD);
+    return stored === undefined ? GENESIS_HEAD : decodeHead(stored);
+  }
+
+  /** A key as of the latest committed entry, with the seq that read reflects. */
+  get(key: Buffer): { record: KeyRecord | undefined; seq: number } {
+    const txn = this.env.useReadTransaction();
+    try {
+      const stored = this.kv.get(key, { transaction: txn });
+      const head = this.meta.get(META_HEAD, { transaction: txn });
+      return { record: stored === undefined ? undefined : decodeKeyRecord(stored), seq: head === undefined ? 0 : decodeU64(head) };
+    } finally {
+      txn.done();
+    }
+  }
+
+  /**
+   * Reads keys in [start, end) (empty end: unbounded), after `after` when given (pagination cursor), at most `limit`,
+   * all from one snapshot.
+   */
+  range(start: Buffer, end: Buffer, limit: number, after?: Buffer): RangePage {
+    assert.ok(limit >= 1);
+    const txn = this.env.useReadTransaction();
+    try {
+      const head = this.meta.get(META_HEAD, { transaction: txn });
+      const from = after !== undefined && Buffer.compare(after, start) >= 0 ? after : start;
+      const items: RangeItem[] = [];
+      let more = false;
+      for (const { key, value } of this.kv.getRange({
+        start: from,
+        end: end.length === 0 ? undefined : end,
+        exclusiveStart: from === after,
+        limit: limit + 1,
+        transaction: txn,
+      })) {
+        if (items.length === limit) {
+          more = true;
+          break;
+        }
+        items.push({ key: Buffer.from(key), record: decodeKeyRecord(value) });
+      }
+      return { items, seq: head === undefined ? 0 : decodeU64(head), more };
+    } finally {
+      txn.done();
+    }
+  }
+
+  /** Number of keys and on-disk sizes, for status. */
+  sizes(): { keys: number; logEntries: number; logBytes: number; dataFileBytes: number } {
+    const stats = this.env.getStats() as { pageSize?: number; lastPageNumber?: number };
+    const kvStats = this.kv.getStats() as { entryCount?: number };
+    const bounds = this.logBounds();
+    return {
+      keys: kvStats.entryCount ?? 0,
+      logEntries: bounds.lastSeq - bounds.firstSeq + 1,
+      logBytes: bounds.bytes,
+      dataFileBytes: (stats.pageSize ?? 0) * ((stats.lastPageNumber ?? 0) + 1),
+    };
+  }
+
+  logBounds(): LogBounds {
+    const head = this.cachedHead;
+    let firstSeq = head.seq + 1;
+    for (const key of this.log.getKeys({ limit: 1 })) firstSeq = decodeU64(key);
+    return { firstSeq, lastSeq: head.seq, bytes: this.cachedLogBytes };
+  }
+
+  /** The entry before the first retained one: the chain link that the first retained entry must verify against. */
+  private logBase(): ChainHead {
+    const stored = this.meta.get(META_LOG_BASE);
+    return stored === undefined ? GENESIS_HEAD : decodeHead(stored);
+  }
+
+  /**
+   * Reads up to `limit` log records from `fromSeq`, verifying each against its predecessor (or, for the first
+   * retained entry, against the stored log base). Returns fewer when the log ends; none if fromSeq is not retained.
+   */
+  readLog(fromSeq: number, limit: number): EncodedEntry[] {
+    const result: EncodedEntry[] = [];
+    const txn = this.env.useReadTransaction();
+    try {
+      let previous: ChainHead | undefined;
+      if (fromSeq > 1) {
+        const before = this.log.get(seqKey(fromSeq - 1), { transaction: txn });
+        if (before !== undefined) previous = verifySelf(before);
+        else {
+          const base = this.logBase();
+          if (base.seq === fromSeq - 1) previous = base;
+        }
+      } else previous = GENESIS_HEAD;
+      for (const { key, value } of this.log.getRange({ start: seqKey(fromSeq), limit, transaction: txn })) {
+        const record = Buffer.from(value);
+        const entry = previous === undefined ? verifySelf(record) : verifyNext(previous, record);
+        assert.equal(entry.seq, decodeU64(key), 'log key and entry seq disagree');
+        result.push({ entry, record });
+        previous = entry;
+      }
+    } finally {
+      txn.done();
+    }
+    return result;
+  }
+
+  /**
+   * Root only: builds and commits the next entry in one write transaction. `build` evaluates requests against the
+   * WriteView and applies their ops; if it applies none, nothing is written and undefined is returned.
+   */
+  commit(timeMs: number, build: (view: WriteView) => void): EncodedEntry | undefined {
+    this.assertWritable();
+    const head = this.cachedHead;
+    const seq = head.seq + 1;
+    const ops: Op[] = [];
+    const sealed = this.env.transactionSync(() => {
+      const view: WriteView = {
+        seq,
+        get: (key) => {
+          const stored = this.kv.get(key);
+          return stored === undefined ? undefined : decodeKeyRecord(stored);
+        },
+        apply: (op) => {
+          this.applyOp(seq, op);
+          ops.push(op);
+        },
+      };
+      build(view);
+      if (ops.length === 0) return undefined;
+      const encoded = sealEntry({ seq, timeMs, ops }, head.hash);
+      this.appendLogRecord(encoded.entry, encoded.record);
+      return encoded;
+    });
+    if (sealed !== undefined) this.cachedHead = { seq, hash: sealed.entry.hash };
+    return sealed;
+  }
+
+  /**
+   * Replica: verifies and applies received records in one write transaction. Throws ChainError/EntryDecodeError
+   * (and applies nothing) if any record fails verification.
+   */
+  applyRecords(records: readonly Buffer[]): Entry[] {
+    this.assertWritable();
+    const entries: Entry[] = [];
+    let head = this.cachedHead;
+    for (const record of records) {
+      const entry = verifyNext(head, record);
+      entries.push(entry);
+      head = entry;
+    }
+    if (entries.length === 0) return entries;
+    this.env.transactionSync(() => {
+      entries.forEach((entry, i) => {
+        for (const op of entry.ops) this.applyOp(entry.seq, op);
+        this.appendLogRecord(entry, records[i]!);
+      });
+    });
+    this.cachedHead = { seq: head.seq, hash: Buffer.from(head.hash) };
+    return entries;
+  }
+
+  private appendLogRecord(entry: Entry, record: Buffer): void {
+    this.log.putSync(seqKey(entry.seq), record, { append: true });
+    this.cachedLogBytes += record.length;
+    this.meta.putSync(META_LOG_BYTES, encodeU64(this.cachedLogBytes));
+    this.meta.putSync(META_HEAD, encodeHead(entry.seq, entry.hash));
+  }
+
+  /** Applies one op at `seq` inside the current write transaction. The same on root and replicas. */
+  private applyOp(seq: number, op: Op): void {
+    switch (op.type) {
+      case 'put': {
+        const stored = this.kv.get(op.key);
+        if (stored === undefined) this.kv.putSync(op.key, encodeKeyRecord(seq, seq, 1, op.value));
+        else {
+          const previous = decodeKeyRecord(stored);
+          this.kv.putSync(op.key, encodeKeyRecord(previous.createSeq, seq, previous.version + 1, op.value));
+        }
+        return;
+      }
+      case 'delete':
+        this.kv.removeSync(op.key);
+        return;
+      case 'deleteRange': {
+        // Collect first: removing while a cursor walks the same tree is not supported by lmdb-js.
+        const keys = Array.from(this.kv.getKeys({ start: op.start, end: op.end.length === 0 ? undefined : op.end }), (key) =>
+          Buffer.from(key),
+        );
+        for (const key of keys) this.kv.removeSync(key);
+        return;
+      }
+    }
+  }
+
+  /**
+   * Deletes the oldest log entries beyond the retention limits, at most `batchEntries` per call (one short write
+   * transaction), so the trimmer never holds the writer for long. Returns how many entries it removed. The head entry
+   * is always kept, so a replica can always be told the head hash from the log.
+   */
+  trimLog(retainEntries: number, retainBytes: number, batchEntries: number): number {
+    this.assertWritable();
+    const bounds = this.logBounds();
+    const count = bounds.lastSeq - bounds.firstSeq + 1;
+    if (count <= 1 || (count <= retainEntries && bounds.bytes <= retainBytes)) return 0;
+    let removed = 0;
+    this.env.transactionSync(() => {
+      let bytes = this.cachedLogBytes;
+      let base: ChainHead | undefined;
+      // Collect first: removing while a cursor walks the same tree is not supported by lmdb-js.
+      const oldest = Array.from(this.log.getRange({ start: seqKey(bounds.firstSeq), limit: batchEntries }), ({ key, value }) => ({
+        key: Buffer.from(key),
+        seq: decodeU64(key),
+        bytes: value.length,
+        hash: Buffer.from(value.subarray(value.length - 32)),
+      }));
+      for (const record of oldest) {
+        const remaining = count - removed;
+        if (remaining <= 1 || (remaining <= retainEntries && bytes <= retainBytes)) break;
+        if (record.seq >= bounds.lastSeq) break;
+        base = { seq: record.seq, hash: record.hash };
+        bytes -= record.bytes;
+        this.log.removeSync(record.key);
+        removed++;
+      }
+      if (base !== undefined) {
+        this.meta.putSync(META_LOG_BASE, encodeHead(base.seq, base.hash));
+        this.meta.putSync(META_LOG_BYTES, encodeU64(bytes));
+        this.cachedLogBytes = bytes;
+      }
+    });
+    return removed;
+  }
+
+  /** Resolves once every transaction committed so far is on disk. */
+  flushed(): Promise<boolean> {
+    return this.env.flushed;
+  }
+
+  private assertWritable(): void {
+    assert.ok(!this.closed, 'store is closed');
+  }
+
+  /**
+   * Closes the environment. Waits one timer turn first: lmdb 3.5 can hang forever when close() follows a
+   * transactionSync in the same event-loop turn.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.env.flushed;
+    await new Promise((resolve) => setTimeout(resolve, 1));
+    await this.env.close();
+  }
+}
