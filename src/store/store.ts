@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { LMDB_MAP_BYTES_DEFAULT } from '../limits.js';
-import { GENESIS_HEAD, sealEntry, verifyNext, verifySelf, type ChainHead, type EncodedEntry, type Entry, type Op } from '../log/index.js';
+import { GENESIS_HEAD, HASH_BYTES, sealEntry, verifyNext, verifySelf, type ChainHead, type EncodedEntry, type Entry, type Op } from '../log/index.js';
 import {
   decodeHead,
   decodeKeyRecord,
@@ -33,6 +33,11 @@ export interface StoreOptions {
   readonly noSync?: boolean;
   /** Open an existing data directory read-only (embedded readers). */
   readonly readOnly?: boolean;
+  /**
+   * Make a new dataset id if the directory has none (a root). A replica passes false: it adopts its upstream's
+   * dataset id with its first snapshot, and until then `datasetId` is the empty string.
+   */
+  readonly createDataset?: boolean;
 }
 
 export interface RangeItem {
@@ -46,6 +51,27 @@ export interface RangePage {
   readonly seq: number;
   /** True when more keys follow in the range after the last item. */
   readonly more: boolean;
+}
+
+/** One key as a snapshot carries it. */
+export interface SnapshotRecord {
+  readonly key: Buffer;
+  readonly value: Buffer;
+  readonly createSeq: number;
+  readonly modSeq: number;
+  readonly version: number;
+}
+
+/** A consistent view of the whole key space at one seq (one LMDB read transaction), for bootstrapping a replica. */
+export interface SnapshotReader {
+  readonly seq: number;
+  readonly hash: Buffer;
+  readonly datasetId: string;
+  readonly keyCount: number;
+  /** The next records in key order, about `pageBytes` of keys and values at most (at least one); [] at the end. */
+  nextPage(pageBytes: number): SnapshotRecord[];
+  /** Ends the read transaction. Must be called, or LMDB keeps the snapshot's pages from being reused. */
+  close(): void;
 }
 
 export interface LogBounds {
@@ -73,12 +99,14 @@ const META_LOG_BASE = 'logBase';
 
 export class Store {
   readonly path: string;
-  readonly datasetId: string;
   readonly nodeId: string;
+  private currentDatasetId: string;
   private readonly env: RootDatabase;
   private readonly kv: Database<Buffer, Buffer>;
   private readonly log: Database<Buffer, Buffer>;
   private readonly meta: Database<Buffer, string>;
+  /** Snapshot records received so far, kept apart until the whole snapshot is verified (see installSnapshot*). */
+  private readonly staging: Database<Buffer, Buffer>;
   private cachedHead: ChainHead;
   private cachedLogBytes: number;
   private closed = false;
@@ -96,16 +124,19 @@ export class Store {
     this.kv = this.env.openDB<Buffer, Buffer>({ name: 'kv', encoding: 'binary', keyEncoding: 'binary' });
     this.log = this.env.openDB<Buffer, Buffer>({ name: 'log', encoding: 'binary', keyEncoding: 'binary' });
     this.meta = this.env.openDB<Buffer, string>({ name: 'meta', encoding: 'binary' });
+    this.staging = this.env.openDB<Buffer, Buffer>({ name: 'staging', encoding: 'binary', keyEncoding: 'binary' });
     if (!options.readOnly) {
       this.env.transactionSync(() => {
-        if (this.meta.get(META_DATASET_ID) === undefined) this.meta.putSync(META_DATASET_ID, Buffer.from(randomUUID()));
+        if (this.meta.get(META_DATASET_ID) === undefined && options.createDataset !== false)
+          this.meta.putSync(META_DATASET_ID, Buffer.from(randomUUID()));
         if (this.meta.get(META_NODE_ID) === undefined) this.meta.putSync(META_NODE_ID, Buffer.from(randomUUID()));
       });
     }
     const datasetId = this.meta.get(META_DATASET_ID);
     const nodeId = this.meta.get(META_NODE_ID);
-    if (datasetId === undefined || nodeId === undefined) throw new Error(`${options.path} is not a Mercury data directory`);
-    this.datasetId = datasetId.toString();
+    if (nodeId === undefined || (datasetId === undefined && options.createDataset !== false))
+      throw new Error(`${options.path} is not a Mercury data directory`);
+    this.currentDatasetId = datasetId?.toString() ?? '';
     this.nodeId = nodeId.toString();
     this.cachedHead = this.readHead();
     const logBytes = this.meta.get(META_LOG_BYTES);
@@ -114,6 +145,11 @@ export class Store {
 
   static open(options: StoreOptions): Store {
     return new Store(options);
+  }
+
+  /** Random id made when the root's data directory was created; '' on a replica that has not joined a dataset yet. */
+  get datasetId(): string {
+    return this.currentDatasetId;
   }
 
   /** The last applied entry. For a read-only store this re-reads LMDB, so it follows the writer. */
@@ -350,6 +386,96 @@ export class Store {
       }
     });
     return removed;
+  }
+
+  /** The hash of the entry at `seq`, if this node can still tell (head, retained log, log base, or genesis). */
+  hashAt(seq: number): Buffer | undefined {
+    if (seq === 0) return GENESIS_HEAD.hash;
+    if (seq === this.cachedHead.seq) return this.cachedHead.hash;
+    const record = this.log.get(seqKey(seq));
+    if (record !== undefined) return Buffer.from(record.subarray(record.length - HASH_BYTES));
+    const base = this.logBase();
+    return base.seq === seq ? base.hash : undefined;
+  }
+
+  /** Opens a consistent snapshot of the key space at the current head. */
+  openSnapshot(): SnapshotReader {
+    const txn = this.env.useReadTransaction();
+    const headRecord = this.meta.get(META_HEAD, { transaction: txn });
+    const head = headRecord === undefined ? GENESIS_HEAD : decodeHead(headRecord);
+    const keyCount = this.kv.getKeysCount({ transaction: txn });
+    let after: Buffer | undefined;
+    let done = false;
+    let closed = false;
+    return {
+      seq: head.seq,
+      hash: head.hash,
+      datasetId: this.currentDatasetId,
+      keyCount,
+      nextPage: (pageBytes) => {
+        const page: SnapshotRecord[] = [];
+        if (done) return page;
+        let bytes = 0;
+        for (const { key, value } of this.kv.getRange({ start: after, exclusiveStart: after !== undefined, transaction: txn })) {
+          const record = decodeKeyRecord(Buffer.from(value));
+          page.push({ key: Buffer.from(key), ...record });
+          bytes += key.length + value.length;
+          if (bytes >= pageBytes) break;
+        }
+        if (page.length === 0) done = true;
+        else after = page[page.length - 1]!.key;
+        return page;
+      },
+      close: () => {
+        if (closed) return;
+        closed = true;
+        done = true;
+        txn.done();
+      },
+    };
+  }
+
+  /** Replica: starts receiving a snapshot; forgets any partly received one. */
+  beginSnapshotInstall(): void {
+    this.assertWritable();
+    this.env.transactionSync(() => this.removeAll(this.staging));
+  }
+
+  /** Replica: keeps a page of snapshot records aside (not visible to readers) until the snapshot is complete. */
+  stageSnapshotPage(records: readonly SnapshotRecord[]): void {
+    this.assertWritable();
+    this.env.transactionSync(() => {
+      for (const record of records) this.staging.putSync(record.key, encodeKeyRecord(record.createSeq, record.modSeq, record.version, record.value));
+    });
+  }
+
+  /**
+   * Replica: switches to the staged snapshot in one write transaction, once the caller has verified its digest. The
+   * key space becomes the snapshot's, the log restarts empty after `seq` (whose hash becomes the log base), and the
+   * node adopts the snapshot's dataset id.
+   */
+  finishSnapshotInstall(seq: number, hash: Buffer, datasetId: string): void {
+    this.assertWritable();
+    assert.ok(datasetId.length > 0);
+    this.env.transactionSync(() => {
+      this.removeAll(this.kv);
+      for (const { key, value } of this.staging.getRange({})) this.kv.putSync(Buffer.from(key), Buffer.from(value));
+      this.removeAll(this.staging);
+      this.removeAll(this.log);
+      this.meta.putSync(META_HEAD, encodeHead(seq, hash));
+      this.meta.putSync(META_LOG_BASE, encodeHead(seq, hash));
+      this.meta.putSync(META_LOG_BYTES, encodeU64(0));
+      this.meta.putSync(META_DATASET_ID, Buffer.from(datasetId));
+    });
+    this.cachedHead = { seq, hash: Buffer.from(hash) };
+    this.cachedLogBytes = 0;
+    this.currentDatasetId = datasetId;
+  }
+
+  private removeAll(db: Database<Buffer, Buffer>): void {
+    // Collect first: removing while a cursor walks the same tree is not supported by lmdb-js.
+    const keys = Array.from(db.getKeys({}), (key) => Buffer.from(key));
+    for (const key of keys) db.removeSync(key);
   }
 
   /** Resolves once every transaction committed so far is on disk. */
