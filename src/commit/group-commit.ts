@@ -4,8 +4,7 @@
  * and then every request of that entry is answered. Under light load an entry holds one request and latency is one
  * commit; under heavy load entries grow and the fsync cost is shared, so throughput follows the load.
  *
- * A request is acknowledged only after `store.flushed()` resolves: lmdb 3.5's transactionSync does not fsync each
- * commit by itself.
+ * A request is acknowledged only once its entry is durable (the EntryWriter resolves after `env.flushed`).
  */
 import assert from 'node:assert/strict';
 import type { Clock } from '../clock/index.js';
@@ -13,7 +12,8 @@ import { MercuryError } from '../errors/index.js';
 import { COMMIT_QUEUE_BYTES_MAX, COMMIT_QUEUE_REQUESTS_MAX, ENTRY_BYTES_MAX, ENTRY_OPS_MAX } from '../limits.js';
 import type { EncodedEntry } from '../log/index.js';
 import { COUNT_BUCKETS, SECONDS_BUCKETS, type Registry } from '../metrics/index.js';
-import { evaluateCompare, type Store } from '../store/index.js';
+import type { Store } from '../store/index.js';
+import { InThreadWriter, type EntryWriter } from './entry-writer.js';
 import { validateRequest, type WriteRequest, type WriteResult } from './requests.js';
 
 interface Pending {
@@ -26,6 +26,8 @@ interface Pending {
 
 export interface GroupCommitOptions {
   readonly store: Store;
+  /** Runs the write transactions; by default on this thread, through `store`. */
+  readonly writer?: EntryWriter;
   readonly clock: Clock;
   readonly metrics: Registry;
   readonly valueBytesMax: number;
@@ -37,6 +39,7 @@ export type CommittedListener = (committed: EncodedEntry) => void;
 
 export class GroupCommitter {
   private readonly store: Store;
+  private readonly writer: EntryWriter;
   private readonly clock: Clock;
   private readonly valueBytesMax: number;
   private readonly queueRequestsMax: number;
@@ -52,6 +55,7 @@ export class GroupCommitter {
 
   constructor(options: GroupCommitOptions) {
     this.store = options.store;
+    this.writer = options.writer ?? new InThreadWriter(options.store);
     this.clock = options.clock;
     this.valueBytesMax = options.valueBytesMax;
     this.queueRequestsMax = options.queueRequestsMax ?? COMMIT_QUEUE_REQUESTS_MAX;
@@ -125,22 +129,18 @@ export class GroupCommitter {
       await new Promise((resolve) => setImmediate(resolve));
       const batch = this.takeBatch();
       const started = this.clock.monotonicMs();
-      const succeeded: boolean[] = [];
+      let succeeded: boolean[];
       let committed: EncodedEntry | undefined;
       try {
         // Entry times never go backwards, even if the wall clock does.
         const timeMs = Math.max(this.lastTimeMs, this.clock.nowMs());
-        committed = this.store.commit(timeMs, (view) => {
-          for (const { request } of batch) {
-            const holds = request.compares.every((compare) => evaluateCompare(compare, view.get(compare.key)));
-            for (const op of holds ? request.success : request.failure) view.apply(op);
-            succeeded.push(holds);
-          }
-        });
-        await this.store.flushed();
+        ({ committed, succeeded } = await this.writer.commitBatch(
+          timeMs,
+          batch.map((pending) => pending.request),
+        ));
         this.lastTimeMs = timeMs;
       } catch (error) {
-        const failure = new MercuryError('INTERNAL', 'the write could not be committed; it was not applied', { cause: error });
+        const failure = new MercuryError('INTERNAL', 'committing the write failed (see the node log); it may not have been applied', { cause: error });
         for (const pending of batch) pending.reject(failure);
         continue;
       }
@@ -159,9 +159,15 @@ export class GroupCommitter {
     this.running = false;
   }
 
-  /** Refuses new requests and waits until everything queued is committed. */
+  /** Trims the log through the writer (see Store.trimLog). */
+  trimLog(retainEntries: number, retainBytes: number, batchEntries: number): Promise<number> {
+    return this.writer.trimLog(retainEntries, retainBytes, batchEntries);
+  }
+
+  /** Refuses new requests, waits until everything queued is committed, and stops the writer. */
   async close(): Promise<void> {
     this.closing = true;
     await this.idle;
+    await this.writer.close();
   }
 }

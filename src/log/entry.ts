@@ -28,6 +28,7 @@
  * Decoding rejects trailing bytes, unknown op types and truncated fields.
  */
 import { createHash } from 'node:crypto';
+import { KEY_BYTES_MAX } from '../limits.js';
 
 export const ENTRY_FORMAT = 1;
 export const HASH_BYTES = 32;
@@ -59,6 +60,7 @@ export interface EncodedEntry {
 }
 
 const HEADER_BYTES = 1 + 8 + 8 + 4;
+const OP_BYTES_MIN = 1 + 2 + 1;
 const U16_MAX = 0xffff;
 const U32_MAX = 0xffffffff;
 
@@ -146,8 +148,8 @@ export function decodeEntry(record: Buffer): Entry {
   const timeMs = readSafeU64(record, 9, 'timeMs');
   const opCount = record.readUInt32BE(17);
   const bodyEnd = record.length - 2 * HASH_BYTES;
-  // Each op takes at least 3 bytes: reject impossible counts before allocating for them.
-  if (opCount > (bodyEnd - HEADER_BYTES) / 3) throw new EntryDecodeError(`op count ${opCount} does not fit the record`);
+  // Each op takes at least 4 bytes (a delete of a 1-byte key): reject impossible counts before allocating for them.
+  if (opCount > (bodyEnd - HEADER_BYTES) / OP_BYTES_MIN) throw new EntryDecodeError(`op count ${opCount} does not fit the record`);
   let offset = HEADER_BYTES;
   const take = (length: number, what: string): Buffer => {
     if (offset + length > bodyEnd) throw new EntryDecodeError(`${what} runs past the end of the body`);
@@ -156,18 +158,25 @@ export function decodeEntry(record: Buffer): Entry {
     return bytes;
   };
   const takeU16Bytes = (what: string): Buffer => take(take(2, `${what} length`).readUInt16BE(0), what);
-  const ops: Op[] = new Array<Op>(opCount);
+  // Keys are checked here as the root checks them, so that a faulty upstream is a typed error, not an LMDB failure.
+  const takeKey = (what: string, emptyAllowed = false): Buffer => {
+    const key = takeU16Bytes(what);
+    if ((key.length === 0 && !emptyAllowed) || key.length > KEY_BYTES_MAX)
+      throw new EntryDecodeError(`${what} of ${key.length} bytes at op ${ops.length} is outside 1..${KEY_BYTES_MAX}`);
+    return key;
+  };
+  const ops: Op[] = [];
   for (let i = 0; i < opCount; i++) {
     const type = take(1, 'op type').readUInt8(0);
     if (type === OpType.put) {
-      const key = takeU16Bytes('key');
+      const key = takeKey('key');
       const value = take(take(4, 'value length').readUInt32BE(0), 'value');
-      ops[i] = { type: 'put', key, value };
+      ops.push({ type: 'put', key, value });
     } else if (type === OpType.delete) {
-      ops[i] = { type: 'delete', key: takeU16Bytes('key') };
+      ops.push({ type: 'delete', key: takeKey('key') });
     } else if (type === OpType.deleteRange) {
-      const start = takeU16Bytes('range start');
-      ops[i] = { type: 'deleteRange', start, end: takeU16Bytes('range end') };
+      const start = takeKey('range start');
+      ops.push({ type: 'deleteRange', start, end: takeKey('range end', true) });
     } else {
       throw new EntryDecodeError(`unknown op type ${type} at op ${i}`);
     }

@@ -5,7 +5,7 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
-import { GroupCommitter, type WriteRequest, type WriteResult } from '../commit/index.js';
+import { GroupCommitter, WorkerWriter, type WriteRequest, type WriteResult } from '../commit/index.js';
 import type { NodeConfig } from '../config/index.js';
 import { LOG_TRIM_BATCH_ENTRIES, LOG_TRIM_INTERVAL_MS } from '../limits.js';
 import { silentLogger, type Logger } from '../logging/index.js';
@@ -41,7 +41,13 @@ export class MercuryNode {
     this.startedMs = this.clock.nowMs();
     this.store = Store.open({ path: config.dataDir });
     this.seqWaiter = new SeqWaiter(this.clock, () => this.store.head().seq);
-    this.committer = new GroupCommitter({ store: this.store, clock: this.clock, metrics: this.metrics, valueBytesMax: config.valueBytesMax });
+    this.committer = new GroupCommitter({
+      store: this.store,
+      writer: new WorkerWriter(this.store),
+      clock: this.clock,
+      metrics: this.metrics,
+      valueBytesMax: config.valueBytesMax,
+    });
     this.committer.onCommitted(() => this.seqWaiter.notify());
     this.metrics.gauge('mercury_applied_seq', 'Seq of the last entry applied on this node.', () => this.store.head().seq);
     const api: NodeApi = {
@@ -106,8 +112,8 @@ export class MercuryNode {
     if (this.trimming) return;
     this.trimming = true;
     try {
-      while (this.store.trimLog(this.config.logRetainEntries, this.config.logRetainBytes, LOG_TRIM_BATCH_ENTRIES) > 0) {
-        await new Promise((resolve) => setImmediate(resolve));
+      while ((await this.committer.trimLog(this.config.logRetainEntries, this.config.logRetainBytes, LOG_TRIM_BATCH_ENTRIES)) > 0) {
+        // Each step is one short transaction on the writer thread; commits queue between steps.
       }
     } catch (error) {
       this.logger.log('error', 'log trim failed', { error: String(error) });
@@ -121,10 +127,10 @@ export class MercuryNode {
     this.trimTimer?.cancel();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
+    while (this.trimming) await new Promise((resolve) => setTimeout(resolve, 5));
     await this.committer.close();
     this.server.closeAllConnections();
     await closed;
-    while (this.trimming) await new Promise((resolve) => setTimeout(resolve, 5));
     await this.store.close();
     this.logger.log('info', 'node stopped', { seq: this.store.head().seq });
   }

@@ -77,6 +77,8 @@ export function createApiHandler(node: NodeApi): (req: IncomingMessage, res: Ser
     name: '/v1/kv/{key}',
     methods: {
       GET: async (_req, res, query, key) => {
+        // Also for reads: LMDB throws on keys longer than it supports, and such a key can never exist anyway.
+        validateKey(key!);
         await readSeqOptions(query);
         const { record, seq } = node.store.get(key!);
         if (record === undefined) throw new MercuryError('KEY_NOT_FOUND', `key "${key!.toString()}" does not exist at seq ${seq}`, { details: { seq } });
@@ -123,11 +125,13 @@ export function createApiHandler(node: NodeApi): (req: IncomingMessage, res: Ser
     name: '/v1/kv',
     methods: {
       GET: async (_req, res, query) => {
-        await readSeqOptions(query);
         const prefix = Buffer.from(query.get('prefix') ?? '', 'utf8');
+        if (prefix.length > 0) validateKey(prefix, 'prefix');
         const limit = queryInteger(query, 'limit', RANGE_LIMIT_DEFAULT, RANGE_LIMIT_MAX, 1);
         const cursor = query.get('cursor');
-        const page = node.store.range(prefix, prefixEnd(prefix), limit, cursor === null ? undefined : decodeCursor(cursor));
+        const after = cursor === null ? undefined : decodeCursor(cursor);
+        await readSeqOptions(query);
+        const page = node.store.range(prefix, prefixEnd(prefix), limit, after);
         const last = page.items[page.items.length - 1];
         sendJson(
           res,
@@ -175,7 +179,7 @@ export function createApiHandler(node: NodeApi): (req: IncomingMessage, res: Ser
           JSON_BODY_BYTES_MAX,
           (bytes) => new MercuryError('BODY_TOO_LARGE', `request body is ${bytes} bytes; at most ${JSON_BODY_BYTES_MAX} are accepted; split the transaction`, { details: { limit: JSON_BODY_BYTES_MAX } }),
         );
-        const result = await node.write(parseTxnJson(parseJson(body)));
+        const result = await node.write(parseTxnJson(parseJson(body), node.valueBytesMax));
         sendJson(res, 200, { succeeded: result.succeeded, seq: result.seq }, { [SEQ_HEADER]: result.seq });
       },
     },

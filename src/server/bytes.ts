@@ -7,6 +7,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { MercuryError } from '../errors/index.js';
+import { KEY_BYTES_MAX, KEY_BYTES_MIN } from '../limits.js';
 
 /** Decodes a percent-encoded URL path segment into bytes (not into a string: keys may be any bytes). */
 export function decodePathBytes(text: string): Buffer {
@@ -61,6 +62,11 @@ export function encodeCursor(key: Buffer): string {
 }
 
 export function decodeCursor(cursor: string): Buffer {
-  if (!/^[A-Za-z0-9_-]+$/.test(cursor)) throw new MercuryError('INVALID_ARGUMENT', 'cursor is not one this node returned; pass the "cursor" field of the previous page unchanged');
-  return Buffer.from(cursor, 'base64url');
+  const invalid = (): MercuryError =>
+    new MercuryError('INVALID_ARGUMENT', 'cursor is not one this node returned; pass the "cursor" field of the previous page unchanged');
+  if (!/^[A-Za-z0-9_-]+$/.test(cursor)) throw invalid();
+  const key = Buffer.from(cursor, 'base64url');
+  // A cursor is a key, so it is never longer than a key (and LMDB would throw on a start key beyond its own limit).
+  if (key.length < KEY_BYTES_MIN || key.length > KEY_BYTES_MAX) throw invalid();
+  return key;
 }

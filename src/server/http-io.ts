@@ -45,10 +45,16 @@ export async function readBody(req: IncomingMessage, bytesMax: number, tooLarge:
   if (declared !== undefined && Number(declared) > bytesMax) throw tooLarge(Number(declared));
   const chunks: Buffer[] = [];
   let total = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    total += chunk.length;
-    if (total > bytesMax) throw tooLarge(total);
-    chunks.push(chunk);
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      total += chunk.length;
+      if (total > bytesMax) throw tooLarge(total);
+      chunks.push(chunk);
+    }
+  } catch (error) {
+    if (isMercuryError(error)) throw error;
+    // The client went away or the request timeout cut the body off: the client's doing, not a bug in the node.
+    throw new MercuryError('BAD_REQUEST', `the request body ended after ${total} bytes: the connection was closed or timed out`, { cause: error });
   }
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
 }

@@ -3,4 +3,4 @@ export type { NodeApi } from './api.js';
 export { createHttpServer } from './http-server.js';
 export type { HttpServerOptions } from './http-server.js';
 export { decodePathBytes, encodeJsonBytes } from './bytes.js';
-export { parseTxnJson } from './txn-json.js';
+export { formatTxnJson, parseTxnJson } from './txn-json.js';

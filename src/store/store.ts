@@ -152,9 +152,20 @@ export class Store {
     return this.currentDatasetId;
   }
 
-  /** The last applied entry. For a read-only store this re-reads LMDB, so it follows the writer. */
+  /** The last applied entry (as of the last write through this handle, or the last `refresh`). */
   head(): ChainHead {
     return this.cachedHead;
+  }
+
+  /**
+   * Catches up with writes made through another handle (the writer thread, or another process): renews this thread's
+   * LMDB read snapshot (lmdb-js renews it by itself only after its own writes) and re-reads head and log size.
+   */
+  refresh(): void {
+    this.env.resetReadTxn();
+    this.cachedHead = this.readHead();
+    const logBytes = this.meta.get(META_LOG_BYTES);
+    this.cachedLogBytes = logBytes === undefined ? 0 : decodeU64(logBytes);
   }
 
   private readHead(): ChainHead {
@@ -249,6 +260,7 @@ export class Store {
         }
       } else previous = GENESIS_HEAD;
       for (const { key, value } of this.log.getRange({ start: seqKey(fromSeq), limit, transaction: txn })) {
+        if (result.length === 0 && decodeU64(key) !== fromSeq) break; // fromSeq was trimmed: none, not a later range
         const record = Buffer.from(value);
         const entry = previous === undefined ? verifySelf(record) : verifyNext(previous, record);
         assert.equal(entry.seq, decodeU64(key), 'log key and entry seq disagree');
@@ -270,7 +282,7 @@ export class Store {
     const head = this.cachedHead;
     const seq = head.seq + 1;
     const ops: Op[] = [];
-    const sealed = this.env.transactionSync(() => {
+    const sealed = this.writeTransaction(() => {
       const view: WriteView = {
         seq,
         get: (key) => {
@@ -306,7 +318,7 @@ export class Store {
       head = entry;
     }
     if (entries.length === 0) return entries;
-    this.env.transactionSync(() => {
+    this.writeTransaction(() => {
       entries.forEach((entry, i) => {
         for (const op of entry.ops) this.applyOp(entry.seq, op);
         this.appendLogRecord(entry, records[i]!);
@@ -314,6 +326,20 @@ export class Store {
     });
     this.cachedHead = { seq: head.seq, hash: Buffer.from(head.hash) };
     return entries;
+  }
+
+  /**
+   * Runs `write` in one LMDB write transaction. If it throws, LMDB rolls the transaction back, and so must the
+   * in-memory figures that the transaction updated as it went.
+   */
+  private writeTransaction<T>(write: () => T): T {
+    const logBytesBefore = this.cachedLogBytes;
+    try {
+      return this.env.transactionSync(write);
+    } catch (error) {
+      this.cachedLogBytes = logBytesBefore;
+      throw error;
+    }
   }
 
   private appendLogRecord(entry: Entry, record: Buffer): void {

@@ -1,0 +1,163 @@
+/**
+ * Limits and timings of replication, with units last in the name, and the relations between them.
+ *
+ * The state machines never read these constants directly: they take a `ReplicationLimits` object, so that the
+ * simulation and the unit tests can run with `REPLICATION_LIMITS_TEST`, where windows, frames and timeouts are small
+ * enough that flow-control stalls, multi-frame snapshots and stale-upstream failovers happen constantly.
+ * `validateReplicationLimits` asserts the relations below for any set, and runs on both presets at module load.
+ */
+import assert from 'node:assert/strict';
+import { ENTRY_BYTES_MAX, KEY_BYTES_MAX, VALUE_BYTES_CEILING } from '../limits.js';
+import { HASH_BYTES } from '../log/index.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** Bumped on any incompatible change of the frame format or of a message; both sides must agree exactly. */
+export const PROTOCOL_VERSION = 1;
+
+/** u32 length | u32 crc32 | u8 type (see protocol.ts). */
+export const FRAME_HEADER_BYTES = 4 + 4 + 1;
+
+/** Bytes an entry record adds to the encoded size of its ops: the body header (format, seq, timeMs, op count) and two hashes. */
+export const ENTRY_RECORD_OVERHEAD_BYTES = 1 + 8 + 8 + 4 + 2 * HASH_BYTES;
+
+/** Bytes a snapshot record adds to its key and value: u16 key length, u32 value length, createSeq, modSeq, version. */
+export const SNAPSHOT_RECORD_OVERHEAD_BYTES = 2 + 4 + 8 + 8 + 4;
+
+/** Node and dataset ids travel as u8-length-prefixed UTF-8. Store ids are UUIDs (36 bytes); the margin is for humans. */
+export const NODE_ID_BYTES_MAX = 255;
+
+/**
+ * Deepest tree the protocol describes: a heartbeat carries the ids of every node from the root down to its sender,
+ * and a node refuses children once its own path is this long. 32 levels of fan-out is far beyond any real tree.
+ */
+export const PATH_NODES_MAX = 32;
+
+/** The human-readable part of a REFUSE. */
+export const REFUSE_MESSAGE_BYTES_MAX = 1024;
+
+export interface ReplicationLimits {
+  /** Largest entry record the protocol must carry: the entry limit of the commit path plus the record overhead. */
+  readonly entryRecordBytesMax: number;
+  /** Largest frame, header included. The decoder refuses a larger length before reading the payload. */
+  readonly frameBytesMax: number;
+  /** An ENTRIES frame is filled up to this many record bytes (but always carries at least one entry). */
+  readonly entriesFrameBytesTarget: number;
+  /** ... and at most this many entries. */
+  readonly entriesFrameEntriesMax: number;
+  /** A SNAPSHOT_CHUNK is filled up to this many key and value bytes (always at least one record). */
+  readonly snapshotChunkBytesTarget: number;
+  /**
+   * Flow control: an upstream stops sending to a child once this many bytes, or entries, are sent but not acknowledged.
+   * This bounds what one child can hold in socket buffers; a child that falls further behind is served from the log
+   * on disk later, never from memory.
+   */
+  readonly childWindowBytesMax: number;
+  readonly childWindowEntriesMax: number;
+  /** A child acknowledges whenever this many bytes, or entries, arrived since its last ACK ... */
+  readonly ackEveryBytes: number;
+  readonly ackEveryEntries: number;
+  /** ... and at least this often while connected, which doubles as its keep-alive. */
+  readonly ackIntervalMs: number;
+  /** Entries read from the log per read when a child is behind. */
+  readonly logReadEntriesMax: number;
+  /** The root sends a heartbeat this often; every node forwards it to its children at once. */
+  readonly heartbeatIntervalMs: number;
+  /**
+   * A replica drops an upstream that sent no progress (an entry, a snapshot chunk or a heartbeat newer than any seen)
+   * for `upstreamStaleMs + depth * upstreamStaleHopMs`. The per-hop term lets an intermediate node fail over before
+   * its own children give up on it, so that one silent link does not make the whole subtree reconnect at once.
+   */
+  readonly upstreamStaleMs: number;
+  readonly upstreamStaleHopMs: number;
+  /** An upstream closes a child that sent no ACK for this long (the child acks every `ackIntervalMs`). */
+  readonly childAckTimeoutMs: number;
+  /** An upstream closes a connection whose HELLO has not arrived after this long. */
+  readonly handshakeTimeoutMs: number;
+  /** Reconnect delays grow from min to max (doubling per consecutive failure, with jitter) and never go below min. */
+  readonly reconnectBackoffMsMin: number;
+  readonly reconnectBackoffMsMax: number;
+  /** A session that lasted this long counts as healthy: the next failure starts the backoff from min again. */
+  readonly backoffResetMs: number;
+}
+
+export const REPLICATION_LIMITS: ReplicationLimits = Object.freeze({
+  entryRecordBytesMax: ENTRY_BYTES_MAX + ENTRY_RECORD_OVERHEAD_BYTES,
+  frameBytesMax: ENTRY_BYTES_MAX + 1 * MiB,
+  entriesFrameBytesTarget: 1 * MiB,
+  entriesFrameEntriesMax: 1024,
+  snapshotChunkBytesTarget: 1 * MiB,
+  childWindowBytesMax: 16 * MiB,
+  childWindowEntriesMax: 8192,
+  ackEveryBytes: 4 * MiB,
+  ackEveryEntries: 2048,
+  ackIntervalMs: 1_000,
+  logReadEntriesMax: 1024,
+  heartbeatIntervalMs: 1_000,
+  upstreamStaleMs: 10_000,
+  upstreamStaleHopMs: 1_000,
+  childAckTimeoutMs: 30_000,
+  handshakeTimeoutMs: 10_000,
+  reconnectBackoffMsMin: 100,
+  reconnectBackoffMsMax: 10_000,
+  backoffResetMs: 10_000,
+});
+
+/**
+ * Small limits for tests and the simulation: a window holds a handful of entries, frames and chunks a few KiB, and
+ * every timeout is short, so that the edge cases (window stalls, snapshots over many chunks, failover, backoff caps)
+ * happen in every run. Entries in such tests must stay below `entryRecordBytesMax`.
+ */
+export const REPLICATION_LIMITS_TEST: ReplicationLimits = Object.freeze({
+  entryRecordBytesMax: 8 * KiB,
+  frameBytesMax: 16 * KiB,
+  entriesFrameBytesTarget: 2 * KiB,
+  entriesFrameEntriesMax: 16,
+  snapshotChunkBytesTarget: 1 * KiB,
+  childWindowBytesMax: 12 * KiB,
+  childWindowEntriesMax: 32,
+  ackEveryBytes: 4 * KiB,
+  ackEveryEntries: 8,
+  ackIntervalMs: 100,
+  logReadEntriesMax: 16,
+  heartbeatIntervalMs: 100,
+  upstreamStaleMs: 600,
+  upstreamStaleHopMs: 150,
+  childAckTimeoutMs: 1_500,
+  handshakeTimeoutMs: 500,
+  reconnectBackoffMsMin: 20,
+  reconnectBackoffMsMax: 1_000,
+  backoffResetMs: 1_000,
+});
+
+/** Asserts the relations between limits (a violation is a configuration bug, so it throws an AssertionError). */
+export function validateReplicationLimits(limits: ReplicationLimits): ReplicationLimits {
+  for (const [name, value] of Object.entries(limits)) assert.ok(Number.isSafeInteger(value) && value > 0, `replication limit ${name} must be a positive integer`);
+  // The largest entry, and the largest snapshot record (a key and a value of maximal size), must each fit in a frame
+  // of their own: ENTRIES carries u32 count | u32 length | record, SNAPSHOT_CHUNK u32 count | record.
+  assert.ok(limits.frameBytesMax >= FRAME_HEADER_BYTES + 4 + 4 + limits.entryRecordBytesMax, 'an entry must fit in a frame');
+  assert.ok(limits.entryRecordBytesMax > ENTRY_RECORD_OVERHEAD_BYTES);
+  assert.ok(limits.frameBytesMax <= 0xffffffff, 'frame length is a u32');
+  assert.ok(limits.entriesFrameBytesTarget <= limits.frameBytesMax - FRAME_HEADER_BYTES - 4);
+  assert.ok(limits.snapshotChunkBytesTarget <= limits.frameBytesMax - FRAME_HEADER_BYTES - 4);
+  assert.ok(limits.entriesFrameEntriesMax <= limits.childWindowEntriesMax, 'a full frame must fit in an empty window');
+  // A child acknowledges before the window fills, so an upstream waiting on a full window always hears back.
+  assert.ok(limits.ackEveryBytes <= limits.childWindowBytesMax / 2);
+  assert.ok(limits.ackEveryEntries <= limits.childWindowEntriesMax / 2);
+  assert.ok(limits.logReadEntriesMax <= limits.childWindowEntriesMax);
+  // Several heartbeats fit in the stale time, so one delayed heartbeat never triggers a failover.
+  assert.ok(limits.heartbeatIntervalMs * 3 <= limits.upstreamStaleMs);
+  // An intermediate that lost its upstream gets at least a few reconnect attempts before its children give up on it.
+  assert.ok(limits.upstreamStaleHopMs >= 2 * limits.reconnectBackoffMsMin);
+  // A child's keep-alive ACKs arrive many times within the upstream's timeout.
+  assert.ok(limits.ackIntervalMs * 3 <= limits.childAckTimeoutMs);
+  assert.ok(limits.reconnectBackoffMsMin <= limits.reconnectBackoffMsMax);
+  return limits;
+}
+
+validateReplicationLimits(REPLICATION_LIMITS);
+validateReplicationLimits(REPLICATION_LIMITS_TEST);
+// The production entry limit covers the largest value the store accepts under the largest key.
+assert.ok(REPLICATION_LIMITS.entryRecordBytesMax >= VALUE_BYTES_CEILING + KEY_BYTES_MAX + SNAPSHOT_RECORD_OVERHEAD_BYTES);
+assert.ok(REPLICATION_LIMITS.frameBytesMax >= FRAME_HEADER_BYTES + 4 + VALUE_BYTES_CEILING + KEY_BYTES_MAX + SNAPSHOT_RECORD_OVERHEAD_BYTES);
