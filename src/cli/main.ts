@@ -10,7 +10,6 @@ import { NodeClient, UnavailableError } from '../client/index.js';
 import { DEFAULT_PORT, parseHostPort, validateConfig } from '../config/index.js';
 import { MercuryError } from '../errors/index.js';
 import { jsonLogger } from '../logging/index.js';
-import { MercuryNode } from '../node/index.js';
 
 const USAGE = `usage: mercury <command> [options]
 
@@ -73,6 +72,9 @@ async function serve(values: Record<string, string | boolean | undefined>): Prom
     logRetainEntries: integerOption(values['log-retain-entries'] as string | undefined, 'log-retain-entries'),
     logRetainBytes: integerOption(values['log-retain-bytes'] as string | undefined, 'log-retain-bytes'),
   });
+  // Loaded here, not at the top: the node pulls in LMDB and the writer thread, which would double the start-up time
+  // of every client command.
+  const { MercuryNode } = await import('../node/index.js');
   const node = await MercuryNode.start(config, { logger: jsonLogger() });
   process.stdout.write(`mercury node listening on ${node.url} (data: ${config.dataDir}, seq ${node.store.head().seq})\n`);
   let stopping = false;
@@ -180,17 +182,29 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
+/** Errors are one line, so scripts can show or match them (parseArgs' messages span several). */
+function oneLine(message: string): string {
+  return message.replace(/\s*\n\s*/g, ' ').trim();
+}
+
 main(process.argv.slice(2)).catch((error: unknown) => {
   if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-    process.stderr.write(`mercury: ${(error as Error).message}\n`);
+    process.stderr.write(`mercury: ${oneLine((error as Error).message)}\n`);
     process.exit(2);
   }
   if (error instanceof UnavailableError) {
-    process.stderr.write(`mercury: ${error.message}\n`);
+    process.stderr.write(`mercury: ${oneLine(error.message)}\n`);
     process.exit(3);
   }
   if (error instanceof MercuryError) {
-    process.stderr.write(`mercury: ${error.code}: ${error.message}\n`);
+    process.stderr.write(`mercury: ${error.code}: ${oneLine(error.message)}\n`);
+    // A bad option value for `serve` (--listen, --max-value-bytes, ...) is bad usage, not an error of a node.
+    process.exit(error.code === 'CONFIG_INVALID' ? 2 : 1);
+  }
+  // An operating-system error (port in use, directory not writable) is the world, not a bug: one line, no stack.
+  const system = error as NodeJS.ErrnoException | undefined;
+  if (typeof system?.code === 'string' && typeof system.syscall === 'string') {
+    process.stderr.write(`mercury: ${oneLine(system.message)}\n`);
     process.exit(1);
   }
   process.stderr.write(`mercury: ${(error as Error)?.stack ?? String(error)}\n`);

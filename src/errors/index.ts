@@ -6,6 +6,8 @@
 
 export const ErrorCode = {
   BAD_REQUEST: 'BAD_REQUEST',
+  HEADERS_TOO_LARGE: 'HEADERS_TOO_LARGE',
+  EXPECTATION_FAILED: 'EXPECTATION_FAILED',
   INVALID_JSON: 'INVALID_JSON',
   INVALID_ARGUMENT: 'INVALID_ARGUMENT',
   KEY_TOO_LARGE: 'KEY_TOO_LARGE',
@@ -35,6 +37,8 @@ export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 /** HTTP status for each code. */
 export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   BAD_REQUEST: 400,
+  HEADERS_TOO_LARGE: 431,
+  EXPECTATION_FAILED: 417,
   INVALID_JSON: 400,
   INVALID_ARGUMENT: 400,
   KEY_TOO_LARGE: 413,

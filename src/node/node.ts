@@ -66,13 +66,21 @@ export class MercuryNode {
   /** Opens the data directory and starts serving HTTP. */
   static async start(config: NodeConfig, options: NodeOptions = {}): Promise<MercuryNode> {
     const node = new MercuryNode(config, options);
-    await new Promise<void>((resolve, reject) => {
-      node.server.once('error', reject);
-      node.server.listen(config.port, config.host, () => {
-        node.server.off('error', reject);
-        resolve();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        node.server.once('error', reject);
+        node.server.listen(config.port, config.host, () => {
+          node.server.off('error', reject);
+          resolve();
+        });
       });
-    });
+    } catch (error) {
+      // Nothing is served (port in use, say): release the data directory and the writer thread, which would
+      // otherwise keep the directory open and the process alive.
+      await node.committer.close();
+      await node.store.close();
+      throw error;
+    }
     node.trimTimer = node.clock.setInterval(() => void node.trimLog(), LOG_TRIM_INTERVAL_MS);
     node.logger.log('info', 'node started', { url: node.url, dataDir: config.dataDir, seq: node.store.head().seq, datasetId: node.store.datasetId });
     return node;

@@ -2,7 +2,8 @@
  * The node's HTTP server: `node:http` with every timeout and size limit set, and malformed requests answered with a
  * JSON error instead of a dropped socket. (No framework: routing is a map lookup, see docs/decisions.)
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { ERROR_STATUS, type ErrorCode } from '../errors/index.js';
 import type { Socket } from 'node:net';
 import { HTTP_CONNECTIONS_MAX, HTTP_HEADERS_TIMEOUT_MS, HTTP_KEEP_ALIVE_TIMEOUT_MS, HTTP_REQUEST_TIMEOUT_MS } from '../limits.js';
 import { errorBody } from './http-io.js';
@@ -44,17 +45,24 @@ export function createHttpServer(handler: (req: IncomingMessage, res: ServerResp
       socket.destroy();
       return;
     }
-    const [status, code, message] =
+    const [code, message]: [ErrorCode, string] =
       error.code === 'HPE_HEADER_OVERFLOW'
-        ? [431, 'BAD_REQUEST', 'request headers are too large (16 KiB at most)']
+        ? ['HEADERS_TOO_LARGE', 'request headers are too large (16 KiB at most)']
         : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-          ? [408, 'REQUEST_TIMEOUT', 'the request was not received in time; send headers and body promptly']
-          : [400, 'BAD_REQUEST', `malformed HTTP request (${error.code ?? error.message})`];
-    const body = JSON.stringify(errorBody(code as 'BAD_REQUEST', message));
+          ? ['REQUEST_TIMEOUT', 'the request was not received in time; send headers and body promptly']
+          : ['BAD_REQUEST', `malformed HTTP request (${error.code ?? error.message})`];
+    const body = JSON.stringify(errorBody(code, message));
+    const status = ERROR_STATUS[code];
     socket.end(
-      `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\n` +
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n` +
         `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
     );
+  });
+  // An Expect header other than 100-continue: node:http would answer a bare 417 without a body.
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    const body = JSON.stringify(errorBody('EXPECTATION_FAILED', `Expect: ${req.headers.expect} is not supported; send the request without it`));
+    res.writeHead(417, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), connection: 'close' });
+    res.end(body);
   });
   return server;
 }

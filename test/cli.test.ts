@@ -1,0 +1,224 @@
+/**
+ * The `mercury` CLI as a user runs it: real child processes against a real `mercury serve` on port 0. Checks the
+ * human output, that every `--json` output parses, exact bytes through get/put, and the exit codes: 1 with one line
+ * "mercury: CODE: message" for an error the node reported, 2 for bad usage, 3 when the node cannot be reached.
+ */
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { requestJson, type LogPage } from './support/http.js';
+import { makeTempDir, removeDir, runCli, startServe, stopProcess, type CliResult, type ServeProcess } from './support/process.js';
+
+/** One stderr line "mercury: ...", nothing on stdout. */
+function assertFailed(result: CliResult, exitCode: number, line: RegExp): void {
+  assert.equal(result.code, exitCode, `exit ${result.code}; stderr: ${result.stderr}`);
+  assert.equal(result.stdout.length, 0, `stdout: ${result.stdout.toString()}`);
+  assert.match(result.stderr, /^mercury: [^\n]+\n$/, `not one line: ${JSON.stringify(result.stderr)}`);
+  assert.match(result.stderr, line);
+}
+
+function assertOk(result: CliResult): string {
+  assert.equal(result.code, 0, `exit ${result.code}; stderr: ${result.stderr}`);
+  assert.equal(result.stderr, '');
+  return result.stdout.toString('utf8');
+}
+
+/** A port that nothing listens on: bind one, then let it go. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+describe('cli', () => {
+  let dataDir: string;
+  let filesDir: string;
+  let node: ServeProcess;
+  /** Runs the CLI against the test node. */
+  const cli = (args: readonly string[], input?: Buffer | string): Promise<CliResult> => runCli(['--url', node.url, ...args], { input });
+
+  before(async () => {
+    dataDir = makeTempDir('cli-data');
+    filesDir = makeTempDir('cli-files');
+    node = await startServe(dataDir);
+  });
+
+  after(async () => {
+    await stopProcess(node.child, 'SIGTERM');
+    removeDir(dataDir);
+    removeDir(filesDir);
+  });
+
+  test('cli: put from an argument, get prints the value as is', async () => {
+    const put = assertOk(await cli(['put', 'app/name', 'mercury ✓']));
+    assert.match(put, /^OK seq \d+\n$/);
+    const got = await cli(['get', 'app/name']);
+    assertOk(got);
+    assert.deepEqual(got.stdout, Buffer.from('mercury ✓'), 'no newline is added when stdout is not a terminal');
+  });
+
+  test('cli: put --file and put from stdin store exact bytes; get returns them byte for byte', async () => {
+    const every = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+    const backwards = Buffer.from(every).reverse();
+    const file = join(filesDir, 'bytes.bin');
+    writeFileSync(file, every);
+    assertOk(await cli(['put', 'bin/file', '--file', file]));
+    assertOk(await cli(['put', 'bin/stdin'], Buffer.concat([every, backwards])));
+    const [fromFile, fromStdin] = await Promise.all([cli(['get', 'bin/file']), cli(['get', 'bin/stdin'])]);
+    assert.equal(fromFile.code, 0);
+    assert.deepEqual(fromFile.stdout, every);
+    assert.equal(fromStdin.code, 0);
+    assert.deepEqual(fromStdin.stdout, Buffer.concat([every, backwards]));
+    // An empty stdin is an empty value.
+    assertOk(await cli(['put', 'bin/empty']));
+    assert.equal((await cli(['get', 'bin/empty'])).stdout.length, 0);
+  });
+
+  test('cli: get --json carries the value in base64 and the record fields', async () => {
+    const put = JSON.parse(assertOk(await cli(['put', 'json/k', 'é€', '--json']))) as { seq: number };
+    assert.ok(Number.isSafeInteger(put.seq));
+    const got = JSON.parse(assertOk(await cli(['get', 'json/k', '--json']))) as Record<string, unknown>;
+    assert.equal(got.key, 'json/k');
+    assert.deepEqual(Buffer.from(got.value as string, 'base64'), Buffer.from('é€', 'utf8'));
+    assert.equal(got.modSeq, put.seq);
+    assert.equal(got.createSeq, put.seq);
+    assert.equal(got.version, 1);
+    assert.ok((got.seq as number) >= put.seq);
+  });
+
+  test('cli: del deletes a key, and says so when there was none', async () => {
+    assertOk(await cli(['put', 'del/k', 'v']));
+    assert.match(assertOk(await cli(['del', 'del/k'])), /^deleted, seq \d+\n$/);
+    assert.match(assertOk(await cli(['del', 'del/k'])), /^no such key, seq \d+\n$/);
+    assert.deepEqual(JSON.parse(assertOk(await cli(['del', 'del/k', '--json']))), { seq: (JSON.parse(assertOk(await cli(['status', '--json']))) as { seq: number }).seq, deleted: false });
+    assertFailed(await cli(['get', 'del/k']), 1, /^mercury: KEY_NOT_FOUND: /);
+  });
+
+  test('cli: del --prefix deletes every key under the prefix and nothing else', async () => {
+    await Promise.all(['tree/a', 'tree/b/c', 'tree/b/d', 'treetop'].map((key) => cli(['put', key, 'v'])));
+    assert.match(assertOk(await cli(['del', 'tree/', '--prefix'])), /^OK seq \d+\n$/);
+    const listed = assertOk(await cli(['ls', 'tree']));
+    assert.deepEqual(listed.trimEnd().split('\n').map((line) => line.split('\t')[0]), ['treetop']);
+  });
+
+  test('cli: ls lists keys under a prefix, human and --json, with --limit', async () => {
+    (await Promise.all(Array.from({ length: 5 }, (_, i) => cli(['put', `ls/k${i}`, 'x'.repeat(i)])))).forEach(assertOk);
+    const [humanResult, jsonResult, noneResult] = await Promise.all([cli(['ls', 'ls/']), cli(['ls', 'ls/', '--json', '--limit', '3']), cli(['ls', 'ls/none/'])]);
+    const human = assertOk(humanResult).trimEnd().split('\n');
+    assert.equal(human.length, 5);
+    assert.match(human[2]!, /^ls\/k2\t2 bytes\tmodSeq \d+\tversion 1$/);
+    const lines = assertOk(jsonResult).trimEnd().split('\n');
+    assert.equal(lines.length, 3);
+    const items = lines.map((line) => JSON.parse(line) as { key: string; value: string; modSeq: number; version: number });
+    assert.deepEqual(items.map((item) => item.key), ['ls/k0', 'ls/k1', 'ls/k2']);
+    assert.equal(Buffer.from(items[2]!.value, 'base64').toString(), 'xx');
+    assert.equal(assertOk(noneResult), '');
+  });
+
+  test('cli: txn from a file and from stdin, success and failure branches', async () => {
+    const file = join(filesDir, 'txn.json');
+    writeFileSync(file, JSON.stringify({ compare: [{ key: 'txn/k', exists: false }], success: [{ op: 'put', key: 'txn/k', value: 'first' }], failure: [] }));
+    assert.match(assertOk(await cli(['txn', '--file', file])), /^succeeded, seq \d+\n$/);
+    const stdin = JSON.stringify({ compare: [{ key: 'txn/k', exists: false }], failure: [{ op: 'put', key: 'txn/lost', value: 'yes' }] });
+    assert.match(assertOk(await cli(['txn'], stdin)), /^compare failed, failure branch applied, seq \d+\n$/);
+    const result = JSON.parse(assertOk(await cli(['txn', '--json'], JSON.stringify({ success: [{ op: 'delete', key: 'txn/lost' }] })))) as { succeeded: boolean; seq: number };
+    assert.equal(result.succeeded, true);
+    assert.equal((await cli(['get', 'txn/k'])).stdout.toString(), 'first');
+  });
+
+  test('cli: log shows entries with their hashes; --json is the API page', async () => {
+    const human = assertOk(await cli(['log', '--from', '1', '--limit', '3'])).trimEnd().split('\n');
+    assert.equal(human.length, 3);
+    assert.match(human[0]!, /^seq 1 {2}\d{4}-\d\d-\d\dT[\d:.]+Z {2}\d+ ops {2}hash [0-9a-f]{64}$/);
+    const page = JSON.parse(assertOk(await cli(['log', '--from', '2', '--limit', '2', '--json']))) as LogPage;
+    assert.deepEqual(page.entries.map((entry) => entry.seq), [2, 3]);
+    assert.deepEqual(page, await requestJson<LogPage>(node.url, 'GET', '/v1/log?from=2&limit=2'));
+    assert.match(assertOk(await cli(['log', '--from', '999999'])), /^\(no entries; log holds 1\.\.\d+\)\n$/);
+  });
+
+  test('cli: status, human and --json', async () => {
+    const status = JSON.parse(assertOk(await cli(['status', '--json']))) as Record<string, unknown>;
+    const api = await requestJson(node.url, 'GET', '/v1/status');
+    assert.equal(status.headHash, api.headHash);
+    assert.equal(status.datasetId, api.datasetId);
+    assert.equal(status.role, 'root');
+    const human = assertOk(await cli(['status']));
+    assert.match(human, /^seq +\d+$/m);
+    assert.match(human, new RegExp(`^headHash +${String(api.headHash)}$`, 'm'));
+  });
+
+  test('cli: MERCURY_URL selects the node when --url is absent', async () => {
+    const result = await runCli(['status', '--json'], { env: { MERCURY_URL: `${node.url}/` } });
+    assert.equal((JSON.parse(assertOk(result)) as { role: string }).role, 'root');
+  });
+
+  test('cli: --help prints the usage and exits 0', async () => {
+    assert.match(assertOk(await runCli(['--help'])), /^usage: mercury <command>/);
+  });
+
+  test('cli: an error the node reports exits 1 with one line "mercury: CODE: message"', async () => {
+    const put = JSON.parse(assertOk(await cli(['put', 'cas/k', 'v1', '--json']))) as { seq: number };
+    const cases: [Promise<CliResult>, RegExp][] = [
+      [cli(['get', 'no/such/key']), /^mercury: KEY_NOT_FOUND: .*no\/such\/key/],
+      [cli(['get', 'no/such/key', '--json']), /^mercury: KEY_NOT_FOUND: /],
+      [cli(['put', 'cas/k', 'v2', '--if-mod-seq', String(put.seq + 1000)]), /^mercury: COMPARE_FAILED: /],
+      [cli(['del', 'cas/k', '--if-mod-seq', String(put.seq + 1000)]), /^mercury: COMPARE_FAILED: /],
+      [cli(['put', 'k'.repeat(1025), 'v']), /^mercury: KEY_TOO_LARGE: /],
+      [cli(['txn'], '{"success":[{"op":"frob"}]}'), /^mercury: INVALID_ARGUMENT: success\[0\]\.op/],
+      [cli(['log', '--limit', '5000']), /^mercury: INVALID_ARGUMENT: /],
+    ];
+    for (const [result, line] of cases) assertFailed(await result, 1, line);
+    assertOk(await cli(['put', 'cas/k', 'v2', '--if-mod-seq', String(put.seq)]));
+  });
+
+  test('cli: bad usage exits 2 with one line', async () => {
+    const cases: [string[], RegExp][] = [
+      [['get'], /get needs a KEY/],
+      [['put'], /put needs a KEY/],
+      [['del'], /del needs a KEY/],
+      [['frobnicate'], /unknown command "frobnicate"/],
+      [['get', 'k', '--bogus'], /bogus/],
+      [['ls', '--limit', 'ten'], /--limit must be a non-negative integer/],
+      [['put', 'k', 'v', '--if-mod-seq', '-1'], /if-mod-seq/],
+      [['log', '--from', 'x'], /--from/],
+    ];
+    const results = await Promise.all(cases.map(([args]) => cli(args)));
+    results.forEach((result, i) => assertFailed(result, 2, cases[i]![1]));
+    assertFailed(await cli(['txn'], '{not json'), 2, /transaction is not valid JSON/);
+  });
+
+  test('cli: serve with a bad option value exits 2 with one line', async () => {
+    const dir = join(filesDir, 'never-created');
+    const [listen, valueBytes] = await Promise.all([
+      runCli(['serve', '--data-dir', dir, '--listen', 'nonsense']),
+      runCli(['serve', '--data-dir', dir, '--listen', '127.0.0.1:0', '--max-value-bytes', '0']),
+    ]);
+    assertFailed(listen, 2, /^mercury: CONFIG_INVALID: --listen must be HOST:PORT/);
+    assertFailed(valueBytes, 2, /^mercury: CONFIG_INVALID: valueBytesMax \(--max-value-bytes\)/);
+  });
+
+  test('cli: serve on a port in use exits 1 with one line, promptly', async () => {
+    const port = new URL(node.url).port;
+    const result = await runCli(['serve', '--data-dir', join(filesDir, 'second-node'), '--listen', `127.0.0.1:${port}`]);
+    assertFailed(result, 1, /^mercury: listen EADDRINUSE: address already in use 127\.0\.0\.1:\d+$/m);
+  });
+
+  test('cli: a node that cannot be reached exits 3 with one line', async () => {
+    const url = `http://127.0.0.1:${await closedPort()}`;
+    const results = await Promise.all([['get', 'k'], ['put', 'k', 'v'], ['status'], ['ls']].map((args) => runCli(['--url', url, ...args])));
+    for (const result of results) assertFailed(result, 3, /^mercury: cannot reach http:\/\/127\.0\.0\.1:\d+/);
+  });
+
+  test('cli: serve stops cleanly on SIGTERM, and its data is there on the next start', async () => {
+    const { seq } = JSON.parse(assertOk(await cli(['status', '--json']))) as { seq: number };
+    await stopProcess(node.child, 'SIGTERM');
+    assert.equal(await node.exited, 0);
+    node = await startServe(dataDir);
+    assert.equal((JSON.parse(assertOk(await cli(['status', '--json']))) as { seq: number }).seq, seq);
+    assert.equal((await cli(['get', 'app/name'])).stdout.toString(), 'mercury ✓');
+  });
+});

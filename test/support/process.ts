@@ -1,0 +1,113 @@
+/**
+ * Helpers for tests that run Mercury as real processes: temporary data directories, a `mercury serve` child on a free
+ * port, and one-shot CLI invocations. Every child is started detached from nothing and must be stopped by the test
+ * (in `after`), so the runner can exit.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The compiled CLI entry point (this file runs from dist/test/support/). */
+export const CLI_PATH = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+/** How long a child may take to print its listening line before the start counts as failed. */
+export const SERVE_START_TIMEOUT_MS = 15_000;
+/** How long a CLI invocation may run. */
+export const CLI_TIMEOUT_MS = 15_000;
+
+/** A fresh, empty directory under the OS temp dir. */
+export function makeTempDir(label: string): string {
+  return mkdtempSync(join(tmpdir(), `mercury-${label}-`));
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+export interface ServeProcess {
+  readonly child: ChildProcess;
+  readonly url: string;
+  readonly dataDir: string;
+  /** Everything the child wrote to stderr so far (its JSON log), for failure messages. */
+  stderr(): string;
+  /** Resolves with the exit code (or signal name) once the child has exited. */
+  readonly exited: Promise<number | string>;
+}
+
+const LISTENING = /mercury node listening on (http:\/\/\S+)/;
+
+/**
+ * Starts `mercury serve --data-dir DIR --listen 127.0.0.1:0` and resolves once it prints its URL. Extra arguments
+ * (for example `--max-value-bytes`) are appended.
+ */
+export function startServe(dataDir: string, extraArgs: readonly string[] = []): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...extraArgs], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
+  child.stderr.setEncoding('utf8').on('data', (text: string) => {
+    // Keep only the tail: a node under load may log a lot, and only the end matters in a failure message.
+    stderr = (stderr + text).slice(-16_384);
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`mercury serve did not start within ${SERVE_START_TIMEOUT_MS} ms; stdout: ${stdout}; stderr: ${stderr}`));
+    }, SERVE_START_TIMEOUT_MS);
+    child.stdout.setEncoding('utf8').on('data', (text: string) => {
+      stdout += text;
+      const match = LISTENING.exec(stdout);
+      if (match === null) return;
+      clearTimeout(timer);
+      resolve({ child, url: match[1]!, dataDir, stderr: () => stderr, exited });
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`mercury serve exited (${code}) before listening; stdout: ${stdout}; stderr: ${stderr}`));
+    });
+  });
+}
+
+/** Sends `signal` (default SIGKILL) and waits for the child to exit. Safe to call on an already exited child. */
+export async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill(signal);
+  await exited;
+}
+
+export interface CliResult {
+  readonly code: number | null;
+  readonly stdout: Buffer;
+  readonly stderr: string;
+}
+
+/**
+ * Runs `mercury ARGS...` to completion. `input` is written to its stdin (stdin is closed either way, so a command
+ * that reads stdin never waits for a terminal).
+ */
+export function runCli(args: readonly string[], options: { input?: Buffer | string; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
+  const child = spawn(process.execPath, [CLI_PATH, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
+  const stdout: Buffer[] = [];
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
+  child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+  // A command that does not read stdin may exit before the write completes (EPIPE): that is not the test's concern.
+  child.stdin.on('error', () => {});
+  child.stdin.end(options.input ?? '');
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`mercury ${args.join(' ')} did not finish within ${CLI_TIMEOUT_MS} ms; stderr: ${stderr}`));
+    }, CLI_TIMEOUT_MS);
+    child.once('error', reject);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout: Buffer.concat(stdout), stderr });
+    });
+  });
+}
