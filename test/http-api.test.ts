@@ -19,7 +19,6 @@ import { Store } from '../src/store/index.js';
 import {
   assertError,
   auditLog,
-  KNOWN_CODES,
   parseRawResponse,
   rawExchange,
   request,
