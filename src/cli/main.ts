@@ -10,6 +10,7 @@ import { NodeClient, UnavailableError } from '../client/index.js';
 import { DEFAULT_PORT, parseHostPort, validateConfig } from '../config/index.js';
 import { MercuryError } from '../errors/index.js';
 import { jsonLogger } from '../logging/index.js';
+import { watchCommand } from './watch.js';
 
 const USAGE = `usage: mercury <command> [options]
 
@@ -25,6 +26,7 @@ Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT})
   txn [--file F]                  run a JSON transaction (from a file or stdin)
   log [--from SEQ] [--limit N]    show log entries with their hashes
   status                          show the node's status
+  watch PREFIX [--from SEQ]       print every change under PREFIX ('' for all keys) until Ctrl-C
 
 Options: --json (machine-readable output), --url URL, --help`;
 
@@ -177,6 +179,9 @@ async function main(argv: string[]): Promise<void> {
       );
       return;
     }
+    case 'watch':
+      if (args[0] === undefined) throw new UsageError("watch needs a PREFIX ('' watches every key)");
+      return watchCommand(client.baseUrl, args[0], { fromSeq: integerOption(values.from, 'from'), json });
     default:
       throw new UsageError(`unknown command "${command}"; run mercury --help`);
   }

@@ -13,10 +13,13 @@ import { Registry } from '../metrics/index.js';
 import { createApiHandler, createHttpServer, type NodeApi } from '../server/index.js';
 import { Store } from '../store/index.js';
 import { SeqWaiter } from './seq-waiter.js';
+import { WatchHub, type WatchLimits } from '../watch/index.js';
 
 export interface NodeOptions {
   readonly clock?: Clock;
   readonly logger?: Logger;
+  /** Overrides of the watch limits (tests shrink them; see src/watch/limits.ts). */
+  readonly watchLimits?: Partial<WatchLimits>;
 }
 
 export const MERCURY_VERSION = '0.1.0';
@@ -26,6 +29,8 @@ export class MercuryNode {
   readonly store: Store;
   readonly metrics = new Registry();
   readonly committer: GroupCommitter;
+  /** WebSocket watches on /v1/watch; fed every entry this node applies. */
+  readonly watchHub: WatchHub;
   private readonly clock: Clock;
   private readonly logger: Logger;
   private readonly seqWaiter: SeqWaiter;
@@ -61,6 +66,9 @@ export class MercuryNode {
       log: (message, fields) => this.logger.log('error', message, fields),
     };
     this.server = createHttpServer(createApiHandler(api));
+    this.watchHub = new WatchHub({ store: this.store, clock: this.clock, metrics: this.metrics, logger: this.logger, limits: options.watchLimits });
+    this.watchHub.attach(this.server);
+    this.committer.onCommitted((committed) => this.watchHub.publish([committed]));
   }
 
   /** Opens the data directory and starts serving HTTP. */
@@ -133,6 +141,8 @@ export class MercuryNode {
   /** Stops accepting requests, finishes queued writes, and closes the data directory. */
   async close(): Promise<void> {
     this.trimTimer?.cancel();
+    // Upgraded sockets keep server.close() from finishing: close the watches first (1001, clients resume elsewhere).
+    await this.watchHub.close();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
     while (this.trimming) await new Promise((resolve) => setTimeout(resolve, 5));

@@ -1,5 +1,5 @@
 export { Store } from './store.js';
-export type { LogBounds, RangeItem, RangePage, SnapshotReader, SnapshotRecord, StoreOptions, WriteView } from './store.js';
+export type { KeyRange, LogBounds, RangeItem, RangePage, SnapshotReader, SnapshotRecord, StoreOptions, WriteView } from './store.js';
 export { evaluateCompare, CompareOperator } from './compare.js';
 export type { Compare } from './compare.js';
 export { prefixEnd } from './records.js';

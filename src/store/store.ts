@@ -74,6 +74,14 @@ export interface SnapshotReader {
   close(): void;
 }
 
+/** Keys k with start <= k < end; an empty end means no upper bound. */
+export interface KeyRange {
+  readonly start: Buffer;
+  readonly end: Buffer;
+}
+
+const WHOLE_KEY_SPACE: readonly KeyRange[] = Object.freeze([{ start: Buffer.alloc(0), end: Buffer.alloc(0) }]);
+
 export interface LogBounds {
   /** First retained seq, or head.seq + 1 when the log is empty. */
   readonly firstSeq: number;
@@ -424,12 +432,17 @@ export class Store {
     return base.seq === seq ? base.hash : undefined;
   }
 
-  /** Opens a consistent snapshot of the key space at the current head. */
-  openSnapshot(): SnapshotReader {
+  /**
+   * Opens a consistent snapshot of the key space at the current head. With `ranges` (sorted, non-overlapping, each
+   * [start, end) with an empty end meaning unbounded), pages hold only the keys inside them, still in key order: a
+   * watch that resumes from before the retained log reads just its own prefixes (src/watch).
+   */
+  openSnapshot(ranges: readonly KeyRange[] = WHOLE_KEY_SPACE): SnapshotReader {
     const txn = this.env.useReadTransaction();
     const headRecord = this.meta.get(META_HEAD, { transaction: txn });
     const head = headRecord === undefined ? GENESIS_HEAD : decodeHead(headRecord);
     const keyCount = this.kv.getKeysCount({ transaction: txn });
+    let rangeIndex = 0;
     let after: Buffer | undefined;
     let done = false;
     let closed = false;
@@ -440,16 +453,32 @@ export class Store {
       keyCount,
       nextPage: (pageBytes) => {
         const page: SnapshotRecord[] = [];
-        if (done) return page;
         let bytes = 0;
-        for (const { key, value } of this.kv.getRange({ start: after, exclusiveStart: after !== undefined, transaction: txn })) {
-          const record = decodeKeyRecord(Buffer.from(value));
-          page.push({ key: Buffer.from(key), ...record });
-          bytes += key.length + value.length;
-          if (bytes >= pageBytes) break;
+        while (!done && rangeIndex < ranges.length) {
+          const range = ranges[rangeIndex]!;
+          let full = false;
+          for (const { key, value } of this.kv.getRange({
+            start: after ?? (range.start.length === 0 ? undefined : range.start),
+            end: range.end.length === 0 ? undefined : range.end,
+            exclusiveStart: after !== undefined,
+            transaction: txn,
+          })) {
+            const record = decodeKeyRecord(Buffer.from(value));
+            page.push({ key: Buffer.from(key), ...record });
+            bytes += key.length + value.length;
+            if (bytes >= pageBytes) {
+              full = true;
+              break;
+            }
+          }
+          if (full) {
+            after = page[page.length - 1]!.key;
+            break;
+          }
+          rangeIndex++;
+          after = undefined;
         }
         if (page.length === 0) done = true;
-        else after = page[page.length - 1]!.key;
         return page;
       },
       close: () => {

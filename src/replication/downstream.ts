@@ -1,0 +1,586 @@
+/**
+ * The replica side of replication: which upstream a node follows, and what it accepts from it. A pure state machine:
+ * the adapter feeds it events (each with the current time) and performs the actions it returns, in order, before
+ * feeding the next event. It owns no socket, no timer and no storage.
+ *
+ * Rules (from the design and issue 3):
+ * - Upstreams are tried in the configured order; after a failure the next one is tried, wrapping around, after a
+ *   delay that doubles per consecutive failure (with jitter) up to `reconnectBackoffMsMax`, so that a node whose
+ *   upstreams are all down never spins. A session that stayed up for `backoffResetMs` resets the backoff.
+ * - Every entry is verified with `verifyNext` against the node's head before it is applied; a frame's verified prefix
+ *   is applied, the first failing record drops the upstream.
+ * - An upstream that makes no progress (no entry, no snapshot chunk, no heartbeat newer than any seen) for
+ *   `upstreamStaleMs + depth * upstreamStaleHopMs`, closes, refuses, or breaks the protocol is dropped.
+ * - CHAIN_DIVERGED stops following altogether until `resync()` (an operator's decision: the node then takes a full
+ *   snapshot). Meanwhile the node keeps serving its own children: that is the adapter's Upstream sessions, which this
+ *   machine never touches.
+ * - Snapshots are verified against their digest before `snapshotFinish` is emitted; the adapter must keep staged
+ *   records invisible until then, and discard them on `snapshotAbort`.
+ *
+ * The adapter contract:
+ * - `connect` opens a connection and answers `connected` or `closed` with the same connId. Events carrying an old
+ *   connId are ignored, so races between a close and late data are harmless.
+ * - `apply` must be performed (one write transaction per action) before the next event; the machine's head already
+ *   includes it. After `apply` the node forwards the entries to its children (`Upstream.localApplied`).
+ * - `snapshotFinish` replaces the node's chain: the adapter installs it and then resets every child session
+ *   (`Upstream.chainReset`), since their positions refer to the old log.
+ * - `heartbeat` is forwarded to every child session (`Upstream.heartbeat`).
+ * - `nextTickMs()` says when `tick` must be called at the latest.
+ */
+import assert from 'node:assert/strict';
+import { ChainError, EntryDecodeError, verifyNext, type ChainHead, type EncodedEntry } from '../log/index.js';
+import type { LogLevel } from '../logging/index.js';
+import type { SnapshotRecord } from '../store/index.js';
+import { PROTOCOL_VERSION, REPLICATION_LIMITS, validateReplicationLimits, type ReplicationLimits } from './limits.js';
+import {
+  FrameDecoder,
+  ProtocolError,
+  SnapshotDigest,
+  decodeMessage,
+  encodeMessage,
+  type Heartbeat,
+  type Message,
+  type RefuseReason,
+  type WelcomeMessage,
+} from './protocol.js';
+
+export type DownstreamAction =
+  /** Open a connection to `upstream` (an address from the configured list). */
+  | { readonly type: 'connect'; readonly connId: number; readonly upstream: string; readonly upstreamIndex: number }
+  | { readonly type: 'send'; readonly connId: number; readonly bytes: Buffer }
+  | { readonly type: 'close'; readonly connId: number; readonly reason: string }
+  /** Apply these verified entries, in one write transaction, then forward them to children. */
+  | { readonly type: 'apply'; readonly entries: readonly EncodedEntry[] }
+  /** Start staging a snapshot (forget any partly staged one). */
+  | {
+      readonly type: 'snapshotBegin';
+      readonly seq: number;
+      readonly hash: Buffer;
+      readonly datasetId: string;
+      readonly keyCount: number;
+      readonly bytesEstimate: number;
+    }
+  | { readonly type: 'snapshotChunk'; readonly records: readonly SnapshotRecord[] }
+  /** The staged snapshot is complete and verified: switch to it and adopt `datasetId`. */
+  | { readonly type: 'snapshotFinish'; readonly seq: number; readonly hash: Buffer; readonly datasetId: string }
+  | { readonly type: 'snapshotAbort'; readonly reason: string }
+  /** A heartbeat newer than any seen: forward it to every child. Its path is this node's ancestors. */
+  | { readonly type: 'heartbeat'; readonly heartbeat: Heartbeat }
+  | { readonly type: 'log'; readonly level: LogLevel; readonly message: string; readonly fields: Readonly<Record<string, unknown>> };
+
+export type DownstreamPhase =
+  /** Not started. */
+  | 'idle'
+  /** Waiting before the next connection attempt. */
+  | 'backoff'
+  /** A connection is being opened. */
+  | 'connecting'
+  /** HELLO sent, waiting for WELCOME or REFUSE. */
+  | 'handshake'
+  /** Receiving a snapshot (or waiting for SNAPSHOT_BEGIN after WELCOME mode snapshot). */
+  | 'snapshot'
+  | 'streaming'
+  /** The chain diverged from the upstream's: not following until `resync`. */
+  | 'diverged'
+  | 'stopped';
+
+export interface DownstreamOptions {
+  readonly nodeId: string;
+  /** Upstream addresses in order of preference (at least one). */
+  readonly upstreams: readonly string[];
+  /** '' for a node that never joined a dataset; it then asks for a snapshot. */
+  readonly datasetId: string;
+  /** The node's stored head. */
+  readonly head: ChainHead;
+  /** The time of the entry at head (for lag in ms), if known. */
+  readonly headTimeMs?: number;
+  readonly limits?: ReplicationLimits;
+  /** Uniform in [0, 1): jitter for the reconnect backoff, so that the children of a failed node do not reconnect in lockstep. */
+  readonly random: () => number;
+}
+
+export interface DownstreamStatus {
+  readonly phase: DownstreamPhase;
+  readonly upstream: string | undefined;
+  readonly upstreamIndex: number | undefined;
+  readonly upstreamNodeId: string | undefined;
+  /** Node ids from the root down to the current (or last) upstream. */
+  readonly ancestors: readonly string[];
+  readonly datasetId: string;
+  readonly head: ChainHead;
+  /** Entries the root had at its last heartbeat that this node has not applied. */
+  readonly lagEntries: number | undefined;
+  /** How far behind the root's clock this node's data is: 0 when caught up with the last heartbeat. */
+  readonly lagMs: number | undefined;
+  readonly lastHeartbeatRootSeq: number | undefined;
+  readonly consecutiveFailures: number;
+  readonly upstreamSwitches: number;
+  readonly entriesApplied: number;
+  readonly snapshotsInstalled: number;
+  readonly divergedReason: string | undefined;
+  readonly lastFailure: string | undefined;
+  readonly snapshot:
+    | { readonly seq: number; readonly keyCount: number; readonly keysReceived: number; readonly bytesEstimate: number; readonly bytesReceived: number }
+    | undefined;
+}
+
+interface Session {
+  readonly connId: number;
+  readonly index: number;
+  readonly address: string;
+  readonly startedMs: number;
+  readonly decoder: FrameDecoder;
+  welcome: WelcomeMessage | undefined;
+  lastProgressMs: number;
+  receivedBytes: number;
+  ackedBytes: number;
+  ackedSeq: number;
+  lastAckMs: number;
+}
+
+interface IncomingSnapshot {
+  readonly seq: number;
+  readonly hash: Buffer;
+  readonly keyCount: number;
+  readonly bytesEstimate: number;
+  readonly digest: SnapshotDigest;
+  lastKey: Buffer | undefined;
+  keysReceived: number;
+  bytesReceived: number;
+}
+
+/**
+ * Reconnect delay after `failures` consecutive failures: min * 2^(failures-1), capped at max, jittered down to half,
+ * never below min. 0 before any failure.
+ */
+export function backoffDelayMs(failures: number, limits: ReplicationLimits, random: () => number): number {
+  if (failures <= 0) return 0;
+  const base = Math.min(limits.reconnectBackoffMsMax, limits.reconnectBackoffMsMin * 2 ** Math.min(failures - 1, 30));
+  return Math.max(limits.reconnectBackoffMsMin, Math.floor(base * (0.5 + 0.5 * random())));
+}
+
+export class Downstream {
+  readonly nodeId: string;
+  private readonly upstreams: readonly string[];
+  private readonly limits: ReplicationLimits;
+  private readonly random: () => number;
+  private phase: DownstreamPhase = 'idle';
+  private datasetId: string;
+  private head: ChainHead;
+  private headTimeMs: number | undefined;
+  private ancestors: readonly string[] = [];
+  private session: Session | undefined;
+  private snapshot: IncomingSnapshot | undefined;
+  private lastConnId = 0;
+  private nextIndex = 0;
+  private nextAttemptMs = 0;
+  private failures = 0;
+  private resyncRequested = false;
+  private divergedReason: string | undefined;
+  private lastFailure: string | undefined;
+  /** Newest root time seen in a heartbeat: older ones are neither progress nor forwarded (see protocol.ts, loops). */
+  private newestRootTimeMs = -1;
+  private lastRootSeq: number | undefined;
+  private upstreamSwitches = 0;
+  private entriesApplied = 0;
+  private snapshotsInstalled = 0;
+
+  constructor(options: DownstreamOptions) {
+    assert.ok(options.upstreams.length > 0, 'a replica needs at least one upstream');
+    assert.ok(options.nodeId.length > 0);
+    this.nodeId = options.nodeId;
+    this.upstreams = [...options.upstreams];
+    this.limits = validateReplicationLimits(options.limits ?? REPLICATION_LIMITS);
+    this.random = options.random;
+    this.datasetId = options.datasetId;
+    this.head = { seq: options.head.seq, hash: Buffer.from(options.head.hash) };
+    this.headTimeMs = options.headTimeMs;
+  }
+
+  /** Starts following the first upstream. */
+  start(nowMs: number): DownstreamAction[] {
+    assert.equal(this.phase, 'idle', 'start() called twice');
+    return this.connect(nowMs);
+  }
+
+  /** The connection `connId` is open. */
+  connected(nowMs: number, connId: number): DownstreamAction[] {
+    const session = this.current(connId);
+    if (session === undefined || this.phase !== 'connecting') return [];
+    this.phase = 'handshake';
+    const hello = encodeMessage({
+      type: 'hello',
+      protocolVersion: PROTOCOL_VERSION,
+      resync: this.resyncRequested,
+      datasetId: this.datasetId,
+      nodeId: this.nodeId,
+      path: this.ancestors,
+      head: this.head,
+    });
+    return [{ type: 'send', connId, bytes: hello }];
+  }
+
+  /** Bytes arrived on `connId`, split anywhere. */
+  receive(nowMs: number, connId: number, chunk: Buffer): DownstreamAction[] {
+    const session = this.current(connId);
+    if (session === undefined) return [];
+    const actions: DownstreamAction[] = [];
+    if (this.phase === 'connecting') return this.fail(nowMs, 'upstream spoke before HELLO', actions);
+    let frames;
+    try {
+      frames = session.decoder.push(chunk);
+    } catch (error) {
+      return this.failProtocol(nowMs, error, actions);
+    }
+    for (const frame of frames) {
+      session.receivedBytes += frame.bytes;
+      let message: Message;
+      try {
+        message = decodeMessage(frame);
+      } catch (error) {
+        return this.failProtocol(nowMs, error, actions);
+      }
+      this.handle(nowMs, session, message, actions);
+      if (this.session !== session) return actions;
+    }
+    if (
+      session.welcome !== undefined &&
+      (session.receivedBytes - session.ackedBytes >= this.limits.ackEveryBytes || this.head.seq - session.ackedSeq >= this.limits.ackEveryEntries)
+    )
+      this.ack(nowMs, session, actions);
+    return actions;
+  }
+
+  /** The connection `connId` closed, or could not be opened. */
+  closed(nowMs: number, connId: number, reason = 'connection closed'): DownstreamAction[] {
+    if (this.current(connId) === undefined) return [];
+    return this.fail(nowMs, reason, [], { peerClosed: true });
+  }
+
+  /** Time passed: reconnect after a backoff, drop a stale upstream, send a keep-alive ACK. */
+  tick(nowMs: number): DownstreamAction[] {
+    const actions: DownstreamAction[] = [];
+    if (this.phase === 'backoff' && nowMs >= this.nextAttemptMs) return this.connect(nowMs);
+    const session = this.session;
+    if (session === undefined) return actions;
+    if (session.welcome === undefined) {
+      if (nowMs - session.startedMs >= this.limits.handshakeTimeoutMs)
+        return this.fail(nowMs, `no answer to the handshake within ${this.limits.handshakeTimeoutMs} ms`, actions);
+      return actions;
+    }
+    const staleMs = this.staleAfterMs();
+    if (nowMs - session.lastProgressMs >= staleMs) return this.fail(nowMs, `upstream stale: no progress for ${staleMs} ms`, actions);
+    if (nowMs - session.lastAckMs >= this.limits.ackIntervalMs) this.ack(nowMs, session, actions);
+    return actions;
+  }
+
+  /** The latest time at which `tick` must be called, or undefined if no deadline is pending. */
+  nextTickMs(): number | undefined {
+    if (this.phase === 'backoff') return this.nextAttemptMs;
+    const session = this.session;
+    if (session === undefined) return undefined;
+    if (session.welcome === undefined) return session.startedMs + this.limits.handshakeTimeoutMs;
+    return Math.min(session.lastProgressMs + this.staleAfterMs(), session.lastAckMs + this.limits.ackIntervalMs);
+  }
+
+  /**
+   * Operator: fetch a full snapshot, replacing the local chain (from the current upstream if connected, else from the
+   * next one, at once). The only way out of `diverged`; valid in any phase, also before `start`.
+   */
+  resync(nowMs: number): DownstreamAction[] {
+    if (this.phase === 'stopped') return [];
+    this.resyncRequested = true;
+    this.divergedReason = undefined;
+    this.failures = 0;
+    const actions: DownstreamAction[] = [{ type: 'log', level: 'warn', message: 'resync requested: fetching a full snapshot', fields: { seq: this.head.seq } }];
+    // Before start() the flag is enough: the first HELLO will ask for the snapshot.
+    if (this.phase === 'idle') return actions;
+    if (this.session !== undefined) {
+      const index = this.session.index;
+      this.endSession(this.session, 'operator requested a resync', actions, false);
+      this.nextIndex = index;
+    }
+    return [...actions, ...this.connect(nowMs)];
+  }
+
+  /** Stops following (node shutdown). */
+  stop(_nowMs: number): DownstreamAction[] {
+    const actions: DownstreamAction[] = [];
+    if (this.session !== undefined) this.endSession(this.session, 'node stopping', actions, false);
+    this.phase = 'stopped';
+    return actions;
+  }
+
+  status(): DownstreamStatus {
+    const session = this.session;
+    const lagEntries = this.lastRootSeq === undefined ? undefined : Math.max(0, this.lastRootSeq - this.head.seq);
+    let lagMs: number | undefined;
+    if (lagEntries === 0) lagMs = 0;
+    else if (lagEntries !== undefined && this.headTimeMs !== undefined) lagMs = Math.max(0, this.newestRootTimeMs - this.headTimeMs);
+    const snapshot = this.snapshot;
+    return {
+      phase: this.phase,
+      upstream: session?.address,
+      upstreamIndex: session?.index,
+      upstreamNodeId: session?.welcome?.nodeId,
+      ancestors: this.ancestors,
+      datasetId: this.datasetId,
+      head: this.head,
+      lagEntries,
+      lagMs,
+      lastHeartbeatRootSeq: this.lastRootSeq,
+      consecutiveFailures: this.failures,
+      upstreamSwitches: this.upstreamSwitches,
+      entriesApplied: this.entriesApplied,
+      snapshotsInstalled: this.snapshotsInstalled,
+      divergedReason: this.divergedReason,
+      lastFailure: this.lastFailure,
+      snapshot:
+        snapshot === undefined
+          ? undefined
+          : { seq: snapshot.seq, keyCount: snapshot.keyCount, keysReceived: snapshot.keysReceived, bytesEstimate: snapshot.bytesEstimate, bytesReceived: snapshot.bytesReceived },
+    };
+  }
+
+  /** The connection the machine currently uses (connecting or connected), if any. */
+  get currentConnId(): number | undefined {
+    return this.session?.connId;
+  }
+
+  /** The node's ancestors as last learned (root first): the Upstream sessions use them to refuse loops. */
+  currentAncestors(): readonly string[] {
+    return this.ancestors;
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+
+  private current(connId: number): Session | undefined {
+    return this.session !== undefined && this.session.connId === connId ? this.session : undefined;
+  }
+
+  private staleAfterMs(): number {
+    return this.limits.upstreamStaleMs + this.ancestors.length * this.limits.upstreamStaleHopMs;
+  }
+
+  private connect(nowMs: number): DownstreamAction[] {
+    assert.equal(this.session, undefined);
+    const index = this.nextIndex % this.upstreams.length;
+    const address = this.upstreams[index]!;
+    const connId = ++this.lastConnId;
+    this.session = {
+      connId,
+      index,
+      address,
+      startedMs: nowMs,
+      decoder: new FrameDecoder(this.limits.frameBytesMax),
+      welcome: undefined,
+      lastProgressMs: nowMs,
+      receivedBytes: 0,
+      ackedBytes: 0,
+      ackedSeq: this.head.seq,
+      lastAckMs: nowMs,
+    };
+    this.phase = 'connecting';
+    return [{ type: 'connect', connId, upstream: address, upstreamIndex: index }];
+  }
+
+  private handle(nowMs: number, session: Session, message: Message, actions: DownstreamAction[]): void {
+    if (message.type === 'refuse') return this.refused(nowMs, message.reason, message.message, actions);
+    if (this.phase === 'handshake') {
+      if (message.type !== 'welcome') return this.unexpected(nowMs, message, actions);
+      return this.welcomed(nowMs, session, message, actions);
+    }
+    switch (message.type) {
+      case 'heartbeat':
+        return this.heartbeat(nowMs, session, message, actions);
+      case 'entries':
+        if (this.phase !== 'streaming') return this.unexpected(nowMs, message, actions);
+        return this.entries(nowMs, session, message.records, actions);
+      case 'snapshotBegin':
+        if (this.snapshot !== undefined) return this.unexpected(nowMs, message, actions);
+        return this.snapshotBegin(nowMs, session, message.seq, message.hash, message.keyCount, message.bytesEstimate, actions);
+      case 'snapshotChunk':
+        if (this.snapshot === undefined) return this.unexpected(nowMs, message, actions);
+        return this.snapshotChunk(nowMs, session, this.snapshot, message.records, actions);
+      case 'snapshotEnd':
+        if (this.snapshot === undefined) return this.unexpected(nowMs, message, actions);
+        return this.snapshotEnd(nowMs, session, this.snapshot, message.digest, actions);
+      default:
+        return this.unexpected(nowMs, message, actions);
+    }
+  }
+
+  private welcomed(nowMs: number, session: Session, welcome: WelcomeMessage, actions: DownstreamAction[]): void {
+    if (welcome.nodeId === this.nodeId) return void this.fail(nowMs, 'SELF: the upstream is this node', actions);
+    if (welcome.path.includes(this.nodeId)) return void this.fail(nowMs, `LOOP: this node is an ancestor of its upstream (${welcome.path.join(' > ')})`, actions);
+    if (welcome.path[welcome.path.length - 1] !== welcome.nodeId) return void this.fail(nowMs, 'WELCOME path does not end at the upstream', actions);
+    if (this.datasetId !== '' && welcome.datasetId !== this.datasetId)
+      return void this.fail(nowMs, `DATASET_MISMATCH: upstream holds dataset ${welcome.datasetId}, this node ${this.datasetId}`, actions);
+    if (welcome.mode === 'stream') {
+      if (this.datasetId === '' || this.resyncRequested) return void this.fail(nowMs, 'upstream offered a stream where a snapshot was needed', actions);
+      if (welcome.fromSeq !== this.head.seq + 1) return void this.fail(nowMs, `upstream offered a stream from ${welcome.fromSeq}, head is ${this.head.seq}`, actions);
+    }
+    session.welcome = welcome;
+    session.lastProgressMs = nowMs;
+    session.lastAckMs = nowMs;
+    this.ancestors = welcome.path;
+    this.phase = welcome.mode === 'stream' ? 'streaming' : 'snapshot';
+    this.upstreamSwitches++;
+    actions.push({
+      type: 'log',
+      level: 'info',
+      message: 'following upstream',
+      fields: { upstream: session.address, upstreamNodeId: welcome.nodeId, mode: welcome.mode, seq: this.head.seq, upstreamSeq: welcome.head.seq },
+    });
+  }
+
+  private heartbeat(nowMs: number, session: Session, heartbeat: Heartbeat, actions: DownstreamAction[]): void {
+    if (heartbeat.path.includes(this.nodeId)) return void this.fail(nowMs, `LOOP: heartbeat passed through this node (${heartbeat.path.join(' > ')})`, actions);
+    if (heartbeat.path[heartbeat.path.length - 1] !== session.welcome?.nodeId) return void this.fail(nowMs, 'heartbeat path does not end at the upstream', actions);
+    this.ancestors = heartbeat.path;
+    if (heartbeat.rootTimeMs <= this.newestRootTimeMs) return;
+    this.newestRootTimeMs = heartbeat.rootTimeMs;
+    this.lastRootSeq = heartbeat.rootSeq;
+    session.lastProgressMs = nowMs;
+    actions.push({ type: 'heartbeat', heartbeat: { rootSeq: heartbeat.rootSeq, rootTimeMs: heartbeat.rootTimeMs, path: heartbeat.path } });
+  }
+
+  private entries(nowMs: number, session: Session, records: readonly Buffer[], actions: DownstreamAction[]): void {
+    const verified: EncodedEntry[] = [];
+    let head = this.head;
+    let failure: string | undefined;
+    for (const record of records) {
+      try {
+        const entry = verifyNext(head, record);
+        verified.push({ entry, record });
+        head = entry;
+      } catch (error) {
+        if (!(error instanceof ChainError || error instanceof EntryDecodeError)) throw error;
+        failure = `entry after seq ${head.seq} failed verification: ${error.message}`;
+        break;
+      }
+    }
+    if (verified.length > 0) {
+      const last = verified[verified.length - 1]!.entry;
+      // A copy: the entry's hash points into the frame, which would otherwise stay alive as long as the head.
+      this.head = { seq: last.seq, hash: Buffer.from(last.hash) };
+      this.headTimeMs = last.timeMs;
+      this.entriesApplied += verified.length;
+      session.lastProgressMs = nowMs;
+      actions.push({ type: 'apply', entries: verified });
+    }
+    if (failure !== undefined) this.fail(nowMs, failure, actions);
+  }
+
+  private snapshotBegin(nowMs: number, session: Session, seq: number, hash: Buffer, keyCount: number, bytesEstimate: number, actions: DownstreamAction[]): void {
+    // Outside a resync or a first join, a snapshot may only move the node forward: going back would lose applied data
+    // that its children may already hold.
+    if (!this.resyncRequested && this.datasetId !== '' && seq <= this.head.seq)
+      return void this.fail(nowMs, `upstream sent a snapshot at seq ${seq}, not past the head ${this.head.seq}`, actions);
+    const datasetId = session.welcome!.datasetId;
+    this.snapshot = { seq, hash: Buffer.from(hash), keyCount, bytesEstimate, digest: new SnapshotDigest(), lastKey: undefined, keysReceived: 0, bytesReceived: 0 };
+    this.phase = 'snapshot';
+    session.lastProgressMs = nowMs;
+    actions.push({ type: 'snapshotBegin', seq, hash: this.snapshot.hash, datasetId, keyCount, bytesEstimate });
+    actions.push({ type: 'log', level: 'info', message: 'receiving snapshot', fields: { upstream: session.address, seq, keyCount, bytesEstimate } });
+  }
+
+  private snapshotChunk(nowMs: number, session: Session, snapshot: IncomingSnapshot, records: readonly SnapshotRecord[], actions: DownstreamAction[]): void {
+    for (const record of records) {
+      if (snapshot.lastKey !== undefined && Buffer.compare(snapshot.lastKey, record.key) >= 0)
+        return void this.fail(nowMs, 'snapshot keys are not strictly ascending', actions);
+      if (record.modSeq > snapshot.seq) return void this.fail(nowMs, `snapshot record modified at ${record.modSeq}, after the snapshot seq ${snapshot.seq}`, actions);
+      snapshot.lastKey = record.key;
+      snapshot.digest.update(record);
+      snapshot.keysReceived++;
+      snapshot.bytesReceived += record.key.length + record.value.length;
+    }
+    if (snapshot.keysReceived > snapshot.keyCount) return void this.fail(nowMs, `snapshot has more than the announced ${snapshot.keyCount} keys`, actions);
+    session.lastProgressMs = nowMs;
+    actions.push({ type: 'snapshotChunk', records });
+  }
+
+  private snapshotEnd(nowMs: number, session: Session, snapshot: IncomingSnapshot, digest: Buffer, actions: DownstreamAction[]): void {
+    if (snapshot.keysReceived !== snapshot.keyCount)
+      return void this.fail(nowMs, `snapshot announced ${snapshot.keyCount} keys and carried ${snapshot.keysReceived}`, actions);
+    if (!snapshot.digest.digest().equals(digest)) return void this.fail(nowMs, 'snapshot digest mismatch', actions);
+    const datasetId = session.welcome!.datasetId;
+    this.snapshot = undefined;
+    this.head = { seq: snapshot.seq, hash: snapshot.hash };
+    this.headTimeMs = undefined;
+    this.datasetId = datasetId;
+    this.resyncRequested = false;
+    this.snapshotsInstalled++;
+    this.phase = 'streaming';
+    session.lastProgressMs = nowMs;
+    actions.push({ type: 'snapshotFinish', seq: snapshot.seq, hash: snapshot.hash, datasetId });
+    actions.push({ type: 'log', level: 'info', message: 'snapshot installed', fields: { seq: snapshot.seq, keys: snapshot.keysReceived, bytes: snapshot.bytesReceived } });
+    this.ack(nowMs, session, actions);
+  }
+
+  private refused(nowMs: number, reason: RefuseReason, text: string, actions: DownstreamAction[]): void {
+    if (reason === 'CHAIN_DIVERGED') return this.diverge(nowMs, `upstream refused: CHAIN_DIVERGED: ${text}`, actions);
+    this.fail(nowMs, `upstream refused: ${reason}: ${text}`, actions);
+  }
+
+  private diverge(_nowMs: number, reason: string, actions: DownstreamAction[]): void {
+    const session = this.session!;
+    this.endSession(session, reason, actions, false);
+    this.phase = 'diverged';
+    this.divergedReason = reason;
+    this.lastFailure = reason;
+    actions.push({
+      type: 'log',
+      level: 'error',
+      message: 'chain diverged from the upstream: stopped following until an operator resyncs this node',
+      fields: { upstream: session.address, seq: this.head.seq, hash: this.head.hash.toString('hex'), reason },
+    });
+  }
+
+  private ack(nowMs: number, session: Session, actions: DownstreamAction[]): void {
+    session.ackedBytes = session.receivedBytes;
+    session.ackedSeq = this.head.seq;
+    session.lastAckMs = nowMs;
+    actions.push({ type: 'send', connId: session.connId, bytes: encodeMessage({ type: 'ack', appliedSeq: this.head.seq, receivedBytes: session.receivedBytes }) });
+  }
+
+  private unexpected(nowMs: number, message: Message, actions: DownstreamAction[]): void {
+    this.fail(nowMs, `MESSAGE_UNEXPECTED: ${message.type} while ${this.phase}`, actions);
+  }
+
+  private failProtocol(nowMs: number, error: unknown, actions: DownstreamAction[]): DownstreamAction[] {
+    if (!(error instanceof ProtocolError)) throw error;
+    return this.fail(nowMs, `${error.code}: ${error.message}`, actions);
+  }
+
+  /** Ends the session without counting a failure (resync, stop, divergence). */
+  private endSession(session: Session, reason: string, actions: DownstreamAction[], peerClosed: boolean): void {
+    if (!peerClosed) actions.push({ type: 'close', connId: session.connId, reason });
+    if (this.snapshot !== undefined) {
+      actions.push({ type: 'snapshotAbort', reason });
+      this.snapshot = undefined;
+    }
+    this.session = undefined;
+  }
+
+  /** Drops the current upstream and schedules the next attempt on the next one in the list. */
+  private fail(nowMs: number, reason: string, actions: DownstreamAction[], options: { peerClosed?: boolean } = {}): DownstreamAction[] {
+    const session = this.session;
+    assert.ok(session !== undefined);
+    this.endSession(session, reason, actions, options.peerClosed ?? false);
+    if (session.welcome !== undefined && nowMs - session.startedMs >= this.limits.backoffResetMs) this.failures = 0;
+    this.failures++;
+    this.lastFailure = reason;
+    this.nextIndex = (session.index + 1) % this.upstreams.length;
+    this.phase = 'backoff';
+    const delayMs = backoffDelayMs(this.failures, this.limits, this.random);
+    this.nextAttemptMs = nowMs + delayMs;
+    actions.push({
+      type: 'log',
+      level: 'warn',
+      message: 'dropped upstream',
+      fields: { upstream: session.address, reason, next: this.upstreams[this.nextIndex], retryInMs: delayMs, failures: this.failures },
+    });
+    return actions;
+  }
+}

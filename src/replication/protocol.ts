@@ -1,0 +1,662 @@
+/**
+ * The replication wire protocol: frames, messages, the handshake, and the snapshot digest.
+ *
+ * ## Frames
+ *
+ * A replication connection is a TCP (or TLS) byte stream of frames, all integers big-endian:
+ *
+ * ```
+ * frame  = u32 length | u32 crc | u8 type | payload
+ *          length = 1 + payload bytes (the type byte and the payload); 8 + length <= frameBytesMax
+ *          crc    = CRC-32 (zlib) of type || payload
+ * ```
+ *
+ * The frame header and the first field of HELLO never change between protocol versions, so that any two versions can
+ * at least tell each other that they disagree. `FrameDecoder` is the only reader of the stream: an explicit state
+ * machine (reading the 8-byte prefix, reading the body, failed) that refuses a length above the maximum before
+ * buffering anything, and a body whose CRC does not match. Entries carry their own hash chain and snapshots their own
+ * digest; the CRC exists for everything else (a flipped bit in a REFUSE reason or a heartbeat path must not make a
+ * replica stop following or refuse a healthy upstream).
+ *
+ * ## Messages (payload layouts)
+ *
+ * ```
+ * str8   = u8 n | n bytes of UTF-8                       ids, at most NODE_ID_BYTES_MAX bytes
+ * path   = u8 count | str8 * count                        node ids from the root down, count <= PATH_NODES_MAX
+ * hash   = 32 bytes
+ *
+ * 1 HELLO           child -> upstream, first frame of a connection
+ *                   u16 protocolVersion | u8 flags (bit 0: resync, send a snapshot whatever my head)
+ *                   | str8 datasetId ('' for a replica that never joined) | str8 nodeId
+ *                   | path (the child's last known ancestors, root first; informational, for status)
+ *                   | u64 headSeq | hash headHash
+ * 2 WELCOME         upstream -> child, accepts the handshake
+ *                   str8 datasetId | str8 nodeId | path (root .. the upstream itself) | u64 headSeq | hash headHash
+ *                   | u8 mode (1 stream, 2 snapshot) | u64 fromSeq (stream: child's headSeq + 1; snapshot: 0)
+ * 3 SNAPSHOT_BEGIN  u64 seq | hash (of the entry at seq) | u64 keyCount | u64 bytesEstimate (0 if unknown)
+ * 4 SNAPSHOT_CHUNK  u32 count (>= 1) | record * count, keys strictly ascending across the whole snapshot
+ *                   record = u16 keyLength | key | u32 valueLength | value | u64 createSeq | u64 modSeq | u32 version
+ * 5 SNAPSHOT_END    hash digest = SHA-256 over the concatenated records of the whole snapshot, in key order
+ * 6 ENTRIES         u32 count (>= 1) | (u32 recordLength | record) * count, consecutive seqs; records as encoded
+ *                   by log/entry.ts (`sealEntry`), each verified by the receiver with `verifyNext` before it applies it
+ * 7 HEARTBEAT       u64 rootSeq | u64 rootTimeMs | path (root .. the sender). Made by the root every
+ *                   heartbeatIntervalMs; each node forwards it at once to its children with its own id appended
+ * 8 REFUSE          u8 reason | u16 n | n bytes of UTF-8 message; the sender closes the connection after it
+ * 9 ACK             child -> upstream: u64 appliedSeq | u64 receivedBytes (all frame bytes received on this connection)
+ * ```
+ *
+ * ## Handshake and session
+ *
+ * The child connects and sends HELLO. The upstream answers with exactly one of:
+ * - REFUSE PROTOCOL_VERSION (versions differ), UNAVAILABLE (it has no dataset yet), SELF (the child is this node),
+ *   LOOP (the child is one of its ancestors), PATH_TOO_LONG, DATASET_MISMATCH (the child holds another dataset),
+ *   BEHIND (the child's head is past the upstream's: retry elsewhere or later), CHAIN_DIVERGED (the upstream knows the
+ *   hash at the child's head seq and it differs: the child stops following until an operator resyncs it);
+ * - WELCOME mode snapshot, when the child is new (no dataset id), asked for a resync, or its head is older than the
+ *   retained log: SNAPSHOT_BEGIN, SNAPSHOT_CHUNK*, SNAPSHOT_END, then entries from seq + 1;
+ * - WELCOME mode stream: entries from the child's head + 1.
+ * After WELCOME the upstream sends its latest heartbeat, then ENTRIES as it applies them (served from its log when
+ * the child is behind), HEARTBEATs as they arrive, and a new snapshot whenever the child falls behind the retained
+ * log. The child sends only ACKs, which open the flow-control window and prove it alive. Either side closes on a
+ * protocol violation; nothing is ever retried on the same connection.
+ *
+ * Loops: an upstream refuses a child that is itself or one of its ancestors; a child drops an upstream whose WELCOME
+ * path or any HEARTBEAT path contains its own id. Because only the root makes heartbeats and a node forwards only
+ * heartbeats newer than any it has seen, a cycle that forms anyway (two nodes accepting each other at the same
+ * moment) starves of heartbeats and both sides drop it as stale.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { crc32 } from 'node:zlib';
+import { KEY_BYTES_MAX } from '../limits.js';
+import { HASH_BYTES, type ChainHead } from '../log/index.js';
+import type { SnapshotRecord } from '../store/index.js';
+import {
+  FRAME_HEADER_BYTES,
+  NODE_ID_BYTES_MAX,
+  PATH_NODES_MAX,
+  PROTOCOL_VERSION,
+  REFUSE_MESSAGE_BYTES_MAX,
+  SNAPSHOT_RECORD_OVERHEAD_BYTES,
+} from './limits.js';
+
+/** Length and CRC: what precedes the frame body (type byte and payload). */
+const FRAME_PREFIX_BYTES = 8;
+
+export const MessageType = {
+  hello: 1,
+  welcome: 2,
+  snapshotBegin: 3,
+  snapshotChunk: 4,
+  snapshotEnd: 5,
+  entries: 6,
+  heartbeat: 7,
+  refuse: 8,
+  ack: 9,
+} as const;
+export type MessageType = keyof typeof MessageType;
+const MESSAGE_NAMES: readonly (MessageType | undefined)[] = (() => {
+  const names: (MessageType | undefined)[] = [];
+  for (const [name, code] of Object.entries(MessageType)) names[code] = name as MessageType;
+  return names;
+})();
+
+/** Why an upstream refused a child. Stable: the codes travel on the wire and appear in status and logs. */
+export const RefuseReason = {
+  DATASET_MISMATCH: 1,
+  CHAIN_DIVERGED: 2,
+  LOOP: 3,
+  SELF: 4,
+  PROTOCOL_VERSION: 5,
+  BEHIND: 6,
+  UNAVAILABLE: 7,
+  PATH_TOO_LONG: 8,
+  PROTOCOL_ERROR: 9,
+} as const;
+export type RefuseReason = keyof typeof RefuseReason;
+const REFUSE_NAMES: readonly (RefuseReason | undefined)[] = (() => {
+  const names: (RefuseReason | undefined)[] = [];
+  for (const [name, code] of Object.entries(RefuseReason)) names[code] = name as RefuseReason;
+  return names;
+})();
+
+/** What a peer can get wrong on the wire. Stable codes: they appear in logs and in REFUSE messages. */
+export const ProtocolErrorCode = {
+  FRAME_TOO_LARGE: 'FRAME_TOO_LARGE',
+  FRAME_MALFORMED: 'FRAME_MALFORMED',
+  FRAME_CHECKSUM: 'FRAME_CHECKSUM',
+  MESSAGE_UNKNOWN: 'MESSAGE_UNKNOWN',
+  MESSAGE_MALFORMED: 'MESSAGE_MALFORMED',
+  MESSAGE_UNEXPECTED: 'MESSAGE_UNEXPECTED',
+  VERSION_UNSUPPORTED: 'VERSION_UNSUPPORTED',
+} as const;
+export type ProtocolErrorCode = (typeof ProtocolErrorCode)[keyof typeof ProtocolErrorCode];
+
+/** A peer broke the protocol. The only error the decoders throw, whatever bytes they are given. */
+export class ProtocolError extends Error {
+  readonly code: ProtocolErrorCode;
+
+  constructor(code: ProtocolErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'ProtocolError';
+    this.code = code;
+  }
+}
+
+/** A heartbeat as the machines pass it around: `path` lists node ids from the root down to the sender. */
+export interface Heartbeat {
+  readonly rootSeq: number;
+  readonly rootTimeMs: number;
+  readonly path: readonly string[];
+}
+
+export interface HelloMessage {
+  readonly type: 'hello';
+  readonly protocolVersion: number;
+  readonly resync: boolean;
+  readonly datasetId: string;
+  readonly nodeId: string;
+  readonly path: readonly string[];
+  readonly head: ChainHead;
+}
+
+export interface WelcomeMessage {
+  readonly type: 'welcome';
+  readonly datasetId: string;
+  readonly nodeId: string;
+  readonly path: readonly string[];
+  readonly head: ChainHead;
+  readonly mode: 'stream' | 'snapshot';
+  readonly fromSeq: number;
+}
+
+export interface SnapshotBeginMessage {
+  readonly type: 'snapshotBegin';
+  readonly seq: number;
+  readonly hash: Buffer;
+  readonly keyCount: number;
+  readonly bytesEstimate: number;
+}
+
+export interface SnapshotChunkMessage {
+  readonly type: 'snapshotChunk';
+  readonly records: readonly SnapshotRecord[];
+}
+
+export interface SnapshotEndMessage {
+  readonly type: 'snapshotEnd';
+  readonly digest: Buffer;
+}
+
+export interface EntriesMessage {
+  readonly type: 'entries';
+  /** Encoded entry records, in seq order. Not verified by the decoder: the receiver runs `verifyNext` on each. */
+  readonly records: readonly Buffer[];
+}
+
+export interface HeartbeatMessage extends Heartbeat {
+  readonly type: 'heartbeat';
+}
+
+export interface RefuseMessage {
+  readonly type: 'refuse';
+  readonly reason: RefuseReason;
+  readonly message: string;
+}
+
+export interface AckMessage {
+  readonly type: 'ack';
+  readonly appliedSeq: number;
+  readonly receivedBytes: number;
+}
+
+export type Message =
+  | HelloMessage
+  | WelcomeMessage
+  | SnapshotBeginMessage
+  | SnapshotChunkMessage
+  | SnapshotEndMessage
+  | EntriesMessage
+  | HeartbeatMessage
+  | RefuseMessage
+  | AckMessage;
+
+/** One frame as the decoder yields it. `bytes` is the frame's size on the wire, header included. */
+export interface Frame {
+  readonly type: number;
+  readonly payload: Buffer;
+  readonly bytes: number;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Frame decoder
+
+type DecoderState = 'prefix' | 'body' | 'failed';
+
+/**
+ * Splits a byte stream into frames. Feed it chunks as they arrive, split anywhere; it returns the frames completed by
+ * each chunk. On a violation it throws a ProtocolError and stays failed: the connection must be closed.
+ */
+export class FrameDecoder {
+  private state: DecoderState = 'prefix';
+  private readonly prefix = Buffer.alloc(FRAME_PREFIX_BYTES);
+  private prefixFilled = 0;
+  private bodyLength = 0;
+  private bodyCrc = 0;
+  private bodyParts: Buffer[] = [];
+  private bodyFilled = 0;
+  private failure: ProtocolError | undefined;
+
+  constructor(private readonly frameBytesMax: number) {}
+
+  /**
+   * Bytes held for an incomplete frame (bounded by frameBytesMax). Frames reference the pushed chunks' memory, so a
+   * chunk must not be modified after it is pushed.
+   */
+  get bufferedBytes(): number {
+    return this.prefixFilled + this.bodyFilled;
+  }
+
+  push(chunk: Buffer): Frame[] {
+    if (this.failure !== undefined) throw this.failure;
+    const frames: Frame[] = [];
+    let offset = 0;
+    while (offset < chunk.length) {
+      if (this.state === 'prefix') {
+        const take = Math.min(FRAME_PREFIX_BYTES - this.prefixFilled, chunk.length - offset);
+        chunk.copy(this.prefix, this.prefixFilled, offset, offset + take);
+        this.prefixFilled += take;
+        offset += take;
+        if (this.prefixFilled < FRAME_PREFIX_BYTES) break;
+        this.bodyLength = this.prefix.readUInt32BE(0);
+        this.bodyCrc = this.prefix.readUInt32BE(4);
+        if (this.bodyLength < 1) this.fail(new ProtocolError('FRAME_MALFORMED', 'frame without a type byte'));
+        if (FRAME_PREFIX_BYTES + this.bodyLength > this.frameBytesMax)
+          this.fail(
+            new ProtocolError('FRAME_TOO_LARGE', `frame of ${FRAME_PREFIX_BYTES + this.bodyLength} bytes exceeds the maximum of ${this.frameBytesMax}`),
+          );
+        this.state = 'body';
+        this.bodyParts = [];
+        this.bodyFilled = 0;
+      }
+      // state === 'body'
+      const need = this.bodyLength - this.bodyFilled;
+      const take = Math.min(need, chunk.length - offset);
+      if (take > 0) this.bodyParts.push(chunk.subarray(offset, offset + take));
+      this.bodyFilled += take;
+      offset += take;
+      if (this.bodyFilled < this.bodyLength) break;
+      const body = this.bodyParts.length === 1 ? this.bodyParts[0]! : Buffer.concat(this.bodyParts, this.bodyLength);
+      this.bodyParts = [];
+      if (crc32(body) !== this.bodyCrc) this.fail(new ProtocolError('FRAME_CHECKSUM', `frame of ${this.bodyLength} bytes fails its checksum`));
+      frames.push({ type: body[0]!, payload: body.subarray(1), bytes: FRAME_PREFIX_BYTES + this.bodyLength });
+      this.state = 'prefix';
+      this.prefixFilled = 0;
+      this.bodyFilled = 0;
+    }
+    return frames;
+  }
+
+  private fail(error: ProtocolError): never {
+    this.state = 'failed';
+    this.failure = error;
+    this.bodyParts = [];
+    throw error;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Encoding
+
+/** Frames a body (type byte already written at offset 8 of `frame`, payload after it). */
+function seal(frame: Buffer): Buffer {
+  frame.writeUInt32BE(frame.length - FRAME_PREFIX_BYTES, 0);
+  frame.writeUInt32BE(crc32(frame.subarray(FRAME_PREFIX_BYTES)), 4);
+  return frame;
+}
+
+/** Accumulates a small payload; the big ones (ENTRIES, SNAPSHOT_CHUNK) are written in place instead. */
+class Writer {
+  private readonly parts: Buffer[] = [];
+  private length = 0;
+
+  u8(value: number): this {
+    return this.push(Buffer.of(value));
+  }
+
+  u16(value: number): this {
+    const bytes = Buffer.allocUnsafe(2);
+    bytes.writeUInt16BE(value, 0);
+    return this.push(bytes);
+  }
+
+  u64(value: number): this {
+    const bytes = Buffer.allocUnsafe(8);
+    bytes.writeBigUInt64BE(BigInt(value), 0);
+    return this.push(bytes);
+  }
+
+  bytes(value: Buffer): this {
+    return this.push(value);
+  }
+
+  hash(value: Buffer): this {
+    if (value.length !== HASH_BYTES) throw new RangeError(`hash of ${value.length} bytes`);
+    return this.push(value);
+  }
+
+  str8(value: string): this {
+    const bytes = Buffer.from(value, 'utf8');
+    if (bytes.length > NODE_ID_BYTES_MAX) throw new RangeError(`id of ${bytes.length} bytes exceeds ${NODE_ID_BYTES_MAX}`);
+    return this.u8(bytes.length).push(bytes);
+  }
+
+  path(path: readonly string[]): this {
+    if (path.length > PATH_NODES_MAX) throw new RangeError(`path of ${path.length} nodes exceeds ${PATH_NODES_MAX}`);
+    this.u8(path.length);
+    for (const id of path) this.str8(id);
+    return this;
+  }
+
+  frame(type: number): Buffer {
+    const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + this.length);
+    frame.writeUInt8(type, FRAME_PREFIX_BYTES);
+    let offset = FRAME_HEADER_BYTES;
+    for (const part of this.parts) offset += part.copy(frame, offset);
+    return seal(frame);
+  }
+
+  private push(bytes: Buffer): this {
+    this.parts.push(bytes);
+    this.length += bytes.length;
+    return this;
+  }
+}
+
+/** Bytes a snapshot record takes on the wire (and in the digest). */
+export function snapshotRecordBytes(record: SnapshotRecord): number {
+  return SNAPSHOT_RECORD_OVERHEAD_BYTES + record.key.length + record.value.length;
+}
+
+function writeSnapshotRecord(record: SnapshotRecord, target: Buffer, offset: number): number {
+  offset = target.writeUInt16BE(record.key.length, offset);
+  offset += record.key.copy(target, offset);
+  offset = target.writeUInt32BE(record.value.length, offset);
+  offset += record.value.copy(target, offset);
+  target.writeBigUInt64BE(BigInt(record.createSeq), offset);
+  target.writeBigUInt64BE(BigInt(record.modSeq), offset + 8);
+  target.writeUInt32BE(record.version, offset + 16);
+  return offset + 20;
+}
+
+/** The canonical encoding of one snapshot record (what the digest covers). */
+export function encodeSnapshotRecord(record: SnapshotRecord): Buffer {
+  const buffer = Buffer.allocUnsafe(snapshotRecordBytes(record));
+  writeSnapshotRecord(record, buffer, 0);
+  return buffer;
+}
+
+/** Encodes a message as one complete frame. Throws RangeError for a message the protocol cannot carry (a bug). */
+export function encodeMessage(message: Message): Buffer {
+  switch (message.type) {
+    case 'hello':
+      return new Writer()
+        .u16(message.protocolVersion)
+        .u8(message.resync ? 1 : 0)
+        .str8(message.datasetId)
+        .str8(message.nodeId)
+        .path(message.path)
+        .u64(message.head.seq)
+        .hash(message.head.hash)
+        .frame(MessageType.hello);
+    case 'welcome':
+      return new Writer()
+        .str8(message.datasetId)
+        .str8(message.nodeId)
+        .path(message.path)
+        .u64(message.head.seq)
+        .hash(message.head.hash)
+        .u8(message.mode === 'stream' ? 1 : 2)
+        .u64(message.fromSeq)
+        .frame(MessageType.welcome);
+    case 'snapshotBegin':
+      return new Writer().u64(message.seq).hash(message.hash).u64(message.keyCount).u64(message.bytesEstimate).frame(MessageType.snapshotBegin);
+    case 'snapshotChunk': {
+      if (message.records.length === 0) throw new RangeError('empty snapshot chunk');
+      let bytes = FRAME_HEADER_BYTES + 4;
+      for (const record of message.records) bytes += snapshotRecordBytes(record);
+      const frame = Buffer.allocUnsafe(bytes);
+      frame.writeUInt8(MessageType.snapshotChunk, FRAME_PREFIX_BYTES);
+      let offset = frame.writeUInt32BE(message.records.length, FRAME_HEADER_BYTES);
+      for (const record of message.records) offset = writeSnapshotRecord(record, frame, offset);
+      return seal(frame);
+    }
+    case 'snapshotEnd':
+      return new Writer().hash(message.digest).frame(MessageType.snapshotEnd);
+    case 'entries':
+      return encodeEntries(message.records);
+    case 'heartbeat':
+      return new Writer().u64(message.rootSeq).u64(message.rootTimeMs).path(message.path).frame(MessageType.heartbeat);
+    case 'refuse': {
+      let text = Buffer.from(message.message, 'utf8');
+      if (text.length > REFUSE_MESSAGE_BYTES_MAX) text = Buffer.from(text.subarray(0, REFUSE_MESSAGE_BYTES_MAX).toString('utf8').replace(/\uFFFD+$/, ''), 'utf8');
+      return new Writer().u8(RefuseReason[message.reason]).u16(text.length).bytes(text).frame(MessageType.refuse);
+    }
+    case 'ack':
+      return new Writer().u64(message.appliedSeq).u64(message.receivedBytes).frame(MessageType.ack);
+  }
+}
+
+/** Frame bytes an ENTRIES frame carrying records of these sizes takes. */
+export function entriesFrameBytes(recordBytes: number, count: number): number {
+  return FRAME_HEADER_BYTES + 4 + count * 4 + recordBytes;
+}
+
+/** Encodes an ENTRIES frame (the hot path: one allocation, one copy of each record). */
+export function encodeEntries(records: readonly Buffer[]): Buffer {
+  if (records.length === 0) throw new RangeError('empty ENTRIES frame');
+  let recordBytes = 0;
+  for (const record of records) recordBytes += record.length;
+  const frame = Buffer.allocUnsafe(entriesFrameBytes(recordBytes, records.length));
+  frame.writeUInt8(MessageType.entries, FRAME_PREFIX_BYTES);
+  let offset = frame.writeUInt32BE(records.length, FRAME_HEADER_BYTES);
+  for (const record of records) {
+    offset = frame.writeUInt32BE(record.length, offset);
+    offset += record.copy(frame, offset);
+  }
+  return seal(frame);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Decoding
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+class Reader {
+  private offset = 0;
+
+  constructor(
+    private readonly payload: Buffer,
+    private readonly what: string,
+  ) {}
+
+  private take(length: number, field: string): Buffer {
+    if (this.offset + length > this.payload.length) this.malformed(`${field} runs past the end`);
+    const bytes = this.payload.subarray(this.offset, this.offset + length);
+    this.offset += length;
+    return bytes;
+  }
+
+  u8(field: string): number {
+    return this.take(1, field).readUInt8(0);
+  }
+
+  u16(field: string): number {
+    return this.take(2, field).readUInt16BE(0);
+  }
+
+  u32(field: string): number {
+    return this.take(4, field).readUInt32BE(0);
+  }
+
+  u64(field: string): number {
+    const value = this.take(8, field).readBigUInt64BE(0);
+    if (value > BigInt(Number.MAX_SAFE_INTEGER)) this.malformed(`${field} ${value} exceeds 2^53`);
+    return Number(value);
+  }
+
+  bytes(length: number, field: string): Buffer {
+    return this.take(length, field);
+  }
+
+  hash(field: string): Buffer {
+    return this.take(HASH_BYTES, field);
+  }
+
+  text(length: number, field: string): string {
+    try {
+      return utf8.decode(this.take(length, field));
+    } catch (error) {
+      if (error instanceof ProtocolError) throw error;
+      return this.malformed(`${field} is not valid UTF-8`);
+    }
+  }
+
+  str8(field: string): string {
+    return this.text(this.u8(`${field} length`), field);
+  }
+
+  path(field: string): string[] {
+    const count = this.u8(`${field} count`);
+    if (count > PATH_NODES_MAX) this.malformed(`${field} of ${count} nodes exceeds ${PATH_NODES_MAX}`);
+    const path: string[] = [];
+    for (let i = 0; i < count; i++) {
+      const id = this.str8(`${field}[${i}]`);
+      if (id.length === 0) this.malformed(`${field}[${i}] is empty`);
+      path.push(id);
+    }
+    return path;
+  }
+
+  remaining(): number {
+    return this.payload.length - this.offset;
+  }
+
+  end(): void {
+    if (this.offset !== this.payload.length) this.malformed(`${this.payload.length - this.offset} trailing bytes`);
+  }
+
+  malformed(message: string): never {
+    throw new ProtocolError('MESSAGE_MALFORMED', `${this.what}: ${message}`);
+  }
+}
+
+/** Decodes a frame's message. Throws ProtocolError (and only that) for anything that is not a valid message. */
+export function decodeMessage(frame: Frame): Message {
+  const name = MESSAGE_NAMES[frame.type];
+  if (name === undefined) throw new ProtocolError('MESSAGE_UNKNOWN', `unknown message type ${frame.type}`);
+  const reader = new Reader(frame.payload, name);
+  const message = decodePayload(name, reader);
+  reader.end();
+  return message;
+}
+
+function decodePayload(name: MessageType, reader: Reader): Message {
+  switch (name) {
+    case 'hello': {
+      const protocolVersion = reader.u16('protocolVersion');
+      // Everything after the version may differ in another version: refuse before parsing it.
+      if (protocolVersion !== PROTOCOL_VERSION)
+        throw new ProtocolError('VERSION_UNSUPPORTED', `peer speaks replication protocol ${protocolVersion}, this node ${PROTOCOL_VERSION}`);
+      const flags = reader.u8('flags');
+      if ((flags & ~1) !== 0) reader.malformed(`unknown flags ${flags}`);
+      const datasetId = reader.str8('datasetId');
+      const nodeId = reader.str8('nodeId');
+      if (nodeId.length === 0) reader.malformed('empty nodeId');
+      const path = reader.path('path');
+      const seq = reader.u64('headSeq');
+      const hash = reader.hash('headHash');
+      return { type: 'hello', protocolVersion, resync: (flags & 1) === 1, datasetId, nodeId, path, head: { seq, hash } };
+    }
+    case 'welcome': {
+      const datasetId = reader.str8('datasetId');
+      if (datasetId.length === 0) reader.malformed('empty datasetId');
+      const nodeId = reader.str8('nodeId');
+      if (nodeId.length === 0) reader.malformed('empty nodeId');
+      const path = reader.path('path');
+      const seq = reader.u64('headSeq');
+      const hash = reader.hash('headHash');
+      const modeCode = reader.u8('mode');
+      if (modeCode !== 1 && modeCode !== 2) reader.malformed(`unknown mode ${modeCode}`);
+      const fromSeq = reader.u64('fromSeq');
+      return { type: 'welcome', datasetId, nodeId, path, head: { seq, hash }, mode: modeCode === 1 ? 'stream' : 'snapshot', fromSeq };
+    }
+    case 'snapshotBegin':
+      return { type: 'snapshotBegin', seq: reader.u64('seq'), hash: reader.hash('hash'), keyCount: reader.u64('keyCount'), bytesEstimate: reader.u64('bytesEstimate') };
+    case 'snapshotChunk': {
+      const count = reader.u32('count');
+      if (count === 0) reader.malformed('empty chunk');
+      // Each record takes at least its fixed overhead plus a one-byte key: refuse impossible counts before allocating.
+      if (count > reader.remaining() / (SNAPSHOT_RECORD_OVERHEAD_BYTES + 1)) reader.malformed(`count ${count} does not fit the frame`);
+      const records: SnapshotRecord[] = [];
+      for (let i = 0; i < count; i++) {
+        const keyLength = reader.u16('key length');
+        if (keyLength < 1 || keyLength > KEY_BYTES_MAX) reader.malformed(`key of ${keyLength} bytes`);
+        const key = reader.bytes(keyLength, 'key');
+        const value = reader.bytes(reader.u32('value length'), 'value');
+        const createSeq = reader.u64('createSeq');
+        const modSeq = reader.u64('modSeq');
+        const version = reader.u32('version');
+        if (createSeq < 1 || modSeq < createSeq || version < 1) reader.malformed(`record ${i} has createSeq ${createSeq}, modSeq ${modSeq}, version ${version}`);
+        records.push({ key, value, createSeq, modSeq, version });
+      }
+      return { type: 'snapshotChunk', records };
+    }
+    case 'snapshotEnd':
+      return { type: 'snapshotEnd', digest: reader.hash('digest') };
+    case 'entries': {
+      const count = reader.u32('count');
+      if (count === 0) reader.malformed('empty ENTRIES');
+      if (count > reader.remaining() / 4) reader.malformed(`count ${count} does not fit the frame`);
+      const records: Buffer[] = [];
+      for (let i = 0; i < count; i++) records.push(reader.bytes(reader.u32('record length'), 'record'));
+      return { type: 'entries', records };
+    }
+    case 'heartbeat': {
+      const rootSeq = reader.u64('rootSeq');
+      const rootTimeMs = reader.u64('rootTimeMs');
+      const path = reader.path('path');
+      if (path.length === 0) reader.malformed('empty path');
+      return { type: 'heartbeat', rootSeq, rootTimeMs, path };
+    }
+    case 'refuse': {
+      const code = reader.u8('reason');
+      const reason = REFUSE_NAMES[code];
+      if (reason === undefined) reader.malformed(`unknown reason ${code}`);
+      const length = reader.u16('message length');
+      if (length > REFUSE_MESSAGE_BYTES_MAX) reader.malformed(`message of ${length} bytes`);
+      return { type: 'refuse', reason, message: reader.text(length, 'message') };
+    }
+    case 'ack':
+      return { type: 'ack', appliedSeq: reader.u64('appliedSeq'), receivedBytes: reader.u64('receivedBytes') };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Snapshot digest
+
+/** SHA-256 over the canonical encoding of every record of a snapshot, in key order (see SNAPSHOT_CHUNK). */
+export class SnapshotDigest {
+  private readonly hash: Hash = createHash('sha256');
+  private scratch = Buffer.allocUnsafe(4096);
+
+  update(record: SnapshotRecord): void {
+    const bytes = snapshotRecordBytes(record);
+    if (bytes > this.scratch.length) this.scratch = Buffer.allocUnsafe(Math.max(bytes, 2 * this.scratch.length));
+    writeSnapshotRecord(record, this.scratch, 0);
+    this.hash.update(this.scratch.subarray(0, bytes));
+  }
+
+  digest(): Buffer {
+    return this.hash.digest();
+  }
+}

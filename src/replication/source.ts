@@ -1,0 +1,42 @@
+/**
+ * What the replication state machines need from a node's storage, as small interfaces. The LMDB adapter implements
+ * them with `Store`; the simulation with an in-memory log. The machines call these synchronously while handling an
+ * event, so an implementation must answer from one consistent state (LMDB read transactions do).
+ */
+import type { ChainHead, EncodedEntry } from '../log/index.js';
+import type { SnapshotRecord } from '../store/index.js';
+
+/** The serving side's view of the node's chain: its head, its retained log and consistent snapshots of its keys. */
+export interface LogSource {
+  /** The dataset this node holds; '' until it has joined one (it then refuses children). */
+  datasetId(): string;
+  /** The last entry this node has applied. */
+  head(): ChainHead;
+  /** The first retained seq; head.seq + 1 when the log is empty (after a snapshot install or a trim to the head). */
+  firstSeq(): number;
+  /**
+   * The hash of the entry at `seq` if this node can still tell: seq 0 (the genesis hash), the retained log, the entry
+   * just before the first retained one (the log base), or the head. Undefined otherwise.
+   */
+  hashAt(seq: number): Buffer | undefined;
+  /**
+   * Verified records from `fromSeq` on: at most `limitEntries`, and no more once `limitBytes` of records are reached
+   * (but at least one, if `fromSeq` is retained and not past the head). [] if `fromSeq` is no longer retained.
+   */
+  readLog(fromSeq: number, limitEntries: number, limitBytes: number): EncodedEntry[];
+  /** A consistent view of the whole key space at the current head, held until `close`. */
+  openSnapshot(): SnapshotSource;
+}
+
+/** One consistent snapshot being read (an LMDB read transaction in the real adapter). */
+export interface SnapshotSource {
+  readonly seq: number;
+  readonly hash: Buffer;
+  readonly keyCount: number;
+  /** Total key and value bytes, for progress reporting; 0 if unknown. */
+  readonly bytesEstimate: number;
+  /** The next records in key order, about `pageBytes` of keys and values (at least one); [] at the end. */
+  nextPage(pageBytes: number): SnapshotRecord[];
+  /** Releases the snapshot. Called exactly once, at the end or when the session closes early. */
+  close(): void;
+}

@@ -1,0 +1,380 @@
+/**
+ * The serving side of replication for one connected child. A pure state machine like `Downstream`: events in (bytes
+ * received, an entry applied locally, a heartbeat, time), actions out (frames to send, close). It reads the node's
+ * chain through `LogSource` and keeps no entries of its own.
+ *
+ * Rules:
+ * - The handshake decides between REFUSE, a stream from the child's head + 1, and a snapshot (see protocol.ts).
+ * - Only entries this node has applied are sent: `localApplied` is called after the node's own write transaction.
+ * - Flow control: at most `childWindowBytesMax` bytes and `childWindowEntriesMax` entries are sent and not yet
+ *   acknowledged. A child that keeps up gets entries straight from `localApplied` (no disk read); one that falls
+ *   behind is served later from the log (`readLog`), never from a queue in memory; one that falls behind the retained
+ *   log gets a fresh snapshot in the same session.
+ * - A child that sends no ACK for `childAckTimeoutMs` (it acks every `ackIntervalMs`) is closed, so a dead peer never
+ *   pins a snapshot or a socket buffer.
+ *
+ * The adapter creates one `Upstream` per accepted connection, feeds it `receive`, `localApplied`, `heartbeat`, `tick`
+ * (by `nextTickMs`) and `closed`, and calls `chainReset` on every session after the node installed a snapshot.
+ */
+import assert from 'node:assert/strict';
+import type { EncodedEntry } from '../log/index.js';
+import type { LogLevel } from '../logging/index.js';
+import { PATH_NODES_MAX, REPLICATION_LIMITS, validateReplicationLimits, type ReplicationLimits } from './limits.js';
+import {
+  FrameDecoder,
+  ProtocolError,
+  SnapshotDigest,
+  decodeMessage,
+  encodeEntries,
+  encodeMessage,
+  entriesFrameBytes,
+  type AckMessage,
+  type Heartbeat,
+  type HelloMessage,
+  type Message,
+  type RefuseReason,
+} from './protocol.js';
+import type { LogSource, SnapshotSource } from './source.js';
+
+export type UpstreamAction =
+  | { readonly type: 'send'; readonly bytes: Buffer }
+  /** Close the connection (after sending everything queued before it). */
+  | { readonly type: 'close'; readonly reason: string }
+  | { readonly type: 'log'; readonly level: LogLevel; readonly message: string; readonly fields: Readonly<Record<string, unknown>> };
+
+export type UpstreamPhase = 'hello' | 'snapshot' | 'streaming' | 'closed';
+
+export interface UpstreamOptions {
+  /** This node's id. */
+  readonly nodeId: string;
+  readonly source: LogSource;
+  /** This node's ancestors, root first ([] on the root): a child among them would close a loop. */
+  readonly ancestors: () => readonly string[];
+  /**
+   * The newest heartbeat this node knows (path = its ancestors), sent right after WELCOME so that a child that just
+   * failed over hears from the root without waiting a whole interval. The root returns a fresh one.
+   */
+  readonly latestHeartbeat: () => Heartbeat | undefined;
+  readonly limits?: ReplicationLimits;
+  /** When the connection was accepted. */
+  readonly nowMs: number;
+}
+
+export interface UpstreamStatus {
+  readonly phase: UpstreamPhase;
+  readonly childNodeId: string | undefined;
+  /** The child's ancestors when it connected (informational). */
+  readonly childPath: readonly string[];
+  readonly sentSeq: number;
+  readonly ackedSeq: number;
+  readonly unackedBytes: number;
+  readonly connectedMs: number;
+  readonly snapshot: { readonly seq: number; readonly keyCount: number; readonly keysSent: number } | undefined;
+}
+
+interface OutgoingSnapshot {
+  readonly source: SnapshotSource;
+  readonly digest: SnapshotDigest;
+  keysSent: number;
+}
+
+export class Upstream {
+  private readonly nodeId: string;
+  private readonly source: LogSource;
+  private readonly ancestors: () => readonly string[];
+  private readonly latestHeartbeat: () => Heartbeat | undefined;
+  private readonly limits: ReplicationLimits;
+  private readonly decoder: FrameDecoder;
+  private readonly startedMs: number;
+  private phase: UpstreamPhase = 'hello';
+  private hello: HelloMessage | undefined;
+  private snapshot: OutgoingSnapshot | undefined;
+  /** Last seq sent (or known to the child). */
+  private sentSeq = 0;
+  private ackedSeq = 0;
+  private sentBytes = 0;
+  private ackedBytes = 0;
+  private lastAckMs: number;
+
+  constructor(options: UpstreamOptions) {
+    this.nodeId = options.nodeId;
+    this.source = options.source;
+    this.ancestors = options.ancestors;
+    this.latestHeartbeat = options.latestHeartbeat;
+    this.limits = validateReplicationLimits(options.limits ?? REPLICATION_LIMITS);
+    this.decoder = new FrameDecoder(this.limits.frameBytesMax);
+    this.startedMs = options.nowMs;
+    this.lastAckMs = options.nowMs;
+  }
+
+  get isClosed(): boolean {
+    return this.phase === 'closed';
+  }
+
+  /** Bytes arrived from the child, split anywhere. */
+  receive(nowMs: number, chunk: Buffer): UpstreamAction[] {
+    const actions: UpstreamAction[] = [];
+    if (this.phase === 'closed') return actions;
+    let frames;
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (error) {
+      return this.protocolError(error, actions);
+    }
+    for (const frame of frames) {
+      let message: Message;
+      try {
+        message = decodeMessage(frame);
+      } catch (error) {
+        return this.protocolError(error, actions);
+      }
+      if (this.phase === 'hello') {
+        if (message.type !== 'hello') return this.refuse('PROTOCOL_ERROR', `expected HELLO, got ${message.type}`, actions);
+        this.handshake(nowMs, message, actions);
+      } else if (message.type === 'ack') {
+        this.acknowledged(nowMs, message, actions);
+      } else {
+        return this.refuse('PROTOCOL_ERROR', `MESSAGE_UNEXPECTED: ${message.type} from a child`, actions);
+      }
+      if (this.isClosed) return actions;
+    }
+    this.pump(actions);
+    return actions;
+  }
+
+  /** This node applied (or, on the root, durably committed) these entries, in seq order. */
+  localApplied(_nowMs: number, entries: readonly EncodedEntry[]): UpstreamAction[] {
+    const actions: UpstreamAction[] = [];
+    if (this.phase !== 'streaming') return actions;
+    let start = 0;
+    while (start < entries.length && entries[start]!.entry.seq <= this.sentSeq) start++;
+    // Straight from memory only when the child is exactly caught up; otherwise the log serves it in order.
+    if (start < entries.length && entries[start]!.entry.seq === this.sentSeq + 1) this.sendEntries(entries.slice(start), actions);
+    this.pump(actions);
+    return actions;
+  }
+
+  /** A heartbeat to forward; its path is this node's ancestors ([] on the root). */
+  heartbeat(_nowMs: number, heartbeat: Heartbeat): UpstreamAction[] {
+    const actions: UpstreamAction[] = [];
+    if (this.phase !== 'streaming' && this.phase !== 'snapshot') return actions;
+    this.sendHeartbeat(heartbeat, actions);
+    return actions;
+  }
+
+  /** Time passed: enforce the handshake and acknowledgement timeouts. */
+  tick(nowMs: number): UpstreamAction[] {
+    const actions: UpstreamAction[] = [];
+    if (this.phase === 'hello' && nowMs - this.startedMs >= this.limits.handshakeTimeoutMs)
+      return this.close(`no HELLO within ${this.limits.handshakeTimeoutMs} ms`, actions);
+    if ((this.phase === 'streaming' || this.phase === 'snapshot') && nowMs - this.lastAckMs >= this.limits.childAckTimeoutMs)
+      return this.close(`child sent no ACK for ${this.limits.childAckTimeoutMs} ms`, actions);
+    return actions;
+  }
+
+  nextTickMs(): number | undefined {
+    if (this.phase === 'hello') return this.startedMs + this.limits.handshakeTimeoutMs;
+    if (this.phase === 'closed') return undefined;
+    return this.lastAckMs + this.limits.childAckTimeoutMs;
+  }
+
+  /** The connection closed (either side). Releases a snapshot being read. */
+  closed(_nowMs: number): UpstreamAction[] {
+    this.release();
+    this.phase = 'closed';
+    return [];
+  }
+
+  /** The node replaced its chain (installed a snapshot): the child's position means nothing any more. */
+  chainReset(_nowMs: number): UpstreamAction[] {
+    if (this.phase === 'closed') return [];
+    return this.close('this node installed a snapshot; reconnect', []);
+  }
+
+  status(): UpstreamStatus {
+    return {
+      phase: this.phase,
+      childNodeId: this.hello?.nodeId,
+      childPath: this.hello?.path ?? [],
+      sentSeq: this.sentSeq,
+      ackedSeq: this.ackedSeq,
+      unackedBytes: this.sentBytes - this.ackedBytes,
+      connectedMs: this.startedMs,
+      snapshot: this.snapshot === undefined ? undefined : { seq: this.snapshot.source.seq, keyCount: this.snapshot.source.keyCount, keysSent: this.snapshot.keysSent },
+    };
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+
+  private handshake(nowMs: number, hello: HelloMessage, actions: UpstreamAction[]): void {
+    this.hello = hello;
+    const datasetId = this.source.datasetId();
+    const ancestors = this.ancestors();
+    if (datasetId === '') return void this.refuse('UNAVAILABLE', 'this node has not joined a dataset yet', actions);
+    if (hello.nodeId === this.nodeId) return void this.refuse('SELF', `node ${this.nodeId} cannot replicate from itself`, actions);
+    if (ancestors.includes(hello.nodeId))
+      return void this.refuse('LOOP', `node ${hello.nodeId} is an ancestor of this node (${[...ancestors, this.nodeId].join(' > ')})`, actions);
+    // The child forwards heartbeats with the path root .. this node, child: that must stay within the maximum.
+    if (ancestors.length + 2 > PATH_NODES_MAX) return void this.refuse('PATH_TOO_LONG', `this node is ${ancestors.length} levels deep`, actions);
+    if (hello.datasetId !== '' && hello.datasetId !== datasetId)
+      return void this.refuse('DATASET_MISMATCH', `this node holds dataset ${datasetId}, the child ${hello.datasetId}`, actions);
+    const head = this.source.head();
+    let mode: 'stream' | 'snapshot';
+    if (hello.resync || hello.datasetId === '') mode = 'snapshot';
+    else if (hello.head.seq > head.seq)
+      return void this.refuse('BEHIND', `this node is at seq ${head.seq}, the child at ${hello.head.seq}; try another upstream`, actions);
+    else {
+      const hash = this.source.hashAt(hello.head.seq);
+      if (hash !== undefined && !hash.equals(hello.head.hash))
+        return void this.refuse(
+          'CHAIN_DIVERGED',
+          `the child's entry ${hello.head.seq} has hash ${hello.head.hash.toString('hex')}, this node's ${hash.toString('hex')}; resync the child`,
+          actions,
+        );
+      // An unknown hash means the child's head is older than anything retained: only a snapshot can bring it back.
+      mode = hash !== undefined && hello.head.seq + 1 >= this.source.firstSeq() ? 'stream' : 'snapshot';
+    }
+    this.sentSeq = hello.head.seq;
+    this.ackedSeq = hello.head.seq;
+    this.lastAckMs = nowMs;
+    this.send(
+      encodeMessage({
+        type: 'welcome',
+        datasetId,
+        nodeId: this.nodeId,
+        path: [...ancestors, this.nodeId],
+        head,
+        mode,
+        fromSeq: mode === 'stream' ? hello.head.seq + 1 : 0,
+      }),
+      actions,
+    );
+    actions.push({
+      type: 'log',
+      level: 'info',
+      message: 'child connected',
+      fields: { child: hello.nodeId, mode, childSeq: hello.head.seq, seq: head.seq, resync: hello.resync },
+    });
+    this.phase = 'streaming';
+    if (mode === 'snapshot') this.startSnapshot(actions);
+    const heartbeat = this.latestHeartbeat();
+    if (heartbeat !== undefined) this.sendHeartbeat(heartbeat, actions);
+  }
+
+  private acknowledged(nowMs: number, ack: AckMessage, actions: UpstreamAction[]): void {
+    if (ack.receivedBytes > this.sentBytes || ack.receivedBytes < this.ackedBytes)
+      return void this.refuse('PROTOCOL_ERROR', `ACK of ${ack.receivedBytes} bytes; ${this.ackedBytes} acknowledged and ${this.sentBytes} sent`, actions);
+    if (ack.appliedSeq > Math.max(this.sentSeq, this.hello!.head.seq))
+      return void this.refuse('PROTOCOL_ERROR', `ACK of seq ${ack.appliedSeq}, only ${this.sentSeq} sent`, actions);
+    this.ackedBytes = ack.receivedBytes;
+    this.ackedSeq = ack.appliedSeq;
+    this.lastAckMs = nowMs;
+  }
+
+  private startSnapshot(actions: UpstreamAction[]): void {
+    assert.equal(this.snapshot, undefined);
+    const source = this.source.openSnapshot();
+    this.snapshot = { source, digest: new SnapshotDigest(), keysSent: 0 };
+    this.phase = 'snapshot';
+    this.send(encodeMessage({ type: 'snapshotBegin', seq: source.seq, hash: source.hash, keyCount: source.keyCount, bytesEstimate: source.bytesEstimate }), actions);
+    actions.push({ type: 'log', level: 'info', message: 'sending snapshot', fields: { child: this.hello?.nodeId, seq: source.seq, keyCount: source.keyCount } });
+  }
+
+  private windowOpen(): boolean {
+    if (this.sentBytes - this.ackedBytes >= this.limits.childWindowBytesMax) return false;
+    return this.phase === 'snapshot' || this.sentSeq - this.ackedSeq < this.limits.childWindowEntriesMax;
+  }
+
+  /** Sends whatever the window allows: the rest of a snapshot, then entries from the log up to the head. */
+  private pump(actions: UpstreamAction[]): void {
+    while (this.windowOpen()) {
+      if (this.phase === 'snapshot') {
+        const snapshot = this.snapshot!;
+        const page = snapshot.source.nextPage(this.limits.snapshotChunkBytesTarget);
+        if (page.length > 0) {
+          for (const record of page) snapshot.digest.update(record);
+          snapshot.keysSent += page.length;
+          this.send(encodeMessage({ type: 'snapshotChunk', records: page }), actions);
+          continue;
+        }
+        this.send(encodeMessage({ type: 'snapshotEnd', digest: snapshot.digest.digest() }), actions);
+        this.sentSeq = snapshot.source.seq;
+        this.release();
+        this.phase = 'streaming';
+        actions.push({ type: 'log', level: 'info', message: 'snapshot sent', fields: { child: this.hello?.nodeId, seq: this.sentSeq, keys: snapshot.keysSent } });
+        continue;
+      }
+      if (this.phase !== 'streaming') return;
+      const head = this.source.head();
+      if (this.sentSeq >= head.seq) return;
+      if (this.sentSeq + 1 < this.source.firstSeq()) {
+        this.startSnapshot(actions);
+        continue;
+      }
+      const limitEntries = Math.min(this.limits.entriesFrameEntriesMax, this.limits.childWindowEntriesMax - (this.sentSeq - this.ackedSeq));
+      const entries = this.source.readLog(this.sentSeq + 1, limitEntries, this.limits.entriesFrameBytesTarget);
+      if (entries.length === 0) {
+        // Trimmed between firstSeq() and readLog(): the child is now behind the retained log.
+        this.startSnapshot(actions);
+        continue;
+      }
+      this.sendEntries(entries, actions);
+    }
+  }
+
+  /** Sends consecutive entries following sentSeq, in frames, while the window allows. */
+  private sendEntries(entries: readonly EncodedEntry[], actions: UpstreamAction[]): void {
+    let index = 0;
+    while (index < entries.length && this.windowOpen()) {
+      const entriesMax = Math.min(this.limits.entriesFrameEntriesMax, this.limits.childWindowEntriesMax - (this.sentSeq - this.ackedSeq));
+      const records: Buffer[] = [];
+      let bytes = 0;
+      while (index < entries.length && records.length < entriesMax) {
+        const { entry, record } = entries[index]!;
+        assert.equal(entry.seq, this.sentSeq + 1 + records.length, 'entries to send must follow the last sent one');
+        if (records.length > 0 && bytes + record.length > this.limits.entriesFrameBytesTarget) break;
+        records.push(record);
+        bytes += record.length;
+        index++;
+      }
+      assert.ok(entriesFrameBytes(bytes, records.length) <= this.limits.frameBytesMax, 'an entry exceeds the frame limit');
+      this.send(encodeEntries(records), actions);
+      this.sentSeq += records.length;
+    }
+  }
+
+  private sendHeartbeat(heartbeat: Heartbeat, actions: UpstreamAction[]): void {
+    const path = [...heartbeat.path, this.nodeId];
+    if (path.length > PATH_NODES_MAX) return;
+    this.send(encodeMessage({ type: 'heartbeat', rootSeq: heartbeat.rootSeq, rootTimeMs: heartbeat.rootTimeMs, path }), actions);
+  }
+
+  private send(bytes: Buffer, actions: UpstreamAction[]): void {
+    this.sentBytes += bytes.length;
+    actions.push({ type: 'send', bytes });
+  }
+
+  private protocolError(error: unknown, actions: UpstreamAction[]): UpstreamAction[] {
+    if (!(error instanceof ProtocolError)) throw error;
+    return this.refuse(error.code === 'VERSION_UNSUPPORTED' ? 'PROTOCOL_VERSION' : 'PROTOCOL_ERROR', `${error.code}: ${error.message}`, actions);
+  }
+
+  private refuse(reason: RefuseReason, message: string, actions: UpstreamAction[]): UpstreamAction[] {
+    this.send(encodeMessage({ type: 'refuse', reason, message }), actions);
+    actions.push({ type: 'log', level: 'warn', message: 'refused child', fields: { child: this.hello?.nodeId, reason, detail: message } });
+    return this.close(`refused: ${reason}: ${message}`, actions);
+  }
+
+  private close(reason: string, actions: UpstreamAction[]): UpstreamAction[] {
+    this.release();
+    this.phase = 'closed';
+    actions.push({ type: 'close', reason });
+    return actions;
+  }
+
+  private release(): void {
+    if (this.snapshot === undefined) return;
+    this.snapshot.source.close();
+    this.snapshot = undefined;
+  }
+}

@@ -1,0 +1,20 @@
+export { WatchHub } from './hub.js';
+export type { WatchHubOptions, WatchSource } from './hub.js';
+export {
+  WATCH_LIMITS,
+  WATCH_LIMITS_TEST,
+  validateWatchLimits,
+  type WatchLimits,
+} from './limits.js';
+export {
+  DEFAULT_FILTERS,
+  WATCH_PATH,
+  WatchCloseCode,
+  WatchErrorCode,
+  WatchProtocolError,
+  parseClientMessage,
+  type ClientMessage,
+  type SubscriptionId,
+  type WatchFilters,
+} from './protocol.js';
+export { canonicalSelection, selectEvents, EventCache, SelectionIndex, type Selection } from './selection.js';

@@ -1,0 +1,150 @@
+/**
+ * Limits and timings of watches, with units last in the name, and the relations between them.
+ *
+ * The hub never reads these constants directly: it takes a `WatchLimits` object, so that tests can run with
+ * `WATCH_LIMITS_TEST`, where queues are a few KiB and every timer is short, so that catch-up, stalls, progress and
+ * snapshots in several pages happen in every run. `validateWatchLimits` asserts the relations below for any set, and
+ * runs on both presets at module load.
+ */
+import assert from 'node:assert/strict';
+import { KEY_BYTES_MAX } from '../limits.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/**
+ * Bytes a connection may have queued and not yet handed to the kernel (`ws.bufferedAmount`) before its subscriptions
+ * stop taking entries from the live fan-out and are served from the log on disk instead (catch-up). A message is
+ * queued whole when the queue is below this, so a connection holds at most this plus one message.
+ */
+export const WATCH_QUEUE_BYTES_MAX = 256 * KiB;
+/** A connection whose queue stays full and does not shrink for this long is closed (4008) and must resume. */
+export const WATCH_STALL_MS = 15_000;
+/**
+ * How often progress is reported: a subscription that was not told about the node's latest seq (because no entry
+ * since matched it) gets a progress message within this time, so an idle watcher can always resume exactly.
+ */
+export const WATCH_PROGRESS_INTERVAL_MS = 1_000;
+/** A connection that was sent nothing for this long gets a progress message anyway: the client's liveness check. */
+export const WATCH_HEARTBEAT_INTERVAL_MS = 10_000;
+/** After a close frame, the peer has this long to answer before the socket is destroyed. */
+export const WATCH_CLOSE_TIMEOUT_MS = 2_000;
+/**
+ * Largest message a client may send (larger: close 1009). A subscribe with the most prefixes, each of the longest key
+ * written as JSON-escaped text (6 characters per byte at worst), fits.
+ */
+export const WATCH_CLIENT_MESSAGE_BYTES_MAX = 128 * KiB;
+/** Subscriptions one connection may hold at a time. */
+export const WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX = 64;
+/** Prefixes in one subscription. */
+export const WATCH_PREFIXES_PER_SUBSCRIPTION_MAX = 16;
+/** A client-chosen subscription id that is a string has 1 to this many characters. */
+export const WATCH_ID_CHARS_MAX = 256;
+/** Catch-up reads at most this many entries from the log at once ... */
+export const WATCH_CATCHUP_READ_ENTRIES_MAX = 256;
+/** ... fewer when entries are large: the read size is aimed at about this many record bytes. */
+export const WATCH_CATCHUP_READ_BYTES_TARGET = 4 * MiB;
+/** Record bytes that one round of catch-up may read before it yields to the event loop (live fan-out goes first). */
+export const WATCH_CATCHUP_ROUND_BYTES_MAX = 8 * MiB;
+/** When every lagging subscription's queue is full, catch-up looks again after this long. */
+export const WATCH_CATCHUP_POLL_MS = 10;
+/** A snapshot message carries about this many bytes of keys and values (always at least one item). */
+export const WATCH_SNAPSHOT_PAGE_BYTES = 256 * KiB;
+/**
+ * Snapshots being sent at once; further ones wait for a slot. Each holds an LMDB read transaction (lmdb-js allows 126
+ * readers per environment by default) and keeps LMDB from reusing the pages it sees.
+ */
+export const WATCH_SNAPSHOTS_MAX = 16;
+/** A snapshot still being sent after this long is abandoned and its connection closed (4008), for the same reason. */
+export const WATCH_SNAPSHOT_MS_MAX = 120_000;
+/**
+ * Events messages at least this large are sent without copying: the per-subscription head and the shared body go out
+ * as two fragments of one WebSocket message, so thousands of watchers of one prefix share one buffer.
+ */
+export const WATCH_SHARED_FRAGMENT_BYTES_MIN = 16 * KiB;
+
+export interface WatchLimits {
+  readonly queueBytesMax: number;
+  readonly stallMs: number;
+  readonly progressIntervalMs: number;
+  readonly heartbeatIntervalMs: number;
+  readonly closeTimeoutMs: number;
+  readonly clientMessageBytesMax: number;
+  readonly subscriptionsPerConnectionMax: number;
+  readonly prefixesPerSubscriptionMax: number;
+  readonly idCharsMax: number;
+  readonly catchupReadEntriesMax: number;
+  readonly catchupReadBytesTarget: number;
+  readonly catchupRoundBytesMax: number;
+  readonly catchupPollMs: number;
+  readonly snapshotPageBytes: number;
+  readonly snapshotsMax: number;
+  readonly snapshotMsMax: number;
+  readonly sharedFragmentBytesMin: number;
+}
+
+export const WATCH_LIMITS: WatchLimits = Object.freeze({
+  queueBytesMax: WATCH_QUEUE_BYTES_MAX,
+  stallMs: WATCH_STALL_MS,
+  progressIntervalMs: WATCH_PROGRESS_INTERVAL_MS,
+  heartbeatIntervalMs: WATCH_HEARTBEAT_INTERVAL_MS,
+  closeTimeoutMs: WATCH_CLOSE_TIMEOUT_MS,
+  clientMessageBytesMax: WATCH_CLIENT_MESSAGE_BYTES_MAX,
+  subscriptionsPerConnectionMax: WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX,
+  prefixesPerSubscriptionMax: WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
+  idCharsMax: WATCH_ID_CHARS_MAX,
+  catchupReadEntriesMax: WATCH_CATCHUP_READ_ENTRIES_MAX,
+  catchupReadBytesTarget: WATCH_CATCHUP_READ_BYTES_TARGET,
+  catchupRoundBytesMax: WATCH_CATCHUP_ROUND_BYTES_MAX,
+  catchupPollMs: WATCH_CATCHUP_POLL_MS,
+  snapshotPageBytes: WATCH_SNAPSHOT_PAGE_BYTES,
+  snapshotsMax: WATCH_SNAPSHOTS_MAX,
+  snapshotMsMax: WATCH_SNAPSHOT_MS_MAX,
+  sharedFragmentBytesMin: WATCH_SHARED_FRAGMENT_BYTES_MIN,
+});
+
+/**
+ * Small limits for tests: a queue of a few KiB fills as soon as a client stops reading, progress flows every 50 ms,
+ * a stuck connection is closed after a second, catch-up reads a few entries at a time and snapshots come in pages of
+ * a few hundred bytes.
+ */
+export const WATCH_LIMITS_TEST: WatchLimits = Object.freeze({
+  queueBytesMax: 16 * KiB,
+  stallMs: 1_000,
+  progressIntervalMs: 50,
+  heartbeatIntervalMs: 200,
+  closeTimeoutMs: 3_000,
+  clientMessageBytesMax: WATCH_CLIENT_MESSAGE_BYTES_MAX,
+  subscriptionsPerConnectionMax: 8,
+  prefixesPerSubscriptionMax: WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
+  idCharsMax: 64,
+  catchupReadEntriesMax: 8,
+  catchupReadBytesTarget: 16 * KiB,
+  catchupRoundBytesMax: 64 * KiB,
+  catchupPollMs: 5,
+  snapshotPageBytes: 256,
+  snapshotsMax: 2,
+  snapshotMsMax: 10_000,
+  sharedFragmentBytesMin: 1 * KiB,
+});
+
+/** Asserts the relations between limits (a violation is a configuration bug, so it throws an AssertionError). */
+export function validateWatchLimits(limits: WatchLimits): WatchLimits {
+  for (const [name, value] of Object.entries(limits)) assert.ok(Number.isSafeInteger(value) && value > 0, `watch limit ${name} must be a positive integer`);
+  // The largest subscribe (every prefix a maximal key, JSON-escaped at 6 characters per byte, plus the rest of the
+  // message) must be acceptable, or a valid request would be refused as oversized.
+  assert.ok(limits.clientMessageBytesMax >= limits.prefixesPerSubscriptionMax * (6 * KEY_BYTES_MAX + 4) + 1 * KiB + limits.idCharsMax * 6);
+  // Progress is checked on each tick, so the heartbeat and the stall time are whole numbers of ticks at least.
+  assert.ok(limits.progressIntervalMs <= limits.heartbeatIntervalMs);
+  assert.ok(limits.progressIntervalMs * 2 <= limits.stallMs, 'a stall is detected by the progress tick');
+  assert.ok(limits.progressIntervalMs * 2 <= limits.snapshotMsMax);
+  // One catch-up round reads at least one full read.
+  assert.ok(limits.catchupReadBytesTarget <= limits.catchupRoundBytesMax);
+  assert.ok(limits.catchupPollMs <= limits.progressIntervalMs);
+  // Below the fragment threshold a message is copied per subscriber; that copy must stay small next to the queue.
+  assert.ok(limits.sharedFragmentBytesMin <= limits.queueBytesMax);
+  return limits;
+}
+
+validateWatchLimits(WATCH_LIMITS);
+validateWatchLimits(WATCH_LIMITS_TEST);

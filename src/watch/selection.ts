@@ -1,0 +1,213 @@
+/**
+ * Which changes of an entry a watch selects, and their JSON events, without any I/O.
+ *
+ * A `Selection` is a canonical set of prefixes plus filters. Subscriptions with equal selections (whatever the order
+ * or overlap of the prefixes they asked for) share one group in the hub, so an entry's events are matched and encoded
+ * once per selection, not once per watcher. Within one entry, the JSON of a put or delete is also encoded only once
+ * (`EventCache`), however many selections include it: base64 and JSON escaping of a value are the costly part.
+ *
+ * `SelectionIndex` finds the selections a key belongs to in time proportional to the number of distinct prefix
+ * lengths, not the number of selections: it looks up each registered length's prefix of the key in a map.
+ */
+import { isUtf8 } from 'node:buffer';
+import type { Entry, Op } from '../log/index.js';
+import type { KeyRange, SnapshotRecord } from '../store/index.js';
+import { prefixEnd } from '../store/index.js';
+import type { WatchFilters } from './protocol.js';
+
+export interface Selection {
+  /** Sorted, and none is a prefix of another (so they are disjoint ranges in key order). */
+  readonly prefixes: readonly Buffer[];
+  readonly filters: WatchFilters;
+  /** Equal for equal selections: the map key of the hub's groups. */
+  readonly key: string;
+}
+
+/** Sorts the prefixes and drops those covered by a shorter one (and duplicates). */
+export function canonicalSelection(prefixes: readonly Buffer[], filters: WatchFilters): Selection {
+  const sorted = [...prefixes].sort((a, b) => Buffer.compare(a, b));
+  const kept: Buffer[] = [];
+  for (const prefix of sorted) {
+    // In sorted order, a prefix that covers this one is the last one kept, if any.
+    const last = kept[kept.length - 1];
+    if (last !== undefined && prefix.length >= last.length && prefix.subarray(0, last.length).equals(last)) continue;
+    kept.push(prefix);
+  }
+  const flags = `${filters.puts ? 'p' : ''}${filters.deletes ? 'd' : ''}${filters.keysOnly ? 'k' : ''}`;
+  return { prefixes: kept, filters, key: `${flags}:${kept.map((prefix) => prefix.toString('hex')).join(',')}` };
+}
+
+/** The key ranges of a selection's prefixes, in key order (for a snapshot of just those keys). */
+export function selectionRanges(selection: Selection): KeyRange[] {
+  return selection.prefixes.map((prefix) => ({ start: prefix, end: prefixEnd(prefix) }));
+}
+
+// eslint-disable-next-line no-control-regex -- these are the characters JSON escapes as \u00XX
+const CONTROL_CHARACTERS = /[\u0000-\u0008\u000b\u000c\u000e-\u001f]/;
+
+/**
+ * A key or value as a JSON field and its encoding: the text itself when it is valid UTF-8 without control characters
+ * (other than tab, newline and carriage return), base64 otherwise. Unlike the HTTP API, control characters choose
+ * base64: JSON writes each as six characters, and all events of an entry (up to ENTRY_BYTES_MAX) form one message,
+ * which must stay well below V8's largest string (2^29 characters); base64 grows by 4/3 at most, escaped text by 2.
+ */
+function bytesField(name: string, bytes: Buffer): string {
+  if (isUtf8(bytes)) {
+    const text = bytes.toString('utf8');
+    if (!CONTROL_CHARACTERS.test(text)) return `"${name}":${JSON.stringify(text)},"${name}Encoding":"utf8"`;
+  }
+  return `"${name}":"${bytes.toString('base64')}","${name}Encoding":"base64"`;
+}
+
+/** One snapshot item as JSON. */
+export function snapshotItemJson(record: SnapshotRecord, keysOnly: boolean): string {
+  const value = keysOnly ? '' : `,${bytesField('value', record.value)}`;
+  return `{${bytesField('key', record.key)}${value},"createSeq":${record.createSeq},"modSeq":${record.modSeq},"version":${record.version}}`;
+}
+
+/** The JSON of an entry's put and delete events, each built at most once per form (with and without the value). */
+export class EventCache {
+  private readonly full: (string | undefined)[] = [];
+  private readonly keysOnly: (string | undefined)[] = [];
+
+  constructor(private readonly entry: Entry) {}
+
+  event(index: number, keysOnly: boolean): string {
+    const cache = keysOnly ? this.keysOnly : this.full;
+    let text = cache[index];
+    if (text === undefined) {
+      const op = this.entry.ops[index]!;
+      if (op.type === 'put')
+        text = `{"type":"put",${bytesField('key', op.key)}${keysOnly ? '' : `,${bytesField('value', op.value)}`},"modSeq":${this.entry.seq}}`;
+      else if (op.type === 'delete') text = `{"type":"delete",${bytesField('key', op.key)},"modSeq":${this.entry.seq}}`;
+      else throw new Error('range deletes are clipped per prefix, not cached');
+      cache[index] = text;
+    }
+    return text;
+  }
+}
+
+function maxBytes(a: Buffer, b: Buffer): Buffer {
+  return Buffer.compare(a, b) >= 0 ? a : b;
+}
+
+/** The smaller of two range ends, where an empty end means unbounded. */
+function minEnd(a: Buffer, b: Buffer): Buffer {
+  if (a.length === 0) return b;
+  if (b.length === 0) return a;
+  return Buffer.compare(a, b) <= 0 ? a : b;
+}
+
+/** deleteRange events of `op` clipped to each prefix of the selection it overlaps, in prefix (key) order. */
+function rangeEvents(op: Op & { type: 'deleteRange' }, selection: Selection, seq: number, out: string[]): void {
+  for (const prefix of selection.prefixes) {
+    const start = maxBytes(op.start, prefix);
+    const end = minEnd(op.end, prefixEnd(prefix));
+    if (end.length > 0 && Buffer.compare(start, end) >= 0) continue;
+    const endFields = end.length === 0 ? '"end":null,"endEncoding":null' : bytesField('end', end);
+    out.push(`{"type":"deleteRange",${bytesField('start', start)},${endFields},"modSeq":${seq}}`);
+  }
+}
+
+function hasPrefix(key: Buffer, prefix: Buffer): boolean {
+  return key.length >= prefix.length && key.compare(prefix, 0, prefix.length, 0, prefix.length) === 0;
+}
+
+/** The events of `entry` that one selection selects, in log order (catch-up path: one selection at a time). */
+export function selectEvents(entry: Entry, selection: Selection, cache: EventCache): string[] {
+  const events: string[] = [];
+  const { puts, deletes, keysOnly } = selection.filters;
+  entry.ops.forEach((op, index) => {
+    if (op.type === 'deleteRange') {
+      if (deletes) rangeEvents(op, selection, entry.seq, events);
+      return;
+    }
+    if (op.type === 'put' ? !puts : !deletes) return;
+    if (selection.prefixes.some((prefix) => hasPrefix(op.key, prefix))) events.push(cache.event(index, keysOnly));
+  });
+  return events;
+}
+
+/** Anything registered in the index: the hub's groups. */
+export interface Selected {
+  readonly selection: Selection;
+}
+
+/** Finds, for an entry, every registered selection with at least one event, and those events (live path). */
+export class SelectionIndex<G extends Selected> {
+  /** latin1 text of a prefix (one char per byte) → the groups that hold it. */
+  private readonly byPrefix = new Map<string, G[]>();
+  /** Prefix length in bytes → how many (prefix, group) pairs have it; `lengths` lists them in ascending order. */
+  private readonly lengthCounts = new Map<number, number>();
+  private lengths: number[] = [];
+  private readonly groups = new Set<G>();
+
+  get size(): number {
+    return this.groups.size;
+  }
+
+  add(group: G): void {
+    if (this.groups.has(group)) return;
+    this.groups.add(group);
+    for (const prefix of group.selection.prefixes) {
+      const text = prefix.toString('latin1');
+      const list = this.byPrefix.get(text);
+      if (list === undefined) this.byPrefix.set(text, [group]);
+      else list.push(group);
+      const count = this.lengthCounts.get(prefix.length) ?? 0;
+      this.lengthCounts.set(prefix.length, count + 1);
+      if (count === 0) this.lengths = Array.from(this.lengthCounts.keys()).sort((a, b) => a - b);
+    }
+  }
+
+  remove(group: G): void {
+    if (!this.groups.delete(group)) return;
+    for (const prefix of group.selection.prefixes) {
+      const text = prefix.toString('latin1');
+      const list = this.byPrefix.get(text)!;
+      list.splice(list.indexOf(group), 1);
+      if (list.length === 0) this.byPrefix.delete(text);
+      const count = this.lengthCounts.get(prefix.length)! - 1;
+      if (count === 0) {
+        this.lengthCounts.delete(prefix.length);
+        this.lengths = Array.from(this.lengthCounts.keys()).sort((a, b) => a - b);
+      } else this.lengthCounts.set(prefix.length, count);
+    }
+  }
+
+  /** Events per group, for the groups `wanted` accepts and that select anything in `entry`. */
+  match(entry: Entry, wanted: (group: G) => boolean): Map<G, string[]> {
+    const result = new Map<G, string[]>();
+    const cache = new EventCache(entry);
+    const push = (group: G, event: string): void => {
+      const events = result.get(group);
+      if (events === undefined) result.set(group, [event]);
+      else events.push(event);
+    };
+    entry.ops.forEach((op, index) => {
+      if (op.type === 'deleteRange') {
+        // Range deletes are rare and may span many prefixes: check every group.
+        for (const group of this.groups) {
+          if (!group.selection.filters.deletes || !wanted(group)) continue;
+          const events: string[] = [];
+          rangeEvents(op, group.selection, entry.seq, events);
+          for (const event of events) push(group, event);
+        }
+        return;
+      }
+      const key = op.key.toString('latin1');
+      for (const length of this.lengths) {
+        if (length > key.length) break;
+        const groups = this.byPrefix.get(length === key.length ? key : key.slice(0, length));
+        if (groups === undefined) continue;
+        for (const group of groups) {
+          const { puts, deletes, keysOnly } = group.selection.filters;
+          if ((op.type === 'put' ? !puts : !deletes) || !wanted(group)) continue;
+          // A canonical selection has no nested prefixes, so a key matches at most one prefix of a group.
+          push(group, cache.event(index, keysOnly));
+        }
+      }
+    });
+    return result;
+  }
+}

@@ -1,0 +1,625 @@
+/**
+ * The replication state machines, one rule at a time: joining through a snapshot, following the stream, failover on
+ * a stale upstream or a bad entry, refusals (self, loop, dataset, version, behind, diverged), divergence stopping the
+ * replica until a resync, backoff growth and cap, flow control and serving a lagging child from the log.
+ *
+ * The machines are driven directly, with explicit times; `Link` carries bytes between one Downstream connection and
+ * one Upstream session and performs storage actions on in-memory stores (the simulation's).
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { crc32 } from 'node:zlib';
+import { GENESIS_HEAD, type EncodedEntry, type Op } from '../src/log/index.js';
+import {
+  Downstream,
+  FrameDecoder,
+  PATH_NODES_MAX,
+  PROTOCOL_VERSION,
+  REPLICATION_LIMITS_TEST,
+  Upstream,
+  backoffDelayMs,
+  decodeMessage,
+  encodeEntries,
+  encodeMessage,
+  type DownstreamAction,
+  type Heartbeat,
+  type HelloMessage,
+  type LogSource,
+  type Message,
+  type UpstreamAction,
+} from '../src/replication/index.js';
+import { MemoryStore, sortedRecords } from './support/sim/memory-store.js';
+
+const L = REPLICATION_LIMITS_TEST;
+const DATASET = 'dataset-1';
+const T0 = 1_000_000;
+
+/** A root store with `count` entries; every 5th value is large so that snapshots span several chunks. */
+function rootStore(count: number): MemoryStore {
+  const store = new MemoryStore(DATASET);
+  for (let i = 1; i <= count; i++) commit(store, i);
+  return store;
+}
+
+function commit(store: MemoryStore, i: number): EncodedEntry {
+  const ops: Op[] = [{ type: 'put', key: Buffer.from(`key/${i % 40}`), value: Buffer.alloc(i % 5 === 0 ? 700 : 10, i) }];
+  return store.commit(T0 + i, ops);
+}
+
+function sent(actions: readonly (DownstreamAction | UpstreamAction)[]): Message[] {
+  const decoder = new FrameDecoder(L.frameBytesMax);
+  const messages: Message[] = [];
+  for (const action of actions) if (action.type === 'send') for (const frame of decoder.push(action.bytes)) messages.push(decodeMessage(frame));
+  return messages;
+}
+
+function ofType<A extends DownstreamAction | UpstreamAction, T extends A['type']>(actions: readonly A[], type: T): Extract<A, { type: T }>[] {
+  return actions.filter((action): action is Extract<A, { type: T }> => action.type === type);
+}
+
+function newReplica(options: { upstreams?: string[]; store?: MemoryStore; random?: () => number; nodeId?: string } = {}): { downstream: Downstream; store: MemoryStore } {
+  const store = options.store ?? new MemoryStore('');
+  const downstream = new Downstream({
+    nodeId: options.nodeId ?? 'replica',
+    upstreams: options.upstreams ?? ['up-a', 'up-b'],
+    datasetId: store.datasetId(),
+    head: store.head(),
+    headTimeMs: store.headTimeMs,
+    limits: L,
+    random: options.random ?? (() => 0.5),
+  });
+  return { downstream, store };
+}
+
+function newUpstream(source: LogSource, options: { nodeId?: string; ancestors?: string[]; heartbeat?: Heartbeat; nowMs?: number } = {}): Upstream {
+  return new Upstream({
+    nodeId: options.nodeId ?? 'root',
+    source,
+    ancestors: () => options.ancestors ?? [],
+    latestHeartbeat: () => options.heartbeat,
+    limits: L,
+    nowMs: options.nowMs ?? T0,
+  });
+}
+
+function helloBytes(overrides: Partial<HelloMessage> = {}): Buffer {
+  return encodeMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, resync: false, datasetId: DATASET, nodeId: 'child', path: [], head: GENESIS_HEAD, ...overrides });
+}
+
+/** Carries bytes between one Downstream connection and one Upstream session, and applies storage actions. */
+class Link {
+  readonly downstreamActions: DownstreamAction[] = [];
+  readonly upstreamActions: UpstreamAction[] = [];
+  private toUpstream: Buffer[] = [];
+  private toDownstream: Buffer[] = [];
+  nowMs = T0;
+
+  constructor(
+    readonly downstream: Downstream,
+    readonly replica: MemoryStore,
+    readonly upstream: Upstream,
+    readonly connId: number,
+  ) {}
+
+  /** Starts the downstream and completes the connection to this link's upstream. */
+  static open(downstream: Downstream, replica: MemoryStore, source: LogSource, options: Parameters<typeof newUpstream>[1] = {}): Link {
+    const [connect] = downstream.start(T0);
+    assert.equal(connect?.type, 'connect');
+    const link = new Link(downstream, replica, newUpstream(source, options), connect.connId);
+    link.fromDownstream(downstream.connected(T0, connect.connId));
+    link.settle();
+    return link;
+  }
+
+  fromDownstream(actions: readonly DownstreamAction[]): void {
+    for (const action of actions) {
+      this.downstreamActions.push(action);
+      switch (action.type) {
+        case 'send':
+          if (action.connId === this.connId) this.toUpstream.push(action.bytes);
+          break;
+        case 'apply':
+          this.replica.apply(action.entries);
+          break;
+        case 'snapshotBegin':
+          this.replica.beginSnapshot();
+          break;
+        case 'snapshotChunk':
+          this.replica.stageSnapshot(action.records);
+          break;
+        case 'snapshotFinish':
+          this.replica.finishSnapshot(action.seq, action.hash, action.datasetId);
+          break;
+        case 'snapshotAbort':
+          this.replica.abortSnapshot();
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  fromUpstream(actions: readonly UpstreamAction[]): void {
+    for (const action of actions) {
+      this.upstreamActions.push(action);
+      if (action.type === 'send') this.toDownstream.push(action.bytes);
+    }
+  }
+
+  /** Delivers everything in flight, both ways, until both sides are quiet. */
+  settle(): void {
+    while (this.toUpstream.length > 0 || this.toDownstream.length > 0) {
+      const up = this.toUpstream;
+      this.toUpstream = [];
+      for (const bytes of up) this.fromUpstream(this.upstream.receive(this.nowMs, bytes));
+      const down = this.toDownstream;
+      this.toDownstream = [];
+      for (const bytes of down) this.fromDownstream(this.downstream.receive(this.nowMs, this.connId, bytes));
+    }
+  }
+
+  /** Messages the upstream sent and the downstream has not taken yet are dropped (a black-holed link). */
+  dropInFlight(): void {
+    this.toUpstream = [];
+    this.toDownstream = [];
+  }
+}
+
+/** Counts disk reads, to tell entries served from the log from entries pushed from memory. */
+class CountingSource implements LogSource {
+  reads = 0;
+  constructor(readonly store: MemoryStore) {}
+  datasetId(): string {
+    return this.store.datasetId();
+  }
+  head() {
+    return this.store.head();
+  }
+  firstSeq(): number {
+    return this.store.firstSeq();
+  }
+  hashAt(seq: number): Buffer | undefined {
+    return this.store.hashAt(seq);
+  }
+  readLog(fromSeq: number, limitEntries: number, limitBytes: number): EncodedEntry[] {
+    this.reads++;
+    return this.store.readLog(fromSeq, limitEntries, limitBytes);
+  }
+  openSnapshot() {
+    return this.store.openSnapshot();
+  }
+}
+
+describe('replication state machines', () => {
+  test('downstream: a new replica joins through a snapshot, then follows the live stream', () => {
+    const root = rootStore(60);
+    const { downstream, store } = newReplica();
+    const link = Link.open(downstream, store, root);
+    assert.equal(downstream.status().phase, 'streaming');
+    assert.deepStrictEqual(store.head(), root.head());
+    assert.deepStrictEqual(sortedRecords(new Map(store.keySpace)), sortedRecords(new Map(root.keySpace)));
+    assert.equal(store.datasetId(), DATASET);
+    assert.ok(ofType(link.downstreamActions, 'snapshotChunk').length > 1, 'the snapshot spans several chunks');
+    // Live entries are pushed and applied as they commit.
+    for (let i = 61; i <= 65; i++) link.fromUpstream(link.upstream.localApplied(T0, [commit(root, i)]));
+    link.settle();
+    assert.equal(store.head().seq, 65);
+    assert.ok(store.head().hash.equals(root.head().hash));
+    assert.equal(downstream.status().snapshotsInstalled, 1);
+  });
+
+  test('downstream: an upstream that sends nothing for the stale time is dropped for the next one', () => {
+    const root = rootStore(5);
+    const { downstream, store } = newReplica();
+    const link = Link.open(downstream, store, root);
+    const staleMs = L.upstreamStaleMs + 1 * L.upstreamStaleHopMs; // the root's child: one ancestor
+    assert.equal(downstream.status().ancestors.length, 1);
+    // Keep-alive ACKs go out meanwhile, but they are not progress.
+    const early = downstream.tick(T0 + staleMs - 1);
+    assert.ok(sent(early).every((message) => message.type === 'ack'));
+    assert.equal(downstream.status().phase, 'streaming');
+    const stale = downstream.tick(T0 + staleMs);
+    assert.deepStrictEqual(
+      ofType(stale, 'close').map((action) => action.connId),
+      [link.connId],
+    );
+    assert.equal(downstream.status().phase, 'backoff');
+    assert.match(downstream.status().lastFailure ?? '', /stale/);
+    const retryMs = downstream.nextTickMs()!;
+    assert.ok(retryMs >= T0 + staleMs + L.reconnectBackoffMsMin);
+    assert.deepStrictEqual(downstream.tick(retryMs - 1), []);
+    const [connect] = downstream.tick(retryMs);
+    assert.deepStrictEqual(connect, { type: 'connect', connId: link.connId + 1, upstream: 'up-b', upstreamIndex: 1 });
+  });
+
+  test('downstream: a newer heartbeat is progress and is forwarded; an old one is neither', () => {
+    const root = rootStore(5);
+    const { downstream, store } = newReplica();
+    const link = Link.open(downstream, store, root);
+    const staleMs = L.upstreamStaleMs + L.upstreamStaleHopMs;
+    const beat = (rootTimeMs: number, atMs: number): DownstreamAction[] => {
+      const up = link.upstream.heartbeat(atMs, { rootSeq: 5, rootTimeMs, path: [] });
+      return downstream.receive(atMs, link.connId, Buffer.concat(ofType(up, 'send').map((action) => action.bytes)));
+    };
+    const fresh = beat(500, T0 + 400);
+    assert.deepStrictEqual(ofType(fresh, 'heartbeat'), [{ type: 'heartbeat', heartbeat: { rootSeq: 5, rootTimeMs: 500, path: ['root'] } }]);
+    assert.equal(ofType(downstream.tick(T0 + staleMs), 'close').length, 0, 'the heartbeat moved the deadline');
+    // The same heartbeat again (as a cycle would circulate it) does not keep the upstream alive.
+    assert.deepStrictEqual(ofType(beat(500, T0 + 800), 'heartbeat'), []);
+    assert.equal(ofType(downstream.tick(T0 + 400 + staleMs), 'close').length, 1);
+    assert.equal(downstream.status().lagEntries, 0);
+  });
+
+  test('downstream: the stale time grows with the depth of the upstream', () => {
+    const root = rootStore(3);
+    const { downstream, store } = newReplica();
+    Link.open(downstream, store, root, { nodeId: 'mid', ancestors: ['root', 'a', 'b'] });
+    assert.deepStrictEqual(downstream.status().ancestors, ['root', 'a', 'b', 'mid']);
+    const staleMs = L.upstreamStaleMs + 4 * L.upstreamStaleHopMs;
+    assert.equal(ofType(downstream.tick(T0 + staleMs - 1), 'close').length, 0);
+    assert.equal(ofType(downstream.tick(T0 + staleMs), 'close').length, 1);
+  });
+
+  test('downstream: an entry failing verification drops the upstream after applying the verified prefix', () => {
+    const root = rootStore(10);
+    const replicaStore = new MemoryStore(DATASET);
+    replicaStore.apply(root.readLog(1, 5, Infinity));
+    const { downstream, store } = newReplica({ store: replicaStore });
+    const link = Link.open(downstream, store, root);
+    assert.equal(store.head().seq, 10);
+    const next = [11, 12, 13].map((i) => commit(root, i).record);
+    const damaged = Buffer.from(next[2]!);
+    damaged[30] = damaged[30]! ^ 0x01;
+    const actions = downstream.receive(T0 + 1, link.connId, encodeEntries([next[0]!, next[1]!, damaged]));
+    assert.deepStrictEqual(
+      ofType(actions, 'apply').flatMap((action) => action.entries.map((encoded) => encoded.entry.seq)),
+      [11, 12],
+    );
+    assert.equal(ofType(actions, 'close').length, 1);
+    assert.match(downstream.status().lastFailure ?? '', /failed verification/);
+    assert.equal(downstream.status().head.seq, 12);
+    const [connect] = downstream.tick(downstream.nextTickMs()!);
+    assert.equal(connect?.type === 'connect' && connect.upstream, 'up-b');
+  });
+
+  test('downstream: an entry that is not exactly head + 1 drops the upstream', () => {
+    const root = rootStore(10);
+    const { downstream, store } = newReplica();
+    const link = Link.open(downstream, store, root);
+    commit(root, 11);
+    const twelve = commit(root, 12).record;
+    const actions = downstream.receive(T0 + 1, link.connId, encodeEntries([twelve]));
+    assert.equal(ofType(actions, 'apply').length, 0);
+    assert.equal(ofType(actions, 'close').length, 1);
+    assert.match(downstream.status().lastFailure ?? '', /expected seq 11, got 12/);
+  });
+
+  test('downstream: CHAIN_DIVERGED stops following until an operator resyncs', () => {
+    const { downstream } = newReplica({ store: rootStore(4) });
+    const [connect] = downstream.start(T0);
+    assert.ok(connect?.type === 'connect');
+    downstream.connected(T0, connect.connId);
+    const refused = downstream.receive(T0 + 1, connect.connId, encodeMessage({ type: 'refuse', reason: 'CHAIN_DIVERGED', message: 'hash differs at 4' }));
+    assert.equal(ofType(refused, 'close').length, 1);
+    assert.ok(ofType(refused, 'log').some((action) => action.level === 'error'));
+    const status = downstream.status();
+    assert.equal(status.phase, 'diverged');
+    assert.match(status.divergedReason ?? '', /CHAIN_DIVERGED/);
+    // No retries, however long we wait.
+    assert.equal(downstream.nextTickMs(), undefined);
+    assert.deepStrictEqual(downstream.tick(T0 + 3_600_000), []);
+    // The operator asks for a resync: the next HELLO requests a snapshot.
+    const resync = downstream.resync(T0 + 3_600_000);
+    const again = ofType(resync, 'connect')[0]!;
+    const [hello] = sent(downstream.connected(T0 + 3_600_000, again.connId));
+    assert.ok(hello?.type === 'hello' && hello.resync);
+  });
+
+  test('downstream: a resync installs the upstream snapshot even below the local head', () => {
+    const root = rootStore(20);
+    // A replica that followed another chain further than the root.
+    const diverged = new MemoryStore(DATASET);
+    for (let i = 1; i <= 25; i++) diverged.commit(T0 + i, [{ type: 'put', key: Buffer.from('other'), value: Buffer.from(String(i)) }]);
+    const { downstream, store } = newReplica({ store: diverged });
+    downstream.resync(T0);
+    Link.open(downstream, store, root);
+    assert.equal(downstream.status().phase, 'streaming');
+    assert.deepStrictEqual(store.head(), root.head());
+    assert.equal(store.keySpace.get('other'), undefined);
+  });
+
+  test('downstream: reconnect backoff doubles per failure, is capped, and never spins', () => {
+    const { downstream } = newReplica({ upstreams: ['a', 'b', 'c'], random: () => 0.999_999 });
+    let now = T0;
+    let [action] = downstream.start(now);
+    const delays: number[] = [];
+    const order: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      assert.ok(action?.type === 'connect');
+      order.push(action.upstream);
+      downstream.closed(now, action.connId, 'connection refused');
+      const next = downstream.nextTickMs()!;
+      delays.push(next - now);
+      assert.deepStrictEqual(downstream.tick(next - 1), [], 'nothing happens before the delay');
+      now = next;
+      [action] = downstream.tick(now);
+    }
+    assert.deepStrictEqual(delays, [20, 39, 79, 159, 319, 639, 999, 999, 999, 999, 999, 999]);
+    assert.deepStrictEqual(order.slice(0, 6), ['a', 'b', 'c', 'a', 'b', 'c']);
+    // The jitter never takes a delay below the minimum, nor below half the nominal one.
+    for (let failures = 1; failures < 40; failures++) {
+      const low = backoffDelayMs(failures, L, () => 0);
+      const nominal = Math.min(L.reconnectBackoffMsMax, L.reconnectBackoffMsMin * 2 ** (failures - 1));
+      assert.ok(low >= L.reconnectBackoffMsMin && low >= Math.floor(nominal / 2) && low <= L.reconnectBackoffMsMax);
+    }
+    assert.equal(backoffDelayMs(0, L, () => 0.5), 0);
+  });
+
+  test('downstream: a session that lasted backoffResetMs starts the backoff from the minimum again', () => {
+    const root = rootStore(3);
+    const { downstream, store } = newReplica({ random: () => 0.999_999 });
+    const link = Link.open(downstream, store, root);
+    // Keep it alive past the reset time with fresh heartbeats, then lose it.
+    let now = T0;
+    for (let i = 1; now < T0 + L.backoffResetMs; i++) {
+      now = T0 + i * L.heartbeatIntervalMs;
+      const up = link.upstream.heartbeat(now, { rootSeq: 3, rootTimeMs: now, path: [] });
+      downstream.receive(now, link.connId, Buffer.concat(ofType(up, 'send').map((action) => action.bytes)));
+    }
+    downstream.closed(now, link.connId);
+    assert.equal(downstream.nextTickMs()! - now, L.reconnectBackoffMsMin);
+    assert.equal(downstream.status().consecutiveFailures, 1);
+  });
+
+  test('downstream: an upstream whose WELCOME or heartbeat path holds this node is a loop', () => {
+    const root = rootStore(3);
+    const { downstream } = newReplica({ store: rootStore(3) });
+    const [connect] = downstream.start(T0);
+    assert.ok(connect?.type === 'connect');
+    downstream.connected(T0, connect.connId);
+    const welcome = encodeMessage({ type: 'welcome', datasetId: DATASET, nodeId: 'mid', path: ['root', 'replica', 'mid'], head: root.head(), mode: 'stream', fromSeq: 4 });
+    assert.equal(ofType(downstream.receive(T0, connect.connId, welcome), 'close').length, 1);
+    assert.match(downstream.status().lastFailure ?? '', /^LOOP/);
+
+    const second = newReplica({ store: rootStore(3) });
+    const link = Link.open(second.downstream, second.store, root, { nodeId: 'mid', ancestors: ['root'] });
+    assert.equal(second.downstream.status().phase, 'streaming');
+    const loop = encodeMessage({ type: 'heartbeat', rootSeq: 3, rootTimeMs: 9, path: ['root', 'replica', 'mid'] });
+    assert.equal(ofType(second.downstream.receive(T0 + 1, link.connId, loop), 'close').length, 1);
+    assert.match(second.downstream.status().lastFailure ?? '', /^LOOP/);
+  });
+
+  test('downstream: a snapshot whose digest does not match is discarded and the upstream dropped', () => {
+    const { downstream } = newReplica();
+    const [connect] = downstream.start(T0);
+    assert.ok(connect?.type === 'connect');
+    downstream.connected(T0, connect.connId);
+    const root = rootStore(3);
+    const frames = Buffer.concat([
+      encodeMessage({ type: 'welcome', datasetId: DATASET, nodeId: 'root', path: ['root'], head: root.head(), mode: 'snapshot', fromSeq: 0 }),
+      encodeMessage({ type: 'snapshotBegin', seq: 3, hash: root.head().hash, keyCount: 1, bytesEstimate: 2 }),
+      encodeMessage({ type: 'snapshotChunk', records: [{ key: Buffer.from('k'), value: Buffer.from('v'), createSeq: 1, modSeq: 1, version: 1 }] }),
+      encodeMessage({ type: 'snapshotEnd', digest: Buffer.alloc(32) }),
+    ]);
+    const actions = downstream.receive(T0 + 1, connect.connId, frames);
+    assert.deepStrictEqual(
+      actions.map((action) => action.type),
+      ['log', 'snapshotBegin', 'log', 'snapshotChunk', 'close', 'snapshotAbort', 'log'],
+    );
+    assert.match(downstream.status().lastFailure ?? '', /digest mismatch/);
+    assert.equal(downstream.status().head.seq, 0);
+  });
+
+  test('downstream: entries before WELCOME and a stream offered to a new replica are protocol errors', () => {
+    const { downstream } = newReplica();
+    const [connect] = downstream.start(T0);
+    assert.ok(connect?.type === 'connect');
+    downstream.connected(T0, connect.connId);
+    const root = rootStore(2);
+    const offer = encodeMessage({ type: 'welcome', datasetId: DATASET, nodeId: 'root', path: ['root'], head: root.head(), mode: 'stream', fromSeq: 1 });
+    assert.equal(ofType(downstream.receive(T0, connect.connId, offer), 'close').length, 1);
+    const [retry] = downstream.tick(downstream.nextTickMs()!);
+    assert.ok(retry?.type === 'connect');
+    downstream.connected(T0, retry.connId);
+    const early = downstream.receive(T0, retry.connId, encodeEntries(root.readLog(1, 1, Infinity).map((encoded) => encoded.record)));
+    assert.equal(ofType(early, 'close').length, 1);
+    assert.match(downstream.status().lastFailure ?? '', /MESSAGE_UNEXPECTED/);
+  });
+
+  test('downstream: events for an old connection are ignored', () => {
+    const { downstream } = newReplica();
+    const [connect] = downstream.start(T0);
+    assert.ok(connect?.type === 'connect');
+    downstream.closed(T0, connect.connId);
+    assert.deepStrictEqual(downstream.receive(T0, connect.connId, Buffer.from('junk')), []);
+    assert.deepStrictEqual(downstream.closed(T0, connect.connId), []);
+    assert.deepStrictEqual(downstream.connected(T0, connect.connId), []);
+  });
+
+  test('upstream: refuses SELF, LOOP, DATASET_MISMATCH, PROTOCOL_VERSION, UNAVAILABLE and PATH_TOO_LONG', () => {
+    const root = rootStore(3);
+    const cases: { name: string; source?: LogSource; ancestors?: string[]; hello: Buffer; reason: string }[] = [
+      { name: 'self', hello: helloBytes({ nodeId: 'root' }), reason: 'SELF' },
+      { name: 'ancestor', ancestors: ['top', 'child'], hello: helloBytes(), reason: 'LOOP' },
+      { name: 'other dataset', hello: helloBytes({ datasetId: 'dataset-2' }), reason: 'DATASET_MISMATCH' },
+      { name: 'other dataset, even when resyncing', hello: helloBytes({ datasetId: 'dataset-2', resync: true }), reason: 'DATASET_MISMATCH' },
+      { name: 'unjoined upstream', source: new MemoryStore(''), hello: helloBytes({ datasetId: '' }), reason: 'UNAVAILABLE' },
+      { name: 'too deep', ancestors: Array.from({ length: PATH_NODES_MAX - 1 }, (_, i) => `n${i}`), hello: helloBytes(), reason: 'PATH_TOO_LONG' },
+    ];
+    const versionHello = helloBytes();
+    versionHello.writeUInt16BE(PROTOCOL_VERSION + 1, 9);
+    versionHello.writeUInt32BE(crc32Of(versionHello), 4);
+    cases.push({ name: 'protocol version', hello: versionHello, reason: 'PROTOCOL_VERSION' });
+    for (const testCase of cases) {
+      const upstream = newUpstream(testCase.source ?? root, { ancestors: testCase.ancestors ?? [] });
+      const actions = upstream.receive(T0, testCase.hello);
+      const messages = sent(actions);
+      assert.equal(messages.length, 1, testCase.name);
+      assert.ok(messages[0]!.type === 'refuse' && messages[0]!.reason === testCase.reason, `${testCase.name}: ${JSON.stringify(messages[0])}`);
+      assert.equal(actions[actions.length - 1]!.type, 'close', testCase.name);
+      assert.ok(upstream.isClosed);
+    }
+  });
+
+  test('upstream: a child ahead of this node is refused BEHIND; one with another hash at its head CHAIN_DIVERGED', () => {
+    const root = rootStore(10);
+    const other = new MemoryStore(DATASET);
+    for (let i = 1; i <= 12; i++) other.commit(T0 + i, [{ type: 'put', key: Buffer.from('x'), value: Buffer.from(String(i)) }]);
+    const behind = sent(newUpstream(root).receive(T0, helloBytes({ head: other.head() })));
+    assert.ok(behind[0]?.type === 'refuse' && behind[0].reason === 'BEHIND');
+    const diverged = sent(newUpstream(root).receive(T0, helloBytes({ head: { seq: 8, hash: other.hashAt(8)! } })));
+    assert.ok(diverged[0]?.type === 'refuse' && diverged[0].reason === 'CHAIN_DIVERGED');
+    // Behind the retained log the hash cannot be checked: the child gets a snapshot instead.
+    root.trim(3);
+    const old = sent(newUpstream(root).receive(T0, helloBytes({ head: { seq: 2, hash: other.hashAt(2)! } })));
+    assert.ok(old[0]?.type === 'welcome' && old[0].mode === 'snapshot');
+  });
+
+  test('upstream: streams from the child head + 1 while the log reaches back, else sends a snapshot', () => {
+    const root = rootStore(20);
+    const stream = sent(newUpstream(root).receive(T0, helloBytes({ head: { seq: 15, hash: root.hashAt(15)! } })));
+    assert.ok(stream[0]?.type === 'welcome' && stream[0].mode === 'stream' && stream[0].fromSeq === 16);
+    assert.deepStrictEqual(
+      stream.filter((message) => message.type === 'entries').flatMap((message) => (message.type === 'entries' ? message.records.length : [])).reduce((a, b) => a + b, 0),
+      5,
+    );
+    root.trim(5); // retains 16..20, base 15
+    const atBase = sent(newUpstream(root).receive(T0, helloBytes({ head: { seq: 15, hash: root.hashAt(15)! } })));
+    assert.ok(atBase[0]?.type === 'welcome' && atBase[0].mode === 'stream');
+    const genesis = sent(newUpstream(root).receive(T0, helloBytes({ head: GENESIS_HEAD })));
+    assert.ok(genesis[0]?.type === 'welcome' && genesis[0].mode === 'snapshot', 'genesis is known, but entry 1 is trimmed');
+    const newChild = sent(newUpstream(rootStore(2)).receive(T0, helloBytes({ datasetId: '' })));
+    assert.deepStrictEqual(
+      newChild.map((message) => message.type),
+      ['welcome', 'snapshotBegin', 'snapshotChunk', 'snapshotEnd'],
+    );
+  });
+
+  test('upstream: stops at the window, and serves a child that fell behind from the log once it acknowledges', () => {
+    const root = rootStore(1);
+    const source = new CountingSource(root);
+    const { downstream, store } = newReplica({ store: rootStore(1) });
+    const link = Link.open(downstream, store, source);
+    assert.equal(downstream.status().phase, 'streaming');
+    // Caught up: new entries go straight from memory, no disk read.
+    const readsBefore = source.reads;
+    link.fromUpstream(link.upstream.localApplied(T0, [commit(root, 2)]));
+    link.settle();
+    assert.equal(source.reads, readsBefore);
+    assert.equal(store.head().seq, 2);
+    // The child reads nothing for a while: the window fills, then nothing more is sent, whatever is committed. The
+    // entries are large, so that the byte limit binds before the entry limit.
+    for (let i = 3; i <= 200; i++) {
+      const big = root.commit(T0 + i, [{ type: 'put', key: Buffer.from(`big/${i % 10}`), value: Buffer.alloc(700, i) }]);
+      link.fromUpstream(link.upstream.localApplied(T0, [big]));
+    }
+    const status = link.upstream.status();
+    assert.ok(status.sentSeq - status.ackedSeq <= L.childWindowEntriesMax, `${status.sentSeq - status.ackedSeq} entries unacknowledged`);
+    assert.ok(status.unackedBytes <= L.childWindowBytesMax + L.entryRecordBytesMax, `${status.unackedBytes} bytes unacknowledged`);
+    assert.ok(status.sentSeq < 200);
+    assert.equal(source.reads, readsBefore, 'a full window costs no disk read');
+    // The child catches up and acknowledges: the rest is read from the log.
+    link.settle();
+    assert.ok(source.reads > readsBefore, 'a lagging child is served from the log');
+    assert.equal(store.head().seq, 200);
+    assert.ok(store.head().hash.equals(root.head().hash));
+  });
+
+  test('upstream: a child that falls behind the retained log mid-stream gets a snapshot', () => {
+    const root = rootStore(5);
+    const { downstream, store } = newReplica({ store: rootStore(5) });
+    const link = Link.open(downstream, store, root);
+    // The child stalls (nothing delivered) while the root commits past the window and trims everything it had.
+    for (let i = 6; i <= 120; i++) link.fromUpstream(link.upstream.localApplied(T0, [commit(root, i)]));
+    root.trim(10);
+    link.settle();
+    assert.equal(store.head().seq, 120);
+    assert.ok(store.head().hash.equals(root.head().hash));
+    assert.equal(downstream.status().snapshotsInstalled, 1);
+    assert.deepStrictEqual(sortedRecords(new Map(store.keySpace)), sortedRecords(new Map(root.keySpace)));
+  });
+
+  test('upstream: closes a connection without HELLO, and a child that stops acknowledging', () => {
+    const root = rootStore(3);
+    const silent = newUpstream(root);
+    assert.equal(silent.nextTickMs(), T0 + L.handshakeTimeoutMs);
+    assert.deepStrictEqual(silent.tick(T0 + L.handshakeTimeoutMs - 1), []);
+    assert.equal(ofType(silent.tick(T0 + L.handshakeTimeoutMs), 'close').length, 1);
+
+    const mute = newUpstream(root);
+    mute.receive(T0, helloBytes({ head: { seq: 3, hash: root.head().hash } }));
+    mute.receive(T0 + 100, encodeMessage({ type: 'ack', appliedSeq: 3, receivedBytes: 0 }));
+    assert.equal(mute.nextTickMs(), T0 + 100 + L.childAckTimeoutMs);
+    assert.deepStrictEqual(mute.tick(T0 + 99 + L.childAckTimeoutMs), []);
+    const closed = mute.tick(T0 + 100 + L.childAckTimeoutMs);
+    assert.ok(ofType(closed, 'close')[0]?.reason.includes('no ACK'));
+  });
+
+  test('upstream: forwards heartbeats with its own id, and the latest one right after WELCOME', () => {
+    const root = rootStore(3);
+    const upstream = newUpstream(root, { nodeId: 'mid', ancestors: ['root'], heartbeat: { rootSeq: 3, rootTimeMs: 77, path: ['root'] } });
+    assert.deepStrictEqual(upstream.heartbeat(T0, { rootSeq: 3, rootTimeMs: 70, path: ['root'] }), [], 'nothing before the handshake');
+    const welcome = sent(upstream.receive(T0, helloBytes({ head: { seq: 3, hash: root.head().hash } })));
+    assert.deepStrictEqual(
+      welcome.map((message) => message.type),
+      ['welcome', 'heartbeat'],
+    );
+    assert.deepStrictEqual(welcome[1], { type: 'heartbeat', rootSeq: 3, rootTimeMs: 77, path: ['root', 'mid'] });
+    const [forwarded] = sent(upstream.heartbeat(T0, { rootSeq: 4, rootTimeMs: 88, path: ['root'] }));
+    assert.deepStrictEqual(forwarded, { type: 'heartbeat', rootSeq: 4, rootTimeMs: 88, path: ['root', 'mid'] });
+  });
+
+  test('upstream: a malformed frame or an unexpected message gets REFUSE PROTOCOL_ERROR and a close', () => {
+    const root = rootStore(3);
+    const garbage = newUpstream(root);
+    const actions = garbage.receive(T0, Buffer.from([0, 0, 0, 0, 0, 0, 0, 0]));
+    const [refuse] = sent(actions);
+    assert.ok(refuse?.type === 'refuse' && refuse.reason === 'PROTOCOL_ERROR' && refuse.message.startsWith('FRAME_MALFORMED'));
+    assert.equal(actions[actions.length - 1]!.type, 'close');
+
+    const chatty = newUpstream(root);
+    chatty.receive(T0, helloBytes({ head: { seq: 3, hash: root.head().hash } }));
+    const [unexpected] = sent(chatty.receive(T0, encodeMessage({ type: 'heartbeat', rootSeq: 1, rootTimeMs: 1, path: ['x'] })));
+    assert.ok(unexpected?.type === 'refuse' && unexpected.reason === 'PROTOCOL_ERROR');
+
+    const liar = newUpstream(root);
+    liar.receive(T0, helloBytes({ head: { seq: 3, hash: root.head().hash } }));
+    const [overAck] = sent(liar.receive(T0, encodeMessage({ type: 'ack', appliedSeq: 3, receivedBytes: 1e9 })));
+    assert.ok(overAck?.type === 'refuse' && overAck.reason === 'PROTOCOL_ERROR');
+  });
+
+  test('upstream: closing mid-snapshot releases the snapshot; chainReset closes the session', () => {
+    // Forty keys of 700 bytes: far more than one window, so the snapshot is still being sent when the session ends.
+    const root = new MemoryStore(DATASET);
+    for (let i = 1; i <= 40; i++) root.commit(T0 + i, [{ type: 'put', key: Buffer.from(`key/${i}`), value: Buffer.alloc(700, i) }]);
+    let open = 0;
+    const source: LogSource = {
+      datasetId: () => root.datasetId(),
+      head: () => root.head(),
+      firstSeq: () => root.firstSeq(),
+      hashAt: (seq) => root.hashAt(seq),
+      readLog: (from, entries, bytes) => root.readLog(from, entries, bytes),
+      openSnapshot: () => {
+        const snapshot = root.openSnapshot();
+        open++;
+        return { ...snapshot, nextPage: (bytes: number) => snapshot.nextPage(bytes), close: () => (open--, snapshot.close()) };
+      },
+    };
+    const upstream = newUpstream(source);
+    upstream.receive(T0, helloBytes({ datasetId: '' }));
+    assert.equal(upstream.status().phase, 'snapshot', 'the window holds the snapshot back');
+    assert.equal(open, 1);
+    upstream.closed(T0);
+    assert.equal(open, 0);
+
+    const streaming = newUpstream(root);
+    streaming.receive(T0, helloBytes({ head: root.head() }));
+    const reset = streaming.chainReset(T0);
+    assert.equal(ofType(reset, 'close').length, 1);
+    assert.ok(streaming.isClosed);
+  });
+});
+
+function crc32Of(frame: Buffer): number {
+  return crc32(frame.subarray(8));
+}

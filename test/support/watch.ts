@@ -1,0 +1,234 @@
+/**
+ * Helpers for watch tests: a recording WebSocket client, and an oracle that derives from the node's log (GET /v1/log)
+ * the events a subscription must receive, written independently of src/watch so that the tests check the hub against
+ * the log rather than against itself.
+ */
+import assert from 'node:assert/strict';
+import { WebSocket, type RawData } from 'ws';
+import { opsFromJson, requestJson, type LogEntryJson, type LogPage } from './http.js';
+
+export interface WatchEvent {
+  readonly type: 'put' | 'delete' | 'deleteRange';
+  readonly key?: string;
+  readonly keyEncoding?: 'utf8' | 'base64';
+  readonly value?: string;
+  readonly valueEncoding?: 'utf8' | 'base64';
+  readonly start?: string;
+  readonly startEncoding?: 'utf8' | 'base64';
+  readonly end?: string | null;
+  readonly endEncoding?: 'utf8' | 'base64' | null;
+  readonly modSeq: number;
+}
+
+export interface SnapshotItem {
+  readonly key: string;
+  readonly keyEncoding: 'utf8' | 'base64';
+  readonly value?: string;
+  readonly valueEncoding?: 'utf8' | 'base64';
+  readonly createSeq: number;
+  readonly modSeq: number;
+  readonly version: number;
+}
+
+export type ServerMessage =
+  | { readonly type: 'subscribed'; readonly id: string | number; readonly fromSeq: number }
+  | { readonly type: 'unsubscribed'; readonly id: string | number }
+  | { readonly type: 'events'; readonly id: string | number; readonly seq: number; readonly timeMs: number; readonly events: readonly WatchEvent[] }
+  | { readonly type: 'snapshot'; readonly id: string | number; readonly seq: number; readonly items: readonly SnapshotItem[]; readonly done: boolean }
+  | { readonly type: 'progress'; readonly id: string | number; readonly seq: number }
+  | { readonly type: 'error'; readonly id?: string | number; readonly code: string; readonly message: string };
+
+export interface Filters {
+  readonly puts?: boolean;
+  readonly deletes?: boolean;
+  readonly keysOnly?: boolean;
+}
+
+export interface SubscribeOptions {
+  readonly fromSeq?: number;
+  readonly filters?: Filters;
+  readonly prefixesBase64?: readonly string[];
+}
+
+/** The WebSocket URL of a node's watch endpoint. */
+export function watchUrl(baseUrl: string, path = '/v1/watch'): string {
+  return `${baseUrl.replace(/^http/, 'ws')}${path}`;
+}
+
+/** A client that keeps every message it receives, with arrival times, and can wait for one. */
+export class WatchClient {
+  readonly messages: ServerMessage[] = [];
+  readonly arrivedMs: number[] = [];
+  readonly closed: Promise<{ code: number; reason: string }>;
+  private waiters: (() => void)[] = [];
+
+  private constructor(readonly socket: WebSocket) {
+    socket.on('message', (data: RawData, isBinary: boolean) => {
+      assert.equal(isBinary, false, 'the server sends text frames only');
+      this.messages.push(JSON.parse((data as Buffer).toString('utf8')) as ServerMessage);
+      this.arrivedMs.push(performance.now());
+      this.wake();
+    });
+    this.closed = new Promise((resolve) =>
+      socket.once('close', (code: number, reason: Buffer) => {
+        this.wake();
+        resolve({ code, reason: reason.toString('utf8') });
+      }),
+    );
+    socket.on('error', () => {});
+  }
+
+  static async connect(baseUrl: string, path?: string): Promise<WatchClient> {
+    const socket = new WebSocket(watchUrl(baseUrl, path), { perMessageDeflate: false, maxPayload: 256 * 1024 * 1024 });
+    const client = new WatchClient(socket);
+    await new Promise<void>((resolve, reject) => {
+      socket.once('open', () => resolve());
+      socket.once('error', reject);
+    });
+    return client;
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const waiter of waiters) waiter();
+  }
+
+  send(message: unknown): void {
+    this.socket.send(JSON.stringify(message));
+  }
+
+  /** Sends subscribe and waits for its `subscribed` (or `error`) answer. */
+  async subscribe(id: string | number, prefixes: readonly string[], options: SubscribeOptions = {}): Promise<ServerMessage> {
+    const from = this.messages.length;
+    this.send({ type: 'subscribe', id, prefixes, ...options });
+    return this.waitFor((message) => 'id' in message && message.id === id && (message.type === 'subscribed' || message.type === 'error'), 5_000, from);
+  }
+
+  /** Resolves with the first message (from index `from`) that matches; fails after `timeoutMs`. */
+  async waitFor(match: (message: ServerMessage) => boolean, timeoutMs = 5_000, from = 0): Promise<ServerMessage> {
+    const deadline = performance.now() + timeoutMs;
+    let checked = from;
+    while (true) {
+      for (; checked < this.messages.length; checked++) if (match(this.messages[checked]!)) return this.messages[checked]!;
+      const left = deadline - performance.now();
+      if (left <= 0 || this.socket.readyState === WebSocket.CLOSED)
+        assert.fail(`no matching message within ${timeoutMs} ms (state ${this.socket.readyState}); last: ${JSON.stringify(this.messages.slice(-3))}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Waits until the subscription has been told (by events, progress or snapshot) that it has everything up to `seq`. */
+  async waitForSeq(id: string | number, seq: number, timeoutMs = 5_000): Promise<void> {
+    await this.waitFor((message) => 'id' in message && message.id === id && 'seq' in message && message.seq >= seq && message.type !== 'snapshot', timeoutMs);
+  }
+
+  of(id: string | number): ServerMessage[] {
+    return this.messages.filter((message) => 'id' in message && message.id === id);
+  }
+
+  eventsOf(id: string | number): Extract<ServerMessage, { type: 'events' }>[] {
+    return this.messages.filter((message): message is Extract<ServerMessage, { type: 'events' }> => message.type === 'events' && message.id === id);
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+
+  terminate(): void {
+    this.socket.terminate();
+  }
+}
+
+// --- Oracle -------------------------------------------------------------------------------------------------------------
+
+export interface OracleSelection {
+  readonly prefixes: readonly Buffer[];
+  readonly filters?: Filters;
+}
+
+/** The watch protocol's rule: text when valid UTF-8 without control characters other than \t \n \r, else base64. */
+function bytesJson(bytes: Buffer): { text: string; encoding: 'utf8' | 'base64' } {
+  const text = bytes.toString('utf8');
+  const control = Array.from(text).some((char) => char.charCodeAt(0) < 0x20 && !'\t\n\r'.includes(char));
+  return Buffer.from(text, 'utf8').equals(bytes) && !control ? { text, encoding: 'utf8' } : { text: bytes.toString('base64'), encoding: 'base64' };
+}
+
+/** The key after every key with this prefix ([] when there is none: unbounded). */
+function afterPrefix(prefix: Buffer): Buffer | undefined {
+  for (let i = prefix.length - 1; i >= 0; i--) if (prefix[i]! < 0xff) return Buffer.concat([prefix.subarray(0, i), Buffer.from([prefix[i]! + 1])]);
+  return undefined;
+}
+
+/**
+ * The events messages (seq and events) a subscription must receive for these log entries: one per entry that selects
+ * anything, its events in op order. Overlapping prefixes are merged first, as the protocol says.
+ */
+export function expectedEvents(entries: readonly LogEntryJson[], selection: OracleSelection): { seq: number; events: WatchEvent[] }[] {
+  const puts = selection.filters?.puts ?? true;
+  const deletes = selection.filters?.deletes ?? true;
+  const keysOnly = selection.filters?.keysOnly ?? false;
+  const sorted = [...selection.prefixes].sort((a, b) => Buffer.compare(a, b));
+  const prefixes = sorted.filter((prefix) => !sorted.some((other) => other !== prefix && other.length < prefix.length && prefix.subarray(0, other.length).equals(other)));
+  const unique = prefixes.filter((prefix, i) => i === 0 || !prefix.equals(prefixes[i - 1]!));
+  const result: { seq: number; events: WatchEvent[] }[] = [];
+  for (const entry of entries) {
+    const events: WatchEvent[] = [];
+    for (const op of opsFromJson(entry.ops)) {
+      if (op.type === 'deleteRange') {
+        if (!deletes) continue;
+        for (const prefix of unique) {
+          const start = Buffer.compare(op.start, prefix) >= 0 ? op.start : prefix;
+          const prefixEnd = afterPrefix(prefix);
+          const opEnd = op.end.length === 0 ? undefined : op.end;
+          const end = prefixEnd === undefined ? opEnd : opEnd === undefined ? prefixEnd : Buffer.compare(opEnd, prefixEnd) <= 0 ? opEnd : prefixEnd;
+          if (end !== undefined && Buffer.compare(start, end) >= 0) continue;
+          const s = bytesJson(start);
+          const e = end === undefined ? undefined : bytesJson(end);
+          events.push({ type: 'deleteRange', start: s.text, startEncoding: s.encoding, end: e?.text ?? null, endEncoding: e?.encoding ?? null, modSeq: entry.seq });
+        }
+        continue;
+      }
+      if (op.type === 'put' ? !puts : !deletes) continue;
+      if (!unique.some((prefix) => op.key.length >= prefix.length && op.key.subarray(0, prefix.length).equals(prefix))) continue;
+      const key = bytesJson(op.key);
+      if (op.type === 'delete') events.push({ type: 'delete', key: key.text, keyEncoding: key.encoding, modSeq: entry.seq });
+      else if (keysOnly) events.push({ type: 'put', key: key.text, keyEncoding: key.encoding, modSeq: entry.seq });
+      else {
+        const value = bytesJson(op.value);
+        events.push({ type: 'put', key: key.text, keyEncoding: key.encoding, value: value.text, valueEncoding: value.encoding, modSeq: entry.seq });
+      }
+    }
+    if (events.length > 0) result.push({ seq: entry.seq, events });
+  }
+  return result;
+}
+
+/** Log entries from `fromSeq` through the head (the log must still hold them). */
+export async function readLog(baseUrl: string, fromSeq = 1): Promise<LogEntryJson[]> {
+  const entries: LogEntryJson[] = [];
+  let from = fromSeq;
+  while (true) {
+    const page = await requestJson<LogPage>(baseUrl, 'GET', `/v1/log?from=${from}&limit=1000`);
+    entries.push(...page.entries);
+    if (page.entries.length === 0 || page.entries[page.entries.length - 1]!.seq >= page.lastSeq) return entries;
+    from = page.entries[page.entries.length - 1]!.seq + 1;
+  }
+}
+
+/**
+ * Checks a subscription's events messages against the oracle: the same entries in the same order (ordered, unique,
+ * no gaps), each with exactly the entry's selected events (atomic per entry, in log order).
+ */
+export function assertEventsMatchLog(received: readonly { seq: number; events: readonly WatchEvent[] }[], expected: readonly { seq: number; events: readonly WatchEvent[] }[], label: string): void {
+  const seqs = received.map((message) => message.seq);
+  for (let i = 1; i < seqs.length; i++) assert.ok(seqs[i]! > seqs[i - 1]!, `${label}: seq ${seqs[i]} after ${seqs[i - 1]} (ordered, unique)`);
+  assert.deepEqual(seqs, expected.map((message) => message.seq), `${label}: the entries that select anything, each exactly once`);
+  received.forEach((message, i) => assert.deepEqual(message.events, expected[i]!.events, `${label}: events of seq ${message.seq}`));
+}

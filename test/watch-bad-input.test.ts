@@ -1,0 +1,209 @@
+/**
+ * Bad input on the watch endpoint: every malformed or refused message gets an error message with a stable code (and
+ * the connection goes on), protocol violations get their close code, other upgrade paths get 404; and through all of
+ * it the node keeps serving every other watcher and never logs an internal error.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import fc from 'fast-check';
+import { WebSocket } from 'ws';
+import { validateConfig } from '../src/config/index.js';
+import { KEY_BYTES_MAX } from '../src/limits.js';
+import type { Logger } from '../src/logging/index.js';
+import { MercuryNode } from '../src/node/index.js';
+import { WATCH_LIMITS_TEST, WatchCloseCode, WatchErrorCode } from '../src/watch/index.js';
+import { request, requestJson } from './support/http.js';
+import { makeTempDir, removeDir } from './support/process.js';
+import { WatchClient, watchUrl, type ServerMessage } from './support/watch.js';
+
+type ErrorMessage = Extract<ServerMessage, { type: 'error' }>;
+const KNOWN_CODES = new Set<string>(Object.values(WatchErrorCode));
+/** The one message each client message is answered with (events and progress of other subscriptions aside). */
+const isAnswer = (message: ServerMessage): boolean => message.type === 'error' || message.type === 'subscribed' || message.type === 'unsubscribed';
+
+describe('watch bad input', () => {
+  let dir: string;
+  let node: MercuryNode;
+  let url: string;
+  let bystander: WatchClient;
+  const errors: string[] = [];
+  const clients: WatchClient[] = [];
+
+  const connect = async (): Promise<WatchClient> => {
+    const client = await WatchClient.connect(url);
+    clients.push(client);
+    return client;
+  };
+  const put = async (key: string, value: string): Promise<number> => (await requestJson<{ seq: number }>(url, 'PUT', `/v1/kv/${key}`, { body: value })).seq;
+
+  /** Sends a raw text frame and returns the error it is answered with. */
+  const refused = async (client: WatchClient, text: string, code: string, idJson?: string): Promise<ErrorMessage> => {
+    const from = client.messages.length;
+    client.socket.send(text);
+    const answer = (await client.waitFor(isAnswer, 2_000, from)) as ErrorMessage;
+    assert.equal(answer.type, 'error', `${text} -> ${JSON.stringify(answer)}`);
+    assert.equal(answer.code, code, `${text} -> ${JSON.stringify(answer)}`);
+    assert.ok(answer.message.length > 10, 'the message says what is wrong');
+    if (idJson !== undefined) assert.equal(JSON.stringify(answer.id), idJson, 'the error names the subscription');
+    return answer;
+  };
+
+  before(async () => {
+    dir = makeTempDir('watch-bad');
+    const logger: Logger = {
+      log(level, message, fields) {
+        if (level === 'error') errors.push(`${message} ${JSON.stringify(fields)}`);
+      },
+      child: () => logger,
+    };
+    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { logger, watchLimits: WATCH_LIMITS_TEST });
+    url = node.url;
+    // A well-behaved watcher that must see every change while the others misbehave.
+    bystander = await connect();
+    await bystander.subscribe('all', ['']);
+  });
+
+  after(async () => {
+    // The bystander got every entry, gap-free, through everything the other clients did.
+    const head = (await requestJson<{ seq: number }>(url, 'GET', '/v1/status')).seq;
+    await bystander.waitForSeq('all', head);
+    assert.deepEqual(
+      bystander.eventsOf('all').map((message) => message.seq),
+      Array.from({ length: head }, (_, i) => i + 1),
+    );
+    assert.deepEqual(errors, [], 'no internal error was logged');
+    for (const client of clients) client.terminate();
+    await node.close();
+    removeDir(dir);
+  });
+
+  test('watch: malformed and refused messages get an error with a stable code, and the connection goes on', async () => {
+    const client = await connect();
+    await refused(client, '{"type":"subscribe",', 'INVALID_JSON');
+    await refused(client, '[1,2]', 'INVALID_ARGUMENT');
+    await refused(client, '"subscribe"', 'INVALID_ARGUMENT');
+    await refused(client, '{"id":1}', 'UNKNOWN_MESSAGE_TYPE');
+    await refused(client, '{"type":"watch","id":1}', 'UNKNOWN_MESSAGE_TYPE');
+    await refused(client, '{"type":"subscribe","prefixes":["a/"]}', 'INVALID_ARGUMENT');
+    await refused(client, '{"type":"subscribe","id":{},"prefixes":["a/"]}', 'INVALID_ARGUMENT');
+    await refused(client, '{"type":"subscribe","id":1.5,"prefixes":["a/"]}', 'INVALID_ARGUMENT');
+    await refused(client, JSON.stringify({ type: 'subscribe', id: 'i'.repeat(65), prefixes: ['a/'] }), 'INVALID_ARGUMENT');
+    await refused(client, '{"type":"subscribe","id":"s"}', 'INVALID_ARGUMENT', '"s"');
+    await refused(client, '{"type":"subscribe","id":"s","prefixes":[]}', 'INVALID_ARGUMENT', '"s"');
+    await refused(client, '{"type":"subscribe","id":"s","prefixes":"a/"}', 'INVALID_ARGUMENT', '"s"');
+    await refused(client, '{"type":"subscribe","id":"s","prefixes":[7]}', 'INVALID_ARGUMENT', '"s"');
+    await refused(client, '{"type":"subscribe","id":"s","prefixesBase64":["not base64!"]}', 'INVALID_ARGUMENT', '"s"');
+    await refused(client, '{"type":"subscribe","id":"s","prefix":"a/","prefixes":["a/"]}', 'INVALID_ARGUMENT', '"s"');
+    await refused(client, JSON.stringify({ type: 'subscribe', id: 's', prefixes: ['é'.repeat(KEY_BYTES_MAX / 2 + 1)] }), 'PREFIX_TOO_LARGE', '"s"');
+    await refused(client, JSON.stringify({ type: 'subscribe', id: 's', prefixes: Array.from({ length: 17 }, (_, i) => `p${i}/`) }), 'TOO_MANY_PREFIXES', '"s"');
+    for (const fromSeq of [0, -1, 1.5, '3', null])
+      await refused(client, JSON.stringify({ type: 'subscribe', id: 's', prefixes: ['a/'], fromSeq }), 'INVALID_ARGUMENT', '"s"');
+    await refused(client, '{"type":"subscribe","id":"s","prefixes":["a/"],"filters":{"puts":false,"deletes":false}}', 'INVALID_ARGUMENT', '"s"');
+    await refused(client, '{"type":"subscribe","id":"s","prefixes":["a/"],"filters":{"puts":"yes"}}', 'INVALID_ARGUMENT', '"s"');
+    await refused(client, '{"type":"subscribe","id":"s","prefixes":["a/"],"filters":{"values":false}}', 'INVALID_ARGUMENT', '"s"');
+    await refused(client, '{"type":"subscribe","id":"s","prefixes":["a/"],"filters":[]}', 'INVALID_ARGUMENT', '"s"');
+    await refused(client, '{"type":"unsubscribe","id":"nobody"}', 'UNKNOWN_ID', '"nobody"');
+    await refused(client, '{"type":"unsubscribe","id":"s","extra":1}', 'INVALID_ARGUMENT', '"s"');
+
+    // After all that, the same connection subscribes and receives normally, including a prefix of any bytes.
+    assert.equal((await client.subscribe('s', ['ok/'])).type, 'subscribed');
+    await refused(client, '{"type":"subscribe","id":"s","prefixes":["other/"]}', 'DUPLICATE_ID', '"s"');
+    const binaryPrefix = Buffer.from([0xff, 0x00, 0x2f]);
+    assert.equal((await client.subscribe('bin', [], { prefixesBase64: [binaryPrefix.toString('base64')] })).type, 'subscribed');
+    const seq = await put('ok/key', 'fine');
+    const key = Buffer.concat([binaryPrefix, Buffer.from([0x80])]);
+    const binarySeq = (
+      await requestJson<{ seq: number }>(url, 'POST', '/v1/txn', {
+        body: JSON.stringify({ success: [{ op: 'put', keyBase64: key.toString('base64'), value: 'v' }] }),
+        headers: { 'content-type': 'application/json' },
+      })
+    ).seq;
+    await client.waitForSeq('s', seq);
+    await client.waitForSeq('bin', binarySeq);
+    assert.deepEqual(client.eventsOf('s').map((message) => message.seq), [seq]);
+    assert.deepEqual(client.eventsOf('bin').at(-1)?.events, [
+      { type: 'put', key: key.toString('base64'), keyEncoding: 'base64', value: 'v', valueEncoding: 'utf8', modSeq: binarySeq },
+    ]);
+    assert.match(node.metrics.render(), /^mercury_watch_refused_total\{code="INVALID_ARGUMENT"\} [1-9]/m);
+  });
+
+  test('watch: a connection holds at most the subscription limit', async () => {
+    const client = await connect();
+    for (let i = 0; i < WATCH_LIMITS_TEST.subscriptionsPerConnectionMax; i++) assert.equal((await client.subscribe(i, [`many/${i}/`])).type, 'subscribed');
+    await refused(client, JSON.stringify({ type: 'subscribe', id: 'one more', prefixes: ['many/'] }), 'TOO_MANY_SUBSCRIPTIONS', '"one more"');
+    // Unsubscribing makes room again.
+    client.send({ type: 'unsubscribe', id: 0 });
+    await client.waitFor((message) => message.type === 'unsubscribed' && message.id === 0);
+    assert.equal((await client.subscribe('one more', ['many/'])).type, 'subscribed');
+    const seq = await put('many/3/k', 'v');
+    await client.waitForSeq(3, seq);
+    assert.deepEqual(client.eventsOf(3).map((message) => message.seq), [seq]);
+    assert.deepEqual(client.eventsOf('one more').map((message) => message.seq), [seq]);
+  });
+
+  test('watch: an oversized frame is closed with 1009, a binary frame with 1003, invalid UTF-8 with 1007', async () => {
+    const oversized = await connect();
+    oversized.socket.send(JSON.stringify({ type: 'subscribe', id: 1, prefixes: ['x'.repeat(WATCH_LIMITS_TEST.clientMessageBytesMax)] }));
+    assert.equal((await oversized.closed).code, WatchCloseCode.MESSAGE_TOO_BIG);
+
+    const binary = await connect();
+    binary.socket.send(Buffer.from('{"type":"subscribe","id":1,"prefixes":["a/"]}'), { binary: true });
+    const closed = await binary.closed;
+    assert.equal(closed.code, WatchCloseCode.UNSUPPORTED_DATA);
+    assert.match(closed.reason, /binary frames/);
+
+    const invalid = await connect();
+    invalid.socket.send(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]), { binary: false });
+    assert.equal((await invalid.closed).code, WatchCloseCode.INVALID_PAYLOAD);
+    await put('after/closes', 'still serving');
+  });
+
+  test('watch: other upgrade paths get 404; a plain GET of the watch path is not a route', async () => {
+    const socket = new WebSocket(watchUrl(url, '/v1/other'));
+    const status = await new Promise<number>((resolve, reject) => {
+      socket.once('unexpected-response', (_req, res) => {
+        resolve(res.statusCode ?? 0);
+        res.resume();
+      });
+      socket.once('open', () => reject(new Error('upgrade on /v1/other was accepted')));
+      socket.once('error', () => {});
+    });
+    socket.terminate();
+    assert.equal(status, 404);
+    assert.equal((await request(url, 'GET', '/v1/watch')).status, 404);
+  });
+
+  test('watch: random messages are each answered with a known error or an acknowledgement', async () => {
+    const client = await connect();
+    const message = fc.oneof(
+      fc.string({ maxLength: 40 }),
+      fc.jsonValue({ maxDepth: 3 }).map((value) => JSON.stringify(value)),
+      fc
+        .record(
+          {
+            type: fc.constantFrom('subscribe', 'unsubscribe', 'other'),
+            id: fc.oneof(fc.string({ maxLength: 70 }), fc.integer(), fc.double(), fc.constant(null)),
+            prefixes: fc.oneof(fc.array(fc.string({ maxLength: 8 }), { maxLength: 20 }), fc.jsonValue({ maxDepth: 1 })),
+            fromSeq: fc.oneof(fc.integer({ min: -2, max: 100 }), fc.jsonValue({ maxDepth: 1 })),
+            filters: fc.oneof(fc.record({ puts: fc.boolean(), deletes: fc.boolean(), keysOnly: fc.boolean() }, { requiredKeys: [] }), fc.jsonValue({ maxDepth: 1 })),
+          },
+          { requiredKeys: ['type'] },
+        )
+        .map((value) => JSON.stringify(value)),
+    );
+    const samples = fc.sample(message, { numRuns: 300, seed: 4 });
+    for (const text of samples) {
+      const from = client.messages.length;
+      client.socket.send(text);
+      const answer = await client.waitFor(isAnswer, 2_000, from);
+      if (answer.type === 'error') assert.ok(KNOWN_CODES.has(answer.code), `${text} -> ${JSON.stringify(answer)}`);
+      else if (answer.type === 'subscribed') {
+        // Keep the connection under its subscription limit.
+        const next = client.messages.length;
+        client.send({ type: 'unsubscribe', id: answer.id });
+        assert.deepEqual(await client.waitFor(isAnswer, 2_000, next), { type: 'unsubscribed', id: answer.id });
+      }
+    }
+    assert.equal(client.socket.readyState, client.socket.OPEN);
+  });
+});
