@@ -5,7 +5,7 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
-import { GroupCommitter, WorkerWriter, type WriteRequest, type WriteResult } from '../commit/index.js';
+import { GroupCommitter, type WriteRequest, type WriteResult } from '../commit/index.js';
 import type { NodeConfig } from '../config/index.js';
 import { LOG_TRIM_BATCH_ENTRIES, LOG_TRIM_INTERVAL_MS } from '../limits.js';
 import { silentLogger, type Logger } from '../logging/index.js';
@@ -48,7 +48,6 @@ export class MercuryNode {
     this.seqWaiter = new SeqWaiter(this.clock, () => this.store.head().seq);
     this.committer = new GroupCommitter({
       store: this.store,
-      writer: new WorkerWriter(this.store),
       clock: this.clock,
       metrics: this.metrics,
       valueBytesMax: config.valueBytesMax,
