@@ -17,8 +17,8 @@ import {
   verifyNext,
   verifySelf,
   type Entry,
-  type Op,
 } from '../src/log/index.js';
+import { bytes, opArbitrary as opArbitraryOf } from './support/arbitraries.js';
 
 const HEADER_BYTES = 1 + 8 + 8 + 4;
 const TRAILER_BYTES = 2 * HASH_BYTES;
@@ -50,15 +50,7 @@ function exercise(record: Buffer): Entry | undefined {
   return decoded;
 }
 
-const bytes = (maxLength: number, minLength = 0): fc.Arbitrary<Buffer> =>
-  fc.uint8Array({ minLength, maxLength }).map((array) => Buffer.from(array));
-const keyBytes = (maxLength: number): fc.Arbitrary<Buffer> => bytes(maxLength, 1);
-
-const opArbitrary: fc.Arbitrary<Op> = fc.oneof(
-  fc.record({ type: fc.constant('put' as const), key: keyBytes(16), value: bytes(32) }).map((op): Op => ({ ...op })),
-  fc.record({ type: fc.constant('delete' as const), key: keyBytes(16) }).map((op): Op => ({ ...op })),
-  fc.record({ type: fc.constant('deleteRange' as const), start: keyBytes(16), end: bytes(16) }).map((op): Op => ({ ...op })),
-);
+const opArbitrary = opArbitraryOf(16, 32);
 
 const validRecord: fc.Arbitrary<Buffer> = fc
   .record({ seq: fc.integer({ min: 1, max: 1000 }), timeMs: fc.nat(), ops: fc.array(opArbitrary, { maxLength: 6 }) })

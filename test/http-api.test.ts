@@ -11,7 +11,6 @@ import { GroupCommitter } from '../src/commit/index.js';
 import { validateConfig } from '../src/config/index.js';
 import type { ErrorCode } from '../src/errors/index.js';
 import { JSON_BODY_BYTES_MAX, KEY_BYTES_MAX, TXN_OPS_MAX } from '../src/limits.js';
-import type { Logger } from '../src/logging/index.js';
 import { Registry } from '../src/metrics/index.js';
 import { MercuryNode, SeqWaiter } from '../src/node/index.js';
 import { createApiHandler, createHttpServer } from '../src/server/index.js';
@@ -25,22 +24,13 @@ import {
   requestJson,
   type HttpResponse,
   type LogPage,
+  recordingLogger,
 } from './support/http.js';
 import { makeTempDir, removeDir } from './support/process.js';
 
 const VALUE_BYTES_MAX = 1024;
 const JSON_TYPE = { 'content-type': 'application/json' };
 
-/** A logger that keeps what the node reports as internal errors: a client must never be able to cause one. */
-function recordingLogger(lines: string[]): Logger {
-  const logger: Logger = {
-    log(level, message, fields) {
-      if (level === 'error') lines.push(`${message} ${JSON.stringify(fields)}`);
-    },
-    child: () => logger,
-  };
-  return logger;
-}
 
 interface RangeItemJson {
   key: string;

@@ -11,9 +11,8 @@ import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { validateConfig } from '../src/config/index.js';
 import { ERROR_STATUS, type ErrorCode } from '../src/errors/index.js';
-import type { Logger } from '../src/logging/index.js';
 import { MercuryNode } from '../src/node/index.js';
-import { auditLog, KNOWN_CODES, parseRawResponses, rawExchange, request, type HttpResponse } from './support/http.js';
+import { auditLog, KNOWN_CODES, parseRawResponses, rawExchange, request, recordingLogger, type HttpResponse } from './support/http.js';
 import { makeTempDir, removeDir } from './support/process.js';
 
 const VALUE_BYTES_MAX = 4096;
@@ -157,15 +156,6 @@ function checkResponse(what: string, status: number, contentType: string | undef
   assert.ok(parsed.error!.message!.length > 0);
 }
 
-function recordingLogger(lines: string[]): Logger {
-  const logger: Logger = {
-    log(level, message, fields) {
-      if (level === 'error') lines.push(`${message} ${JSON.stringify(fields)}`);
-    },
-    child: () => logger,
-  };
-  return logger;
-}
 
 describe('http fuzz', () => {
   let dir: string;

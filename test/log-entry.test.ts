@@ -25,18 +25,9 @@ import {
   type Op,
 } from '../src/log/index.js';
 import { KEY_BYTES_MAX } from '../src/limits.js';
+import { opArbitrary as opArbitraryOf } from './support/arbitraries.js';
 
-const bytes = (maxLength: number, minLength = 0): fc.Arbitrary<Buffer> =>
-  fc.uint8Array({ minLength, maxLength }).map((array) => Buffer.from(array));
-/** Keys are 1..KEY_BYTES_MAX bytes; the decoder rejects others. */
-const keyBytes = (maxLength: number): fc.Arbitrary<Buffer> => bytes(maxLength, 1);
-
-// fc.record builds null-prototype objects; ops are spread into plain ones so that deepEqual compares like with like.
-const opArbitrary: fc.Arbitrary<Op> = fc.oneof(
-  fc.record({ type: fc.constant('put' as const), key: keyBytes(24), value: bytes(48) }).map((op): Op => ({ ...op })),
-  fc.record({ type: fc.constant('delete' as const), key: keyBytes(24) }).map((op): Op => ({ ...op })),
-  fc.record({ type: fc.constant('deleteRange' as const), start: keyBytes(24), end: bytes(24) }).map((op): Op => ({ ...op })),
-);
+const opArbitrary = opArbitraryOf(24, 48);
 
 const bodyArbitrary = (seq: fc.Arbitrary<number>): fc.Arbitrary<EntryBody> =>
   fc.record({

@@ -4,6 +4,7 @@
  * node's whole log: gap-free seqs, each prevHash equal to the previous hash, each hash recomputed from the entry body,
  * and the head hash in /v1/status equal to the last entry's hash.
  */
+import type { Logger } from '../../src/logging/index.js';
 import assert from 'node:assert/strict';
 import { Agent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { connect } from 'node:net';
@@ -235,4 +236,15 @@ export async function auditLog(baseUrl: string, pageLimit = 1000): Promise<LogEn
   if (status.seq > 0) assert.equal(atStatus?.hash, status.headHash, `status headHash differs from the hash of seq ${status.seq}`);
   else assert.equal(status.headHash, GENESIS_HASH.toString('hex'));
   return entries;
+}
+
+/** A logger that keeps what the node reports as internal errors: a client must never be able to cause one. */
+export function recordingLogger(lines: string[]): Logger {
+  const logger: Logger = {
+    log(level, message, fields) {
+      if (level === 'error') lines.push(`${message} ${JSON.stringify(fields)}`);
+    },
+    child: () => logger,
+  };
+  return logger;
 }
