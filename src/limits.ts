@@ -84,3 +84,15 @@ assert.ok(JSON_BODY_BYTES_MAX <= ENTRY_BYTES_MAX && VALUE_BYTES_CEILING + KEY_BY
 assert.ok(ENTRY_BYTES_MAX <= COMMIT_QUEUE_BYTES_MAX);
 assert.ok(RANGE_LIMIT_DEFAULT <= RANGE_LIMIT_MAX);
 assert.ok(MIN_SEQ_WAIT_MS_DEFAULT <= MIN_SEQ_WAIT_MS_MAX);
+
+// --- Replication topology ---------------------------------------------------------------------------------------------
+
+/** Upstreams a replica may list (`--upstream A,B,...`): it tries them in order, so a long list only adds failover time. */
+export const UPSTREAMS_MAX = 16;
+/**
+ * Children one node serves by default. Each costs a socket (a file descriptor out of the 20,000 per process) and up to
+ * a flow-control window of socket buffers; a tree with fan-out 32 already reaches a million nodes in four levels.
+ */
+export const REPLICATION_CHILDREN_MAX_DEFAULT = 1_024;
+export const REPLICATION_CHILDREN_MAX_CEILING = 4_096;
+assert.ok(REPLICATION_CHILDREN_MAX_CEILING + HTTP_CONNECTIONS_MAX < 20_000, 'children and HTTP connections must fit in the open-files limit');

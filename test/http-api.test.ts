@@ -752,7 +752,7 @@ describe('http api: timeouts', () => {
     node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }));
     // MercuryNode uses the production timeouts (10 s / 60 s); serve its store through the same API with short ones.
     const waiter = new SeqWaiter(systemClock, () => node.store.head().seq);
-    node.committer.onCommitted(() => waiter.notify());
+    node.committer!.onCommitted(() => waiter.notify());
     server = createHttpServer(
       createApiHandler({
         store: node.store,
@@ -762,6 +762,7 @@ describe('http api: timeouts', () => {
         write: (request) => node.write(request),
         waitForSeq: (seq, timeoutMs) => waiter.wait(seq, timeoutMs),
         status: () => node.status(),
+        resync: () => node.resync(),
         log: (message, fields) => errorLog.push(`${message} ${JSON.stringify(fields)}`),
       }),
       { headersTimeoutMs: 300, requestTimeoutMs: 600 },
@@ -896,6 +897,7 @@ describe('http api: overload and shutdown', () => {
         write: (request) => committer.submit(request),
         waitForSeq: (seq, timeoutMs) => waiter.wait(seq, timeoutMs),
         status: () => ({ seq: store.head().seq }),
+        resync: () => undefined,
         log: (message, fields) => errorLog.push(`${message} ${JSON.stringify(fields)}`),
       }),
     );

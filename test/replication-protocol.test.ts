@@ -56,8 +56,8 @@ const EXAMPLES: readonly Message[] = [
     path: ['root', 'mid'],
     head: { seq: Number.MAX_SAFE_INTEGER, hash: hash('h') },
   },
-  { type: 'welcome', datasetId: 'ds', nodeId: 'root', path: ['root'], head: { seq: 42, hash: hash('42') }, mode: 'stream', fromSeq: 40 },
-  { type: 'welcome', datasetId: 'ds', nodeId: 'mid', path: ['root', 'mid'], head: { seq: 0, hash: GENESIS_HASH }, mode: 'snapshot', fromSeq: 0 },
+  { type: 'welcome', datasetId: 'ds', nodeId: 'root', httpUrl: 'http://127.0.0.1:7070', path: ['root'], head: { seq: 42, hash: hash('42') }, mode: 'stream', fromSeq: 40 },
+  { type: 'welcome', datasetId: 'ds', nodeId: 'mid', httpUrl: 'http://127.0.0.1:7070', path: ['root', 'mid'], head: { seq: 0, hash: GENESIS_HASH }, mode: 'snapshot', fromSeq: 0 },
   { type: 'snapshotBegin', seq: 7, hash: hash('7'), keyCount: 3, bytesEstimate: 0 },
   {
     type: 'snapshotChunk',
@@ -121,7 +121,7 @@ const messageArbitrary: fc.Arbitrary<Message> = fc.oneof(
     .record({ resync: fc.boolean(), datasetId: fc.oneof(fc.constant(''), idArbitrary), nodeId: idArbitrary, path: pathArbitrary, head: headArbitrary })
     .map((m): Message => ({ type: 'hello', protocolVersion: PROTOCOL_VERSION, ...m })),
   fc
-    .record({ datasetId: idArbitrary, nodeId: idArbitrary, path: pathArbitrary, head: headArbitrary, mode: fc.constantFrom('stream' as const, 'snapshot' as const), fromSeq: seqArbitrary })
+    .record({ datasetId: idArbitrary, nodeId: idArbitrary, httpUrl: fc.oneof(fc.constant(''), idArbitrary), path: pathArbitrary, head: headArbitrary, mode: fc.constantFrom('stream' as const, 'snapshot' as const), fromSeq: seqArbitrary })
     .map((m): Message => ({ type: 'welcome', ...m, path: [...m.path, m.nodeId] })),
   fc
     .record({ seq: seqArbitrary, hash: hashArbitrary, keyCount: seqArbitrary, bytesEstimate: seqArbitrary })
@@ -291,7 +291,7 @@ describe('replication protocol', () => {
     expectCode(() => decodeRaw(MessageType.entries, Buffer.alloc(4)), 'MESSAGE_MALFORMED');
     // Unknown refuse reason and welcome mode.
     expectCode(() => decodeRaw(MessageType.refuse, Buffer.from([0, 0, 0])), 'MESSAGE_MALFORMED');
-    const welcome = payloadOf({ type: 'welcome', datasetId: 'd', nodeId: 'r', path: ['r'], head: GENESIS_HEAD, mode: 'stream', fromSeq: 1 });
+    const welcome = payloadOf({ type: 'welcome', datasetId: 'd', nodeId: 'r', httpUrl: 'http://127.0.0.1:7070', path: ['r'], head: GENESIS_HEAD, mode: 'stream', fromSeq: 1 });
     const badMode = Buffer.from(welcome);
     badMode[welcome.length - 9] = 3;
     expectCode(() => decodeRaw(MessageType.welcome, badMode), 'MESSAGE_MALFORMED');

@@ -377,7 +377,7 @@ describe('replication state machines', () => {
     const [connect] = downstream.start(T0);
     assert.ok(connect?.type === 'connect');
     downstream.connected(T0, connect.connId);
-    const welcome = encodeMessage({ type: 'welcome', datasetId: DATASET, nodeId: 'mid', path: ['root', 'replica', 'mid'], head: root.head(), mode: 'stream', fromSeq: 4 });
+    const welcome = encodeMessage({ type: 'welcome', datasetId: DATASET, nodeId: 'mid', httpUrl: 'http://127.0.0.1:7070', path: ['root', 'replica', 'mid'], head: root.head(), mode: 'stream', fromSeq: 4 });
     assert.equal(ofType(downstream.receive(T0, connect.connId, welcome), 'close').length, 1);
     assert.match(downstream.status().lastFailure ?? '', /^LOOP/);
 
@@ -396,7 +396,7 @@ describe('replication state machines', () => {
     downstream.connected(T0, connect.connId);
     const root = rootStore(3);
     const frames = Buffer.concat([
-      encodeMessage({ type: 'welcome', datasetId: DATASET, nodeId: 'root', path: ['root'], head: root.head(), mode: 'snapshot', fromSeq: 0 }),
+      encodeMessage({ type: 'welcome', datasetId: DATASET, nodeId: 'root', httpUrl: 'http://127.0.0.1:7070', path: ['root'], head: root.head(), mode: 'snapshot', fromSeq: 0 }),
       encodeMessage({ type: 'snapshotBegin', seq: 3, hash: root.head().hash, keyCount: 1, bytesEstimate: 2 }),
       encodeMessage({ type: 'snapshotChunk', records: [{ key: Buffer.from('k'), value: Buffer.from('v'), createSeq: 1, modSeq: 1, version: 1 }] }),
       encodeMessage({ type: 'snapshotEnd', digest: Buffer.alloc(32) }),
@@ -416,7 +416,7 @@ describe('replication state machines', () => {
     assert.ok(connect?.type === 'connect');
     downstream.connected(T0, connect.connId);
     const root = rootStore(2);
-    const offer = encodeMessage({ type: 'welcome', datasetId: DATASET, nodeId: 'root', path: ['root'], head: root.head(), mode: 'stream', fromSeq: 1 });
+    const offer = encodeMessage({ type: 'welcome', datasetId: DATASET, nodeId: 'root', httpUrl: 'http://127.0.0.1:7070', path: ['root'], head: root.head(), mode: 'stream', fromSeq: 1 });
     assert.equal(ofType(downstream.receive(T0, connect.connId, offer), 'close').length, 1);
     const [retry] = downstream.tick(downstream.nextTickMs()!);
     assert.ok(retry?.type === 'connect');

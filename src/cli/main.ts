@@ -10,6 +10,7 @@ import { NodeClient, UnavailableError } from '../client/index.js';
 import { DEFAULT_PORT, parseHostPort, validateConfig } from '../config/index.js';
 import { MercuryError } from '../errors/index.js';
 import { jsonLogger } from '../logging/index.js';
+import { DEMO_REPLICAS_MAX, demoCommand } from './demo.js';
 import { watchCommand } from './watch.js';
 
 const USAGE = `usage: mercury <command> [options]
@@ -17,6 +18,9 @@ const USAGE = `usage: mercury <command> [options]
 Node:
   serve [--data-dir DIR] [--listen HOST:PORT] [--max-value-bytes N]
         [--log-retain-entries N] [--log-retain-bytes N]      run a node (defaults: ./data, 127.0.0.1:${DEFAULT_PORT})
+        [--replication-listen HOST:PORT]                     where children connect (default: HTTP port + 1)
+        [--upstream HOST:PORT[,HOST:PORT...]] [--resync]     run as a replica of these upstreams, in order
+  demo [--replicas N] [--dir DIR]                            a local root and N replicas in a tree (default 6)
 
 Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT}):
   get KEY                         print a value
@@ -25,7 +29,8 @@ Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT})
   ls [PREFIX] [--limit N]         list keys under a prefix
   txn [--file F]                  run a JSON transaction (from a file or stdin)
   log [--from SEQ] [--limit N]    show log entries with their hashes
-  status                          show the node's status
+  status                          show the node's status and its place in the replication tree
+  resync                          make a replica drop its chain and take a full snapshot (after a divergence)
   watch PREFIX [--from SEQ]       print every change under PREFIX ('' for all keys) until Ctrl-C
 
 Options: --json (machine-readable output), --url URL, --help`;
@@ -39,6 +44,11 @@ const OPTIONS = {
   'max-value-bytes': { type: 'string' },
   'log-retain-entries': { type: 'string' },
   'log-retain-bytes': { type: 'string' },
+  'replication-listen': { type: 'string' },
+  upstream: { type: 'string' },
+  resync: { type: 'boolean' },
+  replicas: { type: 'string' },
+  dir: { type: 'string' },
   file: { type: 'string', short: 'f' },
   prefix: { type: 'boolean' },
   'if-mod-seq': { type: 'string' },
@@ -66,7 +76,14 @@ function print(json: boolean, value: unknown, human: () => string): void {
 
 async function serve(values: Record<string, string | boolean | undefined>): Promise<void> {
   const listen = values.listen === undefined ? undefined : parseHostPort(values.listen as string, '--listen');
+  const replicationListen =
+    values['replication-listen'] === undefined ? undefined : parseHostPort(values['replication-listen'] as string, '--replication-listen');
+  const upstream = values.upstream as string | undefined;
   const config = validateConfig({
+    replicationHost: replicationListen?.host,
+    replicationPort: replicationListen?.port,
+    upstreams: upstream === undefined ? undefined : upstream.split(',').map((address) => address.trim()).filter((address) => address !== ''),
+    resync: values.resync as boolean | undefined,
     dataDir: values['data-dir'] as string | undefined,
     host: listen?.host,
     port: listen?.port,
@@ -78,7 +95,9 @@ async function serve(values: Record<string, string | boolean | undefined>): Prom
   // of every client command.
   const { MercuryNode } = await import('../node/index.js');
   const node = await MercuryNode.start(config, { logger: jsonLogger() });
-  process.stdout.write(`mercury node listening on ${node.url} (data: ${config.dataDir}, seq ${node.store.head().seq})\n`);
+  process.stdout.write(
+    `mercury node listening on ${node.url} replication ${node.replicationAddress} (${node.role}, data: ${config.dataDir}, seq ${node.store.head().seq})\n`,
+  );
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -104,6 +123,11 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   if (command === 'serve') return serve(values);
+  if (command === 'demo') {
+    const replicas = integerOption(values.replicas, 'replicas') ?? 6;
+    if (replicas < 1 || replicas > DEMO_REPLICAS_MAX) throw new UsageError(`--replicas must be from 1 to ${DEMO_REPLICAS_MAX}`);
+    return demoCommand((values.dir) ?? './data/demo', replicas);
+  }
   const json = values.json ?? false;
   const client = new NodeClient((values.url ?? process.env.MERCURY_URL ?? `http://127.0.0.1:${DEFAULT_PORT}`).replace(/\/+$/, ''));
   const ifModSeq = integerOption(values['if-mod-seq'], 'if-mod-seq');
@@ -177,6 +201,11 @@ async function main(argv: string[]): Promise<void> {
           .map(([name, value]) => `${name.padEnd(14)} ${typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value as string | number)}`)
           .join('\n'),
       );
+      return;
+    }
+    case 'resync': {
+      const result = await client.resync();
+      print(json, result, () => `resync started at seq ${result.seq}; follow it with mercury status`);
       return;
     }
     case 'watch':

@@ -165,4 +165,9 @@ export class NodeClient {
   async status(): Promise<Record<string, unknown>> {
     return this.json('GET', '/v1/status');
   }
+
+  /** Asks a replica to discard its chain and take a full snapshot from its upstream (NOT_A_REPLICA on the root). */
+  async resync(): Promise<{ resync: string; seq: number }> {
+    return this.json('POST', '/v1/replication/resync');
+  }
 }

@@ -4,6 +4,9 @@
 import { MercuryError } from '../errors/index.js';
 import {
   LOG_RETAIN_BYTES_DEFAULT,
+  REPLICATION_CHILDREN_MAX_CEILING,
+  REPLICATION_CHILDREN_MAX_DEFAULT,
+  UPSTREAMS_MAX,
   LOG_RETAIN_ENTRIES_DEFAULT,
   VALUE_BYTES_CEILING,
   VALUE_BYTES_MAX_DEFAULT,
@@ -18,17 +21,29 @@ export interface NodeConfig {
   readonly valueBytesMax: number;
   readonly logRetainEntries: number;
   readonly logRetainBytes: number;
+  /** Replication listen address, for children. Default: the HTTP host and port + 1 (port 0 when the HTTP port is 0). */
+  readonly replicationHost: string;
+  readonly replicationPort: number;
+  /** Upstream replication addresses ("host:port") in order of preference; empty on the root. */
+  readonly upstreams: readonly string[];
+  /** Children this node serves at most (each holds a socket and a flow-control window). */
+  readonly replicationChildrenMax: number;
+  /** Start a replica by discarding its chain and taking a full snapshot (the way out of a divergence). */
+  readonly resync: boolean;
 }
 
 export const DEFAULT_PORT = 7070;
 
-export const CONFIG_DEFAULTS: NodeConfig = Object.freeze({
+export const CONFIG_DEFAULTS: Omit<NodeConfig, 'replicationHost' | 'replicationPort'> = Object.freeze({
   dataDir: './data',
   host: '127.0.0.1',
   port: DEFAULT_PORT,
   valueBytesMax: VALUE_BYTES_MAX_DEFAULT,
   logRetainEntries: LOG_RETAIN_ENTRIES_DEFAULT,
   logRetainBytes: LOG_RETAIN_BYTES_DEFAULT,
+  upstreams: [],
+  replicationChildrenMax: REPLICATION_CHILDREN_MAX_DEFAULT,
+  resync: false,
 });
 
 function integer(field: string, value: unknown, min: number, max: number): number {
@@ -38,13 +53,27 @@ function integer(field: string, value: unknown, min: number, max: number): numbe
 }
 
 export function validateConfig(input: Partial<NodeConfig>): NodeConfig {
-  const merged = { ...CONFIG_DEFAULTS, ...Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)) };
+  const merged: Partial<NodeConfig> & typeof CONFIG_DEFAULTS = { ...CONFIG_DEFAULTS, ...Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)) };
   if (typeof merged.dataDir !== 'string' || merged.dataDir.length === 0) throw new MercuryError('CONFIG_INVALID', 'dataDir must be a non-empty path');
   if (typeof merged.host !== 'string' || merged.host.length === 0) throw new MercuryError('CONFIG_INVALID', 'host must be a non-empty host name or address');
+  const port = integer('port', merged.port, 0, 65535);
+  const upstreams: unknown = merged.upstreams;
+  if (!Array.isArray(upstreams) || upstreams.length > UPSTREAMS_MAX || !upstreams.every((upstream) => typeof upstream === 'string'))
+    throw new MercuryError('CONFIG_INVALID', `upstreams (--upstream) must list at most ${UPSTREAMS_MAX} HOST:PORT addresses`);
+  for (const upstream of upstreams) parseHostPort(upstream, 'upstream (--upstream)');
+  if (merged.resync === true && upstreams.length === 0) throw new MercuryError('CONFIG_INVALID', '--resync needs --upstream: only a replica can resync');
+  const replicationHost = typeof merged.replicationHost === 'string' && merged.replicationHost.length > 0 ? merged.replicationHost : merged.host;
+  const replicationPort =
+    merged.replicationPort === undefined ? (port === 0 ? 0 : port === 65535 ? 0 : port + 1) : integer('replicationPort', merged.replicationPort, 0, 65535);
   return Object.freeze({
     dataDir: merged.dataDir,
     host: merged.host,
-    port: integer('port', merged.port, 0, 65535),
+    port,
+    replicationHost,
+    replicationPort,
+    upstreams: Object.freeze([...(upstreams)]),
+    replicationChildrenMax: integer('replicationChildrenMax', merged.replicationChildrenMax, 1, REPLICATION_CHILDREN_MAX_CEILING),
+    resync: merged.resync === true,
     valueBytesMax: integer('valueBytesMax (--max-value-bytes)', merged.valueBytesMax, 1, VALUE_BYTES_CEILING),
     logRetainEntries: integer('logRetainEntries (--log-retain-entries)', merged.logRetainEntries, 1, Number.MAX_SAFE_INTEGER),
     logRetainBytes: integer('logRetainBytes (--log-retain-bytes)', merged.logRetainBytes, 1, Number.MAX_SAFE_INTEGER),

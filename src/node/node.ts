@@ -1,17 +1,33 @@
 /**
- * A Mercury node: one data directory (Store), the group committer, the log trimmer and the HTTP API, wired together.
+ * A Mercury node: one data directory (Store), the log trimmer, the HTTP API, watches and replication, wired together.
  * This is the composition root; the pieces it wires know nothing of each other.
+ *
+ * Roles: without upstreams the node is the root: the group committer builds entries and every durable entry goes to
+ * watchers and to child replicas. With upstreams it is a replica: a `ReplicationClient` applies what its upstream
+ * sends, and the same fan-out follows every applied batch; client writes are forwarded to the upstream's HTTP API and
+ * answered once the replica has applied them (read-your-writes on any node).
  */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
 import { GroupCommitter, type WriteRequest, type WriteResult } from '../commit/index.js';
+import { MercuryError } from '../errors/index.js';
+import type { EncodedEntry } from '../log/index.js';
 import type { NodeConfig } from '../config/index.js';
 import { LOG_TRIM_BATCH_ENTRIES, LOG_TRIM_INTERVAL_MS } from '../limits.js';
 import { silentLogger, type Logger } from '../logging/index.js';
-import { Registry } from '../metrics/index.js';
+import { COUNT_BUCKETS, Registry, SECONDS_BUCKETS } from '../metrics/index.js';
+import {
+  REPLICATION_LIMITS,
+  ReplicationClient,
+  ReplicationServer,
+  StoreLogSource,
+  type Heartbeat,
+  type ReplicationLimits,
+} from '../replication/index.js';
 import { createApiHandler, createHttpServer, type NodeApi } from '../server/index.js';
 import { Store } from '../store/index.js';
+import { forwardWrite } from './forward.js';
 import { SeqWaiter } from './seq-waiter.js';
 import { WatchHub, type WatchLimits } from '../watch/index.js';
 
@@ -20,7 +36,14 @@ export interface NodeOptions {
   readonly logger?: Logger;
   /** Overrides of the watch limits (tests shrink them; see src/watch/limits.ts). */
   readonly watchLimits?: Partial<WatchLimits>;
+  /** Replication limits (tests use REPLICATION_LIMITS_TEST for fast failover). */
+  readonly replicationLimits?: ReplicationLimits;
+  /** LMDB map size; benchmarks that run hundreds of nodes in one process shrink it to save address space. */
+  readonly mapBytes?: number;
 }
+
+/** How long a replica waits to apply a write it forwarded before answering SEQ_WAIT_TIMEOUT. */
+const FORWARDED_APPLY_WAIT_MS = 30_000;
 
 export const MERCURY_VERSION = '0.1.0';
 
@@ -28,15 +51,22 @@ export class MercuryNode {
   readonly config: NodeConfig;
   readonly store: Store;
   readonly metrics = new Registry();
-  readonly committer: GroupCommitter;
+  /** The root's entry builder; undefined on a replica. */
+  readonly committer: GroupCommitter | undefined;
   /** WebSocket watches on /v1/watch; fed every entry this node applies. */
   readonly watchHub: WatchHub;
+  readonly replicationServer: ReplicationServer;
+  /** Follows the upstream; undefined on the root. */
+  readonly replicationClient: ReplicationClient | undefined;
   private readonly clock: Clock;
   private readonly logger: Logger;
   private readonly seqWaiter: SeqWaiter;
   private readonly server: Server;
   private readonly startedMs: number;
+  private readonly replicationLimits: ReplicationLimits;
   private trimTimer: TimerHandle | undefined;
+  private heartbeatTimer: TimerHandle | undefined;
+  private latestHeartbeat: Heartbeat | undefined;
   private trimming = false;
 
   private constructor(config: NodeConfig, options: NodeOptions) {
@@ -44,15 +74,10 @@ export class MercuryNode {
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger ?? silentLogger;
     this.startedMs = this.clock.nowMs();
-    this.store = Store.open({ path: config.dataDir });
+    this.replicationLimits = options.replicationLimits ?? REPLICATION_LIMITS;
+    const isReplica = config.upstreams.length > 0;
+    this.store = Store.open({ path: config.dataDir, createDataset: !isReplica, mapBytes: options.mapBytes });
     this.seqWaiter = new SeqWaiter(this.clock, () => this.store.head().seq);
-    this.committer = new GroupCommitter({
-      store: this.store,
-      clock: this.clock,
-      metrics: this.metrics,
-      valueBytesMax: config.valueBytesMax,
-    });
-    this.committer.onCommitted(() => this.seqWaiter.notify());
     this.metrics.gauge('mercury_applied_seq', 'Seq of the last entry applied on this node.', () => this.store.head().seq);
     const api: NodeApi = {
       store: this.store,
@@ -62,12 +87,82 @@ export class MercuryNode {
       write: (request) => this.write(request),
       waitForSeq: (seq, timeoutMs) => this.seqWaiter.wait(seq, timeoutMs),
       status: () => this.status(),
+      resync: () => this.resync(),
       log: (message, fields) => this.logger.log('error', message, fields),
     };
     this.server = createHttpServer(createApiHandler(api));
     this.watchHub = new WatchHub({ store: this.store, clock: this.clock, metrics: this.metrics, logger: this.logger, limits: options.watchLimits });
     this.watchHub.attach(this.server);
-    this.committer.onCommitted((committed) => this.watchHub.publish([committed]));
+    this.replicationServer = new ReplicationServer({
+      nodeId: this.store.nodeId,
+      httpUrl: () => this.url,
+      source: new StoreLogSource(this.store),
+      clock: this.clock,
+      logger: this.logger,
+      ancestors: () => this.replicationClient?.ancestors() ?? [],
+      latestHeartbeat: () => (isReplica ? this.latestHeartbeat : this.rootHeartbeat()),
+      limits: this.replicationLimits,
+      childrenMax: config.replicationChildrenMax,
+    });
+    this.metrics.gauge('mercury_replication_children', 'Child replicas connected to this node.', () => this.replicationServer.children().length);
+    if (isReplica) {
+      this.committer = undefined;
+      this.replicationClient = this.createReplicationClient();
+    } else {
+      this.replicationClient = undefined;
+      this.committer = new GroupCommitter({ store: this.store, clock: this.clock, metrics: this.metrics, valueBytesMax: config.valueBytesMax });
+      this.committer.onCommitted((committed) => this.applied([committed]));
+    }
+  }
+
+  /** A replica's link to its upstream, and the metrics that describe it. */
+  private createReplicationClient(): ReplicationClient {
+    const lagSeconds = this.metrics.histogram('mercury_replication_lag_seconds', "How far this node's data is behind the root's clock, sampled at each heartbeat.", SECONDS_BUCKETS);
+    const applySeconds = this.metrics.histogram('mercury_replication_apply_seconds', 'Time to apply one batch of received entries (one write transaction).', SECONDS_BUCKETS);
+    const batchEntries = this.metrics.histogram('mercury_replication_apply_batch_entries', 'Entries per applied batch.', COUNT_BUCKETS);
+    const applied = this.metrics.counter('mercury_replication_entries_applied_total', 'Entries received from the upstream and applied.');
+    const snapshots = this.metrics.counter('mercury_replication_snapshots_installed_total', 'Snapshots received and installed.');
+    const client = new ReplicationClient({
+      store: this.store,
+      upstreams: this.config.upstreams,
+      clock: this.clock,
+      logger: this.logger,
+      limits: this.replicationLimits,
+      onApplied: (entries, applyMs) => {
+        applySeconds.observe(applyMs / 1000);
+        batchEntries.observe(entries.length);
+        applied.inc(entries.length);
+        this.applied(entries);
+      },
+      onHeartbeat: (heartbeat) => {
+        this.latestHeartbeat = heartbeat;
+        const lagMs = client.status().lagMs;
+        if (lagMs !== undefined) lagSeconds.observe(lagMs / 1000);
+        this.replicationServer.heartbeat(heartbeat);
+      },
+      onChainReset: () => {
+        snapshots.inc();
+        this.replicationServer.chainReset();
+        // Watchers need nothing here: the next entry jumps past their position, and the hub then moves them to
+        // catch-up, which serves the new state (the log below the snapshot is gone) before the live stream.
+        this.seqWaiter.notify();
+      },
+    });
+    this.metrics.gauge('mercury_replication_lag_entries', 'Entries the root had at its last heartbeat that this node has not applied.', () => client.status().lagEntries ?? -1);
+    this.metrics.gauge('mercury_replication_upstream_switches', 'Times this replica dropped its upstream and moved on (a counter).', () => client.status().upstreamSwitches);
+    this.metrics.gauge('mercury_replication_connected', '1 while this replica streams from an upstream.', () => (client.status().phase === 'streaming' ? 1 : 0));
+    return client;
+  }
+
+  /** Entries this node has just applied (root: committed and durable; replica: received and written), in seq order. */
+  private applied(entries: readonly EncodedEntry[]): void {
+    this.replicationServer.localApplied(entries);
+    this.watchHub.publish(entries);
+    this.seqWaiter.notify();
+  }
+
+  private rootHeartbeat(): Heartbeat {
+    return { rootSeq: this.store.head().seq, rootTimeMs: this.clock.nowMs(), path: [] };
   }
 
   /** Opens the data directory and starts serving HTTP. */
@@ -81,15 +176,32 @@ export class MercuryNode {
           resolve();
         });
       });
+      await node.replicationServer.listen(config.replicationHost, config.replicationPort);
     } catch (error) {
       // Nothing is served (port in use, say): release the data directory and the writer thread, which would
       // otherwise keep the directory open and the process alive.
-      await node.committer.close();
+      node.server.close();
+      await node.replicationServer.close();
+      await node.committer?.close();
       await node.store.close();
       throw error;
     }
     node.trimTimer = node.clock.setInterval(() => void node.trimLog(), LOG_TRIM_INTERVAL_MS);
-    node.logger.log('info', 'node started', { url: node.url, dataDir: config.dataDir, seq: node.store.head().seq, datasetId: node.store.datasetId });
+    if (node.replicationClient === undefined) {
+      node.heartbeatTimer = node.clock.setInterval(() => node.replicationServer.heartbeat(node.rootHeartbeat()), node.replicationLimits.heartbeatIntervalMs);
+    } else {
+      if (config.resync) node.replicationClient.resync();
+      node.replicationClient.start();
+    }
+    node.logger.log('info', 'node started', {
+      role: node.role,
+      url: node.url,
+      replication: node.replicationAddress,
+      upstreams: config.upstreams,
+      dataDir: config.dataDir,
+      seq: node.store.head().seq,
+      datasetId: node.store.datasetId,
+    });
     return node;
   }
 
@@ -99,8 +211,28 @@ export class MercuryNode {
     return `http://${host}:${address.port}`;
   }
 
-  write(request: WriteRequest): Promise<WriteResult> {
-    return this.committer.submit(request);
+  get role(): 'root' | 'replica' {
+    return this.committer === undefined ? 'replica' : 'root';
+  }
+
+  /** "host:port" where child replicas connect. */
+  get replicationAddress(): string {
+    return this.replicationServer.address;
+  }
+
+  /** Root: commits. Replica: forwards to the upstream, then waits until this node has applied the write's seq. */
+  async write(request: WriteRequest): Promise<WriteResult> {
+    if (this.committer !== undefined) return this.committer.submit(request);
+    const result = await forwardWrite(this.replicationClient!.status().upstreamHttpUrl, request);
+    await this.seqWaiter.wait(result.seq, FORWARDED_APPLY_WAIT_MS);
+    return result;
+  }
+
+  /** Replica: drop the chain and take a full snapshot from the upstream (after a divergence). */
+  resync(): void {
+    if (this.replicationClient === undefined) throw new MercuryError('NOT_A_REPLICA', 'this node is the root; only a replica can resync from an upstream');
+    this.logger.log('warn', 'resync requested by the operator', { seq: this.store.head().seq });
+    this.replicationClient.resync();
   }
 
   status(): Record<string, unknown> {
@@ -108,7 +240,7 @@ export class MercuryNode {
     const sizes = this.store.sizes();
     const bounds = this.store.logBounds();
     return {
-      role: 'root',
+      role: this.role,
       version: MERCURY_VERSION,
       nodeId: this.store.nodeId,
       datasetId: this.store.datasetId,
@@ -119,6 +251,39 @@ export class MercuryNode {
       dataFileBytes: sizes.dataFileBytes,
       url: this.url,
       uptimeMs: this.clock.nowMs() - this.startedMs,
+      replication: this.replicationStatus(),
+    };
+  }
+
+  private replicationStatus(): Record<string, unknown> {
+    const children = this.replicationServer.children().map((child) => ({
+      nodeId: child.childNodeId,
+      remote: child.remote,
+      phase: child.phase,
+      sentSeq: child.sentSeq,
+      ackedSeq: child.ackedSeq,
+      unackedBytes: child.unackedBytes,
+      snapshot: child.snapshot,
+    }));
+    const base = { listen: this.replicationAddress, children };
+    if (this.replicationClient === undefined) return base;
+    const status = this.replicationClient.status();
+    return {
+      ...base,
+      upstreams: this.config.upstreams,
+      phase: status.phase,
+      upstream: status.upstream === undefined ? null : { address: status.upstream, nodeId: status.upstreamNodeId, httpUrl: status.upstreamHttpUrl },
+      ancestors: status.ancestors,
+      lagEntries: status.lagEntries ?? null,
+      lagMs: status.lagMs ?? null,
+      lastHeartbeatRootSeq: status.lastHeartbeatRootSeq ?? null,
+      entriesApplied: status.entriesApplied,
+      snapshotsInstalled: status.snapshotsInstalled,
+      upstreamSwitches: status.upstreamSwitches,
+      consecutiveFailures: status.consecutiveFailures,
+      lastFailure: status.lastFailure ?? null,
+      divergedReason: status.divergedReason ?? null,
+      snapshot: status.snapshot ?? null,
     };
   }
 
@@ -127,8 +292,14 @@ export class MercuryNode {
     if (this.trimming) return;
     this.trimming = true;
     try {
-      while ((await this.committer.trimLog(this.config.logRetainEntries, this.config.logRetainBytes, LOG_TRIM_BATCH_ENTRIES)) > 0) {
-        // Each step is one short transaction on the writer thread; commits queue between steps.
+      const { logRetainEntries, logRetainBytes } = this.config;
+      const step = (): Promise<number> =>
+        this.committer !== undefined
+          ? this.committer.trimLog(logRetainEntries, logRetainBytes, LOG_TRIM_BATCH_ENTRIES)
+          : Promise.resolve(this.store.trimLog(logRetainEntries, logRetainBytes, LOG_TRIM_BATCH_ENTRIES));
+      while ((await step()) > 0) {
+        // Each step is one short write transaction; commits (or applies) go on between steps.
+        await new Promise((resolve) => setImmediate(resolve));
       }
     } catch (error) {
       this.logger.log('error', 'log trim failed', { error: String(error) });
@@ -140,12 +311,15 @@ export class MercuryNode {
   /** Stops accepting requests, finishes queued writes, and closes the data directory. */
   async close(): Promise<void> {
     this.trimTimer?.cancel();
+    this.heartbeatTimer?.cancel();
+    this.replicationClient?.close();
+    await this.replicationServer.close();
     // Upgraded sockets keep server.close() from finishing: close the watches first (1001, clients resume elsewhere).
     await this.watchHub.close();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
     while (this.trimming) await new Promise((resolve) => setTimeout(resolve, 5));
-    await this.committer.close();
+    await this.committer?.close();
     this.server.closeAllConnections();
     await closed;
     await this.store.close();

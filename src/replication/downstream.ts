@@ -104,6 +104,8 @@ export interface DownstreamStatus {
   readonly upstream: string | undefined;
   readonly upstreamIndex: number | undefined;
   readonly upstreamNodeId: string | undefined;
+  /** The current upstream's HTTP API (from WELCOME), where client writes are forwarded; undefined between sessions. */
+  readonly upstreamHttpUrl: string | undefined;
   /** Node ids from the root down to the current (or last) upstream. */
   readonly ancestors: readonly string[];
   readonly datasetId: string;
@@ -323,6 +325,7 @@ export class Downstream {
       upstream: session?.address,
       upstreamIndex: session?.index,
       upstreamNodeId: session?.welcome?.nodeId,
+      upstreamHttpUrl: session?.welcome?.httpUrl || undefined,
       ancestors: this.ancestors,
       datasetId: this.datasetId,
       head: this.head,

@@ -49,3 +49,8 @@ export type { DownstreamAction, DownstreamOptions, DownstreamPhase, DownstreamSt
 export { Upstream } from './upstream.js';
 export type { UpstreamAction, UpstreamOptions, UpstreamPhase, UpstreamStatus } from './upstream.js';
 export type { LogSource, SnapshotSource } from './source.js';
+export { ReplicationServer } from './server.js';
+export type { ChildStatus, ReplicationServerOptions } from './server.js';
+export { ReplicationClient } from './client.js';
+export type { ReplicationClientOptions } from './client.js';
+export { StoreLogSource } from './store-source.js';

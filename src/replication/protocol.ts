@@ -31,7 +31,8 @@
  *                   | path (the child's last known ancestors, root first; informational, for status)
  *                   | u64 headSeq | hash headHash
  * 2 WELCOME         upstream -> child, accepts the handshake
- *                   str8 datasetId | str8 nodeId | path (root .. the upstream itself) | u64 headSeq | hash headHash
+ *                   str8 datasetId | str8 nodeId | str8 httpUrl (the upstream's HTTP API, where a replica forwards
+ *                   client writes; '' if it has none) | path (root .. the upstream itself) | u64 headSeq | hash headHash
  *                   | u8 mode (1 stream, 2 snapshot) | u64 fromSeq (stream: child's headSeq + 1; snapshot: 0)
  * 3 SNAPSHOT_BEGIN  u64 seq | hash (of the entry at seq) | u64 keyCount | u64 bytesEstimate (0 if unknown)
  * 4 SNAPSHOT_CHUNK  u32 count (>= 1) | record * count, keys strictly ascending across the whole snapshot
@@ -163,6 +164,8 @@ export interface WelcomeMessage {
   readonly type: 'welcome';
   readonly datasetId: string;
   readonly nodeId: string;
+  /** The upstream's HTTP API base URL, where a replica forwards client writes ('' if unknown). */
+  readonly httpUrl: string;
   readonly path: readonly string[];
   readonly head: ChainHead;
   readonly mode: 'stream' | 'snapshot';
@@ -412,6 +415,7 @@ export function encodeMessage(message: Message): Buffer {
       return new Writer()
         .str8(message.datasetId)
         .str8(message.nodeId)
+        .str8(message.httpUrl)
         .path(message.path)
         .u64(message.head.seq)
         .hash(message.head.hash)
@@ -582,13 +586,14 @@ function decodePayload(name: MessageType, reader: Reader): Message {
       if (datasetId.length === 0) reader.malformed('empty datasetId');
       const nodeId = reader.str8('nodeId');
       if (nodeId.length === 0) reader.malformed('empty nodeId');
+      const httpUrl = reader.str8('httpUrl');
       const path = reader.path('path');
       const seq = reader.u64('headSeq');
       const hash = reader.hash('headHash');
       const modeCode = reader.u8('mode');
       if (modeCode !== 1 && modeCode !== 2) reader.malformed(`unknown mode ${modeCode}`);
       const fromSeq = reader.u64('fromSeq');
-      return { type: 'welcome', datasetId, nodeId, path, head: { seq, hash }, mode: modeCode === 1 ? 'stream' : 'snapshot', fromSeq };
+      return { type: 'welcome', datasetId, nodeId, httpUrl, path, head: { seq, hash }, mode: modeCode === 1 ? 'stream' : 'snapshot', fromSeq };
     }
     case 'snapshotBegin':
       return { type: 'snapshotBegin', seq: reader.u64('seq'), hash: reader.hash('hash'), keyCount: reader.u64('keyCount'), bytesEstimate: reader.u64('bytesEstimate') };

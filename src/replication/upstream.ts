@@ -47,6 +47,8 @@ export type UpstreamPhase = 'hello' | 'snapshot' | 'streaming' | 'closed';
 export interface UpstreamOptions {
   /** This node's id. */
   readonly nodeId: string;
+  /** This node's HTTP API base URL, told to children in WELCOME so they can forward client writes ('' if none). */
+  readonly httpUrl?: string;
   readonly source: LogSource;
   /** This node's ancestors, root first ([] on the root): a child among them would close a loop. */
   readonly ancestors: () => readonly string[];
@@ -80,6 +82,7 @@ interface OutgoingSnapshot {
 
 export class Upstream {
   private readonly nodeId: string;
+  private readonly httpUrl: string;
   private readonly source: LogSource;
   private readonly ancestors: () => readonly string[];
   private readonly latestHeartbeat: () => Heartbeat | undefined;
@@ -98,6 +101,7 @@ export class Upstream {
 
   constructor(options: UpstreamOptions) {
     this.nodeId = options.nodeId;
+    this.httpUrl = options.httpUrl ?? '';
     this.source = options.source;
     this.ancestors = options.ancestors;
     this.latestHeartbeat = options.latestHeartbeat;
@@ -242,6 +246,7 @@ export class Upstream {
         type: 'welcome',
         datasetId,
         nodeId: this.nodeId,
+        httpUrl: this.httpUrl,
         path: [...ancestors, this.nodeId],
         head,
         mode,

@@ -37,6 +37,8 @@ export interface NodeApi {
   /** Resolves once this node has applied `seq`; rejects with SEQ_WAIT_TIMEOUT after `timeoutMs`. */
   waitForSeq(seq: number, timeoutMs: number): Promise<void>;
   status(): Record<string, unknown>;
+  /** Replica: discard the chain and take a full snapshot (throws NOT_A_REPLICA on the root). */
+  resync(): void;
   log(message: string, fields?: Record<string, unknown>): void;
 }
 
@@ -215,6 +217,15 @@ export function createApiHandler(node: NodeApi): (req: IncomingMessage, res: Ser
   };
 
   const status: Route = { name: '/v1/status', methods: { GET: (_req, res) => sendJson(res, 200, node.status()) } };
+  const resync: Route = {
+    name: '/v1/replication/resync',
+    methods: {
+      POST: (_req, res) => {
+        node.resync();
+        sendJson(res, 202, { resync: 'started', seq: node.store.head().seq });
+      },
+    },
+  };
   const healthz: Route = { name: '/healthz', methods: { GET: (_req, res) => sendJson(res, 200, { ok: true, seq: node.store.head().seq }) } };
   const metrics: Route = {
     name: '/metrics',
@@ -232,6 +243,7 @@ export function createApiHandler(node: NodeApi): (req: IncomingMessage, res: Ser
     ['/v1/txn', txn],
     ['/v1/log', log],
     ['/v1/status', status],
+    ['/v1/replication/resync', resync],
     ['/healthz', healthz],
     ['/metrics', metrics],
   ]);

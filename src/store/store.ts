@@ -252,9 +252,11 @@ export class Store {
 
   /**
    * Reads up to `limit` log records from `fromSeq`, verifying each against its predecessor (or, for the first
-   * retained entry, against the stored log base). Returns fewer when the log ends; none if fromSeq is not retained.
+   * retained entry, against the stored log base), and stops once `bytesMax` of records are read (at least one).
+   * Returns fewer when the log ends; none if fromSeq is not retained.
    */
-  readLog(fromSeq: number, limit: number): EncodedEntry[] {
+  readLog(fromSeq: number, limit: number, bytesMax = Infinity): EncodedEntry[] {
+    let bytes = 0;
     const result: EncodedEntry[] = [];
     const txn = this.env.useReadTransaction();
     try {
@@ -274,6 +276,8 @@ export class Store {
         assert.equal(entry.seq, decodeU64(key), 'log key and entry seq disagree');
         result.push({ entry, record });
         previous = entry;
+        bytes += record.length;
+        if (bytes >= bytesMax) break;
       }
     } finally {
       txn.done();
@@ -317,23 +321,38 @@ export class Store {
    * (and applies nothing) if any record fails verification.
    */
   applyRecords(records: readonly Buffer[]): Entry[] {
-    this.assertWritable();
-    const entries: Entry[] = [];
+    const entries: EncodedEntry[] = [];
     let head = this.cachedHead;
     for (const record of records) {
       const entry = verifyNext(head, record);
-      entries.push(entry);
+      entries.push({ entry, record });
       head = entry;
     }
-    if (entries.length === 0) return entries;
+    this.applyVerified(entries);
+    return entries.map(({ entry }) => entry);
+  }
+
+  /**
+   * Replica: applies entries that the caller has just verified with `verifyNext` against this store's head (the
+   * replication client does, on receipt), in one write transaction. The links are asserted again, cheaply: a gap
+   * here is a bug, not bad input.
+   */
+  applyVerified(entries: readonly EncodedEntry[]): void {
+    this.assertWritable();
+    if (entries.length === 0) return;
+    let head = this.cachedHead;
+    for (const { entry } of entries) {
+      assert.equal(entry.seq, head.seq + 1, 'entries must continue the chain');
+      assert.ok(entry.prevHash.equals(head.hash), `entry ${entry.seq} does not link to the head`);
+      head = entry;
+    }
     this.writeTransaction(() => {
-      entries.forEach((entry, i) => {
+      for (const { entry, record } of entries) {
         for (const op of entry.ops) this.applyOp(entry.seq, op);
-        this.appendLogRecord(entry, records[i]!);
-      });
+        this.appendLogRecord(entry, record);
+      }
     });
     this.cachedHead = { seq: head.seq, hash: Buffer.from(head.hash) };
-    return entries;
   }
 
   /**

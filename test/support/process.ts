@@ -29,6 +29,8 @@ export function removeDir(dir: string): void {
 export interface ServeProcess {
   readonly child: ChildProcess;
   readonly url: string;
+  /** "host:port" where replicas connect (`--upstream`). */
+  readonly replication: string;
   readonly dataDir: string;
   /** Everything the child wrote to stderr so far (its JSON log), for failure messages. */
   stderr(): string;
@@ -36,7 +38,7 @@ export interface ServeProcess {
   readonly exited: Promise<number | string>;
 }
 
-const LISTENING = /mercury node listening on (http:\/\/\S+)/;
+const LISTENING = /mercury node listening on (http:\/\/\S+) replication (\S+)/;
 
 /**
  * Starts `mercury serve --data-dir DIR --listen 127.0.0.1:0` and resolves once it prints its URL. Extra arguments
@@ -63,7 +65,7 @@ export function startServe(dataDir: string, extraArgs: readonly string[] = []): 
       const match = LISTENING.exec(stdout);
       if (match === null) return;
       clearTimeout(timer);
-      resolve({ child, url: match[1]!, dataDir, stderr: () => stderr, exited });
+      resolve({ child, url: match[1]!, replication: match[2]!, dataDir, stderr: () => stderr, exited });
     });
     void exited.then((code) => {
       clearTimeout(timer);

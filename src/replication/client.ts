@@ -1,0 +1,156 @@
+/**
+ * The replica side's TCP adapter: drives one `Downstream` state machine with real sockets, timers and the LMDB store.
+ * It performs the machine's actions in order and tells the node what changed (`onApplied`, `onHeartbeat`,
+ * `onChainReset`), so the node can forward entries to its own children, publish them to watchers and wake readers.
+ *
+ * Durability: a replica applies entries without waiting for fsync (lmdb's overlapping sync keeps the file consistent,
+ * so a power loss can cost the last transactions but never corrupts). A replica that lost entries resumes from its
+ * stored head; one whose children are ahead of it is refused by them as BEHIND and they use another upstream.
+ */
+import net from 'node:net';
+import { randomInt } from 'node:crypto';
+import type { Clock } from '../clock/index.js';
+import type { EncodedEntry } from '../log/index.js';
+import type { Logger } from '../logging/index.js';
+import type { Store } from '../store/index.js';
+import { Downstream, type DownstreamAction, type DownstreamStatus } from './downstream.js';
+import { REPLICATION_LIMITS, type ReplicationLimits } from './limits.js';
+import type { Heartbeat } from './protocol.js';
+import { TickTimer } from './tick-timer.js';
+
+export interface ReplicationClientOptions {
+  readonly store: Store;
+  /** Upstream replication addresses, "host:port", in order of preference. */
+  readonly upstreams: readonly string[];
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly limits?: ReplicationLimits;
+  /** Entries were applied (one write transaction), in seq order. */
+  readonly onApplied: (entries: readonly EncodedEntry[], applyMs: number) => void;
+  /** A heartbeat from the root arrived through the upstream (path: root .. upstream): forward it to children. */
+  readonly onHeartbeat: (heartbeat: Heartbeat) => void;
+  /** A snapshot replaced the node's chain. */
+  readonly onChainReset: (seq: number) => void;
+}
+
+/** Splits "host:port" or "[v6]:port". The config module validated the address already. */
+function splitAddress(address: string): { host: string; port: number } {
+  const colon = address.lastIndexOf(':');
+  const host = address.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
+  return { host, port: Number(address.slice(colon + 1)) };
+}
+
+export class ReplicationClient {
+  private readonly options: ReplicationClientOptions;
+  private readonly downstream: Downstream;
+  private readonly timer: TickTimer;
+  private readonly sockets = new Map<number, net.Socket>();
+  private stopped = false;
+
+  constructor(options: ReplicationClientOptions) {
+    this.options = options;
+    const store = options.store;
+    const head = store.head();
+    const headTimeMs = head.seq === 0 ? undefined : store.readLog(head.seq, 1)[0]?.entry.timeMs;
+    this.downstream = new Downstream({
+      nodeId: store.nodeId,
+      upstreams: options.upstreams,
+      datasetId: store.datasetId,
+      head,
+      headTimeMs,
+      limits: options.limits ?? REPLICATION_LIMITS,
+      random: () => randomInt(1 << 30) / (1 << 30),
+    });
+    this.timer = new TickTimer(options.clock, () => this.perform(this.downstream.tick(options.clock.nowMs())));
+  }
+
+  start(): void {
+    this.perform(this.downstream.start(this.options.clock.nowMs()));
+  }
+
+  /** The operator's decision after a divergence (or at any time): drop the chain and take a full snapshot. */
+  resync(): void {
+    this.perform(this.downstream.resync(this.options.clock.nowMs()));
+  }
+
+  status(): DownstreamStatus {
+    return this.downstream.status();
+  }
+
+  /** Root .. the current upstream: what this node tells its own children. */
+  ancestors(): readonly string[] {
+    return this.downstream.currentAncestors();
+  }
+
+  close(): void {
+    if (this.stopped) return;
+    this.perform(this.downstream.stop(this.options.clock.nowMs()));
+    this.stopped = true;
+    this.timer.cancel();
+    for (const socket of this.sockets.values()) socket.destroy();
+    this.sockets.clear();
+  }
+
+  private connect(connId: number, address: string): void {
+    const { host, port } = splitAddress(address);
+    const clock = this.options.clock;
+    const socket = net.connect({ host, port, noDelay: true });
+    this.sockets.set(connId, socket);
+    let failure = 'connection closed';
+    socket.on('connect', () => this.perform(this.downstream.connected(clock.nowMs(), connId)));
+    socket.on('data', (chunk: Buffer) => this.perform(this.downstream.receive(clock.nowMs(), connId, chunk)));
+    socket.on('error', (error) => (failure = error.message));
+    socket.on('close', () => {
+      if (this.sockets.get(connId) !== socket) return;
+      this.sockets.delete(connId);
+      this.perform(this.downstream.closed(clock.nowMs(), connId, failure));
+    });
+  }
+
+  private perform(actions: readonly DownstreamAction[]): void {
+    if (this.stopped) return;
+    const { store, clock, logger } = this.options;
+    for (const action of actions) {
+      switch (action.type) {
+        case 'connect':
+          this.connect(action.connId, action.upstream);
+          break;
+        case 'send':
+          this.sockets.get(action.connId)?.write(action.bytes);
+          break;
+        case 'close': {
+          const socket = this.sockets.get(action.connId);
+          this.sockets.delete(action.connId);
+          socket?.destroy();
+          break;
+        }
+        case 'apply': {
+          const startedMs = clock.monotonicMs();
+          store.applyVerified(action.entries);
+          this.options.onApplied(action.entries, clock.monotonicMs() - startedMs);
+          break;
+        }
+        case 'snapshotBegin':
+          store.beginSnapshotInstall();
+          break;
+        case 'snapshotChunk':
+          store.stageSnapshotPage(action.records);
+          break;
+        case 'snapshotAbort':
+          store.beginSnapshotInstall(); // discards the staged records
+          break;
+        case 'snapshotFinish':
+          store.finishSnapshotInstall(action.seq, action.hash, action.datasetId);
+          this.options.onChainReset(action.seq);
+          break;
+        case 'heartbeat':
+          this.options.onHeartbeat(action.heartbeat);
+          break;
+        case 'log':
+          logger.log(action.level, action.message, action.fields);
+          break;
+      }
+    }
+    this.timer.schedule(this.downstream.nextTickMs());
+  }
+}

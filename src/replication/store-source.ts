@@ -1,0 +1,44 @@
+/**
+ * `LogSource` over the LMDB `Store`: what an upstream session reads when it serves a child. Every call answers from
+ * the store's current state; log reads verify the chain as they go (Store.readLog).
+ */
+import type { ChainHead, EncodedEntry } from '../log/index.js';
+import type { Store } from '../store/index.js';
+import type { LogSource, SnapshotSource } from './source.js';
+
+export class StoreLogSource implements LogSource {
+  constructor(private readonly store: Store) {}
+
+  datasetId(): string {
+    return this.store.datasetId;
+  }
+
+  head(): ChainHead {
+    return this.store.head();
+  }
+
+  firstSeq(): number {
+    return this.store.logBounds().firstSeq;
+  }
+
+  hashAt(seq: number): Buffer | undefined {
+    return this.store.hashAt(seq);
+  }
+
+  readLog(fromSeq: number, limitEntries: number, limitBytes: number): EncodedEntry[] {
+    return this.store.readLog(fromSeq, limitEntries, limitBytes);
+  }
+
+  openSnapshot(): SnapshotSource {
+    const reader = this.store.openSnapshot();
+    return {
+      seq: reader.seq,
+      hash: reader.hash,
+      keyCount: reader.keyCount,
+      // Unknown without a full scan; progress is reported in keys instead.
+      bytesEstimate: 0,
+      nextPage: (pageBytes) => reader.nextPage(pageBytes),
+      close: () => reader.close(),
+    };
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * Helpers for replication tests with real processes: a node's status, waiting for convergence, and a TCP proxy that
+ * can flip a byte in transit.
+ */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { auditLog, requestJson } from './http.js';
+import type { ServeProcess } from './process.js';
+
+export interface ReplicationStatusJson {
+  readonly phase?: string;
+  readonly upstream?: { address: string; nodeId: string; httpUrl: string } | null;
+  readonly ancestors?: string[];
+  readonly lagEntries?: number | null;
+  readonly snapshotsInstalled?: number;
+  readonly upstreamSwitches?: number;
+  readonly lastFailure?: string | null;
+  readonly divergedReason?: string | null;
+  readonly children: { nodeId: string; phase: string }[];
+}
+
+export interface StatusJson {
+  readonly role: string;
+  readonly nodeId: string;
+  readonly datasetId: string;
+  readonly seq: number;
+  readonly headHash: string;
+  readonly keys: number;
+  readonly replication: ReplicationStatusJson;
+}
+
+export function statusOf(node: ServeProcess): Promise<StatusJson> {
+  return requestJson<StatusJson>(node.url, 'GET', '/v1/status');
+}
+
+export const CONVERGE_TIMEOUT_MS = 15_000;
+
+/** Polls until `check` returns true (it may throw while the system settles); fails with `describe()` after the timeout. */
+export async function eventually(check: () => Promise<boolean>, describe: () => Promise<string> | string, timeoutMs = CONVERGE_TIMEOUT_MS): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch {
+      // not ready yet
+    }
+    if (Date.now() > deadline) assert.fail(`not within ${timeoutMs} ms: ${await describe()}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Waits until every node has the root's seq and head hash. */
+export async function converged(root: ServeProcess, nodes: readonly ServeProcess[]): Promise<StatusJson> {
+  let rootStatus = await statusOf(root);
+  await eventually(
+    async () => {
+      rootStatus = await statusOf(root);
+      const all = await Promise.all(nodes.map(statusOf));
+      return all.every((status) => status.seq === rootStatus.seq && status.headHash === rootStatus.headHash);
+    },
+    async () => {
+      const all = await Promise.all(nodes.map((node) => statusOf(node).catch((error: unknown) => String(error))));
+      return `root at ${rootStatus.seq}; nodes: ${JSON.stringify(all.map((s) => (typeof s === 'string' ? s : { seq: s.seq, replication: s.replication })))}`;
+    },
+  );
+  return rootStatus;
+}
+
+/**
+ * A TCP proxy in front of `target` ("host:port"). While `flipArmed` is set, the next chunk from the target that is at
+ * least `minChunkBytes` long has one byte inverted (then the proxy disarms itself): a corruption the frame CRC or the
+ * hash chain must catch.
+ */
+export class FlipProxy {
+  flipArmed = false;
+  flips = 0;
+  private readonly server: net.Server;
+  private readonly sockets = new Set<net.Socket>();
+
+  private constructor(target: string) {
+    const colon = target.lastIndexOf(':');
+    const host = target.slice(0, colon);
+    const port = Number(target.slice(colon + 1));
+    this.server = net.createServer((client) => {
+      const upstream = net.connect({ host, port });
+      for (const socket of [client, upstream]) {
+        this.sockets.add(socket);
+        socket.on('error', () => {});
+        socket.on('close', () => {
+          this.sockets.delete(socket);
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream);
+      upstream.on('data', (chunk: Buffer) => {
+        if (this.flipArmed && chunk.length >= 16) {
+          this.flipArmed = false;
+          this.flips++;
+          chunk = Buffer.from(chunk);
+          chunk[chunk.length - 8] = chunk[chunk.length - 8]! ^ 0xff;
+        }
+        client.write(chunk);
+      });
+    });
+  }
+
+  static async start(target: string): Promise<FlipProxy> {
+    const proxy = new FlipProxy(target);
+    await new Promise<void>((resolve) => proxy.server.listen(0, '127.0.0.1', resolve));
+    return proxy;
+  }
+
+  get address(): string {
+    return `127.0.0.1:${(this.server.address() as net.AddressInfo).port}`;
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise((resolve) => this.server.close(resolve));
+  }
+}
+
+/** Checks the replica's retained log entry by entry against the root's (a replica's log may start after a snapshot). */
+export async function assertSameChain(replica: ServeProcess, root: ServeProcess): Promise<void> {
+  const rootEntries = new Map((await auditLog(root.url)).map((entry) => [entry.seq, entry]));
+  for (const entry of await auditLog(replica.url)) assert.deepEqual(entry, rootEntries.get(entry.seq), `entry ${entry.seq} differs from the root's`);
+}
