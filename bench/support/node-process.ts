@@ -9,6 +9,8 @@ export const CLI_PATH = fileURLToPath(new URL('../../src/cli/main.js', import.me
 
 export interface NodeProcess {
   readonly url: string;
+  /** "host:port" where replicas connect. */
+  readonly replication: string;
   readonly host: string;
   readonly port: number;
   readonly dataDir: string;
@@ -20,18 +22,19 @@ export async function startNodeProcess(extraArgs: readonly string[] = [], dataDi
   const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const url = await new Promise<string>((resolve, reject) => {
+  const [url, replication] = await new Promise<[string, string]>((resolve, reject) => {
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => {
       output += chunk.toString();
-      const match = /listening on (http:\/\/\S+)/.exec(output);
-      if (match !== null) resolve(match[1]!);
+      const match = /listening on (http:\/\/\S+) replication (\S+)/.exec(output);
+      if (match !== null) resolve([match[1]!, match[2]!]);
     });
     child.once('exit', (code) => reject(new Error(`mercury serve exited with ${code} before listening: ${output}`)));
   });
   const { hostname, port } = new URL(url);
   return {
     url,
+    replication,
     host: hostname,
     port: Number(port),
     dataDir,

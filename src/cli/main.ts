@@ -98,6 +98,8 @@ async function serve(values: Record<string, string | boolean | undefined>): Prom
   process.stdout.write(
     `mercury node listening on ${node.url} replication ${node.replicationAddress} (${node.role}, data: ${config.dataDir}, seq ${node.store.head().seq})\n`,
   );
+  // Whoever started the node may be gone (a closed pipe): that must not turn a clean stop into a crash.
+  process.stdout.on('error', () => {});
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;

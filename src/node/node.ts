@@ -68,6 +68,7 @@ export class MercuryNode {
   private heartbeatTimer: TimerHandle | undefined;
   private latestHeartbeat: Heartbeat | undefined;
   private trimming = false;
+  private readonly appliedListeners: ((entries: readonly EncodedEntry[]) => void)[] = [];
 
   private constructor(config: NodeConfig, options: NodeOptions) {
     this.config = config;
@@ -76,7 +77,10 @@ export class MercuryNode {
     this.startedMs = this.clock.nowMs();
     this.replicationLimits = options.replicationLimits ?? REPLICATION_LIMITS;
     const isReplica = config.upstreams.length > 0;
-    this.store = Store.open({ path: config.dataDir, createDataset: !isReplica, mapBytes: options.mapBytes });
+    // A replica writes without fsync: it can refetch anything it loses (see Store's noSync and unsynced-guard.ts).
+    this.store = Store.open({ path: config.dataDir, createDataset: !isReplica, mapBytes: options.mapBytes, noSync: isReplica });
+    if (this.store.discardedAfterCrash)
+      this.logger.log('warn', 'discarded the replica data: the machine went down while it held unsynced writes; bootstrapping again', { dataDir: config.dataDir });
     this.seqWaiter = new SeqWaiter(this.clock, () => this.store.head().seq);
     this.metrics.gauge('mercury_applied_seq', 'Seq of the last entry applied on this node.', () => this.store.head().seq);
     const api: NodeApi = {
@@ -159,6 +163,12 @@ export class MercuryNode {
     this.replicationServer.localApplied(entries);
     this.watchHub.publish(entries);
     this.seqWaiter.notify();
+    for (const listener of this.appliedListeners) listener(entries);
+  }
+
+  /** Calls `listener` after every batch of entries this node applies (embedding code and benchmarks). */
+  onApplied(listener: (entries: readonly EncodedEntry[]) => void): void {
+    this.appliedListeners.push(listener);
   }
 
   private rootHeartbeat(): Heartbeat {

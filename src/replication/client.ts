@@ -3,9 +3,10 @@
  * It performs the machine's actions in order and tells the node what changed (`onApplied`, `onHeartbeat`,
  * `onChainReset`), so the node can forward entries to its own children, publish them to watchers and wake readers.
  *
- * Durability: a replica applies entries without waiting for fsync (lmdb's overlapping sync keeps the file consistent,
- * so a power loss can cost the last transactions but never corrupts). A replica that lost entries resumes from its
- * stored head; one whose children are ahead of it is refused by them as BEHIND and they use another upstream.
+ * Durability: a replica applies entries without fsync (its store is opened `noSync`, guarded against machine crashes
+ * by src/store/unsynced-guard.ts). A process crash loses nothing; after a machine crash the replica starts empty and
+ * bootstraps from a snapshot. Children that are ahead of a restarted replica refuse it as BEHIND and use another
+ * upstream meanwhile.
  */
 import net from 'node:net';
 import { randomInt } from 'node:crypto';

@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { LMDB_MAP_BYTES_DEFAULT } from '../limits.js';
+import { closeUnsynced, openUnsynced } from './unsynced-guard.js';
 import { GENESIS_HEAD, HASH_BYTES, sealEntry, verifyNext, verifySelf, type ChainHead, type EncodedEntry, type Entry, type Op } from '../log/index.js';
 import {
   decodeHead,
@@ -27,8 +28,9 @@ export interface StoreOptions {
   readonly path: string;
   readonly mapBytes?: number;
   /**
-   * Skip fsync entirely. Only for nodes that can refetch everything (never the root): LMDB still never leaves a
-   * torn state, but the last transactions may be lost in a power failure.
+   * Skip fsync entirely. Only for nodes that can refetch everything (replicas, never the root). A process crash loses
+   * nothing (the writes are in the page cache); a machine crash could corrupt the file, so the unsynced guard
+   * (unsynced-guard.ts) discards the data at the next open after one, and the replica bootstraps again.
    */
   readonly noSync?: boolean;
   /** Open an existing data directory read-only (embedded readers). */
@@ -118,10 +120,15 @@ export class Store {
   private cachedHead: ChainHead;
   private cachedLogBytes: number;
   private closed = false;
+  private readonly unsynced: boolean;
+  /** True if the data was discarded at open because the machine went down while it held unsynced writes. */
+  readonly discardedAfterCrash: boolean;
 
   private constructor(options: StoreOptions) {
     this.path = options.path;
     if (!options.readOnly) mkdirSync(options.path, { recursive: true });
+    this.unsynced = options.noSync === true && options.readOnly !== true;
+    this.discardedAfterCrash = this.unsynced ? openUnsynced(options.path) : false;
     this.env = open({
       path: options.path,
       mapSize: options.mapBytes ?? LMDB_MAP_BYTES_DEFAULT,
@@ -571,5 +578,6 @@ export class Store {
     await this.env.flushed;
     await new Promise((resolve) => setTimeout(resolve, 1));
     await this.env.close();
+    if (this.unsynced) closeUnsynced(this.path);
   }
 }

@@ -1,0 +1,84 @@
+/**
+ * Keeps a replica that skips fsync from ever running on a corrupt file.
+ *
+ * A replica writes without fsync (it can refetch everything from its upstream). Writes then sit in the kernel's page
+ * cache: a process crash loses nothing, but a power loss or kernel crash can lose some of them and, because the
+ * kernel may write pages out of order, leave LMDB's B-tree inconsistent. So the guard records, in a small file that
+ * is fsynced, whether the directory is "open unsynced" and under which kernel boot (Linux's random boot id):
+ *
+ *   state file `unsynced-guard.json` = {"bootId": string, "clean": boolean}
+ *
+ * - open: if the last run did not close cleanly AND the machine has rebooted since (another boot id, or no boot id
+ *   available), the page cache that held the unsynced writes is gone: the LMDB files are deleted and the replica
+ *   bootstraps again from a snapshot. Otherwise the files are intact. Then {bootId, clean: false} is written.
+ * - close: after the environment is closed, the data file is fsynced, and only then {clean: true} is written.
+ */
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const STATE_FILE = 'unsynced-guard.json';
+const LMDB_FILES = ['data.mdb', 'lock.mdb'];
+const BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id';
+
+interface GuardState {
+  readonly bootId: string;
+  readonly clean: boolean;
+}
+
+function currentBootId(): string {
+  try {
+    return readFileSync(BOOT_ID_PATH, 'utf8').trim();
+  } catch {
+    return ''; // unknown: every unclean shutdown then counts as a possible power loss
+  }
+}
+
+function writeDurably(path: string, text: string): void {
+  writeFileSync(path, text);
+  const fd = openSync(path, 'r+');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function fsyncFile(path: string): void {
+  if (!existsSync(path)) return;
+  const fd = openSync(path, 'r+');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Call before opening LMDB without fsync. Returns true if the data was discarded because the machine went down while
+ * the directory held unsynced writes.
+ */
+export function openUnsynced(dir: string): boolean {
+  const statePath = join(dir, STATE_FILE);
+  const bootId = currentBootId();
+  let discarded = false;
+  if (existsSync(statePath)) {
+    let state: GuardState | undefined;
+    try {
+      state = JSON.parse(readFileSync(statePath, 'utf8')) as GuardState;
+    } catch {
+      state = undefined; // a torn state file is itself a sign of a crash during open or close
+    }
+    if (state === undefined || (!state.clean && (bootId === '' || state.bootId !== bootId))) {
+      for (const name of LMDB_FILES) rmSync(join(dir, name), { force: true });
+      discarded = true;
+    }
+  }
+  writeDurably(statePath, JSON.stringify({ bootId, clean: false } satisfies GuardState));
+  return discarded;
+}
+
+/** Call after the LMDB environment is closed: makes the data durable, then marks the directory clean. */
+export function closeUnsynced(dir: string): void {
+  fsyncFile(join(dir, 'data.mdb'));
+  writeDurably(join(dir, STATE_FILE), JSON.stringify({ bootId: currentBootId(), clean: true } satisfies GuardState));
+}

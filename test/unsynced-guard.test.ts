@@ -1,0 +1,74 @@
+/**
+ * The unsynced guard: a replica's data written without fsync is kept after a process crash (same kernel boot) and
+ * discarded after a machine crash (another boot), so it never runs on a possibly torn LMDB file.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { Store } from '../src/store/index.js';
+import { closeUnsynced, openUnsynced } from '../src/store/unsynced-guard.js';
+import { makeTempDir, removeDir } from './support/process.js';
+
+const BOOT_ID = existsSync('/proc/sys/kernel/random/boot_id') ? readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() : '';
+
+describe('unsynced guard', () => {
+  const dirs: string[] = [];
+  const dir = (label: string): string => {
+    const made = makeTempDir(`guard-${label}`);
+    dirs.push(made);
+    return made;
+  };
+  after(() => dirs.forEach(removeDir));
+
+  const setUp = (label: string, state: object | string): string => {
+    const made = dir(label);
+    writeFileSync(join(made, 'data.mdb'), 'pretend data');
+    writeFileSync(join(made, 'unsynced-guard.json'), typeof state === 'string' ? state : JSON.stringify(state));
+    return made;
+  };
+
+  test('a first open keeps everything and marks the directory open', () => {
+    const made = dir('first');
+    writeFileSync(join(made, 'data.mdb'), 'x');
+    assert.equal(openUnsynced(made), false);
+    assert.ok(existsSync(join(made, 'data.mdb')));
+    assert.equal((JSON.parse(readFileSync(join(made, 'unsynced-guard.json'), 'utf8')) as { clean: boolean }).clean, false);
+  });
+
+  test('an unclean stop in the same boot (a process crash) keeps the data', { skip: BOOT_ID === '' ? 'no boot id on this system' : false }, () => {
+    const made = setUp('process-crash', { bootId: BOOT_ID, clean: false });
+    assert.equal(openUnsynced(made), false);
+    assert.ok(existsSync(join(made, 'data.mdb')));
+  });
+
+  test('an unclean stop in another boot (a machine crash) discards the data', () => {
+    const made = setUp('machine-crash', { bootId: 'some-earlier-boot', clean: false });
+    assert.equal(openUnsynced(made), true);
+    assert.ok(!existsSync(join(made, 'data.mdb')));
+  });
+
+  test('a clean stop keeps the data across reboots', () => {
+    const made = setUp('clean', { bootId: 'some-earlier-boot', clean: true });
+    assert.equal(openUnsynced(made), false);
+    assert.ok(existsSync(join(made, 'data.mdb')));
+  });
+
+  test('a torn state file counts as a crash', () => {
+    const made = setUp('torn', '{"bootId":"abc","cl');
+    assert.equal(openUnsynced(made), true);
+  });
+
+  test('a noSync store marks itself clean on close and keeps its data', async () => {
+    const made = dir('store');
+    const store = Store.open({ path: made, noSync: true });
+    store.commit(1, (view) => view.apply({ type: 'put', key: Buffer.from('k'), value: Buffer.from('v') }));
+    await store.close();
+    assert.equal((JSON.parse(readFileSync(join(made, 'unsynced-guard.json'), 'utf8')) as { clean: boolean }).clean, true);
+    const reopened = Store.open({ path: made, noSync: true });
+    assert.equal(reopened.get(Buffer.from('k')).record?.value.toString(), 'v');
+    assert.equal(reopened.discardedAfterCrash, false);
+    await reopened.close();
+    closeUnsynced(made);
+  });
+});
