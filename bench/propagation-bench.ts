@@ -115,8 +115,9 @@ async function buildTree(replicas: number, fanout: number, workers: number): Pro
       if (parent !== 0) upstreams.push(addresses.get(Math.floor((parent - 1) / fanout))!);
       perHost[id % hosts.length]!.push({ id, upstreams });
     }
-    const started = await Promise.all(hosts.map((host, i) => (perHost[i]!.length === 0 ? undefined : host.ask({ type: 'start', dir, nodes: perHost[i]! }, 'started'))));
-    for (const reply of started) for (const node of reply?.nodes ?? []) addresses.set(node.id, node.replication);
+    const busy = hosts.filter((_, i) => perHost[i]!.length > 0);
+    const started = await Promise.all(busy.map((host) => host.ask({ type: 'start', dir, nodes: perHost[hosts.indexOf(host)]! }, 'started')));
+    for (const reply of started) for (const node of reply.nodes) addresses.set(node.id, node.replication);
     await Promise.all(hosts.map((host) => host.ask({ type: 'waitSeq', seq: 1 }, 'reached')));
     process.stdout.write(`  level with replicas ${levelStart}..${levelEnd} joined\n`);
     levelStart = levelEnd + 1;

@@ -2,8 +2,54 @@
  * Mercury's public API. Everything a program embedding or talking to Mercury may use is exported here, and nothing
  * else is part of the contract.
  */
-export { NodeClient, UnavailableError } from './client/index.js';
-export type { KeyValue, RangePageResult, TxnJson } from './client/index.js';
+export {
+  connect,
+  openLocal,
+  MercuryClient,
+  LocalReader,
+  Watch,
+  NodeClient,
+  TxnBuilder,
+  cmp,
+  op,
+  ServerError,
+  InvalidRequestError,
+  LimitExceededError,
+  NotFoundError,
+  CompareFailedError,
+  SeqNotRetainedError,
+  SeqWaitTimeoutError,
+  NodeUnavailableError,
+  NodeFailedError,
+  UnavailableError,
+  NoNodeReachableError,
+  OutcomeUnknownError,
+  WatchError,
+  ClientOptionsError,
+} from './client/index.js';
+export type {
+  ClientOptions,
+  ValidatedClientOptions,
+  KeyValue,
+  KeyValueAtSeq,
+  ReadOptions,
+  RangeOptions,
+  RangePage,
+  RangePageResult,
+  WriteResult,
+  TxnResult,
+  TxnJson,
+  TxnCompareJson,
+  TxnOpJson,
+  CompareOp,
+  Bytes,
+  NodeStatus,
+  WatchOptions,
+  WatchEvent,
+  WatchFilterOptions,
+  LocalOptions,
+  LocalReadOptions,
+} from './client/index.js';
 export { MercuryNode, MERCURY_VERSION } from './node/index.js';
 export type { NodeOptions } from './node/index.js';
 export { validateConfig, CONFIG_DEFAULTS } from './config/index.js';

@@ -1,8 +1,12 @@
 /**
- * A small HTTP client for one node, used by the CLI and tests. Errors from the server arrive as `MercuryError` with the
- * server's stable code; a node that cannot be reached is `UNAVAILABLE`.
+ * The HTTP layer: one node, one attempt per call, no retries (the CLI uses it as it is; `MercuryClient` adds retries
+ * across nodes on top). Errors a node answers arrive as the typed `ServerError` subclasses of errors.ts; a node that
+ * cannot be reached, or does not answer within the timeout, is `UnavailableError`, whose `requestSent` tells whether
+ * the request may have reached the node.
  */
-import { ErrorCode, MercuryError } from '../errors/index.js';
+import { MIN_SEQ_WAIT_MS_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT } from './limits.js';
+import type { NodeStatus, TxnJson } from './txn.js';
+import { NotFoundError, UnavailableError, serverError } from './errors.js';
 
 export interface KeyValue {
   readonly key: Buffer;
@@ -19,18 +23,29 @@ export interface RangePageResult {
   readonly cursor: string | null;
 }
 
-export interface TxnJson {
-  readonly compare?: readonly Record<string, unknown>[];
-  readonly success?: readonly Record<string, unknown>[];
-  readonly failure?: readonly Record<string, unknown>[];
+/** A key with the seq its read reflects. */
+export interface KeyValueAtSeq extends KeyValue {
+  /** The node's applied seq when it answered: the value is the key's value as of this seq. */
+  readonly seq: number;
 }
 
-export class UnavailableError extends Error {
-  readonly code = 'UNAVAILABLE';
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'UnavailableError';
-  }
+/** Options of reads that can wait for a node to catch up. */
+export interface ReadOptions {
+  /** Answer only once the node has applied this seq (read-your-writes on a replica: pass a write's seq). */
+  readonly minSeq?: number;
+  /** How long the node may wait for `minSeq` (server default 5 s, at most 60 s); then `SeqWaitTimeoutError`. */
+  readonly minSeqTimeoutMs?: number;
+}
+
+/** What a write answered. */
+export interface WriteResult {
+  readonly seq: number;
+}
+
+export interface TxnResult {
+  /** True when every compare held and `success` was applied; false when `failure` was. */
+  readonly succeeded: boolean;
+  readonly seq: number;
 }
 
 /** Percent-encodes every byte of a key that is not unreserved, so any bytes survive the URL path. */
@@ -43,67 +58,95 @@ export function encodeKeyPath(key: Buffer): string {
   return path;
 }
 
-function toBytes(value: string | Buffer): Buffer {
+/** UTF-8 bytes of a string key or value; a Buffer as it is. */
+export function toBytes(value: string | Buffer): Buffer {
   return typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
 }
 
+/**
+ * Error codes (undici's and the system's) that mean no connection was ever made, so no byte of the request left
+ * this process. Anything else (reset, cut off, timed out) may have happened after the node received the request.
+ */
+const NOT_SENT_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
+
+function unreachable(baseUrl: string, error: unknown): UnavailableError {
+  const cause = (error as { cause?: { code?: unknown; message?: unknown } }).cause;
+  const code = typeof cause?.code === 'string' ? cause.code : undefined;
+  const timedOut = (error as Error).name === 'TimeoutError';
+  const what = timedOut ? 'no answer in time' : code ?? (typeof cause?.message === 'string' ? cause.message : (error as Error).message);
+  return new UnavailableError(`cannot reach ${baseUrl}: ${what}`, { url: baseUrl, requestSent: code === undefined || !NOT_SENT_CODES.has(code), cause: error });
+}
+
+function readQuery(options: ReadOptions, query = new URLSearchParams()): URLSearchParams {
+  if (options.minSeq !== undefined) query.set('minSeq', String(options.minSeq));
+  if (options.minSeqTimeoutMs !== undefined) query.set('timeoutMs', String(options.minSeqTimeoutMs));
+  return query;
+}
+
+function queryString(query: URLSearchParams): string {
+  return query.size === 0 ? '' : `?${query.toString()}`;
+}
+
 export class NodeClient {
+  /**
+   * `timeoutMs` bounds each request from connect to the last byte of the answer; a read with `minSeq` gets its
+   * `minSeqTimeoutMs` on top, since the node may legitimately hold it that long.
+   */
   constructor(
     readonly baseUrl: string,
-    private readonly timeoutMs = 30_000,
+    private readonly timeoutMs = REQUEST_TIMEOUT_MS_DEFAULT,
   ) {}
 
-  private async request(method: string, path: string, body?: Buffer | string, contentType?: string): Promise<Response> {
+  private async request(method: string, path: string, body?: Buffer | string, contentType?: string, extraTimeMs = 0): Promise<{ response: Response; body: Buffer }> {
     let response: Response;
+    let answer: Buffer;
     try {
       response = await fetch(`${this.baseUrl}${path}`, {
         method,
         body,
         headers: contentType === undefined ? undefined : { 'content-type': contentType },
-        signal: AbortSignal.timeout(this.timeoutMs),
+        signal: AbortSignal.timeout(this.timeoutMs + extraTimeMs),
       });
+      answer = Buffer.from(await response.arrayBuffer());
     } catch (error) {
-      throw new UnavailableError(`cannot reach ${this.baseUrl}: ${(error as Error).cause ? String((error as Error & { cause: unknown }).cause) : (error as Error).message}`, { cause: error });
+      throw unreachable(this.baseUrl, error);
     }
-    if (response.ok) return response;
-    const text = await response.text();
-    let parsed: { error?: { code?: string; message?: string } } = {};
-    try {
-      parsed = JSON.parse(text) as typeof parsed;
-    } catch {
-      // Not a Mercury error body (a proxy in between?): report the status line.
-    }
-    const code = parsed.error?.code;
-    const known = code !== undefined && Object.values(ErrorCode).includes(code as ErrorCode);
-    throw new MercuryError(known ? (code as ErrorCode) : 'INTERNAL', parsed.error?.message ?? `HTTP ${response.status} from ${this.baseUrl}${path}`, {
-      details: parsed.error as Record<string, unknown> | undefined,
-    });
+    if (!response.ok) throw serverError(response.status, answer.toString('utf8'), `${method} ${this.baseUrl}${path}`);
+    return { response, body: answer };
   }
 
-  private async json<T>(method: string, path: string, body?: Buffer | string, contentType?: string): Promise<T> {
-    return (await (await this.request(method, path, body, contentType)).json()) as T;
+  private async json<T>(method: string, path: string, body?: Buffer | string, contentType?: string, extraTimeMs = 0): Promise<T> {
+    return JSON.parse((await this.request(method, path, body, contentType, extraTimeMs)).body.toString('utf8')) as T;
   }
 
   /** Returns the key, or undefined if it does not exist. */
-  async get(key: string | Buffer): Promise<(KeyValue & { seq: number }) | undefined> {
+  async get(key: string | Buffer, options: ReadOptions = {}): Promise<KeyValueAtSeq | undefined> {
     const bytes = toBytes(key);
     try {
-      const response = await this.request('GET', `/v1/kv/${encodeKeyPath(bytes)}`);
+      const { response, body } = await this.request('GET', `/v1/kv/${encodeKeyPath(bytes)}${queryString(readQuery(options))}`, undefined, undefined, waitTimeMs(options));
       return {
         key: bytes,
-        value: Buffer.from(await response.arrayBuffer()),
+        value: body,
         seq: Number(response.headers.get('x-mercury-seq')),
         createSeq: Number(response.headers.get('x-mercury-create-seq')),
         modSeq: Number(response.headers.get('x-mercury-mod-seq')),
         version: Number(response.headers.get('x-mercury-version')),
       };
     } catch (error) {
-      if (error instanceof MercuryError && error.code === 'KEY_NOT_FOUND') return undefined;
+      if (error instanceof NotFoundError && error.code === 'KEY_NOT_FOUND') return undefined;
       throw error;
     }
   }
 
-  async put(key: string | Buffer, value: string | Buffer, options: { ifModSeq?: number } = {}): Promise<{ seq: number }> {
+  async put(key: string | Buffer, value: string | Buffer, options: { ifModSeq?: number } = {}): Promise<WriteResult> {
     const query = options.ifModSeq === undefined ? '' : `?ifModSeq=${options.ifModSeq}`;
     return this.json('PUT', `/v1/kv/${encodeKeyPath(toBytes(key))}${query}`, toBytes(value), 'application/octet-stream');
   }
@@ -113,20 +156,22 @@ export class NodeClient {
     return this.json('DELETE', `/v1/kv/${encodeKeyPath(toBytes(key))}${query}`);
   }
 
-  async deletePrefix(prefix: string): Promise<{ seq: number }> {
+  async deletePrefix(prefix: string): Promise<WriteResult> {
     return this.json('DELETE', `/v1/kv?prefix=${encodeURIComponent(prefix)}`);
   }
 
-  async rangePage(prefix: string, options: { limit?: number; cursor?: string | null } = {}): Promise<RangePageResult> {
+  /** One page of keys under a prefix, from one snapshot of the node (`seq`); pass `cursor` on for the next. */
+  async rangePage(prefix: string, options: { limit?: number; cursor?: string | null } & ReadOptions = {}): Promise<RangePageResult> {
     const query = new URLSearchParams({ prefix });
     if (options.limit !== undefined) query.set('limit', String(options.limit));
     if (options.cursor) query.set('cursor', options.cursor);
+    readQuery(options, query);
     const page = await this.json<{
       seq: number;
       more: boolean;
       cursor: string | null;
       items: { key: string; keyEncoding: BufferEncoding; value: string; valueEncoding: BufferEncoding; createSeq: number; modSeq: number; version: number }[];
-    }>('GET', `/v1/kv?${query.toString()}`);
+    }>('GET', `/v1/kv?${query.toString()}`, undefined, undefined, waitTimeMs(options));
     return {
       seq: page.seq,
       more: page.more,
@@ -151,7 +196,7 @@ export class NodeClient {
     } while (cursor !== null);
   }
 
-  async txn(txn: TxnJson): Promise<{ succeeded: boolean; seq: number }> {
+  async txn(txn: TxnJson): Promise<TxnResult> {
     return this.json('POST', '/v1/txn', JSON.stringify(txn), 'application/json');
   }
 
@@ -162,7 +207,7 @@ export class NodeClient {
     return this.json('GET', `/v1/log?${query.toString()}`);
   }
 
-  async status(): Promise<Record<string, unknown>> {
+  async status(): Promise<NodeStatus> {
     return this.json('GET', '/v1/status');
   }
 
@@ -170,4 +215,9 @@ export class NodeClient {
   async resync(): Promise<{ resync: string; seq: number }> {
     return this.json('POST', '/v1/replication/resync');
   }
+}
+
+/** Extra time a read may take because the node waits for its `minSeq`. */
+function waitTimeMs(options: ReadOptions): number {
+  return options.minSeq === undefined ? 0 : (options.minSeqTimeoutMs ?? MIN_SEQ_WAIT_MS_DEFAULT);
 }

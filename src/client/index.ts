@@ -1,2 +1,28 @@
-export { NodeClient, UnavailableError, encodeKeyPath } from './http-client.js';
-export type { KeyValue, RangePageResult, TxnJson } from './http-client.js';
+export { connect, MercuryClient } from './client.js';
+export type { RangeOptions, RangePage } from './client.js';
+export { NodeClient, encodeKeyPath } from './http-client.js';
+export type { KeyValue, KeyValueAtSeq, RangePageResult, ReadOptions, TxnResult, WriteResult } from './http-client.js';
+export {
+  ClientOptionsError,
+  CompareFailedError,
+  InvalidRequestError,
+  LimitExceededError,
+  NoNodeReachableError,
+  NodeFailedError,
+  NodeUnavailableError,
+  NotFoundError,
+  OutcomeUnknownError,
+  SeqNotRetainedError,
+  SeqWaitTimeoutError,
+  ServerError,
+  UnavailableError,
+  WatchError,
+} from './errors.js';
+export type { ClientOptions, ValidatedClientOptions } from './options.js';
+export { TxnBuilder, cmp, op } from './txn.js';
+export type { Bytes, CompareOp, NodeStatus, TxnCompareJson, TxnJson, TxnOpJson } from './txn.js';
+export { Watch } from './watch.js';
+export type { WatchOptions } from './watch.js';
+export type { WatchEvent, WatchFilterOptions } from './watch-cursor.js';
+export { LocalReader, openLocal } from './local.js';
+export type { LocalOptions, LocalReadOptions } from './local.js';

@@ -1,0 +1,180 @@
+/**
+ * `MercuryClient`: the TypeScript client of a set of nodes. It sends each call to one node over `NodeClient` and
+ * retries across the URLs it was given, by these rules:
+ *
+ * - **Reads** (`get`, `range`, `status`) are retried on the next URL when a node cannot be reached, does not answer
+ *   within `requestTimeoutMs`, or answers 503 (overloaded, shutting down, no upstream). A read has no effect, so
+ *   sending it twice is harmless.
+ * - **Writes** (`put`, `delete`, `deletePrefix`, `txn`) are retried only when it is certain the node did not apply
+ *   them: the connection was never made (refused, unknown host, connect timeout), or the node answered 503
+ *   `OVERLOADED` or `SHUTTING_DOWN`, which it answers only before queueing a write. A write that was sent and got no
+ *   answer (timeout, connection cut) may have been applied: it fails with `OutcomeUnknownError` and is not retried,
+ *   because a second put could overwrite a newer value and a second transaction could apply twice.
+ * - Every other error answer (4xx, 412, 504, ...) is thrown at once as its typed `ServerError`.
+ *
+ * One call makes at most `attemptsMax` attempts. The first attempt goes to the node that answered last; each retry
+ * goes to the next URL. Retries to URLs not yet tried in this call go at once; once every URL was tried, each retry
+ * waits a jittered exponential backoff (backoff.ts). When every attempt failed without an answer the call throws
+ * `NoNodeReachableError` (its `errors` list each attempt); when the last attempt was a 503, that error.
+ */
+import { sleep, systemClock, type Clock } from '../clock/index.js';
+import { backoffDelayMs } from './backoff.js';
+import { ClientOptionsError, NoNodeReachableError, OutcomeUnknownError, ServerError, UnavailableError } from './errors.js';
+import { NodeClient, type KeyValue, type KeyValueAtSeq, type RangePageResult, type ReadOptions, type TxnResult, type WriteResult } from './http-client.js';
+import { RANGE_PAGE_LIMIT_DEFAULT } from './limits.js';
+import { integerOption, validateClientOptions, type ClientOptions, type ValidatedClientOptions } from './options.js';
+import { TxnBuilder, type NodeStatus, type TxnJson } from './txn.js';
+import { Watch, type WatchOptions } from './watch.js';
+
+/** One page of a range: keys in key order, all from one snapshot of one node at `seq`. */
+export interface RangePage {
+  readonly seq: number;
+  readonly items: readonly KeyValue[];
+}
+
+/** Options of `range`. */
+export interface RangeOptions extends ReadOptions {
+  /** Keys per page (1..10,000; default 1,000). */
+  readonly pageLimit?: number;
+}
+
+type CallKind = 'read' | 'write';
+
+/** Codes of 503 answers that a node gives only for a write it never queued, so sending it again is safe. */
+const WRITE_NOT_APPLIED_CODES: ReadonlySet<string> = new Set(['OVERLOADED', 'SHUTTING_DOWN']);
+
+function isRetryable(kind: CallKind, error: unknown): boolean {
+  if (error instanceof UnavailableError) return kind === 'read' || !error.requestSent;
+  if (error instanceof ServerError && error.status === 503) return kind === 'read' || WRITE_NOT_APPLIED_CODES.has(error.code);
+  return false;
+}
+
+function checkReadOptions(options: ReadOptions): void {
+  integerOption(options, 'minSeq', 0, 0, Number.MAX_SAFE_INTEGER);
+  integerOption(options, 'minSeqTimeoutMs', 0, 0, 60_000);
+}
+
+export class MercuryClient {
+  /** The validated options this client runs with. */
+  readonly options: ValidatedClientOptions;
+  private readonly nodes: readonly NodeClient[];
+  /** The node that answered last: where the next call starts. */
+  private preferred = 0;
+  private readonly watches = new Set<Watch>();
+
+  constructor(
+    options: ValidatedClientOptions,
+    private readonly clock: Clock = systemClock,
+  ) {
+    this.options = options;
+    this.nodes = options.urls.map((url) => new NodeClient(url, options.requestTimeoutMs));
+  }
+
+  private async call<T>(kind: CallKind, what: string, attempt: (node: NodeClient) => Promise<T>): Promise<T> {
+    const errors: Error[] = [];
+    const { attemptsMax, retryDelayMsBase, retryDelayMsMax } = this.options;
+    const start = this.preferred;
+    for (let i = 0; i < attemptsMax; i++) {
+      if (i >= this.nodes.length) await sleep(this.clock, backoffDelayMs(i - this.nodes.length, retryDelayMsBase, retryDelayMsMax));
+      const index = (start + i) % this.nodes.length;
+      try {
+        const result = await attempt(this.nodes[index]!);
+        this.preferred = index;
+        return result;
+      } catch (error) {
+        if (!isRetryable(kind, error)) {
+          if (kind === 'write' && error instanceof UnavailableError)
+            throw new OutcomeUnknownError(`${what}: ${error.message}; the write may or may not have been applied, so it was not retried`, error);
+          throw error;
+        }
+        errors.push(error as Error);
+      }
+    }
+    const last = errors[errors.length - 1];
+    if (last instanceof ServerError) throw last;
+    throw new NoNodeReachableError(`${what}: no node answered in ${errors.length} attempts (${this.options.urls.join(', ')}); last: ${last?.message}`, errors);
+  }
+
+  /** The key, or undefined when it does not exist. Retried on another node when one cannot answer. */
+  async get(key: string | Buffer, options: ReadOptions = {}): Promise<KeyValueAtSeq | undefined> {
+    checkReadOptions(options);
+    return await this.call('read', 'get', (node) => node.get(key, options));
+  }
+
+  /**
+   * Every key under `prefix` (text; '' for all keys), page by page, in key order. Each page is one snapshot at its
+   * `seq`; pages are separate reads, so a write between two pages may show in the second and not the first. A page
+   * is retried on another node like `get`, and asks that node for at least the previous page's seq, so a range never
+   * goes back in time when it fails over to a replica that is behind.
+   */
+  async *range(prefix: string, options: RangeOptions = {}): AsyncGenerator<RangePage, void, undefined> {
+    checkReadOptions(options);
+    const limit = integerOption(options, 'pageLimit', RANGE_PAGE_LIMIT_DEFAULT, 1, 10_000);
+    let cursor: string | null = null;
+    let minSeq = options.minSeq;
+    do {
+      const after: string | null = cursor;
+      const pageOptions = { limit, cursor: after, minSeq, minSeqTimeoutMs: options.minSeqTimeoutMs };
+      const page: RangePageResult = await this.call('read', 'range', (node) => node.rangePage(prefix, pageOptions));
+      yield { seq: page.seq, items: page.items };
+      minSeq = Math.max(minSeq ?? 0, page.seq);
+      cursor = page.more ? page.cursor : null;
+    } while (cursor !== null);
+  }
+
+  /** Sets a key; with `ifModSeq`, only if the key's modSeq is that (0: only if absent), else `CompareFailedError`. */
+  async put(key: string | Buffer, value: string | Buffer, options: { ifModSeq?: number } = {}): Promise<WriteResult> {
+    integerOption(options, 'ifModSeq', 0, 0, Number.MAX_SAFE_INTEGER);
+    return await this.call('write', 'put', (node) => node.put(key, value, options));
+  }
+
+  /** Deletes a key (`deleted: false` when it did not exist; nothing is committed then). `ifModSeq` as for put. */
+  async delete(key: string | Buffer, options: { ifModSeq?: number } = {}): Promise<WriteResult & { deleted: boolean }> {
+    integerOption(options, 'ifModSeq', 0, 0, Number.MAX_SAFE_INTEGER);
+    return await this.call('write', 'delete', (node) => node.delete(key, options));
+  }
+
+  /** Deletes every key under a non-empty prefix, in one entry. */
+  async deletePrefix(prefix: string): Promise<WriteResult> {
+    if (typeof prefix !== 'string' || prefix.length === 0) throw new ClientOptionsError('deletePrefix needs a non-empty prefix');
+    return await this.call('write', 'deletePrefix', (node) => node.deletePrefix(prefix));
+  }
+
+  /** A transaction builder (`.compare(...).success(...).failure(...).commit()`), ... */
+  txn(): TxnBuilder;
+  /** ... or a transaction in its plain-object (JSON) form, sent at once. */
+  txn(txn: TxnJson): Promise<TxnResult>;
+  txn(txn?: TxnJson): TxnBuilder | Promise<TxnResult> {
+    const send = (body: TxnJson): Promise<TxnResult> => this.call('write', 'txn', (node) => node.txn(body));
+    return txn === undefined ? new TxnBuilder(send) : send(txn);
+  }
+
+  /** The status of a node (the one that answered last, else the next). */
+  async status(): Promise<NodeStatus> {
+    return await this.call('read', 'status', (node) => node.status());
+  }
+
+  /**
+   * Watches keys under one or more prefixes: an async iterator of changes that reconnects and resumes by itself
+   * (watch.ts). Close it with `return()` (or `break` out of `for await`), or close the client.
+   */
+  watch(options: WatchOptions): Watch {
+    const watch = new Watch(this.options, options, this.clock, () => this.watches.delete(watch));
+    this.watches.add(watch);
+    return watch;
+  }
+
+  /** Closes every open watch. HTTP calls need no closing (idle connections close by themselves). */
+  close(): void {
+    for (const watch of this.watches) void watch.return();
+    this.watches.clear();
+  }
+}
+
+/**
+ * A client of the nodes at `urls` (one URL or several: a root and its replicas, in order of preference). Checks the
+ * options and throws `ClientOptionsError` naming the first bad one; connects lazily.
+ */
+export function connect(urls: string | readonly string[], options: ClientOptions = {}): MercuryClient {
+  return new MercuryClient(validateClientOptions(urls, options));
+}

@@ -1,0 +1,190 @@
+/**
+ * What the client throws. Two families:
+ *
+ * - A node answered with an error: a `MercuryError` subclass per condition, with the server's stable `code`, the
+ *   HTTP `status` it answered, and `details` (the extra fields of the error body). Switch on the class or the code.
+ * - No answer: `UnavailableError` (one node could not be reached or did not answer; `requestSent` says whether the
+ *   request may have reached it), `NoNodeReachableError` (every attempt at every URL failed), and
+ *   `OutcomeUnknownError` (a write was sent but no answer came: it may or may not have been applied).
+ */
+import { ErrorCode, MercuryError } from '../errors/index.js';
+
+/** Options shared by the typed server errors. */
+export interface ServerErrorOptions {
+  readonly status: number;
+  readonly details?: Record<string, unknown>;
+  readonly cause?: unknown;
+}
+
+/** An error answered by a node. `status` is the HTTP status the node answered with. */
+export class ServerError extends MercuryError {
+  readonly httpStatus: number;
+  constructor(code: ErrorCode, message: string, options: ServerErrorOptions) {
+    super(code, message, { cause: options.cause, details: options.details });
+    this.name = 'ServerError';
+    this.httpStatus = options.status;
+  }
+
+  override get status(): number {
+    return this.httpStatus;
+  }
+
+  /** A numeric field of the error body (`limit`, `modSeq`, `firstSeq`, ...), when the node sent one. */
+  protected detailNumber(name: string): number | undefined {
+    const value = this.details?.[name];
+    return typeof value === 'number' ? value : undefined;
+  }
+}
+
+/** 400, 415: the request breaks a rule (the message names the field). Retrying it unchanged fails again. */
+export class InvalidRequestError extends ServerError {
+  override readonly name = 'InvalidRequestError';
+}
+
+/** 413: a key, value, op count or body exceeded a limit; `limit` is the limit when the node said. */
+export class LimitExceededError extends ServerError {
+  override readonly name = 'LimitExceededError';
+  get limit(): number | undefined {
+    return this.detailNumber('limit');
+  }
+}
+
+/** 404: no such key (only from calls that do not map it to `undefined`) or no such route. */
+export class NotFoundError extends ServerError {
+  override readonly name = 'NotFoundError';
+}
+
+/** 412: `ifModSeq` did not match; `modSeq` is the key's current modSeq (0: absent). */
+export class CompareFailedError extends ServerError {
+  override readonly name = 'CompareFailedError';
+  get modSeq(): number | undefined {
+    return this.detailNumber('modSeq');
+  }
+}
+
+/** 410: a log read below the retained log; `firstSeq` is the first seq the node still holds. */
+export class SeqNotRetainedError extends ServerError {
+  override readonly name = 'SeqNotRetainedError';
+  get firstSeq(): number | undefined {
+    return this.detailNumber('firstSeq');
+  }
+}
+
+/** 504: a read with `minSeq` timed out before the node applied that seq. */
+export class SeqWaitTimeoutError extends ServerError {
+  override readonly name = 'SeqWaitTimeoutError';
+}
+
+/** 503: the node refused for now (`OVERLOADED`, `SHUTTING_DOWN`, `READ_ONLY`, `UPSTREAM_UNAVAILABLE`). */
+export class NodeUnavailableError extends ServerError {
+  override readonly name = 'NodeUnavailableError';
+}
+
+/** 408, 5xx other than the above: the node failed the request. */
+export class NodeFailedError extends ServerError {
+  override readonly name = 'NodeFailedError';
+}
+
+type ServerErrorClass = new (code: ErrorCode, message: string, options: ServerErrorOptions) => ServerError;
+
+const CLASS_BY_CODE: Partial<Record<ErrorCode, ServerErrorClass>> = {
+  BAD_REQUEST: InvalidRequestError,
+  HEADERS_TOO_LARGE: LimitExceededError,
+  EXPECTATION_FAILED: InvalidRequestError,
+  INVALID_JSON: InvalidRequestError,
+  INVALID_ARGUMENT: InvalidRequestError,
+  KEY_EMPTY: InvalidRequestError,
+  KEY_TOO_LARGE: LimitExceededError,
+  VALUE_TOO_LARGE: LimitExceededError,
+  TOO_MANY_OPS: LimitExceededError,
+  BODY_TOO_LARGE: LimitExceededError,
+  UNSUPPORTED_MEDIA_TYPE: InvalidRequestError,
+  METHOD_NOT_ALLOWED: InvalidRequestError,
+  KEY_NOT_FOUND: NotFoundError,
+  NOT_FOUND: NotFoundError,
+  COMPARE_FAILED: CompareFailedError,
+  SEQ_NOT_RETAINED: SeqNotRetainedError,
+  SEQ_WAIT_TIMEOUT: SeqWaitTimeoutError,
+  OVERLOADED: NodeUnavailableError,
+  READ_ONLY: NodeUnavailableError,
+  SHUTTING_DOWN: NodeUnavailableError,
+  UPSTREAM_UNAVAILABLE: NodeUnavailableError,
+};
+
+/**
+ * The typed error for a node's error answer. A code this client does not know (a newer node) or a body that is not a
+ * Mercury error (a proxy in between) becomes a `NodeFailedError` (`INTERNAL`) whose details keep what was answered.
+ */
+export function serverError(status: number, body: string, where: string): ServerError {
+  let parsed: { error?: { code?: unknown; message?: unknown } & Record<string, unknown> } = {};
+  try {
+    parsed = JSON.parse(body) as typeof parsed;
+  } catch {
+    // Not a Mercury error body: reported by status below.
+  }
+  const error = typeof parsed === 'object' && parsed !== null ? parsed.error : undefined;
+  const code = typeof error?.code === 'string' && Object.hasOwn(ErrorCode, error.code) ? (error.code as ErrorCode) : undefined;
+  const message = typeof error?.message === 'string' ? error.message : `HTTP ${status} from ${where}`;
+  if (code === undefined) return new NodeFailedError('INTERNAL', message, { status, details: { ...error, body: body.slice(0, 1024) } });
+  const Class = CLASS_BY_CODE[code] ?? NodeFailedError;
+  return new Class(code, message, { status, details: error });
+}
+
+/** One node could not be reached, or did not answer in time. */
+export class UnavailableError extends Error {
+  readonly code: string = 'UNAVAILABLE';
+  /** The node's base URL. */
+  readonly url: string;
+  /**
+   * False when the request certainly never reached the node (connection refused, host unknown): then even a write
+   * may be sent elsewhere. True when it may have (timed out or cut off after sending).
+   */
+  readonly requestSent: boolean;
+  constructor(message: string, options: { url?: string; requestSent?: boolean; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'UnavailableError';
+    this.url = options.url ?? '';
+    this.requestSent = options.requestSent ?? true;
+  }
+}
+
+/** Every attempt failed without an answer. `errors` holds each attempt's error in order; `cause` is the last. */
+export class NoNodeReachableError extends UnavailableError {
+  override readonly code = 'NO_NODE_REACHABLE';
+  readonly errors: readonly Error[];
+  constructor(message: string, errors: readonly Error[]) {
+    super(message, { cause: errors[errors.length - 1], requestSent: errors.some((error) => !(error instanceof UnavailableError) || error.requestSent) });
+    this.name = 'NoNodeReachableError';
+    this.errors = errors;
+  }
+}
+
+/**
+ * A write was sent to a node that did not answer (timeout, connection cut). It may or may not have been applied, so
+ * it was not retried: read the key (or use `ifModSeq` / a transaction compare) before trying again.
+ */
+export class OutcomeUnknownError extends UnavailableError {
+  override readonly code = 'OUTCOME_UNKNOWN';
+  constructor(message: string, cause: UnavailableError) {
+    super(message, { url: cause.url, requestSent: true, cause });
+    this.name = 'OutcomeUnknownError';
+  }
+}
+
+/** A watch was refused by the node (`code` is a `WatchErrorCode`), or could not be kept going. */
+export class WatchError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'WatchError';
+    this.code = code;
+  }
+}
+
+/** An option passed to `connect`, `watch` or `openLocal` breaks a rule; the message names the option and the rule. */
+export class ClientOptionsError extends MercuryError {
+  constructor(message: string) {
+    super('CONFIG_INVALID', message);
+    this.name = 'ClientOptionsError';
+  }
+}

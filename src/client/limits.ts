@@ -1,0 +1,49 @@
+/**
+ * Defaults and bounds of the TypeScript client, with units last in the name. Every option that `connect` takes is
+ * checked against these bounds (see options.ts); the relations between the defaults are asserted at module load.
+ */
+import assert from 'node:assert/strict';
+// Not '../watch/index.js': that also loads the hub and, through it, LMDB, which a client never needs.
+import { WATCH_LIMITS } from '../watch/limits.js';
+
+/** One HTTP attempt (connect, send, answer) may take this long before it is abandoned. */
+export const REQUEST_TIMEOUT_MS_DEFAULT = 10_000;
+/** Attempts per call, the first included, across all URLs. */
+export const ATTEMPTS_MAX_DEFAULT = 4;
+/** Upper bound of `attemptsMax`: beyond it a dead cluster would hold a caller for minutes. */
+export const ATTEMPTS_MAX_CEILING = 100;
+/** Backoff before retry n is a random delay in [0, min(RETRY_DELAY_MS_MAX, RETRY_DELAY_MS_BASE * 2^n)] ("full jitter"). */
+export const RETRY_DELAY_MS_BASE_DEFAULT = 50;
+export const RETRY_DELAY_MS_MAX_DEFAULT = 2_000;
+/** Range pages requested by default (the server allows 1..10,000, `RANGE_LIMIT_MAX`). */
+export const RANGE_PAGE_LIMIT_DEFAULT = 1_000;
+
+/**
+ * A watch that received nothing (not even a progress heartbeat) for this long treats its connection as dead and
+ * reconnects. The server sends a heartbeat at least every `WATCH_HEARTBEAT_INTERVAL_MS` (10 s).
+ */
+export const WATCH_IDLE_MS_DEFAULT = 30_000;
+/** Delay before the n-th consecutive reconnect: full jitter as for retries, capped here. */
+export const WATCH_RECONNECT_DELAY_MS_BASE_DEFAULT = 100;
+export const WATCH_RECONNECT_DELAY_MS_MAX_DEFAULT = 5_000;
+/**
+ * Bytes of received messages a watch holds for a consumer that has not asked for them yet. Above this the client
+ * stops reading the socket (TCP backpressure): the node then serves the watch from its log on disk, and closes it
+ * (4008) if the consumer stays stuck, after which the watch resumes by itself. Reading resumes at half this.
+ */
+export const WATCH_BUFFER_BYTES_MAX_DEFAULT = 1024 * 1024;
+/** A node sends one log entry per message; this bounds what a single message may make the client allocate. */
+export const WATCH_MESSAGE_BYTES_MAX = 256 * 1024 * 1024;
+
+/** `openLocal`: a read transaction older than this is renewed before the next read (0: renew on every read). */
+export const LOCAL_STALE_MS_DEFAULT = 0;
+/** `openLocal` reads with `minSeq` poll the data directory this often while they wait. */
+export const LOCAL_MIN_SEQ_POLL_MS = 2;
+/** `minSeq` waits (both kinds of reader) give up after this long unless told otherwise, as the server does. */
+export const MIN_SEQ_WAIT_MS_DEFAULT = 5_000;
+
+assert.ok(RETRY_DELAY_MS_BASE_DEFAULT <= RETRY_DELAY_MS_MAX_DEFAULT);
+assert.ok(WATCH_RECONNECT_DELAY_MS_BASE_DEFAULT <= WATCH_RECONNECT_DELAY_MS_MAX_DEFAULT);
+assert.ok(ATTEMPTS_MAX_DEFAULT <= ATTEMPTS_MAX_CEILING);
+// A healthy but quiet connection must never look dead: two heartbeats fit in the idle time.
+assert.ok(WATCH_IDLE_MS_DEFAULT >= 2 * WATCH_LIMITS.heartbeatIntervalMs, 'watch idle time must exceed two server heartbeats');

@@ -1,0 +1,148 @@
+/**
+ * `openLocal`: reads straight from a node's data directory, for a process on the same host as the node. No HTTP, no
+ * serialisation: a read is an LMDB lookup in shared memory (the figures are in docs/performance.md and
+ * `npm run bench:local`).
+ *
+ * **Consistency.** Every read reflects one committed entry: `get` returns the key and the seq it reflects from one
+ * LMDB read transaction, and each `range` page is one snapshot at its `seq`, exactly like the node's own HTTP
+ * answers. Reads of one `LocalReader` never go back in time (seqs never decrease).
+ *
+ * **Freshness.** LMDB gives each reader a snapshot that stays as it was until renewed. lmdb-js renews it by itself at
+ * the next event-loop turn (it resets its read transaction with a zero-delay timer), so a read after any `await` sees
+ * every entry committed before it. Within one synchronous burst of reads, a read renews the snapshot first when it is
+ * older than `staleMs`: with the default 0 before every read, so each read sees every entry the node committed
+ * before the read began; a hot loop that can tolerate data some milliseconds old may raise it (the cost of renewing
+ * is measured by `npm run bench:local`). `minSeq` waits (polling every `LOCAL_MIN_SEQ_POLL_MS`) until the data
+ * directory has that seq: read-your-writes after a write through the HTTP API.
+ *
+ * The reader never writes: the directory is opened read-only, so it cannot disturb the node.
+ */
+import { MercuryError } from '../errors/index.js';
+import type { Store } from '../store/index.js';
+import { sleep, systemClock, type Clock } from '../clock/index.js';
+import { ClientOptionsError } from './errors.js';
+import { toBytes, type KeyValue, type KeyValueAtSeq } from './http-client.js';
+import { LOCAL_MIN_SEQ_POLL_MS, LOCAL_STALE_MS_DEFAULT, MIN_SEQ_WAIT_MS_DEFAULT, RANGE_PAGE_LIMIT_DEFAULT } from './limits.js';
+import { integerOption } from './options.js';
+import type { RangeOptions, RangePage } from './client.js';
+
+/** Options of `openLocal`. */
+export interface LocalOptions {
+  /** Renew the read snapshot before a read when it is older than this (ms; default 0: before every read). */
+  readonly staleMs?: number;
+}
+
+/** Options of local reads. */
+export interface LocalReadOptions {
+  /** Wait until the data directory holds this seq. */
+  readonly minSeq?: number;
+  /** How long to wait for `minSeq` (ms; default 5,000), then `SEQ_WAIT_TIMEOUT`. */
+  readonly minSeqTimeoutMs?: number;
+}
+
+export class LocalReader {
+  private renewedMs = -Infinity;
+  private lastSeq = 0;
+
+  /** @internal Use `openLocal`. */
+  constructor(
+    private readonly store: Store,
+    /** The store's `prefixEnd`, passed in because the store module is loaded lazily (see `openLocal`). */
+    private readonly prefixEnd: (prefix: Buffer) => Buffer,
+    private readonly staleMs: number,
+    private readonly clock: Clock,
+  ) {}
+
+  /** The seq of the latest entry this reader has seen (after renewing its snapshot if it is stale). */
+  seq(): number {
+    this.renewIfStale();
+    return this.lastSeq;
+  }
+
+  private renewIfStale(force = false): void {
+    const now = this.clock.monotonicMs();
+    if (!force && now - this.renewedMs < this.staleMs) return;
+    this.store.refresh();
+    this.renewedMs = now;
+    this.lastSeq = Math.max(this.lastSeq, this.store.head().seq);
+  }
+
+  /** Renews until the directory holds `minSeq`, or throws SEQ_WAIT_TIMEOUT. */
+  private async ready(options: LocalReadOptions): Promise<void> {
+    integerOption(options, 'minSeq', 0, 0, Number.MAX_SAFE_INTEGER);
+    const timeoutMs = integerOption(options, 'minSeqTimeoutMs', MIN_SEQ_WAIT_MS_DEFAULT, 0, 3_600_000);
+    this.renewIfStale();
+    const minSeq = options.minSeq ?? 0;
+    if (this.lastSeq >= minSeq) return;
+    const deadline = this.clock.monotonicMs() + timeoutMs;
+    while (true) {
+      this.renewIfStale(true);
+      if (this.lastSeq >= minSeq) return;
+      if (this.clock.monotonicMs() >= deadline)
+        throw new MercuryError('SEQ_WAIT_TIMEOUT', `the data directory did not reach seq ${minSeq} within ${timeoutMs} ms (it is at ${this.lastSeq})`, {
+          details: { seq: this.lastSeq },
+        });
+      await sleep(this.clock, LOCAL_MIN_SEQ_POLL_MS);
+    }
+  }
+
+  /**
+   * The key with the seq the read reflects, or undefined when it does not exist. Synchronous (no waiting), for hot
+   * paths; see `get` for `minSeq`.
+   */
+  getSync(key: string | Buffer): KeyValueAtSeq | undefined {
+    this.renewIfStale();
+    return this.read(toBytes(key));
+  }
+
+  private read(key: Buffer): KeyValueAtSeq | undefined {
+    const { record, seq } = this.store.get(key);
+    this.lastSeq = Math.max(this.lastSeq, seq);
+    return record === undefined ? undefined : { key, value: record.value, seq, createSeq: record.createSeq, modSeq: record.modSeq, version: record.version };
+  }
+
+  /** The key with the seq the read reflects, or undefined when it does not exist (like `MercuryClient.get`). */
+  async get(key: string | Buffer, options: LocalReadOptions = {}): Promise<KeyValueAtSeq | undefined> {
+    await this.ready(options);
+    return this.read(toBytes(key));
+  }
+
+  /** Every key under `prefix`, page by page; each page one snapshot at its `seq` (like `MercuryClient.range`). */
+  async *range(prefix: string | Buffer, options: RangeOptions = {}): AsyncGenerator<RangePage, void, undefined> {
+    const limit = integerOption(options, 'pageLimit', RANGE_PAGE_LIMIT_DEFAULT, 1, 10_000);
+    await this.ready(options);
+    const start = toBytes(prefix);
+    const end = this.prefixEnd(start);
+    let after: Buffer | undefined;
+    while (true) {
+      this.renewIfStale();
+      const page = this.store.range(start, end, limit, after);
+      this.lastSeq = Math.max(this.lastSeq, page.seq);
+      const items: KeyValue[] = page.items.map(({ key, record }) => ({ key, value: record.value, createSeq: record.createSeq, modSeq: record.modSeq, version: record.version }));
+      yield { seq: page.seq, items };
+      if (!page.more || items.length === 0) return;
+      after = items[items.length - 1]!.key;
+    }
+  }
+
+  /** Releases the data directory. */
+  close(): Promise<void> {
+    return this.store.close();
+  }
+}
+
+/**
+ * Opens a node's data directory read-only for reads in this process. Async because it loads LMDB on first use (so a
+ * program that only talks HTTP never does). Throws `DATA_DIR_INVALID` when the directory is not a Mercury data
+ * directory, and `ClientOptionsError` for a bad option.
+ */
+export async function openLocal(dataDir: string, options: LocalOptions = {}, clock: Clock = systemClock): Promise<LocalReader> {
+  if (typeof dataDir !== 'string' || dataDir.length === 0) throw new ClientOptionsError('dataDir must be the path of a node\'s data directory');
+  const staleMs = integerOption(options, 'staleMs', LOCAL_STALE_MS_DEFAULT, 0, 3_600_000);
+  const store = await import('../store/index.js');
+  try {
+    return new LocalReader(store.Store.open({ path: dataDir, readOnly: true }), store.prefixEnd, staleMs, clock);
+  } catch (error) {
+    throw new MercuryError('DATA_DIR_INVALID', `cannot open ${dataDir} for reading: ${(error as Error).message}`, { cause: error });
+  }
+}

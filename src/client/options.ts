@@ -1,0 +1,115 @@
+/**
+ * Options of `connect`, validated once into a frozen object; a bad option throws `ClientOptionsError` naming the
+ * option and the rule.
+ */
+import { ClientOptionsError } from './errors.js';
+import {
+  ATTEMPTS_MAX_CEILING,
+  ATTEMPTS_MAX_DEFAULT,
+  REQUEST_TIMEOUT_MS_DEFAULT,
+  RETRY_DELAY_MS_BASE_DEFAULT,
+  RETRY_DELAY_MS_MAX_DEFAULT,
+  WATCH_BUFFER_BYTES_MAX_DEFAULT,
+  WATCH_IDLE_MS_DEFAULT,
+  WATCH_RECONNECT_DELAY_MS_BASE_DEFAULT,
+  WATCH_RECONNECT_DELAY_MS_MAX_DEFAULT,
+} from './limits.js';
+
+/** Options of `connect`. Every one is optional; limits.ts has the defaults. */
+export interface ClientOptions {
+  /** Each HTTP attempt may take this long (ms, 1..600,000; default 10,000). */
+  readonly requestTimeoutMs?: number;
+  /** Attempts per call across all URLs, the first included (1..100; default 4). */
+  readonly attemptsMax?: number;
+  /** Backoff before retry n: random in [0, min(retryDelayMsMax, retryDelayMsBase * 2^n)] (ms; defaults 50 and 2,000). */
+  readonly retryDelayMsBase?: number;
+  readonly retryDelayMsMax?: number;
+  /** Watches: same backoff between reconnects (ms; defaults 100 and 5,000). */
+  readonly watchReconnectDelayMsBase?: number;
+  readonly watchReconnectDelayMsMax?: number;
+  /**
+   * Watches: consecutive failed connection attempts before the watch gives up with `NoNodeReachableError`
+   * (default: never give up; a successful subscribe resets the count).
+   */
+  readonly watchReconnectAttemptsMax?: number;
+  /** Watches: a connection silent for this long is taken as dead (ms, >= 20,000 so heartbeats fit; default 30,000). */
+  readonly watchIdleMs?: number;
+  /** Watches: bytes of received, undelivered messages before the socket stops being read (default 1 MiB). */
+  readonly watchBufferBytesMax?: number;
+}
+
+export interface ValidatedClientOptions {
+  readonly urls: readonly string[];
+  readonly requestTimeoutMs: number;
+  readonly attemptsMax: number;
+  readonly retryDelayMsBase: number;
+  readonly retryDelayMsMax: number;
+  readonly watchReconnectDelayMsBase: number;
+  readonly watchReconnectDelayMsMax: number;
+  readonly watchReconnectAttemptsMax: number;
+  readonly watchIdleMs: number;
+  readonly watchBufferBytesMax: number;
+}
+
+const KNOWN_OPTIONS = new Set([
+  'requestTimeoutMs',
+  'attemptsMax',
+  'retryDelayMsBase',
+  'retryDelayMsMax',
+  'watchReconnectDelayMsBase',
+  'watchReconnectDelayMsMax',
+  'watchReconnectAttemptsMax',
+  'watchIdleMs',
+  'watchBufferBytesMax',
+]);
+
+/** An integer option within [min, max], or its default when absent. */
+export function integerOption(options: object, name: string, fallback: number, min: number, max: number): number {
+  const value = (options as Record<string, unknown>)[name];
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !(Number.isSafeInteger(value) || (value === Infinity && max === Infinity)) || value < min || value > max)
+    throw new ClientOptionsError(`${name} must be an integer from ${min} to ${max}, got ${typeof value === 'number' ? String(value) : (JSON.stringify(value) ?? typeof value)}`);
+  return value;
+}
+
+/** Checks one node URL and returns it without a trailing slash. */
+function validateUrl(raw: unknown, index: number): string {
+  if (typeof raw !== 'string') throw new ClientOptionsError(`urls[${index}] must be a string like "http://127.0.0.1:7070"`);
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ClientOptionsError(`urls[${index}] "${raw}" is not a URL; give one like "http://127.0.0.1:7070"`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ClientOptionsError(`urls[${index}] "${raw}" must use http: or https:`);
+  if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '')
+    throw new ClientOptionsError(`urls[${index}] "${raw}" must have no query, fragment or credentials`);
+  return raw.replace(/\/+$/, '');
+}
+
+export function validateClientOptions(urls: unknown, options: ClientOptions = {}): ValidatedClientOptions {
+  const list: unknown[] = typeof urls === 'string' ? [urls] : Array.isArray(urls) ? (urls as unknown[]) : [];
+  if (list.length === 0) throw new ClientOptionsError('urls must be a node URL or a non-empty array of them');
+  if (typeof options !== 'object' || options === null) throw new ClientOptionsError('options must be an object');
+  for (const name of Object.keys(options))
+    if (!KNOWN_OPTIONS.has(name)) throw new ClientOptionsError(`unknown option "${name}"; known: ${Array.from(KNOWN_OPTIONS).join(', ')}`);
+  const validated: ValidatedClientOptions = {
+    urls: Object.freeze(list.map(validateUrl)),
+    requestTimeoutMs: integerOption(options, 'requestTimeoutMs', REQUEST_TIMEOUT_MS_DEFAULT, 1, 600_000),
+    attemptsMax: integerOption(options, 'attemptsMax', ATTEMPTS_MAX_DEFAULT, 1, ATTEMPTS_MAX_CEILING),
+    retryDelayMsBase: integerOption(options, 'retryDelayMsBase', RETRY_DELAY_MS_BASE_DEFAULT, 0, 60_000),
+    retryDelayMsMax: integerOption(options, 'retryDelayMsMax', RETRY_DELAY_MS_MAX_DEFAULT, 0, 600_000),
+    watchReconnectDelayMsBase: integerOption(options, 'watchReconnectDelayMsBase', WATCH_RECONNECT_DELAY_MS_BASE_DEFAULT, 0, 60_000),
+    watchReconnectDelayMsMax: integerOption(options, 'watchReconnectDelayMsMax', WATCH_RECONNECT_DELAY_MS_MAX_DEFAULT, 0, 600_000),
+    watchReconnectAttemptsMax: integerOption(options, 'watchReconnectAttemptsMax', Infinity, 1, Infinity),
+    watchIdleMs: integerOption(options, 'watchIdleMs', WATCH_IDLE_MS_DEFAULT, 20_000, 3_600_000),
+    watchBufferBytesMax: integerOption(options, 'watchBufferBytesMax', WATCH_BUFFER_BYTES_MAX_DEFAULT, 1024, 1024 * 1024 * 1024),
+  };
+  if (validated.retryDelayMsBase > validated.retryDelayMsMax)
+    throw new ClientOptionsError(`retryDelayMsBase (${validated.retryDelayMsBase}) must not exceed retryDelayMsMax (${validated.retryDelayMsMax})`);
+  if (validated.watchReconnectDelayMsBase > validated.watchReconnectDelayMsMax)
+    throw new ClientOptionsError(
+      `watchReconnectDelayMsBase (${validated.watchReconnectDelayMsBase}) must not exceed watchReconnectDelayMsMax (${validated.watchReconnectDelayMsMax})`,
+    );
+  return Object.freeze(validated);
+}

@@ -1,0 +1,259 @@
+/**
+ * `Watch`: a watch subscription over WebSocket (src/watch/protocol.ts) as an async iterator of `WatchEvent`s, which
+ * keeps itself connected.
+ *
+ * - **Reconnect and resume.** When the connection ends for any reason other than `return()` (node restart or
+ *   shutdown 1001, slow-watcher close 4008, network cut, no message for `watchIdleMs`), the watch connects again
+ *   after a jittered backoff and subscribes with `fromSeq` = the first seq it has not received (watch-cursor.ts), so
+ *   no entry is missed or repeated. It moves to the next URL when the close was 1001 or the attempt failed, and stays
+ *   on the same node otherwise. After `watchReconnectAttemptsMax` consecutive failed attempts (default: never) the
+ *   iterator throws `NoNodeReachableError`.
+ * - **Bounded buffering.** Received events wait in a queue until the consumer asks for them. When the queue holds
+ *   more than `watchBufferBytesMax` bytes of messages, the watch stops reading the socket (`ws` pause), so TCP pushes
+ *   back on the node, which then serves this watch from its log on disk instead of memory and, if the consumer stays
+ *   stuck for 15 s, closes it with 4008; the watch then resumes from where it was, once the consumer catches up.
+ *   Reading resumes when the queue is below half the limit. Memory stays at the limit plus one message.
+ * - **Errors.** A subscription the node refuses (bad prefix, ...) ends the iterator with a `WatchError` carrying the
+ *   node's code. Nothing else is thrown to the consumer.
+ */
+import { WebSocket, type RawData } from 'ws';
+import type { Clock, TimerHandle } from '../clock/index.js';
+// Not '../watch/index.js': that also loads the hub and, through it, LMDB, which a client never needs.
+import { WATCH_PATH, WatchCloseCode } from '../watch/protocol.js';
+import { backoffDelayMs } from './backoff.js';
+import { ClientOptionsError, NoNodeReachableError, UnavailableError, WatchError } from './errors.js';
+import { WATCH_MESSAGE_BYTES_MAX } from './limits.js';
+import { integerOption, type ValidatedClientOptions } from './options.js';
+import { WatchCursor, type ServerMessageJson, type WatchEvent, type WatchFilterOptions } from './watch-cursor.js';
+
+/** Options of `MercuryClient.watch`. */
+export interface WatchOptions {
+  /** One prefix or up to 16; text, or a Buffer for any bytes; '' watches every key. */
+  readonly prefix: string | Buffer | readonly (string | Buffer)[];
+  /** The first seq wanted (>= 1). Absent: from the next entry the node applies. Older than the node's log: a snapshot first. */
+  readonly fromSeq?: number;
+  readonly filters?: WatchFilterOptions;
+  /** Also deliver `progress` events (to store a resume point). Default false. */
+  readonly progress?: boolean;
+}
+
+/** The subscription id: one subscription per connection, so any constant does. */
+const SUBSCRIPTION_ID = 1;
+const PREFIXES_MAX = 16;
+
+function subscribeMessage(options: WatchOptions, fromSeq: number | undefined): string {
+  const prefixes = ([] as (string | Buffer)[]).concat(options.prefix as string | Buffer | (string | Buffer)[]);
+  const text = prefixes.filter((prefix): prefix is string => typeof prefix === 'string');
+  const binary = prefixes.filter((prefix): prefix is Buffer => typeof prefix !== 'string').map((prefix) => prefix.toString('base64'));
+  return JSON.stringify({
+    type: 'subscribe',
+    id: SUBSCRIPTION_ID,
+    ...(text.length > 0 ? { prefixes: text } : {}),
+    ...(binary.length > 0 ? { prefixesBase64: binary } : {}),
+    ...(fromSeq === undefined ? {} : { fromSeq }),
+    ...(options.filters === undefined ? {} : { filters: options.filters }),
+  });
+}
+
+function validateWatchOptions(options: WatchOptions): void {
+  if (typeof options !== 'object' || options === null) throw new ClientOptionsError('watch options must be an object with a "prefix"');
+  const prefixes = ([] as unknown[]).concat(options.prefix);
+  if (options.prefix === undefined || prefixes.length === 0 || prefixes.length > PREFIXES_MAX)
+    throw new ClientOptionsError(`prefix must be a string or Buffer, or a list of 1 to ${PREFIXES_MAX} of them ('' watches every key)`);
+  prefixes.forEach((prefix, i) => {
+    if (typeof prefix !== 'string' && !Buffer.isBuffer(prefix)) throw new ClientOptionsError(`prefix[${i}] must be a string or a Buffer`);
+  });
+  integerOption(options, 'fromSeq', 1, 1, Number.MAX_SAFE_INTEGER);
+  const filters = options.filters ?? {};
+  for (const name of ['puts', 'deletes', 'keysOnly'] as const)
+    if (filters[name] !== undefined && typeof filters[name] !== 'boolean') throw new ClientOptionsError(`filters.${name} must be true or false`);
+  if (filters.puts === false && filters.deletes === false) throw new ClientOptionsError('filters.puts and filters.deletes are both false: the watch would select nothing');
+}
+
+function watchUrl(baseUrl: string): string {
+  return `${baseUrl.replace(/^http/, 'ws')}${WATCH_PATH}`;
+}
+
+interface Queued {
+  readonly event: WatchEvent;
+  /** Bytes of the message this event came from, counted on its first event. */
+  readonly bytes: number;
+}
+
+export class Watch implements AsyncIterableIterator<WatchEvent> {
+  private readonly cursor: WatchCursor;
+  private queue: Queued[] = [];
+  private queueHead = 0;
+  private queuedBytes = 0;
+  private waiter: { resolve: (result: IteratorResult<WatchEvent>) => void; reject: (error: Error) => void } | undefined;
+  private failure: Error | undefined;
+  private finished = false;
+  private socket: WebSocket | undefined;
+  private paused = false;
+  private urlIndex = 0;
+  private failedAttempts = 0;
+  private readonly attemptErrors: Error[] = [];
+  private idleTimer: TimerHandle | undefined;
+  private retryTimer: TimerHandle | undefined;
+
+  /** @internal Use `MercuryClient.watch`. */
+  constructor(
+    private readonly client: ValidatedClientOptions,
+    private readonly options: WatchOptions,
+    private readonly clock: Clock,
+    private readonly onEnd: () => void,
+  ) {
+    validateWatchOptions(options);
+    this.cursor = new WatchCursor(options.fromSeq, options.progress ?? false);
+    this.open();
+  }
+
+  /** The seq a new watch would resume from to continue exactly after what this one received. */
+  get resumeSeq(): number | undefined {
+    return this.cursor.nextSeq;
+  }
+
+  private open(): void {
+    const url = this.client.urls[this.urlIndex]!;
+    const socket = new WebSocket(watchUrl(url), { perMessageDeflate: false, maxPayload: WATCH_MESSAGE_BYTES_MAX, handshakeTimeout: this.client.requestTimeoutMs });
+    this.socket = socket;
+    this.cursor.reset();
+    let subscribed = false;
+    let lastError: Error | undefined;
+    socket.on('open', () => {
+      socket.send(subscribeMessage(this.options, this.cursor.nextSeq));
+      this.armIdle(socket);
+    });
+    socket.on('message', (data: RawData, isBinary: boolean) => {
+      if (this.socket !== socket) return;
+      this.armIdle(socket);
+      const buffer = data as Buffer;
+      let message: ServerMessageJson;
+      try {
+        if (isBinary) throw new Error('binary frame');
+        message = JSON.parse(buffer.toString('utf8')) as ServerMessageJson;
+      } catch (error) {
+        return this.fail(new WatchError('PROTOCOL', `${url} sent a message that is not protocol JSON`, { cause: error }));
+      }
+      const step = this.cursor.onMessage(message);
+      if (step.subscribed) {
+        subscribed = true;
+        this.failedAttempts = 0;
+        this.attemptErrors.length = 0;
+      }
+      if (step.error !== undefined) return this.fail(new WatchError(step.error.code, `${url} refused the watch: ${step.error.message}`));
+      step.events.forEach((event, i) => this.queue.push({ event, bytes: i === 0 ? buffer.length : 0 }));
+      if (step.events.length > 0) this.queuedBytes += buffer.length;
+      this.deliver();
+      if (this.queuedBytes > this.client.watchBufferBytesMax && !this.paused) {
+        // Backpressure: stop reading; the idle check is off meanwhile, since silence is now our doing.
+        this.paused = true;
+        this.idleTimer?.cancel();
+        socket.pause();
+      }
+    });
+    socket.on('error', (error: Error) => {
+      lastError = error;
+    });
+    socket.on('close', (code: number) => {
+      if (this.socket !== socket) return;
+      this.socket = undefined;
+      this.paused = false;
+      this.idleTimer?.cancel();
+      if (this.finished) return;
+      if (!subscribed) {
+        this.failedAttempts++;
+        this.attemptErrors.push(new UnavailableError(`cannot watch at ${url}: ${lastError?.message ?? `closed with ${code}`}`, { url, cause: lastError }));
+        if (this.failedAttempts >= this.client.watchReconnectAttemptsMax)
+          return this.fail(new NoNodeReachableError(`watch: no node accepted the watch in ${this.failedAttempts} attempts`, [...this.attemptErrors]));
+      }
+      if (!subscribed || code === WatchCloseCode.GOING_AWAY) this.urlIndex = (this.urlIndex + 1) % this.client.urls.length;
+      const delayMs = backoffDelayMs(this.failedAttempts, this.client.watchReconnectDelayMsBase, this.client.watchReconnectDelayMsMax);
+      this.retryTimer = this.clock.setTimeout(() => {
+        this.retryTimer = undefined;
+        if (!this.finished) this.open();
+      }, delayMs);
+    });
+  }
+
+  /** A connection silent for `watchIdleMs` (the node heartbeats every 10 s) is dead: drop it and reconnect. */
+  private armIdle(socket: WebSocket): void {
+    this.idleTimer?.cancel();
+    this.idleTimer = this.clock.setTimeout(() => socket.terminate(), this.client.watchIdleMs);
+  }
+
+  private deliver(): void {
+    if (this.waiter === undefined) return;
+    const waiter = this.waiter;
+    if (this.queueHead < this.queue.length) {
+      this.waiter = undefined;
+      waiter.resolve({ value: this.take(), done: false });
+    } else if (this.failure !== undefined) {
+      this.waiter = undefined;
+      const failure = this.failure;
+      this.failure = undefined;
+      waiter.reject(failure);
+    } else if (this.finished) {
+      this.waiter = undefined;
+      waiter.resolve({ value: undefined, done: true });
+    }
+  }
+
+  private take(): WatchEvent {
+    const { event, bytes } = this.queue[this.queueHead++]!;
+    this.queuedBytes -= bytes;
+    // Compact now and then, so the array does not keep every delivered event.
+    if (this.queueHead >= 1024 && this.queueHead * 2 >= this.queue.length) {
+      this.queue = this.queue.slice(this.queueHead);
+      this.queueHead = 0;
+    }
+    if (this.paused && this.queuedBytes <= this.client.watchBufferBytesMax / 2 && this.socket !== undefined) {
+      this.paused = false;
+      this.socket.resume();
+      this.armIdle(this.socket);
+    }
+    return event;
+  }
+
+  private fail(error: Error): void {
+    if (this.finished) return;
+    this.failure = error;
+    this.stop();
+    this.deliver();
+  }
+
+  private stop(): void {
+    this.finished = true;
+    this.idleTimer?.cancel();
+    this.retryTimer?.cancel();
+    const socket = this.socket;
+    this.socket = undefined;
+    socket?.close(1000);
+    this.onEnd();
+  }
+
+  /** The next event; waits for one. Rejects once with the error that ended the watch, if one did. */
+  next(): Promise<IteratorResult<WatchEvent>> {
+    if (this.queueHead < this.queue.length) return Promise.resolve({ value: this.take(), done: false });
+    if (this.waiter !== undefined) return Promise.reject(new Error('Watch.next() called again before the previous call resolved'));
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+      this.deliver();
+    });
+  }
+
+  /** Ends the watch and closes its connection (what `break` in `for await` calls). Events not yet taken are dropped. */
+  return(): Promise<IteratorResult<WatchEvent>> {
+    if (!this.finished) this.stop();
+    this.queue = [];
+    this.queueHead = 0;
+    this.queuedBytes = 0;
+    this.failure = undefined;
+    this.deliver();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * TypeScript client: `openLocal` reads a node's data directory in this process while the node (another process)
+ * keeps writing: every read reflects one committed seq, `minSeq` gives read-your-writes, seqs never go back, and a
+ * reader with `staleMs` keeps its snapshot that long.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { after, before, describe, test } from 'node:test';
+import { connect, MercuryError, openLocal, type LocalReader, type MercuryClient } from '../src/index.js';
+import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
+
+describe('client local reader', () => {
+  let dir: string;
+  let node: ServeProcess;
+  let client: MercuryClient;
+  let local: LocalReader;
+
+  before(async () => {
+    dir = makeTempDir('client-local');
+    node = await startServe(dir);
+    client = connect(node.url);
+    await client.put('local/first', 'one');
+    local = await openLocal(dir);
+  });
+
+  after(async () => {
+    await local.close();
+    await stopProcess(node.child);
+    removeDir(dir);
+  });
+
+  test('client local: sees what the node committed, with the seq of the read', async () => {
+    const { seq } = await client.put('local/a', 'alpha');
+    const read = local.getSync('local/a');
+    assert.equal(read?.value.toString(), 'alpha');
+    assert.equal(read?.modSeq, seq);
+    assert.ok(read.seq >= seq);
+    assert.equal(local.getSync('local/missing'), undefined);
+    assert.ok(local.seq() >= seq);
+  });
+
+  test('client local: reads keep up with a node that writes meanwhile, never going back in time', async () => {
+    let lastSeq = 0;
+    let writing = true;
+    const writes = (async () => {
+      for (let i = 0; i < 60; i++) await client.put(`local/live/${i % 10}`, `n${i}`);
+      writing = false;
+    })();
+    let reads = 0;
+    while (writing) {
+      const read = await local.get('local/live/0');
+      const seq = read?.seq ?? local.seq();
+      assert.ok(seq >= lastSeq, `seq went back from ${lastSeq} to ${seq}`);
+      lastSeq = seq;
+      reads++;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await writes;
+    const { seq } = await client.put('local/live/done', 'yes');
+    // Read-your-writes: a write's seq as minSeq.
+    assert.equal((await local.get('local/live/done', { minSeq: seq }))?.value.toString(), 'yes');
+    const pages = [];
+    for await (const page of local.range('local/live/', { pageLimit: 4 })) pages.push(page);
+    assert.deepEqual(pages.map((page) => page.items.length), [4, 4, 3]);
+    assert.deepEqual(pages.flatMap((page) => page.items.map((item) => item.key.toString())), [...Array.from({ length: 10 }, (_, i) => `local/live/${i}`), 'local/live/done']);
+    assert.equal(pages[2]!.items[1]!.value.toString(), 'n59');
+    assert.ok(reads > 0);
+  });
+
+  test('client local: with staleMs the snapshot is kept within a burst of reads; an await renews it; minSeq waits', async () => {
+    const stale = await openLocal(dir, { staleMs: 60_000 });
+    try {
+      assert.equal(stale.getSync('local/stale'), undefined);
+      // The write happens while this process runs synchronously (a child process waited for), so lmdb-js has had no
+      // event-loop turn to renew the snapshot by itself.
+      const script = `const r = await fetch(${JSON.stringify(`${node.url}/v1/kv/local/stale`)}, { method: 'PUT', body: 'new' }); process.stdout.write(String((await r.json()).seq));`;
+      const seq = Number(execFileSync(process.execPath, ['--input-type=module', '-e', script]).toString());
+      assert.equal(stale.getSync('local/stale'), undefined, 'a snapshot younger than staleMs is not renewed within the turn');
+      assert.equal(local.getSync('local/stale')?.value.toString(), 'new', 'staleMs 0 renews before every read');
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      assert.equal(stale.getSync('local/stale')?.value.toString(), 'new', 'lmdb-js renews the snapshot after an event-loop turn');
+      assert.equal((await stale.get('local/stale', { minSeq: seq }))?.seq, seq);
+      await assert.rejects(stale.get('local/stale', { minSeq: seq + 1000, minSeqTimeoutMs: 20 }), (error: unknown) => error instanceof MercuryError && error.code === 'SEQ_WAIT_TIMEOUT');
+    } finally {
+      await stale.close();
+    }
+  });
+
+  test('client local: a directory that is not a data directory is DATA_DIR_INVALID', async () => {
+    const empty = makeTempDir('client-local-empty');
+    try {
+      await assert.rejects(openLocal(empty), (error: unknown) => error instanceof MercuryError && error.code === 'DATA_DIR_INVALID');
+    } finally {
+      removeDir(empty);
+    }
+  });
+});

@@ -1,0 +1,88 @@
+/**
+ * Network helpers for client tests: a port nothing listens on, a TCP proxy whose connections a test can cut (to
+ * drop a client's socket without touching the node), and small HTTP servers that misbehave on purpose.
+ */
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+
+/** A port that was free a moment ago (listen on 0, close). Connecting to it is refused. */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export interface TcpProxy {
+  readonly url: string;
+  /** Destroys every open connection (both sides), as a network cut would. */
+  cutAll(): void;
+  /** How many connections were accepted so far. */
+  accepted(): number;
+  close(): Promise<void>;
+}
+
+/** Forwards 127.0.0.1:<random port> to `targetUrl`'s host and port. */
+export async function startTcpProxy(targetUrl: string): Promise<TcpProxy> {
+  const target = new URL(targetUrl);
+  const open = new Set<Socket>();
+  let accepted = 0;
+  const server: Server = createServer((client) => {
+    accepted++;
+    const upstream = connect({ host: target.hostname, port: Number(target.port) });
+    open.add(client);
+    open.add(upstream);
+    const end = (): void => {
+      client.destroy();
+      upstream.destroy();
+      open.delete(client);
+      open.delete(upstream);
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    cutAll: () => {
+      for (const socket of open) socket.destroy();
+      open.clear();
+    },
+    accepted: () => accepted,
+    close: async () => {
+      for (const socket of open) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+export interface FakeServer {
+  readonly url: string;
+  /** Requests received so far, as "METHOD path". */
+  readonly requests: string[];
+  close(): Promise<void>;
+}
+
+/** An HTTP server that records each request and answers it with `handle` (which may also destroy the socket). */
+export async function startFakeServer(handle: (req: IncomingMessage, res: ServerResponse) => void): Promise<FakeServer> {
+  const requests: string[] = [];
+  const server = createHttpServer((req, res) => {
+    requests.push(`${req.method} ${req.url}`);
+    req.resume();
+    req.on('end', () => handle(req, res));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
