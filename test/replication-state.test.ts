@@ -232,6 +232,38 @@ describe('replication state machines', () => {
     assert.deepStrictEqual(connect, { type: 'connect', connId: link.connId + 1, upstream: 'up-b', upstreamIndex: 1 });
   });
 
+  test('downstream: after streaming from a fallback for preferredUpstreamRetryMs, it tries the first upstream again', () => {
+    const root = rootStore(5);
+    const { downstream, store } = newReplica();
+    const [first] = downstream.start(T0);
+    assert.deepStrictEqual(first, { type: 'connect', connId: 1, upstream: 'up-a', upstreamIndex: 0 });
+    downstream.closed(T0, 1, 'connect ECONNREFUSED');
+    const retryMs = downstream.nextTickMs()!;
+    const [second] = downstream.tick(retryMs);
+    assert.deepStrictEqual(second, { type: 'connect', connId: 2, upstream: 'up-b', upstreamIndex: 1 });
+    const link = new Link(downstream, store, newUpstream(root, { nowMs: retryMs }), 2);
+    link.nowMs = retryMs;
+    link.fromDownstream(downstream.connected(retryMs, 2));
+    link.settle();
+    assert.equal(downstream.status().phase, 'streaming');
+    // Healthy meanwhile: heartbeats keep the session from going stale; nothing happens before the retry time.
+    let now = retryMs;
+    let actions: DownstreamAction[] = [];
+    while (now < retryMs + L.preferredUpstreamRetryMs) {
+      now = Math.min(now + 100, retryMs + L.preferredUpstreamRetryMs);
+      link.nowMs = now;
+      link.fromUpstream(link.upstream.heartbeat(now, { rootSeq: root.head().seq, rootTimeMs: now, path: [] }));
+      link.settle();
+      assert.ok(downstream.nextTickMs()! <= retryMs + L.preferredUpstreamRetryMs);
+      actions = downstream.tick(now);
+      if (ofType(actions, 'connect').length > 0) break;
+    }
+    assert.equal(now, retryMs + L.preferredUpstreamRetryMs);
+    assert.deepStrictEqual(ofType(actions, 'close').map((action) => action.connId), [2]);
+    assert.deepStrictEqual(ofType(actions, 'connect'), [{ type: 'connect', connId: 3, upstream: 'up-a', upstreamIndex: 0 }]);
+    assert.equal(downstream.status().consecutiveFailures, 0, 'leaving a healthy fallback is not a failure');
+  });
+
   test('downstream: a newer heartbeat is progress and is forwarded; an old one is neither', () => {
     const root = rootStore(5);
     const { downstream, store } = newReplica();

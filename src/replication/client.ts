@@ -110,8 +110,18 @@ export class ReplicationClient {
 
   private perform(actions: readonly DownstreamAction[]): void {
     if (this.stopped) return;
-    const { store, clock, logger } = this.options;
+    const { store, logger } = this.options;
+    // Several frames read at once yield several `apply` actions in a row: one write transaction serves them all.
+    let batch: EncodedEntry[] = [];
     for (const action of actions) {
+      if (action.type === 'apply') {
+        batch.push(...action.entries);
+        continue;
+      }
+      if (batch.length > 0) {
+        this.apply(batch);
+        batch = [];
+      }
       switch (action.type) {
         case 'connect':
           this.connect(action.connId, action.upstream);
@@ -123,12 +133,6 @@ export class ReplicationClient {
           const socket = this.sockets.get(action.connId);
           this.sockets.delete(action.connId);
           socket?.destroy();
-          break;
-        }
-        case 'apply': {
-          const startedMs = clock.monotonicMs();
-          store.applyVerified(action.entries);
-          this.options.onApplied(action.entries, clock.monotonicMs() - startedMs);
           break;
         }
         case 'snapshotBegin':
@@ -152,6 +156,14 @@ export class ReplicationClient {
           break;
       }
     }
+    if (batch.length > 0) this.apply(batch);
     this.timer.schedule(this.downstream.nextTickMs());
+  }
+
+  private apply(entries: readonly EncodedEntry[]): void {
+    const clock = this.options.clock;
+    const startedMs = clock.monotonicMs();
+    this.options.store.applyVerified(entries);
+    this.options.onApplied(entries, clock.monotonicMs() - startedMs);
   }
 }

@@ -272,7 +272,22 @@ export class Downstream {
     }
     const staleMs = this.staleAfterMs();
     if (nowMs - session.lastProgressMs >= staleMs) return this.fail(nowMs, `upstream stale: no progress for ${staleMs} ms`, actions);
+    if (this.shouldReturnToPreferred(session, nowMs)) return this.returnToPreferred(nowMs, session, actions);
     if (nowMs - session.lastAckMs >= this.limits.ackIntervalMs) this.ack(nowMs, session, actions);
+    return actions;
+  }
+
+  private shouldReturnToPreferred(session: Session, nowMs: number): boolean {
+    return session.index !== 0 && this.phase === 'streaming' && nowMs - session.startedMs >= this.limits.preferredUpstreamRetryMs;
+  }
+
+  /** Leaves a healthy fallback upstream for the first one in the list (not a failure: no backoff grows). */
+  private returnToPreferred(nowMs: number, session: Session, actions: DownstreamAction[]): DownstreamAction[] {
+    this.endSession(session, 'returning to the preferred upstream', actions, false);
+    this.failures = 0;
+    this.nextIndex = 0;
+    actions.push({ type: 'log', level: 'info', message: 'returning to the preferred upstream', fields: { from: session.address, to: this.upstreams[0] } });
+    actions.push(...this.connect(nowMs));
     return actions;
   }
 
@@ -282,7 +297,8 @@ export class Downstream {
     const session = this.session;
     if (session === undefined) return undefined;
     if (session.welcome === undefined) return session.startedMs + this.limits.handshakeTimeoutMs;
-    return Math.min(session.lastProgressMs + this.staleAfterMs(), session.lastAckMs + this.limits.ackIntervalMs);
+    const preferredMs = session.index !== 0 && this.phase === 'streaming' ? session.startedMs + this.limits.preferredUpstreamRetryMs : Infinity;
+    return Math.min(session.lastProgressMs + this.staleAfterMs(), session.lastAckMs + this.limits.ackIntervalMs, preferredMs);
   }
 
   /**

@@ -80,6 +80,12 @@ export interface ReplicationLimits {
   readonly reconnectBackoffMsMax: number;
   /** A session that lasted this long counts as healthy: the next failure starts the backoff from min again. */
   readonly backoffResetMs: number;
+  /**
+   * A replica that failed over to a later upstream in its list tries the first one again after streaming this long,
+   * so the tree regains the shape the operator configured once a failed node is back. If the first is still down,
+   * the replica is back on the later one after one short backoff.
+   */
+  readonly preferredUpstreamRetryMs: number;
 }
 
 export const REPLICATION_LIMITS: ReplicationLimits = Object.freeze({
@@ -102,6 +108,7 @@ export const REPLICATION_LIMITS: ReplicationLimits = Object.freeze({
   reconnectBackoffMsMin: 100,
   reconnectBackoffMsMax: 10_000,
   backoffResetMs: 10_000,
+  preferredUpstreamRetryMs: 30_000,
 });
 
 /**
@@ -129,6 +136,7 @@ export const REPLICATION_LIMITS_TEST: ReplicationLimits = Object.freeze({
   reconnectBackoffMsMin: 20,
   reconnectBackoffMsMax: 1_000,
   backoffResetMs: 1_000,
+  preferredUpstreamRetryMs: 2_000,
 });
 
 /** Asserts the relations between limits (a violation is a configuration bug, so it throws an AssertionError). */
@@ -153,6 +161,8 @@ export function validateReplicationLimits(limits: ReplicationLimits): Replicatio
   // A child's keep-alive ACKs arrive many times within the upstream's timeout.
   assert.ok(limits.ackIntervalMs * 3 <= limits.childAckTimeoutMs);
   assert.ok(limits.reconnectBackoffMsMin <= limits.reconnectBackoffMsMax);
+  // Returning to the preferred upstream is rare next to everything else a session does.
+  assert.ok(limits.preferredUpstreamRetryMs >= limits.backoffResetMs && limits.preferredUpstreamRetryMs >= 2 * limits.upstreamStaleMs);
   return limits;
 }
 
