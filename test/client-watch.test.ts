@@ -127,6 +127,24 @@ describe('client watch', () => {
     await assertMatchesLog(node.url, events, ['r/', 's/'], 1, 'restart');
   });
 
+  test('client watch: when the replica it watches dies, the watch resumes on another replica', async () => {
+    const root = await serve('client-watch-root');
+    const first = await serve('client-watch-replica-1', ['--upstream', root.replication]);
+    const second = await serve('client-watch-replica-2', ['--upstream', root.replication]);
+    const writer = connect(root.url);
+    const watch = connect([first.url, second.url], FAST_RECONNECT).watch({ prefix: 'f/', fromSeq: 1 });
+    const events: WatchEvent[] = [];
+    let last = 0;
+    for (let i = 0; i < 8; i++) last = (await writer.put(i % 3 === 0 ? `g/${i}` : `f/${i}`, `before ${i}`)).seq;
+    await takeUntil(watch, events, reached(last));
+    await stopProcess(first.child, 'SIGKILL');
+    for (let i = 0; i < 8; i++) last = (await writer.put(`f/after/${i}`, `after ${i}`)).seq;
+    last = (await writer.deletePrefix('f/after/1')).seq;
+    await takeUntil(watch, events, reached(last), 15_000);
+    await watch.return();
+    await assertMatchesLog(root.url, events, ['f/'], 1, 'replica failover');
+  });
+
   test('client watch: from before the retained log, the current state first, then the live stream', async () => {
     const node = await serve('client-watch-snapshot', ['--log-retain-entries', '5']);
     const writer = connect(node.url);
