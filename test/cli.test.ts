@@ -199,6 +199,14 @@ describe('cli', () => {
     ]);
     assertFailed(listen, 2, /^mercury: CONFIG_INVALID: --listen must be HOST:PORT/);
     assertFailed(valueBytes, 2, /^mercury: CONFIG_INVALID: valueBytesMax \(--max-value-bytes\)/);
+    const [upstream, resync, replicationListen] = await Promise.all([
+      runCli(['serve', '--data-dir', dir, '--listen', '127.0.0.1:0', '--upstream', '127.0.0.1:7071,not-an-address']),
+      runCli(['serve', '--data-dir', dir, '--listen', '127.0.0.1:0', '--resync']),
+      runCli(['serve', '--data-dir', dir, '--listen', '127.0.0.1:0', '--replication-listen', '127.0.0.1:99999']),
+    ]);
+    assertFailed(upstream, 2, /^mercury: CONFIG_INVALID: upstream \(--upstream\) must be HOST:PORT, got "not-an-address"/);
+    assertFailed(resync, 2, /^mercury: CONFIG_INVALID: --resync needs --upstream/);
+    assertFailed(replicationListen, 2, /^mercury: CONFIG_INVALID: --replication-listen port/);
   });
 
   test('cli: serve on a port in use exits 1 with one line, promptly', async () => {

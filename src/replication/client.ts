@@ -34,6 +34,8 @@ export interface ReplicationClientOptions {
   readonly onChainReset: (seq: number) => void;
 }
 
+const SNAPSHOT_PROGRESS_LOG_INTERVAL_MS = 5_000;
+
 /** Splits "host:port" or "[v6]:port". The config module validated the address already. */
 function splitAddress(address: string): { host: string; port: number } {
   const colon = address.lastIndexOf(':');
@@ -47,6 +49,7 @@ export class ReplicationClient {
   private readonly timer: TickTimer;
   private readonly sockets = new Map<number, net.Socket>();
   private stopped = false;
+  private lastProgressLogMs = 0;
 
   constructor(options: ReplicationClientOptions) {
     this.options = options;
@@ -140,6 +143,7 @@ export class ReplicationClient {
           break;
         case 'snapshotChunk':
           store.stageSnapshotPage(action.records);
+          this.logSnapshotProgress();
           break;
         case 'snapshotAbort':
           store.beginSnapshotInstall(); // discards the staged records
@@ -158,6 +162,14 @@ export class ReplicationClient {
     }
     if (batch.length > 0) this.apply(batch);
     this.timer.schedule(this.downstream.nextTickMs());
+  }
+
+  /** Large snapshots take a while: say how far along they are every few seconds (status has it at any time). */
+  private logSnapshotProgress(): void {
+    const nowMs = this.options.clock.monotonicMs();
+    if (nowMs - this.lastProgressLogMs < SNAPSHOT_PROGRESS_LOG_INTERVAL_MS) return;
+    if (this.lastProgressLogMs !== 0) this.options.logger.log('info', 'snapshot progress', { ...this.downstream.status().snapshot });
+    this.lastProgressLogMs = nowMs;
   }
 
   private apply(entries: readonly EncodedEntry[]): void {
