@@ -12,9 +12,10 @@
  * 2. Delivery: `--changes` PUTs of `cfg/team<c % teams>/flag` (so each reaches the shared watchers and one team's),
  *    one every `--interval-ms`, each after the previous one's acknowledgement. Every client process stamps each
  *    events message with `performance.timeOrigin + performance.now()` (one clock for the whole host); the parent
- *    subtracts the time it received the PUT's acknowledgement. "To all" is the last watcher's time per change;
- *    "per watcher" is every (watcher, change) delivery. The node fans an entry out before it answers the PUT, so the
- *    acknowledgement comes after the node's own sending; the figures from the moment the PUT was sent are printed too.
+ *    subtracts the entry's commit timestamp (its `timeMs`, read back from `GET /v1/log`), the time it received the
+ *    PUT's acknowledgement, and the time it sent the PUT. "To all" is the last watcher's time per change; "per
+ *    watcher" is every (watcher, change) delivery. The root fans an entry out before it answers the PUT, so "from the
+ *    acknowledgement" leaves the node's own sending out: "from the commit" is the figure to read.
  *
  * Multi-process mode (`--nodes K`, default 17,000 watchers per node): K node processes. When `mercury serve` accepts
  * `--replication-listen` and `--upstream`, node 0 is the root, the others replicate from it, and changes are written to
@@ -228,12 +229,20 @@ function prefixOf(index: number): string {
 
 // --- One run ------------------------------------------------------------------------------------------------------
 
+interface Percentiles {
+  readonly p50: number;
+  readonly p99: number;
+  readonly max: number;
+}
+
 interface RunResult {
   readonly idleBytesPerWatcher: number;
   readonly subscribed: number;
-  readonly toAllFromAckMs: { p50: number; p99: number; max: number };
-  readonly toAllFromSendMs: { p50: number; p99: number; max: number };
-  readonly perWatcherFromAckMs: { p50: number; p99: number };
+  readonly toAllFromCommitMs: Percentiles;
+  readonly toAllFromAckMs: Percentiles;
+  readonly toAllFromSendMs: Percentiles;
+  readonly perWatcherFromCommitMs: Percentiles;
+  readonly perWatcherFromAckMs: Percentiles;
   readonly missing: number;
   readonly closes: number;
   readonly changesPerSecond: number;
@@ -246,6 +255,28 @@ interface Change {
   /** Per node: the seq of the change and when its acknowledgement arrived (replicas: the root's, for every node). */
   readonly seq: number[];
   readonly ackMs: number[];
+  /** Per node: the entry's timestamp (`timeMs`, taken on the root as its commit starts; ms resolution). */
+  readonly commitMs: number[];
+}
+
+/** Reads the measured entries' timestamps from each node's log (replicas carry the root's). */
+async function readCommitTimes(cluster: Cluster, changes: Change[]): Promise<void> {
+  for (const [n, node] of cluster.nodes.entries()) {
+    const times = new Map<number, number>();
+    const connection = new RawHttpConnection(node.host, node.port);
+    try {
+      for (let from = changes[0]!.seq[n]!; from <= changes[changes.length - 1]!.seq[n]!; ) {
+        const response = await connection.request('GET', `/v1/log?from=${from}&limit=1000`);
+        const { entries } = JSON.parse(response.body.toString()) as { entries: { seq: number; timeMs: number }[] };
+        if (entries.length === 0) throw new Error(`node ${node.url} returned no log entries from seq ${from}`);
+        for (const entry of entries) times.set(entry.seq, entry.timeMs);
+        from = entries[entries.length - 1]!.seq + 1;
+      }
+    } finally {
+      connection.close();
+    }
+    for (const change of changes) change.commitMs[n] = times.get(change.seq[n]!)!;
+  }
 }
 
 function loadText(): string {
@@ -254,7 +285,7 @@ function loadText(): string {
     .join(' ');
 }
 
-function percentiles(values: number[] | Float64Array): { p50: number; p99: number; max: number } {
+function percentiles(values: number[] | Float64Array): Percentiles {
   const sorted = Float64Array.from(values).sort();
   return { p50: quantileOfSorted(sorted, 0.5), p99: quantileOfSorted(sorted, 0.99), max: sorted[sorted.length - 1]! };
 }
@@ -275,7 +306,7 @@ async function writeEach(cluster: Cluster, targets: RawHttpConnection[], count: 
   for (let c = 0; c < count; c++) {
     const wait = started + c * INTERVAL_MS - performance.now();
     if (wait > 0) await sleep(wait);
-    const change: Change = { team: c % TEAMS, sentMs: nowMs(), seq: [], ackMs: [] };
+    const change: Change = { team: c % TEAMS, sentMs: nowMs(), seq: [], ackMs: [], commitMs: [] };
     await Promise.all(
       targets.map(async (writer, n) => {
         const response = await writer.request('PUT', `/v1/kv/${key(c)}`, VALUE);
@@ -356,36 +387,44 @@ async function run(runIndex: number): Promise<RunResult> {
       received = (await Promise.all(clients.map((client) => client.ask({ type: 'count' }, 'count')))).reduce((sum, reply) => sum + reply.received, 0);
     } while (received < expected && Date.now() < deadline);
 
-    // Per change (by node and seq): the last arrival; per delivery: its latency from the acknowledgement.
+    // Per change and node: the last arrival; per delivery: its latency from the acknowledgement and from the commit.
+    const K = cluster.nodes.length;
     const changeBySeq = cluster.nodes.map(() => new Map<number, number>());
     changes.forEach((change, c) => change.seq.forEach((seq, n) => changeBySeq[n]!.set(seq, c)));
-    const lastMs = new Float64Array(CHANGES).fill(-Infinity);
-    const deliveries: number[] = [];
+    await readCommitTimes(cluster, changes);
+    const lastMs = new Float64Array(CHANGES * K).fill(-Infinity);
+    const fromAck: number[] = [];
+    const fromCommit: number[] = [];
     let closes = 0;
     let counted = 0;
     for (const client of clients) {
       const records = await client.ask({ type: 'collect' }, 'records');
       closes += records.closes;
       for (let r = 0; r < records.seq.length; r++) {
-        const n = records.watcher[r]! % cluster.nodes.length;
+        const n = records.watcher[r]! % K;
         const c = changeBySeq[n]!.get(records.seq[r]!);
         if (c === undefined) continue; // a warm-up change
         counted++;
         const timeMs = records.timeMs[r]!;
-        if (timeMs > lastMs[c]!) lastMs[c] = timeMs;
-        deliveries.push(timeMs - changes[c]!.ackMs[n]!);
+        if (timeMs > lastMs[c * K + n]!) lastMs[c * K + n] = timeMs;
+        fromAck.push(timeMs - changes[c]!.ackMs[n]!);
+        fromCommit.push(timeMs - changes[c]!.commitMs[n]!);
       }
     }
-    // "To all" from the latest acknowledgement of the change (independent nodes: each has its own).
-    const toAllFromAck = changes.map((change, c) => lastMs[c]! - Math.max(...change.ackMs));
-    const toAllFromSend = changes.map((change, c) => lastMs[c]! - change.sentMs);
-    const perWatcher = percentiles(deliveries);
+    // "To all": the latest of the change's nodes (independent nodes each count from their own ack and commit).
+    const toAll = (from: (change: Change, n: number) => number): number[] =>
+      changes.map((change, c) => Math.max(...cluster.nodes.map((_, n) => lastMs[c * K + n]! - from(change, n))));
+    const toAllFromCommit = toAll((change, n) => change.commitMs[n]!);
+    const perWatcherFromCommit = percentiles(fromCommit);
+    const perWatcherFromAck = percentiles(fromAck);
     return {
       idleBytesPerWatcher: growth / Math.max(1, subscribed),
       subscribed,
-      toAllFromAckMs: percentiles(toAllFromAck),
-      toAllFromSendMs: percentiles(toAllFromSend),
-      perWatcherFromAckMs: { p50: perWatcher.p50, p99: perWatcher.p99 },
+      toAllFromCommitMs: percentiles(toAllFromCommit),
+      toAllFromAckMs: percentiles(toAll((change, n) => change.ackMs[n]!)),
+      toAllFromSendMs: percentiles(toAll((change) => change.sentMs)),
+      perWatcherFromCommitMs: perWatcherFromCommit,
+      perWatcherFromAckMs: perWatcherFromAck,
       missing: expected - counted,
       closes,
       changesPerSecond,
@@ -418,8 +457,8 @@ async function main(): Promise<void> {
     const result = await run(i);
     results.push(result);
     process.stdout.write(
-      `  run ${i + 1}: ${result.subscribed} watchers, ${(result.idleBytesPerWatcher / 1024).toFixed(2)} KiB/watcher, to all p50 ${result.toAllFromAckMs.p50.toFixed(1)} ` +
-        `p99 ${result.toAllFromAckMs.p99.toFixed(1)} max ${result.toAllFromAckMs.max.toFixed(1)} ms, ${result.changesPerSecond.toFixed(1)} changes/s, ` +
+      `  run ${i + 1}: ${result.subscribed} watchers, ${(result.idleBytesPerWatcher / 1024).toFixed(2)} KiB/watcher, to all from commit p50 ${result.toAllFromCommitMs.p50.toFixed(1)} ` +
+        `p99 ${result.toAllFromCommitMs.p99.toFixed(1)} max ${result.toAllFromCommitMs.max.toFixed(1)} ms, ${result.changesPerSecond.toFixed(1)} changes/s, ` +
         `missing ${result.missing}, closed ${result.closes}, load ${result.load}\n`,
     );
   }
@@ -427,12 +466,17 @@ async function main(): Promise<void> {
     process.stdout.write(`${name.padEnd(44)} ${formatSummary(summarize(results.map(pick)), unit)}\n`);
   };
   line('node memory per idle watcher', (result) => result.idleBytesPerWatcher / 1024, 'KiB');
-  line('to all watchers p50 (from ack)', (result) => result.toAllFromAckMs.p50, 'ms');
-  line('to all watchers p99 (from ack)', (result) => result.toAllFromAckMs.p99, 'ms');
-  line('to all watchers max (from ack)', (result) => result.toAllFromAckMs.max, 'ms');
-  line('to all watchers p99 (from PUT sent)', (result) => result.toAllFromSendMs.p99, 'ms');
-  line('per-watcher delivery p50 (from ack)', (result) => result.perWatcherFromAckMs.p50, 'ms');
-  line('per-watcher delivery p99 (from ack)', (result) => result.perWatcherFromAckMs.p99, 'ms');
+  for (const [from, pick] of [
+    ['commit', (result: RunResult) => result.toAllFromCommitMs],
+    ['ack', (result: RunResult) => result.toAllFromAckMs],
+    ['PUT sent', (result: RunResult) => result.toAllFromSendMs],
+  ] as const)
+    for (const q of ['p50', 'p99', 'max'] as const) line(`to all watchers ${q} (from ${from})`, (result) => pick(result)[q], 'ms');
+  for (const [from, pick] of [
+    ['commit', (result: RunResult) => result.perWatcherFromCommitMs],
+    ['ack', (result: RunResult) => result.perWatcherFromAckMs],
+  ] as const)
+    for (const q of ['p50', 'p99'] as const) line(`per-watcher delivery ${q} (from ${from})`, (result) => pick(result)[q], 'ms');
   process.stdout.write(`load average (1, 5, 15 min) at the end: ${loadText()}\n`);
 }
 

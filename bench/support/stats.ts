@@ -8,7 +8,7 @@ export interface Summary {
   readonly median: number;
   readonly min: number;
   readonly max: number;
-  /** (max - min) / median: how much the runs disagree, as a fraction of the median. */
+  /** (max - min) / |median|: how much the runs disagree, as a fraction of the median. */
   readonly spread: number;
 }
 
@@ -36,7 +36,7 @@ export function summarize(values: readonly number[]): Summary {
   const mid = median(values);
   const min = Math.min(...values);
   const max = Math.max(...values);
-  return { runs: values.length, median: mid, min, max, spread: mid === 0 ? 0 : (max - min) / mid };
+  return { runs: values.length, median: mid, min, max, spread: mid === 0 ? 0 : (max - min) / Math.abs(mid) };
 }
 
 export function formatNumber(value: number): string {

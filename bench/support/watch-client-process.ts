@@ -11,7 +11,8 @@
  * {type:'collect'}, {type:'close'}. Child -> parent: {type:'opened', ...}, {type:'count', received},
  * {type:'records', watcher, seq, timeMs, closes}.
  */
-import { WebSocket } from 'ws';
+import { randomBytes } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
 
 export interface WatcherSpec {
   /** Global index of the watcher in the benchmark (the parent maps it to its node and prefix). */
@@ -71,35 +72,94 @@ function readSeq(data: Buffer): number {
 }
 
 const records = new Records();
-const sockets: WebSocket[] = [];
+const sockets: Socket[] = [];
 let closes = 0;
 
 function send(message: FromClient): void {
   process.send!(message);
 }
 
+/**
+ * One watcher: a plain TCP socket that speaks just enough WebSocket (RFC 6455) for the benchmark: the upgrade, one
+ * masked subscribe frame, and server frames split out of the byte stream (the server never masks or compresses, and
+ * sends each small message as one frame). `ws` costs several times more CPU per message, and this process shares the
+ * cores with the node it measures.
+ */
 function openOne(spec: WatcherSpec, localAddress: string): Promise<void> {
+  const { hostname, port, pathname } = new URL(spec.url);
   return new Promise((resolve, reject) => {
-    const socket = new WebSocket(spec.url, { perMessageDeflate: false, skipUTF8Validation: true, localAddress });
+    const socket = connect({ host: hostname, port: Number(port), localAddress, noDelay: true });
+    let upgraded = false;
     let subscribed = false;
-    socket.on('open', () => socket.send(JSON.stringify({ type: 'subscribe', id: 1, prefixes: [spec.prefix] })));
-    socket.on('message', (data: Buffer) => {
-      const timeMs = performance.timeOrigin + performance.now();
-      if (data[9] === CHAR_E && data[10] === CHAR_V) records.add(spec.index, readSeq(data), timeMs);
-      else if (!subscribed && data[9] === CHAR_S && data[10] === CHAR_U) {
+    let pending: Buffer | undefined;
+    const fail = (error: Error): void => {
+      if (!subscribed) reject(error);
+      socket.destroy();
+    };
+    socket.once('connect', () =>
+      socket.write(
+        `GET ${pathname} HTTP/1.1\r\nhost: ${hostname}:${port}\r\nupgrade: websocket\r\nconnection: Upgrade\r\n` +
+          `sec-websocket-key: ${randomBytes(16).toString('base64')}\r\nsec-websocket-version: 13\r\n\r\n`,
+      ),
+    );
+    const onMessage = (payload: Buffer, timeMs: number): void => {
+      if (payload[9] === CHAR_E && payload[10] === CHAR_V) records.add(spec.index, readSeq(payload), timeMs);
+      else if (!subscribed && payload[9] === CHAR_S && payload[10] === CHAR_U) {
         subscribed = true;
         sockets.push(socket);
         resolve();
       }
+    };
+    socket.on('data', (chunk: Buffer) => {
+      const timeMs = performance.timeOrigin + performance.now();
+      let data = pending === undefined ? chunk : Buffer.concat([pending, chunk]);
+      pending = undefined;
+      if (!upgraded) {
+        const end = data.indexOf('\r\n\r\n');
+        if (end === -1) {
+          pending = data;
+          return;
+        }
+        if (!data.subarray(0, 12).toString('latin1').endsWith('101')) return fail(new Error(`upgrade refused: ${data.subarray(0, end).toString('latin1')}`));
+        upgraded = true;
+        socket.write(maskedTextFrame(JSON.stringify({ type: 'subscribe', id: 1, prefixes: [spec.prefix] })));
+        data = data.subarray(end + 4);
+      }
+      let at = 0;
+      while (data.length - at >= 2) {
+        const opcode = data[at]! & 0x0f;
+        let length = data[at + 1]! & 0x7f;
+        let header = 2;
+        if (length === 126) {
+          if (data.length - at < 4) break;
+          length = data.readUInt16BE(at + 2);
+          header = 4;
+        } else if (length === 127) {
+          if (data.length - at < 10) break;
+          length = Number(data.readBigUInt64BE(at + 2));
+          header = 10;
+        }
+        if (data.length - at < header + length) break;
+        if (opcode === 0x8) return fail(new Error(`closed by the node: ${data.subarray(at + header + 2, at + header + length).toString()}`));
+        // Text frames; a large message may come as a text frame and a continuation, and only the first holds "seq".
+        if (opcode === 0x1) onMessage(data.subarray(at + header, at + header + length), timeMs);
+        at += header + length;
+      }
+      if (at < data.length) pending = data.subarray(at);
     });
-    socket.on('error', (error) => {
-      if (!subscribed) reject(error);
-    });
+    socket.on('error', fail);
     socket.on('close', () => {
       if (subscribed) closes++;
       else reject(new Error('closed before subscribed'));
     });
   });
+}
+
+/** A client frame: FIN + text, masked as RFC 6455 requires of clients (a zero mask: the benchmark hides nothing). */
+function maskedTextFrame(text: string): Buffer {
+  const payload = Buffer.from(text);
+  if (payload.length >= 126) throw new RangeError('subscribe message too long for this minimal client');
+  return Buffer.concat([Buffer.from([0x81, 0x80 | payload.length, 0, 0, 0, 0]), payload]);
 }
 
 async function open(watchers: readonly WatcherSpec[], localAddress: string, concurrency: number): Promise<void> {
@@ -140,7 +200,7 @@ process.on('message', (message: ToClient) => {
       });
       break;
     case 'close':
-      for (const socket of sockets) socket.terminate();
+      for (const socket of sockets) socket.destroy();
       process.disconnect();
       break;
   }
