@@ -103,7 +103,7 @@ async function buildTree(replicas: number, fanout: number, workers: number): Pro
   connection.close();
   const hosts = Array.from({ length: Math.min(workers, replicas) }, () => new Host());
   // Node 0 is the root; node i > 0 has parent floor((i - 1) / fanout).
-  const addresses = new Map<number, string>([[0, root.replication]]);
+  const addresses = new Map<number, string>([[0, root.replication!]]);
   let levelStart = 1;
   let levelSize = fanout;
   while (levelStart <= replicas) {

@@ -44,8 +44,22 @@ export const RANGE_LIMIT_MAX = 10_000;
 export const LOG_READ_LIMIT_MAX = 1_000;
 /** `GET /v1/log` stops adding entries once a response holds this many record bytes (it always returns at least one). */
 export const LOG_READ_BYTES_MAX = 16 * MiB;
-/** Open HTTP connections per node; beyond it new connections are closed at once (the open-files limit is 20,000). */
-export const HTTP_CONNECTIONS_MAX = 15_000;
+/**
+ * Open files a node process may hold: the hard RLIMIT_NOFILE of the machines Mercury runs on, which a node cannot
+ * raise. Every socket is one.
+ */
+export const PROCESS_OPEN_FILES_MAX = 20_000;
+/**
+ * Files a node needs besides its HTTP connections: stdio, LMDB's data and lock files, libuv's epoll, eventfds and
+ * pipes, the writer thread, listening sockets, replication peers (a measured idle node holds 24).
+ */
+export const PROCESS_OPEN_FILES_RESERVED = 500;
+/**
+ * Open HTTP connections per node, watch WebSockets included: node:http counts a socket from accept to close, and an
+ * upgraded socket is still one of the server's connections (`server.maxConnections`). Beyond it new connections are
+ * closed at once, before the open-files limit would make accept() fail.
+ */
+export const HTTP_CONNECTIONS_MAX = PROCESS_OPEN_FILES_MAX - PROCESS_OPEN_FILES_RESERVED;
 
 /**
  * Group commit: requests waiting for the next entry. When the queue is full new writes are refused with 503
@@ -84,15 +98,23 @@ assert.ok(JSON_BODY_BYTES_MAX <= ENTRY_BYTES_MAX && VALUE_BYTES_CEILING + KEY_BY
 assert.ok(ENTRY_BYTES_MAX <= COMMIT_QUEUE_BYTES_MAX);
 assert.ok(RANGE_LIMIT_DEFAULT <= RANGE_LIMIT_MAX);
 assert.ok(MIN_SEQ_WAIT_MS_DEFAULT <= MIN_SEQ_WAIT_MS_MAX);
+// Every connection is a file: the HTTP connections and what else the process holds must fit under the hard limit.
+assert.ok(HTTP_CONNECTIONS_MAX + PROCESS_OPEN_FILES_RESERVED <= PROCESS_OPEN_FILES_MAX, 'HTTP connections must leave files for LMDB and peers');
+// A node must hold a full fan-out of watchers (the issue: 19,000 watchers per node) plus some API clients.
+assert.ok(HTTP_CONNECTIONS_MAX >= 19_000);
 
 // --- Replication topology ---------------------------------------------------------------------------------------------
 
 /** Upstreams a replica may list (`--upstream A,B,...`): it tries them in order, so a long list only adds failover time. */
 export const UPSTREAMS_MAX = 16;
 /**
- * Children one node serves by default. Each costs a socket (a file descriptor out of the 20,000 per process) and up to
- * a flow-control window of socket buffers; a tree with fan-out 32 already reaches a million nodes in four levels.
+ * Children one node serves. Each costs a socket, a file descriptor from the files reserved beside the HTTP
+ * connections, and up to a flow-control window of socket buffers. Fan-out 256 reaches 16 million replicas in three
+ * levels, so a wider node buys nothing but a larger blast radius when it fails.
  */
-export const REPLICATION_CHILDREN_MAX_DEFAULT = 1_024;
-export const REPLICATION_CHILDREN_MAX_CEILING = 4_096;
-assert.ok(REPLICATION_CHILDREN_MAX_CEILING + HTTP_CONNECTIONS_MAX < 20_000, 'children and HTTP connections must fit in the open-files limit');
+export const REPLICATION_CHILDREN_MAX_DEFAULT = 256;
+export const REPLICATION_CHILDREN_MAX_CEILING = 400;
+/** Files an idle node holds besides its connections: LMDB, listeners, the upstream link, stdio (measured: 24). */
+export const NODE_IDLE_FILES_MAX = 64;
+assert.ok(REPLICATION_CHILDREN_MAX_DEFAULT <= REPLICATION_CHILDREN_MAX_CEILING);
+assert.ok(REPLICATION_CHILDREN_MAX_CEILING + NODE_IDLE_FILES_MAX <= PROCESS_OPEN_FILES_RESERVED, 'children must fit in the files reserved beside HTTP');

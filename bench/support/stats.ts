@@ -8,7 +8,7 @@ export interface Summary {
   readonly median: number;
   readonly min: number;
   readonly max: number;
-  /** (max - min) / median: how much the runs disagree, as a fraction of the median. */
+  /** (max - min) / |median|: how much the runs disagree, as a fraction of the median. */
   readonly spread: number;
 }
 
@@ -21,9 +21,13 @@ export function median(values: readonly number[]): number {
 
 /** The q-quantile (0..1) by nearest rank of a sample. */
 export function quantile(values: readonly number[], q: number): number {
-  if (values.length === 0) throw new RangeError('quantile of no values');
+  return quantileOfSorted([...values].sort((a, b) => a - b), q);
+}
+
+/** The q-quantile by nearest rank of values sorted ascending (a sorted Float64Array of millions of samples, say). */
+export function quantileOfSorted(sorted: ArrayLike<number>, q: number): number {
+  if (sorted.length === 0) throw new RangeError('quantile of no values');
   if (q < 0 || q > 1) throw new RangeError('q must be within 0..1');
-  const sorted = [...values].sort((a, b) => a - b);
   const rank = Math.max(1, Math.ceil(q * sorted.length));
   return sorted[rank - 1]!;
 }
@@ -32,7 +36,7 @@ export function summarize(values: readonly number[]): Summary {
   const mid = median(values);
   const min = Math.min(...values);
   const max = Math.max(...values);
-  return { runs: values.length, median: mid, min, max, spread: mid === 0 ? 0 : (max - min) / mid };
+  return { runs: values.length, median: mid, min, max, spread: mid === 0 ? 0 : (max - min) / Math.abs(mid) };
 }
 
 export function formatNumber(value: number): string {

@@ -224,7 +224,8 @@ function oneLine(message: string): string {
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {
-  if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+  const code: unknown = (error as { code?: unknown } | undefined)?.code;
+  if (error instanceof UsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))) {
     process.stderr.write(`mercury: ${oneLine((error as Error).message)}\n`);
     process.exit(2);
   }

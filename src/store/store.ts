@@ -134,6 +134,8 @@ export class Store {
       mapSize: options.mapBytes ?? LMDB_MAP_BYTES_DEFAULT,
       maxDbs: 8,
       noSync: options.noSync ?? false,
+      // lmdb-js takes a path with a dot in its last part ("/tmp/tmp.x1") for a file, not a directory, unless told.
+      noSubdir: false,
       readOnly: options.readOnly ?? false,
     });
     this.kv = this.env.openDB<Buffer, Buffer>({ name: 'kv', encoding: 'binary', keyEncoding: 'binary' });
