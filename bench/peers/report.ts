@@ -1,0 +1,161 @@
+/**
+ * The results page, BENCHMARKS.md: machine, versions, date, the exact command, a table per workload with medians,
+ * min and max, the ratio Mercury / peer, and plain sentences wherever Mercury loses.
+ */
+import type { ChartBar } from './chart.js';
+import { formatNumber, formatRatio, mercuryWins, ratio, summarizeMetric, type Summary } from './stats.js';
+import type { SubjectResult, WorkloadResult } from './workload.js';
+
+export interface RunInfo {
+  readonly dateIso: string;
+  readonly command: string;
+  readonly machine: string;
+  readonly node: string;
+  /** "Mercury 0.1.0 (abc123)", "etcd 3.4.23 (client etcd3 1.1.2)", ... */
+  readonly versions: readonly string[];
+  /** One line per system: its durability settings and client. */
+  readonly settings: readonly string[];
+  readonly loadAverageStart: readonly number[];
+  readonly loadAverageEnd: readonly number[];
+  readonly runs: number;
+  readonly seconds: number;
+  /** Relative path from the page to the chart. */
+  readonly chartPath: string;
+}
+
+export interface Comparison {
+  readonly workload: WorkloadResult;
+  readonly metricKey: string;
+  readonly metricTitle: string;
+  readonly mercury: SubjectResult;
+  readonly peer: SubjectResult;
+  readonly mercuryMedian: number;
+  readonly peerMedian: number;
+  readonly ratio: number;
+  readonly mercuryBetter: boolean;
+}
+
+/** Every Mercury row against every peer row, metric by metric, where both have figures. */
+export function comparisons(workloads: readonly WorkloadResult[]): Comparison[] {
+  const found: Comparison[] = [];
+  for (const workload of workloads) {
+    for (const metric of workload.metrics) {
+      for (const mercury of workload.subjects.filter((subject) => subject.mercury)) {
+        for (const peer of workload.subjects.filter((subject) => !subject.mercury)) {
+          const mine = summarizeMetric(mercury.runs, metric.key);
+          const theirs = summarizeMetric(peer.runs, metric.key);
+          if (mine === undefined || theirs === undefined) continue;
+          const value = ratio(mine.median, theirs.median);
+          if (!Number.isFinite(value)) continue;
+          found.push({
+            workload,
+            metricKey: metric.key,
+            metricTitle: metric.title,
+            mercury,
+            peer,
+            mercuryMedian: mine.median,
+            peerMedian: theirs.median,
+            ratio: value,
+            mercuryBetter: mercuryWins(value, metric.better),
+          });
+        }
+      }
+    }
+  }
+  return found;
+}
+
+export function chartBars(found: readonly Comparison[]): ChartBar[] {
+  return found.map((comparison) => ({
+    label: `${comparison.workload.id}. ${comparison.mercury.title} vs ${comparison.peer.title}: ${comparison.metricTitle}`,
+    ratio: comparison.ratio,
+    mercuryBetter: comparison.mercuryBetter,
+  }));
+}
+
+function cell(summary: Summary | undefined): string {
+  if (summary === undefined) return 'n/a';
+  return `${formatNumber(summary.median)} (${formatNumber(summary.min)}–${formatNumber(summary.max)})`;
+}
+
+/** "Mercury loses to etcd on p99 ms of point reads: 3.1 vs 1.2 (ratio 2.6x)." */
+export function lossSentence(comparison: Comparison): string {
+  return `${comparison.mercury.title} loses to ${comparison.peer.title} on ${comparison.metricTitle} in "${comparison.workload.title}": ${formatNumber(comparison.mercuryMedian)} against ${formatNumber(comparison.peerMedian)} (Mercury / ${comparison.peer.title} = ${formatRatio(comparison.ratio)}).`;
+}
+
+function workloadSection(workload: WorkloadResult, found: readonly Comparison[]): string[] {
+  const lines = [`## ${workload.id}. ${workload.title}`, ''];
+  if (workload.skipped !== undefined) return [...lines, `Not measured: ${workload.skipped}`, ''];
+  lines.push(workload.description, '');
+  lines.push(`| System | ${workload.metrics.map((metric) => `${metric.title} (${metric.better} is better)`).join(' | ')} |`);
+  lines.push(`| --- | ${workload.metrics.map(() => '---:').join(' | ')} |`);
+  for (const subject of workload.subjects) {
+    lines.push(`| ${subject.title} | ${workload.metrics.map((metric) => cell(summarizeMetric(subject.runs, metric.key))).join(' | ')} |`);
+  }
+  lines.push('', 'Median of the runs, (min–max) in brackets.', '');
+  const mine = found.filter((comparison) => comparison.workload === workload);
+  if (mine.length > 0) {
+    const pairs = [...new Set(mine.map((comparison) => `${comparison.mercury.title}\u0000${comparison.peer.title}`))];
+    lines.push(`| Ratio | ${workload.metrics.map((metric) => metric.title).join(' | ')} |`);
+    lines.push(`| --- | ${workload.metrics.map(() => '---:').join(' | ')} |`);
+    for (const pair of pairs) {
+      const [mercuryTitle, peerTitle] = pair.split('\u0000') as [string, string];
+      const row = workload.metrics.map((metric) => {
+        const comparison = mine.find((candidate) => candidate.mercury.title === mercuryTitle && candidate.peer.title === peerTitle && candidate.metricKey === metric.key);
+        return comparison === undefined ? 'n/a' : `${formatRatio(comparison.ratio)} (${comparison.mercuryBetter ? 'better' : 'worse'})`;
+      });
+      lines.push(`| ${mercuryTitle} / ${peerTitle} | ${row.join(' | ')} |`);
+    }
+    lines.push('');
+    const losses = mine.filter((comparison) => !comparison.mercuryBetter);
+    if (losses.length > 0) {
+      lines.push('**Where Mercury loses here:**', '');
+      for (const loss of losses) lines.push(`- ${lossSentence(loss)}`);
+      lines.push('');
+    }
+  }
+  for (const note of workload.notes) lines.push(`Note: ${note}`, '');
+  return lines;
+}
+
+export function renderReport(info: RunInfo, workloads: readonly WorkloadResult[]): string {
+  const found = comparisons(workloads);
+  const load = (values: readonly number[]): string => values.map((value) => value.toFixed(2)).join(', ');
+  const lines: string[] = [
+    '# Benchmarks: Mercury, etcd and Redis',
+    '',
+    '<!-- Generated by `npm run bench:peers` (bench/peers/). Do not edit by hand: run it again. -->',
+    '',
+    `- **Date:** ${info.dateIso}`,
+    `- **Command:** \`${info.command}\``,
+    `- **Machine:** ${info.machine}; ${info.node}`,
+    `- **Shared machine:** other jobs (builds and tests of other engineers) ran on this machine during the run. Load average (1, 5, 15 min) at the start: ${load(info.loadAverageStart)}; at the end: ${load(info.loadAverageEnd)}. Read the figures as ranges, not points.`,
+    `- **Versions:** ${info.versions.join('; ')}`,
+    '',
+    'Every system runs on this machine on loopback, in a temp directory, started and stopped by the harness; the load',
+    'driver is one Node process for all systems, with the same keys, value sizes, concurrency and duration. The',
+    'systems and the driver share the same cores, so a system that needs less CPU per request leaves more to the driver.',
+    `Each figure is the median of ${info.runs} runs of ${info.seconds} s (min–max in brackets) after one unrecorded warm-up run;`,
+    'runs alternate between systems (A, B, C, A, B, C, ...) so that drift of the machine hits all of them alike.',
+    'Ratios are Mercury\'s median divided by the peer\'s.',
+    '',
+    ...info.settings.map((line) => `- ${line}`),
+    '',
+    '## Summary',
+    '',
+    `![Mercury / peer ratios](${info.chartPath})`,
+    '',
+  ];
+  const losses = found.filter((comparison) => !comparison.mercuryBetter);
+  const wins = found.filter((comparison) => comparison.mercuryBetter);
+  if (losses.length > 0) {
+    lines.push(`**Mercury loses on ${losses.length} of ${found.length} comparisons:**`, '');
+    for (const loss of losses) lines.push(`- ${lossSentence(loss)}`);
+    lines.push('');
+  }
+  if (wins.length > 0) {
+    lines.push(`Mercury does better on ${wins.length} of ${found.length}: ${wins.map((win) => `${win.workload.id}. ${win.metricTitle} vs ${win.peer.title}${win.mercury.id === 'mercury' ? '' : ` (${win.mercury.title})`} ${formatRatio(win.ratio)}`).join('; ')}.`, '');
+  }
+  for (const workload of workloads) lines.push(...workloadSection(workload, found));
+  return `${lines.join('\n').trimEnd()}\n`;
+}
