@@ -11,6 +11,7 @@ const writes: WorkloadResult = {
   metrics: [
     { key: 'perSecond', title: 'writes/s', better: 'higher' },
     { key: 'p99Ms', title: 'p99 ms', better: 'lower' },
+    { key: 'errors', title: 'errors', better: 'lower', compared: false },
   ],
   subjects: [
     { id: 'mercury', title: 'Mercury', mercury: true, runs: [{ perSecond: 100, p99Ms: 4 }, { perSecond: 120, p99Ms: 6 }, { perSecond: 110, p99Ms: 5 }] },
@@ -38,8 +39,8 @@ const info: RunInfo = {
 test('peers report: every Mercury row is compared with every peer on every metric', () => {
   const found = comparisons([writes, skipped]);
   assert.deepEqual(
-    found.map((comparison) => `${comparison.peer.id} ${comparison.metricKey} ${comparison.ratio} ${comparison.mercuryBetter}`),
-    ['etcd perSecond 2.2 true', 'redis perSecond 0.5 false', 'etcd p99Ms 0.5 true', 'redis p99Ms 2 false'],
+    found.map((comparison) => `${comparison.peer.id} ${comparison.metricKey} ${comparison.ratio} ${comparison.outcome}`),
+    ['etcd perSecond 2.2 better', 'redis perSecond 0.5 worse', 'etcd p99Ms 0.5 better', 'redis p99Ms 2 worse'],
   );
   assert.equal(
     lossSentence(found[1]!),
@@ -61,7 +62,7 @@ test('peers report: the page names the machine, load, command and versions, and 
     'etcd 3.4.23',
     '![Mercury / peer ratios](docs/benchmarks-ratios.svg)',
     '**Mercury loses on 2 of 4 comparisons:**',
-    '| Mercury | 110 (100–120) | 5.00 (4.00–6.00) |',
+    '| Mercury | 110 (100–120) | 5.00 (4.00–6.00) | n/a |',
     '| Mercury / Redis | 0.50x (worse) | 2.00x (worse) |',
     '| Mercury / etcd | 2.20x (better) | 0.50x (better) |',
     'Note: a note',

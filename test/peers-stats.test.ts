@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { LatencyRecorder, alternatingSchedule, formatRatio, mercuryWins, ratio, summarizeMetric } from '../bench/peers/stats.js';
+import { LatencyRecorder, alternatingSchedule, formatRatio, mercuryWins, outcome, ratio, summarizeMetric } from '../bench/peers/stats.js';
 
 test('peers stats: the latency recorder grows past its first block and gives nearest-rank quantiles', () => {
   const recorder = new LatencyRecorder();
@@ -21,6 +21,9 @@ test('peers stats: the ratio is Mercury over the peer, and which side wins depen
   assert.equal(mercuryWins(0.5, 'lower'), true);
   assert.equal(mercuryWins(1, 'higher'), false);
   assert.equal(mercuryWins(1, 'lower'), false);
+  assert.equal(outcome(1, 'lower'), 'same');
+  assert.equal(outcome(0.9, 'lower'), 'better');
+  assert.equal(outcome(0.9, 'higher'), 'worse');
 });
 
 test('peers stats: ratios read as a person writes them', () => {

@@ -13,7 +13,7 @@ export interface ChartBar {
 const WIDTH = 860;
 const LABEL_WIDTH = 380;
 const PLOT_LEFT = LABEL_WIDTH + 10;
-const PLOT_RIGHT = WIDTH - 70;
+const PLOT_RIGHT = WIDTH - 80;
 const ROW_HEIGHT = 22;
 const TOP = 56;
 const BOTTOM = 40;
@@ -56,7 +56,7 @@ export function renderRatioChart(title: string, bars: readonly ChartBar[]): stri
   for (const tick of [...ticks].sort((a, b) => a - b)) {
     const tx = x(tick).toFixed(1);
     parts.push(`<line x1="${tx}" y1="${TOP - 6}" x2="${tx}" y2="${height - BOTTOM + 4}" stroke="${tick === 1 ? '#000' : '#ddd'}"/>`);
-    parts.push(`<text x="${tx}" y="${height - BOTTOM + 18}" text-anchor="middle" fill="#444">${ratioText(tick)}</text>`);
+    parts.push(`<text x="${tx}" y="${height - BOTTOM + 18}" text-anchor="middle" fill="#444">${tick}x</text>`);
   }
   shown.forEach((bar, index) => {
     const y = TOP + index * ROW_HEIGHT;
@@ -65,8 +65,8 @@ export function renderRatioChart(title: string, bars: readonly ChartBar[]): stri
     const color = bar.mercuryBetter ? GREEN : RED;
     parts.push(`<text x="${LABEL_WIDTH}" y="${y + 15}" text-anchor="end">${escapeXml(bar.label)}</text>`);
     parts.push(`<rect x="${Math.min(from, to).toFixed(1)}" y="${y + 4}" width="${Math.max(1, Math.abs(to - from)).toFixed(1)}" height="${ROW_HEIGHT - 8}" fill="${color}"/>`);
-    const textX = to >= from ? to + 4 : to - 4;
-    parts.push(`<text x="${textX.toFixed(1)}" y="${y + 15}" text-anchor="${to >= from ? 'start' : 'end'}" fill="${color}">${ratioText(bar.ratio)}</text>`);
+    // The figures stand in their own column right of the plot, where no bar can run into them.
+    parts.push(`<text x="${PLOT_RIGHT + 10}" y="${y + 15}" fill="${color}">${ratioText(bar.ratio)}</text>`);
   });
   if (shown.length === 0) parts.push(`<text x="${PLOT_LEFT}" y="${TOP + 15}">no ratios measured</text>`);
   parts.push('</svg>');

@@ -85,6 +85,20 @@ export async function pacedLoop(
   return { units, requests: units, seconds: (performance.now() - started) / 1000, latencies };
 }
 
+/**
+ * Runs `step(i)` for i = 0..count-1, one at a time, step i starting no earlier than i * seconds / count after the
+ * start: writes spread evenly over a run, each timed alone (watch delivery, propagation).
+ */
+export async function spacedSequence(count: number, seconds: number, step: (i: number) => Promise<void>): Promise<void> {
+  const intervalMs = (seconds * 1000) / count;
+  const started = performance.now();
+  for (let i = 0; i < count; i++) {
+    const wait = started + i * intervalMs - performance.now();
+    if (wait >= 1) await sleep(wait);
+    await step(i);
+  }
+}
+
 /** Deterministic printable values of one size, so that every system stores the same bytes. */
 export function makeValue(bytes: number, seed = 0): Buffer {
   const value = Buffer.alloc(bytes);

@@ -107,7 +107,7 @@ async function main(argv: readonly string[]): Promise<number> {
   writeFileSync(outputPath.replace(/\.md$/, '') + '.json', `${JSON.stringify({ dateIso, command: commandLine(argv), versions, results }, null, 2)}\n`);
   log(`bench:peers: wrote ${relative(process.cwd(), outputPath)} and ${relative(process.cwd(), chartPath)}`);
   for (const comparison of found) {
-    log(`  ${comparison.workload.id}. ${comparison.mercury.title} / ${comparison.peer.title} ${comparison.metricTitle}: ${comparison.ratio.toFixed(3)} (${comparison.mercuryBetter ? 'better' : 'worse'})`);
+    log(`  ${comparison.workload.id}. ${comparison.mercury.title} / ${comparison.peer.title} ${comparison.metricTitle}: ${comparison.ratio.toFixed(3)} (${comparison.outcome})`);
   }
   return 0;
 }

@@ -3,7 +3,7 @@
  * min and max, the ratio Mercury / peer, and plain sentences wherever Mercury loses.
  */
 import type { ChartBar } from './chart.js';
-import { formatNumber, formatRatio, mercuryWins, ratio, summarizeMetric, type Summary } from './stats.js';
+import { formatNumber, formatRatio, outcome, ratio, summarizeMetric, type Outcome, type Summary } from './stats.js';
 import type { SubjectResult, WorkloadResult } from './workload.js';
 
 export interface RunInfo {
@@ -32,14 +32,14 @@ export interface Comparison {
   readonly mercuryMedian: number;
   readonly peerMedian: number;
   readonly ratio: number;
-  readonly mercuryBetter: boolean;
+  readonly outcome: Outcome;
 }
 
 /** Every Mercury row against every peer row, metric by metric, where both have figures. */
 export function comparisons(workloads: readonly WorkloadResult[]): Comparison[] {
   const found: Comparison[] = [];
   for (const workload of workloads) {
-    for (const metric of workload.metrics) {
+    for (const metric of workload.metrics.filter((candidate) => candidate.compared !== false)) {
       for (const mercury of workload.subjects.filter((subject) => subject.mercury)) {
         for (const peer of workload.subjects.filter((subject) => !subject.mercury)) {
           const mine = summarizeMetric(mercury.runs, metric.key);
@@ -56,7 +56,7 @@ export function comparisons(workloads: readonly WorkloadResult[]): Comparison[] 
             mercuryMedian: mine.median,
             peerMedian: theirs.median,
             ratio: value,
-            mercuryBetter: mercuryWins(value, metric.better),
+            outcome: outcome(value, metric.better),
           });
         }
       }
@@ -69,7 +69,7 @@ export function chartBars(found: readonly Comparison[]): ChartBar[] {
   return found.map((comparison) => ({
     label: `${comparison.workload.id}. ${comparison.mercury.title} vs ${comparison.peer.title}: ${comparison.metricTitle}`,
     ratio: comparison.ratio,
-    mercuryBetter: comparison.mercuryBetter,
+    mercuryBetter: comparison.outcome === 'better',
   }));
 }
 
@@ -94,20 +94,21 @@ function workloadSection(workload: WorkloadResult, found: readonly Comparison[])
   }
   lines.push('', 'Median of the runs, (min–max) in brackets.', '');
   const mine = found.filter((comparison) => comparison.workload === workload);
+  const compared = workload.metrics.filter((metric) => metric.compared !== false);
   if (mine.length > 0) {
     const pairs = [...new Set(mine.map((comparison) => `${comparison.mercury.title}\u0000${comparison.peer.title}`))];
-    lines.push(`| Ratio | ${workload.metrics.map((metric) => metric.title).join(' | ')} |`);
-    lines.push(`| --- | ${workload.metrics.map(() => '---:').join(' | ')} |`);
+    lines.push(`| Ratio | ${compared.map((metric) => metric.title).join(' | ')} |`);
+    lines.push(`| --- | ${compared.map(() => '---:').join(' | ')} |`);
     for (const pair of pairs) {
       const [mercuryTitle, peerTitle] = pair.split('\u0000') as [string, string];
-      const row = workload.metrics.map((metric) => {
+      const row = compared.map((metric) => {
         const comparison = mine.find((candidate) => candidate.mercury.title === mercuryTitle && candidate.peer.title === peerTitle && candidate.metricKey === metric.key);
-        return comparison === undefined ? 'n/a' : `${formatRatio(comparison.ratio)} (${comparison.mercuryBetter ? 'better' : 'worse'})`;
+        return comparison === undefined ? 'n/a' : `${formatRatio(comparison.ratio)} (${comparison.outcome})`;
       });
       lines.push(`| ${mercuryTitle} / ${peerTitle} | ${row.join(' | ')} |`);
     }
     lines.push('');
-    const losses = mine.filter((comparison) => !comparison.mercuryBetter);
+    const losses = mine.filter((comparison) => comparison.outcome === 'worse');
     if (losses.length > 0) {
       lines.push('**Where Mercury loses here:**', '');
       for (const loss of losses) lines.push(`- ${lossSentence(loss)}`);
@@ -146,8 +147,8 @@ export function renderReport(info: RunInfo, workloads: readonly WorkloadResult[]
     `![Mercury / peer ratios](${info.chartPath})`,
     '',
   ];
-  const losses = found.filter((comparison) => !comparison.mercuryBetter);
-  const wins = found.filter((comparison) => comparison.mercuryBetter);
+  const losses = found.filter((comparison) => comparison.outcome === 'worse');
+  const wins = found.filter((comparison) => comparison.outcome === 'better');
   if (losses.length > 0) {
     lines.push(`**Mercury loses on ${losses.length} of ${found.length} comparisons:**`, '');
     for (const loss of losses) lines.push(`- ${lossSentence(loss)}`);

@@ -53,6 +53,8 @@ export interface MetricSpec {
   /** Column title, e.g. "ops/s". */
   readonly title: string;
   readonly better: Better;
+  /** False for figures that only show whether a run was sound (e.g. the fraction delivered): no ratio, no chart bar. */
+  readonly compared?: boolean;
 }
 
 /** Mercury's median over the peer's: > 1 means Mercury's figure is larger (better for throughput, worse for latency). */
@@ -64,6 +66,14 @@ export function ratio(mercury: number, peer: number): number {
 /** Whether a ratio (Mercury / peer) means Mercury did better on a metric. Equal counts as not winning. */
 export function mercuryWins(ratioValue: number, better: Better): boolean {
   return better === 'higher' ? ratioValue > 1 : ratioValue < 1;
+}
+
+export type Outcome = 'better' | 'worse' | 'same';
+
+/** How Mercury did against a peer on a metric, from their ratio. */
+export function outcome(ratioValue: number, better: Better): Outcome {
+  if (ratioValue === 1) return 'same';
+  return mercuryWins(ratioValue, better) ? 'better' : 'worse';
 }
 
 /** A ratio as a person reads it: "2.4x" or "0.31x". */

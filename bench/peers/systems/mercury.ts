@@ -59,7 +59,8 @@ interface EventsMessage {
   events?: { type: string; key: string; keyEncoding: string; value?: string; valueEncoding?: string }[];
 }
 
-async function openWatchConnection(url: string, ids: readonly number[], prefix: string, listener: (watcher: number, key: string, value: Buffer) => void): Promise<WebSocket> {
+/** One WebSocket to a node with one subscription of `prefix` per id; `listener` gets every put. */
+export async function openWatchConnection(url: string, ids: readonly number[], prefix: string, listener: (watcher: number, key: string, value: Buffer) => void): Promise<WebSocket> {
   const socket = new WebSocket(url);
   await new Promise<void>((resolve, reject) => {
     socket.once('open', () => resolve());
