@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { ProcessGroup, ProcessStartError, freePort, residentBytes } from '../bench/peers/processes.js';
+import { ProcessGroup, ProcessStartError, freePort, processCpuMicros, residentBytes } from '../bench/peers/processes.js';
 
 const node = process.execPath;
 const alive = (pid: number): boolean => {
@@ -81,4 +81,9 @@ test('peers processes: a free port can be listened on; resident memory is read f
   assert.ok(port > 0 && port < 65536);
   assert.equal(residentBytes(7, () => 'Name:\tetcd\nVmRSS:\t   2048 kB\n'), 2 * 1024 * 1024);
   assert.throws(() => residentBytes(7, () => 'Name:\tetcd\n'), /no VmRSS/);
+  // Fields 14 and 15 (utime, stime) in ticks of 10 ms; the command name may hold spaces and parentheses.
+  const stat = '4242 (redis server (x)) S 1 4242 4242 0 -1 4194560 3000 0 0 0 250 50 0 0 20 0 5 0 100 0 0';
+  assert.equal(processCpuMicros(4242, () => stat), 3_000_000);
+  assert.throws(() => processCpuMicros(1, () => '1 (x) S'), /no CPU times/);
+  assert.ok(processCpuMicros(process.pid, (path) => readFileSync(path, 'utf8')) > 0);
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { chartDomain, escapeXml, renderRatioChart } from '../bench/peers/chart.js';
-import { chartBars, comparisons, lossSentence, renderReport, type RunInfo } from '../bench/peers/report.js';
+import { chartDomain, escapeXml, renderRatioChart, tickText } from '../bench/peers/chart.js';
+import { chartBars, comparisons, lossSentence, renderReport, sharedMachineSentence, type RunInfo } from '../bench/peers/report.js';
 import type { WorkloadResult } from '../bench/peers/workload.js';
 
 const writes: WorkloadResult = {
@@ -59,6 +59,7 @@ test('peers report: the page names the machine, load, command and versions, and 
     '`npm run bench:peers -- --workloads 1,5`',
     '2 x Test CPU',
     'Load average (1, 5, 15 min) at the start: 1.50, 1.00, 0.50; at the end: 2.00, 1.25, 0.75',
+    '**This machine was shared with other jobs**',
     'etcd 3.4.23',
     '![Mercury / peer ratios](docs/benchmarks-ratios.svg)',
     '**Mercury loses on 2 of 4 comparisons:**',
@@ -77,6 +78,7 @@ test('peers chart: one bar per ratio on a log scale around 1, coloured by who di
   assert.equal(chartDomain([]), Math.ceil(Math.log10(2) * 4) / 4);
   assert.equal(chartDomain([0.001, 5]), 3);
   assert.equal(chartDomain([1e9]), 4);
+  assert.deepEqual([1e-4, 0.01, 0.5, 1, 2, 1000].map(tickText), ['0.0001x', '0.01x', '0.5x', '1x', '2x', '1000x']);
   assert.equal(escapeXml('a<b & "c">'), 'a&lt;b &amp; &quot;c&quot;&gt;');
   const svg = renderRatioChart('Mercury <vs> peers', [
     { label: 'win', ratio: 2, mercuryBetter: true },
@@ -90,4 +92,9 @@ test('peers chart: one bar per ratio on a log scale around 1, coloured by who di
   assert.ok(svg.includes('fill="#2e7d32">2.00x</text>'));
   assert.ok(svg.includes('fill="#c62828">0.25x</text>'));
   assert.ok(!svg.includes('dropped'));
+});
+
+test('peers report: the machine is called shared when it was loaded before the harness started anything', () => {
+  assert.match(sharedMachineSentence([0.1, 0.2, 0.3]), /looked idle .* 0\.10/);
+  assert.match(sharedMachineSentence([3.5, 2, 1]), /shared with other jobs.* 3\.50 before the harness started/);
 });

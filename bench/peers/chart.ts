@@ -35,6 +35,13 @@ function ratioText(value: number): string {
   return value >= 10 ? `${Math.round(value)}x` : value >= 1 ? `${value.toFixed(2)}x` : `${value.toPrecision(2)}x`;
 }
 
+/** A power of ten (or 2, 1/2) as a short exact label: 10 ** -4 is 0.00009999999999999999 in floating point. */
+export function tickText(tick: number): string {
+  const exponent = Math.round(Math.log10(tick));
+  if (Math.abs(tick - 10 ** exponent) > 1e-9 * tick) return `${tick}x`;
+  return exponent >= 0 ? `${'1'.padEnd(exponent + 1, '0')}x` : `0.${'0'.repeat(-exponent - 1)}1x`;
+}
+
 export function renderRatioChart(title: string, bars: readonly ChartBar[]): string {
   const shown = bars.filter((bar) => Number.isFinite(bar.ratio) && bar.ratio > 0);
   const domain = chartDomain(shown.map((bar) => bar.ratio));
@@ -56,7 +63,7 @@ export function renderRatioChart(title: string, bars: readonly ChartBar[]): stri
   for (const tick of [...ticks].sort((a, b) => a - b)) {
     const tx = x(tick).toFixed(1);
     parts.push(`<line x1="${tx}" y1="${TOP - 6}" x2="${tx}" y2="${height - BOTTOM + 4}" stroke="${tick === 1 ? '#000' : '#ddd'}"/>`);
-    parts.push(`<text x="${tx}" y="${height - BOTTOM + 18}" text-anchor="middle" fill="#444">${tick}x</text>`);
+    parts.push(`<text x="${tx}" y="${height - BOTTOM + 18}" text-anchor="middle" font-size="10" fill="#444">${tickText(tick)}</text>`);
   }
   shown.forEach((bar, index) => {
     const y = TOP + index * ROW_HEIGHT;

@@ -12,12 +12,22 @@ export interface LoadResult {
   readonly requests: number;
   readonly seconds: number;
   readonly latencies: LatencyRecorder;
+  /** CPU time of the benchmark process (all its threads) during the run. */
+  readonly driverCpuMicros: number;
 }
 
-/** Units per second, p50 and p99 request latency in ms: the figures of workloads 1 to 3. */
+/**
+ * Units per second, p50 and p99 request latency in ms, and the driver's CPU per request: the figures of workloads 1
+ * to 3. The driver's CPU shows what each client library costs on a machine where it competes with the server.
+ */
 export function throughputMetrics(result: LoadResult): Record<string, number> {
   const [p50, p99] = result.latencies.quantiles([0.5, 0.99]);
-  return { perSecond: result.units / result.seconds, p50Ms: p50!, p99Ms: p99! };
+  return { perSecond: result.units / result.seconds, p50Ms: p50!, p99Ms: p99!, driverCpuUsPerRequest: result.driverCpuMicros / result.requests };
+}
+
+function cpuMicrosSince(start: NodeJS.CpuUsage): number {
+  const used = process.cpuUsage(start);
+  return used.user + used.system;
 }
 
 /**
@@ -30,6 +40,7 @@ export async function closedLoop(
   operation: (client: KvClient, clientIndex: number, iteration: number) => Promise<number>,
 ): Promise<LoadResult> {
   const latencies = new LatencyRecorder();
+  const cpu = process.cpuUsage();
   const started = performance.now();
   const deadline = started + seconds * 1000;
   let units = 0;
@@ -45,7 +56,7 @@ export async function closedLoop(
       }
     }),
   );
-  return { units, requests, seconds: (performance.now() - started) / 1000, latencies };
+  return { units, requests, seconds: (performance.now() - started) / 1000, latencies, driverCpuMicros: cpuMicrosSince(cpu) };
 }
 
 const sleep = (milliseconds: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, milliseconds));
@@ -61,6 +72,7 @@ export async function pacedLoop(
   operation: (client: KvClient, k: number) => Promise<void>,
 ): Promise<LoadResult> {
   const latencies = new LatencyRecorder();
+  const cpu = process.cpuUsage();
   const started = performance.now();
   const total = Math.floor(rate * seconds);
   const deadline = started + seconds * 1000;
@@ -82,7 +94,7 @@ export async function pacedLoop(
       }
     }),
   );
-  return { units, requests: units, seconds: (performance.now() - started) / 1000, latencies };
+  return { units, requests: units, seconds: (performance.now() - started) / 1000, latencies, driverCpuMicros: cpuMicrosSince(cpu) };
 }
 
 /**

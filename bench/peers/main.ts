@@ -61,6 +61,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const loadAverageStart = loadavg();
   const dateIso = new Date().toISOString();
   const results: WorkloadResult[] = [];
+  let failed = 0;
   try {
     log(`bench:peers: ${options.systems.join(', ')}; workloads ${options.workloads.join(', ')}; ${options.runs} runs x ${options.seconds} s; load average ${loadAverageStart.map((value) => value.toFixed(2)).join(' ')}`);
     for (const id of options.workloads) {
@@ -72,8 +73,16 @@ async function main(argv: readonly string[]): Promise<number> {
       }
       log(`workload ${id}: ${workload.title}`);
       const started = performance.now();
-      results.push(await workload.run({ options, adapters, group, log }));
-      log(`workload ${id}: done in ${((performance.now() - started) / 1000).toFixed(0)} s`);
+      try {
+        results.push(await workload.run({ options, adapters, group, log }));
+        log(`workload ${id}: done in ${((performance.now() - started) / 1000).toFixed(0)} s`);
+      } catch (error) {
+        // One workload's failure is reported on the page and in the exit code; the others still run.
+        failed++;
+        const message = error instanceof Error ? error.message : String(error);
+        log(`workload ${id}: FAILED: ${error instanceof Error ? (error.stack ?? message) : message}`);
+        results.push({ id, title: workload.title, description: '', metrics: [], subjects: [], notes: [], skipped: `the run failed: ${message.split('\n')[0]}` });
+      }
     }
   } finally {
     await group.stopAll();
@@ -104,12 +113,13 @@ async function main(argv: readonly string[]): Promise<number> {
   );
   mkdirSync(dirname(outputPath), { recursive: true });
   writeFileSync(outputPath, page);
-  writeFileSync(outputPath.replace(/\.md$/, '') + '.json', `${JSON.stringify({ dateIso, command: commandLine(argv), versions, results }, null, 2)}\n`);
+  // The raw per-run figures, next to the chart, for anyone who wants other statistics than the page's.
+  writeFileSync(resolve(dirname(chartPath), 'benchmarks-results.json'), `${JSON.stringify({ dateIso, command: commandLine(argv), versions, results }, null, 2)}\n`);
   log(`bench:peers: wrote ${relative(process.cwd(), outputPath)} and ${relative(process.cwd(), chartPath)}`);
   for (const comparison of found) {
     log(`  ${comparison.workload.id}. ${comparison.mercury.title} / ${comparison.peer.title} ${comparison.metricTitle}: ${comparison.ratio.toFixed(3)} (${comparison.outcome})`);
   }
-  return 0;
+  return failed === 0 ? 0 : 1;
 }
 
 process.exitCode = await main(process.argv.slice(2));

@@ -191,3 +191,17 @@ export function residentBytes(pid: number, readStatus: (path: string) => string)
   if (match === null) throw new Error(`no VmRSS for pid ${pid}`);
   return Number(match[1]) * 1024;
 }
+
+/** Linux's USER_HZ, the unit of the CPU times in /proc/PID/stat: 100 on every mainstream architecture. */
+export const PROC_TICKS_PER_SECOND = 100;
+
+/** CPU time (user + system) a process has used, in microseconds, from /proc/PID/stat (Linux). */
+export function processCpuMicros(pid: number, readStat: (path: string) => string): number {
+  const stat = readStat(`/proc/${pid}/stat`);
+  // The command name (field 2) is in parentheses and may hold spaces: count fields after its closing parenthesis.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const userTicks = Number(fields[11]);
+  const systemTicks = Number(fields[12]);
+  if (!Number.isFinite(userTicks) || !Number.isFinite(systemTicks)) throw new Error(`no CPU times for pid ${pid}`);
+  return ((userTicks + systemTicks) * 1_000_000) / PROC_TICKS_PER_SECOND;
+}

@@ -119,6 +119,20 @@ function workloadSection(workload: WorkloadResult, found: readonly Comparison[])
   return lines;
 }
 
+/**
+ * A 1-minute load average at least this high before the harness starts anything means other jobs are running. Not
+ * lower: `npm run bench:peers` builds first, and the build alone lifts the load average by about 0.3.
+ */
+export const SHARED_LOAD_AVERAGE_MIN = 1;
+
+/** Whether the machine was shared, judged from the load average before the harness started any process. */
+export function sharedMachineSentence(loadAverageStart: readonly number[]): string {
+  const oneMinute = loadAverageStart[0] ?? 0;
+  return oneMinute >= SHARED_LOAD_AVERAGE_MIN
+    ? `**This machine was shared with other jobs** (other engineers' builds, tests and benchmarks): its 1-minute load average was ${oneMinute.toFixed(2)} before the harness started anything, and they may have run throughout. Read the figures as ranges, not points.`
+    : `The machine looked idle when the harness started (1-minute load average ${oneMinute.toFixed(2)}).`;
+}
+
 export function renderReport(info: RunInfo, workloads: readonly WorkloadResult[]): string {
   const found = comparisons(workloads);
   const load = (values: readonly number[]): string => values.map((value) => value.toFixed(2)).join(', ');
@@ -130,7 +144,7 @@ export function renderReport(info: RunInfo, workloads: readonly WorkloadResult[]
     `- **Date:** ${info.dateIso}`,
     `- **Command:** \`${info.command}\``,
     `- **Machine:** ${info.machine}; ${info.node}`,
-    `- **Shared machine:** other jobs (builds and tests of other engineers) ran on this machine during the run. Load average (1, 5, 15 min) at the start: ${load(info.loadAverageStart)}; at the end: ${load(info.loadAverageEnd)}. Read the figures as ranges, not points.`,
+    `- **Load:** ${sharedMachineSentence(info.loadAverageStart)} Load average (1, 5, 15 min) at the start: ${load(info.loadAverageStart)}; at the end: ${load(info.loadAverageEnd)}.`,
     `- **Versions:** ${info.versions.join('; ')}`,
     '',
     'Every system runs on this machine on loopback, in a temp directory, started and stopped by the harness; the load',
@@ -138,7 +152,9 @@ export function renderReport(info: RunInfo, workloads: readonly WorkloadResult[]
     'systems and the driver share the same cores, so a system that needs less CPU per request leaves more to the driver.',
     `Each figure is the median of ${info.runs} runs of ${info.seconds} s (min–max in brackets) after one unrecorded warm-up run;`,
     'runs alternate between systems (A, B, C, A, B, C, ...) so that drift of the machine hits all of them alike.',
-    'Ratios are Mercury\'s median divided by the peer\'s.',
+    'Ratios are Mercury\'s median divided by the peer\'s. "Server CPU µs/request" is the server process\'s user + system',
+    'CPU time during a run (from /proc, in 10 ms ticks) over the requests completed; "driver CPU µs/request" is the',
+    'benchmark process\'s, which shows what each client library costs where it competes with the server for 2 cores.',
     '',
     ...info.settings.map((line) => `- ${line}`),
     '',

@@ -2,8 +2,10 @@
  * Workloads 1 to 3 share one shape: C clients per system in closed loops for a fixed duration, throughput and
  * request latency per run.
  */
+import { readFileSync } from 'node:fs';
 import type { WorkloadId } from '../args.js';
 import { closedLoop, throughputMetrics } from '../driver.js';
+import { processCpuMicros } from '../processes.js';
 import type { MetricSpec } from '../stats.js';
 import type { KvClient, RunningSystem } from '../system.js';
 import { measureAlternating, startAll, type Subject, type Workload, type WorkloadContext, type WorkloadResult } from '../workload.js';
@@ -28,8 +30,12 @@ export function throughputMetricSpecs(unit: string): MetricSpec[] {
     { key: 'perSecond', title: unit, better: 'higher' },
     { key: 'p50Ms', title: 'p50 ms', better: 'lower' },
     { key: 'p99Ms', title: 'p99 ms', better: 'lower' },
+    { key: 'serverCpuUsPerRequest', title: 'server CPU µs/request', better: 'lower' },
+    { key: 'driverCpuUsPerRequest', title: 'driver CPU µs/request', better: 'lower', compared: false },
   ];
 }
+
+const readProc = (path: string): string => readFileSync(path, 'utf8');
 
 export function closedLoopWorkload(spec: ClosedLoopSpec): Workload {
   return {
@@ -50,7 +56,10 @@ export function closedLoopWorkload(spec: ClosedLoopSpec): Workload {
             runOnce: async (run) => {
               // The warm-up run (-1) is short: it only has to get the client code compiled and connections open.
               const seconds = run < 0 ? Math.min(1, context.options.seconds) : context.options.seconds;
-              return throughputMetrics(await closedLoop(clients, seconds, (client, clientIndex, iteration) => spec.operation(client, clientIndex, iteration, context)));
+              const serverCpuStart = processCpuMicros(system.pid, readProc);
+              const result = await closedLoop(clients, seconds, (client, clientIndex, iteration) => spec.operation(client, clientIndex, iteration, context));
+              const serverCpuUsPerRequest = (processCpuMicros(system.pid, readProc) - serverCpuStart) / result.requests;
+              return { ...throughputMetrics(result), serverCpuUsPerRequest };
             },
             close: async () => {
               await Promise.all(clients.map((client) => client.close()));

@@ -204,7 +204,9 @@ export const propagationWorkload: Workload = {
           subjects.push(await treeSubject('mercury', 'Mercury', true, mercuryTree, context, parents));
         } catch (error) {
           if (!(error instanceof ProcessStartError)) throw error;
-          notes.push(`Mercury side not measured: this build's \`mercury serve\` did not start as a replication tree node (it needs \`--replication-listen\` and \`--upstream\`): ${error.message.split('\n').slice(0, 3).join(' ').slice(0, 300)}`);
+          // The node's own complaint (`mercury: ...`) says more than the harness's wrapper around it.
+          const complaint = /^mercury: [^\n]*/m.exec(error.message)?.[0].split('. ')[0] ?? error.message.split('\n')[0]!;
+          notes.push(`Mercury side not measured: this build's \`mercury serve\` did not start as a replication tree node (it needs \`--replication-listen\` and \`--upstream\`); it said: "${complaint.slice(0, 200)}".`);
           context.log(`workload 5: Mercury tree skipped: ${error.message.split('\n')[0]}`);
         }
       }

@@ -39,7 +39,7 @@ export function shortfalls(results: readonly SubjectResult[], offered: number): 
   return results.flatMap((subject) => {
     const absorbed = summarizeMetric(subject.runs, 'writesPerSecond');
     if (absorbed === undefined || absorbed.median >= offered * ABSORBED_FRACTION_MIN) return [];
-    return [`${subject.title} absorbed ${formatNumber(absorbed.median)} writes/s of the ${formatNumber(offered)} offered (median), so its reads ran under a lighter write load than the others'.`];
+    return [`${subject.title} absorbed ${formatNumber(absorbed.median)} writes/s of the ${formatNumber(offered)} offered (median): its reads ran under that write load, not the full ${formatNumber(offered)}/s.`];
   });
 }
 
