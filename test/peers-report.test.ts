@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { chartDomain, escapeXml, renderRatioChart, tickText } from '../bench/peers/chart.js';
-import { chartBars, comparisons, lossSentence, renderReport, sharedMachineSentence, type RunInfo } from '../bench/peers/report.js';
+import { chartBars, comparisons, lossSentence, rangesOverlap, renderReport, sharedMachineSentence, type RunInfo } from '../bench/peers/report.js';
 import type { WorkloadResult } from '../bench/peers/workload.js';
 
 const writes: WorkloadResult = {
@@ -46,6 +46,17 @@ test('peers report: every Mercury row is compared with every peer on every metri
     lossSentence(found[1]!),
     'Mercury loses to Redis on writes/s in "Durable single-key writes": 110 against 220 (Mercury / Redis = 0.50x).',
   );
+  // Mercury's p99 runs (4-6) and etcd's (8-12) do not overlap; Redis's writes/s runs (200-240) and Mercury's do not
+  // either; a pair that does is said to be within the noise.
+  assert.deepEqual(
+    found.map((comparison) => comparison.rangesOverlap),
+    [false, false, false, false],
+  );
+  assert.match(lossSentence({ ...found[1]!, rangesOverlap: true }), /ranges overlap: within this machine's noise\.$/);
+  assert.equal(
+    rangesOverlap({ runs: 2, median: 2, min: 1, max: 3, spread: 1 }, { runs: 2, median: 4, min: 3, max: 5, spread: 0.5 }),
+    true,
+  );
   assert.deepEqual(
     chartBars(found).map((bar) => bar.label),
     ['1. Mercury vs etcd: writes/s', '1. Mercury vs Redis: writes/s', '1. Mercury vs etcd: p99 ms', '1. Mercury vs Redis: p99 ms'],
@@ -62,7 +73,7 @@ test('peers report: the page names the machine, load, command and versions, and 
     '**This machine was shared with other jobs**',
     'etcd 3.4.23',
     '![Mercury / peer ratios](docs/benchmarks-ratios.svg)',
-    '**Mercury loses on 2 of 4 comparisons:**',
+    '**Mercury loses on 2 of 4 comparisons** (2 of them in every run, the others with overlapping ranges):',
     '| Mercury | 110 (100–120) | 5.00 (4.00–6.00) | n/a |',
     '| Mercury / Redis | 0.50x (worse) | 2.00x (worse) |',
     '| Mercury / etcd | 2.20x (better) | 0.50x (better) |',

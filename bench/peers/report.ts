@@ -33,6 +33,13 @@ export interface Comparison {
   readonly peerMedian: number;
   readonly ratio: number;
   readonly outcome: Outcome;
+  /** The two systems' runs overlap (min of one <= max of the other): the difference is within the machine's noise. */
+  readonly rangesOverlap: boolean;
+}
+
+/** Whether two sets of runs overlap: then neither system was better in every run. */
+export function rangesOverlap(a: Summary, b: Summary): boolean {
+  return a.min <= b.max && b.min <= a.max;
 }
 
 /** Every Mercury row against every peer row, metric by metric, where both have figures. */
@@ -57,6 +64,7 @@ export function comparisons(workloads: readonly WorkloadResult[]): Comparison[] 
             peerMedian: theirs.median,
             ratio: value,
             outcome: outcome(value, metric.better),
+            rangesOverlap: rangesOverlap(mine, theirs),
           });
         }
       }
@@ -80,7 +88,8 @@ function cell(summary: Summary | undefined): string {
 
 /** "Mercury loses to etcd on p99 ms of point reads: 3.1 vs 1.2 (ratio 2.6x)." */
 export function lossSentence(comparison: Comparison): string {
-  return `${comparison.mercury.title} loses to ${comparison.peer.title} on ${comparison.metricTitle} in "${comparison.workload.title}": ${formatNumber(comparison.mercuryMedian)} against ${formatNumber(comparison.peerMedian)} (Mercury / ${comparison.peer.title} = ${formatRatio(comparison.ratio)}).`;
+  const sentence = `${comparison.mercury.title} loses to ${comparison.peer.title} on ${comparison.metricTitle} in "${comparison.workload.title}": ${formatNumber(comparison.mercuryMedian)} against ${formatNumber(comparison.peerMedian)} (Mercury / ${comparison.peer.title} = ${formatRatio(comparison.ratio)}).`;
+  return comparison.rangesOverlap ? `${sentence} The runs' ranges overlap: within this machine's noise.` : sentence;
 }
 
 function workloadSection(workload: WorkloadResult, found: readonly Comparison[]): string[] {
@@ -103,7 +112,8 @@ function workloadSection(workload: WorkloadResult, found: readonly Comparison[])
       const [mercuryTitle, peerTitle] = pair.split('\u0000') as [string, string];
       const row = compared.map((metric) => {
         const comparison = mine.find((candidate) => candidate.mercury.title === mercuryTitle && candidate.peer.title === peerTitle && candidate.metricKey === metric.key);
-        return comparison === undefined ? 'n/a' : `${formatRatio(comparison.ratio)} (${comparison.outcome})`;
+        if (comparison === undefined) return 'n/a';
+        return `${formatRatio(comparison.ratio)} (${comparison.outcome}${comparison.outcome !== 'same' && comparison.rangesOverlap ? ', ranges overlap' : ''})`;
       });
       lines.push(`| ${mercuryTitle} / ${peerTitle} | ${row.join(' | ')} |`);
     }
@@ -166,7 +176,8 @@ export function renderReport(info: RunInfo, workloads: readonly WorkloadResult[]
   const losses = found.filter((comparison) => comparison.outcome === 'worse');
   const wins = found.filter((comparison) => comparison.outcome === 'better');
   if (losses.length > 0) {
-    lines.push(`**Mercury loses on ${losses.length} of ${found.length} comparisons:**`, '');
+    const clear = losses.filter((loss) => !loss.rangesOverlap).length;
+    lines.push(`**Mercury loses on ${losses.length} of ${found.length} comparisons** (${clear} of them in every run, the others with overlapping ranges):`, '');
     for (const loss of losses) lines.push(`- ${lossSentence(loss)}`);
     lines.push('');
   }
