@@ -73,7 +73,7 @@ test('peers report: the page names the machine, load, command and versions, and 
     '**This machine was shared with other jobs**',
     'etcd 3.4.23',
     '![Mercury / peer ratios](docs/benchmarks-ratios.svg)',
-    '**Mercury loses on 2 of 4 comparisons** (2 of them in every run, the others with overlapping ranges):',
+    '**Mercury loses on 2 of 4 comparisons** (each in every run):',
     '| Mercury | 110 (100–120) | 5.00 (4.00–6.00) | n/a |',
     '| Mercury / Redis | 0.50x (worse) | 2.00x (worse) |',
     '| Mercury / etcd | 2.20x (better) | 0.50x (better) |',

@@ -177,7 +177,8 @@ export function renderReport(info: RunInfo, workloads: readonly WorkloadResult[]
   const wins = found.filter((comparison) => comparison.outcome === 'better');
   if (losses.length > 0) {
     const clear = losses.filter((loss) => !loss.rangesOverlap).length;
-    lines.push(`**Mercury loses on ${losses.length} of ${found.length} comparisons** (${clear} of them in every run, the others with overlapping ranges):`, '');
+    const which = clear === losses.length ? 'each in every run' : `${clear} of them in every run; in the others the runs' ranges overlap`;
+    lines.push(`**Mercury loses on ${losses.length} of ${found.length} comparisons** (${which}):`, '');
     for (const loss of losses) lines.push(`- ${lossSentence(loss)}`);
     lines.push('');
   }
