@@ -22,6 +22,8 @@ test('peers prerequisites: missing peers give one apt-get command with each pack
   assert.match(message, /^ {2}apt-get install -y etcd-server redis-server$/m);
   assert.match(message, /--install/);
   assert.equal(findMissing(required, () => true).missing.length, 0);
+  assert.match(missingMessage(findMissing(required, () => false), false), /^bench:peers: etcd, redis-server and redis-cli not found on PATH/);
+  assert.match(missingMessage(findMissing(required, () => false), false), /^ {2}sudo apt-get install -y etcd-server redis-server redis-tools$/m);
 });
 
 test('peers prerequisites: every peer binary names its Debian package; Mercury needs none', () => {

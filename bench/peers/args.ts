@@ -60,7 +60,7 @@ Side-by-side benchmarks of Mercury, etcd and Redis on this machine. Writes BENCH
   --readers N           concurrent readers in workload 4 (default 16)
   --watchers N          watchers in workload 6 (default 1024)
   --watch-connections N connections the watchers share in workload 6 (default 16)
-  --watch-writes N      writes per run observed by the watchers in workload 6 (default 200)
+  --watch-writes N      writes per run in workloads 5 and 6, spread over the run (default 200)
   --tree LIST           fan-out per level below the root in workload 5 (default 4,16: 1 -> 4 -> 16)
   --output FILE         results page (default BENCHMARKS.md)
   --chart FILE          ratio chart (default docs/benchmarks-ratios.svg)

@@ -40,7 +40,8 @@ export function installCommand(packages: readonly string[], isRoot: boolean): st
 }
 
 export function missingMessage(report: MissingReport, isRoot: boolean): string {
-  const names = [...new Set(report.missing.map((item) => item.binary))].join(' and ');
+  const binaries = [...new Set(report.missing.map((item) => item.binary))];
+  const names = binaries.length === 1 ? binaries[0]! : `${binaries.slice(0, -1).join(', ')} and ${binaries.at(-1)!}`;
   return `bench:peers: ${names} not found on PATH. Install with:\n\n  ${installCommand(report.packages, isRoot).join(' ')}\n\nor run again with --install.`;
 }
 
