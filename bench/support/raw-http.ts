@@ -60,6 +60,11 @@ export class RawHttpConnection {
     });
   }
 
+  /** False once either side has closed the socket (a server closes idle keep-alive connections after a while). */
+  get isOpen(): boolean {
+    return !this.socket.destroyed && this.socket.writable;
+  }
+
   close(): void {
     this.socket.destroy();
   }

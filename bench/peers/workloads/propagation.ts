@@ -1,0 +1,229 @@
+/**
+ * Workload 5: propagation down a replication tree of the same shape on Redis and on Mercury (default 1 -> 4 -> 16).
+ * Writes go to the root one at a time, spread over the run; for each, the time from its acknowledgement until it is
+ * visible on every replica. Redis replicas report visibility by keyspace notifications; Mercury replicas by their
+ * watch stream (a replica sends an event only once it has applied the entry).
+ *
+ * The Mercury side uses the replication CLI: `mercury serve ... --replication-listen 127.0.0.1:0
+ * --upstream HOST:PORT`, ready line `mercury node listening on http://H:P replication H:RP`. A build without it is
+ * reported and skipped; Redis is still measured.
+ */
+import { CLI_PATH } from '../../support/node-process.js';
+import { benchKey, spacedSequence } from '../driver.js';
+import { freePort, ProcessStartError, type ManagedProcess } from '../processes.js';
+import { LatencyRecorder, type MetricSpec } from '../stats.js';
+import type { KvClient } from '../system.js';
+import { connectMercury, connectRedis, openWatchConnection, redisServerArgs } from '../systems/index.js';
+import { measureAlternating, type Subject, type SubjectResult, type Workload, type WorkloadContext, type WorkloadResult } from '../workload.js';
+import { valueOf } from './writes.js';
+
+/** How long one write may take to reach every replica before the run gives up on it. */
+const PROPAGATION_MS_MAX = 10_000;
+/** How long a Redis replica may take for its first full sync. */
+const REDIS_SYNC_MS_MAX = 30_000;
+
+const METRICS: readonly MetricSpec[] = [
+  { key: 'allP50Ms', title: 'all replicas p50 ms', better: 'lower' },
+  { key: 'allP99Ms', title: 'all replicas p99 ms', better: 'lower' },
+  { key: 'firstP50Ms', title: 'first replica p50 ms', better: 'lower' },
+  { key: 'completeFraction', title: 'fraction of writes seen everywhere', better: 'higher', compared: false },
+];
+
+/**
+ * The parent of every node, level by level, the root (node 0) having -1: [4, 16] gives 1 -> 4 -> 16, four children
+ * each.
+ */
+export function treeParents(fanout: readonly number[]): number[] {
+  const parents: number[] = [-1];
+  let levelStart = 0;
+  let levelSize = 1;
+  let next = 1;
+  for (const size of fanout) {
+    for (let i = 0; i < size; i++) parents[next + i] = levelStart + (i % levelSize);
+    levelStart = next;
+    next += size;
+    levelSize = size;
+  }
+  return parents;
+}
+
+/** A running tree: a client of its root, and how many replicas report writes (through the `seen` callback). */
+interface Tree {
+  readonly writer: KvClient;
+  readonly replicas: number;
+  close(): Promise<void>;
+}
+
+async function redisTree(context: WorkloadContext, parents: readonly number[], seen: (replica: number, k: number) => void): Promise<Tree> {
+  const ports: number[] = [];
+  const subscribers: Awaited<ReturnType<typeof connectRedis>>[] = [];
+  const processes: ManagedProcess[] = [];
+  for (let node = 0; node < parents.length; node++) {
+    const port = await freePort();
+    ports[node] = port;
+    const replicaOf = node === 0 ? [] : ['--replicaof', '127.0.0.1', String(ports[parents[node]!]), '--notify-keyspace-events', 'K$'];
+    // No delay before a full sync: Redis waits 5 s by default for more replicas to share one.
+    const extra = ['--repl-diskless-sync-delay', '0', ...replicaOf];
+    processes.push(
+      await context.group.start({
+        name: `redis-${node}`,
+        command: 'redis-server',
+        args: redisServerArgs(port, context.group.tempDir(`redis-tree-${node}`), extra),
+        ready: node === 0 ? /Ready to accept connections/ : /MASTER <-> REPLICA sync: Finished with success/,
+        readyMsMax: REDIS_SYNC_MS_MAX,
+      }),
+    );
+  }
+  for (let replica = 1; replica < parents.length; replica++) {
+    const subscriber = await connectRedis(ports[replica]!);
+    await subscriber.psubscribe('__keyspace@0__:prop/*');
+    subscriber.on('pmessage', (_pattern: string, channel: string) => seen(replica - 1, Number(channel.slice(channel.lastIndexOf('/') + 1))));
+    subscribers.push(subscriber);
+  }
+  const root = await connectRedis(ports[0]!);
+  return {
+    writer: {
+      put: async (key, value) => void (await root.set(key, value)),
+      get: () => Promise.reject(new Error('not used')),
+      putBatch: () => Promise.reject(new Error('not used')),
+      close: () => Promise.resolve(), // the tree closes the connection
+    },
+    replicas: parents.length - 1,
+    async close() {
+      await root.quit();
+      for (const subscriber of subscribers) subscriber.disconnect();
+      await Promise.all(processes.map((process) => process.stop()));
+    },
+  };
+}
+
+async function mercuryTree(context: WorkloadContext, parents: readonly number[], seen: (replica: number, k: number) => void): Promise<Tree> {
+  const nodes: { process: ManagedProcess; host: string; port: number; replication: string }[] = [];
+  const sockets: { close(): void }[] = [];
+  try {
+    for (let node = 0; node < parents.length; node++) {
+      const upstream = node === 0 ? [] : ['--upstream', nodes[parents[node]!]!.replication];
+      const process = await context.group.start({
+        name: `mercury-${node}`,
+        command: globalThis.process.execPath,
+        args: [CLI_PATH, 'serve', '--data-dir', context.group.tempDir(`mercury-tree-${node}`), '--listen', '127.0.0.1:0', '--replication-listen', '127.0.0.1:0', ...upstream],
+        ready: /listening on http:\/\/([\d.]+):(\d+) replication (\S+:\d+)/,
+      });
+      nodes.push({ process, host: process.readyMatch[1]!, port: Number(process.readyMatch[2]), replication: process.readyMatch[3]! });
+    }
+    for (let replica = 1; replica < nodes.length; replica++) {
+      const { host, port } = nodes[replica]!;
+      sockets.push(await openWatchConnection(`ws://${host}:${port}/v1/watch`, [replica], 'prop/', (_id, key) => seen(replica - 1, Number(key.slice(key.lastIndexOf('/') + 1)))));
+    }
+  } catch (error) {
+    for (const socket of sockets) socket.close();
+    await Promise.all(nodes.map((node) => node.process.stop()));
+    throw error;
+  }
+  const writer = connectMercury(nodes[0]!.host, nodes[0]!.port);
+  return {
+    writer,
+    replicas: nodes.length - 1,
+    async close() {
+      await writer.close();
+      for (const socket of sockets) socket.close();
+      await Promise.all(nodes.map((node) => node.process.stop()));
+    },
+  };
+}
+
+type TreeStarter = (context: WorkloadContext, parents: readonly number[], seen: (replica: number, k: number) => void) => Promise<Tree>;
+
+async function treeSubject(id: string, title: string, mercury: boolean, start: TreeStarter, context: WorkloadContext, parents: readonly number[]): Promise<Subject> {
+  const { options } = context;
+  let ackAt: number[] = [];
+  let seenCount: number[] = [];
+  let firstAt: number[] = [];
+  let allAt: number[] = [];
+  let replicas = 0;
+  const tree = await start(context, parents, (_replica, k) => {
+    if (k < 0 || Number.isNaN(k) || seenCount[k] === undefined) return;
+    const now = performance.now();
+    const count = seenCount[k] + 1;
+    seenCount[k] = count;
+    if (count === 1) firstAt[k] = now;
+    if (count === replicas) allAt[k] = now;
+  });
+  replicas = tree.replicas;
+  let keyBase = 0;
+  return {
+    id,
+    title,
+    mercury,
+    async runOnce(run) {
+      const writes = run < 0 ? 20 : options.watchWrites;
+      // Fresh key numbers every run, so a late notification of an earlier run cannot count.
+      ackAt = [];
+      firstAt = [];
+      allAt = [];
+      seenCount = [];
+      const base = keyBase;
+      keyBase += writes;
+      for (let k = base; k < base + writes; k++) seenCount[k] = 0;
+      await spacedSequence(writes, options.seconds, async (i) => {
+        await tree.writer.put(benchKey('prop', base + i), valueOf(options.valueBytes));
+        ackAt[base + i] = performance.now();
+      });
+      const deadline = performance.now() + PROPAGATION_MS_MAX;
+      while (allAt.filter((at) => at !== undefined).length < writes && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+      const all = new LatencyRecorder();
+      const first = new LatencyRecorder();
+      let complete = 0;
+      for (let k = base; k < base + writes; k++) {
+        // A replica can see a write before the root's acknowledgement reaches the client: that counts as 0.
+        if (allAt[k] !== undefined) {
+          all.record(Math.max(0, allAt[k]! - ackAt[k]!));
+          complete++;
+        }
+        if (firstAt[k] !== undefined) first.record(Math.max(0, firstAt[k]! - ackAt[k]!));
+      }
+      const [allP50, allP99] = all.quantiles([0.5, 0.99]);
+      return { allP50Ms: allP50!, allP99Ms: allP99!, firstP50Ms: first.quantile(0.5), completeFraction: complete / writes };
+    },
+    close: () => tree.close(),
+  };
+}
+
+export const propagationWorkload: Workload = {
+  id: 5,
+  title: 'Propagation down a replication tree',
+  async run(context: WorkloadContext): Promise<WorkloadResult> {
+    const { options } = context;
+    const parents = treeParents(options.tree);
+    const shape = ['1', ...options.tree.map(String)].join(' -> ');
+    const notes: string[] = [];
+    const subjects: Subject[] = [];
+    try {
+      if (options.systems.includes('mercury')) {
+        try {
+          subjects.push(await treeSubject('mercury', 'Mercury', true, mercuryTree, context, parents));
+        } catch (error) {
+          if (!(error instanceof ProcessStartError)) throw error;
+          // The node's own complaint (`mercury: ...`) says more than the harness's wrapper around it.
+          const complaint = /^mercury: [^\n]*/m.exec(error.message)?.[0].split('. ')[0] ?? error.message.split('\n')[0]!;
+          notes.push(`Mercury side not measured: this build's \`mercury serve\` did not start as a replication tree node (it needs \`--replication-listen\` and \`--upstream\`); it said: "${complaint.slice(0, 200)}".`);
+          context.log(`workload 5: Mercury tree skipped: ${error.message.split('\n')[0]}`);
+        }
+      }
+      if (options.systems.includes('redis')) subjects.push(await treeSubject('redis', 'Redis', false, redisTree, context, parents));
+    } catch (error) {
+      await Promise.all(subjects.map((subject) => subject.close()));
+      throw error;
+    }
+    const results: SubjectResult[] = subjects.length === 0 ? [] : await measureAlternating(context, 5, subjects);
+    return {
+      id: 5,
+      title: 'Propagation down a replication tree',
+      description: `A tree ${shape} (${parents.length - 1} replicas), every node durable as in workload 1 (Redis replicas with the same AOF settings). Each run writes ${options.watchWrites} keys of ${options.valueBytes} B to the root, one at a time, spread over ${options.seconds} s; for each write, the time from its acknowledgement until it is visible on every replica (and on the first). Redis replicas report visibility through keyspace notifications, Mercury replicas through their watch stream.`,
+      metrics: METRICS,
+      subjects: results,
+      notes,
+      ...(results.length === 0 ? { skipped: notes.join(' ') || 'no system selected for it.' } : {}),
+    };
+  },
+};
