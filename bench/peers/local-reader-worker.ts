@@ -23,7 +23,7 @@ export const LOCAL_GETS_PER_SAMPLE = 16;
 
 /** Reads `keys` round-robin for `seconds`, timing each group of LOCAL_GETS_PER_SAMPLE gets. */
 export async function readLocally(request: LocalReadRequest): Promise<LocalReadResult> {
-  const reader = openLocalReader(request.dataDir);
+  const reader = await openLocalReader(request.dataDir);
   const keys = request.keys.map((key) => Buffer.from(key));
   try {
     const latencies = new LatencyRecorder();

@@ -1,60 +1,42 @@
 /**
  * Mercury under test: `mercury serve` with its defaults (group commit, one fsync per log entry) on loopback.
  *
- * The client is the swap point for Mercury's own richer `connect()` client when it lands: everything the load driver
- * needs is `connectMercury(url)` below. Until then it uses bench/support/raw-http.ts, one keep-alive HTTP/1.1
- * connection per client, and `ws` for watches.
+ * The client is Mercury's own `connect()` (src/client: node:http keep-alive connections shared by the process, retries
+ * on connection errors), one per load-driver client; watches use `ws` directly.
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 import { CLI_PATH } from '../../support/node-process.js';
-import { RawHttpConnection } from '../../support/raw-http.js';
+import { connect } from '../../../src/client/index.js';
 import type { ProcessGroup } from '../processes.js';
 import type { KvClient, RunningSystem, SystemAdapter, Watch } from '../system.js';
 
 /** Subscriptions per watch connection: the node's limit (WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX). */
 const MERCURY_SUBSCRIPTIONS_PER_CONNECTION_MAX = 64;
 
-function expectOk(status: number, body: Buffer, what: string): void {
-  if (status !== 200) throw new Error(`mercury: ${what} answered HTTP ${status}: ${body.toString().slice(0, 200)}`);
-}
-
 function isAscii(value: Buffer): boolean {
   for (const byte of value) if (byte >= 0x80) return false;
   return true;
 }
 
-/** Keys in the harness are ASCII without reserved characters, so they go into the path as they are. */
+/** Keys in the harness are ASCII without reserved characters. */
 export function connectMercury(host: string, port: number): KvClient {
-  let open = new RawHttpConnection(host, port);
-  // The node closes keep-alive connections idle for a few seconds, which they are while the other systems take their
-  // turn: reconnect then, as any HTTP client does.
-  const live = (): RawHttpConnection => {
-    if (!open.isOpen) open = new RawHttpConnection(host, port);
-    return open;
-  };
-  const connection = { request: (...args: Parameters<RawHttpConnection['request']>) => live().request(...args), close: () => open.close() };
+  const client = connect(`http://${host}:${port}`);
   return {
     async put(key, value) {
-      const response = await connection.request('PUT', `/v1/kv/${key}`, value);
-      expectOk(response.status, response.body, 'PUT');
+      await client.put(key, value);
     },
     async get(key) {
-      const response = await connection.request('GET', `/v1/kv/${key}`);
-      if (response.status === 404) return undefined;
-      expectOk(response.status, response.body, 'GET');
-      return response.body;
+      return (await client.get(key))?.value;
     },
     async putBatch(entries) {
-      const success = entries.map(([key, value]) =>
-        isAscii(value) ? { op: 'put', key, value: value.toString('latin1') } : { op: 'put', key, valueBase64: value.toString('base64') },
-      );
-      const response = await connection.request('POST', '/v1/txn', Buffer.from(JSON.stringify({ success })), 'application/json');
-      expectOk(response.status, response.body, 'POST /v1/txn');
+      await client.txn({
+        success: entries.map(([key, value]) => (isAscii(value) ? { op: 'put', key, value: value.toString('latin1') } : { op: 'put', key, valueBase64: value.toString('base64') })),
+      });
     },
     close() {
-      connection.close();
+      client.close();
       return Promise.resolve();
     },
   };
@@ -98,7 +80,7 @@ export const mercuryAdapter: SystemAdapter = {
   requires: [],
   settings: '`mercury serve` defaults: group commit, one fsync per log entry (LMDB)',
   clientDescription:
-    'a minimal keep-alive HTTP/1.1 client, one connection per client (bench/support/raw-http.ts, until Mercury\'s own client lands); it costs the driver less CPU per request than a full client library would, which favours Mercury on a shared 2-core machine (see driver CPU); watches over `ws`',
+    'Mercury\'s own `connect()` (src/client; node:http keep-alive connections, retries across URLs), one per load-driver client; watches over `ws`',
   version() {
     const { version } = JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string };
     let commit = 'unknown';
