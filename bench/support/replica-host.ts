@@ -8,7 +8,7 @@
  *   worker -> parent  { type: 'reached', seq }
  *   worker -> parent  { type: 'all', seq, atMs }                           every replica here has applied `seq`
  *                                                                           (atMs: the last of them, monotonic clock)
- *   parent -> worker  { type: 'usage' } -> { type: 'usage', cpuMs, rssBytes, minSeq }
+ *   parent -> worker  { type: 'usage' } -> { type: 'usage', cpuMs, rssBytes, minSeq }   (minSeq -1: no replicas here)
  *   parent -> worker  { type: 'stop' }                                     close every replica and exit
  *
  * Times are `process.hrtime` (CLOCK_MONOTONIC), which every process on the host shares.
@@ -53,7 +53,8 @@ const waiters: { seq: number; resolve: () => void }[] = [];
 function minSeq(): number {
   let min = Infinity;
   for (const node of nodes) min = Math.min(min, node.store.head().seq);
-  return nodes.length === 0 ? 0 : min;
+  // A host without replicas (yet) holds nothing that could be behind.
+  return min;
 }
 
 function onApplied(fromSeq: number, toSeq: number): void {
@@ -108,7 +109,7 @@ process.on('message', (message: HostRequest) => {
       return;
     case 'usage': {
       const usage = process.cpuUsage();
-      send({ type: 'usage', cpuMs: (usage.user + usage.system) / 1000, rssBytes: process.memoryUsage.rss(), minSeq: minSeq() });
+      send({ type: 'usage', cpuMs: (usage.user + usage.system) / 1000, rssBytes: process.memoryUsage.rss(), minSeq: nodes.length === 0 ? -1 : minSeq() });
       return;
     }
     case 'stop':
