@@ -46,6 +46,9 @@ const { values } = parseArgs({
 const HOST_PATH = fileURLToPath(new URL('./support/replica-host.js', import.meta.url));
 const VALUE = Buffer.alloc(256, 'v');
 
+/** Every process this benchmark started, so that a stalled run can stop them all. */
+const children = new Set<ChildProcess>();
+
 function monotonicNowMs(): number {
   return Number(process.hrtime.bigint()) / 1e6;
 }
@@ -63,6 +66,7 @@ class Host {
 
   constructor() {
     this.child = fork(HOST_PATH, [], { execArgv: process.env.BENCH_HOST_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_HOST_PROFILE}`] : [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    children.add(this.child);
     this.child.on('message', (reply: HostReply) => {
       if (reply.type === 'all') {
         this.allAt.set(reply.seq, reply.atMs);
@@ -99,6 +103,7 @@ interface Tree {
 async function buildTree(replicas: number, fanout: number, workers: number): Promise<Tree> {
   const dir = mkdtempSync(join(tmpdir(), 'mercury-propagation-'));
   const root = await startNodeProcess(['--replication-listen', '127.0.0.1:0'], join(dir, 'root'));
+  children.add(root.child);
   // One write so that seq 1 exists and every replica's first snapshot is not empty.
   const connection = new RawHttpConnection(root.host, root.port);
   await connection.request('PUT', '/v1/kv/bench-start', VALUE);
@@ -287,4 +292,12 @@ async function main(): Promise<void> {
   }
 }
 
+// A stalled benchmark must not hang a terminal or a CI job: give up loudly after a bound on the whole run.
+const RUN_TIMEOUT_MS = 20 * 60_000;
+const watchdog = setTimeout(() => {
+  process.stderr.write(`bench:propagation: no result after ${RUN_TIMEOUT_MS / 60_000} minutes; stopping every process it started\n`);
+  for (const child of children) child.kill('SIGKILL');
+  process.exit(2);
+}, RUN_TIMEOUT_MS);
+watchdog.unref();
 await main();

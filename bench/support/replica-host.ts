@@ -80,6 +80,9 @@ function checkWaiters(): void {
   }
 }
 
+// The parent is gone (it crashed or gave up): nobody will ever ask this host to stop.
+process.on('disconnect', () => process.exit(1));
+
 // A snapshot install moves a head without an apply: check the waiters on a timer as well.
 setInterval(checkWaiters, 20);
 
