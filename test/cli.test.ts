@@ -185,6 +185,8 @@ describe('cli', () => {
       [['ls', '--limit', 'ten'], /--limit must be a non-negative integer/],
       [['put', 'k', 'v', '--if-mod-seq', '-1'], /if-mod-seq/],
       [['log', '--from', 'x'], /--from/],
+      [['demo', '--replicas', '0'], /--replicas must be from 1 to 20/],
+      [['demo', '--replicas', '21'], /--replicas must be from 1 to 20/],
     ];
     const results = await Promise.all(cases.map(([args]) => cli(args)));
     results.forEach((result, i) => assertFailed(result, 2, cases[i]![1]));

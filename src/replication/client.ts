@@ -11,6 +11,7 @@
 import net from 'node:net';
 import { randomInt } from 'node:crypto';
 import type { Clock } from '../clock/index.js';
+import { parseHostPort } from '../config/index.js';
 import type { EncodedEntry } from '../log/index.js';
 import type { Logger } from '../logging/index.js';
 import type { Store } from '../store/index.js';
@@ -35,13 +36,6 @@ export interface ReplicationClientOptions {
 }
 
 const SNAPSHOT_PROGRESS_LOG_INTERVAL_MS = 5_000;
-
-/** Splits "host:port" or "[v6]:port". The config module validated the address already. */
-function splitAddress(address: string): { host: string; port: number } {
-  const colon = address.lastIndexOf(':');
-  const host = address.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
-  return { host, port: Number(address.slice(colon + 1)) };
-}
 
 export class ReplicationClient {
   private readonly options: ReplicationClientOptions;
@@ -96,7 +90,8 @@ export class ReplicationClient {
   }
 
   private connect(connId: number, address: string): void {
-    const { host, port } = splitAddress(address);
+    // The config module validated every upstream address with the same parser at start-up.
+    const { host, port } = parseHostPort(address, 'upstream');
     const clock = this.options.clock;
     const socket = net.connect({ host, port, noDelay: true });
     this.sockets.set(connId, socket);

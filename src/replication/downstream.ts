@@ -278,7 +278,12 @@ export class Downstream {
   }
 
   private shouldReturnToPreferred(session: Session, nowMs: number): boolean {
-    return session.index !== 0 && this.phase === 'streaming' && nowMs - session.startedMs >= this.limits.preferredUpstreamRetryMs;
+    return nowMs >= this.preferredRetryAtMs(session);
+  }
+
+  /** When a session on a fallback upstream tries the first one again; Infinity on the first, or while not streaming. */
+  private preferredRetryAtMs(session: Session): number {
+    return session.index !== 0 && this.phase === 'streaming' ? session.startedMs + this.limits.preferredUpstreamRetryMs : Infinity;
   }
 
   /** Leaves a healthy fallback upstream for the first one in the list (not a failure: no backoff grows). */
@@ -297,8 +302,7 @@ export class Downstream {
     const session = this.session;
     if (session === undefined) return undefined;
     if (session.welcome === undefined) return session.startedMs + this.limits.handshakeTimeoutMs;
-    const preferredMs = session.index !== 0 && this.phase === 'streaming' ? session.startedMs + this.limits.preferredUpstreamRetryMs : Infinity;
-    return Math.min(session.lastProgressMs + this.staleAfterMs(), session.lastAckMs + this.limits.ackIntervalMs, preferredMs);
+    return Math.min(session.lastProgressMs + this.staleAfterMs(), session.lastAckMs + this.limits.ackIntervalMs, this.preferredRetryAtMs(session));
   }
 
   /**

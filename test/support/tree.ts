@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { parseHostPort } from '../../src/config/index.js';
 import { auditLog, requestJson } from './http.js';
 import type { ServeProcess } from './process.js';
 
@@ -78,9 +79,7 @@ export class FlipProxy {
   private readonly sockets = new Set<net.Socket>();
 
   private constructor(target: string) {
-    const colon = target.lastIndexOf(':');
-    const host = target.slice(0, colon);
-    const port = Number(target.slice(colon + 1));
+    const { host, port } = parseHostPort(target, 'proxy target');
     this.server = net.createServer((client) => {
       const upstream = net.connect({ host, port });
       for (const socket of [client, upstream]) {
