@@ -51,7 +51,7 @@ export const LOG_READ_BYTES_MAX = 16 * MiB;
 export const PROCESS_OPEN_FILES_MAX = 20_000;
 /**
  * Files a node needs besides its HTTP connections: stdio, LMDB's data and lock files, libuv's epoll, eventfds and
- * pipes, the writer thread, listening sockets, replication peers (a measured idle node holds 24).
+ * pipes, listening sockets, replication peers (a measured idle node holds 24).
  */
 export const PROCESS_OPEN_FILES_RESERVED = 500;
 /**

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
+import { assertProperty } from './support/seed.js';
 import {
   ChainError,
   EntryDecodeError,
@@ -68,7 +69,7 @@ function withHeader(opCount: number, rest: Buffer): Buffer {
 
 describe('entry decoder fuzzing', () => {
   test('entry fuzz: random bytes only ever raise decoder errors', () => {
-    fc.assert(
+    assertProperty(
       fc.property(bytes(400), (record) => {
         exercise(record);
       }),
@@ -82,7 +83,7 @@ describe('entry decoder fuzzing', () => {
       .array(fc.oneof(fc.constantFrom(0, 1, 2, 3), fc.integer({ min: 0, max: 255 })), { maxLength: 120 })
       .map((array) => Buffer.from(array));
     let decodedCount = 0;
-    fc.assert(
+    assertProperty(
       fc.property(fc.integer({ min: 0, max: 8 }), opBytes, (opCount, rest) => {
         if (exercise(withHeader(opCount, rest)) !== undefined) decodedCount++;
       }),
@@ -93,7 +94,7 @@ describe('entry decoder fuzzing', () => {
   });
 
   test('entry fuzz: every truncation of a valid record is rejected with EntryDecodeError', () => {
-    fc.assert(
+    assertProperty(
       fc.property(validRecord, (record) => {
         for (let length = 0; length < record.length; length++) {
           const truncated = record.subarray(0, length);
@@ -111,7 +112,7 @@ describe('entry decoder fuzzing', () => {
       fc.record({ kind: fc.constant('insert' as const), at: fc.nat(), inserted: bytes(8).filter((b) => b.length > 0) }),
       fc.record({ kind: fc.constant('remove' as const), at: fc.nat(), count: fc.integer({ min: 1, max: 8 }) }),
     );
-    fc.assert(
+    assertProperty(
       fc.property(fc.integer({ min: 1, max: 1000 }), fc.array(opArbitrary, { maxLength: 6 }), fc.array(mutation, { minLength: 1, maxLength: 4 }), (seq, ops, mutations) => {
         const prevHash = Buffer.alloc(HASH_BYTES, seq & 0xff);
         const { record } = sealEntry({ seq, timeMs: 1, ops }, prevHash);

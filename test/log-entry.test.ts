@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isDeepStrictEqual } from 'node:util';
 import fc from 'fast-check';
+import { assertProperty } from './support/seed.js';
 import {
   ChainError,
   EntryDecodeError,
@@ -76,7 +77,7 @@ const sampleOps: Op[] = [
 
 describe('log entry encoding', () => {
   test('log entry: seal then decode round-trips any body', () => {
-    fc.assert(
+    assertProperty(
       fc.property(bodyArbitrary(fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER })), (body) => {
         const prevHash = Buffer.alloc(HASH_BYTES, body.seq & 0xff);
         const { entry, record } = sealEntry(body, prevHash);
@@ -93,7 +94,7 @@ describe('log entry encoding', () => {
   });
 
   test('log entry: encoding is canonical (re-encoding a decoded entry gives the same bytes)', () => {
-    fc.assert(
+    assertProperty(
       fc.property(bodyArbitrary(fc.integer({ min: 1, max: 1_000_000 })), (body) => {
         const { record } = sealEntry(body, GENESIS_HASH);
         const decoded = decodeEntry(record);
@@ -106,7 +107,7 @@ describe('log entry encoding', () => {
   });
 
   test('log entry: different bodies have different records and hashes', () => {
-    fc.assert(
+    assertProperty(
       fc.property(bodyArbitrary(fc.integer({ min: 1, max: 8 })), bodyArbitrary(fc.integer({ min: 1, max: 8 })), (a, b) => {
         const sealedA = sealEntry(a, GENESIS_HASH);
         const sealedB = sealEntry(b, GENESIS_HASH);
@@ -221,7 +222,7 @@ describe('log chain verification', () => {
       minLength: 2,
       maxLength: 16,
     });
-    fc.assert(
+    assertProperty(
       fc.property(chainArbitrary, fc.nat(), fc.nat(), (bodies, indexSeed, bitSeed) => {
         const records = sealChain(bodies);
         assert.equal(firstInvalid(records), -1);

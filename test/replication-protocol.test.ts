@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { crc32 } from 'node:zlib';
 import fc from 'fast-check';
+import { assertProperty } from './support/seed.js';
 import { GENESIS_HASH, GENESIS_HEAD, sealEntry, verifyNext, type ChainHead } from '../src/log/index.js';
 import {
   FRAME_HEADER_BYTES,
@@ -58,7 +59,7 @@ const EXAMPLES: readonly Message[] = [
   },
   { type: 'welcome', datasetId: 'ds', nodeId: 'root', httpUrl: 'http://127.0.0.1:7070', path: ['root'], head: { seq: 42, hash: hash('42') }, mode: 'stream', fromSeq: 40 },
   { type: 'welcome', datasetId: 'ds', nodeId: 'mid', httpUrl: 'http://127.0.0.1:7070', path: ['root', 'mid'], head: { seq: 0, hash: GENESIS_HASH }, mode: 'snapshot', fromSeq: 0 },
-  { type: 'snapshotBegin', seq: 7, hash: hash('7'), keyCount: 3, bytesEstimate: 0 },
+  { type: 'snapshotBegin', seq: 7, hash: hash('7'), keyCount: 3 },
   {
     type: 'snapshotChunk',
     records: [
@@ -124,7 +125,7 @@ const messageArbitrary: fc.Arbitrary<Message> = fc.oneof(
     .record({ datasetId: idArbitrary, nodeId: idArbitrary, httpUrl: fc.oneof(fc.constant(''), idArbitrary), path: pathArbitrary, head: headArbitrary, mode: fc.constantFrom('stream' as const, 'snapshot' as const), fromSeq: seqArbitrary })
     .map((m): Message => ({ type: 'welcome', ...m, path: [...m.path, m.nodeId] })),
   fc
-    .record({ seq: seqArbitrary, hash: hashArbitrary, keyCount: seqArbitrary, bytesEstimate: seqArbitrary })
+    .record({ seq: seqArbitrary, hash: hashArbitrary, keyCount: seqArbitrary })
     .map((m): Message => ({ type: 'snapshotBegin', ...m })),
   fc
     .array(
@@ -173,7 +174,7 @@ describe('replication protocol', () => {
   });
 
   test('protocol: random messages round-trip', () => {
-    fc.assert(fc.property(messageArbitrary, (message) => assert.deepStrictEqual(roundTrip(message), message)));
+    assertProperty(fc.property(messageArbitrary, (message) => assert.deepStrictEqual(roundTrip(message), message)));
   });
 
   test('protocol: ENTRIES carries records that verify as a chain on the other side', () => {
@@ -192,7 +193,7 @@ describe('replication protocol', () => {
   });
 
   test('protocol: the decoder accepts any split of a stream of frames', () => {
-    fc.assert(
+    assertProperty(
       fc.property(fc.array(messageArbitrary, { minLength: 1, maxLength: 8 }), fc.array(fc.nat(), { maxLength: 20 }), (messages, rawCuts) => {
         const stream = Buffer.concat(messages.map(encodeMessage));
         const cuts = [...new Set(rawCuts.map((cut) => cut % (stream.length + 1)))].sort((a, b) => a - b);
@@ -314,7 +315,7 @@ describe('replication protocol', () => {
 
   test('protocol: fuzz: random bytes never raise anything but ProtocolError', () => {
     const typeArbitrary = fc.integer({ min: 0, max: 12 });
-    fc.assert(
+    assertProperty(
       fc.property(
         fc.array(fc.oneof(bytes(64), fc.tuple(typeArbitrary, bytes(120)).map(([type, payload]) => rawFrame(type, payload))), { maxLength: 6 }),
         fc.array(fc.nat(), { maxLength: 6 }),
@@ -338,7 +339,7 @@ describe('replication protocol', () => {
   });
 
   test('protocol: mutated valid messages never raise anything but ProtocolError', () => {
-    fc.assert(
+    assertProperty(
       fc.property(messageArbitrary, fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }), (message, edits) => {
         const [frame] = new FrameDecoder(FRAME_MAX).push(encodeMessage(message));
         const payload = Buffer.from(frame!.payload);

@@ -9,8 +9,9 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import fc from 'fast-check';
+import { assertProperty } from './support/seed.js';
 import { open } from 'lmdb';
-import { ChainError, EntryDecodeError, GENESIS_HASH, GENESIS_HEAD, sealEntry, verifyNext, type ChainHead, type Op } from '../src/log/index.js';
+import { ChainError, EntryDecodeError, GENESIS_HASH, GENESIS_HEAD, sealEntry, verifyNext, type ChainHead, type EncodedEntry, type Op } from '../src/log/index.js';
 import { Store, prefixEnd, type KeyRecord, type RangeItem } from '../src/store/index.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'mercury-store-test-'));
@@ -211,7 +212,7 @@ describe('store deletes by range and prefix', () => {
 
   test('store: prefix delete matches a model over random keys near the byte edges', () => {
     const edgeKey = fc.array(fc.constantFrom(0x00, 0x01, 0x61, 0xfe, 0xff), { minLength: 1, maxLength: 4 }).map((bytes) => Buffer.from(bytes));
-    fc.assert(
+    assertProperty(
       fc.property(fc.array(edgeKey, { maxLength: 30 }), edgeKey, (keys, prefix) => {
         commit(store, [deleteRange(Buffer.from([0]), Buffer.alloc(0)), ...keys.map((key) => put(key, 'v'))]);
         commit(store, [deletePrefix(prefix)]);
@@ -444,17 +445,34 @@ describe('store replay on a replica', () => {
     }
   });
 
-  test('store: applyRecords replays to the same head hash and identical key records', () => {
+  /**
+   * What a replica does with records it receives (src/replication/downstream.ts): verify each against the head with
+   * `verifyNext`, then apply the verified entries in one write transaction with `applyVerified`.
+   */
+  function receive(replica: Store, records: readonly Buffer[]): EncodedEntry[] {
+    const entries: EncodedEntry[] = [];
+    let head: ChainHead = replica.head();
+    for (const record of records) {
+      const entry = verifyNext(head, record);
+      entries.push({ entry, record });
+      head = entry;
+    }
+    replica.applyVerified(entries);
+    return entries;
+  }
+
+  test('store: a replica applying verified records reaches the same head hash and identical key records', () => {
     const replica = freshStore({ createDataset: false });
     assert.equal(replica.datasetId, '');
     const records = source.readLog(1, 1000).map(({ record }) => record);
     // In a few batches, as a replica receives them.
     for (let i = 0; i < records.length; i += 7) {
-      const applied = replica.applyRecords(records.slice(i, i + 7));
+      const applied = receive(replica, records.slice(i, i + 7));
       assert.deepEqual(
-        applied.map((entry) => entry.seq),
+        applied.map(({ entry }) => entry.seq),
         Array.from({ length: applied.length }, (_, j) => i + j + 1),
       );
+      assert.equal(replica.head().seq, i + applied.length);
     }
     assert.equal(replica.head().seq, source.head().seq);
     assert.ok(replica.head().hash.equals(source.head().hash));
@@ -466,27 +484,33 @@ describe('store replay on a replica', () => {
       records,
     );
     assert.deepEqual(replica.logBounds(), source.logBounds());
-    assert.deepEqual(replica.applyRecords([]), []);
+    const head = replica.head();
+    replica.applyVerified([]);
+    assert.deepEqual(replica.head(), head);
   });
 
-  test('store: applyRecords rejects a batch with a bad record and applies none of it', () => {
+  test('store: bad records never reach applyVerified, and entries that do not continue the chain are a bug it refuses', () => {
     const replica = freshStore({ createDataset: false });
     const records = source.readLog(1, 5).map(({ record }) => record);
     const corrupted = Buffer.from(records[3]!);
     corrupted[corrupted.length - 1] = corrupted[corrupted.length - 1]! ^ 1;
-    assert.throws(() => replica.applyRecords([records[0]!, records[1]!, records[2]!, corrupted]), { name: 'ChainError' });
+    assert.throws(() => receive(replica, [records[0]!, records[1]!, records[2]!, corrupted]), { name: 'ChainError' });
     assert.deepEqual(replica.head(), GENESIS_HEAD);
     assert.deepEqual(allItems(replica), []);
     assert.deepEqual(replica.readLog(1, 10), []);
     assert.deepEqual(replica.logBounds(), { firstSeq: 1, lastSeq: 0, bytes: 0 });
     // Out of order and truncated records are refused the same way.
-    assert.throws(() => replica.applyRecords([records[1]!]), { name: 'ChainError' });
-    assert.throws(() => replica.applyRecords([records[0]!.subarray(0, 40)]), { name: 'EntryDecodeError' });
+    assert.throws(() => receive(replica, [records[1]!]), { name: 'ChainError' });
+    assert.throws(() => receive(replica, [records[0]!.subarray(0, 40)]), { name: 'EntryDecodeError' });
     assert.deepEqual(replica.head(), GENESIS_HEAD);
-    // Then the good records apply, and a replayed old record is refused.
-    replica.applyRecords(records.slice(0, 4));
+    // Then the good records apply.
+    receive(replica, records.slice(0, 4));
     assert.equal(replica.head().seq, 4);
-    assert.throws(() => replica.applyRecords([records[2]!]), { name: 'ChainError' });
+    // A caller that skipped verification and hands over a replayed or a gapped entry trips an assertion, and the
+    // store is unchanged.
+    const [third, sixth] = source.readLog(3, 1).concat(source.readLog(6, 1));
+    assert.throws(() => replica.applyVerified([third!]), { name: 'AssertionError' });
+    assert.throws(() => replica.applyVerified([sixth!]), { name: 'AssertionError' });
     assert.equal(replica.head().seq, 4);
     assert.equal(replica.logBounds().bytes, records.slice(0, 4).reduce((sum, record) => sum + record.length, 0));
   });
@@ -497,7 +521,7 @@ describe('store replay on a replica', () => {
     const replica = freshStore({ createDataset: false });
     const good = sealEntry({ seq: 1, timeMs: 1, ops: [put('a', 'v')] }, GENESIS_HASH);
     const unapplicable = sealEntry({ seq: 2, timeMs: 2, ops: [put(Buffer.alloc(0), 'v')] }, good.entry.hash);
-    assert.throws(() => replica.applyRecords([good.record, unapplicable.record]));
+    assert.throws(() => replica.applyVerified([good, unapplicable]));
     assert.deepEqual(replica.head(), GENESIS_HEAD);
     assert.deepEqual(replica.readLog(1, 10), []);
     assert.deepEqual(replica.logBounds(), { firstSeq: 1, lastSeq: 0, bytes: 0 });

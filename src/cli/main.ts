@@ -91,7 +91,7 @@ async function serve(values: Record<string, string | boolean | undefined>): Prom
     logRetainEntries: integerOption(values['log-retain-entries'] as string | undefined, 'log-retain-entries'),
     logRetainBytes: integerOption(values['log-retain-bytes'] as string | undefined, 'log-retain-bytes'),
   });
-  // Loaded here, not at the top: the node pulls in LMDB and the writer thread, which would double the start-up time
+  // Loaded here, not at the top: the node pulls in LMDB, the HTTP server and replication, which would double the start-up time
   // of every client command.
   const { MercuryNode } = await import('../node/index.js');
   const node = await MercuryNode.start(config, { logger: jsonLogger() });

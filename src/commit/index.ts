@@ -2,5 +2,3 @@ export { GroupCommitter } from './group-commit.js';
 export type { CommittedListener, GroupCommitOptions } from './group-commit.js';
 export { validateKey, validateRequest, validateValue } from './requests.js';
 export type { WriteRequest, WriteResult } from './requests.js';
-export { InThreadWriter, WorkerWriter, applyBatch } from './entry-writer.js';
-export type { BatchOutcome, EntryWriter } from './entry-writer.js';

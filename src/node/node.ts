@@ -188,8 +188,8 @@ export class MercuryNode {
       });
       await node.replicationServer.listen(config.replicationHost, config.replicationPort);
     } catch (error) {
-      // Nothing is served (port in use, say): release the data directory and the writer thread, which would
-      // otherwise keep the directory open and the process alive.
+      // Nothing is served (port in use, say): release the data directory, which would otherwise stay open (and
+      // locked) for the rest of the process.
       node.server.close();
       await node.replicationServer.close();
       await node.committer?.close();
@@ -303,11 +303,7 @@ export class MercuryNode {
     this.trimming = true;
     try {
       const { logRetainEntries, logRetainBytes } = this.config;
-      const step = (): Promise<number> =>
-        this.committer !== undefined
-          ? this.committer.trimLog(logRetainEntries, logRetainBytes, LOG_TRIM_BATCH_ENTRIES)
-          : Promise.resolve(this.store.trimLog(logRetainEntries, logRetainBytes, LOG_TRIM_BATCH_ENTRIES));
-      while ((await step()) > 0) {
+      while (this.store.trimLog(logRetainEntries, logRetainBytes, LOG_TRIM_BATCH_ENTRIES) > 0) {
         // Each step is one short write transaction; commits (or applies) go on between steps.
         await new Promise((resolve) => setImmediate(resolve));
       }

@@ -58,7 +58,6 @@ export type DownstreamAction =
       readonly hash: Buffer;
       readonly datasetId: string;
       readonly keyCount: number;
-      readonly bytesEstimate: number;
     }
   | { readonly type: 'snapshotChunk'; readonly records: readonly SnapshotRecord[] }
   /** The staged snapshot is complete and verified: switch to it and adopt `datasetId`. */
@@ -122,7 +121,7 @@ export interface DownstreamStatus {
   readonly divergedReason: string | undefined;
   readonly lastFailure: string | undefined;
   readonly snapshot:
-    | { readonly seq: number; readonly keyCount: number; readonly keysReceived: number; readonly bytesEstimate: number; readonly bytesReceived: number }
+    | { readonly seq: number; readonly keyCount: number; readonly keysReceived: number; readonly bytesReceived: number }
     | undefined;
 }
 
@@ -144,7 +143,6 @@ interface IncomingSnapshot {
   readonly seq: number;
   readonly hash: Buffer;
   readonly keyCount: number;
-  readonly bytesEstimate: number;
   readonly digest: SnapshotDigest;
   lastKey: Buffer | undefined;
   keysReceived: number;
@@ -361,7 +359,7 @@ export class Downstream {
       snapshot:
         snapshot === undefined
           ? undefined
-          : { seq: snapshot.seq, keyCount: snapshot.keyCount, keysReceived: snapshot.keysReceived, bytesEstimate: snapshot.bytesEstimate, bytesReceived: snapshot.bytesReceived },
+          : { seq: snapshot.seq, keyCount: snapshot.keyCount, keysReceived: snapshot.keysReceived, bytesReceived: snapshot.bytesReceived },
     };
   }
 
@@ -421,7 +419,7 @@ export class Downstream {
         return this.entries(nowMs, session, message.records, actions);
       case 'snapshotBegin':
         if (this.snapshot !== undefined) return this.unexpected(nowMs, message, actions);
-        return this.snapshotBegin(nowMs, session, message.seq, message.hash, message.keyCount, message.bytesEstimate, actions);
+        return this.snapshotBegin(nowMs, session, message.seq, message.hash, message.keyCount, actions);
       case 'snapshotChunk':
         if (this.snapshot === undefined) return this.unexpected(nowMs, message, actions);
         return this.snapshotChunk(nowMs, session, this.snapshot, message.records, actions);
@@ -495,17 +493,17 @@ export class Downstream {
     if (failure !== undefined) this.fail(nowMs, failure, actions);
   }
 
-  private snapshotBegin(nowMs: number, session: Session, seq: number, hash: Buffer, keyCount: number, bytesEstimate: number, actions: DownstreamAction[]): void {
+  private snapshotBegin(nowMs: number, session: Session, seq: number, hash: Buffer, keyCount: number, actions: DownstreamAction[]): void {
     // Outside a resync or a first join, a snapshot may only move the node forward: going back would lose applied data
     // that its children may already hold.
     if (!this.resyncRequested && this.datasetId !== '' && seq <= this.head.seq)
       return void this.fail(nowMs, `upstream sent a snapshot at seq ${seq}, not past the head ${this.head.seq}`, actions);
     const datasetId = session.welcome!.datasetId;
-    this.snapshot = { seq, hash: Buffer.from(hash), keyCount, bytesEstimate, digest: new SnapshotDigest(), lastKey: undefined, keysReceived: 0, bytesReceived: 0 };
+    this.snapshot = { seq, hash: Buffer.from(hash), keyCount, digest: new SnapshotDigest(), lastKey: undefined, keysReceived: 0, bytesReceived: 0 };
     this.phase = 'snapshot';
     session.lastProgressMs = nowMs;
-    actions.push({ type: 'snapshotBegin', seq, hash: this.snapshot.hash, datasetId, keyCount, bytesEstimate });
-    actions.push({ type: 'log', level: 'info', message: 'receiving snapshot', fields: { upstream: session.address, seq, keyCount, bytesEstimate } });
+    actions.push({ type: 'snapshotBegin', seq, hash: this.snapshot.hash, datasetId, keyCount });
+    actions.push({ type: 'log', level: 'info', message: 'receiving snapshot', fields: { upstream: session.address, seq, keyCount } });
   }
 
   private snapshotChunk(nowMs: number, session: Session, snapshot: IncomingSnapshot, records: readonly SnapshotRecord[], actions: DownstreamAction[]): void {

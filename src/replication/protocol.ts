@@ -34,7 +34,7 @@
  *                   str8 datasetId | str8 nodeId | str8 httpUrl (the upstream's HTTP API, where a replica forwards
  *                   client writes; '' if it has none) | path (root .. the upstream itself) | u64 headSeq | hash headHash
  *                   | u8 mode (1 stream, 2 snapshot) | u64 fromSeq (stream: child's headSeq + 1; snapshot: 0)
- * 3 SNAPSHOT_BEGIN  u64 seq | hash (of the entry at seq) | u64 keyCount | u64 bytesEstimate (0 if unknown)
+ * 3 SNAPSHOT_BEGIN  u64 seq | hash (of the entry at seq) | u64 keyCount
  * 4 SNAPSHOT_CHUNK  u32 count (>= 1) | record * count, keys strictly ascending across the whole snapshot
  *                   record = u16 keyLength | key | u32 valueLength | value | u64 createSeq | u64 modSeq | u32 version
  * 5 SNAPSHOT_END    hash digest = SHA-256 over the concatenated records of the whole snapshot, in key order
@@ -45,6 +45,9 @@
  * 8 REFUSE          u8 reason | u16 n | n bytes of UTF-8 message; the sender closes the connection after it
  * 9 ACK             child -> upstream: u64 appliedSeq | u64 receivedBytes (all frame bytes received on this connection)
  * ```
+ *
+ * Versions: 2 dropped SNAPSHOT_BEGIN's trailing u64 bytesEstimate, which no upstream ever filled (always 0); a
+ * version 1 peer is refused with PROTOCOL_VERSION at the handshake.
  *
  * ## Handshake and session
  *
@@ -177,7 +180,6 @@ export interface SnapshotBeginMessage {
   readonly seq: number;
   readonly hash: Buffer;
   readonly keyCount: number;
-  readonly bytesEstimate: number;
 }
 
 export interface SnapshotChunkMessage {
@@ -423,7 +425,7 @@ export function encodeMessage(message: Message): Buffer {
         .u64(message.fromSeq)
         .frame(MessageType.welcome);
     case 'snapshotBegin':
-      return new Writer().u64(message.seq).hash(message.hash).u64(message.keyCount).u64(message.bytesEstimate).frame(MessageType.snapshotBegin);
+      return new Writer().u64(message.seq).hash(message.hash).u64(message.keyCount).frame(MessageType.snapshotBegin);
     case 'snapshotChunk': {
       if (message.records.length === 0) throw new RangeError('empty snapshot chunk');
       let bytes = FRAME_HEADER_BYTES + 4;
@@ -596,7 +598,7 @@ function decodePayload(name: MessageType, reader: Reader): Message {
       return { type: 'welcome', datasetId, nodeId, httpUrl, path, head: { seq, hash }, mode: modeCode === 1 ? 'stream' : 'snapshot', fromSeq };
     }
     case 'snapshotBegin':
-      return { type: 'snapshotBegin', seq: reader.u64('seq'), hash: reader.hash('hash'), keyCount: reader.u64('keyCount'), bytesEstimate: reader.u64('bytesEstimate') };
+      return { type: 'snapshotBegin', seq: reader.u64('seq'), hash: reader.hash('hash'), keyCount: reader.u64('keyCount') };
     case 'snapshotChunk': {
       const count = reader.u32('count');
       if (count === 0) reader.malformed('empty chunk');

@@ -33,8 +33,6 @@ export interface SnapshotSource {
   readonly seq: number;
   readonly hash: Buffer;
   readonly keyCount: number;
-  /** Total key and value bytes, for progress reporting; 0 if unknown. */
-  readonly bytesEstimate: number;
   /** The next records in key order, about `pageBytes` of keys and values (at least one); [] at the end. */
   nextPage(pageBytes: number): SnapshotRecord[];
   /** Releases the snapshot. Called exactly once, at the end or when the session closes early. */

@@ -36,7 +36,6 @@ export class StoreLogSource implements LogSource {
       hash: reader.hash,
       keyCount: reader.keyCount,
       // Unknown without a full scan; progress is reported in keys instead.
-      bytesEstimate: 0,
       nextPage: (pageBytes) => reader.nextPage(pageBytes),
       close: () => reader.close(),
     };

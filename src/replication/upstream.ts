@@ -281,7 +281,7 @@ export class Upstream {
     const source = this.source.openSnapshot();
     this.snapshot = { source, digest: new SnapshotDigest(), keysSent: 0 };
     this.phase = 'snapshot';
-    this.send(encodeMessage({ type: 'snapshotBegin', seq: source.seq, hash: source.hash, keyCount: source.keyCount, bytesEstimate: source.bytesEstimate }), actions);
+    this.send(encodeMessage({ type: 'snapshotBegin', seq: source.seq, hash: source.hash, keyCount: source.keyCount }), actions);
     actions.push({ type: 'log', level: 'info', message: 'sending snapshot', fields: { child: this.hello?.nodeId, seq: source.seq, keyCount: source.keyCount } });
   }
 

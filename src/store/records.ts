@@ -1,5 +1,5 @@
 /**
- * On-disk layout of the LMDB environment. One environment per data directory, three sub-databases:
+ * On-disk layout of the LMDB environment. One environment per data directory, four sub-databases:
  *
  * ```
  * kv    key bytes -> u64 createSeq | u64 modSeq | u32 version | value bytes     (big-endian)
@@ -10,6 +10,8 @@
  *       "logBytes"  -> u64          sum of record sizes currently in `log` (for retention by bytes)
  *       "logBase"   -> u64 seq | 32-byte hash   the entry just before the first retained one (after a trim or a
  *                                                snapshot install), so that the first retained entry can be verified
+ * staging  key bytes -> key record as in kv   a snapshot being received, invisible to readers until it is complete;
+ *                                              emptied when the snapshot is installed or a new one begins
  * ```
  *
  * Applying an entry writes kv changes, its log record, head and logBytes in one write transaction.

@@ -1,8 +1,9 @@
 /**
  * The LMDB store: key space, log and metadata of one data directory (layout in records.ts).
  *
- * Writes happen only through `commit` (the root builds a new entry) and `applyRecords` (a replica applies entries it
- * received); both apply an entry's ops with the same function, so root and replicas derive identical key records.
+ * Writes happen only through `commit` (the root builds a new entry) and `applyVerified` (a replica applies entries it
+ * received and verified); both apply an entry's ops with the same function, so root and replicas derive identical key
+ * records.
  * Reads use LMDB read transactions and are never blocked by a writer.
  */
 import assert from 'node:assert/strict';
@@ -175,7 +176,7 @@ export class Store {
   }
 
   /**
-   * Catches up with writes made through another handle (the writer thread, or another process): renews this thread's
+   * Catches up with writes made through another handle (another process, such as the node an embedded reader follows): renews this thread's
    * LMDB read snapshot (lmdb-js renews it by itself only after its own writes) and re-reads head and log size.
    */
   refresh(): void {
@@ -323,22 +324,6 @@ export class Store {
     });
     if (sealed !== undefined) this.cachedHead = { seq, hash: sealed.entry.hash };
     return sealed;
-  }
-
-  /**
-   * Replica: verifies and applies received records in one write transaction. Throws ChainError/EntryDecodeError
-   * (and applies nothing) if any record fails verification.
-   */
-  applyRecords(records: readonly Buffer[]): Entry[] {
-    const entries: EncodedEntry[] = [];
-    let head = this.cachedHead;
-    for (const record of records) {
-      const entry = verifyNext(head, record);
-      entries.push({ entry, record });
-      head = entry;
-    }
-    this.applyVerified(entries);
-    return entries.map(({ entry }) => entry);
   }
 
   /**

@@ -117,8 +117,6 @@ export class MemoryStore implements LogSource {
   openSnapshot(): SnapshotSource {
     // Like an LMDB read transaction: the records as of now, whatever is written later.
     const records = sortedRecords(this.state.kv);
-    let bytesEstimate = 0;
-    for (const record of records) bytesEstimate += record.key.length + record.value.length;
     let next = 0;
     let closed = false;
     this.openSnapshots++;
@@ -126,7 +124,6 @@ export class MemoryStore implements LogSource {
       seq: this.state.head.seq,
       hash: this.state.head.hash,
       keyCount: records.length,
-      bytesEstimate,
       nextPage: (pageBytes) => {
         assert.ok(!closed, 'snapshot read after close');
         const page: SnapshotRecord[] = [];
