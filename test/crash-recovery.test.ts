@@ -93,6 +93,9 @@ describe('crash recovery', () => {
       const maxAckedBefore = Math.max(0, ...Array.from(acknowledged.values(), (ack) => ack.seq));
       const clients = Array.from({ length: CLIENTS }, (_, i) => client(node!.url, agent, `c${cycle}/w${i}`, acknowledged, counts));
       await new Promise((resolve) => setTimeout(resolve, LOAD_MS_MIN + Math.random() * (LOAD_MS_MAX - LOAD_MS_MIN)));
+      // On a loaded machine the node may have answered little in that time: the kill must come mid-load, so wait
+      // (on the condition, not longer sleeps) until more writes than clients were acknowledged.
+      while (counts.puts + counts.txns <= CLIENTS) await new Promise((resolve) => setTimeout(resolve, 10));
       const killed = node;
       node = undefined;
       await stopProcess(killed.child, 'SIGKILL');
