@@ -56,5 +56,6 @@ export { validateConfig, CONFIG_DEFAULTS } from './config/index.js';
 export type { NodeConfig } from './config/index.js';
 export { MercuryError, ErrorCode, ERROR_STATUS } from './errors/index.js';
 export * as limits from './limits.js';
-export { WATCH_PATH, WatchCloseCode, WatchErrorCode } from './watch/index.js';
-export type { WatchFilters, WatchLimits } from './watch/index.js';
+export { WATCH_PATH, WatchCloseCode, WatchErrorCode } from './api/index.js';
+export type { WatchFilters } from './api/index.js';
+export type { WatchLimits } from './watch/index.js';

@@ -1,5 +1,5 @@
 /**
- * `mercury watch PREFIX [--from SEQ] [--json]`: subscribes to PREFIX on the node's `/v1/watch` (src/watch/protocol.ts)
+ * `mercury watch PREFIX [--from SEQ] [--json]`: subscribes to PREFIX on the node's `/v1/watch` (src/api/watch.ts)
  * and prints one line per change until Ctrl-C (exit 0).
  *
  * Human output: `SEQ put KEY VALUE`, `SEQ delete KEY`, `SEQ deleteRange [START, END)`, and `SEQ snapshot KEY VALUE`

@@ -3,8 +3,7 @@
  * checked against these bounds (see options.ts); the relations between the defaults are asserted at module load.
  */
 import assert from 'node:assert/strict';
-// Not '../watch/index.js': that also loads the hub and, through it, LMDB, which a client never needs.
-import { WATCH_LIMITS } from '../watch/limits.js';
+import { WATCH_HEARTBEAT_INTERVAL_MS } from '../api/index.js';
 
 /** One HTTP attempt (connect, send, answer) may take this long before it is abandoned. */
 export const REQUEST_TIMEOUT_MS_DEFAULT = 10_000;
@@ -46,4 +45,4 @@ assert.ok(RETRY_DELAY_MS_BASE_DEFAULT <= RETRY_DELAY_MS_MAX_DEFAULT);
 assert.ok(WATCH_RECONNECT_DELAY_MS_BASE_DEFAULT <= WATCH_RECONNECT_DELAY_MS_MAX_DEFAULT);
 assert.ok(ATTEMPTS_MAX_DEFAULT <= ATTEMPTS_MAX_CEILING);
 // A healthy but quiet connection must never look dead: two heartbeats fit in the idle time.
-assert.ok(WATCH_IDLE_MS_DEFAULT >= 2 * WATCH_LIMITS.heartbeatIntervalMs, 'watch idle time must exceed two server heartbeats');
+assert.ok(WATCH_IDLE_MS_DEFAULT >= 2 * WATCH_HEARTBEAT_INTERVAL_MS, 'watch idle time must exceed two server heartbeats');

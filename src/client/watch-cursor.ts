@@ -1,5 +1,5 @@
 /**
- * The client side of the watch protocol (src/watch/protocol.ts) without I/O: turns the messages of one subscription
+ * The client side of the watch protocol (src/api/watch.ts) without I/O: turns the messages of one subscription
  * into events and keeps the seq to resume from, so that a watch that reconnects (to the same node or another one)
  * neither misses nor repeats an entry.
  *

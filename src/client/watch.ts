@@ -1,5 +1,5 @@
 /**
- * `Watch`: a watch subscription over WebSocket (src/watch/protocol.ts) as an async iterator of `WatchEvent`s, which
+ * `Watch`: a watch subscription over WebSocket (src/api/watch.ts) as an async iterator of `WatchEvent`s, which
  * keeps itself connected.
  *
  * - **Reconnect and resume.** When the connection ends for any reason other than `return()` (node restart or
@@ -18,8 +18,7 @@
  */
 import { WebSocket, type RawData } from 'ws';
 import type { Clock, TimerHandle } from '../clock/index.js';
-// Not '../watch/index.js': that also loads the hub and, through it, LMDB, which a client never needs.
-import { WATCH_PATH, WatchCloseCode } from '../watch/protocol.js';
+import { WATCH_PATH, WatchCloseCode } from '../api/index.js';
 import { backoffDelayMs } from './backoff.js';
 import { ClientOptionsError, NoNodeReachableError, UnavailableError, WatchError } from './errors.js';
 import { WATCH_MESSAGE_BYTES_MAX } from './limits.js';

@@ -1,6 +1,6 @@
 /**
- * The watch hub of a node: WebSocket connections (protocol.ts), their subscriptions, and the fan-out of applied
- * entries to them.
+ * The watch hub of a node: WebSocket connections (the protocol is specified in src/api/watch.ts), their
+ * subscriptions, and the fan-out of applied entries to them.
  *
  * Subscriptions are in one of three conditions, as etcd groups its watchers (synced / unsynced / victims):
  *
@@ -47,7 +47,7 @@ import {
   WatchCloseCode,
   WatchProtocolError,
   type ClientMessage,
-} from './protocol.js';
+} from '../api/index.js';
 import { canonicalSelection, EventCache, selectEvents, SelectionIndex, selectionRanges, snapshotItemJson, type Selection } from './selection.js';
 
 /** What the hub reads from the node's store (a `Store` satisfies it). */

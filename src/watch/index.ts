@@ -16,5 +16,5 @@ export {
   type ClientMessage,
   type SubscriptionId,
   type WatchFilters,
-} from './protocol.js';
+} from '../api/index.js';
 export { canonicalSelection, selectEvents, EventCache, SelectionIndex, type Selection } from './selection.js';

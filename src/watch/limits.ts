@@ -7,7 +7,24 @@
  * runs on both presets at module load.
  */
 import assert from 'node:assert/strict';
+import {
+  WATCH_CLIENT_MESSAGE_BYTES_MAX,
+  WATCH_HEARTBEAT_INTERVAL_MS,
+  WATCH_ID_CHARS_MAX,
+  WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
+  WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX,
+} from '../api/index.js';
 import { KEY_BYTES_MAX } from '../limits.js';
+
+// The limits a client can see are part of the wire contract (src/api/watch.ts); they are re-exported here so that the
+// node's watch limits read as one list.
+export {
+  WATCH_CLIENT_MESSAGE_BYTES_MAX,
+  WATCH_HEARTBEAT_INTERVAL_MS,
+  WATCH_ID_CHARS_MAX,
+  WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
+  WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX,
+};
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -25,21 +42,8 @@ export const WATCH_STALL_MS = 15_000;
  * since matched it) gets a progress message within this time, so an idle watcher can always resume exactly.
  */
 export const WATCH_PROGRESS_INTERVAL_MS = 1_000;
-/** A connection that was sent nothing for this long gets a progress message anyway: the client's liveness check. */
-export const WATCH_HEARTBEAT_INTERVAL_MS = 10_000;
 /** After a close frame, the peer has this long to answer before the socket is destroyed. */
 export const WATCH_CLOSE_TIMEOUT_MS = 2_000;
-/**
- * Largest message a client may send (larger: close 1009). A subscribe with the most prefixes, each of the longest key
- * written as JSON-escaped text (6 characters per byte at worst), fits.
- */
-export const WATCH_CLIENT_MESSAGE_BYTES_MAX = 128 * KiB;
-/** Subscriptions one connection may hold at a time. */
-export const WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX = 64;
-/** Prefixes in one subscription. */
-export const WATCH_PREFIXES_PER_SUBSCRIPTION_MAX = 16;
-/** A client-chosen subscription id that is a string has 1 to this many characters. */
-export const WATCH_ID_CHARS_MAX = 256;
 /** Catch-up reads at most this many entries from the log at once ... */
 export const WATCH_CATCHUP_READ_ENTRIES_MAX = 256;
 /** ... fewer when entries are large: the read size is aimed at about this many record bytes. */

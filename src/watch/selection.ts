@@ -13,7 +13,7 @@ import { isUtf8 } from 'node:buffer';
 import type { Entry, Op } from '../log/index.js';
 import type { KeyRange, SnapshotRecord } from '../store/index.js';
 import { prefixEnd } from '../store/index.js';
-import type { WatchFilters } from './protocol.js';
+import type { WatchFilters } from '../api/index.js';
 
 export interface Selection {
   /** Sorted, and none is a prefix of another (so they are disjoint ranges in key order). */

@@ -1,0 +1,304 @@
+/**
+ * The watch protocol: WebSocket on `/v1/watch` of every node (root or replica), one JSON object per text frame.
+ *
+ * This module is the wire contract shared by the node (src/watch/) and the clients (src/client/, src/cli/): it depends
+ * on nothing but `Buffer`. The server's tuning (queues, stall and snapshot times) stays in src/watch/limits.ts.
+ *
+ * ## Client → server
+ *
+ * ```
+ * {"type":"subscribe","id":ID,"prefixes":["app/","flags/"],"prefixesBase64":["/w=="],"fromSeq":N,
+ *  "filters":{"puts":true,"deletes":true,"keysOnly":false}}
+ * {"type":"unsubscribe","id":ID}
+ * ```
+ *
+ * - `id`: chosen by the client, a string (1..256 characters) or a safe integer, unique among the connection's
+ *   subscriptions. Every server message about a subscription carries it.
+ * - `prefixes` (UTF-8 text) and/or `prefixesBase64` (any bytes): 1 to 16 prefixes in all
+ *   (`WATCH_PREFIXES_PER_SUBSCRIPTION_MAX`), each 0 to 1024 bytes (`KEY_BYTES_MAX`). The empty prefix matches every key. Prefixes that another prefix of the subscription covers
+ *   are dropped, so each change is delivered once.
+ * - `fromSeq` (optional, >= 1): the first seq whose changes the client wants; to resume, the seq after the last one
+ *   it received (from an events, progress or snapshot message). Absent: from the next entry the node applies. A seq
+ *   the node has not reached yet is allowed: nothing is sent until it gets there.
+ * - `filters` (optional): `puts` and `deletes` (default true, not both false) select change types; `keysOnly`
+ *   (default false) leaves values out.
+ * - Unknown fields are refused, so that a misspelt `fromSeq` cannot silently start a watch at the wrong place.
+ *
+ * ## Server → client
+ *
+ * ```
+ * {"type":"subscribed","id":ID,"fromSeq":F}
+ * {"type":"events","id":ID,"seq":S,"timeMs":T,"events":[EVENT, ...]}
+ * {"type":"snapshot","id":ID,"seq":S,"items":[ITEM, ...],"done":false|true}
+ * {"type":"progress","id":ID,"seq":S}
+ * {"type":"unsubscribed","id":ID}
+ * {"type":"error","id":ID,"code":"...","message":"..."}          (id only when the message named one)
+ * EVENT: {"type":"put","key":K,"keyEncoding":E,"value":V,"valueEncoding":E,"modSeq":S}   (no value with keysOnly)
+ *        {"type":"delete","key":K,"keyEncoding":E,"modSeq":S}
+ *        {"type":"deleteRange","start":K,"startEncoding":E,"end":K|null,"endEncoding":E|null,"modSeq":S}
+ * ITEM:  {"key":K,"keyEncoding":E,"value":V,"valueEncoding":E,"createSeq":N,"modSeq":N,"version":N} (no value w. keysOnly)
+ * ```
+ *
+ * Keys and values are bytes: E is `utf8` when they are valid UTF-8 without control characters other than tab,
+ * newline and carriage return (the text is the string itself), and `base64` otherwise. (The HTTP API sends any valid
+ * UTF-8 as text; here control characters choose base64 because JSON would write each as six characters, and one
+ * message holds a whole entry.)
+ *
+ * - `subscribed`: the subscription is registered; F is the first seq it covers (`fromSeq`, or the next entry).
+ * - `events`: every change of entry S that the subscription selects, in log order, in one message (atomic per
+ *   entry); entries that select nothing send nothing. Messages of one subscription have strictly increasing seqs,
+ *   with no entry left out. `timeMs` is the root's commit time of the entry. modSeq is S.
+ * - A `delete` event is sent for every delete op of a selected key, whether or not the key existed.
+ * - `deleteRange`: the log records a range delete as one op (docs/decisions.md, records 4 and 6), and the watch
+ *   forwards it as one event, clipped to each of the subscription's prefixes it overlaps: every key k with
+ *   start <= k < end (no upper bound when end is null) under that prefix is gone at seq S.
+ * - `snapshot`: when `fromSeq` is older than the retained log, the subscription first receives the current state of
+ *   its keys at seq S (every key under its prefixes, in key order, in pages), the last page with `done: true` (it
+ *   may be empty). It replaces whatever the client held for those prefixes, and the stream continues with the
+ *   entries after S. Filters `puts`/`deletes` do not apply to a snapshot (it is state, not changes); `keysOnly` does.
+ *   A client that loses the connection before `done` resumes from its original `fromSeq` and gets a new snapshot.
+ * - `progress`: every selected change up to seq S has been sent; resume with `fromSeq` S + 1. Sent within about
+ *   `WATCH_PROGRESS_INTERVAL_MS` (src/watch/limits.ts) when the node has applied entries that the subscription was not told about, at
+ *   least every `WATCH_HEARTBEAT_INTERVAL_MS` on a connection that was sent nothing, and just before a slow-watcher
+ *   close.
+ * - `unsubscribed`: nothing more follows for that id; the id may be reused.
+ * - `error`: the message was refused (`code` below); the connection and its other subscriptions go on.
+ *
+ * ## Close codes
+ *
+ * | code | when |
+ * | --- | --- |
+ * | 1001 | the node is shutting down: reconnect (to another node) and resume |
+ * | 1003 | a binary frame was sent: the protocol is JSON text |
+ * | 1007 | a text frame was not valid UTF-8 (sent by `ws`) |
+ * | 1009 | a message over `WATCH_CLIENT_MESSAGE_BYTES_MAX` (sent by `ws`) |
+ * | 4008 | slow watcher: the connection's queue stayed full for `WATCH_STALL_MS`, a snapshot took longer than `WATCH_SNAPSHOT_MS_MAX` (src/watch/limits.ts), or the client sent requests without reading the replies. Resume from the seq after the last one received (each subscription was sent a progress message just before the close). |
+ */
+import { KEY_BYTES_MAX } from '../limits.js';
+
+const KiB = 1024;
+
+// --- Limits a client can see -------------------------------------------------------------------------------------
+// The node takes these through its `WatchLimits` (src/watch/limits.ts), whose production preset uses these values;
+// the relations between them and the server's own limits are asserted there.
+
+/**
+ * Largest message a client may send (larger: close 1009). A subscribe with the most prefixes, each of the longest key
+ * written as JSON-escaped text (6 characters per byte at worst), fits.
+ */
+export const WATCH_CLIENT_MESSAGE_BYTES_MAX = 128 * KiB;
+/** Subscriptions one connection may hold at a time. */
+export const WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX = 64;
+/** Prefixes in one subscription. */
+export const WATCH_PREFIXES_PER_SUBSCRIPTION_MAX = 16;
+/** A client-chosen subscription id that is a string has 1 to this many characters. */
+export const WATCH_ID_CHARS_MAX = 256;
+/** A connection that was sent nothing for this long gets a progress message anyway: the client's liveness check. */
+export const WATCH_HEARTBEAT_INTERVAL_MS = 10_000;
+
+/** The limits `parseClientMessage` enforces (a node passes its own `WatchLimits`, which has them). */
+export interface WatchMessageLimits {
+  readonly idCharsMax: number;
+  readonly prefixesPerSubscriptionMax: number;
+}
+
+export const WATCH_MESSAGE_LIMITS: WatchMessageLimits = Object.freeze({
+  idCharsMax: WATCH_ID_CHARS_MAX,
+  prefixesPerSubscriptionMax: WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
+});
+
+/** The WebSocket path. */
+export const WATCH_PATH = '/v1/watch';
+
+/** Error codes of refused client messages: stable, part of the API. */
+export const WatchErrorCode = {
+  /** The frame is not JSON. */
+  INVALID_JSON: 'INVALID_JSON',
+  /** `type` is missing or not one of subscribe / unsubscribe. */
+  UNKNOWN_MESSAGE_TYPE: 'UNKNOWN_MESSAGE_TYPE',
+  /** A field is missing, unknown, or breaks a rule (the message names it). */
+  INVALID_ARGUMENT: 'INVALID_ARGUMENT',
+  /** A prefix is longer than a key can be. */
+  PREFIX_TOO_LARGE: 'PREFIX_TOO_LARGE',
+  TOO_MANY_PREFIXES: 'TOO_MANY_PREFIXES',
+  TOO_MANY_SUBSCRIPTIONS: 'TOO_MANY_SUBSCRIPTIONS',
+  /** `subscribe` with an id that names a live subscription of this connection. */
+  DUPLICATE_ID: 'DUPLICATE_ID',
+  /** `unsubscribe` with an id that names no subscription of this connection. */
+  UNKNOWN_ID: 'UNKNOWN_ID',
+} as const;
+export type WatchErrorCode = (typeof WatchErrorCode)[keyof typeof WatchErrorCode];
+
+/** WebSocket close codes the server uses (1007 and 1009 are sent by `ws` itself). */
+export const WatchCloseCode = {
+  GOING_AWAY: 1001,
+  UNSUPPORTED_DATA: 1003,
+  INVALID_PAYLOAD: 1007,
+  MESSAGE_TOO_BIG: 1009,
+  SLOW_WATCHER: 4008,
+} as const;
+export type WatchCloseCode = (typeof WatchCloseCode)[keyof typeof WatchCloseCode];
+
+/** A client message the server refuses; the connection stays open. */
+export class WatchProtocolError extends Error {
+  readonly code: WatchErrorCode;
+  /** The subscription id as JSON text, when the refused message named a valid one. */
+  readonly idJson: string | undefined;
+
+  constructor(code: WatchErrorCode, message: string, idJson?: string) {
+    super(message);
+    this.name = 'WatchProtocolError';
+    this.code = code;
+    this.idJson = idJson;
+  }
+}
+
+export type SubscriptionId = string | number;
+
+export interface WatchFilters {
+  readonly puts: boolean;
+  readonly deletes: boolean;
+  readonly keysOnly: boolean;
+}
+
+export const DEFAULT_FILTERS: WatchFilters = Object.freeze({ puts: true, deletes: true, keysOnly: false });
+
+export type ClientMessage =
+  | {
+      readonly type: 'subscribe';
+      readonly id: SubscriptionId;
+      readonly idJson: string;
+      readonly prefixes: readonly Buffer[];
+      readonly fromSeq: number | undefined;
+      readonly filters: WatchFilters;
+    }
+  | { readonly type: 'unsubscribe'; readonly id: SubscriptionId; readonly idJson: string };
+
+const SUBSCRIBE_FIELDS = new Set(['type', 'id', 'prefixes', 'prefixesBase64', 'fromSeq', 'filters']);
+const UNSUBSCRIBE_FIELDS = new Set(['type', 'id']);
+const FILTER_FIELDS = new Set(['puts', 'deletes', 'keysOnly']);
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function checkFields(object: Record<string, unknown>, allowed: ReadonlySet<string>, what: string, idJson?: string): void {
+  for (const field of Object.keys(object))
+    if (!allowed.has(field))
+      throw new WatchProtocolError('INVALID_ARGUMENT', `${what} has an unknown field "${field}"; allowed: ${Array.from(allowed).join(', ')}`, idJson);
+}
+
+function readId(message: Record<string, unknown>, limits: WatchMessageLimits): { id: SubscriptionId; idJson: string } {
+  const id = message.id;
+  if (typeof id === 'string' && id.length >= 1 && id.length <= limits.idCharsMax) return { id, idJson: JSON.stringify(id) };
+  if (typeof id === 'number' && Number.isSafeInteger(id)) return { id, idJson: String(id) };
+  throw new WatchProtocolError('INVALID_ARGUMENT', `"id" must be a string of 1 to ${limits.idCharsMax} characters or a safe integer`);
+}
+
+function readPrefixes(message: Record<string, unknown>, limits: WatchMessageLimits, idJson: string): Buffer[] {
+  const prefixes: Buffer[] = [];
+  const readList = (field: 'prefixes' | 'prefixesBase64'): void => {
+    const list = message[field];
+    if (list === undefined) return;
+    if (!Array.isArray(list)) throw new WatchProtocolError('INVALID_ARGUMENT', `"${field}" must be an array of strings`, idJson);
+    for (const [index, item] of (list as unknown[]).entries()) {
+      if (typeof item !== 'string') throw new WatchProtocolError('INVALID_ARGUMENT', `${field}[${index}] must be a string`, idJson);
+      if (field === 'prefixesBase64' && !BASE64.test(item))
+        throw new WatchProtocolError('INVALID_ARGUMENT', `prefixesBase64[${index}] must be standard base64`, idJson);
+      const prefix = Buffer.from(item, field === 'prefixes' ? 'utf8' : 'base64');
+      if (prefix.length > KEY_BYTES_MAX)
+        throw new WatchProtocolError('PREFIX_TOO_LARGE', `${field}[${index}] is ${prefix.length} bytes; a prefix is at most ${KEY_BYTES_MAX} bytes (a key's limit)`, idJson);
+      prefixes.push(prefix);
+    }
+  };
+  readList('prefixes');
+  readList('prefixesBase64');
+  if (prefixes.length === 0)
+    throw new WatchProtocolError('INVALID_ARGUMENT', 'subscribe needs at least one prefix in "prefixes" (or "prefixesBase64"); the empty prefix "" watches every key', idJson);
+  if (prefixes.length > limits.prefixesPerSubscriptionMax)
+    throw new WatchProtocolError('TOO_MANY_PREFIXES', `${prefixes.length} prefixes; a subscription has at most ${limits.prefixesPerSubscriptionMax}`, idJson);
+  return prefixes;
+}
+
+function readFilters(message: Record<string, unknown>, idJson: string): WatchFilters {
+  const filters = message.filters;
+  if (filters === undefined) return DEFAULT_FILTERS;
+  if (!isObject(filters)) throw new WatchProtocolError('INVALID_ARGUMENT', '"filters" must be an object', idJson);
+  checkFields(filters, FILTER_FIELDS, '"filters"', idJson);
+  const flag = (name: keyof WatchFilters): boolean => {
+    const value = filters[name];
+    if (value === undefined) return DEFAULT_FILTERS[name];
+    if (typeof value !== 'boolean') throw new WatchProtocolError('INVALID_ARGUMENT', `filters.${name} must be true or false`, idJson);
+    return value;
+  };
+  const result = { puts: flag('puts'), deletes: flag('deletes'), keysOnly: flag('keysOnly') };
+  if (!result.puts && !result.deletes)
+    throw new WatchProtocolError('INVALID_ARGUMENT', 'filters.puts and filters.deletes are both false: the subscription would select nothing', idJson);
+  return result;
+}
+
+/** Parses and validates one client text frame; throws WatchProtocolError for anything the protocol does not allow. */
+export function parseClientMessage(text: string, limits: WatchMessageLimits): ClientMessage {
+  let message: unknown;
+  try {
+    message = JSON.parse(text);
+  } catch (error) {
+    throw new WatchProtocolError('INVALID_JSON', `message is not JSON: ${(error as Error).message}`);
+  }
+  if (!isObject(message)) throw new WatchProtocolError('INVALID_ARGUMENT', 'a message must be a JSON object with a "type"');
+  const type = message.type;
+  if (type === 'subscribe') {
+    const { id, idJson } = readId(message, limits);
+    checkFields(message, SUBSCRIBE_FIELDS, 'subscribe', idJson);
+    const prefixes = readPrefixes(message, limits, idJson);
+    const fromSeq = message.fromSeq;
+    if (fromSeq !== undefined && (typeof fromSeq !== 'number' || !Number.isSafeInteger(fromSeq) || fromSeq < 1))
+      throw new WatchProtocolError('INVALID_ARGUMENT', '"fromSeq" must be an integer >= 1 (omit it to start from the next entry)', idJson);
+    return { type, id, idJson, prefixes, fromSeq, filters: readFilters(message, idJson) };
+  }
+  if (type === 'unsubscribe') {
+    const { id, idJson } = readId(message, limits);
+    checkFields(message, UNSUBSCRIBE_FIELDS, 'unsubscribe', idJson);
+    return { type, id, idJson };
+  }
+  throw new WatchProtocolError('UNKNOWN_MESSAGE_TYPE', `unknown message type ${JSON.stringify(type) ?? 'undefined'}; a client sends "subscribe" or "unsubscribe"`);
+}
+
+// --- Server messages ----------------------------------------------------------------------------------------------
+
+export function subscribedMessage(idJson: string, fromSeq: number): string {
+  return `{"type":"subscribed","id":${idJson},"fromSeq":${fromSeq}}`;
+}
+
+export function unsubscribedMessage(idJson: string): string {
+  return `{"type":"unsubscribed","id":${idJson}}`;
+}
+
+export function progressMessage(idJson: string, seq: number): string {
+  return `{"type":"progress","id":${idJson},"seq":${seq}}`;
+}
+
+export function errorMessage(code: WatchErrorCode, message: string, idJson?: string): string {
+  return `{"type":"error",${idJson === undefined ? '' : `"id":${idJson},`}"code":"${code}","message":${JSON.stringify(message)}}`;
+}
+
+/** The part of an events message that precedes its shared body (see `eventsBody`). */
+export function eventsHead(idJson: string): string {
+  return `{"type":"events","id":${idJson}`;
+}
+
+/** The part of an events message that is the same for every subscription of one selection. */
+export function eventsBody(seq: number, timeMs: number, events: readonly string[]): string {
+  return `,"seq":${seq},"timeMs":${timeMs},"events":[${events.join(',')}]}`;
+}
+
+export function snapshotMessage(idJson: string, seq: number, items: readonly string[], done: boolean): string {
+  return `{"type":"snapshot","id":${idJson},"seq":${seq},"items":[${items.join(',')}],"done":${done}}`;
+}
+
+/** Reason text of a 4008 close; a close reason is at most 123 bytes. */
+export function slowWatcherReason(resumeSeq: number | undefined): string {
+  return resumeSeq === undefined ? 'slow watcher: resume each subscription after its last progress seq' : `slow watcher: resume from seq ${resumeSeq}`;
+}
+
