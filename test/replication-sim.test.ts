@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { reproduceWith, testSeed } from './support/seed.js';
+import { reproduceWith, seeded, testSeed } from './support/seed.js';
 import { Prng } from './support/sim/prng.js';
 import { runSimulation, type SimulationStats } from './support/sim/simulation.js';
 
@@ -58,6 +58,18 @@ describe('replication simulation', () => {
     const wire = fixed.reduce((sum, stats) => sum + stats.corruptDetected.wire, 0);
     const relay = fixed.reduce((sum, stats) => sum + stats.corruptDetected.relay, 0);
     assert.ok(wire > 0 && relay > 0, `caught ${wire} on the wire and ${relay} from relays`);
+  });
+
+  test('simulation: a root clock that jumps an hour ahead for one heartbeat, then steps back an hour, drops no healthy upstream', (t) => {
+    const hourMs = 3_600_000;
+    // Relative to a root clock two hours ahead of simulated time, so that it never goes below zero.
+    const rootClockOffsetMs = (simMs: number): number => (simMs >= 1_950 && simMs < 2_050 ? 3 * hourMs : simMs < 4_000 ? 2 * hourMs : hourMs);
+    const seed = testSeed();
+    // No faults, and writes further apart than any stale time: between them, heartbeats alone keep the links alive.
+    const stats = seeded(() => runSimulation({ seed, faults: false, faultMs: 9_000, writeTailMs: 0, writeIntervalMs: [1_200, 2_000], rootClockOffsetMs }));
+    t.diagnostic(summary(stats));
+    assert.equal(stats.staleDrops, 0, `${stats.staleDrops} healthy upstreams dropped as stale`);
+    assert.ok(stats.rootSeq > 30 + 3);
   });
 
   // Derived from the test seed, so that MERCURY_TEST_SEED replays them; each simulation failure also names its own.

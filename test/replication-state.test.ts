@@ -264,21 +264,52 @@ describe('replication state machines', () => {
     assert.equal(downstream.status().consecutiveFailures, 0, 'leaving a healthy fallback is not a failure');
   });
 
-  test('downstream: a newer heartbeat is progress and is forwarded; an old one is neither', () => {
+  test('downstream: every heartbeat is progress; one older by seq is not forwarded', () => {
     const root = rootStore(5);
     const { downstream, store } = newReplica();
     const link = Link.open(downstream, store, root);
     const staleMs = L.upstreamStaleMs + L.upstreamStaleHopMs;
-    const beat = (rootTimeMs: number, atMs: number): DownstreamAction[] => {
-      const up = link.upstream.heartbeat(atMs, { rootSeq: 5, rootTimeMs, path: [] });
+    const beat = (rootSeq: number, rootTimeMs: number, atMs: number): DownstreamAction[] => {
+      const up = link.upstream.heartbeat(atMs, { rootSeq, rootTimeMs, path: [] });
       return downstream.receive(atMs, link.connId, Buffer.concat(ofType(up, 'send').map((action) => action.bytes)));
     };
-    const fresh = beat(500, T0 + 400);
+    const fresh = beat(5, 500, T0 + 400);
     assert.deepStrictEqual(ofType(fresh, 'heartbeat'), [{ type: 'heartbeat', heartbeat: { rootSeq: 5, rootTimeMs: 500, path: ['root'] } }]);
     assert.equal(ofType(downstream.tick(T0 + staleMs), 'close').length, 0, 'the heartbeat moved the deadline');
-    // The same heartbeat again (as a cycle would circulate it) does not keep the upstream alive.
-    assert.deepStrictEqual(ofType(beat(500, T0 + 800), 'heartbeat'), []);
-    assert.equal(ofType(downstream.tick(T0 + 400 + staleMs), 'close').length, 1);
+    // An idle root repeats its seq: forwarded, since children need each beat to stay connected.
+    assert.equal(ofType(beat(5, 500, T0 + 800), 'heartbeat').length, 1);
+    // Older news (a lower seq) still proves the link alive, but is neither forwarded nor used for lag.
+    beat(7, 600, T0 + 900);
+    assert.deepStrictEqual(ofType(beat(6, 700, T0 + 1000), 'heartbeat'), []);
+    assert.equal(downstream.status().lastHeartbeatRootSeq, 7);
+    assert.equal(ofType(downstream.tick(T0 + 999 + staleMs), 'close').length, 0);
+    assert.equal(ofType(downstream.tick(T0 + 1000 + staleMs), 'close').length, 1);
+  });
+
+  test('downstream: a heartbeat from an hour ahead, or a root clock stepping back, never makes a healthy upstream stale', () => {
+    const root = rootStore(5);
+    const { downstream, store } = newReplica();
+    const link = Link.open(downstream, store, root);
+    const hourMs = 3_600_000;
+    const wallMs = 1_700_000_000_000;
+    const actions: DownstreamAction[] = [];
+    // One heartbeat an hour ahead, then the root's clock as it was, then stepped back an hour: an idle root, beating
+    // every heartbeatIntervalMs for many stale times. The replica's deadlines run on its own monotonic clock.
+    const skews = [hourMs, ...Array<number>(20).fill(0), ...Array<number>(40).fill(-hourMs)];
+    let now = T0;
+    for (const [i, skew] of skews.entries()) {
+      now = T0 + (i + 1) * L.heartbeatIntervalMs;
+      link.nowMs = now;
+      actions.push(...downstream.tick(now));
+      const up = link.upstream.heartbeat(now, { rootSeq: 5, rootTimeMs: wallMs + i * L.heartbeatIntervalMs + skew, path: [] });
+      const received = downstream.receive(now, link.connId, Buffer.concat(ofType(up, 'send').map((action) => action.bytes)));
+      assert.equal(ofType(received, 'heartbeat').length, 1, `heartbeat ${i} was not forwarded`);
+      actions.push(...received);
+    }
+    assert.ok(now - T0 > 5 * (L.upstreamStaleMs + L.upstreamStaleHopMs));
+    assert.deepStrictEqual(ofType(actions, 'close'), []);
+    assert.equal(downstream.status().phase, 'streaming');
+    assert.equal(downstream.status().upstreamSwitches, 1);
     assert.equal(downstream.status().lagEntries, 0);
   });
 

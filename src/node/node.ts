@@ -74,7 +74,7 @@ export class MercuryNode {
     this.config = config;
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger ?? silentLogger;
-    this.startedMs = this.clock.nowMs();
+    this.startedMs = this.clock.monotonicMs();
     this.replicationLimits = options.replicationLimits ?? REPLICATION_LIMITS;
     const isReplica = config.upstreams.length > 0;
     // A replica writes without fsync: it can refetch anything it loses (see Store's noSync and unsynced-guard.ts).
@@ -260,7 +260,7 @@ export class MercuryNode {
       keys: sizes.keys,
       dataFileBytes: sizes.dataFileBytes,
       url: this.url,
-      uptimeMs: this.clock.nowMs() - this.startedMs,
+      uptimeMs: Math.round(this.clock.monotonicMs() - this.startedMs),
       replication: this.replicationStatus(),
     };
   }

@@ -59,16 +59,16 @@ export class ReplicationClient {
       limits: options.limits ?? REPLICATION_LIMITS,
       random: () => randomInt(1 << 30) / (1 << 30),
     });
-    this.timer = new TickTimer(options.clock, () => this.perform(this.downstream.tick(options.clock.nowMs())));
+    this.timer = new TickTimer(options.clock, () => this.perform(this.downstream.tick(options.clock.monotonicMs())));
   }
 
   start(): void {
-    this.perform(this.downstream.start(this.options.clock.nowMs()));
+    this.perform(this.downstream.start(this.options.clock.monotonicMs()));
   }
 
   /** The operator's decision after a divergence (or at any time): drop the chain and take a full snapshot. */
   resync(): void {
-    this.perform(this.downstream.resync(this.options.clock.nowMs()));
+    this.perform(this.downstream.resync(this.options.clock.monotonicMs()));
   }
 
   status(): DownstreamStatus {
@@ -82,7 +82,7 @@ export class ReplicationClient {
 
   close(): void {
     if (this.stopped) return;
-    this.perform(this.downstream.stop(this.options.clock.nowMs()));
+    this.perform(this.downstream.stop(this.options.clock.monotonicMs()));
     this.stopped = true;
     this.timer.cancel();
     for (const socket of this.sockets.values()) socket.destroy();
@@ -96,13 +96,13 @@ export class ReplicationClient {
     const socket = net.connect({ host, port, noDelay: true });
     this.sockets.set(connId, socket);
     let failure = 'connection closed';
-    socket.on('connect', () => this.perform(this.downstream.connected(clock.nowMs(), connId)));
-    socket.on('data', (chunk: Buffer) => this.perform(this.downstream.receive(clock.nowMs(), connId, chunk)));
+    socket.on('connect', () => this.perform(this.downstream.connected(clock.monotonicMs(), connId)));
+    socket.on('data', (chunk: Buffer) => this.perform(this.downstream.receive(clock.monotonicMs(), connId, chunk)));
     socket.on('error', (error) => (failure = error.message));
     socket.on('close', () => {
       if (this.sockets.get(connId) !== socket) return;
       this.sockets.delete(connId);
-      this.perform(this.downstream.closed(clock.nowMs(), connId, failure));
+      this.perform(this.downstream.closed(clock.monotonicMs(), connId, failure));
     });
   }
 

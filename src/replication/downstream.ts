@@ -9,8 +9,15 @@
  *   upstreams are all down never spins. A session that stayed up for `backoffResetMs` resets the backoff.
  * - Every entry is verified with `verifyNext` against the node's head before it is applied; a frame's verified prefix
  *   is applied, the first failing record drops the upstream.
- * - An upstream that makes no progress (no entry, no snapshot chunk, no heartbeat newer than any seen) for
+ * - An upstream that sends nothing (no entry, no snapshot chunk, no heartbeat) for
  *   `upstreamStaleMs + depth * upstreamStaleHopMs`, closes, refuses, or breaks the protocol is dropped.
+ * - Time: every `nowMs` given to this machine is monotonic (`Clock.monotonicMs`), and every deadline derives from it
+ *   alone. The root's wall clock (`rootTimeMs` in heartbeats, entry times) serves only the reported lag in ms: a
+ *   root whose clock steps, or a heartbeat carrying a skewed or hostile `rootTimeMs`, can never make a healthy
+ *   upstream look stale. Heartbeats are ordered by `rootSeq`: one whose rootSeq is below that of the last heartbeat
+ *   of the session is old news (replayed by an upstream that is behind); it still proves the link alive, but is not
+ *   forwarded nor used for lag. Equal seqs are forwarded: an idle root sends the same seq every time, and children
+ *   need each beat to stay connected.
  * - CHAIN_DIVERGED stops following altogether until `resync()` (an operator's decision: the node then takes a full
  *   snapshot). Meanwhile the node keeps serving its own children: that is the adapter's Upstream sessions, which this
  *   machine never touches.
@@ -133,6 +140,8 @@ interface Session {
   readonly decoder: FrameDecoder;
   welcome: WelcomeMessage | undefined;
   lastProgressMs: number;
+  /** rootSeq of the last heartbeat taken in this session: heartbeats are ordered by seq, never by root time. */
+  lastHeartbeatRootSeq: number | undefined;
   receivedBytes: number;
   ackedBytes: number;
   ackedSeq: number;
@@ -178,9 +187,8 @@ export class Downstream {
   private resyncRequested = false;
   private divergedReason: string | undefined;
   private lastFailure: string | undefined;
-  /** Newest root time seen in a heartbeat: older ones are neither progress nor forwarded (see protocol.ts, loops). */
-  private newestRootTimeMs = -1;
-  private lastRootSeq: number | undefined;
+  /** The last heartbeat taken (forwarded, and the source of the reported lag). */
+  private lastHeartbeat: Heartbeat | undefined;
   private upstreamSwitches = 0;
   private entriesApplied = 0;
   private snapshotsInstalled = 0;
@@ -333,10 +341,12 @@ export class Downstream {
 
   status(): DownstreamStatus {
     const session = this.session;
-    const lagEntries = this.lastRootSeq === undefined ? undefined : Math.max(0, this.lastRootSeq - this.head.seq);
+    const lastRootSeq = this.lastHeartbeat?.rootSeq;
+    const lagEntries = lastRootSeq === undefined ? undefined : Math.max(0, lastRootSeq - this.head.seq);
     let lagMs: number | undefined;
     if (lagEntries === 0) lagMs = 0;
-    else if (lagEntries !== undefined && this.headTimeMs !== undefined) lagMs = Math.max(0, this.newestRootTimeMs - this.headTimeMs);
+    // Wall times of the root on both sides (entry time, heartbeat time): a reported figure, never a deadline.
+    else if (lagEntries !== undefined && this.headTimeMs !== undefined) lagMs = Math.max(0, this.lastHeartbeat!.rootTimeMs - this.headTimeMs);
     const snapshot = this.snapshot;
     return {
       phase: this.phase,
@@ -349,7 +359,7 @@ export class Downstream {
       head: this.head,
       lagEntries,
       lagMs,
-      lastHeartbeatRootSeq: this.lastRootSeq,
+      lastHeartbeatRootSeq: lastRootSeq,
       consecutiveFailures: this.failures,
       upstreamSwitches: this.upstreamSwitches,
       entriesApplied: this.entriesApplied,
@@ -396,6 +406,7 @@ export class Downstream {
       decoder: new FrameDecoder(this.limits.frameBytesMax),
       welcome: undefined,
       lastProgressMs: nowMs,
+      lastHeartbeatRootSeq: undefined,
       receivedBytes: 0,
       ackedBytes: 0,
       ackedSeq: this.head.seq,
@@ -459,10 +470,12 @@ export class Downstream {
     if (heartbeat.path.includes(this.nodeId)) return void this.fail(nowMs, `LOOP: heartbeat passed through this node (${heartbeat.path.join(' > ')})`, actions);
     if (heartbeat.path[heartbeat.path.length - 1] !== session.welcome?.nodeId) return void this.fail(nowMs, 'heartbeat path does not end at the upstream', actions);
     this.ancestors = heartbeat.path;
-    if (heartbeat.rootTimeMs <= this.newestRootTimeMs) return;
-    this.newestRootTimeMs = heartbeat.rootTimeMs;
-    this.lastRootSeq = heartbeat.rootSeq;
+    // Any heartbeat proves the upstream alive, whatever its times say (a cycle never gets here: the heartbeat that went
+    // round would carry this node's id, refused above).
     session.lastProgressMs = nowMs;
+    if (session.lastHeartbeatRootSeq !== undefined && heartbeat.rootSeq < session.lastHeartbeatRootSeq) return;
+    session.lastHeartbeatRootSeq = heartbeat.rootSeq;
+    this.lastHeartbeat = { rootSeq: heartbeat.rootSeq, rootTimeMs: heartbeat.rootTimeMs, path: heartbeat.path };
     actions.push({ type: 'heartbeat', heartbeat: { rootSeq: heartbeat.rootSeq, rootTimeMs: heartbeat.rootTimeMs, path: heartbeat.path } });
   }
 

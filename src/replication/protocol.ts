@@ -65,9 +65,14 @@
  * protocol violation; nothing is ever retried on the same connection.
  *
  * Loops: an upstream refuses a child that is itself or one of its ancestors; a child drops an upstream whose WELCOME
- * path or any HEARTBEAT path contains its own id. Because only the root makes heartbeats and a node forwards only
- * heartbeats newer than any it has seen, a cycle that forms anyway (two nodes accepting each other at the same
- * moment) starves of heartbeats and both sides drop it as stale.
+ * path or any HEARTBEAT path contains its own id. Only the root makes heartbeats, and every node appends its id as
+ * it forwards one, so in a cycle that forms anyway (two nodes accepting each other at the same moment) the first
+ * heartbeat to go round comes back to a node that is already in its path, which drops the link; a cycle that holds no
+ * heartbeat at all hears nothing and both sides drop it as stale.
+ *
+ * Heartbeat times: `rootTimeMs` is the root's wall clock, for the lag a node reports in ms, and nothing else. A
+ * receiver orders heartbeats by `rootSeq` and measures staleness on its own monotonic clock, so a root whose clock
+ * steps (or a heartbeat with a skewed time) changes no deadline.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { crc32 } from 'node:zlib';

@@ -76,18 +76,18 @@ export class ReplicationServer {
 
   /** Entries this node has just applied (root: committed and durable), in seq order. */
   localApplied(entries: readonly EncodedEntry[]): void {
-    const nowMs = this.options.clock.nowMs();
+    const nowMs = this.options.clock.monotonicMs();
     for (const session of this.sessions) this.perform(session, session.upstream.localApplied(nowMs, entries));
   }
 
   heartbeat(heartbeat: Heartbeat): void {
-    const nowMs = this.options.clock.nowMs();
+    const nowMs = this.options.clock.monotonicMs();
     for (const session of this.sessions) this.perform(session, session.upstream.heartbeat(nowMs, heartbeat));
   }
 
   /** The node installed a snapshot: every child's position refers to the old log. */
   chainReset(): void {
-    const nowMs = this.options.clock.nowMs();
+    const nowMs = this.options.clock.monotonicMs();
     for (const session of this.sessions) this.perform(session, session.upstream.chainReset(nowMs));
   }
 
@@ -98,7 +98,7 @@ export class ReplicationServer {
   async close(): Promise<void> {
     this.closing = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    const nowMs = this.options.clock.nowMs();
+    const nowMs = this.options.clock.monotonicMs();
     for (const session of [...this.sessions]) {
       session.upstream.closed(nowMs);
       this.drop(session);
@@ -126,20 +126,20 @@ export class ReplicationServer {
       ancestors: this.options.ancestors,
       latestHeartbeat: this.options.latestHeartbeat,
       limits: this.limits,
-      nowMs: clock.nowMs(),
+      nowMs: clock.monotonicMs(),
     });
     const session: ChildSession = {
       socket,
       upstream,
       remote,
-      timer: new TickTimer(clock, () => this.perform(session, upstream.tick(clock.nowMs()))),
+      timer: new TickTimer(clock, () => this.perform(session, upstream.tick(clock.monotonicMs()))),
     };
     this.sessions.add(session);
-    socket.on('data', (chunk: Buffer) => this.perform(session, upstream.receive(clock.nowMs(), chunk)));
+    socket.on('data', (chunk: Buffer) => this.perform(session, upstream.receive(clock.monotonicMs(), chunk)));
     socket.on('error', (error) => this.options.logger.log('debug', 'child socket error', { remote, error: error.message }));
     socket.on('close', () => {
       if (!this.sessions.has(session)) return;
-      this.perform(session, upstream.closed(clock.nowMs()));
+      this.perform(session, upstream.closed(clock.monotonicMs()));
       this.drop(session);
     });
     this.perform(session, []);

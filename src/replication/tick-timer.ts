@@ -13,7 +13,7 @@ export class TickTimer {
     private readonly onTick: () => void,
   ) {}
 
-  /** Arms the timer for `atMs` (wall-clock ms) unless it is already armed for that time or earlier. */
+  /** Arms the timer for `atMs` (monotonic ms, as the machines' deadlines are) unless it is already armed for that time or earlier. */
   schedule(atMs: number | undefined): void {
     if (atMs === undefined || atMs >= this.atMs) return;
     this.handle?.cancel();
@@ -24,7 +24,7 @@ export class TickTimer {
         this.atMs = Infinity;
         this.onTick();
       },
-      Math.max(0, atMs - this.clock.nowMs()),
+      Math.max(0, atMs - this.clock.monotonicMs()),
     );
   }
 

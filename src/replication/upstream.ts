@@ -14,7 +14,8 @@
  *   pins a snapshot or a socket buffer.
  *
  * The adapter creates one `Upstream` per accepted connection, feeds it `receive`, `localApplied`, `heartbeat`, `tick`
- * (by `nextTickMs`) and `closed`, and calls `chainReset` on every session after the node installed a snapshot.
+ * (by `nextTickMs`) and `closed`, and calls `chainReset` on every session after the node installed a snapshot. Every
+ * `nowMs` is monotonic (`Clock.monotonicMs`): a step of the wall clock must not fire or hold back a deadline.
  */
 import assert from 'node:assert/strict';
 import type { EncodedEntry } from '../log/index.js';

@@ -42,6 +42,16 @@ export interface SimulationOptions {
   /** After the writes stop, the tree must converge within this long. */
   readonly settleMsMax?: number;
   readonly limits?: ReplicationLimits;
+  /** false: no crashes, partitions, resets, corruption or delay spikes (a healthy tree, for checks of false alarms). */
+  readonly faults?: boolean;
+  /** The root writes an entry every [min, max] ms (default [5, 40]). Gaps longer than the stale time leave heartbeats alone to keep links alive. */
+  readonly writeIntervalMs?: readonly [number, number];
+  /**
+   * The root's wall clock minus simulated time, at a simulated time (default 0): entry times and heartbeat times come
+   * from it, so that a clock stepping forward or back reaches the replicas. Every deadline runs on simulated time,
+   * which is each node's monotonic clock.
+   */
+  readonly rootClockOffsetMs?: (simMs: number) => number;
 }
 
 export interface SimulationStats {
@@ -167,7 +177,11 @@ class Simulation {
   private readonly faultEndMs: number;
   private readonly writeEndMs: number;
   private readonly settleMsMax: number;
-  private faultsActive = true;
+  private faultsActive: boolean;
+  private readonly injectFaults: boolean;
+  private readonly writeIntervalMs: readonly [number, number];
+  private readonly rootClockOffsetMs: (simMs: number) => number;
+  private lastEntryTimeMs = 0;
   private lastConnId = 0;
   private failure: SimulationFailure | undefined;
   private readonly stats: SimulationStats;
@@ -183,6 +197,10 @@ class Simulation {
     this.faultEndMs = options.faultMs ?? 6_000;
     this.writeEndMs = this.faultEndMs + (options.writeTailMs ?? 1_000);
     this.settleMsMax = options.settleMsMax ?? 30_000;
+    this.injectFaults = options.faults ?? true;
+    this.faultsActive = this.injectFaults;
+    this.writeIntervalMs = options.writeIntervalMs ?? [5, 40];
+    this.rootClockOffsetMs = options.rootClockOffsetMs ?? (() => 0);
 
     // The tree: each replica lists its parent first, then a node of the parent's level under another grandparent
     // (or a sibling of its parent), then its grandparent. Level-1 nodes list the root, then a sibling: two of them
@@ -285,10 +303,11 @@ class Simulation {
     const writeLoop = (): void => {
       if (q.nowMs >= this.writeEndMs) return;
       if (this.root.alive) this.commit();
-      q.after(this.writes.int(5, 40), writeLoop);
+      q.after(this.writes.int(...this.writeIntervalMs), writeLoop);
     };
     q.after(1, writeLoop);
     this.every(this.root, () => this.limits.heartbeatIntervalMs, () => this.rootHeartbeat());
+    if (!this.injectFaults) return;
     // Faults.
     const crashLoop = (): void => {
       if (q.nowMs >= this.faultEndMs) return;
@@ -342,7 +361,9 @@ class Simulation {
 
   private commit(): void {
     // The root acknowledges and forwards only durable entries: its store never loses a commit in a crash.
-    const encoded = this.root.store.commit(this.queue.nowMs, this.randomOps());
+    // Entry times never go back, whatever the root's clock does (as in the group committer).
+    this.lastEntryTimeMs = Math.max(this.lastEntryTimeMs, this.rootWallMs());
+    const encoded = this.root.store.commit(this.lastEntryTimeMs, this.randomOps());
     this.root.store.checkpoint();
     this.reference.record(encoded);
     for (const session of [...this.root.sessions.values()]) this.execUpstream(this.root, session, session.upstream.localApplied(this.queue.nowMs, [encoded]));
@@ -350,7 +371,11 @@ class Simulation {
   }
 
   private rootLatestHeartbeat(): Heartbeat {
-    return { rootSeq: this.root.store.head().seq, rootTimeMs: this.queue.nowMs, path: [] };
+    return { rootSeq: this.root.store.head().seq, rootTimeMs: this.rootWallMs(), path: [] };
+  }
+
+  private rootWallMs(): number {
+    return Math.max(0, this.queue.nowMs + this.rootClockOffsetMs(this.queue.nowMs));
   }
 
   private rootHeartbeat(): void {
