@@ -51,7 +51,8 @@ export type {
   LocalReadOptions,
 } from './client/index.js';
 export { MercuryNode, MERCURY_VERSION } from './node/index.js';
-export type { NodeOptions } from './node/index.js';
+export type { NodeLimits, NodeOptions } from './node/index.js';
+export { NODE_LIMITS, NODE_LIMITS_TEST, withLimits } from './node/index.js';
 export { validateConfig, CONFIG_DEFAULTS } from './config/index.js';
 export type { NodeConfig } from './config/index.js';
 export { MercuryError, ErrorCode, ERROR_STATUS } from './errors/index.js';

@@ -2,8 +2,10 @@
  * Every limit Mercury enforces, in one place, with units last in the name.
  *
  * Limits exist so that nothing a client or a peer sends can make a node use unbounded memory or time. The relations
- * between them are asserted at the bottom of this module (and again when a configuration is validated), because a
- * limit that is inconsistent with another one is a bug that only shows up under load.
+ * between them are asserted at the bottom of this module, because a limit that is inconsistent with another one is a
+ * bug that only shows up under load. A node does not read the per-node limits here directly: they are the production
+ * values of its `NodeLimits` (src/node/limits.ts), which it takes through `NodeOptions` and validates again, across
+ * sections, at start-up.
  */
 import assert from 'node:assert/strict';
 

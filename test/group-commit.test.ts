@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { systemClock, type Clock } from '../src/clock/index.js';
-import { GroupCommitter, type GroupCommitOptions, type WriteRequest, type WriteResult } from '../src/commit/index.js';
+import { COMMIT_LIMITS, GroupCommitter, type CommitLimits, type WriteRequest, type WriteResult } from '../src/commit/index.js';
 import { MercuryError, type ErrorCode } from '../src/errors/index.js';
 import { KEY_BYTES_MAX, TXN_COMPARES_MAX, TXN_OPS_MAX } from '../src/limits.js';
 import type { EncodedEntry, Op } from '../src/log/index.js';
@@ -32,10 +32,10 @@ interface Fixture {
   readonly registry: Registry;
 }
 
-function fixture(options: Partial<Omit<GroupCommitOptions, 'store' | 'metrics'>> & { dir?: string } = {}): Fixture {
+function fixture(options: { dir?: string; clock?: Clock; limits?: Partial<CommitLimits> } = {}): Fixture {
   const store = Store.open({ path: options.dir ?? path.join(root, `store-${++dirCount}`) });
   const registry = new Registry();
-  const committer = new GroupCommitter({ clock: systemClock, valueBytesMax: VALUE_BYTES_MAX, ...options, store, metrics: registry });
+  const committer = new GroupCommitter({ clock: options.clock ?? systemClock, limits: { ...COMMIT_LIMITS, valueBytesMax: VALUE_BYTES_MAX, ...options.limits }, store, metrics: registry });
   cleanups.push(async () => {
     await committer.close();
     await store.close();
@@ -367,7 +367,7 @@ describe('group commit limits', () => {
 
 describe('group commit back-pressure and shutdown', () => {
   test('group commit: a full queue refuses new requests with OVERLOADED', async () => {
-    const { store, committer, registry } = fixture({ queueRequestsMax: 3 });
+    const { store, committer, registry } = fixture({ limits: { queueRequestsMax: 3 } });
     const accepted = [1, 2, 3].map((i) => committer.submit(plain(put(`q/${i}`))));
     await rejectsWith(committer.submit(plain(put('q/4'))), 'OVERLOADED');
     const results = await Promise.all(accepted);
@@ -381,7 +381,7 @@ describe('group commit back-pressure and shutdown', () => {
 
   test('group commit: the queue is bounded by bytes too', async () => {
     // One put of an 80-byte value is 1 + 2 + 3 + 4 + 80 = 90 bytes.
-    const { committer } = fixture({ queueBytesMax: 150 });
+    const { committer } = fixture({ limits: { queueBytesMax: 150 } });
     const first = committer.submit(plain(put('b/1', Buffer.alloc(80))));
     await rejectsWith(committer.submit(plain(put('b/2', Buffer.alloc(80)))), 'OVERLOADED');
     // A smaller request still fits beside the first.

@@ -10,7 +10,7 @@ import { WebSocket } from 'ws';
 import { validateConfig } from '../src/config/index.js';
 import { KEY_BYTES_MAX } from '../src/limits.js';
 import type { Logger } from '../src/logging/index.js';
-import { MercuryNode } from '../src/node/index.js';
+import { MercuryNode, NODE_LIMITS, withLimits } from '../src/node/index.js';
 import { WATCH_LIMITS_TEST, WatchCloseCode, WatchErrorCode } from '../src/watch/index.js';
 import { request, requestJson } from './support/http.js';
 import { makeTempDir, removeDir } from './support/process.js';
@@ -57,7 +57,7 @@ describe('watch bad input', () => {
       },
       child: () => logger,
     };
-    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { logger, watchLimits: WATCH_LIMITS_TEST });
+    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { logger, limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST }) });
     url = node.url;
     // A well-behaved watcher that must see every change while the others misbehave.
     bystander = await connect();

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { validateConfig } from '../src/config/index.js';
-import { MercuryNode } from '../src/node/index.js';
+import { MercuryNode, NODE_LIMITS, withLimits } from '../src/node/index.js';
 import { WATCH_LIMITS_TEST } from '../src/watch/index.js';
 import { request } from './support/http.js';
 import { CLI_PATH, makeTempDir, removeDir, runCli } from './support/process.js';
@@ -50,7 +50,7 @@ describe('cli watch', () => {
 
   before(async () => {
     dir = makeTempDir('watch-cli');
-    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { watchLimits: WATCH_LIMITS_TEST });
+    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST }) });
     url = node.url;
     await put('app/a', '1');
     await put('other/x', 'ignored');
@@ -113,7 +113,7 @@ describe('cli watch', () => {
     await node.close();
     assert.equal(await running.exited, 1);
     assert.match(running.stderr(), /^mercury: watch closed by the node \(1001: node is shutting down; reconnect and resume\); resume with --from \d+\n$/);
-    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { watchLimits: WATCH_LIMITS_TEST });
+    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST }) });
     url = node.url;
   });
 });

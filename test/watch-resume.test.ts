@@ -1,13 +1,13 @@
 /**
  * Resuming watches: across a node restart (the client is closed with 1001 and resumes on the new process), and from
  * a seq the log no longer holds (a snapshot of the subscription's keys at a seq, marked as such, then the stream from
- * that seq, never a "compacted" error). The log is kept short (logRetainEntries) so that the node's trimmer, which
- * runs every second, drops the early entries during the test.
+ * that seq, never a "compacted" error). The log is kept short (logRetainEntries) so that the node's trimmer, run
+ * every 20 ms in these tests (a limit), drops the early entries during the test.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { validateConfig } from '../src/config/index.js';
-import { MercuryNode } from '../src/node/index.js';
+import { MercuryNode, NODE_LIMITS, withLimits } from '../src/node/index.js';
 import { WATCH_LIMITS_TEST, WatchCloseCode } from '../src/watch/index.js';
 import { request, requestJson } from './support/http.js';
 import { makeTempDir, removeDir } from './support/process.js';
@@ -31,7 +31,7 @@ interface RangeJson {
 test('watch: a client closed by a node restart resumes on the new process with exactly the rest', async () => {
   const dir = makeTempDir('watch-restart');
   try {
-    let node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { watchLimits: WATCH_LIMITS_TEST });
+    let node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST }) });
     const client = await WatchClient.connect(node.url);
     await client.subscribe('r', ['r/']);
     for (let i = 0; i < 6; i++) await put(node.url, `r/k${i % 3}`, `first life ${i}`);
@@ -43,7 +43,7 @@ test('watch: a client closed by a node restart resumes on the new process with e
     assert.equal(closed.code, WatchCloseCode.GOING_AWAY);
     assert.match(closed.reason, /shutting down/);
 
-    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { watchLimits: WATCH_LIMITS_TEST });
+    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST }) });
     try {
       for (let i = 0; i < 4; i++) await put(node.url, `r/k${i}`, `second life ${i}`);
       const resumed = await WatchClient.connect(node.url);
@@ -67,7 +67,9 @@ test('watch: a client closed by a node restart resumes on the new process with e
 
 test('watch: a fromSeq older than the retained log gets a snapshot of its keys at a seq, then the stream from there', async () => {
   const dir = makeTempDir('watch-snapshot');
-  const node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0, logRetainEntries: 3 }), { watchLimits: WATCH_LIMITS_TEST });
+  const node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0, logRetainEntries: 3 }), {
+    limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST, log: { trimIntervalMs: 20 } }),
+  });
   const clients: WatchClient[] = [];
   try {
     const url = node.url;
@@ -79,11 +81,11 @@ test('watch: a fromSeq older than the retained log gets a snapshot of its keys a
     await put(url, 'snap/b/k0', 'not watched');
     await request(url, 'DELETE', '/v1/kv/snap/a/k05');
     await requestJson(url, 'POST', '/v1/txn', { body: JSON.stringify({ success: [{ op: 'deleteRange', start: 'snap/c/k1', end: 'snap/c/k3' }] }), headers: { 'content-type': 'application/json' } });
-    // Wait for the trimmer (every second) to drop the early entries.
+    // Wait for the trimmer to drop the early entries.
     const deadline = performance.now() + 5_000;
     while ((await status(url)).log.firstSeq <= 2) {
       assert.ok(performance.now() < deadline, 'the log was not trimmed within 5 s');
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await new Promise((resolve) => setTimeout(resolve, 10));
     }
 
     const subscribe = async (id: string, prefixes: string[], keysOnly = false): Promise<WatchClient> => {

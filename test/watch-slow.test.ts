@@ -7,13 +7,18 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { validateConfig } from '../src/config/index.js';
-import { MercuryNode } from '../src/node/index.js';
+import { MercuryNode, NODE_LIMITS, withLimits } from '../src/node/index.js';
 import { WATCH_LIMITS_TEST, WatchCloseCode } from '../src/watch/index.js';
 import { request, requestJson } from './support/http.js';
 import { makeTempDir, removeDir } from './support/process.js';
 import { assertEventsMatchLog, expectedEvents, readLog, WatchClient } from './support/watch.js';
 
 const BIG_VALUE = 'b'.repeat(256 * 1024);
+/**
+ * The test preset's stall time (1 s) is shorter than filling a paused client's queue can take on a loaded machine, and
+ * the pause test needs that filling to end well within the stall time: 3 s leaves room, and costs the stall test 2 s.
+ */
+const STALL_MS = 3_000;
 
 describe('watch slow watchers', () => {
   let dir: string;
@@ -36,7 +41,7 @@ describe('watch slow watchers', () => {
 
   before(async () => {
     dir = makeTempDir('watch-slow');
-    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { watchLimits: WATCH_LIMITS_TEST });
+    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { limits: withLimits(NODE_LIMITS, { watch: { ...WATCH_LIMITS_TEST, stallMs: STALL_MS } }) });
     url = node.url;
   });
 
@@ -72,10 +77,10 @@ describe('watch slow watchers', () => {
       assert.ok(round < 400, 'the paused client never left the live fan-out');
       await writeRound(round++);
     }
-    // Keep writing while the stall timer (1 s in the test limits) runs out.
-    const deadline = performance.now() + 5_000;
+    // Keep writing while the stall timer runs out.
+    const deadline = performance.now() + STALL_MS + 4_000;
     while (metric('mercury_watch_slow_closes_total') === closesBefore) {
-      assert.ok(performance.now() < deadline, 'the stalled client was not closed within 5 s');
+      assert.ok(performance.now() < deadline, `the stalled client was not closed within ${STALL_MS + 4_000} ms`);
       await writeRound(round++);
     }
     const head = await headSeq();
@@ -119,8 +124,8 @@ describe('watch slow watchers', () => {
       assert.ok(i < 400, 'the paused client never left the live fan-out');
       await put(`pause/k${i++ % 5}`, BIG_VALUE);
     }
-    // Resume well within the stall time (1 s): the queue drains, so the connection is not closed.
-    assert.ok(performance.now() - pausedAt < 900, 'writing took too long for this test to mean anything');
+    // Resume well within the stall time: the queue drains, so the connection is not closed.
+    assert.ok(performance.now() - pausedAt < 0.9 * STALL_MS, 'writing took too long for this test to mean anything');
     client.socket.resume();
     for (let j = 0; j < 5; j++) await put(`pause/k${j}`, 'small again');
     const head = await headSeq();

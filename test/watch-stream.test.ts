@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { validateConfig } from '../src/config/index.js';
-import { MercuryNode } from '../src/node/index.js';
+import { MercuryNode, NODE_LIMITS, withLimits } from '../src/node/index.js';
 import { WATCH_LIMITS_TEST } from '../src/watch/index.js';
 import { request, requestJson } from './support/http.js';
 import { makeTempDir, removeDir } from './support/process.js';
@@ -35,7 +35,7 @@ describe('watch stream', () => {
 
   before(async () => {
     dir = makeTempDir('watch-stream');
-    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { watchLimits: WATCH_LIMITS_TEST });
+    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST }) });
     url = node.url;
   });
 

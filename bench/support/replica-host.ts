@@ -15,7 +15,7 @@
  */
 import { join } from 'node:path';
 import { validateConfig } from '../../src/config/index.js';
-import { MercuryNode } from '../../src/node/index.js';
+import { MercuryNode, NODE_LIMITS, withLimits } from '../../src/node/index.js';
 
 export interface HostedNodeSpec {
   readonly id: number;
@@ -90,7 +90,7 @@ async function start(dir: string, specs: readonly HostedNodeSpec[]): Promise<voi
   const started = await Promise.all(
     specs.map(async (spec) => {
       const config = validateConfig({ dataDir: join(dir, `replica-${spec.id}`), port: 0, upstreams: spec.upstreams });
-      const node = await MercuryNode.start(config, { mapBytes: BENCH_MAP_BYTES });
+      const node = await MercuryNode.start(config, { limits: withLimits(NODE_LIMITS, { store: { mapBytes: BENCH_MAP_BYTES } }) });
       node.onApplied((entries) => onApplied(entries[0]!.entry.seq, entries[entries.length - 1]!.entry.seq));
       return { node, id: spec.id };
     }),

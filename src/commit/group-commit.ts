@@ -1,6 +1,6 @@
 /**
  * Group commit on the root. Requests queue while an entry is being committed; when it is durable, everything queued
- * (up to ENTRY_OPS_MAX / ENTRY_BYTES_MAX) becomes the next entry in one LMDB write transaction, followed by one fsync,
+ * (up to `entryOpsMax` / `entryBytesMax` of its CommitLimits) becomes the next entry in one LMDB write transaction, followed by one fsync,
  * and then every request of that entry is answered. Under light load an entry holds one request and latency is one
  * commit; under heavy load entries grow and the fsync cost is shared, so throughput follows the load.
  *
@@ -10,10 +10,10 @@
 import assert from 'node:assert/strict';
 import type { Clock } from '../clock/index.js';
 import { MercuryError } from '../errors/index.js';
-import { COMMIT_QUEUE_BYTES_MAX, COMMIT_QUEUE_REQUESTS_MAX, ENTRY_BYTES_MAX, ENTRY_OPS_MAX } from '../limits.js';
 import type { EncodedEntry } from '../log/index.js';
 import { COUNT_BUCKETS, SECONDS_BUCKETS, type Registry } from '../metrics/index.js';
 import { evaluateCompare, type Store } from '../store/index.js';
+import type { CommitLimits } from './limits.js';
 import { validateRequest, type WriteRequest, type WriteResult } from './requests.js';
 
 interface Pending {
@@ -28,9 +28,7 @@ export interface GroupCommitOptions {
   readonly store: Store;
   readonly clock: Clock;
   readonly metrics: Registry;
-  readonly valueBytesMax: number;
-  readonly queueRequestsMax?: number;
-  readonly queueBytesMax?: number;
+  readonly limits: CommitLimits;
 }
 
 /**
@@ -54,9 +52,7 @@ export type CommittedListener = (committed: EncodedEntry) => void;
 export class GroupCommitter {
   private readonly store: Store;
   private readonly clock: Clock;
-  private readonly valueBytesMax: number;
-  private readonly queueRequestsMax: number;
-  private readonly queueBytesMax: number;
+  private readonly limits: CommitLimits;
   private queue: Pending[] = [];
   private queuedBytes = 0;
   private running = false;
@@ -69,9 +65,7 @@ export class GroupCommitter {
   constructor(options: GroupCommitOptions) {
     this.store = options.store;
     this.clock = options.clock;
-    this.valueBytesMax = options.valueBytesMax;
-    this.queueRequestsMax = options.queueRequestsMax ?? COMMIT_QUEUE_REQUESTS_MAX;
-    this.queueBytesMax = options.queueBytesMax ?? COMMIT_QUEUE_BYTES_MAX;
+    this.limits = options.limits;
     const head = this.store.head();
     this.lastTimeMs = head.seq === 0 ? 0 : (this.store.readLog(head.seq, 1)[0]?.entry.timeMs ?? 0);
     const registry = options.metrics;
@@ -96,11 +90,19 @@ export class GroupCommitter {
     if (this.closing) return Promise.reject(new MercuryError('SHUTTING_DOWN', 'node is shutting down; retry on another node or later'));
     let bytes: number;
     try {
-      bytes = validateRequest(request, this.valueBytesMax);
+      bytes = validateRequest(request, this.limits.valueBytesMax);
     } catch (error) {
       return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
-    if (this.queue.length >= this.queueRequestsMax || this.queuedBytes + bytes > this.queueBytesMax) {
+    // Unreachable with the production limits (the largest body fits in an entry, asserted in src/limits.ts), but a
+    // smaller entry limit must still bound every entry: replication carries nothing larger (src/node/limits.ts).
+    if (bytes > this.limits.entryBytesMax)
+      return Promise.reject(
+        new MercuryError('BODY_TOO_LARGE', `the transaction's ops take ${bytes} bytes; one entry holds at most ${this.limits.entryBytesMax}; split the transaction`, {
+          details: { limit: this.limits.entryBytesMax },
+        }),
+      );
+    if (this.queue.length >= this.limits.queueRequestsMax || this.queuedBytes + bytes > this.limits.queueBytesMax) {
       this.metrics.refused.inc();
       return Promise.reject(
         new MercuryError('OVERLOADED', `commit queue is full (${this.queue.length} requests, ${this.queuedBytes} bytes); retry with backoff`),
@@ -122,7 +124,7 @@ export class GroupCommitter {
     let bytes = 0;
     let count = 0;
     for (const pending of this.queue) {
-      if (count > 0 && (ops + pending.ops > ENTRY_OPS_MAX || bytes + pending.bytes > ENTRY_BYTES_MAX)) break;
+      if (count > 0 && (ops + pending.ops > this.limits.entryOpsMax || bytes + pending.bytes > this.limits.entryBytesMax)) break;
       ops += pending.ops;
       bytes += pending.bytes;
       count++;

@@ -2,15 +2,9 @@
  * Node configuration, validated once at start-up into a frozen object. A bad field names the field and the rule.
  */
 import { MercuryError } from '../errors/index.js';
-import {
-  LOG_RETAIN_BYTES_DEFAULT,
-  REPLICATION_CHILDREN_MAX_CEILING,
-  REPLICATION_CHILDREN_MAX_DEFAULT,
-  UPSTREAMS_MAX,
-  LOG_RETAIN_ENTRIES_DEFAULT,
-  VALUE_BYTES_CEILING,
-  VALUE_BYTES_MAX_DEFAULT,
-} from '../limits.js';
+import { REPLICATION_CHILDREN_MAX_CEILING, REPLICATION_CHILDREN_MAX_DEFAULT, UPSTREAMS_MAX, VALUE_BYTES_CEILING } from '../limits.js';
+// A type only: the CLI loads this module for every client command, and must not load the node with it.
+import type { NodeLimits } from '../node/limits.js';
 
 export interface NodeConfig {
   /** Data directory holding the LMDB environment. */
@@ -18,9 +12,13 @@ export interface NodeConfig {
   /** HTTP listen address; port 0 picks a free port. */
   readonly host: string;
   readonly port: number;
-  readonly valueBytesMax: number;
-  readonly logRetainEntries: number;
-  readonly logRetainBytes: number;
+  /**
+   * The operator's limits (`--max-value-bytes`, `--log-retain-entries`, `--log-retain-bytes`); undefined keeps the
+   * value of the node's limits (`NodeOptions.limits`, production by default). `withConfigLimits` applies them.
+   */
+  readonly valueBytesMax: number | undefined;
+  readonly logRetainEntries: number | undefined;
+  readonly logRetainBytes: number | undefined;
   /** Replication listen address, for children. Default: the HTTP host and port + 1 (port 0 when the HTTP port is 0). */
   readonly replicationHost: string;
   readonly replicationPort: number;
@@ -38,9 +36,9 @@ export const CONFIG_DEFAULTS: Omit<NodeConfig, 'replicationHost' | 'replicationP
   dataDir: './data',
   host: '127.0.0.1',
   port: DEFAULT_PORT,
-  valueBytesMax: VALUE_BYTES_MAX_DEFAULT,
-  logRetainEntries: LOG_RETAIN_ENTRIES_DEFAULT,
-  logRetainBytes: LOG_RETAIN_BYTES_DEFAULT,
+  valueBytesMax: undefined,
+  logRetainEntries: undefined,
+  logRetainBytes: undefined,
   upstreams: [],
   replicationChildrenMax: REPLICATION_CHILDREN_MAX_DEFAULT,
   resync: false,
@@ -74,10 +72,27 @@ export function validateConfig(input: Partial<NodeConfig>): NodeConfig {
     upstreams: Object.freeze([...(upstreams)]),
     replicationChildrenMax: integer('replicationChildrenMax', merged.replicationChildrenMax, 1, REPLICATION_CHILDREN_MAX_CEILING),
     resync: merged.resync === true,
-    valueBytesMax: integer('valueBytesMax (--max-value-bytes)', merged.valueBytesMax, 1, VALUE_BYTES_CEILING),
-    logRetainEntries: integer('logRetainEntries (--log-retain-entries)', merged.logRetainEntries, 1, Number.MAX_SAFE_INTEGER),
-    logRetainBytes: integer('logRetainBytes (--log-retain-bytes)', merged.logRetainBytes, 1, Number.MAX_SAFE_INTEGER),
+    valueBytesMax: optionalInteger('valueBytesMax (--max-value-bytes)', merged.valueBytesMax, 1, VALUE_BYTES_CEILING),
+    logRetainEntries: optionalInteger('logRetainEntries (--log-retain-entries)', merged.logRetainEntries, 1, Number.MAX_SAFE_INTEGER),
+    logRetainBytes: optionalInteger('logRetainBytes (--log-retain-bytes)', merged.logRetainBytes, 1, Number.MAX_SAFE_INTEGER),
   });
+}
+
+function optionalInteger(field: string, value: unknown, min: number, max: number): number | undefined {
+  return value === undefined ? undefined : integer(field, value, min, max);
+}
+
+/**
+ * The node's limits with the operator's flags applied: `--max-value-bytes` sets `commit.valueBytesMax`, the
+ * `--log-retain-*` flags `log.retainEntries` and `log.retainBytes`. The node validates the result once
+ * (`validateNodeLimits`), with every relation across sections.
+ */
+export function withConfigLimits(config: NodeConfig, limits: NodeLimits): NodeLimits {
+  return {
+    ...limits,
+    commit: { ...limits.commit, valueBytesMax: config.valueBytesMax ?? limits.commit.valueBytesMax },
+    log: { ...limits.log, retainEntries: config.logRetainEntries ?? limits.log.retainEntries, retainBytes: config.logRetainBytes ?? limits.log.retainBytes },
+  };
 }
 
 /** Parses "host:port", "[v6]:port" or ":port". */

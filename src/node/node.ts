@@ -13,42 +13,34 @@ import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
 import { GroupCommitter, type WriteRequest, type WriteResult } from '../commit/index.js';
 import { MercuryError } from '../errors/index.js';
 import type { EncodedEntry } from '../log/index.js';
-import type { NodeConfig } from '../config/index.js';
-import { LOG_TRIM_BATCH_ENTRIES, LOG_TRIM_INTERVAL_MS } from '../limits.js';
+import { withConfigLimits, type NodeConfig } from '../config/index.js';
 import { silentLogger, type Logger } from '../logging/index.js';
 import { COUNT_BUCKETS, Registry, SECONDS_BUCKETS } from '../metrics/index.js';
-import {
-  REPLICATION_LIMITS,
-  ReplicationClient,
-  ReplicationServer,
-  StoreLogSource,
-  type Heartbeat,
-  type ReplicationLimits,
-} from '../replication/index.js';
+import { ReplicationClient, ReplicationServer, StoreLogSource, type Heartbeat } from '../replication/index.js';
 import { createApiHandler, createHttpServer, type NodeApi } from '../server/index.js';
 import { Store } from '../store/index.js';
 import { forwardWrite } from './forward.js';
 import { SeqWaiter } from './seq-waiter.js';
-import { WatchHub, type WatchLimits } from '../watch/index.js';
+import { WatchHub } from '../watch/index.js';
+import { NODE_LIMITS, validateNodeLimits, type NodeLimits } from './limits.js';
 
 export interface NodeOptions {
   readonly clock?: Clock;
   readonly logger?: Logger;
-  /** Overrides of the watch limits (tests shrink them; see src/watch/limits.ts). */
-  readonly watchLimits?: Partial<WatchLimits>;
-  /** Replication limits (tests use REPLICATION_LIMITS_TEST for fast failover). */
-  readonly replicationLimits?: ReplicationLimits;
-  /** LMDB map size; benchmarks that run hundreds of nodes in one process shrink it to save address space. */
-  readonly mapBytes?: number;
+  /**
+   * Every limit and timing of the node (src/node/limits.ts): NODE_LIMITS by default; tests pass NODE_LIMITS_TEST, or
+   * `withLimits(NODE_LIMITS, {...})` to change a few (benchmarks that run hundreds of nodes in one process shrink the
+   * LMDB map to save address space). The config's operator flags are applied on top, then the whole is validated.
+   */
+  readonly limits?: NodeLimits;
 }
-
-/** How long a replica waits to apply a write it forwarded before answering SEQ_WAIT_TIMEOUT. */
-const FORWARDED_APPLY_WAIT_MS = 30_000;
 
 export const MERCURY_VERSION = '0.1.0';
 
 export class MercuryNode {
   readonly config: NodeConfig;
+  /** The limits this node runs with, validated, the operator's flags applied. */
+  readonly limits: NodeLimits;
   readonly store: Store;
   readonly metrics = new Registry();
   /** The root's entry builder; undefined on a replica. */
@@ -63,7 +55,6 @@ export class MercuryNode {
   private readonly seqWaiter: SeqWaiter;
   private readonly server: Server;
   private readonly startedMs: number;
-  private readonly replicationLimits: ReplicationLimits;
   private trimTimer: TimerHandle | undefined;
   private heartbeatTimer: TimerHandle | undefined;
   private latestHeartbeat: Heartbeat | undefined;
@@ -75,10 +66,10 @@ export class MercuryNode {
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger ?? silentLogger;
     this.startedMs = this.clock.monotonicMs();
-    this.replicationLimits = options.replicationLimits ?? REPLICATION_LIMITS;
+    this.limits = validateNodeLimits(withConfigLimits(config, options.limits ?? NODE_LIMITS));
     const isReplica = config.upstreams.length > 0;
     // A replica writes without fsync: it can refetch anything it loses (see Store's noSync and unsynced-guard.ts).
-    this.store = Store.open({ path: config.dataDir, createDataset: !isReplica, mapBytes: options.mapBytes, noSync: isReplica });
+    this.store = Store.open({ path: config.dataDir, createDataset: !isReplica, mapBytes: this.limits.store.mapBytes, noSync: isReplica });
     if (this.store.discardedAfterCrash)
       this.logger.log('warn', 'discarded the replica data: the machine went down while it held unsynced writes; bootstrapping again', { dataDir: config.dataDir });
     this.seqWaiter = new SeqWaiter(this.clock, () => this.store.head().seq);
@@ -87,15 +78,15 @@ export class MercuryNode {
       store: this.store,
       clock: this.clock,
       metrics: this.metrics,
-      valueBytesMax: config.valueBytesMax,
+      valueBytesMax: this.limits.commit.valueBytesMax,
       write: (request) => this.write(request),
       waitForSeq: (seq, timeoutMs) => this.seqWaiter.wait(seq, timeoutMs),
       status: () => this.status(),
       resync: () => this.resync(),
       log: (message, fields) => this.logger.log('error', message, fields),
     };
-    this.server = createHttpServer(createApiHandler(api));
-    this.watchHub = new WatchHub({ store: this.store, clock: this.clock, metrics: this.metrics, logger: this.logger, limits: options.watchLimits });
+    this.server = createHttpServer(createApiHandler(api), this.limits.http);
+    this.watchHub = new WatchHub({ store: this.store, clock: this.clock, metrics: this.metrics, logger: this.logger, limits: this.limits.watch });
     this.watchHub.attach(this.server);
     this.replicationServer = new ReplicationServer({
       nodeId: this.store.nodeId,
@@ -105,7 +96,7 @@ export class MercuryNode {
       logger: this.logger,
       ancestors: () => this.replicationClient?.ancestors() ?? [],
       latestHeartbeat: () => (isReplica ? this.latestHeartbeat : this.rootHeartbeat()),
-      limits: this.replicationLimits,
+      limits: this.limits.replication,
       childrenMax: config.replicationChildrenMax,
     });
     this.metrics.gauge('mercury_replication_children', 'Child replicas connected to this node.', () => this.replicationServer.children().length);
@@ -114,7 +105,7 @@ export class MercuryNode {
       this.replicationClient = this.createReplicationClient();
     } else {
       this.replicationClient = undefined;
-      this.committer = new GroupCommitter({ store: this.store, clock: this.clock, metrics: this.metrics, valueBytesMax: config.valueBytesMax });
+      this.committer = new GroupCommitter({ store: this.store, clock: this.clock, metrics: this.metrics, limits: this.limits.commit });
       this.committer.onCommitted((committed) => this.applied([committed]));
     }
   }
@@ -131,7 +122,7 @@ export class MercuryNode {
       upstreams: this.config.upstreams,
       clock: this.clock,
       logger: this.logger,
-      limits: this.replicationLimits,
+      limits: this.limits.replication,
       onApplied: (entries, applyMs) => {
         applySeconds.observe(applyMs / 1000);
         batchEntries.observe(entries.length);
@@ -196,9 +187,9 @@ export class MercuryNode {
       await node.store.close();
       throw error;
     }
-    node.trimTimer = node.clock.setInterval(() => void node.trimLog(), LOG_TRIM_INTERVAL_MS);
+    node.trimTimer = node.clock.setInterval(() => void node.trimLog(), node.limits.log.trimIntervalMs);
     if (node.replicationClient === undefined) {
-      node.heartbeatTimer = node.clock.setInterval(() => node.replicationServer.heartbeat(node.rootHeartbeat()), node.replicationLimits.heartbeatIntervalMs);
+      node.heartbeatTimer = node.clock.setInterval(() => node.replicationServer.heartbeat(node.rootHeartbeat()), node.limits.replication.heartbeatIntervalMs);
     } else {
       if (config.resync) node.replicationClient.resync();
       node.replicationClient.start();
@@ -234,7 +225,7 @@ export class MercuryNode {
   async write(request: WriteRequest): Promise<WriteResult> {
     if (this.committer !== undefined) return this.committer.submit(request);
     const result = await forwardWrite(this.replicationClient!.status().upstreamHttpUrl, request);
-    await this.seqWaiter.wait(result.seq, FORWARDED_APPLY_WAIT_MS);
+    await this.seqWaiter.wait(result.seq, this.limits.http.forwardedWriteWaitMs);
     return result;
   }
 
@@ -302,8 +293,8 @@ export class MercuryNode {
     if (this.trimming) return;
     this.trimming = true;
     try {
-      const { logRetainEntries, logRetainBytes } = this.config;
-      while (this.store.trimLog(logRetainEntries, logRetainBytes, LOG_TRIM_BATCH_ENTRIES) > 0) {
+      const { retainEntries, retainBytes, trimBatchEntries } = this.limits.log;
+      while (this.store.trimLog(retainEntries, retainBytes, trimBatchEntries) > 0) {
         // Each step is one short write transaction; commits (or applies) go on between steps.
         await new Promise((resolve) => setImmediate(resolve));
       }

@@ -8,14 +8,32 @@ import type { Socket } from 'node:net';
 import { HTTP_CONNECTIONS_MAX, HTTP_HEADERS_TIMEOUT_MS, HTTP_KEEP_ALIVE_TIMEOUT_MS, HTTP_REQUEST_TIMEOUT_MS } from '../limits.js';
 import { errorBody } from './http-io.js';
 
-export interface HttpServerOptions {
-  readonly headersTimeoutMs?: number;
-  readonly requestTimeoutMs?: number;
+/** The HTTP section of a node's limits (validated with the other sections in src/node/limits.ts). */
+export interface HttpLimits {
+  /** A client must send all headers within this time, and the whole request within the next one. */
+  readonly headersTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  /** Idle keep-alive connections are closed after this long. */
+  readonly keepAliveTimeoutMs: number;
+  /** Open connections, watch WebSockets included; beyond it new connections are closed at once (see src/limits.ts). */
+  readonly connectionsMax: number;
+  /**
+   * A write sent to a replica is forwarded to its upstream, then answered once the replica applied it; after this long
+   * without the apply the answer is SEQ_WAIT_TIMEOUT (the write itself is committed). Enforced by the node.
+   */
+  readonly forwardedWriteWaitMs: number;
 }
 
-export function createHttpServer(handler: (req: IncomingMessage, res: ServerResponse) => void, options: HttpServerOptions = {}): Server {
-  const headersTimeoutMs = options.headersTimeoutMs ?? HTTP_HEADERS_TIMEOUT_MS;
-  const requestTimeoutMs = options.requestTimeoutMs ?? HTTP_REQUEST_TIMEOUT_MS;
+export const HTTP_LIMITS: HttpLimits = Object.freeze({
+  headersTimeoutMs: HTTP_HEADERS_TIMEOUT_MS,
+  requestTimeoutMs: HTTP_REQUEST_TIMEOUT_MS,
+  keepAliveTimeoutMs: HTTP_KEEP_ALIVE_TIMEOUT_MS,
+  connectionsMax: HTTP_CONNECTIONS_MAX,
+  forwardedWriteWaitMs: 30_000,
+});
+
+export function createHttpServer(handler: (req: IncomingMessage, res: ServerResponse) => void, limits: HttpLimits = HTTP_LIMITS): Server {
+  const { headersTimeoutMs, requestTimeoutMs } = limits;
   const server = createServer(
     {
       headersTimeout: headersTimeoutMs,
@@ -23,7 +41,7 @@ export function createHttpServer(handler: (req: IncomingMessage, res: ServerResp
       // node:http enforces both timeouts only when it sweeps its connections, every 30 s by default: a 10 s headers
       // timeout would then really be up to 40 s. Sweep at a tenth of the shorter timeout (at most once a second).
       connectionsCheckingInterval: Math.max(10, Math.min(1_000, Math.floor(Math.min(headersTimeoutMs, requestTimeoutMs) / 10))),
-      keepAliveTimeout: HTTP_KEEP_ALIVE_TIMEOUT_MS,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
       // Writes are acknowledged in small JSON bodies; Nagle would add up to 40 ms to every one of them.
       noDelay: true,
       // node:http's own check answers an HTTP/1.1 request without Host with an empty, non-JSON 400; do it below instead.
@@ -39,7 +57,7 @@ export function createHttpServer(handler: (req: IncomingMessage, res: ServerResp
       handler(req, res);
     },
   );
-  server.maxConnections = HTTP_CONNECTIONS_MAX;
+  server.maxConnections = limits.connectionsMax;
   server.on('clientError', (error: Error & { code?: string }, socket: Socket) => {
     if (!socket.writable) {
       socket.destroy();

@@ -1,0 +1,31 @@
+/**
+ * The commit section of a node's limits (see src/node/limits.ts, which validates it with the other sections). The
+ * group committer never reads module constants: it takes this object, so that tests can run a node with small entries
+ * and a short queue.
+ */
+import { COMMIT_QUEUE_BYTES_MAX, COMMIT_QUEUE_REQUESTS_MAX, ENTRY_BYTES_MAX, ENTRY_OPS_MAX, VALUE_BYTES_MAX_DEFAULT } from '../limits.js';
+
+export interface CommitLimits {
+  /** Largest value a put (or a value compare) may carry; the operator's `--max-value-bytes`. */
+  readonly valueBytesMax: number;
+  /**
+   * Requests waiting for the next entry. When the queue is full new writes are refused with 503 (OVERLOADED) rather
+   * than buffered: the client retries, the node stays within memory.
+   */
+  readonly queueRequestsMax: number;
+  readonly queueBytesMax: number;
+  /**
+   * One entry (one LMDB write transaction) takes queued requests until it holds this many ops or bytes. Requests are
+   * never split; one larger than `entryBytesMax` on its own is refused (413), so no entry exceeds it.
+   */
+  readonly entryOpsMax: number;
+  readonly entryBytesMax: number;
+}
+
+export const COMMIT_LIMITS: CommitLimits = Object.freeze({
+  valueBytesMax: VALUE_BYTES_MAX_DEFAULT,
+  queueRequestsMax: COMMIT_QUEUE_REQUESTS_MAX,
+  queueBytesMax: COMMIT_QUEUE_BYTES_MAX,
+  entryOpsMax: ENTRY_OPS_MAX,
+  entryBytesMax: ENTRY_BYTES_MAX,
+});

@@ -1,0 +1,179 @@
+/**
+ * One object holds every limit and timing of a node, in sections owned by the subsystems that enforce them:
+ *
+ *   store        LMDB map size (src/store)
+ *   commit       value size, commit queue, entry size (src/commit/limits.ts)
+ *   http         HTTP timeouts and connections (src/server/http-server.ts)
+ *   log          retention and the trimmer (this file: the node runs the trimmer)
+ *   replication  frames, windows, heartbeats, failover (src/replication/limits.ts)
+ *   watch        queues, stalls, progress, snapshots (src/watch/limits.ts)
+ *
+ * A node takes it through `NodeOptions.limits` (default `NODE_LIMITS`), with the operator's flags applied by
+ * src/config (`--max-value-bytes`, `--log-retain-entries`, `--log-retain-bytes`), and validates it once at start-up:
+ * each section against its own rules, then the relations across sections below, each with its reason. No subsystem
+ * reads a module constant for anything this object holds, so `NODE_LIMITS_TEST` runs a whole node at test timings.
+ *
+ * Client-visible limits (key size, transaction ops, JSON body, pages) are part of the wire contract and stay constants
+ * (src/limits.ts); the relations here check this object against them.
+ */
+import assert from 'node:assert/strict';
+import { COMMIT_LIMITS, type CommitLimits } from '../commit/index.js';
+import {
+  KEY_BYTES_MAX,
+  LMDB_MAP_BYTES_DEFAULT,
+  LOG_RETAIN_BYTES_DEFAULT,
+  LOG_RETAIN_ENTRIES_DEFAULT,
+  LOG_TRIM_BATCH_ENTRIES,
+  LOG_TRIM_INTERVAL_MS,
+  NODE_IDLE_FILES_MAX,
+  PROCESS_OPEN_FILES_MAX,
+  REPLICATION_CHILDREN_MAX_CEILING,
+  TXN_OPS_MAX,
+} from '../limits.js';
+import {
+  ENTRY_RECORD_OVERHEAD_BYTES,
+  FRAME_HEADER_BYTES,
+  REPLICATION_LIMITS,
+  REPLICATION_LIMITS_TEST,
+  SNAPSHOT_RECORD_OVERHEAD_BYTES,
+  validateReplicationLimits,
+  type ReplicationLimits,
+} from '../replication/index.js';
+import { HTTP_LIMITS, type HttpLimits } from '../server/index.js';
+import { WATCH_LIMITS, WATCH_LIMITS_TEST, validateWatchLimits, type WatchLimits } from '../watch/index.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+/** A put op's bytes beside its key and value in the entry body: type, key length, value length (log/entry.ts). */
+const PUT_OP_OVERHEAD_BYTES = 1 + 2 + 4;
+
+export interface StoreLimits {
+  /** LMDB map size: the largest the data file may grow. Sparse, so a large figure costs nothing up front. */
+  readonly mapBytes: number;
+}
+
+export interface LogLimits {
+  /** Retention: whichever limit is reached first trims the oldest entries. */
+  readonly retainEntries: number;
+  readonly retainBytes: number;
+  /** The trimmer deletes at most this many entries per write transaction, so that it never holds the writer for long. */
+  readonly trimBatchEntries: number;
+  /** How often the trimmer runs. */
+  readonly trimIntervalMs: number;
+}
+
+export interface NodeLimits {
+  readonly store: StoreLimits;
+  readonly commit: CommitLimits;
+  readonly http: HttpLimits;
+  readonly log: LogLimits;
+  readonly replication: ReplicationLimits;
+  readonly watch: WatchLimits;
+}
+
+/** A section replaced in part: `{ commit: { valueBytesMax: 4096 } }`. */
+export type NodeLimitsOverrides = { readonly [S in keyof NodeLimits]?: Partial<NodeLimits[S]> };
+
+function freeze(limits: NodeLimits): NodeLimits {
+  return Object.freeze({
+    store: Object.freeze({ ...limits.store }),
+    commit: Object.freeze({ ...limits.commit }),
+    http: Object.freeze({ ...limits.http }),
+    log: Object.freeze({ ...limits.log }),
+    replication: Object.freeze({ ...limits.replication }),
+    watch: Object.freeze({ ...limits.watch }),
+  });
+}
+
+/** `base` with some fields of some sections replaced; validate the result with `validateNodeLimits`. */
+export function withLimits(base: NodeLimits, overrides: NodeLimitsOverrides): NodeLimits {
+  return freeze({
+    store: { ...base.store, ...overrides.store },
+    commit: { ...base.commit, ...overrides.commit },
+    http: { ...base.http, ...overrides.http },
+    log: { ...base.log, ...overrides.log },
+    replication: { ...base.replication, ...overrides.replication },
+    watch: { ...base.watch, ...overrides.watch },
+  });
+}
+
+/**
+ * Asserts every rule of every section and the relations between sections, and returns the limits frozen. A violation
+ * is a configuration bug (the operator's flags are range-checked with a CONFIG_INVALID error before they get here).
+ */
+export function validateNodeLimits(limits: NodeLimits): NodeLimits {
+  const positive = (section: string, values: object): void => {
+    for (const [name, value] of Object.entries(values)) assert.ok(Number.isSafeInteger(value) && (value as number) > 0, `${section} limit ${name} must be a positive integer`);
+  };
+  positive('store', limits.store);
+  positive('commit', limits.commit);
+  positive('http', limits.http);
+  positive('log', limits.log);
+  validateReplicationLimits(limits.replication);
+  validateWatchLimits(limits.watch);
+  const { commit, http, replication } = limits;
+
+  // Within sections.
+  assert.ok(commit.entryBytesMax <= commit.queueBytesMax, 'a full entry must fit in the commit queue');
+  assert.ok(http.headersTimeoutMs <= http.requestTimeoutMs, 'the headers arrive within the request time');
+
+  // commit <-> client contract: a transaction of the most ops a client may send must fit in one entry, or a valid
+  // request could never be committed (requests are never split across entries).
+  assert.ok(commit.entryOpsMax >= TXN_OPS_MAX, 'a transaction of TXN_OPS_MAX ops must fit in one entry');
+  // The largest put (a maximal key and value, plus its op header) must fit in one entry, for the same reason.
+  assert.ok(commit.entryBytesMax >= commit.valueBytesMax + KEY_BYTES_MAX + PUT_OP_OVERHEAD_BYTES, 'the largest put must fit in one entry');
+
+  // commit <-> replication: every entry the root commits must travel down the tree. The protocol refuses records above
+  // entryRecordBytesMax, so a larger entry would stop every replica for good.
+  assert.ok(replication.entryRecordBytesMax >= commit.entryBytesMax + ENTRY_RECORD_OVERHEAD_BYTES, 'every entry must fit the replication record limit');
+  // A snapshot carries each key with its value in one record, and each record must fit in a frame of its own.
+  assert.ok(
+    replication.frameBytesMax >= FRAME_HEADER_BYTES + 4 + commit.valueBytesMax + KEY_BYTES_MAX + SNAPSHOT_RECORD_OVERHEAD_BYTES,
+    'a snapshot record of the largest value must fit in a frame',
+  );
+
+  // http <-> replication: a replica forwards a client write and waits to apply it. The wait must outlast one failover
+  // (a stale upstream noticed, then the longest backoff), or writes acknowledged at the root are reported as timeouts
+  // whenever a replica switches upstream.
+  assert.ok(
+    http.forwardedWriteWaitMs >= replication.upstreamStaleMs + replication.reconnectBackoffMsMax,
+    'a forwarded write must outlast one replication failover',
+  );
+
+  // http <-> replication <-> process: every connection is a file. HTTP connections (watches included), the most
+  // children a node may be configured to serve, and what an idle node holds must fit under the open-files limit.
+  assert.ok(
+    http.connectionsMax + REPLICATION_CHILDREN_MAX_CEILING + NODE_IDLE_FILES_MAX <= PROCESS_OPEN_FILES_MAX,
+    'HTTP connections and replication children must fit in the open files',
+  );
+  return freeze(limits);
+}
+
+/** Production limits: the constants of src/limits.ts and the replication and watch presets. */
+export const NODE_LIMITS: NodeLimits = validateNodeLimits({
+  store: { mapBytes: LMDB_MAP_BYTES_DEFAULT },
+  commit: COMMIT_LIMITS,
+  http: HTTP_LIMITS,
+  log: {
+    retainEntries: LOG_RETAIN_ENTRIES_DEFAULT,
+    retainBytes: LOG_RETAIN_BYTES_DEFAULT,
+    trimBatchEntries: LOG_TRIM_BATCH_ENTRIES,
+    trimIntervalMs: LOG_TRIM_INTERVAL_MS,
+  },
+  replication: REPLICATION_LIMITS,
+  watch: WATCH_LIMITS,
+});
+
+/**
+ * Small limits for tests: values of a few KiB and entries that fit the small replication frames, a short commit
+ * queue, a log trimmed every 50 ms in batches of 16, short HTTP timeouts, and the replication and watch test presets
+ * (fast failover, tiny windows and queues). A node under these limits meets its edge cases in every run.
+ */
+export const NODE_LIMITS_TEST: NodeLimits = validateNodeLimits({
+  store: { mapBytes: 1024 * MiB },
+  commit: { valueBytesMax: 4 * KiB, queueRequestsMax: 256, queueBytesMax: 64 * KiB, entryOpsMax: TXN_OPS_MAX, entryBytesMax: 8 * KiB - ENTRY_RECORD_OVERHEAD_BYTES },
+  http: { headersTimeoutMs: 2_000, requestTimeoutMs: 5_000, keepAliveTimeoutMs: 1_000, connectionsMax: 1_000, forwardedWriteWaitMs: 5_000 },
+  log: { retainEntries: 1_000, retainBytes: 1 * MiB, trimBatchEntries: 16, trimIntervalMs: 50 },
+  replication: REPLICATION_LIMITS_TEST,
+  watch: WATCH_LIMITS_TEST,
+});
