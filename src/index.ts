@@ -24,6 +24,7 @@ export {
   UnavailableError,
   NoNodeReachableError,
   OutcomeUnknownError,
+  WatchClosedError,
   WatchError,
   ClientOptionsError,
 } from './client/index.js';

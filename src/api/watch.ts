@@ -302,3 +302,257 @@ export function slowWatcherReason(resumeSeq: number | undefined): string {
   return resumeSeq === undefined ? 'slow watcher: resume each subscription after its last progress seq' : `slow watcher: resume from seq ${resumeSeq}`;
 }
 
+
+// --- Client messages (client side) --------------------------------------------------------------------------------
+
+/** A subscribe as a client sends it: prefixes as text or bytes (bytes go in `prefixesBase64`). */
+export interface SubscribeRequest {
+  readonly id: SubscriptionId;
+  readonly prefixes: readonly (string | Buffer)[];
+  readonly fromSeq?: number | undefined;
+  readonly filters?: Partial<WatchFilters> | undefined;
+}
+
+/** Encodes a subscribe message (the inverse of `parseClientMessage` for valid requests). */
+export function subscribeMessage(request: SubscribeRequest): string {
+  const text = request.prefixes.filter((prefix): prefix is string => typeof prefix === 'string');
+  const binary = request.prefixes.filter((prefix): prefix is Buffer => typeof prefix !== 'string').map((prefix) => prefix.toString('base64'));
+  return JSON.stringify({
+    type: 'subscribe',
+    id: request.id,
+    ...(text.length > 0 ? { prefixes: text } : {}),
+    ...(binary.length > 0 ? { prefixesBase64: binary } : {}),
+    ...(request.fromSeq === undefined ? {} : { fromSeq: request.fromSeq }),
+    ...(request.filters === undefined ? {} : { filters: request.filters }),
+  });
+}
+
+// --- Server messages (client side) --------------------------------------------------------------------------------
+
+/**
+ * Largest message a client accepts from a node (larger: the client closes with 1009). A node sends one entry per
+ * events message: an entry is at most ENTRY_BYTES_MAX (96 MiB) of keys and values, which JSON text at most doubles
+ * (`"` and `\` are escaped as two characters; control characters choose base64, 4/3), plus about a hundred bytes of
+ * fields around each of at most ENTRY_OPS_MAX events; a snapshot page is far smaller. 256 MiB holds that while
+ * bounding what one message can make a client allocate (src/watch/limits.ts asserts the relation). The exception is a
+ * range delete clipped to many long prefixes of one subscription, which repeats its bounds once per prefix.
+ */
+export const WATCH_SERVER_MESSAGE_BYTES_MAX = 256 * 1024 * 1024;
+
+/** One change of an events message, with its keys and values decoded. */
+export type WatchChange =
+  /** `value` is undefined with `keysOnly`. */
+  | { readonly type: 'put'; readonly key: Buffer; readonly value: Buffer | undefined; readonly modSeq: number }
+  | { readonly type: 'delete'; readonly key: Buffer; readonly modSeq: number }
+  /** Every key k with start <= k < end (no upper bound when end is null), within a watched prefix, is gone. */
+  | { readonly type: 'deleteRange'; readonly start: Buffer; readonly end: Buffer | null; readonly modSeq: number };
+
+/** One key of a snapshot page (`value` is undefined with `keysOnly`). */
+export interface WatchSnapshotItem {
+  readonly key: Buffer;
+  readonly value: Buffer | undefined;
+  readonly createSeq: number;
+  readonly modSeq: number;
+  readonly version: number;
+}
+
+/** A server message, validated and with its bytes decoded (`parseServerMessage`). */
+export type ServerMessage =
+  | { readonly type: 'subscribed'; readonly id: SubscriptionId; readonly fromSeq: number }
+  | { readonly type: 'events'; readonly id: SubscriptionId; readonly seq: number; readonly timeMs: number; readonly events: readonly WatchChange[] }
+  | { readonly type: 'snapshot'; readonly id: SubscriptionId; readonly seq: number; readonly items: readonly WatchSnapshotItem[]; readonly done: boolean }
+  | { readonly type: 'progress'; readonly id: SubscriptionId; readonly seq: number }
+  | { readonly type: 'unsubscribed'; readonly id: SubscriptionId }
+  /** `code` is a `WatchErrorCode`, or a code a newer node added. */
+  | { readonly type: 'error'; readonly id: SubscriptionId | undefined; readonly code: string; readonly message: string };
+
+/** A node sent something the protocol does not allow (the message says what and where). */
+export class WatchServerMessageError extends Error {
+  readonly code = 'PROTOCOL';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'WatchServerMessageError';
+  }
+}
+
+function invalid(path: string, rule: string): never {
+  throw new WatchServerMessageError(`${path} ${rule}`);
+}
+
+function field(object: Record<string, unknown>, name: string, path: string): unknown {
+  const value = object[name];
+  if (value === undefined) invalid(`${path}.${name}`, 'is missing');
+  return value;
+}
+
+function seqField(object: Record<string, unknown>, name: string, path: string, min: number): number {
+  const value = field(object, name, path);
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) invalid(`${path}.${name}`, `must be an integer >= ${min}`);
+  return value;
+}
+
+function stringField(object: Record<string, unknown>, name: string, path: string): string {
+  const value = field(object, name, path);
+  if (typeof value !== 'string') invalid(`${path}.${name}`, 'must be a string');
+  return value;
+}
+
+function idField(object: Record<string, unknown>, path: string): SubscriptionId {
+  const id = field(object, 'id', path);
+  if ((typeof id === 'string' && id.length >= 1) || (typeof id === 'number' && Number.isSafeInteger(id))) return id;
+  return invalid(`${path}.id`, 'must be a non-empty string or a safe integer');
+}
+
+function arrayField(object: Record<string, unknown>, name: string, path: string): unknown[] {
+  const value = field(object, name, path);
+  if (!Array.isArray(value)) invalid(`${path}.${name}`, 'must be an array');
+  return value as unknown[];
+}
+
+/** Bytes `name` with `nameEncoding` (see "Keys and values are bytes" above); undefined when absent and optional. */
+function bytesField(object: Record<string, unknown>, name: string, path: string, optional: boolean): Buffer | undefined {
+  const text = object[name];
+  if (text === undefined && optional) return undefined;
+  if (typeof text !== 'string') return invalid(`${path}.${name}`, 'must be a string');
+  const encoding = object[`${name}Encoding`];
+  if (encoding === 'utf8') return Buffer.from(text, 'utf8');
+  if (encoding === 'base64') {
+    if (!BASE64.test(text)) invalid(`${path}.${name}`, 'must be standard base64 (its encoding says base64)');
+    return Buffer.from(text, 'base64');
+  }
+  return invalid(`${path}.${name}Encoding`, 'must be "utf8" or "base64"');
+}
+
+function decodeChange(value: unknown, path: string): WatchChange {
+  if (!isObject(value)) invalid(path, 'must be an object');
+  const modSeq = seqField(value, 'modSeq', path, 1);
+  switch (value.type) {
+    case 'put':
+      return { type: 'put', key: bytesField(value, 'key', path, false)!, value: bytesField(value, 'value', path, true), modSeq };
+    case 'delete':
+      return { type: 'delete', key: bytesField(value, 'key', path, false)!, modSeq };
+    case 'deleteRange': {
+      const end = field(value, 'end', path) === null ? null : bytesField(value, 'end', path, false)!;
+      if (end === null && value.endEncoding !== null) invalid(`${path}.endEncoding`, 'must be null when end is null');
+      return { type: 'deleteRange', start: bytesField(value, 'start', path, false)!, end, modSeq };
+    }
+    default:
+      return invalid(`${path}.type`, `is ${JSON.stringify(value.type) ?? 'missing'}; an event is "put", "delete" or "deleteRange"`);
+  }
+}
+
+function decodeItem(value: unknown, path: string): WatchSnapshotItem {
+  if (!isObject(value)) invalid(path, 'must be an object');
+  return {
+    key: bytesField(value, 'key', path, false)!,
+    value: bytesField(value, 'value', path, true),
+    createSeq: seqField(value, 'createSeq', path, 1),
+    modSeq: seqField(value, 'modSeq', path, 1),
+    version: seqField(value, 'version', path, 1),
+  };
+}
+
+/**
+ * Parses and validates one server text frame (the client's decoder; the inverse of the encoders above). Throws
+ * `WatchServerMessageError` naming the field and the rule for anything the protocol does not allow, and refuses a
+ * message over `bytesMax` before parsing it. Fields it does not know are ignored, so that a node may add some.
+ */
+export function parseServerMessage(text: string, bytesMax: number = WATCH_SERVER_MESSAGE_BYTES_MAX): ServerMessage {
+  // A string's UTF-8 length is at most 3 bytes per UTF-16 unit: measure exactly only when that bound is over.
+  if (text.length * 3 > bytesMax && Buffer.byteLength(text, 'utf8') > bytesMax)
+    throw new WatchServerMessageError(`message of ${Buffer.byteLength(text, 'utf8')} bytes; at most ${bytesMax} bytes are accepted`);
+  let message: unknown;
+  try {
+    message = JSON.parse(text);
+  } catch (error) {
+    throw new WatchServerMessageError(`message is not JSON: ${(error as Error).message}`, { cause: error });
+  }
+  if (!isObject(message)) return invalid('message', 'must be a JSON object with a "type"');
+  const path = typeof message.type === 'string' ? message.type : 'message';
+  switch (message.type) {
+    case 'subscribed':
+      return { type: 'subscribed', id: idField(message, path), fromSeq: seqField(message, 'fromSeq', path, 1) };
+    case 'events': {
+      const seq = seqField(message, 'seq', path, 1);
+      const events = arrayField(message, 'events', path).map((event, i) => decodeChange(event, `${path}.events[${i}]`));
+      return { type: 'events', id: idField(message, path), seq, timeMs: seqField(message, 'timeMs', path, 0), events };
+    }
+    case 'snapshot': {
+      const done = field(message, 'done', path);
+      if (typeof done !== 'boolean') invalid(`${path}.done`, 'must be true or false');
+      const items = arrayField(message, 'items', path).map((item, i) => decodeItem(item, `${path}.items[${i}]`));
+      return { type: 'snapshot', id: idField(message, path), seq: seqField(message, 'seq', path, 0), items, done };
+    }
+    case 'progress':
+      return { type: 'progress', id: idField(message, path), seq: seqField(message, 'seq', path, 0) };
+    case 'unsubscribed':
+      return { type: 'unsubscribed', id: idField(message, path) };
+    case 'error':
+      return {
+        type: 'error',
+        id: message.id === undefined ? undefined : idField(message, path),
+        code: stringField(message, 'code', path),
+        message: stringField(message, 'message', path),
+      };
+    default:
+      return invalid('message.type', `is ${JSON.stringify(message.type) ?? 'missing'}; a node sends subscribed, events, snapshot, progress, unsubscribed or error`);
+  }
+}
+
+// --- Resuming -----------------------------------------------------------------------------------------------------
+
+/**
+ * Where a subscription resumes, the one rule for every client: `nextSeq`, the `fromSeq` of the next subscribe, is the
+ * first seq not yet covered. It is the `fromSeq` the subscription asked for (or, when it asked for none, the one
+ * `subscribed` confirms), then S + 1 after each events message of seq S, each progress message of seq S, and the last
+ * page (`done`) of a snapshot at seq S. A snapshot cut off before `done` does not advance it: the next connection asks
+ * for the same `fromSeq` and receives a whole new snapshot. Progress during a snapshot is ignored (the snapshot's done
+ * page moves the cursor), and events or progress below `nextSeq` (which a node may only send if it disagrees with
+ * the previous one) are stale: `accept` says to drop them.
+ */
+export class WatchResumeCursor {
+  private next: number | undefined;
+  private snapshotOpen = false;
+
+  constructor(fromSeq: number | undefined) {
+    this.next = fromSeq;
+  }
+
+  /** The `fromSeq` for the next subscribe (undefined: from the node's next entry; only before the first subscribed). */
+  get nextSeq(): number | undefined {
+    return this.next;
+  }
+
+  /** True between the first page of a snapshot and its done page. */
+  get inSnapshot(): boolean {
+    return this.snapshotOpen;
+  }
+
+  /** A new connection begins: a snapshot in progress on the old one is abandoned. */
+  reset(): void {
+    this.snapshotOpen = false;
+  }
+
+  /** Moves the cursor past `message`; false when the message is stale and must not be delivered. */
+  accept(message: ServerMessage): boolean {
+    switch (message.type) {
+      case 'subscribed':
+        this.next ??= message.fromSeq;
+        return true;
+      case 'events':
+        if (this.next !== undefined && message.seq < this.next) return false;
+        this.next = message.seq + 1;
+        return true;
+      case 'snapshot':
+        this.snapshotOpen = !message.done;
+        if (message.done) this.next = message.seq + 1;
+        return true;
+      case 'progress':
+        if (this.snapshotOpen || (this.next !== undefined && message.seq < this.next)) return false;
+        this.next = message.seq + 1;
+        return true;
+      default:
+        return true;
+    }
+  }
+}

@@ -181,6 +181,25 @@ export class WatchError extends Error {
   }
 }
 
+/**
+ * A watch opened with `reconnect: false` lost its connection: `closeCode` and `reason` are the WebSocket close (1006:
+ * cut without a close frame); a new watch from `resumeSeq` continues exactly after what this one delivered.
+ */
+export class WatchClosedError extends WatchError {
+  readonly url: string;
+  readonly closeCode: number;
+  readonly reason: string;
+  readonly resumeSeq: number | undefined;
+  constructor(url: string, closeCode: number, reason: string, resumeSeq: number | undefined) {
+    super('CLOSED', `${url} closed the watch (${closeCode}${reason.length > 0 ? `: ${reason}` : ''})`);
+    this.name = 'WatchClosedError';
+    this.url = url;
+    this.closeCode = closeCode;
+    this.reason = reason;
+    this.resumeSeq = resumeSeq;
+  }
+}
+
 /** An option passed to `connect`, `watch` or `openLocal` breaks a rule; the message names the option and the rule. */
 export class ClientOptionsError extends MercuryError {
   constructor(message: string) {

@@ -16,6 +16,7 @@ export {
   SeqWaitTimeoutError,
   ServerError,
   UnavailableError,
+  WatchClosedError,
   WatchError,
 } from './errors.js';
 export type { ClientOptions, ValidatedClientOptions } from './options.js';

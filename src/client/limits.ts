@@ -31,8 +31,6 @@ export const WATCH_RECONNECT_DELAY_MS_MAX_DEFAULT = 5_000;
  * (4008) if the consumer stays stuck, after which the watch resumes by itself. Reading resumes at half this.
  */
 export const WATCH_BUFFER_BYTES_MAX_DEFAULT = 1024 * 1024;
-/** A node sends one log entry per message; this bounds what a single message may make the client allocate. */
-export const WATCH_MESSAGE_BYTES_MAX = 256 * 1024 * 1024;
 
 /** `openLocal`: a read transaction older than this is renewed before the next read (0: renew on every read). */
 export const LOCAL_STALE_MS_DEFAULT = 0;

@@ -14,16 +14,28 @@
  *   stuck for 15 s, closes it with 4008; the watch then resumes from where it was, once the consumer catches up.
  *   Reading resumes when the queue is below half the limit. Memory stays at the limit plus one message.
  * - **Errors.** A subscription the node refuses (bad prefix, ...) ends the iterator with a `WatchError` carrying the
- *   node's code. Nothing else is thrown to the consumer.
+ *   node's code, and a message that breaks the protocol (`parseServerMessage`) with a `WatchError` of code
+ *   `PROTOCOL`. Nothing else is thrown to the consumer, unless the watch was opened with `reconnect: false`.
+ * - **Without reconnecting** (`reconnect: false`, for a consumer that reports where to resume instead, such as
+ *   `mercury watch`): a first connection that fails ends the iterator with `UnavailableError`, and the end of an
+ *   established one with `WatchClosedError` (close code, reason and `resumeSeq`).
  */
 import { WebSocket, type RawData } from 'ws';
 import type { Clock, TimerHandle } from '../clock/index.js';
-import { WATCH_PATH, WatchCloseCode } from '../api/index.js';
+import {
+  parseServerMessage,
+  subscribeMessage,
+  WATCH_PATH,
+  WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
+  WATCH_SERVER_MESSAGE_BYTES_MAX,
+  WatchCloseCode,
+  WatchServerMessageError,
+  type ServerMessage,
+} from '../api/index.js';
 import { backoffDelayMs } from './backoff.js';
-import { ClientOptionsError, NoNodeReachableError, UnavailableError, WatchError } from './errors.js';
-import { WATCH_MESSAGE_BYTES_MAX } from './limits.js';
+import { ClientOptionsError, NoNodeReachableError, UnavailableError, WatchClosedError, WatchError } from './errors.js';
 import { integerOption, type ValidatedClientOptions } from './options.js';
-import { WatchCursor, type ServerMessageJson, type WatchEvent, type WatchFilterOptions } from './watch-cursor.js';
+import { WatchCursor, type WatchEvent, type WatchFilterOptions } from './watch-cursor.js';
 
 /** Options of `MercuryClient.watch`. */
 export interface WatchOptions {
@@ -34,31 +46,27 @@ export interface WatchOptions {
   readonly filters?: WatchFilterOptions;
   /** Also deliver `progress` events (to store a resume point). Default false. */
   readonly progress?: boolean;
+  /**
+   * Reconnect and resume when a connection ends (default true). False: the first failed connection ends the watch
+   * with `UnavailableError`, and the end of an established one with `WatchClosedError`, which says where to resume.
+   */
+  readonly reconnect?: boolean;
+  /** Called each time a node confirms the subscription (after every reconnect too), with the seq it continues from. */
+  readonly onSubscribed?: (fromSeq: number) => void;
 }
 
 /** The subscription id: one subscription per connection, so any constant does. */
 const SUBSCRIPTION_ID = 1;
-const PREFIXES_MAX = 16;
 
-function subscribeMessage(options: WatchOptions, fromSeq: number | undefined): string {
-  const prefixes = ([] as (string | Buffer)[]).concat(options.prefix as string | Buffer | (string | Buffer)[]);
-  const text = prefixes.filter((prefix): prefix is string => typeof prefix === 'string');
-  const binary = prefixes.filter((prefix): prefix is Buffer => typeof prefix !== 'string').map((prefix) => prefix.toString('base64'));
-  return JSON.stringify({
-    type: 'subscribe',
-    id: SUBSCRIPTION_ID,
-    ...(text.length > 0 ? { prefixes: text } : {}),
-    ...(binary.length > 0 ? { prefixesBase64: binary } : {}),
-    ...(fromSeq === undefined ? {} : { fromSeq }),
-    ...(options.filters === undefined ? {} : { filters: options.filters }),
-  });
+function prefixList(options: WatchOptions): (string | Buffer)[] {
+  return ([] as (string | Buffer)[]).concat(options.prefix as string | Buffer | (string | Buffer)[]);
 }
 
 function validateWatchOptions(options: WatchOptions): void {
   if (typeof options !== 'object' || options === null) throw new ClientOptionsError('watch options must be an object with a "prefix"');
   const prefixes = ([] as unknown[]).concat(options.prefix);
-  if (options.prefix === undefined || prefixes.length === 0 || prefixes.length > PREFIXES_MAX)
-    throw new ClientOptionsError(`prefix must be a string or Buffer, or a list of 1 to ${PREFIXES_MAX} of them ('' watches every key)`);
+  if (options.prefix === undefined || prefixes.length === 0 || prefixes.length > WATCH_PREFIXES_PER_SUBSCRIPTION_MAX)
+    throw new ClientOptionsError(`prefix must be a string or Buffer, or a list of 1 to ${WATCH_PREFIXES_PER_SUBSCRIPTION_MAX} of them ('' watches every key)`);
   prefixes.forEach((prefix, i) => {
     if (typeof prefix !== 'string' && !Buffer.isBuffer(prefix)) throw new ClientOptionsError(`prefix[${i}] must be a string or a Buffer`);
   });
@@ -67,6 +75,9 @@ function validateWatchOptions(options: WatchOptions): void {
   for (const name of ['puts', 'deletes', 'keysOnly'] as const)
     if (filters[name] !== undefined && typeof filters[name] !== 'boolean') throw new ClientOptionsError(`filters.${name} must be true or false`);
   if (filters.puts === false && filters.deletes === false) throw new ClientOptionsError('filters.puts and filters.deletes are both false: the watch would select nothing');
+  for (const name of ['progress', 'reconnect'] as const)
+    if (options[name] !== undefined && typeof options[name] !== 'boolean') throw new ClientOptionsError(`${name} must be true or false`);
+  if (options.onSubscribed !== undefined && typeof options.onSubscribed !== 'function') throw new ClientOptionsError('onSubscribed must be a function');
 }
 
 function watchUrl(baseUrl: string): string {
@@ -114,31 +125,33 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
 
   private open(): void {
     const url = this.client.urls[this.urlIndex]!;
-    const socket = new WebSocket(watchUrl(url), { perMessageDeflate: false, maxPayload: WATCH_MESSAGE_BYTES_MAX, handshakeTimeout: this.client.requestTimeoutMs });
+    const socket = new WebSocket(watchUrl(url), { perMessageDeflate: false, maxPayload: WATCH_SERVER_MESSAGE_BYTES_MAX, handshakeTimeout: this.client.requestTimeoutMs });
     this.socket = socket;
     this.cursor.reset();
     let subscribed = false;
     let lastError: Error | undefined;
     socket.on('open', () => {
-      socket.send(subscribeMessage(this.options, this.cursor.nextSeq));
+      socket.send(subscribeMessage({ id: SUBSCRIPTION_ID, prefixes: prefixList(this.options), fromSeq: this.cursor.nextSeq, filters: this.options.filters }));
       this.armIdle(socket);
     });
     socket.on('message', (data: RawData, isBinary: boolean) => {
       if (this.socket !== socket) return;
       this.armIdle(socket);
       const buffer = data as Buffer;
-      let message: ServerMessageJson;
+      let message: ServerMessage;
       try {
-        if (isBinary) throw new Error('binary frame');
-        message = JSON.parse(buffer.toString('utf8')) as ServerMessageJson;
+        if (isBinary) throw new WatchServerMessageError('a binary frame arrived; the protocol is JSON text');
+        message = parseServerMessage(buffer.toString('utf8'));
       } catch (error) {
-        return this.fail(new WatchError('PROTOCOL', `${url} sent a message that is not protocol JSON`, { cause: error }));
+        if (!(error instanceof WatchServerMessageError)) throw error;
+        return this.fail(new WatchError(error.code, `${url} broke the watch protocol: ${error.message}`, { cause: error }));
       }
       const step = this.cursor.onMessage(message);
-      if (step.subscribed) {
+      if (step.subscribedFromSeq !== undefined) {
         subscribed = true;
         this.failedAttempts = 0;
         this.attemptErrors.length = 0;
+        this.options.onSubscribed?.(step.subscribedFromSeq);
       }
       if (step.error !== undefined) return this.fail(new WatchError(step.error.code, `${url} refused the watch: ${step.error.message}`));
       step.events.forEach((event, i) => this.queue.push({ event, bytes: i === 0 ? buffer.length : 0 }));
@@ -154,12 +167,16 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
     socket.on('error', (error: Error) => {
       lastError = error;
     });
-    socket.on('close', (code: number) => {
+    socket.on('close', (code: number, reason: Buffer) => {
       if (this.socket !== socket) return;
       this.socket = undefined;
       this.paused = false;
       this.idleTimer?.cancel();
       if (this.finished) return;
+      if (this.options.reconnect === false) {
+        if (!subscribed) return this.fail(new UnavailableError(`cannot reach ${watchUrl(url)}: ${lastError?.message ?? `closed with ${code}`}`, { url, cause: lastError }));
+        return this.fail(new WatchClosedError(url, code, reason.toString('utf8'), this.cursor.nextSeq));
+      }
       if (!subscribed) {
         this.failedAttempts++;
         this.attemptErrors.push(new UnavailableError(`cannot watch at ${url}: ${lastError?.message ?? `closed with ${code}`}`, { url, cause: lastError }));

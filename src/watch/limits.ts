@@ -13,8 +13,9 @@ import {
   WATCH_ID_CHARS_MAX,
   WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
   WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX,
+  WATCH_SERVER_MESSAGE_BYTES_MAX,
 } from '../api/index.js';
-import { KEY_BYTES_MAX } from '../limits.js';
+import { ENTRY_BYTES_MAX, ENTRY_OPS_MAX, KEY_BYTES_MAX } from '../limits.js';
 
 // The limits a client can see are part of the wire contract (src/api/watch.ts); they are re-exported here so that the
 // node's watch limits read as one list.
@@ -149,6 +150,10 @@ export function validateWatchLimits(limits: WatchLimits): WatchLimits {
   assert.ok(limits.sharedFragmentBytesMin <= limits.queueBytesMax);
   return limits;
 }
+
+// An events message holds one entry's keys and values as JSON (at most twice their bytes) and about a hundred bytes of
+// fields per event: clients must accept the largest one (see WATCH_SERVER_MESSAGE_BYTES_MAX).
+assert.ok(2 * ENTRY_BYTES_MAX + 128 * ENTRY_OPS_MAX <= WATCH_SERVER_MESSAGE_BYTES_MAX, 'clients must accept the events message of the largest entry');
 
 validateWatchLimits(WATCH_LIMITS);
 validateWatchLimits(WATCH_LIMITS_TEST);

@@ -1,0 +1,279 @@
+/**
+ * The watch wire contract (src/api/watch.ts) without a node: what the node encodes, the client decodes to the same
+ * bytes; what the client encodes, the node parses back; the client's decoder refuses anything else with an error that
+ * names the field and the rule; and the one resume rule never misses nor repeats an entry across cut connections.
+ *
+ * Property tests are seeded (test/support/seed.ts): a failure prints `reproduce with MERCURY_TEST_SEED=...`.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import fc from 'fast-check';
+import {
+  eventsBody,
+  eventsHead,
+  errorMessage,
+  parseClientMessage,
+  parseServerMessage,
+  progressMessage,
+  snapshotMessage,
+  subscribeMessage,
+  subscribedMessage,
+  unsubscribedMessage,
+  WATCH_MESSAGE_LIMITS,
+  WatchResumeCursor,
+  WatchServerMessageError,
+  type ServerMessage,
+  type SubscriptionId,
+  type WatchChange,
+} from '../src/api/index.js';
+import { WatchCursor, type WatchEvent } from '../src/client/watch-cursor.js';
+import type { Entry, Op } from '../src/log/index.js';
+import { canonicalSelection, EventCache, selectEvents, snapshotItemJson } from '../src/watch/selection.js';
+import { bytes, opArbitrary } from './support/arbitraries.js';
+import { assertProperty } from './support/seed.js';
+
+const idArbitrary: fc.Arbitrary<SubscriptionId> = fc.oneof(fc.string({ minLength: 1, maxLength: 64 }), fc.maxSafeInteger());
+
+/** Bytes that are often text (the utf8 encoding), sometimes text with control characters or not UTF-8 (base64). */
+const textOrBytes = (maxLength: number, minLength = 0): fc.Arbitrary<Buffer> =>
+  fc.oneof(fc.string({ minLength, maxLength, unit: 'grapheme' }).map((text) => Buffer.from(text, 'utf8')), bytes(maxLength, minLength));
+
+function entryOf(seq: number, ops: readonly Op[]): Entry {
+  return { seq, timeMs: 1_700_000_000_000 + seq, ops, prevHash: Buffer.alloc(32), hash: Buffer.alloc(32) };
+}
+
+/** The changes a watch of every key must decode from `ops` at `seq` (range deletes clipped to the whole key space). */
+function expectedChanges(ops: readonly Op[], seq: number, keysOnly: boolean): WatchChange[] {
+  const changes: WatchChange[] = [];
+  for (const op of ops) {
+    if (op.type === 'put') changes.push({ type: 'put', key: op.key, value: keysOnly ? undefined : op.value, modSeq: seq });
+    else if (op.type === 'delete') changes.push({ type: 'delete', key: op.key, modSeq: seq });
+    else if (op.end.length === 0 || Buffer.compare(op.start, op.end) < 0)
+      changes.push({ type: 'deleteRange', start: op.start, end: op.end.length === 0 ? null : op.end, modSeq: seq });
+  }
+  return changes;
+}
+
+describe('watch api', () => {
+  test('watch api: every events message the node encodes decodes to the bytes of the entry', () => {
+    const op = opArbitrary(48, 64).chain((template) =>
+      template.type === 'put'
+        ? fc.tuple(textOrBytes(48, 1), textOrBytes(64)).map(([key, value]): Op => ({ type: 'put', key, value }))
+        : fc.constant(template),
+    );
+    assertProperty(
+      fc.property(fc.array(op, { maxLength: 12 }), fc.integer({ min: 1, max: 2 ** 40 }), idArbitrary, fc.boolean(), (ops, seq, id, keysOnly) => {
+        const entry = entryOf(seq, ops);
+        const selection = canonicalSelection([Buffer.alloc(0)], { puts: true, deletes: true, keysOnly });
+        const text = eventsHead(JSON.stringify(id)) + eventsBody(seq, entry.timeMs, selectEvents(entry, selection, new EventCache(entry)));
+        assert.deepEqual(parseServerMessage(text), { type: 'events', id, seq, timeMs: entry.timeMs, events: expectedChanges(ops, seq, keysOnly) });
+      }),
+    );
+  });
+
+  test('watch api: snapshot pages and the other server messages decode to what was encoded', () => {
+    const record = fc.record({ key: textOrBytes(48, 1), value: textOrBytes(64), createSeq: fc.integer({ min: 1, max: 1000 }), modSeq: fc.integer({ min: 1, max: 1000 }), version: fc.integer({ min: 1, max: 1000 }) });
+    assertProperty(
+      fc.property(fc.array(record, { maxLength: 8 }), fc.nat(), idArbitrary, fc.boolean(), fc.boolean(), (records, seq, id, keysOnly, done) => {
+        const idJson = JSON.stringify(id);
+        const page = parseServerMessage(snapshotMessage(idJson, seq, records.map((item) => snapshotItemJson(item, keysOnly)), done));
+        assert.deepEqual(page, { type: 'snapshot', id, seq, done, items: records.map((item) => ({ ...item, value: keysOnly ? undefined : item.value })) });
+        assert.deepEqual(parseServerMessage(subscribedMessage(idJson, seq + 1)), { type: 'subscribed', id, fromSeq: seq + 1 });
+        assert.deepEqual(parseServerMessage(progressMessage(idJson, seq)), { type: 'progress', id, seq });
+        assert.deepEqual(parseServerMessage(unsubscribedMessage(idJson)), { type: 'unsubscribed', id });
+        assert.deepEqual(parseServerMessage(errorMessage('UNKNOWN_ID', `no "${seq}"\n`, idJson)), { type: 'error', id, code: 'UNKNOWN_ID', message: `no "${seq}"\n` });
+        assert.deepEqual(parseServerMessage(errorMessage('INVALID_JSON', 'bad')), { type: 'error', id: undefined, code: 'INVALID_JSON', message: 'bad' });
+      }),
+    );
+  });
+
+  test('watch api: a subscribe the client encodes is the request the node parses', () => {
+    const prefix = fc.oneof(fc.string({ maxLength: 40 }), bytes(40));
+    const filters = fc.option(fc.record({ puts: fc.boolean(), deletes: fc.boolean(), keysOnly: fc.boolean() }, { requiredKeys: [] }), { nil: undefined });
+    assertProperty(
+      fc.property(fc.array(prefix, { minLength: 1, maxLength: 16 }), fc.option(fc.maxSafeInteger().filter((seq) => seq >= 1), { nil: undefined }), idArbitrary, filters, (prefixes, fromSeq, id, wanted) => {
+        fc.pre(wanted?.puts !== false || wanted.deletes !== false);
+        const parsed = parseClientMessage(subscribeMessage({ id, prefixes, fromSeq, filters: wanted }), WATCH_MESSAGE_LIMITS);
+        assert.equal(parsed.type, 'subscribe');
+        assert.ok(parsed.type === 'subscribe');
+        assert.equal(parsed.id, id);
+        assert.equal(parsed.fromSeq, fromSeq);
+        // Text prefixes are listed first, then the binary ones.
+        const sent = [...prefixes.filter((p) => typeof p === 'string'), ...prefixes.filter((p) => typeof p !== 'string')].map((p) => Buffer.from(p));
+        assert.deepEqual(parsed.prefixes, sent);
+        assert.deepEqual(parsed.filters, { puts: wanted?.puts ?? true, deletes: wanted?.deletes ?? true, keysOnly: wanted?.keysOnly ?? false });
+      }),
+    );
+  });
+
+  test('watch api: malformed server messages are refused with an error naming the field and the rule', () => {
+    const put = (fields: Record<string, unknown>): string =>
+      JSON.stringify({ type: 'events', id: 1, seq: 5, timeMs: 9, events: [{ type: 'put', key: 'a', keyEncoding: 'utf8', value: 'v', valueEncoding: 'utf8', modSeq: 5, ...fields }] });
+    const cases: [string, string][] = [
+      ['{"type":', 'message is not JSON: '],
+      ['[1]', 'message must be a JSON object with a "type"'],
+      ['{"id":1}', 'message.type is missing; a node sends subscribed, events, snapshot, progress, unsubscribed or error'],
+      ['{"type":"welcome","id":1}', 'message.type is "welcome"; a node sends subscribed, events, snapshot, progress, unsubscribed or error'],
+      ['{"type":"subscribed","fromSeq":1}', 'subscribed.id is missing'],
+      ['{"type":"subscribed","id":"","fromSeq":1}', 'subscribed.id must be a non-empty string or a safe integer'],
+      ['{"type":"subscribed","id":1.5,"fromSeq":1}', 'subscribed.id must be a non-empty string or a safe integer'],
+      ['{"type":"subscribed","id":1,"fromSeq":0}', 'subscribed.fromSeq must be an integer >= 1'],
+      ['{"type":"progress","id":1,"seq":"7"}', 'progress.seq must be an integer >= 0'],
+      ['{"type":"events","id":1,"seq":5,"timeMs":9}', 'events.events is missing'],
+      ['{"type":"events","id":1,"seq":5,"timeMs":9,"events":{}}', 'events.events must be an array'],
+      ['{"type":"events","id":1,"seq":5,"timeMs":9,"events":[null]}', 'events.events[0] must be an object'],
+      [put({ keyEncoding: 'hex' }), 'events.events[0].keyEncoding must be "utf8" or "base64"'],
+      [put({ key: 7 }), 'events.events[0].key must be a string'],
+      [put({ valueEncoding: 'base64', value: 'not base64!' }), 'events.events[0].value must be standard base64 (its encoding says base64)'],
+      [put({ modSeq: -1 }), 'events.events[0].modSeq must be an integer >= 1'],
+      [put({ type: 'merge' }), 'events.events[0].type is "merge"; an event is "put", "delete" or "deleteRange"'],
+      [put({ type: 'deleteRange', start: 'a', startEncoding: 'utf8', end: null, endEncoding: 'utf8' }), 'events.events[0].endEncoding must be null when end is null'],
+      [put({ type: 'deleteRange', start: 'a', startEncoding: 'utf8' }), 'events.events[0].end is missing'],
+      ['{"type":"snapshot","id":1,"seq":3,"items":[]}', 'snapshot.done is missing'],
+      ['{"type":"snapshot","id":1,"seq":3,"items":[],"done":1}', 'snapshot.done must be true or false'],
+      ['{"type":"snapshot","id":1,"seq":3,"done":true,"items":[{"key":"a","keyEncoding":"utf8","createSeq":1,"modSeq":1,"version":0}]}', 'snapshot.items[0].version must be an integer >= 1'],
+      ['{"type":"error","id":1,"message":"m"}', 'error.code is missing'],
+      ['{"type":"error","code":"X","message":null}', 'error.message must be a string'],
+    ];
+    for (const [text, message] of cases) {
+      assert.throws(
+        () => parseServerMessage(text),
+        (error: unknown) => {
+          assert.ok(error instanceof WatchServerMessageError, `${text}: ${String(error)}`);
+          assert.equal(error.code, 'PROTOCOL');
+          if (message.endsWith(': ')) assert.ok(error.message.startsWith(message), `${text}: ${error.message}`);
+          else assert.equal(error.message, message, text);
+          return true;
+        },
+      );
+    }
+  });
+
+  test('watch api: a message over the size limit is refused before it is parsed, counted in UTF-8 bytes', () => {
+    const refused = (text: string, bytesMax: number): string => {
+      try {
+        parseServerMessage(text, bytesMax);
+      } catch (error) {
+        assert.ok(error instanceof WatchServerMessageError);
+        return error.message;
+      }
+      assert.fail('accepted');
+    };
+    const progress = '{"type":"progress","id":1,"seq":12345}';
+    assert.deepEqual(parseServerMessage(progress, progress.length), { type: 'progress', id: 1, seq: 12345 });
+    assert.equal(refused(progress, progress.length - 1), `message of ${progress.length} bytes; at most ${progress.length - 1} bytes are accepted`);
+    // 'é' is one UTF-16 unit but two UTF-8 bytes: the limit is in bytes.
+    const accented = `{"type":"progress","id":"${'é'.repeat(20)}","seq":1}`;
+    assert.equal(refused(accented, accented.length + 19), `message of ${accented.length + 20} bytes; at most ${accented.length + 19} bytes are accepted`);
+    assert.deepEqual(parseServerMessage(accented, accented.length + 20), { type: 'progress', id: 'é'.repeat(20), seq: 1 });
+  });
+
+  test('watch api: random input only ever raises WatchServerMessageError', () => {
+    const json = fc.jsonValue({ maxDepth: 4 }).map((value) => JSON.stringify(value));
+    const shaped = fc
+      .record({ type: fc.constantFrom('subscribed', 'events', 'snapshot', 'progress', 'unsubscribed', 'error'), rest: fc.dictionary(fc.constantFrom('id', 'seq', 'fromSeq', 'timeMs', 'events', 'items', 'done', 'code', 'message'), fc.jsonValue({ maxDepth: 3 })) })
+      .map(({ type, rest }) => JSON.stringify({ ...rest, type }));
+    assertProperty(
+      fc.property(fc.oneof(fc.string(), json, shaped), (text) => {
+        try {
+          parseServerMessage(text);
+        } catch (error) {
+          assert.ok(error instanceof WatchServerMessageError, `${text}: ${String(error)}`);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  test('watch api: the resume cursor moves past events, progress and completed snapshots only', () => {
+    const cursor = new WatchResumeCursor(undefined);
+    assert.equal(cursor.nextSeq, undefined);
+    assert.equal(cursor.accept({ type: 'subscribed', id: 1, fromSeq: 10 }), true);
+    assert.equal(cursor.nextSeq, 10);
+    assert.equal(cursor.accept({ type: 'events', id: 1, seq: 12, timeMs: 0, events: [] }), true);
+    assert.equal(cursor.nextSeq, 13);
+    assert.equal(cursor.accept({ type: 'events', id: 1, seq: 12, timeMs: 0, events: [] }), false, 'a repeated entry is stale');
+    assert.equal(cursor.accept({ type: 'progress', id: 1, seq: 11 }), false, 'progress behind the cursor is stale');
+    assert.equal(cursor.accept({ type: 'progress', id: 1, seq: 20 }), true);
+    assert.equal(cursor.nextSeq, 21);
+    // A second subscribed (a reconnect) keeps the cursor where it is.
+    assert.equal(cursor.accept({ type: 'subscribed', id: 1, fromSeq: 21 }), true);
+    assert.equal(cursor.nextSeq, 21);
+
+    const snapshot = new WatchResumeCursor(1);
+    assert.equal(snapshot.accept({ type: 'snapshot', id: 1, seq: 50, items: [], done: false }), true);
+    assert.equal(snapshot.inSnapshot, true);
+    assert.equal(snapshot.accept({ type: 'progress', id: 1, seq: 50 }), false, 'progress does not run ahead of a snapshot');
+    assert.equal(snapshot.nextSeq, 1, 'a snapshot cut off before done resumes from the original fromSeq');
+    snapshot.reset();
+    assert.equal(snapshot.inSnapshot, false);
+    assert.equal(snapshot.accept({ type: 'snapshot', id: 1, seq: 52, items: [], done: false }), true);
+    assert.equal(snapshot.accept({ type: 'snapshot', id: 1, seq: 52, items: [], done: true }), true);
+    assert.equal(snapshot.nextSeq, 53);
+  });
+
+  test('watch api: across cut connections, a watch delivers every selected entry once, in order, after at most one whole snapshot', () => {
+    const scenario = fc.record({
+      head: fc.integer({ min: 1, max: 40 }),
+      selectedBits: fc.array(fc.boolean(), { minLength: 40, maxLength: 40 }),
+      retainedFrom: fc.integer({ min: 1, max: 41 }),
+      fromSeq: fc.integer({ min: 1, max: 41 }),
+      dice: fc.array(fc.nat(99), { minLength: 64, maxLength: 64 }),
+    });
+    assertProperty(
+      fc.property(scenario, ({ head, selectedBits, retainedFrom, fromSeq, dice }) => {
+        retainedFrom = Math.min(retainedFrom, head + 1);
+        fromSeq = Math.min(fromSeq, head + 1);
+        const selected = (seq: number): boolean => selectedBits[seq - 1]!;
+        let roll = 0;
+        const die = (): number => dice[roll++ % dice.length]!;
+        const cursor = new WatchCursor(fromSeq, true);
+        const delivered: WatchEvent[] = [];
+        for (let connection = 0; ; connection++) {
+          const last = connection === 20;
+          cursor.reset();
+          const from = cursor.nextSeq!;
+          // What a node sends to a subscription from `from`, by the protocol.
+          const messages: ServerMessage[] = [{ type: 'subscribed', id: 1, fromSeq: from }];
+          if (from > 1 && die() < 20) messages.push({ type: 'events', id: 1, seq: 1 + (die() % (from - 1)), timeMs: 0, events: [] });
+          let next = from;
+          if (from < retainedFrom) {
+            const snapshotSeq = retainedFrom - 1 + (die() % (head - retainedFrom + 2));
+            const pages = 1 + (die() % 3);
+            for (let page = 0; page < pages; page++) {
+              messages.push({ type: 'snapshot', id: 1, seq: snapshotSeq, items: [{ key: Buffer.from(`p${page}`), value: undefined, createSeq: 1, modSeq: 1, version: 1 }], done: page === pages - 1 });
+              if (die() < 30) messages.push({ type: 'progress', id: 1, seq: snapshotSeq });
+            }
+            next = snapshotSeq + 1;
+          }
+          for (let seq = next; seq <= head; seq++) {
+            if (selected(seq)) messages.push({ type: 'events', id: 1, seq, timeMs: seq, events: [{ type: 'put', key: Buffer.from(`k${seq}`), value: Buffer.from('v'), modSeq: seq }] });
+            if (die() < 30 || (last && seq === head)) messages.push({ type: 'progress', id: 1, seq });
+          }
+          if (last && head < next) messages.push({ type: 'progress', id: 1, seq: head });
+          const cut = last ? messages.length : die() % (messages.length + 1);
+          for (const message of messages.slice(0, cut)) delivered.push(...cursor.onMessage(message).events);
+          if (last) break;
+        }
+
+        assert.equal(cursor.nextSeq, head + 1, 'after a whole stream, the watch resumes after the head');
+        // Each snapshot begun and abandoned is followed by a new begin before any change; the last one completes.
+        const changes = delivered.filter((event) => event.type === 'put');
+        const ends = delivered.filter((event) => event.type === 'snapshotEnd');
+        let startAfter = fromSeq - 1;
+        if (fromSeq < retainedFrom) {
+          assert.equal(ends.length, 1, 'one completed snapshot');
+          const endIndex = delivered.indexOf(ends[0]!);
+          assert.ok(delivered.slice(0, endIndex).every((event) => event.type !== 'put'), 'no change before the snapshot completes');
+          startAfter = ends[0]!.seq;
+        } else assert.ok(delivered.every((event) => !event.type.startsWith('snapshot')), 'no snapshot when the log reaches back');
+        const expected: number[] = [];
+        for (let seq = startAfter + 1; seq <= head; seq++) if (selected(seq)) expected.push(seq);
+        assert.deepEqual(changes.map((event) => event.seq), expected, 'every selected entry once, in order');
+        const progress = delivered.filter((event) => event.type === 'progress').map((event) => event.seq);
+        assert.deepEqual(progress, [...progress].sort((a, b) => a - b), 'progress never goes back');
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
