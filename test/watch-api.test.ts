@@ -194,6 +194,8 @@ describe('watch api', () => {
     assert.equal(cursor.nextSeq, 13);
     assert.equal(cursor.accept({ type: 'events', id: 1, seq: 12, timeMs: 0, events: [] }), false, 'a repeated entry is stale');
     assert.equal(cursor.accept({ type: 'progress', id: 1, seq: 11 }), false, 'progress behind the cursor is stale');
+    assert.equal(cursor.accept({ type: 'progress', id: 1, seq: 12 }), true, 'a heartbeat at the last seq received');
+    assert.equal(cursor.nextSeq, 13);
     assert.equal(cursor.accept({ type: 'progress', id: 1, seq: 20 }), true);
     assert.equal(cursor.nextSeq, 21);
     // A second subscribed (a reconnect) keeps the cursor where it is.

@@ -507,8 +507,9 @@ export function parseServerMessage(text: string, bytesMax: number = WATCH_SERVER
  * `subscribed` confirms), then S + 1 after each events message of seq S, each progress message of seq S, and the last
  * page (`done`) of a snapshot at seq S. A snapshot cut off before `done` does not advance it: the next connection asks
  * for the same `fromSeq` and receives a whole new snapshot. Progress during a snapshot is ignored (the snapshot's done
- * page moves the cursor), and events or progress below `nextSeq` (which a node may only send if it disagrees with
- * the previous one) are stale: `accept` says to drop them.
+ * page moves the cursor). Events below `nextSeq`, and progress below the last seq received (which a node may only send
+ * if it disagrees with the previous one) are stale: `accept` says to drop them. Progress at the last seq received (a
+ * heartbeat) is accepted and leaves the cursor where it is.
  */
 export class WatchResumeCursor {
   private next: number | undefined;
@@ -548,7 +549,7 @@ export class WatchResumeCursor {
         if (message.done) this.next = message.seq + 1;
         return true;
       case 'progress':
-        if (this.snapshotOpen || (this.next !== undefined && message.seq < this.next)) return false;
+        if (this.snapshotOpen || (this.next !== undefined && message.seq + 1 < this.next)) return false;
         this.next = message.seq + 1;
         return true;
       default:
