@@ -1,0 +1,799 @@
+/**
+ * The watch subsystem of a node as a pure state machine (the protocol is specified in src/api/watch.ts): connections,
+ * their subscriptions, and the fan-out of applied
+ * entries to them. No socket, no timer, no storage, no clock: the adapter (hub.ts, or the simulation) feeds it events,
+ * each with the current monotonic time, and performs what it asks.
+ *
+ * Subscriptions are in one of three conditions, as etcd groups its watchers (synced / unsynced / victims):
+ *
+ * - **live**: it has everything up to the node's latest seq and takes new entries straight from `published`. Live
+ *   subscriptions with equal selections form a group: an entry's events are matched and encoded once per group, and
+ *   the same text (or frame) goes to every member.
+ * - **catch-up**: it is behind, because it asked for an older `fromSeq`, or because its connection's queue was full
+ *   (`queueBytesMax`) when an entry came: it then skipped the live fan-out, keeping no copy in memory. The pump serves
+ *   catch-up subscriptions from the log, a bounded read at a time, only while their queues have room, and moves each
+ *   back to live once it reaches the latest seq. Subscriptions at the same seq share the read.
+ * - **snapshot**: its next seq is older than the retained log, so it is sent the current state of its prefixes
+ *   first (a page per pump round), and continues from the snapshot's seq.
+ *
+ * A connection whose queue stays full without shrinking for `stallMs` (or whose snapshot takes longer than
+ * `snapshotMsMax`) is closed with 4008 after a progress message per subscription, so it can resume exactly. One slow
+ * connection costs the others nothing: the live fan-out only checks its queue size and moves on.
+ *
+ * Positions: `nextSeq` is the first seq a subscription has not been sent. For a live subscription it is a lower
+ * bound only (its real position is `liveSeq + 1`, unless it asked for a seq the node has not reached yet), so that the
+ * fan-out need not touch the subscriptions an entry does not select.
+ *
+ * ## The adapter contract
+ *
+ * - Events: `opened` (a connection was accepted; the adapter picks a new `connId` and passes its `WatchConnection`),
+ *   `received` (a client message, already decoded, or why it was refused), `published` (entries this node applied, in
+ *   seq order), `drained` (a connection's queue shrank; the bytes still buffered), `tick` (by `nextTickMs()`),
+ *   `closed` (the socket is gone), `shutdown`. Events naming a connId the machine does not know (closed, or closed by
+ *   the machine itself) are ignored, so races between a close and late data are harmless.
+ * - Sends and closes are performed through the connection's `WatchConnection` as calls, in order, while the machine
+ *   handles the event: the fan-out to thousands of watchers then allocates nothing per watcher. The machine reads the
+ *   connection's `bufferedBytes` to decide whether a message may be queued; it never sends to a connection it asked
+ *   to close.
+ * - The returned actions (open or release a snapshot, log) must be performed in order before the next event. After
+ *   `openSnapshot`, the snapshot's pages are read through `WatchReads.snapshotPage` in later events only, until the
+ *   machine releases it; every opened snapshot is released exactly once (also on close and shutdown).
+ * - `WatchReads.readLog` answers synchronously from one consistent state; it may return fewer entries than asked
+ *   (none when `fromSeq` is no longer retained, or not yet written).
+ * - `nextTickMs()` says when `tick` must be called at the latest (progress every `progressIntervalMs`, and the
+ *   catch-up pump, which runs in a tick of its own so that the live fan-out of `published` goes first).
+ */
+import assert from 'node:assert/strict';
+import type { EncodedEntry, Entry } from '../log/index.js';
+import type { LogLevel } from '../logging/index.js';
+import type { KeyRange, SnapshotRecord } from '../store/index.js';
+import { textFrame } from './frame.js';
+import { validateWatchLimits, WATCH_LIMITS, type WatchLimits } from './limits.js';
+import {
+  errorMessage,
+  eventsBody,
+  eventsHead,
+  progressMessage,
+  slowWatcherReason,
+  snapshotMessage,
+  subscribedMessage,
+  unsubscribedMessage,
+  WatchCloseCode,
+  WatchProtocolError,
+  type ClientMessage,
+} from '../api/index.js';
+import { canonicalSelection, EventCache, selectEvents, SelectionIndex, selectionRanges, snapshotItemJson, type Selection } from './selection.js';
+
+/** One connection as the machine sees it: the adapter implements it over a WebSocket (or the simulation's network). */
+export interface WatchConnection {
+  /** Bytes queued on the connection and not yet handed to the network. */
+  readonly bufferedBytes: number;
+  /** One text message. */
+  send(text: string): void;
+  /** One complete text frame made by `textFrame`: the same Buffer is written to many connections. */
+  sendFramed(frame: Buffer): void;
+  /** One text message in two fragments, the head then the shared body (written without a copy). */
+  sendFragments(head: string, body: Buffer): void;
+  /** Close with a WebSocket close code; nothing is sent after it. */
+  close(code: number, reason: string): void;
+}
+
+/** What the machine reads from the node's storage. */
+export interface WatchReads {
+  /** Verified log records from `fromSeq`, at most `limitEntries`; none when fromSeq is no longer retained (or not yet written). */
+  readLog(fromSeq: number, limitEntries: number): readonly EncodedEntry[];
+  /** The next page (about `pageBytes` of keys and values, at least one record; none at the end) of an opened snapshot. */
+  snapshotPage(snapshotId: number, pageBytes: number): WatchSnapshotPage;
+}
+
+export interface WatchSnapshotPage {
+  /** The seq the snapshot's state is at (the same for every page of one snapshot). */
+  readonly seq: number;
+  readonly records: readonly SnapshotRecord[];
+}
+
+/** A decoded client message, or why the adapter could not decode it. */
+export type WatchInput = ClientMessage | { readonly type: 'refused'; readonly error: WatchProtocolError } | { readonly type: 'binary' };
+
+export type WatchAction =
+  /** Open a consistent snapshot of these key ranges at the node's current state (an LMDB read transaction). */
+  | { readonly type: 'openSnapshot'; readonly snapshotId: number; readonly ranges: readonly KeyRange[] }
+  | { readonly type: 'releaseSnapshot'; readonly snapshotId: number }
+  | { readonly type: 'log'; readonly level: LogLevel; readonly message: string; readonly fields: Readonly<Record<string, unknown>> };
+
+/** Where the machine counts what it does (the adapter's metrics). */
+export interface WatchCounters {
+  /** `messages` messages of `type` sent, carrying `events` events in all (events messages only). */
+  sent(type: string, messages: number, events: number): void;
+  catchup(): void;
+  snapshot(): void;
+  slowClose(): void;
+  refused(code: string): void;
+}
+
+const NO_COUNTERS: WatchCounters = Object.freeze({ sent() {}, catchup() {}, snapshot() {}, slowClose() {}, refused() {} });
+const NO_ACTIONS: readonly WatchAction[] = Object.freeze([]);
+
+export interface WatchMachineOptions {
+  readonly reads: WatchReads;
+  /** The seq the node has applied when the machine starts: watches without `fromSeq` start after it. */
+  readonly headSeq: number;
+  readonly nowMs: number;
+  readonly limits?: WatchLimits;
+  readonly counters?: WatchCounters;
+}
+
+type State = 'live' | 'catchup' | 'snapshot';
+
+/** Subscriptions with one selection. `live` holds the members that take entries from the fan-out. */
+class Group {
+  readonly live = new Set<Subscription>();
+  members = 0;
+  constructor(readonly selection: Selection) {}
+}
+
+class Connection {
+  /** Usually one: the array is made with exactly its first element (a pushed-to empty array reserves 17 slots). */
+  subscriptions: Subscription[] = [];
+  /** The machine's tick count when a message was last sent (heartbeats); a small integer costs no heap number. */
+  lastSendTick: number;
+  /** When the queue was first seen full (-1: it was not), and its size then; a shrinking queue restarts the clock. */
+  blockedSinceMs = -1;
+  blockedBytes = 0;
+  closing = false;
+  constructor(
+    readonly id: number,
+    readonly port: WatchConnection,
+    tick: number,
+  ) {
+    this.lastSendTick = tick;
+  }
+}
+
+class Subscription {
+  state: State = 'live';
+  nextSeq: number;
+  /** The highest seq the client was told it has everything up to (events, progress, snapshot or subscribed). */
+  toldSeq: number;
+  /** In state 'snapshot': the open snapshot's id, or 0 while waiting for a slot (`snapshotsMax`). */
+  snapshotId = 0;
+  /** The event count when the snapshot was opened: its pages are read from the next event on. */
+  snapshotOpenedAt = 0;
+  snapshotStartedMs = 0;
+  removed = false;
+  constructor(
+    readonly connection: Connection,
+    /** The client's id as JSON text (1 and "1" are different ids). */
+    readonly idJson: string,
+    readonly group: Group,
+    fromSeq: number,
+  ) {
+    this.nextSeq = fromSeq;
+    this.toldSeq = fromSeq - 1;
+  }
+}
+
+/**
+ * Distinct subscription ids whose whole small events message one SharedBody keeps framed. Clients mostly number
+ * their subscriptions from 1, so thousands of watchers of one prefix share a handful of ids; a fan-out to ids that
+ * are all different frames per watcher, as it would without the cache, and holds no more than this many copies.
+ */
+const MESSAGE_CACHE_IDS_MAX = 16;
+
+/**
+ * An entry's events for one group: the body text is built once, its Buffer only if a message is large. A small
+ * message is sent as one complete frame per distinct subscription id: `ws` would otherwise measure, UTF-8-encode and
+ * frame the same text again for every socket (in the fan-out to 19,000 watchers that was most of the node's time).
+ */
+class SharedBody {
+  private buffer: Buffer | undefined;
+  private readonly frames = new Map<string, Buffer>();
+  constructor(
+    readonly seq: number,
+    readonly text: string,
+    readonly eventCount: number,
+  ) {}
+
+  bytes(): Buffer {
+    this.buffer ??= Buffer.from(this.text, 'utf8');
+    return this.buffer;
+  }
+
+  /** The whole message for one subscription id as a complete WebSocket text frame, framed once per id. */
+  frame(idJson: string): Buffer {
+    let frame = this.frames.get(idJson);
+    if (frame === undefined) {
+      frame = textFrame(Buffer.from(eventsHead(idJson) + this.text, 'utf8'));
+      if (this.frames.size < MESSAGE_CACHE_IDS_MAX) this.frames.set(idJson, frame);
+    }
+    return frame;
+  }
+}
+
+export class WatchMachine {
+  readonly limits: WatchLimits;
+  private readonly reads: WatchReads;
+  private readonly counters: WatchCounters;
+  private readonly connections = new Map<number, Connection>();
+  private readonly groups = new Map<string, Group>();
+  private readonly index = new SelectionIndex<Group>();
+  /** Subscriptions in catch-up or snapshot. */
+  private readonly lagging = new Set<Subscription>();
+  private subscriptionCount = 0;
+  private snapshotsOpen = 0;
+  private lastSnapshotId = 0;
+  /** The last seq published: every live subscription has been sent everything it selects up to here. */
+  private liveSeq: number;
+  private readEntries: number;
+  /** When the catch-up pump must run next (Infinity: nothing lags). */
+  private pumpAtMs = Infinity;
+  private pumpRound = 0;
+  /** When the next progress round is due, and how many there were (the clock of heartbeats). */
+  private progressAtMs: number;
+  private ticks = 0;
+  /** Events handled so far: a snapshot opened during one is read from the next one on. */
+  private eventCount = 0;
+  private stopped = false;
+  private out: WatchAction[] | undefined;
+
+  constructor(options: WatchMachineOptions) {
+    this.limits = validateWatchLimits(options.limits ?? WATCH_LIMITS);
+    this.reads = options.reads;
+    this.counters = options.counters ?? NO_COUNTERS;
+    this.liveSeq = options.headSeq;
+    this.readEntries = this.limits.catchupReadEntriesMax;
+    this.progressAtMs = options.nowMs + this.limits.progressIntervalMs;
+  }
+
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  get subscriptions(): number {
+    return this.subscriptionCount;
+  }
+
+  get laggingSubscriptions(): number {
+    return this.lagging.size;
+  }
+
+  get openSnapshots(): number {
+    return this.snapshotsOpen;
+  }
+
+  get isStopped(): boolean {
+    return this.stopped;
+  }
+
+  /** When `tick` must be called at the latest. */
+  nextTickMs(): number {
+    return this.stopped ? Infinity : Math.min(this.progressAtMs, this.pumpAtMs);
+  }
+
+  // --- Events -----------------------------------------------------------------------------------------------------
+
+  opened(nowMs: number, connId: number, port: WatchConnection): readonly WatchAction[] {
+    this.begin();
+    assert.ok(!this.connections.has(connId), `watch connection id ${connId} reused`);
+    if (this.stopped) {
+      port.close(WatchCloseCode.GOING_AWAY, 'node is shutting down; reconnect and resume');
+      return this.end(nowMs);
+    }
+    this.connections.set(connId, new Connection(connId, port, this.ticks));
+    return this.end(nowMs);
+  }
+
+  received(nowMs: number, connId: number, input: WatchInput): readonly WatchAction[] {
+    this.begin();
+    const connection = this.connections.get(connId);
+    if (connection === undefined || connection.closing) return this.end(nowMs);
+    if (input.type === 'binary') {
+      this.counters.refused('BINARY_FRAME');
+      this.closeConnection(connection, WatchCloseCode.UNSUPPORTED_DATA, 'binary frames are not accepted; send JSON text frames');
+      return this.end(nowMs);
+    }
+    try {
+      if (input.type === 'refused') throw input.error;
+      if (input.type === 'subscribe') this.subscribe(connection, input, nowMs);
+      else this.unsubscribe(connection, input.idJson, nowMs);
+    } catch (error) {
+      if (!(error instanceof WatchProtocolError)) throw error;
+      this.counters.refused(error.code);
+      this.reply(connection, errorMessage(error.code, error.message, error.idJson), 'error', nowMs);
+    }
+    return this.end(nowMs);
+  }
+
+  /**
+   * Entries this node has applied, in seq order (the root's committer, or a replica's apply loop). Entries already
+   * published are ignored. A gap (a replica that installed a snapshot) moves every live subscription to catch-up,
+   * where it finds the log no longer reaches back and gets a snapshot.
+   */
+  published(nowMs: number, entries: readonly (EncodedEntry | Entry)[]): readonly WatchAction[] {
+    this.begin();
+    if (this.stopped) return this.end(nowMs);
+    for (const item of entries) {
+      const entry = 'entry' in item ? item.entry : item;
+      if (entry.seq <= this.liveSeq) continue;
+      if (entry.seq !== this.liveSeq + 1) this.skipTo(entry.seq - 1);
+      this.liveSeq = entry.seq;
+      this.fanOut(entry, nowMs);
+    }
+    if (this.lagging.size > 0) this.pumpAtMs = nowMs;
+    return this.end(nowMs);
+  }
+
+  /** The connection's queue shrank to `bufferedBytes`: its lagging subscriptions may continue now. */
+  drained(nowMs: number, connId: number, bufferedBytes: number): readonly WatchAction[] {
+    this.begin();
+    const connection = this.connections.get(connId);
+    if (connection === undefined || connection.closing) return this.end(nowMs);
+    if (bufferedBytes < this.limits.queueBytesMax) connection.blockedSinceMs = -1;
+    if (connection.subscriptions.some((subscription) => subscription.state !== 'live')) this.pumpAtMs = Math.min(this.pumpAtMs, nowMs);
+    return this.end(nowMs);
+  }
+
+  tick(nowMs: number): readonly WatchAction[] {
+    this.begin();
+    if (this.stopped) return this.end(nowMs);
+    if (nowMs >= this.progressAtMs) {
+      // A late tick (a busy event loop) does not make up for the rounds it missed.
+      this.progressAtMs = Math.max(this.progressAtMs + this.limits.progressIntervalMs, nowMs + 1);
+      this.progressRound(nowMs);
+    }
+    if (nowMs >= this.pumpAtMs) {
+      this.pumpAtMs = Infinity;
+      this.pump(nowMs);
+    }
+    return this.end(nowMs);
+  }
+
+  /** The connection is gone (closed by the peer, by the network, or after the machine asked to close it). */
+  closed(nowMs: number, connId: number): readonly WatchAction[] {
+    this.begin();
+    const connection = this.connections.get(connId);
+    if (connection === undefined) return this.end(nowMs);
+    this.dropSubscriptions(connection);
+    this.connections.delete(connId);
+    return this.end(nowMs);
+  }
+
+  /** Closes every connection with 1001 and stops: nothing more is sent, later connections are closed at once. */
+  shutdown(nowMs: number): readonly WatchAction[] {
+    this.begin();
+    this.stopped = true;
+    for (const connection of this.connections.values()) this.closeConnection(connection, WatchCloseCode.GOING_AWAY, 'node is shutting down; reconnect and resume');
+    return this.end(nowMs);
+  }
+
+  /** Checks every invariant across the whole state (O(subscriptions): for tests and the simulation). */
+  assertInvariants(): void {
+    let subscriptions = 0;
+    let snapshots = 0;
+    for (const connection of this.connections.values()) {
+      if (connection.closing) assert.equal(connection.subscriptions.length, 0, 'a closing connection holds subscriptions');
+      for (const subscription of connection.subscriptions) {
+        subscriptions++;
+        assert.ok(!subscription.removed);
+        assert.equal(subscription.connection, connection);
+        assert.equal(this.lagging.has(subscription), subscription.state !== 'live', 'lagging is exactly the subscriptions in catch-up or snapshot');
+        assert.equal(subscription.group.live.has(subscription), subscription.state === 'live', 'a group live set holds exactly its live members');
+        assert.equal(this.groups.get(subscription.group.selection.key), subscription.group);
+        if (subscription.snapshotId !== 0) {
+          assert.equal(subscription.state, 'snapshot');
+          snapshots++;
+        }
+        assert.ok(subscription.toldSeq < this.position(subscription), 'told past what was sent');
+      }
+    }
+    assert.equal(subscriptions, this.subscriptionCount);
+    assert.equal(snapshots, this.snapshotsOpen);
+    assert.ok(this.snapshotsOpen <= this.limits.snapshotsMax);
+    for (const subscription of this.lagging) assert.ok(!subscription.removed, 'lagging subscriptions are a subset of all subscriptions');
+    let members = 0;
+    for (const group of this.groups.values()) {
+      assert.ok(group.members > 0);
+      members += group.members;
+    }
+    assert.equal(members, this.subscriptionCount);
+    assert.equal(this.index.size, this.groups.size);
+  }
+
+  private begin(): void {
+    this.eventCount++;
+    this.out = undefined;
+  }
+
+  private end(nowMs: number): readonly WatchAction[] {
+    // The pump never waits past a progress round without a reason; a lagging set means the pump is armed.
+    if (this.lagging.size > 0 && this.pumpAtMs === Infinity && !this.stopped) this.pumpAtMs = nowMs + this.limits.catchupPollMs;
+    assert.ok(this.lagging.size <= this.subscriptionCount, 'lagging subscriptions are a subset of all subscriptions');
+    assert.ok(this.snapshotsOpen >= 0 && this.snapshotsOpen <= this.limits.snapshotsMax, 'open snapshots within their limit');
+    const out = this.out;
+    this.out = undefined;
+    return out ?? NO_ACTIONS;
+  }
+
+  private act(action: WatchAction): void {
+    (this.out ??= []).push(action);
+  }
+
+  // --- Connections ------------------------------------------------------------------------------------------------
+
+  /** Sends an answer to a client request; a client that keeps sending without reading is a slow watcher. */
+  private reply(connection: Connection, text: string, type: string, nowMs: number): void {
+    if (!this.hasRoom(connection, nowMs)) {
+      this.slowClose(connection, 'requests sent while the replies queue is full');
+      return;
+    }
+    this.send(connection, text, type);
+  }
+
+  private send(connection: Connection, text: string, type: string): void {
+    connection.port.send(text);
+    connection.lastSendTick = this.ticks;
+    this.counters.sent(type, 1, 0);
+  }
+
+  /** Room in the connection's queue; also tracks since when it has been full (see `stalled`). */
+  private hasRoom(connection: Connection, nowMs: number): boolean {
+    const buffered = connection.port.bufferedBytes;
+    if (buffered < this.limits.queueBytesMax) {
+      connection.blockedSinceMs = -1;
+      return true;
+    }
+    if (connection.blockedSinceMs < 0) {
+      connection.blockedSinceMs = nowMs;
+      connection.blockedBytes = buffered;
+    }
+    return false;
+  }
+
+  private closeConnection(connection: Connection, code: number, reason: string): void {
+    if (connection.closing) return;
+    connection.closing = true;
+    this.dropSubscriptions(connection);
+    connection.port.close(code, reason);
+  }
+
+  /** Closes a connection that cannot keep up, after telling each subscription exactly where to resume. */
+  private slowClose(connection: Connection, why: string): void {
+    if (connection.closing) return;
+    const resume: number[] = [];
+    for (const subscription of connection.subscriptions) {
+      const done = this.position(subscription) - 1;
+      // A subscription in a snapshot resumes from where it started (it gets a new snapshot); the client knows that seq.
+      if (subscription.state !== 'snapshot') {
+        connection.port.send(progressMessage(subscription.idJson, done));
+        this.tell(subscription, done);
+      }
+      resume.push(done + 1);
+    }
+    this.counters.slowClose();
+    this.act({
+      type: 'log',
+      level: 'info',
+      message: 'watch connection closed: slow watcher',
+      fields: { why, subscriptions: resume.length, queuedBytes: connection.port.bufferedBytes },
+    });
+    this.closeConnection(connection, WatchCloseCode.SLOW_WATCHER, slowWatcherReason(resume.length === 1 ? resume[0] : undefined));
+  }
+
+  // --- Subscriptions ----------------------------------------------------------------------------------------------
+
+  private subscribe(connection: Connection, message: ClientMessage & { type: 'subscribe' }, nowMs: number): void {
+    if (connection.subscriptions.some((subscription) => subscription.idJson === message.idJson))
+      throw new WatchProtocolError('DUPLICATE_ID', `subscription ${message.idJson} exists on this connection; unsubscribe first or pick another id`, message.idJson);
+    if (connection.subscriptions.length >= this.limits.subscriptionsPerConnectionMax)
+      throw new WatchProtocolError(
+        'TOO_MANY_SUBSCRIPTIONS',
+        `this connection has ${connection.subscriptions.length} subscriptions, the most one connection may hold; put several prefixes in one subscription, or open another connection`,
+        message.idJson,
+      );
+    const selection = canonicalSelection(message.prefixes, message.filters);
+    let group = this.groups.get(selection.key);
+    if (group === undefined) {
+      group = new Group(selection);
+      this.groups.set(selection.key, group);
+      this.index.add(group);
+    }
+    const fromSeq = message.fromSeq ?? this.liveSeq + 1;
+    const subscription = new Subscription(connection, message.idJson, group, fromSeq);
+    group.members++;
+    if (connection.subscriptions.length === 0) connection.subscriptions = [subscription];
+    else connection.subscriptions.push(subscription);
+    this.subscriptionCount++;
+    this.reply(connection, subscribedMessage(message.idJson, fromSeq), 'subscribed', nowMs);
+    if (connection.closing) return;
+    if (fromSeq <= this.liveSeq) {
+      this.toCatchup(subscription, fromSeq);
+      this.pumpAtMs = nowMs;
+    } else group.live.add(subscription);
+  }
+
+  private unsubscribe(connection: Connection, idJson: string, nowMs: number): void {
+    const subscription = connection.subscriptions.find((candidate) => candidate.idJson === idJson);
+    if (subscription === undefined) throw new WatchProtocolError('UNKNOWN_ID', `no subscription ${idJson} on this connection`, idJson);
+    this.remove(subscription);
+    connection.subscriptions.splice(connection.subscriptions.indexOf(subscription), 1);
+    this.reply(connection, unsubscribedMessage(idJson), 'unsubscribed', nowMs);
+  }
+
+  private dropSubscriptions(connection: Connection): void {
+    for (const subscription of connection.subscriptions) this.remove(subscription);
+    connection.subscriptions.length = 0;
+  }
+
+  /** Detaches a subscription from the machine (not from its connection's list). */
+  private remove(subscription: Subscription): void {
+    assert.ok(!subscription.removed, 'a subscription is removed once');
+    subscription.removed = true;
+    const group = subscription.group;
+    group.live.delete(subscription);
+    this.lagging.delete(subscription);
+    this.releaseSnapshot(subscription);
+    this.subscriptionCount--;
+    if (--group.members === 0) {
+      this.groups.delete(group.selection.key);
+      this.index.remove(group);
+    }
+  }
+
+  /** The first seq a subscription has not been sent. */
+  private position(subscription: Subscription): number {
+    return subscription.state === 'live' ? Math.max(subscription.nextSeq, this.liveSeq + 1) : subscription.nextSeq;
+  }
+
+  /** Records what the client now knows it has everything up to: that only grows. */
+  private tell(subscription: Subscription, seq: number): void {
+    assert.ok(seq >= subscription.toldSeq, `a subscription's told seq only grows (${subscription.toldSeq} -> ${seq})`);
+    subscription.toldSeq = seq;
+  }
+
+  private toCatchup(subscription: Subscription, nextSeq: number): void {
+    assert.ok(!subscription.removed, 'lagging subscriptions are a subset of all subscriptions');
+    subscription.group.live.delete(subscription);
+    subscription.state = 'catchup';
+    subscription.nextSeq = nextSeq;
+    this.lagging.add(subscription);
+    this.counters.catchup();
+  }
+
+  private toLive(subscription: Subscription): void {
+    assert.equal(subscription.snapshotId, 0, 'a subscription goes live with no snapshot open');
+    this.lagging.delete(subscription);
+    subscription.state = 'live';
+    subscription.group.live.add(subscription);
+  }
+
+  /** Entries up to `seq` were applied but not published: live subscriptions that have not passed it fall behind. */
+  private skipTo(seq: number): void {
+    for (const group of this.groups.values())
+      for (const subscription of group.live) {
+        const position = this.position(subscription);
+        if (position <= seq) this.toCatchup(subscription, position);
+      }
+    this.liveSeq = seq;
+  }
+
+  // --- Live fan-out ------------------------------------------------------------------------------------------------
+
+  private fanOut(entry: Entry, nowMs: number): void {
+    if (this.subscriptionCount === this.lagging.size) return;
+    let events = 0;
+    let messages = 0;
+    for (const [group, selected] of this.index.match(entry, (candidate) => candidate.live.size > 0)) {
+      const body = new SharedBody(entry.seq, eventsBody(entry.seq, entry.timeMs, selected), selected.length);
+      for (const subscription of group.live) {
+        if (subscription.nextSeq > entry.seq) continue; // asked to start at a later seq
+        if (!this.hasRoom(subscription.connection, nowMs)) {
+          // Deleting the current member while iterating a Set is safe.
+          this.toCatchup(subscription, entry.seq);
+          continue;
+        }
+        this.sendEvents(subscription, body);
+        events += body.eventCount;
+        messages++;
+      }
+    }
+    if (messages > 0) this.counters.sent('events', messages, events);
+  }
+
+  private sendEvents(subscription: Subscription, body: SharedBody): void {
+    const connection = subscription.connection;
+    // Two fragments of one message: the shared body is written to every socket without a copy.
+    if (body.text.length >= this.limits.sharedFragmentBytesMin) connection.port.sendFragments(eventsHead(subscription.idJson), body.bytes());
+    // Writing the message framed once, instead of asking ws to frame it per socket, is most of the fan-out's time.
+    else connection.port.sendFramed(body.frame(subscription.idJson));
+    connection.lastSendTick = this.ticks;
+    this.tell(subscription, body.seq);
+  }
+
+  // --- Catch-up and snapshots -------------------------------------------------------------------------------------
+
+  /**
+   * One round of catch-up: a page of snapshot for each subscription in a snapshot, then one log read per distinct
+   * position of the catch-up subscriptions, while the round's byte budget lasts. Only subscriptions whose queue has
+   * room take part; the others wait for the next round.
+   */
+  private pump(nowMs: number): void {
+    let budget = this.limits.catchupRoundBytesMax;
+    let progressed = false;
+    const positions = new Map<number, Subscription[]>();
+    for (const subscription of Array.from(this.lagging)) {
+      if (subscription.removed || subscription.connection.closing) continue;
+      if (subscription.state === 'snapshot') {
+        if (budget <= 0 || !this.hasRoom(subscription.connection, nowMs)) continue;
+        if (subscription.snapshotId === 0) {
+          if (this.openSnapshot(subscription, nowMs)) progressed = true;
+          continue;
+        }
+        if (subscription.snapshotOpenedAt === this.eventCount) {
+          progressed = true;
+          continue;
+        }
+        budget -= this.sendSnapshotPage(subscription);
+        progressed = true;
+        continue;
+      }
+      if (!this.hasRoom(subscription.connection, nowMs)) continue;
+      const list = positions.get(subscription.nextSeq);
+      if (list === undefined) positions.set(subscription.nextSeq, [subscription]);
+      else list.push(subscription);
+    }
+    // Rotate the starting position between rounds, so that a budget spent early does not always favour the same seqs.
+    const seqs = Array.from(positions.keys());
+    const first = seqs.length === 0 ? 0 : this.pumpRound++ % seqs.length;
+    for (let i = 0; i < seqs.length && budget > 0; i++) {
+      const seq = seqs[(first + i) % seqs.length]!;
+      const spent = this.catchUp(positions.get(seq)!, seq, nowMs);
+      if (spent > 0) progressed = true;
+      budget -= spent;
+    }
+    if (this.lagging.size > 0) this.pumpAtMs = progressed ? nowMs : nowMs + this.limits.catchupPollMs;
+  }
+
+  /** Serves subscriptions all at `seq` from one log read; returns the record bytes read (or 1 if it changed state). */
+  private catchUp(subscriptions: Subscription[], seq: number, nowMs: number): number {
+    if (seq > this.liveSeq) {
+      for (const subscription of subscriptions) this.toLive(subscription);
+      return 1;
+    }
+    const records = this.reads.readLog(seq, this.readEntries);
+    if (records.length === 0) {
+      // Trimmed (or, on a replica after a snapshot install, never written here): send the current state instead.
+      for (const subscription of subscriptions) this.toSnapshot(subscription);
+      return 1;
+    }
+    assert.equal(records[0]!.entry.seq, seq, 'the log read starts at the seq asked for');
+    let bytes = 0;
+    let sent = 0;
+    let events = 0;
+    for (const { entry, record } of records) {
+      if (entry.seq > this.liveSeq) break; // not published yet: the fan-out will bring it
+      bytes += record.length;
+      const cache = new EventCache(entry);
+      const bodies = new Map<Group, SharedBody | null>();
+      for (const subscription of subscriptions) {
+        if (subscription.nextSeq !== entry.seq || subscription.state !== 'catchup' || subscription.removed) continue; // stopped earlier
+        if (!this.hasRoom(subscription.connection, nowMs)) continue;
+        let body = bodies.get(subscription.group);
+        if (body === undefined) {
+          const selected = selectEvents(entry, subscription.group.selection, cache);
+          body = selected.length === 0 ? null : new SharedBody(entry.seq, eventsBody(entry.seq, entry.timeMs, selected), selected.length);
+          bodies.set(subscription.group, body);
+        }
+        if (body !== null) {
+          this.sendEvents(subscription, body);
+          sent++;
+          events += body.eventCount;
+        }
+        subscription.nextSeq = entry.seq + 1;
+      }
+    }
+    // Aim the next read at about catchupReadBytesTarget, from the size of the entries just read.
+    const average = bytes / Math.max(1, records.length);
+    this.readEntries = Math.max(1, Math.min(this.limits.catchupReadEntriesMax, Math.floor(this.limits.catchupReadBytesTarget / Math.max(1, average))));
+    for (const subscription of subscriptions)
+      if (subscription.state === 'catchup' && !subscription.removed && subscription.nextSeq === this.liveSeq + 1) this.toLive(subscription);
+    if (sent > 0) this.counters.sent('events', sent, events);
+    return Math.max(1, bytes);
+  }
+
+  private toSnapshot(subscription: Subscription): void {
+    subscription.state = 'snapshot';
+    subscription.snapshotId = 0;
+    this.counters.snapshot();
+  }
+
+  /** Takes a snapshot slot if one is free: the snapshot is opened by the adapter and read from the next event on. */
+  private openSnapshot(subscription: Subscription, nowMs: number): boolean {
+    if (this.snapshotsOpen >= this.limits.snapshotsMax) return false;
+    this.snapshotsOpen++;
+    assert.ok(this.snapshotsOpen <= this.limits.snapshotsMax, 'open snapshots within their limit');
+    subscription.snapshotId = ++this.lastSnapshotId;
+    subscription.snapshotOpenedAt = this.eventCount;
+    subscription.snapshotStartedMs = nowMs;
+    this.act({ type: 'openSnapshot', snapshotId: subscription.snapshotId, ranges: selectionRanges(subscription.group.selection) });
+    return true;
+  }
+
+  private releaseSnapshot(subscription: Subscription): void {
+    if (subscription.snapshotId === 0) return;
+    this.act({ type: 'releaseSnapshot', snapshotId: subscription.snapshotId });
+    subscription.snapshotId = 0;
+    this.snapshotsOpen--;
+    assert.ok(this.snapshotsOpen >= 0);
+  }
+
+  /** Sends the next page (the last one with done: true) and returns its key and value bytes. */
+  private sendSnapshotPage(subscription: Subscription): number {
+    const page = this.reads.snapshotPage(subscription.snapshotId, this.limits.snapshotPageBytes);
+    const keysOnly = subscription.group.selection.filters.keysOnly;
+    const done = page.records.length === 0;
+    const connection = subscription.connection;
+    connection.port.send(
+      snapshotMessage(
+        subscription.idJson,
+        page.seq,
+        page.records.map((record) => snapshotItemJson(record, keysOnly)),
+        done,
+      ),
+    );
+    connection.lastSendTick = this.ticks;
+    this.counters.sent('snapshot', 1, 0);
+    let bytes = 1;
+    for (const record of page.records) bytes += record.key.length + record.value.length;
+    if (done) {
+      const seq = page.seq;
+      this.releaseSnapshot(subscription);
+      this.tell(subscription, seq);
+      subscription.state = 'catchup';
+      subscription.nextSeq = seq + 1;
+      // The snapshot may be ahead of the last published seq (a replica applies before it publishes): live then waits.
+      if (seq + 1 >= this.liveSeq + 1) this.toLive(subscription);
+    }
+    return bytes;
+  }
+
+  // --- Progress, heartbeats, stalls -------------------------------------------------------------------------------
+
+  private progressRound(nowMs: number): void {
+    this.ticks++;
+    for (const connection of this.connections.values()) {
+      if (connection.closing) continue;
+      if (connection.blockedSinceMs >= 0 && this.stalled(connection, nowMs)) {
+        this.slowClose(connection, `send queue full and not shrinking for ${this.limits.stallMs} ms`);
+        continue;
+      }
+      if (connection.subscriptions.some((subscription) => subscription.snapshotId !== 0 && nowMs - subscription.snapshotStartedMs > this.limits.snapshotMsMax)) {
+        this.slowClose(connection, `snapshot not received within ${this.limits.snapshotMsMax} ms`);
+        continue;
+      }
+      const heartbeat = (this.ticks - connection.lastSendTick) * this.limits.progressIntervalMs >= this.limits.heartbeatIntervalMs;
+      for (const subscription of connection.subscriptions) {
+        if (subscription.state === 'snapshot') continue;
+        const done = this.position(subscription) - 1;
+        if (done <= subscription.toldSeq && !heartbeat) continue;
+        if (!this.hasRoom(connection, nowMs)) break;
+        this.send(connection, progressMessage(subscription.idJson, done), 'progress');
+        this.tell(subscription, done);
+      }
+    }
+  }
+
+  /** Whether a full queue has stopped shrinking for stallMs (a queue that shrinks restarts the clock). */
+  private stalled(connection: Connection, nowMs: number): boolean {
+    const buffered = connection.port.bufferedBytes;
+    if (buffered < this.limits.queueBytesMax) {
+      connection.blockedSinceMs = -1;
+      return false;
+    }
+    if (buffered < connection.blockedBytes) {
+      connection.blockedSinceMs = nowMs;
+      connection.blockedBytes = buffered;
+      return false;
+    }
+    return nowMs - connection.blockedSinceMs >= this.limits.stallMs;
+  }
+}
