@@ -1,4 +1,4 @@
-export { WatchHub } from './hub.js';
+export { WatchHub, wsInternalsProblem } from './hub.js';
 export type { WatchHubOptions, WatchSource } from './hub.js';
 export {
   WATCH_LIMITS,
@@ -18,3 +18,6 @@ export {
   type WatchFilters,
 } from '../api/index.js';
 export { canonicalSelection, selectEvents, EventCache, SelectionIndex, type Selection } from './selection.js';
+export { WatchMachine } from './machine.js';
+export type { WatchAction, WatchConnection, WatchCounters, WatchInput, WatchMachineOptions, WatchReads, WatchSnapshotPage } from './machine.js';
+export { textFrame } from './frame.js';

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { WebSocket, type RawData } from 'ws';
+import type { Op } from '../../src/log/index.js';
 import { opsFromJson, requestJson, type LogEntryJson, type LogPage } from './http.js';
 
 export interface WatchEvent {
@@ -154,7 +155,7 @@ export interface OracleSelection {
 }
 
 /** The watch protocol's rule: text when valid UTF-8 without control characters other than \t \n \r, else base64. */
-function bytesJson(bytes: Buffer): { text: string; encoding: 'utf8' | 'base64' } {
+export function bytesJson(bytes: Buffer): { text: string; encoding: 'utf8' | 'base64' } {
   const text = bytes.toString('utf8');
   const control = Array.from(text).some((char) => char.charCodeAt(0) < 0x20 && !'\t\n\r'.includes(char));
   return Buffer.from(text, 'utf8').equals(bytes) && !control ? { text, encoding: 'utf8' } : { text: bytes.toString('base64'), encoding: 'base64' };
@@ -171,43 +172,49 @@ function afterPrefix(prefix: Buffer): Buffer | undefined {
  * anything, its events in op order. Overlapping prefixes are merged first, as the protocol says.
  */
 export function expectedEvents(entries: readonly LogEntryJson[], selection: OracleSelection): { seq: number; events: WatchEvent[] }[] {
+  const result: { seq: number; events: WatchEvent[] }[] = [];
+  for (const entry of entries) {
+    const events = expectedEntryEvents(entry.seq, opsFromJson(entry.ops), selection);
+    if (events.length > 0) result.push({ seq: entry.seq, events });
+  }
+  return result;
+}
+
+/** The events one entry's ops must give a subscription (none: the entry selects nothing, no message is sent). */
+export function expectedEntryEvents(seq: number, ops: readonly Op[], selection: OracleSelection): WatchEvent[] {
   const puts = selection.filters?.puts ?? true;
   const deletes = selection.filters?.deletes ?? true;
   const keysOnly = selection.filters?.keysOnly ?? false;
   const sorted = [...selection.prefixes].sort((a, b) => Buffer.compare(a, b));
   const prefixes = sorted.filter((prefix) => !sorted.some((other) => other !== prefix && other.length < prefix.length && prefix.subarray(0, other.length).equals(other)));
   const unique = prefixes.filter((prefix, i) => i === 0 || !prefix.equals(prefixes[i - 1]!));
-  const result: { seq: number; events: WatchEvent[] }[] = [];
-  for (const entry of entries) {
-    const events: WatchEvent[] = [];
-    for (const op of opsFromJson(entry.ops)) {
-      if (op.type === 'deleteRange') {
-        if (!deletes) continue;
-        for (const prefix of unique) {
-          const start = Buffer.compare(op.start, prefix) >= 0 ? op.start : prefix;
-          const prefixEnd = afterPrefix(prefix);
-          const opEnd = op.end.length === 0 ? undefined : op.end;
-          const end = prefixEnd === undefined ? opEnd : opEnd === undefined ? prefixEnd : Buffer.compare(opEnd, prefixEnd) <= 0 ? opEnd : prefixEnd;
-          if (end !== undefined && Buffer.compare(start, end) >= 0) continue;
-          const s = bytesJson(start);
-          const e = end === undefined ? undefined : bytesJson(end);
-          events.push({ type: 'deleteRange', start: s.text, startEncoding: s.encoding, end: e?.text ?? null, endEncoding: e?.encoding ?? null, modSeq: entry.seq });
-        }
-        continue;
+  const events: WatchEvent[] = [];
+  for (const op of ops) {
+    if (op.type === 'deleteRange') {
+      if (!deletes) continue;
+      for (const prefix of unique) {
+        const start = Buffer.compare(op.start, prefix) >= 0 ? op.start : prefix;
+        const prefixEnd = afterPrefix(prefix);
+        const opEnd = op.end.length === 0 ? undefined : op.end;
+        const end = prefixEnd === undefined ? opEnd : opEnd === undefined ? prefixEnd : Buffer.compare(opEnd, prefixEnd) <= 0 ? opEnd : prefixEnd;
+        if (end !== undefined && Buffer.compare(start, end) >= 0) continue;
+        const s = bytesJson(start);
+        const e = end === undefined ? undefined : bytesJson(end);
+        events.push({ type: 'deleteRange', start: s.text, startEncoding: s.encoding, end: e?.text ?? null, endEncoding: e?.encoding ?? null, modSeq: seq });
       }
-      if (op.type === 'put' ? !puts : !deletes) continue;
-      if (!unique.some((prefix) => op.key.length >= prefix.length && op.key.subarray(0, prefix.length).equals(prefix))) continue;
-      const key = bytesJson(op.key);
-      if (op.type === 'delete') events.push({ type: 'delete', key: key.text, keyEncoding: key.encoding, modSeq: entry.seq });
-      else if (keysOnly) events.push({ type: 'put', key: key.text, keyEncoding: key.encoding, modSeq: entry.seq });
-      else {
-        const value = bytesJson(op.value);
-        events.push({ type: 'put', key: key.text, keyEncoding: key.encoding, value: value.text, valueEncoding: value.encoding, modSeq: entry.seq });
-      }
+      continue;
     }
-    if (events.length > 0) result.push({ seq: entry.seq, events });
+    if (op.type === 'put' ? !puts : !deletes) continue;
+    if (!unique.some((prefix) => op.key.length >= prefix.length && op.key.subarray(0, prefix.length).equals(prefix))) continue;
+    const key = bytesJson(op.key);
+    if (op.type === 'delete') events.push({ type: 'delete', key: key.text, keyEncoding: key.encoding, modSeq: seq });
+    else if (keysOnly) events.push({ type: 'put', key: key.text, keyEncoding: key.encoding, modSeq: seq });
+    else {
+      const value = bytesJson(op.value);
+      events.push({ type: 'put', key: key.text, keyEncoding: key.encoding, value: value.text, valueEncoding: value.encoding, modSeq: seq });
+    }
   }
-  return result;
+  return events;
 }
 
 /** Log entries from `fromSeq` through the head (the log must still hold them). */

@@ -1,0 +1,338 @@
+/**
+ * The pure watch machine (src/watch/machine.ts) driven by hand: a manual clock, connections that read only when told,
+ * and an in-memory log. No socket, no LMDB, no real time: each test runs in milliseconds.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { EncodedEntry, Op } from '../src/log/index.js';
+import { WATCH_LIMITS_TEST, WatchCloseCode, WatchProtocolError, parseClientMessage, type WatchLimits } from '../src/watch/index.js';
+import { WatchMachine, type WatchAction } from '../src/watch/index.js';
+import { MemoryStore } from './support/sim/memory-store.js';
+import { MemoryWatchReads, SubscriptionHistory, TestConnection, type CheckedSelection, type WatchOracle } from './support/watch-machine.js';
+import type { ServerMessage } from './support/watch.js';
+
+class Harness implements WatchOracle {
+  nowMs = 1_000;
+  readonly store = new MemoryStore('test');
+  readonly reads = new MemoryWatchReads(this.store);
+  readonly machine: WatchMachine;
+  readonly limits: WatchLimits;
+  readonly logs: WatchAction[] = [];
+  private readonly entries: EncodedEntry[] = [];
+  private lastConnId = 0;
+
+  constructor(limits: Partial<WatchLimits> = {}, history = 0) {
+    this.limits = { ...WATCH_LIMITS_TEST, ...limits };
+    for (let i = 0; i < history; i++) this.commit([{ type: 'put', key: Buffer.from(`old/${i % 7}`), value: Buffer.from(`v${i}`) }], false);
+    this.machine = new WatchMachine({ reads: this.reads, headSeq: this.store.head().seq, nowMs: this.nowMs, limits: this.limits });
+  }
+
+  get headSeq(): number {
+    return this.store.head().seq;
+  }
+
+  ops(seq: number): readonly Op[] {
+    return this.entries[seq - 1]!.entry.ops;
+  }
+
+  kvAt(seq: number): Map<string, import('../src/store/index.js').SnapshotRecord> {
+    assert.equal(seq, this.headSeq, 'snapshots in these tests are taken at the head');
+    return new Map(this.store.keySpace);
+  }
+
+  perform(actions: readonly WatchAction[]): void {
+    this.reads.perform(actions);
+    for (const action of actions) if (action.type === 'log') this.logs.push(action);
+    this.machine.assertInvariants();
+  }
+
+  commit(ops: Op[], publish = true): EncodedEntry {
+    const encoded = this.store.commit(this.nowMs, ops);
+    this.entries.push(encoded);
+    if (publish) this.perform(this.machine.published(this.nowMs, [encoded]));
+    return encoded;
+  }
+
+  put(key: string, value = 'v', publish = true): EncodedEntry {
+    return this.commit([{ type: 'put', key: Buffer.from(key), value: Buffer.from(value) }], publish);
+  }
+
+  connect(): { id: number; conn: TestConnection } {
+    const conn = new TestConnection();
+    const id = ++this.lastConnId;
+    this.perform(this.machine.opened(this.nowMs, id, conn));
+    return { id, conn };
+  }
+
+  message(id: number, message: Record<string, unknown>): void {
+    let input;
+    try {
+      input = parseClientMessage(JSON.stringify(message), this.limits);
+    } catch (error) {
+      assert.ok(error instanceof WatchProtocolError);
+      input = { type: 'refused' as const, error };
+    }
+    this.perform(this.machine.received(this.nowMs, id, input));
+  }
+
+  /** Moves the manual clock on, running every tick the machine asks for on the way. */
+  advance(ms: number): void {
+    const until = this.nowMs + ms;
+    let same = 0;
+    while (this.machine.nextTickMs() <= until) {
+      const at = Math.max(this.nowMs, this.machine.nextTickMs());
+      same = at === this.nowMs ? same + 1 : 0;
+      assert.ok(same < 1_000, 'the machine ticks in a busy loop');
+      this.nowMs = at;
+      this.perform(this.machine.tick(this.nowMs));
+    }
+    this.nowMs = until;
+  }
+
+  /** Client reads everything queued, reporting the drained queue to the machine. */
+  read(id: number, conn: TestConnection): ServerMessage[] {
+    const messages = conn.read();
+    this.perform(this.machine.drained(this.nowMs, id, conn.bufferedBytes));
+    return messages;
+  }
+}
+
+const ofType = <T extends ServerMessage['type']>(messages: readonly ServerMessage[], type: T): (ServerMessage & { type: T })[] =>
+  messages.filter((message): message is ServerMessage & { type: T } => message.type === type);
+
+function follow(h: Harness, conn: TestConnection, selection: CheckedSelection, startSeq: number): SubscriptionHistory {
+  const history = new SubscriptionHistory('sub', selection, startSeq);
+  let checked = 0;
+  const original = conn.read.bind(conn);
+  conn.read = () => {
+    const messages = original();
+    for (; checked < conn.received.length; checked++) {
+      const message = conn.received[checked]!;
+      if (message.type !== 'unsubscribed' && message.type !== 'error') history.check(message, h);
+    }
+    return messages;
+  };
+  return history;
+}
+
+describe('watch machine', () => {
+  test('watch machine: subscribe, live events of the selected prefix only, unsubscribe, refused messages', () => {
+    const h = new Harness();
+    h.put('a/0');
+    const { id, conn } = h.connect();
+    h.message(id, { type: 'subscribe', id: 1, prefixes: ['a/'] });
+    assert.deepEqual(conn.received, [{ type: 'subscribed', id: 1, fromSeq: 2 }]);
+    h.put('a/1', 'one');
+    h.put('b/1');
+    h.put('a/2', 'two');
+    assert.deepEqual(
+      ofType(conn.received, 'events').map((message) => [message.seq, message.events.map((event) => event.key)]),
+      [
+        [2, ['a/1']],
+        [4, ['a/2']],
+      ],
+    );
+    h.message(id, { type: 'subscribe', id: 1, prefixes: ['c/'] });
+    assert.equal(conn.received.at(-1)!.type === 'error' && conn.received.at(-1)!.type === 'error' ? (conn.received.at(-1) as { code: string }).code : '', 'DUPLICATE_ID');
+    h.message(id, { type: 'unsubscribe', id: 1 });
+    assert.deepEqual(conn.received.at(-1), { type: 'unsubscribed', id: 1 });
+    h.put('a/3');
+    h.advance(h.limits.heartbeatIntervalMs * 3);
+    assert.equal(ofType(conn.received, 'events').length, 2, 'nothing after unsubscribe');
+    assert.equal(ofType(conn.received, 'progress').length, 0, 'no progress for a removed subscription');
+    h.message(id, { type: 'unsubscribe', id: 1 });
+    assert.equal((conn.received.at(-1) as { code: string }).code, 'UNKNOWN_ID');
+    h.message(id, { type: 'subscribe', id: 2, prefixes: [] });
+    assert.equal((conn.received.at(-1) as { code: string }).code, 'INVALID_ARGUMENT');
+    assert.equal(h.machine.subscriptions, 0);
+    h.perform(h.machine.received(h.nowMs, id, { type: 'binary' }));
+    assert.equal(conn.closedWith?.code, WatchCloseCode.UNSUPPORTED_DATA);
+    // Events for a connection the machine closed, or never knew, are ignored.
+    h.message(id, { type: 'subscribe', id: 3, prefixes: ['a/'] });
+    h.perform(h.machine.drained(h.nowMs, 99, 0));
+    h.perform(h.machine.closed(h.nowMs, id));
+    h.perform(h.machine.closed(h.nowMs, id));
+    assert.equal(h.machine.connectionCount, 0);
+  });
+
+  test('watch machine: a fromSeq in the retained past catches up from the log, in order, then goes live', () => {
+    const h = new Harness({}, 40);
+    const { id, conn } = h.connect();
+    const history = follow(h, conn, { prefix: 'old/3', filters: {} }, 5);
+    h.message(id, { type: 'subscribe', id: 's', prefixes: ['old/3'], fromSeq: 5 });
+    assert.equal(h.machine.laggingSubscriptions, 1, 'behind: in catch-up');
+    assert.equal(ofType(conn.received, 'events').length, 0, 'catch-up runs in a tick of its own, after the live fan-out');
+    h.advance(1);
+    assert.equal(h.machine.laggingSubscriptions, 0, 'caught up: live');
+    assert.deepEqual(
+      ofType(conn.received, 'events').map((message) => message.seq),
+      [11, 18, 25, 32, 39],
+    );
+    h.put('old/3', 'live');
+    assert.equal(ofType(conn.received, 'events').at(-1)!.seq, 41, 'live: straight from the fan-out');
+    assert.equal(history.events, 6);
+  });
+
+  test('watch machine: a fromSeq before the retained log gets a snapshot in pages at the head, then the stream', () => {
+    const h = new Harness({ snapshotPageBytes: 16 }, 40);
+    h.store.trim(5);
+    const { id, conn } = h.connect();
+    const history = follow(h, conn, { prefix: 'old/', filters: {} }, 1);
+    h.message(id, { type: 'subscribe', id: 's', prefixes: ['old/'], fromSeq: 1 });
+    h.advance(5);
+    const pages = ofType(conn.received, 'snapshot');
+    assert.ok(pages.length >= 3, `several pages (${pages.length})`);
+    assert.ok(pages.slice(0, -1).every((page) => !page.done) && pages.at(-1)!.done);
+    assert.ok(pages.every((page) => page.seq === 40));
+    assert.equal(history.snapshots, 1);
+    assert.equal(history.cursor, 40);
+    assert.equal(h.machine.openSnapshots, 0, 'released once sent');
+    assert.equal(h.reads.open.size, 0);
+    h.put('old/x');
+    assert.equal(ofType(conn.received, 'events').at(-1)!.seq, 41);
+  });
+
+  test('watch machine: a consumer with a full queue leaves the fan-out, catches up from the log once it reads, and goes live without a gap', () => {
+    const h = new Harness();
+    const { id, conn } = h.connect();
+    const history = follow(h, conn, { prefix: 'k/', filters: {} }, 1);
+    h.message(id, { type: 'subscribe', id: 1, prefixes: ['k/'], fromSeq: 1 });
+    conn.paused = true;
+    const big = 'x'.repeat(3_000);
+    for (let i = 0; i < 12; i++) h.put(`k/${i}`, big);
+    assert.ok(conn.bufferedBytes >= h.limits.queueBytesMax);
+    assert.equal(h.machine.laggingSubscriptions, 1, 'moved to catch-up when the queue was full');
+    h.advance(h.limits.progressIntervalMs * 3); // shorter than the stall time
+    assert.equal(conn.closedWith, undefined);
+    for (let round = 0; round < 20 && (h.machine.laggingSubscriptions > 0 || conn.bufferedBytes > 0); round++) {
+      h.read(id, conn);
+      h.advance(1);
+    }
+    h.read(id, conn);
+    assert.equal(h.machine.laggingSubscriptions, 0, 'live again');
+    assert.deepEqual(
+      ofType(conn.received, 'events').map((message) => message.seq),
+      Array.from({ length: 12 }, (_, i) => i + 1),
+    );
+    conn.paused = false;
+    h.put('k/last');
+    assert.equal(history.cursor, 13);
+  });
+
+  test('watch machine: a queue full and not shrinking for the stall time closes 4008 after a final progress per subscription', () => {
+    const h = new Harness();
+    const { id, conn } = h.connect();
+    h.message(id, { type: 'subscribe', id: 1, prefixes: ['k/'] });
+    h.message(id, { type: 'subscribe', id: 2, prefixes: ['other/'] });
+    h.put('k/1');
+    conn.paused = true;
+    conn.bufferedBytes = h.limits.queueBytesMax;
+    h.put('k/2');
+    h.put('k/3');
+    h.advance(h.limits.stallMs - h.limits.progressIntervalMs);
+    assert.equal(conn.closedWith, undefined, 'not before the stall time');
+    h.advance(h.limits.progressIntervalMs * 2);
+    const closed = conn.closedWith as { code: number; reason: string } | undefined;
+    assert.equal(closed?.code, WatchCloseCode.SLOW_WATCHER);
+    assert.match(closed.reason, /resume each subscription/);
+    const messages = conn.read();
+    const finals = ofType(messages, 'progress');
+    assert.deepEqual(
+      finals.slice(-2).map((message) => [message.id, message.seq]),
+      [
+        [1, 1],
+        [2, 3],
+      ],
+      'each subscription is told exactly where to resume',
+    );
+    assert.equal(h.machine.subscriptions, 0);
+    assert.ok(h.logs.some((log) => log.type === 'log' && log.message.includes('slow watcher')));
+  });
+
+  test('watch machine: progress within one interval when something was skipped, a heartbeat when quiet, nothing in between', () => {
+    const h = new Harness();
+    const { id, conn } = h.connect();
+    h.message(id, { type: 'subscribe', id: 1, prefixes: ['mine/'] });
+    const times: [number, number][] = [];
+    let seen = 0;
+    const record = (): void => {
+      for (const message of ofType(conn.received.slice(seen), 'progress')) times.push([h.nowMs, message.seq]);
+      seen = conn.received.length;
+    };
+    const interval = h.limits.progressIntervalMs;
+    const start = h.nowMs;
+    h.put('theirs/1');
+    h.advance(interval);
+    record();
+    assert.deepEqual(times, [[start + interval, 1]], 'the skipped entry is reported within one interval');
+    // Quiet: the next progress is the heartbeat, heartbeatIntervalMs after the last message.
+    h.advance(h.limits.heartbeatIntervalMs - interval);
+    record();
+    assert.equal(times.length, 1, 'nothing before the heartbeat interval');
+    h.advance(interval);
+    record();
+    assert.deepEqual(times.at(-1), [start + interval + h.limits.heartbeatIntervalMs, 1], 'heartbeat');
+    // An entry the subscription selects needs no progress after it.
+    h.put('mine/1');
+    h.advance(interval * 2);
+    record();
+    assert.equal(times.length, 2);
+  });
+
+  test('watch machine: snapshots never exceed their slots; waiting subscriptions get theirs when one is released', () => {
+    const h = new Harness({ snapshotsMax: 2, snapshotPageBytes: 8 }, 60);
+    h.store.trim(3);
+    const consumers = Array.from({ length: 5 }, (_, i) => {
+      const { id, conn } = h.connect();
+      const history = follow(h, conn, { prefix: 'old/', filters: { keysOnly: i % 2 === 0 } }, 1);
+      h.message(id, { type: 'subscribe', id: i, prefixes: ['old/'], fromSeq: 1, filters: { keysOnly: i % 2 === 0 } });
+      return history;
+    });
+    for (let i = 0; i < 40 && consumers.some((history) => history.snapshots === 0); i++) {
+      h.advance(1);
+      assert.ok(h.machine.openSnapshots <= 2);
+    }
+    assert.ok(consumers.every((history) => history.snapshots === 1 && history.cursor === 60));
+    assert.equal(h.reads.openedMax, 2, 'both slots were used, never more');
+    assert.equal(h.machine.openSnapshots, 0);
+  });
+
+  test('watch machine: a snapshot still being sent after snapshotMsMax closes its connection 4008 and frees the slot', () => {
+    const h = new Harness({ snapshotPageBytes: 8 }, 60);
+    h.store.trim(3);
+    const { id, conn } = h.connect();
+    // The queue fills with the first page and stays full, shrinking a little: never a stall, but the snapshot crawls.
+    conn.paused = true;
+    conn.bufferedBytes = h.limits.queueBytesMax - 100;
+    h.message(id, { type: 'subscribe', id: 1, prefixes: ['old/'], fromSeq: 1 });
+    h.advance(1);
+    assert.equal(h.machine.openSnapshots, 1);
+    assert.ok(conn.bufferedBytes >= h.limits.queueBytesMax);
+    for (let t = 0; t <= h.limits.snapshotMsMax && conn.closedWith === undefined; t += h.limits.progressIntervalMs) {
+      conn.bufferedBytes -= 1;
+      h.advance(h.limits.progressIntervalMs);
+    }
+    assert.equal((conn.closedWith as { code: number } | undefined)?.code, WatchCloseCode.SLOW_WATCHER);
+    assert.ok(h.nowMs - 1_000 >= h.limits.snapshotMsMax);
+    assert.equal(h.machine.openSnapshots, 0);
+    assert.equal(h.reads.open.size, 0);
+    assert.ok(h.logs.some((log) => log.type === 'log' && String(log.fields.why).startsWith('snapshot not received')));
+  });
+
+  test('watch machine: shutdown closes every connection 1001, releases snapshots, and refuses later connections', () => {
+    const h = new Harness({ snapshotPageBytes: 8 }, 30);
+    h.store.trim(3);
+    const a = h.connect();
+    a.conn.paused = true;
+    a.conn.bufferedBytes = h.limits.queueBytesMax - 100;
+    h.message(a.id, { type: 'subscribe', id: 1, prefixes: ['old/'], fromSeq: 1 });
+    h.advance(1);
+    assert.equal(h.reads.open.size, 1);
+    h.perform(h.machine.shutdown(h.nowMs));
+    assert.equal(a.conn.closedWith?.code, WatchCloseCode.GOING_AWAY);
+    assert.equal(h.reads.open.size, 0);
+    assert.equal(h.machine.nextTickMs(), Infinity);
+    const b = h.connect();
+    assert.equal(b.conn.closedWith?.code, WatchCloseCode.GOING_AWAY);
+  });
+});
