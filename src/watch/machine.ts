@@ -1,8 +1,7 @@
 /**
- * The watch subsystem of a node as a pure state machine (the protocol is specified in src/api/watch.ts): connections,
- * their subscriptions, and the fan-out of applied
- * entries to them. No socket, no timer, no storage, no clock: the adapter (hub.ts, or the simulation) feeds it events,
- * each with the current monotonic time, and performs what it asks.
+ * The watch subsystem of a node as a pure state machine: connections, their subscriptions (the protocol is specified
+ * in src/api/watch.ts), and the fan-out of applied entries to them. No socket, no timer, no storage, no clock: the
+ * adapter (hub.ts, or the simulation) feeds it events, each with the current monotonic time, and performs what it asks.
  *
  * Subscriptions are in one of three conditions, as etcd groups its watchers (synced / unsynced / victims):
  *
