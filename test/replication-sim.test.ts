@@ -1,6 +1,8 @@
 /**
  * The seeded replication simulation (test/support/sim): 213 nodes in a tree of depth 3, crashes, partitions, resets,
- * delay spikes and corrupted frames while the root writes; then every node must converge on the root's chain. A
+ * delay spikes and corrupted frames while the root writes; then every node must converge on the root's chain. Watch
+ * consumers (fast, slow, stalling, hopping between nodes) follow subscriptions on the root and seven replicas
+ * throughout, each message checked against the root's log, and must all reach the root's head. A
  * fixed set of seeds runs every time, plus two drawn from the test seed (test/support/seed.ts), which a failure names.
  * To replay a whole file run, or one simulation seed alone:
  *
@@ -27,6 +29,8 @@ function summary(stats: SimulationStats): string {
     `${stats.snapshotsInstalled} snapshots (${stats.rejoinSnapshots} after trims)`,
     `corrupt frames caught: ${stats.corruptDetected.wire} on the wire, ${stats.corruptDetected.relay} from relays`,
     `refusals ${JSON.stringify(stats.refusals)}`,
+    `watches: ${stats.watch.consumers} consumers, ${stats.watch.events} events, ${stats.watch.progress} progress, ${stats.watch.snapshots} snapshots, ` +
+      `${stats.watch.resumes} resumes (${stats.watch.slowCloses} after 4008, ${stats.watch.crashCloses} after crashes, ${stats.watch.hops} hops)`,
     `converged ${stats.convergedAfterMs} ms after the last write, ${stats.events} events`,
   ].join('; ');
 }
@@ -70,6 +74,15 @@ describe('replication simulation', () => {
     t.diagnostic(summary(stats));
     assert.equal(stats.staleDrops, 0, `${stats.staleDrops} healthy upstreams dropped as stale`);
     assert.ok(stats.rootSeq > 30 + 3);
+  });
+
+  test('simulation: watch consumers were closed as slow, cut by crashes, hopped nodes, got snapshots, and resumed every time', () => {
+    assert.equal(fixed.length, FIXED_SEEDS.length);
+    const total = (key: 'slowCloses' | 'crashCloses' | 'hops' | 'snapshots' | 'resumes' | 'events'): number => fixed.reduce((sum, stats) => sum + stats.watch[key], 0);
+    assert.ok(total('slowCloses') > 0, 'no consumer was ever closed with 4008');
+    assert.ok(total('crashCloses') > 0, 'no watch connection was cut by a crash');
+    assert.ok(total('hops') > 0 && total('snapshots') > 0 && total('events') > 0);
+    assert.ok(total('resumes') >= total('slowCloses') + total('hops'));
   });
 
   // Derived from the test seed, so that MERCURY_TEST_SEED replays them; each simulation failure also names its own.

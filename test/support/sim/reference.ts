@@ -22,6 +22,12 @@ export class ReferenceChain {
     this.hashes.push(encoded.entry.hash);
   }
 
+  entryAt(seq: number): EncodedEntry {
+    const encoded = this.entries[seq - 1];
+    if (encoded === undefined) throw new Error(`the root never committed seq ${seq}`);
+    return encoded;
+  }
+
   hashAt(seq: number): Buffer | undefined {
     return this.hashes[seq];
   }

@@ -11,7 +11,9 @@
  *
  * While faults run, every applied entry is checked against the root's chain, and every installed snapshot against
  * the root's key space at its seq. After the faults stop the run continues until every node holds the root's head,
- * then checks key spaces, retained logs and each node's apply history (ordered, no entry applied twice). Any
+ * then checks key spaces, retained logs and each node's apply history (ordered, no entry applied twice). Watches run
+ * alongside (watchers.ts): the real watch machine on the root and seven replicas, with consumers whose every message is
+ * checked against the root's log, and which must all reach the root's head before the run counts as converged. Any
  * violation throws a `SimulationFailure` whose message ends with "reproduce with seed=N".
  */
 import { crc32 } from 'node:zlib';
@@ -30,6 +32,7 @@ import { EventQueue } from './event-queue.js';
 import { MemoryStore } from './memory-store.js';
 import { Prng } from './prng.js';
 import { ReferenceChain, diffKeySpaces } from './reference.js';
+import { SimWatchers, type WatchStats } from './watchers.js';
 
 export interface SimulationOptions {
   readonly seed: number;
@@ -52,6 +55,8 @@ export interface SimulationOptions {
    * which is each node's monotonic clock.
    */
   readonly rootClockOffsetMs?: (simMs: number) => number;
+  /** Watch consumers (src/watch machines run on the root and a few replicas); 0 leaves watches out. */
+  readonly watchConsumers?: number;
 }
 
 export interface SimulationStats {
@@ -73,6 +78,7 @@ export interface SimulationStats {
   entriesApplied: number;
   corruptInjected: { wire: number; relay: number };
   corruptDetected: { wire: number; relay: number };
+  watch: WatchStats;
 }
 
 export class SimulationFailure extends Error {
@@ -185,6 +191,8 @@ class Simulation {
   private lastConnId = 0;
   private failure: SimulationFailure | undefined;
   private readonly stats: SimulationStats;
+  private readonly watchers: SimWatchers;
+  private readonly watchConsumers: number;
 
   constructor(options: SimulationOptions) {
     this.seed = options.seed;
@@ -235,6 +243,15 @@ class Simulation {
       const child = topology.pick(replicas);
       this.badLinks.add(`${topology.pick(child.upstreams)}>${child.id}`);
     }
+    // Forked last, so that the streams above (and the replication runs of existing seeds) stay as they were.
+    const watchRandom = prng.fork();
+    const watchHosts: SimNode[] = [this.root];
+    while (watchHosts.length < 8) {
+      const node = watchRandom.pick(replicas);
+      if (!watchHosts.includes(node)) watchHosts.push(node);
+    }
+    this.watchers = new SimWatchers(this.queue, watchRandom, this.reference, watchHosts, (message) => this.fail(message));
+    this.watchConsumers = options.watchConsumers ?? 16;
     this.stats = {
       nodes: this.nodes.size,
       rootSeq: 0,
@@ -253,6 +270,7 @@ class Simulation {
       entriesApplied: 0,
       corruptInjected: { wire: 0, relay: 0 },
       corruptDetected: { wire: 0, relay: 0 },
+      watch: this.watchers.stats,
     };
   }
 
@@ -292,6 +310,8 @@ class Simulation {
     const q = this.queue;
     // Some history before anyone joins, so that the first snapshots carry keys.
     for (let i = 0; i < 30; i++) this.commit();
+    this.watchers.nodeStarted(this.root);
+    if (this.watchConsumers > 0) this.watchers.start(this.watchConsumers, this.injectFaults ? (host, downMs, silent) => this.crash(host as SimNode, downMs, silent) : undefined);
     for (const node of this.nodes.values()) {
       if (node.isRoot) continue;
       node.history.push({ kind: 'start', seq: 0 });
@@ -336,6 +356,7 @@ class Simulation {
 
   private endFaults(): void {
     this.faultsActive = false;
+    this.watchers.endFaults();
     this.partitions.length = 0;
     for (const node of this.nodes.values()) if (!node.alive) this.queue.after(this.faults.int(0, 200), () => this.restart(node));
   }
@@ -366,6 +387,7 @@ class Simulation {
     const encoded = this.root.store.commit(this.lastEntryTimeMs, this.randomOps());
     this.root.store.checkpoint();
     this.reference.record(encoded);
+    this.watchers.published(this.root, [encoded]);
     for (const session of [...this.root.sessions.values()]) this.execUpstream(this.root, session, session.upstream.localApplied(this.queue.nowMs, [encoded]));
     this.scheduleTick(this.root);
   }
@@ -397,14 +419,14 @@ class Simulation {
       limits: this.limits,
       random: () => node.random.next(),
     });
+    this.watchers.nodeStarted(node);
     this.execDownstream(node, node.downstream.start(this.queue.nowMs));
   }
 
-  private crash(node: SimNode, downMs: number): void {
+  /** A process crash makes the host's kernel close the sockets (peers hear of it); a host crash is silent. */
+  private crash(node: SimNode, downMs: number, silent = this.faults.chance(0.5)): void {
     this.stats.crashes++;
     node.alive = false;
-    // A process crash makes the host's kernel close the sockets (peers hear of it); a host crash is silent.
-    const silent = this.faults.chance(0.5);
     for (const conn of [...node.clientConns.values(), ...[...node.sessions.values()].map((session) => session.conn)]) {
       const side: Side = conn.client === node ? 0 : 1;
       conn.open[side] = false;
@@ -421,6 +443,7 @@ class Simulation {
       node.history.push({ kind: 'crash', seq: node.store.head().seq });
     }
     node.store.openSnapshots = 0;
+    this.watchers.nodeCrashed(node);
     this.log(node, `crashed (${silent ? 'silent' : 'sockets reset'}), down for ${downMs} ms, durable seq ${node.store.head().seq}`);
     const restartMs = Math.min(this.queue.nowMs + downMs, this.faultEndMs);
     this.queue.at(restartMs, () => this.restart(node));
@@ -432,6 +455,7 @@ class Simulation {
     node.alive = true;
     node.incarnation++;
     this.log(node, `restarted at seq ${node.store.head().seq}`);
+    if (node.isRoot) this.watchers.nodeStarted(node);
     this.start(node);
   }
 
@@ -500,6 +524,7 @@ class Simulation {
     }
     node.store.apply(entries);
     this.stats.entriesApplied += entries.length;
+    this.watchers.published(node, entries);
     const now = this.queue.nowMs;
     for (const session of [...node.sessions.values()]) this.execUpstream(node, session, session.upstream.localApplied(now, entries));
   }
@@ -783,7 +808,7 @@ class Simulation {
       const nodeHead = node.store.head();
       if (nodeHead.seq !== head.seq || !nodeHead.hash.equals(head.hash)) return false;
     }
-    return true;
+    return this.watchers.caughtUp();
   }
 
   private laggards(): string {
@@ -799,10 +824,12 @@ class Simulation {
       );
       if (lines.length > 25) break;
     }
+    lines.push(this.watchers.laggards());
     return lines.join('\n');
   }
 
   private checkFinalState(): void {
+    this.watchers.checkFinal();
     const head = this.root.store.head();
     const expected = this.reference.kvAt(head.seq);
     for (const node of this.nodes.values()) {
