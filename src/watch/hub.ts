@@ -164,7 +164,7 @@ export class WatchHub {
         readLog: (fromSeq, limitEntries) => this.store.readLog(fromSeq, limitEntries),
         snapshotPage: (snapshotId, pageBytes) => {
           const reader = this.snapshots.get(snapshotId);
-          assert.ok(reader !== undefined, `watch snapshot ${snapshotId} is open`);
+          if (reader === undefined) assert.fail(`watch snapshot ${snapshotId} is not open`);
           return { seq: reader.seq, records: reader.nextPage(pageBytes) };
         },
       },

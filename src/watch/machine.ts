@@ -273,7 +273,7 @@ export class WatchMachine {
 
   opened(nowMs: number, connId: number, port: WatchConnection): readonly WatchAction[] {
     this.begin();
-    assert.ok(!this.connections.has(connId), `watch connection id ${connId} reused`);
+    if (this.connections.has(connId)) assert.fail(`watch connection id ${connId} reused`);
     if (this.stopped) {
       port.close(WatchCloseCode.GOING_AWAY, 'node is shutting down; reconnect and resume');
       return this.end(nowMs);
@@ -545,7 +545,8 @@ export class WatchMachine {
 
   /** Records what the client now knows it has everything up to: that only grows. */
   private tell(subscription: Subscription, seq: number): void {
-    assert.ok(seq >= subscription.toldSeq, `a subscription's told seq only grows (${subscription.toldSeq} -> ${seq})`);
+    // Checked before the message is built: this runs once per watcher per entry in the fan-out.
+    if (seq < subscription.toldSeq) assert.fail(`a subscription's told seq only grows (${subscription.toldSeq} -> ${seq})`);
     subscription.toldSeq = seq;
   }
 
