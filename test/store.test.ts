@@ -338,7 +338,7 @@ describe('store range reads', () => {
     const writerCode = `
       const { workerData, parentPort } = require('node:worker_threads');
       import(workerData.storeUrl).then(async ({ Store }) => {
-        const store = Store.open({ path: workerData.dir, noSync: true });
+        const store = Store.open({ path: workerData.dir, noSync: true, lock: false });
         const deadline = Date.now() + workerData.durationMs;
         while (Date.now() < deadline) {
           const value = Buffer.from(String(store.head().seq + 1));

@@ -8,7 +8,10 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { systemClock } from '../clock/index.js';
+import { lockDataDir, type DataDirLock } from './data-dir-lock.js';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { LMDB_MAP_BYTES_DEFAULT } from '../limits.js';
 import { closeUnsynced, openUnsynced } from './unsynced-guard.js';
@@ -41,6 +44,11 @@ export interface StoreOptions {
    * dataset id with its first snapshot, and until then `datasetId` is the empty string.
    */
   readonly createDataset?: boolean;
+  /**
+   * Take the data directory lock (data-dir-lock.ts); default true when writable. False only for a second writable
+   * handle in a process whose first handle holds the lock (a writer thread).
+   */
+  readonly lock?: boolean;
 }
 
 export interface RangeItem {
@@ -102,6 +110,12 @@ export interface WriteView {
   apply(op: Op): void;
 }
 
+/** Modes of what a writable open creates: owner only. */
+export const DATA_DIR_MODE = 0o700;
+export const DATA_FILE_MODE = 0o600;
+const DATA_FILE = 'data.mdb';
+const LMDB_FILES = [DATA_FILE, 'lock.mdb'];
+
 const META_DATASET_ID = 'datasetId';
 const META_NODE_ID = 'nodeId';
 const META_HEAD = 'head';
@@ -122,13 +136,15 @@ export class Store {
   private cachedLogBytes: number;
   private closed = false;
   private readonly unsynced: boolean;
+  private readonly lock: DataDirLock | undefined;
   /** True if the data was discarded at open because the machine went down while it held unsynced writes. */
   readonly discardedAfterCrash: boolean;
 
-  private constructor(options: StoreOptions) {
+  private constructor(options: StoreOptions, lock: DataDirLock | undefined) {
     this.path = options.path;
-    if (!options.readOnly) mkdirSync(options.path, { recursive: true });
+    this.lock = lock;
     this.unsynced = options.noSync === true && options.readOnly !== true;
+    const created = !options.readOnly && !existsSync(join(options.path, DATA_FILE));
     this.discardedAfterCrash = this.unsynced ? openUnsynced(options.path) : false;
     this.env = open({
       path: options.path,
@@ -139,6 +155,8 @@ export class Store {
       noSubdir: false,
       readOnly: options.readOnly ?? false,
     });
+    // LMDB creates its files 0644 (less the umask); the data is nobody else's to read.
+    if (created) for (const name of LMDB_FILES) chmodSync(join(options.path, name), DATA_FILE_MODE);
     this.kv = this.env.openDB<Buffer, Buffer>({ name: 'kv', encoding: 'binary', keyEncoding: 'binary' });
     this.log = this.env.openDB<Buffer, Buffer>({ name: 'log', encoding: 'binary', keyEncoding: 'binary' });
     this.meta = this.env.openDB<Buffer, string>({ name: 'meta', encoding: 'binary' });
@@ -162,7 +180,16 @@ export class Store {
   }
 
   static open(options: StoreOptions): Store {
-    return new Store(options);
+    // 0700: the key space and the log are nobody else's to read (mkdir leaves an existing directory's mode alone).
+    if (!options.readOnly) mkdirSync(options.path, { recursive: true, mode: DATA_DIR_MODE });
+    // Before anything touches the files: the unsynced guard may delete them.
+    const lock = !options.readOnly && options.lock !== false ? lockDataDir(options.path, new Date(systemClock.nowMs()).toISOString()) : undefined;
+    try {
+      return new Store(options, lock);
+    } catch (error) {
+      lock?.release();
+      throw error;
+    }
   }
 
   /** Random id made when the root's data directory was created; '' on a replica that has not joined a dataset yet. */
@@ -566,5 +593,6 @@ export class Store {
     await new Promise((resolve) => setTimeout(resolve, 1));
     await this.env.close();
     if (this.unsynced) closeUnsynced(this.path);
+    this.lock?.release();
   }
 }

@@ -34,7 +34,7 @@ function currentBootId(): string {
 }
 
 function writeDurably(path: string, text: string): void {
-  writeFileSync(path, text);
+  writeFileSync(path, text, { mode: 0o600 });
   const fd = openSync(path, 'r+');
   try {
     fsyncSync(fd);

@@ -1,0 +1,120 @@
+/**
+ * Data directory: one writer process at a time (issue 10, item 1), and owner-only modes (item 5).
+ *
+ * The attack as found: two `mercury serve` on one directory both started and both acknowledged the same seqs.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { MercuryError, openLocal } from '../src/index.js';
+import { Store } from '../src/store/index.js';
+import { LOCK_FILE, processStartTicks } from '../src/store/data-dir-lock.js';
+import { requestJson } from './support/http.js';
+import { CLI_PATH, makeTempDir, removeDir, startServe, stopProcess } from './support/process.js';
+import { spawn } from 'node:child_process';
+
+/** Runs `mercury serve` on `dir` expecting it to refuse: resolves with its exit code and stderr. */
+function serveRefused(dir: string): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data-dir', dir, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+  child.stdout.resume();
+  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stderr })));
+}
+
+describe('data directory lock', () => {
+  let root: string;
+
+  before(() => {
+    root = makeTempDir('dir-lock');
+  });
+
+  after(() => removeDir(root));
+
+  test('data dir lock: a second mercury serve on the same directory refuses to start, naming the holder; readers stay allowed', async () => {
+    const dir = join(root, 'two-serves');
+    const first = await startServe(dir);
+    try {
+      await requestJson(first.url, 'PUT', '/v1/kv/k', { body: 'one' });
+      const refused = await serveRefused(dir);
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.match(refused.stderr, /DATA_DIR_LOCKED/);
+      assert.match(refused.stderr, new RegExp(`pid ${first.child.pid} on host ${hostname()}, started \\d{4}-`));
+      // The first node still serves, alone.
+      assert.equal((await requestJson<{ seq: number }>(first.url, 'GET', '/v1/status')).seq, 1);
+      const local = await openLocal(dir);
+      try {
+        assert.equal(local.getSync('k')?.value.toString(), 'one');
+      } finally {
+        await local.close();
+      }
+    } finally {
+      await stopProcess(first.child, 'SIGTERM');
+    }
+    assert.equal(existsSync(join(dir, LOCK_FILE)), false, 'a clean stop removes the lock');
+  });
+
+  test('data dir lock: after kill -9 the lock is stale and the next start takes it over', async () => {
+    const dir = join(root, 'killed');
+    const first = await startServe(dir);
+    await requestJson(first.url, 'PUT', '/v1/kv/k', { body: 'one' });
+    await stopProcess(first.child, 'SIGKILL');
+    assert.equal(existsSync(join(dir, LOCK_FILE)), true);
+    const second = await startServe(dir);
+    try {
+      assert.equal((await requestJson<{ seq: number }>(second.url, 'GET', '/v1/status')).seq, 1);
+      const holder = JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8')) as { pid: number };
+      assert.equal(holder.pid, second.child.pid);
+    } finally {
+      await stopProcess(second.child);
+    }
+  });
+
+  test('data dir lock: a live pid that started at another time (pid reuse) does not hold the lock', async () => {
+    const dir = join(root, 'reused');
+    await Store.open({ path: dir }).close();
+    const lock = { pid: process.pid, host: hostname(), bootId: readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(), startTicks: '1', startedAt: 'then' };
+    writeFileSync(join(dir, LOCK_FILE), JSON.stringify(lock));
+    const store = Store.open({ path: dir });
+    await store.close();
+  });
+
+  test('data dir lock: a live holder on this host, or any holder on another host, is refused with what to do', async () => {
+    const dir = join(root, 'held');
+    await Store.open({ path: dir }).close();
+    const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    const live = { pid: process.pid, host: hostname(), bootId, startTicks: processStartTicks(process.pid), startedAt: '2026-01-01T00:00:00.000Z' };
+    writeFileSync(join(dir, LOCK_FILE), JSON.stringify(live));
+    assert.throws(
+      () => Store.open({ path: dir }),
+      (error: unknown) => error instanceof MercuryError && error.code === 'DATA_DIR_LOCKED' && error.message.includes(`pid ${process.pid} on host ${hostname()}`),
+    );
+    writeFileSync(join(dir, LOCK_FILE), JSON.stringify({ ...live, host: 'elsewhere.example' }));
+    assert.throws(
+      () => Store.open({ path: dir }),
+      (error: unknown) => error instanceof MercuryError && error.code === 'DATA_DIR_LOCKED' && error.message.includes(`remove ${join(dir, LOCK_FILE)}`),
+    );
+    // Read-only openers take no lock.
+    const reader = Store.open({ path: dir, readOnly: true });
+    await reader.close();
+  });
+
+  test('data dir modes: the directory is created 0700 and its files 0600', async () => {
+    const dir = join(root, 'modes', 'data');
+    const store = Store.open({ path: dir });
+    try {
+      assert.equal(statSync(dir).mode & 0o777, 0o700);
+      for (const name of ['data.mdb', 'lock.mdb', LOCK_FILE]) assert.equal(statSync(join(dir, name)).mode & 0o777, 0o600, name);
+    } finally {
+      await store.close();
+    }
+    const replica = Store.open({ path: join(root, 'modes', 'replica'), noSync: true, createDataset: false });
+    try {
+      assert.equal(statSync(join(root, 'modes', 'replica', 'unsynced-guard.json')).mode & 0o777, 0o600);
+    } finally {
+      await replica.close();
+    }
+  });
+});
