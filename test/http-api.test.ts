@@ -885,6 +885,7 @@ describe('http api: overload and shutdown', () => {
         write: (request) => committer.submit(request),
         waitForSeq: (seq, timeoutMs) => waiter.wait(seq, timeoutMs),
         status: () => ({ seq: store.head().seq }),
+        readiness: () => ({ ready: true, reasons: [] }),
         resync: () => undefined,
         log: (message, fields) => errorLog.push(`${message} ${JSON.stringify(fields)}`),
       }),

@@ -12,6 +12,7 @@ import fc from 'fast-check';
 import { assertProperty } from './support/seed.js';
 import { open } from 'lmdb';
 import { ChainError, EntryDecodeError, GENESIS_HASH, GENESIS_HEAD, sealEntry, verifyNext, type ChainHead, type EncodedEntry, type Op } from '../src/log/index.js';
+import { MercuryError } from '../src/errors/index.js';
 import { Store, prefixEnd, type KeyRecord, type RangeItem } from '../src/store/index.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'mercury-store-test-'));
@@ -687,13 +688,17 @@ describe('store restart', () => {
 
     const reopened = Store.open({ path: dir });
     openStores.push(reopened);
-    // The flipped bit may hit a length field (EntryDecodeError) or content (ChainError); either way it is caught.
-    const caught = (error: unknown): boolean => error instanceof ChainError || error instanceof EntryDecodeError;
+    // The flipped bit may hit a length field (EntryDecodeError) or content (ChainError); either way the reader gets
+    // DATA_CORRUPTED naming the entry, with the chain error as its cause, and the store records the damage.
+    const caught = (error: unknown): boolean =>
+      error instanceof MercuryError && error.code === 'DATA_CORRUPTED' && (error.cause instanceof ChainError || error.cause instanceof EntryDecodeError);
     assert.throws(() => reopened.readLog(1, 10), caught);
     assert.throws(() => reopened.readLog(2, 10), caught);
     // Reading from entry 3 verifies its predecessor first.
     assert.throws(() => reopened.readLog(3, 10), caught);
     assert.equal(reopened.readLog(1, 1).length, 1);
+    assert.deepEqual(reopened.damage().reports.map((report) => report.what), ['log entry 2']);
+    assert.equal(reopened.damage().count, 3);
     await closeStore(reopened);
   });
 });

@@ -62,7 +62,9 @@
  *   least every `WATCH_HEARTBEAT_INTERVAL_MS` on a connection that was sent nothing, and just before a slow-watcher
  *   close.
  * - `unsubscribed`: nothing more follows for that id; the id may be reused.
- * - `error`: the message was refused (`code` below); the connection and its other subscriptions go on.
+ * - `error`: the message was refused (`code` below); the connection and its other subscriptions go on. With code
+ *   `DATA_CORRUPTED` and the id of a subscription, the node met damaged data while serving it: that subscription has
+ *   ended (resume it on another node); the connection and its other subscriptions go on.
  *
  * ## Close codes
  *
@@ -126,6 +128,8 @@ export const WatchErrorCode = {
   DUPLICATE_ID: 'DUPLICATE_ID',
   /** `unsubscribe` with an id that names no subscription of this connection. */
   UNKNOWN_ID: 'UNKNOWN_ID',
+  /** Not a refusal: the node met damaged data serving this subscription, which has ended. */
+  DATA_CORRUPTED: 'DATA_CORRUPTED',
 } as const;
 export type WatchErrorCode = (typeof WatchErrorCode)[keyof typeof WatchErrorCode];
 

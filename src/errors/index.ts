@@ -31,6 +31,9 @@ export const ErrorCode = {
   CHAIN_INVALID: 'CHAIN_INVALID',
   DATA_DIR_INVALID: 'DATA_DIR_INVALID',
   DATA_DIR_LOCKED: 'DATA_DIR_LOCKED',
+  DATA_CORRUPTED: 'DATA_CORRUPTED',
+  STORAGE_FULL: 'STORAGE_FULL',
+  STORAGE_IO_ERROR: 'STORAGE_IO_ERROR',
   CONFIG_INVALID: 'CONFIG_INVALID',
   INTERNAL: 'INTERNAL',
 } as const;
@@ -64,6 +67,9 @@ export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   CHAIN_INVALID: 500,
   DATA_DIR_INVALID: 500,
   DATA_DIR_LOCKED: 409,
+  DATA_CORRUPTED: 500,
+  STORAGE_FULL: 507,
+  STORAGE_IO_ERROR: 500,
   CONFIG_INVALID: 400,
   INTERNAL: 500,
 });
@@ -87,4 +93,12 @@ export class MercuryError extends Error {
 
 export function isMercuryError(error: unknown): error is MercuryError {
   return error instanceof MercuryError;
+}
+
+/**
+ * Damaged data met while serving (see src/store/health.ts): the reader that met it fails, the node goes on. Watches
+ * and child sessions test for it to end only themselves.
+ */
+export function isDataCorrupted(error: unknown): error is MercuryError {
+  return isMercuryError(error) && error.code === 'DATA_CORRUPTED';
 }

@@ -74,6 +74,11 @@ export class MercuryNode {
       this.logger.log('warn', 'discarded the replica data: the machine went down while it held unsynced writes; bootstrapping again', { dataDir: config.dataDir });
     this.seqWaiter = new SeqWaiter(this.clock, () => this.store.head().seq);
     this.metrics.gauge('mercury_applied_seq', 'Seq of the last entry applied on this node.', () => this.store.head().seq);
+    const damageMet = this.metrics.counter('mercury_data_corruption_total', 'Reads that met damaged data (a log entry failing its chain check, a key record failing its checksum).');
+    this.store.onDamage((report) => {
+      damageMet.inc();
+      this.logger.log('error', 'damaged data met while serving; only that reader failed; the node is not ready', { damaged: report.what, error: report.message });
+    });
     const api: NodeApi = {
       store: this.store,
       clock: this.clock,
@@ -82,6 +87,7 @@ export class MercuryNode {
       write: (request) => this.write(request),
       waitForSeq: (seq, timeoutMs) => this.seqWaiter.wait(seq, timeoutMs),
       status: () => this.status(),
+      readiness: () => this.readiness(),
       resync: () => this.resync(),
       log: (message, fields) => this.logger.log('error', message, fields),
     };
@@ -253,7 +259,27 @@ export class MercuryNode {
       url: this.url,
       uptimeMs: Math.round(this.clock.monotonicMs() - this.startedMs),
       replication: this.replicationStatus(),
+      storage: this.storageStatus(),
     };
+  }
+
+  /** Faults met in this node's own storage (src/store/health.ts). */
+  private storageStatus(): Record<string, unknown> {
+    const damage = this.store.damage();
+    return { sound: damage.count === 0, damageMet: damage.count, damage: damage.reports };
+  }
+
+  /**
+   * Ready to take traffic: the store is sound and, on a replica, it has joined its upstream (streams from it). Each
+   * reason says what is wrong; a store that met damage stays unready until an operator acts (README, "Damaged data").
+   */
+  readiness(): { ready: boolean; reasons: string[] } {
+    const reasons: string[] = [];
+    const damage = this.store.damage();
+    if (damage.count > 0) reasons.push(`DATA_CORRUPTED: damaged data met ${damage.count} times, first: ${damage.reports[0]?.what ?? '?'}`);
+    const phase = this.replicationClient?.status().phase;
+    if (phase !== undefined && phase !== 'streaming') reasons.push(`NOT_JOINED: the replica is ${phase}, not streaming from an upstream`);
+    return { ready: reasons.length === 0, reasons };
   }
 
   private replicationStatus(): Record<string, unknown> {

@@ -22,6 +22,7 @@ export interface LogSource {
   /**
    * Verified records from `fromSeq` on: at most `limitEntries`, and no more once `limitBytes` of records are reached
    * (but at least one, if `fromSeq` is retained and not past the head). [] if `fromSeq` is no longer retained.
+   * Throws DATA_CORRUPTED on a damaged record: that session ends, no other.
    */
   readLog(fromSeq: number, limitEntries: number, limitBytes: number): EncodedEntry[];
   /** A consistent view of the whole key space at the current head, held until `close`. */
@@ -33,7 +34,10 @@ export interface SnapshotSource {
   readonly seq: number;
   readonly hash: Buffer;
   readonly keyCount: number;
-  /** The next records in key order, about `pageBytes` of keys and values (at least one); [] at the end. */
+  /**
+   * The next records in key order, about `pageBytes` of keys and values (at least one); [] at the end. Throws
+   * DATA_CORRUPTED on a damaged record, so that damage is never copied to a child.
+   */
   nextPage(pageBytes: number): SnapshotRecord[];
   /** Releases the snapshot. Called exactly once, at the end or when the session closes early. */
   close(): void;

@@ -19,6 +19,7 @@
  */
 import assert from 'node:assert/strict';
 import type { EncodedEntry } from '../log/index.js';
+import { isDataCorrupted } from '../errors/index.js';
 import type { LogLevel } from '../logging/index.js';
 import { PATH_NODES_MAX, REPLICATION_LIMITS, validateReplicationLimits, type ReplicationLimits } from './limits.js';
 import {
@@ -296,7 +297,14 @@ export class Upstream {
     while (this.windowOpen()) {
       if (this.phase === 'snapshot') {
         const snapshot = this.snapshot!;
-        const page = snapshot.source.nextPage(this.limits.snapshotChunkBytesTarget);
+        let page;
+        try {
+          page = snapshot.source.nextPage(this.limits.snapshotChunkBytesTarget);
+        } catch (error) {
+          if (!isDataCorrupted(error)) throw error;
+          this.damaged(error, actions);
+          return;
+        }
         if (page.length > 0) {
           for (const record of page) snapshot.digest.update(record);
           snapshot.keysSent += page.length;
@@ -318,7 +326,14 @@ export class Upstream {
         continue;
       }
       const limitEntries = Math.min(this.limits.entriesFrameEntriesMax, this.limits.childWindowEntriesMax - (this.sentSeq - this.ackedSeq));
-      const entries = this.source.readLog(this.sentSeq + 1, limitEntries, this.limits.entriesFrameBytesTarget);
+      let entries;
+      try {
+        entries = this.source.readLog(this.sentSeq + 1, limitEntries, this.limits.entriesFrameBytesTarget);
+      } catch (error) {
+        if (!isDataCorrupted(error)) throw error;
+        this.damaged(error, actions);
+        return;
+      }
       if (entries.length === 0) {
         // Trimmed between firstSeq() and readLog(): the child is now behind the retained log.
         this.startSnapshot(actions);
@@ -363,6 +378,14 @@ export class Upstream {
   private protocolError(error: unknown, actions: UpstreamAction[]): UpstreamAction[] {
     if (!(error instanceof ProtocolError)) throw error;
     return this.refuse(error.code === 'VERSION_UNSUPPORTED' ? 'PROTOCOL_VERSION' : 'PROTOCOL_ERROR', `${error.code}: ${error.message}`, actions);
+  }
+
+  /**
+   * This node met damaged data reading for the child: only this session ends. UNAVAILABLE sends the child on to its
+   * next upstream; the store has logged and counted the damage.
+   */
+  private damaged(error: Error, actions: UpstreamAction[]): void {
+    this.refuse('UNAVAILABLE', error.message, actions);
   }
 
   private refuse(reason: RefuseReason, message: string, actions: UpstreamAction[]): UpstreamAction[] {

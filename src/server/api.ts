@@ -37,6 +37,8 @@ export interface NodeApi {
   /** Resolves once this node has applied `seq`; rejects with SEQ_WAIT_TIMEOUT after `timeoutMs`. */
   waitForSeq(seq: number, timeoutMs: number): Promise<void>;
   status(): Record<string, unknown>;
+  /** Whether the node should take traffic, and why not (`/readyz`). */
+  readiness(): { ready: boolean; reasons: string[] };
   /** Replica: discard the chain and take a full snapshot (throws NOT_A_REPLICA on the root). */
   resync(): void;
   log(message: string, fields?: Record<string, unknown>): void;
@@ -227,6 +229,15 @@ export function createApiHandler(node: NodeApi): (req: IncomingMessage, res: Ser
     },
   };
   const healthz: Route = { name: '/healthz', methods: { GET: (_req, res) => sendJson(res, 200, { ok: true, seq: node.store.head().seq }) } };
+  const readyz: Route = {
+    name: '/readyz',
+    methods: {
+      GET: (_req, res) => {
+        const { ready, reasons } = node.readiness();
+        sendJson(res, ready ? 200 : 503, { ready, reasons, seq: node.store.head().seq });
+      },
+    },
+  };
   const metrics: Route = {
     name: '/metrics',
     methods: {
@@ -245,6 +256,7 @@ export function createApiHandler(node: NodeApi): (req: IncomingMessage, res: Ser
     ['/v1/status', status],
     ['/v1/replication/resync', resync],
     ['/healthz', healthz],
+    ['/readyz', readyz],
     ['/metrics', metrics],
   ]);
 

@@ -4,3 +4,4 @@ export { evaluateCompare, CompareOperator } from './compare.js';
 export type { Compare } from './compare.js';
 export { prefixEnd } from './records.js';
 export type { KeyRecord } from './records.js';
+export type { DamageReport } from './health.js';

@@ -15,6 +15,7 @@ import { lockDataDir, type DataDirLock } from './data-dir-lock.js';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { LMDB_MAP_BYTES_DEFAULT } from '../limits.js';
 import { closeUnsynced, openUnsynced } from './unsynced-guard.js';
+import { DAMAGE_REPORTS_MAX, dataCorrupted, isRecordDamage, type DamageReport } from './health.js';
 import { GENESIS_HEAD, HASH_BYTES, sealEntry, verifyNext, verifySelf, type ChainHead, type EncodedEntry, type Entry, type Op } from '../log/index.js';
 import {
   decodeHead,
@@ -137,6 +138,9 @@ export class Store {
   private closed = false;
   private readonly unsynced: boolean;
   private readonly lock: DataDirLock | undefined;
+  private readonly damageReports: DamageReport[] = [];
+  private damageCount = 0;
+  private readonly damageListeners: ((report: DamageReport) => void)[] = [];
   /** True if the data was discarded at open because the machine went down while it held unsynced writes. */
   readonly discardedAfterCrash: boolean;
 
@@ -296,6 +300,7 @@ export class Store {
     let bytes = 0;
     const result: EncodedEntry[] = [];
     const txn = this.env.useReadTransaction();
+    let reading = fromSeq - 1;
     try {
       let previous: ChainHead | undefined;
       if (fromSeq > 1) {
@@ -308,6 +313,7 @@ export class Store {
       } else previous = GENESIS_HEAD;
       for (const { key, value } of this.log.getRange({ start: seqKey(fromSeq), limit, transaction: txn })) {
         if (result.length === 0 && decodeU64(key) !== fromSeq) break; // fromSeq was trimmed: none, not a later range
+        reading = decodeU64(key);
         const record = Buffer.from(value);
         const entry = previous === undefined ? verifySelf(record) : verifyNext(previous, record);
         assert.equal(entry.seq, decodeU64(key), 'log key and entry seq disagree');
@@ -316,10 +322,34 @@ export class Store {
         bytes += record.length;
         if (bytes >= bytesMax) break;
       }
+    } catch (error) {
+      // Only this read fails: the caller (an HTTP request, a watch, a child session) ends with DATA_CORRUPTED.
+      if (isRecordDamage(error)) throw this.damaged(`log entry ${reading}`, error);
+      throw error;
     } finally {
       txn.done();
     }
     return result;
+  }
+
+  /** Calls `listener` each time a read meets damaged data (the node logs and counts it). */
+  onDamage(listener: (report: DamageReport) => void): void {
+    this.damageListeners.push(listener);
+  }
+
+  /** Damage met so far through this handle: how many times, and the first distinct reports. */
+  damage(): { readonly count: number; readonly reports: readonly DamageReport[] } {
+    return { count: this.damageCount, reports: this.damageReports };
+  }
+
+  /** Records damage met while reading `what`, and returns the error that fails the reader. */
+  private damaged(what: string, cause: unknown): Error {
+    const error = dataCorrupted(what, cause);
+    const report: DamageReport = { what, message: error.message };
+    this.damageCount++;
+    if (this.damageReports.length < DAMAGE_REPORTS_MAX && !this.damageReports.some((known) => known.what === what)) this.damageReports.push(report);
+    for (const listener of this.damageListeners) listener(report);
+    return error;
   }
 
   /**

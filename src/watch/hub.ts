@@ -29,7 +29,10 @@ import { parseClientMessage, WATCH_PATH, WatchCloseCode, WatchProtocolError } fr
 /** What the hub reads from the node's store (a `Store` satisfies it). */
 export interface WatchSource {
   head(): ChainHead;
-  /** Verified log records from `fromSeq`; none when fromSeq is no longer retained (or not yet written). */
+  /**
+   * Verified log records from `fromSeq`; none when fromSeq is no longer retained (or not yet written). Throws
+   * DATA_CORRUPTED on a damaged record (so do snapshot pages): the machine ends the subscriptions that met it.
+   */
   readLog(fromSeq: number, limit: number): EncodedEntry[];
   openSnapshot(ranges?: readonly KeyRange[]): SnapshotReader;
 }

@@ -43,6 +43,7 @@
  *   catch-up pump, which runs in a tick of its own so that the live fan-out of `published` goes first).
  */
 import assert from 'node:assert/strict';
+import { isDataCorrupted } from '../errors/index.js';
 import type { EncodedEntry, Entry } from '../log/index.js';
 import type { LogLevel } from '../logging/index.js';
 import type { KeyRange, SnapshotRecord } from '../store/index.js';
@@ -79,9 +80,15 @@ export interface WatchConnection {
 
 /** What the machine reads from the node's storage. */
 export interface WatchReads {
-  /** Verified log records from `fromSeq`, at most `limitEntries`; none when fromSeq is no longer retained (or not yet written). */
+  /**
+   * Verified log records from `fromSeq`, at most `limitEntries`; none when fromSeq is no longer retained (or not yet
+   * written). Throws DATA_CORRUPTED (errors/index.ts) on a damaged record: the subscriptions that read it end alone.
+   */
   readLog(fromSeq: number, limitEntries: number): readonly EncodedEntry[];
-  /** The next page (about `pageBytes` of keys and values, at least one record; none at the end) of an opened snapshot. */
+  /**
+   * The next page (about `pageBytes` of keys and values, at least one record; none at the end) of an opened snapshot.
+   * Throws DATA_CORRUPTED on a damaged key record, as readLog does.
+   */
   snapshotPage(snapshotId: number, pageBytes: number): WatchSnapshotPage;
 }
 
@@ -518,6 +525,14 @@ export class WatchMachine {
     this.reply(connection, unsubscribedMessage(idJson), 'unsubscribed', nowMs);
   }
 
+  /** Ends one subscription whose read met damaged data (the store has logged and counted it); its connection goes on. */
+  private endDamaged(subscription: Subscription, message: string): void {
+    const connection = subscription.connection;
+    this.remove(subscription);
+    connection.subscriptions.splice(connection.subscriptions.indexOf(subscription), 1);
+    this.send(connection, errorMessage('DATA_CORRUPTED', message, subscription.idJson), 'error');
+  }
+
   private dropSubscriptions(connection: Connection): void {
     for (const subscription of connection.subscriptions) this.remove(subscription);
     connection.subscriptions.length = 0;
@@ -659,7 +674,14 @@ export class WatchMachine {
       for (const subscription of subscriptions) this.toLive(subscription);
       return 1;
     }
-    const records = this.reads.readLog(seq, this.readEntries);
+    let records: readonly EncodedEntry[];
+    try {
+      records = this.reads.readLog(seq, this.readEntries);
+    } catch (error) {
+      if (!isDataCorrupted(error)) throw error;
+      for (const subscription of subscriptions) if (!subscription.removed) this.endDamaged(subscription, error.message);
+      return 1;
+    }
     if (records.length === 0) {
       // Trimmed (or, on a replica after a snapshot install, never written here): send the current state instead.
       for (const subscription of subscriptions) this.toSnapshot(subscription);
@@ -728,7 +750,14 @@ export class WatchMachine {
 
   /** Sends the next page (the last one with done: true) and returns its key and value bytes. */
   private sendSnapshotPage(subscription: Subscription): number {
-    const page = this.reads.snapshotPage(subscription.snapshotId, this.limits.snapshotPageBytes);
+    let page: WatchSnapshotPage;
+    try {
+      page = this.reads.snapshotPage(subscription.snapshotId, this.limits.snapshotPageBytes);
+    } catch (error) {
+      if (!isDataCorrupted(error)) throw error;
+      this.endDamaged(subscription, error.message);
+      return 1;
+    }
     const keysOnly = subscription.group.selection.filters.keysOnly;
     const done = page.records.length === 0;
     const connection = subscription.connection;
