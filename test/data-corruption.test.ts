@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { assertError, request, requestJson } from './support/http.js';
+import { assertError, metricValue, request, requestJson, waitUntil } from './support/http.js';
 import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
 import { WatchClient } from './support/watch.js';
 import { connect } from 'node:net';
@@ -22,7 +22,7 @@ import { decodeMessage, encodeMessage, FrameDecoder, PROTOCOL_VERSION, REPLICATI
 const MARKED_VALUE = 'damaged-in-the-log-only-7f3a9c';
 
 /** Flips one byte inside every copy of `marker` in the data file of a stopped node. Returns how many copies. */
-export function flipByteOf(dataDir: string, marker: string): number {
+function flipByteOf(dataDir: string, marker: string): number {
   const path = join(dataDir, 'data.mdb');
   const file = readFileSync(path);
   const needle = Buffer.from(marker);
@@ -35,19 +35,7 @@ export function flipByteOf(dataDir: string, marker: string): number {
   return copies;
 }
 
-async function metric(url: string, name: string): Promise<number> {
-  const text = (await request(url, 'GET', '/metrics')).body.toString();
-  const line = text.split('\n').find((candidate) => candidate.startsWith(`${name} `) || candidate.startsWith(`${name}{`));
-  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
-}
 
-async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await check())) {
-    if (performance.now() > deadline) assert.fail(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 describe('data corruption while serving', () => {
   let root: string;
@@ -99,7 +87,7 @@ describe('data corruption while serving', () => {
   });
 
   test('data corruption: a child that says HELLO from seq 0 is refused (UNAVAILABLE); the upstream keeps running', async () => {
-    const before = await metric(node.url, 'mercury_data_corruption_total');
+    const before = await metricValue(node.url, /^mercury_data_corruption_total /);
     const { datasetId } = await requestJson<{ datasetId: string }>(node.url, 'GET', '/v1/status');
     const { host, port } = parseHostPort(node.replication, 'replication');
     const socket = connect(port, host);
@@ -118,7 +106,7 @@ describe('data corruption while serving', () => {
     socket.destroy();
     assert.equal(message.type === 'refuse' && message.reason, 'UNAVAILABLE');
     assert.match(message.type === 'refuse' ? message.message : '', /DATA_CORRUPTED|damaged data/);
-    assert.ok((await metric(node.url, 'mercury_data_corruption_total')) > before);
+    assert.ok((await metricValue(node.url, /^mercury_data_corruption_total /)) > before);
     assert.equal((await request(node.url, 'GET', '/healthz')).status, 200);
     assert.equal(node.child.exitCode, null, 'the upstream process is alive');
   });
@@ -134,7 +122,7 @@ describe('data corruption while serving', () => {
   });
 
   test('data corruption: the damage is logged, counted, shown in status, and fails readiness', async () => {
-    assert.ok((await metric(node.url, 'mercury_data_corruption_total')) >= 3);
+    assert.ok((await metricValue(node.url, /^mercury_data_corruption_total /)) >= 3);
     const status = await requestJson<{ storage: { sound: boolean; damageMet: number; damage: { what: string }[] } }>(node.url, 'GET', '/v1/status');
     assert.equal(status.storage.sound, false);
     assert.ok(status.storage.damageMet >= 3);

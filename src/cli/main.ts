@@ -11,6 +11,7 @@ import { DEFAULT_PORT, parseHostPort, validateConfig } from '../config/index.js'
 import { MercuryError } from '../errors/index.js';
 import { jsonLogger } from '../logging/index.js';
 import { DEMO_REPLICAS_MAX, demoCommand } from './demo.js';
+import { verifyCommand } from './verify.js';
 import { watchCommand } from './watch.js';
 
 const USAGE = `usage: mercury <command> [options]
@@ -21,6 +22,8 @@ Node:
         [--replication-listen HOST:PORT]                     where children connect (default: HTTP port + 1)
         [--upstream HOST:PORT[,HOST:PORT...]] [--resync]     run as a replica of these upstreams, in order
   demo [--replicas N] [--dir DIR]                            a local root and N replicas in a tree (default 6)
+  verify --data-dir DIR [--json]                             check a data directory offline (chain, key checksums,
+                                                             keys against the log); exit 1 on damage
 
 Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT}):
   get KEY                         print a value
@@ -125,6 +128,11 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   if (command === 'serve') return serve(values);
+  if (command === 'verify') {
+    if (values['data-dir'] === undefined) throw new UsageError('verify needs --data-dir DIR');
+    process.exitCode = await verifyCommand(values['data-dir'], values.json ?? false);
+    return;
+  }
   if (command === 'demo') {
     const replicas = integerOption(values.replicas, 'replicas') ?? 6;
     if (replicas < 1 || replicas > DEMO_REPLICAS_MAX) throw new UsageError(`--replicas must be from 1 to ${DEMO_REPLICAS_MAX}`);

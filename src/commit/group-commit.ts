@@ -152,7 +152,12 @@ export class GroupCommitter {
         await this.store.flushed();
         this.lastTimeMs = timeMs;
       } catch (error) {
-        const failure = new MercuryError('INTERNAL', 'committing the write failed (see the node log); it may not have been applied', { cause: error });
+        // A storage failure (disk full, I/O error) arrives as its own stable error from the store: the transaction
+        // was aborted, so the writes were not applied. Anything else is a bug.
+        const failure =
+          error instanceof MercuryError && error.code.startsWith('STORAGE_')
+            ? error
+            : new MercuryError('INTERNAL', 'committing the write failed (see the node log); it may not have been applied', { cause: error });
         for (const pending of batch) pending.reject(failure);
         continue;
       }

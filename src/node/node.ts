@@ -35,6 +35,9 @@ export interface NodeOptions {
   readonly limits?: NodeLimits;
 }
 
+/** After a storage write failure, readiness tries a small write at most this often to see whether space came back. */
+const STORAGE_PROBE_INTERVAL_MS = 1_000;
+
 export const MERCURY_VERSION = '0.1.0';
 
 export class MercuryNode {
@@ -59,6 +62,7 @@ export class MercuryNode {
   private heartbeatTimer: TimerHandle | undefined;
   private latestHeartbeat: Heartbeat | undefined;
   private trimming = false;
+  private lastStorageProbeMs = -Infinity;
   private readonly appliedListeners: ((entries: readonly EncodedEntry[]) => void)[] = [];
 
   private constructor(config: NodeConfig, options: NodeOptions) {
@@ -75,6 +79,15 @@ export class MercuryNode {
     this.seqWaiter = new SeqWaiter(this.clock, () => this.store.head().seq);
     this.metrics.gauge('mercury_applied_seq', 'Seq of the last entry applied on this node.', () => this.store.head().seq);
     const damageMet = this.metrics.counter('mercury_data_corruption_total', 'Reads that met damaged data (a log entry failing its chain check, a key record failing its checksum).');
+    const storageErrors = this.metrics.counter('mercury_storage_errors_total', 'Write transactions that failed for the storage (disk full, I/O error), by code.');
+    this.store.onWriteFault((fault) => {
+      if (fault === undefined) {
+        this.logger.log('info', 'storage writable again', {});
+        return;
+      }
+      storageErrors.inc(1, { code: fault.code });
+      this.logger.log('error', 'write failed: storage', { code: fault.code, error: fault.message });
+    });
     this.store.onDamage((report) => {
       damageMet.inc();
       this.logger.log('error', 'damaged data met while serving; only that reader failed; the node is not ready', { damaged: report.what, error: report.message });
@@ -266,17 +279,39 @@ export class MercuryNode {
   /** Faults met in this node's own storage (src/store/health.ts). */
   private storageStatus(): Record<string, unknown> {
     const damage = this.store.damage();
-    return { sound: damage.count === 0, damageMet: damage.count, damage: damage.reports };
+    const fault = this.store.writeFault();
+    return {
+      sound: damage.count === 0,
+      damageMet: damage.count,
+      damage: damage.reports,
+      writable: fault === undefined,
+      writeFault: fault === undefined ? null : { code: fault.code, message: fault.message },
+    };
   }
 
   /**
-   * Ready to take traffic: the store is sound and, on a replica, it has joined its upstream (streams from it). Each
+   * The storage failure of the last write, if writes still fail. Without client writes nothing would find out that
+   * space was freed, so this tries a small write itself, at most once per STORAGE_PROBE_INTERVAL_MS.
+   */
+  private writableFault(): MercuryError | undefined {
+    const fault = this.store.writeFault();
+    if (fault === undefined) return undefined;
+    const nowMs = this.clock.monotonicMs();
+    if (nowMs - this.lastStorageProbeMs < STORAGE_PROBE_INTERVAL_MS) return fault;
+    this.lastStorageProbeMs = nowMs;
+    return this.store.probeWritable() ? undefined : this.store.writeFault();
+  }
+
+  /**
+   * Ready to take traffic: the store is sound, writes reach the storage, and, on a replica, it has joined its upstream (streams from it). Each
    * reason says what is wrong; a store that met damage stays unready until an operator acts (README, "Damaged data").
    */
   readiness(): { ready: boolean; reasons: string[] } {
     const reasons: string[] = [];
     const damage = this.store.damage();
     if (damage.count > 0) reasons.push(`DATA_CORRUPTED: damaged data met ${damage.count} times, first: ${damage.reports[0]?.what ?? '?'}`);
+    const fault = this.writableFault();
+    if (fault !== undefined) reasons.push(`${fault.code}: ${fault.message}`);
     const phase = this.replicationClient?.status().phase;
     if (phase !== undefined && phase !== 'streaming') reasons.push(`NOT_JOINED: the replica is ${phase}, not streaming from an upstream`);
     return { ready: reasons.length === 0, reasons };

@@ -25,6 +25,27 @@ export function dataCorrupted(what: string, cause: unknown): MercuryError {
   });
 }
 
+/** errno values as lmdb-js reports them (`error.code` is the number) and as Node reports them (`error.code` is the name). */
+const ENOSPC = 28;
+const EIO = 5;
+/** LMDB's MDB_MAP_FULL: the map size is reached; to the operator it is the same as a full disk. */
+const MDB_MAP_FULL = -30792;
+
+/**
+ * The stable error for a failed write transaction, or undefined when the failure is not the storage's (a bug, a bad
+ * request). Disk full and the map size reached are STORAGE_FULL (507); an I/O error is STORAGE_IO_ERROR (500).
+ */
+export function storageFault(error: unknown): MercuryError | undefined {
+  if (error instanceof MercuryError) return undefined;
+  const code = (error as { code?: unknown } | undefined)?.code;
+  const message = error instanceof Error ? error.message : String(error);
+  if (code === ENOSPC || code === 'ENOSPC' || code === MDB_MAP_FULL || /No space left on device|MDB_MAP_FULL/.test(message))
+    return new MercuryError('STORAGE_FULL', `the write was not applied: this node's storage is full (${message}); free space on its disk (or raise the map size), then retry`, { cause: error });
+  if (code === EIO || code === 'EIO' || /Input\/output error/.test(message))
+    return new MercuryError('STORAGE_IO_ERROR', `the write was not applied: I/O error on this node's storage (${message}); check its disk`, { cause: error });
+  return undefined;
+}
+
 /** True for the errors a stored entry record raises when its bytes are not what was written. */
 export function isRecordDamage(error: unknown): boolean {
   return error instanceof ChainError || error instanceof EntryDecodeError;

@@ -2,22 +2,32 @@
  * On-disk layout of the LMDB environment. One environment per data directory, four sub-databases:
  *
  * ```
- * kv    key bytes -> u64 createSeq | u64 modSeq | u32 version | value bytes     (big-endian)
- * log   u64 seq (big-endian, so LMDB's byte order is seq order) -> entry record (see log/entry.ts)
- * meta  "datasetId" -> utf8 id      random, made when the root's data directory is created
- *       "nodeId"    -> utf8 id      random, made when any data directory is created
- *       "head"      -> u64 seq | 32-byte hash   the last applied entry
- *       "logBytes"  -> u64          sum of record sizes currently in `log` (for retention by bytes)
- *       "logBase"   -> u64 seq | 32-byte hash   the entry just before the first retained one (after a trim or a
- *                                                snapshot install), so that the first retained entry can be verified
- * staging  key bytes -> key record as in kv   a snapshot being received, invisible to readers until it is complete;
- *                                              emptied when the snapshot is installed or a new one begins
+ * kv      key bytes -> u32 crc | u64 createSeq | u64 modSeq | u32 version | value bytes     (big-endian)
+ *                      crc = CRC-32 (zlib's) over the key bytes, then the record bytes after the crc
+ * log     u64 seq (big-endian, so LMDB's byte order is seq order) -> entry record (see log/entry.ts)
+ * meta    "format"    -> utf8 decimal   the store format, STORE_FORMAT (below); written when the directory is made
+ *         "datasetId" -> utf8 id      random, made when the root's data directory is created
+ *         "nodeId"    -> utf8 id      random, made when any data directory is created
+ *         "head"      -> u64 seq | 32-byte hash   the last applied entry
+ *         "logBytes"  -> u64          sum of record sizes currently in `log` (for retention by bytes)
+ *         "logBase"   -> u64 seq | 32-byte hash   the entry just before the first retained one (after a trim or a
+ *                                                  snapshot install), so that the first retained entry can be verified
+ *         "writeProbe"-> 1 byte       rewritten to learn whether the storage takes writes again after a failure
+ * staging key bytes -> kv record   a snapshot being received, until it is complete and verified
  * ```
  *
  * Applying an entry writes kv changes, its log record, head and logBytes in one write transaction.
+ *
+ * Format history: 1 had no crc in kv records (and no "format" key). 2 added the crc, so that a damaged value is never
+ * served nor sent in a snapshot: every read checks it (`decodeKeyRecord`). A directory of format 1 is refused at open
+ * (Mercury had no released users; a replica refetches everything, see docs/decisions.md record 11).
  */
+import { crc32 } from 'node:zlib';
 
-export const KEY_RECORD_HEADER_BYTES = 8 + 8 + 4;
+export const STORE_FORMAT = 2;
+
+const CRC_BYTES = 4;
+export const KEY_RECORD_HEADER_BYTES = CRC_BYTES + 8 + 8 + 4;
 
 export interface KeyRecord {
   readonly value: Buffer;
@@ -26,20 +36,43 @@ export interface KeyRecord {
   readonly version: number;
 }
 
-export function encodeKeyRecord(createSeq: number, modSeq: number, version: number, value: Buffer): Buffer {
+/** A key record whose bytes are not those written (its crc does not match, or it is too short to hold one). */
+export class KeyRecordDamageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'KeyRecordDamageError';
+  }
+}
+
+function recordCrc(key: Buffer, record: Buffer): number {
+  return crc32(record.subarray(CRC_BYTES), crc32(key));
+}
+
+export function encodeKeyRecord(key: Buffer, createSeq: number, modSeq: number, version: number, value: Buffer): Buffer {
   const buffer = Buffer.allocUnsafe(KEY_RECORD_HEADER_BYTES + value.length);
-  buffer.writeBigUInt64BE(BigInt(createSeq), 0);
-  buffer.writeBigUInt64BE(BigInt(modSeq), 8);
-  buffer.writeUInt32BE(version, 16);
+  buffer.writeBigUInt64BE(BigInt(createSeq), CRC_BYTES);
+  buffer.writeBigUInt64BE(BigInt(modSeq), CRC_BYTES + 8);
+  buffer.writeUInt32BE(version, CRC_BYTES + 16);
   value.copy(buffer, KEY_RECORD_HEADER_BYTES);
+  buffer.writeUInt32BE(recordCrc(key, buffer), 0);
   return buffer;
 }
 
-export function decodeKeyRecord(buffer: Buffer): KeyRecord {
+/** Throws KeyRecordDamageError if the record is not what was written under `key`. */
+export function verifyKeyRecord(key: Buffer, buffer: Buffer): void {
+  if (buffer.length < KEY_RECORD_HEADER_BYTES) throw new KeyRecordDamageError(`record of ${buffer.length} bytes is shorter than its header`);
+  const stored = buffer.readUInt32BE(0);
+  const computed = recordCrc(key, buffer);
+  if (stored !== computed) throw new KeyRecordDamageError(`checksum ${stored.toString(16)} does not match the record's ${computed.toString(16)}`);
+}
+
+/** Decodes a record read under `key`, checking its crc first (throws KeyRecordDamageError). */
+export function decodeKeyRecord(key: Buffer, buffer: Buffer): KeyRecord {
+  verifyKeyRecord(key, buffer);
   return {
-    createSeq: Number(buffer.readBigUInt64BE(0)),
-    modSeq: Number(buffer.readBigUInt64BE(8)),
-    version: buffer.readUInt32BE(16),
+    createSeq: Number(buffer.readBigUInt64BE(CRC_BYTES)),
+    modSeq: Number(buffer.readBigUInt64BE(CRC_BYTES + 8)),
+    version: buffer.readUInt32BE(CRC_BYTES + 16),
     value: buffer.subarray(KEY_RECORD_HEADER_BYTES),
   };
 }

@@ -12,10 +12,12 @@ import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
 import { lockDataDir, type DataDirLock } from './data-dir-lock.js';
+import { lmdbMetaProblem } from './lmdb-meta.js';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { LMDB_MAP_BYTES_DEFAULT } from '../limits.js';
 import { closeUnsynced, openUnsynced } from './unsynced-guard.js';
-import { DAMAGE_REPORTS_MAX, dataCorrupted, isRecordDamage, type DamageReport } from './health.js';
+import { DAMAGE_REPORTS_MAX, dataCorrupted, isRecordDamage, storageFault, type DamageReport } from './health.js';
+import { MercuryError } from '../errors/index.js';
 import { GENESIS_HEAD, HASH_BYTES, sealEntry, verifyNext, verifySelf, type ChainHead, type EncodedEntry, type Entry, type Op } from '../log/index.js';
 import {
   decodeHead,
@@ -24,7 +26,9 @@ import {
   encodeHead,
   encodeKeyRecord,
   encodeU64,
+  KeyRecordDamageError,
   seqKey,
+  STORE_FORMAT,
   type KeyRecord,
 } from './records.js';
 
@@ -122,6 +126,8 @@ const META_NODE_ID = 'nodeId';
 const META_HEAD = 'head';
 const META_LOG_BYTES = 'logBytes';
 const META_LOG_BASE = 'logBase';
+const META_WRITE_PROBE = 'writeProbe';
+const META_FORMAT = 'format';
 
 export class Store {
   readonly path: string;
@@ -141,6 +147,9 @@ export class Store {
   private readonly damageReports: DamageReport[] = [];
   private damageCount = 0;
   private readonly damageListeners: ((report: DamageReport) => void)[] = [];
+  /** The last write failure that was the storage's (disk full, I/O error), until a write succeeds again. */
+  private currentWriteFault: MercuryError | undefined;
+  private readonly writeFaultListeners: ((fault: MercuryError | undefined) => void)[] = [];
   /** True if the data was discarded at open because the machine went down while it held unsynced writes. */
   readonly discardedAfterCrash: boolean;
 
@@ -148,8 +157,15 @@ export class Store {
     this.path = options.path;
     this.lock = lock;
     this.unsynced = options.noSync === true && options.readOnly !== true;
-    const created = !options.readOnly && !existsSync(join(options.path, DATA_FILE));
     this.discardedAfterCrash = this.unsynced ? openUnsynced(options.path) : false;
+    const created = !options.readOnly && !existsSync(join(options.path, DATA_FILE));
+    // LMDB trusts its meta pages: damaged ones crash the process (SIGSEGV) inside open, before it can say anything.
+    const metaProblem = lmdbMetaProblem(join(options.path, DATA_FILE));
+    if (metaProblem !== undefined)
+      throw new MercuryError(
+        'DATA_DIR_INVALID',
+        `${join(options.path, DATA_FILE)} is damaged (${metaProblem}); LMDB cannot open it safely. See "Damaged data" in the README: a replica starts again on an empty directory, a root is restored from a replica or a backup.`,
+      );
     this.env = open({
       path: options.path,
       mapSize: options.mapBytes ?? LMDB_MAP_BYTES_DEFAULT,
@@ -166,16 +182,25 @@ export class Store {
     this.meta = this.env.openDB<Buffer, string>({ name: 'meta', encoding: 'binary' });
     this.staging = this.env.openDB<Buffer, Buffer>({ name: 'staging', encoding: 'binary', keyEncoding: 'binary' });
     if (!options.readOnly) {
-      this.env.transactionSync(() => {
+      this.writeSync(() => {
         if (this.meta.get(META_DATASET_ID) === undefined && options.createDataset !== false)
           this.meta.putSync(META_DATASET_ID, Buffer.from(randomUUID()));
-        if (this.meta.get(META_NODE_ID) === undefined) this.meta.putSync(META_NODE_ID, Buffer.from(randomUUID()));
+        if (this.meta.get(META_NODE_ID) === undefined) {
+          this.meta.putSync(META_NODE_ID, Buffer.from(randomUUID()));
+          this.meta.putSync(META_FORMAT, Buffer.from(String(STORE_FORMAT)));
+        }
       });
     }
     const datasetId = this.meta.get(META_DATASET_ID);
     const nodeId = this.meta.get(META_NODE_ID);
     if (nodeId === undefined || (datasetId === undefined && options.createDataset !== false))
       throw new Error(`${options.path} is not a Mercury data directory`);
+    const format = this.meta.get(META_FORMAT)?.toString() ?? '1';
+    if (format !== String(STORE_FORMAT))
+      throw new MercuryError(
+        'DATA_DIR_INVALID',
+        `${options.path} holds store format ${format}; this Mercury reads format ${STORE_FORMAT} only (key records carry checksums since format 2). A replica: move the directory aside and start empty, it refetches everything. A root: start on an empty directory and write the keys again (format 1 predates the first release).`,
+      );
     this.currentDatasetId = datasetId?.toString() ?? '';
     this.nodeId = nodeId.toString();
     this.cachedHead = this.readHead();
@@ -228,7 +253,7 @@ export class Store {
     try {
       const stored = this.kv.get(key, { transaction: txn });
       const head = this.meta.get(META_HEAD, { transaction: txn });
-      return { record: stored === undefined ? undefined : decodeKeyRecord(stored), seq: head === undefined ? 0 : decodeU64(head) };
+      return { record: stored === undefined ? undefined : this.keyRecord(key, stored), seq: head === undefined ? 0 : decodeU64(head) };
     } finally {
       txn.done();
     }
@@ -257,7 +282,8 @@ export class Store {
           more = true;
           break;
         }
-        items.push({ key: Buffer.from(key), record: decodeKeyRecord(value) });
+        const copy = Buffer.from(key);
+        items.push({ key: copy, record: this.keyRecord(copy, value) });
       }
       return { items, seq: head === undefined ? 0 : decodeU64(head), more };
     } finally {
@@ -332,6 +358,38 @@ export class Store {
     return result;
   }
 
+  /** Decodes a key record, checking its crc: a damaged one fails the reader with DATA_CORRUPTED and is recorded. */
+  private keyRecord(key: Buffer, stored: Buffer): KeyRecord {
+    try {
+      return decodeKeyRecord(key, stored);
+    } catch (error) {
+      if (error instanceof KeyRecordDamageError) throw this.damaged(`key ${JSON.stringify(key.toString('utf8').slice(0, 200))}`, error);
+      throw error;
+    }
+  }
+
+  /**
+   * Every key record in key order, each checked against its crc, from one read transaction; for the offline
+   * verifier, which wants every damaged key named rather than the first read failing. Exhaust it (or return early
+   * from the loop, which ends the transaction).
+   */
+  *scanKeyRecords(): Generator<{ key: Buffer; record?: KeyRecord; damage?: string }> {
+    const txn = this.env.useReadTransaction();
+    try {
+      for (const { key, value } of this.kv.getRange({ transaction: txn })) {
+        const keyCopy = Buffer.from(key);
+        try {
+          yield { key: keyCopy, record: decodeKeyRecord(keyCopy, Buffer.from(value)) };
+        } catch (error) {
+          if (!(error instanceof KeyRecordDamageError)) throw error;
+          yield { key: keyCopy, damage: error.message };
+        }
+      }
+    } finally {
+      txn.done();
+    }
+  }
+
   /** Calls `listener` each time a read meets damaged data (the node logs and counts it). */
   onDamage(listener: (report: DamageReport) => void): void {
     this.damageListeners.push(listener);
@@ -366,7 +424,7 @@ export class Store {
         seq,
         get: (key) => {
           const stored = this.kv.get(key);
-          return stored === undefined ? undefined : decodeKeyRecord(stored);
+          return stored === undefined ? undefined : this.keyRecord(key, stored);
         },
         apply: (op) => {
           this.applyOp(seq, op);
@@ -413,9 +471,58 @@ export class Store {
   private writeTransaction<T>(write: () => T): T {
     const logBytesBefore = this.cachedLogBytes;
     try {
-      return this.env.transactionSync(write);
+      return this.writeSync(write);
     } catch (error) {
       this.cachedLogBytes = logBytesBefore;
+      throw error;
+    }
+  }
+
+  /**
+   * Every write transaction goes through here: a failure that is the storage's (disk full, I/O error) becomes its
+   * stable error (STORAGE_FULL, STORAGE_IO_ERROR) and is recorded until a write succeeds again. LMDB aborted the
+   * transaction, so nothing of it was applied and the store stays as it was; reads go on.
+   */
+  private writeSync<T>(write: () => T): T {
+    let result: T;
+    try {
+      result = this.env.transactionSync(write);
+    } catch (error) {
+      const fault = storageFault(error);
+      if (fault === undefined) throw error;
+      this.setWriteFault(fault);
+      throw fault;
+    }
+    if (this.currentWriteFault !== undefined) this.setWriteFault(undefined);
+    return result;
+  }
+
+  private setWriteFault(fault: MercuryError | undefined): void {
+    this.currentWriteFault = fault;
+    for (const listener of this.writeFaultListeners) listener(fault);
+  }
+
+  /** The storage failure of the last write, or undefined when the last write succeeded. */
+  writeFault(): MercuryError | undefined {
+    return this.currentWriteFault;
+  }
+
+  /** Calls `listener` with each storage write failure, and with undefined when writes succeed again. */
+  onWriteFault(listener: (fault: MercuryError | undefined) => void): void {
+    this.writeFaultListeners.push(listener);
+  }
+
+  /**
+   * After a storage failure: tries a small write (a few bytes of metadata, one page of LMDB) to learn whether writes
+   * go through again, so that readiness recovers once space is freed even while no client writes. True if it did.
+   */
+  probeWritable(): boolean {
+    this.assertWritable();
+    try {
+      this.writeSync(() => this.meta.putSync(META_WRITE_PROBE, Buffer.from([1])));
+      return true;
+    } catch (error) {
+      if (error === this.currentWriteFault) return false; // still failing, recorded by writeSync
       throw error;
     }
   }
@@ -432,10 +539,10 @@ export class Store {
     switch (op.type) {
       case 'put': {
         const stored = this.kv.get(op.key);
-        if (stored === undefined) this.kv.putSync(op.key, encodeKeyRecord(seq, seq, 1, op.value));
+        if (stored === undefined) this.kv.putSync(op.key, encodeKeyRecord(op.key, seq, seq, 1, op.value));
         else {
-          const previous = decodeKeyRecord(stored);
-          this.kv.putSync(op.key, encodeKeyRecord(previous.createSeq, seq, previous.version + 1, op.value));
+          const previous = this.keyRecord(op.key, stored);
+          this.kv.putSync(op.key, encodeKeyRecord(op.key, previous.createSeq, seq, previous.version + 1, op.value));
         }
         return;
       }
@@ -464,7 +571,7 @@ export class Store {
     const count = bounds.lastSeq - bounds.firstSeq + 1;
     if (count <= 1 || (count <= retainEntries && bounds.bytes <= retainBytes)) return 0;
     let removed = 0;
-    this.env.transactionSync(() => {
+    this.writeSync(() => {
       let bytes = this.cachedLogBytes;
       let base: ChainHead | undefined;
       // Collect first: removing while a cursor walks the same tree is not supported by lmdb-js.
@@ -533,8 +640,11 @@ export class Store {
             exclusiveStart: after !== undefined,
             transaction: txn,
           })) {
-            const record = decodeKeyRecord(Buffer.from(value));
-            page.push({ key: Buffer.from(key), ...record });
+            // Checked here so that a damaged value is never sent to a watcher or a child (whose snapshot digest would
+            // be computed over the bad bytes and agree with them).
+            const keyCopy = Buffer.from(key);
+            const record = this.keyRecord(keyCopy, Buffer.from(value));
+            page.push({ key: keyCopy, ...record });
             bytes += key.length + value.length;
             if (bytes >= pageBytes) {
               full = true;
@@ -563,14 +673,14 @@ export class Store {
   /** Replica: starts receiving a snapshot; forgets any partly received one. */
   beginSnapshotInstall(): void {
     this.assertWritable();
-    this.env.transactionSync(() => this.removeAll(this.staging));
+    this.writeSync(() => this.removeAll(this.staging));
   }
 
   /** Replica: keeps a page of snapshot records aside (not visible to readers) until the snapshot is complete. */
   stageSnapshotPage(records: readonly SnapshotRecord[]): void {
     this.assertWritable();
-    this.env.transactionSync(() => {
-      for (const record of records) this.staging.putSync(record.key, encodeKeyRecord(record.createSeq, record.modSeq, record.version, record.value));
+    this.writeSync(() => {
+      for (const record of records) this.staging.putSync(record.key, encodeKeyRecord(record.key, record.createSeq, record.modSeq, record.version, record.value));
     });
   }
 
@@ -582,7 +692,7 @@ export class Store {
   finishSnapshotInstall(seq: number, hash: Buffer, datasetId: string): void {
     this.assertWritable();
     assert.ok(datasetId.length > 0);
-    this.env.transactionSync(() => {
+    this.writeSync(() => {
       this.removeAll(this.kv);
       for (const { key, value } of this.staging.getRange({})) this.kv.putSync(Buffer.from(key), Buffer.from(value));
       this.removeAll(this.staging);

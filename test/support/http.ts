@@ -252,3 +252,19 @@ export function recordingLogger(lines: string[]): Logger {
   };
   return logger;
 }
+
+/** The value of the first `/metrics` line that `line` matches, or 0 when there is none. */
+export async function metricValue(baseUrl: string, line: RegExp): Promise<number> {
+  const text = (await request(baseUrl, 'GET', '/metrics')).body.toString();
+  const found = text.split('\n').find((candidate) => line.test(candidate));
+  return found === undefined ? 0 : Number(found.slice(found.lastIndexOf(' ') + 1));
+}
+
+/** Polls `check` until it holds; fails naming `what` after `timeoutMs`. */
+export async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await check())) {
+    if (performance.now() > deadline) assert.fail(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

@@ -1,0 +1,141 @@
+/**
+ * Key records carry a checksum (issue 10, item 3), `mercury verify`, and damaged LMDB meta pages.
+ *
+ * The attacks as found: a damaged value in the key space was served with 200 and copied to new replicas by snapshot
+ * (the snapshot digest was computed over the bad bytes); damaged LMDB meta pages crashed the start with SIGSEGV.
+ */
+import assert from 'node:assert/strict';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { open } from 'lmdb';
+import { MercuryError } from '../src/errors/index.js';
+import { Store } from '../src/store/index.js';
+import { assertError, request, requestJson, waitUntil } from './support/http.js';
+import { makeTempDir, removeDir, runCli, startServe, stopProcess, CLI_PATH } from './support/process.js';
+import { spawn } from 'node:child_process';
+
+/** Rewrites a sub-database record of a closed data directory directly in LMDB, as a disk fault would. */
+async function rewriteRaw(dir: string, dbName: string, key: string, change: (stored: Buffer) => Buffer | undefined): Promise<void> {
+  const env = open({ path: dir, maxDbs: 8 });
+  const db = env.openDB<Buffer, Buffer>({ name: dbName, encoding: 'binary', keyEncoding: 'binary' });
+  const stored = db.get(Buffer.from(key));
+  assert.ok(stored !== undefined, `${dbName}/${key} exists`);
+  const changed = change(Buffer.from(stored));
+  if (changed === undefined) await db.remove(Buffer.from(key));
+  else await db.put(Buffer.from(key), changed);
+  await env.close();
+}
+
+
+/** Runs `mercury serve` expecting it to stop by itself; resolves with its exit code or signal and stderr. */
+function serveUntilExit(dir: string): Promise<{ code: number | string; stderr: string }> {
+  const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data-dir', dir, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+  child.stdout.resume();
+  return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code: code ?? signal ?? 'unknown', stderr })));
+}
+
+describe('key record checksums', () => {
+  let root: string;
+  let damagedDir: string;
+
+  before(async () => {
+    root = makeTempDir('key-checksum');
+    damagedDir = join(root, 'root');
+    const node = await startServe(damagedDir);
+    await requestJson(node.url, 'PUT', '/v1/kv/a', { body: 'sound' });
+    await requestJson(node.url, 'PUT', '/v1/kv/k', { body: 'the value as written' });
+    await stopProcess(node.child, 'SIGTERM');
+    // One byte of k's value flips in the key space (the log still holds the value as written).
+    await rewriteRaw(damagedDir, 'kv', 'k', (stored) => {
+      stored[stored.length - 3]! ^= 0x20;
+      return stored;
+    });
+  });
+
+  after(() => removeDir(root));
+
+  test('key checksum: a damaged value is answered 500 DATA_CORRUPTED, never 200, and is not sent to a new replica', async () => {
+    const node = await startServe(damagedDir);
+    try {
+      const error = assertError(await request(node.url, 'GET', '/v1/kv/k'), 'DATA_CORRUPTED', 500);
+      assert.match(error.message, /key "k"/);
+      assertError(await request(node.url, 'GET', '/v1/kv?prefix='), 'DATA_CORRUPTED', 500);
+      assert.equal((await request(node.url, 'GET', '/v1/kv/a')).body.toString(), 'sound');
+
+      const replica = await startServe(join(root, 'replica'), ['--upstream', node.replication]);
+      try {
+        await waitUntil('the replica is refused the damaged snapshot', async () => {
+          const status = await requestJson<{ replication: { lastFailure: string | null } }>(replica.url, 'GET', '/v1/status');
+          return /damaged data/.test(status.replication.lastFailure ?? '');
+        });
+        const status = await requestJson<{ replication: { snapshotsInstalled: number }; seq: number }>(replica.url, 'GET', '/v1/status');
+        assert.equal(status.replication.snapshotsInstalled, 0);
+        assert.equal((await request(replica.url, 'GET', '/readyz')).status, 503);
+      } finally {
+        await stopProcess(replica.child);
+      }
+      assert.equal((await request(node.url, 'GET', '/readyz')).status, 503);
+    } finally {
+      await stopProcess(node.child);
+    }
+  });
+
+  test('verify: a sound directory passes; a damaged key or log entry fails with exit 1, named in --json', async () => {
+    const soundDir = join(root, 'sound');
+    const node = await startServe(soundDir);
+    for (let i = 0; i < 20; i++) await requestJson(node.url, 'PUT', `/v1/kv/s${i % 7}`, { body: `v${i}` });
+    await requestJson(node.url, 'DELETE', '/v1/kv/s3');
+    await stopProcess(node.child, 'SIGTERM');
+    const sound = await runCli(['verify', '--data-dir', soundDir]);
+    assert.equal(sound.code, 0, sound.stderr + sound.stdout.toString());
+    assert.match(sound.stdout.toString(), /OK: the store is sound/);
+
+    const damaged = await runCli(['verify', '--data-dir', damagedDir, '--json']);
+    assert.equal(damaged.code, 1, damaged.stderr);
+    const report = JSON.parse(damaged.stdout.toString()) as { ok: boolean; keys: { damaged: number }; problems: string[] };
+    assert.equal(report.ok, false);
+    assert.equal(report.keys.damaged, 1);
+    assert.match(report.problems.join('\n'), /key "k": checksum/);
+
+    // One flipped bit in a log record breaks the chain from that entry on.
+    const logDir = join(root, 'log-damage');
+    cpSync(soundDir, logDir, { recursive: true });
+    await rewriteRaw(logDir, 'log', '\0\0\0\0\0\0\0\x05', (stored) => {
+      stored[stored.length - 40]! ^= 0x01;
+      return stored;
+    });
+    const logDamaged = await runCli(['verify', '--data-dir', logDir, '--json']);
+    assert.equal(logDamaged.code, 1, logDamaged.stderr);
+    assert.match((JSON.parse(logDamaged.stdout.toString()) as { problems: string[] }).problems.join('\n'), /log: .*log entry 5/);
+  });
+
+  test('meta pages: damaged LMDB meta pages end the start with a clear message, not SIGSEGV', async () => {
+    const dir = join(root, 'meta');
+    cpSync(join(root, 'sound'), dir, { recursive: true });
+    const path = join(dir, 'data.mdb');
+    const file = readFileSync(path);
+    const pageBytes = file.readUInt32LE(48);
+    // The main database's root page number, in both meta pages, far outside the file.
+    for (const page of [0, 1]) file.writeBigUInt64LE(1n << 40n, page * pageBytes + 96 + 40);
+    writeFileSync(path, file);
+    const started = await serveUntilExit(dir);
+    assert.equal(started.code, 1, started.stderr);
+    assert.match(started.stderr, /DATA_DIR_INVALID: .*data\.mdb is damaged \(meta page 0: the main database's root page \d+ is outside the file\)/);
+    const verified = await runCli(['verify', '--data-dir', dir]);
+    assert.equal(verified.code, 1);
+    assert.match(verified.stderr, /data\.mdb is damaged/);
+  });
+
+  test('store format: a directory of format 1 (no checksums) is refused with what to do', async () => {
+    const dir = join(root, 'format-1');
+    await Store.open({ path: dir }).close();
+    await rewriteRaw(dir, 'meta', 'format', () => undefined);
+    assert.throws(
+      () => Store.open({ path: dir }),
+      (error: unknown) => error instanceof MercuryError && error.code === 'DATA_DIR_INVALID' && /store format 1; this Mercury reads format 2/.test(error.message),
+    );
+  });
+});

@@ -1,0 +1,101 @@
+/**
+ * Disk full (issue 10, item 4), on a small tmpfs that the test mounts and unmounts.
+ *
+ * The attack as found: with the disk full, a write answered 500 INTERNAL, nothing was logged and /healthz said 200.
+ * Now the write answers 507 STORAGE_FULL, the failure is logged and counted, status and readiness report it, reads
+ * go on, and writes are accepted again once space is freed.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { assertError, metricValue, request, requestJson, waitUntil } from './support/http.js';
+import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
+
+const TMPFS_BYTES = 16 * 1024 * 1024;
+/** Larger than any run of free pages LMDB could reuse inside the file: the commit must grow the file. */
+const BIG_VALUE_BYTES = 512 * 1024;
+
+/** Mounts a tmpfs of `bytes` on `dir`; returns why not when this machine does not allow it. */
+function mountTmpfs(dir: string, bytes: number): string | undefined {
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${bytes}`, 'tmpfs', dir], { stdio: 'pipe' });
+    return undefined;
+  } catch (error) {
+    return `mounting a tmpfs is not permitted here (${String((error as { stderr?: Buffer }).stderr ?? error).trim()})`;
+  }
+}
+
+/** Writes zeros to `path` until the file system is full. */
+function fillUp(path: string): void {
+  const fd = openSync(path, 'w');
+  const chunk = Buffer.alloc(64 * 1024);
+  try {
+    for (;;) writeSync(fd, chunk);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOSPC') throw error;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+
+
+describe('storage full', () => {
+  let root: string;
+  let mountPoint: string;
+  let skip: string | undefined;
+  let node: ServeProcess | undefined;
+
+  before(() => {
+    root = makeTempDir('storage-full');
+    mountPoint = join(root, 'mnt');
+    mkdirSync(mountPoint);
+    skip = mountTmpfs(mountPoint, TMPFS_BYTES);
+  });
+
+  after(async () => {
+    if (node !== undefined) await stopProcess(node.child);
+    if (skip === undefined) execFileSync('umount', [mountPoint]);
+    removeDir(root);
+  });
+
+  test('storage full: a write answers 507 STORAGE_FULL, reads go on, readiness fails, and writes resume once space is freed', async (t) => {
+    if (skip !== undefined) {
+      t.skip(skip);
+      return;
+    }
+    node = await startServe(join(mountPoint, 'data'));
+    const url = node.url;
+    await requestJson(url, 'PUT', '/v1/kv/before', { body: 'still here' });
+    const filler = join(mountPoint, 'filler');
+    fillUp(filler);
+
+    const big = Buffer.alloc(BIG_VALUE_BYTES, 'x');
+    const refused = await request(url, 'PUT', '/v1/kv/big', { body: big });
+    const error = assertError(refused, 'STORAGE_FULL', 507);
+    assert.match(error.message, /not applied/);
+    // Reads go on; liveness holds; readiness, status, metrics and the log say what is wrong.
+    assert.equal((await request(url, 'GET', '/v1/kv/before')).body.toString(), 'still here');
+    assertError(await request(url, 'GET', '/v1/kv/big'), 'KEY_NOT_FOUND');
+    assert.equal((await request(url, 'GET', '/healthz')).status, 200);
+    const ready = await request(url, 'GET', '/readyz');
+    assert.equal(ready.status, 503);
+    assert.match(ready.body.toString(), /STORAGE_FULL/);
+    const status = await requestJson<{ storage: { writable: boolean; writeFault: { code: string } | null } }>(url, 'GET', '/v1/status');
+    assert.equal(status.storage.writable, false);
+    assert.equal(status.storage.writeFault?.code, 'STORAGE_FULL');
+    assert.ok((await metricValue(url, /^mercury_storage_errors_total\{code="STORAGE_FULL"\} /)) >= 1);
+    assert.match(node.stderr(), /write failed: storage/);
+
+    rmSync(filler);
+    // Readiness finds out by itself (it tries a small write), without any client write.
+    await waitUntil('the node is ready again', async () => (await request(url, 'GET', '/readyz')).status === 200);
+    const { seq } = await requestJson<{ seq: number }>(url, 'PUT', '/v1/kv/big', { body: big });
+    assert.ok(seq >= 2);
+    assert.equal((await request(url, 'GET', '/v1/kv/big')).body.length, BIG_VALUE_BYTES);
+    const after = await requestJson<{ storage: { writable: boolean } }>(url, 'GET', '/v1/status');
+    assert.equal(after.storage.writable, true);
+  });
+});
