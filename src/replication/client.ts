@@ -14,6 +14,7 @@ import type { Clock } from '../clock/index.js';
 import { parseHostPort } from '../config/index.js';
 import type { EncodedEntry } from '../log/index.js';
 import type { Logger } from '../logging/index.js';
+import { MercuryError } from '../errors/index.js';
 import type { Store } from '../store/index.js';
 import { Downstream, type DownstreamAction, type DownstreamStatus } from './downstream.js';
 import { REPLICATION_LIMITS, type ReplicationLimits } from './limits.js';
@@ -36,10 +37,12 @@ export interface ReplicationClientOptions {
 }
 
 const SNAPSHOT_PROGRESS_LOG_INTERVAL_MS = 5_000;
+/** After a failed store write, how long the replica waits before it reconnects and tries again. */
+const STORAGE_RETRY_MS = 1_000;
 
 export class ReplicationClient {
   private readonly options: ReplicationClientOptions;
-  private readonly downstream: Downstream;
+  private downstream: Downstream;
   private readonly timer: TickTimer;
   private readonly sockets = new Map<number, net.Socket>();
   private stopped = false;
@@ -47,19 +50,40 @@ export class ReplicationClient {
 
   constructor(options: ReplicationClientOptions) {
     this.options = options;
-    const store = options.store;
+    this.downstream = this.machineFromStore();
+    this.timer = new TickTimer(options.clock, () => this.perform(this.downstream.tick(options.clock.monotonicMs())));
+  }
+
+  /** A state machine that starts from what the store holds. */
+  private machineFromStore(): Downstream {
+    const store = this.options.store;
     const head = store.head();
     const headTimeMs = head.seq === 0 ? undefined : store.readLog(head.seq, 1)[0]?.entry.timeMs;
-    this.downstream = new Downstream({
+    return new Downstream({
       nodeId: store.nodeId,
-      upstreams: options.upstreams,
+      upstreams: this.options.upstreams,
       datasetId: store.datasetId,
       head,
       headTimeMs,
-      limits: options.limits ?? REPLICATION_LIMITS,
+      limits: this.options.limits ?? REPLICATION_LIMITS,
       random: () => randomInt(1 << 30) / (1 << 30),
     });
-    this.timer = new TickTimer(options.clock, () => this.perform(this.downstream.tick(options.clock.monotonicMs())));
+  }
+
+  /**
+   * A write to the store failed for the storage (disk full, I/O error; the store has logged and counted it). The
+   * machine already counts the entries it asked to apply as its head, so it is dropped with its connections, and a
+   * new one starts from what the store really holds once STORAGE_RETRY_MS has passed. The node keeps serving reads.
+   */
+  private storageFailed(fault: MercuryError): void {
+    this.options.logger.log('error', 'replication paused: the store cannot write', { code: fault.code, retryMs: STORAGE_RETRY_MS });
+    this.timer.cancel();
+    for (const socket of this.sockets.values()) socket.destroy();
+    this.sockets.clear();
+    this.downstream = this.machineFromStore();
+    this.options.clock.setTimeout(() => {
+      if (!this.stopped) this.start();
+    }, STORAGE_RETRY_MS);
   }
 
   start(): void {
@@ -108,6 +132,15 @@ export class ReplicationClient {
 
   private perform(actions: readonly DownstreamAction[]): void {
     if (this.stopped) return;
+    try {
+      this.performActions(actions);
+    } catch (error) {
+      if (!(error instanceof MercuryError) || !error.code.startsWith('STORAGE_')) throw error;
+      this.storageFailed(error);
+    }
+  }
+
+  private performActions(actions: readonly DownstreamAction[]): void {
     const { store, logger } = this.options;
     // Several frames read at once yield several `apply` actions in a row: one write transaction serves them all.
     let batch: EncodedEntry[] = [];
