@@ -11,6 +11,8 @@ import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { assertError, metricValue, request, requestJson, waitUntil } from './support/http.js';
+import { MercuryError } from '../src/errors/index.js';
+import { storageFault } from '../src/store/health.js';
 import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
 
 const TMPFS_BYTES = 16 * 1024 * 1024;
@@ -41,6 +43,17 @@ function fillUp(path: string): void {
 }
 
 
+
+test('storage faults: ENOSPC and MDB_MAP_FULL map to STORAGE_FULL (507), EIO to STORAGE_IO_ERROR (500), anything else to none', () => {
+  const lmdbError = (code: number, message: string): Error => Object.assign(new Error(message), { code });
+  assert.equal(storageFault(lmdbError(28, 'No space left on device: Attempting to write page'))?.code, 'STORAGE_FULL');
+  assert.equal(storageFault(lmdbError(-30792, 'MDB_MAP_FULL: Environment mapsize limit reached'))?.code, 'STORAGE_FULL');
+  assert.equal(storageFault(Object.assign(new Error('write EIO'), { code: 'EIO' }))?.code, 'STORAGE_IO_ERROR');
+  assert.equal(storageFault(lmdbError(5, 'Input/output error'))?.status, 500);
+  assert.equal(storageFault(lmdbError(28, 'x'))?.status, 507);
+  assert.equal(storageFault(new Error('a bug')), undefined);
+  assert.equal(storageFault(new MercuryError('KEY_EMPTY', 'not the storage')), undefined);
+});
 
 describe('storage full', () => {
   let root: string;
