@@ -20,7 +20,7 @@
  *
  * Format history: 1 had no crc in kv records (and no "format" key). 2 added the crc, so that a damaged value is never
  * served nor sent in a snapshot: every read checks it (`decodeKeyRecord`). A directory of format 1 is refused at open
- * (Mercury had no released users; a replica refetches everything, see docs/decisions.md record 11).
+ * (Mercury had no released users; a replica refetches everything, see docs/decisions.md, record 14).
  */
 import { crc32 } from 'node:zlib';
 
