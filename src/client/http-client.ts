@@ -258,7 +258,7 @@ export class NodeClient {
     return this.json('GET', '/v1/status');
   }
 
-  /** Asks a replica to discard its chain and take a full snapshot from its upstream (NOT_A_REPLICA on the root). */
+  /** Asks a replica to discard its chain and take a full snapshot from its upstream (NOT_A_REPLICA on the root, RESYNC_IN_PROGRESS while one runs). */
   async resync(): Promise<{ resync: string; seq: number }> {
     return this.json('POST', '/v1/replication/resync');
   }

@@ -251,6 +251,12 @@ export class MercuryNode {
   /** Replica: drop the chain and take a full snapshot from the upstream (after a divergence). */
   resync(): void {
     if (this.replicationClient === undefined) throw new MercuryError('NOT_A_REPLICA', 'this node is the root; only a replica can resync from an upstream');
+    // One at a time: each resync makes the upstream stream a full snapshot, so repeats would multiply that work.
+    const replication = this.replicationClient.status();
+    if (replication.resyncPending)
+      throw new MercuryError('RESYNC_IN_PROGRESS', 'a resync is already in progress; follow it with mercury status', {
+        details: { phase: replication.phase, snapshot: replication.snapshot ?? null },
+      });
     this.logger.log('warn', 'resync requested by the operator', { seq: this.store.head().seq });
     this.replicationClient.resync();
   }
@@ -341,6 +347,7 @@ export class MercuryNode {
       lastHeartbeatRootSeq: status.lastHeartbeatRootSeq ?? null,
       entriesApplied: status.entriesApplied,
       snapshotsInstalled: status.snapshotsInstalled,
+      resyncPending: status.resyncPending,
       upstreamSwitches: status.upstreamSwitches,
       consecutiveFailures: status.consecutiveFailures,
       lastFailure: status.lastFailure ?? null,

@@ -125,6 +125,8 @@ export interface DownstreamStatus {
   readonly upstreamSwitches: number;
   readonly entriesApplied: number;
   readonly snapshotsInstalled: number;
+  /** A resync was requested and its snapshot is not installed yet (it survives reconnects and upstream switches). */
+  readonly resyncPending: boolean;
   readonly divergedReason: string | undefined;
   readonly lastFailure: string | undefined;
   readonly snapshot:
@@ -313,10 +315,12 @@ export class Downstream {
 
   /**
    * Operator: fetch a full snapshot, replacing the local chain (from the current upstream if connected, else from the
-   * next one, at once). The only way out of `diverged`; valid in any phase, also before `start`.
+   * next one, at once). The only way out of `diverged`; valid in any phase, also before `start`. While one is pending
+   * a repeat changes nothing: restarting would make the upstream begin another full snapshot each time (the node
+   * refuses repeats before they get here, see `resyncPending`).
    */
   resync(nowMs: number): DownstreamAction[] {
-    if (this.phase === 'stopped') return [];
+    if (this.phase === 'stopped' || this.resyncRequested) return [];
     this.resyncRequested = true;
     this.divergedReason = undefined;
     this.failures = 0;
@@ -364,6 +368,7 @@ export class Downstream {
       upstreamSwitches: this.upstreamSwitches,
       entriesApplied: this.entriesApplied,
       snapshotsInstalled: this.snapshotsInstalled,
+      resyncPending: this.resyncRequested,
       divergedReason: this.divergedReason,
       lastFailure: this.lastFailure,
       snapshot:

@@ -39,7 +39,7 @@ export interface NodeApi {
   status(): Record<string, unknown>;
   /** Whether the node should take traffic, and why not (`/readyz`). */
   readiness(): { ready: boolean; reasons: string[] };
-  /** Replica: discard the chain and take a full snapshot (throws NOT_A_REPLICA on the root). */
+  /** Replica: discard the chain and take a full snapshot (throws NOT_A_REPLICA on the root, RESYNC_IN_PROGRESS while one runs). */
   resync(): void;
   log(message: string, fields?: Record<string, unknown>): void;
 }

@@ -14,6 +14,7 @@ export interface ReplicationStatusJson {
   readonly ancestors?: string[];
   readonly lagEntries?: number | null;
   readonly snapshotsInstalled?: number;
+  readonly resyncPending?: boolean;
   readonly upstreamSwitches?: number;
   readonly lastFailure?: string | null;
   readonly divergedReason?: string | null;
@@ -70,38 +71,64 @@ export async function converged(root: ServeProcess, nodes: readonly ServeProcess
 /**
  * A TCP proxy in front of `target` ("host:port"). While `flipArmed` is set, the next chunk from the target that is at
  * least `minChunkBytes` long has one byte inverted (then the proxy disarms itself): a corruption the frame CRC or the
- * hash chain must catch.
+ * hash chain must catch. While `holding` is set, new connections are accepted but not forwarded until `release()`:
+ * a node that tries to reach its upstream stays in the middle of it for as long as a test needs.
  */
 export class FlipProxy {
   flipArmed = false;
   flips = 0;
+  holding = false;
+  /** Connections accepted so far. */
+  accepted = 0;
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
+  private held: (() => void)[] = [];
 
   private constructor(target: string) {
     const { host, port } = parseHostPort(target, 'proxy target');
     this.server = net.createServer((client) => {
-      const upstream = net.connect({ host, port });
-      for (const socket of [client, upstream]) {
-        this.sockets.add(socket);
-        socket.on('error', () => {});
-        socket.on('close', () => {
-          this.sockets.delete(socket);
-          client.destroy();
-          upstream.destroy();
-        });
+      this.accepted++;
+      if (this.holding) {
+        client.pause();
+        this.sockets.add(client);
+        client.on('error', () => {});
+        this.held.push(() => this.forward(client, host, port));
+        return;
       }
-      client.pipe(upstream);
-      upstream.on('data', (chunk: Buffer) => {
-        if (this.flipArmed && chunk.length >= 16) {
-          this.flipArmed = false;
-          this.flips++;
-          chunk = Buffer.from(chunk);
-          chunk[chunk.length - 8] = chunk[chunk.length - 8]! ^ 0xff;
-        }
-        client.write(chunk);
-      });
+      this.forward(client, host, port);
     });
+  }
+
+  /** Stops holding and forwards the connections held so far. */
+  release(): void {
+    this.holding = false;
+    const held = this.held;
+    this.held = [];
+    for (const forward of held) forward();
+  }
+
+  private forward(client: net.Socket, host: string, port: number): void {
+    const upstream = net.connect({ host, port });
+    for (const socket of [client, upstream]) {
+      this.sockets.add(socket);
+      socket.on('error', () => {});
+      socket.on('close', () => {
+        this.sockets.delete(socket);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.pipe(upstream);
+    upstream.on('data', (chunk: Buffer) => {
+      if (this.flipArmed && chunk.length >= 16) {
+        this.flipArmed = false;
+        this.flips++;
+        chunk = Buffer.from(chunk);
+        chunk[chunk.length - 8] = chunk[chunk.length - 8]! ^ 0xff;
+      }
+      client.write(chunk);
+    });
+    client.resume();
   }
 
   static async start(target: string): Promise<FlipProxy> {
