@@ -7,7 +7,7 @@
  * `validateReplicationLimits` asserts the relations below for any set, and runs on both presets at module load.
  */
 import assert from 'node:assert/strict';
-import { ENTRY_BYTES_MAX, KEY_BYTES_MAX, VALUE_BYTES_CEILING } from '../limits.js';
+import { ENTRY_BYTES_MAX, KEY_BYTES_MAX, REPLICATION_CHILDREN_MAX_DEFAULT, VALUE_BYTES_CEILING } from '../limits.js';
 import { HASH_BYTES } from '../log/index.js';
 
 const KiB = 1024;
@@ -34,6 +34,12 @@ export const NODE_ID_BYTES_MAX = 255;
  */
 export const PATH_NODES_MAX = 32;
 
+/**
+ * The largest HELLO frame: header, version and flags, dataset and node ids, a path of PATH_NODES_MAX ids, the head.
+ * With ACK (16 bytes of payload) it is all a child ever sends.
+ */
+export const HELLO_FRAME_BYTES_MAX = FRAME_HEADER_BYTES + 2 + 1 + 2 * (1 + NODE_ID_BYTES_MAX) + 1 + PATH_NODES_MAX * (1 + NODE_ID_BYTES_MAX) + 8 + HASH_BYTES;
+
 /** The human-readable part of a REFUSE. */
 export const REFUSE_MESSAGE_BYTES_MAX = 1024;
 
@@ -42,6 +48,16 @@ export interface ReplicationLimits {
   readonly entryRecordBytesMax: number;
   /** Largest frame, header included. The decoder refuses a larger length before reading the payload. */
   readonly frameBytesMax: number;
+  /**
+   * Largest frame an upstream accepts from a child, which only sends HELLO and ACK. Far below `frameBytesMax`, so a
+   * peer that opens a connection and starts an endless frame costs a few KiB, not a frame's worth, until it is closed.
+   */
+  readonly childFrameBytesMax: number;
+  /**
+   * Children an upstream serves per remote address. Without authentication, one host could otherwise hold every
+   * child slot with fake children that HELLO and ACK, and keep real replicas out for as long as it likes.
+   */
+  readonly childrenPerAddressMax: number;
   /** An ENTRIES frame is filled up to this many record bytes (but always carries at least one entry). */
   readonly entriesFrameBytesTarget: number;
   /** ... and at most this many entries. */
@@ -91,6 +107,8 @@ export interface ReplicationLimits {
 export const REPLICATION_LIMITS: ReplicationLimits = Object.freeze({
   entryRecordBytesMax: ENTRY_BYTES_MAX + ENTRY_RECORD_OVERHEAD_BYTES,
   frameBytesMax: ENTRY_BYTES_MAX + 1 * MiB,
+  childFrameBytesMax: 12 * KiB,
+  childrenPerAddressMax: 64,
   entriesFrameBytesTarget: 1 * MiB,
   entriesFrameEntriesMax: 1024,
   snapshotChunkBytesTarget: 1 * MiB,
@@ -119,6 +137,8 @@ export const REPLICATION_LIMITS: ReplicationLimits = Object.freeze({
 export const REPLICATION_LIMITS_TEST: ReplicationLimits = Object.freeze({
   entryRecordBytesMax: 8 * KiB,
   frameBytesMax: 16 * KiB,
+  childFrameBytesMax: 12 * KiB,
+  childrenPerAddressMax: 4,
   entriesFrameBytesTarget: 2 * KiB,
   entriesFrameEntriesMax: 16,
   snapshotChunkBytesTarget: 1 * KiB,
@@ -148,6 +168,11 @@ export function validateReplicationLimits(limits: ReplicationLimits): Replicatio
   assert.ok(limits.entryRecordBytesMax > ENTRY_RECORD_OVERHEAD_BYTES);
   assert.ok(limits.frameBytesMax <= 0xffffffff, 'frame length is a u32');
   assert.ok(limits.entriesFrameBytesTarget <= limits.frameBytesMax - FRAME_HEADER_BYTES - 4);
+  // Whatever a child may legitimately send fits, and the bound on a child's frames is the tighter one.
+  assert.ok(limits.childFrameBytesMax >= HELLO_FRAME_BYTES_MAX, 'the largest HELLO must fit in a child frame');
+  assert.ok(limits.childFrameBytesMax <= limits.frameBytesMax);
+  // One address holds at most a share of the default child slots, so replicas elsewhere still find room.
+  assert.ok(limits.childrenPerAddressMax * 4 <= REPLICATION_CHILDREN_MAX_DEFAULT, 'one address must not hold the child slots');
   assert.ok(limits.snapshotChunkBytesTarget <= limits.frameBytesMax - FRAME_HEADER_BYTES - 4);
   assert.ok(limits.entriesFrameEntriesMax <= limits.childWindowEntriesMax, 'a full frame must fit in an empty window');
   // A child acknowledges before the window fills, so an upstream waiting on a full window always hears back.

@@ -10,6 +10,7 @@ import net from 'node:net';
 import type { Clock } from '../clock/index.js';
 import type { EncodedEntry } from '../log/index.js';
 import type { Logger } from '../logging/index.js';
+import { AddressSlots, addressKey } from '../net/index.js';
 import { REPLICATION_LIMITS, type ReplicationLimits } from './limits.js';
 import { encodeMessage, type Heartbeat } from './protocol.js';
 import type { LogSource } from './source.js';
@@ -38,6 +39,8 @@ interface ChildSession {
   readonly upstream: Upstream;
   readonly timer: TickTimer;
   readonly remote: string;
+  /** The peer's address (without port): what its slot is counted under. */
+  readonly address: string;
 }
 
 export interface ChildStatus extends UpstreamStatus {
@@ -49,11 +52,13 @@ export class ReplicationServer {
   private readonly limits: ReplicationLimits;
   private readonly server: net.Server;
   private readonly sessions = new Set<ChildSession>();
+  private readonly addressSlots: AddressSlots;
   private closing = false;
 
   constructor(options: ReplicationServerOptions) {
     this.options = options;
     this.limits = options.limits ?? REPLICATION_LIMITS;
+    this.addressSlots = new AddressSlots(this.limits.childrenPerAddressMax);
     this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
   }
 
@@ -110,8 +115,13 @@ export class ReplicationServer {
 
   private accept(socket: net.Socket): void {
     const remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
-    if (this.closing || this.sessions.size >= this.options.childrenMax) {
-      const reason = this.closing ? 'this node is shutting down' : `this node already serves ${this.options.childrenMax} children; use another upstream`;
+    const address = addressKey(socket.remoteAddress);
+    let reason: string | undefined;
+    if (this.closing) reason = 'this node is shutting down';
+    else if (this.sessions.size >= this.options.childrenMax) reason = `this node already serves ${this.options.childrenMax} children; use another upstream`;
+    else if (!this.addressSlots.tryAcquire(address))
+      reason = `this node already serves ${this.limits.childrenPerAddressMax} children from ${address} (the most per address); use another upstream`;
+    if (reason !== undefined) {
       socket.end(encodeMessage({ type: 'refuse', reason: 'UNAVAILABLE', message: reason }));
       socket.setTimeout(CLOSE_FLUSH_MS, () => socket.destroy());
       socket.on('error', () => socket.destroy());
@@ -132,6 +142,7 @@ export class ReplicationServer {
       socket,
       upstream,
       remote,
+      address,
       timer: new TickTimer(clock, () => this.perform(session, upstream.tick(clock.monotonicMs()))),
     };
     this.sessions.add(session);
@@ -165,6 +176,7 @@ export class ReplicationServer {
   /** Ends the session: flushes what was queued (a REFUSE, say), then destroys the socket if the peer lingers. */
   private drop(session: ChildSession, reason?: string): void {
     if (!this.sessions.delete(session)) return;
+    this.addressSlots.release(session.address);
     session.timer.cancel();
     if (reason !== undefined) this.options.logger.log('info', 'child session closed', { remote: session.remote, reason });
     session.socket.end();

@@ -108,7 +108,8 @@ export class Upstream {
     this.ancestors = options.ancestors;
     this.latestHeartbeat = options.latestHeartbeat;
     this.limits = validateReplicationLimits(options.limits ?? REPLICATION_LIMITS);
-    this.decoder = new FrameDecoder(this.limits.frameBytesMax);
+    // A child only sends HELLO and ACK: anything longer is refused from its length, before the body is buffered.
+    this.decoder = new FrameDecoder(this.limits.childFrameBytesMax);
     this.startedMs = options.nowMs;
     this.lastAckMs = options.nowMs;
   }

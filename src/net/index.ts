@@ -1,0 +1,2 @@
+/** Connection admission shared by the listeners (HTTP, replication): per-address slots. */
+export { AddressSlots, addressKey } from './address-slots.js';

@@ -1,0 +1,190 @@
+/**
+ * Hostile input - the replication port. Found on a real node: 96 MiB of one unfinished frame sent before HELLO stayed
+ * in memory until the handshake timeout, and 256 fake children that HELLO and ACK held every child slot, so a real
+ * replica was refused for as long as they stayed. Now a child's frames are capped at `childFrameBytesMax` (refused
+ * from the length, before the body is buffered) and children are capped per remote address.
+ */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { validateConfig } from '../src/config/index.js';
+import { MercuryNode, NODE_LIMITS_TEST } from '../src/node/index.js';
+import { FrameDecoder, PROTOCOL_VERSION, decodeMessage, encodeMessage, type Message } from '../src/replication/index.js';
+import { request } from './support/http.js';
+import { assertHealthzAnswers } from './support/hostile.js';
+import { makeTempDir, removeDir } from './support/process.js';
+import { eventually } from './support/tree.js';
+
+const limits = NODE_LIMITS_TEST.replication;
+const MiB = 1024 * 1024;
+
+/** A peer on the replication port that speaks the protocol by hand: it can HELLO, keep ACKing, or send anything. */
+class FakeChild {
+  readonly messages: Message[] = [];
+  closed = false;
+  private receivedBytes = 0;
+  private readonly decoder = new FrameDecoder(limits.frameBytesMax);
+  private ackTimer: NodeJS.Timeout | undefined;
+
+  private constructor(readonly socket: net.Socket) {
+    socket.on('data', (chunk: Buffer) => {
+      this.receivedBytes += chunk.length;
+      for (const frame of this.decoder.push(chunk)) this.messages.push(decodeMessage(frame));
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      this.closed = true;
+      clearInterval(this.ackTimer);
+    });
+  }
+
+  static connect(address: string, localAddress: string): Promise<FakeChild> {
+    const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host, port, localAddress }, () => resolve(new FakeChild(socket)));
+      socket.once('error', reject);
+    });
+  }
+
+  /** HELLO as a new replica, then an ACK of everything received every ackIntervalMs: a child that holds its slot. */
+  holdSlot(nodeId: string): void {
+    const hash = Buffer.alloc(32);
+    this.socket.write(encodeMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, resync: false, datasetId: '', nodeId, path: [], head: { seq: 0, hash } }));
+    this.ackTimer = setInterval(() => {
+      if (!this.closed) this.socket.write(encodeMessage({ type: 'ack', appliedSeq: 0, receivedBytes: this.receivedBytes }));
+    }, limits.ackIntervalMs);
+  }
+
+  first(): Message | undefined {
+    return this.messages[0];
+  }
+
+  /** The first message, which must be a REFUSE. */
+  refusal(): { reason: string; message: string } {
+    const first = this.messages[0];
+    assert.ok(first?.type === 'refuse', `expected a REFUSE, got ${JSON.stringify(first)}`);
+    return first;
+  }
+
+  close(): void {
+    clearInterval(this.ackTimer);
+    this.socket.destroy();
+  }
+}
+
+describe('hostile input - replication port', () => {
+  const dir = makeTempDir('hostile-replication');
+  const nodes: MercuryNode[] = [];
+  const fakes: FakeChild[] = [];
+  after(async () => {
+    for (const fake of fakes) fake.close();
+    for (const node of nodes.reverse()) await node.close();
+    removeDir(dir);
+  });
+  const start = async (name: string, upstreams: string[] = []): Promise<MercuryNode> => {
+    const config = validateConfig({ dataDir: join(dir, name), port: 0, upstreams, replicationChildrenMax: 16 });
+    const node = await MercuryNode.start(config, { limits: NODE_LIMITS_TEST });
+    nodes.push(node);
+    return node;
+  };
+  const fake = async (root: MercuryNode, localAddress: string): Promise<FakeChild> => {
+    const child = await FakeChild.connect(root.replicationAddress, localAddress);
+    fakes.push(child);
+    return child;
+  };
+
+  let root: MercuryNode;
+  const acknowledged = new Map<string, string>();
+
+  test('replication port: a frame announced larger than a child may send is refused from its length, before HELLO', async () => {
+    root = await start('root');
+    for (let i = 0; i < 20; i++) {
+      assert.equal((await request(root.url, 'PUT', `/v1/kv/k-${i}`, { body: `v-${i}` })).status, 200);
+      acknowledged.set(`k-${i}`, `v-${i}`);
+    }
+    // The attack as found: the prefix of a 96 MiB frame, then its body streaming in.
+    const attacker = await fake(root, '127.0.0.1');
+    const prefix = Buffer.alloc(8);
+    prefix.writeUInt32BE(96 * MiB, 0);
+    attacker.socket.write(prefix);
+    attacker.socket.write(Buffer.alloc(64 * 1024, 0x5a));
+    await assertHealthzAnswers(root.url, 'during an oversized frame');
+    await eventually(
+      () => Promise.resolve(attacker.closed),
+      () => `still open; received ${JSON.stringify(attacker.messages)}`,
+    );
+    const refusal = attacker.refusal();
+    assert.equal(refusal.reason, 'PROTOCOL_ERROR');
+    assert.match(refusal.message, new RegExp(`FRAME_TOO_LARGE.*maximum of ${limits.childFrameBytesMax}`));
+
+    // A frame just above the child limit is refused too, though a full-size frame from an upstream would be accepted.
+    const justAbove = await fake(root, '127.0.0.1');
+    const header = Buffer.alloc(8);
+    header.writeUInt32BE(limits.childFrameBytesMax - 8 + 1, 0);
+    justAbove.socket.write(header);
+    await eventually(
+      () => Promise.resolve(justAbove.closed),
+      () => 'still open',
+    );
+    assert.match(justAbove.refusal().message, /FRAME_TOO_LARGE/);
+  });
+
+  test('replication port: fake children from one address hold at most childrenPerAddressMax slots; real replicas still join', async () => {
+    const perAddress = limits.childrenPerAddressMax;
+    // Fake children from 127.0.0.2 that HELLO and keep ACKing: each holds a slot, up to the per-address cap.
+    const held: FakeChild[] = [];
+    for (let i = 0; i < perAddress; i++) {
+      const child = await fake(root, '127.0.0.2');
+      child.holdSlot(`fake-${i}`);
+      held.push(child);
+    }
+    await eventually(
+      () => Promise.resolve(held.every((child) => child.first()?.type === 'welcome')),
+      () => JSON.stringify(held.map((child) => child.first()?.type)),
+    );
+    const refused = await fake(root, '127.0.0.2');
+    refused.holdSlot('fake-refused');
+    await eventually(
+      () => Promise.resolve(refused.closed && refused.first() !== undefined),
+      () => 'the child over the cap was not refused',
+    );
+    const refusal = refused.refusal();
+    assert.equal(refusal.reason, 'UNAVAILABLE');
+    assert.match(refusal.message, new RegExp(`${perAddress} children from 127\\.0\\.0\\.2`));
+    await assertHealthzAnswers(root.url, 'with fake children holding slots');
+
+    // A real replica from another address joins while the fakes stay, and has every acknowledged write.
+    const replica = await start('replica', [root.replicationAddress]);
+    await eventually(
+      () => Promise.resolve(replica.store.head().seq === root.store.head().seq && replica.replicationClient!.status().phase === 'streaming'),
+      () => `${JSON.stringify(replica.replicationClient!.status())}; root children: ${JSON.stringify(root.replicationServer.children().map((c) => [c.remote, c.phase]))}`,
+    );
+    for (const [key, value] of acknowledged) assert.equal((await request(replica.url, 'GET', `/v1/kv/${key}`)).body.toString(), value);
+    assert.ok(held.every((child) => !child.closed), 'the fakes within the cap keep their slots (ACKing is all a child owes)');
+
+    // From 127.0.0.1, the replica holds one slot; fakes take the rest; the next real replica is refused with a reason
+    // it reports, and joins as soon as a slot from its address is free.
+    const local: FakeChild[] = [];
+    for (let i = 1; i < perAddress; i++) {
+      const child = await fake(root, '127.0.0.1');
+      child.holdSlot(`local-fake-${i}`);
+      local.push(child);
+    }
+    await eventually(
+      () => Promise.resolve(local.every((child) => child.first()?.type === 'welcome')),
+      () => JSON.stringify(local.map((child) => child.first()?.type)),
+    );
+    const late = await start('late-replica', [root.replicationAddress]);
+    await eventually(
+      () => Promise.resolve(/UNAVAILABLE.*children from 127\.0\.0\.1/.test(late.replicationClient!.status().lastFailure ?? '')),
+      () => JSON.stringify(late.replicationClient!.status()),
+    );
+    local[0]!.close();
+    await eventually(
+      () => Promise.resolve(late.store.head().seq === root.store.head().seq && late.replicationClient!.status().phase === 'streaming'),
+      () => JSON.stringify(late.replicationClient!.status()),
+    );
+    for (const [key, value] of acknowledged) assert.equal((await request(late.url, 'GET', `/v1/kv/${key}`)).body.toString(), value);
+  });
+});
