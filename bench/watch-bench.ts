@@ -111,13 +111,15 @@ async function stopAll(nodes: readonly NodeProcess[]): Promise<void> {
 /** Starts the nodes; in multi-process mode tries replication first (see the header), else independent nodes. */
 async function startCluster(): Promise<Cluster> {
   const nodeArgs = [...(values.heapsnapshot ? ['--heapsnapshot-signal=SIGUSR2'] : []), ...values['node-arg']];
+  // Every watcher connects from loopback: lift the per-address cap to the whole connection cap.
+  const oneAddress = ['--max-connections-per-address', String(HTTP_CONNECTIONS_MAX)];
   if (NODES === 1) {
-    const nodes = [await startNodeProcess([], undefined, { nodeArgs })];
+    const nodes = [await startNodeProcess(oneAddress, undefined, { nodeArgs })];
     return { topology: 'single', nodes, stop: () => stopAll(nodes) };
   }
   let root: NodeProcess | undefined;
   try {
-    root = await startNodeProcess(['--replication-listen', '127.0.0.1:0'], undefined, { nodeArgs, quiet: true });
+    root = await startNodeProcess([...oneAddress, '--replication-listen', '127.0.0.1:0'], undefined, { nodeArgs, quiet: true });
   } catch (error) {
     if (values.replicas) throw new Error('--replicas: this mercury serve does not take --replication-listen', { cause: error });
   }
@@ -130,7 +132,7 @@ async function startCluster(): Promise<Cluster> {
     const nodes = [root];
     try {
       for (let i = 1; i < NODES; i++)
-        nodes.push(await startNodeProcess(['--replication-listen', '127.0.0.1:0', '--upstream', root.replication!], undefined, { nodeArgs }));
+        nodes.push(await startNodeProcess([...oneAddress, '--replication-listen', '127.0.0.1:0', '--upstream', root.replication!], undefined, { nodeArgs }));
     } catch (error) {
       await stopAll(nodes);
       throw error;
@@ -138,7 +140,7 @@ async function startCluster(): Promise<Cluster> {
     return { topology: 'replicas', nodes, stop: () => stopAll(nodes) };
   }
   const nodes: NodeProcess[] = [];
-  for (let i = 0; i < NODES; i++) nodes.push(await startNodeProcess([], undefined, { nodeArgs }));
+  for (let i = 0; i < NODES; i++) nodes.push(await startNodeProcess(oneAddress, undefined, { nodeArgs }));
   return { topology: 'independent', nodes, stop: () => stopAll(nodes) };
 }
 

@@ -756,7 +756,7 @@ describe('http api: timeouts', () => {
     // The production timeouts are 10 s and 60 s; the node's limits take short ones.
     node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), {
       logger: recordingLogger(errorLog),
-      limits: withLimits(NODE_LIMITS, { http: { headersTimeoutMs: 300, requestTimeoutMs: 600 } }),
+      limits: withLimits(NODE_LIMITS, { http: { firstByteTimeoutMs: 300, headersTimeoutMs: 300, requestTimeoutMs: 600 } }),
     });
     url = node.url;
   });

@@ -19,6 +19,7 @@ const USAGE = `usage: mercury <command> [options]
 Node:
   serve [--data-dir DIR] [--listen HOST:PORT] [--max-value-bytes N]
         [--log-retain-entries N] [--log-retain-bytes N]      run a node (defaults: ./data, 127.0.0.1:${DEFAULT_PORT})
+        [--max-connections-per-address N]                    HTTP connections one address may hold (default 4000)
         [--replication-listen HOST:PORT]                     where children connect (default: HTTP port + 1)
         [--upstream HOST:PORT[,HOST:PORT...]] [--resync]     run as a replica of these upstreams, in order
   demo [--replicas N] [--dir DIR]                            a local root and N replicas in a tree (default 6)
@@ -47,6 +48,7 @@ const OPTIONS = {
   'max-value-bytes': { type: 'string' },
   'log-retain-entries': { type: 'string' },
   'log-retain-bytes': { type: 'string' },
+  'max-connections-per-address': { type: 'string' },
   'replication-listen': { type: 'string' },
   upstream: { type: 'string' },
   resync: { type: 'boolean' },
@@ -93,6 +95,7 @@ async function serve(values: Record<string, string | boolean | undefined>): Prom
     valueBytesMax: integerOption(values['max-value-bytes'] as string | undefined, 'max-value-bytes'),
     logRetainEntries: integerOption(values['log-retain-entries'] as string | undefined, 'log-retain-entries'),
     logRetainBytes: integerOption(values['log-retain-bytes'] as string | undefined, 'log-retain-bytes'),
+    connectionsPerAddressMax: integerOption(values['max-connections-per-address'] as string | undefined, 'max-connections-per-address'),
   });
   // Loaded here, not at the top: the node pulls in LMDB, the HTTP server and replication, which would double the start-up time
   // of every client command.

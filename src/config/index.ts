@@ -2,7 +2,7 @@
  * Node configuration, validated once at start-up into a frozen object. A bad field names the field and the rule.
  */
 import { MercuryError } from '../errors/index.js';
-import { REPLICATION_CHILDREN_MAX_CEILING, REPLICATION_CHILDREN_MAX_DEFAULT, UPSTREAMS_MAX, VALUE_BYTES_CEILING } from '../limits.js';
+import { HTTP_CONNECTIONS_MAX, REPLICATION_CHILDREN_MAX_CEILING, REPLICATION_CHILDREN_MAX_DEFAULT, UPSTREAMS_MAX, VALUE_BYTES_CEILING } from '../limits.js';
 // A type only: the CLI loads this module for every client command, and must not load the node with it.
 import type { NodeLimits } from '../node/limits.js';
 
@@ -19,6 +19,8 @@ export interface NodeConfig {
   readonly valueBytesMax: number | undefined;
   readonly logRetainEntries: number | undefined;
   readonly logRetainBytes: number | undefined;
+  /** `--max-connections-per-address`: HTTP connections (watches included) one remote address may hold. */
+  readonly connectionsPerAddressMax: number | undefined;
   /** Replication listen address, for children. Default: the HTTP host and port + 1 (port 0 when the HTTP port is 0). */
   readonly replicationHost: string;
   readonly replicationPort: number;
@@ -39,6 +41,7 @@ export const CONFIG_DEFAULTS: Omit<NodeConfig, 'replicationHost' | 'replicationP
   valueBytesMax: undefined,
   logRetainEntries: undefined,
   logRetainBytes: undefined,
+  connectionsPerAddressMax: undefined,
   upstreams: [],
   replicationChildrenMax: REPLICATION_CHILDREN_MAX_DEFAULT,
   resync: false,
@@ -75,6 +78,7 @@ export function validateConfig(input: Partial<NodeConfig>): NodeConfig {
     valueBytesMax: optionalInteger('valueBytesMax (--max-value-bytes)', merged.valueBytesMax, 1, VALUE_BYTES_CEILING),
     logRetainEntries: optionalInteger('logRetainEntries (--log-retain-entries)', merged.logRetainEntries, 1, Number.MAX_SAFE_INTEGER),
     logRetainBytes: optionalInteger('logRetainBytes (--log-retain-bytes)', merged.logRetainBytes, 1, Number.MAX_SAFE_INTEGER),
+    connectionsPerAddressMax: optionalInteger('connectionsPerAddressMax (--max-connections-per-address)', merged.connectionsPerAddressMax, 1, HTTP_CONNECTIONS_MAX),
   });
 }
 
@@ -84,13 +88,15 @@ function optionalInteger(field: string, value: unknown, min: number, max: number
 
 /**
  * The node's limits with the operator's flags applied: `--max-value-bytes` sets `commit.valueBytesMax`, the
- * `--log-retain-*` flags `log.retainEntries` and `log.retainBytes`. The node validates the result once
+ * `--log-retain-*` flags `log.retainEntries` and `log.retainBytes`, `--max-connections-per-address`
+ * `http.connectionsPerAddressMax`. The node validates the result once
  * (`validateNodeLimits`), with every relation across sections.
  */
 export function withConfigLimits(config: NodeConfig, limits: NodeLimits): NodeLimits {
   return {
     ...limits,
     commit: { ...limits.commit, valueBytesMax: config.valueBytesMax ?? limits.commit.valueBytesMax },
+    http: { ...limits.http, connectionsPerAddressMax: config.connectionsPerAddressMax ?? limits.http.connectionsPerAddressMax },
     log: { ...limits.log, retainEntries: config.logRetainEntries ?? limits.log.retainEntries, retainBytes: config.logRetainBytes ?? limits.log.retainBytes },
   };
 }

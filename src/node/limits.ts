@@ -116,6 +116,8 @@ export function validateNodeLimits(limits: NodeLimits): NodeLimits {
   // Within sections.
   assert.ok(commit.entryBytesMax <= commit.queueBytesMax, 'a full entry must fit in the commit queue');
   assert.ok(http.headersTimeoutMs <= http.requestTimeoutMs, 'the headers arrive within the request time');
+  assert.ok(http.firstByteTimeoutMs <= http.headersTimeoutMs, 'the first byte arrives before the headers are complete');
+  assert.ok(http.connectionsPerAddressMax <= http.connectionsMax, 'a per-address cap within the total');
 
   // commit <-> client contract: a transaction of the most ops a client may send must fit in one entry, or a valid
   // request could never be committed (requests are never split across entries).
@@ -172,7 +174,15 @@ export const NODE_LIMITS: NodeLimits = validateNodeLimits({
 export const NODE_LIMITS_TEST: NodeLimits = validateNodeLimits({
   store: { mapBytes: 1024 * MiB },
   commit: { valueBytesMax: 4 * KiB, queueRequestsMax: 256, queueBytesMax: 64 * KiB, entryOpsMax: TXN_OPS_MAX, entryBytesMax: 8 * KiB - ENTRY_RECORD_OVERHEAD_BYTES },
-  http: { headersTimeoutMs: 2_000, requestTimeoutMs: 5_000, keepAliveTimeoutMs: 1_000, connectionsMax: 1_000, forwardedWriteWaitMs: 5_000 },
+  http: {
+    headersTimeoutMs: 2_000,
+    requestTimeoutMs: 5_000,
+    keepAliveTimeoutMs: 1_000,
+    firstByteTimeoutMs: 500,
+    connectionsMax: 1_000,
+    connectionsPerAddressMax: 250,
+    forwardedWriteWaitMs: 5_000,
+  },
   log: { retainEntries: 1_000, retainBytes: 1 * MiB, trimBatchEntries: 16, trimIntervalMs: 50 },
   replication: REPLICATION_LIMITS_TEST,
   watch: WATCH_LIMITS_TEST,

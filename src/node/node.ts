@@ -104,7 +104,7 @@ export class MercuryNode {
       resync: () => this.resync(),
       log: (message, fields) => this.logger.log('error', message, fields),
     };
-    this.server = createHttpServer(createApiHandler(api), this.limits.http);
+    this.server = createHttpServer(createApiHandler(api), this.limits.http, this.clock);
     this.watchHub = new WatchHub({ store: this.store, clock: this.clock, metrics: this.metrics, logger: this.logger, limits: this.limits.watch });
     this.watchHub.attach(this.server);
     this.replicationServer = new ReplicationServer({

@@ -5,6 +5,8 @@
 import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { ERROR_STATUS, type ErrorCode } from '../errors/index.js';
 import type { Socket } from 'node:net';
+import { systemClock, type Clock } from '../clock/index.js';
+import { AddressSlots, addressKey } from '../net/index.js';
 import { HTTP_CONNECTIONS_MAX, HTTP_HEADERS_TIMEOUT_MS, HTTP_KEEP_ALIVE_TIMEOUT_MS, HTTP_REQUEST_TIMEOUT_MS } from '../limits.js';
 import { errorBody } from './http-io.js';
 
@@ -15,8 +17,18 @@ export interface HttpLimits {
   readonly requestTimeoutMs: number;
   /** Idle keep-alive connections are closed after this long. */
   readonly keepAliveTimeoutMs: number;
+  /**
+   * A connection that sends no byte for this long after it opens is closed. node:http's headers timeout only starts
+   * with the first byte, so without this a silent connection holds a slot of `connectionsMax` for ever.
+   */
+  readonly firstByteTimeoutMs: number;
   /** Open connections, watch WebSockets included; beyond it new connections are closed at once (see src/limits.ts). */
   readonly connectionsMax: number;
+  /**
+   * Open connections per remote address, watches included: beyond it a new connection from that address is answered
+   * 503 TOO_MANY_CONNECTIONS and closed, so that one host cannot hold every connection of the node.
+   */
+  readonly connectionsPerAddressMax: number;
   /**
    * A write sent to a replica is forwarded to its upstream, then answered once the replica applied it; after this long
    * without the apply the answer is SEQ_WAIT_TIMEOUT (the write itself is committed). Enforced by the node.
@@ -28,11 +40,18 @@ export const HTTP_LIMITS: HttpLimits = Object.freeze({
   headersTimeoutMs: HTTP_HEADERS_TIMEOUT_MS,
   requestTimeoutMs: HTTP_REQUEST_TIMEOUT_MS,
   keepAliveTimeoutMs: HTTP_KEEP_ALIVE_TIMEOUT_MS,
+  firstByteTimeoutMs: 5_000,
   connectionsMax: HTTP_CONNECTIONS_MAX,
+  // A fifth of the connections: one host cannot hold them all (--max-connections-per-address for a host that must).
+  connectionsPerAddressMax: 4_000,
   forwardedWriteWaitMs: 30_000,
 });
 
-export function createHttpServer(handler: (req: IncomingMessage, res: ServerResponse) => void, limits: HttpLimits = HTTP_LIMITS): Server {
+export function createHttpServer(
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+  limits: HttpLimits = HTTP_LIMITS,
+  clock: Clock = systemClock,
+): Server {
   const { headersTimeoutMs, requestTimeoutMs } = limits;
   const server = createServer(
     {
@@ -58,6 +77,24 @@ export function createHttpServer(handler: (req: IncomingMessage, res: ServerResp
     },
   );
   server.maxConnections = limits.connectionsMax;
+  const slots = new AddressSlots(limits.connectionsPerAddressMax);
+  server.on('connection', (socket: Socket) => {
+    const address = addressKey(socket.remoteAddress);
+    if (!slots.tryAcquire(address)) {
+      // Closed at once, like a connection beyond connectionsMax: node:http already owns the socket, and an answer
+      // written here could race a request it parses and runs (docs/decisions.md, record 15).
+      socket.destroy();
+      return;
+    }
+    // bytesRead counts what node:http's parser consumed too (it reads the handle directly, without 'data' events).
+    const firstByte = clock.setTimeout(() => {
+      if (socket.bytesRead === 0) socket.destroy();
+    }, limits.firstByteTimeoutMs);
+    socket.once('close', () => {
+      firstByte.cancel();
+      slots.release(address);
+    });
+  });
   server.on('clientError', (error: Error & { code?: string }, socket: Socket) => {
     if (!socket.writable) {
       socket.destroy();
