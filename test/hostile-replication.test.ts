@@ -180,11 +180,17 @@ describe('hostile input - replication port', () => {
       () => Promise.resolve(/UNAVAILABLE.*children from 127\.0\.0\.1/.test(late.replicationClient!.status().lastFailure ?? '')),
       () => JSON.stringify(late.replicationClient!.status()),
     );
+    // Refused, it has not joined: alive, but not ready (it would serve seq 0, a 404 for every existing key).
+    assert.equal((await request(late.url, 'GET', '/healthz')).status, 200);
+    const notReady = await request(late.url, 'GET', '/readyz');
+    assert.equal(notReady.status, 503);
+    assert.match(notReady.body.toString(), /NOT_JOINED/);
     local[0]!.close();
     await eventually(
       () => Promise.resolve(late.store.head().seq === root.store.head().seq && late.replicationClient!.status().phase === 'streaming'),
       () => JSON.stringify(late.replicationClient!.status()),
     );
     for (const [key, value] of acknowledged) assert.equal((await request(late.url, 'GET', `/v1/kv/${key}`)).body.toString(), value);
+    assert.equal((await request(late.url, 'GET', '/readyz')).status, 200);
   });
 });
