@@ -8,30 +8,26 @@
  * sections, at start-up.
  */
 import assert from 'node:assert/strict';
+import {
+  JSON_BODY_BYTES_MAX,
+  KEY_BYTES_MAX,
+  MIN_SEQ_WAIT_MS_DEFAULT,
+  MIN_SEQ_WAIT_MS_MAX,
+  RANGE_LIMIT_DEFAULT,
+  RANGE_LIMIT_MAX,
+  TXN_OPS_MAX,
+  VALUE_BYTES_CEILING,
+  VALUE_BYTES_MAX_DEFAULT,
+} from './api/limits.js';
+
+// The limits a client can see (key and value sizes, transaction ops, pages, minSeq waits) are a wire contract.
+export * from './api/limits.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-/** Keys are 1..1024 bytes. LMDB's own key limit is 1978 bytes; we stay well below it. */
-export const KEY_BYTES_MIN = 1;
-export const KEY_BYTES_MAX = 1024;
 /** LMDB (lmdb-js 3.5) rejects keys longer than this. */
 export const LMDB_KEY_BYTES_MAX = 1978;
-
-/** Default largest value; an operator may raise it up to VALUE_BYTES_CEILING with `--max-value-bytes`. */
-export const VALUE_BYTES_MAX_DEFAULT = 1 * MiB;
-export const VALUE_BYTES_CEILING = 16 * MiB;
-
-/** Operations in one transaction (each branch). etcd allows 128; we allow far more. */
-export const TXN_OPS_MAX = 10_000;
-/** Compares in one transaction. */
-export const TXN_COMPARES_MAX = 10_000;
-
-/**
- * Largest HTTP request body for JSON endpoints (`POST /v1/txn`). A raw PUT body is bounded by the value limit instead.
- * 10,000 ops of 1 KiB keys plus JSON and base64 overhead fit comfortably; larger values belong in single PUTs.
- */
-export const JSON_BODY_BYTES_MAX = 64 * MiB;
 
 /** An HTTP client must send all headers within this time, and the whole request within the next one. */
 export const HTTP_HEADERS_TIMEOUT_MS = 10_000;
@@ -39,13 +35,6 @@ export const HTTP_REQUEST_TIMEOUT_MS = 60_000;
 /** Idle keep-alive connections are closed after this long. */
 export const HTTP_KEEP_ALIVE_TIMEOUT_MS = 5_000;
 
-/** Range reads return at most this many items per page. */
-export const RANGE_LIMIT_DEFAULT = 100;
-export const RANGE_LIMIT_MAX = 10_000;
-/** `GET /v1/log` returns at most this many entries per call. */
-export const LOG_READ_LIMIT_MAX = 1_000;
-/** `GET /v1/log` stops adding entries once a response holds this many record bytes (it always returns at least one). */
-export const LOG_READ_BYTES_MAX = 16 * MiB;
 /**
  * Open files a node process may hold: the hard RLIMIT_NOFILE of the machines Mercury runs on, which a node cannot
  * raise. Every socket is one.
@@ -82,10 +71,6 @@ export const LOG_RETAIN_BYTES_DEFAULT = 1024 * MiB;
 /** The trimmer deletes at most this many entries per write transaction, so that it never holds the writer for long. */
 export const LOG_TRIM_BATCH_ENTRIES = 1_000;
 export const LOG_TRIM_INTERVAL_MS = 1_000;
-
-/** `minSeq` reads wait at most this long for the node to apply the requested seq. */
-export const MIN_SEQ_WAIT_MS_DEFAULT = 5_000;
-export const MIN_SEQ_WAIT_MS_MAX = 60_000;
 
 /** LMDB map size: the largest the data file may grow. Sparse, so a large figure costs nothing up front. */
 export const LMDB_MAP_BYTES_DEFAULT = 64 * 1024 * MiB;

@@ -76,15 +76,15 @@ describe('client range and txn', () => {
     assert.deepEqual((await collect(client.range('app/'))).flatMap((page) => page.items), []);
   });
 
-  test('client txn: Buffers travel as base64, and toJSON is the plain-object form', async () => {
+  test('client txn: bytes that are not text travel as base64, and toJSON is the plain-object form', async () => {
     const key = Buffer.from([0x62, 0x69, 0x6e, 0x2f, 0xff, 0x00]);
     const value = Buffer.from([0, 1, 2, 0xfe]);
-    const builder = client.txn().compare(cmp.missing(key)).success(op.put(key, value), op.deleteRange('bin/a', 'bin/b'));
+    const builder = client.txn().compare(cmp.missing(key)).success(op.put(key, value), op.deleteRange('bin/a', Buffer.from('bin/b')));
     assert.deepEqual(builder.toJSON(), {
-      compare: [{ keyBase64: key.toString('base64'), exists: false }],
+      compare: [{ key: key.toString('base64'), keyEncoding: 'base64', exists: false }],
       success: [
-        { op: 'put', keyBase64: key.toString('base64'), valueBase64: value.toString('base64') },
-        { op: 'deleteRange', start: 'bin/a', end: 'bin/b' },
+        { op: 'put', key: key.toString('base64'), keyEncoding: 'base64', value: value.toString('base64'), valueEncoding: 'base64' },
+        { op: 'deleteRange', start: 'bin/a', startEncoding: 'utf8', end: 'bin/b', endEncoding: 'utf8' },
       ],
       failure: [],
     });

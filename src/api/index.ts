@@ -1,7 +1,26 @@
 /**
- * The wire contracts of Mercury: what crosses the network between a node and its clients, in one place that depends
- * on nothing but `Buffer`, so that the node (server side) and the clients (client side) share one definition.
+ * The wire contracts of Mercury: what crosses the network between a node and its clients or peers, in one place that
+ * depends on nothing but `Buffer`, so that the node (server side) and the clients (client side) share one definition.
+ * A lint rule (eslint.config.js) keeps this folder from importing anything else.
  */
+export { encodeJsonBytes, readJsonBytes, type BytesEncoding } from './bytes.js';
+export { ERROR_STATUS, ErrorCode, MercuryError, ProtocolErrorCode, RefuseReason, isMercuryError, valueTooLarge } from './errors.js';
+export { decodeKeyPath, encodeKeyPath, prefixEnd, validateKey } from './keys.js';
+export * from './limits.js';
+export {
+  formatCompare,
+  formatOp,
+  formatTxn,
+  parseTxn,
+  type BytesJson,
+  type CompareOp,
+  type Txn,
+  type TxnCompare,
+  type TxnCompareJson,
+  type TxnJson,
+  type TxnOp,
+  type TxnOpJson,
+} from './txn.js';
 export {
   DEFAULT_FILTERS,
   WATCH_CLIENT_MESSAGE_BYTES_MAX,

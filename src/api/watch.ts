@@ -40,9 +40,9 @@
  * ```
  *
  * Keys and values are bytes: E is `utf8` when they are valid UTF-8 without control characters other than tab,
- * newline and carriage return (the text is the string itself), and `base64` otherwise. (The HTTP API sends any valid
- * UTF-8 as text; here control characters choose base64 because JSON would write each as six characters, and one
- * message holds a whole entry.)
+ * newline and carriage return (the text is the string itself), and `base64` otherwise: the one rule of bytes.ts, as
+ * in the HTTP API (control characters choose base64 because JSON would write each as six characters, and one message
+ * holds a whole entry).
  *
  * - `subscribed`: the subscription is registered; F is the first seq it covers (`fromSeq`, or the next entry).
  * - `events`: every change of entry S that the subscription selects, in log order, in one message (atomic per
@@ -76,7 +76,7 @@
  * | 1009 | a message over `WATCH_CLIENT_MESSAGE_BYTES_MAX` (sent by `ws`) |
  * | 4008 | slow watcher: the connection's queue stayed full for `WATCH_STALL_MS`, a snapshot took longer than `WATCH_SNAPSHOT_MS_MAX` (src/watch/limits.ts), or the client sent requests without reading the replies. Resume from the seq after the last one received (each subscription was sent a progress message just before the close). |
  */
-import { KEY_BYTES_MAX } from '../limits.js';
+import { KEY_BYTES_MAX } from './limits.js';
 
 const KiB = 1024;
 

@@ -21,6 +21,7 @@ import { sleep, systemClock, type Clock } from '../clock/index.js';
 import { backoffDelayMs } from './backoff.js';
 import { ClientOptionsError, NoNodeReachableError, OutcomeUnknownError, ServerError, UnavailableError } from './errors.js';
 import { NodeClient, type KeyValue, type KeyValueAtSeq, type RangePageResult, type ReadOptions, type TxnResult, type WriteResult } from './http-client.js';
+import { MIN_SEQ_WAIT_MS_MAX, RANGE_LIMIT_MAX } from '../api/index.js';
 import { RANGE_PAGE_LIMIT_DEFAULT } from './limits.js';
 import { integerOption, validateClientOptions, type ClientOptions, type ValidatedClientOptions } from './options.js';
 import { TxnBuilder, type NodeStatus, type TxnJson } from './txn.js';
@@ -51,7 +52,7 @@ function isRetryable(kind: CallKind, error: unknown): boolean {
 
 function checkReadOptions(options: ReadOptions): void {
   integerOption(options, 'minSeq', 0, 0, Number.MAX_SAFE_INTEGER);
-  integerOption(options, 'minSeqTimeoutMs', 0, 0, 60_000);
+  integerOption(options, 'minSeqTimeoutMs', 0, 0, MIN_SEQ_WAIT_MS_MAX);
 }
 
 export class MercuryClient {
@@ -109,7 +110,7 @@ export class MercuryClient {
    */
   async *range(prefix: string, options: RangeOptions = {}): AsyncGenerator<RangePage, void, undefined> {
     checkReadOptions(options);
-    const limit = integerOption(options, 'pageLimit', RANGE_PAGE_LIMIT_DEFAULT, 1, 10_000);
+    const limit = integerOption(options, 'pageLimit', RANGE_PAGE_LIMIT_DEFAULT, 1, RANGE_LIMIT_MAX);
     let cursor: string | null = null;
     let minSeq = options.minSeq;
     do {

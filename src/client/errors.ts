@@ -7,7 +7,7 @@
  *   request may have reached it), `NoNodeReachableError` (every attempt at every URL failed), and
  *   `OutcomeUnknownError` (a write was sent but no answer came: it may or may not have been applied).
  */
-import { ErrorCode, MercuryError } from '../errors/index.js';
+import { ErrorCode, MercuryError } from '../api/index.js';
 
 /** Options shared by the typed server errors. */
 export interface ServerErrorOptions {

@@ -6,8 +6,9 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import { MIN_SEQ_WAIT_MS_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT } from './limits.js';
-import type { NodeStatus, TxnJson } from './txn.js';
+import { encodeKeyPath, type BytesEncoding, type TxnJson } from '../api/index.js';
+import { MIN_SEQ_WAIT_MS_DEFAULT, RANGE_PAGE_LIMIT_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT } from './limits.js';
+import type { NodeStatus } from './txn.js';
 import { NotFoundError, UnavailableError, serverError } from './errors.js';
 
 export interface KeyValue {
@@ -48,16 +49,6 @@ export interface TxnResult {
   /** True when every compare held and `success` was applied; false when `failure` was. */
   readonly succeeded: boolean;
   readonly seq: number;
-}
-
-/** Percent-encodes every byte of a key that is not unreserved, so any bytes survive the URL path. */
-export function encodeKeyPath(key: Buffer): string {
-  let path = '';
-  for (const byte of key) {
-    const char = String.fromCharCode(byte);
-    path += /[A-Za-z0-9\-._~/]/.test(char) && byte < 0x80 ? char : `%${byte.toString(16).padStart(2, '0').toUpperCase()}`;
-  }
-  return path;
 }
 
 /** UTF-8 bytes of a string key or value; a Buffer as it is. */
@@ -217,7 +208,7 @@ export class NodeClient {
       seq: number;
       more: boolean;
       cursor: string | null;
-      items: { key: string; keyEncoding: BufferEncoding; value: string; valueEncoding: BufferEncoding; createSeq: number; modSeq: number; version: number }[];
+      items: { key: string; keyEncoding: BytesEncoding; value: string; valueEncoding: BytesEncoding; createSeq: number; modSeq: number; version: number }[];
     }>('GET', `/v1/kv?${query.toString()}`, undefined, undefined, waitTimeMs(options));
     return {
       seq: page.seq,
@@ -234,7 +225,7 @@ export class NodeClient {
   }
 
   /** Every key under a prefix, page by page. */
-  async *range(prefix: string, pageLimit = 1000): AsyncGenerator<KeyValue> {
+  async *range(prefix: string, pageLimit = RANGE_PAGE_LIMIT_DEFAULT): AsyncGenerator<KeyValue> {
     let cursor: string | null = null;
     do {
       const page: RangePageResult = await this.rangePage(prefix, { limit: pageLimit, cursor });

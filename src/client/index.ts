@@ -1,6 +1,7 @@
 export { connect, MercuryClient } from './client.js';
 export type { RangeOptions, RangePage } from './client.js';
-export { NodeClient, encodeKeyPath } from './http-client.js';
+export { encodeKeyPath } from '../api/index.js';
+export { NodeClient } from './http-client.js';
 export type { KeyValue, KeyValueAtSeq, RangePageResult, ReadOptions, TxnResult, WriteResult } from './http-client.js';
 export {
   ClientOptionsError,

@@ -3,7 +3,7 @@
  * checked against these bounds (see options.ts); the relations between the defaults are asserted at module load.
  */
 import assert from 'node:assert/strict';
-import { WATCH_HEARTBEAT_INTERVAL_MS } from '../api/index.js';
+import { MIN_SEQ_WAIT_MS_DEFAULT, RANGE_LIMIT_MAX, WATCH_HEARTBEAT_INTERVAL_MS } from '../api/index.js';
 
 /** One HTTP attempt (connect, send, answer) may take this long before it is abandoned. */
 export const REQUEST_TIMEOUT_MS_DEFAULT = 10_000;
@@ -14,7 +14,7 @@ export const ATTEMPTS_MAX_CEILING = 100;
 /** Backoff before retry n is a random delay in [0, min(RETRY_DELAY_MS_MAX, RETRY_DELAY_MS_BASE * 2^n)] ("full jitter"). */
 export const RETRY_DELAY_MS_BASE_DEFAULT = 50;
 export const RETRY_DELAY_MS_MAX_DEFAULT = 2_000;
-/** Range pages requested by default (the server allows 1..10,000, `RANGE_LIMIT_MAX`). */
+/** Range pages requested by default (a node allows 1..`RANGE_LIMIT_MAX`). */
 export const RANGE_PAGE_LIMIT_DEFAULT = 1_000;
 
 /**
@@ -36,11 +36,12 @@ export const WATCH_BUFFER_BYTES_MAX_DEFAULT = 1024 * 1024;
 export const LOCAL_STALE_MS_DEFAULT = 0;
 /** `openLocal` reads with `minSeq` poll the data directory this often while they wait. */
 export const LOCAL_MIN_SEQ_POLL_MS = 2;
-/** `minSeq` waits (both kinds of reader) give up after this long unless told otherwise, as the server does. */
-export const MIN_SEQ_WAIT_MS_DEFAULT = 5_000;
+/** `minSeq` waits (both kinds of reader) give up after this long unless told otherwise, as a node does. */
+export { MIN_SEQ_WAIT_MS_DEFAULT };
 
 assert.ok(RETRY_DELAY_MS_BASE_DEFAULT <= RETRY_DELAY_MS_MAX_DEFAULT);
 assert.ok(WATCH_RECONNECT_DELAY_MS_BASE_DEFAULT <= WATCH_RECONNECT_DELAY_MS_MAX_DEFAULT);
 assert.ok(ATTEMPTS_MAX_DEFAULT <= ATTEMPTS_MAX_CEILING);
+assert.ok(RANGE_PAGE_LIMIT_DEFAULT <= RANGE_LIMIT_MAX, 'a default page must be one a node accepts');
 // A healthy but quiet connection must never look dead: two heartbeats fit in the idle time.
 assert.ok(WATCH_IDLE_MS_DEFAULT >= 2 * WATCH_HEARTBEAT_INTERVAL_MS, 'watch idle time must exceed two server heartbeats');

@@ -17,7 +17,8 @@
  *
  * The reader never writes: the directory is opened read-only, so it cannot disturb the node.
  */
-import { MercuryError } from '../errors/index.js';
+import { MercuryError, RANGE_LIMIT_MAX, prefixEnd } from '../api/index.js';
+// A type only: the store module (and LMDB with it) is loaded when `openLocal` is first called.
 import type { Store } from '../store/index.js';
 import { sleep, systemClock, type Clock } from '../clock/index.js';
 import { ClientOptionsError } from './errors.js';
@@ -47,8 +48,6 @@ export class LocalReader {
   /** @internal Use `openLocal`. */
   constructor(
     private readonly store: Store,
-    /** The store's `prefixEnd`, passed in because the store module is loaded lazily (see `openLocal`). */
-    private readonly prefixEnd: (prefix: Buffer) => Buffer,
     private readonly staleMs: number,
     private readonly clock: Clock,
   ) {}
@@ -109,10 +108,10 @@ export class LocalReader {
 
   /** Every key under `prefix`, page by page; each page one snapshot at its `seq` (like `MercuryClient.range`). */
   async *range(prefix: string | Buffer, options: RangeOptions = {}): AsyncGenerator<RangePage, void, undefined> {
-    const limit = integerOption(options, 'pageLimit', RANGE_PAGE_LIMIT_DEFAULT, 1, 10_000);
+    const limit = integerOption(options, 'pageLimit', RANGE_PAGE_LIMIT_DEFAULT, 1, RANGE_LIMIT_MAX);
     await this.ready(options);
     const start = toBytes(prefix);
-    const end = this.prefixEnd(start);
+    const end = prefixEnd(start);
     let after: Buffer | undefined;
     while (true) {
       this.renewIfStale();
@@ -141,7 +140,7 @@ export async function openLocal(dataDir: string, options: LocalOptions = {}, clo
   const staleMs = integerOption(options, 'staleMs', LOCAL_STALE_MS_DEFAULT, 0, 3_600_000);
   const store = await import('../store/index.js');
   try {
-    return new LocalReader(store.Store.open({ path: dataDir, readOnly: true }), store.prefixEnd, staleMs, clock);
+    return new LocalReader(store.Store.open({ path: dataDir, readOnly: true }), staleMs, clock);
   } catch (error) {
     throw new MercuryError('DATA_DIR_INVALID', `cannot open ${dataDir} for reading: ${(error as Error).message}`, { cause: error });
   }

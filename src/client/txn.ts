@@ -11,40 +11,18 @@
  *   .commit();
  * ```
  *
- * Strings are sent as UTF-8 text fields (`key`, `value`, ...), Buffers as their base64 twins (`keyBase64`, ...), so
- * any bytes survive.
+ * `cmp` and `op` turn strings (as UTF-8) and Buffers into bytes and format them with the one formatter of the wire
+ * contract (src/api/txn.ts), so they produce exactly the JSON a node shows for the same ops: each byte field as text
+ * or base64 with its `keyEncoding`, `valueEncoding`, ...; any bytes survive.
  */
+import { formatCompare, formatOp, prefixEnd, type CompareOp, type TxnCompareJson, type TxnJson, type TxnOpJson } from '../api/index.js';
 
-/** A compare operator: `=`, `!=`, `<`, `>`. */
-export type CompareOp = '=' | '!=' | '<' | '>';
+import { toBytes } from './http-client.js';
+
+export type { CompareOp, TxnCompareJson, TxnJson, TxnOpJson };
 
 /** Bytes in a transaction: text as UTF-8, or any bytes as a Buffer. */
 export type Bytes = string | Buffer;
-
-/** A compare of the JSON form. Exactly one target; keys and values either as text or base64. */
-export type TxnCompareJson = ({ readonly key: string } | { readonly keyBase64: string }) &
-  (
-    | { readonly exists: boolean }
-    | { readonly value: string; readonly op?: CompareOp }
-    | { readonly valueBase64: string; readonly op?: CompareOp }
-    | { readonly modSeq: number; readonly op?: CompareOp }
-    | { readonly version: number; readonly op?: CompareOp }
-    | { readonly createSeq: number; readonly op?: CompareOp }
-  );
-
-/** An op of the JSON form. */
-export type TxnOpJson =
-  | ({ readonly op: 'put' } & ({ readonly key: string } | { readonly keyBase64: string }) & ({ readonly value: string } | { readonly valueBase64: string }))
-  | ({ readonly op: 'delete' } & ({ readonly key: string } | { readonly keyBase64: string }))
-  | ({ readonly op: 'deletePrefix' } & ({ readonly prefix: string } | { readonly prefixBase64: string }))
-  | ({ readonly op: 'deleteRange' } & ({ readonly start: string } | { readonly startBase64: string }) & ({ readonly end?: string } | { readonly endBase64?: string }));
-
-/** The JSON form of a transaction, as `POST /v1/txn` takes it. */
-export interface TxnJson {
-  readonly compare?: readonly TxnCompareJson[];
-  readonly success?: readonly TxnOpJson[];
-  readonly failure?: readonly TxnOpJson[];
-}
 
 /** What `GET /v1/status` answers (fields a node may add later are kept too). */
 export interface NodeStatus {
@@ -59,36 +37,31 @@ export interface NodeStatus {
   readonly [field: string]: unknown;
 }
 
-/** `{ name: text }` for a string, `{ nameBase64: base64 }` for a Buffer. */
-function bytesField<N extends string>(name: N, bytes: Bytes): Record<N, string> | Record<`${N}Base64`, string> {
-  return (typeof bytes === 'string' ? { [name]: bytes } : { [`${name}Base64`]: bytes.toString('base64') }) as Record<N, string>;
-}
-
 /** Compare constructors for `TxnBuilder.compare`. A missing key has modSeq, version and createSeq 0. */
 export const cmp = Object.freeze({
   /** The key exists. */
-  exists: (key: Bytes): TxnCompareJson => ({ ...bytesField('key', key), exists: true }),
+  exists: (key: Bytes): TxnCompareJson => formatCompare({ key: toBytes(key), target: 'exists', exists: true }),
   /** The key does not exist. */
-  missing: (key: Bytes): TxnCompareJson => ({ ...bytesField('key', key), exists: false }),
+  missing: (key: Bytes): TxnCompareJson => formatCompare({ key: toBytes(key), target: 'exists', exists: false }),
   /** The key's value compares to `value` (bytewise). */
-  value: (key: Bytes, op: CompareOp, value: Bytes): TxnCompareJson => ({ ...bytesField('key', key), ...bytesField('value', value), op }),
+  value: (key: Bytes, operator: CompareOp, value: Bytes): TxnCompareJson => formatCompare({ key: toBytes(key), target: 'value', operator, value: toBytes(value) }),
   /** The seq of the key's last change compares to `modSeq`. */
-  modSeq: (key: Bytes, op: CompareOp, modSeq: number): TxnCompareJson => ({ ...bytesField('key', key), modSeq, op }),
+  modSeq: (key: Bytes, operator: CompareOp, modSeq: number): TxnCompareJson => formatCompare({ key: toBytes(key), target: 'modSeq', operator, number: modSeq }),
   /** The number of puts since the key was created compares to `version`. */
-  version: (key: Bytes, op: CompareOp, version: number): TxnCompareJson => ({ ...bytesField('key', key), version, op }),
+  version: (key: Bytes, operator: CompareOp, version: number): TxnCompareJson => formatCompare({ key: toBytes(key), target: 'version', operator, number: version }),
   /** The seq that created the key compares to `createSeq`. */
-  createSeq: (key: Bytes, op: CompareOp, createSeq: number): TxnCompareJson => ({ ...bytesField('key', key), createSeq, op }),
+  createSeq: (key: Bytes, operator: CompareOp, createSeq: number): TxnCompareJson =>
+    formatCompare({ key: toBytes(key), target: 'createSeq', operator, number: createSeq }),
 });
 
 /** Op constructors for `TxnBuilder.success` and `.failure`. */
 export const op = Object.freeze({
-  put: (key: Bytes, value: Bytes): TxnOpJson => ({ op: 'put', ...bytesField('key', key), ...bytesField('value', value) }),
-  delete: (key: Bytes): TxnOpJson => ({ op: 'delete', ...bytesField('key', key) }),
-  /** Every key under a non-empty prefix. */
-  deletePrefix: (prefix: Bytes): TxnOpJson => ({ op: 'deletePrefix', ...bytesField('prefix', prefix) }),
+  put: (key: Bytes, value: Bytes): TxnOpJson => formatOp({ type: 'put', key: toBytes(key), value: toBytes(value) }),
+  delete: (key: Bytes): TxnOpJson => formatOp({ type: 'delete', key: toBytes(key) }),
+  /** Every key under a non-empty prefix (sent as the range it covers). */
+  deletePrefix: (prefix: Bytes): TxnOpJson => formatOp({ type: 'deleteRange', start: toBytes(prefix), end: prefixEnd(toBytes(prefix)) }),
   /** Keys k with start <= k < end; without `end`, every key from `start` on. */
-  deleteRange: (start: Bytes, end?: Bytes): TxnOpJson =>
-    ({ op: 'deleteRange', ...bytesField('start', start), ...(end === undefined ? {} : bytesField('end', end)) }),
+  deleteRange: (start: Bytes, end?: Bytes): TxnOpJson => formatOp({ type: 'deleteRange', start: toBytes(start), end: end === undefined ? Buffer.alloc(0) : toBytes(end) }),
 });
 
 /**

@@ -2,17 +2,11 @@
  * Write requests as the committer takes them, and their validation. Every write path (HTTP, the in-process API,
  * forwarded writes from replicas) funnels through `validateRequest`, so a limit is enforced in exactly one place.
  */
-import { KEY_BYTES_MAX, KEY_BYTES_MIN, TXN_COMPARES_MAX, TXN_OPS_MAX } from '../limits.js';
-import { MercuryError } from '../errors/index.js';
+import { MercuryError, TXN_COMPARES_MAX, TXN_OPS_MAX, validateKey, valueTooLarge, type Txn } from '../api/index.js';
 import { opEncodedBytes, type Op } from '../log/index.js';
-import type { Compare } from '../store/index.js';
 
 /** A transaction: if every compare holds, apply `success`, otherwise `failure`. A plain put is a txn with one op. */
-export interface WriteRequest {
-  readonly compares: readonly Compare[];
-  readonly success: readonly Op[];
-  readonly failure: readonly Op[];
-}
+export type WriteRequest = Txn;
 
 export interface WriteResult {
   /** Whether the compares held (always true without compares). */
@@ -21,21 +15,10 @@ export interface WriteResult {
   readonly seq: number;
 }
 
-export function validateKey(key: Buffer, what = 'key'): void {
-  if (key.length < KEY_BYTES_MIN) throw new MercuryError('KEY_EMPTY', `${what} is empty; keys are 1 to ${KEY_BYTES_MAX} bytes`);
-  if (key.length > KEY_BYTES_MAX)
-    throw new MercuryError('KEY_TOO_LARGE', `${what} is ${key.length} bytes; keys are at most ${KEY_BYTES_MAX} bytes`, {
-      details: { limit: KEY_BYTES_MAX },
-    });
-}
+export { validateKey };
 
 export function validateValue(value: Buffer, valueBytesMax: number): void {
-  if (value.length > valueBytesMax)
-    throw new MercuryError(
-      'VALUE_TOO_LARGE',
-      `value is ${value.length} bytes; this node accepts at most ${valueBytesMax} bytes (server option --max-value-bytes)`,
-      { details: { limit: valueBytesMax } },
-    );
+  if (value.length > valueBytesMax) throw valueTooLarge(value.length, valueBytesMax);
 }
 
 function validateOps(ops: readonly Op[], branch: string, valueBytesMax: number): void {

@@ -28,6 +28,7 @@
  * Decoding rejects trailing bytes, unknown op types and truncated fields.
  */
 import { createHash } from 'node:crypto';
+import type { TxnOp } from '../api/index.js';
 import { KEY_BYTES_MAX } from '../limits.js';
 
 export const ENTRY_FORMAT = 1;
@@ -36,11 +37,8 @@ export const GENESIS_HASH: Buffer = Buffer.alloc(HASH_BYTES);
 
 export const OpType = { put: 1, delete: 2, deleteRange: 3 } as const;
 
-export type Op =
-  | { readonly type: 'put'; readonly key: Buffer; readonly value: Buffer }
-  | { readonly type: 'delete'; readonly key: Buffer }
-  /** Deletes every key k with start <= k < end; an empty `end` means no upper bound. */
-  | { readonly type: 'deleteRange'; readonly start: Buffer; readonly end: Buffer };
+/** An op of an entry is an op of the transaction that made it (the wire contract, src/api/txn.ts). */
+export type Op = TxnOp;
 
 export interface EntryBody {
   readonly seq: number;

@@ -1,33 +1,49 @@
 /**
  * Write forwarding on a replica: a replica's dataset is read-only, so a write it receives goes to its upstream's HTTP
- * API as a JSON transaction (and from there, hop by hop, to the root). The answer names the seq that carries the write;
- * the replica answers its client only once it has applied that seq itself, which gives read-your-writes on any node.
+ * API as a JSON transaction (and from there, hop by hop, to the root), sent by the client's own HTTP code. The answer
+ * names the seq that carries the write; the replica answers its client only once it has applied that seq itself,
+ * which gives read-your-writes on any node.
+ *
+ * Errors: a Mercury error the upstream answers is passed on with its code (a value too large, a compare that failed,
+ * an overloaded root). Everything else is UPSTREAM_UNAVAILABLE, whose message says whether the write may have been
+ * applied: only a write that never left this node is certainly not.
  */
-import { ErrorCode, MercuryError } from '../errors/index.js';
+import { ErrorCode, MercuryError, formatTxn } from '../api/index.js';
+import { NodeClient, ServerError, UnavailableError } from '../client/index.js';
 import type { WriteRequest, WriteResult } from '../commit/index.js';
-import { formatTxnJson } from '../server/index.js';
 
 export const FORWARD_TIMEOUT_MS = 30_000;
+
+const MAYBE_APPLIED = 'it may or may not have been applied: read before retrying a non-idempotent write';
 
 export async function forwardWrite(upstreamHttpUrl: string | undefined, request: WriteRequest, timeoutMs = FORWARD_TIMEOUT_MS): Promise<WriteResult> {
   if (upstreamHttpUrl === undefined)
     throw new MercuryError('UPSTREAM_UNAVAILABLE', 'this replica is not connected to an upstream, so it cannot forward the write; retry, or write to the root');
-  let response: Response;
+  let answer: unknown;
   try {
-    response = await fetch(`${upstreamHttpUrl}/v1/txn`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(formatTxnJson(request)),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
+    answer = await new NodeClient(upstreamHttpUrl, timeoutMs).txn(formatTxn(request));
   } catch (error) {
-    throw new MercuryError('UPSTREAM_UNAVAILABLE', `forwarding the write to ${upstreamHttpUrl} failed (${(error as Error).message}); it may or may not have been applied: read before retrying a non-idempotent write`, {
-      cause: error,
-    });
+    throw forwardError(upstreamHttpUrl, error);
   }
-  const body = (await response.json().catch(() => ({}))) as { succeeded?: boolean; seq?: number; error?: { code?: string; message?: string } };
-  if (response.ok && typeof body.seq === 'number' && typeof body.succeeded === 'boolean') return { succeeded: body.succeeded, seq: body.seq };
-  const code = body.error?.code;
-  const known = code !== undefined && (Object.values(ErrorCode) as string[]).includes(code);
-  throw new MercuryError(known ? (code as ErrorCode) : 'UPSTREAM_UNAVAILABLE', body.error?.message ?? `upstream ${upstreamHttpUrl} answered HTTP ${response.status}`);
+  const result = answer as Partial<WriteResult> | null;
+  if (typeof result?.seq !== 'number' || typeof result.succeeded !== 'boolean')
+    throw new MercuryError('UPSTREAM_UNAVAILABLE', `upstream ${upstreamHttpUrl} answered without "succeeded" and "seq"; ${MAYBE_APPLIED}`);
+  return { succeeded: result.succeeded, seq: result.seq };
+}
+
+function forwardError(url: string, error: unknown): MercuryError {
+  if (error instanceof UnavailableError) {
+    const outcome = error.requestSent ? MAYBE_APPLIED : 'it never reached the upstream, so it was not applied: retry';
+    return new MercuryError('UPSTREAM_UNAVAILABLE', `forwarding the write to ${url} failed (${error.message}); ${outcome}`, { cause: error });
+  }
+  if (error instanceof ServerError) {
+    // The client maps a body that is not a Mercury error, or a code it does not know, to INTERNAL with the raw body.
+    const { code, message: _message, ...details } = error.details ?? {};
+    if (code === error.code && Object.hasOwn(ErrorCode, error.code)) return new MercuryError(error.code, error.message, { cause: error, details });
+    const what = typeof code === 'string' ? `HTTP ${error.status} with code ${code} (${error.message})` : `HTTP ${error.status}`;
+    return new MercuryError('UPSTREAM_UNAVAILABLE', `upstream ${url} answered ${what}; ${MAYBE_APPLIED}`, { cause: error });
+  }
+  return new MercuryError('UPSTREAM_UNAVAILABLE', `upstream ${url} answered something that is not a transaction result (${(error as Error).message}); ${MAYBE_APPLIED}`, {
+    cause: error,
+  });
 }

@@ -76,6 +76,7 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
+import { ProtocolErrorCode, RefuseReason } from '../api/errors.js';
 import { KEY_BYTES_MAX } from '../limits.js';
 import { HASH_BYTES, type ChainHead } from '../log/index.js';
 import type { SnapshotRecord } from '../store/index.js';
@@ -90,6 +91,8 @@ import {
 
 /** Length and CRC: what precedes the frame body (type byte and payload). */
 const FRAME_PREFIX_BYTES = 8;
+
+export { ProtocolErrorCode, RefuseReason };
 
 export const MessageType = {
   hello: 1,
@@ -109,36 +112,12 @@ const MESSAGE_NAMES: readonly (MessageType | undefined)[] = (() => {
   return names;
 })();
 
-/** Why an upstream refused a child. Stable: the codes travel on the wire and appear in status and logs. */
-export const RefuseReason = {
-  DATASET_MISMATCH: 1,
-  CHAIN_DIVERGED: 2,
-  LOOP: 3,
-  SELF: 4,
-  PROTOCOL_VERSION: 5,
-  BEHIND: 6,
-  UNAVAILABLE: 7,
-  PATH_TOO_LONG: 8,
-  PROTOCOL_ERROR: 9,
-} as const;
-export type RefuseReason = keyof typeof RefuseReason;
+// The reasons and codes a peer sees are a wire contract: their table lives in src/api/errors.ts.
 const REFUSE_NAMES: readonly (RefuseReason | undefined)[] = (() => {
   const names: (RefuseReason | undefined)[] = [];
   for (const [name, code] of Object.entries(RefuseReason)) names[code] = name as RefuseReason;
   return names;
 })();
-
-/** What a peer can get wrong on the wire. Stable codes: they appear in logs and in REFUSE messages. */
-export const ProtocolErrorCode = {
-  FRAME_TOO_LARGE: 'FRAME_TOO_LARGE',
-  FRAME_MALFORMED: 'FRAME_MALFORMED',
-  FRAME_CHECKSUM: 'FRAME_CHECKSUM',
-  MESSAGE_UNKNOWN: 'MESSAGE_UNKNOWN',
-  MESSAGE_MALFORMED: 'MESSAGE_MALFORMED',
-  MESSAGE_UNEXPECTED: 'MESSAGE_UNEXPECTED',
-  VERSION_UNSUPPORTED: 'VERSION_UNSUPPORTED',
-} as const;
-export type ProtocolErrorCode = (typeof ProtocolErrorCode)[keyof typeof ProtocolErrorCode];
 
 /** A peer broke the protocol. The only error the decoders throw, whatever bytes they are given. */
 export class ProtocolError extends Error {

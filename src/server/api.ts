@@ -8,23 +8,27 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Clock } from '../clock/index.js';
 import type { WriteRequest, WriteResult } from '../commit/index.js';
-import { MercuryError } from '../errors/index.js';
 import {
   JSON_BODY_BYTES_MAX,
   LOG_READ_BYTES_MAX,
+  LOG_READ_LIMIT_DEFAULT,
   LOG_READ_LIMIT_MAX,
+  MercuryError,
   MIN_SEQ_WAIT_MS_DEFAULT,
   MIN_SEQ_WAIT_MS_MAX,
   RANGE_LIMIT_DEFAULT,
   RANGE_LIMIT_MAX,
-} from '../limits.js';
-import type { Op } from '../log/index.js';
+  decodeKeyPath,
+  encodeJsonBytes,
+  formatOp,
+  parseTxn,
+  validateKey,
+  valueTooLarge,
+} from '../api/index.js';
 import { SECONDS_BUCKETS, type Registry } from '../metrics/index.js';
 import { prefixEnd, type Store } from '../store/index.js';
-import { decodeCursor, decodePathBytes, encodeCursor, encodeJsonBytes } from './bytes.js';
+import { decodeCursor, encodeCursor } from './cursor.js';
 import { parseJson, queryInteger, readBody, sendError, sendJson } from './http-io.js';
-import { parseTxnJson } from './txn-json.js';
-import { validateKey } from '../commit/index.js';
 
 /** What the HTTP API needs from a node. */
 export interface NodeApi {
@@ -98,14 +102,7 @@ export function createApiHandler(node: NodeApi): (req: IncomingMessage, res: Ser
       },
       PUT: async (req, res, query, key) => {
         validateKey(key!);
-        const value = await readBody(
-          req,
-          node.valueBytesMax,
-          (bytes) =>
-            new MercuryError('VALUE_TOO_LARGE', `value is ${bytes} bytes; this node accepts at most ${node.valueBytesMax} bytes`, {
-              details: { limit: node.valueBytesMax },
-            }),
-        );
+        const value = await readBody(req, node.valueBytesMax, (bytes) => valueTooLarge(bytes, node.valueBytesMax));
         const result = await node.write({ compares: ifModSeqCompare(query, key!), success: [{ type: 'put', key: key!, value }], failure: [] });
         if (!result.succeeded) throw compareFailed(key!, query, result.seq);
         sendJson(res, 200, { seq: result.seq }, { [SEQ_HEADER]: result.seq });
@@ -183,7 +180,7 @@ export function createApiHandler(node: NodeApi): (req: IncomingMessage, res: Ser
           JSON_BODY_BYTES_MAX,
           (bytes) => new MercuryError('BODY_TOO_LARGE', `request body is ${bytes} bytes; at most ${JSON_BODY_BYTES_MAX} are accepted; split the transaction`, { details: { limit: JSON_BODY_BYTES_MAX } }),
         );
-        const result = await node.write(parseTxnJson(parseJson(body), node.valueBytesMax));
+        const result = await node.write(parseTxn(parseJson(body), node.valueBytesMax));
         sendJson(res, 200, { succeeded: result.succeeded, seq: result.seq }, { [SEQ_HEADER]: result.seq });
       },
     },
@@ -195,7 +192,7 @@ export function createApiHandler(node: NodeApi): (req: IncomingMessage, res: Ser
       GET: (_req, res, query) => {
         const bounds = node.store.logBounds();
         const from = queryInteger(query, 'from', bounds.firstSeq, Number.MAX_SAFE_INTEGER, 1);
-        const limit = queryInteger(query, 'limit', 100, LOG_READ_LIMIT_MAX, 1);
+        const limit = queryInteger(query, 'limit', LOG_READ_LIMIT_DEFAULT, LOG_READ_LIMIT_MAX, 1);
         if (from < bounds.firstSeq)
           throw new MercuryError('SEQ_NOT_RETAINED', `seq ${from} was trimmed from the log; the first retained seq is ${bounds.firstSeq}`, {
             details: { firstSeq: bounds.firstSeq },
@@ -210,7 +207,7 @@ export function createApiHandler(node: NodeApi): (req: IncomingMessage, res: Ser
             timeMs: entry.timeMs,
             prevHash: entry.prevHash.toString('hex'),
             hash: entry.hash.toString('hex'),
-            ops: entry.ops.map(opJson),
+            ops: entry.ops.map(formatOp),
           });
         }
         sendJson(res, 200, { firstSeq: bounds.firstSeq, lastSeq: bounds.lastSeq, entries });
@@ -280,7 +277,7 @@ export function createApiHandler(node: NodeApi): (req: IncomingMessage, res: Ser
       if (route === undefined && path.startsWith('/v1/kv/')) {
         route = kvKey;
         routeName = route.name;
-        key = decodePathBytes(path.slice('/v1/kv/'.length));
+        key = decodeKeyPath(path.slice('/v1/kv/'.length));
       }
       if (route === undefined) throw new MercuryError('NOT_FOUND', `no route ${path}; see the API reference in the README`);
       const handler = route.methods[req.method ?? ''];
@@ -295,19 +292,4 @@ export function createApiHandler(node: NodeApi): (req: IncomingMessage, res: Ser
       fail(error);
     }
   };
-}
-
-function opJson(op: Op): Record<string, unknown> {
-  const bytes = (name: string, value: Buffer): Record<string, unknown> => {
-    const json = encodeJsonBytes(value);
-    return { [name]: json.text, [`${name}Encoding`]: json.encoding };
-  };
-  switch (op.type) {
-    case 'put':
-      return { op: 'put', ...bytes('key', op.key), ...bytes('value', op.value) };
-    case 'delete':
-      return { op: 'delete', ...bytes('key', op.key) };
-    case 'deleteRange':
-      return { op: 'deleteRange', ...bytes('start', op.start), ...bytes('end', op.end) };
-  }
 }

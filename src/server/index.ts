@@ -2,5 +2,3 @@ export { createApiHandler } from './api.js';
 export type { NodeApi } from './api.js';
 export { HTTP_LIMITS, createHttpServer } from './http-server.js';
 export type { HttpLimits } from './http-server.js';
-export { decodePathBytes, encodeJsonBytes } from './bytes.js';
-export { formatTxnJson, parseTxnJson } from './txn-json.js';

@@ -2,20 +2,14 @@
  * Transaction compares, evaluated against the state a request sees (including earlier requests of the same entry).
  * A missing key has modSeq 0, version 0 and createSeq 0, as in etcd; a value compare against a missing key fails.
  */
+import type { TxnCompare } from '../api/index.js';
 import type { KeyRecord } from './records.js';
 
 export const CompareOperator = { equal: '=', notEqual: '!=', less: '<', greater: '>' } as const;
 export type CompareOperator = (typeof CompareOperator)[keyof typeof CompareOperator];
 
-export type Compare =
-  | { readonly key: Buffer; readonly target: 'exists'; readonly exists: boolean }
-  | { readonly key: Buffer; readonly target: 'value'; readonly operator: CompareOperator; readonly value: Buffer }
-  | {
-      readonly key: Buffer;
-      readonly target: 'modSeq' | 'version' | 'createSeq';
-      readonly operator: CompareOperator;
-      readonly number: number;
-    };
+/** The compares of the wire contract (src/api/txn.ts). */
+export type Compare = TxnCompare;
 
 function holds(operator: CompareOperator, order: number): boolean {
   switch (operator) {

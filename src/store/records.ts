@@ -102,14 +102,5 @@ export function decodeU64(buffer: Buffer): number {
   return Number(buffer.readBigUInt64BE(0));
 }
 
-/** The smallest key greater than every key that starts with `prefix`, or an empty buffer if there is none. */
-export function prefixEnd(prefix: Buffer): Buffer {
-  const end = Buffer.from(prefix);
-  for (let i = end.length - 1; i >= 0; i--) {
-    if (end[i]! < 0xff) {
-      end[i] = end[i]! + 1;
-      return end.subarray(0, i + 1);
-    }
-  }
-  return Buffer.alloc(0);
-}
+// Which keys a prefix covers is part of the wire contract (deletePrefix, watch prefixes).
+export { prefixEnd } from '../api/index.js';

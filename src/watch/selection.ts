@@ -9,11 +9,10 @@
  * `SelectionIndex` finds the selections a key belongs to in time proportional to the number of distinct prefix
  * lengths, not the number of selections: it looks up each registered length's prefix of the key in a map.
  */
-import { isUtf8 } from 'node:buffer';
+import { encodeJsonBytes, type WatchFilters } from '../api/index.js';
 import type { Entry, Op } from '../log/index.js';
 import type { KeyRange, SnapshotRecord } from '../store/index.js';
 import { prefixEnd } from '../store/index.js';
-import type { WatchFilters } from '../api/index.js';
 
 export interface Selection {
   /** Sorted, and none is a prefix of another (so they are disjoint ranges in key order). */
@@ -42,21 +41,10 @@ export function selectionRanges(selection: Selection): KeyRange[] {
   return selection.prefixes.map((prefix) => ({ start: prefix, end: prefixEnd(prefix) }));
 }
 
-// eslint-disable-next-line no-control-regex -- these are the characters JSON escapes as \u00XX
-const CONTROL_CHARACTERS = /[\u0000-\u0008\u000b\u000c\u000e-\u001f]/;
-
-/**
- * A key or value as a JSON field and its encoding: the text itself when it is valid UTF-8 without control characters
- * (other than tab, newline and carriage return), base64 otherwise. Unlike the HTTP API, control characters choose
- * base64: JSON writes each as six characters, and all events of an entry (up to ENTRY_BYTES_MAX) form one message,
- * which must stay well below V8's largest string (2^29 characters); base64 grows by 4/3 at most, escaped text by 2.
- */
+/** A key or value as a JSON field and its encoding, by the one bytes rule of the wire contract (src/api/bytes.ts). */
 function bytesField(name: string, bytes: Buffer): string {
-  if (isUtf8(bytes)) {
-    const text = bytes.toString('utf8');
-    if (!CONTROL_CHARACTERS.test(text)) return `"${name}":${JSON.stringify(text)},"${name}Encoding":"utf8"`;
-  }
-  return `"${name}":"${bytes.toString('base64')}","${name}Encoding":"base64"`;
+  const json = encodeJsonBytes(bytes);
+  return json.encoding === 'utf8' ? `"${name}":${JSON.stringify(json.text)},"${name}Encoding":"utf8"` : `"${name}":"${json.text}","${name}Encoding":"base64"`;
 }
 
 /** One snapshot item as JSON. */

@@ -1,6 +1,7 @@
 /**
- * The JSON form of a transaction (`POST /v1/txn`), parsed into a WriteRequest with precise errors that name the
- * offending field.
+ * Transactions on the wire: their typed form, the JSON form of `POST /v1/txn` with its one parser and its one
+ * formatter. The node parses requests with `parseTxn`; a replica forwards writes, the client's builder sends
+ * transactions and `GET /v1/log` shows the ops of entries, all through `formatTxn` / `formatOp`.
  *
  * ```json
  * {
@@ -11,16 +12,70 @@
  *   "failure": []
  * }
  * ```
- * Any key, value, prefix, start or end may instead be given base64-encoded as `keyBase64`, `valueBase64`, ...
- * A compare has exactly one target (exists, value, modSeq, version, createSeq) and an optional `op` (= != < >,
- * default =; `exists` takes none).
+ * Any key, value, prefix, start or end is a byte field (src/api/bytes.ts): text, text with `keyEncoding`, or
+ * `keyBase64`. A compare has exactly one target (exists, value, modSeq, version, createSeq) and an optional `op`
+ * (= != < >, default =; `exists` takes none). A deleteRange without `end` (or with an empty one) has no upper bound.
+ * The formatter writes every byte field as `name` + `nameEncoding`, and deletePrefix as the deleteRange it means,
+ * so that `parseTxn(formatTxn(t))` equals `t`.
  */
-import { MercuryError } from '../errors/index.js';
-import { TXN_COMPARES_MAX, TXN_OPS_MAX, VALUE_BYTES_CEILING } from '../limits.js';
-import type { Op } from '../log/index.js';
-import { validateKey, type WriteRequest } from '../commit/index.js';
-import { prefixEnd, type Compare, type CompareOperator } from '../store/index.js';
-import { readJsonBytes } from './bytes.js';
+import { encodeJsonBytes, readJsonBytes, type BytesEncoding } from './bytes.js';
+import { MercuryError, valueTooLarge } from './errors.js';
+import { prefixEnd, validateKey } from './keys.js';
+import { TXN_COMPARES_MAX, TXN_OPS_MAX, VALUE_BYTES_CEILING } from './limits.js';
+
+/** A compare operator: `=`, `!=`, `<`, `>`. */
+export type CompareOp = '=' | '!=' | '<' | '>';
+
+/** One change: the ops of a transaction and of a log entry. */
+export type TxnOp =
+  | { readonly type: 'put'; readonly key: Buffer; readonly value: Buffer }
+  | { readonly type: 'delete'; readonly key: Buffer }
+  /** Deletes every key k with start <= k < end; an empty `end` means no upper bound. */
+  | { readonly type: 'deleteRange'; readonly start: Buffer; readonly end: Buffer };
+
+/** A condition of a transaction. A missing key has modSeq, version and createSeq 0. */
+export type TxnCompare =
+  | { readonly key: Buffer; readonly target: 'exists'; readonly exists: boolean }
+  | { readonly key: Buffer; readonly target: 'value'; readonly operator: CompareOp; readonly value: Buffer }
+  | { readonly key: Buffer; readonly target: 'modSeq' | 'version' | 'createSeq'; readonly operator: CompareOp; readonly number: number };
+
+/** A transaction: if every compare holds, apply `success`, otherwise `failure`. A plain put is a txn with one op. */
+export interface Txn {
+  readonly compares: readonly TxnCompare[];
+  readonly success: readonly TxnOp[];
+  readonly failure: readonly TxnOp[];
+}
+
+/** A byte field named N in JSON: `N` (text, or as `NEncoding` says) or `NBase64`. */
+export type BytesJson<N extends string> =
+  | ({ readonly [K in N]: string } & { readonly [K in `${N}Encoding`]?: BytesEncoding })
+  | { readonly [K in `${N}Base64`]: string };
+
+/** A compare of the JSON form. Exactly one target. */
+export type TxnCompareJson = BytesJson<'key'> &
+  (
+    | { readonly exists: boolean }
+    | (BytesJson<'value'> & { readonly op?: CompareOp })
+    | { readonly modSeq: number; readonly op?: CompareOp }
+    | { readonly version: number; readonly op?: CompareOp }
+    | { readonly createSeq: number; readonly op?: CompareOp }
+  );
+
+/** An op of the JSON form. */
+export type TxnOpJson =
+  | ({ readonly op: 'put' } & BytesJson<'key'> & BytesJson<'value'>)
+  | ({ readonly op: 'delete' } & BytesJson<'key'>)
+  | ({ readonly op: 'deletePrefix' } & BytesJson<'prefix'>)
+  | ({ readonly op: 'deleteRange' } & BytesJson<'start'> & Partial<BytesJson<'end'>>);
+
+/** The JSON form of a transaction, as `POST /v1/txn` takes it. */
+export interface TxnJson {
+  readonly compare?: readonly TxnCompareJson[];
+  readonly success?: readonly TxnOpJson[];
+  readonly failure?: readonly TxnOpJson[];
+}
+
+// --- Parser ----------------------------------------------------------------------------------------------------------
 
 const OPERATORS: ReadonlySet<string> = new Set(['=', '!=', '<', '>']);
 const NUMBER_TARGETS = ['modSeq', 'version', 'createSeq'] as const;
@@ -50,14 +105,11 @@ function readKey(object: Record<string, unknown>, name: string, path: string): B
 
 function readValue(object: Record<string, unknown>, path: string, valueBytesMax: number): Buffer {
   const value = readJsonBytes(object, 'value', path, true)!;
-  if (value.length > valueBytesMax)
-    throw new MercuryError('VALUE_TOO_LARGE', `${path}.value is ${value.length} bytes; this node accepts at most ${valueBytesMax} bytes (server option --max-value-bytes)`, {
-      details: { limit: valueBytesMax },
-    });
+  if (value.length > valueBytesMax) throw valueTooLarge(value.length, valueBytesMax, `${path}.value`);
   return value;
 }
 
-function parseCompare(raw: unknown, path: string, valueBytesMax: number): Compare {
+function parseCompare(raw: unknown, path: string, valueBytesMax: number): TxnCompare {
   const object = asObject(raw, path);
   const key = readKey(object, 'key', path);
   const targets = TARGETS.filter((name) => object[name] !== undefined);
@@ -66,7 +118,7 @@ function parseCompare(raw: unknown, path: string, valueBytesMax: number): Compar
   const operatorRaw = object.op ?? '=';
   if (typeof operatorRaw !== 'string' || !OPERATORS.has(operatorRaw))
     throw new MercuryError('INVALID_ARGUMENT', `${path}.op must be one of "=", "!=", "<", ">"`);
-  const operator = operatorRaw as CompareOperator;
+  const operator = operatorRaw as CompareOp;
   const target = targets[0]!;
   if (target === 'exists') {
     if (typeof object.exists !== 'boolean') throw new MercuryError('INVALID_ARGUMENT', `${path}.exists must be true or false`);
@@ -80,7 +132,7 @@ function parseCompare(raw: unknown, path: string, valueBytesMax: number): Compar
   return { key, target: target as (typeof NUMBER_TARGETS)[number], operator, number };
 }
 
-function parseOp(raw: unknown, path: string, valueBytesMax: number): Op {
+function parseOp(raw: unknown, path: string, valueBytesMax: number): TxnOp {
   const object = asObject(raw, path);
   switch (object.op) {
     case 'put':
@@ -102,8 +154,11 @@ function parseOp(raw: unknown, path: string, valueBytesMax: number): Op {
   }
 }
 
-/** `valueBytesMax` bounds put and compare values (a node passes its configured limit; the default is the ceiling). */
-export function parseTxnJson(body: unknown, valueBytesMax: number = VALUE_BYTES_CEILING): WriteRequest {
+/**
+ * Parses the JSON form (already `JSON.parse`d) with precise errors that name the offending field.
+ * `valueBytesMax` bounds put and compare values (a node passes its configured limit; the default is the ceiling).
+ */
+export function parseTxn(body: unknown, valueBytesMax: number = VALUE_BYTES_CEILING): Txn {
   const object = asObject(body, 'transaction');
   for (const field of Object.keys(object)) {
     if (field !== 'compare' && field !== 'success' && field !== 'failure')
@@ -116,22 +171,26 @@ export function parseTxnJson(body: unknown, valueBytesMax: number = VALUE_BYTES_
   };
 }
 
-function bytesJson(name: string, bytes: Buffer): Record<string, string> {
-  return { [`${name}Base64`]: bytes.toString('base64') };
+// --- Formatter -------------------------------------------------------------------------------------------------------
+
+function bytesJson<N extends string>(name: N, bytes: Buffer): BytesJson<N> {
+  const json = encodeJsonBytes(bytes);
+  return { [name]: json.text, [`${name}Encoding`]: json.encoding } as BytesJson<N>;
 }
 
-function opToJson(op: Op): Record<string, unknown> {
+/** An op in the JSON form; a deleteRange always names its `end` (empty: no upper bound). */
+export function formatOp(op: TxnOp): TxnOpJson {
   switch (op.type) {
     case 'put':
       return { op: 'put', ...bytesJson('key', op.key), ...bytesJson('value', op.value) };
     case 'delete':
       return { op: 'delete', ...bytesJson('key', op.key) };
     case 'deleteRange':
-      return { op: 'deleteRange', ...bytesJson('start', op.start), ...(op.end.length > 0 ? bytesJson('end', op.end) : {}) };
+      return { op: 'deleteRange', ...bytesJson('start', op.start), ...bytesJson('end', op.end) };
   }
 }
 
-function compareToJson(compare: Compare): Record<string, unknown> {
+export function formatCompare(compare: TxnCompare): TxnCompareJson {
   const key = bytesJson('key', compare.key);
   switch (compare.target) {
     case 'exists':
@@ -139,15 +198,11 @@ function compareToJson(compare: Compare): Record<string, unknown> {
     case 'value':
       return { ...key, ...bytesJson('value', compare.value), op: compare.operator };
     default:
-      return { ...key, [compare.target]: compare.number, op: compare.operator };
+      return { ...key, [compare.target]: compare.number, op: compare.operator } as TxnCompareJson;
   }
 }
 
-/** The JSON form of a request, for forwarding a write toward the root. `parseTxnJson(formatTxnJson(r))` equals r. */
-export function formatTxnJson(request: WriteRequest): Record<string, unknown> {
-  return {
-    compare: request.compares.map(compareToJson),
-    success: request.success.map(opToJson),
-    failure: request.failure.map(opToJson),
-  };
+/** The JSON form of a transaction. `parseTxn(formatTxn(t))` equals `t`. */
+export function formatTxn(txn: Txn): Required<TxnJson> {
+  return { compare: txn.compares.map(formatCompare), success: txn.success.map(formatOp), failure: txn.failure.map(formatOp) };
 }

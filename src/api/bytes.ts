@@ -1,0 +1,60 @@
+/**
+ * Keys and values are bytes; JSON is text. This is the one rule for bytes in JSON, in both directions.
+ *
+ * Out (every response, watch message and formatted transaction): a field `name` with the text and `nameEncoding`:
+ * - `utf8` when the bytes are valid UTF-8 without control characters other than tab, newline and carriage return:
+ *   the text is the string itself;
+ * - `base64` otherwise (standard base64).
+ * Control characters choose base64 because JSON writes each as six characters (`\u0001`) where base64 grows the bytes
+ * by 4/3 at most: a watch message holds a whole entry (up to ENTRY_BYTES_MAX), which must stay well below V8's largest
+ * string (2^29 characters), and a range page of such values stays compact.
+ *
+ * In (transactions): `name` as UTF-8 text, or `name` with `nameEncoding` (`utf8` or `base64`, so anything the node
+ * answered can be sent back as it is), or `nameBase64`; one form per field.
+ */
+import { isUtf8 } from 'node:buffer';
+import { MercuryError } from './errors.js';
+
+export type BytesEncoding = 'utf8' | 'base64';
+
+// eslint-disable-next-line no-control-regex -- these are the characters JSON escapes as \u00XX
+const CONTROL_CHARACTERS = /[\u0000-\u0008\u000b\u000c\u000e-\u001f]/;
+
+/** The text and encoding of bytes in JSON (see the rule above). */
+export function encodeJsonBytes(bytes: Buffer): { text: string; encoding: BytesEncoding } {
+  if (isUtf8(bytes)) {
+    const text = bytes.toString('utf8');
+    if (!CONTROL_CHARACTERS.test(text)) return { text, encoding: 'utf8' };
+  }
+  return { text: bytes.toString('base64'), encoding: 'base64' };
+}
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+function decodeBase64(text: unknown, field: string): Buffer {
+  if (typeof text !== 'string' || !BASE64.test(text)) throw new MercuryError('INVALID_ARGUMENT', `${field} must be a standard base64 string`);
+  return Buffer.from(text, 'base64');
+}
+
+/**
+ * Reads a byte field of a JSON object in any of the forms above, exactly one of them. `path` names the object in
+ * errors. Returns undefined when the field is absent and optional.
+ */
+export function readJsonBytes(object: Record<string, unknown>, name: string, path: string, required: boolean): Buffer | undefined {
+  const text = object[name];
+  const encoding = object[`${name}Encoding`];
+  const base64 = object[`${name}Base64`];
+  if (text !== undefined && base64 !== undefined)
+    throw new MercuryError('INVALID_ARGUMENT', `${path}: give either "${name}" or "${name}Base64", not both`);
+  if (encoding !== undefined && text === undefined)
+    throw new MercuryError('INVALID_ARGUMENT', `${path}: "${name}Encoding" is given without "${name}"`);
+  if (text !== undefined) {
+    if (typeof text !== 'string') throw new MercuryError('INVALID_ARGUMENT', `${path}.${name} must be a string`);
+    if (encoding === undefined || encoding === 'utf8') return Buffer.from(text, 'utf8');
+    if (encoding === 'base64') return decodeBase64(text, `${path}.${name} (${name}Encoding "base64")`);
+    throw new MercuryError('INVALID_ARGUMENT', `${path}.${name}Encoding must be "utf8" or "base64"`);
+  }
+  if (base64 !== undefined) return decodeBase64(base64, `${path}.${name}Base64`);
+  if (required) throw new MercuryError('INVALID_ARGUMENT', `${path}: "${name}" (or "${name}Base64") is required`);
+  return undefined;
+}

@@ -1,0 +1,140 @@
+/**
+ * Error codes that a client or a peer sees on the wire, in one table each. Part of the API: clients and peers switch
+ * on these codes, so a code is never renamed or reused.
+ *
+ * - `ErrorCode` and `ERROR_STATUS`: what the HTTP API answers. Each code maps to one HTTP status; the HTTP layer
+ *   consults only this table. The JSON body is `{"error":{"code","message",...details}}`.
+ * - `RefuseReason` and `ProtocolErrorCode`: what a replication peer sends in a REFUSE frame or logs when the other
+ *   side breaks the protocol (the framing itself is specified in src/replication/protocol.ts).
+ *
+ * Bugs are not errors: they are `node:assert` failures and crash the process.
+ */
+
+export const ErrorCode = {
+  BAD_REQUEST: 'BAD_REQUEST',
+  HEADERS_TOO_LARGE: 'HEADERS_TOO_LARGE',
+  EXPECTATION_FAILED: 'EXPECTATION_FAILED',
+  INVALID_JSON: 'INVALID_JSON',
+  INVALID_ARGUMENT: 'INVALID_ARGUMENT',
+  KEY_TOO_LARGE: 'KEY_TOO_LARGE',
+  KEY_EMPTY: 'KEY_EMPTY',
+  VALUE_TOO_LARGE: 'VALUE_TOO_LARGE',
+  TOO_MANY_OPS: 'TOO_MANY_OPS',
+  BODY_TOO_LARGE: 'BODY_TOO_LARGE',
+  UNSUPPORTED_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  KEY_NOT_FOUND: 'KEY_NOT_FOUND',
+  NOT_FOUND: 'NOT_FOUND',
+  METHOD_NOT_ALLOWED: 'METHOD_NOT_ALLOWED',
+  COMPARE_FAILED: 'COMPARE_FAILED',
+  SEQ_NOT_RETAINED: 'SEQ_NOT_RETAINED',
+  SEQ_WAIT_TIMEOUT: 'SEQ_WAIT_TIMEOUT',
+  REQUEST_TIMEOUT: 'REQUEST_TIMEOUT',
+  OVERLOADED: 'OVERLOADED',
+  READ_ONLY: 'READ_ONLY',
+  SHUTTING_DOWN: 'SHUTTING_DOWN',
+  UPSTREAM_UNAVAILABLE: 'UPSTREAM_UNAVAILABLE',
+  NOT_A_REPLICA: 'NOT_A_REPLICA',
+  RESYNC_IN_PROGRESS: 'RESYNC_IN_PROGRESS',
+  CHAIN_INVALID: 'CHAIN_INVALID',
+  DATA_DIR_INVALID: 'DATA_DIR_INVALID',
+  DATA_DIR_LOCKED: 'DATA_DIR_LOCKED',
+  DATA_CORRUPTED: 'DATA_CORRUPTED',
+  STORAGE_FULL: 'STORAGE_FULL',
+  STORAGE_IO_ERROR: 'STORAGE_IO_ERROR',
+  CONFIG_INVALID: 'CONFIG_INVALID',
+  INTERNAL: 'INTERNAL',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** HTTP status for each code. */
+export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
+  BAD_REQUEST: 400,
+  HEADERS_TOO_LARGE: 431,
+  EXPECTATION_FAILED: 417,
+  INVALID_JSON: 400,
+  INVALID_ARGUMENT: 400,
+  KEY_TOO_LARGE: 413,
+  KEY_EMPTY: 400,
+  VALUE_TOO_LARGE: 413,
+  TOO_MANY_OPS: 413,
+  BODY_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  KEY_NOT_FOUND: 404,
+  NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  COMPARE_FAILED: 412,
+  SEQ_NOT_RETAINED: 410,
+  SEQ_WAIT_TIMEOUT: 504,
+  REQUEST_TIMEOUT: 408,
+  OVERLOADED: 503,
+  READ_ONLY: 503,
+  SHUTTING_DOWN: 503,
+  UPSTREAM_UNAVAILABLE: 503,
+  NOT_A_REPLICA: 409,
+  RESYNC_IN_PROGRESS: 409,
+  CHAIN_INVALID: 500,
+  DATA_DIR_INVALID: 500,
+  DATA_DIR_LOCKED: 409,
+  DATA_CORRUPTED: 500,
+  STORAGE_FULL: 507,
+  STORAGE_IO_ERROR: 500,
+  CONFIG_INVALID: 400,
+  INTERNAL: 500,
+});
+
+export class MercuryError extends Error {
+  readonly code: ErrorCode;
+  /** Extra machine-readable fields returned beside code and message (for example the current modSeq). */
+  readonly details: Readonly<Record<string, unknown>> | undefined;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'MercuryError';
+    this.code = code;
+    this.details = options?.details;
+  }
+
+  get status(): number {
+    return ERROR_STATUS[this.code];
+  }
+}
+
+export function isMercuryError(error: unknown): error is MercuryError {
+  return error instanceof MercuryError;
+}
+
+/**
+ * The one VALUE_TOO_LARGE: a value of `bytes` bytes where this node accepts at most `limit` (its `--max-value-bytes`).
+ * `what` names the field (`success[3].value` in a transaction of thousands of ops).
+ */
+export function valueTooLarge(bytes: number, limit: number, what = 'value'): MercuryError {
+  return new MercuryError('VALUE_TOO_LARGE', `${what} is ${bytes} bytes; this node accepts at most ${limit} bytes (server option --max-value-bytes)`, {
+    details: { limit },
+  });
+}
+
+/** Why a replication upstream refused a child. Stable: the codes travel on the wire (REFUSE) and appear in status and logs. */
+export const RefuseReason = {
+  DATASET_MISMATCH: 1,
+  CHAIN_DIVERGED: 2,
+  LOOP: 3,
+  SELF: 4,
+  PROTOCOL_VERSION: 5,
+  BEHIND: 6,
+  UNAVAILABLE: 7,
+  PATH_TOO_LONG: 8,
+  PROTOCOL_ERROR: 9,
+} as const;
+export type RefuseReason = keyof typeof RefuseReason;
+
+/** What a replication peer can get wrong on the wire. Stable codes: they appear in logs and in REFUSE messages. */
+export const ProtocolErrorCode = {
+  FRAME_TOO_LARGE: 'FRAME_TOO_LARGE',
+  FRAME_MALFORMED: 'FRAME_MALFORMED',
+  FRAME_CHECKSUM: 'FRAME_CHECKSUM',
+  MESSAGE_UNKNOWN: 'MESSAGE_UNKNOWN',
+  MESSAGE_MALFORMED: 'MESSAGE_MALFORMED',
+  MESSAGE_UNEXPECTED: 'MESSAGE_UNEXPECTED',
+  VERSION_UNSUPPORTED: 'VERSION_UNSUPPORTED',
+} as const;
+export type ProtocolErrorCode = (typeof ProtocolErrorCode)[keyof typeof ProtocolErrorCode];

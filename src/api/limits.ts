@@ -1,0 +1,40 @@
+/**
+ * The limits a client can see: what a node accepts in one request and returns in one response. They are part of the
+ * wire contract (a client that respects them is never refused for size), so they live here, beside the error codes
+ * that enforce them; src/limits.ts takes them from here and adds the node's internal limits, and asserts the
+ * relations between the two.
+ */
+
+const MiB = 1024 * 1024;
+
+/** Keys are 1..1024 bytes (LMDB's own key limit is 1978 bytes; we stay well below it). A watch prefix may be empty. */
+export const KEY_BYTES_MIN = 1;
+export const KEY_BYTES_MAX = 1024;
+
+/** Default largest value; an operator may raise it up to VALUE_BYTES_CEILING with `--max-value-bytes`. */
+export const VALUE_BYTES_MAX_DEFAULT = 1 * MiB;
+export const VALUE_BYTES_CEILING = 16 * MiB;
+
+/** Operations in one transaction (each branch). etcd allows 128; we allow far more. */
+export const TXN_OPS_MAX = 10_000;
+/** Compares in one transaction. */
+export const TXN_COMPARES_MAX = 10_000;
+
+/**
+ * Largest HTTP request body for JSON endpoints (`POST /v1/txn`). A raw PUT body is bounded by the value limit instead.
+ * 10,000 ops of 1 KiB keys plus JSON and base64 overhead fit comfortably; larger values belong in single PUTs.
+ */
+export const JSON_BODY_BYTES_MAX = 64 * MiB;
+
+/** Range reads (`GET /v1/kv?prefix=`) return this many items per page unless `limit` says otherwise, at most the max. */
+export const RANGE_LIMIT_DEFAULT = 100;
+export const RANGE_LIMIT_MAX = 10_000;
+/** `GET /v1/log` returns this many entries per call unless `limit` says otherwise, at most the max. */
+export const LOG_READ_LIMIT_DEFAULT = 100;
+export const LOG_READ_LIMIT_MAX = 1_000;
+/** `GET /v1/log` stops adding entries once a response holds this many record bytes (it always returns at least one). */
+export const LOG_READ_BYTES_MAX = 16 * MiB;
+
+/** `minSeq` reads wait at most this long (`timeoutMs`) for the node to apply the requested seq. */
+export const MIN_SEQ_WAIT_MS_DEFAULT = 5_000;
+export const MIN_SEQ_WAIT_MS_MAX = 60_000;
