@@ -7,7 +7,12 @@
  * ```
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { MIN_SEQ_WAIT_MS_DEFAULT, MIN_SEQ_WAIT_MS_MAX } from '../api/index.js';
 import { MercuryError, isMercuryError, type ErrorCode } from '../errors/index.js';
+import type { NodeApi } from './node-api.js';
+
+/** The seq a read reflects, or the seq of the entry that carries a write. */
+export const SEQ_HEADER = 'x-mercury-seq';
 
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | number> = {}): void {
   const text = JSON.stringify(body);
@@ -76,4 +81,12 @@ export function queryInteger(query: URLSearchParams, name: string, fallback: num
   if (!Number.isSafeInteger(value) || value < min || value > max)
     throw new MercuryError('INVALID_ARGUMENT', `query parameter ${name} must be between ${min} and ${max}, got ${raw}`);
   return value;
+}
+
+/** A read's `?minSeq=N[&timeoutMs=T]`: waits (bounded) until the node has applied seq N. */
+export async function readSeqOptions(node: NodeApi, query: URLSearchParams): Promise<void> {
+  const minSeq = queryInteger(query, 'minSeq', 0);
+  if (minSeq > node.store.head().seq) {
+    await node.waitForSeq(minSeq, queryInteger(query, 'timeoutMs', MIN_SEQ_WAIT_MS_DEFAULT, MIN_SEQ_WAIT_MS_MAX));
+  }
 }

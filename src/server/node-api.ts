@@ -1,0 +1,22 @@
+/** What the HTTP API needs from a node: the same routes serve a root (writes go to its group commit) and a replica. */
+import type { Clock } from '../clock/index.js';
+import type { WriteRequest, WriteResult } from '../commit/index.js';
+import type { Registry } from '../metrics/index.js';
+import type { Store } from '../store/index.js';
+
+export interface NodeApi {
+  readonly store: Store;
+  readonly clock: Clock;
+  readonly metrics: Registry;
+  readonly valueBytesMax: number;
+  /** Commits (root) or forwards (replica) a write; resolves once it is durable and visible on this node. */
+  write(request: WriteRequest): Promise<WriteResult>;
+  /** Resolves once this node has applied `seq`; rejects with SEQ_WAIT_TIMEOUT after `timeoutMs`. */
+  waitForSeq(seq: number, timeoutMs: number): Promise<void>;
+  status(): Record<string, unknown>;
+  /** Whether the node should take traffic, and why not (`/readyz`). */
+  readiness(): { ready: boolean; reasons: string[] };
+  /** Replica: discard the chain and take a full snapshot (throws NOT_A_REPLICA on the root, RESYNC_IN_PROGRESS while one runs). */
+  resync(): void;
+  log(message: string, fields?: Record<string, unknown>): void;
+}

@@ -1,0 +1,105 @@
+/**
+ * `/v1/kv/{key}` (GET the raw value, PUT the raw body, DELETE) and `/v1/kv?prefix=` (GET a page of a range, DELETE a
+ * prefix). Reads answer from one LMDB snapshot and name its seq; writes answer once durable and visible here.
+ */
+import { MercuryError, RANGE_LIMIT_DEFAULT, RANGE_LIMIT_MAX, encodeJsonBytes, prefixEnd, validateKey, valueTooLarge } from '../../api/index.js';
+import type { WriteRequest } from '../../commit/index.js';
+import { decodeCursor, encodeCursor } from '../cursor.js';
+import { SEQ_HEADER, queryInteger, readBody, readSeqOptions, sendJson } from '../http-io.js';
+import type { NodeApi } from '../node-api.js';
+import type { Route } from '../router.js';
+
+function ifModSeqCompare(query: URLSearchParams, key: Buffer): WriteRequest['compares'] {
+  if (!query.has('ifModSeq')) return [];
+  return [{ key, target: 'modSeq', operator: '=', number: queryInteger(query, 'ifModSeq', 0) }];
+}
+
+function compareFailed(node: NodeApi, key: Buffer, query: URLSearchParams, seq: number): MercuryError {
+  const current = node.store.get(key).record;
+  return new MercuryError('COMPARE_FAILED', `ifModSeq=${query.get('ifModSeq')} does not match the key's current modSeq ${current?.modSeq ?? 0}; read it again and retry`, {
+    details: { modSeq: current?.modSeq ?? 0, seq },
+  });
+}
+
+export function kvKeyRoute(node: NodeApi): Route {
+  return {
+    name: '/v1/kv/{key}',
+    methods: {
+      GET: async (_req, res, query, key) => {
+        // Also for reads: LMDB throws on keys longer than it supports, and such a key can never exist anyway.
+        validateKey(key!);
+        await readSeqOptions(node, query);
+        const { record, seq } = node.store.get(key!);
+        if (record === undefined) throw new MercuryError('KEY_NOT_FOUND', `key "${key!.toString()}" does not exist at seq ${seq}`, { details: { seq } });
+        res.writeHead(200, {
+          'content-type': 'application/octet-stream',
+          'content-length': record.value.length,
+          [SEQ_HEADER]: seq,
+          'x-mercury-mod-seq': record.modSeq,
+          'x-mercury-create-seq': record.createSeq,
+          'x-mercury-version': record.version,
+        });
+        res.end(record.value);
+      },
+      PUT: async (req, res, query, key) => {
+        validateKey(key!);
+        const value = await readBody(req, node.valueBytesMax, (bytes) => valueTooLarge(bytes, node.valueBytesMax));
+        const result = await node.write({ compares: ifModSeqCompare(query, key!), success: [{ type: 'put', key: key!, value }], failure: [] });
+        if (!result.succeeded) throw compareFailed(node, key!, query, result.seq);
+        sendJson(res, 200, { seq: result.seq }, { [SEQ_HEADER]: result.seq });
+      },
+      DELETE: async (_req, res, query, key) => {
+        validateKey(key!);
+        const compares = ifModSeqCompare(query, key!);
+        // Without ifModSeq, delete only when the key exists, so deleting a missing key commits no entry.
+        const result = await node.write({
+          compares: compares.length > 0 ? compares : [{ key: key!, target: 'exists', exists: true }],
+          success: [{ type: 'delete', key: key! }],
+          failure: [],
+        });
+        if (!result.succeeded && compares.length > 0) throw compareFailed(node, key!, query, result.seq);
+        sendJson(res, 200, { seq: result.seq, deleted: result.succeeded }, { [SEQ_HEADER]: result.seq });
+      },
+    },
+  };
+}
+
+export function kvRangeRoute(node: NodeApi): Route {
+  return {
+    name: '/v1/kv',
+    methods: {
+      GET: async (_req, res, query) => {
+        const prefix = Buffer.from(query.get('prefix') ?? '', 'utf8');
+        if (prefix.length > 0) validateKey(prefix, 'prefix');
+        const limit = queryInteger(query, 'limit', RANGE_LIMIT_DEFAULT, RANGE_LIMIT_MAX, 1);
+        const cursor = query.get('cursor');
+        const after = cursor === null ? undefined : decodeCursor(cursor);
+        await readSeqOptions(node, query);
+        const page = node.store.range(prefix, prefixEnd(prefix), limit, after);
+        const last = page.items[page.items.length - 1];
+        const items = page.items.map(({ key, record }) => {
+          const keyJson = encodeJsonBytes(key);
+          const valueJson = encodeJsonBytes(record.value);
+          return {
+            key: keyJson.text,
+            keyEncoding: keyJson.encoding,
+            value: valueJson.text,
+            valueEncoding: valueJson.encoding,
+            createSeq: record.createSeq,
+            modSeq: record.modSeq,
+            version: record.version,
+          };
+        });
+        const cursorOut = page.more && last !== undefined ? encodeCursor(last.key) : null;
+        sendJson(res, 200, { seq: page.seq, items, more: page.more, cursor: cursorOut }, { [SEQ_HEADER]: page.seq });
+      },
+      DELETE: async (_req, res, query) => {
+        const prefix = Buffer.from(query.get('prefix') ?? '', 'utf8');
+        if (prefix.length === 0) throw new MercuryError('INVALID_ARGUMENT', 'DELETE /v1/kv needs a non-empty ?prefix=; deleting every key must be a deliberate deleteRange transaction');
+        validateKey(prefix, 'prefix');
+        const result = await node.write({ compares: [], success: [{ type: 'deleteRange', start: prefix, end: prefixEnd(prefix) }], failure: [] });
+        sendJson(res, 200, { seq: result.seq }, { [SEQ_HEADER]: result.seq });
+      },
+    },
+  };
+}

@@ -1,0 +1,51 @@
+/** What operators and monitors ask a node: `/v1/status`, `/healthz`, `/readyz`, `/metrics`, and a replica's resync. */
+import { sendJson } from '../http-io.js';
+import type { NodeApi } from '../node-api.js';
+import type { Route } from '../router.js';
+
+export function statusRoute(node: NodeApi): Route {
+  return { name: '/v1/status', methods: { GET: (_req, res) => sendJson(res, 200, node.status()) } };
+}
+
+export function healthzRoute(node: NodeApi): Route {
+  return { name: '/healthz', methods: { GET: (_req, res) => sendJson(res, 200, { ok: true, seq: node.store.head().seq }) } };
+}
+
+/** Readiness: 503 with the reasons when the node should not take traffic (damaged data, storage failing, not joined). */
+export function readyzRoute(node: NodeApi): Route {
+  return {
+    name: '/readyz',
+    methods: {
+      GET: (_req, res) => {
+        const { ready, reasons } = node.readiness();
+        sendJson(res, ready ? 200 : 503, { ready, reasons, seq: node.store.head().seq });
+      },
+    },
+  };
+}
+
+export function metricsRoute(node: NodeApi): Route {
+  return {
+    name: '/metrics',
+    methods: {
+      GET: (_req, res) => {
+        const text = node.metrics.render();
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4', 'content-length': Buffer.byteLength(text) });
+        res.end(text);
+      },
+    },
+  };
+}
+
+/** `POST /v1/replication/resync`: a replica drops its chain and takes a snapshot (NOT_A_REPLICA on the root). */
+export function resyncRoute(node: NodeApi): Route {
+  return {
+    name: '/v1/replication/resync',
+    methods: {
+      POST: (_req, res) => {
+        node.resync();
+        sendJson(res, 202, { resync: 'started', seq: node.store.head().seq });
+      },
+    },
+  };
+}

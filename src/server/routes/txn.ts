@@ -1,0 +1,28 @@
+/** `POST /v1/txn`: a transaction in the JSON form of src/api/txn.ts, parsed with field-naming errors, then written. */
+import { JSON_BODY_BYTES_MAX, MercuryError, parseTxn } from '../../api/index.js';
+import { SEQ_HEADER, parseJson, readBody, sendJson } from '../http-io.js';
+import type { NodeApi } from '../node-api.js';
+import type { Route } from '../router.js';
+
+export function txnRoute(node: NodeApi): Route {
+  return {
+    name: '/v1/txn',
+    methods: {
+      POST: async (req, res) => {
+        const type = req.headers['content-type'];
+        if (type !== undefined && !/^application\/json\s*(;|$)/i.test(type))
+          throw new MercuryError('UNSUPPORTED_MEDIA_TYPE', `POST /v1/txn takes application/json, not "${type}"`);
+        const body = await readBody(
+          req,
+          JSON_BODY_BYTES_MAX,
+          (bytes) =>
+            new MercuryError('BODY_TOO_LARGE', `request body is ${bytes} bytes; at most ${JSON_BODY_BYTES_MAX} are accepted; split the transaction`, {
+              details: { limit: JSON_BODY_BYTES_MAX },
+            }),
+        );
+        const result = await node.write(parseTxn(parseJson(body), node.valueBytesMax));
+        sendJson(res, 200, { succeeded: result.succeeded, seq: result.seq }, { [SEQ_HEADER]: result.seq });
+      },
+    },
+  };
+}
