@@ -2,9 +2,10 @@
 // that keep the codebase honest (no floating promises: an unawaited write is a lost error).
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
+import { importBoundaries } from './eslint.boundaries.js';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'eslint.config.js'] },
+  { ignores: ['dist/**', 'node_modules/**', 'eslint.config.js', 'eslint.boundaries.js'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
@@ -20,38 +21,6 @@ export default tseslint.config(
       'no-constant-condition': ['error', { checkLoops: false }],
     },
   },
-  // The wire contracts (src/api/) depend on nothing but Buffer, so that every side can share them; the client depends
-  // on the contracts and its own files, so that a program talking to a node never loads the node (LMDB, the hub).
-  {
-    files: ['src/api/**/*.ts'],
-    rules: {
-      '@typescript-eslint/no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            { regex: '^(?!node:buffer$|\\./)', message: 'src/api/ imports nothing but node:buffer and its own files.' },
-            { regex: '^\\./.*/', message: 'src/api/ is flat: import its own files only.' },
-          ],
-        },
-      ],
-    },
-  },
-  {
-    files: ['src/client/**/*.ts'],
-    rules: {
-      '@typescript-eslint/no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            {
-              regex: '^\\.\\./(?!api/|clock/)',
-              message: 'src/client/ imports only src/api/ (the wire contracts), src/clock/ and its own files, never node code.',
-            },
-            // The embedded reader (openLocal) is an LMDB reader: it names the store's type, and loads the store lazily.
-            { regex: '^\\.\\./store/index\\.js$', allowTypeImports: true, message: 'only a type import of the store' },
-          ],
-        },
-      ],
-    },
-  },
+  // Import boundaries of src/api/ and src/client/ (see eslint.boundaries.js).
+  ...importBoundaries,
 );
