@@ -1,111 +1,109 @@
 /**
- * `mercury watch PREFIX [--from SEQ] [--json]`: subscribes to PREFIX on the node's `/v1/watch` (src/api/watch.ts)
- * and prints one line per change until Ctrl-C (exit 0).
+ * `mercury watch PREFIX [--from SEQ] [--json]`: prints the changes under PREFIX, one line each, until Ctrl-C (exit 0).
+ * A printer over the client's `watch()` (src/client/watch.ts), which owns the protocol (src/api/watch.ts), the resume
+ * rule and the message limits.
  *
  * Human output: `SEQ put KEY VALUE`, `SEQ delete KEY`, `SEQ deleteRange [START, END)`, and `SEQ snapshot KEY VALUE`
  * for the items of a snapshot (when --from is older than the node's log). Text that is not printable is shown as a
  * JSON string, bytes that are not UTF-8 as `base64:...`. With --json, each event or snapshot item is one JSON object
- * with its `seq`, and progress messages are printed too (`{"type":"progress","seq":N}`), so a script knows where to
- * resume. A refused request or a closed connection prints one line on stderr and exits 1 (3 if the node cannot be
- * reached); the line says which --from resumes the watch.
+ * with its `seq`, its keys and values as the watch protocol writes them (`key` and `keyEncoding`, ...), and progress
+ * is printed too (`{"type":"progress","seq":N}`), so a script knows where to resume.
+ *
+ * The command does not reconnect: a refused request or a closed connection prints one line on stderr and exits 1 (3
+ * if the node cannot be reached); the line says which --from resumes the watch.
  */
-import { WebSocket, type RawData } from 'ws';
-import { UnavailableError } from '../client/index.js';
-
-/** The node sends one entry per message; the largest entry is far below this. */
-const MESSAGE_BYTES_MAX = 1024 * 1024 * 1024;
-
-interface EventJson {
-  readonly type: string;
-  readonly [field: string]: unknown;
-}
-
-type ServerMessage =
-  | { type: 'subscribed'; fromSeq: number }
-  | { type: 'events'; seq: number; events: EventJson[] }
-  | { type: 'snapshot'; seq: number; items: Record<string, unknown>[]; done: boolean }
-  | { type: 'progress'; seq: number }
-  | { type: 'unsubscribed' }
-  | { type: 'error'; code: string; message: string };
+import { isUtf8 } from 'node:buffer';
+import { encodeJsonBytes } from '../api/index.js';
+import { connect, WatchClosedError, WatchError, type WatchEvent } from '../client/index.js';
 
 /** Shows a key or value on one line. */
-function show(text: unknown, encoding: unknown): string {
-  if (typeof text !== 'string') return 'null';
-  if (encoding === 'base64') return `base64:${text}`;
+function show(bytes: Buffer | null | undefined): string {
+  if (bytes === undefined || bytes === null) return 'null';
+  if (!isUtf8(bytes)) return `base64:${bytes.toString('base64')}`;
+  const text = bytes.toString('utf8');
   // eslint-disable-next-line no-control-regex -- control characters are exactly what must not reach the terminal raw
   return /^[^\u0000-\u0020"\u007f-\u009f]+$/.test(text) ? text : JSON.stringify(text);
 }
 
-function humanEvent(seq: number, event: EventJson): string {
+/** `name` and `nameEncoding` fields as the watch protocol writes them. */
+function bytesFields(name: string, bytes: Buffer | undefined): Record<string, string> {
+  if (bytes === undefined) return {};
+  const { text, encoding } = encodeJsonBytes(bytes);
+  return { [name]: text, [`${name}Encoding`]: encoding };
+}
+
+function humanLine(event: WatchEvent): string | undefined {
   switch (event.type) {
     case 'put':
-      return `${seq} put ${show(event.key, event.keyEncoding)}${event.value === undefined ? '' : ` ${show(event.value, event.valueEncoding)}`}`;
+      return `${event.seq} put ${show(event.key)}${event.value === undefined ? '' : ` ${show(event.value)}`}`;
     case 'delete':
-      return `${seq} delete ${show(event.key, event.keyEncoding)}`;
+      return `${event.seq} delete ${show(event.key)}`;
     case 'deleteRange':
-      return `${seq} deleteRange [${show(event.start, event.startEncoding)}, ${event.end === null ? '(end)' : show(event.end, event.endEncoding)})`;
+      return `${event.seq} deleteRange [${show(event.start)}, ${event.end === null ? '(end)' : show(event.end)})`;
+    case 'snapshot':
+      return `${event.seq} snapshot ${show(event.key)} ${show(event.value)}`;
     default:
-      return `${seq} ${event.type} ${JSON.stringify(event)}`;
+      return undefined;
   }
 }
 
-function fail(message: string): never {
-  process.stderr.write(`mercury: ${message}\n`);
-  process.exit(1);
+function jsonLine(event: WatchEvent): string | undefined {
+  switch (event.type) {
+    case 'put':
+      return JSON.stringify({ seq: event.seq, type: 'put', ...bytesFields('key', event.key), ...bytesFields('value', event.value), modSeq: event.modSeq });
+    case 'delete':
+      return JSON.stringify({ seq: event.seq, type: 'delete', ...bytesFields('key', event.key), modSeq: event.modSeq });
+    case 'deleteRange': {
+      const end = event.end === null ? { end: null, endEncoding: null } : bytesFields('end', event.end);
+      return JSON.stringify({ seq: event.seq, type: 'deleteRange', ...bytesFields('start', event.start), ...end, modSeq: event.modSeq });
+    }
+    case 'snapshot':
+      return JSON.stringify({
+        seq: event.seq,
+        type: 'snapshot',
+        ...bytesFields('key', event.key),
+        ...bytesFields('value', event.value),
+        createSeq: event.createSeq,
+        modSeq: event.modSeq,
+        version: event.version,
+      });
+    case 'progress':
+      return JSON.stringify({ type: 'progress', seq: event.seq });
+    default:
+      return undefined;
+  }
 }
 
-/** Runs until Ctrl-C (exit 0) or until the node refuses or closes the watch (exit 1). */
+/** Runs until Ctrl-C (exit 0) or until the node refuses or closes the watch (throws; main prints it and exits). */
 export async function watchCommand(baseUrl: string, prefix: string, options: { fromSeq: number | undefined; json: boolean }): Promise<void> {
-  const url = `${baseUrl.replace(/^http/, 'ws')}/v1/watch`;
-  const socket = new WebSocket(url, { perMessageDeflate: false, maxPayload: MESSAGE_BYTES_MAX });
-  await new Promise<void>((resolve, reject) => {
-    socket.once('open', () => resolve());
-    socket.once('error', (error) => reject(new UnavailableError(`cannot reach ${url}: ${error.message}`, { cause: error })));
+  const client = connect([baseUrl]);
+  const watch = client.watch({
+    prefix,
+    fromSeq: options.fromSeq,
+    progress: options.json,
+    reconnect: false,
+    onSubscribed: (fromSeq) => {
+      if (!options.json && process.stderr.isTTY) process.stderr.write(`watching ${JSON.stringify(prefix)} from seq ${fromSeq}; Ctrl-C to stop\n`);
+    },
   });
-  const out = (line: string): void => void process.stdout.write(`${line}\n`);
-  // The first seq not yet shown: where a new watch resumes.
-  let resumeSeq = options.fromSeq;
-  let stopping = false;
   process.once('SIGINT', () => {
-    stopping = true;
-    socket.close(1000);
+    void watch.return();
     process.exit(0);
   });
-  socket.on('message', (data: RawData) => {
-    const message = JSON.parse((data as Buffer).toString('utf8')) as ServerMessage;
-    switch (message.type) {
-      case 'subscribed':
-        resumeSeq = message.fromSeq;
-        if (!options.json && process.stderr.isTTY) process.stderr.write(`watching ${JSON.stringify(prefix)} from seq ${message.fromSeq}; Ctrl-C to stop\n`);
-        return;
-      case 'events':
-        for (const event of message.events) out(options.json ? JSON.stringify({ seq: message.seq, ...event }) : humanEvent(message.seq, event));
-        resumeSeq = message.seq + 1;
-        return;
-      case 'snapshot':
-        for (const item of message.items)
-          out(options.json ? JSON.stringify({ seq: message.seq, type: 'snapshot', ...item }) : `${message.seq} snapshot ${show(item.key, item.keyEncoding)} ${show(item.value, item.valueEncoding)}`);
-        if (message.done) resumeSeq = message.seq + 1;
-        return;
-      case 'progress':
-        if (options.json) out(JSON.stringify({ type: 'progress', seq: message.seq }));
-        resumeSeq = message.seq + 1;
-        return;
-      case 'error':
-        fail(`${message.code}: ${message.message}`);
-        break;
-      default:
-        return;
+  const line = options.json ? jsonLine : humanLine;
+  try {
+    for await (const event of watch) {
+      const text = line(event);
+      if (text !== undefined) process.stdout.write(`${text}\n`);
     }
-  });
-  socket.on('error', () => {}); // the close event that follows reports it
-  socket.send(JSON.stringify({ type: 'subscribe', id: 1, prefixes: [prefix], ...(options.fromSeq === undefined ? {} : { fromSeq: options.fromSeq }) }));
-  await new Promise<void>((resolve) =>
-    socket.once('close', (code: number, reason: Buffer) => {
-      if (stopping) return resolve();
-      const resume = resumeSeq === undefined ? '' : `; resume with --from ${resumeSeq}`;
-      fail(`watch closed by the node (${code}${reason.length > 0 ? `: ${reason.toString('utf8')}` : ''})${resume}`);
-    }),
-  );
+  } catch (error) {
+    if (error instanceof WatchClosedError) {
+      const resume = error.resumeSeq === undefined ? '' : `; resume with --from ${error.resumeSeq}`;
+      process.stderr.write(`mercury: watch closed by the node (${error.closeCode}${error.reason.length > 0 ? `: ${error.reason}` : ''})${resume}\n`);
+    } else if (error instanceof WatchError) {
+      // Refused by the node (its code: PREFIX_TOO_LARGE, ...) or a broken protocol (PROTOCOL).
+      process.stderr.write(`mercury: ${error.code}: ${error.message}\n`);
+    } else throw error;
+    process.exit(1);
+  }
 }
-
