@@ -144,8 +144,10 @@ describe('watch stream', () => {
     const seq = await put('elsewhere/key', 'value');
     await client.waitFor((message) => message.type === 'progress' && message.id === 'idle' && message.seq === seq, 2_000);
     const count = client.of('idle').filter((message) => message.type === 'progress').length;
-    // Nothing is written now: heartbeats (every 200 ms in the test limits) still name the same seq.
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    // Nothing is written now: heartbeats (every 200 ms in the test limits) still name the same seq. Wait for one more
+    // progress message than already seen, rather than for a fixed time.
+    const seen = client.messages.length;
+    await client.waitFor((message) => message.type === 'progress' && message.id === 'idle', 2_000, seen);
     const progress = client.of('idle').filter((message) => message.type === 'progress');
     assert.ok(progress.length >= count + 1, `heartbeat progress while idle (${progress.length} after ${count})`);
     assert.ok(progress.every((message) => message.type === 'progress' && message.seq <= seq));

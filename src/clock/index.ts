@@ -38,3 +38,4 @@ export const systemClock: Clock = Object.freeze({
 export function sleep(clock: Clock, ms: number): Promise<void> {
   return new Promise((resolve) => clock.setTimeout(resolve, ms));
 }
+export { TickTimer } from './tick-timer.js';

@@ -10,7 +10,7 @@
  */
 import net from 'node:net';
 import { randomInt } from 'node:crypto';
-import type { Clock } from '../clock/index.js';
+import { TickTimer, type Clock } from '../clock/index.js';
 import { parseHostPort } from '../config/index.js';
 import type { EncodedEntry } from '../log/index.js';
 import type { Logger } from '../logging/index.js';
@@ -19,7 +19,6 @@ import type { Store } from '../store/index.js';
 import { Downstream, type DownstreamAction, type DownstreamStatus } from './downstream.js';
 import { REPLICATION_LIMITS, type ReplicationLimits } from './limits.js';
 import type { Heartbeat } from './protocol.js';
-import { TickTimer } from './tick-timer.js';
 
 export interface ReplicationClientOptions {
   readonly store: Store;

@@ -7,14 +7,13 @@
  * stalled child costs at most the window in socket buffers before it is closed for not acknowledging.
  */
 import net from 'node:net';
-import type { Clock } from '../clock/index.js';
+import { TickTimer, type Clock } from '../clock/index.js';
 import type { EncodedEntry } from '../log/index.js';
 import type { Logger } from '../logging/index.js';
 import { AddressSlots, addressKey } from '../net/index.js';
 import { REPLICATION_LIMITS, type ReplicationLimits } from './limits.js';
 import { encodeMessage, type Heartbeat } from './protocol.js';
 import type { LogSource } from './source.js';
-import { TickTimer } from './tick-timer.js';
 import { Upstream, type UpstreamAction, type UpstreamStatus } from './upstream.js';
 
 /** How long a closing session may take to flush its last frames (a REFUSE, say) before the socket is destroyed. */

@@ -16,7 +16,7 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type ServerOptions, type WebSocket } from 'ws';
-import type { Clock, TimerHandle } from '../clock/index.js';
+import { TickTimer, type Clock } from '../clock/index.js';
 import type { ChainHead, EncodedEntry, Entry } from '../log/index.js';
 import type { Logger } from '../logging/index.js';
 import type { Registry } from '../metrics/index.js';
@@ -120,8 +120,7 @@ export class WatchHub {
   private readonly connections = new Map<number, WsConnection>();
   private readonly snapshots = new Map<number, SnapshotReader>();
   private lastConnId = 0;
-  private timer: TimerHandle | undefined;
-  private timerAtMs = Infinity;
+  private readonly timer: TickTimer;
   private server: Server | undefined;
   private closed = false;
   private internalsWarned = false;
@@ -132,6 +131,9 @@ export class WatchHub {
     this.store = options.store;
     this.clock = options.clock;
     this.logger = options.logger;
+    this.timer = new TickTimer(this.clock, () => {
+      if (!this.closed) this.perform(this.machine.tick(this.clock.monotonicMs()));
+    });
     // `closeTimeout` exists in ws 8.23 (the peer's time to answer a close frame) but not yet in @types/ws 8.18.
     const serverOptions: ServerOptions & { closeTimeout: number } = {
       noServer: true,
@@ -199,8 +201,7 @@ export class WatchHub {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.timer?.cancel();
-    this.timer = undefined;
+    this.timer.cancel();
     this.server?.off('upgrade', this.onUpgrade);
     const closing = Array.from(
       this.connections.values(),
@@ -240,17 +241,7 @@ export class WatchHub {
   private schedule(): void {
     if (this.closed) return;
     const atMs = this.machine.nextTickMs();
-    if (atMs === Infinity || atMs >= this.timerAtMs) return;
-    this.timer?.cancel();
-    this.timerAtMs = atMs;
-    this.timer = this.clock.setTimeout(
-      () => {
-        this.timer = undefined;
-        this.timerAtMs = Infinity;
-        if (!this.closed) this.perform(this.machine.tick(this.clock.monotonicMs()));
-      },
-      Math.max(0, atMs - this.clock.monotonicMs()),
-    );
+    if (atMs !== Infinity) this.timer.schedule(atMs);
   }
 
   // --- Connections ------------------------------------------------------------------------------------------------

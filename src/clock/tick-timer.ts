@@ -1,8 +1,9 @@
 /**
- * One timer per state machine: the adapters ask a machine for `nextTickMs()` after every event and keep a single
- * timer armed for the earliest time, instead of one timer per deadline.
+ * One timer per state machine (replication upstream and downstream, watches): the adapters ask a machine for
+ * `nextTickMs()` after every event and keep a single timer armed for the earliest time, instead of one timer per
+ * deadline.
  */
-import type { Clock, TimerHandle } from '../clock/index.js';
+import type { Clock, TimerHandle } from './index.js';
 
 export class TickTimer {
   private handle: TimerHandle | undefined;
