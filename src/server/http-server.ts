@@ -5,14 +5,10 @@
 import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { ERROR_STATUS, type ErrorCode } from '../errors/index.js';
 import type { Socket } from 'node:net';
-import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
+import { systemClock, type Clock } from '../clock/index.js';
 import { AddressSlots, addressKey } from '../net/index.js';
 import { HTTP_CONNECTIONS_MAX, HTTP_HEADERS_TIMEOUT_MS, HTTP_KEEP_ALIVE_TIMEOUT_MS, HTTP_REQUEST_TIMEOUT_MS } from '../limits.js';
 import { errorBody } from './http-io.js';
-
-const ADDRESS_SLOT = Symbol('address slot');
-const FIRST_BYTE_TIMER = Symbol('first byte timer');
-type AdmittedSocket = Socket & { [ADDRESS_SLOT]?: string; [FIRST_BYTE_TIMER]?: TimerHandle };
 
 /** The HTTP section of a node's limits (validated with the other sections in src/node/limits.ts). */
 export interface HttpLimits {
@@ -82,24 +78,28 @@ export function createHttpServer(
   );
   server.maxConnections = limits.connectionsMax;
   const slots = new AddressSlots(limits.connectionsPerAddressMax);
-  // Each connection's admission state lives on its socket and the close listener is shared: every idle watcher is one
-  // of these connections, and a closure, a once-wrapper and a spent timer kept per socket cost hundreds of bytes each.
-  function onClose(this: AdmittedSocket): void {
-    this[FIRST_BYTE_TIMER]?.cancel();
-    slots.release(this[ADDRESS_SLOT]!);
+  // Nothing is kept per connection but its slot: every idle watcher is one of these connections. The close listener
+  // is shared (node caches the peer address, so it is still known after the close), and the first-byte timer is left
+  // to fire (destroying a closed socket does nothing), so no closure or spent timer stays with an idle socket.
+  function onClose(this: Socket): void {
+    slots.release(addressKey(this.remoteAddress));
   }
-  server.on('connection', (socket: AdmittedSocket) => {
-    const address = addressKey(socket.remoteAddress);
-    if (!slots.tryAcquire(address)) {
+  server.on('connection', (socket: Socket) => {
+    const remoteAddress = socket.remoteAddress;
+    // Unknown only when the peer reset the connection before it was read: nothing to serve. Refusing it here also
+    // means every admitted socket has its address cached for onClose.
+    if (remoteAddress === undefined) {
+      socket.destroy();
+      return;
+    }
+    if (!slots.tryAcquire(addressKey(remoteAddress))) {
       // Closed at once, like a connection beyond connectionsMax: node:http already owns the socket, and an answer
       // written here could race a request it parses and runs (docs/decisions.md, record 15).
       socket.destroy();
       return;
     }
-    socket[ADDRESS_SLOT] = address;
     // bytesRead counts what node:http's parser consumed too (it reads the handle directly, without 'data' events).
-    socket[FIRST_BYTE_TIMER] = clock.setTimeout(() => {
-      socket[FIRST_BYTE_TIMER] = undefined;
+    clock.setTimeout(() => {
       if (socket.bytesRead === 0) socket.destroy();
     }, limits.firstByteTimeoutMs);
     socket.on('close', onClose);
