@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { EncodedEntry, Op } from '../src/log/index.js';
-import { WATCH_LIMITS_TEST, WatchCloseCode, WatchProtocolError, parseClientMessage, type WatchLimits } from '../src/watch/index.js';
+import { WATCH_LIMITS_TEST, type WatchLimits } from '../src/watch/index.js';
+import { WatchCloseCode, WatchProtocolError, parseClientMessage } from '../src/api/index.js';
 import { WatchMachine, type WatchAction } from '../src/watch/index.js';
 import { MemoryStore } from './support/sim/memory-store.js';
 import { MemoryWatchReads, SubscriptionHistory, TestConnection, type CheckedSelection, type WatchOracle } from './support/watch-machine.js';

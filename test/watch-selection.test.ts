@@ -10,18 +10,8 @@ import { assertProperty } from './support/seed.js';
 import type { Entry, Op } from '../src/log/index.js';
 import { GENESIS_HASH } from '../src/log/index.js';
 import { Store } from '../src/store/index.js';
-import {
-  canonicalSelection,
-  DEFAULT_FILTERS,
-  EventCache,
-  parseClientMessage,
-  selectEvents,
-  SelectionIndex,
-  WATCH_LIMITS,
-  WatchProtocolError,
-  type Selection,
-  type WatchFilters,
-} from '../src/watch/index.js';
+import { canonicalSelection, EventCache, selectEvents, SelectionIndex, WATCH_LIMITS, type Selection } from '../src/watch/index.js';
+import { DEFAULT_FILTERS, parseClientMessage, WatchProtocolError, type WatchFilters } from '../src/api/index.js';
 import type { LogEntryJson } from './support/http.js';
 import { makeTempDir, removeDir } from './support/process.js';
 import { expectedEvents } from './support/watch.js';

@@ -2,16 +2,13 @@
  * Transaction compares, evaluated against the state a request sees (including earlier requests of the same entry).
  * A missing key has modSeq 0, version 0 and createSeq 0, as in etcd; a value compare against a missing key fails.
  */
-import type { TxnCompare } from '../api/index.js';
+import type { CompareOp, TxnCompare } from '../api/index.js';
 import type { KeyRecord } from './records.js';
-
-export const CompareOperator = { equal: '=', notEqual: '!=', less: '<', greater: '>' } as const;
-export type CompareOperator = (typeof CompareOperator)[keyof typeof CompareOperator];
 
 /** The compares of the wire contract (src/api/txn.ts). */
 export type Compare = TxnCompare;
 
-function holds(operator: CompareOperator, order: number): boolean {
+function holds(operator: CompareOp, order: number): boolean {
   switch (operator) {
     case '=':
       return order === 0;

@@ -1,6 +1,6 @@
 export { Store } from './store.js';
 export type { KeyRange, LogBounds, RangeItem, RangePage, SnapshotReader, SnapshotRecord, StoreOptions, WriteView } from './store.js';
-export { evaluateCompare, CompareOperator } from './compare.js';
+export { evaluateCompare } from './compare.js';
 export type { Compare } from './compare.js';
 export { prefixEnd } from './records.js';
 export type { KeyRecord } from './records.js';

@@ -6,17 +6,6 @@ export {
   validateWatchLimits,
   type WatchLimits,
 } from './limits.js';
-export {
-  DEFAULT_FILTERS,
-  WATCH_PATH,
-  WatchCloseCode,
-  WatchErrorCode,
-  WatchProtocolError,
-  parseClientMessage,
-  type ClientMessage,
-  type SubscriptionId,
-  type WatchFilters,
-} from '../api/index.js';
 export { canonicalSelection, selectEvents, EventCache, SelectionIndex, type Selection } from './selection.js';
 export { WatchMachine } from './machine.js';
 export type { WatchAction, WatchConnection, WatchCounters, WatchInput, WatchMachineOptions, WatchReads, WatchSnapshotPage } from './machine.js';

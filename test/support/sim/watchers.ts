@@ -10,7 +10,8 @@
 import assert from 'node:assert/strict';
 import type { EncodedEntry, Op } from '../../../src/log/index.js';
 import { framePayload } from '../../../src/watch/frame.js';
-import { WATCH_LIMITS_TEST, WatchCloseCode, WatchMachine, parseClientMessage, WatchProtocolError, type WatchConnection } from '../../../src/watch/index.js';
+import { WATCH_LIMITS_TEST, WatchMachine, type WatchConnection } from '../../../src/watch/index.js';
+import { WatchCloseCode, parseClientMessage, WatchProtocolError } from '../../../src/api/index.js';
 import { MemoryWatchReads, SubscriptionHistory, type CheckedSelection, type WatchOracle } from '../watch-machine.js';
 import type { ServerMessage } from '../watch.js';
 import type { EventQueue } from './event-queue.js';
