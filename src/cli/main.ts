@@ -11,6 +11,8 @@ import { DEFAULT_PORT, parseHostPort, validateConfig } from '../config/index.js'
 import { MercuryError } from '../errors/index.js';
 import { jsonLogger } from '../logging/index.js';
 import { DEMO_REPLICAS_MAX, demoCommand } from './demo.js';
+import { printResult } from './output.js';
+import { snapshotInspect, snapshotRestore, snapshotSave } from './snapshot.js';
 import { verifyCommand } from './verify.js';
 import { watchCommand } from './watch.js';
 
@@ -25,6 +27,9 @@ Node:
   demo [--replicas N] [--dir DIR]                            a local root and N replicas in a tree (default 6)
   verify --data-dir DIR [--json]                             check a data directory offline (chain, key checksums,
                                                              keys against the log); exit 1 on damage
+  snapshot restore FILE --data-dir DIR [--force]             make a data directory (a new root or replica) from a
+           [--to-seq SEQ --url URL]                          snapshot file; --to-seq replays the node's log past it
+  snapshot inspect FILE                                      check a snapshot file; print its seq, hash, keys, bytes
 
 Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT}):
   get KEY                         print a value
@@ -36,6 +41,7 @@ Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT})
   status                          show the node's status and its place in the replication tree
   resync                          make a replica drop its chain and take a full snapshot (after a divergence)
   watch PREFIX [--from SEQ]       print every change under PREFIX ('' for all keys) until Ctrl-C
+  snapshot save FILE              save a consistent, checksummed snapshot of the node's keys to FILE
 
 Options: --json (machine-readable output), --url URL, --help`;
 
@@ -59,6 +65,8 @@ const OPTIONS = {
   'if-mod-seq': { type: 'string' },
   limit: { type: 'string' },
   from: { type: 'string' },
+  force: { type: 'boolean' },
+  'to-seq': { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 class UsageError extends Error {}
@@ -73,10 +81,6 @@ async function readStdin(): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin as AsyncIterable<Buffer>) chunks.push(chunk);
   return Buffer.concat(chunks);
-}
-
-function print(json: boolean, value: unknown, human: () => string): void {
-  process.stdout.write(`${json ? JSON.stringify(value) : human()}\n`);
 }
 
 async function serve(values: Record<string, string | boolean | undefined>): Promise<void> {
@@ -142,7 +146,20 @@ async function main(argv: string[]): Promise<void> {
     return demoCommand((values.dir) ?? './data/demo', replicas);
   }
   const json = values.json ?? false;
-  const client = new NodeClient((values.url ?? process.env.MERCURY_URL ?? `http://127.0.0.1:${DEFAULT_PORT}`).replace(/\/+$/, ''));
+  const url = values.url ?? process.env.MERCURY_URL;
+  const client = new NodeClient((url ?? `http://127.0.0.1:${DEFAULT_PORT}`).replace(/\/+$/, ''));
+  if (command === 'snapshot') {
+    const [action, file] = args;
+    if (file === undefined || file === '') throw new UsageError(`snapshot ${action ?? 'save|restore|inspect'} needs a FILE`);
+    if (action === 'save') return snapshotSave(client, file, json);
+    if (action === 'inspect') return snapshotInspect(file, json);
+    if (action === 'restore') {
+      if (values['data-dir'] === undefined) throw new UsageError('snapshot restore needs --data-dir DIR');
+      const toSeq = integerOption(values['to-seq'], 'to-seq');
+      return snapshotRestore(file, { dataDir: values['data-dir'], force: values.force ?? false, toSeq, client: url === undefined ? undefined : client, json });
+    }
+    throw new UsageError(`unknown snapshot action "${action}"; use save, restore or inspect`);
+  }
   const ifModSeq = integerOption(values['if-mod-seq'], 'if-mod-seq');
   const needKey = (): string => {
     if (args[0] === undefined || args[0] === '') throw new UsageError(`${command} needs a KEY`);
@@ -152,7 +169,7 @@ async function main(argv: string[]): Promise<void> {
     case 'get': {
       const found = await client.get(needKey());
       if (found === undefined) throw new MercuryError('KEY_NOT_FOUND', `key "${args[0]}" does not exist`);
-      if (json) print(true, { key: args[0], value: found.value.toString('base64'), seq: found.seq, modSeq: found.modSeq, version: found.version, createSeq: found.createSeq }, () => '');
+      if (json) printResult(true, { key: args[0], value: found.value.toString('base64'), seq: found.seq, modSeq: found.modSeq, version: found.version, createSeq: found.createSeq }, () => '');
       else process.stdout.write(found.value);
       if (!json && process.stdout.isTTY) process.stdout.write('\n');
       return;
@@ -161,17 +178,17 @@ async function main(argv: string[]): Promise<void> {
       const key = needKey();
       const value = values.file !== undefined ? readFileSync(values.file) : args[1] !== undefined ? Buffer.from(args[1], 'utf8') : await readStdin();
       const result = await client.put(key, value, { ifModSeq });
-      print(json, result, () => `OK seq ${result.seq}`);
+      printResult(json, result, () => `OK seq ${result.seq}`);
       return;
     }
     case 'del': {
       const key = needKey();
       if (values.prefix) {
         const result = await client.deletePrefix(key);
-        print(json, result, () => `OK seq ${result.seq}`);
+        printResult(json, result, () => `OK seq ${result.seq}`);
       } else {
         const result = await client.delete(key, { ifModSeq });
-        print(json, result, () => (result.deleted ? `deleted, seq ${result.seq}` : `no such key, seq ${result.seq}`));
+        printResult(json, result, () => (result.deleted ? `deleted, seq ${result.seq}` : `no such key, seq ${result.seq}`));
       }
       return;
     }
@@ -181,7 +198,7 @@ async function main(argv: string[]): Promise<void> {
       for await (const item of client.range(args[0] ?? '')) {
         if (limit !== undefined && count >= limit) break;
         count++;
-        if (json) print(true, { key: item.key.toString(), value: item.value.toString('base64'), modSeq: item.modSeq, version: item.version }, () => '');
+        if (json) printResult(true, { key: item.key.toString(), value: item.value.toString('base64'), modSeq: item.modSeq, version: item.version }, () => '');
         else process.stdout.write(`${item.key.toString()}\t${item.value.length} bytes\tmodSeq ${item.modSeq}\tversion ${item.version}\n`);
       }
       return;
@@ -195,12 +212,12 @@ async function main(argv: string[]): Promise<void> {
         throw new UsageError(`transaction is not valid JSON: ${(error as Error).message}`);
       }
       const result = await client.txn(body as Record<string, never>);
-      print(json, result, () => `${result.succeeded ? 'succeeded' : 'compare failed, failure branch applied'}, seq ${result.seq}`);
+      printResult(json, result, () => `${result.succeeded ? 'succeeded' : 'compare failed, failure branch applied'}, seq ${result.seq}`);
       return;
     }
     case 'log': {
       const result = await client.log(integerOption(values.from, 'from'), integerOption(values.limit, 'limit'));
-      print(json, result, () =>
+      printResult(json, result, () =>
         result.entries
           .map((entry) => `seq ${String(entry.seq)}  ${new Date(entry.timeMs as number).toISOString()}  ${(entry.ops as unknown[]).length} ops  hash ${String(entry.hash)}`)
           .join('\n') || `(no entries; log holds ${result.firstSeq}..${result.lastSeq})`,
@@ -209,7 +226,7 @@ async function main(argv: string[]): Promise<void> {
     }
     case 'status': {
       const status = await client.status();
-      print(json, status, () =>
+      printResult(json, status, () =>
         Object.entries(status)
           .map(([name, value]) => `${name.padEnd(14)} ${typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value as string | number)}`)
           .join('\n'),
@@ -218,7 +235,7 @@ async function main(argv: string[]): Promise<void> {
     }
     case 'resync': {
       const result = await client.resync();
-      print(json, result, () => `resync started at seq ${result.seq}; follow it with mercury status`);
+      printResult(json, result, () => `resync started at seq ${result.seq}; follow it with mercury status`);
       return;
     }
     case 'watch':

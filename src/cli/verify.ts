@@ -2,15 +2,7 @@
  * `mercury verify --data-dir D`: checks a data directory offline (src/store/verify.ts), read-only, beside a running
  * node or not. A progress bar goes to stderr when it is a terminal. Exit 0 when sound, 1 when damage was found.
  */
-import type { VerifyProgress } from '../store/verify.js';
-
-const BAR_CHARS = 30;
-
-function progressBar(progress: VerifyProgress): string {
-  const fraction = progress.total === 0 ? 1 : Math.min(1, progress.done / progress.total);
-  const filled = Math.round(fraction * BAR_CHARS);
-  return `\rverify [${'#'.repeat(filled)}${'.'.repeat(BAR_CHARS - filled)}] ${(fraction * 100).toFixed(0).padStart(3)}% ${progress.done}/${progress.total}`;
-}
+import { formatCount, formatDuration, ProgressBar } from './output.js';
 
 /** Returns the exit code. */
 export async function verifyCommand(dataDir: string, json: boolean): Promise<number> {
@@ -18,26 +10,22 @@ export async function verifyCommand(dataDir: string, json: boolean): Promise<num
   const { Store } = await import('../store/index.js');
   const { verifyStore } = await import('../store/verify.js');
   const store = Store.open({ path: dataDir, readOnly: true });
-  const tty = process.stderr.isTTY === true;
-  let lastPercent = -1;
+  const bar = new ProgressBar('verify', undefined, 'items');
   try {
     const report = verifyStore(store, (progress) => {
-      if (!tty) return;
-      const percent = progress.total === 0 ? 100 : Math.floor((progress.done * 100) / progress.total);
-      if (percent === lastPercent) return;
-      lastPercent = percent;
-      process.stderr.write(progressBar(progress));
+      bar.setTotal(progress.total);
+      bar.update(progress.done);
     });
-    if (tty) process.stderr.write('\n');
+    bar.finish();
     if (json) process.stdout.write(`${JSON.stringify(report)}\n`);
     else {
       const lines = [
         `head     seq ${report.head.seq} ${report.head.hash}`,
-        `log      ${report.log.verified} entries verified (retained ${report.log.firstSeq}..${report.log.lastSeq})`,
-        `keys     ${report.keys.checked} checked, ${report.keys.damaged} damaged, ${report.keys.checkedAgainstLog} checked against the log`,
+        `log      ${formatCount(report.log.verified)} entries verified (retained ${report.log.firstSeq}..${report.log.lastSeq})`,
+        `keys     ${formatCount(report.keys.checked)} checked, ${formatCount(report.keys.damaged)} damaged, ${formatCount(report.keys.checkedAgainstLog)} checked against the log`,
         ...report.problems.map((problem) => `DAMAGE   ${problem}`),
         report.problemCount > report.problems.length ? `DAMAGE   ... and ${report.problemCount - report.problems.length} more` : '',
-        report.ok ? 'OK: the store is sound' : `DAMAGED: ${report.problemCount} problems; see "Damaged data" in the README`,
+        report.ok ? `OK: the store is sound (checked in ${formatDuration(bar.elapsedMs())})` : `DAMAGED: ${report.problemCount} problems; see "Damaged data" in the README`,
       ];
       process.stdout.write(`${lines.filter((line) => line !== '').join('\n')}\n`);
     }

@@ -125,6 +125,27 @@ function httpRequest(url: string, method: string, body: Buffer | string | undefi
   });
 }
 
+/**
+ * A GET whose answer is streamed to the caller (snapshots, entry streams): resolves with the response once its status
+ * line arrived, and rejects with the node's typed error for a non-2xx answer. `timeoutMs` bounds the wait for the
+ * status line and each silence after it, not the whole transfer, which may take minutes.
+ */
+function httpStream(url: string, timeoutMs: number): Promise<http.IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const target = new URL(url);
+    const secure = target.protocol === 'https:';
+    const request = (secure ? https : http).request(target, { method: 'GET', agent: secure ? HTTPS_AGENT : HTTP_AGENT });
+    request.setTimeout(timeoutMs, () => {
+      const timeout = new Error(`no data for ${timeoutMs} ms`);
+      timeout.name = 'TimeoutError';
+      request.destroy(timeout);
+    });
+    request.on('error', (error) => reject(error.name === 'TimeoutError' ? error : new Error(error.message, { cause: error })));
+    request.on('response', resolve);
+    request.end();
+  });
+}
+
 function header(answer: HttpAnswer, name: string): string | undefined {
   const value = answer.headers[name];
   return Array.isArray(value) ? value[0] : value;
@@ -159,6 +180,25 @@ export class NodeClient {
     }
     if (answer.status < 200 || answer.status > 299) throw serverError(answer.status, answer.body.toString('utf8'), `${method} ${this.baseUrl}${path}`);
     return answer;
+  }
+
+  /**
+   * GETs `path` and returns the response body as a stream, for answers too large to hold (a snapshot). Errors as
+   * for every request: UnavailableError if the node cannot be reached, the typed ServerError for a non-2xx answer.
+   * The stream itself errors if the connection breaks or stays silent for the client's timeout.
+   */
+  async stream(path: string): Promise<http.IncomingMessage> {
+    let response: http.IncomingMessage;
+    try {
+      response = await httpStream(`${this.baseUrl}${path}`, this.timeoutMs);
+    } catch (error) {
+      throw unreachable(this.baseUrl, error);
+    }
+    const status = response.statusCode ?? 0;
+    if (status >= 200 && status <= 299) return response;
+    const chunks: Buffer[] = [];
+    for await (const chunk of response as AsyncIterable<Buffer>) chunks.push(chunk);
+    throw serverError(status, Buffer.concat(chunks).toString('utf8'), `GET ${this.baseUrl}${path}`);
   }
 
   private async json<T>(method: string, path: string, body?: Buffer | string, contentType?: string, extraTimeMs = 0): Promise<T> {

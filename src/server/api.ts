@@ -13,6 +13,7 @@ import type { NodeApi } from './node-api.js';
 import { Router, methodHandler } from './router.js';
 import { kvKeyRoute, kvRangeRoute } from './routes/kv.js';
 import { logRoute } from './routes/log.js';
+import { snapshotEntriesRoute, snapshotRoute } from './routes/snapshot.js';
 import { healthzRoute, metricsRoute, readyzRoute, resyncRoute, statusRoute } from './routes/status.js';
 import { txnRoute } from './routes/txn.js';
 
@@ -23,7 +24,7 @@ export function createApiHandler(node: NodeApi): (req: IncomingMessage, res: Ser
   const seconds = node.metrics.histogram('mercury_http_request_seconds', 'HTTP request duration.', SECONDS_BUCKETS);
   const internal = (error: unknown): void => node.log('internal error', { error: String((error as Error)?.stack ?? error) });
   const router = new Router(
-    [kvRangeRoute(node), txnRoute(node), logRoute(node), statusRoute(node), resyncRoute(node), healthzRoute(node), readyzRoute(node), metricsRoute(node)],
+    [kvRangeRoute(node), txnRoute(node), logRoute(node), statusRoute(node), resyncRoute(node), healthzRoute(node), readyzRoute(node), metricsRoute(node), snapshotRoute(node), snapshotEntriesRoute(node)],
     '/v1/kv/',
     kvKeyRoute(node),
   );

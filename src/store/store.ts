@@ -26,6 +26,7 @@ import {
   encodeHead,
   encodeKeyRecord,
   encodeU64,
+  KEY_RECORD_HEADER_BYTES,
   KeyRecordDamageError,
   seqKey,
   STORE_FORMAT,
@@ -86,6 +87,11 @@ export interface SnapshotReader {
   readonly keyCount: number;
   /** The next records in key order, about `pageBytes` of keys and values at most (at least one); [] at the end. */
   nextPage(pageBytes: number): SnapshotRecord[];
+  /**
+   * Sum of the key and value bytes of the snapshot's keys, by one walk of the same read transaction (a snapshot file
+   * announces its size before its records: src/snapshot/format.ts). Checks no checksum; `nextPage` does.
+   */
+  dataBytes(): number;
   /** Ends the read transaction. Must be called, or LMDB keeps the snapshot's pages from being reused. */
   close(): void;
 }
@@ -660,6 +666,18 @@ export class Store {
         }
         if (page.length === 0) done = true;
         return page;
+      },
+      dataBytes: () => {
+        assert.ok(!closed, 'snapshot reader is closed');
+        let bytes = 0;
+        for (const range of ranges)
+          for (const { key, value } of this.kv.getRange({
+            start: range.start.length === 0 ? undefined : range.start,
+            end: range.end.length === 0 ? undefined : range.end,
+            transaction: txn,
+          }))
+            bytes += key.length + value.length - KEY_RECORD_HEADER_BYTES;
+        return bytes;
       },
       close: () => {
         if (closed) return;

@@ -1,0 +1,172 @@
+/**
+ * `mercury snapshot save|restore|inspect`: backups of a running node into a snapshot file (src/snapshot/format.ts),
+ * and data directories made from one. Progress bars on stderr when it is a terminal; the result on stdout, one JSON
+ * object with --json.
+ *
+ * save: the file is written to `FILE.partial-PID` beside FILE, checked as it arrives (the same decoder a restore
+ * uses: structure, counts, SHA-256), fsynced, and only then renamed to FILE, so FILE is never a partial snapshot: an
+ * interrupted or damaged transfer leaves FILE as it was and removes the partial file.
+ */
+import { closeSync, createReadStream, fsyncSync, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import type { NodeClient } from '../client/index.js';
+import { MercuryError } from '../errors/index.js';
+import type { SnapshotHeader } from '../snapshot/index.js';
+import { formatBytes, formatCount, formatDuration, printResult, ProgressBar } from './output.js';
+
+/** Read size for files: large enough that the decoder sees few chunks. */
+const FILE_CHUNK_BYTES = 1024 * 1024;
+
+function headerJson(header: SnapshotHeader, fileBytes: number): Record<string, unknown> {
+  return {
+    datasetId: header.datasetId,
+    seq: header.seq,
+    headHash: header.headHash.toString('hex'),
+    keys: header.keyCount,
+    dataBytes: header.dataBytes,
+    fileBytes,
+    savedAt: new Date(header.savedAtMs).toISOString(),
+  };
+}
+
+function headerLines(header: SnapshotHeader, fileBytes: number): string[] {
+  return [
+    `dataset   ${header.datasetId}`,
+    `seq       ${header.seq}`,
+    `head hash ${header.headHash.toString('hex')}`,
+    `keys      ${formatCount(header.keyCount)}`,
+    `bytes     ${formatBytes(header.dataBytes)} of keys and values, ${formatBytes(fileBytes)} file`,
+    `saved at  ${new Date(header.savedAtMs).toISOString()}`,
+  ];
+}
+
+function fsyncPath(path: string, flags: string): void {
+  const fd = openSync(path, flags);
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export async function snapshotSave(client: NodeClient, file: string, json: boolean): Promise<void> {
+  const { SnapshotDecoder } = await import('../snapshot/format.js');
+  const partial = join(dirname(file), `${basename(file)}.partial-${process.pid}`);
+  const response = await client.stream('/v1/snapshot');
+  const declared = Number(response.headers['content-length']);
+  const bar = new ProgressBar('save', Number.isSafeInteger(declared) ? declared : undefined, 'bytes');
+  const decoder = new SnapshotDecoder();
+  const fd = openSync(partial, 'wx', 0o600);
+  let closed = false;
+  let renamed = false;
+  try {
+    try {
+      for await (const chunk of response as AsyncIterable<Buffer>) {
+        decoder.push(chunk);
+        for (let at = 0; at < chunk.length; ) at += writeSync(fd, chunk, at);
+        bar.update(decoder.bytesRead);
+      }
+    } catch (error) {
+      if ((error as { code?: unknown }).code === 'SNAPSHOT_INVALID') throw error;
+      throw new MercuryError('SNAPSHOT_INVALID', `the transfer from ${client.baseUrl} broke off after ${formatBytes(decoder.bytesRead)}: ${(error as Error).message}; ${file} was not written`, {
+        cause: error,
+      });
+    }
+    const header = decoder.end();
+    fsyncSync(fd);
+    closeSync(fd);
+    closed = true;
+    renameSync(partial, file);
+    renamed = true;
+    fsyncPath(dirname(file), 'r');
+    bar.finish();
+    const fileBytes = decoder.bytesRead;
+    printResult(json, { file, ...headerJson(header, fileBytes), elapsedMs: Math.round(bar.elapsedMs()) }, () =>
+      [`saved ${file} in ${formatDuration(bar.elapsedMs())}`, ...headerLines(header, fileBytes)].join('\n'),
+    );
+  } catch (error) {
+    bar.abandon();
+    response.destroy();
+    throw error;
+  } finally {
+    if (!closed) closeSync(fd);
+    if (!renamed) rmSync(partial, { force: true });
+  }
+}
+
+async function* fileChunks(file: string, onRead?: (bytes: number) => void): AsyncGenerator<Buffer> {
+  let read = 0;
+  for await (const chunk of createReadStream(file, { highWaterMark: FILE_CHUNK_BYTES }) as AsyncIterable<Buffer>) {
+    read += chunk.length;
+    onRead?.(read);
+    yield chunk;
+  }
+}
+
+export async function snapshotInspect(file: string, json: boolean): Promise<void> {
+  const { SnapshotDecoder } = await import('../snapshot/format.js');
+  const bar = new ProgressBar('inspect', statSync(file).size, 'bytes');
+  const decoder = new SnapshotDecoder();
+  try {
+    for await (const chunk of fileChunks(file, (read) => bar.update(read))) decoder.push(chunk);
+    const header = decoder.end();
+    bar.finish();
+    printResult(json, { file, ...headerJson(header, decoder.bytesRead), checksum: 'ok' }, () =>
+      [...headerLines(header, decoder.bytesRead), 'checksum  OK (SHA-256 of the whole file)'].join('\n'),
+    );
+  } catch (error) {
+    bar.abandon();
+    throw error;
+  }
+}
+
+export interface RestoreCommandOptions {
+  readonly dataDir: string;
+  readonly force: boolean;
+  readonly toSeq: number | undefined;
+  readonly client: NodeClient | undefined;
+  readonly json: boolean;
+}
+
+export async function snapshotRestore(file: string, options: RestoreCommandOptions): Promise<void> {
+  const { restoreSnapshot } = await import('../snapshot/index.js');
+  const fileBar = new ProgressBar('restore', statSync(file).size, 'bytes');
+  let entriesBar: ProgressBar | undefined;
+  const client = options.client;
+  try {
+    const result = await restoreSnapshot({
+      dataDir: options.dataDir,
+      force: options.force,
+      file: fileChunks(file),
+      toSeq: options.toSeq,
+      fetchEntries:
+        client === undefined
+          ? undefined
+          : async (from, to) => {
+              fileBar.finish();
+              entriesBar = new ProgressBar('replay', to - from + 1, 'items');
+              return (await client.stream(`/v1/snapshot/entries?from=${from}&to=${to}`)) as AsyncIterable<Buffer>;
+            },
+      onProgress: (progress) => (progress.phase === 'snapshot' ? fileBar : entriesBar)?.update(progress.done),
+    });
+    if (entriesBar === undefined) fileBar.finish();
+    else entriesBar.finish();
+    const elapsedMs = fileBar.elapsedMs();
+    printResult(
+      options.json,
+      { dataDir: options.dataDir, file, ...headerJson(result.header, statSync(file).size), seq: result.seq, headHash: result.headHash, replayedEntries: result.replayedEntries, elapsedMs: Math.round(elapsedMs) },
+      () =>
+        [
+          `restored ${options.dataDir} from ${file} in ${formatDuration(elapsedMs)}: dataset ${result.header.datasetId}, seq ${result.seq}`,
+          `  ${formatCount(result.header.keyCount)} keys (${formatBytes(result.header.dataBytes)}) at seq ${result.header.seq}${result.replayedEntries > 0 ? `, then ${formatCount(result.replayedEntries)} entries replayed from the log` : ''}`,
+          `  head hash ${result.headHash}`,
+          `start it as a root:    mercury serve --data-dir ${options.dataDir}`,
+          `or as a replica:       mercury serve --data-dir ${options.dataDir} --upstream HOST:PORT`,
+        ].join('\n'),
+    );
+  } catch (error) {
+    (entriesBar ?? fileBar).abandon();
+    throw error;
+  }
+}
+

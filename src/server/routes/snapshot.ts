@@ -1,0 +1,90 @@
+/**
+ * Backups: `GET /v1/snapshot` streams the node's whole key space at its current head as a snapshot file
+ * (src/snapshot/format.ts), and `GET /v1/snapshot/entries?from=A&to=B` streams raw log records for a point-in-time
+ * restore (a snapshot file at seq A - 1 plus these entries replayed to B). Both are admin work: they hand out every key.
+ *
+ * A snapshot is read from one LMDB read transaction, held for the whole transfer; on a busy root a long transfer
+ * keeps the pages of the old versions from being reused (the data file grows until it ends). Writes go on meanwhile.
+ */
+import type { ServerResponse } from 'node:http';
+import { MercuryError } from '../../api/index.js';
+import { encodeEntryStreamRecord, snapshotFileStream } from '../../snapshot/index.js';
+import { queryInteger, SEQ_HEADER } from '../http-io.js';
+import type { NodeApi } from '../node-api.js';
+import type { Route } from '../router.js';
+
+/** Log records read per step of an entry stream. */
+const ENTRY_STREAM_BATCH_ENTRIES = 1_000;
+const ENTRY_STREAM_BATCH_BYTES = 4 * 1024 * 1024;
+
+/** Writes each piece, waiting for the socket to drain; stops early if the client went away. */
+async function writePieces(res: ServerResponse, pieces: Iterable<Buffer>): Promise<void> {
+  for (const piece of pieces) {
+    if (res.destroyed) return;
+    if (!res.write(piece))
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          res.off('drain', done);
+          res.off('close', done);
+          resolve();
+        };
+        res.on('drain', done);
+        res.on('close', done);
+      });
+  }
+  if (!res.destroyed) res.end();
+}
+
+function joined(node: NodeApi): void {
+  if (node.store.datasetId === '') throw new MercuryError('UPSTREAM_UNAVAILABLE', 'this replica has not joined a dataset yet: there is nothing to save');
+}
+
+export function snapshotRoute(node: NodeApi): Route {
+  return {
+    name: '/v1/snapshot',
+    methods: {
+      GET: async (_req, res) => {
+        joined(node);
+        const reader = node.store.openSnapshot();
+        try {
+          const file = snapshotFileStream(reader, node.clock.nowMs());
+          res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': file.fileBytes, [SEQ_HEADER]: file.header.seq });
+          await writePieces(res, file.pieces());
+        } finally {
+          reader.close();
+        }
+      },
+    },
+  };
+}
+
+export function snapshotEntriesRoute(node: NodeApi): Route {
+  return {
+    name: '/v1/snapshot/entries',
+    methods: {
+      GET: async (_req, res, query) => {
+        joined(node);
+        const bounds = node.store.logBounds();
+        const from = queryInteger(query, 'from', bounds.firstSeq, Number.MAX_SAFE_INTEGER, 1);
+        const to = queryInteger(query, 'to', bounds.lastSeq);
+        if (to > bounds.lastSeq) throw new MercuryError('INVALID_ARGUMENT', `to=${to} is past this node's head (seq ${bounds.lastSeq})`);
+        if (from < bounds.firstSeq && from <= to)
+          throw new MercuryError('SEQ_NOT_RETAINED', `seq ${from} was trimmed from the log; the first retained seq is ${bounds.firstSeq}`, {
+            details: { firstSeq: bounds.firstSeq },
+          });
+        res.writeHead(200, { 'content-type': 'application/octet-stream', [SEQ_HEADER]: bounds.lastSeq });
+        const store = node.store;
+        function* pieces(): Generator<Buffer> {
+          for (let seq = from; seq <= to; ) {
+            const batch = store.readLog(seq, Math.min(ENTRY_STREAM_BATCH_ENTRIES, to - seq + 1), ENTRY_STREAM_BATCH_BYTES);
+            // Trimmed since the request began: cut the stream, so the client sees it short and says so.
+            if (batch.length === 0) throw new MercuryError('SEQ_NOT_RETAINED', `seq ${seq} was trimmed while it was being sent`);
+            yield Buffer.concat(batch.map(({ record }) => encodeEntryStreamRecord(record)));
+            seq += batch.length;
+          }
+        }
+        await writePieces(res, pieces());
+      },
+    },
+  };
+}

@@ -1,0 +1,159 @@
+/**
+ * `mercury snapshot restore`: makes a data directory from a snapshot file, for a new root or a new replica (the role
+ * is chosen when it is served: `--upstream` or not).
+ *
+ * - The directory must be empty or missing; `force` allows a non-empty one, whose Mercury files (data.mdb, lock.mdb,
+ *   unsynced-guard.json) are removed. Other files are left alone.
+ * - The data directory lock (src/store/data-dir-lock.ts) is held throughout, so a node running there is never
+ *   overwritten (DATA_DIR_LOCKED).
+ * - Records go to the store's staging area as they are read, the way a replica receives a snapshot, and are installed
+ *   in one write transaction only after the whole file has been read and its checksum matched: a damaged or
+ *   truncated file is refused with SNAPSHOT_INVALID before anything is installed, and the files made are removed.
+ * - Point in time (`toSeq` above the file's seq): the entries from the file's seq + 1 to `toSeq` are fetched from a
+ *   node's retained log (`fetchEntries`, GET /v1/snapshot/entries), each verified with `verifyNext` against the chain
+ *   from the file's head hash, and applied as a replica applies them. A file cannot go back: `toSeq` below its seq is
+ *   refused (INVALID_ARGUMENT) before the directory is touched.
+ *
+ * The restored node keeps the file's dataset id and continues its chain: a replica restored from it is served by its
+ * upstream from seq + 1; a root restored from it commits seq + 1 next (replicas that followed the old root past that
+ * seq then find the chain diverged, and are resynced: see "Backup and restore" in the README).
+ */
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { systemClock } from '../clock/index.js';
+import { MercuryError } from '../errors/index.js';
+import { HASH_BYTES, verifyNext, type ChainHead, type EncodedEntry } from '../log/index.js';
+import { ENTRY_BYTES_MAX } from '../limits.js';
+import { DATA_DIR_MODE, lockDataDir, Store, type SnapshotRecord } from '../store/index.js';
+import { EntryStreamDecoder, SnapshotDecoder, type SnapshotHeader } from './format.js';
+
+/** Staged per write transaction: few enough fsyncs, bounded memory. */
+const RESTORE_STAGE_BYTES = 4 * 1024 * 1024;
+/** Entries applied per write transaction during a point-in-time replay. */
+const RESTORE_APPLY_ENTRIES = 1_000;
+/** An entry record in an entry stream: the largest body, its two hashes, and room for a signature. */
+const ENTRY_STREAM_RECORD_BYTES_MAX = ENTRY_BYTES_MAX + 2 * HASH_BYTES + 1024;
+/** The files a Mercury data directory holds, which `force` removes. */
+const MERCURY_DATA_FILES = ['data.mdb', 'lock.mdb', 'unsynced-guard.json'];
+
+export interface RestoreProgress {
+  readonly phase: 'snapshot' | 'entries';
+  /** Snapshot: file bytes read; entries: entries applied. */
+  readonly done: number;
+}
+
+export interface RestoreOptions {
+  readonly dataDir: string;
+  readonly force: boolean;
+  /** The snapshot file's bytes, in order. */
+  readonly file: AsyncIterable<Buffer>;
+  /** Replay the log to this seq (point in time); default: the file's seq. */
+  readonly toSeq?: number;
+  /** The entry stream of seqs from..to (format.ts), from a node's retained log. Needed only with `toSeq` past the file's seq. */
+  readonly fetchEntries?: (fromSeq: number, toSeq: number) => Promise<AsyncIterable<Buffer>>;
+  readonly onProgress?: (progress: RestoreProgress) => void;
+}
+
+export interface RestoreResult {
+  readonly header: SnapshotHeader;
+  readonly seq: number;
+  readonly headHash: string;
+  readonly replayedEntries: number;
+}
+
+function isEmptyDir(dir: string): boolean {
+  return !existsSync(dir) || readdirSync(dir).length === 0;
+}
+
+export async function restoreSnapshot(options: RestoreOptions): Promise<RestoreResult> {
+  const { dataDir } = options;
+  if (!isEmptyDir(dataDir) && !options.force)
+    throw new MercuryError('DATA_DIR_NOT_EMPTY', `${dataDir} is not empty; restore into an empty directory, or pass --force to replace the Mercury data in it`);
+  mkdirSync(dataDir, { recursive: true, mode: DATA_DIR_MODE });
+  const lock = lockDataDir(dataDir, new Date(systemClock.nowMs()).toISOString());
+  let store: Store | undefined;
+  try {
+    for (const name of MERCURY_DATA_FILES) rmSync(join(dataDir, name), { force: true });
+    store = Store.open({ path: dataDir, createDataset: false, lock: false });
+    const header = await stageFile(store, options);
+    store.finishSnapshotInstall(header.seq, header.headHash, header.datasetId);
+    let replayed = 0;
+    if (options.toSeq !== undefined && options.toSeq > header.seq) replayed = await replay(store, header, options.toSeq, options);
+    await store.flushed();
+    const head = store.head();
+    return { header, seq: head.seq, headHash: head.hash.toString('hex'), replayedEntries: replayed };
+  } catch (error) {
+    // Nothing half-made is left behind: the directory was empty (or forced) when the restore began.
+    await store?.close();
+    store = undefined;
+    for (const name of MERCURY_DATA_FILES) rmSync(join(dataDir, name), { force: true });
+    throw error;
+  } finally {
+    await store?.close();
+    lock.release();
+  }
+}
+
+async function stageFile(store: Store, options: RestoreOptions): Promise<SnapshotHeader> {
+  const decoder = new SnapshotDecoder();
+  store.beginSnapshotInstall();
+  let page: SnapshotRecord[] = [];
+  let pageBytes = 0;
+  let checkedSeq = false;
+  for await (const chunk of options.file) {
+    for (const record of decoder.push(chunk)) {
+      page.push(record);
+      pageBytes += record.key.length + record.value.length;
+      if (pageBytes >= RESTORE_STAGE_BYTES) {
+        store.stageSnapshotPage(page);
+        page = [];
+        pageBytes = 0;
+      }
+    }
+    const header = decoder.header;
+    if (!checkedSeq && header !== undefined) {
+      checkedSeq = true;
+      // Before reading the rest: a restore that cannot reach toSeq should not first read gigabytes.
+      if (options.toSeq !== undefined && options.toSeq < header.seq)
+        throw new MercuryError('INVALID_ARGUMENT', `the file holds seq ${header.seq}; it cannot be restored to the earlier seq ${options.toSeq} (use an older snapshot file)`);
+      if (options.toSeq !== undefined && options.toSeq > header.seq && options.fetchEntries === undefined)
+        throw new MercuryError('INVALID_ARGUMENT', `the file holds seq ${header.seq}; restoring to seq ${options.toSeq} replays a node's log: give its --url`);
+    }
+    options.onProgress?.({ phase: 'snapshot', done: decoder.bytesRead });
+  }
+  const header = decoder.end();
+  if (page.length > 0) store.stageSnapshotPage(page);
+  return header;
+}
+
+async function replay(store: Store, header: SnapshotHeader, toSeq: number, options: RestoreOptions): Promise<number> {
+  const stream = await options.fetchEntries!(header.seq + 1, toSeq);
+  const decoder = new EntryStreamDecoder(ENTRY_STREAM_RECORD_BYTES_MAX);
+  let head: ChainHead = store.head();
+  let batch: EncodedEntry[] = [];
+  let applied = 0;
+  const apply = (): void => {
+    store.applyVerified(batch);
+    applied += batch.length;
+    batch = [];
+    options.onProgress?.({ phase: 'entries', done: applied });
+  };
+  for await (const chunk of stream) {
+    for (const record of decoder.push(chunk)) {
+      if (head.seq >= toSeq) throw new MercuryError('SNAPSHOT_INVALID', `the node sent entries past seq ${toSeq}`);
+      let entry;
+      try {
+        entry = verifyNext(head, record);
+      } catch (error) {
+        throw new MercuryError('CHAIN_INVALID', `entry ${head.seq + 1} from the node does not continue the snapshot's chain: ${(error as Error).message}`, { cause: error });
+      }
+      batch.push({ entry, record });
+      head = entry;
+      if (batch.length >= RESTORE_APPLY_ENTRIES) apply();
+    }
+  }
+  if (batch.length > 0) apply();
+  if (head.seq !== toSeq || decoder.pendingBytes > 0)
+    throw new MercuryError('SNAPSHOT_INVALID', `the node's entry stream ended at seq ${head.seq}, before seq ${toSeq} (was the log trimmed meanwhile?)`);
+  return applied;
+}

@@ -1,0 +1,189 @@
+/**
+ * `mercury snapshot save|inspect|restore` against real `mercury serve` processes (issue 13, item 1): round trips, a
+ * damaged or truncated file refused before anything is installed, a restored root that a replica tree follows,
+ * point-in-time restore from the retained log, and FILE never left partial.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { auditLog, requestJson } from './support/http.js';
+import { makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProcess } from './support/process.js';
+import { assertSameChain, converged, statusOf } from './support/tree.js';
+
+interface SnapshotJson {
+  datasetId: string;
+  seq: number;
+  headHash: string;
+  keys: number;
+  dataBytes: number;
+  fileBytes: number;
+  replayedEntries?: number;
+}
+
+async function cliJson<T>(args: readonly string[]): Promise<T> {
+  const result = await runCli([...args, '--json']);
+  assert.equal(result.code, 0, `mercury ${args.join(' ')}: ${result.stderr}`);
+  return JSON.parse(result.stdout.toString()) as T;
+}
+
+async function keysOf(node: ServeProcess): Promise<Record<string, string>> {
+  const page = await requestJson<{ items: { key: string; value: string; valueEncoding: string }[] }>(node.url, 'GET', '/v1/kv?prefix=&limit=1000');
+  return Object.fromEntries(page.items.map((item) => [item.key, `${item.valueEncoding}:${item.value}`]));
+}
+
+describe('snapshot cli', () => {
+  let dir: string;
+  let source: ServeProcess;
+  const nodes: ServeProcess[] = [];
+
+  before(async () => {
+    dir = makeTempDir('snapshot-cli');
+    source = await startServe(join(dir, 'source'));
+    nodes.push(source);
+    await requestJson(source.url, 'PUT', '/v1/kv/app/a', { body: 'alpha' });
+    await requestJson(source.url, 'PUT', '/v1/kv/app/b', { body: Buffer.from([0, 1, 2, 255]) });
+    await requestJson(source.url, 'PUT', '/v1/kv/app/big', { body: Buffer.alloc(200_000, 'x') });
+    await requestJson(source.url, 'PUT', '/v1/kv/app/a', { body: 'alpha-2' });
+    await requestJson(source.url, 'DELETE', '/v1/kv/app/gone');
+  });
+
+  after(async () => {
+    for (const node of nodes) await stopProcess(node.child);
+    removeDir(dir);
+  });
+
+  test('snapshot cli: save, inspect and restore round trip; the restored root continues the chain and a replica tree follows it', async () => {
+    const file = join(dir, 'round.snap');
+    const status = await statusOf(source);
+    const saved = await cliJson<SnapshotJson>(['snapshot', 'save', file, '--url', source.url]);
+    assert.deepEqual(
+      { seq: saved.seq, headHash: saved.headHash, datasetId: saved.datasetId, keys: saved.keys, fileBytes: saved.fileBytes },
+      { seq: status.seq, headHash: status.headHash, datasetId: status.datasetId, keys: 3, fileBytes: statSync(file).size },
+    );
+    assert.equal(saved.dataBytes, 'app/a'.length + 7 + 'app/b'.length + 4 + 'app/big'.length + 200_000);
+    assert.deepEqual(readdirSync(dir).filter((name) => name.includes('partial')), [], 'no partial file is left');
+
+    const inspected = await cliJson<SnapshotJson & { checksum: string }>(['snapshot', 'inspect', file]);
+    assert.equal(inspected.checksum, 'ok');
+    const fields = ({ datasetId, seq, headHash, keys, dataBytes, fileBytes }: SnapshotJson): unknown => ({ datasetId, seq, headHash, keys, dataBytes, fileBytes });
+    assert.deepEqual(fields(inspected), fields(saved));
+    const human = await runCli(['snapshot', 'inspect', file]);
+    assert.match(human.stdout.toString(), new RegExp(`seq +${status.seq}\\n`));
+    assert.match(human.stdout.toString(), /keys +3\n/);
+    assert.match(human.stdout.toString(), /bytes +195 KiB of keys and values/);
+
+    const restoredDir = join(dir, 'restored-root');
+    const restored = await cliJson<SnapshotJson>(['snapshot', 'restore', file, '--data-dir', restoredDir]);
+    assert.equal(restored.seq, status.seq);
+    const root = await startServe(restoredDir);
+    nodes.push(root);
+    const rootStatus = await statusOf(root);
+    assert.deepEqual(
+      { role: rootStatus.role, seq: rootStatus.seq, headHash: rootStatus.headHash, datasetId: rootStatus.datasetId },
+      { role: 'root', seq: status.seq, headHash: status.headHash, datasetId: status.datasetId },
+    );
+    assert.notEqual(rootStatus.nodeId, status.nodeId, 'a restore makes a new node');
+    assert.deepEqual(await keysOf(root), await keysOf(source));
+    const write = await requestJson<{ seq: number }>(root.url, 'PUT', '/v1/kv/app/after-restore', { body: 'new' });
+    assert.equal(write.seq, status.seq + 1);
+
+    // A tree under the restored root: a replica, and a replica of that replica.
+    const middle = await startServe(join(dir, 'middle'), ['--upstream', root.replication]);
+    nodes.push(middle);
+    const leaf = await startServe(join(dir, 'leaf'), ['--upstream', `${middle.replication},${root.replication}`]);
+    nodes.push(leaf);
+    await requestJson(root.url, 'PUT', '/v1/kv/app/after-tree', { body: 'tree' });
+    await converged(root, [middle, leaf]);
+    assert.deepEqual(await keysOf(leaf), await keysOf(root));
+    await assertSameChain(leaf, root);
+
+    // A replica seeded from the file starts at the file's seq and is streamed the rest.
+    const seededDir = join(dir, 'seeded-replica');
+    await cliJson(['snapshot', 'restore', file, '--data-dir', seededDir]);
+    const seeded = await startServe(seededDir, ['--upstream', root.replication]);
+    nodes.push(seeded);
+    await converged(root, [seeded]);
+    assert.equal((await statusOf(seeded)).replication.snapshotsInstalled ?? 0, 0, 'served from the log, not sent a snapshot');
+    assert.deepEqual(await keysOf(seeded), await keysOf(root));
+  });
+
+  test('snapshot cli: a damaged or truncated file is refused with a clear error and nothing is installed', async () => {
+    const file = join(dir, 'good.snap');
+    await cliJson(['snapshot', 'save', file, '--url', source.url]);
+    const good = readFileSync(file);
+
+    const flipped = join(dir, 'flipped.snap');
+    const damaged = Buffer.from(good);
+    damaged[Math.floor(damaged.length / 2)]! ^= 0x10;
+    writeFileSync(flipped, damaged);
+    const inspect = await runCli(['snapshot', 'inspect', flipped]);
+    assert.equal(inspect.code, 1);
+    assert.match(inspect.stderr, /SNAPSHOT_INVALID: not a valid snapshot file: .*(checksum|impossible|order|bytes)/);
+    const target = join(dir, 'from-flipped');
+    const restore = await runCli(['snapshot', 'restore', flipped, '--data-dir', target]);
+    assert.equal(restore.code, 1);
+    assert.match(restore.stderr, /SNAPSHOT_INVALID/);
+    assert.deepEqual(readdirSync(target), [], 'the directory is left empty');
+
+    const cut = join(dir, 'cut.snap');
+    writeFileSync(cut, good);
+    truncateSync(cut, good.length - 10);
+    const truncated = await runCli(['snapshot', 'restore', cut, '--data-dir', join(dir, 'from-cut')]);
+    assert.equal(truncated.code, 1);
+    assert.match(truncated.stderr, /SNAPSHOT_INVALID: not a valid snapshot file: the file ends after 3 of 3 records; it is truncated/);
+    const notSnapshot = await runCli(['snapshot', 'inspect', join(dir, 'source', 'data.mdb')]);
+    assert.match(notSnapshot.stderr, /does not start with "MRCYSNAP"/);
+  });
+
+  test('snapshot cli: restore refuses a non-empty directory without --force, and a directory a node is serving even with it', async () => {
+    const file = join(dir, 'force.snap');
+    await cliJson(['snapshot', 'save', file, '--url', source.url]);
+    const target = join(dir, 'force-target');
+    await cliJson(['snapshot', 'restore', file, '--data-dir', target]);
+    const again = await runCli(['snapshot', 'restore', file, '--data-dir', target]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /DATA_DIR_NOT_EMPTY: .* is not empty; .* --force/);
+    await cliJson(['snapshot', 'restore', file, '--data-dir', target, '--force']);
+    const locked = await runCli(['snapshot', 'restore', file, '--data-dir', source.dataDir, '--force']);
+    assert.equal(locked.code, 1);
+    assert.match(locked.stderr, /DATA_DIR_LOCKED/);
+    assert.ok((await statusOf(source)).seq > 0, 'the running node is untouched');
+  });
+
+  test('snapshot cli: --to-seq replays the retained log from the file to that seq, and refuses to go back', async () => {
+    const file = join(dir, 'pitr.snap');
+    const base = await cliJson<SnapshotJson>(['snapshot', 'save', file, '--url', source.url]);
+    for (let i = 0; i < 5; i++) await requestJson(source.url, 'PUT', `/v1/kv/pitr/${i}`, { body: `v${i}` });
+    await requestJson(source.url, 'DELETE', '/v1/kv/app/a');
+    const target = base.seq + 3;
+    const entries = new Map((await auditLog(source.url)).map((entry) => [entry.seq, entry]));
+    const restored = await cliJson<SnapshotJson>(['snapshot', 'restore', file, '--data-dir', join(dir, 'pitr'), '--to-seq', String(target), '--url', source.url]);
+    assert.equal(restored.seq, target);
+    assert.equal(restored.replayedEntries, 3);
+    assert.equal(restored.headHash, entries.get(target)!.hash);
+    const node = await startServe(join(dir, 'pitr'));
+    nodes.push(node);
+    const keys = await keysOf(node);
+    assert.deepEqual(
+      Object.keys(keys).filter((key) => key.startsWith('pitr/')),
+      ['pitr/0', 'pitr/1', 'pitr/2'],
+    );
+    assert.equal(keys['app/a'], 'utf8:alpha-2', 'the later delete is not applied');
+    await stopProcess(node.child);
+
+    const back = await runCli(['snapshot', 'restore', file, '--data-dir', join(dir, 'pitr-back'), '--to-seq', String(base.seq - 1), '--url', source.url]);
+    assert.equal(back.code, 1);
+    assert.match(back.stderr, /INVALID_ARGUMENT: the file holds seq \d+; it cannot be restored to the earlier seq/);
+    assert.ok(!existsSync(join(dir, 'pitr-back', 'data.mdb')));
+  });
+
+  test('snapshot cli: a save that fails leaves FILE as it was and no partial file', async () => {
+    const file = join(dir, 'keep.snap');
+    writeFileSync(file, 'the previous backup');
+    const down = await runCli(['snapshot', 'save', file, '--url', 'http://127.0.0.1:1']);
+    assert.equal(down.code, 3, down.stderr);
+    assert.equal(readFileSync(file, 'utf8'), 'the previous backup');
+    assert.deepEqual(readdirSync(dir).filter((name) => name.includes('partial')), []);
+  });
+});
