@@ -44,6 +44,7 @@ export const ErrorCode = {
   STORAGE_FULL: 'STORAGE_FULL',
   STORAGE_IO_ERROR: 'STORAGE_IO_ERROR',
   CONFIG_INVALID: 'CONFIG_INVALID',
+  UNAUTHENTICATED: 'UNAUTHENTICATED',
   INTERNAL: 'INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -83,6 +84,7 @@ export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   STORAGE_FULL: 507,
   STORAGE_IO_ERROR: 500,
   CONFIG_INVALID: 400,
+  UNAUTHENTICATED: 401,
   INTERNAL: 500,
 });
 
@@ -128,6 +130,8 @@ export const RefuseReason = {
   UNAVAILABLE: 7,
   PATH_TOO_LONG: 8,
   PROTOCOL_ERROR: 9,
+  /** TLS is required on this port and the child did not use it, or its certificate is not signed by the cluster CA. */
+  UNAUTHENTICATED: 10,
 } as const;
 export type RefuseReason = keyof typeof RefuseReason;
 

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { NodeClient, UnavailableError } from '../client/index.js';
+import { NodeClient, UnavailableError, type ClientTls } from '../client/index.js';
 import { DEFAULT_PORT, parseHostPort, validateConfig } from '../config/index.js';
 import { MercuryError } from '../errors/index.js';
 import { jsonLogger } from '../logging/index.js';
@@ -24,6 +24,10 @@ Node:
         [--max-connections-per-address N]                    HTTP connections one address may hold (default 4000)
         [--replication-listen HOST:PORT]                     where children connect (default: HTTP port + 1)
         [--upstream HOST:PORT[,HOST:PORT...]] [--resync]     run as a replica of these upstreams, in order
+        [--tls-cert F --tls-key F --tls-ca F]                TLS on HTTP, wss and (mutual) replication; the files
+                                                             reload when they change and on SIGHUP
+        [--insecure]                                         allow a non-loopback listen address without TLS and
+                                                             authentication
   demo [--replicas N] [--dir DIR]                            a local root and N replicas in a tree (default 6)
   verify --data-dir DIR [--json]                             check a data directory offline (chain, key checksums,
                                                              keys against the log); exit 1 on damage
@@ -43,7 +47,9 @@ Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT})
   watch PREFIX [--from SEQ]       print every change under PREFIX ('' for all keys) until Ctrl-C
   snapshot save FILE              save a consistent, checksummed snapshot of the node's keys to FILE
 
-Options: --json (machine-readable output), --url URL, --help`;
+Options: --json (machine-readable output), --url URL, --help
+TLS (https:// URLs): --ca F (the cluster CA; $MERCURY_CA), --cert F --key F (a client certificate; $MERCURY_CERT,
+  $MERCURY_KEY)`;
 
 const OPTIONS = {
   json: { type: 'boolean' },
@@ -67,6 +73,13 @@ const OPTIONS = {
   from: { type: 'string' },
   force: { type: 'boolean' },
   'to-seq': { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  'tls-ca': { type: 'string' },
+  insecure: { type: 'boolean' },
+  ca: { type: 'string' },
+  cert: { type: 'string' },
+  key: { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 class UsageError extends Error {}
@@ -100,6 +113,8 @@ async function serve(values: Record<string, string | boolean | undefined>): Prom
     logRetainEntries: integerOption(values['log-retain-entries'] as string | undefined, 'log-retain-entries'),
     logRetainBytes: integerOption(values['log-retain-bytes'] as string | undefined, 'log-retain-bytes'),
     connectionsPerAddressMax: integerOption(values['max-connections-per-address'] as string | undefined, 'max-connections-per-address'),
+    tls: tlsFlags(values),
+    insecure: values.insecure as boolean | undefined,
   });
   // Loaded here, not at the top: the node pulls in LMDB, the HTTP server and replication, which would double the start-up time
   // of every client command.
@@ -125,6 +140,34 @@ async function serve(values: Record<string, string | boolean | undefined>): Prom
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // The operator rotated the certificate: read the files now rather than at the next poll. Connections stay open.
+  process.on('SIGHUP', () => {
+    if (config.tls === undefined) process.stdout.write('received SIGHUP: no TLS files to reload\n');
+    else process.stdout.write(`received SIGHUP: ${node.reloadTls('SIGHUP') ? 'TLS files reloaded' : 'TLS reload failed, previous certificate kept (see the log)'}\n`);
+  });
+}
+
+/** `--tls-cert`, `--tls-key`, `--tls-ca`: undefined when none is given (the config checks that all three are). */
+function tlsFlags(values: Record<string, string | boolean | undefined>): { certPath: string; keyPath: string; caPath: string } | undefined {
+  const [certPath, keyPath, caPath] = [values['tls-cert'], values['tls-key'], values['tls-ca']] as (string | undefined)[];
+  if (certPath === undefined && keyPath === undefined && caPath === undefined) return undefined;
+  return { certPath: certPath ?? '', keyPath: keyPath ?? '', caPath: caPath ?? '' };
+}
+
+/** The client's TLS files: `--ca`, `--cert`, `--key`, else $MERCURY_CA, $MERCURY_CERT, $MERCURY_KEY. */
+function clientTls(values: Record<string, string | boolean | undefined>): ClientTls | undefined {
+  const file = (flag: string, variable: string): Buffer | undefined => {
+    const path = (values[flag] as string | undefined) ?? process.env[variable];
+    if (path === undefined || path === '') return undefined;
+    try {
+      return readFileSync(path);
+    } catch (error) {
+      throw new UsageError(`--${flag} (or $${variable}) ${path} cannot be read: ${(error as Error).message}`);
+    }
+  };
+  const tls = { ca: file('ca', 'MERCURY_CA'), cert: file('cert', 'MERCURY_CERT'), key: file('key', 'MERCURY_KEY') };
+  if ((tls.cert === undefined) !== (tls.key === undefined)) throw new UsageError('--cert and --key go together (or $MERCURY_CERT and $MERCURY_KEY)');
+  return tls.ca === undefined && tls.cert === undefined ? undefined : tls;
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -147,7 +190,8 @@ async function main(argv: string[]): Promise<void> {
   }
   const json = values.json ?? false;
   const url = values.url ?? process.env.MERCURY_URL;
-  const client = new NodeClient((url ?? `http://127.0.0.1:${DEFAULT_PORT}`).replace(/\/+$/, ''));
+  const tls = clientTls(values);
+  const client = new NodeClient((url ?? `http://127.0.0.1:${DEFAULT_PORT}`).replace(/\/+$/, ''), undefined, tls);
   if (command === 'snapshot') {
     const [action, file] = args;
     if (file === undefined || file === '') throw new UsageError(`snapshot ${action ?? 'save|restore|inspect'} needs a FILE`);
@@ -240,7 +284,7 @@ async function main(argv: string[]): Promise<void> {
     }
     case 'watch':
       if (args[0] === undefined) throw new UsageError("watch needs a PREFIX ('' watches every key)");
-      return watchCommand(client.baseUrl, args[0], { fromSeq: integerOption(values.from, 'from'), json });
+      return watchCommand(client.baseUrl, args[0], { fromSeq: integerOption(values.from, 'from'), json, tls });
     default:
       throw new UsageError(`unknown command "${command}"; run mercury --help`);
   }

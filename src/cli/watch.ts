@@ -14,7 +14,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { encodeJsonBytes } from '../api/index.js';
-import { connect, WatchClosedError, WatchError, type WatchEvent } from '../client/index.js';
+import { connect, WatchClosedError, WatchError, type ClientTls, type WatchEvent } from '../client/index.js';
 
 /** Shows a key or value on one line. */
 function show(bytes: Buffer | null | undefined): string {
@@ -75,8 +75,8 @@ function jsonLine(event: WatchEvent): string | undefined {
 }
 
 /** Runs until Ctrl-C (exit 0) or until the node refuses or closes the watch (throws; main prints it and exits). */
-export async function watchCommand(baseUrl: string, prefix: string, options: { fromSeq: number | undefined; json: boolean }): Promise<void> {
-  const client = connect([baseUrl]);
+export async function watchCommand(baseUrl: string, prefix: string, options: { fromSeq: number | undefined; json: boolean; tls?: ClientTls }): Promise<void> {
+  const client = connect([baseUrl], { ...options.tls });
   const watch = client.watch({
     prefix,
     fromSeq: options.fromSeq,

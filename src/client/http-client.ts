@@ -10,6 +10,7 @@ import { encodeKeyPath, type BytesEncoding, type TxnJson } from '../api/index.js
 import { MIN_SEQ_WAIT_MS_DEFAULT, RANGE_PAGE_LIMIT_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT } from './limits.js';
 import type { NodeStatus } from './txn.js';
 import { NotFoundError, UnavailableError, serverError } from './errors.js';
+import { TLS_VERIFY_CODES, tlsErrorHint, type ClientTls } from './tls.js';
 
 export interface KeyValue {
   readonly key: Buffer;
@@ -75,12 +76,27 @@ function unreachable(baseUrl: string, error: unknown): UnavailableError {
   const code = typeof cause?.code === 'string' ? cause.code : undefined;
   const timedOut = (error as Error).name === 'TimeoutError';
   const what = timedOut ? 'no answer in time' : code ?? (typeof cause?.message === 'string' ? cause.message : (error as Error).message);
-  return new UnavailableError(`cannot reach ${baseUrl}: ${what}`, { url: baseUrl, requestSent: code === undefined || !NOT_SENT_CODES.has(code), cause: error });
+  const hint = cause === undefined ? undefined : tlsErrorHint(cause, baseUrl.startsWith('https:'));
+  // A failed certificate check ends the handshake before any byte of the request is sent.
+  const sent = code === undefined || !(NOT_SENT_CODES.has(code) || TLS_VERIFY_CODES.has(code));
+  return new UnavailableError(`cannot reach ${baseUrl}: ${what}${hint === undefined ? '' : ` (${hint})`}`, { url: baseUrl, requestSent: sent, cause: error });
 }
 
 /** Keep-alive connections shared by every client in the process (fetch cost ~7x the CPU per request; measured). */
 const HTTP_AGENT = new http.Agent({ keepAlive: true });
 const HTTPS_AGENT = new https.Agent({ keepAlive: true });
+/** One keep-alive agent per set of TLS options (a node reloading its certificate passes a new set). */
+const TLS_AGENTS = new WeakMap<ClientTls, https.Agent>();
+
+function httpsAgent(tls: ClientTls | undefined): https.Agent {
+  if (tls === undefined) return HTTPS_AGENT;
+  let agent = TLS_AGENTS.get(tls);
+  if (agent === undefined) {
+    agent = new https.Agent({ keepAlive: true, ca: tls.ca, cert: tls.cert, key: tls.key });
+    TLS_AGENTS.set(tls, agent);
+  }
+  return agent;
+}
 
 interface HttpAnswer {
   readonly status: number;
@@ -92,14 +108,21 @@ interface HttpAnswer {
  * One request over node:http. Failures reject with an Error whose `cause` is the system error (its `code` says
  * whether the connection was ever made) or, after `timeoutMs`, with an Error named TimeoutError.
  */
-function httpRequest(url: string, method: string, body: Buffer | string | undefined, contentType: string | undefined, timeoutMs: number): Promise<HttpAnswer> {
+function httpRequest(
+  url: string,
+  method: string,
+  body: Buffer | string | undefined,
+  contentType: string | undefined,
+  timeoutMs: number,
+  tls: ClientTls | undefined,
+): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
     const target = new URL(url);
     const secure = target.protocol === 'https:';
     const headers: http.OutgoingHttpHeaders = {};
     if (contentType !== undefined) headers['content-type'] = contentType;
     if (body !== undefined) headers['content-length'] = Buffer.byteLength(body);
-    const request = (secure ? https : http).request(target, { method, headers, agent: secure ? HTTPS_AGENT : HTTP_AGENT });
+    const request = (secure ? https : http).request(target, { method, headers, agent: secure ? httpsAgent(tls) : HTTP_AGENT });
     const timer = setTimeout(() => {
       const timeout = new Error(`no answer within ${timeoutMs} ms`);
       timeout.name = 'TimeoutError';
@@ -130,11 +153,11 @@ function httpRequest(url: string, method: string, body: Buffer | string | undefi
  * line arrived, and rejects with the node's typed error for a non-2xx answer. `timeoutMs` bounds the wait for the
  * status line and each silence after it, not the whole transfer, which may take minutes.
  */
-function httpStream(url: string, timeoutMs: number): Promise<http.IncomingMessage> {
+function httpStream(url: string, timeoutMs: number, tls: ClientTls | undefined): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
     const target = new URL(url);
     const secure = target.protocol === 'https:';
-    const request = (secure ? https : http).request(target, { method: 'GET', agent: secure ? HTTPS_AGENT : HTTP_AGENT });
+    const request = (secure ? https : http).request(target, { method: 'GET', agent: secure ? httpsAgent(tls) : HTTP_AGENT });
     request.setTimeout(timeoutMs, () => {
       const timeout = new Error(`no data for ${timeoutMs} ms`);
       timeout.name = 'TimeoutError';
@@ -164,17 +187,18 @@ function queryString(query: URLSearchParams): string {
 export class NodeClient {
   /**
    * `timeoutMs` bounds each request from connect to the last byte of the answer; a read with `minSeq` gets its
-   * `minSeqTimeoutMs` on top, since the node may legitimately hold it that long.
+   * `minSeqTimeoutMs` on top, since the node may legitimately hold it that long. `tls` applies to https URLs.
    */
   constructor(
     readonly baseUrl: string,
     private readonly timeoutMs = REQUEST_TIMEOUT_MS_DEFAULT,
+    readonly tls?: ClientTls,
   ) {}
 
   private async request(method: string, path: string, body?: Buffer | string, contentType?: string, extraTimeMs = 0): Promise<HttpAnswer> {
     let answer: HttpAnswer;
     try {
-      answer = await httpRequest(`${this.baseUrl}${path}`, method, body, contentType, this.timeoutMs + extraTimeMs);
+      answer = await httpRequest(`${this.baseUrl}${path}`, method, body, contentType, this.timeoutMs + extraTimeMs, this.tls);
     } catch (error) {
       throw unreachable(this.baseUrl, error);
     }
@@ -190,7 +214,7 @@ export class NodeClient {
   async stream(path: string): Promise<http.IncomingMessage> {
     let response: http.IncomingMessage;
     try {
-      response = await httpStream(`${this.baseUrl}${path}`, this.timeoutMs);
+      response = await httpStream(`${this.baseUrl}${path}`, this.timeoutMs, this.tls);
     } catch (error) {
       throw unreachable(this.baseUrl, error);
     }

@@ -2,6 +2,8 @@ export { connect, MercuryClient } from './client.js';
 export type { RangeOptions, RangePage } from './client.js';
 export { encodeKeyPath } from '../api/index.js';
 export { NodeClient } from './http-client.js';
+export { tlsErrorHint } from './tls.js';
+export type { ClientTls } from './tls.js';
 export type { KeyValue, KeyValueAtSeq, RangePageResult, ReadOptions, TxnResult, WriteResult } from './http-client.js';
 export {
   ClientOptionsError,

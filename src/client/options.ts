@@ -3,6 +3,7 @@
  * option and the rule.
  */
 import { ClientOptionsError } from './errors.js';
+import type { ClientTls } from './tls.js';
 import {
   ATTEMPTS_MAX_CEILING,
   ATTEMPTS_MAX_DEFAULT,
@@ -36,6 +37,11 @@ export interface ClientOptions {
   readonly watchIdleMs?: number;
   /** Watches: bytes of received, undelivered messages before the socket stops being read (default 1 MiB). */
   readonly watchBufferBytesMax?: number;
+  /** https and wss: PEM of the CA that signs the nodes' certificates (the cluster CA); default: the system's CAs. */
+  readonly ca?: string | Buffer;
+  /** https and wss: PEM client certificate and its key, for nodes that map client certificates to principals. */
+  readonly cert?: string | Buffer;
+  readonly key?: string | Buffer;
 }
 
 export interface ValidatedClientOptions {
@@ -49,6 +55,8 @@ export interface ValidatedClientOptions {
   readonly watchReconnectAttemptsMax: number;
   readonly watchIdleMs: number;
   readonly watchBufferBytesMax: number;
+  /** `ca`, `cert` and `key` (undefined when none was given): one object, so its connections share one agent. */
+  readonly tls: ClientTls | undefined;
 }
 
 const KNOWN_OPTIONS = new Set([
@@ -61,7 +69,20 @@ const KNOWN_OPTIONS = new Set([
   'watchReconnectAttemptsMax',
   'watchIdleMs',
   'watchBufferBytesMax',
+  'ca',
+  'cert',
+  'key',
 ]);
+
+function validateTls(options: ClientOptions): ClientTls | undefined {
+  for (const name of ['ca', 'cert', 'key'] as const) {
+    const value = options[name];
+    if (value !== undefined && typeof value !== 'string' && !Buffer.isBuffer(value)) throw new ClientOptionsError(`${name} must be PEM text (a string or a Buffer)`);
+  }
+  if ((options.cert === undefined) !== (options.key === undefined)) throw new ClientOptionsError('cert and key go together: give both or neither');
+  if (options.ca === undefined && options.cert === undefined) return undefined;
+  return Object.freeze({ ca: options.ca, cert: options.cert, key: options.key });
+}
 
 /** An integer option within [min, max], or its default when absent. */
 export function integerOption(options: object, name: string, fallback: number, min: number, max: number): number {
@@ -104,6 +125,7 @@ export function validateClientOptions(urls: unknown, options: ClientOptions = {}
     watchReconnectAttemptsMax: integerOption(options, 'watchReconnectAttemptsMax', Infinity, 1, Infinity),
     watchIdleMs: integerOption(options, 'watchIdleMs', WATCH_IDLE_MS_DEFAULT, 20_000, 3_600_000),
     watchBufferBytesMax: integerOption(options, 'watchBufferBytesMax', WATCH_BUFFER_BYTES_MAX_DEFAULT, 1024, 1024 * 1024 * 1024),
+    tls: validateTls(options),
   };
   if (validated.retryDelayMsBase > validated.retryDelayMsMax)
     throw new ClientOptionsError(`retryDelayMsBase (${validated.retryDelayMsBase}) must not exceed retryDelayMsMax (${validated.retryDelayMsMax})`);

@@ -35,6 +35,7 @@ import {
 import { backoffDelayMs } from './backoff.js';
 import { ClientOptionsError, NoNodeReachableError, UnavailableError, WatchClosedError, WatchError } from './errors.js';
 import { integerOption, type ValidatedClientOptions } from './options.js';
+import { tlsErrorHint } from './tls.js';
 import { WatchCursor, type WatchEvent, type WatchFilterOptions } from './watch-cursor.js';
 
 /** Options of `MercuryClient.watch`. */
@@ -84,6 +85,13 @@ function watchUrl(baseUrl: string): string {
   return `${baseUrl.replace(/^http/, 'ws')}${WATCH_PATH}`;
 }
 
+/** Why a connection failed, with what to do when it is about TLS. */
+function failureText(error: Error | undefined, url: string, code: number): string {
+  if (error === undefined) return `closed with ${code}`;
+  const hint = tlsErrorHint(error, url.startsWith('https:'));
+  return hint === undefined ? error.message : `${error.message} (${hint})`;
+}
+
 interface Queued {
   readonly event: WatchEvent;
   /** Bytes of the message this event came from, counted on its first event. */
@@ -125,7 +133,13 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
 
   private open(): void {
     const url = this.client.urls[this.urlIndex]!;
-    const socket = new WebSocket(watchUrl(url), { perMessageDeflate: false, maxPayload: WATCH_SERVER_MESSAGE_BYTES_MAX, handshakeTimeout: this.client.requestTimeoutMs });
+    const tls = this.client.tls;
+    const socket = new WebSocket(watchUrl(url), {
+      perMessageDeflate: false,
+      maxPayload: WATCH_SERVER_MESSAGE_BYTES_MAX,
+      handshakeTimeout: this.client.requestTimeoutMs,
+      ...(tls === undefined ? {} : { ca: tls.ca, cert: tls.cert, key: tls.key }),
+    });
     this.socket = socket;
     this.cursor.reset();
     let subscribed = false;
@@ -174,12 +188,12 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
       this.idleTimer?.cancel();
       if (this.finished) return;
       if (this.options.reconnect === false) {
-        if (!subscribed) return this.fail(new UnavailableError(`cannot reach ${watchUrl(url)}: ${lastError?.message ?? `closed with ${code}`}`, { url, cause: lastError }));
+        if (!subscribed) return this.fail(new UnavailableError(`cannot reach ${watchUrl(url)}: ${failureText(lastError, url, code)}`, { url, cause: lastError }));
         return this.fail(new WatchClosedError(url, code, reason.toString('utf8'), this.cursor.nextSeq));
       }
       if (!subscribed) {
         this.failedAttempts++;
-        this.attemptErrors.push(new UnavailableError(`cannot watch at ${url}: ${lastError?.message ?? `closed with ${code}`}`, { url, cause: lastError }));
+        this.attemptErrors.push(new UnavailableError(`cannot watch at ${url}: ${failureText(lastError, url, code)}`, { url, cause: lastError }));
         if (this.failedAttempts >= this.client.watchReconnectAttemptsMax)
           return this.fail(new NoNodeReachableError(`watch: no node accepted the watch in ${this.failedAttempts} attempts`, [...this.attemptErrors]));
       }

@@ -2,9 +2,11 @@
  * Node configuration, validated once at start-up into a frozen object. A bad field names the field and the rule.
  */
 import { MercuryError } from '../errors/index.js';
+import { isLoopbackHost } from '../net/tls.js';
 import { HTTP_CONNECTIONS_MAX, REPLICATION_CHILDREN_MAX_CEILING, REPLICATION_CHILDREN_MAX_DEFAULT, UPSTREAMS_MAX, VALUE_BYTES_CEILING } from '../limits.js';
-// A type only: the CLI loads this module for every client command, and must not load the node with it.
+// Types only: the CLI loads this module for every client command, and must not load the node with it.
 import type { NodeLimits } from '../node/limits.js';
+import type { TlsPaths } from '../net/tls.js';
 
 export interface NodeConfig {
   /** Data directory holding the LMDB environment. */
@@ -30,6 +32,13 @@ export interface NodeConfig {
   readonly replicationChildrenMax: number;
   /** Start a replica by discarding its chain and taking a full snapshot (the way out of a divergence). */
   readonly resync: boolean;
+  /**
+   * `--tls-cert`, `--tls-key`, `--tls-ca` (all three or none): HTTPS, wss and mutual TLS on replication, and TLS to
+   * the upstream (src/net/tls.ts). Undefined: plaintext everywhere.
+   */
+  readonly tls: TlsPaths | undefined;
+  /** `--insecure`: listen on a non-loopback address without TLS or without authentication (see `checkListenSecurity`). */
+  readonly insecure: boolean;
 }
 
 export const DEFAULT_PORT = 7070;
@@ -45,6 +54,8 @@ export const CONFIG_DEFAULTS: Omit<NodeConfig, 'replicationHost' | 'replicationP
   upstreams: [],
   replicationChildrenMax: REPLICATION_CHILDREN_MAX_DEFAULT,
   resync: false,
+  tls: undefined,
+  insecure: false,
 });
 
 function integer(field: string, value: unknown, min: number, max: number): number {
@@ -79,7 +90,37 @@ export function validateConfig(input: Partial<NodeConfig>): NodeConfig {
     logRetainEntries: optionalInteger('logRetainEntries (--log-retain-entries)', merged.logRetainEntries, 1, Number.MAX_SAFE_INTEGER),
     logRetainBytes: optionalInteger('logRetainBytes (--log-retain-bytes)', merged.logRetainBytes, 1, Number.MAX_SAFE_INTEGER),
     connectionsPerAddressMax: optionalInteger('connectionsPerAddressMax (--max-connections-per-address)', merged.connectionsPerAddressMax, 1, HTTP_CONNECTIONS_MAX),
+    tls: validateTlsPaths(merged.tls),
+    insecure: merged.insecure === true,
   });
+}
+
+function validateTlsPaths(tls: unknown): TlsPaths | undefined {
+  if (tls === undefined) return undefined;
+  const paths = (typeof tls === 'object' && tls !== null ? tls : {}) as Partial<Record<keyof TlsPaths, unknown>>;
+  const given = [paths.certPath, paths.keyPath, paths.caPath].filter((path) => typeof path === 'string' && path.length > 0).length;
+  if (given !== 3) throw new MercuryError('CONFIG_INVALID', 'tls needs --tls-cert, --tls-key and --tls-ca together (the node certificate, its key, the cluster CA)');
+  return Object.freeze({ certPath: paths.certPath as string, keyPath: paths.keyPath as string, caPath: paths.caPath as string });
+}
+
+/**
+ * Secure unless told otherwise (as Redis's protected mode): a node listens on a non-loopback address (HTTP or
+ * replication) only with TLS and authentication, or with `--insecure`. `auth` is the node's authentication mode
+ * (src/auth: 'required' or 'off'); absent counts as off. Throws CONFIG_INVALID naming the flags.
+ */
+export function checkListenSecurity(config: NodeConfig, auth: unknown): void {
+  if (config.insecure) return;
+  const exposed = [`${config.host}:${config.port}`, `${config.replicationHost}:${config.replicationPort}`].filter((_, i) =>
+    !isLoopbackHost(i === 0 ? config.host : config.replicationHost),
+  );
+  if (exposed.length === 0) return;
+  const missing = [...(config.tls === undefined ? ['TLS (--tls-cert, --tls-key, --tls-ca)'] : []), ...(auth === 'required' ? [] : ['authentication (--auth required)'])];
+  if (missing.length === 0) return;
+  throw new MercuryError(
+    'CONFIG_INVALID',
+    `refusing to listen on ${exposed.join(' and ')} without ${missing.join(' and ')}: other hosts could read and write every key. ` +
+      'Give them, listen on 127.0.0.1, or pass --insecure to accept the risk',
+  );
 }
 
 function optionalInteger(field: string, value: unknown, min: number, max: number): number | undefined {

@@ -1,2 +1,19 @@
-/** Connection admission shared by the listeners (HTTP, replication): per-address slots. */
+/** Connection admission shared by the listeners (HTTP, replication): per-address slots; TLS for every connection. */
 export { AddressSlots, addressKey } from './address-slots.js';
+export {
+  TLS_HANDSHAKE_BYTE,
+  TLS_RELOAD_POLL_MS,
+  TlsCredentials,
+  clientCertificateName,
+  clientTlsOptions,
+  isLoopbackHost,
+  peerCertificate,
+  readTlsMaterial,
+  serverTlsOptions,
+  sniffTls,
+  tlsFailureMessage,
+  tlsFailureReason,
+  type PeerCertificate,
+  type TlsMaterial,
+  type TlsPaths,
+} from './tls.js';

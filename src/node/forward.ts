@@ -9,19 +9,20 @@
  * applied: only a write that never left this node is certainly not.
  */
 import { ErrorCode, MercuryError, formatTxn } from '../api/index.js';
-import { NodeClient, ServerError, UnavailableError } from '../client/index.js';
+import { NodeClient, ServerError, UnavailableError, type ClientTls } from '../client/index.js';
 import type { WriteRequest, WriteResult } from '../commit/index.js';
 
 export const FORWARD_TIMEOUT_MS = 30_000;
 
 const MAYBE_APPLIED = 'it may or may not have been applied: read before retrying a non-idempotent write';
 
-export async function forwardWrite(upstreamHttpUrl: string | undefined, request: WriteRequest, timeoutMs = FORWARD_TIMEOUT_MS): Promise<WriteResult> {
+/** `tls`: the node's CA and certificate, for an upstream that serves https (pass the same object while it holds: one agent each). */
+export async function forwardWrite(upstreamHttpUrl: string | undefined, request: WriteRequest, timeoutMs = FORWARD_TIMEOUT_MS, tls?: ClientTls): Promise<WriteResult> {
   if (upstreamHttpUrl === undefined)
     throw new MercuryError('UPSTREAM_UNAVAILABLE', 'this replica is not connected to an upstream, so it cannot forward the write; retry, or write to the root');
   let answer: unknown;
   try {
-    answer = await new NodeClient(upstreamHttpUrl, timeoutMs).txn(formatTxn(request));
+    answer = await new NodeClient(upstreamHttpUrl, timeoutMs, tls).txn(formatTxn(request));
   } catch (error) {
     throw forwardError(upstreamHttpUrl, error);
   }

@@ -9,13 +9,16 @@
  */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Server as TlsServer } from 'node:tls';
+import type { ClientTls } from '../client/index.js';
 import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
 import { GroupCommitter, type WriteRequest, type WriteResult } from '../commit/index.js';
 import { MercuryError } from '../errors/index.js';
 import type { EncodedEntry } from '../log/index.js';
-import { withConfigLimits, type NodeConfig } from '../config/index.js';
+import { checkListenSecurity, withConfigLimits, type NodeConfig } from '../config/index.js';
 import { silentLogger, type Logger } from '../logging/index.js';
 import { COUNT_BUCKETS, Registry, SECONDS_BUCKETS } from '../metrics/index.js';
+import { TlsCredentials, clientTlsOptions, serverTlsOptions, type TlsMaterial } from '../net/index.js';
 import { ReplicationClient, ReplicationServer, StoreLogSource, type Heartbeat } from '../replication/index.js';
 import { createApiHandler, createHttpServer, type NodeApi } from '../server/index.js';
 import { Store } from '../store/index.js';
@@ -64,6 +67,10 @@ export class MercuryNode {
   private trimming = false;
   private lastStorageProbeMs = -Infinity;
   private readonly appliedListeners: ((entries: readonly EncodedEntry[]) => void)[] = [];
+  /** The TLS files (`--tls-*`), reloaded when they change; undefined without TLS. */
+  private readonly tls: TlsCredentials | undefined;
+  /** What write forwarding presents to the upstream's https API (replaced on each reload, so agents follow). */
+  private forwardTls: ClientTls | undefined;
 
   private constructor(config: NodeConfig, options: NodeOptions) {
     this.config = config;
@@ -71,6 +78,10 @@ export class MercuryNode {
     this.logger = options.logger ?? silentLogger;
     this.startedMs = this.clock.monotonicMs();
     this.limits = validateNodeLimits(withConfigLimits(config, options.limits ?? NODE_LIMITS));
+    // Read before the store opens: bad files are a configuration error, and leave nothing open behind them.
+    this.tls = config.tls === undefined ? undefined : new TlsCredentials(config.tls, this.logger);
+    const material = this.tls?.current();
+    this.forwardTls = material === undefined ? undefined : clientTlsOptions(material);
     const isReplica = config.upstreams.length > 0;
     // A replica writes without fsync: it can refetch anything it loses (see Store's noSync and unsynced-guard.ts).
     this.store = Store.open({ path: config.dataDir, createDataset: !isReplica, mapBytes: this.limits.store.mapBytes, noSync: isReplica });
@@ -104,7 +115,12 @@ export class MercuryNode {
       resync: () => this.resync(),
       log: (message, fields) => this.logger.log('error', message, fields),
     };
-    this.server = createHttpServer(createApiHandler(api), this.limits.http, this.clock);
+    const tlsRejected = this.metrics.counter('mercury_tls_rejected_total', 'Connections refused for TLS, by port and reason (wrong protocol, untrusted or expired certificate, failed handshake).');
+    const onTlsRejected = (port: 'http' | 'replication') => (reason: string, remote: string, message: string) => {
+      tlsRejected.inc(1, { port, reason });
+      this.logger.log('warn', 'TLS connection refused', { port, reason, remote, error: message });
+    };
+    this.server = createHttpServer(createApiHandler(api), this.limits.http, this.clock, { tls: material, onRejected: onTlsRejected('http') });
     this.watchHub = new WatchHub({ store: this.store, clock: this.clock, metrics: this.metrics, logger: this.logger, limits: this.limits.watch });
     this.watchHub.attach(this.server);
     this.replicationServer = new ReplicationServer({
@@ -117,7 +133,10 @@ export class MercuryNode {
       latestHeartbeat: () => (isReplica ? this.latestHeartbeat : this.rootHeartbeat()),
       limits: this.limits.replication,
       childrenMax: config.replicationChildrenMax,
+      tls: material,
+      onTlsRejected: onTlsRejected('replication'),
     });
+    if (this.tls !== undefined) this.watchTls(this.tls);
     this.metrics.gauge('mercury_replication_children', 'Child replicas connected to this node.', () => this.replicationServer.children().length);
     if (isReplica) {
       this.committer = undefined;
@@ -127,6 +146,26 @@ export class MercuryNode {
       this.committer = new GroupCommitter({ store: this.store, clock: this.clock, metrics: this.metrics, limits: this.limits.commit });
       this.committer.onCommitted((committed) => this.applied([committed]));
     }
+  }
+
+  /** Every user of the credentials takes a reload: the servers for new handshakes, the clients for new connections. */
+  private watchTls(tls: TlsCredentials): void {
+    tls.onReload((material: TlsMaterial) => {
+      (this.server as unknown as TlsServer).setSecureContext(serverTlsOptions(material));
+      this.replicationServer.setTls(material);
+      this.forwardTls = clientTlsOptions(material);
+    });
+    this.metrics.gauge('mercury_tls_reloads', 'Successful reloads of the TLS files (a counter).', () => tls.reloads);
+    this.metrics.gauge('mercury_tls_reload_failures', 'Reloads of the TLS files that failed and kept the previous certificate (a counter).', () => tls.reloadFailures);
+    this.metrics.gauge('mercury_tls_certificate_expiry_seconds', "Seconds until this node's certificate expires (negative: expired).", () =>
+      Math.round((tls.current().validToMs - this.clock.nowMs()) / 1000),
+    );
+  }
+
+  /** Reads the TLS files again (SIGHUP); false when they are bad (the previous ones stay). Open connections go on. */
+  reloadTls(why = 'requested'): boolean {
+    if (this.tls === undefined) return false;
+    return this.tls.reload(why);
   }
 
   /** A replica's link to its upstream, and the metrics that describe it. */
@@ -142,6 +181,7 @@ export class MercuryNode {
       clock: this.clock,
       logger: this.logger,
       limits: this.limits.replication,
+      tls: this.tls === undefined ? undefined : () => this.tls!.current(),
       onApplied: (entries, applyMs) => {
         applySeconds.observe(applyMs / 1000);
         batchEntries.observe(entries.length);
@@ -187,6 +227,8 @@ export class MercuryNode {
 
   /** Opens the data directory and starts serving HTTP. */
   static async start(config: NodeConfig, options: NodeOptions = {}): Promise<MercuryNode> {
+    // The authentication mode is src/auth's field of the config; until a node has one, it counts as off.
+    checkListenSecurity(config, (config as { auth?: unknown }).auth);
     const node = new MercuryNode(config, options);
     try {
       await new Promise<void>((resolve, reject) => {
@@ -207,6 +249,7 @@ export class MercuryNode {
       throw error;
     }
     node.trimTimer = node.clock.setInterval(() => void node.trimLog(), node.limits.log.trimIntervalMs);
+    node.tls?.watch(node.clock);
     if (node.replicationClient === undefined) {
       node.heartbeatTimer = node.clock.setInterval(() => node.replicationServer.heartbeat(node.rootHeartbeat()), node.limits.replication.heartbeatIntervalMs);
     } else {
@@ -221,14 +264,18 @@ export class MercuryNode {
       dataDir: config.dataDir,
       seq: node.store.head().seq,
       datasetId: node.store.datasetId,
+      tls: node.tlsStatus(),
     });
+    const validToMs = node.tls?.current().validToMs;
+    if (validToMs !== undefined && validToMs < node.clock.nowMs())
+      node.logger.log('error', 'this node\'s TLS certificate has expired: peers will refuse it; renew --tls-cert (it is reloaded without a restart)', { validTo: new Date(validToMs).toISOString() });
     return node;
   }
 
   get url(): string {
     const address = this.server.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-    return `http://${host}:${address.port}`;
+    return `${this.tls === undefined ? 'http' : 'https'}://${host}:${address.port}`;
   }
 
   get role(): 'root' | 'replica' {
@@ -243,7 +290,7 @@ export class MercuryNode {
   /** Root: commits. Replica: forwards to the upstream, then waits until this node has applied the write's seq. */
   async write(request: WriteRequest): Promise<WriteResult> {
     if (this.committer !== undefined) return this.committer.submit(request);
-    const result = await forwardWrite(this.replicationClient!.status().upstreamHttpUrl, request);
+    const result = await forwardWrite(this.replicationClient!.status().upstreamHttpUrl, request, undefined, this.forwardTls);
     await this.seqWaiter.wait(result.seq, this.limits.http.forwardedWriteWaitMs);
     return result;
   }
@@ -279,6 +326,19 @@ export class MercuryNode {
       uptimeMs: Math.round(this.clock.monotonicMs() - this.startedMs),
       replication: this.replicationStatus(),
       storage: this.storageStatus(),
+      tls: this.tlsStatus(),
+    };
+  }
+
+  private tlsStatus(): Record<string, unknown> {
+    if (this.tls === undefined) return { enabled: false };
+    const material = this.tls.current();
+    return {
+      enabled: true,
+      subject: material.subject,
+      validTo: new Date(material.validToMs).toISOString(),
+      reloads: this.tls.reloads,
+      reloadFailures: this.tls.reloadFailures,
     };
   }
 
@@ -377,6 +437,7 @@ export class MercuryNode {
   async close(): Promise<void> {
     this.trimTimer?.cancel();
     this.heartbeatTimer?.cancel();
+    this.tls?.close();
     this.replicationClient?.close();
     await this.replicationServer.close();
     // Upgraded sockets keep server.close() from finishing: close the watches first (1001, clients resume elsewhere).

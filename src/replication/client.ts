@@ -9,12 +9,15 @@
  * upstream meanwhile.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import { randomInt } from 'node:crypto';
+import { tlsErrorHint } from '../client/index.js';
 import { TickTimer, type Clock } from '../clock/index.js';
 import { parseHostPort } from '../config/index.js';
 import type { EncodedEntry } from '../log/index.js';
 import type { Logger } from '../logging/index.js';
 import { MercuryError } from '../errors/index.js';
+import { clientTlsOptions, type TlsMaterial } from '../net/index.js';
 import type { Store } from '../store/index.js';
 import { Downstream, type DownstreamAction, type DownstreamStatus } from './downstream.js';
 import { REPLICATION_LIMITS, type ReplicationLimits } from './limits.js';
@@ -33,6 +36,11 @@ export interface ReplicationClientOptions {
   readonly onHeartbeat: (heartbeat: Heartbeat) => void;
   /** A snapshot replaced the node's chain. */
   readonly onChainReset: (seq: number) => void;
+  /**
+   * Mutual TLS to the upstream: the credentials for each new connection (a reload applies to the next one). The
+   * upstream's certificate must verify against the CA and name the host of its `--upstream` address.
+   */
+  readonly tls?: () => TlsMaterial;
 }
 
 const SNAPSHOT_PROGRESS_LOG_INTERVAL_MS = 5_000;
@@ -116,12 +124,21 @@ export class ReplicationClient {
     // The config module validated every upstream address with the same parser at start-up.
     const { host, port } = parseHostPort(address, 'upstream');
     const clock = this.options.clock;
-    const socket = net.connect({ host, port, noDelay: true });
+    const material = this.options.tls?.();
+    const socket =
+      material === undefined
+        ? net.connect({ host, port, noDelay: true })
+        : // SNI carries host names only; an IP address is checked against the certificate's IP entries all the same.
+          tls.connect({ host, port, servername: net.isIP(host) === 0 ? host : undefined, ...clientTlsOptions(material) });
+    if (material !== undefined) socket.setNoDelay(true);
     this.sockets.set(connId, socket);
     let failure = 'connection closed';
-    socket.on('connect', () => this.perform(this.downstream.connected(clock.monotonicMs(), connId)));
+    socket.on(material === undefined ? 'connect' : 'secureConnect', () => this.perform(this.downstream.connected(clock.monotonicMs(), connId)));
     socket.on('data', (chunk: Buffer) => this.perform(this.downstream.receive(clock.monotonicMs(), connId, chunk)));
-    socket.on('error', (error) => (failure = error.message));
+    socket.on('error', (error: Error & { code?: string }) => {
+      const hint = tlsErrorHint(error, material !== undefined);
+      failure = hint === undefined ? error.message : `${error.message}: ${hint}`;
+    });
     socket.on('close', () => {
       if (this.sockets.get(connId) !== socket) return;
       this.sockets.delete(connId);

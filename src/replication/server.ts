@@ -5,12 +5,18 @@
  *
  * Sockets are bounded by the machines' flow control: a session never has more than the window unacknowledged, so a
  * stalled child costs at most the window in socket buffers before it is closed for not acknowledging.
+ *
+ * With TLS (src/net/tls.ts) the port is mutual TLS: the first byte of a connection must start a TLS handshake (else a
+ * plaintext REFUSE UNAUTHENTICATED says how to configure the child), and the child's certificate must verify against
+ * the cluster CA (else a REFUSE UNAUTHENTICATED over TLS names the reason). Without TLS, a child that starts a TLS
+ * handshake is counted and closed; its own error says that the upstream does not serve TLS.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import { TickTimer, type Clock } from '../clock/index.js';
 import type { EncodedEntry } from '../log/index.js';
 import type { Logger } from '../logging/index.js';
-import { AddressSlots, addressKey } from '../net/index.js';
+import { AddressSlots, TLS_HANDSHAKE_BYTE, addressKey, peerCertificate, serverTlsOptions, sniffTls, tlsFailureMessage, tlsFailureReason, type TlsMaterial } from '../net/index.js';
 import { REPLICATION_LIMITS, type ReplicationLimits } from './limits.js';
 import { encodeMessage, type Heartbeat } from './protocol.js';
 import type { LogSource } from './source.js';
@@ -31,6 +37,10 @@ export interface ReplicationServerOptions {
   readonly limits?: ReplicationLimits;
   /** Children beyond this many are refused (each costs a socket, a file descriptor and a window of buffers). */
   readonly childrenMax: number;
+  /** Serve mutual TLS with these credentials (reload with `setTls`); undefined: plaintext. */
+  readonly tls?: TlsMaterial;
+  /** A connection refused for TLS (wrong protocol, failed handshake, untrusted certificate): the node counts and logs it. */
+  readonly onTlsRejected?: (reason: string, remote: string, message: string) => void;
 }
 
 interface ChildSession {
@@ -52,13 +62,81 @@ export class ReplicationServer {
   private readonly server: net.Server;
   private readonly sessions = new Set<ChildSession>();
   private readonly addressSlots: AddressSlots;
+  /** Does the TLS handshakes of sockets the plain listener accepted; never listens itself. */
+  private readonly tlsServer: tls.Server | undefined;
+  /** Sockets between accept and their first bytes (closed with the server). */
+  private readonly handshaking = new Set<net.Socket>();
   private closing = false;
 
   constructor(options: ReplicationServerOptions) {
     this.options = options;
     this.limits = options.limits ?? REPLICATION_LIMITS;
     this.addressSlots = new AddressSlots(this.limits.childrenPerAddressMax);
-    this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    if (options.tls === undefined) {
+      this.tlsServer = undefined;
+      this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+      return;
+    }
+    const tlsServer = new tls.Server({ ...serverTlsOptions(options.tls), handshakeTimeout: this.limits.handshakeTimeoutMs });
+    this.tlsServer = tlsServer;
+    tlsServer.on('secureConnection', (socket: tls.TLSSocket) => this.secured(socket));
+    tlsServer.on('tlsClientError', (error: Error & { code?: string }, socket: tls.TLSSocket) => {
+      const reason = tlsFailureReason(error);
+      this.tlsRejected(reason, socket, tlsFailureMessage(reason, error));
+      socket.destroy();
+    });
+    this.server = net.createServer({ noDelay: true }, (socket) => this.handshake(socket, tlsServer));
+  }
+
+  /** New credentials for new handshakes; open sessions keep theirs. */
+  setTls(material: TlsMaterial): void {
+    this.tlsServer?.setSecureContext(serverTlsOptions(material));
+  }
+
+  private tlsRejected(reason: string, socket: net.Socket, message: string): void {
+    const remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    this.options.onTlsRejected?.(reason, remote, message);
+  }
+
+  /** Mutual TLS: the first bytes and then the handshake, each within the handshake timeout, then the session. */
+  private handshake(socket: net.Socket, tlsServer: tls.Server): void {
+    this.handshaking.add(socket);
+    socket.on('close', () => this.handshaking.delete(socket));
+    socket.on('error', () => socket.destroy());
+    const timer = this.options.clock.setTimeout(() => {
+      if (this.handshaking.has(socket)) socket.destroy();
+    }, this.limits.handshakeTimeoutMs);
+    sniffTls(socket, (isTls) => {
+      timer.cancel();
+      this.handshaking.delete(socket);
+      if (isTls) {
+        tlsServer.emit('connection', socket);
+        return;
+      }
+      this.tlsRejected('not_tls', socket, 'a plaintext child on the TLS replication port');
+      const message = 'this upstream requires mutual TLS: start the replica with --tls-cert, --tls-key and --tls-ca (a certificate signed by the cluster CA)';
+      this.refuse(socket, message);
+    });
+  }
+
+  /** The TLS handshake is done: the child's certificate must be signed by the cluster CA. */
+  private secured(socket: tls.TLSSocket): void {
+    const certificate = peerCertificate(socket);
+    if (certificate.name === undefined) {
+      const why = certificate.error ?? 'no client certificate';
+      this.tlsRejected(why === 'CERT_HAS_EXPIRED' ? 'certificate_expired' : why === 'no client certificate' ? 'no_certificate' : 'untrusted_certificate', socket, `child certificate rejected: ${why}`);
+      this.refuse(socket, `your certificate was rejected (${why}): a replica must present a certificate signed by the cluster CA (--tls-cert, --tls-key)`);
+      return;
+    }
+    this.accept(socket, certificate.name);
+  }
+
+  /** Sends a REFUSE UNAUTHENTICATED and closes once it is flushed (or after CLOSE_FLUSH_MS). */
+  private refuse(socket: net.Socket, message: string): void {
+    socket.resume();
+    socket.end(encodeMessage({ type: 'refuse', reason: 'UNAUTHENTICATED', message }));
+    socket.setTimeout(CLOSE_FLUSH_MS, () => socket.destroy());
+    socket.on('error', () => socket.destroy());
   }
 
   listen(host: string, port: number): Promise<void> {
@@ -102,6 +180,8 @@ export class ReplicationServer {
   async close(): Promise<void> {
     this.closing = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const socket of this.handshaking) socket.destroy();
+    this.handshaking.clear();
     const nowMs = this.options.clock.monotonicMs();
     for (const session of [...this.sessions]) {
       session.upstream.closed(nowMs);
@@ -112,7 +192,8 @@ export class ReplicationServer {
     await closed;
   }
 
-  private accept(socket: net.Socket): void {
+  /** `peer` is the verified certificate's subject under TLS (logged with the session). */
+  private accept(socket: net.Socket, peer?: string): void {
     const remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
     const address = addressKey(socket.remoteAddress);
     let reason: string | undefined;
@@ -145,7 +226,19 @@ export class ReplicationServer {
       timer: new TickTimer(clock, () => this.perform(session, upstream.tick(clock.monotonicMs()))),
     };
     this.sessions.add(session);
-    socket.on('data', (chunk: Buffer) => this.perform(session, upstream.receive(clock.monotonicMs(), chunk)));
+    if (peer !== undefined) this.options.logger.log('debug', 'child authenticated', { remote, certificate: peer });
+    if (this.tlsServer === undefined) {
+      // A child configured for TLS: its handshake would otherwise read as an absurd frame length.
+      socket.once('data', (chunk: Buffer) => {
+        if (chunk[0] !== TLS_HANDSHAKE_BYTE || !this.sessions.has(session)) return;
+        this.tlsRejected('tls_on_plaintext', socket, 'a TLS handshake on the plaintext replication port');
+        this.drop(session);
+        socket.destroy();
+      });
+    }
+    socket.on('data', (chunk: Buffer) => {
+      if (this.sessions.has(session)) this.perform(session, upstream.receive(clock.monotonicMs(), chunk));
+    });
     socket.on('error', (error) => this.options.logger.log('debug', 'child socket error', { remote, error: error.message }));
     socket.on('close', () => {
       if (!this.sessions.has(session)) return;

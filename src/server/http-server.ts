@@ -2,11 +2,13 @@
  * The node's HTTP server: `node:http` with every timeout and size limit set, and malformed requests answered with a
  * JSON error instead of a dropped socket. (No framework: routing is a map lookup, see docs/decisions.)
  */
-import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { ERROR_STATUS, type ErrorCode } from '../errors/index.js';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { systemClock, type Clock } from '../clock/index.js';
-import { AddressSlots, addressKey } from '../net/index.js';
+import { AddressSlots, TLS_HANDSHAKE_BYTE, addressKey, peerCertificate, serverTlsOptions, sniffTls, tlsFailureMessage, tlsFailureReason, type TlsMaterial } from '../net/index.js';
 import { HTTP_CONNECTIONS_MAX, HTTP_HEADERS_TIMEOUT_MS, HTTP_KEEP_ALIVE_TIMEOUT_MS, HTTP_REQUEST_TIMEOUT_MS } from '../limits.js';
 import { errorBody } from './http-io.js';
 
@@ -47,13 +49,33 @@ export const HTTP_LIMITS: HttpLimits = Object.freeze({
   forwardedWriteWaitMs: 30_000,
 });
 
+/** TLS of the HTTP port (src/net/tls.ts). */
+export interface HttpSecurity {
+  /** Serve HTTPS with these credentials (at start; reloads go through setSecureContext); undefined: plaintext HTTP. */
+  readonly tls: TlsMaterial | undefined;
+  /** A connection that failed for TLS: a handshake, plaintext on the TLS port, a TLS client on the plaintext port. */
+  readonly onRejected: (reason: string, remote: string, message: string) => void;
+}
+
+/** The answer to plaintext HTTP on the TLS port, in plaintext, so that curl or a browser shows what to do. */
+const PLAINTEXT_ON_TLS_MESSAGE = 'this port serves HTTPS: use an https:// URL and trust the cluster CA (curl --cacert CA.pem, mercury --ca CA.pem)';
+
+/** How long an answer to a peer that used the wrong protocol may take to flush before the socket is destroyed. */
+const WRONG_PROTOCOL_FLUSH_MS = 1_000;
+
+/**
+ * The node's HTTP server; with `tls`, an HTTPS server (an https.Server is an http.Server on TLS sockets: the same
+ * methods and events, so it is returned as one). Reload its certificate with `setSecureContext(serverTlsOptions(m))`.
+ */
 export function createHttpServer(
   handler: (req: IncomingMessage, res: ServerResponse) => void,
   limits: HttpLimits = HTTP_LIMITS,
   clock: Clock = systemClock,
+  security?: HttpSecurity,
 ): Server {
+  const tls = security?.tls;
   const { headersTimeoutMs, requestTimeoutMs } = limits;
-  const server = createServer(
+  const options: ServerOptions =
     {
       headersTimeout: headersTimeoutMs,
       requestTimeout: requestTimeoutMs,
@@ -65,8 +87,9 @@ export function createHttpServer(
       noDelay: true,
       // node:http's own check answers an HTTP/1.1 request without Host with an empty, non-JSON 400; do it below instead.
       requireHostHeader: false,
-    },
-    (req, res) => {
+    };
+  const listener = (req: IncomingMessage, res: ServerResponse): void => {
+      if (security?.tls !== undefined && untrustedClientCertificate(req, res, security.onRejected)) return;
       if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
         const body = JSON.stringify(errorBody('BAD_REQUEST', 'an HTTP/1.1 request needs a Host header'));
         res.writeHead(400, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), connection: 'close' });
@@ -74,8 +97,9 @@ export function createHttpServer(
         return;
       }
       handler(req, res);
-    },
-  );
+    };
+  const server = tls === undefined ? createServer(options, listener) : (createHttpsServer({ ...options, ...serverTlsOptions(tls) }, listener) as unknown as Server);
+  if (security?.tls !== undefined) serveTlsOnly(server, security.onRejected, clock);
   server.maxConnections = limits.connectionsMax;
   const slots = new AddressSlots(limits.connectionsPerAddressMax);
   // Nothing is kept per connection but its slot: every idle watcher is one of these connections. The close listener
@@ -109,8 +133,16 @@ export function createHttpServer(
       socket.destroy();
       return;
     }
+    // A TLS handshake sent to this plaintext port: its bytes are no HTTP method. Counted apart, so an operator sees
+    // clients configured for TLS against a node without it.
+    const tlsOnPlaintext = tls === undefined && (error as { rawPacket?: Buffer }).rawPacket?.[0] === TLS_HANDSHAKE_BYTE;
+    // The plaintext answer below still goes out: the client's TLS layer reads it as a record of a wrong version
+    // (ERR_SSL_WRONG_VERSION_NUMBER), which says exactly that this port does not speak TLS.
+    if (tlsOnPlaintext) security?.onRejected('tls_on_plaintext', addressKey(socket.remoteAddress), 'a TLS handshake on the plaintext HTTP port');
     const [code, message]: [ErrorCode, string] =
-      error.code === 'HPE_HEADER_OVERFLOW'
+      tlsOnPlaintext
+        ? ['BAD_REQUEST', 'this port serves plain HTTP, not TLS: use an http:// URL, or start the node with --tls-cert, --tls-key and --tls-ca']
+        : error.code === 'HPE_HEADER_OVERFLOW'
         ? ['HEADERS_TOO_LARGE', 'request headers are too large (16 KiB at most)']
         : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
           ? ['REQUEST_TIMEOUT', 'the request was not received in time; send headers and body promptly']
@@ -129,4 +161,50 @@ export function createHttpServer(
     res.end(body);
   });
   return server;
+}
+
+/**
+ * Makes an HTTPS server answer plaintext HTTP with a plaintext 400 that says to use https (instead of a reset), and
+ * report failed handshakes. The TLS server's own connection listener runs only once the first byte shows a handshake.
+ */
+function serveTlsOnly(server: Server, onRejected: HttpSecurity['onRejected'], clock: Clock): void {
+  const tlsListeners = server.listeners('connection') as ((socket: Socket) => void)[];
+  server.removeAllListeners('connection');
+  server.on('connection', (socket: Socket) => {
+    sniffTls(socket, (isTls) => {
+      if (isTls) {
+        for (const tlsListener of tlsListeners) tlsListener.call(server, socket);
+        return;
+      }
+      const remote = addressKey(socket.remoteAddress);
+      onRejected('not_tls', remote, 'plaintext HTTP on the HTTPS port');
+      const body = JSON.stringify(errorBody('BAD_REQUEST', PLAINTEXT_ON_TLS_MESSAGE));
+      socket.resume();
+      socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      clock.setTimeout(() => socket.destroy(), WRONG_PROTOCOL_FLUSH_MS);
+    });
+  });
+  server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
+    // The remote address is gone once the handshake failed (the socket is already destroyed): '?' then.
+    const reason = tlsFailureReason(error);
+    onRejected(reason, addressKey(socket.remoteAddress), tlsFailureMessage(reason, error));
+    socket.destroy();
+  });
+}
+
+/**
+ * A client certificate that was presented but did not verify against the CA is answered 401 on every request of its
+ * connection: the client meant to identify itself and must learn that it did not. (No certificate is fine: client
+ * certificates are optional on HTTP.)
+ */
+function untrustedClientCertificate(req: IncomingMessage, res: ServerResponse, onRejected: HttpSecurity['onRejected']): boolean {
+  const { error } = peerCertificate(req.socket as TLSSocket);
+  if (error === undefined) return false;
+  onRejected(error === 'CERT_HAS_EXPIRED' ? 'certificate_expired' : 'untrusted_certificate', addressKey(req.socket.remoteAddress), `client certificate: ${error}`);
+  const body = JSON.stringify(
+    errorBody('UNAUTHENTICATED', `the client certificate was rejected (${error}): present one signed by the cluster CA (mercury --cert/--key), or none`),
+  );
+  res.writeHead(401, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), connection: 'close' });
+  res.end(body);
+  return true;
 }

@@ -1,4 +1,4 @@
 export { createApiHandler } from './api.js';
 export type { NodeApi } from './api.js';
 export { HTTP_LIMITS, createHttpServer } from './http-server.js';
-export type { HttpLimits } from './http-server.js';
+export type { HttpLimits, HttpSecurity } from './http-server.js';

@@ -38,7 +38,7 @@ export interface ServeProcess {
   readonly exited: Promise<number | string>;
 }
 
-const LISTENING = /mercury node listening on (http:\/\/\S+) replication (\S+)/;
+const LISTENING = /mercury node listening on (https?:\/\/\S+) replication (\S+)/;
 
 /**
  * Starts `mercury serve --data-dir DIR --listen 127.0.0.1:0` and resolves once it prints its URL. Extra arguments

@@ -1,0 +1,96 @@
+/**
+ * Certificates for a Mercury cluster, made with Debian's `openssl` command (docs/dependencies.md says why not an npm
+ * library): a cluster CA, and certificates it signs for nodes and clients. The demo (`npm start`) and the tests use
+ * it; production clusters bring certificates from their own PKI.
+ *
+ * Keys are ECDSA P-256 (fast to make and to handshake with). Every certificate carries both extended key usages,
+ * serverAuth and clientAuth: a node is a TLS server for its children and HTTP clients, and a TLS client of its
+ * upstream (mutual TLS) and of the root's HTTP API (write forwarding). Key files are written 0600.
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { join } from 'node:path';
+
+export interface CertificateFiles {
+  /** PEM certificate. */
+  readonly certPath: string;
+  /** PEM private key (0600). */
+  readonly keyPath: string;
+}
+
+export interface IssueOptions {
+  /** Subject CN: the name an HTTP client certificate maps to (src/auth), and how logs name a peer. */
+  readonly commonName: string;
+  /** Host names and IP addresses the certificate is valid for (subjectAltName); empty for a client certificate. */
+  readonly hosts?: readonly string[];
+  /** Validity in days from now; negative makes a certificate that has already expired (tests). */
+  readonly days?: number;
+}
+
+const DAYS_DEFAULT = 825;
+
+function openssl(args: readonly string[]): void {
+  try {
+    execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (error) {
+    const failure = error as NodeJS.ErrnoException & { stderr?: Buffer };
+    if (failure.code === 'ENOENT') throw new Error('the openssl command is not installed; install it (Debian: apt-get install openssl) to make certificates');
+    throw new Error(`openssl ${args[0]} failed: ${failure.stderr?.toString().trim() ?? failure.message}`);
+  }
+}
+
+function keyArgs(keyPath: string): string[] {
+  return ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', keyPath];
+}
+
+/** A self-signed CA (`name`.pem and `name`-key.pem in `dir`). */
+export function createCertificateAuthority(dir: string, name: string, commonName = `${name} CA`, days = DAYS_DEFAULT): CertificateFiles {
+  mkdirSync(dir, { recursive: true });
+  const files = { certPath: join(dir, `${name}.pem`), keyPath: join(dir, `${name}-key.pem`) };
+  const ca = ['-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'];
+  openssl(['req', '-x509', ...keyArgs(files.keyPath), '-out', files.certPath, '-days', String(days), '-subj', `/CN=${commonName}`, '-config', emptyConfig(dir), ...ca]);
+  chmodSync(files.keyPath, 0o600);
+  return files;
+}
+
+/** `openssl req` insists on a config file: a minimal one keeps the system's defaults (and their extensions) out. */
+function emptyConfig(dir: string): string {
+  const path = join(dir, 'openssl.cnf');
+  if (!existsSync(path)) writeFileSync(path, '[req]\ndistinguished_name=dn\n[dn]\n');
+  return path;
+}
+
+/** A certificate signed by `ca` (`name`.pem and `name`-key.pem in `dir`). */
+export function issueCertificate(ca: CertificateFiles, dir: string, name: string, options: IssueOptions): CertificateFiles {
+  mkdirSync(dir, { recursive: true });
+  const files = { certPath: join(dir, `${name}.pem`), keyPath: join(dir, `${name}-key.pem`) };
+  const csrPath = join(dir, `${name}.csr`);
+  const extPath = join(dir, `${name}.ext`);
+  const hosts = options.hosts ?? [];
+  const altNames = hosts.map((host) => (isIP(host) === 0 ? `DNS:${host}` : `IP:${host}`));
+  writeFileSync(
+    extPath,
+    [
+      'basicConstraints=critical,CA:FALSE',
+      'keyUsage=critical,digitalSignature',
+      'extendedKeyUsage=serverAuth,clientAuth',
+      ...(altNames.length > 0 ? [`subjectAltName=${altNames.join(',')}`] : []),
+    ].join('\n') + '\n',
+  );
+  openssl(['req', ...keyArgs(files.keyPath), '-out', csrPath, '-subj', `/CN=${options.commonName}`, '-config', emptyConfig(dir)]);
+  // A random serial: two certificates for the same name (a reload in a test, a re-issued node certificate) differ.
+  openssl(['x509', '-req', '-in', csrPath, '-CA', ca.certPath, '-CAkey', ca.keyPath, '-set_serial', `0x${randomSerialHex()}`, '-days', String(options.days ?? DAYS_DEFAULT), '-extfile', extPath, '-out', files.certPath]);
+  rmSync(csrPath, { force: true });
+  rmSync(extPath, { force: true });
+  chmodSync(files.keyPath, 0o600);
+  return files;
+}
+
+/** 16 random bytes with the top bit clear (a serial is a positive integer). */
+function randomSerialHex(): string {
+  const bytes = randomBytes(16);
+  bytes[0] = bytes[0]! & 0x7f;
+  return bytes.toString('hex');
+}

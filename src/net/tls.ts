@@ -1,0 +1,248 @@
+/**
+ * TLS for every listener and outgoing connection of a node, from one set of files (`--tls-cert`, `--tls-key`,
+ * `--tls-ca`):
+ *
+ * - The HTTP API and its watch WebSocket are served over TLS (https, wss). Client certificates are asked for and
+ *   optional: one verified against the CA names the caller (`clientCertificateName`, which src/auth maps to a
+ *   principal); one that fails verification gets 401 for every request on its connection.
+ * - Replication is mutual TLS: a child must present a certificate the CA signed (else a REFUSE frame saying why),
+ *   and it checks its upstream's certificate against the CA and against the address it dialled.
+ * - Write forwarding to the upstream's HTTP API uses the same CA and presents the node's certificate.
+ *
+ * The files are read once at start and again when they change (polled on the clock, which also catches Kubernetes'
+ * symlink swaps that fs.watch misses) or when the operator sends SIGHUP. A reload that fails (a half-written file, a
+ * key that does not match its certificate) keeps the previous credentials and says so; open connections are never
+ * dropped: servers take the new context for new handshakes (tls.Server#setSecureContext), clients for new connections.
+ *
+ * Sniffing: a TLS handshake starts with the record type byte 0x16, which neither a plaintext HTTP request (a method
+ * name) nor a replication frame (src/replication/protocol.ts: a length prefix far below 0x16000000) can start with.
+ * Each listener reads the first byte of a connection and answers a peer that uses the wrong protocol in that
+ * peer's own protocol, so both ends get a message that names the fix.
+ */
+import { X509Certificate } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
+import { isIP, type Socket } from 'node:net';
+import { createSecureContext, type TLSSocket, type TlsOptions } from 'node:tls';
+import type { Clock, TimerHandle } from '../clock/index.js';
+import { MercuryError } from '../errors/index.js';
+import type { Logger } from '../logging/index.js';
+
+/** The three files of `--tls-cert`, `--tls-key` and `--tls-ca`. */
+export interface TlsPaths {
+  readonly certPath: string;
+  readonly keyPath: string;
+  readonly caPath: string;
+}
+
+/** The contents of the files, as one consistent set: every connection uses one such object from start to end. */
+export interface TlsMaterial {
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  readonly ca: Buffer;
+  /** The certificate's subject CN and expiry, for logs and status. */
+  readonly subject: string;
+  readonly validToMs: number;
+}
+
+/** How often the files are checked for a change. Cheap (three stat calls); a rotated certificate is live within it. */
+export const TLS_RELOAD_POLL_MS = 2_000;
+
+/** The first byte of every TLS connection: a handshake record. */
+export const TLS_HANDSHAKE_BYTE = 0x16;
+
+const TLS_MIN_VERSION = 'TLSv1.2';
+
+/** Reads and checks the files; a bad one is CONFIG_INVALID naming the flag and the file. */
+export function readTlsMaterial(paths: TlsPaths): TlsMaterial {
+  const read = (flag: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (error) {
+      throw new MercuryError('CONFIG_INVALID', `${flag} ${path} cannot be read: ${(error as Error).message}`);
+    }
+  };
+  const cert = read('--tls-cert', paths.certPath);
+  const key = read('--tls-key', paths.keyPath);
+  const ca = read('--tls-ca', paths.caPath);
+  let certificate: X509Certificate;
+  try {
+    certificate = new X509Certificate(cert);
+    new X509Certificate(ca);
+  } catch (error) {
+    throw new MercuryError('CONFIG_INVALID', `--tls-cert ${paths.certPath} or --tls-ca ${paths.caPath} is not a PEM certificate: ${(error as Error).message}`);
+  }
+  try {
+    // Fails on a key that does not match the certificate, or a file that is not PEM.
+    createSecureContext({ cert, key, ca });
+  } catch (error) {
+    throw new MercuryError('CONFIG_INVALID', `--tls-key ${paths.keyPath} does not go with --tls-cert ${paths.certPath}: ${(error as Error).message}`);
+  }
+  const subject = /(?:^|\n)CN=([^\n]*)/.exec(certificate.subject)?.[1] ?? certificate.subject;
+  return Object.freeze({ cert, key, ca, subject, validToMs: Date.parse(certificate.validTo) });
+}
+
+/** What a node's TLS servers are given: client certificates asked for, checked by the listener (see the header). */
+export function serverTlsOptions(material: TlsMaterial): TlsOptions {
+  return { cert: material.cert, key: material.key, ca: material.ca, requestCert: true, rejectUnauthorized: false, minVersion: TLS_MIN_VERSION };
+}
+
+/** What a node's outgoing connections (replication, forwarding) are given: its own certificate, and the CA. */
+export function clientTlsOptions(material: TlsMaterial): { readonly cert: Buffer; readonly key: Buffer; readonly ca: Buffer; readonly minVersion: 'TLSv1.2' } {
+  return { cert: material.cert, key: material.key, ca: material.ca, minVersion: TLS_MIN_VERSION };
+}
+
+/**
+ * A node's TLS files, reloaded when they change. `current` is what new connections use; listeners registered with
+ * `onReload` (the servers' setSecureContext) hear of each successful reload.
+ */
+export class TlsCredentials {
+  private material: TlsMaterial;
+  private stamp: string;
+  private timer: TimerHandle | undefined;
+  private readonly listeners: ((material: TlsMaterial) => void)[] = [];
+  reloads = 0;
+  reloadFailures = 0;
+
+  constructor(
+    readonly paths: TlsPaths,
+    private readonly logger: Logger,
+  ) {
+    this.stamp = this.fileStamp();
+    this.material = readTlsMaterial(paths);
+  }
+
+  current(): TlsMaterial {
+    return this.material;
+  }
+
+  onReload(listener: (material: TlsMaterial) => void): void {
+    this.listeners.push(listener);
+  }
+
+  /** Polls the files every `intervalMs` and reloads when one changed. */
+  watch(clock: Clock, intervalMs = TLS_RELOAD_POLL_MS): void {
+    this.timer?.cancel();
+    this.timer = clock.setInterval(() => {
+      const stamp = this.fileStamp();
+      if (stamp !== this.stamp) this.reload('files changed');
+    }, intervalMs);
+  }
+
+  /** Reads the files again (SIGHUP, a change seen by `watch`). False, and the old credentials kept, when they are bad. */
+  reload(why: string): boolean {
+    this.stamp = this.fileStamp();
+    let material: TlsMaterial;
+    try {
+      material = readTlsMaterial(this.paths);
+    } catch (error) {
+      this.reloadFailures++;
+      this.logger.log('error', 'TLS reload failed; still using the previous certificate', { why, error: (error as Error).message });
+      return false;
+    }
+    this.material = material;
+    this.reloads++;
+    for (const listener of this.listeners) listener(material);
+    this.logger.log('info', 'TLS certificate reloaded', { why, subject: material.subject, validTo: new Date(material.validToMs).toISOString() });
+    return true;
+  }
+
+  close(): void {
+    this.timer?.cancel();
+    this.timer = undefined;
+  }
+
+  /** Size, mtime and inode of each file (a changed inode is a symlink or rename swap). */
+  private fileStamp(): string {
+    return [this.paths.certPath, this.paths.keyPath, this.paths.caPath]
+      .map((path) => {
+        try {
+          const stat = statSync(path);
+          return `${stat.ino}:${stat.size}:${stat.mtimeMs}`;
+        } catch {
+          return 'missing';
+        }
+      })
+      .join('|');
+  }
+}
+
+/** Loopback addresses and `localhost`: where plaintext and no authentication are allowed without `--insecure`. */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
+  if (bare === 'localhost' || bare === '::1') return true;
+  if (bare.startsWith('::ffff:')) return isLoopbackHost(bare.slice('::ffff:'.length));
+  return isIP(bare) === 4 && bare.startsWith('127.');
+}
+
+/**
+ * Calls `then(firstByteIsTls)` once the first bytes of `socket` arrived, and leaves them unread for whoever takes
+ * the socket next (a TLS socket wrapping it reads what the stream holds). Nothing happens if the socket closes first.
+ */
+export function sniffTls(socket: Socket, then: (tls: boolean) => void): void {
+  socket.once('data', (chunk: Buffer) => {
+    socket.pause();
+    socket.unshift(chunk);
+    then(chunk[0] === TLS_HANDSHAKE_BYTE);
+  });
+}
+
+/**
+ * The verified client certificate's subject CN on a TLS socket, `undefined` without one; `error` says why a
+ * certificate that was presented is not trusted (the OpenSSL code: CERT_HAS_EXPIRED, UNABLE_TO_VERIFY_LEAF_SIGNATURE).
+ */
+export function peerCertificate(socket: TLSSocket): PeerCertificate {
+  let peer = peerCertificates.get(socket);
+  if (peer === undefined) {
+    peer = readPeerCertificate(socket);
+    peerCertificates.set(socket, peer);
+  }
+  return peer;
+}
+
+export interface PeerCertificate {
+  readonly name: string | undefined;
+  readonly error: string | undefined;
+}
+
+/** Read once per connection: the certificate cannot change within one, and getPeerCertificate builds a new object each call. */
+const peerCertificates = new WeakMap<TLSSocket, PeerCertificate>();
+
+function readPeerCertificate(socket: TLSSocket): PeerCertificate {
+  const certificate = socket.getPeerCertificate();
+  const presented = certificate !== null && typeof certificate === 'object' && Object.keys(certificate).length > 0;
+  if (!presented) return { name: undefined, error: undefined };
+  if (!socket.authorized) return { name: undefined, error: String(socket.authorizationError ?? 'not verified') };
+  // A subject with several CNs gives an array at run time, whatever the type says.
+  const cn: unknown = certificate.subject?.CN;
+  return { name: Array.isArray(cn) ? String(cn[0]) : typeof cn === 'string' ? cn : undefined, error: undefined };
+}
+
+/**
+ * The subject CN of the verified client certificate this request came with (TLS only), or undefined: no TLS, no
+ * certificate, or one the CA did not sign. src/auth maps it to a principal; nothing else may trust a peer's name.
+ */
+export function clientCertificateName(req: IncomingMessage): string | undefined {
+  const socket = req.socket as TLSSocket;
+  return socket.encrypted === true ? peerCertificate(socket).name : undefined;
+}
+
+/** What a node logs for a failed handshake: the error, and for the common case of an abort, its likely cause. */
+export function tlsFailureMessage(reason: string, error: Error): string {
+  if (reason !== 'aborted') return `TLS handshake failed: ${error.message}`;
+  return `the peer closed the connection during the TLS handshake (${error.message}); a client that does not trust this node's certificate does that: it must use the cluster CA`;
+}
+
+/** A short, stable label for a failed TLS handshake (metrics), from the error OpenSSL gave. */
+export function tlsFailureReason(error: Error & { code?: string }): string {
+  const text = `${error.code ?? ''} ${error.message}`.toLowerCase();
+  if (text.includes('unknown ca') || text.includes('unable to verify') || text.includes('self-signed') || text.includes('self signed')) return 'untrusted_certificate';
+  if (text.includes('expired')) return 'certificate_expired';
+  if (text.includes('http request') || text.includes('wrong version number') || text.includes('unknown protocol')) return 'not_tls';
+  if (text.includes('bad certificate') || text.includes('certificate')) return 'bad_certificate';
+  // Node's TLS client closes without an alert when it does not trust the server's certificate: this is what a client
+  // without the cluster CA looks like from the server (and also any peer that goes away mid-handshake).
+  if (text.includes('econnreset') || text.includes('socket hang up')) return 'aborted';
+  if (text.includes('timeout')) return 'timeout';
+  return 'handshake_failed';
+}
