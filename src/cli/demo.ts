@@ -2,11 +2,16 @@
  * `mercury demo`: a root and a few replicas on this machine, each a real `mercury serve` process with its own data
  * directory, in a two-level tree (root -> 2 intermediates -> leaves, every leaf listing the root as its fallback).
  * It prints the URLs and commands to try, forwards Ctrl-C to every node, and leaves the data for the next run.
+ *
+ * The tree runs with TLS, as a real one should: a demo CA, a certificate per node and a client certificate are made
+ * with openssl in DIR/tls on the first run and kept for the next ones (so a MERCURY_CA exported once stays valid).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { NodeClient, type ClientTls } from '../client/index.js';
+import { createCertificateAuthority, issueCertificate, type CertificateFiles } from '../net/tls-certs.js';
 
 const CLI_PATH = fileURLToPath(new URL('./main.js', import.meta.url));
 const START_TIMEOUT_MS = 20_000;
@@ -21,10 +26,37 @@ interface DemoNode {
   readonly upstreams: readonly string[];
 }
 
-function startNode(dir: string, name: string, port: number, upstreams: readonly string[]): Promise<DemoNode> {
+/** The demo's certificates, made on the first run: the CA, and one certificate per name (127.0.0.1 and localhost). */
+class DemoCertificates {
+  readonly dir: string;
+  readonly ca: CertificateFiles;
+
+  constructor(demoDir: string) {
+    this.dir = join(demoDir, 'tls');
+    this.ca = existsSync(join(this.dir, 'ca.pem')) ? this.files('ca') : createCertificateAuthority(this.dir, 'ca', 'Mercury demo CA');
+  }
+
+  /** `name`.pem and `name`-key.pem, issued by the demo CA unless they exist. */
+  certificate(name: string): CertificateFiles {
+    if (existsSync(join(this.dir, `${name}.pem`))) return this.files(name);
+    return issueCertificate(this.ca, this.dir, name, { commonName: name, hosts: ['127.0.0.1', 'localhost'] });
+  }
+
+  clientTls(): ClientTls {
+    return { ca: readFileSync(this.ca.certPath) };
+  }
+
+  private files(name: string): CertificateFiles {
+    return { certPath: join(this.dir, `${name}.pem`), keyPath: join(this.dir, `${name}-key.pem`) };
+  }
+}
+
+function startNode(dir: string, certificates: DemoCertificates, name: string, port: number, upstreams: readonly string[]): Promise<DemoNode> {
   const dataDir = join(dir, name);
   mkdirSync(dataDir, { recursive: true });
+  const certificate = certificates.certificate(name);
   const args = [CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, '--replication-listen', `127.0.0.1:${port + 1}`];
+  args.push('--tls-cert', certificate.certPath, '--tls-key', certificate.keyPath, '--tls-ca', certificates.ca.certPath);
   if (upstreams.length > 0) args.push('--upstream', upstreams.join(','));
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stderr.pipe(createWriteStream(join(dir, `${name}.log`), { flags: 'a' }));
@@ -46,10 +78,11 @@ function startNode(dir: string, name: string, port: number, upstreams: readonly 
 }
 
 /** Waits until a replica streams from an upstream, so that its own children find a node with a dataset. */
-async function waitStreaming(node: DemoNode): Promise<void> {
+async function waitStreaming(node: DemoNode, tls: ClientTls): Promise<void> {
   const deadline = Date.now() + START_TIMEOUT_MS;
+  const client = new NodeClient(node.url, undefined, tls);
   while (Date.now() < deadline) {
-    const status = (await fetch(`${node.url}/v1/status`).then((response) => response.json())) as { replication?: { phase?: string } };
+    const status = (await client.status()) as { replication?: { phase?: string } };
     if (status.replication?.phase === 'streaming') return;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
@@ -68,33 +101,41 @@ export async function demoCommand(dir: string, replicas: number): Promise<void> 
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  const certificates = new DemoCertificates(dir);
+  const tls = certificates.clientTls();
   try {
-    const root = await startNode(dir, 'root', DEMO_BASE_PORT, []);
+    const root = await startNode(dir, certificates, 'root', DEMO_BASE_PORT, []);
     nodes.push(root);
     // The first two replicas hang off the root; the rest alternate under those two, with the root as fallback.
     for (let i = 1; i <= replicas; i++) {
       const parent = i <= 2 ? root : nodes[1 + ((i - 1) % 2)]!;
       const upstreams = parent === root ? [root.replication] : [parent.replication, root.replication];
-      const node = await startNode(dir, `replica-${i}`, DEMO_BASE_PORT + 2 * i, upstreams);
+      const node = await startNode(dir, certificates, `replica-${i}`, DEMO_BASE_PORT + 2 * i, upstreams);
       nodes.push(node);
-      await waitStreaming(node);
+      await waitStreaming(node, tls);
     }
   } catch (error) {
     stopAll();
     throw error;
   }
   const leaf = nodes[nodes.length - 1]!;
+  const client = certificates.certificate('client');
+  const ca = certificates.ca.certPath;
   const lines = [
     '',
     `Mercury demo: ${nodes.length} nodes, data and logs in ${dir}`,
     '',
     ...nodes.map((node) => `  ${node.name.padEnd(11)} ${node.url}   replication ${node.replication}${node.upstreams.length > 0 ? `   upstreams ${node.upstreams.join(', ')}` : '   (root)'}`),
     '',
+    `Every node serves TLS (https, wss, mutual TLS between nodes) with certificates from the demo CA in ${certificates.dir}.`,
     'Try, in another terminal:',
+    `  export MERCURY_CA=${ca}                      # or --ca on each command`,
     `  node dist/src/cli/main.js put greeting hello --url ${leaf.url}   # a write on a leaf, forwarded to the root`,
     `  node dist/src/cli/main.js get greeting --url ${nodes[1]!.url}     # read it on another replica`,
     `  node dist/src/cli/main.js watch '' --url ${nodes[2]!.url}         # every change, live`,
     `  node dist/src/cli/main.js status --url ${leaf.url}                # place in the tree, lag`,
+    `  curl --cacert ${ca} ${nodes[0]!.url}/v1/kv/greeting`,
+    `  a client certificate (its CN "client" names the caller): --cert ${client.certPath} --key ${client.keyPath}`,
     '',
     'Ctrl-C stops every node.',
     '',
