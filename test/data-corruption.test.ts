@@ -101,7 +101,7 @@ describe('data corruption while serving', () => {
       });
       socket.on('error', reject);
     });
-    socket.write(encodeMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, resync: false, datasetId, nodeId: 'child-at-0', path: [], head: GENESIS_HEAD }));
+    socket.write(encodeMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, resync: false, datasetId, nodeId: 'child-at-0', path: [], head: GENESIS_HEAD, httpUrl: '' }));
     const message = await refused;
     socket.destroy();
     assert.equal(message.type === 'refuse' && message.reason, 'UNAVAILABLE');

@@ -50,7 +50,7 @@ class FakeChild {
   /** HELLO as a new replica, then an ACK of everything received every ackIntervalMs: a child that holds its slot. */
   holdSlot(nodeId: string): void {
     const hash = Buffer.alloc(32);
-    this.socket.write(encodeMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, resync: false, datasetId: '', nodeId, path: [], head: { seq: 0, hash } }));
+    this.socket.write(encodeMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, resync: false, datasetId: '', nodeId, path: [], head: { seq: 0, hash }, httpUrl: '' }));
     this.ackTimer = setInterval(() => {
       if (!this.closed) this.socket.write(encodeMessage({ type: 'ack', appliedSeq: 0, receivedBytes: this.receivedBytes }));
     }, limits.ackIntervalMs);

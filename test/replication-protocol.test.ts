@@ -47,7 +47,7 @@ function sealedRecords(count: number): Buffer[] {
 
 /** One example of every message, with edge values. */
 const EXAMPLES: readonly Message[] = [
-  { type: 'hello', protocolVersion: PROTOCOL_VERSION, resync: false, datasetId: '', nodeId: 'replica-1', path: [], head: { seq: 0, hash: GENESIS_HASH } },
+  { type: 'hello', protocolVersion: PROTOCOL_VERSION, resync: false, datasetId: '', nodeId: 'replica-1', path: [], head: { seq: 0, hash: GENESIS_HASH }, httpUrl: '' },
   {
     type: 'hello',
     protocolVersion: PROTOCOL_VERSION,
@@ -56,6 +56,7 @@ const EXAMPLES: readonly Message[] = [
     nodeId: 'nœud-ü',
     path: ['root', 'mid'],
     head: { seq: Number.MAX_SAFE_INTEGER, hash: hash('h') },
+    httpUrl: 'http://[::1]:7072',
   },
   { type: 'welcome', datasetId: 'ds', nodeId: 'root', httpUrl: 'http://127.0.0.1:7070', path: ['root'], head: { seq: 42, hash: hash('42') }, mode: 'stream', fromSeq: 40 },
   { type: 'welcome', datasetId: 'ds', nodeId: 'mid', httpUrl: 'http://127.0.0.1:7070', path: ['root', 'mid'], head: { seq: 0, hash: GENESIS_HASH }, mode: 'snapshot', fromSeq: 0 },
@@ -119,7 +120,7 @@ const headArbitrary = fc.record({ seq: seqArbitrary, hash: hashArbitrary }).map(
 
 const messageArbitrary: fc.Arbitrary<Message> = fc.oneof(
   fc
-    .record({ resync: fc.boolean(), datasetId: fc.oneof(fc.constant(''), idArbitrary), nodeId: idArbitrary, path: pathArbitrary, head: headArbitrary })
+    .record({ resync: fc.boolean(), datasetId: fc.oneof(fc.constant(''), idArbitrary), nodeId: idArbitrary, path: pathArbitrary, head: headArbitrary, httpUrl: fc.oneof(fc.constant(''), idArbitrary) })
     .map((m): Message => ({ type: 'hello', protocolVersion: PROTOCOL_VERSION, ...m })),
   fc
     .record({ datasetId: idArbitrary, nodeId: idArbitrary, httpUrl: fc.oneof(fc.constant(''), idArbitrary), path: pathArbitrary, head: headArbitrary, mode: fc.constantFrom('stream' as const, 'snapshot' as const), fromSeq: seqArbitrary })
@@ -262,7 +263,7 @@ describe('replication protocol', () => {
     const payloadOf = (message: Message): Buffer => new FrameDecoder(FRAME_MAX).push(encodeMessage(message))[0]!.payload;
     const decodeRaw = (type: number, payload: Buffer): Message => decodeMessage({ type, payload, bytes: payload.length + FRAME_HEADER_BYTES });
     // HELLO with an empty node id.
-    const hello = payloadOf({ type: 'hello', protocolVersion: PROTOCOL_VERSION, resync: false, datasetId: '', nodeId: 'x', path: [], head: GENESIS_HEAD });
+    const hello = payloadOf({ type: 'hello', protocolVersion: PROTOCOL_VERSION, resync: false, datasetId: '', nodeId: 'x', path: [], head: GENESIS_HEAD, httpUrl: '' });
     const emptyId = Buffer.concat([hello.subarray(0, 4), Buffer.of(0), hello.subarray(6)]);
     expectCode(() => decodeRaw(MessageType.hello, emptyId), 'MESSAGE_MALFORMED');
     // Unknown HELLO flags.

@@ -83,7 +83,7 @@ function newUpstream(source: LogSource, options: { nodeId?: string; ancestors?: 
 }
 
 function helloBytes(overrides: Partial<HelloMessage> = {}): Buffer {
-  return encodeMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, resync: false, datasetId: DATASET, nodeId: 'child', path: [], head: GENESIS_HEAD, ...overrides });
+  return encodeMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, resync: false, datasetId: DATASET, nodeId: 'child', path: [], head: GENESIS_HEAD, httpUrl: '', ...overrides });
 }
 
 /** Carries bytes between one Downstream connection and one Upstream session, and applies storage actions. */

@@ -80,6 +80,11 @@ export class GroupCommitter {
     registry.gauge('mercury_commit_queue_requests', 'Write requests waiting for the next entry.', () => this.queue.length);
   }
 
+  /** Write requests committed since start (each entry carries one or more): a dashboard's writes per second. */
+  get writesCommitted(): number {
+    return this.metrics.batchRequests.observations.sum;
+  }
+
   /** Called with every entry once it is durable, in seq order. */
   onCommitted(listener: CommittedListener): void {
     this.listeners.push(listener);

@@ -182,6 +182,7 @@ export class MercuryNode {
       logger: this.logger,
       limits: this.limits.replication,
       tls: this.tls === undefined ? undefined : () => this.tls!.current(),
+      httpUrl: () => this.url,
       onApplied: (entries, applyMs) => {
         applySeconds.observe(applyMs / 1000);
         batchEntries.observe(entries.length);
@@ -205,6 +206,11 @@ export class MercuryNode {
     this.metrics.gauge('mercury_replication_lag_entries', 'Entries the root had at its last heartbeat that this node has not applied.', () => client.status().lagEntries ?? -1);
     this.metrics.gauge('mercury_replication_upstream_switches', 'Times this replica dropped its upstream and moved on (a counter).', () => client.status().upstreamSwitches);
     this.metrics.gauge('mercury_replication_connected', '1 while this replica streams from an upstream.', () => (client.status().phase === 'streaming' ? 1 : 0));
+    this.metrics.gauge(
+      'mercury_replication_diverged',
+      "1 while this replica has stopped following because its chain differs from its upstream's (resync it).",
+      () => (client.status().divergedReason === undefined ? 0 : 1),
+    );
     return client;
   }
 
@@ -327,6 +333,9 @@ export class MercuryNode {
       replication: this.replicationStatus(),
       storage: this.storageStatus(),
       tls: this.tlsStatus(),
+      watch: this.watchHub.counts(),
+      // Root only: write requests committed since start (a replica sees entries, each carrying one or more writes).
+      writesCommitted: this.committer?.writesCommitted ?? null,
     };
   }
 
@@ -386,6 +395,7 @@ export class MercuryNode {
   private replicationStatus(): Record<string, unknown> {
     const children = this.replicationServer.children().map((child) => ({
       nodeId: child.childNodeId,
+      httpUrl: child.childHttpUrl ?? null,
       remote: child.remote,
       phase: child.phase,
       sentSeq: child.sentSeq,

@@ -41,6 +41,8 @@ export interface ReplicationClientOptions {
    * upstream's certificate must verify against the CA and name the host of its `--upstream` address.
    */
   readonly tls?: () => TlsMaterial;
+  /** This node's HTTP API, told to each upstream in HELLO (shown in the upstream's status); read at each connection. */
+  readonly httpUrl?: () => string;
 }
 
 const SNAPSHOT_PROGRESS_LOG_INTERVAL_MS = 5_000;
@@ -74,6 +76,7 @@ export class ReplicationClient {
       headTimeMs,
       limits: this.options.limits ?? REPLICATION_LIMITS,
       random: () => randomInt(1 << 30) / (1 << 30),
+      httpUrl: this.options.httpUrl,
     });
   }
 

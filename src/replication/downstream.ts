@@ -38,7 +38,7 @@ import assert from 'node:assert/strict';
 import { ChainError, EntryDecodeError, verifyNext, type ChainHead, type EncodedEntry } from '../log/index.js';
 import type { LogLevel } from '../logging/index.js';
 import type { SnapshotRecord } from '../store/index.js';
-import { PROTOCOL_VERSION, REPLICATION_LIMITS, validateReplicationLimits, type ReplicationLimits } from './limits.js';
+import { NODE_ID_BYTES_MAX, PROTOCOL_VERSION, REPLICATION_LIMITS, validateReplicationLimits, type ReplicationLimits } from './limits.js';
 import {
   FrameDecoder,
   ProtocolError,
@@ -103,6 +103,11 @@ export interface DownstreamOptions {
   readonly limits?: ReplicationLimits;
   /** Uniform in [0, 1): jitter for the reconnect backoff, so that the children of a failed node do not reconnect in lockstep. */
   readonly random: () => number;
+  /**
+   * This node's own HTTP API, sent in each HELLO so that the upstream's status can name it (read at each HELLO: the
+   * node learns its address once it listens). Informational; '' or absent when unknown.
+   */
+  readonly httpUrl?: () => string;
 }
 
 export interface DownstreamStatus {
@@ -175,6 +180,7 @@ export class Downstream {
   private readonly upstreams: readonly string[];
   private readonly limits: ReplicationLimits;
   private readonly random: () => number;
+  private readonly httpUrl: () => string;
   private phase: DownstreamPhase = 'idle';
   private datasetId: string;
   private head: ChainHead;
@@ -202,9 +208,16 @@ export class Downstream {
     this.upstreams = [...options.upstreams];
     this.limits = validateReplicationLimits(options.limits ?? REPLICATION_LIMITS);
     this.random = options.random;
+    this.httpUrl = options.httpUrl ?? (() => '');
     this.datasetId = options.datasetId;
     this.head = { seq: options.head.seq, hash: Buffer.from(options.head.hash) };
     this.headTimeMs = options.headTimeMs;
+  }
+
+  /** The URL for HELLO: a str8, so a longer one (an odd --advertise-url) is left out rather than breaking the handshake. */
+  private advertisedHttpUrl(): string {
+    const url = this.httpUrl();
+    return Buffer.byteLength(url) <= NODE_ID_BYTES_MAX ? url : '';
   }
 
   /** Starts following the first upstream. */
@@ -226,6 +239,7 @@ export class Downstream {
       nodeId: this.nodeId,
       path: this.ancestors,
       head: this.head,
+      httpUrl: this.advertisedHttpUrl(),
     });
     return [{ type: 'send', connId, bytes: hello }];
   }

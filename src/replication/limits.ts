@@ -14,7 +14,7 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 
 /** Bumped on any incompatible change of the frame format or of a message; both sides must agree exactly. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** u32 length | u32 crc32 | u8 type (see protocol.ts). */
 export const FRAME_HEADER_BYTES = 4 + 4 + 1;
@@ -35,10 +35,11 @@ export const NODE_ID_BYTES_MAX = 255;
 export const PATH_NODES_MAX = 32;
 
 /**
- * The largest HELLO frame: header, version and flags, dataset and node ids, a path of PATH_NODES_MAX ids, the head.
- * With ACK (16 bytes of payload) it is all a child ever sends.
+ * The largest HELLO frame: header, version and flags, dataset and node ids, a path of PATH_NODES_MAX ids, the head,
+ * the HTTP URL (a str8 like the ids). With ACK (16 bytes of payload) it is all a child ever sends.
  */
-export const HELLO_FRAME_BYTES_MAX = FRAME_HEADER_BYTES + 2 + 1 + 2 * (1 + NODE_ID_BYTES_MAX) + 1 + PATH_NODES_MAX * (1 + NODE_ID_BYTES_MAX) + 8 + HASH_BYTES;
+export const HELLO_FRAME_BYTES_MAX =
+  FRAME_HEADER_BYTES + 2 + 1 + 2 * (1 + NODE_ID_BYTES_MAX) + 1 + PATH_NODES_MAX * (1 + NODE_ID_BYTES_MAX) + 8 + HASH_BYTES + (1 + NODE_ID_BYTES_MAX);
 
 /** The human-readable part of a REFUSE. */
 export const REFUSE_MESSAGE_BYTES_MAX = 1024;

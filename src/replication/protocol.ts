@@ -30,6 +30,8 @@
  *                   | str8 datasetId ('' for a replica that never joined) | str8 nodeId
  *                   | path (the child's last known ancestors, root first; informational, for status)
  *                   | u64 headSeq | hash headHash
+ *                   | str8 httpUrl (the child's own HTTP API, '' if it has none; informational: the upstream shows it in
+ *                   its status so that a dashboard can walk the tree from the root down)
  * 2 WELCOME         upstream -> child, accepts the handshake
  *                   str8 datasetId | str8 nodeId | str8 httpUrl (the upstream's HTTP API, where a replica forwards
  *                   client writes; '' if it has none) | path (root .. the upstream itself) | u64 headSeq | hash headHash
@@ -46,8 +48,8 @@
  * 9 ACK             child -> upstream: u64 appliedSeq | u64 receivedBytes (all frame bytes received on this connection)
  * ```
  *
- * Versions: 2 dropped SNAPSHOT_BEGIN's trailing u64 bytesEstimate, which no upstream ever filled (always 0); a
- * version 1 peer is refused with PROTOCOL_VERSION at the handshake.
+ * Versions: 2 dropped SNAPSHOT_BEGIN's trailing u64 bytesEstimate, which no upstream ever filled (always 0); 3 added
+ * HELLO's trailing httpUrl. A peer of another version is refused with PROTOCOL_VERSION at the handshake.
  *
  * ## Handshake and session
  *
@@ -145,6 +147,8 @@ export interface HelloMessage {
   readonly nodeId: string;
   readonly path: readonly string[];
   readonly head: ChainHead;
+  /** The child's HTTP API base URL ('' if unknown): informational, shown in the upstream's status. */
+  readonly httpUrl: string;
 }
 
 export interface WelcomeMessage {
@@ -396,6 +400,7 @@ export function encodeMessage(message: Message): Buffer {
         .path(message.path)
         .u64(message.head.seq)
         .hash(message.head.hash)
+        .str8(message.httpUrl)
         .frame(MessageType.hello);
     case 'welcome':
       return new Writer()
@@ -565,7 +570,8 @@ function decodePayload(name: MessageType, reader: Reader): Message {
       const path = reader.path('path');
       const seq = reader.u64('headSeq');
       const hash = reader.hash('headHash');
-      return { type: 'hello', protocolVersion, resync: (flags & 1) === 1, datasetId, nodeId, path, head: { seq, hash } };
+      const httpUrl = reader.str8('httpUrl');
+      return { type: 'hello', protocolVersion, resync: (flags & 1) === 1, datasetId, nodeId, path, head: { seq, hash }, httpUrl };
     }
     case 'welcome': {
       const datasetId = reader.str8('datasetId');

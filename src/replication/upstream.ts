@@ -67,6 +67,8 @@ export interface UpstreamOptions {
 export interface UpstreamStatus {
   readonly phase: UpstreamPhase;
   readonly childNodeId: string | undefined;
+  /** The child's own HTTP API as its HELLO named it (informational: what a dashboard follows down the tree). */
+  readonly childHttpUrl: string | undefined;
   /** The child's ancestors when it connected (informational). */
   readonly childPath: readonly string[];
   readonly sentSeq: number;
@@ -202,6 +204,7 @@ export class Upstream {
     return {
       phase: this.phase,
       childNodeId: this.hello?.nodeId,
+      childHttpUrl: this.hello?.httpUrl || undefined,
       childPath: this.hello?.path ?? [],
       sentSeq: this.sentSeq,
       ackedSeq: this.ackedSeq,

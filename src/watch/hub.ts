@@ -184,6 +184,11 @@ export class WatchHub {
     this.schedule();
   }
 
+  /** What `/v1/status` shows of the watches: the numbers of the gauges above. */
+  counts(): { connections: number; subscriptions: number; laggingSubscriptions: number } {
+    return { connections: this.machine.connectionCount, subscriptions: this.machine.subscriptions, laggingSubscriptions: this.machine.laggingSubscriptions };
+  }
+
   /** Serves `/v1/watch` on the node's HTTP server; other upgrade requests are answered 404. */
   attach(server: Server): void {
     assert.ok(this.server === undefined, 'the watch hub is attached once');
