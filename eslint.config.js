@@ -21,6 +21,15 @@ export default tseslint.config(
       'no-constant-condition': ['error', { checkLoops: false }],
     },
   },
+  // The dashboard's browser script (src/ui/static/) is plain JavaScript outside the TypeScript project.
+  { files: ['src/ui/static/**/*.js'], ...tseslint.configs.disableTypeChecked },
+  {
+    files: ['src/ui/static/**/*.js'],
+    languageOptions: {
+      sourceType: 'module',
+      globals: { document: 'readonly', location: 'readonly', fetch: 'readonly', sessionStorage: 'readonly', setInterval: 'readonly', AbortSignal: 'readonly', URL: 'readonly', Node: 'readonly' },
+    },
+  },
   // Import boundaries of src/api/ and src/client/ (see eslint.boundaries.js).
   ...importBoundaries,
 );

@@ -128,6 +128,8 @@ export async function demoCommand(dir: string, replicas: number): Promise<void> 
     ...nodes.map((node) => `  ${node.name.padEnd(11)} ${node.url}   replication ${node.replication}${node.upstreams.length > 0 ? `   upstreams ${node.upstreams.join(', ')}` : '   (root)'}`),
     '',
     `Every node serves TLS (https, wss, mutual TLS between nodes) with certificates from the demo CA in ${certificates.dir}.`,
+    `Dashboard: ${nodes[0]!.url}/ui/   (the tree, live; a browser opens it once it trusts the demo CA ${ca})`,
+    '',
     'Try, in another terminal:',
     `  export MERCURY_CA=${ca}                      # or --ca on each command`,
     `  node dist/src/cli/main.js put greeting hello --url ${leaf.url}   # a write on a leaf, forwarded to the root`,

@@ -16,6 +16,7 @@ import { logRoute } from './routes/log.js';
 import { snapshotEntriesRoute, snapshotRoute } from './routes/snapshot.js';
 import { healthzRoute, metricsRoute, readyzRoute, resyncRoute, statusRoute } from './routes/status.js';
 import { txnRoute } from './routes/txn.js';
+import { uiRoutes } from './routes/ui.js';
 
 export type { NodeApi } from './node-api.js';
 
@@ -24,7 +25,7 @@ export function createApiHandler(node: NodeApi): (req: IncomingMessage, res: Ser
   const seconds = node.metrics.histogram('mercury_http_request_seconds', 'HTTP request duration.', SECONDS_BUCKETS);
   const internal = (error: unknown): void => node.log('internal error', { error: String((error as Error)?.stack ?? error) });
   const router = new Router(
-    [kvRangeRoute(node), txnRoute(node), logRoute(node), statusRoute(node), resyncRoute(node), healthzRoute(node), readyzRoute(node), metricsRoute(node), snapshotRoute(node), snapshotEntriesRoute(node)],
+    [kvRangeRoute(node), txnRoute(node), logRoute(node), statusRoute(node), resyncRoute(node), healthzRoute(node), readyzRoute(node), metricsRoute(node), snapshotRoute(node), snapshotEntriesRoute(node), ...uiRoutes()],
     '/v1/kv/',
     kvKeyRoute(node),
   );

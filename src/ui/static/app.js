@@ -1,0 +1,362 @@
+// Mercury's dashboard (/ui). Plain JavaScript, no build, no dependency; loaded as a module from the node that serves
+// it, under a Content-Security-Policy that allows no inline script.
+//
+// How it stays live: it polls `/v1/status` of every node once per POLL_INTERVAL_MS. One status answer carries all a
+// node card shows (seq, lag, watchers, snapshot progress, children with their HTTP URLs), every node serves it
+// already, and a dead node shows up as a failed poll. A watch WebSocket per node would carry key changes only, not
+// lag or watchers, and would still need status for the rest.
+//
+// The walk: from the node that served the page up through each replica's upstream to the root, then down through
+// each node's `replication.children[].httpUrl` (sent by every child in its replication HELLO). A node seen once and
+// then missing (it stopped, or its parent no longer lists it) stays on the page, marked unreachable, under the parent
+// it had. Everything the page shows from a node is set as text, never as HTML.
+
+const POLL_INTERVAL_MS = 1000;
+/** A status answer slower than this counts as unreachable for that round. */
+const STATUS_TIMEOUT_MS = 3000;
+/** The walk stops here: a bigger tree is better watched through Prometheus (deploy/grafana). */
+const NODES_MAX = 500;
+/** As the replication protocol: no tree is deeper than this. */
+const PATH_NODES_MAX = 32;
+const LAG_ENTRIES_WARN = 100;
+const LAG_MS_WARN = 2000;
+const KEYS_PAGE_LIMIT = 100;
+const TOKEN_STORAGE_KEY = 'mercury.token';
+
+const $ = (id) => document.getElementById(id);
+
+/** nodeId -> what the page knows of a node: { id, url, parentId, status, reachable, error, rates, sample, lastSeenMs } */
+const known = new Map();
+let rootUrl;
+let lastWrite;
+let browse = { prefix: undefined, seq: -1 };
+let polling = false;
+
+function token() {
+  return sessionStorage.getItem(TOKEN_STORAGE_KEY) ?? '';
+}
+
+function headers(extra = {}) {
+  const bearer = token();
+  return bearer === '' ? extra : { ...extra, authorization: `Bearer ${bearer}` };
+}
+
+async function fetchJson(url, init = {}) {
+  const response = await fetch(url, { ...init, headers: headers(init.headers), signal: AbortSignal.timeout(STATUS_TIMEOUT_MS) });
+  const body = await response.json().catch(() => undefined);
+  if (!response.ok) {
+    const error = body?.error;
+    throw new Error(error === undefined ? `HTTP ${response.status}` : `${error.code}: ${error.message}`);
+  }
+  return body;
+}
+
+async function statusOf(url) {
+  return fetchJson(new URL('/v1/status', url));
+}
+
+/** Climbs from `start` to the root; answers the highest node reached and every status read on the way. */
+async function findTop(start, seen) {
+  let url = start;
+  let top;
+  for (let hops = 0; hops <= PATH_NODES_MAX; hops++) {
+    let status;
+    try {
+      status = await statusOf(url);
+    } catch {
+      return top;
+    }
+    seen.set(status.nodeId, { url, status, parentId: undefined });
+    top = { url, status };
+    const upstream = status.replication?.upstream?.httpUrl;
+    if (status.role === 'root' || !upstream) return top;
+    url = upstream;
+  }
+  return top;
+}
+
+/** One round: every node reachable from the top, level by level; answers nodeId -> { url, status, parentId, error }. */
+async function walk() {
+  const round = new Map();
+  const upward = new Map();
+  let top;
+  if (rootUrl !== undefined) top = await findTop(rootUrl, upward);
+  if (top === undefined || top.status.role !== 'root') top = await findTop(location.origin, upward);
+  if (top === undefined) return round;
+  if (top.status.role === 'root') rootUrl = top.url;
+  round.set(top.status.nodeId, { url: top.url, status: top.status, parentId: undefined });
+  let level = [top];
+  while (level.length > 0 && round.size < NODES_MAX) {
+    const next = [];
+    const fetches = [];
+    for (const parent of level) {
+      for (const child of parent.status.replication?.children ?? []) {
+        if (child.nodeId === undefined || child.nodeId === null || round.has(child.nodeId) || round.size + fetches.length >= NODES_MAX) continue;
+        const entry = { url: child.httpUrl ?? undefined, status: undefined, parentId: parent.status.nodeId, error: undefined };
+        round.set(child.nodeId, entry);
+        if (entry.url === undefined) {
+          entry.error = 'its replication HELLO named no HTTP URL';
+          continue;
+        }
+        fetches.push(
+          statusOf(entry.url).then(
+            (status) => {
+              entry.status = status;
+              next.push({ url: entry.url, status });
+            },
+            (error) => {
+              entry.error = String(error.message ?? error);
+            },
+          ),
+        );
+      }
+    }
+    await Promise.all(fetches);
+    level = next;
+  }
+  return round;
+}
+
+function merge(round, nowMs) {
+  for (const [id, seen] of round) {
+    const node = known.get(id) ?? { id, rates: {}, sample: undefined };
+    node.url = seen.url ?? node.url;
+    if (seen.parentId !== undefined || seen.status !== undefined) node.parentId = seen.parentId;
+    node.reachable = seen.status !== undefined;
+    node.error = seen.error;
+    if (!node.reachable) node.rates = {};
+    if (seen.status !== undefined) {
+      const status = seen.status;
+      const sample = { seq: status.seq, writes: status.writesCommitted, timeMs: nowMs };
+      if (node.sample !== undefined && nowMs > node.sample.timeMs) {
+        const seconds = (nowMs - node.sample.timeMs) / 1000;
+        node.rates = {
+          entries: Math.max(0, (sample.seq - node.sample.seq) / seconds),
+          writes: typeof sample.writes === 'number' && typeof node.sample.writes === 'number' ? Math.max(0, (sample.writes - node.sample.writes) / seconds) : undefined,
+        };
+      }
+      node.sample = sample;
+      node.status = status;
+      node.lastSeenMs = nowMs;
+    }
+    known.set(id, node);
+  }
+  for (const [id, node] of known) {
+    if (round.has(id)) continue;
+    node.reachable = false;
+    node.rates = {};
+    node.error = 'no longer in the tree: its parent does not list it';
+  }
+}
+
+/** 'ok' | 'lagging' | 'diverged' | 'unreachable', and the reasons shown beside the badges. */
+function stateOf(node) {
+  if (!node.reachable) return 'unreachable';
+  const replication = node.status.replication ?? {};
+  if (replication.divergedReason) return 'diverged';
+  if (node.status.role === 'replica') {
+    if (replication.phase !== 'streaming') return 'lagging';
+    if ((replication.lagEntries ?? 0) > LAG_ENTRIES_WARN || (replication.lagMs ?? 0) > LAG_MS_WARN) return 'lagging';
+  }
+  return 'ok';
+}
+
+function element(tag, attributes = {}, ...children) {
+  const result = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value !== undefined) result.setAttribute(name, String(value));
+  }
+  for (const child of children) {
+    if (child !== undefined && child !== null) result.append(child instanceof Node ? child : String(child));
+  }
+  return result;
+}
+
+function metric(field, label, value) {
+  return element('span', { class: 'metric', 'data-field': field }, element('span', {}, label), element('b', {}, value));
+}
+
+function formatRate(rate) {
+  if (rate === undefined) return '–';
+  return rate >= 100 ? Math.round(rate).toLocaleString('en') : rate.toFixed(1);
+}
+
+function formatMs(ms) {
+  if (ms === null || ms === undefined) return '?';
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+function nameOf(node) {
+  if (node.url === undefined) return node.id;
+  try {
+    return new URL(node.url).host;
+  } catch {
+    return node.url;
+  }
+}
+
+function card(node) {
+  const state = stateOf(node);
+  const status = node.status ?? {};
+  const replication = status.replication ?? {};
+  const isRoot = status.role === 'root';
+  const title = node.url === undefined ? nameOf(node) : element('a', { href: new URL('/ui/', node.url).href }, nameOf(node));
+  const badges = [];
+  if (state !== 'ok') badges.push(element('span', { class: `badge ${state}`, 'data-badge': state }, state));
+  if (replication.snapshot) {
+    const { keysReceived, keyCount } = replication.snapshot;
+    const percent = keyCount > 0 ? Math.floor((100 * keysReceived) / keyCount) : 0;
+    badges.push(element('span', { class: 'badge snapshot', 'data-badge': 'snapshot' }, `snapshot ${percent}% of ${keyCount.toLocaleString('en')} keys`));
+  }
+  if (status.storage && (!status.storage.sound || !status.storage.writable)) badges.push(element('span', { class: 'badge diverged', 'data-badge': 'storage' }, 'storage'));
+  const lagEntries = isRoot ? 0 : replication.lagEntries;
+  const lagMs = isRoot ? 0 : replication.lagMs;
+  const watch = status.watch ?? {};
+  const children = [
+    element('span', { class: 'name' }, title, element('span', { class: 'role' }, status.role ?? ''), ...badges),
+    metric('seq', 'seq', status.seq?.toLocaleString('en') ?? '?'),
+    metric('lag', 'lag', `${lagEntries ?? '?'} / ${formatMs(lagMs)}`),
+    isRoot ? metric('rate', 'writes/s', formatRate(node.rates.writes)) : metric('rate', 'entries/s', formatRate(node.rates.entries)),
+    metric('watchers', 'watchers', watch.subscriptions ?? '?'),
+    metric('children', 'children', replication.children?.length ?? '?'),
+    metric('keys', 'keys', status.keys?.toLocaleString('en') ?? '?'),
+  ];
+  const details = [];
+  if (!node.reachable) details.push(`${node.error ?? 'unreachable'}; last seen ${node.lastSeenMs === undefined ? 'never' : new Date(node.lastSeenMs).toLocaleTimeString('en-GB')}`);
+  if (replication.divergedReason) details.push(`diverged: ${replication.divergedReason}`);
+  if (node.reachable && !isRoot && replication.phase !== 'streaming') details.push(`phase ${replication.phase}${replication.lastFailure ? `: ${replication.lastFailure}` : ''}`);
+  if (details.length > 0) children.push(element('span', { class: 'detail' }, details.join(' · ')));
+  return element('div', { class: 'card' }, ...children);
+}
+
+function subtree(node, byParent) {
+  const state = stateOf(node);
+  const item = element('li', { 'data-node-id': node.id, 'data-url': node.url, 'data-state': state, 'data-seq': node.status?.seq ?? -1 }, card(node));
+  const children = byParent.get(node.id) ?? [];
+  if (children.length > 0) item.append(element('ul', {}, ...children.map((child) => subtree(child, byParent))));
+  return item;
+}
+
+function render(nowMs) {
+  const byParent = new Map();
+  const tops = [];
+  const byUrl = (a, b) => String(a.url).localeCompare(String(b.url), 'en', { numeric: true });
+  for (const node of known.values()) {
+    if (node.parentId === undefined || !known.has(node.parentId)) tops.push(node);
+    else byParent.set(node.parentId, [...(byParent.get(node.parentId) ?? []), node]);
+  }
+  for (const list of byParent.values()) list.sort(byUrl);
+  tops.sort((a, b) => (a.status?.role === 'root' ? -1 : b.status?.role === 'root' ? 1 : byUrl(a, b)));
+  $('tree').replaceChildren(...tops.map((node) => subtree(node, byParent)));
+
+  const nodes = [...known.values()];
+  const count = (state) => nodes.filter((node) => stateOf(node) === state).length;
+  const root = nodes.find((node) => node.reachable && node.status.role === 'root');
+  $('summary').textContent = [
+    `${nodes.length} nodes`,
+    root === undefined ? 'root unreachable' : `root seq ${root.status.seq.toLocaleString('en')}`,
+    `${count('lagging')} lagging`,
+    `${count('diverged')} diverged`,
+    `${count('unreachable')} unreachable`,
+  ].join(' · ');
+  $('updated').textContent = `updated ${new Date(nowMs).toLocaleTimeString('en-GB')}`;
+  if (lastWrite !== undefined) {
+    const reachable = nodes.filter((node) => node.reachable);
+    const arrived = reachable.filter((node) => node.status.seq >= lastWrite.seq).length;
+    $('write-info').textContent = `put "${lastWrite.key}" at seq ${lastWrite.seq}: on ${arrived} of ${reachable.length} reachable nodes`;
+    $('write-info').dataset.arrived = String(arrived === reachable.length);
+  }
+}
+
+async function poll() {
+  if (polling) return;
+  polling = true;
+  try {
+    const round = await walk();
+    const nowMs = Date.now();
+    merge(round, nowMs);
+    render(nowMs);
+    const self = [...known.values()].find((node) => node.reachable && node.url !== undefined && new URL(node.url).origin === location.origin);
+    if (self !== undefined && browse.prefix !== undefined && self.status.seq !== browse.seq) await listKeys(browse.prefix);
+  } catch (error) {
+    $('summary').textContent = `status walk failed: ${error.message ?? error}`;
+  } finally {
+    polling = false;
+  }
+}
+
+function shown(text, encoding) {
+  return encoding === 'base64' ? `(base64) ${text}` : text;
+}
+
+async function listKeys(prefix) {
+  const info = $('browse-info');
+  try {
+    const page = await fetchJson(`/v1/kv?prefix=${encodeURIComponent(prefix)}&limit=${KEYS_PAGE_LIMIT}`);
+    browse = { prefix, seq: page.seq };
+    const rows = page.items.map((item) =>
+      element(
+        'tr',
+        { 'data-key': item.keyEncoding === 'base64' ? undefined : item.key },
+        element('td', {}, shown(item.key, item.keyEncoding)),
+        element('td', { 'data-field': 'value' }, shown(item.value, item.valueEncoding)),
+        element('td', {}, item.modSeq),
+        element('td', {}, item.version),
+      ),
+    );
+    document.querySelector('#keys tbody').replaceChildren(...rows);
+    info.className = 'info';
+    const count = `${page.items.length}${page.more ? '+' : ''} ${page.items.length === 1 && !page.more ? 'key' : 'keys'}`;
+    info.textContent = `${count} under "${prefix}" at seq ${page.seq}${page.more ? ` (the first ${KEYS_PAGE_LIMIT})` : ''}`;
+  } catch (error) {
+    info.className = 'info error';
+    info.textContent = String(error.message ?? error);
+  }
+}
+
+async function put(key, value) {
+  const info = $('write-info');
+  try {
+    // A transaction in JSON (POST /v1/txn), so that the write is application/json like every API client's.
+    const result = await fetchJson('/v1/txn', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ success: [{ op: 'put', key, value }] }),
+    });
+    lastWrite = { key, seq: result.seq };
+    info.className = 'info';
+    info.textContent = `put "${key}" at seq ${result.seq}`;
+    info.dataset.arrived = 'false';
+    await poll();
+  } catch (error) {
+    info.className = 'info error';
+    info.textContent = String(error.message ?? error);
+  }
+}
+
+function start() {
+  $('lag-entries-warn').textContent = String(LAG_ENTRIES_WARN);
+  $('lag-ms-warn').textContent = formatMs(LAG_MS_WARN);
+  $('this-node').textContent = location.host;
+  $('token').value = token();
+  $('token-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const value = $('token').value.trim();
+    if (value === '') sessionStorage.removeItem(TOKEN_STORAGE_KEY);
+    else sessionStorage.setItem(TOKEN_STORAGE_KEY, value);
+    void poll();
+  });
+  $('browse-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    void listKeys($('prefix').value);
+  });
+  $('write-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    void put($('write-key').value, $('write-value').value);
+  });
+  void listKeys('');
+  void poll();
+  setInterval(() => void poll(), POLL_INTERVAL_MS);
+}
+
+start();
