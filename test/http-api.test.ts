@@ -624,7 +624,7 @@ describe('http api', () => {
       ['PUT', '/v1/kv', 'GET, DELETE'],
       ['GET', '/v1/txn', 'POST'],
       ['DELETE', '/v1/log', 'GET'],
-      ['POST', '/v1/status', 'GET'],
+      ['POST', '/v1/status', 'GET, OPTIONS'],
       ['PUT', '/healthz', 'GET'],
       ['POST', '/metrics', 'GET'],
     ];
