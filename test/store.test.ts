@@ -36,6 +36,10 @@ after(async () => {
   fs.rmSync(root, { recursive: true, force: true });
 });
 
+/** The concurrent range test reads until it has seen this many entries go by, for at most this long. */
+const CONCURRENT_RANGE_SEQS_MIN = 5;
+const CONCURRENT_RANGE_WAIT_MS = 30_000;
+
 const b = (text: string): Buffer => Buffer.from(text);
 const put = (key: string | Buffer, value: string | Buffer): Op => ({
   type: 'put',
@@ -336,45 +340,48 @@ describe('store range reads', () => {
     openStores.push(reader);
     const keyCount = 300;
     commit(reader, Array.from({ length: keyCount }, (_, i) => put(`c/${String(i).padStart(4, '0')}`, String(reader.head().seq + 1))));
+    // The writer runs until the reader has seen enough entries go by, not for a fixed time: under CPU contention the
+    // worker may take longer than any fixed window just to start. `stop` is shared memory the reader sets.
     const writerCode = `
-      const { workerData, parentPort } = require('node:worker_threads');
+      const { workerData } = require('node:worker_threads');
       import(workerData.storeUrl).then(async ({ Store }) => {
         const store = Store.open({ path: workerData.dir, noSync: true, lock: false });
-        const deadline = Date.now() + workerData.durationMs;
-        while (Date.now() < deadline) {
+        const stop = new Int32Array(workerData.stop);
+        while (Atomics.load(stop, 0) === 0) {
           const value = Buffer.from(String(store.head().seq + 1));
           store.commit(Date.now(), (view) => {
             for (let i = 0; i < workerData.keyCount; i++) view.apply({ type: 'put', key: Buffer.from('c/' + String(i).padStart(4, '0')), value });
           });
         }
-        parentPort.postMessage(store.head().seq);
         await store.close();
       });`;
     const storeUrl = new URL('../src/store/index.js', import.meta.url).href;
-    const worker = new Worker(writerCode, { eval: true, workerData: { storeUrl, dir, durationMs: 300, keyCount } });
+    const stop = new SharedArrayBuffer(4);
+    const worker = new Worker(writerCode, { eval: true, workerData: { storeUrl, dir, stop, keyCount } });
     const exited = new Promise((resolve, reject) => {
       worker.once('exit', resolve);
       worker.once('error', reject);
     });
-    let writerDone = false;
-    worker.once('message', () => {
-      writerDone = true;
-    });
     const seqsSeen = new Set<number>();
-    while (!writerDone) {
-      const page = reader.range(b('c/'), prefixEnd(b('c/')), keyCount);
-      assert.equal(page.items.length, keyCount);
-      for (const item of page.items) {
-        assert.equal(item.record.value.toString(), String(page.seq), `page at seq ${page.seq} holds a value of another entry`);
-        assert.equal(item.record.modSeq, page.seq);
+    const deadline = Date.now() + CONCURRENT_RANGE_WAIT_MS;
+    try {
+      while (seqsSeen.size < CONCURRENT_RANGE_SEQS_MIN && Date.now() < deadline) {
+        const page = reader.range(b('c/'), prefixEnd(b('c/')), keyCount);
+        assert.equal(page.items.length, keyCount);
+        for (const item of page.items) {
+          assert.equal(item.record.value.toString(), String(page.seq), `page at seq ${page.seq} holds a value of another entry`);
+          assert.equal(item.record.modSeq, page.seq);
+        }
+        seqsSeen.add(page.seq);
+        // Let the reader's snapshot be renewed, as it is between requests.
+        await new Promise((resolve) => setImmediate(resolve));
       }
-      seqsSeen.add(page.seq);
-      // Let the reader's snapshot be renewed, as it is between requests.
-      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      Atomics.store(new Int32Array(stop), 0, 1);
+      await exited;
     }
-    await exited;
     // The test only means something if the writer moved on while the reader read.
-    assert.ok(seqsSeen.size >= 3, `only ${seqsSeen.size} distinct seqs observed`);
+    assert.ok(seqsSeen.size >= CONCURRENT_RANGE_SEQS_MIN, `only ${seqsSeen.size} distinct seqs observed in ${CONCURRENT_RANGE_WAIT_MS} ms`);
   });
 });
 
