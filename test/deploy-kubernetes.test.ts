@@ -37,6 +37,7 @@ const MODELS: Record<string, new (data: never) => { validate(): void }> = {
 // The manifests' shape, as far as these checks read it.
 interface Probe {
   httpGet?: { path?: string; port?: string | number };
+  exec?: { command: string[] };
 }
 interface Container {
   name: string;
@@ -82,6 +83,12 @@ function loadManifests(): Manifest[] {
     }
   }
   return manifests;
+}
+
+/** The endpoint a probe asks: httpGet's path, or the /healthz or /readyz an exec probe's command requests. */
+function probePath(probe: Probe | undefined): string | undefined {
+  if (probe?.httpGet !== undefined) return probe.httpGet.path;
+  return /\/(healthz|readyz)\b/.exec(probe?.exec?.command.join(' ') ?? '')?.[0];
 }
 
 function selects(selector: Record<string, string> | undefined, labels: Record<string, string> | undefined): boolean {
@@ -155,9 +162,10 @@ describe('deploy: kubernetes and systemd', () => {
         for (const flag of serveFlags(args)) assert.ok(flags.has(flag), `${at}: mercury serve has no ${flag}`);
         const dataDir = flagValue(args, '--data-dir');
         assert.ok(container.volumeMounts?.some((mount) => mount.mountPath === dataDir && mount.readOnly !== true), `${at}: ${dataDir} is a writable volume`);
-        assert.equal(container.livenessProbe?.httpGet?.path, '/healthz', `${at}: liveness on /healthz`);
+        assert.equal(probePath(container.livenessProbe), '/healthz', `${at}: liveness on /healthz`);
+        // A native sidecar has no readiness probe: its startup probe holds the application back until it is ready.
         const readiness = container.readinessProbe ?? (container.restartPolicy === 'Always' ? container.startupProbe : undefined);
-        assert.equal(readiness?.httpGet?.path, '/readyz', `${at}: readiness on /readyz`);
+        assert.equal(probePath(readiness), '/readyz', `${at}: readiness on /readyz`);
       }
     }
   });
