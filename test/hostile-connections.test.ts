@@ -78,7 +78,7 @@ describe('hostile input - connections', () => {
     slow.socket.write('G');
     await new Promise((resolve) => setTimeout(resolve, 2 * limits.http.firstByteTimeoutMs));
     assert.equal(slow.closed, false, 'a connection that spoke is not cut by the first-byte timeout');
-    slow.socket.write('ET /v1/kv/before HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    slow.socket.write('ET /v1/kv/before HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n');
     await eventually(
       () => Promise.resolve(slow.closed && slow.received > 0),
       () => 'no answer',
@@ -98,7 +98,7 @@ describe('hostile input - connections', () => {
     peers.push(...held);
     const refused = await connect(node.url, '127.0.0.2');
     peers.push(refused);
-    refused.socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    refused.socket.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n');
     await eventually(
       () => Promise.resolve(refused.closed),
       () => 'the connection over the cap stayed open',
@@ -113,7 +113,7 @@ describe('hostile input - connections', () => {
       async () => {
         const peer = await connect(node.url, '127.0.0.2');
         peers.push(peer);
-        peer.socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+        peer.socket.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n');
         await eventually(
           () => Promise.resolve(peer.closed),
           () => 'no end',

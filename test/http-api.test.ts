@@ -13,7 +13,7 @@ import type { ErrorCode } from '../src/errors/index.js';
 import { JSON_BODY_BYTES_MAX, KEY_BYTES_MAX, TXN_OPS_MAX } from '../src/limits.js';
 import { Registry } from '../src/metrics/index.js';
 import { MercuryNode, NODE_LIMITS, SeqWaiter, withLimits } from '../src/node/index.js';
-import { createApiHandler, createHttpServer } from '../src/server/index.js';
+import { OPEN_REQUEST_POLICY, createApiHandler, createHttpServer } from '../src/server/index.js';
 import { Store } from '../src/store/index.js';
 import {
   assertError,
@@ -225,7 +225,7 @@ describe('http api', () => {
 
     // Chunked: no content-length, so the limit must hit while the body streams in.
     const chunk = Buffer.alloc(300, 1).toString('latin1');
-    const head = 'PUT /v1/kv/big/streamed HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n';
+    const head = 'PUT /v1/kv/big/streamed HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n';
     const pieces = [head, ...Array.from({ length: 5 }, () => `${chunk.length.toString(16)}\r\n${chunk}\r\n`), '0\r\n\r\n'];
     const streamed = parseRawResponse(await rawExchange(url, pieces, { pauseMs: 20 }));
     assert.equal(streamed.status, 413);
@@ -481,13 +481,14 @@ describe('http api', () => {
     assert.equal((await status()).seq, before.seq, 'no malformed transaction was committed');
   });
 
-  test('txn: a body that is not declared as JSON is 415; undeclared or with a charset it is accepted', async () => {
+  test('txn: a body that is not declared as JSON, or not declared at all, is 415; with a charset it is accepted', async () => {
     const body = JSON.stringify({ success: [{ op: 'put', key: 'ct/k', value: 'v' }] });
     for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'application/jsonx', 'multipart/form-data; boundary=x']) {
       const error = assertError(await txn(body, { 'content-type': type }), 'UNSUPPORTED_MEDIA_TYPE');
-      assert.match(error.message, /application\/json/);
+      assert.match(error.message, /Content-Type: application\/json/);
     }
-    assert.equal((await txn(body, {})).status, 200);
+    assert.match(assertError(await txn(body, {}), 'UNSUPPORTED_MEDIA_TYPE').message, /had no Content-Type/);
+    assert.equal(node.store.get(Buffer.from('ct/k')).record, undefined, 'nothing refused was committed');
     assert.equal((await txn(body, { 'content-type': 'Application/JSON; charset=utf-8' })).status, 200);
   });
 
@@ -515,7 +516,7 @@ describe('http api', () => {
   });
 
   test('txn: a body declared larger than the limit is 413 BODY_TOO_LARGE before it is read', async () => {
-    const text = await rawExchange(url, `POST /v1/txn HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: ${JSON_BODY_BYTES_MAX + 1}\r\n\r\n{`);
+    const text = await rawExchange(url, `POST /v1/txn HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: ${JSON_BODY_BYTES_MAX + 1}\r\n\r\n{`);
     const response = parseRawResponse(text);
     assert.equal(response.status, 413);
     assert.equal(response.headers.connection, 'close');
@@ -640,10 +641,10 @@ describe('http api', () => {
       'garbage\r\n\r\n',
       'GET /healthz HTTP/9.9\r\n\r\n',
       'GET /healthz HTTP/1.1\r\nbad header line\r\n\r\n',
-      'GET /healthz HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n',
-      'GET /healthz HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n',
-      'PUT /v1/kv/a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n',
-      'GET /v1/kv/\u00ff\u00fe HTTP/1.1\r\nhost: x\r\n\r\n',
+      'GET /healthz HTTP/1.1\r\nhost: localhost\r\ncontent-length: abc\r\n\r\n',
+      'GET /healthz HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n',
+      'PUT /v1/kv/a HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n',
+      'GET /v1/kv/\u00ff\u00fe HTTP/1.1\r\nhost: localhost\r\n\r\n',
       Buffer.from([0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03, 0x0d, 0x0a, 0x0d, 0x0a]),
       // HTTP/1.1 without Host (node:http's own answer to this would be an empty, non-JSON 400).
       'GET /healthz HTTP/1.1\r\n\r\n',
@@ -662,7 +663,7 @@ describe('http api', () => {
   });
 
   test('http: request headers above 16 KiB are refused with 431 and a JSON error', async () => {
-    const response = parseRawResponse(await rawExchange(url, `GET /healthz HTTP/1.1\r\nhost: x\r\nx-filler: ${'a'.repeat(20_000)}\r\n\r\n`));
+    const response = parseRawResponse(await rawExchange(url, `GET /healthz HTTP/1.1\r\nhost: localhost\r\nx-filler: ${'a'.repeat(20_000)}\r\n\r\n`));
     assert.equal(response.status, 431);
     assert.equal(response.headers['content-type'], 'application/json');
     const error = (JSON.parse(response.body) as { error: { code: string; message: string } }).error;
@@ -671,7 +672,7 @@ describe('http api', () => {
   });
 
   test('http: an Expect header other than 100-continue gets 417 and a JSON error', async () => {
-    const response = parseRawResponse(await rawExchange(url, `GET /healthz HTTP/1.1\r\nhost: x\r\nexpect: teapot\r\n\r\n`));
+    const response = parseRawResponse(await rawExchange(url, `GET /healthz HTTP/1.1\r\nhost: localhost\r\nexpect: teapot\r\n\r\n`));
     assert.equal(response.status, 417);
     assert.equal(response.headers['content-type'], 'application/json');
     const error = (JSON.parse(response.body) as { error: { code: string; message: string } }).error;
@@ -775,7 +776,7 @@ describe('http api: timeouts', () => {
   test('http: a slow body is cut off by the request timeout with 408 and nothing is written', async () => {
     const started = performance.now();
     const trickle = Array.from({ length: 40 }, () => 'a');
-    const text = await rawExchange(url, ['PUT /v1/kv/slow HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n', ...trickle], { pauseMs: 100, timeoutMs: 5000 });
+    const text = await rawExchange(url, ['PUT /v1/kv/slow HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100\r\n\r\n', ...trickle], { pauseMs: 100, timeoutMs: 5000 });
     const elapsed = performance.now() - started;
     assertTimedOut(text);
     assert.ok(elapsed >= 550 && elapsed < 2500, `cut off after ${elapsed} ms for a 600 ms request timeout`);
@@ -784,7 +785,7 @@ describe('http api: timeouts', () => {
 
   test('http: an endless chunked body is cut off by the request timeout', async () => {
     const chunks = Array.from({ length: 40 }, () => '1\r\na\r\n');
-    assertTimedOut(await rawExchange(url, ['POST /v1/txn HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n', ...chunks], { pauseMs: 100 }));
+    assertTimedOut(await rawExchange(url, ['POST /v1/txn HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n', ...chunks], { pauseMs: 100 }));
   });
 
   test('http: slow headers are cut off by the headers timeout with 408', async () => {
@@ -882,6 +883,7 @@ describe('http api: overload and shutdown', () => {
         clock: systemClock,
         metrics,
         valueBytesMax: 1024,
+        requestPolicy: OPEN_REQUEST_POLICY,
         write: (request) => committer.submit(request),
         waitForSeq: (seq, timeoutMs) => waiter.wait(seq, timeoutMs),
         status: () => ({ seq: store.head().seq }),

@@ -125,7 +125,12 @@ const validOp = fc.oneof(
   fc.record({ op: fc.constant('put'), keyBase64: fc.constant(Buffer.from('fz/b64').toString('base64')), valueBase64: base64Text }),
   fc.record({ op: fc.constant('delete'), key: validKey }),
   fc.record({ op: fc.constant('deletePrefix'), prefix: validKey }),
-  fc.record({ op: fc.constant('deleteRange'), start: validKey, end: validKey }, { requiredKeys: ['op', 'start'] }),
+  fc.record({ op: fc.constant('deleteRange'), start: validKey }),
+  // A bounded range is well-formed when its end sorts after its start (an empty range is refused).
+  fc
+    .tuple(validKey, validKey)
+    .filter(([a, b]) => a !== b)
+    .map(([a, b]) => (Buffer.compare(Buffer.from(a), Buffer.from(b)) < 0 ? { op: 'deleteRange', start: a, end: b } : { op: 'deleteRange', start: b, end: a })),
 );
 const validTxnJson = fc.record(
   { compare: fc.array(validCompare, { maxLength: 3 }), success: fc.array(validOp, { maxLength: 5 }), failure: fc.array(validOp, { maxLength: 5 }) },
@@ -248,12 +253,12 @@ describe('http fuzz', () => {
   });
 
   const templates = [
-    'GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n',
-    'GET /v1/kv/fz/a HTTP/1.1\r\nhost: x\r\n\r\n',
-    'PUT /v1/kv/fz/raw HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello',
-    'POST /v1/txn HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n9\r\n{"succes\r\n15\r\ns":[{"op":"delete",\r\n10\r\n"key":"fz/raw"}]}\r\n0\r\n\r\n',
-    'DELETE /v1/kv?prefix=fz/raw HTTP/1.1\r\nhost: x\r\n\r\n',
-    'GET /v1/kv?prefix=fz/&limit=3 HTTP/1.1\r\nhost: x\r\n\r\n',
+    'GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n',
+    'GET /v1/kv/fz/a HTTP/1.1\r\nhost: localhost\r\n\r\n',
+    'PUT /v1/kv/fz/raw HTTP/1.1\r\nhost: localhost\r\ncontent-length: 5\r\n\r\nhello',
+    'POST /v1/txn HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n9\r\n{"succes\r\n15\r\ns":[{"op":"delete",\r\n10\r\n"key":"fz/raw"}]}\r\n0\r\n\r\n',
+    'DELETE /v1/kv?prefix=fz/raw HTTP/1.1\r\nhost: localhost\r\n\r\n',
+    'GET /v1/kv?prefix=fz/&limit=3 HTTP/1.1\r\nhost: localhost\r\n\r\n',
   ].map((text) => Buffer.from(text, 'latin1'));
 
   const mutation = fc.oneof(

@@ -51,8 +51,8 @@ export class RawHttpConnection {
     await this.ready;
     const head =
       body === undefined
-        ? `${method} ${path} HTTP/1.1\r\nhost: bench\r\n\r\n`
-        : `${method} ${path} HTTP/1.1\r\nhost: bench\r\ncontent-type: ${contentType}\r\ncontent-length: ${body.length}\r\n\r\n`;
+        ? `${method} ${path} HTTP/1.1\r\nhost: localhost\r\n\r\n`
+        : `${method} ${path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: ${contentType}\r\ncontent-length: ${body.length}\r\n\r\n`;
     return new Promise((resolve, reject) => {
       this.waiting = { resolve, reject };
       if (body === undefined) this.socket.write(head);

@@ -47,7 +47,7 @@ export function decodeKeyPath(text: string): Buffer {
     const char = text[i]!;
     if (char === '%') {
       const hex = text.slice(i + 1, i + 3);
-      if (!/^[0-9a-fA-F]{2}$/.test(hex)) throw new MercuryError('BAD_REQUEST', `malformed percent-encoding "%${hex}" in the key`);
+      if (!/^[0-9a-fA-F]{2}$/.test(hex)) throw new MercuryError('BAD_REQUEST', `malformed percent-encoding "%${hex}" in the key; write a byte as % and two hex digits (%25 for "%")`);
       bytes.push(parseInt(hex, 16));
       i += 2;
     } else {

@@ -14,7 +14,8 @@
  * ```
  * Any key, value, prefix, start or end is a byte field (src/api/bytes.ts): text, text with `keyEncoding`, or
  * `keyBase64`. A compare has exactly one target (exists, value, modSeq, version, createSeq) and an optional `op`
- * (= != < >, default =; `exists` takes none). A deleteRange without `end` (or with an empty one) has no upper bound.
+ * (= != < >, default =; `exists` takes none). A deleteRange without `end` (or with an empty one) has no upper bound;
+ * otherwise `end` must sort after `start` (an empty range is refused, not committed as an entry that changes nothing).
  * The formatter writes every byte field as `name` + `nameEncoding`, and deletePrefix as the deleteRange it means,
  * so that `parseTxn(formatTxn(t))` equals `t`.
  */
@@ -147,6 +148,9 @@ function parseOp(raw: unknown, path: string, valueBytesMax: number): TxnOp {
       const start = readKey(object, 'start', path);
       const end = readJsonBytes(object, 'end', path, false) ?? Buffer.alloc(0);
       if (end.length > 0) validateKey(end, `${path}.end`);
+      // An empty range would commit an entry that changes nothing; start > end is a mistake, not a request.
+      if (end.length > 0 && Buffer.compare(start, end) >= 0)
+        throw new MercuryError('INVALID_ARGUMENT', `${path}: deleteRange deletes the keys k with start <= k < end, so end must sort after start (byte order); leave end out for no upper bound`);
       return { type: 'deleteRange', start, end };
     }
     default:

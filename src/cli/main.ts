@@ -28,6 +28,12 @@ Node:
                                                              reload when they change and on SIGHUP
         [--insecure]                                         allow a non-loopback listen address without TLS and
                                                              authentication
+        [--advertise-url URL]                                where other nodes reach this one (children forward
+                                                             writes there; needed with --listen 0.0.0.0:PORT)
+        [--allowed-hosts NAME[,NAME...]]                     Host names answered besides IPs, localhost and the node's
+                                                             own names (.example.com: any name under it; *: any)
+        [--allowed-origins ORIGIN[,ORIGIN...]]               web origins whose pages may use the API and watches
+        [--ready-max-lag-ms N]                               a replica further behind is not ready (default 5000)
   demo [--replicas N] [--dir DIR]                            a local root and N replicas in a tree (default 6)
   verify --data-dir DIR [--json]                             check a data directory offline (chain, key checksums,
                                                              keys against the log); exit 1 on damage
@@ -64,6 +70,10 @@ const OPTIONS = {
   'replication-listen': { type: 'string' },
   upstream: { type: 'string' },
   resync: { type: 'boolean' },
+  'advertise-url': { type: 'string' },
+  'allowed-hosts': { type: 'string' },
+  'allowed-origins': { type: 'string' },
+  'ready-max-lag-ms': { type: 'string' },
   replicas: { type: 'string' },
   dir: { type: 'string' },
   file: { type: 'string', short: 'f' },
@@ -88,6 +98,11 @@ function integerOption(value: string | undefined, name: string): number | undefi
   if (value === undefined) return undefined;
   if (!/^\d+$/.test(value)) throw new UsageError(`--${name} must be a non-negative integer, got "${value}"`);
   return Number(value);
+}
+
+/** A comma-separated list option; undefined when absent. */
+function listOption(value: string | undefined): string[] | undefined {
+  return value?.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
 }
 
 async function readStdin(): Promise<Buffer> {
@@ -115,13 +130,18 @@ async function serve(values: Record<string, string | boolean | undefined>): Prom
     connectionsPerAddressMax: integerOption(values['max-connections-per-address'] as string | undefined, 'max-connections-per-address'),
     tls: tlsFlags(values),
     insecure: values.insecure as boolean | undefined,
+    advertiseUrl: values['advertise-url'] as string | undefined,
+    allowedHosts: listOption(values['allowed-hosts'] as string | undefined),
+    allowedOrigins: listOption(values['allowed-origins'] as string | undefined),
+    readyLagMsMax: integerOption(values['ready-max-lag-ms'] as string | undefined, 'ready-max-lag-ms'),
   });
   // Loaded here, not at the top: the node pulls in LMDB, the HTTP server and replication, which would double the start-up time
   // of every client command.
   const { MercuryNode } = await import('../node/index.js');
   const node = await MercuryNode.start(config, { logger: jsonLogger() });
   process.stdout.write(
-    `mercury node listening on ${node.url} replication ${node.replicationAddress} (${node.role}, data: ${config.dataDir}, seq ${node.store.head().seq})\n`,
+    `mercury node listening on ${node.url} replication ${node.replicationAddress} (${node.role}, data: ${config.dataDir}, seq ${node.store.head().seq}` +
+      `${node.advertisedUrl === node.url ? '' : `, advertised as ${node.advertisedUrl}`})\n`,
   );
   // Whoever started the node may be gone (a closed pipe): that must not turn a clean stop into a crash.
   process.stdout.on('error', () => {});

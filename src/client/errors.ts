@@ -99,6 +99,8 @@ const CLASS_BY_CODE: Partial<Record<ErrorCode, ServerErrorClass>> = {
   TOO_MANY_OPS: LimitExceededError,
   BODY_TOO_LARGE: LimitExceededError,
   UNSUPPORTED_MEDIA_TYPE: InvalidRequestError,
+  HOST_NOT_ALLOWED: InvalidRequestError,
+  ORIGIN_NOT_ALLOWED: InvalidRequestError,
   METHOD_NOT_ALLOWED: InvalidRequestError,
   KEY_NOT_FOUND: NotFoundError,
   NOT_FOUND: NotFoundError,

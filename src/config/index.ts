@@ -39,9 +39,37 @@ export interface NodeConfig {
   readonly tls: TlsPaths | undefined;
   /** `--insecure`: listen on a non-loopback address without TLS or without authentication (see `checkListenSecurity`). */
   readonly insecure: boolean;
+  /**
+   * `--advertise-url`: the HTTP URL other nodes reach this one by (`http://host:port`, no path). Children forward
+   * writes to it. Undefined: derived from the listen address, which must then be a specific one (not 0.0.0.0 or ::).
+   */
+  readonly advertiseUrl: string | undefined;
+  /**
+   * `--allowed-hosts`: Host names the HTTP API answers to besides IP literals, localhost and the node's own listen and
+   * advertised names (src/server/request-policy.ts). `.example.com` allows every name under example.com; `*` any.
+   */
+  readonly allowedHosts: readonly string[];
+  /** `--allowed-origins`: web origins (`https://dash.example.com`) whose pages may use the API and watches; `*` any. */
+  readonly allowedOrigins: readonly string[];
+  /** `--ready-max-lag-ms`: a replica further behind the root than this is not ready (`/readyz`). */
+  readonly readyLagMsMax: number;
 }
 
 export const DEFAULT_PORT = 7070;
+
+/**
+ * A replica more than this far behind the root's clock is taken out of rotation by readiness. Live replication keeps
+ * a replica well under a second behind; 5 s means it is catching up a backlog (after a restart or a burst), and a
+ * load balancer should prefer a node that is not.
+ */
+export const READY_LAG_MS_MAX_DEFAULT = 5_000;
+
+/** Addresses that mean "every interface": a node can listen on one, but nobody can connect to it. */
+const UNSPECIFIED_HOSTS: ReadonlySet<string> = new Set(['0.0.0.0', '::', '[::]', '::0', '0:0:0:0:0:0:0:0']);
+
+export function isUnspecifiedHost(host: string): boolean {
+  return UNSPECIFIED_HOSTS.has(host.toLowerCase());
+}
 
 export const CONFIG_DEFAULTS: Omit<NodeConfig, 'replicationHost' | 'replicationPort'> = Object.freeze({
   dataDir: './data',
@@ -56,6 +84,10 @@ export const CONFIG_DEFAULTS: Omit<NodeConfig, 'replicationHost' | 'replicationP
   resync: false,
   tls: undefined,
   insecure: false,
+  advertiseUrl: undefined,
+  allowedHosts: [],
+  allowedOrigins: [],
+  readyLagMsMax: READY_LAG_MS_MAX_DEFAULT,
 });
 
 function integer(field: string, value: unknown, min: number, max: number): number {
@@ -90,6 +122,10 @@ export function validateConfig(input: Partial<NodeConfig>): NodeConfig {
     logRetainEntries: optionalInteger('logRetainEntries (--log-retain-entries)', merged.logRetainEntries, 1, Number.MAX_SAFE_INTEGER),
     logRetainBytes: optionalInteger('logRetainBytes (--log-retain-bytes)', merged.logRetainBytes, 1, Number.MAX_SAFE_INTEGER),
     connectionsPerAddressMax: optionalInteger('connectionsPerAddressMax (--max-connections-per-address)', merged.connectionsPerAddressMax, 1, HTTP_CONNECTIONS_MAX),
+    advertiseUrl: advertiseUrl(merged.advertiseUrl, merged.host, port),
+    allowedHosts: Object.freeze(stringList('allowedHosts (--allowed-hosts)', merged.allowedHosts).map(allowedHost)),
+    allowedOrigins: Object.freeze(stringList('allowedOrigins (--allowed-origins)', merged.allowedOrigins).map(allowedOrigin)),
+    readyLagMsMax: integer('readyLagMsMax (--ready-max-lag-ms)', merged.readyLagMsMax, 0, Number.MAX_SAFE_INTEGER),
     tls: validateTlsPaths(merged.tls),
     insecure: merged.insecure === true,
   });
@@ -121,6 +157,63 @@ export function checkListenSecurity(config: NodeConfig, auth: unknown): void {
     `refusing to listen on ${exposed.join(' and ')} without ${missing.join(' and ')}: other hosts could read and write every key. ` +
       'Give them, listen on 127.0.0.1, or pass --insecure to accept the risk',
   );
+}
+
+/**
+ * The advertised URL, checked: children forward writes there, so it must name this node from elsewhere. Without one,
+ * an unspecified listen address is refused rather than advertised (a child would forward to 0.0.0.0, itself).
+ */
+function advertiseUrl(value: unknown, host: string, port: number): string | undefined {
+  if (value === undefined) {
+    if (isUnspecifiedHost(host))
+      throw new MercuryError(
+        'CONFIG_INVALID',
+        `--listen ${host.includes(':') ? `[${host}]` : host}:${port} listens on every address, so it names none that other nodes can forward writes to: add --advertise-url http://NAME:${port}, with a name or address other hosts reach this node by`,
+      );
+    return undefined;
+  }
+  const rule = 'advertiseUrl (--advertise-url) must be an http:// or https:// URL with a host that other nodes reach this one by, and no path';
+  if (typeof value !== 'string') throw new MercuryError('CONFIG_INVALID', rule);
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new MercuryError('CONFIG_INVALID', `${rule}; got "${value}"`);
+  }
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.pathname !== '/' || url.search !== '' || url.hash !== '' || url.username !== '' || url.hostname === '')
+    throw new MercuryError('CONFIG_INVALID', `${rule}; got "${value}"`);
+  if (isUnspecifiedHost(url.hostname))
+    throw new MercuryError('CONFIG_INVALID', `--advertise-url ${value} names the unspecified address ${url.hostname}, which means "this host" to whoever connects: give a name or address other hosts reach this node by`);
+  return url.origin;
+}
+
+function stringList(field: string, value: unknown): string[] {
+  if (!Array.isArray(value) || !value.every((entry) => typeof entry === 'string')) throw new MercuryError('CONFIG_INVALID', `${field} must be a list of strings`);
+  return value;
+}
+
+/** An `--allowed-hosts` entry in the form the request policy compares: lower case, no trailing dot. */
+function allowedHost(entry: string): string {
+  const name = entry.trim().toLowerCase().replace(/\.$/, '');
+  if (name === '*') return name;
+  if (!/^\.?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$/.test(name))
+    throw new MercuryError('CONFIG_INVALID', `--allowed-hosts: "${entry}" is not a host name (examples: mercury.example.com; .example.com for every name under it; * for any name)`);
+  return name;
+}
+
+/** An `--allowed-origins` entry as browsers send it: `scheme://host[:port]`, lower case, without a default port. */
+function allowedOrigin(entry: string): string {
+  const trimmed = entry.trim();
+  if (trimmed === '*') return trimmed;
+  let url: URL | undefined;
+  try {
+    url = new URL(trimmed);
+  } catch {
+    url = undefined;
+  }
+  if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.pathname !== '/' || url.search !== '' || url.hash !== '' || url.username !== '')
+    throw new MercuryError('CONFIG_INVALID', `--allowed-origins: "${entry}" is not an origin (scheme://host[:port] without a path; example: https://dashboard.example.com; * for any)`);
+  return url.origin;
 }
 
 function optionalInteger(field: string, value: unknown, min: number, max: number): number | undefined {

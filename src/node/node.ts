@@ -8,7 +8,7 @@
  * answered once the replica has applied them (read-your-writes on any node).
  */
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { isIP, type AddressInfo } from 'node:net';
 import type { Server as TlsServer } from 'node:tls';
 import type { ClientTls } from '../client/index.js';
 import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
@@ -20,9 +20,10 @@ import { silentLogger, type Logger } from '../logging/index.js';
 import { COUNT_BUCKETS, Registry, SECONDS_BUCKETS } from '../metrics/index.js';
 import { TlsCredentials, clientTlsOptions, serverTlsOptions, type TlsMaterial } from '../net/index.js';
 import { ReplicationClient, ReplicationServer, StoreLogSource, type Heartbeat } from '../replication/index.js';
-import { createApiHandler, createHttpServer, type NodeApi } from '../server/index.js';
+import { createApiHandler, createHttpServer, requestRefusal, type NodeApi, type RequestPolicy } from '../server/index.js';
 import { Store } from '../store/index.js';
 import { forwardWrite } from './forward.js';
+import { readiness } from './readiness.js';
 import { SeqWaiter } from './seq-waiter.js';
 import { WatchHub } from '../watch/index.js';
 import { NODE_LIMITS, validateNodeLimits, type NodeLimits } from './limits.js';
@@ -61,6 +62,8 @@ export class MercuryNode {
   private readonly seqWaiter: SeqWaiter;
   private readonly server: Server;
   private readonly startedMs: number;
+  /** Which Host names and Origins the HTTP API and watches accept (src/server/request-policy.ts). */
+  private readonly requestPolicy: RequestPolicy;
   private trimTimer: TimerHandle | undefined;
   private heartbeatTimer: TimerHandle | undefined;
   private latestHeartbeat: Heartbeat | undefined;
@@ -87,6 +90,16 @@ export class MercuryNode {
     this.store = Store.open({ path: config.dataDir, createDataset: !isReplica, mapBytes: this.limits.store.mapBytes, noSync: isReplica });
     if (this.store.discardedAfterCrash)
       this.logger.log('warn', 'discarded the replica data: the machine went down while it held unsynced writes; bootstrapping again', { dataDir: config.dataDir });
+    this.requestPolicy = Object.freeze({
+      // The node's own names: those it listens on and is advertised by answer without --allowed-hosts.
+      allowedHosts: Object.freeze([
+        ...[config.host, config.advertiseUrl === undefined ? '' : new URL(config.advertiseUrl).hostname.replace(/^\[|\]$/g, '')]
+          .map((name) => name.toLowerCase())
+          .filter((name) => name !== '' && isIP(name) === 0),
+        ...config.allowedHosts,
+      ]),
+      allowedOrigins: config.allowedOrigins,
+    });
     this.seqWaiter = new SeqWaiter(this.clock, () => this.store.head().seq);
     this.metrics.gauge('mercury_applied_seq', 'Seq of the last entry applied on this node.', () => this.store.head().seq);
     const damageMet = this.metrics.counter('mercury_data_corruption_total', 'Reads that met damaged data (a log entry failing its chain check, a key record failing its checksum).');
@@ -114,6 +127,7 @@ export class MercuryNode {
       readiness: () => this.readiness(),
       resync: () => this.resync(),
       log: (message, fields) => this.logger.log('error', message, fields),
+      requestPolicy: this.requestPolicy,
     };
     const tlsRejected = this.metrics.counter('mercury_tls_rejected_total', 'Connections refused for TLS, by port and reason (wrong protocol, untrusted or expired certificate, failed handshake).');
     const onTlsRejected = (port: 'http' | 'replication') => (reason: string, remote: string, message: string) => {
@@ -121,11 +135,19 @@ export class MercuryNode {
       this.logger.log('warn', 'TLS connection refused', { port, reason, remote, error: message });
     };
     this.server = createHttpServer(createApiHandler(api), this.limits.http, this.clock, { tls: material, onRejected: onTlsRejected('http') });
-    this.watchHub = new WatchHub({ store: this.store, clock: this.clock, metrics: this.metrics, logger: this.logger, limits: this.limits.watch });
+    const policy = this.requestPolicy;
+    this.watchHub = new WatchHub({
+      store: this.store,
+      clock: this.clock,
+      metrics: this.metrics,
+      logger: this.logger,
+      limits: this.limits.watch,
+      refuseUpgrade: (req) => requestRefusal(req.headers.host, req.headers.origin, policy),
+    });
     this.watchHub.attach(this.server);
     this.replicationServer = new ReplicationServer({
       nodeId: this.store.nodeId,
-      httpUrl: () => this.url,
+      httpUrl: () => this.advertisedUrl,
       source: new StoreLogSource(this.store),
       clock: this.clock,
       logger: this.logger,
@@ -265,6 +287,7 @@ export class MercuryNode {
     node.logger.log('info', 'node started', {
       role: node.role,
       url: node.url,
+      advertisedUrl: node.advertisedUrl,
       replication: node.replicationAddress,
       upstreams: config.upstreams,
       dataDir: config.dataDir,
@@ -282,6 +305,11 @@ export class MercuryNode {
     const address = this.server.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     return `${this.tls === undefined ? 'http' : 'https'}://${host}:${address.port}`;
+  }
+
+  /** The URL other nodes reach this one by (children forward writes there): `--advertise-url`, else the listen URL. */
+  get advertisedUrl(): string {
+    return this.config.advertiseUrl ?? this.url;
   }
 
   get role(): 'root' | 'replica' {
@@ -329,6 +357,7 @@ export class MercuryNode {
       keys: sizes.keys,
       dataFileBytes: sizes.dataFileBytes,
       url: this.url,
+      advertisedUrl: this.advertisedUrl,
       uptimeMs: Math.round(this.clock.monotonicMs() - this.startedMs),
       replication: this.replicationStatus(),
       storage: this.storageStatus(),
@@ -382,14 +411,16 @@ export class MercuryNode {
    * reason says what is wrong; a store that met damage stays unready until an operator acts (README, "Damaged data").
    */
   readiness(): { ready: boolean; reasons: string[] } {
-    const reasons: string[] = [];
     const damage = this.store.damage();
-    if (damage.count > 0) reasons.push(`DATA_CORRUPTED: damaged data met ${damage.count} times, first: ${damage.reports[0]?.what ?? '?'}`);
-    const fault = this.writableFault();
-    if (fault !== undefined) reasons.push(`${fault.code}: ${fault.message}`);
-    const phase = this.replicationClient?.status().phase;
-    if (phase !== undefined && phase !== 'streaming') reasons.push(`NOT_JOINED: the replica is ${phase}, not streaming from an upstream`);
-    return { ready: reasons.length === 0, reasons };
+    const replication = this.replicationClient?.status();
+    return readiness({
+      damageCount: damage.count,
+      firstDamage: damage.reports[0]?.what,
+      writeFault: this.writableFault(),
+      replicationPhase: replication?.phase,
+      lagMs: replication?.lagMs,
+      lagMsMax: this.config.readyLagMsMax,
+    });
   }
 
   private replicationStatus(): Record<string, unknown> {

@@ -10,6 +10,8 @@ import { MercuryError, decodeKeyPath } from '../api/index.js';
 import { SECONDS_BUCKETS } from '../metrics/index.js';
 import { sendError } from './http-io.js';
 import type { NodeApi } from './node-api.js';
+import { Query } from './query.js';
+import { requestRefusal } from './request-policy.js';
 import { Router, methodHandler } from './router.js';
 import { kvKeyRoute, kvRangeRoute } from './routes/kv.js';
 import { logRoute } from './routes/log.js';
@@ -45,10 +47,12 @@ export function createApiHandler(node: NodeApi): (req: IncomingMessage, res: Ser
       sendError(res, error, internal);
     };
     try {
+      const refused = requestRefusal(req.headers.host, req.headers.origin, node.requestPolicy, req.method);
+      if (refused !== undefined) throw refused;
       if (match === undefined) throw new MercuryError('NOT_FOUND', `no route ${path}; see the API reference in the README`);
       const key = match.keyPath === undefined ? undefined : decodeKeyPath(match.keyPath);
       const handler = methodHandler(match.route, req.method);
-      const query = new URLSearchParams(queryAt === -1 ? '' : url.slice(queryAt + 1));
+      const query = new Query(queryAt === -1 ? '' : url.slice(queryAt + 1));
       const done = handler(req, res, query, key);
       if (done !== undefined) done.catch(fail);
     } catch (error) {

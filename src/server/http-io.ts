@@ -75,7 +75,9 @@ export function parseJson(body: Buffer): unknown {
 /** Parses an optional non-negative integer query parameter. */
 export function queryInteger(query: URLSearchParams, name: string, fallback: number, max = Number.MAX_SAFE_INTEGER, min = 0): number {
   const raw = query.get(name);
-  if (raw === null || raw === '') return fallback;
+  if (raw === null) return fallback;
+  // Not the fallback: `?ifModSeq=` meaning 0 would turn a forgotten number into "only if absent".
+  if (raw === '') throw new MercuryError('INVALID_ARGUMENT', `query parameter ${name} is empty; give a non-negative integer, or leave the parameter out`);
   if (!/^\d+$/.test(raw)) throw new MercuryError('INVALID_ARGUMENT', `query parameter ${name} must be a non-negative integer, got "${raw}"`);
   const value = Number(raw);
   if (!Number.isSafeInteger(value) || value < min || value > max)

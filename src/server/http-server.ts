@@ -49,6 +49,62 @@ export const HTTP_LIMITS: HttpLimits = Object.freeze({
   forwardedWriteWaitMs: 30_000,
 });
 
+/**
+ * Pipelined requests and a malformed one after them. Clients may pipeline: send several requests without waiting.
+ * When bytes that are not HTTP follow complete requests, each complete request is still answered, in order, then the
+ * 400 for the rest, and the connection is closed. node:http reports the malformed bytes at once, while the earlier
+ * requests may still wait for their commit: answering and closing right then would leave committed writes without an
+ * answer. A request not received in full when the error comes (the one the error is about: a bad chunk, a timeout)
+ * is not waited for. The properties exist only while a request is in flight or after a parse error, so an idle
+ * connection carries nothing.
+ */
+const IN_FLIGHT = Symbol('inFlight');
+const FAILED = Symbol('failed');
+const PENDING_ERROR = Symbol('pendingError');
+interface PipelinedSocket extends Socket {
+  [IN_FLIGHT]?: Set<ServerResponse>;
+  [FAILED]?: boolean;
+  [PENDING_ERROR]?: string;
+}
+
+/** Whether a request received in full is still waiting for its answer to be written. */
+function owesAnswers(inFlight: ReadonlySet<ServerResponse> | undefined): boolean {
+  if (inFlight === undefined) return false;
+  for (const res of inFlight) if (res.req.complete) return true;
+  return false;
+}
+
+function trackInFlight(socket: Socket, res: ServerResponse): void {
+  const pipelined = socket as PipelinedSocket;
+  const inFlight = (pipelined[IN_FLIGHT] ??= new Set());
+  inFlight.add(res);
+  res.once('close', () => {
+    inFlight.delete(res);
+    if (inFlight.size === 0) delete pipelined[IN_FLIGHT];
+    const pending = pipelined[PENDING_ERROR];
+    if (pending !== undefined && !owesAnswers(inFlight)) {
+      delete pipelined[PENDING_ERROR];
+      if (socket.writable) socket.end(pending);
+      else socket.destroy();
+    }
+  });
+}
+
+/** Answers a request that never reached a handler (malformed, CONNECT) and closes, after the answers still owed. */
+function endWithError(socket: Socket, code: ErrorCode, message: string, headers: Readonly<Record<string, string>> = {}): void {
+  const body = JSON.stringify(errorBody(code, message));
+  const status = ERROR_STATUS[code];
+  const extra = Object.entries(headers)
+    .map(([name, value]) => `${name}: ${value}\r\n`)
+    .join('');
+  const answer =
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n` +
+    `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`;
+  const pipelined = socket as PipelinedSocket;
+  if (owesAnswers(pipelined[IN_FLIGHT])) pipelined[PENDING_ERROR] = answer;
+  else socket.end(answer);
+}
+
 /** TLS of the HTTP port (src/net/tls.ts). */
 export interface HttpSecurity {
   /** Serve HTTPS with these credentials (at start; reloads go through setSecureContext); undefined: plaintext HTTP. */
@@ -96,6 +152,7 @@ export function createHttpServer(
         res.end(body);
         return;
       }
+      trackInFlight(req.socket, res);
       handler(req, res);
     };
   const server = tls === undefined ? createServer(options, listener) : (createHttpsServer({ ...options, ...serverTlsOptions(tls) }, listener) as unknown as Server);
@@ -133,6 +190,9 @@ export function createHttpServer(
       socket.destroy();
       return;
     }
+    // node:http may report the error again for bytes after it: one answer is enough.
+    if ((socket as PipelinedSocket)[FAILED] === true) return;
+    (socket as PipelinedSocket)[FAILED] = true;
     // A TLS handshake sent to this plaintext port: its bytes are no HTTP method. Counted apart, so an operator sees
     // clients configured for TLS against a node without it.
     const tlsOnPlaintext = tls === undefined && (error as { rawPacket?: Buffer }).rawPacket?.[0] === TLS_HANDSHAKE_BYTE;
@@ -147,12 +207,14 @@ export function createHttpServer(
         : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
           ? ['REQUEST_TIMEOUT', 'the request was not received in time; send headers and body promptly']
           : ['BAD_REQUEST', `malformed HTTP request (${error.code ?? error.message})`];
-    const body = JSON.stringify(errorBody(code, message));
-    const status = ERROR_STATUS[code];
-    socket.end(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n` +
-        `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-    );
+    endWithError(socket, code, message);
+  });
+  // CONNECT asks a proxy for a tunnel. node:http would drop the connection without a word when nobody listens.
+  server.on('connect', (req: IncomingMessage, socket: Socket) => {
+    socket.on('error', () => {}); // the client may be gone already
+    endWithError(socket, 'METHOD_NOT_ALLOWED', `${req.method} is not supported: a Mercury node is not a proxy; see the API reference in the README`, {
+      allow: 'GET, PUT, POST, DELETE',
+    });
   });
   // An Expect header other than 100-continue: node:http would answer a bare 417 without a body.
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {

@@ -3,6 +3,7 @@ import type { Clock } from '../clock/index.js';
 import type { WriteRequest, WriteResult } from '../commit/index.js';
 import type { Registry } from '../metrics/index.js';
 import type { Store } from '../store/index.js';
+import type { RequestPolicy } from './request-policy.js';
 
 export interface NodeApi {
   readonly store: Store;
@@ -19,4 +20,6 @@ export interface NodeApi {
   /** Replica: discard the chain and take a full snapshot (throws NOT_A_REPLICA on the root, RESYNC_IN_PROGRESS while one runs). */
   resync(): void;
   log(message: string, fields?: Record<string, unknown>): void;
+  /** Which Host names and Origins the API accepts (DNS rebinding, cross-site requests). */
+  readonly requestPolicy: RequestPolicy;
 }

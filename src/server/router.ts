@@ -6,9 +6,10 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { MercuryError } from '../api/index.js';
+import type { Query } from './query.js';
 
 /** Handles one method of one route. `key` is the decoded `{key}` of a key route, undefined elsewhere. */
-export type Handler = (req: IncomingMessage, res: ServerResponse, query: URLSearchParams, key: Buffer | undefined) => Promise<void> | void;
+export type Handler = (req: IncomingMessage, res: ServerResponse, query: Query, key: Buffer | undefined) => Promise<void> | void;
 
 export interface Route {
   /** The path as metrics and error messages name it (`/v1/kv/{key}`). */

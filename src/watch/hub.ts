@@ -12,7 +12,7 @@
  * back to `ws.send` and logs it once.
  */
 import assert from 'node:assert/strict';
-import type { IncomingMessage, Server } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type ServerOptions, type WebSocket } from 'ws';
@@ -44,6 +44,11 @@ export interface WatchHubOptions {
   readonly logger: Logger;
   /** Overrides of `WATCH_LIMITS` (tests pass `WATCH_LIMITS_TEST`); the result is validated. */
   readonly limits?: Partial<WatchLimits>;
+  /**
+   * Why an upgrade request must be refused (a foreign Origin, an unexpected Host: the node's request policy), or
+   * undefined to accept it. Its status and message are answered in the JSON error form.
+   */
+  readonly refuseUpgrade?: (req: IncomingMessage) => { readonly code: string; readonly message: string; readonly status: number } | undefined;
 }
 
 /** What `ws` keeps private and the fast path needs: the TCP socket and whether its sender has anything queued. */
@@ -115,6 +120,7 @@ export class WatchHub {
   private readonly store: WatchSource;
   private readonly clock: Clock;
   private readonly logger: Logger;
+  private readonly refuseUpgrade: WatchHubOptions['refuseUpgrade'];
   private readonly wss: WebSocketServer;
   private readonly machine: WatchMachine;
   private readonly connections = new Map<number, WsConnection>();
@@ -131,6 +137,7 @@ export class WatchHub {
     this.store = options.store;
     this.clock = options.clock;
     this.logger = options.logger;
+    this.refuseUpgrade = options.refuseUpgrade;
     this.timer = new TickTimer(this.clock, () => {
       if (!this.closed) this.perform(this.machine.tick(this.clock.monotonicMs()));
     });
@@ -255,11 +262,14 @@ export class WatchHub {
     const url = req.url ?? '/';
     const queryAt = url.indexOf('?');
     const path = queryAt === -1 ? url : url.slice(0, queryAt);
-    if (path !== WATCH_PATH || this.closed) {
+    const refused = this.refuseUpgrade?.(req);
+    if (path !== WATCH_PATH || this.closed || refused !== undefined) {
       const [status, code, message] =
-        path !== WATCH_PATH
-          ? ['404 Not Found', 'NOT_FOUND', `no WebSocket endpoint ${path}; watches are served on ${WATCH_PATH}`]
-          : ['503 Service Unavailable', 'SHUTTING_DOWN', 'node is shutting down; retry on another node or later'];
+        refused !== undefined
+          ? [`${refused.status} ${STATUS_CODES[refused.status]}`, refused.code, refused.message]
+          : path !== WATCH_PATH
+            ? ['404 Not Found', 'NOT_FOUND', `no WebSocket endpoint ${path}; watches are served on ${WATCH_PATH}`]
+            : ['503 Service Unavailable', 'SHUTTING_DOWN', 'node is shutting down; retry on another node or later'];
       const body = JSON.stringify({ error: { code, message } });
       socket.on('error', () => {}); // the client may be gone already; nothing to do about it
       socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`, () =>

@@ -7,14 +7,15 @@ import type { WriteRequest } from '../../commit/index.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
 import { SEQ_HEADER, queryInteger, readBody, readSeqOptions, sendJson } from '../http-io.js';
 import type { NodeApi } from '../node-api.js';
+import type { Query } from '../query.js';
 import type { Route } from '../router.js';
 
-function ifModSeqCompare(query: URLSearchParams, key: Buffer): WriteRequest['compares'] {
+function ifModSeqCompare(query: Query, key: Buffer): WriteRequest['compares'] {
   if (!query.has('ifModSeq')) return [];
   return [{ key, target: 'modSeq', operator: '=', number: queryInteger(query, 'ifModSeq', 0) }];
 }
 
-function compareFailed(node: NodeApi, key: Buffer, query: URLSearchParams, seq: number): MercuryError {
+function compareFailed(node: NodeApi, key: Buffer, query: Query, seq: number): MercuryError {
   const current = node.store.get(key).record;
   return new MercuryError('COMPARE_FAILED', `ifModSeq=${query.get('ifModSeq')} does not match the key's current modSeq ${current?.modSeq ?? 0}; read it again and retry`, {
     details: { modSeq: current?.modSeq ?? 0, seq },
@@ -69,7 +70,7 @@ export function kvRangeRoute(node: NodeApi): Route {
     name: '/v1/kv',
     methods: {
       GET: async (_req, res, query) => {
-        const prefix = Buffer.from(query.get('prefix') ?? '', 'utf8');
+        const prefix = query.bytes('prefix') ?? Buffer.alloc(0);
         if (prefix.length > 0) validateKey(prefix, 'prefix');
         const limit = queryInteger(query, 'limit', RANGE_LIMIT_DEFAULT, RANGE_LIMIT_MAX, 1);
         const cursor = query.get('cursor');
@@ -94,7 +95,7 @@ export function kvRangeRoute(node: NodeApi): Route {
         sendJson(res, 200, { seq: page.seq, items, more: page.more, cursor: cursorOut }, { [SEQ_HEADER]: page.seq });
       },
       DELETE: async (_req, res, query) => {
-        const prefix = Buffer.from(query.get('prefix') ?? '', 'utf8');
+        const prefix = query.bytes('prefix') ?? Buffer.alloc(0);
         if (prefix.length === 0) throw new MercuryError('INVALID_ARGUMENT', 'DELETE /v1/kv needs a non-empty ?prefix=; deleting every key must be a deliberate deleteRange transaction');
         validateKey(prefix, 'prefix');
         const result = await node.write({ compares: [], success: [{ type: 'deleteRange', start: prefix, end: prefixEnd(prefix) }], failure: [] });

@@ -9,9 +9,14 @@ export function txnRoute(node: NodeApi): Route {
     name: '/v1/txn',
     methods: {
       POST: async (req, res) => {
+        // Required, not assumed: a body without a type (or text/plain, a form) is what a web page may send any node
+        // without the browser asking it first (no CORS preflight), so only such a page would send one.
         const type = req.headers['content-type'];
-        if (type !== undefined && !/^application\/json\s*(;|$)/i.test(type))
-          throw new MercuryError('UNSUPPORTED_MEDIA_TYPE', `POST /v1/txn takes application/json, not "${type}"`);
+        if (type === undefined || !/^application\/json\s*(;|$)/i.test(type))
+          throw new MercuryError(
+            'UNSUPPORTED_MEDIA_TYPE',
+            `POST /v1/txn takes a JSON body with the header Content-Type: application/json; ${type === undefined ? 'the request had no Content-Type' : `got "${type}"`}`,
+          );
         const body = await readBody(
           req,
           JSON_BODY_BYTES_MAX,

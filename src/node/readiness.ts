@@ -1,0 +1,30 @@
+/**
+ * Readiness (`/readyz`): whether a node should take traffic, as a pure function of what the node knows, so that each
+ * rule is tested without making a store fail or a replica fall behind. Each reason starts with a stable code.
+ */
+
+export interface ReadinessInput {
+  /** Times damaged data was met, and what the first was. */
+  readonly damageCount: number;
+  readonly firstDamage: string | undefined;
+  /** The storage failure of the last write while writes still fail (STORAGE_FULL, STORAGE_IO_ERROR). */
+  readonly writeFault: { readonly code: string; readonly message: string } | undefined;
+  /** A replica's phase (`streaming` once joined); undefined on the root. */
+  readonly replicationPhase: string | undefined;
+  /** How far behind the root's clock the replica is (undefined: unknown, or the root). */
+  readonly lagMs: number | undefined;
+  /** `--ready-max-lag-ms`. */
+  readonly lagMsMax: number;
+}
+
+export function readiness(input: ReadinessInput): { ready: boolean; reasons: string[] } {
+  const reasons: string[] = [];
+  if (input.damageCount > 0) reasons.push(`DATA_CORRUPTED: damaged data met ${input.damageCount} times, first: ${input.firstDamage ?? '?'}`);
+  if (input.writeFault !== undefined) reasons.push(`${input.writeFault.code}: ${input.writeFault.message}`);
+  const phase = input.replicationPhase;
+  if (phase !== undefined && phase !== 'streaming') reasons.push(`NOT_JOINED: the replica is ${phase}, not streaming from an upstream`);
+  // Only a joined replica lags: one that is not streaming is NOT_JOINED already, whatever its last lag was.
+  if (phase === 'streaming' && input.lagMs !== undefined && input.lagMs > input.lagMsMax)
+    reasons.push(`LAGGING: the replica is ${input.lagMs} ms behind the root, more than --ready-max-lag-ms ${input.lagMsMax}; it is catching up`);
+  return { ready: reasons.length === 0, reasons };
+}

@@ -1,0 +1,48 @@
+/**
+ * Readiness rules (`/readyz`), as a pure function: each reason with its code, and the lag threshold
+ * (`--ready-max-lag-ms`) that takes a replica catching up a backlog out of rotation.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { READY_LAG_MS_MAX_DEFAULT, validateConfig } from '../src/config/index.js';
+import { readiness, type ReadinessInput } from '../src/node/index.js';
+import { runCli } from './support/process.js';
+
+const sound: ReadinessInput = { damageCount: 0, firstDamage: undefined, writeFault: undefined, replicationPhase: 'streaming', lagMs: 0, lagMsMax: 5_000 };
+
+describe('readiness', () => {
+  test('readiness: a sound root, and a joined replica within the lag threshold, are ready', () => {
+    assert.deepEqual(readiness({ ...sound, replicationPhase: undefined, lagMs: undefined }), { ready: true, reasons: [] });
+    assert.deepEqual(readiness(sound), { ready: true, reasons: [] });
+    assert.deepEqual(readiness({ ...sound, lagMs: 5_000 }), { ready: true, reasons: [] }, 'at the threshold is within it');
+    assert.deepEqual(readiness({ ...sound, lagMs: undefined }), { ready: true, reasons: [] }, 'an unknown lag is no reason');
+  });
+
+  test('readiness: a replica more than --ready-max-lag-ms behind is LAGGING; one that is not streaming is NOT_JOINED only', () => {
+    const lagging = readiness({ ...sound, lagMs: 5_001 });
+    assert.equal(lagging.ready, false);
+    assert.deepEqual(lagging.reasons, ['LAGGING: the replica is 5001 ms behind the root, more than --ready-max-lag-ms 5000; it is catching up']);
+    assert.equal(readiness({ ...sound, lagMs: 60_000, lagMsMax: 120_000 }).ready, true, 'the threshold is the operator\'s');
+    assert.deepEqual(readiness({ ...sound, replicationPhase: 'connecting', lagMs: 60_000 }).reasons, ['NOT_JOINED: the replica is connecting, not streaming from an upstream']);
+  });
+
+  test('readiness: damaged data and storage faults are reasons with their codes, all of them listed', () => {
+    const result = readiness({ ...sound, damageCount: 2, firstDamage: 'key "a"', writeFault: { code: 'STORAGE_FULL', message: 'disk full' }, lagMs: 9_000 });
+    assert.equal(result.ready, false);
+    assert.deepEqual(
+      result.reasons.map((reason) => reason.split(':')[0]),
+      ['DATA_CORRUPTED', 'STORAGE_FULL', 'LAGGING'],
+    );
+    assert.match(result.reasons[0]!, /damaged data met 2 times, first: key "a"/);
+  });
+
+  test('readiness: --ready-max-lag-ms is validated once; 5000 ms by default', async () => {
+    assert.equal(validateConfig({}).readyLagMsMax, READY_LAG_MS_MAX_DEFAULT);
+    assert.equal(READY_LAG_MS_MAX_DEFAULT, 5_000);
+    assert.equal(validateConfig({ readyLagMsMax: 250 }).readyLagMsMax, 250);
+    assert.throws(() => validateConfig({ readyLagMsMax: -1 }), /readyLagMsMax \(--ready-max-lag-ms\) must be an integer from 0/);
+    const result = await runCli(['serve', '--ready-max-lag-ms', 'soon']);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /--ready-max-lag-ms must be a non-negative integer, got "soon"/);
+  });
+});
