@@ -112,6 +112,39 @@ describe('key record checksums', () => {
     assert.match((JSON.parse(logDamaged.stdout.toString()) as { problems: string[] }).problems.join('\n'), /log: .*log entry 5/);
   });
 
+  test('key checksum: a write that must read a damaged key answers DATA_CORRUPTED, not INTERNAL; the writes beside it commit', async () => {
+    const copy = join(root, 'write-damage');
+    cpSync(damagedDir, copy, { recursive: true });
+    const node = await startServe(copy);
+    try {
+      const seqBefore = (await requestJson<{ seq: number }>(node.url, 'GET', '/v1/status')).seq;
+      // Sent together, so that the group committer takes them into one batch with the damaged key's write among them.
+      const json = { 'content-type': 'application/json' };
+      const [put, compare, ...others] = await Promise.all([
+        request(node.url, 'PUT', '/v1/kv/k', { body: 'new' }),
+        request(node.url, 'POST', '/v1/txn', { headers: json, body: JSON.stringify({ compare: [{ key: 'k', exists: true }], success: [{ op: 'put', key: 'c', value: 'x' }] }) }),
+        ...Array.from({ length: 8 }, (_, i) => request(node.url, 'PUT', `/v1/kv/beside-${i}`, { body: `v${i}` })),
+      ]);
+      for (const response of [put, compare]) {
+        const error = assertError(response, 'DATA_CORRUPTED', 500);
+        assert.match(error.message, /^the write was not applied: damaged data on this node: key "k": checksum .*see "Damaged data" in the README/);
+      }
+      for (const [i, response] of others.entries()) {
+        assert.equal(response.status, 200, response.body.toString());
+        assert.equal((await request(node.url, 'GET', `/v1/kv/beside-${i}`)).body.toString(), `v${i}`);
+      }
+      assert.equal((await request(node.url, 'GET', '/v1/kv/c')).status, 404, 'the refused transaction applied nothing');
+      assertError(await request(node.url, 'GET', '/v1/kv/k'), 'DATA_CORRUPTED');
+      assert.ok((await requestJson<{ seq: number }>(node.url, 'GET', '/v1/status')).seq > seqBefore);
+      // Deleting reads nothing: on a root, that is how an operator replaces a damaged key (README, "Damaged data").
+      assert.equal((await request(node.url, 'DELETE', '/v1/kv/k')).status, 200);
+      assert.equal((await request(node.url, 'PUT', '/v1/kv/k', { body: 'rewritten' })).status, 200);
+      assert.equal((await request(node.url, 'GET', '/v1/kv/k')).body.toString(), 'rewritten');
+    } finally {
+      await stopProcess(node.child);
+    }
+  });
+
   test('meta pages: damaged LMDB meta pages end the start with a clear message, not SIGSEGV', async () => {
     const dir = join(root, 'meta');
     cpSync(join(root, 'sound'), dir, { recursive: true });

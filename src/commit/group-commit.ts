@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import type { Clock } from '../clock/index.js';
-import { MercuryError } from '../errors/index.js';
+import { MercuryError, isDataCorrupted } from '../errors/index.js';
 import type { EncodedEntry } from '../log/index.js';
 import { COUNT_BUCKETS, SECONDS_BUCKETS, type Registry } from '../metrics/index.js';
 import { evaluateCompare, type Store } from '../store/index.js';
@@ -38,13 +38,31 @@ export interface GroupCommitOptions {
 function applyBatch(store: Store, timeMs: number, batch: readonly Pending[]): { committed: EncodedEntry | undefined; succeeded: boolean[] } {
   const succeeded: boolean[] = [];
   const committed = store.commit(timeMs, (view) => {
-    for (const { request } of batch) {
-      const holds = request.compares.every((compare) => evaluateCompare(compare, view.get(compare.key)));
-      for (const op of holds ? request.success : request.failure) view.apply(op);
-      succeeded.push(holds);
-    }
+    batch.forEach(({ request }, index) => {
+      try {
+        const holds = request.compares.every((compare) => evaluateCompare(compare, view.get(compare.key)));
+        for (const op of holds ? request.success : request.failure) view.apply(op);
+        succeeded.push(holds);
+      } catch (error) {
+        if (isDataCorrupted(error)) throw new RequestMetDamage(index, error);
+        throw error;
+      }
+    });
   });
   return { committed, succeeded };
+}
+
+/**
+ * A request of the batch read a damaged key record (a compare, or a put that carries the old record's createSeq and
+ * version on). Thrown out of the write transaction, which aborts it: nothing of the batch was applied.
+ */
+class RequestMetDamage extends Error {
+  constructor(
+    readonly index: number,
+    readonly damage: MercuryError,
+  ) {
+    super(damage.message);
+  }
 }
 
 export type CommittedListener = (committed: EncodedEntry) => void;
@@ -157,6 +175,19 @@ export class GroupCommitter {
         await this.store.flushed();
         this.lastTimeMs = timeMs;
       } catch (error) {
+        if (error instanceof RequestMetDamage) {
+          // Only that request fails: its outcome cannot be computed from damaged data, and overwriting the record would
+          // give the key a createSeq and version that differ from the sound copies on replicas. The others of the
+          // batch go back to the front of the queue, in their order, for the next entry.
+          const { index, damage } = error;
+          batch[index]!.reject(
+            new MercuryError('DATA_CORRUPTED', `the write was not applied: ${damage.message}`, { cause: damage, details: damage.details as Record<string, unknown> }),
+          );
+          const rest = batch.filter((_, i) => i !== index);
+          this.queue = [...rest, ...this.queue];
+          this.queuedBytes += rest.reduce((sum, pending) => sum + pending.bytes, 0);
+          continue;
+        }
         // A storage failure (disk full, I/O error) arrives as its own stable error from the store: the transaction
         // was aborted, so the writes were not applied. Anything else is a bug.
         const failure =
