@@ -122,7 +122,7 @@ describe('key record checksums', () => {
       const json = { 'content-type': 'application/json' };
       const [put, compare, ...others] = await Promise.all([
         request(node.url, 'PUT', '/v1/kv/k', { body: 'new' }),
-        request(node.url, 'POST', '/v1/txn', { headers: json, body: JSON.stringify({ compare: [{ key: 'k', exists: true }], success: [{ op: 'put', key: 'c', value: 'x' }] }) }),
+        request(node.url, 'POST', '/v1/txn', { headers: json, body: JSON.stringify({ compare: [{ key: 'k', version: 1 }], success: [{ op: 'put', key: 'c', value: 'x' }] }) }),
         ...Array.from({ length: 8 }, (_, i) => request(node.url, 'PUT', `/v1/kv/beside-${i}`, { body: `v${i}` })),
       ]);
       for (const response of [put, compare]) {
@@ -160,6 +160,47 @@ describe('key record checksums', () => {
     const verified = await runCli(['verify', '--data-dir', dir]);
     assert.equal(verified.code, 1);
     assert.match(verified.stderr, /data\.mdb is damaged/);
+  });
+
+  test('b-tree: a damaged leaf of the key space kills a range read (SIGABRT) without the check; the start and verify name it instead', async () => {
+    const dir = join(root, 'btree');
+    const node = await startServe(dir);
+    // One transaction, so the key space's pages are written once: every page holding these keys is a live one.
+    const success = Array.from({ length: 3_000 }, (_, i) => ({ op: 'put', key: `bt/${String(i).padStart(5, '0')}`, value: 'v'.repeat(100) }));
+    await requestJson(node.url, 'POST', '/v1/txn', { headers: { 'content-type': 'application/json' }, body: JSON.stringify({ success }) });
+    await stopProcess(node.child, 'SIGTERM');
+    // A disk fault in a leaf page: its flags (byte 18 of the page header) cleared.
+    const path = join(dir, 'data.mdb');
+    const file = readFileSync(path);
+    const pageBytes = file.readUInt32LE(48);
+    const leaf = file.indexOf(Buffer.from('bt/01500'));
+    assert.ok(leaf > 0);
+    const page = Math.floor(leaf / pageBytes);
+    assert.equal(file.readUInt16LE(page * pageBytes + 18), 0x02, 'a leaf page');
+    file.writeUInt16LE(0, page * pageBytes + 18);
+    writeFileSync(path, file);
+
+    // The attack as found: a reader that trusts LMDB dies on the range read, with no word of what is wrong.
+    const reader = spawn(
+      process.execPath,
+      ['--input-type=module', '-e', `const { openLocal } = await import(${JSON.stringify(new URL('../src/client/index.js', import.meta.url).href)}); const r = await openLocal(${JSON.stringify(dir)}); for await (const page of r.range('bt/')) void page;`],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    reader.stderr.resume();
+    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => reader.once('exit', (c, s) => resolve([c, s])));
+    assert.ok(signal !== null || code !== 0, `the damaged range read ended with ${code}/${signal}`);
+
+    // The node's start walks the trees before LMDB reads them, and refuses with what is damaged.
+    const started = await serveUntilExit(dir);
+    assert.equal(started.code, 1, started.stderr);
+    assert.match(started.stderr, new RegExp(`DATA_DIR_INVALID: .*data\\.mdb is damaged \\(page ${page} \\(.*\\) has flags 0x0, neither a branch nor a leaf\\); LMDB cannot open it safely. See "Damaged data"`));
+    const verified = await runCli(['verify', '--data-dir', dir]);
+    assert.equal(verified.code, 1);
+    assert.match(verified.stderr, new RegExp(`page ${page} .*neither a branch nor a leaf`));
+    // A sound directory passes the walk (and says so).
+    const sound = await runCli(['verify', '--data-dir', join(root, 'sound')]);
+    assert.equal(sound.code, 0, sound.stderr);
+    assert.match(sound.stdout.toString(), /b-tree   every page of LMDB's trees is sound/);
   });
 
   test('store format: a directory of format 1 (no checksums) is refused with what to do', async () => {

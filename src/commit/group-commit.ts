@@ -40,7 +40,10 @@ function applyBatch(store: Store, timeMs: number, batch: readonly Pending[]): { 
   const committed = store.commit(timeMs, (view) => {
     batch.forEach(({ request }, index) => {
       try {
-        const holds = request.compares.every((compare) => evaluateCompare(compare, view.get(compare.key)));
+        // Existence reads no record: deleting a key whose record is damaged (DELETE without ifModSeq) still works.
+        const holds = request.compares.every((compare) =>
+          compare.target === 'exists' ? view.has(compare.key) === compare.exists : evaluateCompare(compare, view.get(compare.key)),
+        );
         for (const op of holds ? request.success : request.failure) view.apply(op);
         succeeded.push(holds);
       } catch (error) {

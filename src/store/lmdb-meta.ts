@@ -13,6 +13,15 @@
  * ```
  */
 import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
+import { MercuryError } from '../errors/index.js';
+
+/** The error that refuses a data file whose meta pages or trees are damaged, saying what to do. */
+export function dataFileDamaged(dataFile: string, problem: string): MercuryError {
+  return new MercuryError(
+    'DATA_DIR_INVALID',
+    `${dataFile} is damaged (${problem}); LMDB cannot open it safely. See "Damaged data" in the README: a replica starts again on an empty directory, a root is restored from a replica or a backup.`,
+  );
+}
 
 const LMDB_MAGIC = 0xbeefc0de;
 const P_META = 0x08;
@@ -67,6 +76,134 @@ export function lmdbMetaProblem(dataFile: string): string | undefined {
     if (problem !== undefined) return problem;
     if (first.readUInt32LE(28) !== second.readUInt32LE(28)) return `the meta pages disagree on the LMDB format version`;
     return undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/*
+ * The B-tree walk. LMDB follows page numbers and node offsets without checking them: a damaged branch page sends a
+ * read past the end of the file (SIGBUS on the mapping), a damaged page header trips an assertion (SIGABRT), and
+ * neither can be caught. This walks every tree from the current meta page with plain file reads, as LMDB would, and
+ * checks what LMDB would trust. Page layout (after the 24-byte header of the meta page comment above):
+ *
+ * ```
+ *   header: 0 u64 pgno   8 u64 txnid   16 u16 pad   18 u16 flags (P_BRANCH 0x01, P_LEAF 0x02, P_OVERFLOW 0x04)
+ *           20 u16 lower   22 u16 upper (overflow pages: 20 u32 page count)
+ *   24: lower / 2 u16 offsets of the nodes. lmdb-js builds LMDB with MDB_DEVEL, where lower, upper and the node
+ *       offsets count from the end of the header (byte 24), not from the start of the page.
+ *   nodes: each at 24 + offset, with offset within [upper, page size - 24)
+ *   node: 0 u16 lo   2 u16 hi   4 u16 flags   6 u16 key size   8 key, then data
+ *         branch: child page = lo | hi << 16 | flags << 32, no data
+ *         leaf: data size = lo | hi << 16; flags F_BIGDATA 0x01 (data: u64 first overflow page),
+ *               F_SUBDATA 0x02 (data: the 48-byte MDB_db of a named database, root at 40)
+ * ```
+ */
+const PAGE_HEADER_BYTES = 24;
+const NODE_HEADER_BYTES = 8;
+const P_BRANCH = 0x01;
+const P_LEAF = 0x02;
+const P_OVERFLOW = 0x04;
+const F_BIGDATA = 0x01;
+const F_SUBDATA = 0x02;
+const DB_RECORD_BYTES = 48;
+/** LMDB's own bound on tree depth (CURSOR_STACK): a deeper walk is a loop in damaged pages. */
+const TREE_DEPTH_MAX = 32;
+
+class TreeDamage extends Error {}
+
+/**
+ * Walks the free-page tree, the main tree and every named database of `dataFile` from the newer meta page; returns
+ * what is damaged (the first problem met), or undefined. Reads every page of the trees once (about a second per GiB
+ * from the page cache): run before LMDB opens the file, where a damaged tree would otherwise kill the process on its
+ * first read. `onPage` is called after each page (progress).
+ */
+export function lmdbTreeProblem(dataFile: string, onPage: (pagesRead: number) => void = () => {}): string | undefined {
+  const metaProblem = lmdbMetaProblem(dataFile);
+  if (metaProblem !== undefined || !existsSync(dataFile)) return metaProblem;
+  const fd = openSync(dataFile, 'r');
+  try {
+    const fileBytes = fstatSync(fd).size;
+    if (fileBytes === 0) return undefined;
+    const pageBytes = readAt(fd, 0, META_BYTES).readUInt32LE(48);
+    const metas = [readAt(fd, 0, META_BYTES), readAt(fd, pageBytes, META_BYTES)];
+    const meta = metas[0]!.readBigUInt64LE(152) >= metas[1]!.readBigUInt64LE(152) ? metas[0]! : metas[1]!;
+    const lastPage = Number(meta.readBigUInt64LE(144));
+    const visited = new Set<number>();
+    const page = Buffer.alloc(pageBytes);
+    let pagesRead = 0;
+
+    const readPage = (pgno: number, from: string): Buffer => {
+      if (pgno < 2 || pgno > lastPage) throw new TreeDamage(`${from} points to page ${pgno}, outside the file's pages 2..${lastPage}`);
+      if (visited.has(pgno)) throw new TreeDamage(`${from} points to page ${pgno}, which another node points to as well`);
+      visited.add(pgno);
+      if (readSync(fd, page, 0, pageBytes, pgno * pageBytes) !== pageBytes) throw new TreeDamage(`page ${pgno} is cut short`);
+      if (page.readBigUInt64LE(0) !== BigInt(pgno)) throw new TreeDamage(`page ${pgno} names itself page ${page.readBigUInt64LE(0)}`);
+      onPage(++pagesRead);
+      return page;
+    };
+
+    /** Checks one page and its subtree; `main` trees hold the named databases in F_SUBDATA leaves. */
+    const walk = (pgno: number, from: string, depth: number, main: boolean): void => {
+      if (depth > TREE_DEPTH_MAX) throw new TreeDamage(`${from}: the tree is deeper than ${TREE_DEPTH_MAX} levels`);
+      const at = Buffer.from(readPage(pgno, from));
+      const flags = at.readUInt16LE(18);
+      const kind = flags & (P_BRANCH | P_LEAF | P_OVERFLOW);
+      if (kind !== P_BRANCH && kind !== P_LEAF) throw new TreeDamage(`page ${pgno} (${from}) has flags 0x${flags.toString(16)}, neither a branch nor a leaf`);
+      const lower = at.readUInt16LE(20);
+      const upper = at.readUInt16LE(22);
+      if (lower > upper || PAGE_HEADER_BYTES + upper > pageBytes || lower % 2 !== 0)
+        throw new TreeDamage(`page ${pgno} (${from}) has free space bounds ${lower}..${upper} outside its ${pageBytes} bytes`);
+      const nodes = lower / 2;
+      if (kind === P_BRANCH && nodes === 0) throw new TreeDamage(`branch page ${pgno} (${from}) has no children`);
+      // Children are walked after this page's checks, from copies: `page` is reused by every read.
+      const children: { pgno: number; from: string; main: boolean }[] = [];
+      for (let i = 0; i < nodes; i++) {
+        const relative = at.readUInt16LE(PAGE_HEADER_BYTES + 2 * i);
+        const offset = PAGE_HEADER_BYTES + relative;
+        if (relative < upper || offset + NODE_HEADER_BYTES > pageBytes) throw new TreeDamage(`page ${pgno} (${from}): node ${i} starts at ${offset}, outside the page's nodes`);
+        const low = at.readUInt16LE(offset) + at.readUInt16LE(offset + 2) * 0x1_0000;
+        const nodeFlags = at.readUInt16LE(offset + 4);
+        const keyBytes = at.readUInt16LE(offset + 6);
+        const dataAt = offset + NODE_HEADER_BYTES + keyBytes;
+        const where = `page ${pgno} node ${i}`;
+        if (kind === P_BRANCH) {
+          if (dataAt > pageBytes) throw new TreeDamage(`${where}: its key runs past the page`);
+          children.push({ pgno: low + nodeFlags * 0x1_0000_0000, from: where, main });
+          continue;
+        }
+        if ((nodeFlags & F_BIGDATA) !== 0) {
+          if (dataAt + 8 > pageBytes) throw new TreeDamage(`${where}: its overflow page number runs past the page`);
+          const first = Number(at.readBigUInt64LE(dataAt));
+          const overflow = readPage(first, `${where} (a large value)`);
+          const count = overflow.readUInt32LE(20);
+          if ((overflow.readUInt16LE(18) & P_OVERFLOW) === 0 || count < 1 || first + count - 1 > lastPage)
+            throw new TreeDamage(`${where}: its large value at page ${first} is not a run of overflow pages within the file`);
+          for (let next = first + 1; next < first + count; next++) visited.add(next);
+          continue;
+        }
+        if (dataAt + low > pageBytes) throw new TreeDamage(`${where}: its ${low}-byte value runs past the page`);
+        if (main && (nodeFlags & F_SUBDATA) !== 0) {
+          if (low !== DB_RECORD_BYTES) throw new TreeDamage(`${where}: a named database record of ${low} bytes`);
+          const root = at.readBigUInt64LE(dataAt + 40);
+          const name = at.toString('utf8', offset + NODE_HEADER_BYTES, dataAt).replace(/\0+$/, '');
+          if (root !== NO_PAGE) children.push({ pgno: Number(root), from: `the root of database "${name}"`, main: false });
+        }
+      }
+      for (const child of children) walk(child.pgno, child.from, depth + 1, child.main);
+    };
+
+    for (const [name, at, main] of [
+      ['free', 48 + 40, false],
+      ['main', 96 + 40, true],
+    ] as const) {
+      const root = meta.readBigUInt64LE(at);
+      if (root !== NO_PAGE) walk(Number(root), `the root of the ${name} database`, 1, main);
+    }
+    return undefined;
+  } catch (error) {
+    if (error instanceof TreeDamage) return error.message;
+    throw error;
   } finally {
     closeSync(fd);
   }

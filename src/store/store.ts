@@ -12,7 +12,7 @@ import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
 import { lockDataDir, type DataDirLock } from './data-dir-lock.js';
-import { lmdbMetaProblem } from './lmdb-meta.js';
+import { dataFileDamaged, lmdbMetaProblem, lmdbTreeProblem } from './lmdb-meta.js';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { LMDB_MAP_BYTES_DEFAULT } from '../limits.js';
 import { closeUnsynced, openUnsynced } from './unsynced-guard.js';
@@ -117,6 +117,8 @@ export interface WriteView {
   readonly seq: number;
   /** Reads a key as it stands after the ops applied so far in this entry. */
   get(key: Buffer): KeyRecord | undefined;
+  /** Whether a key exists, without decoding its record (so a damaged record still counts as existing). */
+  has(key: Buffer): boolean;
   /** Applies an op now and records it in the entry. */
   apply(op: Op): void;
 }
@@ -165,13 +167,13 @@ export class Store {
     this.unsynced = options.noSync === true && options.readOnly !== true;
     this.discardedAfterCrash = this.unsynced ? openUnsynced(options.path) : false;
     const created = !options.readOnly && !existsSync(join(options.path, DATA_FILE));
-    // LMDB trusts its meta pages: damaged ones crash the process (SIGSEGV) inside open, before it can say anything.
-    const metaProblem = lmdbMetaProblem(join(options.path, DATA_FILE));
-    if (metaProblem !== undefined)
-      throw new MercuryError(
-        'DATA_DIR_INVALID',
-        `${join(options.path, DATA_FILE)} is damaged (${metaProblem}); LMDB cannot open it safely. See "Damaged data" in the README: a replica starts again on an empty directory, a root is restored from a replica or a backup.`,
-      );
+    // LMDB trusts its meta pages and its B-trees: damaged meta pages crash the process (SIGSEGV) inside open, a damaged
+    // tree on the first read that meets it (SIGBUS, SIGABRT), before anything can be said. A writer walks every tree
+    // first: it holds the directory's lock, so nothing changes the file under the walk. Readers (openLocal, verify
+    // beside a running node) check the meta pages only: a writer may reuse pages while they walk.
+    const dataFile = join(options.path, DATA_FILE);
+    const metaProblem = options.readOnly === true ? lmdbMetaProblem(dataFile) : lmdbTreeProblem(dataFile);
+    if (metaProblem !== undefined) throw dataFileDamaged(dataFile, metaProblem);
     this.env = open({
       path: options.path,
       mapSize: options.mapBytes ?? LMDB_MAP_BYTES_DEFAULT,
@@ -432,6 +434,7 @@ export class Store {
           const stored = this.kv.get(key);
           return stored === undefined ? undefined : this.keyRecord(key, stored);
         },
+        has: (key) => this.kv.doesExist(key),
         apply: (op) => {
           this.applyOp(seq, op);
           ops.push(op);
