@@ -12,7 +12,7 @@ import { WebSocket } from 'ws';
 import { validateConfig } from '../src/config/index.js';
 import { MercuryNode, NODE_LIMITS_TEST, withLimits } from '../src/node/index.js';
 import { request } from './support/http.js';
-import { assertHealthzAnswers } from './support/hostile.js';
+import { MiB, assertHealthzAnswers, assertRssGrowthUnder, rssBytes } from './support/hostile.js';
 import { makeTempDir, removeDir } from './support/process.js';
 import { eventually } from './support/tree.js';
 import { watchUrl } from './support/watch.js';
@@ -20,6 +20,13 @@ import { watchUrl } from './support/watch.js';
 const SILENT_CONNECTIONS = 100;
 const PER_ADDRESS_MAX = 12;
 const limits = withLimits(NODE_LIMITS_TEST, { http: { connectionsPerAddressMax: PER_ADDRESS_MAX } });
+/**
+ * The node runs in this process, so this is the node's growth plus the test's own sockets. An open connection costs a
+ * few KiB on each side (6 KiB per idle watcher, bench:watch), so 100 of them stay under 2 MiB; 16 MiB leaves room for
+ * the allocator and GC timing, and fails a node that would buffer per connection (a 64 KiB read buffer each is 6 MiB,
+ * a node that never closed them keeps growing with every connection).
+ */
+const SILENT_RSS_GROWTH_BYTES_MAX = 16 * MiB;
 
 interface Peer {
   readonly socket: net.Socket;
@@ -62,10 +69,12 @@ describe('hostile input - connections', () => {
     node = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'node'), port: 0 }), { limits });
     assert.equal((await request(node.url, 'PUT', '/v1/kv/before', { body: 'kept' })).status, 200);
     // Spread over two addresses so the per-address cap is not what closes them.
+    const rssBefore = rssBytes();
     const silent: Peer[] = [];
     for (let i = 0; i < SILENT_CONNECTIONS; i++) silent.push(await connect(node.url, i % 2 === 0 ? '127.0.0.3' : '127.0.0.4'));
     peers.push(...silent);
     await assertHealthzAnswers(node.url, `with ${SILENT_CONNECTIONS} silent connections open`);
+    assertRssGrowthUnder(rssBefore, SILENT_RSS_GROWTH_BYTES_MAX, `with ${SILENT_CONNECTIONS} silent connections open`);
     await eventually(
       () => Promise.resolve(silent.every((peer) => peer.closed)),
       () => `${silent.filter((peer) => !peer.closed).length} of ${SILENT_CONNECTIONS} still open`,
@@ -88,6 +97,7 @@ describe('hostile input - connections', () => {
 
   test('connections: one address holds at most connectionsPerAddressMax connections, watches included', async () => {
     // Half the slots of 127.0.0.2 are watches, half requests whose headers are still coming.
+    const rssBefore = rssBytes();
     const held: Peer[] = [];
     for (let i = 0; i < PER_ADDRESS_MAX / 2; i++) watches.push(await openWatch(node.url, '127.0.0.2'));
     for (let i = 0; i < PER_ADDRESS_MAX / 2; i++) {
@@ -106,6 +116,7 @@ describe('hostile input - connections', () => {
     assert.equal(refused.received, 0, 'closed at once, before any answer');
     // Everyone else is served, fast, and writes go on.
     await assertHealthzAnswers(node.url, 'with one address at its cap');
+    assertRssGrowthUnder(rssBefore, SILENT_RSS_GROWTH_BYTES_MAX, 'with one address at its cap');
     assert.equal((await request(node.url, 'PUT', '/v1/kv/during', { body: 'yes' })).status, 200);
     // A freed slot is usable again.
     watches.pop()!.terminate();

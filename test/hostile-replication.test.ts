@@ -12,12 +12,41 @@ import { validateConfig } from '../src/config/index.js';
 import { MercuryNode, NODE_LIMITS_TEST } from '../src/node/index.js';
 import { FrameDecoder, PROTOCOL_VERSION, decodeMessage, encodeMessage, type Message } from '../src/replication/index.js';
 import { request } from './support/http.js';
-import { assertHealthzAnswers } from './support/hostile.js';
+import { assertHealthzAnswers, assertRssGrowthUnder, rssBytes } from './support/hostile.js';
 import { makeTempDir, removeDir } from './support/process.js';
 import { eventually } from './support/tree.js';
 
 const limits = NODE_LIMITS_TEST.replication;
 const MiB = 1024 * 1024;
+/** The unfinished frame of the attack as found. */
+const ATTACK_FRAME_BYTES = 96 * MiB;
+/**
+ * The node runs in this process. Buffering the attack's frame would add its 96 MiB; refusing it from the length adds
+ * nothing but a socket. 32 MiB is a third of the attack, above the allocator's and GC's noise.
+ */
+const FRAME_RSS_GROWTH_BYTES_MAX = 32 * MiB;
+/**
+ * Fake children each hold a slot: a socket and a session, tens of KiB (the dataset is 20 small keys, so no window
+ * fills). 2 x childrenPerAddressMax of them stay under a few MiB; 32 MiB catches a node that would buffer megabytes per
+ * child, which the production window (16 MiB unacknowledged per child) would allow if the slots were not capped.
+ */
+const CHILDREN_RSS_GROWTH_BYTES_MAX = 32 * MiB;
+
+/** Writes the body of an announced frame in 1 MiB chunks, waiting for each to drain, until `total` or the socket closes. */
+async function streamUntilClosed(child: { socket: net.Socket; closed: boolean }, total: number): Promise<number> {
+  const chunk = Buffer.alloc(MiB, 0x5a);
+  let sent = 0;
+  while (sent < total && !child.closed && !child.socket.destroyed) {
+    const drained = child.socket.write(chunk);
+    sent += chunk.length;
+    if (!drained)
+      await new Promise<void>((resolve) => {
+        child.socket.once('drain', resolve);
+        child.socket.once('close', resolve);
+      });
+  }
+  return sent;
+}
 
 /** A peer on the replication port that speaks the protocol by hand: it can HELLO, keep ACKing, or send anything. */
 class FakeChild {
@@ -103,13 +132,15 @@ describe('hostile input - replication port', () => {
       assert.equal((await request(root.url, 'PUT', `/v1/kv/k-${i}`, { body: `v-${i}` })).status, 200);
       acknowledged.set(`k-${i}`, `v-${i}`);
     }
-    // The attack as found: the prefix of a 96 MiB frame, then its body streaming in.
+    // The attack as found: the prefix of a 96 MiB frame, then its body streaming in (at the pace the node reads it).
+    const rssBefore = rssBytes();
     const attacker = await fake(root, '127.0.0.1');
     const prefix = Buffer.alloc(8);
-    prefix.writeUInt32BE(96 * MiB, 0);
+    prefix.writeUInt32BE(ATTACK_FRAME_BYTES, 0);
     attacker.socket.write(prefix);
-    attacker.socket.write(Buffer.alloc(64 * 1024, 0x5a));
-    await assertHealthzAnswers(root.url, 'during an oversized frame');
+    const [sent] = await Promise.all([streamUntilClosed(attacker, ATTACK_FRAME_BYTES), assertHealthzAnswers(root.url, 'during an oversized frame')]);
+    assert.ok(sent < ATTACK_FRAME_BYTES, `the node read all ${sent} bytes of the frame`);
+    assertRssGrowthUnder(rssBefore, FRAME_RSS_GROWTH_BYTES_MAX, 'after a 96 MiB frame was announced');
     await eventually(
       () => Promise.resolve(attacker.closed),
       () => `still open; received ${JSON.stringify(attacker.messages)}`,
@@ -133,6 +164,7 @@ describe('hostile input - replication port', () => {
   test('replication port: fake children from one address hold at most childrenPerAddressMax slots; real replicas still join', async () => {
     const perAddress = limits.childrenPerAddressMax;
     // Fake children from 127.0.0.2 that HELLO and keep ACKing: each holds a slot, up to the per-address cap.
+    const rssBefore = rssBytes();
     const held: FakeChild[] = [];
     for (let i = 0; i < perAddress; i++) {
       const child = await fake(root, '127.0.0.2');
@@ -153,6 +185,7 @@ describe('hostile input - replication port', () => {
     assert.equal(refusal.reason, 'UNAVAILABLE');
     assert.match(refusal.message, new RegExp(`${perAddress} children from 127\\.0\\.0\\.2`));
     await assertHealthzAnswers(root.url, 'with fake children holding slots');
+    assertRssGrowthUnder(rssBefore, CHILDREN_RSS_GROWTH_BYTES_MAX, 'with fake children holding slots');
 
     // A real replica from another address joins while the fakes stay, and has every acknowledged write.
     const replica = await start('replica', [root.replicationAddress]);

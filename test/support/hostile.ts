@@ -1,34 +1,71 @@
 /**
  * Helpers for the hostile-input tests: each reproduces an attack on a real node and checks that the node stayed
- * responsive while it ran.
+ * responsive while it ran (every liveness probe answered in time) and that its memory stayed under a stated bound.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { request } from './http.js';
 
 /** What the issue asks of every attack: a liveness probe still answers this fast while it runs. */
 export const HEALTHZ_ANSWER_MS_MAX = 50;
 
-/**
- * Probes at most this many times, one after another. On a shared machine (tests run two at a time beside other
- * work) one probe sometimes waits for a CPU, in the test process or the node; a node whose event loop is blocked by
- * the attack delays every probe, so the bound keeps its meaning.
- */
-const HEALTHZ_PROBES_MAX = 3;
+/** Probes per check, one after another, each on a fresh connection (as a load balancer's probe comes). */
+const HEALTHZ_PROBES = 3;
 
 /**
- * `GET /healthz` on fresh connections until one answers 200 within HEALTHZ_ANSWER_MS_MAX; fails naming every time
- * measured. Returns the fastest time.
+ * Nanoseconds the main thread of process `pid` has spent runnable but waiting for a CPU (the second field of
+ * /proc/PID/schedstat). The node's event loop and the prober each run on their process's main thread.
  */
-export async function assertHealthzAnswers(baseUrl: string, what: string): Promise<number> {
+function cpuWaitNs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/schedstat`, 'utf8').trim().split(/\s+/);
+  const waitNs = Number(fields[1]);
+  assert.ok(Number.isFinite(waitNs), `no run delay in /proc/${pid}/schedstat`);
+  return waitNs;
+}
+
+/**
+ * `GET /healthz` HEALTHZ_PROBES times, each on a fresh connection; every probe must answer 200 within
+ * HEALTHZ_ANSWER_MS_MAX. What is bounded is the time the node takes to answer: the probe's wall time less the time the
+ * kernel kept the node's main thread, and the prober's, waiting for a CPU (tests run beside other work on a shared
+ * machine). An event loop blocked by the attack is running, not waiting, so every millisecond of it counts. `nodePid`
+ * is the node's process (this one for an in-process node). Fails naming every time measured; returns the slowest.
+ */
+export async function assertHealthzAnswers(baseUrl: string, what: string, nodePid: number = process.pid): Promise<number> {
+  const pids = nodePid === process.pid ? [process.pid] : [nodePid, process.pid];
   const timesMs: number[] = [];
-  for (let probe = 0; probe < HEALTHZ_PROBES_MAX; probe++) {
+  const wallMs: number[] = [];
+  for (let probe = 0; probe < HEALTHZ_PROBES; probe++) {
+    const waitBeforeNs = pids.reduce((sum, pid) => sum + cpuWaitNs(pid), 0);
     const startMs = performance.now();
     const response = await request(baseUrl, 'GET', '/healthz', { timeoutMs: 5_000 });
     const elapsedMs = performance.now() - startMs;
+    const waitedMs = (pids.reduce((sum, pid) => sum + cpuWaitNs(pid), 0) - waitBeforeNs) / 1e6;
     assert.equal(response.status, 200, `${what}: /healthz answered ${response.status}`);
-    if (elapsedMs <= HEALTHZ_ANSWER_MS_MAX) return elapsedMs;
-    timesMs.push(elapsedMs);
+    wallMs.push(elapsedMs);
+    timesMs.push(Math.max(0, elapsedMs - waitedMs));
   }
-  assert.fail(`${what}: /healthz took ${timesMs.map((ms) => ms.toFixed(1)).join(', ')} ms (bound ${HEALTHZ_ANSWER_MS_MAX} ms)`);
+  const slowestMs = Math.max(...timesMs);
+  assert.ok(
+    slowestMs <= HEALTHZ_ANSWER_MS_MAX,
+    `${what}: /healthz took ${timesMs.map((ms) => ms.toFixed(1)).join(', ')} ms without waits for a CPU ` +
+      `(${wallMs.map((ms) => ms.toFixed(1)).join(', ')} ms wall); every probe must answer within ${HEALTHZ_ANSWER_MS_MAX} ms`,
+  );
+  return slowestMs;
+}
+
+export const MiB = 1024 * 1024;
+
+/** Resident memory of this process, or of process `pid` (a `mercury serve` child), in bytes. */
+export function rssBytes(pid?: number): number {
+  if (pid === undefined) return process.memoryUsage().rss;
+  const match = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  assert.ok(match !== null, `no VmRSS for pid ${pid}`);
+  return Number(match[1]) * 1024;
+}
+
+/** Asserts that resident memory grew by at most `boundBytes` since `baselineBytes` (`why` says where the bound comes from). */
+export function assertRssGrowthUnder(baselineBytes: number, boundBytes: number, what: string, pid?: number): void {
+  const grownBytes = rssBytes(pid) - baselineBytes;
+  assert.ok(grownBytes <= boundBytes, `${what}: RSS grew by ${(grownBytes / MiB).toFixed(1)} MiB; the bound is ${(boundBytes / MiB).toFixed(0)} MiB`);
 }
