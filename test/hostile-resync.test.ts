@@ -49,17 +49,19 @@ describe('hostile input - resync', () => {
 
     // Hold the replica's next connection to its upstream, so the resync is still running whatever the machine's speed.
     proxy.holding = true;
+    const replicaPid = replica.child.pid;
+    assert.ok(replicaPid !== undefined, 'the replica process runs');
     const [replicaRssBefore, rootRssBefore] = [rssBytes(replica.child.pid), rssBytes(root.child.pid)];
     const [responses] = await Promise.all([
       Promise.all(Array.from({ length: RESYNC_REQUESTS }, () => request(replica.url, 'POST', '/v1/replication/resync'))),
-      assertHealthzAnswers(replica.url, 'during the resync requests', replica.child.pid!),
+      assertHealthzAnswers(replica.url, 'during the resync requests', replicaPid),
     ]);
     const started = responses.filter((response) => response.status === 202);
     assert.equal(started.length, 1, `statuses: ${responses.map((response) => response.status).join(',')}`);
     for (const response of responses.filter((r) => r.status !== 202)) assertError(response, 'RESYNC_IN_PROGRESS', 409);
     assert.equal((await statusOf(replica)).replication.resyncPending, true);
     assertError(await request(replica.url, 'POST', '/v1/replication/resync'), 'RESYNC_IN_PROGRESS', 409);
-    await assertHealthzAnswers(replica.url, 'while the resync waits for its upstream', replica.child.pid!);
+    await assertHealthzAnswers(replica.url, 'while the resync waits for its upstream', replicaPid);
     // One resync, one new connection to the upstream (the refused ones did not touch the session).
     await eventually(
       () => Promise.resolve(proxy!.accepted === connectionsBefore + 1),
