@@ -155,7 +155,8 @@ describe('hostile input - browsers and naming', () => {
 
   test('naming: a root on 0.0.0.0 advertises --advertise-url; a replica forwards writes there; replication binds its own address', async () => {
     const port = await freePort();
-    const root = await start('root', { host: '0.0.0.0', port, advertiseUrl: `http://localhost:${port}`, replicationHost: '127.0.0.2', replicationPort: 0 });
+    // --insecure: plaintext on every address is refused otherwise (not what this test is about).
+    const root = await start('root', { host: '0.0.0.0', port, advertiseUrl: `http://localhost:${port}`, replicationHost: '127.0.0.2', replicationPort: 0, insecure: true });
     assert.match(root.replicationAddress, /^127\.0\.0\.2:\d+$/, 'the replication port binds on its own address');
     assert.equal((root.status() as { advertisedUrl: string }).advertisedUrl, `http://localhost:${port}`);
     const replica = await start('replica', { upstreams: [root.replicationAddress] });
