@@ -132,7 +132,7 @@ describe('tls - secure unless told otherwise', () => {
   const config = (input: Partial<NodeConfig>): NodeConfig => validateConfig({ dataDir: join(dir, 'node'), port: 0, ...input });
 
   test('insecure: a node refuses a non-loopback HTTP address without TLS and authentication, naming the flags', async () => {
-    const error = await failure(MercuryNode.start(config({ host: '0.0.0.0' }), { limits: NODE_LIMITS_TEST }));
+    const error = await failure(MercuryNode.start(config({ host: '0.0.0.0', advertiseUrl: 'http://node.example:7070' }), { limits: NODE_LIMITS_TEST }));
     assert.equal((error as { code?: string }).code, 'CONFIG_INVALID');
     assert.match(error.message, /refusing to listen on 0\.0\.0\.0:0 and 0\.0\.0\.0:0 without TLS \(--tls-cert, --tls-key, --tls-ca\) and authentication \(--auth required\).*--insecure/);
   });
@@ -143,7 +143,7 @@ describe('tls - secure unless told otherwise', () => {
   });
 
   test('insecure: --insecure lets it listen, and loopback needs nothing', async () => {
-    const node = await MercuryNode.start(config({ host: '0.0.0.0', insecure: true }), { limits: NODE_LIMITS_TEST });
+    const node = await MercuryNode.start(config({ host: '0.0.0.0', advertiseUrl: 'http://node.example:7070', insecure: true }), { limits: NODE_LIMITS_TEST });
     await node.close();
     const local = await MercuryNode.start(config({ host: 'localhost' }), { limits: NODE_LIMITS_TEST });
     await local.close();
