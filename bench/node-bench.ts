@@ -10,17 +10,29 @@
  * The node runs in its own process; the load generator in this one. Both share the machine's 2 cores, as a client and
  * a server on one host do.
  *
- * Options: --runs N (default 5), --seconds S per run (default 3), --clients C (default 64).
+ * Options: --runs N (default 5), --seconds S per run (default 3), --clients C (default 64), --tls (the node serves
+ * HTTPS with a certificate made for the run, and every client connection is TLS: the cost of TLS, on versus off).
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Store } from '../src/store/index.js';
 import { RawHttpConnection } from './support/raw-http.js';
 import { startNodeProcess, type NodeProcess } from './support/node-process.js';
 import { formatSummary, summarize } from './support/stats.js';
+import { benchTls, type BenchTls } from './support/tls.js';
 
 const { values } = parseArgs({
-  options: { runs: { type: 'string', default: '5' }, seconds: { type: 'string', default: '3' }, clients: { type: 'string', default: '64' } },
+  options: {
+    runs: { type: 'string', default: '5' },
+    seconds: { type: 'string', default: '3' },
+    clients: { type: 'string', default: '64' },
+    tls: { type: 'boolean', default: false },
+  },
 });
+const TLS_DIR = values.tls ? mkdtempSync(join(tmpdir(), 'mercury-bench-tls-')) : undefined;
+const TLS: BenchTls | undefined = TLS_DIR === undefined ? undefined : benchTls(TLS_DIR);
 const RUNS = Number(values.runs);
 const SECONDS = Number(values.seconds);
 const CLIENTS = Number(values.clients);
@@ -30,7 +42,7 @@ const TXN_OPS = 100;
 
 /** Runs `clients` loops of `operation` for `seconds`; returns operations completed per second. */
 async function drive(node: NodeProcess, seconds: number, operation: (connection: RawHttpConnection, client: number, i: number) => Promise<number>): Promise<number> {
-  const connections = Array.from({ length: CLIENTS }, () => new RawHttpConnection(node.host, node.port));
+  const connections = Array.from({ length: CLIENTS }, () => new RawHttpConnection(node.host, node.port, TLS?.ca));
   const deadline = performance.now() + seconds * 1000;
   let completed = 0;
   const started = performance.now();
@@ -103,11 +115,11 @@ async function repeat(name: string, unit: string, run: () => Promise<number> | n
 }
 
 async function main(): Promise<void> {
-  process.stdout.write(`mercury bench: ${RUNS} runs x ${SECONDS} s, ${CLIENTS} clients, ${VALUE.length} B values, node ${process.version}\n`);
-  const node = await startNodeProcess();
+  process.stdout.write(`mercury bench: ${RUNS} runs x ${SECONDS} s, ${CLIENTS} clients, ${VALUE.length} B values, TLS ${TLS === undefined ? 'off' : 'on'}, node ${process.version}\n`);
+  const node = await startNodeProcess(TLS?.args);
   try {
     // Fill the keyspace once so that GETs hit and PUTs update existing keys, as a configuration store's do.
-    const loader = new RawHttpConnection(node.host, node.port);
+    const loader = new RawHttpConnection(node.host, node.port, TLS?.ca);
     for (let start = 0; start < KEYSPACE; start += 1000) {
       const success = Array.from({ length: 1000 }, (_, i) => ({ op: 'put', key: `bench/${start + i}`, value: VALUE.toString('latin1') }));
       expectOk((await loader.request('POST', '/v1/txn', Buffer.from(JSON.stringify({ success })), 'application/json')).status, 'load');
@@ -124,6 +136,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await node.stop();
+    if (TLS_DIR !== undefined) rmSync(TLS_DIR, { recursive: true, force: true });
   }
 }
 

@@ -15,6 +15,9 @@
  *    load stops to apply the last entry everywhere (drain). A tree that absorbs the load has a drain time near zero
  *    and a lag that does not grow from the first half of the run to the second.
  *
+ * With --tls every node serves TLS (replication is mutual TLS, the load generator's connections are TLS), with a
+ * certificate made for the run: the cost of TLS, on versus off.
+ *
  * Times come from CLOCK_MONOTONIC (process.hrtime), which all processes on the host share.
  */
 import { fork, type ChildProcess } from 'node:child_process';
@@ -27,6 +30,7 @@ import type { HostReply, HostRequest, HostedNodeSpec } from './support/replica-h
 import { RawHttpConnection } from './support/raw-http.js';
 import { startNodeProcess, type NodeProcess } from './support/node-process.js';
 import { formatNumber, formatSummary, quantile, summarize } from './support/stats.js';
+import { benchTls, type BenchTls } from './support/tls.js';
 
 const { values } = parseArgs({
   options: {
@@ -41,8 +45,11 @@ const { values } = parseArgs({
     'sustain-runs': { type: 'string', default: '3' },
     clients: { type: 'string', default: '64' },
     skip: { type: 'string', default: '' },
+    tls: { type: 'boolean', default: false },
   },
 });
+const TLS_DIR = values.tls ? mkdtempSync(join(tmpdir(), 'mercury-propagation-tls-')) : undefined;
+const TLS: BenchTls | undefined = TLS_DIR === undefined ? undefined : benchTls(TLS_DIR);
 const HOST_PATH = fileURLToPath(new URL('./support/replica-host.js', import.meta.url));
 const VALUE = Buffer.alloc(256, 'v');
 
@@ -102,10 +109,10 @@ interface Tree {
 /** Builds the tree level by level, waiting for each level to hold the dataset before its children connect. */
 async function buildTree(replicas: number, fanout: number, workers: number): Promise<Tree> {
   const dir = mkdtempSync(join(tmpdir(), 'mercury-propagation-'));
-  const root = await startNodeProcess(['--replication-listen', '127.0.0.1:0'], join(dir, 'root'));
+  const root = await startNodeProcess(['--replication-listen', '127.0.0.1:0', ...(TLS?.args ?? [])], join(dir, 'root'));
   children.add(root.child);
   // One write so that seq 1 exists and every replica's first snapshot is not empty.
-  const connection = new RawHttpConnection(root.host, root.port);
+  const connection = new RawHttpConnection(root.host, root.port, TLS?.ca);
   await connection.request('PUT', '/v1/kv/bench-start', VALUE);
   connection.close();
   const hosts = Array.from({ length: Math.min(workers, replicas) }, () => new Host());
@@ -123,7 +130,7 @@ async function buildTree(replicas: number, fanout: number, workers: number): Pro
       perHost[id % hosts.length]!.push({ id, upstreams });
     }
     const busy = hosts.filter((_, i) => perHost[i]!.length > 0);
-    const started = await Promise.all(busy.map((host) => host.ask({ type: 'start', dir, nodes: perHost[hosts.indexOf(host)]! }, 'started')));
+    const started = await Promise.all(busy.map((host) => host.ask({ type: 'start', dir, nodes: perHost[hosts.indexOf(host)]!, tls: TLS?.paths }, 'started')));
     for (const reply of started) for (const node of reply.nodes) addresses.set(node.id, node.replication);
     await Promise.all(hosts.map((host) => host.ask({ type: 'waitSeq', seq: 1 }, 'reached')));
     process.stdout.write(`  level with replicas ${levelStart}..${levelEnd} joined\n`);
@@ -155,7 +162,7 @@ async function waitAll(hosts: readonly Host[], seq: number, timeoutMs: number): 
 
 /** Phase 1: writes one at a time at a steady rate; per write, ack -> applied on every replica. */
 async function latencyRun(tree: Tree, writes: number, intervalMs: number): Promise<{ latencies: number[]; cpuPerEntryUs: number; missing: number }> {
-  const connection = new RawHttpConnection(tree.root.host, tree.root.port);
+  const connection = new RawHttpConnection(tree.root.host, tree.root.port, TLS?.ca);
   const acks: { seq: number; ackMs: number }[] = [];
   const cpuBefore = await hostsCpuMs(tree.hosts);
   let next = monotonicNowMs();
@@ -183,11 +190,11 @@ async function latencyRun(tree: Tree, writes: number, intervalMs: number): Promi
 
 /** Phase 2: closed-loop load on the root; the tree's lag meanwhile and its drain time afterwards. */
 async function sustainedRun(tree: Tree, clients: number, seconds: number): Promise<{ writesPerSecond: number; entriesPerSecond: number; drainMs: number; lagFirstHalf: number; lagSecondHalf: number; cpuPerEntryUs: number }> {
-  const statusConnection = new RawHttpConnection(tree.root.host, tree.root.port);
+  const statusConnection = new RawHttpConnection(tree.root.host, tree.root.port, TLS?.ca);
   const rootSeq = async (): Promise<number> => (JSON.parse((await statusConnection.request('GET', '/v1/status')).body.toString()) as { seq: number }).seq;
   const seqBefore = await rootSeq();
   const cpuBefore = await hostsCpuMs(tree.hosts);
-  const connections = Array.from({ length: clients }, () => new RawHttpConnection(tree.root.host, tree.root.port));
+  const connections = Array.from({ length: clients }, () => new RawHttpConnection(tree.root.host, tree.root.port, TLS?.ca));
   const started = monotonicNowMs();
   const deadline = started + seconds * 1000;
   let writes = 0;
@@ -236,7 +243,9 @@ async function main(): Promise<void> {
   const skip = new Set(values.skip.split(',').filter((name) => name !== ''));
   if (!skip.has('latency')) {
     const replicas = Number(values.replicas);
-    process.stdout.write(`Propagation latency: ${replicas} replicas, fan-out ${fanout}, ${workers} worker processes, ${values.writes} writes per run every ${values['interval-ms']} ms\n`);
+    process.stdout.write(
+      `Propagation latency: ${replicas} replicas, fan-out ${fanout}, ${workers} worker processes, ${values.writes} writes per run every ${values['interval-ms']} ms, TLS ${TLS === undefined ? 'off' : 'on'}\n`,
+    );
     const buildStarted = monotonicNowMs();
     const tree = await buildTree(replicas, fanout, workers);
     process.stdout.write(`  tree built in ${formatNumber((monotonicNowMs() - buildStarted) / 1000)} s\n`);
@@ -300,4 +309,8 @@ const watchdog = setTimeout(() => {
   process.exit(2);
 }, RUN_TIMEOUT_MS);
 watchdog.unref();
-await main();
+try {
+  await main();
+} finally {
+  if (TLS_DIR !== undefined) rmSync(TLS_DIR, { recursive: true, force: true });
+}

@@ -30,6 +30,8 @@ export interface PeersOptions {
   readonly watchWrites: number;
   /** Fan-out per level of the replication tree: [4, 16] is a root with 4 children and 16 grandchildren. */
   readonly tree: readonly number[];
+  /** Workload 5's Mercury tree runs with TLS (HTTPS, wss, mutual TLS between nodes): the cost of TLS, on versus off. */
+  readonly tls: boolean;
   readonly output: string;
   readonly chart: string;
 }
@@ -62,6 +64,7 @@ Side-by-side benchmarks of Mercury, etcd and Redis on this machine. Writes BENCH
   --watch-connections N connections the watchers share in workload 6 (default 16)
   --watch-writes N      writes per run in workloads 5 and 6, spread over the run (default 200)
   --tree LIST           fan-out per level below the root in workload 5 (default 4,16: 1 -> 4 -> 16)
+  --tls                 workload 5's Mercury tree with TLS everywhere (HTTPS, wss, mutual TLS replication)
   --output FILE         results page (default BENCHMARKS.md)
   --chart FILE          ratio chart (default docs/benchmarks-ratios.svg)
   --install             install missing etcd/Redis with apt-get first
@@ -111,6 +114,7 @@ export function parsePeersArgs(argv: readonly string[]): PeersOptions {
         'watch-connections': { type: 'string', default: '16' },
         'watch-writes': { type: 'string', default: '200' },
         tree: { type: 'string', default: '4,16' },
+        tls: { type: 'boolean', default: false },
         output: { type: 'string', default: 'BENCHMARKS.md' },
         chart: { type: 'string', default: 'docs/benchmarks-ratios.svg' },
       },
@@ -147,6 +151,7 @@ export function parsePeersArgs(argv: readonly string[]): PeersOptions {
     watchConnections: positiveInteger('watch-connections', v['watch-connections'], 10_000),
     watchWrites: positiveInteger('watch-writes', v['watch-writes'], 1_000_000),
     tree,
+    tls: v.tls,
     output: v.output,
     chart: v.chart,
   };

@@ -39,7 +39,7 @@ export async function startNodeProcess(
     let output = '';
     child.stdout!.on('data', (chunk: Buffer) => {
       output += chunk.toString();
-      const match = /listening on (http:\/\/\S+)(?: replication (\S+))?.*\n/.exec(output);
+      const match = /listening on (https?:\/\/\S+)(?: replication (\S+))?.*\n/.exec(output);
       if (match !== null) resolve([match[1]!, match[2]]);
     });
     child.once('exit', (code) => {

@@ -4,6 +4,7 @@
  * client spends more CPU per request than the server under test, which would make the benchmark measure the client.
  */
 import { connect, type Socket } from 'node:net';
+import { connect as connectTls } from 'node:tls';
 
 export interface RawResponse {
   readonly status: number;
@@ -16,10 +17,11 @@ export class RawHttpConnection {
   private waiting: { resolve: (response: RawResponse) => void; reject: (error: Error) => void } | undefined;
   private readonly ready: Promise<void>;
 
-  constructor(host: string, port: number) {
-    this.socket = connect({ host, port, noDelay: true });
+  /** With `ca` (the node's CA), the connection is TLS (a node started with `--tls-*`). */
+  constructor(host: string, port: number, ca?: Buffer) {
+    this.socket = ca === undefined ? connect({ host, port, noDelay: true }) : connectTls({ host, port, ca }).setNoDelay(true);
     this.ready = new Promise((resolve, reject) => {
-      this.socket.once('connect', resolve);
+      this.socket.once(ca === undefined ? 'connect' : 'secureConnect', resolve);
       this.socket.once('error', reject);
     });
     this.socket.on('data', (chunk: Buffer) => {

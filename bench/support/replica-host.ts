@@ -2,7 +2,8 @@
  * A benchmark worker process that hosts many replicas in-process (the open-files limit is per process, so a tree of
  * a thousand replicas is spread over several of these). The parent drives it over the IPC channel:
  *
- *   parent -> worker  { type: 'start', dir, nodes: [{ id, upstreams }] }   start replicas (port 0 everywhere)
+ *   parent -> worker  { type: 'start', dir, nodes: [{ id, upstreams }], tls? }   start replicas (port 0 everywhere;
+ *                                                                           with `tls`, the --tls-* files)
  *   worker -> parent  { type: 'started', nodes: [{ id, replication }] }
  *   parent -> worker  { type: 'waitSeq', seq }                             answer once every replica applied `seq`
  *   worker -> parent  { type: 'reached', seq }
@@ -15,6 +16,7 @@
  */
 import { join } from 'node:path';
 import { validateConfig } from '../../src/config/index.js';
+import type { TlsPaths } from '../../src/net/index.js';
 import { MercuryNode, NODE_LIMITS, withLimits } from '../../src/node/index.js';
 
 export interface HostedNodeSpec {
@@ -23,7 +25,7 @@ export interface HostedNodeSpec {
 }
 
 export type HostRequest =
-  | { readonly type: 'start'; readonly dir: string; readonly nodes: readonly HostedNodeSpec[] }
+  | { readonly type: 'start'; readonly dir: string; readonly nodes: readonly HostedNodeSpec[]; readonly tls?: TlsPaths }
   | { readonly type: 'waitSeq'; readonly seq: number }
   | { readonly type: 'usage' }
   | { readonly type: 'stop' };
@@ -86,10 +88,10 @@ process.on('disconnect', () => process.exit(1));
 // A snapshot install moves a head without an apply: check the waiters on a timer as well.
 setInterval(checkWaiters, 20);
 
-async function start(dir: string, specs: readonly HostedNodeSpec[]): Promise<void> {
+async function start(dir: string, specs: readonly HostedNodeSpec[], tls: TlsPaths | undefined): Promise<void> {
   const started = await Promise.all(
     specs.map(async (spec) => {
-      const config = validateConfig({ dataDir: join(dir, `replica-${spec.id}`), port: 0, upstreams: spec.upstreams });
+      const config = validateConfig({ dataDir: join(dir, `replica-${spec.id}`), port: 0, upstreams: spec.upstreams, tls });
       const node = await MercuryNode.start(config, { limits: withLimits(NODE_LIMITS, { store: { mapBytes: BENCH_MAP_BYTES } }) });
       node.onApplied((entries) => onApplied(entries[0]!.entry.seq, entries[entries.length - 1]!.entry.seq));
       return { node, id: spec.id };
@@ -104,7 +106,7 @@ async function start(dir: string, specs: readonly HostedNodeSpec[]): Promise<voi
 process.on('message', (message: HostRequest) => {
   switch (message.type) {
     case 'start':
-      void start(message.dir, message.nodes);
+      void start(message.dir, message.nodes, message.tls);
       return;
     case 'waitSeq':
       if (minSeq() >= message.seq) send({ type: 'reached', seq: message.seq });

@@ -21,8 +21,9 @@ function isAscii(value: Buffer): boolean {
 }
 
 /** Keys in the harness are ASCII without reserved characters. */
-export function connectMercury(host: string, port: number): KvClient {
-  const client = connect(`http://${host}:${port}`);
+/** With `ca`, the node serves HTTPS (`--tls-*`) and the client trusts that CA. */
+export function connectMercury(host: string, port: number, ca?: Buffer): KvClient {
+  const client = ca === undefined ? connect(`http://${host}:${port}`) : connect(`https://${host}:${port}`, { ca });
   return {
     async put(key, value) {
       await client.put(key, value);
@@ -49,8 +50,14 @@ interface EventsMessage {
 }
 
 /** One WebSocket to a node with one subscription of `prefix` per id; `listener` gets every put. */
-export async function openWatchConnection(url: string, ids: readonly number[], prefix: string, listener: (watcher: number, key: string, value: Buffer) => void): Promise<WebSocket> {
-  const socket = new WebSocket(url);
+export async function openWatchConnection(
+  url: string,
+  ids: readonly number[],
+  prefix: string,
+  listener: (watcher: number, key: string, value: Buffer) => void,
+  ca?: Buffer,
+): Promise<WebSocket> {
+  const socket = new WebSocket(url, ca === undefined ? {} : { ca });
   await new Promise<void>((resolve, reject) => {
     socket.once('open', () => resolve());
     socket.once('error', reject);

@@ -6,9 +6,11 @@
  *
  * The Mercury side uses the replication CLI: `mercury serve ... --replication-listen 127.0.0.1:0
  * --upstream HOST:PORT`, ready line `mercury node listening on http://H:P replication H:RP`. A build without it is
- * reported and skipped; Redis is still measured.
+ * reported and skipped; Redis is still measured. With `--tls` the Mercury tree serves TLS everywhere (a certificate
+ * made for the run): the cost of TLS, on versus off.
  */
 import { CLI_PATH } from '../../support/node-process.js';
+import { benchTls } from '../../support/tls.js';
 import { benchKey, spacedSequence } from '../driver.js';
 import { freePort, ProcessStartError, type ManagedProcess } from '../processes.js';
 import { LatencyRecorder, type MetricSpec } from '../stats.js';
@@ -100,27 +102,40 @@ async function redisTree(context: WorkloadContext, parents: readonly number[], s
 async function mercuryTree(context: WorkloadContext, parents: readonly number[], seen: (replica: number, k: number) => void): Promise<Tree> {
   const nodes: { process: ManagedProcess; host: string; port: number; replication: string }[] = [];
   const sockets: { close(): void }[] = [];
+  const tls = context.options.tls ? benchTls(context.group.tempDir('mercury-tls')) : undefined;
   try {
     for (let node = 0; node < parents.length; node++) {
       const upstream = node === 0 ? [] : ['--upstream', nodes[parents[node]!]!.replication];
       const process = await context.group.start({
         name: `mercury-${node}`,
         command: globalThis.process.execPath,
-        args: [CLI_PATH, 'serve', '--data-dir', context.group.tempDir(`mercury-tree-${node}`), '--listen', '127.0.0.1:0', '--replication-listen', '127.0.0.1:0', ...upstream],
-        ready: /listening on http:\/\/([\d.]+):(\d+) replication (\S+:\d+)/,
+        args: [
+          CLI_PATH,
+          'serve',
+          '--data-dir',
+          context.group.tempDir(`mercury-tree-${node}`),
+          '--listen',
+          '127.0.0.1:0',
+          '--replication-listen',
+          '127.0.0.1:0',
+          ...upstream,
+          ...(tls?.args ?? []),
+        ],
+        ready: /listening on https?:\/\/([\d.]+):(\d+) replication (\S+:\d+)/,
       });
       nodes.push({ process, host: process.readyMatch[1]!, port: Number(process.readyMatch[2]), replication: process.readyMatch[3]! });
     }
     for (let replica = 1; replica < nodes.length; replica++) {
       const { host, port } = nodes[replica]!;
-      sockets.push(await openWatchConnection(`ws://${host}:${port}/v1/watch`, [replica], 'prop/', (_id, key) => seen(replica - 1, Number(key.slice(key.lastIndexOf('/') + 1)))));
+      const url = `${tls === undefined ? 'ws' : 'wss'}://${host}:${port}/v1/watch`;
+      sockets.push(await openWatchConnection(url, [replica], 'prop/', (_id, key) => seen(replica - 1, Number(key.slice(key.lastIndexOf('/') + 1))), tls?.ca));
     }
   } catch (error) {
     for (const socket of sockets) socket.close();
     await Promise.all(nodes.map((node) => node.process.stop()));
     throw error;
   }
-  const writer = connectMercury(nodes[0]!.host, nodes[0]!.port);
+  const writer = connectMercury(nodes[0]!.host, nodes[0]!.port, tls?.ca);
   return {
     writer,
     replicas: nodes.length - 1,
@@ -201,7 +216,7 @@ export const propagationWorkload: Workload = {
     try {
       if (options.systems.includes('mercury')) {
         try {
-          subjects.push(await treeSubject('mercury', 'Mercury', true, mercuryTree, context, parents));
+          subjects.push(await treeSubject('mercury', options.tls ? 'Mercury (TLS)' : 'Mercury', true, mercuryTree, context, parents));
         } catch (error) {
           if (!(error instanceof ProcessStartError)) throw error;
           // The node's own complaint (`mercury: ...`) says more than the harness's wrapper around it.
@@ -222,7 +237,7 @@ export const propagationWorkload: Workload = {
       description: `A tree ${shape} (${parents.length - 1} replicas), every node durable as in workload 1 (Redis replicas with the same AOF settings). Each run writes ${options.watchWrites} keys of ${options.valueBytes} B to the root, one at a time, spread over ${options.seconds} s; for each write, the time from its acknowledgement until it is visible on every replica (and on the first). Redis replicas report visibility through keyspace notifications, Mercury replicas through their watch stream.`,
       metrics: METRICS,
       subjects: results,
-      notes,
+      notes: options.tls ? [...notes, 'Mercury ran with --tls: HTTPS, wss and mutual TLS between the nodes of its tree (Redis without TLS).'] : notes,
       ...(results.length === 0 ? { skipped: notes.join(' ') || 'no system selected for it.' } : {}),
     };
   },
