@@ -255,8 +255,8 @@ export class MercuryNode {
 
   /** Opens the data directory and starts serving HTTP. */
   static async start(config: NodeConfig, options: NodeOptions = {}): Promise<MercuryNode> {
-    // The authentication mode is src/auth's field of the config; until a node has one, it counts as off.
-    checkListenSecurity(config, (config as { auth?: unknown }).auth);
+    // The authentication mode is src/auth's (an option of the node, or a field of the config); absent counts as off.
+    checkListenSecurity(config, (options as { auth?: unknown }).auth ?? (config as { auth?: unknown }).auth);
     const node = new MercuryNode(config, options);
     try {
       await new Promise<void>((resolve, reject) => {

@@ -1,0 +1,75 @@
+/**
+ * TLS credentials without sockets: the files are polled on the clock and reloaded when they change (a certificate
+ * manager's rename swap included), a bad set keeps the previous one, and which hosts count as loopback.
+ */
+import assert from 'node:assert/strict';
+import { copyFileSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { silentLogger } from '../src/logging/index.js';
+import { TLS_RELOAD_POLL_MS, TlsCredentials, isLoopbackHost, tlsFailureReason, type TlsMaterial } from '../src/net/index.js';
+import { testCertificates } from './support/certs.js';
+import { ManualClock } from './support/manual-clock.js';
+import { makeTempDir, removeDir } from './support/process.js';
+
+const certs = testCertificates();
+const dir = makeTempDir('tls-credentials');
+after(() => removeDir(dir));
+
+test('tls credentials: a changed file is picked up at the next poll; a key that does not match keeps the old pair', () => {
+  const paths = { certPath: join(dir, 'node.pem'), keyPath: join(dir, 'node-key.pem'), caPath: join(dir, 'ca.pem') };
+  copyFileSync(certs.node.certPath, paths.certPath);
+  copyFileSync(certs.node.keyPath, paths.keyPath);
+  copyFileSync(certs.ca.certPath, paths.caPath);
+  const credentials = new TlsCredentials(paths, silentLogger);
+  const reloaded: TlsMaterial[] = [];
+  credentials.onReload((material) => reloaded.push(material));
+  const clock = new ManualClock();
+  credentials.watch(clock);
+  clock.advance(TLS_RELOAD_POLL_MS * 3);
+  assert.equal(reloaded.length, 0, 'unchanged files are not reloaded');
+
+  // A certificate manager writes the new certificate beside the old one and renames it into place.
+  copyFileSync(certs.otherNode.certPath, join(dir, 'next.pem'));
+  renameSync(join(dir, 'next.pem'), paths.certPath);
+  clock.advance(TLS_RELOAD_POLL_MS);
+  assert.equal(reloaded.length, 0);
+  assert.equal(credentials.reloadFailures, 1, 'the new certificate does not go with the old key');
+  assert.equal(credentials.current().cert.toString(), copyOf(certs.node.certPath));
+
+  copyFileSync(certs.otherNode.keyPath, paths.keyPath);
+  clock.advance(TLS_RELOAD_POLL_MS);
+  assert.equal(reloaded.length, 1);
+  assert.equal(credentials.reloads, 1);
+  assert.equal(credentials.current().cert.toString(), copyOf(certs.otherNode.certPath));
+  credentials.close();
+});
+
+function copyOf(path: string): string {
+  return new TlsCredentials({ certPath: path, keyPath: path.replace(/\.pem$/, '-key.pem'), caPath: certs.ca.certPath }, silentLogger).current().cert.toString();
+}
+
+test('tls credentials: unreadable or mismatched files at start are CONFIG_INVALID naming the flag', () => {
+  assert.throws(() => new TlsCredentials({ certPath: join(dir, 'missing.pem'), keyPath: certs.node.keyPath, caPath: certs.ca.certPath }, silentLogger), {
+    code: 'CONFIG_INVALID',
+    message: /--tls-cert .*missing\.pem cannot be read/,
+  });
+  assert.throws(() => new TlsCredentials({ certPath: certs.node.certPath, keyPath: certs.client.keyPath, caPath: certs.ca.certPath }, silentLogger), {
+    code: 'CONFIG_INVALID',
+    message: /--tls-key .* does not go with --tls-cert/,
+  });
+});
+
+test('tls: loopback hosts are 127.0.0.0/8, ::1 and localhost; wildcard and other addresses are not', () => {
+  for (const host of ['127.0.0.1', '127.1.2.3', '::1', '[::1]', 'localhost', '::ffff:127.0.0.1']) assert.equal(isLoopbackHost(host), true, host);
+  for (const host of ['0.0.0.0', '::', '10.0.0.1', 'example.com', '128.0.0.1', '::ffff:10.0.0.1']) assert.equal(isLoopbackHost(host), false, host);
+});
+
+test('tls: handshake failures map to stable reasons', () => {
+  assert.equal(tlsFailureReason(new Error('tlsv1 alert unknown ca')), 'untrusted_certificate');
+  assert.equal(tlsFailureReason(new Error('sslv3 alert certificate expired')), 'certificate_expired');
+  assert.equal(tlsFailureReason(Object.assign(new Error('wrong version number'), { code: 'ERR_SSL_WRONG_VERSION_NUMBER' })), 'not_tls');
+  assert.equal(tlsFailureReason(new Error('socket hang up')), 'aborted');
+  assert.equal(tlsFailureReason(new Error('TLS handshake timeout')), 'timeout');
+  assert.equal(tlsFailureReason(new Error('something else')), 'handshake_failed');
+});
