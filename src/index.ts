@@ -24,6 +24,8 @@ export {
   UnavailableError,
   NoNodeReachableError,
   OutcomeUnknownError,
+  UnauthenticatedError,
+  PermissionDeniedError,
   WatchClosedError,
   WatchError,
   ClientOptionsError,
@@ -38,6 +40,7 @@ export type {
   RangePage,
   RangePageResult,
   WriteResult,
+  TokenInfo,
   TxnResult,
   TxnJson,
   TxnCompareJson,
@@ -53,6 +56,7 @@ export type {
 } from './client/index.js';
 export { MercuryNode, MERCURY_VERSION } from './node/index.js';
 export type { NodeLimits, NodeOptions } from './node/index.js';
+export type { AuthMode } from './auth/index.js';
 export { NODE_LIMITS, NODE_LIMITS_TEST, withLimits } from './node/index.js';
 export { validateConfig, CONFIG_DEFAULTS } from './config/index.js';
 export type { NodeConfig } from './config/index.js';

@@ -17,7 +17,7 @@ import { spawn } from 'node:child_process';
 
 /** Runs `mercury serve` on `dir` expecting it to refuse: resolves with its exit code and stderr. */
 function serveRefused(dir: string): Promise<{ code: number | null; stderr: string }> {
-  const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data-dir', dir, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data-dir', dir, '--listen', '127.0.0.1:0', '--auth', 'off'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
   child.stdout.resume();

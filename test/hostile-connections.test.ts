@@ -66,7 +66,7 @@ describe('hostile input - connections', () => {
   });
 
   test('connections: silent connections are closed after the first-byte timeout; the node answers meanwhile', async () => {
-    node = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'node'), port: 0 }), { limits });
+    node = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'node'), port: 0 }), { auth: 'off', limits });
     assert.equal((await request(node.url, 'PUT', '/v1/kv/before', { body: 'kept' })).status, 200);
     // Spread over two addresses so the per-address cap is not what closes them.
     const rssBefore = rssBytes();

@@ -113,7 +113,7 @@ describe('hostile input - replication port', () => {
   });
   const start = async (name: string, upstreams: string[] = []): Promise<MercuryNode> => {
     const config = validateConfig({ dataDir: join(dir, name), port: 0, upstreams, replicationChildrenMax: 16 });
-    const node = await MercuryNode.start(config, { limits: NODE_LIMITS_TEST });
+    const node = await MercuryNode.start(config, { auth: 'off', limits: NODE_LIMITS_TEST });
     nodes.push(node);
     return node;
   };

@@ -80,7 +80,7 @@ describe('http api', () => {
 
   before(async () => {
     dir = makeTempDir('http-api');
-    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0, valueBytesMax: VALUE_BYTES_MAX }), { logger: recordingLogger(errorLog) });
+    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0, valueBytesMax: VALUE_BYTES_MAX }), { auth: 'off', logger: recordingLogger(errorLog) });
     url = node.url;
   });
 
@@ -714,7 +714,7 @@ describe('http api: log retention', () => {
   before(async () => {
     dir = makeTempDir('http-trim');
     // Trimming in batches of 2 entries: the trimmer's loop over several transactions runs too.
-    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0, logRetainEntries: 5 }), { clock, limits: withLimits(NODE_LIMITS, { log: { trimBatchEntries: 2 } }) });
+    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0, logRetainEntries: 5 }), { auth: 'off', clock, limits: withLimits(NODE_LIMITS, { log: { trimBatchEntries: 2 } }) });
   });
 
   after(async () => {
@@ -755,7 +755,7 @@ describe('http api: timeouts', () => {
   before(async () => {
     dir = makeTempDir('http-timeout');
     // The production timeouts are 10 s and 60 s; the node's limits take short ones.
-    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), {
+    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { auth: 'off',
       logger: recordingLogger(errorLog),
       limits: withLimits(NODE_LIMITS, { http: { firstByteTimeoutMs: 300, headersTimeoutMs: 300, requestTimeoutMs: 600 } }),
     });
@@ -820,7 +820,7 @@ describe('http api: restart', () => {
   });
 
   test('restart: close and start on the same directory keeps every key, seq, head hash and the log', async () => {
-    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }));
+    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { auth: 'off' });
     let url = node.url;
     for (let i = 0; i < 30; i++) await request(url, 'PUT', `/v1/kv/r/${i}`, { body: Buffer.from([i, 0xff, i]) });
     await request(url, 'DELETE', '/v1/kv/r/3');
@@ -839,7 +839,7 @@ describe('http api: restart', () => {
     await node.close();
     node = undefined;
 
-    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }));
+    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { auth: 'off' });
     url = node.url;
     const afterwards = await snapshot();
     assert.equal(afterwards.status.seq, before.status.seq);
@@ -890,6 +890,8 @@ describe('http api: overload and shutdown', () => {
         readiness: () => ({ ready: true, reasons: [] }),
         resync: () => undefined,
         log: (message, fields) => errorLog.push(`${message} ${JSON.stringify(fields)}`),
+        authenticate: () => undefined,
+        tokens: () => [],
       }),
     );
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -197,7 +197,7 @@ describe('http fuzz', () => {
 
   before(async () => {
     dir = makeTempDir('http-fuzz');
-    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0, valueBytesMax: VALUE_BYTES_MAX }), { logger: recordingLogger(errorLog) });
+    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0, valueBytesMax: VALUE_BYTES_MAX }), { auth: 'off', logger: recordingLogger(errorLog) });
     // Some keys to find, compare against and page through.
     for (let i = 0; i < 20; i++) await request(node.url, 'PUT', `/v1/kv/fz/${String.fromCharCode(97 + i)}`, { body: `value ${i}` });
   });

@@ -30,7 +30,7 @@ async function rewriteRaw(dir: string, dbName: string, key: string, change: (sto
 
 /** Runs `mercury serve` expecting it to stop by itself; resolves with its exit code or signal and stderr. */
 function serveUntilExit(dir: string): Promise<{ code: number | string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data-dir', dir, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data-dir', dir, '--listen', '127.0.0.1:0', '--auth', 'off'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
   child.stdout.resume();

@@ -46,7 +46,7 @@ describe('node limits', () => {
 
     before(async () => {
       dir = makeTempDir('node-limits');
-      node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { limits: NODE_LIMITS_TEST });
+      node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { auth: 'off', limits: NODE_LIMITS_TEST });
     });
 
     after(async () => {

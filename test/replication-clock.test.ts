@@ -45,10 +45,10 @@ after(async () => {
 
 test('replication: one heartbeat an hour ahead, then a root clock stepped back an hour, drop no healthy upstream', async () => {
   const rootClock = new SteppedClock();
-  const root = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'root'), port: 0 }), { clock: rootClock, limits: NODE_LIMITS_TEST });
+  const root = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'root'), port: 0 }), { auth: 'off', clock: rootClock, limits: NODE_LIMITS_TEST });
   nodes.push(root);
   assert.equal((await request(root.url, 'PUT', '/v1/kv/k', { body: 'v' })).status, 200);
-  const replica = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'replica'), port: 0, upstreams: [root.replicationAddress] }), { limits: NODE_LIMITS_TEST });
+  const replica = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'replica'), port: 0, upstreams: [root.replicationAddress] }), { auth: 'off', limits: NODE_LIMITS_TEST });
   nodes.push(replica);
   const link = () => replica.replicationClient!.status();
   await eventually(

@@ -36,7 +36,7 @@ describe('tls - bad input on HTTP and replication', () => {
   const nodes: MercuryNode[] = [];
   let count = 0;
   const start = async (config: Partial<NodeConfig>): Promise<MercuryNode> => {
-    const node = await MercuryNode.start(validateConfig({ dataDir: join(dir, `node-${count++}`), host: '127.0.0.1', port: 0, ...config }), { limits: NODE_LIMITS_TEST });
+    const node = await MercuryNode.start(validateConfig({ dataDir: join(dir, `node-${count++}`), host: '127.0.0.1', port: 0, ...config }), { auth: 'off', limits: NODE_LIMITS_TEST });
     nodes.push(node);
     return node;
   };
@@ -132,20 +132,20 @@ describe('tls - secure unless told otherwise', () => {
   const config = (input: Partial<NodeConfig>): NodeConfig => validateConfig({ dataDir: join(dir, 'node'), port: 0, ...input });
 
   test('insecure: a node refuses a non-loopback HTTP address without TLS and authentication, naming the flags', async () => {
-    const error = await failure(MercuryNode.start(config({ host: '0.0.0.0', advertiseUrl: 'http://node.example:7070' }), { limits: NODE_LIMITS_TEST }));
+    const error = await failure(MercuryNode.start(config({ host: '0.0.0.0', advertiseUrl: 'http://node.example:7070' }), { auth: 'off', limits: NODE_LIMITS_TEST }));
     assert.equal((error as { code?: string }).code, 'CONFIG_INVALID');
     assert.match(error.message, /refusing to listen on 0\.0\.0\.0:0 and 0\.0\.0\.0:0 without TLS \(--tls-cert, --tls-key, --tls-ca\) and authentication \(--auth required\).*--insecure/);
   });
 
   test('insecure: the replication address counts too, and TLS alone is not enough while authentication is off', async () => {
-    const error = await failure(MercuryNode.start(config({ host: '127.0.0.1', replicationHost: '0.0.0.0', replicationPort: 0, tls: tlsPaths() }), { limits: NODE_LIMITS_TEST }));
+    const error = await failure(MercuryNode.start(config({ host: '127.0.0.1', replicationHost: '0.0.0.0', replicationPort: 0, tls: tlsPaths() }), { auth: 'off', limits: NODE_LIMITS_TEST }));
     assert.match(error.message, /refusing to listen on 0\.0\.0\.0:0 without authentication \(--auth required\)/);
   });
 
   test('insecure: --insecure lets it listen, and loopback needs nothing', async () => {
-    const node = await MercuryNode.start(config({ host: '0.0.0.0', advertiseUrl: 'http://node.example:7070', insecure: true }), { limits: NODE_LIMITS_TEST });
+    const node = await MercuryNode.start(config({ host: '0.0.0.0', advertiseUrl: 'http://node.example:7070', insecure: true }), { auth: 'off', limits: NODE_LIMITS_TEST });
     await node.close();
-    const local = await MercuryNode.start(config({ host: 'localhost' }), { limits: NODE_LIMITS_TEST });
+    const local = await MercuryNode.start(config({ host: 'localhost' }), { auth: 'off', limits: NODE_LIMITS_TEST });
     await local.close();
   });
 });

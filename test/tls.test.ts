@@ -32,7 +32,7 @@ function eventKey(result: IteratorResult<WatchEvent>): string | undefined {
 }
 
 async function startNode(dataDir: string, config: Partial<NodeConfig> = {}): Promise<MercuryNode> {
-  return MercuryNode.start(validateConfig({ dataDir, host: '127.0.0.1', port: 0, ...config }), { limits: NODE_LIMITS_TEST });
+  return MercuryNode.start(validateConfig({ dataDir, host: '127.0.0.1', port: 0, ...config }), { auth: 'off', limits: NODE_LIMITS_TEST });
 }
 
 /** The certificate a TLS server presents now (a new handshake). */

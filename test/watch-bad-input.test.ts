@@ -58,7 +58,7 @@ describe('watch bad input', () => {
       },
       child: () => logger,
     };
-    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { logger, limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST }) });
+    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { auth: 'off', logger, limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST }) });
     url = node.url;
     // A well-behaved watcher that must see every change while the others misbehave.
     bystander = await connect();

@@ -50,7 +50,7 @@ describe('cli watch', () => {
 
   before(async () => {
     dir = makeTempDir('watch-cli');
-    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST }) });
+    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { auth: 'off', limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST }) });
     url = node.url;
     await put('app/a', '1');
     await put('other/x', 'ignored');
@@ -113,7 +113,7 @@ describe('cli watch', () => {
     await node.close();
     assert.equal(await running.exited, 1);
     assert.match(running.stderr(), /^mercury: watch closed by the node \(1001: node is shutting down; reconnect and resume\); resume with --from \d+\n$/);
-    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST }) });
+    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { auth: 'off', limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST }) });
     url = node.url;
   });
 });

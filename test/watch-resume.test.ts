@@ -32,7 +32,7 @@ interface RangeJson {
 test('watch: a client closed by a node restart resumes on the new process with exactly the rest', async () => {
   const dir = makeTempDir('watch-restart');
   try {
-    let node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST }) });
+    let node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { auth: 'off', limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST }) });
     const client = await WatchClient.connect(node.url);
     await client.subscribe('r', ['r/']);
     for (let i = 0; i < 6; i++) await put(node.url, `r/k${i % 3}`, `first life ${i}`);
@@ -44,7 +44,7 @@ test('watch: a client closed by a node restart resumes on the new process with e
     assert.equal(closed.code, WatchCloseCode.GOING_AWAY);
     assert.match(closed.reason, /shutting down/);
 
-    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST }) });
+    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { auth: 'off', limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST }) });
     try {
       for (let i = 0; i < 4; i++) await put(node.url, `r/k${i}`, `second life ${i}`);
       const resumed = await WatchClient.connect(node.url);
@@ -68,7 +68,7 @@ test('watch: a client closed by a node restart resumes on the new process with e
 
 test('watch: a fromSeq older than the retained log gets a snapshot of its keys at a seq, then the stream from there', async () => {
   const dir = makeTempDir('watch-snapshot');
-  const node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0, logRetainEntries: 3 }), {
+  const node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0, logRetainEntries: 3 }), { auth: 'off',
     limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST, log: { trimIntervalMs: 20 } }),
   });
   const clients: WatchClient[] = [];

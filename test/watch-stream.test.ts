@@ -35,7 +35,7 @@ describe('watch stream', () => {
 
   before(async () => {
     dir = makeTempDir('watch-stream');
-    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST }) });
+    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { auth: 'off', limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST }) });
     url = node.url;
   });
 

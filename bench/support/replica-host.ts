@@ -92,7 +92,7 @@ async function start(dir: string, specs: readonly HostedNodeSpec[], tls: TlsPath
   const started = await Promise.all(
     specs.map(async (spec) => {
       const config = validateConfig({ dataDir: join(dir, `replica-${spec.id}`), port: 0, upstreams: spec.upstreams, tls });
-      const node = await MercuryNode.start(config, { limits: withLimits(NODE_LIMITS, { store: { mapBytes: BENCH_MAP_BYTES } }) });
+      const node = await MercuryNode.start(config, { auth: 'off', limits: withLimits(NODE_LIMITS, { store: { mapBytes: BENCH_MAP_BYTES } }) });
       node.onApplied((entries) => onApplied(entries[0]!.entry.seq, entries[entries.length - 1]!.entry.seq));
       return { node, id: spec.id };
     }),

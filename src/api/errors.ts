@@ -12,6 +12,7 @@
 
 export const ErrorCode = {
   BAD_REQUEST: 'BAD_REQUEST',
+  PERMISSION_DENIED: 'PERMISSION_DENIED',
   HEADERS_TOO_LARGE: 'HEADERS_TOO_LARGE',
   EXPECTATION_FAILED: 'EXPECTATION_FAILED',
   INVALID_JSON: 'INVALID_JSON',
@@ -54,6 +55,7 @@ export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 /** HTTP status for each code. */
 export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   BAD_REQUEST: 400,
+  PERMISSION_DENIED: 403,
   HEADERS_TOO_LARGE: 431,
   EXPECTATION_FAILED: 417,
   INVALID_JSON: 400,
@@ -134,8 +136,14 @@ export const RefuseReason = {
   UNAVAILABLE: 7,
   PATH_TOO_LONG: 8,
   PROTOCOL_ERROR: 9,
-  /** TLS is required on this port and the child did not use it, or its certificate is not signed by the cluster CA. */
+  /**
+   * The child did not authenticate: TLS is required on this port and it did not use it, or its certificate is not
+   * signed by the cluster CA; or HELLO carried no credential, or one this node does not know (malformed, unknown,
+   * revoked); or its token was revoked while streaming.
+   */
   UNAUTHENTICATED: 10,
+  /** The credential is valid but lacks the `replicate` scope. */
+  PERMISSION_DENIED: 11,
 } as const;
 export type RefuseReason = keyof typeof RefuseReason;
 

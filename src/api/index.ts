@@ -5,7 +5,7 @@
  */
 export { encodeJsonBytes, readJsonBytes, type BytesEncoding } from './bytes.js';
 export { ERROR_STATUS, ErrorCode, MercuryError, ProtocolErrorCode, RefuseReason, isMercuryError, valueTooLarge } from './errors.js';
-export { decodeKeyPath, encodeKeyPath, prefixEnd, validateKey } from './keys.js';
+export { RESERVED_KEY_PREFIX, decodeKeyPath, encodeKeyPath, isReservedKey, overlapsReserved, prefixEnd, validateKey, withoutReserved } from './keys.js';
 export * from './limits.js';
 export {
   formatCompare,

@@ -17,6 +17,38 @@ export function validateKey(key: Buffer, what = 'key'): void {
     });
 }
 
+/**
+ * Keys under this prefix are Mercury's own (today the token records of src/auth/): they travel through the log and
+ * snapshots like any key, so every replica holds the same ones, but the KV API never serves them. A get, put or delete
+ * of such a key is refused, a range or a watch skips them, and only the token routes (admin) write them. A NUL first
+ * byte keeps them away from any text key.
+ */
+export const RESERVED_KEY_PREFIX: Buffer = Buffer.from('\u0000mercury/', 'latin1');
+
+/** Whether `key` lies under `RESERVED_KEY_PREFIX`. */
+export function isReservedKey(key: Buffer): boolean {
+  return key.length >= RESERVED_KEY_PREFIX.length && key[0] === 0 && key.compare(RESERVED_KEY_PREFIX, 0, RESERVED_KEY_PREFIX.length, 0, RESERVED_KEY_PREFIX.length) === 0;
+}
+
+/** Whether [start, end) (empty end: unbounded) holds any reserved key. */
+export function overlapsReserved(start: Buffer, end: Buffer): boolean {
+  const reservedEnd = prefixEnd(RESERVED_KEY_PREFIX);
+  return Buffer.compare(start, reservedEnd) < 0 && (end.length === 0 || Buffer.compare(end, RESERVED_KEY_PREFIX) > 0);
+}
+
+/**
+ * [start, end) without the reserved keys, as at most two ranges in key order (empty end: unbounded): what a range read
+ * or a watch snapshot of a wide prefix may serve.
+ */
+export function withoutReserved(start: Buffer, end: Buffer): { start: Buffer; end: Buffer }[] {
+  if (!overlapsReserved(start, end)) return [{ start, end }];
+  const reservedEnd = prefixEnd(RESERVED_KEY_PREFIX);
+  const ranges: { start: Buffer; end: Buffer }[] = [];
+  if (Buffer.compare(start, RESERVED_KEY_PREFIX) < 0) ranges.push({ start, end: RESERVED_KEY_PREFIX });
+  if (end.length === 0 || Buffer.compare(end, reservedEnd) > 0) ranges.push({ start: Buffer.compare(start, reservedEnd) > 0 ? start : reservedEnd, end });
+  return ranges;
+}
+
 /** The smallest key greater than every key that starts with `prefix`, or an empty buffer if there is none. */
 export function prefixEnd(prefix: Buffer): Buffer {
   const end = Buffer.from(prefix);

@@ -128,6 +128,8 @@ export const WatchErrorCode = {
   DUPLICATE_ID: 'DUPLICATE_ID',
   /** `unsubscribe` with an id that names no subscription of this connection. */
   UNKNOWN_ID: 'UNKNOWN_ID',
+  /** The connection's token lacks read scope on a prefix (the message names it and the prefixes it may read). */
+  PERMISSION_DENIED: 'PERMISSION_DENIED',
   /** Not a refusal: the node met damaged data serving this subscription, which has ended. */
   DATA_CORRUPTED: 'DATA_CORRUPTED',
 } as const;
@@ -140,6 +142,8 @@ export const WatchCloseCode = {
   INVALID_PAYLOAD: 1007,
   MESSAGE_TOO_BIG: 1009,
   SLOW_WATCHER: 4008,
+  /** The connection's token was revoked (or its certificate's grant removed): do not reconnect with it. */
+  CREDENTIAL_REVOKED: 4401,
 } as const;
 export type WatchCloseCode = (typeof WatchCloseCode)[keyof typeof WatchCloseCode];
 

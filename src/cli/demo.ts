@@ -7,10 +7,11 @@
  * with openssl in DIR/tls on the first run and kept for the next ones (so a MERCURY_CA exported once stays valid).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NodeClient, type ClientTls } from '../client/index.js';
+import { BOOTSTRAP_TOKEN_FILE } from '../auth/index.js';
+import { NodeClient, bearer, type ClientTls } from '../client/index.js';
 import { createCertificateAuthority, issueCertificate, type CertificateFiles } from '../net/tls-certs.js';
 
 const CLI_PATH = fileURLToPath(new URL('./main.js', import.meta.url));
@@ -51,13 +52,21 @@ class DemoCertificates {
   }
 }
 
-function startNode(dir: string, certificates: DemoCertificates, name: string, port: number, upstreams: readonly string[]): Promise<DemoNode> {
+function startNode(
+  dir: string,
+  certificates: DemoCertificates,
+  name: string,
+  port: number,
+  upstreams: readonly string[],
+  replicationTokenFile?: string,
+): Promise<DemoNode> {
   const dataDir = join(dir, name);
   mkdirSync(dataDir, { recursive: true });
   const certificate = certificates.certificate(name);
   const args = [CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, '--replication-listen', `127.0.0.1:${port + 1}`];
   args.push('--tls-cert', certificate.certPath, '--tls-key', certificate.keyPath, '--tls-ca', certificates.ca.certPath);
   if (upstreams.length > 0) args.push('--upstream', upstreams.join(','));
+  if (replicationTokenFile !== undefined) args.push('--replication-token-file', replicationTokenFile);
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stderr.pipe(createWriteStream(join(dir, `${name}.log`), { flags: 'a' }));
   return new Promise((resolve, reject) => {
@@ -78,15 +87,23 @@ function startNode(dir: string, certificates: DemoCertificates, name: string, po
 }
 
 /** Waits until a replica streams from an upstream, so that its own children find a node with a dataset. */
-async function waitStreaming(node: DemoNode, tls: ClientTls): Promise<void> {
+async function waitStreaming(node: DemoNode, tls: ClientTls, token: string): Promise<void> {
   const deadline = Date.now() + START_TIMEOUT_MS;
-  const client = new NodeClient(node.url, undefined, tls);
+  const client = new NodeClient(node.url, undefined, tls, bearer(token));
   while (Date.now() < deadline) {
     const status = (await client.status()) as { replication?: { phase?: string } };
     if (status.replication?.phase === 'streaming') return;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new Error(`${node.name} did not join its upstream within ${START_TIMEOUT_MS} ms`);
+}
+
+/** The token kept in `file`, or a new one made with `scopes` and written there (0600). */
+async function demoToken(admin: NodeClient, file: string, name: string, scopes: string[]): Promise<string> {
+  if (existsSync(file)) return file;
+  const created = await admin.createToken(name, scopes);
+  writeFileSync(file, `${created.token!}\n`, { mode: 0o600 });
+  return file;
 }
 
 export async function demoCommand(dir: string, replicas: number): Promise<void> {
@@ -103,16 +120,26 @@ export async function demoCommand(dir: string, replicas: number): Promise<void> 
   process.on('SIGTERM', onSignal);
   const certificates = new DemoCertificates(dir);
   const tls = certificates.clientTls();
+  let replicationTokenFile = '';
+  let userTokenFile = '';
+  let adminTokenFile = '';
   try {
     const root = await startNode(dir, certificates, 'root', DEMO_BASE_PORT, []);
     nodes.push(root);
+    // Tokens: the root wrote its bootstrap admin token into its data directory; with it the demo makes a token for
+    // the replicas (replicate) and one for you (read and write on every key), once, kept for the next runs.
+    const adminToken = readFileSync(join(dir, 'root', BOOTSTRAP_TOKEN_FILE), 'utf8').trim();
+    const admin = new NodeClient(root.url, undefined, tls, bearer(adminToken));
+    replicationTokenFile = await demoToken(admin, join(dir, 'replication-token'), 'demo-replicas', ['replicate']);
+    userTokenFile = await demoToken(admin, join(dir, 'demo-token'), 'demo-user', ['read:', 'write:']);
+    adminTokenFile = join(dir, 'root', BOOTSTRAP_TOKEN_FILE);
     // The first two replicas hang off the root; the rest alternate under those two, with the root as fallback.
     for (let i = 1; i <= replicas; i++) {
       const parent = i <= 2 ? root : nodes[1 + ((i - 1) % 2)]!;
       const upstreams = parent === root ? [root.replication] : [parent.replication, root.replication];
-      const node = await startNode(dir, certificates, `replica-${i}`, DEMO_BASE_PORT + 2 * i, upstreams);
+      const node = await startNode(dir, certificates, `replica-${i}`, DEMO_BASE_PORT + 2 * i, upstreams, replicationTokenFile);
       nodes.push(node);
-      await waitStreaming(node, tls);
+      await waitStreaming(node, tls, adminToken);
     }
   } catch (error) {
     stopAll();
@@ -129,14 +156,19 @@ export async function demoCommand(dir: string, replicas: number): Promise<void> 
     '',
     `Every node serves TLS (https, wss, mutual TLS between nodes) with certificates from the demo CA in ${certificates.dir}.`,
     `Dashboard: ${nodes[0]!.url}/ui/   (the tree, live; a browser opens it once it trusts the demo CA ${ca})`,
+    `Tokens (auth is on): yours, read and write on every key, is in ${userTokenFile}:`,
+    `  ${readFileSync(userTokenFile, 'utf8').trim()}`,
+    `The admin token (token management, log, metrics, resync) is in ${adminTokenFile}.`,
     '',
     'Try, in another terminal:',
     `  export MERCURY_CA=${ca}                      # or --ca on each command`,
+    `  export MERCURY_TOKEN_FILE=${userTokenFile}`,
     `  node dist/src/cli/main.js put greeting hello --url ${leaf.url}   # a write on a leaf, forwarded to the root`,
     `  node dist/src/cli/main.js get greeting --url ${nodes[1]!.url}     # read it on another replica`,
     `  node dist/src/cli/main.js watch '' --url ${nodes[2]!.url}         # every change, live`,
     `  node dist/src/cli/main.js status --url ${leaf.url}                # place in the tree, lag`,
-    `  curl --cacert ${ca} ${nodes[0]!.url}/v1/kv/greeting`,
+    `  node dist/src/cli/main.js token list --token-file ${adminTokenFile}   # tokens (admin)`,
+    `  curl --cacert ${ca} -H "Authorization: Bearer $(cat ${userTokenFile})" ${nodes[0]!.url}/v1/kv/greeting`,
     `  a client certificate (its CN "client" names the caller): --cert ${client.certPath} --key ${client.keyPath}`,
     '',
     'Ctrl-C stops every node.',

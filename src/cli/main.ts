@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { NodeClient, UnavailableError, type ClientTls } from '../client/index.js';
+import { NodeClient, UnavailableError, bearer, type ClientTls } from '../client/index.js';
 import { DEFAULT_PORT, parseHostPort, validateConfig } from '../config/index.js';
 import { MercuryError } from '../errors/index.js';
 import { jsonLogger } from '../logging/index.js';
@@ -14,6 +14,7 @@ import { DEMO_REPLICAS_MAX, demoCommand } from './demo.js';
 import { printResult } from './output.js';
 import { snapshotInspect, snapshotRestore, snapshotSave } from './snapshot.js';
 import { verifyCommand } from './verify.js';
+import { TokenUsageError, tokenCommand } from './token.js';
 import { watchCommand } from './watch.js';
 
 const USAGE = `usage: mercury <command> [options]
@@ -34,6 +35,11 @@ Node:
                                                              own names (.example.com: any name under it; *: any)
         [--allowed-origins ORIGIN[,ORIGIN...]]               web origins whose pages may use the API and watches
         [--ready-max-lag-ms N]                               a replica further behind is not ready (default 5000)
+        [--auth required|off]                                check tokens on every request (default: required)
+        [--admin-token-file F]                               a root's first admin token (default: a new one,
+                                                             written to DIR/admin-token)
+        [--replication-token-file F]                         a replica's token for its upstreams (scope replicate;
+                                                             or $MERCURY_REPLICATION_TOKEN)
   demo [--replicas N] [--dir DIR]                            a local root and N replicas in a tree (default 6)
   verify --data-dir DIR [--json]                             check a data directory offline (chain, key checksums,
                                                              keys against the log); exit 1 on damage
@@ -52,10 +58,16 @@ Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT})
   resync                          make a replica drop its chain and take a full snapshot (after a divergence)
   watch PREFIX [--from SEQ]       print every change under PREFIX ('' for all keys) until Ctrl-C
   snapshot save FILE              save a consistent, checksummed snapshot of the node's keys to FILE
+  token create NAME --scope S...  create a token (admin) and print its secret, once; scopes: read:PREFIX,
+        [--subject CN]            write:PREFIX, replicate, admin; --subject: a grant to a client certificate instead
+  token list                      list tokens: id, name, scopes (never a secret)
+  token revoke ID                 revoke a token: requests, watches and replicas using it stop at once
 
 Options: --json (machine-readable output), --url URL, --help
 TLS (https:// URLs): --ca F (the cluster CA; $MERCURY_CA), --cert F --key F (a client certificate; $MERCURY_CERT,
-  $MERCURY_KEY)`;
+  $MERCURY_KEY)
+
+Token: --token T, --token-file F, else $MERCURY_TOKEN, else $MERCURY_TOKEN_FILE`;
 
 const OPTIONS = {
   json: { type: 'boolean' },
@@ -90,6 +102,13 @@ const OPTIONS = {
   ca: { type: 'string' },
   cert: { type: 'string' },
   key: { type: 'string' },
+  auth: { type: 'string' },
+  'admin-token-file': { type: 'string' },
+  'replication-token-file': { type: 'string' },
+  token: { type: 'string' },
+  'token-file': { type: 'string' },
+  scope: { type: 'string', multiple: true },
+  subject: { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 class UsageError extends Error {}
@@ -105,13 +124,35 @@ function listOption(value: string | undefined): string[] | undefined {
   return value?.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
 }
 
+/** A token from a file (whitespace around it ignored), for --token-file and the serve flags. */
+function readTokenText(path: string, flag: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8').trim();
+  } catch (error) {
+    throw new UsageError(`${flag} ${path} cannot be read: ${(error as Error).message}`);
+  }
+  if (text.length === 0) throw new UsageError(`${flag} ${path} is empty`);
+  return text;
+}
+
+/** The token client commands send: --token, --token-file, $MERCURY_TOKEN, $MERCURY_TOKEN_FILE, in that order. */
+function clientToken(values: { token?: string; 'token-file'?: string }): string | undefined {
+  if (values.token !== undefined) return values.token;
+  if (values['token-file'] !== undefined) return readTokenText(values['token-file'], '--token-file');
+  const fromEnv = process.env.MERCURY_TOKEN?.trim();
+  if (fromEnv !== undefined && fromEnv.length > 0) return fromEnv;
+  const file = process.env.MERCURY_TOKEN_FILE;
+  return file === undefined || file === '' ? undefined : readTokenText(file, 'MERCURY_TOKEN_FILE');
+}
+
 async function readStdin(): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin as AsyncIterable<Buffer>) chunks.push(chunk);
   return Buffer.concat(chunks);
 }
 
-async function serve(values: Record<string, string | boolean | undefined>): Promise<void> {
+async function serve(values: Record<string, string | boolean | string[] | undefined>): Promise<void> {
   const listen = values.listen === undefined ? undefined : parseHostPort(values.listen as string, '--listen');
   const replicationListen =
     values['replication-listen'] === undefined ? undefined : parseHostPort(values['replication-listen'] as string, '--replication-listen');
@@ -135,12 +176,22 @@ async function serve(values: Record<string, string | boolean | undefined>): Prom
     allowedOrigins: listOption(values['allowed-origins'] as string | undefined),
     readyLagMsMax: integerOption(values['ready-max-lag-ms'] as string | undefined, 'ready-max-lag-ms'),
   });
+  const auth = (values.auth as string | undefined) ?? 'required';
+  if (auth !== 'required' && auth !== 'off') throw new UsageError(`--auth must be required or off, got "${auth}"`);
+  const replicationTokenFile = values['replication-token-file'] as string | undefined;
+  const replicationToken =
+    replicationTokenFile !== undefined ? readTokenText(replicationTokenFile, '--replication-token-file') : process.env.MERCURY_REPLICATION_TOKEN?.trim() || undefined;
   // Loaded here, not at the top: the node pulls in LMDB, the HTTP server and replication, which would double the start-up time
   // of every client command.
   const { MercuryNode } = await import('../node/index.js');
-  const node = await MercuryNode.start(config, { logger: jsonLogger() });
+  const node = await MercuryNode.start(config, {
+    logger: jsonLogger(),
+    auth,
+    adminTokenFile: values['admin-token-file'] as string | undefined,
+    replicationToken,
+  });
   process.stdout.write(
-    `mercury node listening on ${node.url} replication ${node.replicationAddress} (${node.role}, data: ${config.dataDir}, seq ${node.store.head().seq}` +
+    `mercury node listening on ${node.url} replication ${node.replicationAddress} (${node.role}, data: ${config.dataDir}, seq ${node.store.head().seq}, auth ${node.authMode}` +
       `${node.advertisedUrl === node.url ? '' : `, advertised as ${node.advertisedUrl}`})\n`,
   );
   // Whoever started the node may be gone (a closed pipe): that must not turn a clean stop into a crash.
@@ -168,14 +219,14 @@ async function serve(values: Record<string, string | boolean | undefined>): Prom
 }
 
 /** `--tls-cert`, `--tls-key`, `--tls-ca`: undefined when none is given (the config checks that all three are). */
-function tlsFlags(values: Record<string, string | boolean | undefined>): { certPath: string; keyPath: string; caPath: string } | undefined {
+function tlsFlags(values: Record<string, string | boolean | string[] | undefined>): { certPath: string; keyPath: string; caPath: string } | undefined {
   const [certPath, keyPath, caPath] = [values['tls-cert'], values['tls-key'], values['tls-ca']] as (string | undefined)[];
   if (certPath === undefined && keyPath === undefined && caPath === undefined) return undefined;
   return { certPath: certPath ?? '', keyPath: keyPath ?? '', caPath: caPath ?? '' };
 }
 
 /** The client's TLS files: `--ca`, `--cert`, `--key`, else $MERCURY_CA, $MERCURY_CERT, $MERCURY_KEY. */
-function clientTls(values: Record<string, string | boolean | undefined>): ClientTls | undefined {
+function clientTls(values: Record<string, string | boolean | string[] | undefined>): ClientTls | undefined {
   const file = (flag: string, variable: string): Buffer | undefined => {
     const path = (values[flag] as string | undefined) ?? process.env[variable];
     if (path === undefined || path === '') return undefined;
@@ -211,7 +262,8 @@ async function main(argv: string[]): Promise<void> {
   const json = values.json ?? false;
   const url = values.url ?? process.env.MERCURY_URL;
   const tls = clientTls(values);
-  const client = new NodeClient((url ?? `http://127.0.0.1:${DEFAULT_PORT}`).replace(/\/+$/, ''), undefined, tls);
+  const token = clientToken(values);
+  const client = new NodeClient((url ?? `http://127.0.0.1:${DEFAULT_PORT}`).replace(/\/+$/, ''), undefined, tls, token === undefined ? undefined : bearer(token));
   if (command === 'snapshot') {
     const [action, file] = args;
     if (file === undefined || file === '') throw new UsageError(`snapshot ${action ?? 'save|restore|inspect'} needs a FILE`);
@@ -304,7 +356,9 @@ async function main(argv: string[]): Promise<void> {
     }
     case 'watch':
       if (args[0] === undefined) throw new UsageError("watch needs a PREFIX ('' watches every key)");
-      return watchCommand(client.baseUrl, args[0], { fromSeq: integerOption(values.from, 'from'), json, tls });
+      return watchCommand(client.baseUrl, args[0], { fromSeq: integerOption(values.from, 'from'), json, tls, token });
+    case 'token':
+      return tokenCommand(client, args, values.scope ?? [], values.subject, json);
     default:
       throw new UsageError(`unknown command "${command}"; run mercury --help`);
   }
@@ -317,7 +371,7 @@ function oneLine(message: string): string {
 
 main(process.argv.slice(2)).catch((error: unknown) => {
   const code: unknown = (error as { code?: unknown } | undefined)?.code;
-  if (error instanceof UsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))) {
+  if (error instanceof UsageError || error instanceof TokenUsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))) {
     process.stderr.write(`mercury: ${oneLine((error as Error).message)}\n`);
     process.exit(2);
   }

@@ -75,8 +75,12 @@ function jsonLine(event: WatchEvent): string | undefined {
 }
 
 /** Runs until Ctrl-C (exit 0) or until the node refuses or closes the watch (throws; main prints it and exits). */
-export async function watchCommand(baseUrl: string, prefix: string, options: { fromSeq: number | undefined; json: boolean; tls?: ClientTls }): Promise<void> {
-  const client = connect([baseUrl], { ...options.tls });
+export async function watchCommand(
+  baseUrl: string,
+  prefix: string,
+  options: { fromSeq: number | undefined; json: boolean; tls?: ClientTls; token?: string },
+): Promise<void> {
+  const client = connect([baseUrl], { ...options.tls, ...(options.token === undefined ? {} : { token: options.token }) });
   const watch = client.watch({
     prefix,
     fromSeq: options.fromSeq,

@@ -68,7 +68,7 @@ export class MercuryClient {
     private readonly clock: Clock = systemClock,
   ) {
     this.options = options;
-    this.nodes = options.urls.map((url) => new NodeClient(url, options.requestTimeoutMs, options.tls));
+    this.nodes = options.urls.map((url) => new NodeClient(url, options.requestTimeoutMs, options.tls, options.authorization));
   }
 
   private async call<T>(kind: CallKind, what: string, attempt: (node: NodeClient) => Promise<T>): Promise<T> {

@@ -85,10 +85,22 @@ export class NodeFailedError extends ServerError {
   override readonly name = 'NodeFailedError';
 }
 
+/** 401 `UNAUTHENTICATED`: no token, or a malformed, unknown or revoked one (the message says which). */
+export class UnauthenticatedError extends ServerError {
+  override readonly name = 'UnauthenticatedError';
+}
+
+/** 403 `PERMISSION_DENIED`: the token is valid but lacks a scope; the message names the scope and prefix missing. */
+export class PermissionDeniedError extends ServerError {
+  override readonly name = 'PermissionDeniedError';
+}
+
 type ServerErrorClass = new (code: ErrorCode, message: string, options: ServerErrorOptions) => ServerError;
 
 const CLASS_BY_CODE: Partial<Record<ErrorCode, ServerErrorClass>> = {
   BAD_REQUEST: InvalidRequestError,
+  UNAUTHENTICATED: UnauthenticatedError,
+  PERMISSION_DENIED: PermissionDeniedError,
   HEADERS_TOO_LARGE: LimitExceededError,
   EXPECTATION_FAILED: InvalidRequestError,
   INVALID_JSON: InvalidRequestError,

@@ -27,6 +27,22 @@ export interface RangePageResult {
   readonly cursor: string | null;
 }
 
+/** A token as the node lists it. */
+export interface TokenInfo {
+  readonly id: string;
+  readonly name: string;
+  readonly scopes: string[];
+  readonly createdMs: number;
+  /** `token`: a bearer token; `certificate`: a grant to the client certificate whose subject CN is `subject`. */
+  readonly kind: 'token' | 'certificate';
+  readonly subject?: string;
+}
+
+/** The Authorization header value of a bearer token. */
+export function bearer(token: string): string {
+  return `Bearer ${token}`;
+}
+
 /** A key with the seq its read reflects. */
 export interface KeyValueAtSeq extends KeyValue {
   /** The node's applied seq when it answered: the value is the key's value as of this seq. */
@@ -115,11 +131,13 @@ function httpRequest(
   contentType: string | undefined,
   timeoutMs: number,
   tls: ClientTls | undefined,
+  authorization: string | undefined,
 ): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
     const target = new URL(url);
     const secure = target.protocol === 'https:';
     const headers: http.OutgoingHttpHeaders = {};
+    if (authorization !== undefined) headers.authorization = authorization;
     if (contentType !== undefined) headers['content-type'] = contentType;
     if (body !== undefined) headers['content-length'] = Buffer.byteLength(body);
     const request = (secure ? https : http).request(target, { method, headers, agent: secure ? httpsAgent(tls) : HTTP_AGENT });
@@ -153,11 +171,12 @@ function httpRequest(
  * line arrived, and rejects with the node's typed error for a non-2xx answer. `timeoutMs` bounds the wait for the
  * status line and each silence after it, not the whole transfer, which may take minutes.
  */
-function httpStream(url: string, timeoutMs: number, tls: ClientTls | undefined): Promise<http.IncomingMessage> {
+function httpStream(url: string, timeoutMs: number, tls: ClientTls | undefined, authorization: string | undefined): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
     const target = new URL(url);
     const secure = target.protocol === 'https:';
-    const request = (secure ? https : http).request(target, { method: 'GET', agent: secure ? httpsAgent(tls) : HTTP_AGENT });
+    const headers: http.OutgoingHttpHeaders = authorization === undefined ? {} : { authorization };
+    const request = (secure ? https : http).request(target, { method: 'GET', headers, agent: secure ? httpsAgent(tls) : HTTP_AGENT });
     request.setTimeout(timeoutMs, () => {
       const timeout = new Error(`no data for ${timeoutMs} ms`);
       timeout.name = 'TimeoutError';
@@ -188,17 +207,20 @@ export class NodeClient {
   /**
    * `timeoutMs` bounds each request from connect to the last byte of the answer; a read with `minSeq` gets its
    * `minSeqTimeoutMs` on top, since the node may legitimately hold it that long. `tls` applies to https URLs.
+   * `authorization` is the Authorization header sent with every request: `Bearer TOKEN` (see `bearer`), or, on a
+   * replica forwarding a write, its caller's header as it came.
    */
   constructor(
     readonly baseUrl: string,
     private readonly timeoutMs = REQUEST_TIMEOUT_MS_DEFAULT,
     readonly tls?: ClientTls,
+    private readonly authorization?: string,
   ) {}
 
   private async request(method: string, path: string, body?: Buffer | string, contentType?: string, extraTimeMs = 0): Promise<HttpAnswer> {
     let answer: HttpAnswer;
     try {
-      answer = await httpRequest(`${this.baseUrl}${path}`, method, body, contentType, this.timeoutMs + extraTimeMs, this.tls);
+      answer = await httpRequest(`${this.baseUrl}${path}`, method, body, contentType, this.timeoutMs + extraTimeMs, this.tls, this.authorization);
     } catch (error) {
       throw unreachable(this.baseUrl, error);
     }
@@ -214,7 +236,7 @@ export class NodeClient {
   async stream(path: string): Promise<http.IncomingMessage> {
     let response: http.IncomingMessage;
     try {
-      response = await httpStream(`${this.baseUrl}${path}`, this.timeoutMs, this.tls);
+      response = await httpStream(`${this.baseUrl}${path}`, this.timeoutMs, this.tls, this.authorization);
     } catch (error) {
       throw unreachable(this.baseUrl, error);
     }
@@ -311,6 +333,21 @@ export class NodeClient {
 
   async status(): Promise<NodeStatus> {
     return this.json('GET', '/v1/status');
+  }
+
+  /** Creates a token (admin); the answer holds its secret, `token`, which no later call shows again. */
+  async createToken(name: string, scopes: readonly string[], options: { subject?: string } = {}): Promise<TokenInfo & { token?: string; seq: number }> {
+    return this.json('POST', '/v1/auth/tokens', JSON.stringify({ name, scopes, ...(options.subject === undefined ? {} : { subject: options.subject }) }), 'application/json');
+  }
+
+  /** The tokens the node knows (admin): never their secrets. */
+  async listTokens(): Promise<{ tokens: TokenInfo[]; seq: number }> {
+    return this.json('GET', '/v1/auth/tokens');
+  }
+
+  /** Revokes a token by id (admin); NotFoundError when no such token exists. */
+  async revokeToken(id: string): Promise<{ id: string; revoked: boolean; seq: number }> {
+    return this.json('DELETE', `/v1/auth/tokens?id=${encodeURIComponent(id)}`);
   }
 
   /** Asks a replica to discard its chain and take a full snapshot from its upstream (NOT_A_REPLICA on the root, RESYNC_IN_PROGRESS while one runs). */

@@ -1,10 +1,10 @@
 export { connect, MercuryClient } from './client.js';
 export type { RangeOptions, RangePage } from './client.js';
 export { encodeKeyPath } from '../api/index.js';
-export { NodeClient } from './http-client.js';
+export { NodeClient, bearer } from './http-client.js';
 export { tlsErrorHint } from './tls.js';
 export type { ClientTls } from './tls.js';
-export type { KeyValue, KeyValueAtSeq, RangePageResult, ReadOptions, TxnResult, WriteResult } from './http-client.js';
+export type { KeyValue, KeyValueAtSeq, RangePageResult, ReadOptions, TokenInfo, TxnResult, WriteResult } from './http-client.js';
 export {
   ClientOptionsError,
   CompareFailedError,
@@ -15,9 +15,11 @@ export {
   NodeUnavailableError,
   NotFoundError,
   OutcomeUnknownError,
+  PermissionDeniedError,
   SeqNotRetainedError,
   SeqWaitTimeoutError,
   ServerError,
+  UnauthenticatedError,
   UnavailableError,
   WatchClosedError,
   WatchError,

@@ -42,6 +42,8 @@ export interface ClientOptions {
   /** https and wss: PEM client certificate and its key, for nodes that map client certificates to principals. */
   readonly cert?: string | Buffer;
   readonly key?: string | Buffer;
+  /** The bearer token sent with every request and watch (`mcy_...`, from `mercury token create`). */
+  readonly token?: string;
 }
 
 export interface ValidatedClientOptions {
@@ -57,6 +59,8 @@ export interface ValidatedClientOptions {
   readonly watchBufferBytesMax: number;
   /** `ca`, `cert` and `key` (undefined when none was given): one object, so its connections share one agent. */
   readonly tls: ClientTls | undefined;
+  /** The Authorization header to send (`Bearer TOKEN`), or undefined without a token. */
+  readonly authorization: string | undefined;
 }
 
 const KNOWN_OPTIONS = new Set([
@@ -72,6 +76,7 @@ const KNOWN_OPTIONS = new Set([
   'ca',
   'cert',
   'key',
+  'token',
 ]);
 
 function validateTls(options: ClientOptions): ClientTls | undefined {
@@ -82,6 +87,15 @@ function validateTls(options: ClientOptions): ClientTls | undefined {
   if ((options.cert === undefined) !== (options.key === undefined)) throw new ClientOptionsError('cert and key go together: give both or neither');
   if (options.ca === undefined && options.cert === undefined) return undefined;
   return Object.freeze({ ca: options.ca, cert: options.cert, key: options.key });
+}
+
+/** A token travels in a header: printable ASCII without spaces, and short (the node reads at most 256 characters). */
+function tokenOption(options: object): string | undefined {
+  const value = (options as Record<string, unknown>).token;
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || !/^[\x21-\x7e]{1,200}$/.test(value))
+    throw new ClientOptionsError('token must be a token string as mercury token create prints it (mcy_..., no spaces)');
+  return `Bearer ${value}`;
 }
 
 /** An integer option within [min, max], or its default when absent. */
@@ -126,6 +140,7 @@ export function validateClientOptions(urls: unknown, options: ClientOptions = {}
     watchIdleMs: integerOption(options, 'watchIdleMs', WATCH_IDLE_MS_DEFAULT, 20_000, 3_600_000),
     watchBufferBytesMax: integerOption(options, 'watchBufferBytesMax', WATCH_BUFFER_BYTES_MAX_DEFAULT, 1024, 1024 * 1024 * 1024),
     tls: validateTls(options),
+    authorization: tokenOption(options),
   };
   if (validated.retryDelayMsBase > validated.retryDelayMsMax)
     throw new ClientOptionsError(`retryDelayMsBase (${validated.retryDelayMsBase}) must not exceed retryDelayMsMax (${validated.retryDelayMsMax})`);

@@ -33,7 +33,7 @@ import {
   type ServerMessage,
 } from '../api/index.js';
 import { backoffDelayMs } from './backoff.js';
-import { ClientOptionsError, NoNodeReachableError, UnavailableError, WatchClosedError, WatchError } from './errors.js';
+import { ClientOptionsError, NoNodeReachableError, serverError, UnavailableError, WatchClosedError, WatchError } from './errors.js';
 import { integerOption, type ValidatedClientOptions } from './options.js';
 import { tlsErrorHint } from './tls.js';
 import { WatchCursor, type WatchEvent, type WatchFilterOptions } from './watch-cursor.js';
@@ -139,6 +139,7 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
       maxPayload: WATCH_SERVER_MESSAGE_BYTES_MAX,
       handshakeTimeout: this.client.requestTimeoutMs,
       ...(tls === undefined ? {} : { ca: tls.ca, cert: tls.cert, key: tls.key }),
+      headers: this.client.authorization === undefined ? undefined : { authorization: this.client.authorization },
     });
     this.socket = socket;
     this.cursor.reset();
@@ -181,12 +182,33 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
     socket.on('error', (error: Error) => {
       lastError = error;
     });
+    // A node that refuses the credential (401) or the scope (403) answers the upgrade with a JSON error: retrying
+    // with the same token cannot succeed, so the watch ends with that error.
+    socket.on('unexpected-response', (_request, response) => {
+      const status = response.statusCode ?? 0;
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () => {
+        if (this.socket !== socket) return;
+        if (status === 401 || status === 403) {
+          const error = serverError(status, Buffer.concat(chunks).toString('utf8').slice(0, 4096), `watch ${url}`);
+          this.socket = undefined;
+          socket.terminate();
+          return this.fail(new WatchError(error.code, `${url} refused the watch: ${error.message}`, { cause: error }));
+        }
+        lastError = new Error(`Unexpected server response: ${status}`);
+        socket.terminate();
+      });
+      response.on('error', () => socket.terminate());
+    });
     socket.on('close', (code: number, reason: Buffer) => {
       if (this.socket !== socket) return;
       this.socket = undefined;
       this.paused = false;
       this.idleTimer?.cancel();
       if (this.finished) return;
+      if (code === WatchCloseCode.CREDENTIAL_REVOKED)
+        return this.fail(new WatchError('UNAUTHENTICATED', `${url} closed the watch: ${reason.toString('utf8') || 'its token was revoked'}`));
       if (this.options.reconnect === false) {
         if (!subscribed) return this.fail(new UnavailableError(`cannot reach ${watchUrl(url)}: ${failureText(lastError, url, code)}`, { url, cause: lastError }));
         return this.fail(new WatchClosedError(url, code, reason.toString('utf8'), this.cursor.nextSeq));

@@ -16,13 +16,23 @@ export const FORWARD_TIMEOUT_MS = 30_000;
 
 const MAYBE_APPLIED = 'it may or may not have been applied: read before retrying a non-idempotent write';
 
-/** `tls`: the node's CA and certificate, for an upstream that serves https (pass the same object while it holds: one agent each). */
-export async function forwardWrite(upstreamHttpUrl: string | undefined, request: WriteRequest, timeoutMs = FORWARD_TIMEOUT_MS, tls?: ClientTls): Promise<WriteResult> {
+/**
+ * `tls`: the node's CA and certificate, for an upstream that serves https (pass the same object while it holds: one
+ * agent each). `authorization` is the caller's own Authorization header: the upstream (and in the end the root) checks
+ * the caller's token itself, so a replica never writes with more rights than its caller.
+ */
+export async function forwardWrite(
+  upstreamHttpUrl: string | undefined,
+  request: WriteRequest,
+  timeoutMs = FORWARD_TIMEOUT_MS,
+  tls?: ClientTls,
+  authorization?: string,
+): Promise<WriteResult> {
   if (upstreamHttpUrl === undefined)
     throw new MercuryError('UPSTREAM_UNAVAILABLE', 'this replica is not connected to an upstream, so it cannot forward the write; retry, or write to the root');
   let answer: unknown;
   try {
-    answer = await new NodeClient(upstreamHttpUrl, timeoutMs, tls).txn(formatTxn(request));
+    answer = await new NodeClient(upstreamHttpUrl, timeoutMs, tls, authorization).txn(formatTxn(request));
   } catch (error) {
     throw forwardError(upstreamHttpUrl, error);
   }

@@ -22,6 +22,8 @@ import { TlsCredentials, clientTlsOptions, serverTlsOptions, type TlsMaterial } 
 import { ReplicationClient, ReplicationServer, StoreLogSource, type Heartbeat } from '../replication/index.js';
 import { createApiHandler, createHttpServer, requestRefusal, type NodeApi, type RequestPolicy } from '../server/index.js';
 import { Store } from '../store/index.js';
+import { AuthGuard, AUTH_MODES, bootstrapAdmin, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
+import { prefixEnd } from '../api/index.js';
 import { forwardWrite } from './forward.js';
 import { readiness } from './readiness.js';
 import { SeqWaiter } from './seq-waiter.js';
@@ -37,12 +39,37 @@ export interface NodeOptions {
    * LMDB map to save address space). The config's operator flags are applied on top, then the whole is validated.
    */
   readonly limits?: NodeLimits;
+  /**
+   * `required` (the default): every request, watch and child replica needs a token (or a verified client certificate
+   * that a grant names) with the right scopes (src/auth/). `off`: no checks, for tests and hosts where everything that
+   * can reach the node is trusted.
+   */
+  readonly auth?: AuthMode;
+  /**
+   * A root that holds no token at start registers this file's token as its admin token (`--admin-token-file`);
+   * without it, it writes a new one to `<dataDir>/admin-token` (src/auth/bootstrap.ts).
+   */
+  readonly adminTokenFile?: string;
+  /** The token a replica presents to its upstreams in HELLO (`--replication-token-file`); it needs `replicate`. */
+  readonly replicationToken?: string;
 }
 
 /** After a storage write failure, readiness tries a small write at most this often to see whether space came back. */
 const STORAGE_PROBE_INTERVAL_MS = 1_000;
 
 export const MERCURY_VERSION = '0.1.0';
+
+/** Every token record in the store, page by page (the token registry's source). */
+function* readTokenRecords(store: Store): Generator<{ key: Buffer; value: Buffer }> {
+  const end = prefixEnd(TOKEN_KEY_PREFIX);
+  let after: Buffer | undefined;
+  for (;;) {
+    const page = store.range(TOKEN_KEY_PREFIX, end, 1_000, after);
+    for (const item of page.items) yield { key: item.key, value: item.record.value };
+    if (!page.more || page.items.length === 0) return;
+    after = page.items[page.items.length - 1]!.key;
+  }
+}
 
 export class MercuryNode {
   readonly config: NodeConfig;
@@ -74,6 +101,10 @@ export class MercuryNode {
   private readonly tls: TlsCredentials | undefined;
   /** What write forwarding presents to the upstream's https API (replaced on each reload, so agents follow). */
   private forwardTls: ClientTls | undefined;
+  /** The tokens this node knows, from its replicated records (src/auth/registry.ts). */
+  readonly tokens: TokenRegistry;
+  private readonly guard: AuthGuard;
+  private readonly adminTokenFile: string | undefined;
 
   private constructor(config: NodeConfig, options: NodeOptions) {
     this.config = config;
@@ -101,6 +132,14 @@ export class MercuryNode {
       allowedOrigins: config.allowedOrigins,
     });
     this.seqWaiter = new SeqWaiter(this.clock, () => this.store.head().seq);
+    const authMode = options.auth ?? 'required';
+    if (!AUTH_MODES.includes(authMode)) throw new MercuryError('CONFIG_INVALID', `auth must be one of ${AUTH_MODES.join(', ')}, got ${String(authMode)}`);
+    this.tokens = new TokenRegistry(
+      () => readTokenRecords(this.store),
+      (key, why) => this.logger.log('warn', 'ignored an invalid token record', { key: key.toString('latin1'), why }),
+    );
+    this.guard = new AuthGuard(authMode, this.tokens);
+    this.adminTokenFile = options.adminTokenFile;
     this.metrics.gauge('mercury_applied_seq', 'Seq of the last entry applied on this node.', () => this.store.head().seq);
     const damageMet = this.metrics.counter('mercury_data_corruption_total', 'Reads that met damaged data (a log entry failing its chain check, a key record failing its checksum).');
     const storageErrors = this.metrics.counter('mercury_storage_errors_total', 'Write transactions that failed for the storage (disk full, I/O error), by code.');
@@ -121,7 +160,9 @@ export class MercuryNode {
       clock: this.clock,
       metrics: this.metrics,
       valueBytesMax: this.limits.commit.valueBytesMax,
-      write: (request) => this.write(request),
+      write: (request, caller) => this.write(request, caller?.authorization),
+      authenticate: (req) => this.guard.authenticateRequest(req),
+      tokens: () => this.tokens.list(),
       waitForSeq: (seq, timeoutMs) => this.seqWaiter.wait(seq, timeoutMs),
       status: () => this.status(),
       readiness: () => this.readiness(),
@@ -143,6 +184,7 @@ export class MercuryNode {
       logger: this.logger,
       limits: this.limits.watch,
       refuseUpgrade: (req) => requestRefusal(req.headers.host, req.headers.origin, policy),
+      authenticate: (req) => this.guard.authenticateRequest(req),
     });
     this.watchHub.attach(this.server);
     this.replicationServer = new ReplicationServer({
@@ -157,12 +199,13 @@ export class MercuryNode {
       childrenMax: config.replicationChildrenMax,
       tls: material,
       onTlsRejected: onTlsRejected('replication'),
+      authorizeChild: (credential, socket) => this.guard.authenticateChild(credential, socket),
     });
     if (this.tls !== undefined) this.watchTls(this.tls);
     this.metrics.gauge('mercury_replication_children', 'Child replicas connected to this node.', () => this.replicationServer.children().length);
     if (isReplica) {
       this.committer = undefined;
-      this.replicationClient = this.createReplicationClient();
+      this.replicationClient = this.createReplicationClient(options.replicationToken);
     } else {
       this.replicationClient = undefined;
       this.committer = new GroupCommitter({ store: this.store, clock: this.clock, metrics: this.metrics, limits: this.limits.commit });
@@ -191,7 +234,7 @@ export class MercuryNode {
   }
 
   /** A replica's link to its upstream, and the metrics that describe it. */
-  private createReplicationClient(): ReplicationClient {
+  private createReplicationClient(credential: string | undefined): ReplicationClient {
     const lagSeconds = this.metrics.histogram('mercury_replication_lag_seconds', "How far this node's data is behind the root's clock, sampled at each heartbeat.", SECONDS_BUCKETS);
     const applySeconds = this.metrics.histogram('mercury_replication_apply_seconds', 'Time to apply one batch of received entries (one write transaction).', SECONDS_BUCKETS);
     const batchEntries = this.metrics.histogram('mercury_replication_apply_batch_entries', 'Entries per applied batch.', COUNT_BUCKETS);
@@ -205,6 +248,7 @@ export class MercuryNode {
       limits: this.limits.replication,
       tls: this.tls === undefined ? undefined : () => this.tls!.current(),
       httpUrl: () => this.url,
+      credential,
       onApplied: (entries, applyMs) => {
         applySeconds.observe(applyMs / 1000);
         batchEntries.observe(entries.length);
@@ -220,6 +264,7 @@ export class MercuryNode {
       onChainReset: () => {
         snapshots.inc();
         this.replicationServer.chainReset();
+        this.revoke(this.tokens.reload());
         // Watchers need nothing here: the next entry jumps past their position, and the hub then moves them to
         // catch-up, which serves the new state (the log below the snapshot is gone) before the live stream.
         this.seqWaiter.notify();
@@ -238,10 +283,37 @@ export class MercuryNode {
 
   /** Entries this node has just applied (root: committed and durable; replica: received and written), in seq order. */
   private applied(entries: readonly EncodedEntry[]): void {
+    // Tokens first: a revocation must close what its token opened before anything more is sent with it.
+    for (const { entry } of entries) this.revoke(this.tokens.applied(entry.ops));
     this.replicationServer.localApplied(entries);
     this.watchHub.publish(entries);
     this.seqWaiter.notify();
     for (const listener of this.appliedListeners) listener(entries);
+  }
+
+  /** Closes the watches and child sessions opened with revoked tokens (keep-alive HTTP requests check every time). */
+  private revoke(tokenIds: readonly string[]): void {
+    if (tokenIds.length === 0) return;
+    this.logger.log('info', 'tokens revoked', { tokens: tokenIds });
+    this.watchHub.revoke(tokenIds);
+    this.replicationServer.revoke(tokenIds);
+  }
+
+  /**
+   * A root with auth required and no token at all registers an admin token (bootstrap.ts):
+   * committed first, then its secret written to the file, so the file never names a token the root does not know.
+   */
+  private async bootstrapAdmin(): Promise<void> {
+    if (this.committer === undefined || !this.guard.required || this.tokens.size > 0) return;
+    const bootstrap = bootstrapAdmin(this.config.dataDir, this.adminTokenFile, this.clock.nowMs());
+    await this.committer.submit(bootstrap.request);
+    if (bootstrap.generated) writeTokenFile(bootstrap.path, bootstrap.token);
+    this.logger.log('warn', 'no token existed: registered a bootstrap admin token', { file: bootstrap.path, generated: bootstrap.generated });
+  }
+
+  /** How this node checks requests: `required` or `off`. */
+  get authMode(): AuthMode {
+    return this.guard.mode;
   }
 
   /** Calls `listener` after every batch of entries this node applies (embedding code and benchmarks). */
@@ -255,8 +327,8 @@ export class MercuryNode {
 
   /** Opens the data directory and starts serving HTTP. */
   static async start(config: NodeConfig, options: NodeOptions = {}): Promise<MercuryNode> {
-    // The authentication mode is src/auth's (an option of the node, or a field of the config); absent counts as off.
-    checkListenSecurity(config, (options as { auth?: unknown }).auth ?? (config as { auth?: unknown }).auth);
+    // The authentication mode is src/auth's: required unless the node's options say off.
+    checkListenSecurity(config, options.auth ?? 'required');
     const node = new MercuryNode(config, options);
     try {
       await new Promise<void>((resolve, reject) => {
@@ -267,6 +339,9 @@ export class MercuryNode {
         });
       });
       await node.replicationServer.listen(config.replicationHost, config.replicationPort);
+      // After listening, so a start that fails (a port in use) registers nothing; meanwhile no token exists, so
+      // whatever arrives is refused with 401.
+      await node.bootstrapAdmin();
     } catch (error) {
       // Nothing is served (port in use, say): release the data directory, which would otherwise stay open (and
       // locked) for the rest of the process.
@@ -322,9 +397,9 @@ export class MercuryNode {
   }
 
   /** Root: commits. Replica: forwards to the upstream, then waits until this node has applied the write's seq. */
-  async write(request: WriteRequest): Promise<WriteResult> {
+  async write(request: WriteRequest, authorization?: string): Promise<WriteResult> {
     if (this.committer !== undefined) return this.committer.submit(request);
-    const result = await forwardWrite(this.replicationClient!.status().upstreamHttpUrl, request, undefined, this.forwardTls);
+    const result = await forwardWrite(this.replicationClient!.status().upstreamHttpUrl, request, undefined, this.forwardTls, authorization);
     await this.seqWaiter.wait(result.seq, this.limits.http.forwardedWriteWaitMs);
     return result;
   }
@@ -349,6 +424,7 @@ export class MercuryNode {
     return {
       role: this.role,
       version: MERCURY_VERSION,
+      auth: this.guard.mode,
       nodeId: this.store.nodeId,
       datasetId: this.store.datasetId,
       seq: head.seq,
@@ -427,6 +503,7 @@ export class MercuryNode {
     const children = this.replicationServer.children().map((child) => ({
       nodeId: child.childNodeId,
       httpUrl: child.childHttpUrl ?? null,
+      principal: child.principal ?? null,
       remote: child.remote,
       phase: child.phase,
       sentSeq: child.sentSeq,

@@ -43,6 +43,8 @@ export interface ReplicationClientOptions {
   readonly tls?: () => TlsMaterial;
   /** This node's HTTP API, told to each upstream in HELLO (shown in the upstream's status); read at each connection. */
   readonly httpUrl?: () => string;
+  /** The bearer token presented in HELLO (it needs the `replicate` scope on an upstream with auth required). */
+  readonly credential?: string;
 }
 
 const SNAPSHOT_PROGRESS_LOG_INTERVAL_MS = 5_000;
@@ -77,6 +79,7 @@ export class ReplicationClient {
       limits: this.options.limits ?? REPLICATION_LIMITS,
       random: () => randomInt(1 << 30) / (1 << 30),
       httpUrl: this.options.httpUrl,
+      credential: this.options.credential,
     });
   }
 

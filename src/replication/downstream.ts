@@ -108,6 +108,8 @@ export interface DownstreamOptions {
    * node learns its address once it listens). Informational; '' or absent when unknown.
    */
   readonly httpUrl?: () => string;
+  /** The bearer token this replica presents in HELLO, if any. */
+  readonly credential?: string;
 }
 
 export interface DownstreamStatus {
@@ -181,6 +183,7 @@ export class Downstream {
   private readonly limits: ReplicationLimits;
   private readonly random: () => number;
   private readonly httpUrl: () => string;
+  private readonly credential: string | undefined;
   private phase: DownstreamPhase = 'idle';
   private datasetId: string;
   private head: ChainHead;
@@ -209,6 +212,7 @@ export class Downstream {
     this.limits = validateReplicationLimits(options.limits ?? REPLICATION_LIMITS);
     this.random = options.random;
     this.httpUrl = options.httpUrl ?? (() => '');
+    this.credential = options.credential;
     this.datasetId = options.datasetId;
     this.head = { seq: options.head.seq, hash: Buffer.from(options.head.hash) };
     this.headTimeMs = options.headTimeMs;
@@ -240,6 +244,7 @@ export class Downstream {
       path: this.ancestors,
       head: this.head,
       httpUrl: this.advertisedHttpUrl(),
+      ...(this.credential === undefined ? {} : { credential: this.credential }),
     });
     return [{ type: 'send', connId, bytes: hello }];
   }

@@ -48,7 +48,7 @@ export type {
 export { Downstream, backoffDelayMs } from './downstream.js';
 export type { DownstreamAction, DownstreamOptions, DownstreamPhase, DownstreamStatus } from './downstream.js';
 export { Upstream } from './upstream.js';
-export type { UpstreamAction, UpstreamOptions, UpstreamPhase, UpstreamStatus } from './upstream.js';
+export type { ChildAuthorization, UpstreamAction, UpstreamOptions, UpstreamPhase, UpstreamStatus } from './upstream.js';
 export type { LogSource, SnapshotSource } from './source.js';
 export { ReplicationServer } from './server.js';
 export type { ChildStatus, ReplicationServerOptions } from './server.js';

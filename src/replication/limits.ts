@@ -34,12 +34,25 @@ export const NODE_ID_BYTES_MAX = 255;
  */
 export const PATH_NODES_MAX = 32;
 
+/** The credential a child presents in HELLO (a bearer token, 64 characters today): a str8 like the ids. */
+export const HELLO_CREDENTIAL_BYTES_MAX = NODE_ID_BYTES_MAX;
+
 /**
  * The largest HELLO frame: header, version and flags, dataset and node ids, a path of PATH_NODES_MAX ids, the head,
- * the HTTP URL (a str8 like the ids). With ACK (16 bytes of payload) it is all a child ever sends.
+ * the HTTP URL (a str8 like the ids), the credential. With ACK (16 bytes of payload) it is all a child ever sends.
  */
 export const HELLO_FRAME_BYTES_MAX =
-  FRAME_HEADER_BYTES + 2 + 1 + 2 * (1 + NODE_ID_BYTES_MAX) + 1 + PATH_NODES_MAX * (1 + NODE_ID_BYTES_MAX) + 8 + HASH_BYTES + (1 + NODE_ID_BYTES_MAX);
+  FRAME_HEADER_BYTES +
+  2 +
+  1 +
+  2 * (1 + NODE_ID_BYTES_MAX) +
+  1 +
+  PATH_NODES_MAX * (1 + NODE_ID_BYTES_MAX) +
+  8 +
+  HASH_BYTES +
+  (1 + NODE_ID_BYTES_MAX) +
+  1 +
+  HELLO_CREDENTIAL_BYTES_MAX;
 
 /** The human-readable part of a REFUSE. */
 export const REFUSE_MESSAGE_BYTES_MAX = 1024;

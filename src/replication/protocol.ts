@@ -26,12 +26,15 @@
  * hash   = 32 bytes
  *
  * 1 HELLO           child -> upstream, first frame of a connection
- *                   u16 protocolVersion | u8 flags (bit 0: resync, send a snapshot whatever my head)
+ *                   u16 protocolVersion | u8 flags (bit 0: resync, send a snapshot whatever my head;
+ *                   bit 1: a credential follows httpUrl)
  *                   | str8 datasetId ('' for a replica that never joined) | str8 nodeId
  *                   | path (the child's last known ancestors, root first; informational, for status)
  *                   | u64 headSeq | hash headHash
  *                   | str8 httpUrl (the child's own HTTP API, '' if it has none; informational: the upstream shows it in
  *                   its status so that a dashboard can walk the tree from the root down)
+ *                   [| u8 n | n bytes of UTF-8 credential: the child's bearer token (src/auth/token.ts), which
+ *                   needs the `replicate` scope; absent, a verified client certificate may stand for it]
  * 2 WELCOME         upstream -> child, accepts the handshake
  *                   str8 datasetId | str8 nodeId | str8 httpUrl (the upstream's HTTP API, where a replica forwards
  *                   client writes; '' if it has none) | path (root .. the upstream itself) | u64 headSeq | hash headHash
@@ -149,6 +152,8 @@ export interface HelloMessage {
   readonly head: ChainHead;
   /** The child's HTTP API base URL ('' if unknown): informational, shown in the upstream's status. */
   readonly httpUrl: string;
+  /** The child's bearer token, if it presents one (flag bit 1). */
+  readonly credential?: string;
 }
 
 export interface WelcomeMessage {
@@ -392,16 +397,20 @@ export function encodeSnapshotRecord(record: SnapshotRecord): Buffer {
 export function encodeMessage(message: Message): Buffer {
   switch (message.type) {
     case 'hello':
-      return new Writer()
+    {
+      const writer = new Writer()
         .u16(message.protocolVersion)
-        .u8(message.resync ? 1 : 0)
+        .u8((message.resync ? 1 : 0) | (message.credential === undefined ? 0 : 2))
         .str8(message.datasetId)
         .str8(message.nodeId)
         .path(message.path)
         .u64(message.head.seq)
         .hash(message.head.hash)
-        .str8(message.httpUrl)
-        .frame(MessageType.hello);
+        .str8(message.httpUrl);
+      // str8 bounds it at 255 bytes (HELLO_CREDENTIAL_BYTES_MAX).
+      if (message.credential !== undefined) writer.str8(message.credential);
+      return writer.frame(MessageType.hello);
+    }
     case 'welcome':
       return new Writer()
         .str8(message.datasetId)
@@ -563,7 +572,7 @@ function decodePayload(name: MessageType, reader: Reader): Message {
       if (protocolVersion !== PROTOCOL_VERSION)
         throw new ProtocolError('VERSION_UNSUPPORTED', `peer speaks replication protocol ${protocolVersion}, this node ${PROTOCOL_VERSION}`);
       const flags = reader.u8('flags');
-      if ((flags & ~1) !== 0) reader.malformed(`unknown flags ${flags}`);
+      if ((flags & ~3) !== 0) reader.malformed(`unknown flags ${flags}`);
       const datasetId = reader.str8('datasetId');
       const nodeId = reader.str8('nodeId');
       if (nodeId.length === 0) reader.malformed('empty nodeId');
@@ -571,7 +580,9 @@ function decodePayload(name: MessageType, reader: Reader): Message {
       const seq = reader.u64('headSeq');
       const hash = reader.hash('headHash');
       const httpUrl = reader.str8('httpUrl');
-      return { type: 'hello', protocolVersion, resync: (flags & 1) === 1, datasetId, nodeId, path, head: { seq, hash }, httpUrl };
+      const hello: HelloMessage = { type: 'hello', protocolVersion, resync: (flags & 1) === 1, datasetId, nodeId, path, head: { seq, hash }, httpUrl };
+      if ((flags & 2) === 0) return hello;
+      return { ...hello, credential: reader.str8('credential') };
     }
     case 'welcome': {
       const datasetId = reader.str8('datasetId');

@@ -20,7 +20,7 @@ import { AddressSlots, TLS_HANDSHAKE_BYTE, addressKey, peerCertificate, serverTl
 import { REPLICATION_LIMITS, type ReplicationLimits } from './limits.js';
 import { encodeMessage, type Heartbeat } from './protocol.js';
 import type { LogSource } from './source.js';
-import { Upstream, type UpstreamAction, type UpstreamStatus } from './upstream.js';
+import { Upstream, type ChildAuthorization, type UpstreamAction, type UpstreamStatus } from './upstream.js';
 
 /** How long a closing session may take to flush its last frames (a REFUSE, say) before the socket is destroyed. */
 const CLOSE_FLUSH_MS = 1_000;
@@ -41,6 +41,8 @@ export interface ReplicationServerOptions {
   readonly tls?: TlsMaterial;
   /** A connection refused for TLS (wrong protocol, failed handshake, untrusted certificate): the node counts and logs it. */
   readonly onTlsRejected?: (reason: string, remote: string, message: string) => void;
+  /** Checks a child's HELLO credential, or its connection's verified certificate (src/auth/guard.ts). Absent: none. */
+  readonly authorizeChild?: (credential: string | undefined, socket: net.Socket) => ChildAuthorization;
 }
 
 interface ChildSession {
@@ -173,6 +175,17 @@ export class ReplicationServer {
     for (const session of this.sessions) this.perform(session, session.upstream.chainReset(nowMs));
   }
 
+  /** Tokens were revoked: children that replicate with one of them are refused (UNAUTHENTICATED) and closed. */
+  revoke(tokenIds: readonly string[]): void {
+    if (tokenIds.length === 0) return;
+    const revoked = new Set(tokenIds);
+    const nowMs = this.options.clock.monotonicMs();
+    for (const session of [...this.sessions]) {
+      const id = session.upstream.principalId;
+      if (id !== undefined && revoked.has(id)) this.perform(session, session.upstream.revoked(nowMs));
+    }
+  }
+
   children(): ChildStatus[] {
     return Array.from(this.sessions, (session) => ({ remote: session.remote, ...session.upstream.status() }));
   }
@@ -217,6 +230,7 @@ export class ReplicationServer {
       latestHeartbeat: this.options.latestHeartbeat,
       limits: this.limits,
       nowMs: clock.monotonicMs(),
+      authorizeChild: this.options.authorizeChild === undefined ? undefined : (credential) => this.options.authorizeChild!(credential, socket),
     });
     const session: ChildSession = {
       socket,

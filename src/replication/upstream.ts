@@ -62,13 +62,25 @@ export interface UpstreamOptions {
   readonly limits?: ReplicationLimits;
   /** When the connection was accepted. */
   readonly nowMs: number;
+  /**
+   * Checks the child's credential (HELLO's token, or what the adapter knows of the connection: a verified client
+   * certificate), first thing in the handshake. Absent: every child is accepted.
+   */
+  readonly authorizeChild?: (credential: string | undefined) => ChildAuthorization;
 }
+
+/** Whom a child replicates as (`principal`: a token id and name; undefined with auth off), or why it is refused. */
+export type ChildAuthorization =
+  | { readonly principal: { readonly id: string; readonly name: string } | undefined }
+  | { readonly refuse: 'UNAUTHENTICATED' | 'PERMISSION_DENIED'; readonly message: string };
 
 export interface UpstreamStatus {
   readonly phase: UpstreamPhase;
   readonly childNodeId: string | undefined;
   /** The child's own HTTP API as its HELLO named it (informational: what a dashboard follows down the tree). */
   readonly childHttpUrl: string | undefined;
+  /** The name of the token (or certificate grant) the child replicates with; undefined with auth off. */
+  readonly principal: string | undefined;
   /** The child's ancestors when it connected (informational). */
   readonly childPath: readonly string[];
   readonly sentSeq: number;
@@ -90,6 +102,9 @@ export class Upstream {
   private readonly source: LogSource;
   private readonly ancestors: () => readonly string[];
   private readonly latestHeartbeat: () => Heartbeat | undefined;
+  private readonly authorizeChild: ((credential: string | undefined) => ChildAuthorization) | undefined;
+  /** Whom the child authenticated as: revoking that token ends the session. */
+  private childPrincipal: { readonly id: string; readonly name: string } | undefined;
   private readonly limits: ReplicationLimits;
   private readonly decoder: FrameDecoder;
   private readonly startedMs: number;
@@ -109,11 +124,23 @@ export class Upstream {
     this.source = options.source;
     this.ancestors = options.ancestors;
     this.latestHeartbeat = options.latestHeartbeat;
+    this.authorizeChild = options.authorizeChild;
     this.limits = validateReplicationLimits(options.limits ?? REPLICATION_LIMITS);
     // A child only sends HELLO and ACK: anything longer is refused from its length, before the body is buffered.
     this.decoder = new FrameDecoder(this.limits.childFrameBytesMax);
     this.startedMs = options.nowMs;
     this.lastAckMs = options.nowMs;
+  }
+
+  /** The token id the child authenticated with (undefined before the handshake, or with auth off). */
+  get principalId(): string | undefined {
+    return this.childPrincipal?.id;
+  }
+
+  /** The child's token was revoked: REFUSE UNAUTHENTICATED and close. */
+  revoked(_nowMs: number): UpstreamAction[] {
+    if (this.phase === 'closed') return [];
+    return this.refuse('UNAUTHENTICATED', `token ${this.childPrincipal?.id ?? '?'} was revoked; this node no longer serves it`, []);
   }
 
   get isClosed(): boolean {
@@ -205,6 +232,7 @@ export class Upstream {
       phase: this.phase,
       childNodeId: this.hello?.nodeId,
       childHttpUrl: this.hello?.httpUrl || undefined,
+      principal: this.childPrincipal?.name,
       childPath: this.hello?.path ?? [],
       sentSeq: this.sentSeq,
       ackedSeq: this.ackedSeq,
@@ -218,6 +246,11 @@ export class Upstream {
 
   private handshake(nowMs: number, hello: HelloMessage, actions: UpstreamAction[]): void {
     this.hello = hello;
+    if (this.authorizeChild !== undefined) {
+      const authorization = this.authorizeChild(hello.credential);
+      if ('refuse' in authorization) return void this.refuse(authorization.refuse, authorization.message, actions);
+      this.childPrincipal = authorization.principal;
+    }
     const datasetId = this.source.datasetId();
     const ancestors = this.ancestors();
     if (datasetId === '') return void this.refuse('UNAVAILABLE', 'this node has not joined a dataset yet', actions);

@@ -8,6 +8,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { MercuryError, decodeKeyPath } from '../api/index.js';
 import { SECONDS_BUCKETS } from '../metrics/index.js';
+import { setPrincipal } from './auth.js';
 import { sendError } from './http-io.js';
 import type { NodeApi } from './node-api.js';
 import { Query } from './query.js';
@@ -17,17 +18,39 @@ import { kvKeyRoute, kvRangeRoute } from './routes/kv.js';
 import { logRoute } from './routes/log.js';
 import { snapshotEntriesRoute, snapshotRoute } from './routes/snapshot.js';
 import { healthzRoute, metricsRoute, readyzRoute, resyncRoute, statusRoute } from './routes/status.js';
+import { tokensRoute } from './routes/tokens.js';
 import { txnRoute } from './routes/txn.js';
 import { uiRoutes } from './routes/ui.js';
 
 export type { NodeApi } from './node-api.js';
+
+/** Routes that answer without a credential: liveness and readiness probes carry none. */
+const PUBLIC_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/readyz']);
+
+/** Probes, and the dashboard's static files (they hold no data; the page then calls the API with a token). */
+function isPublic(routeName: string): boolean {
+  return PUBLIC_ROUTES.has(routeName) || routeName === '/ui' || routeName.startsWith('/ui/');
+}
 
 export function createApiHandler(node: NodeApi): (req: IncomingMessage, res: ServerResponse) => void {
   const requests = node.metrics.counter('mercury_http_requests_total', 'HTTP requests by route, method and status.');
   const seconds = node.metrics.histogram('mercury_http_request_seconds', 'HTTP request duration.', SECONDS_BUCKETS);
   const internal = (error: unknown): void => node.log('internal error', { error: String((error as Error)?.stack ?? error) });
   const router = new Router(
-    [kvRangeRoute(node), txnRoute(node), logRoute(node), statusRoute(node), resyncRoute(node), healthzRoute(node), readyzRoute(node), metricsRoute(node), snapshotRoute(node), snapshotEntriesRoute(node), ...uiRoutes()],
+    [
+      kvRangeRoute(node),
+      txnRoute(node),
+      logRoute(node),
+      statusRoute(node),
+      resyncRoute(node),
+      healthzRoute(node),
+      readyzRoute(node),
+      metricsRoute(node),
+      tokensRoute(node),
+      snapshotRoute(node),
+      snapshotEntriesRoute(node),
+      ...uiRoutes(),
+    ],
     '/v1/kv/',
     kvKeyRoute(node),
   );
@@ -49,6 +72,8 @@ export function createApiHandler(node: NodeApi): (req: IncomingMessage, res: Ser
     try {
       const refused = requestRefusal(req.headers.host, req.headers.origin, node.requestPolicy, req.method);
       if (refused !== undefined) throw refused;
+      // Probes answer without a credential; everything else, unknown paths included, needs one first.
+      if (match === undefined || !isPublic(match.route.name)) setPrincipal(req, node.authenticate(req));
       if (match === undefined) throw new MercuryError('NOT_FOUND', `no route ${path}; see the API reference in the README`);
       const key = match.keyPath === undefined ? undefined : decodeKeyPath(match.keyPath);
       const handler = methodHandler(match.route, req.method);

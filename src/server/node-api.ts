@@ -1,9 +1,19 @@
 /** What the HTTP API needs from a node: the same routes serve a root (writes go to its group commit) and a replica. */
+import type { IncomingMessage } from 'node:http';
+import type { Principal, TokenRecord } from '../auth/index.js';
 import type { Clock } from '../clock/index.js';
 import type { WriteRequest, WriteResult } from '../commit/index.js';
 import type { Registry } from '../metrics/index.js';
 import type { Store } from '../store/index.js';
 import type { RequestPolicy } from './request-policy.js';
+
+/** Who a write is made for (src/server/auth.ts `writeFor`). */
+export interface WriteCaller {
+  /** The principal's name, recorded as the entry's author; undefined with auth off. */
+  readonly author: string | undefined;
+  /** The caller's Authorization header, which a replica forwards with the write to its upstream. */
+  readonly authorization: string | undefined;
+}
 
 export interface NodeApi {
   readonly store: Store;
@@ -11,7 +21,11 @@ export interface NodeApi {
   readonly metrics: Registry;
   readonly valueBytesMax: number;
   /** Commits (root) or forwards (replica) a write; resolves once it is durable and visible on this node. */
-  write(request: WriteRequest): Promise<WriteResult>;
+  write(request: WriteRequest, caller?: WriteCaller): Promise<WriteResult>;
+  /** The request's principal (undefined with auth off); throws UNAUTHENTICATED. */
+  authenticate(req: IncomingMessage): Principal | undefined;
+  /** The tokens this node knows (from its replicated records). */
+  tokens(): TokenRecord[];
   /** Resolves once this node has applied `seq`; rejects with SEQ_WAIT_TIMEOUT after `timeoutMs`. */
   waitForSeq(seq: number, timeoutMs: number): Promise<void>;
   status(): Record<string, unknown>;

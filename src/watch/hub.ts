@@ -24,7 +24,8 @@ import type { KeyRange, SnapshotReader } from '../store/index.js';
 import { framePayload } from './frame.js';
 import { validateWatchLimits, WATCH_LIMITS, type WatchLimits } from './limits.js';
 import { WatchMachine, type WatchAction, type WatchConnection, type WatchCounters, type WatchInput } from './machine.js';
-import { parseClientMessage, WATCH_PATH, WatchCloseCode, WatchProtocolError } from '../api/index.js';
+import { isMercuryError, parseClientMessage, type ClientMessage, WATCH_PATH, WatchCloseCode, WatchProtocolError } from '../api/index.js';
+import { requireReadPrefix, type Principal } from '../auth/index.js';
 
 /** What the hub reads from the node's store (a `Store` satisfies it). */
 export interface WatchSource {
@@ -49,6 +50,11 @@ export interface WatchHubOptions {
    * undefined to accept it. Its status and message are answered in the JSON error form.
    */
   readonly refuseUpgrade?: (req: IncomingMessage) => { readonly code: string; readonly message: string; readonly status: number } | undefined;
+  /**
+   * Who an upgrade request is (src/auth/): throws UNAUTHENTICATED (answered 401 before the upgrade); undefined when
+   * auth is off. Absent: every watch is allowed.
+   */
+  readonly authenticate?: (req: IncomingMessage) => Principal | undefined;
 }
 
 /** What `ws` keeps private and the fast path needs: the TCP socket and whether its sender has anything queued. */
@@ -89,6 +95,8 @@ class WsConnection implements WatchConnection {
     readonly hub: WatchHub,
     readonly id: number,
     readonly socket: WebSocket,
+    /** Whom the upgrade authenticated (undefined: auth off); each subscription is checked against its read scopes. */
+    readonly principal: Principal | undefined,
   ) {}
 
   get bufferedBytes(): number {
@@ -131,6 +139,7 @@ export class WatchHub {
   private closed = false;
   private internalsWarned = false;
   private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => this.upgrade(req, socket, head);
+  private readonly authenticate: ((req: IncomingMessage) => Principal | undefined) | undefined;
 
   constructor(options: WatchHubOptions) {
     this.limits = validateWatchLimits({ ...WATCH_LIMITS, ...options.limits });
@@ -138,6 +147,7 @@ export class WatchHub {
     this.clock = options.clock;
     this.logger = options.logger;
     this.refuseUpgrade = options.refuseUpgrade;
+    this.authenticate = options.authenticate;
     this.timer = new TickTimer(this.clock, () => {
       if (!this.closed) this.perform(this.machine.tick(this.clock.monotonicMs()));
     });
@@ -209,6 +219,21 @@ export class WatchHub {
     this.perform(this.machine.published(this.clock.monotonicMs(), entries));
   }
 
+  /**
+   * Tokens were revoked: every watch opened with one of them is closed with 4401 (CREDENTIAL_REVOKED), so a client
+   * cannot keep reading with a token that no longer works.
+   */
+  revoke(tokenIds: readonly string[]): void {
+    if (this.closed || tokenIds.length === 0) return;
+    const revoked = new Set(tokenIds);
+    for (const connection of Array.from(this.connections.values())) {
+      const principal = connection.principal;
+      if (principal === undefined || !revoked.has(principal.id)) continue;
+      this.logger.log('info', 'watch closed: its token was revoked', { token: principal.id, name: principal.name });
+      this.perform(this.machine.expel(this.clock.monotonicMs(), connection.id, WatchCloseCode.CREDENTIAL_REVOKED, `token ${principal.id} was revoked`));
+    }
+  }
+
   /** Closes every connection with 1001 and stops; resolves once the sockets are closed. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -263,13 +288,21 @@ export class WatchHub {
     const queryAt = url.indexOf('?');
     const path = queryAt === -1 ? url : url.slice(0, queryAt);
     const refused = this.refuseUpgrade?.(req);
-    if (path !== WATCH_PATH || this.closed || refused !== undefined) {
-      const [status, code, message] =
-        refused !== undefined
-          ? [`${refused.status} ${STATUS_CODES[refused.status]}`, refused.code, refused.message]
-          : path !== WATCH_PATH
-            ? ['404 Not Found', 'NOT_FOUND', `no WebSocket endpoint ${path}; watches are served on ${WATCH_PATH}`]
-            : ['503 Service Unavailable', 'SHUTTING_DOWN', 'node is shutting down; retry on another node or later'];
+    let principal: Principal | undefined;
+    let refusal: [string, string, string] | undefined;
+    if (path !== WATCH_PATH) refusal = ['404 Not Found', 'NOT_FOUND', `no WebSocket endpoint ${path}; watches are served on ${WATCH_PATH}`];
+    else if (this.closed) refusal = ['503 Service Unavailable', 'SHUTTING_DOWN', 'node is shutting down; retry on another node or later'];
+    else if (refused !== undefined) refusal = [`${refused.status} ${STATUS_CODES[refused.status]}`, refused.code, refused.message];
+    else {
+      try {
+        principal = this.authenticate?.(req);
+      } catch (error) {
+        if (!isMercuryError(error)) throw error;
+        refusal = [`${error.status} ${STATUS_CODES[error.status]}`, error.code, error.message];
+      }
+    }
+    if (refusal !== undefined) {
+      const [status, code, message] = refusal;
       const body = JSON.stringify({ error: { code, message } });
       socket.on('error', () => {}); // the client may be gone already; nothing to do about it
       socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`, () =>
@@ -277,15 +310,15 @@ export class WatchHub {
       );
       return;
     }
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws));
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, principal));
   }
 
-  private accept(socket: WebSocket): void {
+  private accept(socket: WebSocket, principal: Principal | undefined): void {
     if (this.closed) {
       socket.close(WatchCloseCode.GOING_AWAY, 'node is shutting down; reconnect and resume');
       return;
     }
-    const connection = new WsConnection(this, ++this.lastConnId, socket);
+    const connection = new WsConnection(this, ++this.lastConnId, socket, principal);
     this.connections.set(connection.id, connection);
     // Shared listeners that find their connection on the socket: no closures per connection (memory per idle watcher).
     (socket as HubSocket)[CONNECTION] = connection;
@@ -335,12 +368,25 @@ export class WatchHub {
       const text = (Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data)).toString('utf8');
       try {
         input = parseClientMessage(text, this.limits);
+        if (input.type === 'subscribe' && connection.principal !== undefined) this.authorize(connection.principal, input);
       } catch (error) {
         if (!(error instanceof WatchProtocolError)) throw error;
         input = { type: 'refused', error };
       }
     }
     this.perform(this.machine.received(this.clock.monotonicMs(), connection.id, input));
+  }
+
+  /** Every prefix of a subscription must lie inside one of the token's read prefixes; a wider one is refused. */
+  private authorize(principal: Principal, subscribe: ClientMessage & { type: 'subscribe' }): void {
+    for (const prefix of subscribe.prefixes) {
+      try {
+        requireReadPrefix(principal, prefix, 'watch');
+      } catch (error) {
+        if (!isMercuryError(error)) throw error;
+        throw new WatchProtocolError('PERMISSION_DENIED', error.message, subscribe.idJson);
+      }
+    }
   }
 
   private drained(connection: WsConnection): void {

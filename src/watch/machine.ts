@@ -28,7 +28,7 @@
  * - Events: `opened` (a connection was accepted; the adapter picks a new `connId` and passes its `WatchConnection`),
  *   `received` (a client message, already decoded, or why it was refused), `published` (entries this node applied, in
  *   seq order), `drained` (a connection's queue shrank; the bytes still buffered), `tick` (by `nextTickMs()`),
- *   `closed` (the socket is gone), `shutdown`. Events naming a connId the machine does not know (closed, or closed by
+ *   `closed` (the socket is gone), `expel` (the adapter wants one connection closed), `shutdown`. Events naming a connId the machine does not know (closed, or closed by
  *   the machine itself) are ignored, so races between a close and late data are harmless.
  * - Sends and closes are performed through the connection's `WatchConnection` as calls, in order, while the machine
  *   handles the event: the fan-out to thousands of watchers then allocates nothing per watcher. The machine reads the
@@ -361,6 +361,17 @@ export class WatchMachine {
     if (connection === undefined) return this.end(nowMs);
     this.dropSubscriptions(connection);
     this.connections.delete(connId);
+    return this.end(nowMs);
+  }
+
+  /**
+   * Closes one connection with `code` and `reason` (its credential was revoked, say); its subscriptions end. A
+   * connection already closing is left as it is.
+   */
+  expel(nowMs: number, connId: number, code: number, reason: string): readonly WatchAction[] {
+    this.begin();
+    const connection = this.connections.get(connId);
+    if (connection !== undefined) this.closeConnection(connection, code, reason);
     return this.end(nowMs);
   }
 

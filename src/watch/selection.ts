@@ -9,7 +9,7 @@
  * `SelectionIndex` finds the selections a key belongs to in time proportional to the number of distinct prefix
  * lengths, not the number of selections: it looks up each registered length's prefix of the key in a map.
  */
-import { encodeJsonBytes, type WatchFilters } from '../api/index.js';
+import { encodeJsonBytes, isReservedKey, withoutReserved, type WatchFilters } from '../api/index.js';
 import type { Entry, Op } from '../log/index.js';
 import type { KeyRange, SnapshotRecord } from '../store/index.js';
 import { prefixEnd } from '../store/index.js';
@@ -36,9 +36,12 @@ export function canonicalSelection(prefixes: readonly Buffer[], filters: WatchFi
   return { prefixes: kept, filters, key: `${flags}:${kept.map((prefix) => prefix.toString('hex')).join(',')}` };
 }
 
-/** The key ranges of a selection's prefixes, in key order (for a snapshot of just those keys). */
+/**
+ * The key ranges of a selection's prefixes, in key order (for a snapshot of just those keys), without the reserved
+ * key space (src/api/keys.ts): no watch ever sees token records, whatever its prefix.
+ */
 export function selectionRanges(selection: Selection): KeyRange[] {
-  return selection.prefixes.map((prefix) => ({ start: prefix, end: prefixEnd(prefix) }));
+  return selection.prefixes.flatMap((prefix) => withoutReserved(prefix, prefixEnd(prefix)));
 }
 
 /** A key or value as a JSON field and its encoding, by the one bytes rule of the wire contract (src/api/bytes.ts). */
@@ -111,6 +114,7 @@ export function selectEvents(entry: Entry, selection: Selection, cache: EventCac
       return;
     }
     if (op.type === 'put' ? !puts : !deletes) return;
+    if (isReservedKey(op.key)) return;
     if (selection.prefixes.some((prefix) => hasPrefix(op.key, prefix))) events.push(cache.event(index, keysOnly));
   });
   return events;
@@ -183,6 +187,7 @@ export class SelectionIndex<G extends Selected> {
         }
         return;
       }
+      if (isReservedKey(op.key)) return; // token records: never sent to a watcher
       const key = op.key.toString('latin1');
       for (const length of this.lengths) {
         if (length > key.length) break;

@@ -42,10 +42,12 @@ const LISTENING = /mercury node listening on (https?:\/\/\S+) replication (\S+)/
 
 /**
  * Starts `mercury serve --data-dir DIR --listen 127.0.0.1:0` and resolves once it prints its URL. Extra arguments
- * (for example `--max-value-bytes`) are appended.
+ * (for example `--max-value-bytes`) are appended. Without `--auth` among them, the node runs with `--auth off`.
  */
 export function startServe(dataDir: string, extraArgs: readonly string[] = []): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...extraArgs], {
+  // Tests that are not about authorization run without it (on loopback); those that are pass --auth required.
+  const auth = extraArgs.includes('--auth') ? [] : ['--auth', 'off'];
+  const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...auth, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';

@@ -79,8 +79,9 @@ export class WatchClient {
     socket.on('error', () => {});
   }
 
-  static async connect(baseUrl: string, path?: string): Promise<WatchClient> {
-    const socket = new WebSocket(watchUrl(baseUrl, path), { perMessageDeflate: false, maxPayload: 256 * 1024 * 1024 });
+  /** `headers`: sent with the upgrade request (`authorization` on a node with auth required). */
+  static async connect(baseUrl: string, path?: string, headers?: Record<string, string>): Promise<WatchClient> {
+    const socket = new WebSocket(watchUrl(baseUrl, path), { perMessageDeflate: false, maxPayload: 256 * 1024 * 1024, headers });
     const client = new WatchClient(socket);
     await new Promise<void>((resolve, reject) => {
       socket.once('open', () => resolve());

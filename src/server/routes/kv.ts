@@ -2,7 +2,11 @@
  * `/v1/kv/{key}` (GET the raw value, PUT the raw body, DELETE) and `/v1/kv?prefix=` (GET a page of a range, DELETE a
  * prefix). Reads answer from one LMDB snapshot and name its seq; writes answer once durable and visible here.
  */
-import { MercuryError, RANGE_LIMIT_DEFAULT, RANGE_LIMIT_MAX, encodeJsonBytes, prefixEnd, validateKey, valueTooLarge } from '../../api/index.js';
+import { MercuryError, RANGE_LIMIT_DEFAULT, RANGE_LIMIT_MAX, encodeJsonBytes, prefixEnd, validateKey, valueTooLarge, isReservedKey, overlapsReserved } from '../../api/index.js';
+import { refuseReserved, requireRead, requireReadPrefix, requireWrite, requireWriteRange } from '../../auth/index.js';
+import type { RangePage } from '../../store/index.js';
+import { principalOf, writeFor } from '../auth.js';
+import type { IncomingMessage } from 'node:http';
 import type { WriteRequest } from '../../commit/index.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
 import { SEQ_HEADER, queryInteger, readBody, readSeqOptions, sendJson } from '../http-io.js';
@@ -22,6 +26,26 @@ function compareFailed(node: NodeApi, key: Buffer, query: Query, seq: number): M
   });
 }
 
+/** A put or delete of one key: write on it, and read on it too with `ifModSeq` (a failed compare tells its modSeq). */
+function requireKeyWrite(req: IncomingMessage, query: URLSearchParams, key: Buffer): void {
+  refuseReserved(key);
+  const principal = principalOf(req);
+  requireWrite(principal, key);
+  if (query.has('ifModSeq')) requireRead(principal, key);
+}
+
+/**
+ * A page of the keys under `prefix`, from one snapshot, leaving out the reserved key space (src/api/keys.ts). The
+ * reserved keys read are dropped from the page but still move the cursor (`lastKey`), so a page of only reserved keys
+ * is empty with `more` set, and the next one goes on past them.
+ */
+function rangeSkippingReserved(node: NodeApi, prefix: Buffer, limit: number, after: Buffer | undefined): RangePage & { lastKey: Buffer | undefined } {
+  const page = node.store.range(prefix, prefixEnd(prefix), limit, after);
+  const lastKey = page.items[page.items.length - 1]?.key;
+  if (!overlapsReserved(prefix, prefixEnd(prefix))) return { ...page, lastKey };
+  return { ...page, items: page.items.filter((item) => !isReservedKey(item.key)), lastKey };
+}
+
 export function kvKeyRoute(node: NodeApi): Route {
   return {
     name: '/v1/kv/{key}',
@@ -29,6 +53,7 @@ export function kvKeyRoute(node: NodeApi): Route {
       GET: async (_req, res, query, key) => {
         // Also for reads: LMDB throws on keys longer than it supports, and such a key can never exist anyway.
         validateKey(key!);
+        requireRead(principalOf(_req), key!);
         await readSeqOptions(node, query);
         const { record, seq } = node.store.get(key!);
         if (record === undefined) throw new MercuryError('KEY_NOT_FOUND', `key "${key!.toString()}" does not exist at seq ${seq}`, { details: { seq } });
@@ -44,20 +69,24 @@ export function kvKeyRoute(node: NodeApi): Route {
       },
       PUT: async (req, res, query, key) => {
         validateKey(key!);
+        requireKeyWrite(req, query, key!);
         const value = await readBody(req, node.valueBytesMax, (bytes) => valueTooLarge(bytes, node.valueBytesMax));
-        const result = await node.write({ compares: ifModSeqCompare(query, key!), success: [{ type: 'put', key: key!, value }], failure: [] });
+        const { request, caller } = writeFor(req, { compares: ifModSeqCompare(query, key!), success: [{ type: 'put', key: key!, value }], failure: [] });
+        const result = await node.write(request, caller);
         if (!result.succeeded) throw compareFailed(node, key!, query, result.seq);
         sendJson(res, 200, { seq: result.seq }, { [SEQ_HEADER]: result.seq });
       },
-      DELETE: async (_req, res, query, key) => {
+      DELETE: async (req, res, query, key) => {
         validateKey(key!);
+        requireKeyWrite(req, query, key!);
         const compares = ifModSeqCompare(query, key!);
         // Without ifModSeq, delete only when the key exists, so deleting a missing key commits no entry.
-        const result = await node.write({
+        const { request, caller } = writeFor(req, {
           compares: compares.length > 0 ? compares : [{ key: key!, target: 'exists', exists: true }],
           success: [{ type: 'delete', key: key! }],
           failure: [],
         });
+        const result = await node.write(request, caller);
         if (!result.succeeded && compares.length > 0) throw compareFailed(node, key!, query, result.seq);
         sendJson(res, 200, { seq: result.seq, deleted: result.succeeded }, { [SEQ_HEADER]: result.seq });
       },
@@ -69,15 +98,16 @@ export function kvRangeRoute(node: NodeApi): Route {
   return {
     name: '/v1/kv',
     methods: {
-      GET: async (_req, res, query) => {
+      GET: async (req, res, query) => {
         const prefix = query.bytes('prefix') ?? Buffer.alloc(0);
         if (prefix.length > 0) validateKey(prefix, 'prefix');
+        requireReadPrefix(principalOf(req), prefix, 'list');
         const limit = queryInteger(query, 'limit', RANGE_LIMIT_DEFAULT, RANGE_LIMIT_MAX, 1);
         const cursor = query.get('cursor');
         const after = cursor === null ? undefined : decodeCursor(cursor);
         await readSeqOptions(node, query);
-        const page = node.store.range(prefix, prefixEnd(prefix), limit, after);
-        const last = page.items[page.items.length - 1];
+        const page = rangeSkippingReserved(node, prefix, limit, after);
+        const last = page.lastKey;
         const items = page.items.map(({ key, record }) => {
           const keyJson = encodeJsonBytes(key);
           const valueJson = encodeJsonBytes(record.value);
@@ -91,14 +121,16 @@ export function kvRangeRoute(node: NodeApi): Route {
             version: record.version,
           };
         });
-        const cursorOut = page.more && last !== undefined ? encodeCursor(last.key) : null;
+        const cursorOut = page.more && last !== undefined ? encodeCursor(last) : null;
         sendJson(res, 200, { seq: page.seq, items, more: page.more, cursor: cursorOut }, { [SEQ_HEADER]: page.seq });
       },
-      DELETE: async (_req, res, query) => {
+      DELETE: async (req, res, query) => {
         const prefix = query.bytes('prefix') ?? Buffer.alloc(0);
         if (prefix.length === 0) throw new MercuryError('INVALID_ARGUMENT', 'DELETE /v1/kv needs a non-empty ?prefix=; deleting every key must be a deliberate deleteRange transaction');
         validateKey(prefix, 'prefix');
-        const result = await node.write({ compares: [], success: [{ type: 'deleteRange', start: prefix, end: prefixEnd(prefix) }], failure: [] });
+        requireWriteRange(principalOf(req), prefix, prefixEnd(prefix));
+        const { request, caller } = writeFor(req, { compares: [], success: [{ type: 'deleteRange', start: prefix, end: prefixEnd(prefix) }], failure: [] });
+        const result = await node.write(request, caller);
         sendJson(res, 200, { seq: result.seq }, { [SEQ_HEADER]: result.seq });
       },
     },

@@ -3,6 +3,8 @@
  * by src/api/txn.ts). A page holds at most `limit` entries and LOG_READ_BYTES_MAX record bytes, and at least one entry.
  */
 import { LOG_READ_BYTES_MAX, LOG_READ_LIMIT_DEFAULT, LOG_READ_LIMIT_MAX, MercuryError, formatOp } from '../../api/index.js';
+import { requireAdmin } from '../../auth/index.js';
+import { principalOf } from '../auth.js';
 import { queryInteger, sendJson } from '../http-io.js';
 import type { NodeApi } from '../node-api.js';
 import type { Route } from '../router.js';
@@ -11,7 +13,8 @@ export function logRoute(node: NodeApi): Route {
   return {
     name: '/v1/log',
     methods: {
-      GET: (_req, res, query) => {
+      GET: (req, res, query) => {
+        requireAdmin(principalOf(req), 'read the log');
         const bounds = node.store.logBounds();
         const from = queryInteger(query, 'from', bounds.firstSeq, Number.MAX_SAFE_INTEGER, 1);
         const limit = queryInteger(query, 'limit', LOG_READ_LIMIT_DEFAULT, LOG_READ_LIMIT_MAX, 1);

@@ -6,6 +6,8 @@
  * A snapshot is read from one LMDB read transaction, held for the whole transfer; on a busy root a long transfer
  * keeps the pages of the old versions from being reused (the data file grows until it ends). Writes go on meanwhile.
  */
+import { requireAdmin } from '../../auth/index.js';
+import { principalOf } from '../auth.js';
 import type { ServerResponse } from 'node:http';
 import { MercuryError } from '../../api/index.js';
 import { encodeEntryStreamRecord, snapshotFileStream } from '../../snapshot/index.js';
@@ -43,7 +45,9 @@ export function snapshotRoute(node: NodeApi): Route {
   return {
     name: '/v1/snapshot',
     methods: {
-      GET: async (_req, res) => {
+      GET: async (req, res) => {
+        // Every key, token records included (their hashes): admin only, like the log.
+        requireAdmin(principalOf(req), 'take a snapshot');
         joined(node);
         const reader = node.store.openSnapshot();
         try {
@@ -62,7 +66,8 @@ export function snapshotEntriesRoute(node: NodeApi): Route {
   return {
     name: '/v1/snapshot/entries',
     methods: {
-      GET: async (_req, res, query) => {
+      GET: async (req, res, query) => {
+        requireAdmin(principalOf(req), 'read the log entries of a snapshot');
         joined(node);
         const bounds = node.store.logBounds();
         const from = queryInteger(query, 'from', bounds.firstSeq, Number.MAX_SAFE_INTEGER, 1);

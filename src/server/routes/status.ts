@@ -1,4 +1,6 @@
 /** What operators and monitors ask a node: `/v1/status`, `/healthz`, `/readyz`, `/metrics`, and a replica's resync. */
+import { requireAdmin } from '../../auth/index.js';
+import { principalOf } from '../auth.js';
 import { sendJson } from '../http-io.js';
 import type { NodeApi } from '../node-api.js';
 import type { Route } from '../router.js';
@@ -50,7 +52,8 @@ export function metricsRoute(node: NodeApi): Route {
   return {
     name: '/metrics',
     methods: {
-      GET: (_req, res) => {
+      GET: (req, res) => {
+        requireAdmin(principalOf(req), 'read the metrics');
         const text = node.metrics.render();
         res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4', 'content-length': Buffer.byteLength(text) });
         res.end(text);
@@ -64,7 +67,8 @@ export function resyncRoute(node: NodeApi): Route {
   return {
     name: '/v1/replication/resync',
     methods: {
-      POST: (_req, res) => {
+      POST: (req, res) => {
+        requireAdmin(principalOf(req), 'resync the replica');
         node.resync();
         sendJson(res, 202, { resync: 'started', seq: node.store.head().seq });
       },

@@ -1,5 +1,7 @@
 /** `POST /v1/txn`: a transaction in the JSON form of src/api/txn.ts, parsed with field-naming errors, then written. */
 import { JSON_BODY_BYTES_MAX, MercuryError, parseTxn } from '../../api/index.js';
+import { requireAdmin, requireTxn, touchesReserved, validateReservedOps } from '../../auth/index.js';
+import { principalOf, writeFor } from '../auth.js';
 import { SEQ_HEADER, parseJson, readBody, sendJson } from '../http-io.js';
 import type { NodeApi } from '../node-api.js';
 import type { Route } from '../router.js';
@@ -25,7 +27,17 @@ export function txnRoute(node: NodeApi): Route {
               details: { limit: JSON_BODY_BYTES_MAX },
             }),
         );
-        const result = await node.write(parseTxn(parseJson(body), node.valueBytesMax));
+        const txn = parseTxn(parseJson(body), node.valueBytesMax);
+        const principal = principalOf(req);
+        // Token records are written only by admins, and only as records (a replica forwards token management here).
+        const reserved = touchesReserved(txn);
+        if (reserved) {
+          requireAdmin(principal, 'write token records');
+          validateReservedOps(txn);
+        }
+        requireTxn(principal, txn, reserved);
+        const { request, caller } = writeFor(req, txn);
+        const result = await node.write(request, caller);
         sendJson(res, 200, { succeeded: result.succeeded, seq: result.seq }, { [SEQ_HEADER]: result.seq });
       },
     },

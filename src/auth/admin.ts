@@ -1,0 +1,94 @@
+/**
+ * Token management as writes: creating a token is a put of its record, revoking it a delete of its key (records.ts).
+ * The token routes build these requests; they go through the node's write path like any write (a replica forwards
+ * them toward the root with the caller's token), and the root checks them again in `validateReservedOps`.
+ */
+import { isReservedKey, MercuryError, type Txn } from '../api/index.js';
+import { decodeTokenRecord, encodeTokenRecord, isValidSubject, SUBJECT_CHARS_MAX, TOKEN_NAME_PATTERN, tokenIdOfKey, tokenKey, type TokenRecord } from './records.js';
+import { formatScopes, parseScopes } from './scopes.js';
+import { generateToken } from './token.js';
+
+export interface CreateTokenInput {
+  readonly name: unknown;
+  readonly scopes: unknown;
+  /** A grant to a client certificate's subject (CN) instead of a bearer token. */
+  readonly subject?: unknown;
+}
+
+/** What a token list shows: never the secret, nor its hash. */
+export function tokenInfo(record: TokenRecord): Record<string, unknown> {
+  return {
+    id: record.id,
+    name: record.name,
+    scopes: formatScopes(record.scopes),
+    createdMs: record.createdMs,
+    kind: record.subject === undefined ? 'token' : 'certificate',
+    ...(record.subject === undefined ? {} : { subject: record.subject }),
+  };
+}
+
+/** Validates the input and makes the record and its write; `token` is the secret to show once (none for a grant). */
+export function createTokenRequest(input: CreateTokenInput, nowMs: number): { request: Txn; record: TokenRecord; token: string | undefined } {
+  if (typeof input.name !== 'string' || !TOKEN_NAME_PATTERN.test(input.name))
+    throw new MercuryError('INVALID_ARGUMENT', 'name must be 1 to 64 characters: letters, digits and . _ @ : - (starting with a letter or digit)');
+  if (!Array.isArray(input.scopes)) throw new MercuryError('INVALID_ARGUMENT', 'scopes must be an array of read:PREFIX, write:PREFIX, replicate, admin');
+  const scopes = parseScopes(input.scopes as unknown[]);
+  if (input.subject !== undefined && !isValidSubject(input.subject))
+    throw new MercuryError('INVALID_ARGUMENT', `subject must be 1 to ${SUBJECT_CHARS_MAX} printable characters (a certificate's subject CN)`);
+  const generated = generateToken();
+  const subject = input.subject;
+  const record: TokenRecord = {
+    id: generated.id,
+    name: input.name,
+    scopes,
+    createdMs: nowMs,
+    secretSha256: subject === undefined ? generated.secretSha256 : undefined,
+    subject,
+  };
+  const key = tokenKey(record.id);
+  return {
+    // Only if the id is new: 64 random bits will not collide, but a put must never replace another token's record.
+    request: { compares: [{ key, target: 'exists', exists: false }], success: [{ type: 'put', key, value: encodeTokenRecord(record) }], failure: [] },
+    record,
+    token: subject === undefined ? generated.token : undefined,
+  };
+}
+
+/** Deletes a token's record if it exists (the result's `succeeded` says whether it did). */
+export function revokeTokenRequest(id: string): Txn {
+  const key = tokenKey(id);
+  return { compares: [{ key, target: 'exists', exists: true }], success: [{ type: 'delete', key }], failure: [] };
+}
+
+/** Whether a transaction touches the reserved key space at all (then only admins may send it, through these forms). */
+export function touchesReserved(txn: Txn): boolean {
+  return (
+    txn.compares.some((compare) => isReservedKey(compare.key)) ||
+    txn.success.some((op) => op.type !== 'deleteRange' && isReservedKey(op.key)) ||
+    txn.failure.some((op) => op.type !== 'deleteRange' && isReservedKey(op.key))
+  );
+}
+
+/**
+ * Ops on reserved keys must be token records: a put of a valid record (hash or subject, never a secret), a delete of
+ * a token key; compares on them only `exists`. Throws INVALID_ARGUMENT naming the op.
+ */
+export function validateReservedOps(txn: Txn): void {
+  txn.compares.forEach((compare, index) => {
+    if (isReservedKey(compare.key) && (tokenIdOfKey(compare.key) === undefined || compare.target !== 'exists'))
+      throw new MercuryError('INVALID_ARGUMENT', `compare[${index}]: only an exists compare on a token key may name the reserved key space`);
+  });
+  for (const [branch, ops] of [
+    ['success', txn.success],
+    ['failure', txn.failure],
+  ] as const) {
+    ops.forEach((op, index) => {
+      if (op.type === 'deleteRange' || !isReservedKey(op.key)) return;
+      if (tokenIdOfKey(op.key) === undefined) throw new MercuryError('INVALID_ARGUMENT', `${branch}[${index}]: the only reserved keys that may be written are token keys`);
+      if (op.type === 'put') {
+        const record = decodeTokenRecord(op.key, op.value);
+        if (typeof record === 'string') throw new MercuryError('INVALID_ARGUMENT', `${branch}[${index}]: not a valid token record: ${record}`);
+      }
+    });
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * The first admin token of a root. A root that holds no token at all when it starts with auth required makes one
+ * admin token, so that someone can create the others: the token of `--admin-token-file` if given (the operator's
+ * secret, from a secret store), else a new one written to `<data dir>/admin-token`, mode 0600, the secret in the
+ * clear (the directory is 0700: whoever can read it could read the data anyway).
+ *
+ * "Holds no token" rather than "first start": a root whose every token was revoked gets a fresh bootstrap token at
+ * its next start, so an operator with access to the data directory can always get back in.
+ */
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { MercuryError, type Txn } from '../api/index.js';
+import { encodeTokenRecord, tokenKey, type TokenRecord } from './records.js';
+import { generateToken, hashSecret, parseToken, TOKEN_CHARS } from './token.js';
+
+export const BOOTSTRAP_TOKEN_FILE = 'admin-token';
+export const BOOTSTRAP_TOKEN_NAME = 'admin';
+
+/** Reads a token from a file (surrounding whitespace ignored); CONFIG_INVALID if it is not a well-formed token. */
+export function readTokenFile(path: string, what: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8').trim();
+  } catch (error) {
+    throw new MercuryError('CONFIG_INVALID', `${what} ${path} cannot be read: ${(error as Error).message}`, { cause: error });
+  }
+  if (parseToken(text) === undefined) throw new MercuryError('CONFIG_INVALID', `${what} ${path} does not hold a token (${TOKEN_CHARS} characters, mcy_...; make one with mercury token create)`);
+  return text;
+}
+
+/** The admin token to register, its write, and where its secret is (the file the operator gave, or the one to write). */
+export function bootstrapAdmin(dataDir: string, adminTokenFile: string | undefined, nowMs: number): { token: string; request: Txn; path: string; generated: boolean } {
+  let token: string;
+  let secretSha256: string;
+  let id: string;
+  if (adminTokenFile !== undefined) {
+    token = readTokenFile(adminTokenFile, '--admin-token-file');
+    const parsed = parseToken(token)!;
+    id = parsed.id;
+    secretSha256 = hashSecret(parsed.secret);
+  } else ({ token, id, secretSha256 } = generateToken());
+  const record: TokenRecord = { id, name: BOOTSTRAP_TOKEN_NAME, scopes: { read: [], write: [], admin: true, replicate: false }, createdMs: nowMs, secretSha256, subject: undefined };
+  const key = tokenKey(id);
+  return {
+    token,
+    request: { compares: [], success: [{ type: 'put', key, value: encodeTokenRecord(record) }], failure: [] },
+    path: adminTokenFile ?? join(dataDir, BOOTSTRAP_TOKEN_FILE),
+    generated: adminTokenFile === undefined,
+  };
+}
+
+/** Writes the token to `path` with mode 0600, replacing the file whole (write a temporary file, fsync, rename). */
+export function writeTokenFile(path: string, token: string): void {
+  const temporary = `${path}.tmp`;
+  const fd = openSync(temporary, 'w', 0o600);
+  try {
+    writeSync(fd, `${token}\n`);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(temporary, path);
+}

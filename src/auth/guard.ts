@@ -1,0 +1,65 @@
+/**
+ * Authentication at the node's doors: HTTP requests (and watch upgrades) and replication HELLOs. The node holds one
+ * `AuthGuard`; with `auth: 'off'` it answers `undefined` for everyone, which every check in scopes.ts lets through.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { MercuryError } from '../api/index.js';
+import { peerCertificate } from '../net/index.js';
+import type { TokenRegistry } from './registry.js';
+import { requireReplicate, type Principal } from './scopes.js';
+
+/** `required`: every route but /healthz and /readyz needs a credential. `off`: no checks (loopback tests, trusted hosts). */
+export type AuthMode = 'required' | 'off';
+export const AUTH_MODES: readonly AuthMode[] = ['required', 'off'];
+
+/**
+ * The subject CN of a verified client certificate on `socket`, or undefined. Only a TLS socket whose peer certificate
+ * passed verification against the node's CA (`authorized`) counts; the TLS layer decides whether to ask for one.
+ */
+export function peerCertificateSubject(socket: Socket | undefined): string | undefined {
+  const tls = socket as Partial<TLSSocket> | undefined;
+  if (tls?.encrypted !== true) return undefined;
+  // src/net/tls.ts reads it once per socket and names only a certificate the CA verified.
+  const name = peerCertificate(tls as TLSSocket).name;
+  return name === undefined || name.length === 0 ? undefined : name;
+}
+
+export class AuthGuard {
+  constructor(
+    readonly mode: AuthMode,
+    readonly registry: TokenRegistry,
+  ) {}
+
+  get required(): boolean {
+    return this.mode === 'required';
+  }
+
+  /** The principal of an HTTP request or watch upgrade; undefined when auth is off. Throws UNAUTHENTICATED. */
+  authenticateRequest(req: IncomingMessage): Principal | undefined {
+    if (this.mode === 'off') return undefined;
+    return this.registry.authenticate(req.headers.authorization, peerCertificateSubject(req.socket));
+  }
+
+  /**
+   * A child replica's HELLO: its token, else its verified certificate's subject; it needs `replicate` (or admin).
+   * Returns the principal, or the refusal to send.
+   */
+  authenticateChild(
+    token: string | undefined,
+    socket: Socket | undefined,
+  ): { principal: Principal | undefined } | { refuse: 'UNAUTHENTICATED' | 'PERMISSION_DENIED'; message: string } {
+    if (this.mode === 'off') return { principal: undefined };
+    try {
+      const principal = token === undefined ? this.registry.authenticate(undefined, peerCertificateSubject(socket)) : this.registry.authenticateToken(token);
+      requireReplicate(principal);
+      return { principal };
+    } catch (error) {
+      if (!(error instanceof MercuryError)) throw error;
+      const refuse = error.code === 'PERMISSION_DENIED' ? 'PERMISSION_DENIED' : 'UNAUTHENTICATED';
+      const hint = token === undefined ? ' (start the replica with --replication-token-file)' : '';
+      return { refuse, message: `${error.message}${hint}` };
+    }
+  }
+}

@@ -1,0 +1,25 @@
+/**
+ * Authorization: bearer tokens with scopes, stored as hashes in the reserved key space and replicated through the
+ * log (token.ts format, records.ts storage, registry.ts what a node knows, scopes.ts the checks, guard.ts the doors,
+ * admin.ts token management as writes, bootstrap.ts the first admin token). The threat model: docs/security.md.
+ */
+export { createTokenRequest, revokeTokenRequest, tokenInfo, touchesReserved, validateReservedOps, type CreateTokenInput } from './admin.js';
+export { BOOTSTRAP_TOKEN_FILE, bootstrapAdmin, readTokenFile, writeTokenFile } from './bootstrap.js';
+export { AUTH_MODES, AuthGuard, peerCertificateSubject, type AuthMode } from './guard.js';
+export { TOKEN_KEY_PREFIX, decodeTokenRecord, encodeTokenRecord, tokenKey, type TokenRecord } from './records.js';
+export { TokenRegistry, type ReadTokenRecords } from './registry.js';
+export {
+  formatScopes,
+  parseScopes,
+  refuseReserved,
+  requireAdmin,
+  requireRead,
+  requireReadPrefix,
+  requireReplicate,
+  requireTxn,
+  requireWrite,
+  requireWriteRange,
+  type Principal,
+  type Scopes,
+} from './scopes.js';
+export { AUTHORIZATION_HEADER_CHARS_MAX, TOKEN_CHARS, generateToken, isTokenId, parseToken } from './token.js';

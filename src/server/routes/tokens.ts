@@ -1,0 +1,45 @@
+/**
+ * Token management (admin): `POST /v1/auth/tokens` creates a token (its secret is in this answer only),
+ * `GET /v1/auth/tokens` lists them (never a secret nor a hash), `DELETE /v1/auth/tokens?id=ID` revokes one. Creating
+ * and revoking are writes of token records (src/auth/admin.ts): on a replica they are forwarded to the root like any
+ * write, with the caller's token, and answered once applied here.
+ */
+import { JSON_BODY_BYTES_MAX, MercuryError } from '../../api/index.js';
+import { createTokenRequest, isTokenId, requireAdmin, revokeTokenRequest, tokenInfo } from '../../auth/index.js';
+import { principalOf, writeFor } from '../auth.js';
+import { SEQ_HEADER, parseJson, readBody, sendJson } from '../http-io.js';
+import type { NodeApi } from '../node-api.js';
+import type { Route } from '../router.js';
+
+export function tokensRoute(node: NodeApi): Route {
+  return {
+    name: '/v1/auth/tokens',
+    methods: {
+      GET: (req, res) => {
+        requireAdmin(principalOf(req), 'list tokens');
+        sendJson(res, 200, { tokens: node.tokens().map(tokenInfo), seq: node.store.head().seq });
+      },
+      POST: async (req, res) => {
+        requireAdmin(principalOf(req), 'create tokens');
+        const body = await readBody(req, JSON_BODY_BYTES_MAX, (bytes) => new MercuryError('BODY_TOO_LARGE', `request body is ${bytes} bytes; at most ${JSON_BODY_BYTES_MAX}`, { details: { limit: JSON_BODY_BYTES_MAX } }));
+        const input = parseJson(body);
+        if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new MercuryError('INVALID_ARGUMENT', 'the body must be an object {"name","scopes"[,"subject"]}');
+        for (const field of Object.keys(input)) if (!['name', 'scopes', 'subject'].includes(field)) throw new MercuryError('INVALID_ARGUMENT', `unknown field "${field}"; fields are name, scopes, subject`);
+        const created = createTokenRequest(input as Record<string, unknown> as { name: unknown; scopes: unknown; subject?: unknown }, node.clock.nowMs());
+        const { request, caller } = writeFor(req, created.request);
+        const result = await node.write(request, caller);
+        if (!result.succeeded) throw new MercuryError('INTERNAL', `token id ${created.record.id} exists already; create the token again`);
+        sendJson(res, 201, { ...tokenInfo(created.record), ...(created.token === undefined ? {} : { token: created.token }), seq: result.seq }, { [SEQ_HEADER]: result.seq });
+      },
+      DELETE: async (req, res, query) => {
+        requireAdmin(principalOf(req), 'revoke tokens');
+        const id = query.get('id') ?? '';
+        if (!isTokenId(id)) throw new MercuryError('INVALID_ARGUMENT', `?id= must be a token id (16 hex digits, as mercury token list shows), got "${id.slice(0, 40)}"`);
+        const { request, caller } = writeFor(req, revokeTokenRequest(id));
+        const result = await node.write(request, caller);
+        if (!result.succeeded) throw new MercuryError('NOT_FOUND', `no token ${id}: never created, or already revoked`, { details: { seq: result.seq } });
+        sendJson(res, 200, { id, revoked: true, seq: result.seq }, { [SEQ_HEADER]: result.seq });
+      },
+    },
+  };
+}

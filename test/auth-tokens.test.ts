@@ -1,0 +1,157 @@
+/**
+ * Tokens without a node: the format, the stored records, scopes and every check the routes make (src/auth/).
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { MercuryError, RESERVED_KEY_PREFIX, withoutReserved } from '../src/api/index.js';
+import {
+  createTokenRequest,
+  decodeTokenRecord,
+  encodeTokenRecord,
+  generateToken,
+  parseScopes,
+  parseToken,
+  requireRead,
+  requireReadPrefix,
+  requireTxn,
+  requireWrite,
+  requireWriteRange,
+  revokeTokenRequest,
+  TOKEN_CHARS,
+  tokenKey,
+  TokenRegistry,
+  validateReservedOps,
+  type Principal,
+} from '../src/auth/index.js';
+
+function principal(scopes: string[]): Principal {
+  return { name: 'test', id: '0123456789abcdef', scopes: parseScopes(scopes) };
+}
+
+function assertCode(fn: () => unknown, code: string, message?: RegExp): void {
+  assert.throws(fn, (error: unknown) => {
+    assert.ok(error instanceof MercuryError, String(error));
+    assert.equal(error.code, code);
+    if (message !== undefined) assert.match(error.message, message);
+    return true;
+  });
+}
+
+describe('auth: token format', () => {
+  test('auth: a generated token parses back to its id, and its hash is not its secret', () => {
+    const { token, id, secretSha256 } = generateToken();
+    assert.equal(token.length, TOKEN_CHARS);
+    const parsed = parseToken(token)!;
+    assert.equal(parsed.id, id);
+    assert.match(secretSha256, /^[0-9a-f]{64}$/);
+    assert.ok(!token.includes(secretSha256));
+    assert.notEqual(generateToken().token, token, 'tokens are random');
+  });
+
+  test('auth: malformed tokens are refused by their shape', () => {
+    const { token } = generateToken();
+    for (const bad of ['', 'mcy_', token.slice(1), `${token}x`, token.replace('mcy_', 'mcx_'), token.toUpperCase(), `${token.slice(0, -1)}!`, 'Bearer x'])
+      assert.equal(parseToken(bad), undefined, bad);
+  });
+});
+
+describe('auth: records and registry', () => {
+  test('auth: a record round-trips; the registry authenticates its token and forgets it on revocation', () => {
+    const created = createTokenRequest({ name: 'ci', scopes: ['read:app/', 'write:app/tmp/'] }, 1_000);
+    const put = created.request.success[0]!;
+    assert.equal(put.type, 'put');
+    if (put.type !== 'put') return;
+    assert.ok(put.key.subarray(0, RESERVED_KEY_PREFIX.length).equals(RESERVED_KEY_PREFIX));
+    assert.ok(!put.value.toString().includes(parseToken(created.token!)!.secret), 'the secret is never stored');
+    const decoded = decodeTokenRecord(put.key, put.value);
+    assert.notEqual(typeof decoded, 'string');
+    assert.deepEqual(encodeTokenRecord(decoded as never), put.value);
+    const registry = new TokenRegistry(() => []);
+    assert.deepEqual(registry.applied(created.request.success), []);
+    const who = registry.authenticateToken(created.token!);
+    assert.equal(who.name, 'ci');
+    assert.equal(registry.authenticate(`Bearer ${created.token!}`, undefined).id, created.record.id);
+    assertCode(() => registry.authenticate(`Bearer ${created.token!.slice(0, -1)}A`, undefined), 'UNAUTHENTICATED', /secret does not match/);
+    assertCode(() => registry.authenticate(`Basic ${created.token!}`, undefined), 'UNAUTHENTICATED', /Bearer TOKEN/);
+    assertCode(() => registry.authenticate(`Bearer ${'x'.repeat(300)}`, undefined), 'UNAUTHENTICATED', /at most 256/);
+    assertCode(() => registry.authenticate(undefined, undefined), 'UNAUTHENTICATED', /no credential/);
+    assertCode(() => registry.authenticate(`Bearer ${generateToken().token}`, undefined), 'UNAUTHENTICATED', /unknown token/);
+    assert.deepEqual(registry.applied(revokeTokenRequest(created.record.id).success), [created.record.id]);
+    assertCode(() => registry.authenticateToken(created.token!), 'UNAUTHENTICATED', /revoked/);
+  });
+
+  test('auth: a certificate grant maps a subject to a principal and has no secret', () => {
+    const grant = createTokenRequest({ name: 'edge-7', scopes: ['replicate'], subject: 'edge-7.example' }, 1);
+    assert.equal(grant.token, undefined);
+    const registry = new TokenRegistry(() => []);
+    registry.applied(grant.request.success);
+    assert.equal(registry.authenticate(undefined, 'edge-7.example').name, 'edge-7');
+    assertCode(() => registry.authenticate(undefined, 'other.example'), 'UNAUTHENTICATED', /no grant names/);
+  });
+
+  test('auth: invalid records are ignored and reported, and refused as writes', () => {
+    const invalid: string[] = [];
+    const key = tokenKey('0123456789abcdef');
+    const registry = new TokenRegistry(
+      () => [{ key, value: Buffer.from('{"v":1,"name":"x","scopes":["admin"],"createdMs":1,"secretSha256":"zz"}') }],
+      (_key, why) => invalid.push(why),
+    );
+    assert.equal(registry.size, 0);
+    assert.match(invalid[0]!, /secretSha256/);
+    assertCode(
+      () => validateReservedOps({ compares: [], success: [{ type: 'put', key, value: Buffer.from('{"secret":"plain"}') }], failure: [] }),
+      'INVALID_ARGUMENT',
+      /not a valid token record/,
+    );
+    assertCode(
+      () => validateReservedOps({ compares: [], success: [{ type: 'put', key: Buffer.concat([RESERVED_KEY_PREFIX, Buffer.from('other')]), value: Buffer.from('x') }], failure: [] }),
+      'INVALID_ARGUMENT',
+      /only reserved keys that may be written are token keys/,
+    );
+  });
+});
+
+describe('auth: scope checks', () => {
+  const reader = principal(['read:app/']);
+  const writer = principal(['write:app/', 'read:app/']);
+
+  test('auth: read and write are checked per key and prefix, naming what is missing', () => {
+    requireRead(reader, Buffer.from('app/x'));
+    assertCode(() => requireRead(reader, Buffer.from('other/x')), 'PERMISSION_DENIED', /read key "other\/x".*needs read:other\/x.*holds read:app\//);
+    assertCode(() => requireWrite(reader, Buffer.from('app/x')), 'PERMISSION_DENIED', /needs write:app\/x/);
+    requireWrite(writer, Buffer.from('app/x'));
+    requireReadPrefix(reader, Buffer.from('app/sub/'));
+    assertCode(() => requireReadPrefix(reader, Buffer.from('')), 'PERMISSION_DENIED', /refused, not clipped/);
+    assertCode(() => requireReadPrefix(reader, Buffer.from('ap')), 'PERMISSION_DENIED');
+    requireWriteRange(writer, Buffer.from('app/a'), Buffer.from('app/b'));
+    assertCode(() => requireWriteRange(writer, Buffer.from('app/a'), Buffer.from('')), 'PERMISSION_DENIED', /delete the range/);
+    assertCode(() => requireWriteRange(writer, Buffer.from('app/a'), Buffer.from('b')), 'PERMISSION_DENIED');
+    requireWriteRange(writer, Buffer.from('app/'), Buffer.from('app0'));
+  });
+
+  test('auth: a transaction needs read on every compare and write on every op of both branches', () => {
+    const key = (text: string): Buffer => Buffer.from(text);
+    requireTxn(writer, { compares: [{ key: key('app/a'), target: 'exists', exists: true }], success: [{ type: 'delete', key: key('app/b') }], failure: [] });
+    assertCode(
+      () => requireTxn(writer, { compares: [{ key: key('secret/a'), target: 'exists', exists: true }], success: [], failure: [] }),
+      'PERMISSION_DENIED',
+      /^compare\[0\]: .*read key "secret\/a"/,
+    );
+    assertCode(
+      () => requireTxn(writer, { compares: [], success: [], failure: [{ type: 'put', key: key('other'), value: key('v') }] }),
+      'PERMISSION_DENIED',
+      /^failure\[0\]: .*write key "other"/,
+    );
+  });
+
+  test('auth: the reserved key space is refused to everyone, admins and auth off included', () => {
+    const tokenRecordKey = tokenKey('0123456789abcdef');
+    for (const who of [undefined, principal(['admin'])]) {
+      assertCode(() => requireRead(who, tokenRecordKey), 'PERMISSION_DENIED', /reserved/);
+      assertCode(() => requireTxn(who, { compares: [], success: [{ type: 'put', key: tokenRecordKey, value: Buffer.from('x') }], failure: [] }), 'PERMISSION_DENIED', /reserved/);
+      assertCode(() => requireWriteRange(who, Buffer.from([0]), Buffer.from([1])), 'PERMISSION_DENIED', /reserved/);
+    }
+    assert.deepEqual(withoutReserved(Buffer.alloc(0), Buffer.alloc(0)).length, 2);
+    assert.deepEqual(withoutReserved(Buffer.from('a'), Buffer.alloc(0)), [{ start: Buffer.from('a'), end: Buffer.alloc(0) }]);
+  });
+});
