@@ -12,6 +12,9 @@
  *
  * Options: --runs N (default 5), --seconds S per run (default 3), --clients C (default 64), --tls (the node serves
  * HTTPS with a certificate made for the run, and every client connection is TLS: the cost of TLS, on versus off).
+ * --auth (the node runs with
+ * auth required, and every request carries a token scoped to read and write `bench/` and `txn/`, so each pays for
+ * authentication and the prefix checks; without it, --auth off).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,7 +22,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Store } from '../src/store/index.js';
 import { RawHttpConnection } from './support/raw-http.js';
-import { startNodeProcess, type NodeProcess } from './support/node-process.js';
+import { benchToken, startNodeProcess, type NodeProcess } from './support/node-process.js';
 import { formatSummary, summarize } from './support/stats.js';
 import { benchTls, type BenchTls } from './support/tls.js';
 
@@ -29,10 +32,14 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '3' },
     clients: { type: 'string', default: '64' },
     tls: { type: 'boolean', default: false },
+    auth: { type: 'boolean', default: false },
   },
 });
 const TLS_DIR = values.tls ? mkdtempSync(join(tmpdir(), 'mercury-bench-tls-')) : undefined;
 const TLS: BenchTls | undefined = TLS_DIR === undefined ? undefined : benchTls(TLS_DIR);
+const AUTH = values.auth;
+/** The Authorization header of every request (set in main with --auth). */
+let authorization: string | undefined;
 const RUNS = Number(values.runs);
 const SECONDS = Number(values.seconds);
 const CLIENTS = Number(values.clients);
@@ -42,7 +49,7 @@ const TXN_OPS = 100;
 
 /** Runs `clients` loops of `operation` for `seconds`; returns operations completed per second. */
 async function drive(node: NodeProcess, seconds: number, operation: (connection: RawHttpConnection, client: number, i: number) => Promise<number>): Promise<number> {
-  const connections = Array.from({ length: CLIENTS }, () => new RawHttpConnection(node.host, node.port, TLS?.ca));
+  const connections = Array.from({ length: CLIENTS }, () => new RawHttpConnection(node.host, node.port, TLS?.ca, authorization));
   const deadline = performance.now() + seconds * 1000;
   let completed = 0;
   const started = performance.now();
@@ -115,11 +122,14 @@ async function repeat(name: string, unit: string, run: () => Promise<number> | n
 }
 
 async function main(): Promise<void> {
-  process.stdout.write(`mercury bench: ${RUNS} runs x ${SECONDS} s, ${CLIENTS} clients, ${VALUE.length} B values, TLS ${TLS === undefined ? 'off' : 'on'}, node ${process.version}\n`);
-  const node = await startNodeProcess(TLS?.args);
+  process.stdout.write(
+    `mercury bench: ${RUNS} runs x ${SECONDS} s, ${CLIENTS} clients, ${VALUE.length} B values, TLS ${TLS === undefined ? 'off' : 'on'}, auth ${AUTH ? 'required' : 'off'}, node ${process.version}\n`,
+  );
+  const node = await startNodeProcess(TLS?.args ?? [], undefined, { auth: AUTH });
   try {
+    if (AUTH) authorization = await benchToken(node, 'bench', ['read:bench/', 'write:bench/', 'read:txn/', 'write:txn/']);
     // Fill the keyspace once so that GETs hit and PUTs update existing keys, as a configuration store's do.
-    const loader = new RawHttpConnection(node.host, node.port, TLS?.ca);
+    const loader = new RawHttpConnection(node.host, node.port, TLS?.ca, authorization);
     for (let start = 0; start < KEYSPACE; start += 1000) {
       const success = Array.from({ length: 1000 }, (_, i) => ({ op: 'put', key: `bench/${start + i}`, value: VALUE.toString('latin1') }));
       expectOk((await loader.request('POST', '/v1/txn', Buffer.from(JSON.stringify({ success })), 'application/json')).status, 'load');

@@ -19,6 +19,9 @@
  * certificate made for the run: the cost of TLS, on versus off.
  *
  * Times come from CLOCK_MONOTONIC (process.hrtime), which all processes on the host share.
+ *
+ * --auth: every node runs with auth required; the replicas present a `replicate` token in HELLO and the writes carry
+ * a write token, so the figures include token checks (compare with a run without it).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -28,7 +31,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { HostReply, HostRequest, HostedNodeSpec } from './support/replica-host.js';
 import { RawHttpConnection } from './support/raw-http.js';
-import { startNodeProcess, type NodeProcess } from './support/node-process.js';
+import { benchToken, startNodeProcess, type NodeProcess } from './support/node-process.js';
 import { formatNumber, formatSummary, quantile, summarize } from './support/stats.js';
 import { benchTls, type BenchTls } from './support/tls.js';
 
@@ -46,12 +49,18 @@ const { values } = parseArgs({
     clients: { type: 'string', default: '64' },
     skip: { type: 'string', default: '' },
     tls: { type: 'boolean', default: false },
+    auth: { type: 'boolean', default: false },
   },
 });
 const TLS_DIR = values.tls ? mkdtempSync(join(tmpdir(), 'mercury-propagation-tls-')) : undefined;
 const TLS: BenchTls | undefined = TLS_DIR === undefined ? undefined : benchTls(TLS_DIR);
+/** --auth: the root and every replica run with auth required; replicas present a replicate token, writes a write token. */
+const AUTH = values.auth;
 const HOST_PATH = fileURLToPath(new URL('./support/replica-host.js', import.meta.url));
 const VALUE = Buffer.alloc(256, 'v');
+
+/** The Authorization header of every request to the root (set by buildTree with --auth). */
+let authorization: string | undefined;
 
 /** Every process this benchmark started, so that a stalled run can stop them all. */
 const children = new Set<ChildProcess>();
@@ -109,10 +118,15 @@ interface Tree {
 /** Builds the tree level by level, waiting for each level to hold the dataset before its children connect. */
 async function buildTree(replicas: number, fanout: number, workers: number): Promise<Tree> {
   const dir = mkdtempSync(join(tmpdir(), 'mercury-propagation-'));
-  const root = await startNodeProcess(['--replication-listen', '127.0.0.1:0', ...(TLS?.args ?? [])], join(dir, 'root'));
+  const root = await startNodeProcess(['--replication-listen', '127.0.0.1:0', ...(TLS?.args ?? [])], join(dir, 'root'), { auth: AUTH });
   children.add(root.child);
+  let replicationToken: string | undefined;
+  if (AUTH) {
+    authorization = await benchToken(root, 'bench-writer', ['read:', 'write:']);
+    replicationToken = (await benchToken(root, 'bench-replicas', ['replicate'])).slice('Bearer '.length);
+  }
   // One write so that seq 1 exists and every replica's first snapshot is not empty.
-  const connection = new RawHttpConnection(root.host, root.port, TLS?.ca);
+  const connection = new RawHttpConnection(root.host, root.port, TLS?.ca, authorization);
   await connection.request('PUT', '/v1/kv/bench-start', VALUE);
   connection.close();
   const hosts = Array.from({ length: Math.min(workers, replicas) }, () => new Host());
@@ -130,7 +144,7 @@ async function buildTree(replicas: number, fanout: number, workers: number): Pro
       perHost[id % hosts.length]!.push({ id, upstreams });
     }
     const busy = hosts.filter((_, i) => perHost[i]!.length > 0);
-    const started = await Promise.all(busy.map((host) => host.ask({ type: 'start', dir, nodes: perHost[hosts.indexOf(host)]!, tls: TLS?.paths }, 'started')));
+    const started = await Promise.all(busy.map((host) => host.ask({ type: 'start', dir, nodes: perHost[hosts.indexOf(host)]!, tls: TLS?.paths, replicationToken }, 'started')));
     for (const reply of started) for (const node of reply.nodes) addresses.set(node.id, node.replication);
     await Promise.all(hosts.map((host) => host.ask({ type: 'waitSeq', seq: 1 }, 'reached')));
     process.stdout.write(`  level with replicas ${levelStart}..${levelEnd} joined\n`);
@@ -162,7 +176,7 @@ async function waitAll(hosts: readonly Host[], seq: number, timeoutMs: number): 
 
 /** Phase 1: writes one at a time at a steady rate; per write, ack -> applied on every replica. */
 async function latencyRun(tree: Tree, writes: number, intervalMs: number): Promise<{ latencies: number[]; cpuPerEntryUs: number; missing: number }> {
-  const connection = new RawHttpConnection(tree.root.host, tree.root.port, TLS?.ca);
+  const connection = new RawHttpConnection(tree.root.host, tree.root.port, TLS?.ca, authorization);
   const acks: { seq: number; ackMs: number }[] = [];
   const cpuBefore = await hostsCpuMs(tree.hosts);
   let next = monotonicNowMs();
@@ -190,11 +204,11 @@ async function latencyRun(tree: Tree, writes: number, intervalMs: number): Promi
 
 /** Phase 2: closed-loop load on the root; the tree's lag meanwhile and its drain time afterwards. */
 async function sustainedRun(tree: Tree, clients: number, seconds: number): Promise<{ writesPerSecond: number; entriesPerSecond: number; drainMs: number; lagFirstHalf: number; lagSecondHalf: number; cpuPerEntryUs: number }> {
-  const statusConnection = new RawHttpConnection(tree.root.host, tree.root.port, TLS?.ca);
+  const statusConnection = new RawHttpConnection(tree.root.host, tree.root.port, TLS?.ca, authorization);
   const rootSeq = async (): Promise<number> => (JSON.parse((await statusConnection.request('GET', '/v1/status')).body.toString()) as { seq: number }).seq;
   const seqBefore = await rootSeq();
   const cpuBefore = await hostsCpuMs(tree.hosts);
-  const connections = Array.from({ length: clients }, () => new RawHttpConnection(tree.root.host, tree.root.port, TLS?.ca));
+  const connections = Array.from({ length: clients }, () => new RawHttpConnection(tree.root.host, tree.root.port, TLS?.ca, authorization));
   const started = monotonicNowMs();
   const deadline = started + seconds * 1000;
   let writes = 0;

@@ -32,6 +32,8 @@ export interface PeersOptions {
   readonly tree: readonly number[];
   /** Workload 5's Mercury tree runs with TLS (HTTPS, wss, mutual TLS between nodes): the cost of TLS, on versus off. */
   readonly tls: boolean;
+  /** Workload 5: the Mercury tree runs with auth required (replicate tokens in HELLO, tokens on writes and watches). */
+  readonly auth: boolean;
   readonly output: string;
   readonly chart: string;
 }
@@ -65,6 +67,7 @@ Side-by-side benchmarks of Mercury, etcd and Redis on this machine. Writes BENCH
   --watch-writes N      writes per run in workloads 5 and 6, spread over the run (default 200)
   --tree LIST           fan-out per level below the root in workload 5 (default 4,16: 1 -> 4 -> 16)
   --tls                 workload 5's Mercury tree with TLS everywhere (HTTPS, wss, mutual TLS replication)
+  --auth                workload 5: Mercury's tree with auth required (tokens on every request, watch and HELLO)
   --output FILE         results page (default BENCHMARKS.md)
   --chart FILE          ratio chart (default docs/benchmarks-ratios.svg)
   --install             install missing etcd/Redis with apt-get first
@@ -115,6 +118,7 @@ export function parsePeersArgs(argv: readonly string[]): PeersOptions {
         'watch-writes': { type: 'string', default: '200' },
         tree: { type: 'string', default: '4,16' },
         tls: { type: 'boolean', default: false },
+        auth: { type: 'boolean', default: false },
         output: { type: 'string', default: 'BENCHMARKS.md' },
         chart: { type: 'string', default: 'docs/benchmarks-ratios.svg' },
       },
@@ -152,6 +156,7 @@ export function parsePeersArgs(argv: readonly string[]): PeersOptions {
     watchWrites: positiveInteger('watch-writes', v['watch-writes'], 1_000_000),
     tree,
     tls: v.tls,
+    auth: v.auth,
     output: v.output,
     chart: v.chart,
   };

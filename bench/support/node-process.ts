@@ -1,6 +1,6 @@
 /** Starts a real `mercury serve` process for a benchmark, on a free port, in a temp data directory. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,19 +16,23 @@ export interface NodeProcess {
   readonly pid: number;
   /** HOST:PORT of the replication listener, when the node was started with one and printed it. */
   readonly replication: string | undefined;
+  /** With `auth`: the root's bootstrap admin token (from its data directory); undefined with auth off. */
+  readonly adminToken: string | undefined;
   stop(): Promise<void>;
 }
 
 /**
  * `extraArgs` go to `mercury serve`, `nodeArgs` to node itself (e.g. `--heapsnapshot-signal=SIGUSR2`). The node's
  * stderr (its JSON log) goes to this process's stderr unless `quiet`, which also keeps it for the error message.
+ * `auth`: run with `--auth required` (a root then writes its admin token, returned as `adminToken`); else `--auth off`.
  */
 export async function startNodeProcess(
   extraArgs: readonly string[] = [],
   dataDir = mkdtempSync(join(tmpdir(), 'mercury-bench-')),
-  options: { readonly nodeArgs?: readonly string[]; readonly quiet?: boolean } = {},
+  options: { readonly nodeArgs?: readonly string[]; readonly quiet?: boolean; readonly auth?: boolean } = {},
 ): Promise<NodeProcess> {
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...extraArgs], {
+  const authArgs = ['--auth', options.auth === true ? 'required' : 'off'];
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...authArgs, ...extraArgs], {
     stdio: ['ignore', 'pipe', options.quiet === true ? 'pipe' : 'inherit'],
   });
   let errorOutput = '';
@@ -48,7 +52,10 @@ export async function startNodeProcess(
     });
   });
   const { hostname, port } = new URL(url);
+  const tokenFile = join(dataDir, 'admin-token');
+  const adminToken = options.auth === true && existsSync(tokenFile) ? readFileSync(tokenFile, 'utf8').trim() : undefined;
   return {
+    adminToken,
     url,
     host: hostname,
     port: Number(port),
@@ -65,4 +72,16 @@ export async function startNodeProcess(
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** Creates a token on a node (with its admin token) and returns the Authorization header value for it. */
+export async function benchToken(node: NodeProcess, name: string, scopes: readonly string[]): Promise<string> {
+  if (node.adminToken === undefined) throw new Error('benchToken needs a node started with auth');
+  const response = await fetch(`${node.url}/v1/auth/tokens`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${node.adminToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ name, scopes }),
+  });
+  if (response.status !== 201) throw new Error(`creating token ${name} answered HTTP ${response.status}: ${await response.text()}`);
+  return `Bearer ${((await response.json()) as { token: string }).token}`;
 }

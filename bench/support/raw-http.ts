@@ -17,8 +17,16 @@ export class RawHttpConnection {
   private waiting: { resolve: (response: RawResponse) => void; reject: (error: Error) => void } | undefined;
   private readonly ready: Promise<void>;
 
-  /** With `ca` (the node's CA), the connection is TLS (a node started with `--tls-*`). */
-  constructor(host: string, port: number, ca?: Buffer) {
+  /**
+   * With `ca` (the node's CA), the connection is TLS (a node started with `--tls-*`). `authorization`: the header
+   * value sent with every request (`Bearer TOKEN`, on a node with auth required).
+   */
+  constructor(
+    host: string,
+    port: number,
+    ca?: Buffer,
+    private readonly authorization?: string,
+  ) {
     this.socket = ca === undefined ? connect({ host, port, noDelay: true }) : connectTls({ host, port, ca }).setNoDelay(true);
     this.ready = new Promise((resolve, reject) => {
       this.socket.once(ca === undefined ? 'connect' : 'secureConnect', resolve);
@@ -51,10 +59,11 @@ export class RawHttpConnection {
 
   async request(method: string, path: string, body?: Buffer, contentType = 'application/octet-stream'): Promise<RawResponse> {
     await this.ready;
+    const auth = this.authorization === undefined ? '' : `authorization: ${this.authorization}\r\n`;
     const head =
       body === undefined
-        ? `${method} ${path} HTTP/1.1\r\nhost: localhost\r\n\r\n`
-        : `${method} ${path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: ${contentType}\r\ncontent-length: ${body.length}\r\n\r\n`;
+        ? `${method} ${path} HTTP/1.1\r\nhost: localhost\r\n${auth}\r\n`
+        : `${method} ${path} HTTP/1.1\r\nhost: localhost\r\n${auth}content-type: ${contentType}\r\ncontent-length: ${body.length}\r\n\r\n`;
     return new Promise((resolve, reject) => {
       this.waiting = { resolve, reject };
       if (body === undefined) this.socket.write(head);

@@ -25,7 +25,8 @@ export interface HostedNodeSpec {
 }
 
 export type HostRequest =
-  | { readonly type: 'start'; readonly dir: string; readonly nodes: readonly HostedNodeSpec[]; readonly tls?: TlsPaths }
+  /** `replicationToken`: replicas run with auth required and present it to their upstreams; absent: auth off. */
+  | { readonly type: 'start'; readonly dir: string; readonly nodes: readonly HostedNodeSpec[]; readonly tls?: TlsPaths; readonly replicationToken?: string }
   | { readonly type: 'waitSeq'; readonly seq: number }
   | { readonly type: 'usage' }
   | { readonly type: 'stop' };
@@ -88,11 +89,15 @@ process.on('disconnect', () => process.exit(1));
 // A snapshot install moves a head without an apply: check the waiters on a timer as well.
 setInterval(checkWaiters, 20);
 
-async function start(dir: string, specs: readonly HostedNodeSpec[], tls: TlsPaths | undefined): Promise<void> {
+async function start(dir: string, specs: readonly HostedNodeSpec[], tls: TlsPaths | undefined, replicationToken: string | undefined): Promise<void> {
   const started = await Promise.all(
     specs.map(async (spec) => {
       const config = validateConfig({ dataDir: join(dir, `replica-${spec.id}`), port: 0, upstreams: spec.upstreams, tls });
-      const node = await MercuryNode.start(config, { auth: 'off', limits: withLimits(NODE_LIMITS, { store: { mapBytes: BENCH_MAP_BYTES } }) });
+      const node = await MercuryNode.start(config, {
+        auth: replicationToken === undefined ? 'off' : 'required',
+        replicationToken,
+        limits: withLimits(NODE_LIMITS, { store: { mapBytes: BENCH_MAP_BYTES } }),
+      });
       node.onApplied((entries) => onApplied(entries[0]!.entry.seq, entries[entries.length - 1]!.entry.seq));
       return { node, id: spec.id };
     }),
@@ -106,7 +111,7 @@ async function start(dir: string, specs: readonly HostedNodeSpec[], tls: TlsPath
 process.on('message', (message: HostRequest) => {
   switch (message.type) {
     case 'start':
-      void start(message.dir, message.nodes, message.tls);
+      void start(message.dir, message.nodes, message.tls, message.replicationToken);
       return;
     case 'waitSeq':
       if (minSeq() >= message.seq) send({ type: 'reached', seq: message.seq });

@@ -21,9 +21,10 @@ function isAscii(value: Buffer): boolean {
 }
 
 /** Keys in the harness are ASCII without reserved characters. */
-/** With `ca`, the node serves HTTPS (`--tls-*`) and the client trusts that CA. */
-export function connectMercury(host: string, port: number, ca?: Buffer): KvClient {
-  const client = ca === undefined ? connect(`http://${host}:${port}`) : connect(`https://${host}:${port}`, { ca });
+/** With `ca`, the node serves HTTPS (`--tls-*`) and the client trusts that CA; with `token`, requests carry it. */
+export function connectMercury(host: string, port: number, ca?: Buffer, token?: string): KvClient {
+  const auth = token === undefined ? {} : { token };
+  const client = ca === undefined ? connect(`http://${host}:${port}`, auth) : connect(`https://${host}:${port}`, { ca, ...auth });
   return {
     async put(key, value) {
       await client.put(key, value);
@@ -56,8 +57,9 @@ export async function openWatchConnection(
   prefix: string,
   listener: (watcher: number, key: string, value: Buffer) => void,
   ca?: Buffer,
+  token?: string,
 ): Promise<WebSocket> {
-  const socket = new WebSocket(url, ca === undefined ? {} : { ca });
+  const socket = new WebSocket(url, { ...(ca === undefined ? {} : { ca }), ...(token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } }) });
   await new Promise<void>((resolve, reject) => {
     socket.once('open', () => resolve());
     socket.once('error', reject);
@@ -85,7 +87,7 @@ export const mercuryAdapter: SystemAdapter = {
   name: 'mercury',
   title: 'Mercury',
   requires: [],
-  settings: '`mercury serve` defaults: group commit, one fsync per log entry (LMDB)',
+  settings: '`mercury serve` defaults but `--auth off` (as etcd and Redis run by default): group commit, one fsync per log entry (LMDB)',
   clientDescription:
     'Mercury\'s own `connect()` (src/client; node:http keep-alive connections, retries across URLs), one per load-driver client; watches over `ws`',
   version() {
@@ -103,7 +105,8 @@ export const mercuryAdapter: SystemAdapter = {
     const child = await group.start({
       name: 'mercury',
       command: process.execPath,
-      args: [CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0'],
+      // Compared with etcd and Redis as they run by default: without authorization (the tree workload has --auth).
+      args: [CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--auth', 'off'],
       ready: /listening on http:\/\/([\d.]+):(\d+)/,
     });
     const host = child.readyMatch[1]!;

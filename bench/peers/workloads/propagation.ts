@@ -9,6 +9,9 @@
  * reported and skipped; Redis is still measured. With `--tls` the Mercury tree serves TLS everywhere (a certificate
  * made for the run): the cost of TLS, on versus off.
  */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { NodeClient, bearer } from '../../../src/client/index.js';
 import { CLI_PATH } from '../../support/node-process.js';
 import { benchTls } from '../../support/tls.js';
 import { benchKey, spacedSequence } from '../driver.js';
@@ -103,9 +106,16 @@ async function mercuryTree(context: WorkloadContext, parents: readonly number[],
   const nodes: { process: ManagedProcess; host: string; port: number; replication: string }[] = [];
   const sockets: { close(): void }[] = [];
   const tls = context.options.tls ? benchTls(context.group.tempDir('mercury-tls')) : undefined;
+  // --auth: every node requires tokens; the root's bootstrap admin token makes a replicate token for the replicas and
+  // a token for the writer and the watches (read and write on prop/), so every hop pays for its check.
+  const auth = context.options.auth;
+  let userToken: string | undefined;
+  let replicationTokenFile: string | undefined;
   try {
     for (let node = 0; node < parents.length; node++) {
+      const dataDir = context.group.tempDir(`mercury-tree-${node}`);
       const upstream = node === 0 ? [] : ['--upstream', nodes[parents[node]!]!.replication];
+      const authArgs = ['--auth', auth ? 'required' : 'off', ...(node > 0 && replicationTokenFile !== undefined ? ['--replication-token-file', replicationTokenFile] : [])];
       const process = await context.group.start({
         name: `mercury-${node}`,
         command: globalThis.process.execPath,
@@ -113,29 +123,36 @@ async function mercuryTree(context: WorkloadContext, parents: readonly number[],
           CLI_PATH,
           'serve',
           '--data-dir',
-          context.group.tempDir(`mercury-tree-${node}`),
+          dataDir,
           '--listen',
           '127.0.0.1:0',
           '--replication-listen',
           '127.0.0.1:0',
+          ...authArgs,
           ...upstream,
           ...(tls?.args ?? []),
         ],
         ready: /listening on https?:\/\/([\d.]+):(\d+) replication (\S+:\d+)/,
       });
       nodes.push({ process, host: process.readyMatch[1]!, port: Number(process.readyMatch[2]), replication: process.readyMatch[3]! });
+      if (node === 0 && auth) {
+        const admin = new NodeClient(`${tls === undefined ? 'http' : 'https'}://${nodes[0]!.host}:${nodes[0]!.port}`, undefined, tls === undefined ? undefined : { ca: tls.ca }, bearer(readFileSync(join(dataDir, 'admin-token'), 'utf8').trim()));
+        userToken = (await admin.createToken('bench-tree', ['read:prop/', 'write:prop/'])).token!;
+        replicationTokenFile = join(context.group.tempDir('mercury-tree-tokens'), 'replication-token');
+        writeFileSync(replicationTokenFile, (await admin.createToken('bench-replicas', ['replicate'])).token!, { mode: 0o600 });
+      }
     }
     for (let replica = 1; replica < nodes.length; replica++) {
       const { host, port } = nodes[replica]!;
       const url = `${tls === undefined ? 'ws' : 'wss'}://${host}:${port}/v1/watch`;
-      sockets.push(await openWatchConnection(url, [replica], 'prop/', (_id, key) => seen(replica - 1, Number(key.slice(key.lastIndexOf('/') + 1))), tls?.ca));
+      sockets.push(await openWatchConnection(url, [replica], 'prop/', (_id, key) => seen(replica - 1, Number(key.slice(key.lastIndexOf('/') + 1))), tls?.ca, userToken));
     }
   } catch (error) {
     for (const socket of sockets) socket.close();
     await Promise.all(nodes.map((node) => node.process.stop()));
     throw error;
   }
-  const writer = connectMercury(nodes[0]!.host, nodes[0]!.port, tls?.ca);
+  const writer = connectMercury(nodes[0]!.host, nodes[0]!.port, tls?.ca, userToken);
   return {
     writer,
     replicas: nodes.length - 1,
