@@ -217,7 +217,7 @@ describe('auth: replication', () => {
       () => JSON.stringify(replica.replicationClient!.status()),
     );
     // The replica knows the tokens (replicated records): a caller's token works there, and its write is forwarded.
-    const writer = await createToken('forwarder', ['write:app/', 'read:app/']);
+    const writer = await createToken('forwarder', ['write:app/']);
     await eventually(
       () => Promise.resolve(replica.tokens.get(writer.id) !== undefined),
       () => 'token not replicated',
@@ -226,6 +226,12 @@ describe('auth: replication', () => {
     assert.equal(forwarded.status, 200, forwarded.body.toString());
     assertError(await request(replica.url, 'PUT', '/v1/kv/other/forwarded', { body: 'x', headers: auth(writer.token) }), 'PERMISSION_DENIED');
     await assertServing('app/forwarded', 'via replica');
+    // A write-only token deletes through a replica too (forwarded as a delete guarded by an exists compare).
+    assert.equal((await request(replica.url, 'PUT', '/v1/kv/app/doomed', { body: 'x', headers: auth(writer.token) })).status, 200);
+    const deleted = await request(replica.url, 'DELETE', '/v1/kv/app/doomed', { headers: auth(writer.token) });
+    assert.equal(deleted.status, 200, deleted.body.toString());
+    assert.equal((JSON.parse(deleted.body.toString()) as { deleted: boolean }).deleted, true);
+    assertError(await request(replica.url, 'GET', '/v1/kv/app/forwarded', { headers: auth(writer.token) }), 'PERMISSION_DENIED');
 
     await revoke(replicate.id);
     await eventually(

@@ -137,6 +137,13 @@ describe('auth: scope checks', () => {
       'PERMISSION_DENIED',
       /^compare\[0\]: .*read key "secret\/a"/,
     );
+    const writeOnly = principal(['write:w/']);
+    requireTxn(writeOnly, { compares: [{ key: key('w/a'), target: 'exists', exists: true }], success: [{ type: 'delete', key: key('w/a') }], failure: [] });
+    assertCode(
+      () => requireTxn(writeOnly, { compares: [{ key: key('w/a'), target: 'modSeq', operator: '=', number: 1 }], success: [], failure: [] }),
+      'PERMISSION_DENIED',
+      /read key "w\/a"/,
+    );
     assertCode(
       () => requireTxn(writer, { compares: [], success: [], failure: [{ type: 'put', key: key('other'), value: key('v') }] }),
       'PERMISSION_DENIED',

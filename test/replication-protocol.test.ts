@@ -58,6 +58,17 @@ const EXAMPLES: readonly Message[] = [
     head: { seq: Number.MAX_SAFE_INTEGER, hash: hash('h') },
     httpUrl: 'http://[::1]:7072',
   },
+  {
+    type: 'hello',
+    protocolVersion: PROTOCOL_VERSION,
+    resync: false,
+    datasetId: 'ds',
+    nodeId: 'edge',
+    path: [],
+    head: { seq: 3, hash: hash('3') },
+    httpUrl: 'https://10.0.0.7:7070',
+    credential: `mcy_0123456789abcdef_${'A'.repeat(43)}`,
+  },
   { type: 'welcome', datasetId: 'ds', nodeId: 'root', httpUrl: 'http://127.0.0.1:7070', path: ['root'], head: { seq: 42, hash: hash('42') }, mode: 'stream', fromSeq: 40 },
   { type: 'welcome', datasetId: 'ds', nodeId: 'mid', httpUrl: 'http://127.0.0.1:7070', path: ['root', 'mid'], head: { seq: 0, hash: GENESIS_HASH }, mode: 'snapshot', fromSeq: 0 },
   { type: 'snapshotBegin', seq: 7, hash: hash('7'), keyCount: 3 },
@@ -120,7 +131,18 @@ const headArbitrary = fc.record({ seq: seqArbitrary, hash: hashArbitrary }).map(
 
 const messageArbitrary: fc.Arbitrary<Message> = fc.oneof(
   fc
-    .record({ resync: fc.boolean(), datasetId: fc.oneof(fc.constant(''), idArbitrary), nodeId: idArbitrary, path: pathArbitrary, head: headArbitrary, httpUrl: fc.oneof(fc.constant(''), idArbitrary) })
+    .record(
+      {
+        resync: fc.boolean(),
+        datasetId: fc.oneof(fc.constant(''), idArbitrary),
+        nodeId: idArbitrary,
+        path: pathArbitrary,
+        head: headArbitrary,
+        httpUrl: fc.oneof(fc.constant(''), idArbitrary),
+        credential: idArbitrary,
+      },
+      { requiredKeys: ['resync', 'datasetId', 'nodeId', 'path', 'head', 'httpUrl'] },
+    )
     .map((m): Message => ({ type: 'hello', protocolVersion: PROTOCOL_VERSION, ...m })),
   fc
     .record({ datasetId: idArbitrary, nodeId: idArbitrary, httpUrl: fc.oneof(fc.constant(''), idArbitrary), path: pathArbitrary, head: headArbitrary, mode: fc.constantFrom('stream' as const, 'snapshot' as const), fromSeq: seqArbitrary })
@@ -270,6 +292,10 @@ describe('replication protocol', () => {
     const flags = Buffer.from(hello);
     flags[2] = 0x82;
     expectCode(() => decodeRaw(MessageType.hello, flags), 'MESSAGE_MALFORMED');
+    // The credential flag without a credential after the head.
+    const noCredential = Buffer.from(hello);
+    noCredential[2] = 0x02;
+    expectCode(() => decodeRaw(MessageType.hello, noCredential), 'MESSAGE_MALFORMED');
     // A path longer than the maximum.
     const heartbeat = payloadOf({ type: 'heartbeat', rootSeq: 1, rootTimeMs: 1, path: ['r'] });
     const longPath = Buffer.from(heartbeat);

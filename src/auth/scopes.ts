@@ -128,8 +128,15 @@ export function requireWriteRange(principal: Principal | undefined, start: Buffe
   if (!inside) throw denied(principal, `delete the range [${show(start)}, ${end.length === 0 ? 'end' : show(end)})`, 'write on a prefix that holds the whole range');
 }
 
+/** Whether the principal may write `key` (no throw). */
+function mayWrite(principal: Principal | undefined, key: Buffer): boolean {
+  return principal === undefined || principal.scopes.admin || principal.scopes.write.some((prefix) => hasPrefix(key, prefix));
+}
+
 /**
- * A transaction: read on every compared key, write on every op of both branches. Ops on the reserved key space
+ * A transaction: read on every compared key, write on every op of both branches. One exception: an `exists` compare
+ * on a key the token may write needs no read, since a delete answers whether the key existed anyway (a replica forwards
+ * `DELETE /v1/kv/{key}` as a delete guarded by such a compare). Ops on the reserved key space
  * (token records) pass only when `reservedAllowed` (admin, through the token routes or a forwarded token write) and
  * the caller has checked their values.
  */
@@ -137,6 +144,8 @@ export function requireTxn(principal: Principal | undefined, txn: Txn, reservedA
   txn.compares.forEach((compare, index) => {
     try {
       if (reservedAllowed && isReservedKey(compare.key)) return;
+      refuseReserved(compare.key);
+      if (compare.target === 'exists' && mayWrite(principal, compare.key)) return;
       requireRead(principal, compare.key);
     } catch (error) {
       throw withWhere(error, `compare[${index}]`);

@@ -179,8 +179,10 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
         socket.pause();
       }
     });
+    /** The node's own answer to the upgrade, kept over the abort error that follows it. */
+    let answered = false;
     socket.on('error', (error: Error) => {
-      lastError = error;
+      if (!answered) lastError = error;
     });
     // A node that refuses the credential (401) or the scope (403) answers the upgrade with a JSON error: retrying
     // with the same token cannot succeed, so the watch ends with that error.
@@ -197,6 +199,7 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
           return this.fail(new WatchError(error.code, `${url} refused the watch: ${error.message}`, { cause: error }));
         }
         lastError = new Error(`Unexpected server response: ${status}`);
+        answered = true;
         socket.terminate();
       });
       response.on('error', () => socket.terminate());
