@@ -13,6 +13,7 @@ import { jsonLogger } from '../logging/index.js';
 import { DEMO_REPLICAS_MAX, demoCommand } from './demo.js';
 import { printResult } from './output.js';
 import { snapshotInspect, snapshotRestore, snapshotSave } from './snapshot.js';
+import { syncCommand } from './sync.js';
 import { verifyCommand } from './verify.js';
 import { TokenUsageError, tokenCommand } from './token.js';
 import { watchCommand } from './watch.js';
@@ -62,6 +63,8 @@ Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT})
         [--subject CN]            write:PREFIX, replicate, admin; --subject: a grant to a client certificate instead
   token list                      list tokens: id, name, scopes (never a secret)
   token revoke ID                 revoke a token: requests, watches and replicas using it stop at once
+  sync PREFIX DIR [--exec CMD]    keep DIR in step with the keys under PREFIX (one file per key) until Ctrl-C;
+       [--exec-debounce-ms N]     CMD runs after changes, once they are quiet for N ms (default 200)
 
 Options: --json (machine-readable output), --url URL, --help
 TLS (https:// URLs): --ca F (the cluster CA; $MERCURY_CA), --cert F --key F (a client certificate; $MERCURY_CERT,
@@ -109,6 +112,8 @@ const OPTIONS = {
   'token-file': { type: 'string' },
   scope: { type: 'string', multiple: true },
   subject: { type: 'string' },
+  exec: { type: 'string' },
+  'exec-debounce-ms': { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 class UsageError extends Error {}
@@ -354,6 +359,9 @@ async function main(argv: string[]): Promise<void> {
       printResult(json, result, () => `resync started at seq ${result.seq}; follow it with mercury status`);
       return;
     }
+    case 'sync':
+      if (args[0] === undefined || args[1] === undefined || args[1] === '') throw new UsageError("sync needs a PREFIX ('' for every key) and a DIR");
+      return syncCommand([client.baseUrl], args[0], args[1], { exec: values.exec, execDebounceMs: integerOption(values['exec-debounce-ms'], 'exec-debounce-ms'), json });
     case 'watch':
       if (args[0] === undefined) throw new UsageError("watch needs a PREFIX ('' watches every key)");
       return watchCommand(client.baseUrl, args[0], { fromSeq: integerOption(values.from, 'from'), json, tls, token });

@@ -1,0 +1,50 @@
+/**
+ * Where `mercury sync` resumes: a small JSON file in DIR, written atomically after each complete entry.
+ *
+ *   DIR/.mercury-sync-state.json = {"format":1,"prefixBase64":string,"datasetId":string,"seq":number}
+ *
+ * `seq`: every change up to it is in DIR, so a restarted sync watches from seq + 1 (an entry applied again after a
+ * crash between its files and this file is harmless: puts and deletes are idempotent). `datasetId` and the prefix
+ * say what DIR mirrors: another prefix is refused; another dataset (a root rebuilt from nothing) empties DIR and
+ * starts again.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { MercuryError } from '../errors/index.js';
+import { writeFileAtomic } from './files.js';
+import { SYNC_RESERVED_PREFIX } from './paths.js';
+
+export const SYNC_STATE_FILE = `${SYNC_RESERVED_PREFIX}-state.json`;
+const SYNC_STATE_FORMAT = 1;
+
+export interface SyncState {
+  readonly prefix: Buffer;
+  readonly datasetId: string;
+  readonly seq: number;
+}
+
+/** The state in `dir`, or undefined when there is none (a first sync). A damaged file is refused, naming it. */
+export function readSyncState(dir: string): SyncState | undefined {
+  const path = join(dir, SYNC_STATE_FILE);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+  let parsed: { format?: unknown; prefixBase64?: unknown; datasetId?: unknown; seq?: unknown };
+  try {
+    parsed = JSON.parse(text) as typeof parsed;
+  } catch {
+    parsed = {};
+  }
+  if (parsed.format !== SYNC_STATE_FORMAT || typeof parsed.prefixBase64 !== 'string' || typeof parsed.datasetId !== 'string' || !Number.isSafeInteger(parsed.seq) || (parsed.seq as number) < 0)
+    throw new MercuryError('INVALID_ARGUMENT', `${path} is not a sync state file of this Mercury; remove it (and the files in ${dir}) to sync from scratch`);
+  return { prefix: Buffer.from(parsed.prefixBase64, 'base64'), datasetId: parsed.datasetId, seq: parsed.seq as number };
+}
+
+export function writeSyncState(dir: string, state: SyncState): void {
+  const text = JSON.stringify({ format: SYNC_STATE_FORMAT, prefixBase64: state.prefix.toString('base64'), datasetId: state.datasetId, seq: state.seq });
+  writeFileAtomic(join(dir, SYNC_STATE_FILE), Buffer.from(`${text}\n`), 0o600);
+}

@@ -1,0 +1,260 @@
+/**
+ * `mercury sync PREFIX DIR`: keeps DIR in step with the keys under PREFIX through a watch, for programs in any
+ * language that read their configuration from files (what a Kubernetes ConfigMap volume or consul-template gives).
+ *
+ * - Each put replaces its file atomically (files.ts), each delete removes it (and the directories it empties), a
+ *   range delete removes every file whose key is in the range. Keys map to paths by paths.ts; a key that cannot be
+ *   a safe path is skipped and reported, never written.
+ * - The watch reconnects and resumes by itself (src/client/watch.ts). When the node no longer holds the log from
+ *   where DIR is, it sends the current state instead (a snapshot): every file is written, then the files whose keys
+ *   are not in it are deleted.
+ * - After each complete entry the seq is saved in DIR (state.ts), so a restarted sync resumes where it stopped.
+ * - `exec`: a command run by `/bin/sh -c` after changes, once they have been quiet for `execDebounceMs`; never two
+ *   at a time (changes during a run schedule one more run after it). It gets MERCURY_SYNC_SEQ and MERCURY_SYNC_DIR;
+ *   its output goes to stderr; a failure is reported and sync goes on.
+ *
+ * A first sync needs an empty (or missing) DIR: DIR belongs to sync, which deletes files whose keys are gone.
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
+import { connect, type MercuryClient, type WatchEvent } from '../client/index.js';
+import { MercuryError } from '../errors/index.js';
+import { deleteFile, listFiles, putFile, removeTemporaryFiles } from './files.js';
+import { keyToPath, pathToKey } from './paths.js';
+import { readSyncState, writeSyncState, type SyncState } from './state.js';
+
+/** Quiet time before --exec runs, by default: a burst of changes (a transaction, a deploy) runs the command once. */
+export const SYNC_EXEC_DEBOUNCE_MS_DEFAULT = 200;
+
+/** What sync did, for the CLI to print. Keys are text when they map to a path, else `key` is base64 in `keyBase64`. */
+export type SyncReport =
+  | { readonly type: 'start'; readonly dir: string; readonly fromSeq: number; readonly resumed: boolean }
+  | { readonly type: 'reset'; readonly reason: string; readonly deleted: number }
+  | { readonly type: 'put'; readonly seq: number; readonly path: string }
+  | { readonly type: 'delete'; readonly seq: number; readonly path: string }
+  | { readonly type: 'skipped'; readonly seq: number; readonly keyBase64: string; readonly reason: string }
+  | { readonly type: 'snapshot'; readonly seq: number; readonly files: number; readonly deleted: number }
+  | { readonly type: 'exec'; readonly seq: number; readonly exitCode: number | null; readonly signal: string | null; readonly durationMs: number };
+
+export interface SyncOptions {
+  readonly urls: readonly string[];
+  readonly prefix: Buffer;
+  readonly dir: string;
+  readonly exec?: string;
+  readonly execDebounceMs?: number;
+  readonly clock?: Clock;
+  readonly onReport: (report: SyncReport) => void;
+}
+
+/** Runs `command` after changes, debounced, one run at a time. */
+class DebouncedCommand {
+  private timer: TimerHandle | undefined;
+  private running = false;
+  private again = false;
+  private seq = 0;
+
+  constructor(
+    private readonly command: string,
+    private readonly dir: string,
+    private readonly debounceMs: number,
+    private readonly clock: Clock,
+    private readonly onReport: (report: SyncReport) => void,
+  ) {}
+
+  changed(seq: number): void {
+    this.seq = seq;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.timer?.cancel();
+    this.timer = this.clock.setTimeout(() => this.run(), this.debounceMs);
+  }
+
+  cancel(): void {
+    this.timer?.cancel();
+  }
+
+  private run(): void {
+    this.timer = undefined;
+    this.running = true;
+    const seq = this.seq;
+    const started = this.clock.monotonicMs();
+    const child = spawn('/bin/sh', ['-c', this.command], {
+      stdio: ['ignore', 2, 2],
+      env: { ...process.env, MERCURY_SYNC_SEQ: String(seq), MERCURY_SYNC_DIR: this.dir },
+    });
+    const finish = (exitCode: number | null, signal: string | null): void => {
+      this.onReport({ type: 'exec', seq, exitCode, signal, durationMs: this.clock.monotonicMs() - started });
+      this.running = false;
+      if (this.again) {
+        this.again = false;
+        this.changed(this.seq);
+      }
+    };
+    child.once('error', () => finish(127, null));
+    child.once('exit', finish);
+  }
+}
+
+export class DirectorySync {
+  private readonly clock: Clock;
+  private readonly client: MercuryClient;
+  private readonly command: DebouncedCommand | undefined;
+  private state!: SyncState;
+  /** Keys of the snapshot being received (undefined outside a snapshot). */
+  private snapshotKeys: Set<string> | undefined;
+  private snapshotFiles = 0;
+  /** The seq whose events are being applied: saved as done when a later seq, a progress or a snapshot end arrives. */
+  private currentSeq: number | undefined;
+  private entryDoneTimer: TimerHandle | undefined;
+  private stopped = false;
+  private watchIterator: AsyncIterator<WatchEvent> | undefined;
+
+  constructor(private readonly options: SyncOptions) {
+    this.clock = options.clock ?? systemClock;
+    this.client = connect(options.urls);
+    this.command =
+      options.exec === undefined
+        ? undefined
+        : new DebouncedCommand(options.exec, options.dir, options.execDebounceMs ?? SYNC_EXEC_DEBOUNCE_MS_DEFAULT, this.clock, options.onReport);
+  }
+
+  /** Runs until `stop()` (resolves) or a refusal it cannot get past (rejects). */
+  async run(): Promise<void> {
+    const { dir, prefix } = this.options;
+    mkdirSync(dir, { recursive: true });
+    const saved = readSyncState(dir);
+    if (saved !== undefined && !saved.prefix.equals(prefix))
+      throw new MercuryError('INVALID_ARGUMENT', `${dir} mirrors the prefix ${JSON.stringify(saved.prefix.toString())}; sync another prefix into another directory`);
+    if (saved === undefined && listFiles(dir).length > 0)
+      throw new MercuryError('DATA_DIR_NOT_EMPTY', `${dir} holds files but no sync state; a first sync needs an empty directory (sync deletes files whose keys are gone)`);
+    removeTemporaryFiles(dir);
+    const status = await this.client.status();
+    const datasetId = String(status.datasetId ?? '');
+    if (datasetId === '') throw new MercuryError('UPSTREAM_UNAVAILABLE', 'the node has not joined a dataset yet; sync from a node that has');
+    if (saved !== undefined && saved.datasetId !== datasetId) {
+      // Another dataset: its seqs mean nothing for what DIR holds. Start again from an empty DIR.
+      let deleted = 0;
+      for (const path of listFiles(dir)) if (deleteFile(dir, path)) deleted++;
+      this.state = { prefix, datasetId, seq: 0 };
+      writeSyncState(dir, this.state);
+      this.options.onReport({ type: 'reset', reason: `the node holds dataset ${datasetId}, not ${saved.datasetId}`, deleted });
+    } else this.state = saved ?? { prefix, datasetId, seq: 0 };
+    this.options.onReport({ type: 'start', dir, fromSeq: this.state.seq + 1, resumed: saved !== undefined });
+    const watch = this.client.watch({ prefix, fromSeq: this.state.seq + 1, progress: true });
+    this.watchIterator = watch;
+    try {
+      for await (const event of watch) {
+        if (this.stopped) break;
+        this.apply(event);
+      }
+    } finally {
+      this.command?.cancel();
+    }
+  }
+
+  /** Ends the watch; `run` then resolves. What was applied stays applied; the next run resumes from the saved seq. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.command?.cancel();
+    this.entryDoneTimer?.cancel();
+    await this.watchIterator?.return?.();
+  }
+
+  private apply(event: WatchEvent): void {
+    const { dir, prefix } = this.options;
+    switch (event.type) {
+      case 'put':
+      case 'delete':
+      case 'deleteRange':
+        if (this.currentSeq !== undefined && event.seq !== this.currentSeq) this.saveSeq(this.currentSeq);
+        this.currentSeq = event.seq;
+        // The node sends an entry's events in one message and the client queues them together and hands them out
+        // without yielding to timers, so by the time a timer runs the whole entry is applied: save its seq then,
+        // rather than at the next progress message (which an idle node may send only every heartbeat, 10 s).
+        this.entryDoneTimer ??= this.clock.setTimeout(() => {
+          this.entryDoneTimer = undefined;
+          if (this.currentSeq === undefined || this.stopped) return;
+          this.saveSeq(this.currentSeq);
+          this.currentSeq = undefined;
+        }, 0);
+        break;
+      default:
+        break;
+    }
+    switch (event.type) {
+      case 'put':
+        this.putKey(event.seq, event.key, event.value ?? Buffer.alloc(0));
+        return;
+      case 'delete': {
+        const mapped = keyToPath(event.key, prefix);
+        if (mapped.ok && deleteFile(dir, mapped.path)) this.changed({ type: 'delete', seq: event.seq, path: mapped.path });
+        return;
+      }
+      case 'deleteRange':
+        for (const path of listFiles(dir)) {
+          const key = pathToKey(path, prefix);
+          if (Buffer.compare(key, event.start) >= 0 && (event.end === null || Buffer.compare(key, event.end) < 0) && deleteFile(dir, path))
+            this.changed({ type: 'delete', seq: event.seq, path });
+        }
+        return;
+      case 'snapshotBegin':
+        this.snapshotKeys = new Set();
+        this.snapshotFiles = 0;
+        return;
+      case 'snapshot': {
+        const mapped = this.putKey(event.seq, event.key, event.value ?? Buffer.alloc(0));
+        if (mapped !== undefined) this.snapshotKeys?.add(mapped);
+        return;
+      }
+      case 'snapshotEnd': {
+        // The snapshot is the whole state: files of keys it does not hold were deleted while sync could not see it.
+        let deleted = 0;
+        const keep = this.snapshotKeys ?? new Set<string>();
+        for (const path of listFiles(dir))
+          if (!keep.has(path) && deleteFile(dir, path)) {
+            deleted++;
+            this.changed({ type: 'delete', seq: event.seq, path });
+          }
+        this.options.onReport({ type: 'snapshot', seq: event.seq, files: keep.size, deleted });
+        this.snapshotKeys = undefined;
+        this.currentSeq = undefined;
+        this.saveSeq(event.seq);
+        return;
+      }
+      case 'progress':
+        if (this.currentSeq !== undefined && this.currentSeq <= event.seq) this.currentSeq = undefined;
+        this.saveSeq(event.seq);
+        return;
+    }
+  }
+
+  /** Writes a key's file; returns its path, or undefined if the key was skipped. */
+  private putKey(seq: number, key: Buffer, value: Buffer): string | undefined {
+    const mapped = keyToPath(key, this.options.prefix);
+    if (!mapped.ok) {
+      this.options.onReport({ type: 'skipped', seq, keyBase64: key.toString('base64'), reason: `key ${JSON.stringify(key.toString('utf8'))} is not synced: ${mapped.reason}` });
+      return undefined;
+    }
+    const outcome = putFile(this.options.dir, mapped.path, value);
+    if (outcome.kind === 'conflict') {
+      this.options.onReport({ type: 'skipped', seq, keyBase64: key.toString('base64'), reason: `key ${JSON.stringify(key.toString('utf8'))} is not synced: ${outcome.reason}` });
+      return undefined;
+    }
+    if (outcome.kind === 'written') this.changed({ type: 'put', seq, path: mapped.path });
+    return mapped.path;
+  }
+
+  private changed(report: SyncReport & { seq: number }): void {
+    this.options.onReport(report);
+    this.command?.changed(report.seq);
+  }
+
+  private saveSeq(seq: number): void {
+    if (seq <= this.state.seq) return;
+    this.state = { ...this.state, seq };
+    writeSyncState(this.options.dir, this.state);
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * `mercury sync PREFIX DIR` against real `mercury serve` processes (issue 13, item 5): files follow puts, deletes and
+ * range deletes; unsafe keys are skipped and never written outside DIR; --exec runs after changes; a restarted sync
+ * resumes from its saved seq, and, when the node's log was trimmed meanwhile, from a snapshot that also deletes the
+ * files of keys deleted while it was down.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { SYNC_STATE_FILE } from '../src/sync/index.js';
+import { requestJson, waitUntil } from './support/http.js';
+import { CLI_PATH, makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProcess } from './support/process.js';
+import { statusOf } from './support/tree.js';
+
+interface SyncProcess {
+  readonly child: ChildProcess;
+  /** Every JSON report line printed so far. */
+  reports(): Record<string, unknown>[];
+  stderr(): string;
+  readonly exited: Promise<number | string>;
+}
+
+function startSync(url: string, prefix: string, dir: string, extra: readonly string[] = []): SyncProcess {
+  const child = spawn(process.execPath, [CLI_PATH, 'sync', prefix, dir, '--url', url, '--json', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (text: string) => (stdout += text));
+  child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr = (stderr + text).slice(-16_384)));
+  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
+  return {
+    child,
+    reports: () =>
+      stdout
+        .split('\n')
+        .filter((line) => line.startsWith('{'))
+        .map((line) => JSON.parse(line) as Record<string, unknown>),
+    stderr: () => stderr,
+    exited,
+  };
+}
+
+function readTree(dir: string): Record<string, string> {
+  const files: Record<string, string> = {};
+  if (!existsSync(dir)) return files;
+  const walk = (at: string, prefix: string): void => {
+    for (const entry of readdirSync(at, { withFileTypes: true })) {
+      if (entry.name === SYNC_STATE_FILE) continue;
+      if (entry.isDirectory()) walk(join(at, entry.name), `${prefix}${entry.name}/`);
+      else files[`${prefix}${entry.name}`] = readFileSync(join(at, entry.name), 'utf8');
+    }
+  };
+  walk(dir, '');
+  return files;
+}
+
+async function treeIs(dir: string, expected: Record<string, string>, sync: SyncProcess): Promise<void> {
+  await waitUntil(`${dir} holds ${JSON.stringify(expected)}; stderr: ${sync.stderr()}`, () => Promise.resolve(JSON.stringify(readTree(dir)) === JSON.stringify(expected)));
+}
+
+function savedSeq(dir: string): number {
+  return (JSON.parse(readFileSync(join(dir, SYNC_STATE_FILE), 'utf8')) as { seq: number }).seq;
+}
+
+async function put(node: ServeProcess, key: string, value: string): Promise<number> {
+  return (await requestJson<{ seq: number }>(node.url, 'PUT', `/v1/kv/${key}`, { body: value })).seq;
+}
+
+describe('sync cli', () => {
+  let dir: string;
+  const nodes: ServeProcess[] = [];
+  const syncs: SyncProcess[] = [];
+
+  before(() => {
+    dir = makeTempDir('sync-cli');
+  });
+
+  after(async () => {
+    for (const sync of syncs) await stopProcess(sync.child);
+    for (const node of nodes) await stopProcess(node.child);
+    removeDir(dir);
+  });
+
+  test('sync cli: files follow puts, deletes and range deletes; unsafe keys are skipped; --exec runs after changes', async () => {
+    const node = await startServe(join(dir, 'live-node'));
+    nodes.push(node);
+    await put(node, 'app/a', 'one');
+    await put(node, 'app/dir/b', 'two');
+    await put(node, 'other/x', 'not synced');
+    const target = join(dir, 'live', 'conf');
+    const execLog = join(dir, 'exec.log');
+    const sync = startSync(node.url, 'app/', target, ['--exec', `echo "$MERCURY_SYNC_SEQ" >> '${execLog}'`, '--exec-debounce-ms', '50']);
+    syncs.push(sync);
+    await treeIs(target, { a: 'one', 'dir/b': 'two' }, sync);
+
+    await put(node, 'app/a', 'one, updated');
+    await requestJson(node.url, 'DELETE', '/v1/kv/app/dir/b');
+    await put(node, 'app/dir/c/d', 'deep');
+    await put(node, 'app/keep', 'kept');
+    await treeIs(target, { a: 'one, updated', 'dir/c/d': 'deep', keep: 'kept' }, sync);
+    await requestJson(node.url, 'DELETE', '/v1/kv?prefix=app/dir/');
+    await treeIs(target, { a: 'one, updated', keep: 'kept' }, sync);
+    await waitUntil('the directories a delete empties are removed', () => Promise.resolve(!existsSync(join(target, 'dir'))));
+
+    // Unsafe keys: skipped, reported, and nothing appears outside the directory.
+    const unsafe = ['app/../escaped', 'app//double', 'app/x/..', 'app/.mercury-sync-state.json', 'app/nul%00byte', 'app/'];
+    for (const key of unsafe) await requestJson(node.url, 'PUT', `/v1/kv/${key}`, { body: 'evil' });
+    const last = await put(node, 'app/after-unsafe', 'fine');
+    await treeIs(target, { a: 'one, updated', 'after-unsafe': 'fine', keep: 'kept' }, sync);
+    await waitUntil('the put after the unsafe keys is reported', () => Promise.resolve(sync.reports().some((report) => report.path === 'after-unsafe')));
+    const skipped = sync.reports().filter((report) => report.type === 'skipped');
+    assert.equal(skipped.length, unsafe.length, JSON.stringify(skipped));
+    assert.ok(!existsSync(join(dirname(target), 'escaped')) && !existsSync(join(target, 'escaped')));
+
+    // --exec: run after the changes, with the seq; one entry of many puts runs it once.
+    await waitUntil('exec ran for the last change', () => Promise.resolve(existsSync(execLog) && readFileSync(execLog, 'utf8').trim().split('\n').map(Number).includes(last)));
+    const before = readFileSync(execLog, 'utf8').trim().split('\n').length;
+    const txn = await requestJson<{ seq: number }>(node.url, 'POST', '/v1/txn', {
+      body: JSON.stringify({ success: Array.from({ length: 10 }, (_, i) => ({ op: 'put', key: `app/batch/${i}`, value: String(i) })) }),
+      headers: { 'content-type': 'application/json' },
+    });
+    await waitUntil('exec ran for the batch', () => Promise.resolve(readFileSync(execLog, 'utf8').trim().split('\n').map(Number).includes(txn.seq)));
+    assert.equal(readFileSync(execLog, 'utf8').trim().split('\n').length, before + 1, 'one run for one entry of ten puts');
+    assert.equal(readTree(target)['batch/9'], '9');
+    await waitUntil('the seq is saved', () => Promise.resolve(savedSeq(target) >= txn.seq));
+
+    // SIGTERM stops it cleanly.
+    sync.child.kill('SIGTERM');
+    assert.equal(await sync.exited, 0, sync.stderr());
+  });
+
+  test('sync cli: a restarted sync resumes from its saved seq; after a log trim, from a snapshot that deletes what went away', async () => {
+    const node = await startServe(join(dir, 'trim-node'), ['--log-retain-entries', '2']);
+    nodes.push(node);
+    await put(node, 'cfg/a', 'a1');
+    await put(node, 'cfg/b', 'b1');
+    const target = join(dir, 'trim');
+    const first = startSync(node.url, 'cfg/', target);
+    syncs.push(first);
+    await treeIs(target, { a: 'a1', b: 'b1' }, first);
+    const seq = await put(node, 'cfg/c', 'c1');
+    await waitUntil('the seq is saved', () => Promise.resolve(existsSync(join(target, SYNC_STATE_FILE)) && savedSeq(target) >= seq));
+    await stopProcess(first.child);
+    const stoppedAt = savedSeq(target);
+
+    // Resume from the log: one change while it was down, still retained.
+    const changed = await put(node, 'cfg/a', 'a2');
+    const second = startSync(node.url, 'cfg/', target);
+    syncs.push(second);
+    await treeIs(target, { a: 'a2', b: 'b1', c: 'c1' }, second);
+    const start = second.reports().find((report) => report.type === 'start');
+    assert.deepEqual({ fromSeq: start?.fromSeq, resumed: start?.resumed }, { fromSeq: stoppedAt + 1, resumed: true });
+    assert.ok(second.reports().every((report) => report.type !== 'snapshot'), 'served from the log');
+    await waitUntil('the seq is saved', () => Promise.resolve(savedSeq(target) >= changed));
+    await stopProcess(second.child);
+
+    // While it is down: b is deleted and enough is written that the log no longer reaches back.
+    const down = savedSeq(target);
+    await requestJson(node.url, 'DELETE', '/v1/kv/cfg/b');
+    for (let i = 0; i < 4; i++) await put(node, `cfg/n${i}`, `n${i}`);
+    await waitUntil('the log is trimmed past the saved seq', async () => (await statusOf(node) as unknown as { log: { firstSeq: number } }).log.firstSeq > down + 1);
+    const third = startSync(node.url, 'cfg/', target);
+    syncs.push(third);
+    await treeIs(target, { a: 'a2', c: 'c1', n0: 'n0', n1: 'n1', n2: 'n2', n3: 'n3' }, third);
+    await waitUntil('the snapshot is reported', () => Promise.resolve(third.reports().some((report) => report.type === 'snapshot')));
+    const snapshot = third.reports().find((report) => report.type === 'snapshot');
+    assert.deepEqual({ files: snapshot?.files, deleted: snapshot?.deleted }, { files: 6, deleted: 1 }, JSON.stringify(third.reports()));
+    await stopProcess(third.child);
+  });
+
+  test('sync cli: a first sync refuses a directory that holds files', async () => {
+    const node = await startServe(join(dir, 'refuse-node'));
+    nodes.push(node);
+    const target = join(dir, 'occupied');
+    mkdirSync(target);
+    writeFileSync(join(target, 'precious'), 'mine');
+    const refused = await runCli(['sync', 'x/', target, '--url', node.url]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /DATA_DIR_NOT_EMPTY: .* holds files but no sync state/);
+    assert.equal(readFileSync(join(target, 'precious'), 'utf8'), 'mine');
+  });
+});
