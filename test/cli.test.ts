@@ -110,7 +110,7 @@ describe('cli', () => {
     const [humanResult, jsonResult, noneResult] = await Promise.all([cli(['ls', 'ls/']), cli(['ls', 'ls/', '--json', '--limit', '3']), cli(['ls', 'ls/none/'])]);
     const human = assertOk(humanResult).trimEnd().split('\n');
     assert.equal(human.length, 5);
-    assert.match(human[2]!, /^ls\/k2\t2 bytes\tmodSeq \d+\tversion 1$/);
+    assert.match(human[2]!, /^ls\/k2\t2 B\tmodSeq \d+\tversion 1$/);
     const lines = assertOk(jsonResult).trimEnd().split('\n');
     assert.equal(lines.length, 3);
     const items = lines.map((line) => JSON.parse(line) as { key: string; value: string; modSeq: number; version: number });

@@ -106,7 +106,7 @@ async function demoToken(admin: NodeClient, file: string, name: string, scopes: 
   return file;
 }
 
-export async function demoCommand(dir: string, replicas: number): Promise<void> {
+export async function demoCommand(dir: string, replicas: number, json = false): Promise<void> {
   const nodes: DemoNode[] = [];
   const stopAll = (): void => {
     for (const node of nodes) node.child.kill('SIGTERM');
@@ -146,6 +146,12 @@ export async function demoCommand(dir: string, replicas: number): Promise<void> 
     throw error;
   }
   const leaf = nodes[nodes.length - 1]!;
+  if (json) {
+    // For scripts: the nodes, one JSON line; Ctrl-C still stops them all.
+    process.stdout.write(`${JSON.stringify({ dir, nodes: nodes.map((node) => ({ name: node.name, url: node.url, replication: node.replication, upstreams: node.upstreams })), ca: certificates.ca.certPath })}\n`);
+    await Promise.all(nodes.map((node) => new Promise((resolve) => node.child.once('exit', resolve))));
+    return;
+  }
   const client = certificates.certificate('client');
   const ca = certificates.ca.certPath;
   const lines = [

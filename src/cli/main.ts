@@ -11,8 +11,10 @@ import { DEFAULT_PORT, parseHostPort, validateConfig } from '../config/index.js'
 import { MercuryError } from '../errors/index.js';
 import { jsonLogger } from '../logging/index.js';
 import { DEMO_REPLICAS_MAX, demoCommand } from './demo.js';
-import { printResult } from './output.js';
+import { formatBytes, printResult } from './output.js';
 import { snapshotInspect, snapshotRestore, snapshotSave } from './snapshot.js';
+import { resyncCommand } from './resync.js';
+import { statusLines } from './status.js';
 import { syncCommand } from './sync.js';
 import { verifyCommand } from './verify.js';
 import { TokenUsageError, tokenCommand } from './token.js';
@@ -21,7 +23,7 @@ import { watchCommand } from './watch.js';
 const USAGE = `usage: mercury <command> [options]
 
 Node:
-  serve [--data-dir DIR] [--listen HOST:PORT] [--max-value-bytes N]
+  serve [--data-dir DIR] [--listen HOST:PORT] [--max-value-bytes N] [--json]
         [--log-retain-entries N] [--log-retain-bytes N]      run a node (defaults: ./data, 127.0.0.1:${DEFAULT_PORT})
         [--max-connections-per-address N]                    HTTP connections one address may hold (default 4000)
         [--replication-listen HOST:PORT]                     where children connect (default: HTTP port + 1)
@@ -41,7 +43,7 @@ Node:
                                                              written to DIR/admin-token)
         [--replication-token-file F]                         a replica's token for its upstreams (scope replicate;
                                                              or $MERCURY_REPLICATION_TOKEN)
-  demo [--replicas N] [--dir DIR]                            a local root and N replicas in a tree (default 6)
+  demo [--replicas N] [--dir DIR] [--json]                   a local root and N replicas in a tree (default 6)
   verify --data-dir DIR [--json]                             check a data directory offline (chain, key checksums,
                                                              keys against the log); exit 1 on damage
   snapshot restore FILE --data-dir DIR [--force]             make a data directory (a new root or replica) from a
@@ -56,7 +58,8 @@ Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT})
   txn [--file F]                  run a JSON transaction (from a file or stdin)
   log [--from SEQ] [--limit N]    show log entries with their hashes
   status                          show the node's status and its place in the replication tree
-  resync                          make a replica drop its chain and take a full snapshot (after a divergence)
+  resync [--wait]                 make a replica drop its chain and take a full snapshot (after a divergence);
+                                  --wait follows it to the end with a progress bar
   watch PREFIX [--from SEQ]       print every change under PREFIX ('' for all keys) until Ctrl-C
   snapshot save FILE              save a consistent, checksummed snapshot of the node's keys to FILE
   token create NAME --scope S...  create a token (admin) and print its secret, once; scopes: read:PREFIX,
@@ -113,6 +116,7 @@ const OPTIONS = {
   scope: { type: 'string', multiple: true },
   subject: { type: 'string' },
   exec: { type: 'string' },
+  wait: { type: 'boolean' },
   'exec-debounce-ms': { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
@@ -195,9 +199,11 @@ async function serve(values: Record<string, string | boolean | string[] | undefi
     adminTokenFile: values['admin-token-file'] as string | undefined,
     replicationToken,
   });
-  process.stdout.write(
+  const json = values.json === true;
+  const advertised = node.advertisedUrl === node.url ? {} : { advertisedUrl: node.advertisedUrl };
+  printResult(json, { event: 'listening', url: node.url, replication: node.replicationAddress, role: node.role, dataDir: config.dataDir, seq: node.store.head().seq, auth: node.authMode, ...advertised }, () =>
     `mercury node listening on ${node.url} replication ${node.replicationAddress} (${node.role}, data: ${config.dataDir}, seq ${node.store.head().seq}, auth ${node.authMode}` +
-      `${node.advertisedUrl === node.url ? '' : `, advertised as ${node.advertisedUrl}`})\n`,
+      `${node.advertisedUrl === node.url ? '' : `, advertised as ${node.advertisedUrl}`})`,
   );
   // Whoever started the node may be gone (a closed pipe): that must not turn a clean stop into a crash.
   process.stdout.on('error', () => {});
@@ -205,7 +211,7 @@ async function serve(values: Record<string, string | boolean | string[] | undefi
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
-    process.stdout.write(`received ${signal}, stopping\n`);
+    printResult(json, { event: 'stopping', signal }, () => `received ${signal}, stopping`);
     node.close().then(
       () => process.exit(0),
       (error: unknown) => {
@@ -250,7 +256,7 @@ async function main(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
   const [command, ...args] = positionals;
   if (values.help || command === undefined || command === 'help') {
-    process.stdout.write(`${USAGE}\n`);
+    printResult(values.json ?? false, { usage: USAGE }, () => USAGE);
     return;
   }
   if (command === 'serve') return serve(values);
@@ -262,7 +268,7 @@ async function main(argv: string[]): Promise<void> {
   if (command === 'demo') {
     const replicas = integerOption(values.replicas, 'replicas') ?? 6;
     if (replicas < 1 || replicas > DEMO_REPLICAS_MAX) throw new UsageError(`--replicas must be from 1 to ${DEMO_REPLICAS_MAX}`);
-    return demoCommand((values.dir) ?? './data/demo', replicas);
+    return demoCommand((values.dir) ?? './data/demo', replicas, values.json ?? false);
   }
   const json = values.json ?? false;
   const url = values.url ?? process.env.MERCURY_URL;
@@ -320,7 +326,7 @@ async function main(argv: string[]): Promise<void> {
         if (limit !== undefined && count >= limit) break;
         count++;
         if (json) printResult(true, { key: item.key.toString(), value: item.value.toString('base64'), modSeq: item.modSeq, version: item.version }, () => '');
-        else process.stdout.write(`${item.key.toString()}\t${item.value.length} bytes\tmodSeq ${item.modSeq}\tversion ${item.version}\n`);
+        else process.stdout.write(`${item.key.toString()}\t${formatBytes(item.value.length)}\tmodSeq ${item.modSeq}\tversion ${item.version}\n`);
       }
       return;
     }
@@ -347,18 +353,11 @@ async function main(argv: string[]): Promise<void> {
     }
     case 'status': {
       const status = await client.status();
-      printResult(json, status, () =>
-        Object.entries(status)
-          .map(([name, value]) => `${name.padEnd(14)} ${typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value as string | number)}`)
-          .join('\n'),
-      );
+      printResult(json, status, () => statusLines(status).join('\n'));
       return;
     }
-    case 'resync': {
-      const result = await client.resync();
-      printResult(json, result, () => `resync started at seq ${result.seq}; follow it with mercury status`);
-      return;
-    }
+    case 'resync':
+      return resyncCommand(client, { json, wait: values.wait ?? false });
     case 'sync':
       if (args[0] === undefined || args[1] === undefined || args[1] === '') throw new UsageError("sync needs a PREFIX ('' for every key) and a DIR");
       return syncCommand([client.baseUrl], args[0], args[1], { exec: values.exec, execDebounceMs: integerOption(values['exec-debounce-ms'], 'exec-debounce-ms'), json });
@@ -377,27 +376,26 @@ function oneLine(message: string): string {
   return message.replace(/\s*\n\s*/g, ' ').trim();
 }
 
-main(process.argv.slice(2)).catch((error: unknown) => {
+/** What a failed command reports: the exit code, a stable code for scripts, and one line for people. */
+function failure(error: unknown): { exitCode: number; code: string; message: string } {
   const code: unknown = (error as { code?: unknown } | undefined)?.code;
-  if (error instanceof UsageError || error instanceof TokenUsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))) {
-    process.stderr.write(`mercury: ${oneLine((error as Error).message)}\n`);
-    process.exit(2);
-  }
-  if (error instanceof UnavailableError) {
-    process.stderr.write(`mercury: ${oneLine(error.message)}\n`);
-    process.exit(3);
-  }
-  if (error instanceof MercuryError) {
-    process.stderr.write(`mercury: ${error.code}: ${oneLine(error.message)}\n`);
-    // A bad option value for `serve` (--listen, --max-value-bytes, ...) is bad usage, not an error of a node.
-    process.exit(error.code === 'CONFIG_INVALID' ? 2 : 1);
-  }
+  if (error instanceof UsageError || error instanceof TokenUsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')))
+    return { exitCode: 2, code: 'USAGE', message: oneLine((error as Error).message) };
+  if (error instanceof UnavailableError) return { exitCode: 3, code: 'UNREACHABLE', message: oneLine(error.message) };
+  // A bad option value for `serve` (--listen, --max-value-bytes, ...) is bad usage, not an error of a node.
+  if (error instanceof MercuryError) return { exitCode: error.code === 'CONFIG_INVALID' ? 2 : 1, code: error.code, message: `${error.code}: ${oneLine(error.message)}` };
   // An operating-system error (port in use, directory not writable) is the world, not a bug: one line, no stack.
   const system = error as NodeJS.ErrnoException | undefined;
-  if (typeof system?.code === 'string' && typeof system.syscall === 'string') {
-    process.stderr.write(`mercury: ${oneLine(system.message)}\n`);
-    process.exit(1);
-  }
-  process.stderr.write(`mercury: ${(error as Error)?.stack ?? String(error)}\n`);
-  process.exit(1);
+  if (typeof system?.code === 'string' && typeof system.syscall === 'string') return { exitCode: 1, code: system.code, message: oneLine(system.message) };
+  return { exitCode: 1, code: 'INTERNAL', message: (error as Error)?.stack ?? String(error) };
+}
+
+main(process.argv.slice(2)).catch((error: unknown) => {
+  const { exitCode, code, message } = failure(error);
+  // With --json, scripts get the error as JSON too: {"error":{"code","message","exitCode"}} on stderr.
+  if (process.argv.includes('--json')) {
+    const text = code !== 'INTERNAL' && message.startsWith(`${code}: `) ? message.slice(code.length + 2) : message;
+    process.stderr.write(`${JSON.stringify({ error: { code, message: text, exitCode } })}\n`);
+  } else process.stderr.write(`mercury: ${message}\n`);
+  process.exit(exitCode);
 });

@@ -38,4 +38,11 @@ export const systemClock: Clock = Object.freeze({
 export function sleep(clock: Clock, ms: number): Promise<void> {
   return new Promise((resolve) => clock.setTimeout(resolve, ms));
 }
+/**
+ * Resolves after `ms` of real time and keeps the process alive meanwhile (the system clock's timers do not): for a
+ * command that waits on purpose between polls, with nothing else holding the event loop.
+ */
+export function pauseKeepingAlive(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
 export { TickTimer } from './tick-timer.js';

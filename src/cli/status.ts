@@ -1,0 +1,76 @@
+/**
+ * `mercury status` for people: the node's `/v1/status` one field per line, sizes and times in human units, the
+ * replication and storage parts summed up in a line each. Fields this printer does not know (added by a newer node)
+ * are shown as JSON, so nothing is hidden.
+ */
+import { formatBytes, formatCount, formatDuration } from './output.js';
+
+type Json = Record<string, unknown>;
+
+function object(value: unknown): Json | undefined {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Json) : undefined;
+}
+
+function number(value: unknown): number | undefined {
+  return typeof value === 'number' ? value : undefined;
+}
+
+/** A field as text: strings as they are, anything else as JSON ('' when absent). */
+function text(value: unknown): string {
+  if (value === undefined || value === null) return '';
+  return typeof value === 'string' ? value : JSON.stringify(value);
+}
+
+function logLine(log: Json): string {
+  return `seqs ${String(log.firstSeq)}..${String(log.lastSeq)}, ${formatCount(number(log.entries) ?? 0)} entries, ${formatBytes(number(log.bytes) ?? 0)}`;
+}
+
+function snapshotLine(snapshot: Json): string {
+  return `snapshot at seq ${String(snapshot.seq)}: ${formatCount(number(snapshot.keysReceived) ?? 0)}/${formatCount(number(snapshot.keyCount) ?? 0)} keys, ${formatBytes(number(snapshot.bytesReceived) ?? 0)}`;
+}
+
+function replicationLines(replication: Json): string[] {
+  const children = Array.isArray(replication.children) ? (replication.children as Json[]) : [];
+  const lines = [`listen ${String(replication.listen)}; ${children.length} ${children.length === 1 ? 'child' : 'children'}`];
+  if (replication.phase !== undefined) {
+    const upstream = object(replication.upstream);
+    const lagMs = number(replication.lagMs);
+    lines.push(
+      `${text(replication.phase)}${upstream === undefined ? '' : ` from ${String(upstream.address)} (node ${String(upstream.nodeId)})`}; lag ${replication.lagEntries === null ? '?' : formatCount(number(replication.lagEntries) ?? 0)} entries, ${lagMs === undefined ? '?' : formatDuration(lagMs)}`,
+      `${formatCount(number(replication.entriesApplied) ?? 0)} entries applied, ${String(replication.snapshotsInstalled)} snapshots installed, ${String(replication.upstreamSwitches)} upstream switches${replication.resyncPending === true ? ', resync pending' : ''}`,
+    );
+    const snapshot = object(replication.snapshot);
+    if (snapshot !== undefined) lines.push(snapshotLine(snapshot));
+    if (typeof replication.divergedReason === 'string') lines.push(`DIVERGED: ${replication.divergedReason}`);
+    if (typeof replication.lastFailure === 'string') lines.push(`last failure: ${replication.lastFailure}`);
+  }
+  for (const child of children) {
+    const snapshot = object(child.snapshot);
+    lines.push(`child ${String(child.nodeId)} ${text(child.remote)} ${text(child.phase)}, sent ${String(child.sentSeq)}, acked ${String(child.ackedSeq)}${snapshot === undefined ? '' : `, ${snapshotLine(snapshot)}`}`);
+  }
+  return lines;
+}
+
+function storageLine(storage: Json): string {
+  const parts = [storage.sound === false ? `DAMAGED (${String(storage.damageMet)} reads met damage)` : 'sound', storage.writable === false ? `NOT WRITABLE: ${JSON.stringify(storage.writeFault)}` : 'writable'];
+  return parts.join(', ');
+}
+
+/** The lines of `mercury status`: `name  value`, names as in the JSON so that either can be searched for. */
+export function statusLines(status: Json): string[] {
+  const lines: string[] = [];
+  const line = (name: string, value: string): void => {
+    lines.push(`${name.padEnd(14)} ${value}`);
+  };
+  for (const [name, value] of Object.entries(status)) {
+    const nested = object(value);
+    if (name === 'log' && nested !== undefined) line(name, logLine(nested));
+    else if (name === 'replication' && nested !== undefined) replicationLines(nested).forEach((text, i) => line(i === 0 ? name : '', text));
+    else if (name === 'storage' && nested !== undefined) line(name, storageLine(nested));
+    else if (name.endsWith('Bytes') && typeof value === 'number') line(name, formatBytes(value));
+    else if (name.endsWith('Ms') && typeof value === 'number') line(name, formatDuration(value));
+    else if (typeof value === 'number') line(name, String(value));
+    else line(name, typeof value === 'string' ? value : JSON.stringify(value));
+  }
+  return lines;
+}
