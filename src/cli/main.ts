@@ -66,7 +66,8 @@ Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT})
         [--subject CN]            write:PREFIX, replicate, admin; --subject: a grant to a client certificate instead
   token list                      list tokens: id, name, scopes (never a secret)
   token revoke ID                 revoke a token: requests, watches and replicas using it stop at once
-  sync PREFIX DIR [--exec CMD]    keep DIR in step with the keys under PREFIX (one file per key) until Ctrl-C;
+  sync PREFIX DIR [--exec CMD]    keep DIR in step with the keys under PREFIX (one file per key) until Ctrl-C
+                                  (--url U1,U2,...: the watch fails over between them);
        [--exec-debounce-ms N]     CMD runs after changes, once they are quiet for N ms (default 200)
 
 Options: --json (machine-readable output), --url URL, --help
@@ -360,7 +361,8 @@ async function main(argv: string[]): Promise<void> {
       return resyncCommand(client, { json, wait: values.wait ?? false });
     case 'sync':
       if (args[0] === undefined || args[1] === undefined || args[1] === '') throw new UsageError("sync needs a PREFIX ('' for every key) and a DIR");
-      return syncCommand([client.baseUrl], args[0], args[1], { exec: values.exec, execDebounceMs: integerOption(values['exec-debounce-ms'], 'exec-debounce-ms'), json });
+      // Several URLs (comma-separated): the watch fails over between them, resuming where it was.
+      return syncCommand((url ?? client.baseUrl).split(',').map((one) => one.trim().replace(/\/+$/, '')).filter((one) => one !== ''), args[0], args[1], { exec: values.exec, execDebounceMs: integerOption(values['exec-debounce-ms'], 'exec-debounce-ms'), json });
     case 'watch':
       if (args[0] === undefined) throw new UsageError("watch needs a PREFIX ('' watches every key)");
       return watchCommand(client.baseUrl, args[0], { fromSeq: integerOption(values.from, 'from'), json, tls, token });
@@ -376,26 +378,23 @@ function oneLine(message: string): string {
   return message.replace(/\s*\n\s*/g, ' ').trim();
 }
 
-/** What a failed command reports: the exit code, a stable code for scripts, and one line for people. */
-function failure(error: unknown): { exitCode: number; code: string; message: string } {
+/** What a failed command reports: the exit code and one line (the stable code first, where there is one). */
+function failure(error: unknown): { exitCode: number; message: string } {
   const code: unknown = (error as { code?: unknown } | undefined)?.code;
   if (error instanceof UsageError || error instanceof TokenUsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')))
-    return { exitCode: 2, code: 'USAGE', message: oneLine((error as Error).message) };
-  if (error instanceof UnavailableError) return { exitCode: 3, code: 'UNREACHABLE', message: oneLine(error.message) };
+    return { exitCode: 2, message: oneLine((error as Error).message) };
+  if (error instanceof UnavailableError) return { exitCode: 3, message: oneLine(error.message) };
   // A bad option value for `serve` (--listen, --max-value-bytes, ...) is bad usage, not an error of a node.
-  if (error instanceof MercuryError) return { exitCode: error.code === 'CONFIG_INVALID' ? 2 : 1, code: error.code, message: `${error.code}: ${oneLine(error.message)}` };
+  if (error instanceof MercuryError) return { exitCode: error.code === 'CONFIG_INVALID' ? 2 : 1, message: `${error.code}: ${oneLine(error.message)}` };
   // An operating-system error (port in use, directory not writable) is the world, not a bug: one line, no stack.
   const system = error as NodeJS.ErrnoException | undefined;
-  if (typeof system?.code === 'string' && typeof system.syscall === 'string') return { exitCode: 1, code: system.code, message: oneLine(system.message) };
-  return { exitCode: 1, code: 'INTERNAL', message: (error as Error)?.stack ?? String(error) };
+  if (typeof system?.code === 'string' && typeof system.syscall === 'string') return { exitCode: 1, message: oneLine(system.message) };
+  return { exitCode: 1, message: (error as Error)?.stack ?? String(error) };
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {
-  const { exitCode, code, message } = failure(error);
-  // With --json, scripts get the error as JSON too: {"error":{"code","message","exitCode"}} on stderr.
-  if (process.argv.includes('--json')) {
-    const text = code !== 'INTERNAL' && message.startsWith(`${code}: `) ? message.slice(code.length + 2) : message;
-    process.stderr.write(`${JSON.stringify({ error: { code, message: text, exitCode } })}\n`);
-  } else process.stderr.write(`mercury: ${message}\n`);
+  // One line, with or without --json: `mercury: CODE: message` is as easy for a script to match as JSON would be.
+  const { exitCode, message } = failure(error);
+  process.stderr.write(`mercury: ${message}\n`);
   process.exit(exitCode);
 });

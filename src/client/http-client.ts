@@ -7,7 +7,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { encodeKeyPath, type BytesEncoding, type TxnJson } from '../api/index.js';
-import { MIN_SEQ_WAIT_MS_DEFAULT, RANGE_PAGE_LIMIT_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT } from './limits.js';
+import { MIN_SEQ_WAIT_MS_DEFAULT, RANGE_PAGE_LIMIT_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT, STREAM_IDLE_TIMEOUT_MS } from './limits.js';
 import type { NodeStatus } from './txn.js';
 import { NotFoundError, UnavailableError, serverError } from './errors.js';
 import { TLS_VERIFY_CODES, tlsErrorHint, type ClientTls } from './tls.js';
@@ -231,12 +231,13 @@ export class NodeClient {
   /**
    * GETs `path` and returns the response body as a stream, for answers too large to hold (a snapshot). Errors as
    * for every request: UnavailableError if the node cannot be reached, the typed ServerError for a non-2xx answer.
-   * The stream itself errors if the connection breaks or stays silent for the client's timeout.
+   * The stream itself errors if the connection breaks or stays silent for STREAM_IDLE_TIMEOUT_MS (or the client's
+   * timeout, if longer).
    */
   async stream(path: string): Promise<http.IncomingMessage> {
     let response: http.IncomingMessage;
     try {
-      response = await httpStream(`${this.baseUrl}${path}`, this.timeoutMs, this.tls, this.authorization);
+      response = await httpStream(`${this.baseUrl}${path}`, Math.max(this.timeoutMs, STREAM_IDLE_TIMEOUT_MS), this.tls, this.authorization);
     } catch (error) {
       throw unreachable(this.baseUrl, error);
     }

@@ -7,6 +7,11 @@ import { MIN_SEQ_WAIT_MS_DEFAULT, RANGE_LIMIT_MAX, WATCH_HEARTBEAT_INTERVAL_MS }
 
 /** One HTTP attempt (connect, send, answer) may take this long before it is abandoned. */
 export const REQUEST_TIMEOUT_MS_DEFAULT = 10_000;
+/**
+ * A streamed answer (a snapshot) may be silent this long, before its first byte and between chunks, before it is
+ * abandoned: the node walks its whole key space to size the snapshot before it answers, and a slow disk can pause it.
+ */
+export const STREAM_IDLE_TIMEOUT_MS = 120_000;
 /** Attempts per call, the first included, across all URLs. */
 export const ATTEMPTS_MAX_DEFAULT = 4;
 /** Upper bound of `attemptsMax`: beyond it a dead cluster would hold a caller for minutes. */
