@@ -3,9 +3,10 @@
  * Ctrl-C or SIGTERM (exit 0). One line per change for people (`SEQ put PATH`, `SEQ delete PATH`, `SEQ skipped: ...`),
  * one JSON object per line with --json (the SyncReport fields: `type`, `seq`, `path`, ...).
  */
+import type { ClientTls } from '../client/index.js';
 import { printResult, formatDuration } from './output.js';
 
-export async function syncCommand(urls: readonly string[], prefix: string, dir: string, options: { exec?: string; execDebounceMs?: number; json: boolean }): Promise<void> {
+export async function syncCommand(urls: readonly string[], prefix: string, dir: string, options: { exec?: string; execDebounceMs?: number; json: boolean; tls?: ClientTls }): Promise<void> {
   const { DirectorySync } = await import('../sync/index.js');
   const sync = new DirectorySync({
     urls,
@@ -13,6 +14,7 @@ export async function syncCommand(urls: readonly string[], prefix: string, dir: 
     dir,
     exec: options.exec,
     execDebounceMs: options.execDebounceMs,
+    clientOptions: { ...options.tls },
     onReport: (report) =>
       printResult(options.json, report, () => {
         switch (report.type) {

@@ -18,7 +18,7 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
-import { connect, type MercuryClient, type WatchEvent } from '../client/index.js';
+import { connect, type ClientOptions, type MercuryClient, type WatchEvent } from '../client/index.js';
 import { MercuryError } from '../errors/index.js';
 import { deleteFile, listFiles, putFile, removeTemporaryFiles } from './files.js';
 import { keyToPath, pathToKey } from './paths.js';
@@ -43,6 +43,8 @@ export interface SyncOptions {
   readonly dir: string;
   readonly exec?: string;
   readonly execDebounceMs?: number;
+  /** Options of the client that watches (TLS files, ...). */
+  readonly clientOptions?: ClientOptions;
   readonly clock?: Clock;
   readonly onReport: (report: SyncReport) => void;
 }
@@ -114,7 +116,7 @@ export class DirectorySync {
 
   constructor(private readonly options: SyncOptions) {
     this.clock = options.clock ?? systemClock;
-    this.client = connect(options.urls);
+    this.client = connect(options.urls, options.clientOptions);
     this.command =
       options.exec === undefined
         ? undefined
