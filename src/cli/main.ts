@@ -362,7 +362,7 @@ async function main(argv: string[]): Promise<void> {
     case 'sync':
       if (args[0] === undefined || args[1] === undefined || args[1] === '') throw new UsageError("sync needs a PREFIX ('' for every key) and a DIR");
       // Several URLs (comma-separated): the watch fails over between them, resuming where it was.
-      return syncCommand((url ?? client.baseUrl).split(',').map((one) => one.trim().replace(/\/+$/, '')).filter((one) => one !== ''), args[0], args[1], { exec: values.exec, execDebounceMs: integerOption(values['exec-debounce-ms'], 'exec-debounce-ms'), json, tls });
+      return syncCommand((url ?? client.baseUrl).split(',').map((one) => one.trim().replace(/\/+$/, '')).filter((one) => one !== ''), args[0], args[1], { exec: values.exec, execDebounceMs: integerOption(values['exec-debounce-ms'], 'exec-debounce-ms'), json, tls, token });
     case 'watch':
       if (args[0] === undefined) throw new UsageError("watch needs a PREFIX ('' watches every key)");
       return watchCommand(client.baseUrl, args[0], { fromSeq: integerOption(values.from, 'from'), json, tls, token });

@@ -6,7 +6,7 @@
 import type { ClientTls } from '../client/index.js';
 import { printResult, formatDuration } from './output.js';
 
-export async function syncCommand(urls: readonly string[], prefix: string, dir: string, options: { exec?: string; execDebounceMs?: number; json: boolean; tls?: ClientTls }): Promise<void> {
+export async function syncCommand(urls: readonly string[], prefix: string, dir: string, options: { exec?: string; execDebounceMs?: number; json: boolean; tls?: ClientTls; token?: string }): Promise<void> {
   const { DirectorySync } = await import('../sync/index.js');
   const sync = new DirectorySync({
     urls,
@@ -14,7 +14,7 @@ export async function syncCommand(urls: readonly string[], prefix: string, dir: 
     dir,
     exec: options.exec,
     execDebounceMs: options.execDebounceMs,
-    clientOptions: { ...options.tls },
+    clientOptions: { ...options.tls, ...(options.token === undefined ? {} : { token: options.token }) },
     onReport: (report) =>
       printResult(options.json, report, () => {
         switch (report.type) {
