@@ -56,7 +56,7 @@ describe('cli output', () => {
   });
 
   test('cli output: serve --json announces the node as one JSON line', async () => {
-    const child = spawn(process.execPath, [CLI_PATH, 'serve', '--json', '--data-dir', join(dir, 'json-serve'), '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const child = spawn(process.execPath, [CLI_PATH, 'serve', '--json', '--data-dir', join(dir, 'json-serve'), '--listen', '127.0.0.1:0', '--auth', 'off'], { stdio: ['ignore', 'pipe', 'ignore'] });
     try {
       const line = await new Promise<string>((resolve, reject) => {
         let stdout = '';
@@ -66,8 +66,8 @@ describe('cli output', () => {
         });
         child.once('exit', (code) => reject(new Error(`serve exited ${code}`)));
       });
-      const announced = JSON.parse(line) as { event: string; url: string; role: string; seq: number };
-      assert.deepEqual({ event: announced.event, role: announced.role, seq: announced.seq }, { event: 'listening', role: 'root', seq: 0 });
+      const announced = JSON.parse(line) as { event: string; url: string; role: string; seq: number; auth: string };
+      assert.deepEqual({ event: announced.event, role: announced.role, seq: announced.seq, auth: announced.auth }, { event: 'listening', role: 'root', seq: 0, auth: 'off' });
       assert.equal((await requestJson<{ role: string }>(announced.url, 'GET', '/v1/status')).role, 'root');
     } finally {
       await stopProcess(child);

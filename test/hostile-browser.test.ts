@@ -58,7 +58,7 @@ describe('hostile input - browsers and naming', () => {
     removeDir(dir);
   });
   const start = async (name: string, config: Parameters<typeof validateConfig>[0] = {}): Promise<MercuryNode> => {
-    const node = await MercuryNode.start(validateConfig({ dataDir: join(dir, name), port: 0, ...config }), { limits: NODE_LIMITS_TEST });
+    const node = await MercuryNode.start(validateConfig({ dataDir: join(dir, name), port: 0, ...config }), { limits: NODE_LIMITS_TEST, auth: 'off' });
     nodes.push(node);
     return node;
   };
