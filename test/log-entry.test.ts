@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isDeepStrictEqual } from 'node:util';
+import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { assertProperty } from './support/seed.js';
 import {
@@ -16,8 +17,12 @@ import {
   GENESIS_HASH,
   GENESIS_HEAD,
   HASH_BYTES,
+  SIGNATURE_BYTES,
+  authorRuns,
   decodeEntry,
+  opAuthors,
   opEncodedBytes,
+  resignRecord,
   sealEntry,
   verifyNext,
   verifySelf,
@@ -119,10 +124,48 @@ describe('log entry encoding', () => {
     );
   });
 
-  test('log entry: record size is the header, the ops and two hashes', () => {
+  test('log entry: record size is the header, the ops, the author runs, the signature and two hashes', () => {
     const { record } = sealEntry({ seq: 1, timeMs: 5, ops: sampleOps }, GENESIS_HASH);
     const opBytes = sampleOps.reduce((sum, op) => sum + opEncodedBytes(op), 0);
-    assert.equal(record.length, 1 + 8 + 8 + 4 + opBytes + 2 * HASH_BYTES);
+    assert.equal(record.length, 1 + 8 + 8 + 4 + opBytes + 4 + 1 + 2 * HASH_BYTES);
+    const authors = [{ author: 'deploy-bot', opCount: 2 }, { author: '', opCount: 1 }, { author: 'CN=ops é', opCount: 2 }];
+    const signed = sealEntry({ seq: 1, timeMs: 5, ops: sampleOps, authors }, GENESIS_HASH, () => Buffer.alloc(SIGNATURE_BYTES, 3));
+    const authorBytes = authors.reduce((sum, run) => sum + 5 + Buffer.byteLength(run.author), 0);
+    assert.equal(signed.record.length, 1 + 8 + 8 + 4 + opBytes + 4 + authorBytes + 1 + SIGNATURE_BYTES + 2 * HASH_BYTES);
+  });
+
+  test('log entry: authors and the signature round-trip; the signature is outside the hash', () => {
+    const authors = [{ author: 'deploy-bot', opCount: 2 }, { author: '', opCount: 1 }, { author: 'CN=ops é', opCount: 2 }];
+    const signature = Buffer.alloc(SIGNATURE_BYTES, 3);
+    const { entry, record } = sealEntry({ seq: 1, timeMs: 5, ops: sampleOps, authors }, GENESIS_HASH, () => signature);
+    const decoded = verifyNext(GENESIS_HEAD, record);
+    assert.deepEqual(decoded.authors, authors);
+    assert.deepEqual(decoded.signature, signature);
+    assert.deepEqual(opAuthors(decoded), ['deploy-bot', 'deploy-bot', undefined, 'CN=ops é', 'CN=ops é']);
+    assert.deepEqual(authorRuns(opAuthors(decoded)), authors);
+    // Same content, no signature or another one: the same hash, and the chain still verifies.
+    const unsigned = sealEntry({ seq: 1, timeMs: 5, ops: sampleOps, authors }, GENESIS_HASH);
+    assert.ok(unsigned.entry.hash.equals(entry.hash));
+    const resigned = resignRecord(record, Buffer.alloc(SIGNATURE_BYTES, 4));
+    assert.ok(verifyNext(GENESIS_HEAD, resigned).hash.equals(entry.hash));
+    assert.deepEqual(verifyNext(GENESIS_HEAD, resignRecord(record, undefined)).signature, undefined);
+    assert.ok(resignRecord(unsigned.record, signature).equals(record));
+    // Runs must cover the ops exactly.
+    assert.throws(() => sealEntry({ seq: 1, timeMs: 5, ops: sampleOps, authors: [{ author: 'a', opCount: 4 }] }, GENESIS_HASH), RangeError);
+  });
+
+  test('log entry: a format 1 record (written before authors and signatures) still decodes and verifies', () => {
+    // Format 1: the format 2 body without its author runs, then the two hashes (no signature length).
+    const current = sealEntry({ seq: 1, timeMs: 7, ops: sampleOps }, GENESIS_HASH).record;
+    const body = Buffer.from(current.subarray(0, current.length - 2 * HASH_BYTES - 1 - 4));
+    body[0] = 1;
+    const hash = createHash('sha256').update(GENESIS_HASH).update(body).digest();
+    const legacy = Buffer.concat([body, GENESIS_HASH, hash]);
+    const entry = verifyNext(GENESIS_HEAD, legacy);
+    assert.deepEqual(entry.ops, sampleOps);
+    assert.equal(entry.authors, undefined);
+    assert.equal(entry.signature, undefined);
+    assert.ok(entry.hash.equals(hash));
   });
 
   test('log entry: empty values and empty range ends survive the round trip', () => {
@@ -152,12 +195,12 @@ describe('log entry encoding', () => {
   test('log entry: decoding rejects an unknown format, an unknown op type and trailing bytes', () => {
     const { record } = sealEntry({ seq: 1, timeMs: 0, ops: [{ type: 'delete', key: Buffer.from('k') }] }, GENESIS_HASH);
     const badFormat = Buffer.from(record);
-    badFormat[0] = 2;
+    badFormat[0] = 3;
     assert.throws(() => decodeEntry(badFormat), { name: 'EntryDecodeError', message: /format/ });
     const badOp = Buffer.from(record);
     badOp[21] = 9;
     assert.throws(() => decodeEntry(badOp), { name: 'EntryDecodeError', message: /op type 9/ });
-    const body = record.subarray(0, record.length - 2 * HASH_BYTES);
+    const body = record.subarray(0, record.length - 2 * HASH_BYTES - 1);
     const trailing = Buffer.concat([body, Buffer.from([0]), record.subarray(body.length)]);
     assert.throws(() => decodeEntry(trailing), { name: 'EntryDecodeError', message: /trailing/ });
   });

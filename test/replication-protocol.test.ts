@@ -71,7 +71,8 @@ const EXAMPLES: readonly Message[] = [
   },
   { type: 'welcome', datasetId: 'ds', nodeId: 'root', httpUrl: 'http://127.0.0.1:7070', path: ['root'], head: { seq: 42, hash: hash('42') }, mode: 'stream', fromSeq: 40 },
   { type: 'welcome', datasetId: 'ds', nodeId: 'mid', httpUrl: 'http://127.0.0.1:7070', path: ['root', 'mid'], head: { seq: 0, hash: GENESIS_HASH }, mode: 'snapshot', fromSeq: 0 },
-  { type: 'snapshotBegin', seq: 7, hash: hash('7'), keyCount: 3 },
+  { type: 'snapshotBegin', seq: 7, hash: hash('7'), keyCount: 3, signed: false },
+  { type: 'snapshotBegin', seq: 8, hash: hash('8'), keyCount: 0, signed: true },
   {
     type: 'snapshotChunk',
     records: [
@@ -79,7 +80,8 @@ const EXAMPLES: readonly Message[] = [
       { key: Buffer.from([0, 255]), value: Buffer.from('value'), createSeq: 2, modSeq: 7, version: 0xffffffff },
     ],
   },
-  { type: 'snapshotEnd', digest: hash('digest') },
+  { type: 'snapshotEnd', digest: hash('digest'), signature: undefined },
+  { type: 'snapshotEnd', digest: hash('digest'), signature: Buffer.alloc(64, 9) },
   { type: 'entries', records: sealedRecords(3) },
   { type: 'heartbeat', rootSeq: 99, rootTimeMs: 1_700_000_000_123, path: ['root', 'a', 'b'] },
   { type: 'refuse', reason: 'CHAIN_DIVERGED', message: 'the child diverged at 12; resync it' },
@@ -148,7 +150,7 @@ const messageArbitrary: fc.Arbitrary<Message> = fc.oneof(
     .record({ datasetId: idArbitrary, nodeId: idArbitrary, httpUrl: fc.oneof(fc.constant(''), idArbitrary), path: pathArbitrary, head: headArbitrary, mode: fc.constantFrom('stream' as const, 'snapshot' as const), fromSeq: seqArbitrary })
     .map((m): Message => ({ type: 'welcome', ...m, path: [...m.path, m.nodeId] })),
   fc
-    .record({ seq: seqArbitrary, hash: hashArbitrary, keyCount: seqArbitrary })
+    .record({ seq: seqArbitrary, hash: hashArbitrary, keyCount: seqArbitrary, signed: fc.boolean() })
     .map((m): Message => ({ type: 'snapshotBegin', ...m })),
   fc
     .array(
@@ -165,7 +167,9 @@ const messageArbitrary: fc.Arbitrary<Message> = fc.oneof(
       type: 'snapshotChunk',
       records: records.map(({ key, value, createSeq, modSeqDelta, version }) => ({ key, value, createSeq, modSeq: createSeq + modSeqDelta, version })),
     })),
-  hashArbitrary.map((digest): Message => ({ type: 'snapshotEnd', digest })),
+  fc
+    .record({ digest: hashArbitrary, signature: fc.option(fc.uint8Array({ minLength: 64, maxLength: 64 }).map((b) => Buffer.from(b)), { nil: undefined }) })
+    .map((m): Message => ({ type: 'snapshotEnd', ...m })),
   fc.array(bytes(200), { minLength: 1, maxLength: 6 }).map((records): Message => ({ type: 'entries', records })),
   fc
     .record({ rootSeq: seqArbitrary, rootTimeMs: seqArbitrary, path: fc.array(idArbitrary, { minLength: 1, maxLength: 5 }) })

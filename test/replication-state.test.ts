@@ -460,9 +460,9 @@ describe('replication state machines', () => {
     const root = rootStore(3);
     const frames = Buffer.concat([
       encodeMessage({ type: 'welcome', datasetId: DATASET, nodeId: 'root', httpUrl: 'http://127.0.0.1:7070', path: ['root'], head: root.head(), mode: 'snapshot', fromSeq: 0 }),
-      encodeMessage({ type: 'snapshotBegin', seq: 3, hash: root.head().hash, keyCount: 1 }),
+      encodeMessage({ type: 'snapshotBegin', seq: 3, hash: root.head().hash, keyCount: 1, signed: false }),
       encodeMessage({ type: 'snapshotChunk', records: [{ key: Buffer.from('k'), value: Buffer.from('v'), createSeq: 1, modSeq: 1, version: 1 }] }),
-      encodeMessage({ type: 'snapshotEnd', digest: Buffer.alloc(32) }),
+      encodeMessage({ type: 'snapshotEnd', digest: Buffer.alloc(32), signature: undefined }),
     ]);
     const actions = downstream.receive(T0 + 1, connect.connId, frames);
     assert.deepStrictEqual(

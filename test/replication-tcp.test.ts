@@ -9,18 +9,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { assertError, request, requestJson } from './support/http.js';
 import { makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProcess } from './support/process.js';
-import { FlipProxy, assertSameChain, converged, eventually, statusOf } from './support/tree.js';
-
-async function put(node: ServeProcess, key: string, value: string): Promise<number> {
-  const response = await request(node.url, 'PUT', `/v1/kv/${key}`, { body: value });
-  assert.equal(response.status, 200, response.body.toString());
-  return (JSON.parse(response.body.toString()) as { seq: number }).seq;
-}
-
-async function get(node: ServeProcess, key: string): Promise<string | undefined> {
-  const response = await request(node.url, 'GET', `/v1/kv/${key}`);
-  return response.status === 200 ? response.body.toString() : undefined;
-}
+import { FlipProxy, assertSameChain, converged, eventually, get, put, statusOf } from './support/tree.js';
 
 describe('replication - a tree of real processes', () => {
   const dir = makeTempDir('repl-tree');

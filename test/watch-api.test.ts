@@ -27,7 +27,7 @@ import {
   type WatchChange,
 } from '../src/api/index.js';
 import { WatchCursor, type WatchEvent } from '../src/client/watch-cursor.js';
-import type { Entry, Op } from '../src/log/index.js';
+import { authorRuns, type Entry, type Op } from '../src/log/index.js';
 import { canonicalSelection, EventCache, selectEvents, snapshotItemJson } from '../src/watch/selection.js';
 import { bytes, opArbitrary } from './support/arbitraries.js';
 import { assertProperty } from './support/seed.js';
@@ -43,14 +43,15 @@ function entryOf(seq: number, ops: readonly Op[]): Entry {
 }
 
 /** The changes a watch of every key must decode from `ops` at `seq` (range deletes clipped to the whole key space). */
-function expectedChanges(ops: readonly Op[], seq: number, keysOnly: boolean): WatchChange[] {
+function expectedChanges(ops: readonly Op[], seq: number, keysOnly: boolean, authors?: readonly (string | undefined)[]): WatchChange[] {
   const changes: WatchChange[] = [];
-  for (const op of ops) {
-    if (op.type === 'put') changes.push({ type: 'put', key: op.key, value: keysOnly ? undefined : op.value, modSeq: seq });
-    else if (op.type === 'delete') changes.push({ type: 'delete', key: op.key, modSeq: seq });
+  ops.forEach((op, index) => {
+    const author = authors === undefined ? {} : { author: authors[index] ?? null };
+    if (op.type === 'put') changes.push({ type: 'put', key: op.key, value: keysOnly ? undefined : op.value, modSeq: seq, ...author });
+    else if (op.type === 'delete') changes.push({ type: 'delete', key: op.key, modSeq: seq, ...author });
     else if (op.end.length === 0 || Buffer.compare(op.start, op.end) < 0)
-      changes.push({ type: 'deleteRange', start: op.start, end: op.end.length === 0 ? null : op.end, modSeq: seq });
-  }
+      changes.push({ type: 'deleteRange', start: op.start, end: op.end.length === 0 ? null : op.end, modSeq: seq, ...author });
+  });
   return changes;
 }
 
@@ -62,12 +63,27 @@ describe('watch api', () => {
         : fc.constant(template),
     );
     assertProperty(
-      fc.property(fc.array(op, { maxLength: 12 }), fc.integer({ min: 1, max: 2 ** 40 }), idArbitrary, fc.boolean(), (ops, seq, id, keysOnly) => {
-        const entry = entryOf(seq, ops);
-        const selection = canonicalSelection([Buffer.alloc(0)], { puts: true, deletes: true, keysOnly });
-        const text = eventsHead(JSON.stringify(id)) + eventsBody(seq, entry.timeMs, selectEvents(entry, selection, new EventCache(entry)));
-        assert.deepEqual(parseServerMessage(text), { type: 'events', id, seq, timeMs: entry.timeMs, events: expectedChanges(ops, seq, keysOnly) });
-      }),
+      fc.property(
+        fc.array(fc.tuple(op, fc.option(fc.constantFrom('deploy-bot', 'CN=ops "é"', 'a\nb'), { nil: undefined })), { maxLength: 12 }),
+        fc.integer({ min: 1, max: 2 ** 40 }),
+        idArbitrary,
+        fc.boolean(),
+        fc.boolean(),
+        (opsWithAuthors, seq, id, keysOnly, authors) => {
+          const ops = opsWithAuthors.map(([op]) => op);
+          const perOp = opsWithAuthors.map(([, author]) => author);
+          const entry = { ...entryOf(seq, ops), authors: authorRuns(perOp) };
+          const selection = canonicalSelection([Buffer.alloc(0)], { puts: true, deletes: true, keysOnly, authors });
+          const text = eventsHead(JSON.stringify(id)) + eventsBody(seq, entry.timeMs, selectEvents(entry, selection, new EventCache(entry)));
+          assert.deepEqual(parseServerMessage(text), {
+            type: 'events',
+            id,
+            seq,
+            timeMs: entry.timeMs,
+            events: expectedChanges(ops, seq, keysOnly, authors ? perOp : undefined),
+          });
+        },
+      ),
     );
   });
 
@@ -89,7 +105,7 @@ describe('watch api', () => {
 
   test('watch api: a subscribe the client encodes is the request the node parses', () => {
     const prefix = fc.oneof(fc.string({ maxLength: 40 }), bytes(40));
-    const filters = fc.option(fc.record({ puts: fc.boolean(), deletes: fc.boolean(), keysOnly: fc.boolean() }, { requiredKeys: [] }), { nil: undefined });
+    const filters = fc.option(fc.record({ puts: fc.boolean(), deletes: fc.boolean(), keysOnly: fc.boolean(), authors: fc.boolean() }, { requiredKeys: [] }), { nil: undefined });
     assertProperty(
       fc.property(fc.array(prefix, { minLength: 1, maxLength: 16 }), fc.option(fc.maxSafeInteger().filter((seq) => seq >= 1), { nil: undefined }), idArbitrary, filters, (prefixes, fromSeq, id, wanted) => {
         fc.pre(wanted?.puts !== false || wanted.deletes !== false);
@@ -101,7 +117,7 @@ describe('watch api', () => {
         // Text prefixes are listed first, then the binary ones.
         const sent = [...prefixes.filter((p) => typeof p === 'string'), ...prefixes.filter((p) => typeof p !== 'string')].map((p) => Buffer.from(p));
         assert.deepEqual(parsed.prefixes, sent);
-        assert.deepEqual(parsed.filters, { puts: wanted?.puts ?? true, deletes: wanted?.deletes ?? true, keysOnly: wanted?.keysOnly ?? false });
+        assert.deepEqual(parsed.filters, { puts: wanted?.puts ?? true, deletes: wanted?.deletes ?? true, keysOnly: wanted?.keysOnly ?? false, authors: wanted?.authors ?? false });
       }),
     );
   });

@@ -27,7 +27,7 @@ const opArbitrary: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ type: fc.constant('deleteRange' as const), start: bytes(1, 3), end: bytes(0, 3) }),
 );
 const filtersArbitrary: fc.Arbitrary<WatchFilters> = fc
-  .record({ puts: fc.boolean(), deletes: fc.boolean(), keysOnly: fc.boolean() })
+  .record({ puts: fc.boolean(), deletes: fc.boolean(), keysOnly: fc.boolean(), authors: fc.boolean() })
   .filter((filters) => filters.puts || filters.deletes);
 const selectionInput = fc.record({ prefixes: fc.array(bytes(0, 3), { minLength: 1, maxLength: 4 }), filters: filtersArbitrary });
 
@@ -87,7 +87,8 @@ test('watch: equal selections share one key whatever the order, duplicates or ne
   assert.equal(key(['a/', 'a/x/', 'a/y']), key(['a/']));
   assert.equal(key(['', 'a/', 'zz']), key(['']));
   assert.notEqual(key(['a']), key(['a/']));
-  assert.notEqual(key(['a/'], { puts: true, deletes: false, keysOnly: false }), key(['a/']));
+  assert.notEqual(key(['a/'], { puts: true, deletes: false, keysOnly: false, authors: false }), key(['a/']));
+  assert.notEqual(key(['a/'], { ...DEFAULT_FILTERS, authors: true }), key(['a/']));
   assert.deepEqual(
     canonicalSelection(['a0', 'a/', 'a/b', 'a'].map((prefix) => Buffer.from(prefix)), DEFAULT_FILTERS).prefixes.map(String),
     ['a'],
@@ -107,7 +108,7 @@ test('watch: the client message parser accepts or refuses any input with a Watch
           prefixes: fc.oneof(fc.array(fc.string({ maxLength: 4 }), { maxLength: 20 }), fc.jsonValue({ maxDepth: 2 })),
           prefixesBase64: fc.oneof(fc.array(fc.base64String({ maxLength: 8 }), { maxLength: 3 }), fc.jsonValue({ maxDepth: 1 })),
           fromSeq: fc.oneof(fc.integer(), fc.double(), fc.jsonValue({ maxDepth: 1 })),
-          filters: fc.oneof(fc.record({ puts: fc.boolean(), deletes: fc.boolean(), keysOnly: fc.boolean() }, { requiredKeys: [] }), fc.jsonValue({ maxDepth: 2 })),
+          filters: fc.oneof(fc.record({ puts: fc.boolean(), deletes: fc.boolean(), keysOnly: fc.boolean(), authors: fc.boolean() }, { requiredKeys: [] }), fc.jsonValue({ maxDepth: 2 })),
         },
         { requiredKeys: ['type'] },
       )
@@ -139,7 +140,7 @@ test('watch: the client message parser accepts or refuses any input with a Watch
     idJson: '"w"',
     prefixes: [Buffer.from('a/'), Buffer.from([0xff])],
     fromSeq: 5,
-    filters: { puts: true, deletes: true, keysOnly: true },
+    filters: { puts: true, deletes: true, keysOnly: true, authors: false },
   });
 });
 

@@ -36,6 +36,7 @@ export const ErrorCode = {
   READ_ONLY: 'READ_ONLY',
   SHUTTING_DOWN: 'SHUTTING_DOWN',
   UPSTREAM_UNAVAILABLE: 'UPSTREAM_UNAVAILABLE',
+  ROOT_UNKNOWN: 'ROOT_UNKNOWN',
   NOT_A_REPLICA: 'NOT_A_REPLICA',
   RESYNC_IN_PROGRESS: 'RESYNC_IN_PROGRESS',
   CHAIN_INVALID: 'CHAIN_INVALID',
@@ -79,6 +80,7 @@ export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   READ_ONLY: 503,
   SHUTTING_DOWN: 503,
   UPSTREAM_UNAVAILABLE: 503,
+  ROOT_UNKNOWN: 503,
   NOT_A_REPLICA: 409,
   RESYNC_IN_PROGRESS: 409,
   CHAIN_INVALID: 500,
@@ -144,6 +146,10 @@ export const RefuseReason = {
   UNAUTHENTICATED: 10,
   /** The credential is valid but lacks the `replicate` scope. */
   PERMISSION_DENIED: 11,
+  /** Sent by a child with trusted keys: an entry or a snapshot carried no signature where one was needed. */
+  SIGNATURE_MISSING: 12,
+  /** Sent by a child with trusted keys: a signature did not verify with any key it trusts. */
+  SIGNATURE_INVALID: 13,
 } as const;
 export type RefuseReason = keyof typeof RefuseReason;
 

@@ -8,7 +8,7 @@
  *
  * ```
  * {"type":"subscribe","id":ID,"prefixes":["app/","flags/"],"prefixesBase64":["/w=="],"fromSeq":N,
- *  "filters":{"puts":true,"deletes":true,"keysOnly":false}}
+ *  "filters":{"puts":true,"deletes":true,"keysOnly":false,"authors":false}}
  * {"type":"unsubscribe","id":ID}
  * ```
  *
@@ -21,7 +21,7 @@
  *   it received (from an events, progress or snapshot message). Absent: from the next entry the node applies. A seq
  *   the node has not reached yet is allowed: nothing is sent until it gets there.
  * - `filters` (optional): `puts` and `deletes` (default true, not both false) select change types; `keysOnly`
- *   (default false) leaves values out.
+ *   (default false) leaves values out; `authors` (default false) adds to each event who wrote it (the audit trail).
  * - Unknown fields are refused, so that a misspelt `fromSeq` cannot silently start a watch at the wrong place.
  *
  * ## Server → client
@@ -34,6 +34,8 @@
  * {"type":"unsubscribed","id":ID}
  * {"type":"error","id":ID,"code":"...","message":"..."}          (id only when the message named one)
  * EVENT: {"type":"put","key":K,"keyEncoding":E,"value":V,"valueEncoding":E,"modSeq":S}   (no value with keysOnly)
+ *        with filters.authors, every event also has "author":A (the token name or certificate subject that wrote
+ *        it; null for an op whose writer was not recorded: written before authors existed, or without identity)
  *        {"type":"delete","key":K,"keyEncoding":E,"modSeq":S}
  *        {"type":"deleteRange","start":K,"startEncoding":E,"end":K|null,"endEncoding":E|null,"modSeq":S}
  * ITEM:  {"key":K,"keyEncoding":E,"value":V,"valueEncoding":E,"createSeq":N,"modSeq":N,"version":N} (no value w. keysOnly)
@@ -167,9 +169,11 @@ export interface WatchFilters {
   readonly puts: boolean;
   readonly deletes: boolean;
   readonly keysOnly: boolean;
+  /** Events carry the author of their op. */
+  readonly authors: boolean;
 }
 
-export const DEFAULT_FILTERS: WatchFilters = Object.freeze({ puts: true, deletes: true, keysOnly: false });
+export const DEFAULT_FILTERS: WatchFilters = Object.freeze({ puts: true, deletes: true, keysOnly: false, authors: false });
 
 export type ClientMessage =
   | {
@@ -184,7 +188,7 @@ export type ClientMessage =
 
 const SUBSCRIBE_FIELDS = new Set(['type', 'id', 'prefixes', 'prefixesBase64', 'fromSeq', 'filters']);
 const UNSUBSCRIBE_FIELDS = new Set(['type', 'id']);
-const FILTER_FIELDS = new Set(['puts', 'deletes', 'keysOnly']);
+const FILTER_FIELDS = new Set(['puts', 'deletes', 'keysOnly', 'authors']);
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -240,7 +244,7 @@ function readFilters(message: Record<string, unknown>, idJson: string): WatchFil
     if (typeof value !== 'boolean') throw new WatchProtocolError('INVALID_ARGUMENT', `filters.${name} must be true or false`, idJson);
     return value;
   };
-  const result = { puts: flag('puts'), deletes: flag('deletes'), keysOnly: flag('keysOnly') };
+  const result = { puts: flag('puts'), deletes: flag('deletes'), keysOnly: flag('keysOnly'), authors: flag('authors') };
   if (!result.puts && !result.deletes)
     throw new WatchProtocolError('INVALID_ARGUMENT', 'filters.puts and filters.deletes are both false: the subscription would select nothing', idJson);
   return result;
@@ -347,13 +351,17 @@ export function subscribeMessage(request: SubscribeRequest): string {
  */
 export const WATCH_SERVER_MESSAGE_BYTES_MAX = 256 * 1024 * 1024;
 
-/** One change of an events message, with its keys and values decoded. */
-export type WatchChange =
+/**
+ * One change of an events message, with its keys and values decoded. `author` is present with the `authors` filter
+ * (null where the writer was not recorded).
+ */
+export type WatchChange = (
   /** `value` is undefined with `keysOnly`. */
   | { readonly type: 'put'; readonly key: Buffer; readonly value: Buffer | undefined; readonly modSeq: number }
   | { readonly type: 'delete'; readonly key: Buffer; readonly modSeq: number }
   /** Every key k with start <= k < end (no upper bound when end is null), within a watched prefix, is gone. */
-  | { readonly type: 'deleteRange'; readonly start: Buffer; readonly end: Buffer | null; readonly modSeq: number };
+  | { readonly type: 'deleteRange'; readonly start: Buffer; readonly end: Buffer | null; readonly modSeq: number }
+) & { readonly author?: string | null };
 
 /** One key of a snapshot page (`value` is undefined with `keysOnly`). */
 export interface WatchSnapshotItem {
@@ -434,15 +442,20 @@ function bytesField(object: Record<string, unknown>, name: string, path: string,
 function decodeChange(value: unknown, path: string): WatchChange {
   if (!isObject(value)) invalid(path, 'must be an object');
   const modSeq = seqField(value, 'modSeq', path, 1);
+  let author: { author: string | null } | undefined;
+  if (value.author !== undefined) {
+    if (value.author !== null && typeof value.author !== 'string') invalid(`${path}.author`, 'must be a string or null');
+    author = { author: value.author };
+  }
   switch (value.type) {
     case 'put':
-      return { type: 'put', key: bytesField(value, 'key', path, false)!, value: bytesField(value, 'value', path, true), modSeq };
+      return { type: 'put', key: bytesField(value, 'key', path, false)!, value: bytesField(value, 'value', path, true), modSeq, ...author };
     case 'delete':
-      return { type: 'delete', key: bytesField(value, 'key', path, false)!, modSeq };
+      return { type: 'delete', key: bytesField(value, 'key', path, false)!, modSeq, ...author };
     case 'deleteRange': {
       const end = field(value, 'end', path) === null ? null : bytesField(value, 'end', path, false)!;
       if (end === null && value.endEncoding !== null) invalid(`${path}.endEncoding`, 'must be null when end is null');
-      return { type: 'deleteRange', start: bytesField(value, 'start', path, false)!, end, modSeq };
+      return { type: 'deleteRange', start: bytesField(value, 'start', path, false)!, end, modSeq, ...author };
     }
     default:
       return invalid(`${path}.type`, `is ${JSON.stringify(value.type) ?? 'missing'}; an event is "put", "delete" or "deleteRange"`);

@@ -43,6 +43,10 @@ Node:
                                                              written to DIR/admin-token)
         [--replication-token-file F]                         a replica's token for its upstreams (scope replicate;
                                                              or $MERCURY_REPLICATION_TOKEN)
+        [--signing-key FILE] [--previous-signing-key FILE]   root: sign with this key (default: generated into the
+                                                             data directory); rotate from the previous one
+        [--trust-key FILE]...                                replica: accept only data signed by these keys
+        [--root-url URL]                                     replica: forward writes there; root: tell replicas so
   demo [--replicas N] [--dir DIR] [--json]                   a local root and N replicas in a tree (default 6)
   verify --data-dir DIR [--json]                             check a data directory offline (chain, key checksums,
                                                              keys against the log); exit 1 on damage
@@ -93,6 +97,10 @@ const OPTIONS = {
   'allowed-hosts': { type: 'string' },
   'allowed-origins': { type: 'string' },
   'ready-max-lag-ms': { type: 'string' },
+  'signing-key': { type: 'string' },
+  'previous-signing-key': { type: 'string' },
+  'trust-key': { type: 'string', multiple: true },
+  'root-url': { type: 'string' },
   replicas: { type: 'string' },
   dir: { type: 'string' },
   file: { type: 'string', short: 'f' },
@@ -162,6 +170,13 @@ async function readStdin(): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/** Who wrote an entry of `mercury log`, for people: "by a, b" ("by ?" for ops whose writer was not recorded). */
+function logAuthors(entry: Record<string, unknown>): string {
+  const runs = entry.authors as { author: string | null }[] | undefined;
+  if (runs === undefined) return 'by ?';
+  return `by ${[...new Set(runs.map((run) => run.author ?? '?'))].join(', ')}`;
+}
+
 async function serve(values: Record<string, string | boolean | string[] | undefined>): Promise<void> {
   const listen = values.listen === undefined ? undefined : parseHostPort(values.listen as string, '--listen');
   const replicationListen =
@@ -185,6 +200,10 @@ async function serve(values: Record<string, string | boolean | string[] | undefi
     allowedHosts: listOption(values['allowed-hosts'] as string | undefined),
     allowedOrigins: listOption(values['allowed-origins'] as string | undefined),
     readyLagMsMax: integerOption(values['ready-max-lag-ms'] as string | undefined, 'ready-max-lag-ms'),
+    signingKeyFile: values['signing-key'] as string | undefined,
+    previousSigningKeyFile: values['previous-signing-key'] as string | undefined,
+    trustKeyFiles: values['trust-key'] as string[] | undefined,
+    rootUrl: values['root-url'] as string | undefined,
   });
   const auth = (values.auth as string | undefined) ?? 'required';
   if (auth !== 'required' && auth !== 'off') throw new UsageError(`--auth must be required or off, got "${auth}"`);
@@ -347,7 +366,7 @@ async function main(argv: string[]): Promise<void> {
       const result = await client.log(integerOption(values.from, 'from'), integerOption(values.limit, 'limit'));
       printResult(json, result, () =>
         result.entries
-          .map((entry) => `seq ${String(entry.seq)}  ${new Date(entry.timeMs as number).toISOString()}  ${(entry.ops as unknown[]).length} ops  hash ${String(entry.hash)}`)
+          .map((entry) => `seq ${String(entry.seq)}  ${new Date(entry.timeMs as number).toISOString()}  ${(entry.ops as unknown[]).length} ops  ${logAuthors(entry)}  ${entry.signature === null ? 'unsigned' : 'signed'}  hash ${String(entry.hash)}`)
           .join('\n') || `(no entries; log holds ${result.firstSeq}..${result.lastSeq})`,
       );
       return;

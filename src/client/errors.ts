@@ -75,7 +75,7 @@ export class SeqWaitTimeoutError extends ServerError {
   override readonly name = 'SeqWaitTimeoutError';
 }
 
-/** 503: the node refused for now (`OVERLOADED`, `SHUTTING_DOWN`, `READ_ONLY`, `UPSTREAM_UNAVAILABLE`). */
+/** 503: the node refused for now (`OVERLOADED`, `SHUTTING_DOWN`, `READ_ONLY`, `UPSTREAM_UNAVAILABLE`, `ROOT_UNKNOWN`). */
 export class NodeUnavailableError extends ServerError {
   override readonly name = 'NodeUnavailableError';
 }
@@ -123,6 +123,7 @@ const CLASS_BY_CODE: Partial<Record<ErrorCode, ServerErrorClass>> = {
   READ_ONLY: NodeUnavailableError,
   SHUTTING_DOWN: NodeUnavailableError,
   UPSTREAM_UNAVAILABLE: NodeUnavailableError,
+  ROOT_UNKNOWN: NodeUnavailableError,
 };
 
 /**

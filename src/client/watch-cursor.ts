@@ -12,16 +12,37 @@ export interface WatchFilterOptions {
   readonly deletes?: boolean;
   /** Leave values out of put events and snapshot items. */
   readonly keysOnly?: boolean;
+  /** Add to each change who wrote it (`author`: a token name or certificate subject, null where not recorded). */
+  readonly authors?: boolean;
 }
 
-/** One change, or a marker, delivered by a watch. Every one carries the `seq` of the entry (or snapshot) it is from. */
+/**
+ * One change, or a marker, delivered by a watch. Every one carries the `seq` of the entry (or snapshot) it is from.
+ * Changes carry `author` with the `authors` filter.
+ */
 export type WatchEvent =
   /** A put. `value` is undefined with `keysOnly`. */
-  | { readonly type: 'put'; readonly seq: number; readonly timeMs: number; readonly key: Buffer; readonly value: Buffer | undefined; readonly modSeq: number }
+  | {
+      readonly type: 'put';
+      readonly seq: number;
+      readonly timeMs: number;
+      readonly key: Buffer;
+      readonly value: Buffer | undefined;
+      readonly modSeq: number;
+      readonly author?: string | null;
+    }
   /** A delete op of a selected key (sent whether or not the key existed). */
-  | { readonly type: 'delete'; readonly seq: number; readonly timeMs: number; readonly key: Buffer; readonly modSeq: number }
+  | { readonly type: 'delete'; readonly seq: number; readonly timeMs: number; readonly key: Buffer; readonly modSeq: number; readonly author?: string | null }
   /** Every key k with start <= k < end (no upper bound when end is null), within a watched prefix, is gone. */
-  | { readonly type: 'deleteRange'; readonly seq: number; readonly timeMs: number; readonly start: Buffer; readonly end: Buffer | null; readonly modSeq: number }
+  | {
+      readonly type: 'deleteRange';
+      readonly seq: number;
+      readonly timeMs: number;
+      readonly start: Buffer;
+      readonly end: Buffer | null;
+      readonly modSeq: number;
+      readonly author?: string | null;
+    }
   /**
    * The watch started before the node's retained log: the current state at `seq` follows as `snapshot` items, then
    * `snapshotEnd`. It replaces what the consumer held for the watched prefixes. A second `snapshotBegin` before the

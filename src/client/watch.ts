@@ -73,7 +73,7 @@ function validateWatchOptions(options: WatchOptions): void {
   });
   integerOption(options, 'fromSeq', 1, 1, Number.MAX_SAFE_INTEGER);
   const filters = options.filters ?? {};
-  for (const name of ['puts', 'deletes', 'keysOnly'] as const)
+  for (const name of ['puts', 'deletes', 'keysOnly', 'authors'] as const)
     if (filters[name] !== undefined && typeof filters[name] !== 'boolean') throw new ClientOptionsError(`filters.${name} must be true or false`);
   if (filters.puts === false && filters.deletes === false) throw new ClientOptionsError('filters.puts and filters.deletes are both false: the watch would select nothing');
   for (const name of ['progress', 'reconnect'] as const)

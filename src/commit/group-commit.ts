@@ -29,29 +29,40 @@ export interface GroupCommitOptions {
   readonly clock: Clock;
   readonly metrics: Registry;
   readonly limits: CommitLimits;
+  /** The root's signer: returns the Ed25519 signature of an entry hash (src/trust/). */
+  readonly sign?: (hash: Buffer) => Buffer;
 }
 
 /**
  * Builds one entry from requests in a single write transaction: each request's compares are evaluated against the
  * state left by the requests before it, then its success or failure ops are applied.
  */
-function applyBatch(store: Store, timeMs: number, batch: readonly Pending[]): { committed: EncodedEntry | undefined; succeeded: boolean[] } {
+function applyBatch(
+  store: Store,
+  timeMs: number,
+  batch: readonly Pending[],
+  sign: ((hash: Buffer) => Buffer) | undefined,
+): { committed: EncodedEntry | undefined; succeeded: boolean[] } {
   const succeeded: boolean[] = [];
-  const committed = store.commit(timeMs, (view) => {
-    batch.forEach(({ request }, index) => {
-      try {
-        // Existence reads no record: deleting a key whose record is damaged (DELETE without ifModSeq) still works.
-        const holds = request.compares.every((compare) =>
-          compare.target === 'exists' ? view.has(compare.key) === compare.exists : evaluateCompare(compare, view.get(compare.key)),
-        );
-        for (const op of holds ? request.success : request.failure) view.apply(op);
-        succeeded.push(holds);
-      } catch (error) {
-        if (isDataCorrupted(error)) throw new RequestMetDamage(index, error);
-        throw error;
-      }
-    });
-  });
+  const committed = store.commit(
+    timeMs,
+    (view) => {
+      batch.forEach(({ request }, index) => {
+        try {
+          // Existence reads no record: deleting a key whose record is damaged (DELETE without ifModSeq) still works.
+          const holds = request.compares.every((compare) =>
+            compare.target === 'exists' ? view.has(compare.key) === compare.exists : evaluateCompare(compare, view.get(compare.key)),
+          );
+          for (const op of holds ? request.success : request.failure) view.apply(op, request.author);
+          succeeded.push(holds);
+        } catch (error) {
+          if (isDataCorrupted(error)) throw new RequestMetDamage(index, error);
+          throw error;
+        }
+      });
+    },
+    sign,
+  );
   return { committed, succeeded };
 }
 
@@ -74,6 +85,7 @@ export class GroupCommitter {
   private readonly store: Store;
   private readonly clock: Clock;
   private readonly limits: CommitLimits;
+  private readonly sign: ((hash: Buffer) => Buffer) | undefined;
   private queue: Pending[] = [];
   private queuedBytes = 0;
   private running = false;
@@ -87,6 +99,7 @@ export class GroupCommitter {
     this.store = options.store;
     this.clock = options.clock;
     this.limits = options.limits;
+    this.sign = options.sign;
     const head = this.store.head();
     this.lastTimeMs = head.seq === 0 ? 0 : (this.store.readLog(head.seq, 1)[0]?.entry.timeMs ?? 0);
     const registry = options.metrics;
@@ -111,12 +124,15 @@ export class GroupCommitter {
     this.listeners.push(listener);
   }
 
-  /** Validates a request, queues it for the next entry, and resolves once that entry is durable. */
-  submit(request: WriteRequest): Promise<WriteResult> {
+  /**
+   * Validates a request, queues it for the next entry, and resolves once that entry is durable. `system`: the root's
+   * own write under its reserved keys (src/trust/), refused from anyone else.
+   */
+  submit(request: WriteRequest, system = false): Promise<WriteResult> {
     if (this.closing) return Promise.reject(new MercuryError('SHUTTING_DOWN', 'node is shutting down; retry on another node or later'));
     let bytes: number;
     try {
-      bytes = validateRequest(request, this.limits.valueBytesMax);
+      bytes = validateRequest(request, this.limits.valueBytesMax, system);
     } catch (error) {
       return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
@@ -174,7 +190,7 @@ export class GroupCommitter {
       try {
         // Entry times never go backwards, even if the wall clock does.
         const timeMs = Math.max(this.lastTimeMs, this.clock.nowMs());
-        ({ committed, succeeded } = applyBatch(this.store, timeMs, batch));
+        ({ committed, succeeded } = applyBatch(this.store, timeMs, batch, this.sign));
         await this.store.flushed();
         this.lastTimeMs = timeMs;
       } catch (error) {

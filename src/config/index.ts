@@ -53,6 +53,23 @@ export interface NodeConfig {
   readonly allowedOrigins: readonly string[];
   /** `--ready-max-lag-ms`: a replica further behind the root than this is not ready (`/readyz`). */
   readonly readyLagMsMax: number;
+  /**
+   * Root: `--signing-key FILE`, the PEM Ed25519 private key it signs entries and snapshots with; undefined: the key in
+   * the data directory, generated at first start (src/trust/keys.ts).
+   */
+  readonly signingKeyFile: string | undefined;
+  /** Root: `--previous-signing-key FILE`, the key the chain was signed with so far: the root rotates to the new one. */
+  readonly previousSigningKeyFile: string | undefined;
+  /**
+   * Replica: `--trust-key FILE` (repeatable), PEM Ed25519 public keys; entries and snapshots must be signed by one of
+   * them (or by a key a signed rotation introduced). Empty: the replica trusts its upstream.
+   */
+  readonly trustKeyFiles: readonly string[];
+  /**
+   * `--root-url URL`: on a replica, where it forwards client writes (instead of its upstream); on the root, the URL it
+   * records in a signed entry so that replicas with trusted keys learn where to forward writes.
+   */
+  readonly rootUrl: string | undefined;
 }
 
 export const DEFAULT_PORT = 7070;
@@ -88,6 +105,10 @@ export const CONFIG_DEFAULTS: Omit<NodeConfig, 'replicationHost' | 'replicationP
   allowedHosts: [],
   allowedOrigins: [],
   readyLagMsMax: READY_LAG_MS_MAX_DEFAULT,
+  signingKeyFile: undefined,
+  previousSigningKeyFile: undefined,
+  trustKeyFiles: [],
+  rootUrl: undefined,
 });
 
 function integer(field: string, value: unknown, min: number, max: number): number {
@@ -106,6 +127,18 @@ export function validateConfig(input: Partial<NodeConfig>): NodeConfig {
     throw new MercuryError('CONFIG_INVALID', `upstreams (--upstream) must list at most ${UPSTREAMS_MAX} HOST:PORT addresses`);
   for (const upstream of upstreams) parseHostPort(upstream, 'upstream (--upstream)');
   if (merged.resync === true && upstreams.length === 0) throw new MercuryError('CONFIG_INVALID', '--resync needs --upstream: only a replica can resync');
+  const trustKeyFiles: unknown = merged.trustKeyFiles;
+  if (!Array.isArray(trustKeyFiles) || !trustKeyFiles.every((file) => typeof file === 'string' && file.length > 0))
+    throw new MercuryError('CONFIG_INVALID', 'trustKeyFiles (--trust-key) must list key file paths');
+  if (trustKeyFiles.length > 0 && upstreams.length === 0)
+    throw new MercuryError('CONFIG_INVALID', '--trust-key needs --upstream: the root signs, replicas verify');
+  if (upstreams.length > 0 && (merged.signingKeyFile !== undefined || merged.previousSigningKeyFile !== undefined))
+    throw new MercuryError('CONFIG_INVALID', '--signing-key and --previous-signing-key are for the root (no --upstream): replicas verify with --trust-key');
+  if (merged.previousSigningKeyFile !== undefined && merged.signingKeyFile === undefined)
+    throw new MercuryError('CONFIG_INVALID', '--previous-signing-key needs --signing-key: the new key to rotate to');
+  const rootUrl = merged.rootUrl;
+  if (rootUrl !== undefined && (typeof rootUrl !== 'string' || !/^https?:\/\/[^/\s]+\/?$/.test(rootUrl)))
+    throw new MercuryError('CONFIG_INVALID', `rootUrl (--root-url) must be http(s)://HOST:PORT, got ${JSON.stringify(rootUrl)}`);
   const replicationHost = typeof merged.replicationHost === 'string' && merged.replicationHost.length > 0 ? merged.replicationHost : merged.host;
   const replicationPort =
     merged.replicationPort === undefined ? (port === 0 ? 0 : port === 65535 ? 0 : port + 1) : integer('replicationPort', merged.replicationPort, 0, 65535);
@@ -118,6 +151,10 @@ export function validateConfig(input: Partial<NodeConfig>): NodeConfig {
     upstreams: Object.freeze([...(upstreams)]),
     replicationChildrenMax: integer('replicationChildrenMax', merged.replicationChildrenMax, 1, REPLICATION_CHILDREN_MAX_CEILING),
     resync: merged.resync === true,
+    signingKeyFile: merged.signingKeyFile,
+    previousSigningKeyFile: merged.previousSigningKeyFile,
+    trustKeyFiles: Object.freeze([...(trustKeyFiles as string[])]),
+    rootUrl: rootUrl?.replace(/\/$/, ''),
     valueBytesMax: optionalInteger('valueBytesMax (--max-value-bytes)', merged.valueBytesMax, 1, VALUE_BYTES_CEILING),
     logRetainEntries: optionalInteger('logRetainEntries (--log-retain-entries)', merged.logRetainEntries, 1, Number.MAX_SAFE_INTEGER),
     logRetainBytes: optionalInteger('logRetainBytes (--log-retain-bytes)', merged.logRetainBytes, 1, Number.MAX_SAFE_INTEGER),

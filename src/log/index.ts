@@ -1,5 +1,10 @@
 export {
+  AUTHOR_BYTES_MAX,
   ENTRY_FORMAT,
+  SIGNATURE_BYTES,
+  authorRuns,
+  opAuthors,
+  resignRecord,
   HASH_BYTES,
   GENESIS_HASH,
   GENESIS_HEAD,
@@ -11,4 +16,4 @@ export {
   verifyNext,
   verifySelf,
 } from './entry.js';
-export type { ChainHead, EncodedEntry, Entry, EntryBody, Op } from './entry.js';
+export type { AuthorRun, ChainHead, EncodedEntry, Entry, EntryBody, Op } from './entry.js';

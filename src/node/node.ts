@@ -7,6 +7,7 @@
  * sends, and the same fan-out follows every applied batch; client writes are forwarded to the upstream's HTTP API and
  * answered once the replica has applied them (read-your-writes on any node).
  */
+import type { KeyObject } from 'node:crypto';
 import type { Server } from 'node:http';
 import { isIP, type AddressInfo } from 'node:net';
 import type { Server as TlsServer } from 'node:tls';
@@ -24,6 +25,7 @@ import { createApiHandler, createHttpServer, requestRefusal, type NodeApi, type 
 import { Store } from '../store/index.js';
 import { AuthGuard, AUTH_MODES, bootstrapAdmin, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
 import { prefixEnd } from '../api/index.js';
+import { ROOT_KEY_KEY, ROOT_URL_KEY, Signer, keyId, loadOrCreateSigningKey, publicKeyFromRaw, rawPublicKey, readSigningKey, readTrustKey } from '../trust/index.js';
 import { forwardWrite } from './forward.js';
 import { readiness } from './readiness.js';
 import { SeqWaiter } from './seq-waiter.js';
@@ -105,6 +107,10 @@ export class MercuryNode {
   readonly tokens: TokenRegistry;
   private readonly guard: AuthGuard;
   private readonly adminTokenFile: string | undefined;
+  /** The root's signer (src/trust/); undefined on a replica. */
+  private readonly signer: Signer | undefined;
+  /** A replica's trusted keys (`--trust-key`); empty: it trusts its upstream. */
+  private readonly trustKeys: readonly KeyObject[];
 
   private constructor(config: NodeConfig, options: NodeOptions) {
     this.config = config;
@@ -117,6 +123,9 @@ export class MercuryNode {
     const material = this.tls?.current();
     this.forwardTls = material === undefined ? undefined : clientTlsOptions(material);
     const isReplica = config.upstreams.length > 0;
+    // Key files are read before the data directory is opened: a bad one must not leave it locked.
+    this.trustKeys = config.trustKeyFiles.map(readTrustKey);
+    const givenSigningKey = config.signingKeyFile === undefined ? undefined : readSigningKey(config.signingKeyFile);
     // A replica writes without fsync: it can refetch anything it loses (see Store's noSync and unsynced-guard.ts).
     this.store = Store.open({ path: config.dataDir, createDataset: !isReplica, mapBytes: this.limits.store.mapBytes, noSync: isReplica });
     if (this.store.discardedAfterCrash)
@@ -131,6 +140,13 @@ export class MercuryNode {
       ]),
       allowedOrigins: config.allowedOrigins,
     });
+    if (isReplica) this.signer = undefined;
+    else {
+      const loaded = givenSigningKey === undefined ? loadOrCreateSigningKey(config.dataDir, undefined) : { key: givenSigningKey, generated: false, path: config.signingKeyFile };
+      this.signer = new Signer(loaded.key);
+      if (loaded.generated)
+        this.logger.log('info', 'generated the root signing key; give its public half to replicas with --trust-key', { key: this.signer.keyId, path: loaded.path });
+    }
     this.seqWaiter = new SeqWaiter(this.clock, () => this.store.head().seq);
     const authMode = options.auth ?? 'required';
     if (!AUTH_MODES.includes(authMode)) throw new MercuryError('CONFIG_INVALID', `auth must be one of ${AUTH_MODES.join(', ')}, got ${String(authMode)}`);
@@ -200,6 +216,7 @@ export class MercuryNode {
       tls: material,
       onTlsRejected: onTlsRejected('replication'),
       authorizeChild: (credential, socket) => this.guard.authenticateChild(credential, socket),
+      signSnapshot: this.signer === undefined ? undefined : (head) => this.signer!.signSnapshot(head),
     });
     if (this.tls !== undefined) this.watchTls(this.tls);
     this.metrics.gauge('mercury_replication_children', 'Child replicas connected to this node.', () => this.replicationServer.children().length);
@@ -208,7 +225,14 @@ export class MercuryNode {
       this.replicationClient = this.createReplicationClient(options.replicationToken);
     } else {
       this.replicationClient = undefined;
-      this.committer = new GroupCommitter({ store: this.store, clock: this.clock, metrics: this.metrics, limits: this.limits.commit });
+      const signer = this.signer!;
+      this.committer = new GroupCommitter({
+        store: this.store,
+        clock: this.clock,
+        metrics: this.metrics,
+        limits: this.limits.commit,
+        sign: (hash) => signer.signEntry(hash),
+      });
       this.committer.onCommitted((committed) => this.applied([committed]));
     }
   }
@@ -249,6 +273,7 @@ export class MercuryNode {
       tls: this.tls === undefined ? undefined : () => this.tls!.current(),
       httpUrl: () => this.url,
       credential,
+      trustKeys: this.trustKeys.length > 0 ? this.trustKeys : undefined,
       onApplied: (entries, applyMs) => {
         applySeconds.observe(applyMs / 1000);
         batchEntries.observe(entries.length);
@@ -272,6 +297,11 @@ export class MercuryNode {
     });
     this.metrics.gauge('mercury_replication_lag_entries', 'Entries the root had at its last heartbeat that this node has not applied.', () => client.status().lagEntries ?? -1);
     this.metrics.gauge('mercury_replication_upstream_switches', 'Times this replica dropped its upstream and moved on (a counter).', () => client.status().upstreamSwitches);
+    this.metrics.gauge(
+      'mercury_replication_signature_refusals',
+      'Times this replica refused entries or a snapshot not signed by a key it trusts, and dropped the upstream (a counter; 0 without --trust-key).',
+      () => client.status().trust?.refusals ?? 0,
+    );
     this.metrics.gauge('mercury_replication_connected', '1 while this replica streams from an upstream.', () => (client.status().phase === 'streaming' ? 1 : 0));
     this.metrics.gauge(
       'mercury_replication_diverged',
@@ -342,6 +372,7 @@ export class MercuryNode {
       // After listening, so a start that fails (a port in use) registers nothing; meanwhile no token exists, so
       // whatever arrives is refused with 401.
       await node.bootstrapAdmin();
+      if (node.signer !== undefined) await node.recordRootKeys(node.signer);
     } catch (error) {
       // Nothing is served (port in use, say): release the data directory, which would otherwise stay open (and
       // locked) for the rest of the process.
@@ -376,6 +407,40 @@ export class MercuryNode {
     return node;
   }
 
+  /**
+   * Root: records in signed entries what replicas with trusted keys learn from the chain: a key rotation (an entry
+   * signed by the previous key naming the new one, src/trust/) and the root's URL for forwarded writes (`--root-url`).
+   * Refuses to start with a key other than the one the chain names, unless rotating: replicas would refuse every entry.
+   */
+  private async recordRootKeys(signer: Signer): Promise<void> {
+    const raw = rawPublicKey(signer.publicKey);
+    const named = this.store.get(ROOT_KEY_KEY).record?.value;
+    const namedId = named === undefined ? undefined : (() => { const key = publicKeyFromRaw(named); return key === undefined ? '?' : keyId(key); })();
+    if (this.config.previousSigningKeyFile !== undefined && !(named?.equals(raw) ?? false)) {
+      const previous = new Signer(readSigningKey(this.config.previousSigningKeyFile, '--previous-signing-key'));
+      if (named !== undefined && !named.equals(rawPublicKey(previous.publicKey)))
+        throw new MercuryError('CONFIG_INVALID', `--previous-signing-key is key ${previous.keyId}, but the chain names key ${namedId} as the root's: rotate from that one`);
+      const head = this.store.head();
+      const headTimeMs = head.seq === 0 ? 0 : (this.store.readLog(head.seq, 1)[0]?.entry.timeMs ?? 0);
+      const committed = this.store.commit(
+        Math.max(headTimeMs, this.clock.nowMs()),
+        (view) => view.apply({ type: 'put', key: ROOT_KEY_KEY, value: raw }),
+        (hash) => previous.signEntry(hash),
+      );
+      await this.store.flushed();
+      if (committed !== undefined) this.applied([committed]);
+      this.logger.log('warn', 'rotated the root signing key: replicas trust the new key from this entry on', { from: previous.keyId, to: signer.keyId, seq: committed?.entry.seq });
+    } else if (named !== undefined && !named.equals(raw)) {
+      throw new MercuryError(
+        'CONFIG_INVALID',
+        `this root's signing key is ${signer.keyId}, but the chain names key ${namedId}: replicas would refuse every entry. Start with that key, or rotate with --signing-key NEW --previous-signing-key OLD`,
+      );
+    }
+    const url = this.config.rootUrl;
+    if (url !== undefined && this.store.get(ROOT_URL_KEY).record?.value.toString('utf8') !== url)
+      await this.committer!.submit({ compares: [], success: [{ type: 'put', key: ROOT_URL_KEY, value: Buffer.from(url, 'utf8') }], failure: [] }, true);
+  }
+
   get url(): string {
     const address = this.server.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
@@ -399,9 +464,25 @@ export class MercuryNode {
   /** Root: commits. Replica: forwards to the upstream, then waits until this node has applied the write's seq. */
   async write(request: WriteRequest, authorization?: string): Promise<WriteResult> {
     if (this.committer !== undefined) return this.committer.submit(request);
-    const result = await forwardWrite(this.replicationClient!.status().upstreamHttpUrl, request, undefined, this.forwardTls, authorization);
+    const result = await forwardWrite(this.forwardTarget(), request, undefined, this.forwardTls, authorization);
     await this.seqWaiter.wait(result.seq, this.limits.http.forwardedWriteWaitMs);
     return result;
+  }
+
+  /**
+   * Where a replica forwards writes: `--root-url` if given; with trusted keys, only the root URL a signed entry
+   * recorded (never a URL an upstream merely claims: a relay could capture the writes); otherwise its upstream's.
+   */
+  private forwardTarget(): string | undefined {
+    if (this.config.rootUrl !== undefined) return this.config.rootUrl;
+    if (this.trustKeys.length === 0) return this.replicationClient!.status().upstreamHttpUrl;
+    const recorded = this.store.get(ROOT_URL_KEY).record?.value.toString('utf8');
+    if (recorded === undefined)
+      throw new MercuryError(
+        'ROOT_UNKNOWN',
+        'this replica verifies signatures (--trust-key) and forwards writes only to a root it trusts, but knows no root URL: start it with --root-url, or the root with --root-url so that it records one; or write to the root',
+      );
+    return recorded;
   }
 
   /** Replica: drop the chain and take a full snapshot from the upstream (after a divergence). */
@@ -441,6 +522,7 @@ export class MercuryNode {
       watch: this.watchHub.counts(),
       // Root only: write requests committed since start (a replica sees entries, each carrying one or more writes).
       writesCommitted: this.committer?.writesCommitted ?? null,
+      trust: this.trustStatus(),
     };
   }
 
@@ -453,6 +535,21 @@ export class MercuryNode {
       validTo: new Date(material.validToMs).toISOString(),
       reloads: this.tls.reloads,
       reloadFailures: this.tls.reloadFailures,
+    };
+  }
+
+  /** Signatures: the root's signing key, or what a replica trusts and what it refused. */
+  private trustStatus(): Record<string, unknown> {
+    if (this.signer !== undefined) return { signingKey: this.signer.keyId, rootUrl: this.config.rootUrl ?? null };
+    const trust = this.replicationClient!.status().trust;
+    if (trust === undefined) return { verifying: false, forwardTo: 'upstream' };
+    return {
+      verifying: true,
+      configuredKeys: trust.configuredKeys,
+      learnedKey: trust.learnedKey ?? null,
+      refusals: trust.refusals,
+      lastRefusal: trust.lastRefusal ?? null,
+      forwardTo: this.config.rootUrl ?? this.store.get(ROOT_URL_KEY).record?.value.toString('utf8') ?? null,
     };
   }
 

@@ -10,7 +10,7 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
-import { randomInt } from 'node:crypto';
+import { randomInt, type KeyObject } from 'node:crypto';
 import { tlsErrorHint } from '../client/index.js';
 import { TickTimer, type Clock } from '../clock/index.js';
 import { parseHostPort } from '../config/index.js';
@@ -19,6 +19,7 @@ import type { Logger } from '../logging/index.js';
 import { MercuryError } from '../errors/index.js';
 import { clientTlsOptions, type TlsMaterial } from '../net/index.js';
 import type { Store } from '../store/index.js';
+import { ROOT_KEY_KEY, TrustedKeys } from '../trust/index.js';
 import { Downstream, type DownstreamAction, type DownstreamStatus } from './downstream.js';
 import { REPLICATION_LIMITS, type ReplicationLimits } from './limits.js';
 import type { Heartbeat } from './protocol.js';
@@ -45,6 +46,8 @@ export interface ReplicationClientOptions {
   readonly httpUrl?: () => string;
   /** The bearer token presented in HELLO (it needs the `replicate` scope on an upstream with auth required). */
   readonly credential?: string;
+  /** Public keys whose signatures entries and snapshots must carry (`--trust-key`); undefined: trust the upstream. */
+  readonly trustKeys?: readonly KeyObject[];
 }
 
 const SNAPSHOT_PROGRESS_LOG_INTERVAL_MS = 5_000;
@@ -80,6 +83,8 @@ export class ReplicationClient {
       random: () => randomInt(1 << 30) / (1 << 30),
       httpUrl: this.options.httpUrl,
       credential: this.options.credential,
+      // The key of the last rotation this node applied is in its key space (every entry there was verified).
+      trust: this.options.trustKeys === undefined ? undefined : new TrustedKeys(this.options.trustKeys, store.get(ROOT_KEY_KEY).record?.value),
     });
   }
 

@@ -23,6 +23,11 @@
  *   machine never touches.
  * - Snapshots are verified against their digest before `snapshotFinish` is emitted; the adapter must keep staged
  *   records invisible until then, and discard them on `snapshotAbort`.
+ * - With trusted keys (`trust`, from `--trust-key`), entries and snapshots must also carry the root's signature
+ *   (src/trust/trusted-keys.ts says which): the vouched-for prefix of a frame is applied, the rest is refused with
+ *   SIGNATURE_MISSING or SIGNATURE_INVALID, told to the upstream in a REFUSE frame, counted, logged, shown in status,
+ *   and the upstream is dropped like any other bad upstream (the next one is tried). Without trusted keys the node
+ *   trusts its upstream, as before signatures existed.
  *
  * The adapter contract:
  * - `connect` opens a connection and answers `connected` or `closed` with the same connId. Events carrying an old
@@ -38,6 +43,7 @@ import assert from 'node:assert/strict';
 import { ChainError, EntryDecodeError, verifyNext, type ChainHead, type EncodedEntry } from '../log/index.js';
 import type { LogLevel } from '../logging/index.js';
 import type { SnapshotRecord } from '../store/index.js';
+import { ROOT_KEY_KEY, type TrustRefusal, type TrustedKeys } from '../trust/index.js';
 import { NODE_ID_BYTES_MAX, PROTOCOL_VERSION, REPLICATION_LIMITS, validateReplicationLimits, type ReplicationLimits } from './limits.js';
 import {
   FrameDecoder,
@@ -110,6 +116,15 @@ export interface DownstreamOptions {
   readonly httpUrl?: () => string;
   /** The bearer token this replica presents in HELLO, if any. */
   readonly credential?: string;
+  /** The keys whose signatures this node requires (`--trust-key`); undefined: it trusts its upstream. */
+  readonly trust?: TrustedKeys;
+}
+
+/** The last time this node refused data for its signature. */
+export interface SignatureRefusal extends TrustRefusal {
+  readonly upstream: string;
+  /** The node's head when it refused (everything up to it was vouched for). */
+  readonly seq: number;
 }
 
 export interface DownstreamStatus {
@@ -136,6 +151,15 @@ export interface DownstreamStatus {
   readonly resyncPending: boolean;
   readonly divergedReason: string | undefined;
   readonly lastFailure: string | undefined;
+  /** Undefined when the node has no trusted keys. */
+  readonly trust:
+    | {
+        readonly configuredKeys: readonly string[];
+        readonly learnedKey: string | undefined;
+        readonly refusals: number;
+        readonly lastRefusal: SignatureRefusal | undefined;
+      }
+    | undefined;
   readonly snapshot:
     | { readonly seq: number; readonly keyCount: number; readonly keysReceived: number; readonly bytesReceived: number }
     | undefined;
@@ -161,6 +185,8 @@ interface IncomingSnapshot {
   readonly seq: number;
   readonly hash: Buffer;
   readonly keyCount: number;
+  /** The root key the snapshot's key space names (a rotation before it), trusted once the snapshot is. */
+  rootKey: Buffer | undefined;
   readonly digest: SnapshotDigest;
   lastKey: Buffer | undefined;
   keysReceived: number;
@@ -203,6 +229,9 @@ export class Downstream {
   private upstreamSwitches = 0;
   private entriesApplied = 0;
   private snapshotsInstalled = 0;
+  private readonly trust: TrustedKeys | undefined;
+  private signatureRefusals = 0;
+  private lastSignatureRefusal: SignatureRefusal | undefined;
 
   constructor(options: DownstreamOptions) {
     assert.ok(options.upstreams.length > 0, 'a replica needs at least one upstream');
@@ -216,6 +245,7 @@ export class Downstream {
     this.datasetId = options.datasetId;
     this.head = { seq: options.head.seq, hash: Buffer.from(options.head.hash) };
     this.headTimeMs = options.headTimeMs;
+    this.trust = options.trust;
   }
 
   /** The URL for HELLO: a str8, so a longer one (an odd --advertise-url) is left out rather than breaking the handshake. */
@@ -390,6 +420,15 @@ export class Downstream {
       resyncPending: this.resyncRequested,
       divergedReason: this.divergedReason,
       lastFailure: this.lastFailure,
+      trust:
+        this.trust === undefined
+          ? undefined
+          : {
+              configuredKeys: this.trust.keyIds().configured,
+              learnedKey: this.trust.keyIds().learned,
+              refusals: this.signatureRefusals,
+              lastRefusal: this.lastSignatureRefusal,
+            },
       snapshot:
         snapshot === undefined
           ? undefined
@@ -454,13 +493,23 @@ export class Downstream {
         return this.entries(nowMs, session, message.records, actions);
       case 'snapshotBegin':
         if (this.snapshot !== undefined) return this.unexpected(nowMs, message, actions);
+        if (this.trust !== undefined && !message.signed)
+          return this.refuseData(
+            nowMs,
+            session,
+            {
+              code: 'SIGNATURE_MISSING',
+              message: `snapshot at seq ${message.seq} will not be signed: the upstream is not the root, and only the root can sign a snapshot`,
+            },
+            actions,
+          );
         return this.snapshotBegin(nowMs, session, message.seq, message.hash, message.keyCount, actions);
       case 'snapshotChunk':
         if (this.snapshot === undefined) return this.unexpected(nowMs, message, actions);
         return this.snapshotChunk(nowMs, session, this.snapshot, message.records, actions);
       case 'snapshotEnd':
         if (this.snapshot === undefined) return this.unexpected(nowMs, message, actions);
-        return this.snapshotEnd(nowMs, session, this.snapshot, message.digest, actions);
+        return this.snapshotEnd(nowMs, session, this.snapshot, message.digest, message.signature, actions);
       default:
         return this.unexpected(nowMs, message, actions);
     }
@@ -518,6 +567,21 @@ export class Downstream {
         break;
       }
     }
+    if (this.trust !== undefined && verified.length > 0) {
+      const verdict = this.trust.checkBatch(verified.map(({ entry }) => entry));
+      if (verdict.refusal !== undefined) {
+        verified.length = verdict.accepted;
+        this.applyVerified(nowMs, session, verified, actions);
+        if (verdict.learnedKey !== undefined) this.trust.learn(verdict.learnedKey);
+        return this.refuseData(nowMs, session, verdict.refusal, actions);
+      }
+      if (verdict.learnedKey !== undefined) this.trust.learn(verdict.learnedKey);
+    }
+    this.applyVerified(nowMs, session, verified, actions);
+    if (failure !== undefined) this.fail(nowMs, failure, actions);
+  }
+
+  private applyVerified(nowMs: number, session: Session, verified: EncodedEntry[], actions: DownstreamAction[]): void {
     if (verified.length > 0) {
       const last = verified[verified.length - 1]!.entry;
       // A copy: the entry's hash points into the frame, which would otherwise stay alive as long as the head.
@@ -527,7 +591,23 @@ export class Downstream {
       session.lastProgressMs = nowMs;
       actions.push({ type: 'apply', entries: verified });
     }
-    if (failure !== undefined) this.fail(nowMs, failure, actions);
+  }
+
+  /**
+   * Refuses data whose signature does not hold: tells the upstream why (REFUSE, so that its operator learns it too),
+   * records it for status and metrics, and drops the upstream like any other bad one.
+   */
+  private refuseData(nowMs: number, session: Session, refusal: TrustRefusal, actions: DownstreamAction[]): void {
+    this.signatureRefusals++;
+    this.lastSignatureRefusal = { ...refusal, upstream: session.address, seq: this.head.seq };
+    actions.push({ type: 'send', connId: session.connId, bytes: encodeMessage({ type: 'refuse', reason: refusal.code, message: refusal.message }) });
+    actions.push({
+      type: 'log',
+      level: 'error',
+      message: 'refused data not signed by a trusted key',
+      fields: { code: refusal.code, upstream: session.address, upstreamNodeId: session.welcome?.nodeId, seq: this.head.seq, error: refusal.message },
+    });
+    this.fail(nowMs, `${refusal.code}: ${refusal.message}`, actions);
   }
 
   private snapshotBegin(nowMs: number, session: Session, seq: number, hash: Buffer, keyCount: number, actions: DownstreamAction[]): void {
@@ -536,7 +616,16 @@ export class Downstream {
     if (!this.resyncRequested && this.datasetId !== '' && seq <= this.head.seq)
       return void this.fail(nowMs, `upstream sent a snapshot at seq ${seq}, not past the head ${this.head.seq}`, actions);
     const datasetId = session.welcome!.datasetId;
-    this.snapshot = { seq, hash: Buffer.from(hash), keyCount, digest: new SnapshotDigest(), lastKey: undefined, keysReceived: 0, bytesReceived: 0 };
+    this.snapshot = {
+      seq,
+      hash: Buffer.from(hash),
+      keyCount,
+      rootKey: undefined,
+      digest: new SnapshotDigest(),
+      lastKey: undefined,
+      keysReceived: 0,
+      bytesReceived: 0,
+    };
     this.phase = 'snapshot';
     session.lastProgressMs = nowMs;
     actions.push({ type: 'snapshotBegin', seq, hash: this.snapshot.hash, datasetId, keyCount });
@@ -549,6 +638,7 @@ export class Downstream {
         return void this.fail(nowMs, 'snapshot keys are not strictly ascending', actions);
       if (record.modSeq > snapshot.seq) return void this.fail(nowMs, `snapshot record modified at ${record.modSeq}, after the snapshot seq ${snapshot.seq}`, actions);
       snapshot.lastKey = record.key;
+      if (record.key.length === ROOT_KEY_KEY.length && record.key.equals(ROOT_KEY_KEY)) snapshot.rootKey = Buffer.from(record.value);
       snapshot.digest.update(record);
       snapshot.keysReceived++;
       snapshot.bytesReceived += record.key.length + record.value.length;
@@ -558,10 +648,22 @@ export class Downstream {
     actions.push({ type: 'snapshotChunk', records });
   }
 
-  private snapshotEnd(nowMs: number, session: Session, snapshot: IncomingSnapshot, digest: Buffer, actions: DownstreamAction[]): void {
+  private snapshotEnd(
+    nowMs: number,
+    session: Session,
+    snapshot: IncomingSnapshot,
+    digest: Buffer,
+    signature: Buffer | undefined,
+    actions: DownstreamAction[],
+  ): void {
     if (snapshot.keysReceived !== snapshot.keyCount)
       return void this.fail(nowMs, `snapshot announced ${snapshot.keyCount} keys and carried ${snapshot.keysReceived}`, actions);
     if (!snapshot.digest.digest().equals(digest)) return void this.fail(nowMs, 'snapshot digest mismatch', actions);
+    if (this.trust !== undefined) {
+      const refusal = this.trust.checkSnapshot({ seq: snapshot.seq, hash: snapshot.hash, keyCount: snapshot.keyCount, digest }, signature);
+      if (refusal !== undefined) return this.refuseData(nowMs, session, refusal, actions);
+      if (snapshot.rootKey !== undefined) this.trust.learn(snapshot.rootKey);
+    }
     const datasetId = session.welcome!.datasetId;
     this.snapshot = undefined;
     this.head = { seq: snapshot.seq, hash: snapshot.hash };

@@ -8,19 +8,22 @@
  */
 import assert from 'node:assert/strict';
 import { ENTRY_BYTES_MAX, KEY_BYTES_MAX, REPLICATION_CHILDREN_MAX_DEFAULT, VALUE_BYTES_CEILING } from '../limits.js';
-import { HASH_BYTES } from '../log/index.js';
+import { HASH_BYTES, SIGNATURE_BYTES } from '../log/index.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
 /** Bumped on any incompatible change of the frame format or of a message; both sides must agree exactly. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /** u32 length | u32 crc32 | u8 type (see protocol.ts). */
 export const FRAME_HEADER_BYTES = 4 + 4 + 1;
 
-/** Bytes an entry record adds to the encoded size of its ops: the body header (format, seq, timeMs, op count) and two hashes. */
-export const ENTRY_RECORD_OVERHEAD_BYTES = 1 + 8 + 8 + 4 + 2 * HASH_BYTES;
+/**
+ * Bytes an entry record adds to the encoded size of its ops and author runs (which the committer counts with each
+ * request): the body header (format, seq, timeMs, op count), the run count, the signature and its length, two hashes.
+ */
+export const ENTRY_RECORD_OVERHEAD_BYTES = 1 + 8 + 8 + 4 + 4 + 1 + SIGNATURE_BYTES + 2 * HASH_BYTES;
 
 /** Bytes a snapshot record adds to its key and value: u16 key length, u32 value length, createSeq, modSeq, version. */
 export const SNAPSHOT_RECORD_OVERHEAD_BYTES = 2 + 4 + 8 + 8 + 4;

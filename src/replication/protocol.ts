@@ -39,10 +39,13 @@
  *                   str8 datasetId | str8 nodeId | str8 httpUrl (the upstream's HTTP API, where a replica forwards
  *                   client writes; '' if it has none) | path (root .. the upstream itself) | u64 headSeq | hash headHash
  *                   | u8 mode (1 stream, 2 snapshot) | u64 fromSeq (stream: child's headSeq + 1; snapshot: 0)
- * 3 SNAPSHOT_BEGIN  u64 seq | hash (of the entry at seq) | u64 keyCount
+ * 3 SNAPSHOT_BEGIN  u64 seq | hash (of the entry at seq) | u64 keyCount | u8 flags (bit 0: signed, SNAPSHOT_END will carry
+ *                   the root's signature; only the root sets it, a relay cannot sign)
  * 4 SNAPSHOT_CHUNK  u32 count (>= 1) | record * count, keys strictly ascending across the whole snapshot
  *                   record = u16 keyLength | key | u32 valueLength | value | u64 createSeq | u64 modSeq | u32 version
  * 5 SNAPSHOT_END    hash digest = SHA-256 over the concatenated records of the whole snapshot, in key order
+ *                   | u8 signatureLength (0, or 64 when BEGIN said signed) | signature: the root's Ed25519 signature
+ *                   over seq, hash, keyCount and digest (src/trust/signatures.ts)
  * 6 ENTRIES         u32 count (>= 1) | (u32 recordLength | record) * count, consecutive seqs; records as encoded
  *                   by log/entry.ts (`sealEntry`), each verified by the receiver with `verifyNext` before it applies it
  * 7 HEARTBEAT       u64 rootSeq | u64 rootTimeMs | path (root .. the sender). Made by the root every
@@ -52,7 +55,9 @@
  * ```
  *
  * Versions: 2 dropped SNAPSHOT_BEGIN's trailing u64 bytesEstimate, which no upstream ever filled (always 0); 3 added
- * HELLO's trailing httpUrl. A peer of another version is refused with PROTOCOL_VERSION at the handshake.
+ * HELLO's trailing httpUrl; 4 added SNAPSHOT_BEGIN's flags and SNAPSHOT_END's signature, and entries of format 2
+ * (authors and the root's signature, log/entry.ts). A peer of another version is refused with PROTOCOL_VERSION at the
+ * handshake.
  *
  * ## Handshake and session
  *
@@ -83,7 +88,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import { ProtocolErrorCode, RefuseReason } from '../api/errors.js';
 import { KEY_BYTES_MAX } from '../limits.js';
-import { HASH_BYTES, type ChainHead } from '../log/index.js';
+import { HASH_BYTES, SIGNATURE_BYTES, type ChainHead } from '../log/index.js';
 import type { SnapshotRecord } from '../store/index.js';
 import {
   FRAME_HEADER_BYTES,
@@ -173,6 +178,8 @@ export interface SnapshotBeginMessage {
   readonly seq: number;
   readonly hash: Buffer;
   readonly keyCount: number;
+  /** SNAPSHOT_END will carry the root's signature. */
+  readonly signed: boolean;
 }
 
 export interface SnapshotChunkMessage {
@@ -183,6 +190,8 @@ export interface SnapshotChunkMessage {
 export interface SnapshotEndMessage {
   readonly type: 'snapshotEnd';
   readonly digest: Buffer;
+  /** The root's signature over seq, hash, keyCount and digest; undefined from a relay. */
+  readonly signature: Buffer | undefined;
 }
 
 export interface EntriesMessage {
@@ -423,7 +432,12 @@ export function encodeMessage(message: Message): Buffer {
         .u64(message.fromSeq)
         .frame(MessageType.welcome);
     case 'snapshotBegin':
-      return new Writer().u64(message.seq).hash(message.hash).u64(message.keyCount).frame(MessageType.snapshotBegin);
+      return new Writer()
+        .u64(message.seq)
+        .hash(message.hash)
+        .u64(message.keyCount)
+        .u8(message.signed ? 1 : 0)
+        .frame(MessageType.snapshotBegin);
     case 'snapshotChunk': {
       if (message.records.length === 0) throw new RangeError('empty snapshot chunk');
       let bytes = FRAME_HEADER_BYTES + 4;
@@ -434,8 +448,15 @@ export function encodeMessage(message: Message): Buffer {
       for (const record of message.records) offset = writeSnapshotRecord(record, frame, offset);
       return seal(frame);
     }
-    case 'snapshotEnd':
-      return new Writer().hash(message.digest).frame(MessageType.snapshotEnd);
+    case 'snapshotEnd': {
+      const writer = new Writer().hash(message.digest);
+      if (message.signature === undefined) writer.u8(0);
+      else {
+        if (message.signature.length !== SIGNATURE_BYTES) throw new RangeError(`signature of ${message.signature.length} bytes`);
+        writer.u8(SIGNATURE_BYTES).bytes(message.signature);
+      }
+      return writer.frame(MessageType.snapshotEnd);
+    }
     case 'entries':
       return encodeEntries(message.records);
     case 'heartbeat':
@@ -598,8 +619,14 @@ function decodePayload(name: MessageType, reader: Reader): Message {
       const fromSeq = reader.u64('fromSeq');
       return { type: 'welcome', datasetId, nodeId, httpUrl, path, head: { seq, hash }, mode: modeCode === 1 ? 'stream' : 'snapshot', fromSeq };
     }
-    case 'snapshotBegin':
-      return { type: 'snapshotBegin', seq: reader.u64('seq'), hash: reader.hash('hash'), keyCount: reader.u64('keyCount') };
+    case 'snapshotBegin': {
+      const seq = reader.u64('seq');
+      const hash = reader.hash('hash');
+      const keyCount = reader.u64('keyCount');
+      const flags = reader.u8('flags');
+      if ((flags & ~1) !== 0) reader.malformed(`unknown flags ${flags}`);
+      return { type: 'snapshotBegin', seq, hash, keyCount, signed: flags === 1 };
+    }
     case 'snapshotChunk': {
       const count = reader.u32('count');
       if (count === 0) reader.malformed('empty chunk');
@@ -619,8 +646,12 @@ function decodePayload(name: MessageType, reader: Reader): Message {
       }
       return { type: 'snapshotChunk', records };
     }
-    case 'snapshotEnd':
-      return { type: 'snapshotEnd', digest: reader.hash('digest') };
+    case 'snapshotEnd': {
+      const digest = reader.hash('digest');
+      const signatureLength = reader.u8('signature length');
+      if (signatureLength !== 0 && signatureLength !== SIGNATURE_BYTES) reader.malformed(`signature of ${signatureLength} bytes`);
+      return { type: 'snapshotEnd', digest, signature: signatureLength === 0 ? undefined : reader.bytes(signatureLength, 'signature') };
+    }
     case 'entries': {
       const count = reader.u32('count');
       if (count === 0) reader.malformed('empty ENTRIES');

@@ -20,7 +20,7 @@ import { AddressSlots, TLS_HANDSHAKE_BYTE, addressKey, peerCertificate, serverTl
 import { REPLICATION_LIMITS, type ReplicationLimits } from './limits.js';
 import { encodeMessage, type Heartbeat } from './protocol.js';
 import type { LogSource } from './source.js';
-import { Upstream, type ChildAuthorization, type UpstreamAction, type UpstreamStatus } from './upstream.js';
+import { Upstream, type ChildAuthorization, type UpstreamAction, type UpstreamOptions, type UpstreamStatus } from './upstream.js';
 
 /** How long a closing session may take to flush its last frames (a REFUSE, say) before the socket is destroyed. */
 const CLOSE_FLUSH_MS = 1_000;
@@ -43,6 +43,8 @@ export interface ReplicationServerOptions {
   readonly onTlsRejected?: (reason: string, remote: string, message: string) => void;
   /** Checks a child's HELLO credential, or its connection's verified certificate (src/auth/guard.ts). Absent: none. */
   readonly authorizeChild?: (credential: string | undefined, socket: net.Socket) => ChildAuthorization;
+  /** The root's snapshot signer; undefined on a relay (see Upstream). */
+  readonly signSnapshot?: UpstreamOptions['signSnapshot'];
 }
 
 interface ChildSession {
@@ -231,6 +233,7 @@ export class ReplicationServer {
       limits: this.limits,
       nowMs: clock.monotonicMs(),
       authorizeChild: this.options.authorizeChild === undefined ? undefined : (credential) => this.options.authorizeChild!(credential, socket),
+      signSnapshot: this.options.signSnapshot,
     });
     const session: ChildSession = {
       socket,

@@ -67,6 +67,11 @@ export interface UpstreamOptions {
    * certificate), first thing in the handshake. Absent: every child is accepted.
    */
   readonly authorizeChild?: (credential: string | undefined) => ChildAuthorization;
+  /**
+   * The root's snapshot signer (src/trust/): snapshots this node makes are signed, so that a replica with trusted keys
+   * accepts them. Only the root has one; a relay's snapshots go unsigned.
+   */
+  readonly signSnapshot?: (head: { seq: number; hash: Buffer; keyCount: number; digest: Buffer }) => Buffer;
 }
 
 /** Whom a child replicates as (`principal`: a token id and name; undefined with auth off), or why it is refused. */
@@ -108,6 +113,7 @@ export class Upstream {
   private readonly limits: ReplicationLimits;
   private readonly decoder: FrameDecoder;
   private readonly startedMs: number;
+  private readonly signSnapshot: UpstreamOptions['signSnapshot'];
   private phase: UpstreamPhase = 'hello';
   private hello: HelloMessage | undefined;
   private snapshot: OutgoingSnapshot | undefined;
@@ -130,6 +136,7 @@ export class Upstream {
     this.decoder = new FrameDecoder(this.limits.childFrameBytesMax);
     this.startedMs = options.nowMs;
     this.lastAckMs = options.nowMs;
+    this.signSnapshot = options.signSnapshot;
   }
 
   /** The token id the child authenticated with (undefined before the handshake, or with auth off). */
@@ -169,6 +176,16 @@ export class Upstream {
         this.handshake(nowMs, message, actions);
       } else if (message.type === 'ack') {
         this.acknowledged(nowMs, message, actions);
+      } else if (message.type === 'refuse') {
+        // A child that refuses what this node sent (data not signed by a key it trusts) says so before it leaves:
+        // logged here so that the operator of this side learns it too.
+        actions.push({
+          type: 'log',
+          level: 'warn',
+          message: 'child refused this node\'s data',
+          fields: { child: this.hello?.nodeId, reason: message.reason, error: message.message },
+        });
+        return this.close(`child refused: ${message.reason}: ${message.message}`, actions);
       } else {
         return this.refuse('PROTOCOL_ERROR', `MESSAGE_UNEXPECTED: ${message.type} from a child`, actions);
       }
@@ -320,7 +337,10 @@ export class Upstream {
     const source = this.source.openSnapshot();
     this.snapshot = { source, digest: new SnapshotDigest(), keysSent: 0 };
     this.phase = 'snapshot';
-    this.send(encodeMessage({ type: 'snapshotBegin', seq: source.seq, hash: source.hash, keyCount: source.keyCount }), actions);
+    this.send(
+      encodeMessage({ type: 'snapshotBegin', seq: source.seq, hash: source.hash, keyCount: source.keyCount, signed: this.signSnapshot !== undefined }),
+      actions,
+    );
     actions.push({ type: 'log', level: 'info', message: 'sending snapshot', fields: { child: this.hello?.nodeId, seq: source.seq, keyCount: source.keyCount } });
   }
 
@@ -348,7 +368,10 @@ export class Upstream {
           this.send(encodeMessage({ type: 'snapshotChunk', records: page }), actions);
           continue;
         }
-        this.send(encodeMessage({ type: 'snapshotEnd', digest: snapshot.digest.digest() }), actions);
+        const digest = snapshot.digest.digest();
+        const source = snapshot.source;
+        const signature = this.signSnapshot?.({ seq: source.seq, hash: source.hash, keyCount: source.keyCount, digest });
+        this.send(encodeMessage({ type: 'snapshotEnd', digest, signature }), actions);
         this.sentSeq = snapshot.source.seq;
         this.release();
         this.phase = 'streaming';

@@ -18,7 +18,7 @@ import { LMDB_MAP_BYTES_DEFAULT } from '../limits.js';
 import { closeUnsynced, openUnsynced } from './unsynced-guard.js';
 import { DAMAGE_REPORTS_MAX, dataCorrupted, isRecordDamage, storageFault, type DamageReport } from './health.js';
 import { MercuryError } from '../errors/index.js';
-import { GENESIS_HEAD, HASH_BYTES, sealEntry, verifyNext, verifySelf, type ChainHead, type EncodedEntry, type Entry, type Op } from '../log/index.js';
+import { GENESIS_HEAD, HASH_BYTES, authorRuns, sealEntry, verifyNext, verifySelf, type ChainHead, type EncodedEntry, type Entry, type Op } from '../log/index.js';
 import {
   decodeHead,
   decodeKeyRecord,
@@ -119,8 +119,8 @@ export interface WriteView {
   get(key: Buffer): KeyRecord | undefined;
   /** Whether a key exists, without decoding its record (so a damaged record still counts as existing). */
   has(key: Buffer): boolean;
-  /** Applies an op now and records it in the entry. */
-  apply(op: Op): void;
+  /** Applies an op now and records it in the entry, written by `author` (see WriteRequest) if known. */
+  apply(op: Op, author?: string): void;
 }
 
 /** Modes of what a writable open creates: owner only. */
@@ -420,13 +420,15 @@ export class Store {
 
   /**
    * Root only: builds and commits the next entry in one write transaction. `build` evaluates requests against the
-   * WriteView and applies their ops; if it applies none, nothing is written and undefined is returned.
+   * WriteView and applies their ops; if it applies none, nothing is written and undefined is returned. `sign` (the
+   * root's signer, src/trust/) signs the entry's hash.
    */
-  commit(timeMs: number, build: (view: WriteView) => void): EncodedEntry | undefined {
+  commit(timeMs: number, build: (view: WriteView) => void, sign?: (hash: Buffer) => Buffer): EncodedEntry | undefined {
     this.assertWritable();
     const head = this.cachedHead;
     const seq = head.seq + 1;
     const ops: Op[] = [];
+    const authors: (string | undefined)[] = [];
     const sealed = this.writeTransaction(() => {
       const view: WriteView = {
         seq,
@@ -435,14 +437,16 @@ export class Store {
           return stored === undefined ? undefined : this.keyRecord(key, stored);
         },
         has: (key) => this.kv.doesExist(key),
-        apply: (op) => {
+        apply: (op, author) => {
           this.applyOp(seq, op);
           ops.push(op);
+          authors.push(author);
         },
       };
       build(view);
       if (ops.length === 0) return undefined;
-      const encoded = sealEntry({ seq, timeMs, ops }, head.hash);
+      // Signed inside the transaction: the entry is never stored, nor sent, without its signature.
+      const encoded = sealEntry({ seq, timeMs, ops, authors: authorRuns(authors) }, head.hash, sign);
       this.appendLogRecord(encoded.entry, encoded.record);
       return encoded;
     });

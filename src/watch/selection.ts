@@ -10,7 +10,7 @@
  * lengths, not the number of selections: it looks up each registered length's prefix of the key in a map.
  */
 import { encodeJsonBytes, isReservedKey, withoutReserved, type WatchFilters } from '../api/index.js';
-import type { Entry, Op } from '../log/index.js';
+import { opAuthors, type Entry, type Op } from '../log/index.js';
 import type { KeyRange, SnapshotRecord } from '../store/index.js';
 import { prefixEnd } from '../store/index.js';
 
@@ -32,7 +32,7 @@ export function canonicalSelection(prefixes: readonly Buffer[], filters: WatchFi
     if (last !== undefined && prefix.length >= last.length && prefix.subarray(0, last.length).equals(last)) continue;
     kept.push(prefix);
   }
-  const flags = `${filters.puts ? 'p' : ''}${filters.deletes ? 'd' : ''}${filters.keysOnly ? 'k' : ''}`;
+  const flags = `${filters.puts ? 'p' : ''}${filters.deletes ? 'd' : ''}${filters.keysOnly ? 'k' : ''}${filters.authors ? 'a' : ''}`;
   return { prefixes: kept, filters, key: `${flags}:${kept.map((prefix) => prefix.toString('hex')).join(',')}` };
 }
 
@@ -56,21 +56,33 @@ export function snapshotItemJson(record: SnapshotRecord, keysOnly: boolean): str
   return `{${bytesField('key', record.key)}${value},"createSeq":${record.createSeq},"modSeq":${record.modSeq},"version":${record.version}}`;
 }
 
-/** The JSON of an entry's put and delete events, each built at most once per form (with and without the value). */
+/**
+ * The JSON of an entry's put and delete events, each built at most once per form (with and without the value, with
+ * and without the author).
+ */
 export class EventCache {
-  private readonly full: (string | undefined)[] = [];
-  private readonly keysOnly: (string | undefined)[] = [];
+  /** Indexed by form: 1 = keys only, 2 = with author. */
+  private readonly forms: (string | undefined)[][] = [[], [], [], []];
+  private authors: (string | undefined)[] | undefined;
 
   constructor(private readonly entry: Entry) {}
 
-  event(index: number, keysOnly: boolean): string {
-    const cache = keysOnly ? this.keysOnly : this.full;
+  /** `,"author":...` for op `index`: the audit field of the `authors` filter. */
+  authorField(index: number): string {
+    this.authors ??= opAuthors(this.entry);
+    const author = this.authors[index];
+    return `,"author":${author === undefined ? 'null' : JSON.stringify(author)}`;
+  }
+
+  event(index: number, keysOnly: boolean, withAuthor = false): string {
+    const cache = this.forms[(keysOnly ? 1 : 0) + (withAuthor ? 2 : 0)]!;
     let text = cache[index];
     if (text === undefined) {
       const op = this.entry.ops[index]!;
+      const author = withAuthor ? this.authorField(index) : '';
       if (op.type === 'put')
-        text = `{"type":"put",${bytesField('key', op.key)}${keysOnly ? '' : `,${bytesField('value', op.value)}`},"modSeq":${this.entry.seq}}`;
-      else if (op.type === 'delete') text = `{"type":"delete",${bytesField('key', op.key)},"modSeq":${this.entry.seq}}`;
+        text = `{"type":"put",${bytesField('key', op.key)}${keysOnly ? '' : `,${bytesField('value', op.value)}`}${author},"modSeq":${this.entry.seq}}`;
+      else if (op.type === 'delete') text = `{"type":"delete",${bytesField('key', op.key)}${author},"modSeq":${this.entry.seq}}`;
       else throw new Error('range deletes are clipped per prefix, not cached');
       cache[index] = text;
     }
@@ -90,13 +102,13 @@ function minEnd(a: Buffer, b: Buffer): Buffer {
 }
 
 /** deleteRange events of `op` clipped to each prefix of the selection it overlaps, in prefix (key) order. */
-function rangeEvents(op: Op & { type: 'deleteRange' }, selection: Selection, seq: number, out: string[]): void {
+function rangeEvents(op: Op & { type: 'deleteRange' }, selection: Selection, seq: number, out: string[], author: string): void {
   for (const prefix of selection.prefixes) {
     const start = maxBytes(op.start, prefix);
     const end = minEnd(op.end, prefixEnd(prefix));
     if (end.length > 0 && Buffer.compare(start, end) >= 0) continue;
     const endFields = end.length === 0 ? '"end":null,"endEncoding":null' : bytesField('end', end);
-    out.push(`{"type":"deleteRange",${bytesField('start', start)},${endFields},"modSeq":${seq}}`);
+    out.push(`{"type":"deleteRange",${bytesField('start', start)},${endFields}${author},"modSeq":${seq}}`);
   }
 }
 
@@ -107,15 +119,15 @@ function hasPrefix(key: Buffer, prefix: Buffer): boolean {
 /** The events of `entry` that one selection selects, in log order (catch-up path: one selection at a time). */
 export function selectEvents(entry: Entry, selection: Selection, cache: EventCache): string[] {
   const events: string[] = [];
-  const { puts, deletes, keysOnly } = selection.filters;
+  const { puts, deletes, keysOnly, authors } = selection.filters;
   entry.ops.forEach((op, index) => {
     if (op.type === 'deleteRange') {
-      if (deletes) rangeEvents(op, selection, entry.seq, events);
+      if (deletes) rangeEvents(op, selection, entry.seq, events, authors ? cache.authorField(index) : '');
       return;
     }
     if (op.type === 'put' ? !puts : !deletes) return;
     if (isReservedKey(op.key)) return;
-    if (selection.prefixes.some((prefix) => hasPrefix(op.key, prefix))) events.push(cache.event(index, keysOnly));
+    if (selection.prefixes.some((prefix) => hasPrefix(op.key, prefix))) events.push(cache.event(index, keysOnly, authors));
   });
   return events;
 }
@@ -182,7 +194,7 @@ export class SelectionIndex<G extends Selected> {
         for (const group of this.groups) {
           if (!group.selection.filters.deletes || !wanted(group)) continue;
           const events: string[] = [];
-          rangeEvents(op, group.selection, entry.seq, events);
+          rangeEvents(op, group.selection, entry.seq, events, group.selection.filters.authors ? cache.authorField(index) : '');
           for (const event of events) push(group, event);
         }
         return;
@@ -194,10 +206,10 @@ export class SelectionIndex<G extends Selected> {
         const groups = this.byPrefix.get(length === key.length ? key : key.slice(0, length));
         if (groups === undefined) continue;
         for (const group of groups) {
-          const { puts, deletes, keysOnly } = group.selection.filters;
+          const { puts, deletes, keysOnly, authors } = group.selection.filters;
           if ((op.type === 'put' ? !puts : !deletes) || !wanted(group)) continue;
           // A canonical selection has no nested prefixes, so a key matches at most one prefix of a group.
-          push(group, cache.event(index, keysOnly));
+          push(group, cache.event(index, keysOnly, authors));
         }
       }
     });

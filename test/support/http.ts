@@ -170,6 +170,10 @@ export interface LogEntryJson {
   readonly prevHash: string;
   readonly hash: string;
   readonly ops: readonly Record<string, string>[];
+  /** Who wrote the ops, as runs in op order (absent when none was recorded). */
+  readonly authors?: readonly { readonly author: string | null; readonly ops: number }[];
+  /** The root's signature of `hash`, in hex (null when unsigned). */
+  readonly signature?: string | null;
 }
 
 export interface LogPage {

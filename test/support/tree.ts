@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { parseHostPort } from '../../src/config/index.js';
-import { auditLog, requestJson } from './http.js';
+import { Forger, type SignatureForgery } from './forge.js';
+import { auditLog, request, requestJson } from './http.js';
 import type { ServeProcess } from './process.js';
 
 export interface ReplicationStatusJson {
@@ -33,6 +34,19 @@ export interface StatusJson {
 
 export function statusOf(node: ServeProcess): Promise<StatusJson> {
   return requestJson<StatusJson>(node.url, 'GET', '/v1/status');
+}
+
+/** PUTs a text value; returns the seq that carries it. */
+export async function put(node: ServeProcess, key: string, value: string): Promise<number> {
+  const response = await request(node.url, 'PUT', `/v1/kv/${key}`, { body: value });
+  assert.equal(response.status, 200, response.body.toString());
+  return (JSON.parse(response.body.toString()) as { seq: number }).seq;
+}
+
+/** A key's value as text, or undefined when the node does not have it. */
+export async function get(node: ServeProcess, key: string): Promise<string | undefined> {
+  const response = await request(node.url, 'GET', `/v1/kv/${key}`);
+  return response.status === 200 ? response.body.toString() : undefined;
 }
 
 export const CONVERGE_TIMEOUT_MS = 15_000;
@@ -78,6 +92,13 @@ export class FlipProxy {
   flipArmed = false;
   flips = 0;
   holding = false;
+  /**
+   * Malicious-relay mode (test/support/forge.ts): set before connections open, every connection forges the entries and
+   * snapshots it carries, with recomputed hashes and the signatures handled as this says.
+   */
+  forging: SignatureForgery | undefined;
+  /** Frames forged so far, over all connections. */
+  forgedFrames = 0;
   /** Connections accepted so far. */
   accepted = 0;
   private readonly server: net.Server;
@@ -97,6 +118,11 @@ export class FlipProxy {
       }
       this.forward(client, host, port);
     });
+  }
+
+  /** Destroys every open connection (both sides), as a network cut would. */
+  cutAll(): void {
+    for (const socket of this.sockets) socket.destroy();
   }
 
   /** Stops holding and forwards the connections held so far. */
@@ -119,7 +145,19 @@ export class FlipProxy {
       });
     }
     client.pipe(upstream);
+    const forger = this.forging === undefined ? undefined : new Forger(this.forging);
     upstream.on('data', (chunk: Buffer) => {
+      if (forger !== undefined) {
+        const before = forger.forged;
+        try {
+          chunk = forger.push(chunk);
+        } catch {
+          client.destroy();
+          return;
+        }
+        this.forgedFrames += forger.forged - before;
+        if (chunk.length === 0) return;
+      }
       if (this.flipArmed && chunk.length >= 16) {
         this.flipArmed = false;
         this.flips++;

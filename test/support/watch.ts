@@ -19,6 +19,8 @@ export interface WatchEvent {
   readonly end?: string | null;
   readonly endEncoding?: 'utf8' | 'base64' | null;
   readonly modSeq: number;
+  /** With the `authors` filter: who wrote the op (null where not recorded). */
+  readonly author?: string | null;
 }
 
 export interface SnapshotItem {
@@ -43,6 +45,7 @@ export interface Filters {
   readonly puts?: boolean;
   readonly deletes?: boolean;
   readonly keysOnly?: boolean;
+  readonly authors?: boolean;
 }
 
 export interface SubscribeOptions {
@@ -175,14 +178,16 @@ function afterPrefix(prefix: Buffer): Buffer | undefined {
 export function expectedEvents(entries: readonly LogEntryJson[], selection: OracleSelection): { seq: number; events: WatchEvent[] }[] {
   const result: { seq: number; events: WatchEvent[] }[] = [];
   for (const entry of entries) {
-    const events = expectedEntryEvents(entry.seq, opsFromJson(entry.ops), selection);
+    const authors = (entry.authors ?? []).flatMap((run) => Array.from({ length: run.ops }, () => run.author));
+    const events = expectedEntryEvents(entry.seq, opsFromJson(entry.ops), selection, authors);
     if (events.length > 0) result.push({ seq: entry.seq, events });
   }
   return result;
 }
 
 /** The events one entry's ops must give a subscription (none: the entry selects nothing, no message is sent). */
-export function expectedEntryEvents(seq: number, ops: readonly Op[], selection: OracleSelection): WatchEvent[] {
+export function expectedEntryEvents(seq: number, ops: readonly Op[], selection: OracleSelection, opAuthors: readonly (string | null)[] = []): WatchEvent[] {
+  const withAuthors = selection.filters?.authors ?? false;
   const puts = selection.filters?.puts ?? true;
   const deletes = selection.filters?.deletes ?? true;
   const keysOnly = selection.filters?.keysOnly ?? false;
@@ -190,7 +195,8 @@ export function expectedEntryEvents(seq: number, ops: readonly Op[], selection: 
   const prefixes = sorted.filter((prefix) => !sorted.some((other) => other !== prefix && other.length < prefix.length && prefix.subarray(0, other.length).equals(other)));
   const unique = prefixes.filter((prefix, i) => i === 0 || !prefix.equals(prefixes[i - 1]!));
   const events: WatchEvent[] = [];
-  for (const op of ops) {
+  for (const [index, op] of ops.entries()) {
+    const author = withAuthors ? { author: opAuthors[index] ?? null } : {};
     if (op.type === 'deleteRange') {
       if (!deletes) continue;
       for (const prefix of unique) {
@@ -201,18 +207,18 @@ export function expectedEntryEvents(seq: number, ops: readonly Op[], selection: 
         if (end !== undefined && Buffer.compare(start, end) >= 0) continue;
         const s = bytesJson(start);
         const e = end === undefined ? undefined : bytesJson(end);
-        events.push({ type: 'deleteRange', start: s.text, startEncoding: s.encoding, end: e?.text ?? null, endEncoding: e?.encoding ?? null, modSeq: seq });
+        events.push({ type: 'deleteRange', start: s.text, startEncoding: s.encoding, end: e?.text ?? null, endEncoding: e?.encoding ?? null, modSeq: seq, ...author });
       }
       continue;
     }
     if (op.type === 'put' ? !puts : !deletes) continue;
     if (!unique.some((prefix) => op.key.length >= prefix.length && op.key.subarray(0, prefix.length).equals(prefix))) continue;
     const key = bytesJson(op.key);
-    if (op.type === 'delete') events.push({ type: 'delete', key: key.text, keyEncoding: key.encoding, modSeq: seq });
-    else if (keysOnly) events.push({ type: 'put', key: key.text, keyEncoding: key.encoding, modSeq: seq });
+    if (op.type === 'delete') events.push({ type: 'delete', key: key.text, keyEncoding: key.encoding, modSeq: seq, ...author });
+    else if (keysOnly) events.push({ type: 'put', key: key.text, keyEncoding: key.encoding, modSeq: seq, ...author });
     else {
       const value = bytesJson(op.value);
-      events.push({ type: 'put', key: key.text, keyEncoding: key.encoding, value: value.text, valueEncoding: value.encoding, modSeq: seq });
+      events.push({ type: 'put', key: key.text, keyEncoding: key.encoding, value: value.text, valueEncoding: value.encoding, modSeq: seq, ...author });
     }
   }
   return events;

@@ -1,0 +1,64 @@
+/**
+ * Key files: the root's private signing key (generated at first start into the data directory, mode 0600, or given
+ * with `--signing-key FILE`) and the public keys a replica trusts (`--trust-key FILE`, repeatable). Files are PEM:
+ * PKCS#8 for the private key, SPKI for public keys (what `openssl genpkey -algorithm ed25519` and `openssl pkey
+ * -pubout` write). A public key file may also be given as a private key file: its public half is taken.
+ */
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { MercuryError } from '../errors/index.js';
+
+/** Where a root keeps the key it generated, and its public half for operators to hand to replicas. */
+export const SIGNING_KEY_FILE = 'signing-key.pem';
+export const SIGNING_PUBLIC_KEY_FILE = 'signing-key.pub.pem';
+const KEY_FILE_MODE = 0o600;
+
+function readKeyFile(path: string, what: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (error) {
+    throw new MercuryError('CONFIG_INVALID', `${what} ${path} cannot be read: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/** Reads a private Ed25519 key from a PEM file. */
+export function readSigningKey(path: string, what = '--signing-key'): KeyObject {
+  const text = readKeyFile(path, what);
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(text);
+  } catch (error) {
+    throw new MercuryError('CONFIG_INVALID', `${what} ${path} is not a PEM private key: ${(error as Error).message}`, { cause: error });
+  }
+  if (key.asymmetricKeyType !== 'ed25519') throw new MercuryError('CONFIG_INVALID', `${what} ${path} is an ${key.asymmetricKeyType} key; Mercury signs with Ed25519`);
+  return key;
+}
+
+/** Reads a public Ed25519 key from a PEM file (SPKI, or the public half of a private key). */
+export function readTrustKey(path: string): KeyObject {
+  const text = readKeyFile(path, '--trust-key');
+  let key: KeyObject;
+  try {
+    key = createPublicKey(text);
+  } catch (error) {
+    throw new MercuryError('CONFIG_INVALID', `--trust-key ${path} is not a PEM public key: ${(error as Error).message}`, { cause: error });
+  }
+  if (key.asymmetricKeyType !== 'ed25519') throw new MercuryError('CONFIG_INVALID', `--trust-key ${path} is an ${key.asymmetricKeyType} key; Mercury signs with Ed25519`);
+  return key;
+}
+
+/**
+ * The root's signing key: from `file` if given, else the one in the data directory, generated (0600, with its public
+ * half beside it) at first start.
+ */
+export function loadOrCreateSigningKey(dataDir: string, file: string | undefined): { key: KeyObject; generated: boolean; path: string } {
+  if (file !== undefined) return { key: readSigningKey(file), generated: false, path: file };
+  const path = join(dataDir, SIGNING_KEY_FILE);
+  if (existsSync(path)) return { key: readSigningKey(path, 'signing key'), generated: false, path };
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  // wx: never overwrite a key that appeared meanwhile (a second process on the same directory is refused by the lock).
+  writeFileSync(path, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: KEY_FILE_MODE, flag: 'wx' });
+  writeFileSync(join(dataDir, SIGNING_PUBLIC_KEY_FILE), publicKey.export({ type: 'spki', format: 'pem' }), { mode: 0o644 });
+  return { key: privateKey, generated: true, path };
+}

@@ -1,0 +1,96 @@
+/**
+ * What the root signs and how a receiver checks it: pure functions over node:crypto's Ed25519, no I/O.
+ *
+ * ## Signed messages (all integers big-endian)
+ *
+ * ```
+ * entry     "mercury entry v1\0"    || hash (32 bytes, the entry's chain hash)
+ * snapshot  "mercury snapshot v1\0" || u64 seq || hash (of the entry at seq) || u64 keyCount || digest (32 bytes)
+ * ```
+ *
+ * The prefixes keep one kind of signature from ever being taken for the other. A signature on an entry's hash vouches
+ * for the whole chain up to it; a snapshot's signature vouches for its position (seq and hash) and its content (the
+ * digest over every record, src/replication/protocol.ts), which only the root can sign: a relay serves entries it
+ * cannot forge, but a snapshot it makes itself carries no signature (docs/security.md).
+ */
+import { createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
+import { HASH_BYTES, SIGNATURE_BYTES } from '../log/index.js';
+
+const ENTRY_PREFIX = Buffer.from('mercury entry v1\0', 'latin1');
+const SNAPSHOT_PREFIX = Buffer.from('mercury snapshot v1\0', 'latin1');
+/** Raw Ed25519 public keys are 32 bytes; SPKI DER wraps them in this fixed 12-byte header. */
+export const PUBLIC_KEY_BYTES = 32;
+const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
+
+export function entrySignedMessage(hash: Buffer): Buffer {
+  if (hash.length !== HASH_BYTES) throw new RangeError(`hash of ${hash.length} bytes`);
+  return Buffer.concat([ENTRY_PREFIX, hash]);
+}
+
+export interface SnapshotHead {
+  readonly seq: number;
+  readonly hash: Buffer;
+  readonly keyCount: number;
+  readonly digest: Buffer;
+}
+
+export function snapshotSignedMessage(head: SnapshotHead): Buffer {
+  const numbers = Buffer.allocUnsafe(8);
+  numbers.writeBigUInt64BE(BigInt(head.seq), 0);
+  const count = Buffer.allocUnsafe(8);
+  count.writeBigUInt64BE(BigInt(head.keyCount), 0);
+  return Buffer.concat([SNAPSHOT_PREFIX, numbers, head.hash, count, head.digest]);
+}
+
+/** The root's signer: makes entry and snapshot signatures with its private key. */
+export class Signer {
+  readonly publicKey: KeyObject;
+  readonly keyId: string;
+
+  constructor(private readonly privateKey: KeyObject) {
+    if (privateKey.asymmetricKeyType !== 'ed25519') throw new RangeError(`signing key is ${privateKey.asymmetricKeyType}, not ed25519`);
+    this.publicKey = createPublicKey(privateKey);
+    this.keyId = keyId(this.publicKey);
+  }
+
+  signEntry(hash: Buffer): Buffer {
+    return sign(null, entrySignedMessage(hash), this.privateKey);
+  }
+
+  signSnapshot(head: SnapshotHead): Buffer {
+    return sign(null, snapshotSignedMessage(head), this.privateKey);
+  }
+}
+
+/** The raw 32 bytes of an Ed25519 public key (what a rotation entry records). */
+export function rawPublicKey(key: KeyObject): Buffer {
+  const der = key.export({ type: 'spki', format: 'der' });
+  if (der.length !== ED25519_SPKI_PREFIX.length + PUBLIC_KEY_BYTES || !der.subarray(0, ED25519_SPKI_PREFIX.length).equals(ED25519_SPKI_PREFIX))
+    throw new RangeError('not an Ed25519 public key');
+  return Buffer.from(der.subarray(ED25519_SPKI_PREFIX.length));
+}
+
+/** An Ed25519 public key from its raw 32 bytes; undefined for anything else. */
+export function publicKeyFromRaw(raw: Buffer): KeyObject | undefined {
+  if (raw.length !== PUBLIC_KEY_BYTES) return undefined;
+  try {
+    return createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+  } catch {
+    return undefined;
+  }
+}
+
+/** A short stable name for a public key, for logs and status: the first 16 hex digits of its raw bytes. */
+export function keyId(key: KeyObject): string {
+  return rawPublicKey(key).toString('hex').slice(0, 16);
+}
+
+/** Whether `signature` is `key`'s over `message`. Never throws for hostile bytes. */
+export function verifies(key: KeyObject, message: Buffer, signature: Buffer | undefined): boolean {
+  if (signature === undefined || signature.length !== SIGNATURE_BYTES) return false;
+  try {
+    return verify(null, message, key, signature);
+  } catch {
+    return false;
+  }
+}

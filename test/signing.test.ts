@@ -1,0 +1,189 @@
+/**
+ * Signed entries between real `mercury serve` processes: a root that signs, replicas that verify (`--trust-key`), a
+ * malicious relay (the test proxy in forging mode) whose forged entries and snapshots are refused while the replica
+ * moves to an honest upstream, a replica holding the wrong key, writes forwarded only to a trusted root, and a key
+ * rotation.
+ */
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { assertError, auditLog, request } from './support/http.js';
+import { freePort } from './support/net.js';
+import { makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProcess } from './support/process.js';
+import { FlipProxy, assertSameChain, converged, eventually, get, put, statusOf } from './support/tree.js';
+
+const FORGED = 'forged by the relay';
+
+interface TrustStatusJson {
+  readonly verifying?: boolean;
+  readonly signingKey?: string;
+  readonly configuredKeys?: string[];
+  readonly learnedKey?: string | null;
+  readonly refusals?: number;
+  readonly lastRefusal?: { code: string; message: string; upstream: string } | null;
+}
+
+async function trustOf(node: ServeProcess): Promise<TrustStatusJson> {
+  return ((await statusOf(node)) as unknown as { trust: TrustStatusJson }).trust;
+}
+
+async function metric(node: ServeProcess, name: string): Promise<number> {
+  const text = (await request(node.url, 'GET', '/metrics')).body.toString();
+  const line = text.split('\n').find((candidate) => candidate.startsWith(`${name} `));
+  return line === undefined ? NaN : Number(line.split(' ')[1]);
+}
+
+/** Every value the node serves for the keys written in these tests: none may be a forgery. */
+async function assertNoForgery(node: ServeProcess): Promise<void> {
+  for (const entry of await auditLog(node.url)) assert.ok(!JSON.stringify(entry).includes(Buffer.from(FORGED).toString('base64')) && !JSON.stringify(entry).includes(FORGED));
+}
+
+describe('signed entries - real processes', () => {
+  const dir = makeTempDir('signing');
+  // Processes and proxies, stopped at the end whatever happened.
+  const cleanup: (() => Promise<void>)[] = [];
+  after(async () => {
+    await Promise.all(cleanup.map((stop) => stop()));
+    removeDir(dir);
+  });
+  const serve = async (name: string, args: string[] = []): Promise<ServeProcess> => {
+    const node = await startServe(join(dir, name), args);
+    cleanup.push(() => stopProcess(node.child));
+    return node;
+  };
+  const startRelay = async (target: string): Promise<FlipProxy> => {
+    const relay = await FlipProxy.start(target);
+    cleanup.push(() => relay.close());
+    return relay;
+  };
+
+  let root: ServeProcess;
+  let rootArgs: string[];
+  let publicKey: string;
+  let replica: ServeProcess;
+  let replicaArgs: (upstreams: string, key?: string) => string[];
+
+  test('the root signs every entry with a key it generated (0600); a replica with --trust-key verifies and follows', async () => {
+    rootArgs = ['--listen', `127.0.0.1:${await freePort()}`, '--replication-listen', `127.0.0.1:${await freePort()}`];
+    root = await serve('root', rootArgs);
+    assert.equal(statSync(join(root.dataDir, 'signing-key.pem')).mode & 0o777, 0o600);
+    publicKey = join(root.dataDir, 'signing-key.pub.pem');
+    for (let i = 0; i < 5; i++) await put(root, `before-${i}`, `v${i}`);
+    replicaArgs = (upstreams, key = publicKey) => ['--upstream', upstreams, '--trust-key', key];
+    replica = await serve('replica', replicaArgs(root.replication));
+    await converged(root, [replica]);
+    await put(root, 'after', 'streamed');
+    await converged(root, [replica]);
+    const trust = await trustOf(replica);
+    assert.equal(trust.verifying, true);
+    assert.equal(trust.refusals, 0);
+    assert.deepEqual(trust.configuredKeys, [(await trustOf(root)).signingKey]);
+    // Every entry carries the root's signature, on the replica as on the root.
+    const log = await auditLog(replica.url);
+    assert.ok(log.length > 0 && log.every((entry) => typeof entry.signature === 'string' && entry.signature.length === 128));
+    await assertSameChain(replica, root);
+    const cli = await runCli(['log', '--url', root.url]);
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.match(cli.stdout.toString(), /seq 1 .* signed/);
+  });
+
+  test('a malicious relay that forges entries with recomputed hashes: the replica refuses them and moves to the honest root', async () => {
+    const relay = await startRelay(root.replication);
+    relay.forging = 'keep';
+    await stopProcess(replica.child);
+    // The relay first in the list: the replica streams through it, refuses the first forged entry, then uses the root.
+    replica = await serve('replica', replicaArgs(`${relay.address},${root.replication}`));
+    await eventually(async () => (await statusOf(replica)).replication.phase === 'streaming', () => replica.stderr());
+    for (let i = 0; i < 5; i++) await put(root, `during-${i}`, `v${i}`);
+    await converged(root, [replica]);
+    assert.ok(relay.forgedFrames >= 1, 'the relay forged something');
+    const trust = await trustOf(replica);
+    assert.ok((trust.refusals ?? 0) >= 1);
+    assert.equal(trust.lastRefusal?.code, 'SIGNATURE_INVALID');
+    assert.equal(trust.lastRefusal?.upstream, relay.address);
+    assert.ok((await metric(replica, 'mercury_replication_signature_refusals')) >= 1);
+    assert.match(replica.stderr(), /refused data not signed by a trusted key/);
+    // The root heard the replica's refusal through the relay (the relay forwards what children send).
+    await eventually(() => Promise.resolve(/child refused this node's data/.test(root.stderr())), () => root.stderr());
+    for (let i = 0; i < 5; i++) assert.equal(await get(replica, `during-${i}`), `v${i}`);
+    await assertNoForgery(replica);
+    await assertSameChain(replica, root);
+  });
+
+  test('a malicious relay that forges a snapshot (and signs it with its own key): a new replica refuses it and bootstraps from the root', async () => {
+    const relay = await startRelay(root.replication);
+    relay.forging = 'attacker';
+    const fresh = await serve('fresh', replicaArgs(`${relay.address},${root.replication}`));
+    await converged(root, [fresh]);
+    const trust = await trustOf(fresh);
+    assert.ok((trust.refusals ?? 0) >= 1);
+    assert.equal(trust.lastRefusal?.code, 'SIGNATURE_INVALID');
+    assert.match(trust.lastRefusal?.message ?? '', /snapshot/);
+    assert.equal(await get(fresh, 'before-0'), 'v0');
+    await assertNoForgery(fresh);
+    await assertSameChain(fresh, root);
+    // Without --trust-key a replica trusts its upstream: the same relay feeds it forged data (what signatures stop).
+    const naive = await serve('naive', ['--upstream', relay.address]);
+    // The forged snapshot keeps the root's seq and hash, and changes the first key of each chunk ("after").
+    await eventually(async () => (await get(naive, 'after')) === FORGED, () => naive.stderr());
+    assert.equal(await get(root, 'after'), 'streamed');
+    await stopProcess(naive.child);
+  });
+
+  test('a replica holding the wrong trust key: clear errors on both sides, it keeps serving what it has, nothing is lost', async () => {
+    const wrong = join(dir, 'wrong.pub.pem');
+    writeFileSync(wrong, generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'pem' }));
+    await stopProcess(replica.child);
+    const seqBefore = (await statusOf(root)).seq;
+    replica = await serve('replica', replicaArgs(root.replication, wrong));
+    await put(root, 'while-wrong', 'x');
+    await eventually(async () => ((await trustOf(replica)).refusals ?? 0) >= 1, () => replica.stderr());
+    const trust = await trustOf(replica);
+    assert.equal(trust.lastRefusal?.code, 'SIGNATURE_INVALID');
+    assert.match(trust.lastRefusal?.message ?? '', /not signed by a trusted key/);
+    assert.match(root.stderr(), /child refused this node's data.*SIGNATURE_INVALID/);
+    // It serves what it had, and did not apply what it could not verify.
+    assert.equal(await get(replica, 'during-0'), 'v0');
+    assert.equal(await get(replica, 'while-wrong'), undefined);
+    assert.equal((await statusOf(replica)).seq, seqBefore);
+    assert.notEqual((await statusOf(replica)).replication.phase, 'streaming');
+    // Given the right key it catches up: nothing was lost.
+    await stopProcess(replica.child);
+    replica = await serve('replica', replicaArgs(root.replication));
+    await converged(root, [replica]);
+    assert.equal(await get(replica, 'while-wrong'), 'x');
+  });
+
+  test('a replica with --trust-key forwards writes only to a root it trusts, never to its upstream\'s claim', async () => {
+    assertError(await request(replica.url, 'PUT', '/v1/kv/forwarded', { body: 'no' }), 'ROOT_UNKNOWN');
+    const configured = await serve('configured', [...replicaArgs(root.replication), '--root-url', root.url]);
+    await converged(root, [configured]);
+    const seq = await put(configured, 'forwarded', 'yes');
+    assert.equal(await get(configured, 'forwarded'), 'yes');
+    assert.ok((await statusOf(root)).seq >= seq);
+    await stopProcess(configured.child);
+  });
+
+  test('key rotation: an entry signed by the old key names the new one; replicas that trusted the old key follow', async () => {
+    const newKey = join(dir, 'new-key.pem');
+    writeFileSync(newKey, generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+    const oldKey = join(root.dataDir, 'signing-key.pem');
+    const oldId = (await trustOf(root)).signingKey;
+    await stopProcess(root.child, 'SIGTERM');
+    root = await serve('root', [...rootArgs, '--signing-key', newKey, '--previous-signing-key', oldKey]);
+    const newId = (await trustOf(root)).signingKey;
+    assert.notEqual(newId, oldId);
+    await put(root, 'after-rotation', 'new key');
+    await converged(root, [replica]);
+    assert.equal(await get(replica, 'after-rotation'), 'new key');
+    assert.equal((await trustOf(replica)).learnedKey, newId);
+    // Starting again with the old key alone is refused: replicas would refuse everything it signs.
+    await stopProcess(root.child, 'SIGTERM');
+    await assert.rejects(startServe(root.dataDir, rootArgs), /chain names key/);
+    root = await serve('root', [...rootArgs, '--signing-key', newKey]);
+    await put(root, 'after-restart', 'still new');
+    await converged(root, [replica]);
+  });
+});

@@ -1,0 +1,109 @@
+/**
+ * A malicious relay, as a stream rewriter: it sits between an upstream and a child and forges what passes, the way a
+ * compromised intermediate replica would. It rewrites ENTRIES frames (one value changed, every hash of the frame
+ * recomputed so that the chain links and hashes hold) and snapshots (a value changed in each chunk, the digest
+ * recomputed, BEGIN claiming a root signature). Signatures: kept as they were (now over other hashes), stripped, or
+ * made with the attacker's own key. Frames are re-framed with a valid CRC: only a signature check can catch the forgery.
+ *
+ * Used by the TCP proxy (test/support/tree.ts, `FlipProxy.forging`) and by the seeded simulation (a forging relay).
+ */
+import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { sealEntry, verifySelf, type EncodedEntry, type Op } from '../../src/log/index.js';
+import { FrameDecoder, REPLICATION_LIMITS, SnapshotDigest, decodeMessage, encodeMessage, type Message } from '../../src/replication/index.js';
+import type { SnapshotRecord } from '../../src/store/index.js';
+import { Signer } from '../../src/trust/index.js';
+
+export type SignatureForgery = 'keep' | 'strip' | 'attacker';
+
+/** A key nobody trusts: what a forging relay signs with in `attacker` mode. */
+export function attackerKey(): KeyObject {
+  return createPrivateKey(generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }));
+}
+
+const FORGED = Buffer.from('forged by the relay');
+
+function forgeOps(ops: readonly Op[]): Op[] {
+  const index = ops.findIndex((op) => op.type === 'put');
+  if (index < 0) return [...ops, { type: 'put', key: Buffer.from('forged'), value: FORGED }];
+  return ops.map((op, i) => (i === index && op.type === 'put' ? { ...op, value: FORGED } : op));
+}
+
+/** Rewrites one direction of one connection: the bytes an upstream sends to its child. */
+export class Forger {
+  /** Frames forged so far (ENTRIES frames and snapshot chunks). */
+  forged = 0;
+  private readonly decoder = new FrameDecoder(REPLICATION_LIMITS.frameBytesMax);
+  private readonly attacker: Signer | undefined;
+  private snapshot: { seq: number; hash: Buffer; keyCount: number; digest: SnapshotDigest } | undefined;
+
+  constructor(
+    private readonly signatures: SignatureForgery,
+    attacker?: KeyObject,
+  ) {
+    this.attacker = signatures === 'attacker' ? new Signer(attacker ?? attackerKey()) : undefined;
+  }
+
+  /** Bytes from the upstream, split anywhere; returns the bytes to pass to the child (whole frames). */
+  push(chunk: Buffer): Buffer {
+    const out: Buffer[] = [];
+    for (const frame of this.decoder.push(chunk)) out.push(encodeMessage(this.rewrite(decodeMessage(frame))));
+    return Buffer.concat(out);
+  }
+
+  /** One whole frame (the simulation sends frames whole). */
+  rewriteFrame(frame: Buffer): Buffer {
+    return this.push(frame);
+  }
+
+  private rewrite(message: Message): Message {
+    switch (message.type) {
+      case 'entries': {
+        this.forged++;
+        const records: Buffer[] = [];
+        let prevHash: Buffer | undefined;
+        for (const [i, record] of message.records.entries()) {
+          const entry = verifySelf(record);
+          prevHash ??= entry.prevHash;
+          const ops = i === 0 ? forgeOps(entry.ops) : entry.ops;
+          const sealed: EncodedEntry = sealEntry({ seq: entry.seq, timeMs: entry.timeMs, ops, authors: [] }, prevHash, this.sign(entry.signature));
+          records.push(sealed.record);
+          prevHash = sealed.entry.hash;
+        }
+        return { type: 'entries', records };
+      }
+      case 'snapshotBegin':
+        this.snapshot = { seq: message.seq, hash: message.hash, keyCount: message.keyCount, digest: new SnapshotDigest() };
+        return { ...message, signed: true };
+      case 'snapshotChunk': {
+        this.forged++;
+        const records: SnapshotRecord[] = message.records.map((record, i) => (i === 0 ? { ...record, value: FORGED } : record));
+        for (const record of records) this.snapshot?.digest.update(record);
+        return { type: 'snapshotChunk', records };
+      }
+      case 'snapshotEnd': {
+        const snapshot = this.snapshot;
+        this.snapshot = undefined;
+        if (snapshot === undefined) return message;
+        const digest = snapshot.digest.digest();
+        const signature =
+          this.signatures === 'strip'
+            ? undefined
+            : this.attacker !== undefined
+              ? this.attacker.signSnapshot({ seq: snapshot.seq, hash: snapshot.hash, keyCount: snapshot.keyCount, digest })
+              : (message.signature ?? Buffer.alloc(64, 1));
+        return { type: 'snapshotEnd', digest, signature };
+      }
+      default:
+        return message;
+    }
+  }
+
+  private sign(original: Buffer | undefined): ((hash: Buffer) => Buffer) | undefined {
+    if (this.signatures === 'strip') return undefined;
+    if (this.attacker !== undefined) {
+      const attacker = this.attacker;
+      return (hash) => attacker.signEntry(hash);
+    }
+    return original === undefined ? undefined : () => original;
+  }
+}
