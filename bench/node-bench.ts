@@ -14,7 +14,8 @@
  * HTTPS with a certificate made for the run, and every client connection is TLS: the cost of TLS, on versus off).
  * --auth (the node runs with
  * auth required, and every request carries a token scoped to read and write `bench/` and `txn/`, so each pays for
- * authentication and the prefix checks; without it, --auth off).
+ * authentication and the prefix checks; without it, --auth off). --sign (the root signs every entry, as it does by
+ * default outside benchmarks; without it the node runs `--unsigned`, to measure the cost).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -33,6 +34,7 @@ const { values } = parseArgs({
     clients: { type: 'string', default: '64' },
     tls: { type: 'boolean', default: false },
     auth: { type: 'boolean', default: false },
+    sign: { type: 'boolean', default: false },
   },
 });
 const TLS_DIR = values.tls ? mkdtempSync(join(tmpdir(), 'mercury-bench-tls-')) : undefined;
@@ -123,9 +125,9 @@ async function repeat(name: string, unit: string, run: () => Promise<number> | n
 
 async function main(): Promise<void> {
   process.stdout.write(
-    `mercury bench: ${RUNS} runs x ${SECONDS} s, ${CLIENTS} clients, ${VALUE.length} B values, TLS ${TLS === undefined ? 'off' : 'on'}, auth ${AUTH ? 'required' : 'off'}, node ${process.version}\n`,
+    `mercury bench: ${RUNS} runs x ${SECONDS} s, ${CLIENTS} clients, ${VALUE.length} B values, TLS ${TLS === undefined ? 'off' : 'on'}, auth ${AUTH ? 'required' : 'off'}, signing ${values.sign ? 'on' : 'off'}, node ${process.version}\n`,
   );
-  const node = await startNodeProcess(TLS?.args ?? [], undefined, { auth: AUTH });
+  const node = await startNodeProcess([...(TLS?.args ?? []), ...(values.sign ? [] : ['--unsigned'])], undefined, { auth: AUTH });
   try {
     if (AUTH) authorization = await benchToken(node, 'bench', ['read:bench/', 'write:bench/', 'read:txn/', 'write:txn/']);
     // Fill the keyspace once so that GETs hit and PUTs update existing keys, as a configuration store's do.

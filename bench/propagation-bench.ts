@@ -22,6 +22,8 @@
  *
  * --auth: every node runs with auth required; the replicas present a `replicate` token in HELLO and the writes carry
  * a write token, so the figures include token checks (compare with a run without it).
+ * --sign: the root signs every entry and every replica verifies (`--trust-key`, the root's public key); without it
+ * the root runs `--unsigned` and replicas trust their upstreams, so that the two runs show what signing costs.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -50,6 +52,7 @@ const { values } = parseArgs({
     skip: { type: 'string', default: '' },
     tls: { type: 'boolean', default: false },
     auth: { type: 'boolean', default: false },
+    sign: { type: 'boolean', default: false },
   },
 });
 const TLS_DIR = values.tls ? mkdtempSync(join(tmpdir(), 'mercury-propagation-tls-')) : undefined;
@@ -118,7 +121,9 @@ interface Tree {
 /** Builds the tree level by level, waiting for each level to hold the dataset before its children connect. */
 async function buildTree(replicas: number, fanout: number, workers: number): Promise<Tree> {
   const dir = mkdtempSync(join(tmpdir(), 'mercury-propagation-'));
-  const root = await startNodeProcess(['--replication-listen', '127.0.0.1:0', ...(TLS?.args ?? [])], join(dir, 'root'), { auth: AUTH });
+  const root = await startNodeProcess(['--replication-listen', '127.0.0.1:0', ...(TLS?.args ?? []), ...(values.sign ? [] : ['--unsigned'])], join(dir, 'root'), { auth: AUTH });
+  // The root generated its key into its data directory at start; every replica verifies with its public half.
+  const trustKeyFile = values.sign ? join(dir, 'root', 'signing-key.pub.pem') : undefined;
   children.add(root.child);
   let replicationToken: string | undefined;
   if (AUTH) {
@@ -144,7 +149,9 @@ async function buildTree(replicas: number, fanout: number, workers: number): Pro
       perHost[id % hosts.length]!.push({ id, upstreams });
     }
     const busy = hosts.filter((_, i) => perHost[i]!.length > 0);
-    const started = await Promise.all(busy.map((host) => host.ask({ type: 'start', dir, nodes: perHost[hosts.indexOf(host)]!, tls: TLS?.paths, replicationToken }, 'started')));
+    const started = await Promise.all(
+      busy.map((host) => host.ask({ type: 'start', dir, nodes: perHost[hosts.indexOf(host)]!, tls: TLS?.paths, replicationToken, trustKeyFile }, 'started')),
+    );
     for (const reply of started) for (const node of reply.nodes) addresses.set(node.id, node.replication);
     await Promise.all(hosts.map((host) => host.ask({ type: 'waitSeq', seq: 1 }, 'reached')));
     process.stdout.write(`  level with replicas ${levelStart}..${levelEnd} joined\n`);

@@ -133,7 +133,7 @@ describe('cli', () => {
   test('cli: log shows entries with their hashes; --json is the API page', async () => {
     const human = assertOk(await cli(['log', '--from', '1', '--limit', '3'])).trimEnd().split('\n');
     assert.equal(human.length, 3);
-    assert.match(human[0]!, /^seq 1 {2}\d{4}-\d\d-\d\dT[\d:.]+Z {2}\d+ ops {2}hash [0-9a-f]{64}$/);
+    assert.match(human[0]!, /^seq 1 {2}\d{4}-\d\d-\d\dT[\d:.]+Z {2}\d+ ops {2}by \? {2}signed {2}hash [0-9a-f]{64}$/);
     const page = JSON.parse(assertOk(await cli(['log', '--from', '2', '--limit', '2', '--json']))) as LogPage;
     assert.deepEqual(page.entries.map((entry) => entry.seq), [2, 3]);
     assert.deepEqual(page, await requestJson<LogPage>(node.url, 'GET', '/v1/log?from=2&limit=2'));

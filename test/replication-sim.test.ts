@@ -64,6 +64,17 @@ describe('replication simulation', () => {
     assert.ok(wire > 0 && relay > 0, `caught ${wire} on the wire and ${relay} from relays`);
   });
 
+  test('simulation: forging relays (recomputed hashes, signatures kept, stripped or their own) never get a forgery applied', (t) => {
+    for (const seed of [7, testSeed()]) {
+      // A smaller tree: every replica verifies a signature per frame, which the default 213 nodes would make slow.
+      const stats = seeded(() => runSimulation({ seed, fanout: [3, 3, 3], faultMs: 4_000, signing: { forgers: 3 }, watchConsumers: 4 }));
+      t.diagnostic(`seed ${seed}: ${summary(stats)}; forged frames ${stats.forged.injected}, refused at once ${stats.forged.detected}`);
+      assert.ok(stats.forged.injected > 0, 'no forged frame was sent');
+      assert.ok(stats.forged.detected > 0, 'no child was following a forging relay');
+      assert.ok((stats.refusals.SIGNATURE_INVALID ?? 0) + (stats.refusals.SIGNATURE_MISSING ?? 0) === 0, 'refusals are counted by the child, not received');
+    }
+  });
+
   test('simulation: a root clock that jumps an hour ahead for one heartbeat, then steps back an hour, drops no healthy upstream', (t) => {
     const hourMs = 3_600_000;
     // Relative to a root clock two hours ahead of simulated time, so that it never goes below zero.

@@ -34,6 +34,8 @@ export interface PeersOptions {
   readonly tls: boolean;
   /** Workload 5: the Mercury tree runs with auth required (replicate tokens in HELLO, tokens on writes and watches). */
   readonly auth: boolean;
+  /** Mercury signs every entry and its tree replicas verify (`--sign`); otherwise the root runs `--unsigned`. */
+  readonly sign: boolean;
   readonly output: string;
   readonly chart: string;
 }
@@ -68,6 +70,7 @@ Side-by-side benchmarks of Mercury, etcd and Redis on this machine. Writes BENCH
   --tree LIST           fan-out per level below the root in workload 5 (default 4,16: 1 -> 4 -> 16)
   --tls                 workload 5's Mercury tree with TLS everywhere (HTTPS, wss, mutual TLS replication)
   --auth                workload 5: Mercury's tree with auth required (tokens on every request, watch and HELLO)
+  --sign                Mercury's root signs every entry and its tree replicas verify (default: unsigned)
   --output FILE         results page (default BENCHMARKS.md)
   --chart FILE          ratio chart (default docs/benchmarks-ratios.svg)
   --install             install missing etcd/Redis with apt-get first
@@ -119,6 +122,7 @@ export function parsePeersArgs(argv: readonly string[]): PeersOptions {
         tree: { type: 'string', default: '4,16' },
         tls: { type: 'boolean', default: false },
         auth: { type: 'boolean', default: false },
+        sign: { type: 'boolean', default: false },
         output: { type: 'string', default: 'BENCHMARKS.md' },
         chart: { type: 'string', default: 'docs/benchmarks-ratios.svg' },
       },
@@ -157,6 +161,7 @@ export function parsePeersArgs(argv: readonly string[]): PeersOptions {
     tree,
     tls: v.tls,
     auth: v.auth,
+    sign: v.sign,
     output: v.output,
     chart: v.chart,
   };

@@ -2,8 +2,10 @@
  * A benchmark worker process that hosts many replicas in-process (the open-files limit is per process, so a tree of
  * a thousand replicas is spread over several of these). The parent drives it over the IPC channel:
  *
- *   parent -> worker  { type: 'start', dir, nodes: [{ id, upstreams }], tls? }   start replicas (port 0 everywhere;
- *                                                                           with `tls`, the --tls-* files)
+ *   parent -> worker  { type: 'start', dir, nodes: [{ id, upstreams }], tls?, replicationToken?, trustKeyFile? }
+ *                                                                           start replicas (port 0 everywhere; with
+ *                                                                           `tls`, the --tls-* files; with
+ *                                                                           `trustKeyFile`, verifying signatures)
  *   worker -> parent  { type: 'started', nodes: [{ id, replication }] }
  *   parent -> worker  { type: 'waitSeq', seq }                             answer once every replica applied `seq`
  *   worker -> parent  { type: 'reached', seq }
@@ -26,7 +28,14 @@ export interface HostedNodeSpec {
 
 export type HostRequest =
   /** `replicationToken`: replicas run with auth required and present it to their upstreams; absent: auth off. */
-  | { readonly type: 'start'; readonly dir: string; readonly nodes: readonly HostedNodeSpec[]; readonly tls?: TlsPaths; readonly replicationToken?: string }
+  | {
+      readonly type: 'start';
+      readonly dir: string;
+      readonly nodes: readonly HostedNodeSpec[];
+      readonly tls?: TlsPaths;
+      readonly replicationToken?: string;
+      readonly trustKeyFile?: string;
+    }
   | { readonly type: 'waitSeq'; readonly seq: number }
   | { readonly type: 'usage' }
   | { readonly type: 'stop' };
@@ -89,10 +98,22 @@ process.on('disconnect', () => process.exit(1));
 // A snapshot install moves a head without an apply: check the waiters on a timer as well.
 setInterval(checkWaiters, 20);
 
-async function start(dir: string, specs: readonly HostedNodeSpec[], tls: TlsPaths | undefined, replicationToken: string | undefined): Promise<void> {
+async function start(
+  dir: string,
+  specs: readonly HostedNodeSpec[],
+  tls: TlsPaths | undefined,
+  replicationToken: string | undefined,
+  trustKeyFile: string | undefined,
+): Promise<void> {
   const started = await Promise.all(
     specs.map(async (spec) => {
-      const config = validateConfig({ dataDir: join(dir, `replica-${spec.id}`), port: 0, upstreams: spec.upstreams, tls });
+      const config = validateConfig({
+        dataDir: join(dir, `replica-${spec.id}`),
+        port: 0,
+        upstreams: spec.upstreams,
+        tls,
+        trustKeyFiles: trustKeyFile === undefined ? [] : [trustKeyFile],
+      });
       const node = await MercuryNode.start(config, {
         auth: replicationToken === undefined ? 'off' : 'required',
         replicationToken,
@@ -111,7 +132,7 @@ async function start(dir: string, specs: readonly HostedNodeSpec[], tls: TlsPath
 process.on('message', (message: HostRequest) => {
   switch (message.type) {
     case 'start':
-      void start(message.dir, message.nodes, message.tls, message.replicationToken);
+      void start(message.dir, message.nodes, message.tls, message.replicationToken, message.trustKeyFile);
       return;
     case 'waitSeq':
       if (minSeq() >= message.seq) send({ type: 'reached', seq: message.seq });

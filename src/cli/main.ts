@@ -45,6 +45,7 @@ Node:
                                                              or $MERCURY_REPLICATION_TOKEN)
         [--signing-key FILE] [--previous-signing-key FILE]   root: sign with this key (default: generated into the
                                                              data directory); rotate from the previous one
+        [--unsigned]                                         root: do not sign (to measure what signing costs)
         [--trust-key FILE]...                                replica: accept only data signed by these keys
         [--root-url URL]                                     replica: forward writes there; root: tell replicas so
   demo [--replicas N] [--dir DIR] [--json]                   a local root and N replicas in a tree (default 6)
@@ -98,6 +99,7 @@ const OPTIONS = {
   'allowed-origins': { type: 'string' },
   'ready-max-lag-ms': { type: 'string' },
   'signing-key': { type: 'string' },
+  unsigned: { type: 'boolean' },
   'previous-signing-key': { type: 'string' },
   'trust-key': { type: 'string', multiple: true },
   'root-url': { type: 'string' },
@@ -201,6 +203,7 @@ async function serve(values: Record<string, string | boolean | string[] | undefi
     allowedOrigins: listOption(values['allowed-origins'] as string | undefined),
     readyLagMsMax: integerOption(values['ready-max-lag-ms'] as string | undefined, 'ready-max-lag-ms'),
     signingKeyFile: values['signing-key'] as string | undefined,
+    signing: values.unsigned === true ? false : undefined,
     previousSigningKeyFile: values['previous-signing-key'] as string | undefined,
     trustKeyFiles: values['trust-key'] as string[] | undefined,
     rootUrl: values['root-url'] as string | undefined,

@@ -58,6 +58,11 @@ export interface NodeConfig {
    * the data directory, generated at first start (src/trust/keys.ts).
    */
   readonly signingKeyFile: string | undefined;
+  /**
+   * Root: false with `--unsigned`: entries and snapshots go out without signatures (for measuring what signing costs;
+   * replicas with `--trust-key` then refuse everything).
+   */
+  readonly signing: boolean;
   /** Root: `--previous-signing-key FILE`, the key the chain was signed with so far: the root rotates to the new one. */
   readonly previousSigningKeyFile: string | undefined;
   /**
@@ -106,6 +111,7 @@ export const CONFIG_DEFAULTS: Omit<NodeConfig, 'replicationHost' | 'replicationP
   allowedOrigins: [],
   readyLagMsMax: READY_LAG_MS_MAX_DEFAULT,
   signingKeyFile: undefined,
+  signing: true,
   previousSigningKeyFile: undefined,
   trustKeyFiles: [],
   rootUrl: undefined,
@@ -134,6 +140,8 @@ export function validateConfig(input: Partial<NodeConfig>): NodeConfig {
     throw new MercuryError('CONFIG_INVALID', '--trust-key needs --upstream: the root signs, replicas verify');
   if (upstreams.length > 0 && (merged.signingKeyFile !== undefined || merged.previousSigningKeyFile !== undefined))
     throw new MercuryError('CONFIG_INVALID', '--signing-key and --previous-signing-key are for the root (no --upstream): replicas verify with --trust-key');
+  if (merged.signing === false && (upstreams.length > 0 || merged.signingKeyFile !== undefined))
+    throw new MercuryError('CONFIG_INVALID', '--unsigned is for a root without --signing-key');
   if (merged.previousSigningKeyFile !== undefined && merged.signingKeyFile === undefined)
     throw new MercuryError('CONFIG_INVALID', '--previous-signing-key needs --signing-key: the new key to rotate to');
   const rootUrl = merged.rootUrl;
@@ -152,6 +160,7 @@ export function validateConfig(input: Partial<NodeConfig>): NodeConfig {
     replicationChildrenMax: integer('replicationChildrenMax', merged.replicationChildrenMax, 1, REPLICATION_CHILDREN_MAX_CEILING),
     resync: merged.resync === true,
     signingKeyFile: merged.signingKeyFile,
+    signing: merged.signing !== false,
     previousSigningKeyFile: merged.previousSigningKeyFile,
     trustKeyFiles: Object.freeze([...(trustKeyFiles as string[])]),
     rootUrl: rootUrl?.replace(/\/$/, ''),

@@ -111,6 +111,8 @@ export class MercuryNode {
   private readonly signer: Signer | undefined;
   /** A replica's trusted keys (`--trust-key`); empty: it trusts its upstream. */
   private readonly trustKeys: readonly KeyObject[];
+  /** Where the root generated its signing key at this start, said once it is serving. */
+  private generatedSigningKey: string | undefined;
 
   private constructor(config: NodeConfig, options: NodeOptions) {
     this.config = config;
@@ -140,12 +142,11 @@ export class MercuryNode {
       ]),
       allowedOrigins: config.allowedOrigins,
     });
-    if (isReplica) this.signer = undefined;
+    if (isReplica || !config.signing) this.signer = undefined;
     else {
       const loaded = givenSigningKey === undefined ? loadOrCreateSigningKey(config.dataDir, undefined) : { key: givenSigningKey, generated: false, path: config.signingKeyFile };
       this.signer = new Signer(loaded.key);
-      if (loaded.generated)
-        this.logger.log('info', 'generated the root signing key; give its public half to replicas with --trust-key', { key: this.signer.keyId, path: loaded.path });
+      if (loaded.generated) this.generatedSigningKey = loaded.path;
     }
     this.seqWaiter = new SeqWaiter(this.clock, () => this.store.head().seq);
     const authMode = options.auth ?? 'required';
@@ -225,13 +226,13 @@ export class MercuryNode {
       this.replicationClient = this.createReplicationClient(options.replicationToken);
     } else {
       this.replicationClient = undefined;
-      const signer = this.signer!;
+      const signer = this.signer;
       this.committer = new GroupCommitter({
         store: this.store,
         clock: this.clock,
         metrics: this.metrics,
         limits: this.limits.commit,
-        sign: (hash) => signer.signEntry(hash),
+        sign: signer === undefined ? undefined : (hash) => signer.signEntry(hash),
       });
       this.committer.onCommitted((committed) => this.applied([committed]));
     }
@@ -372,7 +373,7 @@ export class MercuryNode {
       // After listening, so a start that fails (a port in use) registers nothing; meanwhile no token exists, so
       // whatever arrives is refused with 401.
       await node.bootstrapAdmin();
-      if (node.signer !== undefined) await node.recordRootKeys(node.signer);
+      if (node.committer !== undefined) await node.recordRootKeys(node.signer);
     } catch (error) {
       // Nothing is served (port in use, say): release the data directory, which would otherwise stay open (and
       // locked) for the rest of the process.
@@ -390,6 +391,11 @@ export class MercuryNode {
       if (config.resync) node.replicationClient.resync();
       node.replicationClient.start();
     }
+    if (node.generatedSigningKey !== undefined)
+      node.logger.log('info', 'generated the root signing key; give its public half to replicas with --trust-key', {
+        key: node.signer?.keyId,
+        path: node.generatedSigningKey,
+      });
     node.logger.log('info', 'node started', {
       role: node.role,
       url: node.url,
@@ -412,10 +418,18 @@ export class MercuryNode {
    * signed by the previous key naming the new one, src/trust/) and the root's URL for forwarded writes (`--root-url`).
    * Refuses to start with a key other than the one the chain names, unless rotating: replicas would refuse every entry.
    */
-  private async recordRootKeys(signer: Signer): Promise<void> {
+  private async recordRootKeys(signer: Signer | undefined): Promise<void> {
+    if (signer !== undefined) await this.rotateIfAsked(signer);
+    const url = this.config.rootUrl;
+    if (url !== undefined && this.store.get(ROOT_URL_KEY).record?.value.toString('utf8') !== url)
+      await this.committer!.submit({ compares: [], success: [{ type: 'put', key: ROOT_URL_KEY, value: Buffer.from(url, 'utf8') }], failure: [] }, true);
+  }
+
+  private async rotateIfAsked(signer: Signer): Promise<void> {
     const raw = rawPublicKey(signer.publicKey);
     const named = this.store.get(ROOT_KEY_KEY).record?.value;
-    const namedId = named === undefined ? undefined : (() => { const key = publicKeyFromRaw(named); return key === undefined ? '?' : keyId(key); })();
+    const namedKey = named === undefined ? undefined : publicKeyFromRaw(named);
+    const namedId = namedKey === undefined ? '?' : keyId(namedKey);
     if (this.config.previousSigningKeyFile !== undefined && !(named?.equals(raw) ?? false)) {
       const previous = new Signer(readSigningKey(this.config.previousSigningKeyFile, '--previous-signing-key'));
       if (named !== undefined && !named.equals(rawPublicKey(previous.publicKey)))
@@ -436,9 +450,6 @@ export class MercuryNode {
         `this root's signing key is ${signer.keyId}, but the chain names key ${namedId}: replicas would refuse every entry. Start with that key, or rotate with --signing-key NEW --previous-signing-key OLD`,
       );
     }
-    const url = this.config.rootUrl;
-    if (url !== undefined && this.store.get(ROOT_URL_KEY).record?.value.toString('utf8') !== url)
-      await this.committer!.submit({ compares: [], success: [{ type: 'put', key: ROOT_URL_KEY, value: Buffer.from(url, 'utf8') }], failure: [] }, true);
   }
 
   get url(): string {
@@ -540,8 +551,8 @@ export class MercuryNode {
 
   /** Signatures: the root's signing key, or what a replica trusts and what it refused. */
   private trustStatus(): Record<string, unknown> {
-    if (this.signer !== undefined) return { signingKey: this.signer.keyId, rootUrl: this.config.rootUrl ?? null };
-    const trust = this.replicationClient!.status().trust;
+    if (this.replicationClient === undefined) return { signingKey: this.signer?.keyId ?? null, rootUrl: this.config.rootUrl ?? null };
+    const trust = this.replicationClient.status().trust;
     if (trust === undefined) return { verifying: false, forwardTo: 'upstream' };
     return {
       verifying: true,

@@ -112,8 +112,12 @@ async function mercuryTree(context: WorkloadContext, parents: readonly number[],
   let userToken: string | undefined;
   let replicationTokenFile: string | undefined;
   try {
+    // --sign: the root signs (with the key it generates into its data directory) and every replica verifies.
+    let rootDir = '';
     for (let node = 0; node < parents.length; node++) {
       const dataDir = context.group.tempDir(`mercury-tree-${node}`);
+      if (node === 0) rootDir = dataDir;
+      const signing = node === 0 ? (context.options.sign ? [] : ['--unsigned']) : context.options.sign ? ['--trust-key', join(rootDir, 'signing-key.pub.pem')] : [];
       const upstream = node === 0 ? [] : ['--upstream', nodes[parents[node]!]!.replication];
       const authArgs = ['--auth', auth ? 'required' : 'off', ...(node > 0 && replicationTokenFile !== undefined ? ['--replication-token-file', replicationTokenFile] : [])];
       const process = await context.group.start({
@@ -131,6 +135,7 @@ async function mercuryTree(context: WorkloadContext, parents: readonly number[],
           ...authArgs,
           ...upstream,
           ...(tls?.args ?? []),
+          ...signing,
         ],
         ready: /listening on https?:\/\/([\d.]+):(\d+) replication (\S+:\d+)/,
       });

@@ -145,10 +145,10 @@ export class MemoryStore implements LogSource {
 
   // Writes ---------------------------------------------------------------------------------------------------
 
-  /** Root: seals and applies the next entry. */
-  commit(timeMs: number, ops: readonly Op[]): EncodedEntry {
+  /** Root: seals (and signs, with `sign`) and applies the next entry. */
+  commit(timeMs: number, ops: readonly Op[], sign?: (hash: Buffer) => Buffer): EncodedEntry {
     const state = this.state;
-    const encoded = sealEntry({ seq: state.head.seq + 1, timeMs, ops }, state.head.hash);
+    const encoded = sealEntry({ seq: state.head.seq + 1, timeMs, ops }, state.head.hash, sign);
     this.append(encoded);
     return encoded;
   }

@@ -15,7 +15,14 @@
  * alongside (watchers.ts): the real watch machine on the root and seven replicas, with consumers whose every message is
  * checked against the root's log, and which must all reach the root's head before the run counts as converged. Any
  * violation throws a `SimulationFailure` whose message ends with "reproduce with seed=N".
+ *
+ * With `signing`, the root signs entries and snapshots, every replica trusts only the root's key (and lists the root
+ * last, where it takes snapshots, which relays cannot sign), and a few intermediate nodes are forging relays: every
+ * frame they send is rewritten by test/support/forge.ts (values changed, hashes recomputed, signatures kept, stripped
+ * or made with another key). A forged frame that a child applies fails the run, as does a child that stays on the
+ * forger's connection after a forged ENTRIES frame or snapshot end.
  */
+import { createPrivateKey } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import type { EncodedEntry, Op } from '../../../src/log/index.js';
 import {
@@ -28,6 +35,8 @@ import {
   type ReplicationLimits,
   type UpstreamAction,
 } from '../../../src/replication/index.js';
+import { Signer, TrustedKeys } from '../../../src/trust/index.js';
+import { Forger, type SignatureForgery } from '../forge.js';
 import { EventQueue } from './event-queue.js';
 import { MemoryStore } from './memory-store.js';
 import { Prng } from './prng.js';
@@ -57,6 +66,8 @@ export interface SimulationOptions {
   readonly rootClockOffsetMs?: (simMs: number) => number;
   /** Watch consumers (src/watch machines run on the root and a few replicas); 0 leaves watches out. */
   readonly watchConsumers?: number;
+  /** Signed entries and `forgers` forging relays among the intermediate nodes (see the header). */
+  readonly signing?: { readonly forgers: number };
 }
 
 export interface SimulationStats {
@@ -78,6 +89,8 @@ export interface SimulationStats {
   entriesApplied: number;
   corruptInjected: { wire: number; relay: number };
   corruptDetected: { wire: number; relay: number };
+  /** Frames rewritten by forging relays, and forged ENTRIES frames or snapshot ends whose child dropped the forger. */
+  forged: { injected: number; detected: number };
   watch: WatchStats;
 }
 
@@ -117,6 +130,8 @@ interface Conn {
   accepted: boolean;
   /** FIFO per direction: the time of the last delivery scheduled towards each end. */
   readonly lastDeliveryMs: [number, number];
+  /** The rewriter of a connection whose upstream is a forging relay. */
+  forger?: Forger;
 }
 
 interface Session {
@@ -193,6 +208,9 @@ class Simulation {
   private readonly stats: SimulationStats;
   private readonly watchers: SimWatchers;
   private readonly watchConsumers: number;
+  /** The root's signer and the forging relays, with how each forges signatures (signing runs only). */
+  private readonly signer: Signer | undefined;
+  private readonly forgers = new Map<string, SignatureForgery>();
 
   constructor(options: SimulationOptions) {
     this.seed = options.seed;
@@ -230,6 +248,8 @@ class Simulation {
             if (cousin.id !== parent.id) upstreams.push(cousin.id);
             upstreams.push(parent.upstreams[0]!);
           }
+          // A replica that trusts only signed data takes snapshots from the root alone: it lists the root last.
+          if (options.signing !== undefined && !upstreams.includes(ROOT_ID)) upstreams.push(ROOT_ID);
           const node = new SimNode(id, level + 1, upstreams, topology.int(30, 150), prng.fork());
           this.nodes.set(id, node);
           created.push(node);
@@ -245,6 +265,19 @@ class Simulation {
     }
     // Forked last, so that the streams above (and the replication runs of existing seeds) stay as they were.
     const watchRandom = prng.fork();
+    if (options.signing === undefined) this.signer = undefined;
+    else {
+      const signingRandom = prng.fork();
+      // The key from the seed (PKCS#8 of a 32-byte Ed25519 seed), so that a seed replays the same signatures.
+      const keySeed = Buffer.from(Array.from({ length: 32 }, () => signingRandom.int(0, 255)));
+      this.signer = new Signer(createPrivateKey({ key: Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), keySeed]), format: 'der', type: 'pkcs8' }));
+      const relays = [...this.nodes.values()].filter((node) => !node.isRoot && [...this.nodes.values()].some((other) => other.upstreams[0] === node.id));
+      const modes: SignatureForgery[] = ['keep', 'strip', 'attacker'];
+      for (let i = 0; i < options.signing.forgers && relays.length > 0; i++) {
+        const relay = relays.splice(signingRandom.int(0, relays.length - 1), 1)[0]!;
+        this.forgers.set(relay.id, modes[i % modes.length]!);
+      }
+    }
     const watchHosts: SimNode[] = [this.root];
     while (watchHosts.length < 8) {
       const node = watchRandom.pick(replicas);
@@ -270,6 +303,7 @@ class Simulation {
       entriesApplied: 0,
       corruptInjected: { wire: 0, relay: 0 },
       corruptDetected: { wire: 0, relay: 0 },
+      forged: { injected: 0, detected: 0 },
       watch: this.watchers.stats,
     };
   }
@@ -384,7 +418,8 @@ class Simulation {
     // The root acknowledges and forwards only durable entries: its store never loses a commit in a crash.
     // Entry times never go back, whatever the root's clock does (as in the group committer).
     this.lastEntryTimeMs = Math.max(this.lastEntryTimeMs, this.rootWallMs());
-    const encoded = this.root.store.commit(this.lastEntryTimeMs, this.randomOps());
+    const signer = this.signer;
+    const encoded = this.root.store.commit(this.lastEntryTimeMs, this.randomOps(), signer === undefined ? undefined : (hash) => signer.signEntry(hash));
     this.root.store.checkpoint();
     this.reference.record(encoded);
     this.watchers.published(this.root, [encoded]);
@@ -418,6 +453,7 @@ class Simulation {
       headTimeMs: store.headTimeMs,
       limits: this.limits,
       random: () => node.random.next(),
+      trust: this.signer === undefined ? undefined : new TrustedKeys([this.signer.publicKey]),
     });
     this.watchers.nodeStarted(node);
     this.execDownstream(node, node.downstream.start(this.queue.nowMs));
@@ -666,6 +702,7 @@ class Simulation {
         latestHeartbeat: () => (server.isRoot ? this.rootLatestHeartbeat() : server.latestHeartbeat),
         limits: this.limits,
         nowMs: this.queue.nowMs,
+        signSnapshot: server.isRoot && this.signer !== undefined ? (head) => this.signer!.signSnapshot(head) : undefined,
       });
       server.sessions.set(conn.id, { conn, upstream });
       this.scheduleTick(server);
@@ -693,10 +730,21 @@ class Simulation {
     }
     const to: Side = from === 0 ? 1 : 0;
     let payload = bytes;
-    let corrupted: 'wire' | 'relay' | undefined;
+    let corrupted: 'wire' | 'relay' | 'forged' | undefined;
+    const forging = from === 1 ? this.forgers.get(conn.server.id) : undefined;
+    if (forging !== undefined) {
+      conn.forger ??= new Forger(forging);
+      payload = conn.forger.rewriteFrame(bytes);
+      // The frames that a child must refuse at once: forged entries, and the end of a forged snapshot.
+      if (bytes[8] === MessageType.entries || bytes[8] === MessageType.snapshotEnd) {
+        corrupted = 'forged';
+        this.stats.forged.injected++;
+      }
+    }
     if (
       from === 1 &&
       this.faultsActive &&
+      corrupted === undefined &&
       bytes[8] === MessageType.entries &&
       this.badLinks.has(`${conn.server.id}>${conn.client.id}`) &&
       this.net.chance(0.3)
@@ -731,7 +779,7 @@ class Simulation {
     return copy;
   }
 
-  private deliver(conn: Conn, to: Side, chunks: readonly Buffer[], corrupted: 'wire' | 'relay' | undefined): void {
+  private deliver(conn: Conn, to: Side, chunks: readonly Buffer[], corrupted: 'wire' | 'relay' | 'forged' | undefined): void {
     if (!conn.open[to] || conn.dead || !this.current(conn, to)) return;
     const now = this.queue.nowMs;
     if (to === 0) {
@@ -740,8 +788,10 @@ class Simulation {
       const wasFollowing = downstream.currentConnId === conn.clientConnId;
       for (const chunk of chunks) this.execDownstream(node, downstream.receive(now, conn.clientConnId, chunk));
       if (corrupted !== undefined && wasFollowing) {
-        if (downstream.currentConnId === conn.clientConnId) this.fail(`${node.id} accepted a frame corrupted ${corrupted === 'wire' ? 'on the wire' : 'by a relay'}`);
-        this.stats.corruptDetected[corrupted]++;
+        if (downstream.currentConnId === conn.clientConnId)
+          this.fail(`${node.id} accepted a frame ${corrupted === 'wire' ? 'corrupted on the wire' : corrupted === 'relay' ? 'corrupted by a relay' : `forged by ${conn.server.id}`}`);
+        if (corrupted === 'forged') this.stats.forged.detected++;
+        else this.stats.corruptDetected[corrupted]++;
       }
     } else {
       const node = conn.server;
