@@ -774,7 +774,13 @@ class Simulation {
     let offset = 13;
     for (let i = 0; i < target; i++) offset += 4 + copy.readUInt32BE(offset);
     const length = copy.readUInt32BE(offset);
-    copy[offset + 4 + this.net.int(0, length - 1)]! ^= 1 << this.net.int(0, 7);
+    // A signature lies outside the hash (log/entry.ts): a relay may damage one without breaking the chain, and a
+    // receiver checks only the last entry's. Damage the hashed bytes, which the chain must catch.
+    const record = offset + 4;
+    const signed = copy[record] === 2 && copy[record + length - 129] === 64;
+    let at = this.net.int(0, length - 1 - (signed ? 64 : 0));
+    if (signed && at >= length - 128) at += 64;
+    copy[record + at]! ^= 1 << this.net.int(0, 7);
     copy.writeUInt32BE(crc32(copy.subarray(8)), 4);
     return copy;
   }
