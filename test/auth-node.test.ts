@@ -131,10 +131,14 @@ describe('auth: scopes on every route', () => {
     await assertServing('other/b', 'two');
   });
 
-  test('auth: a write token writes inside its prefix, through the client; outside it is PermissionDeniedError', async () => {
+  test('auth: a write token writes inside its prefix, through the client, recorded as the entry author; outside it is PermissionDeniedError', async () => {
     const client = connect(root.url, { token: writer.token });
     const { seq } = await client.put('app/c', 'three');
     assert.ok(seq > 0);
+    const log = await requestJson<{ entries: { seq: number; authors?: { author: string | null; ops: number }[] }[] }>(root.url, 'GET', `/v1/log?from=${seq}&limit=1`, {
+      headers: auth(admin),
+    });
+    assert.deepEqual(log.entries[0]?.authors, [{ author: 'writer', ops: 1 }], "the entry records the token's name as the op's author");
     await assert.rejects(client.put('other/c', 'x'), (error: unknown) => error instanceof PermissionDeniedError && /write:other\/c/.test(error.message));
     await assert.rejects(connect(root.url).get('app/c'), UnauthenticatedError);
   });

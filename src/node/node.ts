@@ -177,7 +177,7 @@ export class MercuryNode {
       clock: this.clock,
       metrics: this.metrics,
       valueBytesMax: this.limits.commit.valueBytesMax,
-      write: (request, caller) => this.write(request, caller?.authorization),
+      write: (request, caller) => this.write(caller?.author === undefined ? request : { ...request, author: caller.author }, caller?.authorization),
       authenticate: (req) => this.guard.authenticateRequest(req),
       tokens: () => this.tokens.list(),
       waitForSeq: (seq, timeoutMs) => this.seqWaiter.wait(seq, timeoutMs),

@@ -21,9 +21,8 @@ export function principalOf(req: IncomingMessage): Principal | undefined {
  * Who a write is made for: the principal's name becomes the entry's author, and a replica forwards the caller's own
  * Authorization header to its upstream, which checks it again.
  *
- * AUTHOR: this is the one place where the author of a write is decided. Once the commit request carries an `author`
- * (the entry format change of signed entries), it is set here from `principal.name`; `request` is returned as it is
- * until then.
+ * This is the one place where the author of a write is decided: the node puts `caller.author` into the commit
+ * request's `author` (src/node/node.ts), which the entry records beside the ops (log/entry.ts).
  */
 export function writeFor(req: IncomingMessage, request: Txn): { request: Txn; caller: WriteCaller } {
   const principal = principalOf(req);
