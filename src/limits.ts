@@ -8,8 +8,8 @@
  * sections, at start-up.
  */
 import assert from 'node:assert/strict';
+import { txnBodyBytesFor } from './api/index.js';
 import {
-  JSON_BODY_BYTES_MAX,
   KEY_BYTES_MAX,
   MIN_SEQ_WAIT_MS_DEFAULT,
   MIN_SEQ_WAIT_MS_MAX,
@@ -65,6 +65,17 @@ export const COMMIT_QUEUE_BYTES_MAX = 512 * MiB;
 export const ENTRY_OPS_MAX = 100_000;
 export const ENTRY_BYTES_MAX = 96 * MiB;
 
+/**
+ * Largest `POST /v1/txn` body: what the largest transaction an entry can hold needs (src/api/txn.ts,
+ * `txnBodyBytesFor`: ENTRY_BYTES_MAX of ops in base64, about 129 MiB). A raw PUT body is bounded by the value limit.
+ */
+export const JSON_BODY_BYTES_MAX = txnBodyBytesFor(ENTRY_BYTES_MAX);
+/**
+ * Request bodies a node holds at once, over all connections, from the first byte read until the request is answered
+ * (two of the largest). A body that would go beyond it is refused with 503 BODY_BUDGET_EXCEEDED and Retry-After.
+ */
+export const BODY_BYTES_IN_FLIGHT_MAX = 2 * JSON_BODY_BYTES_MAX;
+
 /** Log retention defaults: whichever limit is reached first trims the oldest entries. */
 export const LOG_RETAIN_ENTRIES_DEFAULT = 1_000_000;
 export const LOG_RETAIN_BYTES_DEFAULT = 1024 * MiB;
@@ -80,8 +91,10 @@ assert.ok(KEY_BYTES_MAX < LMDB_KEY_BYTES_MAX, 'keys must fit LMDB');
 assert.ok(VALUE_BYTES_MAX_DEFAULT <= VALUE_BYTES_CEILING);
 // A transaction's ops must fit in one entry, however the batch is filled.
 assert.ok(TXN_OPS_MAX <= ENTRY_OPS_MAX);
-// The largest single request (a JSON txn, or a PUT of the largest value) must fit in one entry.
-assert.ok(JSON_BODY_BYTES_MAX <= ENTRY_BYTES_MAX && VALUE_BYTES_CEILING + KEY_BYTES_MAX <= ENTRY_BYTES_MAX);
+// The largest single PUT must fit in one entry.
+assert.ok(VALUE_BYTES_CEILING + KEY_BYTES_MAX <= ENTRY_BYTES_MAX);
+// A body of the largest value or transaction must fit in the in-flight budget, or it could never be accepted.
+assert.ok(JSON_BODY_BYTES_MAX <= BODY_BYTES_IN_FLIGHT_MAX && VALUE_BYTES_CEILING <= BODY_BYTES_IN_FLIGHT_MAX);
 assert.ok(ENTRY_BYTES_MAX <= COMMIT_QUEUE_BYTES_MAX);
 assert.ok(RANGE_LIMIT_DEFAULT <= RANGE_LIMIT_MAX);
 assert.ok(MIN_SEQ_WAIT_MS_DEFAULT <= MIN_SEQ_WAIT_MS_MAX);

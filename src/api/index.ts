@@ -5,6 +5,7 @@
  */
 export { encodeJsonBytes, readJsonBytes, type BytesEncoding } from './bytes.js';
 export { ERROR_STATUS, ErrorCode, MercuryError, ProtocolErrorCode, RefuseReason, isMercuryError, valueTooLarge } from './errors.js';
+export { JsonValidator, parseBoundedJson, parseValidatedJson, type JsonLimits } from './json-validator.js';
 export { RESERVED_KEY_PREFIX, decodeKeyPath, encodeKeyPath, isReservedKey, overlapsReserved, prefixEnd, validateKey, withoutReserved } from './keys.js';
 export * from './limits.js';
 export {
@@ -12,6 +13,12 @@ export {
   formatOp,
   formatTxn,
   parseTxn,
+  base64Length,
+  txnBodyBytesFor,
+  txnJsonLimits,
+  TXN_JSON_DEPTH_MAX,
+  TXN_JSON_ELEMENTS_MAX,
+  TXN_OP_JSON_OVERHEAD_BYTES,
   type BytesJson,
   type CompareOp,
   type Txn,

@@ -20,20 +20,21 @@ export const TXN_OPS_MAX = 10_000;
 /** Compares in one transaction. */
 export const TXN_COMPARES_MAX = 10_000;
 
-/**
- * Largest HTTP request body for JSON endpoints (`POST /v1/txn`). A raw PUT body is bounded by the value limit instead.
- * 10,000 ops of 1 KiB keys plus JSON and base64 overhead fit comfortably; larger values belong in single PUTs.
- */
-export const JSON_BODY_BYTES_MAX = 64 * MiB;
-
 /** Range reads (`GET /v1/kv?prefix=`) return this many items per page unless `limit` says otherwise, at most the max. */
 export const RANGE_LIMIT_DEFAULT = 100;
 export const RANGE_LIMIT_MAX = 10_000;
 /** `GET /v1/log` returns this many entries per call unless `limit` says otherwise, at most the max. */
 export const LOG_READ_LIMIT_DEFAULT = 100;
 export const LOG_READ_LIMIT_MAX = 1_000;
-/** `GET /v1/log` stops adding entries once a response holds this many record bytes (it always returns at least one). */
-export const LOG_READ_BYTES_MAX = 16 * MiB;
+/**
+ * Byte budgets of one response: a range page stops adding items once their keys and values reach
+ * RANGE_PAGE_BYTES_MAX bytes (and `more` and `cursor` say where to continue), a `GET /v1/log` page once its entries'
+ * records reach LOG_PAGE_BYTES_MAX (and `nextSeq` says where to continue). Each page holds at least one item, so one
+ * maximal value or entry is still served; the response's JSON is about 4/3 of the budget (base64) at most, plus a
+ * little per item. Nodes may use smaller budgets (`NodeLimits.http`); a client follows the cursor either way.
+ */
+export const RANGE_PAGE_BYTES_MAX = 4 * MiB;
+export const LOG_PAGE_BYTES_MAX = 4 * MiB;
 
 /** `minSeq` reads wait at most this long (`timeoutMs`) for the node to apply the requested seq. */
 export const MIN_SEQ_WAIT_MS_DEFAULT = 5_000;

@@ -21,8 +21,9 @@
  */
 import { encodeJsonBytes, readJsonBytes, type BytesEncoding } from './bytes.js';
 import { MercuryError, valueTooLarge } from './errors.js';
+import type { JsonLimits } from './json-validator.js';
 import { prefixEnd, validateKey } from './keys.js';
-import { TXN_COMPARES_MAX, TXN_OPS_MAX, VALUE_BYTES_CEILING } from './limits.js';
+import { KEY_BYTES_MAX, TXN_COMPARES_MAX, TXN_OPS_MAX, VALUE_BYTES_CEILING } from './limits.js';
 
 /** A compare operator: `=`, `!=`, `<`, `>`. */
 export type CompareOp = '=' | '!=' | '<' | '>';
@@ -74,6 +75,46 @@ export interface TxnJson {
   readonly compare?: readonly TxnCompareJson[];
   readonly success?: readonly TxnOpJson[];
   readonly failure?: readonly TxnOpJson[];
+}
+
+// --- Size of the JSON form ---------------------------------------------------------------------------------------------
+
+/** Containers nested in the JSON form: the transaction object, a branch array, an op or compare object. */
+export const TXN_JSON_DEPTH_MAX = 3;
+/** Fields of one op or compare at most: a put has op, key, keyEncoding, value, valueEncoding. */
+const TXN_ITEM_FIELDS_MAX = 5;
+/**
+ * JSON values in the largest transaction: the object, its three arrays, and every compare and op of both branches
+ * with each of its fields.
+ */
+export const TXN_JSON_ELEMENTS_MAX = 1 + 3 + (TXN_COMPARES_MAX + 2 * TXN_OPS_MAX) * (1 + TXN_ITEM_FIELDS_MAX);
+/**
+ * JSON bytes of one op besides the base64 of its keys and value: names, quotes, encodings and base64 padding. The
+ * longest, `{"op":"deleteRange","start":"","startEncoding":"base64","end":"","endEncoding":"base64"},`, is 89.
+ */
+export const TXN_OP_JSON_OVERHEAD_BYTES = 128;
+
+/** Characters of `bytes` bytes in base64. */
+export function base64Length(bytes: number): number {
+  return Math.ceil(bytes / 3) * 4;
+}
+
+/**
+ * The structural limits of a transaction body on a node whose values are at most `valueBytesMax`: no legal
+ * transaction exceeds them, and a hostile body is refused by them after a bounded prefix (src/api/json-validator.ts).
+ * The longest string is a value in base64.
+ */
+export function txnJsonLimits(valueBytesMax: number): JsonLimits {
+  return { depthMax: TXN_JSON_DEPTH_MAX, elementsMax: TXN_JSON_ELEMENTS_MAX, stringBytesMax: base64Length(Math.max(valueBytesMax, KEY_BYTES_MAX)) };
+}
+
+/**
+ * The JSON body that the largest transaction a node commits needs: ops that fill one entry of `entryBytesMax` (a
+ * transaction is never split across entries), written as the formatter writes binary data (base64, 4/3 of the bytes)
+ * with TXN_OPS_MAX ops' worth of JSON around them. A node's body limit must be at least this (src/node/limits.ts).
+ */
+export function txnBodyBytesFor(entryBytesMax: number): number {
+  return base64Length(entryBytesMax) + TXN_OPS_MAX * TXN_OP_JSON_OVERHEAD_BYTES + 64;
 }
 
 // --- Parser ----------------------------------------------------------------------------------------------------------

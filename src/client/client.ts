@@ -7,7 +7,7 @@
  *   sending it twice is harmless.
  * - **Writes** (`put`, `delete`, `deletePrefix`, `txn`) are retried only when it is certain the node did not apply
  *   them: the connection was never made (refused, unknown host, connect timeout), or the node answered 503
- *   `OVERLOADED` or `SHUTTING_DOWN`, which it answers only before queueing a write. A write that was sent and got no
+ *   `OVERLOADED`, `BODY_BUDGET_EXCEEDED` or `SHUTTING_DOWN`, which it answers only before queueing a write. A write that was sent and got no
  *   answer (timeout, connection cut) may have been applied: it fails with `OutcomeUnknownError` and is not retried,
  *   because a second put could overwrite a newer value and a second transaction could apply twice.
  * - Every other error answer (4xx, 412, 504, ...) is thrown at once as its typed `ServerError`.
@@ -42,7 +42,7 @@ export interface RangeOptions extends ReadOptions {
 type CallKind = 'read' | 'write';
 
 /** Codes of 503 answers that a node gives only for a write it never queued, so sending it again is safe. */
-const WRITE_NOT_APPLIED_CODES: ReadonlySet<string> = new Set(['OVERLOADED', 'SHUTTING_DOWN']);
+const WRITE_NOT_APPLIED_CODES: ReadonlySet<string> = new Set(['OVERLOADED', 'BODY_BUDGET_EXCEEDED', 'SHUTTING_DOWN']);
 
 function isRetryable(kind: CallKind, error: unknown): boolean {
   if (error instanceof UnavailableError) return kind === 'read' || !error.requestSent;

@@ -75,7 +75,7 @@ export class SeqWaitTimeoutError extends ServerError {
   override readonly name = 'SeqWaitTimeoutError';
 }
 
-/** 503: the node refused for now (`OVERLOADED`, `SHUTTING_DOWN`, `READ_ONLY`, `UPSTREAM_UNAVAILABLE`, `ROOT_UNKNOWN`). */
+/** 503: the node refused for now (`OVERLOADED`, `BODY_BUDGET_EXCEEDED`, `SHUTTING_DOWN`, `READ_ONLY`, `UPSTREAM_UNAVAILABLE`, `ROOT_UNKNOWN`). */
 export class NodeUnavailableError extends ServerError {
   override readonly name = 'NodeUnavailableError';
 }
@@ -104,6 +104,11 @@ const CLASS_BY_CODE: Partial<Record<ErrorCode, ServerErrorClass>> = {
   HEADERS_TOO_LARGE: LimitExceededError,
   EXPECTATION_FAILED: InvalidRequestError,
   INVALID_JSON: InvalidRequestError,
+  INVALID_UTF8: InvalidRequestError,
+  LONE_SURROGATE: InvalidRequestError,
+  JSON_TOO_DEEP: InvalidRequestError,
+  JSON_TOO_MANY_ELEMENTS: LimitExceededError,
+  JSON_STRING_TOO_LONG: LimitExceededError,
   INVALID_ARGUMENT: InvalidRequestError,
   KEY_EMPTY: InvalidRequestError,
   KEY_TOO_LARGE: LimitExceededError,
@@ -120,6 +125,7 @@ const CLASS_BY_CODE: Partial<Record<ErrorCode, ServerErrorClass>> = {
   SEQ_NOT_RETAINED: SeqNotRetainedError,
   SEQ_WAIT_TIMEOUT: SeqWaitTimeoutError,
   OVERLOADED: NodeUnavailableError,
+  BODY_BUDGET_EXCEEDED: NodeUnavailableError,
   READ_ONLY: NodeUnavailableError,
   SHUTTING_DOWN: NodeUnavailableError,
   UPSTREAM_UNAVAILABLE: NodeUnavailableError,

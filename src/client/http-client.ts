@@ -43,6 +43,15 @@ export function bearer(token: string): string {
   return `Bearer ${token}`;
 }
 
+/** A page of `GET /v1/log`. */
+export interface LogPage {
+  readonly firstSeq: number;
+  readonly lastSeq: number;
+  /** The `from` of the next page; null when this page ends at `lastSeq`. */
+  readonly nextSeq: number | null;
+  readonly entries: Record<string, unknown>[];
+}
+
 /** A key with the seq its read reflects. */
 export interface KeyValueAtSeq extends KeyValue {
   /** The node's applied seq when it answered: the value is the key's value as of this seq. */
@@ -325,11 +334,25 @@ export class NodeClient {
     return this.json('POST', '/v1/txn', JSON.stringify(txn), 'application/json');
   }
 
-  async log(from?: number, limit?: number): Promise<{ firstSeq: number; lastSeq: number; entries: Record<string, unknown>[] }> {
+  /**
+   * One page of the log from `from` (default: the first retained seq): at most `limit` entries, fewer when the node's
+   * byte budget ends the page first. `nextSeq` is the `from` of the next page, null once the page reaches `lastSeq`.
+   */
+  async log(from?: number, limit?: number): Promise<LogPage> {
     const query = new URLSearchParams();
     if (from !== undefined) query.set('from', String(from));
     if (limit !== undefined) query.set('limit', String(limit));
     return this.json('GET', `/v1/log?${query.toString()}`);
+  }
+
+  /** Every entry from `from` to the last seq the node held when the walk reached it, page by page. */
+  async *logEntries(from?: number, pageLimit?: number): AsyncGenerator<Record<string, unknown>> {
+    let next: number | null | undefined = from;
+    do {
+      const page: LogPage = await this.log(next ?? undefined, pageLimit);
+      yield* page.entries;
+      next = page.nextSeq;
+    } while (next !== null);
   }
 
   async status(): Promise<NodeStatus> {

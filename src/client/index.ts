@@ -4,7 +4,7 @@ export { encodeKeyPath } from '../api/index.js';
 export { NodeClient, bearer } from './http-client.js';
 export { tlsErrorHint } from './tls.js';
 export type { ClientTls } from './tls.js';
-export type { KeyValue, KeyValueAtSeq, RangePageResult, ReadOptions, TokenInfo, TxnResult, WriteResult } from './http-client.js';
+export type { KeyValue, KeyValueAtSeq, LogPage, RangePageResult, ReadOptions, TokenInfo, TxnResult, WriteResult } from './http-client.js';
 export {
   ClientOptionsError,
   CompareFailedError,

@@ -17,6 +17,7 @@
  * (src/limits.ts); the relations here check this object against them.
  */
 import assert from 'node:assert/strict';
+import { txnBodyBytesFor } from '../api/index.js';
 import { COMMIT_LIMITS, type CommitLimits } from '../commit/index.js';
 import {
   KEY_BYTES_MAX,
@@ -118,12 +119,20 @@ export function validateNodeLimits(limits: NodeLimits): NodeLimits {
   assert.ok(http.headersTimeoutMs <= http.requestTimeoutMs, 'the headers arrive within the request time');
   assert.ok(http.firstByteTimeoutMs <= http.headersTimeoutMs, 'the first byte arrives before the headers are complete');
   assert.ok(http.connectionsPerAddressMax <= http.connectionsMax, 'a per-address cap within the total');
+  assert.ok(http.jsonBodyBytesMax <= http.bodyBytesInFlightMax, 'the largest JSON body must fit in the in-flight budget, or it is never accepted');
 
   // commit <-> client contract: a transaction of the most ops a client may send must fit in one entry, or a valid
   // request could never be committed (requests are never split across entries).
   assert.ok(commit.entryOpsMax >= TXN_OPS_MAX, 'a transaction of TXN_OPS_MAX ops must fit in one entry');
   // The largest put (a maximal key and value, plus its op header) must fit in one entry, for the same reason.
   assert.ok(commit.entryBytesMax >= commit.valueBytesMax + KEY_BYTES_MAX + PUT_OP_OVERHEAD_BYTES, 'the largest put must fit in one entry');
+
+  // commit <-> http: the body limit is sized to the largest transaction a node commits, one that fills an entry (its
+  // values in base64, as the formatter writes them): a smaller limit would refuse legal transactions, and a much larger
+  // one only lets a client hold memory with a body that can never commit. A raw PUT body is bounded by the value limit,
+  // and must fit in the in-flight budget too.
+  assert.ok(http.jsonBodyBytesMax >= txnBodyBytesFor(commit.entryBytesMax), 'the largest transaction an entry holds must fit in a JSON body');
+  assert.ok(commit.valueBytesMax <= http.bodyBytesInFlightMax, 'a PUT of the largest value must fit in the in-flight budget');
 
   // commit <-> replication: every entry the root commits must travel down the tree. The protocol refuses records above
   // entryRecordBytesMax, so a larger entry would stop every replica for good.
@@ -182,6 +191,10 @@ export const NODE_LIMITS_TEST: NodeLimits = validateNodeLimits({
     connectionsMax: 1_000,
     connectionsPerAddressMax: 250,
     forwardedWriteWaitMs: 5_000,
+    jsonBodyBytesMax: txnBodyBytesFor(8 * KiB - ENTRY_RECORD_OVERHEAD_BYTES),
+    bodyBytesInFlightMax: 4 * txnBodyBytesFor(8 * KiB - ENTRY_RECORD_OVERHEAD_BYTES),
+    rangePageBytesMax: 64 * KiB,
+    logPageBytesMax: 64 * KiB,
   },
   log: { retainEntries: 1_000, retainBytes: 1 * MiB, trimBatchEntries: 16, trimIntervalMs: 50 },
   replication: REPLICATION_LIMITS_TEST,

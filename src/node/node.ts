@@ -192,7 +192,7 @@ export class MercuryNode {
       tlsRejected.inc(1, { port, reason });
       this.logger.log('warn', 'TLS connection refused', { port, reason, remote, error: message });
     };
-    this.server = createHttpServer(createApiHandler(api), this.limits.http, this.clock, { tls: material, onRejected: onTlsRejected('http') });
+    this.server = createHttpServer(createApiHandler(api, this.limits.http), this.limits.http, this.clock, { tls: material, onRejected: onTlsRejected('http') });
     const policy = this.requestPolicy;
     this.watchHub = new WatchHub({
       store: this.store,

@@ -9,7 +9,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { MercuryError, decodeKeyPath } from '../api/index.js';
 import { SECONDS_BUCKETS } from '../metrics/index.js';
 import { setPrincipal } from './auth.js';
+import { BodyBudget } from './body-budget.js';
 import { sendError } from './http-io.js';
+import { HTTP_LIMITS, type HttpLimits } from './http-server.js';
 import type { NodeApi } from './node-api.js';
 import { Query } from './query.js';
 import { requestRefusal } from './request-policy.js';
@@ -32,27 +34,30 @@ function isPublic(routeName: string): boolean {
   return PUBLIC_ROUTES.has(routeName) || routeName === '/ui' || routeName.startsWith('/ui/');
 }
 
-export function createApiHandler(node: NodeApi): (req: IncomingMessage, res: ServerResponse) => void {
+export function createApiHandler(node: NodeApi, limits: HttpLimits = HTTP_LIMITS): (req: IncomingMessage, res: ServerResponse) => void {
+  const budgetRefusals = node.metrics.counter('mercury_http_body_budget_refusals_total', 'Request bodies refused with BODY_BUDGET_EXCEEDED.');
+  const budget = new BodyBudget(limits.bodyBytesInFlightMax, () => budgetRefusals.inc());
+  node.metrics.gauge('mercury_http_body_bytes_in_flight', 'Request body bytes reserved by requests not yet answered.', () => budget.bytesInFlight);
   const requests = node.metrics.counter('mercury_http_requests_total', 'HTTP requests by route, method and status.');
   const seconds = node.metrics.histogram('mercury_http_request_seconds', 'HTTP request duration.', SECONDS_BUCKETS);
   const internal = (error: unknown): void => node.log('internal error', { error: String((error as Error)?.stack ?? error) });
   const router = new Router(
     [
-      kvRangeRoute(node),
-      txnRoute(node),
-      logRoute(node),
+      kvRangeRoute(node, limits),
+      txnRoute(node, limits, budget),
+      logRoute(node, limits),
       statusRoute(node),
       resyncRoute(node),
       healthzRoute(node),
       readyzRoute(node),
       metricsRoute(node),
-      tokensRoute(node),
+      tokensRoute(node, budget),
       snapshotRoute(node),
       snapshotEntriesRoute(node),
       ...uiRoutes(),
     ],
     '/v1/kv/',
-    kvKeyRoute(node),
+    kvKeyRoute(node, budget),
   );
 
   return (req, res) => {

@@ -7,8 +7,9 @@
  * ```
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { MIN_SEQ_WAIT_MS_DEFAULT, MIN_SEQ_WAIT_MS_MAX } from '../api/index.js';
+import { JsonValidator, MIN_SEQ_WAIT_MS_DEFAULT, MIN_SEQ_WAIT_MS_MAX, parseValidatedJson, type JsonLimits } from '../api/index.js';
 import { MercuryError, isMercuryError, type ErrorCode } from '../errors/index.js';
+import type { BodyBudget } from './body-budget.js';
 import type { NodeApi } from './node-api.js';
 
 /** The seq a read reflects, or the seq of the entry that carries a write. */
@@ -18,6 +19,29 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
   res.end(text);
+}
+
+/**
+ * Answers with a JSON body written piece by piece (chunked), waiting for the socket to drain between pieces: for
+ * responses too large to build as one string. Resolves when the last piece is handed over, or when the client left.
+ */
+export async function sendJsonPieces(res: ServerResponse, status: number, pieces: Iterable<string>, headers: Record<string, string | number> = {}): Promise<void> {
+  res.writeHead(status, { 'content-type': 'application/json', ...headers });
+  for (const piece of pieces) {
+    if (res.destroyed) return;
+    if (!res.write(piece)) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          res.off('drain', done);
+          res.off('close', done);
+          resolve();
+        };
+        res.on('drain', done);
+        res.on('close', done);
+      });
+    }
+  }
+  res.end();
 }
 
 export function errorBody(code: ErrorCode, message: string, details?: Readonly<Record<string, unknown>>): unknown {
@@ -34,42 +58,119 @@ export function sendError(res: ServerResponse, error: unknown, onInternal: (erro
   }
   const headers: Record<string, string> = {};
   if (mercury.code === 'METHOD_NOT_ALLOWED' && typeof mercury.details?.allow === 'string') headers.allow = mercury.details.allow;
-  if (mercury.code === 'OVERLOADED') headers['retry-after'] = '1';
-  // The request body may not have been read (too large, malformed): the connection cannot be reused safely.
-  if (!res.req.complete) headers.connection = 'close';
+  if (mercury.code === 'OVERLOADED' || mercury.code === 'BODY_BUDGET_EXCEEDED') headers['retry-after'] = '1';
+  // The request body may not have been read (too large, malformed): the connection cannot be reused safely, unless
+  // the rest of the body is being dropped up to its declared end (readBody).
+  if (!res.req.complete && !discarding.has(res.req)) headers.connection = 'close';
   sendJson(res, mercury.status, errorBody(mercury.code, mercury.message, mercury.details), headers);
   return mercury.status;
 }
 
-/**
- * Reads the whole body, refusing it with `code` as soon as it exceeds `bytesMax` (by Content-Length up front, or while
- * streaming). Slow bodies are cut off by the server's requestTimeout.
- */
-export async function readBody(req: IncomingMessage, bytesMax: number, tooLarge: (bytes: number) => MercuryError): Promise<Buffer> {
-  const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > bytesMax) throw tooLarge(Number(declared));
-  const chunks: Buffer[] = [];
-  let total = 0;
-  try {
-    for await (const chunk of req as AsyncIterable<Buffer>) {
-      total += chunk.length;
-      if (total > bytesMax) throw tooLarge(total);
-      chunks.push(chunk);
-    }
-  } catch (error) {
-    if (isMercuryError(error)) throw error;
-    // The client went away or the request timeout cut the body off: the client's doing, not a bug in the node.
-    throw new MercuryError('BAD_REQUEST', `the request body ended after ${total} bytes: the connection was closed or timed out`, { cause: error });
-  }
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
+/** Requests whose refused body is read to its declared end and dropped (see readBody). */
+const discarding = new WeakSet<IncomingMessage>();
+
+export interface BodyOptions {
+  /** The body's size limit, and the error for a body beyond it (by Content-Length up front, or while it streams). */
+  readonly bytesMax: number;
+  readonly tooLarge: (bytes: number) => MercuryError;
+  /** Sees every chunk as it arrives (a JSON validator) and throws to refuse the body there, before the rest is read. */
+  readonly onChunk?: (chunk: Buffer) => void;
 }
 
-export function parseJson(body: Buffer): unknown {
-  try {
-    return JSON.parse(body.toString('utf8'));
-  } catch (error) {
-    throw new MercuryError('INVALID_JSON', `request body is not valid JSON: ${(error as Error).message}`);
-  }
+function budgetExceeded(budget: BodyBudget, bytes: number): MercuryError {
+  return new MercuryError(
+    'BODY_BUDGET_EXCEEDED',
+    `the node holds ${budget.bytesInFlight} bytes of request bodies and accepts at most ${budget.bytesMax} at once; this body needs ${bytes} more; retry after Retry-After`,
+    { details: { limit: budget.bytesMax } },
+  );
+}
+
+/**
+ * Reads the whole body within `options.bytesMax` and the node's in-flight `budget` (reserved from the declared length
+ * before the first byte is read, or as a chunked body arrives; released once `res` is done). A body refused while it
+ * arrives is answered at once; the rest of it is dropped unread up to its declared length (the connection stays
+ * usable), or, for a chunked body, not read at all (the connection is closed after the answer). A body declared
+ * larger than `bytesMax` is refused before it is read, and the connection closed. Slow bodies are cut off by the
+ * server's requestTimeout.
+ */
+export function readBody(req: IncomingMessage, res: ServerResponse, budget: BodyBudget, options: BodyOptions): Promise<Buffer> {
+  const { bytesMax, tooLarge, onChunk } = options;
+  const declaredHeader = req.headers['content-length'];
+  const declared = declaredHeader === undefined ? undefined : Number(declaredHeader);
+  if (declared !== undefined && declared > bytesMax) return Promise.reject(tooLarge(declared));
+  let reserved = 0;
+  const reserve = (bytes: number): boolean => {
+    if (!budget.tryReserve(bytes)) return false;
+    if (reserved === 0) res.once('close', () => budget.release(reserved));
+    reserved += bytes;
+    return true;
+  };
+  if (declared !== undefined && declared > 0 && !reserve(declared)) return Promise.reject(budgetExceeded(budget, declared));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    const stop = (): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onCutOff);
+      req.off('close', onCutOff);
+    };
+    const fail = (error: Error): void => {
+      stop();
+      if (declared !== undefined) {
+        // Answered now; the rest of the body (at most bytesMax, and within the request timeout) is read and dropped
+        // without being kept or parsed, and the connection stays usable. Closing instead would reset a connection
+        // whose client is still sending, and the reset can destroy the answer before the client reads it.
+        discarding.add(req);
+        req.resume();
+      } else {
+        // A chunked body has no end we know of: read no further. node:http stops reading the socket once this
+        // request's buffer is full, and closes the connection after the answer.
+        req.pause();
+      }
+      reject(error);
+    };
+    function onData(chunk: Buffer): void {
+      total += chunk.length;
+      if (total > bytesMax) return fail(tooLarge(total));
+      if (total > reserved && !reserve(total - reserved)) return fail(budgetExceeded(budget, total - reserved));
+      try {
+        onChunk?.(chunk);
+      } catch (error) {
+        return fail(error as Error);
+      }
+      chunks.push(chunk);
+    }
+    function onEnd(): void {
+      stop();
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total));
+    }
+    // The client went away or the request timeout cut the body off: the client's doing, not a bug in the node.
+    function onCutOff(error?: unknown): void {
+      fail(new MercuryError('BAD_REQUEST', `the request body ended after ${total} bytes: the connection was closed or timed out`, { cause: error }));
+    }
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onCutOff);
+    req.on('close', onCutOff);
+  });
+}
+
+/**
+ * Reads a JSON body: checked by a JsonValidator chunk by chunk as it arrives (so a hostile body is refused after a
+ * bounded prefix, src/api/json-validator.ts), then parsed.
+ */
+export async function readJsonBody(
+  req: IncomingMessage,
+  res: ServerResponse,
+  budget: BodyBudget,
+  limits: JsonLimits,
+  options: Omit<BodyOptions, 'onChunk'>,
+): Promise<unknown> {
+  const validator = new JsonValidator(limits);
+  const body = await readBody(req, res, budget, { ...options, onChunk: (chunk) => validator.push(chunk) });
+  validator.end();
+  return parseValidatedJson(body);
 }
 
 /** Parses an optional non-negative integer query parameter. */

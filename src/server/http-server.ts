@@ -9,7 +9,16 @@ import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { systemClock, type Clock } from '../clock/index.js';
 import { AddressSlots, TLS_HANDSHAKE_BYTE, addressKey, peerCertificate, serverTlsOptions, sniffTls, tlsFailureMessage, tlsFailureReason, type TlsMaterial } from '../net/index.js';
-import { HTTP_CONNECTIONS_MAX, HTTP_HEADERS_TIMEOUT_MS, HTTP_KEEP_ALIVE_TIMEOUT_MS, HTTP_REQUEST_TIMEOUT_MS } from '../limits.js';
+import {
+  BODY_BYTES_IN_FLIGHT_MAX,
+  HTTP_CONNECTIONS_MAX,
+  HTTP_HEADERS_TIMEOUT_MS,
+  HTTP_KEEP_ALIVE_TIMEOUT_MS,
+  HTTP_REQUEST_TIMEOUT_MS,
+  JSON_BODY_BYTES_MAX,
+  LOG_PAGE_BYTES_MAX,
+  RANGE_PAGE_BYTES_MAX,
+} from '../limits.js';
 import { errorBody } from './http-io.js';
 
 /** The HTTP section of a node's limits (validated with the other sections in src/node/limits.ts). */
@@ -36,6 +45,19 @@ export interface HttpLimits {
    * without the apply the answer is SEQ_WAIT_TIMEOUT (the write itself is committed). Enforced by the node.
    */
   readonly forwardedWriteWaitMs: number;
+  /**
+   * Largest JSON request body (`POST /v1/txn`); at least what the largest transaction an entry holds needs (asserted
+   * in src/node/limits.ts). Its structure is bounded too, by the limits of `txnJsonLimits` (src/api/txn.ts).
+   */
+  readonly jsonBodyBytesMax: number;
+  /**
+   * Request bodies held at once over all connections, from the first byte until the answer: a body that would go
+   * beyond it is refused with 503 BODY_BUDGET_EXCEEDED and Retry-After (docs/decisions.md, record 16).
+   */
+  readonly bodyBytesInFlightMax: number;
+  /** Byte budgets of one range page (keys and values) and one `/v1/log` page (entry records); at least one item each. */
+  readonly rangePageBytesMax: number;
+  readonly logPageBytesMax: number;
 }
 
 export const HTTP_LIMITS: HttpLimits = Object.freeze({
@@ -47,6 +69,10 @@ export const HTTP_LIMITS: HttpLimits = Object.freeze({
   // A fifth of the connections: one host cannot hold them all (--max-connections-per-address for a host that must).
   connectionsPerAddressMax: 4_000,
   forwardedWriteWaitMs: 30_000,
+  jsonBodyBytesMax: JSON_BODY_BYTES_MAX,
+  bodyBytesInFlightMax: BODY_BYTES_IN_FLIGHT_MAX,
+  rangePageBytesMax: RANGE_PAGE_BYTES_MAX,
+  logPageBytesMax: LOG_PAGE_BYTES_MAX,
 });
 
 /**

@@ -268,10 +268,11 @@ export class Store {
   }
 
   /**
-   * Reads keys in [start, end) (empty end: unbounded), after `after` when given (pagination cursor), at most `limit`,
-   * all from one snapshot.
+   * Reads keys in [start, end) (empty end: unbounded), after `after` when given (pagination cursor), at most `limit`
+   * items and, beyond the first item, at most `bytesMax` bytes of keys and values, all from one snapshot. `more` says
+   * whether items remain after the page, whichever limit ended it.
    */
-  range(start: Buffer, end: Buffer, limit: number, after?: Buffer): RangePage {
+  range(start: Buffer, end: Buffer, limit: number, after?: Buffer, bytesMax = Infinity): RangePage {
     assert.ok(limit >= 1);
     const txn = this.env.useReadTransaction();
     try {
@@ -279,6 +280,7 @@ export class Store {
       const from = after !== undefined && Buffer.compare(after, start) >= 0 ? after : start;
       const items: RangeItem[] = [];
       let more = false;
+      let bytes = 0;
       for (const { key, value } of this.kv.getRange({
         start: from,
         end: end.length === 0 ? undefined : end,
@@ -286,10 +288,13 @@ export class Store {
         limit: limit + 1,
         transaction: txn,
       })) {
-        if (items.length === limit) {
+        // The stored record's length stands for the value's: read no value that the page would not return.
+        const itemBytes = key.length + value.length;
+        if (items.length === limit || (items.length > 0 && bytes + itemBytes > bytesMax)) {
           more = true;
           break;
         }
+        bytes += itemBytes;
         const copy = Buffer.from(key);
         items.push({ key: copy, record: this.keyRecord(copy, value) });
       }

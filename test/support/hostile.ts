@@ -4,8 +4,9 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { request } from './http.js';
+import { parseRawResponse, request, type RawResponse } from './http.js';
 
 /** What the issue asks of every attack: a liveness probe still answers this fast while it runs. */
 export const HEALTHZ_ANSWER_MS_MAX = 50;
@@ -68,4 +69,102 @@ export function rssBytes(pid?: number): number {
 export function assertRssGrowthUnder(baselineBytes: number, boundBytes: number, what: string, pid?: number): void {
   const grownBytes = rssBytes(pid) - baselineBytes;
   assert.ok(grownBytes <= boundBytes, `${what}: RSS grew by ${(grownBytes / MiB).toFixed(1)} MiB; the bound is ${(boundBytes / MiB).toFixed(0)} MiB`);
+}
+
+/** Samples a process's RSS every `intervalMs` until `stop()`, which returns the largest sample. */
+export function sampleResident(pid: number, intervalMs = 20): { stop(): number } {
+  let peak = rssBytes(pid);
+  const timer = setInterval(() => {
+    try {
+      peak = Math.max(peak, rssBytes(pid));
+    } catch {
+      // The process exited: the test notices by other means.
+    }
+  }, intervalMs);
+  return {
+    stop(): number {
+      clearInterval(timer);
+      return Math.max(peak, rssBytes(pid));
+    },
+  };
+}
+
+/** A request whose body a test streams on a raw socket, as fast as the server reads it. */
+export interface StreamedBody {
+  /** Body bytes handed to the socket so far. */
+  readonly bytesSent: () => number;
+  /** The answer (parsed once the server closed the connection), or undefined when it closed without one. */
+  readonly answer: Promise<RawResponse | undefined>;
+  /** Resolves once `holdAtBytes` were sent (at once when the body is not held). */
+  readonly holding: Promise<void>;
+  destroy(): void;
+}
+
+/**
+ * Opens a connection, sends `head` (request line and headers, ending in an empty line), then the body: `prefix`, then
+ * `chunk` again and again up to `totalBytes`, waiting for the socket to drain, so the server's reading paces it. Stops
+ * sending once the server answers or closes, or once `holdAtBytes` were sent (then holds the connection open until
+ * destroyed).
+ */
+export function streamBody(
+  baseUrl: string,
+  head: string,
+  prefix: Buffer,
+  chunk: Buffer,
+  totalBytes: number,
+  holdAtBytes = Number.POSITIVE_INFINITY,
+): StreamedBody {
+  const url = new URL(baseUrl);
+  const socket = connect(Number(url.port), url.hostname);
+  const received: Buffer[] = [];
+  let sent = 0;
+  let answered = false;
+  let reachedHold!: () => void;
+  const holding = new Promise<void>((resolve) => (reachedHold = resolve));
+  // The server closes while we still write: that is what a refusal looks like from here; only the answer matters.
+  socket.on('error', () => {});
+  const answer = new Promise<RawResponse | undefined>((resolve) => {
+    socket.on('data', (data: Buffer) => {
+      answered = true;
+      received.push(data);
+      // The answer is complete once its content-length arrived; the connection may stay open (keep-alive).
+      const text = Buffer.concat(received).toString('latin1');
+      const headerEnd = text.indexOf('\r\n\r\n');
+      const length = /\r\ncontent-length: *(\d+)/i.exec(text.slice(0, headerEnd));
+      if (headerEnd > 0 && length !== null && text.length >= headerEnd + 4 + Number(length[1])) resolve(parseRawResponse(text.slice(0, headerEnd + 4 + Number(length[1]))));
+    });
+    socket.on('close', () => {
+      reachedHold();
+      const text = Buffer.concat(received).toString('latin1');
+      resolve(text.length === 0 ? undefined : parseRawResponse(text));
+    });
+  });
+  const pump = async (): Promise<void> => {
+    const writeAndWait = async (data: Buffer): Promise<boolean> => {
+      if (answered || socket.destroyed) return false;
+      sent += data.length;
+      if (!socket.write(data)) {
+        await new Promise<void>((resolve) => {
+          const done = (): void => {
+            socket.off('drain', done);
+            socket.off('close', done);
+            resolve();
+          };
+          socket.on('drain', done);
+          socket.on('close', done);
+        });
+      }
+      return true;
+    };
+    if (!(await writeAndWait(Buffer.from(head, 'latin1')))) return;
+    sent = 0;
+    if (!(await writeAndWait(prefix))) return;
+    while (sent < totalBytes && sent < holdAtBytes) {
+      const next = chunk.subarray(0, Math.min(chunk.length, totalBytes - sent, holdAtBytes - sent));
+      if (!(await writeAndWait(next))) return;
+    }
+    reachedHold();
+  };
+  socket.once('connect', () => void pump());
+  return { bytesSent: () => sent, answer, holding, destroy: () => socket.destroy() };
 }

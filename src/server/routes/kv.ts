@@ -8,8 +8,10 @@ import type { RangePage } from '../../store/index.js';
 import { principalOf, writeFor } from '../auth.js';
 import type { IncomingMessage } from 'node:http';
 import type { WriteRequest } from '../../commit/index.js';
+import type { BodyBudget } from '../body-budget.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
 import { SEQ_HEADER, queryInteger, readBody, readSeqOptions, sendJson } from '../http-io.js';
+import type { HttpLimits } from '../http-server.js';
 import type { NodeApi } from '../node-api.js';
 import type { Query } from '../query.js';
 import type { Route } from '../router.js';
@@ -39,14 +41,14 @@ function requireKeyWrite(req: IncomingMessage, query: URLSearchParams, key: Buff
  * reserved keys read are dropped from the page but still move the cursor (`lastKey`), so a page of only reserved keys
  * is empty with `more` set, and the next one goes on past them.
  */
-function rangeSkippingReserved(node: NodeApi, prefix: Buffer, limit: number, after: Buffer | undefined): RangePage & { lastKey: Buffer | undefined } {
-  const page = node.store.range(prefix, prefixEnd(prefix), limit, after);
+function rangeSkippingReserved(node: NodeApi, prefix: Buffer, limit: number, after: Buffer | undefined, bytesMax: number): RangePage & { lastKey: Buffer | undefined } {
+  const page = node.store.range(prefix, prefixEnd(prefix), limit, after, bytesMax);
   const lastKey = page.items[page.items.length - 1]?.key;
   if (!overlapsReserved(prefix, prefixEnd(prefix))) return { ...page, lastKey };
   return { ...page, items: page.items.filter((item) => !isReservedKey(item.key)), lastKey };
 }
 
-export function kvKeyRoute(node: NodeApi): Route {
+export function kvKeyRoute(node: NodeApi, budget: BodyBudget): Route {
   return {
     name: '/v1/kv/{key}',
     methods: {
@@ -70,7 +72,7 @@ export function kvKeyRoute(node: NodeApi): Route {
       PUT: async (req, res, query, key) => {
         validateKey(key!);
         requireKeyWrite(req, query, key!);
-        const value = await readBody(req, node.valueBytesMax, (bytes) => valueTooLarge(bytes, node.valueBytesMax));
+        const value = await readBody(req, res, budget, { bytesMax: node.valueBytesMax, tooLarge: (bytes) => valueTooLarge(bytes, node.valueBytesMax) });
         const { request, caller } = writeFor(req, { compares: ifModSeqCompare(query, key!), success: [{ type: 'put', key: key!, value }], failure: [] });
         const result = await node.write(request, caller);
         if (!result.succeeded) throw compareFailed(node, key!, query, result.seq);
@@ -94,7 +96,7 @@ export function kvKeyRoute(node: NodeApi): Route {
   };
 }
 
-export function kvRangeRoute(node: NodeApi): Route {
+export function kvRangeRoute(node: NodeApi, limits: HttpLimits): Route {
   return {
     name: '/v1/kv',
     methods: {
@@ -106,7 +108,9 @@ export function kvRangeRoute(node: NodeApi): Route {
         const cursor = query.get('cursor');
         const after = cursor === null ? undefined : decodeCursor(cursor);
         await readSeqOptions(node, query);
-        const page = rangeSkippingReserved(node, prefix, limit, after);
+        // The byte budget ends a page before the item limit does when values are large; the cursor continues after
+        // the last key read either way, so a client pages through as it always did.
+        const page = rangeSkippingReserved(node, prefix, limit, after, limits.rangePageBytesMax);
         const last = page.lastKey;
         const items = page.items.map(({ key, record }) => {
           const keyJson = encodeJsonBytes(key);

@@ -4,14 +4,19 @@
  * and revoking are writes of token records (src/auth/admin.ts): on a replica they are forwarded to the root like any
  * write, with the caller's token, and answered once applied here.
  */
-import { JSON_BODY_BYTES_MAX, MercuryError } from '../../api/index.js';
+import { MercuryError, type JsonLimits } from '../../api/index.js';
 import { createTokenRequest, isTokenId, requireAdmin, revokeTokenRequest, tokenInfo } from '../../auth/index.js';
 import { principalOf, writeFor } from '../auth.js';
-import { SEQ_HEADER, parseJson, readBody, sendJson } from '../http-io.js';
+import type { BodyBudget } from '../body-budget.js';
+import { SEQ_HEADER, readJsonBody, sendJson } from '../http-io.js';
 import type { NodeApi } from '../node-api.js';
 import type { Route } from '../router.js';
 
-export function tokensRoute(node: NodeApi): Route {
+/** A token request is a name, a few scopes and maybe a subject: small bounds, checked as the body arrives. */
+const TOKEN_BODY_BYTES_MAX = 64 * 1024;
+const TOKEN_JSON_LIMITS: JsonLimits = { depthMax: 3, elementsMax: 1024, stringBytesMax: 4096 };
+
+export function tokensRoute(node: NodeApi, budget: BodyBudget): Route {
   return {
     name: '/v1/auth/tokens',
     methods: {
@@ -21,8 +26,10 @@ export function tokensRoute(node: NodeApi): Route {
       },
       POST: async (req, res) => {
         requireAdmin(principalOf(req), 'create tokens');
-        const body = await readBody(req, JSON_BODY_BYTES_MAX, (bytes) => new MercuryError('BODY_TOO_LARGE', `request body is ${bytes} bytes; at most ${JSON_BODY_BYTES_MAX}`, { details: { limit: JSON_BODY_BYTES_MAX } }));
-        const input = parseJson(body);
+        const input = await readJsonBody(req, res, budget, TOKEN_JSON_LIMITS, {
+          bytesMax: TOKEN_BODY_BYTES_MAX,
+          tooLarge: (bytes) => new MercuryError('BODY_TOO_LARGE', `request body is ${bytes} bytes; at most ${TOKEN_BODY_BYTES_MAX}`, { details: { limit: TOKEN_BODY_BYTES_MAX } }),
+        });
         if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new MercuryError('INVALID_ARGUMENT', 'the body must be an object {"name","scopes"[,"subject"]}');
         for (const field of Object.keys(input)) if (!['name', 'scopes', 'subject'].includes(field)) throw new MercuryError('INVALID_ARGUMENT', `unknown field "${field}"; fields are name, scopes, subject`);
         const created = createTokenRequest(input as Record<string, unknown> as { name: unknown; scopes: unknown; subject?: unknown }, node.clock.nowMs());

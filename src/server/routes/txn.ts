@@ -1,12 +1,23 @@
-/** `POST /v1/txn`: a transaction in the JSON form of src/api/txn.ts, parsed with field-naming errors, then written. */
-import { JSON_BODY_BYTES_MAX, MercuryError, parseTxn } from '../../api/index.js';
+/**
+ * `POST /v1/txn`: a transaction in the JSON form of src/api/txn.ts, read within the body limits (bounded JSON, checked
+ * as it arrives), parsed with field-naming errors, then written.
+ */
+import { MercuryError, parseTxn, txnJsonLimits } from '../../api/index.js';
 import { requireAdmin, requireTxn, touchesReserved, validateReservedOps } from '../../auth/index.js';
 import { principalOf, writeFor } from '../auth.js';
-import { SEQ_HEADER, parseJson, readBody, sendJson } from '../http-io.js';
+import type { BodyBudget } from '../body-budget.js';
+import { SEQ_HEADER, readJsonBody, sendJson } from '../http-io.js';
+import type { HttpLimits } from '../http-server.js';
 import type { NodeApi } from '../node-api.js';
 import type { Route } from '../router.js';
 
-export function txnRoute(node: NodeApi): Route {
+export function txnRoute(node: NodeApi, limits: HttpLimits, budget: BodyBudget): Route {
+  const jsonLimits = txnJsonLimits(node.valueBytesMax);
+  const bytesMax = limits.jsonBodyBytesMax;
+  const tooLarge = (bytes: number): MercuryError =>
+    new MercuryError('BODY_TOO_LARGE', `request body is ${bytes} bytes; at most ${bytesMax} are accepted; split the transaction`, {
+      details: { limit: bytesMax },
+    });
   return {
     name: '/v1/txn',
     methods: {
@@ -19,15 +30,8 @@ export function txnRoute(node: NodeApi): Route {
             'UNSUPPORTED_MEDIA_TYPE',
             `POST /v1/txn takes a JSON body with the header Content-Type: application/json; ${type === undefined ? 'the request had no Content-Type' : `got "${type}"`}`,
           );
-        const body = await readBody(
-          req,
-          JSON_BODY_BYTES_MAX,
-          (bytes) =>
-            new MercuryError('BODY_TOO_LARGE', `request body is ${bytes} bytes; at most ${JSON_BODY_BYTES_MAX} are accepted; split the transaction`, {
-              details: { limit: JSON_BODY_BYTES_MAX },
-            }),
-        );
-        const txn = parseTxn(parseJson(body), node.valueBytesMax);
+        const body = await readJsonBody(req, res, budget, jsonLimits, { bytesMax, tooLarge });
+        const txn = parseTxn(body, node.valueBytesMax);
         const principal = principalOf(req);
         // Token records are written only by admins, and only as records (a replica forwards token management here).
         const reserved = touchesReserved(txn);

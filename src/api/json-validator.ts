@@ -1,0 +1,344 @@
+/**
+ * A bounded JSON reader for request bodies, in two steps:
+ *
+ * 1. `JsonValidator` runs over the body's chunks as they arrive (`push`, then `end`): an explicit state machine over
+ *    bytes that checks the structure (RFC 8259 grammar of containers, strings, literals; number tokens by their
+ *    character class) and refuses, at the byte where it happens, a body that nests deeper than `depthMax`, holds more
+ *    than `elementsMax` values, a string longer than `stringBytesMax` (counted as the UTF-8 bytes it decodes to), or a
+ *    `\u` escape of a surrogate without its pair. A hostile body (megabytes of `[[[[`, millions of `[]`) is refused
+ *    after a bounded prefix instead of after parsing it all; the validator holds a few numbers, never the body.
+ * 2. `parseValidatedJson` checks the whole body is UTF-8 (native, `isUtf8`) and hands it to `JSON.parse`, which is
+ *    the final judge of the grammar (number syntax, control characters in strings). The structure it builds is bounded
+ *    by the limits step 1 enforced.
+ *
+ * Without step 1's surrogate check and step 2's UTF-8 check, `JSON.parse` and `Buffer.from(text, 'utf8')` would
+ * silently replace invalid bytes and lone surrogates with U+FFFD, and a transaction would commit bytes the client
+ * never sent. Each refusal is a MercuryError with a stable code (src/api/errors.ts):
+ *
+ *   INVALID_JSON            not JSON (the message names the byte offset)
+ *   INVALID_UTF8            a byte sequence that is not UTF-8
+ *   LONE_SURROGATE          `\uD800`..`\uDFFF` not part of a high-low pair
+ *   JSON_TOO_DEEP           containers nested deeper than depthMax
+ *   JSON_TOO_MANY_ELEMENTS  more than elementsMax values (containers, strings, numbers, literals; names not counted)
+ *   JSON_STRING_TOO_LONG    a string (or member name) longer than stringBytesMax decoded UTF-8 bytes
+ */
+import { isUtf8 } from 'node:buffer';
+import { MercuryError } from './errors.js';
+
+export interface JsonLimits {
+  /** Containers nested in one another: `{}` is depth 1, `{"a":[]}` depth 2. */
+  readonly depthMax: number;
+  /** Values in the whole document, containers included, member names not. */
+  readonly elementsMax: number;
+  /** Decoded UTF-8 bytes of one string or member name. */
+  readonly stringBytesMax: number;
+}
+
+const enum State {
+  /** A value must come (top level, after `:`, after `,` in an array). */
+  Value,
+  /** Just after `[`: a value or `]`. */
+  ArrayFirst,
+  /** Just after `{`: a member name or `}`. */
+  ObjectFirst,
+  /** After `,` in an object: a member name. */
+  Name,
+  /** After a member name: `:`. */
+  Colon,
+  /** After a value inside a container: `,` or the closing bracket. */
+  AfterValue,
+  /** After the top-level value: only whitespace. */
+  Done,
+  String,
+  /** After `\` in a string. */
+  Escape,
+  /** In the four hex digits of `\u`. */
+  Unicode,
+  Number,
+  /** In `true`, `false` or `null`. */
+  Literal,
+}
+
+const ARRAY = 1;
+const OBJECT = 2;
+
+/** A string's bytes are scanned in JS up to this many, then searched natively. */
+const SHORT_SCAN_BYTES = 32;
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
+function isWhitespace(byte: number): boolean {
+  return byte === 0x20 || byte === 0x0a || byte === 0x0d || byte === 0x09;
+}
+
+/** Characters a number token may hold; JSON.parse checks their order. */
+function isNumberByte(byte: number): boolean {
+  return (byte >= 0x30 && byte <= 0x39) || byte === 0x2d || byte === 0x2b || byte === 0x2e || byte === 0x65 || byte === 0x45;
+}
+
+function hexValue(byte: number): number {
+  if (byte >= 0x30 && byte <= 0x39) return byte - 0x30;
+  if (byte >= 0x61 && byte <= 0x66) return byte - 0x61 + 10;
+  if (byte >= 0x41 && byte <= 0x46) return byte - 0x41 + 10;
+  return -1;
+}
+
+/** The escapes of JSON other than `\u`. */
+const SIMPLE_ESCAPES: ReadonlySet<number> = new Set([0x22, 0x5c, 0x2f, 0x62, 0x66, 0x6e, 0x72, 0x74]);
+
+function describeByte(byte: number): string {
+  return byte >= 0x21 && byte <= 0x7e ? `"${String.fromCharCode(byte)}"` : `byte 0x${byte.toString(16).padStart(2, '0')}`;
+}
+
+/** Incremental structural check of one JSON document; see the header. Feed every chunk to `push`, then call `end`. */
+export class JsonValidator {
+  private state: State = State.Value;
+  /** Container kinds, innermost last; never longer than depthMax. */
+  private readonly stack: number[] = [];
+  private elements = 0;
+  /** Bytes consumed before the current chunk, for error messages. */
+  private offset = 0;
+  // The current string.
+  private stringBytes = 0;
+  private stringIsName = false;
+  /** A `\uD800`..`\uDBFF` was just read; the next thing must be `\u` + a low surrogate. */
+  private highSurrogatePending = false;
+  private unicodeDigits = 0;
+  private unicodeValue = 0;
+  /** The next quote and backslash in the current chunk (-1: none, -2: not searched yet). */
+  private nextQuote = -2;
+  private nextBackslash = -2;
+  // The current literal.
+  private literal = '';
+  private literalIndex = 0;
+
+  constructor(private readonly limits: JsonLimits) {
+    // src/api imports nothing but node:buffer: a plain throw stands for the assertion.
+    if (!(limits.depthMax >= 1 && limits.elementsMax >= 1 && limits.stringBytesMax >= 0)) throw new RangeError(`invalid JSON limits ${JSON.stringify(limits)}`);
+  }
+
+  /** Values seen so far (containers included). */
+  get elementCount(): number {
+    return this.elements;
+  }
+
+  /** Checks the next bytes of the document; throws a MercuryError at the first violation. */
+  push(chunk: Buffer): void {
+    const length = chunk.length;
+    this.nextQuote = -2;
+    this.nextBackslash = -2;
+    let i = 0;
+    while (i < length) {
+      const byte = chunk[i]!;
+      switch (this.state) {
+        case State.String: {
+          if (this.highSurrogatePending && byte !== BACKSLASH) this.loneSurrogate(this.offset + i);
+          // Plain bytes of a string, up to the next quote or backslash, found natively (memchr); the positions are
+          // kept per chunk so that many short strings do not rescan it. Bytes >= 0x80 count one each, which is their
+          // UTF-8 length (the encoding itself is checked once, natively, by parseValidatedJson).
+          // Short strings (keys, names, small values) end within a few bytes: a plain loop is cheaper than a call.
+          let j = i;
+          const shortEnd = Math.min(length, i + SHORT_SCAN_BYTES);
+          while (j < shortEnd) {
+            const b = chunk[j]!;
+            if (b === QUOTE || b === BACKSLASH) break;
+            j++;
+          }
+          if (j === shortEnd && j < length) {
+            if (this.nextQuote !== -1 && this.nextQuote < j) this.nextQuote = chunk.indexOf(QUOTE, j);
+            if (this.nextBackslash !== -1 && this.nextBackslash < j) this.nextBackslash = chunk.indexOf(BACKSLASH, j);
+            const quote = this.nextQuote === -1 ? length : this.nextQuote;
+            const backslash = this.nextBackslash === -1 ? length : this.nextBackslash;
+            j = quote < backslash ? quote : backslash;
+          }
+          this.addStringBytes(j - i, this.offset + j);
+          if (j === length) {
+            i = j;
+            continue;
+          }
+          if (chunk[j] === QUOTE) this.endString();
+          else this.state = State.Escape;
+          i = j + 1;
+          continue;
+        }
+        case State.Escape:
+          if (byte === 0x75) {
+            this.state = State.Unicode;
+            this.unicodeDigits = 0;
+            this.unicodeValue = 0;
+          } else {
+            if (!SIMPLE_ESCAPES.has(byte)) this.invalid(`invalid escape \\${String.fromCharCode(byte)} in a string`, i);
+            if (this.highSurrogatePending) this.loneSurrogate(this.offset + i);
+            this.addStringBytes(1, this.offset + i);
+            this.state = State.String;
+          }
+          break;
+        case State.Unicode: {
+          const digit = hexValue(byte);
+          if (digit < 0) this.invalid(`invalid \\u escape (${describeByte(byte)} is not a hex digit)`, i);
+          this.unicodeValue = this.unicodeValue * 16 + digit;
+          if (++this.unicodeDigits === 4) this.endUnicode(this.offset + i);
+          break;
+        }
+        case State.Number:
+          if (isNumberByte(byte)) break;
+          this.afterValue();
+          continue; // the byte ends the number and is read again in the new state
+        case State.Literal:
+          if (byte !== this.literal.charCodeAt(this.literalIndex)) this.invalid(`unexpected ${describeByte(byte)} in "${this.literal}"`, i);
+          if (++this.literalIndex === this.literal.length) this.afterValue();
+          break;
+        default:
+          if (!isWhitespace(byte)) this.structural(byte, i);
+      }
+      i++;
+    }
+    this.offset += length;
+  }
+
+  /** The document ended: throws unless it was one complete value. */
+  end(): void {
+    if (this.state === State.Number) this.afterValue();
+    if (this.state !== State.Done) {
+      if (this.state === State.Value && this.stack.length === 0 && this.elements === 0) this.invalid('the body is empty', 0, true);
+      this.invalid('the body ends in the middle of a value', 0, true);
+    }
+  }
+
+  /** A byte outside strings, numbers and literals. */
+  private structural(byte: number, i: number): void {
+    switch (this.state) {
+      case State.Value:
+        this.beginValue(byte, i);
+        return;
+      case State.ArrayFirst:
+        if (byte === 0x5d) this.close(ARRAY, byte, i);
+        else this.beginValue(byte, i);
+        return;
+      case State.ObjectFirst:
+        if (byte === 0x7d) this.close(OBJECT, byte, i);
+        else if (byte === QUOTE) this.beginString(true);
+        else this.invalid(`expected a member name or "}", got ${describeByte(byte)}`, i);
+        return;
+      case State.Name:
+        if (byte === QUOTE) this.beginString(true);
+        else this.invalid(`expected a member name, got ${describeByte(byte)}`, i);
+        return;
+      case State.Colon:
+        if (byte === 0x3a) this.state = State.Value;
+        else this.invalid(`expected ":", got ${describeByte(byte)}`, i);
+        return;
+      case State.AfterValue: {
+        const container = this.stack[this.stack.length - 1];
+        if (byte === 0x2c) this.state = container === OBJECT ? State.Name : State.Value;
+        else if (byte === 0x5d || byte === 0x7d) this.close(byte === 0x5d ? ARRAY : OBJECT, byte, i);
+        else this.invalid(`expected "," or "${container === OBJECT ? '}' : ']'}", got ${describeByte(byte)}`, i);
+        return;
+      }
+      case State.Done:
+        this.invalid(`unexpected ${describeByte(byte)} after the end of the JSON value`, i);
+        return;
+      default:
+        throw new Error(`bug: a structural byte in state ${this.state}`);
+    }
+  }
+
+  private beginValue(byte: number, i: number): void {
+    if (++this.elements > this.limits.elementsMax)
+      throw new MercuryError('JSON_TOO_MANY_ELEMENTS', `the body holds more than ${this.limits.elementsMax} JSON values (refused at byte ${this.offset + i})`, {
+        details: { limit: this.limits.elementsMax },
+      });
+    if (byte === 0x7b || byte === 0x5b) {
+      if (this.stack.length === this.limits.depthMax)
+        throw new MercuryError('JSON_TOO_DEEP', `the body nests JSON deeper than ${this.limits.depthMax} levels (refused at byte ${this.offset + i})`, {
+          details: { limit: this.limits.depthMax },
+        });
+      this.stack.push(byte === 0x7b ? OBJECT : ARRAY);
+      this.state = byte === 0x7b ? State.ObjectFirst : State.ArrayFirst;
+    } else if (byte === QUOTE) this.beginString(false);
+    else if (byte === 0x2d || (byte >= 0x30 && byte <= 0x39)) this.state = State.Number;
+    else if (byte === 0x74 || byte === 0x66 || byte === 0x6e) {
+      this.literal = byte === 0x74 ? 'true' : byte === 0x66 ? 'false' : 'null';
+      this.literalIndex = 1;
+      this.state = State.Literal;
+    } else this.invalid(`expected a JSON value, got ${describeByte(byte)}`, i);
+  }
+
+  private close(kind: number, byte: number, i: number): void {
+    if (this.stack.pop() !== kind) this.invalid(`unexpected ${describeByte(byte)}`, i);
+    this.afterValue();
+  }
+
+  private afterValue(): void {
+    this.state = this.stack.length === 0 ? State.Done : State.AfterValue;
+  }
+
+  private beginString(isName: boolean): void {
+    this.state = State.String;
+    this.stringIsName = isName;
+    this.stringBytes = 0;
+    this.highSurrogatePending = false;
+  }
+
+  private endString(): void {
+    this.state = this.stringIsName ? State.Colon : this.stack.length === 0 ? State.Done : State.AfterValue;
+  }
+
+  private endUnicode(at: number): void {
+    const unit = this.unicodeValue;
+    const isHigh = unit >= 0xd800 && unit <= 0xdbff;
+    const isLow = unit >= 0xdc00 && unit <= 0xdfff;
+    if (this.highSurrogatePending) {
+      if (!isLow) this.loneSurrogate(at);
+      this.highSurrogatePending = false;
+      this.addStringBytes(2, at); // with the high half's 2: the 4 UTF-8 bytes of the pair
+    } else if (isLow) this.loneSurrogate(at);
+    else if (isHigh) {
+      this.highSurrogatePending = true;
+      this.addStringBytes(2, at);
+    } else this.addStringBytes(unit < 0x80 ? 1 : unit < 0x800 ? 2 : 3, at);
+    this.state = State.String;
+  }
+
+  private addStringBytes(bytes: number, at: number): void {
+    this.stringBytes += bytes;
+    if (this.stringBytes > this.limits.stringBytesMax)
+      throw new MercuryError(
+        'JSON_STRING_TOO_LONG',
+        `a JSON ${this.stringIsName ? 'member name' : 'string'} in the body is longer than ${this.limits.stringBytesMax} bytes (refused at byte ${at})`,
+        { details: { limit: this.limits.stringBytesMax } },
+      );
+  }
+
+  private loneSurrogate(at: number): never {
+    throw new MercuryError(
+      'LONE_SURROGATE',
+      `a \\u escape in the body (near byte ${at}) is half of a UTF-16 surrogate pair without the other half; it encodes no character`,
+    );
+  }
+
+  private invalid(message: string, i: number, atEnd = false): never {
+    throw new MercuryError('INVALID_JSON', `request body is not valid JSON: ${message}${atEnd ? '' : ` at byte ${this.offset + i}`}`);
+  }
+}
+
+/**
+ * The value of a body that passed a JsonValidator: refuses bytes that are not UTF-8, then parses. JSON.parse still
+ * refuses what the validator leaves to it (number syntax, control characters in strings).
+ */
+export function parseValidatedJson(body: Buffer): unknown {
+  if (!isUtf8(body)) throw new MercuryError('INVALID_UTF8', 'the request body is not valid UTF-8; send binary keys and values as base64');
+  try {
+    return JSON.parse(body.toString('utf8')) as unknown;
+  } catch (error) {
+    throw new MercuryError('INVALID_JSON', `request body is not valid JSON: ${(error as Error).message}`);
+  }
+}
+
+/** Validates and parses a whole body at once (bodies that are already in memory; the server streams them instead). */
+export function parseBoundedJson(body: Buffer, limits: JsonLimits): unknown {
+  const validator = new JsonValidator(limits);
+  validator.push(body);
+  validator.end();
+  return parseValidatedJson(body);
+}
