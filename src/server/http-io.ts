@@ -105,7 +105,12 @@ export function readBody(req: IncomingMessage, res: ServerResponse, budget: Body
     reserved += bytes;
     return true;
   };
-  if (declared !== undefined && declared > 0 && !reserve(declared)) return Promise.reject(budgetExceeded(budget, declared));
+  if (declared !== undefined && declared > 0 && !reserve(declared)) {
+    // Refused before a byte is kept; dropped as it arrives, so that the answer reaches a client that sends anyway.
+    discarding.add(req);
+    req.resume();
+    return Promise.reject(budgetExceeded(budget, declared));
+  }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let total = 0;
