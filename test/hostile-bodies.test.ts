@@ -38,8 +38,8 @@ function errorOf(answer: RawResponse | undefined): { code: string; message: stri
   return (JSON.parse(answer.body) as { error: { code: string; message: string; limit?: number } }).error;
 }
 
-function txnHead(contentLength: number): string {
-  return `POST /v1/txn HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: ${contentLength}\r\n\r\n`;
+function txnHead(baseUrl: string, contentLength: number): string {
+  return `POST /v1/txn HTTP/1.1\r\nHost: ${new URL(baseUrl).host}\r\nContent-Type: application/json\r\nContent-Length: ${contentLength}\r\n\r\n`;
 }
 
 describe('hostile input - request bodies', () => {
@@ -75,10 +75,10 @@ describe('hostile input - request bodies', () => {
     chunk: Buffer,
     totalBytes: number,
   ): Promise<{ answer: RawResponse | undefined; sent: number; rssGrowth: number }> {
-    const rssBefore = rssBytes(node.child.pid!);
+    const rssBefore = rssBytes(node.child.pid);
     const sampler = sampleResident(node.child.pid!);
     const started = performance.now();
-    const body = streamBody(node.url, txnHead(totalBytes), Buffer.from(prefix), chunk, totalBytes);
+    const body = streamBody(node.url, txnHead(node.url, totalBytes), Buffer.from(prefix), chunk, totalBytes);
     const healthzMs = await assertHealthzAnswers(node.url, what, node.child.pid);
     const answer = await body.answer;
     const answerMs = performance.now() - started;
@@ -112,12 +112,12 @@ describe('hostile input - request bodies', () => {
   test('bodies: six held 60 MiB bodies: those beyond the in-flight budget are refused at once with 503 and Retry-After', async (t) => {
     const admittedMax = Math.floor(BODY_BYTES_IN_FLIGHT_MAX / HELD_BODY_BYTES);
     assert.ok(admittedMax < HELD_BODIES, 'the attack must exceed the budget');
-    const rssBefore = rssBytes(node.child.pid!);
+    const rssBefore = rssBytes(node.child.pid);
     const sampler = sampleResident(node.child.pid!);
     // Each declares 60 MiB and sends all but the last byte, then holds the request open.
     const chunk = Buffer.alloc(CHUNK_BYTES, ' ');
     const bodies = [];
-    for (let i = 0; i < HELD_BODIES; i++) bodies.push(streamBody(node.url, txnHead(HELD_BODY_BYTES), Buffer.from('{"success":[]}'), chunk, HELD_BODY_BYTES, HELD_BODY_BYTES - 1));
+    for (let i = 0; i < HELD_BODIES; i++) bodies.push(streamBody(node.url, txnHead(node.url, HELD_BODY_BYTES), Buffer.from('{"success":[]}'), chunk, HELD_BODY_BYTES, HELD_BODY_BYTES - 1));
     try {
       await Promise.all(bodies.map((body) => body.holding));
       const refused = await Promise.all(

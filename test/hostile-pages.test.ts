@@ -50,7 +50,7 @@ describe('hostile input - response sizes', () => {
   });
 
   test('pages: limit=10000 over 100 values of 1 MiB of control characters stops at the byte budget and continues by cursor', async (t) => {
-    const rssBefore = rssBytes(node.child.pid!);
+    const rssBefore = rssBytes(node.child.pid);
     const sampler = sampleResident(node.child.pid!);
     const first = request(node.url, 'GET', '/v1/kv?prefix=cc/&limit=10000');
     await assertHealthzAnswers(node.url, 'during a range page of 1 MiB values', node.child.pid);
@@ -96,7 +96,7 @@ describe('hostile input - response sizes', () => {
   });
 
   test('log: one call returns at most the byte budget and one entry; nextSeq walks the whole log', async (t) => {
-    const rssBefore = rssBytes(node.child.pid!);
+    const rssBefore = rssBytes(node.child.pid);
     const sampler = sampleResident(node.child.pid!);
     const pending = request(node.url, 'GET', '/v1/log?limit=1000');
     await assertHealthzAnswers(node.url, 'during a log page of 1 MiB entries', node.child.pid);
