@@ -3,7 +3,7 @@
  * A body reserves its declared Content-Length before its first byte is read (a chunked body reserves as its bytes
  * arrive) and keeps the reservation until its request is answered: the buffer, the parsed transaction and the queued
  * write all live that long. What does not fit is refused at once with 503 BODY_BUDGET_EXCEEDED and Retry-After, never
- * queued (docs/decisions.md, record 21). Accounting only; no I/O.
+ * queued (docs/decisions.md, record 26). Accounting only; no I/O.
  */
 import assert from 'node:assert/strict';
 

@@ -52,7 +52,7 @@ export interface HttpLimits {
   readonly jsonBodyBytesMax: number;
   /**
    * Request bodies held at once over all connections, from the first byte until the answer: a body that would go
-   * beyond it is refused with 503 BODY_BUDGET_EXCEEDED and Retry-After (docs/decisions.md, record 21).
+   * beyond it is refused with 503 BODY_BUDGET_EXCEEDED and Retry-After (docs/decisions.md, record 26).
    */
   readonly bodyBytesInFlightMax: number;
   /** Byte budgets of one range page (keys and values) and one `/v1/log` page (entry records); at least one item each. */
