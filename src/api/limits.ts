@@ -33,10 +33,10 @@ export const LOG_READ_LIMIT_MAX = 1_000;
  * maximal value or entry is still served; the response's JSON is about 4/3 of the budget (base64) at most, plus a
  * little per item. Nodes may use smaller budgets (`NodeLimits.http`); a client follows the cursor either way.
  */
-// 1 MiB: a page is built and encoded in one event-loop turn; at 4 MiB of 1 MiB values that turn reached 50 ms (the
+// 1 MiB each: a page is built and encoded in one event-loop turn; at 4 MiB of 1 MiB values that turn reached 50 ms (the
 // /healthz bound of the hostile tests) on an idle machine.
 export const RANGE_PAGE_BYTES_MAX = 1 * MiB;
-export const LOG_PAGE_BYTES_MAX = 4 * MiB;
+export const LOG_PAGE_BYTES_MAX = 1 * MiB;
 
 /** `minSeq` reads wait at most this long (`timeoutMs`) for the node to apply the requested seq. */
 export const MIN_SEQ_WAIT_MS_DEFAULT = 5_000;
