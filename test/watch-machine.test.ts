@@ -193,6 +193,23 @@ describe('watch machine', () => {
     assert.equal(ofType(conn.received, 'events').at(-1)!.seq, 41);
   });
 
+  test('watch machine: a replica that installed a snapshot moves live watchers to it at once, without waiting for an entry', () => {
+    const h = new Harness({ snapshotPageBytes: 64 }, 10);
+    const { id, conn } = h.connect();
+    const history = follow(h, conn, { prefix: 'old/', filters: {} }, 11);
+    h.message(id, { type: 'subscribe', id: 's', prefixes: ['old/'], fromSeq: 11 });
+    h.advance(5);
+    h.read(id, conn);
+    // The snapshot's state: entries this node never applied one by one, and a log that starts above the watcher.
+    for (let i = 0; i < 20; i++) h.put(`old/${i % 7}`, `s${i}`, false);
+    h.store.trim(5);
+    h.perform(h.machine.chainReplaced(h.nowMs, h.headSeq));
+    h.advance(5);
+    h.read(id, conn);
+    assert.equal(history.snapshots, 1, 'the watcher got the installed state');
+    assert.equal(history.cursor, 30);
+  });
+
   test('watch machine: a consumer with a full queue leaves the fan-out, catches up from the log once it reads, and goes live without a gap', () => {
     const h = new Harness();
     const { id, conn } = h.connect();

@@ -287,12 +287,12 @@ export class MercuryNode {
         if (lagMs !== undefined) lagSeconds.observe(lagMs / 1000);
         this.replicationServer.heartbeat(heartbeat);
       },
-      onChainReset: () => {
+      onChainReset: (seq) => {
         snapshots.inc();
         this.replicationServer.chainReset();
         this.revoke(this.tokens.reload());
-        // Watchers need nothing here: the next entry jumps past their position, and the hub then moves them to
-        // catch-up, which serves the new state (the log below the snapshot is gone) before the live stream.
+        // Watchers behind the snapshot move to catch-up now, which serves the new state (the log below it is gone).
+        this.watchHub.chainReplaced(seq);
         this.seqWaiter.notify();
       },
     });

@@ -219,6 +219,12 @@ export class WatchHub {
     this.perform(this.machine.published(this.clock.monotonicMs(), entries));
   }
 
+  /** This node installed a snapshot at `seq`: watchers behind it are served the new state now (see the machine). */
+  chainReplaced(seq: number): void {
+    if (this.closed) return;
+    this.perform(this.machine.chainReplaced(this.clock.monotonicMs(), seq));
+  }
+
   /**
    * Tokens were revoked: every watch opened with one of them is closed with 4401 (CREDENTIAL_REVOKED), so a client
    * cannot keep reading with a token that no longer works.

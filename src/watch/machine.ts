@@ -329,6 +329,20 @@ export class WatchMachine {
     return this.end(nowMs);
   }
 
+  /**
+   * This node's chain was replaced by a snapshot at `seq` (a replica that fell behind the log its upstream keeps).
+   * Every live subscription below `seq` moves to catch-up now, where it finds the log no longer reaches back and gets
+   * the new state. Waiting for the next entry to reveal the gap would leave watchers stale for as long as nothing is
+   * written, which on a configuration store can be hours.
+   */
+  chainReplaced(nowMs: number, seq: number): readonly WatchAction[] {
+    this.begin();
+    if (this.stopped || seq <= this.liveSeq) return this.end(nowMs);
+    this.skipTo(seq);
+    if (this.lagging.size > 0) this.pumpAtMs = nowMs;
+    return this.end(nowMs);
+  }
+
   /** The connection's queue shrank to `bufferedBytes`: its lagging subscriptions may continue now. */
   drained(nowMs: number, connId: number, bufferedBytes: number): readonly WatchAction[] {
     this.begin();

@@ -538,6 +538,7 @@ class Simulation {
           if (diff !== undefined) this.fail(`${node.id} installed a snapshot at ${action.seq} whose key space differs from the root's: ${diff}`);
           if (action.datasetId !== DATASET_ID) this.fail(`${node.id} joined dataset ${action.datasetId}`);
           for (const session of [...node.sessions.values()]) this.execUpstream(node, session, session.upstream.chainReset(now));
+          this.watchers.chainReplaced(node, action.seq);
           break;
         }
         case 'heartbeat':

@@ -186,6 +186,13 @@ export class SimWatchers implements WatchOracle {
     this.schedule(host);
   }
 
+  /** The node installed a snapshot at `seq` (as the node's `onChainReset` tells its watch hub). */
+  chainReplaced(host: WatchHost, seq: number): void {
+    const watch = this.machines.get(host.id);
+    if (watch === undefined) return;
+    this.perform(host, watch, watch.machine.chainReplaced(this.queue.nowMs, seq));
+  }
+
   /** The node applied (or, the root, committed) these entries. */
   published(host: WatchHost, entries: readonly EncodedEntry[]): void {
     const watch = this.machines.get(host.id);
