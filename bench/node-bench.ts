@@ -129,7 +129,7 @@ async function main(): Promise<void> {
   );
   const node = await startNodeProcess([...(TLS?.args ?? []), ...(values.sign ? [] : ['--unsigned'])], undefined, { auth: AUTH });
   try {
-    if (AUTH) authorization = await benchToken(node, 'bench', ['read:bench/', 'write:bench/', 'read:txn/', 'write:txn/']);
+    if (AUTH) authorization = await benchToken(node, 'bench', ['read:bench/', 'write:bench/', 'read:txn/', 'write:txn/'], TLS?.ca);
     // Fill the keyspace once so that GETs hit and PUTs update existing keys, as a configuration store's do.
     const loader = new RawHttpConnection(node.host, node.port, TLS?.ca, authorization);
     for (let start = 0; start < KEYSPACE; start += 1000) {

@@ -4,7 +4,8 @@
  * The root is a `mercury serve` process; the replicas run in worker processes (bench/support/replica-host.ts), many
  * per process (default 8 processes: with 4, 250 LMDB environments per process made each transaction twice as
  * expensive and p50 went from ~70 to ~135 ms), each with its own data directory, HTTP and replication ports, connected over real TCP on loopback.
- * The tree is filled level by level with the given fan-out; each replica lists its parent and then its grandparent.
+ * The tree is filled level by level with the given fan-out; each replica lists its parent and then its grandparent
+ * (and, with --sign, the root last: see below).
  *
  * 1. Latency (default 1,000 replicas): PUTs on the root, one every --interval-ms; per write, the time from the
  *    root's acknowledgement (measured by the client) until the last replica applied it. p50, p99 and max per run,
@@ -127,8 +128,8 @@ async function buildTree(replicas: number, fanout: number, workers: number): Pro
   children.add(root.child);
   let replicationToken: string | undefined;
   if (AUTH) {
-    authorization = await benchToken(root, 'bench-writer', ['read:', 'write:']);
-    replicationToken = (await benchToken(root, 'bench-replicas', ['replicate'])).slice('Bearer '.length);
+    authorization = await benchToken(root, 'bench-writer', ['read:', 'write:'], TLS?.ca);
+    replicationToken = (await benchToken(root, 'bench-replicas', ['replicate'], TLS?.ca)).slice('Bearer '.length);
   }
   // One write so that seq 1 exists and every replica's first snapshot is not empty.
   const connection = new RawHttpConnection(root.host, root.port, TLS?.ca, authorization);
@@ -146,6 +147,9 @@ async function buildTree(replicas: number, fanout: number, workers: number): Pro
       const parent = Math.floor((id - 1) / fanout);
       const upstreams = [addresses.get(parent)!];
       if (parent !== 0) upstreams.push(addresses.get(Math.floor((parent - 1) / fanout))!);
+      // A verifying replica joins with a snapshot signed by the root, which no relay can make (decision record 25):
+      // with --sign the root comes last, where a fresh replica fails over to it once its relays refuse.
+      if (values.sign && !upstreams.includes(root.replication!)) upstreams.push(root.replication!);
       perHost[id % hosts.length]!.push({ id, upstreams });
     }
     const busy = hosts.filter((_, i) => perHost[i]!.length > 0);

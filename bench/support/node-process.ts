@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { RawHttpConnection } from './raw-http.js';
 
 export const CLI_PATH = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
@@ -74,14 +75,18 @@ export async function startNodeProcess(
   };
 }
 
-/** Creates a token on a node (with its admin token) and returns the Authorization header value for it. */
-export async function benchToken(node: NodeProcess, name: string, scopes: readonly string[]): Promise<string> {
+/**
+ * Creates a token on a node (with its admin token) and returns the Authorization header value for it. `ca`: the
+ * node's CA when it serves TLS (the same connection the load generator uses, so no global trust setting is needed).
+ */
+export async function benchToken(node: NodeProcess, name: string, scopes: readonly string[], ca?: Buffer): Promise<string> {
   if (node.adminToken === undefined) throw new Error('benchToken needs a node started with auth');
-  const response = await fetch(`${node.url}/v1/auth/tokens`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${node.adminToken}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ name, scopes }),
-  });
-  if (response.status !== 201) throw new Error(`creating token ${name} answered HTTP ${response.status}: ${await response.text()}`);
-  return `Bearer ${((await response.json()) as { token: string }).token}`;
+  const connection = new RawHttpConnection(node.host, node.port, ca, `Bearer ${node.adminToken}`);
+  try {
+    const response = await connection.request('POST', '/v1/auth/tokens', Buffer.from(JSON.stringify({ name, scopes })), 'application/json');
+    if (response.status !== 201) throw new Error(`creating token ${name} answered HTTP ${response.status}: ${response.body.toString()}`);
+    return `Bearer ${(JSON.parse(response.body.toString()) as { token: string }).token}`;
+  } finally {
+    connection.close();
+  }
 }

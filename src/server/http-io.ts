@@ -27,6 +27,14 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
  */
 export async function sendJsonPieces(res: ServerResponse, status: number, pieces: Iterable<string>, headers: Record<string, string | number> = {}): Promise<void> {
   res.writeHead(status, { 'content-type': 'application/json', ...headers });
+  await writePieces(res, pieces);
+}
+
+/**
+ * Writes a body in pieces after the head was sent, waiting for 'drain' whenever the socket's buffer is full, so that a
+ * slow reader holds one piece in memory rather than the whole body. Stops quietly if the client goes away.
+ */
+export async function writePieces(res: ServerResponse, pieces: Iterable<string | Buffer>): Promise<void> {
   for (const piece of pieces) {
     if (res.destroyed) return;
     if (!res.write(piece)) {
@@ -41,7 +49,7 @@ export async function sendJsonPieces(res: ServerResponse, status: number, pieces
       });
     }
   }
-  res.end();
+  if (!res.destroyed) res.end();
 }
 
 export function errorBody(code: ErrorCode, message: string, details?: Readonly<Record<string, unknown>>): unknown {

@@ -111,6 +111,7 @@ async function mercuryTree(context: WorkloadContext, parents: readonly number[],
   const auth = context.options.auth;
   let userToken: string | undefined;
   let replicationTokenFile: string | undefined;
+  let tokensSeq = 0;
   try {
     // --sign: the root signs (with the key it generates into its data directory) and every replica verifies.
     let rootDir = '';
@@ -118,7 +119,10 @@ async function mercuryTree(context: WorkloadContext, parents: readonly number[],
       const dataDir = context.group.tempDir(`mercury-tree-${node}`);
       if (node === 0) rootDir = dataDir;
       const signing = node === 0 ? (context.options.sign ? [] : ['--unsigned']) : context.options.sign ? ['--trust-key', join(rootDir, 'signing-key.pub.pem')] : [];
-      const upstream = node === 0 ? [] : ['--upstream', nodes[parents[node]!]!.replication];
+      // A verifying replica joins with a snapshot signed by the root, which no relay can make (decision record 25):
+      // with --sign the root comes last, where a fresh replica fails over to it once its relay refuses.
+      const upstreams = node === 0 ? [] : [...new Set([nodes[parents[node]!]!.replication, ...(context.options.sign ? [nodes[0]!.replication] : [])])];
+      const upstream = node === 0 ? [] : ['--upstream', upstreams.join(',')];
       const authArgs = ['--auth', auth ? 'required' : 'off', ...(node > 0 && replicationTokenFile !== undefined ? ['--replication-token-file', replicationTokenFile] : [])];
       const process = await context.group.start({
         name: `mercury-${node}`,
@@ -144,9 +148,18 @@ async function mercuryTree(context: WorkloadContext, parents: readonly number[],
         const admin = new NodeClient(`${tls === undefined ? 'http' : 'https'}://${nodes[0]!.host}:${nodes[0]!.port}`, undefined, tls === undefined ? undefined : { ca: tls.ca }, bearer(readFileSync(join(dataDir, 'admin-token'), 'utf8').trim()));
         userToken = (await admin.createToken('bench-tree', ['read:prop/', 'write:prop/'])).token!;
         replicationTokenFile = join(context.group.tempDir('mercury-tree-tokens'), 'replication-token');
-        writeFileSync(replicationTokenFile, (await admin.createToken('bench-replicas', ['replicate'])).token!, { mode: 0o600 });
+        const replicate = await admin.createToken('bench-replicas', ['replicate']);
+        writeFileSync(replicationTokenFile, replicate.token!, { mode: 0o600 });
+        tokensSeq = replicate.seq;
       }
     }
+    // A replica knows the tokens only once it has applied the root's entries that made them (a replica listens
+    // before it has joined): a watch opened earlier would be refused 401.
+    if (userToken !== undefined)
+      for (let replica = 1; replica < nodes.length; replica++) {
+        const { host, port } = nodes[replica]!;
+        await untilApplied(new NodeClient(`${tls === undefined ? 'http' : 'https'}://${host}:${port}`, undefined, tls === undefined ? undefined : { ca: tls.ca }, bearer(userToken)), tokensSeq);
+      }
     for (let replica = 1; replica < nodes.length; replica++) {
       const { host, port } = nodes[replica]!;
       const url = `${tls === undefined ? 'ws' : 'wss'}://${host}:${port}/v1/watch`;
@@ -167,6 +180,20 @@ async function mercuryTree(context: WorkloadContext, parents: readonly number[],
       await Promise.all(nodes.map((node) => node.process.stop()));
     },
   };
+}
+
+/** Waits (at most 30 s) until a replica has applied `seq`, retrying while it refuses the token it does not know yet. */
+async function untilApplied(client: NodeClient, seq: number): Promise<void> {
+  const deadline = performance.now() + 30_000;
+  for (;;) {
+    try {
+      await client.get('prop/', { minSeq: seq, minSeqTimeoutMs: 1_000 });
+      return;
+    } catch (error) {
+      if (performance.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
 }
 
 type TreeStarter = (context: WorkloadContext, parents: readonly number[], seen: (replica: number, k: number) => void) => Promise<Tree>;

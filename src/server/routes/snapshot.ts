@@ -8,34 +8,15 @@
  */
 import { requireAdmin } from '../../auth/index.js';
 import { principalOf } from '../auth.js';
-import type { ServerResponse } from 'node:http';
 import { MercuryError } from '../../api/index.js';
 import { encodeEntryStreamRecord, snapshotFileStream } from '../../snapshot/index.js';
-import { queryInteger, SEQ_HEADER } from '../http-io.js';
+import { queryInteger, SEQ_HEADER, writePieces } from '../http-io.js';
 import type { NodeApi } from '../node-api.js';
 import type { Route } from '../router.js';
 
 /** Log records read per step of an entry stream. */
 const ENTRY_STREAM_BATCH_ENTRIES = 1_000;
 const ENTRY_STREAM_BATCH_BYTES = 4 * 1024 * 1024;
-
-/** Writes each piece, waiting for the socket to drain; stops early if the client went away. */
-async function writePieces(res: ServerResponse, pieces: Iterable<Buffer>): Promise<void> {
-  for (const piece of pieces) {
-    if (res.destroyed) return;
-    if (!res.write(piece))
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          res.off('drain', done);
-          res.off('close', done);
-          resolve();
-        };
-        res.on('drain', done);
-        res.on('close', done);
-      });
-  }
-  if (!res.destroyed) res.end();
-}
 
 function joined(node: NodeApi): void {
   if (node.store.datasetId === '') throw new MercuryError('UPSTREAM_UNAVAILABLE', 'this replica has not joined a dataset yet: there is nothing to save');
