@@ -28,7 +28,7 @@ test('peers args: lists and numbers are parsed in the order given', () => {
 
 test('peers args: a bad option names itself and its rule', () => {
   const cases: [string[], RegExp][] = [
-    [['--workloads', '1,7'], /--workloads items must be within 1\.\.6/],
+    [['--workloads', '1,8'], /--workloads items must be within 1\.\.7/],
     [['--workloads', '1,,2'], /--workloads .*without empty items/],
     [['--workloads', '1,1'], /--workloads names an item twice/],
     [['--systems', 'etcd,redis'], /--systems must include mercury/],
@@ -39,6 +39,7 @@ test('peers args: a bad option names itself and its rule', () => {
     [['--batch-ops', '129'], /--batch-ops must be within 1\.\.128/],
     [['--batch-ops', '100', '--keys', '50'], /--batch-ops must not exceed --keys/],
     [['--watchers', '4', '--watch-connections', '8'], /--watch-connections must not exceed --watchers/],
+    [['--bootstrap-keys', '0'], /--bootstrap-keys must be within 1\.\./],
     [['--bogus'], /Unknown option '--bogus'/],
     [['extra'], /positional/],
   ];

@@ -7,10 +7,10 @@ import { SYSTEM_NAMES, type SystemName } from './system.js';
 /** etcd refuses a txn of more than 128 ops (its --max-txn-ops default), so batches stay within it for every system. */
 export const ETCD_TXN_OPS_MAX = 128;
 
-export const WORKLOAD_IDS = [1, 2, 3, 4, 5, 6] as const;
+export const WORKLOAD_IDS = [1, 2, 3, 4, 5, 6, 7] as const;
 export type WorkloadId = (typeof WORKLOAD_IDS)[number];
 /** The issue's order of priority, which is also the order in which a full run measures them. */
-export const WORKLOAD_ORDER_DEFAULT: readonly WorkloadId[] = [1, 3, 2, 4, 6, 5];
+export const WORKLOAD_ORDER_DEFAULT: readonly WorkloadId[] = [1, 3, 2, 4, 6, 5, 7];
 
 export interface PeersOptions {
   readonly help: boolean;
@@ -28,6 +28,8 @@ export interface PeersOptions {
   readonly watchers: number;
   readonly watchConnections: number;
   readonly watchWrites: number;
+  /** Keys the primary holds in workload 7 (a replica's bootstrap). */
+  readonly bootstrapKeys: number;
   /** Fan-out per level of the replication tree: [4, 16] is a root with 4 children and 16 grandchildren. */
   readonly tree: readonly number[];
   /** Workload 5's Mercury tree runs with TLS (HTTPS, wss, mutual TLS between nodes): the cost of TLS, on versus off. */
@@ -52,9 +54,10 @@ export const USAGE = `usage: npm run bench:peers -- [options]
 
 Side-by-side benchmarks of Mercury, etcd and Redis on this machine. Writes BENCHMARKS.md and its chart.
 
-  --workloads LIST      which workloads, in the order given (default 1,3,2,4,6,5):
+  --workloads LIST      which workloads, in the order given (default 1,3,2,4,6,5,7):
                           1 durable single-key writes   2 batched writes      3 point reads
                           4 read latency under writes   5 replication tree    6 watch fan-out
+                          7 bootstrap and catch-up of a replica
   --systems LIST        mercury,etcd,redis (default all three)
   --runs N              runs per system and workload, alternating between systems (default 5, at least 1)
   --seconds S           duration of one run (default 3)
@@ -67,6 +70,7 @@ Side-by-side benchmarks of Mercury, etcd and Redis on this machine. Writes BENCH
   --watchers N          watchers in workload 6 (default 1024)
   --watch-connections N connections the watchers share in workload 6 (default 16)
   --watch-writes N      writes per run in workloads 5 and 6, spread over the run (default 200)
+  --bootstrap-keys N    keys the primary holds in workload 7 (default 400000)
   --tree LIST           fan-out per level below the root in workload 5 (default 4,16: 1 -> 4 -> 16)
   --tls                 workload 5's Mercury tree with TLS everywhere (HTTPS, wss, mutual TLS replication)
   --auth                workload 5: Mercury's tree with auth required (tokens on every request, watch and HELLO)
@@ -119,6 +123,7 @@ export function parsePeersArgs(argv: readonly string[]): PeersOptions {
         watchers: { type: 'string', default: '1024' },
         'watch-connections': { type: 'string', default: '16' },
         'watch-writes': { type: 'string', default: '200' },
+        'bootstrap-keys': { type: 'string', default: '400000' },
         tree: { type: 'string', default: '4,16' },
         tls: { type: 'boolean', default: false },
         auth: { type: 'boolean', default: false },
@@ -133,7 +138,7 @@ export function parsePeersArgs(argv: readonly string[]): PeersOptions {
   const v = parsed.values;
   const workloads = list('workloads', v.workloads).map((item) => {
     const id = Number(item);
-    if (!(WORKLOAD_IDS as readonly number[]).includes(id)) throw new UsageError(`--workloads items must be within 1..6, got "${item}"`);
+    if (!(WORKLOAD_IDS as readonly number[]).includes(id)) throw new UsageError(`--workloads items must be within 1..7, got "${item}"`);
     return id as WorkloadId;
   });
   const systems = list('systems', v.systems).map((item) => {
@@ -158,6 +163,7 @@ export function parsePeersArgs(argv: readonly string[]): PeersOptions {
     watchers: positiveInteger('watchers', v.watchers, 100_000),
     watchConnections: positiveInteger('watch-connections', v['watch-connections'], 10_000),
     watchWrites: positiveInteger('watch-writes', v['watch-writes'], 1_000_000),
+    bootstrapKeys: positiveInteger('bootstrap-keys', v['bootstrap-keys'], 10_000_000),
     tree,
     tls: v.tls,
     auth: v.auth,

@@ -48,10 +48,16 @@ function recordCrc(key: Buffer, record: Buffer): number {
   return crc32(record.subarray(CRC_BYTES), crc32(key));
 }
 
+/** A seq (a safe integer) as u64 big-endian, in two u32 halves: BigInt conversions cost more than the write. */
+function writeU64(buffer: Buffer, value: number, offset: number): void {
+  buffer.writeUInt32BE(Math.floor(value / 0x1_0000_0000), offset);
+  buffer.writeUInt32BE(value >>> 0, offset + 4);
+}
+
 export function encodeKeyRecord(key: Buffer, createSeq: number, modSeq: number, version: number, value: Buffer): Buffer {
   const buffer = Buffer.allocUnsafe(KEY_RECORD_HEADER_BYTES + value.length);
-  buffer.writeBigUInt64BE(BigInt(createSeq), CRC_BYTES);
-  buffer.writeBigUInt64BE(BigInt(modSeq), CRC_BYTES + 8);
+  writeU64(buffer, createSeq, CRC_BYTES);
+  writeU64(buffer, modSeq, CRC_BYTES + 8);
   buffer.writeUInt32BE(version, CRC_BYTES + 16);
   value.copy(buffer, KEY_RECORD_HEADER_BYTES);
   buffer.writeUInt32BE(recordCrc(key, buffer), 0);

@@ -2,6 +2,7 @@
 import type { WorkloadId } from '../args.js';
 import type { Workload } from '../workload.js';
 import { batchedWorkload } from './batched.js';
+import { bootstrapWorkload } from './bootstrap.js';
 import { propagationWorkload } from './propagation.js';
 import { readUnderWritesWorkload } from './read-under-writes.js';
 import { readsWorkload } from './reads.js';
@@ -15,6 +16,7 @@ export const WORKLOADS: Readonly<Partial<Record<WorkloadId, Workload>>> = Object
   4: readUnderWritesWorkload,
   5: propagationWorkload,
   6: watchFanoutWorkload,
+  7: bootstrapWorkload,
 });
 
 /** Titles, also for workloads that did not run. */
@@ -25,4 +27,5 @@ export const WORKLOAD_TITLES: Readonly<Record<WorkloadId, string>> = Object.free
   4: 'Read latency under writes',
   5: 'Propagation down a replication tree',
   6: 'Watch fan-out',
+  7: 'Bootstrap and catch-up of a replica',
 });
