@@ -20,7 +20,7 @@ interface RaceProxy {
   accepted(): number;
   /** Closes every client connection now (a FIN, as a node closing idle connections does); the node's side stays. */
   closeClientConnections(): void;
-  /** Forwards the next bytes a client sends to the node, then closes that client's connection before any answer. */
+  /** Drops the node's next answer and closes that client's connection instead: the request was applied, unanswered. */
   cutAfterNextRequest(): void;
   close(): Promise<void>;
 }
@@ -45,17 +45,15 @@ async function startRaceProxy(targetUrl: string): Promise<RaceProxy> {
     };
     client.on('error', end).on('close', () => clients.delete(client));
     upstream.on('error', end).on('close', end);
-    client.on('data', (chunk: Buffer) => {
-      upstream.write(chunk);
-      if (!cutNext) return;
-      cutNext = false;
-      // The node gets the whole request and answers it into the void; the client sees its connection end unanswered.
-      client.destroy();
-      upstream.removeAllListeners('data');
-      upstream.on('data', () => upstream.destroy());
-    });
+    client.on('data', (chunk: Buffer) => upstream.write(chunk));
     client.on('end', () => upstream.end());
-    upstream.on('data', (chunk: Buffer) => client.write(chunk));
+    upstream.on('data', (chunk: Buffer) => {
+      if (!cutNext) return void client.write(chunk);
+      // The node read the whole request and answered it: the answer is dropped and the client's connection ends.
+      cutNext = false;
+      client.destroy();
+      upstream.destroy();
+    });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
