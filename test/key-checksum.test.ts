@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { open } from 'lmdb';
 import { MercuryError } from '../src/errors/index.js';
 import { Store } from '../src/store/index.js';
+import { openLocal } from '../src/client/index.js';
 import { assertError, request, requestJson, waitUntil } from './support/http.js';
 import { makeTempDir, removeDir, runCli, startServe, stopProcess, CLI_PATH } from './support/process.js';
 import { spawn } from 'node:child_process';
@@ -142,6 +143,33 @@ describe('key record checksums', () => {
       assert.equal((await request(node.url, 'GET', '/v1/kv/k')).body.toString(), 'rewritten');
     } finally {
       await stopProcess(node.child);
+    }
+  });
+
+  test('key checksum: the embedded reader refuses a damaged value or header, short key or long, and reads the sound ones', async () => {
+    const dir = join(root, 'local');
+    // Past the bytes whose crc the store computes itself: this key's goes through zlib.
+    const longKey = `long/${'x'.repeat(100)}`;
+    const keys = ['short/sound', 'short/value', 'short/header', longKey, `${longKey}/sound`];
+    const store = Store.open({ path: dir, noSync: true });
+    store.commit(1_700_000_000_000, (view) => {
+      for (const key of keys) view.apply({ type: 'put', key: Buffer.from(key), value: Buffer.from(`value of ${key}`) });
+    });
+    await store.close();
+    const flip = (offset: number) => (stored: Buffer): Buffer => {
+      stored[offset < 0 ? stored.length + offset : offset]! ^= 0x01;
+      return stored;
+    };
+    await rewriteRaw(dir, 'kv', 'short/value', flip(-1));
+    await rewriteRaw(dir, 'kv', 'short/header', flip(12)); // modSeq
+    await rewriteRaw(dir, 'kv', longKey, flip(-1));
+    const reader = await openLocal(dir);
+    try {
+      for (const key of ['short/sound', `${longKey}/sound`]) assert.equal(reader.getSync(key)?.value.toString(), `value of ${key}`);
+      for (const key of ['short/value', 'short/header', longKey])
+        assert.throws(() => reader.getSync(key), (error: unknown) => error instanceof MercuryError && error.code === 'DATA_CORRUPTED', key);
+    } finally {
+      await reader.close();
     }
   });
 

@@ -10,6 +10,9 @@
  *   `OVERLOADED`, `BODY_BUDGET_EXCEEDED` or `SHUTTING_DOWN`, which it answers only before queueing a write. A write that was sent and got no
  *   answer (timeout, connection cut) may have been applied: it fails with `OutcomeUnknownError` and is not retried,
  *   because a second put could overwrite a newer value and a second transaction could apply twice.
+ * - A call that failed on a pooled keep-alive connection is first sent once more to the same node on a fresh
+ *   connection, by `NodeClient`, when that is safe (a read; a write none of whose bytes was written; keep-alive.ts),
+ *   and only then counts as an attempt here. Writes keep the rule above.
  * - Every other error answer (4xx, 412, 504, ...) is thrown at once as its typed `ServerError`.
  *
  * One call makes at most `attemptsMax` attempts. The first attempt goes to the node that answered last; each retry

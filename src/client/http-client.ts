@@ -1,16 +1,20 @@
 /**
- * The HTTP layer: one node, one attempt per call, no retries (the CLI uses it as it is; `MercuryClient` adds retries
- * across nodes on top). Errors a node answers arrive as the typed `ServerError` subclasses of errors.ts; a node that
+ * The HTTP layer: one node per call, no retries across nodes (the CLI uses it as it is; `MercuryClient` adds retries
+ * across nodes on top). Its only resend: a request that failed on a pooled keep-alive connection before any byte of
+ * the answer is sent once more on a fresh connection when that is safe (a read; a write never written), see
+ * keep-alive.ts. Errors a node answers arrive as the typed `ServerError` subclasses of errors.ts; a node that
  * cannot be reached, or does not answer within the timeout, is `UnavailableError`, whose `requestSent` tells whether
  * the request may have reached the node.
  */
 import http from 'node:http';
 import https from 'node:https';
+import type { Socket } from 'node:net';
 import { encodeKeyPath, type BytesEncoding, type TxnJson } from '../api/index.js';
 import { MIN_SEQ_WAIT_MS_DEFAULT, RANGE_PAGE_LIMIT_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT, STREAM_IDLE_TIMEOUT_MS } from './limits.js';
 import type { NodeStatus } from './txn.js';
 import { NotFoundError, UnavailableError, serverError } from './errors.js';
 import { TLS_VERIFY_CODES, tlsErrorHint, type ClientTls } from './tls.js';
+import { afterNextPoll, connectionClosed, freshConnectionResends, KeepAliveHttpAgent, KeepAliveHttpsAgent, noteKeepAlive } from './keep-alive.js';
 
 export interface KeyValue {
   readonly key: Buffer;
@@ -82,11 +86,15 @@ export function toBytes(value: string | Buffer): Buffer {
   return typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
 }
 
+/** A request given a pooled connection that was closed (or due for retirement) failed with this before writing a byte. */
+const CLOSED_BEFORE_SEND = 'MERCURY_CLOSED_BEFORE_SEND';
+
 /**
  * Error codes (undici's and the system's) that mean no connection was ever made, so no byte of the request left
  * this process. Anything else (reset, cut off, timed out) may have happened after the node received the request.
  */
 const NOT_SENT_CODES: ReadonlySet<string> = new Set([
+  CLOSED_BEFORE_SEND,
   'ECONNREFUSED',
   'ENOTFOUND',
   'EAI_AGAIN',
@@ -103,13 +111,17 @@ function unreachable(baseUrl: string, error: unknown): UnavailableError {
   const what = timedOut ? 'no answer in time' : code ?? (typeof cause?.message === 'string' ? cause.message : (error as Error).message);
   const hint = cause === undefined ? undefined : tlsErrorHint(cause, baseUrl.startsWith('https:'));
   // A failed certificate check ends the handshake before any byte of the request is sent.
-  const sent = code === undefined || !(NOT_SENT_CODES.has(code) || TLS_VERIFY_CODES.has(code));
+  const unwritten = error instanceof AttemptError && error.reuseFailure === 'unwritten';
+  const sent = !unwritten && (code === undefined || !(NOT_SENT_CODES.has(code) || TLS_VERIFY_CODES.has(code)));
   return new UnavailableError(`cannot reach ${baseUrl}: ${what}${hint === undefined ? '' : ` (${hint})`}`, { url: baseUrl, requestSent: sent, cause: error });
 }
 
-/** Keep-alive connections shared by every client in the process (fetch cost ~7x the CPU per request; measured). */
-const HTTP_AGENT = new http.Agent({ keepAlive: true });
-const HTTPS_AGENT = new https.Agent({ keepAlive: true });
+/**
+ * Keep-alive connections shared by every client in the process (fetch cost ~7x the CPU per request; measured), each
+ * retired before the node that served it closes it for idleness (keep-alive.ts).
+ */
+const HTTP_AGENT = new KeepAliveHttpAgent({ keepAlive: true });
+const HTTPS_AGENT = new KeepAliveHttpsAgent({ keepAlive: true });
 /** One keep-alive agent per set of TLS options (a node reloading its certificate passes a new set). */
 const TLS_AGENTS = new WeakMap<ClientTls, https.Agent>();
 
@@ -117,10 +129,16 @@ function httpsAgent(tls: ClientTls | undefined): https.Agent {
   if (tls === undefined) return HTTPS_AGENT;
   let agent = TLS_AGENTS.get(tls);
   if (agent === undefined) {
-    agent = new https.Agent({ keepAlive: true, ca: tls.ca, cert: tls.cert, key: tls.key });
+    agent = new KeepAliveHttpsAgent({ keepAlive: true, ca: tls.ca, cert: tls.cert, key: tls.key });
     TLS_AGENTS.set(tls, agent);
   }
   return agent;
+}
+
+/** A pooled connection or, for the one retry after a pooled connection failed, a connection of its own. */
+function connectionOptions(secure: boolean, tls: ClientTls | undefined, fresh: boolean): https.RequestOptions {
+  if (!fresh) return { agent: secure ? httpsAgent(tls) : HTTP_AGENT };
+  return { agent: false, ...(secure && tls !== undefined ? { ca: tls.ca, cert: tls.cert, key: tls.key } : {}) };
 }
 
 interface HttpAnswer {
@@ -130,10 +148,78 @@ interface HttpAnswer {
 }
 
 /**
- * One request over node:http. Failures reject with an Error whose `cause` is the system error (its `code` says
- * whether the connection was ever made) or, after `timeoutMs`, with an Error named TimeoutError.
+ * How an attempt on a connection taken from the pool failed before any byte of its answer arrived: `unwritten`, not
+ * one byte of the request had been written (the connection was found closed, or closed while the request waited to
+ * be written); `unanswered`, the request was written and may have reached the node.
  */
-function httpRequest(
+type ReuseFailure = 'unwritten' | 'unanswered';
+
+/** An attempt that failed without an answer; `cause` is the system error, whose `code` says how far it got. */
+class AttemptError extends Error {
+  readonly reuseFailure: ReuseFailure | undefined;
+  constructor(cause: Error, reuseFailure: ReuseFailure | undefined) {
+    super(cause.message, { cause });
+    this.reuseFailure = reuseFailure;
+  }
+
+  /** Whether sending it again on a fresh connection is safe: a read that failed on reuse, or any unwritten request. */
+  retryOnFreshConnection(method: string): boolean {
+    return this.reuseFailure === 'unwritten' || (this.reuseFailure === 'unanswered' && method === 'GET');
+  }
+}
+
+function countResend(error: AttemptError): void {
+  if (error.reuseFailure === 'unwritten') freshConnectionResends.unwritten++;
+  else freshConnectionResends.reads++;
+}
+
+function closedBeforeSend(): Error {
+  return Object.assign(new Error('the pooled connection was closed before the request was written'), { code: CLOSED_BEFORE_SEND });
+}
+
+/**
+ * Writes the request (`send`) once it has a connection, unless that connection came from the pool and is closed or
+ * due for retirement: then the request fails with CLOSED_BEFORE_SEND, not one byte written (node:http writes nothing
+ * before `end`). A write on a pooled connection first waits for the next poll, so that a FIN the kernel already holds
+ * is seen (node:http then fails the request with "socket hang up" before it was written). Returns how a failure
+ * relates to connection reuse (undefined: the connection was not from the pool, or the answer had begun).
+ */
+function sendOnConnection(request: http.ClientRequest, method: string, send: () => void): () => ReuseFailure | undefined {
+  let bytesReadBefore = 0;
+  let connection: Socket | undefined;
+  let answered = false;
+  let written = false;
+  const write = (): void => {
+    written = true;
+    send();
+  };
+  request.once('response', () => {
+    answered = true;
+  });
+  request.once('socket', (socket: Socket) => {
+    connection = socket;
+    bytesReadBefore = socket.bytesRead;
+    if (!request.reusedSocket) return write();
+    if (connectionClosed(socket)) return void request.destroy(closedBeforeSend());
+    if (method === 'GET') return write();
+    afterNextPoll(() => {
+      if (request.destroyed) return;
+      if (connectionClosed(socket)) request.destroy(closedBeforeSend());
+      else write();
+    });
+  });
+  return () => {
+    if (!request.reusedSocket || answered || connection === undefined || connection.bytesRead !== bytesReadBefore) return undefined;
+    return written ? 'unanswered' : 'unwritten';
+  };
+}
+
+/**
+ * One request over node:http, sent once more on a fresh connection when a pooled one failed in a way that makes
+ * that safe (AttemptError.retryOnFreshConnection). Failures reject with an Error whose `cause` is the system error
+ * (its `code` says whether the connection was ever made) or, after `timeoutMs`, with an Error named TimeoutError.
+ */
+async function httpRequest(
   url: string,
   method: string,
   body: Buffer | string | undefined,
@@ -142,58 +228,91 @@ function httpRequest(
   tls: ClientTls | undefined,
   authorization: string | undefined,
 ): Promise<HttpAnswer> {
+  const target = new URL(url);
+  const headers: http.OutgoingHttpHeaders = {};
+  if (authorization !== undefined) headers.authorization = authorization;
+  if (contentType !== undefined) headers['content-type'] = contentType;
+  if (body !== undefined) headers['content-length'] = Buffer.byteLength(body);
+  try {
+    return await httpAttempt(target, method, headers, body, timeoutMs, tls, false);
+  } catch (error) {
+    if (!(error instanceof AttemptError && error.retryOnFreshConnection(method))) throw error;
+    countResend(error);
+    return await httpAttempt(target, method, headers, body, timeoutMs, tls, true);
+  }
+}
+
+function httpAttempt(
+  target: URL,
+  method: string,
+  headers: http.OutgoingHttpHeaders,
+  body: Buffer | string | undefined,
+  timeoutMs: number,
+  tls: ClientTls | undefined,
+  fresh: boolean,
+): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
-    const target = new URL(url);
     const secure = target.protocol === 'https:';
-    const headers: http.OutgoingHttpHeaders = {};
-    if (authorization !== undefined) headers.authorization = authorization;
-    if (contentType !== undefined) headers['content-type'] = contentType;
-    if (body !== undefined) headers['content-length'] = Buffer.byteLength(body);
-    const request = (secure ? https : http).request(target, { method, headers, agent: secure ? httpsAgent(tls) : HTTP_AGENT });
+    const request = (secure ? https : http).request(target, { method, headers, ...connectionOptions(secure, tls, fresh) });
     const timer = setTimeout(() => {
       const timeout = new Error(`no answer within ${timeoutMs} ms`);
       timeout.name = 'TimeoutError';
       request.destroy(timeout);
     }, timeoutMs);
+    const reuseFailure = sendOnConnection(request, method, () => request.end(body));
     request.on('error', (error) => {
       clearTimeout(timer);
-      reject(error.name === 'TimeoutError' ? error : new Error(error.message, { cause: error }));
+      reject(error.name === 'TimeoutError' ? error : new AttemptError(error, reuseFailure()));
     });
     request.on('response', (response) => {
+      noteKeepAlive(response);
       const chunks: Buffer[] = [];
       response.on('data', (chunk: Buffer) => chunks.push(chunk));
       response.on('error', (error) => {
         clearTimeout(timer);
-        reject(new Error(error.message, { cause: error }));
+        reject(new AttemptError(error, undefined));
       });
       response.on('end', () => {
         clearTimeout(timer);
         resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(chunks) });
       });
     });
-    request.end(body);
   });
 }
 
 /**
  * A GET whose answer is streamed to the caller (snapshots, entry streams): resolves with the response once its status
  * line arrived, and rejects with the node's typed error for a non-2xx answer. `timeoutMs` bounds the wait for the
- * status line and each silence after it, not the whole transfer, which may take minutes.
+ * status line and each silence after it, not the whole transfer, which may take minutes. Sent once more on a fresh
+ * connection when a pooled one failed before the status line, as any read.
  */
-function httpStream(url: string, timeoutMs: number, tls: ClientTls | undefined, authorization: string | undefined): Promise<http.IncomingMessage> {
+async function httpStream(url: string, timeoutMs: number, tls: ClientTls | undefined, authorization: string | undefined): Promise<http.IncomingMessage> {
+  const target = new URL(url);
+  try {
+    return await httpStreamAttempt(target, timeoutMs, tls, authorization, false);
+  } catch (error) {
+    if (!(error instanceof AttemptError && error.retryOnFreshConnection('GET'))) throw error;
+    countResend(error);
+    return await httpStreamAttempt(target, timeoutMs, tls, authorization, true);
+  }
+}
+
+function httpStreamAttempt(target: URL, timeoutMs: number, tls: ClientTls | undefined, authorization: string | undefined, fresh: boolean): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
-    const target = new URL(url);
     const secure = target.protocol === 'https:';
     const headers: http.OutgoingHttpHeaders = authorization === undefined ? {} : { authorization };
-    const request = (secure ? https : http).request(target, { method: 'GET', headers, agent: secure ? httpsAgent(tls) : HTTP_AGENT });
+    const request = (secure ? https : http).request(target, { method: 'GET', headers, ...connectionOptions(secure, tls, fresh) });
     request.setTimeout(timeoutMs, () => {
       const timeout = new Error(`no data for ${timeoutMs} ms`);
       timeout.name = 'TimeoutError';
       request.destroy(timeout);
     });
-    request.on('error', (error) => reject(error.name === 'TimeoutError' ? error : new Error(error.message, { cause: error })));
-    request.on('response', resolve);
-    request.end();
+    const reuseFailure = sendOnConnection(request, 'GET', () => request.end());
+    request.on('error', (error) => reject(error.name === 'TimeoutError' ? error : new AttemptError(error, reuseFailure())));
+    request.on('response', (response) => {
+      noteKeepAlive(response);
+      resolve(response);
+    });
   });
 }
 

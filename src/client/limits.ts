@@ -19,6 +19,19 @@ export const ATTEMPTS_MAX_CEILING = 100;
 /** Backoff before retry n is a random delay in [0, min(RETRY_DELAY_MS_MAX, RETRY_DELAY_MS_BASE * 2^n)] ("full jitter"). */
 export const RETRY_DELAY_MS_BASE_DEFAULT = 50;
 export const RETRY_DELAY_MS_MAX_DEFAULT = 2_000;
+/**
+ * A pooled connection is retired this long before the idle timeout its node advertised (`Keep-Alive: timeout=N`):
+ * the node starts its idle timer when it has written an answer, this client when it has read it, and a request sent
+ * at the last moment still has to cross the network. node:http's own margin is the same 1 s.
+ */
+export const KEEP_ALIVE_MARGIN_MS = 1_000;
+/**
+ * A pooled connection to a node that advertises no idle timeout is retired after this long idle: a Node server's
+ * default keep-alive timeout, which Mercury's nodes keep, is 5 s.
+ */
+export const KEEP_ALIVE_IDLE_MS_DEFAULT = 4_000;
+/** Advertised idle timeouts above this (s) count as this: a wild value must not keep a socket for days. */
+export const KEEP_ALIVE_HINT_SECONDS_MAX = 3_600;
 /** Range pages requested by default (a node allows 1..`RANGE_LIMIT_MAX`). */
 export const RANGE_PAGE_LIMIT_DEFAULT = 1_000;
 
@@ -50,3 +63,5 @@ assert.ok(ATTEMPTS_MAX_DEFAULT <= ATTEMPTS_MAX_CEILING);
 assert.ok(RANGE_PAGE_LIMIT_DEFAULT <= RANGE_LIMIT_MAX, 'a default page must be one a node accepts');
 // A healthy but quiet connection must never look dead: two heartbeats fit in the idle time.
 assert.ok(WATCH_IDLE_MS_DEFAULT >= 2 * WATCH_HEARTBEAT_INTERVAL_MS, 'watch idle time must exceed two server heartbeats');
+// Without a hint the pool must give up a connection before a default Node server (5 s) closes it, with the margin.
+assert.ok(KEEP_ALIVE_IDLE_MS_DEFAULT + KEEP_ALIVE_MARGIN_MS <= 5_000, 'idle connections must be retired before a default server closes them');

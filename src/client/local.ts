@@ -55,28 +55,38 @@ export class LocalReader {
   /** The seq of the latest entry this reader has seen (after renewing its snapshot if it is stale). */
   seq(): number {
     this.renewIfStale();
-    return this.lastSeq;
+    return this.seenSeq(this.store.snapshotSeq());
   }
 
+  /**
+   * Renews the read snapshot when it is older than `staleMs` (always with 0, the default: then the clock is not read).
+   * A renewal is one reset of LMDB's read transaction; the read that follows takes the newest snapshot.
+   */
   private renewIfStale(force = false): void {
-    const now = this.clock.monotonicMs();
-    if (!force && now - this.renewedMs < this.staleMs) return;
-    this.store.refresh();
-    this.renewedMs = now;
-    this.lastSeq = Math.max(this.lastSeq, this.store.head().seq);
+    if (this.staleMs > 0) {
+      const now = this.clock.monotonicMs();
+      if (!force && now - this.renewedMs < this.staleMs) return;
+      this.renewedMs = now;
+    }
+    this.store.renewSnapshot();
+  }
+
+  /** Records a seq a read reflected; reads of one reader never go back in time. */
+  private seenSeq(seq: number): number {
+    if (seq > this.lastSeq) this.lastSeq = seq;
+    return this.lastSeq;
   }
 
   /** Renews until the directory holds `minSeq`, or throws SEQ_WAIT_TIMEOUT. */
   private async ready(options: LocalReadOptions): Promise<void> {
     integerOption(options, 'minSeq', 0, 0, Number.MAX_SAFE_INTEGER);
     const timeoutMs = integerOption(options, 'minSeqTimeoutMs', MIN_SEQ_WAIT_MS_DEFAULT, 0, 3_600_000);
-    this.renewIfStale();
     const minSeq = options.minSeq ?? 0;
-    if (this.lastSeq >= minSeq) return;
+    if (this.seq() >= minSeq) return;
     const deadline = this.clock.monotonicMs() + timeoutMs;
     while (true) {
       this.renewIfStale(true);
-      if (this.lastSeq >= minSeq) return;
+      if (this.seenSeq(this.store.snapshotSeq()) >= minSeq) return;
       if (this.clock.monotonicMs() >= deadline)
         throw new MercuryError('SEQ_WAIT_TIMEOUT', `the data directory did not reach seq ${minSeq} within ${timeoutMs} ms (it is at ${this.lastSeq})`, {
           details: { seq: this.lastSeq },
@@ -94,9 +104,11 @@ export class LocalReader {
     return this.read(toBytes(key));
   }
 
+  /** One key and the seq of the snapshot it was read from (both in one synchronous run: one snapshot). */
   private read(key: Buffer): KeyValueAtSeq | undefined {
-    const { record, seq } = this.store.get(key);
-    this.lastSeq = Math.max(this.lastSeq, seq);
+    const record = this.store.readKey(key);
+    const seq = this.store.snapshotSeq();
+    this.seenSeq(seq);
     return record === undefined ? undefined : { key, value: record.value, seq, createSeq: record.createSeq, modSeq: record.modSeq, version: record.version };
   }
 
@@ -116,7 +128,7 @@ export class LocalReader {
     while (true) {
       this.renewIfStale();
       const page = this.store.range(start, end, limit, after);
-      this.lastSeq = Math.max(this.lastSeq, page.seq);
+      this.seenSeq(page.seq);
       const items: KeyValue[] = page.items.map(({ key, record }) => ({ key, value: record.value, createSeq: record.createSeq, modSeq: record.modSeq, version: record.version }));
       yield { seq: page.seq, items };
       if (!page.more || items.length === 0) return;

@@ -48,6 +48,31 @@ function recordCrc(key: Buffer, record: Buffer): number {
   return crc32(record.subarray(CRC_BYTES), crc32(key));
 }
 
+/** zlib's CRC-32 table (polynomial 0xEDB88320, reflected), for crcOfFewBytes. */
+const CRC_TABLE = Int32Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let bit = 0; bit < 8; bit++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c;
+});
+/** Up to this many bytes, crcOfFewBytes costs less than a call into zlib (measured with bench:local). */
+const CRC_JS_BYTES_MAX = 64;
+
+/**
+ * zlib's `crc32(bytes.subarray(start, end), crc)`, computed here for a few bytes (a key, a record header), where the
+ * call into zlib costs more than the computation; zlib's own above CRC_JS_BYTES_MAX.
+ */
+function crcOfFewBytes(bytes: Buffer, start: number, end: number, crc: number): number {
+  if (end - start > CRC_JS_BYTES_MAX) return crc32(bytes.subarray(start, end), crc);
+  let c = ~crc;
+  for (let i = start; i < end; i++) c = CRC_TABLE[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
+  return ~c >>> 0;
+}
+
+/** A big-endian u64 as a Number (seqs stay far below 2^53): two 32-bit reads, no BigInt. */
+function readU64(buffer: Buffer, offset: number): number {
+  return buffer.readUInt32BE(offset) * 0x1_0000_0000 + buffer.readUInt32BE(offset + 4);
+}
+
 /** A seq (a safe integer) as u64 big-endian, in two u32 halves: BigInt conversions cost more than the write. */
 function writeU64(buffer: Buffer, value: number, offset: number): void {
   buffer.writeUInt32BE(Math.floor(value / 0x1_0000_0000), offset);
@@ -76,11 +101,27 @@ export function verifyKeyRecord(key: Buffer, buffer: Buffer): void {
 export function decodeKeyRecord(key: Buffer, buffer: Buffer): KeyRecord {
   verifyKeyRecord(key, buffer);
   return {
-    createSeq: Number(buffer.readBigUInt64BE(CRC_BYTES)),
-    modSeq: Number(buffer.readBigUInt64BE(CRC_BYTES + 8)),
+    createSeq: readU64(buffer, CRC_BYTES),
+    modSeq: readU64(buffer, CRC_BYTES + 8),
     version: buffer.readUInt32BE(CRC_BYTES + 16),
     value: buffer.subarray(KEY_RECORD_HEADER_BYTES),
   };
+}
+
+/**
+ * Decodes the first `size` bytes of `buffer`, a record read under `key` into a buffer that the next read overwrites
+ * (lmdb-js's `getBinaryFast`), checking its crc first (throws KeyRecordDamageError). The value is copied out: the one
+ * copy a point read makes.
+ */
+export function copyKeyRecord(key: Buffer, buffer: Buffer, size: number): KeyRecord {
+  if (size < KEY_RECORD_HEADER_BYTES) throw new KeyRecordDamageError(`record of ${size} bytes is shorter than its header`);
+  // The crc is checked over the copy of the value: the bytes returned are the bytes checked.
+  const value = Buffer.allocUnsafe(size - KEY_RECORD_HEADER_BYTES);
+  buffer.copy(value, 0, KEY_RECORD_HEADER_BYTES, size);
+  const stored = buffer.readUInt32BE(0);
+  const computed = crc32(value, crcOfFewBytes(buffer, CRC_BYTES, KEY_RECORD_HEADER_BYTES, crcOfFewBytes(key, 0, key.length, 0)));
+  if (stored !== computed) throw new KeyRecordDamageError(`checksum ${stored.toString(16)} does not match the record's ${computed.toString(16)}`);
+  return { createSeq: readU64(buffer, CRC_BYTES), modSeq: readU64(buffer, CRC_BYTES + 8), version: buffer.readUInt32BE(CRC_BYTES + 16), value };
 }
 
 export function seqKey(seq: number): Buffer {
@@ -97,7 +138,7 @@ export function encodeHead(seq: number, hash: Buffer): Buffer {
 }
 
 export function decodeHead(buffer: Buffer): { seq: number; hash: Buffer } {
-  return { seq: Number(buffer.readBigUInt64BE(0)), hash: Buffer.from(buffer.subarray(8)) };
+  return { seq: readU64(buffer, 0), hash: Buffer.from(buffer.subarray(8)) };
 }
 
 export function encodeU64(value: number): Buffer {
@@ -105,7 +146,7 @@ export function encodeU64(value: number): Buffer {
 }
 
 export function decodeU64(buffer: Buffer): number {
-  return Number(buffer.readBigUInt64BE(0));
+  return readU64(buffer, 0);
 }
 
 // Which keys a prefix covers is part of the wire contract (deletePrefix, watch prefixes).

@@ -20,6 +20,7 @@ import { DAMAGE_REPORTS_MAX, dataCorrupted, isRecordDamage, storageFault, type D
 import { MercuryError } from '../errors/index.js';
 import { GENESIS_HEAD, HASH_BYTES, authorRuns, sealEntry, verifyNext, verifySelf, type ChainHead, type EncodedEntry, type Entry, type Op } from '../log/index.js';
 import {
+  copyKeyRecord,
   decodeHead,
   decodeKeyRecord,
   decodeU64,
@@ -255,16 +256,34 @@ export class Store {
     return stored === undefined ? GENESIS_HEAD : decodeHead(stored);
   }
 
-  /** A key as of the latest committed entry, with the seq that read reflects. */
+  /**
+   * Renews this thread's LMDB read snapshot, nothing else (`refresh` also re-reads head and log size): the embedded
+   * reader's renewal before a read, so that the read sees every entry committed before it began.
+   */
+  renewSnapshot(): void {
+    this.env.resetReadTxn();
+  }
+
+  /** The seq of the last entry applied in this thread's current read snapshot. */
+  snapshotSeq(): number {
+    const head = this.meta.getBinaryFast(META_HEAD);
+    return head === undefined ? 0 : decodeU64(head);
+  }
+
+  /**
+   * A key in this thread's current read snapshot, its crc checked, its value copied out of LMDB's read buffer. With
+   * `snapshotSeq` in the same synchronous run it reads one snapshot: lmdb-js renews its read transaction only between
+   * event-loop turns, after a write through this handle, or on `renewSnapshot`.
+   */
+  readKey(key: Buffer): KeyRecord | undefined {
+    const stored = this.kv.getBinaryFast(key);
+    return stored === undefined ? undefined : this.keyRecord(key, stored, true);
+  }
+
+  /** A key as of the latest committed entry, with the seq that read reflects (both from one snapshot, see readKey). */
   get(key: Buffer): { record: KeyRecord | undefined; seq: number } {
-    const txn = this.env.useReadTransaction();
-    try {
-      const stored = this.kv.get(key, { transaction: txn });
-      const head = this.meta.get(META_HEAD, { transaction: txn });
-      return { record: stored === undefined ? undefined : this.keyRecord(key, stored), seq: head === undefined ? 0 : decodeU64(head) };
-    } finally {
-      txn.done();
-    }
+    const record = this.readKey(key);
+    return { record, seq: this.snapshotSeq() };
   }
 
   /**
@@ -371,10 +390,14 @@ export class Store {
     return result;
   }
 
-  /** Decodes a key record, checking its crc: a damaged one fails the reader with DATA_CORRUPTED and is recorded. */
-  private keyRecord(key: Buffer, stored: Buffer): KeyRecord {
+  /**
+   * Decodes a key record, checking its crc: a damaged one fails the reader with DATA_CORRUPTED and is recorded. With
+   * `copy`, `stored` is LMDB's reused read buffer (`getBinaryFast`: its `length` is the record's) and the value is
+   * copied out of it.
+   */
+  private keyRecord(key: Buffer, stored: Buffer, copy = false): KeyRecord {
     try {
-      return decodeKeyRecord(key, stored);
+      return copy ? copyKeyRecord(key, toBuffer(stored), stored.length) : decodeKeyRecord(key, stored);
     } catch (error) {
       if (error instanceof KeyRecordDamageError) throw this.damaged(`key ${JSON.stringify(key.toString('utf8').slice(0, 200))}`, error);
       throw error;
@@ -770,4 +793,12 @@ export class Store {
     if (this.unsynced) closeUnsynced(this.path);
     this.lock?.release();
   }
+}
+
+/**
+ * lmdb-js's `getBinaryFast` returns its reused Buffer, or for a large value a Uint8Array over the memory map
+ * (typed Buffer all the same): view either as a Buffer, without copying.
+ */
+function toBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
 }
