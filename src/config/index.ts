@@ -208,12 +208,13 @@ export function checkListenSecurity(config: NodeConfig, auth: unknown): void {
     [config.wireHost, config.wirePort],
   ];
   const exposed = listeners.filter(([host]) => !isLoopbackHost(host)).map(([host, port]) => `${host}:${port}`);
+  const named = exposed.length < 2 ? exposed.join('') : `${exposed.slice(0, -1).join(', ')} and ${exposed[exposed.length - 1]}`;
   if (exposed.length === 0) return;
   const missing = [...(config.tls === undefined ? ['TLS (--tls-cert, --tls-key, --tls-ca)'] : []), ...(auth === 'required' ? [] : ['authentication (--auth required)'])];
   if (missing.length === 0) return;
   throw new MercuryError(
     'CONFIG_INVALID',
-    `refusing to listen on ${exposed.join(' and ')} without ${missing.join(' and ')}: other hosts could read and write every key. ` +
+    `refusing to listen on ${named} without ${missing.join(' and ')}: other hosts could read and write every key. ` +
       'Give them, listen on 127.0.0.1, or pass --insecure to accept the risk',
   );
 }
