@@ -42,9 +42,10 @@ export const HTTP_KEEP_ALIVE_TIMEOUT_MS = 5_000;
 export const PROCESS_OPEN_FILES_MAX = 20_000;
 /**
  * Files a node needs besides its HTTP connections: stdio, LMDB's data and lock files, libuv's epoll, eventfds and
- * pipes, listening sockets, replication peers (a measured idle node holds 24).
+ * pipes, listening sockets, replication peers (a measured idle node holds 24), and the wire port's connections
+ * (src/wire/limits.ts: 128; asserted in src/node/limits.ts).
  */
-export const PROCESS_OPEN_FILES_RESERVED = 500;
+export const PROCESS_OPEN_FILES_RESERVED = 700;
 /**
  * Open HTTP connections per node, watch WebSockets included: node:http counts a socket from accept to close, and an
  * upgraded socket is still one of the server's connections (`server.maxConnections`). Beyond it new connections are

@@ -101,7 +101,7 @@ describe('client errors', () => {
   test('client errors: options are validated with messages that name the option and the rule', () => {
     const cases: [() => unknown, RegExp][] = [
       [() => connect([]), /urls must be a node URL or a non-empty array/],
-      [() => connect('localhost:7070'), /urls\[0\] "localhost:7070" must use http: or https:/],
+      [() => connect('localhost:7070'), /urls\[0\] "localhost:7070" must use http:, https:, or mercury\+tcp: \/ mercury\+tls:/],
       [() => connect(['http://a:1', 'nope']), /urls\[1\] "nope" is not a URL/],
       [() => connect('http://a:1/?x=1'), /must have no query/],
       [() => connect('http://a:1', { attemptsMax: 0 }), /attemptsMax must be an integer from 1 to 100, got 0/],

@@ -134,12 +134,17 @@ describe('tls - secure unless told otherwise', () => {
   test('insecure: a node refuses a non-loopback HTTP address without TLS and authentication, naming the flags', async () => {
     const error = await failure(MercuryNode.start(config({ host: '0.0.0.0', advertiseUrl: 'http://node.example:7070' }), { auth: 'off', limits: NODE_LIMITS_TEST }));
     assert.equal((error as { code?: string }).code, 'CONFIG_INVALID');
-    assert.match(error.message, /refusing to listen on 0\.0\.0\.0:0 and 0\.0\.0\.0:0 without TLS \(--tls-cert, --tls-key, --tls-ca\) and authentication \(--auth required\).*--insecure/);
+    assert.match(error.message, /refusing to listen on 0\.0\.0\.0:0, 0\.0\.0\.0:0 and 0\.0\.0\.0:0 without TLS \(--tls-cert, --tls-key, --tls-ca\) and authentication \(--auth required\).*--insecure/);
   });
 
   test('insecure: the replication address counts too, and TLS alone is not enough while authentication is off', async () => {
     const error = await failure(MercuryNode.start(config({ host: '127.0.0.1', replicationHost: '0.0.0.0', replicationPort: 0, tls: tlsPaths() }), { auth: 'off', limits: NODE_LIMITS_TEST }));
     assert.match(error.message, /refusing to listen on 0\.0\.0\.0:0 without authentication \(--auth required\)/);
+  });
+
+  test('insecure: the wire address counts too', async () => {
+    const error = await failure(MercuryNode.start(config({ host: '127.0.0.1', wireHost: '0.0.0.0', wirePort: 0 }), { auth: 'required', limits: NODE_LIMITS_TEST }));
+    assert.match(error.message, /refusing to listen on 0\.0\.0\.0:0 without TLS \(--tls-cert, --tls-key, --tls-ca\):/);
   });
 
   test('insecure: --insecure lets it listen, and loopback needs nothing', async () => {

@@ -64,7 +64,7 @@ describe('tls - the CLI', () => {
   test('tls cli: serve refuses 0.0.0.0 without TLS and authentication (exit 2, the flags named), and runs with --insecure', async () => {
     const refused = await runCli(['serve', '--data-dir', join(dir, 'open'), '--listen', '0.0.0.0:0', '--advertise-url', 'http://node.example:7070']);
     assert.equal(refused.code, 2);
-    assert.match(refused.stderr, /CONFIG_INVALID: refusing to listen on 0\.0\.0\.0:0 and 0\.0\.0\.0:0 without TLS \(--tls-cert, --tls-key, --tls-ca\).*--insecure/);
+    assert.match(refused.stderr, /CONFIG_INVALID: refusing to listen on 0\.0\.0\.0:0, 0\.0\.0\.0:0 and 0\.0\.0\.0:0 without TLS \(--tls-cert, --tls-key, --tls-ca\).*--insecure/);
     const open = await startServe(join(dir, 'insecure'), ['--listen', '0.0.0.0:0', '--advertise-url', 'http://node.example:7070', '--insecure']);
     running.push(open);
     assert.match(open.url, /^http:\/\/0\.0\.0\.0:\d+$/);

@@ -34,6 +34,8 @@ export interface RunningSystem {
   /** The data directory (Mercury's in-process reader opens it). */
   readonly dataDir: string;
   connect(): Promise<KvClient>;
+  /** Other clients of the same server, measured as rows of their own where a workload asks (Mercury's HTTP client). */
+  readonly alternativeClients?: readonly { readonly id: string; readonly title: string; connect(): Promise<KvClient> }[];
   /** `watchers` watches of `prefix` spread over `connections` connections; each change calls `listener(watcher, ...)`. */
   watchMany?(prefix: string, watchers: number, connections: number, listener: (watcher: number, key: string, value: Buffer) => void): Promise<Watch>;
   stop(): Promise<void>;

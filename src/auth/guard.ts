@@ -43,6 +43,26 @@ export class AuthGuard {
   }
 
   /**
+   * The principal of a wire connection's HELLO (src/wire/): its token, else its verified client certificate's grant;
+   * undefined when auth is off. Throws UNAUTHENTICATED.
+   */
+  authenticateConnection(token: string | undefined, socket: Socket): Principal | undefined {
+    if (this.mode === 'off') return undefined;
+    return token === undefined ? this.registry.authenticate(undefined, peerCertificateSubject(socket)) : this.registry.authenticateToken(token);
+  }
+
+  /**
+   * `principal` as it stands now, for a connection that authenticated earlier: the same object while its record is
+   * unchanged, the new one after its scopes changed. Throws UNAUTHENTICATED once it was revoked.
+   */
+  current(principal: Principal | undefined): Principal | undefined {
+    if (principal === undefined || this.mode === 'off') return undefined;
+    const now = this.registry.principalById(principal.id);
+    if (now === undefined) throw new MercuryError('UNAUTHENTICATED', `token ${principal.id} ("${principal.name}") was revoked; use another token`);
+    return now;
+  }
+
+  /**
    * A child replica's HELLO: its token, else its verified certificate's subject; it needs `replicate` (or admin).
    * Returns the principal, or the refusal to send.
    */

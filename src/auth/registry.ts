@@ -53,6 +53,14 @@ export class TokenRegistry {
     return this.byId.get(id)?.record;
   }
 
+  /**
+   * The principal a token id stands for now: undefined once revoked, a new object once its record was replaced (new
+   * scopes). A connection that authenticated once (the wire port) checks this before each request: one map lookup.
+   */
+  principalById(id: string): Principal | undefined {
+    return this.byId.get(id)?.principal;
+  }
+
   /** Reads every record again (at start, and after the node replaced its data with a snapshot); returns the ids gone. */
   reload(): string[] {
     const before = new Set(this.byId.keys());

@@ -17,6 +17,8 @@ import { createCertificateAuthority, issueCertificate, type CertificateFiles } f
 const CLI_PATH = fileURLToPath(new URL('./main.js', import.meta.url));
 const START_TIMEOUT_MS = 20_000;
 const DEMO_BASE_PORT = 7070;
+/** Nodes take HTTP and replication ports in pairs from DEMO_BASE_PORT, so their wire ports come from a range apart. */
+const DEMO_WIRE_BASE_PORT = 7170;
 export const DEMO_REPLICAS_MAX = 20;
 
 interface DemoNode {
@@ -57,13 +59,14 @@ function startNode(
   certificates: DemoCertificates,
   name: string,
   port: number,
+  wirePort: number,
   upstreams: readonly string[],
   replicationTokenFile?: string,
 ): Promise<DemoNode> {
   const dataDir = join(dir, name);
   mkdirSync(dataDir, { recursive: true });
   const certificate = certificates.certificate(name);
-  const args = [CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, '--replication-listen', `127.0.0.1:${port + 1}`];
+  const args = [CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, '--replication-listen', `127.0.0.1:${port + 1}`, '--wire-listen', `127.0.0.1:${wirePort}`];
   args.push('--tls-cert', certificate.certPath, '--tls-key', certificate.keyPath, '--tls-ca', certificates.ca.certPath);
   if (upstreams.length > 0) args.push('--upstream', upstreams.join(','));
   if (replicationTokenFile !== undefined) args.push('--replication-token-file', replicationTokenFile);
@@ -74,7 +77,7 @@ function startNode(
     const timer = setTimeout(() => reject(new Error(`${name} did not start within ${START_TIMEOUT_MS} ms; see ${join(dir, `${name}.log`)}`)), START_TIMEOUT_MS);
     child.once('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`${name} exited with ${code} before listening (port ${port} or ${port + 1} in use?); see ${join(dir, `${name}.log`)}`));
+      reject(new Error(`${name} exited with ${code} before listening (port ${port}, ${port + 1} or ${wirePort} in use?); see ${join(dir, `${name}.log`)}`));
     });
     child.stdout.setEncoding('utf8').on('data', (text: string) => {
       stdout += text;
@@ -124,7 +127,7 @@ export async function demoCommand(dir: string, replicas: number, json = false): 
   let userTokenFile = '';
   let adminTokenFile = '';
   try {
-    const root = await startNode(dir, certificates, 'root', DEMO_BASE_PORT, []);
+    const root = await startNode(dir, certificates, 'root', DEMO_BASE_PORT, DEMO_WIRE_BASE_PORT, []);
     nodes.push(root);
     // Tokens: the root wrote its bootstrap admin token into its data directory; with it the demo makes a token for
     // the replicas (replicate) and one for you (read and write on every key), once, kept for the next runs.
@@ -137,7 +140,7 @@ export async function demoCommand(dir: string, replicas: number, json = false): 
     for (let i = 1; i <= replicas; i++) {
       const parent = i <= 2 ? root : nodes[1 + ((i - 1) % 2)]!;
       const upstreams = parent === root ? [root.replication] : [parent.replication, root.replication];
-      const node = await startNode(dir, certificates, `replica-${i}`, DEMO_BASE_PORT + 2 * i, upstreams, replicationTokenFile);
+      const node = await startNode(dir, certificates, `replica-${i}`, DEMO_BASE_PORT + 2 * i, DEMO_WIRE_BASE_PORT + i, upstreams, replicationTokenFile);
       nodes.push(node);
       await waitStreaming(node, tls, adminToken);
     }

@@ -27,6 +27,8 @@ Node:
         [--log-retain-entries N] [--log-retain-bytes N]      run a node (defaults: ./data, 127.0.0.1:${DEFAULT_PORT})
         [--max-connections-per-address N]                    HTTP connections one address may hold (default 4000)
         [--replication-listen HOST:PORT]                     where children connect (default: HTTP port + 1)
+        [--wire-listen HOST:PORT]                            binary get/put/delete for mercury+tcp:// clients
+                                                             (default: HTTP port + 2; mercury+tls:// with TLS)
         [--upstream HOST:PORT[,HOST:PORT...]] [--resync]     run as a replica of these upstreams, in order
         [--tls-cert F --tls-key F --tls-ca F]                TLS on HTTP, wss and (mutual) replication; the files
                                                              reload when they change and on SIGHUP
@@ -92,6 +94,7 @@ const OPTIONS = {
   'log-retain-bytes': { type: 'string' },
   'max-connections-per-address': { type: 'string' },
   'replication-listen': { type: 'string' },
+  'wire-listen': { type: 'string' },
   upstream: { type: 'string' },
   resync: { type: 'boolean' },
   'advertise-url': { type: 'string' },
@@ -183,10 +186,13 @@ async function serve(values: Record<string, string | boolean | string[] | undefi
   const listen = values.listen === undefined ? undefined : parseHostPort(values.listen as string, '--listen');
   const replicationListen =
     values['replication-listen'] === undefined ? undefined : parseHostPort(values['replication-listen'] as string, '--replication-listen');
+  const wireListen = values['wire-listen'] === undefined ? undefined : parseHostPort(values['wire-listen'] as string, '--wire-listen');
   const upstream = values.upstream as string | undefined;
   const config = validateConfig({
     replicationHost: replicationListen?.host,
     replicationPort: replicationListen?.port,
+    wireHost: wireListen?.host,
+    wirePort: wireListen?.port,
     upstreams: upstream === undefined ? undefined : upstream.split(',').map((address) => address.trim()).filter((address) => address !== ''),
     resync: values.resync as boolean | undefined,
     dataDir: values['data-dir'] as string | undefined,
@@ -224,8 +230,8 @@ async function serve(values: Record<string, string | boolean | string[] | undefi
   });
   const json = values.json === true;
   const advertised = node.advertisedUrl === node.url ? {} : { advertisedUrl: node.advertisedUrl };
-  printResult(json, { event: 'listening', url: node.url, replication: node.replicationAddress, role: node.role, dataDir: config.dataDir, seq: node.store.head().seq, auth: node.authMode, ...advertised }, () =>
-    `mercury node listening on ${node.url} replication ${node.replicationAddress} (${node.role}, data: ${config.dataDir}, seq ${node.store.head().seq}, auth ${node.authMode}` +
+  printResult(json, { event: 'listening', url: node.url, replication: node.replicationAddress, wire: node.wireUrl, role: node.role, dataDir: config.dataDir, seq: node.store.head().seq, auth: node.authMode, ...advertised }, () =>
+    `mercury node listening on ${node.url} replication ${node.replicationAddress} wire ${node.wireUrl} (${node.role}, data: ${config.dataDir}, seq ${node.store.head().seq}, auth ${node.authMode}` +
       `${node.advertisedUrl === node.url ? '' : `, advertised as ${node.advertisedUrl}`})`,
   );
   // Whoever started the node may be gone (a closed pipe): that must not turn a clean stop into a crash.

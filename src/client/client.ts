@@ -29,6 +29,7 @@ import { RANGE_PAGE_LIMIT_DEFAULT } from './limits.js';
 import { integerOption, validateClientOptions, type ClientOptions, type ValidatedClientOptions } from './options.js';
 import { TxnBuilder, type NodeStatus, type TxnJson } from './txn.js';
 import { Watch, type WatchOptions } from './watch.js';
+import { isWireUrl } from './wire.js';
 
 /** One page of a range: keys in key order, all from one snapshot of one node at `seq`. */
 export interface RangePage {
@@ -163,6 +164,7 @@ export class MercuryClient {
    * (watch.ts). Close it with `return()` (or `break` out of `for await`), or close the client.
    */
   watch(options: WatchOptions): Watch {
+    if (this.options.urls.some(isWireUrl)) throw new ClientOptionsError('watches need the nodes\' http(s):// URLs; a wire URL (mercury+tcp://) carries get, put and delete only');
     const watch = new Watch(this.options, options, this.clock, () => this.watches.delete(watch));
     this.watches.add(watch);
     return watch;

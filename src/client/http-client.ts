@@ -12,9 +12,10 @@ import type { Socket } from 'node:net';
 import { encodeKeyPath, type BytesEncoding, type TxnJson } from '../api/index.js';
 import { MIN_SEQ_WAIT_MS_DEFAULT, RANGE_PAGE_LIMIT_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT, STREAM_IDLE_TIMEOUT_MS } from './limits.js';
 import type { NodeStatus } from './txn.js';
-import { NotFoundError, UnavailableError, serverError } from './errors.js';
+import { ClientOptionsError, NotFoundError, UnavailableError, serverError } from './errors.js';
 import { TLS_VERIFY_CODES, tlsErrorHint, type ClientTls } from './tls.js';
 import { afterNextPoll, connectionClosed, freshConnectionResends, KeepAliveHttpAgent, KeepAliveHttpsAgent, noteKeepAlive } from './keep-alive.js';
+import { isWireUrl, wireChannel, type WireChannel } from './wire.js';
 
 export interface KeyValue {
   readonly key: Buffer;
@@ -332,6 +333,9 @@ function queryString(query: URLSearchParams): string {
 }
 
 export class NodeClient {
+  /** For a wire URL (`mercury+tcp://`, `mercury+tls://`): get, put and delete go over the wire port (wire.ts). */
+  private readonly wire: WireChannel | undefined;
+
   /**
    * `timeoutMs` bounds each request from connect to the last byte of the answer; a read with `minSeq` gets its
    * `minSeqTimeoutMs` on top, since the node may legitimately hold it that long. `tls` applies to https URLs.
@@ -343,9 +347,18 @@ export class NodeClient {
     private readonly timeoutMs = REQUEST_TIMEOUT_MS_DEFAULT,
     readonly tls?: ClientTls,
     private readonly authorization?: string,
-  ) {}
+  ) {
+    this.wire = isWireUrl(baseUrl) ? wireChannel(baseUrl, tls, authorization, timeoutMs) : undefined;
+  }
+
+  /** Calls other than get, put and delete need the HTTP API. */
+  private httpOnly(what: string): void {
+    if (this.wire !== undefined)
+      throw new ClientOptionsError(`${what}: ${this.baseUrl} is a wire URL, which carries get, put and delete only; give the node's http(s):// URL for ranges, transactions, status, tokens and watches`);
+  }
 
   private async request(method: string, path: string, body?: Buffer | string, contentType?: string, extraTimeMs = 0): Promise<HttpAnswer> {
+    this.httpOnly(`${method} ${path}`);
     let answer: HttpAnswer;
     try {
       answer = await httpRequest(`${this.baseUrl}${path}`, method, body, contentType, this.timeoutMs + extraTimeMs, this.tls, this.authorization);
@@ -363,6 +376,7 @@ export class NodeClient {
    * timeout, if longer).
    */
   async stream(path: string): Promise<http.IncomingMessage> {
+    this.httpOnly(`GET ${path}`);
     let response: http.IncomingMessage;
     try {
       response = await httpStream(`${this.baseUrl}${path}`, Math.max(this.timeoutMs, STREAM_IDLE_TIMEOUT_MS), this.tls, this.authorization);
@@ -383,6 +397,7 @@ export class NodeClient {
   /** Returns the key, or undefined if it does not exist. */
   async get(key: string | Buffer, options: ReadOptions = {}): Promise<KeyValueAtSeq | undefined> {
     const bytes = toBytes(key);
+    if (this.wire !== undefined) return this.wire.get(bytes, options);
     try {
       const answer = await this.request('GET', `/v1/kv/${encodeKeyPath(bytes)}${queryString(readQuery(options))}`, undefined, undefined, waitTimeMs(options));
       return {
@@ -400,11 +415,13 @@ export class NodeClient {
   }
 
   async put(key: string | Buffer, value: string | Buffer, options: { ifModSeq?: number } = {}): Promise<WriteResult> {
+    if (this.wire !== undefined) return this.wire.put(toBytes(key), toBytes(value), options.ifModSeq);
     const query = options.ifModSeq === undefined ? '' : `?ifModSeq=${options.ifModSeq}`;
     return this.json('PUT', `/v1/kv/${encodeKeyPath(toBytes(key))}${query}`, toBytes(value), 'application/octet-stream');
   }
 
   async delete(key: string | Buffer, options: { ifModSeq?: number } = {}): Promise<{ seq: number; deleted: boolean }> {
+    if (this.wire !== undefined) return this.wire.delete(toBytes(key), options.ifModSeq);
     const query = options.ifModSeq === undefined ? '' : `?ifModSeq=${options.ifModSeq}`;
     return this.json('DELETE', `/v1/kv/${encodeKeyPath(toBytes(key))}${query}`);
   }

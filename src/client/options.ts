@@ -116,7 +116,12 @@ function validateUrl(raw: unknown, index: number): string {
   } catch {
     throw new ClientOptionsError(`urls[${index}] "${raw}" is not a URL; give one like "http://127.0.0.1:7070"`);
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ClientOptionsError(`urls[${index}] "${raw}" must use http: or https:`);
+  if (url.protocol === 'mercury+tcp:' || url.protocol === 'mercury+tls:') {
+    // The wire port (get, put and delete only): host and port, nothing else.
+    if (url.port === '' || (url.pathname !== '' && url.pathname !== '/'))
+      throw new ClientOptionsError(`urls[${index}] "${raw}" must be ${url.protocol}//HOST:PORT, the node's wire port`);
+  } else if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new ClientOptionsError(`urls[${index}] "${raw}" must use http:, https:, or mercury+tcp: / mercury+tls: (the wire port)`);
   if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '')
     throw new ClientOptionsError(`urls[${index}] "${raw}" must have no query, fragment or credentials`);
   return raw.replace(/\/+$/, '');

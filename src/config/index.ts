@@ -26,6 +26,12 @@ export interface NodeConfig {
   /** Replication listen address, for children. Default: the HTTP host and port + 1 (port 0 when the HTTP port is 0). */
   readonly replicationHost: string;
   readonly replicationPort: number;
+  /**
+   * Wire port (binary point reads and single-key writes, src/api/wire.ts). Default: the HTTP host and port + 2 (port 0
+   * when the HTTP port is 0, or when port + 2 would pass 65535).
+   */
+  readonly wireHost: string;
+  readonly wirePort: number;
   /** Upstream replication addresses ("host:port") in order of preference; empty on the root. */
   readonly upstreams: readonly string[];
   /** Children this node serves at most (each holds a socket and a flow-control window). */
@@ -93,7 +99,7 @@ export function isUnspecifiedHost(host: string): boolean {
   return UNSPECIFIED_HOSTS.has(host.toLowerCase());
 }
 
-export const CONFIG_DEFAULTS: Omit<NodeConfig, 'replicationHost' | 'replicationPort'> = Object.freeze({
+export const CONFIG_DEFAULTS: Omit<NodeConfig, 'replicationHost' | 'replicationPort' | 'wireHost' | 'wirePort'> = Object.freeze({
   dataDir: './data',
   host: '127.0.0.1',
   port: DEFAULT_PORT,
@@ -150,12 +156,16 @@ export function validateConfig(input: Partial<NodeConfig>): NodeConfig {
   const replicationHost = typeof merged.replicationHost === 'string' && merged.replicationHost.length > 0 ? merged.replicationHost : merged.host;
   const replicationPort =
     merged.replicationPort === undefined ? (port === 0 ? 0 : port === 65535 ? 0 : port + 1) : integer('replicationPort', merged.replicationPort, 0, 65535);
+  const wireHost = typeof merged.wireHost === 'string' && merged.wireHost.length > 0 ? merged.wireHost : merged.host;
+  const wirePort = merged.wirePort === undefined ? (port === 0 || port > 65533 ? 0 : port + 2) : integer('wirePort', merged.wirePort, 0, 65535);
   return Object.freeze({
     dataDir: merged.dataDir,
     host: merged.host,
     port,
     replicationHost,
     replicationPort,
+    wireHost,
+    wirePort,
     upstreams: Object.freeze([...(upstreams)]),
     replicationChildrenMax: integer('replicationChildrenMax', merged.replicationChildrenMax, 1, REPLICATION_CHILDREN_MAX_CEILING),
     resync: merged.resync === true,
@@ -186,21 +196,25 @@ function validateTlsPaths(tls: unknown): TlsPaths | undefined {
 }
 
 /**
- * Secure unless told otherwise (as Redis's protected mode): a node listens on a non-loopback address (HTTP or
- * replication) only with TLS and authentication, or with `--insecure`. `auth` is the node's authentication mode
+ * Secure unless told otherwise (as Redis's protected mode): a node listens on a non-loopback address (HTTP,
+ * replication or wire) only with TLS and authentication, or with `--insecure`. `auth` is the node's authentication mode
  * (src/auth: 'required' or 'off'); absent counts as off. Throws CONFIG_INVALID naming the flags.
  */
 export function checkListenSecurity(config: NodeConfig, auth: unknown): void {
   if (config.insecure) return;
-  const exposed = [`${config.host}:${config.port}`, `${config.replicationHost}:${config.replicationPort}`].filter((_, i) =>
-    !isLoopbackHost(i === 0 ? config.host : config.replicationHost),
-  );
+  const listeners: [string, number][] = [
+    [config.host, config.port],
+    [config.replicationHost, config.replicationPort],
+    [config.wireHost, config.wirePort],
+  ];
+  const exposed = listeners.filter(([host]) => !isLoopbackHost(host)).map(([host, port]) => `${host}:${port}`);
+  const named = exposed.length < 2 ? exposed.join('') : `${exposed.slice(0, -1).join(', ')} and ${exposed[exposed.length - 1]}`;
   if (exposed.length === 0) return;
   const missing = [...(config.tls === undefined ? ['TLS (--tls-cert, --tls-key, --tls-ca)'] : []), ...(auth === 'required' ? [] : ['authentication (--auth required)'])];
   if (missing.length === 0) return;
   throw new MercuryError(
     'CONFIG_INVALID',
-    `refusing to listen on ${exposed.join(' and ')} without ${missing.join(' and ')}: other hosts could read and write every key. ` +
+    `refusing to listen on ${named} without ${missing.join(' and ')}: other hosts could read and write every key. ` +
       'Give them, listen on 127.0.0.1, or pass --insecure to accept the risk',
   );
 }

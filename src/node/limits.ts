@@ -7,6 +7,7 @@
  *   log          retention and the trimmer (this file: the node runs the trimmer)
  *   replication  frames, windows, heartbeats, failover (src/replication/limits.ts)
  *   watch        queues, stalls, progress, snapshots (src/watch/limits.ts)
+ *   wire         the binary port's connections, timeouts and per-connection bounds (src/wire/limits.ts)
  *
  * A node takes it through `NodeOptions.limits` (default `NODE_LIMITS`), with the operator's flags applied by
  * src/config (`--max-value-bytes`, `--log-retain-entries`, `--log-retain-bytes`), and validates it once at start-up:
@@ -42,6 +43,7 @@ import {
 } from '../replication/index.js';
 import { HTTP_LIMITS, type HttpLimits } from '../server/index.js';
 import { WATCH_LIMITS, WATCH_LIMITS_TEST, validateWatchLimits, type WatchLimits } from '../watch/index.js';
+import { WIRE_LIMITS, WIRE_LIMITS_TEST, validateWireLimits, type WireLimits } from '../wire/index.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -70,6 +72,7 @@ export interface NodeLimits {
   readonly log: LogLimits;
   readonly replication: ReplicationLimits;
   readonly watch: WatchLimits;
+  readonly wire: WireLimits;
 }
 
 /** A section replaced in part: `{ commit: { valueBytesMax: 4096 } }`. */
@@ -83,6 +86,7 @@ function freeze(limits: NodeLimits): NodeLimits {
     log: Object.freeze({ ...limits.log }),
     replication: Object.freeze({ ...limits.replication }),
     watch: Object.freeze({ ...limits.watch }),
+    wire: Object.freeze({ ...limits.wire }),
   });
 }
 
@@ -95,6 +99,7 @@ export function withLimits(base: NodeLimits, overrides: NodeLimitsOverrides): No
     log: { ...base.log, ...overrides.log },
     replication: { ...base.replication, ...overrides.replication },
     watch: { ...base.watch, ...overrides.watch },
+    wire: { ...base.wire, ...overrides.wire },
   });
 }
 
@@ -112,7 +117,8 @@ export function validateNodeLimits(limits: NodeLimits): NodeLimits {
   positive('log', limits.log);
   validateReplicationLimits(limits.replication);
   validateWatchLimits(limits.watch);
-  const { commit, http, replication } = limits;
+  validateWireLimits(limits.wire);
+  const { commit, http, replication, wire } = limits;
 
   // Within sections.
   assert.ok(commit.entryBytesMax <= commit.queueBytesMax, 'a full entry must fit in the commit queue');
@@ -151,11 +157,12 @@ export function validateNodeLimits(limits: NodeLimits): NodeLimits {
     'a forwarded write must outlast one replication failover',
   );
 
-  // http <-> replication <-> process: every connection is a file. HTTP connections (watches included), the most
-  // children a node may be configured to serve, and what an idle node holds must fit under the open-files limit.
+  // http <-> wire <-> replication <-> process: every connection is a file. HTTP connections (watches included), wire
+  // connections, the most children a node may be configured to serve, and what an idle node holds must fit under the
+  // open-files limit.
   assert.ok(
-    http.connectionsMax + REPLICATION_CHILDREN_MAX_CEILING + NODE_IDLE_FILES_MAX <= PROCESS_OPEN_FILES_MAX,
-    'HTTP connections and replication children must fit in the open files',
+    http.connectionsMax + wire.connectionsMax + REPLICATION_CHILDREN_MAX_CEILING + NODE_IDLE_FILES_MAX <= PROCESS_OPEN_FILES_MAX,
+    'HTTP and wire connections and replication children must fit in the open files',
   );
   return freeze(limits);
 }
@@ -173,6 +180,7 @@ export const NODE_LIMITS: NodeLimits = validateNodeLimits({
   },
   replication: REPLICATION_LIMITS,
   watch: WATCH_LIMITS,
+  wire: WIRE_LIMITS,
 });
 
 /**
@@ -199,4 +207,5 @@ export const NODE_LIMITS_TEST: NodeLimits = validateNodeLimits({
   log: { retainEntries: 1_000, retainBytes: 1 * MiB, trimBatchEntries: 16, trimIntervalMs: 50 },
   replication: REPLICATION_LIMITS_TEST,
   watch: WATCH_LIMITS_TEST,
+  wire: WIRE_LIMITS_TEST,
 });

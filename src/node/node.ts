@@ -30,6 +30,7 @@ import { forwardWrite } from './forward.js';
 import { readiness } from './readiness.js';
 import { SeqWaiter } from './seq-waiter.js';
 import { WatchHub } from '../watch/index.js';
+import { WireServer } from '../wire/index.js';
 import { NODE_LIMITS, validateNodeLimits, type NodeLimits } from './limits.js';
 
 export interface NodeOptions {
@@ -84,6 +85,8 @@ export class MercuryNode {
   /** WebSocket watches on /v1/watch; fed every entry this node applies. */
   readonly watchHub: WatchHub;
   readonly replicationServer: ReplicationServer;
+  /** The wire port: binary get, put and delete for `mercury+tcp://` (or `mercury+tls://`) clients (src/wire/). */
+  readonly wireServer: WireServer;
   /** Follows the upstream; undefined on the root. */
   readonly replicationClient: ReplicationClient | undefined;
   private readonly clock: Clock;
@@ -188,7 +191,7 @@ export class MercuryNode {
       requestPolicy: this.requestPolicy,
     };
     const tlsRejected = this.metrics.counter('mercury_tls_rejected_total', 'Connections refused for TLS, by port and reason (wrong protocol, untrusted or expired certificate, failed handshake).');
-    const onTlsRejected = (port: 'http' | 'replication') => (reason: string, remote: string, message: string) => {
+    const onTlsRejected = (port: 'http' | 'replication' | 'wire') => (reason: string, remote: string, message: string) => {
       tlsRejected.inc(1, { port, reason });
       this.logger.log('warn', 'TLS connection refused', { port, reason, remote, error: message });
     };
@@ -219,6 +222,22 @@ export class MercuryNode {
       authorizeChild: (credential, socket) => this.guard.authenticateChild(credential, socket),
       signSnapshot: this.signer === undefined ? undefined : (head) => this.signer!.signSnapshot(head),
     });
+    this.wireServer = new WireServer({
+      node: {
+        store: this.store,
+        valueBytesMax: this.limits.commit.valueBytesMax,
+        write: (request, caller) => api.write(request, caller),
+        waitForSeq: (seq, timeoutMs) => api.waitForSeq(seq, timeoutMs),
+        authenticate: (token, socket) => this.guard.authenticateConnection(token, socket),
+        current: (principal) => this.guard.current(principal),
+        log: (message, fields) => api.log(message, fields),
+      },
+      clock: this.clock,
+      metrics: this.metrics,
+      limits: this.limits.wire,
+      tls: material,
+      onTlsRejected: onTlsRejected('wire'),
+    });
     if (this.tls !== undefined) this.watchTls(this.tls);
     this.metrics.gauge('mercury_replication_children', 'Child replicas connected to this node.', () => this.replicationServer.children().length);
     if (isReplica) {
@@ -243,6 +262,7 @@ export class MercuryNode {
     tls.onReload((material: TlsMaterial) => {
       (this.server as unknown as TlsServer).setSecureContext(serverTlsOptions(material));
       this.replicationServer.setTls(material);
+      this.wireServer.setTls(material);
       this.forwardTls = clientTlsOptions(material);
     });
     this.metrics.gauge('mercury_tls_reloads', 'Successful reloads of the TLS files (a counter).', () => tls.reloads);
@@ -328,6 +348,7 @@ export class MercuryNode {
     this.logger.log('info', 'tokens revoked', { tokens: tokenIds });
     this.watchHub.revoke(tokenIds);
     this.replicationServer.revoke(tokenIds);
+    this.wireServer.revoke(tokenIds);
   }
 
   /**
@@ -370,6 +391,7 @@ export class MercuryNode {
         });
       });
       await node.replicationServer.listen(config.replicationHost, config.replicationPort);
+      await node.wireServer.listen(config.wireHost, config.wirePort);
       // After listening, so a start that fails (a port in use) registers nothing; meanwhile no token exists, so
       // whatever arrives is refused with 401.
       await node.bootstrapAdmin();
@@ -379,6 +401,7 @@ export class MercuryNode {
       // locked) for the rest of the process.
       node.server.close();
       await node.replicationServer.close();
+      await node.wireServer.close();
       await node.committer?.close();
       await node.store.close();
       throw error;
@@ -401,6 +424,7 @@ export class MercuryNode {
       url: node.url,
       advertisedUrl: node.advertisedUrl,
       replication: node.replicationAddress,
+      wire: node.wireUrl,
       upstreams: config.upstreams,
       dataDir: config.dataDir,
       seq: node.store.head().seq,
@@ -467,6 +491,11 @@ export class MercuryNode {
     return this.committer === undefined ? 'replica' : 'root';
   }
 
+  /** The wire port's URL for clients: `mercury+tcp://host:port`, or `mercury+tls://` when the node has TLS. */
+  get wireUrl(): string {
+    return `${this.wireServer.secure ? 'mercury+tls' : 'mercury+tcp'}://${this.wireServer.address}`;
+  }
+
   /** "host:port" where child replicas connect. */
   get replicationAddress(): string {
     return this.replicationServer.address;
@@ -526,6 +555,7 @@ export class MercuryNode {
       dataFileBytes: sizes.dataFileBytes,
       url: this.url,
       advertisedUrl: this.advertisedUrl,
+      wireUrl: this.wireUrl,
       uptimeMs: Math.round(this.clock.monotonicMs() - this.startedMs),
       replication: this.replicationStatus(),
       storage: this.storageStatus(),
@@ -671,6 +701,8 @@ export class MercuryNode {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
     while (this.trimming) await new Promise((resolve) => setTimeout(resolve, 5));
+    // Before the committer closes: the writes its connections have in flight are answered, then GOAWAY.
+    await this.wireServer.close();
     await this.committer?.close();
     this.server.closeAllConnections();
     await closed;

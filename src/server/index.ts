@@ -4,3 +4,5 @@ export { HTTP_LIMITS, createHttpServer } from './http-server.js';
 export type { HttpLimits, HttpSecurity } from './http-server.js';
 export { OPEN_REQUEST_POLICY, requestRefusal } from './request-policy.js';
 export type { RequestPolicy } from './request-policy.js';
+export type { WriteCaller } from './node-api.js';
+export { compareFailed, deleteRequest, putRequest, requireKeyWrite } from './kv-ops.js';

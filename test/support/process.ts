@@ -31,6 +31,8 @@ export interface ServeProcess {
   readonly url: string;
   /** "host:port" where replicas connect (`--upstream`). */
   readonly replication: string;
+  /** The wire port's URL (`mercury+tcp://host:port`, or `mercury+tls://`). */
+  readonly wire: string;
   readonly dataDir: string;
   /** Everything the child wrote to stderr so far (its JSON log), for failure messages. */
   stderr(): string;
@@ -38,7 +40,7 @@ export interface ServeProcess {
   readonly exited: Promise<number | string>;
 }
 
-const LISTENING = /mercury node listening on (https?:\/\/\S+) replication (\S+)/;
+const LISTENING = /mercury node listening on (https?:\/\/\S+) replication (\S+) wire (\S+)/;
 
 /**
  * Starts `mercury serve --data-dir DIR --listen 127.0.0.1:0` and resolves once it prints its URL. Extra arguments
@@ -67,7 +69,7 @@ export function startServe(dataDir: string, extraArgs: readonly string[] = []): 
       const match = LISTENING.exec(stdout);
       if (match === null) return;
       clearTimeout(timer);
-      resolve({ child, url: match[1]!, replication: match[2]!, dataDir, stderr: () => stderr, exited });
+      resolve({ child, url: match[1]!, replication: match[2]!, wire: match[3]!, dataDir, stderr: () => stderr, exited });
     });
     void exited.then((code) => {
       clearTimeout(timer);

@@ -1,8 +1,10 @@
 /**
  * Mercury under test: `mercury serve` with its defaults (group commit, one fsync per log entry) on loopback.
  *
- * The client is Mercury's own `connect()` (src/client: node:http keep-alive connections shared by the process, retries
- * on connection errors), one per load-driver client; watches use `ws` directly.
+ * The client is Mercury's own `connect()` (src/client, retries on connection errors), one per load-driver client, given
+ * the node's wire URL: gets and puts travel as binary frames over one connection the process shares, many in flight
+ * (src/api/wire.ts); batches (transactions) over HTTP. Workloads 1 and 3 also measure the same client given the HTTP
+ * URL (node:http keep-alive connections), as the row "Mercury (HTTP client)". Watches use `ws` directly.
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -20,11 +22,14 @@ function isAscii(value: Buffer): boolean {
   return true;
 }
 
-/** Keys in the harness are ASCII without reserved characters. */
-/** With `ca`, the node serves HTTPS (`--tls-*`) and the client trusts that CA; with `token`, requests carry it. */
-export function connectMercury(host: string, port: number, ca?: Buffer, token?: string): KvClient {
+/**
+ * With `ca`, the node serves HTTPS (`--tls-*`) and the client trusts that CA; with `token`, requests carry it. With
+ * `wireUrl`, gets and puts go over the wire port (batches stay on HTTP: the wire port has no transactions).
+ */
+export function connectMercury(host: string, port: number, ca?: Buffer, token?: string, wireUrl?: string): KvClient {
   const auth = token === undefined ? {} : { token };
-  const client = ca === undefined ? connect(`http://${host}:${port}`, auth) : connect(`https://${host}:${port}`, { ca, ...auth });
+  const http = ca === undefined ? connect(`http://${host}:${port}`, auth) : connect(`https://${host}:${port}`, { ca, ...auth });
+  const client = wireUrl === undefined ? http : connect(wireUrl, ca === undefined ? auth : { ca, ...auth });
   return {
     async put(key, value) {
       await client.put(key, value);
@@ -33,12 +38,13 @@ export function connectMercury(host: string, port: number, ca?: Buffer, token?: 
       return (await client.get(key))?.value;
     },
     async putBatch(entries) {
-      await client.txn({
+      await http.txn({
         success: entries.map(([key, value]) => (isAscii(value) ? { op: 'put', key, value: value.toString('latin1') } : { op: 'put', key, valueBase64: value.toString('base64') })),
       });
     },
     close() {
       client.close();
+      http.close();
       return Promise.resolve();
     },
   };
@@ -89,7 +95,7 @@ export const mercuryAdapter: SystemAdapter = {
   requires: [],
   settings: '`mercury serve` defaults but `--auth off` (as etcd and Redis run by default): group commit, one fsync per log entry (LMDB)',
   clientDescription:
-    'Mercury\'s own `connect()` (src/client; node:http keep-alive connections, retries across URLs), one per load-driver client; watches over `ws`',
+    'Mercury\'s own `connect()` (src/client, retries across URLs), one per load-driver client, given the node\'s `mercury+tcp://` wire URL: binary frames, one connection shared by the process with every request in flight on it; batches over HTTP. "Mercury (HTTP client)": the same client given the `http://` URL (node:http keep-alive connections); watches over `ws`',
   version() {
     const { version } = JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string };
     let commit = 'unknown';
@@ -107,15 +113,17 @@ export const mercuryAdapter: SystemAdapter = {
       command: process.execPath,
       // Compared with etcd and Redis as they run by default: without authorization (the tree workload has --auth).
       args: [CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--auth', 'off'],
-      ready: /listening on http:\/\/([\d.]+):(\d+)/,
+      ready: /listening on http:\/\/([\d.]+):(\d+) replication \S+ wire (mercury\+tcp:\/\/\S+)/,
     });
     const host = child.readyMatch[1]!;
     const port = Number(child.readyMatch[2]);
+    const wireUrl = child.readyMatch[3]!;
     return {
       name: 'mercury',
       pid: child.pid,
       dataDir,
-      connect: () => Promise.resolve(connectMercury(host, port)),
+      connect: () => Promise.resolve(connectMercury(host, port, undefined, undefined, wireUrl)),
+      alternativeClients: [{ id: 'mercury-http', title: 'Mercury (HTTP client)', connect: () => Promise.resolve(connectMercury(host, port)) }],
       async watchMany(prefix, watchers, connections, listener): Promise<Watch> {
         if (watchers > connections * MERCURY_SUBSCRIPTIONS_PER_CONNECTION_MAX)
           throw new Error(`mercury: ${watchers} watchers need at least ${Math.ceil(watchers / MERCURY_SUBSCRIPTIONS_PER_CONNECTION_MAX)} connections (64 subscriptions each)`);

@@ -20,6 +20,8 @@ export interface ClosedLoopSpec {
   prepare?(client: KvClient, context: WorkloadContext): Promise<void>;
   /** One request; returns the units it completed. */
   operation(client: KvClient, clientIndex: number, iteration: number, context: WorkloadContext): Promise<number>;
+  /** Also measure each system's alternative clients (Mercury's HTTP client beside its wire client) as rows. */
+  readonly alternativeClients?: boolean;
   /** Extra rows, e.g. Mercury's in-process reader, given the running systems. */
   extraSubjects?(running: readonly RunningSystem[], context: WorkloadContext): Promise<Subject[]>;
   notes?(context: WorkloadContext): string[];
@@ -49,22 +51,11 @@ export function closedLoopWorkload(spec: ClosedLoopSpec): Workload {
           const adapter = context.adapters.find((candidate) => candidate.name === system.name)!;
           const clients = await Promise.all(Array.from({ length: context.options.clients }, () => system.connect()));
           if (spec.prepare !== undefined) await spec.prepare(clients[0]!, context);
-          subjects.push({
-            id: system.name,
-            title: adapter.title,
-            mercury: system.name === 'mercury',
-            runOnce: async (run) => {
-              // The warm-up run (-1) is short: it only has to get the client code compiled and connections open.
-              const seconds = run < 0 ? Math.min(1, context.options.seconds) : context.options.seconds;
-              const serverCpuStart = processCpuMicros(system.pid, readProc);
-              const result = await closedLoop(clients, seconds, (client, clientIndex, iteration) => spec.operation(client, clientIndex, iteration, context));
-              const serverCpuUsPerRequest = (processCpuMicros(system.pid, readProc) - serverCpuStart) / result.requests;
-              return { ...throughputMetrics(result), serverCpuUsPerRequest };
-            },
-            close: async () => {
-              await Promise.all(clients.map((client) => client.close()));
-            },
-          });
+          subjects.push(closedLoopSubject(spec, context, system, system.name, adapter.title, clients));
+          for (const alternative of spec.alternativeClients === true ? (system.alternativeClients ?? []) : []) {
+            const others = await Promise.all(Array.from({ length: context.options.clients }, () => alternative.connect()));
+            subjects.push(closedLoopSubject(spec, context, system, alternative.id, alternative.title, others));
+          }
         }
         if (spec.extraSubjects !== undefined) subjects.push(...(await spec.extraSubjects(running, context)));
         const results = await measureAlternating(context, spec.id, subjects);
@@ -72,6 +63,26 @@ export function closedLoopWorkload(spec: ClosedLoopSpec): Workload {
       } finally {
         await Promise.all(running.map((system) => system.stop()));
       }
+    },
+  };
+}
+
+/** One row: C clients of one system in closed loops, with the server's CPU per request. */
+function closedLoopSubject(spec: ClosedLoopSpec, context: WorkloadContext, system: RunningSystem, id: string, title: string, clients: readonly KvClient[]): Subject {
+  return {
+    id,
+    title,
+    mercury: system.name === 'mercury',
+    runOnce: async (run) => {
+      // The warm-up run (-1) is short: it only has to get the client code compiled and connections open.
+      const seconds = run < 0 ? Math.min(1, context.options.seconds) : context.options.seconds;
+      const serverCpuStart = processCpuMicros(system.pid, readProc);
+      const result = await closedLoop(clients, seconds, (client, clientIndex, iteration) => spec.operation(client, clientIndex, iteration, context));
+      const serverCpuUsPerRequest = (processCpuMicros(system.pid, readProc) - serverCpuStart) / result.requests;
+      return { ...throughputMetrics(result), serverCpuUsPerRequest };
+    },
+    close: async () => {
+      await Promise.all(clients.map((client) => client.close()));
     },
   };
 }

@@ -11,6 +11,7 @@ import { valueOf } from './writes.js';
 export const readsWorkload = closedLoopWorkload({
   id: 3,
   title: 'Point reads',
+  alternativeClients: true,
   unit: 'reads/s',
   description: ({ options }) =>
     `${options.keys.toLocaleString('en-US')} keys of ${options.valueBytes} B loaded first; ${options.clients} concurrent clients each read one key and wait for the answer before the next. etcd reads are serializable (local, as Mercury's and Redis's are). "Mercury in-process" reads the node's LMDB directly in the benchmark process, one thread.`,

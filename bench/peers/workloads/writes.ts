@@ -5,6 +5,7 @@ import { closedLoopWorkload } from './closed-loop.js';
 export const writesWorkload = closedLoopWorkload({
   id: 1,
   title: 'Durable single-key writes',
+  alternativeClients: true,
   unit: 'writes/s',
   description: ({ options }) =>
     `${options.clients} concurrent clients, each writing one ${options.valueBytes} B value to one of ${options.keys.toLocaleString('en-US')} keys and waiting for the durable acknowledgement before the next.`,

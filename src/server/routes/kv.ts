@@ -3,37 +3,21 @@
  * prefix). Reads answer from one LMDB snapshot and name its seq; writes answer once durable and visible here.
  */
 import { MercuryError, RANGE_LIMIT_DEFAULT, RANGE_LIMIT_MAX, encodeJsonBytes, prefixEnd, validateKey, valueTooLarge, isReservedKey, overlapsReserved } from '../../api/index.js';
-import { refuseReserved, requireRead, requireReadPrefix, requireWrite, requireWriteRange } from '../../auth/index.js';
+import { requireRead, requireReadPrefix, requireWriteRange } from '../../auth/index.js';
 import type { RangePage } from '../../store/index.js';
 import { principalOf, writeFor } from '../auth.js';
-import type { IncomingMessage } from 'node:http';
-import type { WriteRequest } from '../../commit/index.js';
 import type { BodyBudget } from '../body-budget.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
 import { SEQ_HEADER, queryInteger, readBody, readSeqOptions, sendJson } from '../http-io.js';
 import type { HttpLimits } from '../http-server.js';
+import { compareFailed, deleteRequest, putRequest, requireKeyWrite } from '../kv-ops.js';
 import type { NodeApi } from '../node-api.js';
 import type { Query } from '../query.js';
 import type { Route } from '../router.js';
 
-function ifModSeqCompare(query: Query, key: Buffer): WriteRequest['compares'] {
-  if (!query.has('ifModSeq')) return [];
-  return [{ key, target: 'modSeq', operator: '=', number: queryInteger(query, 'ifModSeq', 0) }];
-}
-
-function compareFailed(node: NodeApi, key: Buffer, query: Query, seq: number): MercuryError {
-  const current = node.store.get(key).record;
-  return new MercuryError('COMPARE_FAILED', `ifModSeq=${query.get('ifModSeq')} does not match the key's current modSeq ${current?.modSeq ?? 0}; read it again and retry`, {
-    details: { modSeq: current?.modSeq ?? 0, seq },
-  });
-}
-
-/** A put or delete of one key: write on it, and read on it too with `ifModSeq` (a failed compare tells its modSeq). */
-function requireKeyWrite(req: IncomingMessage, query: URLSearchParams, key: Buffer): void {
-  refuseReserved(key);
-  const principal = principalOf(req);
-  requireWrite(principal, key);
-  if (query.has('ifModSeq')) requireRead(principal, key);
+/** `?ifModSeq=N`, or undefined. */
+function ifModSeqOf(query: Query): number | undefined {
+  return query.has('ifModSeq') ? queryInteger(query, 'ifModSeq', 0) : undefined;
 }
 
 /**
@@ -71,25 +55,21 @@ export function kvKeyRoute(node: NodeApi, budget: BodyBudget): Route {
       },
       PUT: async (req, res, query, key) => {
         validateKey(key!);
-        requireKeyWrite(req, query, key!);
+        const ifModSeq = ifModSeqOf(query);
+        requireKeyWrite(principalOf(req), key!, ifModSeq !== undefined);
         const value = await readBody(req, res, budget, { bytesMax: node.valueBytesMax, tooLarge: (bytes) => valueTooLarge(bytes, node.valueBytesMax) });
-        const { request, caller } = writeFor(req, { compares: ifModSeqCompare(query, key!), success: [{ type: 'put', key: key!, value }], failure: [] });
+        const { request, caller } = writeFor(req, putRequest(key!, value, ifModSeq));
         const result = await node.write(request, caller);
-        if (!result.succeeded) throw compareFailed(node, key!, query, result.seq);
+        if (!result.succeeded) throw compareFailed(node.store, key!, ifModSeq!, result.seq);
         sendJson(res, 200, { seq: result.seq }, { [SEQ_HEADER]: result.seq });
       },
       DELETE: async (req, res, query, key) => {
         validateKey(key!);
-        requireKeyWrite(req, query, key!);
-        const compares = ifModSeqCompare(query, key!);
-        // Without ifModSeq, delete only when the key exists, so deleting a missing key commits no entry.
-        const { request, caller } = writeFor(req, {
-          compares: compares.length > 0 ? compares : [{ key: key!, target: 'exists', exists: true }],
-          success: [{ type: 'delete', key: key! }],
-          failure: [],
-        });
+        const ifModSeq = ifModSeqOf(query);
+        requireKeyWrite(principalOf(req), key!, ifModSeq !== undefined);
+        const { request, caller } = writeFor(req, deleteRequest(key!, ifModSeq));
         const result = await node.write(request, caller);
-        if (!result.succeeded && compares.length > 0) throw compareFailed(node, key!, query, result.seq);
+        if (!result.succeeded && ifModSeq !== undefined) throw compareFailed(node.store, key!, ifModSeq, result.seq);
         sendJson(res, 200, { seq: result.seq, deleted: result.succeeded }, { [SEQ_HEADER]: result.seq });
       },
     },

@@ -1,0 +1,384 @@
+/**
+ * The client side of the wire port (`mercury+tcp://HOST:PORT`, `mercury+tls://HOST:PORT`; frames in src/api/wire.ts):
+ * get, put and delete of one key, with the HTTP API's semantics and errors. `NodeClient` uses it for those three
+ * calls when given a wire URL.
+ *
+ * One connection per URL, credentials and TLS options is shared by every client in the process, and carries every
+ * request in flight at once: requests issued in one event-loop turn leave in one write, and the node answers them as
+ * they finish, in any order, matched by id. At most the node's READY limit are in flight; the rest wait here.
+ *
+ * What a caller learns when things go wrong, as with HTTP (errors.ts):
+ * - an ERROR frame for a request: its typed `ServerError`;
+ * - an ERROR frame for the connection (id 0: a bad credential, a revoked token, too many connections): that error for
+ *   every request still unanswered, which the node did not process;
+ * - GOAWAY (the node closed an idle connection, or is shutting down): every request still unanswered was never
+ *   processed, so it is sent again on a new connection, once; this is the keep-alive race of HTTP, settled by the
+ *   protocol;
+ * - the connection failed or was cut: `UnavailableError`, with `requestSent` false for a request that never left this
+ *   process (so even a write may go elsewhere), true for one that did (a write's outcome is then unknown);
+ * - no answer within the timeout: `UnavailableError` with `requestSent` true.
+ */
+import { isIP, connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import {
+  ERROR_STATUS,
+  ErrorCode,
+  KEY_BYTES_MAX,
+  MIN_SEQ_WAIT_MS_DEFAULT,
+  MercuryError,
+  WIRE_ID_MAX,
+  WireFrameReader,
+  WireFrameType,
+  decodeAnswer,
+  encodeDelete,
+  encodeGet,
+  encodeHello,
+  encodePut,
+  validateKey,
+  type WireAnswer,
+} from '../api/index.js';
+import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
+import { ClientOptionsError, UnavailableError, serverError, type ServerError } from './errors.js';
+import { TLS_VERIFY_CODES, tlsErrorHint, type ClientTls } from './tls.js';
+
+/** What a GET returns (the shape of NodeClient's). */
+export interface WireValue {
+  readonly key: Buffer;
+  readonly value: Buffer;
+  readonly seq: number;
+  readonly createSeq: number;
+  readonly modSeq: number;
+  readonly version: number;
+}
+
+/** Schemes of wire URLs: plaintext and TLS. */
+export const WIRE_SCHEMES: readonly string[] = ['mercury+tcp:', 'mercury+tls:'];
+
+export function isWireUrl(url: string): boolean {
+  return url.startsWith('mercury+tcp://') || url.startsWith('mercury+tls://');
+}
+
+/** Before READY, requests wait; this many may be in flight until the node says its limit. */
+const IN_FLIGHT_BEFORE_READY = 1;
+/** The largest frame the client accepts from a node: a VALUE of the largest value any node may hold, and some. */
+const ANSWER_FRAME_BYTES_MAX = 17 * 1024 * 1024 + 64;
+
+/** Error codes of a connection that was never made: no byte of any request left this process. */
+const NOT_CONNECTED_CODES: ReadonlySet<string> = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
+
+interface Request {
+  readonly what: string;
+  readonly encode: (id: number) => Buffer;
+  readonly deadlineMs: number;
+  readonly resolve: (answer: WireAnswer) => void;
+  readonly reject: (error: Error) => void;
+  id: number;
+  /** Bytes of it left this process. */
+  sent: boolean;
+  /** Sent again after a GOAWAY already: a second GOAWAY fails it (requestSent false). */
+  resent: boolean;
+}
+
+/** One connection: HELLO, READY, then requests. Ends on close, GOAWAY or a connection ERROR; a new one replaces it. */
+class Link {
+  private readonly socket: Socket;
+  private readonly reader = new WireFrameReader(ANSWER_FRAME_BYTES_MAX);
+  private readonly inFlight = new Map<number, Request>();
+  private readonly waiting: Request[] = [];
+  private readonly out: Buffer[] = [];
+  private flushScheduled = false;
+  private ready = false;
+  private inFlightMax = IN_FLIGHT_BEFORE_READY;
+  private nextId = 1;
+  ended = false;
+  private readonly sweepTimer: TimerHandle;
+
+  constructor(
+    private readonly channel: WireChannel,
+    private readonly clock: Clock,
+  ) {
+    const { host, port, secure, tls } = channel;
+    this.socket = secure
+      ? tlsConnect({ host, port, ca: tls?.ca, cert: tls?.cert, key: tls?.key, servername: isIP(host) === 0 ? host : undefined, minVersion: 'TLSv1.2' })
+      : netConnect({ host, port });
+    this.socket.setNoDelay(true);
+    this.socket.on(secure ? 'secureConnect' : 'connect', () => this.queueFrame(encodeHello(channel.token)));
+    this.socket.on('data', (chunk: Buffer) => this.received(chunk));
+    this.socket.on('error', (error: Error) => this.end(this.unreachable(error)));
+    this.socket.on('close', () => this.end(new Error('the node closed the connection')));
+    this.sweepTimer = clock.setInterval(() => this.sweep(), channel.sweepIntervalMs);
+  }
+
+  submit(request: Request): void {
+    this.waiting.push(request);
+    this.socket.ref();
+    this.sendWaiting();
+  }
+
+  private sendWaiting(): void {
+    while (this.ready && this.waiting.length > 0 && this.inFlight.size < this.inFlightMax) {
+      const request = this.waiting.shift()!;
+      const id = this.takeId();
+      request.id = id;
+      request.sent = true;
+      this.inFlight.set(id, request);
+      this.queueFrame(request.encode(id));
+    }
+  }
+
+  private takeId(): number {
+    // Ids wrap; one still in flight after 4 billion requests is skipped.
+    for (;;) {
+      const id = this.nextId;
+      this.nextId = id === WIRE_ID_MAX ? 1 : id + 1;
+      if (!this.inFlight.has(id)) return id;
+    }
+  }
+
+  private queueFrame(frame: Buffer): void {
+    this.out.push(frame);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    // Every request issued in this turn (a loop of callers answered by one read) leaves in one write.
+    setImmediate(() => this.flush());
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.ended || this.out.length === 0) return;
+    this.socket.write(this.out.length === 1 ? this.out[0]! : Buffer.concat(this.out));
+    this.out.length = 0;
+  }
+
+  private received(chunk: Buffer): void {
+    this.reader.push(chunk);
+    for (;;) {
+      let answer: WireAnswer;
+      try {
+        const frame = this.reader.next();
+        if (frame === undefined) break;
+        if ('oversized' in frame) throw new Error(`the node sent a frame of ${frame.length} bytes`);
+        answer = decodeAnswer(frame);
+      } catch (error) {
+        this.end(new UnavailableError(`${this.channel.url}: not a Mercury wire port, or a broken connection (${(error as Error).message})`, { url: this.channel.url, requestSent: true }));
+        this.socket.destroy();
+        return;
+      }
+      this.answer(answer);
+      if (this.ended) return;
+    }
+    if (this.inFlight.size === 0 && this.waiting.length === 0) this.socket.unref();
+  }
+
+  private answer(answer: WireAnswer): void {
+    if (answer.type === WireFrameType.READY) {
+      this.ready = true;
+      this.inFlightMax = Math.max(1, answer.inFlightMax);
+      this.sendWaiting();
+      return;
+    }
+    if (answer.type === WireFrameType.GOAWAY) {
+      this.goAway();
+      return;
+    }
+    if (answer.type === WireFrameType.ERROR && answer.id === 0) {
+      this.end(this.serverError(answer.json, 'connection'));
+      this.socket.destroy();
+      return;
+    }
+    const request = this.inFlight.get(answer.id);
+    // Unknown: a request that timed out here; its answer is dropped.
+    if (request === undefined) return;
+    this.inFlight.delete(answer.id);
+    if (answer.type === WireFrameType.ERROR) request.reject(this.serverError(answer.json, request.what));
+    else request.resolve(answer);
+    this.sendWaiting();
+  }
+
+  /** The node read nothing after what it answered: everything unanswered goes to a new connection, once. */
+  private goAway(): void {
+    const unanswered = [...this.inFlight.values(), ...this.waiting];
+    this.inFlight.clear();
+    this.waiting.length = 0;
+    this.finish();
+    this.socket.end();
+    for (const request of unanswered) {
+      if (request.resent) {
+        request.reject(new UnavailableError(`${request.what}: ${this.channel.url} closed two connections before answering; the request was not processed`, { url: this.channel.url, requestSent: false }));
+        continue;
+      }
+      request.resent = true;
+      request.sent = false;
+      this.channel.resubmit(request);
+    }
+  }
+
+  private finish(): void {
+    this.ended = true;
+    this.sweepTimer.cancel();
+    this.channel.linkEnded(this);
+  }
+
+  /** Fails what is left: requests sent may have been processed (unless `error` is the node's own connection ERROR). */
+  end(error: Error): void {
+    if (this.ended) return;
+    this.finish();
+    const nodeRefused = error instanceof MercuryError;
+    for (const request of this.inFlight.values()) request.reject(nodeRefused ? error : this.withSent(error, true));
+    for (const request of this.waiting) request.reject(nodeRefused ? error : this.withSent(error, false));
+    this.inFlight.clear();
+    this.waiting.length = 0;
+  }
+
+  private withSent(error: Error, sent: boolean): Error {
+    if (!(error instanceof UnavailableError)) return new UnavailableError(`cannot reach ${this.channel.url}: ${error.message}`, { url: this.channel.url, requestSent: sent, cause: error });
+    if (error.requestSent === sent) return error;
+    return new UnavailableError(error.message, { url: this.channel.url, requestSent: sent && error.requestSent, cause: error.cause });
+  }
+
+  private unreachable(error: Error & { code?: string }): UnavailableError {
+    const code = error.code;
+    const hint = tlsErrorHint(error, this.channel.secure);
+    const connected = code === undefined || !(NOT_CONNECTED_CODES.has(code) || TLS_VERIFY_CODES.has(code));
+    return new UnavailableError(`cannot reach ${this.channel.url}: ${code ?? error.message}${hint === undefined ? '' : ` (${hint})`}`, {
+      url: this.channel.url,
+      requestSent: connected,
+      cause: error,
+    });
+  }
+
+  private serverError(json: string, what: string): ServerError {
+    let code: string | undefined;
+    try {
+      code = (JSON.parse(json) as { error?: { code?: string } }).error?.code;
+    } catch {
+      // serverError reports a body it cannot read.
+    }
+    const status = code !== undefined && Object.hasOwn(ErrorCode, code) ? ERROR_STATUS[code as ErrorCode] : 500;
+    return serverError(status, json, `${what} ${this.channel.url}`);
+  }
+
+  private sweep(): void {
+    const nowMs = this.clock.monotonicMs();
+    for (const [id, request] of this.inFlight) {
+      if (nowMs < request.deadlineMs) continue;
+      this.inFlight.delete(id);
+      request.reject(new UnavailableError(`cannot reach ${this.channel.url}: no answer to ${request.what} in time`, { url: this.channel.url, requestSent: true }));
+    }
+    for (let i = this.waiting.length - 1; i >= 0; i--) {
+      const request = this.waiting[i]!;
+      if (nowMs < request.deadlineMs) continue;
+      this.waiting.splice(i, 1);
+      request.reject(new UnavailableError(`cannot reach ${this.channel.url}: ${request.what} was not sent in time (no connection ready)`, { url: this.channel.url, requestSent: false }));
+    }
+    if (this.inFlight.size === 0 && this.waiting.length === 0) this.socket.unref();
+  }
+}
+
+/** The requests of one URL and credential over its current connection (see the header). */
+export class WireChannel {
+  readonly host: string;
+  readonly port: number;
+  readonly secure: boolean;
+  readonly token: string | undefined;
+  readonly sweepIntervalMs: number;
+  private link: Link | undefined;
+
+  constructor(
+    readonly url: string,
+    readonly tls: ClientTls | undefined,
+    authorization: string | undefined,
+    private readonly timeoutMs: number,
+    private readonly clock: Clock = systemClock,
+  ) {
+    const parsed = new URL(url);
+    if (!WIRE_SCHEMES.includes(parsed.protocol)) throw new ClientOptionsError(`${url} is not a wire URL (mercury+tcp:// or mercury+tls://)`);
+    if (parsed.port === '') throw new ClientOptionsError(`${url} needs a port: the node's wire port (its listening line and status say it)`);
+    this.host = parsed.hostname.replace(/^\[|\]$/g, '');
+    this.port = Number(parsed.port);
+    this.secure = parsed.protocol === 'mercury+tls:';
+    this.token = authorization?.replace(/^Bearer +/i, '');
+    this.sweepIntervalMs = Math.max(10, Math.min(1_000, Math.floor(timeoutMs / 4)));
+  }
+
+  async get(key: Buffer, options: { minSeq?: number; minSeqTimeoutMs?: number }): Promise<WireValue | undefined> {
+    this.checkKey(key, 'get');
+    const wait = options.minSeq === undefined ? undefined : { seq: options.minSeq, timeoutMs: options.minSeqTimeoutMs ?? MIN_SEQ_WAIT_MS_DEFAULT };
+    const answer = await this.send('get', (id) => encodeGet(id, key, wait), wait?.timeoutMs ?? 0);
+    if (answer.type === WireFrameType.MISSING) return undefined;
+    if (answer.type !== WireFrameType.VALUE) throw this.unexpected(answer, 'get');
+    return { key, value: answer.value, seq: answer.seq, createSeq: answer.createSeq, modSeq: answer.modSeq, version: answer.version };
+  }
+
+  async put(key: Buffer, value: Buffer, ifModSeq: number | undefined): Promise<{ seq: number }> {
+    this.checkKey(key, 'put');
+    const answer = await this.send('put', (id) => encodePut(id, key, value, ifModSeq), 0);
+    if (answer.type !== WireFrameType.WRITTEN) throw this.unexpected(answer, 'put');
+    return { seq: answer.seq };
+  }
+
+  async delete(key: Buffer, ifModSeq: number | undefined): Promise<{ seq: number; deleted: boolean }> {
+    this.checkKey(key, 'delete');
+    const answer = await this.send('delete', (id) => encodeDelete(id, key, ifModSeq), 0);
+    if (answer.type !== WireFrameType.WRITTEN) throw this.unexpected(answer, 'delete');
+    return { seq: answer.seq, deleted: answer.deleted };
+  }
+
+  /** Closes the connection (requests in flight fail as cut off); the next call opens a new one. */
+  close(): void {
+    this.link?.end(new Error('the client closed the connection'));
+  }
+
+  resubmit(request: Request): void {
+    this.current().submit(request);
+  }
+
+  linkEnded(link: Link): void {
+    if (this.link === link) this.link = undefined;
+  }
+
+  private current(): Link {
+    if (this.link === undefined || this.link.ended) this.link = new Link(this, this.clock);
+    return this.link;
+  }
+
+  private send(what: string, encode: (id: number) => Buffer, extraTimeMs: number): Promise<WireAnswer> {
+    return new Promise((resolve, reject) => {
+      this.current().submit({ what, encode, deadlineMs: this.clock.monotonicMs() + this.timeoutMs + extraTimeMs, resolve, reject, id: 0, sent: false, resent: false });
+    });
+  }
+
+  /** A key the frame cannot carry is refused here with the error the node gives for it (KEY_EMPTY, KEY_TOO_LARGE). */
+  private checkKey(key: Buffer, what: string): void {
+    if (key.length >= 1 && key.length <= KEY_BYTES_MAX) return;
+    try {
+      validateKey(key);
+    } catch (error) {
+      const { code, message, details } = error as MercuryError;
+      throw serverError(ERROR_STATUS[code], JSON.stringify({ error: { code, message, ...details } }), `${what} ${this.url}`);
+    }
+  }
+
+  private unexpected(answer: WireAnswer, what: string): UnavailableError {
+    return new UnavailableError(`${what} ${this.url}: the node answered a frame of type 0x${answer.type.toString(16)}`, { url: this.url, requestSent: true });
+  }
+}
+
+/** Channels shared by the process: one per URL, token, timeout and TLS options (a new TLS object: a new channel). */
+const CHANNELS = new Map<string, WireChannel>();
+const TLS_CHANNELS = new WeakMap<ClientTls, Map<string, WireChannel>>();
+
+export function wireChannel(url: string, tls: ClientTls | undefined, authorization: string | undefined, timeoutMs: number): WireChannel {
+  let channels = CHANNELS;
+  if (tls !== undefined) {
+    channels = TLS_CHANNELS.get(tls) ?? new Map<string, WireChannel>();
+    TLS_CHANNELS.set(tls, channels);
+  }
+  const key = `${url}\u0000${authorization ?? ''}\u0000${timeoutMs}`;
+  let channel = channels.get(key);
+  if (channel === undefined) {
+    channel = new WireChannel(url, tls, authorization, timeoutMs);
+    channels.set(key, channel);
+  }
+  return channel;
+}

@@ -1,0 +1,381 @@
+/**
+ * One client connection of the wire port (frames specified in src/api/wire.ts): HELLO first, then GET, PUT and DELETE
+ * with the HTTP API's semantics (src/server/kv-ops.ts), many in flight, answered as they finish.
+ *
+ * Answers finished within one event-loop turn leave in one write: they are queued and flushed on `setImmediate`, after
+ * the poll phase has read every request that arrived and the group commit has resolved every write of its entry. That
+ * is where the wire port saves its system calls over HTTP/1.1, which writes each answer on its own.
+ *
+ * Bounds: the reader refuses a frame over the limit from its length field (frames before HELLO: the size of a HELLO);
+ * at most `inFlightPerConnectionMax` requests are in flight, and the socket is not read while that many are, or while
+ * more than `outputBytesMax` of answers wait for the kernel. Timeouts are enforced by the server's sweep (`sweep`).
+ */
+import type { Socket } from 'node:net';
+import {
+  MIN_SEQ_WAIT_MS_DEFAULT,
+  MIN_SEQ_WAIT_MS_MAX,
+  MercuryError,
+  WIRE_HELLO_FRAME_BYTES_MAX,
+  WIRE_PROTOCOL_VERSION,
+  WIRE_SMALL_FRAME_BYTES_MAX,
+  WireFrameReader,
+  WireFrameType,
+  decodeRequest,
+  encodeError,
+  encodeGoaway,
+  encodeMissing,
+  encodeReady,
+  encodeValue,
+  encodeWritten,
+  isMercuryError,
+  validateKey,
+  valueTooLarge,
+  type OversizedFrame,
+  type WireFrame,
+  type WireRequest,
+} from '../api/index.js';
+import { requireRead, type Principal } from '../auth/index.js';
+import { TLS_HANDSHAKE_BYTE } from '../net/index.js';
+import { compareFailed, deleteRequest, putRequest, requireKeyWrite } from '../server/index.js';
+import type { WireLimits } from './limits.js';
+import type { WireNode } from './wire-node.js';
+
+type State = 'hello' | 'open' | 'closing';
+
+export interface ConnectionContext {
+  readonly node: WireNode;
+  readonly limits: WireLimits;
+  /** The largest frame after HELLO (wireFrameBytesMaxFor the node's value limit). */
+  readonly frameBytesMax: number;
+  readonly nowMs: () => number;
+  /** Counts of what the port did, for metrics. */
+  readonly counts: WireCounts;
+  readonly onClosed: (connection: WireConnection) => void;
+}
+
+export interface WireCounts {
+  requests: number;
+  errors: number;
+  connectionErrors: number;
+}
+
+export class WireConnection {
+  private state: State = 'hello';
+  private readonly reader: WireFrameReader;
+  private principal: Principal | undefined;
+  private token: string | undefined;
+  private inFlight = 0;
+  private readonly out: Buffer[] = [];
+  private outBytes = 0;
+  private flushScheduled = false;
+  /** Not reading the socket: too many requests in flight or too many answer bytes queued. */
+  private blocked = false;
+  private firstByteSeen = false;
+  readonly openedMs: number;
+  private lastActivityMs: number;
+  /** When the frame now arriving started to arrive (undefined: none is partly in). */
+  private partialSinceMs: number | undefined;
+  private closingSinceMs: number | undefined;
+  /** The ERROR or GOAWAY that ends a closing connection, sent once nothing is in flight. */
+  private finalFrame: Buffer | undefined;
+
+  constructor(
+    readonly socket: Socket,
+    private readonly context: ConnectionContext,
+  ) {
+    this.openedMs = context.nowMs();
+    this.lastActivityMs = this.openedMs;
+    this.reader = new WireFrameReader(WIRE_HELLO_FRAME_BYTES_MAX);
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.received(chunk));
+    socket.on('error', () => socket.destroy());
+    // A client that reads its answers again lets the node read its requests again.
+    socket.on('drain', () => {
+      if (this.blocked && this.state !== 'closing') this.pump();
+    });
+    socket.once('close', () => {
+      this.state = 'closing';
+      context.onClosed(this);
+    });
+  }
+
+  /** The token id this connection authenticated with (revocation closes it). */
+  get tokenId(): string | undefined {
+    return this.principal?.id;
+  }
+
+  private received(chunk: Buffer): void {
+    if (this.state === 'closing') return;
+    if (!this.firstByteSeen) {
+      this.firstByteSeen = true;
+      if (chunk[0] === TLS_HANDSHAKE_BYTE) {
+        this.fail(new MercuryError('BAD_REQUEST', 'a TLS handshake on the plaintext wire port: use a mercury+tcp:// URL, or start the node with --tls-cert, --tls-key and --tls-ca'));
+        return;
+      }
+    }
+    this.lastActivityMs = this.context.nowMs();
+    this.reader.push(chunk);
+    this.pump();
+  }
+
+  /** Handles the frames that are in, as far as the bounds allow, and reads the socket again only within them. */
+  private pump(): void {
+    while (this.state !== 'closing' && !this.overBounds()) {
+      let frame: WireFrame | OversizedFrame | undefined;
+      try {
+        frame = this.reader.next();
+      } catch (error) {
+        this.fail(error);
+        return;
+      }
+      if (frame === undefined) break;
+      if ('oversized' in frame) this.oversized(frame);
+      else this.handle(frame);
+    }
+    if (this.state === 'closing') return;
+    const blocked = this.overBounds();
+    if (blocked !== this.blocked) {
+      this.blocked = blocked;
+      if (blocked) this.socket.pause();
+      else this.socket.resume();
+    }
+    // A frame left waiting while the node does not read is not the client's delay.
+    this.partialSinceMs = blocked || this.reader.partialBytes === 0 ? undefined : (this.partialSinceMs ?? this.context.nowMs());
+  }
+
+  private overBounds(): boolean {
+    return this.inFlight >= this.context.limits.inFlightPerConnectionMax || this.outBytes + this.socket.writableLength > this.context.limits.outputBytesMax;
+  }
+
+  private oversized(frame: OversizedFrame): void {
+    if (this.state === 'hello') {
+      this.fail(new MercuryError('BAD_REQUEST', `the first frame must be HELLO (at most ${WIRE_HELLO_FRAME_BYTES_MAX} bytes); got ${frame.length} bytes of type 0x${frame.type.toString(16)}`));
+      return;
+    }
+    const limit = this.context.frameBytesMax;
+    const valueBytesMax = this.context.node.valueBytesMax;
+    const error =
+      frame.type === WireFrameType.PUT
+        ? new MercuryError(
+            'VALUE_TOO_LARGE',
+            `PUT frame ${frame.id} is ${frame.length} bytes, over this node's frame limit of ${limit}: its value is larger than ${valueBytesMax} bytes, the most this node accepts (server option --max-value-bytes)`,
+            { details: { limit: valueBytesMax } },
+          )
+        : new MercuryError('BODY_TOO_LARGE', `frame ${frame.id} is ${frame.length} bytes; frames other than PUT are at most ${WIRE_SMALL_FRAME_BYTES_MAX}`, { details: { limit: WIRE_SMALL_FRAME_BYTES_MAX } });
+    if (frame.id === 0) this.fail(error);
+    else {
+      this.context.counts.requests++;
+      this.inFlight++;
+      this.answerError(frame.id, error);
+    }
+  }
+
+  private handle(frame: WireFrame): void {
+    let request: WireRequest;
+    try {
+      request = decodeRequest(frame);
+    } catch (error) {
+      this.fail(error);
+      return;
+    }
+    if (this.state === 'hello') {
+      this.hello(request);
+      return;
+    }
+    if (request.type === WireFrameType.HELLO) {
+      this.fail(new MercuryError('BAD_REQUEST', 'HELLO was already answered on this connection; send it once, first'));
+      return;
+    }
+    this.context.counts.requests++;
+    this.inFlight++;
+    try {
+      if (request.type === WireFrameType.GET) this.get(request);
+      else if (request.type === WireFrameType.PUT) this.track(request.id, this.put(request));
+      else this.track(request.id, this.delete(request));
+    } catch (error) {
+      this.answerError(request.id, error);
+    }
+  }
+
+  private hello(request: WireRequest): void {
+    if (request.type !== WireFrameType.HELLO) {
+      this.fail(new MercuryError('BAD_REQUEST', `the first frame must be HELLO, got frame type 0x${request.type.toString(16)}`));
+      return;
+    }
+    if (request.version !== WIRE_PROTOCOL_VERSION) {
+      this.fail(new MercuryError('BAD_REQUEST', `wire protocol version ${request.version} is not spoken here; this node speaks ${WIRE_PROTOCOL_VERSION}: use a client of the same release`));
+      return;
+    }
+    try {
+      this.principal = this.context.node.authenticate(request.token, this.socket);
+    } catch (error) {
+      this.fail(error);
+      return;
+    }
+    this.token = request.token;
+    this.state = 'open';
+    this.reader.setLimit(this.context.frameBytesMax);
+    this.queue(encodeReady(this.context.limits.inFlightPerConnectionMax, this.context.frameBytesMax));
+  }
+
+  /** The principal for this request: re-checked each time, so a revoked token stops at once (as on HTTP). */
+  private currentPrincipal(): Principal | undefined {
+    this.principal = this.context.node.current(this.principal);
+    return this.principal;
+  }
+
+  private get(request: Extract<WireRequest, { type: typeof WireFrameType.GET }>): void {
+    const { id, key, minSeq } = request;
+    // Also for reads: LMDB throws on keys longer than it supports, and such a key can never exist anyway.
+    validateKey(key);
+    requireRead(this.currentPrincipal(), key);
+    const store = this.context.node.store;
+    if (minSeq !== undefined && minSeq > store.head().seq) {
+      const timeoutMs = request.minSeqTimeoutMs ?? MIN_SEQ_WAIT_MS_DEFAULT;
+      if (timeoutMs > MIN_SEQ_WAIT_MS_MAX) throw new MercuryError('INVALID_ARGUMENT', `minSeqTimeoutMs must be between 0 and ${MIN_SEQ_WAIT_MS_MAX}, got ${timeoutMs}`);
+      this.track(
+        id,
+        this.context.node.waitForSeq(minSeq, timeoutMs).then(() => this.read(id, key)),
+      );
+      return;
+    }
+    this.answer(this.read(id, key));
+  }
+
+  private read(id: number, key: Buffer): Buffer {
+    const { record, seq } = this.context.node.store.get(key);
+    return record === undefined ? encodeMissing(id, seq) : encodeValue(id, seq, record);
+  }
+
+  private async put(request: Extract<WireRequest, { type: typeof WireFrameType.PUT }>): Promise<Buffer> {
+    const { id, key, value, ifModSeq } = request;
+    validateKey(key);
+    const node = this.context.node;
+    if (value.length > node.valueBytesMax) throw valueTooLarge(value.length, node.valueBytesMax);
+    const principal = this.currentPrincipal();
+    requireKeyWrite(principal, key, ifModSeq !== undefined);
+    const result = await node.write(putRequest(key, value, ifModSeq), this.caller(principal));
+    if (!result.succeeded) throw compareFailed(node.store, key, ifModSeq!, result.seq);
+    return encodeWritten(id, result.seq, false);
+  }
+
+  private async delete(request: Extract<WireRequest, { type: typeof WireFrameType.DELETE }>): Promise<Buffer> {
+    const { id, key, ifModSeq } = request;
+    validateKey(key);
+    const node = this.context.node;
+    const principal = this.currentPrincipal();
+    requireKeyWrite(principal, key, ifModSeq !== undefined);
+    const result = await node.write(deleteRequest(key, ifModSeq), this.caller(principal));
+    if (!result.succeeded && ifModSeq !== undefined) throw compareFailed(node.store, key, ifModSeq, result.seq);
+    return encodeWritten(id, result.seq, result.succeeded);
+  }
+
+  /** Who the write is for: the author the entry records, and the token a replica forwards to its upstream. */
+  private caller(principal: Principal | undefined): { author: string | undefined; authorization: string | undefined } {
+    return { author: principal?.name, authorization: this.token === undefined ? undefined : `Bearer ${this.token}` };
+  }
+
+  private track(id: number, answer: Promise<Buffer>): void {
+    answer.then(
+      (frame) => this.answer(frame),
+      (error: unknown) => this.answerError(id, error),
+    );
+  }
+
+  private answer(frame: Buffer): void {
+    this.inFlight--;
+    this.queue(frame);
+  }
+
+  private answerError(id: number, error: unknown): void {
+    this.inFlight--;
+    this.context.counts.errors++;
+    this.queue(this.errorFrame(id, error));
+  }
+
+  private errorFrame(id: number, error: unknown): Buffer {
+    if (isMercuryError(error)) return encodeError(id, error.code, error.message, error.details);
+    this.context.node.log('internal error on the wire port', { error: String((error as Error)?.stack ?? error) });
+    return encodeError(id, 'INTERNAL', 'internal error; see the node log');
+  }
+
+  private queue(frame: Buffer): void {
+    if (this.socket.destroyed) return;
+    this.out.push(frame);
+    this.outBytes += frame.length;
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  /** Writes every queued answer at once (one system call for small ones), then reads on if the bounds allow. */
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.out.length > 0 && !this.socket.destroyed) {
+      if (this.out.length === 1) this.socket.write(this.out[0]!);
+      else if (this.outBytes <= 64 * 1024) this.socket.write(Buffer.concat(this.out, this.outBytes));
+      else {
+        this.socket.cork();
+        for (const frame of this.out) this.socket.write(frame);
+        this.socket.uncork();
+      }
+    }
+    this.out.length = 0;
+    this.outBytes = 0;
+    if (this.state === 'closing') {
+      if (this.inFlight === 0 && this.finalFrame !== undefined && !this.socket.destroyed) {
+        this.socket.end(this.finalFrame);
+        this.finalFrame = undefined;
+      }
+      return;
+    }
+    if (this.blocked) this.pump();
+  }
+
+  /**
+   * A connection error: every request read before it is still answered, then the ERROR (id 0), then the close; nothing
+   * more is read. A client takes every request unanswered at the ERROR as not processed.
+   */
+  fail(error: unknown): void {
+    if (this.state === 'closing') return;
+    this.context.counts.connectionErrors++;
+    this.close(this.errorFrame(0, error));
+  }
+
+  /** Closes with GOAWAY once the requests in flight are answered (node shutdown, idle). */
+  goAway(): void {
+    if (this.state === 'closing') return;
+    this.close(encodeGoaway());
+  }
+
+  private close(last: Buffer): void {
+    this.state = 'closing';
+    this.closingSinceMs = this.context.nowMs();
+    this.socket.pause();
+    // Sent by the flush that finds nothing in flight: after the answer to every request read before it.
+    this.finalFrame = last;
+    this.scheduleFlush();
+  }
+
+  /** Called by the server's sweep: enforces the HELLO, frame and idle timeouts, and bounds a close that does not flush. */
+  sweep(nowMs: number): void {
+    const { helloTimeoutMs, frameTimeoutMs, idleTimeoutMs } = this.context.limits;
+    if (this.state === 'closing') {
+      if (this.closingSinceMs !== undefined && nowMs - this.closingSinceMs > frameTimeoutMs) this.socket.destroy();
+      return;
+    }
+    if (this.state === 'hello' && nowMs - this.openedMs > helloTimeoutMs) {
+      this.fail(new MercuryError('REQUEST_TIMEOUT', `no HELLO within ${helloTimeoutMs} ms of connecting; send HELLO first`));
+      return;
+    }
+    if (!this.blocked && this.partialSinceMs !== undefined && nowMs - this.partialSinceMs > frameTimeoutMs) {
+      this.fail(new MercuryError('REQUEST_TIMEOUT', `a frame was not received in full within ${frameTimeoutMs} ms; send each frame promptly`));
+      return;
+    }
+    if (this.inFlight === 0 && this.partialSinceMs === undefined && nowMs - this.lastActivityMs > idleTimeoutMs) this.goAway();
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * The wire client (src/client/wire.ts) against scripted fake nodes on port 0: what a caller learns when a connection
+ * goes away. GOAWAY means the node never read what is unanswered, so those requests (writes included) go again on a
+ * new connection; a cut after a write was sent is OutcomeUnknownError, never a resend; a refused connection is a
+ * write that may go elsewhere; an ERROR for the connection fails what it did not process with that error.
+ */
+import assert from 'node:assert/strict';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { after, test } from 'node:test';
+import {
+  WireFrameReader,
+  WireFrameType,
+  decodeRequest,
+  encodeError,
+  encodeGoaway,
+  encodeReady,
+  encodeValue,
+  encodeWritten,
+  type WireRequest,
+} from '../src/api/index.js';
+import { NoNodeReachableError, OutcomeUnknownError, UnauthenticatedError, connect } from '../src/index.js';
+import { freePort } from './support/net.js';
+
+/** A fake node: answers HELLO with READY, then hands each request and its connection's number to `onRequest`. */
+async function fakeNode(onRequest: (request: WireRequest, socket: Socket, connection: number) => void): Promise<{ url: string; server: Server; connections: () => number }> {
+  let connections = 0;
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    const connection = ++connections;
+    const reader = new WireFrameReader(1 << 20);
+    socket.on('error', () => {});
+    socket.on('data', (chunk: Buffer) => {
+      reader.push(chunk);
+      for (let frame = reader.next(); frame !== undefined; frame = reader.next()) {
+        if ('oversized' in frame) throw new Error('oversized');
+        const request = decodeRequest(frame);
+        if (request.type === WireFrameType.HELLO) socket.write(encodeReady(64, 1 << 20));
+        else onRequest(request, socket, connection);
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  servers.push(server);
+  return { url: `mercury+tcp://127.0.0.1:${(server.address() as AddressInfo).port}`, server, connections: () => connections };
+}
+
+const servers: Server[] = [];
+const sockets = new Set<Socket>();
+after(() => {
+  for (const server of servers) server.close();
+  // The fake nodes' ends of the connections: clients keep theirs open, idle, as a shared connection does.
+  for (const socket of sockets) socket.destroy();
+});
+
+const record = { createSeq: 1, modSeq: 2, version: 1, value: Buffer.from('v') };
+
+test('wire client: requests unanswered at GOAWAY, writes included, are sent again on a new connection', async () => {
+  const seen: [number, number][] = [];
+  const node = await fakeNode((request, socket, connection) => {
+    seen.push([connection, request.type]);
+    // The first connection takes the requests and goes away without processing them, as an idle node would.
+    if (connection === 1) {
+      if (seen.length === 2) socket.end(encodeGoaway());
+      return;
+    }
+    socket.write(request.type === WireFrameType.GET ? encodeValue(request.id, 5, record) : encodeWritten(request.id, 6, false));
+  });
+  const client = connect(node.url);
+  const [read, written] = await Promise.all([client.get('a'), client.put('a', 'v')]);
+  assert.equal(read?.value.toString(), 'v');
+  assert.equal(written.seq, 6);
+  assert.equal(node.connections(), 2);
+  assert.deepEqual(
+    seen.map(([connection]) => connection),
+    [1, 1, 2, 2],
+  );
+});
+
+test('wire client: a connection cut after a write was sent is OutcomeUnknownError, and the write is not sent again', async () => {
+  let puts = 0;
+  const node = await fakeNode((request, socket) => {
+    if (request.type === WireFrameType.PUT) puts++;
+    socket.destroy();
+  });
+  const error = await connect(node.url, { attemptsMax: 3 })
+    .put('a', 'v')
+    .then(
+      () => undefined,
+      (failure: unknown) => failure,
+    );
+  assert.ok(error instanceof OutcomeUnknownError, String(error));
+  assert.equal(puts, 1, 'sent once');
+});
+
+test('wire client: a refused connection means nothing was sent, so a write moves on to the next URL', async () => {
+  const node = await fakeNode((request, socket) => socket.write(encodeWritten(request.id, 9, false)));
+  const dead = `mercury+tcp://127.0.0.1:${await freePort()}`;
+  const written = await connect([dead, node.url], { retryDelayMsBase: 1, retryDelayMsMax: 5 }).put('a', 'v');
+  assert.equal(written.seq, 9);
+  const nowhere = await connect(dead, { attemptsMax: 2, retryDelayMsBase: 1, retryDelayMsMax: 5 })
+    .put('a', 'v')
+    .then(
+      () => undefined,
+      (failure: unknown) => failure,
+    );
+  assert.ok(nowhere instanceof NoNodeReachableError, String(nowhere));
+});
+
+test('wire client: an ERROR for the connection fails every request it did not process with that error', async () => {
+  const node = await fakeNode((_request, socket) => socket.end(encodeError(0, 'UNAUTHENTICATED', 'token 0123456789abcdef was revoked; use another token')));
+  const client = connect(node.url);
+  const failures = await Promise.all([client.get('a'), client.put('b', 'v')].map((call) => call.then(() => undefined, (failure: unknown) => failure)));
+  for (const failure of failures) {
+    assert.ok(failure instanceof UnauthenticatedError, String(failure));
+    assert.match(failure.message, /revoked/);
+  }
+});
+
+test('wire client: no answer within requestTimeoutMs is a timeout with the request possibly sent', async () => {
+  const node = await fakeNode(() => {});
+  const error = await connect(node.url, { requestTimeoutMs: 200, attemptsMax: 1 })
+    .put('a', 'v')
+    .then(
+      () => undefined,
+      (failure: unknown) => failure,
+    );
+  assert.ok(error instanceof OutcomeUnknownError, String(error));
+  assert.match(error.message, /no answer to put in time/);
+});
