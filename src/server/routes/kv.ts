@@ -71,6 +71,7 @@ export function kvKeyRoute(node: NodeApi, budget: BodyBudget): Route {
       },
       PUT: async (req, res, query, key) => {
         validateKey(key!);
+        // From the URL, before the body is read (or charged to the budget): a refused value is dropped unread.
         requireKeyWrite(req, query, key!);
         const value = await readBody(req, res, budget, { bytesMax: node.valueBytesMax, tooLarge: (bytes) => valueTooLarge(bytes, node.valueBytesMax) });
         const { request, caller } = writeFor(req, { compares: ifModSeqCompare(query, key!), success: [{ type: 'put', key: key!, value }], failure: [] });
