@@ -46,7 +46,8 @@ function readTree(dir: string): Record<string, string> {
   if (!existsSync(dir)) return files;
   const walk = (at: string, prefix: string): void => {
     for (const entry of readdirSync(at, { withFileTypes: true })) {
-      if (entry.name === SYNC_STATE_FILE) continue;
+      // Sync's own names: its state file, and temporary files that a write renames away (reading one could race it).
+      if (entry.name === SYNC_STATE_FILE || entry.name.startsWith('.mercury-sync-tmp-')) continue;
       if (entry.isDirectory()) walk(join(at, entry.name), `${prefix}${entry.name}/`);
       else files[`${prefix}${entry.name}`] = readFileSync(join(at, entry.name), 'utf8');
     }
