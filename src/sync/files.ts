@@ -3,7 +3,7 @@
  * renamed over the target, so a reader sees the old content or the new, never a partial file), deletes prune the
  * directories they empty, and a walk lists the files sync holds (skipping its own `.mercury-sync*` names).
  *
- * Symbolic links: DIR belongs to sync, and sync never follows a link inside it (docs/decisions.md, record 27). Every
+ * Symbolic links: DIR belongs to sync, and sync never follows a link inside it (docs/decisions.md, record 28). Every
  * path is walked from DIR one segment at a time with lstat, directories are made one level at a time, an existing file
  * is read with O_NOFOLLOW, and a walk meets links with readdir's own type: a link anywhere sync looks (a directory on
  * the way, the file itself) is refused with SYMLINK_REFUSED naming it, before anything is written, renamed or
