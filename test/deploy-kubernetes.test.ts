@@ -2,8 +2,10 @@
  * deploy/: the Kubernetes manifests validated offline against the Kubernetes API schemas (kubernetes-models: types,
  * required fields, enums, formats; not unknown fields, which the upstream schemas allow), then held to the rules the
  * README promises (non-root, read-only root filesystem, probes on /healthz and /readyz, selectors that select, Services
- * that name real ports, every `mercury` flag one that the CLI knows); the systemd unit checked with the same CLI flags
- * and, where systemd-analyze exists, `verify` and its offline security score; the container image's command too.
+ * that name real ports, every `mercury` flag one that the CLI knows) and to running secure (issue 13: no `--insecure`,
+ * auth left required, TLS files, tokens and keys mounted read-only from Secrets on every container that runs mercury,
+ * probes over HTTPS); the systemd unit and its role drop-ins checked with the same CLI flags, their LoadCredential=
+ * lines and, where systemd-analyze exists, `verify` and its offline security score; the container image's command too.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -36,7 +38,7 @@ const MODELS: Record<string, new (data: never) => { validate(): void }> = {
 
 // The manifests' shape, as far as these checks read it.
 interface Probe {
-  httpGet?: { path?: string; port?: string | number };
+  httpGet?: { path?: string; port?: string | number; scheme?: string };
   exec?: { command: string[] };
 }
 interface Container {
@@ -55,7 +57,7 @@ interface PodSpec {
   securityContext?: { runAsNonRoot?: boolean; runAsUser?: number };
   containers: Container[];
   initContainers?: Container[];
-  volumes?: { name: string; emptyDir?: object }[];
+  volumes?: { name: string; emptyDir?: object; secret?: { secretName: string }; configMap?: { name: string } }[];
 }
 interface Manifest {
   apiVersion: string;
@@ -67,7 +69,7 @@ interface Manifest {
     clusterIP?: string;
     selector?: Record<string, string> & { matchLabels?: Record<string, string> };
     ports?: { name: string; port: number; targetPort?: string | number }[];
-    template?: { metadata: { labels: Record<string, string> }; spec: PodSpec };
+    template?: { metadata: { labels: Record<string, string>; annotations?: Record<string, string> }; spec: PodSpec };
     volumeClaimTemplates?: { metadata: { name: string } }[];
   };
   file: string;
@@ -119,6 +121,45 @@ function flagValue(args: readonly string[], flag: string): string | undefined {
 
 function podsOf(manifests: readonly Manifest[]): { manifest: Manifest; pod: PodSpec; labels: Record<string, string> }[] {
   return manifests.filter((m) => m.spec.template !== undefined).map((manifest) => ({ manifest, pod: manifest.spec.template!.spec, labels: manifest.spec.template!.metadata.labels }));
+}
+
+/** Every file under deploy/, as paths relative to it. */
+function deployFiles(): string[] {
+  return readdirSync(DEPLOY_DIR, { recursive: true, withFileTypes: true })
+    .filter((entry) => entry.isFile())
+    .map((entry) => join(entry.parentPath, entry.name).slice(DEPLOY_DIR.length));
+}
+
+/**
+ * The volume a container reads `file` from: the mount whose path holds it, which must be read-only, and the pod
+ * volume behind it. Fails naming the container otherwise.
+ */
+function mountedFrom(pod: PodSpec, container: Container, file: string | undefined, at: string): NonNullable<PodSpec['volumes']>[number] {
+  assert.ok(file !== undefined, `${at}: the flag names a file`);
+  const mount = container.volumeMounts?.find((candidate) => file.startsWith(`${candidate.mountPath}/`));
+  assert.ok(mount !== undefined, `${at}: ${file} is on a mounted volume`);
+  assert.equal(mount.readOnly, true, `${at}: ${mount.mountPath} is mounted read-only`);
+  const volume = pod.volumes?.find((candidate) => candidate.name === mount.name);
+  assert.ok(volume !== undefined, `${at}: volume ${mount.name} exists`);
+  return volume;
+}
+
+/** The systemd drop-ins beside the unit, one per role, and the flags their MERCURY_ROLE_ARGS pass. */
+function systemdDropIns(): { file: string; text: string; roleArgs: string[] }[] {
+  return ['root.conf', 'replica.conf'].map((file) => {
+    const text = readFileSync(join(DEPLOY_DIR, 'systemd', file), 'utf8');
+    const roleArgs = /^Environment="MERCURY_ROLE_ARGS=([^"]*)"$/m.exec(text)?.[1]?.split(/\s+/);
+    assert.ok(roleArgs !== undefined, `${file} sets MERCURY_ROLE_ARGS`);
+    return { file, text, roleArgs };
+  });
+}
+
+/** Each `%d/NAME` (the credentials directory) a command line reads has its `LoadCredential=NAME:PATH` in `unit`. */
+function assertCredentialsLoaded(args: readonly string[], unit: string, what: string): void {
+  for (const arg of args) {
+    const name = /%d\/([^\s]+)$/.exec(arg)?.[1];
+    if (name !== undefined) assert.match(unit, new RegExp(`^LoadCredential=${name.replace(/\./g, '\\.')}:/etc/mercury/`, 'm'), `${what}: ${arg} is loaded with LoadCredential=`);
+  }
 }
 
 describe('deploy: kubernetes and systemd', () => {
@@ -248,6 +289,83 @@ describe('deploy: kubernetes and systemd', () => {
       assert.equal(verify.trim(), '', 'systemd-analyze verify reports nothing');
       const security = execFileSync('systemd-analyze', ['security', '--offline=yes', `--threshold=${SYSTEMD_EXPOSURE_TENTHS_MAX}`, path], { encoding: 'utf8' });
       assert.match(security, /Overall exposure level for mercury\.service: [0-9.]+ OK/);
+    } catch (error) {
+      const failure = error as { stdout?: string; stderr?: string };
+      assert.fail(`systemd-analyze: ${failure.stderr ?? ''}${failure.stdout ?? ''}${String(error)}`);
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  test('deploy: nothing in deploy/ passes --insecure or turns authentication off', () => {
+    const files = deployFiles();
+    assert.ok(files.length >= 10, files.join(', '));
+    for (const file of files) {
+      const text = readFileSync(join(DEPLOY_DIR, file), 'utf8');
+      assert.doesNotMatch(text, /--insecure/, `${file} passes --insecure`);
+      assert.doesNotMatch(text, /--auth[= ]+off/, `${file} turns authentication off`);
+    }
+  });
+
+  test('deploy: every container that runs mercury has TLS, a token and a signing or trusted key, each mounted read-only from a Secret', () => {
+    let nodes = 0;
+    for (const { manifest, pod } of pods) {
+      for (const container of [...pod.containers, ...(pod.initContainers ?? [])]) {
+        const args = container.args ?? [];
+        if (args[0] !== 'serve') continue;
+        nodes++;
+        const at = `${manifest.file} ${manifest.kind}/${manifest.metadata.name} container ${container.name}`;
+        assert.equal(flagValue(args, '--auth'), undefined, `${at}: authentication stays required (the default)`);
+        const tlsVolumes = ['--tls-cert', '--tls-key', '--tls-ca'].map((flag) => mountedFrom(pod, container, flagValue(args, flag), `${at} ${flag}`));
+        for (const volume of tlsVolumes) assert.equal(volume.secret?.secretName, 'mercury-tls', `${at}: TLS files come from Secret mercury-tls`);
+        const upstreams = flagValue(args, '--upstream');
+        if (upstreams === undefined) {
+          assert.ok(mountedFrom(pod, container, flagValue(args, '--admin-token-file'), `${at} --admin-token-file`).secret !== undefined, `${at}: the admin token is a Secret`);
+          assert.ok(mountedFrom(pod, container, flagValue(args, '--signing-key'), `${at} --signing-key`).secret !== undefined, `${at}: the signing key is a Secret`);
+          assert.match(flagValue(args, '--root-url') ?? '', /^https:\/\//, `${at}: the root names its https URL for trusting replicas`);
+        } else {
+          assert.ok(mountedFrom(pod, container, flagValue(args, '--replication-token-file'), `${at} --replication-token-file`).secret !== undefined, `${at}: the replication token is a Secret`);
+          const trust = mountedFrom(pod, container, flagValue(args, '--trust-key'), `${at} --trust-key`);
+          assert.ok(trust.configMap !== undefined || trust.secret !== undefined, `${at}: the trusted key is mounted`);
+          // A replica that trusts the key takes snapshots only from the root (a relay cannot sign one).
+          assert.ok(upstreams.split(',').includes('mercury-root:7071'), `${at}: the root is among the upstreams`);
+        }
+        // Probes over HTTPS without a token: /healthz and /readyz are public (src/server/api.ts).
+        for (const probe of [container.livenessProbe, container.readinessProbe, container.startupProbe]) {
+          if (probe?.httpGet !== undefined) assert.equal(probe.httpGet.scheme, 'HTTPS', `${at}: probes use HTTPS`);
+          if (probe?.exec !== undefined) assert.match(probe.exec.command.join(' '), /node:https/, `${at}: exec probes use HTTPS`);
+        }
+        const annotations = manifest.spec.template!.metadata.annotations ?? {};
+        if (annotations['prometheus.io/scrape'] === 'true') assert.equal(annotations['prometheus.io/scheme'], 'https', `${at}: scraped over HTTPS`);
+      }
+    }
+    assert.ok(nodes >= 4, `${nodes} mercury containers`);
+  });
+
+  test('deploy: the systemd unit and its role drop-ins load TLS, tokens and keys with LoadCredential=, and verify together', async (t) => {
+    const flags = await cliFlags();
+    const unit = readFileSync(join(DEPLOY_DIR, 'systemd', 'mercury.service'), 'utf8');
+    const execStart = /^ExecStart=(.*)$/m.exec(unit)![1]!.split(/\s+/);
+    for (const flag of ['--tls-cert', '--tls-key', '--tls-ca']) assert.match(flagValue(execStart, flag) ?? '', /^%d\//, `${flag} from the credentials directory`);
+    assertCredentialsLoaded(execStart, unit, 'mercury.service');
+    assert.ok(execStart.includes('$MERCURY_ROLE_ARGS'), 'ExecStart passes the role drop-in\'s flags');
+    const dropIns = systemdDropIns();
+    const expected: Record<string, string[]> = { 'root.conf': ['--admin-token-file', '--signing-key'], 'replica.conf': ['--replication-token-file', '--trust-key'] };
+    for (const { file, text, roleArgs } of dropIns) {
+      assert.deepEqual(serveFlags(roleArgs), expected[file], file);
+      for (const flag of serveFlags(roleArgs)) assert.ok(flags.has(flag), `${file}: mercury serve has no ${flag}`);
+      assertCredentialsLoaded(roleArgs, text, file);
+    }
+    if (!existsSync('/usr/bin/systemd-analyze')) return t.skip('systemd-analyze is not installed');
+    const dir = makeTempDir('systemd-roles');
+    try {
+      for (const { file, text } of dropIns) {
+        // A drop-in's [Service] lines, appended to the unit: what systemd reads once it is installed.
+        const path = join(dir, 'mercury.service');
+        writeFileSync(path, `${unit.replace('ExecStart=/usr/bin/node ', `ExecStart=${process.execPath} `)}\n${text}`);
+        const verify = execFileSync('systemd-analyze', ['verify', path], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+        assert.equal(verify.trim(), '', `systemd-analyze verify with ${file} reports nothing`);
+      }
     } catch (error) {
       const failure = error as { stdout?: string; stderr?: string };
       assert.fail(`systemd-analyze: ${failure.stderr ?? ''}${failure.stdout ?? ''}${String(error)}`);

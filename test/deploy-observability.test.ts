@@ -2,13 +2,20 @@
  * deploy/grafana/mercury.json and deploy/prometheus/alerts.yml: every rule and panel query passes the PromQL check of
  * test/support/promql.ts (balanced brackets, terminated strings, ranges that are durations, known functions and
  * aggregations, label lists after by/without/on/ignoring), and every metric they name exists in the /metrics of a
- * running root or replica (real processes). Rules have the fields Prometheus requires and a severity.
+ * running root or replica (real processes). Rules have the fields Prometheus requires and a severity. The scrape job
+ * (deploy/prometheus/scrape.yml) is checked live: a root with TLS and tokens required, scraped the way the job says
+ * (https, its bearer_token_file made as deploy/README.md says, its CA and server_name).
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { load } from 'js-yaml';
+import { issueCertificate } from '../src/net/tls-certs.js';
+import { LOOPBACK_HOSTS, testCertificates } from './support/certs.js';
 import { request } from './support/http.js';
 import { SYNTHETIC_METRICS, checkPromql, exposedMetrics } from './support/promql.js';
 import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
@@ -127,5 +134,100 @@ describe('deploy: grafana dashboard and prometheus alerts', () => {
       }
     }
     assert.ok(queries >= 15, `${queries} queries`);
+  });
+});
+
+interface ScrapeJob {
+  job_name: string;
+  scheme: string;
+  metrics_path: string;
+  bearer_token_file: string;
+  tls_config: { ca_file: string; server_name: string };
+}
+
+function scrapeJob(): ScrapeJob {
+  const file = load(readFileSync(`${DEPLOY_DIR}prometheus/scrape.yml`, 'utf8')) as { scrape_configs: ScrapeJob[] };
+  const job = file.scrape_configs.find((candidate) => candidate.job_name === 'mercury');
+  assert.ok(job !== undefined, 'scrape.yml has a job "mercury"');
+  return job;
+}
+
+/** A GET over HTTPS as Prometheus makes it: no client certificate, the CA and server name of the job's tls_config. */
+function scrape(url: string, path: string, options: { ca?: Buffer; servername?: string; token?: string; verify?: boolean }): Promise<{ status: number; body: string }> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      {
+        host: hostname,
+        port,
+        path,
+        agent: false,
+        ca: options.ca,
+        servername: options.servername,
+        rejectUnauthorized: options.verify ?? true,
+        headers: options.token === undefined ? {} : { authorization: `Bearer ${options.token}` },
+      },
+      (res) => {
+        let body = '';
+        res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('deploy: prometheus scrapes over HTTPS with a bearer token', () => {
+  const dir = makeTempDir('scrape');
+  let root: ServeProcess | undefined;
+  const certs = testCertificates();
+  // The certificate names the Service the job's server_name checks against, besides loopback.
+  const job = scrapeJob();
+  const node = issueCertificate(certs.ca, dir, 'scraped-node', { commonName: 'node', hosts: [...LOOPBACK_HOSTS, job.tls_config.server_name] });
+  const tokenFile = join(dir, 'token');
+
+  before(async () => {
+    // The admin token made as deploy/README.md says, before the root starts (openssl, no mercury involved).
+    execFileSync('sh', ['-c', `printf 'mcy_%s_%s\\n' "$(openssl rand -hex 8)" "$(openssl rand -base64 32 | tr '+/' '-_' | tr -d '=\\n')" > '${tokenFile}'`]);
+    root = await startServe(join(dir, 'root'), [
+      '--auth',
+      'required',
+      '--tls-cert',
+      node.certPath,
+      '--tls-key',
+      node.keyPath,
+      '--tls-ca',
+      certs.ca.certPath,
+      '--admin-token-file',
+      tokenFile,
+    ]);
+  });
+
+  after(async () => {
+    if (root !== undefined) await stopProcess(root.child);
+    removeDir(dir);
+  });
+
+  test('scrape: the job uses https, a bearer_token_file and a tls_config with the CA and a name the certificate holds', () => {
+    assert.equal(job.scheme, 'https');
+    assert.equal(job.metrics_path, '/metrics');
+    assert.match(job.bearer_token_file, /^\/etc\/prometheus\/secrets\/[^/]+\/token$/);
+    assert.match(job.tls_config.ca_file, /^\/etc\/prometheus\/secrets\/[^/]+\/ca\.crt$/);
+    assert.ok(job.tls_config.server_name.length > 0, 'pods are scraped by IP: server_name names the certificate');
+  });
+
+  test('scrape: a root with TLS and tokens required serves /metrics to the job, and nothing without the token; probes need neither', async () => {
+    assert.match(root!.url, /^https:/);
+    const token = readFileSync(tokenFile, 'utf8').trim();
+    const ca = readFileSync(certs.ca.certPath);
+    const scraped = await scrape(root!.url, job.metrics_path, { ca, servername: job.tls_config.server_name, token });
+    assert.equal(scraped.status, 200, scraped.body);
+    assert.ok(exposedMetrics(scraped.body).has('mercury_applied_seq'), 'the scrape returns the node\'s metrics');
+    const anonymous = await scrape(root!.url, job.metrics_path, { ca, servername: job.tls_config.server_name });
+    assert.equal(anonymous.status, 401, anonymous.body);
+    assert.match(anonymous.body, /UNAUTHENTICATED/);
+    // The kubelet: HTTPS, no token, no certificate check.
+    for (const path of ['/healthz', '/readyz']) assert.equal((await scrape(root!.url, path, { verify: false })).status, 200, path);
   });
 });

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SYNC_STATE_FILE } from '../src/sync/index.js';
@@ -46,7 +46,8 @@ function readTree(dir: string): Record<string, string> {
   if (!existsSync(dir)) return files;
   const walk = (at: string, prefix: string): void => {
     for (const entry of readdirSync(at, { withFileTypes: true })) {
-      if (entry.name === SYNC_STATE_FILE) continue;
+      // Sync's own names: its state file, and temporary files that a write renames away (reading one could race it).
+      if (entry.name === SYNC_STATE_FILE || entry.name.startsWith('.mercury-sync-tmp-')) continue;
       if (entry.isDirectory()) walk(join(at, entry.name), `${prefix}${entry.name}/`);
       else files[`${prefix}${entry.name}`] = readFileSync(join(at, entry.name), 'utf8');
     }
@@ -55,8 +56,13 @@ function readTree(dir: string): Record<string, string> {
   return files;
 }
 
+/** A tree as text, its paths in order (readdir's order depends on the file system). */
+function treeText(tree: Record<string, string>): string {
+  return JSON.stringify(Object.entries(tree).sort(([a], [b]) => a.localeCompare(b)));
+}
+
 async function treeIs(dir: string, expected: Record<string, string>, sync: SyncProcess): Promise<void> {
-  await waitUntil(`${dir} holds ${JSON.stringify(expected)}; stderr: ${sync.stderr()}`, () => Promise.resolve(JSON.stringify(readTree(dir)) === JSON.stringify(expected)));
+  await waitUntil(`${dir} holds ${JSON.stringify(expected)}; stderr: ${sync.stderr()}`, () => Promise.resolve(treeText(readTree(dir)) === treeText(expected)));
 }
 
 function savedSeq(dir: string): number {
@@ -179,5 +185,58 @@ describe('sync cli', () => {
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /DATA_DIR_NOT_EMPTY: .* holds files but no sync state/);
     assert.equal(readFileSync(join(target, 'precious'), 'utf8'), 'mine');
+  });
+
+  test('sync cli: a symbolic link inside DIR is never followed: a put, a delete or a range delete through a linked directory or onto a linked file stops sync with SYMLINK_REFUSED, and nothing outside DIR changes', async () => {
+    const node = await startServe(join(dir, 'link-node'));
+    nodes.push(node);
+    // What a link points at: a directory outside DIR holding a file named like a key, and a file.
+    const outside = join(dir, 'outside');
+    mkdirSync(outside);
+    writeFileSync(join(outside, 'x'), 'precious');
+    writeFileSync(join(outside, 'victim'), 'precious too');
+    const outsideBefore = JSON.stringify(readTree(outside));
+    const cases: { name: string; linked: 'sub' | 'f'; existing: boolean; change: (prefix: string) => Promise<unknown> }[] = [
+      { name: 'dir-put', linked: 'sub', existing: false, change: (prefix) => put(node, `${prefix}sub/x`, 'through the link') },
+      { name: 'dir-delete', linked: 'sub', existing: true, change: (prefix) => requestJson(node.url, 'DELETE', `/v1/kv/${prefix}sub/x`) },
+      { name: 'dir-range', linked: 'sub', existing: true, change: (prefix) => requestJson(node.url, 'DELETE', `/v1/kv?prefix=${prefix}sub/`) },
+      { name: 'file-put', linked: 'f', existing: false, change: (prefix) => put(node, `${prefix}f`, 'onto the link') },
+      { name: 'file-delete', linked: 'f', existing: true, change: (prefix) => requestJson(node.url, 'DELETE', `/v1/kv/${prefix}f`) },
+      { name: 'file-range', linked: 'f', existing: true, change: (prefix) => requestJson(node.url, 'DELETE', `/v1/kv?prefix=${prefix}`) },
+    ];
+    for (const { name, linked, existing, change } of cases) {
+      const prefix = `${name}/`;
+      const target = join(dir, 'linked', name);
+      const key = linked === 'sub' ? 'sub/x' : 'f';
+      await put(node, `${prefix}seed`, 'seed');
+      if (existing) await put(node, `${prefix}${key}`, 'synced before the link');
+      const sync = startSync(node.url, prefix, target);
+      syncs.push(sync);
+      await treeIs(target, existing ? { [key]: 'synced before the link', seed: 'seed' } : { seed: 'seed' }, sync);
+      // Someone else replaces what sync wrote (or plants a new name) with a link out of DIR.
+      rmSync(join(target, linked), { recursive: true, force: true });
+      const link = join(target, linked);
+      symlinkSync(linked === 'sub' ? outside : join(outside, 'victim'), link);
+      await change(prefix);
+      // Before, sync went on through the link (and wrote, renamed over or deleted outside DIR): bounded, not a hang.
+      const exited = await Promise.race([sync.exited, new Promise<string>((resolve) => setTimeout(() => resolve('still running after 15 s'), 15_000))]);
+      assert.equal(exited, 1, `${name}: sync stops; outside DIR: ${JSON.stringify(readTree(outside))}; stderr: ${sync.stderr()}`);
+      assert.match(sync.stderr(), new RegExp(`^mercury: SYMLINK_REFUSED: ${link} is a symbolic link \\(to ${outside}.*\\); sync never follows links inside ${target}, so it did not .*Remove the link \\(rm ${link}\\)`, 'm'), name);
+      assert.equal(JSON.stringify(readTree(outside)), outsideBefore, `${name}: nothing outside DIR changed`);
+      if (name !== 'dir-put') continue;
+      // What the message says to do works: without the link, a restarted sync applies the refused change.
+      rmSync(link);
+      const again = startSync(node.url, prefix, target);
+      syncs.push(again);
+      await treeIs(target, { seed: 'seed', 'sub/x': 'through the link' }, again);
+      await stopProcess(again.child);
+    }
+    // A link planted while sync was down is refused at the next start, before any change is applied.
+    const target = join(dir, 'linked', 'dir-put');
+    symlinkSync(outside, join(target, 'planted'));
+    const refused = await runCli(['sync', 'dir-put/', target, '--url', node.url]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /SYMLINK_REFUSED: .*planted is a symbolic link .* so it did not start/);
+    assert.equal(JSON.stringify(readTree(outside)), outsideBefore);
   });
 });

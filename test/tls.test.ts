@@ -4,10 +4,10 @@
  * TLS sockets, in-process nodes on loopback.
  */
 import assert from 'node:assert/strict';
-import { copyFileSync } from 'node:fs';
+import { copyFileSync, readFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import tls from 'node:tls';
 import { connect, type MercuryClient, type WatchEvent } from '../src/client/index.js';
 import { validateConfig, type NodeConfig } from '../src/config/index.js';
@@ -169,4 +169,80 @@ describe('tls - HTTPS, wss and mutual TLS replication', () => {
       removeDir(filesDir);
     }
   });
+});
+
+describe('tls - a client certificate that does not verify is refused, on requests and watch upgrades', () => {
+  const dir = makeTempDir('tls-untrusted');
+  let node: MercuryNode;
+  let admin: string;
+  before(async () => {
+    // Auth required (the default): a request without any certificate still authenticates with its token.
+    node = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'node'), host: '127.0.0.1', port: 0, tls: tlsPaths() }), { limits: NODE_LIMITS_TEST });
+    admin = readFileSync(join(dir, 'node', 'admin-token'), 'utf8').trim();
+  });
+  after(async () => {
+    await node.close();
+    removeDir(dir);
+  });
+
+  /** Sends `head` on a new TLS connection (with `credentials`' client certificate, if any); resolves with the answer's head and body. */
+  function exchange(head: string, credentials: { cert?: Buffer; key?: Buffer }): Promise<string> {
+    const { hostname, port } = new URL(node.url);
+    return new Promise((resolve, reject) => {
+      const socket = tls.connect({ host: hostname, port: Number(port), ca: clientTls().ca, ...credentials }, () => socket.write(head));
+      let text = '';
+      socket.on('data', (chunk: Buffer) => {
+        text += chunk.toString('latin1');
+        // A 101 has no body: the head is the whole answer; an error has its content-length.
+        const headEnd = text.indexOf('\r\n\r\n');
+        const length = /\r\ncontent-length: *(\d+)/i.exec(text);
+        if (headEnd > 0 && (text.startsWith('HTTP/1.1 101') || (length !== null && text.length >= headEnd + 4 + Number(length[1])))) {
+          socket.destroy();
+          resolve(text);
+        }
+      });
+      socket.on('error', reject);
+      socket.on('close', () => resolve(text));
+    });
+  }
+
+  const host = (): string => new URL(node.url).host;
+  const statusRequest = (): string => `GET /v1/status HTTP/1.1\r\nHost: ${host()}\r\nAuthorization: Bearer ${admin}\r\n\r\n`;
+  const watchUpgrade = (): string =>
+    `GET /v1/watch HTTP/1.1\r\nHost: ${host()}\r\nAuthorization: Bearer ${admin}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+    `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${Buffer.alloc(16, 7).toString('base64')}\r\n\r\n`;
+
+  function rejectedCount(reason: string): number {
+    const line = node.metrics
+      .render()
+      .split('\n')
+      .find((candidate) => candidate.startsWith('mercury_tls_rejected_total{') && candidate.includes('port="http"') && candidate.includes(`reason="${reason}"`));
+    return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+
+  test('tls: without a client certificate a token authenticates, on a request and a watch upgrade', async () => {
+    assert.match(await exchange(statusRequest(), {}), /^HTTP\/1\.1 200 /);
+    assert.match(await exchange(watchUpgrade(), {}), /^HTTP\/1\.1 101 /);
+    assert.match(await exchange(watchUpgrade(), clientTls(certs.client)), /^HTTP\/1\.1 101 /, 'a verified certificate with a token: served');
+  });
+
+  for (const [what, credentials, reason, verifyError] of [
+    ['a certificate from another CA', () => clientTls(certs.otherClient), 'untrusted_certificate', /UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT/],
+    ['an expired certificate', () => clientTls(certs.expiredClient), 'certificate_expired', /CERT_HAS_EXPIRED/],
+  ] as const) {
+    test(`tls: ${what} is answered 401 naming the verify error, on a request and on a watch upgrade, even with a valid token; counted`, async () => {
+      const before = rejectedCount(reason);
+      for (const head of [statusRequest(), watchUpgrade()]) {
+        const answer = await exchange(head, credentials());
+        assert.match(answer, /^HTTP\/1\.1 401 /, answer);
+        const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as { error: { code: string; message: string } };
+        assert.equal(body.error.code, 'UNAUTHENTICATED');
+        assert.match(body.error.message, /^the client certificate was rejected \(/);
+        assert.match(body.error.message, verifyError);
+        assert.match(body.error.message, /present one signed by the cluster CA/);
+      }
+      // One connection each: counted once per connection, like the replication port's rejections.
+      assert.equal(rejectedCount(reason), before + 2);
+    });
+  }
 });

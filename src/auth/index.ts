@@ -16,6 +16,7 @@ export {
   requireRead,
   requireReadPrefix,
   requireReplicate,
+  requireSomeKeyScope,
   requireTxn,
   requireWrite,
   requireWriteRange,

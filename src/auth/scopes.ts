@@ -175,6 +175,17 @@ function withWhere(error: unknown, where: string): unknown {
   return new MercuryError(error.code, `${where}: ${error.message}`, { details: error.details === undefined ? undefined : { ...error.details } });
 }
 
+/**
+ * What a transaction needs before its body is read, when only the URL is known: some read or write scope (or admin).
+ * Each op and compare is checked once the body is parsed (requireTxn); a token that can touch no key at all (only
+ * `replicate`) is refused here, so it never gets a transaction body read and held.
+ */
+export function requireSomeKeyScope(principal: Principal | undefined, action: string): void {
+  if (principal === undefined || principal.scopes.admin) return;
+  if (principal.scopes.read.length > 0 || principal.scopes.write.length > 0) return;
+  throw denied(principal, action, 'a read:PREFIX or write:PREFIX scope (or admin)');
+}
+
 export function requireAdmin(principal: Principal | undefined, action: string): void {
   if (principal === undefined || principal.scopes.admin) return;
   throw denied(principal, action, 'admin');

@@ -21,7 +21,7 @@ import { silentLogger, type Logger } from '../logging/index.js';
 import { COUNT_BUCKETS, Registry, SECONDS_BUCKETS } from '../metrics/index.js';
 import { TlsCredentials, clientTlsOptions, serverTlsOptions, type TlsMaterial } from '../net/index.js';
 import { ReplicationClient, ReplicationServer, StoreLogSource, type Heartbeat } from '../replication/index.js';
-import { createApiHandler, createHttpServer, requestRefusal, type NodeApi, type RequestPolicy } from '../server/index.js';
+import { clientCertificateRefusal, createApiHandler, createHttpServer, requestRefusal, type NodeApi, type RequestPolicy } from '../server/index.js';
 import { Store } from '../store/index.js';
 import { AuthGuard, AUTH_MODES, bootstrapAdmin, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
 import { prefixEnd } from '../api/index.js';
@@ -195,7 +195,8 @@ export class MercuryNode {
       tlsRejected.inc(1, { port, reason });
       this.logger.log('warn', 'TLS connection refused', { port, reason, remote, error: message });
     };
-    this.server = createHttpServer(createApiHandler(api, this.limits.http), this.limits.http, this.clock, { tls: material, onRejected: onTlsRejected('http') });
+    const onHttpTlsRejected = onTlsRejected('http');
+    this.server = createHttpServer(createApiHandler(api, this.limits.http), this.limits.http, this.clock, { tls: material, onRejected: onHttpTlsRejected });
     const policy = this.requestPolicy;
     this.watchHub = new WatchHub({
       store: this.store,
@@ -203,7 +204,8 @@ export class MercuryNode {
       metrics: this.metrics,
       logger: this.logger,
       limits: this.limits.watch,
-      refuseUpgrade: (req) => requestRefusal(req.headers.host, req.headers.origin, policy),
+      // An upgrade does not pass the HTTP server's request listener: its client certificate is checked here, as there.
+      refuseUpgrade: (req) => clientCertificateRefusal(req.socket, onHttpTlsRejected) ?? requestRefusal(req.headers.host, req.headers.origin, policy),
       authenticate: (req) => this.guard.authenticateRequest(req),
     });
     this.watchHub.attach(this.server);

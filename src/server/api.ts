@@ -8,9 +8,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { MercuryError, decodeKeyPath } from '../api/index.js';
 import { SECONDS_BUCKETS } from '../metrics/index.js';
-import { setPrincipal } from './auth.js';
+import { admit } from './auth.js';
 import { BodyBudget } from './body-budget.js';
-import { sendError } from './http-io.js';
+import { dropUnreadBody, sendError } from './http-io.js';
 import { HTTP_LIMITS, type HttpLimits } from './http-server.js';
 import type { NodeApi } from './node-api.js';
 import { Query } from './query.js';
@@ -72,13 +72,17 @@ export function createApiHandler(node: NodeApi, limits: HttpLimits = HTTP_LIMITS
       seconds.observe((node.clock.monotonicMs() - started) / 1000);
     });
     const fail = (error: unknown): void => {
+      // Refused before the handler read the body (401, 403 from the URL, a bad key...): dropped unread, unbudgeted.
+      dropUnreadBody(req, limits.jsonBodyBytesMax);
       sendError(res, error, internal);
     };
     try {
       const refused = requestRefusal(req.headers.host, req.headers.origin, node.requestPolicy, req.method);
       if (refused !== undefined) throw refused;
-      // Probes answer without a credential; everything else, unknown paths included, needs one first.
-      if (match === undefined || !isPublic(match.route.name)) setPrincipal(req, node.authenticate(req));
+      // Probes answer without a credential; everything else, unknown paths included, needs one first, from the headers:
+      // no route reads a body before this (readBody asserts it), and each checks what scope it can tell from the
+      // method and URL before it reads one (src/server/auth.ts).
+      if (match === undefined || !isPublic(match.route.name)) admit(req, node.authenticate(req));
       if (match === undefined) throw new MercuryError('NOT_FOUND', `no route ${path}; see the API reference in the README`);
       const key = match.keyPath === undefined ? undefined : decodeKeyPath(match.keyPath);
       const handler = methodHandler(match.route, req.method);

@@ -1,16 +1,31 @@
 /**
- * The request's principal, as the API handler authenticated it (api.ts), for the routes to check scopes against
- * (src/auth/scopes.ts). Undefined when the node runs with auth off.
+ * The request's principal, as the API handler authenticated it from the headers (api.ts), for the routes to check
+ * scopes against (src/auth/scopes.ts). Undefined when the node runs with auth off.
+ *
+ * Order on the request path: Host and Origin, then the credential (401), then the scope a route can tell from the
+ * method and URL alone (403), and only then the body (http-io.ts readBody, which asserts that this order held). A
+ * body refused before it was read is dropped unread and never charged to the in-flight body budget, so a client
+ * without a credential cannot take that budget from anyone (http-io.ts `dropUnreadBody`).
  */
+import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
 import type { Principal } from '../auth/index.js';
 import type { Txn } from '../api/index.js';
 import type { WriteCaller } from './node-api.js';
 
 const principals = new WeakMap<IncomingMessage, Principal>();
+/** Requests that passed authentication from their headers (with auth off too): only these may have a body read. */
+const admitted = new WeakSet<IncomingMessage>();
 
-export function setPrincipal(req: IncomingMessage, principal: Principal | undefined): void {
+/** Records who `req` is, once its credential (or auth off) let it through. */
+export function admit(req: IncomingMessage, principal: Principal | undefined): void {
+  admitted.add(req);
   if (principal !== undefined) principals.set(req, principal);
+}
+
+/** A body is read only after its request was authenticated from the headers: a bug otherwise. */
+export function assertAdmitted(req: IncomingMessage): void {
+  assert.ok(admitted.has(req), `${req.method} ${req.url}: a request body was read before the request was authenticated`);
 }
 
 export function principalOf(req: IncomingMessage): Principal | undefined {

@@ -9,6 +9,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { JsonValidator, MIN_SEQ_WAIT_MS_DEFAULT, MIN_SEQ_WAIT_MS_MAX, parseValidatedJson, type JsonLimits } from '../api/index.js';
 import { MercuryError, isMercuryError, type ErrorCode } from '../errors/index.js';
+import { assertAdmitted } from './auth.js';
 import type { BodyBudget } from './body-budget.js';
 import type { NodeApi } from './node-api.js';
 
@@ -76,6 +77,26 @@ export function sendError(res: ServerResponse, error: unknown, onInternal: (erro
 
 /** Requests whose refused body is read to its declared end and dropped (see readBody). */
 const discarding = new WeakSet<IncomingMessage>();
+/** Requests whose body a reader took (readBody): what happens to the rest of it is the reader's business. */
+const bodyTaken = new WeakSet<IncomingMessage>();
+
+/**
+ * A request refused before its handler read the body (no credential, a missing scope, a bad key): the body is not
+ * buffered and not charged to the in-flight budget. As readBody does for a body it refuses: a declared length of at
+ * most `bytesMax` is read as it arrives and dropped (the connection stays usable, so pipelined requests after it are
+ * answered), and anything else (a chunked body, a declared length beyond `bytesMax`) is not read at all: sendError
+ * then closes the connection after the answer.
+ */
+export function dropUnreadBody(req: IncomingMessage, bytesMax: number): void {
+  if (req.complete || bodyTaken.has(req) || discarding.has(req)) return;
+  if (req.headers['transfer-encoding'] !== undefined) return;
+  const declared = Number(req.headers['content-length'] ?? 0);
+  // Without a body there is nothing to drop: the answer goes out as before (closing, as for any request answered
+  // before node:http saw its end).
+  if (!(declared > 0 && declared <= bytesMax)) return;
+  discarding.add(req);
+  req.resume();
+}
 
 export interface BodyOptions {
   /** The body's size limit, and the error for a body beyond it (by Content-Length up front, or while it streams). */
@@ -102,6 +123,8 @@ function budgetExceeded(budget: BodyBudget, bytes: number): MercuryError {
  * server's requestTimeout.
  */
 export function readBody(req: IncomingMessage, res: ServerResponse, budget: BodyBudget, options: BodyOptions): Promise<Buffer> {
+  assertAdmitted(req);
+  bodyTaken.add(req);
   const { bytesMax, tooLarge, onChunk } = options;
   const declaredHeader = req.headers['content-length'];
   const declared = declaredHeader === undefined ? undefined : Number(declaredHeader);

@@ -4,7 +4,7 @@
  */
 import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { ERROR_STATUS, type ErrorCode } from '../errors/index.js';
+import { ERROR_STATUS, MercuryError, type ErrorCode } from '../errors/index.js';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { systemClock, type Clock } from '../clock/index.js';
@@ -280,18 +280,31 @@ function serveTlsOnly(server: Server, onRejected: HttpSecurity['onRejected'], cl
   });
 }
 
+/** Connections whose untrusted client certificate was counted already: one count per connection, as on replication. */
+const certificateRejected = new WeakSet<Socket>();
+
 /**
- * A client certificate that was presented but did not verify against the CA is answered 401 on every request of its
- * connection: the client meant to identify itself and must learn that it did not. (No certificate is fine: client
- * certificates are optional on HTTP.)
+ * Why a request or a watch upgrade must be refused for its client certificate: one was presented but did not verify
+ * against the cluster CA (another CA, expired, ...). Answered 401 on every request of that connection, naming the TLS
+ * verify error: the client meant to identify itself and must learn that it did not, rather than be served as anyone.
+ * Undefined without TLS or without a certificate (client certificates are optional on HTTP: tokens then), or with
+ * one that verified. `onRejected` hears of it once per connection (`mercury_tls_rejected_total`).
  */
+export function clientCertificateRefusal(socket: Socket, onRejected: HttpSecurity['onRejected']): MercuryError | undefined {
+  if ((socket as Partial<TLSSocket>).encrypted !== true) return undefined;
+  const { error } = peerCertificate(socket as TLSSocket);
+  if (error === undefined) return undefined;
+  if (!certificateRejected.has(socket)) {
+    certificateRejected.add(socket);
+    onRejected(error === 'CERT_HAS_EXPIRED' ? 'certificate_expired' : 'untrusted_certificate', addressKey(socket.remoteAddress), `client certificate: ${error}`);
+  }
+  return new MercuryError('UNAUTHENTICATED', `the client certificate was rejected (${error}): present one signed by the cluster CA (mercury --cert/--key), or none`);
+}
+
 function untrustedClientCertificate(req: IncomingMessage, res: ServerResponse, onRejected: HttpSecurity['onRejected']): boolean {
-  const { error } = peerCertificate(req.socket as TLSSocket);
-  if (error === undefined) return false;
-  onRejected(error === 'CERT_HAS_EXPIRED' ? 'certificate_expired' : 'untrusted_certificate', addressKey(req.socket.remoteAddress), `client certificate: ${error}`);
-  const body = JSON.stringify(
-    errorBody('UNAUTHENTICATED', `the client certificate was rejected (${error}): present one signed by the cluster CA (mercury --cert/--key), or none`),
-  );
+  const refusal = clientCertificateRefusal(req.socket, onRejected);
+  if (refusal === undefined) return false;
+  const body = JSON.stringify(errorBody(refusal.code, refusal.message));
   res.writeHead(401, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), connection: 'close' });
   res.end(body);
   return true;

@@ -2,10 +2,18 @@
  * The file operations of `mercury sync`: every write is atomic (a temporary file in the same directory, fsynced, then
  * renamed over the target, so a reader sees the old content or the new, never a partial file), deletes prune the
  * directories they empty, and a walk lists the files sync holds (skipping its own `.mercury-sync*` names).
+ *
+ * Symbolic links: DIR belongs to sync, and sync never follows a link inside it (docs/decisions.md, record 29). Every
+ * path is walked from DIR one segment at a time with lstat, directories are made one level at a time, an existing file
+ * is read with O_NOFOLLOW, and a walk meets links with readdir's own type: a link anywhere sync looks (a directory on
+ * the way, the file itself) is refused with SYMLINK_REFUSED naming it, before anything is written, renamed or
+ * deleted. DIR itself may be a link: the operator named it. What this does not cover: a link swapped in between the
+ * check and the write by someone racing sync (Node has no openat/renameat); whoever can do that owns DIR already.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmdirSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join, relative, sep } from 'node:path';
+import { MercuryError } from '../errors/index.js';
 import { SYNC_RESERVED_PREFIX } from './paths.js';
 
 /** What a write did: wrote new content, found the same content there (nothing touched), or met a conflict. */
@@ -47,29 +55,100 @@ function code(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException).code;
 }
 
-/** Puts `data` at `root/path`, making the directories on the way. */
-export function putFile(root: string, path: string, data: Buffer): WriteOutcome {
-  const file = join(root, path);
+/** What is at a path, without following a link there. */
+type EntryKind = 'missing' | 'file' | 'directory' | 'symlink' | 'other';
+
+function entryKind(path: string): EntryKind {
+  const stat = lstatSync(path, { throwIfNoEntry: false });
+  if (stat === undefined) return 'missing';
+  if (stat.isSymbolicLink()) return 'symlink';
+  if (stat.isDirectory()) return 'directory';
+  return stat.isFile() ? 'file' : 'other';
+}
+
+/** The refusal for a link at `link` (inside `root`), met while doing `action`. */
+function symlinkRefused(root: string, link: string, action: string): MercuryError {
+  let target = '?';
   try {
-    if (statSync(file).isDirectory()) return { kind: 'conflict', reason: `${path} is a directory (other keys are under it)` };
-    if (readFileSync(file).equals(data)) return { kind: 'unchanged' };
-  } catch (error) {
-    if (code(error) === 'ENOTDIR') return { kind: 'conflict', reason: `a parent of ${path} is a file (another key)` };
-    if (code(error) !== 'ENOENT') throw error;
+    target = readlinkSync(link);
+  } catch {
+    // gone meanwhile: the message still names it
   }
+  return new MercuryError(
+    'SYMLINK_REFUSED',
+    `${link} is a symbolic link (to ${target}); sync never follows links inside ${root}, so it did not ${action}. ` +
+      `Remove the link (rm ${link}) and start sync again: it resumes from the change it stopped at`,
+    { details: { path: link } },
+  );
+}
+
+/**
+ * Walks the directories on the way to `root/path` (not the last segment), refusing links. `create`: makes the missing
+ * ones, one level at a time (mkdir never follows a link it meets: EEXIST). Returns why it stopped, if it did.
+ */
+function walkParents(root: string, path: string, action: string, create: boolean): 'ok' | 'missing' | 'file' {
+  let directory = root;
+  for (const segment of path.split('/').slice(0, -1)) {
+    directory = join(directory, segment);
+    let kind = entryKind(directory);
+    if (kind === 'missing' && create) {
+      try {
+        mkdirSync(directory);
+      } catch (error) {
+        if (code(error) !== 'EEXIST') throw error;
+      }
+      kind = entryKind(directory);
+    }
+    if (kind === 'symlink') throw symlinkRefused(root, directory, action);
+    if (kind === 'missing') return 'missing';
+    if (kind !== 'directory') return 'file';
+  }
+  return 'ok';
+}
+
+/** A regular file's content, opened without following a link (O_NOFOLLOW: a link swapped in since the lstat fails). */
+function readFileNoFollow(file: string): Buffer {
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
-    mkdirSync(dirname(file), { recursive: true });
-  } catch (error) {
-    if (code(error) === 'ENOTDIR' || code(error) === 'EEXIST') return { kind: 'conflict', reason: `a parent of ${path} is a file (another key)` };
-    throw error;
+    return readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Puts `data` at `root/path`, making the directories on the way. Throws SYMLINK_REFUSED at a link on the way. */
+export function putFile(root: string, path: string, data: Buffer): WriteOutcome {
+  const action = `write ${path}`;
+  if (walkParents(root, path, action, true) === 'file') return { kind: 'conflict', reason: `a parent of ${path} is a file (another key)` };
+  const file = join(root, path);
+  switch (entryKind(file)) {
+    case 'symlink':
+      throw symlinkRefused(root, file, action);
+    case 'directory':
+      return { kind: 'conflict', reason: `${path} is a directory (other keys are under it)` };
+    case 'other':
+      return { kind: 'conflict', reason: `${path} is not a regular file (a FIFO, socket or device)` };
+    case 'file':
+      if (readFileNoFollow(file).equals(data)) return { kind: 'unchanged' };
+      break;
+    case 'missing':
+      break;
   }
   writeFileAtomic(file, data);
   return { kind: 'written' };
 }
 
-/** Deletes `root/path` if it is a file, then every directory that this leaves empty, up to (not including) root. True if it deleted. */
+/**
+ * Deletes `root/path` if it is a file, then every directory that this leaves empty, up to (not including) root. True
+ * if it deleted. Throws SYMLINK_REFUSED at a link on the way or at the file itself.
+ */
 export function deleteFile(root: string, path: string): boolean {
+  const action = `delete ${path}`;
+  if (walkParents(root, path, action, false) !== 'ok') return false;
   const file = join(root, path);
+  const kind = entryKind(file);
+  if (kind === 'symlink') throw symlinkRefused(root, file, action);
+  if (kind !== 'file') return false;
   try {
     unlinkSync(file);
   } catch (error) {
@@ -77,6 +156,7 @@ export function deleteFile(root: string, path: string): boolean {
     if (reason === 'ENOENT' || reason === 'ENOTDIR' || reason === 'EISDIR' || reason === 'EPERM') return false;
     throw error;
   }
+  // Every directory here was checked to be a real one by walkParents.
   for (let directory = dirname(file); relative(root, directory) !== '' && !relative(root, directory).startsWith('..'); directory = dirname(directory)) {
     try {
       rmdirSync(directory);
@@ -87,13 +167,17 @@ export function deleteFile(root: string, path: string): boolean {
   return true;
 }
 
-/** Every file under root, as `/`-separated paths relative to root, skipping sync's own names. */
-export function listFiles(root: string): string[] {
+/**
+ * Every file under root, as `/`-separated paths relative to root, skipping sync's own names. Throws SYMLINK_REFUSED
+ * at the first link: a walk decides what to delete (range deletes, snapshots), and must not do so through one.
+ */
+export function listFiles(root: string, action = 'walk the directory'): string[] {
   const files: string[] = [];
   const walk = (directory: string): void => {
     for (const entry of readdirSync(directory, { withFileTypes: true })) {
       if (entry.name.startsWith(SYNC_RESERVED_PREFIX)) continue;
       const full = join(directory, entry.name);
+      if (entry.isSymbolicLink()) throw symlinkRefused(root, full, action);
       if (entry.isDirectory()) walk(full);
       else files.push(relative(root, full).split(sep).join('/'));
     }

@@ -13,7 +13,9 @@
  *   at a time (changes during a run schedule one more run after it). It gets MERCURY_SYNC_SEQ and MERCURY_SYNC_DIR;
  *   its output goes to stderr; a failure is reported and sync goes on.
  *
- * A first sync needs an empty (or missing) DIR: DIR belongs to sync, which deletes files whose keys are gone.
+ * A first sync needs an empty (or missing) DIR: DIR belongs to sync, which deletes files whose keys are gone. A
+ * symbolic link inside DIR is never followed: sync stops with SYMLINK_REFUSED naming it (files.ts), without saving the
+ * entry it was applying, so that a restart after the link is removed applies that entry again.
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
@@ -130,7 +132,9 @@ export class DirectorySync {
     const saved = readSyncState(dir);
     if (saved !== undefined && !saved.prefix.equals(prefix))
       throw new MercuryError('INVALID_ARGUMENT', `${dir} mirrors the prefix ${JSON.stringify(saved.prefix.toString())}; sync another prefix into another directory`);
-    if (saved === undefined && listFiles(dir).length > 0)
+    // Walked at every start: a link planted in DIR while sync was down is refused now, before any change is applied.
+    const existing = listFiles(dir, 'start');
+    if (saved === undefined && existing.length > 0)
       throw new MercuryError('DATA_DIR_NOT_EMPTY', `${dir} holds files but no sync state; a first sync needs an empty directory (sync deletes files whose keys are gone)`);
     removeTemporaryFiles(dir);
     const status = await this.client.status();
@@ -139,7 +143,7 @@ export class DirectorySync {
     if (saved !== undefined && saved.datasetId !== datasetId) {
       // Another dataset: its seqs mean nothing for what DIR holds. Start again from an empty DIR.
       let deleted = 0;
-      for (const path of listFiles(dir)) if (deleteFile(dir, path)) deleted++;
+      for (const path of existing) if (deleteFile(dir, path)) deleted++;
       this.state = { prefix, datasetId, seq: 0 };
       writeSyncState(dir, this.state);
       this.options.onReport({ type: 'reset', reason: `the node holds dataset ${datasetId}, not ${saved.datasetId}`, deleted });
@@ -150,7 +154,16 @@ export class DirectorySync {
     try {
       for await (const event of watch) {
         if (this.stopped) break;
-        this.apply(event);
+        try {
+          this.apply(event);
+        } catch (error) {
+          // Refused midway (a symbolic link, a failing disk): the entry must not be saved as done, so that the next
+          // run applies it again once the cause is removed.
+          this.entryDoneTimer?.cancel();
+          this.entryDoneTimer = undefined;
+          this.currentSeq = undefined;
+          throw error;
+        }
       }
     } finally {
       this.command?.cancel();
@@ -196,7 +209,7 @@ export class DirectorySync {
         return;
       }
       case 'deleteRange':
-        for (const path of listFiles(dir)) {
+        for (const path of listFiles(dir, 'delete a range')) {
           const key = pathToKey(path, prefix);
           if (Buffer.compare(key, event.start) >= 0 && (event.end === null || Buffer.compare(key, event.end) < 0) && deleteFile(dir, path))
             this.changed({ type: 'delete', seq: event.seq, path });
@@ -215,7 +228,7 @@ export class DirectorySync {
         // The snapshot is the whole state: files of keys it does not hold were deleted while sync could not see it.
         let deleted = 0;
         const keep = this.snapshotKeys ?? new Set<string>();
-        for (const path of listFiles(dir))
+        for (const path of listFiles(dir, 'delete the files a snapshot no longer holds'))
           if (!keep.has(path) && deleteFile(dir, path)) {
             deleted++;
             this.changed({ type: 'delete', seq: event.seq, path });

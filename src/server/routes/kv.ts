@@ -56,6 +56,7 @@ export function kvKeyRoute(node: NodeApi, budget: BodyBudget): Route {
       PUT: async (req, res, query, key) => {
         validateKey(key!);
         const ifModSeq = ifModSeqOf(query);
+        // From the URL, before the body is read (or charged to the budget): a refused value is dropped unread.
         requireKeyWrite(principalOf(req), key!, ifModSeq !== undefined);
         const value = await readBody(req, res, budget, { bytesMax: node.valueBytesMax, tooLarge: (bytes) => valueTooLarge(bytes, node.valueBytesMax) });
         const { request, caller } = writeFor(req, putRequest(key!, value, ifModSeq));

@@ -3,7 +3,7 @@
  * as it arrives), parsed with field-naming errors, then written.
  */
 import { MercuryError, parseTxn, txnJsonLimits } from '../../api/index.js';
-import { requireAdmin, requireTxn, touchesReserved, validateReservedOps } from '../../auth/index.js';
+import { requireAdmin, requireSomeKeyScope, requireTxn, touchesReserved, validateReservedOps } from '../../auth/index.js';
 import { principalOf, writeFor } from '../auth.js';
 import type { BodyBudget } from '../body-budget.js';
 import { SEQ_HEADER, readJsonBody, sendJson } from '../http-io.js';
@@ -22,6 +22,9 @@ export function txnRoute(node: NodeApi, limits: HttpLimits, budget: BodyBudget):
     name: '/v1/txn',
     methods: {
       POST: async (req, res) => {
+        // What the URL alone tells, before a byte of the body is read and charged to the budget; each op is checked
+        // against the scopes once the body is parsed.
+        requireSomeKeyScope(principalOf(req), 'send a transaction');
         // Required, not assumed: a body without a type (or text/plain, a form) is what a web page may send any node
         // without the browser asking it first (no CORS preflight), so only such a page would send one.
         const type = req.headers['content-type'];
