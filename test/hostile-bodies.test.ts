@@ -79,10 +79,16 @@ describe('hostile input - request bodies', () => {
     const sampler = sampleResident(node.child.pid!);
     const started = performance.now();
     const body = streamBody(node.url, txnHead(node.url, totalBytes), Buffer.from(prefix), chunk, totalBytes);
-    const healthzMs = await assertHealthzAnswers(node.url, what, node.child.pid);
-    const answer = await body.answer;
-    const answerMs = performance.now() - started;
-    body.destroy();
+    let healthzMs, answer, answerMs;
+    try {
+      healthzMs = await assertHealthzAnswers(node.url, what, node.child.pid);
+      answer = await body.answer;
+      answerMs = performance.now() - started;
+    } finally {
+      // Also when an assertion fails: a sampler left running keeps the test process alive after the run.
+      body.destroy();
+      sampler.stop();
+    }
     const rssGrowth = sampler.stop() - rssBefore;
     t.diagnostic(`${what}: answered ${answer?.status} in ${answerMs.toFixed(0)} ms after ${body.bytesSent()} bytes sent; /healthz ${healthzMs.toFixed(1)} ms; RSS +${(rssGrowth / MiB).toFixed(1)} MiB`);
     return { answer, sent: body.bytesSent(), rssGrowth };
@@ -146,6 +152,7 @@ describe('hostile input - request bodies', () => {
       assert.ok(rssGrowth <= bound, `RSS grew by ${(rssGrowth / MiB).toFixed(1)} MiB; bound ${(bound / MiB).toFixed(0)} MiB`);
     } finally {
       for (const body of bodies) body.destroy();
+      sampler.stop();
     }
     // Once the held requests are gone, their reservations are released.
     await eventually(

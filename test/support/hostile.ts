@@ -81,6 +81,8 @@ export function sampleResident(pid: number, intervalMs = 20): { stop(): number }
       // The process exited: the test notices by other means.
     }
   }, intervalMs);
+  // Never what keeps a test process alive: a test that fails before stop() must still let the run end.
+  timer.unref();
   return {
     stop(): number {
       clearInterval(timer);
