@@ -10,7 +10,9 @@
  * 1. Latency (default 1,000 replicas): PUTs on the root, one every --interval-ms; per write, the time from the
  *    root's acknowledgement (measured by the client) until the last replica applied it. p50, p99 and max per run,
  *    median and spread over --runs, after one unrecorded warm-up run of 20 writes. CPU time of the replica processes
- *    per applied entry.
+ *    per applied entry, and, measured once before the runs, their CPU per replica per second with nothing written
+ *    (heartbeats, keep-alive ACKs, timers): at one write per --interval-ms, the per-entry figure carries that much
+ *    idle cost divided by the writes per second.
  * 2. Sustained (default 100 replicas): --clients concurrent PUT loops on the root for --sustain-seconds; the root's
  *    acknowledged writes/s and log entries/s, the lag sampled every 250 ms, and how long the tree needs after the
  *    load stops to apply the last entry everywhere (drain). A tree that absorbs the load has a drain time near zero
@@ -20,6 +22,9 @@
  * certificate made for the run: the cost of TLS, on versus off.
  *
  * Times come from CLOCK_MONOTONIC (process.hrtime), which all processes on the host share.
+ *
+ * Profiling: BENCH_HOST_PROFILE=DIR runs every replica host under `--cpu-prof` and writes its profile into DIR when
+ * it exits (the root is not profiled).
  *
  * --auth: every node runs with auth required; the replicas present a `replicate` token in HELLO and the writes carry
  * a write token, so the figures include token checks (compare with a run without it).
@@ -185,6 +190,18 @@ async function waitAll(hosts: readonly Host[], seq: number, timeoutMs: number): 
   return false;
 }
 
+/** How long the latency phase samples the tree's CPU with no writes. */
+const IDLE_SAMPLE_MS = 3_000;
+
+/** Replica CPU per replica per second while nothing is written. */
+async function idleCpuPerReplicaSecondUs(tree: Tree, sampleMs: number): Promise<number> {
+  const cpuBefore = await hostsCpuMs(tree.hosts);
+  const started = monotonicNowMs();
+  await sleep(sampleMs);
+  const cpuMs = (await hostsCpuMs(tree.hosts)) - cpuBefore;
+  return (cpuMs * 1000) / (tree.replicas * ((monotonicNowMs() - started) / 1000));
+}
+
 /** Phase 1: writes one at a time at a steady rate; per write, ack -> applied on every replica. */
 async function latencyRun(tree: Tree, writes: number, intervalMs: number): Promise<{ latencies: number[]; cpuPerEntryUs: number; missing: number }> {
   const connection = new RawHttpConnection(tree.root.host, tree.root.port, TLS?.ca, authorization);
@@ -277,6 +294,10 @@ async function main(): Promise<void> {
     try {
       // One unrecorded warm-up run: the first writes through a fresh tree pay for JIT compilation in every process.
       await latencyRun(tree, Math.min(20, Number(values.writes)), Number(values['interval-ms']));
+      // What the tree costs with nothing written (heartbeats, keep-alive ACKs, timers): the per-entry figure below
+      // includes this much per replica-second, spread over the writes of each second.
+      const idleUs = await idleCpuPerReplicaSecondUs(tree, IDLE_SAMPLE_MS);
+      process.stdout.write(`  idle: ${formatNumber(idleUs)} µs of replica CPU per replica per second (${IDLE_SAMPLE_MS / 1000} s with no writes)\n`);
       const p50s: number[] = [];
       const p99s: number[] = [];
       const maxes: number[] = [];

@@ -681,6 +681,49 @@ describe('replication state machines', () => {
     assert.equal(ofType(reset, 'close').length, 1);
     assert.ok(streaming.isClosed);
   });
+
+  test('upstream: verified entries go to a caught-up child before this node writes them, never from the log, and not twice', () => {
+    const root = rootStore(12);
+    // A relay at seq 10, with a child at its head.
+    const relay = new MemoryStore(DATASET);
+    relay.apply(root.readLog(1, 10, Infinity));
+    const source = new CountingSource(relay);
+    const child = newUpstream(source, { nodeId: 'relay' });
+    child.receive(T0, helloBytes({ head: relay.head() }));
+    const other = newUpstream(source, { nodeId: 'relay' });
+    other.receive(T0, helloBytes({ head: relay.head() }));
+    const verified = root.readLog(11, 2, Infinity);
+    source.reads = 0;
+
+    const early = sent(child.forwardVerified(T0, verified));
+    assert.deepStrictEqual(
+      early.map((message) => (message.type === 'entries' ? message.records.length : message.type)),
+      [2],
+      'the caught-up child gets both verified entries in one frame',
+    );
+    assert.equal(child.status().sentSeq, 12);
+    assert.equal(relay.head().seq, 10, 'before the relay wrote them');
+    assert.equal(source.reads, 0, 'from memory: the log does not hold them yet');
+
+    // A batch that does not follow on from what a session was sent (12 after 10) is not sent early.
+    assert.deepStrictEqual(sent(other.forwardVerified(T0, verified.slice(1))), []);
+
+    // After the write, localApplied sends nothing again to the first, and the rest, in order, to the other.
+    relay.apply(verified);
+    assert.deepStrictEqual(sent(child.localApplied(T0, verified)), []);
+    const after = sent(other.localApplied(T0, verified));
+    assert.deepStrictEqual(
+      after.map((message) => (message.type === 'entries' ? message.records.length : message.type)),
+      [2],
+    );
+    assert.equal(other.status().sentSeq, 12);
+
+    // After a crash that lost the write (the relay is back at 10), the child that holds 12 is refused BEHIND.
+    const restarted = new MemoryStore(DATASET);
+    restarted.apply(root.readLog(1, 10, Infinity));
+    const refusal = sent(newUpstream(restarted, { nodeId: 'relay' }).receive(T0, helloBytes({ head: root.head() })));
+    assert.ok(refusal[0]?.type === 'refuse' && refusal[0].reason === 'BEHIND');
+  });
 });
 
 function crc32Of(frame: Buffer): number {

@@ -15,7 +15,7 @@ import type { ClientTls } from '../client/index.js';
 import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
 import { GroupCommitter, type WriteRequest, type WriteResult } from '../commit/index.js';
 import { MercuryError } from '../errors/index.js';
-import type { EncodedEntry } from '../log/index.js';
+import type { EncodedEntry, Op } from '../log/index.js';
 import { checkListenSecurity, withConfigLimits, type NodeConfig } from '../config/index.js';
 import { silentLogger, type Logger } from '../logging/index.js';
 import { COUNT_BUCKETS, Registry, SECONDS_BUCKETS } from '../metrics/index.js';
@@ -61,6 +61,15 @@ export interface NodeOptions {
 const STORAGE_PROBE_INTERVAL_MS = 1_000;
 
 export const MERCURY_VERSION = '0.1.0';
+
+/**
+ * Whether ops may write reserved keys (those starting with a zero byte: tokens, the root's key and URL). A range
+ * starting above the zero byte cannot reach them.
+ */
+function touchesReservedKeys(ops: readonly Op[]): boolean {
+  for (const op of ops) if ((op.type === 'deleteRange' ? op.start[0] : op.key[0]) === 0) return true;
+  return false;
+}
 
 /** Every token record in the store, page by page (the token registry's source). */
 function* readTokenRecords(store: Store): Generator<{ key: Buffer; value: Buffer }> {
@@ -297,6 +306,7 @@ export class MercuryNode {
       httpUrl: () => this.url,
       credential,
       trustKeys: this.trustKeys.length > 0 ? this.trustKeys : undefined,
+      onVerified: (entries) => this.forwardVerified(entries),
       onApplied: (entries, applyMs) => {
         applySeconds.observe(applyMs / 1000);
         batchEntries.observe(entries.length);
@@ -332,6 +342,17 @@ export class MercuryNode {
       () => (client.status().divergedReason === undefined ? 0 : 1),
     );
     return client;
+  }
+
+  /**
+   * Replica: entries verified and about to be written go to caught-up children now, so that their hop overlaps this
+   * node's write (decision 27). Not a batch that touches reserved keys (tokens, the root's key and URL): a revocation
+   * must close what its token opened before anything more is sent with it, and the token registry follows the store,
+   * so such a batch goes out after the write, from `applied`, as before.
+   */
+  private forwardVerified(entries: readonly EncodedEntry[]): void {
+    if (entries.some(({ entry }) => touchesReservedKeys(entry.ops))) return;
+    this.replicationServer.forwardVerified(entries);
   }
 
   /** Entries this node has just applied (root: committed and durable; replica: received and written), in seq order. */

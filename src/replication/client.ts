@@ -4,9 +4,10 @@
  * `onChainReset`), so the node can forward entries to its own children, publish them to watchers and wake readers.
  *
  * Durability: a replica applies entries without fsync (its store is opened `noSync`, guarded against machine crashes
- * by src/store/unsynced-guard.ts). A process crash loses nothing; after a machine crash the replica starts empty and
- * bootstraps from a snapshot. Children that are ahead of a restarted replica refuse it as BEHIND and use another
- * upstream meanwhile.
+ * by src/store/unsynced-guard.ts). A process crash loses nothing it wrote; after a machine crash the replica starts
+ * empty and bootstraps from a snapshot. Verified entries go to the node's children (`onVerified`) just before its own
+ * write, so a crash between the two leaves children ahead of it: they are refused as BEHIND and use another upstream
+ * meanwhile (docs/decisions.md, record 30).
  */
 import net from 'node:net';
 import tls from 'node:tls';
@@ -31,6 +32,11 @@ export interface ReplicationClientOptions {
   readonly clock: Clock;
   readonly logger: Logger;
   readonly limits?: ReplicationLimits;
+  /**
+   * Entries were verified (chain, and signatures with trusted keys) and are about to be applied, in seq order: the
+   * node forwards them to its children now, beside its own write (docs/decisions.md, record 30). Absent: nothing.
+   */
+  readonly onVerified?: (entries: readonly EncodedEntry[]) => void;
   /** Entries were applied (one write transaction), in seq order. */
   readonly onApplied: (entries: readonly EncodedEntry[], applyMs: number) => void;
   /** A heartbeat from the root arrived through the upstream (path: root .. upstream): forward it to children. */
@@ -229,6 +235,8 @@ export class ReplicationClient {
 
   private apply(entries: readonly EncodedEntry[]): void {
     const clock = this.options.clock;
+    // Children first: their hop overlaps this node's write instead of waiting for it.
+    this.options.onVerified?.(entries);
     const startedMs = clock.monotonicMs();
     this.options.store.applyVerified(entries);
     this.options.onApplied(entries, clock.monotonicMs() - startedMs);

@@ -33,7 +33,8 @@
  * - `connect` opens a connection and answers `connected` or `closed` with the same connId. Events carrying an old
  *   connId are ignored, so races between a close and late data are harmless.
  * - `apply` must be performed (one write transaction per action) before the next event; the machine's head already
- *   includes it. After `apply` the node forwards the entries to its children (`Upstream.localApplied`).
+ *   includes it. The entries are verified: the node may forward them to its children just before its write
+ *   (`Upstream.forwardVerified`, record 30 in docs/decisions.md), and does after it (`Upstream.localApplied`).
  * - `snapshotFinish` replaces the node's chain: the adapter installs it and then resets every child session
  *   (`Upstream.chainReset`), since their positions refer to the old log.
  * - `heartbeat` is forwarded to every child session (`Upstream.heartbeat`).

@@ -160,6 +160,12 @@ export class ReplicationServer {
     return address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`;
   }
 
+  /** A replica's verified entries, just before its own write: caught-up children get them now (Upstream.forwardVerified). */
+  forwardVerified(entries: readonly EncodedEntry[]): void {
+    const nowMs = this.options.clock.monotonicMs();
+    for (const session of this.sessions) this.perform(session, session.upstream.forwardVerified(nowMs, entries));
+  }
+
   /** Entries this node has just applied (root: committed and durable), in seq order. */
   localApplied(entries: readonly EncodedEntry[]): void {
     const nowMs = this.options.clock.monotonicMs();

@@ -5,7 +5,11 @@
  *
  * Rules:
  * - The handshake decides between REFUSE, a stream from the child's head + 1, and a snapshot (see protocol.ts).
- * - Only entries this node has applied are sent: `localApplied` is called after the node's own write transaction.
+ * - Entries reach a child only once this node has verified them: `localApplied` after the node's own write
+ *   transaction (the root: after its fsync), and on a replica also `forwardVerified`, just before that write, for a
+ *   child that is caught up (record 30 in docs/decisions.md says why a crash between the two is harmless). A child may
+ *   therefore briefly hold an entry this node has not written; after a crash it is refused as BEHIND here and follows
+ *   another upstream until this node has caught up again.
  * - Flow control: at most `childWindowBytesMax` bytes and `childWindowEntriesMax` entries are sent and not yet
  *   acknowledged. A child that keeps up gets entries straight from `localApplied` (no disk read); one that falls
  *   behind is served later from the log (`readLog`), never from a queue in memory; one that falls behind the retained
@@ -195,16 +199,37 @@ export class Upstream {
     return actions;
   }
 
+  /**
+   * A replica verified these entries (chain, and signatures when it trusts keys) and is about to apply them: a child
+   * that is exactly caught up gets them now, beside the node's own write (docs/decisions.md, record 30). Nothing is
+   * read from the log here, since it does not hold them yet; `localApplied` follows once they are written, and serves
+   * from the log whoever could not take them from memory.
+   */
+  forwardVerified(_nowMs: number, entries: readonly EncodedEntry[]): UpstreamAction[] {
+    const actions: UpstreamAction[] = [];
+    if (this.phase !== 'streaming') return actions;
+    const start = this.firstUnsent(entries);
+    if (start < entries.length && entries[start]!.entry.seq === this.sentSeq + 1) this.sendEntries(entries.slice(start), actions);
+    return actions;
+  }
+
   /** This node applied (or, on the root, durably committed) these entries, in seq order. */
   localApplied(_nowMs: number, entries: readonly EncodedEntry[]): UpstreamAction[] {
     const actions: UpstreamAction[] = [];
     if (this.phase !== 'streaming') return actions;
-    let start = 0;
-    while (start < entries.length && entries[start]!.entry.seq <= this.sentSeq) start++;
+    // Entries forwarded before the write (`forwardVerified`) are skipped here.
+    const start = this.firstUnsent(entries);
     // Straight from memory only when the child is exactly caught up; otherwise the log serves it in order.
     if (start < entries.length && entries[start]!.entry.seq === this.sentSeq + 1) this.sendEntries(entries.slice(start), actions);
     this.pump(actions);
     return actions;
+  }
+
+  /** Index of the first of `entries` (in seq order) that the child has not been sent. */
+  private firstUnsent(entries: readonly EncodedEntry[]): number {
+    let start = 0;
+    while (start < entries.length && entries[start]!.entry.seq <= this.sentSeq) start++;
+    return start;
   }
 
   /** A heartbeat to forward; its path is this node's ancestors ([] on the root). */

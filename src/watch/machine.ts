@@ -273,7 +273,9 @@ export class WatchMachine {
 
   /** When `tick` must be called at the latest. */
   nextTickMs(): number {
-    return this.stopped ? Infinity : Math.min(this.progressAtMs, this.pumpAtMs);
+    if (this.stopped) return Infinity;
+    // Progress rounds only concern connections: a node nobody watches (most replicas) takes no timer every second.
+    return this.connections.size === 0 ? this.pumpAtMs : Math.min(this.progressAtMs, this.pumpAtMs);
   }
 
   // --- Events -----------------------------------------------------------------------------------------------------
@@ -285,6 +287,8 @@ export class WatchMachine {
       port.close(WatchCloseCode.GOING_AWAY, 'node is shutting down; reconnect and resume');
       return this.end(nowMs);
     }
+    // The first connection after a quiet spell starts the progress rounds afresh (none ran meanwhile).
+    if (this.connections.size === 0) this.progressAtMs = Math.max(this.progressAtMs, nowMs + this.limits.progressIntervalMs);
     this.connections.set(connId, new Connection(connId, port, this.ticks));
     return this.end(nowMs);
   }

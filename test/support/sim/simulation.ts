@@ -153,6 +153,8 @@ class SimNode {
   readonly sessions = new Map<number, Session>();
   readonly clientConns = new Map<number, Conn>();
   latestHeartbeat: Heartbeat | undefined;
+  /** The last entry verified and forwarded but not yet written (0: none): children may be sent up to it meanwhile. */
+  verifiedSeq = 0;
   scheduledTickMs = Infinity;
   ticksAtSameMs = 0;
   lastTickMs = -1;
@@ -554,15 +556,20 @@ class Simulation {
   }
 
   private apply(node: SimNode, entries: readonly EncodedEntry[]): void {
+    const now = this.queue.nowMs;
+    // As the node does (decision 27): caught-up children get verified entries before this node's write. A crash that
+    // loses the write (the store's durability model) then leaves children ahead of the node.
+    node.verifiedSeq = entries[entries.length - 1]!.entry.seq;
+    for (const session of [...node.sessions.values()]) this.execUpstream(node, session, session.upstream.forwardVerified(now, entries));
     for (const { entry } of entries) {
       const rootHash = this.reference.hashAt(entry.seq);
       if (rootHash === undefined || !rootHash.equals(entry.hash)) this.fail(`${node.id} applied entry ${entry.seq}, which is not the root's`);
       node.history.push({ kind: 'apply', seq: entry.seq });
     }
     node.store.apply(entries);
+    node.verifiedSeq = 0;
     this.stats.entriesApplied += entries.length;
     this.watchers.published(node, entries);
-    const now = this.queue.nowMs;
     for (const session of [...node.sessions.values()]) this.execUpstream(node, session, session.upstream.localApplied(now, entries));
   }
 
@@ -581,10 +588,11 @@ class Simulation {
           break;
       }
     }
-    // Forward only what this node applied, and hold no more than the window (and the slack above) unacknowledged.
+    // Forward only what this node applied, or verified and is about to write (decision 27), and hold no more than the
+    // window (and the slack above) unacknowledged.
     const status = session.upstream.status();
-    if (status.sentSeq > node.store.head().seq && status.phase === 'streaming')
-      this.fail(`${node.id} sent entry ${status.sentSeq} to ${status.childNodeId} before applying it (head ${node.store.head().seq})`);
+    if (status.sentSeq > Math.max(node.store.head().seq, node.verifiedSeq) && status.phase === 'streaming')
+      this.fail(`${node.id} sent entry ${status.sentSeq} to ${status.childNodeId} before verifying it (head ${node.store.head().seq})`);
     if (status.unackedBytes > this.limits.childWindowBytesMax + this.limits.entryRecordBytesMax + UNACKED_SLACK_BYTES)
       this.fail(`${node.id} has ${status.unackedBytes} bytes unacknowledged by ${status.childNodeId}`);
     this.scheduleTick(node);
