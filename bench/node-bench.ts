@@ -7,6 +7,8 @@
  * 3. HTTP GETs/s of existing keys (same clients).
  * 4. In-process Store.get/s on the same data directory, opened read-only in this process while the node runs.
  *
+ * For 1-3 each run also gives the node process's CPU per operation (from /proc), the steadier figure on a shared machine.
+ *
  * The node runs in its own process; the load generator in this one. Both share the machine's 2 cores, as a client and
  * a server on one host do.
  *
@@ -17,11 +19,12 @@
  * authentication and the prefix checks; without it, --auth off). --sign (the root signs every entry, as it does by
  * default outside benchmarks; without it the node runs `--unsigned`, to measure the cost).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Store } from '../src/store/index.js';
+import { processCpuMicros } from './peers/processes.js';
 import { RawHttpConnection } from './support/raw-http.js';
 import { benchToken, startNodeProcess, type NodeProcess } from './support/node-process.js';
 import { formatSummary, summarize } from './support/stats.js';
@@ -49,11 +52,23 @@ const VALUE = Buffer.alloc(256, 'v');
 const KEYSPACE = 10_000;
 const TXN_OPS = 100;
 
-/** Runs `clients` loops of `operation` for `seconds`; returns operations completed per second. */
-async function drive(node: NodeProcess, seconds: number, operation: (connection: RawHttpConnection, client: number, i: number) => Promise<number>): Promise<number> {
+/** One run's figures: operations completed per second, and the node process's CPU time per operation. */
+interface RunFigures {
+  readonly perSecond: number;
+  readonly nodeCpuMicrosPerOp: number;
+}
+
+const readProc = (path: string): string => readFileSync(path, 'utf8');
+
+/**
+ * Runs `clients` loops of `operation` for `seconds`. The node's CPU per operation (user + system, from /proc, in 10 ms
+ * ticks) is the steadier figure on a shared machine: it does not count the time the node waited for a core.
+ */
+async function drive(node: NodeProcess, seconds: number, operation: (connection: RawHttpConnection, client: number, i: number) => Promise<number>): Promise<RunFigures> {
   const connections = Array.from({ length: CLIENTS }, () => new RawHttpConnection(node.host, node.port, TLS?.ca, authorization));
   const deadline = performance.now() + seconds * 1000;
   let completed = 0;
+  const cpuBefore = processCpuMicros(node.pid, readProc);
   const started = performance.now();
   await Promise.all(
     connections.map(async (connection, client) => {
@@ -65,15 +80,16 @@ async function drive(node: NodeProcess, seconds: number, operation: (connection:
     }),
   );
   const elapsed = (performance.now() - started) / 1000;
+  const nodeCpuMicros = processCpuMicros(node.pid, readProc) - cpuBefore;
   for (const connection of connections) connection.close();
-  return completed / elapsed;
+  return { perSecond: completed / elapsed, nodeCpuMicrosPerOp: nodeCpuMicros / completed };
 }
 
 function expectOk(status: number, what: string): void {
   if (status !== 200) throw new Error(`${what} answered HTTP ${status}`);
 }
 
-async function putRun(node: NodeProcess): Promise<number> {
+async function putRun(node: NodeProcess): Promise<RunFigures> {
   return drive(node, SECONDS, async (connection, client, i) => {
     const response = await connection.request('PUT', `/v1/kv/bench/${(client * 7919 + i) % KEYSPACE}`, VALUE);
     expectOk(response.status, 'PUT');
@@ -87,7 +103,7 @@ function txnBody(client: number, i: number): Buffer {
   return Buffer.from(JSON.stringify({ success }));
 }
 
-async function txnRun(node: NodeProcess): Promise<number> {
+async function txnRun(node: NodeProcess): Promise<RunFigures> {
   return drive(node, SECONDS, async (connection, client, i) => {
     const response = await connection.request('POST', '/v1/txn', txnBody(client, i), 'application/json');
     expectOk(response.status, 'POST /v1/txn');
@@ -95,7 +111,7 @@ async function txnRun(node: NodeProcess): Promise<number> {
   });
 }
 
-async function getRun(node: NodeProcess): Promise<number> {
+async function getRun(node: NodeProcess): Promise<RunFigures> {
   return drive(node, SECONDS, async (connection, client, i) => {
     const response = await connection.request('GET', `/v1/kv/bench/${(client * 7919 + i) % KEYSPACE}`);
     expectOk(response.status, 'GET');
@@ -117,10 +133,16 @@ function inProcessGetRun(store: Store): number {
   return count / ((performance.now() - started) / 1000);
 }
 
-async function repeat(name: string, unit: string, run: () => Promise<number> | number): Promise<void> {
+async function repeat(name: string, unit: string, run: () => Promise<RunFigures | number> | number): Promise<void> {
   const results: number[] = [];
-  for (let i = 0; i < RUNS; i++) results.push(await run());
+  const cpu: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const figures = await run();
+    results.push(typeof figures === 'number' ? figures : figures.perSecond);
+    if (typeof figures !== 'number') cpu.push(figures.nodeCpuMicrosPerOp);
+  }
   process.stdout.write(`${name.padEnd(34)} ${formatSummary(summarize(results), unit)}\n`);
+  if (cpu.length > 0) process.stdout.write(`${'  node CPU per op'.padEnd(34)} ${formatSummary(summarize(cpu), 'µs')}\n`);
 }
 
 async function main(): Promise<void> {

@@ -45,12 +45,30 @@ export class RawHttpConnection {
     const headerEnd = this.buffer.indexOf('\r\n\r\n');
     if (headerEnd === -1) return;
     const head = this.buffer.subarray(0, headerEnd).toString('latin1');
-    const match = /\r\ncontent-length: *(\d+)/i.exec(head);
-    const length = match === null ? 0 : Number(match[1]);
-    const end = headerEnd + 4 + length;
-    if (this.buffer.length < end) return;
     const status = Number(head.slice(9, 12));
-    const body = this.buffer.subarray(headerEnd + 4, end);
+    let body: Buffer;
+    let end: number;
+    if (/\r\ntransfer-encoding: *chunked/i.test(head)) {
+      // A streamed answer (/v1/log, a snapshot): chunks of "SIZE-IN-HEX\r\nDATA\r\n" up to a chunk of size 0.
+      const chunks: Buffer[] = [];
+      let at = headerEnd + 4;
+      for (;;) {
+        const lineEnd = this.buffer.indexOf('\r\n', at);
+        if (lineEnd === -1) return;
+        const size = parseInt(this.buffer.subarray(at, lineEnd).toString('latin1'), 16);
+        if (this.buffer.length < lineEnd + 2 + size + 2) return;
+        chunks.push(this.buffer.subarray(lineEnd + 2, lineEnd + 2 + size));
+        at = lineEnd + 2 + size + 2;
+        if (size === 0) break;
+      }
+      body = Buffer.concat(chunks);
+      end = at;
+    } else {
+      const match = /\r\ncontent-length: *(\d+)/i.exec(head);
+      end = headerEnd + 4 + (match === null ? 0 : Number(match[1]));
+      if (this.buffer.length < end) return;
+      body = this.buffer.subarray(headerEnd + 4, end);
+    }
     this.buffer = this.buffer.subarray(end);
     const waiting = this.waiting;
     this.waiting = undefined;

@@ -11,7 +11,7 @@
  *
  * Figures: seconds to join and MB/s of key and value bytes. Then, Mercury only (Redis's partial resync from its
  * backlog has no measure of its own here): catch-up. The replica that just joined is stopped, the root commits
- * --bootstrap-keys / 4 more writes (batched, so the root's own rate is not the limit), and the replica restarts on its
+ * --bootstrap-keys / 4 writes (rewrites of existing keys, batched, so that the root's own rate is not the limit and the data set keeps its size), and the replica restarts on its
  * data directory; the writes it replays per second, from its restart until it has applied the root's seq.
  */
 import { performance } from 'node:perf_hooks';
@@ -66,7 +66,6 @@ async function mercurySubject(context: WorkloadContext, keys: number, dataBytes:
   const replication = root.readyMatch[2]!;
   const putBatch = (entries: [string, Buffer][]): Promise<void> => writer.putBatch(entries);
   await fill(0, keys, options.valueBytes, putBatch);
-  let written = keys;
   const startReplica = (dataDir: string): Promise<ManagedProcess> =>
     group.start({
       name: 'mercury-boot-replica',
@@ -100,9 +99,9 @@ async function mercurySubject(context: WorkloadContext, keys: number, dataBytes:
       const seq = (await rootClient.status()).seq;
       const join = await timeToSeq(dataDir, seq);
       await join.replica.stop();
+      // Rewrites of existing keys, so that every run's replica joins the same data set (its size is the figure's).
       const more = Math.max(1, Math.floor(keys / 4));
-      await fill(written, written + more, options.valueBytes, putBatch);
-      written += more;
+      await fill(0, more, options.valueBytes, putBatch);
       const catchUp = await timeToSeq(dataDir, (await rootClient.status()).seq);
       await catchUp.replica.stop();
       return { joinSeconds: join.seconds, joinMBps: dataBytes / 1e6 / join.seconds, catchUpWritesPerSecond: more / catchUp.seconds };
@@ -177,7 +176,7 @@ export const bootstrapWorkload: Workload = {
       title: 'Bootstrap and catch-up of a replica',
       description:
         `A primary holds ${keys.toLocaleString('en-US')} keys of ${options.valueBytes} B (${(dataBytes / 1e6).toFixed(1)} MB of key and value bytes). Each run starts a fresh replica process with an empty data directory and times it from spawn until it holds the whole data set (Mercury: a read with minSeq = the root's seq answers; Redis: "MASTER <-> REPLICA sync: Finished with success"). ` +
-        `Mercury's catch-up: the joined replica is stopped, the root commits ${Math.floor(keys / 4).toLocaleString('en-US')} more writes in batches, and the replica's restart replays them; writes/s from its restart until it has applied the root's seq.`,
+        `Mercury's catch-up: the joined replica is stopped, the root rewrites ${Math.floor(keys / 4).toLocaleString('en-US')} of the keys in batches, and the replica's restart replays them; writes/s from its restart until it has applied the root's seq.`,
       metrics: METRICS,
       subjects: results,
       notes,
