@@ -49,6 +49,7 @@
  */
 import { MercuryError } from './errors.js';
 import { KEY_BYTES_MAX } from './limits.js';
+import { readU64 as readTrustedU64, writeU64 } from './u64.js';
 
 export const WIRE_PROTOCOL_VERSION = 1;
 
@@ -88,14 +89,8 @@ export function wireFrameBytesMaxFor(valueBytesMax: number): number {
   return WIRE_HEADER_BYTES + 1 + 2 + KEY_BYTES_MAX + 8 + valueBytesMax;
 }
 
-const TWO_32 = 0x1_0000_0000;
 /** High u32 of Number.MAX_SAFE_INTEGER. */
 const SAFE_HIGH_MAX = 0x1f_ffff;
-
-function writeU64(buffer: Buffer, value: number, at: number): void {
-  buffer.writeUInt32BE(Math.floor(value / TWO_32), at);
-  buffer.writeUInt32BE(value >>> 0, at + 4);
-}
 
 function frame(type: WireFrameType, id: number, bodyBytes: number): Buffer {
   const buffer = Buffer.allocUnsafe(WIRE_LENGTH_BYTES + WIRE_HEADER_BYTES + bodyBytes);
@@ -322,9 +317,7 @@ export class WireFrameReader {
 
 /** Reads a u64 (two u32) at `at`; undefined when it is above 2^53 - 1. */
 export function readU64(buffer: Buffer, at: number): number | undefined {
-  const high = buffer.readUInt32BE(at);
-  if (high > SAFE_HIGH_MAX) return undefined;
-  return high * TWO_32 + buffer.readUInt32BE(at + 4);
+  return buffer.readUInt32BE(at) > SAFE_HIGH_MAX ? undefined : readTrustedU64(buffer, at);
 }
 
 export type WireRequest =

@@ -23,6 +23,7 @@
  * (Mercury had no released users; a replica refetches everything, see docs/decisions.md, record 14).
  */
 import { crc32 } from 'node:zlib';
+import { readU64, writeU64 } from '../api/u64.js';
 
 export const STORE_FORMAT = 2;
 
@@ -66,17 +67,6 @@ function crcOfFewBytes(bytes: Buffer, start: number, end: number, crc: number): 
   let c = ~crc;
   for (let i = start; i < end; i++) c = CRC_TABLE[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
   return ~c >>> 0;
-}
-
-/** A big-endian u64 as a Number (seqs stay far below 2^53): two 32-bit reads, no BigInt. */
-function readU64(buffer: Buffer, offset: number): number {
-  return buffer.readUInt32BE(offset) * 0x1_0000_0000 + buffer.readUInt32BE(offset + 4);
-}
-
-/** A seq (a safe integer) as u64 big-endian, in two u32 halves: BigInt conversions cost more than the write. */
-function writeU64(buffer: Buffer, value: number, offset: number): void {
-  buffer.writeUInt32BE(Math.floor(value / 0x1_0000_0000), offset);
-  buffer.writeUInt32BE(value >>> 0, offset + 4);
 }
 
 export function encodeKeyRecord(key: Buffer, createSeq: number, modSeq: number, version: number, value: Buffer): Buffer {
