@@ -6,6 +6,7 @@
  * { "error": { "code": "KEY_TOO_LARGE", "message": "key is 2000 bytes; keys are at most 1024 bytes", "limit": 1024 } }
  * ```
  */
+import type { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { JsonValidator, MIN_SEQ_WAIT_MS_DEFAULT, MIN_SEQ_WAIT_MS_MAX, parseValidatedJson, type JsonLimits } from '../api/index.js';
 import { MercuryError, isMercuryError, type ErrorCode } from '../errors/index.js';
@@ -38,19 +39,22 @@ export async function sendJsonPieces(res: ServerResponse, status: number, pieces
 export async function writePieces(res: ServerResponse, pieces: Iterable<string | Buffer>): Promise<void> {
   for (const piece of pieces) {
     if (res.destroyed) return;
-    if (!res.write(piece)) {
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          res.off('drain', done);
-          res.off('close', done);
-          resolve();
-        };
-        res.on('drain', done);
-        res.on('close', done);
-      });
-    }
+    if (!res.write(piece)) await drainedOrClosed(res);
   }
   if (!res.destroyed) res.end();
+}
+
+/** Resolves once a stream whose write returned false has drained, or has closed (its reader went away). */
+export function drainedOrClosed(stream: EventEmitter): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = (): void => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
+  });
 }
 
 export function errorBody(code: ErrorCode, message: string, details?: Readonly<Record<string, unknown>>): unknown {

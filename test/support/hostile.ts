@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { parseRawResponse, request, type RawResponse } from './http.js';
+import { drainedOrClosed } from '../../src/server/http-io.js';
 
 /** What the issue asks of every attack: a liveness probe still answers this fast while it runs. */
 export const HEALTHZ_ANSWER_MS_MAX = 50;
@@ -145,17 +146,7 @@ export function streamBody(
     const writeAndWait = async (data: Buffer): Promise<boolean> => {
       if (answered || socket.destroyed) return false;
       sent += data.length;
-      if (!socket.write(data)) {
-        await new Promise<void>((resolve) => {
-          const done = (): void => {
-            socket.off('drain', done);
-            socket.off('close', done);
-            resolve();
-          };
-          socket.on('drain', done);
-          socket.on('close', done);
-        });
-      }
+      if (!socket.write(data)) await drainedOrClosed(socket);
       return true;
     };
     if (!(await writeAndWait(Buffer.from(head, 'latin1')))) return;
