@@ -5,5 +5,5 @@ import { mercuryAdapter } from './mercury.js';
 import { redisAdapter } from './redis.js';
 
 export const ADAPTERS: Readonly<Record<SystemName, SystemAdapter>> = Object.freeze({ mercury: mercuryAdapter, etcd: etcdAdapter, redis: redisAdapter });
-export { connectMercury, openWatchConnection } from './mercury.js';
+export { connectMercury, openWatchConnection, untilApplied } from './mercury.js';
 export { connectRedis, redisServerArgs } from './redis.js';

@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 import { CLI_PATH } from '../../support/node-process.js';
-import { connect } from '../../../src/client/index.js';
+import { connect, type NodeClient } from '../../../src/client/index.js';
 import type { ProcessGroup } from '../processes.js';
 import type { KvClient, RunningSystem, SystemAdapter, Watch } from '../system.js';
 
@@ -48,6 +48,23 @@ export function connectMercury(host: string, port: number, ca?: Buffer, token?: 
       return Promise.resolve();
     },
   };
+}
+
+/**
+ * Resolves once the node behind `client` has applied `seq`: a read of `key` with `minSeq` (held up to `waitMs` by the
+ * node), sent again every `retryMs` while the node refuses it (a replica that has not joined yet, or does not know the
+ * token yet), until `deadline` (a performance.now() time), when the last refusal is thrown.
+ */
+export async function untilApplied(client: NodeClient, seq: number, key: string, timing: { deadline: number; retryMs: number; waitMs: number }): Promise<void> {
+  for (;;) {
+    try {
+      await client.get(key, { minSeq: seq, minSeqTimeoutMs: timing.waitMs });
+      return;
+    } catch (error) {
+      if (performance.now() > timing.deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, timing.retryMs));
+    }
+  }
 }
 
 interface EventsMessage {

@@ -21,7 +21,7 @@ import { CLI_PATH } from '../../support/node-process.js';
 import { benchKey } from '../driver.js';
 import { freePort, type ManagedProcess, type ProcessGroup } from '../processes.js';
 import type { MetricSpec } from '../stats.js';
-import { connectMercury, connectRedis, redisServerArgs } from '../systems/index.js';
+import { connectMercury, connectRedis, redisServerArgs, untilApplied } from '../systems/index.js';
 import { measureAlternating, type Subject, type Workload, type WorkloadContext, type WorkloadResult } from '../workload.js';
 import { valueOf } from './writes.js';
 
@@ -78,17 +78,9 @@ async function mercurySubject(context: WorkloadContext, keys: number, dataBytes:
     const startedAt = performance.now();
     const replica = await startReplica(dataDir);
     const client = new NodeClient(`http://${replica.readyMatch[1]!}:${replica.readyMatch[2]!}`, JOIN_MS_MAX + 5_000);
-    const deadline = startedAt + JOIN_MS_MAX;
-    // A replica answers reads before it joined (503 until then): retry until the read with minSeq returns.
-    for (;;) {
-      try {
-        await client.get(keyOf(0), { minSeq: seq, minSeqTimeoutMs: 60_000 });
-        return { seconds: (performance.now() - startedAt) / 1000, replica };
-      } catch (error) {
-        if (performance.now() > deadline) throw error;
-        await new Promise((resolve) => setTimeout(resolve, 2));
-      }
-    }
+    // A replica refuses reads until it has joined: retried every 2 ms, so the join is timed closely.
+    await untilApplied(client, seq, keyOf(0), { deadline: startedAt + JOIN_MS_MAX, retryMs: 2, waitMs: 60_000 });
+    return { seconds: (performance.now() - startedAt) / 1000, replica };
   };
   return {
     id: 'mercury',

@@ -18,7 +18,7 @@ import { benchKey, spacedSequence } from '../driver.js';
 import { freePort, ProcessStartError, type ManagedProcess } from '../processes.js';
 import { LatencyRecorder, type MetricSpec } from '../stats.js';
 import type { KvClient } from '../system.js';
-import { connectMercury, connectRedis, openWatchConnection, redisServerArgs } from '../systems/index.js';
+import { connectMercury, connectRedis, openWatchConnection, redisServerArgs, untilApplied } from '../systems/index.js';
 import { measureAlternating, type Subject, type SubjectResult, type Workload, type WorkloadContext, type WorkloadResult } from '../workload.js';
 import { valueOf } from './writes.js';
 
@@ -158,7 +158,7 @@ async function mercuryTree(context: WorkloadContext, parents: readonly number[],
     if (userToken !== undefined)
       for (let replica = 1; replica < nodes.length; replica++) {
         const { host, port } = nodes[replica]!;
-        await untilApplied(new NodeClient(`${tls === undefined ? 'http' : 'https'}://${host}:${port}`, undefined, tls === undefined ? undefined : { ca: tls.ca }, bearer(userToken)), tokensSeq);
+        await untilApplied(new NodeClient(`${tls === undefined ? 'http' : 'https'}://${host}:${port}`, undefined, tls === undefined ? undefined : { ca: tls.ca }, bearer(userToken)), tokensSeq, 'prop/', { deadline: performance.now() + 30_000, retryMs: 50, waitMs: 1_000 });
       }
     for (let replica = 1; replica < nodes.length; replica++) {
       const { host, port } = nodes[replica]!;
@@ -180,20 +180,6 @@ async function mercuryTree(context: WorkloadContext, parents: readonly number[],
       await Promise.all(nodes.map((node) => node.process.stop()));
     },
   };
-}
-
-/** Waits (at most 30 s) until a replica has applied `seq`, retrying while it refuses the token it does not know yet. */
-async function untilApplied(client: NodeClient, seq: number): Promise<void> {
-  const deadline = performance.now() + 30_000;
-  for (;;) {
-    try {
-      await client.get('prop/', { minSeq: seq, minSeqTimeoutMs: 1_000 });
-      return;
-    } catch (error) {
-      if (performance.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
 }
 
 type TreeStarter = (context: WorkloadContext, parents: readonly number[], seen: (replica: number, k: number) => void) => Promise<Tree>;
