@@ -1,16 +1,21 @@
 /**
- * Durability under kill -9: a real `mercury serve` process takes writes from 32 concurrent clients as fast as they go
- * (single PUTs and multi-key transactions), and is SIGKILLed in the middle of the load. Restarted on the same
+ * Durability under kill -9: a real `mercury serve` process takes writes from 32 concurrent HTTP clients (single PUTs
+ * and multi-key transactions) and 32 concurrent writers on its binary wire port (PUTs, many to a connection: the
+ * benchmark's write path), as fast as they go, and is SIGKILLed in the middle of the load. Restarted on the same
  * directory, it must hold every write it acknowledged (each write uses a fresh key, so the check is exact: the value,
  * and a modSeq equal to the acknowledged seq) and its whole log must verify. Three cycles, on the same directory.
  */
 import assert from 'node:assert/strict';
 import { Agent } from 'node:http';
 import { after, before, describe, test } from 'node:test';
+import { connect, ServerError } from '../src/client/index.js';
 import { auditLog, request, requestJson } from './support/http.js';
 import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
 
 const CLIENTS = 32;
+/** Wire connections, and writers on each: the wire port answers many requests of one connection per turn. */
+const WIRE_CONNECTIONS = 4;
+const WIRE_WRITERS_PER_CONNECTION = 8;
 const CYCLES = 3;
 const LOAD_MS_MIN = 800;
 const LOAD_MS_MAX = 1200;
@@ -59,6 +64,33 @@ async function client(url: string, agent: Agent, prefix: string, acknowledged: M
   }
 }
 
+/**
+ * One writer on a wire connection: PUTs until the node is killed. The client makes one attempt per write, so a write
+ * is never resent to the restarted node; one counts as acknowledged only when its answer arrived.
+ */
+async function wireWriter(
+  wire: ReturnType<typeof connect>,
+  prefix: string,
+  acknowledged: Map<string, Acknowledged>,
+  counts: { wire: number },
+  killed: { value: boolean },
+): Promise<void> {
+  for (let n = 0; ; n += 2) {
+    const key = `${prefix}/p${n}`;
+    const value = `${key}=${'w'.repeat(n % 64)}`;
+    try {
+      const { seq } = await wire.put(key, value);
+      acknowledged.set(key, { value, seq });
+      counts.wire++;
+    } catch (error) {
+      // After the kill the write in flight has no answer (or the connection is refused): this writer is done. An
+      // answer that is an error, or a failure before the kill, is a real failure.
+      if (killed.value && !(error instanceof ServerError)) return;
+      throw error;
+    }
+  }
+}
+
 /** Every key under `prefix` with its value and modSeq, page by page. */
 async function readAll(url: string, prefix: string): Promise<Map<string, Acknowledged>> {
   const found = new Map<string, Acknowledged>();
@@ -89,20 +121,30 @@ describe('crash recovery', () => {
     test(`crash recovery: cycle ${cycle}: every acknowledged write survives kill -9 mid-load and the log verifies`, async (t) => {
       node ??= await startServe(dir);
       const agent = new Agent({ keepAlive: true, maxSockets: CLIENTS });
-      const counts = { puts: 0, txns: 0 };
+      const counts = { puts: 0, txns: 0, wire: 0 };
+      const killed = { value: false };
       const maxAckedBefore = Math.max(0, ...Array.from(acknowledged.values(), (ack) => ack.seq));
       const clients = Array.from({ length: CLIENTS }, (_, i) => client(node!.url, agent, `c${cycle}/w${i}`, acknowledged, counts));
+      const wires = Array.from({ length: WIRE_CONNECTIONS }, () => connect(node!.wire, { attemptsMax: 1 }));
+      wires.forEach((wire, c) => {
+        for (let i = 0; i < WIRE_WRITERS_PER_CONNECTION; i++)
+          clients.push(wireWriter(wire, `c${cycle}/w${CLIENTS + c * WIRE_WRITERS_PER_CONNECTION + i}`, acknowledged, counts, killed));
+      });
       await new Promise((resolve) => setTimeout(resolve, LOAD_MS_MIN + Math.random() * (LOAD_MS_MAX - LOAD_MS_MIN)));
       // On a loaded machine the node may have answered little in that time: the kill must come mid-load, so wait
       // (on the condition, not longer sleeps) until more writes than clients were acknowledged.
-      while (counts.puts + counts.txns <= CLIENTS) await new Promise((resolve) => setTimeout(resolve, 10));
-      const killed = node;
+      while (counts.puts + counts.txns <= CLIENTS || counts.wire <= WIRE_CONNECTIONS * WIRE_WRITERS_PER_CONNECTION)
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      const victim = node;
       node = undefined;
-      await stopProcess(killed.child, 'SIGKILL');
+      killed.value = true;
+      await stopProcess(victim.child, 'SIGKILL');
       await Promise.all(clients);
       agent.destroy();
-      t.diagnostic(`cycle ${cycle}: ${counts.puts} puts and ${counts.txns} transactions acknowledged before the kill`);
-      assert.ok(counts.puts + counts.txns > CLIENTS, 'the load was running when the node was killed');
+      for (const wire of wires) wire.close();
+      t.diagnostic(`cycle ${cycle}: ${counts.puts} puts, ${counts.txns} transactions and ${counts.wire} wire puts acknowledged before the kill`);
+      assert.ok(counts.puts + counts.txns > CLIENTS, 'the HTTP load was running when the node was killed');
+      assert.ok(counts.wire > WIRE_CONNECTIONS * WIRE_WRITERS_PER_CONNECTION, 'the wire load was running when the node was killed');
 
       node = await startServe(dir);
       const status = await requestJson<{ seq: number }>(node.url, 'GET', '/v1/status');

@@ -146,6 +146,100 @@ describe('group commit batching', () => {
     assert.deepEqual(second, expected);
   });
 
+  test('group commit: entries in flight one after another are acknowledged in seq order, each once its entry is durable', async () => {
+    const { store, committer } = fixture();
+    // The seq that the store has reported durable: `flushed` taken after an entry resolves once that entry is on disk.
+    let durableSeq = 0;
+    const flushed = store.flushed.bind(store);
+    store.flushed = () => {
+      const seq = store.head().seq;
+      return flushed().then((done) => {
+        durableSeq = Math.max(durableSeq, seq);
+        return done;
+      });
+    };
+    const order: number[] = [];
+    const notified: number[] = [];
+    committer.onCommitted(({ entry }) => {
+      assert.ok(durableSeq >= entry.seq, `entry ${entry.seq} passed to the listeners before it was durable`);
+      notified.push(entry.seq);
+    });
+    const pending: Promise<void>[] = [];
+    // Eight waves, each submitted on its own turn while the previous waves are queued or committing: eight entries.
+    for (let wave = 0; wave < 8; wave++) {
+      for (let i = 0; i < 10; i++)
+        pending.push(
+          committer.submit(plain(put(`wave/${wave}/${i}`, `${wave}`))).then(({ seq }) => {
+            // Acknowledged only once its own entry is durable, and no later entry was acknowledged before it.
+            assert.ok(durableSeq >= seq, `seq ${seq} acknowledged before it was durable (durable up to ${durableSeq})`);
+            assert.equal(value(store, `wave/${wave}/${i}`), `${wave}`);
+            order.push(seq);
+          }),
+        );
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await Promise.all(pending);
+    assert.ok(store.head().seq >= 2, `the waves made ${store.head().seq} entries, expected several`);
+    assert.deepEqual(order, [...order].sort((x, y) => x - y), 'acknowledgements out of seq order');
+    assert.deepEqual(notified, Array.from({ length: store.head().seq }, (_, i) => i + 1));
+  });
+
+  for (const [errno, code] of [
+    [28, 'STORAGE_FULL'],
+    [5, 'STORAGE_IO_ERROR'],
+  ] as const) {
+    test(`group commit: a storage failure (${code}) fails exactly the requests of its entry; the entries before and after it stand`, async () => {
+      const dir = path.join(root, `store-${++dirCount}`);
+      const { store, committer } = fixture({ dir });
+      // The disk fails under one entry's transaction, as LMDB reports it (errno in `code`): LMDB aborts the
+      // transaction, so nothing of that entry is written.
+      let failNext = false;
+      const commit = store.commit.bind(store);
+      store.commit = (timeMs, build, sign) =>
+        commit(
+          timeMs,
+          (view) => {
+            build(view);
+            if (failNext) {
+              failNext = false;
+              throw Object.assign(new Error(`MDB_PROBLEM: injected errno ${errno}`), { code: errno });
+            }
+          },
+          sign,
+        );
+      const notified: number[] = [];
+      committer.onCommitted(({ entry }) => notified.push(entry.seq));
+      assert.deepEqual(await committer.submit(plain(put('before'))), { succeeded: true, seq: 1 });
+      // One turn: one entry of three requests, which the disk fails.
+      failNext = true;
+      const doomed = [0, 1, 2].map((i) => committer.submit(plain(put(`doomed/${i}`))));
+      // Submitted on the next turn, after that entry was taken: the next entry, which the disk takes.
+      const later = new Promise<WriteResult>((resolve, reject) => {
+        setImmediate(() => {
+          committer.submit(plain(put('after'))).then(resolve, reject);
+        });
+      });
+      for (const request of doomed) await rejectsWith(request, code);
+      assert.deepEqual(await later, { succeeded: true, seq: 2 });
+      assert.deepEqual(notified, [1, 2], 'only written entries reach the listeners that feed replication');
+      assert.equal(store.writeFault(), undefined, 'the write after the failure cleared the fault');
+
+      // Reopened: what was acknowledged is there, nothing of the failed entry, and the log links.
+      await committer.close();
+      await store.close();
+      const reopened = Store.open({ path: dir });
+      cleanups.push(() => reopened.close());
+      assert.equal(reopened.head().seq, 2);
+      assert.equal(value(reopened, 'before'), 'v');
+      assert.equal(value(reopened, 'after'), 'v');
+      for (let i = 0; i < 3; i++) assert.equal(value(reopened, `doomed/${i}`), undefined);
+      assert.deepEqual(
+        reopened.readLog(1, 10).map(({ entry }) => entry.ops.map((op) => (op.type === 'deleteRange' ? '' : op.key.toString()))),
+        [['before'], ['after']],
+      );
+    });
+  }
+
   test('group commit: a request that changes nothing resolves at the head seq without an entry', async () => {
     const { store, committer } = fixture();
     const notified: number[] = [];
