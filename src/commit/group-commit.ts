@@ -5,7 +5,10 @@
  * commit; under heavy load entries grow and the fsync cost is shared, so throughput follows the load.
  *
  * A request is acknowledged only once its entry is durable (after `Store.flushed`). The transaction and its fsync run on
- * the node's own thread: a writer thread was measured and was not faster (docs/decisions.md).
+ * the node's own thread: a writer thread was measured and was not faster (docs/decisions.md, record 2). Entries are not
+ * pipelined (the next committed while this one syncs): lmdb 3.5 syncs inside the commit call, on the committing thread,
+ * so `flushed` has nothing left to wait for and the thread that would commit the next entry is the one syncing
+ * (record 31, which also says what a pipeline would need).
  */
 import assert from 'node:assert/strict';
 import type { Clock } from '../clock/index.js';
