@@ -18,6 +18,7 @@
  * auth required, and every request carries a token scoped to read and write `bench/` and `txn/`, so each pays for
  * authentication and the prefix checks; without it, --auth off). --sign (the root signs every entry, as it does by
  * default outside benchmarks; without it the node runs `--unsigned`, to measure the cost).
+ * BENCH_NODE_PROFILE=DIR writes a CPU profile of the node process into DIR (`node --cpu-prof`).
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -149,7 +150,7 @@ async function main(): Promise<void> {
   process.stdout.write(
     `mercury bench: ${RUNS} runs x ${SECONDS} s, ${CLIENTS} clients, ${VALUE.length} B values, TLS ${TLS === undefined ? 'off' : 'on'}, auth ${AUTH ? 'required' : 'off'}, signing ${values.sign ? 'on' : 'off'}, node ${process.version}\n`,
   );
-  const node = await startNodeProcess([...(TLS?.args ?? []), ...(values.sign ? [] : ['--unsigned'])], undefined, { auth: AUTH });
+  const node = await startNodeProcess([...(TLS?.args ?? []), ...(values.sign ? [] : ['--unsigned'])], undefined, { auth: AUTH, nodeArgs: process.env.BENCH_NODE_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_NODE_PROFILE}`] : [] });
   try {
     if (AUTH) authorization = await benchToken(node, 'bench', ['read:bench/', 'write:bench/', 'read:txn/', 'write:txn/'], TLS?.ca);
     // Fill the keyspace once so that GETs hit and PUTs update existing keys, as a configuration store's do.

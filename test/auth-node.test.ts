@@ -99,6 +99,25 @@ describe('auth: credentials', () => {
     assert.ok(!listed.tokens.some((token) => token.id === created.id));
     assertError(await request(root.url, 'DELETE', `/v1/auth/tokens?id=${created.id}`, { headers: auth(admin) }), 'NOT_FOUND');
   });
+
+  test('auth: each request of a keep-alive connection is checked with its own header (a changed token, a wrong secret)', async () => {
+    const reader = await createToken('conn-reader', ['read:app/']);
+    const other = await createToken('conn-other', ['read:other/']);
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      assert.equal((await request(root.url, 'GET', '/v1/kv/app/a', { headers: auth(reader.token), agent })).status, 200);
+      // Same id, wrong secret, on the connection that just presented the right one.
+      const wrong = await request(root.url, 'GET', '/v1/kv/app/a', { headers: auth(`${reader.token.slice(0, -2)}AA`), agent });
+      assert.match(assertError(wrong, 'UNAUTHENTICATED').message, /secret does not match/);
+      // Another token on the same connection gets its own scopes, not the first one's.
+      assert.match(assertError(await request(root.url, 'GET', '/v1/kv/app/a', { headers: auth(other.token), agent }), 'PERMISSION_DENIED').message, /conn-other/);
+      assert.equal((await request(root.url, 'GET', '/v1/kv/other/b', { headers: auth(other.token), agent })).status, 200);
+      assertError(await request(root.url, 'GET', '/v1/kv/app/a', { agent }), 'UNAUTHENTICATED');
+      assert.equal((await request(root.url, 'GET', '/v1/kv/app/a', { headers: auth(reader.token), agent })).status, 200);
+    } finally {
+      agent.destroy();
+    }
+  });
 });
 
 describe('auth: scopes on every route', () => {

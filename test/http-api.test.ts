@@ -691,10 +691,10 @@ describe('http api', () => {
     assert.match(text, /^# TYPE mercury_commit_batch_requests histogram$/m);
     assert.match(text, /^mercury_commit_batch_requests_count [1-9]\d*$/m);
     assert.match(text, /^# TYPE mercury_http_requests_total counter$/m);
-    assert.match(text, /^mercury_http_requests_total\{route="\/v1\/kv\/\{key\}",method="PUT",status="200"\} [1-9]\d*$/m);
-    assert.match(text, /^mercury_http_requests_total\{route="\/v1\/kv\/\{key\}",method="GET",status="404"\} [1-9]\d*$/m);
-    assert.match(text, /^mercury_http_requests_total\{route="\/v1\/txn",method="POST",status="415"\} [1-9]\d*$/m);
-    assert.match(text, /^mercury_http_requests_total\{route="unknown",method="GET",status="404"\} [1-9]\d*$/m);
+    assert.match(text, /^mercury_http_requests_total\{method="PUT",route="\/v1\/kv\/\{key\}",status="200"\} [1-9]\d*$/m);
+    assert.match(text, /^mercury_http_requests_total\{method="GET",route="\/v1\/kv\/\{key\}",status="404"\} [1-9]\d*$/m);
+    assert.match(text, /^mercury_http_requests_total\{method="POST",route="\/v1\/txn",status="415"\} [1-9]\d*$/m);
+    assert.match(text, /^mercury_http_requests_total\{method="GET",route="unknown",status="404"\} [1-9]\d*$/m);
     assert.match(text, /^mercury_entries_written_total [1-9]\d*$/m);
     // Every sample line is "name{labels} number".
     for (const line of text.split('\n').filter((l) => l !== '' && !l.startsWith('#'))) assert.match(line, /^[a-z_]+(\{([a-z_]+="([^"\\]|\\.)*",?)+\})? -?[\d.e+-]+$/, line);

@@ -132,6 +132,27 @@ describe('signed entries - real processes', () => {
     await stopProcess(naive.child);
   });
 
+  test('an honest relay cannot sign a snapshot: a new replica takes its first one from the root, then goes back to the relay at once', async () => {
+    const relay = await serve('honest-relay', ['--replication-listen', `127.0.0.1:${await freePort()}`, ...replicaArgs(root.replication)]);
+    await converged(root, [relay]);
+    const leaf = await serve('leaf', replicaArgs(`${relay.replication},${root.replication}`));
+    await converged(root, [leaf]);
+    const trust = await trustOf(leaf);
+    assert.equal(trust.lastRefusal?.code, 'SIGNATURE_MISSING');
+    assert.equal(trust.lastRefusal?.upstream, relay.replication);
+    // Back on the relay well before the 30 s after which a replica otherwise retries its first upstream.
+    const joined = performance.now();
+    await eventually(async () => (await statusOf(leaf)).replication.upstream?.address === relay.replication, () => leaf.stderr());
+    assert.ok(performance.now() - joined < 15_000);
+    await put(root, 'through-relay', 'yes');
+    await converged(root, [relay, leaf]);
+    assert.equal(await get(leaf, 'through-relay'), 'yes');
+    assert.equal((await statusOf(leaf)).replication.upstream?.address, relay.replication);
+    await assertSameChain(leaf, root);
+    await stopProcess(leaf.child);
+    await stopProcess(relay.child);
+  });
+
   test('a replica holding the wrong trust key: clear errors on both sides, it keeps serving what it has, nothing is lost', async () => {
     const wrong = join(dir, 'wrong.pub.pem');
     writeFileSync(wrong, generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'pem' }));

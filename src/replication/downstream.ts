@@ -176,6 +176,8 @@ interface Session {
   lastProgressMs: number;
   /** rootSeq of the last heartbeat taken in this session: heartbeats are ordered by seq, never by root time. */
   lastHeartbeatRootSeq: number | undefined;
+  /** When a session on a fallback upstream tries the first one again (Infinity on the first). */
+  preferredRetryAtMs: number;
   receivedBytes: number;
   ackedBytes: number;
   ackedSeq: number;
@@ -218,6 +220,8 @@ export class Downstream {
   private ancestors: readonly string[] = [];
   private session: Session | undefined;
   private snapshot: IncomingSnapshot | undefined;
+  /** The first upstream announced a snapshot without the root's signature (a relay's), since the last install. */
+  private preferredSentUnsignedSnapshot = false;
   private lastConnId = 0;
   private nextIndex = 0;
   private nextAttemptMs = 0;
@@ -341,7 +345,7 @@ export class Downstream {
 
   /** When a session on a fallback upstream tries the first one again; Infinity on the first, or while not streaming. */
   private preferredRetryAtMs(session: Session): number {
-    return session.index !== 0 && this.phase === 'streaming' ? session.startedMs + this.limits.preferredUpstreamRetryMs : Infinity;
+    return this.phase === 'streaming' ? session.preferredRetryAtMs : Infinity;
   }
 
   /** Leaves a healthy fallback upstream for the first one in the list (not a failure: no backoff grows). */
@@ -471,6 +475,7 @@ export class Downstream {
       welcome: undefined,
       lastProgressMs: nowMs,
       lastHeartbeatRootSeq: undefined,
+      preferredRetryAtMs: index === 0 ? Infinity : nowMs + this.limits.preferredUpstreamRetryMs,
       receivedBytes: 0,
       ackedBytes: 0,
       ackedSeq: this.head.seq,
@@ -494,7 +499,8 @@ export class Downstream {
         return this.entries(nowMs, session, message.records, actions);
       case 'snapshotBegin':
         if (this.snapshot !== undefined) return this.unexpected(nowMs, message, actions);
-        if (this.trust !== undefined && !message.signed)
+        if (this.trust !== undefined && !message.signed) {
+          if (session.index === 0) this.preferredSentUnsignedSnapshot = true;
           return this.refuseData(
             nowMs,
             session,
@@ -504,6 +510,7 @@ export class Downstream {
             },
             actions,
           );
+        }
         return this.snapshotBegin(nowMs, session, message.seq, message.hash, message.keyCount, actions);
       case 'snapshotChunk':
         if (this.snapshot === undefined) return this.unexpected(nowMs, message, actions);
@@ -674,6 +681,11 @@ export class Downstream {
     this.snapshotsInstalled++;
     this.phase = 'streaming';
     session.lastProgressMs = nowMs;
+    // The first upstream is an honest relay that could not sign its snapshot (only the root can: decision record 25),
+    // and this one could. Once joined, entries (which the root signed) can come from the relay: go back to it at once
+    // rather than after preferredUpstreamRetryMs, or a fleet joining through its relays would sit on the root.
+    if (session.index !== 0 && this.preferredSentUnsignedSnapshot) session.preferredRetryAtMs = nowMs;
+    this.preferredSentUnsignedSnapshot = false;
     actions.push({ type: 'snapshotFinish', seq: snapshot.seq, hash: snapshot.hash, datasetId });
     actions.push({ type: 'log', level: 'info', message: 'snapshot installed', fields: { seq: snapshot.seq, keys: snapshot.keysReceived, bytes: snapshot.bytesReceived } });
     this.ack(nowMs, session, actions);

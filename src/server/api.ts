@@ -68,7 +68,7 @@ export function createApiHandler(node: NodeApi, limits: HttpLimits = HTTP_LIMITS
     const match = router.match(path);
     const routeName = match?.route.name ?? 'unknown';
     res.once('finish', () => {
-      requests.inc(1, { route: routeName, method: req.method ?? '', status: String(res.statusCode) });
+      requests.inc(1, { method: req.method ?? '', route: routeName, status: String(res.statusCode) });
       seconds.observe((node.clock.monotonicMs() - started) / 1000);
     });
     const fail = (error: unknown): void => {

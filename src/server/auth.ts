@@ -13,23 +13,26 @@ import type { Principal } from '../auth/index.js';
 import type { Txn } from '../api/index.js';
 import type { WriteCaller } from './node-api.js';
 
-const principals = new WeakMap<IncomingMessage, Principal>();
-/** Requests that passed authentication from their headers (with auth off too): only these may have a body read. */
-const admitted = new WeakSet<IncomingMessage>();
+/**
+ * Who a request is, set once its credential (or auth off) let it through: only such a request may have its body read.
+ * A symbol-keyed property of the request rather than a WeakMap and a WeakSet: every request passes here, and the
+ * ephemeron tables cost about 0.6 µs per request more (measured by profile, 2026-12-02).
+ */
+const ADMITTED = Symbol('mercury.admitted');
+type AdmittedRequest = IncomingMessage & { [ADMITTED]?: Principal | null };
 
 /** Records who `req` is, once its credential (or auth off) let it through. */
 export function admit(req: IncomingMessage, principal: Principal | undefined): void {
-  admitted.add(req);
-  if (principal !== undefined) principals.set(req, principal);
+  (req as AdmittedRequest)[ADMITTED] = principal ?? null;
 }
 
 /** A body is read only after its request was authenticated from the headers: a bug otherwise. */
 export function assertAdmitted(req: IncomingMessage): void {
-  assert.ok(admitted.has(req), `${req.method} ${req.url}: a request body was read before the request was authenticated`);
+  assert.ok((req as AdmittedRequest)[ADMITTED] !== undefined, `${req.method} ${req.url}: a request body was read before the request was authenticated`);
 }
 
 export function principalOf(req: IncomingMessage): Principal | undefined {
-  return principals.get(req);
+  return (req as AdmittedRequest)[ADMITTED] ?? undefined;
 }
 
 /**
