@@ -44,12 +44,15 @@ function fillUp(path: string): void {
 
 
 
-test('storage faults: ENOSPC and MDB_MAP_FULL map to STORAGE_FULL (507), EIO to STORAGE_IO_ERROR (500), anything else to none', () => {
+test('storage faults: ENOSPC and MDB_MAP_FULL map to STORAGE_FULL (507), EIO and MDB_PANIC to STORAGE_IO_ERROR (500), anything else to none', () => {
   const lmdbError = (code: number, message: string): Error => Object.assign(new Error(message), { code });
   assert.equal(storageFault(lmdbError(28, 'No space left on device: Attempting to write page'))?.code, 'STORAGE_FULL');
   assert.equal(storageFault(lmdbError(-30792, 'MDB_MAP_FULL: Environment mapsize limit reached'))?.code, 'STORAGE_FULL');
   assert.equal(storageFault(Object.assign(new Error('write EIO'), { code: 'EIO' }))?.code, 'STORAGE_IO_ERROR');
   assert.equal(storageFault(lmdbError(5, 'Input/output error'))?.status, 500);
+  const panic = storageFault(lmdbError(-30795, 'MDB_PANIC: Update of meta page failed or environment had fatal error'));
+  assert.equal(panic?.code, 'STORAGE_IO_ERROR');
+  assert.match(panic?.message ?? '', /restart the node/);
   assert.equal(storageFault(lmdbError(28, 'x'))?.status, 507);
   assert.equal(storageFault(new Error('a bug')), undefined);
   assert.equal(storageFault(new MercuryError('KEY_EMPTY', 'not the storage')), undefined);

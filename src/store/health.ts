@@ -30,6 +30,12 @@ const ENOSPC = 28;
 const EIO = 5;
 /** LMDB's MDB_MAP_FULL: the map size is reached; to the operator it is the same as a full disk. */
 const MDB_MAP_FULL = -30792;
+/**
+ * LMDB's MDB_PANIC: a failed write of the meta page (on its O_DSYNC descriptor) leaves the environment unusable for
+ * writes until it is opened again. Nothing acknowledged is lost (the transaction did not commit), but only a restart
+ * of the node clears it.
+ */
+const MDB_PANIC = -30795;
 
 /**
  * The stable error for a failed write transaction, or undefined when the failure is not the storage's (a bug, a bad
@@ -41,6 +47,12 @@ export function storageFault(error: unknown): MercuryError | undefined {
   const message = error instanceof Error ? error.message : String(error);
   if (code === ENOSPC || code === 'ENOSPC' || code === MDB_MAP_FULL || /No space left on device|MDB_MAP_FULL/.test(message))
     return new MercuryError('STORAGE_FULL', `the write was not applied: this node's storage is full (${message}); free space on its disk (or raise the map size), then retry`, { cause: error });
+  if (code === MDB_PANIC || /MDB_PANIC/.test(message))
+    return new MercuryError(
+      'STORAGE_IO_ERROR',
+      `the write was not applied: this node's storage failed a write and LMDB stopped taking writes (${message}); check its disk, then restart the node`,
+      { cause: error },
+    );
   if (code === EIO || code === 'EIO' || /Input\/output error/.test(message))
     return new MercuryError('STORAGE_IO_ERROR', `the write was not applied: I/O error on this node's storage (${message}); check its disk`, { cause: error });
   return undefined;
