@@ -49,7 +49,12 @@ const LISTENING = /mercury node listening on (https?:\/\/\S+) replication (\S+) 
 export function startServe(dataDir: string, extraArgs: readonly string[] = []): Promise<ServeProcess> {
   // Tests that are not about authorization run without it (on loopback); those that are pass --auth required.
   const auth = extraArgs.includes('--auth') ? [] : ['--auth', 'off'];
-  const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...auth, ...extraArgs], {
+  // A test that picks the HTTP port (`--listen 127.0.0.1:P`, P from freePort) gets port 0 for the other two: their
+  // defaults, P + 1 and P + 2, were never checked free, and a busy machine hands them out to other sockets.
+  const otherPorts = extraArgs.includes('--listen')
+    ? [...(extraArgs.includes('--replication-listen') ? [] : ['--replication-listen', '127.0.0.1:0']), ...(extraArgs.includes('--wire-listen') ? [] : ['--wire-listen', '127.0.0.1:0'])]
+    : [];
+  const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...auth, ...otherPorts, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
