@@ -14,8 +14,10 @@
  *    events message with `performance.timeOrigin + performance.now()` (one clock for the whole host); the parent
  *    subtracts the entry's commit timestamp (its `timeMs`, read back from `GET /v1/log`), the time it received the
  *    PUT's acknowledgement, and the time it sent the PUT. "To all" is the last watcher's time per change; "per
- *    watcher" is every (watcher, change) delivery. The root fans an entry out before it answers the PUT, so "from the
- *    acknowledgement" leaves the node's own sending out: "from the commit" is the figure to read.
+ *    watcher" is every (watcher, change) delivery. The root answers the PUT before it fans the entry out (decision
+ *    32), but a PUT sent during a fan-out waits for it, and the acknowledgement's time has no part in when the watchers
+ *    get the change: "from the commit" is the figure to read. Also printed: the PUT's round trip, and the node's CPU
+ *    time per change (user + system, from /proc), which the machine's other load disturbs less than the latencies.
  *
  * Multi-process mode (`--nodes K`, default 17,000 watchers per node): K node processes. When `mercury serve` accepts
  * `--replication-listen` and `--upstream`, node 0 is the root, the others replicate from it, and changes are written to
