@@ -14,8 +14,10 @@
  *    events message with `performance.timeOrigin + performance.now()` (one clock for the whole host); the parent
  *    subtracts the entry's commit timestamp (its `timeMs`, read back from `GET /v1/log`), the time it received the
  *    PUT's acknowledgement, and the time it sent the PUT. "To all" is the last watcher's time per change; "per
- *    watcher" is every (watcher, change) delivery. The root fans an entry out before it answers the PUT, so "from the
- *    acknowledgement" leaves the node's own sending out: "from the commit" is the figure to read.
+ *    watcher" is every (watcher, change) delivery. The root answers the PUT before it fans the entry out (decision
+ *    32), but a PUT sent during a fan-out waits for it, and the acknowledgement's time has no part in when the watchers
+ *    get the change: "from the commit" is the figure to read. Also printed: the PUT's round trip, and the node's CPU
+ *    time per change (user + system, from /proc), which the machine's other load disturbs less than the latencies.
  *
  * Multi-process mode (`--nodes K`, default 17,000 watchers per node): K node processes. When `mercury serve` accepts
  * `--replication-listen` and `--upstream`, node 0 is the root, the others replicate from it, and changes are written to
@@ -150,6 +152,19 @@ function rssBytes(pid: number): number {
   return Number(match[1]) * 1024;
 }
 
+/**
+ * CPU time the process has used so far (user + system, /proc/PID/stat fields 14 and 15, in clock ticks of 10 ms) and
+ * its involuntary context switches (/proc/PID/status): the node's CPU per change is less disturbed by other load on
+ * the machine than wall-clock latency, and the switches say how often the clients it wakes preempted it.
+ */
+function cpuUsage(pid: number): { cpuMs: number; systemMs: number; preempted: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const switches = /nonvoluntary_ctxt_switches:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  // Fields from the third on (state is field 3): utime is field 14, stime field 15.
+  return { cpuMs: (Number(fields[11]) + Number(fields[12])) * 10, systemMs: Number(fields[12]) * 10, preempted: Number(switches?.[1] ?? 0) };
+}
+
 /** Median of a few RSS samples, after letting the node settle (no hook to force its GC: it is sampled as it runs). */
 async function settledRss(pid: number): Promise<number> {
   await sleep(RSS_SETTLE_MS);
@@ -243,11 +258,19 @@ interface RunResult {
   readonly toAllFromCommitMs: Percentiles;
   readonly toAllFromAckMs: Percentiles;
   readonly toAllFromSendMs: Percentiles;
+  /** The PUT's round trip (sent to acknowledged; the root's, with replicas): what a writer waits for. */
+  readonly putMs: Percentiles;
   readonly perWatcherFromCommitMs: Percentiles;
   readonly perWatcherFromAckMs: Percentiles;
   readonly missing: number;
   readonly closes: number;
   readonly changesPerSecond: number;
+  /** The nodes' CPU time (user + system) during the measured changes, per change, summed over the nodes. */
+  readonly nodeCpuMsPerChange: number;
+  /** Of which in the kernel (system time: the socket writes). */
+  readonly nodeSystemMsPerChange: number;
+  /** The nodes' involuntary context switches during the measured changes, per change. */
+  readonly nodePreemptionsPerChange: number;
   readonly load: string;
 }
 
@@ -368,6 +391,7 @@ async function run(runIndex: number): Promise<RunResult> {
     phase(`${CHANGES} changes`);
     const changes: Change[] = [];
     const writeStarted = performance.now();
+    const cpuBefore = cluster.nodes.map((node) => cpuUsage(node.pid));
     await writeChanges(cluster, CHANGES, (c) => `cfg/team${c % TEAMS}/flag`, changes);
     const changesPerSecond = CHANGES / ((performance.now() - writeStarted) / 1000);
     const load = loadText();
@@ -388,6 +412,10 @@ async function run(runIndex: number): Promise<RunResult> {
       await sleep(200);
       received = (await Promise.all(clients.map((client) => client.ask({ type: 'count' }, 'count')))).reduce((sum, reply) => sum + reply.received, 0);
     } while (received < expected && Date.now() < deadline);
+    const cpuAfter = cluster.nodes.map((node) => cpuUsage(node.pid));
+    const nodeCpuMs = cpuAfter.reduce((sum, usage, n) => sum + usage.cpuMs - cpuBefore[n]!.cpuMs, 0);
+    const nodeSystemMs = cpuAfter.reduce((sum, usage, n) => sum + usage.systemMs - cpuBefore[n]!.systemMs, 0);
+    const nodePreemptions = cpuAfter.reduce((sum, usage, n) => sum + usage.preempted - cpuBefore[n]!.preempted, 0);
 
     // Per change and node: the last arrival; per delivery: its latency from the acknowledgement and from the commit.
     const K = cluster.nodes.length;
@@ -425,11 +453,15 @@ async function run(runIndex: number): Promise<RunResult> {
       toAllFromCommitMs: percentiles(toAllFromCommit),
       toAllFromAckMs: percentiles(toAll((change, n) => change.ackMs[n]!)),
       toAllFromSendMs: percentiles(toAll((change) => change.sentMs)),
+      putMs: percentiles(changes.map((change) => Math.max(...change.ackMs) - change.sentMs)),
       perWatcherFromCommitMs: perWatcherFromCommit,
       perWatcherFromAckMs: perWatcherFromAck,
       missing: expected - counted,
       closes,
       changesPerSecond,
+      nodeCpuMsPerChange: nodeCpuMs / CHANGES,
+      nodeSystemMsPerChange: nodeSystemMs / CHANGES,
+      nodePreemptionsPerChange: nodePreemptions / CHANGES,
       load,
     };
   } finally {
@@ -461,6 +493,7 @@ async function main(): Promise<void> {
     process.stdout.write(
       `  run ${i + 1}: ${result.subscribed} watchers, ${(result.idleBytesPerWatcher / 1024).toFixed(2)} KiB/watcher, to all from commit p50 ${result.toAllFromCommitMs.p50.toFixed(1)} ` +
         `p99 ${result.toAllFromCommitMs.p99.toFixed(1)} max ${result.toAllFromCommitMs.max.toFixed(1)} ms, ${result.changesPerSecond.toFixed(1)} changes/s, ` +
+        `node CPU ${result.nodeCpuMsPerChange.toFixed(1)} ms/change (system ${result.nodeSystemMsPerChange.toFixed(1)}, ${result.nodePreemptionsPerChange.toFixed(0)} preemptions/change), ` +
         `missing ${result.missing}, closed ${result.closes}, load ${result.load}\n`,
     );
   }
@@ -468,12 +501,14 @@ async function main(): Promise<void> {
     process.stdout.write(`${name.padEnd(44)} ${formatSummary(summarize(results.map(pick)), unit)}\n`);
   };
   line('node memory per idle watcher', (result) => result.idleBytesPerWatcher / 1024, 'KiB');
+  line('node CPU per change (user + system)', (result) => result.nodeCpuMsPerChange, 'ms');
   for (const [from, pick] of [
     ['commit', (result: RunResult) => result.toAllFromCommitMs],
     ['ack', (result: RunResult) => result.toAllFromAckMs],
     ['PUT sent', (result: RunResult) => result.toAllFromSendMs],
   ] as const)
     for (const q of ['p50', 'p99', 'max'] as const) line(`to all watchers ${q} (from ${from})`, (result) => pick(result)[q], 'ms');
+  for (const q of ['p50', 'p99'] as const) line(`PUT acknowledged ${q} (from PUT sent)`, (result) => result.putMs[q], 'ms');
   for (const [from, pick] of [
     ['commit', (result: RunResult) => result.perWatcherFromCommitMs],
     ['ack', (result: RunResult) => result.perWatcherFromAckMs],

@@ -58,8 +58,7 @@ class Harness implements WatchOracle {
     return this.commit([{ type: 'put', key: Buffer.from(key), value: Buffer.from(value) }], publish);
   }
 
-  connect(): { id: number; conn: TestConnection } {
-    const conn = new TestConnection();
+  connect<C extends TestConnection = TestConnection>(conn: C = new TestConnection() as C): { id: number; conn: C } {
     const id = ++this.lastConnId;
     this.perform(this.machine.opened(this.nowMs, id, conn));
     return { id, conn };
@@ -265,6 +264,39 @@ describe('watch machine', () => {
     );
     assert.equal(h.machine.subscriptions, 0);
     assert.ok(h.logs.some((log) => log.type === 'log' && log.message.includes('slow watcher')));
+  });
+
+  test('watch machine: a progress round frames each id once and writes that frame to every caught-up watcher; a full queue gets none and is closed', () => {
+    /** Keeps the frames it was handed, to compare them by identity. */
+    class FrameRecorder extends TestConnection {
+      readonly frames: Buffer[] = [];
+      override sendFramed(frame: Buffer): void {
+        this.frames.push(frame);
+        super.sendFramed(frame);
+      }
+    }
+    const h = new Harness();
+    const subscribe = (id: string | number): { id: number; conn: FrameRecorder } => {
+      const watcher = h.connect(new FrameRecorder());
+      h.message(watcher.id, { type: 'subscribe', id, prefixes: ['team/'] });
+      return watcher;
+    };
+    const ones = [1, 2, 3, 4].map(() => subscribe(1));
+    const named = subscribe('x');
+    const full = subscribe(1);
+    full.conn.bufferedBytes = h.limits.queueBytesMax;
+    const skipped = h.put('elsewhere/1'); // selects none of them: each must be told by progress
+    h.advance(h.limits.progressIntervalMs);
+    const shared = ones[0]!.conn.frames.at(-1)!;
+    for (const { conn } of ones) assert.equal(conn.frames.at(-1), shared, 'one Buffer written to every watcher with that id');
+    assert.deepEqual(ofType(ones[0]!.conn.received, 'progress').at(-1), { type: 'progress', id: 1, seq: skipped.entry.seq });
+    assert.notEqual(named.conn.frames.at(-1), shared);
+    assert.deepEqual(ofType(named.conn.received, 'progress').at(-1), { type: 'progress', id: 'x', seq: skipped.entry.seq });
+    assert.equal(full.conn.frames.length, 0, 'nothing is queued on a full connection');
+    h.advance(h.limits.stallMs);
+    assert.equal(full.conn.closedWith?.code, WatchCloseCode.SLOW_WATCHER);
+    assert.deepEqual(ofType(full.conn.received, 'progress').at(-1), { type: 'progress', id: 1, seq: skipped.entry.seq }, 'told where to resume');
+    for (const { conn } of [...ones, named]) assert.equal(conn.closedWith, undefined);
   });
 
   test('watch machine: progress within one interval when something was skipped, a heartbeat when quiet, nothing in between', () => {

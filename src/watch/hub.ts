@@ -138,6 +138,8 @@ export class WatchHub {
   private server: Server | undefined;
   private closed = false;
   private internalsWarned = false;
+  /** Entries published and not yet fanned out (see `publish`). */
+  private unpublished: (EncodedEntry | Entry)[] = [];
   private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => this.upgrade(req, socket, head);
   private readonly authenticate: ((req: IncomingMessage) => Principal | undefined) | undefined;
 
@@ -213,15 +215,31 @@ export class WatchHub {
     server.on('upgrade', this.onUpgrade);
   }
 
-  /** Hands the hub entries this node has applied, in seq order (the root's committer, or a replica's apply loop). */
+  /**
+   * Hands the hub entries this node has applied, in seq order (the root's committer, or a replica's apply loop). The
+   * fan-out runs on the check phase of this event-loop turn, not at once: the committer resolves its writes before it
+   * publishes, and their acknowledgements (and a replica's apply acknowledgement) are written in the microtasks that
+   * follow, instead of waiting behind a write to every watcher's socket (about 300 ms for 17,000 watchers here, see
+   * decision 32). Entries published meanwhile join the same fan-out, in order.
+   */
   publish(entries: readonly (EncodedEntry | Entry)[]): void {
-    if (this.closed) return;
-    this.perform(this.machine.published(this.clock.monotonicMs(), entries));
+    if (this.closed || entries.length === 0) return;
+    for (const entry of entries) this.unpublished.push(entry);
+    if (this.unpublished.length === entries.length) setImmediate(this.publishNow);
   }
+
+  /** Fans out what `publish` queued (the machine ignores entries it has already seen, and closes nothing here). */
+  private readonly publishNow = (): void => {
+    const entries = this.unpublished;
+    this.unpublished = [];
+    if (this.closed || entries.length === 0) return;
+    this.perform(this.machine.published(this.clock.monotonicMs(), entries));
+  };
 
   /** This node installed a snapshot at `seq`: watchers behind it are served the new state now (see the machine). */
   chainReplaced(seq: number): void {
     if (this.closed) return;
+    this.publishNow(); // entries applied before the snapshot go out first, as they would have without the deferral
     this.perform(this.machine.chainReplaced(this.clock.monotonicMs(), seq));
   }
 
@@ -231,6 +249,8 @@ export class WatchHub {
    */
   revoke(tokenIds: readonly string[]): void {
     if (this.closed || tokenIds.length === 0) return;
+    // Entries applied before the revocation go out first (to these watchers too: their token was valid for them).
+    this.publishNow();
     const revoked = new Set(tokenIds);
     for (const connection of Array.from(this.connections.values())) {
       const principal = connection.principal;

@@ -216,6 +216,26 @@ class SharedBody {
   }
 }
 
+/**
+ * The progress messages of one round as complete frames. Every subscription that is caught up is told the same seq
+ * (the latest published), and most share a handful of ids, so those are framed once per id, as events are; a
+ * subscription still behind (its own seq) gets a frame of its own.
+ */
+class ProgressFrames {
+  private readonly frames = new Map<string, Buffer>();
+  constructor(private readonly latestSeq: number) {}
+
+  frame(idJson: string, seq: number): Buffer {
+    if (seq !== this.latestSeq) return textFrame(Buffer.from(progressMessage(idJson, seq), 'utf8'));
+    let frame = this.frames.get(idJson);
+    if (frame === undefined) {
+      frame = textFrame(Buffer.from(progressMessage(idJson, seq), 'utf8'));
+      if (this.frames.size < MESSAGE_CACHE_IDS_MAX) this.frames.set(idJson, frame);
+    }
+    return frame;
+  }
+}
+
 export class WatchMachine {
   readonly limits: WatchLimits;
   private readonly reads: WatchReads;
@@ -818,6 +838,8 @@ export class WatchMachine {
 
   private progressRound(nowMs: number): void {
     this.ticks++;
+    const frames = new ProgressFrames(this.liveSeq);
+    let sent = 0;
     for (const connection of this.connections.values()) {
       if (connection.closing) continue;
       if (connection.blockedSinceMs >= 0 && this.stalled(connection, nowMs)) {
@@ -834,10 +856,13 @@ export class WatchMachine {
         const done = this.position(subscription) - 1;
         if (done <= subscription.toldSeq && !heartbeat) continue;
         if (!this.hasRoom(connection, nowMs)) break;
-        this.send(connection, progressMessage(subscription.idJson, done), 'progress');
+        connection.port.sendFramed(frames.frame(subscription.idJson, done));
+        connection.lastSendTick = this.ticks;
+        sent++;
         this.tell(subscription, done);
       }
     }
+    if (sent > 0) this.counters.sent('progress', sent, 0);
   }
 
   /** Whether a full queue has stopped shrinking for stallMs (a queue that shrinks restarts the clock). */
