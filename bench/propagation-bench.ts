@@ -232,8 +232,12 @@ async function latencyRun(tree: Tree, writes: number, intervalMs: number): Promi
 
 /** Phase 2: closed-loop load on the root; the tree's lag meanwhile and its drain time afterwards. */
 async function sustainedRun(tree: Tree, clients: number, seconds: number): Promise<{ writesPerSecond: number; entriesPerSecond: number; drainMs: number; lagFirstHalf: number; lagSecondHalf: number; cpuPerEntryUs: number }> {
-  const statusConnection = new RawHttpConnection(tree.root.host, tree.root.port, TLS?.ca, authorization);
-  const rootSeq = async (): Promise<number> => (JSON.parse((await statusConnection.request('GET', '/v1/status')).body.toString()) as { seq: number }).seq;
+  let statusConnection = new RawHttpConnection(tree.root.host, tree.root.port, TLS?.ca, authorization);
+  const rootSeq = async (): Promise<number> => {
+    // The sampler may wait longer than the root's keep-alive timeout for busy hosts: reconnect if it closed.
+    if (!statusConnection.isOpen) statusConnection = new RawHttpConnection(tree.root.host, tree.root.port, TLS?.ca, authorization);
+    return (JSON.parse((await statusConnection.request('GET', '/v1/status')).body.toString()) as { seq: number }).seq;
+  };
   const seqBefore = await rootSeq();
   const cpuBefore = await hostsCpuMs(tree.hosts);
   const connections = Array.from({ length: clients }, () => new RawHttpConnection(tree.root.host, tree.root.port, TLS?.ca, authorization));

@@ -83,6 +83,8 @@ export class RawHttpConnection {
         ? `${method} ${path} HTTP/1.1\r\nhost: localhost\r\n${auth}\r\n`
         : `${method} ${path} HTTP/1.1\r\nhost: localhost\r\n${auth}content-type: ${contentType}\r\ncontent-length: ${body.length}\r\n\r\n`;
     return new Promise((resolve, reject) => {
+      // A socket the server already closed (keep-alive idle timeout) would take the write and never answer.
+      if (!this.isOpen) return reject(new Error('connection closed'));
       this.waiting = { resolve, reject };
       if (body === undefined) this.socket.write(head);
       else this.socket.write(Buffer.concat([Buffer.from(head, 'latin1'), body]));
