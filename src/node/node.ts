@@ -108,6 +108,8 @@ export class MercuryNode {
   private trimTimer: TimerHandle | undefined;
   private heartbeatTimer: TimerHandle | undefined;
   private latestHeartbeat: Heartbeat | undefined;
+  /** The head seq at the last trim that completed: the log was within its bounds then. */
+  private trimmedAtSeq = -1;
   private trimming = false;
   private lastStorageProbeMs = -Infinity;
   private readonly appliedListeners: ((entries: readonly EncodedEntry[]) => void)[] = [];
@@ -697,7 +699,10 @@ export class MercuryNode {
 
   /** Trims the log in small transactions, yielding to the event loop between them so writers and readers go on. */
   private async trimLog(): Promise<void> {
-    if (this.trimming) return;
+    const seq = this.store.head().seq;
+    // Nothing appended since a check that left the log within its bounds: nothing to trim (an idle node's timer
+    // then costs no LMDB read; hundreds of replicas share a host in bench:propagation).
+    if (this.trimming || seq === this.trimmedAtSeq) return;
     this.trimming = true;
     try {
       const { retainEntries, retainBytes, trimBatchEntries } = this.limits.log;
@@ -705,6 +710,7 @@ export class MercuryNode {
         // Each step is one short write transaction; commits (or applies) go on between steps.
         await new Promise((resolve) => setImmediate(resolve));
       }
+      this.trimmedAtSeq = seq;
     } catch (error) {
       this.logger.log('error', 'log trim failed', { error: String(error) });
     } finally {

@@ -8,6 +8,13 @@
  * empty and bootstraps from a snapshot. Verified entries go to the node's children (`onVerified`) just before its own
  * write, so a crash between the two leaves children ahead of it: they are refused as BEHIND and use another upstream
  * meanwhile (docs/decisions.md, record 30).
+ *
+ * Batching (record 33): verified entries wait for the end of the event-loop turn (`setImmediate`), so that every entry
+ * read in that turn (several socket reads under load, or what queued while the previous write ran) is forwarded and
+ * written together, in one write transaction. Forwarding and the write still happen back to back, so a crash falls
+ * before both or between them as before. The wait ends early before any other action (a send, a snapshot, a
+ * heartbeat, a close), so nothing leaves this node claiming entries it has not written, and the store and the
+ * children see the upstream's stream in its order.
  */
 import net from 'node:net';
 import tls from 'node:tls';
@@ -57,6 +64,11 @@ export interface ReplicationClientOptions {
 }
 
 const SNAPSHOT_PROGRESS_LOG_INTERVAL_MS = 5_000;
+/**
+ * Most verified entries held for one write transaction; more are written at once. The upstream's window
+ * (`childWindowEntriesMax`) bounds them already; this bounds the transaction should the limits grow.
+ */
+const APPLY_BATCH_ENTRIES_MAX = 4096;
 /** After a failed store write, how long the replica waits before it reconnects and tries again. */
 const STORAGE_RETRY_MS = 1_000;
 
@@ -67,6 +79,9 @@ export class ReplicationClient {
   private readonly sockets = new Map<number, net.Socket>();
   private stopped = false;
   private lastProgressLogMs = 0;
+  /** Verified entries not yet forwarded nor written, in seq order (the machine's head already includes them). */
+  private pending: EncodedEntry[] = [];
+  private flushArmed = false;
 
   constructor(options: ReplicationClientOptions) {
     this.options = options;
@@ -102,6 +117,8 @@ export class ReplicationClient {
   private storageFailed(fault: MercuryError): void {
     this.options.logger.log('error', 'replication paused: the store cannot write', { code: fault.code, retryMs: STORAGE_RETRY_MS });
     this.timer.cancel();
+    // Not forwarded either: children only ever get what this node was about to write.
+    this.pending = [];
     for (const socket of this.sockets.values()) socket.destroy();
     this.sockets.clear();
     this.downstream = this.machineFromStore();
@@ -130,6 +147,8 @@ export class ReplicationClient {
 
   close(): void {
     if (this.stopped) return;
+    // Held entries are verified: written now, like those of a turn that ended (stop() emits no action without a session).
+    this.writeHeld();
     this.perform(this.downstream.stop(this.options.clock.monotonicMs()));
     this.stopped = true;
     this.timer.cancel();
@@ -164,9 +183,14 @@ export class ReplicationClient {
   }
 
   private perform(actions: readonly DownstreamAction[]): void {
+    this.guarded(() => this.performActions(actions));
+  }
+
+  /** Runs store work; a storage failure pauses replication (`storageFailed`), anything else is a bug and throws. */
+  private guarded(work: () => void): void {
     if (this.stopped) return;
     try {
-      this.performActions(actions);
+      work();
     } catch (error) {
       if (!(error instanceof MercuryError) || !error.code.startsWith('STORAGE_')) throw error;
       this.storageFailed(error);
@@ -175,17 +199,14 @@ export class ReplicationClient {
 
   private performActions(actions: readonly DownstreamAction[]): void {
     const { store, logger } = this.options;
-    // Several frames read at once yield several `apply` actions in a row: one write transaction serves them all.
-    let batch: EncodedEntry[] = [];
     for (const action of actions) {
       if (action.type === 'apply') {
-        batch.push(...action.entries);
+        this.hold(action.entries);
         continue;
       }
-      if (batch.length > 0) {
-        this.apply(batch);
-        batch = [];
-      }
+      // Everything else follows the entries before it: an ACK names them, a snapshot replaces them, a heartbeat or
+      // a close must not overtake them on the way to the children.
+      if (action.type !== 'log') this.applyPending();
       switch (action.type) {
         case 'connect':
           this.connect(action.connId, action.upstream);
@@ -221,8 +242,24 @@ export class ReplicationClient {
           break;
       }
     }
-    if (batch.length > 0) this.apply(batch);
     this.timer.schedule(this.downstream.nextTickMs());
+  }
+
+  /** Queues verified entries for the write at the end of this event-loop turn. */
+  private hold(entries: readonly EncodedEntry[]): void {
+    for (const entry of entries) this.pending.push(entry);
+    if (this.pending.length >= APPLY_BATCH_ENTRIES_MAX) return this.applyPending();
+    if (this.flushArmed) return;
+    this.flushArmed = true;
+    setImmediate(() => {
+      this.flushArmed = false;
+      this.writeHeld();
+    });
+  }
+
+  /** The end of a turn (or of the client): what is held is forwarded and written. */
+  private writeHeld(): void {
+    if (this.pending.length > 0) this.guarded(() => this.applyPending());
   }
 
   /** Large snapshots take a while: say how far along they are every few seconds (status has it at any time). */
@@ -233,7 +270,11 @@ export class ReplicationClient {
     this.lastProgressLogMs = nowMs;
   }
 
-  private apply(entries: readonly EncodedEntry[]): void {
+  /** Forwards the held entries to the children, then writes them in one transaction (record 30, record 33). */
+  private applyPending(): void {
+    if (this.pending.length === 0) return;
+    const entries = this.pending;
+    this.pending = [];
     const clock = this.options.clock;
     // Children first: their hop overlaps this node's write instead of waiting for it.
     this.options.onVerified?.(entries);

@@ -32,9 +32,10 @@
  * The adapter contract:
  * - `connect` opens a connection and answers `connected` or `closed` with the same connId. Events carrying an old
  *   connId are ignored, so races between a close and late data are harmless.
- * - `apply` must be performed (one write transaction per action) before the next event; the machine's head already
- *   includes it. The entries are verified: the node may forward them to its children just before its write
- *   (`Upstream.forwardVerified`, record 30 in docs/decisions.md), and does after it (`Upstream.localApplied`).
+ * - `apply` must be performed in order and before any later action other than `log`; the machine's head already
+ *   includes it. The adapter may hold consecutive ones, also across events, and write them in one transaction
+ *   (record 33 in docs/decisions.md). The entries are verified: the node may forward them to its children just
+ *   before its write (`Upstream.forwardVerified`, record 30), and does after it (`Upstream.localApplied`).
  * - `snapshotFinish` replaces the node's chain: the adapter installs it and then resets every child session
  *   (`Upstream.chainReset`), since their positions refer to the old log.
  * - `heartbeat` is forwarded to every child session (`Upstream.heartbeat`).
@@ -63,7 +64,7 @@ export type DownstreamAction =
   | { readonly type: 'connect'; readonly connId: number; readonly upstream: string; readonly upstreamIndex: number }
   | { readonly type: 'send'; readonly connId: number; readonly bytes: Buffer }
   | { readonly type: 'close'; readonly connId: number; readonly reason: string }
-  /** Apply these verified entries, in one write transaction, then forward them to children. */
+  /** Apply these verified entries (in one write transaction, maybe with the next ones), then forward them to children. */
   | { readonly type: 'apply'; readonly entries: readonly EncodedEntry[] }
   /** Start staging a snapshot (forget any partly staged one). */
   | {

@@ -497,10 +497,11 @@ export class Store {
       head = entry;
     }
     this.writeTransaction(() => {
-      for (const { entry, record } of entries) {
+      const last = entries.length - 1;
+      entries.forEach(({ entry, record }, i) => {
         for (const op of entry.ops) this.applyOp(entry.seq, op);
-        this.appendLogRecord(entry, record);
-      }
+        this.appendLogRecord(entry, record, i === last);
+      });
     });
     this.cachedHead = { seq: head.seq, hash: Buffer.from(head.hash) };
   }
@@ -568,9 +569,14 @@ export class Store {
     }
   }
 
-  private appendLogRecord(entry: Entry, record: Buffer): void {
+  /**
+   * Appends an entry to the log. Head and log size are written for the transaction's last entry only (`last`): a
+   * batch of entries is one transaction, so no reader ever sees the values of the entries before it.
+   */
+  private appendLogRecord(entry: Entry, record: Buffer, last = true): void {
     this.log.putSync(seqKey(entry.seq), record, { append: true });
     this.cachedLogBytes += record.length;
+    if (!last) return;
     this.meta.putSync(META_LOG_BYTES, encodeU64(this.cachedLogBytes));
     this.meta.putSync(META_HEAD, encodeHead(entry.seq, entry.hash));
   }

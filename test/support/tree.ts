@@ -86,12 +86,16 @@ export async function converged(root: ServeProcess, nodes: readonly ServeProcess
  * A TCP proxy in front of `target` ("host:port"). While `flipArmed` is set, the next chunk from the target that is at
  * least `minChunkBytes` long has one byte inverted (then the proxy disarms itself): a corruption the frame CRC or the
  * hash chain must catch. While `holding` is set, new connections are accepted but not forwarded until `release()`:
- * a node that tries to reach its upstream stays in the middle of it for as long as a test needs.
+ * a node that tries to reach its upstream stays in the middle of it for as long as a test needs. While `bursting` is
+ * set, what the target sends is kept, and `releaseBurst()` writes it to the node in one piece: many frames that
+ * arrive in one socket read.
  */
 export class FlipProxy {
   flipArmed = false;
   flips = 0;
   holding = false;
+  bursting = false;
+  private burst: { client: net.Socket; chunks: Buffer[] }[] = [];
   /**
    * Malicious-relay mode (test/support/forge.ts): set before connections open, every connection forges the entries and
    * snapshots it carries, with recomputed hashes and the signatures handled as this says.
@@ -123,6 +127,19 @@ export class FlipProxy {
   /** Destroys every open connection (both sides), as a network cut would. */
   cutAll(): void {
     for (const socket of this.sockets) socket.destroy();
+  }
+
+  /** Stops bursting; writes what each connection's target sent meanwhile in one write. Returns the bytes released. */
+  releaseBurst(): number {
+    this.bursting = false;
+    let bytes = 0;
+    for (const { client, chunks } of this.burst) {
+      const all = Buffer.concat(chunks);
+      bytes += all.length;
+      if (!client.destroyed) client.write(all);
+    }
+    this.burst = [];
+    return bytes;
   }
 
   /** Stops holding and forwards the connections held so far. */
@@ -163,6 +180,12 @@ export class FlipProxy {
         this.flips++;
         chunk = Buffer.from(chunk);
         chunk[chunk.length - 8] = chunk[chunk.length - 8]! ^ 0xff;
+      }
+      if (this.bursting) {
+        let kept = this.burst.find((held) => held.client === client);
+        if (kept === undefined) this.burst.push((kept = { client, chunks: [] }));
+        kept.chunks.push(chunk);
+        return;
       }
       client.write(chunk);
     });
