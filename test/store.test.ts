@@ -332,6 +332,23 @@ describe('store range reads', () => {
     assert.ok(first.items.every((item) => item.record.value.toString().startsWith('v')));
   });
 
+  test('store: pages of a snapshot keep their bytes while later pages are read (no copy is made of what LMDB returns)', () => {
+    const store = freshStore();
+    const values = new Map<string, Buffer>();
+    for (let i = 0; i < 40; i++) values.set(`k/${String(i).padStart(3, '0')}`, Buffer.alloc(i % 10 === 3 ? 200 * 1024 : 20 + i, i));
+    commit(store, [...values].map(([key, value]) => put(key, value)));
+    const reader = store.openSnapshot();
+    const pages = [];
+    for (let page = reader.nextPage(100); page.length > 0; page = reader.nextPage(100)) pages.push(page);
+    reader.close();
+    assert.ok(pages.length > 10);
+    const read = pages.flat();
+    assert.deepStrictEqual(
+      read.map((record) => [record.key.toString(), record.value]),
+      [...values],
+    );
+  });
+
   test('store: snapshot pages staged with one reused buffer install every record as sent; a key out of order is refused', () => {
     const store = freshStore({ createDataset: false });
     // A value larger than the staging buffer's first size, so that it grows between records.
