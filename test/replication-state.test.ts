@@ -16,6 +16,7 @@ import {
   PATH_NODES_MAX,
   PROTOCOL_VERSION,
   REPLICATION_LIMITS_TEST,
+  SnapshotDigest,
   Upstream,
   backoffDelayMs,
   decodeMessage,
@@ -471,6 +472,44 @@ describe('replication state machines', () => {
     );
     assert.match(downstream.status().lastFailure ?? '', /digest mismatch/);
     assert.equal(downstream.status().head.seq, 0);
+  });
+
+  test('downstream: a record damaged in a snapshot chunk fails the digest, though its frame checksum was made to match', () => {
+    const root = rootStore(3);
+    const records = [
+      { key: Buffer.from('a'), value: Buffer.from('first'), createSeq: 1, modSeq: 1, version: 1 },
+      { key: Buffer.from('b'), value: Buffer.from('second'), createSeq: 1, modSeq: 2, version: 2 },
+      { key: Buffer.from('c'), value: Buffer.from('third'), createSeq: 3, modSeq: 3, version: 1 },
+    ];
+    // The digest as the root computes it, one record at a time: the receiver hashes the chunk's bytes as received.
+    const sent = new SnapshotDigest();
+    for (const record of records) sent.update(record);
+    const digest = sent.digest();
+    const join = (chunk: Buffer): { actions: DownstreamAction[]; failure: string | undefined } => {
+      const { downstream } = newReplica();
+      const [connect] = downstream.start(T0);
+      assert.ok(connect?.type === 'connect');
+      downstream.connected(T0, connect.connId);
+      const frames = Buffer.concat([
+        encodeMessage({ type: 'welcome', datasetId: DATASET, nodeId: 'root', httpUrl: 'http://127.0.0.1:7070', path: ['root'], head: root.head(), mode: 'snapshot', fromSeq: 0 }),
+        encodeMessage({ type: 'snapshotBegin', seq: 3, hash: root.head().hash, keyCount: records.length, signed: false }),
+        chunk,
+        encodeMessage({ type: 'snapshotEnd', digest, signature: undefined }),
+      ]);
+      const actions = downstream.receive(T0 + 1, connect.connId, frames);
+      return { actions, failure: downstream.status().lastFailure };
+    };
+    const chunk = encodeMessage({ type: 'snapshotChunk', records });
+    assert.equal(ofType(join(chunk).actions, 'snapshotFinish').length, 1);
+
+    const damaged = Buffer.from(chunk);
+    const at = damaged.indexOf('second');
+    damaged[at] = damaged[at]! ^ 1;
+    damaged.writeUInt32BE(crc32(damaged.subarray(8)), 4);
+    const { actions, failure } = join(damaged);
+    assert.equal(ofType(actions, 'snapshotFinish').length, 0);
+    assert.equal(ofType(actions, 'snapshotAbort').length, 1);
+    assert.match(failure ?? '', /digest mismatch/);
   });
 
   test('downstream: entries before WELCOME and a stream offered to a new replica are protocol errors', () => {

@@ -56,6 +56,7 @@ import {
   type Heartbeat,
   type Message,
   type RefuseReason,
+  type SnapshotChunkMessage,
   type WelcomeMessage,
 } from './protocol.js';
 
@@ -515,7 +516,7 @@ export class Downstream {
         return this.snapshotBegin(nowMs, session, message.seq, message.hash, message.keyCount, actions);
       case 'snapshotChunk':
         if (this.snapshot === undefined) return this.unexpected(nowMs, message, actions);
-        return this.snapshotChunk(nowMs, session, this.snapshot, message.records, actions);
+        return this.snapshotChunk(nowMs, session, this.snapshot, message, actions);
       case 'snapshotEnd':
         if (this.snapshot === undefined) return this.unexpected(nowMs, message, actions);
         return this.snapshotEnd(nowMs, session, this.snapshot, message.digest, message.signature, actions);
@@ -641,18 +642,20 @@ export class Downstream {
     actions.push({ type: 'log', level: 'info', message: 'receiving snapshot', fields: { upstream: session.address, seq, keyCount } });
   }
 
-  private snapshotChunk(nowMs: number, session: Session, snapshot: IncomingSnapshot, records: readonly SnapshotRecord[], actions: DownstreamAction[]): void {
+  private snapshotChunk(nowMs: number, session: Session, snapshot: IncomingSnapshot, chunk: SnapshotChunkMessage, actions: DownstreamAction[]): void {
+    const records = chunk.records;
+    assert.ok(chunk.encodedRecords !== undefined, 'a received SNAPSHOT_CHUNK comes from decodeMessage');
     for (const record of records) {
       if (snapshot.lastKey !== undefined && Buffer.compare(snapshot.lastKey, record.key) >= 0)
         return void this.fail(nowMs, 'snapshot keys are not strictly ascending', actions);
       if (record.modSeq > snapshot.seq) return void this.fail(nowMs, `snapshot record modified at ${record.modSeq}, after the snapshot seq ${snapshot.seq}`, actions);
       snapshot.lastKey = record.key;
       if (record.key.length === ROOT_KEY_KEY.length && record.key.equals(ROOT_KEY_KEY)) snapshot.rootKey = Buffer.from(record.value);
-      snapshot.digest.update(record);
       snapshot.keysReceived++;
       snapshot.bytesReceived += record.key.length + record.value.length;
     }
     if (snapshot.keysReceived > snapshot.keyCount) return void this.fail(nowMs, `snapshot has more than the announced ${snapshot.keyCount} keys`, actions);
+    snapshot.digest.updateEncoded(chunk.encodedRecords);
     session.lastProgressMs = nowMs;
     actions.push({ type: 'snapshotChunk', records });
   }

@@ -33,6 +33,7 @@ import {
   decodeMessage,
   encodeEntries,
   encodeMessage,
+  snapshotChunkRecordBytes,
   entriesFrameBytes,
   type AckMessage,
   type Heartbeat,
@@ -388,9 +389,12 @@ export class Upstream {
           return;
         }
         if (page.length > 0) {
-          for (const record of page) snapshot.digest.update(record);
+          const frame = encodeMessage({ type: 'snapshotChunk', records: page });
+          // The digest covers the records' canonical encoding, which is what the frame carries: hashed from there, each
+          // record is encoded once.
+          snapshot.digest.updateEncoded(snapshotChunkRecordBytes(frame));
           snapshot.keysSent += page.length;
-          this.send(encodeMessage({ type: 'snapshotChunk', records: page }), actions);
+          this.send(frame, actions);
           continue;
         }
         const digest = snapshot.digest.digest();

@@ -46,7 +46,7 @@ export class KeyRecordDamageError extends Error {
 }
 
 function recordCrc(key: Buffer, record: Buffer): number {
-  return crc32(record.subarray(CRC_BYTES), crc32(key));
+  return crc32(record.subarray(CRC_BYTES), crcOfFewBytes(key, 0, key.length, 0));
 }
 
 /** zlib's CRC-32 table (polynomial 0xEDB88320, reflected), for crcOfFewBytes. */
@@ -71,12 +71,22 @@ function crcOfFewBytes(bytes: Buffer, start: number, end: number, crc: number): 
 
 export function encodeKeyRecord(key: Buffer, createSeq: number, modSeq: number, version: number, value: Buffer): Buffer {
   const buffer = Buffer.allocUnsafe(KEY_RECORD_HEADER_BYTES + value.length);
-  writeU64(buffer, createSeq, CRC_BYTES);
-  writeU64(buffer, modSeq, CRC_BYTES + 8);
-  buffer.writeUInt32BE(version, CRC_BYTES + 16);
-  value.copy(buffer, KEY_RECORD_HEADER_BYTES);
-  buffer.writeUInt32BE(recordCrc(key, buffer), 0);
+  writeKeyRecord(buffer, key, createSeq, modSeq, version, value);
   return buffer;
+}
+
+/**
+ * Encodes a key record at the start of `target` (at least KEY_RECORD_HEADER_BYTES + value bytes) and returns the view
+ * of it: for a writer that hands the bytes to LMDB, which copies them, and can reuse one buffer for many records.
+ */
+export function writeKeyRecord(target: Buffer, key: Buffer, createSeq: number, modSeq: number, version: number, value: Buffer): Buffer {
+  const record = target.subarray(0, KEY_RECORD_HEADER_BYTES + value.length);
+  writeU64(record, createSeq, CRC_BYTES);
+  writeU64(record, modSeq, CRC_BYTES + 8);
+  record.writeUInt32BE(version, CRC_BYTES + 16);
+  value.copy(record, KEY_RECORD_HEADER_BYTES);
+  record.writeUInt32BE(recordCrc(key, record), 0);
+  return record;
 }
 
 /** Throws KeyRecordDamageError if the record is not what was written under `key`. */

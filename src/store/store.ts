@@ -31,6 +31,7 @@ import {
   KeyRecordDamageError,
   seqKey,
   STORE_FORMAT,
+  writeKeyRecord,
   type KeyRecord,
 } from './records.js';
 
@@ -148,6 +149,8 @@ export class Store {
   private readonly meta: Database<Buffer, string>;
   /** Snapshot records received so far, kept apart until the whole snapshot is verified (see installSnapshot*). */
   private readonly staging: Database<Buffer, Buffer>;
+  /** Where stageSnapshotPage encodes each record before LMDB copies it (grown to the largest record). */
+  private stagingScratch = Buffer.allocUnsafe(64 * 1024);
   private cachedHead: ChainHead;
   private cachedLogBytes: number;
   private closed = false;
@@ -688,10 +691,12 @@ export class Store {
             transaction: txn,
           })) {
             // Checked here so that a damaged value is never sent to a watcher or a child (whose snapshot digest would
-            // be computed over the bad bytes and agree with them).
-            const keyCopy = Buffer.from(key);
-            const record = this.keyRecord(keyCopy, Buffer.from(value));
-            page.push({ key: keyCopy, ...record });
+            // be computed over the bad bytes and agree with them). No copies: for binary encodings lmdb-js 3.5's range
+            // iterator returns each key and value as a fresh slice (read.js, keys.js), never its reused read buffer, so
+            // a page's records stay valid after the next read (tested: "pages of a snapshot keep their bytes").
+            const keyBytes = toBuffer(key);
+            const record = this.keyRecord(keyBytes, toBuffer(value));
+            page.push({ key: keyBytes, value: record.value, createSeq: record.createSeq, modSeq: record.modSeq, version: record.version });
             bytes += key.length + value.length;
             if (bytes >= pageBytes) {
               full = true;
@@ -739,7 +744,16 @@ export class Store {
   stageSnapshotPage(records: readonly SnapshotRecord[]): void {
     this.assertWritable();
     this.writeSync(() => {
-      for (const record of records) this.staging.putSync(record.key, encodeKeyRecord(record.key, record.createSeq, record.modSeq, record.version, record.value));
+      for (const record of records) {
+        const bytes = KEY_RECORD_HEADER_BYTES + record.value.length;
+        if (bytes > this.stagingScratch.length) this.stagingScratch = Buffer.allocUnsafe(Math.max(bytes, 2 * this.stagingScratch.length));
+        // One buffer for every record: putSync inside a write transaction copies the bytes into LMDB before it returns.
+        // The records come in strictly ascending key order (the replication client refuses others) into a staging
+        // area emptied by beginSnapshotInstall, so MDB_APPEND adds each at the end without a search. lmdb-js answers a
+        // key out of order with false (MDB_KEYEXIST), not an error: that would be a bug upstream of here.
+        const stored = writeKeyRecord(this.stagingScratch, record.key, record.createSeq, record.modSeq, record.version, record.value);
+        assert.ok(this.staging.putSync(record.key, stored, { append: true }), 'snapshot records are staged in strictly ascending key order');
+      }
     });
   }
 
