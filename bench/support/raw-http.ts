@@ -91,6 +91,11 @@ export class RawHttpConnection {
     });
   }
 
+  /** Resolves once the connection is up (for TLS, once the handshake is done). */
+  opened(): Promise<void> {
+    return this.ready;
+  }
+
   /** False once either side has closed the socket (a server closes idle keep-alive connections after a while). */
   get isOpen(): boolean {
     return !this.socket.destroyed && this.socket.writable;
