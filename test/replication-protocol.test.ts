@@ -403,15 +403,15 @@ describe('replication protocol', () => {
       { key: Buffer.from('b'), value: Buffer.alloc(5000, 7), createSeq: 3, modSeq: 3, version: 1 },
     ];
     const digest = new SnapshotDigest();
-    for (const record of records) digest.update(record);
+    for (const record of records) digest.updateEncoded(encodeSnapshotRecord(record));
     const expected = createHash('sha256').update(Buffer.concat(records.map(encodeSnapshotRecord))).digest();
     assert.deepStrictEqual(digest.digest(), expected);
     const reordered = new SnapshotDigest();
-    for (const record of [...records].reverse()) reordered.update(record);
+    for (const record of [...records].reverse()) reordered.updateEncoded(encodeSnapshotRecord(record));
     assert.notDeepStrictEqual(reordered.digest(), expected);
     const changed = new SnapshotDigest();
-    changed.update(records[0]!);
-    changed.update({ ...records[1]!, version: 2 });
+    changed.updateEncoded(encodeSnapshotRecord(records[0]!));
+    changed.updateEncoded(encodeSnapshotRecord({ ...records[1]!, version: 2 }));
     assert.notDeepStrictEqual(changed.digest(), expected);
   });
 });

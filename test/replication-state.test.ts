@@ -22,6 +22,7 @@ import {
   decodeMessage,
   encodeEntries,
   encodeMessage,
+  encodeSnapshotRecord,
   type DownstreamAction,
   type Heartbeat,
   type HelloMessage,
@@ -483,7 +484,7 @@ describe('replication state machines', () => {
     ];
     // The digest as the root computes it, one record at a time: the receiver hashes the chunk's bytes as received.
     const sent = new SnapshotDigest();
-    for (const record of records) sent.update(record);
+    for (const record of records) sent.updateEncoded(encodeSnapshotRecord(record));
     const digest = sent.digest();
     const join = (chunk: Buffer): { actions: DownstreamAction[]; failure: string | undefined } => {
       const { downstream } = newReplica();

@@ -721,18 +721,11 @@ function decodePayload(name: MessageType, reader: Reader): Message {
 /** SHA-256 over the canonical encoding of every record of a snapshot, in key order (see SNAPSHOT_CHUNK). */
 export class SnapshotDigest {
   private readonly hash: Hash = createHash('sha256');
-  private scratch = Buffer.allocUnsafe(4096);
-
-  update(record: SnapshotRecord): void {
-    const bytes = snapshotRecordBytes(record);
-    if (bytes > this.scratch.length) this.scratch = Buffer.allocUnsafe(Math.max(bytes, 2 * this.scratch.length));
-    writeSnapshotRecord(record, this.scratch, 0);
-    this.hash.update(this.scratch.subarray(0, bytes));
-  }
 
   /**
    * Adds records already in their canonical encoding, one after another: an encoded SNAPSHOT_CHUNK's records
-   * (`snapshotChunkRecordBytes`) or a decoded one's (`encodedRecords`). One call per chunk instead of one per record.
+   * (`snapshotChunkRecordBytes`), a decoded one's (`encodedRecords`), or one record's (`encodeSnapshotRecord`). The
+   * root and the receiver both hash a chunk's bytes in one call, never a record at a time.
    */
   updateEncoded(records: Buffer): void {
     this.hash.update(records);

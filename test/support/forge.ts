@@ -9,7 +9,7 @@
  */
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { sealEntry, verifySelf, type EncodedEntry, type Op } from '../../src/log/index.js';
-import { FrameDecoder, REPLICATION_LIMITS, SnapshotDigest, decodeMessage, encodeMessage, type Message } from '../../src/replication/index.js';
+import { FrameDecoder, REPLICATION_LIMITS, SnapshotDigest, decodeMessage, encodeMessage, encodeSnapshotRecord, type Message } from '../../src/replication/index.js';
 import type { SnapshotRecord } from '../../src/store/index.js';
 import { Signer } from '../../src/trust/index.js';
 
@@ -77,7 +77,7 @@ export class Forger {
       case 'snapshotChunk': {
         this.forged++;
         const records: SnapshotRecord[] = message.records.map((record, i) => (i === 0 ? { ...record, value: FORGED } : record));
-        for (const record of records) this.snapshot?.digest.update(record);
+        for (const record of records) this.snapshot?.digest.updateEncoded(encodeSnapshotRecord(record));
         return { type: 'snapshotChunk', records };
       }
       case 'snapshotEnd': {
