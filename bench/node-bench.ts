@@ -18,7 +18,7 @@
  * auth required, and every request carries a token scoped to read and write `bench/` and `txn/`, so each pays for
  * authentication and the prefix checks; without it, --auth off). --sign (the root signs every entry, as it does by
  * default outside benchmarks; without it the node runs `--unsigned`, to measure the cost).
- * BENCH_NODE_PROFILE=DIR writes a CPU profile of the node process into DIR (`node --cpu-prof`).
+ * --only put,txn,get,local runs just those workloads. BENCH_NODE_PROFILE=DIR writes a CPU profile of the node process into DIR (`node --cpu-prof`).
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -39,8 +39,11 @@ const { values } = parseArgs({
     tls: { type: 'boolean', default: false },
     auth: { type: 'boolean', default: false },
     sign: { type: 'boolean', default: false },
+    only: { type: 'string' },
   },
 });
+/** --only put,txn,get,local: run just those workloads (a profile of one workload, say); default all. */
+const ONLY = new Set((values.only ?? 'put,txn,get,local').split(','));
 const TLS_DIR = values.tls ? mkdtempSync(join(tmpdir(), 'mercury-bench-tls-')) : undefined;
 const TLS: BenchTls | undefined = TLS_DIR === undefined ? undefined : benchTls(TLS_DIR);
 const AUTH = values.auth;
@@ -165,9 +168,10 @@ async function main(): Promise<void> {
       expectOk((await loader.request('POST', '/v1/txn', Buffer.from(JSON.stringify({ success })), 'application/json')).status, 'load');
     }
     loader.close();
-    await repeat('HTTP PUT (durable, 1 key)', 'puts/s', () => putRun(node));
-    await repeat(`HTTP POST /v1/txn (${TXN_OPS} ops)`, 'keys/s', () => txnRun(node));
-    await repeat('HTTP GET', 'gets/s', () => getRun(node));
+    if (ONLY.has('put')) await repeat('HTTP PUT (durable, 1 key)', 'puts/s', () => putRun(node));
+    if (ONLY.has('txn')) await repeat(`HTTP POST /v1/txn (${TXN_OPS} ops)`, 'keys/s', () => txnRun(node));
+    if (ONLY.has('get')) await repeat('HTTP GET', 'gets/s', () => getRun(node));
+    if (!ONLY.has('local')) return;
     const store = Store.open({ path: node.dataDir, readOnly: true });
     try {
       await repeat('in-process Store.get', 'gets/s', () => inProcessGetRun(store));
