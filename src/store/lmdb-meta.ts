@@ -158,8 +158,9 @@ class PageReader {
 /**
  * Walks the free-page tree, the main tree and every named database of `dataFile` from the newer meta page; returns
  * what is damaged (the first problem met), or undefined. Reads every page of the trees once, a level at a time in page
- * order (about 0.6 s per GiB from the page cache on the project machine: 160-220 ms for a 300 MB file of 400,000 keys): run before LMDB opens the file, where a damaged tree would otherwise
- * kill the process on its first read. `onPage` is called after each page (progress).
+ * order (160-220 ms for a 300 MB file of 400,000 keys from the page cache on the project machine): run before LMDB
+ * opens the file, where a damaged tree would otherwise kill the process on its first read. `onPage` is called after
+ * each page (progress).
  */
 export function lmdbTreeProblem(dataFile: string, onPage: (pagesRead: number) => void = () => {}): string | undefined {
   const metaProblem = lmdbMetaProblem(dataFile);
