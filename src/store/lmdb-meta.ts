@@ -118,40 +118,29 @@ const BLOCK_BYTES = 65_536;
 /**
  * Reads pages of one file through one block of BLOCK_BYTES: the walk visits each level of the trees in page order, so
  * neighbouring pages come from one read (one system call per page made the walk of a 300 MB file take a second).
- * A page is returned as a view of the block, valid until the next read.
+ * Pages are read in place: `page` gives the offset of a page in `block`, valid until the next call.
  */
 class PageReader {
-  private block = Buffer.alloc(0);
+  readonly block: Buffer;
   private blockStart = -1;
-  private readonly single: Buffer;
+  private blockValid = 0;
 
   constructor(
     private readonly fd: number,
     private readonly pageBytes: number,
   ) {
-    this.single = Buffer.alloc(pageBytes);
+    this.block = Buffer.alloc(Math.max(BLOCK_BYTES, pageBytes));
   }
 
-  /** Page `pgno` (a view of the current block), or undefined if the file ends inside it. */
-  page(pgno: number): Buffer | undefined {
+  /** The offset of page `pgno` in `block`, or -1 if the file ends inside it. */
+  page(pgno: number): number {
     const at = pgno * this.pageBytes;
-    if (at < this.blockStart || at + this.pageBytes > this.blockStart + this.block.length) {
-      if (this.block.length === 0) this.block = Buffer.alloc(Math.max(BLOCK_BYTES, this.pageBytes));
-      const read = readSync(this.fd, this.block, 0, this.block.length, at);
+    if (at < this.blockStart || at + this.pageBytes > this.blockStart + this.blockValid) {
+      this.blockValid = readSync(this.fd, this.block, 0, this.block.length, at);
       this.blockStart = at;
-      if (read < this.pageBytes) {
-        this.blockStart = -1;
-        return undefined;
-      }
-      // A short read at the end of the file: only what was read is valid.
-      if (read < this.block.length) return this.block.subarray(0, this.pageBytes);
+      if (this.blockValid < this.pageBytes) return -1;
     }
-    return this.block.subarray(at - this.blockStart, at - this.blockStart + this.pageBytes);
-  }
-
-  /** Page `pgno` read on its own into a buffer of its own (an overflow page's header, met out of page order). */
-  pageAlone(pgno: number): Buffer | undefined {
-    return readSync(this.fd, this.single, 0, this.pageBytes, pgno * this.pageBytes) === this.pageBytes ? this.single : undefined;
+    return at - this.blockStart;
   }
 }
 
@@ -181,20 +170,22 @@ export function lmdbTreeProblem(dataFile: string, onPage: (pagesRead: number) =>
     /** Where a page was pointed to from, for the message: a tree's root, or node `node` of page `parent`. */
     const describe = (parent: number, node: number, root: string | undefined): string => root ?? `page ${parent} node ${node}`;
 
-    const claim = (pgno: number, from: () => string): void => {
-      if (pgno < 2 || pgno > lastPage) throw new TreeDamage(`${from()} points to page ${pgno}, outside the file's pages 2..${lastPage}`);
+    /** Marks `pgno` as reached; returns what is wrong with reaching it (to follow "<where it came from> "), if anything. */
+    const claimProblem = (pgno: number): string | undefined => {
+      if (pgno < 2 || pgno > lastPage) return `points to page ${pgno}, outside the file's pages 2..${lastPage}`;
       const bit = 1 << (pgno & 7);
-      if ((visited[pgno >>> 3]! & bit) !== 0) throw new TreeDamage(`${from()} points to page ${pgno}, which another node points to as well`);
+      if ((visited[pgno >>> 3]! & bit) !== 0) return `points to page ${pgno}, which another node points to as well`;
       visited[pgno >>> 3]! |= bit;
+      return undefined;
     };
 
-    const checkHeader = (page: Buffer | undefined, pgno: number): Buffer => {
-      if (page === undefined) throw new TreeDamage(`page ${pgno} is cut short`);
+    /** Checks that the page read at `base` of `bytes` (-1: the file ended) is page `pgno`. */
+    const checkHeader = (bytes: Buffer, base: number, pgno: number): void => {
+      if (base < 0) throw new TreeDamage(`page ${pgno} is cut short`);
       // Two u32 halves: page numbers stay below 2^53, and no BigInt per page.
-      const named = page.readUInt32LE(0) + page.readUInt32LE(4) * 0x1_0000_0000;
-      if (named !== pgno) throw new TreeDamage(`page ${pgno} names itself page ${page.readBigUInt64LE(0)}`);
+      const named = bytes.readUInt32LE(base) + bytes.readUInt32LE(base + 4) * 0x1_0000_0000;
+      if (named !== pgno) throw new TreeDamage(`page ${pgno} names itself page ${bytes.readBigUInt64LE(base)}`);
       onPage(++pagesRead);
-      return page;
     };
 
     /**
@@ -218,31 +209,57 @@ export function lmdbTreeProblem(dataFile: string, onPage: (pagesRead: number) =>
       get length(): number {
         return this.pgnos.length;
       }
+      /** Where page `index` of this level was pointed to from (built only for a message). */
+      from(index: number): string {
+        return describe(this.parents[index]!, this.nodes[index]!, this.roots[index]);
+      }
+      /** The indexes of this level's pages in page order. */
+      inPageOrder(): ArrayLike<number> {
+        const count = this.pgnos.length;
+        // pgno * count + index sorts as numbers, without a comparator, while it stays an exact double.
+        if ((lastPage + 1) * count < Number.MAX_SAFE_INTEGER) {
+          const keys = new Float64Array(count);
+          for (let i = 0; i < count; i++) keys[i] = this.pgnos[i]! * count + i;
+          keys.sort();
+          const order = new Uint32Array(count);
+          for (let i = 0; i < count; i++) order[i] = keys[i]! % count;
+          return order;
+        }
+        return Array.from(this.pgnos.keys()).sort((a, b) => this.pgnos[a]! - this.pgnos[b]!);
+      }
     }
+
+    const overflowPage = Buffer.alloc(pageBytes);
 
     /** Checks one page; queues its children (branch pages, and the roots of named databases) on `next`. */
     const checkPage = (level: Level, index: number, next: Level): void => {
       const pgno = level.pgnos[index]!;
-      const from = describe(level.parents[index]!, level.nodes[index]!, level.roots[index]);
       const main = level.mains[index]!;
-      claim(pgno, () => from);
-      const at = checkHeader(reader.page(pgno), pgno);
-      const flags = at.readUInt16LE(18);
+      const unreachable = claimProblem(pgno);
+      if (unreachable !== undefined) throw new TreeDamage(`${level.from(index)} ${unreachable}`);
+      // The page is read in place: `at` is the reader's block, `base` the page's offset in it.
+      const at = reader.block;
+      const base = reader.page(pgno);
+      checkHeader(at, base, pgno);
+      const flags = at.readUInt16LE(base + 18);
       const kind = flags & (P_BRANCH | P_LEAF | P_OVERFLOW);
-      if (kind !== P_BRANCH && kind !== P_LEAF) throw new TreeDamage(`page ${pgno} (${from}) has flags 0x${flags.toString(16)}, neither a branch nor a leaf`);
-      const lower = at.readUInt16LE(20);
-      const upper = at.readUInt16LE(22);
+      if (kind !== P_BRANCH && kind !== P_LEAF)
+        throw new TreeDamage(`page ${pgno} (${level.from(index)}) has flags 0x${flags.toString(16)}, neither a branch nor a leaf`);
+      const lower = at.readUInt16LE(base + 20);
+      const upper = at.readUInt16LE(base + 22);
       if (lower > upper || PAGE_HEADER_BYTES + upper > pageBytes || lower % 2 !== 0)
-        throw new TreeDamage(`page ${pgno} (${from}) has free space bounds ${lower}..${upper} outside its ${pageBytes} bytes`);
+        throw new TreeDamage(`page ${pgno} (${level.from(index)}) has free space bounds ${lower}..${upper} outside its ${pageBytes} bytes`);
       const nodes = lower / 2;
-      if (kind === P_BRANCH && nodes === 0) throw new TreeDamage(`branch page ${pgno} (${from}) has no children`);
+      if (kind === P_BRANCH && nodes === 0) throw new TreeDamage(`branch page ${pgno} (${level.from(index)}) has no children`);
       for (let i = 0; i < nodes; i++) {
-        const relative = at.readUInt16LE(PAGE_HEADER_BYTES + 2 * i);
+        const relative = at.readUInt16LE(base + PAGE_HEADER_BYTES + 2 * i);
         const offset = PAGE_HEADER_BYTES + relative;
-        if (relative < upper || offset + NODE_HEADER_BYTES > pageBytes) throw new TreeDamage(`page ${pgno} (${from}): node ${i} starts at ${offset}, outside the page's nodes`);
-        const low = at.readUInt16LE(offset) + at.readUInt16LE(offset + 2) * 0x1_0000;
-        const nodeFlags = at.readUInt16LE(offset + 4);
-        const keyBytes = at.readUInt16LE(offset + 6);
+        if (relative < upper || offset + NODE_HEADER_BYTES > pageBytes)
+          throw new TreeDamage(`page ${pgno} (${level.from(index)}): node ${i} starts at ${offset}, outside the page's nodes`);
+        const node = base + offset;
+        const low = at.readUInt16LE(node) + at.readUInt16LE(node + 2) * 0x1_0000;
+        const nodeFlags = at.readUInt16LE(node + 4);
+        const keyBytes = at.readUInt16LE(node + 6);
         const dataAt = offset + NODE_HEADER_BYTES + keyBytes;
         if (kind === P_BRANCH) {
           if (dataAt > pageBytes) throw new TreeDamage(`${describe(pgno, i, undefined)}: its key runs past the page`);
@@ -252,11 +269,14 @@ export function lmdbTreeProblem(dataFile: string, onPage: (pagesRead: number) =>
         if ((nodeFlags & F_BIGDATA) !== 0) {
           const where = describe(pgno, i, undefined);
           if (dataAt + 8 > pageBytes) throw new TreeDamage(`${where}: its overflow page number runs past the page`);
-          const first = at.readUInt32LE(dataAt) + at.readUInt32LE(dataAt + 4) * 0x1_0000_0000;
-          claim(first, () => `${where} (a large value)`);
-          const overflow = checkHeader(reader.pageAlone(first), first);
-          const count = overflow.readUInt32LE(20);
-          if ((overflow.readUInt16LE(18) & P_OVERFLOW) === 0 || count < 1 || first + count - 1 > lastPage)
+          const first = at.readUInt32LE(base + dataAt) + at.readUInt32LE(base + dataAt + 4) * 0x1_0000_0000;
+          const unreachableValue = claimProblem(first);
+          if (unreachableValue !== undefined) throw new TreeDamage(`${where} (a large value) ${unreachableValue}`);
+          // Out of page order: read on its own, leaving the block (and this page in it) as it is.
+          const read = readSync(fd, overflowPage, 0, pageBytes, first * pageBytes);
+          checkHeader(overflowPage, read === pageBytes ? 0 : -1, first);
+          const count = overflowPage.readUInt32LE(20);
+          if ((overflowPage.readUInt16LE(18) & P_OVERFLOW) === 0 || count < 1 || first + count - 1 > lastPage)
             throw new TreeDamage(`${where}: its large value at page ${first} is not a run of overflow pages within the file`);
           for (let page = first + 1; page < first + count; page++) visited[page >>> 3]! |= 1 << (page & 7);
           continue;
@@ -264,8 +284,8 @@ export function lmdbTreeProblem(dataFile: string, onPage: (pagesRead: number) =>
         if (dataAt + low > pageBytes) throw new TreeDamage(`${describe(pgno, i, undefined)}: its ${low}-byte value runs past the page`);
         if (main && (nodeFlags & F_SUBDATA) !== 0) {
           if (low !== DB_RECORD_BYTES) throw new TreeDamage(`${describe(pgno, i, undefined)}: a named database record of ${low} bytes`);
-          const root = at.readBigUInt64LE(dataAt + 40);
-          const name = at.toString('utf8', offset + NODE_HEADER_BYTES, dataAt).replace(/\0+$/, '');
+          const root = at.readBigUInt64LE(base + dataAt + 40);
+          const name = at.toString('utf8', node + NODE_HEADER_BYTES, base + dataAt).replace(/\0+$/, '');
           if (root !== NO_PAGE) next.add(Number(root), pgno, i, false, `the root of database "${name}"`);
         }
       }
@@ -283,10 +303,10 @@ export function lmdbTreeProblem(dataFile: string, onPage: (pagesRead: number) =>
     }
     // Depth counts from the meta page through the main tree into a named database's tree, as LMDB's cursor stack does.
     for (let depth = 1; level.length > 0; depth++) {
-      if (depth > TREE_DEPTH_MAX) throw new TreeDamage(`${describe(level.parents[0]!, level.nodes[0]!, level.roots[0])}: the tree is deeper than ${TREE_DEPTH_MAX} levels`);
-      const order = Array.from(level.pgnos.keys()).sort((a, b) => level.pgnos[a]! - level.pgnos[b]!);
+      if (depth > TREE_DEPTH_MAX) throw new TreeDamage(`${level.from(0)}: the tree is deeper than ${TREE_DEPTH_MAX} levels`);
+      const order = level.inPageOrder();
       const next = new Level();
-      for (const index of order) checkPage(level, index, next);
+      for (let i = 0; i < order.length; i++) checkPage(level, order[i]!, next);
       level = next;
     }
     return undefined;
