@@ -12,7 +12,8 @@
  * Figures: seconds to join and MB/s of key and value bytes. Then, Mercury only (Redis's partial resync from its
  * backlog has no measure of its own here): catch-up. The replica that just joined is stopped, the root commits
  * --bootstrap-keys / 4 writes (rewrites of existing keys, batched, so that the root's own rate is not the limit and the data set keeps its size), and the replica restarts on its
- * data directory; the writes it replays per second, from its restart until it has applied the root's seq.
+ * data directory; the writes it replays per second, from its restart until it has applied the root's seq (catch-up),
+ * and from its upstream's welcome into the stream, its log line "following upstream", until then (replay).
  */
 import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
@@ -34,7 +35,20 @@ const METRICS: readonly MetricSpec[] = [
   { key: 'joinSeconds', title: 'join s', better: 'lower' },
   { key: 'joinMBps', title: 'join MB/s (key + value bytes)', better: 'higher' },
   { key: 'catchUpWritesPerSecond', title: 'catch-up writes/s (Mercury only)', better: 'higher', compared: false },
+  { key: 'replayWritesPerSecond', title: 'replay writes/s (Mercury only)', better: 'higher', compared: false },
 ];
+
+/**
+ * When the replica's upstream welcomed it into a stream (its log line "following upstream", mode "stream"), in ms
+ * since the epoch: where replaying the missed entries starts, after the process started, opened and checked its
+ * store and connected.
+ */
+function streamStartedMs(output: string): number {
+  const line = output.split('\n').find((text) => text.includes('"following upstream"') && text.includes('"mode":"stream"'));
+  const time = line === undefined ? undefined : (JSON.parse(line) as { time?: string }).time;
+  if (time === undefined) throw new Error(`the replica did not log "following upstream" in stream mode:\n${output.slice(-2000)}`);
+  return Date.parse(time);
+}
 
 const READY_MERCURY = /listening on https?:\/\/([\d.]+):(\d+)/;
 
@@ -74,13 +88,13 @@ async function mercurySubject(context: WorkloadContext, keys: number, dataBytes:
       ready: READY_MERCURY,
     });
   /** Spawns (or restarts) a replica and resolves with the seconds until it has applied the root's `seq`. */
-  const timeToSeq = async (dataDir: string, seq: number): Promise<{ seconds: number; replica: ManagedProcess }> => {
+  const timeToSeq = async (dataDir: string, seq: number): Promise<{ seconds: number; replica: ManagedProcess; doneMs: number }> => {
     const startedAt = performance.now();
     const replica = await startReplica(dataDir);
     const client = new NodeClient(`http://${replica.readyMatch[1]!}:${replica.readyMatch[2]!}`, JOIN_MS_MAX + 5_000);
     // A replica refuses reads until it has joined: retried every 2 ms, so the join is timed closely.
     await untilApplied(client, seq, keyOf(0), { deadline: startedAt + JOIN_MS_MAX, retryMs: 2, waitMs: 60_000 });
-    return { seconds: (performance.now() - startedAt) / 1000, replica };
+    return { seconds: (performance.now() - startedAt) / 1000, replica, doneMs: Date.now() };
   };
   return {
     id: 'mercury',
@@ -96,7 +110,14 @@ async function mercurySubject(context: WorkloadContext, keys: number, dataBytes:
       await fill(0, more, options.valueBytes, putBatch);
       const catchUp = await timeToSeq(dataDir, (await rootClient.status()).seq);
       await catchUp.replica.stop();
-      return { joinSeconds: join.seconds, joinMBps: dataBytes / 1e6 / join.seconds, catchUpWritesPerSecond: more / catchUp.seconds };
+      // Both clocks are this host's wall clock; the log line's time has millisecond precision.
+      const replaySeconds = Math.max(0.001, (catchUp.doneMs - streamStartedMs(catchUp.replica.output())) / 1000);
+      return {
+        joinSeconds: join.seconds,
+        joinMBps: dataBytes / 1e6 / join.seconds,
+        catchUpWritesPerSecond: more / catchUp.seconds,
+        replayWritesPerSecond: more / replaySeconds,
+      };
     },
     async close() {
       await writer.close();
@@ -168,7 +189,7 @@ export const bootstrapWorkload: Workload = {
       title: 'Bootstrap and catch-up of a replica',
       description:
         `A primary holds ${keys.toLocaleString('en-US')} keys of ${options.valueBytes} B (${(dataBytes / 1e6).toFixed(1)} MB of key and value bytes). Each run starts a fresh replica process with an empty data directory and times it from spawn until it holds the whole data set (Mercury: a read with minSeq = the root's seq answers; Redis: "MASTER <-> REPLICA sync: Finished with success"). ` +
-        `Mercury's catch-up: the joined replica is stopped, the root rewrites ${Math.floor(keys / 4).toLocaleString('en-US')} of the keys in batches, and the replica's restart replays them; writes/s from its restart until it has applied the root's seq.`,
+        `Mercury's catch-up: the joined replica is stopped, the root rewrites ${Math.floor(keys / 4).toLocaleString('en-US')} of the keys in batches, and the replica's restart replays them; catch-up is writes/s from its restart (process start, store open and check included) until it has applied the root's seq, replay the same from its upstream's welcome into the stream.`,
       metrics: METRICS,
       subjects: results,
       notes,
