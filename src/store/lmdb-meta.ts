@@ -189,29 +189,33 @@ export function lmdbTreeProblem(dataFile: string, onPage: (pagesRead: number) =>
     };
 
     /**
-     * The pages of one tree level, as parallel arrays: page number, the page and node that point to it (for
-     * messages), whether it belongs to the main tree (whose leaves name the other databases' roots), and the name of
-     * the tree when it is a root.
+     * The pages of one tree level, as parallel arrays (a level of a large key space holds millions): page number, and
+     * the page and node that point to it (for messages). The few pages of the main tree (whose leaves name the other
+     * databases' roots) and the roots' names are kept aside.
      */
     class Level {
       readonly pgnos: number[] = [];
       readonly parents: number[] = [];
       readonly nodes: number[] = [];
-      readonly mains: boolean[] = [];
-      readonly roots: (string | undefined)[] = [];
+      private readonly mainTree = new Set<number>();
+      private readonly rootNames = new Map<number, string>();
       add(pgno: number, parent: number, node: number, main: boolean, root?: string): void {
+        const index = this.pgnos.length;
         this.pgnos.push(pgno);
         this.parents.push(parent);
         this.nodes.push(node);
-        this.mains.push(main);
-        this.roots.push(root);
+        if (main) this.mainTree.add(index);
+        if (root !== undefined) this.rootNames.set(index, root);
       }
       get length(): number {
         return this.pgnos.length;
       }
+      isMain(index: number): boolean {
+        return this.mainTree.has(index);
+      }
       /** Where page `index` of this level was pointed to from (built only for a message). */
       from(index: number): string {
-        return describe(this.parents[index]!, this.nodes[index]!, this.roots[index]);
+        return describe(this.parents[index]!, this.nodes[index]!, this.rootNames.get(index));
       }
       /** The indexes of this level's pages in page order. */
       inPageOrder(): ArrayLike<number> {
@@ -234,7 +238,7 @@ export function lmdbTreeProblem(dataFile: string, onPage: (pagesRead: number) =>
     /** Checks one page; queues its children (branch pages, and the roots of named databases) on `next`. */
     const checkPage = (level: Level, index: number, next: Level): void => {
       const pgno = level.pgnos[index]!;
-      const main = level.mains[index]!;
+      const main = level.isMain(index);
       const unreachable = claimProblem(pgno);
       if (unreachable !== undefined) throw new TreeDamage(`${level.from(index)} ${unreachable}`);
       // The page is read in place: `at` is the reader's block, `base` the page's offset in it.
