@@ -7,7 +7,8 @@
  * 3. HTTP GETs/s of existing keys (same clients).
  * 4. In-process Store.get/s on the same data directory, opened read-only in this process while the node runs.
  *
- * For 1-3 each run also gives the node process's CPU per operation (from /proc), the steadier figure on a shared machine.
+ * For 1-3 each run also gives the node process's CPU per operation (from /proc), the steadier figure on a shared machine,
+ * and the load generator's (this process): both share the 2 cores, so a cost on either side lowers the throughput.
  *
  * The node runs in its own process; the load generator in this one. Both share the machine's 2 cores, as a client and
  * a server on one host do.
@@ -56,10 +57,14 @@ const VALUE = Buffer.alloc(256, 'v');
 const KEYSPACE = 10_000;
 const TXN_OPS = 100;
 
-/** One run's figures: operations completed per second, and the node process's CPU time per operation. */
+/**
+ * One run's figures: operations completed per second, the node process's CPU time per operation, and this process's
+ * (the load generator's, which shares the cores) per operation.
+ */
 interface RunFigures {
   readonly perSecond: number;
   readonly nodeCpuMicrosPerOp: number;
+  readonly clientCpuMicrosPerOp: number;
 }
 
 const readProc = (path: string): string => readFileSync(path, 'utf8');
@@ -78,6 +83,7 @@ async function drive(node: NodeProcess, seconds: number, operation: (connection:
   const deadline = performance.now() + seconds * 1000;
   let completed = 0;
   const cpuBefore = processCpuMicros(node.pid, readProc);
+  const clientCpuBefore = process.cpuUsage();
   const started = performance.now();
   await Promise.all(
     connections.map(async (connection, client) => {
@@ -90,8 +96,9 @@ async function drive(node: NodeProcess, seconds: number, operation: (connection:
   );
   const elapsed = (performance.now() - started) / 1000;
   const nodeCpuMicros = processCpuMicros(node.pid, readProc) - cpuBefore;
+  const clientCpu = process.cpuUsage(clientCpuBefore);
   for (const connection of connections) connection.close();
-  return { perSecond: completed / elapsed, nodeCpuMicrosPerOp: nodeCpuMicros / completed };
+  return { perSecond: completed / elapsed, nodeCpuMicrosPerOp: nodeCpuMicros / completed, clientCpuMicrosPerOp: (clientCpu.user + clientCpu.system) / completed };
 }
 
 function expectOk(status: number, what: string): void {
@@ -145,13 +152,18 @@ function inProcessGetRun(store: Store): number {
 async function repeat(name: string, unit: string, run: () => Promise<RunFigures | number> | number): Promise<void> {
   const results: number[] = [];
   const cpu: number[] = [];
+  const clientCpu: number[] = [];
   for (let i = 0; i < RUNS; i++) {
     const figures = await run();
     results.push(typeof figures === 'number' ? figures : figures.perSecond);
-    if (typeof figures !== 'number') cpu.push(figures.nodeCpuMicrosPerOp);
+    if (typeof figures !== 'number') {
+      cpu.push(figures.nodeCpuMicrosPerOp);
+      clientCpu.push(figures.clientCpuMicrosPerOp);
+    }
   }
   process.stdout.write(`${name.padEnd(34)} ${formatSummary(summarize(results), unit)}\n`);
   if (cpu.length > 0) process.stdout.write(`${'  node CPU per op'.padEnd(34)} ${formatSummary(summarize(cpu), 'µs')}\n`);
+  if (clientCpu.length > 0) process.stdout.write(`${'  load generator CPU per op'.padEnd(34)} ${formatSummary(summarize(clientCpu), 'µs')}\n`);
 }
 
 async function main(): Promise<void> {
