@@ -120,6 +120,7 @@ test('watch websocket: the handshake answers the RFC 6455 accept value, echoes t
     { ...good, 'sec-websocket-protocol': 'a b' },
   ])
     assert.equal((readHandshake(request('GET', headers)) as { status: number }).status, 400, JSON.stringify(headers));
+  assert.match((readHandshake(request('GET', { ...good, 'sec-websocket-version': '12' })) as { headers: string }).headers, /^sec-websocket-version: 13, 8\r\n$/);
 });
 
 test('watch websocket: messages split at any byte, in fragments, with pings between, arrive whole and in order; nothing is held between them', () => {

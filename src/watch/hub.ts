@@ -251,7 +251,7 @@ export class WatchHub {
     const path = queryAt === -1 ? url : url.slice(0, queryAt);
     const refused = this.refuseUpgrade?.(req);
     let principal: Principal | undefined;
-    let refusal: [string, string, string] | undefined;
+    let refusal: [string, string, string, string?] | undefined;
     if (path !== WATCH_PATH) refusal = ['404 Not Found', 'NOT_FOUND', `no WebSocket endpoint ${path}; watches are served on ${WATCH_PATH}`];
     else if (this.closed) refusal = ['503 Service Unavailable', 'SHUTTING_DOWN', 'node is shutting down; retry on another node or later'];
     else if (refused !== undefined) refusal = [`${refused.status} ${STATUS_CODES[refused.status]}`, refused.code, refused.message];
@@ -265,12 +265,12 @@ export class WatchHub {
     }
     const handshake = refusal === undefined ? readHandshake(req) : undefined;
     if (handshake !== undefined && 'status' in handshake)
-      refusal = [`${handshake.status} ${STATUS_CODES[handshake.status]}`, handshake.status === 405 ? 'METHOD_NOT_ALLOWED' : 'BAD_REQUEST', handshake.message];
+      refusal = [`${handshake.status} ${STATUS_CODES[handshake.status]}`, handshake.status === 405 ? 'METHOD_NOT_ALLOWED' : 'BAD_REQUEST', handshake.message, handshake.headers];
     if (refusal !== undefined || handshake === undefined || 'status' in handshake) {
-      const [status, code, message] = refusal ?? assert.fail('a refused upgrade has a reason');
+      const [status, code, message, headers = ''] = refusal ?? assert.fail('a refused upgrade has a reason');
       const body = JSON.stringify({ error: { code, message } });
       socket.on('error', () => {}); // the client may be gone already; nothing to do about it
-      socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`, () =>
+      socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${headers}connection: close\r\n\r\n${body}`, () =>
         socket.destroy(),
       );
       return;

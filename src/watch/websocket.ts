@@ -48,6 +48,8 @@ export const ProtocolCloseCode = {
 export interface HandshakeRefusal {
   readonly status: 400 | 405;
   readonly message: string;
+  /** Header lines to add to the answer, each ending in CRLF. */
+  readonly headers?: string;
 }
 
 /** What a valid handshake asks for: the accept value to answer, and the subprotocol to echo (if any). */
@@ -64,7 +66,8 @@ export function readHandshake(req: IncomingMessage): Handshake | HandshakeRefusa
   const key = req.headers['sec-websocket-key'];
   if (key === undefined || !KEY_PATTERN.test(key)) return { status: 400, message: 'missing or invalid Sec-WebSocket-Key header (16 bytes in base64)' };
   const version = Number(req.headers['sec-websocket-version']);
-  if (version !== 13 && version !== 8) return { status: 400, message: 'missing or invalid Sec-WebSocket-Version header (13)' };
+  // The versions this end speaks go back in the answer (section 4.4), so a client can retry with one of them.
+  if (version !== 13 && version !== 8) return { status: 400, message: 'missing or invalid Sec-WebSocket-Version header (13)', headers: 'sec-websocket-version: 13, 8\r\n' };
   let protocol: string | undefined;
   const offered = req.headers['sec-websocket-protocol'];
   if (offered !== undefined) {
