@@ -17,6 +17,7 @@ import { closeFrame, handshakeResponse, readHandshake, ServerWebSocket, type Ser
 
 const MESSAGE_BYTES_MAX = 1024;
 const CLOSE_TIMEOUT_MS = 1_000;
+const QUEUE_BYTES_MAX = 4096;
 
 /** The parts of a net.Socket the WebSocket uses; what it writes is collected, what the client sends is fed by `feed`. */
 class FakeSocket extends EventEmitter {
@@ -70,6 +71,7 @@ function open(): { socket: FakeSocket; websocket: ServerWebSocket; received: Rec
     clock,
     closeTimeoutMs: CLOSE_TIMEOUT_MS,
     messageBytesMax: MESSAGE_BYTES_MAX,
+    queueBytesMax: QUEUE_BYTES_MAX,
     message: (_socket, data, binary) => received.messages.push({ text: data.toString('utf8'), binary }),
     drained: () => {},
     closed: () => received.closed++,
@@ -254,4 +256,20 @@ test('watch websocket: the close handshake, from either side', () => {
   const long = closeFrame(1001, 'é'.repeat(100));
   assert.ok(long.length <= 127);
   assert.ok(Buffer.from(long.subarray(4).toString('utf8'), 'utf8').equals(long.subarray(4)));
+});
+
+test('watch websocket: pings are not answered while the send queue is full, so a peer that does not read cannot grow it', () => {
+  const { socket } = open();
+  socket.feed(clientFrame(true, Opcode.PING, Buffer.from('a')));
+  socket.writableLength = QUEUE_BYTES_MAX;
+  socket.feed(clientFrame(true, Opcode.PING, Buffer.from('b')));
+  socket.writableLength = 0;
+  socket.feed(clientFrame(true, Opcode.PING, Buffer.from('c')));
+  assert.deepEqual(
+    socket.frames().map((frame) => [frame.opcode, frame.payload.toString()]),
+    [
+      [Opcode.PONG, 'a'],
+      [Opcode.PONG, 'c'],
+    ],
+  );
 });

@@ -101,6 +101,7 @@ export class WatchHub {
       clock: this.clock,
       closeTimeoutMs: this.limits.closeTimeoutMs,
       messageBytesMax: this.limits.clientMessageBytesMax,
+      queueBytesMax: this.limits.queueBytesMax,
       message: (socket, data, isBinary) => this.receive(socket as WsConnection, data, isBinary),
       drained: (socket) => this.drained(socket as WsConnection),
       closed: (socket) => this.connectionClosed(socket as WsConnection),

@@ -11,7 +11,7 @@
  * - Frames from the client (section 5.2): masked, RSV bits clear, known opcodes; control frames final and at most 125
  *   bytes; a message (all its fragments) at most `messageBytesMax`, refused as soon as a header announces more, so no
  *   more than that is ever buffered; text must be UTF-8. Violations close with 1002, 1009 or 1007.
- * - Pings are answered with a pong carrying their payload; pongs are ignored.
+ * - Pings are answered with a pong carrying their payload, unless the send queue is full; pongs are ignored.
  * - Closing (section 7): either side sends a close frame; the other answers with one; then the server ends the TCP
  *   connection. A peer that does not answer within `closeTimeoutMs` is cut off.
  *
@@ -135,6 +135,11 @@ export interface ServerWebSocketOwner {
   readonly closeTimeoutMs: number;
   /** The largest client message, all its fragments together. */
   readonly messageBytesMax: number;
+  /**
+   * Pings are not answered while this much is queued on the socket: a peer that sends pings and does not read would
+   * otherwise grow the queue without bound (the watch machine's `queueBytesMax`).
+   */
+  readonly queueBytesMax: number;
   message(socket: ServerWebSocket, data: Buffer, isBinary: boolean): void;
   /** The socket's send queue was handed to the kernel. */
   drained(socket: ServerWebSocket): void;
@@ -267,7 +272,7 @@ export class ServerWebSocket {
   private frame(fin: boolean, opcode: number, payload: Buffer): void {
     switch (opcode) {
       case Opcode.PING:
-        if (this.state === OPEN) this.socket.write(controlFrame(Opcode.PONG, payload));
+        if (this.state === OPEN && this.socket.writableLength < this.owner.queueBytesMax) this.socket.write(controlFrame(Opcode.PONG, payload));
         return;
       case Opcode.PONG:
         return;
