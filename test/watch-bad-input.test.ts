@@ -13,7 +13,7 @@ import type { Logger } from '../src/logging/index.js';
 import { MercuryNode, NODE_LIMITS, withLimits } from '../src/node/index.js';
 import { WATCH_LIMITS_TEST } from '../src/watch/index.js';
 import { WatchCloseCode, WatchErrorCode } from '../src/api/index.js';
-import { request, requestJson } from './support/http.js';
+import { assertError, request, requestJson } from './support/http.js';
 import { makeTempDir, removeDir } from './support/process.js';
 import { sampleSeeded, seeded } from './support/seed.js';
 import { WatchClient, watchUrl, type ServerMessage } from './support/watch.js';
@@ -173,6 +173,16 @@ describe('watch bad input', () => {
     socket.terminate();
     assert.equal(status, 404);
     assert.equal((await request(url, 'GET', '/v1/watch')).status, 404);
+  });
+
+  test('watch: a handshake the node cannot accept is answered 400 in the JSON error form, naming the versions it speaks', async () => {
+    const headers = { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' };
+    const badVersion = await request(url, 'GET', '/v1/watch', { headers: { ...headers, 'sec-websocket-version': '12' } });
+    assert.match(assertError(badVersion, 'BAD_REQUEST').message, /Sec-WebSocket-Version/);
+    assert.equal(badVersion.headers['sec-websocket-version'], '13, 8');
+    const badKey = await request(url, 'GET', '/v1/watch', { headers: { ...headers, 'sec-websocket-key': 'short', 'sec-websocket-version': '13' } });
+    assert.match(assertError(badKey, 'BAD_REQUEST').message, /Sec-WebSocket-Key/);
+    await put('after/handshakes', 'still serving');
   });
 
   test('watch: random messages are each answered with a known error or an acknowledgement', async () => {

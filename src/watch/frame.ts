@@ -1,16 +1,41 @@
 /**
- * Server-to-client WebSocket text frames built by hand (RFC 6455 section 5.2): FIN set, opcode 1 (text), no mask,
- * payload length in 7, 16 or 64 bits. The fan-out frames an events message once and writes the same bytes to every
- * socket that shares it, instead of asking `ws` to measure and frame it again per socket. Pure: no socket here (the
- * adapter in hub.ts decides whether a frame can go straight on the TCP socket).
+ * Server-to-client WebSocket frames built by hand (RFC 6455 section 5.2): byte 0 is FIN and the opcode, then the
+ * payload length in 7, 16 or 64 bits, no mask (a server never masks). The fan-out frames an events message once and
+ * writes the same bytes to every socket that shares it. Pure: no socket here (websocket.ts writes them).
  */
+
+/** Opcodes of RFC 6455 section 5.2. */
+export const Opcode = {
+  CONTINUATION: 0x0,
+  TEXT: 0x1,
+  BINARY: 0x2,
+  CLOSE: 0x8,
+  PING: 0x9,
+  PONG: 0xa,
+} as const;
+
+const FIN = 0x80;
 
 /** One complete, unfragmented text frame around `payload` (UTF-8 text). */
 export function textFrame(payload: Buffer): Buffer {
+  return frame(FIN | Opcode.TEXT, payload);
+}
+
+/** A text frame that starts a fragmented message (FIN clear), or the continuation frame that ends it (FIN set). */
+export function fragmentFrame(first: boolean, payload: Buffer): Buffer {
+  return frame(first ? Opcode.TEXT : FIN | Opcode.CONTINUATION, payload);
+}
+
+/** A control frame (close, ping or pong): always FIN, payload at most 125 bytes (the caller's to ensure). */
+export function controlFrame(opcode: number, payload: Buffer): Buffer {
+  return frame(FIN | opcode, payload);
+}
+
+function frame(firstByte: number, payload: Buffer): Buffer {
   const length = payload.length;
   const headerBytes = length < 126 ? 2 : length < 0x10000 ? 4 : 10;
   const frame = Buffer.allocUnsafe(headerBytes + length);
-  frame[0] = 0x81;
+  frame[0] = firstByte;
   if (length < 126) frame[1] = length;
   else if (length < 0x10000) {
     frame[1] = 126;
@@ -23,7 +48,8 @@ export function textFrame(payload: Buffer): Buffer {
   return frame;
 }
 
-/** The payload of a frame made by `textFrame` (without a copy). */
+
+/** The payload of a frame made here (without a copy). */
 export function framePayload(frame: Buffer): Buffer {
   return frame.subarray(frame[1] === 127 ? 10 : frame[1] === 126 ? 4 : 2);
 }

@@ -1,29 +1,24 @@
 /**
- * The watch hub's adapter: the only watch module that touches `ws`, `node:http`, timers and metrics. It serves
- * `/v1/watch` on the node's HTTP server, decodes client messages, and drives the pure `WatchMachine` (machine.ts,
- * where the subscription rules live): every socket event becomes a machine event, every connection is handed to the
- * machine as a small `WatchConnection`, and one timer is kept armed for the machine's `nextTickMs()` on the
- * monotonic clock.
+ * The watch hub's adapter: the only watch module that touches `node:http`, sockets, timers and metrics. It serves
+ * `/v1/watch` on the node's HTTP server over its own WebSocket end (websocket.ts), decodes client messages, and drives
+ * the pure `WatchMachine` (machine.ts, where the subscription rules live): every socket event becomes a machine event,
+ * every connection is handed to the machine as its `WatchConnection`, and one timer is kept armed for the machine's
+ * `nextTickMs()` on the monotonic clock.
  *
- * The fast path: an events message shared by many watchers is framed once (frame.ts) and written as it is straight on
- * each TCP socket, under `ws`. That relies on two internals of `ws` 8.x (pinned in package.json): `_socket`, the
- * `net.Socket`, and `_sender._state`, which is 0 while the sender queues nothing of its own. `wsInternalsProblem`
- * names what is missing if an upgrade changes them (test/watch-ws-internals.test.ts fails loudly); the hub then falls
- * back to `ws.send` and logs it once.
+ * A watcher costs its TCP socket and one `WsConnection` (which is its WebSocket too): an events message shared by
+ * many watchers is framed once (frame.ts) and the same bytes are written on each socket.
  */
 import assert from 'node:assert/strict';
 import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
-import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, type RawData, type ServerOptions, type WebSocket } from 'ws';
 import { TickTimer, type Clock } from '../clock/index.js';
 import type { ChainHead, EncodedEntry, Entry } from '../log/index.js';
 import type { Logger } from '../logging/index.js';
 import type { Registry } from '../metrics/index.js';
 import type { KeyRange, SnapshotReader } from '../store/index.js';
-import { framePayload } from './frame.js';
 import { validateWatchLimits, WATCH_LIMITS, type WatchLimits } from './limits.js';
 import { WatchMachine, type WatchAction, type WatchConnection, type WatchCounters, type WatchInput } from './machine.js';
+import { handshakeResponse, readHandshake, ServerWebSocket, type ServerWebSocketOwner } from './websocket.js';
 import { isMercuryError, parseClientMessage, type ClientMessage, WATCH_PATH, WatchCloseCode, WatchProtocolError } from '../api/index.js';
 import { requireReadPrefix, type Principal } from '../auth/index.js';
 
@@ -57,69 +52,16 @@ export interface WatchHubOptions {
   readonly authenticate?: (req: IncomingMessage) => Principal | undefined;
 }
 
-/** What `ws` keeps private and the fast path needs: the TCP socket and whether its sender has anything queued. */
-interface WsInternals {
-  readonly _socket?: unknown;
-  readonly _sender?: { readonly _state?: unknown } | null;
-}
-
-/**
- * Why an open `ws` socket cannot take pre-framed writes on its TCP socket, or undefined when it can. `ws` (8.x) queues
- * inside its sender only while compressing or reading a Blob (`_sender._state` not 0); neither happens here
- * (perMessageDeflate is off, the hub sends strings and Buffers), so a direct write keeps the order of everything sent.
- */
-export function wsInternalsProblem(socket: WebSocket): string | undefined {
-  const internals = socket as unknown as WsInternals;
-  const raw = internals._socket as Partial<Socket> | undefined;
-  if (raw === undefined || raw === null || typeof raw.write !== 'function' || typeof raw.on !== 'function')
-    return 'WebSocket._socket is not a net.Socket (the TCP socket the pre-framed fast path writes on)';
-  const sender = internals._sender;
-  if (sender === undefined || sender === null || typeof sender._state !== 'number')
-    return 'WebSocket._sender._state is not a number (0 while the sender queues nothing; the fast path relies on it)';
-  return undefined;
-}
-
-/** The TCP socket to write a pre-framed message on directly, or undefined when `ws` must send it itself. */
-function rawSocket(socket: WebSocket): Socket | undefined {
-  const internals = socket as unknown as WsInternals;
-  if (socket.readyState !== socket.OPEN || internals._sender?._state !== 0) return undefined;
-  return internals._socket as Socket;
-}
-
-const CONNECTION = Symbol('watch connection');
-type HubSocket = (WebSocket | Socket) & { [CONNECTION]?: WsConnection };
-
-/** One WebSocket as the machine's `WatchConnection`. */
-class WsConnection implements WatchConnection {
+/** One watcher's connection: its WebSocket, and what the hub and the machine know it by. */
+class WsConnection extends ServerWebSocket implements WatchConnection {
   constructor(
-    readonly hub: WatchHub,
+    owner: ServerWebSocketOwner,
+    socket: Duplex,
     readonly id: number,
-    readonly socket: WebSocket,
     /** Whom the upgrade authenticated (undefined: auth off); each subscription is checked against its read scopes. */
     readonly principal: Principal | undefined,
-  ) {}
-
-  get bufferedBytes(): number {
-    return this.socket.bufferedAmount;
-  }
-
-  send(text: string): void {
-    this.socket.send(text);
-  }
-
-  sendFramed(frame: Buffer): void {
-    const raw = rawSocket(this.socket);
-    if (raw !== undefined) raw.write(frame);
-    else this.socket.send(framePayload(frame), { binary: false });
-  }
-
-  sendFragments(head: string, body: Buffer): void {
-    this.socket.send(head, { binary: false, fin: false });
-    this.socket.send(body, { binary: false, fin: true });
-  }
-
-  close(code: number, reason: string): void {
-    this.socket.close(code, reason);
+  ) {
+    super(owner, socket);
   }
 }
 
@@ -129,15 +71,16 @@ export class WatchHub {
   private readonly clock: Clock;
   private readonly logger: Logger;
   private readonly refuseUpgrade: WatchHubOptions['refuseUpgrade'];
-  private readonly wss: WebSocketServer;
+  /** What every WebSocket reports to: one object for all connections. */
+  private readonly owner: ServerWebSocketOwner;
   private readonly machine: WatchMachine;
-  private readonly connections = new Map<number, WsConnection>();
   private readonly snapshots = new Map<number, SnapshotReader>();
   private lastConnId = 0;
   private readonly timer: TickTimer;
   private server: Server | undefined;
   private closed = false;
-  private internalsWarned = false;
+  /** Resolves `close()` once the last connection is gone. */
+  private allClosed: (() => void) | undefined;
   /** Entries published and not yet fanned out (see `publish`). */
   private unpublished: (EncodedEntry | Entry)[] = [];
   private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => this.upgrade(req, socket, head);
@@ -153,16 +96,18 @@ export class WatchHub {
     this.timer = new TickTimer(this.clock, () => {
       if (!this.closed) this.perform(this.machine.tick(this.clock.monotonicMs()));
     });
-    // `closeTimeout` exists in ws 8.23 (the peer's time to answer a close frame) but not yet in @types/ws 8.18.
-    const serverOptions: ServerOptions & { closeTimeout: number } = {
-      noServer: true,
-      // Compression costs tens of KiB of zlib state per connection; an idle watcher must stay at a few KiB.
-      perMessageDeflate: false,
-      maxPayload: this.limits.clientMessageBytesMax,
-      clientTracking: false,
-      closeTimeout: this.limits.closeTimeoutMs,
+    const logger = this.logger;
+    this.owner = {
+      clock: this.clock,
+      closeTimeoutMs: this.limits.closeTimeoutMs,
+      messageBytesMax: this.limits.clientMessageBytesMax,
+      queueBytesMax: this.limits.queueBytesMax,
+      message: (socket, data, isBinary) => this.receive(socket as WsConnection, data, isBinary),
+      drained: (socket) => this.drained(socket as WsConnection),
+      closed: (socket) => this.connectionClosed(socket as WsConnection),
+      // Protocol violations (oversized or invalid frames: the close code is sent) and socket errors end here.
+      failed: (_socket, message, code) => logger.log('debug', 'watch connection error', { error: message, code }),
     };
-    this.wss = new WebSocketServer(serverOptions);
     const registry = options.metrics;
     const eventsSent = registry.counter('mercury_watch_events_sent_total', 'Watch events sent (an events message carries all events of one entry).');
     const messagesSent = registry.counter('mercury_watch_messages_sent_total', 'Watch messages sent, by type.');
@@ -252,7 +197,7 @@ export class WatchHub {
     // Entries applied before the revocation go out first (to these watchers too: their token was valid for them).
     this.publishNow();
     const revoked = new Set(tokenIds);
-    for (const connection of Array.from(this.connections.values())) {
+    for (const connection of this.machine.ports() as WsConnection[]) {
       const principal = connection.principal;
       if (principal === undefined || !revoked.has(principal.id)) continue;
       this.logger.log('info', 'watch closed: its token was revoked', { token: principal.id, name: principal.name });
@@ -266,18 +211,10 @@ export class WatchHub {
     this.closed = true;
     this.timer.cancel();
     this.server?.off('upgrade', this.onUpgrade);
-    const closing = Array.from(
-      this.connections.values(),
-      ({ socket }) =>
-        new Promise<void>((resolve) => {
-          if (socket.readyState === socket.CLOSED) resolve();
-          else socket.once('close', () => resolve());
-        }),
-    );
+    const closing = this.machine.connectionCount === 0 ? Promise.resolve() : new Promise<void>((resolve) => (this.allClosed = resolve));
     this.perform(this.machine.shutdown(this.clock.monotonicMs()));
-    // ws destroys a socket whose peer does not answer the close frame within closeTimeoutMs.
-    await Promise.all(closing);
-    this.wss.close();
+    // A peer that does not answer the close frame is cut off after closeTimeoutMs (websocket.ts).
+    await closing;
   }
 
   // --- Machine ----------------------------------------------------------------------------------------------------
@@ -315,7 +252,7 @@ export class WatchHub {
     const path = queryAt === -1 ? url : url.slice(0, queryAt);
     const refused = this.refuseUpgrade?.(req);
     let principal: Principal | undefined;
-    let refusal: [string, string, string] | undefined;
+    let refusal: [string, string, string, string?] | undefined;
     if (path !== WATCH_PATH) refusal = ['404 Not Found', 'NOT_FOUND', `no WebSocket endpoint ${path}; watches are served on ${WATCH_PATH}`];
     else if (this.closed) refusal = ['503 Service Unavailable', 'SHUTTING_DOWN', 'node is shutting down; retry on another node or later'];
     else if (refused !== undefined) refusal = [`${refused.status} ${STATUS_CODES[refused.status]}`, refused.code, refused.message];
@@ -327,71 +264,29 @@ export class WatchHub {
         refusal = [`${error.status} ${STATUS_CODES[error.status]}`, error.code, error.message];
       }
     }
-    if (refusal !== undefined) {
-      const [status, code, message] = refusal;
+    const handshake = refusal === undefined ? readHandshake(req) : undefined;
+    if (handshake !== undefined && 'status' in handshake)
+      refusal = [`${handshake.status} ${STATUS_CODES[handshake.status]}`, handshake.status === 405 ? 'METHOD_NOT_ALLOWED' : 'BAD_REQUEST', handshake.message, handshake.headers];
+    if (refusal !== undefined || handshake === undefined || 'status' in handshake) {
+      const [status, code, message, headers = ''] = refusal ?? assert.fail('a refused upgrade has a reason');
       const body = JSON.stringify({ error: { code, message } });
       socket.on('error', () => {}); // the client may be gone already; nothing to do about it
-      socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`, () =>
+      socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${headers}connection: close\r\n\r\n${body}`, () =>
         socket.destroy(),
       );
       return;
     }
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, principal));
-  }
-
-  private accept(socket: WebSocket, principal: Principal | undefined): void {
-    if (this.closed) {
-      socket.close(WatchCloseCode.GOING_AWAY, 'node is shutting down; reconnect and resume');
-      return;
-    }
-    const connection = new WsConnection(this, ++this.lastConnId, socket, principal);
-    this.connections.set(connection.id, connection);
-    // Shared listeners that find their connection on the socket: no closures per connection (memory per idle watcher).
-    (socket as HubSocket)[CONNECTION] = connection;
-    /* eslint-disable @typescript-eslint/unbound-method -- the emitters call each with the socket as `this`, which they expect */
-    socket.on('message', WatchHub.onSocketMessage);
-    socket.on('close', WatchHub.onSocketClose);
-    socket.on('error', WatchHub.onSocketError);
-    const problem = wsInternalsProblem(socket);
-    if (problem === undefined) {
-      const raw = (socket as unknown as WsInternals)._socket as HubSocket;
-      raw[CONNECTION] = connection;
-      raw.on('drain', WatchHub.onSocketDrain);
-    } else if (!this.internalsWarned) {
-      this.internalsWarned = true;
-      this.logger.log('warn', 'ws internals changed: watch fan-out falls back to ws.send (slower)', { problem });
-    }
-    /* eslint-enable @typescript-eslint/unbound-method */
+    socket.write(handshakeResponse(handshake));
+    const connection = new WsConnection(this.owner, socket, ++this.lastConnId, principal);
+    connection.start(head);
     this.perform(this.machine.opened(this.clock.monotonicMs(), connection.id, connection));
   }
 
-  // Function expressions (not arrows): the emitters call them with the socket as `this`.
-  private static readonly onSocketMessage = function (this: HubSocket, data: RawData, isBinary: boolean): void {
-    const connection = this[CONNECTION]!;
-    connection.hub.receive(connection, data, isBinary);
-  };
-
-  private static readonly onSocketClose = function (this: HubSocket): void {
-    const connection = this[CONNECTION]!;
-    connection.hub.connectionClosed(connection);
-  };
-
-  /** The TCP socket under a WebSocket handed its queue to the kernel: lagging subscriptions may go on. */
-  private static readonly onSocketDrain = function (this: HubSocket): void {
-    const connection = this[CONNECTION]!;
-    connection.hub.drained(connection);
-  };
-
-  /** Protocol violations (oversized or invalid frames) end here after ws has sent its close code. */
-  private static readonly onSocketError = function (this: HubSocket, error: Error & { code?: string }): void {
-    this[CONNECTION]!.hub.logger.log('debug', 'watch connection error', { error: error.message, code: error.code });
-  };
-
-  private receive(connection: WsConnection, data: RawData, isBinary: boolean): void {
+  private receive(connection: WsConnection, data: Buffer, isBinary: boolean): void {
     let input: WatchInput;
     if (isBinary) input = { type: 'binary' };
     else {
-      const text = (Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data)).toString('utf8');
+      const text = data.toString('utf8');
       try {
         input = parseClientMessage(text, this.limits);
         if (input.type === 'subscribe' && connection.principal !== undefined) this.authorize(connection.principal, input);
@@ -417,11 +312,11 @@ export class WatchHub {
 
   private drained(connection: WsConnection): void {
     if (this.closed) return;
-    this.perform(this.machine.drained(this.clock.monotonicMs(), connection.id, connection.socket.bufferedAmount));
+    this.perform(this.machine.drained(this.clock.monotonicMs(), connection.id, connection.bufferedBytes));
   }
 
   private connectionClosed(connection: WsConnection): void {
-    this.connections.delete(connection.id);
     this.perform(this.machine.closed(this.clock.monotonicMs(), connection.id));
+    if (this.machine.connectionCount === 0) this.allClosed?.();
   }
 }

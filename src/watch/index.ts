@@ -1,4 +1,4 @@
-export { WatchHub, wsInternalsProblem } from './hub.js';
+export { WatchHub } from './hub.js';
 export type { WatchHubOptions, WatchSource } from './hub.js';
 export {
   WATCH_LIMITS,

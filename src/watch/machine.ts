@@ -275,6 +275,14 @@ export class WatchMachine {
     return this.connections.size;
   }
 
+  /**
+   * The `WatchConnection` of every connection the machine knows (until its `closed` event), as a new array: the adapter
+   * keeps no table of its own (a watcher's memory), and may send events for them while it walks it.
+   */
+  ports(): WatchConnection[] {
+    return Array.from(this.connections.values(), (connection) => connection.port);
+  }
+
   get subscriptions(): number {
     return this.subscriptionCount;
   }

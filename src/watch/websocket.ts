@@ -1,0 +1,373 @@
+/**
+ * The server side of RFC 6455 for `/v1/watch`, written for what an idle watcher costs: one small object per
+ * connection and the listeners shared by all (the connection is found on its socket). `ws` kept a WebSocket, a
+ * Receiver (a Writable stream with its own state and listeners), a Sender and a closure per connection, about 1.2 KiB
+ * of heap per watcher that sat unused between messages (docs/decisions.md, record 34). The client side stays on `ws`.
+ *
+ * What this end speaks:
+ * - Handshake (section 4.2): GET with `Upgrade: websocket`, a 16-byte base64 `Sec-WebSocket-Key` and version 13 (or
+ *   8, as `ws` accepts); the first offered subprotocol is echoed, as `ws` did; no extension is ever accepted
+ *   (compression would cost tens of KiB of zlib state per connection).
+ * - Frames from the client (section 5.2): masked, RSV bits clear, known opcodes; control frames final and at most 125
+ *   bytes; a message (all its fragments) at most `messageBytesMax`, refused as soon as a header announces more, so no
+ *   more than that is ever buffered; text must be UTF-8. Violations close with 1002, 1009 or 1007.
+ * - Pings are answered with a pong carrying their payload, unless the send queue is full; pongs are ignored.
+ * - Closing (section 7): either side sends a close frame; the other answers with one; then the server ends the TCP
+ *   connection. A peer that does not answer within `closeTimeoutMs` is cut off.
+ *
+ * Nothing is allocated for an idle connection: the bytes of a frame not yet received in full, and the fragments of a
+ * message, are held only while they are incomplete.
+ */
+import { createHash } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import { isUtf8 } from 'node:buffer';
+import type { Duplex } from 'node:stream';
+import type { Clock, TimerHandle } from '../clock/index.js';
+import { controlFrame, fragmentFrame, Opcode, textFrame } from './frame.js';
+
+/** RFC 6455 section 1.3: appended to the client's key, hashed with SHA-1, answered in base64. */
+const ACCEPT_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+/** 16 random bytes in base64. */
+const KEY_PATTERN = /^[+/0-9A-Za-z]{22}==$/;
+/** A subprotocol is an HTTP token (RFC 7230 section 3.2.6). */
+const TOKEN_PATTERN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** Control frames carry at most 125 bytes; a close frame's reason is what is left after its 2-byte code. */
+const CONTROL_PAYLOAD_BYTES_MAX = 125;
+
+/** Close codes of RFC 6455 section 7.4.1 this end sends on its own (the watch protocol's are in src/api/watch.ts). */
+export const ProtocolCloseCode = {
+  NORMAL: 1000,
+  PROTOCOL_ERROR: 1002,
+  NO_STATUS: 1005,
+  INVALID_PAYLOAD: 1007,
+  MESSAGE_TOO_BIG: 1009,
+} as const;
+
+/** Why an upgrade request is not a WebSocket handshake this end accepts. */
+export interface HandshakeRefusal {
+  readonly status: 400 | 405;
+  readonly message: string;
+  /** Header lines to add to the answer, each ending in CRLF. */
+  readonly headers?: string;
+}
+
+/** What a valid handshake asks for: the accept value to answer, and the subprotocol to echo (if any). */
+export interface Handshake {
+  readonly accept: string;
+  readonly protocol: string | undefined;
+}
+
+/** Checks an upgrade request as RFC 6455 section 4.2.1 asks (and as `ws` did, with the same statuses). */
+export function readHandshake(req: IncomingMessage): Handshake | HandshakeRefusal {
+  if (req.method !== 'GET') return { status: 405, message: 'a WebSocket handshake is a GET request' };
+  const upgrade = req.headers.upgrade;
+  if (upgrade === undefined || upgrade.toLowerCase() !== 'websocket') return { status: 400, message: 'the Upgrade header must be websocket' };
+  const key = req.headers['sec-websocket-key'];
+  if (key === undefined || !KEY_PATTERN.test(key)) return { status: 400, message: 'missing or invalid Sec-WebSocket-Key header (16 bytes in base64)' };
+  const version = Number(req.headers['sec-websocket-version']);
+  // The versions this end speaks go back in the answer (section 4.4), so a client can retry with one of them.
+  if (version !== 13 && version !== 8) return { status: 400, message: 'missing or invalid Sec-WebSocket-Version header (13)', headers: 'sec-websocket-version: 13, 8\r\n' };
+  let protocol: string | undefined;
+  const offered = req.headers['sec-websocket-protocol'];
+  if (offered !== undefined) {
+    const names = offered.split(',').map((name) => name.trim());
+    if (!names.every((name) => TOKEN_PATTERN.test(name))) return { status: 400, message: 'invalid Sec-WebSocket-Protocol header' };
+    protocol = names[0];
+  }
+  return { accept: createHash('sha1').update(key + ACCEPT_GUID).digest('base64'), protocol };
+}
+
+/** The 101 answer to a handshake `readHandshake` accepted. */
+export function handshakeResponse(handshake: Handshake): string {
+  const protocol = handshake.protocol === undefined ? '' : `sec-websocket-protocol: ${handshake.protocol}\r\n`;
+  return `HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ${handshake.accept}\r\n${protocol}\r\n`;
+}
+
+/** One frame header read from the wire, or why the frame is refused. */
+export type FrameHeader =
+  | { readonly ok: true; readonly fin: boolean; readonly opcode: number; readonly headerBytes: number; readonly payloadBytes: number }
+  | { readonly ok: false; readonly code: number; readonly message: string };
+
+/**
+ * Reads the header of a client frame at `at`: undefined while it is incomplete. `messageBytesMax` bounds a data
+ * frame's payload (the caller adds the fragments already held), so a frame announcing more is refused before its
+ * payload arrives.
+ */
+export function readFrameHeader(data: Buffer, at: number, messageBytesMax: number): FrameHeader | undefined {
+  const available = data.length - at;
+  if (available < 2) return undefined;
+  const first = data[at]!;
+  const second = data[at + 1]!;
+  const fin = (first & 0x80) !== 0;
+  const opcode = first & 0x0f;
+  if ((first & 0x70) !== 0) return { ok: false, code: ProtocolCloseCode.PROTOCOL_ERROR, message: 'RSV bits set without a negotiated extension' };
+  if ((second & 0x80) === 0) return { ok: false, code: ProtocolCloseCode.PROTOCOL_ERROR, message: 'client frames must be masked' };
+  const control = opcode >= 0x8;
+  if (control ? opcode > Opcode.PONG : opcode > Opcode.BINARY) return { ok: false, code: ProtocolCloseCode.PROTOCOL_ERROR, message: `unknown opcode ${opcode}` };
+  let payloadBytes = second & 0x7f;
+  let headerBytes = 2;
+  if (control && (!fin || payloadBytes > CONTROL_PAYLOAD_BYTES_MAX))
+    return { ok: false, code: ProtocolCloseCode.PROTOCOL_ERROR, message: 'control frames must be final and at most 125 bytes' };
+  if (payloadBytes === 126) {
+    if (available < 4) return undefined;
+    payloadBytes = data.readUInt16BE(at + 2);
+    headerBytes = 4;
+  } else if (payloadBytes === 127) {
+    if (available < 10) return undefined;
+    // Anything past 32 bits is far beyond the limit: refused without building the 64-bit number.
+    payloadBytes = data.readUInt32BE(at + 2) === 0 ? data.readUInt32BE(at + 6) : Infinity;
+    headerBytes = 10;
+  }
+  if (!control && payloadBytes > messageBytesMax) return { ok: false, code: ProtocolCloseCode.MESSAGE_TOO_BIG, message: `message larger than ${messageBytesMax} bytes` };
+  return { ok: true, fin, opcode, headerBytes: headerBytes + 4, payloadBytes };
+}
+
+/** Close codes a peer may send (RFC 6455 section 7.4): the defined ones it may put on the wire, and 3000-4999. */
+export function isValidCloseCode(code: number): boolean {
+  return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999);
+}
+
+/** What a server WebSocket reports (the hub); one object for every connection. */
+export interface ServerWebSocketOwner {
+  readonly clock: Clock;
+  /** How long a peer has to answer a close frame before its TCP connection is destroyed. */
+  readonly closeTimeoutMs: number;
+  /** The largest client message, all its fragments together. */
+  readonly messageBytesMax: number;
+  /**
+   * Pings are not answered while this much is queued on the socket: a peer that sends pings and does not read would
+   * otherwise grow the queue without bound (the watch machine's `queueBytesMax`).
+   */
+  readonly queueBytesMax: number;
+  message(socket: ServerWebSocket, data: Buffer, isBinary: boolean): void;
+  /** The socket's send queue was handed to the kernel. */
+  drained(socket: ServerWebSocket): void;
+  /** The TCP connection is gone; nothing is reported after it. */
+  closed(socket: ServerWebSocket): void;
+  /** The peer broke the protocol (the close code is sent already) or the socket failed. */
+  failed(socket: ServerWebSocket, message: string, code: number | string | undefined): void;
+}
+
+const OPEN = 0;
+/** A close frame was sent: data messages are ignored, the peer's close frame is awaited. */
+const CLOSING = 1;
+/** The close handshake is over or the connection failed: nothing more is read or sent. */
+const CLOSED = 2;
+
+const WEBSOCKET = Symbol('server websocket');
+type OwnedSocket = Duplex & { [WEBSOCKET]?: ServerWebSocket };
+
+/**
+ * One accepted WebSocket on its TCP (or TLS) socket. The hub subclasses it with what it keeps per watcher, so that a
+ * watcher is one object besides its socket.
+ */
+export class ServerWebSocket {
+  private state = OPEN;
+  /** Bytes of a frame not yet received in full (never more than a header and `messageBytesMax`). */
+  private partial: Buffer | undefined = undefined;
+  /** The fragments of a message whose final frame has not come, and its opcode (0: no message in progress). */
+  private fragments: Buffer[] | undefined = undefined;
+  private fragmentBytes = 0;
+  private fragmentOpcode = 0;
+  private closeTimer: TimerHandle | undefined = undefined;
+
+  constructor(
+    readonly owner: ServerWebSocketOwner,
+    readonly socket: Duplex,
+  ) {}
+
+  /**
+   * Starts serving on `socket` once the 101 answer is written: `head` is what the client sent after its request.
+   * Listeners are shared functions that find this object on the socket (no closure per connection).
+   */
+  start(head: Buffer): void {
+    const socket = this.socket as OwnedSocket;
+    socket[WEBSOCKET] = this;
+    const tcp = socket as Partial<Socket>;
+    tcp.setTimeout?.(0);
+    tcp.setNoDelay?.(true);
+    /* eslint-disable @typescript-eslint/unbound-method -- the emitter calls each with the socket as `this` */
+    socket.on('data', ServerWebSocket.onData);
+    socket.on('end', ServerWebSocket.onEnd);
+    socket.on('close', ServerWebSocket.onClose);
+    socket.on('error', ServerWebSocket.onError);
+    socket.on('drain', ServerWebSocket.onDrain);
+    /* eslint-enable @typescript-eslint/unbound-method */
+    if (head.length > 0) this.read(Buffer.from(head));
+  }
+
+  get isOpen(): boolean {
+    return this.state === OPEN;
+  }
+
+  /** Bytes written and not yet handed to the kernel. */
+  get bufferedBytes(): number {
+    return this.socket.writableLength;
+  }
+
+  /** One text message. */
+  send(text: string): void {
+    if (this.state === OPEN) this.socket.write(textFrame(Buffer.from(text, 'utf8')));
+  }
+
+  /** One complete frame made by frame.ts (the same Buffer goes to many sockets). */
+  sendFramed(frame: Buffer): void {
+    if (this.state === OPEN) this.socket.write(frame);
+  }
+
+  /** One text message in two fragments: the head, then the shared body (written without a copy of it). */
+  sendFragments(head: string, body: Buffer): void {
+    if (this.state !== OPEN) return;
+    this.socket.write(fragmentFrame(true, Buffer.from(head, 'utf8')));
+    this.socket.write(fragmentFrame(false, body));
+  }
+
+  /** Starts the close handshake with `code` and `reason` (cut to fit a control frame). */
+  close(code: number, reason: string): void {
+    if (this.state !== OPEN) return;
+    this.state = CLOSING;
+    this.socket.write(closeFrame(code, reason));
+    this.armCloseTimer();
+  }
+
+  private armCloseTimer(): void {
+    this.closeTimer ??= this.owner.clock.setTimeout(() => this.socket.destroy(), this.owner.closeTimeoutMs);
+  }
+
+  /** The peer broke the protocol: the close code goes out, nothing more is read, and the connection ends. */
+  private fail(code: number, message: string): void {
+    const wasOpen = this.state === OPEN;
+    this.state = CLOSED;
+    this.partial = undefined;
+    this.fragments = undefined;
+    if (wasOpen) this.socket.write(closeFrame(code, message));
+    this.socket.end();
+    this.armCloseTimer();
+    this.owner.failed(this, message, code);
+  }
+
+  private read(chunk: Buffer): void {
+    if (this.state === CLOSED) return;
+    const data = this.partial === undefined ? chunk : Buffer.concat([this.partial, chunk]);
+    this.partial = undefined;
+    let at = 0;
+    for (;;) {
+      const header = readFrameHeader(data, at, this.owner.messageBytesMax - this.fragmentBytes);
+      if (header === undefined) break;
+      if (!header.ok) return this.fail(header.code, header.message);
+      const end = at + header.headerBytes + header.payloadBytes;
+      if (end > data.length) break;
+      const payload = data.subarray(at + header.headerBytes, end);
+      const mask = data.subarray(at + header.headerBytes - 4, at + header.headerBytes);
+      for (let i = 0; i < payload.length; i++) payload[i]! ^= mask[i & 3]!;
+      at = end;
+      this.frame(header.fin, header.opcode, payload);
+      if (this.state === CLOSED) return;
+    }
+    // Copied, so that a few leftover bytes do not keep a whole read buffer alive.
+    if (at < data.length) this.partial = Buffer.from(data.subarray(at));
+  }
+
+  private frame(fin: boolean, opcode: number, payload: Buffer): void {
+    switch (opcode) {
+      case Opcode.PING:
+        if (this.state === OPEN && this.socket.writableLength < this.owner.queueBytesMax) this.socket.write(controlFrame(Opcode.PONG, payload));
+        return;
+      case Opcode.PONG:
+        return;
+      case Opcode.CLOSE:
+        return this.closeReceived(payload);
+      case Opcode.CONTINUATION:
+        if (this.fragmentOpcode === 0) return this.fail(ProtocolCloseCode.PROTOCOL_ERROR, 'continuation frame without a message to continue');
+        if (payload.length > 0) {
+          (this.fragments ??= []).push(Buffer.from(payload));
+          this.fragmentBytes += payload.length;
+        }
+        if (!fin) return;
+        opcode = this.fragmentOpcode;
+        payload = this.fragments === undefined ? Buffer.alloc(0) : Buffer.concat(this.fragments, this.fragmentBytes);
+        this.fragments = undefined;
+        this.fragmentBytes = 0;
+        this.fragmentOpcode = 0;
+        break;
+      default: // TEXT or BINARY
+        if (this.fragmentOpcode !== 0) return this.fail(ProtocolCloseCode.PROTOCOL_ERROR, 'new message before the last one was finished');
+        if (!fin) {
+          this.fragmentOpcode = opcode;
+          this.fragments = payload.length > 0 ? [Buffer.from(payload)] : undefined;
+          this.fragmentBytes = payload.length;
+          return;
+        }
+    }
+    if (opcode === Opcode.TEXT && !isUtf8(payload)) return this.fail(ProtocolCloseCode.INVALID_PAYLOAD, 'text message is not valid UTF-8');
+    if (this.state === OPEN) this.owner.message(this, payload, opcode === Opcode.BINARY);
+  }
+
+  private closeReceived(payload: Buffer): void {
+    if (payload.length === 1) return this.fail(ProtocolCloseCode.PROTOCOL_ERROR, 'close frame with a 1-byte payload');
+    let code: number = ProtocolCloseCode.NO_STATUS;
+    let reason = '';
+    if (payload.length >= 2) {
+      code = payload.readUInt16BE(0);
+      if (!isValidCloseCode(code)) return this.fail(ProtocolCloseCode.PROTOCOL_ERROR, `invalid close code ${code}`);
+      const reasonBytes = payload.subarray(2);
+      if (!isUtf8(reasonBytes)) return this.fail(ProtocolCloseCode.INVALID_PAYLOAD, 'close reason is not valid UTF-8');
+      reason = reasonBytes.toString('utf8');
+    }
+    // Echo the peer's code (section 5.5.1) unless this end has sent its own close frame already.
+    if (this.state === OPEN) this.socket.write(code === ProtocolCloseCode.NO_STATUS ? controlFrame(Opcode.CLOSE, Buffer.alloc(0)) : closeFrame(code, reason));
+    this.state = CLOSED;
+    this.partial = undefined;
+    this.fragments = undefined;
+    this.socket.end();
+    this.armCloseTimer();
+  }
+
+  // Function expressions (not arrows): the emitter calls them with the socket as `this`.
+  private static readonly onData = function (this: OwnedSocket, chunk: Buffer): void {
+    this[WEBSOCKET]!.read(chunk);
+  };
+
+  /** The peer ended its side without a close frame: end this side too (node:http sockets allow half-open). */
+  private static readonly onEnd = function (this: OwnedSocket): void {
+    const websocket = this[WEBSOCKET]!;
+    websocket.state = CLOSED;
+    this.end();
+  };
+
+  private static readonly onClose = function (this: OwnedSocket): void {
+    const websocket = this[WEBSOCKET]!;
+    websocket.state = CLOSED;
+    websocket.closeTimer?.cancel();
+    websocket.closeTimer = undefined;
+    websocket.partial = undefined;
+    websocket.fragments = undefined;
+    websocket.owner.closed(websocket);
+  };
+
+  /** A socket error (a reset, a write after the peer left) ends in 'close', which node emits after it. */
+  private static readonly onError = function (this: OwnedSocket, error: Error & { code?: string }): void {
+    const websocket = this[WEBSOCKET]!;
+    websocket.owner.failed(websocket, error.message, error.code);
+  };
+
+  private static readonly onDrain = function (this: OwnedSocket): void {
+    const websocket = this[WEBSOCKET]!;
+    if (websocket.state !== CLOSED) websocket.owner.drained(websocket);
+  };
+}
+
+/** A close frame with `code` and as much of `reason` as fits (cut on a character boundary). */
+export function closeFrame(code: number, reason: string): Buffer {
+  let reasonBytes = Buffer.from(reason, 'utf8');
+  if (reasonBytes.length > CONTROL_PAYLOAD_BYTES_MAX - 2) {
+    let end = CONTROL_PAYLOAD_BYTES_MAX - 2;
+    while (end > 0 && (reasonBytes[end]! & 0xc0) === 0x80) end--; // not inside a UTF-8 sequence
+    reasonBytes = reasonBytes.subarray(0, end);
+  }
+  const payload = Buffer.allocUnsafe(2 + reasonBytes.length);
+  payload.writeUInt16BE(code, 0);
+  reasonBytes.copy(payload, 2);
+  return controlFrame(Opcode.CLOSE, payload);
+}
