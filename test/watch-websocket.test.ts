@@ -273,3 +273,22 @@ test('watch websocket: pings are not answered while the send queue is full, so a
     ],
   );
 });
+
+test('watch websocket: a frame sent a byte at a time arrives whole, held in one buffer of its size (no copy of everything so far per byte)', () => {
+  const { socket, received, websocket } = open();
+  const text = 'x'.repeat(MESSAGE_BYTES_MAX);
+  const frame = clientFrame(true, Opcode.TEXT, Buffer.from(text));
+  const held = new Set<Buffer>();
+  for (let i = 0; i < frame.length; i++) {
+    socket.feed(frame.subarray(i, i + 1));
+    const partial = (websocket as unknown as { partial: Buffer | undefined }).partial;
+    if (partial !== undefined) held.add(partial);
+  }
+  assert.deepEqual(received.messages, [{ text, binary: false }]);
+  assert.deepEqual(received.failures, []);
+  // The header's first bytes (up to the 2-byte length) in small buffers, then the frame's one buffer, at its size.
+  const large = [...held].filter((buffer) => buffer.length > 16);
+  assert.equal(large.length, 1, `buffers held: ${[...held].map((buffer) => buffer.length).join(', ')}`);
+  assert.equal(large[0]!.length, frame.length);
+  assert.equal((websocket as unknown as { partial: Buffer | undefined }).partial, undefined, 'nothing held after the frame');
+});

@@ -164,8 +164,14 @@ type OwnedSocket = Duplex & { [WEBSOCKET]?: ServerWebSocket };
  */
 export class ServerWebSocket {
   private state = OPEN;
-  /** Bytes of a frame not yet received in full (never more than a header and `messageBytesMax`). */
+  /**
+   * A frame not yet received in full (never more than a header and `messageBytesMax`): while its header is incomplete,
+   * the few bytes received (`partialFilled` = length); once the header is read, a buffer of the whole frame, filled
+   * to `partialFilled`. Each byte is copied once however the peer splits the frame: a peer that sends a large frame a
+   * byte at a time costs neither a copy of everything so far per byte nor an object per byte.
+   */
   private partial: Buffer | undefined = undefined;
+  private partialFilled = 0;
   /** The fragments of a message whose final frame has not come, and its opcode (0: no message in progress). */
   private fragments: Buffer[] | undefined = undefined;
   private fragmentBytes = 0;
@@ -249,24 +255,53 @@ export class ServerWebSocket {
 
   private read(chunk: Buffer): void {
     if (this.state === CLOSED) return;
-    const data = this.partial === undefined ? chunk : Buffer.concat([this.partial, chunk]);
+    const partial = this.partial;
+    if (partial === undefined) return this.parse(chunk);
+    if (this.partialFilled === partial.length) {
+      // Only part of a header so far (at most 13 bytes): joined with the chunk, parsed as one.
+      this.partial = undefined;
+      return this.parse(Buffer.concat([partial, chunk]));
+    }
+    const take = Math.min(chunk.length, partial.length - this.partialFilled);
+    chunk.copy(partial, this.partialFilled, 0, take);
+    this.partialFilled += take;
+    if (this.partialFilled < partial.length) return;
     this.partial = undefined;
+    this.parse(partial);
+    if (take < chunk.length) this.read(chunk.subarray(take));
+  }
+
+  /** Handles every whole frame in `data`; keeps an incomplete last one in `partial`. */
+  private parse(data: Buffer): void {
     let at = 0;
     for (;;) {
       const header = readFrameHeader(data, at, this.owner.messageBytesMax - this.fragmentBytes);
-      if (header === undefined) break;
+      if (header === undefined) {
+        // Copied, so that a few leftover bytes do not keep a whole read buffer alive.
+        if (at < data.length) this.keepPartial(Buffer.from(data.subarray(at)), data.length - at);
+        return;
+      }
       if (!header.ok) return this.fail(header.code, header.message);
       const end = at + header.headerBytes + header.payloadBytes;
-      if (end > data.length) break;
+      if (end > data.length) {
+        // The header bounded the frame (refused above if over the limit): its buffer is made once, at its size.
+        const frame = Buffer.allocUnsafe(end - at);
+        data.copy(frame, 0, at);
+        return this.keepPartial(frame, data.length - at);
+      }
       const payload = data.subarray(at + header.headerBytes, end);
       const mask = data.subarray(at + header.headerBytes - 4, at + header.headerBytes);
       for (let i = 0; i < payload.length; i++) payload[i]! ^= mask[i & 3]!;
       at = end;
       this.frame(header.fin, header.opcode, payload);
       if (this.state === CLOSED) return;
+      if (at === data.length) return;
     }
-    // Copied, so that a few leftover bytes do not keep a whole read buffer alive.
-    if (at < data.length) this.partial = Buffer.from(data.subarray(at));
+  }
+
+  private keepPartial(bytes: Buffer, filled: number): void {
+    this.partial = bytes;
+    this.partialFilled = filled;
   }
 
   private frame(fin: boolean, opcode: number, payload: Buffer): void {
