@@ -99,6 +99,15 @@ describe('store revisions', () => {
     assert.deepEqual(record(store, 'k'), { value: b('v4'), createSeq: seq1, modSeq: seq4, version: 4 });
   });
 
+  test('store: puts of many sizes in one entry, new keys and rewrites, each keep their own bytes (one encode buffer is reused)', () => {
+    // Values larger than the first encode buffer, then smaller ones after it grew, in one transaction and across two.
+    const sizes = [10, 5_000, 0, 70_000, 3, 4_093, 200_000, 1];
+    const value = (i: number, round: number): Buffer => Buffer.alloc(sizes[i]!, (i * 31 + round) % 251);
+    const first = commit(store, sizes.map((_, i) => ({ type: 'put' as const, key: b(`sizes/${i}`), value: value(i, 0) })));
+    const second = commit(store, [...sizes.keys()].reverse().map((i) => ({ type: 'put' as const, key: b(`sizes/${i}`), value: value(i, 1) })));
+    for (const i of sizes.keys()) assert.deepEqual(record(store, `sizes/${i}`), { value: value(i, 1), createSeq: first, modSeq: second, version: 2 }, `sizes/${i}`);
+  });
+
   test('store: delete removes the key, and recreating it resets version and createSeq', () => {
     commit(store, [put('d', 'one'), put('d', 'two')]);
     assert.equal(record(store, 'd')?.version, 2);

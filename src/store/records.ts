@@ -109,6 +109,15 @@ export function decodeKeyRecord(key: Buffer, buffer: Buffer): KeyRecord {
 }
 
 /**
+ * A record's createSeq and version, checked against its crc first (throws KeyRecordDamageError), without copying or
+ * viewing its value: for a write that replaces the record.
+ */
+export function decodeKeyRecordHeader(key: Buffer, buffer: Buffer): { createSeq: number; version: number } {
+  verifyKeyRecord(key, buffer);
+  return { createSeq: readU64(buffer, CRC_BYTES), version: buffer.readUInt32BE(CRC_BYTES + 16) };
+}
+
+/**
  * Decodes the first `size` bytes of `buffer`, a record read under `key` into a buffer that the next read overwrites
  * (lmdb-js's `getBinaryFast`), checking its crc first (throws KeyRecordDamageError). The value is copied out: the one
  * copy a point read makes.

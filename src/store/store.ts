@@ -25,7 +25,7 @@ import {
   decodeKeyRecord,
   decodeU64,
   encodeHead,
-  encodeKeyRecord,
+  decodeKeyRecordHeader,
   encodeU64,
   KEY_RECORD_HEADER_BYTES,
   KeyRecordDamageError,
@@ -158,6 +158,8 @@ export class Store {
   private readonly lock: DataDirLock | undefined;
   private readonly damageReports: DamageReport[] = [];
   private damageCount = 0;
+  /** Where applyOp encodes key records (recordScratch). */
+  private scratch = Buffer.allocUnsafe(4096);
   private readonly damageListeners: ((report: DamageReport) => void)[] = [];
   /** The last write failure that was the storage's (disk full, I/O error), until a write succeeds again. */
   private currentWriteFault: MercuryError | undefined;
@@ -398,6 +400,28 @@ export class Store {
    * `copy`, `stored` is LMDB's reused read buffer (`getBinaryFast`: its `length` is the record's) and the value is
    * copied out of it.
    */
+  /**
+   * The record that a put of `value` at `seq` leaves under `key`, whose current record is `stored` (checked against its
+   * crc first: a damaged record fails the write, as a read of it would), encoded into the scratch buffer.
+   */
+  private nextKeyRecord(key: Buffer, stored: Buffer, seq: number, value: Buffer): Buffer {
+    let header: { createSeq: number; version: number };
+    try {
+      header = decodeKeyRecordHeader(key, stored);
+    } catch (error) {
+      if (error instanceof KeyRecordDamageError) throw this.damaged(`key ${JSON.stringify(key.toString('utf8').slice(0, 200))}`, error);
+      throw error;
+    }
+    return writeKeyRecord(this.recordScratch(value.length), key, header.createSeq, seq, header.version + 1, value);
+  }
+
+  /** A buffer for one key record of `valueBytes`, reused by every write of this store (LMDB copies what it is given). */
+  private recordScratch(valueBytes: number): Buffer {
+    const bytes = KEY_RECORD_HEADER_BYTES + valueBytes;
+    if (this.scratch.length < bytes) this.scratch = Buffer.allocUnsafe(Math.max(bytes, 2 * this.scratch.length));
+    return this.scratch;
+  }
+
   private keyRecord(key: Buffer, stored: Buffer, copy = false): KeyRecord {
     try {
       return copy ? copyKeyRecord(key, toBuffer(stored), stored.length) : decodeKeyRecord(key, stored);
@@ -588,12 +612,14 @@ export class Store {
   private applyOp(seq: number, op: Op): void {
     switch (op.type) {
       case 'put': {
-        const stored = this.kv.get(op.key);
-        if (stored === undefined) this.kv.putSync(op.key, encodeKeyRecord(op.key, seq, seq, 1, op.value));
-        else {
-          const previous = this.keyRecord(op.key, stored);
-          this.kv.putSync(op.key, encodeKeyRecord(op.key, previous.createSeq, seq, previous.version + 1, op.value));
-        }
+        // The previous record is read in place (lmdb-js's reused buffer, no copy) for its createSeq and version, checked
+        // against its crc; the new one is encoded into the store's scratch buffer, which LMDB copies in putSync.
+        const stored = this.kv.getBinaryFast(op.key);
+        const record =
+          stored === undefined
+            ? writeKeyRecord(this.recordScratch(op.value.length), op.key, seq, seq, 1, op.value)
+            : this.nextKeyRecord(op.key, toBuffer(stored), seq, op.value);
+        this.kv.putSync(op.key, record);
         return;
       }
       case 'delete':
