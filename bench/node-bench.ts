@@ -19,7 +19,8 @@
  * auth required, and every request carries a token scoped to read and write `bench/` and `txn/`, so each pays for
  * authentication and the prefix checks; without it, --auth off). --sign (the root signs every entry, as it does by
  * default outside benchmarks; without it the node runs `--unsigned`, to measure the cost).
- * --only put,txn,get,local runs just those workloads. BENCH_NODE_PROFILE=DIR writes a CPU profile of the node process into DIR (`node --cpu-prof`).
+ * --only put,txn,get,local runs just those workloads. BENCH_NODE_PROFILE=DIR writes a CPU profile of the node process
+ * into DIR (`node --cpu-prof`).
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

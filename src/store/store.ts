@@ -149,8 +149,6 @@ export class Store {
   private readonly meta: Database<Buffer, string>;
   /** Snapshot records received so far, kept apart until the whole snapshot is verified (see installSnapshot*). */
   private readonly staging: Database<Buffer, Buffer>;
-  /** Where stageSnapshotPage encodes each record before LMDB copies it (grown to the largest record). */
-  private stagingScratch = Buffer.allocUnsafe(64 * 1024);
   private cachedHead: ChainHead;
   private cachedLogBytes: number;
   private closed = false;
@@ -158,8 +156,8 @@ export class Store {
   private readonly lock: DataDirLock | undefined;
   private readonly damageReports: DamageReport[] = [];
   private damageCount = 0;
-  /** Where applyOp encodes key records (recordScratch). */
-  private scratch = Buffer.allocUnsafe(4096);
+  /** Where applyOp and stageSnapshotPage encode key records before LMDB copies them (recordScratch). */
+  private scratch = Buffer.allocUnsafe(64 * 1024);
   private readonly damageListeners: ((report: DamageReport) => void)[] = [];
   /** The last write failure that was the storage's (disk full, I/O error), until a write succeeds again. */
   private currentWriteFault: MercuryError | undefined;
@@ -400,6 +398,14 @@ export class Store {
    * `copy`, `stored` is LMDB's reused read buffer (`getBinaryFast`: its `length` is the record's) and the value is
    * copied out of it.
    */
+  private keyRecord(key: Buffer, stored: Buffer, copy = false): KeyRecord {
+    try {
+      return copy ? copyKeyRecord(key, toBuffer(stored), stored.length) : decodeKeyRecord(key, stored);
+    } catch (error) {
+      throw this.keyDamage(key, error);
+    }
+  }
+
   /**
    * The record that a put of `value` at `seq` leaves under `key`, whose current record is `stored` (checked against its
    * crc first: a damaged record fails the write, as a read of it would), encoded into the scratch buffer.
@@ -409,26 +415,24 @@ export class Store {
     try {
       header = decodeKeyRecordHeader(key, stored);
     } catch (error) {
-      if (error instanceof KeyRecordDamageError) throw this.damaged(`key ${JSON.stringify(key.toString('utf8').slice(0, 200))}`, error);
-      throw error;
+      throw this.keyDamage(key, error);
     }
     return writeKeyRecord(this.recordScratch(value.length), key, header.createSeq, seq, header.version + 1, value);
   }
 
-  /** A buffer for one key record of `valueBytes`, reused by every write of this store (LMDB copies what it is given). */
+  /** What a failed decode of `key`'s record throws: a damaged record is recorded and becomes DATA_CORRUPTED. */
+  private keyDamage(key: Buffer, error: unknown): unknown {
+    return error instanceof KeyRecordDamageError ? this.damaged(`key ${JSON.stringify(key.toString('utf8').slice(0, 200))}`, error) : error;
+  }
+
+  /**
+   * A buffer for one key record of `valueBytes` (grown to the largest record), reused by every write of this store:
+   * putSync inside a write transaction copies the bytes into LMDB before it returns.
+   */
   private recordScratch(valueBytes: number): Buffer {
     const bytes = KEY_RECORD_HEADER_BYTES + valueBytes;
     if (this.scratch.length < bytes) this.scratch = Buffer.allocUnsafe(Math.max(bytes, 2 * this.scratch.length));
     return this.scratch;
-  }
-
-  private keyRecord(key: Buffer, stored: Buffer, copy = false): KeyRecord {
-    try {
-      return copy ? copyKeyRecord(key, toBuffer(stored), stored.length) : decodeKeyRecord(key, stored);
-    } catch (error) {
-      if (error instanceof KeyRecordDamageError) throw this.damaged(`key ${JSON.stringify(key.toString('utf8').slice(0, 200))}`, error);
-      throw error;
-    }
   }
 
   /**
@@ -771,13 +775,10 @@ export class Store {
     this.assertWritable();
     this.writeSync(() => {
       for (const record of records) {
-        const bytes = KEY_RECORD_HEADER_BYTES + record.value.length;
-        if (bytes > this.stagingScratch.length) this.stagingScratch = Buffer.allocUnsafe(Math.max(bytes, 2 * this.stagingScratch.length));
-        // One buffer for every record: putSync inside a write transaction copies the bytes into LMDB before it returns.
         // The records come in strictly ascending key order (the replication client refuses others) into a staging
         // area emptied by beginSnapshotInstall, so MDB_APPEND adds each at the end without a search. lmdb-js answers a
         // key out of order with false (MDB_KEYEXIST), not an error: that would be a bug upstream of here.
-        const stored = writeKeyRecord(this.stagingScratch, record.key, record.createSeq, record.modSeq, record.version, record.value);
+        const stored = writeKeyRecord(this.recordScratch(record.value.length), record.key, record.createSeq, record.modSeq, record.version, record.value);
         assert.ok(this.staging.putSync(record.key, stored, { append: true }), 'snapshot records are staged in strictly ascending key order');
       }
     });

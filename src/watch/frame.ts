@@ -48,7 +48,6 @@ function frame(firstByte: number, payload: Buffer): Buffer {
   return frame;
 }
 
-
 /** The payload of a frame made here (without a copy). */
 export function framePayload(frame: Buffer): Buffer {
   return frame.subarray(frame[1] === 127 ? 10 : frame[1] === 126 ? 4 : 2);

@@ -243,14 +243,18 @@ export class ServerWebSocket {
 
   /** The peer broke the protocol: the close code goes out, nothing more is read, and the connection ends. */
   private fail(code: number, message: string): void {
-    const wasOpen = this.state === OPEN;
+    if (this.state === OPEN) this.socket.write(closeFrame(code, message));
+    this.endConnection();
+    this.owner.failed(this, message, code);
+  }
+
+  /** Nothing more is read or sent: what is held goes, the TCP connection ends, and is cut off if the peer lingers. */
+  private endConnection(): void {
     this.state = CLOSED;
     this.partial = undefined;
     this.fragments = undefined;
-    if (wasOpen) this.socket.write(closeFrame(code, message));
     this.socket.end();
     this.armCloseTimer();
-    this.owner.failed(this, message, code);
   }
 
   private read(chunk: Buffer): void {
@@ -352,11 +356,7 @@ export class ServerWebSocket {
     }
     // Echo the peer's code (section 5.5.1) unless this end has sent its own close frame already.
     if (this.state === OPEN) this.socket.write(code === ProtocolCloseCode.NO_STATUS ? controlFrame(Opcode.CLOSE, Buffer.alloc(0)) : closeFrame(code, reason));
-    this.state = CLOSED;
-    this.partial = undefined;
-    this.fragments = undefined;
-    this.socket.end();
-    this.armCloseTimer();
+    this.endConnection();
   }
 
   // Function expressions (not arrows): the emitter calls them with the socket as `this`.
