@@ -17,15 +17,22 @@ import { MercuryError } from './errors.js';
 
 export type BytesEncoding = 'utf8' | 'base64';
 
-// eslint-disable-next-line no-control-regex -- these are the characters JSON escapes as \u00XX
-const CONTROL_CHARACTERS = /[\u0000-\u0008\u000b\u000c\u000e-\u001f]/;
+/**
+ * Whether `bytes` hold a control character that JSON escapes as \u00XX (U+0000-U+001F but tab, newline and carriage
+ * return). In UTF-8 each is a single byte below 0x20, which never occurs inside a multi-byte character, so the bytes
+ * are checked as they are: a value full of them goes to base64 without being decoded to text first.
+ */
+function hasControlByte(bytes: Buffer): boolean {
+  for (let i = 0; i < bytes.length; i++) {
+    const byte = bytes[i]!;
+    if (byte < 0x20 && byte !== 0x09 && byte !== 0x0a && byte !== 0x0d) return true;
+  }
+  return false;
+}
 
 /** The text and encoding of bytes in JSON (see the rule above). */
 export function encodeJsonBytes(bytes: Buffer): { text: string; encoding: BytesEncoding } {
-  if (isUtf8(bytes)) {
-    const text = bytes.toString('utf8');
-    if (!CONTROL_CHARACTERS.test(text)) return { text, encoding: 'utf8' };
-  }
+  if (!hasControlByte(bytes) && isUtf8(bytes)) return { text: bytes.toString('utf8'), encoding: 'utf8' };
   return { text: bytes.toString('base64'), encoding: 'base64' };
 }
 

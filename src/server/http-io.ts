@@ -8,6 +8,7 @@
  */
 import type { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { JsonValidator, MIN_SEQ_WAIT_MS_DEFAULT, MIN_SEQ_WAIT_MS_MAX, parseValidatedJson, type JsonLimits } from '../api/index.js';
 import { MercuryError, isMercuryError, type ErrorCode } from '../errors/index.js';
 import { assertAdmitted } from './auth.js';
@@ -17,10 +18,27 @@ import type { NodeApi } from './node-api.js';
 /** The seq a read reflects, or the seq of the entry that carries a write. */
 export const SEQ_HEADER = 'x-mercury-seq';
 
+/** A JSON body longer than this many characters goes out in pieces of this size, a turn of the event loop apart. */
+export const JSON_PIECE_CHARS = 256 * 1024;
+
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | number> = {}): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
-  res.end(text);
+  if (text.length <= JSON_PIECE_CHARS) return void res.end(text);
+  // A large body (a page of 1 MiB values: about 1.4 MB of JSON) is encoded and written a piece per turn, so requests
+  // that arrive meanwhile (a liveness probe) wait for one piece, not for the whole body (test/hostile-pages.test.ts).
+  writePieces(res, jsonPieces(text), true).catch(() => res.destroy());
+}
+
+/** `text` in pieces of JSON_PIECE_CHARS, never between the two halves of a surrogate pair (each is encoded alone). */
+function* jsonPieces(text: string): Generator<string> {
+  for (let start = 0; start < text.length; ) {
+    let end = Math.min(text.length, start + JSON_PIECE_CHARS);
+    const next = text.charCodeAt(end);
+    if (end < text.length && next >= 0xdc00 && next <= 0xdfff) end--;
+    yield text.slice(start, end);
+    start = end;
+  }
 }
 
 /**
@@ -34,12 +52,14 @@ export async function sendJsonPieces(res: ServerResponse, status: number, pieces
 
 /**
  * Writes a body in pieces after the head was sent, waiting for 'drain' whenever the socket's buffer is full, so that a
- * slow reader holds one piece in memory rather than the whole body. Stops quietly if the client goes away.
+ * slow reader holds one piece in memory rather than the whole body. Stops quietly if the client goes away. With
+ * `turnEach`, also lets a turn of the event loop pass after each piece the socket took at once.
  */
-export async function writePieces(res: ServerResponse, pieces: Iterable<string | Buffer>): Promise<void> {
+export async function writePieces(res: ServerResponse, pieces: Iterable<string | Buffer>, turnEach = false): Promise<void> {
   for (const piece of pieces) {
     if (res.destroyed) return;
     if (!res.write(piece)) await drainedOrClosed(res);
+    else if (turnEach) await nextTurn();
   }
   if (!res.destroyed) res.end();
 }
