@@ -3,12 +3,13 @@
  * prefix). Reads answer from one LMDB snapshot and name its seq; writes answer once durable and visible here.
  */
 import { MercuryError, RANGE_LIMIT_DEFAULT, RANGE_LIMIT_MAX, encodeJsonBytes, prefixEnd, validateKey, valueTooLarge, isReservedKey, overlapsReserved } from '../../api/index.js';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { requireRead, requireReadPrefix, requireWriteRange } from '../../auth/index.js';
 import type { RangePage } from '../../store/index.js';
 import { principalOf, writeFor } from '../auth.js';
 import type { BodyBudget } from '../body-budget.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
-import { SEQ_HEADER, queryInteger, readBody, readSeqOptions, sendJson } from '../http-io.js';
+import { JSON_PIECE_CHARS, SEQ_HEADER, queryInteger, readBody, readSeqOptions, sendJson } from '../http-io.js';
 import type { HttpLimits } from '../http-server.js';
 import { compareFailed, deleteRequest, putRequest, requireKeyWrite } from '../kv-ops.js';
 import type { NodeApi } from '../node-api.js';
@@ -107,6 +108,10 @@ export function kvRangeRoute(node: NodeApi, limits: HttpLimits): Route {
           };
         });
         const cursorOut = page.more && last !== undefined ? encodeCursor(last) : null;
+        // A page of large values (up to the byte budget, base64 of control characters included) was read and encoded
+        // in this turn; its JSON text is built in the next, and written a piece per turn (sendJson), so a request that
+        // arrives meanwhile (a liveness probe) waits for one of those steps rather than for all of them.
+        if (items.reduce((sum, item) => sum + item.value.length, 0) > JSON_PIECE_CHARS) await nextTurn();
         sendJson(res, 200, { seq: page.seq, items, more: page.more, cursor: cursorOut }, { [SEQ_HEADER]: page.seq });
       },
       DELETE: async (req, res, query) => {
