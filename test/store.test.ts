@@ -383,6 +383,51 @@ describe('store range reads', () => {
     assert.throws(() => store.stageSnapshotPage([records[0]!]), /ascending key order/);
   });
 
+  test('store: a first snapshot is installed in place, and no reader sees any of it before it is finished, even after a crash mid-install', async () => {
+    const dir = path.join(root, `store-${++dirCount}`);
+    const records = ['a', 'b', 'c'].map((key, i) => ({ key: b(key), value: b(`value-${key}`), createSeq: i + 1, modSeq: i + 1, version: 1 }));
+    /** Every way a reader looks at the key space, in this handle's current snapshot. */
+    const seen = (store: Store) => {
+      const snapshot = store.openSnapshot();
+      const page = snapshot.nextPage(1 << 20);
+      const seenBySnapshot = { keyCount: snapshot.keyCount, records: page.length, dataBytes: snapshot.dataBytes() };
+      snapshot.close();
+      return { get: store.get(b('b')).record, range: allItems(store).length, keys: store.sizes().keys, scanned: [...store.scanKeyRecords()].length, ...seenBySnapshot };
+    };
+    const nothing = { get: undefined, range: 0, keys: 0, scanned: 0, keyCount: 0, records: 0, dataBytes: 0 };
+
+    let store = Store.open({ path: dir, noSync: true, createDataset: false });
+    store.beginSnapshotInstall();
+    store.stageSnapshotPage(records.slice(0, 2));
+    const reader = Store.open({ path: dir, readOnly: true, lock: false, createDataset: false });
+    openStores.push(reader);
+    reader.renewSnapshot();
+    assert.deepStrictEqual(seen(store), nothing);
+    assert.deepStrictEqual(seen(reader), nothing, 'another process (openLocal, verify) sees nothing either');
+
+    // A crash mid-install: the next start is at seq 0 with an empty key space, and a new install starts from nothing.
+    await store.close();
+    store = Store.open({ path: dir, noSync: true, createDataset: false });
+    openStores.push(store);
+    assert.equal(store.head().seq, 0);
+    assert.deepStrictEqual(seen(store), nothing);
+    store.beginSnapshotInstall();
+    store.stageSnapshotPage([records[2]!]);
+    store.finishSnapshotInstall(3, Buffer.alloc(32, 1), 'dataset-y');
+    assert.deepStrictEqual(allItems(store).map(({ key }) => key.toString()), ['c'], 'the records of the interrupted install are gone');
+    reader.renewSnapshot();
+    assert.equal(reader.get(b('c')).record?.value.toString(), 'value-c');
+    assert.equal(reader.get(b('a')).record, undefined);
+
+    // A store that holds data keeps answering with it while the next snapshot arrives, then switches at once.
+    store.beginSnapshotInstall();
+    store.stageSnapshotPage(records.slice(0, 2));
+    assert.deepStrictEqual(allItems(store).map(({ key }) => key.toString()), ['c']);
+    assert.equal(store.get(b('a')).record, undefined);
+    store.finishSnapshotInstall(9, Buffer.alloc(32, 2), 'dataset-y');
+    assert.deepStrictEqual(allItems(store).map(({ key }) => key.toString()), ['a', 'b']);
+  });
+
   test('store: a range read is one snapshot while another thread commits', async () => {
     // A writer in a worker thread rewrites every key of the range in each entry, with the entry's seq as the value.
     // Every page read meanwhile must hold one value throughout, equal to the page's seq: never a mix of two entries.

@@ -147,8 +147,13 @@ export class Store {
   private readonly kv: Database<Buffer, Buffer>;
   private readonly log: Database<Buffer, Buffer>;
   private readonly meta: Database<Buffer, string>;
-  /** Snapshot records received so far, kept apart until the whole snapshot is verified (see installSnapshot*). */
+  /** Snapshot records received so far, kept apart until the whole snapshot is verified (see beginSnapshotInstall). */
   private readonly staging: Database<Buffer, Buffer>;
+  /**
+   * Where the snapshot being installed goes: `staging`, or `kv` itself when the store is at seq 0 (see
+   * beginSnapshotInstall); undefined outside an install.
+   */
+  private installTarget: Database<Buffer, Buffer> | undefined;
   private cachedHead: ChainHead;
   private cachedLogBytes: number;
   private closed = false;
@@ -276,17 +281,21 @@ export class Store {
   /**
    * A key in this thread's current read snapshot, its crc checked, its value copied out of LMDB's read buffer. With
    * `snapshotSeq` in the same synchronous run it reads one snapshot: lmdb-js renews its read transaction only between
-   * event-loop turns, after a write through this handle, or on `renewSnapshot`.
+   * event-loop turns, after a write through this handle, or on `renewSnapshot`. At seq 0 the caller answers "no key"
+   * without reading (see get).
    */
   readKey(key: Buffer): KeyRecord | undefined {
     const stored = this.kv.getBinaryFast(key);
     return stored === undefined ? undefined : this.keyRecord(key, stored, true);
   }
 
-  /** A key as of the latest committed entry, with the seq that read reflects (both from one snapshot, see readKey). */
+  /**
+   * A key as of the latest committed entry, with the seq that read reflects (both from one snapshot, see readKey). At
+   * seq 0 the key space is empty, whatever `kv` holds: a first snapshot is installed into it (beginSnapshotInstall).
+   */
   get(key: Buffer): { record: KeyRecord | undefined; seq: number } {
-    const record = this.readKey(key);
-    return { record, seq: this.snapshotSeq() };
+    const seq = this.snapshotSeq();
+    return { record: seq === 0 ? undefined : this.readKey(key), seq };
   }
 
   /**
@@ -299,6 +308,8 @@ export class Store {
     const txn = this.env.useReadTransaction();
     try {
       const head = this.meta.get(META_HEAD, { transaction: txn });
+      // At seq 0 the key space is empty (see get).
+      if (head === undefined) return { items: [], seq: 0, more: false };
       const from = after !== undefined && Buffer.compare(after, start) >= 0 ? after : start;
       const items: RangeItem[] = [];
       let more = false;
@@ -332,7 +343,8 @@ export class Store {
     const kvStats = this.kv.getStats() as { entryCount?: number };
     const bounds = this.logBounds();
     return {
-      keys: kvStats.entryCount ?? 0,
+      // At seq 0 the key space is empty (see get).
+      keys: this.snapshotSeq() === 0 ? 0 : (kvStats.entryCount ?? 0),
       logEntries: bounds.lastSeq - bounds.firstSeq + 1,
       logBytes: bounds.bytes,
       dataFileBytes: (stats.pageSize ?? 0) * ((stats.lastPageNumber ?? 0) + 1),
@@ -443,6 +455,8 @@ export class Store {
   *scanKeyRecords(): Generator<{ key: Buffer; record?: KeyRecord; damage?: string }> {
     const txn = this.env.useReadTransaction();
     try {
+      // At seq 0 the key space is empty (see get).
+      if (this.meta.get(META_HEAD, { transaction: txn }) === undefined) return;
       for (const { key, value } of this.kv.getRange({ transaction: txn })) {
         const keyCopy = Buffer.from(key);
         try {
@@ -698,10 +712,12 @@ export class Store {
     const txn = this.env.useReadTransaction();
     const headRecord = this.meta.get(META_HEAD, { transaction: txn });
     const head = headRecord === undefined ? GENESIS_HEAD : decodeHead(headRecord);
-    const keyCount = this.kv.getKeysCount({ transaction: txn });
+    // At seq 0 the key space is empty (see get).
+    const empty = headRecord === undefined;
+    const keyCount = empty ? 0 : this.kv.getKeysCount({ transaction: txn });
     let rangeIndex = 0;
     let after: Buffer | undefined;
-    let done = false;
+    let done = empty;
     let closed = false;
     return {
       seq: head.seq,
@@ -746,6 +762,7 @@ export class Store {
       dataBytes: () => {
         assert.ok(!closed, 'snapshot reader is closed');
         let bytes = 0;
+        if (empty) return 0;
         for (const range of ranges)
           for (const { key, value } of this.kv.getRange({
             start: range.start.length === 0 ? undefined : range.start,
@@ -764,22 +781,35 @@ export class Store {
     };
   }
 
-  /** Replica: starts receiving a snapshot; forgets any partly received one. */
+  /**
+   * Replica: starts receiving a snapshot; forgets any partly received one. A store at seq 0 has an empty key space, so
+   * the snapshot goes straight into `kv`: every reader answers "empty" at seq 0 whatever `kv` holds (get, range,
+   * openSnapshot, sizes, scanKeyRecords), and the head only moves in finishSnapshotInstall's transaction, so readers
+   * see all of it or none, and a start after a crash mid-install finds seq 0 and starts over. That saves writing every
+   * record twice (to `staging`, then to `kv`): a fleet's joins are all first installs. A store that holds data keeps it
+   * readable until the new snapshot is complete and verified, in `staging`.
+   */
   beginSnapshotInstall(): void {
     this.assertWritable();
-    this.writeSync(() => this.removeAll(this.staging));
+    this.installTarget = this.cachedHead.seq === 0 ? this.kv : this.staging;
+    this.writeSync(() => {
+      this.removeAll(this.staging);
+      if (this.installTarget === this.kv) this.removeAll(this.kv);
+    });
   }
 
   /** Replica: keeps a page of snapshot records aside (not visible to readers) until the snapshot is complete. */
   stageSnapshotPage(records: readonly SnapshotRecord[]): void {
     this.assertWritable();
+    const target = this.installTarget;
+    assert.ok(target !== undefined, 'beginSnapshotInstall comes first');
     this.writeSync(() => {
       for (const record of records) {
-        // The records come in strictly ascending key order (the replication client refuses others) into a staging
-        // area emptied by beginSnapshotInstall, so MDB_APPEND adds each at the end without a search. lmdb-js answers a
-        // key out of order with false (MDB_KEYEXIST), not an error: that would be a bug upstream of here.
+        // The records come in strictly ascending key order (the replication client refuses others) into a database
+        // emptied by beginSnapshotInstall, so MDB_APPEND adds each at the end without a search. lmdb-js answers a key
+        // out of order with false (MDB_KEYEXIST), not an error: that would be a bug upstream of here.
         const stored = writeKeyRecord(this.recordScratch(record.value.length), record.key, record.createSeq, record.modSeq, record.version, record.value);
-        assert.ok(this.staging.putSync(record.key, stored, { append: true }), 'snapshot records are staged in strictly ascending key order');
+        assert.ok(target.putSync(record.key, stored, { append: true }), 'snapshot records are staged in strictly ascending key order');
       }
     });
   }
@@ -792,18 +822,23 @@ export class Store {
   finishSnapshotInstall(seq: number, hash: Buffer, datasetId: string): void {
     this.assertWritable();
     assert.ok(datasetId.length > 0);
+    const target = this.installTarget;
+    assert.ok(target !== undefined, 'beginSnapshotInstall comes first');
     this.writeSync(() => {
-      this.removeAll(this.kv);
-      // The staged records come in key order into an empty tree: MDB_APPEND adds each at the end without a search.
-      // putSync copies key and value into the transaction before the iterator moves on, so no copy is made here.
-      for (const { key, value } of this.staging.getRange({})) this.kv.putSync(key, value, { append: true });
-      this.removeAll(this.staging);
+      if (target === this.staging) {
+        this.removeAll(this.kv);
+        // The staged records come in key order into an empty tree: MDB_APPEND adds each at the end without a search.
+        // putSync copies key and value into the transaction before the iterator moves on, so no copy is made here.
+        for (const { key, value } of this.staging.getRange({})) this.kv.putSync(key, value, { append: true });
+        this.removeAll(this.staging);
+      }
       this.removeAll(this.log);
       this.meta.putSync(META_HEAD, encodeHead(seq, hash));
       this.meta.putSync(META_LOG_BASE, encodeHead(seq, hash));
       this.meta.putSync(META_LOG_BYTES, encodeU64(0));
       this.meta.putSync(META_DATASET_ID, Buffer.from(datasetId));
     });
+    this.installTarget = undefined;
     this.cachedHead = { seq, hash: Buffer.from(hash) };
     this.cachedLogBytes = 0;
     this.currentDatasetId = datasetId;
