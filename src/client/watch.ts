@@ -20,7 +20,8 @@
  *   `mercury watch`): a first connection that fails ends the iterator with `UnavailableError`, and the end of an
  *   established one with `WatchClosedError` (close code, reason and `resumeSeq`).
  */
-import { WebSocket, type RawData } from 'ws';
+import { createRequire } from 'node:module';
+import type { WebSocket as WebSocketClass, RawData } from 'ws';
 import type { Clock, TimerHandle } from '../clock/index.js';
 import {
   parseServerMessage,
@@ -98,6 +99,16 @@ interface Queued {
   readonly bytes: number;
 }
 
+/**
+ * `ws`, loaded on the first watch: every process that loads the client would otherwise pay for it at start (about
+ * 50 ms here), the node among them, which serves watches with its own WebSocket code and opens none.
+ */
+let loadedWebSocket: typeof WebSocketClass | undefined;
+function webSocketClass(): typeof WebSocketClass {
+  loadedWebSocket ??= (createRequire(import.meta.url)('ws') as typeof import('ws')).WebSocket;
+  return loadedWebSocket;
+}
+
 export class Watch implements AsyncIterableIterator<WatchEvent> {
   private readonly cursor: WatchCursor;
   private queue: Queued[] = [];
@@ -106,7 +117,7 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
   private waiter: { resolve: (result: IteratorResult<WatchEvent>) => void; reject: (error: Error) => void } | undefined;
   private failure: Error | undefined;
   private finished = false;
-  private socket: WebSocket | undefined;
+  private socket: WebSocketClass | undefined;
   private paused = false;
   private urlIndex = 0;
   private failedAttempts = 0;
@@ -134,7 +145,7 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
   private open(): void {
     const url = this.client.urls[this.urlIndex]!;
     const tls = this.client.tls;
-    const socket = new WebSocket(watchUrl(url), {
+    const socket = new (webSocketClass())(watchUrl(url), {
       perMessageDeflate: false,
       maxPayload: WATCH_SERVER_MESSAGE_BYTES_MAX,
       handshakeTimeout: this.client.requestTimeoutMs,
@@ -232,7 +243,7 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
   }
 
   /** A connection silent for `watchIdleMs` (the node heartbeats every 10 s) is dead: drop it and reconnect. */
-  private armIdle(socket: WebSocket): void {
+  private armIdle(socket: WebSocketClass): void {
     this.idleTimer?.cancel();
     this.idleTimer = this.clock.setTimeout(() => socket.terminate(), this.client.watchIdleMs);
   }
