@@ -705,7 +705,7 @@ describe('replication state machines', () => {
       openSnapshot: () => {
         const snapshot = root.openSnapshot();
         open++;
-        return { ...snapshot, nextPage: (bytes: number) => snapshot.nextPage(bytes), close: () => (open--, snapshot.close()) };
+        return { ...snapshot, nextChunk: (bytes: number) => snapshot.nextChunk(bytes), close: () => (open--, snapshot.close()) };
       },
     };
     const upstream = newUpstream(source);

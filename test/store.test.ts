@@ -14,6 +14,7 @@ import { open } from 'lmdb';
 import { ChainError, EntryDecodeError, GENESIS_HASH, GENESIS_HEAD, sealEntry, verifyNext, type ChainHead, type EncodedEntry, type Op } from '../src/log/index.js';
 import { MercuryError } from '../src/errors/index.js';
 import { Store, prefixEnd, type KeyRecord, type RangeItem } from '../src/store/index.js';
+import { SnapshotChunkWriter, encodeMessage } from '../src/replication/protocol.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'mercury-store-test-'));
 let dirCount = 0;
@@ -356,6 +357,58 @@ describe('store range reads', () => {
       read.map((record) => [record.key.toString(), record.value]),
       [...values],
     );
+  });
+
+  test('store: chunks written from LMDB\'s read buffer are the frames encodeMessage makes of the same pages, for values of every size', () => {
+    const store = freshStore();
+    // Sizes around the in-JS crc's limit (64), LMDB's reused read buffer and the overflow pages LMDB maps instead.
+    const sizes = [0, 1, 63, 64, 65, 255, 4_000, 70_000, 300_000, 1_200_000];
+    const keys: string[] = [];
+    for (let i = 0; i < 60; i++) {
+      const key = `c/${String(i).padStart(3, '0')}`;
+      keys.push(key);
+      commit(store, [put(key, Buffer.alloc(sizes[i % sizes.length]!, i + 1))]);
+    }
+    for (const pageBytes of [1, 1_000, 100_000, 1 << 20]) {
+      for (const ranges of [undefined, [{ start: b('c/010'), end: b('c/020') }, { start: b('c/050'), end: Buffer.alloc(0) }]]) {
+        const byPages = store.openSnapshot(ranges);
+        const byRecords = store.openSnapshot(ranges);
+        let chunks = 0;
+        for (;;) {
+          const page = byPages.nextPage(pageBytes);
+          const writer = new SnapshotChunkWriter(pageBytes);
+          const count = byRecords.nextRecords(pageBytes, writer);
+          assert.equal(count, page.length);
+          if (page.length === 0) {
+            assert.equal(writer.finish(), undefined);
+            break;
+          }
+          assert.ok(writer.finish()!.equals(encodeMessage({ type: 'snapshotChunk', records: page })), `chunk ${chunks} of ${pageBytes}-byte pages`);
+          chunks++;
+        }
+        byPages.close();
+        byRecords.close();
+        assert.ok(chunks >= (pageBytes === 1 ? (ranges === undefined ? 60 : 20) : 1));
+      }
+    }
+  });
+
+  test('store: a damaged record fails the chunk being written with DATA_CORRUPTED, naming the key', () => {
+    const dir = path.join(root, `store-${++dirCount}`);
+    const store = Store.open({ path: dir, noSync: true });
+    commit(store, [put('d/1', 'sound'), put('d/2', 'MARKER-damaged-value'), put('d/3', 'sound too')]);
+    // Damage the value's bytes in the data file, under LMDB's feet (the in-place reader has to catch it).
+    const file = path.join(dir, 'data.mdb');
+    const bytes = fs.readFileSync(file);
+    const at = bytes.indexOf('MARKER-damaged-value');
+    assert.ok(at > 0);
+    const fd = fs.openSync(file, 'r+');
+    fs.writeSync(fd, Buffer.from('X'), 0, 1, at);
+    fs.closeSync(fd);
+    store.renewSnapshot();
+    const reader = store.openSnapshot();
+    assert.throws(() => reader.nextRecords(1 << 20, new SnapshotChunkWriter(1 << 20)), (error: unknown) => error instanceof MercuryError && error.code === 'DATA_CORRUPTED' && /d\/2/.test(error.message));
+    reader.close();
   });
 
   test('store: snapshot pages staged with one reused buffer install every record as sent; a key out of order is refused', () => {

@@ -394,15 +394,70 @@ export function snapshotRecordBytes(record: SnapshotRecord): number {
 }
 
 function writeSnapshotRecord(record: SnapshotRecord, target: Buffer, offset: number): number {
-  offset = target.writeUInt16BE(record.key.length, offset);
-  offset += record.key.copy(target, offset);
-  offset = target.writeUInt32BE(record.value.length, offset);
-  offset += record.value.copy(target, offset);
+  return writeSnapshotFields(target, offset, record.key, record.value, 0, record.value.length, record.createSeq, record.modSeq, record.version);
+}
+
+/** One snapshot record's canonical encoding at `offset`, its value `from[valueStart, valueEnd)`; returns the end. */
+function writeSnapshotFields(
+  target: Buffer,
+  offset: number,
+  key: Buffer,
+  from: Buffer,
+  valueStart: number,
+  valueEnd: number,
+  createSeq: number,
+  modSeq: number,
+  version: number,
+): number {
+  offset = target.writeUInt16BE(key.length, offset);
+  target.set(key, offset);
+  offset = target.writeUInt32BE(valueEnd - valueStart, offset + key.length);
+  offset += from.copy(target, offset, valueStart, valueEnd);
   // Not writeBigUInt64BE: the BigInt conversions were most of a root's time per snapshot record.
-  writeU64(target, record.createSeq, offset);
-  writeU64(target, record.modSeq, offset + 8);
-  target.writeUInt32BE(record.version, offset + 16);
+  writeU64(target, createSeq, offset);
+  writeU64(target, modSeq, offset + 8);
+  target.writeUInt32BE(version, offset + 16);
   return offset + 20;
+}
+
+/**
+ * Builds one SNAPSHOT_CHUNK frame a record at a time, each copied once from where its reader holds it (a store's
+ * read buffer, `Store.openSnapshot().nextRecords`): the bytes `encodeMessage` makes of the same records, without a
+ * record object or a copy per record on the way.
+ */
+export class SnapshotChunkWriter {
+  private frame: Buffer;
+  private offset = FRAME_HEADER_BYTES + 4;
+  private records = 0;
+
+  /** `bytesHint`: about how many bytes of records the chunk will hold (it grows past that if it must). */
+  constructor(bytesHint: number) {
+    this.frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + 4 + bytesHint + (bytesHint >> 4));
+  }
+
+  get count(): number {
+    return this.records;
+  }
+
+  add(key: Buffer, from: Buffer, valueStart: number, valueEnd: number, createSeq: number, modSeq: number, version: number): void {
+    const end = this.offset + SNAPSHOT_RECORD_OVERHEAD_BYTES + key.length + valueEnd - valueStart;
+    if (end > this.frame.length) {
+      const grown = Buffer.allocUnsafe(Math.max(end, this.frame.length * 2));
+      this.frame.copy(grown, 0, 0, this.offset);
+      this.frame = grown;
+    }
+    this.offset = writeSnapshotFields(this.frame, this.offset, key, from, valueStart, valueEnd, createSeq, modSeq, version);
+    this.records++;
+  }
+
+  /** The sealed frame of the records added; undefined if there were none (a chunk is never empty). */
+  finish(): Buffer | undefined {
+    if (this.records === 0) return undefined;
+    const frame = this.frame.subarray(0, this.offset);
+    frame.writeUInt8(MessageType.snapshotChunk, FRAME_PREFIX_BYTES);
+    frame.writeUInt32BE(this.records, FRAME_HEADER_BYTES);
+    return seal(frame);
+  }
 }
 
 /** The canonical encoding of one snapshot record (what the digest covers). */

@@ -4,7 +4,6 @@
  * event, so an implementation must answer from one consistent state (LMDB read transactions do).
  */
 import type { ChainHead, EncodedEntry } from '../log/index.js';
-import type { SnapshotRecord } from '../store/index.js';
 
 /** The serving side's view of the node's chain: its head, its retained log and consistent snapshots of its keys. */
 export interface LogSource {
@@ -35,10 +34,11 @@ export interface SnapshotSource {
   readonly hash: Buffer;
   readonly keyCount: number;
   /**
-   * The next records in key order, about `pageBytes` of keys and values (at least one); [] at the end. Throws
-   * DATA_CORRUPTED on a damaged record, so that damage is never copied to a child.
+   * The next records in key order, about `bytesTarget` of keys and values (at least one), as one sealed SNAPSHOT_CHUNK
+   * frame with its record count; undefined at the end. Throws DATA_CORRUPTED on a damaged record, so that damage is
+   * never copied to a child.
    */
-  nextPage(pageBytes: number): SnapshotRecord[];
+  nextChunk(bytesTarget: number): { readonly frame: Buffer; readonly count: number } | undefined;
   /** Releases the snapshot. Called exactly once, at the end or when the session closes early. */
   close(): void;
 }

@@ -4,6 +4,7 @@
  */
 import type { ChainHead, EncodedEntry } from '../log/index.js';
 import type { Store } from '../store/index.js';
+import { SnapshotChunkWriter } from './protocol.js';
 import type { LogSource, SnapshotSource } from './source.js';
 
 export class StoreLogSource implements LogSource {
@@ -36,7 +37,12 @@ export class StoreLogSource implements LogSource {
       hash: reader.hash,
       keyCount: reader.keyCount,
       // Unknown without a full scan; progress is reported in keys instead.
-      nextPage: (pageBytes) => reader.nextPage(pageBytes),
+      nextChunk: (bytesTarget) => {
+        const writer = new SnapshotChunkWriter(bytesTarget);
+        reader.nextRecords(bytesTarget, writer);
+        const frame = writer.finish();
+        return frame === undefined ? undefined : { frame, count: writer.count };
+      },
       close: () => reader.close(),
     };
   }

@@ -380,21 +380,20 @@ export class Upstream {
     while (this.windowOpen()) {
       if (this.phase === 'snapshot') {
         const snapshot = this.snapshot!;
-        let page;
+        let chunk;
         try {
-          page = snapshot.source.nextPage(this.limits.snapshotChunkBytesTarget);
+          chunk = snapshot.source.nextChunk(this.limits.snapshotChunkBytesTarget);
         } catch (error) {
           if (!isDataCorrupted(error)) throw error;
           this.damaged(error, actions);
           return;
         }
-        if (page.length > 0) {
-          const frame = encodeMessage({ type: 'snapshotChunk', records: page });
+        if (chunk !== undefined) {
           // The digest covers the records' canonical encoding, which is what the frame carries: hashed from there, each
           // record is encoded once.
-          snapshot.digest.updateEncoded(snapshotChunkRecordBytes(frame));
-          snapshot.keysSent += page.length;
-          this.send(frame, actions);
+          snapshot.digest.updateEncoded(snapshotChunkRecordBytes(chunk.frame));
+          snapshot.keysSent += chunk.count;
+          this.send(chunk.frame, actions);
           continue;
         }
         const digest = snapshot.digest.digest();

@@ -6,5 +6,5 @@ export { prefixEnd } from './records.js';
 export { LOCK_FILE, lockDataDir } from './data-dir-lock.js';
 export { dataFileDamaged, lmdbTreeProblem } from './lmdb-meta.js';
 export type { DataDirLock } from './data-dir-lock.js';
-export type { KeyRecord } from './records.js';
+export type { KeyRecord, KeyRecordSink } from './records.js';
 export type { DamageReport } from './health.js';

@@ -45,8 +45,9 @@ export class KeyRecordDamageError extends Error {
   }
 }
 
-function recordCrc(key: Buffer, record: Buffer): number {
-  return crc32(record.subarray(CRC_BYTES), crcOfFewBytes(key, 0, key.length, 0));
+/** The crc of the first `size` bytes of `record` (all of it by default) under `key`. */
+function recordCrc(key: Buffer, record: Buffer, size = record.length): number {
+  return crcOfFewBytes(record, CRC_BYTES, size, crcOfFewBytes(key, 0, key.length, 0));
 }
 
 /** zlib's CRC-32 table (polynomial 0xEDB88320, reflected), for crcOfFewBytes. */
@@ -63,7 +64,7 @@ const CRC_JS_BYTES_MAX = 64;
  * call into zlib costs more than the computation; zlib's own above CRC_JS_BYTES_MAX.
  */
 function crcOfFewBytes(bytes: Buffer, start: number, end: number, crc: number): number {
-  if (end - start > CRC_JS_BYTES_MAX) return crc32(bytes.subarray(start, end), crc);
+  if (end - start > CRC_JS_BYTES_MAX) return crc32(start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end), crc);
   let c = ~crc;
   for (let i = start; i < end; i++) c = CRC_TABLE[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
   return ~c >>> 0;
@@ -85,16 +86,32 @@ export function writeKeyRecord(target: Buffer, key: Buffer, createSeq: number, m
   writeU64(record, modSeq, CRC_BYTES + 8);
   record.writeUInt32BE(version, CRC_BYTES + 16);
   value.copy(record, KEY_RECORD_HEADER_BYTES);
-  record.writeUInt32BE(recordCrc(key, record), 0);
+  // The crc over the header just written and then `value` itself, which the record's copy of it equals: no view made.
+  record.writeUInt32BE(crcOfFewBytes(value, 0, value.length, crcOfFewBytes(record, CRC_BYTES, KEY_RECORD_HEADER_BYTES, crcOfFewBytes(key, 0, key.length, 0))), 0);
   return record;
 }
 
-/** Throws KeyRecordDamageError if the record is not what was written under `key`. */
-export function verifyKeyRecord(key: Buffer, buffer: Buffer): void {
-  if (buffer.length < KEY_RECORD_HEADER_BYTES) throw new KeyRecordDamageError(`record of ${buffer.length} bytes is shorter than its header`);
+/** Throws KeyRecordDamageError if the record (the first `size` bytes of `buffer`) is not what was written under `key`. */
+export function verifyKeyRecord(key: Buffer, buffer: Buffer, size = buffer.length): void {
+  if (size < KEY_RECORD_HEADER_BYTES) throw new KeyRecordDamageError(`record of ${size} bytes is shorter than its header`);
   const stored = buffer.readUInt32BE(0);
-  const computed = recordCrc(key, buffer);
+  const computed = recordCrc(key, buffer, size);
   if (stored !== computed) throw new KeyRecordDamageError(`checksum ${stored.toString(16)} does not match the record's ${computed.toString(16)}`);
+}
+
+/** Takes key records read in place: `bytes[valueStart, valueEnd)` is the value, valid only during the call. */
+export interface KeyRecordSink {
+  add(key: Buffer, bytes: Buffer, valueStart: number, valueEnd: number, createSeq: number, modSeq: number, version: number): void;
+}
+
+/**
+ * Checks the first `size` bytes of `buffer`, a record read under `key` into a buffer that the next read overwrites
+ * (LMDB's), against its crc (throws KeyRecordDamageError), then hands its fields to `sink` without a copy or a view:
+ * for a reader that encodes records straight from LMDB's read buffer (a snapshot chunk for a child).
+ */
+export function visitKeyRecord(key: Buffer, buffer: Buffer, size: number, sink: KeyRecordSink): void {
+  verifyKeyRecord(key, buffer, size);
+  sink.add(key, buffer, KEY_RECORD_HEADER_BYTES, size, readU64(buffer, CRC_BYTES), readU64(buffer, CRC_BYTES + 8), buffer.readUInt32BE(CRC_BYTES + 16));
 }
 
 /** Decodes a record read under `key`, checking its crc first (throws KeyRecordDamageError). */

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
 import { lockDataDir, type DataDirLock } from './data-dir-lock.js';
 import { dataFileDamaged, lmdbMetaProblem, lmdbTreeProblem } from './lmdb-meta.js';
-import { open, type Database, type RootDatabase } from 'lmdb';
+import { open, type Database, type DatabaseOptions, type RootDatabase } from 'lmdb';
 import { LMDB_MAP_BYTES_DEFAULT } from '../limits.js';
 import { closeUnsynced, openUnsynced } from './unsynced-guard.js';
 import { DAMAGE_REPORTS_MAX, dataCorrupted, isRecordDamage, storageFault, type DamageReport } from './health.js';
@@ -31,8 +31,10 @@ import {
   KeyRecordDamageError,
   seqKey,
   STORE_FORMAT,
+  visitKeyRecord,
   writeKeyRecord,
   type KeyRecord,
+  type KeyRecordSink,
 } from './records.js';
 
 export interface StoreOptions {
@@ -90,6 +92,11 @@ export interface SnapshotReader {
   /** The next records in key order, about `pageBytes` of keys and values at most (at least one); [] at the end. */
   nextPage(pageBytes: number): SnapshotRecord[];
   /**
+   * The same records as `nextPage`, handed to `sink` straight from LMDB's read buffer, each checked against its crc
+   * first: no record objects, no copies but the sink's. Returns how many; 0 at the end.
+   */
+  nextRecords(pageBytes: number, sink: KeyRecordSink): number;
+  /**
    * Sum of the key and value bytes of the snapshot's keys, by one walk of the same read transaction (a snapshot file
    * announces its size before its records: src/snapshot/format.ts). Checks no checksum; `nextPage` does.
    */
@@ -103,6 +110,12 @@ export interface KeyRange {
   readonly start: Buffer;
   readonly end: Buffer;
 }
+
+/** Where a whole-key-space range starts: keys are at least one byte long. */
+const FIRST_KEY = Buffer.from([0]);
+
+/** What `kvInPlace` answers for a value: the bytes themselves are in `Store.inPlaceBytes`. */
+const IN_PLACE = Symbol('in place');
 
 const WHOLE_KEY_SPACE: readonly KeyRange[] = Object.freeze([{ start: Buffer.alloc(0), end: Buffer.alloc(0) }]);
 
@@ -145,6 +158,11 @@ export class Store {
   private currentDatasetId: string;
   private readonly env: RootDatabase;
   private readonly kv: Database<Buffer, Buffer>;
+  /** `kv` read without copies (see IN_PLACE): for nextRecords only. */
+  private readonly kvInPlace: Database<typeof IN_PLACE, Buffer>;
+  /** What IN_PLACE's decoder was last given: the record's bytes in LMDB's read buffer, and its length. */
+  private inPlaceBytes: Buffer = Buffer.alloc(0);
+  private inPlaceSize = 0;
   private readonly log: Database<Buffer, Buffer>;
   private readonly meta: Database<Buffer, string>;
   /** Snapshot records received so far, kept apart until the whole snapshot is verified (see beginSnapshotInstall). */
@@ -195,6 +213,21 @@ export class Store {
     // LMDB creates its files 0644 (less the umask); the data is nobody else's to read.
     if (created) for (const name of LMDB_FILES) chmodSync(join(options.path, name), DATA_FILE_MODE);
     this.kv = this.env.openDB<Buffer, Buffer>({ name: 'kv', encoding: 'binary', keyEncoding: 'binary' });
+    // lmdb-js hands a custom decoder its reused read buffer (or a view of the map) instead of a copy of the value: the
+    // decoder keeps where the bytes are, and the reader uses them before the iterator moves on.
+    const decodeInPlace = (bytes: Uint8Array, size: number): typeof IN_PLACE => {
+      // A value on overflow pages may come as a plain Uint8Array over the map (see toBuffer).
+      this.inPlaceBytes = toBuffer(bytes);
+      this.inPlaceSize = size;
+      return IN_PLACE;
+    };
+    // `encoder` is a database option in lmdb-js's README; its types declare it on the root's options only.
+    const inPlaceOptions: DatabaseOptions & { name: string; encoder: object } = {
+      name: 'kv',
+      keyEncoding: 'binary',
+      encoder: { encode: () => assert.fail('kvInPlace is read-only'), decode: decodeInPlace },
+    };
+    this.kvInPlace = this.env.openDB<typeof IN_PLACE, Buffer>(inPlaceOptions);
     this.log = this.env.openDB<Buffer, Buffer>({ name: 'log', encoding: 'binary', keyEncoding: 'binary' });
     this.meta = this.env.openDB<Buffer, string>({ name: 'meta', encoding: 'binary' });
     this.staging = this.env.openDB<Buffer, Buffer>({ name: 'staging', encoding: 'binary', keyEncoding: 'binary' });
@@ -719,6 +752,42 @@ export class Store {
     let after: Buffer | undefined;
     let done = empty;
     let closed = false;
+    /**
+     * Visits the next records of the ranges in key order until their key and stored bytes reach `pageBytes` (at least
+     * one record); returns how many it visited, 0 at the end. `visit` answers a record's stored bytes.
+     */
+    const walk = <V>(db: Database<V, Buffer>, pageBytes: number, visit: (key: Buffer, value: V) => number): number => {
+      let count = 0;
+      let bytes = 0;
+      while (!done && rangeIndex < ranges.length) {
+        const range = ranges[rangeIndex]!;
+        let lastKey: Buffer | undefined;
+        // An explicit first key: lmdb-js starts a range without one at 0x05 for a custom encoder (its own metadata
+        // lies below), and keys here are any bytes.
+        for (const { key, value } of db.getRange({
+          start: after ?? (range.start.length === 0 ? FIRST_KEY : range.start),
+          end: range.end.length === 0 ? undefined : range.end,
+          exclusiveStart: after !== undefined,
+          transaction: txn,
+        })) {
+          const keyBytes = toBuffer(key);
+          bytes += keyBytes.length + visit(keyBytes, value);
+          count++;
+          if (bytes >= pageBytes) {
+            lastKey = keyBytes;
+            break;
+          }
+        }
+        if (lastKey !== undefined) {
+          after = lastKey;
+          break;
+        }
+        rangeIndex++;
+        after = undefined;
+      }
+      if (count === 0) done = true;
+      return count;
+    };
     return {
       seq: head.seq,
       hash: head.hash,
@@ -726,39 +795,26 @@ export class Store {
       keyCount,
       nextPage: (pageBytes) => {
         const page: SnapshotRecord[] = [];
-        let bytes = 0;
-        while (!done && rangeIndex < ranges.length) {
-          const range = ranges[rangeIndex]!;
-          let full = false;
-          for (const { key, value } of this.kv.getRange({
-            start: after ?? (range.start.length === 0 ? undefined : range.start),
-            end: range.end.length === 0 ? undefined : range.end,
-            exclusiveStart: after !== undefined,
-            transaction: txn,
-          })) {
-            // Checked here so that a damaged value is never sent to a watcher or a child (whose snapshot digest would
-            // be computed over the bad bytes and agree with them). No copies: for binary encodings lmdb-js 3.5's range
-            // iterator returns each key and value as a fresh slice (read.js, keys.js), never its reused read buffer, so
-            // a page's records stay valid after the next read (tested: "pages of a snapshot keep their bytes").
-            const keyBytes = toBuffer(key);
-            const record = this.keyRecord(keyBytes, toBuffer(value));
-            page.push({ key: keyBytes, value: record.value, createSeq: record.createSeq, modSeq: record.modSeq, version: record.version });
-            bytes += key.length + value.length;
-            if (bytes >= pageBytes) {
-              full = true;
-              break;
-            }
-          }
-          if (full) {
-            after = page[page.length - 1]!.key;
-            break;
-          }
-          rangeIndex++;
-          after = undefined;
-        }
-        if (page.length === 0) done = true;
+        walk(this.kv, pageBytes, (key, value) => {
+          // Checked here so that a damaged value is never sent to a watcher or a child (whose snapshot digest would be
+          // computed over the bad bytes and agree with them). No copies: for binary encodings lmdb-js 3.5's range
+          // iterator returns each key and value as a fresh slice (read.js, keys.js), never its reused read buffer, so a
+          // page's records stay valid after the next read (tested: "pages of a snapshot keep their bytes").
+          const record = this.keyRecord(key, toBuffer(value));
+          page.push({ key, value: record.value, createSeq: record.createSeq, modSeq: record.modSeq, version: record.version });
+          return value.length;
+        });
         return page;
       },
+      nextRecords: (pageBytes, sink) =>
+        walk(this.kvInPlace, pageBytes, (key) => {
+          try {
+            visitKeyRecord(key, this.inPlaceBytes, this.inPlaceSize, sink);
+          } catch (error) {
+            throw this.keyDamage(key, error);
+          }
+          return this.inPlaceSize;
+        }),
       dataBytes: () => {
         assert.ok(!closed, 'snapshot reader is closed');
         let bytes = 0;

@@ -9,6 +9,7 @@
 import assert from 'node:assert/strict';
 import { GENESIS_HEAD, sealEntry, type ChainHead, type EncodedEntry, type Entry, type Op } from '../../../src/log/index.js';
 import type { LogSource, SnapshotSource } from '../../../src/replication/index.js';
+import { encodeMessage } from '../../../src/replication/index.js';
 import type { SnapshotRecord } from '../../../src/store/index.js';
 
 export type KeySpace = Map<string, SnapshotRecord>;
@@ -124,16 +125,16 @@ export class MemoryStore implements LogSource {
       seq: this.state.head.seq,
       hash: this.state.head.hash,
       keyCount: records.length,
-      nextPage: (pageBytes) => {
+      nextChunk: (bytesTarget) => {
         assert.ok(!closed, 'snapshot read after close');
         const page: SnapshotRecord[] = [];
         let bytes = 0;
-        while (next < records.length && (page.length === 0 || bytes < pageBytes)) {
+        while (next < records.length && (page.length === 0 || bytes < bytesTarget)) {
           const record = records[next++]!;
           page.push(record);
           bytes += record.key.length + record.value.length;
         }
-        return page;
+        return page.length === 0 ? undefined : { frame: encodeMessage({ type: 'snapshotChunk', records: page }), count: page.length };
       },
       close: () => {
         assert.ok(!closed, 'snapshot closed twice');
