@@ -237,13 +237,24 @@ function decodeLayout(record: Buffer): DecodedRecord {
   // Each op takes at least 4 bytes (a delete of a 1-byte key): reject impossible counts before allocating for them.
   if (opCount > (limit - HEADER_BYTES) / OP_BYTES_MIN) throw new EntryDecodeError(`op count ${opCount} does not fit the record`);
   let offset = HEADER_BYTES;
+  // Fields are read where they lie: a view is made only of the bytes an op keeps (keys, values), and a field's name
+  // becomes text only in an error (a replica decodes every op it applies).
+  const need = (length: number, what: string, suffix = ''): void => {
+    if (offset + length > limit) throw new EntryDecodeError(`${what}${suffix} runs past the end of the body`);
+  };
   const take = (length: number, what: string): Buffer => {
-    if (offset + length > limit) throw new EntryDecodeError(`${what} runs past the end of the body`);
+    need(length, what);
     const bytes = record.subarray(offset, offset + length);
     offset += length;
     return bytes;
   };
-  const takeU16Bytes = (what: string): Buffer => take(take(2, `${what} length`).readUInt16BE(0), what);
+  const uint = (bytes: 1 | 2 | 4, what: string, suffix = ''): number => {
+    need(bytes, what, suffix);
+    const value = bytes === 1 ? record[offset]! : bytes === 2 ? record.readUInt16BE(offset) : record.readUInt32BE(offset);
+    offset += bytes;
+    return value;
+  };
+  const takeU16Bytes = (what: string): Buffer => take(uint(2, what, ' length'), what);
   // Keys are checked here as the root checks them, so that a faulty upstream is a typed error, not an LMDB failure.
   const takeKey = (what: string, emptyAllowed = false): Buffer => {
     const key = takeU16Bytes(what);
@@ -253,10 +264,10 @@ function decodeLayout(record: Buffer): DecodedRecord {
   };
   const ops: Op[] = [];
   for (let i = 0; i < opCount; i++) {
-    const type = take(1, 'op type').readUInt8(0);
+    const type = uint(1, 'op type');
     if (type === OpType.put) {
       const key = takeKey('key');
-      const value = take(take(4, 'value length').readUInt32BE(0), 'value');
+      const value = take(uint(4, 'value length'), 'value');
       ops.push({ type: 'put', key, value });
     } else if (type === OpType.delete) {
       ops.push({ type: 'delete', key: takeKey('key') });
@@ -273,21 +284,21 @@ function decodeLayout(record: Buffer): DecodedRecord {
     return { entry: { seq, timeMs, ops, prevHash: record.subarray(bodyEnd, bodyEnd + HASH_BYTES), hash: record.subarray(bodyEnd + HASH_BYTES) }, bodyBytes: bodyEnd };
   }
   limit += 4;
-  const runCount = take(4, 'author run count').readUInt32BE(0);
+  const runCount = uint(4, 'author run count');
   if (runCount > opCount) throw new EntryDecodeError(`${runCount} author runs for ${opCount} ops`);
   const authors: AuthorRun[] = [];
   let runOps = 0;
   for (let i = 0; i < runCount; i++) {
-    const count = take(4, 'author run op count').readUInt32BE(0);
+    const count = uint(4, 'author run op count');
     if (count < 1 || count > opCount - runOps) throw new EntryDecodeError(`author run ${i} covers ${count} ops, ${opCount - runOps} remain`);
     runOps += count;
-    const name = take(take(1, 'author length').readUInt8(0), 'author');
+    const name = take(uint(1, 'author length'), 'author');
     authors.push({ author: decodeUtf8(name, 'author'), opCount: count });
   }
   if (runCount > 0 && runOps !== opCount) throw new EntryDecodeError(`author runs cover ${runOps} of ${opCount} ops`);
   const bodyBytes = offset;
   limit += 1;
-  const signatureBytes = take(1, 'signature length').readUInt8(0);
+  const signatureBytes = uint(1, 'signature length');
   if (signatureBytes !== 0 && signatureBytes !== SIGNATURE_BYTES) throw new EntryDecodeError(`signature of ${signatureBytes} bytes`);
   limit = bodyEnd;
   const signature = signatureBytes === 0 ? undefined : take(signatureBytes, 'signature');
