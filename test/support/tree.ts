@@ -15,6 +15,8 @@ export interface ReplicationStatusJson {
   readonly ancestors?: string[];
   readonly lagEntries?: number | null;
   readonly snapshotsInstalled?: number;
+  /** The snapshot being received, if any. */
+  readonly snapshot?: { seq: number; keyCount: number; keysReceived: number; bytesReceived: number } | null;
   readonly resyncPending?: boolean;
   readonly upstreamSwitches?: number;
   readonly lastFailure?: string | null;
