@@ -41,6 +41,7 @@ import type { HostReply, HostRequest, HostedNodeSpec } from './support/replica-h
 import { RawHttpConnection } from './support/raw-http.js';
 import { benchToken, startNodeProcess, type NodeProcess } from './support/node-process.js';
 import { formatNumber, formatSummary, quantile, summarize } from './support/stats.js';
+import { positiveInteger, readOptions, UsageError } from './support/options.js';
 import { benchTls, type BenchTls } from './support/tls.js';
 
 const { values } = parseArgs({
@@ -60,6 +61,24 @@ const { values } = parseArgs({
     auth: { type: 'boolean', default: false },
     sign: { type: 'boolean', default: false },
   },
+});
+const { REPLICAS, FANOUT, WORKERS, WRITES, INTERVAL_MS, RUNS, SUSTAIN_REPLICAS, SUSTAIN_SECONDS, SUSTAIN_RUNS, CLIENTS, SKIP } = readOptions('bench:propagation', () => {
+  /** --skip latency,sustained: the phases not to run. */
+  const skip = new Set(values.skip.split(',').filter((name) => name !== ''));
+  for (const name of skip) if (name !== 'latency' && name !== 'sustained') throw new UsageError(`--skip takes latency and sustained, got "${name}"`);
+  return {
+    REPLICAS: positiveInteger('replicas', values.replicas),
+    FANOUT: positiveInteger('fanout', values.fanout),
+    WORKERS: positiveInteger('workers', values.workers),
+    WRITES: positiveInteger('writes', values.writes),
+    INTERVAL_MS: positiveInteger('interval-ms', values['interval-ms']),
+    RUNS: positiveInteger('runs', values.runs),
+    SUSTAIN_REPLICAS: positiveInteger('sustain-replicas', values['sustain-replicas']),
+    SUSTAIN_SECONDS: positiveInteger('sustain-seconds', values['sustain-seconds']),
+    SUSTAIN_RUNS: positiveInteger('sustain-runs', values['sustain-runs']),
+    CLIENTS: positiveInteger('clients', values.clients),
+    SKIP: skip,
+  };
 });
 const TLS_DIR = values.tls ? mkdtempSync(join(tmpdir(), 'mercury-propagation-tls-')) : undefined;
 const TLS: BenchTls | undefined = TLS_DIR === undefined ? undefined : benchTls(TLS_DIR);
@@ -283,21 +302,20 @@ async function sustainedRun(tree: Tree, clients: number, seconds: number): Promi
 }
 
 async function main(): Promise<void> {
-  const fanout = Number(values.fanout);
-  const workers = Number(values.workers);
-  const runs = Number(values.runs);
-  const skip = new Set(values.skip.split(',').filter((name) => name !== ''));
+  const fanout = FANOUT;
+  const workers = WORKERS;
+  const skip = SKIP;
   if (!skip.has('latency')) {
-    const replicas = Number(values.replicas);
+    const replicas = REPLICAS;
     process.stdout.write(
-      `Propagation latency: ${replicas} replicas, fan-out ${fanout}, ${workers} worker processes, ${values.writes} writes per run every ${values['interval-ms']} ms, TLS ${TLS === undefined ? 'off' : 'on'}\n`,
+      `Propagation latency: ${replicas} replicas, fan-out ${fanout}, ${workers} worker processes, ${WRITES} writes per run every ${INTERVAL_MS} ms, TLS ${TLS === undefined ? 'off' : 'on'}\n`,
     );
     const buildStarted = monotonicNowMs();
     const tree = await buildTree(replicas, fanout, workers);
     process.stdout.write(`  tree built in ${formatNumber((monotonicNowMs() - buildStarted) / 1000)} s\n`);
     try {
       // One unrecorded warm-up run: the first writes through a fresh tree pay for JIT compilation in every process.
-      await latencyRun(tree, Math.min(20, Number(values.writes)), Number(values['interval-ms']));
+      await latencyRun(tree, Math.min(20, WRITES), INTERVAL_MS);
       // What the tree costs with nothing written (heartbeats, keep-alive ACKs, timers): the per-entry figure below
       // includes this much per replica-second, spread over the writes of each second.
       const idleUs = await idleCpuPerReplicaSecondUs(tree, IDLE_SAMPLE_MS);
@@ -306,8 +324,8 @@ async function main(): Promise<void> {
       const p99s: number[] = [];
       const maxes: number[] = [];
       const cpus: number[] = [];
-      for (let run = 0; run < runs; run++) {
-        const result = await latencyRun(tree, Number(values.writes), Number(values['interval-ms']));
+      for (let run = 0; run < RUNS; run++) {
+        const result = await latencyRun(tree, WRITES, INTERVAL_MS);
         const p50 = quantile(result.latencies, 0.5);
         const p99 = quantile(result.latencies, 0.99);
         const max = Math.max(...result.latencies);
@@ -328,14 +346,14 @@ async function main(): Promise<void> {
     }
   }
   if (!skip.has('sustained')) {
-    const replicas = Number(values['sustain-replicas']);
-    const clients = Number(values.clients);
-    const seconds = Number(values['sustain-seconds']);
+    const replicas = SUSTAIN_REPLICAS;
+    const clients = CLIENTS;
+    const seconds = SUSTAIN_SECONDS;
     process.stdout.write(`Sustained load: ${replicas} replicas, fan-out ${fanout}, ${clients} concurrent PUT clients on the root for ${seconds} s\n`);
     const tree = await buildTree(replicas, fanout, workers);
     try {
       const results = [];
-      for (let run = 0; run < Number(values['sustain-runs']); run++) {
+      for (let run = 0; run < SUSTAIN_RUNS; run++) {
         const result = await sustainedRun(tree, clients, seconds);
         results.push(result);
         process.stdout.write(

@@ -39,6 +39,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { HTTP_CONNECTIONS_MAX } from '../src/limits.js';
 import { startNodeProcess, type NodeProcess } from './support/node-process.js';
+import { positiveInteger } from './support/options.js';
 import { RawHttpConnection } from './support/raw-http.js';
 import { formatSummary, quantileOfSorted, summarize } from './support/stats.js';
 import type { FromClient, ToClient, WatcherSpec } from './support/watch-client-process.js';
@@ -60,13 +61,7 @@ const { values } = parseArgs({
   },
 });
 
-function positiveInteger(name: string, text: string | undefined): number {
-  const value = Number(text);
-  if (!Number.isSafeInteger(value) || value < 1) throw new Error(`--${name} must be a positive integer, got ${text}`);
-  return value;
-}
-
-const NODES = positiveInteger('nodes', values.nodes);
+const NODES = positiveInteger('nodes', values.nodes ?? '');
 const WATCHERS = positiveInteger('watchers', values.watchers ?? String(NODES === 1 ? 19_000 : 17_000 * NODES));
 const RUNS = positiveInteger('runs', values.runs);
 const CHANGES = positiveInteger('changes', values.changes);

@@ -2,6 +2,7 @@
  * Options of `npm run bench:peers`, validated once into a frozen object; a bad option names itself and its rule.
  */
 import { parseArgs } from 'node:util';
+import { positiveInteger, UsageError } from '../support/options.js';
 import { SYSTEM_NAMES, type SystemName } from './system.js';
 
 /** etcd refuses a txn of more than 128 ops (its --max-txn-ops default), so batches stay within it for every system. */
@@ -42,13 +43,7 @@ export interface PeersOptions {
   readonly chart: string;
 }
 
-export class UsageError extends Error {
-  readonly code = 'USAGE';
-  constructor(message: string) {
-    super(message);
-    this.name = 'UsageError';
-  }
-}
+export { UsageError };
 
 export const USAGE = `usage: npm run bench:peers -- [options]
 
@@ -79,13 +74,6 @@ Side-by-side benchmarks of Mercury, etcd and Redis on this machine. Writes BENCH
   --chart FILE          ratio chart (default docs/benchmarks-ratios.svg)
   --install             install missing etcd/Redis with apt-get first
   --help                this text`;
-
-function positiveInteger(name: string, text: string, max = Number.MAX_SAFE_INTEGER): number {
-  if (!/^\d+$/.test(text)) throw new UsageError(`--${name} must be a whole number, got "${text}"`);
-  const value = Number(text);
-  if (value < 1 || value > max) throw new UsageError(`--${name} must be within 1..${max}, got ${value}`);
-  return value;
-}
 
 function positiveNumber(name: string, text: string): number {
   const value = Number(text);
