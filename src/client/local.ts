@@ -106,9 +106,7 @@ export class LocalReader {
 
   /** One key and the seq of the snapshot it was read from (both in one synchronous run: one snapshot). */
   private read(key: Buffer): KeyValueAtSeq | undefined {
-    const seq = this.store.snapshotSeq();
-    // At seq 0 the key space is empty, whatever the store's key database holds (Store.get).
-    const record = seq === 0 ? undefined : this.store.readKey(key);
+    const { record, seq } = this.store.get(key);
     this.seenSeq(seq);
     return record === undefined ? undefined : { key, value: record.value, seq, createSeq: record.createSeq, modSeq: record.modSeq, version: record.version };
   }

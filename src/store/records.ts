@@ -45,9 +45,14 @@ export class KeyRecordDamageError extends Error {
   }
 }
 
+/** Where every record's crc starts: the crc of the key it is stored under. */
+function keyCrc(key: Buffer): number {
+  return crcOfFewBytes(key, 0, key.length, 0);
+}
+
 /** The crc of the first `size` bytes of `record` (all of it by default) under `key`. */
 function recordCrc(key: Buffer, record: Buffer, size = record.length): number {
-  return crcOfFewBytes(record, CRC_BYTES, size, crcOfFewBytes(key, 0, key.length, 0));
+  return crcOfFewBytes(record, CRC_BYTES, size, keyCrc(key));
 }
 
 /** zlib's CRC-32 table (polynomial 0xEDB88320, reflected), for crcOfFewBytes. */
@@ -87,7 +92,7 @@ export function writeKeyRecord(target: Buffer, key: Buffer, createSeq: number, m
   record.writeUInt32BE(version, CRC_BYTES + 16);
   value.copy(record, KEY_RECORD_HEADER_BYTES);
   // The crc over the header just written and then `value` itself, which the record's copy of it equals: no view made.
-  record.writeUInt32BE(crcOfFewBytes(value, 0, value.length, crcOfFewBytes(record, CRC_BYTES, KEY_RECORD_HEADER_BYTES, crcOfFewBytes(key, 0, key.length, 0))), 0);
+  record.writeUInt32BE(crcOfFewBytes(value, 0, value.length, crcOfFewBytes(record, CRC_BYTES, KEY_RECORD_HEADER_BYTES, keyCrc(key))), 0);
   return record;
 }
 
@@ -145,7 +150,7 @@ export function copyKeyRecord(key: Buffer, buffer: Buffer, size: number): KeyRec
   const value = Buffer.allocUnsafe(size - KEY_RECORD_HEADER_BYTES);
   buffer.copy(value, 0, KEY_RECORD_HEADER_BYTES, size);
   const stored = buffer.readUInt32BE(0);
-  const computed = crc32(value, crcOfFewBytes(buffer, CRC_BYTES, KEY_RECORD_HEADER_BYTES, crcOfFewBytes(key, 0, key.length, 0)));
+  const computed = crc32(value, crcOfFewBytes(buffer, CRC_BYTES, KEY_RECORD_HEADER_BYTES, keyCrc(key)));
   if (stored !== computed) throw new KeyRecordDamageError(`checksum ${stored.toString(16)} does not match the record's ${computed.toString(16)}`);
   return { createSeq: readU64(buffer, CRC_BYTES), modSeq: readU64(buffer, CRC_BYTES + 8), version: buffer.readUInt32BE(CRC_BYTES + 16), value };
 }

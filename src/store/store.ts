@@ -314,10 +314,10 @@ export class Store {
   /**
    * A key in this thread's current read snapshot, its crc checked, its value copied out of LMDB's read buffer. With
    * `snapshotSeq` in the same synchronous run it reads one snapshot: lmdb-js renews its read transaction only between
-   * event-loop turns, after a write through this handle, or on `renewSnapshot`. At seq 0 the caller answers "no key"
-   * without reading (see get).
+   * event-loop turns, after a write through this handle, or on `renewSnapshot`. Only `get` calls it: at seq 0 it
+   * answers "no key" without reading.
    */
-  readKey(key: Buffer): KeyRecord | undefined {
+  private readKey(key: Buffer): KeyRecord | undefined {
     const stored = this.kv.getBinaryFast(key);
     return stored === undefined ? undefined : this.keyRecord(key, stored, true);
   }
