@@ -62,6 +62,16 @@ function commit(store: Store, ops: readonly Op[]): number {
   return committed.entry.seq;
 }
 
+/** Overwrites the first byte of `marker` (a value's text) in the data file, under LMDB's feet. */
+function damageDataFile(dir: string, marker: string): void {
+  const file = path.join(dir, 'data.mdb');
+  const at = fs.readFileSync(file).indexOf(marker);
+  assert.ok(at > 0);
+  const fd = fs.openSync(file, 'r+');
+  fs.writeSync(fd, Buffer.from('X'), 0, 1, at);
+  fs.closeSync(fd);
+}
+
 function record(store: Store, key: string | Buffer): KeyRecord | undefined {
   return store.get(typeof key === 'string' ? b(key) : key).record;
 }
@@ -398,17 +408,34 @@ describe('store range reads', () => {
     const store = Store.open({ path: dir, noSync: true });
     commit(store, [put('d/1', 'sound'), put('d/2', 'MARKER-damaged-value'), put('d/3', 'sound too')]);
     // Damage the value's bytes in the data file, under LMDB's feet (the in-place reader has to catch it).
-    const file = path.join(dir, 'data.mdb');
-    const bytes = fs.readFileSync(file);
-    const at = bytes.indexOf('MARKER-damaged-value');
-    assert.ok(at > 0);
-    const fd = fs.openSync(file, 'r+');
-    fs.writeSync(fd, Buffer.from('X'), 0, 1, at);
-    fs.closeSync(fd);
+    damageDataFile(dir, 'MARKER-damaged-value');
     store.renewSnapshot();
     const reader = store.openSnapshot();
     assert.throws(() => reader.nextRecords(1 << 20, new SnapshotChunkWriter(1 << 20)), (error: unknown) => error instanceof MercuryError && error.code === 'DATA_CORRUPTED' && /d\/2/.test(error.message));
     reader.close();
+  });
+
+  test('store: visit hands the record read in place to a sink, with the seq of the read; DATA_CORRUPTED for a damaged one', () => {
+    const dir = path.join(root, `store-${++dirCount}`);
+    const store = Store.open({ path: dir, noSync: true });
+    const seen: { key: string; value: string; createSeq: number; modSeq: number; version: number }[] = [];
+    const sink = {
+      add(key: Buffer, bytes: Buffer, valueStart: number, valueEnd: number, createSeq: number, modSeq: number, version: number): void {
+        seen.push({ key: key.toString(), value: bytes.toString('utf8', valueStart, valueEnd), createSeq, modSeq, version });
+      },
+    };
+    assert.equal(store.visit(b('v/1'), sink), 0);
+    commit(store, [put('v/1', 'first')]);
+    commit(store, [put('v/1', 'MARKER-visit-value'), put('v/2', 'other')]);
+    assert.equal(store.visit(b('v/1'), sink), 2);
+    assert.equal(store.visit(b('v/missing'), sink), 2);
+    assert.deepEqual(seen, [{ key: 'v/1', value: 'MARKER-visit-value', createSeq: 1, modSeq: 2, version: 2 }]);
+    const { record } = store.get(b('v/1'));
+    assert.deepEqual({ value: record!.value.toString(), createSeq: record!.createSeq, modSeq: record!.modSeq, version: record!.version }, { value: 'MARKER-visit-value', createSeq: 1, modSeq: 2, version: 2 });
+    damageDataFile(dir, 'MARKER-visit-value');
+    store.renewSnapshot();
+    assert.throws(() => store.visit(b('v/1'), sink), (error: unknown) => error instanceof MercuryError && error.code === 'DATA_CORRUPTED' && /v\/1/.test(error.message));
+    assert.equal(seen.length, 1);
   });
 
   test('store: snapshot pages staged with one reused buffer install every record as sent; a key out of order is refused', () => {

@@ -20,6 +20,7 @@ import {
   encodePut,
   encodeReady,
   encodeValue,
+  ValueFrameEncoder,
   encodeWritten,
   wireFrameBytesMaxFor,
   type WireFrame,
@@ -113,6 +114,16 @@ test('wire frames: node frames round-trip', () => {
     { type: 0x85, id: 8, json: '{"error":{"code":"KEY_EMPTY","message":"m","limit":1}}' },
     { type: 0x86, id: 0 },
   ]);
+});
+
+test('wire frames: ValueFrameEncoder encodes a record read in place as encodeValue does, and MISSING when none was added', () => {
+  const encoder = new ValueFrameEncoder();
+  const record = { createSeq: 3, modSeq: Number.MAX_SAFE_INTEGER, version: 2 ** 31, value: Buffer.from('the value') };
+  // The record inside a larger buffer, as LMDB's read buffer holds it.
+  const bytes = Buffer.concat([Buffer.from('header..'), record.value, Buffer.from('trailing')]);
+  encoder.add(Buffer.from('k'), bytes, 8, 8 + record.value.length, record.createSeq, record.modSeq, record.version);
+  assert.ok(encoder.take(5, 7).equals(encodeValue(5, 7, record)));
+  assert.ok(encoder.take(6, 8).equals(encodeMissing(6, 8)));
 });
 
 test('wire frames: a frame over the limit is reported from its header and its body is dropped unbuffered', () => {

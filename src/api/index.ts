@@ -86,6 +86,7 @@ export {
   encodePut,
   encodeReady,
   encodeValue,
+  ValueFrameEncoder,
   encodeWritten,
   readU64,
   wireFrameBytesMaxFor,

@@ -156,13 +156,43 @@ export function encodeReady(inFlightMax: number, frameBytesMax: number): Buffer 
 }
 
 export function encodeValue(id: number, seq: number, record: { readonly createSeq: number; readonly modSeq: number; readonly version: number; readonly value: Buffer }): Buffer {
-  const buffer = frame(WireFrameType.VALUE, id, 32 + record.value.length);
+  return valueFrame(id, seq, record.createSeq, record.modSeq, record.version, record.value, 0, record.value.length);
+}
+
+/** A VALUE frame whose value is `bytes[valueStart, valueEnd)`. */
+function valueFrame(id: number, seq: number, createSeq: number, modSeq: number, version: number, bytes: Buffer, valueStart: number, valueEnd: number): Buffer {
+  const buffer = frame(WireFrameType.VALUE, id, 32 + valueEnd - valueStart);
   writeU64(buffer, seq, BODY_AT);
-  writeU64(buffer, record.createSeq, BODY_AT + 8);
-  writeU64(buffer, record.modSeq, BODY_AT + 16);
-  writeU64(buffer, record.version, BODY_AT + 24);
-  record.value.copy(buffer, BODY_AT + 32);
+  writeU64(buffer, createSeq, BODY_AT + 8);
+  writeU64(buffer, modSeq, BODY_AT + 16);
+  writeU64(buffer, version, BODY_AT + 24);
+  bytes.copy(buffer, BODY_AT + 32, valueStart, valueEnd);
   return buffer;
+}
+
+/**
+ * Encodes VALUE frames straight from a record read in place (it has the shape of the store's KeyRecordSink): the
+ * value's one copy is from LMDB's read buffer into the frame. `add` is called with the record when the key exists,
+ * then `take` gives the frame, VALUE or MISSING, with the id and the seq of the read. Single-threaded use, one read at a
+ * time.
+ */
+export class ValueFrameEncoder {
+  private pending: Buffer | undefined;
+
+  add(_key: Buffer, bytes: Buffer, valueStart: number, valueEnd: number, createSeq: number, modSeq: number, version: number): void {
+    // Id and seq are not known yet: `take` writes them.
+    this.pending = valueFrame(0, 0, createSeq, modSeq, version, bytes, valueStart, valueEnd);
+  }
+
+  /** The answer to request `id` read at `seq`: the VALUE that `add` encoded since the last take, else MISSING. */
+  take(id: number, seq: number): Buffer {
+    const buffer = this.pending;
+    this.pending = undefined;
+    if (buffer === undefined) return encodeMissing(id, seq);
+    buffer.writeUInt32BE(id, WIRE_LENGTH_BYTES + 1);
+    writeU64(buffer, seq, BODY_AT);
+    return buffer;
+  }
 }
 
 export function encodeMissing(id: number, seq: number): Buffer {
@@ -336,44 +366,47 @@ export function decodeRequest(frame: WireFrame): WireRequest {
   const { type, id, body } = frame;
   const name = REQUEST_NAMES[type];
   if (name === undefined) throw malformed(`unknown frame type 0x${type.toString(16).padStart(2, '0')} (id ${id}); a client sends HELLO, GET, PUT or DELETE`);
-  const where = `${name} frame (id ${id})`;
+  // Built only for an error message: a request that decodes allocates no text.
+  const where = (): string => `${name} frame (id ${id})`;
   if (type === WireFrameType.HELLO) {
-    if (body.length < 3) throw malformed(`${where} is ${body.length} bytes; it needs a version and a token length`);
+    if (body.length < 3) throw malformed(`${where()} is ${body.length} bytes; it needs a version and a token length`);
     const tokenBytes = body.readUInt16BE(1);
-    if (body.length !== 3 + tokenBytes) throw malformed(`${where} says a token of ${tokenBytes} bytes but holds ${body.length - 3}`);
-    if (tokenBytes > WIRE_TOKEN_BYTES_MAX) throw malformed(`${where}: the token is ${tokenBytes} bytes; at most ${WIRE_TOKEN_BYTES_MAX}`);
+    if (body.length !== 3 + tokenBytes) throw malformed(`${where()} says a token of ${tokenBytes} bytes but holds ${body.length - 3}`);
+    if (tokenBytes > WIRE_TOKEN_BYTES_MAX) throw malformed(`${where()}: the token is ${tokenBytes} bytes; at most ${WIRE_TOKEN_BYTES_MAX}`);
     return { type, id, version: body[0]!, token: tokenBytes === 0 ? undefined : body.toString('latin1', 3) };
   }
-  if (id === 0) throw malformed(`${where}: request ids start at 1 (0 is the connection's)`);
-  if (body.length < 3) throw malformed(`${where} is ${body.length} bytes; it needs flags and a key length`);
+  if (id === 0) throw malformed(`${where()}: request ids start at 1 (0 is the connection's)`);
+  if (body.length < 3) throw malformed(`${where()} is ${body.length} bytes; it needs flags and a key length`);
   const flags = body[0]!;
   const keyBytes = body.readUInt16BE(1);
   const keyEnd = 3 + keyBytes;
-  if (keyEnd > body.length) throw malformed(`${where}: a key of ${keyBytes} bytes runs past the frame's end`);
-  // A copy: the key outlives the received chunk (a commit queue, an error message).
-  const key = Buffer.from(body.subarray(3, keyEnd));
+  if (keyEnd > body.length) throw malformed(`${where()}: a key of ${keyBytes} bytes runs past the frame's end`);
   if (type === WireFrameType.GET) {
-    if ((flags & ~WIRE_FLAG_MIN_SEQ) !== 0) throw malformed(`${where}: unknown flags 0x${flags.toString(16)}`);
+    if ((flags & ~WIRE_FLAG_MIN_SEQ) !== 0) throw malformed(`${where()}: unknown flags 0x${flags.toString(16)}`);
     if ((flags & WIRE_FLAG_MIN_SEQ) === 0) {
-      if (keyEnd !== body.length) throw malformed(`${where}: ${body.length - keyEnd} bytes after the key`);
-      return { type, id, key, minSeq: undefined, minSeqTimeoutMs: undefined };
+      if (keyEnd !== body.length) throw malformed(`${where()}: ${body.length - keyEnd} bytes after the key`);
+      // A view: a GET without minSeq is read and answered at once, so it need not copy its key out of the chunk.
+      return { type, id, key: body.subarray(3, keyEnd), minSeq: undefined, minSeqTimeoutMs: undefined };
     }
-    if (keyEnd + 12 !== body.length) throw malformed(`${where}: minSeq takes 12 bytes after the key, found ${body.length - keyEnd}`);
+    if (keyEnd + 12 !== body.length) throw malformed(`${where()}: minSeq takes 12 bytes after the key, found ${body.length - keyEnd}`);
     const minSeq = readU64(body, keyEnd);
-    if (minSeq === undefined) throw malformed(`${where}: minSeq is above 2^53 - 1`);
-    return { type, id, key, minSeq, minSeqTimeoutMs: body.readUInt32BE(keyEnd + 8) };
+    if (minSeq === undefined) throw malformed(`${where()}: minSeq is above 2^53 - 1`);
+    // A copy: this read may wait, and should not hold the received chunk meanwhile.
+    return { type, id, key: Buffer.from(body.subarray(3, keyEnd)), minSeq, minSeqTimeoutMs: body.readUInt32BE(keyEnd + 8) };
   }
-  if ((flags & ~WIRE_FLAG_IF_MOD_SEQ) !== 0) throw malformed(`${where}: unknown flags 0x${flags.toString(16)}`);
+  // A copy: the key outlives the received chunk (a commit queue, a wait for minSeq, an error message).
+  const key = Buffer.from(body.subarray(3, keyEnd));
+  if ((flags & ~WIRE_FLAG_IF_MOD_SEQ) !== 0) throw malformed(`${where()}: unknown flags 0x${flags.toString(16)}`);
   let at = keyEnd;
   let ifModSeq: number | undefined;
   if ((flags & WIRE_FLAG_IF_MOD_SEQ) !== 0) {
-    if (at + 8 > body.length) throw malformed(`${where}: ifModSeq runs past the frame's end`);
+    if (at + 8 > body.length) throw malformed(`${where()}: ifModSeq runs past the frame's end`);
     ifModSeq = readU64(body, at);
-    if (ifModSeq === undefined) throw malformed(`${where}: ifModSeq is above 2^53 - 1`);
+    if (ifModSeq === undefined) throw malformed(`${where()}: ifModSeq is above 2^53 - 1`);
     at += 8;
   }
   if (type === WireFrameType.DELETE) {
-    if (at !== body.length) throw malformed(`${where}: ${body.length - at} bytes after the key`);
+    if (at !== body.length) throw malformed(`${where()}: ${body.length - at} bytes after the key`);
     return { type, id, key, ifModSeq };
   }
   return { type: WireFrameType.PUT, id, key, ifModSeq, value: Buffer.from(body.subarray(at)) };

@@ -75,24 +75,42 @@ export class MercuryClient {
     this.nodes = options.urls.map((url) => new NodeClient(url, options.requestTimeoutMs, options.tls, options.authorization));
   }
 
-  private async call<T>(kind: CallKind, what: string, attempt: (node: NodeClient) => Promise<T>): Promise<T> {
+  /**
+   * One call with its retries. The first attempt goes to the preferred node without the retry loop's async machinery:
+   * it is the only one nearly every call makes, and a closed loop of callers pays in garbage for every layer (wire.ts).
+   */
+  private call<T>(kind: CallKind, what: string, attempt: (node: NodeClient) => Promise<T>): Promise<T> {
+    const start = this.preferred;
+    let first: Promise<T>;
+    try {
+      first = attempt(this.nodes[start]!);
+    } catch (error) {
+      return this.retry(kind, what, attempt, start, error);
+    }
+    return first.then(undefined, (error: unknown) => this.retry(kind, what, attempt, start, error));
+  }
+
+  /** Attempts 2 and later, after the first (to `start`) failed with `firstError`. */
+  private async retry<T>(kind: CallKind, what: string, attempt: (node: NodeClient) => Promise<T>, start: number, firstError: unknown): Promise<T> {
     const errors: Error[] = [];
     const { attemptsMax, retryDelayMsBase, retryDelayMsMax } = this.options;
-    const start = this.preferred;
-    for (let i = 0; i < attemptsMax; i++) {
+    let error = firstError;
+    for (let i = 1; ; i++) {
+      if (!isRetryable(kind, error)) {
+        if (kind === 'write' && error instanceof UnavailableError)
+          throw new OutcomeUnknownError(`${what}: ${error.message}; the write may or may not have been applied, so it was not retried`, error);
+        throw error;
+      }
+      errors.push(error as Error);
+      if (i >= attemptsMax) break;
       if (i >= this.nodes.length) await sleep(this.clock, backoffDelayMs(i - this.nodes.length, retryDelayMsBase, retryDelayMsMax));
       const index = (start + i) % this.nodes.length;
       try {
         const result = await attempt(this.nodes[index]!);
         this.preferred = index;
         return result;
-      } catch (error) {
-        if (!isRetryable(kind, error)) {
-          if (kind === 'write' && error instanceof UnavailableError)
-            throw new OutcomeUnknownError(`${what}: ${error.message}; the write may or may not have been applied, so it was not retried`, error);
-          throw error;
-        }
-        errors.push(error as Error);
+      } catch (failed) {
+        error = failed;
       }
     }
     const last = errors[errors.length - 1];
@@ -101,9 +119,11 @@ export class MercuryClient {
   }
 
   /** The key, or undefined when it does not exist. Retried on another node when one cannot answer. */
-  async get(key: string | Buffer, options: ReadOptions = {}): Promise<KeyValueAtSeq | undefined> {
-    checkReadOptions(options);
-    return await this.call('read', 'get', (node) => node.get(key, options));
+  get(key: string | Buffer, options: ReadOptions = {}): Promise<KeyValueAtSeq | undefined> {
+    return this.call('read', 'get', (node) => {
+      checkReadOptions(options);
+      return node.get(key, options);
+    });
   }
 
   /**
@@ -128,15 +148,19 @@ export class MercuryClient {
   }
 
   /** Sets a key; with `ifModSeq`, only if the key's modSeq is that (0: only if absent), else `CompareFailedError`. */
-  async put(key: string | Buffer, value: string | Buffer, options: { ifModSeq?: number } = {}): Promise<WriteResult> {
-    integerOption(options, 'ifModSeq', 0, 0, Number.MAX_SAFE_INTEGER);
-    return await this.call('write', 'put', (node) => node.put(key, value, options));
+  put(key: string | Buffer, value: string | Buffer, options: { ifModSeq?: number } = {}): Promise<WriteResult> {
+    return this.call('write', 'put', (node) => {
+      integerOption(options, 'ifModSeq', 0, 0, Number.MAX_SAFE_INTEGER);
+      return node.put(key, value, options);
+    });
   }
 
   /** Deletes a key (`deleted: false` when it did not exist; nothing is committed then). `ifModSeq` as for put. */
-  async delete(key: string | Buffer, options: { ifModSeq?: number } = {}): Promise<WriteResult & { deleted: boolean }> {
-    integerOption(options, 'ifModSeq', 0, 0, Number.MAX_SAFE_INTEGER);
-    return await this.call('write', 'delete', (node) => node.delete(key, options));
+  delete(key: string | Buffer, options: { ifModSeq?: number } = {}): Promise<WriteResult & { deleted: boolean }> {
+    return this.call('write', 'delete', (node) => {
+      integerOption(options, 'ifModSeq', 0, 0, Number.MAX_SAFE_INTEGER);
+      return node.delete(key, options);
+    });
   }
 
   /** Deletes every key under a non-empty prefix, in one entry. */

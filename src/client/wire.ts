@@ -70,7 +70,9 @@ interface Request {
   readonly what: string;
   readonly encode: (id: number) => Buffer;
   readonly deadlineMs: number;
-  readonly resolve: (answer: WireAnswer) => void;
+  /** The caller's result from the node's answer (GET: the value or undefined); throws on an unexpected frame. */
+  readonly settle: (answer: WireAnswer) => unknown;
+  readonly resolve: (result: unknown) => void;
   readonly reject: (error: Error) => void;
   id: number;
   /** Bytes of it left this process. */
@@ -191,7 +193,13 @@ class Link {
     if (request === undefined) return;
     this.inFlight.delete(answer.id);
     if (answer.type === WireFrameType.ERROR) request.reject(this.serverError(answer.json, request.what));
-    else request.resolve(answer);
+    else {
+      try {
+        request.resolve(request.settle(answer));
+      } catch (error) {
+        request.reject(error as Error);
+      }
+    }
     this.sendWaiting();
   }
 
@@ -301,27 +309,39 @@ export class WireChannel {
     this.sweepIntervalMs = Math.max(10, Math.min(1_000, Math.floor(timeoutMs / 4)));
   }
 
-  async get(key: Buffer, options: { minSeq?: number; minSeqTimeoutMs?: number }): Promise<WireValue | undefined> {
-    this.checkKey(key, 'get');
+  // get, put and delete are plain functions over one Promise each, not async functions awaiting `send`: a closed loop
+  // of callers allocates per request what these layers allocate, and that garbage's scavenges stall every request in
+  // flight at once (the read p99 of `bench:peers` workload 3). A bad key still rejects rather than throws.
+  get(key: Buffer, options: { minSeq?: number; minSeqTimeoutMs?: number }): Promise<WireValue | undefined> {
     const wait = options.minSeq === undefined ? undefined : { seq: options.minSeq, timeoutMs: options.minSeqTimeoutMs ?? MIN_SEQ_WAIT_MS_DEFAULT };
-    const answer = await this.send('get', (id) => encodeGet(id, key, wait), wait?.timeoutMs ?? 0);
-    if (answer.type === WireFrameType.MISSING) return undefined;
-    if (answer.type !== WireFrameType.VALUE) throw this.unexpected(answer, 'get');
-    return { key, value: answer.value, seq: answer.seq, createSeq: answer.createSeq, modSeq: answer.modSeq, version: answer.version };
+    return (
+      this.refuseKey(key, 'get') ??
+      this.send('get', (id) => encodeGet(id, key, wait), wait?.timeoutMs ?? 0, (answer): WireValue | undefined => {
+        if (answer.type === WireFrameType.MISSING) return undefined;
+        if (answer.type !== WireFrameType.VALUE) throw this.unexpected(answer, 'get');
+        return { key, value: answer.value, seq: answer.seq, createSeq: answer.createSeq, modSeq: answer.modSeq, version: answer.version };
+      })
+    );
   }
 
-  async put(key: Buffer, value: Buffer, ifModSeq: number | undefined): Promise<{ seq: number }> {
-    this.checkKey(key, 'put');
-    const answer = await this.send('put', (id) => encodePut(id, key, value, ifModSeq), 0);
-    if (answer.type !== WireFrameType.WRITTEN) throw this.unexpected(answer, 'put');
-    return { seq: answer.seq };
+  put(key: Buffer, value: Buffer, ifModSeq: number | undefined): Promise<{ seq: number }> {
+    return (
+      this.refuseKey(key, 'put') ??
+      this.send('put', (id) => encodePut(id, key, value, ifModSeq), 0, (answer) => {
+        if (answer.type !== WireFrameType.WRITTEN) throw this.unexpected(answer, 'put');
+        return { seq: answer.seq };
+      })
+    );
   }
 
-  async delete(key: Buffer, ifModSeq: number | undefined): Promise<{ seq: number; deleted: boolean }> {
-    this.checkKey(key, 'delete');
-    const answer = await this.send('delete', (id) => encodeDelete(id, key, ifModSeq), 0);
-    if (answer.type !== WireFrameType.WRITTEN) throw this.unexpected(answer, 'delete');
-    return { seq: answer.seq, deleted: answer.deleted };
+  delete(key: Buffer, ifModSeq: number | undefined): Promise<{ seq: number; deleted: boolean }> {
+    return (
+      this.refuseKey(key, 'delete') ??
+      this.send('delete', (id) => encodeDelete(id, key, ifModSeq), 0, (answer) => {
+        if (answer.type !== WireFrameType.WRITTEN) throw this.unexpected(answer, 'delete');
+        return { seq: answer.seq, deleted: answer.deleted };
+      })
+    );
   }
 
   /** Closes the connection (requests in flight fail as cut off); the next call opens a new one. */
@@ -342,20 +362,25 @@ export class WireChannel {
     return this.link;
   }
 
-  private send(what: string, encode: (id: number) => Buffer, extraTimeMs: number): Promise<WireAnswer> {
-    return new Promise((resolve, reject) => {
-      this.current().submit({ what, encode, deadlineMs: this.clock.monotonicMs() + this.timeoutMs + extraTimeMs, resolve, reject, id: 0, sent: false, resent: false });
+  private send<T>(what: string, encode: (id: number) => Buffer, extraTimeMs: number, settle: (answer: WireAnswer) => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const deadlineMs = this.clock.monotonicMs() + this.timeoutMs + extraTimeMs;
+      this.current().submit({ what, encode, deadlineMs, settle, resolve: resolve as (result: unknown) => void, reject, id: 0, sent: false, resent: false });
     });
   }
 
-  /** A key the frame cannot carry is refused here with the error the node gives for it (KEY_EMPTY, KEY_TOO_LARGE). */
-  private checkKey(key: Buffer, what: string): void {
-    if (key.length >= 1 && key.length <= KEY_BYTES_MAX) return;
+  /**
+   * A key the frame cannot carry is refused here with the error the node gives for it (KEY_EMPTY, KEY_TOO_LARGE), as
+   * a rejected promise; undefined for a key that may be sent.
+   */
+  private refuseKey(key: Buffer, what: string): Promise<never> | undefined {
+    if (key.length >= 1 && key.length <= KEY_BYTES_MAX) return undefined;
     try {
       validateKey(key);
+      return undefined;
     } catch (error) {
       const { code, message, details } = error as MercuryError;
-      throw serverError(ERROR_STATUS[code], JSON.stringify({ error: { code, message, ...details } }), `${what} ${this.url}`);
+      return Promise.reject(serverError(ERROR_STATUS[code], JSON.stringify({ error: { code, message, ...details } }), `${what} ${this.url}`));
     }
   }
 

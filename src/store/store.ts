@@ -332,6 +332,24 @@ export class Store {
   }
 
   /**
+   * `get` without a copy, for a reader that encodes the record at once (the wire port's VALUE frame): when the key
+   * exists, `sink.add` sees its record in LMDB's read buffer, checked against its crc, valid only during the call.
+   * Returns the seq the read reflects (the same snapshot, as for get; at seq 0 nothing exists).
+   */
+  visit(key: Buffer, sink: KeyRecordSink): number {
+    const seq = this.snapshotSeq();
+    if (seq === 0) return 0;
+    const stored = this.kv.getBinaryFast(key);
+    if (stored === undefined) return seq;
+    try {
+      visitKeyRecord(key, toBuffer(stored), stored.length, sink);
+    } catch (error) {
+      throw this.keyDamage(key, error);
+    }
+    return seq;
+  }
+
+  /**
    * Reads keys in [start, end) (empty end: unbounded), after `after` when given (pagination cursor), at most `limit`
    * items and, beyond the first item, at most `bytesMax` bytes of keys and values, all from one snapshot. `more` says
    * whether items remain after the page, whichever limit ended it.

@@ -21,11 +21,10 @@ import {
   WireFrameReader,
   WireFrameType,
   decodeRequest,
+  ValueFrameEncoder,
   encodeError,
   encodeGoaway,
-  encodeMissing,
   encodeReady,
-  encodeValue,
   encodeWritten,
   isMercuryError,
   validateKey,
@@ -41,6 +40,9 @@ import type { WireLimits } from './limits.js';
 import type { WireNode } from './wire-node.js';
 
 type State = 'hello' | 'open' | 'closing';
+
+/** Every connection's GET answers are encoded through this one (reads are synchronous, one at a time). */
+const VALUE_FRAMES = new ValueFrameEncoder();
 
 export interface ConnectionContext {
   readonly node: WireNode;
@@ -242,9 +244,10 @@ export class WireConnection {
     this.answer(this.read(id, key));
   }
 
+  /** The answer to a GET: the record encoded straight from LMDB's read buffer into the frame (no copy in between). */
   private read(id: number, key: Buffer): Buffer {
-    const { record, seq } = this.context.node.store.get(key);
-    return record === undefined ? encodeMissing(id, seq) : encodeValue(id, seq, record);
+    const seq = this.context.node.store.visit(key, VALUE_FRAMES);
+    return VALUE_FRAMES.take(id, seq);
   }
 
   private async put(request: Extract<WireRequest, { type: typeof WireFrameType.PUT }>): Promise<Buffer> {
