@@ -17,6 +17,8 @@ export interface NodeProcess {
   readonly pid: number;
   /** HOST:PORT of the replication listener, when the node was started with one and printed it. */
   readonly replication: string | undefined;
+  /** The wire port's URL (mercury+tcp://...), as the node printed it. */
+  readonly wireUrl: string | undefined;
   /** With `auth`: the root's bootstrap admin token (from its data directory); undefined with auth off. */
   readonly adminToken: string | undefined;
   stop(): Promise<void>;
@@ -40,12 +42,12 @@ export async function startNodeProcess(
   child.stderr?.on('data', (chunk: Buffer) => {
     if (errorOutput.length < 4096) errorOutput += chunk.toString();
   });
-  const [url, replication] = await new Promise<[string, string | undefined]>((resolve, reject) => {
+  const [url, replication, wireUrl] = await new Promise<[string, string | undefined, string | undefined]>((resolve, reject) => {
     let output = '';
     child.stdout!.on('data', (chunk: Buffer) => {
       output += chunk.toString();
-      const match = /listening on (https?:\/\/\S+)(?: replication (\S+))?.*\n/.exec(output);
-      if (match !== null) resolve([match[1]!, match[2]]);
+      const match = /listening on (https?:\/\/\S+)(?: replication (\S+))?(?: wire (\S+))?.*\n/.exec(output);
+      if (match !== null) resolve([match[1]!, match[2], match[3]]);
     });
     child.once('exit', (code) => {
       rmSync(dataDir, { recursive: true, force: true });
@@ -64,6 +66,7 @@ export async function startNodeProcess(
     child,
     pid: child.pid!,
     replication,
+    wireUrl,
     async stop() {
       if (child.exitCode === null) {
         const exited = new Promise((resolve) => child.once('exit', resolve));
