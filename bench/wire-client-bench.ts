@@ -3,8 +3,8 @@
  *
  * C clients (default 64) in closed loops of `get` (or `put` with --op put, 256 B values) against one node in its own
  * process, for S seconds per run. Each run reports throughput, latency p50/p99, the calling process's CPU per request,
- * its JavaScript heap allocated per request, and the stalls: groups of slow requests (slower than the run's p99) that
- * finished within the same 10 ms, the signature of a pause that held every request in flight at once.
+ * its JavaScript heap allocated per request, and the stalls: 10 ms windows in which a quarter of the clients' requests
+ * finished slower than 2 ms, the signature of a pause that held every request in flight at once.
  *
  * Heap per request comes from V8's sampling heap profiler with collected objects counted too
  * (`includeObjectsCollectedByMinorGC` / `ByMajorGC`), so it is what the calls allocate, not what stays alive; the
@@ -13,14 +13,15 @@
  * Why it exists: the read p99 of `bench:peers` workload 3 is set by the calling process's garbage collection, which
  * stalls every request in flight (docs/performance.md, 2026-12-03).
  *
- * Options: --runs N (default 3), --seconds S (default 3), --clients C (default 64), --op get|put, --heap.
+ * Options: --runs N (default 3), --seconds S (default 3), --clients C (default 64), --op get|put, --heap, --node-arg ARG
+ * (repeatable: a Node.js option for the node's process, e.g. --node-arg=--trace-gc).
  */
 import { Session } from 'node:inspector/promises';
 import { parseArgs } from 'node:util';
 import { connect, type MercuryClient } from '../src/index.js';
 import { startNodeProcess } from './support/node-process.js';
 import { positiveInteger, readOptions, UsageError } from './support/options.js';
-import { formatSummary, quantileOfSorted, summarize } from './support/stats.js';
+import { formatSummary, summarize } from './support/stats.js';
 
 const { values } = parseArgs({
   options: {
@@ -29,6 +30,7 @@ const { values } = parseArgs({
     clients: { type: 'string', default: '64' },
     op: { type: 'string', default: 'get' },
     heap: { type: 'boolean', default: false },
+    'node-arg': { type: 'string', multiple: true, default: [] },
   },
 });
 const OPTIONS = readOptions('bench:wire-client', () => {
@@ -39,11 +41,17 @@ const OPTIONS = readOptions('bench:wire-client', () => {
     clients: positiveInteger('clients', values.clients, 4096),
     op: values.op,
     heap: values.heap,
+    nodeArgs: values['node-arg'],
   };
 });
 const KEYS = Array.from({ length: 1000 }, (_, i) => Buffer.from(`bench/k${i}`));
 const VALUE = Buffer.alloc(256, 'v');
-/** Slow requests finishing within one window of this length count as one stall. */
+/** Latencies go into a histogram of 10 µs bins up to 100 ms (and one bin above). */
+const BIN_MS = 0.01;
+const BINS = 10_000;
+/** A request slower than this counts towards a stall... */
+const STALL_LATENCY_MS = 2;
+/** ...and a window of this length in which a quarter of the clients' requests finish that slowly is one stall. */
 const STALL_WINDOW_MS = 10;
 
 interface RunFigures {
@@ -51,15 +59,28 @@ interface RunFigures {
   readonly p50Ms: number;
   readonly p99Ms: number;
   readonly cpuMicrosPerRequest: number;
-  /** Windows of STALL_WINDOW_MS holding at least a quarter of the clients' requests slower than p99. */
   readonly stallsPerSecond: number;
   readonly heapBytesPerRequest: number | undefined;
 }
 
+/** The q-quantile of the histogram: the upper edge of the bin that holds it. */
+function histogramQuantile(bins: Uint32Array, count: number, q: number): number {
+  const rank = Math.ceil(q * count);
+  let seen = 0;
+  for (let bin = 0; bin < bins.length; bin++) {
+    seen += bins[bin]!;
+    if (seen >= rank) return (bin + 1) * BIN_MS;
+  }
+  return Number.POSITIVE_INFINITY;
+}
+
+/**
+ * One run. The recording is small on purpose (a 40 KB histogram and a map of slow windows): tens of megabytes of
+ * latency arrays in the calling process change how V8 schedules its major GC, which changes the very pauses measured.
+ */
 async function run(clients: readonly MercuryClient[], seconds: number, session: Session | undefined): Promise<RunFigures> {
-  const capacity = 4_000_000;
-  const finishedAt = new Float64Array(capacity);
-  const latencies = new Float64Array(capacity);
+  const bins = new Uint32Array(BINS + 1);
+  const slowPerWindow = new Map<number, number>();
   let count = 0;
   if (session !== undefined) {
     await session.post('HeapProfiler.startSampling', { samplingInterval: 1024, includeObjectsCollectedByMinorGC: true, includeObjectsCollectedByMajorGC: true });
@@ -75,9 +96,12 @@ async function run(clients: readonly MercuryClient[], seconds: number, session: 
         if (OPTIONS.op === 'get') await client.get(key);
         else await client.put(key, VALUE);
         const done = performance.now();
-        if (count < capacity) {
-          finishedAt[count] = done - started;
-          latencies[count++] = done - sent;
+        const latencyMs = done - sent;
+        bins[Math.min(BINS, Math.floor(latencyMs / BIN_MS))]!++;
+        count++;
+        if (latencyMs > STALL_LATENCY_MS) {
+          const window = Math.floor((done - started) / STALL_WINDOW_MS);
+          slowPerWindow.set(window, (slowPerWindow.get(window) ?? 0) + 1);
         }
       }
     }),
@@ -95,19 +119,11 @@ async function run(clients: readonly MercuryClient[], seconds: number, session: 
     walk(profile.head);
     heapBytesPerRequest = bytes / count;
   }
-  const sorted = latencies.slice(0, count).sort();
-  const p99Ms = quantileOfSorted(sorted, 0.99);
-  const slowPerWindow = new Map<number, number>();
-  for (let i = 0; i < count; i++) {
-    if (latencies[i]! <= p99Ms) continue;
-    const window = Math.floor(finishedAt[i]! / STALL_WINDOW_MS);
-    slowPerWindow.set(window, (slowPerWindow.get(window) ?? 0) + 1);
-  }
   const stalls = [...slowPerWindow.values()].filter((slow) => slow >= clients.length / 4).length;
   return {
     perSecond: (count / elapsedMs) * 1000,
-    p50Ms: quantileOfSorted(sorted, 0.5),
-    p99Ms,
+    p50Ms: histogramQuantile(bins, count, 0.5),
+    p99Ms: histogramQuantile(bins, count, 0.99),
     cpuMicrosPerRequest: (used.user + used.system) / count,
     stallsPerSecond: stalls / (elapsedMs / 1000),
     heapBytesPerRequest,
@@ -115,7 +131,7 @@ async function run(clients: readonly MercuryClient[], seconds: number, session: 
 }
 
 async function main(): Promise<void> {
-  const node = await startNodeProcess([], undefined, { quiet: true });
+  const node = await startNodeProcess([], undefined, { quiet: true, nodeArgs: OPTIONS.nodeArgs });
   const clients: MercuryClient[] = [];
   try {
     if (node.wireUrl === undefined) throw new Error('the node did not print its wire URL');
