@@ -4,13 +4,16 @@
  * The client is Mercury's own `connect()` (src/client, retries on connection errors), one per load-driver client, given
  * the node's wire URL: gets and puts travel as binary frames over one connection the process shares, many in flight
  * (src/api/wire.ts); batches (transactions) over HTTP. Workloads 1 and 3 also measure the same client given the HTTP
- * URL (node:http keep-alive connections), as the row "Mercury (HTTP client)". Watches use `ws` directly.
+ * URL (node:http keep-alive connections), as the row "Mercury (HTTP client)", and the HTTP API through undici, a
+ * standard HTTP client of its own (mercury-undici.ts), as "Mercury (HTTP API, undici)". Watches use `ws` directly.
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 import { CLI_PATH } from '../../support/node-process.js';
 import { connect, type NodeClient } from '../../../src/client/index.js';
+import type { TxnJson } from '../../../src/api/index.js';
+import { connectUndici } from './mercury-undici.js';
 import type { ProcessGroup } from '../processes.js';
 import type { KvClient, RunningSystem, SystemAdapter, Watch } from '../system.js';
 
@@ -26,6 +29,13 @@ function isAscii(value: Buffer): boolean {
  * With `ca`, the node serves HTTPS (`--tls-*`) and the client trusts that CA; with `token`, requests carry it. With
  * `wireUrl`, gets and puts go over the wire port (batches stay on HTTP: the wire port has no transactions).
  */
+/** A batch as the body of `POST /v1/txn`: one put per entry, ASCII values as text. */
+export function batchTxn(entries: readonly (readonly [string, Buffer])[]): TxnJson {
+  return {
+    success: entries.map(([key, value]) => (isAscii(value) ? { op: 'put', key, value: value.toString('latin1') } : { op: 'put', key, valueBase64: value.toString('base64') })),
+  };
+}
+
 export function connectMercury(host: string, port: number, ca?: Buffer, token?: string, wireUrl?: string): KvClient {
   const auth = token === undefined ? {} : { token };
   const http = ca === undefined ? connect(`http://${host}:${port}`, auth) : connect(`https://${host}:${port}`, { ca, ...auth });
@@ -38,9 +48,7 @@ export function connectMercury(host: string, port: number, ca?: Buffer, token?: 
       return (await client.get(key))?.value;
     },
     async putBatch(entries) {
-      await http.txn({
-        success: entries.map(([key, value]) => (isAscii(value) ? { op: 'put', key, value: value.toString('latin1') } : { op: 'put', key, valueBase64: value.toString('base64') })),
-      });
+      await http.txn(batchTxn(entries));
     },
     close() {
       client.close();
@@ -112,7 +120,7 @@ export const mercuryAdapter: SystemAdapter = {
   requires: [],
   settings: '`mercury serve` defaults but `--auth off` (as etcd and Redis run by default): group commit, one fsync per log entry (LMDB)',
   clientDescription:
-    'Mercury\'s own `connect()` (src/client, retries across URLs), one per load-driver client, given the node\'s `mercury+tcp://` wire URL: binary frames, one connection shared by the process with every request in flight on it; batches over HTTP. "Mercury (HTTP client)": the same client given the `http://` URL (node:http keep-alive connections); watches over `ws`',
+    'Mercury\'s own `connect()` (src/client, retries across URLs), one per load-driver client, given the node\'s `mercury+tcp://` wire URL: binary frames, one connection shared by the process with every request in flight on it; batches over HTTP. "Mercury (HTTP client)": the same client given the `http://` URL (node:http keep-alive connections); "Mercury (HTTP API, undici)": the HTTP API through undici 7, one keep-alive `Client` per load-driver client; watches over `ws`',
   version() {
     const { version } = JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string };
     let commit = 'unknown';
@@ -140,7 +148,10 @@ export const mercuryAdapter: SystemAdapter = {
       pid: child.pid,
       dataDir,
       connect: () => Promise.resolve(connectMercury(host, port, undefined, undefined, wireUrl)),
-      alternativeClients: [{ id: 'mercury-http', title: 'Mercury (HTTP client)', connect: () => Promise.resolve(connectMercury(host, port)) }],
+      alternativeClients: [
+        { id: 'mercury-http', title: 'Mercury (HTTP client)', connect: () => Promise.resolve(connectMercury(host, port)) },
+        { id: 'mercury-undici', title: 'Mercury (HTTP API, undici)', connect: () => Promise.resolve(connectUndici(`http://${host}:${port}`)) },
+      ],
       async watchMany(prefix, watchers, connections, listener): Promise<Watch> {
         if (watchers > connections * MERCURY_SUBSCRIPTIONS_PER_CONNECTION_MAX)
           throw new Error(`mercury: ${watchers} watchers need at least ${Math.ceil(watchers / MERCURY_SUBSCRIPTIONS_PER_CONNECTION_MAX)} connections (64 subscriptions each)`);
