@@ -8,7 +8,7 @@
 import { Client, type Dispatcher } from 'undici';
 import { encodeKeyPath } from '../../../src/api/index.js';
 import type { KvClient } from '../system.js';
-import { batchTxn } from './mercury.js';
+import { batchTxn } from './mercury-txn.js';
 
 function keyPath(key: string): string {
   return `/v1/kv/${encodeKeyPath(Buffer.from(key, 'utf8'))}`;

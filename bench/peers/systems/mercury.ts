@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 import { CLI_PATH } from '../../support/node-process.js';
 import { connect, type NodeClient } from '../../../src/client/index.js';
-import type { TxnJson } from '../../../src/api/index.js';
+import { batchTxn } from './mercury-txn.js';
 import { connectUndici } from './mercury-undici.js';
 import type { ProcessGroup } from '../processes.js';
 import type { KvClient, RunningSystem, SystemAdapter, Watch } from '../system.js';
@@ -20,22 +20,10 @@ import type { KvClient, RunningSystem, SystemAdapter, Watch } from '../system.js
 /** Subscriptions per watch connection: the node's limit (WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX). */
 const MERCURY_SUBSCRIPTIONS_PER_CONNECTION_MAX = 64;
 
-function isAscii(value: Buffer): boolean {
-  for (const byte of value) if (byte >= 0x80) return false;
-  return true;
-}
-
 /**
  * With `ca`, the node serves HTTPS (`--tls-*`) and the client trusts that CA; with `token`, requests carry it. With
  * `wireUrl`, gets and puts go over the wire port (batches stay on HTTP: the wire port has no transactions).
  */
-/** A batch as the body of `POST /v1/txn`: one put per entry, ASCII values as text. */
-export function batchTxn(entries: readonly (readonly [string, Buffer])[]): TxnJson {
-  return {
-    success: entries.map(([key, value]) => (isAscii(value) ? { op: 'put', key, value: value.toString('latin1') } : { op: 'put', key, valueBase64: value.toString('base64') })),
-  };
-}
-
 export function connectMercury(host: string, port: number, ca?: Buffer, token?: string, wireUrl?: string): KvClient {
   const auth = token === undefined ? {} : { token };
   const http = ca === undefined ? connect(`http://${host}:${port}`, auth) : connect(`https://${host}:${port}`, { ca, ...auth });
