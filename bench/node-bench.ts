@@ -21,6 +21,12 @@
  * default outside benchmarks; without it the node runs `--unsigned`, to measure the cost).
  * --only put,txn,get,local runs just those workloads. BENCH_NODE_PROFILE=DIR writes a CPU profile of the node process
  * into DIR (`node --cpu-prof`).
+ *
+ * --compare: what the features named by --tls, --auth and --sign cost, as a paired measurement. Two nodes run side by
+ * side, one with those features and one with everything off (idle while the other is measured); each round measures
+ * both, one after the other, the order swapped every round, and the figure is the median over rounds of the ratio
+ * on / off. On a shared machine whose speed drifts by tens of percent within a minute, separate invocations measure
+ * the drift as much as the features; a ratio of two runs seconds apart cancels most of it.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -42,15 +48,12 @@ const { values } = parseArgs({
     auth: { type: 'boolean', default: false },
     sign: { type: 'boolean', default: false },
     only: { type: 'string' },
+    compare: { type: 'boolean', default: false },
   },
 });
 /** --only put,txn,get,local: run just those workloads (a profile of one workload, say); default all. */
 const ONLY = new Set((values.only ?? 'put,txn,get,local').split(','));
 const TLS_DIR = values.tls ? mkdtempSync(join(tmpdir(), 'mercury-bench-tls-')) : undefined;
-const TLS: BenchTls | undefined = TLS_DIR === undefined ? undefined : benchTls(TLS_DIR);
-const AUTH = values.auth;
-/** The Authorization header of every request (set in main with --auth). */
-let authorization: string | undefined;
 const RUNS = Number(values.runs);
 const SECONDS = Number(values.seconds);
 const CLIENTS = Number(values.clients);
@@ -62,10 +65,37 @@ const TXN_OPS = 100;
  * One run's figures: operations completed per second, the node process's CPU time per operation, and this process's
  * (the load generator's, which shares the cores) per operation.
  */
+/** A node under test and how its clients reach it. */
+interface Target {
+  /** "off" or the features it runs with ("tls+auth+sign"). */
+  readonly label: string;
+  readonly node: NodeProcess;
+  /** The CA of its certificate when it serves TLS. */
+  readonly ca: Buffer | undefined;
+  /** The Authorization header of every request when it requires auth. */
+  readonly authorization: string | undefined;
+}
+
+/** Which of the features a node runs with. */
+interface Features {
+  readonly tls: BenchTls | undefined;
+  readonly auth: boolean;
+  readonly sign: boolean;
+}
+
+const OFF: Features = { tls: undefined, auth: false, sign: false };
+
+function featureLabel(features: Features): string {
+  const on = [features.tls && 'tls', features.auth && 'auth', features.sign && 'sign'].filter(Boolean);
+  return on.length === 0 ? 'off' : on.join('+');
+}
+
 interface RunFigures {
   readonly perSecond: number;
   readonly nodeCpuMicrosPerOp: number;
   readonly clientCpuMicrosPerOp: number;
+  /** PUT: requests per log entry (group commit's batch size), from the seqs the node answered with; else undefined. */
+  readonly requestsPerEntry?: number;
 }
 
 const readProc = (path: string): string => readFileSync(path, 'utf8');
@@ -78,8 +108,9 @@ const readProc = (path: string): string => readFileSync(path, 'utf8');
  * configuration client holds them, and with --tls the handshakes of a run's new connections (a key exchange and a
  * signature each, the costliest step of TLS) are not charged to its first requests.
  */
-async function drive(node: NodeProcess, seconds: number, operation: (connection: RawHttpConnection, client: number, i: number) => Promise<number>): Promise<RunFigures> {
-  const connections = Array.from({ length: CLIENTS }, () => new RawHttpConnection(node.host, node.port, TLS?.ca, authorization));
+async function drive(target: Target, seconds: number, operation: (connection: RawHttpConnection, client: number, i: number) => Promise<number>): Promise<RunFigures> {
+  const { node } = target;
+  const connections = Array.from({ length: CLIENTS }, () => new RawHttpConnection(node.host, node.port, target.ca, target.authorization));
   await Promise.all(connections.map((connection) => connection.opened()));
   const deadline = performance.now() + seconds * 1000;
   let completed = 0;
@@ -106,12 +137,20 @@ function expectOk(status: number, what: string): void {
   if (status !== 200) throw new Error(`${what} answered HTTP ${status}`);
 }
 
-async function putRun(node: NodeProcess): Promise<RunFigures> {
-  return drive(node, SECONDS, async (connection, client, i) => {
+async function putRun(target: Target): Promise<RunFigures> {
+  // The entries of the run: every PUT is answered with its entry's seq ({"seq":N}), and nothing else writes.
+  let firstSeq = Infinity;
+  let lastSeq = 0;
+  const figures = await drive(target, SECONDS, async (connection, client, i) => {
     const response = await connection.request('PUT', `/v1/kv/bench/${(client * 7919 + i) % KEYSPACE}`, VALUE);
     expectOk(response.status, 'PUT');
+    const seq = Number(/"seq":(\d+)/.exec(response.body.toString('latin1'))?.[1]);
+    firstSeq = Math.min(firstSeq, seq);
+    lastSeq = Math.max(lastSeq, seq);
     return 1;
   });
+  const requests = figures.perSecond * SECONDS;
+  return { ...figures, requestsPerEntry: requests / (lastSeq - firstSeq + 1) };
 }
 
 function txnBody(client: number, i: number): Buffer {
@@ -120,16 +159,16 @@ function txnBody(client: number, i: number): Buffer {
   return Buffer.from(JSON.stringify({ success }));
 }
 
-async function txnRun(node: NodeProcess): Promise<RunFigures> {
-  return drive(node, SECONDS, async (connection, client, i) => {
+async function txnRun(target: Target): Promise<RunFigures> {
+  return drive(target, SECONDS, async (connection, client, i) => {
     const response = await connection.request('POST', '/v1/txn', txnBody(client, i), 'application/json');
     expectOk(response.status, 'POST /v1/txn');
     return TXN_OPS;
   });
 }
 
-async function getRun(node: NodeProcess): Promise<RunFigures> {
-  return drive(node, SECONDS, async (connection, client, i) => {
+async function getRun(target: Target): Promise<RunFigures> {
+  return drive(target, SECONDS, async (connection, client, i) => {
     const response = await connection.request('GET', `/v1/kv/bench/${(client * 7919 + i) % KEYSPACE}`);
     expectOk(response.status, 'GET');
     return 1;
@@ -150,49 +189,113 @@ function inProcessGetRun(store: Store): number {
   return count / ((performance.now() - started) / 1000);
 }
 
-async function repeat(name: string, unit: string, run: () => Promise<RunFigures | number> | number): Promise<void> {
-  const results: number[] = [];
-  const cpu: number[] = [];
-  const clientCpu: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
-    const figures = await run();
-    results.push(typeof figures === 'number' ? figures : figures.perSecond);
-    if (typeof figures !== 'number') {
-      cpu.push(figures.nodeCpuMicrosPerOp);
-      clientCpu.push(figures.clientCpuMicrosPerOp);
-    }
+/** The figures of repeated runs: throughput, and for runs against a node the node's and the load generator's CPU. */
+class Series {
+  readonly results: number[] = [];
+  readonly cpu: number[] = [];
+  readonly clientCpu: number[] = [];
+  readonly requestsPerEntry: number[] = [];
+
+  add(figures: RunFigures | number): void {
+    this.results.push(typeof figures === 'number' ? figures : figures.perSecond);
+    if (typeof figures === 'number') return;
+    this.cpu.push(figures.nodeCpuMicrosPerOp);
+    this.clientCpu.push(figures.clientCpuMicrosPerOp);
+    if (figures.requestsPerEntry !== undefined) this.requestsPerEntry.push(figures.requestsPerEntry);
   }
-  process.stdout.write(`${name.padEnd(34)} ${formatSummary(summarize(results), unit)}\n`);
-  if (cpu.length > 0) process.stdout.write(`${'  node CPU per op'.padEnd(34)} ${formatSummary(summarize(cpu), 'µs')}\n`);
-  if (clientCpu.length > 0) process.stdout.write(`${'  load generator CPU per op'.padEnd(34)} ${formatSummary(summarize(clientCpu), 'µs')}\n`);
+
+  print(name: string, unit: string): void {
+    process.stdout.write(`${name.padEnd(34)} ${formatSummary(summarize(this.results), unit)}\n`);
+    if (this.cpu.length > 0) process.stdout.write(`${'  node CPU per op'.padEnd(34)} ${formatSummary(summarize(this.cpu), 'µs')}\n`);
+    if (this.clientCpu.length > 0) process.stdout.write(`${'  load generator CPU per op'.padEnd(34)} ${formatSummary(summarize(this.clientCpu), 'µs')}\n`);
+    if (this.requestsPerEntry.length > 0) process.stdout.write(`${'  requests per entry'.padEnd(34)} ${formatSummary(summarize(this.requestsPerEntry), '')}\n`);
+  }
 }
 
+async function repeat(name: string, unit: string, run: () => Promise<RunFigures | number> | number): Promise<void> {
+  const series = new Series();
+  for (let i = 0; i < RUNS; i++) series.add(await run());
+  series.print(name, unit);
+}
+
+/**
+ * --compare: runs `run` against both targets in every round, the order swapped each round, and prints each side and
+ * the per-round ratios (on / off) of throughput and of the node's and the load generator's CPU per operation.
+ */
+async function compare(name: string, unit: string, off: Target, on: Target, run: (target: Target) => Promise<RunFigures>): Promise<void> {
+  const offSeries = new Series();
+  const onSeries = new Series();
+  const throughputRatios: number[] = [];
+  const cpuRatios: number[] = [];
+  const clientCpuRatios: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const order = i % 2 === 0 ? [off, on] : [on, off];
+    const figures = new Map<Target, RunFigures>();
+    for (const target of order) figures.set(target, await run(target));
+    const offFigures = figures.get(off)!;
+    const onFigures = figures.get(on)!;
+    offSeries.add(offFigures);
+    onSeries.add(onFigures);
+    throughputRatios.push(onFigures.perSecond / offFigures.perSecond);
+    cpuRatios.push(onFigures.nodeCpuMicrosPerOp / offFigures.nodeCpuMicrosPerOp);
+    clientCpuRatios.push(onFigures.clientCpuMicrosPerOp / offFigures.clientCpuMicrosPerOp);
+  }
+  offSeries.print(`${name}, ${off.label}`, unit);
+  onSeries.print(`${name}, ${on.label}`, unit);
+  process.stdout.write(`${`  throughput ${on.label} / ${off.label}`.padEnd(34)} ${formatSummary(summarize(throughputRatios), 'x')}\n`);
+  process.stdout.write(`${'  node CPU per op, ratio'.padEnd(34)} ${formatSummary(summarize(cpuRatios), 'x')}\n`);
+  process.stdout.write(`${'  load generator CPU per op, ratio'.padEnd(34)} ${formatSummary(summarize(clientCpuRatios), 'x')}\n`);
+}
+
+/** Starts a node with `features`, and fills its keyspace once so that GETs hit and PUTs update existing keys. */
+async function startTarget(features: Features): Promise<Target> {
+  const profile = process.env.BENCH_NODE_PROFILE;
+  const node = await startNodeProcess([...(features.tls?.args ?? []), ...(features.sign ? [] : ['--unsigned'])], undefined, {
+    auth: features.auth,
+    nodeArgs: profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [],
+  });
+  const ca = features.tls?.ca;
+  const authorization = features.auth ? await benchToken(node, 'bench', ['read:bench/', 'write:bench/', 'read:txn/', 'write:txn/'], ca) : undefined;
+  const loader = new RawHttpConnection(node.host, node.port, ca, authorization);
+  for (let start = 0; start < KEYSPACE; start += 1000) {
+    const success = Array.from({ length: 1000 }, (_, i) => ({ op: 'put', key: `bench/${start + i}`, value: VALUE.toString('latin1') }));
+    expectOk((await loader.request('POST', '/v1/txn', Buffer.from(JSON.stringify({ success })), 'application/json')).status, 'load');
+  }
+  loader.close();
+  return { label: featureLabel(features), node, ca, authorization };
+}
+
+const WORKLOADS: readonly { readonly id: string; readonly name: string; readonly unit: string; readonly run: (target: Target) => Promise<RunFigures> }[] = [
+  { id: 'put', name: 'HTTP PUT (durable, 1 key)', unit: 'puts/s', run: putRun },
+  { id: 'txn', name: `HTTP POST /v1/txn (${TXN_OPS} ops)`, unit: 'keys/s', run: txnRun },
+  { id: 'get', name: 'HTTP GET', unit: 'gets/s', run: getRun },
+];
+
 async function main(): Promise<void> {
+  const features: Features = { tls: TLS_DIR === undefined ? undefined : benchTls(TLS_DIR), auth: values.auth, sign: values.sign };
   process.stdout.write(
-    `mercury bench: ${RUNS} runs x ${SECONDS} s, ${CLIENTS} clients, ${VALUE.length} B values, TLS ${TLS === undefined ? 'off' : 'on'}, auth ${AUTH ? 'required' : 'off'}, signing ${values.sign ? 'on' : 'off'}, node ${process.version}\n`,
+    `mercury bench: ${RUNS} runs x ${SECONDS} s, ${CLIENTS} clients, ${VALUE.length} B values, ${values.compare ? `${featureLabel(features)} against off, alternating` : `TLS ${features.tls === undefined ? 'off' : 'on'}, auth ${features.auth ? 'required' : 'off'}, signing ${features.sign ? 'on' : 'off'}`}, node ${process.version}\n`,
   );
-  const node = await startNodeProcess([...(TLS?.args ?? []), ...(values.sign ? [] : ['--unsigned'])], undefined, { auth: AUTH, nodeArgs: process.env.BENCH_NODE_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_NODE_PROFILE}`] : [] });
+  const targets: Target[] = [];
   try {
-    if (AUTH) authorization = await benchToken(node, 'bench', ['read:bench/', 'write:bench/', 'read:txn/', 'write:txn/'], TLS?.ca);
-    // Fill the keyspace once so that GETs hit and PUTs update existing keys, as a configuration store's do.
-    const loader = new RawHttpConnection(node.host, node.port, TLS?.ca, authorization);
-    for (let start = 0; start < KEYSPACE; start += 1000) {
-      const success = Array.from({ length: 1000 }, (_, i) => ({ op: 'put', key: `bench/${start + i}`, value: VALUE.toString('latin1') }));
-      expectOk((await loader.request('POST', '/v1/txn', Buffer.from(JSON.stringify({ success })), 'application/json')).status, 'load');
+    const target = await startTarget(features);
+    targets.push(target);
+    if (values.compare) {
+      const off = await startTarget(OFF);
+      targets.push(off);
+      for (const workload of WORKLOADS) if (ONLY.has(workload.id)) await compare(workload.name, workload.unit, off, target, workload.run);
+      return;
     }
-    loader.close();
-    if (ONLY.has('put')) await repeat('HTTP PUT (durable, 1 key)', 'puts/s', () => putRun(node));
-    if (ONLY.has('txn')) await repeat(`HTTP POST /v1/txn (${TXN_OPS} ops)`, 'keys/s', () => txnRun(node));
-    if (ONLY.has('get')) await repeat('HTTP GET', 'gets/s', () => getRun(node));
+    for (const workload of WORKLOADS) if (ONLY.has(workload.id)) await repeat(workload.name, workload.unit, () => workload.run(target));
     if (!ONLY.has('local')) return;
-    const store = Store.open({ path: node.dataDir, readOnly: true });
+    const store = Store.open({ path: target.node.dataDir, readOnly: true });
     try {
       await repeat('in-process Store.get', 'gets/s', () => inProcessGetRun(store));
     } finally {
       await store.close();
     }
   } finally {
-    await node.stop();
+    for (const target of targets) await target.node.stop();
     if (TLS_DIR !== undefined) rmSync(TLS_DIR, { recursive: true, force: true });
   }
 }
