@@ -61,10 +61,6 @@ const VALUE = Buffer.alloc(256, 'v');
 const KEYSPACE = 10_000;
 const TXN_OPS = 100;
 
-/**
- * One run's figures: operations completed per second, the node process's CPU time per operation, and this process's
- * (the load generator's, which shares the cores) per operation.
- */
 /** A node under test and how its clients reach it. */
 interface Target {
   /** "off" or the features it runs with ("tls+auth+sign"). */
@@ -90,6 +86,10 @@ function featureLabel(features: Features): string {
   return on.length === 0 ? 'off' : on.join('+');
 }
 
+/**
+ * One run's figures: operations completed per second, the node process's CPU time per operation, and this process's
+ * (the load generator's, which shares the cores) per operation.
+ */
 interface RunFigures {
   readonly perSecond: number;
   readonly nodeCpuMicrosPerOp: number;
@@ -141,15 +141,16 @@ async function putRun(target: Target): Promise<RunFigures> {
   // The entries of the run: every PUT is answered with its entry's seq ({"seq":N}), and nothing else writes.
   let firstSeq = Infinity;
   let lastSeq = 0;
+  let requests = 0;
   const figures = await drive(target, SECONDS, async (connection, client, i) => {
     const response = await connection.request('PUT', `/v1/kv/bench/${(client * 7919 + i) % KEYSPACE}`, VALUE);
     expectOk(response.status, 'PUT');
     const seq = Number(/"seq":(\d+)/.exec(response.body.toString('latin1'))?.[1]);
     firstSeq = Math.min(firstSeq, seq);
     lastSeq = Math.max(lastSeq, seq);
+    requests++;
     return 1;
   });
-  const requests = figures.perSecond * SECONDS;
   return { ...figures, requestsPerEntry: requests / (lastSeq - firstSeq + 1) };
 }
 
@@ -273,6 +274,7 @@ const WORKLOADS: readonly { readonly id: string; readonly name: string; readonly
 
 async function main(): Promise<void> {
   const features: Features = { tls: TLS_DIR === undefined ? undefined : benchTls(TLS_DIR), auth: values.auth, sign: values.sign };
+  if (values.compare && featureLabel(features) === 'off') throw new Error('--compare measures what --tls, --auth or --sign cost: name at least one of them');
   process.stdout.write(
     `mercury bench: ${RUNS} runs x ${SECONDS} s, ${CLIENTS} clients, ${VALUE.length} B values, ${values.compare ? `${featureLabel(features)} against off, alternating` : `TLS ${features.tls === undefined ? 'off' : 'on'}, auth ${features.auth ? 'required' : 'off'}, signing ${features.sign ? 'on' : 'off'}`}, node ${process.version}\n`,
   );
