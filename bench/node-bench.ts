@@ -6,6 +6,10 @@
  * 2. Keys/s through POST /v1/txn with 100 puts per transaction (same clients).
  * 3. HTTP GETs/s of existing keys (same clients).
  * 4. In-process Store.get/s on the same data directory, opened read-only in this process while the node runs.
+ * 5. The same PUTs and GETs over the wire port (`wire-put`, `wire-get`): Mercury's own client given the node's
+ *    `mercury+tcp://` (or with --tls `mercury+tls://`) URL, the C loops sharing its one connection with every request
+ *    in flight, as `bench:peers` workloads 1 and 3 drive it. With --compare it shows what TLS costs on a connection
+ *    that carries many requests per write, against HTTP's one response per write.
  *
  * For 1-3 each run also gives the node process's CPU per operation (from /proc), the steadier figure on a shared machine,
  * and the load generator's (this process): both share the 2 cores, so a cost on either side lowers the throughput.
@@ -19,7 +23,7 @@
  * auth required, and every request carries a token scoped to read and write `bench/` and `txn/`, so each pays for
  * authentication and the prefix checks; without it, --auth off). --sign (the root signs every entry, as it does by
  * default outside benchmarks; without it the node runs `--unsigned`, to measure the cost).
- * --only put,txn,get,local runs just those workloads. BENCH_NODE_PROFILE=DIR writes a CPU profile of the node process
+ * --only put,txn,get,wire-put,wire-get,local runs just those workloads. BENCH_NODE_PROFILE=DIR writes a CPU profile of the node process
  * into DIR (`node --cpu-prof`).
  *
  * --compare: what the features named by --tls, --auth and --sign cost, as a paired measurement. Two nodes run side by
@@ -32,6 +36,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { connect, type MercuryClient } from '../src/client/index.js';
 import { Store } from '../src/store/index.js';
 import { processCpuMicros } from './peers/processes.js';
 import { RawHttpConnection } from './support/raw-http.js';
@@ -51,8 +56,8 @@ const { values } = parseArgs({
     compare: { type: 'boolean', default: false },
   },
 });
-/** --only put,txn,get,local: run just those workloads (a profile of one workload, say); default all. */
-const ONLY = new Set((values.only ?? 'put,txn,get,local').split(','));
+/** --only put,txn,get,wire-put,wire-get,local: run just those workloads (a profile of one workload, say); default all. */
+const ONLY = new Set((values.only ?? 'put,txn,get,wire-put,wire-get,local').split(','));
 const TLS_DIR = values.tls ? mkdtempSync(join(tmpdir(), 'mercury-bench-tls-')) : undefined;
 const RUNS = Number(values.runs);
 const SECONDS = Number(values.seconds);
@@ -101,35 +106,42 @@ interface RunFigures {
 const readProc = (path: string): string => readFileSync(path, 'utf8');
 
 /**
- * Runs `clients` loops of `operation` for `seconds`. The node's CPU per operation (user + system, from /proc, in 10 ms
- * ticks) is the steadier figure on a shared machine: it does not count the time the node waited for a core.
+ * Runs CLIENTS loops of `operation` over HTTP, each on its own keep-alive connection, for SECONDS.
  *
  * The clients connect before the clock starts: the figure is the throughput of open keep-alive connections, as a
  * configuration client holds them, and with --tls the handshakes of a run's new connections (a key exchange and a
  * signature each, the costliest step of TLS) are not charged to its first requests.
  */
-async function drive(target: Target, seconds: number, operation: (connection: RawHttpConnection, client: number, i: number) => Promise<number>): Promise<RunFigures> {
+async function drive(target: Target, operation: (connection: RawHttpConnection, client: number, i: number) => Promise<number>): Promise<RunFigures> {
   const { node } = target;
   const connections = Array.from({ length: CLIENTS }, () => new RawHttpConnection(node.host, node.port, target.ca, target.authorization));
   await Promise.all(connections.map((connection) => connection.opened()));
-  const deadline = performance.now() + seconds * 1000;
-  let completed = 0;
+  try {
+    return await timeLoops(node, async (client, deadline) => {
+      let completed = 0;
+      for (let i = 0; performance.now() < deadline; i++) completed += await operation(connections[client]!, client, i);
+      return completed;
+    });
+  } finally {
+    for (const connection of connections) connection.close();
+  }
+}
+
+/**
+ * Runs CLIENTS copies of `loop` until SECONDS from now; each returns the operations it completed. Throughput, and the
+ * node's and this process's CPU per operation over the same interval. The node's CPU (user + system, from /proc, in
+ * 10 ms ticks) is the steadier figure on a shared machine: it does not count the time the node waited for a core.
+ */
+async function timeLoops(node: NodeProcess, loop: (client: number, deadline: number) => Promise<number>): Promise<RunFigures> {
+  const deadline = performance.now() + SECONDS * 1000;
   const cpuBefore = processCpuMicros(node.pid, readProc);
   const clientCpuBefore = process.cpuUsage();
   const started = performance.now();
-  await Promise.all(
-    connections.map(async (connection, client) => {
-      for (let i = 0; performance.now() < deadline; i++) {
-        // Not `completed += await ...`: that reads `completed` before the await and loses the other clients' counts.
-        const done = await operation(connection, client, i);
-        completed += done;
-      }
-    }),
-  );
+  const counts = await Promise.all(Array.from({ length: CLIENTS }, (_, client) => loop(client, deadline)));
   const elapsed = (performance.now() - started) / 1000;
   const nodeCpuMicros = processCpuMicros(node.pid, readProc) - cpuBefore;
   const clientCpu = process.cpuUsage(clientCpuBefore);
-  for (const connection of connections) connection.close();
+  const completed = counts.reduce((sum, count) => sum + count, 0);
   return { perSecond: completed / elapsed, nodeCpuMicrosPerOp: nodeCpuMicros / completed, clientCpuMicrosPerOp: (clientCpu.user + clientCpu.system) / completed };
 }
 
@@ -138,20 +150,32 @@ function expectOk(status: number, what: string): void {
 }
 
 async function putRun(target: Target): Promise<RunFigures> {
-  // The entries of the run: every PUT is answered with its entry's seq ({"seq":N}), and nothing else writes.
-  let firstSeq = Infinity;
-  let lastSeq = 0;
-  let requests = 0;
-  const figures = await drive(target, SECONDS, async (connection, client, i) => {
+  const entries = new EntrySpan();
+  const figures = await drive(target, async (connection, client, i) => {
     const response = await connection.request('PUT', `/v1/kv/bench/${(client * 7919 + i) % KEYSPACE}`, VALUE);
     expectOk(response.status, 'PUT');
-    const seq = Number(/"seq":(\d+)/.exec(response.body.toString('latin1'))?.[1]);
-    firstSeq = Math.min(firstSeq, seq);
-    lastSeq = Math.max(lastSeq, seq);
-    requests++;
+    entries.answered(Number(/"seq":(\d+)/.exec(response.body.toString('latin1'))?.[1]));
     return 1;
   });
-  return { ...figures, requestsPerEntry: requests / (lastSeq - firstSeq + 1) };
+  return { ...figures, requestsPerEntry: entries.requestsPerEntry() };
+}
+
+/** The entries a run's PUTs went into: each is answered with its entry's seq, and nothing else writes meanwhile. */
+class EntrySpan {
+  private firstSeq = Infinity;
+  private lastSeq = 0;
+  private requests = 0;
+
+  answered(seq: number): void {
+    this.firstSeq = Math.min(this.firstSeq, seq);
+    this.lastSeq = Math.max(this.lastSeq, seq);
+    this.requests++;
+  }
+
+  /** Group commit's batch size: the PUTs answered per entry they made. */
+  requestsPerEntry(): number {
+    return this.requests / (this.lastSeq - this.firstSeq + 1);
+  }
 }
 
 function txnBody(client: number, i: number): Buffer {
@@ -161,7 +185,7 @@ function txnBody(client: number, i: number): Buffer {
 }
 
 async function txnRun(target: Target): Promise<RunFigures> {
-  return drive(target, SECONDS, async (connection, client, i) => {
+  return drive(target, async (connection, client, i) => {
     const response = await connection.request('POST', '/v1/txn', txnBody(client, i), 'application/json');
     expectOk(response.status, 'POST /v1/txn');
     return TXN_OPS;
@@ -169,10 +193,47 @@ async function txnRun(target: Target): Promise<RunFigures> {
 }
 
 async function getRun(target: Target): Promise<RunFigures> {
-  return drive(target, SECONDS, async (connection, client, i) => {
+  return drive(target, async (connection, client, i) => {
     const response = await connection.request('GET', `/v1/kv/bench/${(client * 7919 + i) % KEYSPACE}`);
     expectOk(response.status, 'GET');
     return 1;
+  });
+}
+
+/**
+ * Runs CLIENTS loops of `operation` on one wire client for SECONDS: the wire client multiplexes every loop's requests
+ * on its one connection. Its connection opens (and with --tls, its handshake completes) before the clock starts.
+ */
+async function driveWire(target: Target, operation: (client: MercuryClient, key: string) => Promise<void>): Promise<RunFigures> {
+  const { node } = target;
+  if (node.wireUrl === undefined) throw new Error('the node printed no wire URL');
+  const client = connect(node.wireUrl, {
+    ...(target.ca === undefined ? {} : { ca: target.ca }),
+    ...(target.authorization === undefined ? {} : { token: target.authorization.slice('Bearer '.length) }),
+  });
+  try {
+    await client.get('bench/0');
+    return await timeLoops(node, async (loop, deadline) => {
+      let completed = 0;
+      for (let i = 0; performance.now() < deadline; i++, completed++) await operation(client, `bench/${(loop * 7919 + i) % KEYSPACE}`);
+      return completed;
+    });
+  } finally {
+    client.close();
+  }
+}
+
+async function wirePutRun(target: Target): Promise<RunFigures> {
+  const entries = new EntrySpan();
+  const figures = await driveWire(target, async (client, key) => {
+    entries.answered((await client.put(key, VALUE)).seq);
+  });
+  return { ...figures, requestsPerEntry: entries.requestsPerEntry() };
+}
+
+async function wireGetRun(target: Target): Promise<RunFigures> {
+  return driveWire(target, async (client, key) => {
+    if ((await client.get(key)) === undefined) throw new Error(`wire GET of ${key} found nothing`);
   });
 }
 
@@ -270,6 +331,8 @@ const WORKLOADS: readonly { readonly id: string; readonly name: string; readonly
   { id: 'put', name: 'HTTP PUT (durable, 1 key)', unit: 'puts/s', run: putRun },
   { id: 'txn', name: `HTTP POST /v1/txn (${TXN_OPS} ops)`, unit: 'keys/s', run: txnRun },
   { id: 'get', name: 'HTTP GET', unit: 'gets/s', run: getRun },
+  { id: 'wire-put', name: 'wire PUT (durable, 1 key)', unit: 'puts/s', run: wirePutRun },
+  { id: 'wire-get', name: 'wire GET', unit: 'gets/s', run: wireGetRun },
 ];
 
 async function main(): Promise<void> {

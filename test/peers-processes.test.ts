@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { ProcessGroup, ProcessStartError, freePort, processCpuMicros, residentBytes } from '../bench/peers/processes.js';
+import { ProcessGroup, ProcessStartError, processCpuMicros, residentBytes } from '../bench/peers/processes.js';
+import { freePort } from '../bench/support/free-port.js';
 
 const node = process.execPath;
 const alive = (pid: number): boolean => {
@@ -76,9 +78,14 @@ test('peers processes: a process that ignores SIGTERM is killed after the grace 
   assert.ok(performance.now() - started >= 150);
 });
 
-test('peers processes: a free port can be listened on; resident memory is read from /proc status', async () => {
+test('peers processes: a free port lies below the ephemeral range and can be listened on; resident memory is read from /proc status', async () => {
   const port = await freePort();
-  assert.ok(port > 0 && port < 65536);
+  // Below the range the kernel hands out for listen(0) and outgoing connections, so no other socket takes it first.
+  const ephemeralLow = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').split(/\s+/)[0]);
+  assert.ok(port >= 10_000 && port < ephemeralLow, `port ${port}`);
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.close(() => resolve()));
   assert.equal(residentBytes(7, () => 'Name:\tetcd\nVmRSS:\t   2048 kB\n'), 2 * 1024 * 1024);
   assert.throws(() => residentBytes(7, () => 'Name:\tetcd\n'), /no VmRSS/);
   // Fields 14 and 15 (utime, stime) in ticks of 10 ms; the command name may hold spaces and parentheses.

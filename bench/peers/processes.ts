@@ -6,7 +6,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -170,19 +169,6 @@ export function stopOnExit(group: ProcessGroup, log: (line: string) => void = (l
     process.off('SIGTERM', onSignal);
     process.off('exit', onExit);
   };
-}
-
-/** A TCP port on 127.0.0.1 that was free a moment ago (for programs that cannot listen on port 0 and report it). */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === 'string') throw new Error('no TCP address');
-  return address.port;
 }
 
 /** Resident memory of a process in bytes, from /proc (Linux). */

@@ -4,7 +4,8 @@
  * default; reads are serializable (answered from the member's own state, as Mercury and Redis answer reads).
  */
 import { Etcd3 } from 'etcd3';
-import { freePort, type ProcessGroup } from '../processes.js';
+import { freePort } from '../../support/free-port.js';
+import type { ProcessGroup } from '../processes.js';
 import type { KvClient, RunningSystem, SystemAdapter, Watch } from '../system.js';
 import { binaryVersion, packageVersion } from './versions.js';
 

@@ -4,7 +4,8 @@
  * client has one request in flight as on the other systems.
  */
 import { Redis } from 'ioredis';
-import { freePort, type ProcessGroup } from '../processes.js';
+import { freePort } from '../../support/free-port.js';
+import type { ProcessGroup } from '../processes.js';
 import type { KvClient, RunningSystem, SystemAdapter } from '../system.js';
 import { binaryVersion, packageVersion } from './versions.js';
 
