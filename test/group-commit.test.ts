@@ -194,8 +194,8 @@ describe('group commit batching', () => {
       // The disk fails under one entry's transaction, as LMDB reports it (errno in `code`): LMDB aborts the
       // transaction, so nothing of that entry is written.
       let failNext = false;
-      const commit = store.commit.bind(store);
-      store.commit = (timeMs, build, sign) =>
+      const commit = store.commitAsync.bind(store);
+      store.commitAsync = (timeMs, build, sign) =>
         commit(
           timeMs,
           (view) => {

@@ -84,6 +84,45 @@ function keysOf(items: readonly RangeItem[]): string[] {
   return items.map((item) => item.key.toString('hex'));
 }
 
+describe('store commits on the write thread', () => {
+  test('store: commitAsync leaves this thread free while LMDB writes and syncs the entry, steps other writes aside meanwhile, and resolves once it is durable', async () => {
+    const dir = path.join(root, `store-${++dirCount}`);
+    // Synced, as the root's store is: the commit's fdatasync and meta-page write run on lmdb-js's write thread.
+    const store = Store.open({ path: dir, mapBytes: 256 * 1024 * 1024 });
+    openStores.push(store);
+    let resolved = false;
+    let immediateRanFirst: boolean | undefined;
+    const pending = store.commitAsync(++fakeTimeMs, (view) => view.apply(put('thread/k', 'v')));
+    setImmediate(() => (immediateRanFirst = !resolved));
+    // Under way: the head has not moved; the log readers that feed children do not see the entry; the trimmer and the
+    // storage probe step aside (a synchronous write transaction would wait for the write thread's lock); a second
+    // commit is refused.
+    assert.equal(store.head().seq, 0);
+    assert.deepEqual(store.readLog(1, 10), []);
+    assert.equal(store.trimLog(0, 0, 10), 0);
+    assert.equal(store.probeWritable(), false);
+    assert.throws(() => commit(store, [put('thread/other', 'v')]), /already under way/);
+    await assert.rejects(store.commitAsync(++fakeTimeMs, () => undefined), /already under way/);
+    const committed = await pending;
+    resolved = true;
+    assert.equal(immediateRanFirst, true, 'the event loop went on (an immediate ran) while the commit was on the write thread');
+    assert.equal(committed?.entry.seq, 1);
+    assert.equal(store.head().seq, 1);
+    assert.equal(record(store, 'thread/k')?.value.toString(), 'v');
+    assert.equal(store.readLog(1, 10).length, 1);
+    // And the next write goes through again, on this thread as well.
+    assert.equal(commit(store, [put('thread/k', 'w')]), 2);
+    await closeStore(store);
+    const reopened = Store.open({ path: dir, readOnly: true });
+    try {
+      assert.equal(reopened.head().seq, 2);
+      assert.equal(reopened.get(b('thread/k')).record?.value.toString(), 'w');
+    } finally {
+      await reopened.close();
+    }
+  });
+});
+
 describe('store revisions', () => {
   let store: Store;
   before(() => {

@@ -4,11 +4,11 @@
  * and then every request of that entry is answered. Under light load an entry holds one request and latency is one
  * commit; under heavy load entries grow and the fsync cost is shared, so throughput follows the load.
  *
- * A request is acknowledged only once its entry is durable (after `Store.flushed`). The transaction and its fsync run on
- * the node's own thread: a writer thread was measured and was not faster (docs/decisions.md, record 2). Entries are not
- * pipelined (the next committed while this one syncs): lmdb 3.5 syncs inside the commit call, on the committing thread,
- * so `flushed` has nothing left to wait for and the thread that would commit the next entry is the one syncing
- * (record 31, which also says what a pipeline would need).
+ * A request is acknowledged only once its entry is durable (its commit resolved, then `Store.flushed`). The batch runs
+ * on the node's thread inside the write transaction; the commit's page writes, fsync and meta page run on lmdb-js's
+ * write thread (`Store.commitAsync`), so reads, watches and children are served meanwhile (docs/decisions.md, record
+ * 37). Entries are not pipelined (the next committed while this one syncs): one commit is under way at a time, and
+ * with every client waiting on the same entry there is no next one to build (records 2 and 31).
  */
 import assert from 'node:assert/strict';
 import type { Clock } from '../clock/index.js';
@@ -40,14 +40,14 @@ export interface GroupCommitOptions {
  * Builds one entry from requests in a single write transaction: each request's compares are evaluated against the
  * state left by the requests before it, then its success or failure ops are applied.
  */
-function applyBatch(
+async function applyBatch(
   store: Store,
   timeMs: number,
   batch: readonly Pending[],
   sign: ((hash: Buffer) => Buffer) | undefined,
-): { committed: EncodedEntry | undefined; succeeded: boolean[] } {
+): Promise<{ committed: EncodedEntry | undefined; succeeded: boolean[] }> {
   const succeeded: boolean[] = [];
-  const committed = store.commit(
+  const committed = await store.commitAsync(
     timeMs,
     (view) => {
       batch.forEach(({ request }, index) => {
@@ -183,8 +183,8 @@ export class GroupCommitter {
   private async run(): Promise<void> {
     do {
       // Take the batch on the check phase of the event loop, never at once: every request whose bytes arrived in this
-      // turn (or during the previous commit) is then already queued and joins the entry. The LMDB commit and its fsync
-      // block the thread, so starting at once would commit each request alone under any load.
+      // turn (or during the previous commit) is then already queued and joins the entry. Starting at once would make
+      // the first request of each turn an entry of its own (record 2).
       await new Promise((resolve) => setImmediate(resolve));
       const batch = this.takeBatch();
       const started = this.clock.monotonicMs();
@@ -193,7 +193,7 @@ export class GroupCommitter {
       try {
         // Entry times never go backwards, even if the wall clock does.
         const timeMs = Math.max(this.lastTimeMs, this.clock.nowMs());
-        ({ committed, succeeded } = applyBatch(this.store, timeMs, batch, this.sign));
+        ({ committed, succeeded } = await applyBatch(this.store, timeMs, batch, this.sign));
         await this.store.flushed();
         this.lastTimeMs = timeMs;
       } catch (error) {

@@ -184,6 +184,8 @@ export class Store {
   private readonly damageListeners: ((report: DamageReport) => void)[] = [];
   /** The last write failure that was the storage's (disk full, I/O error), until a write succeeds again. */
   private currentWriteFault: MercuryError | undefined;
+  /** The root's commit under way on lmdb-js's write thread (commitAsync), if any. */
+  private asyncCommit: Promise<EncodedEntry | undefined> | undefined;
   private readonly writeFaultListeners: ((fault: MercuryError | undefined) => void)[] = [];
   /** True if the data was discarded at open because the machine went down while it held unsynced writes. */
   readonly discardedAfterCrash: boolean;
@@ -206,6 +208,13 @@ export class Store {
       mapSize: options.mapBytes ?? LMDB_MAP_BYTES_DEFAULT,
       maxDbs: 8,
       noSync: options.noSync ?? false,
+      // The root's commits run on lmdb-js's write thread (commitAsync). With overlappingSync (lmdb-js's default) that
+      // thread commits without a sync and syncs later; off, its commit is LMDB's own durable one (pages, fdatasync,
+      // meta page), done before the commit's promise resolves (docs/decisions.md, record 37).
+      overlappingSync: false,
+      // lmdb-js would otherwise open a batch of its own each event turn that has async writes, with a promise nothing
+      // awaits: a failed commit (a full disk) rejects it too, unhandled, and that ends the process.
+      eventTurnBatching: false,
       // lmdb-js takes a path with a dot in its last part ("/tmp/tmp.x1") for a file, not a directory, unless told.
       noSubdir: false,
       readOnly: options.readOnly ?? false,
@@ -418,7 +427,9 @@ export class Store {
   /**
    * Reads up to `limit` log records from `fromSeq`, verifying each against its predecessor (or, for the first
    * retained entry, against the stored log base), and stops once `bytesMax` of records are read (at least one).
-   * Returns fewer when the log ends; none if fromSeq is not retained.
+   * Returns fewer when the log ends; none if fromSeq is not retained. Never beyond `head()`: on the root, the entry
+   * that the write thread is committing can be in LMDB before it is durable (commitAsync), and what is read here
+   * goes to children and watchers.
    */
   readLog(fromSeq: number, limit: number, bytesMax = Infinity): EncodedEntry[] {
     let bytes = 0;
@@ -438,6 +449,7 @@ export class Store {
       for (const { key, value } of this.log.getRange({ start: seqKey(fromSeq), limit, transaction: txn })) {
         if (result.length === 0 && decodeU64(key) !== fromSeq) break; // fromSeq was trimmed: none, not a later range
         reading = decodeU64(key);
+        if (reading > this.cachedHead.seq) break;
         const record = Buffer.from(value);
         const entry = previous === undefined ? verifySelf(record) : verifyNext(previous, record);
         assert.equal(entry.seq, decodeU64(key), 'log key and entry seq disagree');
@@ -549,11 +561,50 @@ export class Store {
    */
   commit(timeMs: number, build: (view: WriteView) => void, sign?: (hash: Buffer) => Buffer): EncodedEntry | undefined {
     this.assertWritable();
+    assert.equal(this.asyncCommit, undefined, 'a commit is already under way on the write thread');
+    const { seq, write } = this.entryWriter(timeMs, build, sign);
+    const sealed = this.writeTransaction(write);
+    if (sealed !== undefined) this.cachedHead = { seq, hash: sealed.entry.hash };
+    return sealed;
+  }
+
+  /**
+   * `commit`, with the commit itself on lmdb-js's write thread: `build` runs on this thread inside the write
+   * transaction (a child transaction, so that a throw aborts all of it, as in `commit`), then LMDB writes the pages,
+   * `fdatasync`s them and writes the meta page on a libuv thread while this one goes on serving reads. Resolves once
+   * the entry is durable. One at a time; no other write transaction starts meanwhile (trimLog and probeWritable wait
+   * for the next turn), since a synchronous one would wait for the write lock that thread holds (record 37).
+   */
+  async commitAsync(timeMs: number, build: (view: WriteView) => void, sign?: (hash: Buffer) => Buffer): Promise<EncodedEntry | undefined> {
+    this.assertWritable();
+    assert.equal(this.asyncCommit, undefined, 'a commit is already under way on the write thread');
+    const { seq, write } = this.entryWriter(timeMs, build, sign);
+    const logBytesBefore = this.cachedLogBytes;
+    let sealed: EncodedEntry | undefined;
+    try {
+      this.asyncCommit = this.env.childTransaction<EncodedEntry | undefined>(write);
+      sealed = await this.asyncCommit;
+    } catch (error) {
+      this.cachedLogBytes = logBytesBefore;
+      const fault = storageFault(await commitFailureCause(error));
+      if (fault === undefined) throw error;
+      this.setWriteFault(fault);
+      throw fault;
+    } finally {
+      this.asyncCommit = undefined;
+    }
+    if (this.currentWriteFault !== undefined) this.setWriteFault(undefined);
+    if (sealed !== undefined) this.cachedHead = { seq, hash: sealed.entry.hash };
+    return sealed;
+  }
+
+  /** The write transaction's body for the next entry of the root: `build` chooses its ops, which are applied, sealed and appended. */
+  private entryWriter(timeMs: number, build: (view: WriteView) => void, sign: ((hash: Buffer) => Buffer) | undefined): { seq: number; write: () => EncodedEntry | undefined } {
     const head = this.cachedHead;
     const seq = head.seq + 1;
-    const ops: Op[] = [];
-    const authors: (string | undefined)[] = [];
-    const sealed = this.writeTransaction(() => {
+    const write = (): EncodedEntry | undefined => {
+      const ops: Op[] = [];
+      const authors: (string | undefined)[] = [];
       const view: WriteView = {
         seq,
         get: (key) => {
@@ -573,9 +624,8 @@ export class Store {
       const encoded = sealEntry({ seq, timeMs, ops, authors: authorRuns(authors) }, head.hash, sign);
       this.appendLogRecord(encoded.entry, encoded.record);
       return encoded;
-    });
-    if (sealed !== undefined) this.cachedHead = { seq, hash: sealed.entry.hash };
-    return sealed;
+    };
+    return { seq, write };
   }
 
   /**
@@ -622,6 +672,8 @@ export class Store {
    * transaction, so nothing of it was applied and the store stays as it was; reads go on.
    */
   private writeSync<T>(write: () => T): T {
+    // It would wait for the write lock that the write thread holds, while that thread waits for this one: a deadlock.
+    assert.equal(this.asyncCommit, undefined, 'a synchronous write transaction while a commit is under way on the write thread');
     let result: T;
     try {
       result = this.env.transactionSync(write);
@@ -656,6 +708,8 @@ export class Store {
    */
   probeWritable(): boolean {
     this.assertWritable();
+    // A commit on the write thread holds the write lock: it will tell (the next probe runs after it).
+    if (this.asyncCommit !== undefined) return false;
     try {
       this.writeSync(() => this.meta.putSync(META_WRITE_PROBE, Buffer.from([1])));
       return true;
@@ -712,6 +766,8 @@ export class Store {
    */
   trimLog(retainEntries: number, retainBytes: number, batchEntries: number): number {
     this.assertWritable();
+    // A commit on the write thread holds the write lock; the trimmer comes back on its next tick.
+    if (this.asyncCommit !== undefined) return 0;
     const bounds = this.logBounds();
     const count = bounds.lastSeq - bounds.firstSeq + 1;
     if (count <= 1 || (count <= retainEntries && bounds.bytes <= retainBytes)) return 0;
@@ -943,11 +999,29 @@ export class Store {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Its caller (the committer) failing or not, the write thread finishes it before the environment closes.
+    await this.asyncCommit?.catch(() => undefined);
     await this.env.flushed;
     await new Promise((resolve) => setTimeout(resolve, 1));
     await this.env.close();
     if (this.unsynced) closeUnsynced(this.path);
     this.lock?.release();
+  }
+}
+
+/**
+ * What made a commit on lmdb-js's write thread fail. lmdb-js rejects the commit's promise with a generic "Commit
+ * failed" error whose `commitError` is a promise of the cause (LMDB's or the system's error, with its code), rejected
+ * once the write thread has reported it; a throw inside the transaction's callback arrives as itself.
+ */
+async function commitFailureCause(error: unknown): Promise<unknown> {
+  const cause = (error as { commitError?: unknown } | undefined)?.commitError;
+  if (!(cause instanceof Promise)) return error;
+  try {
+    await cause;
+    return error;
+  } catch (reported) {
+    return reported;
   }
 }
 
