@@ -13,7 +13,7 @@ import { MercuryError, type ErrorCode } from '../src/errors/index.js';
 import { KEY_BYTES_MAX, TXN_COMPARES_MAX, TXN_OPS_MAX } from '../src/limits.js';
 import type { EncodedEntry, Op } from '../src/log/index.js';
 import { Registry } from '../src/metrics/index.js';
-import { Store, prefixEnd, type Compare } from '../src/store/index.js';
+import { Store, prefixEnd, type Compare, type WriteView } from '../src/store/index.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'mercury-group-commit-test-'));
 let dirCount = 0;
@@ -194,31 +194,29 @@ describe('group commit batching', () => {
       // The disk fails under one entry's transaction, as LMDB reports it (errno in `code`): LMDB aborts the
       // transaction, so nothing of that entry is written.
       let failNext = false;
-      const commit = store.commitAsync.bind(store);
-      store.commitAsync = (timeMs, build, sign) =>
-        commit(
-          timeMs,
-          (view) => {
-            build(view);
-            if (failNext) {
-              failNext = false;
-              throw Object.assign(new Error(`MDB_PROBLEM: injected errno ${errno}`), { code: errno });
-            }
-          },
-          sign,
-        );
+      let later: Promise<WriteResult> | undefined;
+      // On whichever thread the committer commits (record 37). The request `later` is submitted while the failing entry
+      // is being built, after its batch was taken: it goes into the next entry, which the disk takes.
+      const failing =
+        (build: (view: WriteView) => void) =>
+        (view: WriteView): void => {
+          build(view);
+          if (failNext) {
+            failNext = false;
+            later = committer.submit(plain(put('after')));
+            throw Object.assign(new Error(`MDB_PROBLEM: injected errno ${errno}`), { code: errno });
+          }
+        };
+      const commit = store.commit.bind(store);
+      const commitAsync = store.commitAsync.bind(store);
+      store.commit = (timeMs, build, sign) => commit(timeMs, failing(build), sign);
+      store.commitAsync = (timeMs, build, sign) => commitAsync(timeMs, failing(build), sign);
       const notified: number[] = [];
       committer.onCommitted(({ entry }) => notified.push(entry.seq));
       assert.deepEqual(await committer.submit(plain(put('before'))), { succeeded: true, seq: 1 });
       // One turn: one entry of three requests, which the disk fails.
       failNext = true;
       const doomed = [0, 1, 2].map((i) => committer.submit(plain(put(`doomed/${i}`))));
-      // Submitted on the next turn, after that entry was taken: the next entry, which the disk takes.
-      const later = new Promise<WriteResult>((resolve, reject) => {
-        setImmediate(() => {
-          committer.submit(plain(put('after'))).then(resolve, reject);
-        });
-      });
       for (const request of doomed) await rejectsWith(request, code);
       assert.deepEqual(await later, { succeeded: true, seq: 2 });
       assert.deepEqual(notified, [1, 2], 'only written entries reach the listeners that feed replication');
@@ -239,6 +237,21 @@ describe('group commit batching', () => {
       );
     });
   }
+
+  test('group commit: an entry is committed off the node thread when something read since the previous one, and on it otherwise', async () => {
+    const { store, committer, registry } = fixture();
+    const offThread = (): number => Number(/^mercury_entries_committed_off_thread_total (\d+)$/m.exec(registry.render())?.[1] ?? 0);
+    // Writes alone: on the node's thread, which costs less per entry.
+    assert.equal((await committer.submit(plain(put('first')))).seq, 1);
+    assert.equal((await committer.submit(plain(put('second')))).seq, 2);
+    assert.equal(offThread(), 0);
+    // A read meanwhile: the next commit leaves the thread to readers while it syncs.
+    assert.equal(store.get(b('second')).record?.value.toString(), 'v');
+    assert.equal((await committer.submit(plain(put('third')))).seq, 3);
+    assert.equal(offThread(), 1);
+    assert.equal((await committer.submit(plain(put('fourth')))).seq, 4);
+    assert.equal(offThread(), 1);
+  });
 
   test('group commit: a request that changes nothing resolves at the head seq without an entry', async () => {
     const { store, committer } = fixture();

@@ -5,17 +5,18 @@
  * commit; under heavy load entries grow and the fsync cost is shared, so throughput follows the load.
  *
  * A request is acknowledged only once its entry is durable (its commit resolved, then `Store.flushed`). The batch runs
- * on the node's thread inside the write transaction; the commit's page writes, fsync and meta page run on lmdb-js's
- * write thread (`Store.commitAsync`), so reads, watches and children are served meanwhile (docs/decisions.md, record
- * 37). Entries are not pipelined (the next committed while this one syncs): one commit is under way at a time, and
- * with every client waiting on the same entry there is no next one to build (records 2 and 31).
+ * on the node's thread inside the write transaction. When something read through the store since the previous commit,
+ * the commit's page writes, fsync and meta page run on lmdb-js's write thread (`Store.commitAsync`), so those readers
+ * are served meanwhile; with none, on this thread (`Store.commit`), which costs less per entry (docs/decisions.md,
+ * record 37). Entries are not pipelined (the next committed while this one syncs): one commit is under way at a time,
+ * and with every client waiting on the same entry there is no next one to build (records 2 and 31).
  */
 import assert from 'node:assert/strict';
 import type { Clock } from '../clock/index.js';
 import { MercuryError, isDataCorrupted } from '../errors/index.js';
 import type { EncodedEntry } from '../log/index.js';
 import { COUNT_BUCKETS, SECONDS_BUCKETS, type Registry } from '../metrics/index.js';
-import { evaluateCompare, type Store } from '../store/index.js';
+import { evaluateCompare, type Store, type WriteView } from '../store/index.js';
 import type { CommitLimits } from './limits.js';
 import { validateRequest, type WriteRequest, type WriteResult } from './requests.js';
 
@@ -45,28 +46,28 @@ async function applyBatch(
   timeMs: number,
   batch: readonly Pending[],
   sign: ((hash: Buffer) => Buffer) | undefined,
-): Promise<{ committed: EncodedEntry | undefined; succeeded: boolean[] }> {
+): Promise<{ committed: EncodedEntry | undefined; succeeded: boolean[]; offThread: boolean }> {
   const succeeded: boolean[] = [];
-  const committed = await store.commitAsync(
-    timeMs,
-    (view) => {
-      batch.forEach(({ request }, index) => {
-        try {
-          // Existence reads no record: deleting a key whose record is damaged (DELETE without ifModSeq) still works.
-          const holds = request.compares.every((compare) =>
-            compare.target === 'exists' ? view.has(compare.key) === compare.exists : evaluateCompare(compare, view.get(compare.key)),
-          );
-          for (const op of holds ? request.success : request.failure) view.apply(op, request.author);
-          succeeded.push(holds);
-        } catch (error) {
-          if (isDataCorrupted(error)) throw new RequestMetDamage(index, error);
-          throw error;
-        }
-      });
-    },
-    sign,
-  );
-  return { committed, succeeded };
+  const build = (view: WriteView): void => {
+    batch.forEach(({ request }, index) => {
+      try {
+        // Existence reads no record: deleting a key whose record is damaged (DELETE without ifModSeq) still works.
+        const holds = request.compares.every((compare) =>
+          compare.target === 'exists' ? view.has(compare.key) === compare.exists : evaluateCompare(compare, view.get(compare.key)),
+        );
+        for (const op of holds ? request.success : request.failure) view.apply(op, request.author);
+        succeeded.push(holds);
+      } catch (error) {
+        if (isDataCorrupted(error)) throw new RequestMetDamage(index, error);
+        throw error;
+      }
+    });
+  };
+  // Off this thread only when something read since the last commit: readers then go on during the sync; with none,
+  // the commit on this thread costs less per entry (docs/decisions.md, record 37).
+  const offThread = store.readSinceLastCommit();
+  const committed = offThread ? await store.commitAsync(timeMs, build, sign) : store.commit(timeMs, build, sign);
+  return { committed, succeeded, offThread };
 }
 
 /**
@@ -95,6 +96,8 @@ export class GroupCommitter {
   private closing = false;
   private idle: Promise<void> = Promise.resolve();
   private lastTimeMs: number;
+  /** Whether the last entry was committed on lmdb-js's write thread (its requests were answered in a poll phase). */
+  private lastOffThread = false;
   private readonly listeners: CommittedListener[] = [];
   private readonly metrics;
 
@@ -113,6 +116,7 @@ export class GroupCommitter {
       entries: registry.counter('mercury_entries_written_total', 'Entries committed to the log.'),
       bytes: registry.counter('mercury_entry_bytes_written_total', 'Bytes of entry records committed to the log.'),
       refused: registry.counter('mercury_commit_refused_total', 'Write requests refused because the commit queue was full.'),
+      offThread: registry.counter('mercury_entries_committed_off_thread_total', "Entries committed on lmdb-js's write thread, because something read since the previous commit (the rest block the node's thread while they sync)."),
     };
     registry.gauge('mercury_commit_queue_requests', 'Write requests waiting for the next entry.', () => this.queue.length);
   }
@@ -182,18 +186,23 @@ export class GroupCommitter {
 
   private async run(): Promise<void> {
     do {
-      // Take the batch on the check phase of the event loop, never at once: every request whose bytes arrived in this
-      // turn (or during the previous commit) is then already queued and joins the entry. Starting at once would make
-      // the first request of each turn an entry of its own (record 2).
-      await new Promise((resolve) => setImmediate(resolve));
+      // Take the batch on a check phase of the event loop that follows a poll phase, never at once: every request whose
+      // bytes arrived in this turn (or during the previous commit) is then already queued and joins the entry. Starting
+      // at once would make the first request of each turn an entry of its own (record 2). A commit on the write thread
+      // resolves in a poll phase and its requests are answered there: one immediate would then take the batch in the
+      // same turn, before the clients just answered could send their next requests, and they would settle into two
+      // halves that alternate, each half an entry; so after one, a turn more (record 37).
+      await new Promise((resolve) => setImmediate(this.lastOffThread ? () => setImmediate(resolve) : resolve));
       const batch = this.takeBatch();
       const started = this.clock.monotonicMs();
       let succeeded: boolean[];
       let committed: EncodedEntry | undefined;
+      let offThread: boolean;
       try {
         // Entry times never go backwards, even if the wall clock does.
         const timeMs = Math.max(this.lastTimeMs, this.clock.nowMs());
-        ({ committed, succeeded } = await applyBatch(this.store, timeMs, batch, this.sign));
+        ({ committed, succeeded, offThread } = await applyBatch(this.store, timeMs, batch, this.sign));
+        this.lastOffThread = offThread;
         await this.store.flushed();
         this.lastTimeMs = timeMs;
       } catch (error) {
@@ -225,6 +234,7 @@ export class GroupCommitter {
       this.metrics.commitSeconds.observe((this.clock.monotonicMs() - started) / 1000);
       this.metrics.batchRequests.observe(batch.length);
       if (committed !== undefined) {
+        if (offThread) this.metrics.offThread.inc();
         this.metrics.entryOps.observe(committed.entry.ops.length);
         this.metrics.entries.inc();
         this.metrics.bytes.inc(committed.record.length);

@@ -186,6 +186,8 @@ export class Store {
   private currentWriteFault: MercuryError | undefined;
   /** The root's commit under way on lmdb-js's write thread (commitAsync), if any. */
   private asyncCommit: Promise<EncodedEntry | undefined> | undefined;
+  /** Reads through this handle since the last commit began: whether a commit that blocks this thread would hold up readers. */
+  private readsSinceCommit = 0;
   private readonly writeFaultListeners: ((fault: MercuryError | undefined) => void)[] = [];
   /** True if the data was discarded at open because the machine went down while it held unsynced writes. */
   readonly discardedAfterCrash: boolean;
@@ -336,6 +338,7 @@ export class Store {
    * seq 0 the key space is empty, whatever `kv` holds: a first snapshot is installed into it (beginSnapshotInstall).
    */
   get(key: Buffer): { record: KeyRecord | undefined; seq: number } {
+    this.readsSinceCommit++;
     const seq = this.snapshotSeq();
     return { record: seq === 0 ? undefined : this.readKey(key), seq };
   }
@@ -346,6 +349,7 @@ export class Store {
    * Returns the seq the read reflects (the same snapshot, as for get; at seq 0 nothing exists).
    */
   visit(key: Buffer, sink: KeyRecordSink): number {
+    this.readsSinceCommit++;
     const seq = this.snapshotSeq();
     if (seq === 0) return 0;
     const stored = this.kv.getBinaryFast(key);
@@ -364,6 +368,7 @@ export class Store {
    * whether items remain after the page, whichever limit ended it.
    */
   range(start: Buffer, end: Buffer, limit: number, after?: Buffer, bytesMax = Infinity): RangePage {
+    this.readsSinceCommit++;
     assert.ok(limit >= 1);
     const txn = this.env.useReadTransaction();
     try {
@@ -432,6 +437,7 @@ export class Store {
    * goes to children and watchers.
    */
   readLog(fromSeq: number, limit: number, bytesMax = Infinity): EncodedEntry[] {
+    this.readsSinceCommit++;
     let bytes = 0;
     const result: EncodedEntry[] = [];
     const txn = this.env.useReadTransaction();
@@ -562,6 +568,7 @@ export class Store {
   commit(timeMs: number, build: (view: WriteView) => void, sign?: (hash: Buffer) => Buffer): EncodedEntry | undefined {
     this.assertWritable();
     assert.equal(this.asyncCommit, undefined, 'a commit is already under way on the write thread');
+    this.readsSinceCommit = 0;
     const { seq, write } = this.entryWriter(timeMs, build, sign);
     const sealed = this.writeTransaction(write);
     if (sealed !== undefined) this.cachedHead = { seq, hash: sealed.entry.hash };
@@ -578,6 +585,7 @@ export class Store {
   async commitAsync(timeMs: number, build: (view: WriteView) => void, sign?: (hash: Buffer) => Buffer): Promise<EncodedEntry | undefined> {
     this.assertWritable();
     assert.equal(this.asyncCommit, undefined, 'a commit is already under way on the write thread');
+    this.readsSinceCommit = 0;
     const { seq, write } = this.entryWriter(timeMs, build, sign);
     const logBytesBefore = this.cachedLogBytes;
     let sealed: EncodedEntry | undefined;
@@ -596,6 +604,15 @@ export class Store {
     if (this.currentWriteFault !== undefined) this.setWriteFault(undefined);
     if (sealed !== undefined) this.cachedHead = { seq, hash: sealed.entry.hash };
     return sealed;
+  }
+
+  /**
+   * Whether anything read through this handle (a key, a range, the log, a snapshot) since the last commit began: the
+   * group committer then commits on the write thread (commitAsync), so that such readers are not held up by the sync;
+   * with no reader it commits on this thread (commit), which costs less per entry (record 37).
+   */
+  readSinceLastCommit(): boolean {
+    return this.readsSinceCommit > 0;
   }
 
   /** The write transaction's body for the next entry of the root: `build` chooses its ops, which are applied, sealed and appended. */
@@ -816,6 +833,7 @@ export class Store {
    * watch that resumes from before the retained log reads just its own prefixes (src/watch).
    */
   openSnapshot(ranges: readonly KeyRange[] = WHOLE_KEY_SPACE): SnapshotReader {
+    this.readsSinceCommit++;
     const txn = this.env.useReadTransaction();
     const headRecord = this.meta.get(META_HEAD, { transaction: txn });
     const head = headRecord === undefined ? GENESIS_HEAD : decodeHead(headRecord);
