@@ -97,6 +97,7 @@ describe('store commits on the write thread', () => {
     // Under way: the head has not moved; the log readers that feed children do not see the entry; the trimmer and the
     // storage probe step aside (a synchronous write transaction would wait for the write thread's lock); a second
     // commit is refused.
+    assert.equal(store.commitUnderWay(), true);
     assert.equal(store.head().seq, 0);
     assert.deepEqual(store.readLog(1, 10), []);
     assert.equal(store.trimLog(0, 0, 10), 0);
@@ -106,6 +107,7 @@ describe('store commits on the write thread', () => {
     const committed = await pending;
     resolved = true;
     assert.equal(immediateRanFirst, true, 'the event loop went on (an immediate ran) while the commit was on the write thread');
+    assert.equal(store.commitUnderWay(), false);
     assert.equal(committed?.entry.seq, 1);
     assert.equal(store.head().seq, 1);
     assert.equal(record(store, 'thread/k')?.value.toString(), 'v');

@@ -710,7 +710,8 @@ export class MercuryNode {
         // Each step is one short write transaction; commits (or applies) go on between steps.
         await new Promise((resolve) => setImmediate(resolve));
       }
-      this.trimmedAtSeq = seq;
+      // trimLog steps aside while a commit is under way on the write thread: then this tick did not finish the job.
+      if (!this.store.commitUnderWay()) this.trimmedAtSeq = seq;
     } catch (error) {
       this.logger.log('error', 'log trim failed', { error: String(error) });
     } finally {

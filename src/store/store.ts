@@ -606,6 +606,11 @@ export class Store {
     return sealed;
   }
 
+  /** Whether a commit is under way on lmdb-js's write thread (commitAsync): no other write transaction may start. */
+  commitUnderWay(): boolean {
+    return this.asyncCommit !== undefined;
+  }
+
   /**
    * Whether anything read through this handle (a key, a range, the log, a snapshot) since the last commit began: the
    * group committer then commits on the write thread (commitAsync), so that such readers are not held up by the sync;
