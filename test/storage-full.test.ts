@@ -13,6 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { assertError, metricValue, request, requestJson, waitUntil } from './support/http.js';
 import { MercuryError } from '../src/errors/index.js';
 import { storageFault } from '../src/store/health.js';
+import { Store, type WriteView } from '../src/store/index.js';
 import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
 
 const TMPFS_BYTES = 16 * 1024 * 1024;
@@ -142,6 +143,32 @@ describe('storage full', () => {
     } finally {
       await stopProcess(replica.child);
       await stopProcess(upstream.child);
+    }
+  });
+
+  test('storage full: after a commit on the write thread fails, the next commit on the node thread, flushed and close go through', async (t) => {
+    if (skip !== undefined) {
+      t.skip(skip);
+      return;
+    }
+    // lmdb-js keeps the promise of its last asynchronous commit, rejected, until its next one: the store must not take
+    // that old failure for the fate of the commits after it (found in review of record 37).
+    const store = Store.open({ path: join(mountPoint, 'store-write-thread'), mapBytes: 64 * 1024 * 1024 });
+    const filler = join(mountPoint, 'store-filler');
+    const put =
+      (key: string, bytes: number) =>
+      (view: WriteView): void =>
+        view.apply({ type: 'put', key: Buffer.from(key), value: Buffer.alloc(bytes, 'z') });
+    try {
+      fillUp(filler);
+      await assert.rejects(store.commitAsync(Date.now(), put('big', BIG_VALUE_BYTES)), (error: MercuryError) => error.code === 'STORAGE_FULL');
+      rmSync(filler);
+      assert.equal(store.commit(Date.now(), put('after', 10))?.entry.seq, 1);
+      await store.flushed();
+      assert.equal(store.get(Buffer.from('after')).record?.value.length, 10);
+    } finally {
+      rmSync(filler, { force: true });
+      await store.close();
     }
   });
 });

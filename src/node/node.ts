@@ -706,7 +706,11 @@ export class MercuryNode {
     this.trimming = true;
     try {
       const { retainEntries, retainBytes, trimBatchEntries } = this.limits.log;
-      while (this.store.trimLog(retainEntries, retainBytes, trimBatchEntries) > 0) {
+      for (;;) {
+        // A commit under way on the write thread holds the write lock: let it finish, then step in before the
+        // committer's next turn (under steady reads and writes there is nearly always one).
+        while (this.store.commitUnderWay()) await this.store.commitSettled();
+        if (this.store.trimLog(retainEntries, retainBytes, trimBatchEntries) === 0) break;
         // Each step is one short write transaction; commits (or applies) go on between steps.
         await new Promise((resolve) => setImmediate(resolve));
       }

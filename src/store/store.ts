@@ -186,6 +186,8 @@ export class Store {
   private currentWriteFault: MercuryError | undefined;
   /** The root's commit under way on lmdb-js's write thread (commitAsync), if any. */
   private asyncCommit: Promise<EncodedEntry | undefined> | undefined;
+  /** Resolves when that commit has settled and `asyncCommit` is cleared. */
+  private asyncCommitSettled: Promise<void> = Promise.resolve();
   /** Reads through this handle since the last commit began: whether a commit that blocks this thread would hold up readers. */
   private readsSinceCommit = 0;
   private readonly writeFaultListeners: ((fault: MercuryError | undefined) => void)[] = [];
@@ -588,18 +590,22 @@ export class Store {
     this.readsSinceCommit = 0;
     const { seq, write } = this.entryWriter(timeMs, build, sign);
     const logBytesBefore = this.cachedLogBytes;
+    let settle!: () => void;
+    this.asyncCommitSettled = new Promise<void>((resolve) => (settle = resolve));
     let sealed: EncodedEntry | undefined;
     try {
       this.asyncCommit = this.env.childTransaction<EncodedEntry | undefined>(write);
       sealed = await this.asyncCommit;
     } catch (error) {
       this.cachedLogBytes = logBytesBefore;
-      const fault = storageFault(await commitFailureCause(error));
-      if (fault === undefined) throw error;
+      const cause = await commitFailureCause(error);
+      const fault = storageFault(cause);
+      if (fault === undefined) throw cause;
       this.setWriteFault(fault);
       throw fault;
     } finally {
       this.asyncCommit = undefined;
+      settle();
     }
     if (this.currentWriteFault !== undefined) this.setWriteFault(undefined);
     if (sealed !== undefined) this.cachedHead = { seq, hash: sealed.entry.hash };
@@ -609,6 +615,14 @@ export class Store {
   /** Whether a commit is under way on lmdb-js's write thread (commitAsync): no other write transaction may start. */
   commitUnderWay(): boolean {
     return this.asyncCommit !== undefined;
+  }
+
+  /**
+   * Resolves once the commit under way on the write thread has settled, `commitUnderWay` false again (at once if none):
+   * for a writer that must let it finish first (the log trimmer), which then runs before the committer's next turn.
+   */
+  commitSettled(): Promise<void> {
+    return this.asyncCommit === undefined ? Promise.resolve() : this.asyncCommitSettled;
   }
 
   /**
@@ -1006,9 +1020,19 @@ export class Store {
     db.clearSync();
   }
 
-  /** Resolves once every transaction committed so far is on disk. */
-  flushed(): Promise<boolean> {
-    return this.env.flushed;
+  /**
+   * Resolves once every transaction committed so far is on disk. With overlappingSync off, every commit is on disk when
+   * it returns (commit) or resolves (commitAsync); this stays for an lmdb that would sync later (record 2). lmdb-js keeps
+   * the promise of its last asynchronous commit until its next one, and `env.flushed` waits on it: after a commit on
+   * the write thread failed, which commitAsync reported to its caller, it stays rejected with that failure and would
+   * fail every commit after it on this thread (found in review). So a rejection here is that old failure and ignored.
+   */
+  async flushed(): Promise<void> {
+    try {
+      await this.env.flushed;
+    } catch {
+      // The last commit on the write thread failed, and said so where it happened.
+    }
   }
 
   private assertWritable(): void {
@@ -1023,8 +1047,8 @@ export class Store {
     if (this.closed) return;
     this.closed = true;
     // Its caller (the committer) failing or not, the write thread finishes it before the environment closes.
-    await this.asyncCommit?.catch(() => undefined);
-    await this.env.flushed;
+    await this.commitSettled();
+    await this.flushed();
     await new Promise((resolve) => setTimeout(resolve, 1));
     await this.env.close();
     if (this.unsynced) closeUnsynced(this.path);
@@ -1040,13 +1064,19 @@ export class Store {
 async function commitFailureCause(error: unknown): Promise<unknown> {
   const cause = (error as { commitError?: unknown } | undefined)?.commitError;
   if (!(cause instanceof Promise)) return error;
+  // lmdb-js rejects it only for some failure codes (write.js, the `default` of its status switch): bounded, so that a
+  // commit whose cause never comes still fails instead of holding the committer forever.
+  let timer: NodeJS.Timeout | undefined;
+  const unreported = new Promise<unknown>((resolve) => (timer = setTimeout(() => resolve(error), COMMIT_CAUSE_WAIT_MS)));
   try {
-    await cause;
-    return error;
-  } catch (reported) {
-    return reported;
+    return await Promise.race([cause.then(() => error, (reported: unknown) => reported), unreported]);
+  } finally {
+    clearTimeout(timer);
   }
 }
+
+/** How long a failed commit waits for lmdb-js to report its cause. */
+const COMMIT_CAUSE_WAIT_MS = 1_000;
 
 /**
  * lmdb-js's `getBinaryFast` returns its reused Buffer, or for a large value a Uint8Array over the memory map
