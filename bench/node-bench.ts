@@ -11,7 +11,7 @@
  *    in flight, as `bench:peers` workloads 1 and 3 drive it. With --compare it shows what TLS costs on a connection
  *    that carries many requests per write, against HTTP's one response per write.
  *
- * For 1-3 each run also gives the node process's CPU per operation (from /proc), the steadier figure on a shared machine,
+ * For 1-3 and 5 each run also gives the node process's CPU per operation (from /proc), the steadier figure on a shared machine,
  * and the load generator's (this process): both share the 2 cores, so a cost on either side lowers the throughput.
  *
  * The node runs in its own process; the load generator in this one. Both share the machine's 2 cores, as a client and
@@ -105,6 +105,11 @@ interface RunFigures {
 
 const readProc = (path: string): string => readFileSync(path, 'utf8');
 
+/** The key a client's i-th PUT or GET uses: each client walks the loaded keyspace on its own stride. */
+function keyOf(client: number, i: number): string {
+  return `bench/${(client * 7919 + i) % KEYSPACE}`;
+}
+
 /**
  * Runs CLIENTS loops of `operation` over HTTP, each on its own keep-alive connection, for SECONDS.
  *
@@ -152,7 +157,7 @@ function expectOk(status: number, what: string): void {
 async function putRun(target: Target): Promise<RunFigures> {
   const entries = new EntrySpan();
   const figures = await drive(target, async (connection, client, i) => {
-    const response = await connection.request('PUT', `/v1/kv/bench/${(client * 7919 + i) % KEYSPACE}`, VALUE);
+    const response = await connection.request('PUT', `/v1/kv/${keyOf(client, i)}`, VALUE);
     expectOk(response.status, 'PUT');
     entries.answered(Number(/"seq":(\d+)/.exec(response.body.toString('latin1'))?.[1]));
     return 1;
@@ -194,7 +199,7 @@ async function txnRun(target: Target): Promise<RunFigures> {
 
 async function getRun(target: Target): Promise<RunFigures> {
   return drive(target, async (connection, client, i) => {
-    const response = await connection.request('GET', `/v1/kv/bench/${(client * 7919 + i) % KEYSPACE}`);
+    const response = await connection.request('GET', `/v1/kv/${keyOf(client, i)}`);
     expectOk(response.status, 'GET');
     return 1;
   });
@@ -215,7 +220,7 @@ async function driveWire(target: Target, operation: (client: MercuryClient, key:
     await client.get('bench/0');
     return await timeLoops(node, async (loop, deadline) => {
       let completed = 0;
-      for (let i = 0; performance.now() < deadline; i++, completed++) await operation(client, `bench/${(loop * 7919 + i) % KEYSPACE}`);
+      for (let i = 0; performance.now() < deadline; i++, completed++) await operation(client, keyOf(loop, i));
       return completed;
     });
   } finally {

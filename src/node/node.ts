@@ -714,8 +714,7 @@ export class MercuryNode {
         // Each step is one short write transaction; commits (or applies) go on between steps.
         await new Promise((resolve) => setImmediate(resolve));
       }
-      // trimLog steps aside while a commit is under way on the write thread: then this tick did not finish the job.
-      if (!this.store.commitUnderWay()) this.trimmedAtSeq = seq;
+      this.trimmedAtSeq = seq;
     } catch (error) {
       this.logger.log('error', 'log trim failed', { error: String(error) });
     } finally {

@@ -184,12 +184,10 @@ export class Store {
   private readonly damageListeners: ((report: DamageReport) => void)[] = [];
   /** The last write failure that was the storage's (disk full, I/O error), until a write succeeds again. */
   private currentWriteFault: MercuryError | undefined;
-  /** The root's commit under way on lmdb-js's write thread (commitAsync), if any. */
-  private asyncCommit: Promise<EncodedEntry | undefined> | undefined;
-  /** Resolves when that commit has settled and `asyncCommit` is cleared. */
-  private asyncCommitSettled: Promise<void> = Promise.resolve();
-  /** Reads through this handle since the last commit began: whether a commit that blocks this thread would hold up readers. */
-  private readsSinceCommit = 0;
+  /** While the root's commit is under way on lmdb-js's write thread (commitAsync): resolves when it has settled. */
+  private asyncCommit: Promise<void> | undefined;
+  /** Whether anything read through this handle since the last commit began: a commit that blocks this thread would hold it up. */
+  private readSinceCommit = false;
   private readonly writeFaultListeners: ((fault: MercuryError | undefined) => void)[] = [];
   /** True if the data was discarded at open because the machine went down while it held unsynced writes. */
   readonly discardedAfterCrash: boolean;
@@ -340,7 +338,7 @@ export class Store {
    * seq 0 the key space is empty, whatever `kv` holds: a first snapshot is installed into it (beginSnapshotInstall).
    */
   get(key: Buffer): { record: KeyRecord | undefined; seq: number } {
-    this.readsSinceCommit++;
+    this.readSinceCommit = true;
     const seq = this.snapshotSeq();
     return { record: seq === 0 ? undefined : this.readKey(key), seq };
   }
@@ -351,7 +349,7 @@ export class Store {
    * Returns the seq the read reflects (the same snapshot, as for get; at seq 0 nothing exists).
    */
   visit(key: Buffer, sink: KeyRecordSink): number {
-    this.readsSinceCommit++;
+    this.readSinceCommit = true;
     const seq = this.snapshotSeq();
     if (seq === 0) return 0;
     const stored = this.kv.getBinaryFast(key);
@@ -370,7 +368,7 @@ export class Store {
    * whether items remain after the page, whichever limit ended it.
    */
   range(start: Buffer, end: Buffer, limit: number, after?: Buffer, bytesMax = Infinity): RangePage {
-    this.readsSinceCommit++;
+    this.readSinceCommit = true;
     assert.ok(limit >= 1);
     const txn = this.env.useReadTransaction();
     try {
@@ -439,7 +437,7 @@ export class Store {
    * goes to children and watchers.
    */
   readLog(fromSeq: number, limit: number, bytesMax = Infinity): EncodedEntry[] {
-    this.readsSinceCommit++;
+    this.readSinceCommit = true;
     let bytes = 0;
     const result: EncodedEntry[] = [];
     const txn = this.env.useReadTransaction();
@@ -570,7 +568,7 @@ export class Store {
   commit(timeMs: number, build: (view: WriteView) => void, sign?: (hash: Buffer) => Buffer): EncodedEntry | undefined {
     this.assertWritable();
     assert.equal(this.asyncCommit, undefined, 'a commit is already under way on the write thread');
-    this.readsSinceCommit = 0;
+    this.readSinceCommit = false;
     const { seq, write } = this.entryWriter(timeMs, build, sign);
     const sealed = this.writeTransaction(write);
     if (sealed !== undefined) this.cachedHead = { seq, hash: sealed.entry.hash };
@@ -587,27 +585,22 @@ export class Store {
   async commitAsync(timeMs: number, build: (view: WriteView) => void, sign?: (hash: Buffer) => Buffer): Promise<EncodedEntry | undefined> {
     this.assertWritable();
     assert.equal(this.asyncCommit, undefined, 'a commit is already under way on the write thread');
-    this.readsSinceCommit = 0;
+    this.readSinceCommit = false;
     const { seq, write } = this.entryWriter(timeMs, build, sign);
     const logBytesBefore = this.cachedLogBytes;
     let settle!: () => void;
-    this.asyncCommitSettled = new Promise<void>((resolve) => (settle = resolve));
+    this.asyncCommit = new Promise<void>((resolve) => (settle = resolve));
     let sealed: EncodedEntry | undefined;
     try {
-      this.asyncCommit = this.env.childTransaction<EncodedEntry | undefined>(write);
-      sealed = await this.asyncCommit;
+      sealed = await this.env.childTransaction<EncodedEntry | undefined>(write);
     } catch (error) {
       this.cachedLogBytes = logBytesBefore;
-      const cause = await commitFailureCause(error);
-      const fault = storageFault(cause);
-      if (fault === undefined) throw cause;
-      this.setWriteFault(fault);
-      throw fault;
+      throw this.writeFailed(await commitFailureCause(error));
     } finally {
       this.asyncCommit = undefined;
       settle();
     }
-    if (this.currentWriteFault !== undefined) this.setWriteFault(undefined);
+    this.writeSucceeded();
     if (sealed !== undefined) this.cachedHead = { seq, hash: sealed.entry.hash };
     return sealed;
   }
@@ -622,7 +615,7 @@ export class Store {
    * for a writer that must let it finish first (the log trimmer), which then runs before the committer's next turn.
    */
   commitSettled(): Promise<void> {
-    return this.asyncCommit === undefined ? Promise.resolve() : this.asyncCommitSettled;
+    return this.asyncCommit ?? Promise.resolve();
   }
 
   /**
@@ -631,7 +624,7 @@ export class Store {
    * with no reader it commits on this thread (commit), which costs less per entry (record 37).
    */
   readSinceLastCommit(): boolean {
-    return this.readsSinceCommit > 0;
+    return this.readSinceCommit;
   }
 
   /** The write transaction's body for the next entry of the root: `build` chooses its ops, which are applied, sealed and appended. */
@@ -714,13 +707,23 @@ export class Store {
     try {
       result = this.env.transactionSync(write);
     } catch (error) {
-      const fault = storageFault(error);
-      if (fault === undefined) throw error;
-      this.setWriteFault(fault);
-      throw fault;
+      throw this.writeFailed(error);
     }
-    if (this.currentWriteFault !== undefined) this.setWriteFault(undefined);
+    this.writeSucceeded();
     return result;
+  }
+
+  /** What a failed write transaction throws: a storage failure as its stable error, recorded; anything else as itself. */
+  private writeFailed(error: unknown): unknown {
+    const fault = storageFault(error);
+    if (fault === undefined) return error;
+    this.setWriteFault(fault);
+    return fault;
+  }
+
+  /** After a write transaction that went through: the storage takes writes again. */
+  private writeSucceeded(): void {
+    if (this.currentWriteFault !== undefined) this.setWriteFault(undefined);
   }
 
   private setWriteFault(fault: MercuryError | undefined): void {
@@ -852,7 +855,7 @@ export class Store {
    * watch that resumes from before the retained log reads just its own prefixes (src/watch).
    */
   openSnapshot(ranges: readonly KeyRange[] = WHOLE_KEY_SPACE): SnapshotReader {
-    this.readsSinceCommit++;
+    this.readSinceCommit = true;
     const txn = this.env.useReadTransaction();
     const headRecord = this.meta.get(META_HEAD, { transaction: txn });
     const head = headRecord === undefined ? GENESIS_HEAD : decodeHead(headRecord);
