@@ -111,6 +111,8 @@ export class MercuryNode {
   /** The head seq at the last trim that completed: the log was within its bounds then. */
   private trimmedAtSeq = -1;
   private trimming = false;
+  /** Set when close() begins: the trimmer is not armed again. */
+  private closing = false;
   private lastStorageProbeMs = -Infinity;
   private readonly appliedListeners: ((entries: readonly EncodedEntry[]) => void)[] = [];
   /** The TLS files (`--tls-*`), reloaded when they change; undefined without TLS. */
@@ -365,6 +367,7 @@ export class MercuryNode {
     this.watchHub.publish(entries);
     this.seqWaiter.notify();
     for (const listener of this.appliedListeners) listener(entries);
+    this.armTrim();
   }
 
   /** Closes the watches and child sessions opened with revoked tokens (keep-alive HTTP requests check every time). */
@@ -431,7 +434,7 @@ export class MercuryNode {
       await node.store.close();
       throw error;
     }
-    node.trimTimer = node.clock.setInterval(() => void node.trimLog(), node.limits.log.trimIntervalMs);
+    node.armTrim(); // the log may be over its bounds from an earlier run
     node.tls?.watch(node.clock);
     if (node.replicationClient === undefined) {
       node.heartbeatTimer = node.clock.setInterval(() => node.replicationServer.heartbeat(node.rootHeartbeat()), node.limits.replication.heartbeatIntervalMs);
@@ -697,11 +700,25 @@ export class MercuryNode {
     };
   }
 
+  /**
+   * Arms the trimmer's timer, once: at start and when entries are applied, and again after a trim while the head has
+   * moved past what it trimmed (or the trim failed). An idle node has no trim timer to wake it (a fleet of idle replicas
+   * pays for every wake-up).
+   */
+  private armTrim(): void {
+    if (this.trimTimer !== undefined || this.closing) return;
+    this.trimTimer = this.clock.setTimeout(() => {
+      void this.trimLog().then(() => {
+        this.trimTimer = undefined;
+        if (this.store.head().seq !== this.trimmedAtSeq) this.armTrim();
+      });
+    }, this.limits.log.trimIntervalMs);
+  }
+
   /** Trims the log in small transactions, yielding to the event loop between them so writers and readers go on. */
   private async trimLog(): Promise<void> {
     const seq = this.store.head().seq;
-    // Nothing appended since a check that left the log within its bounds: nothing to trim (an idle node's timer
-    // then costs no LMDB read; hundreds of replicas share a host in bench:propagation).
+    // Nothing appended since a check that left the log within its bounds: nothing to trim.
     if (this.trimming || seq === this.trimmedAtSeq) return;
     this.trimming = true;
     try {
@@ -724,6 +741,7 @@ export class MercuryNode {
 
   /** Stops accepting requests, finishes queued writes, and closes the data directory. */
   async close(): Promise<void> {
+    this.closing = true;
     this.trimTimer?.cancel();
     this.heartbeatTimer?.cancel();
     this.tls?.close();

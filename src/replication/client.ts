@@ -242,7 +242,9 @@ export class ReplicationClient {
           break;
       }
     }
-    this.timer.schedule(this.downstream.nextTickMs());
+    // Exactly the machine's next deadline, later ones included: a keep-alive ACK sent on a heartbeat's wake-up moves it
+    // later, and a timer left at the old time would wake an idle replica for nothing every second.
+    this.timer.reschedule(this.downstream.nextTickMs());
   }
 
   /** Queues verified entries for the write at the end of this event-loop turn. */

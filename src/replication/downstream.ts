@@ -337,8 +337,17 @@ export class Downstream {
     const staleMs = this.staleAfterMs();
     if (nowMs - session.lastProgressMs >= staleMs) return this.fail(nowMs, `upstream stale: no progress for ${staleMs} ms`, actions);
     if (this.shouldReturnToPreferred(session, nowMs)) return this.returnToPreferred(nowMs, session, actions);
-    if (nowMs - session.lastAckMs >= this.limits.ackIntervalMs) this.ack(nowMs, session, actions);
+    if (nowMs >= this.ackDueMs(session)) this.ack(nowMs, session, actions);
     return actions;
+  }
+
+  /**
+   * When the keep-alive ACK is sent by the timer: half a heartbeat interval after `ackIntervalMs`, so that while
+   * heartbeats flow the heartbeat that comes first sends it (see `heartbeat`). Were the timer due at `ackIntervalMs`, an
+   * ACK it sent less than half an interval before a heartbeat would keep it so forever, two wake-ups a second.
+   */
+  private ackDueMs(session: Session): number {
+    return session.lastAckMs + this.limits.ackIntervalMs + this.limits.heartbeatIntervalMs / 2;
   }
 
   private shouldReturnToPreferred(session: Session, nowMs: number): boolean {
@@ -366,7 +375,7 @@ export class Downstream {
     const session = this.session;
     if (session === undefined) return undefined;
     if (session.welcome === undefined) return session.startedMs + this.limits.handshakeTimeoutMs;
-    return Math.min(session.lastProgressMs + this.staleAfterMs(), session.lastAckMs + this.limits.ackIntervalMs, this.preferredRetryAtMs(session));
+    return Math.min(session.lastProgressMs + this.staleAfterMs(), this.ackDueMs(session), this.preferredRetryAtMs(session));
   }
 
   /**
@@ -556,6 +565,9 @@ export class Downstream {
     // Any heartbeat proves the upstream alive, whatever its times say (a cycle never gets here: the heartbeat that went
     // round would carry this node's id, refused above).
     session.lastProgressMs = nowMs;
+    // The keep-alive ACK rides on the heartbeat's wake-up once half its interval has passed, so that with heartbeats
+    // flowing the ACK timer (`ackDueMs`) never wakes an idle replica of its own.
+    if (nowMs - session.lastAckMs >= this.limits.ackIntervalMs / 2) this.ack(nowMs, session, actions);
     if (session.lastHeartbeatRootSeq !== undefined && heartbeat.rootSeq < session.lastHeartbeatRootSeq) return;
     session.lastHeartbeatRootSeq = heartbeat.rootSeq;
     this.lastHeartbeat = { rootSeq: heartbeat.rootSeq, rootTimeMs: heartbeat.rootTimeMs, path: heartbeat.path };

@@ -66,7 +66,6 @@ export class WireServer {
         resolve();
       });
     });
-    this.sweepTimer = this.options.clock.setInterval(() => this.sweep(), this.options.limits.sweepIntervalMs);
   }
 
   /** "host:port" of the listener. */
@@ -105,7 +104,7 @@ export class WireServer {
     const deadline = this.options.clock.monotonicMs() + this.options.limits.frameTimeoutMs;
     while (this.connections.size > 0 && this.options.clock.monotonicMs() < deadline) await sleep(this.options.clock, 5);
     for (const connection of this.connections) connection.socket.destroy();
-    this.sweepTimer?.cancel();
+    this.stopSweeping();
     await closed;
   }
 
@@ -162,15 +161,27 @@ export class WireServer {
   }
 
   private serve(socket: Socket): void {
+    // A TLS handshake that finishes after close() began: not served (close has already told the others to go).
+    if (this.closing) return void socket.destroy();
     const connection = new WireConnection(socket, {
       node: this.options.node,
       limits: this.options.limits,
       frameBytesMax: wireFrameBytesMaxFor(this.options.node.valueBytesMax),
       nowMs: () => this.options.clock.monotonicMs(),
       counts: this.counts,
-      onClosed: (closed) => this.connections.delete(closed),
+      onClosed: (closed) => {
+        this.connections.delete(closed);
+        if (this.connections.size === 0) this.stopSweeping();
+      },
     });
     this.connections.add(connection);
+    // The sweep runs only while there are connections to sweep: a node nobody uses the wire port of is not woken by it.
+    this.sweepTimer ??= this.options.clock.setInterval(() => this.sweep(), this.options.limits.sweepIntervalMs);
+  }
+
+  private stopSweeping(): void {
+    this.sweepTimer?.cancel();
+    this.sweepTimer = undefined;
   }
 
   /** Answers a connection that will not be served with an ERROR (id 0), then closes it. */
