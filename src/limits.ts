@@ -78,6 +78,14 @@ export const JSON_BODY_BYTES_MAX = txnBodyBytesFor(ENTRY_BYTES_MAX);
 export const BODY_BYTES_IN_FLIGHT_MAX = 2 * JSON_BODY_BYTES_MAX;
 
 /** Log retention defaults: whichever limit is reached first trims the oldest entries. */
+/**
+ * Reads parked at once on one node waiting for a `minSeq` it has not applied (HTTP `?minSeq=`, the wire port's GET,
+ * read-your-writes after a forwarded write). Each holds a promise and a timer; beyond this a read is answered
+ * OVERLOADED at once: an HTTP connection may pipeline any number of parked reads (none writes a byte, so node:http
+ * never pauses it), and the wire port allows 1,024 per connection.
+ */
+export const SEQ_WAITERS_MAX = 20_000;
+
 export const LOG_RETAIN_ENTRIES_DEFAULT = 1_000_000;
 export const LOG_RETAIN_BYTES_DEFAULT = 1024 * MiB;
 /** The trimmer deletes at most this many entries per write transaction, so that it never holds the writer for long. */

@@ -892,6 +892,7 @@ describe('http api: overload and shutdown', () => {
         resync: () => undefined,
         log: (message, fields) => errorLog.push(`${message} ${JSON.stringify(fields)}`),
         authenticate: () => undefined,
+        currentPrincipal: () => undefined,
         tokens: () => [],
       }),
     );

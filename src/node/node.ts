@@ -165,6 +165,7 @@ export class MercuryNode {
       if (loaded.generated) this.generatedSigningKey = loaded.path;
     }
     this.seqWaiter = new SeqWaiter(this.clock, () => this.store.head().seq);
+    this.metrics.gauge('mercury_seq_waiters', 'Reads parked until this node applies the seq they asked for (minSeq); at most SEQ_WAITERS_MAX.', () => this.seqWaiter.waiting);
     const authMode = options.auth ?? 'required';
     if (!AUTH_MODES.includes(authMode)) throw new MercuryError('CONFIG_INVALID', `auth must be one of ${AUTH_MODES.join(', ')}, got ${String(authMode)}`);
     this.tokens = new TokenRegistry(
@@ -195,6 +196,7 @@ export class MercuryNode {
       valueBytesMax: this.limits.commit.valueBytesMax,
       write: (request, caller) => this.write(caller?.author === undefined ? request : { ...request, author: caller.author }, caller?.authorization),
       authenticate: (req) => this.guard.authenticateRequest(req),
+      currentPrincipal: (principal) => this.guard.current(principal),
       tokens: () => this.tokens.list(),
       waitForSeq: (seq, timeoutMs) => this.seqWaiter.wait(seq, timeoutMs),
       status: () => this.status(),

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
 import type { Principal } from '../auth/index.js';
 import type { Txn } from '../api/index.js';
-import type { WriteCaller } from './node-api.js';
+import type { NodeApi, WriteCaller } from './node-api.js';
 
 /**
  * Who a request is, set once its credential (or auth off) let it through: only such a request may have its body read.
@@ -33,6 +33,18 @@ export function assertAdmitted(req: IncomingMessage): void {
 
 export function principalOf(req: IncomingMessage): Principal | undefined {
   return (req as AdmittedRequest)[ADMITTED] ?? undefined;
+}
+
+/**
+ * The request's principal as its token is now, and the request admitted as that: the token may have been revoked, or
+ * its scopes narrowed, while the body arrived (up to the request timeout) or while a read waited for `minSeq`. Throws
+ * UNAUTHENTICATED once revoked. A route checks its scopes again with this after every such wait, before it writes or
+ * answers (the wire port checks each request the same way).
+ */
+export function principalNow(req: IncomingMessage, node: Pick<NodeApi, 'currentPrincipal'>): Principal | undefined {
+  const principal = node.currentPrincipal(principalOf(req));
+  admit(req, principal);
+  return principal;
 }
 
 /**

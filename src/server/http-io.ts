@@ -246,10 +246,10 @@ export function queryInteger(query: URLSearchParams, name: string, fallback: num
   return value;
 }
 
-/** A read's `?minSeq=N[&timeoutMs=T]`: waits (bounded) until the node has applied seq N. */
-export async function readSeqOptions(node: NodeApi, query: URLSearchParams): Promise<void> {
+/** A read's `?minSeq=N[&timeoutMs=T]`: waits (bounded) until the node has applied seq N; true if it waited. */
+export async function readSeqOptions(node: NodeApi, query: URLSearchParams): Promise<boolean> {
   const minSeq = queryInteger(query, 'minSeq', 0);
-  if (minSeq > node.store.head().seq) {
-    await node.waitForSeq(minSeq, queryInteger(query, 'timeoutMs', MIN_SEQ_WAIT_MS_DEFAULT, MIN_SEQ_WAIT_MS_MAX));
-  }
+  if (minSeq <= node.store.head().seq) return false;
+  await node.waitForSeq(minSeq, queryInteger(query, 'timeoutMs', MIN_SEQ_WAIT_MS_DEFAULT, MIN_SEQ_WAIT_MS_MAX));
+  return true;
 }

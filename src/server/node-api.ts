@@ -24,6 +24,8 @@ export interface NodeApi {
   write(request: WriteRequest, caller?: WriteCaller): Promise<WriteResult>;
   /** The request's principal (undefined with auth off); throws UNAUTHENTICATED. */
   authenticate(req: IncomingMessage): Principal | undefined;
+  /** `principal` as its token is now (its scopes may have changed); throws UNAUTHENTICATED once it was revoked. */
+  currentPrincipal(principal: Principal | undefined): Principal | undefined;
   /** The tokens this node knows (from its replicated records). */
   tokens(): TokenRecord[];
   /** Resolves once this node has applied `seq`; rejects with SEQ_WAIT_TIMEOUT after `timeoutMs`. */

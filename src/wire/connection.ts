@@ -237,7 +237,11 @@ export class WireConnection {
       if (timeoutMs > MIN_SEQ_WAIT_MS_MAX) throw new MercuryError('INVALID_ARGUMENT', `minSeqTimeoutMs must be between 0 and ${MIN_SEQ_WAIT_MS_MAX}, got ${timeoutMs}`);
       this.track(
         id,
-        this.context.node.waitForSeq(minSeq, timeoutMs).then(() => this.read(id, key)),
+        // The token may have been revoked, or narrowed, while the read waited: checked again before it is answered.
+        this.context.node.waitForSeq(minSeq, timeoutMs).then(() => {
+          requireRead(this.currentPrincipal(), key);
+          return this.read(id, key);
+        }),
       );
       return;
     }

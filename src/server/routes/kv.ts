@@ -6,7 +6,7 @@ import { MercuryError, RANGE_LIMIT_DEFAULT, RANGE_LIMIT_MAX, encodeJsonBytes, pr
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { requireRead, requireReadPrefix, requireWriteRange } from '../../auth/index.js';
 import type { RangePage } from '../../store/index.js';
-import { principalOf, writeFor } from '../auth.js';
+import { principalNow, principalOf, writeFor } from '../auth.js';
 import type { BodyBudget } from '../body-budget.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
 import { JSON_PIECE_CHARS, SEQ_HEADER, queryInteger, readBody, readSeqOptions, sendJson } from '../http-io.js';
@@ -41,7 +41,7 @@ export function kvKeyRoute(node: NodeApi, budget: BodyBudget): Route {
         // Also for reads: LMDB throws on keys longer than it supports, and such a key can never exist anyway.
         validateKey(key!);
         requireRead(principalOf(_req), key!);
-        await readSeqOptions(node, query);
+        if (await readSeqOptions(node, query)) requireRead(principalNow(_req, node), key!);
         const { record, seq } = node.store.get(key!);
         if (record === undefined) throw new MercuryError('KEY_NOT_FOUND', `key "${key!.toString()}" does not exist at seq ${seq}`, { details: { seq } });
         res.writeHead(200, {
@@ -60,6 +60,7 @@ export function kvKeyRoute(node: NodeApi, budget: BodyBudget): Route {
         // From the URL, before the body is read (or charged to the budget): a refused value is dropped unread.
         requireKeyWrite(principalOf(req), key!, ifModSeq !== undefined);
         const value = await readBody(req, res, budget, { bytesMax: node.valueBytesMax, tooLarge: (bytes) => valueTooLarge(bytes, node.valueBytesMax) });
+        requireKeyWrite(principalNow(req, node), key!, ifModSeq !== undefined);
         const { request, caller } = writeFor(req, putRequest(key!, value, ifModSeq));
         const result = await node.write(request, caller);
         if (!result.succeeded) throw compareFailed(node.store, key!, ifModSeq!, result.seq);
@@ -89,7 +90,7 @@ export function kvRangeRoute(node: NodeApi, limits: HttpLimits): Route {
         const limit = queryInteger(query, 'limit', RANGE_LIMIT_DEFAULT, RANGE_LIMIT_MAX, 1);
         const cursor = query.get('cursor');
         const after = cursor === null ? undefined : decodeCursor(cursor);
-        await readSeqOptions(node, query);
+        if (await readSeqOptions(node, query)) requireReadPrefix(principalNow(req, node), prefix, 'list');
         // The byte budget ends a page before the item limit does when values are large; the cursor continues after
         // the last key read either way, so a client pages through as it always did.
         const page = rangeSkippingReserved(node, prefix, limit, after, limits.rangePageBytesMax);

@@ -6,7 +6,7 @@
  */
 import { MercuryError, type JsonLimits } from '../../api/index.js';
 import { createTokenRequest, isTokenId, requireAdmin, revokeTokenRequest, tokenInfo } from '../../auth/index.js';
-import { principalOf, writeFor } from '../auth.js';
+import { principalNow, principalOf, writeFor } from '../auth.js';
 import type { BodyBudget } from '../body-budget.js';
 import { SEQ_HEADER, readJsonBody, sendJson } from '../http-io.js';
 import type { NodeApi } from '../node-api.js';
@@ -30,6 +30,7 @@ export function tokensRoute(node: NodeApi, budget: BodyBudget): Route {
           bytesMax: TOKEN_BODY_BYTES_MAX,
           tooLarge: (bytes) => new MercuryError('BODY_TOO_LARGE', `request body is ${bytes} bytes; at most ${TOKEN_BODY_BYTES_MAX}`, { details: { limit: TOKEN_BODY_BYTES_MAX } }),
         });
+        requireAdmin(principalNow(req, node), 'create tokens');
         if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new MercuryError('INVALID_ARGUMENT', 'the body must be an object {"name","scopes"[,"subject"]}');
         for (const field of Object.keys(input)) if (!['name', 'scopes', 'subject'].includes(field)) throw new MercuryError('INVALID_ARGUMENT', `unknown field "${field}"; fields are name, scopes, subject`);
         const created = createTokenRequest(input as Record<string, unknown> as { name: unknown; scopes: unknown; subject?: unknown }, node.clock.nowMs());

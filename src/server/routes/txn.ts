@@ -4,7 +4,7 @@
  */
 import { MercuryError, parseTxn, txnJsonLimits } from '../../api/index.js';
 import { requireAdmin, requireSomeKeyScope, requireTxn, touchesReserved, validateReservedOps } from '../../auth/index.js';
-import { principalOf, writeFor } from '../auth.js';
+import { principalNow, principalOf, writeFor } from '../auth.js';
 import type { BodyBudget } from '../body-budget.js';
 import { SEQ_HEADER, readJsonBody, sendJson } from '../http-io.js';
 import type { HttpLimits } from '../http-server.js';
@@ -35,7 +35,7 @@ export function txnRoute(node: NodeApi, limits: HttpLimits, budget: BodyBudget):
           );
         const body = await readJsonBody(req, res, budget, jsonLimits, { bytesMax, tooLarge });
         const txn = parseTxn(body, node.valueBytesMax);
-        const principal = principalOf(req);
+        const principal = principalNow(req, node);
         // Token records are written only by admins, and only as records (a replica forwards token management here).
         const reserved = touchesReserved(txn);
         if (reserved) {

@@ -1,0 +1,116 @@
+/**
+ * A token revoked while a request it made is under way, on a real `mercury serve --auth required`: the request was
+ * authenticated from its headers, then its body took its time to arrive (up to the request timeout), or it waited for
+ * `minSeq`. Before, the credential was not looked at again: a leaked token revoked meanwhile still wrote (a PUT, a
+ * transaction, even a new token with an admin's), and a parked read answered with data committed after the revocation.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { encodeGet } from '../src/api/index.js';
+import { parseRawResponse, request, requestJson, type RawResponse } from './support/http.js';
+import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
+import { RawWire } from './support/wire.js';
+
+/** A raw HTTP exchange whose body (if any) is sent only when the test says so. */
+function begin(baseUrl: string, head: string): { send(body: string): void; answer: Promise<RawResponse>; close(): void } {
+  const url = new URL(baseUrl);
+  const socket: Socket = connect(Number(url.port), url.hostname);
+  socket.on('error', () => {});
+  socket.write(head);
+  let text = '';
+  const answer = new Promise<RawResponse>((resolve, reject) => {
+    socket.on('data', (data: Buffer) => {
+      text += data.toString('latin1');
+      const end = text.indexOf('\r\n\r\n');
+      const length = /\r\ncontent-length: *(\d+)/i.exec(text.slice(0, end));
+      if (end > 0 && length !== null && text.length >= end + 4 + Number(length[1])) resolve(parseRawResponse(text.slice(0, end + 4 + Number(length[1]))));
+    });
+    socket.once('close', () => reject(new Error(`closed without an answer: ${JSON.stringify(text.slice(0, 200))}`)));
+  });
+  answer.catch(() => {});
+  return { send: (body) => socket.write(body), answer, close: () => socket.destroy() };
+}
+
+function codeOf(response: RawResponse): string {
+  return (JSON.parse(response.body) as { error: { code: string } }).error.code;
+}
+
+describe('a token revoked while its request is under way', () => {
+  const dir = makeTempDir('auth-midway');
+  let node: ServeProcess;
+  let admin: string;
+  const bearer = (token: string): Record<string, string> => ({ authorization: `Bearer ${token}` });
+
+  const createToken = (name: string, scopes: string[]): Promise<{ id: string; token: string }> =>
+    requestJson(node.url, 'POST', '/v1/auth/tokens', { headers: { ...bearer(admin), 'content-type': 'application/json' }, body: JSON.stringify({ name, scopes }) });
+  const revoke = (id: string): Promise<{ seq: number }> => requestJson(node.url, 'DELETE', `/v1/auth/tokens?id=${id}`, { headers: bearer(admin) });
+  const put = (key: string, value: string): Promise<{ seq: number }> => requestJson(node.url, 'PUT', `/v1/kv/${key}`, { headers: bearer(admin), body: value });
+  const head = async (): Promise<number> => (await requestJson<{ seq: number }>(node.url, 'GET', '/v1/status', { headers: bearer(admin) })).seq;
+  const statusOf = async (key: string): Promise<number> => (await request(node.url, 'GET', `/v1/kv/${key}`, { headers: bearer(admin) })).status;
+  const headOf = (method: string, path: string, token: string, bodyBytes: number, type = 'application/octet-stream'): string =>
+    `${method} ${path} HTTP/1.1\r\nHost: ${new URL(node.url).host}\r\nAuthorization: Bearer ${token}\r\nContent-Type: ${type}\r\nContent-Length: ${bodyBytes}\r\n\r\n`;
+
+  before(async () => {
+    node = await startServe(join(dir, 'node'), ['--auth', 'required']);
+    admin = readFileSync(join(dir, 'node', 'admin-token'), 'utf8').trim();
+  });
+  after(async () => {
+    await stopProcess(node.child);
+    removeDir(dir);
+  });
+
+  test('a PUT, a transaction and a token creation whose bodies arrive after the revocation write nothing', async () => {
+    const leaked = await createToken('leaked', ['write:app/', 'read:app/']);
+    const leakedAdmin = await createToken('leaked-admin', ['admin']);
+    const value = 'attacker-value';
+    const txnBody = JSON.stringify({ success: [{ op: 'put', key: 'app/other', value: 'attacker-txn' }] });
+    const tokenBody = JSON.stringify({ name: 'backdoor', scopes: ['admin'] });
+    const putting = begin(node.url, headOf('PUT', '/v1/kv/app/config', leaked.token, value.length));
+    const txn = begin(node.url, headOf('POST', '/v1/txn', leaked.token, txnBody.length, 'application/json'));
+    const creating = begin(node.url, headOf('POST', '/v1/auth/tokens', leakedAdmin.token, tokenBody.length, 'application/json'));
+    // The headers are in, and admitted: nothing is answered before the bodies.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await revoke(leaked.id);
+    await revoke(leakedAdmin.id);
+    putting.send(value);
+    txn.send(txnBody);
+    creating.send(tokenBody);
+    for (const exchange of [putting, txn, creating]) {
+      const answer = await exchange.answer;
+      assert.equal(answer.status, 401, answer.body);
+      assert.equal(codeOf(answer), 'UNAUTHENTICATED');
+      exchange.close();
+    }
+    assert.equal(await statusOf('app/config'), 404);
+    assert.equal(await statusOf('app/other'), 404);
+    const { tokens } = await requestJson<{ tokens: { name: string }[] }>(node.url, 'GET', '/v1/auth/tokens', { headers: bearer(admin) });
+    assert.ok(!tokens.some((token) => token.name === 'backdoor'), 'no token was created with the revoked one');
+  });
+
+  test('reads parked on minSeq (a key, a range, the wire port) are refused once their token was revoked meanwhile', async () => {
+    const reader = await createToken('reader', ['read:app/']);
+    await put('app/secret', 'old-secret');
+    const target = (await head()) + 2; // the revocation, then the new secret
+    const key = begin(node.url, `GET /v1/kv/app/secret?minSeq=${target}&timeoutMs=20000 HTTP/1.1\r\nHost: ${new URL(node.url).host}\r\nAuthorization: Bearer ${reader.token}\r\n\r\n`);
+    const range = begin(node.url, `GET /v1/kv?prefix=app%2F&minSeq=${target}&timeoutMs=20000 HTTP/1.1\r\nHost: ${new URL(node.url).host}\r\nAuthorization: Bearer ${reader.token}\r\n\r\n`);
+    const wire = await RawWire.ready(node.wire, reader.token);
+    wire.send(encodeGet(7, Buffer.from('app/secret'), { seq: target, timeoutMs: 20_000 }));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await revoke(reader.id);
+    await put('app/secret', 'ROTATED-secret');
+    for (const exchange of [key, range]) {
+      const answer = await exchange.answer;
+      assert.equal(answer.status, 401, answer.body);
+      assert.ok(!answer.body.includes('ROTATED'), answer.body);
+      exchange.close();
+    }
+    // The wire connection is closed for the revoked token; whatever it was sent before, the new secret is not in it.
+    const frames = [];
+    for (let frame = await wire.next(); frame !== undefined; frame = await wire.next()) frames.push(frame);
+    assert.ok(frames.every((frame) => frame.type !== 0x82), `no VALUE frame: ${JSON.stringify(frames.map((frame) => frame.type))}`);
+    wire.close();
+  });
+});
