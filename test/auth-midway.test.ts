@@ -13,6 +13,7 @@ import { encodeGet } from '../src/api/index.js';
 import { parseRawResponse, request, requestJson, type RawResponse } from './support/http.js';
 import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
 import { RawWire } from './support/wire.js';
+import WebSocket from 'ws';
 
 /** A raw HTTP exchange whose body (if any) is sent only when the test says so. */
 function begin(baseUrl: string, head: string): { send(body: string): void; answer: Promise<RawResponse>; close(): void } {
@@ -112,5 +113,48 @@ describe('a token revoked while its request is under way', () => {
     for (let frame = await wire.next(); frame !== undefined; frame = await wire.next()) frames.push(frame);
     assert.ok(frames.every((frame) => frame.type !== 0x82), `no VALUE frame: ${JSON.stringify(frames.map((frame) => frame.type))}`);
     wire.close();
+  });
+
+  test('a token given narrower scopes: its open watch is closed (4409), and resubscribing is checked against them', async () => {
+    const wide = await createToken('wide', ['read:']);
+    // The token's record as committed (the admin's log shows it), given read:app/ only: the same id and secret.
+    const { entries } = await requestJson<{ entries: { ops: { op: string; key: string; keyEncoding: string; value?: string; valueEncoding?: string }[] }[] }>(node.url, 'GET', '/v1/log?from=1', { headers: bearer(admin) });
+    const op = entries.flatMap((entry) => entry.ops).find((candidate) => candidate.op === 'put' && Buffer.from(candidate.value!, candidate.valueEncoding === 'base64' ? 'base64' : 'utf8').toString().includes('"wide"'))!;
+    const record = JSON.parse(Buffer.from(op.value!, op.valueEncoding === 'base64' ? 'base64' : 'utf8').toString()) as Record<string, unknown>;
+    const open = async (): Promise<{ socket: WebSocket; messages: Record<string, unknown>[]; closed: Promise<number> }> => {
+      const socket = new WebSocket(`${node.url.replace('http', 'ws')}/v1/watch`, { headers: bearer(wide.token) });
+      const messages: Record<string, unknown>[] = [];
+      socket.on('message', (data: Buffer) => messages.push(JSON.parse(data.toString()) as Record<string, unknown>));
+      const closed = new Promise<number>((resolve) => socket.on('close', (code: number) => resolve(code)));
+      await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
+      return { socket, messages, closed };
+    };
+    const until = async (messages: Record<string, unknown>[], test: (message: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> => {
+      for (let i = 0; i < 200; i++) {
+        const found = messages.find(test);
+        if (found !== undefined) return found;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      throw new Error(`no such message: ${JSON.stringify(messages)}`);
+    };
+    const first = await open();
+    first.socket.send(JSON.stringify({ type: 'subscribe', id: 'all', prefixes: [''] }));
+    await until(first.messages, (message) => message.type === 'subscribed');
+    await requestJson(node.url, 'POST', '/v1/txn', {
+      headers: { ...bearer(admin), 'content-type': 'application/json' },
+      body: JSON.stringify({ success: [{ op: 'put', key: op.key, keyEncoding: op.keyEncoding, value: JSON.stringify({ ...record, scopes: ['read:app/'] }) }] }),
+    });
+    const code = await Promise.race([first.closed, new Promise((resolve) => setTimeout(() => resolve('still open after 5 s'), 5_000))]);
+    assert.equal(code, 4409);
+    await put('secret/db-password', 'hunter2');
+    assert.ok(!JSON.stringify(first.messages).includes('hunter2'));
+    // The same token reconnects: a subscription outside its new scopes is refused, one inside them is served.
+    const again = await open();
+    again.socket.send(JSON.stringify({ type: 'subscribe', id: 'secret', prefixes: ['secret/'] }));
+    again.socket.send(JSON.stringify({ type: 'subscribe', id: 'app', prefixes: ['app/'] }));
+    const refused = await until(again.messages, (message) => message.type === 'error' && message.id === 'secret');
+    assert.equal(refused.code, 'PERMISSION_DENIED');
+    await until(again.messages, (message) => message.type === 'subscribed' && message.id === 'app');
+    again.socket.close();
   });
 });

@@ -8,6 +8,7 @@ import {
   createTokenRequest,
   decodeTokenRecord,
   encodeTokenRecord,
+  formatScopes,
   generateToken,
   parseScopes,
   parseToken,
@@ -22,6 +23,7 @@ import {
   TokenRegistry,
   validateReservedOps,
   type Principal,
+  type TokenRecord,
 } from '../src/auth/index.js';
 
 function principal(scopes: string[]): Principal {
@@ -67,7 +69,7 @@ describe('auth: records and registry', () => {
     assert.notEqual(typeof decoded, 'string');
     assert.deepEqual(encodeTokenRecord(decoded as never), put.value);
     const registry = new TokenRegistry(() => []);
-    assert.deepEqual(registry.applied(created.request.success), []);
+    assert.deepEqual(registry.applied(created.request.success), { revoked: [], replaced: [] });
     const who = registry.authenticateToken(created.token!);
     assert.equal(who.name, 'ci');
     assert.equal(registry.authenticate(`Bearer ${created.token!}`, undefined).id, created.record.id);
@@ -78,7 +80,12 @@ describe('auth: records and registry', () => {
     assertCode(() => registry.authenticate(`Bearer ${'x'.repeat(300)}`, undefined), 'UNAUTHENTICATED', /at most 256/);
     assertCode(() => registry.authenticate(undefined, undefined), 'UNAUTHENTICATED', /no credential/);
     assertCode(() => registry.authenticate(`Bearer ${generateToken().token}`, undefined), 'UNAUTHENTICATED', /unknown token/);
-    assert.deepEqual(registry.applied(revokeTokenRequest(created.record.id).success), [created.record.id]);
+    // The same record again grants the same: nothing to report. Other scopes: a replaced grant.
+    assert.deepEqual(registry.applied(created.request.success), { revoked: [], replaced: [] });
+    const narrowed = encodeTokenRecord({ ...(decoded as TokenRecord), scopes: parseScopes(['read:app/']) });
+    assert.deepEqual(registry.applied([{ type: 'put', key: put.key, value: narrowed }]), { revoked: [], replaced: [created.record.id] });
+    assert.deepEqual(formatScopes(registry.authenticateToken(created.token!).scopes), ['read:app/']);
+    assert.deepEqual(registry.applied(revokeTokenRequest(created.record.id).success), { revoked: [created.record.id], replaced: [] });
     assertCode(() => registry.authenticateToken(created.token!), 'UNAUTHENTICATED', /revoked/);
   });
 

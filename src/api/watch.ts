@@ -76,6 +76,8 @@
  * | 1003 | a binary frame was sent: the protocol is JSON text |
  * | 1007 | a text frame was not valid UTF-8 (sent by `ws`) |
  * | 1009 | a message over `WATCH_CLIENT_MESSAGE_BYTES_MAX` (sent by `ws`) |
+ * | 4401 | the connection's token was revoked (or its certificate's grant removed): do not reconnect with it |
+ * | 4409 | the connection's token was given other scopes (its record replaced): reconnect and resubscribe, checked against them |
  * | 4008 | slow watcher: the connection's queue stayed full for `WATCH_STALL_MS`, a snapshot took longer than `WATCH_SNAPSHOT_MS_MAX` (src/watch/limits.ts), or the client sent requests without reading the replies. Resume from the seq after the last one received (each subscription was sent a progress message just before the close). |
  */
 import { KEY_BYTES_MAX } from './limits.js';
@@ -146,6 +148,11 @@ export const WatchCloseCode = {
   SLOW_WATCHER: 4008,
   /** The connection's token was revoked (or its certificate's grant removed): do not reconnect with it. */
   CREDENTIAL_REVOKED: 4401,
+  /**
+   * The connection's token (or grant) was given another record (other scopes, name or secret): its subscriptions were
+   * checked against the old one, so the connection ends; reconnect, and every subscription is checked again.
+   */
+  CREDENTIAL_CHANGED: 4409,
 } as const;
 export type WatchCloseCode = (typeof WatchCloseCode)[keyof typeof WatchCloseCode];
 

@@ -30,6 +30,20 @@ function unauthenticated(message: string): MercuryError {
   return new MercuryError('UNAUTHENTICATED', message);
 }
 
+/** Whether two records of one token grant the same: who it is, what it may do, and how it proves it. */
+function sameGrant(a: TokenRecord, b: TokenRecord): boolean {
+  const samePrefixes = (x: readonly Buffer[], y: readonly Buffer[]): boolean => x.length === y.length && x.every((prefix, i) => prefix.equals(y[i]!));
+  return (
+    a.name === b.name &&
+    a.subject === b.subject &&
+    a.secretSha256 === b.secretSha256 &&
+    a.scopes.admin === b.scopes.admin &&
+    a.scopes.replicate === b.scopes.replicate &&
+    samePrefixes(a.scopes.read, b.scopes.read) &&
+    samePrefixes(a.scopes.write, b.scopes.write)
+  );
+}
+
 export class TokenRegistry {
   private readonly byId = new Map<string, Known>();
   private readonly bySubject = new Map<string, Known>();
@@ -70,9 +84,14 @@ export class TokenRegistry {
     return Array.from(before).filter((id) => !this.byId.has(id));
   }
 
-  /** Follows the ops of applied entries; returns the ids of tokens they revoked. */
-  applied(ops: Iterable<Op>): string[] {
+  /**
+   * Follows the ops of applied entries; returns the ids of tokens they revoked (a record deleted, or replaced by one
+   * that is not valid) and of those given another grant (a record replaced: scopes, name, subject or secret), whose
+   * open watches and sessions were admitted under the old one.
+   */
+  applied(ops: Iterable<Op>): { revoked: string[]; replaced: string[] } {
     const revoked: string[] = [];
+    const replaced: string[] = [];
     for (const op of ops) {
       if (op.type === 'deleteRange') {
         if (overlapsReserved(op.start, op.end) && overlapsTokens(op.start, op.end)) revoked.push(...this.reload());
@@ -80,13 +99,17 @@ export class TokenRegistry {
       }
       // Almost every key is a user key: one byte tells.
       if (op.key[0] !== 0) continue;
+      const id = tokenIdOfKey(op.key);
+      if (id === undefined) continue;
+      const before = this.byId.get(id)?.record;
       if (op.type === 'put') this.put(op.key, op.value);
-      else {
-        const id = tokenIdOfKey(op.key);
-        if (id !== undefined && this.remove(id)) revoked.push(id);
-      }
+      else this.remove(id);
+      const after = this.byId.get(id)?.record;
+      if (before === undefined) continue;
+      if (after === undefined) revoked.push(id);
+      else if (!sameGrant(before, after)) replaced.push(id);
     }
-    return revoked;
+    return { revoked, replaced };
   }
 
   private put(key: Buffer, value: Buffer): void {

@@ -364,12 +364,27 @@ export class MercuryNode {
   /** Entries this node has just applied (root: committed and durable; replica: received and written), in seq order. */
   private applied(entries: readonly EncodedEntry[]): void {
     // Tokens first: a revocation must close what its token opened before anything more is sent with it.
-    for (const { entry } of entries) this.revoke(this.tokens.applied(entry.ops));
+    for (const { entry } of entries) {
+      const { revoked, replaced } = this.tokens.applied(entry.ops);
+      this.revoke(revoked);
+      this.regranted(replaced);
+    }
     this.replicationServer.localApplied(entries);
     this.watchHub.publish(entries);
     this.seqWaiter.notify();
     for (const listener of this.appliedListeners) listener(entries);
     this.armTrim();
+  }
+
+  /**
+   * Tokens given other grants: their watches and child sessions were admitted under the old scopes, so they end (and
+   * reconnect, checked against the new ones). HTTP and wire requests check the current grant each time already.
+   */
+  private regranted(tokenIds: readonly string[]): void {
+    if (tokenIds.length === 0) return;
+    this.logger.log('info', 'token grants changed', { tokens: tokenIds });
+    this.watchHub.regranted(tokenIds);
+    this.replicationServer.revoke(tokenIds);
   }
 
   /** Closes the watches and child sessions opened with revoked tokens (keep-alive HTTP requests check every time). */

@@ -193,15 +193,28 @@ export class WatchHub {
    * cannot keep reading with a token that no longer works.
    */
   revoke(tokenIds: readonly string[]): void {
+    this.expelTokens(tokenIds, WatchCloseCode.CREDENTIAL_REVOKED, 'was revoked');
+  }
+
+  /**
+   * Tokens were given other grants (their records replaced): every watch opened with one of them is closed with 4409
+   * (CREDENTIAL_CHANGED). Its subscriptions were checked against the old scopes, and a subscription outside the new
+   * ones must not go on; the client reconnects and resumes, and each subscription is checked against the new scopes.
+   */
+  regranted(tokenIds: readonly string[]): void {
+    this.expelTokens(tokenIds, WatchCloseCode.CREDENTIAL_CHANGED, 'was given other scopes: reconnect to watch under them');
+  }
+
+  private expelTokens(tokenIds: readonly string[], code: WatchCloseCode, what: string): void {
     if (this.closed || tokenIds.length === 0) return;
-    // Entries applied before the revocation go out first (to these watchers too: their token was valid for them).
+    // Entries applied before the change go out first (to these watchers too: their grant was valid for them).
     this.publishNow();
-    const revoked = new Set(tokenIds);
+    const ids = new Set(tokenIds);
     for (const connection of this.machine.ports() as WsConnection[]) {
       const principal = connection.principal;
-      if (principal === undefined || !revoked.has(principal.id)) continue;
-      this.logger.log('info', 'watch closed: its token was revoked', { token: principal.id, name: principal.name });
-      this.perform(this.machine.expel(this.clock.monotonicMs(), connection.id, WatchCloseCode.CREDENTIAL_REVOKED, `token ${principal.id} was revoked`));
+      if (principal === undefined || !ids.has(principal.id)) continue;
+      this.logger.log('info', `watch closed: its token ${what}`, { token: principal.id, name: principal.name });
+      this.perform(this.machine.expel(this.clock.monotonicMs(), connection.id, code, `token ${principal.id} ${what}`));
     }
   }
 
