@@ -5,7 +5,11 @@
  * and authentication unless `--insecure`.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import net from 'node:net';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import tls from 'node:tls';
 import { after, describe, test } from 'node:test';
 import { connect, ServerError, UnavailableError, type ClientOptions } from '../src/client/index.js';
 import { validateConfig, type NodeConfig } from '../src/config/index.js';
@@ -13,6 +17,8 @@ import { MercuryNode, NODE_LIMITS_TEST } from '../src/node/index.js';
 import { clientTls, testCertificates, tlsPaths } from './support/certs.js';
 import { makeTempDir, removeDir } from './support/process.js';
 import { waitUntil } from './support/http.js';
+import { watchUrl } from './support/watch.js';
+import { WebSocket } from 'ws';
 
 const certs = testCertificates();
 
@@ -68,6 +74,41 @@ describe('tls - bad input on HTTP and replication', () => {
     assert.equal(error.status, 400);
     assert.match(error.message, /this port serves HTTPS: use an https:\/\/ URL and trust the cluster CA/);
     assert.equal(rejectedCount(root, 'http', 'not_tls'), 1);
+  });
+
+  test('tls bad input: a connection silent after its handshake, and a stalled handshake, are closed at the first-byte timeout; an open watch is not', async () => {
+    // Before: the silent connection was never closed (the first-byte timer counted the handshake's bytes), and the
+    // stalled handshake lasted Node's default of 120 s; each held a connection slot.
+    const { firstByteTimeoutMs } = NODE_LIMITS_TEST.http;
+    const port = Number(new URL(root.url).port);
+    const timeoutsBefore = rejectedCount(root, 'http', 'timeout');
+    const watch = new WebSocket(watchUrl(root.url), { ca: clientTls().ca, perMessageDeflate: false });
+    watch.on('error', () => {});
+    await once(watch, 'open');
+    const started = performance.now();
+    const silent = tls.connect({ host: '127.0.0.1', port, ca: clientTls().ca });
+    silent.on('error', () => {});
+    let silentClosedMs: number | undefined;
+    silent.once('close', () => (silentClosedMs = performance.now()));
+    await once(silent, 'secureConnect');
+    // The 5-byte header of a ClientHello record, and nothing after it.
+    const stalled = net.connect(port, '127.0.0.1', () => stalled.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00])));
+    stalled.on('error', () => {});
+    let stalledClosed = false;
+    stalled.once('close', () => (stalledClosed = true));
+    await waitUntil(
+      'the silent and the stalled connections are closed',
+      () => Promise.resolve(silentClosedMs !== undefined && stalledClosed),
+      10 * firstByteTimeoutMs + 5_000,
+    );
+    assert.ok(silentClosedMs! - started >= firstByteTimeoutMs - 50, `closed ${(silentClosedMs! - started).toFixed(0)} ms after the handshake began, before its timeout`);
+    assert.ok(rejectedCount(root, 'http', 'timeout') > timeoutsBefore, 'the stalled handshake is counted as a timeout');
+    // The watch was upgraded before either timer ran out, and is still served.
+    assert.equal(watch.readyState, WebSocket.OPEN);
+    watch.send(JSON.stringify({ type: 'subscribe', id: 1, prefixes: ['k'] }));
+    const [answer] = (await once(watch, 'message')) as [Buffer];
+    assert.equal((JSON.parse(answer.toString('utf8')) as { type: string }).type, 'subscribed');
+    watch.close();
   });
 
   test('tls bad input: an https client on a plaintext port is told the node does not speak TLS', async () => {

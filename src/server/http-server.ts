@@ -181,8 +181,13 @@ export function createHttpServer(
       trackInFlight(req.socket, res);
       handler(req, res);
     };
-  const server = tls === undefined ? createServer(options, listener) : (createHttpsServer({ ...options, ...serverTlsOptions(tls) }, listener) as unknown as Server);
-  if (security?.tls !== undefined) serveTlsOnly(server, security.onRejected, clock);
+  // A handshake gets the first-byte timeout too (as the wire port gives it the HELLO deadline): Node's default, 120 s,
+  // would let a peer that sends a few bytes of a ClientHello and stops hold a connection slot for two minutes.
+  const server =
+    tls === undefined
+      ? createServer(options, listener)
+      : (createHttpsServer({ ...options, ...serverTlsOptions(tls), handshakeTimeout: limits.firstByteTimeoutMs }, listener) as unknown as Server);
+  if (security?.tls !== undefined) serveTlsOnly(server, security.onRejected, clock, limits.firstByteTimeoutMs);
   server.maxConnections = limits.connectionsMax;
   const slots = new AddressSlots(limits.connectionsPerAddressMax);
   // Nothing is kept per connection but its slot: every idle watcher is one of these connections. The close listener
@@ -206,6 +211,7 @@ export function createHttpServer(
       return;
     }
     // bytesRead counts what node:http's parser consumed too (it reads the handle directly, without 'data' events).
+    // With TLS these are the handshake's bytes: the TLS socket has a timer of its own once the handshake is over.
     clock.setTimeout(() => {
       if (socket.bytesRead === 0) socket.destroy();
     }, limits.firstByteTimeoutMs);
@@ -255,7 +261,7 @@ export function createHttpServer(
  * Makes an HTTPS server answer plaintext HTTP with a plaintext 400 that says to use https (instead of a reset), and
  * report failed handshakes. The TLS server's own connection listener runs only once the first byte shows a handshake.
  */
-function serveTlsOnly(server: Server, onRejected: HttpSecurity['onRejected'], clock: Clock): void {
+function serveTlsOnly(server: Server, onRejected: HttpSecurity['onRejected'], clock: Clock, firstByteTimeoutMs: number): void {
   const tlsListeners = server.listeners('connection') as ((socket: Socket) => void)[];
   server.removeAllListeners('connection');
   server.on('connection', (socket: Socket) => {
@@ -271,6 +277,15 @@ function serveTlsOnly(server: Server, onRejected: HttpSecurity['onRejected'], cl
       socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
       clock.setTimeout(() => socket.destroy(), WRONG_PROTOCOL_FLUSH_MS);
     });
+  });
+  // A client that completes the handshake and sends nothing: the raw socket's first-byte timer saw the handshake's
+  // bytes, and node:http's headers timeout starts only with the first byte of a request. A TLS socket's bytesRead
+  // counts decrypted bytes, so this is the plain port's rule one layer up. A watch upgrade has sent its request by
+  // then, so an open watch is never cut; neither is a keep-alive connection, whose idle time node:http bounds.
+  server.on('secureConnection', (socket: TLSSocket) => {
+    clock.setTimeout(() => {
+      if (socket.bytesRead === 0) socket.destroy();
+    }, firstByteTimeoutMs);
   });
   server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
     // The remote address is gone once the handshake failed (the socket is already destroyed): '?' then.
