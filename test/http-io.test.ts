@@ -1,12 +1,16 @@
 /**
- * sendJson on a real HTTP server: a large body goes out in pieces a turn apart (src/server/http-io.ts), and arrives
- * whole, with a content-length that matches it, even where a piece boundary falls inside a surrogate pair.
+ * sendJson and readBody on a real HTTP server: a large body goes out in pieces a turn apart (src/server/http-io.ts),
+ * and arrives whole, with a content-length that matches it, even where a piece boundary falls inside a surrogate pair;
+ * a request body sent in pieces of every size is read whole, with a Content-Length and chunked.
  */
 import assert from 'node:assert/strict';
 import { createServer, get, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
-import { JSON_PIECE_CHARS, sendJson } from '../src/server/http-io.js';
+import { MercuryError } from '../src/errors/index.js';
+import { admit } from '../src/server/auth.js';
+import { BodyBudget } from '../src/server/body-budget.js';
+import { JSON_PIECE_CHARS, readBody, sendJson } from '../src/server/http-io.js';
 
 let server: Server;
 let body: unknown;
@@ -48,4 +52,56 @@ test('sendJson: a small body is written at once, with its content-length', async
   assert.equal(answer.text, '{"ok":true}');
   assert.equal(answer.length, 11);
   assert.ok(sent >= 2);
+});
+
+/** Sends `head`, then each piece as its own write once the previous one was handed to the kernel; resolves with the answer. */
+async function sendInPieces(port: number, head: string, pieces: readonly Buffer[]): Promise<string> {
+  const socket = connect(port, '127.0.0.1');
+  socket.setNoDelay(true);
+  let answer = '';
+  socket.on('data', (data: Buffer) => (answer += data.toString('latin1')));
+  const closed = new Promise<void>((resolve, reject) => {
+    socket.once('close', () => resolve());
+    socket.once('error', reject);
+  });
+  const write = (bytes: Buffer | string): Promise<void> => new Promise((resolve, reject) => socket.write(bytes, (error) => (error ? reject(error) : resolve())));
+  await write(head);
+  for (const piece of pieces) {
+    await write(piece);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  await closed;
+  return answer.slice(answer.indexOf('\r\n\r\n') + 4);
+}
+
+test('readBody: a body sent in pieces of every size, a byte to 70 KB, arrives whole, with a Content-Length and chunked', async () => {
+  const bytesMax = 1024 * 1024;
+  const bodyServer = createServer((req, res) => {
+    admit(req, undefined);
+    readBody(req, res, new BodyBudget(bytesMax), { bytesMax, tooLarge: (bytes) => new MercuryError('BODY_TOO_LARGE', `${bytes} bytes`) }).then(
+      (received) => res.end(received.toString('base64')),
+      (error: unknown) => {
+        res.statusCode = 500;
+        res.end(String(error));
+      },
+    );
+  });
+  await new Promise<void>((resolve) => bodyServer.listen(0, '127.0.0.1', resolve));
+  try {
+    const port = (bodyServer.address() as AddressInfo).port;
+    // Small pieces go into growing blocks (or the Content-Length buffer), pieces of 16 KiB and more are kept as they come.
+    const sizes = [1, 1, 2, 3, 100, 1, 20_000, 1, 5_000, 7, 70_000, 300, 1, 16_384, 2];
+    const body = Buffer.alloc(sizes.reduce((sum, size) => sum + size, 0));
+    for (let i = 0; i < body.length; i++) body[i] = (i * 7 + (i >> 8)) & 0xff;
+    const pieces: Buffer[] = [];
+    for (let at = 0, i = 0; at < body.length; at += sizes[i++]!) pieces.push(body.subarray(at, at + sizes[i]!));
+    const head = (framing: string): string => `PUT / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n${framing}\r\n\r\n`;
+    const declared = await sendInPieces(port, head(`Content-Length: ${body.length}`), pieces);
+    assert.ok(Buffer.from(declared, 'base64').equals(body), 'the Content-Length body arrives whole');
+    const chunks = pieces.map((piece) => Buffer.concat([Buffer.from(`${piece.length.toString(16)}\r\n`), piece, Buffer.from('\r\n')]));
+    const chunked = await sendInPieces(port, head('Transfer-Encoding: chunked'), [...chunks, Buffer.from('0\r\n\r\n')]);
+    assert.ok(Buffer.from(chunked, 'base64').equals(body), 'the chunked body arrives whole');
+  } finally {
+    await new Promise<void>((resolve) => bodyServer.close(() => resolve()));
+  }
 });

@@ -274,6 +274,24 @@ test('watch websocket: pings are not answered while the send queue is full, so a
   );
 });
 
+test('watch websocket: a message sent as 1-byte fragments arrives whole, held in one buffer that doubles up to the limit (no object per fragment)', () => {
+  const { socket, received, websocket } = open();
+  const text = Array.from({ length: MESSAGE_BYTES_MAX }, (_, i) => String.fromCharCode(97 + (i % 26))).join('');
+  const held = new Set<Buffer>();
+  for (let i = 0; i < text.length; i++) {
+    socket.feed(clientFrame(i === text.length - 1, i === 0 ? Opcode.TEXT : Opcode.CONTINUATION, Buffer.from(text[i]!)));
+    const fragments = (websocket as unknown as { fragments: Buffer | undefined }).fragments;
+    if (fragments !== undefined) held.add(fragments);
+  }
+  assert.deepEqual(received.messages, [{ text, binary: false }]);
+  assert.deepEqual(received.failures, []);
+  // 256, 512, then 1024 bytes (the limit): a few buffers in all, never one larger than the limit.
+  const sizes = [...held].map((buffer) => buffer.length);
+  assert.ok(held.size <= 3, `buffers held: ${sizes.join(', ')}`);
+  assert.ok(sizes.every((size) => size <= MESSAGE_BYTES_MAX), `buffers held: ${sizes.join(', ')}`);
+  assert.equal((websocket as unknown as { fragments: Buffer | undefined }).fragments, undefined, 'nothing held after the message');
+});
+
 test('watch websocket: a frame sent a byte at a time arrives whole, held in one buffer of its size (no copy of everything so far per byte)', () => {
   const { socket, received, websocket } = open();
   const text = 'x'.repeat(MESSAGE_BYTES_MAX);

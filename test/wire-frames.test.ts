@@ -142,6 +142,27 @@ test('wire frames: a frame over the limit is reported from its header and its bo
   assert.equal(reader.partialBytes, 0);
 });
 
+test('wire frames: a frame split across chunks is gathered into one buffer, and the frames after it follow', () => {
+  const reader = new WireFrameReader(LIMIT);
+  const first = encodePut(1, Buffer.from('k'), Buffer.alloc(1000, 1));
+  const second = encodeGet(2, Buffer.from('k'));
+  // A byte at a time, then the rest of the first frame with the start of the second in one chunk.
+  for (let at = 0; at < 500; at++) reader.push(first.subarray(at, at + 1));
+  assert.equal(reader.next(), undefined);
+  assert.equal(reader.partialBytes, 500);
+  reader.push(Buffer.concat([first.subarray(500), second.subarray(0, 5)]));
+  const one = reader.next();
+  assert.ok(one !== undefined && !('oversized' in one));
+  assert.deepEqual([one.id, one.body.equals(first.subarray(9))], [1, true]);
+  assert.equal(reader.next(), undefined);
+  assert.equal(reader.partialBytes, 5, 'the start of the second frame, held for it');
+  reader.push(second.subarray(5));
+  const two = reader.next();
+  assert.ok(two !== undefined && !('oversized' in two));
+  assert.equal(two.id, 2);
+  assert.equal(reader.partialBytes, 0);
+});
+
 test('wire frames: arbitrary bytes are refused with BAD_REQUEST or wait for more, never anything else', () => {
   assertProperty(
     fc.property(fc.uint8Array({ maxLength: 2048 }), (bytes) => {

@@ -243,15 +243,22 @@ function malformed(message: string): MercuryError {
 }
 
 /**
- * Cuts a byte stream into frames. Bytes are kept as the chunks they arrived in and copied only when a frame spans
- * chunks, so a frame body is usually a view of the chunk. The limit applies from the length field: a longer frame
- * is never buffered (its bytes are counted and dropped). A length below the header size is a BAD_REQUEST.
+ * Cuts a byte stream into frames. Whole frames in a chunk are returned as views of it, without a copy. A frame that
+ * spans chunks is copied, once its length field is in, into one buffer of its size (bounded by the limit checked
+ * first), and the chunks after it go straight into that buffer: however a peer splits a frame (a byte per TCP segment),
+ * the node holds the frame's bytes and one buffer, not a Buffer object (some 200 bytes of heap) per segment. The limit
+ * applies from the length field: a longer frame is never buffered (its bytes are counted and dropped). A length below
+ * the header size is a BAD_REQUEST.
  */
 export class WireFrameReader {
-  private chunks: Buffer[] = [];
+  /** Bytes not yet cut into frames, as they arrived: whole frames, and at most the first bytes of a length field. */
+  private readonly chunks: Buffer[] = [];
   /** Bytes held in `chunks`, from `offset` in the first one. */
   private held = 0;
   private offset = 0;
+  /** A frame partly in, in one buffer of its whole length (length field included), filled to `assemblingFilled`. */
+  private assembling: Buffer | undefined = undefined;
+  private assemblingFilled = 0;
   /** Bytes of an oversized frame still to drop. */
   private skipping = 0;
 
@@ -269,17 +276,33 @@ export class WireFrameReader {
       if (dropped === chunk.length) return;
       chunk = chunk.subarray(dropped);
     }
+    const assembling = this.assembling;
+    if (assembling !== undefined && this.assemblingFilled < assembling.length) {
+      const taken = Math.min(chunk.length, assembling.length - this.assemblingFilled);
+      chunk.copy(assembling, this.assemblingFilled, 0, taken);
+      this.assemblingFilled += taken;
+      if (taken === chunk.length) return;
+      chunk = chunk.subarray(taken);
+    }
     this.chunks.push(chunk);
     this.held += chunk.length;
   }
 
   /** Bytes received and not yet returned as frames: nonzero while a frame is partly in (or one is being skipped). */
   get partialBytes(): number {
-    return this.held + this.skipping;
+    return this.held + this.assemblingFilled + this.skipping;
   }
 
   /** The next whole frame, an oversized frame's header, or undefined when more bytes are needed. Throws BAD_REQUEST. */
   next(): WireFrame | OversizedFrame | undefined {
+    const assembling = this.assembling;
+    if (assembling !== undefined) {
+      if (this.assemblingFilled < assembling.length) return undefined;
+      // Complete: it came before anything held in `chunks`, which arrived after it.
+      this.assembling = undefined;
+      this.assemblingFilled = 0;
+      return this.whole(assembling);
+    }
     if (this.held < WIRE_LENGTH_BYTES) return undefined;
     const length = this.peekUInt32(0);
     if (length < WIRE_HEADER_BYTES) throw malformed(`length ${length} is below the ${WIRE_HEADER_BYTES} bytes of type and id`);
@@ -294,9 +317,20 @@ export class WireFrameReader {
       this.skipping = total - dropNow;
       return { oversized: true, type, id, length };
     }
-    if (this.held < WIRE_LENGTH_BYTES + length) return undefined;
-    const whole = this.take(WIRE_LENGTH_BYTES + length);
-    return { type: whole[WIRE_LENGTH_BYTES]!, id: whole.readUInt32BE(WIRE_LENGTH_BYTES + 1), body: whole.subarray(BODY_AT) };
+    if (this.held < WIRE_LENGTH_BYTES + length) {
+      // Everything held is the start of this frame (frames before it were returned): gathered into the frame's own
+      // buffer, which the next chunks fill. A frame that spans chunks was copied once before too, when complete.
+      const frame = Buffer.allocUnsafe(WIRE_LENGTH_BYTES + length);
+      this.assemblingFilled = this.held;
+      this.take(this.held, frame);
+      this.assembling = frame;
+      return undefined;
+    }
+    return this.whole(this.take(WIRE_LENGTH_BYTES + length));
+  }
+
+  private whole(frame: Buffer): WireFrame {
+    return { type: frame[WIRE_LENGTH_BYTES]!, id: frame.readUInt32BE(WIRE_LENGTH_BYTES + 1), body: frame.subarray(BODY_AT) };
   }
 
   private peekByte(at: number): number {
@@ -315,11 +349,11 @@ export class WireFrameReader {
     return ((this.peekByte(at) << 24) | (this.peekByte(at + 1) << 16) | (this.peekByte(at + 2) << 8) | this.peekByte(at + 3)) >>> 0;
   }
 
-  /** Removes `bytes` from the front; returns them as one buffer (a view when they lie in one chunk). */
-  private take(bytes: number): Buffer {
+  /** Removes `bytes` from the front; returns them as one buffer (a view when they lie in one chunk, unless `into` is given). */
+  private take(bytes: number, into?: Buffer): Buffer {
     const first = this.chunks[0]!;
     this.held -= bytes;
-    if (first.length - this.offset >= bytes) {
+    if (into === undefined && first.length - this.offset >= bytes) {
       const view = first.subarray(this.offset, this.offset + bytes);
       this.offset += bytes;
       if (this.offset === first.length) {
@@ -328,7 +362,7 @@ export class WireFrameReader {
       }
       return view;
     }
-    const out = Buffer.allocUnsafe(bytes);
+    const out = into ?? Buffer.allocUnsafe(bytes);
     let filled = 0;
     while (filled < bytes) {
       const chunk = this.chunks[0]!;

@@ -18,6 +18,7 @@
  * Nothing is allocated for an idle connection: the bytes of a frame not yet received in full, and the fragments of a
  * message, are held only while they are incomplete.
  */
+import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
@@ -34,6 +35,8 @@ const KEY_PATTERN = /^[+/0-9A-Za-z]{22}==$/;
 const TOKEN_PATTERN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** Control frames carry at most 125 bytes; a close frame's reason is what is left after its 2-byte code. */
 const CONTROL_PAYLOAD_BYTES_MAX = 125;
+/** The first buffer of a fragmented message (doubled as the message grows): small, as clients seldom fragment. */
+const FRAGMENT_BUFFER_BYTES_MIN = 256;
 
 /** Close codes of RFC 6455 section 7.4.1 this end sends on its own (the watch protocol's are in src/api/watch.ts). */
 export const ProtocolCloseCode = {
@@ -172,8 +175,13 @@ export class ServerWebSocket {
    */
   private partial: Buffer | undefined = undefined;
   private partialFilled = 0;
-  /** The fragments of a message whose final frame has not come, and its opcode (0: no message in progress). */
-  private fragments: Buffer[] | undefined = undefined;
+  /**
+   * The payload so far of a message whose final frame has not come (`fragmentBytes` of `fragments`), and its opcode
+   * (0: no message in progress). One buffer, grown by doubling up to `messageBytesMax`, whatever the number of
+   * fragments: a message sent as 1-byte fragments held one Buffer object (some 140 bytes of heap) per byte, 18 MB per
+   * connection for a message limited to 128 KiB.
+   */
+  private fragments: Buffer | undefined = undefined;
   private fragmentBytes = 0;
   private fragmentOpcode = 0;
   private closeTimer: TimerHandle | undefined = undefined;
@@ -319,13 +327,10 @@ export class ServerWebSocket {
         return this.closeReceived(payload);
       case Opcode.CONTINUATION:
         if (this.fragmentOpcode === 0) return this.fail(ProtocolCloseCode.PROTOCOL_ERROR, 'continuation frame without a message to continue');
-        if (payload.length > 0) {
-          (this.fragments ??= []).push(Buffer.from(payload));
-          this.fragmentBytes += payload.length;
-        }
+        this.keepFragment(payload);
         if (!fin) return;
         opcode = this.fragmentOpcode;
-        payload = this.fragments === undefined ? Buffer.alloc(0) : Buffer.concat(this.fragments, this.fragmentBytes);
+        payload = this.fragments === undefined ? Buffer.alloc(0) : this.fragments.subarray(0, this.fragmentBytes);
         this.fragments = undefined;
         this.fragmentBytes = 0;
         this.fragmentOpcode = 0;
@@ -334,13 +339,30 @@ export class ServerWebSocket {
         if (this.fragmentOpcode !== 0) return this.fail(ProtocolCloseCode.PROTOCOL_ERROR, 'new message before the last one was finished');
         if (!fin) {
           this.fragmentOpcode = opcode;
-          this.fragments = payload.length > 0 ? [Buffer.from(payload)] : undefined;
-          this.fragmentBytes = payload.length;
+          this.keepFragment(payload);
           return;
         }
     }
     if (opcode === Opcode.TEXT && !isUtf8(payload)) return this.fail(ProtocolCloseCode.INVALID_PAYLOAD, 'text message is not valid UTF-8');
     if (this.state === OPEN) this.owner.message(this, payload, opcode === Opcode.BINARY);
+  }
+
+  /** Appends a fragment's payload (a view of the read buffer: copied) to the message in progress. */
+  private keepFragment(payload: Buffer): void {
+    if (payload.length === 0) return;
+    const bytes = this.fragmentBytes + payload.length;
+    // readFrameHeader refused any fragment that would take the message past the limit.
+    assert.ok(bytes <= this.owner.messageBytesMax, 'a message within its limit');
+    let held = this.fragments;
+    if (held === undefined || held.length < bytes) {
+      // Doubling copies each byte a bounded number of times however the message is split, and holds at most twice what
+      // was received (the limit is a ceiling, not an allocation: a short fragmented message costs what it is).
+      const grown = Buffer.allocUnsafeSlow(Math.min(this.owner.messageBytesMax, Math.max(bytes, 2 * (held?.length ?? 0), FRAGMENT_BUFFER_BYTES_MIN)));
+      held?.copy(grown, 0, 0, this.fragmentBytes);
+      this.fragments = held = grown;
+    }
+    payload.copy(held, this.fragmentBytes);
+    this.fragmentBytes = bytes;
   }
 
   private closeReceived(payload: Buffer): void {
