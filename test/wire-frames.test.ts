@@ -142,7 +142,7 @@ test('wire frames: a frame over the limit is reported from its header and its bo
   assert.equal(reader.partialBytes, 0);
 });
 
-test('wire frames: a frame split across chunks is gathered into one buffer, and the frames after it follow', () => {
+test('wire frames: a frame split across chunks is gathered into one buffer, and framesEnded counts each frame that ends', () => {
   const reader = new WireFrameReader(LIMIT);
   const first = encodePut(1, Buffer.from('k'), Buffer.alloc(1000, 1));
   const second = encodeGet(2, Buffer.from('k'));
@@ -150,16 +150,26 @@ test('wire frames: a frame split across chunks is gathered into one buffer, and 
   for (let at = 0; at < 500; at++) reader.push(first.subarray(at, at + 1));
   assert.equal(reader.next(), undefined);
   assert.equal(reader.partialBytes, 500);
+  assert.equal(reader.framesEnded, 0);
   reader.push(Buffer.concat([first.subarray(500), second.subarray(0, 5)]));
   const one = reader.next();
   assert.ok(one !== undefined && !('oversized' in one));
   assert.deepEqual([one.id, one.body.equals(first.subarray(9))], [1, true]);
+  assert.equal(reader.framesEnded, 1);
   assert.equal(reader.next(), undefined);
   assert.equal(reader.partialBytes, 5, 'the start of the second frame, held for it');
   reader.push(second.subarray(5));
   const two = reader.next();
   assert.ok(two !== undefined && !('oversized' in two));
   assert.equal(two.id, 2);
+  assert.equal(reader.framesEnded, 2);
+  // An oversized frame ends when its last byte has been dropped.
+  const big = encodePut(3, Buffer.from('k'), Buffer.alloc(LIMIT));
+  reader.push(big.subarray(0, 100));
+  assert.ok(reader.next() !== undefined);
+  assert.equal(reader.framesEnded, 2);
+  reader.push(big.subarray(100));
+  assert.equal(reader.framesEnded, 3);
   assert.equal(reader.partialBytes, 0);
 });
 

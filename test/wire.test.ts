@@ -274,6 +274,33 @@ describe('wire: hostile input', () => {
     await healthy(root);
   });
 
+  test('wire: a client whose every write ends part-way into its next frame is not cut off: each frame has its own timeout', async () => {
+    const { frameTimeoutMs } = NODE_LIMITS_TEST.wire;
+    const wire = await RawWire.ready(root.wireUrl);
+    // Before, the frame clock started with the first partial write and ran on while bytes kept arriving: the
+    // connection was cut with REQUEST_TIMEOUT after frameTimeoutMs, though each frame took a tenth of it.
+    const writeEveryMs = frameTimeoutMs / 10;
+    const frames = 4 * 10; // four frame timeouts' worth
+    let pending: Buffer = Buffer.alloc(0);
+    for (let id = 1; id <= frames; id++) {
+      const frame = encodeGet(id, Buffer.from('pipelined'));
+      const half = Math.floor(frame.length / 2);
+      wire.send(Buffer.concat([pending, frame.subarray(0, half)]));
+      pending = frame.subarray(half);
+      await new Promise((resolve) => setTimeout(resolve, writeEveryMs));
+    }
+    wire.send(pending);
+    const answered = new Set<number>();
+    for (let i = 0; i < frames; i++) {
+      const answer = await wire.next();
+      assert.ok(answer !== undefined && answer.id !== 0, `answer ${i + 1} of ${frames}: ${RawWire.message(answer) || JSON.stringify(answer)}`);
+      answered.add(answer.id);
+    }
+    assert.equal(answered.size, frames);
+    assert.ok(!wire.socket.destroyed, 'the connection is still open');
+    wire.close();
+  });
+
   test('wire: connections beyond the per-address cap are refused with OVERLOADED', async () => {
     const cap = NODE_LIMITS_TEST.wire.connectionsPerAddressMax;
     const open: RawWire[] = [];

@@ -261,6 +261,8 @@ export class WireFrameReader {
   private assemblingFilled = 0;
   /** Bytes of an oversized frame still to drop. */
   private skipping = 0;
+  /** Frames ended so far: returned whole, or oversized and dropped to their last byte (each frame has its own timeout). */
+  private ended = 0;
 
   constructor(private frameBytesMax: number) {}
 
@@ -273,6 +275,7 @@ export class WireFrameReader {
     if (this.skipping > 0) {
       const dropped = Math.min(this.skipping, chunk.length);
       this.skipping -= dropped;
+      if (this.skipping === 0) this.ended++;
       if (dropped === chunk.length) return;
       chunk = chunk.subarray(dropped);
     }
@@ -291,6 +294,11 @@ export class WireFrameReader {
   /** Bytes received and not yet returned as frames: nonzero while a frame is partly in (or one is being skipped). */
   get partialBytes(): number {
     return this.held + this.assemblingFilled + this.skipping;
+  }
+
+  /** How many frames have ended (a count that only grows): a frame's timeout starts again from the next one's bytes. */
+  get framesEnded(): number {
+    return this.ended;
   }
 
   /** The next whole frame, an oversized frame's header, or undefined when more bytes are needed. Throws BAD_REQUEST. */
@@ -315,6 +323,7 @@ export class WireFrameReader {
       const dropNow = Math.min(total, this.held);
       this.take(dropNow);
       this.skipping = total - dropNow;
+      if (this.skipping === 0) this.ended++;
       return { oversized: true, type, id, length };
     }
     if (this.held < WIRE_LENGTH_BYTES + length) {
@@ -330,6 +339,7 @@ export class WireFrameReader {
   }
 
   private whole(frame: Buffer): WireFrame {
+    this.ended++;
     return { type: frame[WIRE_LENGTH_BYTES]!, id: frame.readUInt32BE(WIRE_LENGTH_BYTES + 1), body: frame.subarray(BODY_AT) };
   }
 

@@ -77,6 +77,8 @@ export class WireConnection {
   private lastActivityMs: number;
   /** When the frame now arriving started to arrive (undefined: none is partly in). */
   private partialSinceMs: number | undefined;
+  /** The reader's count of ended frames when `partialSinceMs` was last looked at. */
+  private framesEnded = 0;
   private closingSinceMs: number | undefined;
   /** The ERROR or GOAWAY that ends a closing connection, sent once nothing is in flight. */
   private finalFrame: Buffer | undefined;
@@ -140,6 +142,13 @@ export class WireConnection {
       this.blocked = blocked;
       if (blocked) this.socket.pause();
       else this.socket.resume();
+    }
+    // Each frame has frameTimeoutMs from its own first byte: the clock of one that ended does not run on into the
+    // next, or a client whose every write ends part-way into its next frame (any pipelining client) would be cut off
+    // frameTimeoutMs after its first partial write, however fast each frame came.
+    if (this.reader.framesEnded !== this.framesEnded) {
+      this.framesEnded = this.reader.framesEnded;
+      this.partialSinceMs = undefined;
     }
     // A frame left waiting while the node does not read is not the client's delay.
     this.partialSinceMs = blocked || this.reader.partialBytes === 0 ? undefined : (this.partialSinceMs ?? this.context.nowMs());
