@@ -387,12 +387,19 @@ describe('replication state machines', () => {
     assert.match(downstream.status().lastFailure ?? '', /expected seq 11, got 12/);
   });
 
-  test('downstream: CHAIN_DIVERGED stops following until an operator resyncs', () => {
+  test('downstream: CHAIN_DIVERGED from every upstream stops following until an operator resyncs', () => {
     const { downstream } = newReplica({ store: rootStore(4) });
     const [connect] = downstream.start(T0);
     assert.ok(connect?.type === 'connect');
     downstream.connected(T0, connect.connId);
-    const refused = downstream.receive(T0 + 1, connect.connId, encodeMessage({ type: 'refuse', reason: 'CHAIN_DIVERGED', message: 'hash differs at 4' }));
+    const diverged = encodeMessage({ type: 'refuse', reason: 'CHAIN_DIVERGED', message: 'hash differs at 4' });
+    // The first upstream's word alone (unsigned, perhaps a lying relay's) is a failure of that upstream: the next one is tried.
+    downstream.receive(T0 + 1, connect.connId, diverged);
+    assert.equal(downstream.status().phase, 'backoff');
+    const [next] = downstream.tick(downstream.nextTickMs()!);
+    assert.ok(next?.type === 'connect' && next.upstream === 'up-b');
+    downstream.connected(T0 + 100, next.connId);
+    const refused = downstream.receive(T0 + 101, next.connId, diverged);
     assert.equal(ofType(refused, 'close').length, 1);
     assert.ok(ofType(refused, 'log').some((action) => action.level === 'error'));
     const status = downstream.status();
@@ -406,6 +413,23 @@ describe('replication state machines', () => {
     const again = ofType(resync, 'connect')[0]!;
     const [hello] = sent(downstream.connected(T0 + 3_600_000, again.connId));
     assert.ok(hello?.type === 'hello' && hello.resync);
+  });
+
+  test('downstream: an upstream that claims divergence while another welcomes the chain is failed over, not believed', () => {
+    const root = rootStore(6);
+    const { downstream, store } = newReplica({ store: rootStore(4) });
+    const [connect] = downstream.start(T0);
+    assert.ok(connect?.type === 'connect' && connect.upstream === 'up-a');
+    downstream.connected(T0, connect.connId);
+    downstream.receive(T0 + 1, connect.connId, encodeMessage({ type: 'refuse', reason: 'CHAIN_DIVERGED', message: 'a lie' }));
+    assert.equal(downstream.status().phase, 'backoff');
+    const [next] = downstream.tick(downstream.nextTickMs()!);
+    assert.ok(next?.type === 'connect' && next.upstream === 'up-b');
+    const link = new Link(downstream, store, newUpstream(root), next.connId);
+    link.fromDownstream(downstream.connected(T0 + 100, next.connId));
+    link.settle();
+    assert.equal(downstream.status().phase, 'streaming');
+    assert.equal(store.head().seq, 6);
   });
 
   test('downstream: a resync installs the upstream snapshot even below the local head', () => {

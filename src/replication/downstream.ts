@@ -230,6 +230,12 @@ export class Downstream {
   private failures = 0;
   private resyncRequested = false;
   private divergedReason: string | undefined;
+  /**
+   * The upstreams (indices) that refused this node's chain as diverged since one last welcomed it. An upstream's
+   * refusal is its word alone (a relay may lie, and a refusal carries no signature): the replica stops only when every
+   * upstream it lists says so, and otherwise fails over like any failure.
+   */
+  private readonly divergedVotes = new Set<number>();
   private lastFailure: string | undefined;
   /** The last heartbeat taken (forwarded, and the source of the reported lag). */
   private lastHeartbeat: Heartbeat | undefined;
@@ -547,6 +553,7 @@ export class Downstream {
     session.welcome = welcome;
     session.lastProgressMs = nowMs;
     session.lastAckMs = nowMs;
+    this.divergedVotes.clear();
     this.ancestors = welcome.path;
     this.phase = welcome.mode === 'stream' ? 'streaming' : 'snapshot';
     this.upstreamSwitches++;
@@ -708,7 +715,10 @@ export class Downstream {
   }
 
   private refused(nowMs: number, reason: RefuseReason, text: string, actions: DownstreamAction[]): void {
-    if (reason === 'CHAIN_DIVERGED') return this.diverge(nowMs, `upstream refused: CHAIN_DIVERGED: ${text}`, actions);
+    if (reason === 'CHAIN_DIVERGED') {
+      this.divergedVotes.add(this.session!.index);
+      if (this.divergedVotes.size >= this.upstreams.length) return this.diverge(nowMs, `upstream refused: CHAIN_DIVERGED: ${text}`, actions);
+    }
     this.fail(nowMs, `upstream refused: ${reason}: ${text}`, actions);
   }
 
