@@ -9,6 +9,8 @@ import { generateKeyPairSync } from 'node:crypto';
 import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { Store } from '../src/store/index.js';
+import { ROOT_KEY_KEY, ROOT_URL_KEY, keyId, rawPublicKey } from '../src/trust/index.js';
 import { assertError, auditLog, request } from './support/http.js';
 import { freePort } from './support/net.js';
 import { makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProcess } from './support/process.js';
@@ -185,6 +187,35 @@ describe('signed entries - real processes', () => {
     assert.equal(await get(configured, 'forwarded'), 'yes');
     assert.ok((await statusOf(root)).seq >= seq);
     await stopProcess(configured.child);
+  });
+
+  test('a replica that followed without --trust-key is resynced when it starts with it: a planted key and root URL are not trusted', async () => {
+    // It followed the root without checks, and meanwhile a relay (here: a write into its store) planted its own signing
+    // key and root URL: what a relay feeding an unverifying replica can do.
+    const unverified = await serve('unverified', ['--upstream', root.replication]);
+    await converged(root, [unverified]);
+    await stopProcess(unverified.child, 'SIGTERM');
+    const attacker = generateKeyPairSync('ed25519');
+    const store = Store.open({ path: unverified.dataDir, noSync: true });
+    assert.equal(store.verified, false);
+    store.commit(Date.now(), (view) => {
+      view.apply({ type: 'put', key: ROOT_KEY_KEY, value: rawPublicKey(attacker.publicKey) });
+      view.apply({ type: 'put', key: ROOT_URL_KEY, value: Buffer.from('http://127.0.0.1:9/attacker-captures-writes') });
+    });
+    await new Promise((resolve) => setTimeout(resolve, 10)); // lmdb-js: no close in the turn of a write
+    await store.close();
+    // The operator turns verification on.
+    const restarted = await serve('unverified', replicaArgs(root.replication));
+    await eventually(() => Promise.resolve(/replacing it with a verified snapshot/.test(restarted.stderr())), () => restarted.stderr());
+    await put(root, 'after-verification', 'signed');
+    await converged(root, [restarted]);
+    await assertSameChain(restarted, root);
+    const trust = (await trustOf(restarted)) as TrustStatusJson & { dataVerified?: boolean; forwardTo?: string | null };
+    assert.notEqual(trust.learnedKey, keyId(attacker.publicKey));
+    assert.equal(trust.dataVerified, true);
+    assert.ok(!String(trust.forwardTo).includes('attacker'), `forwards to ${trust.forwardTo}`);
+    assertError(await request(restarted.url, 'PUT', '/v1/kv/captured', { body: 'no' }), 'ROOT_UNKNOWN');
+    await stopProcess(restarted.child);
   });
 
   test('key rotation: an entry signed by the old key names the new one; replicas that trusted the old key follow', async () => {

@@ -456,7 +456,7 @@ export class MercuryNode {
     if (node.replicationClient === undefined) {
       node.heartbeatTimer = node.clock.setInterval(() => node.replicationServer.heartbeat(node.rootHeartbeat()), node.limits.replication.heartbeatIntervalMs);
     } else {
-      if (config.resync) node.replicationClient.resync();
+      if (config.resync || node.unverifiedUnderTrust()) node.replicationClient.resync();
       node.replicationClient.start();
     }
     if (node.generatedSigningKey !== undefined)
@@ -555,13 +555,29 @@ export class MercuryNode {
   }
 
   /**
+   * A replica that verifies signatures (--trust-key) on data it applied without them (it ran without --trust-key, or
+   * restored a snapshot file): a relay may have planted anything in it, a signing key and a root URL included, so it
+   * is replaced by a snapshot from the upstream whose signed head is verified, and meanwhile its key and URL are not
+   * trusted. Also stops marking data as verified once a replica runs without the checks. Returns whether to resync.
+   */
+  private unverifiedUnderTrust(): boolean {
+    if (this.trustKeys.length === 0) {
+      this.store.markUnverified();
+      return false;
+    }
+    if (this.store.verified || this.store.datasetId === '') return false;
+    this.logger.log('warn', 'this replica holds data applied without signature checks: replacing it with a verified snapshot (--trust-key)', { seq: this.store.head().seq });
+    return true;
+  }
+
+  /**
    * Where a replica forwards writes: `--root-url` if given; with trusted keys, only the root URL a signed entry
    * recorded (never a URL an upstream merely claims: a relay could capture the writes); otherwise its upstream's.
    */
   private forwardTarget(): string | undefined {
     if (this.config.rootUrl !== undefined) return this.config.rootUrl;
     if (this.trustKeys.length === 0) return this.replicationClient!.status().upstreamHttpUrl;
-    const recorded = this.store.get(ROOT_URL_KEY).record?.value.toString('utf8');
+    const recorded = this.store.verified ? this.store.get(ROOT_URL_KEY).record?.value.toString('utf8') : undefined;
     if (recorded === undefined)
       throw new MercuryError(
         'ROOT_UNKNOWN',
@@ -635,7 +651,9 @@ export class MercuryNode {
       learnedKey: trust.learnedKey ?? null,
       refusals: trust.refusals,
       lastRefusal: trust.lastRefusal ?? null,
-      forwardTo: this.config.rootUrl ?? this.store.get(ROOT_URL_KEY).record?.value.toString('utf8') ?? null,
+      // Whether all the data came through the checks: false until a replica that ran without them is resynced.
+      dataVerified: this.store.verified,
+      forwardTo: this.config.rootUrl ?? (this.store.verified ? this.store.get(ROOT_URL_KEY).record?.value.toString('utf8') : undefined) ?? null,
     };
   }
 

@@ -104,8 +104,9 @@ export class ReplicationClient {
       random: () => randomInt(1 << 30) / (1 << 30),
       httpUrl: this.options.httpUrl,
       credential: this.options.credential,
-      // The key of the last rotation this node applied is in its key space (every entry there was verified).
-      trust: this.options.trustKeys === undefined ? undefined : new TrustedKeys(this.options.trustKeys, store.get(ROOT_KEY_KEY).record?.value),
+      // The key of the last rotation this node applied is in its key space, when every entry there was verified; data
+      // applied without the checks may hold a relay's key (the node resyncs it first, node.ts).
+      trust: this.options.trustKeys === undefined ? undefined : new TrustedKeys(this.options.trustKeys, store.verified ? store.get(ROOT_KEY_KEY).record?.value : undefined),
     });
   }
 
@@ -231,7 +232,8 @@ export class ReplicationClient {
           store.beginSnapshotInstall(); // discards the staged records
           break;
         case 'snapshotFinish':
-          store.finishSnapshotInstall(action.seq, action.hash, action.datasetId);
+          // With trusted keys the machine verified the snapshot's signed head before this: the data is verified.
+          store.finishSnapshotInstall(action.seq, action.hash, action.datasetId, this.options.trustKeys !== undefined);
           this.options.onChainReset(action.seq);
           break;
         case 'heartbeat':

@@ -151,6 +151,12 @@ const META_LOG_BYTES = 'logBytes';
 const META_LOG_BASE = 'logBase';
 const META_WRITE_PROBE = 'writeProbe';
 const META_FORMAT = 'format';
+/**
+ * Present ("1") while everything this replica holds came through signature checks (--trust-key): a snapshot whose
+ * signed head was verified, then verified entries. Absent on data applied without them, which a relay may have forged,
+ * keys and root URL included: a replica started with --trust-key on such data does not trust it (src/node/node.ts).
+ */
+const META_VERIFIED = 'verified';
 
 export class Store {
   readonly path: string;
@@ -985,11 +991,25 @@ export class Store {
   }
 
   /**
+   * Whether everything this store holds came through signature checks: installed from a snapshot whose signed head was
+   * verified (`finishSnapshotInstall(..., verified)`), and followed since only under them (META_VERIFIED).
+   */
+  get verified(): boolean {
+    return this.meta.get(META_VERIFIED) !== undefined;
+  }
+
+  /** Data is about to be applied without signature checks: the store no longer holds only verified data. */
+  markUnverified(): void {
+    this.assertWritable();
+    if (this.verified) this.writeSync(() => void this.meta.removeSync(META_VERIFIED));
+  }
+
+  /**
    * Replica: switches to the staged snapshot in one write transaction, once the caller has verified its digest. The
    * key space becomes the snapshot's, the log restarts empty after `seq` (whose hash becomes the log base), and the
    * node adopts the snapshot's dataset id.
    */
-  finishSnapshotInstall(seq: number, hash: Buffer, datasetId: string): void {
+  finishSnapshotInstall(seq: number, hash: Buffer, datasetId: string, verified = false): void {
     this.assertWritable();
     assert.ok(datasetId.length > 0);
     const target = this.installTarget;
@@ -1007,6 +1027,8 @@ export class Store {
       this.meta.putSync(META_LOG_BASE, encodeHead(seq, hash));
       this.meta.putSync(META_LOG_BYTES, encodeU64(0));
       this.meta.putSync(META_DATASET_ID, Buffer.from(datasetId));
+      if (verified) this.meta.putSync(META_VERIFIED, Buffer.from('1'));
+      else this.meta.removeSync(META_VERIFIED);
     });
     this.installTarget = undefined;
     this.cachedHead = { seq, hash: Buffer.from(hash) };
