@@ -4,13 +4,17 @@
  * passes. (The walk reads each level in page order through one block; these pin that it still checks every page.)
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync, cpSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { lmdbTreeProblem, Store } from '../src/store/index.js';
-import { makeTempDir, removeDir } from './support/process.js';
+import { CLI_PATH, makeTempDir, removeDir } from './support/process.js';
 
 const P_BRANCH = 0x01;
+const P_LEAF = 0x02;
+const P_SUBP = 0x40;
+const F_BIGDATA = 0x01;
 const PAGE_HEADER_BYTES = 24;
 
 /** The page numbers of every branch page in the file (a page that names itself and has the branch flag). */
@@ -37,6 +41,59 @@ function setChild(file: Buffer, offset: number, child: number): void {
   file.writeUInt16LE(Math.floor(child / 0x1_0000_0000) & 0xffff, offset + 4);
 }
 
+/** A leaf page that the key space's tree reaches (the first child of a branch page that is a leaf). */
+function reachableLeaf(file: Buffer, pageBytes: number): number {
+  for (const branch of branchPages(file, pageBytes)) {
+    const { child } = childAt(file, pageBytes, branch, 0);
+    if (file.readUInt16LE(child * pageBytes + 18) === P_LEAF) return child;
+  }
+  assert.fail('no leaf page below a branch page');
+}
+
+/** Where the node of a large value (F_BIGDATA) is in the file: its header's offset, and its data's. */
+function largeValueNode(file: Buffer, pageBytes: number): { node: number; data: number } {
+  for (let pgno = 2; (pgno + 1) * pageBytes <= file.length; pgno++) {
+    const at = pgno * pageBytes;
+    if (Number(file.readBigUInt64LE(at)) !== pgno || file.readUInt16LE(at + 18) !== P_LEAF) continue;
+    for (let i = 0; i < file.readUInt16LE(at + 20) / 2; i++) {
+      const node = at + PAGE_HEADER_BYTES + file.readUInt16LE(at + PAGE_HEADER_BYTES + 2 * i);
+      if ((file.readUInt16LE(node + 4) & F_BIGDATA) !== 0) return { node, data: node + 8 + file.readUInt16LE(node + 6) };
+    }
+  }
+  assert.fail('no large value in the file');
+}
+
+/**
+ * Runs `mercury serve` on `dir`; if it starts, makes one write and one read of every key (which met the damage before the
+ * walk checked it), then stops it. Resolves with how it ended: exit code or signal, and stderr.
+ */
+function serveAndTouch(dir: string): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
+  const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data-dir', dir, '--listen', '127.0.0.1:0', '--replication-listen', '127.0.0.1:0', '--wire-listen', '127.0.0.1:0', '--auth', 'off'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+  let touched = false;
+  child.stdout.setEncoding('utf8').on('data', (text: string) => {
+    stdout += text;
+    const url = /listening on (http:\/\/\S+)/.exec(stdout)?.[1];
+    if (url === undefined || touched) return;
+    touched = true;
+    void (async () => {
+      try {
+        await (await fetch(`${url}/v1/kv/new`, { method: 'PUT', body: 'x' })).arrayBuffer();
+        await (await fetch(`${url}/v1/kv?prefix=&limit=10000`)).arrayBuffer();
+        await (await fetch(`${url}/v1/log?from=1`)).arrayBuffer();
+      } catch {
+        // The process died: its exit says how.
+      }
+      child.kill('SIGTERM');
+    })();
+  });
+  return new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal, stderr })));
+}
+
 describe('LMDB tree walk', () => {
   let root: string;
   let sound: string;
@@ -46,10 +103,13 @@ describe('LMDB tree walk', () => {
     sound = join(root, 'sound');
     const store = Store.open({ path: sound });
     const value = Buffer.alloc(200, 'v');
+    const large = Buffer.alloc(9_000, 'L');
     // 20,000 keys in one entry: a key space of three levels whose pages are all live (written once, in one
     // transaction), so that damaging any branch page found in the file damages the tree.
     store.commit(1, (view) => {
       for (let i = 0; i < 20_000; i++) view.apply({ type: 'put', key: Buffer.from(`walk/${String((i * 7_919) % 20_000).padStart(6, '0')}`), value });
+      // Values in overflow pages (larger than a page), as the log's record of this entry is too.
+      for (let i = 0; i < 3; i++) view.apply({ type: 'put', key: Buffer.from(`large/${i}`), value: large });
     });
     await store.flushed();
     await new Promise((resolve) => setTimeout(resolve, 10));
@@ -57,15 +117,20 @@ describe('LMDB tree walk', () => {
   });
   after(() => removeDir(root));
 
-  /** A copy of the sound directory with `damage` applied to its data file; returns the walk's finding. */
-  function walkDamaged(name: string, damage: (file: Buffer, pageBytes: number) => void): string | undefined {
+  /** A copy of the sound directory named `name` with `damage` applied to its data file; returns the copy's path. */
+  function damagedCopy(name: string, damage: (file: Buffer, pageBytes: number) => void): string {
     const dir = join(root, name);
     cpSync(sound, dir, { recursive: true });
     const path = join(dir, 'data.mdb');
     const file = readFileSync(path);
     damage(file, file.readUInt32LE(48));
     writeFileSync(path, file);
-    return lmdbTreeProblem(path);
+    return dir;
+  }
+
+  /** A copy of the sound directory with `damage` applied to its data file; returns the walk's finding. */
+  function walkDamaged(name: string, damage: (file: Buffer, pageBytes: number) => void): string | undefined {
+    return lmdbTreeProblem(join(damagedCopy(name, damage), 'data.mdb'));
   }
 
   test('a sound file passes, and every page of its trees is read once', () => {
@@ -112,6 +177,58 @@ describe('LMDB tree walk', () => {
       file.writeBigUInt64LE(BigInt(child + 7), child * pageBytes);
     });
     assert.match(problem ?? '', /page (\d+) names itself page (\d+)/);
+  });
+
+  // Three bit flips found in review (each passed the walk, then killed `serve` on its first write or read): the walk
+  // now holds pages to what LMDB writes, not just to what keeps its own reads in bounds.
+  test('a leaf page with a flag bit beyond P_LEAF (0x42: a sub-page to LMDB) is named', () => {
+    const problem = walkDamaged('leaf-subp', (file, pageBytes) => {
+      file[reachableLeaf(file, pageBytes) * pageBytes + 18]! |= P_SUBP;
+    });
+    assert.match(problem ?? '', /page \d+ \(page \d+ node 0\) has flags 0x42, neither a branch nor a leaf/);
+  });
+
+  test('a page written, by its header, after the last commit is named', () => {
+    const problem = walkDamaged('txnid', (file, pageBytes) => {
+      file[reachableLeaf(file, pageBytes) * pageBytes + 11]! ^= 0x08;
+    });
+    assert.match(problem ?? '', /page \d+ says transaction \d+ wrote it, after the last commit \(\d+\)/);
+  });
+
+  test('an overflow page written after the last commit is named', () => {
+    const problem = walkDamaged('overflow-txnid', (file, pageBytes) => {
+      const { data } = largeValueNode(file, pageBytes);
+      file[Number(file.readBigUInt64LE(data)) * pageBytes + 11]! ^= 0x08;
+    });
+    assert.match(problem ?? '', /says transaction \d+ wrote it, after the last commit/);
+  });
+
+  test('a large value longer than its overflow pages is named', () => {
+    const problem = walkDamaged('overflow-size', (file, pageBytes) => {
+      const { node } = largeValueNode(file, pageBytes);
+      file[node + 3]! ^= 0x02; // +32 MiB
+    });
+    assert.match(problem ?? '', /its large value of \d+ bytes does not fit its \d+ overflow pages at page \d+/);
+  });
+
+  test("a large value whose node counts other overflow pages than its run's header is named", () => {
+    const problem = walkDamaged('overflow-count', (file, pageBytes) => {
+      const { data } = largeValueNode(file, pageBytes);
+      file.writeBigUInt64LE(file.readBigUInt64LE(data + 16) + 1n, data + 16);
+    });
+    assert.match(problem ?? '', /its large value at page \d+ counts \d+ overflow pages, the run \d+/);
+  });
+
+  test('serve refuses each of those with DATA_DIR_INVALID instead of dying on a signal', async () => {
+    for (const [name, damage] of [
+      ['serve-subp', (file, pageBytes) => (file[reachableLeaf(file, pageBytes) * pageBytes + 18]! |= P_SUBP)],
+      ['serve-txnid', (file, pageBytes) => (file[reachableLeaf(file, pageBytes) * pageBytes + 11]! ^= 0x08)],
+      ['serve-size', (file, pageBytes) => (file[largeValueNode(file, pageBytes).node + 3]! ^= 0x02)],
+    ] as const satisfies readonly (readonly [string, (file: Buffer, pageBytes: number) => void])[]) {
+      const ended = await serveAndTouch(damagedCopy(name, damage));
+      assert.deepEqual({ code: ended.code, signal: ended.signal }, { code: 1, signal: null }, `${name}: ${ended.stderr}`);
+      assert.match(ended.stderr, /DATA_DIR_INVALID: .*data\.mdb is damaged/, name);
+    }
   });
 
   test('a node offset outside its page is named', () => {

@@ -88,14 +88,16 @@ export function lmdbMetaProblem(dataFile: string): string | undefined {
  * checks what LMDB would trust. Page layout (after the 24-byte header of the meta page comment above):
  *
  * ```
- *   header: 0 u64 pgno   8 u64 txnid   16 u16 pad   18 u16 flags (P_BRANCH 0x01, P_LEAF 0x02, P_OVERFLOW 0x04)
+ *   header: 0 u64 pgno   8 u64 txnid (of the commit that wrote the page)   16 u16 pad
+ *           18 u16 flags (P_BRANCH 0x01, P_LEAF 0x02, P_OVERFLOW 0x04)
  *           20 u16 lower   22 u16 upper (overflow pages: 20 u32 page count)
  *   24: lower / 2 u16 offsets of the nodes. lmdb-js builds LMDB with MDB_DEVEL, where lower, upper and the node
  *       offsets count from the end of the header (byte 24), not from the start of the page.
  *   nodes: each at 24 + offset, with offset within [upper, page size - 24)
  *   node: 0 u16 lo   2 u16 hi   4 u16 flags   6 u16 key size   8 key, then data
  *         branch: child page = lo | hi << 16 | flags << 32, no data
- *         leaf: data size = lo | hi << 16; flags F_BIGDATA 0x01 (data: u64 first overflow page),
+ *         leaf: data size = lo | hi << 16; flags F_BIGDATA 0x01 (data: u64 first overflow page, u64 txnid, u64
+ *               overflow page count; the value's bytes follow the first overflow page's header),
  *               F_SUBDATA 0x02 (data: the 48-byte MDB_db of a named database, root at 40)
  * ```
  */
@@ -107,6 +109,8 @@ const P_OVERFLOW = 0x04;
 const F_BIGDATA = 0x01;
 const F_SUBDATA = 0x02;
 const DB_RECORD_BYTES = 48;
+/** A large value's node data (MDB_ovpage): u64 first overflow page, u64 txnid, u64 page count. */
+const OVERFLOW_REF_BYTES = 24;
 /** LMDB's own bound on tree depth (CURSOR_STACK): a deeper walk is a loop in damaged pages. */
 const TREE_DEPTH_MAX = 32;
 
@@ -162,6 +166,10 @@ export function lmdbTreeProblem(dataFile: string, onPage: (pagesRead: number) =>
     const metas = [readAt(fd, 0, META_BYTES), readAt(fd, pageBytes, META_BYTES)];
     const meta = metas[0]!.readBigUInt64LE(152) >= metas[1]!.readBigUInt64LE(152) ? metas[0]! : metas[1]!;
     const lastPage = Number(meta.readBigUInt64LE(144));
+    // LMDB takes a page whose txnid is at least the current transaction's for one written by that transaction, and
+    // changes it in place: in the read-only map, SIGSEGV. Every page a committed tree reaches was written by that
+    // commit or an earlier one, so no txnid above the meta page's. (Two u32 halves, as for page numbers below.)
+    const metaTxnid = meta.readUInt32LE(152) + meta.readUInt32LE(156) * 0x1_0000_0000;
     const reader = new PageReader(fd, pageBytes);
     // One bit per page: a page that two nodes point to is a loop or a cross-link in damaged pages.
     const visited = new Uint8Array(Math.floor(lastPage / 8) + 1);
@@ -185,6 +193,9 @@ export function lmdbTreeProblem(dataFile: string, onPage: (pagesRead: number) =>
       // Two u32 halves: page numbers stay below 2^53, and no BigInt per page.
       const named = bytes.readUInt32LE(base) + bytes.readUInt32LE(base + 4) * 0x1_0000_0000;
       if (named !== pgno) throw new TreeDamage(`page ${pgno} names itself page ${bytes.readBigUInt64LE(base)}`);
+      const txnid = bytes.readUInt32LE(base + 8) + bytes.readUInt32LE(base + 12) * 0x1_0000_0000;
+      if (txnid > metaTxnid)
+        throw new TreeDamage(`page ${pgno} says transaction ${bytes.readBigUInt64LE(base + 8)} wrote it, after the last commit (${metaTxnid})`);
       onPage(++pagesRead);
     };
 
@@ -245,10 +256,14 @@ export function lmdbTreeProblem(dataFile: string, onPage: (pagesRead: number) =>
       const at = reader.block;
       const base = reader.page(pgno);
       checkHeader(at, base, pgno);
-      const flags = at.readUInt16LE(base + 18);
-      const kind = flags & (P_BRANCH | P_LEAF | P_OVERFLOW);
+      // Exactly P_BRANCH or P_LEAF: LMDB's other flags never reach a tree page on disk here. P_LOOSE and P_KEEP mark
+      // pages in memory that a commit does not write (mdb_page_flush), P_DIRTY_OVF is never set, and P_LEAF2 and
+      // P_SUBP belong to the duplicates of MDB_DUPSORT databases (sub-pages inside a node, sub-trees this walk does not
+      // enter), which Mercury does not open. LMDB acts on any extra bit it finds (P_SUBP, say, makes it treat the page
+      // as a sub-page and write into the read-only map: SIGSEGV).
+      const kind = at.readUInt16LE(base + 18);
       if (kind !== P_BRANCH && kind !== P_LEAF)
-        throw new TreeDamage(`page ${pgno} (${level.from(index)}) has flags 0x${flags.toString(16)}, neither a branch nor a leaf`);
+        throw new TreeDamage(`page ${pgno} (${level.from(index)}) has flags 0x${kind.toString(16)}, neither a branch nor a leaf`);
       const lower = at.readUInt16LE(base + 20);
       const upper = at.readUInt16LE(base + 22);
       if (lower > upper || PAGE_HEADER_BYTES + upper > pageBytes || lower % 2 !== 0)
@@ -272,16 +287,24 @@ export function lmdbTreeProblem(dataFile: string, onPage: (pagesRead: number) =>
         }
         if ((nodeFlags & F_BIGDATA) !== 0) {
           const where = describe(pgno, i, undefined);
-          if (dataAt + 8 > pageBytes) throw new TreeDamage(`${where}: its overflow page number runs past the page`);
+          if (dataAt + OVERFLOW_REF_BYTES > pageBytes) throw new TreeDamage(`${where}: its overflow page reference runs past the page`);
           const first = at.readUInt32LE(base + dataAt) + at.readUInt32LE(base + dataAt + 4) * 0x1_0000_0000;
+          const counted = at.readUInt32LE(base + dataAt + 16) + at.readUInt32LE(base + dataAt + 20) * 0x1_0000_0000;
           const unreachableValue = claimProblem(first);
           if (unreachableValue !== undefined) throw new TreeDamage(`${where} (a large value) ${unreachableValue}`);
           // Out of page order: read on its own, leaving the block (and this page in it) as it is.
           const read = readSync(fd, overflowPage, 0, pageBytes, first * pageBytes);
           checkHeader(overflowPage, read === pageBytes ? 0 : -1, first);
           const count = overflowPage.readUInt32LE(20);
-          if ((overflowPage.readUInt16LE(18) & P_OVERFLOW) === 0 || count < 1 || first + count - 1 > lastPage)
+          if (overflowPage.readUInt16LE(18) !== P_OVERFLOW || count < 1 || first + count - 1 > lastPage)
             throw new TreeDamage(`${where}: its large value at page ${first} is not a run of overflow pages within the file`);
+          // LMDB reads the value's size from the node and its bytes from the run: a size beyond the run reads past
+          // it (SIGBUS past the end of the file). An overwrite decides from the node's page count whether the new
+          // value fits the run, and writes that far.
+          if (counted !== count)
+            throw new TreeDamage(`${where}: its large value at page ${first} counts ${counted} overflow pages, the run ${count}`);
+          if (low > count * pageBytes - PAGE_HEADER_BYTES)
+            throw new TreeDamage(`${where}: its large value of ${low} bytes does not fit its ${count} overflow pages at page ${first}`);
           for (let page = first + 1; page < first + count; page++) visited[page >>> 3]! |= 1 << (page & 7);
           continue;
         }
