@@ -12,17 +12,7 @@ import { MercuryError, openLocal } from '../src/index.js';
 import { Store } from '../src/store/index.js';
 import { LOCK_FILE, processStartTicks } from '../src/store/data-dir-lock.js';
 import { requestJson } from './support/http.js';
-import { CLI_PATH, makeTempDir, removeDir, startServe, stopProcess } from './support/process.js';
-import { spawn } from 'node:child_process';
-
-/** Runs `mercury serve` on `dir` expecting it to refuse: resolves with its exit code and stderr. */
-function serveRefused(dir: string): Promise<{ code: number | null; stderr: string }> {
-  const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data-dir', dir, '--listen', '127.0.0.1:0', '--auth', 'off'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
-  child.stdout.resume();
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stderr })));
-}
+import { makeTempDir, removeDir, serveRefused, startServe, stopProcess } from './support/process.js';
 
 describe('data directory lock', () => {
   let root: string;

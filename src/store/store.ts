@@ -12,6 +12,7 @@ import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
 import { lockDataDir, type DataDirLock } from './data-dir-lock.js';
+import { checkDataFiles, DATA_FILE, LMDB_LOCK_FILE } from './data-files.js';
 import { dataFileDamaged, lmdbMetaProblem, lmdbTreeProblem } from './lmdb-meta.js';
 import { open, type Database, type DatabaseOptions, type RootDatabase } from 'lmdb';
 import { LMDB_MAP_BYTES_DEFAULT } from '../limits.js';
@@ -141,8 +142,7 @@ export interface WriteView {
 /** Modes of what a writable open creates: owner only. */
 export const DATA_DIR_MODE = 0o700;
 export const DATA_FILE_MODE = 0o600;
-const DATA_FILE = 'data.mdb';
-const LMDB_FILES = [DATA_FILE, 'lock.mdb'];
+const LMDB_FILES = [DATA_FILE, LMDB_LOCK_FILE];
 
 const META_DATASET_ID = 'datasetId';
 const META_NODE_ID = 'nodeId';
@@ -202,6 +202,8 @@ export class Store {
     this.path = options.path;
     this.lock = lock;
     this.unsynced = options.noSync === true && options.readOnly !== true;
+    // First: LMDB crashes on a data or lock file that is not a file, and the unsynced guard cannot remove a directory.
+    checkDataFiles(options.path);
     this.discardedAfterCrash = this.unsynced ? openUnsynced(options.path) : false;
     const created = !options.readOnly && !existsSync(join(options.path, DATA_FILE));
     // LMDB trusts its meta pages and its B-trees: damaged meta pages crash the process (SIGSEGV) inside open, a damaged

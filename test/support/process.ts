@@ -83,6 +83,24 @@ export function startServe(dataDir: string, extraArgs: readonly string[] = []): 
   });
 }
 
+/**
+ * Runs `mercury serve` on `dir` expecting it to refuse to start: resolves with how it exited (code, or the signal that
+ * killed it) and its stderr. A serve that starts after all is killed at once, so the test fails on its code instead
+ * of waiting.
+ */
+export function serveRefused(dir: string, extraArgs: readonly string[] = []): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
+  const args = [CLI_PATH, 'serve', '--data-dir', dir, '--listen', '127.0.0.1:0', '--replication-listen', '127.0.0.1:0', '--wire-listen', '127.0.0.1:0', '--auth', 'off', ...extraArgs];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  let stdout = '';
+  child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+  child.stdout.setEncoding('utf8').on('data', (text: string) => {
+    stdout += text;
+    if (LISTENING.test(stdout)) child.kill('SIGKILL');
+  });
+  return new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal, stderr: stderr + stdout })));
+}
+
 /** Sends `signal` (default SIGKILL) and waits for the child to exit. Safe to call on an already exited child. */
 export async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;

@@ -1,0 +1,73 @@
+/**
+ * A data directory's files that are damaged as files (src/store/data-files.ts): found in review, each started a node
+ * that died on a signal inside LMDB, or silently lost the dataset. Each is refused with DATA_DIR_INVALID naming the
+ * file and what to do, and the node starts again with its data once that is done.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { request, requestJson } from './support/http.js';
+import { makeTempDir, removeDir, serveRefused, startServe, stopProcess } from './support/process.js';
+
+describe('data directory files', () => {
+  let root: string;
+
+  before(() => {
+    root = makeTempDir('data-files');
+  });
+
+  after(() => removeDir(root));
+
+  /** A root's data directory holding key `k`, stopped. */
+  async function stoppedRoot(name: string): Promise<string> {
+    const dir = join(root, name);
+    const node = await startServe(dir);
+    await requestJson(node.url, 'PUT', '/v1/kv/k', { body: 'kept' });
+    await stopProcess(node.child, 'SIGTERM');
+    return dir;
+  }
+
+  /** Starts `dir` and checks that key `k` is still there. */
+  async function assertServesData(dir: string): Promise<void> {
+    const node = await startServe(dir);
+    try {
+      assert.equal((await request(node.url, 'GET', '/v1/kv/k')).body.toString(), 'kept');
+    } finally {
+      await stopProcess(node.child);
+    }
+  }
+
+  test('data dir files: a lock.mdb that is a directory or a link to nothing or to a device is refused, naming it; removed, the node starts with its data', async () => {
+    const dir = await stoppedRoot('lock-mdb');
+    const lockFile = join(dir, 'lock.mdb');
+    for (const [damage, named] of [
+      [() => mkdirSync(lockFile), /lock\.mdb is a directory, not LMDB's lock file/],
+      [() => symlinkSync(join(root, 'nowhere', 'lock.mdb'), lockFile), /lock\.mdb is a symbolic link to \S+, which does not exist/],
+      [() => symlinkSync('/dev/null', lockFile), /lock\.mdb is a symbolic link to \/dev\/null, a character device/],
+    ] as const) {
+      rmSync(lockFile, { recursive: true, force: true });
+      damage();
+      const refused = await serveRefused(dir);
+      assert.deepEqual({ code: refused.code, signal: refused.signal }, { code: 1, signal: null }, refused.stderr);
+      assert.match(refused.stderr, /DATA_DIR_INVALID: /);
+      assert.match(refused.stderr, named);
+      assert.match(refused.stderr, /remove it and start again/);
+    }
+    rmSync(lockFile);
+    await assertServesData(dir);
+  });
+
+  test('data dir files: a data.mdb that is a link to a device is refused, naming it; put back, the node starts with its data', async () => {
+    const dir = await stoppedRoot('data-mdb');
+    const dataFile = join(dir, 'data.mdb');
+    renameSync(dataFile, join(root, 'data.mdb.aside'));
+    symlinkSync('/dev/null', dataFile);
+    const refused = await serveRefused(dir);
+    assert.deepEqual({ code: refused.code, signal: refused.signal }, { code: 1, signal: null }, refused.stderr);
+    assert.match(refused.stderr, /DATA_DIR_INVALID: \S+data\.mdb is a symbolic link to \/dev\/null, a character device, not the data file LMDB wrote/);
+    rmSync(dataFile);
+    renameSync(join(root, 'data.mdb.aside'), dataFile);
+    await assertServesData(dir);
+  });
+});
