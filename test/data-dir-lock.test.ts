@@ -4,7 +4,7 @@
  * The attack as found: two `mercury serve` on one directory both started and both acknowledged the same seqs.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -89,6 +89,44 @@ describe('data directory lock', () => {
     // Read-only openers take no lock.
     const reader = Store.open({ path: dir, readOnly: true });
     await reader.close();
+  });
+
+  // Found in review: an empty lock file (a power loss between its create and its write) or a directory there blocked
+  // every start with "other processes keep taking" the lock.
+  test('data dir lock: an empty lock file older than 10 s is stale and taken over', async () => {
+    const dir = join(root, 'empty-old');
+    await Store.open({ path: dir }).close();
+    writeFileSync(join(dir, LOCK_FILE), '');
+    const minuteAgo = new Date(Date.now() - 60_000);
+    utimesSync(join(dir, LOCK_FILE), minuteAgo, minuteAgo);
+    const store = Store.open({ path: dir });
+    try {
+      assert.equal((JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8')) as { pid: number }).pid, process.pid);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('data dir lock: a fresh empty lock file (a starter about to write it) is refused, saying so', async () => {
+    const dir = join(root, 'empty-new');
+    await Store.open({ path: dir }).close();
+    writeFileSync(join(dir, LOCK_FILE), '');
+    assert.throws(
+      () => Store.open({ path: dir }),
+      (error: unknown) =>
+        error instanceof MercuryError &&
+        error.code === 'DATA_DIR_LOCKED' &&
+        /mercury\.lock is empty and was made \d+ ms ago: another mercury process may be taking the lock .* taken over once 10 s old, or remove it/.test(error.message),
+    );
+  });
+
+  test('data dir lock: a directory where the lock file goes is refused by serve, naming it', async () => {
+    const dir = join(root, 'lock-dir');
+    await Store.open({ path: dir }).close();
+    mkdirSync(join(dir, LOCK_FILE));
+    const refused = await serveRefused(dir);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /DATA_DIR_INVALID: \S+mercury\.lock is a directory, not the lock file Mercury makes; with no mercury process on \S+, remove it and start again/);
   });
 
   test('data dir modes: the directory is created 0700 and its files 0600', async () => {

@@ -15,8 +15,13 @@
  * A lock whose holder is gone (same host, and another boot, or no such pid, or that pid started at another time) is
  * stale and taken over. A lock held on another host (a shared volume) cannot be checked and is never taken over: the
  * error says which file to remove once the operator knows that holder is gone.
+ *
+ * An empty lock file is a starter between creating the file and writing it, or what a crash or a power loss left of
+ * one (the contents are fsynced, but a power loss between the create and the fsync leaves the file empty). Which of the
+ * two, its age tells: older than LOCK_EMPTY_STALE_MS it is stale and taken over; younger, the start is refused, saying
+ * so. A lock path that is not a file (a directory) was not made by Mercury and is refused, naming it.
  */
-import { closeSync, linkSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, linkSync, lstatSync, openSync, readFileSync, renameSync, unlinkSync, writeSync, type Stats } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
@@ -25,6 +30,11 @@ export const LOCK_FILE = 'mercury.lock';
 const BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id';
 /** A stale lock is taken over at most this many times in one acquire (each takeover races only with other starters). */
 const LOCK_ATTEMPTS_MAX = 5;
+/**
+ * An empty lock file older than this is stale. A starter writes its lock right after creating it (microseconds, up to
+ * seconds on a stalled machine); one emptied by a power loss is at least a reboot old.
+ */
+const LOCK_EMPTY_STALE_MS = 10_000;
 
 export interface LockHolder {
   readonly pid: number;
@@ -108,6 +118,9 @@ export function lockDataDir(dir: string, nowIso: string): DataDirLock {
       const fd = openSync(path, 'wx', 0o600);
       try {
         writeSync(fd, text);
+        // Once per start: a power loss then leaves a lock naming this boot's process (stale at the next boot), not an
+        // empty file.
+        fsyncSync(fd);
       } finally {
         closeSync(fd);
       }
@@ -121,9 +134,19 @@ export function lockDataDir(dir: string, nowIso: string): DataDirLock {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
-    const found = readOptional(path);
-    if (found === '') continue; // removed meanwhile, or still being written: look again
-    const holder = parseHolder(found);
+    const found = readLock(dir, path);
+    if (found === undefined) continue; // removed meanwhile: try again
+    if (found.text === '') {
+      const ageMs = Date.parse(nowIso) - found.entry.mtimeMs;
+      if (!(ageMs > LOCK_EMPTY_STALE_MS))
+        throw new MercuryError(
+          'DATA_DIR_LOCKED',
+          `${path} is empty and was made ${Math.round(ageMs)} ms ago: another mercury process may be taking the lock on ${dir} now. If none is (a crash left it empty), it is taken over once ${LOCK_EMPTY_STALE_MS / 1000} s old, or remove it`,
+        );
+      takeOver(path, (moved) => sameFile(moved, found.entry));
+      continue;
+    }
+    const holder = parseHolder(found.text);
     const state = holder === undefined ? 'stale' : holderState(holder, self);
     if (state === 'live')
       throw new MercuryError('DATA_DIR_LOCKED', `data directory ${dir} is in use by another mercury process (${describe(holder!)}); stop it first`, {
@@ -135,17 +158,39 @@ export function lockDataDir(dir: string, nowIso: string): DataDirLock {
         `data directory ${dir} is locked by a process on another host (${describe(holder!)}); if that process is gone, remove ${path}`,
         { details: { ...holder } },
       );
-    takeOver(path, found);
+    takeOver(path, (moved) => readOptional(moved) === found.text);
   }
   throw new MercuryError('DATA_DIR_LOCKED', `could not lock data directory ${dir}: other processes keep taking ${path}`);
 }
 
+/** The lock file's entry and contents; undefined if it is gone. Throws DATA_DIR_INVALID if it is not a file. */
+function readLock(dir: string, path: string): { entry: Stats; text: string } | undefined {
+  try {
+    const entry = lstatSync(path);
+    if (!entry.isFile())
+      throw new MercuryError(
+        'DATA_DIR_INVALID',
+        `${path} is ${entry.isDirectory() ? 'a directory' : 'not a regular file'}, not the lock file Mercury makes; with no mercury process on ${dir}, remove it and start again`,
+      );
+    return { entry, text: readFileSync(path, 'utf8') };
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+}
+
+/** Whether `path` is still the file `entry` was read from (an empty lock has no contents to compare). */
+function sameFile(path: string, entry: Stats): boolean {
+  const now = lstatSync(path);
+  return now.ino === entry.ino && now.dev === entry.dev && now.mtimeMs === entry.mtimeMs && now.size === 0;
+}
+
 /**
- * Removes the stale lock `staleText`. Rename first, then compare: two starters that both judged the same file stale
- * must not both remove it, or the second would remove the first one's fresh lock. Whoever moved a file that is not
- * the stale one (a fresh lock made in between) puts it back.
+ * Removes the stale lock, which `isStale` recognises once moved. Rename first, then compare: two starters that both
+ * judged the same file stale must not both remove it, or the second would remove the first one's fresh lock. Whoever
+ * moved a file that is not the stale one (a fresh lock made in between) puts it back.
  */
-function takeOver(path: string, staleText: string): void {
+function takeOver(path: string, isStale: (moved: string) => boolean): void {
   const moved = `${path}.stale.${process.pid}`;
   try {
     renameSync(path, moved);
@@ -153,7 +198,7 @@ function takeOver(path: string, staleText: string): void {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw error;
   }
-  if (readOptional(moved) !== staleText) {
+  if (!isStale(moved)) {
     try {
       linkSync(moved, path);
     } catch (error) {
