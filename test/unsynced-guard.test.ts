@@ -3,12 +3,12 @@
  * discarded after a machine crash (another boot), so it never runs on a possibly torn LMDB file.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Store } from '../src/store/index.js';
 import { closeUnsynced, openUnsynced } from '../src/store/unsynced-guard.js';
-import { makeTempDir, removeDir } from './support/process.js';
+import { makeTempDir, removeDir, serveRefused } from './support/process.js';
 
 const BOOT_ID = existsSync('/proc/sys/kernel/random/boot_id') ? readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() : '';
 
@@ -57,6 +57,33 @@ describe('unsynced guard', () => {
   test('a torn state file counts as a crash', () => {
     const made = setUp('torn', '{"bootId":"abc","cl');
     assert.equal(openUnsynced(made), true);
+  });
+
+  // Found in review: `null` stopped the replica with a TypeError, a directory with a bare EISDIR.
+  test('a state file damaged into other JSON (null, a number, fields missing or mistyped) counts as torn', () => {
+    for (const [label, text] of [
+      ['null', 'null'],
+      ['number', '42'],
+      ['no-boot-id', '{"clean":true}'],
+      ['clean-string', '{"bootId":"abc","clean":"yes"}'],
+    ] as const) {
+      const made = setUp(`shape-${label}`, text);
+      assert.equal(openUnsynced(made), true, text);
+      assert.ok(!existsSync(join(made, 'data.mdb')), text);
+    }
+  });
+
+  test('a replica whose state file is a directory is refused by serve, naming it, with its data untouched', async () => {
+    const made = dir('state-dir');
+    const replica = join(made, 'replica');
+    const store = Store.open({ path: replica, noSync: true, createDataset: false });
+    await store.close();
+    rmSync(join(replica, 'unsynced-guard.json'));
+    mkdirSync(join(replica, 'unsynced-guard.json'));
+    const refused = await serveRefused(replica, ['--upstream', '127.0.0.1:1']);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /DATA_DIR_INVALID: \S+unsynced-guard\.json is not a file, so whether this replica's data survived its last stop is unknown/);
+    assert.ok(existsSync(join(replica, 'data.mdb')));
   });
 
   test('a noSync store marks itself clean on close and keeps its data', async () => {

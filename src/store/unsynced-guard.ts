@@ -12,9 +12,14 @@
  *   available), the page cache that held the unsynced writes is gone: the LMDB files are deleted and the replica
  *   bootstraps again from a snapshot. Otherwise the files are intact. Then {bootId, clean: false} is written.
  * - close: after the environment is closed, the data file is fsynced, and only then {clean: true} is written.
+ *
+ * A state file that does not hold such an object (torn, or damaged into other JSON such as `null`) says nothing of
+ * the last stop, so the data is discarded as after a machine crash. A state path that is not a file (a directory) was
+ * not made here: the start is refused, naming it, before anything is touched.
  */
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, lstatSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { MercuryError } from '../errors/index.js';
 
 const STATE_FILE = 'unsynced-guard.json';
 const LMDB_FILES = ['data.mdb', 'lock.mdb'];
@@ -30,6 +35,33 @@ function currentBootId(): string {
     return readFileSync(BOOT_ID_PATH, 'utf8').trim();
   } catch {
     return ''; // unknown: every unclean shutdown then counts as a possible power loss
+  }
+}
+
+function isGuardState(value: unknown): value is GuardState {
+  if (typeof value !== 'object' || value === null) return false;
+  const state = value as Record<string, unknown>;
+  return typeof state.bootId === 'string' && typeof state.clean === 'boolean';
+}
+
+/** The recorded state; undefined if the file is torn or damaged; 'none' if there is no state file. */
+function readState(dir: string, statePath: string): GuardState | undefined | 'none' {
+  try {
+    if (!lstatSync(statePath).isFile())
+      throw new MercuryError(
+        'DATA_DIR_INVALID',
+        `${statePath} is not a file, so whether this replica's data survived its last stop is unknown. With no mercury process on ${dir}, remove it and the data files (data.mdb, lock.mdb: the replica fetches its data again from its upstream), then start again.`,
+      );
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 'none';
+    throw error;
+  }
+  try {
+    const parsed: unknown = JSON.parse(readFileSync(statePath, 'utf8'));
+    return isGuardState(parsed) ? parsed : undefined;
+  } catch (error) {
+    if (error instanceof SyntaxError) return undefined;
+    throw error;
   }
 }
 
@@ -61,17 +93,11 @@ export function openUnsynced(dir: string): boolean {
   const statePath = join(dir, STATE_FILE);
   const bootId = currentBootId();
   let discarded = false;
-  if (existsSync(statePath)) {
-    let state: GuardState | undefined;
-    try {
-      state = JSON.parse(readFileSync(statePath, 'utf8')) as GuardState;
-    } catch {
-      state = undefined; // a torn state file is itself a sign of a crash during open or close
-    }
-    if (state === undefined || (!state.clean && (bootId === '' || state.bootId !== bootId))) {
-      for (const name of LMDB_FILES) rmSync(join(dir, name), { force: true });
-      discarded = true;
-    }
+  const state = readState(dir, statePath);
+  // A torn or damaged state file (undefined) is itself a sign of a crash during open or close.
+  if (state !== 'none' && (state === undefined || (!state.clean && (bootId === '' || state.bootId !== bootId)))) {
+    for (const name of LMDB_FILES) rmSync(join(dir, name), { force: true });
+    discarded = true;
   }
   writeDurably(statePath, JSON.stringify({ bootId, clean: false } satisfies GuardState));
   return discarded;
