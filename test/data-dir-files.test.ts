@@ -1,12 +1,13 @@
 /**
  * A data directory's files that are damaged as files (src/store/data-files.ts): found in review, each started a node
- * that died on a signal inside LMDB, or silently lost the dataset. Each is refused with DATA_DIR_INVALID naming the
+ * that died on a signal inside LMDB, or (an empty data.mdb) started a new, empty dataset in place of the old one. Each is refused with DATA_DIR_INVALID naming the
  * file and what to do, and the node starts again with its data once that is done.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { INITIALISED_FILE } from '../src/store/index.js';
 import { request, requestJson } from './support/http.js';
 import { makeTempDir, removeDir, serveRefused, startServe, stopProcess } from './support/process.js';
 
@@ -37,6 +38,27 @@ describe('data directory files', () => {
       await stopProcess(node.child);
     }
   }
+
+  test('data dir files: a data.mdb truncated to 0 bytes is refused, naming it, instead of starting a new, empty dataset', async () => {
+    const dir = await stoppedRoot('truncated');
+    truncateSync(join(dir, 'data.mdb'), 0);
+    const refused = await serveRefused(dir);
+    assert.deepEqual({ code: refused.code, signal: refused.signal }, { code: 1, signal: null }, refused.stderr);
+    assert.match(refused.stderr, /DATA_DIR_INVALID: \S+data\.mdb is empty, but \S+store-initialised says this directory's store was written before/);
+  });
+
+  test('data dir files: an empty data.mdb and no marker (a first start stopped before LMDB wrote) starts a new store', async () => {
+    const dir = join(root, 'first-start');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'data.mdb'), '');
+    const node = await startServe(dir);
+    try {
+      assert.equal((await requestJson<{ seq: number }>(node.url, 'PUT', '/v1/kv/k', { body: 'v' })).seq, 1);
+      assert.ok(existsSync(join(dir, INITIALISED_FILE)));
+    } finally {
+      await stopProcess(node.child);
+    }
+  });
 
   test('data dir files: a lock.mdb that is a directory or a link to nothing or to a device is refused, naming it; removed, the node starts with its data', async () => {
     const dir = await stoppedRoot('lock-mdb');

@@ -9,7 +9,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { MercuryError, openLocal } from '../src/index.js';
-import { Store } from '../src/store/index.js';
+import { INITIALISED_FILE, Store } from '../src/store/index.js';
 import { LOCK_FILE, processStartTicks } from '../src/store/data-dir-lock.js';
 import { requestJson } from './support/http.js';
 import { makeTempDir, removeDir, serveRefused, startServe, stopProcess } from './support/process.js';
@@ -134,7 +134,7 @@ describe('data directory lock', () => {
     const store = Store.open({ path: dir });
     try {
       assert.equal(statSync(dir).mode & 0o777, 0o700);
-      for (const name of ['data.mdb', 'lock.mdb', LOCK_FILE]) assert.equal(statSync(join(dir, name)).mode & 0o777, 0o600, name);
+      for (const name of ['data.mdb', 'lock.mdb', LOCK_FILE, INITIALISED_FILE]) assert.equal(statSync(join(dir, name)).mode & 0o777, 0o600, name);
     } finally {
       await store.close();
     }

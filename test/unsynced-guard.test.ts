@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { Store } from '../src/store/index.js';
+import { INITIALISED_FILE, Store } from '../src/store/index.js';
 import { closeUnsynced, openUnsynced } from '../src/store/unsynced-guard.js';
 import { makeTempDir, removeDir, serveRefused } from './support/process.js';
 
@@ -44,8 +44,11 @@ describe('unsynced guard', () => {
 
   test('an unclean stop in another boot (a machine crash) discards the data', () => {
     const made = setUp('machine-crash', { bootId: 'some-earlier-boot', clean: false });
+    writeFileSync(join(made, INITIALISED_FILE), '');
     assert.equal(openUnsynced(made), true);
     assert.ok(!existsSync(join(made, 'data.mdb')));
+    // Or the store made next would take its first empty data file for a truncated one.
+    assert.ok(!existsSync(join(made, INITIALISED_FILE)));
   });
 
   test('a clean stop keeps the data across reboots', () => {

@@ -2,8 +2,8 @@
  * `mercury snapshot restore`: makes a data directory from a snapshot file, for a new root or a new replica (the role
  * is chosen when it is served: `--upstream` or not).
  *
- * - The directory must be empty or missing; `force` allows a non-empty one, whose Mercury files (data.mdb, lock.mdb,
- *   unsynced-guard.json) are removed. Other files are left alone.
+ * - The directory must be empty or missing; `force` allows a non-empty one, whose Mercury files (store-initialised,
+ *   data.mdb, lock.mdb, unsynced-guard.json) are removed. Other files are left alone.
  * - The data directory lock (src/store/data-dir-lock.ts) is held throughout, so a node running there is never
  *   overwritten (DATA_DIR_LOCKED).
  * - Records go to the store's staging area as they are read, the way a replica receives a snapshot, and are installed
@@ -24,7 +24,7 @@ import { systemClock } from '../clock/index.js';
 import { MercuryError } from '../errors/index.js';
 import { HASH_BYTES, verifyNext, type ChainHead, type EncodedEntry } from '../log/index.js';
 import { ENTRY_BYTES_MAX } from '../limits.js';
-import { DATA_DIR_MODE, lockDataDir, Store, type SnapshotRecord } from '../store/index.js';
+import { DATA_DIR_MODE, INITIALISED_FILE, lockDataDir, Store, type SnapshotRecord } from '../store/index.js';
 import { EntryStreamDecoder, SnapshotDecoder, type SnapshotHeader } from './format.js';
 
 /** Staged per write transaction: few enough fsyncs, bounded memory. */
@@ -33,8 +33,8 @@ const RESTORE_STAGE_BYTES = 4 * 1024 * 1024;
 const RESTORE_APPLY_ENTRIES = 1_000;
 /** An entry record in an entry stream: the largest body, its two hashes, and room for a signature. */
 const ENTRY_STREAM_RECORD_BYTES_MAX = ENTRY_BYTES_MAX + 2 * HASH_BYTES + 1024;
-/** The files a Mercury data directory holds, which `force` removes. */
-const MERCURY_DATA_FILES = ['data.mdb', 'lock.mdb', 'unsynced-guard.json'];
+/** The files a Mercury data directory holds, which `force` removes: the store's marker first, so it never outlives the data file. */
+const MERCURY_DATA_FILES = [INITIALISED_FILE, 'data.mdb', 'lock.mdb', 'unsynced-guard.json'];
 
 export interface RestoreProgress {
   readonly phase: 'snapshot' | 'entries';

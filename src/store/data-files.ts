@@ -4,13 +4,24 @@
  * - `data.mdb` and `lock.mdb`, where present, are regular files (or symbolic links to regular files). LMDB opens and
  *   maps whatever it finds at those names: a directory, a dangling link or a device there killed `serve` with SIGSEGV
  *   inside LMDB's open, with no word of which file.
+ * - `store-initialised`, an empty file, says that the directory's store was once written: it is made right after the
+ *   store's first commit (on a root, whose commits are synced, it is fsynced with its directory after it). LMDB takes an empty `data.mdb` for a new
+ *   one and initialises it, so a data file truncated to 0 bytes (a bad copy, a full disk during a restore, a file
+ *   system that truncates on a crash) would start a new, empty dataset without a word. With the marker present, an
+ *   empty data file is refused instead. Without it, an empty data file can only be a first open that stopped before
+ *   LMDB wrote its first pages, and is initialised as before. Whoever removes `data.mdb` on purpose (the unsynced
+ *   guard, `snapshot restore --force`) removes the marker first, so that the store made next is not refused.
+ *
+ * Why a marker and not the other files Mercury writes (signing key, admin token): a root given `--signing-key` and
+ * `--admin-token-file`, as the deploy files start it, writes neither, and its empty data file would go unnoticed.
  */
-import { lstatSync, readlinkSync, statSync, type Stats } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, lstatSync, openSync, readlinkSync, statSync, writeFileSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
 
 export const DATA_FILE = 'data.mdb';
 export const LMDB_LOCK_FILE = 'lock.mdb';
+export const INITIALISED_FILE = 'store-initialised';
 
 function kindOf(stats: Stats): string {
   if (stats.isDirectory()) return 'a directory';
@@ -65,5 +76,30 @@ export function checkDataFiles(dir: string): void {
       'DATA_DIR_INVALID',
       `${lockFile} is ${lockKind}, not LMDB's lock file; LMDB cannot open the directory with it. It holds no data (LMDB makes it again): with no Mercury process on ${dir}, remove it and start again.`,
     );
+  const marker = join(dir, INITIALISED_FILE);
+  if (existsSync(dataFile) && statSync(dataFile).size === 0 && existsSync(marker))
+    throw new MercuryError(
+      'DATA_DIR_INVALID',
+      `${dataFile} is empty, but ${marker} says this directory's store was written before: the data file was truncated, and LMDB would start a new, empty dataset in it. See "Damaged data" in the README: a replica starts again on an empty directory, a root is restored from a replica or a backup. Only if this directory never held data (a first start cut short), remove ${marker} and start again.`,
+    );
 }
 
+/**
+ * Records that `dir`'s store has been written, once: call after a commit. `durable`: the commit was synced, so the
+ * marker is synced too (with its directory entry), after it; a store without fsync (a replica) leaves it to the page
+ * cache like its data, and the unsynced guard removes it with the data after a machine crash.
+ */
+export function markInitialised(dir: string, durable: boolean): void {
+  const marker = join(dir, INITIALISED_FILE);
+  if (existsSync(marker)) return;
+  writeFileSync(marker, '', { mode: 0o600 });
+  if (!durable) return;
+  for (const path of [marker, dir]) {
+    const fd = openSync(path, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+}

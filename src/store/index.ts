@@ -4,6 +4,7 @@ export { evaluateCompare } from './compare.js';
 export type { Compare } from './compare.js';
 export { prefixEnd } from './records.js';
 export { LOCK_FILE, lockDataDir } from './data-dir-lock.js';
+export { INITIALISED_FILE } from './data-files.js';
 export { dataFileDamaged, lmdbTreeProblem } from './lmdb-meta.js';
 export type { DataDirLock } from './data-dir-lock.js';
 export type { KeyRecord, KeyRecordSink } from './records.js';

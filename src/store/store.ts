@@ -12,7 +12,7 @@ import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
 import { lockDataDir, type DataDirLock } from './data-dir-lock.js';
-import { checkDataFiles, DATA_FILE, LMDB_LOCK_FILE } from './data-files.js';
+import { checkDataFiles, DATA_FILE, LMDB_LOCK_FILE, markInitialised } from './data-files.js';
 import { dataFileDamaged, lmdbMetaProblem, lmdbTreeProblem } from './lmdb-meta.js';
 import { open, type Database, type DatabaseOptions, type RootDatabase } from 'lmdb';
 import { LMDB_MAP_BYTES_DEFAULT } from '../limits.js';
@@ -259,6 +259,8 @@ export class Store {
           this.meta.putSync(META_FORMAT, Buffer.from(String(STORE_FORMAT)));
         }
       });
+      // After that commit: from now on an empty data file is damage, not a new store (data-files.ts).
+      markInitialised(options.path, options.noSync !== true);
     }
     const datasetId = this.meta.get(META_DATASET_ID);
     const nodeId = this.meta.get(META_NODE_ID);

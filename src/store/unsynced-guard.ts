@@ -20,9 +20,11 @@
 import { closeSync, existsSync, fsyncSync, lstatSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
+import { DATA_FILE, INITIALISED_FILE, LMDB_LOCK_FILE } from './data-files.js';
 
 const STATE_FILE = 'unsynced-guard.json';
-const LMDB_FILES = ['data.mdb', 'lock.mdb'];
+/** The marker first: removed with the data, it must not outlive it (data-files.ts). */
+const DISCARDED_FILES = [INITIALISED_FILE, DATA_FILE, LMDB_LOCK_FILE];
 const BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id';
 
 interface GuardState {
@@ -96,7 +98,7 @@ export function openUnsynced(dir: string): boolean {
   const state = readState(dir, statePath);
   // A torn or damaged state file (undefined) is itself a sign of a crash during open or close.
   if (state !== 'none' && (state === undefined || (!state.clean && (bootId === '' || state.bootId !== bootId)))) {
-    for (const name of LMDB_FILES) rmSync(join(dir, name), { force: true });
+    for (const name of DISCARDED_FILES) rmSync(join(dir, name), { force: true });
     discarded = true;
   }
   writeDurably(statePath, JSON.stringify({ bootId, clean: false } satisfies GuardState));
@@ -105,6 +107,6 @@ export function openUnsynced(dir: string): boolean {
 
 /** Call after the LMDB environment is closed: makes the data durable, then marks the directory clean. */
 export function closeUnsynced(dir: string): void {
-  fsyncFile(join(dir, 'data.mdb'));
+  fsyncFile(join(dir, DATA_FILE));
   writeDurably(join(dir, STATE_FILE), JSON.stringify({ bootId: currentBootId(), clean: true } satisfies GuardState));
 }
