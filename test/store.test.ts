@@ -549,6 +549,41 @@ describe('store range reads', () => {
     assert.deepStrictEqual(allItems(store).map(({ key }) => key.toString()), ['a', 'b']);
   });
 
+  // Found in review: a replica stopped mid-way through its first install, then served as a root, made the staged
+  // records live with its first commit.
+  test('store: records of an install that a stop interrupted are dropped at the next open, so a root started there never serves them', async () => {
+    const dir = path.join(root, `store-${++dirCount}`);
+    const planted = ['p/1', 'p/2'].map((key) => ({ key: b(key), value: b('unverified'), createSeq: 1, modSeq: 1, version: 1 }));
+    const replica = Store.open({ path: dir, noSync: true, createDataset: false });
+    replica.beginSnapshotInstall();
+    replica.stageSnapshotPage(planted);
+    await replica.close();
+
+    const asRoot = Store.open({ path: dir });
+    openStores.push(asRoot);
+    commit(asRoot, [put('first', 'x')]);
+    assert.deepStrictEqual(allItems(asRoot).map(({ key }) => key.toString()), ['first']);
+    assert.equal(asRoot.get(b('p/1')).record, undefined);
+    assert.equal(asRoot.discardedInstallRecords, 2);
+  });
+
+  test('store: staged records of an install into a store that holds data are dropped at the next open; the data stays', async () => {
+    const dir = path.join(root, `store-${++dirCount}`);
+    const replica = Store.open({ path: dir, noSync: true, createDataset: false });
+    replica.beginSnapshotInstall();
+    replica.stageSnapshotPage([{ key: b('kept'), value: b('v'), createSeq: 1, modSeq: 1, version: 1 }]);
+    replica.finishSnapshotInstall(5, Buffer.alloc(32, 5), 'dataset-z');
+    replica.beginSnapshotInstall();
+    replica.stageSnapshotPage([{ key: b('staged'), value: b('v'), createSeq: 1, modSeq: 1, version: 1 }]);
+    await replica.close();
+
+    const reopened = Store.open({ path: dir, noSync: true, createDataset: false });
+    openStores.push(reopened);
+    assert.equal(reopened.discardedInstallRecords, 1);
+    assert.equal(reopened.head().seq, 5);
+    assert.deepStrictEqual(allItems(reopened).map(({ key }) => key.toString()), ['kept']);
+  });
+
   test('store: a range read is one snapshot while another thread commits', async () => {
     // A writer in a worker thread rewrites every key of the range in each entry, with the entry's seq as the value.
     // Every page read meanwhile must hold one value throughout, equal to the page's seq: never a mix of two entries.

@@ -148,6 +148,11 @@ export class MercuryNode {
     this.store = Store.open({ path: config.dataDir, createDataset: !isReplica, mapBytes: this.limits.store.mapBytes, noSync: isReplica });
     if (this.store.discardedAfterCrash)
       this.logger.log('warn', 'discarded the replica data: the machine went down while it held unsynced writes; bootstrapping again', { dataDir: config.dataDir });
+    if (this.store.discardedInstallRecords > 0)
+      this.logger.log('warn', 'discarded the records of a snapshot install that a stop interrupted (never verified)', {
+        dataDir: config.dataDir,
+        records: this.store.discardedInstallRecords,
+      });
     this.requestPolicy = Object.freeze({
       // The node's own names: those it listens on and is advertised by answer without --allowed-hosts.
       allowedHosts: Object.freeze([

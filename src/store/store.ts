@@ -197,6 +197,8 @@ export class Store {
   private readonly writeFaultListeners: ((fault: MercuryError | undefined) => void)[] = [];
   /** True if the data was discarded at open because the machine went down while it held unsynced writes. */
   readonly discardedAfterCrash: boolean;
+  /** How many records of a snapshot install that a stop interrupted were dropped at open (unverified: never live). */
+  readonly discardedInstallRecords: number;
 
   private constructor(options: StoreOptions, lock: DataDirLock | undefined) {
     this.path = options.path;
@@ -250,8 +252,21 @@ export class Store {
     this.log = this.env.openDB<Buffer, Buffer>({ name: 'log', encoding: 'binary', keyEncoding: 'binary' });
     this.meta = this.env.openDB<Buffer, string>({ name: 'meta', encoding: 'binary' });
     this.staging = this.env.openDB<Buffer, Buffer>({ name: 'staging', encoding: 'binary', keyEncoding: 'binary' });
+    let discardedInstallRecords = 0;
     if (!options.readOnly) {
       this.writeSync(() => {
+        // A first snapshot goes straight into `kv` at seq 0 (beginSnapshotInstall), and only its last transaction
+        // moves the head. A stop before that leaves records that no digest or signature has checked; readers ignore
+        // them at seq 0, but the first entry committed (this directory served as a root) or applied would make them
+        // live. At seq 0 the key space is empty, so whatever `kv` holds is such a leftover. A later install's
+        // `staging` is as unverified, and would otherwise hold its pages until the next install.
+        const leftovers = [...(this.meta.get(META_HEAD) === undefined ? [this.kv] : []), this.staging];
+        for (const db of leftovers) {
+          const count = db.getKeysCount();
+          if (count === 0) continue;
+          discardedInstallRecords += count;
+          this.removeAll(db);
+        }
         if (this.meta.get(META_DATASET_ID) === undefined && options.createDataset !== false)
           this.meta.putSync(META_DATASET_ID, Buffer.from(randomUUID()));
         if (this.meta.get(META_NODE_ID) === undefined) {
@@ -262,6 +277,7 @@ export class Store {
       // After that commit: from now on an empty data file is damage, not a new store (data-files.ts).
       markInitialised(options.path, options.noSync !== true);
     }
+    this.discardedInstallRecords = discardedInstallRecords;
     const datasetId = this.meta.get(META_DATASET_ID);
     const nodeId = this.meta.get(META_NODE_ID);
     if (nodeId === undefined || (datasetId === undefined && options.createDataset !== false))
@@ -965,7 +981,8 @@ export class Store {
    * Replica: starts receiving a snapshot; forgets any partly received one. A store at seq 0 has an empty key space, so
    * the snapshot goes straight into `kv`: every reader answers "empty" at seq 0 whatever `kv` holds (get, range,
    * openSnapshot, sizes, scanKeyRecords), and the head only moves in finishSnapshotInstall's transaction, so readers
-   * see all of it or none, and a start after a crash mid-install finds seq 0 and starts over. That saves writing every
+   * see all of it or none, and a start after a crash mid-install finds seq 0 and drops what was installed (see the
+   * constructor), whatever role it starts in. That saves writing every
    * record twice (to `staging`, then to `kv`): a fleet's joins are all first installs. A store that holds data keeps it
    * readable until the new snapshot is complete and verified, in `staging`.
    */
