@@ -75,6 +75,13 @@ export interface ReplicationLimits {
    * child slot with fake children that HELLO and ACK, and keep real replicas out for as long as it likes.
    */
   readonly childrenPerAddressMax: number;
+  /**
+   * Sockets the port holds while they close (a REFUSE flushing, a dropped session's last frames). Each is destroyed a
+   * second after it was ended at the latest (server.ts, CLOSE_FLUSH_MS), whatever the peer sends; beyond this many, a
+   * socket to close is destroyed at once, its last frames unsent. Refused peers sit outside the child slots, so without
+   * it peers refused faster than a second apart would hold the descriptors that sessions, HTTP and LMDB need.
+   */
+  readonly closingSocketsMax: number;
   /** An ENTRIES frame is filled up to this many record bytes (but always carries at least one entry). */
   readonly entriesFrameBytesTarget: number;
   /** ... and at most this many entries. */
@@ -129,6 +136,7 @@ export const REPLICATION_LIMITS: ReplicationLimits = Object.freeze({
   frameBytesMax: ENTRY_BYTES_MAX + 1 * MiB,
   childFrameBytesMax: 12 * KiB,
   childrenPerAddressMax: 64,
+  closingSocketsMax: 64,
   entriesFrameBytesTarget: 1 * MiB,
   entriesFrameEntriesMax: 1024,
   snapshotChunkBytesTarget: 1 * MiB,
@@ -159,6 +167,7 @@ export const REPLICATION_LIMITS_TEST: ReplicationLimits = Object.freeze({
   frameBytesMax: 16 * KiB,
   childFrameBytesMax: 12 * KiB,
   childrenPerAddressMax: 4,
+  closingSocketsMax: 8,
   entriesFrameBytesTarget: 2 * KiB,
   entriesFrameEntriesMax: 16,
   snapshotChunkBytesTarget: 1 * KiB,

@@ -22,7 +22,10 @@ import { encodeMessage, type Heartbeat } from './protocol.js';
 import type { LogSource } from './source.js';
 import { Upstream, type ChildAuthorization, type UpstreamAction, type UpstreamOptions, type UpstreamStatus } from './upstream.js';
 
-/** How long a closing session may take to flush its last frames (a REFUSE, say) before the socket is destroyed. */
+/**
+ * How long a closing socket may take to flush its last frames (a REFUSE, say) before it is destroyed. A hard deadline
+ * on the node's clock: an idle timeout (`socket.setTimeout`) would be reset by every byte a refused peer trickles in.
+ */
 const CLOSE_FLUSH_MS = 1_000;
 
 export interface ReplicationServerOptions {
@@ -70,6 +73,8 @@ export class ReplicationServer {
   private readonly tlsServer: tls.Server | undefined;
   /** Sockets between accept and their first bytes (closed with the server). */
   private readonly handshaking = new Set<net.Socket>();
+  /** Sockets ended and flushing their last frames, at most `closingSocketsMax` (`endSocket`). */
+  private readonly ending = new Set<net.Socket>();
   private closing = false;
 
   constructor(options: ReplicationServerOptions) {
@@ -137,10 +142,31 @@ export class ReplicationServer {
 
   /** Sends a REFUSE UNAUTHENTICATED and closes once it is flushed (or after CLOSE_FLUSH_MS). */
   private refuse(socket: net.Socket, message: string): void {
-    socket.resume();
-    socket.end(encodeMessage({ type: 'refuse', reason: 'UNAUTHENTICATED', message }));
-    socket.setTimeout(CLOSE_FLUSH_MS, () => socket.destroy());
+    this.endSocket(socket, encodeMessage({ type: 'refuse', reason: 'UNAUTHENTICATED', message }));
+  }
+
+  /**
+   * Ends a socket this port will not serve (any more): `last` (a REFUSE) and whatever was queued are flushed, then the
+   * socket is destroyed after CLOSE_FLUSH_MS whatever the peer does. Nothing more is read from it, so a peer that keeps
+   * sending is held back by TCP instead of costing the node CPU. With `closingSocketsMax` sockets already closing it is
+   * destroyed at once: the peer misses its last frame, and the node keeps its descriptors.
+   */
+  private endSocket(socket: net.Socket, last?: Buffer): void {
+    if (socket.destroyed || this.ending.has(socket)) return;
     socket.on('error', () => socket.destroy());
+    if (this.ending.size >= this.limits.closingSocketsMax) {
+      socket.destroy();
+      return;
+    }
+    this.ending.add(socket);
+    socket.pause();
+    if (last === undefined) socket.end();
+    else socket.end(last);
+    const timer = this.options.clock.setTimeout(() => socket.destroy(), CLOSE_FLUSH_MS);
+    socket.once('close', () => {
+      timer.cancel();
+      this.ending.delete(socket);
+    });
   }
 
   listen(host: string, port: number): Promise<void> {
@@ -203,6 +229,8 @@ export class ReplicationServer {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const socket of this.handshaking) socket.destroy();
     this.handshaking.clear();
+    for (const socket of this.ending) socket.destroy();
+    this.ending.clear();
     const nowMs = this.options.clock.monotonicMs();
     for (const session of [...this.sessions]) {
       session.upstream.closed(nowMs);
@@ -223,9 +251,7 @@ export class ReplicationServer {
     else if (!this.addressSlots.tryAcquire(address))
       reason = `this node already serves ${this.limits.childrenPerAddressMax} children from ${address} (the most per address); use another upstream`;
     if (reason !== undefined) {
-      socket.end(encodeMessage({ type: 'refuse', reason: 'UNAVAILABLE', message: reason }));
-      socket.setTimeout(CLOSE_FLUSH_MS, () => socket.destroy());
-      socket.on('error', () => socket.destroy());
+      this.endSocket(socket, encodeMessage({ type: 'refuse', reason: 'UNAVAILABLE', message: reason }));
       this.options.logger.log('warn', 'child refused', { remote, reason });
       return;
     }
@@ -294,7 +320,6 @@ export class ReplicationServer {
     this.addressSlots.release(session.address);
     session.timer.cancel();
     if (reason !== undefined) this.options.logger.log('info', 'child session closed', { remote: session.remote, reason });
-    session.socket.end();
-    session.socket.setTimeout(CLOSE_FLUSH_MS, () => session.socket.destroy());
+    this.endSocket(session.socket);
   }
 }
