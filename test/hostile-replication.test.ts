@@ -2,7 +2,9 @@
  * Hostile input - the replication port. Found on a real node: 96 MiB of one unfinished frame sent before HELLO stayed
  * in memory until the handshake timeout, and 256 fake children that HELLO and ACK held every child slot, so a real
  * replica was refused for as long as they stayed. Now a child's frames are capped at `childFrameBytesMax` (refused
- * from the length, before the body is buffered) and children are capped per remote address.
+ * from the length, before the body is buffered) and children are capped per remote address. Later: a child that never
+ * read but sent ACKs acknowledging nothing kept its session, a full window of frames and its snapshot's read
+ * transaction for good; now a window that stays full with nothing acknowledged for childAckTimeoutMs closes it.
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -225,5 +227,36 @@ describe('hostile input - replication port', () => {
     );
     for (const [key, value] of acknowledged) assert.equal((await request(late.url, 'GET', `/v1/kv/${key}`)).body.toString(), value);
     assert.equal((await request(late.url, 'GET', '/readyz')).status, 200);
+  });
+
+  test('replication port: a child that never reads but ACKs nothing new is closed once its window stayed full childAckTimeoutMs', async () => {
+    // More than a window of data, so that the snapshot the child asks for fills its window and stays open.
+    for (let i = 0; i < 8; i++) assert.equal((await request(root.url, 'PUT', `/v1/kv/big-${i}`, { body: Buffer.alloc(3000, 0x61 + i) })).status, 200);
+    const stalled = await fake(root, '127.0.0.3');
+    stalled.socket.once('data', () => stalled.socket.pause());
+    const hash = Buffer.alloc(32);
+    const nodeId = 'stalled-reader';
+    stalled.socket.write(encodeMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, resync: false, datasetId: '', nodeId, path: [], head: { seq: 0, hash }, httpUrl: '' }));
+    const acks = setInterval(() => {
+      if (!stalled.closed) stalled.socket.write(encodeMessage({ type: 'ack', appliedSeq: 0, receivedBytes: 0 }));
+    }, limits.ackIntervalMs);
+    const child = () => root.replicationServer.children().find((status) => status.childNodeId === nodeId);
+    try {
+      await eventually(
+        () => Promise.resolve(child()?.snapshot !== undefined && child()!.unackedBytes >= limits.childWindowBytesMax),
+        () => `the child's window did not fill: ${JSON.stringify(child())}`,
+      );
+      const filledMs = Date.now();
+      await eventually(
+        () => Promise.resolve(stalled.closed && child() === undefined),
+        () => `the stalled child is still served ${Date.now() - filledMs} ms after its window filled: ${JSON.stringify(child())}`,
+        limits.childAckTimeoutMs * 4,
+      );
+      const elapsedMs = Date.now() - filledMs;
+      assert.ok(elapsedMs >= limits.childAckTimeoutMs - 100, `closed after ${elapsedMs} ms, before the timeout`);
+    } finally {
+      clearInterval(acks);
+    }
+    await assertHealthzAnswers(root.url, 'after a stalled child');
   });
 });

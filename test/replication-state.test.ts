@@ -710,6 +710,39 @@ describe('replication state machines', () => {
     assert.ok(ofType(closed, 'close')[0]?.reason.includes('no ACK'));
   });
 
+  test('upstream: closes a child that keeps ACKing but acknowledges nothing while its window is full, and frees its snapshot', () => {
+    // Big values, so that the snapshot fills the byte window well before it ends.
+    const root = new MemoryStore(DATASET);
+    for (let i = 1; i <= 40; i++) root.commit(T0 + i, [{ type: 'put', key: Buffer.from(`big/${i}`), value: Buffer.alloc(700, i) }]);
+    const stalled = newUpstream(root);
+    const welcome = stalled.receive(T0, helloBytes({ datasetId: '' }));
+    assert.ok(sent(welcome).some((message) => message.type === 'snapshotBegin'));
+    assert.equal(root.openSnapshots, 1);
+    const unacked = stalled.status().unackedBytes;
+    assert.ok(unacked >= L.childWindowBytesMax, `the window is full (${unacked} bytes)`);
+    // Keep-alive ACKs that acknowledge nothing new: proof of life, not of progress.
+    const ack = encodeMessage({ type: 'ack', appliedSeq: 0, receivedBytes: 0 });
+    for (let t = L.ackIntervalMs; t < L.childAckTimeoutMs; t += L.ackIntervalMs) assert.deepStrictEqual(ofType(stalled.receive(T0 + t, ack), 'close'), []);
+    assert.equal(stalled.nextTickMs(), T0 + L.childAckTimeoutMs);
+    assert.deepStrictEqual(stalled.tick(T0 + L.childAckTimeoutMs - 1), []);
+    const actions = stalled.tick(T0 + L.childAckTimeoutMs);
+    assert.match(ofType(actions, 'close')[0]?.reason ?? '', new RegExp(`CHILD_STALLED: the child acknowledged nothing for ${L.childAckTimeoutMs} ms with its window full \\(${unacked} bytes`));
+    assert.equal(ofType(actions, 'log')[0]?.message, 'child stalled');
+    assert.equal(root.openSnapshots, 0, 'the snapshot is released');
+
+    // A slow child that acknowledges a little at a time is not stalled: each bit of progress restarts the clock.
+    const slow = newUpstream(root);
+    slow.receive(T0, helloBytes({ datasetId: '' }));
+    let received = 0;
+    for (let t = L.ackIntervalMs; t <= 3 * L.childAckTimeoutMs; t += L.ackIntervalMs) {
+      received += 100;
+      assert.deepStrictEqual(ofType(slow.receive(T0 + t, encodeMessage({ type: 'ack', appliedSeq: 0, receivedBytes: received })), 'close'), []);
+      assert.deepStrictEqual(ofType(slow.tick(T0 + t), 'close'), [], `closed at ${t} ms though it acknowledged ${received} bytes`);
+    }
+    slow.closed(T0);
+    assert.equal(root.openSnapshots, 0);
+  });
+
   test('upstream: forwards heartbeats with its own id, and the latest one right after WELCOME', () => {
     const root = rootStore(3);
     const upstream = newUpstream(root, { nodeId: 'mid', ancestors: ['root'], heartbeat: { rootSeq: 3, rootTimeMs: 77, path: ['root'] } });

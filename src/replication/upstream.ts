@@ -15,7 +15,9 @@
  *   behind is served later from the log (`readLog`), never from a queue in memory; one that falls behind the retained
  *   log gets a fresh snapshot in the same session.
  * - A child that sends no ACK for `childAckTimeoutMs` (it acks every `ackIntervalMs`) is closed, so a dead peer never
- *   pins a snapshot or a socket buffer.
+ *   pins a snapshot or a socket buffer. So is one whose window stays full for `childAckTimeoutMs` with nothing more
+ *   acknowledged: ACKs that acknowledge nothing keep a peer that never reads alive, and it would hold a window of
+ *   frames in memory and the snapshot's read transaction (which keeps LMDB from reusing pages) for as long as it likes.
  *
  * The adapter creates one `Upstream` per accepted connection, feeds it `receive`, `localApplied`, `heartbeat`, `tick`
  * (by `nextTickMs`) and `closed`, and calls `chainReset` on every session after the node installed a snapshot. Every
@@ -128,6 +130,8 @@ export class Upstream {
   private sentBytes = 0;
   private ackedBytes = 0;
   private lastAckMs: number;
+  /** Since when the window has been full with nothing more acknowledged; undefined while it is not full. */
+  private stalledSinceMs: number | undefined;
 
   constructor(options: UpstreamOptions) {
     this.nodeId = options.nodeId;
@@ -197,6 +201,7 @@ export class Upstream {
       if (this.isClosed) return actions;
     }
     this.pump(actions);
+    this.noteWindow(nowMs);
     return actions;
   }
 
@@ -206,16 +211,17 @@ export class Upstream {
    * read from the log here, since it does not hold them yet; `localApplied` follows once they are written, and serves
    * from the log whoever could not take them from memory.
    */
-  forwardVerified(_nowMs: number, entries: readonly EncodedEntry[]): UpstreamAction[] {
+  forwardVerified(nowMs: number, entries: readonly EncodedEntry[]): UpstreamAction[] {
     const actions: UpstreamAction[] = [];
     if (this.phase !== 'streaming') return actions;
     const start = this.firstUnsent(entries);
     if (start < entries.length && entries[start]!.entry.seq === this.sentSeq + 1) this.sendEntries(entries.slice(start), actions);
+    this.noteWindow(nowMs);
     return actions;
   }
 
   /** This node applied (or, on the root, durably committed) these entries, in seq order. */
-  localApplied(_nowMs: number, entries: readonly EncodedEntry[]): UpstreamAction[] {
+  localApplied(nowMs: number, entries: readonly EncodedEntry[]): UpstreamAction[] {
     const actions: UpstreamAction[] = [];
     if (this.phase !== 'streaming') return actions;
     // Entries forwarded before the write (`forwardVerified`) are skipped here.
@@ -223,6 +229,7 @@ export class Upstream {
     // Straight from memory only when the child is exactly caught up; otherwise the log serves it in order.
     if (start < entries.length && entries[start]!.entry.seq === this.sentSeq + 1) this.sendEntries(entries.slice(start), actions);
     this.pump(actions);
+    this.noteWindow(nowMs);
     return actions;
   }
 
@@ -234,10 +241,11 @@ export class Upstream {
   }
 
   /** A heartbeat to forward; its path is this node's ancestors ([] on the root). */
-  heartbeat(_nowMs: number, heartbeat: Heartbeat): UpstreamAction[] {
+  heartbeat(nowMs: number, heartbeat: Heartbeat): UpstreamAction[] {
     const actions: UpstreamAction[] = [];
     if (this.phase !== 'streaming' && this.phase !== 'snapshot') return actions;
     this.sendHeartbeat(heartbeat, actions);
+    this.noteWindow(nowMs);
     return actions;
   }
 
@@ -246,15 +254,27 @@ export class Upstream {
     const actions: UpstreamAction[] = [];
     if (this.phase === 'hello' && nowMs - this.startedMs >= this.limits.handshakeTimeoutMs)
       return this.close(`no HELLO within ${this.limits.handshakeTimeoutMs} ms`, actions);
-    if ((this.phase === 'streaming' || this.phase === 'snapshot') && nowMs - this.lastAckMs >= this.limits.childAckTimeoutMs)
-      return this.close(`child sent no ACK for ${this.limits.childAckTimeoutMs} ms`, actions);
+    if (this.phase !== 'streaming' && this.phase !== 'snapshot') return actions;
+    if (nowMs - this.lastAckMs >= this.limits.childAckTimeoutMs) return this.close(`child sent no ACK for ${this.limits.childAckTimeoutMs} ms`, actions);
+    if (this.stalledSinceMs !== undefined && nowMs - this.stalledSinceMs >= this.limits.childAckTimeoutMs) {
+      const detail = `${this.sentBytes - this.ackedBytes} bytes and ${this.sentSeq - this.ackedSeq} entries unacknowledged`;
+      const what = this.snapshot === undefined ? 'entries' : `a snapshot (${this.snapshot.keysSent} of ${this.snapshot.source.keyCount} keys sent)`;
+      actions.push({
+        type: 'log',
+        level: 'warn',
+        message: 'child stalled',
+        fields: { child: this.hello?.nodeId, timeoutMs: this.limits.childAckTimeoutMs, unackedBytes: this.sentBytes - this.ackedBytes, ackedSeq: this.ackedSeq },
+      });
+      return this.close(`CHILD_STALLED: the child acknowledged nothing for ${this.limits.childAckTimeoutMs} ms with its window full (${detail}) while it was sent ${what}`, actions);
+    }
     return actions;
   }
 
   nextTickMs(): number | undefined {
     if (this.phase === 'hello') return this.startedMs + this.limits.handshakeTimeoutMs;
     if (this.phase === 'closed') return undefined;
-    return this.lastAckMs + this.limits.childAckTimeoutMs;
+    const ackDeadlineMs = this.lastAckMs + this.limits.childAckTimeoutMs;
+    return this.stalledSinceMs === undefined ? ackDeadlineMs : Math.min(ackDeadlineMs, this.stalledSinceMs + this.limits.childAckTimeoutMs);
   }
 
   /** The connection closed (either side). Releases a snapshot being read. */
@@ -353,9 +373,19 @@ export class Upstream {
       return void this.refuse('PROTOCOL_ERROR', `ACK of ${ack.receivedBytes} bytes; ${this.ackedBytes} acknowledged and ${this.sentBytes} sent`, actions);
     if (ack.appliedSeq > Math.max(this.sentSeq, this.hello!.head.seq))
       return void this.refuse('PROTOCOL_ERROR', `ACK of seq ${ack.appliedSeq}, only ${this.sentSeq} sent`, actions);
+    // Progress, however little, restarts the stall clock: a slow link is not a stalled child. An ACK of nothing new
+    // only proves that the peer is alive, which is not enough to keep a full window pinned.
+    if (ack.receivedBytes > this.ackedBytes || ack.appliedSeq > this.ackedSeq) this.stalledSinceMs = undefined;
     this.ackedBytes = ack.receivedBytes;
     this.ackedSeq = ack.appliedSeq;
     this.lastAckMs = nowMs;
+  }
+
+  /** Starts the stall clock when the window is found full (`tick` closes the child if it stays full without progress). */
+  private noteWindow(nowMs: number): void {
+    if (this.phase !== 'streaming' && this.phase !== 'snapshot') return;
+    if (this.windowOpen()) this.stalledSinceMs = undefined;
+    else this.stalledSinceMs ??= nowMs;
   }
 
   private startSnapshot(actions: UpstreamAction[]): void {
