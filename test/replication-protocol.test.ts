@@ -28,7 +28,7 @@ import {
   type Message,
   type ProtocolErrorCode,
 } from '../src/replication/index.js';
-import { ENTRY_BYTES_MAX } from '../src/limits.js';
+import { ENTRY_BYTES_MAX, ENTRY_OPS_MAX } from '../src/limits.js';
 
 const FRAME_MAX = REPLICATION_LIMITS_TEST.frameBytesMax;
 
@@ -77,7 +77,7 @@ const EXAMPLES: readonly Message[] = [
     type: 'snapshotChunk',
     records: [
       { key: Buffer.from('a'), value: Buffer.alloc(0), createSeq: 1, modSeq: 1, version: 1 },
-      { key: Buffer.from([0, 255]), value: Buffer.from('value'), createSeq: 2, modSeq: 7, version: 0xffffffff },
+      { key: Buffer.from([0, 255]), value: Buffer.from('value'), createSeq: 2, modSeq: 2 + 50_000, version: 0xffffffff },
     ],
   },
   { type: 'snapshotEnd', digest: hash('digest'), signature: undefined },
@@ -176,7 +176,14 @@ const messageArbitrary: fc.Arbitrary<Message> = fc.oneof(
     )
     .map((records): Message => ({
       type: 'snapshotChunk',
-      records: records.map(({ key, value, createSeq, modSeqDelta, version }) => ({ key, value, createSeq, modSeq: createSeq + modSeqDelta, version })),
+      records: records.map(({ key, value, createSeq, modSeqDelta, version }) => ({
+        key,
+        value,
+        createSeq,
+        modSeq: createSeq + modSeqDelta,
+        // No more puts than the entries from createSeq to modSeq can hold.
+        version: Math.min(version, (modSeqDelta + 1) * ENTRY_OPS_MAX),
+      })),
     })),
   fc
     .record({ digest: hashArbitrary, signature: fc.option(fc.uint8Array({ minLength: 64, maxLength: 64 }).map((b) => Buffer.from(b)), { nil: undefined }) })
@@ -322,9 +329,17 @@ describe('replication protocol', () => {
     const badUtf8 = Buffer.from(heartbeat);
     badUtf8[18] = 0xff;
     expectCode(() => decodeRaw(MessageType.heartbeat, badUtf8), 'MESSAGE_MALFORMED');
-    // Snapshot records: empty key, modSeq before createSeq, version 0; an empty chunk.
+    // Snapshot records: empty key, modSeq before createSeq, version 0, a version above the puts its seqs can hold (the
+    // u32 maximum, which a later put would overflow); an empty chunk.
     const record = { key: Buffer.from('k'), value: Buffer.from('v'), createSeq: 5, modSeq: 5, version: 1 };
-    for (const bad of [{ ...record, key: Buffer.alloc(0) }, { ...record, modSeq: 4 }, { ...record, version: 0 }, { ...record, createSeq: 0, modSeq: 0 }]) {
+    for (const bad of [
+      { ...record, key: Buffer.alloc(0) },
+      { ...record, modSeq: 4 },
+      { ...record, version: 0 },
+      { ...record, createSeq: 0, modSeq: 0 },
+      { ...record, version: ENTRY_OPS_MAX + 1 },
+      { ...record, createSeq: 1, version: 0xffffffff },
+    ]) {
       const chunk = Buffer.concat([Buffer.from([0, 0, 0, 1]), encodeSnapshotRecord(bad)]);
       expectCode(() => decodeRaw(MessageType.snapshotChunk, chunk), 'MESSAGE_MALFORMED');
     }

@@ -13,7 +13,7 @@ import { assertProperty } from './support/seed.js';
 import { open } from 'lmdb';
 import { ChainError, EntryDecodeError, GENESIS_HASH, GENESIS_HEAD, sealEntry, verifyNext, type ChainHead, type EncodedEntry, type Op } from '../src/log/index.js';
 import { MercuryError } from '../src/errors/index.js';
-import { Store, prefixEnd, type KeyRecord, type RangeItem } from '../src/store/index.js';
+import { KEY_VERSION_MAX, Store, prefixEnd, type KeyRecord, type RangeItem } from '../src/store/index.js';
 import { SnapshotChunkWriter, encodeMessage } from '../src/replication/protocol.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'mercury-store-test-'));
@@ -502,6 +502,18 @@ describe('store range reads', () => {
     store.beginSnapshotInstall();
     store.stageSnapshotPage([records[1]!]);
     assert.throws(() => store.stageSnapshotPage([records[0]!]), /ascending key order/);
+  });
+
+  test('store: a put of a key at the largest version keeps that version instead of overflowing its u32', () => {
+    // A replica that installed such a record (a snapshot from a forging relay, before the decoder refused it) threw a
+    // RangeError on the next put of the key, at every restart.
+    const store = freshStore({ createDataset: false });
+    const hash = Buffer.alloc(32, 1);
+    store.beginSnapshotInstall();
+    store.stageSnapshotPage([{ key: b('k'), value: b('v'), createSeq: 1, modSeq: 5, version: KEY_VERSION_MAX }]);
+    store.finishSnapshotInstall(5, hash, 'dataset-x');
+    store.applyVerified([sealEntry({ seq: 6, timeMs: 1, ops: [put('k', 'v2')] }, hash)]);
+    assert.deepEqual(record(store, 'k'), { value: b('v2'), createSeq: 1, modSeq: 6, version: KEY_VERSION_MAX });
   });
 
   test('store: a first snapshot is installed in place, and no reader sees any of it before it is finished, even after a crash mid-install', async () => {

@@ -43,6 +43,7 @@
  *                   the root's signature; only the root sets it, a relay cannot sign)
  * 4 SNAPSHOT_CHUNK  u32 count (>= 1) | record * count, keys strictly ascending across the whole snapshot
  *                   record = u16 keyLength | key | u32 valueLength | value | u64 createSeq | u64 modSeq | u32 version
+ *                   (1 <= createSeq <= modSeq, 1 <= version <= (modSeq - createSeq + 1) * ENTRY_OPS_MAX)
  * 5 SNAPSHOT_END    hash digest = SHA-256 over the concatenated records of the whole snapshot, in key order
  *                   | u8 signatureLength (0, or 64 when BEGIN said signed) | signature: the root's Ed25519 signature
  *                   over seq, hash, keyCount and digest (src/trust/signatures.ts)
@@ -89,7 +90,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import { ProtocolErrorCode, RefuseReason } from '../api/errors.js';
 import { readU64, writeU64 } from '../api/u64.js';
-import { KEY_BYTES_MAX } from '../limits.js';
+import { ENTRY_OPS_MAX, KEY_BYTES_MAX } from '../limits.js';
 import { HASH_BYTES, SIGNATURE_BYTES, type ChainHead } from '../log/index.js';
 import type { SnapshotRecord } from '../store/index.js';
 import {
@@ -732,6 +733,10 @@ function decodePayload(name: MessageType, reader: Reader): Message {
         const modSeq = reader.u64('modSeq');
         const version = reader.u32('version');
         if (createSeq < 1 || modSeq < createSeq || version < 1) reader.malformed(`record ${i} has createSeq ${createSeq}, modSeq ${modSeq}, version ${version}`);
+        // A version counts the key's puts since createSeq, at most ENTRY_OPS_MAX per entry up to modSeq: a larger one
+        // (0xffffffff with seqs 1 and 5, say) was never written by a root, and only sets up an overflow.
+        if (version > (modSeq - createSeq + 1) * ENTRY_OPS_MAX)
+          reader.malformed(`record ${i} has version ${version}, more puts than entries ${createSeq} to ${modSeq} can hold`);
         records.push({ key, value, createSeq, modSeq, version });
       }
       return { type: 'snapshotChunk', records, encodedRecords: reader.since(recordsStart) };

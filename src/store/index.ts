@@ -2,7 +2,7 @@ export { DATA_DIR_MODE, Store } from './store.js';
 export type { KeyRange, LogBounds, RangeItem, RangePage, SnapshotReader, SnapshotRecord, StoreOptions, WriteView } from './store.js';
 export { evaluateCompare } from './compare.js';
 export type { Compare } from './compare.js';
-export { prefixEnd } from './records.js';
+export { KEY_VERSION_MAX, nextVersion, prefixEnd } from './records.js';
 export { LOCK_FILE, lockDataDir } from './data-dir-lock.js';
 export { INITIALISED_FILE } from './data-files.js';
 export { dataFileDamaged, lmdbTreeProblem } from './lmdb-meta.js';

@@ -27,6 +27,19 @@ import { readU64, writeU64 } from '../api/u64.js';
 
 export const STORE_FORMAT = 2;
 
+/** A key's version is a u32 in its record: the number of puts since the key was created, up to this. */
+export const KEY_VERSION_MAX = 0xffffffff;
+
+/**
+ * The version a put leaves: one more, but never past KEY_VERSION_MAX. A key put more than 4 billion times keeps that
+ * version (it is informational: compares use modSeq) rather than fail the write; every node applies the same rule, so
+ * replicas stay identical to the root, and a record that already holds the maximum (from a damaged or forged
+ * snapshot) cannot make a later put throw.
+ */
+export function nextVersion(version: number): number {
+  return version < KEY_VERSION_MAX ? version + 1 : KEY_VERSION_MAX;
+}
+
 const CRC_BYTES = 4;
 export const KEY_RECORD_HEADER_BYTES = CRC_BYTES + 8 + 8 + 4;
 

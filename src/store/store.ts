@@ -30,6 +30,7 @@ import {
   encodeU64,
   KEY_RECORD_HEADER_BYTES,
   KeyRecordDamageError,
+  nextVersion,
   seqKey,
   STORE_FORMAT,
   visitKeyRecord,
@@ -524,7 +525,7 @@ export class Store {
     } catch (error) {
       throw this.keyDamage(key, error);
     }
-    return writeKeyRecord(this.recordScratch(value.length), key, header.createSeq, seq, header.version + 1, value);
+    return writeKeyRecord(this.recordScratch(value.length), key, header.createSeq, seq, nextVersion(header.version), value);
   }
 
   /** What a failed decode of `key`'s record throws: a damaged record is recorded and becomes DATA_CORRUPTED. */

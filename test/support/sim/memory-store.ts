@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { GENESIS_HEAD, sealEntry, type ChainHead, type EncodedEntry, type Entry, type Op } from '../../../src/log/index.js';
 import type { LogSource, SnapshotSource } from '../../../src/replication/index.js';
 import { encodeMessage } from '../../../src/replication/index.js';
-import type { SnapshotRecord } from '../../../src/store/index.js';
+import { nextVersion, type SnapshotRecord } from '../../../src/store/index.js';
 
 export type KeySpace = Map<string, SnapshotRecord>;
 
@@ -38,7 +38,7 @@ export function applyOp(kv: KeySpace, seq: number, op: Op): void {
         id,
         previous === undefined
           ? { key: op.key, value: op.value, createSeq: seq, modSeq: seq, version: 1 }
-          : { key: op.key, value: op.value, createSeq: previous.createSeq, modSeq: seq, version: previous.version + 1 },
+          : { key: op.key, value: op.value, createSeq: previous.createSeq, modSeq: seq, version: nextVersion(previous.version) },
       );
       return;
     }
