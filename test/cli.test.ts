@@ -211,6 +211,21 @@ describe('cli', () => {
     assertFailed(replicationListen, 2, /^mercury: CONFIG_INVALID: --replication-listen port/);
   });
 
+  test('cli: serve with a replication token that is not a token exits 2 naming where it came from', async () => {
+    // Found: a 300-byte token (junk appended) started, then crashed at its first connection (too long for HELLO's
+    // credential field), and again at every restart. The upstream is a live node, so that a replica that did start
+    // would connect at once.
+    const longToken = join(filesDir, 'long-replication-token');
+    writeFileSync(longToken, `mcy_${'a'.repeat(296)}\n`);
+    const replicaArgs = (name: string) => ['serve', '--data-dir', join(filesDir, name), '--listen', '127.0.0.1:0', '--auth', 'off', '--upstream', node.replication];
+    const [fromFile, fromEnv] = await Promise.all([
+      runCli([...replicaArgs('long-token-file'), '--replication-token-file', longToken]),
+      runCli(replicaArgs('long-token-env'), { env: { MERCURY_REPLICATION_TOKEN: `mcy_${'b'.repeat(296)}` } }),
+    ]);
+    assertFailed(fromFile, 2, /^mercury: CONFIG_INVALID: --replication-token-file \S+long-replication-token does not hold a token \(\d+ characters, mcy_/);
+    assertFailed(fromEnv, 2, /^mercury: CONFIG_INVALID: \$MERCURY_REPLICATION_TOKEN does not hold a token \(\d+ characters, mcy_.*--scope replicate\)/);
+  });
+
   test('cli: serve on a port in use exits 1 with one line, promptly', async () => {
     const port = new URL(node.url).port;
     const result = await runCli(['serve', '--data-dir', join(filesDir, 'second-node'), '--listen', `127.0.0.1:${port}`]);

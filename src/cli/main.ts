@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { NodeClient, UnavailableError, bearer, type ClientTls } from '../client/index.js';
 import { DEFAULT_PORT, parseHostPort, validateConfig } from '../config/index.js';
+import { parseToken, readTokenFile, TOKEN_CHARS } from '../auth/index.js';
 import { MercuryError } from '../errors/index.js';
 import { jsonLogger } from '../logging/index.js';
 import { DEMO_REPLICAS_MAX, demoCommand } from './demo.js';
@@ -159,6 +160,21 @@ function readTokenText(path: string, flag: string): string {
   return text;
 }
 
+/**
+ * The token a replica presents in HELLO: --replication-token-file, else $MERCURY_REPLICATION_TOKEN. Checked here to be
+ * a token, like --admin-token-file: anything else (a PEM, a token with junk appended) would only be refused by every
+ * upstream, or be too long for HELLO at the first connection, and the operator should learn it at start, naming the
+ * source.
+ */
+function replicationTokenOption(file: string | undefined): string | undefined {
+  if (file !== undefined) return readTokenFile(file, '--replication-token-file');
+  const fromEnv = process.env.MERCURY_REPLICATION_TOKEN?.trim();
+  if (fromEnv === undefined || fromEnv === '') return undefined;
+  if (parseToken(fromEnv) === undefined)
+    throw new MercuryError('CONFIG_INVALID', `$MERCURY_REPLICATION_TOKEN does not hold a token (${TOKEN_CHARS} characters, mcy_...; make one with mercury token create NAME --scope replicate)`);
+  return fromEnv;
+}
+
 /** The token client commands send: --token, --token-file, $MERCURY_TOKEN, $MERCURY_TOKEN_FILE, in that order. */
 function clientToken(values: { token?: string; 'token-file'?: string }): string | undefined {
   if (values.token !== undefined) return values.token;
@@ -216,9 +232,7 @@ async function serve(values: Record<string, string | boolean | string[] | undefi
   });
   const auth = (values.auth as string | undefined) ?? 'required';
   if (auth !== 'required' && auth !== 'off') throw new UsageError(`--auth must be required or off, got "${auth}"`);
-  const replicationTokenFile = values['replication-token-file'] as string | undefined;
-  const replicationToken =
-    replicationTokenFile !== undefined ? readTokenText(replicationTokenFile, '--replication-token-file') : process.env.MERCURY_REPLICATION_TOKEN?.trim() || undefined;
+  const replicationToken = replicationTokenOption(values['replication-token-file'] as string | undefined);
   // Loaded here, not at the top: the node pulls in LMDB, the HTTP server and replication, which would double the start-up time
   // of every client command.
   const { MercuryNode } = await import('../node/index.js');

@@ -23,7 +23,7 @@ import { TlsCredentials, clientTlsOptions, serverTlsOptions, type TlsMaterial } 
 import { ReplicationClient, ReplicationServer, StoreLogSource, type Heartbeat } from '../replication/index.js';
 import { clientCertificateRefusal, createApiHandler, createHttpServer, requestRefusal, type NodeApi, type RequestPolicy } from '../server/index.js';
 import { Store } from '../store/index.js';
-import { AuthGuard, AUTH_MODES, bootstrapAdmin, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
+import { AuthGuard, AUTH_MODES, bootstrapAdmin, parseToken, TOKEN_CHARS, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
 import { prefixEnd } from '../api/index.js';
 import { ROOT_KEY_KEY, ROOT_URL_KEY, Signer, keyId, loadOrCreateSigningKey, publicKeyFromRaw, rawPublicKey, readSigningKey, readTrustKey } from '../trust/index.js';
 import { forwardWrite } from './forward.js';
@@ -431,6 +431,10 @@ export class MercuryNode {
   static async start(config: NodeConfig, options: NodeOptions = {}): Promise<MercuryNode> {
     // The authentication mode is src/auth's: required unless the node's options say off.
     checkListenSecurity(config, options.auth ?? 'required');
+    // Not a token: every upstream would refuse it, and one longer than HELLO's credential field would throw at the
+    // first connection. Refused before the data directory is opened.
+    if (options.replicationToken !== undefined && parseToken(options.replicationToken) === undefined)
+      throw new MercuryError('CONFIG_INVALID', `replicationToken is not a token (${TOKEN_CHARS} characters, mcy_...; make one with mercury token create NAME --scope replicate)`);
     const node = new MercuryNode(config, options);
     try {
       await new Promise<void>((resolve, reject) => {
