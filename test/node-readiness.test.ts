@@ -24,6 +24,8 @@ describe('readiness', () => {
     assert.deepEqual(lagging.reasons, ['LAGGING: the replica is 5001 ms behind the root, more than --ready-max-lag-ms 5000; it is catching up']);
     assert.equal(readiness({ ...sound, lagMs: 60_000, lagMsMax: 120_000 }).ready, true, 'the threshold is the operator\'s');
     assert.deepEqual(readiness({ ...sound, replicationPhase: 'connecting', lagMs: 60_000 }).reasons, ['NOT_JOINED: the replica is connecting, not streaming from an upstream']);
+    // Halted on damaged data: it will not rejoin by itself, so the reason says what to do.
+    assert.match(readiness({ ...sound, replicationPhase: 'halted' }).reasons.join('\n'), /^NOT_JOINED: replication halted on damaged data .*\(mercury resync\)/);
   });
 
   test('readiness: damaged data and storage faults are reasons with their codes, all of them listed', () => {

@@ -22,7 +22,8 @@ export function readiness(input: ReadinessInput): { ready: boolean; reasons: str
   if (input.damageCount > 0) reasons.push(`DATA_CORRUPTED: damaged data met ${input.damageCount} times, first: ${input.firstDamage ?? '?'}`);
   if (input.writeFault !== undefined) reasons.push(`${input.writeFault.code}: ${input.writeFault.message}`);
   const phase = input.replicationPhase;
-  if (phase !== undefined && phase !== 'streaming') reasons.push(`NOT_JOINED: the replica is ${phase}, not streaming from an upstream`);
+  if (phase === 'halted') reasons.push('NOT_JOINED: replication halted on damaged data in this node\'s store; resync it (mercury resync) or restore its data directory');
+  else if (phase !== undefined && phase !== 'streaming') reasons.push(`NOT_JOINED: the replica is ${phase}, not streaming from an upstream`);
   // Only a joined replica lags: one that is not streaming is NOT_JOINED already, whatever its last lag was.
   if (phase === 'streaming' && input.lagMs !== undefined && input.lagMs > input.lagMsMax)
     reasons.push(`LAGGING: the replica is ${input.lagMs} ms behind the root, more than --ready-max-lag-ms ${input.lagMsMax}; it is catching up`);

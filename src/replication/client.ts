@@ -24,7 +24,7 @@ import { TickTimer, type Clock } from '../clock/index.js';
 import { parseHostPort } from '../config/index.js';
 import type { EncodedEntry } from '../log/index.js';
 import type { Logger } from '../logging/index.js';
-import { MercuryError } from '../errors/index.js';
+import { MercuryError, isDataCorrupted } from '../errors/index.js';
 import { clientTlsOptions, type TlsMaterial } from '../net/index.js';
 import type { Store } from '../store/index.js';
 import { ROOT_KEY_KEY, TrustedKeys } from '../trust/index.js';
@@ -128,6 +128,22 @@ export class ReplicationClient {
     }, STORAGE_RETRY_MS);
   }
 
+  /**
+   * Applying an entry met damaged data in this node's store (a put reads the key's record for its createSeq and
+   * version; the store has logged and counted it, and readiness reports DATA_CORRUPTED). Every retry would meet it
+   * again, so replication halts until an operator resyncs the node (the snapshot replaces its key space) or restores its
+   * data directory (README, "Damaged data"). As after a storage failure, the machine is made afresh from what the store
+   * holds, and nothing held is forwarded; the node keeps serving reads and its own children.
+   */
+  private dataDamaged(error: MercuryError): void {
+    this.timer.cancel();
+    this.pending = [];
+    for (const socket of this.sockets.values()) socket.destroy();
+    this.sockets.clear();
+    this.downstream = this.machineFromStore();
+    this.perform(this.downstream.halt(this.options.clock.monotonicMs(), `${error.code}: ${error.message}`));
+  }
+
   start(): void {
     this.perform(this.downstream.start(this.options.clock.monotonicMs()));
   }
@@ -187,12 +203,16 @@ export class ReplicationClient {
     this.guarded(() => this.performActions(actions));
   }
 
-  /** Runs store work; a storage failure pauses replication (`storageFailed`), anything else is a bug and throws. */
+  /**
+   * Runs store work; a storage failure pauses replication (`storageFailed`), damaged data halts it (`dataDamaged`),
+   * anything else is a bug and throws.
+   */
   private guarded(work: () => void): void {
     if (this.stopped) return;
     try {
       work();
     } catch (error) {
+      if (isDataCorrupted(error)) return this.dataDamaged(error);
       if (!(error instanceof MercuryError) || !error.code.startsWith('STORAGE_')) throw error;
       this.storageFailed(error);
     }

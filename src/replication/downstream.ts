@@ -20,7 +20,8 @@
  *   need each beat to stay connected.
  * - CHAIN_DIVERGED stops following altogether until `resync()` (an operator's decision: the node then takes a full
  *   snapshot). Meanwhile the node keeps serving its own children: that is the adapter's Upstream sessions, which this
- *   machine never touches.
+ *   machine never touches. So does `halt()`, when the adapter could not apply an entry for damaged data in its own
+ *   store: every retry would meet the same damage, and a snapshot is what replaces it.
  * - Snapshots are verified against their digest before `snapshotFinish` is emitted; the adapter must keep staged
  *   records invisible until then, and discard them on `snapshotAbort`.
  * - With trusted keys (`trust`, from `--trust-key`), entries and snapshots must also carry the root's signature
@@ -97,6 +98,8 @@ export type DownstreamPhase =
   | 'streaming'
   /** The chain diverged from the upstream's: not following until `resync`. */
   | 'diverged'
+  /** This node's store holds damaged data that an entry needed (`halt`): not following until `resync`. */
+  | 'halted'
   | 'stopped';
 
 export interface DownstreamOptions {
@@ -404,6 +407,26 @@ export class Downstream {
       this.nextIndex = index;
     }
     return [...actions, ...this.connect(nowMs)];
+  }
+
+  /**
+   * The adapter could not apply an entry: its store met damaged data (a put reads the key's record for its createSeq
+   * and version). Not following until `resync()`, as after a divergence; `reason` is shown as `lastFailure`. The
+   * adapter calls this on a machine made afresh from its store, since the old one counted the entries as applied.
+   */
+  halt(_nowMs: number, reason: string): DownstreamAction[] {
+    if (this.phase === 'stopped') return [];
+    const actions: DownstreamAction[] = [];
+    if (this.session !== undefined) this.endSession(this.session, reason, actions, false);
+    this.phase = 'halted';
+    this.lastFailure = reason;
+    actions.push({
+      type: 'log',
+      level: 'error',
+      message: 'replication halted: this node\'s store holds damaged data an entry needs; resync it (mercury resync) or restore its data directory',
+      fields: { seq: this.head.seq, reason },
+    });
+    return actions;
   }
 
   /** Stops following (node shutdown). */
