@@ -559,7 +559,13 @@ export class MercuryNode {
   async write(request: WriteRequest, authorization?: string): Promise<WriteResult> {
     if (this.committer !== undefined) return this.committer.submit(request);
     const result = await forwardWrite(this.forwardTarget(), request, undefined, this.forwardTls, authorization);
-    await this.seqWaiter.wait(result.seq, this.limits.http.forwardedWriteWaitMs);
+    try {
+      await this.seqWaiter.wait(result.seq, this.limits.http.forwardedWriteWaitMs);
+    } catch (error) {
+      // Committed at the root: a client told SHUTTING_DOWN would send it again (that code promises nothing was done).
+      // Seeing it here is moot on a node that is stopping.
+      if (!(error instanceof MercuryError && error.code === 'SHUTTING_DOWN')) throw error;
+    }
     return result;
   }
 
@@ -790,6 +796,8 @@ export class MercuryNode {
     this.heartbeatTimer?.cancel();
     this.tls?.close();
     this.replicationClient?.close();
+    // Reads parked on minSeq (HTTP and wire) are answered SHUTTING_DOWN now, not cut off with their connections below.
+    this.seqWaiter.close();
     await this.replicationServer.close();
     // Upgraded sockets keep server.close() from finishing: close the watches first (1001, clients resume elsewhere).
     await this.watchHub.close();

@@ -13,7 +13,12 @@ import { SEQ_WAITERS_MAX } from '../limits.js';
 
 interface Waiter {
   readonly resolve: () => void;
+  readonly reject: (error: MercuryError) => void;
   readonly timer: TimerHandle;
+}
+
+function shuttingDown(): MercuryError {
+  return new MercuryError('SHUTTING_DOWN', 'node is shutting down; retry on another node or later');
 }
 
 export class SeqWaiter {
@@ -22,6 +27,7 @@ export class SeqWaiter {
   /** The seqs of `bySeq` as a binary min-heap; a seq whose waiters all timed out stays until popped (or a rebuild). */
   private heap: number[] = [];
   private count = 0;
+  private closed = false;
 
   constructor(
     private readonly clock: Clock,
@@ -36,6 +42,7 @@ export class SeqWaiter {
 
   wait(seq: number, timeoutMs: number): Promise<void> {
     if (this.appliedSeq() >= seq) return Promise.resolve();
+    if (this.closed) return Promise.reject(shuttingDown());
     if (this.count >= this.waitersMax)
       return Promise.reject(
         new MercuryError('OVERLOADED', `${this.count} reads are already waiting for a seq this node has not applied (at most ${this.waitersMax}); retry with backoff, or without minSeq`),
@@ -49,7 +56,7 @@ export class SeqWaiter {
           }),
         );
       }, timeoutMs);
-      const waiter: Waiter = { resolve, timer };
+      const waiter: Waiter = { resolve, reject, timer };
       let waiters = this.bySeq.get(seq);
       if (waiters === undefined) {
         waiters = new Set();
@@ -59,6 +66,23 @@ export class SeqWaiter {
       waiters.add(waiter);
       this.count++;
     });
+  }
+
+  /**
+   * The node is closing: every parked read is answered SHUTTING_DOWN now (its client retries elsewhere), rather than
+   * cut off with its connection, and later ones at once.
+   */
+  close(): void {
+    this.closed = true;
+    const parked = [...this.bySeq.values()];
+    this.bySeq.clear();
+    this.heap = [];
+    this.count = 0;
+    for (const waiters of parked)
+      for (const waiter of waiters) {
+        waiter.timer.cancel();
+        waiter.reject(shuttingDown());
+      }
   }
 
   /** Call after every applied entry (or batch). */
