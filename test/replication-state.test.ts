@@ -288,34 +288,6 @@ describe('replication state machines', () => {
     assert.equal(ofType(downstream.tick(T0 + 1000 + staleMs), 'close').length, 1);
   });
 
-  test('downstream: the keep-alive ACK rides on heartbeats, and the timer sends it only when none comes', () => {
-    const root = rootStore(5);
-    const { downstream, store } = newReplica();
-    const link = Link.open(downstream, store, root);
-    const beat = (atMs: number): Message[] => {
-      const up = link.upstream.heartbeat(atMs, { rootSeq: 5, rootTimeMs: atMs, path: [] });
-      return sent(downstream.receive(atMs, link.connId, Buffer.concat(ofType(up, 'send').map((action) => action.bytes))));
-    };
-    const acks = (messages: readonly Message[]): number => messages.filter((message) => message.type === 'ack').length;
-    // The session's last ACK is from T0 (the handshake). A heartbeat before half an interval sends none ...
-    assert.equal(acks(beat(T0 + L.ackIntervalMs / 2 - 1)), 0);
-    // ... the next one, at half an interval or more, sends it: the timer's deadline moves with it.
-    const beatMs = T0 + L.ackIntervalMs / 2;
-    assert.equal(acks(beat(beatMs)), 1);
-    const dueMs = beatMs + L.ackIntervalMs + L.heartbeatIntervalMs / 2;
-    assert.equal(downstream.nextTickMs(), dueMs, 'the ACK timer waits half a heartbeat interval past the ACK interval');
-    // Heartbeats every interval keep sending it, and the timer never finds one due.
-    for (let i = 1; i <= 5; i++) {
-      assert.equal(acks(sent(downstream.tick(beatMs + i * L.heartbeatIntervalMs - 1))), 0);
-      assert.equal(acks(beat(beatMs + i * L.heartbeatIntervalMs)), 1, `heartbeat ${i} carries the ACK`);
-    }
-    // With no heartbeat, the timer sends it at its deadline, not before.
-    const lastMs = beatMs + 5 * L.heartbeatIntervalMs;
-    const timerMs = lastMs + L.ackIntervalMs + L.heartbeatIntervalMs / 2;
-    assert.equal(acks(sent(downstream.tick(timerMs - 1))), 0);
-    assert.equal(acks(sent(downstream.tick(timerMs))), 1);
-  });
-
   test('downstream: a heartbeat from an hour ahead, or a root clock stepping back, never makes a healthy upstream stale', () => {
     const root = rootStore(5);
     const { downstream, store } = newReplica();

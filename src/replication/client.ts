@@ -264,8 +264,8 @@ export class ReplicationClient {
           break;
       }
     }
-    // Exactly the machine's next deadline, later ones included: a keep-alive ACK sent on a heartbeat's wake-up moves it
-    // later, and a timer left at the old time would wake an idle replica for nothing every second.
+    // Exactly the machine's next deadline, later ones included: a timer left at an earlier time would wake the replica
+    // for nothing.
     this.timer.reschedule(this.downstream.nextTickMs());
   }
 
