@@ -9,7 +9,8 @@
  * many watchers is framed once (frame.ts) and the same bytes are written on each socket.
  */
 import assert from 'node:assert/strict';
-import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
+import { STATUS_CODES, ServerResponse, type IncomingMessage, type Server } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { TickTimer, type Clock } from '../clock/index.js';
 import type { ChainHead, EncodedEntry, Entry } from '../log/index.js';
@@ -263,6 +264,9 @@ export class WatchHub {
     const url = req.url ?? '/';
     const queryAt = url.indexOf('?');
     const path = queryAt === -1 ? url : url.slice(0, queryAt);
+    // node:http hands here every request that asks for an upgrade, whatever the protocol (`curl --http2` on plain HTTP
+    // sends "Upgrade: h2c"); one that is not for a WebSocket is answered as the HTTP/1.1 request it also is.
+    if (path !== WATCH_PATH && req.headers.upgrade?.toLowerCase() !== 'websocket' && this.server !== undefined) return this.serveIgnoringUpgrade(req, socket);
     const refused = this.refuseUpgrade?.(req);
     let principal: Principal | undefined;
     let refusal: [string, string, string, string?] | undefined;
@@ -293,6 +297,30 @@ export class WatchHub {
     const connection = new WsConnection(this.owner, socket, ++this.lastConnId, principal);
     connection.start(head);
     this.perform(this.machine.opened(this.clock.monotonicMs(), connection.id, connection));
+  }
+
+  /**
+   * Serves a request whose Upgrade this node does not speak as a plain request (RFC 9110 lets a server ignore it), by the
+   * server's own request listener, then closes the connection: node:http has let go of it. A request with a body is
+   * refused instead, its bytes having left node:http's parser with the upgrade.
+   */
+  private serveIgnoringUpgrade(req: IncomingMessage, socket: Duplex): void {
+    socket.on('error', () => socket.destroy());
+    if (req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0') {
+      const body = JSON.stringify({
+        error: { code: 'BAD_REQUEST', message: `this node does not speak "Upgrade: ${String(req.headers.upgrade).slice(0, 40)}"; send the request without the Upgrade header` },
+      });
+      socket.end(`HTTP/1.1 400 ${STATUS_CODES[400]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`, () => socket.destroy());
+      return;
+    }
+    const res = new ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket as Socket);
+    res.once('finish', () => {
+      res.detachSocket(socket as Socket);
+      socket.end();
+    });
+    this.server!.emit('request', req, res);
   }
 
   private receive(connection: WsConnection, data: Buffer, isBinary: boolean): void {
