@@ -158,12 +158,17 @@ export function validateNodeLimits(limits: NodeLimits): NodeLimits {
   );
 
   // http <-> wire <-> replication <-> process: every connection is a file. HTTP connections (watches included), wire
-  // connections, the most children a node may be configured to serve, the replication sockets still closing, and what
-  // an idle node holds must fit under the open-files limit.
+  // connections, the most children a node may be configured to serve, the replication sockets still closing or in their
+  // TLS handshake, and what an idle node holds must fit under the open-files limit.
   assert.ok(
-    http.connectionsMax + wire.connectionsMax + REPLICATION_CHILDREN_MAX_CEILING + replication.closingSocketsMax + NODE_IDLE_FILES_MAX <=
+    http.connectionsMax +
+      wire.connectionsMax +
+      REPLICATION_CHILDREN_MAX_CEILING +
+      replication.closingSocketsMax +
+      replication.handshakingSocketsMax +
+      NODE_IDLE_FILES_MAX <=
       PROCESS_OPEN_FILES_MAX,
-    'HTTP and wire connections and replication children and closing sockets must fit in the open files',
+    'HTTP and wire connections and replication children and closing or handshaking sockets must fit in the open files',
   );
   return freeze(limits);
 }

@@ -82,6 +82,12 @@ export interface ReplicationLimits {
    * it peers refused faster than a second apart would hold the descriptors that sessions, HTTP and LMDB need.
    */
   readonly closingSocketsMax: number;
+  /**
+   * On a TLS replication port, sockets accepted and not yet through their first byte and TLS handshake (each for at most
+   * `handshakeTimeoutMs`); beyond this many a new one is destroyed at once. They are no session yet, so no other cap
+   * counts them: 300 peers connecting together held 233 descriptors in that stage.
+   */
+  readonly handshakingSocketsMax: number;
   /** An ENTRIES frame is filled up to this many record bytes (but always carries at least one entry). */
   readonly entriesFrameBytesTarget: number;
   /** ... and at most this many entries. */
@@ -134,6 +140,7 @@ export const REPLICATION_LIMITS: ReplicationLimits = Object.freeze({
   childFrameBytesMax: 12 * KiB,
   childrenPerAddressMax: 64,
   closingSocketsMax: 64,
+  handshakingSocketsMax: 32,
   entriesFrameBytesTarget: 1 * MiB,
   entriesFrameEntriesMax: 1024,
   snapshotChunkBytesTarget: 1 * MiB,
@@ -165,6 +172,7 @@ export const REPLICATION_LIMITS_TEST: ReplicationLimits = Object.freeze({
   childFrameBytesMax: 12 * KiB,
   childrenPerAddressMax: 4,
   closingSocketsMax: 8,
+  handshakingSocketsMax: 32,
   entriesFrameBytesTarget: 2 * KiB,
   entriesFrameEntriesMax: 16,
   snapshotChunkBytesTarget: 1 * KiB,

@@ -109,6 +109,12 @@ export class ReplicationServer {
 
   /** Mutual TLS: the first bytes and then the handshake, each within the handshake timeout, then the session. */
   private handshake(socket: net.Socket, tlsServer: tls.Server): void {
+    if (this.handshaking.size >= this.limits.handshakingSocketsMax) {
+      // Counted, not logged: a flood would fill the log.
+      this.tlsRejected('handshakes_full', socket, `${this.handshaking.size} connections are already in their handshake`);
+      socket.destroy();
+      return;
+    }
     this.handshaking.add(socket);
     socket.on('close', () => this.handshaking.delete(socket));
     socket.on('error', () => socket.destroy());
