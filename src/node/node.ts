@@ -585,6 +585,11 @@ export class MercuryNode {
     return true;
   }
 
+  /** The root URL a signed entry recorded, when every entry this replica holds was verified (record 38). */
+  private trustedRootUrl(): string | undefined {
+    return this.store.verified ? this.store.get(ROOT_URL_KEY).record?.value.toString('utf8') : undefined;
+  }
+
   /**
    * Where a replica forwards writes: `--root-url` if given; with trusted keys, only the root URL a signed entry
    * recorded (never a URL an upstream merely claims: a relay could capture the writes); otherwise its upstream's.
@@ -592,7 +597,7 @@ export class MercuryNode {
   private forwardTarget(): string | undefined {
     if (this.config.rootUrl !== undefined) return this.config.rootUrl;
     if (this.trustKeys.length === 0) return this.replicationClient!.status().upstreamHttpUrl;
-    const recorded = this.store.verified ? this.store.get(ROOT_URL_KEY).record?.value.toString('utf8') : undefined;
+    const recorded = this.trustedRootUrl();
     if (recorded === undefined)
       throw new MercuryError(
         'ROOT_UNKNOWN',
@@ -668,7 +673,7 @@ export class MercuryNode {
       lastRefusal: trust.lastRefusal ?? null,
       // Whether all the data came through the checks: false until a replica that ran without them is resynced.
       dataVerified: this.store.verified,
-      forwardTo: this.config.rootUrl ?? (this.store.verified ? this.store.get(ROOT_URL_KEY).record?.value.toString('utf8') : undefined) ?? null,
+      forwardTo: this.config.rootUrl ?? this.trustedRootUrl() ?? null,
     };
   }
 

@@ -212,9 +212,7 @@ export function createHttpServer(
     }
     // bytesRead counts what node:http's parser consumed too (it reads the handle directly, without 'data' events).
     // With TLS these are the handshake's bytes: the TLS socket has a timer of its own once the handshake is over.
-    clock.setTimeout(() => {
-      if (socket.bytesRead === 0) socket.destroy();
-    }, limits.firstByteTimeoutMs);
+    closeIfSilent(socket, clock, limits.firstByteTimeoutMs);
     socket.on('close', onClose);
   });
   server.on('clientError', (error: Error & { code?: string }, socket: Socket) => {
@@ -257,6 +255,13 @@ export function createHttpServer(
   return server;
 }
 
+/** Closes `socket` if it has read nothing `timeoutMs` from now (the timer is left to fire: a closed socket ignores it). */
+function closeIfSilent(socket: Socket, clock: Clock, timeoutMs: number): void {
+  clock.setTimeout(() => {
+    if (socket.bytesRead === 0) socket.destroy();
+  }, timeoutMs);
+}
+
 /**
  * Makes an HTTPS server answer plaintext HTTP with a plaintext 400 that says to use https (instead of a reset), and
  * report failed handshakes. The TLS server's own connection listener runs only once the first byte shows a handshake.
@@ -282,11 +287,7 @@ function serveTlsOnly(server: Server, onRejected: HttpSecurity['onRejected'], cl
   // bytes, and node:http's headers timeout starts only with the first byte of a request. A TLS socket's bytesRead
   // counts decrypted bytes, so this is the plain port's rule one layer up. A watch upgrade has sent its request by
   // then, so an open watch is never cut; neither is a keep-alive connection, whose idle time node:http bounds.
-  server.on('secureConnection', (socket: TLSSocket) => {
-    clock.setTimeout(() => {
-      if (socket.bytesRead === 0) socket.destroy();
-    }, firstByteTimeoutMs);
-  });
+  server.on('secureConnection', (socket: TLSSocket) => closeIfSilent(socket, clock, firstByteTimeoutMs));
   server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
     // The remote address is gone once the handshake failed (the socket is already destroyed): '?' then.
     const reason = tlsFailureReason(error);

@@ -94,12 +94,16 @@ export function markInitialised(dir: string, durable: boolean): void {
   if (existsSync(marker)) return;
   writeFileSync(marker, '', { mode: 0o600 });
   if (!durable) return;
-  for (const path of [marker, dir]) {
-    const fd = openSync(path, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+  fsyncPath(marker);
+  fsyncPath(dir);
+}
+
+/** Flushes a file's (or a directory's entries') writes to the disk. */
+export function fsyncPath(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }

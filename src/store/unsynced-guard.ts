@@ -17,10 +17,10 @@
  * the last stop, so the data is discarded as after a machine crash. A state path that is not a file (a directory) was
  * not made here: the start is refused, naming it, before anything is touched.
  */
-import { closeSync, existsSync, fsyncSync, lstatSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
-import { DATA_FILE, INITIALISED_FILE, LMDB_LOCK_FILE } from './data-files.js';
+import { DATA_FILE, fsyncPath, INITIALISED_FILE, LMDB_LOCK_FILE } from './data-files.js';
 
 const STATE_FILE = 'unsynced-guard.json';
 /** The marker first: removed with the data, it must not outlive it (data-files.ts). */
@@ -69,22 +69,7 @@ function readState(dir: string, statePath: string): GuardState | undefined | 'no
 
 function writeDurably(path: string, text: string): void {
   writeFileSync(path, text, { mode: 0o600 });
-  const fd = openSync(path, 'r+');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function fsyncFile(path: string): void {
-  if (!existsSync(path)) return;
-  const fd = openSync(path, 'r+');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  fsyncPath(path);
 }
 
 /**
@@ -107,6 +92,7 @@ export function openUnsynced(dir: string): boolean {
 
 /** Call after the LMDB environment is closed: makes the data durable, then marks the directory clean. */
 export function closeUnsynced(dir: string): void {
-  fsyncFile(join(dir, DATA_FILE));
+  const dataFile = join(dir, DATA_FILE);
+  if (existsSync(dataFile)) fsyncPath(dataFile);
   writeDurably(join(dir, STATE_FILE), JSON.stringify({ bootId: currentBootId(), clean: true } satisfies GuardState));
 }

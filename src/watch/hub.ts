@@ -66,6 +66,14 @@ class WsConnection extends ServerWebSocket implements WatchConnection {
   }
 }
 
+/** Answers a request this hub took from node:http with a JSON error (`status`: "404 Not Found"), then closes. */
+function endWithError(socket: Duplex, status: string, code: string, message: string, headers = ''): void {
+  const body = JSON.stringify({ error: { code, message } });
+  socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${headers}connection: close\r\n\r\n${body}`, () =>
+    socket.destroy(),
+  );
+}
+
 export class WatchHub {
   readonly limits: WatchLimits;
   private readonly store: WatchSource;
@@ -286,11 +294,8 @@ export class WatchHub {
       refusal = [`${handshake.status} ${STATUS_CODES[handshake.status]}`, handshake.status === 405 ? 'METHOD_NOT_ALLOWED' : 'BAD_REQUEST', handshake.message, handshake.headers];
     if (refusal !== undefined || handshake === undefined || 'status' in handshake) {
       const [status, code, message, headers = ''] = refusal ?? assert.fail('a refused upgrade has a reason');
-      const body = JSON.stringify({ error: { code, message } });
       socket.on('error', () => {}); // the client may be gone already; nothing to do about it
-      socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${headers}connection: close\r\n\r\n${body}`, () =>
-        socket.destroy(),
-      );
+      endWithError(socket, status, code, message, headers);
       return;
     }
     socket.write(handshakeResponse(handshake));
@@ -307,10 +312,8 @@ export class WatchHub {
   private serveIgnoringUpgrade(req: IncomingMessage, socket: Duplex): void {
     socket.on('error', () => socket.destroy());
     if (req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0') {
-      const body = JSON.stringify({
-        error: { code: 'BAD_REQUEST', message: `this node does not speak "Upgrade: ${String(req.headers.upgrade).slice(0, 40)}"; send the request without the Upgrade header` },
-      });
-      socket.end(`HTTP/1.1 400 ${STATUS_CODES[400]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`, () => socket.destroy());
+      const message = `this node does not speak "Upgrade: ${String(req.headers.upgrade).slice(0, 40)}"; send the request without the Upgrade header`;
+      endWithError(socket, `400 ${STATUS_CODES[400]}`, 'BAD_REQUEST', message);
       return;
     }
     const res = new ServerResponse(req);
