@@ -7,6 +7,8 @@
  * replicas follow a fake upstream on loopback that answers each HELLO with scripted frames.
  */
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -15,10 +17,17 @@ import { FrameDecoder, REPLICATION_LIMITS, SnapshotDigest, decodeMessage, encode
 import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
 import { eventually, statusOf } from './support/tree.js';
 
-/** A replication listener that answers each connection's HELLO with `script(hello)`, and ignores what follows. */
-async function fakeUpstream(script: (hello: HelloMessage) => Buffer[]): Promise<{ address: string; hellos: number; close: () => Promise<void> }> {
+/**
+ * A replication listener that answers each connection's HELLO with `script(hello)`, and ignores what follows. With
+ * `stream`, it then writes `stream(i)` for i = 0, 1, ... as fast as the socket drains, until the connection closes or
+ * `stream` returns undefined; `streamed` lists the bytes written on each connection.
+ */
+async function fakeUpstream(
+  script: (hello: HelloMessage) => Buffer[],
+  stream?: (i: number) => Buffer | undefined,
+): Promise<{ address: string; hellos: number; streamed: number[]; close: () => Promise<void> }> {
   const sockets = new Set<net.Socket>();
-  const upstream = { address: '', hellos: 0, close: async () => {} };
+  const upstream = { address: '', hellos: 0, streamed: [] as number[], close: async () => {} };
   const server = net.createServer((socket) => {
     sockets.add(socket);
     socket.on('error', () => {});
@@ -32,6 +41,7 @@ async function fakeUpstream(script: (hello: HelloMessage) => Buffer[]): Promise<
         answered = true;
         upstream.hellos++;
         for (const bytes of script(message)) socket.write(bytes);
+        if (stream !== undefined) pour(socket, stream, upstream.streamed.push(0) - 1);
       }
     });
   });
@@ -41,8 +51,23 @@ async function fakeUpstream(script: (hello: HelloMessage) => Buffer[]): Promise<
     for (const socket of sockets) socket.destroy();
     await new Promise<void>((resolve) => server.close(() => resolve()));
   };
+
+  function pour(socket: net.Socket, next: (i: number) => Buffer | undefined, connection: number): void {
+    let i = 0;
+    const write = (): void => {
+      while (!socket.destroyed) {
+        const bytes = next(i++);
+        if (bytes === undefined) return;
+        upstream.streamed[connection]! += bytes.length;
+        if (!socket.write(bytes)) return void socket.once('drain', write);
+      }
+    };
+    write();
+  }
   return upstream;
 }
+
+const MiB = 1024 * 1024;
 
 describe('hostile input - what an upstream sends', () => {
   const dir = makeTempDir('hostile-upstream');
@@ -96,5 +121,64 @@ describe('hostile input - what an upstream sends', () => {
     const status = await statusOf(replica);
     assert.equal(status.seq, 0, 'the record was refused, and the snapshot with it');
     assert.match(status.replication.lastFailure ?? '', /MESSAGE_MALFORMED.*version 4294967295, more puts than entries 1 to 5 can hold/);
+  });
+
+  test('replication: an upstream that claims a signed snapshot and streams records forever is refused after a few MiB', async (t) => {
+    // Found by review: a replica with --trust-key checked a snapshot's signature only at its end, so a relay that
+    // announced a signed snapshot of any key count could stream records until the replica's disk or map was full.
+    const keyDir = join(dir, 'keys');
+    mkdirSync(keyDir, { recursive: true });
+    const trustKey = join(keyDir, 'root.pub.pem');
+    writeFileSync(trustKey, generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'pem' }));
+    const snapshotHash = Buffer.alloc(32, 5);
+    const value = Buffer.alloc(1000, 'x');
+    const recordsPerChunk = 256;
+    const upstream = await fakeUpstream(
+      () => [
+        encodeMessage({
+          type: 'welcome',
+          datasetId: 'dataset-endless',
+          nodeId: 'endless-upstream',
+          httpUrl: '',
+          path: ['endless-upstream'],
+          head: { seq: 1, hash: snapshotHash },
+          mode: 'snapshot',
+          fromSeq: 0,
+        }),
+        encodeMessage({ type: 'snapshotBegin', seq: 1, hash: snapshotHash, keyCount: 2 ** 40, signed: true }),
+      ],
+      // Valid chunks, keys ascending, no SNAPSHOT_PROOF ever; stopped at 256 MiB so that a replica without the bound
+      // fails this test rather than fill the disk.
+      (i) =>
+        i * recordsPerChunk * value.length >= 256 * MiB
+          ? undefined
+          : encodeMessage({
+              type: 'snapshotChunk',
+              records: Array.from({ length: recordsPerChunk }, (_, j) => ({
+                key: Buffer.from(`k${String(i * recordsPerChunk + j).padStart(12, '0')}`),
+                value,
+                createSeq: 1,
+                modSeq: 1,
+                version: 1,
+              })),
+            }),
+    );
+    upstreams.push(upstream);
+    const replica = await startServe(join(dir, 'endless-replica'), ['--upstream', upstream.address, '--trust-key', trustKey]);
+    replicas.push(replica);
+    await eventually(
+      async () => ((await statusOf(replica)) as unknown as { trust: { lastRefusal: { code: string } | null } }).trust.lastRefusal !== null,
+      () => `streamed ${upstream.streamed.join(', ')} bytes`,
+    );
+    const { trust } = (await statusOf(replica)) as unknown as { trust: { lastRefusal: { code: string; message: string } } };
+    assert.equal(trust.lastRefusal.code, 'SIGNATURE_MISSING');
+    assert.match(trust.lastRefusal.message, /claims the root's signature but sent \d+ bytes of records without a signed proof/);
+    // What the first connection carried before the replica closed it: the 4 MiB the protocol allows between proofs, one
+    // more chunk, and what the two sockets' buffers held.
+    await eventually(() => Promise.resolve(upstream.streamed.length >= 2), () => `${upstream.streamed.length} connections`);
+    t.diagnostic(`the first connection carried ${upstream.streamed[0]} bytes`);
+    assert.ok(upstream.streamed[0]! < 24 * MiB, `the first connection carried ${upstream.streamed[0]} bytes`);
+    assert.equal(replica.child.exitCode, null, 'the replica keeps running');
+    assert.equal((await statusOf(replica)).seq, 0, 'nothing installed');
   });
 });

@@ -82,6 +82,7 @@ const EXAMPLES: readonly Message[] = [
   },
   { type: 'snapshotEnd', digest: hash('digest'), signature: undefined },
   { type: 'snapshotEnd', digest: hash('digest'), signature: Buffer.alloc(64, 9) },
+  { type: 'snapshotProof', keys: 4096, digest: hash('so far'), signature: Buffer.alloc(64, 7) },
   { type: 'entries', records: sealedRecords(3) },
   { type: 'heartbeat', rootSeq: 99, rootTimeMs: 1_700_000_000_123, path: ['root', 'a', 'b'] },
   { type: 'refuse', reason: 'CHAIN_DIVERGED', message: 'the child diverged at 12; resync it' },
@@ -188,6 +189,9 @@ const messageArbitrary: fc.Arbitrary<Message> = fc.oneof(
   fc
     .record({ digest: hashArbitrary, signature: fc.option(fc.uint8Array({ minLength: 64, maxLength: 64 }).map((b) => Buffer.from(b)), { nil: undefined }) })
     .map((m): Message => ({ type: 'snapshotEnd', ...m })),
+  fc
+    .record({ keys: seqArbitrary, digest: hashArbitrary, signature: fc.uint8Array({ minLength: 64, maxLength: 64 }).map((b) => Buffer.from(b)) })
+    .map((m): Message => ({ type: 'snapshotProof', ...m })),
   fc.array(bytes(200), { minLength: 1, maxLength: 6 }).map((records): Message => ({ type: 'entries', records })),
   fc
     .record({ rootSeq: seqArbitrary, rootTimeMs: seqArbitrary, path: fc.array(idArbitrary, { minLength: 1, maxLength: 5 }) })

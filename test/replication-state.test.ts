@@ -582,7 +582,7 @@ describe('replication state machines', () => {
       const actions = upstream.receive(T0, testCase.hello);
       const messages = sent(actions);
       assert.equal(messages.length, 1, testCase.name);
-      assert.ok(messages[0]!.type === 'refuse' && messages[0]!.reason === testCase.reason, `${testCase.name}: ${JSON.stringify(messages[0])}`);
+      assert.ok(messages[0]!.type === 'refuse' && messages[0].reason === testCase.reason, `${testCase.name}: ${JSON.stringify(messages[0])}`);
       assert.equal(actions[actions.length - 1]!.type, 'close', testCase.name);
       assert.ok(upstream.isClosed);
     }

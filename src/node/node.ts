@@ -242,7 +242,7 @@ export class MercuryNode {
       tls: material,
       onTlsRejected: onTlsRejected('replication'),
       authorizeChild: (credential, socket) => this.guard.authenticateChild(credential, socket),
-      signSnapshot: this.signer === undefined ? undefined : (head) => this.signer!.signSnapshot(head),
+      signer: this.signer,
     });
     this.wireServer = new WireServer({
       node: {

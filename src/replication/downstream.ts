@@ -58,6 +58,7 @@ import {
   type Message,
   type RefuseReason,
   type SnapshotChunkMessage,
+  type SnapshotProofMessage,
   type WelcomeMessage,
 } from './protocol.js';
 
@@ -199,6 +200,8 @@ interface IncomingSnapshot {
   lastKey: Buffer | undefined;
   keysReceived: number;
   bytesReceived: number;
+  /** Record bytes (as the digest covers them) since the last verified SNAPSHOT_PROOF, or the start. */
+  bytesSinceProof: number;
 }
 
 /**
@@ -549,6 +552,9 @@ export class Downstream {
       case 'snapshotChunk':
         if (this.snapshot === undefined) return this.unexpected(nowMs, message, actions);
         return this.snapshotChunk(nowMs, session, this.snapshot, message, actions);
+      case 'snapshotProof':
+        if (this.snapshot === undefined) return this.unexpected(nowMs, message, actions);
+        return this.snapshotProof(nowMs, session, this.snapshot, message, actions);
       case 'snapshotEnd':
         if (this.snapshot === undefined) return this.unexpected(nowMs, message, actions);
         return this.snapshotEnd(nowMs, session, this.snapshot, message.digest, message.signature, actions);
@@ -668,6 +674,7 @@ export class Downstream {
       lastKey: undefined,
       keysReceived: 0,
       bytesReceived: 0,
+      bytesSinceProof: 0,
     };
     this.phase = 'snapshot';
     session.lastProgressMs = nowMs;
@@ -678,6 +685,20 @@ export class Downstream {
   private snapshotChunk(nowMs: number, session: Session, snapshot: IncomingSnapshot, chunk: SnapshotChunkMessage, actions: DownstreamAction[]): void {
     const records = chunk.records;
     assert.ok(chunk.encodedRecords !== undefined, 'a received SNAPSHOT_CHUNK comes from decodeMessage');
+    // A signing root sends a proof once a snapshot's records since the last one reach snapshotProofBytes: a chunk after
+    // that many without one is from an upstream that claimed a signature it cannot make (a relay streaming records
+    // that may never end). Refused before it is staged.
+    if (this.trust !== undefined && snapshot.bytesSinceProof >= this.limits.snapshotProofBytes)
+      return this.refuseData(
+        nowMs,
+        session,
+        {
+          code: 'SIGNATURE_MISSING',
+          message: `snapshot at seq ${snapshot.seq} claims the root's signature but sent ${snapshot.bytesSinceProof} bytes of records without a signed proof (the root sends one every ${this.limits.snapshotProofBytes})`,
+        },
+        actions,
+      );
+    snapshot.bytesSinceProof += chunk.encodedRecords.length;
     for (const record of records) {
       if (snapshot.lastKey !== undefined && Buffer.compare(snapshot.lastKey, record.key) >= 0)
         return void this.fail(nowMs, 'snapshot keys are not strictly ascending', actions);
@@ -691,6 +712,25 @@ export class Downstream {
     snapshot.digest.updateEncoded(chunk.encodedRecords);
     session.lastProgressMs = nowMs;
     actions.push({ type: 'snapshotChunk', records });
+  }
+
+  /**
+   * A SNAPSHOT_PROOF: the root's signature over the records so far. A replica with trusted keys checks that it covers
+   * exactly what arrived (count and digest) and is the root's; without them the upstream is trusted, and it is ignored.
+   */
+  private snapshotProof(nowMs: number, session: Session, snapshot: IncomingSnapshot, proof: SnapshotProofMessage, actions: DownstreamAction[]): void {
+    if (this.trust === undefined) return;
+    const part = { seq: snapshot.seq, hash: snapshot.hash, keyCount: snapshot.keyCount, keys: proof.keys, digest: proof.digest };
+    const refusal =
+      this.trust.checkSnapshotPart(part, proof.signature) ??
+      (proof.keys === snapshot.keysReceived && proof.digest.equals(snapshot.digest.digestSoFar())
+        ? undefined
+        : {
+            code: 'SIGNATURE_INVALID' as const,
+            message: `snapshot at seq ${snapshot.seq}: the ${snapshot.keysReceived} records received are not the ${proof.keys} the root signed`,
+          });
+    if (refusal !== undefined) return this.refuseData(nowMs, session, refusal, actions);
+    snapshot.bytesSinceProof = 0;
   }
 
   private snapshotEnd(

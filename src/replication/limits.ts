@@ -14,7 +14,7 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 
 /** Bumped on any incompatible change of the frame format or of a message; both sides must agree exactly. */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 /** u32 length | u32 crc32 | u8 type (see protocol.ts). */
 export const FRAME_HEADER_BYTES = 4 + 4 + 1;
@@ -95,6 +95,14 @@ export interface ReplicationLimits {
   /** A SNAPSHOT_CHUNK is filled up to this many key and value bytes (always at least one record). */
   readonly snapshotChunkBytesTarget: number;
   /**
+   * A signing root sends a SNAPSHOT_PROOF (its signature over the records so far) after the chunk that brings the
+   * records' bytes since the last proof to this many. A replica with `--trust-key` refuses a snapshot whose records
+   * since its last verified proof reached this many before a further chunk: what an upstream that claims a signed
+   * snapshot and streams forever can make it stage is this plus one frame. Root and replica must agree on it, as on
+   * the protocol version.
+   */
+  readonly snapshotProofBytes: number;
+  /**
    * Flow control: an upstream stops sending to a child once this many bytes, or entries, are sent but not acknowledged.
    * This bounds what one child can hold in socket buffers; a child that falls further behind is served from the log
    * on disk later, never from memory.
@@ -144,6 +152,7 @@ export const REPLICATION_LIMITS: ReplicationLimits = Object.freeze({
   entriesFrameBytesTarget: 1 * MiB,
   entriesFrameEntriesMax: 1024,
   snapshotChunkBytesTarget: 1 * MiB,
+  snapshotProofBytes: 4 * MiB,
   childWindowBytesMax: 16 * MiB,
   childWindowEntriesMax: 8192,
   ackEveryBytes: 4 * MiB,
@@ -176,6 +185,7 @@ export const REPLICATION_LIMITS_TEST: ReplicationLimits = Object.freeze({
   entriesFrameBytesTarget: 2 * KiB,
   entriesFrameEntriesMax: 16,
   snapshotChunkBytesTarget: 1 * KiB,
+  snapshotProofBytes: 4 * KiB,
   childWindowBytesMax: 8 * KiB,
   childWindowEntriesMax: 32,
   ackEveryBytes: 3 * KiB,
@@ -208,6 +218,8 @@ export function validateReplicationLimits(limits: ReplicationLimits): Replicatio
   // One address holds at most a share of the default child slots, so replicas elsewhere still find room.
   assert.ok(limits.childrenPerAddressMax * 4 <= REPLICATION_CHILDREN_MAX_DEFAULT, 'one address must not hold the child slots');
   assert.ok(limits.snapshotChunkBytesTarget <= limits.frameBytesMax - FRAME_HEADER_BYTES - 4);
+  // Proofs are a few signatures per snapshot, not one per chunk.
+  assert.ok(limits.snapshotProofBytes >= 2 * limits.snapshotChunkBytesTarget);
   assert.ok(limits.entriesFrameEntriesMax <= limits.childWindowEntriesMax, 'a full frame must fit in an empty window');
   // A child acknowledges before the window fills, so an upstream waiting on a full window always hears back.
   assert.ok(limits.ackEveryBytes <= limits.childWindowBytesMax / 2);

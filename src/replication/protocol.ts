@@ -53,12 +53,19 @@
  *                   heartbeatIntervalMs; each node forwards it at once to its children with its own id appended
  * 8 REFUSE          u8 reason | u16 n | n bytes of UTF-8 message; the sender closes the connection after it
  * 9 ACK             child -> upstream: u64 appliedSeq | u64 receivedBytes (all frame bytes received on this connection)
+ * 10 SNAPSHOT_PROOF upstream -> child, between chunks of a signed snapshot: u64 keys (records sent so far) | hash digest
+ *                   (of those records, as SNAPSHOT_END's) | signature: the root's Ed25519 signature over seq, hash,
+ *                   keyCount, keys and digest (src/trust/signatures.ts). Sent after the chunk that brings the records'
+ *                   bytes since the previous proof to `snapshotProofBytes` (limits.ts): a replica that trusts the
+ *                   root's key verifies each one, and refuses a snapshot that goes further than that without one, so
+ *                   an upstream that claims a signed snapshot and streams records forever is stopped after a few MiB,
+ *                   not when the disk is full
  * ```
  *
  * Versions: 2 dropped SNAPSHOT_BEGIN's trailing u64 bytesEstimate, which no upstream ever filled (always 0); 3 added
  * HELLO's trailing httpUrl; 4 added SNAPSHOT_BEGIN's flags and SNAPSHOT_END's signature, and entries of format 2
- * (authors and the root's signature, log/entry.ts). A peer of another version is refused with PROTOCOL_VERSION at the
- * handshake.
+ * (authors and the root's signature, log/entry.ts); 5 added SNAPSHOT_PROOF. A peer of another version is refused with
+ * PROTOCOL_VERSION at the handshake.
  *
  * ## Handshake and session
  *
@@ -117,6 +124,7 @@ export const MessageType = {
   heartbeat: 7,
   refuse: 8,
   ack: 9,
+  snapshotProof: 10,
 } as const;
 export type MessageType = keyof typeof MessageType;
 const MESSAGE_NAMES: readonly (MessageType | undefined)[] = (() => {
@@ -204,6 +212,16 @@ export interface SnapshotEndMessage {
   readonly signature: Buffer | undefined;
 }
 
+export interface SnapshotProofMessage {
+  readonly type: 'snapshotProof';
+  /** Records sent so far in this snapshot. */
+  readonly keys: number;
+  /** The snapshot digest over those records. */
+  readonly digest: Buffer;
+  /** The root's signature over seq, hash, keyCount, keys and digest. */
+  readonly signature: Buffer;
+}
+
 export interface EntriesMessage {
   readonly type: 'entries';
   /** Encoded entry records, in seq order. Not verified by the decoder: the receiver runs `verifyNext` on each. */
@@ -232,6 +250,7 @@ export type Message =
   | SnapshotBeginMessage
   | SnapshotChunkMessage
   | SnapshotEndMessage
+  | SnapshotProofMessage
   | EntriesMessage
   | HeartbeatMessage
   | RefuseMessage
@@ -529,6 +548,9 @@ export function encodeMessage(message: Message): Buffer {
       }
       return writer.frame(MessageType.snapshotEnd);
     }
+    case 'snapshotProof':
+      if (message.signature.length !== SIGNATURE_BYTES) throw new RangeError(`signature of ${message.signature.length} bytes`);
+      return new Writer().u64(message.keys).hash(message.digest).bytes(message.signature).frame(MessageType.snapshotProof);
     case 'entries':
       return encodeEntries(message.records);
     case 'heartbeat':
@@ -747,6 +769,8 @@ function decodePayload(name: MessageType, reader: Reader): Message {
       if (signatureLength !== 0 && signatureLength !== SIGNATURE_BYTES) reader.malformed(`signature of ${signatureLength} bytes`);
       return { type: 'snapshotEnd', digest, signature: signatureLength === 0 ? undefined : reader.bytes(signatureLength, 'signature') };
     }
+    case 'snapshotProof':
+      return { type: 'snapshotProof', keys: reader.u64('keys'), digest: reader.hash('digest'), signature: reader.bytes(SIGNATURE_BYTES, 'signature') };
     case 'entries': {
       const count = reader.u32('count');
       if (count === 0) reader.malformed('empty ENTRIES');
@@ -793,5 +817,10 @@ export class SnapshotDigest {
 
   digest(): Buffer {
     return this.hash.digest();
+  }
+
+  /** The digest of the records so far, leaving it open for more (what a SNAPSHOT_PROOF carries). */
+  digestSoFar(): Buffer {
+    return this.hash.copy().digest();
   }
 }

@@ -47,7 +47,7 @@ export interface ReplicationServerOptions {
   /** Checks a child's HELLO credential, or its connection's verified certificate (src/auth/guard.ts). Absent: none. */
   readonly authorizeChild?: (credential: string | undefined, socket: net.Socket) => ChildAuthorization;
   /** The root's snapshot signer; undefined on a relay (see Upstream). */
-  readonly signSnapshot?: UpstreamOptions['signSnapshot'];
+  readonly signer?: UpstreamOptions['signer'];
 }
 
 interface ChildSession {
@@ -271,7 +271,7 @@ export class ReplicationServer {
       limits: this.limits,
       nowMs: clock.monotonicMs(),
       authorizeChild: this.options.authorizeChild === undefined ? undefined : (credential) => this.options.authorizeChild!(credential, socket),
-      signSnapshot: this.options.signSnapshot,
+      signer: this.options.signer,
     });
     const session: ChildSession = {
       socket,

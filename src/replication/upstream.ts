@@ -44,6 +44,7 @@ import {
   type RefuseReason,
 } from './protocol.js';
 import type { LogSource, SnapshotSource } from './source.js';
+import type { SnapshotHead, SnapshotPart } from '../trust/index.js';
 
 export type UpstreamAction =
   | { readonly type: 'send'; readonly bytes: Buffer }
@@ -75,10 +76,17 @@ export interface UpstreamOptions {
    */
   readonly authorizeChild?: (credential: string | undefined) => ChildAuthorization;
   /**
-   * The root's snapshot signer (src/trust/): snapshots this node makes are signed, so that a replica with trusted keys
-   * accepts them. Only the root has one; a relay's snapshots go unsigned.
+   * The root's snapshot signer (src/trust/): snapshots this node makes are signed, with a SNAPSHOT_PROOF every
+   * `snapshotProofBytes` and a signed SNAPSHOT_END, so that a replica with trusted keys accepts them. Only the root has
+   * one; a relay's snapshots go unsigned.
    */
-  readonly signSnapshot?: (head: { seq: number; hash: Buffer; keyCount: number; digest: Buffer }) => Buffer;
+  readonly signer?: SnapshotSigner;
+}
+
+/** What signs a snapshot: the root's `Signer` (src/trust/signatures.ts). */
+export interface SnapshotSigner {
+  signSnapshot(head: SnapshotHead): Buffer;
+  signSnapshotPart(part: SnapshotPart): Buffer;
 }
 
 /** Whom a child replicates as (`principal`: a token id and name; undefined with auth off), or why it is refused. */
@@ -106,6 +114,8 @@ interface OutgoingSnapshot {
   readonly source: SnapshotSource;
   readonly digest: SnapshotDigest;
   keysSent: number;
+  /** Record bytes sent since the last SNAPSHOT_PROOF (or the start). */
+  bytesSinceProof: number;
 }
 
 export class Upstream {
@@ -120,7 +130,7 @@ export class Upstream {
   private readonly limits: ReplicationLimits;
   private readonly decoder: FrameDecoder;
   private readonly startedMs: number;
-  private readonly signSnapshot: UpstreamOptions['signSnapshot'];
+  private readonly signer: SnapshotSigner | undefined;
   private phase: UpstreamPhase = 'hello';
   private hello: HelloMessage | undefined;
   private snapshot: OutgoingSnapshot | undefined;
@@ -145,7 +155,7 @@ export class Upstream {
     this.decoder = new FrameDecoder(this.limits.childFrameBytesMax);
     this.startedMs = options.nowMs;
     this.lastAckMs = options.nowMs;
-    this.signSnapshot = options.signSnapshot;
+    this.signer = options.signer;
   }
 
   /** The token id the child authenticated with (undefined before the handshake, or with auth off). */
@@ -391,13 +401,21 @@ export class Upstream {
   private startSnapshot(actions: UpstreamAction[]): void {
     assert.equal(this.snapshot, undefined);
     const source = this.source.openSnapshot();
-    this.snapshot = { source, digest: new SnapshotDigest(), keysSent: 0 };
+    this.snapshot = { source, digest: new SnapshotDigest(), keysSent: 0, bytesSinceProof: 0 };
     this.phase = 'snapshot';
     this.send(
-      encodeMessage({ type: 'snapshotBegin', seq: source.seq, hash: source.hash, keyCount: source.keyCount, signed: this.signSnapshot !== undefined }),
+      encodeMessage({ type: 'snapshotBegin', seq: source.seq, hash: source.hash, keyCount: source.keyCount, signed: this.signer !== undefined }),
       actions,
     );
     actions.push({ type: 'log', level: 'info', message: 'sending snapshot', fields: { child: this.hello?.nodeId, seq: source.seq, keyCount: source.keyCount } });
+  }
+
+  /** Vouches for the records sent so far, so that the child need not take the rest on faith until the end. */
+  private sendProof(snapshot: OutgoingSnapshot, signer: SnapshotSigner, actions: UpstreamAction[]): void {
+    const { seq, hash, keyCount } = snapshot.source;
+    const part = { seq, hash, keyCount, keys: snapshot.keysSent, digest: snapshot.digest.digestSoFar() };
+    this.send(encodeMessage({ type: 'snapshotProof', keys: part.keys, digest: part.digest, signature: signer.signSnapshotPart(part) }), actions);
+    snapshot.bytesSinceProof = 0;
   }
 
   private windowOpen(): boolean {
@@ -421,14 +439,17 @@ export class Upstream {
         if (chunk !== undefined) {
           // The digest covers the records' canonical encoding, which is what the frame carries: hashed from there, each
           // record is encoded once.
-          snapshot.digest.updateEncoded(snapshotChunkRecordBytes(chunk.frame));
+          const records = snapshotChunkRecordBytes(chunk.frame);
+          snapshot.digest.updateEncoded(records);
           snapshot.keysSent += chunk.count;
+          snapshot.bytesSinceProof += records.length;
           this.send(chunk.frame, actions);
+          if (this.signer !== undefined && snapshot.bytesSinceProof >= this.limits.snapshotProofBytes) this.sendProof(snapshot, this.signer, actions);
           continue;
         }
         const digest = snapshot.digest.digest();
         const source = snapshot.source;
-        const signature = this.signSnapshot?.({ seq: source.seq, hash: source.hash, keyCount: source.keyCount, digest });
+        const signature = this.signer?.signSnapshot({ seq: source.seq, hash: source.hash, keyCount: source.keyCount, digest });
         this.send(encodeMessage({ type: 'snapshotEnd', digest, signature }), actions);
         this.sentSeq = snapshot.source.seq;
         this.release();

@@ -6,7 +6,11 @@
  * ```
  * entry     "mercury entry v1\0"    || hash (32 bytes, the entry's chain hash)
  * snapshot  "mercury snapshot v1\0" || u64 seq || hash (of the entry at seq) || u64 keyCount || digest (32 bytes)
+ * part      "mercury snapshot part v1\0" || u64 seq || hash || u64 keyCount || u64 keys || digest (32 bytes)
  * ```
+ *
+ * A part vouches for a snapshot's first `keys` records (their digest so far): a SNAPSHOT_PROOF between chunks, so
+ * that a replica learns a snapshot is the root's long before its end (src/replication/protocol.ts).
  *
  * The prefixes keep one kind of signature from ever being taken for the other. A signature on an entry's hash vouches
  * for the whole chain up to it; a snapshot's signature vouches for its position (seq and hash) and its content (the
@@ -18,6 +22,7 @@ import { HASH_BYTES, SIGNATURE_BYTES } from '../log/index.js';
 
 const ENTRY_PREFIX = Buffer.from('mercury entry v1\0', 'latin1');
 const SNAPSHOT_PREFIX = Buffer.from('mercury snapshot v1\0', 'latin1');
+const SNAPSHOT_PART_PREFIX = Buffer.from('mercury snapshot part v1\0', 'latin1');
 /** Raw Ed25519 public keys are 32 bytes; SPKI DER wraps them in this fixed 12-byte header. */
 export const PUBLIC_KEY_BYTES = 32;
 const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
@@ -34,12 +39,23 @@ export interface SnapshotHead {
   readonly digest: Buffer;
 }
 
+/** A snapshot's first `keys` records, whose digest so far is `digest`. */
+export interface SnapshotPart extends SnapshotHead {
+  readonly keys: number;
+}
+
+function u64(value: number): Buffer {
+  const buffer = Buffer.allocUnsafe(8);
+  buffer.writeBigUInt64BE(BigInt(value), 0);
+  return buffer;
+}
+
 export function snapshotSignedMessage(head: SnapshotHead): Buffer {
-  const numbers = Buffer.allocUnsafe(8);
-  numbers.writeBigUInt64BE(BigInt(head.seq), 0);
-  const count = Buffer.allocUnsafe(8);
-  count.writeBigUInt64BE(BigInt(head.keyCount), 0);
-  return Buffer.concat([SNAPSHOT_PREFIX, numbers, head.hash, count, head.digest]);
+  return Buffer.concat([SNAPSHOT_PREFIX, u64(head.seq), head.hash, u64(head.keyCount), head.digest]);
+}
+
+export function snapshotPartSignedMessage(part: SnapshotPart): Buffer {
+  return Buffer.concat([SNAPSHOT_PART_PREFIX, u64(part.seq), part.hash, u64(part.keyCount), u64(part.keys), part.digest]);
 }
 
 /** The root's signer: makes entry and snapshot signatures with its private key. */
@@ -59,6 +75,10 @@ export class Signer {
 
   signSnapshot(head: SnapshotHead): Buffer {
     return sign(null, snapshotSignedMessage(head), this.privateKey);
+  }
+
+  signSnapshotPart(part: SnapshotPart): Buffer {
+    return sign(null, snapshotPartSignedMessage(part), this.privateKey);
   }
 }
 

@@ -17,7 +17,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import type { Entry } from '../log/index.js';
-import { entrySignedMessage, keyId, publicKeyFromRaw, snapshotSignedMessage, verifies, type SnapshotHead } from './signatures.js';
+import { entrySignedMessage, keyId, publicKeyFromRaw, snapshotPartSignedMessage, snapshotSignedMessage, verifies, type SnapshotHead, type SnapshotPart } from './signatures.js';
 
 /** Mercury's own keys in the key space (the reserved prefix, never served by the KV API). */
 export const ROOT_KEY_KEY: Buffer = Buffer.from('\u0000mercury/root/signing-key', 'latin1');
@@ -131,6 +131,17 @@ export class TrustedKeys {
     const message = snapshotSignedMessage(head);
     if (keys.some((key) => verifies(key, message, signature))) return undefined;
     return { code: 'SIGNATURE_INVALID', message: `snapshot at seq ${head.seq} is not signed by a trusted key (${this.describeKeys(keys)})` };
+  }
+
+  /** Checks a SNAPSHOT_PROOF's root signature over the snapshot's first `part.keys` records; undefined when it verifies. */
+  checkSnapshotPart(part: SnapshotPart, signature: Buffer): TrustRefusal | undefined {
+    const keys = this.active();
+    const message = snapshotPartSignedMessage(part);
+    if (keys.some((key) => verifies(key, message, signature))) return undefined;
+    return {
+      code: 'SIGNATURE_INVALID',
+      message: `snapshot at seq ${part.seq}: its first ${part.keys} records are not signed by a trusted key (${this.describeKeys(keys)})`,
+    };
   }
 
   private describeKeys(keys: readonly KeyObject[]): string {

@@ -2,8 +2,8 @@
  * A malicious relay, as a stream rewriter: it sits between an upstream and a child and forges what passes, the way a
  * compromised intermediate replica would. It rewrites ENTRIES frames (one value changed, every hash of the frame
  * recomputed so that the chain links and hashes hold) and snapshots (a value changed in each chunk, the digest
- * recomputed, BEGIN claiming a root signature). Signatures: kept as they were (now over other hashes), stripped, or
- * made with the attacker's own key. Frames are re-framed with a valid CRC: only a signature check can catch the forgery.
+ * recomputed, BEGIN claiming a root signature, each SNAPSHOT_PROOF carrying the forged digest). Signatures: kept as
+ * they were (now over other hashes), stripped (proofs dropped), or made with the attacker's own key. Frames are re-framed with a valid CRC: only a signature check can catch the forgery.
  *
  * Used by the TCP proxy (test/support/tree.ts, `FlipProxy.forging`) and by the seeded simulation (a forging relay).
  */
@@ -46,7 +46,10 @@ export class Forger {
   /** Bytes from the upstream, split anywhere; returns the bytes to pass to the child (whole frames). */
   push(chunk: Buffer): Buffer {
     const out: Buffer[] = [];
-    for (const frame of this.decoder.push(chunk)) out.push(encodeMessage(this.rewrite(decodeMessage(frame))));
+    for (const frame of this.decoder.push(chunk)) {
+      const message = this.rewrite(decodeMessage(frame));
+      if (message !== undefined) out.push(encodeMessage(message));
+    }
     return Buffer.concat(out);
   }
 
@@ -55,7 +58,8 @@ export class Forger {
     return this.push(frame);
   }
 
-  private rewrite(message: Message): Message {
+  /** The message to pass on in place of `message`; undefined to drop it. */
+  private rewrite(message: Message): Message | undefined {
     switch (message.type) {
       case 'entries': {
         this.forged++;
@@ -79,6 +83,19 @@ export class Forger {
         const records: SnapshotRecord[] = message.records.map((record, i) => (i === 0 ? { ...record, value: FORGED } : record));
         for (const record of records) this.snapshot?.digest.updateEncoded(encodeSnapshotRecord(record));
         return { type: 'snapshotChunk', records };
+      }
+      case 'snapshotProof': {
+        // The root's proof of the records so far, made to match the forged ones: signed by the attacker, kept (now over
+        // another digest), or dropped.
+        const snapshot = this.snapshot;
+        if (snapshot === undefined) return message;
+        if (this.signatures === 'strip') return undefined;
+        const digest = snapshot.digest.digestSoFar();
+        const signature =
+          this.attacker !== undefined
+            ? this.attacker.signSnapshotPart({ seq: snapshot.seq, hash: snapshot.hash, keyCount: snapshot.keyCount, keys: message.keys, digest })
+            : message.signature;
+        return { ...message, digest, signature };
       }
       case 'snapshotEnd': {
         const snapshot = this.snapshot;

@@ -711,7 +711,7 @@ class Simulation {
         latestHeartbeat: () => (server.isRoot ? this.rootLatestHeartbeat() : server.latestHeartbeat),
         limits: this.limits,
         nowMs: this.queue.nowMs,
-        signSnapshot: server.isRoot && this.signer !== undefined ? (head) => this.signer!.signSnapshot(head) : undefined,
+        signer: server.isRoot ? this.signer : undefined,
       });
       server.sessions.set(conn.id, { conn, upstream });
       this.scheduleTick(server);
