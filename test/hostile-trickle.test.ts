@@ -12,6 +12,7 @@ import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { encodeHello } from '../src/api/index.js';
+import { metricValue } from './support/http.js';
 import { MiB, assertHealthzAnswers, rssBytes } from './support/hostile.js';
 import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
 
@@ -56,6 +57,16 @@ async function trickle(socket: Socket, count: number, piece: (index: number) => 
 
 const ONE_BYTE = Buffer.from('a');
 
+/** A wire frame's first 12 bytes: length (1 MB), type PUT, id 1, no ifModSeq flag, a 1-byte key. */
+const PUT_FRAME_HEAD = (() => {
+  const head = Buffer.alloc(12);
+  head.writeUInt32BE(1_000_000, 0);
+  head[4] = 0x03;
+  head.writeUInt32BE(1, 5);
+  head.writeUInt16BE(1, 10);
+  return head;
+})();
+
 describe('hostile input - trickled bytes', () => {
   const dir = makeTempDir('hostile-trickle');
   let node: ServeProcess;
@@ -84,15 +95,32 @@ describe('hostile input - trickled bytes', () => {
     const socket = await open(Number(new URL(node.wire).port));
     sockets.push(socket);
     socket.write(encodeHello(undefined));
-    // The frame's first 12 bytes: length (1 MB), type PUT, id 1, no ifModSeq flag, a 1-byte key.
-    const head = Buffer.alloc(12);
-    head.writeUInt32BE(1_000_000, 0);
-    head[4] = 0x03;
-    head.writeUInt32BE(1, 5);
-    head.writeUInt16BE(1, 10);
-    socket.write(head);
+    socket.write(PUT_FRAME_HEAD);
     await measured(t, `${TRICKLED_BYTES} bytes of a wire frame, one per write`, TRICKLE_RSS_GROWTH_BYTES_MAX, () => trickle(socket, TRICKLED_BYTES, () => ONE_BYTE));
     socket.destroy();
+  });
+
+  test('announced: 30 wire frames that announce 1 MB and send 12 bytes hold what they sent, not what they announced', async (t) => {
+    // Found by review: the node allocated a frame's whole buffer once its length field was in, so each connection could
+    // make it hold up to the largest frame (about 1 MiB, or 16 MiB with the largest --value-bytes-max) for 12 bytes.
+    const connections = 30;
+    const external = (): Promise<number> => metricValue(node.url, /^nodejs_external_memory_bytes (\d+)/m);
+    const before = await external();
+    const opened: Socket[] = [];
+    for (let i = 0; i < connections; i++) {
+      const socket = await open(Number(new URL(node.wire).port));
+      sockets.push(socket);
+      opened.push(socket);
+      socket.write(encodeHello(undefined));
+      socket.write(PUT_FRAME_HEAD);
+    }
+    // Every connection's 12 bytes are in once a request after them is answered on each.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const grownBytes = (await external()) - before;
+    t.diagnostic(`${connections} announced frames: external memory +${(grownBytes / MiB).toFixed(2)} MiB`);
+    assert.ok(grownBytes < 8 * MiB, `external memory grew by ${(grownBytes / MiB).toFixed(1)} MiB for ${connections * 12} bytes sent`);
+    for (const socket of opened) socket.destroy();
+    await assertHealthzAnswers(node.url, 'announced frames', node.child.pid);
   });
 
   test('trickle: a 1 MB HTTP body with a Content-Length sent a byte per segment costs about its bytes', async (t) => {

@@ -48,6 +48,7 @@
  * Every other malformed frame is a connection error (ERROR id 0, BAD_REQUEST naming the fault), then close.
  */
 import { MercuryError } from './errors.js';
+import { growBuffer } from './grow.js';
 import { KEY_BYTES_MAX } from './limits.js';
 import { readU64 as readTrustedU64, writeU64 } from './u64.js';
 
@@ -238,17 +239,21 @@ export interface OversizedFrame {
   readonly length: number;
 }
 
+/** The first buffer of a frame gathered from pieces: most frames that span chunks are small (a value of a few KiB). */
+const ASSEMBLY_BYTES_MIN = 16 * 1024;
+
 function malformed(message: string): MercuryError {
   return new MercuryError('BAD_REQUEST', `malformed wire frame: ${message}`);
 }
 
 /**
  * Cuts a byte stream into frames. Whole frames in a chunk are returned as views of it, without a copy. A frame that
- * spans chunks is copied, once its length field is in, into one buffer of its size (bounded by the limit checked
- * first), and the chunks after it go straight into that buffer: however a peer splits a frame (a byte per TCP segment),
- * the node holds the frame's bytes and one buffer, not a Buffer object (some 200 bytes of heap) per segment. The limit
- * applies from the length field: a longer frame is never buffered (its bytes are counted and dropped). A length below
- * the header size is a BAD_REQUEST.
+ * spans chunks is gathered, once its length field is in, into one buffer that grows with what arrives (doubling, up to
+ * the frame's length: src/api/grow.ts), and the chunks after it go straight into that buffer: however a peer splits a
+ * frame (a byte per TCP segment), the node holds the frame's bytes and one buffer, not a Buffer object (some 200 bytes
+ * of heap) per segment, and a peer that announces a frame of the largest length and sends a few bytes of it holds
+ * ASSEMBLY_BYTES_MIN, not the length it announced. The limit applies from the length field: a longer frame is never
+ * buffered (its bytes are counted and dropped). A length below the header size is a BAD_REQUEST.
  */
 export class WireFrameReader {
   /** Bytes not yet cut into frames, as they arrived: whole frames, and at most the first bytes of a length field. */
@@ -256,9 +261,13 @@ export class WireFrameReader {
   /** Bytes held in `chunks`, from `offset` in the first one. */
   private held = 0;
   private offset = 0;
-  /** A frame partly in, in one buffer of its whole length (length field included), filled to `assemblingFilled`. */
+  /**
+   * A frame partly in (length field included): `assemblingBytes` long in all, its first `assemblingFilled` bytes in
+   * `assembling`, which grows as more arrive.
+   */
   private assembling: Buffer | undefined = undefined;
   private assemblingFilled = 0;
+  private assemblingBytes = 0;
   /** Bytes of an oversized frame still to drop. */
   private skipping = 0;
   /** Frames ended so far: returned whole, or oversized and dropped to their last byte (each frame has its own timeout). */
@@ -279,9 +288,10 @@ export class WireFrameReader {
       if (dropped === chunk.length) return;
       chunk = chunk.subarray(dropped);
     }
-    const assembling = this.assembling;
-    if (assembling !== undefined && this.assemblingFilled < assembling.length) {
-      const taken = Math.min(chunk.length, assembling.length - this.assemblingFilled);
+    if (this.assembling !== undefined && this.assemblingFilled < this.assemblingBytes) {
+      const taken = Math.min(chunk.length, this.assemblingBytes - this.assemblingFilled);
+      const assembling = growBuffer(this.assembling, this.assemblingFilled, this.assemblingFilled + taken, this.assemblingBytes, ASSEMBLY_BYTES_MIN);
+      this.assembling = assembling;
       chunk.copy(assembling, this.assemblingFilled, 0, taken);
       this.assemblingFilled += taken;
       if (taken === chunk.length) return;
@@ -305,11 +315,11 @@ export class WireFrameReader {
   next(): WireFrame | OversizedFrame | undefined {
     const assembling = this.assembling;
     if (assembling !== undefined) {
-      if (this.assemblingFilled < assembling.length) return undefined;
+      if (this.assemblingFilled < this.assemblingBytes) return undefined;
       // Complete: it came before anything held in `chunks`, which arrived after it.
       this.assembling = undefined;
       this.assemblingFilled = 0;
-      return this.whole(assembling);
+      return this.whole(assembling.subarray(0, this.assemblingBytes));
     }
     if (this.held < WIRE_LENGTH_BYTES) return undefined;
     const length = this.peekUInt32(0);
@@ -329,10 +339,9 @@ export class WireFrameReader {
     if (this.held < WIRE_LENGTH_BYTES + length) {
       // Everything held is the start of this frame (frames before it were returned): gathered into the frame's own
       // buffer, which the next chunks fill. A frame that spans chunks was copied once before too, when complete.
-      const frame = Buffer.allocUnsafe(WIRE_LENGTH_BYTES + length);
+      this.assemblingBytes = WIRE_LENGTH_BYTES + length;
       this.assemblingFilled = this.held;
-      this.take(this.held, frame);
-      this.assembling = frame;
+      this.assembling = this.take(this.held, growBuffer(undefined, 0, this.held, this.assemblingBytes, ASSEMBLY_BYTES_MIN));
       return undefined;
     }
     return this.whole(this.take(WIRE_LENGTH_BYTES + length));

@@ -25,6 +25,7 @@ import type { Socket } from 'node:net';
 import { isUtf8 } from 'node:buffer';
 import type { Duplex } from 'node:stream';
 import type { Clock, TimerHandle } from '../clock/index.js';
+import { growBuffer } from '../api/grow.js';
 import { controlFrame, fragmentFrame, Opcode, textFrame } from './frame.js';
 
 /** RFC 6455 section 1.3: appended to the client's key, hashed with SHA-1, answered in base64. */
@@ -353,14 +354,9 @@ export class ServerWebSocket {
     const bytes = this.fragmentBytes + payload.length;
     // readFrameHeader refused any fragment that would take the message past the limit.
     assert.ok(bytes <= this.owner.messageBytesMax, 'a message within its limit');
-    let held = this.fragments;
-    if (held === undefined || held.length < bytes) {
-      // Doubling copies each byte a bounded number of times however the message is split, and holds at most twice what
-      // was received (the limit is a ceiling, not an allocation: a short fragmented message costs what it is).
-      const grown = Buffer.allocUnsafeSlow(Math.min(this.owner.messageBytesMax, Math.max(bytes, 2 * (held?.length ?? 0), FRAGMENT_BUFFER_BYTES_MIN)));
-      held?.copy(grown, 0, 0, this.fragmentBytes);
-      this.fragments = held = grown;
-    }
+    // The limit is a ceiling, not an allocation: a short fragmented message costs what it is.
+    const held = growBuffer(this.fragments, this.fragmentBytes, bytes, this.owner.messageBytesMax, FRAGMENT_BUFFER_BYTES_MIN);
+    this.fragments = held;
     payload.copy(held, this.fragmentBytes);
     this.fragmentBytes = bytes;
   }
