@@ -11,6 +11,7 @@ import { closeSync, createReadStream, fsyncSync, openSync, renameSync, rmSync, s
 import { basename, dirname, join } from 'node:path';
 import type { NodeClient } from '../client/index.js';
 import { MercuryError } from '../errors/index.js';
+import { fsyncPath } from '../fs/durable.js';
 import type { SnapshotHeader } from '../snapshot/index.js';
 import { formatBytes, formatCount, formatDuration, printResult, ProgressBar } from './output.js';
 
@@ -38,15 +39,6 @@ function headerLines(header: SnapshotHeader, fileBytes: number): string[] {
     `bytes     ${formatBytes(header.dataBytes)} of keys and values, ${formatBytes(fileBytes)} file`,
     `saved at  ${new Date(header.savedAtMs).toISOString()}`,
   ];
-}
-
-function fsyncPath(path: string, flags: string): void {
-  const fd = openSync(path, flags);
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 export async function snapshotSave(client: NodeClient, file: string, json: boolean): Promise<void> {
@@ -78,7 +70,7 @@ export async function snapshotSave(client: NodeClient, file: string, json: boole
     closed = true;
     renameSync(partial, file);
     renamed = true;
-    fsyncPath(dirname(file), 'r');
+    fsyncPath(dirname(file));
     bar.finish();
     const fileBytes = decoder.bytesRead;
     printResult(json, { file, ...headerJson(header, fileBytes), elapsedMs: Math.round(bar.elapsedMs()) }, () =>

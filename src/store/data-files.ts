@@ -15,9 +15,10 @@
  * Why a marker and not the other files Mercury writes (signing key, admin token): a root given `--signing-key` and
  * `--admin-token-file`, as the deploy files start it, writes neither, and its empty data file would go unnoticed.
  */
-import { closeSync, existsSync, fsyncSync, lstatSync, openSync, readlinkSync, statSync, writeFileSync, type Stats } from 'node:fs';
+import { existsSync, lstatSync, readlinkSync, statSync, writeFileSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
+import { fsyncPath } from '../fs/durable.js';
 
 export const DATA_FILE = 'data.mdb';
 export const LMDB_LOCK_FILE = 'lock.mdb';
@@ -98,12 +99,3 @@ export function markInitialised(dir: string, durable: boolean): void {
   fsyncPath(dir);
 }
 
-/** Flushes a file's (or a directory's entries') writes to the disk. */
-export function fsyncPath(path: string): void {
-  const fd = openSync(path, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}

@@ -20,7 +20,8 @@
 import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
-import { DATA_FILE, fsyncPath, INITIALISED_FILE, LMDB_LOCK_FILE } from './data-files.js';
+import { fsyncPath } from '../fs/durable.js';
+import { DATA_FILE, INITIALISED_FILE, LMDB_LOCK_FILE } from './data-files.js';
 
 const STATE_FILE = 'unsynced-guard.json';
 /** The marker first: removed with the data, it must not outlive it (data-files.ts). */

@@ -14,19 +14,11 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, constants, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmdirSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join, relative, sep } from 'node:path';
 import { MercuryError } from '../errors/index.js';
+import { fsyncPath } from '../fs/durable.js';
 import { SYNC_RESERVED_PREFIX } from './paths.js';
 
 /** What a write did: wrote new content, found the same content there (nothing touched), or met a conflict. */
 export type WriteOutcome = { readonly kind: 'written' | 'unchanged' } | { readonly kind: 'conflict'; readonly reason: string };
-
-function fsyncPath(path: string): void {
-  const fd = openSync(path, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /** Writes `data` to `file` atomically and durably (`mode` for a new file). */
 export function writeFileAtomic(file: string, data: Buffer, mode = 0o644): void {
