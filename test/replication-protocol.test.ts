@@ -21,6 +21,7 @@ import {
   REPLICATION_LIMITS_TEST,
   RefuseReason,
   SnapshotDigest,
+  announcedHttpUrl,
   decodeMessage,
   encodeMessage,
   encodeSnapshotRecord,
@@ -260,6 +261,23 @@ describe('replication protocol', () => {
     const exact = rawFrame(MessageType.entries, Buffer.alloc(FRAME_MAX - FRAME_HEADER_BYTES));
     assert.equal(new FrameDecoder(FRAME_MAX).push(exact).length, 1);
     expectCode(() => new FrameDecoder(FRAME_MAX - 1).push(exact), 'FRAME_TOO_LARGE');
+  });
+
+  test('protocol: an announced httpUrl is kept only when it is an http(s) URL to show and follow (found by review)', () => {
+    for (const url of ['http://10.0.0.7:7070', 'https://replica-3.example.com:7070/', 'http://[::1]:7070']) assert.equal(announcedHttpUrl(url), url);
+    const dropped = [
+      '',
+      'javascript:alert(1)',
+      'data:text/html,<script>alert(1)</script>',
+      'ftp://10.0.0.7/',
+      'http://user:secret@10.0.0.7:7070',
+      'http://10.0.0.7:7070/\x1b[2J',
+      ' http://10.0.0.7:7070',
+      'http://10.0.0.7:7070/\u00e9',
+      `http://10.0.0.7/${'a'.repeat(256)}`,
+      'not a url',
+    ];
+    for (const url of dropped) assert.equal(announcedHttpUrl(url), undefined, JSON.stringify(url));
   });
 
   test('protocol: a frame without a type byte is refused', () => {

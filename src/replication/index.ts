@@ -24,6 +24,7 @@ export {
   ProtocolErrorCode,
   RefuseReason,
   SnapshotDigest,
+  announcedHttpUrl,
   decodeMessage,
   encodeEntries,
   encodeMessage,

@@ -32,7 +32,8 @@
  *                   | path (the child's last known ancestors, root first; informational, for status)
  *                   | u64 headSeq | hash headHash
  *                   | str8 httpUrl (the child's own HTTP API, '' if it has none; informational: the upstream shows it in
- *                   its status so that a dashboard can walk the tree from the root down)
+ *                   its status so that a dashboard can walk the tree from the root down, if it is an http(s) URL:
+ *                   announcedHttpUrl)
  *                   [| u8 n | n bytes of UTF-8 credential: the child's bearer token (src/auth/token.ts), which
  *                   needs the `replicate` scope; absent, a verified client certificate may stand for it]
  * 2 WELCOME         upstream -> child, accepts the handshake
@@ -166,7 +167,7 @@ export interface HelloMessage {
   readonly nodeId: string;
   readonly path: readonly string[];
   readonly head: ChainHead;
-  /** The child's HTTP API base URL ('' if unknown): informational, shown in the upstream's status. */
+  /** The child's HTTP API base URL ('' if unknown): informational, shown in the upstream's status (announcedHttpUrl). */
   readonly httpUrl: string;
   /** The child's bearer token, if it presents one (flag bit 1). */
   readonly credential?: string;
@@ -182,6 +183,27 @@ export interface WelcomeMessage {
   readonly head: ChainHead;
   readonly mode: 'stream' | 'snapshot';
   readonly fromSeq: number;
+}
+
+/**
+ * The HTTP URL a peer announced (HELLO's or WELCOME's `httpUrl`), if it is one to show and follow: an absolute
+ * `http:` or `https:` URL of printable ASCII (at most a str8's 255 bytes), with a host and without user name or
+ * password; else undefined. It stays the peer's claim, never checked against the peer: the upstream shows a child's in
+ * its status (the dashboard polls it, without the operator's token unless the operator approved its origin:
+ * docs/security.md) and a replica without --trust-key forwards writes to its upstream's. Anything else (`javascript:`,
+ * `data:`, control characters a terminal or a page would act on) is dropped, as if the peer had announced none.
+ */
+export function announcedHttpUrl(text: string): string | undefined {
+  if (!/^[\x21-\x7e]{1,255}$/.test(text)) return undefined;
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return undefined;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return undefined;
+  if (url.hostname === '' || url.username !== '' || url.password !== '') return undefined;
+  return text;
 }
 
 export interface SnapshotBeginMessage {

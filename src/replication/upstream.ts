@@ -32,6 +32,7 @@ import {
   FrameDecoder,
   ProtocolError,
   SnapshotDigest,
+  announcedHttpUrl,
   decodeMessage,
   encodeEntries,
   encodeMessage,
@@ -133,6 +134,8 @@ export class Upstream {
   private readonly signer: SnapshotSigner | undefined;
   private phase: UpstreamPhase = 'hello';
   private hello: HelloMessage | undefined;
+  /** The child's HTTP URL as its HELLO announced it, if that is a URL to show (announcedHttpUrl). */
+  private childHttpUrl: string | undefined;
   private snapshot: OutgoingSnapshot | undefined;
   /** Last seq sent (or known to the child). */
   private sentSeq = 0;
@@ -304,7 +307,7 @@ export class Upstream {
     return {
       phase: this.phase,
       childNodeId: this.hello?.nodeId,
-      childHttpUrl: this.hello?.httpUrl || undefined,
+      childHttpUrl: this.childHttpUrl,
       principal: this.childPrincipal?.name,
       childPath: this.hello?.path ?? [],
       sentSeq: this.sentSeq,
@@ -372,6 +375,14 @@ export class Upstream {
       message: 'child connected',
       fields: { child: hello.nodeId, mode, childSeq: hello.head.seq, seq: head.seq, resync: hello.resync },
     });
+    this.childHttpUrl = announcedHttpUrl(hello.httpUrl);
+    if (this.childHttpUrl === undefined && hello.httpUrl !== '')
+      actions.push({
+        type: 'log',
+        level: 'warn',
+        message: 'child announced an HTTP URL that is not an http(s) URL; status shows none',
+        fields: { child: hello.nodeId, httpUrl: hello.httpUrl },
+      });
     this.phase = 'streaming';
     if (mode === 'snapshot') this.startSnapshot(actions);
     const heartbeat = this.latestHeartbeat();

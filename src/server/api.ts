@@ -10,12 +10,12 @@ import { MercuryError, decodeKeyPath } from '../api/index.js';
 import { SECONDS_BUCKETS } from '../metrics/index.js';
 import { admit } from './auth.js';
 import { BodyBudget } from './body-budget.js';
-import { dropUnreadBody, sendError } from './http-io.js';
+import { bodyLeftUnread, dropUnreadBody, sendError } from './http-io.js';
 import { HTTP_LIMITS, type HttpLimits } from './http-server.js';
 import type { NodeApi } from './node-api.js';
 import { Query } from './query.js';
 import { requestRefusal } from './request-policy.js';
-import { Router, methodHandler } from './router.js';
+import { Router, methodHandler, type CrossOrigin } from './router.js';
 import { kvKeyRoute, kvRangeRoute } from './routes/kv.js';
 import { logRoute } from './routes/log.js';
 import { snapshotEntriesRoute, snapshotRoute } from './routes/snapshot.js';
@@ -32,6 +32,22 @@ const PUBLIC_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/readyz']);
 /** Probes, and the dashboard's static files (they hold no data; the page then calls the API with a token). */
 function isPublic(routeName: string): boolean {
   return PUBLIC_ROUTES.has(routeName) || routeName === '/ui' || routeName.startsWith('/ui/');
+}
+
+/**
+ * The CORS preflight of a route pages of other origins may read, answered before authentication: a browser sends it
+ * without credentials, to ask whether it may send them (router.ts, CrossOrigin). A body, which no browser sends with
+ * one, is dropped as for a refused request.
+ */
+function answerPreflight(req: IncomingMessage, res: ServerResponse, crossOrigin: CrossOrigin, limits: HttpLimits): void {
+  dropUnreadBody(req, limits.jsonBodyBytesMax);
+  res.writeHead(204, {
+    'access-control-allow-methods': crossOrigin.methods.join(', '),
+    'access-control-allow-headers': crossOrigin.headers.join(', '),
+    'access-control-max-age': String(crossOrigin.preflightMaxAgeS),
+    ...(bodyLeftUnread(req) ? { connection: 'close' } : {}),
+  });
+  res.end();
 }
 
 export function createApiHandler(node: NodeApi, limits: HttpLimits = HTTP_LIMITS): (req: IncomingMessage, res: ServerResponse) => void {
@@ -76,12 +92,18 @@ export function createApiHandler(node: NodeApi, limits: HttpLimits = HTTP_LIMITS
       dropUnreadBody(req, limits.jsonBodyBytesMax);
       sendError(res, error, internal);
     };
+    const crossOrigin = match?.route.crossOrigin;
+    if (crossOrigin !== undefined) res.setHeader('access-control-allow-origin', '*');
     try {
       const refused = requestRefusal(req.headers.host, req.headers.origin, node.requestPolicy, req.method);
       if (refused !== undefined) throw refused;
-      // Probes answer without a credential; everything else, unknown paths included, needs one first, from the headers:
-      // no route reads a body before this (readBody asserts it), and each checks what scope it can tell from the
-      // method and URL before it reads one (src/server/auth.ts).
+      if (crossOrigin !== undefined && req.method === 'OPTIONS') {
+        answerPreflight(req, res, crossOrigin, limits);
+        return;
+      }
+      // Probes and CORS preflights (above) answer without a credential; everything else, unknown paths included,
+      // needs one first, from the headers: no route reads a body before this (readBody asserts it), and each checks
+      // what scope it can tell from the method and URL before it reads one (src/server/auth.ts).
       if (match === undefined || !isPublic(match.route.name)) admit(req, node.authenticate(req));
       if (match === undefined) throw new MercuryError('NOT_FOUND', `no route ${path}; see the API reference in the README`);
       const key = match.keyPath === undefined ? undefined : decodeKeyPath(match.keyPath);

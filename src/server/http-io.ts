@@ -92,11 +92,18 @@ export function sendError(res: ServerResponse, error: unknown, onInternal: (erro
   const headers: Record<string, string> = {};
   if (mercury.code === 'METHOD_NOT_ALLOWED' && typeof mercury.details?.allow === 'string') headers.allow = mercury.details.allow;
   if (mercury.code === 'OVERLOADED' || mercury.code === 'BODY_BUDGET_EXCEEDED') headers['retry-after'] = '1';
-  // The request body may not have been read (too large, malformed): the connection cannot be reused safely, unless
-  // the rest of the body is being dropped up to its declared end (readBody).
-  if (!res.req.complete && !discarding.has(res.req)) headers.connection = 'close';
+  if (bodyLeftUnread(res.req)) headers.connection = 'close';
   sendJson(res, mercury.status, errorBody(mercury.code, mercury.message, mercury.details), headers);
   return mercury.status;
+}
+
+/**
+ * Whether an answer must close the connection: the request body may not have been read (too large, malformed, or
+ * refused before it was), and the connection cannot be reused safely, unless the rest of the body is being dropped up
+ * to its declared end (readBody, dropUnreadBody).
+ */
+export function bodyLeftUnread(req: IncomingMessage): boolean {
+  return !req.complete && !discarding.has(req);
 }
 
 /** Requests whose refused body is read to its declared end and dropped (see readBody). */

@@ -11,10 +11,28 @@ import type { Query } from './query.js';
 /** Handles one method of one route. `key` is the decoded `{key}` of a key route, undefined elsewhere. */
 export type Handler = (req: IncomingMessage, res: ServerResponse, query: Query, key: Buffer | undefined) => Promise<void> | void;
 
+/**
+ * A route that pages of other origins may read (CORS, for the dashboard). Every answer of it carries
+ * `access-control-allow-origin: *`, errors included (a page can only tell "needs a token" from "down" if it may read
+ * the 401), and its preflight (OPTIONS) is answered before authentication (api.ts): a preflight carries no credential
+ * by definition (the browser sends it to ask whether it may send one) and grants nothing by itself. No cookie is ever
+ * involved: a page sends a token in `Authorization`, which the preflight allows.
+ */
+export interface CrossOrigin {
+  /** Methods a page of another origin may use. */
+  readonly methods: readonly string[];
+  /** Request headers it may send, lower case. */
+  readonly headers: readonly string[];
+  /** How long a browser may keep the preflight's answer. */
+  readonly preflightMaxAgeS: number;
+}
+
 export interface Route {
   /** The path as metrics and error messages name it (`/v1/kv/{key}`). */
   readonly name: string;
   readonly methods: Readonly<Record<string, Handler>>;
+  /** Absent: no page of another origin may read the route (no CORS header, and OPTIONS is no method of it). */
+  readonly crossOrigin?: CrossOrigin;
 }
 
 export interface RouteMatch {
@@ -48,6 +66,6 @@ export class Router {
 export function methodHandler(route: Route, method: string | undefined): Handler {
   const handler = route.methods[method ?? ''];
   if (handler !== undefined) return handler;
-  const allow = Object.keys(route.methods).join(', ');
+  const allow = [...Object.keys(route.methods), ...(route.crossOrigin === undefined ? [] : ['OPTIONS'])].join(', ');
   throw new MercuryError('METHOD_NOT_ALLOWED', `${method} is not allowed on ${route.name}; allowed: ${allow}`, { details: { allow } });
 }

@@ -3,31 +3,20 @@ import { requireAdmin } from '../../auth/index.js';
 import { principalOf } from '../auth.js';
 import { sendJson } from '../http-io.js';
 import type { NodeApi } from '../node-api.js';
-import type { Route } from '../router.js';
+import type { CrossOrigin, Route } from '../router.js';
 
 /**
  * Status is readable from other origins: the /ui page served by one node walks the whole tree through every node's
  * status, and each node is its own origin (its own port). It is a GET without cookies; a token goes in the
- * Authorization header, which the preflight (OPTIONS) allows.
+ * Authorization header, which the preflight allows (the API handler answers it and sets the CORS headers: router.ts).
  */
-const STATUS_CORS_HEADERS = { 'access-control-allow-origin': '*' } as const;
-const STATUS_PREFLIGHT_MAX_AGE_S = 600;
+const STATUS_CROSS_ORIGIN: CrossOrigin = Object.freeze({ methods: ['GET'], headers: ['authorization'], preflightMaxAgeS: 600 });
 
 export function statusRoute(node: NodeApi): Route {
   return {
     name: '/v1/status',
-    methods: {
-      GET: (_req, res) => sendJson(res, 200, node.status(), STATUS_CORS_HEADERS),
-      OPTIONS: (_req, res) => {
-        res.writeHead(204, {
-          ...STATUS_CORS_HEADERS,
-          'access-control-allow-methods': 'GET',
-          'access-control-allow-headers': 'authorization',
-          'access-control-max-age': String(STATUS_PREFLIGHT_MAX_AGE_S),
-        });
-        res.end();
-      },
-    },
+    methods: { GET: (_req, res) => sendJson(res, 200, node.status()) },
+    crossOrigin: STATUS_CROSS_ORIGIN,
   };
 }
 

@@ -10,6 +10,11 @@
 // each node's `replication.children[].httpUrl` (sent by every child in its replication HELLO). A node seen once and
 // then missing (it stopped, or its parent no longer lists it) stays on the page, marked unreachable, under the parent
 // it had. Everything the page shows from a node is set as text, never as HTML.
+//
+// Where the token goes: only to the page's own origin, and to the origins the operator typed under "also send it to".
+// The URLs the walk follows are what other nodes claim (a child names its own URL in its HELLO, and any process with a
+// `replicate` token can be a child), so a token sent wherever the tree points would go to whoever claims a place in
+// it. Other nodes are polled without the token; one that wants a token shows as "needs a token", naming its origin.
 
 const POLL_INTERVAL_MS = 1000;
 /** A status answer slower than this counts as unreachable for that round. */
@@ -22,6 +27,8 @@ const LAG_ENTRIES_WARN = 100;
 const LAG_MS_WARN = 2000;
 const KEYS_PAGE_LIMIT = 100;
 const TOKEN_STORAGE_KEY = 'mercury.token';
+/** The origins besides the page's own that get the token, space-separated, as the operator approved them. */
+const TOKEN_ORIGINS_STORAGE_KEY = 'mercury.tokenOrigins';
 
 const $ = (id) => document.getElementById(id);
 
@@ -36,55 +43,86 @@ function token() {
   return sessionStorage.getItem(TOKEN_STORAGE_KEY) ?? '';
 }
 
-function headers(extra = {}) {
-  const bearer = token();
-  return bearer === '' ? extra : { ...extra, authorization: `Bearer ${bearer}` };
+function tokenOrigins() {
+  return (sessionStorage.getItem(TOKEN_ORIGINS_STORAGE_KEY) ?? '').split(' ').filter((origin) => origin !== '');
+}
+
+/** Whether a request to `url` may carry the token: the page's own origin, or one the operator approved. */
+function sendsToken(url) {
+  const origin = new URL(url, location.href).origin;
+  return origin === location.origin || tokenOrigins().includes(origin);
+}
+
+/** An http(s) URL a node announced, or undefined: a node of an older version may still pass on anything its child sent. */
+function httpUrl(text) {
+  if (typeof text !== 'string' || text === '') return undefined;
+  try {
+    const url = new URL(text);
+    return url.protocol === 'http:' || url.protocol === 'https:' ? text : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 async function fetchJson(url, init = {}) {
-  const response = await fetch(url, { ...init, headers: headers(init.headers), signal: AbortSignal.timeout(STATUS_TIMEOUT_MS) });
+  const bearer = token();
+  const headers = bearer === '' || !sendsToken(url) ? init.headers : { ...init.headers, authorization: `Bearer ${bearer}` };
+  // No redirects: no API route redirects, and a node that did would be sending the request (and its token) elsewhere.
+  const response = await fetch(url, { ...init, headers, redirect: 'error', signal: AbortSignal.timeout(STATUS_TIMEOUT_MS) });
   const body = await response.json().catch(() => undefined);
   if (!response.ok) {
     const error = body?.error;
-    throw new Error(error === undefined ? `HTTP ${response.status}` : `${error.code}: ${error.message}`);
+    throw Object.assign(new Error(error === undefined ? `HTTP ${response.status}` : `${error.code}: ${error.message}`), { code: error?.code });
   }
   return body;
+}
+
+/** What a card says for a failed status poll: a node that wants the token this page did not send it names its origin. */
+function pollFailure(url, error) {
+  if (error.code !== 'UNAUTHENTICATED' || sendsToken(url)) return { error: String(error.message ?? error), needsToken: false };
+  const origin = new URL(url).origin;
+  return { error: `needs a token: this page sends it only to its own origin and to those under "also send it to"; add ${origin} there if you trust that node`, needsToken: true };
 }
 
 async function statusOf(url) {
   return fetchJson(new URL('/v1/status', url));
 }
 
-/** Climbs from `start` to the root; answers the highest node reached and every status read on the way. */
-async function findTop(start, seen) {
+/**
+ * Climbs from `start` to the root; answers the highest node reached, and the upstream above it that did not answer
+ * ({ nodeId, url, error, needsToken }), if any.
+ */
+async function findTop(start) {
   let url = start;
   let top;
   for (let hops = 0; hops <= PATH_NODES_MAX; hops++) {
     let status;
     try {
       status = await statusOf(url);
-    } catch {
-      return top;
+    } catch (error) {
+      const nodeId = top?.status.replication?.upstream?.nodeId;
+      return { top, stuck: top === undefined || typeof nodeId !== 'string' ? undefined : { nodeId, url, ...pollFailure(url, error) } };
     }
-    seen.set(status.nodeId, { url, status, parentId: undefined });
     top = { url, status };
-    const upstream = status.replication?.upstream?.httpUrl;
-    if (status.role === 'root' || !upstream) return top;
+    const upstream = httpUrl(status.replication?.upstream?.httpUrl);
+    if (status.role === 'root' || upstream === undefined) return { top, stuck: undefined };
     url = upstream;
   }
-  return top;
+  return { top, stuck: undefined };
 }
 
 /** One round: every node reachable from the top, level by level; answers nodeId -> { url, status, parentId, error }. */
 async function walk() {
   const round = new Map();
-  const upward = new Map();
-  let top;
-  if (rootUrl !== undefined) top = await findTop(rootUrl, upward);
-  if (top === undefined || top.status.role !== 'root') top = await findTop(location.origin, upward);
+  let climb;
+  if (rootUrl !== undefined) climb = await findTop(rootUrl);
+  if (climb?.top === undefined || climb.top.status.role !== 'root') climb = await findTop(location.origin);
+  const { top, stuck } = climb;
   if (top === undefined) return round;
   if (top.status.role === 'root') rootUrl = top.url;
-  round.set(top.status.nodeId, { url: top.url, status: top.status, parentId: undefined });
+  // An upstream the climb could not read stays above the highest node reached, with the reason.
+  if (stuck !== undefined) round.set(stuck.nodeId, { url: stuck.url, status: undefined, parentId: undefined, error: stuck.error, needsToken: stuck.needsToken });
+  round.set(top.status.nodeId, { url: top.url, status: top.status, parentId: stuck?.nodeId });
   let level = [top];
   while (level.length > 0 && round.size < NODES_MAX) {
     const next = [];
@@ -92,10 +130,10 @@ async function walk() {
     for (const parent of level) {
       for (const child of parent.status.replication?.children ?? []) {
         if (child.nodeId === undefined || child.nodeId === null || round.has(child.nodeId) || round.size + fetches.length >= NODES_MAX) continue;
-        const entry = { url: child.httpUrl ?? undefined, status: undefined, parentId: parent.status.nodeId, error: undefined };
+        const entry = { url: httpUrl(child.httpUrl), status: undefined, parentId: parent.status.nodeId, error: undefined, needsToken: false };
         round.set(child.nodeId, entry);
         if (entry.url === undefined) {
-          entry.error = 'its replication HELLO named no HTTP URL';
+          entry.error = 'its replication HELLO named no http(s) URL';
           continue;
         }
         fetches.push(
@@ -105,7 +143,7 @@ async function walk() {
               next.push({ url: entry.url, status });
             },
             (error) => {
-              entry.error = String(error.message ?? error);
+              Object.assign(entry, pollFailure(entry.url, error));
             },
           ),
         );
@@ -124,6 +162,7 @@ function merge(round, nowMs) {
     if (seen.parentId !== undefined || seen.status !== undefined) node.parentId = seen.parentId;
     node.reachable = seen.status !== undefined;
     node.error = seen.error;
+    node.needsToken = seen.needsToken === true;
     if (!node.reachable) node.rates = {};
     if (seen.status !== undefined) {
       const status = seen.status;
@@ -144,14 +183,15 @@ function merge(round, nowMs) {
   for (const [id, node] of known) {
     if (round.has(id)) continue;
     node.reachable = false;
+    node.needsToken = false;
     node.rates = {};
     node.error = 'no longer in the tree: its parent does not list it';
   }
 }
 
-/** 'ok' | 'lagging' | 'diverged' | 'unreachable', and the reasons shown beside the badges. */
+/** 'ok' | 'lagging' | 'diverged' | 'unreachable' | 'needs-token', and the reasons shown beside the badges. */
 function stateOf(node) {
-  if (!node.reachable) return 'unreachable';
+  if (!node.reachable) return node.needsToken ? 'needs-token' : 'unreachable';
   const replication = node.status.replication ?? {};
   if (replication.divergedReason) return 'diverged';
   if (node.status.role === 'replica') {
@@ -202,7 +242,7 @@ function card(node) {
   const isRoot = status.role === 'root';
   const title = node.url === undefined ? nameOf(node) : element('a', { href: new URL('/ui/', node.url).href }, nameOf(node));
   const badges = [];
-  if (state !== 'ok') badges.push(element('span', { class: `badge ${state}`, 'data-badge': state }, state));
+  if (state !== 'ok') badges.push(element('span', { class: `badge ${state}`, 'data-badge': state }, state === 'needs-token' ? 'needs a token' : state));
   if (replication.snapshot) {
     const { keysReceived, keyCount } = replication.snapshot;
     const percent = keyCount > 0 ? Math.floor((100 * keysReceived) / keyCount) : 0;
@@ -258,6 +298,7 @@ function render(nowMs) {
     `${count('lagging')} lagging`,
     `${count('diverged')} diverged`,
     `${count('unreachable')} unreachable`,
+    ...(count('needs-token') > 0 ? [`${count('needs-token')} need a token`] : []),
   ].join(' · ');
   $('updated').textContent = `updated ${new Date(nowMs).toLocaleTimeString('en-GB')}`;
   if (lastWrite !== undefined) {
@@ -334,16 +375,34 @@ async function put(key, value) {
   }
 }
 
+/** The origins the operator typed (separated by spaces or commas), as origins: a path or a typo is not kept. */
+function originsTyped(text) {
+  const origins = new Set();
+  for (const word of text.split(/[\s,]+/)) {
+    try {
+      const url = new URL(word);
+      if ((url.protocol === 'http:' || url.protocol === 'https:') && url.origin !== location.origin) origins.add(url.origin);
+    } catch {
+      // Not a URL: dropped, and the field shows what was kept.
+    }
+  }
+  return [...origins];
+}
+
 function start() {
   $('lag-entries-warn').textContent = String(LAG_ENTRIES_WARN);
   $('lag-ms-warn').textContent = formatMs(LAG_MS_WARN);
   $('this-node').textContent = location.host;
   $('token').value = token();
+  $('token-origins').value = tokenOrigins().join(' ');
   $('token-form').addEventListener('submit', (event) => {
     event.preventDefault();
     const value = $('token').value.trim();
     if (value === '') sessionStorage.removeItem(TOKEN_STORAGE_KEY);
     else sessionStorage.setItem(TOKEN_STORAGE_KEY, value);
+    const origins = originsTyped($('token-origins').value);
+    sessionStorage.setItem(TOKEN_ORIGINS_STORAGE_KEY, origins.join(' '));
+    $('token-origins').value = origins.join(' ');
     void poll();
   });
   $('browse-form').addEventListener('submit', (event) => {
