@@ -4,7 +4,7 @@
  * point-in-time restore from the retained log, and FILE never left partial.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { auditLog, requestJson } from './support/http.js';
@@ -149,6 +149,58 @@ describe('snapshot cli', () => {
     assert.equal(locked.code, 1);
     assert.match(locked.stderr, /DATA_DIR_LOCKED/);
     assert.ok((await statusOf(source)).seq > 0, 'the running node is untouched');
+  });
+
+  test('snapshot cli: restore --force of a bad FILE leaves the directory with its data (found by review: it removed the data first)', async () => {
+    const file = join(dir, 'keep-data.snap');
+    await cliJson(['snapshot', 'save', file, '--url', source.url]);
+    const target = join(dir, 'keep-data');
+    await cliJson(['snapshot', 'restore', file, '--data-dir', target]);
+    let node = await startServe(target);
+    const before = { keys: await keysOf(node), status: await statusOf(node) };
+    await stopProcess(node.child);
+
+    const good = readFileSync(file);
+    const cut = join(dir, 'keep-data-cut.snap');
+    writeFileSync(cut, good.subarray(0, good.length - 100));
+    const flipped = join(dir, 'keep-data-flipped.snap');
+    const damaged = Buffer.from(good);
+    damaged[damaged.length - 40]! ^= 0x01;
+    writeFileSync(flipped, damaged);
+    const directory = join(dir, 'keep-data-not-a-file');
+    mkdirSync(directory);
+    for (const bad of [cut, flipped, directory]) {
+      const refused = await runCli(['snapshot', 'restore', bad, '--data-dir', target, '--force']);
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.match(refused.stderr, /^mercury: SNAPSHOT_INVALID: /);
+      assert.ok(existsSync(join(target, 'data.mdb')), `${bad}: data.mdb is still there`);
+      assert.ok(!existsSync(join(target, 'restore.partial')), `${bad}: the partial store is removed`);
+    }
+    assert.match((await runCli(['snapshot', 'restore', directory, '--data-dir', target, '--force'])).stderr, /is a directory, not a snapshot file/);
+
+    node = await startServe(target);
+    nodes.push(node);
+    assert.deepEqual(await keysOf(node), before.keys, 'the old data is served');
+    assert.equal((await statusOf(node)).headHash, before.status.headHash);
+    await stopProcess(node.child);
+
+    // A restore killed half-way leaves its partial store: the next one removes it and succeeds.
+    mkdirSync(join(target, 'restore.partial'));
+    writeFileSync(join(target, 'restore.partial', 'data.mdb'), 'half a store');
+    await cliJson(['snapshot', 'restore', file, '--data-dir', target, '--force']);
+    assert.ok(!existsSync(join(target, 'restore.partial')));
+  });
+
+  test('snapshot cli: save to a FILE that is a directory fails before asking the node', async () => {
+    const directory = join(dir, 'save-into-directory');
+    mkdirSync(directory);
+    // Port 1: a save that asked the node first would fail as unreachable (exit 3).
+    const refused = await runCli(['snapshot', 'save', directory, '--url', 'http://127.0.0.1:1']);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /^mercury: INVALID_ARGUMENT: .* is a directory; give the path of the snapshot file to write/);
+    const missing = await runCli(['snapshot', 'save', join(dir, 'no-such-dir', 'x.snap'), '--url', 'http://127.0.0.1:1']);
+    assert.equal(missing.code, 1, missing.stderr);
+    assert.match(missing.stderr, /ENOENT/);
   });
 
   test('snapshot cli: --to-seq replays the retained log from the file to that seq, and refuses to go back', async () => {

@@ -5,9 +5,12 @@
  *
  * save: the file is written to `FILE.partial-PID` beside FILE, checked as it arrives (the same decoder a restore
  * uses: structure, counts, SHA-256), fsynced, and only then renamed to FILE, so FILE is never a partial snapshot: an
- * interrupted or damaged transfer leaves FILE as it was and removes the partial file.
+ * interrupted or damaged transfer leaves FILE as it was and removes the partial file. FILE's place is checked before
+ * anything is asked of the node (a directory at FILE, a directory that does not exist), not after the transfer.
+ *
+ * restore and inspect: FILE must be a regular file (through links), checked before anything is read or touched.
  */
-import { closeSync, createReadStream, fsyncSync, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, fsyncSync, openSync, renameSync, rmSync, statSync, writeSync, type Stats } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { NodeClient } from '../client/index.js';
 import { MercuryError } from '../errors/index.js';
@@ -41,17 +44,44 @@ function headerLines(header: SnapshotHeader, fileBytes: number): string[] {
   ];
 }
 
+/** What `stats` is, when it is not a regular file. */
+function kindOf(stats: Stats): string {
+  if (stats.isDirectory()) return 'a directory';
+  if (stats.isFIFO()) return 'a named pipe';
+  if (stats.isCharacterDevice() || stats.isBlockDevice()) return 'a device';
+  return 'not a regular file';
+}
+
+/** The size of the snapshot file to read; SNAPSHOT_INVALID if it is no regular file (a directory, a pipe, a device). */
+function snapshotFileBytes(file: string): number {
+  const stats = statSync(file);
+  if (!stats.isFile()) throw new MercuryError('SNAPSHOT_INVALID', `${file} is ${kindOf(stats)}, not a snapshot file; give the file that mercury snapshot save wrote`);
+  return stats.size;
+}
+
 export async function snapshotSave(client: NodeClient, file: string, json: boolean): Promise<void> {
   const { SnapshotDecoder } = await import('../snapshot/format.js');
+  let existing: Stats | undefined;
+  try {
+    existing = statSync(file);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  // Before the transfer, which may take minutes: the rename at its end would fail.
+  if (existing !== undefined && !existing.isFile())
+    throw new MercuryError('INVALID_ARGUMENT', `${file} is ${kindOf(existing)}; give the path of the snapshot file to write (a new file, or an older snapshot to replace)`);
   const partial = join(dirname(file), `${basename(file)}.partial-${process.pid}`);
-  const response = await client.stream('/v1/snapshot');
-  const declared = Number(response.headers['content-length']);
-  const bar = new ProgressBar('save', Number.isSafeInteger(declared) ? declared : undefined, 'bytes');
-  const decoder = new SnapshotDecoder();
+  // Made before the request, so a directory that does not exist or cannot be written fails before the node is asked.
   const fd = openSync(partial, 'wx', 0o600);
   let closed = false;
   let renamed = false;
+  let response: Awaited<ReturnType<NodeClient['stream']>> | undefined;
+  let bar: ProgressBar | undefined;
   try {
+    response = await client.stream('/v1/snapshot');
+    const declared = Number(response.headers['content-length']);
+    bar = new ProgressBar('save', Number.isSafeInteger(declared) ? declared : undefined, 'bytes');
+    const decoder = new SnapshotDecoder();
     try {
       for await (const chunk of response as AsyncIterable<Buffer>) {
         decoder.push(chunk);
@@ -73,12 +103,13 @@ export async function snapshotSave(client: NodeClient, file: string, json: boole
     fsyncPath(dirname(file));
     bar.finish();
     const fileBytes = decoder.bytesRead;
-    printResult(json, { file, ...headerJson(header, fileBytes), elapsedMs: Math.round(bar.elapsedMs()) }, () =>
-      [`saved ${file} in ${formatDuration(bar.elapsedMs())}`, ...headerLines(header, fileBytes)].join('\n'),
+    const elapsedMs = bar.elapsedMs();
+    printResult(json, { file, ...headerJson(header, fileBytes), elapsedMs: Math.round(elapsedMs) }, () =>
+      [`saved ${file} in ${formatDuration(elapsedMs)}`, ...headerLines(header, fileBytes)].join('\n'),
     );
   } catch (error) {
-    bar.abandon();
-    response.destroy();
+    bar?.abandon();
+    response?.destroy();
     throw error;
   } finally {
     if (!closed) closeSync(fd);
@@ -97,7 +128,7 @@ async function* fileChunks(file: string, onRead?: (bytes: number) => void): Asyn
 
 export async function snapshotInspect(file: string, json: boolean): Promise<void> {
   const { SnapshotDecoder } = await import('../snapshot/format.js');
-  const bar = new ProgressBar('inspect', statSync(file).size, 'bytes');
+  const bar = new ProgressBar('inspect', snapshotFileBytes(file), 'bytes');
   const decoder = new SnapshotDecoder();
   try {
     for await (const chunk of fileChunks(file, (read) => bar.update(read))) decoder.push(chunk);
@@ -122,7 +153,9 @@ export interface RestoreCommandOptions {
 
 export async function snapshotRestore(file: string, options: RestoreCommandOptions): Promise<void> {
   const { restoreSnapshot } = await import('../snapshot/index.js');
-  const fileBar = new ProgressBar('restore', statSync(file).size, 'bytes');
+  // Before anything: a directory given as FILE must fail here, not once the restore has begun.
+  const fileBytes = snapshotFileBytes(file);
+  const fileBar = new ProgressBar('restore', fileBytes, 'bytes');
   let entriesBar: ProgressBar | undefined;
   const client = options.client;
   try {
@@ -146,7 +179,7 @@ export async function snapshotRestore(file: string, options: RestoreCommandOptio
     const elapsedMs = fileBar.elapsedMs();
     printResult(
       options.json,
-      { dataDir: options.dataDir, file, ...headerJson(result.header, statSync(file).size), seq: result.seq, headHash: result.headHash, replayedEntries: result.replayedEntries, elapsedMs: Math.round(elapsedMs) },
+      { dataDir: options.dataDir, file, ...headerJson(result.header, fileBytes), seq: result.seq, headHash: result.headHash, replayedEntries: result.replayedEntries, elapsedMs: Math.round(elapsedMs) },
       () =>
         [
           `restored ${options.dataDir} from ${file} in ${formatDuration(elapsedMs)}: dataset ${result.header.datasetId}, seq ${result.seq}`,

@@ -3,12 +3,17 @@
  * is chosen when it is served: `--upstream` or not).
  *
  * - The directory must be empty or missing; `force` allows a non-empty one, whose Mercury files (store-initialised,
- *   data.mdb, lock.mdb, unsynced-guard.json) are removed. Other files are left alone.
+ *   data.mdb, lock.mdb, unsynced-guard.json) are replaced. Other files are left alone.
  * - The data directory lock (src/store/data-dir-lock.ts) is held throughout, so a node running there is never
  *   overwritten (DATA_DIR_LOCKED).
- * - Records go to the store's staging area as they are read, the way a replica receives a snapshot, and are installed
- *   in one write transaction only after the whole file has been read and its checksum matched: a damaged or
- *   truncated file is refused with SNAPSHOT_INVALID before anything is installed, and the files made are removed.
+ * - The new store is made in `DIR/restore.partial/` (inside DIR, so on its file system and a rename away), never in
+ *   DIR itself: records go to the store's staging area as they are read, the way a replica receives a snapshot, and
+ *   are installed in one write transaction only after the whole file has been read and its checksum matched, then the
+ *   replay (if any) is applied and verified. Only then are the files renamed into DIR, data.mdb first (the one rename
+ *   that replaces the data: before it DIR holds its old data, after it the new), and DIR is fsynced. Whatever fails
+ *   before (a damaged, truncated or unreadable file: SNAPSHOT_INVALID; a node that cannot replay; a full disk; a
+ *   kill), DIR keeps its old data and the partial directory is removed, at the end or by the next restore. The price:
+ *   for a moment the disk holds the old data and the new.
  * - Point in time (`toSeq` above the file's seq): the entries from the file's seq + 1 to `toSeq` are fetched from a
  *   node's retained log (`fetchEntries`, GET /v1/snapshot/entries), each verified with `verifyNext` against the chain
  *   from the file's head hash, and applied as a replica applies them. A file cannot go back: `toSeq` below its seq is
@@ -18,10 +23,11 @@
  * upstream from seq + 1; a root restored from it commits seq + 1 next (replicas that followed the old root past that
  * seq then find the chain diverged, and are resynced: see "Backup and restore" in the README).
  */
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
 import { MercuryError } from '../errors/index.js';
+import { fsyncPath } from '../fs/durable.js';
 import { HASH_BYTES, verifyNext, type ChainHead, type EncodedEntry } from '../log/index.js';
 import { ENTRY_BYTES_MAX } from '../limits.js';
 import { DATA_DIR_MODE, INITIALISED_FILE, lockDataDir, Store, type SnapshotRecord } from '../store/index.js';
@@ -33,8 +39,15 @@ const RESTORE_STAGE_BYTES = 4 * 1024 * 1024;
 const RESTORE_APPLY_ENTRIES = 1_000;
 /** An entry record in an entry stream: the largest body, its two hashes, and room for a signature. */
 const ENTRY_STREAM_RECORD_BYTES_MAX = ENTRY_BYTES_MAX + 2 * HASH_BYTES + 1024;
-/** The files a Mercury data directory holds, which `force` removes: the store's marker first, so it never outlives the data file. */
-const MERCURY_DATA_FILES = [INITIALISED_FILE, 'data.mdb', 'lock.mdb', 'unsynced-guard.json'];
+/**
+ * The store's files, renamed from the partial directory into DIR in this order: data.mdb first, the rename that replaces
+ * the data; the store's marker after it, so that it never names a data file that is not there yet (data-files.ts).
+ */
+const RESTORED_FILES = ['data.mdb', 'lock.mdb', INITIALISED_FILE];
+/** A replica's record of its unsynced writes (unsynced-guard.ts) describes the old data: removed once the new is in. */
+const UNSYNCED_GUARD_FILE = 'unsynced-guard.json';
+/** Where the new store is made, inside DIR: on its file system, so that moving it in is a rename. */
+const PARTIAL_DIR = 'restore.partial';
 
 export interface RestoreProgress {
   readonly phase: 'snapshot' | 'entries';
@@ -71,10 +84,23 @@ export async function restoreSnapshot(options: RestoreOptions): Promise<RestoreR
     throw new MercuryError('DATA_DIR_NOT_EMPTY', `${dataDir} is not empty; restore into an empty directory, or pass --force to replace the Mercury data in it`);
   mkdirSync(dataDir, { recursive: true, mode: DATA_DIR_MODE });
   const lock = lockDataDir(dataDir, new Date(systemClock.nowMs()).toISOString());
-  let store: Store | undefined;
+  const partial = join(dataDir, PARTIAL_DIR);
   try {
-    for (const name of MERCURY_DATA_FILES) rmSync(join(dataDir, name), { force: true });
-    store = Store.open({ path: dataDir, createDataset: false, lock: false });
+    // What a restore that was killed left behind: never installed, and nobody else's (the lock is held).
+    rmSync(partial, { recursive: true, force: true });
+    const result = await restoreInto(partial, options);
+    moveInto(partial, dataDir);
+    return result;
+  } finally {
+    rmSync(partial, { recursive: true, force: true });
+    lock.release();
+  }
+}
+
+/** Makes the whole store in `dir`: the file staged and installed, then the replay, closed when it returns. */
+async function restoreInto(dir: string, options: RestoreOptions): Promise<RestoreResult> {
+  const store = Store.open({ path: dir, createDataset: false, lock: false });
+  try {
     const header = await stageFile(store, options);
     store.finishSnapshotInstall(header.seq, header.headHash, header.datasetId);
     let replayed = 0;
@@ -82,16 +108,18 @@ export async function restoreSnapshot(options: RestoreOptions): Promise<RestoreR
     await store.flushed();
     const head = store.head();
     return { header, seq: head.seq, headHash: head.hash.toString('hex'), replayedEntries: replayed };
-  } catch (error) {
-    // Nothing half-made is left behind: the directory was empty (or forced) when the restore began.
-    await store?.close();
-    store = undefined;
-    for (const name of MERCURY_DATA_FILES) rmSync(join(dataDir, name), { force: true });
-    throw error;
   } finally {
-    await store?.close();
-    lock.release();
+    await store.close();
   }
+}
+
+/** Replaces `dataDir`'s store with the verified one in `partial`, renames only, and makes the renames durable. */
+function moveInto(partial: string, dataDir: string): void {
+  // The data must be on the disk before the rename that names it: a crash between the two would leave DIR an empty file.
+  fsyncPath(join(partial, 'data.mdb'));
+  for (const name of RESTORED_FILES) if (existsSync(join(partial, name))) renameSync(join(partial, name), join(dataDir, name));
+  rmSync(join(dataDir, UNSYNCED_GUARD_FILE), { force: true });
+  fsyncPath(dataDir);
 }
 
 async function stageFile(store: Store, options: RestoreOptions): Promise<SnapshotHeader> {

@@ -10,7 +10,8 @@
  *   system that truncates on a crash) would start a new, empty dataset without a word. With the marker present, an
  *   empty data file is refused instead. Without it, an empty data file can only be a first open that stopped before
  *   LMDB wrote its first pages, and is initialised as before. Whoever removes `data.mdb` on purpose (the unsynced
- *   guard, `snapshot restore --force`) removes the marker first, so that the store made next is not refused.
+ *   guard) removes the marker first, so that the store made next is not refused; `snapshot restore --force` renames a
+ *   complete store's data file in, then its marker.
  *
  * Why a marker and not the other files Mercury writes (signing key, admin token): a root given `--signing-key` and
  * `--admin-token-file`, as the deploy files start it, writes neither, and its empty data file would go unnoticed.
