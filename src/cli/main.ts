@@ -2,17 +2,20 @@
 /**
  * The `mercury` command line: `serve` runs a node; the other commands are clients of a node's HTTP API.
  * Output is for people by default and JSON with `--json`. Errors print one line to stderr and exit non-zero:
- * 1 for an error the node reported, 2 for bad usage, 3 when the node cannot be reached.
+ * 1 for an error the node reported, 2 for bad usage, 3 when the node cannot be reached. Never a stack trace: an
+ * answer that is not Mercury's JSON (a proxy's page, a wrong shape) is one line naming the command and the URL, and
+ * every line passes terminalSafe (src/cli/output.ts), so what a node sends cannot drive the terminal.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { NodeClient, UnavailableError, bearer, type ClientTls } from '../client/index.js';
+import { NodeClient, UnavailableError, WatchError, bearer, type ClientTls } from '../client/index.js';
 import { DEFAULT_PORT, parseHostPort, validateConfig } from '../config/index.js';
 import { parseToken, readTokenFile, TOKEN_CHARS } from '../auth/index.js';
 import { MercuryError } from '../errors/index.js';
 import { jsonLogger } from '../logging/index.js';
 import { DEMO_REPLICAS_MAX, demoCommand } from './demo.js';
-import { formatBytes, printResult } from './output.js';
+import { logLines } from './log.js';
+import { AnswerShapeError, formatBytes, printResult, showBytes, terminalSafe } from './output.js';
 import { snapshotInspect, snapshotRestore, snapshotSave } from './snapshot.js';
 import { resyncCommand } from './resync.js';
 import { statusLines } from './status.js';
@@ -68,6 +71,7 @@ Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT})
   status                          show the node's status and its place in the replication tree
   resync [--wait]                 make a replica drop its chain and take a full snapshot (after a divergence);
                                   --wait follows it to the end with a progress bar
+         [--wait-timeout-ms N]    --wait gives up (RESYNC_STALLED) after N ms without progress (default 300000)
   watch PREFIX [--from SEQ]       print every change under PREFIX ('' for all keys) until Ctrl-C
   snapshot save FILE              save a consistent, checksummed snapshot of the node's keys to FILE
   token create NAME --scope S...  create a token (admin) and print its secret, once; scopes: read:PREFIX,
@@ -132,6 +136,7 @@ const OPTIONS = {
   subject: { type: 'string' },
   exec: { type: 'string' },
   wait: { type: 'boolean' },
+  'wait-timeout-ms': { type: 'string' },
   'exec-debounce-ms': { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
@@ -189,13 +194,6 @@ async function readStdin(): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin as AsyncIterable<Buffer>) chunks.push(chunk);
   return Buffer.concat(chunks);
-}
-
-/** Who wrote an entry of `mercury log`, for people: "by a, b" ("by ?" for ops whose writer was not recorded). */
-function logAuthors(entry: Record<string, unknown>): string {
-  const runs = entry.authors as { author: string | null }[] | undefined;
-  if (runs === undefined) return 'by ?';
-  return `by ${[...new Set(runs.map((run) => run.author ?? '?'))].join(', ')}`;
 }
 
 async function serve(values: Record<string, string | boolean | string[] | undefined>): Promise<void> {
@@ -330,6 +328,22 @@ async function main(argv: string[]): Promise<void> {
     }
     throw new UsageError(`unknown snapshot action "${action}"; use save, restore or inspect`);
   }
+  try {
+    await clientCommand(command, args, values, { client, url, json, tls, token });
+  } catch (error) {
+    throw answerFailure(error, { command, url: client.baseUrl });
+  }
+}
+
+type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true }>>['values'];
+
+/** The commands that ask a node (all but serve, verify, demo and snapshot). */
+async function clientCommand(
+  command: string,
+  args: readonly string[],
+  values: Values,
+  { client, url, json, tls, token }: { client: NodeClient; url: string | undefined; json: boolean; tls: ClientTls | undefined; token: string | undefined },
+): Promise<void> {
   const ifModSeq = integerOption(values['if-mod-seq'], 'if-mod-seq');
   const needKey = (): string => {
     if (args[0] === undefined || args[0] === '') throw new UsageError(`${command} needs a KEY`);
@@ -368,8 +382,10 @@ async function main(argv: string[]): Promise<void> {
       for await (const item of client.range(args[0] ?? '')) {
         if (limit !== undefined && count >= limit) break;
         count++;
-        if (json) printResult(true, { key: item.key.toString(), value: item.value.toString('base64'), modSeq: item.modSeq, version: item.version }, () => '');
-        else process.stdout.write(`${item.key.toString()}\t${formatBytes(item.value.length)}\tmodSeq ${item.modSeq}\tversion ${item.version}\n`);
+        // The key as `mercury watch` shows it: a name holding control characters or spaces as a JSON string.
+        printResult(json, { key: item.key.toString(), value: item.value.toString('base64'), modSeq: item.modSeq, version: item.version }, () =>
+          `${showBytes(item.key)}\t${formatBytes(item.value.length)}\tmodSeq ${item.modSeq}\tversion ${item.version}`,
+        );
       }
       return;
     }
@@ -387,20 +403,19 @@ async function main(argv: string[]): Promise<void> {
     }
     case 'log': {
       const result = await client.log(integerOption(values.from, 'from'), integerOption(values.limit, 'limit'));
-      printResult(json, result, () =>
-        result.entries
-          .map((entry) => `seq ${String(entry.seq)}  ${new Date(entry.timeMs as number).toISOString()}  ${(entry.ops as unknown[]).length} ops  ${logAuthors(entry)}  ${entry.signature === null ? 'unsigned' : 'signed'}  hash ${String(entry.hash)}`)
-          .join('\n') || `(no entries; log holds ${result.firstSeq}..${result.lastSeq})`,
-      );
+      // Checked with --json too: a script should not be handed a page that is not the log.
+      const lines = logLines(result);
+      printResult(json, result, () => lines);
       return;
     }
     case 'status': {
       const status = await client.status();
-      printResult(json, status, () => statusLines(status).join('\n'));
+      const lines = statusLines(status);
+      printResult(json, status, () => lines.join('\n'));
       return;
     }
     case 'resync':
-      return resyncCommand(client, { json, wait: values.wait ?? false });
+      return resyncCommand(client, { json, wait: values.wait ?? false, waitTimeoutMs: integerOption(values['wait-timeout-ms'], 'wait-timeout-ms') });
     case 'sync':
       if (args[0] === undefined || args[1] === undefined || args[1] === '') throw new UsageError("sync needs a PREFIX ('' for every key) and a DIR");
       // Several URLs (comma-separated): the watch fails over between them, resuming where it was.
@@ -420,23 +435,50 @@ function oneLine(message: string): string {
   return message.replace(/\s*\n\s*/g, ' ').trim();
 }
 
+/** Errors whose own line says what happened; anything else a client command throws came of the node's answer. */
+function isKnownFailure(error: unknown): boolean {
+  const system = error as NodeJS.ErrnoException | undefined;
+  return (
+    error instanceof UsageError ||
+    error instanceof TokenUsageError ||
+    error instanceof UnavailableError ||
+    error instanceof MercuryError ||
+    error instanceof WatchError ||
+    (typeof system?.code === 'string' && (typeof system.syscall === 'string' || system.code.startsWith('ERR_PARSE_ARGS')))
+  );
+}
+
+/**
+ * A failure of a client command as the operator should read it. A SyntaxError, TypeError or RangeError there comes of
+ * an answer that is not Mercury's JSON (the client parses and reads it): one line naming the command and the URL,
+ * where a stack trace would name only the CLI's own files.
+ */
+function answerFailure(error: unknown, where: { command: string; url: string }): unknown {
+  if (isKnownFailure(error)) return error;
+  const detail = error instanceof AnswerShapeError ? error.detail : error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  return new AnswerShapeError(detail, where, { cause: error });
+}
+
 /** What a failed command reports: the exit code and one line (the stable code first, where there is one). */
 function failure(error: unknown): { exitCode: number; message: string } {
   const code: unknown = (error as { code?: unknown } | undefined)?.code;
   if (error instanceof UsageError || error instanceof TokenUsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')))
     return { exitCode: 2, message: oneLine((error as Error).message) };
   if (error instanceof UnavailableError) return { exitCode: 3, message: oneLine(error.message) };
+  if (error instanceof AnswerShapeError) return { exitCode: 1, message: oneLine(error.message) };
   // A bad option value for `serve` (--listen, --max-value-bytes, ...) is bad usage, not an error of a node.
   if (error instanceof MercuryError) return { exitCode: error.code === 'CONFIG_INVALID' ? 2 : 1, message: `${error.code}: ${oneLine(error.message)}` };
   // An operating-system error (port in use, directory not writable) is the world, not a bug: one line, no stack.
   const system = error as NodeJS.ErrnoException | undefined;
   if (typeof system?.code === 'string' && typeof system.syscall === 'string') return { exitCode: 1, message: oneLine(system.message) };
-  return { exitCode: 1, message: (error as Error)?.stack ?? String(error) };
+  if (error instanceof WatchError) return { exitCode: 1, message: `${error.code}: ${oneLine(error.message)}` };
+  // No stack trace, whatever it is (there is no debug switch): one line the operator can act on or report.
+  return { exitCode: 1, message: oneLine(error instanceof Error ? `${error.name === 'Error' ? '' : `${error.name}: `}${error.message}` : String(error)) };
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {
   // One line, with or without --json: `mercury: CODE: message` is as easy for a script to match as JSON would be.
   const { exitCode, message } = failure(error);
-  process.stderr.write(`mercury: ${message}\n`);
+  process.stderr.write(`mercury: ${terminalSafe(message)}\n`);
   process.exit(exitCode);
 });

@@ -5,7 +5,17 @@
  *
  * The progress bar goes to stderr, and only when stderr is a terminal: stdout stays clean for the result (or the
  * JSON), and a log file or a pipe gets no carriage returns. It redraws at most every PROGRESS_REDRAW_MS.
+ *
+ * Text that came from a node (key names, status fields, error messages) or from a file is anyone's who can write a
+ * key: printed raw, an ESC sequence in it could clear the operator's screen, retitle the window or forge lines. So
+ * everything the CLI prints passes `terminalSafe`, which shows control characters as `\u001b`-style escapes (valid in
+ * JSON strings too, so --json output is unchanged in meaning), and keys and values are shown with `showBytes`. The
+ * exception is `mercury get`, whose output is the value's bytes themselves (for `> file`).
+ *
+ * An answer that is not what Mercury answers (a proxy's login page, a wrong shape) is the world, not a bug: printers
+ * check the fields they use and throw AnswerShapeError, which main prints as one line naming the command and URL.
  */
+import { isUtf8 } from 'node:buffer';
 import { systemClock, type Clock } from '../clock/index.js';
 
 const KiB = 1024;
@@ -137,7 +147,71 @@ export class ProgressBar {
   }
 }
 
-/** The one output rule: with --json, `value` as one line of JSON; otherwise the human text. */
+/**
+ * C0 controls but tab and newline, DEL, and the C1 controls (U+0080..U+009F: a terminal in 8-bit mode takes U+009B
+ * for ESC [). JSON.stringify escapes C0 but leaves DEL and C1 as they are.
+ */
+// eslint-disable-next-line no-control-regex -- control characters are exactly what must not reach the terminal raw
+const TERMINAL_CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
+
+/** `text` with every control character but tab and newline written as `\uXXXX`, so a terminal shows it instead of obeying it. */
+export function terminalSafe(text: string): string {
+  return text.replace(TERMINAL_CONTROL, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/**
+ * A key or value on one line: as it is when it is printable UTF-8 without spaces or quotes, else as a JSON string (with
+ * C1 controls escaped too), bytes that are not UTF-8 as `base64:...`.
+ */
+export function showBytes(bytes: Buffer | null | undefined): string {
+  if (bytes === undefined || bytes === null) return 'null';
+  if (!isUtf8(bytes)) return `base64:${bytes.toString('base64')}`;
+  const text = bytes.toString('utf8');
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what must not reach the terminal raw
+  return /^[^\u0000-\u0020"\u007f-\u009f]+$/.test(text) ? text : terminalSafe(JSON.stringify(text));
+}
+
+/**
+ * An answer from a node that is not Mercury's JSON, or not of the shape the command expects: `detail` says what;
+ * `command` and `url`, once main knows them, which command asked whom.
+ */
+export class AnswerShapeError extends Error {
+  constructor(
+    readonly detail: string,
+    where?: { readonly command: string; readonly url: string },
+    options?: ErrorOptions,
+  ) {
+    super(`${where === undefined ? 'the node' : `${where.command}: the node at ${where.url}`} answered something that is not Mercury's JSON: ${detail}`, options);
+    this.name = 'AnswerShapeError';
+  }
+}
+
+/** `value` as a JSON object, or AnswerShapeError naming `what`. */
+export function answerObject(value: unknown, what: string): Record<string, unknown> {
+  if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value as Record<string, unknown>;
+  throw new AnswerShapeError(`${what}: ${value === null ? 'null' : Array.isArray(value) ? 'a list' : typeof value} where an object belongs`);
+}
+
+/** `value` as a list, or AnswerShapeError naming `what`. */
+export function answerList(value: unknown, what: string): unknown[] {
+  if (Array.isArray(value)) return value;
+  throw new AnswerShapeError(`${what}: ${value === undefined ? 'nothing' : value === null ? 'null' : typeof value} where a list belongs`);
+}
+
+/** A field of an answer as text: a string as it is, '?' when absent, anything else as JSON (never a crash). */
+export function fieldText(value: unknown): string {
+  if (typeof value === 'string') return value;
+  return JSON.stringify(value) ?? '?';
+}
+
+/** A time in ms since the epoch as ISO 8601, '?' for anything that is not one (a node's field is not trusted to be). */
+export function formatTimeMs(timeMs: unknown): string {
+  if (typeof timeMs !== 'number') return '?';
+  const date = new Date(timeMs);
+  return Number.isNaN(date.getTime()) ? '?' : date.toISOString();
+}
+
+/** The one output rule: with --json, `value` as one line of JSON; otherwise the human text. Both pass terminalSafe. */
 export function printResult(json: boolean, value: unknown, human: () => string): void {
-  process.stdout.write(`${json ? JSON.stringify(value) : human()}\n`);
+  process.stdout.write(`${terminalSafe(json ? JSON.stringify(value) : human())}\n`);
 }

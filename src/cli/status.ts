@@ -3,7 +3,7 @@
  * replication and storage parts summed up in a line each. Fields this printer does not know (added by a newer node)
  * are shown as JSON, so nothing is hidden.
  */
-import { formatBytes, formatCount, formatDuration } from './output.js';
+import { answerObject, fieldText, formatBytes, formatCount, formatDuration } from './output.js';
 
 type Json = Record<string, unknown>;
 
@@ -22,22 +22,22 @@ function text(value: unknown): string {
 }
 
 function logLine(log: Json): string {
-  return `seqs ${String(log.firstSeq)}..${String(log.lastSeq)}, ${formatCount(number(log.entries) ?? 0)} entries, ${formatBytes(number(log.bytes) ?? 0)}`;
+  return `seqs ${fieldText(log.firstSeq)}..${fieldText(log.lastSeq)}, ${formatCount(number(log.entries) ?? 0)} entries, ${formatBytes(number(log.bytes) ?? 0)}`;
 }
 
 function snapshotLine(snapshot: Json): string {
-  return `snapshot at seq ${String(snapshot.seq)}: ${formatCount(number(snapshot.keysReceived) ?? 0)}/${formatCount(number(snapshot.keyCount) ?? 0)} keys, ${formatBytes(number(snapshot.bytesReceived) ?? 0)}`;
+  return `snapshot at seq ${fieldText(snapshot.seq)}: ${formatCount(number(snapshot.keysReceived) ?? 0)}/${formatCount(number(snapshot.keyCount) ?? 0)} keys, ${formatBytes(number(snapshot.bytesReceived) ?? 0)}`;
 }
 
 function replicationLines(replication: Json): string[] {
-  const children = Array.isArray(replication.children) ? (replication.children as Json[]) : [];
-  const lines = [`listen ${String(replication.listen)}; ${children.length} ${children.length === 1 ? 'child' : 'children'}`];
+  const children = Array.isArray(replication.children) ? replication.children.map(object).filter((child) => child !== undefined) : [];
+  const lines = [`listen ${fieldText(replication.listen)}; ${children.length} ${children.length === 1 ? 'child' : 'children'}`];
   if (replication.phase !== undefined) {
     const upstream = object(replication.upstream);
     const lagMs = number(replication.lagMs);
     lines.push(
-      `${text(replication.phase)}${upstream === undefined ? '' : ` from ${String(upstream.address)} (node ${String(upstream.nodeId)})`}; lag ${replication.lagEntries === null ? '?' : formatCount(number(replication.lagEntries) ?? 0)} entries, ${lagMs === undefined ? '?' : formatDuration(lagMs)}`,
-      `${formatCount(number(replication.entriesApplied) ?? 0)} entries applied, ${String(replication.snapshotsInstalled)} snapshots installed, ${String(replication.upstreamSwitches)} upstream switches${replication.resyncPending === true ? ', resync pending' : ''}`,
+      `${text(replication.phase)}${upstream === undefined ? '' : ` from ${fieldText(upstream.address)} (node ${fieldText(upstream.nodeId)})`}; lag ${replication.lagEntries === null ? '?' : formatCount(number(replication.lagEntries) ?? 0)} entries, ${lagMs === undefined ? '?' : formatDuration(lagMs)}`,
+      `${formatCount(number(replication.entriesApplied) ?? 0)} entries applied, ${fieldText(replication.snapshotsInstalled)} snapshots installed, ${fieldText(replication.upstreamSwitches)} upstream switches${replication.resyncPending === true ? ', resync pending' : ''}`,
     );
     const snapshot = object(replication.snapshot);
     if (snapshot !== undefined) lines.push(snapshotLine(snapshot));
@@ -46,18 +46,22 @@ function replicationLines(replication: Json): string[] {
   }
   for (const child of children) {
     const snapshot = object(child.snapshot);
-    lines.push(`child ${String(child.nodeId)} ${text(child.remote)} ${text(child.phase)}, sent ${String(child.sentSeq)}, acked ${String(child.ackedSeq)}${snapshot === undefined ? '' : `, ${snapshotLine(snapshot)}`}`);
+    lines.push(`child ${fieldText(child.nodeId)} ${text(child.remote)} ${text(child.phase)}, sent ${fieldText(child.sentSeq)}, acked ${fieldText(child.ackedSeq)}${snapshot === undefined ? '' : `, ${snapshotLine(snapshot)}`}`);
   }
   return lines;
 }
 
 function storageLine(storage: Json): string {
-  const parts = [storage.sound === false ? `DAMAGED (${String(storage.damageMet)} reads met damage)` : 'sound', storage.writable === false ? `NOT WRITABLE: ${JSON.stringify(storage.writeFault)}` : 'writable'];
+  const parts = [storage.sound === false ? `DAMAGED (${fieldText(storage.damageMet)} reads met damage)` : 'sound', storage.writable === false ? `NOT WRITABLE: ${JSON.stringify(storage.writeFault)}` : 'writable'];
   return parts.join(', ');
 }
 
-/** The lines of `mercury status`: `name  value`, names as in the JSON so that either can be searched for. */
-export function statusLines(status: Json): string[] {
+/**
+ * The lines of `mercury status`: `name  value`, names as in the JSON so that either can be searched for. An answer
+ * that is not an object is an AnswerShapeError; fields of an unexpected type are shown as JSON, never a crash.
+ */
+export function statusLines(value: unknown): string[] {
+  const status = answerObject(value, 'the status');
   const lines: string[] = [];
   const line = (name: string, value: string): void => {
     lines.push(`${name.padEnd(14)} ${value}`);
@@ -69,7 +73,7 @@ export function statusLines(status: Json): string[] {
     else if (name === 'storage' && nested !== undefined) line(name, storageLine(nested));
     else if (name.endsWith('Bytes') && typeof value === 'number') line(name, formatBytes(value));
     else if (name.endsWith('Ms') && typeof value === 'number') line(name, formatDuration(value));
-    else if (typeof value === 'number') line(name, String(value));
+    else if (typeof value === 'number') line(name, fieldText(value));
     else line(name, typeof value === 'string' ? value : JSON.stringify(value));
   }
   return lines;

@@ -2,42 +2,57 @@
  * `mercury token create NAME --scope S [--scope S...] [--subject CN] | list | revoke ID`: token management against a
  * node's admin routes (`/v1/auth/tokens`), with an admin token. `create` prints the secret once: the node keeps only
  * its hash. With --json each command prints one JSON object.
+ *
+ * The answers are checked before they are printed (AnswerShapeError when a field the line needs is missing): a node,
+ * or whatever answers at its URL, is not trusted to send the shape the client's types declare.
  */
-import type { NodeClient, TokenInfo } from '../client/index.js';
+import type { NodeClient } from '../client/index.js';
+import { answerList, answerObject, AnswerShapeError, fieldText, formatTimeMs, printResult } from './output.js';
 
 export class TokenUsageError extends Error {}
 
-function describe(token: TokenInfo): string {
-  const who = token.kind === 'certificate' ? `certificate CN=${token.subject ?? '?'}` : 'token';
-  return `${token.id}  ${token.name.padEnd(20)}  ${who}  ${token.scopes.join(' ')}  created ${new Date(token.createdMs).toISOString()}`;
+/** A field as text: '?' when it is not the string the node should have sent. */
+function text(value: unknown): string {
+  return typeof value === 'string' ? value : '?';
+}
+
+/** `scopes` as the command line takes them, space-separated ('?' for anything that is not a string). */
+function scopesText(token: Record<string, unknown>, what: string): string {
+  return answerList(token.scopes, `${what}'s scopes`).map(text).join(' ');
+}
+
+function describe(value: unknown): string {
+  const token = answerObject(value, 'a token');
+  const who = token.kind === 'certificate' ? `certificate CN=${text(token.subject)}` : 'token';
+  return `${text(token.id)}  ${text(token.name).padEnd(20)}  ${who}  ${scopesText(token, 'a token')}  created ${formatTimeMs(token.createdMs)}`;
 }
 
 export async function tokenCommand(client: NodeClient, args: readonly string[], scopes: readonly string[], subject: string | undefined, json: boolean): Promise<void> {
   const [action, argument] = args;
-  const out = (value: unknown, human: string): void => {
-    process.stdout.write(`${json ? JSON.stringify(value) : human}\n`);
-  };
   switch (action) {
     case 'create': {
       if (argument === undefined || argument === '') throw new TokenUsageError('token create needs a NAME');
       if (scopes.length === 0) throw new TokenUsageError('token create needs at least one --scope (read:PREFIX, write:PREFIX, replicate, admin)');
-      const created = await client.createToken(argument, scopes, { subject });
+      const created = answerObject(await client.createToken(argument, scopes, { subject }), 'the created token');
+      const granted = scopesText(created, 'the created token');
+      if (created.token !== undefined && typeof created.token !== 'string') throw new AnswerShapeError('the created token\'s secret is not a string');
       const human =
         created.token === undefined
-          ? `granted ${created.scopes.join(' ')} to client certificates with subject CN=${created.subject ?? '?'} (id ${created.id})`
-          : `${created.token}\n\ntoken ${created.id} "${created.name}" with ${created.scopes.join(' ')}.\nThis is the only time the secret is shown: store it now (for example in a file, mode 0600, for --token-file).`;
-      out(created, human);
+          ? `granted ${granted} to client certificates with subject CN=${text(created.subject)} (id ${text(created.id)})`
+          : `${created.token}\n\ntoken ${text(created.id)} "${text(created.name)}" with ${granted}.\nThis is the only time the secret is shown: store it now (for example in a file, mode 0600, for --token-file).`;
+      printResult(json, created, () => human);
       return;
     }
     case 'list': {
-      const { tokens } = await client.listTokens();
-      out(tokens, tokens.length === 0 ? '(no tokens)' : tokens.map(describe).join('\n'));
+      const tokens = answerList(answerObject(await client.listTokens(), 'the token list').tokens, 'the token list\'s tokens');
+      const lines = tokens.map(describe);
+      printResult(json, tokens, () => (lines.length === 0 ? '(no tokens)' : lines.join('\n')));
       return;
     }
     case 'revoke': {
       if (argument === undefined || argument === '') throw new TokenUsageError('token revoke needs a token ID (mercury token list shows them)');
-      const result = await client.revokeToken(argument);
-      out(result, `revoked ${result.id} at seq ${result.seq}`);
+      const result = answerObject(await client.revokeToken(argument), 'the revocation');
+      printResult(json, result, () => `revoked ${text(result.id)} at seq ${fieldText(result.seq)}`);
       return;
     }
     default:

@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
-import { formatCount, formatDuration, ProgressBar } from './output.js';
+import { formatCount, formatDuration, ProgressBar, terminalSafe } from './output.js';
 
 /** Returns the exit code. */
 export async function verifyCommand(dataDir: string, json: boolean): Promise<number> {
@@ -39,7 +39,8 @@ export async function verifyCommand(dataDir: string, json: boolean): Promise<num
       bar.update(progress.done);
     });
     bar.finish();
-    if (json) process.stdout.write(`${JSON.stringify({ ...report, treeChecked })}\n`);
+    // The problems name keys, which anyone with write access chose: terminalSafe, as everything the CLI prints.
+    if (json) process.stdout.write(`${terminalSafe(JSON.stringify({ ...report, treeChecked }))}\n`);
     else {
       const lines = [
         treeChecked ? 'b-tree   every page of LMDB\'s trees is sound' : 'b-tree   not walked: a running node holds the directory (it walked them when it started)',
@@ -50,7 +51,7 @@ export async function verifyCommand(dataDir: string, json: boolean): Promise<num
         report.problemCount > report.problems.length ? `DAMAGE   ... and ${report.problemCount - report.problems.length} more` : '',
         report.ok ? `OK: the store is sound (checked in ${formatDuration(bar.elapsedMs())})` : `DAMAGED: ${report.problemCount} problems; see "Damaged data" in the README`,
       ];
-      process.stdout.write(`${lines.filter((line) => line !== '').join('\n')}\n`);
+      process.stdout.write(`${terminalSafe(lines.filter((line) => line !== '').join('\n'))}\n`);
     }
     return report.ok ? 0 : 1;
   } finally {

@@ -5,25 +5,17 @@
  *
  * Human output: `SEQ put KEY VALUE`, `SEQ delete KEY`, `SEQ deleteRange [START, END)`, and `SEQ snapshot KEY VALUE`
  * for the items of a snapshot (when --from is older than the node's log). Text that is not printable is shown as a
- * JSON string, bytes that are not UTF-8 as `base64:...`. With --json, each event or snapshot item is one JSON object
- * with its `seq`, its keys and values as the watch protocol writes them (`key` and `keyEncoding`, ...), and progress
- * is printed too (`{"type":"progress","seq":N}`), so a script knows where to resume.
+ * JSON string, bytes that are not UTF-8 as `base64:...` (showBytes in output.ts, as `mercury ls` shows keys). With
+ * --json, each event or snapshot item is one JSON object with its `seq`, its keys and values as the watch protocol
+ * writes them (`key` and `keyEncoding`, ...), and progress is printed too (`{"type":"progress","seq":N}`), so a
+ * script knows where to resume.
  *
  * The command does not reconnect: a refused request or a closed connection prints one line on stderr and exits 1 (3
  * if the node cannot be reached); the line says which --from resumes the watch.
  */
-import { isUtf8 } from 'node:buffer';
 import { encodeJsonBytes } from '../api/index.js';
 import { connect, WatchClosedError, WatchError, type ClientTls, type WatchEvent } from '../client/index.js';
-
-/** Shows a key or value on one line. */
-function show(bytes: Buffer | null | undefined): string {
-  if (bytes === undefined || bytes === null) return 'null';
-  if (!isUtf8(bytes)) return `base64:${bytes.toString('base64')}`;
-  const text = bytes.toString('utf8');
-  // eslint-disable-next-line no-control-regex -- control characters are exactly what must not reach the terminal raw
-  return /^[^\u0000-\u0020"\u007f-\u009f]+$/.test(text) ? text : JSON.stringify(text);
-}
+import { showBytes as show, terminalSafe } from './output.js';
 
 /** `name` and `nameEncoding` fields as the watch protocol writes them. */
 function bytesFields(name: string, bytes: Buffer | undefined): Record<string, string> {
@@ -98,15 +90,15 @@ export async function watchCommand(
   try {
     for await (const event of watch) {
       const text = line(event);
-      if (text !== undefined) process.stdout.write(`${text}\n`);
+      if (text !== undefined) process.stdout.write(`${terminalSafe(text)}\n`);
     }
   } catch (error) {
     if (error instanceof WatchClosedError) {
       const resume = error.resumeSeq === undefined ? '' : `; resume with --from ${error.resumeSeq}`;
-      process.stderr.write(`mercury: watch closed by the node (${error.closeCode}${error.reason.length > 0 ? `: ${error.reason}` : ''})${resume}\n`);
+      process.stderr.write(`mercury: ${terminalSafe(`watch closed by the node (${error.closeCode}${error.reason.length > 0 ? `: ${error.reason}` : ''})${resume}`)}\n`);
     } else if (error instanceof WatchError) {
       // Refused by the node (its code: PREFIX_TOO_LARGE, ...) or a broken protocol (PROTOCOL).
-      process.stderr.write(`mercury: ${error.code}: ${error.message}\n`);
+      process.stderr.write(`mercury: ${terminalSafe(`${error.code}: ${error.message}`)}\n`);
     } else throw error;
     process.exit(1);
   }
