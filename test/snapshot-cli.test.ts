@@ -189,6 +189,11 @@ describe('snapshot cli', () => {
     writeFileSync(join(target, 'restore.partial', 'data.mdb'), 'half a store');
     await cliJson(['snapshot', 'restore', file, '--data-dir', target, '--force']);
     assert.ok(!existsSync(join(target, 'restore.partial')));
+    // Into a directory that holds nothing else, no --force is needed.
+    const fresh = join(dir, 'keep-data-fresh');
+    mkdirSync(join(fresh, 'restore.partial'), { recursive: true });
+    await cliJson(['snapshot', 'restore', file, '--data-dir', fresh]);
+    assert.deepEqual(readdirSync(fresh).sort(), ['data.mdb', 'lock.mdb', 'store-initialised']);
   });
 
   test('snapshot cli: save to a FILE that is a directory fails before asking the node', async () => {

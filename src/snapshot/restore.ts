@@ -74,8 +74,9 @@ export interface RestoreResult {
   readonly replayedEntries: number;
 }
 
+/** Empty or missing; what a killed restore left (its partial store) does not count: it is removed before the next. */
 function isEmptyDir(dir: string): boolean {
-  return !existsSync(dir) || readdirSync(dir).length === 0;
+  return !existsSync(dir) || readdirSync(dir).every((name) => name === PARTIAL_DIR);
 }
 
 export async function restoreSnapshot(options: RestoreOptions): Promise<RestoreResult> {
