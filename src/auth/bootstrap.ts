@@ -7,9 +7,10 @@
  * "Holds no token" rather than "first start": a root whose every token was revoked gets a fresh bootstrap token at
  * its next start, so an operator with access to the data directory can always get back in.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { MercuryError, type Txn } from '../api/index.js';
+import { readFileBounded, SMALL_FILE_BYTES_MAX } from '../fs/bounded-read.js';
 import { encodeTokenRecord, tokenKey, type TokenRecord } from './records.js';
 import { generateToken, hashSecret, parseToken, TOKEN_CHARS } from './token.js';
 
@@ -18,12 +19,7 @@ export const BOOTSTRAP_TOKEN_NAME = 'admin';
 
 /** Reads a token from a file (surrounding whitespace ignored); CONFIG_INVALID if it is not a well-formed token. */
 export function readTokenFile(path: string, what: string): string {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8').trim();
-  } catch (error) {
-    throw new MercuryError('CONFIG_INVALID', `${what} ${path} cannot be read: ${(error as Error).message}`, { cause: error });
-  }
+  const text = readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX }).toString('utf8').trim();
   if (parseToken(text) === undefined) throw new MercuryError('CONFIG_INVALID', `${what} ${path} does not hold a token (${TOKEN_CHARS} characters, mcy_...; make one with mercury token create)`);
   return text;
 }

@@ -6,12 +6,13 @@
  * answer that is not Mercury's JSON (a proxy's page, a wrong shape) is one line naming the command and the URL, and
  * every line passes terminalSafe (src/cli/output.ts), so what a node sends cannot drive the terminal.
  */
-import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { NodeClient, UnavailableError, WatchError, bearer, type ClientTls } from '../client/index.js';
 import { DEFAULT_PORT, parseHostPort, validateConfig } from '../config/index.js';
 import { parseToken, readTokenFile, TOKEN_CHARS } from '../auth/index.js';
 import { MercuryError } from '../errors/index.js';
+import { readFileBounded, SMALL_FILE_BYTES_MAX } from '../fs/bounded-read.js';
+import { JSON_BODY_BYTES_MAX, VALUE_BYTES_CEILING } from '../limits.js';
 import { jsonLogger } from '../logging/index.js';
 import { DEMO_REPLICAS_MAX, demoCommand } from './demo.js';
 import { logLines } from './log.js';
@@ -155,12 +156,7 @@ function listOption(value: string | undefined): string[] | undefined {
 
 /** A token from a file (whitespace around it ignored), for --token-file and the serve flags. */
 function readTokenText(path: string, flag: string): string {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8').trim();
-  } catch (error) {
-    throw new UsageError(`${flag} ${path} cannot be read: ${(error as Error).message}`);
-  }
+  const text = readFileBounded(path, { what: flag, bytesMax: SMALL_FILE_BYTES_MAX }).toString('utf8').trim();
   if (text.length === 0) throw new UsageError(`${flag} ${path} is empty`);
   return text;
 }
@@ -187,12 +183,19 @@ function clientToken(values: { token?: string; 'token-file'?: string }): string 
   const fromEnv = process.env.MERCURY_TOKEN?.trim();
   if (fromEnv !== undefined && fromEnv.length > 0) return fromEnv;
   const file = process.env.MERCURY_TOKEN_FILE;
-  return file === undefined || file === '' ? undefined : readTokenText(file, 'MERCURY_TOKEN_FILE');
+  return file === undefined || file === '' ? undefined : readTokenText(file, '$MERCURY_TOKEN_FILE');
 }
 
-async function readStdin(): Promise<Buffer> {
+/** What `put` and `txn` read from --file or stdin: at most `bytesMax` (no node takes more), never without end. */
+async function readInput(file: string | undefined, bytesMax: number): Promise<Buffer> {
+  if (file !== undefined) return readFileBounded(file, { what: '--file', bytesMax });
   const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin as AsyncIterable<Buffer>) chunks.push(chunk);
+  let length = 0;
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+    length += chunk.length;
+    if (length > bytesMax) throw new UsageError(`standard input holds over ${bytesMax} bytes, more than any node accepts here; give a smaller value`);
+    chunks.push(chunk);
+  }
   return Buffer.concat(chunks);
 }
 
@@ -282,11 +285,7 @@ function clientTls(values: Record<string, string | boolean | string[] | undefine
   const file = (flag: string, variable: string): Buffer | undefined => {
     const path = (values[flag] as string | undefined) ?? process.env[variable];
     if (path === undefined || path === '') return undefined;
-    try {
-      return readFileSync(path);
-    } catch (error) {
-      throw new UsageError(`--${flag} (or $${variable}) ${path} cannot be read: ${(error as Error).message}`);
-    }
+    return readFileBounded(path, { what: `--${flag} (or $${variable})`, bytesMax: SMALL_FILE_BYTES_MAX });
   };
   const tls = { ca: file('ca', 'MERCURY_CA'), cert: file('cert', 'MERCURY_CERT'), key: file('key', 'MERCURY_KEY') };
   if ((tls.cert === undefined) !== (tls.key === undefined)) throw new UsageError('--cert and --key go together (or $MERCURY_CERT and $MERCURY_KEY)');
@@ -360,7 +359,7 @@ async function clientCommand(
     }
     case 'put': {
       const key = needKey();
-      const value = values.file !== undefined ? readFileSync(values.file) : args[1] !== undefined ? Buffer.from(args[1], 'utf8') : await readStdin();
+      const value = args[1] !== undefined && values.file === undefined ? Buffer.from(args[1], 'utf8') : await readInput(values.file, VALUE_BYTES_CEILING);
       const result = await client.put(key, value, { ifModSeq });
       printResult(json, result, () => `OK seq ${result.seq}`);
       return;
@@ -390,7 +389,7 @@ async function clientCommand(
       return;
     }
     case 'txn': {
-      const text = values.file !== undefined ? readFileSync(values.file, 'utf8') : (await readStdin()).toString('utf8');
+      const text = (await readInput(values.file, JSON_BODY_BYTES_MAX)).toString('utf8');
       let body: unknown;
       try {
         body = JSON.parse(text);

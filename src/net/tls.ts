@@ -20,12 +20,13 @@
  * peer's own protocol, so both ends get a message that names the fix.
  */
 import { X509Certificate } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import { createSecureContext, type TLSSocket, type TlsOptions } from 'node:tls';
 import type { Clock, TimerHandle } from '../clock/index.js';
 import { MercuryError } from '../errors/index.js';
+import { readFileBounded, SMALL_FILE_BYTES_MAX } from '../fs/bounded-read.js';
 import type { Logger } from '../logging/index.js';
 
 /** The three files of `--tls-cert`, `--tls-key` and `--tls-ca`. */
@@ -53,15 +54,12 @@ export const TLS_HANDSHAKE_BYTE = 0x16;
 
 const TLS_MIN_VERSION = 'TLSv1.2';
 
-/** Reads and checks the files; a bad one is CONFIG_INVALID naming the flag and the file. */
+/**
+ * Reads and checks the files; a bad one is CONFIG_INVALID naming the flag and the file. Each is read with
+ * readFileBounded: a FIFO, a device or a file over SMALL_FILE_BYTES_MAX swapped in is refused, never read.
+ */
 export function readTlsMaterial(paths: TlsPaths): TlsMaterial {
-  const read = (flag: string, path: string): Buffer => {
-    try {
-      return readFileSync(path);
-    } catch (error) {
-      throw new MercuryError('CONFIG_INVALID', `${flag} ${path} cannot be read: ${(error as Error).message}`);
-    }
-  };
+  const read = (flag: string, path: string): Buffer => readFileBounded(path, { what: flag, bytesMax: SMALL_FILE_BYTES_MAX });
   const cert = read('--tls-cert', paths.certPath);
   const key = read('--tls-key', paths.keyPath);
   const ca = read('--tls-ca', paths.caPath);

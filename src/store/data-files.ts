@@ -19,20 +19,12 @@
 import { existsSync, lstatSync, readlinkSync, statSync, writeFileSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
+import { fileKind } from '../fs/bounded-read.js';
 import { fsyncPath } from '../fs/durable.js';
 
 export const DATA_FILE = 'data.mdb';
 export const LMDB_LOCK_FILE = 'lock.mdb';
 export const INITIALISED_FILE = 'store-initialised';
-
-function kindOf(stats: Stats): string {
-  if (stats.isDirectory()) return 'a directory';
-  if (stats.isCharacterDevice()) return 'a character device';
-  if (stats.isBlockDevice()) return 'a block device';
-  if (stats.isFIFO()) return 'a named pipe';
-  if (stats.isSocket()) return 'a socket';
-  return 'not a regular file';
-}
 
 function errnoCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException).code;
@@ -48,11 +40,11 @@ function notRegularFile(path: string): string | undefined {
     throw error;
   }
   if (entry.isFile()) return undefined;
-  if (!entry.isSymbolicLink()) return kindOf(entry);
+  if (!entry.isSymbolicLink()) return fileKind(entry);
   const target = readlinkSync(path);
   try {
     const reached = statSync(path);
-    return reached.isFile() ? undefined : `a symbolic link to ${target}, ${kindOf(reached)}`;
+    return reached.isFile() ? undefined : `a symbolic link to ${target}, ${fileKind(reached)}`;
   } catch (error) {
     const code = errnoCode(error);
     if (code === 'ENOENT' || code === 'ENOTDIR') return `a symbolic link to ${target}, which does not exist`;

@@ -5,9 +5,10 @@
  * -pubout` write). A public key file may also be given as a private key file: its public half is taken.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
+import { readFileBounded, SMALL_FILE_BYTES_MAX } from '../fs/bounded-read.js';
 
 /** Where a root keeps the key it generated, and its public half for operators to hand to replicas. */
 export const SIGNING_KEY_FILE = 'signing-key.pem';
@@ -15,11 +16,7 @@ export const SIGNING_PUBLIC_KEY_FILE = 'signing-key.pub.pem';
 const KEY_FILE_MODE = 0o600;
 
 function readKeyFile(path: string, what: string): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (error) {
-    throw new MercuryError('CONFIG_INVALID', `${what} ${path} cannot be read: ${(error as Error).message}`, { cause: error });
-  }
+  return readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX });
 }
 
 /** Reads a private Ed25519 key from a PEM file. */
