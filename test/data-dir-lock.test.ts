@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { MercuryError, openLocal } from '../src/index.js';
 import { INITIALISED_FILE, Store } from '../src/store/index.js';
-import { LOCK_FILE, processStartTicks } from '../src/store/data-dir-lock.js';
+import { LOCK_FILE, processStartTicks } from '../src/fs/dir-lock.js';
 import { requestJson } from './support/http.js';
 import { makeTempDir, removeDir, serveRefused, startServe, stopProcess } from './support/process.js';
 

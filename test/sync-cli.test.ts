@@ -5,11 +5,11 @@
  * files of keys deleted while it was down.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { SYNC_STATE_FILE } from '../src/sync/index.js';
+import { SYNC_LOCK_FILE, SYNC_RESERVED_PREFIX, SYNC_STATE_FILE } from '../src/sync/index.js';
 import { requestJson, waitUntil } from './support/http.js';
 import { CLI_PATH, makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProcess } from './support/process.js';
 import { statusOf } from './support/tree.js';
@@ -46,8 +46,9 @@ function readTree(dir: string): Record<string, string> {
   if (!existsSync(dir)) return files;
   const walk = (at: string, prefix: string): void => {
     for (const entry of readdirSync(at, { withFileTypes: true })) {
-      // Sync's own names: its state file, and temporary files that a write renames away (reading one could race it).
-      if (entry.name === SYNC_STATE_FILE || entry.name.startsWith('.mercury-sync-tmp-')) continue;
+      // Sync's own names: its state file, its lock, and temporary files that a write renames away (reading one could
+      // race it).
+      if (entry.name.startsWith(SYNC_RESERVED_PREFIX)) continue;
       if (entry.isDirectory()) walk(join(at, entry.name), `${prefix}${entry.name}/`);
       else files[`${prefix}${entry.name}`] = readFileSync(join(at, entry.name), 'utf8');
     }
@@ -238,5 +239,83 @@ describe('sync cli', () => {
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /SYMLINK_REFUSED: .*planted is a symbolic link .* so it did not start/);
     assert.equal(JSON.stringify(readTree(outside)), outsideBefore);
+  });
+
+  test('sync cli: a saved seq past the node\'s head empties DIR and starts again from the node\'s state (found by review: sync resumed and never wrote again)', async () => {
+    const node = await startServe(join(dir, 'ahead-node'));
+    nodes.push(node);
+    await put(node, 'ahead/a', 'a1');
+    const target = join(dir, 'ahead');
+    const first = startSync(node.url, 'ahead/', target);
+    syncs.push(first);
+    await treeIs(target, { a: 'a1' }, first);
+    await waitUntil('the seq is saved', () => Promise.resolve(existsSync(join(target, SYNC_STATE_FILE))));
+    await stopProcess(first.child);
+    const state = JSON.parse(readFileSync(join(target, SYNC_STATE_FILE), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(target, SYNC_STATE_FILE), JSON.stringify({ ...state, seq: 9_000_000_000_000 }));
+    writeFileSync(join(target, 'stale'), 'a file of a key the node does not hold');
+    const second = startSync(node.url, 'ahead/', target);
+    syncs.push(second);
+    await treeIs(target, { a: 'a1' }, second);
+    const reset = second.reports().find((report) => report.type === 'reset');
+    assert.match(String(reset?.reason), /the saved seq 9000000000000 is past the node's head \d+/, JSON.stringify(second.reports()));
+    const seq = await put(node, 'ahead/new', 'written while sync runs');
+    await treeIs(target, { a: 'a1', new: 'written while sync runs' }, second);
+    await waitUntil('the seq is saved again', () => Promise.resolve(savedSeq(target) >= seq));
+    await stopProcess(second.child);
+  });
+
+  test('sync cli: a state file that is a FIFO or a symbolic link is refused at once, never waited on or followed (found by review)', async () => {
+    const node = await startServe(join(dir, 'state-node'));
+    nodes.push(node);
+    await put(node, 'state/a', 'a1');
+    const target = join(dir, 'state');
+    mkdirSync(target);
+    execFileSync('mkfifo', [join(target, SYNC_STATE_FILE)]);
+    const fifo = await runCli(['sync', 'state/', target, '--url', node.url]);
+    assert.equal(fifo.code, 1, fifo.stderr);
+    assert.match(fifo.stderr, /INVALID_ARGUMENT: sync state file .* is a FIFO \(named pipe\); remove it \(and the files in .*\) to sync from scratch/);
+    rmSync(join(target, SYNC_STATE_FILE));
+    writeFileSync(join(dir, 'state-elsewhere.json'), '{}');
+    symlinkSync(join(dir, 'state-elsewhere.json'), join(target, SYNC_STATE_FILE));
+    const link = await runCli(['sync', 'state/', target, '--url', node.url]);
+    assert.equal(link.code, 1, link.stderr);
+    assert.match(link.stderr, /SYMLINK_REFUSED: .* is a symbolic link/);
+  });
+
+  test('sync cli: a second sync on the same DIR fails at once while the first runs, and starts once it stopped; a directory named like a temporary file is left alone (found by review)', async () => {
+    const node = await startServe(join(dir, 'lock-node'));
+    nodes.push(node);
+    await put(node, 'a/x', 'A');
+    await put(node, 'b/y', 'B');
+    const target = join(dir, 'locked');
+    mkdirSync(join(target, '.mercury-sync-tmp-not-a-file'), { recursive: true });
+    const first = startSync(node.url, 'a/', target);
+    syncs.push(first);
+    await treeIs(target, { x: 'A' }, first);
+    assert.ok(existsSync(join(target, SYNC_LOCK_FILE)));
+    const second = await runCli(['sync', 'a/', target, '--url', node.url]);
+    assert.equal(second.code, 1, second.stderr);
+    assert.match(second.stderr, /DATA_DIR_LOCKED: sync directory .* is in use by another mercury process \(pid \d+/);
+    const other = await runCli(['sync', 'b/', target, '--url', node.url]);
+    assert.equal(other.code, 1, other.stderr);
+    assert.match(other.stderr, /DATA_DIR_LOCKED/);
+    // The first one goes on, its files untouched by the refused runs.
+    await requestJson(node.url, 'DELETE', '/v1/kv?prefix=a/');
+    await treeIs(target, {}, first);
+    await stopProcess(first.child, 'SIGTERM');
+    assert.ok(!existsSync(join(target, SYNC_LOCK_FILE)), 'released at exit');
+    const again = startSync(node.url, 'a/', target);
+    syncs.push(again);
+    await put(node, 'a/z', 'Z');
+    await treeIs(target, { z: 'Z' }, again);
+    // Killed, it leaves its lock behind: stale (no such process), taken over by the next run.
+    await stopProcess(again.child, 'SIGKILL');
+    assert.ok(existsSync(join(target, SYNC_LOCK_FILE)));
+    const third = startSync(node.url, 'a/', target);
+    syncs.push(third);
+    await put(node, 'a/w', 'W');
+    await treeIs(target, { w: 'W', z: 'Z' }, third);
+    await stopProcess(third.child);
   });
 });

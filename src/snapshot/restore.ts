@@ -4,7 +4,7 @@
  *
  * - The directory must be empty or missing; `force` allows a non-empty one, whose Mercury files (store-initialised,
  *   data.mdb, lock.mdb, unsynced-guard.json) are replaced. Other files are left alone.
- * - The data directory lock (src/store/data-dir-lock.ts) is held throughout, so a node running there is never
+ * - The data directory lock (src/fs/dir-lock.ts) is held throughout, so a node running there is never
  *   overwritten (DATA_DIR_LOCKED).
  * - The new store is made in `DIR/restore.partial/` (inside DIR, so on its file system and a rename away), never in
  *   DIR itself: records go to the store's staging area as they are read, the way a replica receives a snapshot, and

@@ -3,9 +3,9 @@ export type { KeyRange, LogBounds, RangeItem, RangePage, SnapshotReader, Snapsho
 export { evaluateCompare } from './compare.js';
 export type { Compare } from './compare.js';
 export { KEY_VERSION_MAX, nextVersion, prefixEnd } from './records.js';
-export { LOCK_FILE, lockDataDir } from './data-dir-lock.js';
+export { LOCK_FILE, lockDataDir } from '../fs/dir-lock.js';
 export { INITIALISED_FILE } from './data-files.js';
 export { dataFileDamaged, lmdbTreeProblem } from './lmdb-meta.js';
-export type { DataDirLock } from './data-dir-lock.js';
+export type { DataDirLock } from '../fs/dir-lock.js';
 export type { KeyRecord, KeyRecordSink } from './records.js';
 export type { DamageReport } from './health.js';

@@ -11,9 +11,10 @@
  * check and the write by someone racing sync (Node has no openat/renameat); whoever can do that owns DIR already.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmdirSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, renameSync, rmdirSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join, relative, sep } from 'node:path';
 import { MercuryError } from '../errors/index.js';
+import { readFileBounded } from '../fs/bounded-read.js';
 import { fsyncPath } from '../fs/durable.js';
 import { SYNC_RESERVED_PREFIX } from './paths.js';
 
@@ -59,7 +60,7 @@ function entryKind(path: string): EntryKind {
 }
 
 /** The refusal for a link at `link` (inside `root`), met while doing `action`. */
-function symlinkRefused(root: string, link: string, action: string): MercuryError {
+export function symlinkRefused(root: string, link: string, action: string): MercuryError {
   let target = '?';
   try {
     target = readlinkSync(link);
@@ -98,14 +99,13 @@ function walkParents(root: string, path: string, action: string, create: boolean
   return 'ok';
 }
 
-/** A regular file's content, opened without following a link (O_NOFOLLOW: a link swapped in since the lstat fails). */
-function readFileNoFollow(file: string): Buffer {
-  const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
-  try {
-    return readFileSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+/**
+ * Whether the regular file at `file` holds `data`. Files of another size are not read; the others are read bounded
+ * and without following a link (O_NOFOLLOW: a link swapped in since the lstat fails; a FIFO is refused, not waited on).
+ */
+function holds(file: string, data: Buffer): boolean {
+  if (lstatSync(file).size !== data.length) return false;
+  return readFileBounded(file, { what: 'the file', bytesMax: data.length, noFollow: true }).equals(data);
 }
 
 /** Puts `data` at `root/path`, making the directories on the way. Throws SYMLINK_REFUSED at a link on the way. */
@@ -121,7 +121,7 @@ export function putFile(root: string, path: string, data: Buffer): WriteOutcome 
     case 'other':
       return { kind: 'conflict', reason: `${path} is not a regular file (a FIFO, socket or device)` };
     case 'file':
-      if (readFileNoFollow(file).equals(data)) return { kind: 'unchanged' };
+      if (holds(file, data)) return { kind: 'unchanged' };
       break;
     case 'missing':
       break;
@@ -178,13 +178,17 @@ export function listFiles(root: string, action = 'walk the directory'): string[]
   return files;
 }
 
-/** Removes temporary files a killed sync left behind (it never renamed them, so they were never visible as keys). */
+/**
+ * Removes temporary files a killed sync left behind (it never renamed them, so they were never visible as keys).
+ * Sync only ever makes files by that name: anything else so named (a directory, a FIFO) is not its own, and is left.
+ */
 export function removeTemporaryFiles(root: string): void {
   const walk = (directory: string): void => {
     for (const entry of readdirSync(directory, { withFileTypes: true })) {
       const full = join(directory, entry.name);
-      if (entry.name.startsWith(`${SYNC_RESERVED_PREFIX}-tmp-`)) rmSync(full, { force: true });
-      else if (entry.isDirectory()) walk(full);
+      if (entry.name.startsWith(`${SYNC_RESERVED_PREFIX}-tmp-`)) {
+        if (entry.isFile()) rmSync(full, { force: true });
+      } else if (entry.isDirectory()) walk(full);
     }
   };
   walk(root);

@@ -5,17 +5,21 @@
  *
  * `seq`: every change up to it is in DIR, so a restarted sync watches from seq + 1 (an entry applied again after a
  * crash between its files and this file is harmless: puts and deletes are idempotent). `datasetId` and the prefix
- * say what DIR mirrors: another prefix is refused; another dataset (a root rebuilt from nothing) empties DIR and
- * starts again.
+ * say what DIR mirrors: another prefix is refused; another dataset (a root rebuilt from nothing), or a seq past the
+ * node's head (a damaged file, a root restored from an older backup), empties DIR and starts again (sync.ts). The file
+ * is read bounded and must be a regular file: a link there is refused (SYMLINK_REFUSED), a FIFO is not waited on.
  */
-import { readFileSync } from 'node:fs';
+import { lstatSync } from 'node:fs';
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
-import { writeFileAtomic } from './files.js';
+import { readFileBounded } from '../fs/bounded-read.js';
+import { symlinkRefused, writeFileAtomic } from './files.js';
 import { SYNC_RESERVED_PREFIX } from './paths.js';
 
 export const SYNC_STATE_FILE = `${SYNC_RESERVED_PREFIX}-state.json`;
 const SYNC_STATE_FORMAT = 1;
+/** The file holds at most about 1.5 KB (its largest part is a prefix of KEY_BYTES_MAX in base64). */
+const SYNC_STATE_BYTES_MAX = 64 * 1024;
 
 export interface SyncState {
   readonly prefix: Buffer;
@@ -26,13 +30,11 @@ export interface SyncState {
 /** The state in `dir`, or undefined when there is none (a first sync). A damaged file is refused, naming it. */
 export function readSyncState(dir: string): SyncState | undefined {
   const path = join(dir, SYNC_STATE_FILE);
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw error;
-  }
+  const entry = lstatSync(path, { throwIfNoEntry: false });
+  if (entry === undefined) return undefined;
+  if (entry.isSymbolicLink()) throw symlinkRefused(dir, path, 'read its state');
+  // Bounded, and never blocking on a FIFO planted there; O_NOFOLLOW: a link swapped in since the lstat fails.
+  const text = readFileBounded(path, { what: 'sync state file', bytesMax: SYNC_STATE_BYTES_MAX, noFollow: true, code: 'INVALID_ARGUMENT', remedy: `remove it (and the files in ${dir}) to sync from scratch` }).toString('utf8');
   let parsed: { format?: unknown; prefixBase64?: unknown; datasetId?: unknown; seq?: unknown };
   try {
     parsed = JSON.parse(text) as typeof parsed;

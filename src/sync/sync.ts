@@ -8,7 +8,9 @@
  * - The watch reconnects and resumes by itself (src/client/watch.ts). When the node no longer holds the log from
  *   where DIR is, it sends the current state instead (a snapshot): every file is written, then the files whose keys
  *   are not in it are deleted.
- * - After each complete entry the seq is saved in DIR (state.ts), so a restarted sync resumes where it stopped.
+ * - After each complete entry the seq is saved in DIR (state.ts), so a restarted sync resumes where it stopped. A
+ *   saved seq past the node's head (or another dataset) empties DIR and starts again from the node's state.
+ * - One sync per DIR: it holds a lock file in DIR (SYNC_LOCK_FILE, src/fs/dir-lock.ts) for the whole run.
  * - `exec`: a command run by `/bin/sh -c` after changes, once they have been quiet for `execDebounceMs`; never two
  *   at a time (changes during a run schedule one more run after it). It gets MERCURY_SYNC_SEQ and MERCURY_SYNC_DIR;
  *   its output goes to stderr; a failure is reported and sync goes on.
@@ -22,9 +24,13 @@ import { mkdirSync } from 'node:fs';
 import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
 import { connect, type ClientOptions, type MercuryClient, type WatchEvent } from '../client/index.js';
 import { MercuryError } from '../errors/index.js';
+import { lockDirectory } from '../fs/dir-lock.js';
 import { deleteFile, listFiles, putFile, removeTemporaryFiles } from './files.js';
-import { keyToPath, pathToKey } from './paths.js';
+import { keyToPath, pathToKey, SYNC_RESERVED_PREFIX } from './paths.js';
 import { readSyncState, writeSyncState, type SyncState } from './state.js';
+
+/** The lock on DIR (src/fs/dir-lock.ts), one of sync's own names: never a key's file, skipped by every walk. */
+export const SYNC_LOCK_FILE = `${SYNC_RESERVED_PREFIX}-lock`;
 
 /** Quiet time before --exec runs, by default: a burst of changes (a transaction, a deploy) runs the command once. */
 export const SYNC_EXEC_DEBOUNCE_MS_DEFAULT = 200;
@@ -125,10 +131,23 @@ export class DirectorySync {
         : new DebouncedCommand(options.exec, options.dir, options.execDebounceMs ?? SYNC_EXEC_DEBOUNCE_MS_DEFAULT, this.clock, options.onReport);
   }
 
-  /** Runs until `stop()` (resolves) or a refusal it cannot get past (rejects). */
+  /**
+   * Runs until `stop()` (resolves) or a refusal it cannot get past (rejects). Holds the lock on DIR throughout: a second
+   * sync on the same DIR fails at once with DATA_DIR_LOCKED.
+   */
   async run(): Promise<void> {
-    const { dir, prefix } = this.options;
+    const { dir } = this.options;
     mkdirSync(dir, { recursive: true });
+    const lock = lockDirectory(dir, new Date(this.clock.nowMs()).toISOString(), { file: SYNC_LOCK_FILE, what: 'sync directory' });
+    try {
+      await this.runLocked();
+    } finally {
+      lock.release();
+    }
+  }
+
+  private async runLocked(): Promise<void> {
+    const { dir, prefix } = this.options;
     const saved = readSyncState(dir);
     if (saved !== undefined && !saved.prefix.equals(prefix))
       throw new MercuryError('INVALID_ARGUMENT', `${dir} mirrors the prefix ${JSON.stringify(saved.prefix.toString())}; sync another prefix into another directory`);
@@ -140,13 +159,24 @@ export class DirectorySync {
     const status = await this.client.status();
     const datasetId = String(status.datasetId ?? '');
     if (datasetId === '') throw new MercuryError('UPSTREAM_UNAVAILABLE', 'the node has not joined a dataset yet; sync from a node that has');
-    if (saved !== undefined && saved.datasetId !== datasetId) {
-      // Another dataset: its seqs mean nothing for what DIR holds. Start again from an empty DIR.
+    // Another dataset: its seqs mean nothing for what DIR holds. A saved seq past the node's head: DIR holds changes
+    // the node does not (a damaged state file, a node restored from an older backup, a replica far behind), and a
+    // watch from there would wait for seqs that may never come, or come with other changes. Either way, start again
+    // from an empty DIR.
+    const resetReason =
+      saved === undefined
+        ? undefined
+        : saved.datasetId !== datasetId
+          ? `the node holds dataset ${datasetId}, not ${saved.datasetId}`
+          : saved.seq > status.seq
+            ? `the saved seq ${saved.seq} is past the node's head ${status.seq}`
+            : undefined;
+    if (resetReason !== undefined) {
       let deleted = 0;
       for (const path of existing) if (deleteFile(dir, path)) deleted++;
       this.state = { prefix, datasetId, seq: 0 };
       writeSyncState(dir, this.state);
-      this.options.onReport({ type: 'reset', reason: `the node holds dataset ${datasetId}, not ${saved.datasetId}`, deleted });
+      this.options.onReport({ type: 'reset', reason: resetReason, deleted });
     } else this.state = saved ?? { prefix, datasetId, seq: 0 };
     this.options.onReport({ type: 'start', dir, fromSeq: this.state.seq + 1, resumed: saved !== undefined });
     const watch = this.client.watch({ prefix, fromSeq: this.state.seq + 1, progress: true });

@@ -20,6 +20,9 @@
  * one (the contents are fsynced, but a power loss between the create and the fsync leaves the file empty). Which of the
  * two, its age tells: older than LOCK_EMPTY_STALE_MS it is stale and taken over; younger, the start is refused, saying
  * so. A lock path that is not a file (a directory) was not made by Mercury and is refused, naming it.
+ *
+ * `mercury sync` locks its DIR the same way (`lockDirectory`, with its own file name `.mercury-sync-lock`): two syncs
+ * on one DIR would overwrite each other's state and delete each other's files.
  */
 import { closeSync, fsyncSync, linkSync, lstatSync, openSync, readFileSync, renameSync, unlinkSync, writeSync, type Stats } from 'node:fs';
 import { hostname } from 'node:os';
@@ -100,11 +103,17 @@ function holderState(holder: LockHolder, self: LockHolder): 'live' | 'stale' | '
   return 'live';
 }
 
-/**
- * Takes the lock on `dir` or throws DATA_DIR_LOCKED naming the holder. `dir` must exist.
- */
+/** Takes the lock on data directory `dir` or throws DATA_DIR_LOCKED naming the holder. `dir` must exist. */
 export function lockDataDir(dir: string, nowIso: string): DataDirLock {
-  const path = join(dir, LOCK_FILE);
+  return lockDirectory(dir, nowIso, { file: LOCK_FILE, what: 'data directory' });
+}
+
+/**
+ * Takes the lock `file` in `dir` or throws DATA_DIR_LOCKED naming the holder. `what` names the directory in errors
+ * ("data directory", "sync directory"). `dir` must exist.
+ */
+export function lockDirectory(dir: string, nowIso: string, { file, what }: { readonly file: string; readonly what: string }): DataDirLock {
+  const path = join(dir, file);
   const self: LockHolder = {
     pid: process.pid,
     host: hostname(),
@@ -149,18 +158,18 @@ export function lockDataDir(dir: string, nowIso: string): DataDirLock {
     const holder = parseHolder(found.text);
     const state = holder === undefined ? 'stale' : holderState(holder, self);
     if (state === 'live')
-      throw new MercuryError('DATA_DIR_LOCKED', `data directory ${dir} is in use by another mercury process (${describe(holder!)}); stop it first`, {
+      throw new MercuryError('DATA_DIR_LOCKED', `${what} ${dir} is in use by another mercury process (${describe(holder!)}); stop it first`, {
         details: { ...holder },
       });
     if (state === 'unknown')
       throw new MercuryError(
         'DATA_DIR_LOCKED',
-        `data directory ${dir} is locked by a process on another host (${describe(holder!)}); if that process is gone, remove ${path}`,
+        `${what} ${dir} is locked by a process on another host (${describe(holder!)}); if that process is gone, remove ${path}`,
         { details: { ...holder } },
       );
     takeOver(path, (moved) => readOptional(moved) === found.text);
   }
-  throw new MercuryError('DATA_DIR_LOCKED', `could not lock data directory ${dir}: other processes keep taking ${path}`);
+  throw new MercuryError('DATA_DIR_LOCKED', `could not lock ${what} ${dir}: other processes keep taking ${path}`);
 }
 
 /** The lock file's entry and contents; undefined if it is gone. Throws DATA_DIR_INVALID if it is not a file. */
