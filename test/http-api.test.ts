@@ -620,14 +620,14 @@ describe('http api', () => {
 
   test('routing: a method a route does not take is 405 with an Allow header', async () => {
     const cases: [string, string, string][] = [
-      ['POST', '/v1/kv/a', 'GET, PUT, DELETE'],
-      ['PATCH', '/v1/kv/a', 'GET, PUT, DELETE'],
-      ['PUT', '/v1/kv', 'GET, DELETE'],
+      ['POST', '/v1/kv/a', 'GET, HEAD, PUT, DELETE'],
+      ['PATCH', '/v1/kv/a', 'GET, HEAD, PUT, DELETE'],
+      ['PUT', '/v1/kv', 'GET, HEAD, DELETE'],
       ['GET', '/v1/txn', 'POST'],
-      ['DELETE', '/v1/log', 'GET'],
-      ['POST', '/v1/status', 'GET, OPTIONS'],
-      ['PUT', '/healthz', 'GET'],
-      ['POST', '/metrics', 'GET'],
+      ['DELETE', '/v1/log', 'GET, HEAD'],
+      ['POST', '/v1/status', 'GET, HEAD, OPTIONS'],
+      ['PUT', '/healthz', 'GET, HEAD'],
+      ['POST', '/metrics', 'GET, HEAD'],
     ];
     for (const [method, path, allow] of cases) {
       const response = await request(url, method, path, { body: 'x' });

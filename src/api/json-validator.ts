@@ -6,7 +6,10 @@
  *    character class) and refuses, at the byte where it happens, a body that nests deeper than `depthMax`, holds more
  *    than `elementsMax` values, a string longer than `stringBytesMax` (counted as the UTF-8 bytes it decodes to), or a
  *    `\u` escape of a surrogate without its pair. A hostile body (megabytes of `[[[[`, millions of `[]`) is refused
- *    after a bounded prefix instead of after parsing it all; the validator holds a few numbers, never the body.
+ *    after a bounded prefix instead of after parsing it all. It also refuses a member name given twice in one object
+ *    (RFC 8259 leaves the meaning open; `JSON.parse` keeps the last, so `{"success":[put],"success":[]}` silently
+ *    dropped the put): it holds the names of each open object, decoded, which the limits bound (at most one name per
+ *    value, each within stringBytesMax), and no other part of the body.
  * 2. `parseValidatedJson` checks the whole body is UTF-8 (native, `isUtf8`) and hands it to `JSON.parse`, which is
  *    the final judge of the grammar (number syntax, control characters in strings). The structure it builds is bounded
  *    by the limits step 1 enforced.
@@ -15,7 +18,7 @@
  * silently replace invalid bytes and lone surrogates with U+FFFD, and a transaction would commit bytes the client
  * never sent. Each refusal is a MercuryError with a stable code (src/api/errors.ts):
  *
- *   INVALID_JSON            not JSON (the message names the byte offset)
+ *   INVALID_JSON            not JSON (the message names the byte offset), or a member name twice in one object
  *   INVALID_UTF8            a byte sequence that is not UTF-8
  *   LONE_SURROGATE          `\uD800`..`\uDFFF` not part of a high-low pair
  *   JSON_TOO_DEEP           containers nested deeper than depthMax
@@ -95,6 +98,11 @@ export class JsonValidator {
   private state: State = State.Value;
   /** Container kinds, innermost last; never longer than depthMax. */
   private readonly stack: number[] = [];
+  /** The member names of each open object, innermost last (one per OBJECT of `stack`). */
+  private readonly names: Set<string>[] = [];
+  /** The raw bytes of the member name being read (escapes as written), and whether it holds an escape. */
+  private namePieces: Buffer[] = [];
+  private nameEscaped = false;
   private elements = 0;
   /** Bytes consumed before the current chunk, for error messages. */
   private offset = 0;
@@ -152,16 +160,21 @@ export class JsonValidator {
             j = quote < backslash ? quote : backslash;
           }
           this.addStringBytes(j - i, this.offset + j);
+          if (this.stringIsName && j > i) this.namePieces.push(chunk.subarray(i, j));
           if (j === length) {
             i = j;
             continue;
           }
-          if (chunk[j] === QUOTE) this.endString();
-          else this.state = State.Escape;
+          if (chunk[j] === QUOTE) this.endString(this.offset + j);
+          else {
+            this.state = State.Escape;
+            if (this.stringIsName) this.nameEscape(chunk, j);
+          }
           i = j + 1;
           continue;
         }
         case State.Escape:
+          if (this.stringIsName) this.nameEscape(chunk, i);
           if (byte === 0x75) {
             this.state = State.Unicode;
             this.unicodeDigits = 0;
@@ -176,6 +189,7 @@ export class JsonValidator {
         case State.Unicode: {
           const digit = hexValue(byte);
           if (digit < 0) this.invalid(`invalid \\u escape (${describeByte(byte)} is not a hex digit)`, i);
+          if (this.stringIsName) this.nameEscape(chunk, i);
           this.unicodeValue = this.unicodeValue * 16 + digit;
           if (++this.unicodeDigits === 4) this.endUnicode(this.offset + i);
           break;
@@ -254,6 +268,7 @@ export class JsonValidator {
           details: { limit: this.limits.depthMax },
         });
       this.stack.push(byte === 0x7b ? OBJECT : ARRAY);
+      if (byte === 0x7b) this.names.push(new Set());
       this.state = byte === 0x7b ? State.ObjectFirst : State.ArrayFirst;
     } else if (byte === QUOTE) this.beginString(false);
     else if (byte === 0x2d || (byte >= 0x30 && byte <= 0x39)) this.state = State.Number;
@@ -266,6 +281,7 @@ export class JsonValidator {
 
   private close(kind: number, byte: number, i: number): void {
     if (this.stack.pop() !== kind) this.invalid(`unexpected ${describeByte(byte)}`, i);
+    if (kind === OBJECT) this.names.pop();
     this.afterValue();
   }
 
@@ -278,10 +294,45 @@ export class JsonValidator {
     this.stringIsName = isName;
     this.stringBytes = 0;
     this.highSurrogatePending = false;
+    this.namePieces = [];
+    this.nameEscaped = false;
   }
 
-  private endString(): void {
+  private endString(at: number): void {
+    if (this.stringIsName) this.endName(at);
     this.state = this.stringIsName ? State.Colon : this.stack.length === 0 ? State.Done : State.AfterValue;
+  }
+
+  /** A byte of an escape in a member name (kept as written; decoded with the name). */
+  private nameEscape(chunk: Buffer, i: number): void {
+    this.nameEscaped = true;
+    this.namePieces.push(chunk.subarray(i, i + 1));
+  }
+
+  /** The member name just read: refused if its object has it already (names compare decoded: `"a"` is `"\u0061"`). */
+  private endName(at: number): void {
+    const pieces = this.namePieces;
+    const raw = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+    if (pieces.length > 0) this.namePieces = [];
+    // Bytes that are not UTF-8 would decode to U+FFFD and make different names look alike: refused as they will be.
+    // Names are short and mostly ASCII, which is UTF-8 and reads fastest as latin1.
+    let ascii = true;
+    for (let i = 0; i < raw.length && ascii; i++) ascii = raw[i]! < 0x80;
+    if (!ascii && !isUtf8(raw)) throw invalidUtf8();
+    let name = raw.toString(ascii ? 'latin1' : 'utf8');
+    if (this.nameEscaped) {
+      try {
+        name = JSON.parse(`"${name}"`) as string;
+      } catch (error) {
+        this.invalid(`a member name is not a JSON string (${(error as Error).message})`, 0, true);
+      }
+    }
+    const names = this.names[this.names.length - 1]!;
+    if (names.has(name)) {
+      const shown = JSON.stringify(name.length > 100 ? `${name.slice(0, 100)}...` : name);
+      throw new MercuryError('INVALID_JSON', `request body gives the member name ${shown} twice in one object (at byte ${at}); give each name once`);
+    }
+    names.add(name);
   }
 
   private endUnicode(at: number): void {
@@ -322,12 +373,16 @@ export class JsonValidator {
   }
 }
 
+function invalidUtf8(): MercuryError {
+  return new MercuryError('INVALID_UTF8', 'the request body is not valid UTF-8; send binary keys and values as base64');
+}
+
 /**
  * The value of a body that passed a JsonValidator: refuses bytes that are not UTF-8, then parses. JSON.parse still
  * refuses what the validator leaves to it (number syntax, control characters in strings).
  */
 export function parseValidatedJson(body: Buffer): unknown {
-  if (!isUtf8(body)) throw new MercuryError('INVALID_UTF8', 'the request body is not valid UTF-8; send binary keys and values as base64');
+  if (!isUtf8(body)) throw invalidUtf8();
   try {
     return JSON.parse(body.toString('utf8')) as unknown;
   } catch (error) {

@@ -16,6 +16,8 @@
  * `keyBase64`. A compare has exactly one target (exists, value, modSeq, version, createSeq) and an optional `op`
  * (= != < >, default =; `exists` takes none). A deleteRange without `end` (or with an empty one) has no upper bound;
  * otherwise `end` must sort after `start` (an empty range is refused, not committed as an entry that changes nothing).
+ * A field that the op (or a compare) does not have is refused with INVALID_ARGUMENT naming it, as an unknown top-level
+ * field is: ignoring a misspelt one would run a different request than the one meant.
  * The formatter writes every byte field as `name` + `nameEncoding`, and deletePrefix as the deleteRange it means,
  * so that `parseTxn(formatTxn(t))` equals `t`.
  */
@@ -123,6 +125,29 @@ const OPERATORS: ReadonlySet<string> = new Set(['=', '!=', '<', '>']);
 const NUMBER_TARGETS = ['modSeq', 'version', 'createSeq'] as const;
 const TARGETS = ['exists', 'value', 'valueBase64', ...NUMBER_TARGETS];
 
+/** The JSON names of a byte field N (src/api/bytes.ts). */
+function bytesFieldNames(name: string): string[] {
+  return [name, `${name}Encoding`, `${name}Base64`];
+}
+
+/**
+ * The fields each op and a compare may have. Anything else is refused, not ignored: a misspelt field changes what a
+ * request does (`"End"` for `"end"` made a deleteRange delete everything from its start on; `"valueEncodng"` stored
+ * the base64 text as the value).
+ */
+const OP_FIELDS: Readonly<Record<string, ReadonlySet<string>>> = {
+  put: new Set(['op', ...bytesFieldNames('key'), ...bytesFieldNames('value')]),
+  delete: new Set(['op', ...bytesFieldNames('key')]),
+  deletePrefix: new Set(['op', ...bytesFieldNames('prefix')]),
+  deleteRange: new Set(['op', ...bytesFieldNames('start'), ...bytesFieldNames('end')]),
+};
+const COMPARE_FIELDS: ReadonlySet<string> = new Set([...bytesFieldNames('key'), ...bytesFieldNames('value'), 'exists', ...NUMBER_TARGETS, 'op']);
+
+function refuseUnknownFields(object: Record<string, unknown>, allowed: ReadonlySet<string>, path: string, what: string): void {
+  for (const field of Object.keys(object))
+    if (!allowed.has(field)) throw new MercuryError('INVALID_ARGUMENT', `${path}: unknown field "${field}"; ${what} has ${Array.from(allowed).join(', ')}`);
+}
+
 function asObject(value: unknown, path: string): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new MercuryError('INVALID_ARGUMENT', `${path} must be an object`);
   return value as Record<string, unknown>;
@@ -153,6 +178,7 @@ function readValue(object: Record<string, unknown>, path: string, valueBytesMax:
 
 function parseCompare(raw: unknown, path: string, valueBytesMax: number): TxnCompare {
   const object = asObject(raw, path);
+  refuseUnknownFields(object, COMPARE_FIELDS, path, 'a compare');
   const key = readKey(object, 'key', path);
   const targets = TARGETS.filter((name) => object[name] !== undefined);
   if (targets.length !== 1)
@@ -176,6 +202,8 @@ function parseCompare(raw: unknown, path: string, valueBytesMax: number): TxnCom
 
 function parseOp(raw: unknown, path: string, valueBytesMax: number): TxnOp {
   const object = asObject(raw, path);
+  const fields = typeof object.op === 'string' && Object.hasOwn(OP_FIELDS, object.op) ? OP_FIELDS[object.op] : undefined;
+  if (fields !== undefined) refuseUnknownFields(object, fields, path, `a ${object.op as string} op`);
   switch (object.op) {
     case 'put':
       return { type: 'put', key: readKey(object, 'key', path), value: readValue(object, path, valueBytesMax) };

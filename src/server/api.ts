@@ -107,8 +107,9 @@ export function createApiHandler(node: NodeApi, limits: HttpLimits = HTTP_LIMITS
       if (match === undefined || !isPublic(match.route.name)) admit(req, node.authenticate(req));
       if (match === undefined) throw new MercuryError('NOT_FOUND', `no route ${path}; see the API reference in the README`);
       const key = match.keyPath === undefined ? undefined : decodeKeyPath(match.keyPath);
-      const handler = methodHandler(match.route, req.method);
+      const { handler, params } = methodHandler(match.route, req.method);
       const query = new Query(queryAt === -1 ? '' : url.slice(queryAt + 1));
+      query.refuseUnknown(params, `${req.method} ${match.route.name}`);
       const done = handler(req, res, query, key);
       if (done !== undefined) done.catch(fail);
     } catch (error) {

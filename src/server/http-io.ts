@@ -309,10 +309,18 @@ export function queryInteger(query: URLSearchParams, name: string, fallback: num
   return value;
 }
 
-/** A read's `?minSeq=N[&timeoutMs=T]`: waits (bounded) until the node has applied seq N; true if it waited. */
+/** The query parameters of `readSeqOptions`. */
+export const READ_SEQ_PARAMS: readonly string[] = ['minSeq', 'timeoutMs'];
+
+/**
+ * A read's `?minSeq=N[&timeoutMs=T]`: waits (bounded) until the node has applied seq N; true if it waited. Both are
+ * checked whether or not the node must wait, so that a request is refused or served by what it says, not by how far
+ * the node has got.
+ */
 export async function readSeqOptions(node: NodeApi, query: URLSearchParams): Promise<boolean> {
   const minSeq = queryInteger(query, 'minSeq', 0);
+  const timeoutMs = queryInteger(query, 'timeoutMs', MIN_SEQ_WAIT_MS_DEFAULT, MIN_SEQ_WAIT_MS_MAX);
   if (minSeq <= node.store.head().seq) return false;
-  await node.waitForSeq(minSeq, queryInteger(query, 'timeoutMs', MIN_SEQ_WAIT_MS_DEFAULT, MIN_SEQ_WAIT_MS_MAX));
+  await node.waitForSeq(minSeq, timeoutMs);
   return true;
 }

@@ -7,6 +7,10 @@
  * BAD_REQUEST; `+` is a space (the form encoding that `URLSearchParams` writes, which the client uses); a parameter
  * given twice is refused (which one would count?). `bytes(name)` gives a value as the bytes it encodes (prefixes are
  * bytes like keys); `get(name)` as text (UTF-8), for numbers and cursors, whose own rules refuse anything odd.
+ *
+ * Each method of a route names the parameters it reads (`Route.params`), and any other one is refused with
+ * INVALID_ARGUMENT (`refuseUnknown`): a misspelt parameter ignored changes what a request does (`?ifmodseq=0` was an
+ * unconditional overwrite, `?minseq=N` a read that did not wait).
  */
 import { MercuryError } from '../api/index.js';
 
@@ -25,6 +29,15 @@ export class Query extends URLSearchParams {
       if (this.byName.has(name)) throw new MercuryError('BAD_REQUEST', `query parameter ${name} is given more than once; give it once`);
       this.byName.set(name, value);
       this.append(name, value.toString('utf8'));
+    }
+  }
+
+  /** Refuses a parameter not in `allowed` (the parameters of the request's method and route, named by `what`). */
+  refuseUnknown(allowed: readonly string[], what: string): void {
+    for (const name of this.byName.keys()) {
+      if (allowed.includes(name)) continue;
+      const takes = allowed.length === 0 ? 'takes no query parameters' : `takes ${allowed.join(', ')}`;
+      throw new MercuryError('INVALID_ARGUMENT', `unknown query parameter "${name}": ${what} ${takes} (names are case-sensitive)`);
     }
   }
 

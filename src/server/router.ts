@@ -33,6 +33,8 @@ export interface Route {
   readonly methods: Readonly<Record<string, Handler>>;
   /** Absent: no page of another origin may read the route (no CORS header, and OPTIONS is no method of it). */
   readonly crossOrigin?: CrossOrigin;
+  /** The query parameters each method reads; a method not listed takes none (any other is refused, see query.ts). */
+  readonly params?: Readonly<Record<string, readonly string[]>>;
 }
 
 export interface RouteMatch {
@@ -62,10 +64,28 @@ export class Router {
   }
 }
 
-/** The handler of `method` on `route`, or METHOD_NOT_ALLOWED naming the allowed ones. */
-export function methodHandler(route: Route, method: string | undefined): Handler {
-  const handler = route.methods[method ?? ''];
-  if (handler !== undefined) return handler;
-  const allow = [...Object.keys(route.methods), ...(route.crossOrigin === undefined ? [] : ['OPTIONS'])].join(', ');
+/**
+ * The method whose handler serves `method` on `route`: HEAD is served by GET's handler (node:http sends the head of
+ * the answer and drops its body), as HTTP asks of every resource that answers GET. Undefined when there is none.
+ */
+function servingMethod(route: Route, method: string | undefined): string | undefined {
+  if (method !== undefined && Object.hasOwn(route.methods, method)) return method;
+  if (method === 'HEAD' && Object.hasOwn(route.methods, 'GET')) return 'GET';
+  return undefined;
+}
+
+/** The methods a route answers, as the Allow header lists them. */
+function allowedMethods(route: Route): string[] {
+  const methods = Object.keys(route.methods);
+  if (methods.includes('GET') && !methods.includes('HEAD')) methods.splice(methods.indexOf('GET') + 1, 0, 'HEAD');
+  if (route.crossOrigin !== undefined) methods.push('OPTIONS');
+  return methods;
+}
+
+/** The handler of `method` on `route` and the query parameters it reads, or METHOD_NOT_ALLOWED naming the allowed methods. */
+export function methodHandler(route: Route, method: string | undefined): { handler: Handler; params: readonly string[] } {
+  const serving = servingMethod(route, method);
+  if (serving !== undefined) return { handler: route.methods[serving]!, params: route.params?.[serving] ?? [] };
+  const allow = allowedMethods(route).join(', ');
   throw new MercuryError('METHOD_NOT_ALLOWED', `${method} is not allowed on ${route.name}; allowed: ${allow}`, { details: { allow } });
 }

@@ -9,7 +9,7 @@ import type { RangePage } from '../../store/index.js';
 import { principalNow, principalOf, writeFor } from '../auth.js';
 import type { BodyBudget } from '../body-budget.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
-import { JSON_PIECE_CHARS, SEQ_HEADER, queryInteger, readBody, readSeqOptions, sendJson } from '../http-io.js';
+import { JSON_PIECE_CHARS, READ_SEQ_PARAMS, SEQ_HEADER, queryInteger, readBody, readSeqOptions, sendJson } from '../http-io.js';
 import type { HttpLimits } from '../http-server.js';
 import { compareFailed, deleteRequest, putRequest, requireKeyWrite } from '../kv-ops.js';
 import type { NodeApi } from '../node-api.js';
@@ -36,6 +36,7 @@ function rangeSkippingReserved(node: NodeApi, prefix: Buffer, limit: number, aft
 export function kvKeyRoute(node: NodeApi, budget: BodyBudget): Route {
   return {
     name: '/v1/kv/{key}',
+    params: { GET: READ_SEQ_PARAMS, PUT: ['ifModSeq'], DELETE: ['ifModSeq'] },
     methods: {
       GET: async (_req, res, query, key) => {
         // Also for reads: LMDB throws on keys longer than it supports, and such a key can never exist anyway.
@@ -82,6 +83,7 @@ export function kvKeyRoute(node: NodeApi, budget: BodyBudget): Route {
 export function kvRangeRoute(node: NodeApi, limits: HttpLimits): Route {
   return {
     name: '/v1/kv',
+    params: { GET: ['prefix', 'limit', 'cursor', ...READ_SEQ_PARAMS], DELETE: ['prefix'] },
     methods: {
       GET: async (req, res, query) => {
         const prefix = query.bytes('prefix') ?? Buffer.alloc(0);

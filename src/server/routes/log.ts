@@ -43,6 +43,7 @@ function* logPieces(firstSeq: number, lastSeq: number, entries: readonly Encoded
 export function logRoute(node: NodeApi, limits: HttpLimits): Route {
   return {
     name: '/v1/log',
+    params: { GET: ['from', 'limit'] },
     methods: {
       GET: async (req, res, query) => {
         requireAdmin(principalOf(req), 'read the log');

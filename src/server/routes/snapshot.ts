@@ -46,6 +46,7 @@ export function snapshotRoute(node: NodeApi): Route {
 export function snapshotEntriesRoute(node: NodeApi): Route {
   return {
     name: '/v1/snapshot/entries',
+    params: { GET: ['from', 'to'] },
     methods: {
       GET: async (req, res, query) => {
         requireAdmin(principalOf(req), 'read the log entries of a snapshot');

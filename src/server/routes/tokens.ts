@@ -19,6 +19,7 @@ const TOKEN_JSON_LIMITS: JsonLimits = { depthMax: 3, elementsMax: 1024, stringBy
 export function tokensRoute(node: NodeApi, budget: BodyBudget): Route {
   return {
     name: '/v1/auth/tokens',
+    params: { DELETE: ['id'] },
     methods: {
       GET: (req, res) => {
         requireAdmin(principalOf(req), 'list tokens');
