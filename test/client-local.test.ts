@@ -5,7 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { KEY_BYTES_MAX, RESERVED_KEY_PREFIX } from '../src/api/index.js';
 import { connect, MercuryError, openLocal, type LocalReader, type MercuryClient } from '../src/index.js';
 import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
 
@@ -89,9 +92,78 @@ describe('client local reader', () => {
   test('client local: a directory that is not a data directory is DATA_DIR_INVALID', async () => {
     const empty = makeTempDir('client-local-empty');
     try {
-      await assert.rejects(openLocal(empty), (error: unknown) => error instanceof MercuryError && error.code === 'DATA_DIR_INVALID');
+      await assert.rejects(openLocal(empty), (error: unknown) => error instanceof MercuryError && error.code === 'DATA_DIR_INVALID' && /holds no data\.mdb/.test(error.message));
+      assert.deepEqual(readdirSync(empty), [], 'a reader makes no file');
+      // Found by review: a missing directory was created (and then refused for its missing data file).
+      const missing = join(empty, 'nope');
+      await assert.rejects(openLocal(missing), (error: unknown) => error instanceof MercuryError && error.code === 'DATA_DIR_INVALID' && /nope does not exist/.test(error.message));
+      assert.equal(existsSync(missing), false, 'a reader makes no directory');
     } finally {
       removeDir(empty);
     }
+  });
+});
+
+/**
+ * Found by review: openLocal served what the node's KV API never serves. range('') listed the token records under
+ * the reserved prefix (`\0mercury/auth/token/...`, with their secretSha256) as data and getSync read them; an empty
+ * key threw LMDB's raw "Zero length key is not allowed".
+ */
+describe('client local reader - what it serves', () => {
+  let dir: string;
+  let node: ServeProcess;
+  let local: LocalReader;
+  const isError = (code: string) => (error: unknown) => error instanceof MercuryError && error.code === code;
+
+  before(async () => {
+    dir = makeTempDir('client-local-reserved');
+    node = await startServe(join(dir, 'node'), ['--auth', 'required']);
+    const client = connect(node.url, { token: readFileSync(join(dir, 'node', 'admin-token'), 'utf8').trim() });
+    // Keys on both sides of the reserved prefix: \0a sorts before \0mercury/, app/x after it.
+    await client.put('app/x', '1');
+    await client.put(Buffer.from('\u0000a', 'latin1'), 'low');
+    local = await openLocal(join(dir, 'node'));
+  });
+
+  after(async () => {
+    await local?.close();
+    await stopProcess(node.child);
+    removeDir(dir);
+  });
+
+  const keysOf = async (prefix: string | Buffer, pageLimit?: number): Promise<{ keys: string[]; pages: number }> => {
+    const keys: string[] = [];
+    let pages = 0;
+    for await (const page of local.range(prefix, pageLimit === undefined ? {} : { pageLimit })) {
+      pages++;
+      for (const item of page.items) keys.push(item.key.toString('latin1'));
+    }
+    return { keys, pages };
+  };
+
+  test('client local: range skips the reserved key space, as the node\'s range does', async () => {
+    // A range across the reserved prefix is read as the ranges on either side of it: a page or more each.
+    assert.deepEqual(await keysOf(''), { keys: ['\u0000a', 'app/x'], pages: 2 });
+    assert.deepEqual(await keysOf('', 1), { keys: ['\u0000a', 'app/x'], pages: 2 });
+    assert.deepEqual(await keysOf('\u0000'), { keys: ['\u0000a'], pages: 1 });
+    // Inside the reserved prefix: one empty page.
+    assert.deepEqual(await keysOf(RESERVED_KEY_PREFIX), { keys: [], pages: 1 });
+    assert.deepEqual(await keysOf(Buffer.concat([RESERVED_KEY_PREFIX, Buffer.from('auth/')])), { keys: [], pages: 1 });
+  });
+
+  test('client local: a get of a reserved key is PERMISSION_DENIED, as on the node', async () => {
+    const tokenKey = Buffer.concat([RESERVED_KEY_PREFIX, Buffer.from('auth/token/0000000000000000')]);
+    assert.throws(() => local.getSync(tokenKey), isError('PERMISSION_DENIED'));
+    await assert.rejects(local.get(tokenKey), isError('PERMISSION_DENIED'));
+    assert.throws(() => local.getSync(RESERVED_KEY_PREFIX), isError('PERMISSION_DENIED'));
+    assert.equal(local.getSync('app/x')?.value.toString(), '1');
+  });
+
+  test('client local: keys are checked as the node checks them: KEY_EMPTY, KEY_TOO_LARGE', async () => {
+    assert.throws(() => local.getSync(''), isError('KEY_EMPTY'));
+    await assert.rejects(local.get(Buffer.alloc(0)), isError('KEY_EMPTY'));
+    assert.throws(() => local.getSync(Buffer.alloc(KEY_BYTES_MAX + 1, 0x61)), isError('KEY_TOO_LARGE'));
+    await assert.rejects(keysOf(Buffer.alloc(KEY_BYTES_MAX + 1, 0x61)), isError('KEY_TOO_LARGE'));
+    assert.equal(local.getSync(Buffer.alloc(KEY_BYTES_MAX, 0x61)), undefined);
   });
 });

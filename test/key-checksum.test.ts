@@ -5,12 +5,12 @@
  * (the snapshot digest was computed over the bad bytes); damaged LMDB meta pages crashed the start with SIGSEGV.
  */
 import assert from 'node:assert/strict';
-import { cpSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { open } from 'lmdb';
 import { MercuryError } from '../src/errors/index.js';
-import { Store } from '../src/store/index.js';
+import { INITIALISED_FILE, Store } from '../src/store/index.js';
 import { openLocal } from '../src/client/index.js';
 import { assertError, request, requestJson, waitUntil } from './support/http.js';
 import { makeTempDir, removeDir, runCli, startServe, stopProcess, CLI_PATH } from './support/process.js';
@@ -235,9 +235,33 @@ describe('key record checksums', () => {
     const dir = join(root, 'format-1');
     await Store.open({ path: dir }).close();
     await rewriteRaw(dir, 'meta', 'format', () => undefined);
-    assert.throws(
-      () => Store.open({ path: dir }),
-      (error: unknown) => error instanceof MercuryError && error.code === 'DATA_DIR_INVALID' && /store format 1; this Mercury reads format 2/.test(error.message),
-    );
+    // Format 1 predates the marker, and this Mercury marks a directory only once its format passed.
+    rmSync(join(dir, INITIALISED_FILE));
+    for (const readOnly of [true, false, true]) {
+      assert.throws(
+        () => Store.open({ path: dir, readOnly }),
+        (error: unknown) => error instanceof MercuryError && error.code === 'DATA_DIR_INVALID' && /store format 1; this Mercury reads format 2/.test(error.message),
+      );
+      assert.equal(existsSync(join(dir, INITIALISED_FILE)), false, 'a refused directory is not marked');
+    }
+  });
+
+  test('store format: a lost or garbled format record in a directory this Mercury wrote is damage, not format 1', async () => {
+    // Found by review: damaged bytes in data.mdb were reported as "holds store format 1 ... start on an empty
+    // directory and write the keys again", a wrong diagnosis with a destructive remedy.
+    const dir = join(root, 'format-lost');
+    await Store.open({ path: dir }).close();
+    await rewriteRaw(dir, 'meta', 'format', () => undefined);
+    for (const readOnly of [true, false]) {
+      assert.throws(
+        () => Store.open({ path: dir, readOnly }),
+        (error: unknown) =>
+          error instanceof MercuryError && error.code === 'DATA_DIR_INVALID' && /data\.mdb is damaged \(its store format record is missing, though store-initialised says/.test(error.message) && !/format 1/.test(error.message),
+      );
+    }
+    const garbled = join(root, 'format-garbled');
+    await Store.open({ path: garbled }).close();
+    await rewriteRaw(garbled, 'meta', 'format', () => Buffer.from('\u00cd\u0001'));
+    assert.throws(() => Store.open({ path: garbled, readOnly: true }), (error: unknown) => error instanceof MercuryError && /is damaged \(its store format record reads/.test(error.message));
   });
 });

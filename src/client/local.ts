@@ -16,8 +16,12 @@
  * directory has that seq: read-your-writes after a write through the HTTP API.
  *
  * The reader never writes: the directory is opened read-only, so it cannot disturb the node.
+ *
+ * **What it serves** is what the node's KV API serves: keys are checked as the node checks them (KEY_EMPTY,
+ * KEY_TOO_LARGE), and Mercury's own records under the reserved prefix (`\0mercury/`: token records with their secret
+ * hashes) are never served: a get of one is PERMISSION_DENIED, a range skips them (src/api/keys.ts).
  */
-import { MercuryError, RANGE_LIMIT_MAX, prefixEnd } from '../api/index.js';
+import { MercuryError, RANGE_LIMIT_MAX, isReservedKey, prefixEnd, validateKey, withoutReserved } from '../api/index.js';
 // A type only: the store module (and LMDB with it) is loaded when `openLocal` is first called.
 import type { Store } from '../store/index.js';
 import { sleep, systemClock, type Clock } from '../clock/index.js';
@@ -100,8 +104,9 @@ export class LocalReader {
    * paths; see `get` for `minSeq`.
    */
   getSync(key: string | Buffer): KeyValueAtSeq | undefined {
+    const bytes = readableKey(key);
     this.renewIfStale();
-    return this.read(toBytes(key));
+    return this.read(bytes);
   }
 
   /** One key and the seq of the snapshot it was read from (both in one synchronous run: one snapshot). */
@@ -113,32 +118,52 @@ export class LocalReader {
 
   /** The key with the seq the read reflects, or undefined when it does not exist (like `MercuryClient.get`). */
   async get(key: string | Buffer, options: LocalReadOptions = {}): Promise<KeyValueAtSeq | undefined> {
+    const bytes = readableKey(key);
     await this.ready(options);
-    return this.read(toBytes(key));
+    return this.read(bytes);
   }
 
   /** Every key under `prefix`, page by page; each page one snapshot at its `seq` (like `MercuryClient.range`). */
   async *range(prefix: string | Buffer, options: RangeOptions = {}): AsyncGenerator<RangePage, void, undefined> {
     const limit = integerOption(options, 'pageLimit', RANGE_PAGE_LIMIT_DEFAULT, 1, RANGE_LIMIT_MAX);
+    const bytes = toBytes(prefix);
+    if (bytes.length > 0) validateKey(bytes, 'prefix');
     await this.ready(options);
-    const start = toBytes(prefix);
-    const end = prefixEnd(start);
-    let after: Buffer | undefined;
-    while (true) {
-      this.renewIfStale();
-      const page = this.store.range(start, end, limit, after);
-      this.seenSeq(page.seq);
-      const items: KeyValue[] = page.items.map(({ key, record }) => ({ key, value: record.value, createSeq: record.createSeq, modSeq: record.modSeq, version: record.version }));
-      yield { seq: page.seq, items };
-      if (!page.more || items.length === 0) return;
-      after = items[items.length - 1]!.key;
+    // The prefix's keys without the reserved ones: at most two ranges, read one after the other. Pages with keys are
+    // served; an empty one only when the whole range is empty (one page, as always).
+    let served = false;
+    for (const { start, end } of withoutReserved(bytes, prefixEnd(bytes))) {
+      let after: Buffer | undefined;
+      while (true) {
+        this.renewIfStale();
+        const page = this.store.range(start, end, limit, after);
+        this.seenSeq(page.seq);
+        const items: KeyValue[] = page.items.map(({ key, record }) => ({ key, value: record.value, createSeq: record.createSeq, modSeq: record.modSeq, version: record.version }));
+        if (items.length === 0) break;
+        served = true;
+        yield { seq: page.seq, items };
+        if (!page.more) break;
+        after = items[items.length - 1]!.key;
+      }
     }
+    if (!served) yield { seq: this.seq(), items: [] };
   }
 
   /** Releases the data directory. */
   close(): Promise<void> {
     return this.store.close();
   }
+}
+
+/** A key as the node's KV API takes it for a read: 1 to KEY_BYTES_MAX bytes, outside the reserved key space. */
+function readableKey(key: string | Buffer): Buffer {
+  const bytes = toBytes(key);
+  validateKey(bytes);
+  if (isReservedKey(bytes))
+    throw new MercuryError('PERMISSION_DENIED', 'key lies under the reserved prefix "\\u0000mercury/" (Mercury\'s own records), which no reader serves; manage tokens with mercury token', {
+      details: { needs: 'a key outside "\\u0000mercury/"' },
+    });
+  return bytes;
 }
 
 /**

@@ -12,7 +12,7 @@ import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
 import { lockDataDir, type DataDirLock } from '../fs/dir-lock.js';
-import { checkDataFiles, DATA_FILE, LMDB_LOCK_FILE, markInitialised } from './data-files.js';
+import { checkDataFiles, DATA_FILE, INITIALISED_FILE, LMDB_LOCK_FILE, markInitialised } from './data-files.js';
 import { dataFileDamaged, lmdbMetaProblem, lmdbTreeProblem } from './lmdb-meta.js';
 import { open, type Database, type DatabaseOptions, type RootDatabase } from 'lmdb';
 import { LMDB_MAP_BYTES_DEFAULT } from '../limits.js';
@@ -159,6 +159,33 @@ const META_FORMAT = 'format';
  */
 const META_VERIFIED = 'verified';
 
+/**
+ * Refuses a store of another format than STORE_FORMAT, or one whose format record is damaged. Format 2 writes the
+ * record with the node id when the directory is made; format 1 (before the first release) had none. A missing record
+ * is format 1 only in a directory never marked initialised: the marker is written by this Mercury only after the
+ * format was checked, so with it the record was there and is lost, which is damage (found by review: a data file
+ * with damaged bytes was reported as "holds store format 1 ... start on an empty directory and write the keys
+ * again", a wrong diagnosis with a destructive remedy). A record that is not a decimal number is damage too. A reader,
+ * which does not walk the trees before it opens (readers check the meta pages only), walks them here to name the
+ * damage when it can.
+ */
+function checkFormat(path: string, format: string | undefined, readOnly: boolean): void {
+  if (format === String(STORE_FORMAT)) return;
+  const dataFile = join(path, DATA_FILE);
+  const initialised = existsSync(join(path, INITIALISED_FILE));
+  if (format === undefined ? initialised : !/^[1-9][0-9]{0,5}$/.test(format)) {
+    const treeProblem = readOnly ? lmdbTreeProblem(dataFile) : undefined;
+    throw dataFileDamaged(
+      dataFile,
+      treeProblem ?? (format === undefined ? `its store format record is missing, though ${INITIALISED_FILE} says this Mercury wrote the store` : `its store format record reads ${JSON.stringify(format.slice(0, 20))}`),
+    );
+  }
+  throw new MercuryError(
+    'DATA_DIR_INVALID',
+    `${path} holds store format ${format ?? '1'}; this Mercury reads format ${STORE_FORMAT} only (key records carry checksums since format 2). A replica: move the directory aside and start empty, it refetches everything. A root: start on an empty directory and write the keys again (format 1 predates the first release).`,
+  );
+}
+
 export class Store {
   readonly path: string;
   readonly nodeId: string;
@@ -275,20 +302,23 @@ export class Store {
           this.meta.putSync(META_FORMAT, Buffer.from(String(STORE_FORMAT)));
         }
       });
-      // After that commit: from now on an empty data file is damage, not a new store (data-files.ts).
-      markInitialised(options.path, options.noSync !== true);
     }
-    this.discardedInstallRecords = discardedInstallRecords;
+    // Before the marker: a directory this Mercury refuses for its format is never marked, so that a marked directory
+    // without a format record is known to be damaged (see checkFormat).
     const datasetId = this.meta.get(META_DATASET_ID);
     const nodeId = this.meta.get(META_NODE_ID);
-    if (nodeId === undefined || (datasetId === undefined && options.createDataset !== false))
-      throw new Error(`${options.path} is not a Mercury data directory`);
-    const format = this.meta.get(META_FORMAT)?.toString() ?? '1';
-    if (format !== String(STORE_FORMAT))
-      throw new MercuryError(
-        'DATA_DIR_INVALID',
-        `${options.path} holds store format ${format}; this Mercury reads format ${STORE_FORMAT} only (key records carry checksums since format 2). A replica: move the directory aside and start empty, it refetches everything. A root: start on an empty directory and write the keys again (format 1 predates the first release).`,
-      );
+    try {
+      if (nodeId === undefined || (datasetId === undefined && options.createDataset !== false))
+        throw new Error(`${options.path} is not a Mercury data directory`);
+      checkFormat(options.path, this.meta.get(META_FORMAT)?.toString(), options.readOnly === true);
+    } catch (error) {
+      // lmdb-js keeps one environment per path in the process: a refused one left open would be the next open's.
+      void this.env.close();
+      throw error;
+    }
+    // After that commit: from now on an empty data file is damage, not a new store (data-files.ts).
+    if (!options.readOnly) markInitialised(options.path, options.noSync !== true);
+    this.discardedInstallRecords = discardedInstallRecords;
     this.currentDatasetId = datasetId?.toString() ?? '';
     this.nodeId = nodeId.toString();
     this.cachedHead = this.readHead();
@@ -299,6 +329,15 @@ export class Store {
   static open(options: StoreOptions): Store {
     // 0700: the key space and the log are nobody else's to read (mkdir leaves an existing directory's mode alone).
     if (!options.readOnly) mkdirSync(options.path, { recursive: true, mode: DATA_DIR_MODE });
+    // A reader opens what a node wrote, and never makes anything: LMDB would create a missing directory (and say only
+    // "No such file or directory" of the missing data file).
+    else if (!existsSync(join(options.path, DATA_FILE)))
+      throw new MercuryError(
+        'DATA_DIR_INVALID',
+        existsSync(options.path)
+          ? `${options.path} holds no ${DATA_FILE}: it is not a Mercury data directory, or its node has not started yet; give the --data-dir of a node`
+          : `${options.path} does not exist; give the --data-dir of a node`,
+      );
     // Before anything touches the files: the unsynced guard may delete them.
     const lock = !options.readOnly && options.lock !== false ? lockDataDir(options.path, new Date(systemClock.nowMs()).toISOString()) : undefined;
     try {
