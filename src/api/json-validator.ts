@@ -99,7 +99,7 @@ export class JsonValidator {
   /** Container kinds, innermost last; never longer than depthMax. */
   private readonly stack: number[] = [];
   /** The member names of each open object, innermost last (one per OBJECT of `stack`). */
-  private readonly names: Set<string>[] = [];
+  private readonly names: ObjectNames[] = [];
   /** The raw bytes of the member name being read (escapes as written), and whether it holds an escape. */
   private namePieces: Buffer[] = [];
   private nameEscaped = false;
@@ -160,6 +160,13 @@ export class JsonValidator {
             j = quote < backslash ? quote : backslash;
           }
           this.addStringBytes(j - i, this.offset + j);
+          if (this.stringIsName && chunk[j] === QUOTE && this.namePieces.length === 0 && !this.nameEscaped) {
+            // The common case: a whole name without escapes in this chunk, decoded from it without a copy.
+            this.endName(chunk, i, j, this.offset + j);
+            this.state = State.Colon;
+            i = j + 1;
+            continue;
+          }
           if (this.stringIsName && j > i) this.namePieces.push(chunk.subarray(i, j));
           if (j === length) {
             i = j;
@@ -268,7 +275,7 @@ export class JsonValidator {
           details: { limit: this.limits.depthMax },
         });
       this.stack.push(byte === 0x7b ? OBJECT : ARRAY);
-      if (byte === 0x7b) this.names.push(new Set());
+      if (byte === 0x7b) this.names.push([]);
       this.state = byte === 0x7b ? State.ObjectFirst : State.ArrayFirst;
     } else if (byte === QUOTE) this.beginString(false);
     else if (byte === 0x2d || (byte >= 0x30 && byte <= 0x39)) this.state = State.Number;
@@ -299,7 +306,12 @@ export class JsonValidator {
   }
 
   private endString(at: number): void {
-    if (this.stringIsName) this.endName(at);
+    if (this.stringIsName) {
+      const pieces = this.namePieces;
+      const raw = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+      if (pieces.length > 0) this.namePieces = [];
+      this.endName(raw, 0, raw.length, at);
+    }
     this.state = this.stringIsName ? State.Colon : this.stack.length === 0 ? State.Done : State.AfterValue;
   }
 
@@ -310,16 +322,13 @@ export class JsonValidator {
   }
 
   /** The member name just read: refused if its object has it already (names compare decoded: `"a"` is `"\u0061"`). */
-  private endName(at: number): void {
-    const pieces = this.namePieces;
-    const raw = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
-    if (pieces.length > 0) this.namePieces = [];
+  private endName(raw: Buffer, start: number, end: number, at: number): void {
     // Bytes that are not UTF-8 would decode to U+FFFD and make different names look alike: refused as they will be.
     // Names are short and mostly ASCII, which is UTF-8 and reads fastest as latin1.
     let ascii = true;
-    for (let i = 0; i < raw.length && ascii; i++) ascii = raw[i]! < 0x80;
-    if (!ascii && !isUtf8(raw)) throw invalidUtf8();
-    let name = raw.toString(ascii ? 'latin1' : 'utf8');
+    for (let i = start; i < end && ascii; i++) ascii = raw[i]! < 0x80;
+    if (!ascii && !isUtf8(raw.subarray(start, end))) throw invalidUtf8();
+    let name = raw.toString(ascii ? 'latin1' : 'utf8', start, end);
     if (this.nameEscaped) {
       try {
         name = JSON.parse(`"${name}"`) as string;
@@ -327,12 +336,15 @@ export class JsonValidator {
         this.invalid(`a member name is not a JSON string (${(error as Error).message})`, 0, true);
       }
     }
-    const names = this.names[this.names.length - 1]!;
-    if (names.has(name)) {
+    const top = this.names.length - 1;
+    const names = this.names[top]!;
+    if (Array.isArray(names) ? names.includes(name) : names.has(name)) {
       const shown = JSON.stringify(name.length > 100 ? `${name.slice(0, 100)}...` : name);
       throw new MercuryError('INVALID_JSON', `request body gives the member name ${shown} twice in one object (at byte ${at}); give each name once`);
     }
-    names.add(name);
+    if (!Array.isArray(names)) names.add(name);
+    else if (names.length < NAMES_SCANNED_MAX) names.push(name);
+    else this.names[top] = new Set([...names, name]);
   }
 
   private endUnicode(at: number): void {
@@ -372,6 +384,13 @@ export class JsonValidator {
     throw new MercuryError('INVALID_JSON', `request body is not valid JSON: ${message}${atEnd ? '' : ` at byte ${this.offset + i}`}`);
   }
 }
+
+/**
+ * The names of one open object: a short list, scanned (most objects have a few names, and a Set per object cost more
+ * than the check), becoming a Set past NAMES_SCANNED_MAX names so that an object of many names stays linear.
+ */
+type ObjectNames = string[] | Set<string>;
+const NAMES_SCANNED_MAX = 8;
 
 function invalidUtf8(): MercuryError {
   return new MercuryError('INVALID_UTF8', 'the request body is not valid UTF-8; send binary keys and values as base64');
