@@ -13,6 +13,7 @@ export {
   cmp,
   op,
   ServerError,
+  InvalidAnswerError,
   InvalidRequestError,
   LimitExceededError,
   NotFoundError,

@@ -8,9 +8,12 @@
  * sections, at start-up.
  */
 import assert from 'node:assert/strict';
-import { txnBodyBytesFor } from './api/index.js';
+import { txnBodyBytesFor, WATCH_EVENTS_PER_PREFIX_MAX } from './api/index.js';
 import {
   KEY_BYTES_MAX,
+  LOG_PAGE_ANSWER_BYTES_MAX,
+  LOG_PAGE_BYTES_MAX,
+  LOG_READ_LIMIT_MAX,
   MIN_SEQ_WAIT_MS_DEFAULT,
   MIN_SEQ_WAIT_MS_MAX,
   RANGE_LIMIT_DEFAULT,
@@ -100,12 +103,19 @@ assert.ok(KEY_BYTES_MAX < LMDB_KEY_BYTES_MAX, 'keys must fit LMDB');
 assert.ok(VALUE_BYTES_MAX_DEFAULT <= VALUE_BYTES_CEILING);
 // A transaction's ops must fit in one entry, however the batch is filled.
 assert.ok(TXN_OPS_MAX <= ENTRY_OPS_MAX);
+// A watch client refuses an events message of more events per prefix than an entry holds ops.
+assert.ok(ENTRY_OPS_MAX <= WATCH_EVENTS_PER_PREFIX_MAX, 'a watch client must accept every event of the largest entry');
 // The largest single PUT must fit in one entry.
 assert.ok(VALUE_BYTES_CEILING + KEY_BYTES_MAX <= ENTRY_BYTES_MAX);
 // A body of the largest value or transaction must fit in the in-flight budget, or it could never be accepted.
 assert.ok(JSON_BODY_BYTES_MAX <= BODY_BYTES_IN_FLIGHT_MAX && VALUE_BYTES_CEILING <= BODY_BYTES_IN_FLIGHT_MAX);
 assert.ok(ENTRY_BYTES_MAX <= COMMIT_QUEUE_BYTES_MAX);
 assert.ok(RANGE_LIMIT_DEFAULT <= RANGE_LIMIT_MAX);
+// A client must be able to read a log page that ends with the largest entry: its keys and values at most doubled by
+// JSON, 384 bytes of fields per op (an op's names and seqs, and an author run of the longest subject), 1 KiB of
+// fields (hashes, signature) per entry of the page.
+assert.ok(2 * (LOG_PAGE_BYTES_MAX + ENTRY_BYTES_MAX) + 384 * ENTRY_OPS_MAX + 1024 * LOG_READ_LIMIT_MAX <= LOG_PAGE_ANSWER_BYTES_MAX, 'a log page must fit what a client reads');
+
 assert.ok(MIN_SEQ_WAIT_MS_DEFAULT <= MIN_SEQ_WAIT_MS_MAX);
 // Every connection is a file: the HTTP connections and what else the process holds must fit under the hard limit.
 assert.ok(HTTP_CONNECTIONS_MAX + PROCESS_OPEN_FILES_RESERVED <= PROCESS_OPEN_FILES_MAX, 'HTTP connections must leave files for LMDB and peers');

@@ -1,13 +1,17 @@
 /**
  * TypeScript client against a fake node on port 0 that speaks the watch protocol badly or closes on purpose: a message
- * that breaks the protocol ends the watch with a `WatchError` of code PROTOCOL that names the field, and a watch with
- * `reconnect: false` ends with `WatchClosedError` carrying the close and where to resume (after a heartbeat too).
+ * that breaks the protocol ends the watch with a `WatchError` of code PROTOCOL that names the field (also one that
+ * breaks the ordering rules: a `subscribed` that skips entries, seqs that go back, a snapshot after events, another
+ * subscription's id, more events than an entry can give), and a watch with `reconnect: false` ends with
+ * `WatchClosedError` carrying the close and where to resume (after a heartbeat too). An upgrade answered with an
+ * error whose body never ends fails within requestTimeoutMs, reading a few KiB of it.
  */
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { connect, WatchClosedError, WatchError, type WatchEvent } from '../src/index.js';
+import { connect, NoNodeReachableError, UnavailableError, WatchClosedError, WatchError, type WatchEvent } from '../src/index.js';
 
 /** What the fake node does with each subscribe it receives. */
 type Script = (socket: WebSocket, subscribe: Record<string, unknown>) => void;
@@ -75,5 +79,98 @@ describe('client watch protocol', () => {
       events.map((event) => `${event.type} ${event.seq}`),
       ['delete 4', 'progress 4', 'progress 9'],
     );
+  });
+
+  const put = (seq: number): Record<string, unknown> => ({ type: 'put', key: `k${seq}`, keyEncoding: 'utf8', value: 'v', valueEncoding: 'utf8', modSeq: seq });
+
+  test('client watch: messages that break the ordering rules end the watch with PROTOCOL before anything is delivered out of order', async () => {
+    type Message = Record<string, unknown>;
+    const subscribed = (fromSeq: number): Message => ({ type: 'subscribed', fromSeq });
+    const events = (seq: number): Message => ({ type: 'events', seq, timeMs: 1, events: [put(seq)] });
+    // Each case: what the node sends (the subscription's id is added unless the message has one), what it breaks, and
+    // what the consumer received before the watch ended.
+    const cases: [string, Message[], RegExp, string[]][] = [
+      ['subscribed skips', [subscribed(50)], /subscribed\.fromSeq is 50; the subscription asked for 10, so entries would be skipped/, []],
+      ['snapshot after events', [subscribed(10), events(60), { type: 'snapshot', seq: 20, items: [], done: true }], /snapshot came after events/, ['put 60']],
+      ['events go back', [subscribed(10), events(60), events(30)], /events\.seq is 30; everything up to 60 was received/, ['put 60']],
+      ['progress goes back', [subscribed(10), { type: 'progress', seq: 40 }, events(12)], /events\.seq is 12; everything up to 40 was received/, ['progress 40']],
+      ['another id', [subscribed(10), { ...events(11), id: 'someone-else' }], /events\.id is "someone-else"; this connection's only subscription is 1/, []],
+      ['events before subscribed', [events(11)], /events came before "subscribed"/, []],
+    ];
+    for (const [name, messages, pattern, delivered] of cases) {
+      script = (socket, subscribe) => {
+        for (const message of messages) socket.send(JSON.stringify({ id: subscribe.id, ...message }));
+      };
+      const events: WatchEvent[] = [];
+      const error = await drain(connect([url]).watch({ prefix: 'k', fromSeq: 10, progress: true }), events);
+      assert.ok(error instanceof WatchError, `${name}: ${String(error)}`);
+      assert.equal(error.code, 'PROTOCOL', name);
+      assert.match(error.message, pattern, name);
+      assert.deepEqual(events.map((event) => `${event.type} ${event.seq}`), delivered, name);
+    }
+  });
+
+  test('client watch: an events message with more events than an entry can give is refused before they are decoded', async () => {
+    const one = '{"type":"delete","key":"a","keyEncoding":"utf8","modSeq":2}';
+    for (const [prefixes, count, refused] of [
+      [['a'], 100_001, true],
+      [['a', 'b'], 200_000, false],
+    ] as const) {
+      script = (socket, subscribe) => {
+        socket.send(JSON.stringify({ type: 'subscribed', id: subscribe.id, fromSeq: 2 }));
+        socket.send(`{"type":"events","id":${JSON.stringify(subscribe.id)},"seq":2,"timeMs":1,"events":[${Array<string>(count).fill(one).join(',')}]}`);
+      };
+      const watch = connect([url]).watch({ prefix: [...prefixes], fromSeq: 2 });
+      if (refused) {
+        const error = await watch.next().then(() => undefined, (caughtError: unknown) => caughtError);
+        assert.ok(error instanceof WatchError && error.code === 'PROTOCOL', String(error));
+        assert.match(error.message, /events\.events holds 100001 events; one entry gives a subscription of its prefixes at most 100000/);
+      } else {
+        const first: IteratorResult<WatchEvent> = await watch.next();
+        assert.equal(first.done ? undefined : first.value.type, 'delete');
+        await watch.return();
+      }
+    }
+  });
+
+  test('client watch: an upgrade answered with an endless error body fails within requestTimeoutMs, or once a few KiB were read', async () => {
+    let attempts = 0;
+    let mode: 'trickle' | 'flood' = 'trickle';
+    const http = createServer();
+    http.on('upgrade', (_req, socket: import('node:net').Socket) => {
+      attempts++;
+      socket.on('error', () => {});
+      socket.write('HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n');
+      if (mode === 'trickle') {
+        const timer = setInterval(() => (socket.destroyed ? clearInterval(timer) : socket.write('1\r\n \r\n')), 100);
+        return;
+      }
+      const chunk = Buffer.alloc(1024 * 1024, 0x20);
+      const frame = Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from('\r\n')]);
+      const pump = (): void => {
+        while (!socket.destroyed && socket.write(frame));
+        if (!socket.destroyed) socket.once('drain', pump);
+      };
+      pump();
+    });
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    const httpUrl = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+    try {
+      const started = Date.now();
+      const client = connect([httpUrl], { requestTimeoutMs: 500, watchReconnectAttemptsMax: 2, watchReconnectDelayMsBase: 10, watchReconnectDelayMsMax: 50 });
+      const trickled = await client.watch({ prefix: 'a/' }).next().then(() => undefined, (error: unknown) => error);
+      assert.ok(trickled instanceof NoNodeReachableError, String(trickled));
+      assert.match(trickled.errors[0]!.message, /no WebSocket upgrade within 500 ms/);
+      assert.equal(attempts, 2);
+      assert.ok(Date.now() - started < 5_000);
+
+      mode = 'flood';
+      const flooded = await client.watch({ prefix: 'a/', reconnect: false }).next().then(() => undefined, (error: unknown) => error);
+      assert.ok(flooded instanceof UnavailableError, String(flooded));
+      assert.match(flooded.message, /Unexpected server response: 503/);
+    } finally {
+      http.closeAllConnections();
+      await new Promise((resolve) => http.close(resolve));
+    }
   });
 });

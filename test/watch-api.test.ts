@@ -208,26 +208,54 @@ describe('watch api', () => {
     assert.equal(cursor.nextSeq, 10);
     assert.equal(cursor.accept({ type: 'events', id: 1, seq: 12, timeMs: 0, events: [] }), true);
     assert.equal(cursor.nextSeq, 13);
-    assert.equal(cursor.accept({ type: 'events', id: 1, seq: 12, timeMs: 0, events: [] }), false, 'a repeated entry is stale');
-    assert.equal(cursor.accept({ type: 'progress', id: 1, seq: 11 }), false, 'progress behind the cursor is stale');
     assert.equal(cursor.accept({ type: 'progress', id: 1, seq: 12 }), true, 'a heartbeat at the last seq received');
     assert.equal(cursor.nextSeq, 13);
     assert.equal(cursor.accept({ type: 'progress', id: 1, seq: 20 }), true);
     assert.equal(cursor.nextSeq, 21);
-    // A second subscribed (a reconnect) keeps the cursor where it is.
+    // A reconnect subscribes from the cursor, which stays where it is.
+    cursor.reset();
     assert.equal(cursor.accept({ type: 'subscribed', id: 1, fromSeq: 21 }), true);
     assert.equal(cursor.nextSeq, 21);
 
     const snapshot = new WatchResumeCursor(1);
+    assert.equal(snapshot.accept({ type: 'subscribed', id: 1, fromSeq: 1 }), true);
     assert.equal(snapshot.accept({ type: 'snapshot', id: 1, seq: 50, items: [], done: false }), true);
     assert.equal(snapshot.inSnapshot, true);
     assert.equal(snapshot.accept({ type: 'progress', id: 1, seq: 50 }), false, 'progress does not run ahead of a snapshot');
     assert.equal(snapshot.nextSeq, 1, 'a snapshot cut off before done resumes from the original fromSeq');
     snapshot.reset();
     assert.equal(snapshot.inSnapshot, false);
+    assert.equal(snapshot.accept({ type: 'subscribed', id: 1, fromSeq: 1 }), true);
     assert.equal(snapshot.accept({ type: 'snapshot', id: 1, seq: 52, items: [], done: false }), true);
     assert.equal(snapshot.accept({ type: 'snapshot', id: 1, seq: 52, items: [], done: true }), true);
     assert.equal(snapshot.nextSeq, 53);
+  });
+
+  test('watch api: the resume cursor refuses messages that would make a client skip or repeat entries', () => {
+    const connected = (fromSeq: number | undefined, ...messages: ServerMessage[]): WatchResumeCursor => {
+      const cursor = new WatchResumeCursor(fromSeq);
+      for (const message of messages) cursor.accept(message);
+      return cursor;
+    };
+    const events = (seq: number): ServerMessage => ({ type: 'events', id: 1, seq, timeMs: 0, events: [] });
+    const snapshot = (seq: number, done: boolean): ServerMessage => ({ type: 'snapshot', id: 1, seq, items: [], done });
+    const progress = (seq: number): ServerMessage => ({ type: 'progress', id: 1, seq });
+    const subscribed = (fromSeq: number): ServerMessage => ({ type: 'subscribed', id: 1, fromSeq });
+    const cases: [WatchResumeCursor, ServerMessage, RegExp][] = [
+      [connected(10), subscribed(50), /subscribed\.fromSeq is 50; the subscription asked for 10, so entries would be skipped/],
+      [connected(10), subscribed(5), /so entries would be repeated/],
+      [connected(undefined, subscribed(10)), subscribed(10), /subscribed came twice on one connection/],
+      [connected(10), events(10), /events came before "subscribed"/],
+      [connected(10, subscribed(10), events(12)), events(12), /events\.seq is 12; everything up to 12 was received/],
+      [connected(10, subscribed(10), progress(20)), progress(19), /progress\.seq is 19; everything up to 20 was received/],
+      [connected(10, subscribed(10), events(60)), snapshot(70, true), /snapshot came after events or a completed snapshot/],
+      [connected(1, subscribed(1), snapshot(30, true)), snapshot(30, true), /snapshot came after events or a completed snapshot/],
+      [connected(1, subscribed(1), snapshot(30, false)), snapshot(31, true), /snapshot\.seq is 31; the pages before it were at 30/],
+      [connected(1, subscribed(1), snapshot(30, false)), events(31), /events came inside a snapshot/],
+      [connected(20, subscribed(20), progress(25)), snapshot(21, true), /snapshot\.seq is 21; everything up to 25 was received/],
+    ];
+    for (const [cursor, message, pattern] of cases)
+      assert.throws(() => cursor.accept(message), (error: unknown) => error instanceof WatchServerMessageError && error.code === 'PROTOCOL' && pattern.test(error.message), String(pattern));
   });
 
   test('watch api: across cut connections, a watch delivers every selected entry once, in order, after at most one whole snapshot', () => {
@@ -253,7 +281,6 @@ describe('watch api', () => {
           const from = cursor.nextSeq!;
           // What a node sends to a subscription from `from`, by the protocol.
           const messages: ServerMessage[] = [{ type: 'subscribed', id: 1, fromSeq: from }];
-          if (from > 1 && die() < 20) messages.push({ type: 'events', id: 1, seq: 1 + (die() % (from - 1)), timeMs: 0, events: [] });
           let next = from;
           if (from < retainedFrom) {
             const snapshotSeq = retainedFrom - 1 + (die() % (head - retainedFrom + 2));

@@ -44,6 +44,18 @@ function decodeBase64(text: unknown, field: string): Buffer {
 }
 
 /**
+ * The bytes of a field as a node wrote it (`text` with `encoding` `utf8` or `base64`, the rule above), for clients
+ * reading answers and watch messages; undefined when `text` is not a string, the encoding is neither, or base64 text
+ * is not standard base64 (which Buffer.from would decode leniently, dropping what it does not understand).
+ */
+export function decodeJsonBytes(text: unknown, encoding: unknown): Buffer | undefined {
+  if (typeof text !== 'string') return undefined;
+  if (encoding === 'utf8') return Buffer.from(text, 'utf8');
+  if (encoding === 'base64' && BASE64.test(text)) return Buffer.from(text, 'base64');
+  return undefined;
+}
+
+/**
  * Reads a byte field of a JSON object in any of the forms above, exactly one of them. `path` names the object in
  * errors. Returns undefined when the field is absent and optional.
  */

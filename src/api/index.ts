@@ -3,7 +3,7 @@
  * depends on nothing but `Buffer`, so that the node (server side) and the clients (client side) share one definition.
  * A lint rule (eslint.config.js) keeps this folder from importing anything else.
  */
-export { encodeJsonBytes, readJsonBytes, type BytesEncoding } from './bytes.js';
+export { decodeJsonBytes, encodeJsonBytes, readJsonBytes, type BytesEncoding } from './bytes.js';
 export { ERROR_STATUS, ErrorCode, MercuryError, ProtocolErrorCode, RefuseReason, isMercuryError, valueTooLarge } from './errors.js';
 export { JsonValidator, parseBoundedJson, parseValidatedJson, type JsonLimits } from './json-validator.js';
 export { RESERVED_KEY_PREFIX, decodeKeyPath, encodeKeyPath, isReservedKey, overlapsReserved, prefixEnd, validateKey, withoutReserved } from './keys.js';
@@ -31,6 +31,7 @@ export {
 export {
   DEFAULT_FILTERS,
   WATCH_CLIENT_MESSAGE_BYTES_MAX,
+  WATCH_EVENTS_PER_PREFIX_MAX,
   WATCH_HEARTBEAT_INTERVAL_MS,
   WATCH_ID_CHARS_MAX,
   WATCH_MESSAGE_LIMITS,

@@ -38,6 +38,13 @@ export const LOG_READ_LIMIT_MAX = 1_000;
 export const RANGE_PAGE_BYTES_MAX = 1 * MiB;
 export const LOG_PAGE_BYTES_MAX = 1 * MiB;
 
+/**
+ * Largest JSON answer of one `GET /v1/log` page, which a client reads no further: the page's last entry may be the
+ * largest an entry can be (ENTRY_BYTES_MAX, 96 MiB, src/limits.ts, which asserts the relation), whose keys and values
+ * JSON at most doubles, besides the page budget of smaller entries and the fields around each op.
+ */
+export const LOG_PAGE_ANSWER_BYTES_MAX = 256 * MiB;
+
 /** `minSeq` reads wait at most this long (`timeoutMs`) for the node to apply the requested seq. */
 export const MIN_SEQ_WAIT_MS_DEFAULT = 5_000;
 export const MIN_SEQ_WAIT_MS_MAX = 60_000;

@@ -359,6 +359,15 @@ export function subscribeMessage(request: SubscribeRequest): string {
 export const WATCH_SERVER_MESSAGE_BYTES_MAX = 256 * 1024 * 1024;
 
 /**
+ * Most events one events message holds per prefix of its subscription: an entry holds at most ENTRY_OPS_MAX (100,000)
+ * ops (src/limits.ts asserts the relation), and each op gives at most one event per prefix (a put or a delete falls
+ * under one of a subscription's prefixes, which never cover one another; a range delete is clipped to each prefix it
+ * overlaps). A client refuses a message with more before decoding its events: each costs it far more decoded than its
+ * few bytes of JSON, and 200 MiB of tiny events took about 2.9 GB to decode and queue.
+ */
+export const WATCH_EVENTS_PER_PREFIX_MAX = 100_000;
+
+/**
  * One change of an events message, with its keys and values decoded. `author` is present with the `authors` filter
  * (null where the writer was not recorded).
  */
@@ -482,10 +491,16 @@ function decodeItem(value: unknown, path: string): WatchSnapshotItem {
 
 /**
  * Parses and validates one server text frame (the client's decoder; the inverse of the encoders above). Throws
- * `WatchServerMessageError` naming the field and the rule for anything the protocol does not allow, and refuses a
- * message over `bytesMax` before parsing it. Fields it does not know are ignored, so that a node may add some.
+ * `WatchServerMessageError` naming the field and the rule for anything the protocol does not allow, refuses a
+ * message over `bytesMax` before parsing it, and an events message of more than `eventsMax` events (for a subscription
+ * of N prefixes, N * WATCH_EVENTS_PER_PREFIX_MAX) before decoding them. Fields it does not know are ignored, so that a
+ * node may add some.
  */
-export function parseServerMessage(text: string, bytesMax: number = WATCH_SERVER_MESSAGE_BYTES_MAX): ServerMessage {
+export function parseServerMessage(
+  text: string,
+  bytesMax: number = WATCH_SERVER_MESSAGE_BYTES_MAX,
+  eventsMax: number = WATCH_EVENTS_PER_PREFIX_MAX * WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
+): ServerMessage {
   // A string's UTF-8 length is at most 3 bytes per UTF-16 unit: measure exactly only when that bound is over.
   if (text.length * 3 > bytesMax && Buffer.byteLength(text, 'utf8') > bytesMax)
     throw new WatchServerMessageError(`message of ${Buffer.byteLength(text, 'utf8')} bytes; at most ${bytesMax} bytes are accepted`);
@@ -502,7 +517,9 @@ export function parseServerMessage(text: string, bytesMax: number = WATCH_SERVER
       return { type: 'subscribed', id: idField(message, path), fromSeq: seqField(message, 'fromSeq', path, 1) };
     case 'events': {
       const seq = seqField(message, 'seq', path, 1);
-      const events = arrayField(message, 'events', path).map((event, i) => decodeChange(event, `${path}.events[${i}]`));
+      const list = arrayField(message, 'events', path);
+      if (list.length > eventsMax) invalid(`${path}.events`, `holds ${list.length} events; one entry gives a subscription of its prefixes at most ${eventsMax}`);
+      const events = list.map((event, i) => decodeChange(event, `${path}.events[${i}]`));
       return { type: 'events', id: idField(message, path), seq, timeMs: seqField(message, 'timeMs', path, 0), events };
     }
     case 'snapshot': {
@@ -535,13 +552,21 @@ export function parseServerMessage(text: string, bytesMax: number = WATCH_SERVER
  * `subscribed` confirms), then S + 1 after each events message of seq S, each progress message of seq S, and the last
  * page (`done`) of a snapshot at seq S. A snapshot cut off before `done` does not advance it: the next connection asks
  * for the same `fromSeq` and receives a whole new snapshot. Progress during a snapshot is ignored (the snapshot's done
- * page moves the cursor). Events below `nextSeq`, and progress below the last seq received (which a node may only send
- * if it disagrees with the previous one) are stale: `accept` says to drop them. Progress at the last seq received (a
- * heartbeat) is accepted and leaves the cursor where it is.
+ * page moves the cursor); progress at the last seq received (a heartbeat) leaves the cursor where it is.
+ *
+ * It also holds a node to the ordering rules of one connection (`reset` starts a new one), and throws
+ * `WatchServerMessageError` for a message that breaks them, which would make a client skip or repeat entries:
+ * `subscribed` first and once, with the `fromSeq` asked for; no events inside a snapshot, no snapshot after events (or
+ * after a completed one), one seq for every page of a snapshot; no seq below `nextSeq` (events) or below the last seq
+ * covered (progress, snapshots).
  */
 export class WatchResumeCursor {
   private next: number | undefined;
   private snapshotOpen = false;
+  /** On the current connection: `subscribed` arrived; events or a completed snapshot arrived; the open snapshot's seq. */
+  private subscribed = false;
+  private changesReceived = false;
+  private snapshotSeq = 0;
 
   constructor(fromSeq: number | undefined) {
     this.next = fromSeq;
@@ -560,24 +585,47 @@ export class WatchResumeCursor {
   /** A new connection begins: a snapshot in progress on the old one is abandoned. */
   reset(): void {
     this.snapshotOpen = false;
+    this.subscribed = false;
+    this.changesReceived = false;
   }
 
-  /** Moves the cursor past `message`; false when the message is stale and must not be delivered. */
+  /**
+   * Moves the cursor past `message`; false when the message must not be delivered (progress inside a snapshot).
+   * Throws `WatchServerMessageError` for a message that breaks the ordering rules above.
+   */
   accept(message: ServerMessage): boolean {
+    if (message.type === 'error' || message.type === 'unsubscribed') return true;
+    if (message.type === 'subscribed') {
+      if (this.subscribed) invalid('subscribed', 'came twice on one connection');
+      if (this.next !== undefined && message.fromSeq !== this.next)
+        invalid('subscribed.fromSeq', `is ${message.fromSeq}; the subscription asked for ${this.next}, so entries would be ${message.fromSeq > this.next ? 'skipped' : 'repeated'}`);
+      this.subscribed = true;
+      this.next ??= message.fromSeq;
+      return true;
+    }
+    if (!this.subscribed || this.next === undefined) return invalid(message.type, 'came before "subscribed"');
+    const covered = this.next - 1;
     switch (message.type) {
-      case 'subscribed':
-        this.next ??= message.fromSeq;
-        return true;
       case 'events':
-        if (this.next !== undefined && message.seq < this.next) return false;
+        if (this.snapshotOpen) invalid('events', 'came inside a snapshot (before its done page)');
+        if (message.seq <= covered) invalid('events.seq', `is ${message.seq}; everything up to ${covered} was received, so seqs would go back`);
+        this.changesReceived = true;
         this.next = message.seq + 1;
         return true;
       case 'snapshot':
+        if (this.changesReceived) invalid('snapshot', 'came after events or a completed snapshot on the same connection');
+        if (this.snapshotOpen && message.seq !== this.snapshotSeq) invalid('snapshot.seq', `is ${message.seq}; the pages before it were at ${this.snapshotSeq}`);
+        if (message.seq < covered) invalid('snapshot.seq', `is ${message.seq}; everything up to ${covered} was received, so seqs would go back`);
         this.snapshotOpen = !message.done;
-        if (message.done) this.next = message.seq + 1;
+        this.snapshotSeq = message.seq;
+        if (message.done) {
+          this.changesReceived = true;
+          this.next = message.seq + 1;
+        }
         return true;
       case 'progress':
-        if (this.snapshotOpen || (this.next !== undefined && message.seq + 1 < this.next)) return false;
+        if (this.snapshotOpen) return false;
+        if (message.seq < covered) invalid('progress.seq', `is ${message.seq}; everything up to ${covered} was received, so seqs would go back`);
         this.next = message.seq + 1;
         return true;
       default:

@@ -4,7 +4,8 @@
  * - A node answered with an error: a `MercuryError` subclass per condition, with the server's stable `code`, the
  *   HTTP `status` it answered, and `details` (the extra fields of the error body). Switch on the class or the code.
  * - No answer: `UnavailableError` (one node could not be reached or did not answer; `requestSent` says whether the
- *   request may have reached it), `NoNodeReachableError` (every attempt at every URL failed), and
+ *   request may have reached it; its subclass `InvalidAnswerError`: the node answered something that is not a Mercury
+ *   answer), `NoNodeReachableError` (every attempt at every URL failed), and
  *   `OutcomeUnknownError` (a write was sent but no answer came: it may or may not have been applied).
  */
 import { ErrorCode, MercuryError } from '../api/index.js';
@@ -166,6 +167,22 @@ export class UnavailableError extends Error {
     this.name = 'UnavailableError';
     this.url = options.url ?? '';
     this.requestSent = options.requestSent ?? true;
+  }
+}
+
+/**
+ * A node answered something that is not a Mercury answer: `code` `ANSWER_TOO_LARGE` when the body was over what the
+ * call can legitimately receive (it was not read further), `PROTOCOL` when it was not the JSON the call expects
+ * (wrong type, missing field, unknown encoding, a cursor that does not advance). A proxy's page or a broken or hostile
+ * node: like a node that did not answer, a read goes on to the next node, and a write fails with
+ * `OutcomeUnknownError`, since the node may have applied it before answering badly.
+ */
+export class InvalidAnswerError extends UnavailableError {
+  override readonly code: 'PROTOCOL' | 'ANSWER_TOO_LARGE';
+  constructor(code: 'PROTOCOL' | 'ANSWER_TOO_LARGE', message: string, options: { url: string; cause?: unknown }) {
+    super(message, { url: options.url, requestSent: true, cause: options.cause });
+    this.name = 'InvalidAnswerError';
+    this.code = code;
   }
 }
 

@@ -9,10 +9,35 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
-import { encodeKeyPath, type BytesEncoding, type TxnJson } from '../api/index.js';
-import { MIN_SEQ_WAIT_MS_DEFAULT, RANGE_PAGE_LIMIT_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT, STREAM_IDLE_TIMEOUT_MS } from './limits.js';
+import { encodeKeyPath, type TxnJson } from '../api/index.js';
+import {
+  AnswerFault,
+  checkLogAdvances,
+  checkRangeAdvances,
+  createdTokenAnswer,
+  deleteAnswer,
+  logAnswer,
+  rangeAnswer,
+  resyncAnswer,
+  revokedTokenAnswer,
+  statusAnswer,
+  tokenListAnswer,
+  txnAnswer,
+  writeAnswer,
+} from './answers.js';
+import {
+  ERROR_ANSWER_BYTES_MAX,
+  LARGE_ANSWER_BYTES_MAX,
+  MIN_SEQ_WAIT_MS_DEFAULT,
+  RANGE_PAGE_ANSWER_BYTES_MAX,
+  RANGE_PAGE_LIMIT_DEFAULT,
+  REQUEST_TIMEOUT_MS_DEFAULT,
+  SMALL_ANSWER_BYTES_MAX,
+  STREAM_IDLE_TIMEOUT_MS,
+  VALUE_ANSWER_BYTES_MAX,
+} from './limits.js';
 import type { NodeStatus } from './txn.js';
-import { ClientOptionsError, NotFoundError, UnavailableError, serverError } from './errors.js';
+import { ClientOptionsError, InvalidAnswerError, NotFoundError, UnavailableError, serverError } from './errors.js';
 import { TLS_VERIFY_CODES, tlsErrorHint, type ClientTls } from './tls.js';
 import { afterNextPoll, connectionClosed, freshConnectionResends, KeepAliveHttpAgent, KeepAliveHttpsAgent, noteKeepAlive } from './keep-alive.js';
 import { isWireUrl, wireChannel, type WireChannel } from './wire.js';
@@ -169,6 +194,66 @@ class AttemptError extends Error {
   }
 }
 
+/** An answer whose body (or announced Content-Length) went over what the call reads; the connection was dropped. */
+class OversizedAnswer extends Error {
+  constructor(
+    readonly status: number,
+    readonly bytesMax: number,
+    announced: number | undefined,
+  ) {
+    super(`HTTP ${status} with a body of ${announced === undefined ? `more than ${bytesMax}` : announced} bytes; at most ${bytesMax} are read for this call`);
+  }
+}
+
+/** How much of a body with this status a call reads: its own bound for a 2xx, ERROR_ANSWER_BYTES_MAX for an error. */
+function bodyBytesMax(status: number, answerBytesMax: number): number {
+  return status >= 200 && status <= 299 ? answerBytesMax : ERROR_ANSWER_BYTES_MAX;
+}
+
+/** The Content-Length a response announced when it is over `bytesMax`; then nothing of it needs to be read. */
+function announcedOver(response: http.IncomingMessage, bytesMax: number): number | undefined {
+  const length = Number(response.headers['content-length']);
+  return Number.isFinite(length) && length > bytesMax ? length : undefined;
+}
+
+/**
+ * Reads a response body of at most `bytesMax` bytes, within `deadlineMs`; rejects with OversizedAnswer past it (the
+ * response is destroyed, so nothing more is read) and with a TimeoutError at the deadline.
+ */
+function readBody(response: http.IncomingMessage, bytesMax: number, deadlineMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const status = response.statusCode ?? 0;
+    const announced = announcedOver(response, bytesMax);
+    if (announced !== undefined) {
+      response.destroy();
+      return reject(new OversizedAnswer(status, bytesMax, announced));
+    }
+    const timer = setTimeout(() => {
+      const timeout = new Error(`the body was not read within ${deadlineMs} ms`);
+      timeout.name = 'TimeoutError';
+      response.destroy();
+      reject(timeout);
+    }, deadlineMs);
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    response.on('data', (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (bytes <= bytesMax) return void chunks.push(chunk);
+      clearTimeout(timer);
+      response.destroy();
+      reject(new OversizedAnswer(status, bytesMax, undefined));
+    });
+    response.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    response.on('end', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(chunks));
+    });
+  });
+}
+
 function countResend(error: AttemptError): void {
   if (error.reuseFailure === 'unwritten') freshConnectionResends.unwritten++;
   else freshConnectionResends.reads++;
@@ -218,7 +303,8 @@ function sendOnConnection(request: http.ClientRequest, method: string, send: () 
 /**
  * One request over node:http, sent once more on a fresh connection when a pooled one failed in a way that makes
  * that safe (AttemptError.retryOnFreshConnection). Failures reject with an Error whose `cause` is the system error
- * (its `code` says whether the connection was ever made) or, after `timeoutMs`, with an Error named TimeoutError.
+ * (its `code` says whether the connection was ever made), after `timeoutMs` with an Error named TimeoutError, and
+ * with OversizedAnswer for a 2xx body over `answerBytesMax` or an error body over ERROR_ANSWER_BYTES_MAX.
  */
 async function httpRequest(
   url: string,
@@ -226,6 +312,7 @@ async function httpRequest(
   body: Buffer | string | undefined,
   contentType: string | undefined,
   timeoutMs: number,
+  answerBytesMax: number,
   tls: ClientTls | undefined,
   authorization: string | undefined,
 ): Promise<HttpAnswer> {
@@ -235,11 +322,11 @@ async function httpRequest(
   if (contentType !== undefined) headers['content-type'] = contentType;
   if (body !== undefined) headers['content-length'] = Buffer.byteLength(body);
   try {
-    return await httpAttempt(target, method, headers, body, timeoutMs, tls, false);
+    return await httpAttempt(target, method, headers, body, timeoutMs, answerBytesMax, tls, false);
   } catch (error) {
     if (!(error instanceof AttemptError && error.retryOnFreshConnection(method))) throw error;
     countResend(error);
-    return await httpAttempt(target, method, headers, body, timeoutMs, tls, true);
+    return await httpAttempt(target, method, headers, body, timeoutMs, answerBytesMax, tls, true);
   }
 }
 
@@ -249,6 +336,7 @@ function httpAttempt(
   headers: http.OutgoingHttpHeaders,
   body: Buffer | string | undefined,
   timeoutMs: number,
+  answerBytesMax: number,
   tls: ClientTls | undefined,
   fresh: boolean,
 ): Promise<HttpAnswer> {
@@ -267,16 +355,20 @@ function httpAttempt(
     });
     request.on('response', (response) => {
       noteKeepAlive(response);
-      const chunks: Buffer[] = [];
-      response.on('data', (chunk: Buffer) => chunks.push(chunk));
-      response.on('error', (error) => {
-        clearTimeout(timer);
-        reject(new AttemptError(error, undefined));
-      });
-      response.on('end', () => {
-        clearTimeout(timer);
-        resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(chunks) });
-      });
+      const status = response.statusCode ?? 0;
+      // The request's own timer bounds the whole answer; the body's deadline is only a backstop.
+      readBody(response, bodyBytesMax(status, answerBytesMax), timeoutMs).then(
+        (answer) => {
+          clearTimeout(timer);
+          resolve({ status, headers: response.headers, body: answer });
+        },
+        (error: Error) => {
+          clearTimeout(timer);
+          // Dropping the connection also ends the request: nothing of it goes back to the pool.
+          if (error instanceof OversizedAnswer) request.destroy();
+          reject(error instanceof OversizedAnswer || error.name === 'TimeoutError' ? error : new AttemptError(error, undefined));
+        },
+      );
     });
   });
 }
@@ -317,9 +409,13 @@ function httpStreamAttempt(target: URL, timeoutMs: number, tls: ClientTls | unde
   });
 }
 
-function header(answer: HttpAnswer, name: string): string | undefined {
+/** A header that must hold an integer >= `min` (the seqs of a get); AnswerFault otherwise. */
+function integerHeader(answer: HttpAnswer, name: string, min: number): number {
   const value = answer.headers[name];
-  return Array.isArray(value) ? value[0] : value;
+  const text = Array.isArray(value) ? value[0] : value;
+  const number = text !== undefined && /^[0-9]{1,16}$/.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(number) || number < min) throw new AnswerFault(`header ${name} is ${JSON.stringify(text) ?? 'missing'}; it must be an integer >= ${min}`);
+  return number;
 }
 
 function readQuery(options: ReadOptions, query = new URLSearchParams()): URLSearchParams {
@@ -357,12 +453,13 @@ export class NodeClient {
       throw new ClientOptionsError(`${what}: ${this.baseUrl} is a wire URL, which carries get, put and delete only; give the node's http(s):// URL for ranges, transactions, status, tokens and watches`);
   }
 
-  private async request(method: string, path: string, body?: Buffer | string, contentType?: string, extraTimeMs = 0): Promise<HttpAnswer> {
+  private async request(method: string, path: string, answerBytesMax: number, body?: Buffer | string, contentType?: string, extraTimeMs = 0): Promise<HttpAnswer> {
     this.httpOnly(`${method} ${path}`);
     let answer: HttpAnswer;
     try {
-      answer = await httpRequest(`${this.baseUrl}${path}`, method, body, contentType, this.timeoutMs + extraTimeMs, this.tls, this.authorization);
+      answer = await httpRequest(`${this.baseUrl}${path}`, method, body, contentType, this.timeoutMs + extraTimeMs, answerBytesMax, this.tls, this.authorization);
     } catch (error) {
+      if (error instanceof OversizedAnswer) throw this.tooLarge(`${method} ${path}`, error);
       throw unreachable(this.baseUrl, error);
     }
     if (answer.status < 200 || answer.status > 299) throw serverError(answer.status, answer.body.toString('utf8'), `${method} ${this.baseUrl}${path}`);
@@ -385,13 +482,46 @@ export class NodeClient {
     }
     const status = response.statusCode ?? 0;
     if (status >= 200 && status <= 299) return response;
-    const chunks: Buffer[] = [];
-    for await (const chunk of response as AsyncIterable<Buffer>) chunks.push(chunk);
-    throw serverError(status, Buffer.concat(chunks).toString('utf8'), `GET ${this.baseUrl}${path}`);
+    let body: Buffer;
+    try {
+      body = await readBody(response, ERROR_ANSWER_BYTES_MAX, this.timeoutMs);
+    } catch (error) {
+      if (error instanceof OversizedAnswer) throw this.tooLarge(`GET ${path}`, error);
+      throw unreachable(this.baseUrl, error);
+    }
+    throw serverError(status, body.toString('utf8'), `GET ${this.baseUrl}${path}`);
   }
 
-  private async json<T>(method: string, path: string, body?: Buffer | string, contentType?: string, extraTimeMs = 0): Promise<T> {
-    return JSON.parse((await this.request(method, path, body, contentType, extraTimeMs)).body.toString('utf8')) as T;
+  private tooLarge(what: string, error: OversizedAnswer): InvalidAnswerError {
+    return new InvalidAnswerError('ANSWER_TOO_LARGE', `${what}: ${this.baseUrl} answered ${error.message}; not a Mercury answer (a proxy in between, or a broken node)`, {
+      url: this.baseUrl,
+      cause: error,
+    });
+  }
+
+  /** A JSON answer of at most `answerBytesMax` bytes, checked and copied by `read` (answers.ts). */
+  private async json<T>(
+    method: string,
+    path: string,
+    answerBytesMax: number,
+    read: (json: unknown) => T,
+    body?: Buffer | string,
+    contentType?: string,
+    extraTimeMs = 0,
+  ): Promise<T> {
+    const answer = await this.request(method, path, answerBytesMax, body, contentType, extraTimeMs);
+    return this.checked(`${method} ${path}`, () => read(JSON.parse(answer.body.toString('utf8'))));
+  }
+
+  /** Runs a check of an answer: a body that is not JSON, or an AnswerFault, becomes InvalidAnswerError (PROTOCOL). */
+  private checked<T>(what: string, check: () => T): T {
+    try {
+      return check();
+    } catch (error) {
+      if (!(error instanceof SyntaxError || error instanceof AnswerFault)) throw error;
+      const why = error instanceof SyntaxError ? `a body that is not JSON (${error.message})` : `a body that breaks the API: ${error.message}`;
+      throw new InvalidAnswerError('PROTOCOL', `${what}: ${this.baseUrl} answered ${why}; not a Mercury answer (a proxy in between, or a broken node)`, { url: this.baseUrl, cause: error });
+    }
   }
 
   // get, put and delete hand a wire URL's call to the channel without an async layer of their own (wire.ts says why).
@@ -404,15 +534,16 @@ export class NodeClient {
 
   private async httpGet(bytes: Buffer, options: ReadOptions): Promise<KeyValueAtSeq | undefined> {
     try {
-      const answer = await this.request('GET', `/v1/kv/${encodeKeyPath(bytes)}${queryString(readQuery(options))}`, undefined, undefined, waitTimeMs(options));
-      return {
+      const path = `/v1/kv/${encodeKeyPath(bytes)}${queryString(readQuery(options))}`;
+      const answer = await this.request('GET', path, VALUE_ANSWER_BYTES_MAX, undefined, undefined, waitTimeMs(options));
+      return this.checked(`GET ${path}`, () => ({
         key: bytes,
         value: answer.body,
-        seq: Number(header(answer, 'x-mercury-seq')),
-        createSeq: Number(header(answer, 'x-mercury-create-seq')),
-        modSeq: Number(header(answer, 'x-mercury-mod-seq')),
-        version: Number(header(answer, 'x-mercury-version')),
-      };
+        seq: integerHeader(answer, 'x-mercury-seq', 0),
+        createSeq: integerHeader(answer, 'x-mercury-create-seq', 1),
+        modSeq: integerHeader(answer, 'x-mercury-mod-seq', 1),
+        version: integerHeader(answer, 'x-mercury-version', 1),
+      }));
     } catch (error) {
       if (error instanceof NotFoundError && error.code === 'KEY_NOT_FOUND') return undefined;
       throw error;
@@ -422,43 +553,32 @@ export class NodeClient {
   put(key: string | Buffer, value: string | Buffer, options: { ifModSeq?: number } = {}): Promise<WriteResult> {
     if (this.wire !== undefined) return this.wire.put(toBytes(key), toBytes(value), options.ifModSeq);
     const query = options.ifModSeq === undefined ? '' : `?ifModSeq=${options.ifModSeq}`;
-    return this.json('PUT', `/v1/kv/${encodeKeyPath(toBytes(key))}${query}`, toBytes(value), 'application/octet-stream');
+    return this.json('PUT', `/v1/kv/${encodeKeyPath(toBytes(key))}${query}`, SMALL_ANSWER_BYTES_MAX, writeAnswer, toBytes(value), 'application/octet-stream');
   }
 
   delete(key: string | Buffer, options: { ifModSeq?: number } = {}): Promise<{ seq: number; deleted: boolean }> {
     if (this.wire !== undefined) return this.wire.delete(toBytes(key), options.ifModSeq);
     const query = options.ifModSeq === undefined ? '' : `?ifModSeq=${options.ifModSeq}`;
-    return this.json('DELETE', `/v1/kv/${encodeKeyPath(toBytes(key))}${query}`);
+    return this.json('DELETE', `/v1/kv/${encodeKeyPath(toBytes(key))}${query}`, SMALL_ANSWER_BYTES_MAX, deleteAnswer);
   }
 
   async deletePrefix(prefix: string): Promise<WriteResult> {
-    return this.json('DELETE', `/v1/kv?prefix=${encodeURIComponent(prefix)}`);
+    return this.json('DELETE', `/v1/kv?prefix=${encodeURIComponent(prefix)}`, SMALL_ANSWER_BYTES_MAX, writeAnswer);
   }
 
-  /** One page of keys under a prefix, from one snapshot of the node (`seq`); pass `cursor` on for the next. */
+  /**
+   * One page of keys under a prefix, from one snapshot of the node (`seq`); pass `cursor` on for the next. A page
+   * asked from a cursor must continue after it (answers.ts), so that a walk cannot page for ever through the same keys.
+   */
   async rangePage(prefix: string, options: { limit?: number; cursor?: string | null } & ReadOptions = {}): Promise<RangePageResult> {
     const query = new URLSearchParams({ prefix });
     if (options.limit !== undefined) query.set('limit', String(options.limit));
     if (options.cursor) query.set('cursor', options.cursor);
     readQuery(options, query);
-    const page = await this.json<{
-      seq: number;
-      more: boolean;
-      cursor: string | null;
-      items: { key: string; keyEncoding: BytesEncoding; value: string; valueEncoding: BytesEncoding; createSeq: number; modSeq: number; version: number }[];
-    }>('GET', `/v1/kv?${query.toString()}`, undefined, undefined, waitTimeMs(options));
-    return {
-      seq: page.seq,
-      more: page.more,
-      cursor: page.cursor,
-      items: page.items.map((item) => ({
-        key: Buffer.from(item.key, item.keyEncoding),
-        value: Buffer.from(item.value, item.valueEncoding),
-        createSeq: item.createSeq,
-        modSeq: item.modSeq,
-        version: item.version,
-      })),
-    };
+    const path = `/v1/kv?${query.toString()}`;
+    const page = await this.json('GET', path, RANGE_PAGE_ANSWER_BYTES_MAX, rangeAnswer, undefined, undefined, waitTimeMs(options));
+    if (options.cursor) this.checked(`GET ${path}`, () => checkRangeAdvances(Buffer.from(options.cursor!, 'base64url'), page));
+    return { seq: page.seq, more: page.more, cursor: page.cursor, items: page.items };
   }
 
   /** Every key under a prefix, page by page. */
@@ -472,18 +592,22 @@ export class NodeClient {
   }
 
   async txn(txn: TxnJson): Promise<TxnResult> {
-    return this.json('POST', '/v1/txn', JSON.stringify(txn), 'application/json');
+    return this.json('POST', '/v1/txn', SMALL_ANSWER_BYTES_MAX, txnAnswer, JSON.stringify(txn), 'application/json');
   }
 
   /**
    * One page of the log from `from` (default: the first retained seq): at most `limit` entries, fewer when the node's
-   * byte budget ends the page first. `nextSeq` is the `from` of the next page, null once the page reaches `lastSeq`.
+   * byte budget ends the page first. `nextSeq` is the `from` of the next page, null once the page reaches `lastSeq`;
+   * one that is not after `from` (or, without `from`, the first seq) is InvalidAnswerError, as a walk would not end.
    */
   async log(from?: number, limit?: number): Promise<LogPage> {
     const query = new URLSearchParams();
     if (from !== undefined) query.set('from', String(from));
     if (limit !== undefined) query.set('limit', String(limit));
-    return this.json('GET', `/v1/log?${query.toString()}`);
+    const path = `/v1/log?${query.toString()}`;
+    const page = await this.json('GET', path, LARGE_ANSWER_BYTES_MAX, logAnswer);
+    this.checked(`GET ${path}`, () => checkLogAdvances(from ?? page.firstSeq, page.nextSeq));
+    return page;
   }
 
   /** Every entry from `from` to the last seq the node held when the walk reached it, page by page. */
@@ -497,27 +621,28 @@ export class NodeClient {
   }
 
   async status(): Promise<NodeStatus> {
-    return this.json('GET', '/v1/status');
+    return this.json('GET', '/v1/status', SMALL_ANSWER_BYTES_MAX, statusAnswer<NodeStatus>);
   }
 
   /** Creates a token (admin); the answer holds its secret, `token`, which no later call shows again. */
   async createToken(name: string, scopes: readonly string[], options: { subject?: string } = {}): Promise<TokenInfo & { token?: string; seq: number }> {
-    return this.json('POST', '/v1/auth/tokens', JSON.stringify({ name, scopes, ...(options.subject === undefined ? {} : { subject: options.subject }) }), 'application/json');
+    const body = JSON.stringify({ name, scopes, ...(options.subject === undefined ? {} : { subject: options.subject }) });
+    return this.json('POST', '/v1/auth/tokens', SMALL_ANSWER_BYTES_MAX, createdTokenAnswer, body, 'application/json');
   }
 
   /** The tokens the node knows (admin): never their secrets. */
   async listTokens(): Promise<{ tokens: TokenInfo[]; seq: number }> {
-    return this.json('GET', '/v1/auth/tokens');
+    return this.json('GET', '/v1/auth/tokens', LARGE_ANSWER_BYTES_MAX, tokenListAnswer);
   }
 
   /** Revokes a token by id (admin); NotFoundError when no such token exists. */
   async revokeToken(id: string): Promise<{ id: string; revoked: boolean; seq: number }> {
-    return this.json('DELETE', `/v1/auth/tokens?id=${encodeURIComponent(id)}`);
+    return this.json('DELETE', `/v1/auth/tokens?id=${encodeURIComponent(id)}`, SMALL_ANSWER_BYTES_MAX, revokedTokenAnswer);
   }
 
   /** Asks a replica to discard its chain and take a full snapshot from its upstream (NOT_A_REPLICA on the root, RESYNC_IN_PROGRESS while one runs). */
   async resync(): Promise<{ resync: string; seq: number }> {
-    return this.json('POST', '/v1/replication/resync');
+    return this.json('POST', '/v1/replication/resync', SMALL_ANSWER_BYTES_MAX, resyncAnswer);
   }
 }
 

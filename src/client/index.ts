@@ -8,6 +8,7 @@ export type { KeyValue, KeyValueAtSeq, LogPage, RangePageResult, ReadOptions, To
 export {
   ClientOptionsError,
   CompareFailedError,
+  InvalidAnswerError,
   InvalidRequestError,
   LimitExceededError,
   NoNodeReachableError,

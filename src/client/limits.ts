@@ -3,7 +3,18 @@
  * checked against these bounds (see options.ts); the relations between the defaults are asserted at module load.
  */
 import assert from 'node:assert/strict';
-import { MIN_SEQ_WAIT_MS_DEFAULT, RANGE_LIMIT_MAX, WATCH_HEARTBEAT_INTERVAL_MS } from '../api/index.js';
+import {
+  KEY_BYTES_MAX,
+  LOG_PAGE_ANSWER_BYTES_MAX,
+  MIN_SEQ_WAIT_MS_DEFAULT,
+  RANGE_LIMIT_MAX,
+  RANGE_PAGE_BYTES_MAX,
+  VALUE_BYTES_CEILING,
+  WATCH_HEARTBEAT_INTERVAL_MS,
+} from '../api/index.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
 
 /** One HTTP attempt (connect, send, answer) may take this long before it is abandoned. */
 export const REQUEST_TIMEOUT_MS_DEFAULT = 10_000;
@@ -32,6 +43,25 @@ export const KEEP_ALIVE_MARGIN_MS = 1_000;
 export const KEEP_ALIVE_IDLE_MS_DEFAULT = 4_000;
 /** Advertised idle timeouts above this (s) count as this: a wild value must not keep a socket for days. */
 export const KEEP_ALIVE_HINT_SECONDS_MAX = 3_600;
+/**
+ * How much of an answer the HTTP client reads, by what the call can legitimately receive; past it (or when
+ * Content-Length announces more) the connection is dropped and the call fails with `InvalidAnswerError`
+ * (`ANSWER_TOO_LARGE`), so a broken or hostile node cannot make a client hold an answer without bound.
+ *
+ * - An error answer: a Mercury error is a few hundred bytes; more is a proxy's page or a hostile node.
+ * - A write's result, a status, a token: a few KiB; the margin leaves room for a newer node's fields.
+ * - `get`: the value itself, at most the largest value any node accepts.
+ * - A range page: keys and values up to the page budget plus one maximal item (the item that crosses the budget),
+ *   at most doubled by JSON escaping (base64 is 4/3), and the fields of each item (under 256 bytes) for the most
+ *   items a page holds.
+ * - A log page (src/api/limits.ts says why), and the token list, which has no bound of its own.
+ */
+export const ERROR_ANSWER_BYTES_MAX = 64 * KiB;
+export const SMALL_ANSWER_BYTES_MAX = 1 * MiB;
+export const VALUE_ANSWER_BYTES_MAX = VALUE_BYTES_CEILING;
+export const RANGE_PAGE_ANSWER_BYTES_MAX = 2 * (RANGE_PAGE_BYTES_MAX + KEY_BYTES_MAX + VALUE_BYTES_CEILING) + 256 * RANGE_LIMIT_MAX;
+export const LARGE_ANSWER_BYTES_MAX = LOG_PAGE_ANSWER_BYTES_MAX;
+
 /** Range pages requested by default (a node allows 1..`RANGE_LIMIT_MAX`). */
 export const RANGE_PAGE_LIMIT_DEFAULT = 1_000;
 
@@ -40,6 +70,8 @@ export const RANGE_PAGE_LIMIT_DEFAULT = 1_000;
  * reconnects. The server sends a heartbeat at least every `WATCH_HEARTBEAT_INTERVAL_MS` (10 s).
  */
 export const WATCH_IDLE_MS_DEFAULT = 30_000;
+/** Bytes read of the body of a watch upgrade the node refused (a Mercury error is a few hundred bytes). */
+export const UPGRADE_ERROR_BODY_BYTES_MAX = 4 * KiB;
 /** Delay before the n-th consecutive reconnect: full jitter as for retries, capped here. */
 export const WATCH_RECONNECT_DELAY_MS_BASE_DEFAULT = 100;
 export const WATCH_RECONNECT_DELAY_MS_MAX_DEFAULT = 5_000;
@@ -49,6 +81,12 @@ export const WATCH_RECONNECT_DELAY_MS_MAX_DEFAULT = 5_000;
  * (4008) if the consumer stays stuck, after which the watch resumes by itself. Reading resumes at half this.
  */
 export const WATCH_BUFFER_BYTES_MAX_DEFAULT = 1024 * 1024;
+
+/**
+ * What one received event costs the watch's queue besides its bytes of JSON: decoded, it is two objects and a Buffer
+ * or two (about 800 bytes measured per tiny delete event, JSON parsing included, with a 200 MiB message of them).
+ */
+export const WATCH_EVENT_QUEUE_BYTES = 512;
 
 /** `openLocal`: a read transaction older than this is renewed before the next read (0: renew on every read). */
 export const LOCAL_STALE_MS_DEFAULT = 0;

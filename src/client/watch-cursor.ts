@@ -4,7 +4,10 @@
  * (`WatchResumeCursor`), so that a watch that reconnects (to the same node or another one) neither misses nor repeats
  * an entry. A snapshot cut off before its done page is announced again, from its start, by a new `snapshotBegin`.
  */
-import { WatchResumeCursor, type ServerMessage } from '../api/index.js';
+import { WatchResumeCursor, WatchServerMessageError, type ServerMessage } from '../api/index.js';
+
+/** The subscription id: one subscription per connection, so any constant does. */
+export const SUBSCRIPTION_ID = 1;
 
 /** Which changes a watch selects (all default to the server's defaults: puts and deletes, with values). */
 export interface WatchFilterOptions {
@@ -95,8 +98,14 @@ export class WatchCursor {
     this.resume.reset();
   }
 
+  /**
+   * What `message` means. Throws `WatchServerMessageError` for a message about another subscription, or one that
+   * breaks the ordering rules (`WatchResumeCursor.accept`).
+   */
   onMessage(message: ServerMessage): CursorStep {
     const events: WatchEvent[] = [];
+    if (message.id !== undefined && message.id !== SUBSCRIPTION_ID)
+      throw new WatchServerMessageError(`${message.type}.id is ${JSON.stringify(message.id)}; this connection's only subscription is ${SUBSCRIPTION_ID}`);
     if (message.type === 'error') return { events, subscribedFromSeq: undefined, error: { code: message.code, message: message.message } };
     const firstPage = message.type === 'snapshot' && !this.resume.inSnapshot;
     if (!this.resume.accept(message)) return { events, subscribedFromSeq: undefined, error: undefined };

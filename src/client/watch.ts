@@ -12,10 +12,15 @@
  *   more than `watchBufferBytesMax` bytes of messages, the watch stops reading the socket (`ws` pause), so TCP pushes
  *   back on the node, which then serves this watch from its log on disk instead of memory and, if the consumer stays
  *   stuck for 15 s, closes it with 4008; the watch then resumes from where it was, once the consumer catches up.
- *   Reading resumes when the queue is below half the limit. Memory stays at the limit plus one message.
+ *   Reading resumes when the queue is below half the limit. Each event is charged `WATCH_EVENT_QUEUE_BYTES` besides
+ *   the bytes of its message, and a message holds at most `WATCH_EVENTS_PER_PREFIX_MAX` events per prefix (what one
+ *   entry can give), so memory stays near the limit plus one message.
  * - **Errors.** A subscription the node refuses (bad prefix, ...) ends the iterator with a `WatchError` carrying the
- *   node's code, and a message that breaks the protocol (`parseServerMessage`) with a `WatchError` of code
- *   `PROTOCOL`. Nothing else is thrown to the consumer, unless the watch was opened with `reconnect: false`.
+ *   node's code, and a message that breaks the protocol (`parseServerMessage`: malformed, or more events than an
+ *   entry can give; `WatchCursor`: another subscription's id, or an order that would skip or repeat entries) with a
+ *   `WatchError` of code `PROTOCOL`. The upgrade must complete within `requestTimeoutMs`; of an error answering it,
+ *   `UPGRADE_ERROR_BODY_BYTES_MAX` are read. Nothing else is thrown to the consumer, unless the watch was opened
+ *   with `reconnect: false`.
  * - **Without reconnecting** (`reconnect: false`, for a consumer that reports where to resume instead, such as
  *   `mercury watch`): a first connection that fails ends the iterator with `UnavailableError`, and the end of an
  *   established one with `WatchClosedError` (close code, reason and `resumeSeq`).
@@ -26,18 +31,19 @@ import type { Clock, TimerHandle } from '../clock/index.js';
 import {
   parseServerMessage,
   subscribeMessage,
+  WATCH_EVENTS_PER_PREFIX_MAX,
   WATCH_PATH,
   WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
   WATCH_SERVER_MESSAGE_BYTES_MAX,
   WatchCloseCode,
   WatchServerMessageError,
-  type ServerMessage,
 } from '../api/index.js';
 import { backoffDelayMs } from './backoff.js';
 import { ClientOptionsError, NoNodeReachableError, serverError, UnavailableError, WatchClosedError, WatchError } from './errors.js';
+import { UPGRADE_ERROR_BODY_BYTES_MAX, WATCH_EVENT_QUEUE_BYTES } from './limits.js';
 import { integerOption, type ValidatedClientOptions } from './options.js';
 import { tlsErrorHint } from './tls.js';
-import { WatchCursor, type WatchEvent, type WatchFilterOptions } from './watch-cursor.js';
+import { SUBSCRIPTION_ID, WatchCursor, type CursorStep, type WatchEvent, type WatchFilterOptions } from './watch-cursor.js';
 
 /** Options of `MercuryClient.watch`. */
 export interface WatchOptions {
@@ -56,9 +62,6 @@ export interface WatchOptions {
   /** Called each time a node confirms the subscription (after every reconnect too), with the seq it continues from. */
   readonly onSubscribed?: (fromSeq: number) => void;
 }
-
-/** The subscription id: one subscription per connection, so any constant does. */
-const SUBSCRIPTION_ID = 1;
 
 function prefixList(options: WatchOptions): (string | Buffer)[] {
   return ([] as (string | Buffer)[]).concat(options.prefix as string | Buffer | (string | Buffer)[]);
@@ -95,7 +98,7 @@ function failureText(error: Error | undefined, url: string, code: number): strin
 
 interface Queued {
   readonly event: WatchEvent;
-  /** Bytes of the message this event came from, counted on its first event. */
+  /** What the event costs the queue: WATCH_EVENT_QUEUE_BYTES, plus the bytes of its message on its first event. */
   readonly bytes: number;
 }
 
@@ -111,6 +114,8 @@ function webSocketClass(): typeof WebSocketClass {
 
 export class Watch implements AsyncIterableIterator<WatchEvent> {
   private readonly cursor: WatchCursor;
+  /** Most events one message can hold for this watch's prefixes (parseServerMessage refuses more). */
+  private readonly eventsMax: number;
   private queue: Queued[] = [];
   private queueHead = 0;
   private queuedBytes = 0;
@@ -134,6 +139,7 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
   ) {
     validateWatchOptions(options);
     this.cursor = new WatchCursor(options.fromSeq, options.progress ?? false);
+    this.eventsMax = prefixList(options).length * WATCH_EVENTS_PER_PREFIX_MAX;
     this.open();
   }
 
@@ -156,7 +162,17 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
     this.cursor.reset();
     let subscribed = false;
     let lastError: Error | undefined;
+    /** The node's own answer to the upgrade (or the deadline), kept over the abort error that follows it. */
+    let answered = false;
+    // `handshakeTimeout` is an idle timeout, which a node sending a byte now and then never trips: the whole upgrade
+    // gets requestTimeoutMs, answer included.
+    const deadline = this.clock.setTimeout(() => {
+      lastError = new Error(`no WebSocket upgrade within ${this.client.requestTimeoutMs} ms`);
+      answered = true;
+      socket.terminate();
+    }, this.client.requestTimeoutMs);
     socket.on('open', () => {
+      deadline.cancel();
       socket.send(subscribeMessage({ id: SUBSCRIPTION_ID, prefixes: prefixList(this.options), fromSeq: this.cursor.nextSeq, filters: this.options.filters }));
       this.armIdle(socket);
     });
@@ -164,15 +180,14 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
       if (this.socket !== socket) return;
       this.armIdle(socket);
       const buffer = data as Buffer;
-      let message: ServerMessage;
+      let step: CursorStep;
       try {
         if (isBinary) throw new WatchServerMessageError('a binary frame arrived; the protocol is JSON text');
-        message = parseServerMessage(buffer.toString('utf8'));
+        step = this.cursor.onMessage(parseServerMessage(buffer.toString('utf8'), WATCH_SERVER_MESSAGE_BYTES_MAX, this.eventsMax));
       } catch (error) {
         if (!(error instanceof WatchServerMessageError)) throw error;
         return this.fail(new WatchError(error.code, `${url} broke the watch protocol: ${error.message}`, { cause: error }));
       }
-      const step = this.cursor.onMessage(message);
       if (step.subscribedFromSeq !== undefined) {
         subscribed = true;
         this.failedAttempts = 0;
@@ -180,8 +195,9 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
         this.options.onSubscribed?.(step.subscribedFromSeq);
       }
       if (step.error !== undefined) return this.fail(new WatchError(step.error.code, `${url} refused the watch: ${step.error.message}`));
-      step.events.forEach((event, i) => this.queue.push({ event, bytes: i === 0 ? buffer.length : 0 }));
-      if (step.events.length > 0) this.queuedBytes += buffer.length;
+      // Charged per event too: decoded, an event costs far more than its bytes of JSON (a key of one byte is a Buffer).
+      step.events.forEach((event, i) => this.queue.push({ event, bytes: WATCH_EVENT_QUEUE_BYTES + (i === 0 ? buffer.length : 0) }));
+      if (step.events.length > 0) this.queuedBytes += buffer.length + step.events.length * WATCH_EVENT_QUEUE_BYTES;
       this.deliver();
       if (this.queuedBytes > this.client.watchBufferBytesMax && !this.paused) {
         // Backpressure: stop reading; the idle check is off meanwhile, since silence is now our doing.
@@ -190,32 +206,44 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
         socket.pause();
       }
     });
-    /** The node's own answer to the upgrade, kept over the abort error that follows it. */
-    let answered = false;
     socket.on('error', (error: Error) => {
       if (!answered) lastError = error;
     });
     // A node that refuses the credential (401) or the scope (403) answers the upgrade with a JSON error: retrying
-    // with the same token cannot succeed, so the watch ends with that error.
+    // with the same token cannot succeed, so the watch ends with that error. Only the first
+    // UPGRADE_ERROR_BODY_BYTES_MAX of a body are read (a Mercury error is far shorter): the rest is not waited for.
     socket.on('unexpected-response', (_request, response) => {
       const status = response.statusCode ?? 0;
       const chunks: Buffer[] = [];
-      response.on('data', (chunk: Buffer) => chunks.push(chunk));
-      response.on('end', () => {
-        if (this.socket !== socket) return;
+      let bytes = 0;
+      let settled = false;
+      const settle = (): void => {
+        if (settled) return;
+        settled = true;
+        if (this.socket !== socket) return void socket.terminate();
         if (status === 401 || status === 403) {
-          const error = serverError(status, Buffer.concat(chunks).toString('utf8').slice(0, 4096), `watch ${url}`);
+          const body = Buffer.concat(chunks).subarray(0, UPGRADE_ERROR_BODY_BYTES_MAX).toString('utf8');
+          const error = serverError(status, body, `watch ${url}`);
           this.socket = undefined;
+          deadline.cancel();
           socket.terminate();
           return this.fail(new WatchError(error.code, `${url} refused the watch: ${error.message}`, { cause: error }));
         }
         lastError = new Error(`Unexpected server response: ${status}`);
         answered = true;
         socket.terminate();
+      };
+      response.on('data', (chunk: Buffer) => {
+        if (settled) return;
+        chunks.push(chunk);
+        bytes += chunk.length;
+        if (bytes >= UPGRADE_ERROR_BODY_BYTES_MAX) settle();
       });
+      response.on('end', settle);
       response.on('error', () => socket.terminate());
     });
     socket.on('close', (code: number, reason: Buffer) => {
+      deadline.cancel();
       if (this.socket !== socket) return;
       this.socket = undefined;
       this.paused = false;

@@ -1,0 +1,194 @@
+/**
+ * The shapes of a node's JSON answers (README.md, HTTP API), checked before the client hands anything on: a proxy's
+ * page, a broken node or a hostile one must end a call with `InvalidAnswerError` (`PROTOCOL`), naming the field and
+ * the rule, never with a raw SyntaxError or TypeError, a NaN seq, bytes decoded with an encoding the API does not
+ * have, or a page that ends a range early. Each reader returns a fresh object of the fields the client knows (a
+ * node may add fields; they are left out), and throws `AnswerFault`, which `NodeClient` turns into the typed error.
+ * Also the paging rules: a range cursor and a log page's `nextSeq` must move forward, or a walk would never end.
+ */
+import { decodeJsonBytes } from '../api/index.js';
+
+/** An answer broke the rule the message names. */
+export class AnswerFault extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'AnswerFault';
+  }
+}
+
+function fault(path: string, rule: string): never {
+  throw new AnswerFault(`${path} ${rule}`);
+}
+
+type Json = Record<string, unknown>;
+
+export function object(value: unknown, path: string): Json {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) fault(path, 'must be a JSON object');
+  return value as Json;
+}
+
+export function integer(json: Json, name: string, path: string, min = 0): number {
+  const value = json[name];
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) fault(`${path}.${name}`, `must be an integer >= ${min}`);
+  return value;
+}
+
+function boolean(json: Json, name: string, path: string): boolean {
+  const value = json[name];
+  if (typeof value !== 'boolean') fault(`${path}.${name}`, 'must be true or false');
+  return value;
+}
+
+export function string(json: Json, name: string, path: string): string {
+  const value = json[name];
+  if (typeof value !== 'string') fault(`${path}.${name}`, 'must be a string');
+  return value;
+}
+
+function array(json: Json, name: string, path: string): unknown[] {
+  const value = json[name];
+  if (!Array.isArray(value)) fault(`${path}.${name}`, 'must be an array');
+  return value as unknown[];
+}
+
+/** Bytes `name` with `nameEncoding` (`utf8` or `base64`, src/api/bytes.ts). */
+function bytes(json: Json, name: string, path: string): Buffer {
+  const decoded = decodeJsonBytes(json[name], json[`${name}Encoding`]);
+  if (decoded === undefined) fault(`${path}.${name}`, `must be a string with ${name}Encoding "utf8", or standard base64 with "base64"`);
+  return decoded;
+}
+
+/** `{ seq }` of a put or a deletePrefix. */
+export function writeAnswer(value: unknown): { seq: number } {
+  const json = object(value, 'answer');
+  return { seq: integer(json, 'seq', 'answer') };
+}
+
+export function deleteAnswer(value: unknown): { seq: number; deleted: boolean } {
+  const json = object(value, 'answer');
+  return { seq: integer(json, 'seq', 'answer'), deleted: boolean(json, 'deleted', 'answer') };
+}
+
+export function txnAnswer(value: unknown): { succeeded: boolean; seq: number } {
+  const json = object(value, 'answer');
+  return { succeeded: boolean(json, 'succeeded', 'answer'), seq: integer(json, 'seq', 'answer') };
+}
+
+export interface RangeAnswerItem {
+  readonly key: Buffer;
+  readonly value: Buffer;
+  readonly createSeq: number;
+  readonly modSeq: number;
+  readonly version: number;
+}
+
+/**
+ * A range page. Its items must be in strictly ascending key order, and `cursor` (base64url of the last key the node
+ * read, src/server/cursor.ts) must be there when `more` is, and not before the last item.
+ */
+export function rangeAnswer(value: unknown): { seq: number; more: boolean; cursor: string | null; items: RangeAnswerItem[]; cursorKey: Buffer | undefined } {
+  const json = object(value, 'answer');
+  const items = array(json, 'items', 'answer').map((item, i): RangeAnswerItem => {
+    const path = `answer.items[${i}]`;
+    const fields = object(item, path);
+    return {
+      key: bytes(fields, 'key', path),
+      value: bytes(fields, 'value', path),
+      createSeq: integer(fields, 'createSeq', path, 1),
+      modSeq: integer(fields, 'modSeq', path, 1),
+      version: integer(fields, 'version', path, 1),
+    };
+  });
+  for (let i = 1; i < items.length; i++) if (Buffer.compare(items[i - 1]!.key, items[i]!.key) >= 0) fault(`answer.items[${i}].key`, 'must sort after the key before it');
+  const more = boolean(json, 'more', 'answer');
+  const cursor = json.cursor;
+  let cursorKey: Buffer | undefined;
+  if (more) {
+    if (typeof cursor !== 'string' || !/^[A-Za-z0-9_-]+$/.test(cursor)) fault('answer.cursor', 'must be a base64url string when "more" is true');
+    cursorKey = Buffer.from(cursor, 'base64url');
+    const last = items[items.length - 1];
+    if (last !== undefined && Buffer.compare(cursorKey, last.key) < 0) fault('answer.cursor', 'must not be before the last item of its page');
+  } else if (cursor !== null && cursor !== undefined) fault('answer.cursor', 'must be null when "more" is false');
+  return { seq: integer(json, 'seq', 'answer'), more, cursor: more ? (cursor as string) : null, items, cursorKey };
+}
+
+/**
+ * The paging rule of a range walk: each page must continue after the previous one (its first item and its cursor
+ * after the previous cursor's key), or a walk would page for ever through the same keys.
+ */
+export function checkRangeAdvances(previousCursorKey: Buffer | undefined, page: { items: readonly RangeAnswerItem[]; cursorKey: Buffer | undefined }): void {
+  if (previousCursorKey === undefined) return;
+  const first = page.items[0];
+  if (first !== undefined && Buffer.compare(first.key, previousCursorKey) <= 0) fault('answer.items[0].key', 'must sort after the cursor the page was asked from');
+  if (page.cursorKey !== undefined && Buffer.compare(page.cursorKey, previousCursorKey) <= 0) fault('answer.cursor', 'must sort after the cursor the page was asked from');
+}
+
+export function logAnswer(value: unknown): { firstSeq: number; lastSeq: number; nextSeq: number | null; entries: Record<string, unknown>[] } {
+  const json = object(value, 'answer');
+  const nextSeq = json.nextSeq === null ? null : integer(json, 'nextSeq', 'answer', 1);
+  const entries = array(json, 'entries', 'answer').map((entry, i) => {
+    const fields = object(entry, `answer.entries[${i}]`);
+    integer(fields, 'seq', `answer.entries[${i}]`, 1);
+    return fields;
+  });
+  return { firstSeq: integer(json, 'firstSeq', 'answer'), lastSeq: integer(json, 'lastSeq', 'answer'), nextSeq, entries };
+}
+
+/** The paging rule of a log walk: `nextSeq` must be after the seq the page was asked from. */
+export function checkLogAdvances(from: number, nextSeq: number | null): void {
+  if (nextSeq !== null && nextSeq <= from) fault('answer.nextSeq', `is ${nextSeq}; it must be after ${from}, the seq the page was asked from`);
+}
+
+/** A token as the node lists it (TokenInfo of http-client.ts). */
+export function tokenAnswer(value: unknown, path: string): {
+  id: string;
+  name: string;
+  scopes: string[];
+  createdMs: number;
+  kind: 'token' | 'certificate';
+  subject?: string;
+} {
+  const json = object(value, path);
+  const scopes = array(json, 'scopes', path).map((scope, i) => (typeof scope === 'string' ? scope : fault(`${path}.scopes[${i}]`, 'must be a string')));
+  const kind = json.kind;
+  if (kind !== 'token' && kind !== 'certificate') fault(`${path}.kind`, 'must be "token" or "certificate"');
+  return {
+    id: string(json, 'id', path),
+    name: string(json, 'name', path),
+    scopes,
+    createdMs: integer(json, 'createdMs', path),
+    kind,
+    ...(json.subject === undefined ? {} : { subject: string(json, 'subject', path) }),
+  };
+}
+
+export function tokenListAnswer(value: unknown): { tokens: ReturnType<typeof tokenAnswer>[]; seq: number } {
+  const json = object(value, 'answer');
+  return { tokens: array(json, 'tokens', 'answer').map((token, i) => tokenAnswer(token, `answer.tokens[${i}]`)), seq: integer(json, 'seq', 'answer') };
+}
+
+export function createdTokenAnswer(value: unknown): ReturnType<typeof tokenAnswer> & { token?: string; seq: number } {
+  const json = object(value, 'answer');
+  return { ...tokenAnswer(json, 'answer'), ...(json.token === undefined ? {} : { token: string(json, 'token', 'answer') }), seq: integer(json, 'seq', 'answer') };
+}
+
+export function revokedTokenAnswer(value: unknown): { id: string; revoked: boolean; seq: number } {
+  const json = object(value, 'answer');
+  return { id: string(json, 'id', 'answer'), revoked: boolean(json, 'revoked', 'answer'), seq: integer(json, 'seq', 'answer') };
+}
+
+export function resyncAnswer(value: unknown): { resync: string; seq: number } {
+  const json = object(value, 'answer');
+  return { resync: string(json, 'resync', 'answer'), seq: integer(json, 'seq', 'answer') };
+}
+
+/** A node's status: the fields NodeStatus names are checked; the rest is passed on as the node sent it. */
+export function statusAnswer<T>(value: unknown): T {
+  const json = object(value, 'answer');
+  for (const name of ['role', 'version', 'nodeId', 'datasetId', 'headHash']) string(json, name, 'answer');
+  integer(json, 'seq', 'answer');
+  integer(json, 'keys', 'answer');
+  const log = object(json.log, 'answer.log');
+  for (const name of ['firstSeq', 'lastSeq', 'entries', 'bytes']) integer(log, name, 'answer.log');
+  return json as T;
+}

@@ -1,0 +1,170 @@
+/**
+ * TypeScript client against a fake HTTP node on port 0 that answers badly (a proxy's page, a broken or hostile node):
+ * an answer larger than the call can legitimately receive is dropped at its bound, announced or not; a body that is
+ * not the JSON the call expects (not JSON, wrong types, unknown encodings, missing seq headers, more without a cursor)
+ * fails with `InvalidAnswerError` naming the field; range and log walks whose cursor does not advance end with it
+ * instead of paging for ever. A read goes on to the next node; a write becomes `OutcomeUnknownError`.
+ */
+import assert from 'node:assert/strict';
+import type { ServerResponse } from 'node:http';
+import { after, before, describe, test } from 'node:test';
+import { connect, InvalidAnswerError, NodeClient, NoNodeReachableError, OutcomeUnknownError } from '../src/index.js';
+import { startFakeServer, type FakeServer } from './support/net.js';
+
+const MiB = 1024 * 1024;
+
+/** What the fake node answers to every request. */
+type Answer = (res: ServerResponse) => void;
+
+function json(body: string, headers: Record<string, string> = {}): Answer {
+  return (res) => {
+    res.writeHead(200, { 'content-type': 'application/json', ...headers });
+    res.end(body);
+  };
+}
+
+/** An endless body, written as fast as the client reads it, until the client drops the connection. */
+function endless(status: number, headers: Record<string, string | number> = {}): Answer {
+  return (res) => {
+    res.writeHead(status, { 'content-type': 'application/json', ...headers });
+    const chunk = Buffer.alloc(MiB, 0x20);
+    const pump = (): void => {
+      while (!res.destroyed && res.write(chunk));
+      if (!res.destroyed) res.once('drain', pump);
+    };
+    res.on('error', () => {});
+    pump();
+  };
+}
+
+async function caught(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    (result) => assert.fail(`resolved with ${JSON.stringify(result)}`),
+    (error: unknown) => error,
+  );
+}
+
+function assertInvalid(error: unknown, code: 'PROTOCOL' | 'ANSWER_TOO_LARGE', pattern: RegExp): void {
+  assert.ok(error instanceof InvalidAnswerError, String(error));
+  assert.equal(error.code, code);
+  assert.match(error.message, pattern);
+}
+
+const item = (key: string): Record<string, unknown> => ({ key, keyEncoding: 'utf8', value: 'x', valueEncoding: 'utf8', createSeq: 1, modSeq: 1, version: 1 });
+
+describe('client hostile answers', () => {
+  let server: FakeServer;
+  let answer: Answer = json('{}');
+
+  before(async () => {
+    server = await startFakeServer((_req, res) => answer(res));
+  });
+
+  after(async () => {
+    await server.close();
+  });
+
+  test('client answers: a 2 GiB Content-Length is refused before a byte of it is read', async () => {
+    answer = endless(200, { 'content-length': 2 * 1024 * MiB });
+    const error = await caught(new NodeClient(server.url).status());
+    assertInvalid(error, 'ANSWER_TOO_LARGE', /2147483648 bytes; at most 1048576/);
+  });
+
+  test('client answers: an endless chunked answer is dropped at the call\'s bound, and memory stays flat', async () => {
+    answer = endless(200);
+    const heapBefore = process.memoryUsage().heapUsed + process.memoryUsage().external + process.memoryUsage().arrayBuffers;
+    const started = Date.now();
+    const error = await caught(new NodeClient(server.url, 60_000).status());
+    assertInvalid(error, 'ANSWER_TOO_LARGE', /more than 1048576 bytes/);
+    assert.ok(Date.now() - started < 10_000, 'refused at once, not at the timeout');
+    const heapAfter = process.memoryUsage().heapUsed + process.memoryUsage().external + process.memoryUsage().arrayBuffers;
+    assert.ok(heapAfter - heapBefore < 64 * MiB, `grew ${((heapAfter - heapBefore) / MiB).toFixed(0)} MiB`);
+  });
+
+  test('client answers: an endless error body is read up to 64 KiB, for calls and streams alike', async () => {
+    answer = endless(503);
+    assertInvalid(await caught(new NodeClient(server.url).status()), 'ANSWER_TOO_LARGE', /HTTP 503 with a body of more than 65536 bytes/);
+    assertInvalid(await caught(new NodeClient(server.url).stream('/v1/snapshot')), 'ANSWER_TOO_LARGE', /HTTP 503 with a body of more than 65536 bytes/);
+  });
+
+  test('client answers: bodies that are not the JSON a call expects are InvalidAnswerError PROTOCOL naming the field', async () => {
+    const node = new NodeClient(server.url);
+    const cases: [Answer, () => Promise<unknown>, RegExp][] = [
+      [json('<html>proxy login</html>', { 'content-type': 'text/html' }), () => node.status(), /not JSON/],
+      [json('{"seq":1,"items":['), () => node.rangePage('a'), /not JSON/],
+      [json('{"seq":1,"items":null,"more":false,"cursor":null}'), () => node.rangePage('a'), /answer\.items must be an array/],
+      [json(JSON.stringify({ seq: 1, items: [{ ...item('zz'), keyEncoding: 'hex' }], more: false, cursor: null })), () => node.rangePage('a'), /items\[0\]\.key must be/],
+      [json(JSON.stringify({ seq: 1, items: [{ ...item('a'), valueEncoding: 'base64', value: 'not base64!' }], more: false, cursor: null })), () => node.rangePage('a'), /items\[0\]\.value must be/],
+      [json(JSON.stringify({ seq: 1, items: [item('a')], more: true, cursor: null })), () => node.rangePage('a'), /answer\.cursor must be a base64url string/],
+      [json(JSON.stringify({ seq: 1, items: [item('b'), item('a')], more: false, cursor: null })), () => node.rangePage(''), /items\[1\]\.key must sort after/],
+      [json('value', { 'content-type': 'application/octet-stream' }), () => node.get('a'), /header x-mercury-seq is missing/],
+      [json('{"seq":"banana"}'), () => node.put('a', 'b'), /answer\.seq must be an integer/],
+      [json('[]'), () => node.txn({ success: [] }), /answer must be a JSON object/],
+      [json('{"seq":3}'), () => node.delete('a'), /answer\.deleted must be true or false/],
+      [json('{"firstSeq":1,"lastSeq":9,"nextSeq":"2","entries":[]}'), () => node.log(1), /answer\.nextSeq must be an integer/],
+      [json('{"tokens":[{"id":"1","name":"n","scopes":[7],"createdMs":1,"kind":"token"}],"seq":1}'), () => node.listTokens(), /tokens\[0\]\.scopes\[0\] must be a string/],
+    ];
+    for (const [body, call, pattern] of cases) {
+      answer = body;
+      assertInvalid(await caught(call()), 'PROTOCOL', pattern);
+    }
+  });
+
+  test('client answers: a read that got a bad answer goes on to the next node; a write is OutcomeUnknownError', async () => {
+    const good = await startFakeServer((_req, res) => json('{"seq":1,"items":[],"more":false,"cursor":null}')(res));
+    try {
+      answer = json('<html>proxy login</html>', { 'content-type': 'text/html' });
+      const client = connect([server.url, good.url], { attemptsMax: 2 });
+      const pages = [];
+      for await (const page of client.range('a')) pages.push(page);
+      assert.deepEqual(pages, [{ seq: 1, items: [] }]);
+      assert.equal(good.requests.length, 1);
+
+      answer = json('{"seq":"banana"}');
+      const single = connect(server.url, { attemptsMax: 3 });
+      const write = await caught(single.put('a', 'b'));
+      assert.ok(write instanceof OutcomeUnknownError, String(write));
+      assert.ok(write.cause instanceof InvalidAnswerError);
+      const read = await caught(single.status());
+      assert.ok(read instanceof NoNodeReachableError, String(read));
+      assert.ok(read.errors.every((error) => error instanceof InvalidAnswerError && error.code === 'PROTOCOL'));
+    } finally {
+      await good.close();
+    }
+  });
+
+  test('client answers: a range whose cursor does not advance ends with PROTOCOL instead of paging for ever', async () => {
+    const node = new NodeClient(server.url);
+    for (const [cursor, pattern] of [
+      ['YQ', /must sort after the cursor the page was asked from/],
+      ['', /answer\.cursor must be a base64url string/],
+      ['YA', /must not be before the last item of its page/],
+    ] as const) {
+      answer = json(JSON.stringify({ seq: 1, items: [item('a')], more: true, cursor }));
+      let pages = 0;
+      const walk = async (): Promise<void> => {
+        for await (const _ of node.range('')) if (++pages > 10) assert.fail('paged on');
+      };
+      assertInvalid(await caught(walk()), 'PROTOCOL', pattern);
+      assert.ok(pages <= 1, `${pages} items before the fault`);
+      const client = connect(server.url, { attemptsMax: 1 });
+      const walkClient = async (): Promise<void> => {
+        for await (const _ of client.range('')) if (++pages > 10) assert.fail('paged on');
+      };
+      const error = await caught(walkClient());
+      assert.ok(error instanceof NoNodeReachableError && error.errors[0] instanceof InvalidAnswerError, String(error));
+    }
+  });
+
+  test('client answers: a log walk whose nextSeq does not advance ends with PROTOCOL', async () => {
+    const node = new NodeClient(server.url);
+    for (const nextSeq of [5, 4]) {
+      answer = json(JSON.stringify({ firstSeq: 1, lastSeq: 9, nextSeq, entries: [{ seq: 5 }] }));
+      let entries = 0;
+      const walk = async (): Promise<void> => {
+        for await (const _ of node.logEntries(5)) if (++entries > 10) assert.fail('paged on');
+      };
+      assertInvalid(await caught(walk()), 'PROTOCOL', new RegExp(`nextSeq is ${nextSeq}; it must be after 5`));
+    }
+  });
+});
