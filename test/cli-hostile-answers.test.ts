@@ -44,6 +44,12 @@ async function cliAgainst(handler: Handler, args: readonly string[]): Promise<{ 
   }
 }
 
+/** A status answer with the fields the client checks (src/client/answers.ts statusAnswer), then `fields`. */
+function statusOf(fields: Record<string, unknown>): Record<string, unknown> {
+  const log = { firstSeq: 1, lastSeq: 7, entries: 7, bytes: 700 };
+  return { role: 'replica', version: '0.1.0', nodeId: 'n', datasetId: 'd', headHash: '00', seq: 7, keys: 3, log, ...fields };
+}
+
 /** ESC, BEL and the 8-bit CSI: what must never reach a terminal from a node. */
 function assertNoControls(text: string, what: string): void {
   // eslint-disable-next-line no-control-regex -- the point of the check
@@ -52,22 +58,25 @@ function assertNoControls(text: string, what: string): void {
 
 describe('cli hostile answers', () => {
   test('cli hostile answers: a 200 that is not JSON or not of the expected shape is one line naming the command and URL, never a stack', async () => {
+    // The client checks every answer's shape (src/client/answers.ts): each is its InvalidAnswerError, exit 3 (no
+    // usable node at that URL), one line naming the request, the URL and what was wrong.
     const cases: { args: string[]; body: string; detail: RegExp }[] = [
-      { args: ['status'], body: '<html>proxy login</html>', detail: /SyntaxError: / },
-      { args: ['status'], body: 'null', detail: /the status: null where an object belongs/ },
-      { args: ['log'], body: '{}', detail: /the log page's entries: nothing where a list belongs/ },
-      { args: ['token', 'list'], body: '{}', detail: /the token list's tokens: nothing where a list belongs/ },
-      { args: ['token', 'list'], body: JSON.stringify({ tokens: [{ id: 'a', name: 'n' }] }), detail: /a token's scopes: nothing where a list belongs/ },
-      { args: ['token', 'create', 'x', '--scope', 'admin'], body: '{}', detail: /the created token's scopes/ },
-      { args: ['ls', ''], body: '{}', detail: /TypeError: / },
-      { args: ['resync'], body: 'OK', detail: /SyntaxError: / },
+      { args: ['status'], body: '<html>proxy login</html>', detail: /GET \/v1\/status: .* answered a body that is not JSON/ },
+      { args: ['status'], body: 'null', detail: /answer must be a JSON object/ },
+      { args: ['log'], body: '{}', detail: /answer\.nextSeq must be an integer/ },
+      { args: ['token', 'list'], body: '{}', detail: /answer\.tokens must be an array/ },
+      { args: ['token', 'list'], body: JSON.stringify({ tokens: [{ id: 'a', name: 'n' }] }), detail: /answer\.tokens\[0\]\.scopes must be an array/ },
+      { args: ['token', 'create', 'x', '--scope', 'admin'], body: '{}', detail: /answer\.scopes must be an array/ },
+      { args: ['ls', ''], body: '{}', detail: /answer\.items must be an array/ },
+      { args: ['resync'], body: 'OK', detail: /POST \/v1\/replication\/resync: .* answered a body that is not JSON/ },
     ];
     for (const { args, body, detail } of cases) {
       const result = await cliAgainst(answer(200, body), args);
       const what = `mercury ${args.join(' ')} on ${body}`;
-      assert.equal(result.code, 1, `${what}: ${result.stderr}`);
+      assert.equal(result.code, 3, `${what}: ${result.stderr}`);
       assert.equal(result.stderr.split('\n').length, 2, `${what}: one line: ${result.stderr}`);
-      assert.ok(result.stderr.startsWith(`mercury: ${args[0]}: the node at ${result.url} answered something that is not Mercury's JSON: `), `${what}: ${result.stderr}`);
+      assert.ok(result.stderr.startsWith('mercury: ') && result.stderr.includes(result.url) && result.stderr.includes('not a Mercury answer'), `${what}: ${result.stderr}`);
+      assert.doesNotMatch(result.stderr, /\n\s+at /, `${what}: no stack`);
       assert.match(result.stderr, detail, what);
     }
   });
@@ -86,12 +95,12 @@ describe('cli hostile answers', () => {
     assertNoControls(error.stderr.slice(0, -1), 'error line');
     assert.equal(error.stderr, 'mercury: INTERNAL: x\\u001b[2J\\u001b]0;owned\\u0007\\u009b1A\n');
 
-    const status = await cliAgainst(answer(200, JSON.stringify({ role: escapes, replication: { listen: escapes, phase: escapes, children: [null, { nodeId: escapes }] } })), ['status']);
+    const status = await cliAgainst(answer(200, JSON.stringify(statusOf({ role: escapes, replication: { listen: escapes, phase: escapes, children: [null, { nodeId: escapes }] } }))), ['status']);
     assert.equal(status.code, 0, status.stderr);
     assertNoControls(status.stdout.replaceAll('\n', ''), 'status');
     assert.match(status.stdout, /^role +x\\u001b\[2J/m);
 
-    const tokens = { tokens: [{ id: 't1', name: escapes, scopes: [escapes], createdMs: 0, kind: 'token' }] };
+    const tokens = { seq: 3, tokens: [{ id: 't1', name: escapes, scopes: [escapes], createdMs: 0, kind: 'token' }] };
     const list = await cliAgainst(answer(200, JSON.stringify(tokens)), ['token', 'list']);
     assert.equal(list.code, 0, list.stderr);
     assertNoControls(list.stdout.replaceAll('\n', ''), 'token list');
@@ -105,7 +114,7 @@ describe('cli hostile answers', () => {
     const result = await cliAgainst((request, response) => {
       response.writeHead(request.method === 'POST' ? 202 : 200, { 'content-type': 'application/json' });
       if (request.method === 'POST') response.end(JSON.stringify({ resync: 'started', seq: 7 }));
-      else response.end(JSON.stringify({ seq: 7, keys: 3, replication: { phase: 'connecting', snapshotsInstalled: 1, resyncPending: true, lastFailure: 'connect ECONNREFUSED 127.0.0.1:9' } }));
+      else response.end(JSON.stringify(statusOf({ seq: 7, keys: 3, replication: { phase: 'connecting', snapshotsInstalled: 1, resyncPending: true, lastFailure: 'connect ECONNREFUSED 127.0.0.1:9' } })));
     }, ['resync', '--wait', '--wait-timeout-ms', '1000']);
     assert.equal(result.code, 1, result.stderr);
     assert.match(result.stderr, /^mercury: RESYNC_STALLED: the replica at http:\/\/127\.0\.0\.1:\d+ showed no progress for [\d.]+ s \(phase connecting, last failure: connect ECONNREFUSED 127\.0\.0\.1:9\); .*--wait-timeout-ms\n$/);
