@@ -89,6 +89,20 @@ describe('sync cli', () => {
     removeDir(dir);
   });
 
+  /** A node holding `NAME/a`, and DIR `NAME` that a sync (stopped since) brought to it, with its seq saved. */
+  async function syncedAndStopped(name: string): Promise<{ node: ServeProcess; target: string }> {
+    const node = await startServe(join(dir, `${name}-node`));
+    nodes.push(node);
+    await put(node, `${name}/a`, 'a1');
+    const target = join(dir, name);
+    const first = startSync(node.url, `${name}/`, target);
+    syncs.push(first);
+    await treeIs(target, { a: 'a1' }, first);
+    await waitUntil('the seq is saved', () => Promise.resolve(existsSync(join(target, SYNC_STATE_FILE))));
+    await stopProcess(first.child);
+    return { node, target };
+  }
+
   test('sync cli: files follow puts, deletes and range deletes; unsafe keys are skipped; --exec runs after changes', async () => {
     const node = await startServe(join(dir, 'live-node'));
     nodes.push(node);
@@ -242,15 +256,7 @@ describe('sync cli', () => {
   });
 
   test('sync cli: a saved seq past the node\'s head empties DIR and starts again from the node\'s state (found by review: sync resumed and never wrote again)', async () => {
-    const node = await startServe(join(dir, 'ahead-node'));
-    nodes.push(node);
-    await put(node, 'ahead/a', 'a1');
-    const target = join(dir, 'ahead');
-    const first = startSync(node.url, 'ahead/', target);
-    syncs.push(first);
-    await treeIs(target, { a: 'a1' }, first);
-    await waitUntil('the seq is saved', () => Promise.resolve(existsSync(join(target, SYNC_STATE_FILE))));
-    await stopProcess(first.child);
+    const { node, target } = await syncedAndStopped('ahead');
     const state = JSON.parse(readFileSync(join(target, SYNC_STATE_FILE), 'utf8')) as Record<string, unknown>;
     writeFileSync(join(target, SYNC_STATE_FILE), JSON.stringify({ ...state, seq: 9_000_000_000_000 }));
     writeFileSync(join(target, 'stale'), 'a file of a key the node does not hold');
@@ -262,6 +268,24 @@ describe('sync cli', () => {
     const seq = await put(node, 'ahead/new', 'written while sync runs');
     await treeIs(target, { a: 'a1', new: 'written while sync runs' }, second);
     await waitUntil('the seq is saved again', () => Promise.resolve(savedSeq(target) >= seq));
+    await stopProcess(second.child);
+  });
+
+  test('sync cli: a saved seq the node reaches within the read wait resumes, DIR untouched (found by review: a node a few entries behind emptied DIR)', async () => {
+    const { node, target } = await syncedAndStopped('behind');
+    // As if DIR had followed another node one entry ahead of this one (sync --url with several nodes, or a replica).
+    const state = JSON.parse(readFileSync(join(target, SYNC_STATE_FILE), 'utf8')) as { seq: number };
+    const ahead = state.seq + 1;
+    writeFileSync(join(target, SYNC_STATE_FILE), JSON.stringify({ ...state, seq: ahead }));
+    const second = startSync(node.url, 'behind/', target);
+    syncs.push(second);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    assert.equal(await put(node, 'behind/b', 'the entry DIR already holds'), ahead);
+    await waitUntil('sync starts', () => Promise.resolve(second.reports().some((report) => report.type === 'start')));
+    assert.equal(second.reports().find((report) => report.type === 'reset'), undefined, JSON.stringify(second.reports()));
+    assert.deepEqual(second.reports().find((report) => report.type === 'start'), { type: 'start', dir: target, fromSeq: ahead + 1, resumed: true });
+    await put(node, 'behind/c', 'c1');
+    await treeIs(target, { a: 'a1', c: 'c1' }, second);
     await stopProcess(second.child);
   });
 

@@ -22,7 +22,7 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
-import { connect, type ClientOptions, type MercuryClient, type WatchEvent } from '../client/index.js';
+import { connect, SeqWaitTimeoutError, type ClientOptions, type MercuryClient, type WatchEvent } from '../client/index.js';
 import { MercuryError } from '../errors/index.js';
 import { lockDirectory } from '../fs/dir-lock.js';
 import { deleteFile, listFiles, putFile, removeTemporaryFiles } from './files.js';
@@ -31,6 +31,9 @@ import { readSyncState, writeSyncState, type SyncState } from './state.js';
 
 /** The lock on DIR (src/fs/dir-lock.ts), one of sync's own names: never a key's file, skipped by every walk. */
 export const SYNC_LOCK_FILE = `${SYNC_RESERVED_PREFIX}-lock`;
+
+/** A key to read when the prefix is '' (every key): any one does, only the seq of the read is wanted. */
+const SOME_KEY = Buffer.from('mercury-sync');
 
 /** Quiet time before --exec runs, by default: a burst of changes (a transaction, a deploy) runs the command once. */
 export const SYNC_EXEC_DEBOUNCE_MS_DEFAULT = 200;
@@ -146,6 +149,21 @@ export class DirectorySync {
     }
   }
 
+  /**
+   * The node's head once it reached `seq` (a read with minSeq: the node waits MIN_SEQ_WAIT_MS_DEFAULT), or `headSeq`
+   * when it did not. The read is of the prefix's own key, which a token that may watch the prefix may read.
+   */
+  private async headReaching(seq: number, headSeq: number): Promise<number> {
+    const { prefix } = this.options;
+    try {
+      const read = await this.client.get(prefix.length > 0 ? prefix : SOME_KEY, { minSeq: seq });
+      return read?.seq ?? seq;
+    } catch (error) {
+      if (error instanceof SeqWaitTimeoutError) return headSeq;
+      throw error;
+    }
+  }
+
   private async runLocked(): Promise<void> {
     const { dir, prefix } = this.options;
     const saved = readSyncState(dir);
@@ -159,17 +177,19 @@ export class DirectorySync {
     const status = await this.client.status();
     const datasetId = String(status.datasetId ?? '');
     if (datasetId === '') throw new MercuryError('UPSTREAM_UNAVAILABLE', 'the node has not joined a dataset yet; sync from a node that has');
-    // Another dataset: its seqs mean nothing for what DIR holds. A saved seq past the node's head: DIR holds changes
-    // the node does not (a damaged state file, a node restored from an older backup, a replica far behind), and a
-    // watch from there would wait for seqs that may never come, or come with other changes. Either way, start again
-    // from an empty DIR.
+    // Another dataset: its seqs mean nothing for what DIR holds. A saved seq past the node's head, still past it after
+    // the usual read wait (a replica a few entries behind, or another of the --url nodes, catches up in that time):
+    // DIR holds changes the node does not (a damaged state file, a node restored from an older backup, a replica far
+    // behind), and a watch from there would wait for seqs that may never come, or come with other changes. Either
+    // way, start again from an empty DIR.
+    const headSeq = saved !== undefined && saved.datasetId === datasetId && saved.seq > status.seq ? await this.headReaching(saved.seq, status.seq) : status.seq;
     const resetReason =
       saved === undefined
         ? undefined
         : saved.datasetId !== datasetId
           ? `the node holds dataset ${datasetId}, not ${saved.datasetId}`
-          : saved.seq > status.seq
-            ? `the saved seq ${saved.seq} is past the node's head ${status.seq}`
+          : saved.seq > headSeq
+            ? `the saved seq ${saved.seq} is past the node's head ${headSeq}`
             : undefined;
     if (resetReason !== undefined) {
       let deleted = 0;
