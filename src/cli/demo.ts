@@ -11,7 +11,7 @@ import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync }
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BOOTSTRAP_TOKEN_FILE } from '../auth/index.js';
-import { NodeClient, bearer, type ClientTls } from '../client/index.js';
+import { NodeClient, UnauthenticatedError, bearer, type ClientTls } from '../client/index.js';
 import { createCertificateAuthority, issueCertificate, type CertificateFiles } from '../net/tls-certs.js';
 
 const CLI_PATH = fileURLToPath(new URL('./main.js', import.meta.url));
@@ -89,13 +89,21 @@ function startNode(
   });
 }
 
-/** Waits until a replica streams from an upstream, so that its own children find a node with a dataset. */
+/**
+ * Waits until a replica streams from an upstream, so that its own children find a node with a dataset. Until its
+ * snapshot has brought the token records, the replica knows no token and refuses the admin's (UNAUTHENTICATED): that is
+ * "not yet", like any phase before streaming.
+ */
 async function waitStreaming(node: DemoNode, tls: ClientTls, token: string): Promise<void> {
   const deadline = Date.now() + START_TIMEOUT_MS;
   const client = new NodeClient(node.url, undefined, tls, bearer(token));
   while (Date.now() < deadline) {
-    const status = (await client.status()) as { replication?: { phase?: string } };
-    if (status.replication?.phase === 'streaming') return;
+    try {
+      const status = (await client.status()) as { replication?: { phase?: string } };
+      if (status.replication?.phase === 'streaming') return;
+    } catch (error) {
+      if (!(error instanceof UnauthenticatedError)) throw error;
+    }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new Error(`${node.name} did not join its upstream within ${START_TIMEOUT_MS} ms`);
