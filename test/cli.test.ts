@@ -193,6 +193,13 @@ describe('cli', () => {
     assertFailed(await cli(['txn'], '{not json'), 2, /transaction is not valid JSON/);
   });
 
+  test('cli: txn reads its JSON by the node\'s rules: a member name given twice or bytes that are not UTF-8 exit 2, nothing sent (found by review: JSON.parse kept the last name and the node never saw the first)', async () => {
+    assertFailed(await cli(['txn'], '{"success":[{"op":"put","key":"twice/k","value":"1"}],"success":[]}'), 2, /transaction is not valid JSON \(INVALID_JSON\): .*member name "success" twice/);
+    const notUtf8 = Buffer.concat([Buffer.from('{"success":[{"op":"put","key":"twice/k","value":"'), Buffer.from([0xff]), Buffer.from('"}]}')]);
+    assertFailed(await cli(['txn'], notUtf8), 2, /transaction is not valid JSON \(INVALID_UTF8\)/);
+    assertFailed(await cli(['get', 'twice/k']), 1, /KEY_NOT_FOUND/);
+  });
+
   test('cli: serve with a bad option value exits 2 with one line', async () => {
     const dir = join(filesDir, 'never-created');
     const [listen, valueBytes] = await Promise.all([

@@ -10,6 +10,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { NodeClient, UnavailableError, WatchError, bearer, type ClientTls } from '../client/index.js';
 import { DEFAULT_PORT, parseHostPort, validateConfig } from '../config/index.js';
 import { parseToken, readTokenFile, TOKEN_CHARS } from '../auth/index.js';
+import { parseBoundedJson, txnJsonLimits } from '../api/index.js';
 import { MercuryError } from '../errors/index.js';
 import { readFileBounded, SMALL_FILE_BYTES_MAX } from '../fs/bounded-read.js';
 import { JSON_BODY_BYTES_MAX, VALUE_BYTES_CEILING } from '../limits.js';
@@ -389,12 +390,15 @@ async function clientCommand(
       return;
     }
     case 'txn': {
-      const text = (await readInput(values.file, JSON_BODY_BYTES_MAX)).toString('utf8');
+      // Read by the node's own rules (src/api/json-validator.ts): JSON.parse alone would keep the last of a member name
+      // given twice and turn bytes that are not UTF-8 into U+FFFD, and send the node another transaction than the file's.
+      const text = await readInput(values.file, JSON_BODY_BYTES_MAX);
       let body: unknown;
       try {
-        body = JSON.parse(text);
+        body = parseBoundedJson(text, txnJsonLimits(VALUE_BYTES_CEILING));
       } catch (error) {
-        throw new UsageError(`transaction is not valid JSON: ${(error as Error).message}`);
+        if (!(error instanceof MercuryError)) throw error;
+        throw new UsageError(`transaction is not valid JSON (${error.code}): ${error.message}`);
       }
       const result = await client.txn(body as Record<string, never>);
       printResult(json, result, () => `${result.succeeded ? 'succeeded' : 'compare failed, failure branch applied'}, seq ${result.seq}`);
