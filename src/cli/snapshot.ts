@@ -14,6 +14,7 @@ import { closeSync, createReadStream, fsyncSync, openSync, renameSync, rmSync, s
 import { basename, dirname, join } from 'node:path';
 import type { NodeClient } from '../client/index.js';
 import { MercuryError } from '../errors/index.js';
+import { fileKind } from '../fs/bounded-read.js';
 import { fsyncPath } from '../fs/durable.js';
 import type { SnapshotHeader } from '../snapshot/index.js';
 import { formatBytes, formatCount, formatDuration, printResult, ProgressBar } from './output.js';
@@ -44,18 +45,10 @@ function headerLines(header: SnapshotHeader, fileBytes: number): string[] {
   ];
 }
 
-/** What `stats` is, when it is not a regular file. */
-function kindOf(stats: Stats): string {
-  if (stats.isDirectory()) return 'a directory';
-  if (stats.isFIFO()) return 'a named pipe';
-  if (stats.isCharacterDevice() || stats.isBlockDevice()) return 'a device';
-  return 'not a regular file';
-}
-
 /** The size of the snapshot file to read; SNAPSHOT_INVALID if it is no regular file (a directory, a pipe, a device). */
 function snapshotFileBytes(file: string): number {
   const stats = statSync(file);
-  if (!stats.isFile()) throw new MercuryError('SNAPSHOT_INVALID', `${file} is ${kindOf(stats)}, not a snapshot file; give the file that mercury snapshot save wrote`);
+  if (!stats.isFile()) throw new MercuryError('SNAPSHOT_INVALID', `${file} is ${fileKind(stats)}, not a snapshot file; give the file that mercury snapshot save wrote`);
   return stats.size;
 }
 
@@ -69,7 +62,7 @@ export async function snapshotSave(client: NodeClient, file: string, json: boole
   }
   // Before the transfer, which may take minutes: the rename at its end would fail.
   if (existing !== undefined && !existing.isFile())
-    throw new MercuryError('INVALID_ARGUMENT', `${file} is ${kindOf(existing)}; give the path of the snapshot file to write (a new file, or an older snapshot to replace)`);
+    throw new MercuryError('INVALID_ARGUMENT', `${file} is ${fileKind(existing)}; give the path of the snapshot file to write (a new file, or an older snapshot to replace)`);
   const partial = join(dirname(file), `${basename(file)}.partial-${process.pid}`);
   // Made before the request, so a directory that does not exist or cannot be written fails before the node is asked.
   const fd = openSync(partial, 'wx', 0o600);
