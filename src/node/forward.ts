@@ -30,16 +30,14 @@ export async function forwardWrite(
 ): Promise<WriteResult> {
   if (upstreamHttpUrl === undefined)
     throw new MercuryError('UPSTREAM_UNAVAILABLE', 'this replica is not connected to an upstream, so it cannot forward the write; retry, or write to the root');
-  let answer: unknown;
+  // The client checks the answer's shape (src/client/answers.ts): one without "succeeded" and "seq" is an
+  // InvalidAnswerError, an UnavailableError sent, so UPSTREAM_UNAVAILABLE saying the write may have been applied.
   try {
-    answer = await new NodeClient(upstreamHttpUrl, timeoutMs, tls, authorization).txn(formatTxn(request));
+    const { succeeded, seq } = await new NodeClient(upstreamHttpUrl, timeoutMs, tls, authorization).txn(formatTxn(request));
+    return { succeeded, seq };
   } catch (error) {
     throw forwardError(upstreamHttpUrl, error);
   }
-  const result = answer as Partial<WriteResult> | null;
-  if (typeof result?.seq !== 'number' || typeof result.succeeded !== 'boolean')
-    throw new MercuryError('UPSTREAM_UNAVAILABLE', `upstream ${upstreamHttpUrl} answered without "succeeded" and "seq"; ${MAYBE_APPLIED}`);
-  return { succeeded: result.succeeded, seq: result.seq };
 }
 
 function forwardError(url: string, error: unknown): MercuryError {
