@@ -4,8 +4,10 @@
  * point-in-time restore from the retained log, and FILE never left partial.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { auditLog, requestJson } from './support/http.js';
 import { makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProcess } from './support/process.js';
@@ -30,6 +32,14 @@ async function cliJson<T>(args: readonly string[]): Promise<T> {
 async function keysOf(node: ServeProcess): Promise<Record<string, string>> {
   const page = await requestJson<{ items: { key: string; value: string; valueEncoding: string }[] }>(node.url, 'GET', '/v1/kv?prefix=&limit=1000');
   return Object.fromEntries(page.items.map((item) => [item.key, `${item.valueEncoding}:${item.value}`]));
+}
+
+/** Takes the data directory lock on `dir` in a process that is then killed, as a restore killed half-way leaves it. */
+function lockThenDie(dir: string): void {
+  const lockModule = fileURLToPath(new URL('../src/fs/dir-lock.js', import.meta.url));
+  const script = `const { lockDataDir } = await import(${JSON.stringify(lockModule)}); lockDataDir(${JSON.stringify(dir)}, new Date().toISOString()); process.kill(process.pid, 'SIGKILL');`;
+  const result = spawnSync(process.execPath, ['--input-type=module', '-e', script]);
+  assert.equal(result.signal, 'SIGKILL', result.stderr.toString());
 }
 
 describe('snapshot cli', () => {
@@ -194,6 +204,14 @@ describe('snapshot cli', () => {
     mkdirSync(join(fresh, 'restore.partial'), { recursive: true });
     await cliJson(['snapshot', 'restore', file, '--data-dir', fresh]);
     assert.deepEqual(readdirSync(fresh).sort(), ['data.mdb', 'lock.mdb', 'store-initialised']);
+    // What a killed restore really leaves: its partial store and the data directory's lock, naming a process now gone
+    // (found by review: that lock made the directory "not empty", so the restore wanted --force after all).
+    const killed = join(dir, 'keep-data-killed');
+    mkdirSync(join(killed, 'restore.partial'), { recursive: true });
+    lockThenDie(killed);
+    assert.ok(existsSync(join(killed, 'mercury.lock')));
+    await cliJson(['snapshot', 'restore', file, '--data-dir', killed]);
+    assert.deepEqual(readdirSync(killed).sort(), ['data.mdb', 'lock.mdb', 'store-initialised']);
   });
 
   test('snapshot cli: save to a FILE that is a directory fails before asking the node', async () => {

@@ -30,7 +30,7 @@ import { MercuryError } from '../errors/index.js';
 import { fsyncPath } from '../fs/durable.js';
 import { HASH_BYTES, verifyNext, type ChainHead, type EncodedEntry } from '../log/index.js';
 import { ENTRY_BYTES_MAX } from '../limits.js';
-import { DATA_DIR_MODE, INITIALISED_FILE, lockDataDir, Store, type SnapshotRecord } from '../store/index.js';
+import { DATA_DIR_MODE, INITIALISED_FILE, LOCK_FILE, lockDataDir, Store, type SnapshotRecord } from '../store/index.js';
 import { EntryStreamDecoder, SnapshotDecoder, type SnapshotHeader } from './format.js';
 
 /** Staged per write transaction: few enough fsyncs, bounded memory. */
@@ -74,9 +74,12 @@ export interface RestoreResult {
   readonly replayedEntries: number;
 }
 
-/** Empty or missing; what a killed restore left (its partial store) does not count: it is removed before the next. */
+/**
+ * Empty or missing. What a killed restore left does not count: its partial store, removed before the next, and the
+ * data directory's lock, which the next takes over if its holder is gone (and refuses with DATA_DIR_LOCKED if not).
+ */
 function isEmptyDir(dir: string): boolean {
-  return !existsSync(dir) || readdirSync(dir).every((name) => name === PARTIAL_DIR);
+  return !existsSync(dir) || readdirSync(dir).every((name) => name === PARTIAL_DIR || name === LOCK_FILE);
 }
 
 export async function restoreSnapshot(options: RestoreOptions): Promise<RestoreResult> {
