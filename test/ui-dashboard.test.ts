@@ -71,6 +71,9 @@ describe('ui dashboard', { skip: existsSync(CHROMIUM_PATH) ? false : `${CHROMIUM
       ['/ui/', 'text/html'],
       ['/ui/app.js', 'text/javascript'],
       ['/ui/style.css', 'text/css'],
+      // A query on a static file is the browser's or the operator's (cache busting), never read, never refused.
+      ['/ui/?v=2', 'text/html'],
+      ['/ui/app.js?v=2&x', 'text/javascript'],
     ] as const) {
       const response = await request(root.url, 'GET', path);
       assert.equal(response.status, 200, path);

@@ -109,7 +109,7 @@ export function createApiHandler(node: NodeApi, limits: HttpLimits = HTTP_LIMITS
       const key = match.keyPath === undefined ? undefined : decodeKeyPath(match.keyPath);
       const { handler, params } = methodHandler(match.route, req.method);
       const query = new Query(queryAt === -1 ? '' : url.slice(queryAt + 1));
-      query.refuseUnknown(params, `${req.method} ${match.route.name}`);
+      if (match.route.queryIgnored !== true) query.refuseUnknown(params, `${req.method} ${match.route.name}`);
       const done = handler(req, res, query, key);
       if (done !== undefined) done.catch(fail);
     } catch (error) {

@@ -35,6 +35,11 @@ export interface Route {
   readonly crossOrigin?: CrossOrigin;
   /** The query parameters each method reads; a method not listed takes none (any other is refused, see query.ts). */
   readonly params?: Readonly<Record<string, readonly string[]>>;
+  /**
+   * A static file (the dashboard's): its query string is never read, so none is refused. Browsers and operators add
+   * one to such URLs (`?v=2` to bypass a cache) and expect the file.
+   */
+  readonly queryIgnored?: true;
 }
 
 export interface RouteMatch {

@@ -6,6 +6,7 @@ export function uiRoutes(): Route[] {
   const files = uiAssets().map(
     (asset): Route => ({
       name: asset.path,
+      queryIgnored: true,
       methods: {
         GET: (_req, res) => {
           res.writeHead(200, {
@@ -24,6 +25,7 @@ export function uiRoutes(): Route[] {
   );
   const redirect: Route = {
     name: '/ui',
+    queryIgnored: true,
     methods: {
       GET: (_req, res) => {
         res.writeHead(308, { location: UI_PATH, 'content-length': 0 });
