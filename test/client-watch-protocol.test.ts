@@ -133,6 +133,21 @@ describe('client watch protocol', () => {
     }
   });
 
+  test('client watch: a message of more JSON values than a node can send is refused before JSON.parse builds them', async () => {
+    // 400,000 snapshot items of six values each: more than a page of one-byte keys holds (WATCH_SNAPSHOT_ITEMS_MAX).
+    // Decoded, such a message cost the client hundreds of bytes per value: one of 200 MiB peaked at 903 MiB of RSS
+    // after the events limit, 473 MiB (the message's own bytes, twice) with the check first (review D's script).
+    const item = '{"key":"a","keyEncoding":"utf8","createSeq":1,"modSeq":1,"version":1}';
+    script = (socket, subscribe) => {
+      socket.send(JSON.stringify({ type: 'subscribed', id: subscribe.id, fromSeq: 1 }));
+      socket.send(`{"type":"snapshot","id":${JSON.stringify(subscribe.id)},"seq":5,"done":true,"items":[${Array<string>(400_000).fill(item).join(',')}]}`);
+    };
+    const watch = connect([url]).watch({ prefix: 'a', fromSeq: 1 });
+    const error = await watch.next().then(() => undefined, (caughtError: unknown) => caughtError);
+    assert.ok(error instanceof WatchError && error.code === 'PROTOCOL', String(error));
+    assert.match(error.message, /message refused before parsing: the body holds more than \d+ JSON values/);
+  });
+
   test('client watch: an upgrade answered with an endless error body fails within requestTimeoutMs, or once a few KiB were read', async () => {
     let attempts = 0;
     let mode: 'trickle' | 'flood' = 'trickle';

@@ -368,6 +368,12 @@ export const WATCH_SERVER_MESSAGE_BYTES_MAX = 256 * 1024 * 1024;
 export const WATCH_EVENTS_PER_PREFIX_MAX = 100_000;
 
 /**
+ * Most items one snapshot message holds: a node fills a page to 256 KiB of keys and values (WATCH_SNAPSHOT_PAGE_BYTES
+ * in src/watch/limits.ts, which asserts the relation), at least one byte each, plus the item that crosses the bound.
+ */
+export const WATCH_SNAPSHOT_ITEMS_MAX = 256 * 1024 + 1;
+
+/**
  * One change of an events message, with its keys and values decoded. `author` is present with the `authors` filter
  * (null where the writer was not recorded).
  */

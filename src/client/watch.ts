@@ -29,12 +29,14 @@ import { createRequire } from 'node:module';
 import type { WebSocket as WebSocketClass, RawData } from 'ws';
 import type { Clock, TimerHandle } from '../clock/index.js';
 import {
+  JsonValidator,
   parseServerMessage,
   subscribeMessage,
   WATCH_EVENTS_PER_PREFIX_MAX,
   WATCH_PATH,
   WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
   WATCH_SERVER_MESSAGE_BYTES_MAX,
+  WATCH_SNAPSHOT_ITEMS_MAX,
   WatchCloseCode,
   WatchServerMessageError,
 } from '../api/index.js';
@@ -183,6 +185,7 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
       let step: CursorStep;
       try {
         if (isBinary) throw new WatchServerMessageError('a binary frame arrived; the protocol is JSON text');
+        checkMessageShape(buffer, this.eventsMax);
         step = this.cursor.onMessage(parseServerMessage(buffer.toString('utf8'), WATCH_SERVER_MESSAGE_BYTES_MAX, this.eventsMax));
       } catch (error) {
         if (!(error instanceof WatchServerMessageError)) throw error;
@@ -349,5 +352,26 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
 
   [Symbol.asyncIterator](): this {
     return this;
+  }
+}
+
+/** JSON values one event or snapshot item takes at most: the object and its seven members (watch protocol, src/api). */
+const VALUES_PER_EVENT_MAX = 8;
+/** Values around a message's events or items: its type, id, seq, time, done, the array itself. */
+const MESSAGE_VALUES_OVERHEAD = 16;
+
+/**
+ * Refuses a message with more JSON values than the largest one a node can send this watch (its events limit, or a
+ * snapshot page of one-byte keys), before `JSON.parse` builds them: decoded, a tiny event costs hundreds of bytes, and
+ * one 200 MiB message of 3.5 million of them took 2.9 GB (review, 2026-12-03). The validator holds a few numbers.
+ */
+function checkMessageShape(buffer: Buffer, eventsMax: number): void {
+  const itemsMax = Math.max(eventsMax, WATCH_SNAPSHOT_ITEMS_MAX);
+  const validator = new JsonValidator({ depthMax: 8, elementsMax: itemsMax * VALUES_PER_EVENT_MAX + MESSAGE_VALUES_OVERHEAD, stringBytesMax: WATCH_SERVER_MESSAGE_BYTES_MAX });
+  try {
+    validator.push(buffer);
+    validator.end();
+  } catch (error) {
+    throw new WatchServerMessageError(`message refused before parsing: ${(error as Error).message}`, { cause: error });
   }
 }

@@ -14,6 +14,7 @@ import {
   WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
   WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX,
   WATCH_SERVER_MESSAGE_BYTES_MAX,
+  WATCH_SNAPSHOT_ITEMS_MAX,
 } from '../api/index.js';
 import { ENTRY_BYTES_MAX, ENTRY_OPS_MAX, KEY_BYTES_MAX } from '../limits.js';
 
@@ -55,6 +56,8 @@ export const WATCH_CATCHUP_ROUND_BYTES_MAX = 8 * MiB;
 export const WATCH_CATCHUP_POLL_MS = 10;
 /** A snapshot message carries about this many bytes of keys and values (always at least one item). */
 export const WATCH_SNAPSHOT_PAGE_BYTES = 256 * KiB;
+// A client refuses a snapshot message of more items than that (keys are at least one byte): src/client/watch.ts.
+assert.ok(WATCH_SNAPSHOT_PAGE_BYTES + 1 <= WATCH_SNAPSHOT_ITEMS_MAX);
 /**
  * Snapshots being sent at once; further ones wait for a slot. Each holds an LMDB read transaction (lmdb-js allows 126
  * readers per environment by default) and keeps LMDB from reusing the pages it sees.
