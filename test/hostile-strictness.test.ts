@@ -87,6 +87,20 @@ describe('hostile input - strictness', () => {
     assert.equal(unbounded.status, 200, 'an empty end still means no upper bound');
   });
 
+  test('strict: a request with two Host headers is refused 400 (RFC 9112), whatever the second names', async () => {
+    // Found by review: the second Host line was ignored, so a proxy in front and the node could each read another name.
+    const host = new URL(node.url).host;
+    for (const second of [host, 'evil.example']) {
+      const response = parseRawResponse(await rawExchange(node.url, `GET /v1/status HTTP/1.1\r\nhost: ${host}\r\nhost: ${second}\r\nconnection: close\r\n\r\n`));
+      assert.equal(response.status, 400, second);
+      const error = (JSON.parse(response.body) as { error: { code: string; message: string } }).error;
+      assert.equal(error.code, 'BAD_REQUEST');
+      assert.match(error.message, /more than one Host header/);
+    }
+    const one = parseRawResponse(await rawExchange(node.url, `GET /healthz HTTP/1.1\r\nhost: ${host}\r\nconnection: close\r\n\r\n`));
+    assert.equal(one.status, 200);
+  });
+
   test('strict: CONNECT is answered 405 METHOD_NOT_ALLOWED with a JSON body, not dropped', async () => {
     const text = await rawExchange(node.url, 'CONNECT 127.0.0.1:22 HTTP/1.1\r\nhost: 127.0.0.1:22\r\n\r\n');
     const response = parseRawResponse(text);

@@ -76,6 +76,21 @@ export function canonicalOrigin(origin: string): string | undefined {
  * (undefined when absent); `method` is its method, POST by default, as for a WebSocket upgrade (a GET that opens a
  * stream of every change: a write's worth of trust).
  */
+/**
+ * A request with more than one Host line is refused 400, as RFC 9112 (3.2) requires of a server: with two names a
+ * proxy in front and this node could each take a different one, and the Host check above would judge only the first.
+ */
+export function repeatedHostRefusal(rawHeaders: readonly string[]): MercuryError | undefined {
+  let seen = false;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    if (name.length !== 4 || name.toLowerCase() !== 'host') continue;
+    if (seen) return new MercuryError('BAD_REQUEST', 'the request has more than one Host header; send exactly one');
+    seen = true;
+  }
+  return undefined;
+}
+
 export function requestRefusal(host: string | undefined, origin: string | undefined, policy: RequestPolicy, method = 'POST'): MercuryError | undefined {
   if (host !== undefined) {
     const parsed = parseHost(host);
