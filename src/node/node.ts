@@ -21,7 +21,7 @@ import { silentLogger, type Logger } from '../logging/index.js';
 import { COUNT_BUCKETS, Registry, SECONDS_BUCKETS } from '../metrics/index.js';
 import { TlsCredentials, clientTlsOptions, serverTlsOptions, type TlsMaterial } from '../net/index.js';
 import { ReplicationClient, ReplicationServer, StoreLogSource, type Heartbeat } from '../replication/index.js';
-import { clientCertificateRefusal, createApiHandler, createHttpServer, repeatedHostRefusal, requestRefusal, type NodeApi, type RequestPolicy } from '../server/index.js';
+import { clientCertificateRefusal, createApiHandler, createHttpServer, requestRefusal, type NodeApi, type RequestPolicy } from '../server/index.js';
 import { Store } from '../store/index.js';
 import { AuthGuard, AUTH_MODES, bootstrapAdmin, parseToken, TOKEN_CHARS, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
 import { prefixEnd } from '../api/index.js';
@@ -230,7 +230,7 @@ export class MercuryNode {
       logger: this.logger,
       limits: this.limits.watch,
       // An upgrade does not pass the HTTP server's request listener: its client certificate is checked here, as there.
-      refuseUpgrade: (req) => clientCertificateRefusal(req.socket, onHttpTlsRejected) ?? repeatedHostRefusal(req.rawHeaders) ?? requestRefusal(req.headers.host, req.headers.origin, policy),
+      refuseUpgrade: (req) => clientCertificateRefusal(req.socket, onHttpTlsRejected) ?? requestRefusal(req, policy),
       authenticate: (req) => this.guard.authenticateRequest(req),
     });
     this.watchHub.attach(this.server);

@@ -14,7 +14,7 @@ import { bodyLeftUnread, dropUnreadBody, sendError } from './http-io.js';
 import { HTTP_LIMITS, type HttpLimits } from './http-server.js';
 import type { NodeApi } from './node-api.js';
 import { Query } from './query.js';
-import { repeatedHostRefusal, requestRefusal } from './request-policy.js';
+import { requestRefusal } from './request-policy.js';
 import { Router, methodHandler, type CrossOrigin } from './router.js';
 import { kvKeyRoute, kvRangeRoute } from './routes/kv.js';
 import { logRoute } from './routes/log.js';
@@ -95,7 +95,7 @@ export function createApiHandler(node: NodeApi, limits: HttpLimits = HTTP_LIMITS
     const crossOrigin = match?.route.crossOrigin;
     if (crossOrigin !== undefined) res.setHeader('access-control-allow-origin', '*');
     try {
-      const refused = repeatedHostRefusal(req.rawHeaders) ?? requestRefusal(req.headers.host, req.headers.origin, node.requestPolicy, req.method);
+      const refused = requestRefusal(req, node.requestPolicy, req.method);
       if (refused !== undefined) throw refused;
       if (crossOrigin !== undefined && req.method === 'OPTIONS') {
         answerPreflight(req, res, crossOrigin, limits);

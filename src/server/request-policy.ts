@@ -71,27 +71,21 @@ export function canonicalOrigin(origin: string): string | undefined {
   return url.origin;
 }
 
-/**
- * Why a request must be refused, or undefined when it may go on. `host` and `origin` are the request's headers
- * (undefined when absent); `method` is its method, POST by default, as for a WebSocket upgrade (a GET that opens a
- * stream of every change: a write's worth of trust).
- */
-/**
- * A request with more than one Host line is refused 400, as RFC 9112 (3.2) requires of a server: with two names a
- * proxy in front and this node could each take a different one, and the Host check above would judge only the first.
- */
-export function repeatedHostRefusal(rawHeaders: readonly string[]): MercuryError | undefined {
-  let seen = false;
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i]!;
-    if (name.length !== 4 || name.toLowerCase() !== 'host') continue;
-    if (seen) return new MercuryError('BAD_REQUEST', 'the request has more than one Host header; send exactly one');
-    seen = true;
-  }
-  return undefined;
+/** What the policy reads of a request: its Host and Origin headers, and its header lines as they came. */
+export interface RequestHead {
+  readonly headers: { readonly host?: string; readonly origin?: string };
+  readonly rawHeaders: readonly string[];
 }
 
-export function requestRefusal(host: string | undefined, origin: string | undefined, policy: RequestPolicy, method = 'POST'): MercuryError | undefined {
+/**
+ * Why a request must be refused, or undefined when it may go on. `method` is its method, POST by default, as for a
+ * WebSocket upgrade (a GET that opens a stream of every change: a write's worth of trust). A request with more than
+ * one Host line is refused 400, as RFC 9112 (3.2) requires of a server: with two names a proxy in front and this node
+ * could each take a different one, and the Host check below would judge only the first.
+ */
+export function requestRefusal(request: RequestHead, policy: RequestPolicy, method = 'POST'): MercuryError | undefined {
+  if (hostLines(request.rawHeaders) > 1) return new MercuryError('BAD_REQUEST', 'the request has more than one Host header; send exactly one');
+  const { host, origin } = request.headers;
   if (host !== undefined) {
     const parsed = parseHost(host);
     if (parsed === undefined || !expectedHostName(parsed.name, policy.allowedHosts)) {
@@ -117,4 +111,14 @@ export function requestRefusal(host: string | undefined, origin: string | undefi
     'ORIGIN_NOT_ALLOWED',
     `Origin "${origin}" is another site: a web page may use this node only from the node's own origin; to allow this one, start the node with --allowed-origins ${canonical ?? origin}`,
   );
+}
+
+/** Header lines named Host (any case). */
+function hostLines(rawHeaders: readonly string[]): number {
+  let count = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    if (name.length === 4 && name.toLowerCase() === 'host') count++;
+  }
+  return count;
 }
