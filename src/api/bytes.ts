@@ -38,6 +38,11 @@ export function encodeJsonBytes(bytes: Buffer): { text: string; encoding: BytesE
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
+/** Whether `text` is standard base64 with its padding: the only base64 the API reads or writes. */
+export function isStandardBase64(text: string): boolean {
+  return BASE64.test(text);
+}
+
 function decodeBase64(text: unknown, field: string): Buffer {
   if (typeof text !== 'string' || !BASE64.test(text)) throw new MercuryError('INVALID_ARGUMENT', `${field} must be a standard base64 string`);
   return Buffer.from(text, 'base64');

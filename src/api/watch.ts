@@ -80,6 +80,7 @@
  * | 4409 | the connection's token was given other scopes (its record replaced): reconnect and resubscribe, checked against them |
  * | 4008 | slow watcher: the connection's queue stayed full for `WATCH_STALL_MS`, a snapshot took longer than `WATCH_SNAPSHOT_MS_MAX` (src/watch/limits.ts), or the client sent requests without reading the replies. Resume from the seq after the last one received (each subscription was sent a progress message just before the close). |
  */
+import { isStandardBase64 } from './bytes.js';
 import { KEY_BYTES_MAX } from './limits.js';
 
 const KiB = 1024;
@@ -196,7 +197,6 @@ export type ClientMessage =
 const SUBSCRIBE_FIELDS = new Set(['type', 'id', 'prefixes', 'prefixesBase64', 'fromSeq', 'filters']);
 const UNSUBSCRIBE_FIELDS = new Set(['type', 'id']);
 const FILTER_FIELDS = new Set(['puts', 'deletes', 'keysOnly', 'authors']);
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -223,7 +223,7 @@ function readPrefixes(message: Record<string, unknown>, limits: WatchMessageLimi
     if (!Array.isArray(list)) throw new WatchProtocolError('INVALID_ARGUMENT', `"${field}" must be an array of strings`, idJson);
     for (const [index, item] of (list as unknown[]).entries()) {
       if (typeof item !== 'string') throw new WatchProtocolError('INVALID_ARGUMENT', `${field}[${index}] must be a string`, idJson);
-      if (field === 'prefixesBase64' && !BASE64.test(item))
+      if (field === 'prefixesBase64' && !isStandardBase64(item))
         throw new WatchProtocolError('INVALID_ARGUMENT', `prefixesBase64[${index}] must be standard base64`, idJson);
       const prefix = Buffer.from(item, field === 'prefixes' ? 'utf8' : 'base64');
       if (prefix.length > KEY_BYTES_MAX)
@@ -455,7 +455,7 @@ function bytesField(object: Record<string, unknown>, name: string, path: string,
   const encoding = object[`${name}Encoding`];
   if (encoding === 'utf8') return Buffer.from(text, 'utf8');
   if (encoding === 'base64') {
-    if (!BASE64.test(text)) invalid(`${path}.${name}`, 'must be standard base64 (its encoding says base64)');
+    if (!isStandardBase64(text)) invalid(`${path}.${name}`, 'must be standard base64 (its encoding says base64)');
     return Buffer.from(text, 'base64');
   }
   return invalid(`${path}.${name}Encoding`, 'must be "utf8" or "base64"');
