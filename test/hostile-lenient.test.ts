@@ -103,7 +103,7 @@ describe('hostile input - leniency', () => {
   });
 
   test('lenient: HEAD is served as GET without a body, and listed in Allow', async () => {
-    for (const path of ['/v1/kv/a', '/v1/status', '/healthz', '/readyz', '/v1/kv?prefix=a', '/v1/log']) {
+    for (const path of ['/v1/kv/a', '/v1/status', '/healthz', '/readyz', '/v1/kv?prefix=a', '/v1/log', '/v1/snapshot', '/v1/snapshot/entries']) {
       const get = await request(node.url, 'GET', path);
       const head = await request(node.url, 'HEAD', path);
       assert.equal(head.status, get.status, path);

@@ -101,6 +101,26 @@ describe('hostile input - strictness', () => {
     assert.equal(one.status, 200);
   });
 
+  test('strict: an absolute-form target (RFC 9112 3.2.2) is served, its host judged instead of Host; user information is refused', async () => {
+    // Found by review: `GET http://node/v1/kv/a` (what a client configured with a proxy sends) was answered 404.
+    const host = new URL(node.url).host;
+    assert.equal((await request(node.url, 'PUT', '/v1/kv/absolute', { body: 'abs' })).status, 200);
+    const served = parseRawResponse(await rawExchange(node.url, `GET http://${host}/v1/kv/absolute?timeoutMs=100 HTTP/1.1\r\nhost: ${host}\r\nconnection: close\r\n\r\n`));
+    assert.equal(served.status, 200, served.body);
+    assert.equal(served.body, 'abs');
+    // The target's name is the request's host, whatever the Host header says, both ways.
+    const rebound = parseRawResponse(await rawExchange(node.url, `GET HTTP://evil.example:${new URL(node.url).port}/v1/kv/absolute HTTP/1.1\r\nhost: ${host}\r\nconnection: close\r\n\r\n`));
+    assert.equal(rebound.status, 403, rebound.body);
+    assert.equal((JSON.parse(rebound.body) as { error: { code: string } }).error.code, 'HOST_NOT_ALLOWED');
+    const allowed = parseRawResponse(await rawExchange(node.url, `GET http://${host}/healthz HTTP/1.1\r\nhost: evil.example\r\nconnection: close\r\n\r\n`));
+    assert.equal(allowed.status, 200, allowed.body);
+    for (const target of [`http://user:pw@${host}/v1/kv/absolute`, 'http:///v1/kv/absolute']) {
+      const refused = parseRawResponse(await rawExchange(node.url, `GET ${target} HTTP/1.1\r\nhost: ${host}\r\nconnection: close\r\n\r\n`));
+      assert.equal(refused.status, 400, target);
+      assert.match((JSON.parse(refused.body) as { error: { message: string } }).error.message, /not a usable http\(s\) URL/);
+    }
+  });
+
   test('strict: CONNECT is answered 405 METHOD_NOT_ALLOWED with a JSON body, not dropped', async () => {
     const text = await rawExchange(node.url, 'CONNECT 127.0.0.1:22 HTTP/1.1\r\nhost: 127.0.0.1:22\r\n\r\n');
     const response = parseRawResponse(text);

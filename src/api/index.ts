@@ -8,6 +8,7 @@ export { ERROR_STATUS, ErrorCode, MercuryError, ProtocolErrorCode, RefuseReason,
 export { JsonValidator, parseBoundedJson, parseValidatedJson, type JsonLimits } from './json-validator.js';
 export { RESERVED_KEY_PREFIX, decodeKeyPath, encodeKeyPath, isReservedKey, overlapsReserved, prefixEnd, validateKey, withoutReserved } from './keys.js';
 export * from './limits.js';
+export { parseRequestTarget, type RequestTarget } from './target.js';
 export {
   formatCompare,
   formatOp,

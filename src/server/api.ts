@@ -6,7 +6,7 @@
  * replica (writes are forwarded toward the root).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { MercuryError, decodeKeyPath } from '../api/index.js';
+import { MercuryError, decodeKeyPath, parseRequestTarget } from '../api/index.js';
 import { SECONDS_BUCKETS } from '../metrics/index.js';
 import { admit } from './auth.js';
 import { BodyBudget } from './body-budget.js';
@@ -78,10 +78,10 @@ export function createApiHandler(node: NodeApi, limits: HttpLimits = HTTP_LIMITS
 
   return (req, res) => {
     const started = node.clock.monotonicMs();
-    const url = req.url ?? '/';
-    const queryAt = url.indexOf('?');
-    const path = queryAt === -1 ? url : url.slice(0, queryAt);
-    const match = router.match(path);
+    // Malformed targets (undefined) route nowhere; requestRefusal below answers them 400.
+    const target = parseRequestTarget(req.url ?? '/');
+    const path = target?.path ?? '';
+    const match = target === undefined ? undefined : router.match(path);
     const routeName = match?.route.name ?? 'unknown';
     res.once('finish', () => {
       requests.inc(1, { method: req.method ?? '', route: routeName, status: String(res.statusCode) });
@@ -108,7 +108,7 @@ export function createApiHandler(node: NodeApi, limits: HttpLimits = HTTP_LIMITS
       if (match === undefined) throw new MercuryError('NOT_FOUND', `no route ${path}; see the API reference in the README`);
       const key = match.keyPath === undefined ? undefined : decodeKeyPath(match.keyPath);
       const { handler, params } = methodHandler(match.route, req.method);
-      const query = new Query(queryAt === -1 ? '' : url.slice(queryAt + 1));
+      const query = new Query(target!.query);
       if (match.route.queryIgnored !== true) query.refuseUnknown(params, `${req.method} ${match.route.name}`);
       const done = handler(req, res, query, key);
       if (done !== undefined) done.catch(fail);

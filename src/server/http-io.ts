@@ -53,9 +53,14 @@ export async function sendJsonPieces(res: ServerResponse, status: number, pieces
 /**
  * Writes a body in pieces after the head was sent, waiting for 'drain' whenever the socket's buffer is full, so that a
  * slow reader holds one piece in memory rather than the whole body. Stops quietly if the client goes away. With
- * `turnEach`, also lets a turn of the event loop pass after each piece the socket took at once.
+ * `turnEach`, also lets a turn of the event loop pass after each piece the socket took at once. The answer to a HEAD
+ * ends after the head: node:http would drop the body's bytes, but only after they were read (a whole snapshot).
  */
 export async function writePieces(res: ServerResponse, pieces: Iterable<string | Buffer>, turnEach = false): Promise<void> {
+  if (res.req.method === 'HEAD') {
+    res.end();
+    return;
+  }
   for (const piece of pieces) {
     if (res.destroyed) return;
     if (!res.write(piece)) await drainedOrClosed(res);

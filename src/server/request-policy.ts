@@ -17,7 +17,7 @@
  * Pure: the HTTP server and the watch hub call `requestRefusal` with the request's headers.
  */
 import { isIP } from 'node:net';
-import { MercuryError } from '../api/index.js';
+import { MercuryError, parseRequestTarget } from '../api/index.js';
 
 export interface RequestPolicy {
   /**
@@ -71,8 +71,10 @@ export function canonicalOrigin(origin: string): string | undefined {
   return url.origin;
 }
 
-/** What the policy reads of a request: its Host and Origin headers, and its header lines as they came. */
+/** What the policy reads of a request: its target, its Host and Origin headers, and its header lines as they came. */
 export interface RequestHead {
+  /** The request target as sent (node:http's `req.url`). */
+  readonly url?: string;
   readonly headers: { readonly host?: string; readonly origin?: string };
   readonly rawHeaders: readonly string[];
 }
@@ -81,11 +83,15 @@ export interface RequestHead {
  * Why a request must be refused, or undefined when it may go on. `method` is its method, POST by default, as for a
  * WebSocket upgrade (a GET that opens a stream of every change: a write's worth of trust). A request with more than
  * one Host line is refused 400, as RFC 9112 (3.2) requires of a server: with two names a proxy in front and this node
- * could each take a different one, and the Host check below would judge only the first.
+ * could each take a different one, and the Host check below would judge only the first. An absolute-form target
+ * (`GET http://name/v1/...`) names the host instead of the Host header (RFC 9112, 3.2.2): that name is the one judged.
  */
 export function requestRefusal(request: RequestHead, policy: RequestPolicy, method = 'POST'): MercuryError | undefined {
   if (hostLines(request.rawHeaders) > 1) return new MercuryError('BAD_REQUEST', 'the request has more than one Host header; send exactly one');
-  const { host, origin } = request.headers;
+  const target = parseRequestTarget(request.url ?? '/');
+  if (target === undefined) return new MercuryError('BAD_REQUEST', `the request target "${request.url}" is not a usable http(s) URL: send the path alone (/v1/...) or http://host[:port]/path without user information`);
+  const host = target.authority ?? request.headers.host;
+  const { origin } = request.headers;
   if (host !== undefined) {
     const parsed = parseHost(host);
     if (parsed === undefined || !expectedHostName(parsed.name, policy.allowedHosts)) {

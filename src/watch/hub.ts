@@ -20,7 +20,7 @@ import type { KeyRange, SnapshotReader } from '../store/index.js';
 import { validateWatchLimits, WATCH_LIMITS, type WatchLimits } from './limits.js';
 import { WatchMachine, type WatchAction, type WatchConnection, type WatchCounters, type WatchInput } from './machine.js';
 import { handshakeResponse, readHandshake, ServerWebSocket, type ServerWebSocketOwner } from './websocket.js';
-import { isMercuryError, parseClientMessage, type ClientMessage, WATCH_PATH, WatchCloseCode, WatchProtocolError } from '../api/index.js';
+import { isMercuryError, parseClientMessage, parseRequestTarget, type ClientMessage, WATCH_PATH, WatchCloseCode, WatchProtocolError } from '../api/index.js';
 import { requireReadPrefix, type Principal } from '../auth/index.js';
 
 /** What the hub reads from the node's store (a `Store` satisfies it). */
@@ -269,9 +269,8 @@ export class WatchHub {
   // --- Connections ------------------------------------------------------------------------------------------------
 
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const url = req.url ?? '/';
-    const queryAt = url.indexOf('?');
-    const path = queryAt === -1 ? url : url.slice(0, queryAt);
+    // A malformed target routes nowhere here; refuseUpgrade (the request policy) answers it 400 when the path is ours.
+    const path = parseRequestTarget(req.url ?? '/')?.path ?? '';
     // node:http hands here every request that asks for an upgrade, whatever the protocol (`curl --http2` on plain HTTP
     // sends "Upgrade: h2c"); one that is not for a WebSocket is answered as the HTTP/1.1 request it also is.
     if (path !== WATCH_PATH && req.headers.upgrade?.toLowerCase() !== 'websocket' && this.server !== undefined) return this.serveIgnoringUpgrade(req, socket);
