@@ -1,8 +1,9 @@
 /**
  * TypeScript client against a fake node on port 0 that speaks the watch protocol badly or closes on purpose: a message
  * that breaks the protocol ends the watch with a `WatchError` of code PROTOCOL that names the field (also one that
- * breaks the ordering rules: a `subscribed` that skips entries, seqs that go back, a snapshot after events, another
- * subscription's id, more events than an entry can give), and a watch with `reconnect: false` ends with
+ * breaks the ordering rules: a `subscribed` that skips entries, seqs that go back, snapshot pages at two seqs, another
+ * subscription's id, more events than an entry can give), while a snapshot after events is a reset the consumer is
+ * handed as a new snapshot (decision 40), and a watch with `reconnect: false` ends with
  * `WatchClosedError` carrying the close and where to resume (after a heartbeat too). An upgrade answered with an
  * error whose body never ends fails within requestTimeoutMs, reading a few KiB of it.
  */
@@ -91,7 +92,7 @@ describe('client watch protocol', () => {
     // what the consumer received before the watch ended.
     const cases: [string, Message[], RegExp, string[]][] = [
       ['subscribed skips', [subscribed(50)], /subscribed\.fromSeq is 50; the subscription asked for 10, so entries would be skipped/, []],
-      ['snapshot after events', [subscribed(10), events(60), { type: 'snapshot', seq: 20, items: [], done: true }], /snapshot came after events/, ['put 60']],
+      ['snapshot pages at two seqs', [subscribed(10), { type: 'snapshot', seq: 20, items: [], done: false }, { type: 'snapshot', seq: 21, items: [], done: true }], /snapshot\.seq is 21; the pages before it were at 20/, ['snapshotBegin 20']],
       ['events go back', [subscribed(10), events(60), events(30)], /events\.seq is 30; everything up to 60 was received/, ['put 60']],
       ['progress goes back', [subscribed(10), { type: 'progress', seq: 40 }, events(12)], /events\.seq is 12; everything up to 40 was received/, ['progress 40']],
       ['another id', [subscribed(10), { ...events(11), id: 'someone-else' }], /events\.id is "someone-else"; this connection's only subscription is 1/, []],
@@ -107,6 +108,50 @@ describe('client watch protocol', () => {
       assert.equal(error.code, 'PROTOCOL', name);
       assert.match(error.message, pattern, name);
       assert.deepEqual(events.map((event) => `${event.type} ${event.seq}`), delivered, name);
+    }
+  });
+
+  test('client watch: a snapshot after events is a reset, at any seq: delivered as a new snapshot, and the cursor moves to it', async () => {
+    type Message = Record<string, unknown>;
+    const item = (key: string): Message => ({ key, keyEncoding: 'utf8', value: 'v', valueEncoding: 'utf8', createSeq: 1, modSeq: 1, version: 1 });
+    const page = (seq: number, keys: string[], done: boolean, begin?: true): Message => ({ type: 'snapshot', seq, items: keys.map(item), done, ...(begin ? { begin } : {}) });
+    // Each case: what the node sends before closing with 1001, what the consumer receives, and where it resumes.
+    const cases: [string, Message[], string[], number][] = [
+      [
+        'below what was received (a replaced chain)',
+        [{ type: 'subscribed', fromSeq: 10 }, { type: 'events', seq: 60, timeMs: 1, events: [put(60)] }, page(20, ['a'], false, true), page(20, ['b'], true), { type: 'events', seq: 21, timeMs: 1, events: [put(21)] }],
+        ['put 60', 'snapshotBegin 20', 'snapshot 20', 'snapshot 20', 'snapshotEnd 20', 'put 21'],
+        22,
+      ],
+      [
+        'above it (a trimmed log), from a node that does not mark first pages',
+        [{ type: 'subscribed', fromSeq: 10 }, { type: 'events', seq: 11, timeMs: 1, events: [put(11)] }, page(30, ['a'], true)],
+        ['put 11', 'snapshotBegin 30', 'snapshot 30', 'snapshotEnd 30'],
+        31,
+      ],
+      [
+        'a snapshot started over inside another',
+        [{ type: 'subscribed', fromSeq: 10 }, page(30, ['a'], false, true), page(25, ['b'], true, true)],
+        ['snapshotBegin 30', 'snapshot 30', 'snapshotBegin 25', 'snapshot 25', 'snapshotEnd 25'],
+        26,
+      ],
+      [
+        'cut off before done',
+        [{ type: 'subscribed', fromSeq: 10 }, { type: 'events', seq: 60, timeMs: 1, events: [put(60)] }, page(20, ['a'], false, true)],
+        ['put 60', 'snapshotBegin 20', 'snapshot 20'],
+        61,
+      ],
+    ];
+    for (const [name, messages, delivered, resumeSeq] of cases) {
+      script = (socket, subscribe) => {
+        for (const message of messages) socket.send(JSON.stringify({ id: subscribe.id, ...message }));
+        socket.close(1001, 'node is shutting down; reconnect and resume');
+      };
+      const events: WatchEvent[] = [];
+      const error = await drain(connect([url]).watch({ prefix: 'k', fromSeq: 10, reconnect: false }), events);
+      assert.ok(error instanceof WatchClosedError, `${name}: ${String(error)}`);
+      assert.deepEqual(events.map((event) => `${event.type} ${event.seq}`), delivered, name);
+      assert.equal(error.resumeSeq, resumeSeq, name);
     }
   });
 

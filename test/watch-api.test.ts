@@ -231,6 +231,34 @@ describe('watch api', () => {
     assert.equal(snapshot.nextSeq, 53);
   });
 
+  test('watch api: a snapshot after events or a completed snapshot is a reset, at any seq; a page marked begin starts a snapshot over', () => {
+    const snapshot = (seq: number, done: boolean, begin?: true): ServerMessage => ({ type: 'snapshot', id: 1, seq, items: [], done, ...(begin ? { begin } : {}) });
+    const cursor = new WatchResumeCursor(10);
+    cursor.accept({ type: 'subscribed', id: 1, fromSeq: 10 });
+    cursor.accept({ type: 'events', id: 1, seq: 60, timeMs: 0, events: [] });
+    // Below what was received: the entries above the reset belonged to a chain the node no longer has.
+    assert.equal(cursor.startsSnapshot(snapshot(20, false, true)), true);
+    assert.equal(cursor.accept(snapshot(20, false, true)), true);
+    assert.equal(cursor.nextSeq, 61, 'a reset cut off before done leaves the cursor where it was');
+    assert.equal(cursor.startsSnapshot(snapshot(20, true)), false, 'a later page of the same snapshot');
+    assert.equal(cursor.accept(snapshot(20, true)), true);
+    assert.equal(cursor.nextSeq, 21, 'the done page moves the cursor to the reset, back or forward');
+    // After a completed snapshot, another (unmarked, from an older node) above it.
+    assert.equal(cursor.startsSnapshot(snapshot(40, true)), true);
+    assert.equal(cursor.accept(snapshot(40, true)), true);
+    assert.equal(cursor.nextSeq, 41);
+    // Inside an open snapshot, a page marked begin starts over, at another seq.
+    assert.equal(cursor.accept(snapshot(50, false, true)), true);
+    assert.equal(cursor.startsSnapshot(snapshot(45, false, true)), true);
+    assert.equal(cursor.accept(snapshot(45, false, true)), true);
+    assert.equal(cursor.accept(snapshot(45, true)), true);
+    assert.equal(cursor.nextSeq, 46);
+    // The marker on the wire: only on first pages, and a boolean.
+    assert.deepEqual(parseServerMessage(snapshotMessage('1', 7, [], false, true)), { type: 'snapshot', id: 1, seq: 7, items: [], done: false, begin: true });
+    assert.deepEqual(parseServerMessage(snapshotMessage('1', 7, [], true)), { type: 'snapshot', id: 1, seq: 7, items: [], done: true });
+    assert.throws(() => parseServerMessage('{"type":"snapshot","id":1,"seq":7,"items":[],"done":true,"begin":"yes"}'), /snapshot\.begin must be true or false/);
+  });
+
   test('watch api: the resume cursor refuses messages that would make a client skip or repeat entries', () => {
     const connected = (fromSeq: number | undefined, ...messages: ServerMessage[]): WatchResumeCursor => {
       const cursor = new WatchResumeCursor(fromSeq);
@@ -248,11 +276,11 @@ describe('watch api', () => {
       [connected(10), events(10), /events came before "subscribed"/],
       [connected(10, subscribed(10), events(12)), events(12), /events\.seq is 12; everything up to 12 was received/],
       [connected(10, subscribed(10), progress(20)), progress(19), /progress\.seq is 19; everything up to 20 was received/],
-      [connected(10, subscribed(10), events(60)), snapshot(70, true), /snapshot came after events or a completed snapshot/],
-      [connected(1, subscribed(1), snapshot(30, true)), snapshot(30, true), /snapshot came after events or a completed snapshot/],
       [connected(1, subscribed(1), snapshot(30, false)), snapshot(31, true), /snapshot\.seq is 31; the pages before it were at 30/],
       [connected(1, subscribed(1), snapshot(30, false)), events(31), /events came inside a snapshot/],
-      [connected(20, subscribed(20), progress(25)), snapshot(21, true), /snapshot\.seq is 21; everything up to 25 was received/],
+      // After a reset below what was received, the cursor holds the node to the reset's seq.
+      [connected(20, subscribed(20), events(30), snapshot(25, true)), progress(24), /progress\.seq is 24; everything up to 25 was received/],
+      [connected(20, subscribed(20), events(30), snapshot(25, true)), events(25), /events\.seq is 25; everything up to 25 was received/],
     ];
     for (const [cursor, message, pattern] of cases)
       assert.throws(() => cursor.accept(message), (error: unknown) => error instanceof WatchServerMessageError && error.code === 'PROTOCOL' && pattern.test(error.message), String(pattern));

@@ -29,7 +29,7 @@
  * ```
  * {"type":"subscribed","id":ID,"fromSeq":F}
  * {"type":"events","id":ID,"seq":S,"timeMs":T,"events":[EVENT, ...]}
- * {"type":"snapshot","id":ID,"seq":S,"items":[ITEM, ...],"done":false|true}
+ * {"type":"snapshot","id":ID,"seq":S,"items":[ITEM, ...],"done":false|true,"begin":true}   ("begin" on a first page only)
  * {"type":"progress","id":ID,"seq":S}
  * {"type":"unsubscribed","id":ID}
  * {"type":"error","id":ID,"code":"...","message":"..."}          (id only when the message named one)
@@ -59,6 +59,13 @@
  *   may be empty). It replaces whatever the client held for those prefixes, and the stream continues with the
  *   entries after S. Filters `puts`/`deletes` do not apply to a snapshot (it is state, not changes); `keysOnly` does.
  *   A client that loses the connection before `done` resumes from its original `fromSeq` and gets a new snapshot.
+ *   The first page of every snapshot carries `"begin": true` (nodes before decision 40 sent no such field).
+ * - A snapshot may also come after events (or after a completed snapshot) on the same connection: a **reset**. The
+ *   node sends one when the log a subscription was being served from is gone: trimmed while the subscription lagged
+ *   behind a full queue, or replaced on this node by an installed snapshot (a replica that fell behind its upstream's
+ *   log; docs/decisions.md, record 40). A reset's seq may be lower than what the client received (the entries above it belonged to a chain
+ *   that was abandoned); like any snapshot it replaces what the client held, and the stream continues after it. A
+ *   page with `begin` while a snapshot is open starts over: the partial one is to be forgotten.
  * - `progress`: every selected change up to seq S has been sent; resume with `fromSeq` S + 1. Sent within about
  *   `WATCH_PROGRESS_INTERVAL_MS` (src/watch/limits.ts) when the node has applied entries that the subscription was not told about, at
  *   least every `WATCH_HEARTBEAT_INTERVAL_MS` on a connection that was sent nothing, and just before a slow-watcher
@@ -312,8 +319,9 @@ export function eventsBody(seq: number, timeMs: number, events: readonly string[
   return `,"seq":${seq},"timeMs":${timeMs},"events":[${events.join(',')}]}`;
 }
 
-export function snapshotMessage(idJson: string, seq: number, items: readonly string[], done: boolean): string {
-  return `{"type":"snapshot","id":${idJson},"seq":${seq},"items":[${items.join(',')}],"done":${done}}`;
+/** A snapshot page; `begin` marks the first page of a snapshot (see "snapshot" and resets above). */
+export function snapshotMessage(idJson: string, seq: number, items: readonly string[], done: boolean, begin = false): string {
+  return `{"type":"snapshot","id":${idJson},"seq":${seq},"items":[${items.join(',')}],"done":${done}${begin ? ',"begin":true' : ''}}`;
 }
 
 /** Reason text of a 4008 close; a close reason is at most 123 bytes. */
@@ -398,7 +406,15 @@ export interface WatchSnapshotItem {
 export type ServerMessage =
   | { readonly type: 'subscribed'; readonly id: SubscriptionId; readonly fromSeq: number }
   | { readonly type: 'events'; readonly id: SubscriptionId; readonly seq: number; readonly timeMs: number; readonly events: readonly WatchChange[] }
-  | { readonly type: 'snapshot'; readonly id: SubscriptionId; readonly seq: number; readonly items: readonly WatchSnapshotItem[]; readonly done: boolean }
+  /** `begin`: the first page of a snapshot (absent from a node that does not mark first pages, and on later pages). */
+  | {
+      readonly type: 'snapshot';
+      readonly id: SubscriptionId;
+      readonly seq: number;
+      readonly items: readonly WatchSnapshotItem[];
+      readonly done: boolean;
+      readonly begin?: boolean;
+    }
   | { readonly type: 'progress'; readonly id: SubscriptionId; readonly seq: number }
   | { readonly type: 'unsubscribed'; readonly id: SubscriptionId }
   /** `code` is a `WatchErrorCode`, or a code a newer node added. */
@@ -531,8 +547,10 @@ export function parseServerMessage(
     case 'snapshot': {
       const done = field(message, 'done', path);
       if (typeof done !== 'boolean') invalid(`${path}.done`, 'must be true or false');
+      const begin = message.begin;
+      if (begin !== undefined && typeof begin !== 'boolean') invalid(`${path}.begin`, 'must be true or false');
       const items = arrayField(message, 'items', path).map((item, i) => decodeItem(item, `${path}.items[${i}]`));
-      return { type: 'snapshot', id: idField(message, path), seq: seqField(message, 'seq', path, 0), items, done };
+      return { type: 'snapshot', id: idField(message, path), seq: seqField(message, 'seq', path, 0), items, done, ...(begin === true ? { begin } : {}) };
     }
     case 'progress':
       return { type: 'progress', id: idField(message, path), seq: seqField(message, 'seq', path, 0) };
@@ -560,18 +578,21 @@ export function parseServerMessage(
  * for the same `fromSeq` and receives a whole new snapshot. Progress during a snapshot is ignored (the snapshot's done
  * page moves the cursor); progress at the last seq received (a heartbeat) leaves the cursor where it is.
  *
+ * A snapshot that begins after events or a completed snapshot is a reset (see "snapshot" above): it is accepted at
+ * any seq, even below the last one covered, since it replaces the client's state; its done page moves the cursor to
+ * its seq + 1, back or forward. Cut off before done, it leaves the cursor where it was, as any snapshot does.
+ *
  * It also holds a node to the ordering rules of one connection (`reset` starts a new one), and throws
  * `WatchServerMessageError` for a message that breaks them, which would make a client skip or repeat entries:
- * `subscribed` first and once, with the `fromSeq` asked for; no events inside a snapshot, no snapshot after events (or
- * after a completed one), one seq for every page of a snapshot; no seq below `nextSeq` (events) or below the last seq
- * covered (progress, snapshots).
+ * `subscribed` first and once, with the `fromSeq` asked for; no events inside a snapshot, one seq for every page of a
+ * snapshot (unless a page with `begin` starts it over); no seq below `nextSeq` (events) or below the last seq covered
+ * (progress).
  */
 export class WatchResumeCursor {
   private next: number | undefined;
   private snapshotOpen = false;
-  /** On the current connection: `subscribed` arrived; events or a completed snapshot arrived; the open snapshot's seq. */
+  /** On the current connection: `subscribed` arrived; the open snapshot's seq. */
   private subscribed = false;
-  private changesReceived = false;
   private snapshotSeq = 0;
 
   constructor(fromSeq: number | undefined) {
@@ -592,7 +613,11 @@ export class WatchResumeCursor {
   reset(): void {
     this.snapshotOpen = false;
     this.subscribed = false;
-    this.changesReceived = false;
+  }
+
+  /** Whether `message` is the first page of a snapshot (marked `begin`, or any page while no snapshot is open). */
+  startsSnapshot(message: ServerMessage): boolean {
+    return message.type === 'snapshot' && (message.begin === true || !this.snapshotOpen);
   }
 
   /**
@@ -615,19 +640,15 @@ export class WatchResumeCursor {
       case 'events':
         if (this.snapshotOpen) invalid('events', 'came inside a snapshot (before its done page)');
         if (message.seq <= covered) invalid('events.seq', `is ${message.seq}; everything up to ${covered} was received, so seqs would go back`);
-        this.changesReceived = true;
         this.next = message.seq + 1;
         return true;
       case 'snapshot':
-        if (this.changesReceived) invalid('snapshot', 'came after events or a completed snapshot on the same connection');
-        if (this.snapshotOpen && message.seq !== this.snapshotSeq) invalid('snapshot.seq', `is ${message.seq}; the pages before it were at ${this.snapshotSeq}`);
-        if (message.seq < covered) invalid('snapshot.seq', `is ${message.seq}; everything up to ${covered} was received, so seqs would go back`);
+        // A snapshot replaces the client's state, so its first page may be at any seq (a reset: record 40).
+        if (!this.startsSnapshot(message) && message.seq !== this.snapshotSeq)
+          invalid('snapshot.seq', `is ${message.seq}; the pages before it were at ${this.snapshotSeq}`);
         this.snapshotOpen = !message.done;
         this.snapshotSeq = message.seq;
-        if (message.done) {
-          this.changesReceived = true;
-          this.next = message.seq + 1;
-        }
+        if (message.done) this.next = message.seq + 1;
         return true;
       case 'progress':
         if (this.snapshotOpen) return false;

@@ -47,9 +47,12 @@ export type WatchEvent =
       readonly author?: string | null;
     }
   /**
-   * The watch started before the node's retained log: the current state at `seq` follows as `snapshot` items, then
-   * `snapshotEnd`. It replaces what the consumer held for the watched prefixes. A second `snapshotBegin` before the
-   * `snapshotEnd` means the connection was lost mid-snapshot: forget the partial one.
+   * The current state at `seq` follows as `snapshot` items, then `snapshotEnd`. It replaces what the consumer held for
+   * the watched prefixes. It comes first when the watch started before the node's retained log, and also later, after
+   * changes (a reset): when the log the watch was served from was trimmed while it lagged, or replaced (a replica that
+   * installed a snapshot or was resynced, a root restored from a backup). A reset's `seq` may be lower than changes
+   * already delivered: those belonged to an abandoned chain. A second `snapshotBegin` before the `snapshotEnd` means
+   * the partial snapshot is to be forgotten (the connection was lost, or the node started over).
    */
   | { readonly type: 'snapshotBegin'; readonly seq: number }
   /** A key as it stands at `seq` (the state, not a change). */
@@ -107,7 +110,7 @@ export class WatchCursor {
     if (message.id !== undefined && message.id !== SUBSCRIPTION_ID)
       throw new WatchServerMessageError(`${message.type}.id is ${JSON.stringify(message.id)}; this connection's only subscription is ${SUBSCRIPTION_ID}`);
     if (message.type === 'error') return { events, subscribedFromSeq: undefined, error: { code: message.code, message: message.message } };
-    const firstPage = message.type === 'snapshot' && !this.resume.inSnapshot;
+    const firstPage = this.resume.startsSnapshot(message);
     if (!this.resume.accept(message)) return { events, subscribedFromSeq: undefined, error: undefined };
     switch (message.type) {
       case 'subscribed':

@@ -13,7 +13,9 @@
  *   catch-up subscriptions from the log, a bounded read at a time, only while their queues have room, and moves each
  *   back to live once it reaches the latest seq. Subscriptions at the same seq share the read.
  * - **snapshot**: its next seq is older than the retained log, so it is sent the current state of its prefixes
- *   first (a page per pump round), and continues from the snapshot's seq.
+ *   first (a page per pump round), and continues from the snapshot's seq. Also a **reset**, after events on the same
+ *   connection (src/api/watch.ts, docs/decisions.md record 40): the log it was served from was trimmed while it
+ *   lagged, or this node's chain was replaced by a snapshot beyond it.
  *
  * A connection whose queue stays full without shrinking for `stallMs` (or whose snapshot takes longer than
  * `snapshotMsMax`) is closed with 4008 after a progress message per subscription, so it can resume exactly. One slow
@@ -163,6 +165,8 @@ class Subscription {
   toldSeq: number;
   /** In state 'snapshot': the open snapshot's id, or 0 while waiting for a slot (`snapshotsMax`). */
   snapshotId = 0;
+  /** In state 'snapshot': no page of it was sent yet (the next one is marked `begin`). */
+  snapshotBegins = false;
   /** The event count when the snapshot was opened: its pages are read from the next event on. */
   snapshotOpenedAt = 0;
   snapshotStartedMs = 0;
@@ -779,9 +783,21 @@ export class WatchMachine {
     return Math.max(1, bytes);
   }
 
+  /**
+   * Serves the subscription the current state next, from its first page (a snapshot it was in the middle of starts
+   * over: it may be of a replaced chain). Its position and told seq come down to the latest published seq at most,
+   * where the snapshot will be: a reset may go below what the client was told (src/api/watch.ts, "snapshot").
+   */
   private toSnapshot(subscription: Subscription): void {
+    assert.ok(!subscription.removed, 'lagging subscriptions are a subset of all subscriptions');
+    const position = this.position(subscription);
+    this.releaseSnapshot(subscription);
+    subscription.group.live.delete(subscription);
+    this.lagging.add(subscription);
     subscription.state = 'snapshot';
-    subscription.snapshotId = 0;
+    subscription.snapshotBegins = true;
+    subscription.nextSeq = Math.min(position, this.liveSeq + 1);
+    subscription.toldSeq = Math.min(subscription.toldSeq, this.liveSeq);
     this.counters.snapshot();
   }
 
@@ -824,8 +840,10 @@ export class WatchMachine {
         page.seq,
         page.records.map((record) => snapshotItemJson(record, keysOnly)),
         done,
+        subscription.snapshotBegins,
       ),
     );
+    subscription.snapshotBegins = false;
     connection.lastSendTick = this.ticks;
     this.counters.sent('snapshot', 1, 0);
     let bytes = 1;

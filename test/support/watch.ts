@@ -37,7 +37,15 @@ export type ServerMessage =
   | { readonly type: 'subscribed'; readonly id: string | number; readonly fromSeq: number }
   | { readonly type: 'unsubscribed'; readonly id: string | number }
   | { readonly type: 'events'; readonly id: string | number; readonly seq: number; readonly timeMs: number; readonly events: readonly WatchEvent[] }
-  | { readonly type: 'snapshot'; readonly id: string | number; readonly seq: number; readonly items: readonly SnapshotItem[]; readonly done: boolean }
+  | {
+      readonly type: 'snapshot';
+      readonly id: string | number;
+      readonly seq: number;
+      readonly items: readonly SnapshotItem[];
+      readonly done: boolean;
+      /** On the first page of each snapshot (src/api/watch.ts). */
+      readonly begin?: true;
+    }
   | { readonly type: 'progress'; readonly id: string | number; readonly seq: number }
   | { readonly type: 'error'; readonly id?: string | number; readonly code: string; readonly message: string };
 

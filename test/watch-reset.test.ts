@@ -1,0 +1,110 @@
+/**
+ * Watch resets (src/api/watch.ts, "snapshot"; docs/decisions.md, record 40): when the log a watch was served from is
+ * gone, the node sends the current state as a snapshot on the same connection, after the events it already sent, and
+ * the client library hands it to the consumer as snapshotBegin / snapshot / snapshotEnd and goes on. Found by review E:
+ * the log trimmed past a watch that lagged, and the library ended the watch with PROTOCOL. Real nodes on port 0, data
+ * in temp dirs.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { validateConfig } from '../src/config/index.js';
+import { connect, type Watch, type WatchEvent } from '../src/index.js';
+import { MercuryNode, NODE_LIMITS, withLimits } from '../src/node/index.js';
+import { WATCH_LIMITS_TEST } from '../src/watch/index.js';
+import { request, requestJson } from './support/http.js';
+import { makeTempDir, removeDir } from './support/process.js';
+import { eventually } from './support/tree.js';
+
+const EVENT_TIMEOUT_MS = 15_000;
+
+async function put(url: string, key: string, value: string): Promise<number> {
+  const response = await request(url, 'PUT', `/v1/kv/${key}`, { body: value });
+  assert.equal(response.status, 200, response.body.toString());
+  return (JSON.parse(response.body.toString()) as { seq: number }).seq;
+}
+
+interface Status {
+  seq: number;
+  log: { firstSeq: number };
+  watch: { laggingSubscriptions: number };
+}
+
+function status(url: string): Promise<Status> {
+  return requestJson<Status>(url, 'GET', '/v1/status');
+}
+
+/** The watch's next event, or a failure naming what was awaited (a missing reset would otherwise hang the test). */
+async function nextEvent(watch: Watch, awaited: string): Promise<WatchEvent> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`no watch event within ${EVENT_TIMEOUT_MS} ms; awaited ${awaited}`)), EVENT_TIMEOUT_MS);
+  });
+  try {
+    const result = await Promise.race([watch.next(), timeout]);
+    assert.ok(result.done !== true, `the watch ended; awaited ${awaited}`);
+    return result.value;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Events up to and including the first one `until` accepts, as "type@seq:key" lines. */
+async function eventsUntil(watch: Watch, awaited: string, until: (event: WatchEvent) => boolean): Promise<string[]> {
+  const lines: string[] = [];
+  for (;;) {
+    const event = await nextEvent(watch, `${awaited} (received: ${lines.slice(-6).join(', ')})`);
+    lines.push(`${event.type}@${event.seq}${'key' in event ? `:${event.key.toString()}` : ''}`);
+    if (until(event)) return lines;
+  }
+}
+
+describe('watch reset', () => {
+  const dir = makeTempDir('watch-reset');
+  const nodes: MercuryNode[] = [];
+  after(async () => {
+    for (const node of nodes.reverse()) await node.close();
+    removeDir(dir);
+  });
+
+  test('watch reset: a watch whose log was trimmed while it lagged gets the state as a snapshot on the same connection, and goes on', async () => {
+    // The stall limit is long, so that the connection that carried events is the one the snapshot comes on (a 4008
+    // close and a new connection would hide the reset).
+    const node = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'trim'), port: 0, logRetainEntries: 3 }), {
+      auth: 'off',
+      limits: withLimits(NODE_LIMITS, { watch: { ...WATCH_LIMITS_TEST, stallMs: 120_000 }, log: { trimIntervalMs: 20 } }),
+    });
+    nodes.push(node);
+    await put(node.url, 'k/0', 'first');
+    const watch = connect([node.url], { requestTimeoutMs: 5_000, watchBufferBytesMax: 1024 }).watch({ prefix: 'k/', fromSeq: 1 });
+    try {
+      assert.deepEqual(await eventsUntil(watch, 'the first put', () => true), ['put@1:k/0']);
+      // The consumer stops taking events: the library stops reading, the node's queue fills, the subscription leaves
+      // the fan-out, and the log is trimmed far past it (20 MiB, more than the sockets' buffers hold).
+      const big = 'x'.repeat(512 * 1024);
+      let last = 0;
+      for (let i = 1; i <= 40; i++) last = await put(node.url, `k/${i}`, big);
+      await eventually(
+        async () => {
+          const now = await status(node.url);
+          return now.watch.laggingSubscriptions === 1 && now.log.firstSeq > 20;
+        },
+        async () => JSON.stringify(await status(node.url)),
+      );
+      const reached = (event: WatchEvent): boolean => (event.type === 'put' && event.seq === last) || (event.type === 'snapshotEnd' && event.seq >= last);
+      const lines = await eventsUntil(watch, `seq ${last}`, reached);
+      const begin = lines.findIndex((line) => line.startsWith('snapshotBegin@'));
+      assert.ok(begin >= 0, `a reset after the events: ${lines.join(', ')}`);
+      const end = lines.findIndex((line) => line.startsWith('snapshotEnd@'));
+      assert.ok(end > begin, lines.join(', '));
+      const snapshotSeq = Number(lines[begin]!.slice('snapshotBegin@'.length));
+      // The snapshot holds every key (k/0 too), then the stream continues after its seq.
+      assert.equal(lines.slice(begin + 1, end).length, 41, lines.slice(begin, end + 1).join(', '));
+      assert.ok(lines.slice(end + 1).every((line) => Number(/@(\d+)/.exec(line)![1]) > snapshotSeq), lines.join(', '));
+      const after = await put(node.url, 'k/after', 'after');
+      assert.deepEqual(await eventsUntil(watch, 'the put after the reset', (event) => event.type === 'put' && event.seq === after), [`put@${after}:k/after`]);
+    } finally {
+      await watch.return();
+    }
+  });
+});
