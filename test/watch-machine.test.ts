@@ -8,7 +8,7 @@ import type { EncodedEntry, Op } from '../src/log/index.js';
 import { WATCH_LIMITS_TEST, type WatchLimits } from '../src/watch/index.js';
 import { WatchCloseCode, WatchProtocolError, parseClientMessage } from '../src/api/index.js';
 import { WatchMachine, type WatchAction } from '../src/watch/index.js';
-import { MemoryStore } from './support/sim/memory-store.js';
+import { MemoryStore, sortedRecords } from './support/sim/memory-store.js';
 import { MemoryWatchReads, SubscriptionHistory, TestConnection, type CheckedSelection, type WatchOracle } from './support/watch-machine.js';
 import type { ServerMessage } from './support/watch.js';
 
@@ -207,6 +207,48 @@ describe('watch machine', () => {
     h.read(id, conn);
     assert.equal(history.snapshots, 1, 'the watcher got the installed state');
     assert.equal(history.cursor, 30);
+  });
+
+  test('watch machine: a chain replaced at or below what watchers were sent resets every watcher to the new state, and the stream goes on from there', () => {
+    const h = new Harness({ snapshotPageBytes: 64 }, 6);
+    const { id, conn } = h.connect();
+    h.message(id, { type: 'subscribe', id: 'live', prefixes: ['old/'] });
+    h.message(id, { type: 'subscribe', id: 'ahead', prefixes: ['old/'], fromSeq: 9 });
+    h.put('old/forked'); // seq 7, of the chain about to be abandoned
+    h.read(id, conn);
+    assert.deepEqual(ofType(conn.received, 'events').map((message) => [message.id, message.seq]), [['live', 7]]);
+    // The root was restored to an older backup and this replica resynced: the new chain has 4 entries.
+    const restored = new MemoryStore('test');
+    for (let i = 0; i < 4; i++) restored.commit(h.nowMs, [{ type: 'put', key: Buffer.from(`old/new${i}`), value: Buffer.from('n') }]);
+    h.store.beginSnapshot();
+    h.store.stageSnapshot(sortedRecords(new Map(restored.keySpace)));
+    h.store.finishSnapshot(restored.head().seq, restored.head().hash, 'test');
+    h.perform(h.machine.chainReplaced(h.nowMs, 4));
+    h.advance(5);
+    h.read(id, conn);
+    for (const subscription of ['live', 'ahead']) {
+      const pages = ofType(conn.received, 'snapshot').filter((message) => message.id === subscription);
+      assert.ok(pages.length > 0, `${subscription}: reset with a snapshot`);
+      assert.equal(pages[0]!.begin, true, `${subscription}: its first page says so`);
+      assert.ok(pages.slice(1).every((page) => page.begin === undefined));
+      assert.ok(pages.every((page) => page.seq === 4) && pages.at(-1)!.done);
+      assert.deepEqual(
+        pages.flatMap((page) => page.items.map((item) => item.key)),
+        ['old/new0', 'old/new1', 'old/new2', 'old/new3'],
+        `${subscription}: the new chain's state, without the forked entry's key`,
+      );
+    }
+    // The new chain's next entry reaches both, and a new subscription starts after the installed seq.
+    const next = restored.commit(h.nowMs, [{ type: 'put', key: Buffer.from('old/new4'), value: Buffer.from('n') }]);
+    h.store.apply([next]);
+    h.perform(h.machine.published(h.nowMs, [next]));
+    h.message(id, { type: 'subscribe', id: 'fresh', prefixes: ['old/'] });
+    h.read(id, conn);
+    assert.deepEqual(
+      ofType(conn.received, 'events').map((message) => [message.id, message.seq]),
+      [['live', 7], ['live', 5], ['ahead', 5]],
+    );
+    assert.equal(ofType(conn.received, 'subscribed').find((message) => message.id === 'fresh')?.fromSeq, 6);
   });
 
   test('watch machine: a consumer with a full queue leaves the fan-out, catches up from the log once it reads, and goes live without a gap', () => {

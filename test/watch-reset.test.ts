@@ -1,16 +1,17 @@
 /**
  * Watch resets (src/api/watch.ts, "snapshot"; docs/decisions.md, record 40): when the log a watch was served from is
  * gone, the node sends the current state as a snapshot on the same connection, after the events it already sent, and
- * the client library hands it to the consumer as snapshotBegin / snapshot / snapshotEnd and goes on. Found by review E:
- * the log trimmed past a watch that lagged, and the library ended the watch with PROTOCOL. Real nodes on port 0, data
- * in temp dirs.
+ * the client library hands it to the consumer as snapshotBegin / snapshot / snapshotEnd and goes on. Two ways to get
+ * there, each once a bug (review E): the log trimmed past a watch that lagged (the library used to end the watch with
+ * PROTOCOL), and a replica resynced at or below what its watchers were sent (they used to be left on the abandoned
+ * chain, silently). Real nodes on port 0, data in temp dirs.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { validateConfig } from '../src/config/index.js';
 import { connect, type Watch, type WatchEvent } from '../src/index.js';
-import { MercuryNode, NODE_LIMITS, withLimits } from '../src/node/index.js';
+import { MercuryNode, NODE_LIMITS, NODE_LIMITS_TEST, withLimits } from '../src/node/index.js';
 import { WATCH_LIMITS_TEST } from '../src/watch/index.js';
 import { request, requestJson } from './support/http.js';
 import { makeTempDir, removeDir } from './support/process.js';
@@ -103,6 +104,42 @@ describe('watch reset', () => {
       assert.ok(lines.slice(end + 1).every((line) => Number(/@(\d+)/.exec(line)![1]) > snapshotSeq), lines.join(', '));
       const after = await put(node.url, 'k/after', 'after');
       assert.deepEqual(await eventsUntil(watch, 'the put after the reset', (event) => event.type === 'put' && event.seq === after), [`put@${after}:k/after`]);
+    } finally {
+      await watch.return();
+    }
+  });
+
+  test('watch reset: a replica resynced at its own head resets its watchers to the new state, and the stream goes on after it', async () => {
+    const root = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'root'), port: 0 }), { auth: 'off', limits: NODE_LIMITS_TEST });
+    nodes.push(root);
+    await put(root.url, 'k/a', 'a');
+    await put(root.url, 'k/b', 'b');
+    const replica = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'replica'), port: 0, upstreams: [root.replicationAddress] }), {
+      auth: 'off',
+      limits: NODE_LIMITS_TEST,
+    });
+    nodes.push(replica);
+    await eventually(
+      async () => (await status(replica.url)).seq === root.store.head().seq,
+      async () => JSON.stringify(await status(replica.url)),
+    );
+    let subscribed = false;
+    const watch = connect([replica.url], { requestTimeoutMs: 5_000 }).watch({ prefix: 'k/', onSubscribed: () => (subscribed = true) });
+    try {
+      await eventually(
+        () => Promise.resolve(subscribed),
+        () => 'the watch was not confirmed',
+      );
+      const seqC = await put(root.url, 'k/c', 'c');
+      assert.deepEqual(await eventsUntil(watch, 'the put of k/c', () => true), [`put@${seqC}:k/c`]);
+
+      // The operator resyncs the replica: it installs a snapshot at the root's head, which is its own head.
+      const resync = await request(replica.url, 'POST', '/v1/replication/resync');
+      assert.equal(resync.status, 202, resync.body.toString());
+      const reset = await eventsUntil(watch, 'a reset to the installed state', (event) => event.type === 'snapshotEnd');
+      assert.deepEqual(reset, [`snapshotBegin@${seqC}`, `snapshot@${seqC}:k/a`, `snapshot@${seqC}:k/b`, `snapshot@${seqC}:k/c`, `snapshotEnd@${seqC}`]);
+      const seqD = await put(root.url, 'k/d', 'd');
+      assert.deepEqual(await eventsUntil(watch, 'the put of k/d', () => true), [`put@${seqD}:k/d`]);
     } finally {
       await watch.return();
     }

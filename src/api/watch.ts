@@ -63,9 +63,10 @@
  * - A snapshot may also come after events (or after a completed snapshot) on the same connection: a **reset**. The
  *   node sends one when the log a subscription was being served from is gone: trimmed while the subscription lagged
  *   behind a full queue, or replaced on this node by an installed snapshot (a replica that fell behind its upstream's
- *   log; docs/decisions.md, record 40). A reset's seq may be lower than what the client received (the entries above it belonged to a chain
- *   that was abandoned); like any snapshot it replaces what the client held, and the stream continues after it. A
- *   page with `begin` while a snapshot is open starts over: the partial one is to be forgotten.
+ *   log, or `mercury resync`; docs/decisions.md, record 40). A reset's seq may be lower than what the client
+ *   received (the entries above it belonged to a chain that was abandoned); like any snapshot it replaces what the
+ *   client held, and the stream continues after it. A page with `begin` while a snapshot is open starts over: the
+ *   partial one is to be forgotten.
  * - `progress`: every selected change up to seq S has been sent; resume with `fromSeq` S + 1. Sent within about
  *   `WATCH_PROGRESS_INTERVAL_MS` (src/watch/limits.ts) when the node has applied entries that the subscription was not told about, at
  *   least every `WATCH_HEARTBEAT_INTERVAL_MS` on a connection that was sent nothing, and just before a slow-watcher

@@ -339,7 +339,7 @@ export class MercuryNode {
         snapshots.inc();
         this.replicationServer.chainReset();
         this.revoke(this.tokens.reload());
-        // Watchers behind the snapshot move to catch-up now, which serves the new state (the log below it is gone).
+        // Every watcher is reset to the new state now: what it was sent may be of the replaced chain (decision 40).
         this.watchHub.chainReplaced(seq);
         this.seqWaiter.notify();
       },

@@ -190,7 +190,7 @@ export class WatchHub {
     this.perform(this.machine.published(this.clock.monotonicMs(), entries));
   };
 
-  /** This node installed a snapshot at `seq`: watchers behind it are served the new state now (see the machine). */
+  /** This node installed a snapshot at `seq`: every watcher is reset to the new state now (see the machine). */
   chainReplaced(seq: number): void {
     if (this.closed) return;
     this.publishNow(); // entries applied before the snapshot go out first, as they would have without the deferral

@@ -15,7 +15,8 @@
  * - **snapshot**: its next seq is older than the retained log, so it is sent the current state of its prefixes
  *   first (a page per pump round), and continues from the snapshot's seq. Also a **reset**, after events on the same
  *   connection (src/api/watch.ts, docs/decisions.md record 40): the log it was served from was trimmed while it
- *   lagged, or this node's chain was replaced by a snapshot beyond it.
+ *   lagged, or this node's chain was replaced (`chainReplaced`: every subscription, since what it was sent above the
+ *   installed seq may belong to an abandoned chain).
  *
  * A connection whose queue stays full without shrinking for `stallMs` (or whose snapshot takes longer than
  * `snapshotMsMax`) is closed with 4008 after a progress message per subscription, so it can resume exactly. One slow
@@ -366,15 +367,18 @@ export class WatchMachine {
   }
 
   /**
-   * This node's chain was replaced by a snapshot at `seq` (a replica that fell behind the log its upstream keeps).
-   * Every live subscription below `seq` moves to catch-up now, where it finds the log no longer reaches back and gets
-   * the new state. Waiting for the next entry to reveal the gap would leave watchers stale for as long as nothing is
-   * written, which on a configuration store can be hours.
+   * This node's chain was replaced by a snapshot at `seq` (a replica that fell behind the log its upstream keeps, or
+   * was resynced: then `seq` may be at or below what it had published). The log and state the subscriptions were
+   * served from are gone, and what they were sent above `seq` may belong to the abandoned chain, so every subscription
+   * is reset: it gets the new state as a snapshot now, and the stream after it. The next entry continues from `seq`.
+   * Waiting for the next entry to reveal a gap would leave watchers stale for as long as nothing is written, which on
+   * a configuration store can be hours.
    */
   chainReplaced(nowMs: number, seq: number): readonly WatchAction[] {
     this.begin();
-    if (this.stopped || seq <= this.liveSeq) return this.end(nowMs);
-    this.skipTo(seq);
+    if (this.stopped) return this.end(nowMs);
+    this.liveSeq = seq;
+    for (const connection of this.connections.values()) for (const subscription of connection.subscriptions) this.toSnapshot(subscription);
     if (this.lagging.size > 0) this.pumpAtMs = nowMs;
     return this.end(nowMs);
   }

@@ -178,7 +178,11 @@ export class SubscriptionHistory {
         this.progress++;
         return;
       case 'snapshot': {
-        assert.ok(message.seq >= this.cursor, `${at}: a snapshot at ${message.seq} goes back`);
+        // A page marked begin starts a snapshot over. A snapshot that began so may be below the cursor (a reset): it
+        // replaces the client's state, and is checked against the key space at its seq like any other (src/api/watch.ts).
+        if (message.begin === true) this.snapshotItems = undefined;
+        const resetPage = message.begin === true || this.snapshotItems !== undefined;
+        assert.ok(message.seq >= this.cursor || resetPage, `${at}: a snapshot at ${message.seq} goes back`);
         this.snapshotItems = [...(this.snapshotItems ?? []), ...(message.items as unknown as Record<string, unknown>[])];
         if (!message.done) return;
         const keysOnly = this.selection.filters.keysOnly ?? false;
