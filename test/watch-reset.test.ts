@@ -1,10 +1,11 @@
 /**
  * Watch resets (src/api/watch.ts, "snapshot"; docs/decisions.md, record 40): when the log a watch was served from is
  * gone, the node sends the current state as a snapshot on the same connection, after the events it already sent, and
- * the client library hands it to the consumer as snapshotBegin / snapshot / snapshotEnd and goes on. Two ways to get
+ * the client library hands it to the consumer as snapshotBegin / snapshot / snapshotEnd and goes on. Three ways to get
  * there, each once a bug (review E): the log trimmed past a watch that lagged (the library used to end the watch with
- * PROTOCOL), and a replica resynced at or below what its watchers were sent (they used to be left on the abandoned
- * chain, silently). Real nodes on port 0, data in temp dirs.
+ * PROTOCOL), a replica resynced at or below what its watchers were sent (they used to be left on the abandoned chain,
+ * silently), and a client resuming on the root from a seq past its head (a root restored from a backup: the watch used
+ * to wait for that seq, skipping the new chain's entries up to it). Real nodes on port 0, data in temp dirs.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -140,6 +141,27 @@ describe('watch reset', () => {
       assert.deepEqual(reset, [`snapshotBegin@${seqC}`, `snapshot@${seqC}:k/a`, `snapshot@${seqC}:k/b`, `snapshot@${seqC}:k/c`, `snapshotEnd@${seqC}`]);
       const seqD = await put(root.url, 'k/d', 'd');
       assert.deepEqual(await eventsUntil(watch, 'the put of k/d', () => true), [`put@${seqD}:k/d`]);
+    } finally {
+      await watch.return();
+    }
+  });
+
+  test('watch reset: the root answers a fromSeq past its head with a snapshot at its head, which the client takes as a reset', async () => {
+    const node = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'ahead'), port: 0 }), { auth: 'off', limits: NODE_LIMITS_TEST });
+    nodes.push(node);
+    await put(node.url, 'k/a', 'a');
+    const head = await put(node.url, 'k/b', 'b');
+    // A client that followed another chain to seq head + 4 (this root was restored from an older backup since).
+    const subscribedFrom: number[] = [];
+    const watch = connect([node.url], { requestTimeoutMs: 5_000 }).watch({ prefix: 'k/', fromSeq: head + 5, onSubscribed: (fromSeq) => subscribedFrom.push(fromSeq) });
+    try {
+      const reset = await eventsUntil(watch, 'a reset to the root state', (event) => event.type === 'snapshotEnd');
+      assert.deepEqual(subscribedFrom, [head + 5]);
+      assert.deepEqual(reset, [`snapshotBegin@${head}`, `snapshot@${head}:k/a`, `snapshot@${head}:k/b`, `snapshotEnd@${head}`]);
+      assert.equal(watch.resumeSeq, head + 1, 'resumes after the snapshot, not from the seq of the abandoned chain');
+      const next = await put(node.url, 'k/c', 'c');
+      assert.equal(next, head + 1);
+      assert.deepEqual(await eventsUntil(watch, 'the put of k/c', () => true), [`put@${next}:k/c`]);
     } finally {
       await watch.return();
     }

@@ -18,8 +18,10 @@
  *   (`WATCH_PREFIXES_PER_SUBSCRIPTION_MAX`), each 0 to 1024 bytes (`KEY_BYTES_MAX`). The empty prefix matches every key. Prefixes that another prefix of the subscription covers
  *   are dropped, so each change is delivered once.
  * - `fromSeq` (optional, >= 1): the first seq whose changes the client wants; to resume, the seq after the last one
- *   it received (from an events, progress or snapshot message). Absent: from the next entry the node applies. A seq
- *   the node has not reached yet is allowed: nothing is sent until it gets there.
+ *   it received (from an events, progress or snapshot message). Absent: from the next entry the node applies. On a
+ *   replica, a seq the node has not reached yet is allowed: nothing is sent until it gets there. The root is never
+ *   behind a client, so it answers a fromSeq past its head + 1 (a client that followed a chain this root no longer
+ *   has: it was restored from a backup) with a snapshot, which resets the client.
  * - `filters` (optional): `puts` and `deletes` (default true, not both false) select change types; `keysOnly`
  *   (default false) leaves values out; `authors` (default false) adds to each event who wrote it (the audit trail).
  * - Unknown fields are refused, so that a misspelt `fromSeq` cannot silently start a watch at the wrong place.
@@ -63,10 +65,10 @@
  * - A snapshot may also come after events (or after a completed snapshot) on the same connection: a **reset**. The
  *   node sends one when the log a subscription was being served from is gone: trimmed while the subscription lagged
  *   behind a full queue, or replaced on this node by an installed snapshot (a replica that fell behind its upstream's
- *   log, or `mercury resync`; docs/decisions.md, record 40). A reset's seq may be lower than what the client
- *   received (the entries above it belonged to a chain that was abandoned); like any snapshot it replaces what the
- *   client held, and the stream continues after it. A page with `begin` while a snapshot is open starts over: the
- *   partial one is to be forgotten.
+ *   log, or `mercury resync`), or, on the root, when the client's `fromSeq` lies past the head (docs/decisions.md,
+ *   record 40). A reset's seq may be lower than what the client received (the entries above it belonged to a chain
+ *   that was abandoned); like any snapshot it replaces what the client held, and the stream continues after it. A
+ *   page with `begin` while a snapshot is open starts over: the partial one is to be forgotten.
  * - `progress`: every selected change up to seq S has been sent; resume with `fromSeq` S + 1. Sent within about
  *   `WATCH_PROGRESS_INTERVAL_MS` (src/watch/limits.ts) when the node has applied entries that the subscription was not told about, at
  *   least every `WATCH_HEARTBEAT_INTERVAL_MS` on a connection that was sent nothing, and just before a slow-watcher

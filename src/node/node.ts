@@ -228,6 +228,7 @@ export class MercuryNode {
       clock: this.clock,
       metrics: this.metrics,
       logger: this.logger,
+      root: !isReplica,
       limits: this.limits.watch,
       // An upgrade does not pass the HTTP server's request listener: its client certificate is checked here, as there.
       refuseUpgrade: (req) => clientCertificateRefusal(req.socket, onHttpTlsRejected) ?? requestRefusal(req, policy),

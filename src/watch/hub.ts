@@ -39,6 +39,8 @@ export interface WatchHubOptions {
   readonly clock: Clock;
   readonly metrics: Registry;
   readonly logger: Logger;
+  /** This node is the root: a subscription past its head is from another chain (`WatchMachineOptions.root`). */
+  readonly root?: boolean;
   /** Overrides of `WATCH_LIMITS` (tests pass `WATCH_LIMITS_TEST`); the result is validated. */
   readonly limits?: Partial<WatchLimits>;
   /**
@@ -147,6 +149,7 @@ export class WatchHub {
         },
       },
       headSeq: options.store.head().seq,
+      root: options.root,
       nowMs: this.clock.monotonicMs(),
       limits: this.limits,
       counters,

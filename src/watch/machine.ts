@@ -16,7 +16,7 @@
  *   first (a page per pump round), and continues from the snapshot's seq. Also a **reset**, after events on the same
  *   connection (src/api/watch.ts, docs/decisions.md record 40): the log it was served from was trimmed while it
  *   lagged, or this node's chain was replaced (`chainReplaced`: every subscription, since what it was sent above the
- *   installed seq may belong to an abandoned chain).
+ *   installed seq may belong to an abandoned chain), or, on the root, it asked for a seq past the head.
  *
  * A connection whose queue stays full without shrinking for `stallMs` (or whose snapshot takes longer than
  * `snapshotMsMax`) is closed with 4008 after a progress message per subscription, so it can resume exactly. One slow
@@ -127,6 +127,12 @@ export interface WatchMachineOptions {
   readonly reads: WatchReads;
   /** The seq the node has applied when the machine starts: watches without `fromSeq` start after it. */
   readonly headSeq: number;
+  /**
+   * True on the root. A replica may be behind a client (which read a newer entry elsewhere), so a `fromSeq` past its
+   * head waits for the node to get there; the root is never behind, so such a `fromSeq` comes from a chain the root
+   * no longer has (it was restored from a backup), and the subscription gets a snapshot reset instead. Default false.
+   */
+  readonly root?: boolean;
   readonly nowMs: number;
   readonly limits?: WatchLimits;
   readonly counters?: WatchCounters;
@@ -245,6 +251,7 @@ export class WatchMachine {
   readonly limits: WatchLimits;
   private readonly reads: WatchReads;
   private readonly counters: WatchCounters;
+  private readonly root: boolean;
   private readonly connections = new Map<number, Connection>();
   private readonly groups = new Map<string, Group>();
   private readonly index = new SelectionIndex<Group>();
@@ -271,6 +278,7 @@ export class WatchMachine {
     this.limits = validateWatchLimits(options.limits ?? WATCH_LIMITS);
     this.reads = options.reads;
     this.counters = options.counters ?? NO_COUNTERS;
+    this.root = options.root ?? false;
     this.liveSeq = options.headSeq;
     this.readEntries = this.limits.catchupReadEntriesMax;
     this.progressAtMs = options.nowMs + this.limits.progressIntervalMs;
@@ -576,7 +584,10 @@ export class WatchMachine {
     this.subscriptionCount++;
     this.reply(connection, subscribedMessage(message.idJson, fromSeq), 'subscribed', nowMs);
     if (connection.closing) return;
-    if (fromSeq <= this.liveSeq) {
+    if (this.root && fromSeq > this.liveSeq + 1) {
+      this.toSnapshot(subscription);
+      this.pumpAtMs = nowMs;
+    } else if (fromSeq <= this.liveSeq) {
       this.toCatchup(subscription, fromSeq);
       this.pumpAtMs = nowMs;
     } else group.live.add(subscription);
