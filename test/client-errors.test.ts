@@ -4,6 +4,7 @@
  * names the option and the rule.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import {
   ClientOptionsError,
@@ -82,6 +83,22 @@ describe('client errors', () => {
       return true;
     });
     assert.equal(await client.get('wait/missing'), undefined);
+  });
+
+  test('client errors: a script whose only work is a request to a node that is down waits out the retries and gets the error, instead of exiting mid-backoff (found by review: exit code 13, nothing thrown)', async () => {
+    // In a process of its own: in this one the test runner's handles keep the event loop alive whatever the client does.
+    const url = `http://127.0.0.1:${await freePort()}`;
+    const script = `
+      import { connect } from ${JSON.stringify(new URL('../src/index.js', import.meta.url).href)};
+      const client = connect(${JSON.stringify(url)}, { attemptsMax: 3, retryDelayMsBase: 200, retryDelayMsMax: 200, watchReconnectAttemptsMax: 3, watchReconnectDelayMsBase: 200, watchReconnectDelayMsMax: 200 });
+      try { await client.put('a', 'b'); console.log('resolved'); } catch (error) { console.log('rejected ' + error.code); }
+      const watch = client.watch({ prefix: '' });
+      try { for await (const event of watch) console.log('event ' + event.type); console.log('watch ended'); } catch (error) { console.log('watch rejected ' + error.code); }`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let stdout = '';
+    child.stdout.setEncoding('utf8').on('data', (text: string) => (stdout += text));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    assert.deepEqual({ code, stdout: stdout.trim().split('\n') }, { code: 0, stdout: ['rejected NO_NODE_REACHABLE', 'watch rejected NO_NODE_REACHABLE'] });
   });
 
   test('client errors: when no URL answers, NoNodeReachableError lists every attempt', async () => {

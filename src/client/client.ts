@@ -103,7 +103,7 @@ export class MercuryClient {
       }
       errors.push(error as Error);
       if (i >= attemptsMax) break;
-      if (i >= this.nodes.length) await sleep(this.clock, backoffDelayMs(i - this.nodes.length, retryDelayMsBase, retryDelayMsMax));
+      if (i >= this.nodes.length) await sleep(this.clock, backoffDelayMs(i - this.nodes.length, retryDelayMsBase, retryDelayMsMax), { keepAlive: true });
       const index = (start + i) % this.nodes.length;
       try {
         const result = await attempt(this.nodes[index]!);

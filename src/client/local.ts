@@ -95,7 +95,7 @@ export class LocalReader {
         throw new MercuryError('SEQ_WAIT_TIMEOUT', `the data directory did not reach seq ${minSeq} within ${timeoutMs} ms (it is at ${this.lastSeq})`, {
           details: { seq: this.lastSeq },
         });
-      await sleep(this.clock, LOCAL_MIN_SEQ_POLL_MS);
+      await sleep(this.clock, LOCAL_MIN_SEQ_POLL_MS, { keepAlive: true });
     }
   }
 

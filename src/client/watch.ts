@@ -266,10 +266,15 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
       }
       if (!subscribed || code === WatchCloseCode.GOING_AWAY) this.urlIndex = (this.urlIndex + 1) % this.client.urls.length;
       const delayMs = backoffDelayMs(this.failedAttempts, this.client.watchReconnectDelayMsBase, this.client.watchReconnectDelayMsMax);
-      this.retryTimer = this.clock.setTimeout(() => {
-        this.retryTimer = undefined;
-        if (!this.finished) this.open();
-      }, delayMs);
+      // Kept alive: between two connections nothing else may hold the event loop of a process that awaits this watch.
+      this.retryTimer = this.clock.setTimeout(
+        () => {
+          this.retryTimer = undefined;
+          if (!this.finished) this.open();
+        },
+        delayMs,
+        { keepAlive: true },
+      );
     });
   }
 

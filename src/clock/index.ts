@@ -8,13 +8,22 @@ export interface TimerHandle {
   cancel(): void;
 }
 
+export interface TimerOptions {
+  /**
+   * Keep the process alive until the timer runs. For a wait that a caller awaits with nothing else holding the event
+   * loop: a client's retry backoff, a watch's reconnect. Without it a script whose node was down exited mid-wait with
+   * its promise unsettled (Node's exit code 13, or 0 for `mercury sync`), never told why.
+   */
+  readonly keepAlive?: boolean;
+}
+
 export interface Clock {
   /** Wall-clock milliseconds since the epoch (entry timestamps, lag in ms). */
   nowMs(): number;
   /** Monotonic milliseconds with sub-millisecond precision (latencies, timeouts). */
   monotonicMs(): number;
-  /** Runs `fn` once after `delayMs`. The timer does not keep the process alive. */
-  setTimeout(fn: () => void, delayMs: number): TimerHandle;
+  /** Runs `fn` once after `delayMs`. The timer does not keep the process alive unless `options.keepAlive`. */
+  setTimeout(fn: () => void, delayMs: number, options?: TimerOptions): TimerHandle;
   /** Runs `fn` every `intervalMs`. The timer does not keep the process alive. */
   setInterval(fn: () => void, intervalMs: number): TimerHandle;
 }
@@ -22,9 +31,9 @@ export interface Clock {
 export const systemClock: Clock = Object.freeze({
   nowMs: () => Date.now(),
   monotonicMs: () => performance.now(),
-  setTimeout(fn: () => void, delayMs: number): TimerHandle {
+  setTimeout(fn: () => void, delayMs: number, options?: TimerOptions): TimerHandle {
     const timer = setTimeout(fn, delayMs);
-    timer.unref();
+    if (options?.keepAlive !== true) timer.unref();
     return { cancel: () => clearTimeout(timer) };
   },
   setInterval(fn: () => void, intervalMs: number): TimerHandle {
@@ -35,8 +44,8 @@ export const systemClock: Clock = Object.freeze({
 });
 
 /** Resolves after `ms` on the given clock. */
-export function sleep(clock: Clock, ms: number): Promise<void> {
-  return new Promise((resolve) => clock.setTimeout(resolve, ms));
+export function sleep(clock: Clock, ms: number, options?: TimerOptions): Promise<void> {
+  return new Promise((resolve) => clock.setTimeout(resolve, ms, options));
 }
 /**
  * Resolves after `ms` of real time and keeps the process alive meanwhile (the system clock's timers do not): for a
