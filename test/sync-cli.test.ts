@@ -12,6 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { SYNC_LOCK_FILE, SYNC_RESERVED_PREFIX, SYNC_STATE_FILE } from '../src/sync/index.js';
 import { requestJson, waitUntil } from './support/http.js';
 import { CLI_PATH, makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProcess } from './support/process.js';
+import { freePort } from './support/net.js';
 import { statusOf } from './support/tree.js';
 
 interface SyncProcess {
@@ -188,6 +189,43 @@ describe('sync cli', () => {
     const snapshot = third.reports().find((report) => report.type === 'snapshot');
     assert.deepEqual({ files: snapshot?.files, deleted: snapshot?.deleted }, { files: 6, deleted: 1 }, JSON.stringify(third.reports()));
     await stopProcess(third.child);
+  });
+
+  test('sync cli: after its node is restored from an older backup, sync saves the seq of the reset it got, and a restart resumes from there (found by review: the older seq was not saved, and a restart skipped the new chain\'s entries up to the old one)', async () => {
+    const port = await freePort();
+    const listen = ['--listen', `127.0.0.1:${port}`];
+    const before = await startServe(join(dir, 'restore-node'), listen);
+    nodes.push(before);
+    const backupSeq = await put(before, 'restore/a', 'a1');
+    const backup = join(dir, 'restore.snap');
+    assert.equal((await runCli(['snapshot', 'save', backup, '--url', before.url])).code, 0);
+    const target = join(dir, 'restore');
+    const first = startSync(before.url, 'restore/', target);
+    syncs.push(first);
+    await put(before, 'restore/b', 'b-lost');
+    const lostSeq = await put(before, 'restore/c', 'c-lost');
+    await treeIs(target, { a: 'a1', b: 'b-lost', c: 'c-lost' }, first);
+    await waitUntil('the seq is saved', () => Promise.resolve(savedSeq(target) >= lostSeq));
+
+    // The node is lost and restored from the backup on the same address: its head goes back to the backup's seq.
+    await stopProcess(before.child);
+    const restoredDir = join(dir, 'restore-node-restored');
+    assert.equal((await runCli(['snapshot', 'restore', backup, '--data-dir', restoredDir])).code, 0);
+    const restored = await startServe(restoredDir, listen);
+    nodes.push(restored);
+    await treeIs(target, { a: 'a1' }, first);
+    await waitUntil('the reset\'s seq is saved', () => Promise.resolve(savedSeq(target) === backupSeq));
+    await stopProcess(first.child);
+
+    // The new chain passes the old head while sync is down: a restart must resume right after the reset.
+    await put(restored, 'restore/d', 'd1');
+    await put(restored, 'restore/e', 'e1');
+    const newSeq = await put(restored, 'restore/f', 'f1');
+    assert.ok(newSeq > lostSeq);
+    const second = startSync(restored.url, 'restore/', target);
+    syncs.push(second);
+    await treeIs(target, { a: 'a1', d: 'd1', e: 'e1', f: 'f1' }, second);
+    await stopProcess(second.child);
   });
 
   test('sync cli: a first sync refuses a directory that holds files', async () => {

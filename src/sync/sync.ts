@@ -286,7 +286,10 @@ export class DirectorySync {
         this.options.onReport({ type: 'snapshot', seq: event.seq, files: keep.size, deleted });
         this.snapshotKeys = undefined;
         this.currentSeq = undefined;
-        this.saveSeq(event.seq);
+        // DIR now holds the state at the snapshot's seq, also when that is below the saved one: a reset to a chain
+        // that replaced the one sync followed (a root restored from a backup, decision 40). Saving only forward would
+        // keep the old chain's seq, and a restart would resume past the new chain's entries up to it.
+        this.writeSeq(event.seq);
         return;
       }
       case 'progress':
@@ -317,8 +320,12 @@ export class DirectorySync {
     this.command?.changed(report.seq);
   }
 
+  /** Saves `seq` as done if it is past the saved one (events and progress only move forward). */
   private saveSeq(seq: number): void {
-    if (seq <= this.state.seq) return;
+    if (seq > this.state.seq) this.writeSeq(seq);
+  }
+
+  private writeSeq(seq: number): void {
     this.state = { ...this.state, seq };
     writeSyncState(this.options.dir, this.state);
   }
