@@ -75,13 +75,24 @@ export class TokenRegistry {
     return this.byId.get(id)?.principal;
   }
 
-  /** Reads every record again (at start, and after the node replaced its data with a snapshot); returns the ids gone. */
-  reload(): string[] {
-    const before = new Set(this.byId.keys());
+  /**
+   * Reads every record again (at start, after a deleteRange over the token keys, and after the node replaced its data
+   * with a snapshot); returns, as `applied` does, the ids gone and those whose grant differs now: a snapshot can carry
+   * a replaced record as well as a deleted one, and watches admitted under the old grant must be re-checked either way.
+   */
+  reload(): { revoked: string[]; replaced: string[] } {
+    const before = new Map(Array.from(this.byId, ([id, known]) => [id, known.record] as const));
     this.byId.clear();
     this.bySubject.clear();
     for (const { key, value } of this.readAll()) this.put(key, value);
-    return Array.from(before).filter((id) => !this.byId.has(id));
+    const revoked: string[] = [];
+    const replaced: string[] = [];
+    for (const [id, record] of before) {
+      const after = this.byId.get(id)?.record;
+      if (after === undefined) revoked.push(id);
+      else if (!sameGrant(record, after)) replaced.push(id);
+    }
+    return { revoked, replaced };
   }
 
   /**
@@ -94,7 +105,11 @@ export class TokenRegistry {
     const replaced: string[] = [];
     for (const op of ops) {
       if (op.type === 'deleteRange') {
-        if (overlapsReserved(op.start, op.end) && overlapsTokens(op.start, op.end)) revoked.push(...this.reload());
+        if (overlapsReserved(op.start, op.end) && overlapsTokens(op.start, op.end)) {
+          const reloaded = this.reload();
+          revoked.push(...reloaded.revoked);
+          replaced.push(...reloaded.replaced);
+        }
         continue;
       }
       // Almost every key is a user key: one byte tells.

@@ -339,7 +339,9 @@ export class MercuryNode {
       onChainReset: (seq) => {
         snapshots.inc();
         this.replicationServer.chainReset();
-        this.revoke(this.tokens.reload());
+        const { revoked, replaced } = this.tokens.reload();
+        this.revoke(revoked);
+        this.regranted(replaced);
         // Every watcher is reset to the new state now: what it was sent may be of the replaced chain (decision 40).
         this.watchHub.chainReplaced(seq);
         this.seqWaiter.notify();

@@ -13,6 +13,8 @@ export interface TcpProxy {
   cutAll(): void;
   /** How many connections were accepted so far. */
   accepted(): number;
+  /** While on, cuts every open connection and closes each new one at once (a partition that lasts); off heals it. */
+  hold(on: boolean): void;
   close(): Promise<void>;
 }
 
@@ -21,8 +23,10 @@ export async function startTcpProxy(targetUrl: string): Promise<TcpProxy> {
   const target = new URL(targetUrl);
   const open = new Set<Socket>();
   let accepted = 0;
+  let held = false;
   const server: Server = createServer((client) => {
     accepted++;
+    if (held) return void client.destroy();
     const upstream = connect({ host: target.hostname, port: Number(target.port) });
     open.add(client);
     open.add(upstream);
@@ -46,6 +50,12 @@ export async function startTcpProxy(targetUrl: string): Promise<TcpProxy> {
       open.clear();
     },
     accepted: () => accepted,
+    hold: (on) => {
+      held = on;
+      if (!on) return;
+      for (const socket of open) socket.destroy();
+      open.clear();
+    },
     close: async () => {
       for (const socket of open) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
