@@ -1,6 +1,7 @@
 /**
  * `mercury verify --data-dir D`: checks a data directory offline (src/store/verify.ts), read-only, beside a running
- * node or not. A progress bar goes to stderr when it is a terminal. Exit 0 when sound, 1 when damage was found.
+ * node or not. A progress bar goes to stderr when it is a terminal. Exit 0 when sound (a replica that has not joined
+ * yet, with no dataset and nothing at seq 0, is sound), 1 when damage was found.
  */
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
@@ -40,10 +41,13 @@ export async function verifyCommand(dataDir: string, json: boolean): Promise<num
     });
     bar.finish();
     // The problems name keys, which anyone with write access chose: terminalSafe, as everything the CLI prints.
-    if (json) process.stdout.write(`${terminalSafe(JSON.stringify({ ...report, treeChecked }))}\n`);
+    // A replica that has not joined yet (its first snapshot never completed) holds no dataset: sound, and empty.
+    const joined = store.datasetId !== '';
+    if (json) process.stdout.write(`${terminalSafe(JSON.stringify({ ...report, treeChecked, joined }))}\n`);
     else {
       const lines = [
         treeChecked ? 'b-tree   every page of LMDB\'s trees is sound' : 'b-tree   not walked: a running node holds the directory (it walked them when it started)',
+        joined ? '' : `dataset  none: a replica that has not joined yet (seq ${report.head.seq}); it takes a snapshot from its upstream when it reaches one`,
         `head     seq ${report.head.seq} ${report.head.hash}`,
         `log      ${formatCount(report.log.verified)} entries verified (retained ${report.log.firstSeq}..${report.log.lastSeq})`,
         `keys     ${formatCount(report.keys.checked)} checked, ${formatCount(report.keys.damaged)} damaged, ${formatCount(report.keys.checkedAgainstLog)} checked against the log`,

@@ -308,7 +308,9 @@ export class Store {
     const datasetId = this.meta.get(META_DATASET_ID);
     const nodeId = this.meta.get(META_NODE_ID);
     try {
-      if (nodeId === undefined || (datasetId === undefined && options.createDataset !== false))
+      // A replica that has not joined yet (no snapshot installed: it never reached its upstream, or stopped mid-join)
+      // has a node id and no dataset; a read-only open (verify, openLocal) sees it as it is: empty, at seq 0.
+      if (nodeId === undefined || (datasetId === undefined && options.createDataset !== false && options.readOnly !== true))
         throw new Error(`${options.path} is not a Mercury data directory`);
       checkFormat(options.path, this.meta.get(META_FORMAT)?.toString(), options.readOnly === true);
     } catch (error) {
