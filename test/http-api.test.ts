@@ -388,8 +388,12 @@ describe('http api', () => {
 
   test('txn: a failed compare with an empty failure branch commits no entry', async () => {
     const before = await status();
-    const result = json<{ succeeded: boolean; seq: number }>(await txn({ compare: [{ key: 'tx/b', exists: false }], success: [{ op: 'delete', key: 'tx/b' }] }));
+    const { hash, ...result } = json<{ succeeded: boolean; seq: number; hash: string }>(
+      await txn({ compare: [{ key: 'tx/b', exists: false }], success: [{ op: 'delete', key: 'tx/b' }] }),
+    );
     assert.deepEqual(result, { succeeded: false, seq: before.seq });
+    // The hash of the entry at that seq (the head it was evaluated at): what a forwarding replica checks its own against.
+    assert.match(hash, /^[0-9a-f]{64}$/);
     assert.equal((await status()).seq, before.seq);
   });
 

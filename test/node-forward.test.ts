@@ -66,6 +66,14 @@ describe('node forward: writes go to the upstream through the client', () => {
     assert.deepEqual(parseTxn(JSON.parse(received.body)), REQUEST);
   });
 
+  test('node forward: the hash of the entry that carries the write comes back when the upstream sends it; a malformed one is refused', async () => {
+    const hash = 'ab'.repeat(32);
+    const url = await upstream((_body, _req, res) => answer(res, 200, JSON.stringify({ succeeded: true, seq: 7, hash })));
+    assert.deepEqual(await forwardWrite(url, REQUEST), { succeeded: true, seq: 7, hash: Buffer.from(hash, 'hex') });
+    const bad = await upstream((_body, _req, res) => answer(res, 200, JSON.stringify({ succeeded: true, seq: 7, hash: 'xyz' })));
+    await assert.rejects(forwardWrite(bad, REQUEST), (error: unknown) => error instanceof MercuryError && error.code === 'UPSTREAM_UNAVAILABLE');
+  });
+
   test('node forward: a Mercury error of the upstream keeps its code, status and details', async () => {
     const url = await upstream((_body, _req, res) =>
       answer(res, 413, JSON.stringify({ error: { code: 'VALUE_TOO_LARGE', message: 'success[0].value is 9 bytes; at most 8', limit: 8 } })),

@@ -43,6 +43,7 @@ export const ErrorCode = {
   SHUTTING_DOWN: 'SHUTTING_DOWN',
   UPSTREAM_UNAVAILABLE: 'UPSTREAM_UNAVAILABLE',
   ROOT_UNKNOWN: 'ROOT_UNKNOWN',
+  REPLICA_DIVERGED: 'REPLICA_DIVERGED',
   NOT_A_REPLICA: 'NOT_A_REPLICA',
   RESYNC_IN_PROGRESS: 'RESYNC_IN_PROGRESS',
   RESYNC_STALLED: 'RESYNC_STALLED',
@@ -95,6 +96,8 @@ export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   SHUTTING_DOWN: 503,
   UPSTREAM_UNAVAILABLE: 503,
   ROOT_UNKNOWN: 503,
+  // Not 503: the write was committed at the root, and a client must not send it again elsewhere as if it had not been.
+  REPLICA_DIVERGED: 502,
   NOT_A_REPLICA: 409,
   RESYNC_IN_PROGRESS: 409,
   RESYNC_STALLED: 504,

@@ -69,9 +69,13 @@ export function deleteAnswer(value: unknown): { seq: number; deleted: boolean } 
   return { seq: integer(json, 'seq', 'answer'), deleted: boolean(json, 'deleted', 'answer') };
 }
 
-export function txnAnswer(value: unknown): { succeeded: boolean; seq: number } {
+/** `hash` is optional: nodes before it was added do not send it. */
+export function txnAnswer(value: unknown): { succeeded: boolean; seq: number; hash?: string } {
   const json = object(value, 'answer');
-  return { succeeded: boolean(json, 'succeeded', 'answer'), seq: integer(json, 'seq', 'answer') };
+  const result = { succeeded: boolean(json, 'succeeded', 'answer'), seq: integer(json, 'seq', 'answer') };
+  if (json.hash === undefined) return result;
+  if (typeof json.hash !== 'string' || !/^[0-9a-f]{64}$/.test(json.hash)) fault('answer.hash', 'must be 64 lowercase hex digits');
+  return { ...result, hash: json.hash };
 }
 
 export interface RangeAnswerItem {

@@ -131,6 +131,7 @@ const CLASS_BY_CODE: Partial<Record<ErrorCode, ServerErrorClass>> = {
   SHUTTING_DOWN: NodeUnavailableError,
   UPSTREAM_UNAVAILABLE: NodeUnavailableError,
   ROOT_UNKNOWN: NodeUnavailableError,
+  REPLICA_DIVERGED: NodeFailedError,
 };
 
 /**

@@ -105,6 +105,8 @@ export interface TxnResult {
   /** True when every compare held and `success` was applied; false when `failure` was. */
   readonly succeeded: boolean;
   readonly seq: number;
+  /** The hash (hex) of the entry at `seq` as the node holds it; absent from nodes that do not send it. */
+  readonly hash?: string;
 }
 
 /** UTF-8 bytes of a string key or value; a Buffer as it is. */

@@ -20,6 +20,11 @@ export interface WriteResult {
   readonly succeeded: boolean;
   /** The seq of the entry that carries this request, or the head seq it was evaluated at if it changed nothing. */
   readonly seq: number;
+  /**
+   * The hash of the entry at `seq` as the node that answered holds it, when it still does (node.ts `write`); a
+   * replica that forwarded the write checks it against its own entry at `seq`.
+   */
+  readonly hash?: Buffer;
 }
 
 export { validateKey };

@@ -33,8 +33,8 @@ export async function forwardWrite(
   // The client checks the answer's shape (src/client/answers.ts): one without "succeeded" and "seq" is an
   // InvalidAnswerError, an UnavailableError sent, so UPSTREAM_UNAVAILABLE saying the write may have been applied.
   try {
-    const { succeeded, seq } = await new NodeClient(upstreamHttpUrl, timeoutMs, tls, authorization).txn(formatTxn(request));
-    return { succeeded, seq };
+    const { succeeded, seq, hash } = await new NodeClient(upstreamHttpUrl, timeoutMs, tls, authorization).txn(formatTxn(request));
+    return hash === undefined ? { succeeded, seq } : { succeeded, seq, hash: Buffer.from(hash, 'hex') };
   } catch (error) {
     throw forwardError(upstreamHttpUrl, error);
   }

@@ -565,7 +565,10 @@ export class MercuryNode {
 
   /** Root: commits. Replica: forwards to the upstream, then waits until this node has applied the write's seq. */
   async write(request: WriteRequest, authorization?: string): Promise<WriteResult> {
-    if (this.committer !== undefined) return this.committer.submit(request);
+    if (this.committer !== undefined) {
+      const committed = await this.committer.submit(request);
+      return { ...committed, hash: this.store.hashAt(committed.seq) };
+    }
     const result = await forwardWrite(this.forwardTarget(), request, undefined, this.forwardTls, authorization);
     try {
       await this.seqWaiter.wait(result.seq, this.limits.http.forwardedWriteWaitMs);
@@ -574,7 +577,17 @@ export class MercuryNode {
       // Seeing it here is moot on a node that is stopping.
       if (!(error instanceof MercuryError && error.code === 'SHUTTING_DOWN')) throw error;
     }
-    return result;
+    // Reaching the seq is not holding the write: a replica whose chain forked from the root's (the root restored from
+    // an older backup, this replica forwarding with --root-url) is already past it with other entries, and would never
+    // show it. The upstream's hash at that seq says which entry carries the write.
+    const own = this.store.hashAt(result.seq);
+    if (result.hash !== undefined && own !== undefined && !own.equals(result.hash))
+      throw new MercuryError(
+        'REPLICA_DIVERGED',
+        `the write was committed upstream at seq ${result.seq}, but this replica's entry ${result.seq} is another (hash ${own.toString('hex')}, upstream ${result.hash.toString('hex')}): its chain diverged from the root's, so it will not show the write; read from the root, and resync this replica (mercury resync)`,
+        { details: { seq: result.seq } },
+      );
+    return { ...result, hash: own ?? result.hash };
   }
 
   /**

@@ -45,7 +45,8 @@ export function txnRoute(node: NodeApi, limits: HttpLimits, budget: BodyBudget):
         requireTxn(principal, txn, reserved);
         const { request, caller } = writeFor(req, txn);
         const result = await node.write(request, caller);
-        sendJson(res, 200, { succeeded: result.succeeded, seq: result.seq }, { [SEQ_HEADER]: result.seq });
+        const answer = { succeeded: result.succeeded, seq: result.seq, ...(result.hash === undefined ? {} : { hash: result.hash.toString('hex') }) };
+        sendJson(res, 200, answer, { [SEQ_HEADER]: result.seq });
       },
     },
   };
