@@ -588,6 +588,19 @@ describe('replication state machines', () => {
     }
   });
 
+  test('upstream and downstream: SELF says two nodes share one id (a copied data directory) and what to do', () => {
+    const [refusal] = sent(newUpstream(rootStore(3)).receive(T0, helloBytes({ nodeId: 'root' })));
+    assert.ok(refusal?.type === 'refuse' && refusal.reason === 'SELF');
+    assert.match(refusal.message, /share this node id.*copied.*empty data directory.*snapshot save and restore/);
+    const { downstream, store } = newReplica({ store: rootStore(3), nodeId: 'root', upstreams: ['up-a'] });
+    const [connect] = downstream.start(T0);
+    assert.ok(connect?.type === 'connect');
+    downstream.connected(T0, connect.connId);
+    const welcome = encodeMessage({ type: 'welcome', datasetId: DATASET, nodeId: 'root', httpUrl: '', path: ['root'], head: store.head(), mode: 'stream', fromSeq: 4 });
+    downstream.receive(T0 + 1, connect.connId, welcome);
+    assert.match(downstream.status().lastFailure ?? '', /^SELF: .*share this node id.*copied/);
+  });
+
   test('upstream: a child ahead of this node is refused BEHIND; one with another hash at its head CHAIN_DIVERGED', () => {
     const root = rootStore(10);
     const other = new MemoryStore(DATASET);

@@ -55,6 +55,7 @@ import {
   announcedHttpUrl,
   decodeMessage,
   encodeMessage,
+  SHARED_NODE_ID_HINT,
   type Heartbeat,
   type Message,
   type RefuseReason,
@@ -565,7 +566,7 @@ export class Downstream {
   }
 
   private welcomed(nowMs: number, session: Session, welcome: WelcomeMessage, actions: DownstreamAction[]): void {
-    if (welcome.nodeId === this.nodeId) return void this.fail(nowMs, 'SELF: the upstream is this node', actions);
+    if (welcome.nodeId === this.nodeId) return void this.fail(nowMs, `SELF: the upstream has this node's id: ${SHARED_NODE_ID_HINT}`, actions);
     if (welcome.path.includes(this.nodeId)) return void this.fail(nowMs, `LOOP: this node is an ancestor of its upstream (${welcome.path.join(' > ')})`, actions);
     if (welcome.path[welcome.path.length - 1] !== welcome.nodeId) return void this.fail(nowMs, 'WELCOME path does not end at the upstream', actions);
     if (this.datasetId !== '' && welcome.datasetId !== this.datasetId)

@@ -115,6 +115,14 @@ const FRAME_PREFIX_BYTES = 8;
 
 export { ProtocolErrorCode, RefuseReason };
 
+/**
+ * Why two nodes meet with one node id, and what to do, said with a SELF refusal on both sides: a data directory copied
+ * from another node's keeps its id (README, "Damaged data": a root made from a replica's directory), while a snapshot
+ * restore or an empty directory gets a new one.
+ */
+export const SHARED_NODE_ID_HINT =
+  "two nodes share this node id, most likely because one's data directory was copied from the other's; give one a new id: start a replica on an empty data directory (it rejoins), or make a root with mercury snapshot save and restore";
+
 export const MessageType = {
   hello: 1,
   welcome: 2,

@@ -38,6 +38,7 @@ import {
   encodeMessage,
   snapshotChunkRecordBytes,
   entriesFrameBytes,
+  SHARED_NODE_ID_HINT,
   type AckMessage,
   type Heartbeat,
   type HelloMessage,
@@ -330,7 +331,7 @@ export class Upstream {
     const datasetId = this.source.datasetId();
     const ancestors = this.ancestors();
     if (datasetId === '') return void this.refuse('UNAVAILABLE', 'this node has not joined a dataset yet', actions);
-    if (hello.nodeId === this.nodeId) return void this.refuse('SELF', `node ${this.nodeId} cannot replicate from itself`, actions);
+    if (hello.nodeId === this.nodeId) return void this.refuse('SELF', `node ${this.nodeId} cannot replicate from itself: ${SHARED_NODE_ID_HINT}`, actions);
     if (ancestors.includes(hello.nodeId))
       return void this.refuse('LOOP', `node ${hello.nodeId} is an ancestor of this node (${[...ancestors, this.nodeId].join(' > ')})`, actions);
     // The child forwards heartbeats with the path root .. this node, child: that must stay within the maximum.
