@@ -73,8 +73,12 @@ function newReplica(options: { upstreams?: string[]; store?: MemoryStore; random
   return { downstream, store };
 }
 
-function newUpstream(source: LogSource, options: { nodeId?: string; ancestors?: string[]; heartbeat?: Heartbeat; nowMs?: number } = {}): Upstream {
+function newUpstream(
+  source: LogSource,
+  options: { nodeId?: string; ancestors?: string[]; heartbeat?: Heartbeat; nowMs?: number; diverged?: () => string | undefined } = {},
+): Upstream {
   return new Upstream({
+    diverged: options.diverged,
     nodeId: options.nodeId ?? 'root',
     source,
     ancestors: () => options.ancestors ?? [],
@@ -402,6 +406,42 @@ describe('replication state machines', () => {
     link.settle();
     assert.equal(downstream.status().phase, 'streaming');
     assert.equal(store.head().seq, 6);
+    // up-b goes away and up-a lies again: its first word was cleared by up-b's entries, so this is one vote, not all.
+    downstream.closed(T0 + 1_000, next.connId);
+    const t2 = downstream.nextTickMs()!;
+    const [again] = downstream.tick(t2);
+    assert.ok(again?.type === 'connect' && again.upstream === 'up-a');
+    downstream.connected(t2, again.connId);
+    downstream.receive(t2 + 1, again.connId, encodeMessage({ type: 'refuse', reason: 'CHAIN_DIVERGED', message: 'a lie' }));
+    assert.equal(downstream.status().phase, 'backoff');
+  });
+
+  test('downstream: CHAIN_DIVERGED votes last until an upstream gives entries, not until one merely welcomes the chain', () => {
+    // Relays on the same forked chain welcome this node and have nothing to give it (they stopped following, or lost
+    // their own upstream): their welcome says nothing about whether the chain is the root's.
+    const { downstream, store } = newReplica({ store: rootStore(4), upstreams: ['root', 'relay-a', 'relay-b'] });
+    const diverged = encodeMessage({ type: 'refuse', reason: 'CHAIN_DIVERGED', message: 'hash differs at 4' });
+    const welcome = (nodeId: string): Buffer =>
+      encodeMessage({ type: 'welcome', datasetId: DATASET, nodeId, httpUrl: '', path: ['root', nodeId], head: store.head(), mode: 'stream', fromSeq: 5 });
+    let nowMs = T0;
+    const attempt = (upstream: string, answer: 'refuse' | 'welcome'): void => {
+      const [connect] = nowMs === T0 ? downstream.start(nowMs) : downstream.tick((nowMs = downstream.nextTickMs()!));
+      assert.ok(connect?.type === 'connect' && connect.upstream === upstream, JSON.stringify(connect));
+      downstream.connected(nowMs, connect.connId);
+      downstream.receive(nowMs + 1, connect.connId, answer === 'refuse' ? diverged : welcome(upstream));
+      if (answer === 'welcome') downstream.closed(nowMs + 2, connect.connId, 'upstream stale');
+      nowMs += 3;
+    };
+    attempt('root', 'refuse');
+    attempt('relay-a', 'refuse');
+    attempt('relay-b', 'welcome');
+    attempt('root', 'refuse');
+    attempt('relay-a', 'welcome');
+    assert.notEqual(downstream.status().phase, 'diverged');
+    // Every upstream has now refused the chain since any gave it an entry.
+    attempt('relay-b', 'refuse');
+    assert.equal(downstream.status().phase, 'diverged');
+    assert.match(downstream.status().divergedReason ?? '', /CHAIN_DIVERGED/);
   });
 
   test('downstream: a resync installs the upstream snapshot even below the local head', () => {
@@ -586,6 +626,21 @@ describe('replication state machines', () => {
       assert.equal(actions[actions.length - 1]!.type, 'close', testCase.name);
       assert.ok(upstream.isClosed);
     }
+  });
+
+  test('upstream: a relay that stopped following (diverged) refuses a streaming child CHAIN_DIVERGED, a joining one UNAVAILABLE', () => {
+    const relay = rootStore(6);
+    const why = 'upstream refused: CHAIN_DIVERGED: hash differs at 6';
+    const streaming = sent(newUpstream(relay, { nodeId: 'relay', diverged: () => why }).receive(T0, helloBytes({ head: relay.head() })));
+    assert.ok(streaming[0]?.type === 'refuse' && streaming[0].reason === 'CHAIN_DIVERGED', JSON.stringify(streaming[0]));
+    assert.match(streaming[0].message, /stopped following/);
+    for (const hello of [helloBytes({ datasetId: '' }), helloBytes({ head: relay.head(), resync: true })]) {
+      const joining = sent(newUpstream(relay, { nodeId: 'relay', diverged: () => why }).receive(T0, hello));
+      assert.ok(joining[0]?.type === 'refuse' && joining[0].reason === 'UNAVAILABLE', JSON.stringify(joining[0]));
+    }
+    // Following again (after its resync): served as before.
+    const served = sent(newUpstream(relay, { nodeId: 'relay', diverged: () => undefined }).receive(T0, helloBytes({ head: relay.head() })));
+    assert.equal(served[0]?.type, 'welcome');
   });
 
   test('upstream and downstream: SELF says two nodes share one id (a copied data directory) and what to do', () => {

@@ -249,6 +249,7 @@ export class MercuryNode {
       onTlsRejected: onTlsRejected('replication'),
       authorizeChild: (credential, socket) => this.guard.authenticateChild(credential, socket),
       signer: this.signer,
+      diverged: () => this.replicationClient?.status().divergedReason,
     });
     this.wireServer = new WireServer({
       node: {

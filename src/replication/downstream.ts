@@ -239,9 +239,10 @@ export class Downstream {
   private resyncRequested = false;
   private divergedReason: string | undefined;
   /**
-   * The upstreams (indices) that refused this node's chain as diverged since one last welcomed it. An upstream's
-   * refusal is its word alone (a relay may lie, and a refusal carries no signature): the replica stops only when every
-   * upstream it lists says so, and otherwise fails over like any failure.
+   * The upstreams (indices) that refused this node's chain as diverged since one last gave it entries or a snapshot.
+   * An upstream's refusal is its word alone (a relay may lie, and a refusal carries no signature): the replica stops
+   * only when every upstream it lists says so, and otherwise fails over like any failure. A WELCOME does not clear
+   * them: a relay on the same forked chain welcomes this node and has nothing to give it.
    */
   private readonly divergedVotes = new Set<number>();
   private lastFailure: string | undefined;
@@ -396,6 +397,7 @@ export class Downstream {
     if (this.phase === 'stopped' || this.resyncRequested) return [];
     this.resyncRequested = true;
     this.divergedReason = undefined;
+    this.divergedVotes.clear();
     this.failures = 0;
     const actions: DownstreamAction[] = [{ type: 'log', level: 'warn', message: 'resync requested: fetching a full snapshot', fields: { seq: this.head.seq } }];
     // Before start() the flag is enough: the first HELLO will ask for the snapshot.
@@ -578,7 +580,6 @@ export class Downstream {
     session.welcome = welcome;
     session.lastProgressMs = nowMs;
     session.lastAckMs = nowMs;
-    this.divergedVotes.clear();
     this.ancestors = welcome.path;
     this.phase = welcome.mode === 'stream' ? 'streaming' : 'snapshot';
     this.upstreamSwitches++;
@@ -640,6 +641,7 @@ export class Downstream {
       this.headTimeMs = last.timeMs;
       this.entriesApplied += verified.length;
       session.lastProgressMs = nowMs;
+      this.divergedVotes.clear();
       actions.push({ type: 'apply', entries: verified });
     }
   }
@@ -758,6 +760,7 @@ export class Downstream {
     this.datasetId = datasetId;
     this.resyncRequested = false;
     this.snapshotsInstalled++;
+    this.divergedVotes.clear();
     this.phase = 'streaming';
     session.lastProgressMs = nowMs;
     // The first upstream is an honest relay that could not sign its snapshot (only the root can: decision record 25),

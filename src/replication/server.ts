@@ -48,6 +48,8 @@ export interface ReplicationServerOptions {
   readonly authorizeChild?: (credential: string | undefined, socket: net.Socket) => ChildAuthorization;
   /** The root's snapshot signer; undefined on a relay (see Upstream). */
   readonly signer?: UpstreamOptions['signer'];
+  /** A relay: why it stopped following (see Upstream). */
+  readonly diverged?: UpstreamOptions['diverged'];
 }
 
 interface ChildSession {
@@ -272,6 +274,7 @@ export class ReplicationServer {
       nowMs: clock.monotonicMs(),
       authorizeChild: this.options.authorizeChild === undefined ? undefined : (credential) => this.options.authorizeChild!(credential, socket),
       signer: this.options.signer,
+      diverged: this.options.diverged,
     });
     const session: ChildSession = {
       socket,

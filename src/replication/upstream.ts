@@ -83,6 +83,12 @@ export interface UpstreamOptions {
    * one; a relay's snapshots go unsigned.
    */
   readonly signer?: SnapshotSigner;
+  /**
+   * A relay: why it stopped following its own upstream (its chain diverged from the root's), undefined while it
+   * follows. Such a relay holds the forked chain, and a child that streams the same chain would otherwise be welcomed
+   * here and never learn it diverged (it would cycle between this relay and the root that refuses it).
+   */
+  readonly diverged?: () => string | undefined;
 }
 
 /** What signs a snapshot: the root's `Signer` (src/trust/signatures.ts). */
@@ -127,6 +133,7 @@ export class Upstream {
   private readonly ancestors: () => readonly string[];
   private readonly latestHeartbeat: () => Heartbeat | undefined;
   private readonly authorizeChild: ((credential: string | undefined) => ChildAuthorization) | undefined;
+  private readonly diverged: (() => string | undefined) | undefined;
   /** Whom the child authenticated as: revoking that token ends the session. */
   private childPrincipal: { readonly id: string; readonly name: string } | undefined;
   private readonly limits: ReplicationLimits;
@@ -154,6 +161,7 @@ export class Upstream {
     this.ancestors = options.ancestors;
     this.latestHeartbeat = options.latestHeartbeat;
     this.authorizeChild = options.authorizeChild;
+    this.diverged = options.diverged;
     this.limits = validateReplicationLimits(options.limits ?? REPLICATION_LIMITS);
     // A child only sends HELLO and ACK: anything longer is refused from its length, before the body is buffered.
     this.decoder = new FrameDecoder(this.limits.childFrameBytesMax);
@@ -338,6 +346,17 @@ export class Upstream {
     if (ancestors.length + 2 > PATH_NODES_MAX) return void this.refuse('PATH_TOO_LONG', `this node is ${ancestors.length} levels deep`, actions);
     if (hello.datasetId !== '' && hello.datasetId !== datasetId)
       return void this.refuse('DATASET_MISMATCH', `this node holds dataset ${datasetId}, the child ${hello.datasetId}`, actions);
+    const diverged = this.diverged?.();
+    if (diverged !== undefined) {
+      // A snapshot from here would be the forked chain; a stream would extend a chain this relay knows is not the root's.
+      if (hello.resync || hello.datasetId === '')
+        return void this.refuse('UNAVAILABLE', `this relay stopped following: its chain diverged from its upstream's (${diverged}); take the snapshot from another upstream`, actions);
+      return void this.refuse(
+        'CHAIN_DIVERGED',
+        `this relay stopped following: its chain diverged from its upstream's (${diverged}), and the child follows it; resync the child from another upstream`,
+        actions,
+      );
+    }
     const head = this.source.head();
     let mode: 'stream' | 'snapshot';
     if (hello.resync || hello.datasetId === '') mode = 'snapshot';
