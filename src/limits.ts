@@ -97,6 +97,14 @@ export const LOG_TRIM_INTERVAL_MS = 1_000;
 
 /** LMDB map size: the largest the data file may grow. Sparse, so a large figure costs nothing up front. */
 export const LMDB_MAP_BYTES_DEFAULT = 64 * 1024 * MiB;
+/**
+ * A streamed HTTP answer (a snapshot, the log, a large JSON body) whose client takes none of the bytes queued for it
+ * for this long has its connection reset (`SEND_STALLED` in the log): the answer would otherwise hold its socket, and
+ * a snapshot its read transaction, for as long as the client keeps the connection open. Progress is a slice of 64 KiB
+ * handed to the kernel, which Linux allows once the client has taken about half of the socket's send buffer (up to
+ * 2 MiB with default buffers): a client must read some 35 KiB/s at least.
+ */
+export const HTTP_SEND_STALL_MS = 60_000;
 
 // Relations between limits.
 assert.ok(KEY_BYTES_MAX < LMDB_KEY_BYTES_MAX, 'keys must fit LMDB');

@@ -209,6 +209,7 @@ export const NODE_LIMITS_TEST: NodeLimits = validateNodeLimits({
     bodyBytesInFlightMax: 4 * txnBodyBytesFor(8 * KiB - ENTRY_RECORD_OVERHEAD_BYTES),
     rangePageBytesMax: 64 * KiB,
     logPageBytesMax: 64 * KiB,
+    sendStallMs: 1_000,
   },
   log: { retainEntries: 1_000, retainBytes: 1 * MiB, trimBatchEntries: 16, trimIntervalMs: 50 },
   replication: REPLICATION_LIMITS_TEST,

@@ -212,7 +212,7 @@ export class MercuryNode {
       status: () => this.status(),
       readiness: () => this.readiness(),
       resync: () => this.resync(),
-      log: (message, fields) => this.logger.log('error', message, fields),
+      log: (message, fields, level = 'error') => this.logger.log(level, message, fields),
       requestPolicy: this.requestPolicy,
     };
     const tlsRejected = this.metrics.counter('mercury_tls_rejected_total', 'Connections refused for TLS, by port and reason (wrong protocol, untrusted or expired certificate, failed handshake).');

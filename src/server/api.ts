@@ -10,7 +10,7 @@ import { MercuryError, decodeKeyPath, parseRequestTarget } from '../api/index.js
 import { SECONDS_BUCKETS } from '../metrics/index.js';
 import { admit } from './auth.js';
 import { BodyBudget } from './body-budget.js';
-import { bodyLeftUnread, dropUnreadBody, sendError } from './http-io.js';
+import { bodyLeftUnread, dropUnreadBody, sendError, setSendDeadline, type SendDeadline } from './http-io.js';
 import { HTTP_LIMITS, type HttpLimits } from './http-server.js';
 import type { NodeApi } from './node-api.js';
 import { Query } from './query.js';
@@ -75,6 +75,21 @@ export function createApiHandler(node: NodeApi, limits: HttpLimits = HTTP_LIMITS
     '/v1/kv/',
     kvKeyRoute(node, budget),
   );
+  const sendStalls = node.metrics.counter('mercury_http_send_stalls_total', 'Streamed answers cut off because their client took nothing for http.sendStallMs, by route.');
+  const sendDeadline: SendDeadline = {
+    clock: node.clock,
+    stallMs: limits.sendStallMs,
+    onStalled: (res) => {
+      const target = parseRequestTarget(res.req.url ?? '/');
+      const route = (target === undefined ? undefined : router.match(target.path))?.route.name ?? 'unknown';
+      sendStalls.inc(1, { route });
+      node.log(
+        `SEND_STALLED: the client took nothing of the answer for ${limits.sendStallMs} ms; its connection was closed`,
+        { code: 'SEND_STALLED', route, method: res.req.method, remote: res.req.socket.remoteAddress, stallMs: limits.sendStallMs },
+        'warn',
+      );
+    },
+  };
 
   return (req, res) => {
     const started = node.clock.monotonicMs();
@@ -83,6 +98,7 @@ export function createApiHandler(node: NodeApi, limits: HttpLimits = HTTP_LIMITS
     const path = target?.path ?? '';
     const match = target === undefined ? undefined : router.match(path);
     const routeName = match?.route.name ?? 'unknown';
+    setSendDeadline(res, sendDeadline);
     res.once('finish', () => {
       requests.inc(1, { method: req.method ?? '', route: routeName, status: String(res.statusCode) });
       seconds.observe((node.clock.monotonicMs() - started) / 1000);

@@ -9,6 +9,7 @@
 import type { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setImmediate as nextTurn } from 'node:timers/promises';
+import type { Clock } from '../clock/index.js';
 import { JsonValidator, MIN_SEQ_WAIT_MS_DEFAULT, MIN_SEQ_WAIT_MS_MAX, parseValidatedJson, type JsonLimits } from '../api/index.js';
 import { MercuryError, isMercuryError, type ErrorCode } from '../errors/index.js';
 import { assertAdmitted } from './auth.js';
@@ -51,32 +52,98 @@ export async function sendJsonPieces(res: ServerResponse, status: number, pieces
 }
 
 /**
+ * How long a streamed answer waits for its client to take what is queued (`http.sendStallMs`), and whom it tells when
+ * the client took nothing for that long. The API handler sets one on every response (`setSendDeadline`).
+ */
+export interface SendDeadline {
+  readonly clock: Clock;
+  readonly stallMs: number;
+  /** The connection of `res` was closed for it: log and count it. */
+  readonly onStalled: (res: ServerResponse) => void;
+}
+
+const sendDeadlines = new WeakMap<ServerResponse, SendDeadline>();
+
+export function setSendDeadline(res: ServerResponse, deadline: SendDeadline): void {
+  sendDeadlines.set(res, deadline);
+}
+
+/**
+ * Bytes handed to the socket at once: the socket drains (and the send deadline restarts) each time it has sent one
+ * slice, so a client that reads slowly but steadily is never taken for a stalled one, whatever the size of a piece.
+ */
+export const SEND_SLICE_BYTES = 64 * 1024;
+
+/** `piece` in slices of at most SEND_SLICE_BYTES (a short string as it is: at most 3 bytes a UTF-16 unit). */
+function* slices(piece: string | Buffer): Generator<string | Buffer> {
+  if (typeof piece === 'string' && piece.length * 3 <= SEND_SLICE_BYTES) {
+    yield piece;
+    return;
+  }
+  const bytes = typeof piece === 'string' ? Buffer.from(piece) : piece;
+  for (let start = 0; start < bytes.length; start += SEND_SLICE_BYTES) yield bytes.subarray(start, start + SEND_SLICE_BYTES);
+}
+
+/**
  * Writes a body in pieces after the head was sent, waiting for 'drain' whenever the socket's buffer is full, so that a
- * slow reader holds one piece in memory rather than the whole body. Stops quietly if the client goes away. With
- * `turnEach`, also lets a turn of the event loop pass after each piece the socket took at once. The answer to a HEAD
- * ends after the head: node:http would drop the body's bytes, but only after they were read (a whole snapshot).
+ * slow reader holds one piece in memory rather than the whole body. Stops quietly if the client goes away; closes the
+ * connection if the client takes nothing for the response's send deadline (`setSendDeadline`): without it a client
+ * that stopped reading held the answer, and a snapshot's read transaction, for as long as it kept the connection.
+ * With `turnEach`, also lets a turn of the event loop pass after each piece the socket took at once. The answer to a
+ * HEAD ends after the head: node:http would drop the body's bytes, but only after they were read (a whole snapshot).
  */
 export async function writePieces(res: ServerResponse, pieces: Iterable<string | Buffer>, turnEach = false): Promise<void> {
   if (res.req.method === 'HEAD') {
     res.end();
     return;
   }
+  const deadline = sendDeadlines.get(res);
   for (const piece of pieces) {
-    if (res.destroyed) return;
-    if (!res.write(piece)) await drainedOrClosed(res);
-    else if (turnEach) await nextTurn();
+    let waited = false;
+    for (const slice of slices(piece)) {
+      if (res.destroyed) return;
+      if (!res.write(slice)) {
+        await drainedOrClosed(res, deadline === undefined ? undefined : { clock: deadline.clock, stallMs: deadline.stallMs, stalled: () => cutOff(res, deadline) });
+        waited = true;
+      }
+    }
+    if (turnEach && !waited) await nextTurn();
   }
   if (!res.destroyed) res.end();
 }
 
-/** Resolves once a stream whose write returned false has drained, or has closed (its reader went away). */
-export function drainedOrClosed(stream: EventEmitter): Promise<void> {
+function cutOff(res: ServerResponse, deadline: SendDeadline): void {
+  if (res.destroyed) return;
+  // A reset rather than a FIN: the bytes queued for the client are dropped now, not kept by the kernel for a reader
+  // that is gone. Only a TCP socket can be reset (a TLS one throws): that one is just destroyed.
+  try {
+    res.socket?.resetAndDestroy();
+  } catch {
+    // destroyed below
+  }
+  res.destroy();
+  deadline.onStalled(res);
+}
+
+/**
+ * Resolves once a stream whose write returned false has drained, or has closed (its reader went away). With `stall`,
+ * also once `stall.stallMs` passed without either, after calling `stall.stalled`.
+ */
+export function drainedOrClosed(stream: EventEmitter, stall?: { readonly clock: Clock; readonly stallMs: number; readonly stalled: () => void }): Promise<void> {
   return new Promise<void>((resolve) => {
-    const done = (): void => {
+    const timer =
+      stall === undefined
+        ? undefined
+        : stall.clock.setTimeout(() => {
+            done();
+            stall.stalled();
+          }, stall.stallMs);
+    function done(): void {
+      timer?.cancel();
       stream.off('drain', done);
       stream.off('close', done);
       resolve();
-    };
+    }
     stream.on('drain', done);
     stream.on('close', done);
   });

@@ -15,6 +15,7 @@ import {
   HTTP_HEADERS_TIMEOUT_MS,
   HTTP_KEEP_ALIVE_TIMEOUT_MS,
   HTTP_REQUEST_TIMEOUT_MS,
+  HTTP_SEND_STALL_MS,
   JSON_BODY_BYTES_MAX,
   LOG_PAGE_BYTES_MAX,
   RANGE_PAGE_BYTES_MAX,
@@ -58,6 +59,12 @@ export interface HttpLimits {
   /** Byte budgets of one range page (keys and values) and one `/v1/log` page (entry records); at least one item each. */
   readonly rangePageBytesMax: number;
   readonly logPageBytesMax: number;
+  /**
+   * A streamed answer whose client takes none of the bytes queued for it for this long has its connection closed
+   * (`SEND_STALLED`, src/server/http-io.ts writePieces): it would hold its socket, and a snapshot its read transaction,
+   * for as long as the client kept the connection open.
+   */
+  readonly sendStallMs: number;
 }
 
 export const HTTP_LIMITS: HttpLimits = Object.freeze({
@@ -73,6 +80,7 @@ export const HTTP_LIMITS: HttpLimits = Object.freeze({
   bodyBytesInFlightMax: BODY_BYTES_IN_FLIGHT_MAX,
   rangePageBytesMax: RANGE_PAGE_BYTES_MAX,
   logPageBytesMax: LOG_PAGE_BYTES_MAX,
+  sendStallMs: HTTP_SEND_STALL_MS,
 });
 
 /**

@@ -2,6 +2,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Principal, TokenRecord } from '../auth/index.js';
 import type { Clock } from '../clock/index.js';
+import type { LogLevel } from '../logging/index.js';
 import type { WriteRequest, WriteResult } from '../commit/index.js';
 import type { Registry } from '../metrics/index.js';
 import type { Store } from '../store/index.js';
@@ -35,7 +36,8 @@ export interface NodeApi {
   readiness(): { ready: boolean; reasons: string[] };
   /** Replica: discard the chain and take a full snapshot (throws NOT_A_REPLICA on the root, RESYNC_IN_PROGRESS while one runs). */
   resync(): void;
-  log(message: string, fields?: Record<string, unknown>): void;
+  /** Logs at `level`, 'error' if not given. */
+  log(message: string, fields?: Record<string, unknown>, level?: LogLevel): void;
   /** Which Host names and Origins the API accepts (DNS rebinding, cross-site requests). */
   readonly requestPolicy: RequestPolicy;
 }

@@ -5,6 +5,7 @@
  *
  * A snapshot is read from one LMDB read transaction, held for the whole transfer; on a busy root a long transfer
  * keeps the pages of the old versions from being reused (the data file grows until it ends). Writes go on meanwhile.
+ * So a client that takes nothing for `http.sendStallMs` is cut off (writePieces), which ends the transaction.
  */
 import { requireAdmin } from '../../auth/index.js';
 import { principalOf } from '../auth.js';
