@@ -98,6 +98,19 @@ export const LOG_TRIM_INTERVAL_MS = 1_000;
 /** LMDB map size: the largest the data file may grow. Sparse, so a large figure costs nothing up front. */
 export const LMDB_MAP_BYTES_DEFAULT = 64 * 1024 * MiB;
 /**
+ * Slots of LMDB's reader table (its `maxReaders`; lmdb-js's default is 126): one per read transaction open at once, in
+ * this process and in any other that opens the data directory (`mercury verify`, embedded readers). A full table fails
+ * every read with MDB_READERS_FULL. 64 bytes of the lock file each.
+ */
+export const LMDB_READERS_MAX = 1_024;
+/**
+ * Long-lived snapshot readers a node holds at once (src/store/snapshot-readers.ts): `GET /v1/snapshot` answers,
+ * snapshots sent to joining or fallen-behind children, and watch snapshots (at most WATCH_SNAPSHOTS_MAX of them),
+ * each for as long as its peer takes to read it. The rest of the reader table is headroom for the short reads that
+ * serve requests, lmdb-js's own, and other processes' readers.
+ */
+export const SNAPSHOT_READERS_MAX = 64;
+/**
  * A streamed HTTP answer (a snapshot, the log, a large JSON body) whose client takes none of the bytes queued for it
  * for this long has its connection reset (`SEND_STALLED` in the log): the answer would otherwise hold its socket, and
  * a snapshot its read transaction, for as long as the client keeps the connection open. Progress is a slice of 64 KiB
@@ -108,6 +121,9 @@ export const HTTP_SEND_STALL_MS = 60_000;
 
 // Relations between limits.
 assert.ok(KEY_BYTES_MAX < LMDB_KEY_BYTES_MAX, 'keys must fit LMDB');
+// Snapshot readers are held for minutes; the short reads of requests, lmdb-js's threads and other processes' readers
+// need the rest of the table, or a node sending its most snapshots would fail its reads (MDB_READERS_FULL).
+assert.ok(SNAPSHOT_READERS_MAX * 4 <= LMDB_READERS_MAX, 'snapshot readers leave most of the LMDB reader table to short reads');
 assert.ok(VALUE_BYTES_MAX_DEFAULT <= VALUE_BYTES_CEILING);
 // A transaction's ops must fit in one entry, however the batch is filled.
 assert.ok(TXN_OPS_MAX <= ENTRY_OPS_MAX);

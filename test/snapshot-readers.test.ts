@@ -1,25 +1,32 @@
 /**
  * Snapshot readers - what a node's long-lived snapshots may hold. Found by review F on a real node: a `GET /v1/snapshot`
  * client that stopped reading was never timed out, and held its LMDB read transaction (so LMDB could not reuse freed
- * pages, and data.mdb grew without bound under rewrites). Now a streamed answer whose client takes nothing for
- * `http.sendStallMs` is cut off (SEND_STALLED).
+ * pages, and data.mdb grew without bound under rewrites); 126 slow snapshot clients, or 126 joining replicas, filled
+ * LMDB's reader table and every other read answered 500 INTERNAL (MDB_READERS_FULL). Now a streamed answer whose
+ * client takes nothing for `http.sendStallMs` is cut off (SEND_STALLED), snapshots take their readers from one budget
+ * (`store.snapshotReadersMax`, refused 503 OVERLOADED or REFUSE UNAVAILABLE past it), and a full reader table is
+ * 503 OVERLOADED.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { validateConfig } from '../src/config/index.js';
 import type { Logger } from '../src/logging/index.js';
 import { MercuryNode, NODE_LIMITS_TEST, withLimits, type NodeLimits } from '../src/node/index.js';
-import { metricValue } from './support/http.js';
+import { sendError } from '../src/server/http-io.js';
+import { assertError, metricValue, request, requestJson } from './support/http.js';
 import { makeTempDir, removeDir } from './support/process.js';
 import { eventually } from './support/tree.js';
+import { WatchClient } from './support/watch.js';
 
 const KiB = 1024;
-/** The test preset's send deadline, set here too, so that a node without it fails the tests. */
+/** The test presets' send deadline and snapshot readers, set here too, so that a node without them fails the tests. */
 const STALL_MS = 1_000;
-const LIMITS = withLimits(NODE_LIMITS_TEST, { http: { sendStallMs: STALL_MS } });
+const SNAPSHOT_READERS = 4;
+const LIMITS = withLimits(NODE_LIMITS_TEST, { http: { sendStallMs: STALL_MS }, store: { snapshotReadersMax: SNAPSHOT_READERS } });
 
 /**
  * Writes `keys` keys of `valueBytes` each straight into a new root's data directory, a few MiB per entry. In a process
@@ -87,8 +94,10 @@ describe('snapshot readers', () => {
   const dir = makeTempDir('snapshot-readers');
   const nodes: MercuryNode[] = [];
   const sockets: net.Socket[] = [];
+  const watches: WatchClient[] = [];
   after(async () => {
     for (const socket of sockets) socket.destroy();
+    for (const watch of watches) watch.terminate();
     for (const node of nodes.reverse()) await node.close();
     removeDir(dir);
   });
@@ -162,6 +171,88 @@ describe('snapshot readers', () => {
     assert.ok(length > 4 * 1024 * KiB, head);
     assert.equal(received - headBytes, length, 'the whole snapshot arrived');
     assert.ok(performance.now() - startedMs > 2 * stallMs, 'the transfer took more than two send deadlines');
+  });
+
+  test('snapshot readers: past snapshotReadersMax, GET /v1/snapshot is 503 OVERLOADED, a joining replica is refused UNAVAILABLE and a watch snapshot waits; reads go on', async () => {
+    // Long enough a deadline that the stalled clients hold their readers for the whole test.
+    const limits = withLimits(LIMITS, { http: { sendStallMs: 120_000 } });
+    const budget = SNAPSHOT_READERS;
+    await prefill(join(dir, 'budget'), 2_000, 4 * KiB);
+    const root = await start('budget', limits);
+    const stalled: StalledSnapshot[] = [];
+    for (let i = 0; i < budget; i++) {
+      const client = await StalledSnapshot.open(root.url);
+      sockets.push(client.socket);
+      stalled.push(client);
+      // A write between snapshots, so that each holds a read transaction of its own (as on a busy root).
+      assert.equal((await request(root.url, 'PUT', `/v1/kv/tick`, { body: String(i) })).status, 200);
+    }
+    assert.ok(stalled.every((client) => /^HTTP\/1\.1 200/.test(client.head)));
+    assert.equal(await metricValue(root.url, /^mercury_snapshot_readers /), budget);
+
+    const refused = await request(root.url, 'GET', '/v1/snapshot');
+    assertError(refused, 'OVERLOADED', 503);
+    assert.equal(refused.headers['retry-after'], '1');
+    // The node's other reads and writes are served.
+    assert.equal((await request(root.url, 'GET', '/v1/kv/k/00000001')).status, 200);
+    assert.equal((await request(root.url, 'GET', '/v1/kv?prefix=k/&limit=1')).status, 200);
+    assert.equal((await request(root.url, 'PUT', '/v1/kv/after', { body: 'x' })).status, 200);
+    assert.equal((await request(root.url, 'GET', '/readyz')).status, 200);
+
+    // A new replica needs a snapshot: refused, it backs off and tries again.
+    const replica = await start('budget-replica', LIMITS, { upstreams: [root.replicationAddress] });
+    await eventually(
+      () => Promise.resolve(/UNAVAILABLE: this node is sending its most snapshots/.test(replica.replicationClient!.status().lastFailure ?? '')),
+      () => JSON.stringify(replica.replicationClient!.status()),
+    );
+    assert.equal(replica.store.head().seq, 0);
+    // A watch from before the retained log needs a snapshot too: it waits for a reader, and is not refused.
+    await eventually(
+      async () => ((await requestJson<{ log: { firstSeq: number } }>(root.url, 'GET', '/v1/status')).log.firstSeq > 1),
+      () => 'the prefilled entries were not trimmed',
+    );
+    const watch = await WatchClient.connect(root.url);
+    watches.push(watch);
+    assert.deepEqual(await watch.subscribe('old', ['k/'], { fromSeq: 1 }), { type: 'subscribed', id: 'old', fromSeq: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.deepEqual(
+      watch.of('old').filter((message) => message.type === 'snapshot'),
+      [],
+      'no watch snapshot while the snapshot readers are all in use',
+    );
+    // Once the stalled clients are gone, the replica joins and the watch gets its snapshot.
+    for (const client of stalled) client.socket.destroy();
+    await eventually(
+      () => Promise.resolve(replica.replicationClient!.status().phase === 'streaming' && replica.store.head().seq === root.store.head().seq),
+      () => JSON.stringify(replica.replicationClient!.status()),
+    );
+    await watch.waitFor((message) => message.type === 'snapshot' && message.id === 'old' && message.done, 10_000);
+    await eventually(
+      async () => (await metricValue(root.url, /^mercury_snapshot_readers /)) === 0,
+      () => 'the snapshot readers were not all released',
+    );
+    assert.equal((await request(root.url, 'GET', '/v1/snapshot')).status, 200);
+  });
+
+  test('snapshot readers: a read that finds LMDB\'s reader table full is 503 OVERLOADED, not 500 INTERNAL', async () => {
+    const reported: unknown[] = [];
+    const server: Server = createServer((_req, res) => {
+      // What lmdb-js throws when every slot of the reader table is taken (renewReadTxn).
+      const error = Object.assign(new Error('MDB_READERS_FULL: Environment maxreaders limit reached'), { code: -30790 });
+      sendError(res, error, (internal) => reported.push(internal));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const address = server.address() as net.AddressInfo;
+      const answer = await request(`http://127.0.0.1:${address.port}`, 'GET', '/v1/kv/a');
+      const error = assertError(answer, 'OVERLOADED', 503);
+      assert.match(error.message, /MDB_READERS_FULL/);
+      assert.equal(error.reason, 'READERS_FULL');
+      assert.equal(answer.headers['retry-after'], '1');
+      assert.equal(reported.length, 1, 'still reported to the node log');
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 
 });

@@ -1,7 +1,7 @@
 /**
  * One object holds every limit and timing of a node, in sections owned by the subsystems that enforce them:
  *
- *   store        LMDB map size (src/store)
+ *   store        LMDB map size, reader table, snapshot readers (src/store)
  *   commit       value size, commit queue, entry size (src/commit/limits.ts)
  *   http         HTTP timeouts and connections (src/server/http-server.ts)
  *   log          retention and the trimmer (this file: the node runs the trimmer)
@@ -23,6 +23,7 @@ import { COMMIT_LIMITS, type CommitLimits } from '../commit/index.js';
 import {
   KEY_BYTES_MAX,
   LMDB_MAP_BYTES_DEFAULT,
+  LMDB_READERS_MAX,
   LOG_RETAIN_BYTES_DEFAULT,
   LOG_RETAIN_ENTRIES_DEFAULT,
   LOG_TRIM_BATCH_ENTRIES,
@@ -30,6 +31,7 @@ import {
   NODE_IDLE_FILES_MAX,
   PROCESS_OPEN_FILES_MAX,
   REPLICATION_CHILDREN_MAX_CEILING,
+  SNAPSHOT_READERS_MAX,
   TXN_OPS_MAX,
 } from '../limits.js';
 import {
@@ -53,6 +55,14 @@ const PUT_OP_OVERHEAD_BYTES = 1 + 2 + 4;
 export interface StoreLimits {
   /** LMDB map size: the largest the data file may grow. Sparse, so a large figure costs nothing up front. */
   readonly mapBytes: number;
+  /** Slots of LMDB's reader table, shared with other processes that open the data directory (LMDB_READERS_MAX). */
+  readonly readersMax: number;
+  /**
+   * Long-lived snapshot readers at once: HTTP snapshots, snapshots sent to children, watch snapshots
+   * (src/store/snapshot-readers.ts). Past it an HTTP snapshot is 503 OVERLOADED, a child REFUSE UNAVAILABLE, and a
+   * watch snapshot waits.
+   */
+  readonly snapshotReadersMax: number;
 }
 
 export interface LogLimits {
@@ -118,9 +128,12 @@ export function validateNodeLimits(limits: NodeLimits): NodeLimits {
   validateReplicationLimits(limits.replication);
   validateWatchLimits(limits.watch);
   validateWireLimits(limits.wire);
-  const { commit, http, replication, wire } = limits;
+  const { commit, http, replication, store, watch, wire } = limits;
 
   // Within sections.
+  // Snapshot readers are held as long as their peers take; the short reads that serve requests, lmdb-js's threads and
+  // other processes' readers need the rest of LMDB's reader table, or a node sending its most snapshots fails its reads.
+  assert.ok(store.snapshotReadersMax * 4 <= store.readersMax, 'snapshot readers leave most of the LMDB reader table to short reads');
   assert.ok(commit.entryBytesMax <= commit.queueBytesMax, 'a full entry must fit in the commit queue');
   assert.ok(http.headersTimeoutMs <= http.requestTimeoutMs, 'the headers arrive within the request time');
   assert.ok(http.firstByteTimeoutMs <= http.headersTimeoutMs, 'the first byte arrives before the headers are complete');
@@ -149,6 +162,10 @@ export function validateNodeLimits(limits: NodeLimits): NodeLimits {
     'a snapshot record of the largest value must fit in a frame',
   );
 
+  // store <-> watch: watch snapshots take their readers from the node's budget; a budget smaller than their own cap
+  // would leave the cap meaningless.
+  assert.ok(watch.snapshotsMax <= store.snapshotReadersMax, 'the watch snapshots allowed at once fit the snapshot reader budget');
+
   // http <-> replication: a replica forwards a client write and waits to apply it. The wait must outlast one failover
   // (a stale upstream noticed, then the longest backoff), or writes acknowledged at the root are reported as timeouts
   // whenever a replica switches upstream.
@@ -175,7 +192,7 @@ export function validateNodeLimits(limits: NodeLimits): NodeLimits {
 
 /** Production limits: the constants of src/limits.ts and the replication and watch presets. */
 export const NODE_LIMITS: NodeLimits = validateNodeLimits({
-  store: { mapBytes: LMDB_MAP_BYTES_DEFAULT },
+  store: { mapBytes: LMDB_MAP_BYTES_DEFAULT, readersMax: LMDB_READERS_MAX, snapshotReadersMax: SNAPSHOT_READERS_MAX },
   commit: COMMIT_LIMITS,
   http: HTTP_LIMITS,
   log: {
@@ -195,7 +212,7 @@ export const NODE_LIMITS: NodeLimits = validateNodeLimits({
  * (fast failover, tiny windows and queues). A node under these limits meets its edge cases in every run.
  */
 export const NODE_LIMITS_TEST: NodeLimits = validateNodeLimits({
-  store: { mapBytes: 1024 * MiB },
+  store: { mapBytes: 1024 * MiB, readersMax: 64, snapshotReadersMax: 4 },
   commit: { valueBytesMax: 4 * KiB, queueRequestsMax: 256, queueBytesMax: 64 * KiB, entryOpsMax: TXN_OPS_MAX, entryBytesMax: 8 * KiB - ENTRY_RECORD_OVERHEAD_BYTES },
   http: {
     headersTimeoutMs: 2_000,

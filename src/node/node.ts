@@ -145,7 +145,15 @@ export class MercuryNode {
     this.trustKeys = config.trustKeyFiles.map(readTrustKey);
     const givenSigningKey = config.signingKeyFile === undefined ? undefined : readSigningKey(config.signingKeyFile);
     // A replica writes without fsync: it can refetch anything it loses (see Store's noSync and unsynced-guard.ts).
-    this.store = Store.open({ path: config.dataDir, createDataset: !isReplica, mapBytes: this.limits.store.mapBytes, noSync: isReplica });
+    this.store = Store.open({
+      path: config.dataDir,
+      createDataset: !isReplica,
+      mapBytes: this.limits.store.mapBytes,
+      readersMax: this.limits.store.readersMax,
+      snapshotReadersMax: this.limits.store.snapshotReadersMax,
+      noSync: isReplica,
+    });
+    this.metrics.gauge('mercury_snapshot_readers', 'Snapshots being sent now (HTTP, to children, to watches), of store.snapshotReadersMax.', () => this.store.snapshotReaders.inUse);
     if (this.store.discardedAfterCrash)
       this.logger.log('warn', 'discarded the replica data: the machine went down while it held unsynced writes; bootstrapping again', { dataDir: config.dataDir });
     if (this.store.discardedInstallRecords > 0)

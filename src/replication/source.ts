@@ -24,8 +24,11 @@ export interface LogSource {
    * Throws DATA_CORRUPTED on a damaged record: that session ends, no other.
    */
   readLog(fromSeq: number, limitEntries: number, limitBytes: number): EncodedEntry[];
-  /** A consistent view of the whole key space at the current head, held until `close`. */
-  openSnapshot(): SnapshotSource;
+  /**
+   * A consistent view of the whole key space at the current head, held until `close`; undefined when the node holds
+   * its most snapshots already (its snapshot readers, shared with backups and watches): the child is sent elsewhere.
+   */
+  openSnapshot(): SnapshotSource | undefined;
 }
 
 /** One consistent snapshot being read (an LMDB read transaction in the real adapter). */

@@ -3,6 +3,7 @@
  * the store's current state; log reads verify the chain as they go (Store.readLog).
  */
 import type { ChainHead, EncodedEntry } from '../log/index.js';
+import { isMercuryError } from '../errors/index.js';
 import type { Store } from '../store/index.js';
 import { SnapshotChunkWriter } from './protocol.js';
 import type { LogSource, SnapshotSource } from './source.js';
@@ -30,8 +31,17 @@ export class StoreLogSource implements LogSource {
     return this.store.readLog(fromSeq, limitEntries, limitBytes);
   }
 
-  openSnapshot(): SnapshotSource {
-    const reader = this.store.openSnapshot();
+  openSnapshot(): SnapshotSource | undefined {
+    const reservation = this.store.snapshotReaders.tryReserve();
+    if (reservation === undefined) return undefined;
+    let reader;
+    try {
+      reader = this.store.openSnapshot(undefined, reservation);
+    } catch (error) {
+      // LMDB's reader table is full (other processes' readers): as busy as a spent budget, for the child.
+      if (isMercuryError(error) && error.code === 'OVERLOADED') return undefined;
+      throw error;
+    }
     return {
       seq: reader.seq,
       hash: reader.hash,

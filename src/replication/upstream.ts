@@ -4,7 +4,10 @@
  * chain through `LogSource` and keeps no entries of its own.
  *
  * Rules:
- * - The handshake decides between REFUSE, a stream from the child's head + 1, and a snapshot (see protocol.ts).
+ * - The handshake decides between REFUSE, a stream from the child's head + 1, and a snapshot (see protocol.ts). A
+ *   snapshot holds one of the node's snapshot readers (src/store/snapshot-readers.ts): when `openSnapshot` finds
+ *   none free, the child is refused UNAVAILABLE (before WELCOME, or when it falls behind the retained log later) and
+ *   tries its next upstream after its backoff.
  * - Entries reach a child only once this node has verified them: `localApplied` after the node's own write
  *   transaction (the root: after its fsync), and on a replica also `forwardVerified`, just before that write, for a
  *   child that is caught up (record 30 in docs/decisions.md says why a crash between the two is harmless). A child may
@@ -373,6 +376,9 @@ export class Upstream {
       // An unknown hash means the child's head is older than anything retained: only a snapshot can bring it back.
       mode = hash !== undefined && hello.head.seq + 1 >= this.source.firstSeq() ? 'stream' : 'snapshot';
     }
+    // Opened before WELCOME, so that a node already sending its most snapshots refuses the child before it begins.
+    const snapshot = mode === 'snapshot' ? this.source.openSnapshot() : undefined;
+    if (mode === 'snapshot' && snapshot === undefined) return void this.refuseBusy(actions);
     this.sentSeq = hello.head.seq;
     this.ackedSeq = hello.head.seq;
     this.lastAckMs = nowMs;
@@ -404,7 +410,7 @@ export class Upstream {
         fields: { child: hello.nodeId, httpUrl: hello.httpUrl },
       });
     this.phase = 'streaming';
-    if (mode === 'snapshot') this.startSnapshot(actions);
+    if (snapshot !== undefined) this.startSnapshot(snapshot, actions);
     const heartbeat = this.latestHeartbeat();
     if (heartbeat !== undefined) this.sendHeartbeat(heartbeat, actions);
   }
@@ -429,9 +435,16 @@ export class Upstream {
     else this.stalledSinceMs ??= nowMs;
   }
 
-  private startSnapshot(actions: UpstreamAction[]): void {
+  /**
+   * The node holds its most snapshots (its snapshot readers: backups, children and watches share them): UNAVAILABLE,
+   * which sends the child to its next upstream, or back here after its backoff.
+   */
+  private refuseBusy(actions: UpstreamAction[]): UpstreamAction[] {
+    return this.refuse('UNAVAILABLE', 'this node is sending its most snapshots at once; try another upstream or later', actions);
+  }
+
+  private startSnapshot(source: SnapshotSource, actions: UpstreamAction[]): void {
     assert.equal(this.snapshot, undefined);
-    const source = this.source.openSnapshot();
     this.snapshot = { source, digest: new SnapshotDigest(), keysSent: 0, bytesSinceProof: 0 };
     this.phase = 'snapshot';
     this.send(
@@ -439,6 +452,17 @@ export class Upstream {
       actions,
     );
     actions.push({ type: 'log', level: 'info', message: 'sending snapshot', fields: { child: this.hello?.nodeId, seq: source.seq, keyCount: source.keyCount } });
+  }
+
+  /** A streaming child fell behind the retained log: a new snapshot, or REFUSE when none can be opened now. */
+  private snapshotAgain(actions: UpstreamAction[]): boolean {
+    const source = this.source.openSnapshot();
+    if (source === undefined) {
+      this.refuseBusy(actions);
+      return false;
+    }
+    this.startSnapshot(source, actions);
+    return true;
   }
 
   /** Vouches for the records sent so far, so that the child need not take the rest on faith until the end. */
@@ -492,7 +516,7 @@ export class Upstream {
       const head = this.source.head();
       if (this.sentSeq >= head.seq) return;
       if (this.sentSeq + 1 < this.source.firstSeq()) {
-        this.startSnapshot(actions);
+        if (!this.snapshotAgain(actions)) return;
         continue;
       }
       const limitEntries = Math.min(this.limits.entriesFrameEntriesMax, this.limits.childWindowEntriesMax - (this.sentSeq - this.ackedSeq));
@@ -506,7 +530,7 @@ export class Upstream {
       }
       if (entries.length === 0) {
         // Trimmed between firstSeq() and readLog(): the child is now behind the retained log.
-        this.startSnapshot(actions);
+        if (!this.snapshotAgain(actions)) return;
         continue;
       }
       this.sendEntries(entries, actions);

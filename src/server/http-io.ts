@@ -12,6 +12,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Clock } from '../clock/index.js';
 import { JsonValidator, MIN_SEQ_WAIT_MS_DEFAULT, MIN_SEQ_WAIT_MS_MAX, parseValidatedJson, type JsonLimits } from '../api/index.js';
 import { MercuryError, isMercuryError, type ErrorCode } from '../errors/index.js';
+import { readersFull } from '../store/index.js';
 import { assertAdmitted } from './auth.js';
 import type { BodyBudget } from './body-budget.js';
 import type { NodeApi } from './node-api.js';
@@ -153,9 +154,12 @@ export function errorBody(code: ErrorCode, message: string, details?: Readonly<R
   return { error: { code, message, ...details } };
 }
 
-/** Answers with the error's status and JSON body. Errors that are not MercuryErrors are bugs: reported as INTERNAL. */
+/**
+ * Answers with the error's status and JSON body. Errors that are not MercuryErrors are bugs: reported as INTERNAL,
+ * but for LMDB's full reader table, which is answered 503 OVERLOADED (readersFull) and still reported.
+ */
 export function sendError(res: ServerResponse, error: unknown, onInternal: (error: unknown) => void): number {
-  const mercury = isMercuryError(error) ? error : new MercuryError('INTERNAL', 'internal error; see the node log', { cause: error });
+  const mercury = isMercuryError(error) ? error : (readersFull(error) ?? new MercuryError('INTERNAL', 'internal error; see the node log', { cause: error }));
   if (!isMercuryError(error)) onInternal(error);
   if (res.headersSent) {
     res.destroy();

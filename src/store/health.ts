@@ -58,6 +58,26 @@ export function storageFault(error: unknown): MercuryError | undefined {
   return undefined;
 }
 
+/** LMDB's MDB_READERS_FULL: every slot of its reader table holds a read transaction (src/limits.ts, LMDB_READERS_MAX). */
+const MDB_READERS_FULL = -30790;
+
+/**
+ * The stable error for a read that found LMDB's reader table full, or undefined for any other failure: 503 OVERLOADED
+ * (with Retry-After), since the reads that hold the slots end. The snapshot reader budget (snapshot-readers.ts) keeps
+ * the node's own snapshots from filling the table; other processes that open the directory still can.
+ */
+export function readersFull(error: unknown): MercuryError | undefined {
+  if (error instanceof MercuryError) return undefined;
+  const code = (error as { code?: unknown } | undefined)?.code;
+  const message = error instanceof Error ? error.message : String(error);
+  if (code !== MDB_READERS_FULL && !/MDB_READERS_FULL/.test(message)) return undefined;
+  return new MercuryError(
+    'OVERLOADED',
+    `this node's storage has no free reader slot (LMDB MDB_READERS_FULL: as many read transactions are open as its reader table holds); retry after Retry-After`,
+    { cause: error, details: { reason: 'READERS_FULL' } },
+  );
+}
+
 /** True for the errors a stored entry record raises when its bytes are not what was written. */
 export function isRecordDamage(error: unknown): boolean {
   return error instanceof ChainError || error instanceof EntryDecodeError;

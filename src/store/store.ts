@@ -15,9 +15,10 @@ import { lockDataDir, type DataDirLock } from '../fs/dir-lock.js';
 import { checkDataFiles, DATA_FILE, INITIALISED_FILE, LMDB_LOCK_FILE, markInitialised } from './data-files.js';
 import { dataFileDamaged, lmdbMetaProblem, lmdbTreeProblem } from './lmdb-meta.js';
 import { open, type Database, type DatabaseOptions, type RootDatabase } from 'lmdb';
-import { LMDB_MAP_BYTES_DEFAULT } from '../limits.js';
+import { LMDB_MAP_BYTES_DEFAULT, LMDB_READERS_MAX, SNAPSHOT_READERS_MAX } from '../limits.js';
+import { SnapshotReaders, type SnapshotReservation } from './snapshot-readers.js';
 import { closeUnsynced, openUnsynced } from './unsynced-guard.js';
-import { DAMAGE_REPORTS_MAX, dataCorrupted, isRecordDamage, storageFault, type DamageReport } from './health.js';
+import { DAMAGE_REPORTS_MAX, dataCorrupted, isRecordDamage, readersFull, storageFault, type DamageReport } from './health.js';
 import { MercuryError } from '../errors/index.js';
 import { GENESIS_HEAD, HASH_BYTES, authorRuns, sealEntry, verifyNext, verifySelf, type ChainHead, type EncodedEntry, type Entry, type Op } from '../log/index.js';
 import {
@@ -43,6 +44,13 @@ export interface StoreOptions {
   /** Data directory; created if missing. */
   readonly path: string;
   readonly mapBytes?: number;
+  /**
+   * Slots of LMDB's reader table (default LMDB_READERS_MAX), shared with every process that opens the directory. Set
+   * by the first process to open it; a later one takes the size the lock file already has.
+   */
+  readonly readersMax?: number;
+  /** Long-lived snapshot readers at once (default SNAPSHOT_READERS_MAX): see snapshot-readers.ts. */
+  readonly snapshotReadersMax?: number;
   /**
    * Skip fsync entirely. Only for nodes that can refetch everything (replicas, never the root). A process crash loses
    * nothing (the writes are in the page cache); a machine crash could corrupt the file, so the unsynced guard
@@ -191,6 +199,8 @@ export class Store {
   readonly nodeId: string;
   private currentDatasetId: string;
   private readonly env: RootDatabase;
+  /** Long-lived snapshot readers held now, of `snapshotReadersMax` (snapshot-readers.ts). */
+  readonly snapshotReaders: SnapshotReaders;
   private readonly kv: Database<Buffer, Buffer>;
   /** `kv` read without copies (see IN_PLACE): for nextRecords only. */
   private readonly kvInPlace: Database<typeof IN_PLACE, Buffer>;
@@ -231,6 +241,7 @@ export class Store {
   private constructor(options: StoreOptions, lock: DataDirLock | undefined) {
     this.path = options.path;
     this.lock = lock;
+    this.snapshotReaders = new SnapshotReaders(options.snapshotReadersMax ?? SNAPSHOT_READERS_MAX);
     this.unsynced = options.noSync === true && options.readOnly !== true;
     // First: LMDB crashes on a data or lock file that is not a file, and the unsynced guard cannot remove a directory.
     checkDataFiles(options.path);
@@ -246,6 +257,8 @@ export class Store {
     this.env = open({
       path: options.path,
       mapSize: options.mapBytes ?? LMDB_MAP_BYTES_DEFAULT,
+      // Explicit: lmdb-js's default table of 126 readers was filled by slow snapshot clients (snapshot-readers.ts).
+      maxReaders: options.readersMax ?? LMDB_READERS_MAX,
       maxDbs: 8,
       noSync: options.noSync ?? false,
       // The root's commits run on lmdb-js's write thread (commitAsync). With overlappingSync (lmdb-js's default) that
@@ -921,10 +934,22 @@ export class Store {
    * Opens a consistent snapshot of the key space at the current head. With `ranges` (sorted, non-overlapping, each
    * [start, end) with an empty end meaning unbounded), pages hold only the keys inside them, still in key order: a
    * watch that resumes from before the retained log reads just its own prefixes (src/watch).
+   *
+   * The snapshot holds one of the node's snapshot readers (`snapshotReaders`) until it is closed: `reservation`, taken
+   * beforehand from `snapshotReaders` (`tryReserve`), or one taken here. Throws OVERLOADED when none is free, or when LMDB's
+   * reader table is full.
    */
-  openSnapshot(ranges: readonly KeyRange[] = WHOLE_KEY_SPACE): SnapshotReader {
+  openSnapshot(ranges: readonly KeyRange[] = WHOLE_KEY_SPACE, reservation?: SnapshotReservation): SnapshotReader {
+    const slot = reservation ?? this.snapshotReaders.tryReserve();
+    if (slot === undefined) throw this.snapshotReaders.busy();
     this.readSinceCommit = true;
-    const txn = this.env.useReadTransaction();
+    let txn;
+    try {
+      txn = this.env.useReadTransaction();
+    } catch (error) {
+      slot.release();
+      throw readersFull(error) ?? error;
+    }
     const headRecord = this.meta.get(META_HEAD, { transaction: txn });
     const head = headRecord === undefined ? GENESIS_HEAD : decodeHead(headRecord);
     // At seq 0 the key space is empty (see get).
@@ -1015,6 +1040,7 @@ export class Store {
         closed = true;
         done = true;
         txn.done();
+        slot.release();
       },
     };
   }

@@ -16,7 +16,7 @@ import { TickTimer, type Clock } from '../clock/index.js';
 import type { ChainHead, EncodedEntry, Entry } from '../log/index.js';
 import type { Logger } from '../logging/index.js';
 import type { Registry } from '../metrics/index.js';
-import type { KeyRange, SnapshotReader } from '../store/index.js';
+import type { KeyRange, SnapshotReader, SnapshotReservation } from '../store/index.js';
 import { validateWatchLimits, WATCH_LIMITS, type WatchLimits } from './limits.js';
 import { WatchMachine, type WatchAction, type WatchConnection, type WatchCounters, type WatchInput } from './machine.js';
 import { handshakeResponse, readHandshake, ServerWebSocket, type ServerWebSocketOwner } from './websocket.js';
@@ -31,7 +31,9 @@ export interface WatchSource {
    * DATA_CORRUPTED on a damaged record (so do snapshot pages): the machine ends the subscriptions that met it.
    */
   readLog(fromSeq: number, limit: number): EncodedEntry[];
-  openSnapshot(ranges?: readonly KeyRange[]): SnapshotReader;
+  /** `reservation`: one of the node's snapshot readers, taken from `snapshotReaders` first. */
+  openSnapshot(ranges: readonly KeyRange[] | undefined, reservation: SnapshotReservation): SnapshotReader;
+  readonly snapshotReaders: { tryReserve(): SnapshotReservation | undefined };
 }
 
 export interface WatchHubOptions {
@@ -86,6 +88,8 @@ export class WatchHub {
   private readonly owner: ServerWebSocketOwner;
   private readonly machine: WatchMachine;
   private readonly snapshots = new Map<number, SnapshotReader>();
+  /** Snapshot readers the machine reserved (reserveSnapshot) for the openSnapshot actions it is about to make, in order. */
+  private readonly reservedSnapshots: SnapshotReservation[] = [];
   private lastConnId = 0;
   private readonly timer: TickTimer;
   private server: Server | undefined;
@@ -146,6 +150,12 @@ export class WatchHub {
           const reader = this.snapshots.get(snapshotId);
           if (reader === undefined) assert.fail(`watch snapshot ${snapshotId} is not open`);
           return { seq: reader.seq, records: reader.nextPage(pageBytes) };
+        },
+        reserveSnapshot: () => {
+          const reservation = this.store.snapshotReaders.tryReserve();
+          if (reservation === undefined) return false;
+          this.reservedSnapshots.push(reservation);
+          return true;
         },
       },
       headSeq: options.store.head().seq,
@@ -247,9 +257,12 @@ export class WatchHub {
   private perform(actions: readonly WatchAction[]): void {
     for (const action of actions) {
       switch (action.type) {
-        case 'openSnapshot':
-          this.snapshots.set(action.snapshotId, this.store.openSnapshot(action.ranges));
+        case 'openSnapshot': {
+          // The machine reserved it (reserveSnapshot) just before it asked for this snapshot.
+          const reservation = this.reservedSnapshots.shift() ?? assert.fail('a watch snapshot is opened with the reader reserved for it');
+          this.snapshots.set(action.snapshotId, this.store.openSnapshot(action.ranges, reservation));
           break;
+        }
         case 'releaseSnapshot':
           this.snapshots.get(action.snapshotId)?.close();
           this.snapshots.delete(action.snapshotId);

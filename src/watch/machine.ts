@@ -93,6 +93,12 @@ export interface WatchReads {
    * Throws DATA_CORRUPTED on a damaged key record, as readLog does.
    */
   snapshotPage(snapshotId: number, pageBytes: number): WatchSnapshotPage;
+  /**
+   * Takes one of the node's snapshot readers (shared with backups and replication) for the `openSnapshot` action about
+   * to be made; false when none is free: the subscription waits, as for a slot of `snapshotsMax`. Absent: no budget
+   * beyond `snapshotsMax`.
+   */
+  reserveSnapshot?(): boolean;
 }
 
 export interface WatchSnapshotPage {
@@ -818,7 +824,7 @@ export class WatchMachine {
 
   /** Takes a snapshot slot if one is free: the snapshot is opened by the adapter and read from the next event on. */
   private openSnapshot(subscription: Subscription, nowMs: number): boolean {
-    if (this.snapshotsOpen >= this.limits.snapshotsMax) return false;
+    if (this.snapshotsOpen >= this.limits.snapshotsMax || this.reads.reserveSnapshot?.() === false) return false;
     this.snapshotsOpen++;
     assert.ok(this.snapshotsOpen <= this.limits.snapshotsMax, 'open snapshots within their limit');
     subscription.snapshotId = ++this.lastSnapshotId;

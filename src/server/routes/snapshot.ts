@@ -5,7 +5,8 @@
  *
  * A snapshot is read from one LMDB read transaction, held for the whole transfer; on a busy root a long transfer
  * keeps the pages of the old versions from being reused (the data file grows until it ends). Writes go on meanwhile.
- * So a client that takes nothing for `http.sendStallMs` is cut off (writePieces), which ends the transaction.
+ * So the transfer holds one of the node's snapshot readers (refused 503 OVERLOADED past them), and a client that takes
+ * nothing for `http.sendStallMs` is cut off (writePieces), which ends the transaction.
  */
 import { requireAdmin } from '../../auth/index.js';
 import { principalOf } from '../auth.js';
@@ -31,6 +32,7 @@ export function snapshotRoute(node: NodeApi): Route {
         // Every key, token records included (their hashes): admin only, like the log.
         requireAdmin(principalOf(req), 'take a snapshot');
         joined(node);
+        // One of the node's snapshot readers (src/store/snapshot-readers.ts): 503 OVERLOADED when all are taken.
         const reader = node.store.openSnapshot();
         try {
           const file = snapshotFileStream(reader, node.clock.nowMs());
