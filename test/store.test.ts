@@ -523,7 +523,7 @@ describe('store range reads', () => {
     const seen = (store: Store) => {
       const snapshot = store.openSnapshot();
       const page = snapshot.nextPage(1 << 20);
-      const seenBySnapshot = { keyCount: snapshot.keyCount, records: page.length, dataBytes: snapshot.dataBytes() };
+      const seenBySnapshot = { keyCount: snapshot.keyCount, records: page.length, dataBytes: snapshot.sizeData(Number.MAX_SAFE_INTEGER) };
       snapshot.close();
       return { get: store.get(b('b')).record, range: allItems(store).length, keys: store.sizes().keys, scanned: [...store.scanKeyRecords()].length, ...seenBySnapshot };
     };

@@ -107,10 +107,12 @@ export interface SnapshotReader {
    */
   nextRecords(pageBytes: number, sink: KeyRecordSink): number;
   /**
-   * Sum of the key and value bytes of the snapshot's keys, by one walk of the same read transaction (a snapshot file
-   * announces its size before its records: src/snapshot/format.ts). Checks no checksum; `nextPage` does.
+   * Sums the key and value bytes of the snapshot's keys (a snapshot file announces its size before its records:
+   * src/snapshot/format.ts) by a walk of the same read transaction, at most `keysMax` keys per call: the total once
+   * the walk is done, undefined while it goes on. The caller lets the event loop turn between calls: one walk of
+   * millions of keys held it for more than a second. Checks no checksum; `nextPage` does.
    */
-  dataBytes(): number;
+  sizeData(keysMax: number): number | undefined;
   /** Ends the read transaction. Must be called, or LMDB keeps the snapshot's pages from being reused. */
   close(): void;
 }
@@ -959,6 +961,8 @@ export class Store {
     let after: Buffer | undefined;
     let done = empty;
     let closed = false;
+    /** Where `sizeData` is in its walk: the range, the last key it counted in it, and the bytes so far. */
+    const sizing = { rangeIndex: 0, after: undefined as Buffer | undefined, bytes: 0 };
     /**
      * Visits the next records of the ranges in key order until their key and stored bytes reach `pageBytes` (at least
      * one record); returns how many it visited, 0 at the end. `visit` answers a record's stored bytes.
@@ -1022,18 +1026,36 @@ export class Store {
           }
           return this.inPlaceSize;
         }),
-      dataBytes: () => {
+      sizeData: (keysMax) => {
         assert.ok(!closed, 'snapshot reader is closed');
-        let bytes = 0;
         if (empty) return 0;
-        for (const range of ranges)
-          for (const { key, value } of this.kv.getRange({
-            start: range.start.length === 0 ? undefined : range.start,
+        let keys = 0;
+        while (sizing.rangeIndex < ranges.length) {
+          const range = ranges[sizing.rangeIndex]!;
+          let lastKey: Uint8Array | undefined;
+          // In place (kvInPlace): the values' sizes without a copy of each value. An explicit first key, as in walk.
+          for (const { key } of this.kvInPlace.getRange({
+            start: sizing.after ?? (range.start.length === 0 ? FIRST_KEY : range.start),
             end: range.end.length === 0 ? undefined : range.end,
+            exclusiveStart: sizing.after !== undefined,
+            limit: keysMax,
             transaction: txn,
-          }))
-            bytes += key.length + value.length - KEY_RECORD_HEADER_BYTES;
-        return bytes;
+          })) {
+            sizing.bytes += key.length + this.inPlaceSize - KEY_RECORD_HEADER_BYTES;
+            lastKey = key;
+            keys++;
+          }
+          // A full step may have stopped inside the range: the next call goes on after its last key.
+          if (keys >= keysMax && lastKey !== undefined) {
+            sizing.after = Buffer.from(lastKey);
+            return undefined;
+          }
+          sizing.rangeIndex++;
+          sizing.after = undefined;
+          keysMax -= keys;
+          keys = 0;
+        }
+        return sizing.bytes;
       },
       close: () => {
         if (closed) return;

@@ -35,9 +35,12 @@ export function snapshotRoute(node: NodeApi): Route {
         // One of the node's snapshot readers (src/store/snapshot-readers.ts): 503 OVERLOADED when all are taken.
         const reader = node.store.openSnapshot();
         try {
-          const file = snapshotFileStream(reader, node.clock.nowMs());
+          const file = await snapshotFileStream(reader, node.clock.nowMs(), () => res.destroyed);
+          if (file === undefined) return;
           res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': file.fileBytes, [SEQ_HEADER]: file.header.seq });
-          await writePieces(res, file.pieces());
+          // A turn of the event loop after each piece the socket takes at once: a client that reads as fast as the
+          // node writes would otherwise have the whole file written in one go, every other request waiting.
+          await writePieces(res, file.pieces(), true);
         } finally {
           reader.close();
         }
