@@ -157,8 +157,9 @@ describe('storage full', () => {
     const filler = join(mountPoint, 'store-filler');
     const put =
       (key: string, bytes: number) =>
-      (view: WriteView): void =>
+      (view: WriteView): void => {
         view.apply({ type: 'put', key: Buffer.from(key), value: Buffer.alloc(bytes, 'z') });
+      };
     try {
       fillUp(filler);
       await assert.rejects(store.commitAsync(Date.now(), put('big', BIG_VALUE_BYTES)), (error: MercuryError) => error.code === 'STORAGE_FULL');

@@ -19,6 +19,13 @@ export const VALUE_BYTES_CEILING = 16 * MiB;
 export const TXN_OPS_MAX = 10_000;
 /** Compares in one transaction. */
 export const TXN_COMPARES_MAX = 10_000;
+/**
+ * Keys the range deletes (`deleteRange`, `deletePrefix`, `DELETE /v1/kv?prefix=`) of one transaction may remove
+ * together; beyond it the transaction is refused (413 RANGE_DELETE_TOO_LARGE) and nothing of it is applied. A range
+ * delete is atomic within its entry, and every node removes its keys in one write transaction on its event loop, so
+ * a larger one is deleted in pieces: by narrower ranges, or by a page of keys read first. docs/decisions.md, record 41.
+ */
+export const RANGE_DELETE_KEYS_MAX = 100_000;
 
 /** Range reads (`GET /v1/kv?prefix=`) return this many items per page unless `limit` says otherwise, at most the max. */
 export const RANGE_LIMIT_DEFAULT = 100;

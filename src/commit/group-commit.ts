@@ -16,7 +16,7 @@ import type { Clock } from '../clock/index.js';
 import { MercuryError, isDataCorrupted } from '../errors/index.js';
 import type { EncodedEntry } from '../log/index.js';
 import { COUNT_BUCKETS, SECONDS_BUCKETS, type Registry } from '../metrics/index.js';
-import { evaluateCompare, type Store, type WriteView } from '../store/index.js';
+import { evaluateCompare, RangeDeleteLimitExceeded, type Store, type WriteView } from '../store/index.js';
 import type { CommitLimits } from './limits.js';
 import { validateRequest, type WriteRequest, type WriteResult } from './requests.js';
 
@@ -46,19 +46,32 @@ async function applyBatch(
   timeMs: number,
   batch: readonly Pending[],
   sign: ((hash: Buffer) => Buffer) | undefined,
+  rangeDeleteKeysMax: number,
 ): Promise<{ committed: EncodedEntry | undefined; succeeded: boolean[]; offThread: boolean }> {
   const succeeded: boolean[] = [];
   const build = (view: WriteView): void => {
+    // Keys the range deletes of this entry may still remove: the entry is one write transaction on every node.
+    let rangeKeysLeft = rangeDeleteKeysMax;
     batch.forEach(({ request }, index) => {
+      const rangeKeysBefore = rangeKeysLeft;
       try {
         // Existence reads no record: deleting a key whose record is damaged (DELETE without ifModSeq) still works.
         const holds = request.compares.every((compare) =>
           compare.target === 'exists' ? view.has(compare.key) === compare.exists : evaluateCompare(compare, view.get(compare.key)),
         );
-        for (const op of holds ? request.success : request.failure) view.apply(op, request.author);
+        for (const op of holds ? request.success : request.failure) rangeKeysLeft -= view.apply(op, request.author, rangeKeysLeft);
         succeeded.push(holds);
       } catch (error) {
-        if (isDataCorrupted(error)) throw new RequestMetDamage(index, error);
+        if (isDataCorrupted(error))
+          throw new RequestFailed(
+            index,
+            new MercuryError('DATA_CORRUPTED', `the write was not applied: ${error.message}`, { cause: error, details: error.details as Record<string, unknown> }),
+          );
+        if (error instanceof RangeDeleteLimitExceeded) {
+          // Within the limit alone, it waits for an entry of its own; beyond it, it can never commit.
+          if (rangeKeysBefore < rangeDeleteKeysMax) throw new RequestDeferred(index);
+          throw new RequestFailed(index, rangeDeleteTooLarge(rangeDeleteKeysMax));
+        }
         throw error;
       }
     });
@@ -71,16 +84,36 @@ async function applyBatch(
 }
 
 /**
- * A request of the batch read a damaged key record (a compare, or a put that carries the old record's createSeq and
- * version on). Thrown out of the write transaction, which aborts it: nothing of the batch was applied.
+ * A request of the batch cannot commit: it read a damaged key record (a compare, or a put that carries the old
+ * record's createSeq and version on), or its range deletes would remove more keys than one entry may. Thrown out of
+ * the write transaction, which aborts it: nothing of the batch was applied.
  */
-class RequestMetDamage extends Error {
+class RequestFailed extends Error {
   constructor(
     readonly index: number,
-    readonly damage: MercuryError,
+    readonly failure: MercuryError,
   ) {
-    super(damage.message);
+    super(failure.message);
   }
+}
+
+/**
+ * A request's range deletes fit the entry limit alone but not after the range deletes of the requests before it in
+ * the batch: the transaction is aborted, and the batch ends before it.
+ */
+class RequestDeferred extends Error {
+  constructor(readonly index: number) {
+    super('deferred to the next entry');
+  }
+}
+
+function rangeDeleteTooLarge(keysMax: number): MercuryError {
+  return new MercuryError(
+    'RANGE_DELETE_TOO_LARGE',
+    `the transaction's range deletes would remove more than ${keysMax} keys; one transaction removes at most ${keysMax} ` +
+      `by range: delete in pieces (narrower ranges, or the keys of one range page at a time)`,
+    { details: { limit: keysMax } },
+  );
 }
 
 export type CommittedListener = (committed: EncodedEntry) => void;
@@ -96,6 +129,8 @@ export class GroupCommitter {
   private closing = false;
   private idle: Promise<void> = Promise.resolve();
   private lastTimeMs: number;
+  /** Requests the next batch may take: set when a request's range deletes did not fit the entry before it. */
+  private nextBatchRequestsMax = Number.POSITIVE_INFINITY;
   /** Whether the last entry was committed on lmdb-js's write thread (its requests were answered in a poll phase). */
   private lastOffThread = false;
   private readonly listeners: CommittedListener[] = [];
@@ -172,8 +207,10 @@ export class GroupCommitter {
     let ops = 0;
     let bytes = 0;
     let count = 0;
+    const requestsMax = this.nextBatchRequestsMax;
+    this.nextBatchRequestsMax = Number.POSITIVE_INFINITY;
     for (const pending of this.queue) {
-      if (count > 0 && (ops + pending.ops > this.limits.entryOpsMax || bytes + pending.bytes > this.limits.entryBytesMax)) break;
+      if (count > 0 && (count >= requestsMax || ops + pending.ops > this.limits.entryOpsMax || bytes + pending.bytes > this.limits.entryBytesMax)) break;
       ops += pending.ops;
       bytes += pending.bytes;
       count++;
@@ -182,6 +219,12 @@ export class GroupCommitter {
     this.queue = this.queue.slice(count);
     this.queuedBytes -= bytes;
     return batch;
+  }
+
+  /** Puts requests of a batch that did not commit back at the front of the queue, in their order. */
+  private requeue(requests: readonly Pending[]): void {
+    this.queue = [...requests, ...this.queue];
+    this.queuedBytes += requests.reduce((sum, pending) => sum + pending.bytes, 0);
   }
 
   private async run(): Promise<void> {
@@ -201,22 +244,25 @@ export class GroupCommitter {
       try {
         // Entry times never go backwards, even if the wall clock does.
         const timeMs = Math.max(this.lastTimeMs, this.clock.nowMs());
-        ({ committed, succeeded, offThread } = await applyBatch(this.store, timeMs, batch, this.sign));
+        ({ committed, succeeded, offThread } = await applyBatch(this.store, timeMs, batch, this.sign, this.limits.rangeDeleteKeysMax));
         this.lastOffThread = offThread;
         await this.store.flushed();
         this.lastTimeMs = timeMs;
       } catch (error) {
-        if (error instanceof RequestMetDamage) {
-          // Only that request fails: its outcome cannot be computed from damaged data, and overwriting the record would
-          // give the key a createSeq and version that differ from the sound copies on replicas. The others of the
-          // batch go back to the front of the queue, in their order, for the next entry.
-          const { index, damage } = error;
-          batch[index]!.reject(
-            new MercuryError('DATA_CORRUPTED', `the write was not applied: ${damage.message}`, { cause: damage, details: damage.details as Record<string, unknown> }),
-          );
-          const rest = batch.filter((_, i) => i !== index);
-          this.queue = [...rest, ...this.queue];
-          this.queuedBytes += rest.reduce((sum, pending) => sum + pending.bytes, 0);
+        if (error instanceof RequestFailed) {
+          // Only that request fails: its outcome cannot be computed from damaged data (and overwriting the record
+          // would give the key a createSeq and version that differ from the sound copies on replicas), or it removes
+          // more keys by range than an entry may. The others of the batch go back to the front of the queue, in their
+          // order, for the next entry.
+          const { index, failure } = error;
+          batch[index]!.reject(failure);
+          this.requeue(batch.filter((_, i) => i !== index));
+          continue;
+        }
+        if (error instanceof RequestDeferred) {
+          // The next entry ends before the request that did not fit; it starts the one after.
+          this.requeue(batch);
+          this.nextBatchRequestsMax = error.index;
           continue;
         }
         // A storage failure (disk full, I/O error) arrives as its own stable error from the store: the transaction

@@ -3,7 +3,7 @@
  * group committer never reads module constants: it takes this object, so that tests can run a node with small entries
  * and a short queue.
  */
-import { COMMIT_QUEUE_BYTES_MAX, COMMIT_QUEUE_REQUESTS_MAX, ENTRY_BYTES_MAX, ENTRY_OPS_MAX, VALUE_BYTES_MAX_DEFAULT } from '../limits.js';
+import { COMMIT_QUEUE_BYTES_MAX, COMMIT_QUEUE_REQUESTS_MAX, ENTRY_BYTES_MAX, ENTRY_OPS_MAX, RANGE_DELETE_KEYS_MAX, VALUE_BYTES_MAX_DEFAULT } from '../limits.js';
 
 export interface CommitLimits {
   /** Largest value a put (or a value compare) may carry; the operator's `--max-value-bytes`. */
@@ -20,6 +20,12 @@ export interface CommitLimits {
    */
   readonly entryOpsMax: number;
   readonly entryBytesMax: number;
+  /**
+   * Keys the range deletes of one entry may remove together (RANGE_DELETE_KEYS_MAX). A request whose range deletes
+   * alone remove more is refused (413); one that would take an entry with range deletes of earlier requests past it
+   * waits for the next entry.
+   */
+  readonly rangeDeleteKeysMax: number;
 }
 
 export const COMMIT_LIMITS: CommitLimits = Object.freeze({
@@ -28,4 +34,5 @@ export const COMMIT_LIMITS: CommitLimits = Object.freeze({
   queueBytesMax: COMMIT_QUEUE_BYTES_MAX,
   entryOpsMax: ENTRY_OPS_MAX,
   entryBytesMax: ENTRY_BYTES_MAX,
+  rangeDeleteKeysMax: RANGE_DELETE_KEYS_MAX,
 });

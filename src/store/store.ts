@@ -146,9 +146,27 @@ export interface WriteView {
   get(key: Buffer): KeyRecord | undefined;
   /** Whether a key exists, without decoding its record (so a damaged record still counts as existing). */
   has(key: Buffer): boolean;
-  /** Applies an op now and records it in the entry, written by `author` (see WriteRequest) if known. */
-  apply(op: Op, author?: string): void;
+  /**
+   * Applies an op now and records it in the entry, written by `author` (see WriteRequest) if known. Returns the keys
+   * a `deleteRange` removed (0 for other ops); one that would remove more than `rangeKeysMax` throws
+   * RangeDeleteLimitExceeded, which must abort the transaction (keys were removed before it was known).
+   */
+  apply(op: Op, author?: string, rangeKeysMax?: number): number;
 }
+
+/** A `deleteRange` met more keys than it was allowed to remove (WriteView.apply's `rangeKeysMax`). */
+export class RangeDeleteLimitExceeded extends Error {
+  constructor(readonly keysMax: number) {
+    super(`the range holds more than ${keysMax} keys`);
+  }
+}
+
+/**
+ * Keys a range delete removes per walk of its cursor. lmdb-js does not support removing under a cursor that walks the
+ * same tree, so the range is walked in runs: this many keys are read (copied), removed, and the next run starts where
+ * the last one ended. Memory stays at one run, however large the range.
+ */
+const RANGE_DELETE_RUN_KEYS = 1024;
 
 /** Modes of what a writable open creates: owner only. */
 export const DATA_DIR_MODE = 0o700;
@@ -724,10 +742,11 @@ export class Store {
           return stored === undefined ? undefined : this.keyRecord(key, stored);
         },
         has: (key) => this.kv.doesExist(key),
-        apply: (op, author) => {
-          this.applyOp(seq, op);
+        apply: (op, author, rangeKeysMax) => {
+          const removed = this.applyOp(seq, op, rangeKeysMax);
           ops.push(op);
           authors.push(author);
+          return removed;
         },
       };
       build(view);
@@ -853,8 +872,12 @@ export class Store {
     this.meta.putSync(META_HEAD, encodeHead(entry.seq, entry.hash));
   }
 
-  /** Applies one op at `seq` inside the current write transaction. The same on root and replicas. */
-  private applyOp(seq: number, op: Op): void {
+  /**
+   * Applies one op at `seq` inside the current write transaction. The same on root and replicas; only the root bounds
+   * a range delete (`rangeKeysMax`, WriteView.apply): an entry it committed is applied whatever its size. Returns the
+   * keys a range delete removed.
+   */
+  private applyOp(seq: number, op: Op, rangeKeysMax = Number.POSITIVE_INFINITY): number {
     switch (op.type) {
       case 'put': {
         // The previous record is read in place (lmdb-js's reused buffer, no copy) for its createSeq and version, checked
@@ -865,19 +888,31 @@ export class Store {
             ? writeKeyRecord(this.recordScratch(op.value.length), op.key, seq, seq, 1, op.value)
             : this.nextKeyRecord(op.key, toBuffer(stored), seq, op.value);
         this.kv.putSync(op.key, record);
-        return;
+        return 0;
       }
       case 'delete':
         this.kv.removeSync(op.key);
-        return;
-      case 'deleteRange': {
-        // Collect first: removing while a cursor walks the same tree is not supported by lmdb-js.
-        const keys = Array.from(this.kv.getKeys({ start: op.start, end: op.end.length === 0 ? undefined : op.end }), (key) =>
-          Buffer.from(key),
-        );
-        for (const key of keys) this.kv.removeSync(key);
-        return;
-      }
+        return 0;
+      case 'deleteRange':
+        return this.removeRange(op.start, op.end, rangeKeysMax);
+    }
+  }
+
+  /** Removes the keys of [start, end) (an empty end: no upper bound) in runs of RANGE_DELETE_RUN_KEYS; see there. */
+  private removeRange(start: Buffer, end: Buffer, keysMax: number): number {
+    const upper = end.length === 0 ? undefined : end;
+    let from = start;
+    let removed = 0;
+    for (;;) {
+      // One key past the limit is enough to know it is exceeded.
+      const limit = Math.min(RANGE_DELETE_RUN_KEYS, keysMax - removed + 1);
+      const run = Array.from(this.kv.getKeys({ start: from, end: upper, limit }), (key) => Buffer.from(key));
+      if (removed + run.length > keysMax) throw new RangeDeleteLimitExceeded(keysMax);
+      for (const key of run) this.kv.removeSync(key);
+      removed += run.length;
+      if (run.length < limit) return removed;
+      // The next run starts at the last key removed: it is gone, so the walk resumes just after it.
+      from = run[run.length - 1]!;
     }
   }
 
