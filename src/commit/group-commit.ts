@@ -15,6 +15,7 @@ import assert from 'node:assert/strict';
 import type { Clock } from '../clock/index.js';
 import { MercuryError, isDataCorrupted } from '../errors/index.js';
 import type { EncodedEntry } from '../log/index.js';
+import { silentLogger, type Logger } from '../logging/index.js';
 import { COUNT_BUCKETS, SECONDS_BUCKETS, type Registry } from '../metrics/index.js';
 import { evaluateCompare, RangeDeleteLimitExceeded, type Store, type WriteView } from '../store/index.js';
 import type { CommitLimits } from './limits.js';
@@ -35,7 +36,16 @@ export interface GroupCommitOptions {
   readonly limits: CommitLimits;
   /** The root's signer: returns the Ed25519 signature of an entry hash (src/trust/). */
   readonly sign?: (hash: Buffer) => Buffer;
+  /** Where a step of the wall clock is reported (CLOCK_STEPPED). */
+  readonly logger?: Logger;
 }
+
+/**
+ * How far the wall clock may move apart from the monotonic clock between two commits before it counts as a step: a
+ * second, plus 1,000 ppm of the time between them (NTP slews at most 500 ppm, so a long idle gap is not a step).
+ */
+const CLOCK_STEP_MS_MIN = 1_000;
+const CLOCK_STEP_PPM = 1_000;
 
 /**
  * Builds one entry from requests in a single write transaction: each request's compares are evaluated against the
@@ -128,7 +138,12 @@ export class GroupCommitter {
   private running = false;
   private closing = false;
   private idle: Promise<void> = Promise.resolve();
-  private lastTimeMs: number;
+  /**
+   * The clocks at the last commit of this process (monotonic undefined before the first: then the wall time is the
+   * head entry's), to tell a step of the wall clock.
+   */
+  private lastClock: { readonly wallMs: number; readonly monotonicMs: number | undefined };
+  private readonly logger: Logger;
   /** Requests the next batch may take: set when a request's range deletes did not fit the entry before it. */
   private nextBatchRequestsMax = Number.POSITIVE_INFINITY;
   /** Whether the last entry was committed on lmdb-js's write thread (its requests were answered in a poll phase). */
@@ -141,8 +156,9 @@ export class GroupCommitter {
     this.clock = options.clock;
     this.limits = options.limits;
     this.sign = options.sign;
+    this.logger = options.logger ?? silentLogger;
     const head = this.store.head();
-    this.lastTimeMs = head.seq === 0 ? 0 : (this.store.readLog(head.seq, 1)[0]?.entry.timeMs ?? 0);
+    this.lastClock = { wallMs: head.seq === 0 ? 0 : (this.store.readLog(head.seq, 1)[0]?.entry.timeMs ?? 0), monotonicMs: undefined };
     const registry = options.metrics;
     this.metrics = {
       commitSeconds: registry.histogram('mercury_commit_seconds', 'Time to commit and fsync one entry.', SECONDS_BUCKETS),
@@ -151,6 +167,7 @@ export class GroupCommitter {
       entries: registry.counter('mercury_entries_written_total', 'Entries committed to the log.'),
       bytes: registry.counter('mercury_entry_bytes_written_total', 'Bytes of entry records committed to the log.'),
       refused: registry.counter('mercury_commit_refused_total', 'Write requests refused because the commit queue was full.'),
+      clockSteps: registry.counter('mercury_clock_steps_total', 'Steps of the wall clock seen between two commits (entry times follow the wall clock, record 42).'),
       offThread: registry.counter('mercury_entries_committed_off_thread_total', "Entries committed on lmdb-js's write thread, because something read since the previous commit (the rest block the node's thread while they sync)."),
     };
     registry.gauge('mercury_commit_queue_requests', 'Write requests waiting for the next entry.', () => this.queue.length);
@@ -242,12 +259,10 @@ export class GroupCommitter {
       let committed: EncodedEntry | undefined;
       let offThread: boolean;
       try {
-        // Entry times never go backwards, even if the wall clock does.
-        const timeMs = Math.max(this.lastTimeMs, this.clock.nowMs());
+        const timeMs = this.entryTimeMs();
         ({ committed, succeeded, offThread } = await applyBatch(this.store, timeMs, batch, this.sign, this.limits.rangeDeleteKeysMax));
         this.lastOffThread = offThread;
         await this.store.flushed();
-        this.lastTimeMs = timeMs;
       } catch (error) {
         if (error instanceof RequestFailed) {
           // Only that request fails: its outcome cannot be computed from damaged data (and overwriting the record
@@ -288,6 +303,33 @@ export class GroupCommitter {
       }
     } while (this.queue.length > 0);
     this.running = false;
+  }
+
+  /**
+   * The next entry's time: the wall clock as it reads now, even when that is earlier than the last entry's. Holding
+   * entry times at the latest one pinned every later entry to a forward step of the clock until real time caught up,
+   * across restarts, and blinded replicas' lag meanwhile (docs/decisions.md, record 42); nothing orders entries by
+   * time (seq does). A step is logged, with code CLOCK_STEPPED: between two commits of this process, the wall clock
+   * moved otherwise than the monotonic clock; at the first commit, the entry is earlier than the head entry.
+   */
+  private entryTimeMs(): number {
+    const wallMs = this.clock.nowMs();
+    const monotonicMs = this.clock.monotonicMs();
+    const last = this.lastClock;
+    const elapsedMs = last.monotonicMs === undefined ? 0 : monotonicMs - last.monotonicMs;
+    const stepMs = last.monotonicMs === undefined ? Math.min(0, wallMs - last.wallMs) : wallMs - last.wallMs - elapsedMs;
+    if (Math.abs(stepMs) > CLOCK_STEP_MS_MIN + (elapsedMs * CLOCK_STEP_PPM) / 1e6) {
+      this.metrics.clockSteps.inc();
+      this.logger.log('warn', 'the wall clock stepped; entry times follow it', {
+        code: 'CLOCK_STEPPED',
+        stepMs: Math.round(stepMs),
+        previousWallMs: last.wallMs,
+        entryTimeMs: wallMs,
+      });
+    }
+    this.lastClock = { wallMs, monotonicMs };
+    // The format's time is a u64: a clock before 1970 stamps 0 rather than failing the commit.
+    return Math.max(0, wallMs);
   }
 
   /** Refuses new requests and waits until everything queued is committed. */

@@ -289,6 +289,7 @@ export class MercuryNode {
         metrics: this.metrics,
         limits: this.limits.commit,
         sign: signer === undefined ? undefined : (hash) => signer.signEntry(hash),
+        logger: this.logger,
       });
       this.committer.onCommitted((committed) => this.applied([committed]));
     }
