@@ -253,6 +253,17 @@ describe('group commit batching', () => {
     assert.equal(offThread(), 1);
   });
 
+  test('group commit: an entry of 1 MiB of ops or more is committed off the node thread even when nothing read', async () => {
+    const { committer, registry } = fixture();
+    const offThread = (): number => Number(/^mercury_entries_committed_off_thread_total (\d+)$/m.exec(registry.render())?.[1] ?? 0);
+    // Syncing a large entry's pages held the node's thread for as long as they took to write (record 43).
+    const large = Array.from({ length: 1100 }, (_, i) => put(`large/${i}`, Buffer.alloc(VALUE_BYTES_MAX, 'x')));
+    assert.equal((await committer.submit(plain(...large))).seq, 1);
+    assert.equal(offThread(), 1);
+    assert.equal((await committer.submit(plain(put('small')))).seq, 2);
+    assert.equal(offThread(), 1, 'a small entry with no read since stays on the thread');
+  });
+
   test('group commit: a request that changes nothing resolves at the head seq without an entry', async () => {
     const { store, committer } = fixture();
     const notified: number[] = [];

@@ -48,6 +48,13 @@ const CLOCK_STEP_MS_MIN = 1_000;
 const CLOCK_STEP_PPM = 1_000;
 
 /**
+ * An entry of at least this many bytes of ops is committed on lmdb-js's write thread even when nothing read: writing
+ * its pages and syncing them held the node's thread about 0.6 s for a 90 MiB entry (docs/decisions.md, record 43),
+ * where the thread crossings cost a few microseconds (record 37).
+ */
+const OFF_THREAD_ENTRY_BYTES_MIN = 1024 * 1024;
+
+/**
  * Builds one entry from requests in a single write transaction: each request's compares are evaluated against the
  * state left by the requests before it, then its success or failure ops are applied.
  */
@@ -86,9 +93,10 @@ async function applyBatch(
       }
     });
   };
-  // Off this thread only when something read since the last commit: readers then go on during the sync; with none,
-  // the commit on this thread costs less per entry (docs/decisions.md, record 37).
-  const offThread = store.readSinceLastCommit();
+  // Off this thread when something read since the last commit: readers then go on during the sync; with none, the
+  // commit on this thread costs less per entry (docs/decisions.md, record 37), unless the entry is large (record 43).
+  const bytes = batch.reduce((sum, pending) => sum + pending.bytes, 0);
+  const offThread = store.readSinceLastCommit() || bytes >= OFF_THREAD_ENTRY_BYTES_MIN;
   const committed = offThread ? await store.commitAsync(timeMs, build, sign) : store.commit(timeMs, build, sign);
   return { committed, succeeded, offThread };
 }
