@@ -13,3 +13,11 @@ export { ERROR_STATUS, ErrorCode, MercuryError, isMercuryError, valueTooLarge } 
 export function isDataCorrupted(error: unknown): error is MercuryError {
   return isMercuryError(error) && error.code === 'DATA_CORRUPTED';
 }
+
+/**
+ * A read that found no free reader (LMDB's table full, src/store/health.ts readersFull): the reads holding the slots
+ * end, so a watch or a child session tries again later instead of failing.
+ */
+export function isReadersFull(error: unknown): error is MercuryError {
+  return isMercuryError(error) && error.code === 'OVERLOADED' && error.details?.reason === 'READERS_FULL';
+}

@@ -22,7 +22,7 @@ import { COUNT_BUCKETS, Registry, SECONDS_BUCKETS } from '../metrics/index.js';
 import { TlsCredentials, clientTlsOptions, serverTlsOptions, type TlsMaterial } from '../net/index.js';
 import { ReplicationClient, ReplicationServer, StoreLogSource, type Heartbeat } from '../replication/index.js';
 import { clientCertificateRefusal, createApiHandler, createHttpServer, requestRefusal, type NodeApi, type RequestPolicy } from '../server/index.js';
-import { Store } from '../store/index.js';
+import { readersFull, Store } from '../store/index.js';
 import { AuthGuard, AUTH_MODES, bootstrapAdmin, parseToken, TOKEN_CHARS, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
 import { prefixEnd } from '../api/index.js';
 import { ROOT_KEY_KEY, ROOT_URL_KEY, Signer, keyId, loadOrCreateSigningKey, publicKeyFromRaw, rawPublicKey, readSigningKey, readTrustKey } from '../trust/index.js';
@@ -577,7 +577,7 @@ export class MercuryNode {
   async write(request: WriteRequest, authorization?: string): Promise<WriteResult> {
     if (this.committer !== undefined) {
       const committed = await this.committer.submit(request);
-      return { ...committed, hash: this.store.hashAt(committed.seq) };
+      return { ...committed, hash: this.committedHashAt(committed.seq) };
     }
     const result = await forwardWrite(this.forwardTarget(), request, undefined, this.forwardTls, authorization);
     try {
@@ -590,7 +590,7 @@ export class MercuryNode {
     // Reaching the seq is not holding the write: a replica whose chain forked from the root's (the root restored from
     // an older backup, this replica forwarding with --root-url) is already past it with other entries, and would never
     // show it. The upstream's hash at that seq says which entry carries the write.
-    const own = this.store.hashAt(result.seq);
+    const own = this.committedHashAt(result.seq);
     if (result.hash !== undefined && own !== undefined && !own.equals(result.hash))
       throw new MercuryError(
         'REPLICA_DIVERGED',
@@ -598,6 +598,21 @@ export class MercuryNode {
         { details: { seq: result.seq } },
       );
     return { ...result, hash: own ?? result.hash };
+  }
+
+  /**
+   * The hash of the entry at `seq`, read after the write it carries committed: undefined when it cannot be read now
+   * (LMDB's reader table full, with readers of other processes). Never that error: OVERLOADED promises that nothing was
+   * done, and a client would send the committed write again (review G). Without it a replica skips its divergence check.
+   */
+  private committedHashAt(seq: number): Buffer | undefined {
+    try {
+      return this.store.hashAt(seq);
+    } catch (error) {
+      if (readersFull(error) === undefined) throw error;
+      this.logger.log('warn', 'the hash of a committed write could not be read: no LMDB reader free', { seq });
+      return undefined;
+    }
   }
 
   /**

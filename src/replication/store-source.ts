@@ -4,7 +4,7 @@
  */
 import type { ChainHead, EncodedEntry } from '../log/index.js';
 import { isMercuryError } from '../errors/index.js';
-import type { Store } from '../store/index.js';
+import { readersFull, type Store } from '../store/index.js';
 import { SnapshotChunkWriter } from './protocol.js';
 import type { LogSource, SnapshotSource } from './source.js';
 
@@ -23,12 +23,22 @@ export class StoreLogSource implements LogSource {
     return this.store.logBounds().firstSeq;
   }
 
+  // LMDB's full reader table (readers of other processes) arrives as OVERLOADED READERS_FULL, which the session
+  // answers by sending the child on (UNAVAILABLE); as LMDB's raw error it would end the process.
   hashAt(seq: number): Buffer | undefined {
-    return this.store.hashAt(seq);
+    try {
+      return this.store.hashAt(seq);
+    } catch (error) {
+      throw readersFull(error) ?? error;
+    }
   }
 
   readLog(fromSeq: number, limitEntries: number, limitBytes: number): EncodedEntry[] {
-    return this.store.readLog(fromSeq, limitEntries, limitBytes);
+    try {
+      return this.store.readLog(fromSeq, limitEntries, limitBytes);
+    } catch (error) {
+      throw readersFull(error) ?? error;
+    }
   }
 
   openSnapshot(): SnapshotSource | undefined {

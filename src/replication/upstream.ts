@@ -28,7 +28,7 @@
  */
 import assert from 'node:assert/strict';
 import type { EncodedEntry } from '../log/index.js';
-import { isDataCorrupted } from '../errors/index.js';
+import { isDataCorrupted, isReadersFull } from '../errors/index.js';
 import type { LogLevel } from '../logging/index.js';
 import { PATH_NODES_MAX, REPLICATION_LIMITS, validateReplicationLimits, type ReplicationLimits } from './limits.js';
 import {
@@ -366,7 +366,13 @@ export class Upstream {
     else if (hello.head.seq > head.seq)
       return void this.refuse('BEHIND', `this node is at seq ${head.seq}, the child at ${hello.head.seq}; try another upstream`, actions);
     else {
-      const hash = this.source.hashAt(hello.head.seq);
+      let hash;
+      try {
+        hash = this.source.hashAt(hello.head.seq);
+      } catch (error) {
+        if (!isReadersFull(error)) throw error;
+        return void this.refuse('UNAVAILABLE', `${error.message}; try another upstream or later`, actions);
+      }
       if (hash !== undefined && !hash.equals(hello.head.hash))
         return void this.refuse(
           'CHAIN_DIVERGED',
@@ -524,6 +530,10 @@ export class Upstream {
       try {
         entries = this.source.readLog(this.sentSeq + 1, limitEntries, this.limits.entriesFrameBytesTarget);
       } catch (error) {
+        if (isReadersFull(error)) {
+          this.refuse('UNAVAILABLE', `${error.message}; try another upstream or later`, actions);
+          return;
+        }
         if (!isDataCorrupted(error)) throw error;
         this.damaged(error, actions);
         return;

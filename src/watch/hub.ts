@@ -16,7 +16,8 @@ import { TickTimer, type Clock } from '../clock/index.js';
 import type { ChainHead, EncodedEntry, Entry } from '../log/index.js';
 import type { Logger } from '../logging/index.js';
 import type { Registry } from '../metrics/index.js';
-import type { KeyRange, SnapshotReader, SnapshotReservation } from '../store/index.js';
+import { readersFull, type KeyRange, type SnapshotReader, type SnapshotReservation } from '../store/index.js';
+import { isReadersFull, type MercuryError } from '../errors/index.js';
 import { validateWatchLimits, WATCH_LIMITS, type WatchLimits } from './limits.js';
 import { WatchMachine, type WatchAction, type WatchConnection, type WatchCounters, type WatchInput } from './machine.js';
 import { handshakeResponse, readHandshake, ServerWebSocket, type ServerWebSocketOwner } from './websocket.js';
@@ -90,6 +91,8 @@ export class WatchHub {
   private readonly snapshots = new Map<number, SnapshotReader>();
   /** Snapshot readers the machine reserved (reserveSnapshot) for the openSnapshot actions it is about to make, in order. */
   private readonly reservedSnapshots: SnapshotReservation[] = [];
+  /** Snapshots the machine asked for that could not be opened (no LMDB reader free), until it releases them. */
+  private readonly unopenedSnapshots = new Map<number, MercuryError>();
   private lastConnId = 0;
   private readonly timer: TickTimer;
   private server: Server | undefined;
@@ -145,10 +148,16 @@ export class WatchHub {
     };
     this.machine = new WatchMachine({
       reads: {
-        readLog: (fromSeq, limitEntries) => this.store.readLog(fromSeq, limitEntries),
+        readLog: (fromSeq, limitEntries) => {
+          try {
+            return this.store.readLog(fromSeq, limitEntries);
+          } catch (error) {
+            throw readersFull(error) ?? error;
+          }
+        },
         snapshotPage: (snapshotId, pageBytes) => {
           const reader = this.snapshots.get(snapshotId);
-          if (reader === undefined) assert.fail(`watch snapshot ${snapshotId} is not open`);
+          if (reader === undefined) throw this.unopenedSnapshots.get(snapshotId) ?? assert.fail(`watch snapshot ${snapshotId} is not open`);
           return { seq: reader.seq, records: reader.nextPage(pageBytes) };
         },
         reserveSnapshot: () => {
@@ -260,12 +269,20 @@ export class WatchHub {
         case 'openSnapshot': {
           // The machine reserved it (reserveSnapshot) just before it asked for this snapshot.
           const reservation = this.reservedSnapshots.shift() ?? assert.fail('a watch snapshot is opened with the reader reserved for it');
-          this.snapshots.set(action.snapshotId, this.store.openSnapshot(action.ranges, reservation));
+          try {
+            this.snapshots.set(action.snapshotId, this.store.openSnapshot(action.ranges, reservation));
+          } catch (error) {
+            // LMDB's reader table is full (readers of other processes; the reservation was given back): the machine
+            // learns it at its first page and tries again later. Thrown from this timer, it would end the process.
+            if (!isReadersFull(error)) throw error;
+            this.unopenedSnapshots.set(action.snapshotId, error);
+          }
           break;
         }
         case 'releaseSnapshot':
           this.snapshots.get(action.snapshotId)?.close();
           this.snapshots.delete(action.snapshotId);
+          this.unopenedSnapshots.delete(action.snapshotId);
           break;
         case 'log':
           this.logger.log(action.level, action.message, action.fields);

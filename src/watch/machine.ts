@@ -46,7 +46,7 @@
  *   catch-up pump, which runs in a tick of its own so that the live fan-out of `published` goes first).
  */
 import assert from 'node:assert/strict';
-import { isDataCorrupted } from '../errors/index.js';
+import { isDataCorrupted, isReadersFull } from '../errors/index.js';
 import type { EncodedEntry, Entry } from '../log/index.js';
 import type { LogLevel } from '../logging/index.js';
 import type { KeyRange, SnapshotRecord } from '../store/index.js';
@@ -85,12 +85,14 @@ export interface WatchConnection {
 export interface WatchReads {
   /**
    * Verified log records from `fromSeq`, at most `limitEntries`; none when fromSeq is no longer retained (or not yet
-   * written). Throws DATA_CORRUPTED (errors/index.ts) on a damaged record: the subscriptions that read it end alone.
+   * written). Throws DATA_CORRUPTED (errors/index.ts) on a damaged record: the subscriptions that read it end alone;
+   * OVERLOADED with reason READERS_FULL when no reader is free: they try again after `catchupPollMs`.
    */
   readLog(fromSeq: number, limitEntries: number): readonly EncodedEntry[];
   /**
    * The next page (about `pageBytes` of keys and values, at least one record; none at the end) of an opened snapshot.
-   * Throws DATA_CORRUPTED on a damaged key record, as readLog does.
+   * Throws DATA_CORRUPTED on a damaged key record, as readLog does, and READERS_FULL when the adapter could not open
+   * the snapshot (no reader free): the subscription gives its slot back and opens one again after `catchupPollMs`.
    */
   snapshotPage(snapshotId: number, pageBytes: number): WatchSnapshotPage;
   /**
@@ -183,6 +185,8 @@ class Subscription {
   /** The event count when the snapshot was opened: its pages are read from the next event on. */
   snapshotOpenedAt = 0;
   snapshotStartedMs = 0;
+  /** In state 'snapshot' with no snapshot open: not before this time (the last one found no reader free). */
+  snapshotRetryAtMs = 0;
   removed = false;
   constructor(
     readonly connection: Connection,
@@ -722,15 +726,16 @@ export class WatchMachine {
       if (subscription.state === 'snapshot') {
         if (budget <= 0 || !this.hasRoom(subscription.connection, nowMs)) continue;
         if (subscription.snapshotId === 0) {
-          if (this.openSnapshot(subscription, nowMs)) progressed = true;
+          if (nowMs >= subscription.snapshotRetryAtMs && this.openSnapshot(subscription, nowMs)) progressed = true;
           continue;
         }
         if (subscription.snapshotOpenedAt === this.eventCount) {
           progressed = true;
           continue;
         }
-        budget -= this.sendSnapshotPage(subscription);
-        progressed = true;
+        const spent = this.sendSnapshotPage(subscription, nowMs);
+        if (spent > 0) progressed = true;
+        budget -= spent;
         continue;
       }
       if (!this.hasRoom(subscription.connection, nowMs)) continue;
@@ -760,6 +765,7 @@ export class WatchMachine {
     try {
       records = this.reads.readLog(seq, this.readEntries);
     } catch (error) {
+      if (isReadersFull(error)) return 0; // the next round, after catchupPollMs unless another made progress
       if (!isDataCorrupted(error)) throw error;
       for (const subscription of subscriptions) if (!subscription.removed) this.endDamaged(subscription, error.message);
       return 1;
@@ -842,12 +848,17 @@ export class WatchMachine {
     assert.ok(this.snapshotsOpen >= 0);
   }
 
-  /** Sends the next page (the last one with done: true) and returns its key and value bytes. */
-  private sendSnapshotPage(subscription: Subscription): number {
+  /** Sends the next page (the last one with done: true) and returns its key and value bytes (0: no reader was free). */
+  private sendSnapshotPage(subscription: Subscription, nowMs: number): number {
     let page: WatchSnapshotPage;
     try {
       page = this.reads.snapshotPage(subscription.snapshotId, this.limits.snapshotPageBytes);
     } catch (error) {
+      if (isReadersFull(error)) {
+        this.releaseSnapshot(subscription);
+        subscription.snapshotRetryAtMs = nowMs + this.limits.catchupPollMs;
+        return 0;
+      }
       if (!isDataCorrupted(error)) throw error;
       this.endDamaged(subscription, error.message);
       return 1;

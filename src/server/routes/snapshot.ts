@@ -38,8 +38,8 @@ export function snapshotRoute(node: NodeApi): Route {
           const file = await snapshotFileStream(reader, node.clock.nowMs(), () => res.destroyed);
           if (file === undefined) return;
           res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': file.fileBytes, [SEQ_HEADER]: file.header.seq });
-          // A turn of the event loop after each piece the socket takes at once: a client that reads as fast as the
-          // node writes would otherwise have the whole file written in one go, every other request waiting.
+          // A turn of the event loop after each piece: a client that reads as fast as the node writes would otherwise
+          // have the whole file written in one go, every other request waiting.
           await writePieces(res, file.pieces(), true);
         } finally {
           reader.close();
