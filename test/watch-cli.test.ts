@@ -4,32 +4,18 @@
  * or closed by the node, with the --from that resumes).
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { validateConfig } from '../src/config/index.js';
 import { MercuryNode, NODE_LIMITS, withLimits } from '../src/node/index.js';
 import { WATCH_LIMITS_TEST } from '../src/watch/index.js';
 import { request } from './support/http.js';
-import { CLI_PATH, makeTempDir, removeDir, runCli } from './support/process.js';
+import { makeTempDir, removeDir, runCli, startCli, type RunningCli } from './support/process.js';
 
-interface Running {
-  readonly child: ChildProcess;
-  stdout(): string;
-  stderr(): string;
-  readonly exited: Promise<number | null>;
+function startWatch(args: readonly string[]): RunningCli {
+  return startCli(['watch', ...args]);
 }
 
-function startWatch(args: readonly string[]): Running {
-  const child = spawn(process.execPath, [CLI_PATH, 'watch', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (text: string) => (stdout += text));
-  child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return { child, stdout: () => stdout, stderr: () => stderr, exited };
-}
-
-async function waitForLines(running: Running, count: number, timeoutMs = 10_000): Promise<string[]> {
+async function waitForLines(running: RunningCli, count: number, timeoutMs = 10_000): Promise<string[]> {
   const deadline = performance.now() + timeoutMs;
   while (true) {
     const lines = running.stdout().split('\n').filter((line) => line.length > 0);
