@@ -6,7 +6,8 @@
  * summed in one synchronous walk of every key before the first byte, holding the event loop for a second at 2.4
  * million keys. Now a streamed answer whose client takes nothing for `http.sendStallMs` is cut off (SEND_STALLED),
  * snapshots take their readers from one budget (`store.snapshotReadersMax`, refused 503 OVERLOADED or REFUSE
- * UNAVAILABLE past it), a full reader table is 503 OVERLOADED, and the size is summed in slices a turn apart.
+ * UNAVAILABLE past it), a full reader table is 503 OVERLOADED, and the size is summed in slices a turn apart. The
+ * budget shows in `/v1/status` and `mercury status` (in use, limit, refused, watches waiting).
  */
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
@@ -18,7 +19,7 @@ import type { Logger } from '../src/logging/index.js';
 import { MercuryNode, NODE_LIMITS_TEST, withLimits, type NodeLimits } from '../src/node/index.js';
 import { sendError } from '../src/server/http-io.js';
 import { assertError, metricValue, request, requestJson } from './support/http.js';
-import { makeTempDir, removeDir } from './support/process.js';
+import { makeTempDir, removeDir, runCli } from './support/process.js';
 import { prefill, StalledSnapshot } from './support/snapshot-readers.js';
 import { eventually } from './support/tree.js';
 import { WatchClient } from './support/watch.js';
@@ -182,6 +183,55 @@ describe('snapshot readers', () => {
       () => 'the snapshot readers were not all released',
     );
     assert.equal((await request(root.url, 'GET', '/v1/snapshot')).status, 200);
+  });
+
+  test('snapshot readers: /v1/status and mercury status show the readers in use, their limit, the snapshots refused and the watches waiting', async () => {
+    const limits = withLimits(LIMITS, { http: { sendStallMs: 120_000 } });
+    await prefill(join(dir, 'status'), 2_000, 4 * KiB);
+    const root = await start('status', limits);
+    const readersOf = async (): Promise<Record<string, number>> => (await requestJson<{ snapshotReaders: Record<string, number> }>(root.url, 'GET', '/v1/status')).snapshotReaders;
+    assert.deepEqual(await readersOf(), { inUse: 0, max: SNAPSHOT_READERS, refused: 0, watchesWaiting: 0 });
+    const stalled: StalledSnapshot[] = [];
+    for (let i = 0; i < SNAPSHOT_READERS; i++) {
+      const client = await StalledSnapshot.open(root.url);
+      sockets.push(client.socket);
+      stalled.push(client);
+      assert.equal((await request(root.url, 'PUT', `/v1/kv/tick`, { body: String(i) })).status, 200);
+    }
+    // Two backups refused; a watch from before the retained log waits, and is not counted as refused.
+    assertError(await request(root.url, 'GET', '/v1/snapshot'), 'OVERLOADED', 503);
+    assertError(await request(root.url, 'GET', '/v1/snapshot'), 'OVERLOADED', 503);
+    await eventually(
+      async () => (await requestJson<{ log: { firstSeq: number } }>(root.url, 'GET', '/v1/status')).log.firstSeq > 1,
+      () => 'the prefilled entries were not trimmed',
+    );
+    const watch = await WatchClient.connect(root.url);
+    watches.push(watch);
+    await watch.subscribe('old', ['k/'], { fromSeq: 1 });
+    await eventually(
+      async () => (await readersOf()).watchesWaiting === 1,
+      async () => JSON.stringify(await readersOf()),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.deepEqual(await readersOf(), { inUse: SNAPSHOT_READERS, max: SNAPSHOT_READERS, refused: 2, watchesWaiting: 1 });
+    assert.equal(await metricValue(root.url, /^mercury_snapshot_readers_max /), SNAPSHOT_READERS);
+    assert.equal(await metricValue(root.url, /^mercury_snapshot_readers_refused /), 2);
+
+    const human = await runCli(['status', '--url', root.url]);
+    assert.equal(human.code, 0, human.stderr);
+    assert.match(human.stdout.toString(), /^snapshotReaders 4 of 4 in use, 2 refused since start, 1 watch waiting \(ALL IN USE: new snapshots are refused 503 OVERLOADED until one ends\)$/m);
+    const json = JSON.parse((await runCli(['status', '--url', root.url, '--json'])).stdout.toString()) as { snapshotReaders: unknown };
+    assert.deepEqual(json.snapshotReaders, { inUse: 4, max: 4, refused: 2, watchesWaiting: 1 });
+
+    // Freed: the watch gets its snapshot, and the budget reads empty; the refusals stay counted.
+    for (const client of stalled) client.socket.destroy();
+    await watch.waitFor((message) => message.type === 'snapshot' && message.id === 'old' && message.done, 10_000);
+    await eventually(
+      async () => JSON.stringify(await readersOf()) === JSON.stringify({ inUse: 0, max: SNAPSHOT_READERS, refused: 2, watchesWaiting: 0 }),
+      async () => JSON.stringify(await readersOf()),
+    );
+    const idle = await runCli(['status', '--url', root.url]);
+    assert.match(idle.stdout.toString(), /^snapshotReaders 0 of 4 in use, 2 refused since start$/m);
   });
 
   test('snapshot readers: a read that finds LMDB\'s reader table full is 503 OVERLOADED, not 500 INTERNAL', async () => {
