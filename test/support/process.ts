@@ -160,3 +160,18 @@ export function startCli(args: readonly string[]): RunningCli {
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return { child, stdout: () => stdout, stderr: () => stderr, exited };
 }
+
+/** CLI commands a test leaves running, stopped together in its `after`, so that a failed test leaves none behind. */
+export class RunningClis {
+  private readonly all: RunningCli[] = [];
+
+  start(args: readonly string[]): RunningCli {
+    const cli = startCli(args);
+    this.all.push(cli);
+    return cli;
+  }
+
+  async stopAll(): Promise<void> {
+    for (const cli of this.all.splice(0)) await stopProcess(cli.child);
+  }
+}
