@@ -20,7 +20,7 @@ import { MercuryNode, NODE_LIMITS_TEST, withLimits, type NodeLimits } from '../s
 import { sendError } from '../src/server/http-io.js';
 import { assertError, metricValue, request, requestJson } from './support/http.js';
 import { makeTempDir, removeDir, runCli } from './support/process.js';
-import { prefill, StalledSnapshot } from './support/snapshot-readers.js';
+import { fillSnapshotReaders, prefill, StalledSnapshot } from './support/snapshot-readers.js';
 import { eventually } from './support/tree.js';
 import { WatchClient } from './support/watch.js';
 
@@ -130,14 +130,8 @@ describe('snapshot readers', () => {
     const budget = SNAPSHOT_READERS;
     await prefill(join(dir, 'budget'), 2_000, 4 * KiB);
     const root = await start('budget', limits);
-    const stalled: StalledSnapshot[] = [];
-    for (let i = 0; i < budget; i++) {
-      const client = await StalledSnapshot.open(root.url);
-      sockets.push(client.socket);
-      stalled.push(client);
-      // A write between snapshots, so that each holds a read transaction of its own (as on a busy root).
-      assert.equal((await request(root.url, 'PUT', `/v1/kv/tick`, { body: String(i) })).status, 200);
-    }
+    const stalled = await fillSnapshotReaders(root.url, budget);
+    sockets.push(...stalled.map((client) => client.socket));
     assert.ok(stalled.every((client) => /^HTTP\/1\.1 200/.test(client.head)));
     assert.equal(await metricValue(root.url, /^mercury_snapshot_readers /), budget);
 
@@ -191,13 +185,8 @@ describe('snapshot readers', () => {
     const root = await start('status', limits);
     const readersOf = async (): Promise<Record<string, number>> => (await requestJson<{ snapshotReaders: Record<string, number> }>(root.url, 'GET', '/v1/status')).snapshotReaders;
     assert.deepEqual(await readersOf(), { inUse: 0, max: SNAPSHOT_READERS, refused: 0, watchesWaiting: 0 });
-    const stalled: StalledSnapshot[] = [];
-    for (let i = 0; i < SNAPSHOT_READERS; i++) {
-      const client = await StalledSnapshot.open(root.url);
-      sockets.push(client.socket);
-      stalled.push(client);
-      assert.equal((await request(root.url, 'PUT', `/v1/kv/tick`, { body: String(i) })).status, 200);
-    }
+    const stalled = await fillSnapshotReaders(root.url, SNAPSHOT_READERS);
+    sockets.push(...stalled.map((client) => client.socket));
     // Two backups refused; a watch from before the retained log waits, and is not counted as refused.
     assertError(await request(root.url, 'GET', '/v1/snapshot'), 'OVERLOADED', 503);
     assertError(await request(root.url, 'GET', '/v1/snapshot'), 'OVERLOADED', 503);

@@ -13,9 +13,9 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { validateConfig } from '../src/config/index.js';
 import { MercuryNode, NODE_LIMITS_TEST, withLimits } from '../src/node/index.js';
-import { request, requestJson } from './support/http.js';
+import { requestJson } from './support/http.js';
 import { makeTempDir, removeDir, runCli, RunningClis, type RunningCli } from './support/process.js';
-import { prefill, StalledSnapshot } from './support/snapshot-readers.js';
+import { fillSnapshotReaders, prefill, type StalledSnapshot } from './support/snapshot-readers.js';
 import { eventually } from './support/tree.js';
 
 const KiB = 1024;
@@ -56,11 +56,7 @@ describe('snapshot save wait', () => {
 
   /** Takes every snapshot reader of the node with backup clients that stop reading. */
   const fillReaders = async (): Promise<void> => {
-    for (let i = 0; i < SNAPSHOT_READERS; i++) {
-      stalled.push(await StalledSnapshot.open(node.url));
-      // A write between snapshots, so that each holds a read transaction of its own (as on a busy root).
-      assert.equal((await request(node.url, 'PUT', '/v1/kv/tick', { body: String(i) })).status, 200);
-    }
+    stalled = await fillSnapshotReaders(node.url, SNAPSHOT_READERS);
     assert.equal((await readersOf(node.url)).inUse, SNAPSHOT_READERS);
   };
   const freeReaders = (): void => {

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import net from 'node:net';
+import { request } from './http.js';
 import { eventually } from './tree.js';
 
 const KiB = 1024;
@@ -59,4 +60,18 @@ export class StalledSnapshot {
     );
     return stalled;
   }
+}
+
+/**
+ * Takes `count` of the node's snapshot readers with stalled backup clients (closing their sockets frees them), a write
+ * between two, so that each holds a read transaction of its own (as on a busy root).
+ */
+export async function fillSnapshotReaders(url: string, count: number): Promise<StalledSnapshot[]> {
+  const stalled: StalledSnapshot[] = [];
+  for (let i = 0; i < count; i++) {
+    stalled.push(await StalledSnapshot.open(url));
+    const answer = await request(url, 'PUT', '/v1/kv/tick', { body: String(i) });
+    assert.equal(answer.status, 200, answer.body.toString());
+  }
+  return stalled;
 }
