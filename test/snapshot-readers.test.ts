@@ -6,10 +6,10 @@
  * summed in one synchronous walk of every key before the first byte, holding the event loop for a second at 2.4
  * million keys. Now a streamed answer whose client takes nothing for `http.sendStallMs` is cut off (SEND_STALLED),
  * snapshots take their readers from one budget (`store.snapshotReadersMax`, refused 503 OVERLOADED or REFUSE
- * UNAVAILABLE past it), a full reader table is 503 OVERLOADED, and the size is summed in slices a turn apart.
+ * UNAVAILABLE past it), a full reader table is 503 OVERLOADED, and the size is summed in slices a turn apart. The
+ * budget shows in `/v1/status` and `mercury status` (in use, limit, refused, watches waiting).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
@@ -19,7 +19,8 @@ import type { Logger } from '../src/logging/index.js';
 import { MercuryNode, NODE_LIMITS_TEST, withLimits, type NodeLimits } from '../src/node/index.js';
 import { sendError } from '../src/server/http-io.js';
 import { assertError, metricValue, request, requestJson } from './support/http.js';
-import { makeTempDir, removeDir } from './support/process.js';
+import { makeTempDir, removeDir, runCli } from './support/process.js';
+import { fillSnapshotReaders, prefill, StalledSnapshot } from './support/snapshot-readers.js';
 import { eventually } from './support/tree.js';
 import { WatchClient } from './support/watch.js';
 
@@ -28,28 +29,6 @@ const KiB = 1024;
 const STALL_MS = 1_000;
 const SNAPSHOT_READERS = 4;
 const LIMITS = withLimits(NODE_LIMITS_TEST, { http: { sendStallMs: STALL_MS }, store: { snapshotReadersMax: SNAPSHOT_READERS } });
-
-/**
- * Writes `keys` keys of `valueBytes` each straight into a new root's data directory, a few MiB per entry. In a process
- * of its own: the garbage of millions of buffers left in this one, where the node runs, would be collected while it is
- * measured.
- */
-async function prefill(dir: string, keys: number, valueBytes: number): Promise<void> {
-  const storeModule = new URL('../src/store/index.js', import.meta.url).href;
-  const script = `
-    const { Store } = await import(${JSON.stringify(storeModule)});
-    const store = Store.open({ path: ${JSON.stringify(dir)} });
-    const value = Buffer.alloc(${valueBytes}, 0x61);
-    const perEntry = Math.max(1, Math.floor(${4 * 1024 * KiB} / (${valueBytes} + 16)));
-    for (let i = 0; i < ${keys}; i += perEntry)
-      store.commit(1_700_000_000_000 + i, (view) => {
-        for (let k = i; k < Math.min(${keys}, i + perEntry); k++) view.apply({ type: 'put', key: Buffer.from('k/' + String(k).padStart(8, '0')), value });
-      });
-    await store.close();`;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'inherit', 'inherit'] });
-  const code = await new Promise((resolve) => child.once('exit', resolve));
-  assert.equal(code, 0, 'the prefill process failed');
-}
 
 /** A logger that keeps every line. */
 function keepingLogger(lines: { level: string; message: string; fields: Record<string, unknown> | undefined }[]): Logger {
@@ -60,35 +39,6 @@ function keepingLogger(lines: { level: string; message: string; fields: Record<s
     child: () => logger,
   };
   return logger;
-}
-
-/** A raw `GET /v1/snapshot` that takes the first bytes and then reads nothing more, as a stalled backup client does. */
-class StalledSnapshot {
-  received = 0;
-  closed = false;
-  head = '';
-  private constructor(readonly socket: net.Socket) {
-    socket.on('data', (chunk: Buffer) => {
-      this.received += chunk.length;
-      if (this.head === '') this.head = chunk.subarray(0, 400).toString('latin1');
-      socket.pause();
-    });
-    socket.on('error', () => {});
-    socket.on('close', () => (this.closed = true));
-  }
-
-  static async open(url: string): Promise<StalledSnapshot> {
-    const { hostname, port } = new URL(url);
-    const socket = net.connect(Number(port), hostname);
-    await new Promise((resolve) => socket.once('connect', resolve));
-    const stalled = new StalledSnapshot(socket);
-    socket.write(`GET /v1/snapshot HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
-    await eventually(
-      () => Promise.resolve(stalled.received > 0),
-      () => 'no answer to GET /v1/snapshot',
-    );
-    return stalled;
-  }
 }
 
 describe('snapshot readers', () => {
@@ -180,14 +130,8 @@ describe('snapshot readers', () => {
     const budget = SNAPSHOT_READERS;
     await prefill(join(dir, 'budget'), 2_000, 4 * KiB);
     const root = await start('budget', limits);
-    const stalled: StalledSnapshot[] = [];
-    for (let i = 0; i < budget; i++) {
-      const client = await StalledSnapshot.open(root.url);
-      sockets.push(client.socket);
-      stalled.push(client);
-      // A write between snapshots, so that each holds a read transaction of its own (as on a busy root).
-      assert.equal((await request(root.url, 'PUT', `/v1/kv/tick`, { body: String(i) })).status, 200);
-    }
+    const stalled = await fillSnapshotReaders(root.url, budget);
+    sockets.push(...stalled.map((client) => client.socket));
     assert.ok(stalled.every((client) => /^HTTP\/1\.1 200/.test(client.head)));
     assert.equal(await metricValue(root.url, /^mercury_snapshot_readers /), budget);
 
@@ -233,6 +177,50 @@ describe('snapshot readers', () => {
       () => 'the snapshot readers were not all released',
     );
     assert.equal((await request(root.url, 'GET', '/v1/snapshot')).status, 200);
+  });
+
+  test('snapshot readers: /v1/status and mercury status show the readers in use, their limit, the snapshots refused and the watches waiting', async () => {
+    const limits = withLimits(LIMITS, { http: { sendStallMs: 120_000 } });
+    await prefill(join(dir, 'status'), 2_000, 4 * KiB);
+    const root = await start('status', limits);
+    const readersOf = async (): Promise<Record<string, number>> => (await requestJson<{ snapshotReaders: Record<string, number> }>(root.url, 'GET', '/v1/status')).snapshotReaders;
+    assert.deepEqual(await readersOf(), { inUse: 0, max: SNAPSHOT_READERS, refused: 0, watchesWaiting: 0 });
+    const stalled = await fillSnapshotReaders(root.url, SNAPSHOT_READERS);
+    sockets.push(...stalled.map((client) => client.socket));
+    // Two backups refused; a watch from before the retained log waits, and is not counted as refused.
+    assertError(await request(root.url, 'GET', '/v1/snapshot'), 'OVERLOADED', 503);
+    assertError(await request(root.url, 'GET', '/v1/snapshot'), 'OVERLOADED', 503);
+    await eventually(
+      async () => (await requestJson<{ log: { firstSeq: number } }>(root.url, 'GET', '/v1/status')).log.firstSeq > 1,
+      () => 'the prefilled entries were not trimmed',
+    );
+    const watch = await WatchClient.connect(root.url);
+    watches.push(watch);
+    await watch.subscribe('old', ['k/'], { fromSeq: 1 });
+    await eventually(
+      async () => (await readersOf()).watchesWaiting === 1,
+      async () => JSON.stringify(await readersOf()),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.deepEqual(await readersOf(), { inUse: SNAPSHOT_READERS, max: SNAPSHOT_READERS, refused: 2, watchesWaiting: 1 });
+    assert.equal(await metricValue(root.url, /^mercury_snapshot_readers_max /), SNAPSHOT_READERS);
+    assert.equal(await metricValue(root.url, /^mercury_snapshot_readers_refused /), 2);
+
+    const human = await runCli(['status', '--url', root.url]);
+    assert.equal(human.code, 0, human.stderr);
+    assert.match(human.stdout.toString(), /^snapshotReaders 4 of 4 in use, 2 refused since start, 1 watch waiting \(ALL IN USE: new snapshots are refused 503 OVERLOADED until one ends\)$/m);
+    const json = JSON.parse((await runCli(['status', '--url', root.url, '--json'])).stdout.toString()) as { snapshotReaders: unknown };
+    assert.deepEqual(json.snapshotReaders, { inUse: 4, max: 4, refused: 2, watchesWaiting: 1 });
+
+    // Freed: the watch gets its snapshot, and the budget reads empty; the refusals stay counted.
+    for (const client of stalled) client.socket.destroy();
+    await watch.waitFor((message) => message.type === 'snapshot' && message.id === 'old' && message.done, 10_000);
+    await eventually(
+      async () => JSON.stringify(await readersOf()) === JSON.stringify({ inUse: 0, max: SNAPSHOT_READERS, refused: 2, watchesWaiting: 0 }),
+      async () => JSON.stringify(await readersOf()),
+    );
+    const idle = await runCli(['status', '--url', root.url]);
+    assert.match(idle.stdout.toString(), /^snapshotReaders 0 of 4 in use, 2 refused since start$/m);
   });
 
   test('snapshot readers: a read that finds LMDB\'s reader table full is 503 OVERLOADED, not 500 INTERNAL', async () => {

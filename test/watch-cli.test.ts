@@ -1,35 +1,24 @@
 /**
  * `mercury watch` as a user runs it: a child process against a node on port 0. One line per change (human or JSON),
  * Ctrl-C exits 0, and every failure is one stderr line with the usual exit codes (2 usage, 3 unreachable, 1 refused
- * or closed by the node, with the --from that resumes).
+ * or closed by the node, with the --from that resumes). A snapshot is framed by marker lines: `snapshotBegin` and
+ * `snapshotEnd` around a first one, `reset` when the node replaces the stream in-band (docs/decisions.md record 40).
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { validateConfig } from '../src/config/index.js';
-import { MercuryNode, NODE_LIMITS, withLimits } from '../src/node/index.js';
+import { MercuryNode, NODE_LIMITS, NODE_LIMITS_TEST, withLimits } from '../src/node/index.js';
 import { WATCH_LIMITS_TEST } from '../src/watch/index.js';
-import { request } from './support/http.js';
-import { CLI_PATH, makeTempDir, removeDir, runCli } from './support/process.js';
+import { request, requestJson } from './support/http.js';
+import { makeTempDir, removeDir, runCli, RunningClis, startCli, type RunningCli } from './support/process.js';
+import { eventually } from './support/tree.js';
 
-interface Running {
-  readonly child: ChildProcess;
-  stdout(): string;
-  stderr(): string;
-  readonly exited: Promise<number | null>;
+function startWatch(args: readonly string[]): RunningCli {
+  return startCli(['watch', ...args]);
 }
 
-function startWatch(args: readonly string[]): Running {
-  const child = spawn(process.execPath, [CLI_PATH, 'watch', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (text: string) => (stdout += text));
-  child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return { child, stdout: () => stdout, stderr: () => stderr, exited };
-}
-
-async function waitForLines(running: Running, count: number, timeoutMs = 10_000): Promise<string[]> {
+async function waitForLines(running: RunningCli, count: number, timeoutMs = 10_000): Promise<string[]> {
   const deadline = performance.now() + timeoutMs;
   while (true) {
     const lines = running.stdout().split('\n').filter((line) => line.length > 0);
@@ -117,3 +106,120 @@ describe('cli watch', () => {
     url = node.url;
   });
 });
+
+/** The lines of a JSON watch, without its progress lines, parsed. */
+function jsonEvents(lines: readonly string[]): Record<string, unknown>[] {
+  return lines.map((line) => JSON.parse(line) as Record<string, unknown>).filter((event) => event.type !== 'progress');
+}
+
+/** Waits until the watch printed a line that `done` accepts; returns every line so far (progress lines left out). */
+async function linesUntil(running: RunningCli, done: (line: string) => boolean, timeoutMs = 15_000): Promise<string[]> {
+  const lines = (): string[] => running.stdout().split('\n').filter((line) => line.length > 0 && !line.startsWith('{"type":"progress"'));
+  await eventually(
+    () => Promise.resolve(lines().some(done)),
+    () => `no such line within ${timeoutMs} ms: ${running.stdout()} / ${running.stderr()}`,
+    timeoutMs,
+  );
+  return lines();
+}
+
+describe('cli watch markers', () => {
+  const dir = makeTempDir('watch-cli-markers');
+  const nodes: MercuryNode[] = [];
+  const clis = new RunningClis();
+  const start = (args: readonly string[]): RunningCli => clis.start(['watch', ...args]);
+  const put = async (url: string, key: string, value: string): Promise<number> => {
+    const answer = await request(url, 'PUT', `/v1/kv/${key}`, { body: value });
+    assert.equal(answer.status, 200, answer.body.toString());
+    return (JSON.parse(answer.body.toString()) as { seq: number }).seq;
+  };
+  const subscribed = (node: MercuryNode, count: number): Promise<void> =>
+    eventually(
+      () => Promise.resolve(new RegExp(`^mercury_watch_subscriptions ${count}$`, 'm').test(node.metrics.render())),
+      () => `not ${count} subscriptions on ${node.url}`,
+    );
+
+  after(async () => {
+    await clis.stopAll();
+    for (const node of nodes.reverse()) await node.close();
+    removeDir(dir);
+  });
+
+  test('cli: mercury watch --from older than the log frames the first snapshot with begin and end markers, in both outputs', async () => {
+    const node = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'trimmed'), port: 0, logRetainEntries: 3 }), {
+      auth: 'off',
+      limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST, log: { trimIntervalMs: 20 } }),
+    });
+    nodes.push(node);
+    await put(node.url, 'k/a', 'a');
+    let head = await put(node.url, 'k/b', 'b');
+    for (let i = 0; i < 5; i++) head = await put(node.url, `other/${i}`, 'x');
+    await eventually(
+      async () => (await requestJson<{ log: { firstSeq: number } }>(node.url, 'GET', '/v1/status')).log.firstSeq > 1,
+      () => 'the log was not trimmed',
+    );
+    const human = start(['k/', '--from', '1', '--url', node.url]);
+    const json = start(['k/', '--from', '1', '--json', '--url', node.url]);
+    assert.deepEqual(await linesUntil(human, (line) => line.includes('complete')), [
+      `--- snapshot at seq ${head}: the current state of the keys under "k/" follows ---`,
+      `${head} snapshot k/a a`,
+      `${head} snapshot k/b b`,
+      `--- snapshot at seq ${head} complete: 2 keys; changes after seq ${head} follow ---`,
+    ]);
+    const events = jsonEvents(await linesUntil(json, (line) => line.includes('snapshotEnd')));
+    assert.deepEqual(events[0], { type: 'snapshotBegin', seq: head });
+    assert.deepEqual(events.slice(1, 3).map((event) => [event.type, event.key]), [['snapshot', 'k/a'], ['snapshot', 'k/b']]);
+    assert.deepEqual(events[3], { type: 'snapshotEnd', seq: head, keys: 2 });
+    // Changes follow, without a marker.
+    const next = await put(node.url, 'k/c', 'c');
+    assert.equal((await linesUntil(human, (line) => line.startsWith(`${next} `))).at(-1), `${next} put k/c c`);
+  });
+
+  test('cli: mercury watch prints a reset marker when the node replaces the stream (a replica resynced, a root behind --from)', async () => {
+    const root = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'root'), port: 0 }), { auth: 'off', limits: NODE_LIMITS_TEST });
+    nodes.push(root);
+    await put(root.url, 'k/a', 'a');
+    const seqB = await put(root.url, 'k/b', 'b');
+    const replica = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'replica'), port: 0, upstreams: [root.replicationAddress] }), {
+      auth: 'off',
+      limits: NODE_LIMITS_TEST,
+    });
+    nodes.push(replica);
+    await eventually(
+      () => Promise.resolve(replica.store.head().seq === seqB),
+      () => `the replica is at seq ${replica.store.head().seq}`,
+    );
+    const human = start(['k/', '--url', replica.url]);
+    const json = start(['k/', '--json', '--url', replica.url]);
+    await subscribed(replica, 2);
+    const seqC = await put(root.url, 'k/c', 'c');
+    await linesUntil(human, (line) => line === `${seqC} put k/c c`);
+    await linesUntil(json, (line) => line.includes('"put"'));
+    // The operator resyncs the replica: it installs a snapshot at its own head, and its watchers are reset.
+    assert.equal((await request(replica.url, 'POST', '/v1/replication/resync')).status, 202);
+    assert.deepEqual(await linesUntil(human, (line) => line.includes('complete')), [
+      `${seqC} put k/c c`,
+      `--- RESET at seq ${seqC}: the node replaced the stream; the state of the keys under "k/" below replaces everything printed before (up to seq ${seqC}) ---`,
+      `${seqC} snapshot k/a a`,
+      `${seqC} snapshot k/b b`,
+      `${seqC} snapshot k/c c`,
+      `--- snapshot at seq ${seqC} complete: 3 keys; changes after seq ${seqC} follow ---`,
+    ]);
+    const events = jsonEvents(await linesUntil(json, (line) => line.includes('snapshotEnd')));
+    assert.deepEqual(
+      events.filter((event) => event.type !== 'snapshot'),
+      [
+        { seq: seqC, type: 'put', key: 'k/c', keyEncoding: 'utf8', value: 'c', valueEncoding: 'utf8', modSeq: seqC },
+        { type: 'reset', seq: seqC, previousSeq: seqC },
+        { type: 'snapshotEnd', seq: seqC, keys: 3 },
+      ],
+    );
+
+    // A client that followed another chain further than this root's head: reset to the root's state at once.
+    const ahead = start(['k/', '--from', String(seqC + 5), '--json', '--url', root.url]);
+    const reset = jsonEvents(await linesUntil(ahead, (line) => line.includes('snapshotEnd')));
+    assert.deepEqual(reset[0], { type: 'reset', seq: seqC, previousSeq: seqC + 4 });
+    assert.deepEqual(reset.at(-1), { type: 'snapshotEnd', seq: seqC, keys: 3 });
+  });
+});
+

@@ -75,7 +75,9 @@ Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT})
                                   --wait follows it to the end with a progress bar
          [--wait-timeout-ms N]    --wait gives up (RESYNC_STALLED) after N ms without progress (default 300000)
   watch PREFIX [--from SEQ]       print every change under PREFIX ('' for all keys) until Ctrl-C
-  snapshot save FILE              save a consistent, checksummed snapshot of the node's keys to FILE
+  snapshot save FILE              save a consistent, checksummed snapshot of the node's keys to FILE; a busy
+                                  node (503 OVERLOADED: its snapshot readers all in use) is asked again after its
+       [--wait-timeout-ms N]      Retry-After, until N ms have passed (default 300000; 0: do not wait)
   token create NAME --scope S...  create a token (admin) and print its secret, once; scopes: read:PREFIX,
         [--subject CN]            write:PREFIX, replicate, admin; --subject: a grant to a client certificate instead
   token list                      list tokens: id, name, scopes (never a secret)
@@ -319,7 +321,7 @@ async function main(argv: string[]): Promise<void> {
   if (command === 'snapshot') {
     const [action, file] = args;
     if (file === undefined || file === '') throw new UsageError(`snapshot ${action ?? 'save|restore|inspect'} needs a FILE`);
-    if (action === 'save') return snapshotSave(client, file, json);
+    if (action === 'save') return snapshotSave(client, file, { json, waitMs: integerOption(values['wait-timeout-ms'], 'wait-timeout-ms') });
     if (action === 'inspect') return snapshotInspect(file, json);
     if (action === 'restore') {
       if (values['data-dir'] === undefined) throw new UsageError('snapshot restore needs --data-dir DIR');

@@ -6,18 +6,29 @@
  * save: the file is written to `FILE.partial-PID` beside FILE, checked as it arrives (the same decoder a restore
  * uses: structure, counts, SHA-256), fsynced, and only then renamed to FILE, so FILE is never a partial snapshot: an
  * interrupted or damaged transfer leaves FILE as it was and removes the partial file. FILE's place is checked before
- * anything is asked of the node (a directory at FILE, a directory that does not exist), not after the transfer.
+ * anything is asked of the node (a directory at FILE, a directory that does not exist), not after the transfer. Ctrl-C
+ * (SIGINT) or SIGTERM during the wait or the transfer removes the partial file too, then exits 130 or 143.
+ *
+ * A node that refuses for now (503 OVERLOADED when its snapshot readers are all taken by other backups, joining
+ * replicas and watches, docs/decisions.md record 44; a replica that has not joined yet) is asked again after its
+ * Retry-After, each wait at most 30 s, for up to `--wait-timeout-ms` (default 5 minutes; 0: no wait) from the first
+ * request (retryWhileBusy, src/client/busy.ts). What it waits for is printed on stderr: the first refusal, then a line
+ * at most every SAVE_WAIT_REPORT_MS or when the reason changes. Past the deadline it fails with the node's code and
+ * says so; any other error fails at once.
  *
  * restore and inspect: FILE must be a regular file (through links), checked before anything is read or touched.
  */
 import { closeSync, createReadStream, fsyncSync, openSync, renameSync, rmSync, statSync, writeSync, type Stats } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import type { NodeClient } from '../client/index.js';
+import { BusyTimeoutError, retryWhileBusy, type BusyWait, type NodeClient } from '../client/index.js';
 import { MercuryError } from '../errors/index.js';
 import { fileKind } from '../fs/bounded-read.js';
 import { fsyncPath } from '../fs/durable.js';
 import type { SnapshotHeader } from '../snapshot/index.js';
-import { formatBytes, formatCount, formatDuration, printResult, ProgressBar } from './output.js';
+import { formatBytes, formatCount, formatDuration, printResult, ProgressBar, terminalSafe } from './output.js';
+
+/** While `snapshot save` waits for a busy node, a line on stderr at most this often (and when the reason changes). */
+const SAVE_WAIT_REPORT_MS = 10_000;
 
 /** Read size for files: large enough that the decoder sees few chunks. */
 const FILE_CHUNK_BYTES = 1024 * 1024;
@@ -52,7 +63,35 @@ function snapshotFileBytes(file: string): number {
   return stats.size;
 }
 
-export async function snapshotSave(client: NodeClient, file: string, json: boolean): Promise<void> {
+/** Tells the operator, on stderr, what `snapshot save` waits for: not on every retry of a node that asks for 1 s. */
+function waitReporter(url: string): (wait: BusyWait) => void {
+  let reported: { code: string; atMs: number } | undefined;
+  return (wait) => {
+    const again = reported !== undefined && reported.code === wait.error.code;
+    if (again && wait.waitedMs - reported!.atMs < SAVE_WAIT_REPORT_MS) return;
+    reported = { code: wait.error.code, atMs: wait.waitedMs };
+    const line = again
+      ? `still waiting for ${url} (${wait.error.code}) after ${formatDuration(wait.waitedMs)}; giving up in ${formatDuration(wait.leftMs + wait.delayMs)}`
+      : `${url} is busy (${wait.error.code}: ${wait.error.message}); trying again in ${formatDuration(wait.delayMs)}, giving up in ${formatDuration(wait.leftMs + wait.delayMs)} (--wait-timeout-ms)`;
+    process.stderr.write(`mercury: ${terminalSafe(line)}\n`);
+  };
+}
+
+/** Removes the partial file and exits if the operator stops the command; the returned function removes the handlers. */
+function removeOnSignal(partial: string): () => void {
+  const handlers = (['SIGINT', 'SIGTERM'] as const).map((signal) => {
+    const handler = (): void => {
+      rmSync(partial, { force: true });
+      process.stderr.write(`mercury: ${signal}: snapshot save stopped; nothing was written\n`);
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    };
+    process.once(signal, handler);
+    return () => process.off(signal, handler);
+  });
+  return () => handlers.forEach((off) => off());
+}
+
+export async function snapshotSave(client: NodeClient, file: string, options: { json: boolean; waitMs: number | undefined }): Promise<void> {
   const { SnapshotDecoder } = await import('../snapshot/format.js');
   let existing: Stats | undefined;
   try {
@@ -66,12 +105,20 @@ export async function snapshotSave(client: NodeClient, file: string, json: boole
   const partial = join(dirname(file), `${basename(file)}.partial-${process.pid}`);
   // Made before the request, so a directory that does not exist or cannot be written fails before the node is asked.
   const fd = openSync(partial, 'wx', 0o600);
+  const releaseSignals = removeOnSignal(partial);
   let closed = false;
   let renamed = false;
   let response: Awaited<ReturnType<NodeClient['stream']>> | undefined;
   let bar: ProgressBar | undefined;
   try {
-    response = await client.stream('/v1/snapshot');
+    try {
+      response = await retryWhileBusy(`GET ${client.baseUrl}/v1/snapshot`, () => client.stream('/v1/snapshot'), { waitMs: options.waitMs, onWait: waitReporter(client.baseUrl) });
+    } catch (error) {
+      if (!(error instanceof BusyTimeoutError)) throw error;
+      throw new MercuryError(error.code, `gave up waiting for ${client.baseUrl} after ${formatDuration(error.waitedMs)} (--wait-timeout-ms to wait longer): ${error.last.message}; ${file} was not written`, {
+        cause: error,
+      });
+    }
     const declared = Number(response.headers['content-length']);
     bar = new ProgressBar('save', Number.isSafeInteger(declared) ? declared : undefined, 'bytes');
     const decoder = new SnapshotDecoder();
@@ -97,7 +144,7 @@ export async function snapshotSave(client: NodeClient, file: string, json: boole
     bar.finish();
     const fileBytes = decoder.bytesRead;
     const elapsedMs = bar.elapsedMs();
-    printResult(json, { file, ...headerJson(header, fileBytes), elapsedMs: Math.round(elapsedMs) }, () =>
+    printResult(options.json, { file, ...headerJson(header, fileBytes), elapsedMs: Math.round(elapsedMs) }, () =>
       [`saved ${file} in ${formatDuration(elapsedMs)}`, ...headerLines(header, fileBytes)].join('\n'),
     );
   } catch (error) {
@@ -107,6 +154,7 @@ export async function snapshotSave(client: NodeClient, file: string, json: boole
   } finally {
     if (!closed) closeSync(fd);
     if (!renamed) rmSync(partial, { force: true });
+    releaseSignals();
   }
 }
 

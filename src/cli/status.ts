@@ -57,6 +57,20 @@ function storageLine(storage: Json): string {
 }
 
 /**
+ * The snapshot reader budget (docs/decisions.md record 44): `4 of 64 in use, 2 refused since start, 1 watch waiting`,
+ * and, when every reader is taken, what that means for the next backup.
+ */
+function snapshotReadersLine(readers: Json): string {
+  const inUse = number(readers.inUse);
+  const max = number(readers.max);
+  const waiting = number(readers.watchesWaiting) ?? 0;
+  const parts = [`${fieldText(readers.inUse)} of ${fieldText(readers.max)} in use`, `${formatCount(number(readers.refused) ?? 0)} refused since start`];
+  if (waiting > 0) parts.push(`${formatCount(waiting)} ${waiting === 1 ? 'watch' : 'watches'} waiting`);
+  const spent = inUse !== undefined && max !== undefined && inUse >= max;
+  return `${parts.join(', ')}${spent ? ' (ALL IN USE: new snapshots are refused 503 OVERLOADED until one ends)' : ''}`;
+}
+
+/**
  * The lines of `mercury status`: `name  value`, names as in the JSON so that either can be searched for. An answer
  * that is not an object is an AnswerShapeError; fields of an unexpected type are shown as JSON, never a crash.
  */
@@ -71,6 +85,7 @@ export function statusLines(value: unknown): string[] {
     if (name === 'log' && nested !== undefined) line(name, logLine(nested));
     else if (name === 'replication' && nested !== undefined) replicationLines(nested).forEach((text, i) => line(i === 0 ? name : '', text));
     else if (name === 'storage' && nested !== undefined) line(name, storageLine(nested));
+    else if (name === 'snapshotReaders' && nested !== undefined) line(name, snapshotReadersLine(nested));
     else if (name.endsWith('Bytes') && typeof value === 'number') line(name, formatBytes(value));
     else if (name.endsWith('Ms') && typeof value === 'number') line(name, formatDuration(value));
     else if (typeof value === 'number') line(name, fieldText(value));

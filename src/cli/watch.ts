@@ -4,11 +4,21 @@
  * rule and the message limits.
  *
  * Human output: `SEQ put KEY VALUE`, `SEQ delete KEY`, `SEQ deleteRange [START, END)`, and `SEQ snapshot KEY VALUE`
- * for the items of a snapshot (when --from is older than the node's log). Text that is not printable is shown as a
- * JSON string, bytes that are not UTF-8 as `base64:...` (showBytes in output.ts, as `mercury ls` shows keys). With
- * --json, each event or snapshot item is one JSON object with its `seq`, its keys and values as the watch protocol
- * writes them (`key` and `keyEncoding`, ...), and progress is printed too (`{"type":"progress","seq":N}`), so a
- * script knows where to resume.
+ * for the items of a snapshot. Text that is not printable is shown as a JSON string, bytes that are not UTF-8 as
+ * `base64:...` (showBytes in output.ts, as `mercury ls` shows keys). With --json, each event or snapshot item is one
+ * JSON object with its `seq`, its keys and values as the watch protocol writes them (`key` and `keyEncoding`, ...), and
+ * progress is printed too (`{"type":"progress","seq":N}`), so a script knows where to resume.
+ *
+ * A snapshot (the state of the watched keys at one seq, which replaces what the reader held) is framed by marker
+ * lines, which start with `---` in human output and have a `type` of their own in JSON:
+ * - `snapshotBegin` (`--- snapshot at seq N ...`): the first state this command prints (--from older than the node's
+ *   log);
+ * - `reset` (`--- RESET at seq N ...`), with `previousSeq`, the last seq printed before: the node replaced the stream
+ *   in-band (docs/decisions.md record 40: the log the watch was served from was trimmed while it lagged, the replica
+ *   installed a snapshot or was resynced, a root restored from a backup). Everything printed before is superseded,
+ *   changes included, and N may be lower than seqs already printed. A snapshot that begins after anything was printed
+ *   (a partial snapshot started over too) is a reset, and so is a first one older than --from asked for;
+ * - `snapshotEnd` (`--- snapshot at seq N complete ...`), with the count of keys: changes after N follow.
  *
  * The command does not reconnect: a refused request or a closed connection prints one line on stderr and exits 1 (3
  * if the node cannot be reached); the line says which --from resumes the watch.
@@ -22,6 +32,68 @@ function bytesFields(name: string, bytes: Buffer | undefined): Record<string, st
   if (bytes === undefined) return {};
   const { text, encoding } = encodeJsonBytes(bytes);
   return { [name]: text, [`${name}Encoding`]: encoding };
+}
+
+/** A snapshot's begin and end as the command prints them: the begin is a reset or not (see the header). */
+type Marker =
+  | { readonly type: 'snapshotBegin'; readonly seq: number }
+  | { readonly type: 'reset'; readonly seq: number; readonly previousSeq: number | null }
+  | { readonly type: 'snapshotEnd'; readonly seq: number; readonly keys: number };
+
+/**
+ * Follows what was printed, to tell a first snapshot from a reset and to count a snapshot's keys. No I/O: `mark`
+ * takes every event in order and returns the marker to print for a snapshotBegin or snapshotEnd.
+ */
+class SnapshotMarks {
+  /** The seq of the last change or state printed (--from - 1 before anything: the state the caller says it holds). */
+  private lastSeq: number | undefined;
+  private printed = false;
+  private keys = 0;
+
+  constructor(private readonly fromSeq: number | undefined) {
+    this.lastSeq = fromSeq === undefined ? undefined : fromSeq - 1;
+  }
+
+  mark(event: WatchEvent): Marker | undefined {
+    switch (event.type) {
+      case 'snapshotBegin': {
+        const reset = this.printed || (this.fromSeq !== undefined && event.seq < this.fromSeq - 1);
+        const marker: Marker = reset ? { type: 'reset', seq: event.seq, previousSeq: this.lastSeq ?? null } : { type: 'snapshotBegin', seq: event.seq };
+        this.keys = 0;
+        this.seen(event.seq);
+        return marker;
+      }
+      case 'snapshot':
+        this.keys++;
+        this.seen(event.seq);
+        return undefined;
+      case 'snapshotEnd':
+        this.seen(event.seq);
+        return { type: 'snapshotEnd', seq: event.seq, keys: this.keys };
+      case 'progress':
+        return undefined;
+      default:
+        this.seen(event.seq);
+        return undefined;
+    }
+  }
+
+  private seen(seq: number): void {
+    this.printed = true;
+    this.lastSeq = seq;
+  }
+}
+
+function humanMarker(marker: Marker, prefix: string): string {
+  const keys = `the keys under ${JSON.stringify(prefix)}`;
+  switch (marker.type) {
+    case 'snapshotBegin':
+      return `--- snapshot at seq ${marker.seq}: the current state of ${keys} follows ---`;
+    case 'reset':
+      return `--- RESET at seq ${marker.seq}: the node replaced the stream; the state of ${keys} below replaces everything printed before${marker.previousSeq === null ? '' : ` (up to seq ${marker.previousSeq})`} ---`;
+    case 'snapshotEnd':
+      return `--- snapshot at seq ${marker.seq} complete: ${marker.keys} ${marker.keys === 1 ? 'key' : 'keys'}; changes after seq ${marker.seq} follow ---`;
+  }
 }
 
 function humanLine(event: WatchEvent): string | undefined {
@@ -87,9 +159,11 @@ export async function watchCommand(
     process.exit(0);
   });
   const line = options.json ? jsonLine : humanLine;
+  const marks = new SnapshotMarks(options.fromSeq);
   try {
     for await (const event of watch) {
-      const text = line(event);
+      const marker = marks.mark(event);
+      const text = marker === undefined ? line(event) : options.json ? JSON.stringify(marker) : humanMarker(marker, prefix);
       if (text !== undefined) process.stdout.write(`${terminalSafe(text)}\n`);
     }
   } catch (error) {

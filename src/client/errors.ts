@@ -15,15 +15,20 @@ export interface ServerErrorOptions {
   readonly status: number;
   readonly details?: Record<string, unknown>;
   readonly cause?: unknown;
+  /** The answer's Retry-After in ms, when it carried one in seconds. */
+  readonly retryAfterMs?: number;
 }
 
 /** An error answered by a node. `status` is the HTTP status the node answered with. */
 export class ServerError extends MercuryError {
   readonly httpStatus: number;
+  /** How long the node asked the client to wait before it tries again (its Retry-After), when it said. */
+  readonly retryAfterMs: number | undefined;
   constructor(code: ErrorCode, message: string, options: ServerErrorOptions) {
     super(code, message, { cause: options.cause, details: options.details });
     this.name = 'ServerError';
     this.httpStatus = options.status;
+    this.retryAfterMs = options.retryAfterMs;
   }
 
   override get status(): number {
@@ -136,10 +141,20 @@ const CLASS_BY_CODE: Partial<Record<ErrorCode, ServerErrorClass>> = {
 };
 
 /**
+ * A Retry-After header in ms. Only the delta-seconds form, which is what nodes send; an HTTP date (a proxy's) would
+ * need the wall clock of a machine that may disagree with the node's, and counts as absent.
+ */
+export function retryAfterMs(header: string | string[] | undefined): number | undefined {
+  const text = Array.isArray(header) ? header[0] : header;
+  return text !== undefined && /^\s*[0-9]{1,9}\s*$/.test(text) ? Number(text) * 1_000 : undefined;
+}
+
+/**
  * The typed error for a node's error answer. A code this client does not know (a newer node) or a body that is not a
  * Mercury error (a proxy in between) becomes a `NodeFailedError` (`INTERNAL`) whose details keep what was answered.
+ * `retryAfter` is the answer's Retry-After header, if any.
  */
-export function serverError(status: number, body: string, where: string): ServerError {
+export function serverError(status: number, body: string, where: string, retryAfter?: string | string[]): ServerError {
   let parsed: { error?: { code?: unknown; message?: unknown } & Record<string, unknown> } = {};
   try {
     parsed = JSON.parse(body) as typeof parsed;
@@ -149,9 +164,10 @@ export function serverError(status: number, body: string, where: string): Server
   const error = typeof parsed === 'object' && parsed !== null ? parsed.error : undefined;
   const code = typeof error?.code === 'string' && Object.hasOwn(ErrorCode, error.code) ? (error.code as ErrorCode) : undefined;
   const message = typeof error?.message === 'string' ? error.message : `HTTP ${status} from ${where}`;
-  if (code === undefined) return new NodeFailedError('INTERNAL', message, { status, details: { ...error, body: body.slice(0, 1024) } });
+  const wait = retryAfterMs(retryAfter);
+  if (code === undefined) return new NodeFailedError('INTERNAL', message, { status, details: { ...error, body: body.slice(0, 1024) }, retryAfterMs: wait });
   const Class = CLASS_BY_CODE[code] ?? NodeFailedError;
-  return new Class(code, message, { status, details: error });
+  return new Class(code, message, { status, details: error, retryAfterMs: wait });
 }
 
 /** One node could not be reached, or did not answer in time. */

@@ -464,7 +464,7 @@ export class NodeClient {
       if (error instanceof OversizedAnswer) throw this.tooLarge(`${method} ${path}`, error);
       throw unreachable(this.baseUrl, error);
     }
-    if (answer.status < 200 || answer.status > 299) throw serverError(answer.status, answer.body.toString('utf8'), `${method} ${this.baseUrl}${path}`);
+    if (answer.status < 200 || answer.status > 299) throw serverError(answer.status, answer.body.toString('utf8'), `${method} ${this.baseUrl}${path}`, answer.headers['retry-after']);
     return answer;
   }
 
@@ -491,7 +491,7 @@ export class NodeClient {
       if (error instanceof OversizedAnswer) throw this.tooLarge(`GET ${path}`, error);
       throw unreachable(this.baseUrl, error);
     }
-    throw serverError(status, body.toString('utf8'), `GET ${this.baseUrl}${path}`);
+    throw serverError(status, body.toString('utf8'), `GET ${this.baseUrl}${path}`, response.headers['retry-after']);
   }
 
   private tooLarge(what: string, error: OversizedAnswer): InvalidAnswerError {

@@ -2,6 +2,8 @@ export { connect, MercuryClient } from './client.js';
 export type { RangeOptions, RangePage } from './client.js';
 export { encodeKeyPath } from '../api/index.js';
 export { NodeClient, bearer } from './http-client.js';
+export { BusyTimeoutError, isBusy, retryWhileBusy } from './busy.js';
+export type { BusyWait, BusyWaitOptions } from './busy.js';
 export { tlsErrorHint } from './tls.js';
 export type { ClientTls } from './tls.js';
 export type { KeyValue, KeyValueAtSeq, LogPage, RangePageResult, ReadOptions, TokenInfo, TxnResult, WriteResult } from './http-client.js';

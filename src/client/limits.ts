@@ -23,6 +23,17 @@ export const REQUEST_TIMEOUT_MS_DEFAULT = 10_000;
  * abandoned: the node walks its whole key space to size the snapshot before it answers, and a slow disk can pause it.
  */
 export const STREAM_IDLE_TIMEOUT_MS = 120_000;
+/**
+ * Waiting out a node that refuses for now (`retryWhileBusy`, busy.ts): each wait is the node's Retry-After, or
+ * BUSY_RETRY_DELAY_MS_DEFAULT when it sent none, kept within [BUSY_RETRY_DELAY_MS_MIN, BUSY_RETRY_DELAY_MS_MAX] (a
+ * Retry-After of 0 must not make a busy loop, nor one of an hour a wait nobody sees end), and the whole wait ends
+ * after BUSY_WAIT_MS_DEFAULT unless the caller says otherwise: long enough for a backup of a node whose snapshot
+ * readers are all taken by other backups or joining replicas to get one.
+ */
+export const BUSY_RETRY_DELAY_MS_MIN = 100;
+export const BUSY_RETRY_DELAY_MS_DEFAULT = 1_000;
+export const BUSY_RETRY_DELAY_MS_MAX = 30_000;
+export const BUSY_WAIT_MS_DEFAULT = 5 * 60_000;
 /** Attempts per call, the first included, across all URLs. */
 export const ATTEMPTS_MAX_DEFAULT = 4;
 /** Upper bound of `attemptsMax`: beyond it a dead cluster would hold a caller for minutes. */
@@ -96,6 +107,9 @@ export const LOCAL_MIN_SEQ_POLL_MS = 2;
 export { MIN_SEQ_WAIT_MS_DEFAULT };
 
 assert.ok(RETRY_DELAY_MS_BASE_DEFAULT <= RETRY_DELAY_MS_MAX_DEFAULT);
+assert.ok(BUSY_RETRY_DELAY_MS_MIN <= BUSY_RETRY_DELAY_MS_DEFAULT && BUSY_RETRY_DELAY_MS_DEFAULT <= BUSY_RETRY_DELAY_MS_MAX);
+// A default wait must hold several of the longest single waits, or a node asking for it would be tried only once more.
+assert.ok(BUSY_WAIT_MS_DEFAULT >= 4 * BUSY_RETRY_DELAY_MS_MAX, 'the busy wait spans several of its longest retries');
 assert.ok(WATCH_RECONNECT_DELAY_MS_BASE_DEFAULT <= WATCH_RECONNECT_DELAY_MS_MAX_DEFAULT);
 assert.ok(ATTEMPTS_MAX_DEFAULT <= ATTEMPTS_MAX_CEILING);
 assert.ok(RANGE_PAGE_LIMIT_DEFAULT <= RANGE_LIMIT_MAX, 'a default page must be one a node accepts');

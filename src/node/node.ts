@@ -154,6 +154,12 @@ export class MercuryNode {
       noSync: isReplica,
     });
     this.metrics.gauge('mercury_snapshot_readers', 'Snapshots being sent now (HTTP, to children, to watches), of store.snapshotReadersMax.', () => this.store.snapshotReaders.inUse);
+    this.metrics.gauge('mercury_snapshot_readers_max', 'store.snapshotReadersMax: snapshots sent at once past which HTTP answers 503 OVERLOADED.', () => this.store.snapshotReaders.readersMax);
+    this.metrics.gauge(
+      'mercury_snapshot_readers_refused',
+      'Snapshots refused since start for want of a reader: HTTP 503 OVERLOADED, children refused UNAVAILABLE (a counter; waiting watches are not counted).',
+      () => this.store.snapshotReaders.refused,
+    );
     if (this.store.discardedAfterCrash)
       this.logger.log('warn', 'discarded the replica data: the machine went down while it held unsynced writes; bootstrapping again', { dataDir: config.dataDir });
     if (this.store.discardedInstallRecords > 0)
@@ -688,10 +694,17 @@ export class MercuryNode {
       storage: this.storageStatus(),
       tls: this.tlsStatus(),
       watch: this.watchHub.counts(),
+      snapshotReaders: this.snapshotReadersStatus(),
       // Root only: write requests committed since start (a replica sees entries, each carrying one or more writes).
       writesCommitted: this.committer?.writesCommitted ?? null,
       trust: this.trustStatus(),
     };
+  }
+
+  /** The budget of long-lived snapshot readers (docs/decisions.md record 44): in use, its size, who was turned away. */
+  private snapshotReadersStatus(): Record<string, unknown> {
+    const readers = this.store.snapshotReaders;
+    return { inUse: readers.inUse, max: readers.readersMax, refused: readers.refused, watchesWaiting: this.watchHub.waitingSnapshots };
   }
 
   private tlsStatus(): Record<string, unknown> {

@@ -17,6 +17,7 @@ export interface SnapshotReservation {
 
 export class SnapshotReaders {
   private open = 0;
+  private refusals = 0;
 
   constructor(readonly readersMax: number) {
     assert.ok(Number.isSafeInteger(readersMax) && readersMax > 0);
@@ -27,9 +28,21 @@ export class SnapshotReaders {
     return this.open;
   }
 
-  /** A reader if one is free; undefined (nothing taken) when all `readersMax` are in use. */
-  tryReserve(): SnapshotReservation | undefined {
-    if (this.open >= this.readersMax) return undefined;
+  /** Snapshots refused since start for want of a reader (HTTP 503, a child refused); a waiting watch is not one. */
+  get refused(): number {
+    return this.refusals;
+  }
+
+  /**
+   * A reader if one is free; undefined (nothing taken) when all `readersMax` are in use. `whenBusy` says what the
+   * caller does then: `refuse` (an HTTP snapshot, a child's join: counted in `refused`) or `wait` (a watch, which asks
+   * again at every turn of its machine and would otherwise be counted over and over).
+   */
+  tryReserve(whenBusy: 'refuse' | 'wait' = 'refuse'): SnapshotReservation | undefined {
+    if (this.open >= this.readersMax) {
+      if (whenBusy === 'refuse') this.refusals++;
+      return undefined;
+    }
     this.open++;
     let released = false;
     return {

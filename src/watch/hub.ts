@@ -34,7 +34,7 @@ export interface WatchSource {
   readLog(fromSeq: number, limit: number): EncodedEntry[];
   /** `reservation`: one of the node's snapshot readers, taken from `snapshotReaders` first. */
   openSnapshot(ranges: readonly KeyRange[] | undefined, reservation: SnapshotReservation): SnapshotReader;
-  readonly snapshotReaders: { tryReserve(): SnapshotReservation | undefined };
+  readonly snapshotReaders: { tryReserve(whenBusy: 'refuse' | 'wait'): SnapshotReservation | undefined };
 }
 
 export interface WatchHubOptions {
@@ -161,7 +161,8 @@ export class WatchHub {
           return { seq: reader.seq, records: reader.nextPage(pageBytes) };
         },
         reserveSnapshot: () => {
-          const reservation = this.store.snapshotReaders.tryReserve();
+          // A watch waits for a reader (the machine asks again later): not a refusal.
+          const reservation = this.store.snapshotReaders.tryReserve('wait');
           if (reservation === undefined) return false;
           this.reservedSnapshots.push(reservation);
           return true;
@@ -182,6 +183,11 @@ export class WatchHub {
   /** What `/v1/status` shows of the watches: the numbers of the gauges above. */
   counts(): { connections: number; subscriptions: number; laggingSubscriptions: number } {
     return { connections: this.machine.connectionCount, subscriptions: this.machine.subscriptions, laggingSubscriptions: this.machine.laggingSubscriptions };
+  }
+
+  /** Subscriptions due a snapshot that wait for one to be opened (no slot, or no reader of the node's budget free). */
+  get waitingSnapshots(): number {
+    return this.machine.waitingSnapshots;
   }
 
   /** Serves `/v1/watch` on the node's HTTP server; other upgrade requests are answered 404. */

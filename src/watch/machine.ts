@@ -318,6 +318,13 @@ export class WatchMachine {
     return this.snapshotsOpen;
   }
 
+  /** Subscriptions due a snapshot that wait for a slot (`snapshotsMax`, or a reader of the node's budget). For status. */
+  get waitingSnapshots(): number {
+    let waiting = 0;
+    for (const subscription of this.lagging) if (subscription.state === 'snapshot' && subscription.snapshotId === 0 && !subscription.removed) waiting++;
+    return waiting;
+  }
+
   get isStopped(): boolean {
     return this.stopped;
   }

@@ -140,3 +140,38 @@ export function runCli(args: readonly string[], options: { input?: Buffer | stri
     });
   });
 }
+
+/** A CLI command left running (`watch`, a `snapshot save` that waits), its output read as it comes. */
+export interface RunningCli {
+  readonly child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves with the exit code (null when a signal killed it). */
+  readonly exited: Promise<number | null>;
+}
+
+/** Starts `mercury ARGS...` without waiting for it; the test stops it (or waits for `exited`). */
+export function startCli(args: readonly string[]): RunningCli {
+  const child = spawn(process.execPath, [CLI_PATH, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (text: string) => (stdout += text));
+  child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+}
+
+/** CLI commands a test leaves running, stopped together in its `after`, so that a failed test leaves none behind. */
+export class RunningClis {
+  private readonly all: RunningCli[] = [];
+
+  start(args: readonly string[]): RunningCli {
+    const cli = startCli(args);
+    this.all.push(cli);
+    return cli;
+  }
+
+  async stopAll(): Promise<void> {
+    for (const cli of this.all.splice(0)) await stopProcess(cli.child);
+  }
+}
