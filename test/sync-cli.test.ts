@@ -42,6 +42,16 @@ function startSync(url: string, prefix: string, dir: string, extra: readonly str
   };
 }
 
+/** A file's text, or undefined when sync deleted it between the listing and the read (the next poll sees it gone). */
+function readIfPresent(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+}
+
 function readTree(dir: string): Record<string, string> {
   const files: Record<string, string> = {};
   if (!existsSync(dir)) return files;
@@ -51,7 +61,10 @@ function readTree(dir: string): Record<string, string> {
       // race it).
       if (entry.name.startsWith(SYNC_RESERVED_PREFIX)) continue;
       if (entry.isDirectory()) walk(join(at, entry.name), `${prefix}${entry.name}/`);
-      else files[`${prefix}${entry.name}`] = readFileSync(join(at, entry.name), 'utf8');
+      else {
+        const text = readIfPresent(join(at, entry.name));
+        if (text !== undefined) files[`${prefix}${entry.name}`] = text;
+      }
     }
   };
   walk(dir, '');
