@@ -12,6 +12,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { waitUntil } from './support/http.js';
 import { connect, NoNodeReachableError, UnavailableError, WatchClosedError, WatchError, type WatchEvent } from '../src/index.js';
 
 /** What the fake node does with each subscribe it receives. */
@@ -153,6 +154,64 @@ describe('client watch protocol', () => {
       assert.deepEqual(events.map((event) => `${event.type} ${event.seq}`), delivered, name);
       assert.equal(error.resumeSeq, resumeSeq, name);
     }
+  });
+
+  test('client watch: the hash of the last seq received is kept from events, progress and snapshots, and sent as afterHash on every resume', async () => {
+    const hash = (n: number): string => n.toString(16).padStart(2, '0').repeat(32);
+    const page = (seq: number, done: boolean, begin?: true): Record<string, unknown> => ({ type: 'snapshot', seq, items: [], done, ...(begin ? { begin } : {}), ...(done ? { hash: hash(seq) } : {}) });
+    // What each connection sends before it closes with 1001; the subscribes the node got record what was resumed with.
+    const connections: Record<string, unknown>[][] = [
+      [{ type: 'subscribed', fromSeq: 10 }, { type: 'events', seq: 11, timeMs: 1, hash: hash(11), events: [put(11)] }],
+      [{ type: 'subscribed', fromSeq: 12 }, { type: 'progress', seq: 14, hash: hash(14) }],
+      [{ type: 'subscribed', fromSeq: 15 }, { type: 'progress', seq: 14 }], // a heartbeat of a replica behind: the hash stays
+      [{ type: 'subscribed', fromSeq: 15 }, page(7, false, true), page(7, true)], // a reset, below
+      [{ type: 'subscribed', fromSeq: 8 }, page(9, false, true)], // cut off before done: nothing moves
+      [{ type: 'subscribed', fromSeq: 8 }, { type: 'progress', seq: 20 }], // a node that sends no hash: none is known
+      [{ type: 'subscribed', fromSeq: 21 }],
+    ];
+    const subscribes: Record<string, unknown>[] = [];
+    script = (socket, subscribe) => {
+      subscribes.push(subscribe);
+      for (const message of connections[subscribes.length - 1] ?? []) socket.send(JSON.stringify({ id: subscribe.id, ...message }));
+      if (subscribes.length < connections.length) socket.close(1001, 'node is shutting down; reconnect and resume');
+    };
+    const watch = connect([url], { watchReconnectDelayMsBase: 1, watchReconnectDelayMsMax: 5 }).watch({ prefix: 'k', fromSeq: 10, afterHash: hash(9), progress: true });
+    const events: WatchEvent[] = [];
+    try {
+      while (!(events.at(-1)?.type === 'progress' && events.at(-1)?.seq === 20)) {
+        const next = await watch.next();
+        assert.notEqual(next.done, true);
+        events.push(next.value as WatchEvent);
+      }
+      await waitUntil('the last resume', () => Promise.resolve(subscribes.length === connections.length));
+    } finally {
+      await watch.return();
+    }
+    assert.deepEqual(
+      subscribes.map((subscribe) => [subscribe.fromSeq, subscribe.afterHash]),
+      [
+        [10, hash(9)],
+        [12, hash(11)],
+        [15, hash(14)],
+        [15, hash(14)],
+        [8, hash(7)],
+        [8, hash(7)],
+        [21, undefined],
+      ],
+    );
+    const withHash = events.filter((event) => event.type === 'put' || event.type === 'progress' || event.type === 'snapshotEnd');
+    assert.deepEqual(
+      withHash.map((event) => [event.type, event.seq, 'hash' in event ? event.hash : undefined]),
+      [
+        ['put', 11, hash(11)],
+        ['progress', 14, hash(14)],
+        ['progress', 14, undefined],
+        ['snapshotEnd', 7, hash(7)],
+        ['progress', 20, undefined],
+      ],
+    );
+    assert.throws(() => connect([url]).watch({ prefix: 'k', fromSeq: 1, afterHash: hash(1) }), /afterHash .* needs a fromSeq >= 2/);
+    assert.throws(() => connect([url]).watch({ prefix: 'k', fromSeq: 5, afterHash: hash(10).toUpperCase() }), /afterHash must be an entry hash: 64 lowercase hex digits/);
   });
 
   test('client watch: an events message with more events than an entry can give is refused before they are decoded', async () => {

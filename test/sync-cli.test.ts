@@ -14,6 +14,7 @@ import { requestJson, waitUntil } from './support/http.js';
 import { CLI_PATH, makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProcess } from './support/process.js';
 import { freePort } from './support/net.js';
 import { statusOf } from './support/tree.js';
+import { readLog } from './support/watch.js';
 
 interface SyncProcess {
   readonly child: ChildProcess;
@@ -42,6 +43,16 @@ function startSync(url: string, prefix: string, dir: string, extra: readonly str
   };
 }
 
+/** A file's text, or undefined when sync deleted it between the listing and the read (the next poll sees it gone). */
+function readIfPresent(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+}
+
 function readTree(dir: string): Record<string, string> {
   const files: Record<string, string> = {};
   if (!existsSync(dir)) return files;
@@ -51,7 +62,10 @@ function readTree(dir: string): Record<string, string> {
       // race it).
       if (entry.name.startsWith(SYNC_RESERVED_PREFIX)) continue;
       if (entry.isDirectory()) walk(join(at, entry.name), `${prefix}${entry.name}/`);
-      else files[`${prefix}${entry.name}`] = readFileSync(join(at, entry.name), 'utf8');
+      else {
+        const text = readIfPresent(join(at, entry.name));
+        if (text !== undefined) files[`${prefix}${entry.name}`] = text;
+      }
     }
   };
   walk(dir, '');
@@ -67,8 +81,12 @@ async function treeIs(dir: string, expected: Record<string, string>, sync: SyncP
   await waitUntil(`${dir} holds ${JSON.stringify(expected)}; stderr: ${sync.stderr()}`, () => Promise.resolve(treeText(readTree(dir)) === treeText(expected)));
 }
 
+function savedState(dir: string): { seq: number; hash?: string } {
+  return JSON.parse(readFileSync(join(dir, SYNC_STATE_FILE), 'utf8')) as { seq: number; hash?: string };
+}
+
 function savedSeq(dir: string): number {
-  return (JSON.parse(readFileSync(join(dir, SYNC_STATE_FILE), 'utf8')) as { seq: number }).seq;
+  return savedState(dir).seq;
 }
 
 async function put(node: ServeProcess, key: string, value: string): Promise<number> {
@@ -191,41 +209,95 @@ describe('sync cli', () => {
     await stopProcess(third.child);
   });
 
-  test('sync cli: after its node is restored from an older backup, sync saves the seq of the reset it got, and a restart resumes from there (found by review: the older seq was not saved, and a restart skipped the new chain\'s entries up to the old one)', async () => {
-    const port = await freePort();
-    const listen = ['--listen', `127.0.0.1:${port}`];
-    const before = await startServe(join(dir, 'restore-node'), listen);
+  /**
+   * A node on a fixed address holding NAME/a, a backup of it then, and a sync of NAME/ into DIR NAME (still running)
+   * that followed it past the backup to NAME/b and NAME/c, its seq saved. `restore` stops the node and starts one
+   * restored from the backup on the same address; `restartPastOldHead` writes NAME/d, e and f there (the new chain
+   * passes the old head) and starts a sync that must bring DIR to the restored node's state.
+   */
+  async function syncedPastBackup(name: string): Promise<{
+    before: ServeProcess;
+    target: string;
+    first: SyncProcess;
+    backupSeq: number;
+    lostSeq: number;
+    restore: () => Promise<ServeProcess>;
+    restartPastOldHead: (restored: ServeProcess) => Promise<{ second: SyncProcess; newSeq: number }>;
+  }> {
+    const listen = ['--listen', `127.0.0.1:${await freePort()}`];
+    const before = await startServe(join(dir, `${name}-node`), listen);
     nodes.push(before);
-    const backupSeq = await put(before, 'restore/a', 'a1');
-    const backup = join(dir, 'restore.snap');
+    const backupSeq = await put(before, `${name}/a`, 'a1');
+    const backup = join(dir, `${name}.snap`);
     assert.equal((await runCli(['snapshot', 'save', backup, '--url', before.url])).code, 0);
-    const target = join(dir, 'restore');
-    const first = startSync(before.url, 'restore/', target);
+    const target = join(dir, name);
+    const first = startSync(before.url, `${name}/`, target);
     syncs.push(first);
-    await put(before, 'restore/b', 'b-lost');
-    const lostSeq = await put(before, 'restore/c', 'c-lost');
+    await put(before, `${name}/b`, 'b-lost');
+    const lostSeq = await put(before, `${name}/c`, 'c-lost');
     await treeIs(target, { a: 'a1', b: 'b-lost', c: 'c-lost' }, first);
     await waitUntil('the seq is saved', () => Promise.resolve(savedSeq(target) >= lostSeq));
+    const restore = async (): Promise<ServeProcess> => {
+      await stopProcess(before.child);
+      const restoredDir = join(dir, `${name}-node-restored`);
+      assert.equal((await runCli(['snapshot', 'restore', backup, '--data-dir', restoredDir])).code, 0);
+      const restored = await startServe(restoredDir, listen);
+      nodes.push(restored);
+      return restored;
+    };
+    const restartPastOldHead = async (restored: ServeProcess): Promise<{ second: SyncProcess; newSeq: number }> => {
+      await put(restored, `${name}/d`, 'd1');
+      await put(restored, `${name}/e`, 'e1');
+      const newSeq = await put(restored, `${name}/f`, 'f1');
+      assert.ok(newSeq > lostSeq);
+      const second = startSync(restored.url, `${name}/`, target);
+      syncs.push(second);
+      await treeIs(target, { a: 'a1', d: 'd1', e: 'e1', f: 'f1' }, second);
+      return { second, newSeq };
+    };
+    return { before, target, first, backupSeq, lostSeq, restore, restartPastOldHead };
+  }
+
+  test('sync cli: after its node is restored from an older backup, sync saves the seq of the reset it got, and a restart resumes from there (found by review: the older seq was not saved, and a restart skipped the new chain\'s entries up to the old one)', async () => {
+    const { target, first, backupSeq, restore, restartPastOldHead } = await syncedPastBackup('restore');
 
     // The node is lost and restored from the backup on the same address: its head goes back to the backup's seq.
-    await stopProcess(before.child);
-    const restoredDir = join(dir, 'restore-node-restored');
-    assert.equal((await runCli(['snapshot', 'restore', backup, '--data-dir', restoredDir])).code, 0);
-    const restored = await startServe(restoredDir, listen);
-    nodes.push(restored);
+    const restored = await restore();
     await treeIs(target, { a: 'a1' }, first);
     await waitUntil('the reset\'s seq is saved', () => Promise.resolve(savedSeq(target) === backupSeq));
     await stopProcess(first.child);
 
     // The new chain passes the old head while sync is down: a restart must resume right after the reset.
-    await put(restored, 'restore/d', 'd1');
-    await put(restored, 'restore/e', 'e1');
-    const newSeq = await put(restored, 'restore/f', 'f1');
-    assert.ok(newSeq > lostSeq);
-    const second = startSync(restored.url, 'restore/', target);
-    syncs.push(second);
-    await treeIs(target, { a: 'a1', d: 'd1', e: 'e1', f: 'f1' }, second);
+    const { second } = await restartPastOldHead(restored);
     await stopProcess(second.child);
+  });
+
+  test('sync cli: the state file holds the hash of the saved seq\'s entry; a restart on a node whose entry there is another (restored from an older backup and written past it) resets DIR to the node\'s state (found by review: sync applied the new chain\'s entries over the old files); a state file without a hash still resumes', async () => {
+    const { target, first, before, lostSeq, restore, restartPastOldHead } = await syncedPastBackup('chain');
+    const lostHash = (await readLog(before.url, lostSeq))[0]!.hash;
+    await waitUntil('the seq and its hash are saved', () => Promise.resolve(savedSeq(target) === lostSeq && savedState(target).hash === lostHash));
+    await stopProcess(first.child);
+
+    // While sync is down, the node is restored from the backup and its new chain passes the saved seq.
+    const restored = await restore();
+    const { second, newSeq } = await restartPastOldHead(restored);
+    const snapshot = second.reports().find((report) => report.type === 'snapshot');
+    assert.deepEqual({ seq: snapshot?.seq, deleted: snapshot?.deleted }, { seq: newSeq, deleted: 2 }, JSON.stringify(second.reports()));
+    const newHash = (await readLog(restored.url, newSeq))[0]!.hash;
+    await waitUntil('the reset\'s seq and hash are saved', () => Promise.resolve(savedSeq(target) === newSeq && savedState(target).hash === newHash));
+    await stopProcess(second.child);
+
+    // A state file written before hashes were saved resumes by seq, and gets the hash again.
+    const { hash: _dropped, ...old } = savedState(target);
+    writeFileSync(join(target, SYNC_STATE_FILE), JSON.stringify(old));
+    const next = await put(restored, 'chain/g', 'g1');
+    const third = startSync(restored.url, 'chain/', target);
+    syncs.push(third);
+    await treeIs(target, { a: 'a1', d: 'd1', e: 'e1', f: 'f1', g: 'g1' }, third);
+    assert.ok(third.reports().every((report) => report.type !== 'snapshot' && report.type !== 'reset'), JSON.stringify(third.reports()));
+    const nextHash = (await readLog(restored.url, next))[0]!.hash;
+    await waitUntil('the hash is saved again', () => Promise.resolve(savedSeq(target) === next && savedState(target).hash === nextHash));
+    await stopProcess(third.child);
   });
 
   test('sync cli: a first sync refuses a directory that holds files', async () => {
@@ -312,9 +384,10 @@ describe('sync cli', () => {
   test('sync cli: a saved seq the node reaches within the read wait resumes, DIR untouched (found by review: a node a few entries behind emptied DIR)', async () => {
     const { node, target } = await syncedAndStopped('behind');
     // As if DIR had followed another node one entry ahead of this one (sync --url with several nodes, or a replica).
-    const state = JSON.parse(readFileSync(join(target, SYNC_STATE_FILE), 'utf8')) as { seq: number };
+    // The file names no hash (as one written before record 45): the hash of that entry is not known before it exists.
+    const state = JSON.parse(readFileSync(join(target, SYNC_STATE_FILE), 'utf8')) as { seq: number; hash?: string };
     const ahead = state.seq + 1;
-    writeFileSync(join(target, SYNC_STATE_FILE), JSON.stringify({ ...state, seq: ahead }));
+    writeFileSync(join(target, SYNC_STATE_FILE), JSON.stringify({ ...state, seq: ahead, hash: undefined }));
     const second = startSync(node.url, 'behind/', target);
     syncs.push(second);
     await new Promise((resolve) => setTimeout(resolve, 1_500));

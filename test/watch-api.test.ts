@@ -74,12 +74,13 @@ describe('watch api', () => {
           const perOp = opsWithAuthors.map(([, author]) => author);
           const entry = { ...entryOf(seq, ops), authors: authorRuns(perOp) };
           const selection = canonicalSelection([Buffer.alloc(0)], { puts: true, deletes: true, keysOnly, authors });
-          const text = eventsHead(JSON.stringify(id)) + eventsBody(seq, entry.timeMs, selectEvents(entry, selection, new EventCache(entry)));
+          const text = eventsHead(JSON.stringify(id)) + eventsBody(seq, entry.timeMs, entry.hash.toString('hex'), selectEvents(entry, selection, new EventCache(entry)));
           assert.deepEqual(parseServerMessage(text), {
             type: 'events',
             id,
             seq,
             timeMs: entry.timeMs,
+            hash: entry.hash.toString('hex'),
             events: expectedChanges(ops, seq, keysOnly, authors ? perOp : undefined),
           });
         },
@@ -92,10 +93,13 @@ describe('watch api', () => {
     assertProperty(
       fc.property(fc.array(record, { maxLength: 8 }), fc.nat(), idArbitrary, fc.boolean(), fc.boolean(), (records, seq, id, keysOnly, done) => {
         const idJson = JSON.stringify(id);
-        const page = parseServerMessage(snapshotMessage(idJson, seq, records.map((item) => snapshotItemJson(item, keysOnly)), done));
-        assert.deepEqual(page, { type: 'snapshot', id, seq, done, items: records.map((item) => ({ ...item, value: keysOnly ? undefined : item.value })) });
+        const hash = Buffer.alloc(32, seq % 256).toString('hex');
+        const page = parseServerMessage(snapshotMessage(idJson, seq, records.map((item) => snapshotItemJson(item, keysOnly)), done, false, hash));
+        const items = records.map((item) => ({ ...item, value: keysOnly ? undefined : item.value }));
+        assert.deepEqual(page, { type: 'snapshot', id, seq, done, items, ...(done ? { hash } : {}) });
         assert.deepEqual(parseServerMessage(subscribedMessage(idJson, seq + 1)), { type: 'subscribed', id, fromSeq: seq + 1 });
-        assert.deepEqual(parseServerMessage(progressMessage(idJson, seq)), { type: 'progress', id, seq });
+        assert.deepEqual(parseServerMessage(progressMessage(idJson, seq, hash)), { type: 'progress', id, seq, hash });
+        assert.deepEqual(parseServerMessage(progressMessage(idJson, seq, undefined)), { type: 'progress', id, seq });
         assert.deepEqual(parseServerMessage(unsubscribedMessage(idJson)), { type: 'unsubscribed', id });
         assert.deepEqual(parseServerMessage(errorMessage('UNKNOWN_ID', `no "${seq}"\n`, idJson)), { type: 'error', id, code: 'UNKNOWN_ID', message: `no "${seq}"\n` });
         assert.deepEqual(parseServerMessage(errorMessage('INVALID_JSON', 'bad')), { type: 'error', id: undefined, code: 'INVALID_JSON', message: 'bad' });
@@ -254,8 +258,15 @@ describe('watch api', () => {
     assert.equal(cursor.accept(snapshot(45, true)), true);
     assert.equal(cursor.nextSeq, 46);
     // The marker on the wire: only on first pages, and a boolean.
-    assert.deepEqual(parseServerMessage(snapshotMessage('1', 7, [], false, true)), { type: 'snapshot', id: 1, seq: 7, items: [], done: false, begin: true });
-    assert.deepEqual(parseServerMessage(snapshotMessage('1', 7, [], true)), { type: 'snapshot', id: 1, seq: 7, items: [], done: true });
+    assert.deepEqual(parseServerMessage(snapshotMessage('1', 7, [], false, true, '')), { type: 'snapshot', id: 1, seq: 7, items: [], done: false, begin: true });
+    assert.deepEqual(parseServerMessage(snapshotMessage('1', 7, [], true, false, '00'.repeat(32))), {
+      type: 'snapshot',
+      id: 1,
+      seq: 7,
+      items: [],
+      done: true,
+      hash: '00'.repeat(32),
+    });
     assert.throws(() => parseServerMessage('{"type":"snapshot","id":1,"seq":7,"items":[],"done":true,"begin":"yes"}'), /snapshot\.begin must be true or false/);
   });
 

@@ -52,8 +52,8 @@ test('watch fan-out: a pre-built frame is byte for byte what ws.send sends, for 
     assert.match(handshake.toString('latin1'), /^HTTP\/1\.1 101/);
     const socket = await accepted;
     const texts = [
-      progressMessage('1', 12),
-      eventsHead('"ü-id"') + eventsBody(7, 1_700_000_000_000, ['{"type":"put","key":"cfg/ä","keyEncoding":"utf8","value":"v","valueEncoding":"utf8","modSeq":7}']),
+      progressMessage('1', 12, 'ab'.repeat(32)),
+      eventsHead('"ü-id"') + eventsBody(7, 1_700_000_000_000, 'cd'.repeat(32), ['{"type":"put","key":"cfg/ä","keyEncoding":"utf8","value":"v","valueEncoding":"utf8","modSeq":7}']),
       'm'.repeat(300),
       '€'.repeat(30_000), // 90,000 bytes of UTF-8: a 64-bit length
     ];

@@ -19,13 +19,13 @@ class Harness implements WatchOracle {
   readonly machine: WatchMachine;
   readonly limits: WatchLimits;
   readonly logs: WatchAction[] = [];
-  private readonly entries: EncodedEntry[] = [];
+  readonly entries: EncodedEntry[] = [];
   private lastConnId = 0;
 
   constructor(limits: Partial<WatchLimits> = {}, history = 0) {
     this.limits = { ...WATCH_LIMITS_TEST, ...limits };
     for (let i = 0; i < history; i++) this.commit([{ type: 'put', key: Buffer.from(`old/${i % 7}`), value: Buffer.from(`v${i}`) }], false);
-    this.machine = new WatchMachine({ reads: this.reads, headSeq: this.store.head().seq, nowMs: this.nowMs, limits: this.limits });
+    this.machine = new WatchMachine({ reads: this.reads, headSeq: this.store.head().seq, headHash: this.store.head().hash, nowMs: this.nowMs, limits: this.limits });
   }
 
   get headSeq(): number {
@@ -202,11 +202,72 @@ describe('watch machine', () => {
     // The snapshot's state: entries this node never applied one by one, and a log that starts above the watcher.
     for (let i = 0; i < 20; i++) h.put(`old/${i % 7}`, `s${i}`, false);
     h.store.trim(5);
-    h.perform(h.machine.chainReplaced(h.nowMs, h.headSeq));
+    h.perform(h.machine.chainReplaced(h.nowMs, h.headSeq, h.store.head().hash));
     h.advance(5);
     h.read(id, conn);
     assert.equal(history.snapshots, 1, 'the watcher got the installed state');
     assert.equal(history.cursor, 30);
+  });
+
+  test('watch machine: an afterHash is checked where the hash is at hand (the head, the catch-up read, a replica\'s entry when it arrives, across a gap too); another chain\'s gets a reset at the head, the node\'s own streams on', () => {
+    const other = 'ab'.repeat(32);
+    const hex = (entry: EncodedEntry): string => entry.entry.hash.toString('hex');
+    const resets = (conn: TestConnection, id: string): number[] =>
+      ofType(conn.received, 'snapshot')
+        .filter((message) => message.id === id && message.done)
+        .map((message) => message.seq);
+    const eventSeqs = (conn: TestConnection, id: string): number[] =>
+      ofType(conn.received, 'events')
+        .filter((message) => message.id === id)
+        .map((message) => message.seq);
+
+    // A replica at seq 4 whose store already holds 5 and 6 (not published yet: it is behind the clients).
+    const h = new Harness({ snapshotPageBytes: 64 }, 4);
+    const [e5, e6] = [h.put('old/5', 'v', false), h.put('old/6', 'v', false)];
+    const { id, conn } = h.connect();
+    const subscribe = (name: string, fromSeq: number, afterHash: string): void => h.message(id, { type: 'subscribe', id: name, prefixes: ['old/'], fromSeq, afterHash });
+    subscribe('head-same', 5, hex(h.entries[3]!));
+    subscribe('head-other', 5, other);
+    subscribe('log-same', 3, hex(h.entries[1]!));
+    subscribe('log-other', 3, other);
+    subscribe('ahead-same', 7, hex(e6));
+    subscribe('ahead-other', 7, other);
+    h.advance(5);
+    h.read(id, conn);
+    // The snapshot is of the store, which is at 6 already (a replica applies before it publishes).
+    assert.deepEqual(resets(conn, 'head-other'), [6], 'at the head: a reset at once');
+    assert.deepEqual(resets(conn, 'log-other'), [6], 'inside the log: a reset from the catch-up read');
+    assert.deepEqual(eventSeqs(conn, 'log-same'), [3, 4]);
+    for (const name of ['head-same', 'log-same', 'ahead-same', 'ahead-other']) assert.deepEqual(resets(conn, name), [], name);
+    const done = ofType(conn.received, 'snapshot').find((message) => message.id === 'head-other' && message.done)!;
+    assert.equal(done.hash, hex(e6), 'the done page names the hash of its seq');
+
+    // The replica gets there.
+    h.perform(h.machine.published(h.nowMs, [e5, e6]));
+    h.advance(5);
+    h.read(id, conn);
+    assert.deepEqual(resets(conn, 'ahead-other'), [6], 'ahead of the replica: checked when the entry arrives');
+    assert.deepEqual(resets(conn, 'ahead-same'), []);
+    const e7 = h.put('old/7');
+    h.advance(5);
+    h.read(id, conn);
+    for (const name of ['head-same', 'head-other', 'log-same', 'log-other', 'ahead-same', 'ahead-other'])
+      assert.deepEqual(eventSeqs(conn, name).at(-1), e7.entry.seq, `${name} streams on`);
+    assert.deepEqual(eventSeqs(conn, 'ahead-same'), [7]);
+    assert.ok(ofType(conn.received, 'events').every((message) => message.hash === hex(h.entries[message.seq - 1]!)), 'every events message names its hash');
+
+    // Across a gap: the awaited seq is skipped (the replica installed a snapshot past it), so catch-up checks it.
+    const g = new Harness({ snapshotPageBytes: 64 }, 2);
+    const skipped = [g.put('old/3', 'v', false), g.put('old/4', 'v', false), g.put('old/5', 'v', false)];
+    const gap = g.connect();
+    g.message(gap.id, { type: 'subscribe', id: 'same', prefixes: ['old/'], fromSeq: 4, afterHash: hex(skipped[0]!) });
+    g.message(gap.id, { type: 'subscribe', id: 'other', prefixes: ['old/'], fromSeq: 4, afterHash: other });
+    g.perform(g.machine.published(g.nowMs, [skipped[2]!]));
+    g.advance(5);
+    g.read(gap.id, gap.conn);
+    assert.deepEqual(resets(gap.conn, 'other'), [5]);
+    assert.deepEqual(resets(gap.conn, 'same'), []);
+    assert.deepEqual(eventSeqs(gap.conn, 'same'), [4, 5]);
   });
 
   test('watch machine: a chain replaced at or below what watchers were sent resets every watcher to the new state, and the stream goes on from there', () => {
@@ -223,7 +284,7 @@ describe('watch machine', () => {
     h.store.beginSnapshot();
     h.store.stageSnapshot(sortedRecords(new Map(restored.keySpace)));
     h.store.finishSnapshot(restored.head().seq, restored.head().hash, 'test');
-    h.perform(h.machine.chainReplaced(h.nowMs, 4));
+    h.perform(h.machine.chainReplaced(h.nowMs, 4, restored.head().hash));
     h.advance(5);
     h.read(id, conn);
     for (const subscription of ['live', 'ahead']) {
@@ -331,13 +392,13 @@ describe('watch machine', () => {
     h.advance(h.limits.progressIntervalMs);
     const shared = ones[0]!.conn.frames.at(-1)!;
     for (const { conn } of ones) assert.equal(conn.frames.at(-1), shared, 'one Buffer written to every watcher with that id');
-    assert.deepEqual(ofType(ones[0]!.conn.received, 'progress').at(-1), { type: 'progress', id: 1, seq: skipped.entry.seq });
+    assert.deepEqual(ofType(ones[0]!.conn.received, 'progress').at(-1), { type: 'progress', id: 1, seq: skipped.entry.seq, hash: skipped.entry.hash.toString('hex') });
     assert.notEqual(named.conn.frames.at(-1), shared);
-    assert.deepEqual(ofType(named.conn.received, 'progress').at(-1), { type: 'progress', id: 'x', seq: skipped.entry.seq });
+    assert.deepEqual(ofType(named.conn.received, 'progress').at(-1), { type: 'progress', id: 'x', seq: skipped.entry.seq, hash: skipped.entry.hash.toString('hex') });
     assert.equal(full.conn.frames.length, 0, 'nothing is queued on a full connection');
     h.advance(h.limits.stallMs);
     assert.equal(full.conn.closedWith?.code, WatchCloseCode.SLOW_WATCHER);
-    assert.deepEqual(ofType(full.conn.received, 'progress').at(-1), { type: 'progress', id: 1, seq: skipped.entry.seq }, 'told where to resume');
+    assert.deepEqual(ofType(full.conn.received, 'progress').at(-1), { type: 'progress', id: 1, seq: skipped.entry.seq, hash: skipped.entry.hash.toString('hex') }, 'told where to resume');
     for (const { conn } of [...ones, named]) assert.equal(conn.closedWith, undefined);
   });
 

@@ -108,6 +108,7 @@ test('watch: the client message parser accepts or refuses any input with a Watch
           prefixes: fc.oneof(fc.array(fc.string({ maxLength: 4 }), { maxLength: 20 }), fc.jsonValue({ maxDepth: 2 })),
           prefixesBase64: fc.oneof(fc.array(fc.base64String({ maxLength: 8 }), { maxLength: 3 }), fc.jsonValue({ maxDepth: 1 })),
           fromSeq: fc.oneof(fc.integer(), fc.double(), fc.jsonValue({ maxDepth: 1 })),
+          afterHash: fc.oneof(fc.stringMatching(/^[0-9a-fA-F]{63,65}$/), fc.jsonValue({ maxDepth: 1 })),
           filters: fc.oneof(fc.record({ puts: fc.boolean(), deletes: fc.boolean(), keysOnly: fc.boolean(), authors: fc.boolean() }, { requiredKeys: [] }), fc.jsonValue({ maxDepth: 2 })),
         },
         { requiredKeys: ['type'] },
@@ -124,6 +125,7 @@ test('watch: the client message parser accepts or refuses any input with a Watch
         if (message.type === 'subscribe') {
           assert.ok(message.prefixes.length >= 1 && message.prefixes.length <= WATCH_LIMITS.prefixesPerSubscriptionMax);
           assert.ok(message.fromSeq === undefined || (Number.isSafeInteger(message.fromSeq) && message.fromSeq >= 1));
+          assert.ok(message.afterHash === undefined || (message.afterHash.length === 32 && message.fromSeq !== undefined && message.fromSeq >= 2));
           assert.ok(message.filters.puts || message.filters.deletes);
         }
       } catch (error) {
@@ -134,12 +136,15 @@ test('watch: the client message parser accepts or refuses any input with a Watch
     { numRuns: 2_000 },
   );
   // A valid subscribe, spelled out.
-  assert.deepEqual(parseClientMessage('{"type":"subscribe","id":"w","prefixes":["a/"],"prefixesBase64":["/w=="],"fromSeq":5,"filters":{"keysOnly":true}}', WATCH_LIMITS), {
+  const afterHash = '0f'.repeat(32);
+  const subscribe = `{"type":"subscribe","id":"w","prefixes":["a/"],"prefixesBase64":["/w=="],"fromSeq":5,"afterHash":"${afterHash}","filters":{"keysOnly":true}}`;
+  assert.deepEqual(parseClientMessage(subscribe, WATCH_LIMITS), {
     type: 'subscribe',
     id: 'w',
     idJson: '"w"',
     prefixes: [Buffer.from('a/'), Buffer.from([0xff])],
     fromSeq: 5,
+    afterHash: Buffer.from(afterHash, 'hex'),
     filters: { puts: true, deletes: true, keysOnly: true, authors: false },
   });
 });

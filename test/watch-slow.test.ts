@@ -98,7 +98,8 @@ describe('watch slow watchers', () => {
     assert.ok(match !== null, closed.reason);
     const resumeSeq = Number(match[1]);
     const lastProgress = slow.of('big').at(-1)!;
-    assert.deepEqual(lastProgress, { type: 'progress', id: 'big', seq: resumeSeq - 1 }, 'a progress message precedes the close');
+    const resumeHash = (await readLog(url, resumeSeq - 1))[0]!.hash;
+    assert.deepEqual(lastProgress, { type: 'progress', id: 'big', seq: resumeSeq - 1, hash: resumeHash }, 'a progress message, with the hash to resume after, precedes the close');
     assert.ok(resumeSeq <= head);
 
     // What it got is an exact prefix of the stream, and resuming from the seq in the reason gets exactly the rest.

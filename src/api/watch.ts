@@ -7,7 +7,7 @@
  * ## Client → server
  *
  * ```
- * {"type":"subscribe","id":ID,"prefixes":["app/","flags/"],"prefixesBase64":["/w=="],"fromSeq":N,
+ * {"type":"subscribe","id":ID,"prefixes":["app/","flags/"],"prefixesBase64":["/w=="],"fromSeq":N,"afterHash":H,
  *  "filters":{"puts":true,"deletes":true,"keysOnly":false,"authors":false}}
  * {"type":"unsubscribe","id":ID}
  * ```
@@ -22,6 +22,13 @@
  *   replica, a seq the node has not reached yet is allowed: nothing is sent until it gets there. The root is never
  *   behind a client, so it answers a fromSeq past its head + 1 (a client that followed a chain this root no longer
  *   has: it was restored from a backup) with a snapshot, which resets the client.
+ * - `afterHash` (optional, only with a `fromSeq` >= 2): the hash of entry fromSeq - 1, the last one the client applied,
+ *   as 64 lowercase hex digits (the `hash` of the message that brought it there). It proves which chain the client
+ *   followed: when the node's entry fromSeq - 1 has another hash (a root restored from an older backup, or rebuilt,
+ *   whose new chain has since passed the client's seq), the subscription is answered with a snapshot of the current
+ *   state (a reset, see below) instead of the entries after fromSeq, which would be applied over a state the node's
+ *   chain never had. A node that has not reached fromSeq - 1 yet (a replica behind) checks when it gets there. Absent:
+ *   the seq alone is trusted, as before (docs/decisions.md, record 45).
  * - `filters` (optional): `puts` and `deletes` (default true, not both false) select change types; `keysOnly`
  *   (default false) leaves values out; `authors` (default false) adds to each event who wrote it (the audit trail).
  * - Unknown fields are refused, so that a misspelt `fromSeq` cannot silently start a watch at the wrong place.
@@ -30,9 +37,10 @@
  *
  * ```
  * {"type":"subscribed","id":ID,"fromSeq":F}
- * {"type":"events","id":ID,"seq":S,"timeMs":T,"events":[EVENT, ...]}
- * {"type":"snapshot","id":ID,"seq":S,"items":[ITEM, ...],"done":false|true,"begin":true}   ("begin" on a first page only)
- * {"type":"progress","id":ID,"seq":S}
+ * {"type":"events","id":ID,"seq":S,"timeMs":T,"hash":H,"events":[EVENT, ...]}
+ * {"type":"snapshot","id":ID,"seq":S,"items":[ITEM, ...],"done":false|true,"begin":true,"hash":H}
+ *                                               ("begin" on a first page only, "hash" on the done page only)
+ * {"type":"progress","id":ID,"seq":S,"hash":H}
  * {"type":"unsubscribed","id":ID}
  * {"type":"error","id":ID,"code":"...","message":"..."}          (id only when the message named one)
  * EVENT: {"type":"put","key":K,"keyEncoding":E,"value":V,"valueEncoding":E,"modSeq":S}   (no value with keysOnly)
@@ -48,6 +56,10 @@
  * in the HTTP API (control characters choose base64 because JSON would write each as six characters, and one message
  * holds a whole entry).
  *
+ * - `hash` (H): the hash of entry S as 64 lowercase hex digits, where S is the seq the client is at once it has the
+ *   message (every events message, the done page of a snapshot, progress): the `afterHash` to resume with. A progress
+ *   message leaves it out when the node does not hold entry S (a replica behind a client's `fromSeq`: its S is the
+ *   client's own); nodes before decision 45 send none. The hash of a snapshot at seq 0 is 64 zeros.
  * - `subscribed`: the subscription is registered; F is the first seq it covers (`fromSeq`, or the next entry).
  * - `events`: every change of entry S that the subscription selects, in log order, in one message (atomic per
  *   entry); entries that select nothing send nothing. Messages of one subscription have strictly increasing seqs,
@@ -112,6 +124,14 @@ export const WATCH_PREFIXES_PER_SUBSCRIPTION_MAX = 16;
 export const WATCH_ID_CHARS_MAX = 256;
 /** A connection that was sent nothing for this long gets a progress message anyway: the client's liveness check. */
 export const WATCH_HEARTBEAT_INTERVAL_MS = 10_000;
+/** An entry hash on the wire (`afterHash`, `hash`): a SHA-256, 32 bytes, as lowercase hex. */
+export const WATCH_HASH_HEX_CHARS = 64;
+const HASH_HEX = /^[0-9a-f]{64}$/;
+
+/** Whether `text` is an entry hash as the watch protocol writes it (64 lowercase hex digits). */
+export function isWatchHash(text: unknown): text is string {
+  return typeof text === 'string' && HASH_HEX.test(text);
+}
 
 /** The limits `parseClientMessage` enforces (a node passes its own `WatchLimits`, which has them). */
 export interface WatchMessageLimits {
@@ -200,11 +220,13 @@ export type ClientMessage =
       readonly idJson: string;
       readonly prefixes: readonly Buffer[];
       readonly fromSeq: number | undefined;
+      /** The hash of entry fromSeq - 1 the client applied (only with fromSeq >= 2). */
+      readonly afterHash: Buffer | undefined;
       readonly filters: WatchFilters;
     }
   | { readonly type: 'unsubscribe'; readonly id: SubscriptionId; readonly idJson: string };
 
-const SUBSCRIBE_FIELDS = new Set(['type', 'id', 'prefixes', 'prefixesBase64', 'fromSeq', 'filters']);
+const SUBSCRIBE_FIELDS = new Set(['type', 'id', 'prefixes', 'prefixesBase64', 'fromSeq', 'afterHash', 'filters']);
 const UNSUBSCRIBE_FIELDS = new Set(['type', 'id']);
 const FILTER_FIELDS = new Set(['puts', 'deletes', 'keysOnly', 'authors']);
 
@@ -267,6 +289,15 @@ function readFilters(message: Record<string, unknown>, idJson: string): WatchFil
   return result;
 }
 
+function readAfterHash(afterHash: unknown, fromSeq: number | undefined, idJson: string): Buffer | undefined {
+  if (afterHash === undefined) return undefined;
+  if (!isWatchHash(afterHash))
+    throw new WatchProtocolError('INVALID_ARGUMENT', `"afterHash" must be the hash of entry fromSeq - 1 as ${WATCH_HASH_HEX_CHARS} lowercase hex digits`, idJson);
+  if (fromSeq === undefined || fromSeq < 2)
+    throw new WatchProtocolError('INVALID_ARGUMENT', '"afterHash" is the hash of entry fromSeq - 1, so it needs a "fromSeq" >= 2', idJson);
+  return Buffer.from(afterHash, 'hex');
+}
+
 /** Parses and validates one client text frame; throws WatchProtocolError for anything the protocol does not allow. */
 export function parseClientMessage(text: string, limits: WatchMessageLimits): ClientMessage {
   let message: unknown;
@@ -284,7 +315,8 @@ export function parseClientMessage(text: string, limits: WatchMessageLimits): Cl
     const fromSeq = message.fromSeq;
     if (fromSeq !== undefined && (typeof fromSeq !== 'number' || !Number.isSafeInteger(fromSeq) || fromSeq < 1))
       throw new WatchProtocolError('INVALID_ARGUMENT', '"fromSeq" must be an integer >= 1 (omit it to start from the next entry)', idJson);
-    return { type, id, idJson, prefixes, fromSeq, filters: readFilters(message, idJson) };
+    const afterHash = readAfterHash(message.afterHash, fromSeq, idJson);
+    return { type, id, idJson, prefixes, fromSeq, afterHash, filters: readFilters(message, idJson) };
   }
   if (type === 'unsubscribe') {
     const { id, idJson } = readId(message, limits);
@@ -304,8 +336,13 @@ export function unsubscribedMessage(idJson: string): string {
   return `{"type":"unsubscribed","id":${idJson}}`;
 }
 
-export function progressMessage(idJson: string, seq: number): string {
-  return `{"type":"progress","id":${idJson},"seq":${seq}}`;
+/** `hashHex`: the hash of entry `seq`, left out when the node does not hold that entry. */
+export function progressMessage(idJson: string, seq: number, hashHex: string | undefined): string {
+  return `{"type":"progress","id":${idJson},"seq":${seq}${hashField(hashHex)}}`;
+}
+
+function hashField(hashHex: string | undefined): string {
+  return hashHex === undefined ? '' : `,"hash":"${hashHex}"`;
 }
 
 export function errorMessage(code: WatchErrorCode, message: string, idJson?: string): string {
@@ -318,13 +355,16 @@ export function eventsHead(idJson: string): string {
 }
 
 /** The part of an events message that is the same for every subscription of one selection. */
-export function eventsBody(seq: number, timeMs: number, events: readonly string[]): string {
-  return `,"seq":${seq},"timeMs":${timeMs},"events":[${events.join(',')}]}`;
+export function eventsBody(seq: number, timeMs: number, hashHex: string, events: readonly string[]): string {
+  return `,"seq":${seq},"timeMs":${timeMs},"hash":"${hashHex}","events":[${events.join(',')}]}`;
 }
 
-/** A snapshot page; `begin` marks the first page of a snapshot (see "snapshot" and resets above). */
-export function snapshotMessage(idJson: string, seq: number, items: readonly string[], done: boolean, begin = false): string {
-  return `{"type":"snapshot","id":${idJson},"seq":${seq},"items":[${items.join(',')}],"done":${done}${begin ? ',"begin":true' : ''}}`;
+/**
+ * A snapshot page; `begin` marks the first page of a snapshot (see "snapshot" and resets above). `hashHex`, the hash of
+ * entry `seq`, goes on the done page only.
+ */
+export function snapshotMessage(idJson: string, seq: number, items: readonly string[], done: boolean, begin: boolean, hashHex: string): string {
+  return `{"type":"snapshot","id":${idJson},"seq":${seq},"items":[${items.join(',')}],"done":${done}${begin ? ',"begin":true' : ''}${done ? hashField(hashHex) : ''}}`;
 }
 
 /** Reason text of a 4008 close; a close reason is at most 123 bytes. */
@@ -340,6 +380,8 @@ export interface SubscribeRequest {
   readonly id: SubscriptionId;
   readonly prefixes: readonly (string | Buffer)[];
   readonly fromSeq?: number | undefined;
+  /** The hash of entry fromSeq - 1 (hex), as the node sent it: sent only with a fromSeq >= 2. */
+  readonly afterHash?: string | undefined;
   readonly filters?: Partial<WatchFilters> | undefined;
 }
 
@@ -353,6 +395,7 @@ export function subscribeMessage(request: SubscribeRequest): string {
     ...(text.length > 0 ? { prefixes: text } : {}),
     ...(binary.length > 0 ? { prefixesBase64: binary } : {}),
     ...(request.fromSeq === undefined ? {} : { fromSeq: request.fromSeq }),
+    ...(request.afterHash === undefined || request.fromSeq === undefined || request.fromSeq < 2 ? {} : { afterHash: request.afterHash }),
     ...(request.filters === undefined ? {} : { filters: request.filters }),
   });
 }
@@ -405,10 +448,20 @@ export interface WatchSnapshotItem {
   readonly version: number;
 }
 
-/** A server message, validated and with its bytes decoded (`parseServerMessage`). */
+/**
+ * A server message, validated and with its bytes decoded (`parseServerMessage`). `hash`: the hash of entry `seq` as
+ * hex, where the node sent one (see "hash" above).
+ */
 export type ServerMessage =
   | { readonly type: 'subscribed'; readonly id: SubscriptionId; readonly fromSeq: number }
-  | { readonly type: 'events'; readonly id: SubscriptionId; readonly seq: number; readonly timeMs: number; readonly events: readonly WatchChange[] }
+  | {
+      readonly type: 'events';
+      readonly id: SubscriptionId;
+      readonly seq: number;
+      readonly timeMs: number;
+      readonly events: readonly WatchChange[];
+      readonly hash?: string;
+    }
   /** `begin`: the first page of a snapshot (absent from a node that does not mark first pages, and on later pages). */
   | {
       readonly type: 'snapshot';
@@ -417,8 +470,9 @@ export type ServerMessage =
       readonly items: readonly WatchSnapshotItem[];
       readonly done: boolean;
       readonly begin?: boolean;
+      readonly hash?: string;
     }
-  | { readonly type: 'progress'; readonly id: SubscriptionId; readonly seq: number }
+  | { readonly type: 'progress'; readonly id: SubscriptionId; readonly seq: number; readonly hash?: string }
   | { readonly type: 'unsubscribed'; readonly id: SubscriptionId }
   /** `code` is a `WatchErrorCode`, or a code a newer node added. */
   | { readonly type: 'error'; readonly id: SubscriptionId | undefined; readonly code: string; readonly message: string };
@@ -452,6 +506,14 @@ function stringField(object: Record<string, unknown>, name: string, path: string
   const value = field(object, name, path);
   if (typeof value !== 'string') invalid(`${path}.${name}`, 'must be a string');
   return value;
+}
+
+/** `{ hash }` when the message has a valid one, `{}` when it has none. */
+function hashOf(object: Record<string, unknown>, path: string): { hash?: string } {
+  const hash = object.hash;
+  if (hash === undefined) return {};
+  if (!isWatchHash(hash)) invalid(`${path}.hash`, `must be ${WATCH_HASH_HEX_CHARS} lowercase hex digits`);
+  return { hash };
 }
 
 function idField(object: Record<string, unknown>, path: string): SubscriptionId {
@@ -545,7 +607,7 @@ export function parseServerMessage(
       const list = arrayField(message, 'events', path);
       if (list.length > eventsMax) invalid(`${path}.events`, `holds ${list.length} events; one entry gives a subscription of its prefixes at most ${eventsMax}`);
       const events = list.map((event, i) => decodeChange(event, `${path}.events[${i}]`));
-      return { type: 'events', id: idField(message, path), seq, timeMs: seqField(message, 'timeMs', path, 0), events };
+      return { type: 'events', id: idField(message, path), seq, timeMs: seqField(message, 'timeMs', path, 0), events, ...hashOf(message, path) };
     }
     case 'snapshot': {
       const done = field(message, 'done', path);
@@ -553,10 +615,10 @@ export function parseServerMessage(
       const begin = message.begin;
       if (begin !== undefined && typeof begin !== 'boolean') invalid(`${path}.begin`, 'must be true or false');
       const items = arrayField(message, 'items', path).map((item, i) => decodeItem(item, `${path}.items[${i}]`));
-      return { type: 'snapshot', id: idField(message, path), seq: seqField(message, 'seq', path, 0), items, done, ...(begin === true ? { begin } : {}) };
+      return { type: 'snapshot', id: idField(message, path), seq: seqField(message, 'seq', path, 0), items, done, ...(begin === true ? { begin } : {}), ...hashOf(message, path) };
     }
     case 'progress':
-      return { type: 'progress', id: idField(message, path), seq: seqField(message, 'seq', path, 0) };
+      return { type: 'progress', id: idField(message, path), seq: seqField(message, 'seq', path, 0), ...hashOf(message, path) };
     case 'unsubscribed':
       return { type: 'unsubscribed', id: idField(message, path) };
     case 'error':
@@ -585,6 +647,10 @@ export function parseServerMessage(
  * any seq, even below the last one covered, since it replaces the client's state; its done page moves the cursor to
  * its seq + 1, back or forward. Cut off before done, it leaves the cursor where it was, as any snapshot does.
  *
+ * Beside `nextSeq` it keeps `afterHash`, the hash of entry nextSeq - 1 (the `afterHash` of the next subscribe), from
+ * the `hash` of the message that moved the cursor: unknown (undefined) when that message had none, and unchanged by a
+ * progress message at the last seq covered that has none (a replica behind the client does not hold that entry).
+ *
  * It also holds a node to the ordering rules of one connection (`reset` starts a new one), and throws
  * `WatchServerMessageError` for a message that breaks them, which would make a client skip or repeat entries:
  * `subscribed` first and once, with the `fromSeq` asked for; no events inside a snapshot, one seq for every page of a
@@ -593,18 +659,26 @@ export function parseServerMessage(
  */
 export class WatchResumeCursor {
   private next: number | undefined;
+  private hash: string | undefined;
   private snapshotOpen = false;
   /** On the current connection: `subscribed` arrived; the open snapshot's seq. */
   private subscribed = false;
   private snapshotSeq = 0;
 
-  constructor(fromSeq: number | undefined) {
+  /** `afterHash`: the hash of entry fromSeq - 1, when the caller knows it. */
+  constructor(fromSeq: number | undefined, afterHash?: string) {
     this.next = fromSeq;
+    this.hash = fromSeq === undefined ? undefined : afterHash;
   }
 
   /** The `fromSeq` for the next subscribe (undefined: from the node's next entry; only before the first subscribed). */
   get nextSeq(): number | undefined {
     return this.next;
+  }
+
+  /** The hash of entry nextSeq - 1 (hex), when known: the `afterHash` for the next subscribe. */
+  get afterHash(): string | undefined {
+    return this.next === undefined || this.next < 2 ? undefined : this.hash;
   }
 
   /** True between the first page of a snapshot and its done page. */
@@ -644,6 +718,7 @@ export class WatchResumeCursor {
         if (this.snapshotOpen) invalid('events', 'came inside a snapshot (before its done page)');
         if (message.seq <= covered) invalid('events.seq', `is ${message.seq}; everything up to ${covered} was received, so seqs would go back`);
         this.next = message.seq + 1;
+        this.hash = message.hash;
         return true;
       case 'snapshot':
         // A snapshot replaces the client's state, so its first page may be at any seq (a reset: record 40).
@@ -651,11 +726,15 @@ export class WatchResumeCursor {
           invalid('snapshot.seq', `is ${message.seq}; the pages before it were at ${this.snapshotSeq}`);
         this.snapshotOpen = !message.done;
         this.snapshotSeq = message.seq;
-        if (message.done) this.next = message.seq + 1;
+        if (message.done) {
+          this.next = message.seq + 1;
+          this.hash = message.hash;
+        }
         return true;
       case 'progress':
         if (this.snapshotOpen) return false;
         if (message.seq < covered) invalid('progress.seq', `is ${message.seq}; everything up to ${covered} was received, so seqs would go back`);
+        if (message.hash !== undefined || message.seq > covered) this.hash = message.hash;
         this.next = message.seq + 1;
         return true;
       default:

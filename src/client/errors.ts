@@ -246,13 +246,16 @@ export class WatchClosedError extends WatchError {
   readonly closeCode: number;
   readonly reason: string;
   readonly resumeSeq: number | undefined;
-  constructor(url: string, closeCode: number, reason: string, resumeSeq: number | undefined) {
+  /** The hash of entry resumeSeq - 1, when known: the `afterHash` to resume with. */
+  readonly resumeHash: string | undefined;
+  constructor(url: string, closeCode: number, reason: string, resumeSeq: number | undefined, resumeHash?: string) {
     super('CLOSED', `${url} closed the watch (${closeCode}${reason.length > 0 ? `: ${reason}` : ''})`);
     this.name = 'WatchClosedError';
     this.url = url;
     this.closeCode = closeCode;
     this.reason = reason;
     this.resumeSeq = resumeSeq;
+    this.resumeHash = resumeHash;
   }
 }
 

@@ -3,6 +3,8 @@
  * of src/api/watch.ts) into `WatchEvent`s, and keeps the seq to resume from by the one resume rule of the protocol
  * (`WatchResumeCursor`), so that a watch that reconnects (to the same node or another one) neither misses nor repeats
  * an entry. A snapshot cut off before its done page is announced again, from its start, by a new `snapshotBegin`.
+ * It also keeps the hash of the last entry received (`afterHash`), which a resume sends so that a node whose chain is
+ * another answers with the current state instead of continuing by seq alone (docs/decisions.md, record 45).
  */
 import { WatchResumeCursor, WatchServerMessageError, type ServerMessage } from '../api/index.js';
 
@@ -21,7 +23,9 @@ export interface WatchFilterOptions {
 
 /**
  * One change, or a marker, delivered by a watch. Every one carries the `seq` of the entry (or snapshot) it is from.
- * Changes carry `author` with the `authors` filter.
+ * Changes carry `author` with the `authors` filter. Changes, `snapshotEnd` and `progress` carry `hash`, the hash of
+ * entry `seq` as hex, when the node sent it (nodes before record 45 do not): with `seq`, where a later watch resumes
+ * (`fromSeq: seq + 1, afterHash: hash`).
  */
 export type WatchEvent =
   /** A put. `value` is undefined with `keysOnly`. */
@@ -33,9 +37,18 @@ export type WatchEvent =
       readonly value: Buffer | undefined;
       readonly modSeq: number;
       readonly author?: string | null;
+      readonly hash?: string;
     }
   /** A delete op of a selected key (sent whether or not the key existed). */
-  | { readonly type: 'delete'; readonly seq: number; readonly timeMs: number; readonly key: Buffer; readonly modSeq: number; readonly author?: string | null }
+  | {
+      readonly type: 'delete';
+      readonly seq: number;
+      readonly timeMs: number;
+      readonly key: Buffer;
+      readonly modSeq: number;
+      readonly author?: string | null;
+      readonly hash?: string;
+    }
   /** Every key k with start <= k < end (no upper bound when end is null), within a watched prefix, is gone. */
   | {
       readonly type: 'deleteRange';
@@ -45,6 +58,7 @@ export type WatchEvent =
       readonly end: Buffer | null;
       readonly modSeq: number;
       readonly author?: string | null;
+      readonly hash?: string;
     }
   /**
    * The current state at `seq` follows as `snapshot` items, then `snapshotEnd`. It replaces what the consumer held for
@@ -66,12 +80,12 @@ export type WatchEvent =
       readonly version: number;
     }
   /** The snapshot is complete; changes after `seq` follow. */
-  | { readonly type: 'snapshotEnd'; readonly seq: number }
+  | { readonly type: 'snapshotEnd'; readonly seq: number; readonly hash?: string }
   /**
    * Every selected change up to `seq` has been delivered: a watch started with `fromSeq: seq + 1` continues exactly
    * here. Delivered only with the watch option `progress: true`.
    */
-  | { readonly type: 'progress'; readonly seq: number };
+  | { readonly type: 'progress'; readonly seq: number; readonly hash?: string };
 
 /** What a message meant: events to deliver, and whether the subscription is established or refused. */
 export interface CursorStep {
@@ -81,19 +95,31 @@ export interface CursorStep {
   readonly error: { readonly code: string; readonly message: string } | undefined;
 }
 
+/** `{ hash }` of a message that has one: an event carries no `hash: undefined` key. */
+function hashOf(message: { readonly hash?: string }): { hash?: string } {
+  return message.hash === undefined ? {} : { hash: message.hash };
+}
+
 export class WatchCursor {
   private readonly resume: WatchResumeCursor;
 
+  /** `afterHash`: the hash of entry fromSeq - 1, when the caller knows it (sent with the first subscribe). */
   constructor(
     fromSeq: number | undefined,
     private readonly reportProgress: boolean,
+    afterHash?: string,
   ) {
-    this.resume = new WatchResumeCursor(fromSeq);
+    this.resume = new WatchResumeCursor(fromSeq, afterHash);
   }
 
   /** The `fromSeq` for the next subscribe (undefined: from the node's next entry; only before the first subscribed). */
   get nextSeq(): number | undefined {
     return this.resume.nextSeq;
+  }
+
+  /** The hash of entry nextSeq - 1, when known: the `afterHash` for the next subscribe. */
+  get afterHash(): string | undefined {
+    return this.resume.afterHash;
   }
 
   /** A new connection begins: a snapshot in progress on the old one is abandoned. */
@@ -115,16 +141,18 @@ export class WatchCursor {
     switch (message.type) {
       case 'subscribed':
         return { events, subscribedFromSeq: message.fromSeq, error: undefined };
-      case 'events':
-        for (const change of message.events) events.push({ ...change, seq: message.seq, timeMs: message.timeMs });
+      case 'events': {
+        const hash = hashOf(message);
+        for (const change of message.events) events.push({ ...change, seq: message.seq, timeMs: message.timeMs, ...hash });
         break;
+      }
       case 'snapshot':
         if (firstPage) events.push({ type: 'snapshotBegin', seq: message.seq });
         for (const item of message.items) events.push({ type: 'snapshot', seq: message.seq, ...item });
-        if (message.done) events.push({ type: 'snapshotEnd', seq: message.seq });
+        if (message.done) events.push({ type: 'snapshotEnd', seq: message.seq, ...hashOf(message) });
         break;
       case 'progress':
-        if (this.reportProgress) events.push({ type: 'progress', seq: message.seq });
+        if (this.reportProgress) events.push({ type: 'progress', seq: message.seq, ...hashOf(message) });
         break;
       default:
         break;

@@ -5,7 +5,9 @@
  * - **Reconnect and resume.** When the connection ends for any reason other than `return()` (node restart or
  *   shutdown 1001, slow-watcher close 4008, network cut, no message for `watchIdleMs`), the watch connects again
  *   after a jittered backoff and subscribes with `fromSeq` = the first seq it has not received (watch-cursor.ts), so
- *   no entry is missed or repeated. It moves to the next URL when the close was 1001 or the attempt failed, and stays
+ *   no entry is missed or repeated, and `afterHash` = the hash of the last entry it received, so that a node whose
+ *   chain is another (a root restored from an older backup, past that seq since) answers with a snapshot of its state
+ *   (a reset) instead of its entries after that seq. It moves to the next URL when the close was 1001 or the attempt failed, and stays
  *   on the same node otherwise. After `watchReconnectAttemptsMax` consecutive failed attempts (default: never) the
  *   iterator throws `NoNodeReachableError`.
  * - **Bounded buffering.** Received events wait in a queue until the consumer asks for them. When the queue holds
@@ -29,10 +31,12 @@ import { createRequire } from 'node:module';
 import type { WebSocket as WebSocketClass, RawData } from 'ws';
 import type { Clock, TimerHandle } from '../clock/index.js';
 import {
+  isWatchHash,
   JsonValidator,
   parseServerMessage,
   subscribeMessage,
   WATCH_EVENTS_PER_PREFIX_MAX,
+  WATCH_HASH_HEX_CHARS,
   WATCH_PATH,
   WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
   WATCH_SERVER_MESSAGE_BYTES_MAX,
@@ -53,6 +57,11 @@ export interface WatchOptions {
   readonly prefix: string | Buffer | readonly (string | Buffer)[];
   /** The first seq wanted (>= 1). Absent: from the next entry the node applies. Older than the node's log: a snapshot first. */
   readonly fromSeq?: number;
+  /**
+   * The hash (hex) of entry fromSeq - 1, where the consumer's state came from (the `hash` of the event or progress at
+   * that seq): with it, a node whose entry there is another resets the watch with a snapshot. Needs fromSeq >= 2.
+   */
+  readonly afterHash?: string;
   readonly filters?: WatchFilterOptions;
   /** Also deliver `progress` events (to store a resume point). Default false. */
   readonly progress?: boolean;
@@ -78,6 +87,10 @@ function validateWatchOptions(options: WatchOptions): void {
     if (typeof prefix !== 'string' && !Buffer.isBuffer(prefix)) throw new ClientOptionsError(`prefix[${i}] must be a string or a Buffer`);
   });
   integerOption(options, 'fromSeq', 1, 1, Number.MAX_SAFE_INTEGER);
+  if (options.afterHash !== undefined) {
+    if (!isWatchHash(options.afterHash)) throw new ClientOptionsError(`afterHash must be an entry hash: ${WATCH_HASH_HEX_CHARS} lowercase hex digits`);
+    if (options.fromSeq === undefined || options.fromSeq < 2) throw new ClientOptionsError('afterHash is the hash of entry fromSeq - 1, so it needs a fromSeq >= 2');
+  }
   const filters = options.filters ?? {};
   for (const name of ['puts', 'deletes', 'keysOnly', 'authors'] as const)
     if (filters[name] !== undefined && typeof filters[name] !== 'boolean') throw new ClientOptionsError(`filters.${name} must be true or false`);
@@ -140,7 +153,7 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
     private readonly onEnd: () => void,
   ) {
     validateWatchOptions(options);
-    this.cursor = new WatchCursor(options.fromSeq, options.progress ?? false);
+    this.cursor = new WatchCursor(options.fromSeq, options.progress ?? false, options.afterHash);
     this.eventsMax = prefixList(options).length * WATCH_EVENTS_PER_PREFIX_MAX;
     this.open();
   }
@@ -148,6 +161,11 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
   /** The seq a new watch would resume from to continue exactly after what this one received. */
   get resumeSeq(): number | undefined {
     return this.cursor.nextSeq;
+  }
+
+  /** The hash of entry resumeSeq - 1, when known: the `afterHash` to resume with. */
+  get resumeHash(): string | undefined {
+    return this.cursor.afterHash;
   }
 
   private open(): void {
@@ -175,7 +193,8 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
     }, this.client.requestTimeoutMs);
     socket.on('open', () => {
       deadline.cancel();
-      socket.send(subscribeMessage({ id: SUBSCRIPTION_ID, prefixes: prefixList(this.options), fromSeq: this.cursor.nextSeq, filters: this.options.filters }));
+      const request = { id: SUBSCRIPTION_ID, prefixes: prefixList(this.options), fromSeq: this.cursor.nextSeq, afterHash: this.cursor.afterHash, filters: this.options.filters };
+      socket.send(subscribeMessage(request));
       this.armIdle(socket);
     });
     socket.on('message', (data: RawData, isBinary: boolean) => {
@@ -256,7 +275,7 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
         return this.fail(new WatchError('UNAUTHENTICATED', `${url} closed the watch: ${reason.toString('utf8') || 'its token was revoked'}`));
       if (this.options.reconnect === false) {
         if (!subscribed) return this.fail(new UnavailableError(`cannot reach ${watchUrl(url)}: ${failureText(lastError, url, code)}`, { url, cause: lastError }));
-        return this.fail(new WatchClosedError(url, code, reason.toString('utf8'), this.cursor.nextSeq));
+        return this.fail(new WatchClosedError(url, code, reason.toString('utf8'), this.cursor.nextSeq, this.cursor.afterHash));
       }
       if (!subscribed) {
         this.failedAttempts++;

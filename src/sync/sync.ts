@@ -8,8 +8,10 @@
  * - The watch reconnects and resumes by itself (src/client/watch.ts). When the node no longer holds the log from
  *   where DIR is, it sends the current state instead (a snapshot): every file is written, then the files whose keys
  *   are not in it are deleted.
- * - After each complete entry the seq is saved in DIR (state.ts), so a restarted sync resumes where it stopped. A
- *   saved seq past the node's head (or another dataset) empties DIR and starts again from the node's state.
+ * - After each complete entry the seq is saved in DIR (state.ts), with the entry's hash, so a restarted sync resumes
+ *   where it stopped. A saved seq past the node's head (or another dataset) empties DIR and starts again from the
+ *   node's state; a saved hash that is not the node's at that seq (a root restored from an older backup, written past
+ *   the seq since) gets the node's state from the watch as a snapshot (docs/decisions.md, record 45).
  * - One sync per DIR: it holds a lock file in DIR (SYNC_LOCK_FILE, src/fs/dir-lock.ts) for the whole run.
  * - `exec`: a command run by `/bin/sh -c` after changes, once they have been quiet for `execDebounceMs`; never two
  *   at a time (changes during a run schedule one more run after it). It gets MERCURY_SYNC_SEQ and MERCURY_SYNC_DIR;
@@ -121,6 +123,8 @@ export class DirectorySync {
   private snapshotFiles = 0;
   /** The seq whose events are being applied: saved as done when a later seq, a progress or a snapshot end arrives. */
   private currentSeq: number | undefined;
+  /** The hash of entry currentSeq, as its events carried it. */
+  private currentHash: string | undefined;
   private entryDoneTimer: TimerHandle | undefined;
   private stopped = false;
   private watchIterator: AsyncIterator<WatchEvent> | undefined;
@@ -194,12 +198,14 @@ export class DirectorySync {
     if (resetReason !== undefined) {
       let deleted = 0;
       for (const path of existing) if (deleteFile(dir, path)) deleted++;
-      this.state = { prefix, datasetId, seq: 0 };
+      this.state = { prefix, datasetId, seq: 0, hash: undefined };
       writeSyncState(dir, this.state);
       this.options.onReport({ type: 'reset', reason: resetReason, deleted });
-    } else this.state = saved ?? { prefix, datasetId, seq: 0 };
+    } else this.state = saved ?? { prefix, datasetId, seq: 0, hash: undefined };
     this.options.onReport({ type: 'start', dir, fromSeq: this.state.seq + 1, resumed: saved !== undefined });
-    const watch = this.client.watch({ prefix, fromSeq: this.state.seq + 1, progress: true });
+    // The saved hash proves which chain DIR followed: a node whose entry at the saved seq is another resets DIR.
+    const afterHash = this.state.seq >= 1 ? this.state.hash : undefined;
+    const watch = this.client.watch({ prefix, fromSeq: this.state.seq + 1, afterHash, progress: true });
     this.watchIterator = watch;
     try {
       for await (const event of watch) {
@@ -234,15 +240,16 @@ export class DirectorySync {
       case 'put':
       case 'delete':
       case 'deleteRange':
-        if (this.currentSeq !== undefined && event.seq !== this.currentSeq) this.saveSeq(this.currentSeq);
+        if (this.currentSeq !== undefined && event.seq !== this.currentSeq) this.saveSeq(this.currentSeq, this.currentHash);
         this.currentSeq = event.seq;
+        this.currentHash = event.hash;
         // The node sends an entry's events in one message and the client queues them together and hands them out
         // without yielding to timers, so by the time a timer runs the whole entry is applied: save its seq then,
         // rather than at the next progress message (which an idle node may send only every heartbeat, 10 s).
         this.entryDoneTimer ??= this.clock.setTimeout(() => {
           this.entryDoneTimer = undefined;
           if (this.currentSeq === undefined || this.stopped) return;
-          this.saveSeq(this.currentSeq);
+          this.saveSeq(this.currentSeq, this.currentHash);
           this.currentSeq = undefined;
         }, 0);
         break;
@@ -289,12 +296,12 @@ export class DirectorySync {
         // DIR now holds the state at the snapshot's seq, also when that is below the saved one: a reset to a chain
         // that replaced the one sync followed (a root restored from a backup, decision 40). Saving only forward would
         // keep the old chain's seq, and a restart would resume past the new chain's entries up to it.
-        this.writeSeq(event.seq);
+        this.writeSeq(event.seq, event.hash);
         return;
       }
       case 'progress':
         if (this.currentSeq !== undefined && this.currentSeq <= event.seq) this.currentSeq = undefined;
-        this.saveSeq(event.seq);
+        this.saveSeq(event.seq, event.hash);
         return;
     }
   }
@@ -320,13 +327,16 @@ export class DirectorySync {
     this.command?.changed(report.seq);
   }
 
-  /** Saves `seq` as done if it is past the saved one (events and progress only move forward). */
-  private saveSeq(seq: number): void {
-    if (seq > this.state.seq) this.writeSeq(seq);
+  /**
+   * Saves `seq` (with `hash`, the hash of its entry, when the node sent it) as done if it is past the saved one (events
+   * and progress only move forward); a progress at the saved seq may bring the hash it lacked.
+   */
+  private saveSeq(seq: number, hash: string | undefined): void {
+    if (seq > this.state.seq || (seq === this.state.seq && this.state.hash === undefined && hash !== undefined)) this.writeSeq(seq, hash);
   }
 
-  private writeSeq(seq: number): void {
-    this.state = { ...this.state, seq };
+  private writeSeq(seq: number, hash: string | undefined): void {
+    this.state = { ...this.state, seq, hash };
     writeSyncState(this.options.dir, this.state);
   }
 }

@@ -158,7 +158,7 @@ export class WatchHub {
         snapshotPage: (snapshotId, pageBytes) => {
           const reader = this.snapshots.get(snapshotId);
           if (reader === undefined) throw this.unopenedSnapshots.get(snapshotId) ?? assert.fail(`watch snapshot ${snapshotId} is not open`);
-          return { seq: reader.seq, records: reader.nextPage(pageBytes) };
+          return { seq: reader.seq, hash: reader.hash, records: reader.nextPage(pageBytes) };
         },
         reserveSnapshot: () => {
           // A watch waits for a reader (the machine asks again later): not a refusal.
@@ -169,6 +169,7 @@ export class WatchHub {
         },
       },
       headSeq: options.store.head().seq,
+      headHash: options.store.head().hash,
       root: options.root,
       nowMs: this.clock.monotonicMs(),
       limits: this.limits,
@@ -222,7 +223,9 @@ export class WatchHub {
   chainReplaced(seq: number): void {
     if (this.closed) return;
     this.publishNow(); // entries applied before the snapshot go out first, as they would have without the deferral
-    this.perform(this.machine.chainReplaced(this.clock.monotonicMs(), seq));
+    const head = this.store.head();
+    assert.equal(head.seq, seq, 'the watch hub hears of an installed snapshot before any entry after it is applied');
+    this.perform(this.machine.chainReplaced(this.clock.monotonicMs(), seq, head.hash));
   }
 
   /**

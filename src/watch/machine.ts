@@ -16,11 +16,19 @@
  *   first (a page per pump round), and continues from the snapshot's seq. Also a **reset**, after events on the same
  *   connection (src/api/watch.ts, docs/decisions.md record 40): the log it was served from was trimmed while it
  *   lagged, or this node's chain was replaced (`chainReplaced`: every subscription, since what it was sent above the
- *   installed seq may belong to an abandoned chain), or, on the root, it asked for a seq past the head.
+ *   installed seq may belong to an abandoned chain), or, on the root, it asked for a seq past the head, or its
+ *   `afterHash` is not the hash of this node's entry fromSeq - 1 (the client followed another chain: record 45).
  *
  * A connection whose queue stays full without shrinking for `stallMs` (or whose snapshot takes longer than
  * `snapshotMsMax`) is closed with 4008 after a progress message per subscription, so it can resume exactly. One slow
  * connection costs the others nothing: the live fan-out only checks its queue size and moves on.
+ *
+ * Chain check (`afterHash`): a subscription resuming with the hash of entry fromSeq - 1 is compared with this node's
+ * entry there, where the hash is already at hand, so that nothing is hashed or read for it: the latest published
+ * hash when fromSeq - 1 is the node's head; the `prevHash` of entry fromSeq when the catch-up read brings it (it is
+ * verified against entry fromSeq - 1, or the log's base when that one was trimmed); the published entry itself when a
+ * replica gets there later (`hashChecks`, by seq, looked at only once an entry reaches the lowest awaited seq). A
+ * different hash resets the subscription with a snapshot; so does a log that no longer holds entry fromSeq.
  *
  * Positions: `nextSeq` is the first seq a subscription has not been sent. For a live subscription it is a lower
  * bound only (its real position is `liveSeq + 1`, unless it asked for a seq the node has not reached yet), so that the
@@ -106,6 +114,8 @@ export interface WatchReads {
 export interface WatchSnapshotPage {
   /** The seq the snapshot's state is at (the same for every page of one snapshot). */
   readonly seq: number;
+  /** The hash of entry `seq`, the chain position of the snapshot. */
+  readonly hash: Buffer;
   readonly records: readonly SnapshotRecord[];
 }
 
@@ -135,6 +145,8 @@ export interface WatchMachineOptions {
   readonly reads: WatchReads;
   /** The seq the node has applied when the machine starts: watches without `fromSeq` start after it. */
   readonly headSeq: number;
+  /** The hash of entry `headSeq` (GENESIS_HASH at seq 0). */
+  readonly headHash: Buffer;
   /**
    * True on the root. A replica may be behind a client (which read a newer entry elsewhere), so a `fromSeq` past its
    * head waits for the node to get there; the root is never behind, so such a `fromSeq` comes from a chain the root
@@ -178,6 +190,13 @@ class Subscription {
   nextSeq: number;
   /** The highest seq the client was told it has everything up to (events, progress, snapshot or subscribed). */
   toldSeq: number;
+  /**
+   * The hash of entry nextSeq - 1 in catch-up, when known (progress carries it; a live subscription's is the latest
+   * published hash).
+   */
+  doneHash: Buffer | undefined = undefined;
+  /** The client's `afterHash` (entry nextSeq - 1), until it is checked against this node's chain. */
+  expectHash: Buffer | undefined;
   /** In state 'snapshot': the open snapshot's id, or 0 while waiting for a slot (`snapshotsMax`). */
   snapshotId = 0;
   /** In state 'snapshot': no page of it was sent yet (the next one is marked `begin`). */
@@ -194,9 +213,11 @@ class Subscription {
     readonly idJson: string,
     readonly group: Group,
     fromSeq: number,
+    afterHash: Buffer | undefined,
   ) {
     this.nextSeq = fromSeq;
     this.toldSeq = fromSeq - 1;
+    this.expectHash = afterHash;
   }
 }
 
@@ -244,13 +265,20 @@ class SharedBody {
  */
 class ProgressFrames {
   private readonly frames = new Map<string, Buffer>();
-  constructor(private readonly latestSeq: number) {}
+  private readonly latestHashHex: string;
+  constructor(
+    private readonly latestSeq: number,
+    latestHash: Buffer,
+  ) {
+    this.latestHashHex = latestHash.toString('hex');
+  }
 
-  frame(idJson: string, seq: number): Buffer {
-    if (seq !== this.latestSeq) return textFrame(Buffer.from(progressMessage(idJson, seq), 'utf8'));
+  /** `hash`: the hash of entry `seq` when it is not the latest, if known. */
+  frame(idJson: string, seq: number, hash: Buffer | undefined): Buffer {
+    if (seq !== this.latestSeq) return textFrame(Buffer.from(progressMessage(idJson, seq, hash?.toString('hex')), 'utf8'));
     let frame = this.frames.get(idJson);
     if (frame === undefined) {
-      frame = textFrame(Buffer.from(progressMessage(idJson, seq), 'utf8'));
+      frame = textFrame(Buffer.from(progressMessage(idJson, seq, this.latestHashHex), 'utf8'));
       if (this.frames.size < MESSAGE_CACHE_IDS_MAX) this.frames.set(idJson, frame);
     }
     return frame;
@@ -272,6 +300,14 @@ export class WatchMachine {
   private lastSnapshotId = 0;
   /** The last seq published: every live subscription has been sent everything it selects up to here. */
   private liveSeq: number;
+  /** The hash of entry `liveSeq`. */
+  private liveHash: Buffer;
+  /**
+   * Live subscriptions whose `afterHash` names a seq this node has not reached yet (a replica behind), by that seq;
+   * `hashCheckSeqMin` is at most the lowest key (Infinity when empty), so that `published` looks only when due.
+   */
+  private readonly hashChecks = new Map<number, Set<Subscription>>();
+  private hashCheckSeqMin = Infinity;
   private readEntries: number;
   /** When the catch-up pump must run next (Infinity: nothing lags). */
   private pumpAtMs = Infinity;
@@ -290,6 +326,7 @@ export class WatchMachine {
     this.counters = options.counters ?? NO_COUNTERS;
     this.root = options.root ?? false;
     this.liveSeq = options.headSeq;
+    this.liveHash = options.headHash;
     this.readEntries = this.limits.catchupReadEntriesMax;
     this.progressAtMs = options.nowMs + this.limits.progressIntervalMs;
   }
@@ -383,8 +420,10 @@ export class WatchMachine {
     for (const item of entries) {
       const entry = 'entry' in item ? item.entry : item;
       if (entry.seq <= this.liveSeq) continue;
-      if (entry.seq !== this.liveSeq + 1) this.skipTo(entry.seq - 1);
+      if (entry.seq !== this.liveSeq + 1) this.skipTo(entry.seq - 1, entry.prevHash);
       this.liveSeq = entry.seq;
+      this.liveHash = entry.hash;
+      if (entry.seq >= this.hashCheckSeqMin) this.checkAwaitedHashes(entry);
       this.fanOut(entry, nowMs);
     }
     if (this.lagging.size > 0) this.pumpAtMs = nowMs;
@@ -399,10 +438,11 @@ export class WatchMachine {
    * Waiting for the next entry to reveal a gap would leave watchers stale for as long as nothing is written, which on
    * a configuration store can be hours.
    */
-  chainReplaced(nowMs: number, seq: number): readonly WatchAction[] {
+  chainReplaced(nowMs: number, seq: number, hash: Buffer): readonly WatchAction[] {
     this.begin();
     if (this.stopped) return this.end(nowMs);
     this.liveSeq = seq;
+    this.liveHash = hash;
     for (const connection of this.connections.values()) for (const subscription of connection.subscriptions) this.toSnapshot(subscription);
     if (this.lagging.size > 0) this.pumpAtMs = nowMs;
     return this.end(nowMs);
@@ -480,12 +520,19 @@ export class WatchMachine {
           snapshots++;
         }
         assert.ok(subscription.toldSeq < this.position(subscription), 'told past what was sent');
+        if (subscription.expectHash !== undefined) {
+          assert.notEqual(subscription.state, 'snapshot', 'a snapshot replaces the state whatever its afterHash');
+          const awaited = subscription.state === 'live' && this.hashChecks.get(subscription.nextSeq - 1)?.has(subscription) === true;
+          assert.equal(awaited, subscription.state === 'live', 'a live subscription with an unchecked afterHash awaits its seq');
+          if (awaited) assert.ok(subscription.nextSeq - 1 > this.liveSeq && subscription.nextSeq - 1 >= this.hashCheckSeqMin);
+        }
       }
     }
     assert.equal(subscriptions, this.subscriptionCount);
     assert.equal(snapshots, this.snapshotsOpen);
     assert.ok(this.snapshotsOpen <= this.limits.snapshotsMax);
     for (const subscription of this.lagging) assert.ok(!subscription.removed, 'lagging subscriptions are a subset of all subscriptions');
+    for (const waiting of this.hashChecks.values()) for (const subscription of waiting) assert.ok(!subscription.removed && subscription.expectHash !== undefined);
     let members = 0;
     for (const group of this.groups.values()) {
       assert.ok(group.members > 0);
@@ -560,7 +607,7 @@ export class WatchMachine {
       const done = this.position(subscription) - 1;
       // A subscription in a snapshot resumes from where it started (it gets a new snapshot); the client knows that seq.
       if (subscription.state !== 'snapshot') {
-        connection.port.send(progressMessage(subscription.idJson, done));
+        connection.port.send(progressMessage(subscription.idJson, done, this.doneHash(subscription, done)?.toString('hex')));
         this.tell(subscription, done);
       }
       resume.push(done + 1);
@@ -594,7 +641,7 @@ export class WatchMachine {
       this.index.add(group);
     }
     const fromSeq = message.fromSeq ?? this.liveSeq + 1;
-    const subscription = new Subscription(connection, message.idJson, group, fromSeq);
+    const subscription = new Subscription(connection, message.idJson, group, fromSeq, message.afterHash);
     group.members++;
     if (connection.subscriptions.length === 0) connection.subscriptions = [subscription];
     else connection.subscriptions.push(subscription);
@@ -605,9 +652,69 @@ export class WatchMachine {
       this.toSnapshot(subscription);
       this.pumpAtMs = nowMs;
     } else if (fromSeq <= this.liveSeq) {
-      this.toCatchup(subscription, fromSeq);
+      // Its afterHash is checked against the prevHash of the first entry the catch-up reads.
+      this.toCatchup(subscription, fromSeq, undefined);
       this.pumpAtMs = nowMs;
-    } else group.live.add(subscription);
+    } else {
+      group.live.add(subscription);
+      if (subscription.expectHash !== undefined) this.awaitHash(subscription, nowMs);
+    }
+  }
+
+  /**
+   * Checks a live subscription's `afterHash` against the latest published hash when it names the latest seq, or files
+   * it to be checked when this node gets there (a replica behind the client).
+   */
+  private awaitHash(subscription: Subscription, nowMs: number): void {
+    const seq = subscription.nextSeq - 1;
+    if (seq === this.liveSeq) {
+      this.checkHash(subscription, this.liveHash);
+      if (subscription.state === 'snapshot') this.pumpAtMs = nowMs;
+      return;
+    }
+    assert.ok(seq > this.liveSeq, 'a live subscription awaits a seq not yet published');
+    const waiting = this.hashChecks.get(seq);
+    if (waiting === undefined) this.hashChecks.set(seq, new Set([subscription]));
+    else waiting.add(subscription);
+    this.hashCheckSeqMin = Math.min(this.hashCheckSeqMin, seq);
+  }
+
+  /** The published `entry` reached seqs that live subscriptions' afterHash named. */
+  private checkAwaitedHashes(entry: Entry): void {
+    let seqMin = Infinity;
+    for (const [seq, subscriptions] of this.hashChecks) {
+      if (seq > entry.seq) {
+        seqMin = Math.min(seqMin, seq);
+        continue;
+      }
+      // A seq before entry.seq - 1 was skipped (a snapshot installed): skipTo took those to catch-up, which checks.
+      assert.ok(seq >= entry.seq - 1, 'awaited hashes below the published entry were handed to catch-up');
+      this.hashChecks.delete(seq);
+      for (const subscription of subscriptions) this.checkHash(subscription, seq === entry.seq ? entry.hash : entry.prevHash);
+    }
+    this.hashCheckSeqMin = seqMin;
+  }
+
+  /** The subscription's afterHash against `hash`, this node's entry nextSeq - 1: another chain's is reset. */
+  private checkHash(subscription: Subscription, hash: Buffer): void {
+    const expected = subscription.expectHash;
+    subscription.expectHash = undefined;
+    if (expected === undefined || expected.equals(hash)) return;
+    this.act({
+      type: 'log',
+      level: 'info',
+      message: 'watch resumed from another chain: reset with a snapshot',
+      fields: { fromSeq: subscription.nextSeq, afterHash: expected.toString('hex'), hash: hash.toString('hex') },
+    });
+    this.toSnapshot(subscription);
+  }
+
+  /** Takes a live subscription out of `hashChecks` (it is leaving the live state, or ends). */
+  private unawait(subscription: Subscription): void {
+    if (subscription.expectHash === undefined || subscription.state !== 'live') return;
+    const seq = subscription.nextSeq - 1;
+    const waiting = this.hashChecks.get(seq);
+    if (waiting?.delete(subscription) === true && waiting.size === 0) this.hashChecks.delete(seq);
   }
 
   private unsubscribe(connection: Connection, idJson: string, nowMs: number): void {
@@ -634,6 +741,7 @@ export class WatchMachine {
   /** Detaches a subscription from the machine (not from its connection's list). */
   private remove(subscription: Subscription): void {
     assert.ok(!subscription.removed, 'a subscription is removed once');
+    this.unawait(subscription);
     subscription.removed = true;
     const group = subscription.group;
     group.live.delete(subscription);
@@ -651,6 +759,15 @@ export class WatchMachine {
     return subscription.state === 'live' ? Math.max(subscription.nextSeq, this.liveSeq + 1) : subscription.nextSeq;
   }
 
+  /**
+   * The hash of entry `done`, the seq a subscription (not in a snapshot) has everything up to, where this node knows
+   * it: undefined for a live one waiting for a seq not reached yet (`done` is then the client's own seq).
+   */
+  private doneHash(subscription: Subscription, done: number): Buffer | undefined {
+    if (done === this.liveSeq) return this.liveHash;
+    return subscription.state === 'catchup' ? subscription.doneHash : undefined;
+  }
+
   /** Records what the client now knows it has everything up to: that only grows. */
   private tell(subscription: Subscription, seq: number): void {
     // Checked before the message is built: this runs once per watcher per entry in the fan-out.
@@ -658,11 +775,14 @@ export class WatchMachine {
     subscription.toldSeq = seq;
   }
 
-  private toCatchup(subscription: Subscription, nextSeq: number): void {
+  /** `doneHash`: the hash of entry nextSeq - 1, if known. An afterHash not checked yet is checked by the read. */
+  private toCatchup(subscription: Subscription, nextSeq: number, doneHash: Buffer | undefined): void {
     assert.ok(!subscription.removed, 'lagging subscriptions are a subset of all subscriptions');
+    this.unawait(subscription);
     subscription.group.live.delete(subscription);
     subscription.state = 'catchup';
     subscription.nextSeq = nextSeq;
+    subscription.doneHash = doneHash;
     this.lagging.add(subscription);
     this.counters.catchup();
   }
@@ -674,14 +794,18 @@ export class WatchMachine {
     subscription.group.live.add(subscription);
   }
 
-  /** Entries up to `seq` were applied but not published: live subscriptions that have not passed it fall behind. */
-  private skipTo(seq: number): void {
+  /**
+   * Entries up to `seq` (whose hash is `hash`) were applied but not published: live subscriptions that have not passed
+   * it fall behind.
+   */
+  private skipTo(seq: number, hash: Buffer): void {
     for (const group of this.groups.values())
       for (const subscription of group.live) {
         const position = this.position(subscription);
-        if (position <= seq) this.toCatchup(subscription, position);
+        if (position <= seq) this.toCatchup(subscription, position, position === this.liveSeq + 1 ? this.liveHash : undefined);
       }
     this.liveSeq = seq;
+    this.liveHash = hash;
   }
 
   // --- Live fan-out ------------------------------------------------------------------------------------------------
@@ -690,13 +814,15 @@ export class WatchMachine {
     if (this.subscriptionCount === this.lagging.size) return;
     let events = 0;
     let messages = 0;
+    let hashHex: string | undefined;
     for (const [group, selected] of this.index.match(entry, (candidate) => candidate.live.size > 0)) {
-      const body = new SharedBody(entry.seq, eventsBody(entry.seq, entry.timeMs, selected), selected.length);
+      hashHex ??= entry.hash.toString('hex');
+      const body = new SharedBody(entry.seq, eventsBody(entry.seq, entry.timeMs, hashHex, selected), selected.length);
       for (const subscription of group.live) {
         if (subscription.nextSeq > entry.seq) continue; // asked to start at a later seq
         if (!this.hasRoom(subscription.connection, nowMs)) {
           // Deleting the current member while iterating a Set is safe.
-          this.toCatchup(subscription, entry.seq);
+          this.toCatchup(subscription, entry.seq, entry.prevHash);
           continue;
         }
         this.sendEvents(subscription, body);
@@ -765,7 +891,10 @@ export class WatchMachine {
   /** Serves subscriptions all at `seq` from one log read; returns the record bytes read (or 1 if it changed state). */
   private catchUp(subscriptions: Subscription[], seq: number, nowMs: number): number {
     if (seq > this.liveSeq) {
-      for (const subscription of subscriptions) this.toLive(subscription);
+      for (const subscription of subscriptions) {
+        this.toLive(subscription);
+        if (subscription.expectHash !== undefined) this.awaitHash(subscription, nowMs);
+      }
       return 1;
     }
     let records: readonly EncodedEntry[];
@@ -783,6 +912,8 @@ export class WatchMachine {
       return 1;
     }
     assert.equal(records[0]!.entry.seq, seq, 'the log read starts at the seq asked for');
+    // The read verified entry seq against entry seq - 1 (or the log's base): its prevHash is this chain's hash there.
+    for (const subscription of subscriptions) if (subscription.expectHash !== undefined) this.checkHash(subscription, records[0]!.entry.prevHash);
     let bytes = 0;
     let sent = 0;
     let events = 0;
@@ -790,6 +921,7 @@ export class WatchMachine {
       if (entry.seq > this.liveSeq) break; // not published yet: the fan-out will bring it
       bytes += record.length;
       const cache = new EventCache(entry);
+      let hashHex: string | undefined;
       const bodies = new Map<Group, SharedBody | null>();
       for (const subscription of subscriptions) {
         if (subscription.nextSeq !== entry.seq || subscription.state !== 'catchup' || subscription.removed) continue; // stopped earlier
@@ -797,7 +929,7 @@ export class WatchMachine {
         let body = bodies.get(subscription.group);
         if (body === undefined) {
           const selected = selectEvents(entry, subscription.group.selection, cache);
-          body = selected.length === 0 ? null : new SharedBody(entry.seq, eventsBody(entry.seq, entry.timeMs, selected), selected.length);
+          body = selected.length === 0 ? null : new SharedBody(entry.seq, eventsBody(entry.seq, entry.timeMs, (hashHex ??= entry.hash.toString('hex')), selected), selected.length);
           bodies.set(subscription.group, body);
         }
         if (body !== null) {
@@ -806,6 +938,7 @@ export class WatchMachine {
           events += body.eventCount;
         }
         subscription.nextSeq = entry.seq + 1;
+        subscription.doneHash = entry.hash;
       }
     }
     // Aim the next read at about catchupReadBytesTarget, from the size of the entries just read.
@@ -825,6 +958,8 @@ export class WatchMachine {
   private toSnapshot(subscription: Subscription): void {
     assert.ok(!subscription.removed, 'lagging subscriptions are a subset of all subscriptions');
     const position = this.position(subscription);
+    this.unawait(subscription);
+    subscription.expectHash = undefined; // the snapshot replaces the client's state, whatever chain it followed
     this.releaseSnapshot(subscription);
     subscription.group.live.delete(subscription);
     this.lagging.add(subscription);
@@ -880,6 +1015,7 @@ export class WatchMachine {
         page.records.map((record) => snapshotItemJson(record, keysOnly)),
         done,
         subscription.snapshotBegins,
+        done ? page.hash.toString('hex') : '',
       ),
     );
     subscription.snapshotBegins = false;
@@ -893,6 +1029,7 @@ export class WatchMachine {
       this.tell(subscription, seq);
       subscription.state = 'catchup';
       subscription.nextSeq = seq + 1;
+      subscription.doneHash = page.hash;
       // The snapshot may be ahead of the last published seq (a replica applies before it publishes): live then waits.
       if (seq + 1 >= this.liveSeq + 1) this.toLive(subscription);
     }
@@ -903,7 +1040,7 @@ export class WatchMachine {
 
   private progressRound(nowMs: number): void {
     this.ticks++;
-    const frames = new ProgressFrames(this.liveSeq);
+    const frames = new ProgressFrames(this.liveSeq, this.liveHash);
     let sent = 0;
     for (const connection of this.connections.values()) {
       if (connection.closing) continue;
@@ -921,7 +1058,7 @@ export class WatchMachine {
         const done = this.position(subscription) - 1;
         if (done <= subscription.toldSeq && !heartbeat) continue;
         if (!this.hasRoom(connection, nowMs)) break;
-        connection.port.sendFramed(frames.frame(subscription.idJson, done));
+        connection.port.sendFramed(frames.frame(subscription.idJson, done, this.doneHash(subscription, done)));
         connection.lastSendTick = this.ticks;
         sent++;
         this.tell(subscription, done);

@@ -63,13 +63,14 @@ export class TestConnection implements WatchConnection {
 
 /** What the watch reads need from a log: the simulation's MemoryStore satisfies it. */
 export interface WatchedStore {
-  head(): { readonly seq: number };
+  head(): { readonly seq: number; readonly hash: Buffer };
   readLog(fromSeq: number, limitEntries: number, limitBytes: number): EncodedEntry[];
   readonly keySpace: ReadonlyMap<string, SnapshotRecord>;
 }
 
 interface OpenSnapshot {
   readonly seq: number;
+  readonly hash: Buffer;
   readonly records: readonly SnapshotRecord[];
   next: number;
 }
@@ -95,7 +96,7 @@ export class MemoryWatchReads implements WatchReads {
       records.push(record);
       bytes += record.key.length + record.value.length;
     }
-    return { seq: snapshot.seq, records };
+    return { seq: snapshot.seq, hash: snapshot.hash, records };
   }
 
   perform(actions: readonly WatchAction[]): void {
@@ -105,7 +106,7 @@ export class MemoryWatchReads implements WatchReads {
         const inRanges = (key: Buffer): boolean =>
           action.ranges.some((range) => Buffer.compare(key, range.start) >= 0 && (range.end.length === 0 || Buffer.compare(key, range.end) < 0));
         const records = sortedRecords(new Map(this.store.keySpace)).filter((record) => inRanges(record.key));
-        this.open.set(action.snapshotId, { seq: this.store.head().seq, records, next: 0 });
+        this.open.set(action.snapshotId, { ...this.store.head(), records, next: 0 });
         this.openedMax = Math.max(this.openedMax, this.open.size);
       } else if (action.type === 'releaseSnapshot') {
         assert.ok(this.open.delete(action.snapshotId), 'a snapshot released that is not open');

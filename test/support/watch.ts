@@ -36,7 +36,7 @@ export interface SnapshotItem {
 export type ServerMessage =
   | { readonly type: 'subscribed'; readonly id: string | number; readonly fromSeq: number }
   | { readonly type: 'unsubscribed'; readonly id: string | number }
-  | { readonly type: 'events'; readonly id: string | number; readonly seq: number; readonly timeMs: number; readonly events: readonly WatchEvent[] }
+  | { readonly type: 'events'; readonly id: string | number; readonly seq: number; readonly timeMs: number; readonly hash?: string; readonly events: readonly WatchEvent[] }
   | {
       readonly type: 'snapshot';
       readonly id: string | number;
@@ -45,8 +45,10 @@ export type ServerMessage =
       readonly done: boolean;
       /** On the first page of each snapshot (src/api/watch.ts). */
       readonly begin?: true;
+      /** On the done page: the hash of entry seq. */
+      readonly hash?: string;
     }
-  | { readonly type: 'progress'; readonly id: string | number; readonly seq: number }
+  | { readonly type: 'progress'; readonly id: string | number; readonly seq: number; readonly hash?: string }
   | { readonly type: 'error'; readonly id?: string | number; readonly code: string; readonly message: string };
 
 export interface Filters {
@@ -58,6 +60,8 @@ export interface Filters {
 
 export interface SubscribeOptions {
   readonly fromSeq?: number;
+  /** Sent as it is: tests of the node's validation pass values of any type. */
+  readonly afterHash?: unknown;
   readonly filters?: Filters;
   readonly prefixesBase64?: readonly string[];
 }

@@ -181,7 +181,7 @@ export class SimWatchers implements WatchOracle {
   nodeStarted(host: WatchHost): void {
     if (!this.hosts.includes(host)) return;
     const reads = new MemoryWatchReads(host.store);
-    const machine = new WatchMachine({ reads, headSeq: host.store.head().seq, nowMs: this.queue.nowMs, limits: WATCH_LIMITS_TEST });
+    const machine = new WatchMachine({ reads, headSeq: host.store.head().seq, headHash: host.store.head().hash, nowMs: this.queue.nowMs, limits: WATCH_LIMITS_TEST });
     this.machines.set(host.id, { machine, reads, incarnation: host.incarnation, scheduledMs: Infinity });
     this.schedule(host);
   }
@@ -190,7 +190,7 @@ export class SimWatchers implements WatchOracle {
   chainReplaced(host: WatchHost, seq: number): void {
     const watch = this.machines.get(host.id);
     if (watch === undefined) return;
-    this.perform(host, watch, watch.machine.chainReplaced(this.queue.nowMs, seq));
+    this.perform(host, watch, watch.machine.chainReplaced(this.queue.nowMs, seq, host.store.head().hash));
   }
 
   /** The node applied (or, the root, committed) these entries. */
