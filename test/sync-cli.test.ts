@@ -57,7 +57,15 @@ function readTree(dir: string): Record<string, string> {
   const files: Record<string, string> = {};
   if (!existsSync(dir)) return files;
   const walk = (at: string, prefix: string): void => {
-    for (const entry of readdirSync(at, { withFileTypes: true })) {
+    let entries;
+    try {
+      entries = readdirSync(at, { withFileTypes: true });
+    } catch (error) {
+      // A directory that sync removed (its last file deleted) between the listing of its parent and here.
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw error;
+    }
+    for (const entry of entries) {
       // Sync's own names: its state file, its lock, and temporary files that a write renames away (reading one could
       // race it).
       if (entry.name.startsWith(SYNC_RESERVED_PREFIX)) continue;
