@@ -13,6 +13,7 @@ import { MercuryError } from '../src/errors/index.js';
 import { admit } from '../src/server/auth.js';
 import { BodyBudget } from '../src/server/body-budget.js';
 import { JSON_PIECE_CHARS, readBody, sendJson, writePieces } from '../src/server/http-io.js';
+import { TurnCounter } from './support/turns.js';
 
 let server: Server;
 let body: unknown;
@@ -148,17 +149,11 @@ test('writePieces with turnEach: a turn of the event loop passes after every pie
   // it all at once 'drain' comes before the loop turns; the piece after it was written in the same turn, so a fast
   // client had a whole snapshot written in one go (2.4-3.5 s of the event loop held for 11 MB).
   const PIECES = 40;
-  let turns = 0;
-  let ticking = true;
-  const tick = (): void => {
-    turns++;
-    if (ticking) setImmediate(tick);
-  };
-  setImmediate(tick);
+  const loop = new TurnCounter();
   const turnsAtPiece: number[] = [];
   const pieces = function* (): Generator<Buffer> {
     for (let i = 0; i < PIECES; i++) {
-      turnsAtPiece.push(turns);
+      turnsAtPiece.push(loop.turns);
       yield Buffer.alloc(64 * 1024, 97);
     }
   };
@@ -184,7 +179,7 @@ test('writePieces with turnEach: a turn of the event loop passes after every pie
     const sameTurn = turnsAtPiece.slice(1).filter((turnsThen, i) => turnsThen === turnsAtPiece[i]).length;
     assert.equal(sameTurn, 0, `pieces pulled in the same turn as the one before: ${sameTurn} of ${PIECES - 1}`);
   } finally {
-    ticking = false;
+    loop.stop();
     await new Promise<void>((resolve) => streaming.close(() => resolve()));
   }
 });

@@ -23,6 +23,7 @@ import { assertError, metricValue, request, requestJson } from './support/http.j
 import { makeTempDir, removeDir, runCli } from './support/process.js';
 import { fillSnapshotReaders, prefill, StalledSnapshot } from './support/snapshot-readers.js';
 import { eventually } from './support/tree.js';
+import { TurnCounter } from './support/turns.js';
 import { WatchClient } from './support/watch.js';
 
 const KiB = 1024;
@@ -251,16 +252,10 @@ describe('snapshot readers', () => {
     const node = await start('sizing', LIMITS);
     // Whatever the node does after its start (the trimmer's first round over the prefilled log) is not counted.
     await new Promise((resolve) => setTimeout(resolve, 1_000));
-    // Turns of the event loop between the request and the snapshot's first byte, counted by a chain of immediates: a
-    // count and not a time, so that a busy machine cannot fail it. Sized SNAPSHOT_SIZE_KEYS_PER_TURN keys a turn, the
-    // 400,000 keys take 40 turns; one walk of every key (before review F) took a handful.
-    let turns = 0;
-    let counting = true;
-    const count = (): void => {
-      turns++;
-      if (counting) setImmediate(count);
-    };
-    setImmediate(count);
+    // Turns of the event loop between the request and the snapshot's first byte (a count, not a time). Sized
+    // SNAPSHOT_SIZE_KEYS_PER_TURN keys a turn, the 400,000 keys take 40 turns; one walk of every key (before review F)
+    // took a handful.
+    const loop = new TurnCounter();
     const { hostname, port } = new URL(node.url);
     const received = await new Promise<{ length: number; bytes: number }>((resolve, reject) => {
       const socket = net.connect(Number(port), hostname, () => socket.write(`GET /v1/snapshot HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`));
@@ -268,16 +263,16 @@ describe('snapshot readers', () => {
       let head = '';
       let bytes = 0;
       socket.on('data', (chunk: Buffer) => {
-        counting = false;
+        loop.stop();
         if (head.length < 400) head += chunk.subarray(0, 400).toString('latin1');
         bytes += chunk.length;
       });
       socket.on('error', reject);
       socket.on('close', () => resolve({ length: Number(/content-length: (\d+)/i.exec(head)?.[1]) + head.indexOf('\r\n\r\n') + 4, bytes }));
     });
-    counting = false;
+    loop.stop();
     assert.equal(received.bytes, received.length, 'the whole snapshot arrived, as long as its Content-Length said');
     const slices = keys / SNAPSHOT_SIZE_KEYS_PER_TURN;
-    assert.ok(turns >= slices, `${turns} turns of the event loop before the first byte; sized in slices, ${keys} keys take at least ${slices}`);
+    assert.ok(loop.turns >= slices, `${loop.turns} turns of the event loop before the first byte; sized in slices, ${keys} keys take at least ${slices}`);
   });
 });
