@@ -13,6 +13,7 @@ import { WATCH_LIMITS_TEST } from '../src/watch/index.js';
 import { request, requestJson } from './support/http.js';
 import { makeTempDir, removeDir, runCli, RunningClis, startCli, type RunningCli } from './support/process.js';
 import { eventually } from './support/tree.js';
+import { readLog } from './support/watch.js';
 
 function startWatch(args: readonly string[]): RunningCli {
   return startCli(['watch', ...args]);
@@ -57,7 +58,13 @@ describe('cli watch', () => {
     const json = startWatch(['app/', '--from', '1', '--json', '--url', url]);
     assert.deepEqual(await waitForLines(human, 3), ['1 put app/a 1', '3 put app/b "two words"', '4 delete app/a']);
     const events = (await waitForLines(json, 3)).map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line.type !== 'progress');
-    assert.deepEqual(events.slice(0, 3), [
+    // Each change carries the hash of its entry: `--from SEQ+1 --after-hash HASH` resumes after it.
+    const hashes = new Map((await readLog(url)).map((entry) => [entry.seq, entry.hash]));
+    assert.deepEqual(
+      events.slice(0, 3).map((event) => [event.seq, event.hash]),
+      [1, 3, 4].map((seq) => [seq, hashes.get(seq)]),
+    );
+    assert.deepEqual(events.slice(0, 3).map(({ hash: _hash, ...event }) => event), [
       { seq: 1, type: 'put', key: 'app/a', keyEncoding: 'utf8', value: '1', valueEncoding: 'utf8', modSeq: 1 },
       { seq: 3, type: 'put', key: 'app/b', keyEncoding: 'utf8', value: 'two words', valueEncoding: 'utf8', modSeq: 3 },
       { seq: 4, type: 'delete', key: 'app/a', keyEncoding: 'utf8', modSeq: 4 },
@@ -67,7 +74,7 @@ describe('cli watch', () => {
     assert.equal((await waitForLines(human, 4))[3], '5 put app/bin base64:/wA=');
     // JSON mode also prints progress (heartbeats every 200 ms in the test limits), so a script knows where to resume.
     const deadline = performance.now() + 5_000;
-    while (!json.stdout().includes('{"type":"progress","seq":5}')) {
+    while (!json.stdout().includes('{"type":"progress","seq":5,"hash":"')) {
       assert.ok(performance.now() < deadline, json.stdout());
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
@@ -101,9 +108,44 @@ describe('cli watch', () => {
     await waitForLines(running, 1);
     await node.close();
     assert.equal(await running.exited, 1);
-    assert.match(running.stderr(), /^mercury: watch closed by the node \(1001: node is shutting down; reconnect and resume\); resume with --from \d+\n$/);
+    assert.match(
+      running.stderr(),
+      /^mercury: watch closed by the node \(1001: node is shutting down; reconnect and resume\); resume with --from \d+ --after-hash [0-9a-f]{64}\n$/,
+    );
     node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { auth: 'off', limits: withLimits(NODE_LIMITS, { watch: WATCH_LIMITS_TEST }) });
     url = node.url;
+  });
+
+  test('cli: mercury watch --after-hash resumes after the entry it names, resets when the node holds another there, and is checked as usage', async () => {
+    const hashes = new Map((await readLog(url)).map((entry) => [entry.seq, entry.hash]));
+    // The node's own hash of entry 3: the changes from seq 4 follow, no reset.
+    const same = startWatch(['app/', '--from', '4', '--after-hash', hashes.get(3)!, '--json', '--url', url]);
+    assert.deepEqual(JSON.parse((await waitForLines(same, 1))[0]!), {
+      seq: 4,
+      type: 'delete',
+      key: 'app/a',
+      keyEncoding: 'utf8',
+      modSeq: 4,
+      hash: hashes.get(4),
+    });
+    // A hash this node never had at seq 3 (the state came from another chain): the node's state at its head comes
+    // first, as when --from is older than the log (the caller replaces what it held), not the changes from seq 4.
+    const other = startWatch(['app/', '--from', '4', '--after-hash', hashes.get(2)!, '--json', '--url', url]);
+    const head = Math.max(...hashes.keys());
+    const replaced = jsonEvents(await linesUntil(other, (line) => line.includes('snapshotEnd')));
+    assert.deepEqual(replaced[0], { type: 'snapshotBegin', seq: head });
+    assert.deepEqual(replaced.at(-1), { type: 'snapshotEnd', seq: head, keys: 3, hash: hashes.get(head) });
+    for (const running of [same, other]) {
+      running.child.kill('SIGINT');
+      assert.equal(await running.exited, 0);
+    }
+
+    const malformed = await runCli(['watch', 'app/', '--from', '4', '--after-hash', 'ABC', '--url', url]);
+    assert.equal(malformed.code, 2);
+    assert.match(malformed.stderr, /^mercury: --after-hash must be an entry's hash, 64 lowercase hex digits[^\n]*\n$/);
+    const withoutFrom = await runCli(['watch', 'app/', '--after-hash', hashes.get(3)!, '--url', url]);
+    assert.equal(withoutFrom.code, 2);
+    assert.match(withoutFrom.stderr, /^mercury: --after-hash is the hash of entry --from - 1[^\n]*\n$/);
   });
 });
 
@@ -169,7 +211,7 @@ describe('cli watch markers', () => {
     const events = jsonEvents(await linesUntil(json, (line) => line.includes('snapshotEnd')));
     assert.deepEqual(events[0], { type: 'snapshotBegin', seq: head });
     assert.deepEqual(events.slice(1, 3).map((event) => [event.type, event.key]), [['snapshot', 'k/a'], ['snapshot', 'k/b']]);
-    assert.deepEqual(events[3], { type: 'snapshotEnd', seq: head, keys: 2 });
+    assert.deepEqual(events[3], { type: 'snapshotEnd', seq: head, keys: 2, hash: (await readLog(node.url, head))[0]!.hash });
     // Changes follow, without a marker.
     const next = await put(node.url, 'k/c', 'c');
     assert.equal((await linesUntil(human, (line) => line.startsWith(`${next} `))).at(-1), `${next} put k/c c`);
@@ -206,12 +248,13 @@ describe('cli watch markers', () => {
       `--- snapshot at seq ${seqC} complete: 3 keys; changes after seq ${seqC} follow ---`,
     ]);
     const events = jsonEvents(await linesUntil(json, (line) => line.includes('snapshotEnd')));
+    const hashC = (await readLog(root.url, seqC))[0]!.hash;
     assert.deepEqual(
       events.filter((event) => event.type !== 'snapshot'),
       [
-        { seq: seqC, type: 'put', key: 'k/c', keyEncoding: 'utf8', value: 'c', valueEncoding: 'utf8', modSeq: seqC },
+        { seq: seqC, type: 'put', key: 'k/c', keyEncoding: 'utf8', value: 'c', valueEncoding: 'utf8', modSeq: seqC, hash: hashC },
         { type: 'reset', seq: seqC, previousSeq: seqC },
-        { type: 'snapshotEnd', seq: seqC, keys: 3 },
+        { type: 'snapshotEnd', seq: seqC, keys: 3, hash: hashC },
       ],
     );
 
@@ -219,7 +262,7 @@ describe('cli watch markers', () => {
     const ahead = start(['k/', '--from', String(seqC + 5), '--json', '--url', root.url]);
     const reset = jsonEvents(await linesUntil(ahead, (line) => line.includes('snapshotEnd')));
     assert.deepEqual(reset[0], { type: 'reset', seq: seqC, previousSeq: seqC + 4 });
-    assert.deepEqual(reset.at(-1), { type: 'snapshotEnd', seq: seqC, keys: 3 });
+    assert.deepEqual(reset.at(-1), { type: 'snapshotEnd', seq: seqC, keys: 3, hash: hashC });
   });
 });
 

@@ -10,7 +10,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { NodeClient, UnavailableError, WatchError, bearer, type ClientTls } from '../client/index.js';
 import { DEFAULT_PORT, parseHostPort, validateConfig } from '../config/index.js';
 import { parseToken, readTokenFile, TOKEN_CHARS } from '../auth/index.js';
-import { parseBoundedJson, txnJsonLimits } from '../api/index.js';
+import { isWatchHash, parseBoundedJson, txnJsonLimits, WATCH_HASH_HEX_CHARS } from '../api/index.js';
 import { MercuryError } from '../errors/index.js';
 import { readFileBounded, SMALL_FILE_BYTES_MAX } from '../fs/bounded-read.js';
 import { JSON_BODY_BYTES_MAX, VALUE_BYTES_CEILING } from '../limits.js';
@@ -75,6 +75,8 @@ Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT})
                                   --wait follows it to the end with a progress bar
          [--wait-timeout-ms N]    --wait gives up (RESYNC_STALLED) after N ms without progress (default 300000)
   watch PREFIX [--from SEQ]       print every change under PREFIX ('' for all keys) until Ctrl-C
+        [--after-hash HASH]       with --from: the hash of entry SEQ-1 (a --json line's "hash"); a node on another
+                                  chain there resets the watch instead of sending that chain's changes
   snapshot save FILE              save a consistent, checksummed snapshot of the node's keys to FILE; a busy
                                   node (503 OVERLOADED: its snapshot readers all in use) is asked again after its
        [--wait-timeout-ms N]      Retry-After, until N ms have passed (default 300000; 0: do not wait)
@@ -122,6 +124,7 @@ const OPTIONS = {
   'if-mod-seq': { type: 'string' },
   limit: { type: 'string' },
   from: { type: 'string' },
+  'after-hash': { type: 'string' },
   force: { type: 'boolean' },
   'to-seq': { type: 'string' },
   'tls-cert': { type: 'string' },
@@ -150,6 +153,18 @@ function integerOption(value: string | undefined, name: string): number | undefi
   if (value === undefined) return undefined;
   if (!/^\d+$/.test(value)) throw new UsageError(`--${name} must be a non-negative integer, got "${value}"`);
   return Number(value);
+}
+
+/**
+ * `--after-hash HASH` of `mercury watch`: the hash of entry --from - 1, as a JSON line's `hash` gave it. Checked here so
+ * that a mistyped one is a usage error (exit 2), as the client would refuse it anyway.
+ */
+function afterHashOption(value: string | undefined, from: string | undefined): { afterHash?: string } {
+  if (value === undefined) return {};
+  if (!isWatchHash(value)) throw new UsageError(`--after-hash must be an entry's hash, ${WATCH_HASH_HEX_CHARS} lowercase hex digits (the "hash" of a --json line), got ${JSON.stringify(value)}`);
+  if (from === undefined || integerOption(from, 'from')! < 2)
+    throw new UsageError('--after-hash is the hash of entry --from - 1: give it with --from SEQ+1, SEQ being the seq that printed the hash');
+  return { afterHash: value };
 }
 
 /** A comma-separated list option; undefined when absent. */
@@ -427,7 +442,7 @@ async function clientCommand(
       return syncCommand((url ?? client.baseUrl).split(',').map((one) => one.trim().replace(/\/+$/, '')).filter((one) => one !== ''), args[0], args[1], { exec: values.exec, execDebounceMs: integerOption(values['exec-debounce-ms'], 'exec-debounce-ms'), json, tls, token });
     case 'watch':
       if (args[0] === undefined) throw new UsageError("watch needs a PREFIX ('' watches every key)");
-      return watchCommand(client.baseUrl, args[0], { fromSeq: integerOption(values.from, 'from'), json, tls, token });
+      return watchCommand(client.baseUrl, args[0], { fromSeq: integerOption(values.from, 'from'), ...afterHashOption(values['after-hash'], values.from), json, tls, token });
     case 'token':
       return tokenCommand(client, args, values.scope ?? [], values.subject, json);
     default:

@@ -1,5 +1,6 @@
 /**
- * `mercury watch PREFIX [--from SEQ] [--json]`: prints the changes under PREFIX, one line each, until Ctrl-C (exit 0).
+ * `mercury watch PREFIX [--from SEQ [--after-hash HASH]] [--json]`: prints the changes under PREFIX, one line each, until
+ * Ctrl-C (exit 0).
  * A printer over the client's `watch()` (src/client/watch.ts), which owns the protocol (src/api/watch.ts), the resume
  * rule and the message limits.
  *
@@ -7,12 +8,15 @@
  * for the items of a snapshot. Text that is not printable is shown as a JSON string, bytes that are not UTF-8 as
  * `base64:...` (showBytes in output.ts, as `mercury ls` shows keys). With --json, each event or snapshot item is one
  * JSON object with its `seq`, its keys and values as the watch protocol writes them (`key` and `keyEncoding`, ...), and
- * progress is printed too (`{"type":"progress","seq":N}`), so a script knows where to resume.
+ * progress is printed too (`{"type":"progress","seq":N,"hash":H}`), so a script knows where to resume. Changes,
+ * progress and a snapshot's end carry `hash`, the hash of the entry at their seq: `--from SEQ+1 --after-hash H` resumes
+ * after it, and a node whose entry at SEQ is another (a root restored from an older backup) answers with a reset, not
+ * with another chain's changes on top of the old state (docs/decisions.md record 45).
  *
  * A snapshot (the state of the watched keys at one seq, which replaces what the reader held) is framed by marker
  * lines, which start with `---` in human output and have a `type` of their own in JSON:
  * - `snapshotBegin` (`--- snapshot at seq N ...`): the first state this command prints (--from older than the node's
- *   log);
+ *   log, or --after-hash naming an entry the node does not hold at --from - 1);
  * - `reset` (`--- RESET at seq N ...`), with `previousSeq`, the last seq printed before: the node replaced the stream
  *   in-band (docs/decisions.md record 40: the log the watch was served from was trimmed while it lagged, the replica
  *   installed a snapshot or was resynced, a root restored from a backup). Everything printed before is superseded,
@@ -21,7 +25,8 @@
  * - `snapshotEnd` (`--- snapshot at seq N complete ...`), with the count of keys: changes after N follow.
  *
  * The command does not reconnect: a refused request or a closed connection prints one line on stderr and exits 1 (3
- * if the node cannot be reached); the line says which --from resumes the watch.
+ * if the node cannot be reached); the line says which --from (and --after-hash, once an entry's hash was seen) resumes
+ * the watch.
  */
 import { encodeJsonBytes } from '../api/index.js';
 import { connect, WatchClosedError, WatchError, type ClientTls, type WatchEvent } from '../client/index.js';
@@ -34,11 +39,16 @@ function bytesFields(name: string, bytes: Buffer | undefined): Record<string, st
   return { [name]: text, [`${name}Encoding`]: encoding };
 }
 
+/** `{ hash }` of an event that carries one (none is printed as `hash: undefined`). */
+function hashField(event: { readonly hash?: string }): { hash?: string } {
+  return event.hash === undefined ? {} : { hash: event.hash };
+}
+
 /** A snapshot's begin and end as the command prints them: the begin is a reset or not (see the header). */
 type Marker =
   | { readonly type: 'snapshotBegin'; readonly seq: number }
   | { readonly type: 'reset'; readonly seq: number; readonly previousSeq: number | null }
-  | { readonly type: 'snapshotEnd'; readonly seq: number; readonly keys: number };
+  | { readonly type: 'snapshotEnd'; readonly seq: number; readonly keys: number; readonly hash?: string };
 
 /**
  * Follows what was printed, to tell a first snapshot from a reset and to count a snapshot's keys. No I/O: `mark`
@@ -69,7 +79,7 @@ class SnapshotMarks {
         return undefined;
       case 'snapshotEnd':
         this.seen(event.seq);
-        return { type: 'snapshotEnd', seq: event.seq, keys: this.keys };
+        return { type: 'snapshotEnd', seq: event.seq, keys: this.keys, ...hashField(event) };
       case 'progress':
         return undefined;
       default:
@@ -114,12 +124,12 @@ function humanLine(event: WatchEvent): string | undefined {
 function jsonLine(event: WatchEvent): string | undefined {
   switch (event.type) {
     case 'put':
-      return JSON.stringify({ seq: event.seq, type: 'put', ...bytesFields('key', event.key), ...bytesFields('value', event.value), modSeq: event.modSeq });
+      return JSON.stringify({ seq: event.seq, type: 'put', ...bytesFields('key', event.key), ...bytesFields('value', event.value), modSeq: event.modSeq, ...hashField(event) });
     case 'delete':
-      return JSON.stringify({ seq: event.seq, type: 'delete', ...bytesFields('key', event.key), modSeq: event.modSeq });
+      return JSON.stringify({ seq: event.seq, type: 'delete', ...bytesFields('key', event.key), modSeq: event.modSeq, ...hashField(event) });
     case 'deleteRange': {
       const end = event.end === null ? { end: null, endEncoding: null } : bytesFields('end', event.end);
-      return JSON.stringify({ seq: event.seq, type: 'deleteRange', ...bytesFields('start', event.start), ...end, modSeq: event.modSeq });
+      return JSON.stringify({ seq: event.seq, type: 'deleteRange', ...bytesFields('start', event.start), ...end, modSeq: event.modSeq, ...hashField(event) });
     }
     case 'snapshot':
       return JSON.stringify({
@@ -132,7 +142,7 @@ function jsonLine(event: WatchEvent): string | undefined {
         version: event.version,
       });
     case 'progress':
-      return JSON.stringify({ type: 'progress', seq: event.seq });
+      return JSON.stringify({ type: 'progress', seq: event.seq, ...hashField(event) });
     default:
       return undefined;
   }
@@ -142,12 +152,13 @@ function jsonLine(event: WatchEvent): string | undefined {
 export async function watchCommand(
   baseUrl: string,
   prefix: string,
-  options: { fromSeq: number | undefined; json: boolean; tls?: ClientTls; token?: string },
+  options: { fromSeq: number | undefined; afterHash?: string; json: boolean; tls?: ClientTls; token?: string },
 ): Promise<void> {
   const client = connect([baseUrl], { ...options.tls, ...(options.token === undefined ? {} : { token: options.token }) });
   const watch = client.watch({
     prefix,
     fromSeq: options.fromSeq,
+    ...(options.afterHash === undefined ? {} : { afterHash: options.afterHash }),
     progress: options.json,
     reconnect: false,
     onSubscribed: (fromSeq) => {
@@ -168,7 +179,8 @@ export async function watchCommand(
     }
   } catch (error) {
     if (error instanceof WatchClosedError) {
-      const resume = error.resumeSeq === undefined ? '' : `; resume with --from ${error.resumeSeq}`;
+      const resume =
+        error.resumeSeq === undefined ? '' : `; resume with --from ${error.resumeSeq}${error.resumeHash === undefined ? '' : ` --after-hash ${error.resumeHash}`}`;
       process.stderr.write(`mercury: ${terminalSafe(`watch closed by the node (${error.closeCode}${error.reason.length > 0 ? `: ${error.reason}` : ''})${resume}`)}\n`);
     } else if (error instanceof WatchError) {
       // Refused by the node (its code: PREFIX_TOO_LARGE, ...) or a broken protocol (PROTOCOL).
