@@ -14,6 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { waitUntil } from './support/http.js';
 import { connect, NoNodeReachableError, UnavailableError, WatchClosedError, WatchError, type WatchEvent } from '../src/index.js';
+import { WATCH_HASH_NO_STATE } from '../src/api/index.js';
 
 /** What the fake node does with each subscribe it receives. */
 type Script = (socket: WebSocket, subscribe: Record<string, unknown>) => void;
@@ -140,7 +141,7 @@ describe('client watch protocol', () => {
         'cut off before done',
         [{ type: 'subscribed', fromSeq: 10 }, { type: 'events', seq: 60, timeMs: 1, events: [put(60)] }, page(20, ['a'], false, true)],
         ['put 60', 'snapshotBegin 20', 'snapshot 20'],
-        61,
+        21,
       ],
     ];
     for (const [name, messages, delivered, resumeSeq] of cases) {
@@ -165,8 +166,8 @@ describe('client watch protocol', () => {
       [{ type: 'subscribed', fromSeq: 12 }, { type: 'progress', seq: 14, hash: hash(14) }],
       [{ type: 'subscribed', fromSeq: 15 }, { type: 'progress', seq: 14 }], // a heartbeat of a replica behind: the hash stays
       [{ type: 'subscribed', fromSeq: 15 }, page(7, false, true), page(7, true)], // a reset, below
-      [{ type: 'subscribed', fromSeq: 8 }, page(9, false, true)], // cut off before done: nothing moves
-      [{ type: 'subscribed', fromSeq: 8 }, { type: 'progress', seq: 20 }], // a node that sends no hash: none is known
+      [{ type: 'subscribed', fromSeq: 8 }, page(9, false, true)], // cut off before done: a hash no entry has
+      [{ type: 'subscribed', fromSeq: 10 }, { type: 'progress', seq: 20 }], // a node that sends no hash: none is known
       [{ type: 'subscribed', fromSeq: 21 }],
     ];
     const subscribes: Record<string, unknown>[] = [];
@@ -195,7 +196,7 @@ describe('client watch protocol', () => {
         [15, hash(14)],
         [15, hash(14)],
         [8, hash(7)],
-        [8, hash(7)],
+        [10, WATCH_HASH_NO_STATE],
         [21, undefined],
       ],
     );

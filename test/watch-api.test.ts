@@ -20,6 +20,7 @@ import {
   subscribedMessage,
   unsubscribedMessage,
   WATCH_MESSAGE_LIMITS,
+  WATCH_HASH_NO_STATE,
   WatchResumeCursor,
   WatchServerMessageError,
   type ServerMessage,
@@ -226,10 +227,11 @@ describe('watch api', () => {
     assert.equal(snapshot.accept({ type: 'snapshot', id: 1, seq: 50, items: [], done: false }), true);
     assert.equal(snapshot.inSnapshot, true);
     assert.equal(snapshot.accept({ type: 'progress', id: 1, seq: 50 }), false, 'progress does not run ahead of a snapshot');
-    assert.equal(snapshot.nextSeq, 1, 'a snapshot cut off before done resumes from the original fromSeq');
+    assert.equal(snapshot.nextSeq, 51, 'a snapshot cut off before done resumes after its seq...');
+    assert.equal(snapshot.afterHash, WATCH_HASH_NO_STATE, '...with a hash no entry has, for a whole snapshot');
     snapshot.reset();
     assert.equal(snapshot.inSnapshot, false);
-    assert.equal(snapshot.accept({ type: 'subscribed', id: 1, fromSeq: 1 }), true);
+    assert.equal(snapshot.accept({ type: 'subscribed', id: 1, fromSeq: 51 }), true);
     assert.equal(snapshot.accept({ type: 'snapshot', id: 1, seq: 52, items: [], done: false }), true);
     assert.equal(snapshot.accept({ type: 'snapshot', id: 1, seq: 52, items: [], done: true }), true);
     assert.equal(snapshot.nextSeq, 53);
@@ -243,7 +245,8 @@ describe('watch api', () => {
     // Below what was received: the entries above the reset belonged to a chain the node no longer has.
     assert.equal(cursor.startsSnapshot(snapshot(20, false, true)), true);
     assert.equal(cursor.accept(snapshot(20, false, true)), true);
-    assert.equal(cursor.nextSeq, 61, 'a reset cut off before done leaves the cursor where it was');
+    assert.equal(cursor.nextSeq, 21, 'a reset moves the cursor back at its first page: cut off before done, it resumes there...');
+    assert.equal(cursor.afterHash, WATCH_HASH_NO_STATE, '...asking for a whole snapshot, not for the entries after 60 over a part of a state');
     assert.equal(cursor.startsSnapshot(snapshot(20, true)), false, 'a later page of the same snapshot');
     assert.equal(cursor.accept(snapshot(20, true)), true);
     assert.equal(cursor.nextSeq, 21, 'the done page moves the cursor to the reset, back or forward');
@@ -321,7 +324,9 @@ describe('watch api', () => {
           // What a node sends to a subscription from `from`, by the protocol.
           const messages: ServerMessage[] = [{ type: 'subscribed', id: 1, fromSeq: from }];
           let next = from;
-          if (from < retainedFrom) {
+          // A snapshot when the log does not reach back to `from`, or when the subscribe's afterHash is not the node's
+          // entry from - 1: a cursor cut off inside a snapshot sends one that no entry has.
+          if (from < retainedFrom || cursor.afterHash === WATCH_HASH_NO_STATE) {
             const snapshotSeq = retainedFrom - 1 + (die() % (head - retainedFrom + 2));
             const pages = 1 + (die() % 3);
             for (let page = 0; page < pages; page++) {

@@ -5,11 +5,16 @@
  * there, each once a bug (review E): the log trimmed past a watch that lagged (the library used to end the watch with
  * PROTOCOL), a replica resynced at or below what its watchers were sent (they used to be left on the abandoned chain,
  * silently), and a client resuming on the root from a seq past its head (a root restored from a backup: the watch used
- * to wait for that seq, skipping the new chain's entries up to it). Real nodes on port 0, data in temp dirs.
+ * to wait for that seq, skipping the new chain's entries up to it). A fourth, found since: a reset cut off before its
+ * done page, resumed on a replica behind the seq the client had before it (the client used to ask for the entries
+ * after that seq, and the replica to wait for it). Real nodes on port 0, data in temp dirs; the node that cuts the
+ * reset off is a scripted WebSocket server.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
 import { after, describe, test } from 'node:test';
+import { WebSocketServer } from 'ws';
 import { validateConfig } from '../src/config/index.js';
 import { connect, type Watch, type WatchEvent } from '../src/index.js';
 import { MercuryNode, NODE_LIMITS, NODE_LIMITS_TEST, withLimits } from '../src/node/index.js';
@@ -164,6 +169,73 @@ describe('watch reset', () => {
       assert.deepEqual(await eventsUntil(watch, 'the put of k/c', () => true), [`put@${next}:k/c`]);
     } finally {
       await watch.return();
+    }
+  });
+
+  test('watch reset: a reset cut off before done resumes on a replica behind the old seq with a whole snapshot at once, not a wait for that seq', async () => {
+    const root = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'cut-root'), port: 0 }), { auth: 'off', limits: NODE_LIMITS_TEST });
+    nodes.push(root);
+    const replica = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'cut-replica'), port: 0, upstreams: [root.replicationAddress] }), {
+      auth: 'off',
+      limits: NODE_LIMITS_TEST,
+    });
+    nodes.push(replica);
+    // Written once the replica follows, so that its log holds every entry (the subscribe's hash is checked there).
+    await eventually(
+      async () => (await status(replica.url)).seq === root.store.head().seq && (await request(replica.url, 'GET', '/readyz')).status === 200,
+      async () => JSON.stringify(await status(replica.url)),
+    );
+    await put(root.url, 'k/a', 'a');
+    const seqB = await put(root.url, 'k/b', 'b');
+    const head = await put(root.url, 'k/c', 'c');
+    await eventually(
+      async () => (await status(replica.url)).seq === head,
+      async () => JSON.stringify(await status(replica.url)),
+    );
+    // The first node the client reaches had taken it to seq 60 of a chain, then began a reset at seqB, the state of
+    // the chain this replica follows, and shut down before the reset's done page. The client moves to the replica,
+    // which is at `head`, far below 60: asked for the entries after 60, it would wait for seq 60 and leave the
+    // consumer holding a part of a state meanwhile.
+    const fake = new WebSocketServer({ port: 0, host: '127.0.0.1', path: '/v1/watch' });
+    await new Promise<void>((resolve) => fake.once('listening', () => resolve()));
+    fake.on('connection', (socket) =>
+      socket.on('message', (data: Buffer) => {
+        const subscribe = JSON.parse(data.toString('utf8')) as { id: number };
+        const key = { key: 'k/a', keyEncoding: 'utf8', value: 'a', valueEncoding: 'utf8', createSeq: seqB - 1, modSeq: seqB - 1, version: 1 };
+        for (const message of [
+          { type: 'subscribed', fromSeq: 10 },
+          { type: 'events', seq: 60, timeMs: 1, hash: 'ab'.repeat(32), events: [{ type: 'put', key: 'k/x', keyEncoding: 'utf8', value: 'x', valueEncoding: 'utf8', modSeq: 60 }] },
+          { type: 'snapshot', seq: seqB, items: [key], done: false, begin: true },
+        ])
+          socket.send(JSON.stringify({ id: subscribe.id, ...message }));
+        socket.close(1001, 'node is shutting down; reconnect and resume');
+        fake.close();
+      }),
+    );
+    const fakeUrl = `http://127.0.0.1:${(fake.address() as AddressInfo).port}`;
+    const subscribedFrom: number[] = [];
+    const watch = connect([fakeUrl, replica.url], { requestTimeoutMs: 5_000, watchReconnectDelayMsBase: 1, watchReconnectDelayMsMax: 5 }).watch({
+      prefix: 'k/',
+      fromSeq: 10,
+      afterHash: 'cd'.repeat(32),
+      onSubscribed: (fromSeq) => subscribedFrom.push(fromSeq),
+    });
+    try {
+      const events = await eventsUntil(watch, 'a whole snapshot from the replica', (event) => event.type === 'snapshotEnd');
+      assert.deepEqual(events, [
+        'put@60:k/x',
+        `snapshotBegin@${seqB}`,
+        `snapshot@${seqB}:k/a`,
+        `snapshotBegin@${head}`,
+        `snapshot@${head}:k/a`,
+        `snapshot@${head}:k/b`,
+        `snapshot@${head}:k/c`,
+        `snapshotEnd@${head}`,
+      ]);
+      assert.deepEqual(subscribedFrom, [10, seqB + 1], 'resumed after the reset\'s seq, not after 60');
+    } finally {
+      await watch.return();
+      fake.close();
     }
   });
 });

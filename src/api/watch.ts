@@ -72,7 +72,8 @@
  *   its keys at seq S (every key under its prefixes, in key order, in pages), the last page with `done: true` (it
  *   may be empty). It replaces whatever the client held for those prefixes, and the stream continues with the
  *   entries after S. Filters `puts`/`deletes` do not apply to a snapshot (it is state, not changes); `keysOnly` does.
- *   A client that loses the connection before `done` resumes from its original `fromSeq` and gets a new snapshot.
+ *   A client that loses the connection before `done` holds part of a state: it resumes with `fromSeq` S + 1 and the
+ *   `afterHash` of 64 zeros (`WATCH_HASH_NO_STATE`), which no entry has, and gets a whole new snapshot.
  *   The first page of every snapshot carries `"begin": true` (nodes before decision 40 sent no such field).
  * - A snapshot may also come after events (or after a completed snapshot) on the same connection: a **reset**. The
  *   node sends one when the log a subscription was being served from is gone: trimmed while the subscription lagged
@@ -127,6 +128,13 @@ export const WATCH_HEARTBEAT_INTERVAL_MS = 10_000;
 /** An entry hash on the wire (`afterHash`, `hash`): a SHA-256, 32 bytes, as lowercase hex. */
 export const WATCH_HASH_HEX_CHARS = 64;
 const HASH_HEX = /^[0-9a-f]{64}$/;
+/**
+ * The `afterHash` of a client that holds no complete state: it was handed part of a snapshot, which told it to replace
+ * what it held, and the connection ended before `done`. No entry's hash is 64 zeros (only a snapshot at seq 0 has
+ * them, and afterHash names an entry >= 1), so every node answers such a subscribe with a whole snapshot: at once when
+ * it holds entry fromSeq - 1 or is past it, when it gets there when it is behind (a replica).
+ */
+export const WATCH_HASH_NO_STATE = '0'.repeat(WATCH_HASH_HEX_CHARS);
 
 /** Whether `text` is an entry hash as the watch protocol writes it (64 lowercase hex digits). */
 export function isWatchHash(text: unknown): text is string {
@@ -638,18 +646,24 @@ export function parseServerMessage(
 /**
  * Where a subscription resumes, the one rule for every client: `nextSeq`, the `fromSeq` of the next subscribe, is the
  * first seq not yet covered. It is the `fromSeq` the subscription asked for (or, when it asked for none, the one
- * `subscribed` confirms), then S + 1 after each events message of seq S, each progress message of seq S, and the last
- * page (`done`) of a snapshot at seq S. A snapshot cut off before `done` does not advance it: the next connection asks
- * for the same `fromSeq` and receives a whole new snapshot. Progress during a snapshot is ignored (the snapshot's done
+ * `subscribed` confirms), then S + 1 after each events message of seq S, each progress message of seq S, and the
+ * first and last (`done`) pages of a snapshot at seq S. Progress during a snapshot is ignored (the snapshot's done
  * page moves the cursor); progress at the last seq received (a heartbeat) leaves the cursor where it is.
  *
  * A snapshot that begins after events or a completed snapshot is a reset (see "snapshot" above): it is accepted at
- * any seq, even below the last one covered, since it replaces the client's state; its done page moves the cursor to
- * its seq + 1, back or forward. Cut off before done, it leaves the cursor where it was, as any snapshot does.
+ * any seq, even below the last one covered, since it replaces the client's state; its first page moves the cursor to
+ * its seq + 1, back or forward.
  *
  * Beside `nextSeq` it keeps `afterHash`, the hash of entry nextSeq - 1 (the `afterHash` of the next subscribe), from
  * the `hash` of the message that moved the cursor: unknown (undefined) when that message had none, and unchanged by a
  * progress message at the last seq covered that has none (a replica behind the client does not hold that entry).
+ *
+ * A snapshot's first page tells the consumer to replace its state, so until the done page the consumer holds part of
+ * one: `afterHash` is then `WATCH_HASH_NO_STATE`, which no node's entry matches. A connection that ends before done
+ * resumes from S + 1 with it and receives a whole new snapshot from any node, a replica behind the old seq included,
+ * which would otherwise wait to reach the seq the client had before a reset, holding the consumer on a part of a state
+ * (docs/decisions.md, record 40). Resuming from the `fromSeq` of before would also have a node whose log still holds
+ * it send entries over that part.
  *
  * It also holds a node to the ordering rules of one connection (`reset` starts a new one), and throws
  * `WatchServerMessageError` for a message that breaks them, which would make a client skip or repeat entries:
@@ -726,10 +740,8 @@ export class WatchResumeCursor {
           invalid('snapshot.seq', `is ${message.seq}; the pages before it were at ${this.snapshotSeq}`);
         this.snapshotOpen = !message.done;
         this.snapshotSeq = message.seq;
-        if (message.done) {
-          this.next = message.seq + 1;
-          this.hash = message.hash;
-        }
+        this.next = message.seq + 1;
+        this.hash = message.done ? message.hash : WATCH_HASH_NO_STATE;
         return true;
       case 'progress':
         if (this.snapshotOpen) return false;
