@@ -8,26 +8,13 @@ import assert from 'node:assert/strict';
 import { cpSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { open } from 'lmdb';
 import { MercuryError } from '../src/errors/index.js';
 import { INITIALISED_FILE, Store } from '../src/store/index.js';
 import { openLocal } from '../src/client/index.js';
 import { assertError, request, requestJson, waitUntil } from './support/http.js';
 import { makeTempDir, removeDir, runCli, startServe, stopProcess, CLI_PATH } from './support/process.js';
+import { rewriteRaw } from './support/lmdb-records.js';
 import { spawn } from 'node:child_process';
-
-/** Rewrites a sub-database record of a closed data directory directly in LMDB, as a disk fault would. */
-async function rewriteRaw(dir: string, dbName: string, key: string, change: (stored: Buffer) => Buffer | undefined): Promise<void> {
-  const env = open({ path: dir, maxDbs: 8 });
-  const db = env.openDB<Buffer, Buffer>({ name: dbName, encoding: 'binary', keyEncoding: 'binary' });
-  const stored = db.get(Buffer.from(key));
-  assert.ok(stored !== undefined, `${dbName}/${key} exists`);
-  const changed = change(Buffer.from(stored));
-  if (changed === undefined) await db.remove(Buffer.from(key));
-  else await db.put(Buffer.from(key), changed);
-  await env.close();
-}
-
 
 /** Runs `mercury serve` expecting it to stop by itself; resolves with its exit code or signal and stderr. */
 function serveUntilExit(dir: string): Promise<{ code: number | string; stderr: string }> {
