@@ -11,7 +11,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { assertError, metricValue, request, requestJson, waitUntil } from './support/http.js';
-import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
+import { makeTempDir, removeDir, runCli, serveRefused, startServe, stopProcess, type ServeProcess } from './support/process.js';
+import { rewriteRaw } from './support/lmdb-records.js';
 import { WatchClient } from './support/watch.js';
 import { connect } from 'node:net';
 import { parseHostPort } from '../src/config/index.js';
@@ -20,6 +21,9 @@ import { decodeMessage, encodeMessage, FrameDecoder, PROTOCOL_VERSION, REPLICATI
 
 /** A value written once, then overwritten: afterwards its bytes are in the log record only (and in freed pages). */
 const MARKED_VALUE = 'damaged-in-the-log-only-7f3a9c';
+
+/** The head record cut to its first 5 of 40 bytes (u64 seq | 32-byte hash): too short to hold even the seq. */
+const cutHeadRecord = (stored: Buffer): Buffer => stored.subarray(0, 5);
 
 /** Flips one byte inside every copy of `marker` in the data file of a stopped node. Returns how many copies. */
 function flipByteOf(dataDir: string, marker: string): number {
@@ -196,5 +200,111 @@ describe('data corruption on a replica', () => {
       return status.replication.phase === 'streaming' && status.seq >= putSeq;
     });
     assert.equal((await request(replica.url, 'GET', '/v1/kv/victim')).body.toString(), 'new value');
+  });
+});
+
+
+describe('data corruption: a damaged head record', () => {
+  // Found: with the head record (meta "head": the seq and hash of the last applied entry) damaged, a replica that
+  // connected made the root exit 1 (a RangeError from the replication socket handler, decoding the head), every
+  // GET /v1/kv answered 500 INTERNAL, and a start threw the raw RangeError.
+  let dir: string;
+  let dataDir: string;
+  let node: ServeProcess;
+  type Status = { seq: number; storage: { sound: boolean; damage: { what: string; message: string }[] }; replication: { lastFailure: string | null } };
+
+  before(async () => {
+    dir = makeTempDir('corruption-head');
+    dataDir = join(dir, 'root');
+    node = await startServe(dataDir);
+    await requestJson(node.url, 'PUT', '/v1/kv/a', { body: 'one' });
+    await requestJson(node.url, 'PUT', '/v1/kv/b', { body: 'two' });
+    // Damaged under the running node, as a disk fault would: the head it read at start stays sound in its memory, so
+    // only the reads that take the head from LMDB (each read's seq, a snapshot's head) meet the damage.
+    await rewriteRaw(dataDir, 'meta', 'head', cutHeadRecord);
+  });
+
+  after(async () => {
+    if (node !== undefined) await stopProcess(node.child);
+    removeDir(dir);
+  });
+
+  test('data corruption: with a damaged head record, reads answer 500 DATA_CORRUPTED naming the record and what to do, not INTERNAL', async () => {
+    // Before: the range read was 500 INTERNAL, and point reads took the seq from bytes of an earlier read in
+    // LMDB's buffer: 200 with a made-up seq, or 404 "does not exist at seq 0" for keys the node holds.
+    for (const path of ['/v1/kv/a', '/v1/kv?prefix=', '/v1/status', '/v1/kv/b']) {
+      const response = await request(node.url, 'GET', path);
+      if (path === '/v1/status') {
+        assert.equal(response.status, 200);
+        continue;
+      }
+      const error = assertError(response, 'DATA_CORRUPTED', 500);
+      assert.match(error.message, /^damaged data on this node: head record: it is 5 bytes where a u64 seq and a 32-byte hash take 40; read from another node, and see "Damaged data" in the README$/, path);
+    }
+    assert.equal((await request(node.url, 'GET', '/healthz')).status, 200);
+  });
+
+  test('data corruption: with a damaged head record, a replica that joins is refused UNAVAILABLE; the root logs the damage and keeps running', async () => {
+    const replica = await startServe(join(dir, 'replica'), ['--upstream', node.replication]);
+    try {
+      await waitUntil('the replica is refused', async () => /^upstream refused: UNAVAILABLE: damaged data on this node: head record: /.test((await requestJson<Status>(replica.url, 'GET', '/v1/status')).replication.lastFailure ?? ''));
+    } finally {
+      await stopProcess(replica.child);
+    }
+    assert.equal(node.child.exitCode, null, `the root exited: ${node.stderr()}`);
+    assert.match(node.stderr(), /damaged data met while serving.*"damaged":"head record"/);
+    assert.match(node.stderr(), /"message":"refused child".*"reason":"UNAVAILABLE"/);
+    assert.equal((await request(node.url, 'GET', '/healthz')).status, 200);
+  });
+
+  test('data corruption: with a damaged head record, a watch that needs a snapshot ends with DATA_CORRUPTED; the connection goes on', async () => {
+    const watch = await WatchClient.connect(node.url);
+    try {
+      const { seq } = await requestJson<Status>(node.url, 'GET', '/v1/status');
+      // A root answers a fromSeq past its head + 1 with a snapshot of the current state (src/api/watch.ts).
+      await watch.subscribe('reset', [''], { fromSeq: seq + 5 });
+      const ended = await watch.waitFor((message) => message.type === 'error' && message.id === 'reset');
+      assert.equal((ended as { code: string }).code, 'DATA_CORRUPTED');
+      assert.match((ended as { message: string }).message, /head record/);
+      assert.equal((await watch.subscribe('live', [''])).type, 'subscribed');
+      assert.equal(watch.socket.readyState, watch.socket.OPEN);
+      assert.equal(node.child.exitCode, null, `the root exited: ${node.stderr()}`);
+    } finally {
+      watch.close();
+    }
+  });
+
+  test('data corruption: a damaged head record shows in status and fails readiness; status itself answers', async () => {
+    const status = await requestJson<Status>(node.url, 'GET', '/v1/status');
+    assert.equal(status.storage.sound, false);
+    assert.deepEqual(status.storage.damage.map((report) => report.what), ['head record']);
+    const ready = await request(node.url, 'GET', '/readyz');
+    assert.equal(ready.status, 503);
+    assert.match((JSON.parse(ready.body.toString()) as { reasons: string[] }).reasons.join('\n'), /^DATA_CORRUPTED: .*head record/m);
+  });
+
+  test('data corruption: the root\'s next commit writes a sound head record from the head it holds; nothing is lost', async () => {
+    const { seq } = await requestJson<{ seq: number }>(node.url, 'PUT', '/v1/kv/c', { body: 'three' });
+    assert.equal(seq, 3, 'the entry follows the head the root read at start');
+    assert.equal((await request(node.url, 'GET', '/v1/kv/a')).body.toString(), 'one');
+    const log = await requestJson<{ entries: { seq: number }[] }>(node.url, 'GET', '/v1/log?from=1');
+    assert.deepEqual(log.entries.map((entry) => entry.seq), [1, 2, 3]);
+    // The damage was met: the node stays out of rotation until it is restarted on sound data.
+    assert.equal((await request(node.url, 'GET', '/readyz')).status, 503);
+  });
+
+  test('data corruption: a start on a damaged head record fails with DATA_DIR_INVALID naming it and what to do; so does verify', async () => {
+    await stopProcess(node.child, 'SIGTERM');
+    await rewriteRaw(dataDir, 'meta', 'head', cutHeadRecord);
+    const refused = await serveRefused(dataDir);
+    assert.deepEqual({ code: refused.code, signal: refused.signal }, { code: 1, signal: null }, refused.stderr);
+    assert.match(
+      refused.stderr,
+      /DATA_DIR_INVALID: \S+data\.mdb is damaged \(its head record is 5 bytes where a u64 seq and a 32-byte hash take 40\); Mercury cannot tell where its chain ends\. See "Damaged data" in the README: a replica starts again on an empty directory, a root is restored from a replica or a backup\./,
+    );
+    assert.doesNotMatch(refused.stderr, /RangeError/);
+    const verified = await runCli(['verify', '--data-dir', dataDir]);
+    assert.equal(verified.code, 1, verified.stderr);
+    assert.match(verified.stderr, /DATA_DIR_INVALID: \S+data\.mdb is damaged \(its head record is 5 bytes where/);
   });
 });

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { crc32 } from 'node:zlib';
 import { GENESIS_HEAD, type EncodedEntry, type Op } from '../src/log/index.js';
+import { MercuryError } from '../src/errors/index.js';
 import {
   Downstream,
   FrameDecoder,
@@ -732,6 +733,45 @@ describe('replication state machines', () => {
     assert.ok(store.head().hash.equals(root.head().hash));
     assert.equal(downstream.status().snapshotsInstalled, 1);
     assert.deepStrictEqual(sortedRecords(new Map(store.keySpace)), sortedRecords(new Map(root.keySpace)));
+  });
+
+  test('upstream: damaged data met opening a snapshot or reading the log base refuses that child UNAVAILABLE, at HELLO or later', () => {
+    // Found: a damaged head record made the snapshot for a joining child throw from the socket handler; the process exited.
+    const root = rootStore(5);
+    const damage = new MercuryError('DATA_CORRUPTED', 'damaged data on this node: head record: it is 5 bytes where a u64 seq and a 32-byte hash take 40');
+    const throwDamage = (): never => {
+      throw damage;
+    };
+    const damaged = (overrides: Partial<LogSource>): LogSource => ({
+      datasetId: () => root.datasetId(),
+      head: () => root.head(),
+      firstSeq: () => root.firstSeq(),
+      hashAt: (seq) => root.hashAt(seq),
+      readLog: (from, entries, bytes) => root.readLog(from, entries, bytes),
+      openSnapshot: () => root.openSnapshot(),
+      ...overrides,
+    });
+    const refusedDamaged = (actions: readonly UpstreamAction[], name: string): void => {
+      const [refuse] = sent(actions);
+      assert.ok(refuse?.type === 'refuse' && refuse.reason === 'UNAVAILABLE' && refuse.message === damage.message, `${name}: ${JSON.stringify(refuse)}`);
+      assert.equal(actions[actions.length - 1]!.type, 'close', name);
+    };
+    refusedDamaged(newUpstream(damaged({ openSnapshot: throwDamage })).receive(T0, helloBytes({ datasetId: '' })), 'a joining child');
+    refusedDamaged(newUpstream(damaged({ hashAt: throwDamage })).receive(T0, helloBytes({ head: { seq: 3, hash: root.hashAt(3)! } })), 'a child whose head needs the log base');
+
+    // A streaming child that falls behind the retained log needs a snapshot as well.
+    const behind = newUpstream(damaged({ openSnapshot: throwDamage }));
+    let sentBytes = 0;
+    let sentSeq = 5;
+    const delivered = (actions: readonly UpstreamAction[]): void => {
+      for (const action of actions) if (action.type === 'send') sentBytes += action.bytes.length;
+      for (const message of sent(actions)) if (message.type === 'entries') sentSeq += message.records.length;
+    };
+    delivered(behind.receive(T0, helloBytes({ head: root.head() })));
+    for (let i = 6; i <= 5 + 3 * L.childWindowEntriesMax; i++) delivered(behind.localApplied(T0, [commit(root, i)]));
+    root.trim(10);
+    assert.ok(sentSeq + 1 < root.firstSeq(), 'the child is behind the retained log');
+    refusedDamaged(behind.receive(T0 + 1, encodeMessage({ type: 'ack', appliedSeq: sentSeq, receivedBytes: sentBytes })), 'a child behind the log');
   });
 
   test('upstream: closes a connection without HELLO, and a child that stops acknowledging', () => {

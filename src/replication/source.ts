@@ -15,7 +15,8 @@ export interface LogSource {
   firstSeq(): number;
   /**
    * The hash of the entry at `seq` if this node can still tell: seq 0 (the genesis hash), the retained log, the entry
-   * just before the first retained one (the log base), or the head. Undefined otherwise.
+   * just before the first retained one (the log base), or the head. Undefined otherwise. Throws DATA_CORRUPTED when
+   * the log base record is damaged.
    */
   hashAt(seq: number): Buffer | undefined;
   /**
@@ -27,6 +28,7 @@ export interface LogSource {
   /**
    * A consistent view of the whole key space at the current head, held until `close`; undefined when the node holds
    * its most snapshots already (its snapshot readers, shared with backups and watches): the child is sent elsewhere.
+   * Throws DATA_CORRUPTED when the head record it would be taken at is damaged: that session ends, no other.
    */
   openSnapshot(): SnapshotSource | undefined;
 }

@@ -370,6 +370,7 @@ export class Upstream {
       try {
         hash = this.source.hashAt(hello.head.seq);
       } catch (error) {
+        if (isDataCorrupted(error)) return void this.damaged(error, actions);
         if (!isReadersFull(error)) throw error;
         return void this.refuse('UNAVAILABLE', `${error.message}; try another upstream or later`, actions);
       }
@@ -382,9 +383,9 @@ export class Upstream {
       // An unknown hash means the child's head is older than anything retained: only a snapshot can bring it back.
       mode = hash !== undefined && hello.head.seq + 1 >= this.source.firstSeq() ? 'stream' : 'snapshot';
     }
-    // Opened before WELCOME, so that a node already sending its most snapshots refuses the child before it begins.
-    const snapshot = mode === 'snapshot' ? this.source.openSnapshot() : undefined;
-    if (mode === 'snapshot' && snapshot === undefined) return void this.refuseBusy(actions);
+    // Opened before WELCOME, so that a node that cannot send one (busy, or its head damaged) refuses the child before it begins.
+    const snapshot = mode === 'snapshot' ? this.openSnapshot(actions) : undefined;
+    if (mode === 'snapshot' && snapshot === undefined) return;
     this.sentSeq = hello.head.seq;
     this.ackedSeq = hello.head.seq;
     this.lastAckMs = nowMs;
@@ -460,13 +461,28 @@ export class Upstream {
     actions.push({ type: 'log', level: 'info', message: 'sending snapshot', fields: { child: this.hello?.nodeId, seq: source.seq, keyCount: source.keyCount } });
   }
 
+  /**
+   * A snapshot for the child, or undefined once the child is refused UNAVAILABLE: no snapshot reader is free, or the
+   * head the snapshot would be taken at is damaged (DATA_CORRUPTED; found: it was thrown from the socket handler and
+   * the process exited).
+   */
+  private openSnapshot(actions: UpstreamAction[]): SnapshotSource | undefined {
+    let source;
+    try {
+      source = this.source.openSnapshot();
+    } catch (error) {
+      if (!isDataCorrupted(error)) throw error;
+      this.damaged(error, actions);
+      return undefined;
+    }
+    if (source === undefined) this.refuseBusy(actions);
+    return source;
+  }
+
   /** A streaming child fell behind the retained log: a new snapshot, or REFUSE when none can be opened now. */
   private snapshotAgain(actions: UpstreamAction[]): boolean {
-    const source = this.source.openSnapshot();
-    if (source === undefined) {
-      this.refuseBusy(actions);
-      return false;
-    }
+    const source = this.openSnapshot(actions);
+    if (source === undefined) return false;
     this.startSnapshot(source, actions);
     return true;
   }

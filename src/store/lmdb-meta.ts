@@ -15,11 +15,14 @@
 import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { MercuryError } from '../errors/index.js';
 
-/** The error that refuses a data file whose meta pages or trees are damaged, saying what to do. */
-export function dataFileDamaged(dataFile: string, problem: string): MercuryError {
+/**
+ * The error that refuses a data file whose meta pages, trees or store records are damaged, saying what to do.
+ * `consequence` says why the start cannot go on: LMDB's for a page, the store's own for a record it cannot read.
+ */
+export function dataFileDamaged(dataFile: string, problem: string, consequence = 'LMDB cannot open it safely'): MercuryError {
   return new MercuryError(
     'DATA_DIR_INVALID',
-    `${dataFile} is damaged (${problem}); LMDB cannot open it safely. See "Damaged data" in the README: a replica starts again on an empty directory, a root is restored from a replica or a backup.`,
+    `${dataFile} is damaged (${problem}); ${consequence}. See "Damaged data" in the README: a replica starts again on an empty directory, a root is restored from a replica or a backup.`,
   );
 }
 

@@ -8,7 +8,7 @@
  * meta    "format"    -> utf8 decimal   the store format, STORE_FORMAT (below); written when the directory is made
  *         "datasetId" -> utf8 id      random, made when the root's data directory is created
  *         "nodeId"    -> utf8 id      random, made when any data directory is created
- *         "head"      -> u64 seq | 32-byte hash   the last applied entry
+ *         "head"      -> u64 seq | 32-byte hash   the last applied entry; every read checks its size (decodeHeadSeq)
  *         "logBytes"  -> u64          sum of record sizes currently in `log` (for retention by bytes)
  *         "logBase"   -> u64 seq | 32-byte hash   the entry just before the first retained one (after a trim or a
  *                                                  snapshot install), so that the first retained entry can be verified
@@ -24,6 +24,7 @@
  */
 import { crc32 } from 'node:zlib';
 import { readU64, writeU64 } from '../api/u64.js';
+import { HASH_BYTES, type ChainHead } from '../log/index.js';
 
 export const STORE_FORMAT = 2;
 
@@ -181,8 +182,33 @@ export function encodeHead(seq: number, hash: Buffer): Buffer {
   return buffer;
 }
 
-export function decodeHead(buffer: Buffer): { seq: number; hash: Buffer } {
-  return { seq: readU64(buffer, 0), hash: Buffer.from(buffer.subarray(8)) };
+/** Bytes of a "head" or "logBase" record: u64 seq | 32-byte hash. */
+export const HEAD_RECORD_BYTES = 8 + HASH_BYTES;
+
+/** A "head" or "logBase" record whose bytes cannot be what was written: another size, or a seq no entry has. */
+export class HeadRecordDamageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'HeadRecordDamageError';
+  }
+}
+
+/**
+ * The seq of a "head" or "logBase" record, the first `size` bytes of `buffer` (lmdb-js's `getBinaryFast` returns its
+ * reused read buffer, whose bytes past `size` are those of an earlier read). Throws HeadRecordDamageError unless the
+ * record is exactly HEAD_RECORD_BYTES and its seq a safe integer (writeU64 writes no other): a short record read as
+ * it stood took the seq from those earlier bytes, so that a node answered "no such key at seq 0" for keys it held.
+ */
+export function decodeHeadSeq(buffer: Buffer, size = buffer.length): number {
+  if (size !== HEAD_RECORD_BYTES) throw new HeadRecordDamageError(`it is ${size} bytes where a u64 seq and a ${HASH_BYTES}-byte hash take ${HEAD_RECORD_BYTES}`);
+  const seq = readU64(buffer, 0);
+  if (!Number.isSafeInteger(seq)) throw new HeadRecordDamageError(`it holds seq ${buffer.readBigUInt64BE(0)}, past 2^53, which no entry reaches`);
+  return seq;
+}
+
+/** Decodes a "head" or "logBase" record, checked as `decodeHeadSeq` says (throws HeadRecordDamageError). */
+export function decodeHead(buffer: Buffer): ChainHead {
+  return { seq: decodeHeadSeq(buffer), hash: Buffer.from(buffer.subarray(8, HEAD_RECORD_BYTES)) };
 }
 
 export function encodeU64(value: number): Buffer {

@@ -24,11 +24,13 @@ import { GENESIS_HEAD, HASH_BYTES, authorRuns, sealEntry, verifyNext, verifySelf
 import {
   copyKeyRecord,
   decodeHead,
+  decodeHeadSeq,
   decodeKeyRecord,
   decodeU64,
   encodeHead,
   decodeKeyRecordHeader,
   encodeU64,
+  HeadRecordDamageError,
   KEY_RECORD_HEADER_BYTES,
   KeyRecordDamageError,
   nextVersion,
@@ -186,6 +188,12 @@ const META_FORMAT = 'format';
  * keys and root URL included: a replica started with --trust-key on such data does not trust it (src/node/node.ts).
  */
 const META_VERIFIED = 'verified';
+/** The records of the "head" layout (records.ts), by what damage reports call them. */
+const HEAD_RECORDS = [
+  { key: META_HEAD, what: 'head record' },
+  { key: META_LOG_BASE, what: 'log base record' },
+] as const;
+type HeadRecordName = (typeof HEAD_RECORDS)[number]['what'];
 
 /**
  * Refuses a store of another format than STORE_FORMAT, or one whose format record is damaged. Format 2 writes the
@@ -199,19 +207,46 @@ const META_VERIFIED = 'verified';
  */
 function checkFormat(path: string, format: string | undefined, readOnly: boolean): void {
   if (format === String(STORE_FORMAT)) return;
-  const dataFile = join(path, DATA_FILE);
   const initialised = existsSync(join(path, INITIALISED_FILE));
-  if (format === undefined ? initialised : !/^[1-9][0-9]{0,5}$/.test(format)) {
-    const treeProblem = readOnly ? lmdbTreeProblem(dataFile) : undefined;
-    throw dataFileDamaged(
-      dataFile,
-      treeProblem ?? (format === undefined ? `its store format record is missing, though ${INITIALISED_FILE} says this Mercury wrote the store` : `its store format record reads ${JSON.stringify(format.slice(0, 20))}`),
+  if (format === undefined ? initialised : !/^[1-9][0-9]{0,5}$/.test(format))
+    throw recordDamaged(
+      path,
+      readOnly,
+      format === undefined ? `its store format record is missing, though ${INITIALISED_FILE} says this Mercury wrote the store` : `its store format record reads ${JSON.stringify(format.slice(0, 20))}`,
     );
-  }
   throw new MercuryError(
     'DATA_DIR_INVALID',
     `${path} holds store format ${format ?? '1'}; this Mercury reads format ${STORE_FORMAT} only (key records carry checksums since format 2). A replica: move the directory aside and start empty, it refetches everything. A root: start on an empty directory and write the keys again (format 1 predates the first release).`,
   );
+}
+
+/**
+ * Refuses a store whose head or log base record is damaged (records.ts, decodeHeadSeq). The head is where the next
+ * entry continues the chain and the seq every read reports; the log base is what the first retained entry is checked
+ * against. Found: a head record cut short made the start throw a bare RangeError.
+ */
+function checkHeadRecords(path: string, meta: Database<Buffer, string>, readOnly: boolean): void {
+  for (const { key, what } of HEAD_RECORDS) {
+    const stored = meta.get(key);
+    if (stored === undefined) continue;
+    try {
+      decodeHeadSeq(stored);
+    } catch (error) {
+      if (!(error instanceof HeadRecordDamageError)) throw error;
+      throw recordDamaged(path, readOnly, `its ${what} ${error.message.replace(/^it /, '')}`, 'Mercury cannot tell where its chain ends');
+    }
+  }
+}
+
+/**
+ * The DATA_DIR_INVALID for a damaged record of the store. A reader, which does not walk the trees before it opens
+ * (readers check the meta pages only), walks them here to name damaged pages when there are some: they would explain
+ * the record, and LMDB's consequence then replaces `consequence`.
+ */
+function recordDamaged(path: string, readOnly: boolean, problem: string, consequence?: string): MercuryError {
+  const dataFile = join(path, DATA_FILE);
+  const treeProblem = readOnly ? lmdbTreeProblem(dataFile) : undefined;
+  return treeProblem === undefined ? dataFileDamaged(dataFile, problem, consequence) : dataFileDamaged(dataFile, treeProblem);
 }
 
 export class Store {
@@ -346,6 +381,7 @@ export class Store {
       if (nodeId === undefined || (datasetId === undefined && options.createDataset !== false && options.readOnly !== true))
         throw new Error(`${options.path} is not a Mercury data directory`);
       checkFormat(options.path, this.meta.get(META_FORMAT)?.toString(), options.readOnly === true);
+      checkHeadRecords(options.path, this.meta, options.readOnly === true);
     } catch (error) {
       // lmdb-js keeps one environment per path in the process: a refused one left open would be the next open's.
       void this.env.close();
@@ -406,7 +442,33 @@ export class Store {
 
   private readHead(): ChainHead {
     const stored = this.meta.get(META_HEAD);
-    return stored === undefined ? GENESIS_HEAD : decodeHead(stored);
+    return stored === undefined ? GENESIS_HEAD : this.headRecord(stored, 'head record');
+  }
+
+  /**
+   * A "head" or "logBase" record read while serving, checked (records.ts, decodeHeadSeq): a damaged one fails the
+   * reader with DATA_CORRUPTED and is recorded, as a damaged key record does. The start refuses both (checkHeadRecords);
+   * this is for damage that arrives while the node runs.
+   */
+  private headRecord(stored: Buffer, what: HeadRecordName): ChainHead {
+    try {
+      return decodeHead(stored);
+    } catch (error) {
+      throw this.headDamage(what, error);
+    }
+  }
+
+  /** `headRecord`'s seq only, from LMDB's reused read buffer (`getBinaryFast`): what each point read reports. */
+  private headSeq(stored: Uint8Array): number {
+    try {
+      return decodeHeadSeq(toBuffer(stored), stored.length);
+    } catch (error) {
+      throw this.headDamage('head record', error);
+    }
+  }
+
+  private headDamage(what: HeadRecordName, error: unknown): unknown {
+    return error instanceof HeadRecordDamageError ? this.damaged(what, error) : error;
   }
 
   /**
@@ -420,7 +482,7 @@ export class Store {
   /** The seq of the last entry applied in this thread's current read snapshot. */
   snapshotSeq(): number {
     const head = this.meta.getBinaryFast(META_HEAD);
-    return head === undefined ? 0 : decodeU64(head);
+    return head === undefined ? 0 : this.headSeq(head);
   }
 
   /**
@@ -476,6 +538,7 @@ export class Store {
       const head = this.meta.get(META_HEAD, { transaction: txn });
       // At seq 0 the key space is empty (see get).
       if (head === undefined) return { items: [], seq: 0, more: false };
+      const seq = this.headSeq(head);
       const from = after !== undefined && Buffer.compare(after, start) >= 0 ? after : start;
       const items: RangeItem[] = [];
       let more = false;
@@ -497,7 +560,7 @@ export class Store {
         const copy = Buffer.from(key);
         items.push({ key: copy, record: this.keyRecord(copy, value) });
       }
-      return { items, seq: head === undefined ? 0 : decodeU64(head), more };
+      return { items, seq, more };
     } finally {
       txn.done();
     }
@@ -508,9 +571,19 @@ export class Store {
     const stats = this.env.getStats() as { pageSize?: number; lastPageNumber?: number };
     const kvStats = this.kv.getStats() as { entryCount?: number };
     const bounds = this.logBounds();
+    const head = this.meta.getBinaryFast(META_HEAD);
+    let empty: boolean;
+    try {
+      empty = head === undefined || decodeHeadSeq(toBuffer(head), head.length) === 0;
+    } catch (error) {
+      // Status answers on a damaged head record, counting what `kv` holds: it is where the damage is shown (recorded
+      // by the reads that met it), and a poll must not log and count it again each time.
+      if (!(error instanceof HeadRecordDamageError)) throw error;
+      empty = false;
+    }
     return {
       // At seq 0 the key space is empty (see get).
-      keys: this.snapshotSeq() === 0 ? 0 : (kvStats.entryCount ?? 0),
+      keys: empty ? 0 : (kvStats.entryCount ?? 0),
       logEntries: bounds.lastSeq - bounds.firstSeq + 1,
       logBytes: bounds.bytes,
       dataFileBytes: (stats.pageSize ?? 0) * ((stats.lastPageNumber ?? 0) + 1),
@@ -527,7 +600,7 @@ export class Store {
   /** The entry before the first retained one: the chain link that the first retained entry must verify against. */
   private logBase(): ChainHead {
     const stored = this.meta.get(META_LOG_BASE);
-    return stored === undefined ? GENESIS_HEAD : decodeHead(stored);
+    return stored === undefined ? GENESIS_HEAD : this.headRecord(stored, 'log base record');
   }
 
   /**
@@ -988,7 +1061,15 @@ export class Store {
       throw readersFull(error) ?? error;
     }
     const headRecord = this.meta.get(META_HEAD, { transaction: txn });
-    const head = headRecord === undefined ? GENESIS_HEAD : decodeHead(headRecord);
+    let head: ChainHead;
+    try {
+      head = headRecord === undefined ? GENESIS_HEAD : this.headRecord(headRecord, 'head record');
+    } catch (error) {
+      // DATA_CORRUPTED for the reader that asked (a child, a watch, a backup); the reader slot goes back.
+      txn.done();
+      slot.release();
+      throw error;
+    }
     // At seq 0 the key space is empty (see get).
     const empty = headRecord === undefined;
     const keyCount = empty ? 0 : this.kv.getKeysCount({ transaction: txn });

@@ -17,7 +17,7 @@ import type { ChainHead, EncodedEntry, Entry } from '../log/index.js';
 import type { Logger } from '../logging/index.js';
 import type { Registry } from '../metrics/index.js';
 import { readersFull, type KeyRange, type SnapshotReader, type SnapshotReservation } from '../store/index.js';
-import { isReadersFull, type MercuryError } from '../errors/index.js';
+import { isDataCorrupted, isReadersFull, type MercuryError } from '../errors/index.js';
 import { validateWatchLimits, WATCH_LIMITS, type WatchLimits } from './limits.js';
 import { WatchMachine, type WatchAction, type WatchConnection, type WatchCounters, type WatchInput } from './machine.js';
 import { handshakeResponse, readHandshake, ServerWebSocket, type ServerWebSocketOwner } from './websocket.js';
@@ -281,9 +281,10 @@ export class WatchHub {
           try {
             this.snapshots.set(action.snapshotId, this.store.openSnapshot(action.ranges, reservation));
           } catch (error) {
-            // LMDB's reader table is full (readers of other processes; the reservation was given back): the machine
-            // learns it at its first page and tries again later. Thrown from this timer, it would end the process.
-            if (!isReadersFull(error)) throw error;
+            // LMDB's reader table is full (readers of other processes), or the head record is damaged; the reservation
+            // was given back. The machine learns it at its first page: it tries again later, or ends that subscription
+            // with DATA_CORRUPTED. Thrown from this timer, it would end the process.
+            if (!isReadersFull(error) && !isDataCorrupted(error)) throw error;
             this.unopenedSnapshots.set(action.snapshotId, error);
           }
           break;
