@@ -307,4 +307,42 @@ describe('data corruption: a damaged head record', () => {
     assert.equal(verified.code, 1, verified.stderr);
     assert.match(verified.stderr, /DATA_DIR_INVALID: \S+data\.mdb is damaged \(its head record is 5 bytes where/);
   });
+
+  test('data corruption: a start on a head record with a flipped bit fails with DATA_DIR_INVALID: it disagrees with the log', async () => {
+    // Found: a root started on one (the record the right size, its seq or hash another) and chained its next entry to
+    // an entry it did not hold, at a seq it had not reached: its own log was broken from there on for good.
+    const flippedDir = join(dir, 'flipped');
+    const first = await startServe(flippedDir);
+    await requestJson(first.url, 'PUT', '/v1/kv/a', { body: 'one' });
+    await requestJson(first.url, 'PUT', '/v1/kv/b', { body: 'two' });
+    await stopProcess(first.child, 'SIGTERM');
+    // A bit of the seq (entry 2 reads as 6), then a bit of the hash.
+    for (const [at, named] of [
+      [7, 6],
+      [20, 2],
+    ] as const) {
+      const flip = (stored: Buffer): Buffer => {
+        stored[at]! ^= 0x04;
+        return stored;
+      };
+      await rewriteRaw(flippedDir, 'meta', 'head', flip);
+      const refused = await serveRefused(flippedDir);
+      assert.deepEqual({ code: refused.code, signal: refused.signal }, { code: 1, signal: null }, refused.stderr);
+      assert.match(
+        refused.stderr,
+        new RegExp(
+          `DATA_DIR_INVALID: \\S+data\\.mdb is damaged \\(its head record names entry ${named} \\(hash [0-9a-f]{64}\\), but the last log entry is 2 \\(hash [0-9a-f]{64}\\)\\); Mercury cannot tell where its chain ends\\. See "Damaged data"`,
+        ),
+      );
+      await rewriteRaw(flippedDir, 'meta', 'head', flip);
+    }
+    // Flipped back, the directory starts and serves as before.
+    const sound = await startServe(flippedDir);
+    try {
+      assert.equal((await request(sound.url, 'GET', '/v1/kv/b')).body.toString(), 'two');
+      assert.equal((await requestJson<{ seq: number }>(sound.url, 'PUT', '/v1/kv/c', { body: 'three' })).seq, 3);
+    } finally {
+      await stopProcess(sound.child);
+    }
+  });
 });

@@ -16,7 +16,8 @@
  * staging key bytes -> kv record   a snapshot being received, until it is complete and verified
  * ```
  *
- * Applying an entry writes kv changes, its log record, head and logBytes in one write transaction.
+ * Applying an entry writes kv changes, its log record, head and logBytes in one write transaction: the head is the log's
+ * last entry, or the log base once a snapshot install emptied the log, which a writable open checks (store.ts).
  *
  * Format history: 1 had no crc in kv records (and no "format" key). 2 added the crc, so that a damaged value is never
  * served nor sent in a snapshot: every read checks it (`decodeKeyRecord`). A directory of format 1 is refused at open

@@ -239,6 +239,34 @@ function checkHeadRecords(path: string, meta: Database<Buffer, string>, readOnly
 }
 
 /**
+ * Refuses a writable store whose head record (sound in size, checkHeadRecords) and log disagree on the last entry. They
+ * are written in one transaction, and the head entry stays in the log (trimLog keeps it) unless a snapshot install
+ * emptied the log, which sets the log base to the head. A flipped bit within the record reads as another seq or hash:
+ * found, a root started on one and chained its next entries to an entry it did not hold, at a seq it did not reach,
+ * which broke its own log for good (every read across it DATA_CORRUPTED, every streaming child refusing it). A reader
+ * does not check: it writes nothing, and `verify` reports the disagreement with the rest.
+ */
+function checkHeadAgainstLog(path: string, meta: Database<Buffer, string>, log: Database<Buffer, Buffer>): void {
+  const stored = meta.get(META_HEAD);
+  if (stored === undefined) return;
+  const head = decodeHead(stored);
+  let last: ChainHead | undefined;
+  let lastNamed = 'the log is empty, and there is no log base';
+  for (const { key, value } of log.getRange({ reverse: true, limit: 1 })) {
+    // The hash is a record's last bytes (log/entry.ts), as hashAt reads it.
+    last = { seq: decodeU64(key), hash: Buffer.from(value.subarray(Math.max(0, value.length - HASH_BYTES))) };
+    lastNamed = `the last log entry is ${last.seq} (hash ${last.hash.toString('hex')})`;
+  }
+  const base = meta.get(META_LOG_BASE);
+  if (last === undefined && base !== undefined) {
+    last = decodeHead(base);
+    lastNamed = `the log is empty after the log base, entry ${last.seq} (hash ${last.hash.toString('hex')})`;
+  }
+  if (last !== undefined && last.seq === head.seq && last.hash.equals(head.hash)) return;
+  throw recordDamaged(path, false, `its head record names entry ${head.seq} (hash ${head.hash.toString('hex')}), but ${lastNamed}`, 'Mercury cannot tell where its chain ends');
+}
+
+/**
  * The DATA_DIR_INVALID for a damaged record of the store. A reader, which does not walk the trees before it opens
  * (readers check the meta pages only), walks them here to name damaged pages when there are some: they would explain
  * the record, and LMDB's consequence then replaces `consequence`.
@@ -382,6 +410,7 @@ export class Store {
         throw new Error(`${options.path} is not a Mercury data directory`);
       checkFormat(options.path, this.meta.get(META_FORMAT)?.toString(), options.readOnly === true);
       checkHeadRecords(options.path, this.meta, options.readOnly === true);
+      if (options.readOnly !== true) checkHeadAgainstLog(options.path, this.meta, this.log);
     } catch (error) {
       // lmdb-js keeps one environment per path in the process: a refused one left open would be the next open's.
       void this.env.close();
