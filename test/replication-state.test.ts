@@ -1,7 +1,8 @@
 /**
  * The replication state machines, one rule at a time: joining through a snapshot, following the stream, failover on
  * a stale upstream or a bad entry, refusals (self, loop, dataset, version, behind, diverged), divergence stopping the
- * replica until a resync, backoff growth and cap, flow control and serving a lagging child from the log.
+ * replica until a resync (decided by the upstreams' votes and abstentions), backoff growth and cap, flow control and
+ * serving a lagging child from the log.
  *
  * The machines are driven directly, with explicit times; `Link` carries bytes between one Downstream connection and
  * one Upstream session and performs storage actions on in-memory stores (the simulation's).
@@ -24,6 +25,7 @@ import {
   encodeEntries,
   encodeMessage,
   encodeSnapshotRecord,
+  type Divergence,
   type DownstreamAction,
   type Heartbeat,
   type HelloMessage,
@@ -76,7 +78,7 @@ function newReplica(options: { upstreams?: string[]; store?: MemoryStore; random
 
 function newUpstream(
   source: LogSource,
-  options: { nodeId?: string; ancestors?: string[]; heartbeat?: Heartbeat; nowMs?: number; diverged?: () => string | undefined } = {},
+  options: { nodeId?: string; ancestors?: string[]; heartbeat?: Heartbeat; nowMs?: number; diverged?: () => Divergence | undefined } = {},
 ): Upstream {
   return new Upstream({
     diverged: options.diverged,
@@ -445,6 +447,43 @@ describe('replication state machines', () => {
     assert.match(downstream.status().divergedReason ?? '', /CHAIN_DIVERGED/);
   });
 
+  test('downstream: CHAIN_DIVERGED is a vote, UPSTREAM_DIVERGED an abstention; the node stops once all answered and one voted', () => {
+    type Answer = 'CHAIN_DIVERGED' | 'UPSTREAM_DIVERGED';
+    /** Each upstream in turn answers the next of `answers` (wrapping round the list as the replica does). */
+    const run = (upstreams: string[], answers: Answer[]): Downstream => {
+      const { downstream } = newReplica({ store: rootStore(4), upstreams });
+      let nowMs = T0;
+      for (const [i, answer] of answers.entries()) {
+        const [connect] = i === 0 ? downstream.start(nowMs) : downstream.tick((nowMs = downstream.nextTickMs()!));
+        assert.ok(connect?.type === 'connect' && connect.upstream === upstreams[i % upstreams.length], JSON.stringify(connect));
+        downstream.connected(nowMs, connect.connId);
+        downstream.receive(nowMs + 1, connect.connId, encodeMessage({ type: 'refuse', reason: answer, message: `${answer} from ${connect.upstream}` }));
+      }
+      return downstream;
+    };
+    const stopped = (downstream: Downstream, votedBy: string): void => {
+      const status = downstream.status();
+      assert.equal(status.phase, 'diverged');
+      assert.equal(status.divergedReason, `upstream refused: CHAIN_DIVERGED: CHAIN_DIVERGED from ${votedBy}`);
+      assert.deepStrictEqual(status.divergedHead, rootStore(4).head());
+      assert.equal(downstream.nextTickMs(), undefined);
+    };
+    stopped(run(['root', 'relay'], ['CHAIN_DIVERGED', 'CHAIN_DIVERGED']), 'relay');
+    // The abstention completes the count; the reason is the vote's, not the abstention's.
+    stopped(run(['root', 'relay'], ['CHAIN_DIVERGED', 'UPSTREAM_DIVERGED']), 'root');
+    stopped(run(['relay', 'root'], ['UPSTREAM_DIVERGED', 'CHAIN_DIVERGED']), 'root');
+    // Only abstentions, round after round: it never stops, and keeps trying every upstream.
+    for (const upstreams of [['relay'], ['relay-a', 'relay-b']]) {
+      const downstream = run(upstreams, Array.from({ length: 6 }, (): Answer => 'UPSTREAM_DIVERGED'));
+      const status = downstream.status();
+      assert.equal(status.phase, 'backoff', upstreams.join());
+      assert.equal(status.divergedReason, undefined);
+      assert.equal(status.divergedHead, undefined);
+      assert.match(status.lastFailure ?? '', /^upstream refused: UPSTREAM_DIVERGED: /);
+      assert.notEqual(downstream.nextTickMs(), undefined);
+    }
+  });
+
   test('downstream: a resync installs the upstream snapshot even below the local head', () => {
     const root = rootStore(20);
     // A replica that followed another chain further than the root.
@@ -629,19 +668,71 @@ describe('replication state machines', () => {
     }
   });
 
-  test('upstream: a relay that stopped following (diverged) refuses a streaming child CHAIN_DIVERGED, a joining one UNAVAILABLE', () => {
+  test('upstream: a relay that stopped following refuses CHAIN_DIVERGED only a child at the head it diverged at, any other UPSTREAM_DIVERGED', () => {
     const relay = rootStore(6);
-    const why = 'upstream refused: CHAIN_DIVERGED: hash differs at 6';
-    const streaming = sent(newUpstream(relay, { nodeId: 'relay', diverged: () => why }).receive(T0, helloBytes({ head: relay.head() })));
-    assert.ok(streaming[0]?.type === 'refuse' && streaming[0].reason === 'CHAIN_DIVERGED', JSON.stringify(streaming[0]));
-    assert.match(streaming[0].message, /stopped following/);
-    for (const hello of [helloBytes({ datasetId: '' }), helloBytes({ head: relay.head(), resync: true })]) {
-      const joining = sent(newUpstream(relay, { nodeId: 'relay', diverged: () => why }).receive(T0, hello));
-      assert.ok(joining[0]?.type === 'refuse' && joining[0].reason === 'UNAVAILABLE', JSON.stringify(joining[0]));
+    const divergence: Divergence = { reason: 'upstream refused: CHAIN_DIVERGED: hash differs at 6', head: relay.head() };
+    const answer = (hello: Buffer): Message | undefined => sent(newUpstream(relay, { nodeId: 'relay', diverged: () => divergence }).receive(T0, hello))[0];
+    const same = answer(helloBytes({ head: relay.head() }));
+    assert.ok(same?.type === 'refuse' && same.reason === 'CHAIN_DIVERGED', JSON.stringify(same));
+    assert.match(same.message, /stopped following at seq 6.*same head; resync the child/);
+    const other = new MemoryStore(DATASET);
+    for (let i = 1; i <= 6; i++) other.commit(T0 + i, [{ type: 'put', key: Buffer.from('x'), value: Buffer.from(String(i)) }]);
+    const children = {
+      // Behind the relay on its own chain: perhaps behind the fork too, consistent with the root's chain.
+      behind: helloBytes({ head: { seq: 3, hash: relay.hashAt(3)! } }),
+      // The relay's seq, another hash: not the chain the verdict was about.
+      otherHash: helloBytes({ head: other.head() }),
+      // Asking for a snapshot (joining, or resyncing at the very head): not asking whether its chain is the root's.
+      joining: helloBytes({ datasetId: '' }),
+      resyncing: helloBytes({ head: relay.head(), resync: true }),
+    };
+    for (const [name, hello] of Object.entries(children)) {
+      const refusal = answer(hello);
+      assert.ok(refusal?.type === 'refuse' && refusal.reason === 'UPSTREAM_DIVERGED', `${name}: ${JSON.stringify(refusal)}`);
+      assert.match(refusal.message, /this relay stopped following at seq 6/, name);
     }
     // Following again (after its resync): served as before.
     const served = sent(newUpstream(relay, { nodeId: 'relay', diverged: () => undefined }).receive(T0, helloBytes({ head: relay.head() })));
     assert.equal(served[0]?.type, 'welcome');
+  });
+
+  test('upstream and downstream: a leaf behind the fork, behind a relay that diverged, keeps trying; one at the relay head diverges too', () => {
+    // The old root's chain, 1..6, and the restored root's: the same 1..3, then other entries 4..8.
+    const old = rootStore(6);
+    const restored = rootStore(3);
+    for (let i = 4; i <= 8; i++) restored.commit(T0 + 100 + i, [{ type: 'put', key: Buffer.from('new'), value: Buffer.from(String(i)) }]);
+    const relay = newReplica({ store: old, upstreams: ['root'], nodeId: 'relay' }).downstream;
+    Link.open(relay, old, restored);
+    assert.equal(relay.status().phase, 'diverged');
+    const divergence = relay.divergence();
+    assert.deepStrictEqual(divergence?.head, old.head(), 'the relay records the head it held when it diverged');
+    assert.deepStrictEqual(relay.status().divergedHead, old.head());
+
+    // At seq 3 the leaf holds both histories: the relay's refusal is an abstention, and it retries for as long as it takes.
+    const leafStore = rootStore(3);
+    const leaf = newReplica({ store: leafStore, upstreams: ['relay'], nodeId: 'leaf' }).downstream;
+    const link = Link.open(leaf, leafStore, old, { nodeId: 'relay', diverged: () => relay.divergence() });
+    assert.ok(sent(link.upstreamActions).some((message) => message.type === 'refuse' && message.reason === 'UPSTREAM_DIVERGED'));
+    for (let attempt = 0; attempt < 5; attempt++) {
+      assert.equal(leaf.status().phase, 'backoff');
+      const nowMs = leaf.nextTickMs()!;
+      const [connect] = leaf.tick(nowMs);
+      assert.ok(connect?.type === 'connect' && connect.upstream === 'relay');
+      const retry = new Link(leaf, leafStore, newUpstream(old, { nodeId: 'relay', diverged: () => relay.divergence(), nowMs }), connect.connId);
+      retry.nowMs = nowMs;
+      retry.fromDownstream(leaf.connected(nowMs, connect.connId));
+      retry.settle();
+    }
+    assert.equal(leaf.status().phase, 'backoff');
+    assert.equal(leaf.status().divergedReason, undefined);
+    assert.match(leaf.status().lastFailure ?? '', /^upstream refused: UPSTREAM_DIVERGED: .*says nothing about the child's chain/);
+
+    // A leaf at the relay's own head shares the chain the root refused: CHAIN_DIVERGED, and it stops as the relay did.
+    const twinStore = rootStore(6);
+    const twin = newReplica({ store: twinStore, upstreams: ['relay'], nodeId: 'twin' }).downstream;
+    Link.open(twin, twinStore, old, { nodeId: 'relay', diverged: () => relay.divergence() });
+    assert.equal(twin.status().phase, 'diverged');
+    assert.match(twin.status().divergedReason ?? '', /CHAIN_DIVERGED: this relay stopped following at seq 6/);
   });
 
   test('upstream and downstream: SELF says two nodes share one id (a copied data directory) and what to do', () => {

@@ -8,6 +8,9 @@
  * - finding 06: a leaf listing the root and a relay (`--upstream ROOT,RELAY`) was welcomed by the relay, on the same
  *   forked chain and diverged itself, which cleared the leaf's divergence votes: it cycled forever, never said it
  *   diverged, and answered /readyz 200 while serving forked data. A relay that stopped following now refuses it.
+ * - then: that relay answered CHAIN_DIVERGED to every child, so a leaf at seq 3 (behind the fork, on both histories)
+ *   whose only upstream was the relay stopped as diverged, though nothing had refused its chain. The relay now says
+ *   CHAIN_DIVERGED only to a child at the head it diverged at, and UPSTREAM_DIVERGED (an abstention) to any other.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -18,7 +21,14 @@ import { makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProc
 
 interface Status {
   seq: number;
-  replication: { phase: string; divergedReason: string | null; lastFailure: string | null };
+  headHash: string;
+  replication: {
+    phase: string;
+    divergedReason: string | null;
+    divergedHead: { seq: number; hash: string } | null;
+    lastFailure: string | null;
+    consecutiveFailures: number;
+  };
 }
 
 const statusOf = (node: ServeProcess): Promise<Status> => requestJson<Status>(node.url, 'GET', '/v1/status');
@@ -111,5 +121,50 @@ describe('root restored from an older backup', () => {
     await waitUntil('leaf diverged', async () => (await statusOf(leaf)).replication.phase === 'diverged', 40_000);
     assert.match((await statusOf(leaf)).replication.divergedReason ?? '', /CHAIN_DIVERGED/);
     assert.equal((await request(leaf.url, 'GET', '/readyz')).status, 503);
+  });
+
+  test('root restore fork: a leaf behind the fork whose upstream is a diverged relay keeps trying, and catches up from the root', async () => {
+    const cluster = new ForkableRoot(join(dir, 'behind'), (name, args) => serve(join('behind', name), args));
+    const root = await cluster.start();
+    const relay = await serve('behind-relay', ['--upstream', root.replication]);
+    let leaf = await serve('behind-leaf', ['--upstream', relay.replication]);
+    for (let i = 1; i <= 3; i++) await put(root, `k/${i}`, `old${i}`);
+    await cluster.saveBackup();
+    await waitUntil('leaf at 3', async () => (await statusOf(leaf)).seq === 3);
+    // The leaf stays at seq 3, which both histories share, while the relay follows the old root past it.
+    await stopProcess(leaf.child, 'SIGTERM');
+    for (let i = 4; i <= 6; i++) await put(root, `k/${i}`, `old${i}`);
+    await waitUntil('relay at 6', async () => (await statusOf(relay)).seq === 6);
+    const relayHead = (await statusOf(relay)).headHash;
+    const root2 = await cluster.restore();
+    for (let i = 4; i <= 8; i++) await put(root2, `k/${i}`, `new${i}`);
+    await waitUntil('relay diverged', async () => (await statusOf(relay)).replication.phase === 'diverged', 40_000);
+    assert.deepEqual((await statusOf(relay)).replication.divergedHead, { seq: 6, hash: relayHead });
+    assert.match((await runCli(['status', '--url', relay.url])).stdout.toString(), /DIVERGED at seq 6: upstream refused: CHAIN_DIVERGED/);
+
+    leaf = await serve('behind-leaf', ['--upstream', relay.replication]);
+    // Before: the relay's CHAIN_DIVERGED was the only upstream's vote, and the leaf stopped. Now it is refused again and again.
+    await waitUntil(
+      'leaf refused twice, or diverged',
+      async () => {
+        const { replication } = await statusOf(leaf);
+        return replication.phase === 'diverged' || replication.consecutiveFailures >= 2;
+      },
+      40_000,
+    );
+    const refused = await statusOf(leaf);
+    assert.notEqual(refused.replication.phase, 'diverged', JSON.stringify(refused.replication));
+    assert.equal(refused.replication.divergedReason, null);
+    assert.equal(refused.seq, 3);
+    assert.match(refused.replication.lastFailure ?? '', /^upstream refused: UPSTREAM_DIVERGED: this relay stopped following at seq 6/);
+    assert.equal((await request(leaf.url, 'GET', '/readyz')).status, 503);
+
+    // Given the root as a second upstream, it follows the root's new history.
+    await stopProcess(leaf.child, 'SIGTERM');
+    leaf = await serve('behind-leaf', ['--upstream', `${relay.replication},${root2.replication}`]);
+    const rootHead = (await statusOf(root2)).headHash;
+    await waitUntil('leaf at the root head', async () => (await statusOf(leaf)).headHash === rootHead, 40_000);
+    assert.equal((await request(leaf.url, 'GET', '/v1/kv/k/4')).body.toString(), 'new4');
+    assert.equal((await statusOf(leaf)).replication.divergedReason, null);
   });
 });

@@ -171,6 +171,16 @@ export const RefuseReason = {
   SIGNATURE_MISSING: 12,
   /** Sent by a child with trusted keys: a signature did not verify with any key it trusts. */
   SIGNATURE_INVALID: 13,
+  /**
+   * A relay that stopped following (its own chain diverged from its upstream's) cannot serve this child, and has no
+   * opinion about the child's chain: the child asks for a snapshot, or its head is not the one the relay held when it
+   * diverged, so the verdict the relay received says nothing about the child (one behind the fork point shares both
+   * histories). The child counts it as an abstention, never as a vote that its chain diverged, and tries its next
+   * upstream. A child streaming from exactly that head is refused CHAIN_DIVERGED instead. Added within protocol
+   * version 5: a child that does not know the code fails to decode the REFUSE (MESSAGE_MALFORMED), which drops the
+   * upstream like any failure and never stops it.
+   */
+  UPSTREAM_DIVERGED: 14,
 } as const;
 export type RefuseReason = keyof typeof RefuseReason;
 

@@ -41,7 +41,10 @@ function replicationLines(replication: Json): string[] {
     );
     const snapshot = object(replication.snapshot);
     if (snapshot !== undefined) lines.push(snapshotLine(snapshot));
-    if (typeof replication.divergedReason === 'string') lines.push(`DIVERGED: ${replication.divergedReason}`);
+    if (typeof replication.divergedReason === 'string') {
+      const head = object(replication.divergedHead);
+      lines.push(`DIVERGED${head === undefined ? '' : ` at seq ${fieldText(head.seq)}`}: ${replication.divergedReason}`);
+    }
     if (typeof replication.lastFailure === 'string') lines.push(`last failure: ${replication.lastFailure}`);
   }
   for (const child of children) {

@@ -263,7 +263,7 @@ export class MercuryNode {
       onTlsRejected: onTlsRejected('replication'),
       authorizeChild: (credential, socket) => this.guard.authenticateChild(credential, socket),
       signer: this.signer,
-      diverged: () => this.replicationClient?.status().divergedReason,
+      diverged: () => this.replicationClient?.divergence(),
     });
     this.wireServer = new WireServer({
       node: {
@@ -810,6 +810,7 @@ export class MercuryNode {
       consecutiveFailures: status.consecutiveFailures,
       lastFailure: status.lastFailure ?? null,
       divergedReason: status.divergedReason ?? null,
+      divergedHead: status.divergedHead === undefined ? null : { seq: status.divergedHead.seq, hash: status.divergedHead.hash.toString('hex') },
       snapshot: status.snapshot ?? null,
     };
   }

@@ -28,7 +28,7 @@ import { MercuryError, isDataCorrupted } from '../errors/index.js';
 import { clientTlsOptions, type TlsMaterial } from '../net/index.js';
 import type { Store } from '../store/index.js';
 import { ROOT_KEY_KEY, TrustedKeys } from '../trust/index.js';
-import { Downstream, type DownstreamAction, type DownstreamStatus } from './downstream.js';
+import { Downstream, type Divergence, type DownstreamAction, type DownstreamStatus } from './downstream.js';
 import { REPLICATION_LIMITS, type ReplicationLimits } from './limits.js';
 import type { Heartbeat } from './protocol.js';
 
@@ -155,6 +155,11 @@ export class ReplicationClient {
 
   status(): DownstreamStatus {
     return this.downstream.status();
+  }
+
+  /** Why this replica stopped following for divergence, and at which head (what its children are told): see Downstream. */
+  divergence(): Divergence | undefined {
+    return this.downstream.divergence();
   }
 
   /** Root .. the current upstream: what this node tells its own children. */

@@ -18,10 +18,16 @@
  *   of the session is old news (replayed by an upstream that is behind); it still proves the link alive, but is not
  *   forwarded nor used for lag. Equal seqs are forwarded: an idle root sends the same seq every time, and children
  *   need each beat to stay connected.
- * - CHAIN_DIVERGED stops following altogether until `resync()` (an operator's decision: the node then takes a full
- *   snapshot). Meanwhile the node keeps serving its own children: that is the adapter's Upstream sessions, which this
- *   machine never touches. So does `halt()`, when the adapter could not apply an entry for damaged data in its own
- *   store: every retry would meet the same damage, and a snapshot is what replaces it.
+ * - Divergence is decided by the upstreams' votes since one last gave this node entries or a snapshot: each refusal
+ *   CHAIN_DIVERGED is a vote that the chain diverged, each UPSTREAM_DIVERGED an abstention (a relay that stopped
+ *   following and cannot judge this chain). Once every listed upstream has voted or abstained, and at least one voted,
+ *   the node stops following altogether until `resync()` (an operator's decision: the node then takes a full
+ *   snapshot); until then each refusal is a failure of that upstream, and the next one is tried. Abstentions alone
+ *   never stop it: a node behind a diverged relay, on a chain nobody has refused, keeps trying. While stopped, the node
+ *   remembers its head (`divergence()`): as a relay it tells a child at that same head CHAIN_DIVERGED, and any other
+ *   child UPSTREAM_DIVERGED. Meanwhile the node keeps serving its own children: that is the adapter's Upstream
+ *   sessions, which this machine never touches. So does `halt()`, when the adapter could not apply an entry for
+ *   damaged data in its own store: every retry would meet the same damage, and a snapshot is what replaces it.
  * - Snapshots are verified against their digest before `snapshotFinish` is emitted; the adapter must keep staged
  *   records invisible until then, and discard them on `snapshotAbort`.
  * - With trusted keys (`trust`, from `--trust-key`), entries and snapshots must also carry the root's signature
@@ -129,6 +135,22 @@ export interface DownstreamOptions {
   readonly trust?: TrustedKeys;
 }
 
+/**
+ * Why this node stopped following because its chain diverged, and the head it held then. The verdict was about that
+ * head: a child that holds it shares the chain the verdict condemned; a child at another head may not.
+ */
+export interface Divergence {
+  readonly reason: string;
+  readonly head: ChainHead;
+}
+
+/** What an upstream answered about this node's chain: a vote that it diverged, or an abstention. */
+interface DivergenceVote {
+  readonly verdict: 'CHAIN_DIVERGED' | 'UPSTREAM_DIVERGED';
+  readonly upstream: string;
+  readonly message: string;
+}
+
 /** The last time this node refused data for its signature. */
 export interface SignatureRefusal extends TrustRefusal {
   readonly upstream: string;
@@ -159,6 +181,8 @@ export interface DownstreamStatus {
   /** A resync was requested and its snapshot is not installed yet (it survives reconnects and upstream switches). */
   readonly resyncPending: boolean;
   readonly divergedReason: string | undefined;
+  /** The head this node held when it stopped following for divergence (it holds it still, until a resync). */
+  readonly divergedHead: ChainHead | undefined;
   readonly lastFailure: string | undefined;
   /** Undefined when the node has no trusted keys. */
   readonly trust:
@@ -237,14 +261,17 @@ export class Downstream {
   private nextAttemptMs = 0;
   private failures = 0;
   private resyncRequested = false;
-  private divergedReason: string | undefined;
+  private currentDivergence: Divergence | undefined;
   /**
-   * The upstreams (indices) that refused this node's chain as diverged since one last gave it entries or a snapshot.
-   * An upstream's refusal is its word alone (a relay may lie, and a refusal carries no signature): the replica stops
-   * only when every upstream it lists says so, and otherwise fails over like any failure. A WELCOME does not clear
-   * them: a relay on the same forked chain welcomes this node and has nothing to give it.
+   * What each upstream (by index) answered about this node's chain since one last gave it entries or a snapshot:
+   * CHAIN_DIVERGED (a vote) or UPSTREAM_DIVERGED (an abstention). An upstream's refusal is its word alone (a relay may
+   * lie, and a refusal carries no signature): the replica stops only when every upstream it lists has voted or
+   * abstained, at least one voted, and otherwise fails over like any failure. A relay that stopped following abstains
+   * for a child at any head but its own: that child may be behind the fork, on a chain that the root would serve, and
+   * counting the relay's refusal as a vote stopped such a child whose only upstream was the relay. A WELCOME does not
+   * clear them: a relay on the same forked chain welcomes this node and has nothing to give it.
    */
-  private readonly divergedVotes = new Set<number>();
+  private readonly divergedVotes = new Map<number, DivergenceVote>();
   private lastFailure: string | undefined;
   /** The last heartbeat taken (forwarded, and the source of the reported lag). */
   private lastHeartbeat: Heartbeat | undefined;
@@ -396,7 +423,7 @@ export class Downstream {
   resync(nowMs: number): DownstreamAction[] {
     if (this.phase === 'stopped' || this.resyncRequested) return [];
     this.resyncRequested = true;
-    this.divergedReason = undefined;
+    this.currentDivergence = undefined;
     this.divergedVotes.clear();
     this.failures = 0;
     const actions: DownstreamAction[] = [{ type: 'log', level: 'warn', message: 'resync requested: fetching a full snapshot', fields: { seq: this.head.seq } }];
@@ -464,7 +491,8 @@ export class Downstream {
       entriesApplied: this.entriesApplied,
       snapshotsInstalled: this.snapshotsInstalled,
       resyncPending: this.resyncRequested,
-      divergedReason: this.divergedReason,
+      divergedReason: this.currentDivergence?.reason,
+      divergedHead: this.currentDivergence?.head,
       lastFailure: this.lastFailure,
       trust:
         this.trust === undefined
@@ -480,6 +508,11 @@ export class Downstream {
           ? undefined
           : { seq: snapshot.seq, keyCount: snapshot.keyCount, keysReceived: snapshot.keysReceived, bytesReceived: snapshot.bytesReceived },
     };
+  }
+
+  /** Why this node stopped following for divergence, and at which head; undefined before, and again after a resync. */
+  divergence(): Divergence | undefined {
+    return this.currentDivergence;
   }
 
   /** The connection the machine currently uses (connecting or connected), if any. */
@@ -774,24 +807,40 @@ export class Downstream {
   }
 
   private refused(nowMs: number, reason: RefuseReason, text: string, actions: DownstreamAction[]): void {
-    if (reason === 'CHAIN_DIVERGED') {
-      this.divergedVotes.add(this.session!.index);
-      if (this.divergedVotes.size >= this.upstreams.length) return this.diverge(nowMs, `upstream refused: CHAIN_DIVERGED: ${text}`, actions);
+    if (reason === 'CHAIN_DIVERGED' || reason === 'UPSTREAM_DIVERGED') {
+      const session = this.session!;
+      this.divergedVotes.set(session.index, { verdict: reason, upstream: session.address, message: text });
+      const vote = this.divergenceVerdict();
+      if (vote !== undefined) return this.diverge(nowMs, vote, actions);
     }
     this.fail(nowMs, `upstream refused: ${reason}: ${text}`, actions);
   }
 
-  private diverge(_nowMs: number, reason: string, actions: DownstreamAction[]): void {
+  /**
+   * The vote that stops this node, once every upstream has voted CHAIN_DIVERGED or abstained (UPSTREAM_DIVERGED) and at
+   * least one voted; undefined while an upstream has not, or none voted (relays that cannot judge condemn nothing).
+   */
+  private divergenceVerdict(): DivergenceVote | undefined {
+    if (this.divergedVotes.size < this.upstreams.length) return undefined;
+    const current = this.divergedVotes.get(this.session!.index);
+    if (current?.verdict === 'CHAIN_DIVERGED') return current;
+    for (const vote of this.divergedVotes.values()) if (vote.verdict === 'CHAIN_DIVERGED') return vote;
+    return undefined;
+  }
+
+  private diverge(_nowMs: number, vote: DivergenceVote, actions: DownstreamAction[]): void {
     const session = this.session!;
+    const reason = `upstream refused: CHAIN_DIVERGED: ${vote.message}`;
     this.endSession(session, reason, actions, false);
     this.phase = 'diverged';
-    this.divergedReason = reason;
+    this.currentDivergence = { reason, head: { seq: this.head.seq, hash: Buffer.from(this.head.hash) } };
     this.lastFailure = reason;
+    const abstained = [...this.divergedVotes.values()].filter((each) => each.verdict === 'UPSTREAM_DIVERGED').map((each) => each.upstream);
     actions.push({
       type: 'log',
       level: 'error',
       message: 'chain diverged from the upstream: stopped following until an operator resyncs this node',
-      fields: { upstream: session.address, seq: this.head.seq, hash: this.head.hash.toString('hex'), reason },
+      fields: { upstream: vote.upstream, seq: this.head.seq, hash: this.head.hash.toString('hex'), reason, ...(abstained.length > 0 ? { abstained } : {}) },
     });
   }
 

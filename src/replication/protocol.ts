@@ -74,7 +74,15 @@
  * - REFUSE PROTOCOL_VERSION (versions differ), UNAVAILABLE (it has no dataset yet), SELF (the child is this node),
  *   LOOP (the child is one of its ancestors), PATH_TOO_LONG, DATASET_MISMATCH (the child holds another dataset),
  *   BEHIND (the child's head is past the upstream's: retry elsewhere or later), CHAIN_DIVERGED (the upstream knows the
- *   hash at the child's head seq and it differs: the child stops following until an operator resyncs it);
+ *   hash at the child's head seq and it differs; or it is a relay that stopped following, its own chain refused, and
+ *   the child's head is exactly the one it held then), UPSTREAM_DIVERGED (a relay that stopped following, to any other
+ *   child: it cannot serve, and has no opinion about the child's chain). CHAIN_DIVERGED is a vote that the child's
+ *   chain diverged, UPSTREAM_DIVERGED an abstention: the child stops following (until an operator resyncs it) once
+ *   every upstream it lists has voted or abstained since one last gave it entries or a snapshot, and at least one
+ *   voted; until then either is a failure of that upstream, and it tries the next. UPSTREAM_DIVERGED (14) came within
+ *   version 5: a child that does not know it fails to decode the REFUSE (MESSAGE_MALFORMED) and drops the upstream as
+ *   after any failure: it never stops for that refusal, nor (lacking that upstream's vote) while such a relay is listed,
+ *   and keeps trying, not ready, where a new child would stop as diverged;
  * - WELCOME mode snapshot, when the child is new (no dataset id), asked for a resync, or its head is older than the
  *   retained log: SNAPSHOT_BEGIN, SNAPSHOT_CHUNK*, SNAPSHOT_END, then entries from seq + 1;
  * - WELCOME mode stream: entries from the child's head + 1.

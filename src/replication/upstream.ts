@@ -48,6 +48,7 @@ import {
   type Message,
   type RefuseReason,
 } from './protocol.js';
+import type { Divergence } from './downstream.js';
 import type { LogSource, SnapshotSource } from './source.js';
 import type { SnapshotHead, SnapshotPart } from '../trust/index.js';
 
@@ -87,11 +88,12 @@ export interface UpstreamOptions {
    */
   readonly signer?: SnapshotSigner;
   /**
-   * A relay: why it stopped following its own upstream (its chain diverged from the root's), undefined while it
-   * follows. Such a relay holds the forked chain, and a child that streams the same chain would otherwise be welcomed
-   * here and never learn it diverged (it would cycle between this relay and the root that refuses it).
+   * A relay: why it stopped following its own upstream (its chain diverged from the root's) and the head it held then,
+   * undefined while it follows. Such a relay holds the forked chain: a child at that head would otherwise be welcomed
+   * here and never learn it diverged (it would cycle between this relay and the root that refuses it), so it is
+   * refused CHAIN_DIVERGED; any other child UPSTREAM_DIVERGED (the relay cannot serve it and cannot judge its chain).
    */
-  readonly diverged?: () => string | undefined;
+  readonly diverged?: () => Divergence | undefined;
 }
 
 /** What signs a snapshot: the root's `Signer` (src/trust/signatures.ts). */
@@ -136,7 +138,7 @@ export class Upstream {
   private readonly ancestors: () => readonly string[];
   private readonly latestHeartbeat: () => Heartbeat | undefined;
   private readonly authorizeChild: ((credential: string | undefined) => ChildAuthorization) | undefined;
-  private readonly diverged: (() => string | undefined) | undefined;
+  private readonly diverged: (() => Divergence | undefined) | undefined;
   /** Whom the child authenticated as: revoking that token ends the session. */
   private childPrincipal: { readonly id: string; readonly name: string } | undefined;
   private readonly limits: ReplicationLimits;
@@ -350,16 +352,7 @@ export class Upstream {
     if (hello.datasetId !== '' && hello.datasetId !== datasetId)
       return void this.refuse('DATASET_MISMATCH', `this node holds dataset ${datasetId}, the child ${hello.datasetId}`, actions);
     const diverged = this.diverged?.();
-    if (diverged !== undefined) {
-      // A snapshot from here would be the forked chain; a stream would extend a chain this relay knows is not the root's.
-      if (hello.resync || hello.datasetId === '')
-        return void this.refuse('UNAVAILABLE', `this relay stopped following: its chain diverged from its upstream's (${diverged}); take the snapshot from another upstream`, actions);
-      return void this.refuse(
-        'CHAIN_DIVERGED',
-        `this relay stopped following: its chain diverged from its upstream's (${diverged}), and the child follows it; resync the child from another upstream`,
-        actions,
-      );
-    }
+    if (diverged !== undefined) return void this.refuseDiverged(hello, diverged, actions);
     const head = this.source.head();
     let mode: 'stream' | 'snapshot';
     if (hello.resync || hello.datasetId === '') mode = 'snapshot';
@@ -440,6 +433,27 @@ export class Upstream {
     if (this.phase !== 'streaming' && this.phase !== 'snapshot') return;
     if (this.windowOpen()) this.stalledSinceMs = undefined;
     else this.stalledSinceMs ??= nowMs;
+  }
+
+  /**
+   * This relay stopped following: a snapshot from here would be the forked chain, and a stream would extend a chain it
+   * knows is not the root's, so every child is refused. The verdict the relay received was about its own head, the
+   * one it still holds: a child that streams from exactly that head shares the condemned chain up to it, and hears
+   * CHAIN_DIVERGED. Any other child may hold a chain the root would serve (one behind the fork point holds entries of
+   * both histories, and the relay does not know where the fork is): it hears UPSTREAM_DIVERGED, an abstention that
+   * never stops a child on its own. So does a child asking for a snapshot, whatever its head: it is not asking whether
+   * its chain is the root's, and a vote would work against the resync an operator asked for.
+   */
+  private refuseDiverged(hello: HelloMessage, diverged: Divergence, actions: UpstreamAction[]): void {
+    const why = `this relay stopped following at seq ${diverged.head.seq}: its chain diverged from its upstream's (${diverged.reason})`;
+    if (hello.resync || hello.datasetId === '') return void this.refuse('UPSTREAM_DIVERGED', `${why}; take the snapshot from another upstream`, actions);
+    if (hello.head.seq === diverged.head.seq && hello.head.hash.equals(diverged.head.hash))
+      return void this.refuse('CHAIN_DIVERGED', `${why}, and the child holds the same head; resync the child from another upstream`, actions);
+    this.refuse(
+      'UPSTREAM_DIVERGED',
+      `${why}; the child's head (seq ${hello.head.seq}) is not that one, so this says nothing about the child's chain: follow another upstream`,
+      actions,
+    );
   }
 
   /**
