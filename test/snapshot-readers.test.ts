@@ -8,6 +8,9 @@
  * snapshots take their readers from one budget (`store.snapshotReadersMax`, refused 503 OVERLOADED or REFUSE
  * UNAVAILABLE past it), a full reader table is 503 OVERLOADED, and the size is summed in slices a turn apart. The
  * budget shows in `/v1/status` and `mercury status` (in use, limit, refused, watches waiting).
+ *
+ * Found later: a snapshot that failed to open on a damaged head record kept its reader and its LMDB read transaction:
+ * with a budget of 4 the 5th backup was refused 503 OVERLOADED, and a stale reader stayed in LMDB's table per try.
  */
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
@@ -223,6 +226,37 @@ describe('snapshot readers', () => {
     );
     const idle = await runCli(['status', '--url', root.url]);
     assert.match(idle.stdout.toString(), /^snapshotReaders 0 of 4 in use, 2 refused since start$/m);
+  });
+
+  test('snapshot readers: a snapshot that fails to open on a damaged head record gives back its reader and its LMDB read transaction', async () => {
+    const node = await start('damaged-head', LIMITS);
+    assert.equal((await request(node.url, 'PUT', '/v1/kv/a', { body: 'one' })).status, 200);
+    // The store's own handles, private: taken here only to damage the head record under the running node.
+    const store = node.store as unknown as { meta: { get(key: string): Buffer | undefined; putSync(key: string, value: Buffer): boolean }; env: { readerList(): string } };
+    /** Read transactions in LMDB's reader table (lines of readerList that end with a txn id). */
+    const liveReaders = (): number => store.env.readerList().split('\n').filter((line) => /^\s*\d+\s+\S+\s+\d+\s*$/.test(line)).length;
+    const sound = store.meta.get('head')!;
+    const readersBefore = liveReaders();
+    try {
+      // Twice the budget: every one meets the damage, none finds the budget spent. The damage is written again before
+      // each, a write between two, so that each snapshot has a read transaction of its own (as on a busy node), which
+      // a leak would leave in LMDB's table.
+      for (let i = 0; i < 2 * SNAPSHOT_READERS; i++) {
+        // One byte more than a head record holds: damage that a read of the seq alone (GET /v1/kv) passes over, and
+        // that the snapshot's decode of the whole record meets.
+        store.meta.putSync('head', Buffer.concat([sound, Buffer.from([i])]));
+        const error = assertError(await request(node.url, 'GET', '/v1/snapshot'), 'DATA_CORRUPTED', 500);
+        assert.match(error.message, /the head record: it holds 41 bytes, not the 40 of a seq and a hash/);
+      }
+      assert.equal(node.store.snapshotReaders.inUse, 0, 'every reader was given back');
+      assert.equal(await metricValue(node.url, /^mercury_snapshot_readers /), 0);
+      assert.ok(liveReaders() <= readersBefore + 1, `LMDB's reader table holds ${liveReaders()} read transactions, ${readersBefore} before the snapshots`);
+      const status = await requestJson<{ storage: { damage: { what: string }[] } }>(node.url, 'GET', '/v1/status');
+      assert.deepEqual(status.storage.damage.map((report) => report.what), ['the head record']);
+    } finally {
+      store.meta.putSync('head', sound);
+    }
+    assert.equal((await request(node.url, 'GET', '/v1/snapshot')).status, 200, 'with the head sound again, a snapshot is served');
   });
 
   test('snapshot readers: a read that finds LMDB\'s reader table full is 503 OVERLOADED, not 500 INTERNAL', async () => {

@@ -24,6 +24,7 @@
  */
 import { crc32 } from 'node:zlib';
 import { readU64, writeU64 } from '../api/u64.js';
+import { HASH_BYTES } from '../log/index.js';
 
 export const STORE_FORMAT = 2;
 
@@ -181,7 +182,21 @@ export function encodeHead(seq: number, hash: Buffer): Buffer {
   return buffer;
 }
 
+/** Bytes of a "head" or "logBase" record: u64 seq | hash. */
+const HEAD_RECORD_BYTES = 8 + HASH_BYTES;
+
+/** A "head" or "logBase" record whose bytes cannot be those written: not the length encodeHead makes. */
+export class HeadRecordDamageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'HeadRecordDamageError';
+  }
+}
+
 export function decodeHead(buffer: Buffer): { seq: number; hash: Buffer } {
+  // No checksum covers these records; a length other than the one written is the damage that can be told, and read
+  // as it is it would throw a RangeError from the middle of a read, or give a hash of the wrong length.
+  if (buffer.length !== HEAD_RECORD_BYTES) throw new HeadRecordDamageError(`it holds ${buffer.length} bytes, not the ${HEAD_RECORD_BYTES} of a seq and a hash`);
   return { seq: readU64(buffer, 0), hash: Buffer.from(buffer.subarray(8)) };
 }
 

@@ -29,6 +29,7 @@ import {
   encodeHead,
   decodeKeyRecordHeader,
   encodeU64,
+  HeadRecordDamageError,
   KEY_RECORD_HEADER_BYTES,
   KeyRecordDamageError,
   nextVersion,
@@ -346,17 +347,19 @@ export class Store {
       if (nodeId === undefined || (datasetId === undefined && options.createDataset !== false && options.readOnly !== true))
         throw new Error(`${options.path} is not a Mercury data directory`);
       checkFormat(options.path, this.meta.get(META_FORMAT)?.toString(), options.readOnly === true);
+      this.cachedHead = this.readHead();
     } catch (error) {
       // lmdb-js keeps one environment per path in the process: a refused one left open would be the next open's.
       void this.env.close();
-      throw error;
+      // A damaged head (readHead) refuses the open, as the other damage found at open does.
+      const cause = error instanceof MercuryError && error.code === 'DATA_CORRUPTED' ? error.cause : undefined;
+      throw cause instanceof HeadRecordDamageError ? dataFileDamaged(dataFile, `its head record: ${cause.message}`) : error;
     }
     // After that commit: from now on an empty data file is damage, not a new store (data-files.ts).
     if (!options.readOnly) markInitialised(options.path, options.noSync !== true);
     this.discardedInstallRecords = discardedInstallRecords;
     this.currentDatasetId = datasetId?.toString() ?? '';
     this.nodeId = nodeId.toString();
-    this.cachedHead = this.readHead();
     const logBytes = this.meta.get(META_LOG_BYTES);
     this.cachedLogBytes = logBytes === undefined ? 0 : decodeU64(logBytes);
   }
@@ -405,8 +408,16 @@ export class Store {
   }
 
   private readHead(): ChainHead {
-    const stored = this.meta.get(META_HEAD);
-    return stored === undefined ? GENESIS_HEAD : decodeHead(stored);
+    return this.headRecord(this.meta.get(META_HEAD), 'the head record');
+  }
+
+  /** A head or log base record decoded: one of the wrong length is recorded, and fails the reader with DATA_CORRUPTED. */
+  private headRecord(stored: Buffer | undefined, what: string): ChainHead {
+    try {
+      return stored === undefined ? GENESIS_HEAD : decodeHead(stored);
+    } catch (error) {
+      throw error instanceof HeadRecordDamageError ? this.damaged(what, error) : error;
+    }
   }
 
   /**
@@ -526,8 +537,7 @@ export class Store {
 
   /** The entry before the first retained one: the chain link that the first retained entry must verify against. */
   private logBase(): ChainHead {
-    const stored = this.meta.get(META_LOG_BASE);
-    return stored === undefined ? GENESIS_HEAD : decodeHead(stored);
+    return this.headRecord(this.meta.get(META_LOG_BASE), 'the log base record');
   }
 
   /**
@@ -987,11 +997,22 @@ export class Store {
       slot.release();
       throw readersFull(error) ?? error;
     }
-    const headRecord = this.meta.get(META_HEAD, { transaction: txn });
-    const head = headRecord === undefined ? GENESIS_HEAD : decodeHead(headRecord);
-    // At seq 0 the key space is empty (see get).
+    let headRecord: Buffer | undefined;
+    let head: ChainHead;
+    let keyCount: number;
+    try {
+      headRecord = this.meta.get(META_HEAD, { transaction: txn });
+      head = this.headRecord(headRecord, 'the head record');
+      // At seq 0 the key space is empty (see get).
+      keyCount = headRecord === undefined ? 0 : this.kv.getKeysCount({ transaction: txn });
+    } catch (error) {
+      // Nobody gets a reader to close: given back here, or every snapshot of a damaged store would keep its reader
+      // and its slot of LMDB's table, until the budget was spent and every snapshot was refused OVERLOADED instead.
+      txn.done();
+      slot.release();
+      throw error;
+    }
     const empty = headRecord === undefined;
-    const keyCount = empty ? 0 : this.kv.getKeysCount({ transaction: txn });
     let rangeIndex = 0;
     let after: Buffer | undefined;
     let done = empty;
