@@ -112,6 +112,14 @@ export const LMDB_READERS_MAX = 1_024;
  */
 export const SNAPSHOT_READERS_MAX = 64;
 /**
+ * Slots of LMDB's reader table per snapshot reader: the snapshot readers may hold at most a quarter of the table. Each
+ * holds its slot for as long as its peer takes; the rest serve what must never wait on them: the short read
+ * transactions of point reads and ranges (one per turn of the event loop while an older one is still in use),
+ * replication's log reads and handshakes, lmdb-js's own, and other processes on the data directory. A table found
+ * smaller than configured (another process made it: src/store/store.ts) gets a budget of a quarter of it, at least 1.
+ */
+export const LMDB_READERS_PER_SNAPSHOT_READER = 4;
+/**
  * A streamed HTTP answer (a snapshot, the log, a large JSON body) whose client takes none of the bytes queued for it
  * for this long has its connection reset (`SEND_STALLED` in the log): the answer would otherwise hold its socket, and
  * a snapshot its read transaction, for as long as the client keeps the connection open. Progress is a slice of 64 KiB
@@ -124,7 +132,7 @@ export const HTTP_SEND_STALL_MS = 60_000;
 assert.ok(KEY_BYTES_MAX < LMDB_KEY_BYTES_MAX, 'keys must fit LMDB');
 // Snapshot readers are held for minutes; the short reads of requests, lmdb-js's threads and other processes' readers
 // need the rest of the table, or a node sending its most snapshots would fail its reads (MDB_READERS_FULL).
-assert.ok(SNAPSHOT_READERS_MAX * 4 <= LMDB_READERS_MAX, 'snapshot readers leave most of the LMDB reader table to short reads');
+assert.ok(SNAPSHOT_READERS_MAX * LMDB_READERS_PER_SNAPSHOT_READER <= LMDB_READERS_MAX, 'snapshot readers leave most of the LMDB reader table to short reads');
 assert.ok(VALUE_BYTES_MAX_DEFAULT <= VALUE_BYTES_CEILING);
 // A transaction's ops must fit in one entry, however the batch is filled.
 assert.ok(TXN_OPS_MAX <= ENTRY_OPS_MAX);

@@ -8,9 +8,17 @@
  * snapshots take their readers from one budget (`store.snapshotReadersMax`, refused 503 OVERLOADED or REFUSE
  * UNAVAILABLE past it), a full reader table is 503 OVERLOADED, and the size is summed in slices a turn apart. The
  * budget shows in `/v1/status` and `mercury status` (in use, limit, refused, watches waiting).
+ *
+ * Two leaks of the budget found later. A snapshot that failed to open on a damaged head record kept its reader and its
+ * LMDB read transaction: with a budget of 4 the 5th backup was refused 503 OVERLOADED, and a stale reader stayed in
+ * LMDB's table per try. And the budget assumed the reader table configured, while LMDB gives a data directory the
+ * table of the first process to open it: with a backup tool holding it at 16 slots, 15 stalled backups made
+ * `GET /v1/kv` answer 503 READERS_FULL. The budget is now a quarter of the table in force, at most as configured, and
+ * `/v1/status` shows both tables.
  */
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
+import { rmSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -19,9 +27,11 @@ import type { Logger } from '../src/logging/index.js';
 import { MercuryNode, NODE_LIMITS_TEST, withLimits, type NodeLimits } from '../src/node/index.js';
 import { sendError } from '../src/server/http-io.js';
 import { SNAPSHOT_SIZE_KEYS_PER_TURN } from '../src/snapshot/stream.js';
+import { snapshotReadersFor } from '../src/store/snapshot-readers.js';
+import { LMDB_READERS_MAX, LMDB_READERS_PER_SNAPSHOT_READER } from '../src/limits.js';
 import { assertError, metricValue, request, requestJson } from './support/http.js';
 import { makeTempDir, removeDir, runCli } from './support/process.js';
-import { fillSnapshotReaders, prefill, StalledSnapshot } from './support/snapshot-readers.js';
+import { fillSnapshotReaders, holdReaderTable, prefill, StalledSnapshot } from './support/snapshot-readers.js';
 import { eventually } from './support/tree.js';
 import { TurnCounter } from './support/turns.js';
 import { WatchClient } from './support/watch.js';
@@ -186,7 +196,9 @@ describe('snapshot readers', () => {
     await prefill(join(dir, 'status'), 2_000, 4 * KiB);
     const root = await start('status', limits);
     const readersOf = async (): Promise<Record<string, number>> => (await requestJson<{ snapshotReaders: Record<string, number> }>(root.url, 'GET', '/v1/status')).snapshotReaders;
-    assert.deepEqual(await readersOf(), { inUse: 0, max: SNAPSHOT_READERS, refused: 0, watchesWaiting: 0 });
+    // The prefill process made the lock file, with the production table; LMDB keeps a table larger than asked for.
+    const tables = { lmdbReadersMax: LMDB_READERS_MAX, lmdbReadersMaxConfigured: LIMITS.store.readersMax };
+    assert.deepEqual(await readersOf(), { inUse: 0, max: SNAPSHOT_READERS, refused: 0, watchesWaiting: 0, ...tables });
     const stalled = await fillSnapshotReaders(root.url, SNAPSHOT_READERS);
     sockets.push(...stalled.map((client) => client.socket));
     // Two backups refused; a watch from before the retained log waits, and is not counted as refused.
@@ -204,7 +216,7 @@ describe('snapshot readers', () => {
       async () => JSON.stringify(await readersOf()),
     );
     await new Promise((resolve) => setTimeout(resolve, 200));
-    assert.deepEqual(await readersOf(), { inUse: SNAPSHOT_READERS, max: SNAPSHOT_READERS, refused: 2, watchesWaiting: 1 });
+    assert.deepEqual(await readersOf(), { inUse: SNAPSHOT_READERS, max: SNAPSHOT_READERS, refused: 2, watchesWaiting: 1, ...tables });
     assert.equal(await metricValue(root.url, /^mercury_snapshot_readers_max /), SNAPSHOT_READERS);
     assert.equal(await metricValue(root.url, /^mercury_snapshot_readers_refused /), 2);
 
@@ -212,17 +224,111 @@ describe('snapshot readers', () => {
     assert.equal(human.code, 0, human.stderr);
     assert.match(human.stdout.toString(), /^snapshotReaders 4 of 4 in use, 2 refused since start, 1 watch waiting \(ALL IN USE: new snapshots are refused 503 OVERLOADED until one ends\)$/m);
     const json = JSON.parse((await runCli(['status', '--url', root.url, '--json'])).stdout.toString()) as { snapshotReaders: unknown };
-    assert.deepEqual(json.snapshotReaders, { inUse: 4, max: 4, refused: 2, watchesWaiting: 1 });
+    assert.deepEqual(json.snapshotReaders, { inUse: 4, max: 4, refused: 2, watchesWaiting: 1, ...tables });
 
     // Freed: the watch gets its snapshot, and the budget reads empty; the refusals stay counted.
     for (const client of stalled) client.socket.destroy();
     await watch.waitFor((message) => message.type === 'snapshot' && message.id === 'old' && message.done, 10_000);
     await eventually(
-      async () => JSON.stringify(await readersOf()) === JSON.stringify({ inUse: 0, max: SNAPSHOT_READERS, refused: 2, watchesWaiting: 0 }),
+      async () => JSON.stringify(await readersOf()) === JSON.stringify({ inUse: 0, max: SNAPSHOT_READERS, refused: 2, watchesWaiting: 0, ...tables }),
       async () => JSON.stringify(await readersOf()),
     );
     const idle = await runCli(['status', '--url', root.url]);
     assert.match(idle.stdout.toString(), /^snapshotReaders 0 of 4 in use, 2 refused since start$/m);
+  });
+
+  test('snapshot readers: a snapshot that fails to open on a damaged head record gives back its reader and its LMDB read transaction', async () => {
+    const node = await start('damaged-head', LIMITS);
+    assert.equal((await request(node.url, 'PUT', '/v1/kv/a', { body: 'one' })).status, 200);
+    // The store's own handles, private: taken here only to damage the head record under the running node.
+    const store = node.store as unknown as { meta: { get(key: string): Buffer | undefined; putSync(key: string, value: Buffer): boolean }; env: { readerList(): string } };
+    /** Read transactions in LMDB's reader table (lines of readerList that end with a txn id). */
+    const liveReaders = (): number => store.env.readerList().split('\n').filter((line) => /^\s*\d+\s+\S+\s+\d+\s*$/.test(line)).length;
+    const sound = store.meta.get('head')!;
+    const readersBefore = liveReaders();
+    try {
+      // Twice the budget: every one meets the damage, none finds the budget spent. The damage is written again before
+      // each, a write between two, so that each snapshot has a read transaction of its own (as on a busy node), which
+      // a leak would leave in LMDB's table.
+      for (let i = 0; i < 2 * SNAPSHOT_READERS; i++) {
+        // One byte more than a head record holds: damage that the snapshot's decode of the record meets.
+        store.meta.putSync('head', Buffer.concat([sound, Buffer.from([i])]));
+        const error = assertError(await request(node.url, 'GET', '/v1/snapshot'), 'DATA_CORRUPTED', 500);
+        assert.match(error.message, /head record: it is 41 bytes where a u64 seq and a 32-byte hash take 40/);
+      }
+      assert.equal(node.store.snapshotReaders.inUse, 0, 'every reader was given back');
+      assert.equal(await metricValue(node.url, /^mercury_snapshot_readers /), 0);
+      assert.ok(liveReaders() <= readersBefore + 1, `LMDB's reader table holds ${liveReaders()} read transactions, ${readersBefore} before the snapshots`);
+      const status = await requestJson<{ storage: { damage: { what: string }[] } }>(node.url, 'GET', '/v1/status');
+      assert.deepEqual(status.storage.damage.map((report) => report.what), ['head record']);
+    } finally {
+      store.meta.putSync('head', sound);
+    }
+    assert.equal((await request(node.url, 'GET', '/v1/snapshot')).status, 200, 'with the head sound again, a snapshot is served');
+  });
+
+  test('snapshot readers: a reader table another process made smaller caps the budget at a quarter of it, and point reads go on', async () => {
+    // A budget that fits the configured table (64 slots), and would take every slot of a table of 16.
+    const configured = 16;
+    const limits = withLimits(LIMITS, { http: { sendStallMs: 120_000 }, store: { snapshotReadersMax: configured } });
+    const dataDir = join(dir, 'small-table');
+    await prefill(dataDir, 2_000, 4 * KiB);
+    // The prefill made the lock file, with the production table. A directory without one (new, or a replica's after
+    // its data was discarded) gets the table of whoever opens it first: here a backup tool asking for 16 slots.
+    rmSync(join(dataDir, 'lock.mdb'));
+    const holder = await holdReaderTable(dataDir, 16);
+    try {
+      const lines: { level: string; message: string; fields: Record<string, unknown> | undefined }[] = [];
+      const root = await start('small-table', limits, { logger: keepingLogger(lines) });
+      const budget = 16 / LMDB_READERS_PER_SNAPSHOT_READER;
+      // Backups that stop reading, a write between two (each its own read transaction), until the node refuses one.
+      const stalled: StalledSnapshot[] = [];
+      let refused: StalledSnapshot | undefined;
+      while (refused === undefined && stalled.length <= configured) {
+        const client = await StalledSnapshot.open(root.url);
+        sockets.push(client.socket);
+        if (!/^HTTP\/1\.1 200/.test(client.head)) refused = client;
+        else {
+          stalled.push(client);
+          const answer = await request(root.url, 'PUT', '/v1/kv/tick', { body: String(stalled.length) });
+          assert.equal(answer.status, 200, answer.body.toString());
+        }
+      }
+      // Point reads, a range and a write are served while the snapshots are held, first of all.
+      const read = await request(root.url, 'GET', '/v1/kv/k/00000001');
+      assert.equal(read.status, 200, `GET /v1/kv with ${stalled.length} snapshots held: ${read.body.toString()}`);
+      assert.equal((await request(root.url, 'GET', '/v1/kv?prefix=k/&limit=1')).status, 200);
+      assert.equal((await request(root.url, 'PUT', '/v1/kv/after', { body: 'x' })).status, 200);
+      assert.equal(stalled.length, budget, 'snapshots held before one was refused');
+      assert.match(refused?.head ?? '', /^HTTP\/1\.1 503/);
+      assert.match(refused?.head ?? '', /"code":"OVERLOADED"/);
+      assert.doesNotMatch(refused?.head ?? '', /READERS_FULL/, 'refused by the budget, not by a full table');
+
+      const warning = lines.find((line) => line.fields?.lmdbReadersMax !== undefined);
+      assert.ok(warning !== undefined, 'the smaller table was logged');
+      assert.equal(warning.level, 'warn');
+      assert.match(warning.message, /LMDB's reader table holds 16 slots, not the 64 configured: .*another process.*Close the other processes on .*, then restart this node/);
+      assert.deepEqual(warning.fields, { dataDir, lmdbReadersMax: 16, lmdbReadersMaxConfigured: 64, snapshotReadersMax: budget });
+      const status = await requestJson<{ snapshotReaders: Record<string, number> }>(root.url, 'GET', '/v1/status');
+      assert.deepEqual(status.snapshotReaders, { inUse: budget, max: budget, refused: 1, watchesWaiting: 0, lmdbReadersMax: 16, lmdbReadersMaxConfigured: 64 });
+      const human = await runCli(['status', '--url', root.url]);
+      assert.equal(human.code, 0, human.stderr);
+      assert.match(
+        human.stdout.toString(),
+        /^snapshotReaders 4 of 4 in use, 1 refused since start \(ALL IN USE: .*\) \(LMDB READER TABLE OF 16, NOT THE 64 CONFIGURED: another process opened the data directory first, .*close the other process, then restart the node\)$/m,
+      );
+      for (const client of stalled) client.socket.destroy();
+    } finally {
+      await holder.close();
+    }
+  });
+
+  test('snapshot readers: the budget is as configured on a table as large, a quarter of a smaller one, and never 0', () => {
+    assert.equal(snapshotReadersFor(64, 1_024), 64);
+    assert.equal(snapshotReadersFor(4, 64), 4);
+    assert.equal(snapshotReadersFor(64, 126), 31, "lmdb-js's default table");
+    assert.equal(snapshotReadersFor(16, 16), 4);
+    assert.equal(snapshotReadersFor(16, 3), 1, 'one reader still, or no snapshot could ever be sent');
   });
 
   test('snapshot readers: a read that finds LMDB\'s reader table full is 503 OVERLOADED, not 500 INTERNAL', async () => {

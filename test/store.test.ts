@@ -972,4 +972,21 @@ describe('store restart', () => {
     assert.equal(reopened.damage().count, 3);
     await closeStore(reopened);
   });
+
+  test('store: a head record of the wrong length refuses the open (DATA_DIR_INVALID) instead of starting on a bad hash', async () => {
+    const dir = path.join(root, 'damaged-head');
+    const store = Store.open({ path: dir });
+    openStores.push(store);
+    commit(store, [put('h', 'v')]);
+    await closeStore(store);
+    // A byte more than a seq and a hash: before, it decoded into a 33-byte hash, which the next entry was chained to.
+    const env = open({ path: dir, maxDbs: 8 });
+    const meta = env.openDB<Buffer, string>({ name: 'meta', encoding: 'binary' });
+    await meta.put('head', Buffer.concat([meta.get('head')!, Buffer.from([0])]));
+    await env.close();
+    assert.throws(
+      () => Store.open({ path: dir }),
+      (error: unknown) => error instanceof MercuryError && error.code === 'DATA_DIR_INVALID' && /data\.mdb is damaged \(its head record is 41 bytes where a u64 seq and a 32-byte hash take 40\)/.test(error.message),
+    );
+  });
 });

@@ -61,7 +61,8 @@ function storageLine(storage: Json): string {
 
 /**
  * The snapshot reader budget (docs/decisions.md record 44): `4 of 64 in use, 2 refused since start, 1 watch waiting`,
- * and, when every reader is taken, what that means for the next backup.
+ * when every reader is taken what that means for the next backup, and when LMDB's reader table in force is smaller
+ * than configured, why the budget may be smaller than set and what to do.
  */
 function snapshotReadersLine(readers: Json): string {
   const inUse = number(readers.inUse);
@@ -69,8 +70,15 @@ function snapshotReadersLine(readers: Json): string {
   const waiting = number(readers.watchesWaiting) ?? 0;
   const parts = [`${fieldText(readers.inUse)} of ${fieldText(readers.max)} in use`, `${formatCount(number(readers.refused) ?? 0)} refused since start`];
   if (waiting > 0) parts.push(`${formatCount(waiting)} ${waiting === 1 ? 'watch' : 'watches'} waiting`);
-  const spent = inUse !== undefined && max !== undefined && inUse >= max;
-  return `${parts.join(', ')}${spent ? ' (ALL IN USE: new snapshots are refused 503 OVERLOADED until one ends)' : ''}`;
+  const notes: string[] = [];
+  if (inUse !== undefined && max !== undefined && inUse >= max) notes.push(' (ALL IN USE: new snapshots are refused 503 OVERLOADED until one ends)');
+  const table = number(readers.lmdbReadersMax);
+  const tableConfigured = number(readers.lmdbReadersMaxConfigured);
+  if (table !== undefined && tableConfigured !== undefined && table < tableConfigured)
+    notes.push(
+      ` (LMDB READER TABLE OF ${formatCount(table)}, NOT THE ${formatCount(tableConfigured)} CONFIGURED: another process opened the data directory first, and the budget is a quarter of that table; close the other process, then restart the node)`,
+    );
+  return `${parts.join(', ')}${notes.join('')}`;
 }
 
 /**

@@ -24,6 +24,7 @@ import {
   KEY_BYTES_MAX,
   LMDB_MAP_BYTES_DEFAULT,
   LMDB_READERS_MAX,
+  LMDB_READERS_PER_SNAPSHOT_READER,
   LOG_RETAIN_BYTES_DEFAULT,
   LOG_RETAIN_ENTRIES_DEFAULT,
   LOG_TRIM_BATCH_ENTRIES,
@@ -134,7 +135,7 @@ export function validateNodeLimits(limits: NodeLimits): NodeLimits {
   // Within sections.
   // Snapshot readers are held as long as their peers take; the short reads that serve requests, lmdb-js's threads and
   // other processes' readers need the rest of LMDB's reader table, or a node sending its most snapshots fails its reads.
-  assert.ok(store.snapshotReadersMax * 4 <= store.readersMax, 'snapshot readers leave most of the LMDB reader table to short reads');
+  assert.ok(store.snapshotReadersMax * LMDB_READERS_PER_SNAPSHOT_READER <= store.readersMax, 'snapshot readers leave most of the LMDB reader table to short reads');
   assert.ok(commit.entryBytesMax <= commit.queueBytesMax, 'a full entry must fit in the commit queue');
   assert.ok(http.headersTimeoutMs <= http.requestTimeoutMs, 'the headers arrive within the request time');
   assert.ok(http.firstByteTimeoutMs <= http.headersTimeoutMs, 'the first byte arrives before the headers are complete');

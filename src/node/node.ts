@@ -160,6 +160,17 @@ export class MercuryNode {
       'Snapshots refused since start for want of a reader: HTTP 503 OVERLOADED, children refused UNAVAILABLE (a counter; waiting watches are not counted).',
       () => this.store.snapshotReaders.refused,
     );
+    if (this.store.lmdbReadersMax < this.store.lmdbReadersMaxConfigured)
+      this.logger.log(
+        'warn',
+        `LMDB's reader table holds ${this.store.lmdbReadersMax} slots, not the ${this.store.lmdbReadersMaxConfigured} configured: another process (an embedded reader, a backup tool) opened the data directory first with fewer, and holds it open; snapshot readers are capped at ${this.store.snapshotReaders.readersMax} so that reads find slots. Close the other processes on ${config.dataDir}, then restart this node`,
+        {
+          dataDir: config.dataDir,
+          lmdbReadersMax: this.store.lmdbReadersMax,
+          lmdbReadersMaxConfigured: this.store.lmdbReadersMaxConfigured,
+          snapshotReadersMax: this.store.snapshotReaders.readersMax,
+        },
+      );
     if (this.store.discardedAfterCrash)
       this.logger.log('warn', 'discarded the replica data: the machine went down while it held unsynced writes; bootstrapping again', { dataDir: config.dataDir });
     if (this.store.discardedInstallRecords > 0)
@@ -701,10 +712,20 @@ export class MercuryNode {
     };
   }
 
-  /** The budget of long-lived snapshot readers (docs/decisions.md record 44): in use, its size, who was turned away. */
+  /**
+   * The budget of long-lived snapshot readers (docs/decisions.md record 44): in use, its size, who was turned away,
+   * and LMDB's reader table it is a share of, in force and as configured (they differ when another process made it).
+   */
   private snapshotReadersStatus(): Record<string, unknown> {
     const readers = this.store.snapshotReaders;
-    return { inUse: readers.inUse, max: readers.readersMax, refused: readers.refused, watchesWaiting: this.watchHub.waitingSnapshots };
+    return {
+      inUse: readers.inUse,
+      max: readers.readersMax,
+      refused: readers.refused,
+      watchesWaiting: this.watchHub.waitingSnapshots,
+      lmdbReadersMax: this.store.lmdbReadersMax,
+      lmdbReadersMaxConfigured: this.store.lmdbReadersMaxConfigured,
+    };
   }
 
   private tlsStatus(): Record<string, unknown> {

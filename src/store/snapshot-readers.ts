@@ -9,6 +9,17 @@
  */
 import assert from 'node:assert/strict';
 import { MercuryError } from '../errors/index.js';
+import { LMDB_READERS_PER_SNAPSHOT_READER } from '../limits.js';
+
+/**
+ * The snapshot readers a store may hold: `configured`, or fewer when LMDB's reader table in force (`lmdbReadersMax`)
+ * is smaller than configured, so that they never hold more than their share of it; at least one, or no backup, join
+ * or watch snapshot could ever be served. A configured budget already fits a table of the configured size (asserted in
+ * src/node/limits.ts), so a table as large as that or larger leaves it as it is.
+ */
+export function snapshotReadersFor(configured: number, lmdbReadersMax: number): number {
+  return Math.min(configured, Math.max(1, Math.floor(lmdbReadersMax / LMDB_READERS_PER_SNAPSHOT_READER)));
+}
 
 /** One snapshot reader taken from the budget; `release` gives it back (once: later calls do nothing). */
 export interface SnapshotReservation {

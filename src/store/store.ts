@@ -16,7 +16,7 @@ import { checkDataFiles, DATA_FILE, INITIALISED_FILE, LMDB_LOCK_FILE, markInitia
 import { dataFileDamaged, lmdbMetaProblem, lmdbTreeProblem } from './lmdb-meta.js';
 import { open, type Database, type DatabaseOptions, type RootDatabase } from 'lmdb';
 import { LMDB_MAP_BYTES_DEFAULT, LMDB_READERS_MAX, SNAPSHOT_READERS_MAX } from '../limits.js';
-import { SnapshotReaders, type SnapshotReservation } from './snapshot-readers.js';
+import { SnapshotReaders, snapshotReadersFor, type SnapshotReservation } from './snapshot-readers.js';
 import { closeUnsynced, openUnsynced } from './unsynced-guard.js';
 import { DAMAGE_REPORTS_MAX, dataCorrupted, isRecordDamage, readersFull, storageFault, type DamageReport } from './health.js';
 import { MercuryError } from '../errors/index.js';
@@ -48,7 +48,7 @@ export interface StoreOptions {
   readonly mapBytes?: number;
   /**
    * Slots of LMDB's reader table (default LMDB_READERS_MAX), shared with every process that opens the directory. Set
-   * by the first process to open it; a later one takes the size the lock file already has.
+   * by the first process to open it; a later one takes the size the lock file already has (`lmdbReadersMax`).
    */
   readonly readersMax?: number;
   /** Long-lived snapshot readers at once (default SNAPSHOT_READERS_MAX): see snapshot-readers.ts. */
@@ -282,8 +282,15 @@ export class Store {
   readonly nodeId: string;
   private currentDatasetId: string;
   private readonly env: RootDatabase;
-  /** Long-lived snapshot readers held now, of `snapshotReadersMax` (snapshot-readers.ts). */
+  /**
+   * Long-lived snapshot readers held now, of `snapshotReadersMax`, or fewer when LMDB's reader table in force is
+   * smaller than configured (snapshot-readers.ts).
+   */
   readonly snapshotReaders: SnapshotReaders;
+  /** Slots of LMDB's reader table in force: the size the first process to open the directory gave it (see open). */
+  readonly lmdbReadersMax: number;
+  /** Slots of LMDB's reader table this store asked for (`readersMax`). */
+  readonly lmdbReadersMaxConfigured: number;
   private readonly kv: Database<Buffer, Buffer>;
   /** `kv` read without copies (see IN_PLACE): for nextRecords only. */
   private readonly kvInPlace: Database<typeof IN_PLACE, Buffer>;
@@ -324,7 +331,6 @@ export class Store {
   private constructor(options: StoreOptions, lock: DataDirLock | undefined) {
     this.path = options.path;
     this.lock = lock;
-    this.snapshotReaders = new SnapshotReaders(options.snapshotReadersMax ?? SNAPSHOT_READERS_MAX);
     this.unsynced = options.noSync === true && options.readOnly !== true;
     // First: LMDB crashes on a data or lock file that is not a file, and the unsynced guard cannot remove a directory.
     checkDataFiles(options.path);
@@ -335,13 +341,14 @@ export class Store {
     // first: it holds the directory's lock, so nothing changes the file under the walk. Readers (openLocal, verify
     // beside a running node) check the meta pages only: a writer may reuse pages while they walk.
     const dataFile = join(options.path, DATA_FILE);
+    this.lmdbReadersMaxConfigured = options.readersMax ?? LMDB_READERS_MAX;
     const metaProblem = options.readOnly === true ? lmdbMetaProblem(dataFile) : lmdbTreeProblem(dataFile);
     if (metaProblem !== undefined) throw dataFileDamaged(dataFile, metaProblem);
     this.env = open({
       path: options.path,
       mapSize: options.mapBytes ?? LMDB_MAP_BYTES_DEFAULT,
       // Explicit: lmdb-js's default table of 126 readers was filled by slow snapshot clients (snapshot-readers.ts).
-      maxReaders: options.readersMax ?? LMDB_READERS_MAX,
+      maxReaders: this.lmdbReadersMaxConfigured,
       maxDbs: 8,
       noSync: options.noSync ?? false,
       // The root's commits run on lmdb-js's write thread (commitAsync). With overlappingSync (lmdb-js's default) that
@@ -355,6 +362,12 @@ export class Store {
       noSubdir: false,
       readOnly: options.readOnly ?? false,
     });
+    // LMDB sizes its reader table when it makes the lock file, and grows it later only for a process that has the
+    // directory to itself: a process that opened it first with fewer slots (lmdb-js's default 126, a backup tool's 16)
+    // and still holds it open gave this node its table, whatever it asked for. The snapshot readers, held for minutes,
+    // then get their usual share of the table in force, so that point reads still find slots.
+    this.lmdbReadersMax = (this.env.getStats() as { maxReaders: number }).maxReaders;
+    this.snapshotReaders = new SnapshotReaders(snapshotReadersFor(options.snapshotReadersMax ?? SNAPSHOT_READERS_MAX, this.lmdbReadersMax));
     // LMDB creates its files 0644 (less the umask); the data is nobody else's to read.
     if (created) for (const name of LMDB_FILES) chmodSync(join(options.path, name), DATA_FILE_MODE);
     this.kv = this.env.openDB<Buffer, Buffer>({ name: 'kv', encoding: 'binary', keyEncoding: 'binary' });
@@ -1089,19 +1102,23 @@ export class Store {
       slot.release();
       throw readersFull(error) ?? error;
     }
-    const headRecord = this.meta.get(META_HEAD, { transaction: txn });
+    let headRecord: Buffer | undefined;
     let head: ChainHead;
+    let keyCount: number;
     try {
+      headRecord = this.meta.get(META_HEAD, { transaction: txn });
       head = headRecord === undefined ? GENESIS_HEAD : this.headRecord(headRecord, 'head record');
+      // At seq 0 the key space is empty (see get).
+      keyCount = headRecord === undefined ? 0 : this.kv.getKeysCount({ transaction: txn });
     } catch (error) {
-      // DATA_CORRUPTED for the reader that asked (a child, a watch, a backup); the reader slot goes back.
+      // Nobody gets a reader to close: given back here (DATA_CORRUPTED for the child, watch or backup that asked), or
+      // every snapshot of a damaged store would keep its reader and its slot of LMDB's table, until the budget was
+      // spent and every snapshot was refused OVERLOADED instead.
       txn.done();
       slot.release();
       throw error;
     }
-    // At seq 0 the key space is empty (see get).
     const empty = headRecord === undefined;
-    const keyCount = empty ? 0 : this.kv.getKeysCount({ transaction: txn });
     let rangeIndex = 0;
     let after: Buffer | undefined;
     let done = empty;

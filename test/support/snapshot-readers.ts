@@ -4,7 +4,7 @@
  * one of the node's snapshot readers until it is closed (or cut off after `http.sendStallMs`).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { request } from './http.js';
 import { eventually } from './tree.js';
@@ -31,6 +31,42 @@ export async function prefill(dir: string, keys: number, valueBytes: number): Pr
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'inherit', 'inherit'] });
   const code = await new Promise((resolve) => child.once('exit', resolve));
   assert.equal(code, 0, 'the prefill process failed');
+}
+
+/**
+ * Another process that holds `dir`'s LMDB environment open, opened read-only with a reader table of `slots` (as a
+ * backup tool or a user's embedded reader does), and one read transaction in it. LMDB gives the table the size its
+ * first opener asks for when it makes the lock file, so `dir` must have none: a node opening the directory meanwhile
+ * gets this table. `close` ends the process.
+ */
+export async function holdReaderTable(dir: string, slots: number): Promise<{ readonly child: ChildProcess; close(): Promise<void> }> {
+  const lmdbModule = import.meta.resolve('lmdb');
+  const script = `
+    const { open } = await import(${JSON.stringify(lmdbModule)});
+    const env = open({ path: ${JSON.stringify(dir)}, readOnly: true, maxReaders: ${slots} });
+    const meta = env.openDB({ name: 'meta', encoding: 'binary' });
+    meta.get('head', { transaction: env.useReadTransaction() });
+    process.stdout.write(JSON.stringify({ maxReaders: env.getStats().maxReaders }) + '\\n');
+    process.stdin.on('end', () => process.exit(0)).resume();`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const line = await new Promise<string>((resolve, reject) => {
+    let text = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      text += chunk.toString();
+      if (text.includes('\n')) resolve(text);
+    });
+    child.once('exit', (code) => reject(new Error(`the process holding the reader table exited (${code}) before it opened it`)));
+  });
+  assert.deepEqual(JSON.parse(line), { maxReaders: slots }, 'the holder made the reader table');
+  return {
+    child,
+    close: async () => {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.stdin.end();
+      await exited;
+    },
+  };
 }
 
 /** A raw `GET /v1/snapshot` that takes the first bytes and then reads nothing more, as a stalled backup client does. */
