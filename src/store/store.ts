@@ -238,6 +238,11 @@ function checkHeadRecords(path: string, meta: Database<Buffer, string>, readOnly
   }
 }
 
+/** The hash of a log record: its last HASH_BYTES (log/entry.ts); a copy, off LMDB's reused buffer. */
+function entryRecordHash(record: Uint8Array): Buffer {
+  return Buffer.from(record.subarray(Math.max(0, record.length - HASH_BYTES)));
+}
+
 /**
  * Refuses a writable store whose head record (sound in size, checkHeadRecords) and log disagree on the last entry. They
  * are written in one transaction, and the head entry stays in the log (trimLog keeps it) unless a snapshot install
@@ -253,8 +258,7 @@ function checkHeadAgainstLog(path: string, meta: Database<Buffer, string>, log: 
   let last: ChainHead | undefined;
   let lastNamed = 'the log is empty, and there is no log base';
   for (const { key, value } of log.getRange({ reverse: true, limit: 1 })) {
-    // The hash is a record's last bytes (log/entry.ts), as hashAt reads it.
-    last = { seq: decodeU64(key), hash: Buffer.from(value.subarray(Math.max(0, value.length - HASH_BYTES))) };
+    last = { seq: decodeU64(key), hash: entryRecordHash(value) };
     lastNamed = `the last log entry is ${last.seq} (hash ${last.hash.toString('hex')})`;
   }
   const base = meta.get(META_LOG_BASE);
@@ -1077,7 +1081,7 @@ export class Store {
     if (seq === 0) return GENESIS_HEAD.hash;
     if (seq === this.cachedHead.seq) return this.cachedHead.hash;
     const record = this.log.get(seqKey(seq));
-    if (record !== undefined) return Buffer.from(record.subarray(record.length - HASH_BYTES));
+    if (record !== undefined) return entryRecordHash(record);
     const base = this.logBase();
     return base.seq === seq ? base.hash : undefined;
   }
