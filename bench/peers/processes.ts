@@ -79,7 +79,9 @@ export class ProcessGroup {
 
   async start(spec: ProcessSpec): Promise<ManagedProcess> {
     if (this.stopping !== undefined) throw new ProcessStartError(`${spec.name}: the harness is stopping`);
-    const child = spawn(spec.command, [...spec.args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: spec.cwd });
+    // BENCH_PROFILE=DIR runs every Node process the harness starts under `--cpu-prof` (NODE_OPTIONS refuses it).
+    const profile = process.env.BENCH_PROFILE !== undefined && spec.command === process.execPath ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
+    const child = spawn(spec.command, [...profile, ...spec.args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: spec.cwd });
     let output = '';
     const append = (chunk: Buffer): void => {
       output += chunk.toString();
