@@ -73,7 +73,10 @@ Side-by-side benchmarks of Mercury, etcd and Redis on this machine. Writes BENCH
   --output FILE         results page (default BENCHMARKS.md)
   --chart FILE          ratio chart (default docs/benchmarks-ratios.svg)
   --install             install missing etcd/Redis with apt-get first
-  --help                this text`;
+  --help                this text
+
+Environment: BENCH_PROFILE=DIR runs every Node process the harness starts (Mercury's nodes) under --cpu-prof into DIR;
+read a profile with node dist/bench/profile-summary.js FILE.`;
 
 function positiveNumber(name: string, text: string): number {
   const value = Number(text);
