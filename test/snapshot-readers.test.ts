@@ -311,6 +311,8 @@ describe('snapshot readers', () => {
       assert.deepEqual(warning.fields, { dataDir, lmdbReadersMax: 16, lmdbReadersMaxConfigured: 64, snapshotReadersMax: budget });
       const status = await requestJson<{ snapshotReaders: Record<string, number> }>(root.url, 'GET', '/v1/status');
       assert.deepEqual(status.snapshotReaders, { inUse: budget, max: budget, refused: 1, watchesWaiting: 0, lmdbReadersMax: 16, lmdbReadersMaxConfigured: 64 });
+      assert.equal(await metricValue(root.url, /^mercury_lmdb_readers_max /), 16, 'the table in force, as a gauge');
+      assert.equal(await metricValue(root.url, /^mercury_snapshot_readers_max /), budget);
       const human = await runCli(['status', '--url', root.url]);
       assert.equal(human.code, 0, human.stderr);
       assert.match(

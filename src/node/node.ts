@@ -160,6 +160,11 @@ export class MercuryNode {
       'Snapshots refused since start for want of a reader: HTTP 503 OVERLOADED, children refused UNAVAILABLE (a counter; waiting watches are not counted).',
       () => this.store.snapshotReaders.refused,
     );
+    this.metrics.gauge(
+      'mercury_lmdb_readers_max',
+      "LMDB's reader table in force: the configured size (store.readersMax) unless another process opened the data directory first with fewer slots.",
+      () => this.store.lmdbReadersMax,
+    );
     if (this.store.lmdbReadersMax < this.store.lmdbReadersMaxConfigured)
       this.logger.log(
         'warn',
