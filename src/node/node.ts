@@ -173,6 +173,12 @@ export class MercuryNode {
       );
     if (this.store.discardedAfterCrash)
       this.logger.log('warn', 'discarded the replica data: the machine went down while it held unsynced writes; bootstrapping again', { dataDir: config.dataDir });
+    if (this.store.summedLogBytes !== undefined)
+      this.logger.log('warn', 'the log size record was damaged: summed the log again and wrote the sum back (it is a cache of that sum)', {
+        dataDir: config.dataDir,
+        damage: this.store.summedLogBytes,
+        logBytes: this.store.logBounds().bytes,
+      });
     if (this.store.discardedInstallRecords > 0)
       this.logger.log('warn', 'discarded the records of a snapshot install that a stop interrupted (never verified)', {
         dataDir: config.dataDir,
