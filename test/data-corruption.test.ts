@@ -439,3 +439,48 @@ describe('data corruption: damaged bookkeeping records of the store at start', (
         }
       });
 });
+
+describe('data corruption: key records a start reads', () => {
+  // A start reads some key records before it serves: every token record (the token registry) and the root's URL and
+  // signing key (recorded in signed entries). Found: a damaged one refused the start with DATA_CORRUPTED, "read from
+  // another node", the answer for a reader of a running node, not for an operator whose node will not start.
+  let dir: string;
+
+  before(() => (dir = makeTempDir('corruption-start-keys')));
+  after(() => removeDir(dir));
+
+  /** Flips the last byte of a record's value: its crc no longer matches. */
+  const flipLastByte = (stored: Buffer): Buffer => {
+    stored[stored.length - 1]! ^= 0x01;
+    return stored;
+  };
+
+  for (const { name, args, key } of [
+    {
+      name: 'a token record',
+      args: ['--auth', 'required'],
+      key: (dataDir: string) => `\u0000mercury/auth/token/${readFileSync(join(dataDir, 'admin-token'), 'utf8').trim().split('_')[1]!}`,
+    },
+    { name: "the root's URL record", args: ['--root-url', 'http://127.0.0.1:9/'], key: () => '\u0000mercury/root/url' },
+  ])
+    test(`data corruption: a start on ${name} that fails its checksum fails with DATA_DIR_INVALID naming the key and what to do`, async () => {
+      const dataDir = join(dir, name.replace(/\W+/g, '-'));
+      const first = await startServe(dataDir, args);
+      await stopProcess(first.child, 'SIGTERM');
+      const damagedKey = key(dataDir);
+      await rewriteRaw(dataDir, 'kv', damagedKey, flipLastByte);
+      const refused = await serveRefused(dataDir, args);
+      assert.deepEqual({ code: refused.code, signal: refused.signal }, { code: 1, signal: null }, refused.stderr);
+      assert.match(
+        refused.stderr,
+        new RegExp(
+          `DATA_DIR_INVALID: \\S+data\\.mdb is damaged \\(key ${JSON.stringify(damagedKey).replace(/\\/g, '\\\\')}: checksum [0-9a-f]+ does not match the record's [0-9a-f]+\\); the node reads it to start\\. See "Damaged data" in the README: a replica starts again on an empty directory, a root is restored from a replica or a backup\\.`,
+        ),
+      );
+      assert.doesNotMatch(refused.stderr, /DATA_CORRUPTED/);
+      // Sound again, it starts.
+      await rewriteRaw(dataDir, 'kv', damagedKey, flipLastByte);
+      const sound = await startServe(dataDir, args);
+      await stopProcess(sound.child, 'SIGTERM');
+    });
+});
