@@ -96,6 +96,13 @@ export const LOG_RETAIN_BYTES_DEFAULT = 1024 * MiB;
 export const LOG_TRIM_BATCH_ENTRIES = 1_000;
 export const LOG_TRIM_INTERVAL_MS = 1_000;
 
+/**
+ * The longest node or dataset id, in bytes of UTF-8: the replication protocol carries both as a u8-length-prefixed
+ * string (its NODE_ID_BYTES_MAX), and the store refuses an id record outside 1..this as damaged (records.ts). Ids a
+ * store makes are UUIDs (36 bytes); the margin is for humans.
+ */
+export const ID_BYTES_MAX = 255;
+
 /** LMDB map size: the largest the data file may grow. Sparse, so a large figure costs nothing up front. */
 export const LMDB_MAP_BYTES_DEFAULT = 64 * 1024 * MiB;
 /**

@@ -346,3 +346,141 @@ describe('data corruption: a damaged head record', () => {
     }
   });
 });
+
+describe('data corruption: damaged bookkeeping records of the store at start', () => {
+  // The meta records beside the head (records.ts): "logBytes" (the log's size, a cache of the sum of its record
+  // sizes), "nodeId" and "datasetId". Found: a log size record cut short made every start (and verify) throw a bare
+  // RangeError; one past 2^53 started a root that showed a log of 18 EB and failed every write with 500 INTERNAL; a
+  // lost one counted the log from 0 from then on.
+  let dir: string;
+  let dataDir: string;
+  type Status = { nodeId: string; datasetId: string; log: { firstSeq: number; lastSeq: number; bytes: number } };
+  let sound: Status;
+
+  before(async () => {
+    dir = makeTempDir('corruption-meta');
+    dataDir = join(dir, 'root');
+    const node = await startServe(dataDir);
+    for (const key of ['a', 'b', 'c']) await requestJson(node.url, 'PUT', `/v1/kv/${key}`, { body: `value of ${key}` });
+    sound = await requestJson<Status>(node.url, 'GET', '/v1/status');
+    await stopProcess(node.child, 'SIGTERM');
+  });
+
+  after(() => removeDir(dir));
+
+  for (const { damage, change, problem } of [
+    { damage: 'cut short', change: (stored: Buffer) => stored.subarray(0, 5), problem: 'its log size record is 5 bytes where a u64 takes 8' },
+    { damage: 'past 2^53', change: () => Buffer.alloc(8, 0xff), problem: 'its log size record holds 18446744073709551615 bytes, past 2^53, which no log reaches' },
+    { damage: 'lost', change: () => undefined, problem: 'its log size record is missing, though the log holds entries' },
+  ])
+    test(`data corruption: a start on a log size record ${damage} sums the log again, says so, writes the sum back; writes go on`, async () => {
+      await rewriteRaw(dataDir, 'meta', 'logBytes', change);
+      // A reader (verify) sums it too, and writes nothing.
+      const verified = await runCli(['verify', '--data-dir', dataDir]);
+      assert.equal(verified.code, 0, verified.stderr);
+      const node = await startServe(dataDir);
+      try {
+        assert.deepEqual((await requestJson<Status>(node.url, 'GET', '/v1/status')).log, sound.log);
+        assert.match(node.stderr(), new RegExp(`the log size record was damaged: summed the log again.*"damage":"${problem.replace(/\^/g, '\\^')}".*"logBytes":${sound.log.bytes}`));
+      } finally {
+        await stopProcess(node.child, 'SIGTERM');
+      }
+      await rewriteRaw(dataDir, 'meta', 'logBytes', (stored) => {
+        assert.deepEqual(stored, Buffer.from(BigInt(sound.log.bytes).toString(16).padStart(16, '0'), 'hex'), 'the start wrote the sum back');
+        return stored;
+      });
+      // Found: with the record past 2^53, every write failed 500 INTERNAL (the next sum did not fit a u64).
+      const again = await startServe(dataDir);
+      try {
+        const { seq } = await requestJson<{ seq: number }>(again.url, 'PUT', `/v1/kv/after-${damage.replace(/\W/g, '-')}`, { body: 'written' });
+        assert.equal(seq, sound.log.lastSeq + 1);
+        sound = await requestJson<Status>(again.url, 'GET', '/v1/status');
+      } finally {
+        await stopProcess(again.child, 'SIGTERM');
+      }
+    });
+
+  for (const { record, key, consequence } of [
+    { record: 'node id record', key: 'nodeId', consequence: 'Mercury cannot tell which node this is' },
+    { record: 'dataset id record', key: 'datasetId', consequence: 'Mercury cannot tell which dataset it holds' },
+  ])
+    for (const { damage, bytes, problem } of [
+      { damage: 'empty', bytes: Buffer.alloc(0), problem: 'is 0 bytes where an id takes 1 to 255' },
+      { damage: 'longer than the protocol carries', bytes: Buffer.alloc(300, 'x'), problem: 'is 300 bytes where an id takes 1 to 255' },
+      { damage: 'not UTF-8', bytes: Buffer.from([0x61, 0xff, 0xfe, 0x62]), problem: 'is not UTF-8 text' },
+    ])
+      test(`data corruption: a start on a ${record} ${damage} fails with DATA_DIR_INVALID naming it and what to do; so does verify`, async () => {
+        let original: Buffer | undefined;
+        await rewriteRaw(dataDir, 'meta', key, (stored) => {
+          original = stored;
+          return bytes;
+        });
+        try {
+          const refused = await serveRefused(dataDir);
+          assert.deepEqual({ code: refused.code, signal: refused.signal }, { code: 1, signal: null }, refused.stderr);
+          assert.match(
+            refused.stderr,
+            new RegExp(
+              `DATA_DIR_INVALID: \\S+data\\.mdb is damaged \\(its ${record} ${problem}\\); ${consequence}\\. See "Damaged data" in the README: a replica starts again on an empty directory, a root is restored from a replica or a backup\\.`,
+            ),
+          );
+          const verified = await runCli(['verify', '--data-dir', dataDir]);
+          assert.equal(verified.code, 1, verified.stderr);
+          assert.match(verified.stderr, new RegExp(`DATA_DIR_INVALID: \\S+data\\.mdb is damaged \\(its ${record} ${problem}\\)`));
+        } finally {
+          await rewriteRaw(dataDir, 'meta', key, () => original);
+        }
+        const node = await startServe(dataDir);
+        try {
+          const status = await requestJson<Status>(node.url, 'GET', '/v1/status');
+          assert.deepEqual({ nodeId: status.nodeId, datasetId: status.datasetId }, { nodeId: sound.nodeId, datasetId: sound.datasetId });
+        } finally {
+          await stopProcess(node.child, 'SIGTERM');
+        }
+      });
+});
+
+describe('data corruption: key records a start reads', () => {
+  // A start reads some key records before it serves: every token record (the token registry) and the root's URL and
+  // signing key (recorded in signed entries). Found: a damaged one refused the start with DATA_CORRUPTED, "read from
+  // another node", the answer for a reader of a running node, not for an operator whose node will not start.
+  let dir: string;
+
+  before(() => (dir = makeTempDir('corruption-start-keys')));
+  after(() => removeDir(dir));
+
+  /** Flips the last byte of a record's value: its crc no longer matches. */
+  const flipLastByte = (stored: Buffer): Buffer => {
+    stored[stored.length - 1]! ^= 0x01;
+    return stored;
+  };
+
+  for (const { name, args, key } of [
+    {
+      name: 'a token record',
+      args: ['--auth', 'required'],
+      key: (dataDir: string) => `\u0000mercury/auth/token/${readFileSync(join(dataDir, 'admin-token'), 'utf8').trim().split('_')[1]!}`,
+    },
+    { name: "the root's URL record", args: ['--root-url', 'http://127.0.0.1:9/'], key: () => '\u0000mercury/root/url' },
+  ])
+    test(`data corruption: a start on ${name} that fails its checksum fails with DATA_DIR_INVALID naming the key and what to do`, async () => {
+      const dataDir = join(dir, name.replace(/\W+/g, '-'));
+      const first = await startServe(dataDir, args);
+      await stopProcess(first.child, 'SIGTERM');
+      const damagedKey = key(dataDir);
+      await rewriteRaw(dataDir, 'kv', damagedKey, flipLastByte);
+      const refused = await serveRefused(dataDir, args);
+      assert.deepEqual({ code: refused.code, signal: refused.signal }, { code: 1, signal: null }, refused.stderr);
+      assert.match(
+        refused.stderr,
+        new RegExp(
+          `DATA_DIR_INVALID: \\S+data\\.mdb is damaged \\(key ${JSON.stringify(damagedKey).replace(/\\/g, '\\\\')}: checksum [0-9a-f]+ does not match the record's [0-9a-f]+\\); the node reads it to start\\. See "Damaged data" in the README: a replica starts again on an empty directory, a root is restored from a replica or a backup\\.`,
+        ),
+      );
+      assert.doesNotMatch(refused.stderr, /DATA_CORRUPTED/);
+      // Sound again, it starts.
+      await rewriteRaw(dataDir, 'kv', damagedKey, flipLastByte);
+      const sound = await startServe(dataDir, args);
+      await stopProcess(sound.child, 'SIGTERM');
+    });
+});

@@ -22,7 +22,7 @@ import { COUNT_BUCKETS, Registry, SECONDS_BUCKETS } from '../metrics/index.js';
 import { TlsCredentials, clientTlsOptions, serverTlsOptions, type TlsMaterial } from '../net/index.js';
 import { ReplicationClient, ReplicationServer, StoreLogSource, type Heartbeat } from '../replication/index.js';
 import { clientCertificateRefusal, createApiHandler, createHttpServer, requestRefusal, type NodeApi, type RequestPolicy } from '../server/index.js';
-import { readersFull, Store } from '../store/index.js';
+import { readersFull, refusedAtStart, Store } from '../store/index.js';
 import { AuthGuard, AUTH_MODES, bootstrapAdmin, parseToken, TOKEN_CHARS, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
 import { prefixEnd } from '../api/index.js';
 import { ROOT_KEY_KEY, ROOT_URL_KEY, Signer, keyId, loadOrCreateSigningKey, publicKeyFromRaw, rawPublicKey, readSigningKey, readTrustKey } from '../trust/index.js';
@@ -110,6 +110,8 @@ export class MercuryNode {
   private latestHeartbeat: Heartbeat | undefined;
   /** The head seq at the last trim that completed: the log was within its bounds then. */
   private trimmedAtSeq = -1;
+  /** Set once the start has gone through: damage met before it refuses the start rather than being logged as met while serving. */
+  private serving = false;
   private trimming = false;
   /** Set when close() begins: the trimmer is not armed again. */
   private closing = false;
@@ -178,6 +180,12 @@ export class MercuryNode {
       );
     if (this.store.discardedAfterCrash)
       this.logger.log('warn', 'discarded the replica data: the machine went down while it held unsynced writes; bootstrapping again', { dataDir: config.dataDir });
+    if (this.store.summedLogBytes !== undefined)
+      this.logger.log('warn', 'the log size record was damaged: summed the log again and wrote the sum back (it is a cache of that sum)', {
+        dataDir: config.dataDir,
+        damage: this.store.summedLogBytes,
+        logBytes: this.store.logBounds().bytes,
+      });
     if (this.store.discardedInstallRecords > 0)
       this.logger.log('warn', 'discarded the records of a snapshot install that a stop interrupted (never verified)', {
         dataDir: config.dataDir,
@@ -226,6 +234,8 @@ export class MercuryNode {
       this.logger.log('error', 'write failed: storage', { code: fault.code, error: fault.message });
     });
     this.store.onDamage((report) => {
+      // Met by the start itself (a key record it reads), it refuses the start instead: see refusedAtStart.
+      if (!this.serving) return;
       damageMet.inc();
       this.logger.log('error', 'damaged data met while serving; only that reader failed; the node is not ready', { damaged: report.what, error: report.message });
     });
@@ -475,7 +485,12 @@ export class MercuryNode {
     // first connection. Refused before the data directory is opened.
     if (options.replicationToken !== undefined && parseToken(options.replicationToken) === undefined)
       throw new MercuryError('CONFIG_INVALID', `replicationToken is not a token (${TOKEN_CHARS} characters, mcy_...; make one with mercury token create NAME --scope replicate)`);
-    const node = new MercuryNode(config, options);
+    let node: MercuryNode;
+    try {
+      node = new MercuryNode(config, options);
+    } catch (error) {
+      throw refusedAtStart(config.dataDir, error);
+    }
     try {
       await new Promise<void>((resolve, reject) => {
         node.server.once('error', reject);
@@ -498,8 +513,9 @@ export class MercuryNode {
       await node.wireServer.close();
       await node.committer?.close();
       await node.store.close();
-      throw error;
+      throw refusedAtStart(config.dataDir, error);
     }
+    node.serving = true;
     node.armTrim(); // the log may be over its bounds from an earlier run
     node.tls?.watch(node.clock);
     if (node.replicationClient === undefined) {

@@ -7,7 +7,7 @@
  * `validateReplicationLimits` asserts the relations below for any set, and runs on both presets at module load.
  */
 import assert from 'node:assert/strict';
-import { ENTRY_BYTES_MAX, KEY_BYTES_MAX, REPLICATION_CHILDREN_MAX_DEFAULT, VALUE_BYTES_CEILING } from '../limits.js';
+import { ENTRY_BYTES_MAX, ID_BYTES_MAX, KEY_BYTES_MAX, REPLICATION_CHILDREN_MAX_DEFAULT, VALUE_BYTES_CEILING } from '../limits.js';
 import { HASH_BYTES, SIGNATURE_BYTES } from '../log/index.js';
 
 const KiB = 1024;
@@ -28,8 +28,9 @@ export const ENTRY_RECORD_OVERHEAD_BYTES = 1 + 8 + 8 + 4 + 4 + 1 + SIGNATURE_BYT
 /** Bytes a snapshot record adds to its key and value: u16 key length, u32 value length, createSeq, modSeq, version. */
 export const SNAPSHOT_RECORD_OVERHEAD_BYTES = 2 + 4 + 8 + 8 + 4;
 
-/** Node and dataset ids travel as u8-length-prefixed UTF-8. Store ids are UUIDs (36 bytes); the margin is for humans. */
-export const NODE_ID_BYTES_MAX = 255;
+/** Node and dataset ids travel as u8-length-prefixed UTF-8, at most src/limits.ts's ID_BYTES_MAX (which a u8 holds). */
+export const NODE_ID_BYTES_MAX = ID_BYTES_MAX;
+assert.ok(NODE_ID_BYTES_MAX <= 0xff, 'an id fits a str8: its length is a u8');
 
 /**
  * Deepest tree the protocol describes: a heartbeat carries the ids of every node from the root down to its sender,

@@ -4,8 +4,11 @@
  * watch or child session that met a fault fails; the node goes on serving what is sound, and this record makes the
  * fault visible: logged and counted by the node, shown in `/v1/status`, and failing `/readyz`.
  */
+import { join } from 'node:path';
 import { ChainError, EntryDecodeError } from '../log/index.js';
-import { MercuryError } from '../errors/index.js';
+import { isDataCorrupted, MercuryError } from '../errors/index.js';
+import { DATA_FILE } from './data-files.js';
+import { dataFileDamaged } from './lmdb-meta.js';
 
 /** Distinct damage reports kept for status; later ones are counted, not kept. */
 export const DAMAGE_REPORTS_MAX = 16;
@@ -23,6 +26,18 @@ export function dataCorrupted(what: string, cause: unknown): MercuryError {
     cause,
     details: { damaged: what },
   });
+}
+
+/**
+ * What a start throws for damage it met reading the store of `dataDir` before serving (the key records it reads:
+ * tokens, the root's signing key and URL): DATA_DIR_INVALID naming the record and what to do, as for damaged pages
+ * and meta records, instead of DATA_CORRUPTED, whose "read from another node" answers a reader of a running node,
+ * not an operator whose node will not start. Any other error is returned as it is.
+ */
+export function refusedAtStart(dataDir: string, error: unknown): unknown {
+  if (!isDataCorrupted(error)) return error;
+  const cause = error.cause instanceof Error ? error.cause.message : String(error.cause);
+  return dataFileDamaged(join(dataDir, DATA_FILE), `${String(error.details?.damaged)}: ${cause}`, 'the node reads it to start');
 }
 
 /** errno values as lmdb-js reports them (`error.code` is the number) and as Node reports them (`error.code` is the name). */

@@ -6,10 +6,11 @@
  *                      crc = CRC-32 (zlib's) over the key bytes, then the record bytes after the crc
  * log     u64 seq (big-endian, so LMDB's byte order is seq order) -> entry record (see log/entry.ts)
  * meta    "format"    -> utf8 decimal   the store format, STORE_FORMAT (below); written when the directory is made
- *         "datasetId" -> utf8 id      random, made when the root's data directory is created
- *         "nodeId"    -> utf8 id      random, made when any data directory is created
+ *         "datasetId" -> utf8 id      random, made when the root's data directory is created (1..255 bytes, decodeId)
+ *         "nodeId"    -> utf8 id      random, made when any data directory is created (1..255 bytes, decodeId)
  *         "head"      -> u64 seq | 32-byte hash   the last applied entry; every read checks its size (decodeHeadSeq)
- *         "logBytes"  -> u64          sum of record sizes currently in `log` (for retention by bytes)
+ *         "logBytes"  -> u64          sum of record sizes currently in `log` (for retention by bytes); a cache: an
+ *                                     open that finds it damaged (decodeLogBytes) sums the log again
  *         "logBase"   -> u64 seq | 32-byte hash   the entry just before the first retained one (after a trim or a
  *                                                  snapshot install), so that the first retained entry can be verified
  *         "writeProbe"-> 1 byte       rewritten to learn whether the storage takes writes again after a failure
@@ -26,6 +27,7 @@
 import { crc32 } from 'node:zlib';
 import { readU64, writeU64 } from '../api/u64.js';
 import { HASH_BYTES, type ChainHead } from '../log/index.js';
+import { ID_BYTES_MAX } from '../limits.js';
 
 export const STORE_FORMAT = 2;
 
@@ -186,28 +188,32 @@ export function encodeHead(seq: number, hash: Buffer): Buffer {
 /** Bytes of a "head" or "logBase" record: u64 seq | 32-byte hash. */
 export const HEAD_RECORD_BYTES = 8 + HASH_BYTES;
 
-/** A "head" or "logBase" record whose bytes cannot be what was written: another size, or a seq no entry has. */
-export class HeadRecordDamageError extends Error {
+/**
+ * A meta record whose bytes cannot be what was written ("head", "logBase", "logBytes", "nodeId", "datasetId"): another
+ * size, a number past what any store reaches, an id that is not one. Its message starts "it ...", for a sentence that
+ * names the record.
+ */
+export class MetaRecordDamageError extends Error {
   constructor(message: string) {
     super(message);
-    this.name = 'HeadRecordDamageError';
+    this.name = 'MetaRecordDamageError';
   }
 }
 
 /**
  * The seq of a "head" or "logBase" record, the first `size` bytes of `buffer` (lmdb-js's `getBinaryFast` returns its
- * reused read buffer, whose bytes past `size` are those of an earlier read). Throws HeadRecordDamageError unless the
+ * reused read buffer, whose bytes past `size` are those of an earlier read). Throws MetaRecordDamageError unless the
  * record is exactly HEAD_RECORD_BYTES and its seq a safe integer (writeU64 writes no other): a short record read as
  * it stood took the seq from those earlier bytes, so that a node answered "no such key at seq 0" for keys it held.
  */
 export function decodeHeadSeq(buffer: Buffer, size = buffer.length): number {
-  if (size !== HEAD_RECORD_BYTES) throw new HeadRecordDamageError(`it is ${size} bytes where a u64 seq and a ${HASH_BYTES}-byte hash take ${HEAD_RECORD_BYTES}`);
+  if (size !== HEAD_RECORD_BYTES) throw new MetaRecordDamageError(`it is ${size} bytes where a u64 seq and a ${HASH_BYTES}-byte hash take ${HEAD_RECORD_BYTES}`);
   const seq = readU64(buffer, 0);
-  if (!Number.isSafeInteger(seq)) throw new HeadRecordDamageError(`it holds seq ${buffer.readBigUInt64BE(0)}, past 2^53, which no entry reaches`);
+  if (!Number.isSafeInteger(seq)) throw new MetaRecordDamageError(`it holds seq ${buffer.readBigUInt64BE(0)}, past 2^53, which no entry reaches`);
   return seq;
 }
 
-/** Decodes a "head" or "logBase" record, checked as `decodeHeadSeq` says (throws HeadRecordDamageError). */
+/** Decodes a "head" or "logBase" record, checked as `decodeHeadSeq` says (throws MetaRecordDamageError). */
 export function decodeHead(buffer: Buffer): ChainHead {
   return { seq: decodeHeadSeq(buffer), hash: Buffer.from(buffer.subarray(8, HEAD_RECORD_BYTES)) };
 }
@@ -218,6 +224,36 @@ export function encodeU64(value: number): Buffer {
 
 export function decodeU64(buffer: Buffer): number {
   return readU64(buffer, 0);
+}
+
+/** Bytes of a "logBytes" record: a u64. */
+const LOG_BYTES_RECORD_BYTES = 8;
+
+/**
+ * The sum a "logBytes" record holds. Throws MetaRecordDamageError unless the record is exactly a u64 and a safe integer
+ * (writeU64 writes no other): found, one cut short made every start throw a bare RangeError.
+ */
+export function decodeLogBytes(buffer: Buffer): number {
+  if (buffer.length !== LOG_BYTES_RECORD_BYTES) throw new MetaRecordDamageError(`it is ${buffer.length} bytes where a u64 takes ${LOG_BYTES_RECORD_BYTES}`);
+  const bytes = readU64(buffer, 0);
+  if (!Number.isSafeInteger(bytes)) throw new MetaRecordDamageError(`it holds ${buffer.readBigUInt64BE(0)} bytes, past 2^53, which no log reaches`);
+  return bytes;
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * A "nodeId" or "datasetId" record as text. Throws MetaRecordDamageError unless it is 1 to ID_BYTES_MAX bytes of UTF-8,
+ * as every id written is. Found: such records were taken as they stood, and a root whose node id record had grown to
+ * 300 bytes exited 1 when a replica joined (a RangeError encoding its WELCOME, whose ids are str8s).
+ */
+export function decodeId(buffer: Buffer): string {
+  if (buffer.length === 0 || buffer.length > ID_BYTES_MAX) throw new MetaRecordDamageError(`it is ${buffer.length} bytes where an id takes 1 to ${ID_BYTES_MAX}`);
+  try {
+    return strictUtf8.decode(buffer);
+  } catch {
+    throw new MetaRecordDamageError('it is not UTF-8 text');
+  }
 }
 
 // Which keys a prefix covers is part of the wire contract (deletePrefix, watch prefixes).

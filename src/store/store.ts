@@ -25,12 +25,14 @@ import {
   copyKeyRecord,
   decodeHead,
   decodeHeadSeq,
+  decodeId,
   decodeKeyRecord,
+  decodeLogBytes,
   decodeU64,
   encodeHead,
   decodeKeyRecordHeader,
   encodeU64,
-  HeadRecordDamageError,
+  MetaRecordDamageError,
   KEY_RECORD_HEADER_BYTES,
   KeyRecordDamageError,
   nextVersion,
@@ -232,9 +234,36 @@ function checkHeadRecords(path: string, meta: Database<Buffer, string>, readOnly
     try {
       decodeHeadSeq(stored);
     } catch (error) {
-      if (!(error instanceof HeadRecordDamageError)) throw error;
-      throw recordDamaged(path, readOnly, `its ${what} ${error.message.replace(/^it /, '')}`, 'Mercury cannot tell where its chain ends');
+      if (!(error instanceof MetaRecordDamageError)) throw error;
+      throw recordDamaged(path, readOnly, recordProblem(what, error), 'Mercury cannot tell where its chain ends');
     }
+  }
+}
+
+/** "its <what> ...": a MetaRecordDamageError's message ("it ...") about the record named `what`. */
+function recordProblem(what: string, error: MetaRecordDamageError): string {
+  return `its ${what} ${error.message.replace(/^it /, '')}`;
+}
+
+/** What damage reports call the id records, and what a start cannot do without them. */
+const ID_RECORDS = {
+  [META_DATASET_ID]: { what: 'dataset id record', consequence: 'Mercury cannot tell which dataset it holds' },
+  [META_NODE_ID]: { what: 'node id record', consequence: 'Mercury cannot tell which node this is' },
+} as const;
+
+/**
+ * The "nodeId" or "datasetId" record as text, or undefined when there is none; refuses a damaged one (records.ts,
+ * decodeId). Both are read at open only: the node holds them in memory while it serves.
+ */
+function readId(path: string, meta: Database<Buffer, string>, key: keyof typeof ID_RECORDS, readOnly: boolean): string | undefined {
+  const stored = meta.get(key);
+  if (stored === undefined) return undefined;
+  try {
+    return decodeId(stored);
+  } catch (error) {
+    if (!(error instanceof MetaRecordDamageError)) throw error;
+    const { what, consequence } = ID_RECORDS[key];
+    throw recordDamaged(path, readOnly, recordProblem(what, error), consequence);
   }
 }
 
@@ -302,6 +331,8 @@ export class Store {
   private inPlaceBytes: Buffer = Buffer.alloc(0);
   private inPlaceSize = 0;
   private readonly log: Database<Buffer, Buffer>;
+  /** `log`, each record read as its size only (see readLogBytes). */
+  private readonly logRecordSizes: Database<number, Buffer>;
   private readonly meta: Database<Buffer, string>;
   /** Snapshot records received so far, kept apart until the whole snapshot is verified (see beginSnapshotInstall). */
   private readonly staging: Database<Buffer, Buffer>;
@@ -331,6 +362,11 @@ export class Store {
   readonly discardedAfterCrash: boolean;
   /** How many records of a snapshot install that a stop interrupted were dropped at open (unverified: never live). */
   readonly discardedInstallRecords: number;
+  /**
+   * What was wrong with the "logBytes" record at open, when it was damaged and the log's size was summed again instead
+   * (readLogBytes; a writable open wrote the sum back); undefined when it was sound.
+   */
+  readonly summedLogBytes: string | undefined;
 
   private constructor(options: StoreOptions, lock: DataDirLock | undefined) {
     this.path = options.path;
@@ -391,6 +427,12 @@ export class Store {
     };
     this.kvInPlace = this.env.openDB<typeof IN_PLACE, Buffer>(inPlaceOptions);
     this.log = this.env.openDB<Buffer, Buffer>({ name: 'log', encoding: 'binary', keyEncoding: 'binary' });
+    const logSizeOptions: DatabaseOptions & { name: string; encoder: object } = {
+      name: 'log',
+      keyEncoding: 'binary',
+      encoder: { encode: () => assert.fail('logRecordSizes is read-only'), decode: (_bytes: Uint8Array, size: number) => size },
+    };
+    this.logRecordSizes = this.env.openDB<number, Buffer>(logSizeOptions);
     this.meta = this.env.openDB<Buffer, string>({ name: 'meta', encoding: 'binary' });
     this.staging = this.env.openDB<Buffer, Buffer>({ name: 'staging', encoding: 'binary', keyEncoding: 'binary' });
     let discardedInstallRecords = 0;
@@ -418,9 +460,11 @@ export class Store {
     }
     // Before the marker: a directory this Mercury refuses for its format is never marked, so that a marked directory
     // without a format record is known to be damaged (see checkFormat).
-    const datasetId = this.meta.get(META_DATASET_ID);
-    const nodeId = this.meta.get(META_NODE_ID);
+    let datasetId: string | undefined;
+    let nodeId: string | undefined;
     try {
+      datasetId = readId(options.path, this.meta, META_DATASET_ID, options.readOnly === true);
+      nodeId = readId(options.path, this.meta, META_NODE_ID, options.readOnly === true);
       // A replica that has not joined yet (no snapshot installed: it never reached its upstream, or stopped mid-join)
       // has a node id and no dataset; a read-only open (verify, openLocal) sees it as it is: empty, at seq 0.
       if (nodeId === undefined || (datasetId === undefined && options.createDataset !== false && options.readOnly !== true))
@@ -436,11 +480,44 @@ export class Store {
     // After that commit: from now on an empty data file is damage, not a new store (data-files.ts).
     if (!options.readOnly) markInitialised(options.path, options.noSync !== true);
     this.discardedInstallRecords = discardedInstallRecords;
-    this.currentDatasetId = datasetId?.toString() ?? '';
-    this.nodeId = nodeId.toString();
+    this.currentDatasetId = datasetId ?? '';
+    this.nodeId = nodeId;
     this.cachedHead = this.readHead();
-    const logBytes = this.meta.get(META_LOG_BYTES);
-    this.cachedLogBytes = logBytes === undefined ? 0 : decodeU64(logBytes);
+    const logBytes = this.readLogBytes();
+    this.cachedLogBytes = logBytes.bytes;
+    this.summedLogBytes = logBytes.damage;
+    // Written back, so that readers (verify, an embedded reader) and the next start read a sound record. A reader
+    // writes nothing: it sums the log again at each open until its node has started once.
+    if (logBytes.damage !== undefined && !options.readOnly) this.writeSync(() => this.meta.putSync(META_LOG_BYTES, encodeU64(logBytes.bytes)));
+  }
+
+  /**
+   * The "logBytes" record, or, when it is damaged (or lost, with entries in the log), the sum of the log's record
+   * sizes and what was wrong with the record. Summed rather than refused: the record is only a cache of that sum
+   * (written with each log record, for retention by bytes and status), derived wholly from the log, which is checked
+   * on its own; refusing would send the operator to a backup or a resync for a figure the node can count. Counting
+   * is cheap enough for a damage that is rare: one walk of the log's leaf pages, values read for their size only (on
+   * overflow pages, not read at all), bounded by the log's retention, where a writable open already reads every page
+   * of the file (lmdbTreeProblem).
+   */
+  private readLogBytes(): { bytes: number; damage: string | undefined } {
+    const stored = this.meta.get(META_LOG_BYTES);
+    let damage: string;
+    if (stored !== undefined) {
+      try {
+        return { bytes: decodeLogBytes(stored), damage: undefined };
+      } catch (error) {
+        if (!(error instanceof MetaRecordDamageError)) throw error;
+        damage = recordProblem('log size record', error);
+      }
+    } else {
+      // Every log record is written with the record in the same transaction: none is a store whose log is empty.
+      if (Array.from(this.log.getKeys({ limit: 1 })).length === 0) return { bytes: 0, damage: undefined };
+      damage = 'its log size record is missing, though the log holds entries';
+    }
+    let bytes = 0;
+    for (const { value } of this.logRecordSizes.getRange({})) bytes += value;
+    return { bytes, damage };
   }
 
   static open(options: StoreOptions): Store {
@@ -482,8 +559,7 @@ export class Store {
   refresh(): void {
     this.env.resetReadTxn();
     this.cachedHead = this.readHead();
-    const logBytes = this.meta.get(META_LOG_BYTES);
-    this.cachedLogBytes = logBytes === undefined ? 0 : decodeU64(logBytes);
+    this.cachedLogBytes = this.readLogBytes().bytes;
   }
 
   private readHead(): ChainHead {
@@ -514,7 +590,7 @@ export class Store {
   }
 
   private headDamage(what: HeadRecordName, error: unknown): unknown {
-    return error instanceof HeadRecordDamageError ? this.damaged(what, error) : error;
+    return error instanceof MetaRecordDamageError ? this.damaged(what, error) : error;
   }
 
   /**
@@ -624,7 +700,7 @@ export class Store {
     } catch (error) {
       // Status answers on a damaged head record, counting what `kv` holds: it is where the damage is shown (recorded
       // by the reads that met it), and a poll must not log and count it again each time.
-      if (!(error instanceof HeadRecordDamageError)) throw error;
+      if (!(error instanceof MetaRecordDamageError)) throw error;
       empty = false;
     }
     return {
