@@ -215,6 +215,51 @@ describe('client watch protocol', () => {
     assert.throws(() => connect([url]).watch({ prefix: 'k', fromSeq: 5, afterHash: hash(10).toUpperCase() }), /afterHash must be an entry hash: 64 lowercase hex digits/);
   });
 
+  test('client watch: a node before record 45, which refuses afterHash as an unknown field, is subscribed again without it, by seq as a client before record 45 would (found by review H: the watch ended with INVALID_ARGUMENT)', async () => {
+    const hash = (n: number): string => n.toString(16).padStart(2, '0').repeat(32);
+    // Such a node's words for any subscribe with afterHash (src/api/watch.ts at 61d1972); it sends no hash either.
+    const refusal = 'subscribe has an unknown field "afterHash"; allowed: type, id, prefixes, prefixesBase64, fromSeq, filters';
+    // What the node sends to each subscribe it takes; it closes with 1001 after the first.
+    const connections: Record<string, unknown>[][] = [
+      [{ type: 'subscribed', fromSeq: 10 }, { type: 'snapshot', seq: 7, items: [], done: false, begin: true }], // cut off before done
+      [{ type: 'subscribed', fromSeq: 10 }, { type: 'events', seq: 11, timeMs: 1, events: [put(11)] }],
+    ];
+    const subscribes: Record<string, unknown>[] = [];
+    let taken = 0;
+    script = (socket, subscribe) => {
+      subscribes.push(subscribe);
+      if (subscribe.afterHash !== undefined) return void socket.send(JSON.stringify({ type: 'error', id: subscribe.id, code: 'INVALID_ARGUMENT', message: refusal }));
+      for (const message of connections[taken] ?? []) socket.send(JSON.stringify({ id: subscribe.id, ...message }));
+      if (++taken < connections.length) socket.close(1001, 'node is shutting down; reconnect and resume');
+    };
+    // The afterHash a restarted sync passes from its state file, written while it followed a newer node.
+    const watch = connect([url], { watchReconnectDelayMsBase: 1, watchReconnectDelayMsMax: 5 }).watch({ prefix: 'k', fromSeq: 10, afterHash: hash(9) });
+    const events: WatchEvent[] = [];
+    try {
+      while (events.at(-1)?.type !== 'put') {
+        const next = await watch.next();
+        assert.notEqual(next.done, true);
+        events.push(next.value as WatchEvent);
+      }
+    } finally {
+      await watch.return();
+    }
+    assert.deepEqual(
+      subscribes.map((subscribe) => [subscribe.fromSeq, subscribe.afterHash]),
+      [
+        [10, hash(9)],
+        [10, undefined],
+        // Cut off in a snapshot: a new node gets the hash no entry has, and this one the seq before the snapshot.
+        [8, WATCH_HASH_NO_STATE],
+        [10, undefined],
+      ],
+    );
+    assert.deepEqual(
+      events.map((event) => `${event.type}@${event.seq}`),
+      ['snapshotBegin@7', 'put@11'],
+    );
+  });
+
   test('client watch: an events message with more events than an entry can give is refused before they are decoded', async () => {
     const one = '{"type":"delete","key":"a","keyEncoding":"utf8","modSeq":2}';
     for (const [prefixes, count, refused] of [

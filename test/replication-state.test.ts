@@ -17,6 +17,7 @@ import {
   FrameDecoder,
   PATH_NODES_MAX,
   PROTOCOL_VERSION,
+  REFUSE_MESSAGE_BYTES_MAX,
   REPLICATION_LIMITS_TEST,
   SnapshotDigest,
   Upstream,
@@ -694,6 +695,25 @@ describe('replication state machines', () => {
     // Following again (after its resync): served as before.
     const served = sent(newUpstream(relay, { nodeId: 'relay', diverged: () => undefined }).receive(T0, helloBytes({ head: relay.head() })));
     assert.equal(served[0]?.type, 'welcome');
+  });
+
+  test('upstream: a diverged relay\'s refusal keeps its remedy however long the reason it quotes: relays at the same head, each diverged by the one above, or an upstream\'s longest refusal text (found by review H: past 5 levels the REFUSE was cut at 1024 bytes before "resync the child")', () => {
+    const relay = rootStore(6);
+    const hello = helloBytes({ head: relay.head() });
+    const refusalOf = (reason: string): Message | undefined =>
+      sent(newUpstream(relay, { nodeId: 'relay', diverged: () => ({ reason, head: relay.head() }) }).receive(T0, hello))[0];
+    // The root's words, then each relay quotes the refusal it got (Downstream.diverge), as a chain of relays does.
+    let reason = `upstream refused: CHAIN_DIVERGED: the child's entry 6 has hash ${'ab'.repeat(32)}, this node's ${'cd'.repeat(32)}; resync the child`;
+    for (let level = 1; level <= 8; level++) {
+      const refusal = refusalOf(reason);
+      assert.ok(refusal?.type === 'refuse' && refusal.reason === 'CHAIN_DIVERGED', `level ${level}: ${JSON.stringify(refusal)}`);
+      assert.match(refusal.message, /^this relay stopped following at seq 6: .*, and the child holds the same head; resync the child from another upstream$/, `level ${level}`);
+      reason = `upstream refused: CHAIN_DIVERGED: ${refusal.message}`;
+    }
+    // An upstream's longest refusal, in characters of several bytes: cut at a character, still followed by the remedy.
+    const refusal = refusalOf(`upstream refused: CHAIN_DIVERGED: ${'é'.repeat(REFUSE_MESSAGE_BYTES_MAX / 2)}`);
+    assert.ok(refusal?.type === 'refuse');
+    assert.match(refusal.message, /é…\), and the child holds the same head; resync the child from another upstream$/);
   });
 
   test('upstream and downstream: a leaf behind the fork, behind a relay that diverged, keeps trying; one at the relay head diverges too', () => {

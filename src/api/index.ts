@@ -50,6 +50,7 @@ export {
   WatchServerMessageError,
   errorMessage,
   eventsBody,
+  isAfterHashUnknown,
   isWatchHash,
   eventsHead,
   parseClientMessage,

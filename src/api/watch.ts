@@ -136,6 +136,14 @@ const HASH_HEX = /^[0-9a-f]{64}$/;
  */
 export const WATCH_HASH_NO_STATE = '0'.repeat(WATCH_HASH_HEX_CHARS);
 
+/**
+ * Whether a subscribe's error answer is that of a node before record 45, which refuses unknown fields and so
+ * `afterHash` (its words: `subscribe has an unknown field "afterHash"; allowed: ...`). A node since then never says so.
+ */
+export function isAfterHashUnknown(error: { readonly code: string; readonly message: string }): boolean {
+  return error.code === 'INVALID_ARGUMENT' && error.message.includes('unknown field "afterHash"');
+}
+
 /** Whether `text` is an entry hash as the watch protocol writes it (64 lowercase hex digits). */
 export function isWatchHash(text: unknown): text is string {
   return typeof text === 'string' && HASH_HEX.test(text);
@@ -665,6 +673,11 @@ export function parseServerMessage(
  * (docs/decisions.md, record 40). Resuming from the `fromSeq` of before would also have a node whose log still holds
  * it send entries over that part.
  *
+ * A node before record 45 refuses `afterHash` as an unknown field (`isAfterHashUnknown`), whatever its value: the
+ * client then subscribes again without it (`dropHash`), as a client before record 45 would have, by seq alone and, cut
+ * off in a snapshot, from the `nextSeq` it had before that snapshot began (such a node sends it a whole snapshot again
+ * where it sent this one).
+ *
  * It also holds a node to the ordering rules of one connection (`reset` starts a new one), and throws
  * `WatchServerMessageError` for a message that breaks them, which would make a client skip or repeat entries:
  * `subscribed` first and once, with the `fromSeq` asked for; no events inside a snapshot, one seq for every page of a
@@ -678,6 +691,8 @@ export class WatchResumeCursor {
   /** On the current connection: `subscribed` arrived; the open snapshot's seq. */
   private subscribed = false;
   private snapshotSeq = 0;
+  /** `next` when the snapshot that left `hash` at WATCH_HASH_NO_STATE began: the resume of a client before record 45. */
+  private seqBeforeSnapshot: number | undefined;
 
   /** `afterHash`: the hash of entry fromSeq - 1, when the caller knows it. */
   constructor(fromSeq: number | undefined, afterHash?: string) {
@@ -693,6 +708,15 @@ export class WatchResumeCursor {
   /** The hash of entry nextSeq - 1 (hex), when known: the `afterHash` for the next subscribe. */
   get afterHash(): string | undefined {
     return this.next === undefined || this.next < 2 ? undefined : this.hash;
+  }
+
+  /**
+   * The node does not know `afterHash` (a node before record 45: `isAfterHashUnknown`): the next subscribe goes without
+   * it, from the seq a client before record 45 would have asked for (the one before a snapshot cut off before done).
+   */
+  dropHash(): void {
+    if (this.hash === WATCH_HASH_NO_STATE && this.seqBeforeSnapshot !== undefined) this.next = this.seqBeforeSnapshot;
+    this.hash = undefined;
   }
 
   /** True between the first page of a snapshot and its done page. */
@@ -738,6 +762,8 @@ export class WatchResumeCursor {
         // A snapshot replaces the client's state, so its first page may be at any seq (a reset: record 40).
         if (!this.startsSnapshot(message) && message.seq !== this.snapshotSeq)
           invalid('snapshot.seq', `is ${message.seq}; the pages before it were at ${this.snapshotSeq}`);
+        // A snapshot that starts over one cut off (or one open) keeps the seq of the last whole state.
+        if (this.startsSnapshot(message) && this.hash !== WATCH_HASH_NO_STATE) this.seqBeforeSnapshot = this.next;
         this.snapshotOpen = !message.done;
         this.snapshotSeq = message.seq;
         this.next = message.seq + 1;

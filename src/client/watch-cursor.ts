@@ -122,6 +122,11 @@ export class WatchCursor {
     return this.resume.afterHash;
   }
 
+  /** The node does not know `afterHash` (before record 45): resume by seq alone, as WatchResumeCursor.dropHash says. */
+  dropHash(): void {
+    this.resume.dropHash();
+  }
+
   /** A new connection begins: a snapshot in progress on the old one is abandoned. */
   reset(): void {
     this.resume.reset();

@@ -7,8 +7,9 @@
  *   after a jittered backoff and subscribes with `fromSeq` = the first seq it has not received (watch-cursor.ts), so
  *   no entry is missed or repeated, and `afterHash` = the hash of the last entry it received, so that a node whose
  *   chain is another (a root restored from an older backup, past that seq since) answers with a snapshot of its state
- *   (a reset) instead of its entries after that seq. It moves to the next URL when the close was 1001 or the attempt failed, and stays
- *   on the same node otherwise. After `watchReconnectAttemptsMax` consecutive failed attempts (default: never) the
+ *   (a reset) instead of its entries after that seq; a node older than that field refuses it, and is subscribed again
+ *   without it, by seq alone (WatchResumeCursor.dropHash). It moves to the next URL when the close was 1001 or the
+ *   attempt failed, and stays on the same node otherwise. After `watchReconnectAttemptsMax` consecutive failed attempts (default: never) the
  *   iterator throws `NoNodeReachableError`.
  * - **Bounded buffering.** Received events wait in a queue until the consumer asks for them. When the queue holds
  *   more than `watchBufferBytesMax` bytes of messages, the watch stops reading the socket (`ws` pause), so TCP pushes
@@ -31,6 +32,7 @@ import { createRequire } from 'node:module';
 import type { WebSocket as WebSocketClass, RawData } from 'ws';
 import type { Clock, TimerHandle } from '../clock/index.js';
 import {
+  isAfterHashUnknown,
   isWatchHash,
   JsonValidator,
   parseServerMessage,
@@ -193,8 +195,7 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
     }, this.client.requestTimeoutMs);
     socket.on('open', () => {
       deadline.cancel();
-      const request = { id: SUBSCRIPTION_ID, prefixes: prefixList(this.options), fromSeq: this.cursor.nextSeq, afterHash: this.cursor.afterHash, filters: this.options.filters };
-      socket.send(subscribeMessage(request));
+      this.subscribe(socket);
       this.armIdle(socket);
     });
     socket.on('message', (data: RawData, isBinary: boolean) => {
@@ -216,7 +217,14 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
         this.attemptErrors.length = 0;
         this.options.onSubscribed?.(step.subscribedFromSeq);
       }
-      if (step.error !== undefined) return this.fail(new WatchError(step.error.code, `${url} refused the watch: ${step.error.message}`));
+      if (step.error !== undefined) {
+        // A node before record 45 refuses the field, whatever its value; it trusts the seq alone, as clients before did.
+        if (!subscribed && this.cursor.afterHash !== undefined && isAfterHashUnknown(step.error)) {
+          this.cursor.dropHash();
+          return this.subscribe(socket);
+        }
+        return this.fail(new WatchError(step.error.code, `${url} refused the watch: ${step.error.message}`));
+      }
       // Charged per event too: decoded, an event costs far more than its bytes of JSON (a key of one byte is a Buffer).
       step.events.forEach((event, i) => this.queue.push({ event, bytes: WATCH_EVENT_QUEUE_BYTES + (i === 0 ? buffer.length : 0) }));
       if (step.events.length > 0) this.queuedBytes += buffer.length + step.events.length * WATCH_EVENT_QUEUE_BYTES;
@@ -295,6 +303,13 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
         { keepAlive: true },
       );
     });
+  }
+
+  /** Subscribes on a new connection, or again on this one (without `afterHash` for a node that does not know it). */
+  private subscribe(socket: WebSocketClass): void {
+    socket.send(
+      subscribeMessage({ id: SUBSCRIPTION_ID, prefixes: prefixList(this.options), fromSeq: this.cursor.nextSeq, afterHash: this.cursor.afterHash, filters: this.options.filters }),
+    );
   }
 
   /** A connection silent for `watchIdleMs` (the node heartbeats every 10 s) is dead: drop it and reconnect. */

@@ -60,6 +60,12 @@ export const HELLO_FRAME_BYTES_MAX =
 
 /** The human-readable part of a REFUSE. */
 export const REFUSE_MESSAGE_BYTES_MAX = 1024;
+/**
+ * Of a REFUSE, the most a relay quotes of why it stopped following (the refusal it got, which quotes the one its own
+ * upstream got, and so on up a chain of relays; or a hostile upstream's longest text): the rest of the message says
+ * what the child should do, and must not be cut off.
+ */
+export const REFUSE_QUOTE_BYTES_MAX = 512;
 
 export interface ReplicationLimits {
   /** Largest entry record the protocol must carry: the entry limit of the commit path plus the record overhead. */
@@ -241,5 +247,7 @@ export function validateReplicationLimits(limits: ReplicationLimits): Replicatio
 validateReplicationLimits(REPLICATION_LIMITS);
 validateReplicationLimits(REPLICATION_LIMITS_TEST);
 // The production entry limit covers the largest value the store accepts under the largest key.
+// A relay's refusal is its own words, about 250 bytes at most, around what it quotes.
+assert.ok(REFUSE_QUOTE_BYTES_MAX + 300 <= REFUSE_MESSAGE_BYTES_MAX, 'a quoted reason leaves room for the remedy of a refusal');
 assert.ok(REPLICATION_LIMITS.entryRecordBytesMax >= VALUE_BYTES_CEILING + KEY_BYTES_MAX + SNAPSHOT_RECORD_OVERHEAD_BYTES);
 assert.ok(REPLICATION_LIMITS.frameBytesMax >= FRAME_HEADER_BYTES + 4 + VALUE_BYTES_CEILING + KEY_BYTES_MAX + SNAPSHOT_RECORD_OVERHEAD_BYTES);

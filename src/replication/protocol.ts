@@ -531,6 +531,12 @@ export function snapshotChunkRecordBytes(frame: Buffer): Buffer {
   return frame.subarray(FRAME_HEADER_BYTES + 4);
 }
 
+/** `text` cut to at most `bytesMax` bytes of UTF-8, at a character boundary. */
+export function clipUtf8(text: string, bytesMax: number): string {
+  const bytes = Buffer.from(text, 'utf8');
+  return bytes.length <= bytesMax ? text : bytes.subarray(0, bytesMax).toString('utf8').replace(/\uFFFD+$/, '');
+}
+
 /** Encodes a message as one complete frame. Throws RangeError for a message the protocol cannot carry (a bug). */
 export function encodeMessage(message: Message): Buffer {
   switch (message.type) {
@@ -594,8 +600,7 @@ export function encodeMessage(message: Message): Buffer {
     case 'heartbeat':
       return new Writer().u64(message.rootSeq).u64(message.rootTimeMs).path(message.path).frame(MessageType.heartbeat);
     case 'refuse': {
-      let text = Buffer.from(message.message, 'utf8');
-      if (text.length > REFUSE_MESSAGE_BYTES_MAX) text = Buffer.from(text.subarray(0, REFUSE_MESSAGE_BYTES_MAX).toString('utf8').replace(/\uFFFD+$/, ''), 'utf8');
+      const text = Buffer.from(clipUtf8(message.message, REFUSE_MESSAGE_BYTES_MAX), 'utf8');
       return new Writer().u8(RefuseReason[message.reason]).u16(text.length).bytes(text).frame(MessageType.refuse);
     }
     case 'ack':

@@ -30,12 +30,13 @@ import assert from 'node:assert/strict';
 import type { EncodedEntry } from '../log/index.js';
 import { isDataCorrupted, isReadersFull } from '../errors/index.js';
 import type { LogLevel } from '../logging/index.js';
-import { PATH_NODES_MAX, REPLICATION_LIMITS, validateReplicationLimits, type ReplicationLimits } from './limits.js';
+import { PATH_NODES_MAX, REFUSE_QUOTE_BYTES_MAX, REPLICATION_LIMITS, validateReplicationLimits, type ReplicationLimits } from './limits.js';
 import {
   FrameDecoder,
   ProtocolError,
   SnapshotDigest,
   announcedHttpUrl,
+  clipUtf8,
   decodeMessage,
   encodeEntries,
   encodeMessage,
@@ -445,7 +446,10 @@ export class Upstream {
    * its chain is the root's, and a vote would work against the resync an operator asked for.
    */
   private refuseDiverged(hello: HelloMessage, diverged: Divergence, actions: UpstreamAction[]): void {
-    const why = `this relay stopped following at seq ${diverged.head.seq}: its chain diverged from its upstream's (${diverged.reason})`;
+    // The reason quotes the refusal this relay got, which may quote another relay's, up a chain of relays at this
+    // head: quoted whole, it pushed the remedy past the end of the REFUSE (REFUSE_MESSAGE_BYTES_MAX) five levels down.
+    const reason = clipUtf8(diverged.reason, REFUSE_QUOTE_BYTES_MAX);
+    const why = `this relay stopped following at seq ${diverged.head.seq}: its chain diverged from its upstream's (${reason}${reason.length < diverged.reason.length ? '…' : ''})`;
     if (hello.resync || hello.datasetId === '') return void this.refuse('UPSTREAM_DIVERGED', `${why}; take the snapshot from another upstream`, actions);
     if (hello.head.seq === diverged.head.seq && hello.head.hash.equals(diverged.head.hash))
       return void this.refuse('CHAIN_DIVERGED', `${why}, and the child holds the same head; resync the child from another upstream`, actions);
