@@ -101,7 +101,7 @@
  * | 1009 | a message over `WATCH_CLIENT_MESSAGE_BYTES_MAX` (sent by `ws`) |
  * | 4401 | the connection's token was revoked (or its certificate's grant removed): do not reconnect with it |
  * | 4409 | the connection's token was given other scopes (its record replaced): reconnect and resubscribe, checked against them |
- * | 4008 | slow watcher: the connection's queue stayed full for `WATCH_STALL_MS`, a snapshot took longer than `WATCH_SNAPSHOT_MS_MAX` (src/watch/limits.ts), or the client sent requests without reading the replies. Resume from the seq after the last one received (each subscription was sent a progress message just before the close). |
+ * | 4008 | slow watcher: the connection's queue stayed full for `WATCH_STALL_MS`, a snapshot took longer than `WATCH_SNAPSHOT_MS_MAX` (src/watch/limits.ts), or the client sent requests without reading the replies. Resume from the seq after the last one received (each subscription was sent a progress message just before the close, unless a snapshot was under way or due for it: it resumes after the last message it received, or starts its snapshot again). |
  */
 import { isStandardBase64 } from './bytes.js';
 import { KEY_BYTES_MAX } from './limits.js';
