@@ -124,6 +124,26 @@ describe('a full LMDB reader table', () => {
     );
   });
 
+  test('readers full: a joining replica is refused UNAVAILABLE naming the full reader table, not a spent snapshot budget, and joins once readers are free', async () => {
+    const root = await start('join-root');
+    await put(root, 'a', '1');
+    let ticks = 0;
+    held.push(...(await fillReaderTable(root, () => put(root, 'tick', String(ticks++)))));
+    const joining = await start('join-replica', [root.replicationAddress]);
+    await eventually(
+      () => Promise.resolve(/UNAVAILABLE: .*no free reader slot/.test(joining.replicationClient!.status().lastFailure ?? '')),
+      () => JSON.stringify(joining.replicationClient!.status()),
+    );
+    // Before: "this node is sending its most snapshots at once", with every snapshot reader free.
+    assert.doesNotMatch(joining.replicationClient!.status().lastFailure ?? '', /most snapshots/);
+    assert.equal(root.store.snapshotReaders.inUse, 0, 'no snapshot reader is held by the refusal');
+    release();
+    await eventually(
+      () => Promise.resolve(joining.replicationClient!.status().phase === 'streaming' && joining.store.head().seq === root.store.head().seq),
+      () => JSON.stringify(joining.replicationClient!.status()),
+    );
+  });
+
   test('readers full on a replica: a forwarded write the root committed is answered 200, not 503 OVERLOADED', async () => {
     const root = await start('forward-root');
     const replica = await start('forward-replica', [root.replicationAddress]);

@@ -156,7 +156,11 @@ export class MercuryNode {
       noSync: isReplica,
     });
     this.metrics.gauge('mercury_snapshot_readers', 'Snapshots being sent now (HTTP, to children, to watches), of store.snapshotReadersMax.', () => this.store.snapshotReaders.inUse);
-    this.metrics.gauge('mercury_snapshot_readers_max', 'store.snapshotReadersMax: snapshots sent at once past which HTTP answers 503 OVERLOADED.', () => this.store.snapshotReaders.readersMax);
+    this.metrics.gauge(
+      'mercury_snapshot_readers_max',
+      'Snapshots sent at once past which HTTP answers 503 OVERLOADED: store.snapshotReadersMax, or a quarter of a smaller LMDB reader table in force (mercury_lmdb_readers_max).',
+      () => this.store.snapshotReaders.readersMax,
+    );
     this.metrics.gauge(
       'mercury_snapshot_readers_refused',
       'Snapshots refused since start for want of a reader: HTTP 503 OVERLOADED, children refused UNAVAILABLE (a counter; waiting watches are not counted).',

@@ -28,7 +28,9 @@ export interface LogSource {
   /**
    * A consistent view of the whole key space at the current head, held until `close`; undefined when the node holds
    * its most snapshots already (its snapshot readers, shared with backups and watches): the child is sent elsewhere.
-   * Throws DATA_CORRUPTED when the head record it would be taken at is damaged: that session ends, no other.
+   * Throws DATA_CORRUPTED when the head record it would be taken at is damaged: that session ends, no other; and
+   * OVERLOADED READERS_FULL when LMDB's reader table is full (other processes' readers): the child is refused
+   * UNAVAILABLE naming it.
    */
   openSnapshot(): SnapshotSource | undefined;
 }

@@ -3,7 +3,6 @@
  * the store's current state; log reads verify the chain as they go (Store.readLog).
  */
 import type { ChainHead, EncodedEntry } from '../log/index.js';
-import { isMercuryError } from '../errors/index.js';
 import { readersFull, type Store } from '../store/index.js';
 import { SnapshotChunkWriter } from './protocol.js';
 import type { LogSource, SnapshotSource } from './source.js';
@@ -44,14 +43,9 @@ export class StoreLogSource implements LogSource {
   openSnapshot(): SnapshotSource | undefined {
     const reservation = this.store.snapshotReaders.tryReserve();
     if (reservation === undefined) return undefined;
-    let reader;
-    try {
-      reader = this.store.openSnapshot(undefined, reservation);
-    } catch (error) {
-      // LMDB's reader table is full (other processes' readers): as busy as a spent budget, for the child.
-      if (isMercuryError(error) && error.code === 'OVERLOADED') return undefined;
-      throw error;
-    }
+    // LMDB's reader table full (other processes' readers) throws OVERLOADED READERS_FULL, which the session answers
+    // with UNAVAILABLE naming it: the child is sent on as for a spent budget, told why.
+    const reader = this.store.openSnapshot(undefined, reservation);
     return {
       seq: reader.seq,
       hash: reader.hash,

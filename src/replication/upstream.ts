@@ -489,6 +489,10 @@ export class Upstream {
     try {
       source = this.source.openSnapshot();
     } catch (error) {
+      if (isReadersFull(error)) {
+        this.refuse('UNAVAILABLE', `${error.message}; try another upstream or later`, actions);
+        return undefined;
+      }
       if (!isDataCorrupted(error)) throw error;
       this.damaged(error, actions);
       return undefined;
