@@ -71,16 +71,14 @@ function touchesReservedKeys(ops: readonly Op[]): boolean {
   return false;
 }
 
-/** Every token record in the store, page by page (the token registry's source). */
-function* readTokenRecords(store: Store): Generator<{ key: Buffer; value: Buffer }> {
-  const end = prefixEnd(TOKEN_KEY_PREFIX);
-  let after: Buffer | undefined;
-  for (;;) {
-    const page = store.range(TOKEN_KEY_PREFIX, end, 1_000, after);
-    for (const item of page.items) yield { key: item.key, value: item.record.value };
-    if (!page.more || page.items.length === 0) return;
-    after = page.items[page.items.length - 1]!.key;
-  }
+/**
+ * Every token record in the store (the token registry's source), a damaged one as its DATA_CORRUPTED error. Found: a
+ * reload that met one (after a snapshot install, or a range delete over the token keys) threw out of the node's
+ * callbacks with every token after it in key order dropped: on the root out of the group committer (an unhandled
+ * rejection, which ends the process), on a replica out of the replication client (replication halted).
+ */
+function* readTokenRecords(store: Store): Generator<{ key: Buffer; value: Buffer; damage?: undefined } | { key: Buffer; value?: undefined; damage: Error }> {
+  for (const { key, record, damage } of store.readRangeChecked(TOKEN_KEY_PREFIX, prefixEnd(TOKEN_KEY_PREFIX))) yield damage === undefined ? { key, value: record.value } : { key, damage };
 }
 
 export class MercuryNode {
@@ -214,6 +212,15 @@ export class MercuryNode {
     this.tokens = new TokenRegistry(
       () => readTokenRecords(this.store),
       (key, why) => this.logger.log('warn', 'ignored an invalid token record', { key: key.toString('latin1'), why }),
+      (key, damage) => {
+        // At start it refuses the start (refusedAtStart): serving with a token missing, a root with none left would
+        // register a new admin token. While serving, that one token fails closed and the rest go on.
+        if (!this.serving) throw damage;
+        this.logger.log('error', 'a token record is damaged: that token authenticates nothing on this node; every other token goes on (see "Damaged data" in the README)', {
+          key: key.toString('latin1'),
+          error: damage.message,
+        });
+      },
     );
     this.guard = new AuthGuard(authMode, this.tokens);
     this.adminTokenFile = options.adminTokenFile;

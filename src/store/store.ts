@@ -133,7 +133,13 @@ const FIRST_KEY = Buffer.from([0]);
 /** What `kvInPlace` answers for a value: the bytes themselves are in `Store.inPlaceBytes`. */
 const IN_PLACE = Symbol('in place');
 
-const WHOLE_KEY_SPACE: readonly KeyRange[] = Object.freeze([{ start: Buffer.alloc(0), end: Buffer.alloc(0) }]);
+const EMPTY_KEY = Buffer.alloc(0);
+const WHOLE_KEY_SPACE: readonly KeyRange[] = Object.freeze([{ start: EMPTY_KEY, end: EMPTY_KEY }]);
+
+/** A key as damage reports name it (bounded: a key is up to KEY_BYTES_MAX). */
+function keyName(key: Buffer): string {
+  return `key ${JSON.stringify(key.toString('utf8').slice(0, 200))}`;
+}
 
 export interface LogBounds {
   /** First retained seq, or head.seq + 1 when the log is empty. */
@@ -799,7 +805,7 @@ export class Store {
 
   /** What a failed decode of `key`'s record throws: a damaged record is recorded and becomes DATA_CORRUPTED. */
   private keyDamage(key: Buffer, error: unknown): unknown {
-    return error instanceof KeyRecordDamageError ? this.damaged(`key ${JSON.stringify(key.toString('utf8').slice(0, 200))}`, error) : error;
+    return error instanceof KeyRecordDamageError ? this.damaged(keyName(key), error) : error;
   }
 
   /**
@@ -818,18 +824,37 @@ export class Store {
    * from the loop, which ends the transaction).
    */
   *scanKeyRecords(): Generator<{ key: Buffer; record?: KeyRecord; damage?: string }> {
+    for (const { key, record, damage } of this.checkedRecords(EMPTY_KEY, EMPTY_KEY)) yield damage === undefined ? { key, record } : { key, damage: damage.message };
+  }
+
+  /**
+   * The key records of [start, end) (an empty end: unbounded), from one read transaction, for a reader that must go on
+   * past a damaged record rather than fail at it: the token registry, where one damaged token record must not take
+   * every other token with it. A damaged record is recorded as any read of it is (counted, logged, failing readiness)
+   * and yielded as the DATA_CORRUPTED error such a read throws. Exhaust it (or return early from the loop).
+   */
+  *readRangeChecked(start: Buffer, end: Buffer): Generator<{ key: Buffer; record: KeyRecord; damage?: undefined } | { key: Buffer; record?: undefined; damage: Error }> {
+    this.readSinceCommit = true;
+    for (const { key, record, damage } of this.checkedRecords(start, end)) yield damage === undefined ? { key, record } : { key, damage: this.damaged(keyName(key), damage) };
+  }
+
+  /** Each key record of [start, end), checked against its crc; a damaged one comes with its error instead. */
+  private *checkedRecords(start: Buffer, end: Buffer): Generator<{ key: Buffer; record: KeyRecord; damage?: undefined } | { key: Buffer; record?: undefined; damage: KeyRecordDamageError }> {
     const txn = this.env.useReadTransaction();
     try {
       // At seq 0 the key space is empty (see get).
       if (this.meta.get(META_HEAD, { transaction: txn }) === undefined) return;
-      for (const { key, value } of this.kv.getRange({ transaction: txn })) {
+      for (const { key, value } of this.kv.getRange({ start: start.length === 0 ? undefined : start, end: end.length === 0 ? undefined : end, transaction: txn })) {
         const keyCopy = Buffer.from(key);
+        let record: KeyRecord;
         try {
-          yield { key: keyCopy, record: decodeKeyRecord(keyCopy, Buffer.from(value)) };
+          record = decodeKeyRecord(keyCopy, Buffer.from(value));
         } catch (error) {
           if (!(error instanceof KeyRecordDamageError)) throw error;
-          yield { key: keyCopy, damage: error.message };
+          yield { key: keyCopy, damage: error };
+          continue;
         }
+        yield { key: keyCopy, record };
       }
     } finally {
       txn.done();
