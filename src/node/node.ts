@@ -130,7 +130,8 @@ export class MercuryNode {
   /** Where the root generated its signing key at this start, said once it is serving. */
   private generatedSigningKey: string | undefined;
 
-  private constructor(config: NodeConfig, options: NodeOptions) {
+  /** `opened` is told of the store as soon as it is open, so that `start` can release it if the constructor fails after. */
+  private constructor(config: NodeConfig, options: NodeOptions, opened: (store: Store) => void) {
     this.config = config;
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger ?? silentLogger;
@@ -144,6 +145,8 @@ export class MercuryNode {
     // Key files are read before the data directory is opened: a bad one must not leave it locked.
     this.trustKeys = config.trustKeyFiles.map(readTrustKey);
     const givenSigningKey = config.signingKeyFile === undefined ? undefined : readSigningKey(config.signingKeyFile);
+    const authMode = options.auth ?? 'required';
+    if (!AUTH_MODES.includes(authMode)) throw new MercuryError('CONFIG_INVALID', `auth must be one of ${AUTH_MODES.join(', ')}, got ${String(authMode)}`);
     // A replica writes without fsync: it can refetch anything it loses (see Store's noSync and unsynced-guard.ts).
     this.store = Store.open({
       path: config.dataDir,
@@ -153,6 +156,7 @@ export class MercuryNode {
       snapshotReadersMax: this.limits.store.snapshotReadersMax,
       noSync: isReplica,
     });
+    opened(this.store);
     this.metrics.gauge('mercury_snapshot_readers', 'Snapshots being sent now (HTTP, to children, to watches), of store.snapshotReadersMax.', () => this.store.snapshotReaders.inUse);
     this.metrics.gauge('mercury_snapshot_readers_max', 'store.snapshotReadersMax: snapshots sent at once past which HTTP answers 503 OVERLOADED.', () => this.store.snapshotReaders.readersMax);
     this.metrics.gauge(
@@ -207,8 +211,6 @@ export class MercuryNode {
     }
     this.seqWaiter = new SeqWaiter(this.clock, () => this.store.head().seq);
     this.metrics.gauge('mercury_seq_waiters', 'Reads parked until this node applies the seq they asked for (minSeq); at most SEQ_WAITERS_MAX.', () => this.seqWaiter.waiting);
-    const authMode = options.auth ?? 'required';
-    if (!AUTH_MODES.includes(authMode)) throw new MercuryError('CONFIG_INVALID', `auth must be one of ${AUTH_MODES.join(', ')}, got ${String(authMode)}`);
     this.tokens = new TokenRegistry(
       () => readTokenRecords(this.store),
       (key, why) => this.logger.log('warn', 'ignored an invalid token record', { key: key.toString('latin1'), why }),
@@ -493,9 +495,13 @@ export class MercuryNode {
     if (options.replicationToken !== undefined && parseToken(options.replicationToken) === undefined)
       throw new MercuryError('CONFIG_INVALID', `replicationToken is not a token (${TOKEN_CHARS} characters, mcy_...; make one with mercury token create NAME --scope replicate)`);
     let node: MercuryNode;
+    const opened: { store?: Store } = {};
     try {
-      node = new MercuryNode(config, options);
+      node = new MercuryNode(config, options, (store) => (opened.store = store));
     } catch (error) {
+      // Failed after opening the store (a damaged token record, say): released, or the directory would stay open and
+      // locked for the rest of the process, and a caller that repaired the cause could not open it again.
+      await opened.store?.close();
       throw refusedAtStart(config.dataDir, error);
     }
     try {
