@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { assertError, metricValue, request, requestJson, waitUntil } from './support/http.js';
 import { makeTempDir, removeDir, runCli, serveRefused, startServe, stopProcess, type ServeProcess } from './support/process.js';
-import { rewriteRaw } from './support/lmdb-records.js';
+import { rewriteRaw, writeRaw } from './support/lmdb-records.js';
 import { WatchClient } from './support/watch.js';
 import { connect } from 'node:net';
 import { parseHostPort } from '../src/config/index.js';
@@ -560,5 +560,64 @@ describe('data corruption: a damaged token record met while serving', () => {
     const ready = await request(root.url, 'GET', '/readyz');
     assert.equal(ready.status, 503);
     assert.match((JSON.parse(ready.body.toString()) as { reasons: string[] }).reasons.join('\n'), /^DATA_CORRUPTED: /m);
+  });
+});
+
+describe('data corruption: a log key of another size', () => {
+  // Log keys are 8-byte seqs (big-endian, so that LMDB's order is seq order). Found: a key of another size (damage)
+  // was decoded as it stood: a shorter one threw a raw RangeError out of a start (the last key checked against the
+  // head), out of `GET /v1/status` and the trimmer (the first key, the log's bounds) and `GET /v1/log`.
+  let dir: string;
+
+  before(() => (dir = makeTempDir('corruption-log-key')));
+  after(() => removeDir(dir));
+
+  /** A 4-byte key sorts before every 8-byte seq key (LMDB orders by bytes, then length): the log's first key. */
+  const FIRST = Buffer.from([0, 0, 0, 0]);
+  /** A 3-byte key of 0xff sorts after every seq key below 2^56: the log's last key. */
+  const LAST = Buffer.from([0xff, 0xff, 0xff]);
+
+  test('data corruption: a start on a log whose last or first key is not 8 bytes fails with DATA_DIR_INVALID naming it', async () => {
+    const dataDir = join(dir, 'start');
+    const first = await startServe(dataDir);
+    await requestJson(first.url, 'PUT', '/v1/kv/a', { body: 'one' });
+    await stopProcess(first.child, 'SIGTERM');
+    for (const [key, hex] of [
+      [LAST, 'ffffff'],
+      [FIRST, '00000000'],
+    ] as const) {
+      await writeRaw(dataDir, 'log', key, Buffer.from('junk'));
+      const refused = await serveRefused(dataDir);
+      assert.deepEqual({ code: refused.code, signal: refused.signal }, { code: 1, signal: null }, refused.stderr);
+      assert.match(refused.stderr, new RegExp(`DATA_DIR_INVALID: \\S+data\\.mdb is damaged \\(its log holds key ${hex}, ${key.length} bytes where a seq takes 8\\); Mercury cannot tell where its chain ends\\. See "Damaged data"`));
+      assert.doesNotMatch(refused.stderr, /RangeError/);
+      await writeRaw(dataDir, 'log', key, undefined);
+    }
+    const sound = await startServe(dataDir);
+    await stopProcess(sound.child, 'SIGTERM');
+  });
+
+  test('data corruption: a log key not 8 bytes met while serving answers DATA_CORRUPTED naming it; the node goes on', async () => {
+    const dataDir = join(dir, 'serving');
+    const node = await startServe(dataDir);
+    try {
+      await requestJson(node.url, 'PUT', '/v1/kv/a', { body: 'one' });
+      await requestJson(node.url, 'PUT', '/v1/kv/b', { body: 'two' });
+      // Between entries 1 and 2: seq 1's key and one byte more.
+      await writeRaw(dataDir, 'log', Buffer.from([0, 0, 0, 0, 0, 0, 0, 1, 0]), Buffer.from('junk'));
+      const log = assertError(await request(node.url, 'GET', '/v1/log?from=1'), 'DATA_CORRUPTED', 500);
+      assert.match(log.message, /^damaged data on this node: log key 000000000000000100: it is 9 bytes where a seq takes 8; read from another node/);
+      await writeRaw(dataDir, 'log', FIRST, Buffer.from('junk'));
+      const status = await request(node.url, 'GET', '/v1/status');
+      const error = assertError(status, 'DATA_CORRUPTED', 500);
+      assert.match(error.message, /log key 00000000: it is 4 bytes where a seq takes 8/);
+      assert.equal((await request(node.url, 'GET', '/v1/kv/b')).body.toString(), 'two');
+      const ready = await request(node.url, 'GET', '/readyz');
+      assert.equal(ready.status, 503);
+      assert.equal(node.child.exitCode, null, node.stderr());
+      assert.doesNotMatch(node.stderr(), /RangeError/);
+    } finally {
+      await stopProcess(node.child);
+    }
   });
 });

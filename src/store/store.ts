@@ -28,7 +28,8 @@ import {
   decodeId,
   decodeKeyRecord,
   decodeLogBytes,
-  decodeU64,
+  decodeLogKey,
+  LogKeyDamageError,
   encodeHead,
   decodeKeyRecordHeader,
   encodeU64,
@@ -293,9 +294,11 @@ function checkHeadAgainstLog(path: string, meta: Database<Buffer, string>, log: 
   let last: ChainHead | undefined;
   let lastNamed = 'the log is empty, and there is no log base';
   for (const { key, value } of log.getRange({ reverse: true, limit: 1 })) {
-    last = { seq: decodeU64(key), hash: entryRecordHash(value) };
+    last = { seq: startLogKey(path, key), hash: entryRecordHash(value) };
     lastNamed = `the last log entry is ${last.seq} (hash ${last.hash.toString('hex')})`;
   }
+  // The first key too: the log's bounds start there (logBounds), read by status and the trimmer from the start on.
+  for (const key of log.getKeys({ limit: 1 })) startLogKey(path, key);
   const base = meta.get(META_LOG_BASE);
   if (last === undefined && base !== undefined) {
     last = decodeHead(base);
@@ -303,6 +306,16 @@ function checkHeadAgainstLog(path: string, meta: Database<Buffer, string>, log: 
   }
   if (last !== undefined && last.seq === head.seq && last.hash.equals(head.hash)) return;
   throw recordDamaged(path, false, `its head record names entry ${head.seq} (hash ${head.hash.toString('hex')}), but ${lastNamed}`, 'Mercury cannot tell where its chain ends');
+}
+
+/** A log key read by a start: a damaged one refuses it, naming the key. */
+function startLogKey(path: string, key: Buffer): number {
+  try {
+    return decodeLogKey(key);
+  } catch (error) {
+    if (!(error instanceof LogKeyDamageError)) throw error;
+    throw recordDamaged(path, false, `its log holds key ${error.what.slice('log key '.length)}, ${error.message.slice('it is '.length)}`, 'Mercury cannot tell where its chain ends');
+  }
 }
 
 /**
@@ -721,8 +734,18 @@ export class Store {
   logBounds(): LogBounds {
     const head = this.cachedHead;
     let firstSeq = head.seq + 1;
-    for (const key of this.log.getKeys({ limit: 1 })) firstSeq = decodeU64(key);
+    for (const key of this.log.getKeys({ limit: 1 })) firstSeq = this.logSeq(key);
     return { firstSeq, lastSeq: head.seq, bytes: this.cachedLogBytes };
+  }
+
+  /** The seq a log key holds; a damaged key fails the reader with DATA_CORRUPTED naming it, and is recorded. */
+  private logSeq(key: Buffer): number {
+    try {
+      return decodeLogKey(key);
+    } catch (error) {
+      if (!(error instanceof LogKeyDamageError)) throw error;
+      throw this.damaged(error.what, error);
+    }
   }
 
   /** The entry before the first retained one: the chain link that the first retained entry must verify against. */
@@ -755,12 +778,13 @@ export class Store {
         }
       } else previous = GENESIS_HEAD;
       for (const { key, value } of this.log.getRange({ start: seqKey(fromSeq), limit, transaction: txn })) {
-        if (result.length === 0 && decodeU64(key) !== fromSeq) break; // fromSeq was trimmed: none, not a later range
-        reading = decodeU64(key);
+        const seq = this.logSeq(key);
+        if (result.length === 0 && seq !== fromSeq) break; // fromSeq was trimmed: none, not a later range
+        reading = seq;
         if (reading > this.cachedHead.seq) break;
         const record = Buffer.from(value);
         const entry = previous === undefined ? verifySelf(record) : verifyNext(previous, record);
-        assert.equal(entry.seq, decodeU64(key), 'log key and entry seq disagree');
+        assert.equal(entry.seq, seq, 'log key and entry seq disagree');
         result.push({ entry, record });
         previous = entry;
         bytes += record.length;
@@ -1155,7 +1179,7 @@ export class Store {
       // Collect first: removing while a cursor walks the same tree is not supported by lmdb-js.
       const oldest = Array.from(this.log.getRange({ start: seqKey(bounds.firstSeq), limit: batchEntries }), ({ key, value }) => ({
         key: Buffer.from(key),
-        seq: decodeU64(key),
+        seq: this.logSeq(key),
         bytes: value.length,
         hash: Buffer.from(value.subarray(value.length - 32)),
       }));
