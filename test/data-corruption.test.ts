@@ -12,12 +12,15 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { assertError, metricValue, request, requestJson, waitUntil } from './support/http.js';
 import { makeTempDir, removeDir, runCli, serveRefused, startServe, stopProcess, type ServeProcess } from './support/process.js';
-import { rewriteRaw } from './support/lmdb-records.js';
+import { rewriteRaw, writeRaw } from './support/lmdb-records.js';
 import { WatchClient } from './support/watch.js';
 import { connect } from 'node:net';
 import { parseHostPort } from '../src/config/index.js';
 import { GENESIS_HEAD } from '../src/log/index.js';
 import { decodeMessage, encodeMessage, FrameDecoder, PROTOCOL_VERSION, REPLICATION_LIMITS, type Message } from '../src/replication/index.js';
+import { validateConfig } from '../src/config/index.js';
+import { MercuryNode, NODE_LIMITS_TEST } from '../src/node/index.js';
+import { tokenKey } from '../src/auth/index.js';
 
 /** A value written once, then overwritten: afterwards its bytes are in the log record only (and in freed pages). */
 const MARKED_VALUE = 'damaged-in-the-log-only-7f3a9c';
@@ -483,4 +486,138 @@ describe('data corruption: key records a start reads', () => {
       const sound = await startServe(dataDir, args);
       await stopProcess(sound.child, 'SIGTERM');
     });
+});
+
+describe('data corruption: a damaged token record met while serving', () => {
+  // The token registry reads every token record again after a snapshot install (a replica) and after a range delete
+  // over the token keys (an embedder's system write). Found: a damaged record threw DATA_CORRUPTED out of that reload,
+  // with every token after it in key order dropped; on the root it threw out of the group committer, whose run then
+  // rejected unhandled (a process ends on that; here the test failed with it) and stayed marked running, so that
+  // later writes would queue for ever; on a replica it halted replication.
+  let dir: string;
+  let root: MercuryNode;
+  let replica: MercuryNode | undefined;
+  let admin: string;
+  const bearer = (token: string): Record<string, string> => ({ authorization: `Bearer ${token}` });
+
+  before(async () => {
+    dir = makeTempDir('corruption-token');
+    root = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'root'), port: 0 }), { limits: NODE_LIMITS_TEST });
+    admin = readFileSync(join(dir, 'root', 'admin-token'), 'utf8').trim();
+  });
+
+  after(async () => {
+    await replica?.close();
+    await root?.close();
+    removeDir(dir);
+  });
+
+  test('data corruption: a reload that meets a damaged token record leaves that token out (401), keeps every other one, and the node serving', { timeout: 60_000 }, async () => {
+    const create = (name: string, scopes: string[]): Promise<{ id: string; token: string }> =>
+      requestJson(root.url, 'POST', '/v1/auth/tokens', { headers: { ...bearer(admin), 'content-type': 'application/json' }, body: JSON.stringify({ name, scopes }) });
+    const replicate = await create('replicas', ['replicate']);
+    const reader = await create('reader', ['read:']);
+    const damaged = await create('damaged', ['read:']);
+    const swept = await create('swept', ['read:']);
+    await requestJson(root.url, 'PUT', '/v1/kv/a', { headers: bearer(admin), body: 'one' });
+    replica = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'replica'), port: 0, upstreams: [root.replicationAddress] }), {
+      limits: NODE_LIMITS_TEST,
+      replicationToken: replicate.token,
+    });
+    await waitUntil('the replica follows', () => Promise.resolve(replica!.store.head().seq === root.store.head().seq));
+
+    // Damaged under the running root, as a disk fault would: the registry holds the sound record it read at start.
+    const damagedKey = tokenKey(damaged.id).toString('latin1');
+    await rewriteRaw(join(dir, 'root'), 'kv', damagedKey, (stored) => {
+      stored[stored.length - 1]! ^= 0x01;
+      return stored;
+    });
+    assert.equal((await request(root.url, 'GET', '/v1/kv/a', { headers: bearer(damaged.token) })).status, 200, 'not read per request: the registry is in memory');
+    // A range delete over the token keys (the "swept" token's record only) makes the registry read every record again.
+    const sweptKey = tokenKey(swept.id);
+    await root.committer!.submit({ compares: [], success: [{ type: 'deleteRange', start: sweptKey, end: Buffer.concat([sweptKey, Buffer.from([0])]) }], failure: [] }, true);
+
+    // The damaged token authenticates nothing; the swept one is gone; every other token goes on.
+    const refused = assertError(await request(root.url, 'GET', '/v1/kv/a', { headers: bearer(damaged.token) }), 'UNAUTHENTICATED', 401);
+    assert.match(refused.message, new RegExp(`unknown token ${damaged.id}`));
+    assertError(await request(root.url, 'GET', '/v1/kv/a', { headers: bearer(swept.token) }), 'UNAUTHENTICATED', 401);
+    for (const token of [admin, reader.token]) assert.equal((await request(root.url, 'GET', '/v1/kv/a', { headers: bearer(token) })).body.toString(), 'one');
+    const listed = await runCli(['--url', root.url, '--token', admin, 'token', 'list', '--json']);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.deepEqual((JSON.parse(listed.stdout.toString()) as { name: string }[]).map((token) => token.name).sort(), ['admin', 'reader', 'replicas']);
+
+    // Writes go on, and reach the replica.
+    const { seq } = await requestJson<{ seq: number }>(root.url, 'PUT', '/v1/kv/b', { headers: bearer(admin), body: 'two' });
+    await waitUntil('the replica follows past the reload', () => Promise.resolve(replica!.store.head().seq === seq));
+    assert.equal((await request(replica.url, 'GET', '/v1/kv/b', { headers: bearer(damaged.token) })).body.toString(), 'two', 'the replica\'s record is sound');
+
+    // The damage is reported: counted, in status naming the key, and /readyz fails.
+    const status = await requestJson<{ storage: { sound: boolean; damageMet: number; damage: { what: string }[] } }>(root.url, 'GET', '/v1/status', { headers: bearer(admin) });
+    assert.equal(status.storage.sound, false);
+    assert.deepEqual(status.storage.damage.map((report) => report.what), [`key ${JSON.stringify(damagedKey)}`]);
+    const metrics = (await request(root.url, 'GET', '/metrics', { headers: bearer(admin) })).body.toString();
+    assert.match(metrics, /^mercury_data_corruption_total [1-9]/m);
+    const ready = await request(root.url, 'GET', '/readyz');
+    assert.equal(ready.status, 503);
+    assert.match((JSON.parse(ready.body.toString()) as { reasons: string[] }).reasons.join('\n'), /^DATA_CORRUPTED: /m);
+  });
+});
+
+describe('data corruption: a log key of another size', () => {
+  // Log keys are 8-byte seqs (big-endian, so that LMDB's order is seq order). Found: a key of another size (damage)
+  // was decoded as it stood: a shorter one threw a raw RangeError out of a start (the last key checked against the
+  // head), out of `GET /v1/status` and the trimmer (the first key, the log's bounds) and `GET /v1/log`.
+  let dir: string;
+
+  before(() => (dir = makeTempDir('corruption-log-key')));
+  after(() => removeDir(dir));
+
+  /** A 4-byte key sorts before every 8-byte seq key (LMDB orders by bytes, then length): the log's first key. */
+  const FIRST = Buffer.from([0, 0, 0, 0]);
+  /** A 3-byte key of 0xff sorts after every seq key below 2^56: the log's last key. */
+  const LAST = Buffer.from([0xff, 0xff, 0xff]);
+
+  test('data corruption: a start on a log whose last or first key is not 8 bytes fails with DATA_DIR_INVALID naming it', async () => {
+    const dataDir = join(dir, 'start');
+    const first = await startServe(dataDir);
+    await requestJson(first.url, 'PUT', '/v1/kv/a', { body: 'one' });
+    await stopProcess(first.child, 'SIGTERM');
+    for (const [key, hex] of [
+      [LAST, 'ffffff'],
+      [FIRST, '00000000'],
+    ] as const) {
+      await writeRaw(dataDir, 'log', key, Buffer.from('junk'));
+      const refused = await serveRefused(dataDir);
+      assert.deepEqual({ code: refused.code, signal: refused.signal }, { code: 1, signal: null }, refused.stderr);
+      assert.match(refused.stderr, new RegExp(`DATA_DIR_INVALID: \\S+data\\.mdb is damaged \\(its log holds key ${hex}, ${key.length} bytes where a seq takes 8\\); Mercury cannot tell where its chain ends\\. See "Damaged data"`));
+      assert.doesNotMatch(refused.stderr, /RangeError/);
+      await writeRaw(dataDir, 'log', key, undefined);
+    }
+    const sound = await startServe(dataDir);
+    await stopProcess(sound.child, 'SIGTERM');
+  });
+
+  test('data corruption: a log key not 8 bytes met while serving answers DATA_CORRUPTED naming it; the node goes on', async () => {
+    const dataDir = join(dir, 'serving');
+    const node = await startServe(dataDir);
+    try {
+      await requestJson(node.url, 'PUT', '/v1/kv/a', { body: 'one' });
+      await requestJson(node.url, 'PUT', '/v1/kv/b', { body: 'two' });
+      // Between entries 1 and 2: seq 1's key and one byte more.
+      await writeRaw(dataDir, 'log', Buffer.from([0, 0, 0, 0, 0, 0, 0, 1, 0]), Buffer.from('junk'));
+      const log = assertError(await request(node.url, 'GET', '/v1/log?from=1'), 'DATA_CORRUPTED', 500);
+      assert.match(log.message, /^damaged data on this node: log key 000000000000000100: it is 9 bytes where a seq takes 8; read from another node/);
+      await writeRaw(dataDir, 'log', FIRST, Buffer.from('junk'));
+      const status = await request(node.url, 'GET', '/v1/status');
+      const error = assertError(status, 'DATA_CORRUPTED', 500);
+      assert.match(error.message, /log key 00000000: it is 4 bytes where a seq takes 8/);
+      assert.equal((await request(node.url, 'GET', '/v1/kv/b')).body.toString(), 'two');
+      const ready = await request(node.url, 'GET', '/readyz');
+      assert.equal(ready.status, 503);
+      assert.equal(node.child.exitCode, null, node.stderr());
+      assert.doesNotMatch(node.stderr(), /RangeError/);
+    } finally {
+      await stopProcess(node.child);
+    }
+  });
 });

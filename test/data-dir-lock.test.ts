@@ -11,7 +11,11 @@ import { after, before, describe, test } from 'node:test';
 import { MercuryError, openLocal } from '../src/index.js';
 import { INITIALISED_FILE, Store } from '../src/store/index.js';
 import { LOCK_FILE, processStartTicks } from '../src/fs/dir-lock.js';
-import { requestJson } from './support/http.js';
+import { request, requestJson } from './support/http.js';
+import { rewriteRaw } from './support/lmdb-records.js';
+import { validateConfig } from '../src/config/index.js';
+import { MercuryNode, NODE_LIMITS_TEST } from '../src/node/index.js';
+import { tokenKey, type AuthMode } from '../src/auth/index.js';
 import { makeTempDir, removeDir, serveRefused, startServe, stopProcess } from './support/process.js';
 
 describe('data directory lock', () => {
@@ -144,5 +148,43 @@ describe('data directory lock', () => {
     } finally {
       await replica.close();
     }
+  });
+});
+
+describe('data directory: a start that fails releases it', () => {
+  // Found: a MercuryNode.start that failed after its constructor had opened the store (a damaged token record, an
+  // invalid option) left the store open and the directory locked for the rest of the process: a caller in the same
+  // process (a test, an embedder) that fixed the cause could not open the directory again (DATA_DIR_LOCKED, its own pid).
+  let root: string;
+
+  before(() => (root = makeTempDir('dir-release')));
+  after(() => removeDir(root));
+
+  test('data dir lock: a start refused for a damaged token record releases the directory; repaired, the next start in the same process goes on', async () => {
+    const dataDir = join(root, 'token');
+    const first = await MercuryNode.start(validateConfig({ dataDir, port: 0 }), { limits: NODE_LIMITS_TEST });
+    const admin = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
+    await first.close();
+    const key = tokenKey(admin.split('_')[1]!).toString('latin1');
+    const flipLastByte = (stored: Buffer): Buffer => {
+      stored[stored.length - 1]! ^= 0x01;
+      return stored;
+    };
+    await rewriteRaw(dataDir, 'kv', key, flipLastByte);
+    await assert.rejects(MercuryNode.start(validateConfig({ dataDir, port: 0 }), { limits: NODE_LIMITS_TEST }), (error: MercuryError) => error.code === 'DATA_DIR_INVALID');
+    await rewriteRaw(dataDir, 'kv', key, flipLastByte);
+    const again = await MercuryNode.start(validateConfig({ dataDir, port: 0 }), { limits: NODE_LIMITS_TEST });
+    try {
+      assert.equal((await request(again.url, 'GET', '/v1/status', { headers: { authorization: `Bearer ${admin}` } })).status, 200);
+    } finally {
+      await again.close();
+    }
+  });
+
+  test('data dir lock: a start refused for an invalid option releases the directory', async () => {
+    const dataDir = join(root, 'option');
+    await assert.rejects(MercuryNode.start(validateConfig({ dataDir, port: 0 }), { limits: NODE_LIMITS_TEST, auth: 'sometimes' as AuthMode }), (error: MercuryError) => error.code === 'CONFIG_INVALID');
+    const store = Store.open({ path: dataDir });
+    await store.close();
   });
 });

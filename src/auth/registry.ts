@@ -13,11 +13,20 @@ import { decodeTokenRecord, TOKEN_KEY_PREFIX, tokenIdOfKey, type TokenRecord } f
 import type { Principal } from './scopes.js';
 import { AUTHORIZATION_HEADER_CHARS_MAX, parseToken, secretMatches, TOKEN_CHARS } from './token.js';
 
-/** Reads every key under TOKEN_KEY_PREFIX (the node's store). */
-export type ReadTokenRecords = () => Iterable<{ readonly key: Buffer; readonly value: Buffer }>;
+/**
+ * Reads every key under TOKEN_KEY_PREFIX (the node's store): each record's value, or, for a record that failed its
+ * check on read (storage damage), the error that read raised, so that one damaged record does not fail the others.
+ */
+export type ReadTokenRecords = () => Iterable<{ readonly key: Buffer; readonly value: Buffer; readonly damage?: undefined } | { readonly key: Buffer; readonly value?: undefined; readonly damage: Error }>;
 
 /** A record that is not a valid token record was met (logged by the node; the record is ignored). */
 export type InvalidRecordListener = (key: Buffer, why: string) => void;
+
+/**
+ * A token record that failed its check on read was met: the token is absent from then on (it authenticates nothing)
+ * until a sound record of it is applied. The store has recorded the damage; the node refuses a start that meets one.
+ */
+export type DamagedRecordListener = (key: Buffer, damage: Error) => void;
 
 interface Known {
   readonly record: TokenRecord;
@@ -51,6 +60,7 @@ export class TokenRegistry {
   constructor(
     private readonly readAll: ReadTokenRecords,
     private readonly onInvalid: InvalidRecordListener = () => {},
+    private readonly onDamaged: DamagedRecordListener = () => {},
   ) {
     this.reload();
   }
@@ -79,12 +89,16 @@ export class TokenRegistry {
    * Reads every record again (at start, after a deleteRange over the token keys, and after the node replaced its data
    * with a snapshot); returns, as `applied` does, the ids gone and those whose grant differs now: a snapshot can carry
    * a replaced record as well as a deleted one, and watches admitted under the old grant must be re-checked either way.
+   * A damaged record fails closed: its token is left out (revoked, if it was known) and the rest load.
    */
   reload(): { revoked: string[]; replaced: string[] } {
     const before = new Map(Array.from(this.byId, ([id, known]) => [id, known.record] as const));
     this.byId.clear();
     this.bySubject.clear();
-    for (const { key, value } of this.readAll()) this.put(key, value);
+    for (const { key, value, damage } of this.readAll()) {
+      if (damage === undefined) this.put(key, value);
+      else this.onDamaged(key, damage);
+    }
     const revoked: string[] = [];
     const replaced: string[] = [];
     for (const [id, record] of before) {

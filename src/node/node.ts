@@ -71,16 +71,14 @@ function touchesReservedKeys(ops: readonly Op[]): boolean {
   return false;
 }
 
-/** Every token record in the store, page by page (the token registry's source). */
-function* readTokenRecords(store: Store): Generator<{ key: Buffer; value: Buffer }> {
-  const end = prefixEnd(TOKEN_KEY_PREFIX);
-  let after: Buffer | undefined;
-  for (;;) {
-    const page = store.range(TOKEN_KEY_PREFIX, end, 1_000, after);
-    for (const item of page.items) yield { key: item.key, value: item.record.value };
-    if (!page.more || page.items.length === 0) return;
-    after = page.items[page.items.length - 1]!.key;
-  }
+/**
+ * Every token record in the store (the token registry's source), a damaged one as its DATA_CORRUPTED error. Found: a
+ * reload that met one (after a snapshot install, or a range delete over the token keys) threw out of the node's
+ * callbacks with every token after it in key order dropped: on the root out of the group committer (an unhandled
+ * rejection, which ends the process), on a replica out of the replication client (replication halted).
+ */
+function* readTokenRecords(store: Store): Generator<{ key: Buffer; value: Buffer; damage?: undefined } | { key: Buffer; value?: undefined; damage: Error }> {
+  for (const { key, record, damage } of store.readRangeChecked(TOKEN_KEY_PREFIX, prefixEnd(TOKEN_KEY_PREFIX))) yield damage === undefined ? { key, value: record.value } : { key, damage };
 }
 
 export class MercuryNode {
@@ -132,7 +130,8 @@ export class MercuryNode {
   /** Where the root generated its signing key at this start, said once it is serving. */
   private generatedSigningKey: string | undefined;
 
-  private constructor(config: NodeConfig, options: NodeOptions) {
+  /** `opened` is told of the store as soon as it is open, so that `start` can release it if the constructor fails after. */
+  private constructor(config: NodeConfig, options: NodeOptions, opened: (store: Store) => void) {
     this.config = config;
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger ?? silentLogger;
@@ -146,6 +145,8 @@ export class MercuryNode {
     // Key files are read before the data directory is opened: a bad one must not leave it locked.
     this.trustKeys = config.trustKeyFiles.map(readTrustKey);
     const givenSigningKey = config.signingKeyFile === undefined ? undefined : readSigningKey(config.signingKeyFile);
+    const authMode = options.auth ?? 'required';
+    if (!AUTH_MODES.includes(authMode)) throw new MercuryError('CONFIG_INVALID', `auth must be one of ${AUTH_MODES.join(', ')}, got ${String(authMode)}`);
     // A replica writes without fsync: it can refetch anything it loses (see Store's noSync and unsynced-guard.ts).
     this.store = Store.open({
       path: config.dataDir,
@@ -155,6 +156,7 @@ export class MercuryNode {
       snapshotReadersMax: this.limits.store.snapshotReadersMax,
       noSync: isReplica,
     });
+    opened(this.store);
     this.metrics.gauge('mercury_snapshot_readers', 'Snapshots being sent now (HTTP, to children, to watches), of store.snapshotReadersMax.', () => this.store.snapshotReaders.inUse);
     this.metrics.gauge(
       'mercury_snapshot_readers_max',
@@ -213,11 +215,18 @@ export class MercuryNode {
     }
     this.seqWaiter = new SeqWaiter(this.clock, () => this.store.head().seq);
     this.metrics.gauge('mercury_seq_waiters', 'Reads parked until this node applies the seq they asked for (minSeq); at most SEQ_WAITERS_MAX.', () => this.seqWaiter.waiting);
-    const authMode = options.auth ?? 'required';
-    if (!AUTH_MODES.includes(authMode)) throw new MercuryError('CONFIG_INVALID', `auth must be one of ${AUTH_MODES.join(', ')}, got ${String(authMode)}`);
     this.tokens = new TokenRegistry(
       () => readTokenRecords(this.store),
       (key, why) => this.logger.log('warn', 'ignored an invalid token record', { key: key.toString('latin1'), why }),
+      (key, damage) => {
+        // At start it refuses the start (refusedAtStart): serving with a token missing, a root with none left would
+        // register a new admin token. While serving, that one token fails closed and the rest go on.
+        if (!this.serving) throw damage;
+        this.logger.log('error', 'a token record is damaged: that token authenticates nothing on this node; every other token goes on (see "Damaged data" in the README)', {
+          key: key.toString('latin1'),
+          error: damage.message,
+        });
+      },
     );
     this.guard = new AuthGuard(authMode, this.tokens);
     this.adminTokenFile = options.adminTokenFile;
@@ -490,9 +499,13 @@ export class MercuryNode {
     if (options.replicationToken !== undefined && parseToken(options.replicationToken) === undefined)
       throw new MercuryError('CONFIG_INVALID', `replicationToken is not a token (${TOKEN_CHARS} characters, mcy_...; make one with mercury token create NAME --scope replicate)`);
     let node: MercuryNode;
+    const opened: { store?: Store } = {};
     try {
-      node = new MercuryNode(config, options);
+      node = new MercuryNode(config, options, (store) => (opened.store = store));
     } catch (error) {
+      // Failed after opening the store (a damaged token record, say): released, or the directory would stay open and
+      // locked for the rest of the process, and a caller that repaired the cause could not open it again.
+      await opened.store?.close();
       throw refusedAtStart(config.dataDir, error);
     }
     try {

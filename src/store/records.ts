@@ -222,8 +222,37 @@ export function encodeU64(value: number): Buffer {
   return seqKey(value);
 }
 
-export function decodeU64(buffer: Buffer): number {
-  return readU64(buffer, 0);
+/** Bytes of a key of the log: the entry's seq, a big-endian u64 (so that LMDB's byte order is seq order). */
+const LOG_KEY_BYTES = 8;
+/** Bytes of a damaged log key shown in its report: enough to tell it, bounded whatever its size. */
+const LOG_KEY_SHOWN_BYTES = 32;
+
+/** A key of the log that is not a seq as appendLogRecord writes one. Its message starts "it ...", as MetaRecordDamageError's. */
+export class LogKeyDamageError extends Error {
+  constructor(
+    readonly key: Buffer,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'LogKeyDamageError';
+  }
+
+  /** "log key 00ff...": what a damage report names. */
+  get what(): string {
+    return `log key ${this.key.subarray(0, LOG_KEY_SHOWN_BYTES).toString('hex')}${this.key.length > LOG_KEY_SHOWN_BYTES ? '...' : ''}`;
+  }
+}
+
+/**
+ * The seq a log key holds. Throws LogKeyDamageError unless it is exactly a u64 and a safe integer: found, a key of
+ * another size (damage) was decoded as it stood, and a shorter one threw a raw RangeError out of a start, status and
+ * log reads.
+ */
+export function decodeLogKey(key: Buffer): number {
+  if (key.length !== LOG_KEY_BYTES) throw new LogKeyDamageError(key, `it is ${key.length} bytes where a seq takes ${LOG_KEY_BYTES}`);
+  const seq = readU64(key, 0);
+  if (!Number.isSafeInteger(seq)) throw new LogKeyDamageError(key, `it holds seq ${key.readBigUInt64BE(0)}, past 2^53, which no entry reaches`);
+  return seq;
 }
 
 /** Bytes of a "logBytes" record: a u64. */

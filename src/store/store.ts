@@ -28,7 +28,8 @@ import {
   decodeId,
   decodeKeyRecord,
   decodeLogBytes,
-  decodeU64,
+  decodeLogKey,
+  LogKeyDamageError,
   encodeHead,
   decodeKeyRecordHeader,
   encodeU64,
@@ -133,7 +134,13 @@ const FIRST_KEY = Buffer.from([0]);
 /** What `kvInPlace` answers for a value: the bytes themselves are in `Store.inPlaceBytes`. */
 const IN_PLACE = Symbol('in place');
 
-const WHOLE_KEY_SPACE: readonly KeyRange[] = Object.freeze([{ start: Buffer.alloc(0), end: Buffer.alloc(0) }]);
+const EMPTY_KEY = Buffer.alloc(0);
+const WHOLE_KEY_SPACE: readonly KeyRange[] = Object.freeze([{ start: EMPTY_KEY, end: EMPTY_KEY }]);
+
+/** A key as damage reports name it (bounded: a key is up to KEY_BYTES_MAX). */
+function keyName(key: Buffer): string {
+  return `key ${JSON.stringify(key.toString('utf8').slice(0, 200))}`;
+}
 
 export interface LogBounds {
   /** First retained seq, or head.seq + 1 when the log is empty. */
@@ -287,9 +294,11 @@ function checkHeadAgainstLog(path: string, meta: Database<Buffer, string>, log: 
   let last: ChainHead | undefined;
   let lastNamed = 'the log is empty, and there is no log base';
   for (const { key, value } of log.getRange({ reverse: true, limit: 1 })) {
-    last = { seq: decodeU64(key), hash: entryRecordHash(value) };
+    last = { seq: startLogKey(path, key), hash: entryRecordHash(value) };
     lastNamed = `the last log entry is ${last.seq} (hash ${last.hash.toString('hex')})`;
   }
+  // The first key too: the log's bounds start there (logBounds), read by status and the trimmer from the start on.
+  for (const key of log.getKeys({ limit: 1 })) startLogKey(path, key);
   const base = meta.get(META_LOG_BASE);
   if (last === undefined && base !== undefined) {
     last = decodeHead(base);
@@ -297,6 +306,16 @@ function checkHeadAgainstLog(path: string, meta: Database<Buffer, string>, log: 
   }
   if (last !== undefined && last.seq === head.seq && last.hash.equals(head.hash)) return;
   throw recordDamaged(path, false, `its head record names entry ${head.seq} (hash ${head.hash.toString('hex')}), but ${lastNamed}`, 'Mercury cannot tell where its chain ends');
+}
+
+/** A log key read by a start: a damaged one refuses it, naming the key. */
+function startLogKey(path: string, key: Buffer): number {
+  try {
+    return decodeLogKey(key);
+  } catch (error) {
+    if (!(error instanceof LogKeyDamageError)) throw error;
+    throw recordDamaged(path, false, `its log holds key ${error.what.slice('log key '.length)}, ${error.message.slice('it is '.length)}`, 'Mercury cannot tell where its chain ends');
+  }
 }
 
 /**
@@ -715,8 +734,18 @@ export class Store {
   logBounds(): LogBounds {
     const head = this.cachedHead;
     let firstSeq = head.seq + 1;
-    for (const key of this.log.getKeys({ limit: 1 })) firstSeq = decodeU64(key);
+    for (const key of this.log.getKeys({ limit: 1 })) firstSeq = this.logSeq(key);
     return { firstSeq, lastSeq: head.seq, bytes: this.cachedLogBytes };
+  }
+
+  /** The seq a log key holds; a damaged key fails the reader with DATA_CORRUPTED naming it, and is recorded. */
+  private logSeq(key: Buffer): number {
+    try {
+      return decodeLogKey(key);
+    } catch (error) {
+      if (!(error instanceof LogKeyDamageError)) throw error;
+      throw this.damaged(error.what, error);
+    }
   }
 
   /** The entry before the first retained one: the chain link that the first retained entry must verify against. */
@@ -749,12 +778,13 @@ export class Store {
         }
       } else previous = GENESIS_HEAD;
       for (const { key, value } of this.log.getRange({ start: seqKey(fromSeq), limit, transaction: txn })) {
-        if (result.length === 0 && decodeU64(key) !== fromSeq) break; // fromSeq was trimmed: none, not a later range
-        reading = decodeU64(key);
+        const seq = this.logSeq(key);
+        if (result.length === 0 && seq !== fromSeq) break; // fromSeq was trimmed: none, not a later range
+        reading = seq;
         if (reading > this.cachedHead.seq) break;
         const record = Buffer.from(value);
         const entry = previous === undefined ? verifySelf(record) : verifyNext(previous, record);
-        assert.equal(entry.seq, decodeU64(key), 'log key and entry seq disagree');
+        assert.equal(entry.seq, seq, 'log key and entry seq disagree');
         result.push({ entry, record });
         previous = entry;
         bytes += record.length;
@@ -799,7 +829,7 @@ export class Store {
 
   /** What a failed decode of `key`'s record throws: a damaged record is recorded and becomes DATA_CORRUPTED. */
   private keyDamage(key: Buffer, error: unknown): unknown {
-    return error instanceof KeyRecordDamageError ? this.damaged(`key ${JSON.stringify(key.toString('utf8').slice(0, 200))}`, error) : error;
+    return error instanceof KeyRecordDamageError ? this.damaged(keyName(key), error) : error;
   }
 
   /**
@@ -818,18 +848,37 @@ export class Store {
    * from the loop, which ends the transaction).
    */
   *scanKeyRecords(): Generator<{ key: Buffer; record?: KeyRecord; damage?: string }> {
+    for (const { key, record, damage } of this.checkedRecords(EMPTY_KEY, EMPTY_KEY)) yield damage === undefined ? { key, record } : { key, damage: damage.message };
+  }
+
+  /**
+   * The key records of [start, end) (an empty end: unbounded), from one read transaction, for a reader that must go on
+   * past a damaged record rather than fail at it: the token registry, where one damaged token record must not take
+   * every other token with it. A damaged record is recorded as any read of it is (counted, logged, failing readiness)
+   * and yielded as the DATA_CORRUPTED error such a read throws. Exhaust it (or return early from the loop).
+   */
+  *readRangeChecked(start: Buffer, end: Buffer): Generator<{ key: Buffer; record: KeyRecord; damage?: undefined } | { key: Buffer; record?: undefined; damage: Error }> {
+    this.readSinceCommit = true;
+    for (const { key, record, damage } of this.checkedRecords(start, end)) yield damage === undefined ? { key, record } : { key, damage: this.damaged(keyName(key), damage) };
+  }
+
+  /** Each key record of [start, end), checked against its crc; a damaged one comes with its error instead. */
+  private *checkedRecords(start: Buffer, end: Buffer): Generator<{ key: Buffer; record: KeyRecord; damage?: undefined } | { key: Buffer; record?: undefined; damage: KeyRecordDamageError }> {
     const txn = this.env.useReadTransaction();
     try {
       // At seq 0 the key space is empty (see get).
       if (this.meta.get(META_HEAD, { transaction: txn }) === undefined) return;
-      for (const { key, value } of this.kv.getRange({ transaction: txn })) {
+      for (const { key, value } of this.kv.getRange({ start: start.length === 0 ? undefined : start, end: end.length === 0 ? undefined : end, transaction: txn })) {
         const keyCopy = Buffer.from(key);
+        let record: KeyRecord;
         try {
-          yield { key: keyCopy, record: decodeKeyRecord(keyCopy, Buffer.from(value)) };
+          record = decodeKeyRecord(keyCopy, Buffer.from(value));
         } catch (error) {
           if (!(error instanceof KeyRecordDamageError)) throw error;
-          yield { key: keyCopy, damage: error.message };
+          yield { key: keyCopy, damage: error };
+          continue;
         }
+        yield { key: keyCopy, record };
       }
     } finally {
       txn.done();
@@ -1130,7 +1179,7 @@ export class Store {
       // Collect first: removing while a cursor walks the same tree is not supported by lmdb-js.
       const oldest = Array.from(this.log.getRange({ start: seqKey(bounds.firstSeq), limit: batchEntries }), ({ key, value }) => ({
         key: Buffer.from(key),
-        seq: decodeU64(key),
+        seq: this.logSeq(key),
         bytes: value.length,
         hash: Buffer.from(value.subarray(value.length - 32)),
       }));

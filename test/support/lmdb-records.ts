@@ -20,3 +20,15 @@ export async function rewriteRaw(dir: string, dbName: string, key: string, chang
   else await db.put(Buffer.from(key), changed);
   await env.close();
 }
+
+/**
+ * Writes a record that Mercury never wrote (a key of another shape, as damage would leave one) straight into LMDB, or
+ * removes it (`value` undefined).
+ */
+export async function writeRaw(dir: string, dbName: string, key: Buffer, value: Buffer | undefined): Promise<void> {
+  const env = open({ path: dir, maxDbs: 8 });
+  const db = env.openDB<Buffer, Buffer>({ name: dbName, encoding: 'binary', keyEncoding: 'binary' });
+  if (value === undefined) await db.remove(key);
+  else await db.put(key, value);
+  await env.close();
+}
