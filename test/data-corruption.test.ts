@@ -608,9 +608,17 @@ describe('data corruption: a log key of another size', () => {
       const log = assertError(await request(node.url, 'GET', '/v1/log?from=1'), 'DATA_CORRUPTED', 500);
       assert.match(log.message, /^damaged data on this node: log key 000000000000000100: it is 9 bytes where a seq takes 8; read from another node/);
       await writeRaw(dataDir, 'log', FIRST, Buffer.from('junk'));
-      const status = await request(node.url, 'GET', '/v1/status');
-      const error = assertError(status, 'DATA_CORRUPTED', 500);
-      assert.match(error.message, /log key 00000000: it is 4 bytes where a seq takes 8/);
+      // Status still answers, the log's bounds unknown and the damage named under storage.
+      const status = await requestJson<{ log: unknown; storage: { sound: boolean; damage: { what: string; message: string }[] } }>(node.url, 'GET', '/v1/status');
+      assert.equal(status.log, null);
+      assert.equal(status.storage.sound, false);
+      assert.ok(
+        status.storage.damage.some((report) => /log key 00000000: it is 4 bytes where a seq takes 8/.test(report.message)),
+        JSON.stringify(status.storage.damage),
+      );
+      const human = await runCli(['status', '--url', node.url]);
+      assert.equal(human.code, 0, human.stderr.toString());
+      assert.match(human.stdout.toString(), /^log +UNREADABLE: damaged data in the log \(see storage\)$/m);
       assert.equal((await request(node.url, 'GET', '/v1/kv/b')).body.toString(), 'two');
       const ready = await request(node.url, 'GET', '/readyz');
       assert.equal(ready.status, 503);

@@ -93,7 +93,8 @@ export function statusLines(value: unknown): string[] {
   };
   for (const [name, value] of Object.entries(status)) {
     const nested = object(value);
-    if (name === 'log' && nested !== undefined) line(name, logLine(nested));
+    if (name === 'log' && value === null) line(name, 'UNREADABLE: damaged data in the log (see storage)');
+    else if (name === 'log' && nested !== undefined) line(name, logLine(nested));
     else if (name === 'replication' && nested !== undefined) replicationLines(nested).forEach((text, i) => line(i === 0 ? name : '', text));
     else if (name === 'storage' && nested !== undefined) line(name, storageLine(nested));
     else if (name === 'snapshotReaders' && nested !== undefined) line(name, snapshotReadersLine(nested));

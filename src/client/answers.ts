@@ -192,7 +192,10 @@ export function statusAnswer<T>(value: unknown): T {
   for (const name of ['role', 'version', 'nodeId', 'datasetId', 'headHash']) string(json, name, 'answer');
   integer(json, 'seq', 'answer');
   integer(json, 'keys', 'answer');
-  const log = object(json.log, 'answer.log');
-  for (const name of ['firstSeq', 'lastSeq', 'entries', 'bytes']) integer(log, name, 'answer.log');
+  // null: the node could not read its log's bounds (a damaged log key, shown under `storage`).
+  if (json.log !== null) {
+    const log = object(json.log, 'answer.log');
+    for (const name of ['firstSeq', 'lastSeq', 'entries', 'bytes']) integer(log, name, 'answer.log');
+  }
   return json as T;
 }

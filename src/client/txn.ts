@@ -32,7 +32,8 @@ export interface NodeStatus {
   readonly datasetId: string;
   readonly seq: number;
   readonly headHash: string;
-  readonly log: { readonly firstSeq: number; readonly lastSeq: number; readonly entries: number; readonly bytes: number };
+  /** The retained log; null when a damaged log key keeps the node from reading its bounds (see `storage`). */
+  readonly log: { readonly firstSeq: number; readonly lastSeq: number; readonly entries: number; readonly bytes: number } | null;
   readonly keys: number;
   readonly [field: string]: unknown;
 }

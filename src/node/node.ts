@@ -14,7 +14,7 @@ import type { Server as TlsServer } from 'node:tls';
 import type { ClientTls } from '../client/index.js';
 import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
 import { GroupCommitter, type WriteRequest, type WriteResult } from '../commit/index.js';
-import { MercuryError } from '../errors/index.js';
+import { MercuryError, isDataCorrupted } from '../errors/index.js';
 import type { EncodedEntry, Op } from '../log/index.js';
 import { checkListenSecurity, withConfigLimits, type NodeConfig } from '../config/index.js';
 import { silentLogger, type Logger } from '../logging/index.js';
@@ -722,8 +722,7 @@ export class MercuryNode {
 
   status(): Record<string, unknown> {
     const head = this.store.head();
-    const sizes = this.store.sizes();
-    const bounds = this.store.logBounds();
+    const sizes = this.store.dataSizes();
     return {
       role: this.role,
       version: MERCURY_VERSION,
@@ -732,7 +731,7 @@ export class MercuryNode {
       datasetId: this.store.datasetId,
       seq: head.seq,
       headHash: head.hash.toString('hex'),
-      log: { firstSeq: bounds.firstSeq, lastSeq: bounds.lastSeq, entries: sizes.logEntries, bytes: sizes.logBytes },
+      log: this.logStatus(),
       keys: sizes.keys,
       dataFileBytes: sizes.dataFileBytes,
       url: this.url,
@@ -793,6 +792,20 @@ export class MercuryNode {
       dataVerified: this.store.verified,
       forwardTo: this.config.rootUrl ?? this.trustedRootUrl() ?? null,
     };
+  }
+
+  /**
+   * The retained log's bounds and size; null when a damaged log key keeps them from being read. Status still answers
+   * then: it is where an operator looks, and the damage is under `storage`, recorded by the read that met it.
+   */
+  private logStatus(): { firstSeq: number; lastSeq: number; entries: number; bytes: number } | null {
+    try {
+      const bounds = this.store.logBounds();
+      return { firstSeq: bounds.firstSeq, lastSeq: bounds.lastSeq, entries: bounds.lastSeq - bounds.firstSeq + 1, bytes: bounds.bytes };
+    } catch (error) {
+      if (!isDataCorrupted(error)) throw error;
+      return null;
+    }
   }
 
   /** Faults met in this node's own storage (src/store/health.ts). */

@@ -709,9 +709,14 @@ export class Store {
 
   /** Number of keys and on-disk sizes, for status. */
   sizes(): { keys: number; logEntries: number; logBytes: number; dataFileBytes: number } {
+    const bounds = this.logBounds();
+    return { ...this.dataSizes(), logEntries: bounds.lastSeq - bounds.firstSeq + 1, logBytes: bounds.bytes };
+  }
+
+  /** The keys held and the data file's size: `sizes` without the log, which a damaged log key keeps from being read. */
+  dataSizes(): { keys: number; dataFileBytes: number } {
     const stats = this.env.getStats() as { pageSize?: number; lastPageNumber?: number };
     const kvStats = this.kv.getStats() as { entryCount?: number };
-    const bounds = this.logBounds();
     const head = this.meta.getBinaryFast(META_HEAD);
     let empty: boolean;
     try {
@@ -725,8 +730,6 @@ export class Store {
     return {
       // At seq 0 the key space is empty (see get).
       keys: empty ? 0 : (kvStats.entryCount ?? 0),
-      logEntries: bounds.lastSeq - bounds.firstSeq + 1,
-      logBytes: bounds.bytes,
       dataFileBytes: (stats.pageSize ?? 0) * ((stats.lastPageNumber ?? 0) + 1),
     };
   }
