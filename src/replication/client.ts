@@ -12,9 +12,12 @@
  * Batching (record 33): verified entries wait for the end of the event-loop turn (`setImmediate`), so that every entry
  * read in that turn (several socket reads under load, or what queued while the previous write ran) is forwarded and
  * written together, in one write transaction. Forwarding and the write still happen back to back, so a crash falls
- * before both or between them as before. The wait ends early before any other action (a send, a snapshot, a
- * heartbeat, a close), so nothing leaves this node claiming entries it has not written, and the store and the
- * children see the upstream's stream in its order.
+ * before both or between them as before. Every other action of the machine (a send, a snapshot, a heartbeat, a close)
+ * waits behind the entries held before it, so nothing leaves this node claiming entries it has not written, and the
+ * store and the children see the upstream's stream in its order. A turn writes at most `applyBatchKeysMax` keys (puts,
+ * deletes, keys of range deletes; an entry is never split): what is held beyond them, and the actions behind it, wait
+ * for a later turn, so that a replica catching up on large range deletes still answers reads, runs its timers and
+ * serves its children between transactions.
  */
 import net from 'node:net';
 import tls from 'node:tls';
@@ -65,7 +68,7 @@ export interface ReplicationClientOptions {
 
 const SNAPSHOT_PROGRESS_LOG_INTERVAL_MS = 5_000;
 /**
- * Most verified entries held for one write transaction; more are written at once. The upstream's window
+ * Most verified entries written in one transaction; more held are written in the next. The upstream's window
  * (`childWindowEntriesMax`) bounds them already; this bounds the transaction should the limits grow.
  */
 const APPLY_BATCH_ENTRIES_MAX = 4096;
@@ -81,10 +84,18 @@ export class ReplicationClient {
   private lastProgressLogMs = 0;
   /** Verified entries not yet forwarded nor written, in seq order (the machine's head already includes them). */
   private pending: EncodedEntry[] = [];
-  private flushArmed = false;
+  /**
+   * The machine's actions not yet performed, in order: those that came behind held entries wait until the entries are
+   * written (at the end of this turn, or of a later one when the turn's keys are spent).
+   */
+  private waiting: DownstreamAction[] = [];
+  private turnEndArmed = false;
+  /** Keys one turn writes at most, past its first entry (ReplicationLimits). */
+  private readonly applyBatchKeysMax: number;
 
   constructor(options: ReplicationClientOptions) {
     this.options = options;
+    this.applyBatchKeysMax = (options.limits ?? REPLICATION_LIMITS).applyBatchKeysMax;
     this.downstream = this.machineFromStore();
     this.timer = new TickTimer(options.clock, () => this.perform(this.downstream.tick(options.clock.monotonicMs())));
   }
@@ -118,8 +129,10 @@ export class ReplicationClient {
   private storageFailed(fault: MercuryError): void {
     this.options.logger.log('error', 'replication paused: the store cannot write', { code: fault.code, retryMs: STORAGE_RETRY_MS });
     this.timer.cancel();
-    // Not forwarded either: children only ever get what this node was about to write.
+    // Not forwarded either: children only ever get what this node was about to write. What waited behind it was the
+    // dropped machine's, for its connections.
     this.pending = [];
+    this.waiting = [];
     for (const socket of this.sockets.values()) socket.destroy();
     this.sockets.clear();
     this.downstream = this.machineFromStore();
@@ -138,6 +151,7 @@ export class ReplicationClient {
   private dataDamaged(error: MercuryError): void {
     this.timer.cancel();
     this.pending = [];
+    this.waiting = [];
     for (const socket of this.sockets.values()) socket.destroy();
     this.sockets.clear();
     this.downstream = this.machineFromStore();
@@ -169,8 +183,11 @@ export class ReplicationClient {
 
   close(): void {
     if (this.stopped) return;
-    // Held entries are verified: written now, like those of a turn that ended (stop() emits no action without a session).
-    this.writeHeld();
+    // Held entries are verified: written now, like those of a turn that ended, with what waited behind them (stop()
+    // emits no action without a session). In transactions of the usual size, back to back: nothing waits for turns.
+    this.guarded(() => {
+      while (this.performWaiting()) this.writeHeld(true);
+    });
     this.perform(this.downstream.stop(this.options.clock.monotonicMs()));
     this.stopped = true;
     this.timer.cancel();
@@ -205,7 +222,13 @@ export class ReplicationClient {
   }
 
   private perform(actions: readonly DownstreamAction[]): void {
-    this.guarded(() => this.performActions(actions));
+    for (const action of actions) this.waiting.push(action);
+    this.guarded(() => {
+      if (this.performWaiting()) this.armTurnEnd();
+      // Exactly the machine's next deadline, later ones included: a timer left at an earlier time would wake the
+      // replica for nothing.
+      this.timer.reschedule(this.downstream.nextTickMs());
+    });
   }
 
   /**
@@ -223,72 +246,85 @@ export class ReplicationClient {
     }
   }
 
-  private performActions(actions: readonly DownstreamAction[]): void {
-    const { store, logger } = this.options;
-    for (const action of actions) {
-      if (action.type === 'apply') {
-        this.hold(action.entries);
-        continue;
-      }
-      // Everything else follows the entries before it: an ACK names them, a snapshot replaces them, a heartbeat or
-      // a close must not overtake them on the way to the children.
-      if (action.type !== 'log') this.applyPending();
-      switch (action.type) {
-        case 'connect':
-          this.connect(action.connId, action.upstream);
-          break;
-        case 'send':
-          this.sockets.get(action.connId)?.write(action.bytes);
-          break;
-        case 'close': {
-          const socket = this.sockets.get(action.connId);
-          this.sockets.delete(action.connId);
-          socket?.destroy();
-          break;
-        }
-        case 'snapshotBegin':
-          store.beginSnapshotInstall();
-          break;
-        case 'snapshotChunk':
-          store.stageSnapshotPage(action.records);
-          this.logSnapshotProgress();
-          break;
-        case 'snapshotAbort':
-          store.beginSnapshotInstall(); // discards the staged records
-          break;
-        case 'snapshotFinish':
-          // With trusted keys the machine verified the snapshot's signed head before this: the data is verified.
-          store.finishSnapshotInstall(action.seq, action.hash, action.datasetId, this.options.trustKeys !== undefined);
-          this.options.onChainReset(action.seq);
-          break;
-        case 'heartbeat':
-          this.options.onHeartbeat(action.heartbeat);
-          break;
-        case 'log':
-          logger.log(action.level, action.message, action.fields);
-          break;
-      }
+  /**
+   * Performs the waiting actions in order, holding the entries of `apply`, up to the first that must follow held
+   * entries: an ACK names them, a snapshot replaces them, a heartbeat or a close must not overtake them on the way to
+   * the children. True if entries are held (the waiting actions behind them, if any, need them written first).
+   */
+  private performWaiting(): boolean {
+    // One at a time off the front: an action's callback into the node may perform more (a reentrant `perform`), which
+    // must find only what is still to do.
+    for (;;) {
+      const action = this.waiting[0];
+      if (action === undefined) return this.pending.length > 0;
+      if (action.type !== 'apply' && action.type !== 'log' && this.pending.length > 0) return true;
+      this.waiting.shift();
+      if (action.type === 'apply') for (const entry of action.entries) this.pending.push(entry);
+      else this.performAction(action);
     }
-    // Exactly the machine's next deadline, later ones included: a timer left at an earlier time would wake the replica
-    // for nothing.
-    this.timer.reschedule(this.downstream.nextTickMs());
   }
 
-  /** Queues verified entries for the write at the end of this event-loop turn. */
-  private hold(entries: readonly EncodedEntry[]): void {
-    for (const entry of entries) this.pending.push(entry);
-    if (this.pending.length >= APPLY_BATCH_ENTRIES_MAX) return this.applyPending();
-    if (this.flushArmed) return;
-    this.flushArmed = true;
+  private performAction(action: Exclude<DownstreamAction, { type: 'apply' }>): void {
+    const { store, logger } = this.options;
+    switch (action.type) {
+      case 'connect':
+        this.connect(action.connId, action.upstream);
+        break;
+      case 'send':
+        this.sockets.get(action.connId)?.write(action.bytes);
+        break;
+      case 'close': {
+        const socket = this.sockets.get(action.connId);
+        this.sockets.delete(action.connId);
+        socket?.destroy();
+        break;
+      }
+      case 'snapshotBegin':
+        store.beginSnapshotInstall();
+        break;
+      case 'snapshotChunk':
+        store.stageSnapshotPage(action.records);
+        this.logSnapshotProgress();
+        break;
+      case 'snapshotAbort':
+        store.beginSnapshotInstall(); // discards the staged records
+        break;
+      case 'snapshotFinish':
+        // With trusted keys the machine verified the snapshot's signed head before this: the data is verified.
+        store.finishSnapshotInstall(action.seq, action.hash, action.datasetId, this.options.trustKeys !== undefined);
+        this.options.onChainReset(action.seq);
+        break;
+      case 'heartbeat':
+        this.options.onHeartbeat(action.heartbeat);
+        break;
+      case 'log':
+        logger.log(action.level, action.message, action.fields);
+        break;
+    }
+  }
+
+  /** Entries are held: they, and what waits behind them, are written and performed at the end of this turn. */
+  private armTurnEnd(): void {
+    if (this.turnEndArmed) return;
+    this.turnEndArmed = true;
     setImmediate(() => {
-      this.flushArmed = false;
-      this.writeHeld();
+      this.turnEndArmed = false;
+      this.guarded(() => this.endTurn());
     });
   }
 
-  /** The end of a turn (or of the client): what is held is forwarded and written. */
-  private writeHeld(): void {
-    if (this.pending.length > 0) this.guarded(() => this.applyPending());
+  /**
+   * The end of a turn: the held entries are forwarded and written, and the actions behind them performed, until the
+   * turn's `applyBatchKeysMax` keys are spent; the rest waits for the end of the next turn, so that reads, timers and
+   * the other sockets run in between. With entries of a few ops this is one transaction per turn, as before the budget.
+   */
+  private endTurn(): void {
+    let keysLeft = this.applyBatchKeysMax;
+    for (let first = true; this.performWaiting(); first = false) {
+      const keys = this.writeHeld(first, keysLeft);
+      if (keys === undefined) return this.armTurnEnd();
+      keysLeft -= keys;
+    }
   }
 
   /** Large snapshots take a while: say how far along they are every few seconds (status has it at any time). */
@@ -299,16 +335,24 @@ export class ReplicationClient {
     this.lastProgressLogMs = nowMs;
   }
 
-  /** Forwards the held entries to the children, then writes them in one transaction (record 30, record 33). */
-  private applyPending(): void {
-    if (this.pending.length === 0) return;
-    const entries = this.pending;
-    this.pending = [];
+  /**
+   * Forwards the first held entries to the children, then writes them in one transaction (record 30, record 33): as
+   * many as fit in `keysLeft` keys (Store.keysToApply) and APPLY_BATCH_ENTRIES_MAX, and at least one if `first` (the
+   * turn's first transaction). Returns the keys written, or undefined when the next entry must wait for another turn.
+   */
+  private writeHeld(first: boolean, keysLeft = this.applyBatchKeysMax): number | undefined {
+    // A spent turn need not count the next entry's keys: it would count them again in the next turn.
+    if (!first && keysLeft <= 0) return undefined;
+    const store = this.options.store;
+    const cut = store.keysToApply(this.pending.length > APPLY_BATCH_ENTRIES_MAX ? this.pending.slice(0, APPLY_BATCH_ENTRIES_MAX) : this.pending, keysLeft);
+    if (!first && cut.keys > keysLeft) return undefined;
+    const entries = this.pending.splice(0, cut.entries);
     const clock = this.options.clock;
     // Children first: their hop overlaps this node's write instead of waiting for it.
     this.options.onVerified?.(entries);
     const startedMs = clock.monotonicMs();
-    this.options.store.applyVerified(entries);
+    store.applyVerified(entries);
     this.options.onApplied(entries, clock.monotonicMs() - startedMs);
+    return cut.keys;
   }
 }

@@ -7,7 +7,7 @@
  * `validateReplicationLimits` asserts the relations below for any set, and runs on both presets at module load.
  */
 import assert from 'node:assert/strict';
-import { ENTRY_BYTES_MAX, ID_BYTES_MAX, KEY_BYTES_MAX, REPLICATION_CHILDREN_MAX_DEFAULT, VALUE_BYTES_CEILING } from '../limits.js';
+import { ENTRY_BYTES_MAX, ENTRY_OPS_MAX, ID_BYTES_MAX, KEY_BYTES_MAX, REPLICATION_CHILDREN_MAX_DEFAULT, VALUE_BYTES_CEILING } from '../limits.js';
 import { HASH_BYTES, SIGNATURE_BYTES } from '../log/index.js';
 
 const KiB = 1024;
@@ -121,6 +121,14 @@ export interface ReplicationLimits {
   readonly ackEveryEntries: number;
   /** ... and at least this often while connected, which doubles as its keep-alive. */
   readonly ackIntervalMs: number;
+  /**
+   * Keys one write transaction of a replica writes or removes (a put or a delete is one, a range delete the keys of its
+   * range), at most: the entries held for the end of a turn are cut there, and the rest is written a turn later, so
+   * that a replica catching up on large range deletes gives its reads, watches, timers and children a turn between
+   * transactions instead of holding its event loop for all of them (docs/decisions.md, record 33). An entry is never
+   * split: one larger than this is a transaction of its own, as on the root that committed it.
+   */
+  readonly applyBatchKeysMax: number;
   /** Entries read from the log per read when a child is behind. */
   readonly logReadEntriesMax: number;
   /** The root sends a heartbeat this often; every node forwards it to its children at once. */
@@ -165,6 +173,9 @@ export const REPLICATION_LIMITS: ReplicationLimits = Object.freeze({
   ackEveryBytes: 4 * MiB,
   ackEveryEntries: 2048,
   ackIntervalMs: 1_000,
+  // The most keys the root writes in one entry (a range delete removes at most as many, src/limits.ts): a replica's
+  // transaction then holds about the work of the root's largest commit, and entries of a few ops stay one per turn.
+  applyBatchKeysMax: ENTRY_OPS_MAX,
   logReadEntriesMax: 1024,
   heartbeatIntervalMs: 1_000,
   upstreamStaleMs: 10_000,
@@ -198,6 +209,7 @@ export const REPLICATION_LIMITS_TEST: ReplicationLimits = Object.freeze({
   ackEveryBytes: 3 * KiB,
   ackEveryEntries: 8,
   ackIntervalMs: 100,
+  applyBatchKeysMax: 64,
   logReadEntriesMax: 16,
   heartbeatIntervalMs: 100,
   upstreamStaleMs: 600,
@@ -232,6 +244,8 @@ export function validateReplicationLimits(limits: ReplicationLimits): Replicatio
   assert.ok(limits.ackEveryBytes <= limits.childWindowBytesMax / 2);
   assert.ok(limits.ackEveryEntries <= limits.childWindowEntriesMax / 2);
   assert.ok(limits.logReadEntriesMax <= limits.childWindowEntriesMax);
+  // Entries of one op each, as many as one ACK covers, are one transaction: the budget cuts only turns of larger work.
+  assert.ok(limits.applyBatchKeysMax >= limits.ackEveryEntries, 'a batch of one-op entries between two ACKs must fit one transaction');
   // Several heartbeats fit in the stale time, so one delayed heartbeat never triggers a failover.
   assert.ok(limits.heartbeatIntervalMs * 3 <= limits.upstreamStaleMs);
   // An intermediate that lost its upstream gets at least a few reconnect attempts before its children give up on it.
