@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { open, type RootDatabase } from 'lmdb';
+import { seqKey } from '../src/store/records.js';
 import { formatSummary, summarize } from './support/stats.js';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }, envs: { type: 'string', default: '100' }, seconds: { type: 'string', default: '2' }, dir: { type: 'string', default: tmpdir() } } });
@@ -30,12 +31,6 @@ function openEnv(options: { noSync?: boolean; useWritemap?: boolean; noMetaSync?
   // The store's options (src/store/store.ts), but for the flag under test; a small map, since writemap sizes the file to it.
   const env = open({ path, maxDbs: 8, overlappingSync: false, eventTurnBatching: false, mapSize: 1 << 30, ...options });
   return { env, path };
-}
-
-function seqKey(seq: number): Buffer {
-  const key = Buffer.alloc(8);
-  key.writeBigUInt64BE(BigInt(seq));
-  return key;
 }
 
 /** CPU µs per replica transaction (user, system) over ENVS environments, `useWritemap` as given. */

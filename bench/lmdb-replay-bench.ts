@@ -19,6 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { open } from 'lmdb';
+import { seqKey } from '../src/store/records.js';
 import { formatSummary, summarize } from './support/stats.js';
 
 const { values } = parseArgs({
@@ -43,12 +44,6 @@ const VARIANTS: readonly Variant[] = [
   { name: 'zero-padded keys', key: (i) => Buffer.from(`boot/${String(i).padStart(7, '0')}`), useWritemap: false },
   { name: "the workload's keys, useWritemap", key: workloadKey, useWritemap: true },
 ];
-
-function seqKey(seq: number): Buffer {
-  const key = Buffer.alloc(8);
-  key.writeBigUInt64BE(BigInt(seq));
-  return key;
-}
 
 /** Rewrites the first quarter of the keys; resolves writes/s and CPU µs per write (user + system, system). */
 async function replay(variant: Variant): Promise<{ writesPerSecond: number; cpuUs: number; systemUs: number }> {
