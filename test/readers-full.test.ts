@@ -66,6 +66,18 @@ describe('a full LMDB reader table', () => {
     nodes.push(node);
     return node;
   };
+  /** Until `replica`'s last failure is its upstream's refusal for want of a reader slot. */
+  const refusedForReaders = (replica: MercuryNode): Promise<void> =>
+    eventually(
+      () => Promise.resolve(/UNAVAILABLE: .*no free reader slot/.test(replica.replicationClient!.status().lastFailure ?? '')),
+      () => JSON.stringify(replica.replicationClient!.status()),
+    );
+  /** Until `replica` streams from `root` at its head. */
+  const caughtUp = (replica: MercuryNode, root: MercuryNode): Promise<void> =>
+    eventually(
+      () => Promise.resolve(replica.replicationClient!.status().phase === 'streaming' && replica.store.head().seq === root.store.head().seq),
+      () => JSON.stringify(replica.replicationClient!.status()),
+    );
   const put = async (node: MercuryNode, key: string, value: string): Promise<void> => {
     assert.equal((await request(node.url, 'PUT', `/v1/kv/${key}`, { body: value })).status, 200);
   };
@@ -111,17 +123,11 @@ describe('a full LMDB reader table', () => {
     let ticks = 0;
     held.push(...(await fillReaderTable(root, () => put(root, 'tick', String(ticks++)))));
     const behind = await start('child-replica', [root.replicationAddress]);
-    await eventually(
-      () => Promise.resolve(/UNAVAILABLE: .*no free reader slot/.test(behind.replicationClient!.status().lastFailure ?? '')),
-      () => JSON.stringify(behind.replicationClient!.status()),
-    );
+    await refusedForReaders(behind);
     assert.equal((await request(root.url, 'GET', '/healthz')).status, 200, 'the root lives on');
 
     release();
-    await eventually(
-      () => Promise.resolve(behind.replicationClient!.status().phase === 'streaming' && behind.store.head().seq === root.store.head().seq),
-      () => JSON.stringify(behind.replicationClient!.status()),
-    );
+    await caughtUp(behind, root);
   });
 
   test('readers full: a joining replica is refused UNAVAILABLE naming the full reader table, not a spent snapshot budget, and joins once readers are free', async () => {
@@ -130,18 +136,12 @@ describe('a full LMDB reader table', () => {
     let ticks = 0;
     held.push(...(await fillReaderTable(root, () => put(root, 'tick', String(ticks++)))));
     const joining = await start('join-replica', [root.replicationAddress]);
-    await eventually(
-      () => Promise.resolve(/UNAVAILABLE: .*no free reader slot/.test(joining.replicationClient!.status().lastFailure ?? '')),
-      () => JSON.stringify(joining.replicationClient!.status()),
-    );
+    await refusedForReaders(joining);
     // Before: "this node is sending its most snapshots at once", with every snapshot reader free.
     assert.doesNotMatch(joining.replicationClient!.status().lastFailure ?? '', /most snapshots/);
     assert.equal(root.store.snapshotReaders.inUse, 0, 'no snapshot reader is held by the refusal');
     release();
-    await eventually(
-      () => Promise.resolve(joining.replicationClient!.status().phase === 'streaming' && joining.store.head().seq === root.store.head().seq),
-      () => JSON.stringify(joining.replicationClient!.status()),
-    );
+    await caughtUp(joining, root);
   });
 
   test('readers full on a replica: a forwarded write the root committed is answered 200, not 503 OVERLOADED', async () => {
