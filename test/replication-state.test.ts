@@ -102,6 +102,8 @@ class Link {
   readonly upstreamActions: UpstreamAction[] = [];
   private toUpstream: Buffer[] = [];
   private toDownstream: Buffer[] = [];
+  /** The upstream asked to be resumed on a later turn (its `continue` action). */
+  private continues = 0;
   nowMs = T0;
 
   constructor(
@@ -153,12 +155,14 @@ class Link {
     for (const action of actions) {
       this.upstreamActions.push(action);
       if (action.type === 'send') this.toDownstream.push(action.bytes);
+      if (action.type === 'continue') this.continues++;
     }
   }
 
   /** Delivers everything in flight, both ways, until both sides are quiet. */
   settle(): void {
-    while (this.toUpstream.length > 0 || this.toDownstream.length > 0) {
+    while (this.toUpstream.length > 0 || this.toDownstream.length > 0 || this.continues > 0) {
+      for (; this.continues > 0; this.continues--) this.fromUpstream(this.upstream.resume(this.nowMs));
       const up = this.toUpstream;
       this.toUpstream = [];
       for (const bytes of up) this.fromUpstream(this.upstream.receive(this.nowMs, bytes));
@@ -908,6 +912,8 @@ describe('replication state machines', () => {
     const stalled = newUpstream(root);
     const welcome = stalled.receive(T0, helloBytes({ datasetId: '' }));
     assert.ok(sent(welcome).some((message) => message.type === 'snapshotBegin'));
+    // One turn sends pumpTurnBytesMax; the turns after it (the adapter's resume) fill the window.
+    for (let actions = welcome; ofType(actions, 'continue').length > 0; ) actions = stalled.resume(T0);
     assert.equal(root.openSnapshots, 1);
     const unacked = stalled.status().unackedBytes;
     assert.ok(unacked >= L.childWindowBytesMax, `the window is full (${unacked} bytes)`);
@@ -931,6 +937,35 @@ describe('replication state machines', () => {
       assert.deepStrictEqual(ofType(slow.tick(T0 + t), 'close'), [], `closed at ${t} ms though it acknowledged ${received} bytes`);
     }
     slow.closed(T0);
+    assert.equal(root.openSnapshots, 0);
+  });
+
+  test('upstream: one turn sends about pumpTurnBytesMax of a snapshot, then asks to continue; resumes fill the window', () => {
+    const root = new MemoryStore(DATASET);
+    for (let i = 1; i <= 40; i++) root.commit(T0 + i, [{ type: 'put', key: Buffer.from(`big/${i}`), value: Buffer.alloc(700, i) }]);
+    const upstream = newUpstream(root);
+    const bytesOf = (actions: readonly UpstreamAction[]): number => ofType(actions, 'send').reduce((sum, action) => sum + action.bytes.length, 0);
+    // A frame is about a chunk: the turn stops at the first frame that reaches its budget.
+    const turnMax = L.pumpTurnBytesMax + L.snapshotChunkBytesTarget + 1024;
+    let actions = upstream.receive(T0, helloBytes({ datasetId: '' }));
+    assert.ok(sent(actions).some((message) => message.type === 'snapshotBegin'));
+    assert.equal(ofType(actions, 'continue').length, 1, 'the window is still open: a turn more');
+    assert.ok(bytesOf(actions) <= turnMax, `the first turn sent ${bytesOf(actions)} bytes`);
+    assert.ok(upstream.status().unackedBytes < L.childWindowBytesMax);
+    let turns = 1;
+    while (ofType(actions, 'continue').length > 0) {
+      actions = upstream.resume(T0);
+      assert.ok(bytesOf(actions) <= turnMax, `turn ${++turns} sent ${bytesOf(actions)} bytes`);
+    }
+    assert.ok(turns >= 2, `${turns} turns`);
+    assert.ok(upstream.status().unackedBytes >= L.childWindowBytesMax, 'the resumes filled the window, and stopped there');
+    // The child's ACK opens the window: that turn sends again, within its budget.
+    const ack = encodeMessage({ type: 'ack', appliedSeq: 0, receivedBytes: upstream.status().unackedBytes });
+    actions = upstream.receive(T0 + 1, ack);
+    assert.ok(bytesOf(actions) > 0 && bytesOf(actions) <= turnMax, `the ACK's turn sent ${bytesOf(actions)} bytes`);
+    // A resume after the session closed sends nothing.
+    upstream.closed(T0 + 2);
+    assert.deepStrictEqual(upstream.resume(T0 + 2), []);
     assert.equal(root.openSnapshots, 0);
   });
 

@@ -116,6 +116,12 @@ export interface ReplicationLimits {
    */
   readonly childWindowBytesMax: number;
   readonly childWindowEntriesMax: number;
+  /**
+   * What one turn of the event loop sends one child from a snapshot or the log, about (the frame that reaches it is
+   * the last): the rest of the window follows on later turns (upstream.ts, "Work per turn"). So a child's first page
+   * leaves after one chunk is read, not after a whole window, and other work of the node runs between the chunks.
+   */
+  readonly pumpTurnBytesMax: number;
   /** A child acknowledges whenever this many bytes, or entries, arrived since its last ACK ... */
   readonly ackEveryBytes: number;
   readonly ackEveryEntries: number;
@@ -170,6 +176,7 @@ export const REPLICATION_LIMITS: ReplicationLimits = Object.freeze({
   snapshotProofBytes: 4 * MiB,
   childWindowBytesMax: 16 * MiB,
   childWindowEntriesMax: 8192,
+  pumpTurnBytesMax: 1 * MiB,
   ackEveryBytes: 4 * MiB,
   ackEveryEntries: 2048,
   ackIntervalMs: 1_000,
@@ -206,6 +213,7 @@ export const REPLICATION_LIMITS_TEST: ReplicationLimits = Object.freeze({
   snapshotProofBytes: 4 * KiB,
   childWindowBytesMax: 8 * KiB,
   childWindowEntriesMax: 32,
+  pumpTurnBytesMax: 4 * KiB,
   ackEveryBytes: 3 * KiB,
   ackEveryEntries: 8,
   ackIntervalMs: 100,
@@ -244,6 +252,7 @@ export function validateReplicationLimits(limits: ReplicationLimits): Replicatio
   assert.ok(limits.ackEveryBytes <= limits.childWindowBytesMax / 2);
   assert.ok(limits.ackEveryEntries <= limits.childWindowEntriesMax / 2);
   assert.ok(limits.logReadEntriesMax <= limits.childWindowEntriesMax);
+  assert.ok(limits.pumpTurnBytesMax > 0 && limits.pumpTurnBytesMax <= limits.childWindowBytesMax, 'a turn sends some of a window, at most all of it');
   // Entries of one op each, as many as one ACK covers, are one transaction: the budget cuts only turns of larger work.
   assert.ok(limits.applyBatchKeysMax >= limits.ackEveryEntries, 'a batch of one-op entries between two ACKs must fit one transaction');
   // Several heartbeats fit in the stale time, so one delayed heartbeat never triggers a failover.

@@ -318,6 +318,12 @@ export class ReplicationServer {
         case 'log':
           this.options.logger.log(action.level, action.message, { ...action.fields, remote: session.remote });
           break;
+        case 'continue':
+          // After the frames above are written, and after whatever else waits for this turn (requests, other children).
+          setImmediate(() => {
+            if (this.sessions.has(session)) this.perform(session, session.upstream.resume(this.options.clock.monotonicMs()));
+          });
+          break;
       }
     }
     if (this.sessions.has(session)) session.timer.schedule(session.upstream.nextTickMs());

@@ -17,6 +17,10 @@
  *   acknowledged. A child that keeps up gets entries straight from `localApplied` (no disk read); one that falls
  *   behind is served later from the log (`readLog`), never from a queue in memory; one that falls behind the retained
  *   log gets a fresh snapshot in the same session.
+ * - Work per turn: one call sends at most about `pumpTurnBytesMax` from the snapshot or the log, then asks for a
+ *   `continue` (the adapter calls `resume` on its next turn). Filling a whole window in one call held a root's event
+ *   loop ~130 ms for a joining child (16 MiB of snapshot pages read and framed) and wrote nothing to the child until
+ *   the end, so the child idled that long before its first page; now its first page leaves after one chunk.
  * - A child that sends no ACK for `childAckTimeoutMs` (it acks every `ackIntervalMs`) is closed, so a dead peer never
  *   pins a snapshot or a socket buffer. So is one whose window stays full for `childAckTimeoutMs` with nothing more
  *   acknowledged: ACKs that acknowledge nothing keep a peer that never reads alive, and it would hold a window of
@@ -57,7 +61,12 @@ export type UpstreamAction =
   | { readonly type: 'send'; readonly bytes: Buffer }
   /** Close the connection (after sending everything queued before it). */
   | { readonly type: 'close'; readonly reason: string }
-  | { readonly type: 'log'; readonly level: LogLevel; readonly message: string; readonly fields: Readonly<Record<string, unknown>> };
+  | { readonly type: 'log'; readonly level: LogLevel; readonly message: string; readonly fields: Readonly<Record<string, unknown>> }
+  /**
+   * Call `resume` on a later turn of the event loop (after the frames before it are written): the window is open but
+   * this turn sent `pumpTurnBytesMax`. At most one is outstanding per session.
+   */
+  | { readonly type: 'continue' };
 
 export type UpstreamPhase = 'hello' | 'snapshot' | 'streaming' | 'closed';
 
@@ -156,6 +165,8 @@ export class Upstream {
   private ackedSeq = 0;
   private sentBytes = 0;
   private ackedBytes = 0;
+  /** A `continue` was asked for and its `resume` has not come yet. */
+  private continuePending = false;
   private lastAckMs: number;
   /** Since when the window has been full with nothing more acknowledged; undefined while it is not full. */
   private stalledSinceMs: number | undefined;
@@ -273,6 +284,16 @@ export class Upstream {
     const actions: UpstreamAction[] = [];
     if (this.phase !== 'streaming' && this.phase !== 'snapshot') return actions;
     this.sendHeartbeat(heartbeat, actions);
+    this.noteWindow(nowMs);
+    return actions;
+  }
+
+  /** The turn after a `continue`: sends what the window allows, again at most `pumpTurnBytesMax`. */
+  resume(nowMs: number): UpstreamAction[] {
+    const actions: UpstreamAction[] = [];
+    this.continuePending = false;
+    if (this.phase !== 'streaming' && this.phase !== 'snapshot') return actions;
+    this.pump(actions);
     this.noteWindow(nowMs);
     return actions;
   }
@@ -524,7 +545,13 @@ export class Upstream {
 
   /** Sends whatever the window allows: the rest of a snapshot, then entries from the log up to the head. */
   private pump(actions: UpstreamAction[]): void {
+    const turnEndBytes = this.sentBytes + this.limits.pumpTurnBytesMax;
     while (this.windowOpen()) {
+      if (this.sentBytes >= turnEndBytes) {
+        if (!this.continuePending) actions.push({ type: 'continue' });
+        this.continuePending = true;
+        return;
+      }
       if (this.phase === 'snapshot') {
         const snapshot = this.snapshot!;
         let chunk;

@@ -586,6 +586,15 @@ class Simulation {
         case 'log':
           this.observe(node, action.message, action.fields);
           break;
+        case 'continue': {
+          // The adapter's next turn (setImmediate): at the same virtual time, after what is already queued for it.
+          const incarnation = node.incarnation;
+          this.queue.at(this.queue.nowMs, () => {
+            if (node.incarnation === incarnation && node.alive && node.sessions.get(session.conn.id) === session)
+              this.execUpstream(node, session, session.upstream.resume(this.queue.nowMs));
+          });
+          break;
+        }
       }
     }
     // Forward only what this node applied, or verified and is about to write (decision 27), and hold no more than the
