@@ -143,6 +143,27 @@ describe('watch bad input', () => {
     assert.deepEqual(client.eventsOf('one more').map((message) => message.seq), [seq]);
   });
 
+  test('watch: the subscriptions of a connection hold a bounded number of prefix bytes, however few they are', async () => {
+    // The hostile watcher: subscriptions of the most and longest prefixes, each one valid, on one connection. Before the
+    // byte budget all of them were held (64 of 16 KiB in production: about 5 MiB of node memory per connection).
+    const client = await connect();
+    const maximal = (n: number): string[] => Array.from({ length: WATCH_LIMITS_TEST.prefixesPerSubscriptionMax }, (_, i) => `big/${n}/${i}/`.padEnd(KEY_BYTES_MAX, 'x'));
+    const fitting = Math.floor(WATCH_LIMITS_TEST.prefixBytesPerConnectionMax / (WATCH_LIMITS_TEST.prefixesPerSubscriptionMax * KEY_BYTES_MAX));
+    assert.ok(fitting >= 1 && fitting < WATCH_LIMITS_TEST.subscriptionsPerConnectionMax, 'the byte budget, not the count, is what this test reaches');
+    for (let n = 0; n < fitting; n++) assert.equal((await client.subscribe(n, maximal(n))).type, 'subscribed');
+    const answer = await refused(client, JSON.stringify({ type: 'subscribe', id: 'more', prefixes: maximal(fitting) }), 'TOO_MANY_PREFIXES', '"more"');
+    assert.match(answer.message, new RegExp(`at most ${WATCH_LIMITS_TEST.prefixBytesPerConnectionMax} bytes of prefixes`));
+    // Unsubscribing gives the bytes back; the connection and its other subscriptions go on.
+    client.send({ type: 'unsubscribe', id: 0 });
+    await client.waitFor((message) => message.type === 'unsubscribed' && message.id === 0);
+    assert.equal((await client.subscribe('more', maximal(fitting))).type, 'subscribed');
+    const seq = await put(maximal(1)[0]!, 'v'); // a key as long as the prefix: the prefix itself
+    await client.waitForSeq(1, seq);
+    assert.deepEqual(client.eventsOf(1).map((message) => message.seq), [seq]);
+    // A fresh connection takes a maximal subscription whatever others hold: the client library opens one per watch.
+    assert.equal((await (await connect()).subscribe('alone', maximal(99))).type, 'subscribed');
+  });
+
   test('watch: an oversized frame is closed with 1009, a binary frame with 1003, invalid UTF-8 with 1007', async () => {
     const oversized = await connect();
     oversized.socket.send(JSON.stringify({ type: 'subscribe', id: 1, prefixes: ['x'.repeat(WATCH_LIMITS_TEST.clientMessageBytesMax)] }));

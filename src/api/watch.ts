@@ -16,7 +16,8 @@
  *   subscriptions. Every server message about a subscription carries it.
  * - `prefixes` (UTF-8 text) and/or `prefixesBase64` (any bytes): 1 to 16 prefixes in all
  *   (`WATCH_PREFIXES_PER_SUBSCRIPTION_MAX`), each 0 to 1024 bytes (`KEY_BYTES_MAX`). The empty prefix matches every key. Prefixes that another prefix of the subscription covers
- *   are dropped, so each change is delivered once.
+ *   are dropped, so each change is delivered once. The subscriptions of one connection hold at most 32 KiB of prefixes
+ *   together (`WATCH_PREFIX_BYTES_PER_CONNECTION_MAX`; one subscription of the most and longest prefixes always fits).
  * - `fromSeq` (optional, >= 1): the first seq whose changes the client wants; to resume, the seq after the last one
  *   it received (from an events, progress or snapshot message). Absent: from the next entry the node applies. On a
  *   replica, a seq the node has not reached yet is allowed: nothing is sent until it gets there. The root is never
@@ -121,6 +122,14 @@ export const WATCH_CLIENT_MESSAGE_BYTES_MAX = 128 * KiB;
 export const WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX = 64;
 /** Prefixes in one subscription. */
 export const WATCH_PREFIXES_PER_SUBSCRIPTION_MAX = 16;
+/**
+ * Bytes of prefixes that the subscriptions of one connection hold together (after dropping prefixes another one of the
+ * same subscription covers): two subscriptions of the most and longest prefixes, or 64 of 512 bytes each. Past it a
+ * subscribe is refused with TOO_MANY_PREFIXES. Without it the two limits above multiplied: 64 subscriptions of 16
+ * prefixes of 1 KiB held about 5 MiB of the node's memory per connection (the prefixes, the selection's key and its
+ * index entries), 20 GB for the 4,000 connections one address may open, all for a token with one read scope.
+ */
+export const WATCH_PREFIX_BYTES_PER_CONNECTION_MAX = 32 * KiB;
 /** A client-chosen subscription id that is a string has 1 to this many characters. */
 export const WATCH_ID_CHARS_MAX = 256;
 /** A connection that was sent nothing for this long gets a progress message anyway: the client's liveness check. */
@@ -173,6 +182,7 @@ export const WatchErrorCode = {
   INVALID_ARGUMENT: 'INVALID_ARGUMENT',
   /** A prefix is longer than a key can be. */
   PREFIX_TOO_LARGE: 'PREFIX_TOO_LARGE',
+  /** More than 16 prefixes in one subscription, or more prefix bytes than the connection may hold with it. */
   TOO_MANY_PREFIXES: 'TOO_MANY_PREFIXES',
   TOO_MANY_SUBSCRIPTIONS: 'TOO_MANY_SUBSCRIPTIONS',
   /** `subscribe` with an id that names a live subscription of this connection. */

@@ -11,6 +11,7 @@ import {
   WATCH_CLIENT_MESSAGE_BYTES_MAX,
   WATCH_HEARTBEAT_INTERVAL_MS,
   WATCH_ID_CHARS_MAX,
+  WATCH_PREFIX_BYTES_PER_CONNECTION_MAX,
   WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
   WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX,
   WATCH_SERVER_MESSAGE_BYTES_MAX,
@@ -24,6 +25,7 @@ export {
   WATCH_CLIENT_MESSAGE_BYTES_MAX,
   WATCH_HEARTBEAT_INTERVAL_MS,
   WATCH_ID_CHARS_MAX,
+  WATCH_PREFIX_BYTES_PER_CONNECTION_MAX,
   WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
   WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX,
 };
@@ -80,6 +82,7 @@ export interface WatchLimits {
   readonly clientMessageBytesMax: number;
   readonly subscriptionsPerConnectionMax: number;
   readonly prefixesPerSubscriptionMax: number;
+  readonly prefixBytesPerConnectionMax: number;
   readonly idCharsMax: number;
   readonly catchupReadEntriesMax: number;
   readonly catchupReadBytesTarget: number;
@@ -100,6 +103,7 @@ export const WATCH_LIMITS: WatchLimits = Object.freeze({
   clientMessageBytesMax: WATCH_CLIENT_MESSAGE_BYTES_MAX,
   subscriptionsPerConnectionMax: WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX,
   prefixesPerSubscriptionMax: WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
+  prefixBytesPerConnectionMax: WATCH_PREFIX_BYTES_PER_CONNECTION_MAX,
   idCharsMax: WATCH_ID_CHARS_MAX,
   catchupReadEntriesMax: WATCH_CATCHUP_READ_ENTRIES_MAX,
   catchupReadBytesTarget: WATCH_CATCHUP_READ_BYTES_TARGET,
@@ -125,6 +129,7 @@ export const WATCH_LIMITS_TEST: WatchLimits = Object.freeze({
   clientMessageBytesMax: WATCH_CLIENT_MESSAGE_BYTES_MAX,
   subscriptionsPerConnectionMax: 8,
   prefixesPerSubscriptionMax: WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
+  prefixBytesPerConnectionMax: WATCH_PREFIX_BYTES_PER_CONNECTION_MAX,
   idCharsMax: 64,
   catchupReadEntriesMax: 8,
   catchupReadBytesTarget: 16 * KiB,
@@ -142,6 +147,9 @@ export function validateWatchLimits(limits: WatchLimits): WatchLimits {
   // The largest subscribe (every prefix a maximal key, JSON-escaped at 6 characters per byte, plus the rest of the
   // message) must be acceptable, or a valid request would be refused as oversized.
   assert.ok(limits.clientMessageBytesMax >= limits.prefixesPerSubscriptionMax * (6 * KEY_BYTES_MAX + 4) + 1 * KiB + limits.idCharsMax * 6);
+  // Any valid subscription fits a connection that holds no other: the client library opens one connection per watch,
+  // so it never meets the per-connection budget of prefix bytes.
+  assert.ok(limits.prefixBytesPerConnectionMax >= limits.prefixesPerSubscriptionMax * KEY_BYTES_MAX, 'one subscription of the longest prefixes fits a connection');
   // Progress is checked on each tick, so the heartbeat and the stall time are whole numbers of ticks at least.
   assert.ok(limits.progressIntervalMs <= limits.heartbeatIntervalMs);
   assert.ok(limits.progressIntervalMs * 2 <= limits.stallMs, 'a stall is detected by the progress tick');

@@ -73,7 +73,7 @@ import {
   WatchProtocolError,
   type ClientMessage,
 } from '../api/index.js';
-import { canonicalSelection, EventCache, selectEvents, SelectionIndex, selectionRanges, snapshotItemJson, type Selection } from './selection.js';
+import { canonicalSelection, EventCache, prefixBytes, selectEvents, SelectionIndex, selectionRanges, snapshotItemJson, type Selection } from './selection.js';
 
 /** One connection as the machine sees it: the adapter implements it over a WebSocket (or the simulation's network). */
 export interface WatchConnection {
@@ -634,6 +634,17 @@ export class WatchMachine {
         message.idJson,
       );
     const selection = canonicalSelection(message.prefixes, message.filters);
+    // Bounded by bytes too, not only by counts: 64 subscriptions of 16 prefixes of 1 KiB each held about 5 MiB per
+    // connection (WATCH_PREFIX_BYTES_PER_CONNECTION_MAX). Summed here rather than kept per connection, which would
+    // cost every idle watcher a field for the rare one that subscribes many times.
+    const held = connection.subscriptions.reduce((sum, subscription) => sum + prefixBytes(subscription.group.selection), 0);
+    const asked = prefixBytes(selection);
+    if (held + asked > this.limits.prefixBytesPerConnectionMax)
+      throw new WatchProtocolError(
+        'TOO_MANY_PREFIXES',
+        `this subscription's prefixes are ${asked} bytes and this connection's subscriptions hold ${held}; a connection holds at most ${this.limits.prefixBytesPerConnectionMax} bytes of prefixes: unsubscribe some, use shorter prefixes, or open another connection`,
+        message.idJson,
+      );
     let group = this.groups.get(selection.key);
     if (group === undefined) {
       group = new Group(selection);

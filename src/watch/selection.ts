@@ -36,6 +36,11 @@ export function canonicalSelection(prefixes: readonly Buffer[], filters: WatchFi
   return { prefixes: kept, filters, key: `${flags}:${kept.map((prefix) => prefix.toString('hex')).join(',')}` };
 }
 
+/** The bytes of a selection's prefixes: what a subscription holds of a connection's budget (`prefixBytesPerConnectionMax`). */
+export function prefixBytes(selection: Selection): number {
+  return selection.prefixes.reduce((sum, prefix) => sum + prefix.length, 0);
+}
+
 /**
  * The key ranges of a selection's prefixes, in key order (for a snapshot of just those keys), without the reserved
  * key space (src/api/keys.ts): no watch ever sees token records, whatever its prefix.
