@@ -555,6 +555,15 @@ describe('data corruption: a damaged token record met while serving', () => {
     const status = await requestJson<{ storage: { sound: boolean; damageMet: number; damage: { what: string }[] } }>(root.url, 'GET', '/v1/status', { headers: bearer(admin) });
     assert.equal(status.storage.sound, false);
     assert.deepEqual(status.storage.damage.map((report) => report.what), [`key ${JSON.stringify(damagedKey)}`]);
+    // Status takes any token, but the report names a key: a token that may not read it sees that damage was met, not
+    // which key (here a token record, which no read scope covers; before, every token was shown its name and id).
+    for (const token of [reader.token, replicate.token]) {
+      const seen = await request(root.url, 'GET', '/v1/status', { headers: bearer(token) });
+      assert.equal(seen.status, 200);
+      assert.ok(!seen.body.toString().includes(damaged.id), 'the damaged record is not named to a token without admin');
+      const storage = (JSON.parse(seen.body.toString()) as { storage: { sound: boolean; damageMet: number; damage: unknown } }).storage;
+      assert.deepEqual([storage.sound, storage.damageMet >= 1, storage.damage], [false, true, null]);
+    }
     const metrics = (await request(root.url, 'GET', '/metrics', { headers: bearer(admin) })).body.toString();
     assert.match(metrics, /^mercury_data_corruption_total [1-9]/m);
     const ready = await request(root.url, 'GET', '/readyz');

@@ -1,5 +1,5 @@
 /** What operators and monitors ask a node: `/v1/status`, `/healthz`, `/readyz`, `/metrics`, and a replica's resync. */
-import { requireAdmin } from '../../auth/index.js';
+import { requireAdmin, type Principal } from '../../auth/index.js';
 import { principalOf } from '../auth.js';
 import { sendJson } from '../http-io.js';
 import type { NodeApi } from '../node-api.js';
@@ -12,10 +12,21 @@ import type { CrossOrigin, Route } from '../router.js';
  */
 const STATUS_CROSS_ORIGIN: CrossOrigin = Object.freeze({ methods: ['GET'], headers: ['authorization'], preflightMaxAgeS: 600 });
 
+/**
+ * Status takes any valid token, but its damage reports name what was met damaged, a key by its name: a token that may
+ * not read that key (a narrow read scope, `replicate` for a dashboard, and every token for the reserved token records)
+ * must not learn it. Only admin, which may read every key, gets the reports; others see that damage was met (`sound`,
+ * `damageMet`: what the dashboard and `mercury status` show) and `damage: null`.
+ */
+function statusFor(principal: Principal | undefined, status: Record<string, unknown>): Record<string, unknown> {
+  if (principal === undefined || principal.scopes.admin) return status;
+  return { ...status, storage: { ...(status.storage as Record<string, unknown>), damage: null } };
+}
+
 export function statusRoute(node: NodeApi): Route {
   return {
     name: '/v1/status',
-    methods: { GET: (_req, res) => sendJson(res, 200, node.status()) },
+    methods: { GET: (req, res) => sendJson(res, 200, statusFor(principalOf(req), node.status())) },
     crossOrigin: STATUS_CROSS_ORIGIN,
   };
 }
