@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { encodeDelete, encodeGet, encodeHello, encodePut } from '../src/api/index.js';
 import { validateConfig } from '../src/config/index.js';
-import { MercuryNode, NODE_LIMITS_TEST } from '../src/node/index.js';
+import { MercuryNode, NODE_LIMITS, NODE_LIMITS_TEST, validateNodeLimits, withLimits } from '../src/node/index.js';
 import {
   CompareFailedError,
   LimitExceededError,
@@ -299,6 +299,39 @@ describe('wire: hostile input', () => {
     assert.equal(answered.size, frames);
     assert.ok(!wire.socket.destroyed, 'the connection is still open');
     wire.close();
+  });
+
+  test('wire: reads waiting for minSeq that all wake at once do not queue more answers than outputBytesMax for a client that does not read', async () => {
+    // Before, each waiting read was answered as it woke: a client with inFlightPerConnectionMax reads of a large
+    // value waiting for the next seq, and reading nothing, made the node hold all their answers at once (1,024 MiB per
+    // connection with the default limits), past the output bound the node keeps for reads it answers at once.
+    const { inFlightPerConnectionMax, outputBytesMax } = NODE_LIMITS_TEST.wire;
+    const valueBytes = 1024 * 1024;
+    // Values of 1 MiB need the default commit limits; the wire port keeps the test preset's.
+    const limits = validateNodeLimits(withLimits(NODE_LIMITS, { wire: NODE_LIMITS_TEST.wire }));
+    const node = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'wakeup'), port: 0, valueBytesMax: valueBytes }), { auth: 'off', limits });
+    nodes.push(node);
+    await connect(node.url).put('wake/a', Buffer.alloc(valueBytes, 0x61));
+    const raw = await RawWire.ready(node.wireUrl);
+    raw.socket.pause();
+    const head = node.store.head().seq;
+    for (let id = 1; id <= inFlightPerConnectionMax; id++) raw.send(encodeGet(id, Buffer.from('wake/a'), { seq: head + 1, timeoutMs: 10_000 }));
+    await eventually(
+      () => Promise.resolve(metric(node, 'mercury_wire_requests') === inFlightPerConnectionMax),
+      () => `${metric(node, 'mercury_wire_requests')} requests read`,
+    );
+    await connect(node.url).put('wake/b', 'the seq they wait for');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const held = metric(node, 'mercury_wire_output_bytes');
+    assert.ok(held <= outputBytesMax + valueBytes + 64, `the node holds ${held} bytes of answers for a client that reads none`);
+    await healthy(node);
+    raw.socket.resume();
+    for (let i = 0; i < inFlightPerConnectionMax; i++) {
+      const answer = await raw.next(10_000);
+      assert.equal(answer?.type, 0x82, RawWire.message(answer));
+      assert.equal((answer as { value: Buffer }).value.length, valueBytes);
+    }
+    raw.close();
   });
 
   test('wire: connections beyond the per-address cap are refused with OVERLOADED', async () => {

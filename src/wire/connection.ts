@@ -8,7 +8,8 @@
  *
  * Bounds: the reader refuses a frame over the limit from its length field (frames before HELLO: the size of a HELLO);
  * at most `inFlightPerConnectionMax` requests are in flight, and the socket is not read while that many are, or while
- * more than `outputBytesMax` of answers wait for the kernel. Timeouts are enforced by the server's sweep (`sweep`).
+ * more than `outputBytesMax` of answers wait for the kernel; reads that wake from a minSeq wait past that bound are
+ * read when the client takes its answers. Timeouts are enforced by the server's sweep (`sweep`).
  */
 import type { Socket } from 'node:net';
 import {
@@ -67,6 +68,12 @@ export class WireConnection {
   private principal: Principal | undefined;
   private token: string | undefined;
   private inFlight = 0;
+  /**
+   * Reads whose minSeq arrived while the output was over `outputBytesMax`: read once the client has taken enough of
+   * it. They woke together (one seq wakes every read waiting for it), so reading each at once would queue up to
+   * `inFlightPerConnectionMax` answers of the largest value for a client that reads nothing.
+   */
+  private readonly readsWoken: { readonly id: number; readonly key: Buffer }[] = [];
   private readonly out: Buffer[] = [];
   private outBytes = 0;
   private flushScheduled = false;
@@ -95,12 +102,18 @@ export class WireConnection {
     socket.on('error', () => socket.destroy());
     // A client that reads its answers again lets the node read its requests again.
     socket.on('drain', () => {
+      this.readWoken();
       if (this.blocked && this.state !== 'closing') this.pump();
     });
     socket.once('close', () => {
       this.state = 'closing';
       context.onClosed(this);
     });
+  }
+
+  /** Answer bytes this connection holds that its client has not taken: queued here, and in the socket's buffer. */
+  get outputBytes(): number {
+    return this.outBytes + this.socket.writableLength;
   }
 
   /** The token id this connection authenticated with (revocation closes it). */
@@ -155,7 +168,11 @@ export class WireConnection {
   }
 
   private overBounds(): boolean {
-    return this.inFlight >= this.context.limits.inFlightPerConnectionMax || this.outBytes + this.socket.writableLength > this.context.limits.outputBytesMax;
+    return this.inFlight >= this.context.limits.inFlightPerConnectionMax || this.outputFull();
+  }
+
+  private outputFull(): boolean {
+    return this.outputBytes > this.context.limits.outputBytesMax;
   }
 
   private oversized(frame: OversizedFrame): void {
@@ -244,17 +261,30 @@ export class WireConnection {
     if (minSeq !== undefined && minSeq > store.head().seq) {
       const timeoutMs = request.minSeqTimeoutMs ?? MIN_SEQ_WAIT_MS_DEFAULT;
       if (timeoutMs > MIN_SEQ_WAIT_MS_MAX) throw new MercuryError('INVALID_ARGUMENT', `minSeqTimeoutMs must be between 0 and ${MIN_SEQ_WAIT_MS_MAX}, got ${timeoutMs}`);
-      this.track(
-        id,
-        // The token may have been revoked, or narrowed, while the read waited: checked again before it is answered.
-        this.context.node.waitForSeq(minSeq, timeoutMs).then(() => {
-          requireRead(this.currentPrincipal(), key);
-          return this.read(id, key);
-        }),
+      this.context.node.waitForSeq(minSeq, timeoutMs).then(
+        () => {
+          this.readsWoken.push({ id, key });
+          this.readWoken();
+        },
+        (error: unknown) => this.answerError(id, error),
       );
       return;
     }
     this.answer(this.read(id, key));
+  }
+
+  /** Answers the woken reads while the output is within its bound; the rest wait for the socket to drain. */
+  private readWoken(): void {
+    while (this.readsWoken.length > 0 && !this.outputFull() && !this.socket.destroyed) {
+      const { id, key } = this.readsWoken.shift()!;
+      try {
+        // The token may have been revoked, or narrowed, while the read waited: checked again before it is answered.
+        requireRead(this.currentPrincipal(), key);
+        this.answer(this.read(id, key));
+      } catch (error) {
+        this.answerError(id, error);
+      }
+    }
   }
 
   /** The answer to a GET: the record encoded straight from LMDB's read buffer into the frame (no copy in between). */
@@ -342,8 +372,11 @@ export class WireConnection {
     }
     this.out.length = 0;
     this.outBytes = 0;
+    // A write the kernel took at once emits no 'drain': the room it left is used here.
+    this.readWoken();
     if (this.state === 'closing') {
-      if (this.inFlight === 0 && this.finalFrame !== undefined && !this.socket.destroyed) {
+      // Answers of woken reads just queued go out first, with the next flush.
+      if (this.inFlight === 0 && this.out.length === 0 && this.finalFrame !== undefined && !this.socket.destroyed) {
         this.socket.end(this.finalFrame);
         this.finalFrame = undefined;
       }
@@ -392,6 +425,7 @@ export class WireConnection {
       this.fail(new MercuryError('REQUEST_TIMEOUT', `a frame was not received in full within ${frameTimeoutMs} ms; send each frame promptly`));
       return;
     }
-    if (this.inFlight === 0 && this.partialSinceMs === undefined && nowMs - this.lastActivityMs > idleTimeoutMs) this.goAway();
+    // Woken reads wait only for the client to take its answers: a client that stops reading is idle, and goes.
+    if (this.inFlight === this.readsWoken.length && this.partialSinceMs === undefined && nowMs - this.lastActivityMs > idleTimeoutMs) this.goAway();
   }
 }

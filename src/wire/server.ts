@@ -55,6 +55,11 @@ export class WireServer {
     metrics.gauge('mercury_wire_connections', 'Open connections on the wire port.', () => this.connections.size);
     metrics.gauge('mercury_wire_requests', 'Requests (GET, PUT, DELETE) read on the wire port (a counter).', () => this.counts.requests);
     metrics.gauge('mercury_wire_request_errors', 'Requests on the wire port answered with an ERROR (a counter).', () => this.counts.errors);
+    metrics.gauge('mercury_wire_output_bytes', 'Answer bytes held for wire clients that have not read them yet (queued, and in socket buffers).', () => {
+      let bytes = 0;
+      for (const connection of this.connections) bytes += connection.outputBytes;
+      return bytes;
+    });
     metrics.gauge('mercury_wire_connection_errors', 'Wire connections closed for a protocol error, a timeout or a revoked token (a counter).', () => this.counts.connectionErrors);
   }
 
