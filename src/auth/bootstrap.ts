@@ -7,10 +7,10 @@
  * "Holds no token" rather than "first start": a root whose every token was revoked gets a fresh bootstrap token at
  * its next start, so an operator with access to the data directory can always get back in.
  */
-import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { MercuryError, type Txn } from '../api/index.js';
 import { readFileBounded, SMALL_FILE_BYTES_MAX } from '../fs/bounded-read.js';
+import { writeFileDurably } from '../fs/durable.js';
 import { encodeTokenRecord, tokenKey, type TokenRecord } from './records.js';
 import { generateToken, hashSecret, parseToken, TOKEN_CHARS } from './token.js';
 
@@ -45,15 +45,19 @@ export function bootstrapAdmin(dataDir: string, adminTokenFile: string | undefin
   };
 }
 
-/** Writes the token to `path` with mode 0600, replacing the file whole (write a temporary file, fsync, rename). */
+/**
+ * Writes the token to `path` with mode 0600, whole and durably (src/fs/durable.ts), before the root registers it: a
+ * token the root holds whose secret never reached the file would lock every operator out, since a root that holds a
+ * token never makes another. DATA_DIR_INVALID naming the file if it cannot be written; nothing is registered then.
+ */
 export function writeTokenFile(path: string, token: string): void {
-  const temporary = `${path}.tmp`;
-  const fd = openSync(temporary, 'w', 0o600);
   try {
-    writeSync(fd, `${token}\n`);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    writeFileDurably(path, `${token}\n`, 0o600);
+  } catch (error) {
+    throw new MercuryError(
+      'DATA_DIR_INVALID',
+      `the bootstrap admin token could not be written to ${path} (${(error as Error).message}), so none was registered: make the file writable (remove whatever is at that path, free some space) and start again, or give --admin-token-file`,
+      { cause: error },
+    );
   }
-  renameSync(temporary, path);
 }

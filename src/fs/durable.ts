@@ -1,8 +1,10 @@
 /**
  * Durability of files the node and the CLI write outside LMDB (markers, guard state, snapshots saved by the CLI, files
- * written by `mercury sync`): what a rename or a new file needs before it survives a machine crash.
+ * written by `mercury sync`, the root's signing key and bootstrap admin token): what a rename or a new file needs
+ * before it survives a machine crash.
  */
-import { closeSync, fsyncSync, openSync } from 'node:fs';
+import { closeSync, fsyncSync, linkSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 
 /**
  * Flushes a file's writes, or a directory's entries (a rename or a new file in it), to the disk. Opened read-only:
@@ -15,4 +17,30 @@ export function fsyncPath(path: string): void {
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * Writes a small file whole or not at all: into `PATH.tmp` (mode `mode`), fsynced, then renamed over `path`, then the
+ * directory fsynced, so that neither a crash nor a power loss at any point leaves `path` empty or cut short (a file
+ * written in place can be found empty after a power loss even once written: its data was still in the page cache).
+ * `exclusive`: linked instead of renamed, so that a file already at `path` is never replaced (EEXIST). A temporary file
+ * a crash left behind is replaced by the next write.
+ */
+export function writeFileDurably(path: string, data: string | Buffer, mode: number, exclusive = false): void {
+  const temporary = `${path}.tmp`;
+  rmSync(temporary, { force: true });
+  const fd = openSync(temporary, 'wx', mode);
+  try {
+    try {
+      writeFileSync(fd, data);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    if (exclusive) linkSync(temporary, path);
+    else renameSync(temporary, path);
+  } finally {
+    rmSync(temporary, { force: true });
+  }
+  fsyncPath(dirname(path));
 }

@@ -465,14 +465,16 @@ export class MercuryNode {
   }
 
   /**
-   * A root with auth required and no token at all registers an admin token (bootstrap.ts):
-   * committed first, then its secret written to the file, so the file never names a token the root does not know.
+   * A root with auth required and no token at all registers an admin token (bootstrap.ts): its secret written to the
+   * file first (durably), then committed. The other order left a root that crashed, or failed to write the file,
+   * between the two holding a token nobody had, and it never made another: no operator could get in. This way a
+   * crash between the two leaves a file naming a token the root does not know (401), replaced at the next start.
    */
   private async bootstrapAdmin(): Promise<void> {
     if (this.committer === undefined || !this.guard.required || this.tokens.size > 0) return;
     const bootstrap = bootstrapAdmin(this.config.dataDir, this.adminTokenFile, this.clock.nowMs());
-    await this.committer.submit(bootstrap.request);
     if (bootstrap.generated) writeTokenFile(bootstrap.path, bootstrap.token);
+    await this.committer.submit(bootstrap.request);
     this.logger.log('warn', 'no token existed: registered a bootstrap admin token', { file: bootstrap.path, generated: bootstrap.generated });
   }
 

@@ -5,15 +5,17 @@
  * -pubout` write). A public key file may also be given as a private key file: its public half is taken.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
 import { readFileBounded, SMALL_FILE_BYTES_MAX } from '../fs/bounded-read.js';
+import { writeFileDurably } from '../fs/durable.js';
 
 /** Where a root keeps the key it generated, and its public half for operators to hand to replicas. */
 export const SIGNING_KEY_FILE = 'signing-key.pem';
 export const SIGNING_PUBLIC_KEY_FILE = 'signing-key.pub.pem';
 const KEY_FILE_MODE = 0o600;
+const PUBLIC_KEY_FILE_MODE = 0o644;
 
 function readKeyFile(path: string, what: string): Buffer {
   return readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX });
@@ -47,15 +49,23 @@ export function readTrustKey(path: string): KeyObject {
 
 /**
  * The root's signing key: from `file` if given, else the one in the data directory, generated (0600, with its public
- * half beside it) at first start.
+ * half beside it) at first start. Both files are written whole and durably (src/fs/durable.ts), the public half first:
+ * the private key, once there, signs entries that replicas check, so it must never be found empty or cut short after
+ * a crash, and a crash between the two leaves no private key, and the next start makes a new pair. A public half found
+ * missing beside the private key (removed, or lost to a crash of an older version between the two) is written again.
  */
 export function loadOrCreateSigningKey(dataDir: string, file: string | undefined): { key: KeyObject; generated: boolean; path: string } {
   if (file !== undefined) return { key: readSigningKey(file), generated: false, path: file };
   const path = join(dataDir, SIGNING_KEY_FILE);
-  if (existsSync(path)) return { key: readSigningKey(path, 'signing key'), generated: false, path };
+  const publicPath = join(dataDir, SIGNING_PUBLIC_KEY_FILE);
+  if (existsSync(path)) {
+    const key = readSigningKey(path, 'signing key');
+    if (!existsSync(publicPath)) writeFileDurably(publicPath, createPublicKey(key).export({ type: 'spki', format: 'pem' }), PUBLIC_KEY_FILE_MODE);
+    return { key, generated: false, path };
+  }
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-  // wx: never overwrite a key that appeared meanwhile (a second process on the same directory is refused by the lock).
-  writeFileSync(path, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: KEY_FILE_MODE, flag: 'wx' });
-  writeFileSync(join(dataDir, SIGNING_PUBLIC_KEY_FILE), publicKey.export({ type: 'spki', format: 'pem' }), { mode: 0o644 });
+  writeFileDurably(publicPath, publicKey.export({ type: 'spki', format: 'pem' }), PUBLIC_KEY_FILE_MODE);
+  // Exclusive: never replace a key that appeared meanwhile (a second process on the same directory is refused by the lock).
+  writeFileDurably(path, privateKey.export({ type: 'pkcs8', format: 'pem' }), KEY_FILE_MODE, true);
   return { key: privateKey, generated: true, path };
 }

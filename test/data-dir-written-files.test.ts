@@ -1,0 +1,73 @@
+/**
+ * The files a node writes into its data directory besides LMDB's (the bootstrap admin token, the signing key and its
+ * public half), damaged as files. Found by review: a root that failed to write its admin token after registering it
+ * (or crashed between the two) held a token nobody had and never made another, so no operator could get in; a crash
+ * between the private signing key and its public half left the public half missing for good.
+ */
+import assert from 'node:assert/strict';
+import { createPrivateKey, createPublicKey } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { request, requestJson } from './support/http.js';
+import { makeTempDir, removeDir, serveRefused, startServe, stopProcess } from './support/process.js';
+
+describe('data directory: files the node writes', () => {
+  let root: string;
+
+  before(() => {
+    root = makeTempDir('written-files');
+  });
+
+  after(() => removeDir(root));
+
+  test('written files: an admin-token that cannot be written refuses the first start before the token is registered; fixed, the next start writes one that lets the operator in', async () => {
+    const dir = join(root, 'admin-token');
+    mkdirSync(dir, { mode: 0o700 });
+    const file = join(dir, 'admin-token');
+    mkdirSync(file); // what is at the path (here a directory) makes the write fail, as a full disk or a crash would
+    const refused = await serveRefused(dir, ['--auth', 'required']);
+    assert.deepEqual({ code: refused.code, signal: refused.signal }, { code: 1, signal: null }, refused.stderr);
+    assert.match(refused.stderr, /DATA_DIR_INVALID: the bootstrap admin token could not be written to \S+admin-token \(.*\), so none was registered/);
+    rmSync(file, { recursive: true });
+    const node = await startServe(dir, ['--auth', 'required']);
+    try {
+      assert.equal(statSync(file).mode & 0o777, 0o600);
+      const admin = readFileSync(file, 'utf8').trim();
+      const status = await request(node.url, 'GET', '/v1/status', { headers: { authorization: `Bearer ${admin}` } });
+      assert.equal(status.status, 200, status.body.toString());
+      assert.ok(!existsSync(`${file}.tmp`), 'no temporary file is left');
+    } finally {
+      await stopProcess(node.child);
+    }
+  });
+
+  test('written files: a signing key pair that cannot be written whole leaves no private key; the next start makes both, and a public half found missing is written again', async () => {
+    const dir = join(root, 'signing-key');
+    mkdirSync(dir, { mode: 0o700 });
+    const privatePath = join(dir, 'signing-key.pem');
+    const publicPath = join(dir, 'signing-key.pub.pem');
+    mkdirSync(publicPath);
+    const refused = await serveRefused(dir);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.ok(!existsSync(privatePath), 'no private key without its public half');
+    rmSync(publicPath, { recursive: true });
+    writeFileSync(`${privatePath}.tmp`, '-----BEGIN PRIVATE'); // what a crash in the middle of a write leaves
+    const publicOf = (): string => createPublicKey(createPrivateKey(readFileSync(privatePath))).export({ type: 'spki', format: 'pem' }).toString();
+    let node = await startServe(dir);
+    try {
+      await requestJson(node.url, 'PUT', '/v1/kv/k', { body: 'v' });
+      assert.equal(statSync(privatePath).mode & 0o777, 0o600);
+      assert.equal(readFileSync(publicPath, 'utf8'), publicOf());
+      assert.ok(!existsSync(`${privatePath}.tmp`) && !existsSync(`${publicPath}.tmp`), 'no temporary file is left');
+    } finally {
+      await stopProcess(node.child, 'SIGTERM');
+    }
+    const key = readFileSync(privatePath);
+    rmSync(publicPath);
+    node = await startServe(dir);
+    await stopProcess(node.child, 'SIGTERM');
+    assert.ok(readFileSync(privatePath).equals(key), 'the same key');
+    assert.equal(readFileSync(publicPath, 'utf8'), publicOf());
+  });
+});
