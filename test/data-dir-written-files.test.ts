@@ -1,16 +1,21 @@
 /**
  * The files a node writes into its data directory besides LMDB's (the bootstrap admin token, the signing key and its
- * public half), damaged as files. Found by review: a root that failed to write its admin token after registering it
- * (or crashed between the two) held a token nobody had and never made another, so no operator could get in; a crash
- * between the private signing key and its public half left the public half missing for good.
+ * public half), and small files it reads back from there (the unsynced guard's state, the directory lock), damaged as
+ * files. Found by review: a root that failed to write its admin token after registering it (or crashed between the
+ * two) held a token nobody had and never made another, so no operator could get in; a crash between the private
+ * signing key and its public half left the public half missing for good; a multi-GB guard state or lock file was read
+ * whole (4 GB of memory for 16 s on a 3 GiB file) and then failed the start naming no file.
  */
 import assert from 'node:assert/strict';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { request, requestJson } from './support/http.js';
 import { makeTempDir, removeDir, serveRefused, startServe, stopProcess } from './support/process.js';
+
+/** Sparse, so the disk holds none of it; big enough that reading it whole fails (a string over 512 MiB). */
+const HUGE_FILE_BYTES = 1024 * 1024 * 1024;
 
 describe('data directory: files the node writes', () => {
   let root: string;
@@ -69,5 +74,51 @@ describe('data directory: files the node writes', () => {
     await stopProcess(node.child, 'SIGTERM');
     assert.ok(readFileSync(privatePath).equals(key), 'the same key');
     assert.equal(readFileSync(publicPath, 'utf8'), publicOf());
+  });
+});
+
+describe('data directory: small files read back, damaged to a huge size', () => {
+  let root: string;
+
+  before(() => {
+    root = makeTempDir('huge-files');
+  });
+
+  after(() => removeDir(root));
+
+  test('huge files: a replica whose unsynced-guard state file is 1 GiB takes it for damaged, without reading it: its data is discarded and it starts', async () => {
+    const dir = join(root, 'guard');
+    // A replica of an upstream that is not there: it starts, writes its guard state, and stops cleanly.
+    let node = await startServe(dir, ['--upstream', '127.0.0.1:9']);
+    await stopProcess(node.child, 'SIGTERM');
+    const state = join(dir, 'unsynced-guard.json');
+    truncateSync(state, HUGE_FILE_BYTES);
+    node = await startServe(dir, ['--upstream', '127.0.0.1:9']);
+    try {
+      assert.match(node.stderr(), /discarded the replica data/);
+      assert.ok(statSync(state).size < 4096, 'the state is written again');
+    } finally {
+      await stopProcess(node.child);
+    }
+  });
+
+  test('huge files: a mercury.lock of 1 GiB is refused without reading it, naming it; removed, the node starts with its data', async () => {
+    const dir = join(root, 'lock');
+    let node = await startServe(dir);
+    await requestJson(node.url, 'PUT', '/v1/kv/k', { body: 'kept' });
+    await stopProcess(node.child, 'SIGTERM');
+    const lock = join(dir, 'mercury.lock');
+    writeFileSync(lock, '');
+    truncateSync(lock, HUGE_FILE_BYTES);
+    const refused = await serveRefused(dir);
+    assert.deepEqual({ code: refused.code, signal: refused.signal }, { code: 1, signal: null }, refused.stderr);
+    assert.match(refused.stderr, /DATA_DIR_INVALID: \S+mercury\.lock is 1073741824 bytes, not the lock file Mercury makes; with no mercury process on \S+, remove it and start again/);
+    rmSync(lock);
+    node = await startServe(dir);
+    try {
+      assert.equal((await request(node.url, 'GET', '/v1/kv/k')).body.toString(), 'kept');
+    } finally {
+      await stopProcess(node.child);
+    }
   });
 });

@@ -19,7 +19,8 @@
  * An empty lock file is a starter between creating the file and writing it, or what a crash or a power loss left of
  * one (the contents are fsynced, but a power loss between the create and the fsync leaves the file empty). Which of the
  * two, its age tells: older than LOCK_EMPTY_STALE_MS it is stale and taken over; younger, the start is refused, saying
- * so. A lock path that is not a file (a directory) was not made by Mercury and is refused, naming it.
+ * so. A lock path that is not a file (a directory), or a file larger than LOCK_BYTES_MAX, was not made by Mercury and
+ * is refused, naming it.
  *
  * `mercury sync` locks its DIR the same way (`lockDirectory`, with its own file name `.mercury-sync-lock`): two syncs
  * on one DIR would overwrite each other's state and delete each other's files.
@@ -38,6 +39,8 @@ const LOCK_ATTEMPTS_MAX = 5;
  * seconds on a stalled machine); one emptied by a power loss is at least a reboot old.
  */
 const LOCK_EMPTY_STALE_MS = 10_000;
+/** A lock file holds a few hundred bytes (a host name is at most 64); a larger one is not Mercury's. */
+const LOCK_BYTES_MAX = 4096;
 
 export interface LockHolder {
   readonly pid: number;
@@ -176,11 +179,10 @@ export function lockDirectory(dir: string, nowIso: string, { file, what }: { rea
 function readLock(dir: string, path: string): { entry: Stats; text: string } | undefined {
   try {
     const entry = lstatSync(path);
-    if (!entry.isFile())
-      throw new MercuryError(
-        'DATA_DIR_INVALID',
-        `${path} is ${entry.isDirectory() ? 'a directory' : 'not a regular file'}, not the lock file Mercury makes; with no mercury process on ${dir}, remove it and start again`,
-      );
+    // Not read if larger than any lock Mercury writes: a multi-GB file was read whole, then failed naming no file.
+    const kind = !entry.isFile() ? (entry.isDirectory() ? 'a directory' : 'not a regular file') : entry.size > LOCK_BYTES_MAX ? `${entry.size} bytes` : undefined;
+    if (kind !== undefined)
+      throw new MercuryError('DATA_DIR_INVALID', `${path} is ${kind}, not the lock file Mercury makes; with no mercury process on ${dir}, remove it and start again`);
     return { entry, text: readFileSync(path, 'utf8') };
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;

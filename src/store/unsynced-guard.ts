@@ -13,9 +13,10 @@
  *   bootstraps again from a snapshot. Otherwise the files are intact. Then {bootId, clean: false} is written.
  * - close: after the environment is closed, the data file is fsynced, and only then {clean: true} is written.
  *
- * A state file that does not hold such an object (torn, or damaged into other JSON such as `null`) says nothing of
- * the last stop, so the data is discarded as after a machine crash. A state path that is not a file (a directory) was
- * not made here: the start is refused, naming it, before anything is touched.
+ * A state file that does not hold such an object (torn, damaged into other JSON such as `null`, or larger than
+ * STATE_BYTES_MAX, which is not read) says nothing of the last stop, so the data is discarded as after a machine
+ * crash. A state path that is not a file (a directory) was not made here: the start is refused, naming it, before
+ * anything is touched.
  */
 import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -27,6 +28,8 @@ const STATE_FILE = 'unsynced-guard.json';
 /** The marker first: removed with the data, it must not outlive it (data-files.ts). */
 const DISCARDED_FILES = [INITIALISED_FILE, DATA_FILE, LMDB_LOCK_FILE];
 const BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id';
+/** The state file holds about 70 bytes; one larger than this is damaged. */
+const STATE_BYTES_MAX = 4096;
 
 interface GuardState {
   readonly bootId: string;
@@ -49,8 +52,11 @@ function isGuardState(value: unknown): value is GuardState {
 
 /** The recorded state; undefined if the file is torn or damaged; 'none' if there is no state file. */
 function readState(dir: string, statePath: string): GuardState | undefined | 'none' {
+  let bytes: number;
   try {
-    if (!lstatSync(statePath).isFile())
+    const entry = lstatSync(statePath);
+    bytes = entry.size;
+    if (!entry.isFile())
       throw new MercuryError(
         'DATA_DIR_INVALID',
         `${statePath} is not a file, so whether this replica's data survived its last stop is unknown. With no mercury process on ${dir}, remove it and the data files (data.mdb, lock.mdb: the replica fetches its data again from its upstream), then start again.`,
@@ -59,6 +65,8 @@ function readState(dir: string, statePath: string): GuardState | undefined | 'no
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 'none';
     throw error;
   }
+  // Damaged, whatever it holds: not read (a multi-GB file was read whole, then failed the start naming no file).
+  if (bytes > STATE_BYTES_MAX) return undefined;
   try {
     const parsed: unknown = JSON.parse(readFileSync(statePath, 'utf8'));
     return isGuardState(parsed) ? parsed : undefined;
