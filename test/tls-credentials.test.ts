@@ -3,14 +3,14 @@
  * manager's rename swap included), a bad set keeps the previous one, and which hosts count as loopback.
  */
 import assert from 'node:assert/strict';
-import { copyFileSync, renameSync } from 'node:fs';
+import { copyFileSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { silentLogger } from '../src/logging/index.js';
 import { TLS_RELOAD_POLL_MS, TlsCredentials, isLoopbackHost, tlsFailureReason, type TlsMaterial } from '../src/net/index.js';
 import { testCertificates } from './support/certs.js';
 import { ManualClock } from './support/manual-clock.js';
-import { makeTempDir, removeDir } from './support/process.js';
+import { makeTempDir, removeDir, serveRefused } from './support/process.js';
 
 const certs = testCertificates();
 const dir = makeTempDir('tls-credentials');
@@ -58,6 +58,30 @@ test('tls credentials: unreadable or mismatched files at start are CONFIG_INVALI
     code: 'CONFIG_INVALID',
     message: /--tls-key .* does not go with --tls-cert/,
   });
+});
+
+test('tls credentials: a CA bundle cut short or damaged inside a certificate is refused, naming --tls-ca, at start (a real serve) and on reload (found by review: OpenSSL kept the CAs before it without a word)', async () => {
+  const bundle = Buffer.concat([readFileSync(certs.otherCa.certPath), readFileSync(certs.ca.certPath)]);
+  const second = bundle.indexOf('-----BEGIN CERTIFICATE-----', 1);
+  const cut = join(dir, 'ca-cut.pem');
+  writeFileSync(cut, bundle.subarray(0, second + 200)); // a copy interrupted inside the cluster CA
+  const refused = await serveRefused(join(dir, 'cut-data'), ['--tls-cert', certs.node.certPath, '--tls-key', certs.node.keyPath, '--tls-ca', cut]);
+  assert.deepEqual({ code: refused.code, signal: refused.signal }, { code: 2, signal: null }, refused.stderr);
+  assert.match(refused.stderr, /CONFIG_INVALID: --tls-ca \S+ca-cut\.pem is cut short: 1 of its 2 PEM blocks have no END line; give the whole CA file/);
+
+  const damaged = Buffer.from(bundle);
+  damaged.fill('A', second + 100, second + 300); // whole, but not a certificate any more
+  const paths = { certPath: certs.node.certPath, keyPath: certs.node.keyPath, caPath: join(dir, 'ca-bundle.pem') };
+  writeFileSync(paths.caPath, bundle);
+  const credentials = new TlsCredentials(paths, silentLogger);
+  const clock = new ManualClock();
+  credentials.watch(clock);
+  writeFileSync(paths.caPath, damaged);
+  clock.advance(TLS_RELOAD_POLL_MS);
+  assert.equal(credentials.reloadFailures, 1);
+  assert.ok(credentials.current().ca.equals(bundle), 'the whole bundle is kept');
+  assert.throws(() => new TlsCredentials(paths, silentLogger), { code: 'CONFIG_INVALID', message: /--tls-ca \S+: certificate 2 of 2 is damaged/ });
+  credentials.close();
 });
 
 test('tls: loopback hosts are 127.0.0.0/8, ::1 and localhost; wildcard and other addresses are not', () => {
