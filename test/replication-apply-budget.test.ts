@@ -115,4 +115,39 @@ describe('replication - a turn of range deletes on a catching-up replica', () =>
     const rootLog = new Map((await auditLog(root.url)).map((entry) => [entry.seq, entry]));
     for (const entry of await auditLog(replica.url)) assert.deepEqual(entry, rootLog.get(entry.seq), `entry ${entry.seq} differs from the root's`);
   });
+
+  test('replication: an entry of many range deletes over the same keys costs a replica a count of its budget, not of every op (found by review)', async () => {
+    // Found by review: to size a turn, the replica counted the keys of every range delete of an entry against the store
+    // as it stood before the entry, so one transaction of TXN_OPS_MAX deletes of one populated prefix (which the root
+    // accepts: only the first removes keys) made every replica count the prefix's keys once per op, 10,000 x 20,000
+    // keys in one turn, about 12 s with its reads, watches, timers and children waiting. A hostile upstream can send
+    // such an entry without a root. Now the count stops once the turn's budget is known to be spent.
+    const { root, replica } = tree!;
+    const keys = 20_000;
+    for (let from = 0; from < keys; from += 10_000) {
+      const success = Array.from({ length: 10_000 }, (_, i) => ({ op: 'put', key: `same/${String(from + i).padStart(5, '0')}`, value: 'v' }));
+      await requestJson(root.url, 'POST', '/v1/txn', { body: JSON.stringify({ success }), headers: { 'content-type': 'application/json' } });
+    }
+    await caughtUp(tree!);
+    // The longest this process's event loop (the replica's) went without running a timer while it applied the entry.
+    let longestGapMs = 0;
+    let lastMs = performance.now();
+    const probe = setInterval(() => {
+      const nowMs = performance.now();
+      longestGapMs = Math.max(longestGapMs, nowMs - lastMs);
+      lastMs = nowMs;
+    }, 10);
+    try {
+      const success = Array.from({ length: 10_000 }, () => ({ op: 'deletePrefix', prefix: 'same/' }));
+      const response = await request(root.url, 'POST', '/v1/txn', { body: JSON.stringify({ success }), headers: { 'content-type': 'application/json' } });
+      assert.equal(response.status, 200, response.body.toString());
+      await caughtUp(tree!);
+    } finally {
+      clearInterval(probe);
+    }
+    const remaining = await requestJson<{ items: unknown[] }>(replica.url, 'GET', '/v1/kv?prefix=same/&limit=10');
+    assert.equal(remaining.items.length, 0, 'every key of the prefix is gone');
+    // Counting the prefix once per op held the loop for seconds (12 s on the 2-core machine); once is a few ms.
+    assert.ok(longestGapMs < 2_000, `the replica's event loop stood still for ${Math.round(longestGapMs)} ms`);
+  });
 });
