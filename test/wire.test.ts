@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { encodeDelete, encodeGet, encodeHello, encodePut } from '../src/api/index.js';
@@ -228,6 +229,44 @@ describe('wire: multiplexing', () => {
 });
 
 describe('wire: hostile input', () => {
+  test('wire: a PUT reserves its value in the node\'s budget of request bodies, shared with HTTP, and is refused past it', async () => {
+    // Review A (2026-12-05): a wire PUT reserved nothing, so a replica whose upstream stalled held every PUT its wire
+    // clients sent (connections x 1,024 in flight x the largest value) where HTTP refuses past bodyBytesInFlightMax.
+    // A transaction whose body stops after a byte holds its declared length, the whole budget (set to the smallest the
+    // limits allow, one JSON body); a wire PUT no longer fits.
+    const valueMax = NODE_LIMITS_TEST.commit.valueBytesMax;
+    const budget = NODE_LIMITS_TEST.http.jsonBodyBytesMax;
+    const limits = validateNodeLimits(withLimits(NODE_LIMITS_TEST, { http: { bodyBytesInFlightMax: budget } }));
+    const node = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'body-budget'), port: 0 }), { auth: 'off', limits });
+    nodes.push(node);
+    const reserved = (): number => metric(node, 'mercury_http_body_bytes_in_flight');
+    const held = createConnection(Number(new URL(node.url).port), '127.0.0.1');
+    held.on('error', () => {});
+    held.write(`POST /v1/txn HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${budget}\r\n\r\n{`);
+    await eventually(
+      () => Promise.resolve(reserved() === budget),
+      () => `${reserved()} body bytes reserved, ${budget} expected`,
+    );
+    const raw = await RawWire.ready(node.wireUrl);
+    raw.send(encodePut(1, Buffer.from('budget/over'), Buffer.alloc(valueMax, 0x61)));
+    const refused = await raw.next();
+    assert.equal(RawWire.code(refused), 'BODY_BUDGET_EXCEEDED', RawWire.message(refused));
+    assert.match(RawWire.message(refused), new RegExp(`accepts at most ${budget} at once`));
+    assert.equal(metric(node, 'mercury_http_body_budget_refusals_total'), 1);
+    // The body given up, its bytes come back and the same PUT goes through, giving its bytes back once answered.
+    held.destroy();
+    await eventually(
+      () => Promise.resolve(reserved() === 0),
+      () => `${reserved()} body bytes still reserved`,
+    );
+    raw.send(encodePut(2, Buffer.from('budget/over'), Buffer.alloc(valueMax, 0x61)));
+    const written = await raw.next();
+    assert.equal(written?.id, 2);
+    assert.equal(RawWire.code(written), undefined, RawWire.message(written));
+    assert.equal(reserved(), 0);
+    raw.close();
+  });
+
   test('wire: garbage, wrong first frames and unknown types are refused with a precise ERROR, and the node serves on', async () => {
     const cases: [string, Buffer, RegExp][] = [
       ['length below the header', Buffer.from([0, 0, 0, 2, 1, 1]), /length 2 is below/],

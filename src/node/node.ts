@@ -21,7 +21,7 @@ import { silentLogger, type Logger } from '../logging/index.js';
 import { COUNT_BUCKETS, Registry, SECONDS_BUCKETS } from '../metrics/index.js';
 import { TlsCredentials, clientTlsOptions, serverTlsOptions, type TlsMaterial } from '../net/index.js';
 import { ReplicationClient, ReplicationServer, StoreLogSource, type Heartbeat } from '../replication/index.js';
-import { clientCertificateRefusal, createApiHandler, createHttpServer, requestRefusal, type NodeApi, type RequestPolicy } from '../server/index.js';
+import { BodyBudget, clientCertificateRefusal, createApiHandler, createHttpServer, requestRefusal, type NodeApi, type RequestPolicy } from '../server/index.js';
 import { readersFull, refusedAtStart, Store } from '../store/index.js';
 import { AuthGuard, AUTH_MODES, bootstrapAdmin, parseToken, TOKEN_CHARS, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
 import { prefixEnd } from '../api/index.js';
@@ -274,7 +274,9 @@ export class MercuryNode {
       this.logger.log('warn', 'TLS connection refused', { port, reason, remote, error: message });
     };
     const onHttpTlsRejected = onTlsRejected('http');
-    this.server = createHttpServer(createApiHandler(api, this.limits.http), this.limits.http, this.clock, { tls: material, onRejected: onHttpTlsRejected });
+    // One budget of request bodies for the HTTP API and the wire port's PUTs (src/server/body-budget.ts).
+    const bodyBudget = new BodyBudget(this.limits.http.bodyBytesInFlightMax);
+    this.server = createHttpServer(createApiHandler(api, this.limits.http, bodyBudget), this.limits.http, this.clock, { tls: material, onRejected: onHttpTlsRejected });
     const policy = this.requestPolicy;
     this.watchHub = new WatchHub({
       store: this.store,
@@ -308,6 +310,7 @@ export class MercuryNode {
       node: {
         store: this.store,
         valueBytesMax: this.limits.commit.valueBytesMax,
+        bodyBudget,
         write: (request, caller) => api.write(request, caller),
         waitForSeq: (seq, timeoutMs) => api.waitForSeq(seq, timeoutMs),
         authenticate: (token, socket) => this.guard.authenticateConnection(token, socket),

@@ -50,10 +50,18 @@ function answerPreflight(req: IncomingMessage, res: ServerResponse, crossOrigin:
   res.end();
 }
 
-export function createApiHandler(node: NodeApi, limits: HttpLimits = HTTP_LIMITS): (req: IncomingMessage, res: ServerResponse) => void {
-  const budgetRefusals = node.metrics.counter('mercury_http_body_budget_refusals_total', 'Request bodies refused with BODY_BUDGET_EXCEEDED.');
-  const budget = new BodyBudget(limits.bodyBytesInFlightMax, () => budgetRefusals.inc());
-  node.metrics.gauge('mercury_http_body_bytes_in_flight', 'Request body bytes reserved by requests not yet answered.', () => budget.bytesInFlight);
+/**
+ * `budget`: the node's budget of request bodies in flight (`limits.bodyBytesInFlightMax`), shared with the wire
+ * port's PUTs (node.ts), so that neither port can hold more than the other allows; one of its own when not given.
+ */
+export function createApiHandler(
+  node: NodeApi,
+  limits: HttpLimits = HTTP_LIMITS,
+  budget: BodyBudget = new BodyBudget(limits.bodyBytesInFlightMax),
+): (req: IncomingMessage, res: ServerResponse) => void {
+  const budgetRefusals = node.metrics.counter('mercury_http_body_budget_refusals_total', 'Request bodies refused with BODY_BUDGET_EXCEEDED (HTTP bodies and wire-port PUTs).');
+  budget.onRefused(() => budgetRefusals.inc());
+  node.metrics.gauge('mercury_http_body_bytes_in_flight', 'Request body bytes reserved by requests not yet answered (HTTP bodies and wire-port PUTs).', () => budget.bytesInFlight);
   const requests = node.metrics.counter('mercury_http_requests_total', 'HTTP requests by route, method and status.');
   const seconds = node.metrics.histogram('mercury_http_request_seconds', 'HTTP request duration.', SECONDS_BUCKETS);
   const internal = (error: unknown): void => node.log('internal error', { error: String((error as Error)?.stack ?? error) });

@@ -6,16 +6,19 @@
  * queued (docs/decisions.md, record 26). Accounting only; no I/O.
  */
 import assert from 'node:assert/strict';
+import { MercuryError } from '../errors/index.js';
 
 export class BodyBudget {
   private inFlight = 0;
+  private refused: () => void = () => {};
 
-  /** `onRefused` counts refusals (a metric). */
-  constructor(
-    readonly bytesMax: number,
-    private readonly onRefused: () => void = () => {},
-  ) {
+  constructor(readonly bytesMax: number) {
     assert.ok(Number.isSafeInteger(bytesMax) && bytesMax > 0);
+  }
+
+  /** `count` is called at each refusal (a metric). */
+  onRefused(count: () => void): void {
+    this.refused = count;
   }
 
   /** Bytes reserved by bodies not yet answered. */
@@ -27,11 +30,20 @@ export class BodyBudget {
   tryReserve(bytes: number): boolean {
     assert.ok(Number.isSafeInteger(bytes) && bytes >= 0);
     if (this.inFlight + bytes > this.bytesMax) {
-      this.onRefused();
+      this.refused();
       return false;
     }
     this.inFlight += bytes;
     return true;
+  }
+
+  /** BODY_BUDGET_EXCEEDED (503) for a body of `bytes` that did not fit. */
+  refusal(bytes: number): MercuryError {
+    return new MercuryError(
+      'BODY_BUDGET_EXCEEDED',
+      `the node holds ${this.inFlight} bytes of request bodies and accepts at most ${this.bytesMax} at once; this body needs ${bytes} more; retry after Retry-After`,
+      { details: { limit: this.bytesMax } },
+    );
   }
 
   release(bytes: number): void {

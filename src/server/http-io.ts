@@ -218,14 +218,6 @@ export interface BodyOptions {
   readonly onChunk?: (chunk: Buffer) => void;
 }
 
-function budgetExceeded(budget: BodyBudget, bytes: number): MercuryError {
-  return new MercuryError(
-    'BODY_BUDGET_EXCEEDED',
-    `the node holds ${budget.bytesInFlight} bytes of request bodies and accepts at most ${budget.bytesMax} at once; this body needs ${bytes} more; retry after Retry-After`,
-    { details: { limit: budget.bytesMax } },
-  );
-}
-
 /**
  * Reads the whole body within `options.bytesMax` and the node's in-flight `budget` (reserved from the declared length
  * before the first byte is read, or as a chunked body arrives; released once `res` is done). A body refused while it
@@ -252,7 +244,7 @@ export function readBody(req: IncomingMessage, res: ServerResponse, budget: Body
     // Refused before a byte is kept; dropped as it arrives, so that the answer reaches a client that sends anyway.
     discarding.add(req);
     req.resume();
-    return Promise.reject(budgetExceeded(budget, declared));
+    return Promise.reject(budget.refusal(declared));
   }
   return new Promise((resolve, reject) => {
     const body = new BodyBytes(declared);
@@ -280,7 +272,7 @@ export function readBody(req: IncomingMessage, res: ServerResponse, budget: Body
     function onData(chunk: Buffer): void {
       const total = body.bytes + chunk.length;
       if (total > bytesMax) return fail(tooLarge(total));
-      if (total > reserved && !reserve(total - reserved)) return fail(budgetExceeded(budget, total - reserved));
+      if (total > reserved && !reserve(total - reserved)) return fail(budget.refusal(total - reserved));
       try {
         onChunk?.(chunk);
       } catch (error) {

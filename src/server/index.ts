@@ -1,4 +1,5 @@
 export { createApiHandler } from './api.js';
+export { BodyBudget } from './body-budget.js';
 export type { NodeApi } from './api.js';
 export { HTTP_LIMITS, clientCertificateRefusal, createHttpServer } from './http-server.js';
 export type { HttpLimits, HttpSecurity } from './http-server.js';

@@ -300,9 +300,14 @@ export class WireConnection {
     if (value.length > node.valueBytesMax) throw valueTooLarge(value.length, node.valueBytesMax);
     const principal = this.currentPrincipal();
     requireKeyWrite(principal, key, ifModSeq !== undefined);
-    const result = await node.write(putRequest(key, value, ifModSeq), this.caller(principal));
-    if (!result.succeeded) throw compareFailed(node.store, key, ifModSeq!, result.seq);
-    return encodeWritten(id, result.seq, false);
+    if (!node.bodyBudget.tryReserve(value.length)) throw node.bodyBudget.refusal(value.length);
+    try {
+      const result = await node.write(putRequest(key, value, ifModSeq), this.caller(principal));
+      if (!result.succeeded) throw compareFailed(node.store, key, ifModSeq!, result.seq);
+      return encodeWritten(id, result.seq, false);
+    } finally {
+      node.bodyBudget.release(value.length);
+    }
   }
 
   private async delete(request: Extract<WireRequest, { type: typeof WireFrameType.DELETE }>): Promise<Buffer> {
