@@ -144,11 +144,19 @@ export interface Selected {
 }
 
 /**
- * A prime below 2^26: a fingerprint step (h * base + byte) stays below 2^53, exact in a double. Two such hashes
- * under bases drawn at random per index make a 52-bit fingerprint no client can aim at: it chooses keys and
- * prefixes, not the bases.
+ * A prime below 2^26: a fingerprint step (h * base + byte) stays below 2^53, exact in a double. The base is drawn at
+ * random per index, so a client that chooses keys and prefixes cannot aim at a collision: two different strings of n
+ * bytes collide for at most n of the prime's bases (a polynomial of degree n has at most n roots), a chance below
+ * 2^-16 for the longest key. A collision costs one comparison of bytes, never a wrong match.
  */
 const FINGERPRINT_PRIME = 67_108_859;
+
+/** Whether `key` starts with `prefix` (no longer than it): short prefixes in a loop, cheaper than a native call. */
+function startsWith(key: Buffer, prefix: Buffer): boolean {
+  if (prefix.length > 32) return prefix.compare(key, 0, prefix.length) === 0;
+  for (let i = 0; i < prefix.length; i++) if (key[i] !== prefix[i]) return false;
+  return true;
+}
 
 /** Finds, for an entry, every registered selection with at least one event, and those events (live path). */
 export class SelectionIndex<G extends Selected> {
@@ -160,8 +168,7 @@ export class SelectionIndex<G extends Selected> {
   private readonly lengthCounts = new Map<number, number>();
   private lengths: number[] = [];
   private readonly groups = new Set<G>();
-  private readonly base1 = randomInt(256, FINGERPRINT_PRIME);
-  private readonly base2 = randomInt(256, FINGERPRINT_PRIME);
+  private readonly base = randomInt(256, FINGERPRINT_PRIME);
 
   get size(): number {
     return this.groups.size;
@@ -210,41 +217,11 @@ export class SelectionIndex<G extends Selected> {
     }
   }
 
-  /** Two polynomial hashes of `bytes` modulo FINGERPRINT_PRIME, as one number below 2^52 (what `match` computes). */
+  /** A polynomial hash of `bytes` modulo FINGERPRINT_PRIME (what `match` computes a byte at a time). */
   private fingerprint(bytes: Buffer): number {
-    let h1 = 0;
-    let h2 = 0;
-    for (let i = 0; i < bytes.length; i++) {
-      h1 = (h1 * this.base1 + bytes[i]! + 1) % FINGERPRINT_PRIME;
-      h2 = (h2 * this.base2 + bytes[i]! + 1) % FINGERPRINT_PRIME;
-    }
-    return h1 * FINGERPRINT_PRIME + h2;
-  }
-
-  /**
-   * The groups whose prefix `key` starts with. The key's fingerprint is extended a byte at a time, and looked up at
-   * each registered length: one pass over the key's bytes up to the longest prefix. Looking up each length's slice of
-   * the key as text instead hashed the slice each time, a cost of lengths x key bytes per key: a client that
-   * registered prefixes of 1,022 lengths made a transaction of 2,000 1 KiB keys cost 3.4 s of the node's loop.
-   */
-  private prefixesOf(key: Buffer, visit: (groups: G[]) => void): void {
-    const lengths = this.lengths;
-    let next = 0;
-    let h1 = 0;
-    let h2 = 0;
-    // `length` bytes of the key are in the fingerprint; the empty prefix (every key) is length 0.
-    for (let length = 0; next < lengths.length; length++) {
-      if (lengths[next] === length) {
-        next++;
-        const candidates = this.byFingerprint.get(h1 * FINGERPRINT_PRIME + h2);
-        // A fingerprint may collide (by chance only): the bytes decide.
-        if (candidates !== undefined)
-          for (const { bytes, text } of candidates) if (bytes.length === length && bytes.compare(key, 0, length) === 0) visit(this.byPrefix.get(text)!);
-      }
-      if (length === key.length) break;
-      h1 = (h1 * this.base1 + key[length]! + 1) % FINGERPRINT_PRIME;
-      h2 = (h2 * this.base2 + key[length]! + 1) % FINGERPRINT_PRIME;
-    }
+    let hash = 0;
+    for (let i = 0; i < bytes.length; i++) hash = (hash * this.base + bytes[i]! + 1) % FINGERPRINT_PRIME;
+    return hash;
   }
 
   /** Events per group, for the groups `wanted` accepts and that select anything in `entry`. */
@@ -268,14 +245,34 @@ export class SelectionIndex<G extends Selected> {
         return;
       }
       if (isReservedKey(op.key)) return; // token records: never sent to a watcher
-      this.prefixesOf(op.key, (groups) => {
-        for (const group of groups) {
-          const { puts, deletes, keysOnly, authors } = group.selection.filters;
-          if ((op.type === 'put' ? !puts : !deletes) || !wanted(group)) continue;
-          // A canonical selection has no nested prefixes, so a key matches at most one prefix of a group.
-          push(group, cache.event(index, keysOnly, authors));
+      // The groups whose prefix the key starts with: the key's fingerprint is extended a byte at a time and looked up
+      // at each registered length, one pass over its bytes up to the longest prefix. Looking up each length's slice of
+      // the key as text instead hashed the slice each time, lengths x key bytes per key: a client that registered
+      // prefixes of 1,022 lengths made a transaction of 2,000 1 KiB keys cost 3.4 s of the node's loop.
+      const key = op.key;
+      const lengths = this.lengths;
+      let next = 0;
+      let hash = 0;
+      // `length` bytes of the key are in `hash`; the empty prefix (every key) is length 0.
+      for (let length = 0; next < lengths.length; length++) {
+        if (lengths[next] === length) {
+          next++;
+          const candidates = this.byFingerprint.get(hash);
+          if (candidates !== undefined)
+            for (const { bytes, text } of candidates) {
+              // A fingerprint may collide (by chance only): the bytes decide.
+              if (bytes.length !== length || !startsWith(key, bytes)) continue;
+              for (const group of this.byPrefix.get(text)!) {
+                const { puts, deletes, keysOnly, authors } = group.selection.filters;
+                if ((op.type === 'put' ? !puts : !deletes) || !wanted(group)) continue;
+                // A canonical selection has no nested prefixes, so a key matches at most one prefix of a group.
+                push(group, cache.event(index, keysOnly, authors));
+              }
+            }
         }
-      });
+        if (length === key.length) break;
+        hash = (hash * this.base + key[length]! + 1) % FINGERPRINT_PRIME;
+      }
     });
     return result;
   }
