@@ -14,6 +14,8 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { sealEntry } from '../src/log/index.js';
 import { FrameDecoder, REPLICATION_LIMITS, SnapshotDigest, decodeMessage, encodeEntries, encodeMessage, encodeSnapshotRecord, type HelloMessage } from '../src/replication/index.js';
+import { sampleResident } from './support/hostile.js';
+import { metricValue } from './support/http.js';
 import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
 import { eventually, statusOf } from './support/tree.js';
 
@@ -180,5 +182,61 @@ describe('hostile input - what an upstream sends', () => {
     assert.ok(upstream.streamed[0]! < 24 * MiB, `the first connection carried ${upstream.streamed[0]} bytes`);
     assert.equal(replica.child.exitCode, null, 'the replica keeps running');
     assert.equal((await statusOf(replica)).seq, 0, 'nothing installed');
+  });
+
+  test('replication: an upstream that ignores the flow-control window cannot make a replica hold more than its bound', async (t) => {
+    // Found by review: the replica decoded and held whatever it read, so an upstream that never waited for ACKs (a relay
+    // replaying a genuine signed backlog would do) took it to 1.8 GB for 129 MB of entries of 10,000 puts each. Now it
+    // stops reading once the held entries weigh `replicaHeldBytesMax` (32 MiB), and TCP holds the rest back.
+    const entryOps = 10_000;
+    const entries = 150;
+    const snapshotHash = Buffer.alloc(32, 9);
+    const frames: Buffer[] = [];
+    let head: { seq: number; hash: Buffer } = { seq: 1, hash: snapshotHash };
+    for (let i = 0; i < entries; i++) {
+      const ops = Array.from({ length: entryOps }, (_, j) => ({ type: 'put' as const, key: Buffer.from(`k${j}`), value: Buffer.from('v') }));
+      const sealed = sealEntry({ seq: head.seq + 1, timeMs: Date.now(), ops }, head.hash);
+      frames.push(encodeEntries([sealed.record]));
+      head = sealed.entry;
+    }
+    const upstream = await fakeUpstream(
+      (hello) =>
+        hello.head.seq !== 0
+          ? [] // a reconnection would mean the replica dropped the stream: the test fails on the seq below
+          : [
+              encodeMessage({ type: 'welcome', datasetId: 'dataset-flood', nodeId: 'flooding-upstream', httpUrl: '', path: ['flooding-upstream'], head: { seq: 1, hash: snapshotHash }, mode: 'snapshot', fromSeq: 0 }),
+              encodeMessage({ type: 'snapshotBegin', seq: 1, hash: snapshotHash, keyCount: 0, signed: false }),
+              encodeMessage({ type: 'snapshotEnd', digest: new SnapshotDigest().digest(), signature: undefined }),
+            ],
+      // Every entry at once, as fast as the socket drains: no ACK is ever waited for.
+      (i) => frames[i],
+    );
+    upstreams.push(upstream);
+    const replica = await startServe(join(dir, 'flooded-replica'), ['--upstream', upstream.address]);
+    replicas.push(replica);
+    const resident = sampleResident(replica.child.pid!);
+    let heldPeak = 0;
+    let flooding = true;
+    const sampling = (async () => {
+      while (flooding) heldPeak = Math.max(heldPeak, await metricValue(replica.url, /^mercury_replication_held_bytes (\d+)/m));
+    })();
+    await eventually(
+      async () => (await statusOf(replica)).seq === head.seq,
+      async () => `seq ${(await statusOf(replica)).seq} of ${head.seq}, streamed ${upstream.streamed.join(', ')} bytes`,
+      60_000,
+    );
+    flooding = false;
+    await sampling;
+    const residentPeak = resident.stop();
+    t.diagnostic(`held at most ${(heldPeak / MiB).toFixed(1)} MiB (sampled); replica RSS at most ${(residentPeak / MiB).toFixed(0)} MiB`);
+
+    // The flood outran the replica's writes (else this test shows nothing), and what it held stayed within the bound
+    // plus one socket read (64 KiB of these records weigh about 1.4 MiB) and one frame (an entry, 2.7 MiB).
+    assert.ok(heldPeak > 4 * MiB, `the replica held at most ${heldPeak} bytes: the flood never outran its writes`);
+    assert.ok(heldPeak <= 32 * MiB + 4 * MiB, `the replica held ${(heldPeak / MiB).toFixed(1)} MiB of entries`);
+    // Nothing lost: every entry written, in order, on the one connection.
+    assert.equal((await statusOf(replica)).headHash, head.hash.toString('hex'));
+    assert.equal(upstream.hellos, 1, 'the replica never dropped the flooding stream');
+    assert.equal(replica.child.exitCode, null);
   });
 });

@@ -74,6 +74,17 @@ const SNAPSHOT_PROGRESS_LOG_INTERVAL_MS = 5_000;
 const APPLY_BATCH_ENTRIES_MAX = 4096;
 /** After a failed store write, how long the replica waits before it reconnects and tries again. */
 const STORAGE_RETRY_MS = 1_000;
+/**
+ * What one op of a held entry costs in memory once decoded, about (its object and the Buffer views of its key and
+ * value): an entry of tiny puts takes some 20 times its record bytes decoded, so held entries are weighed by both
+ * (`heldWeight`), not by their wire bytes alone.
+ */
+const HELD_OP_BYTES = 256;
+
+/** The memory an entry held for writing takes, about: its record and its decoded ops. */
+function heldWeight(entry: EncodedEntry): number {
+  return entry.record.length + entry.entry.ops.length * HELD_OP_BYTES;
+}
 
 export class ReplicationClient {
   private readonly options: ReplicationClientOptions;
@@ -92,10 +103,18 @@ export class ReplicationClient {
   private turnEndArmed = false;
   /** Keys one turn writes at most, past its first entry (ReplicationLimits). */
   private readonly applyBatchKeysMax: number;
+  /** The `heldWeight` of the entries of `apply` actions in `waiting` and `pending`: verified, not yet written. */
+  private heldBytes = 0;
+  /** Held weight past which the upstream's socket is paused (`replicaHeldBytesMax`; see `holdBack`). */
+  private readonly heldBytesMax: number;
+  /** Sockets paused because too much was held; resumed when the held entries are written (`resumeHeldBack`). */
+  private readonly pausedSockets = new Set<net.Socket>();
 
   constructor(options: ReplicationClientOptions) {
     this.options = options;
-    this.applyBatchKeysMax = (options.limits ?? REPLICATION_LIMITS).applyBatchKeysMax;
+    const limits = options.limits ?? REPLICATION_LIMITS;
+    this.applyBatchKeysMax = limits.applyBatchKeysMax;
+    this.heldBytesMax = limits.replicaHeldBytesMax;
     this.downstream = this.machineFromStore();
     this.timer = new TickTimer(options.clock, () => this.perform(this.downstream.tick(options.clock.monotonicMs())));
   }
@@ -131,11 +150,7 @@ export class ReplicationClient {
     this.timer.cancel();
     // Not forwarded either: children only ever get what this node was about to write. What waited behind it was the
     // dropped machine's, for its connections.
-    this.pending = [];
-    this.waiting = [];
-    for (const socket of this.sockets.values()) socket.destroy();
-    this.sockets.clear();
-    this.downstream = this.machineFromStore();
+    this.dropMachine();
     this.options.clock.setTimeout(() => {
       if (!this.stopped) this.start();
     }, STORAGE_RETRY_MS);
@@ -150,12 +165,24 @@ export class ReplicationClient {
    */
   private dataDamaged(error: MercuryError): void {
     this.timer.cancel();
+    this.dropMachine();
+    this.perform(this.downstream.halt(this.options.clock.monotonicMs(), `${error.code}: ${error.message}`));
+  }
+
+  /** Drops the machine with its connections and everything held for it, and makes one afresh from the store. */
+  private dropMachine(): void {
     this.pending = [];
     this.waiting = [];
+    this.heldBytes = 0;
+    this.pausedSockets.clear();
     for (const socket of this.sockets.values()) socket.destroy();
     this.sockets.clear();
     this.downstream = this.machineFromStore();
-    this.perform(this.downstream.halt(this.options.clock.monotonicMs(), `${error.code}: ${error.message}`));
+  }
+
+  /** The weight of the verified entries held for writing (the gauge `mercury_replication_held_bytes`). */
+  held(): number {
+    return this.heldBytes;
   }
 
   start(): void {
@@ -209,7 +236,10 @@ export class ReplicationClient {
     this.sockets.set(connId, socket);
     let failure = 'connection closed';
     socket.on(material === undefined ? 'connect' : 'secureConnect', () => this.perform(this.downstream.connected(clock.monotonicMs(), connId)));
-    socket.on('data', (chunk: Buffer) => this.perform(this.downstream.receive(clock.monotonicMs(), connId, chunk)));
+    socket.on('data', (chunk: Buffer) => {
+      this.perform(this.downstream.receive(clock.monotonicMs(), connId, chunk));
+      this.holdBack(socket);
+    });
     socket.on('error', (error: Error & { code?: string }) => {
       const hint = tlsErrorHint(error, material !== undefined);
       failure = hint === undefined ? error.message : `${error.message}: ${hint}`;
@@ -222,7 +252,10 @@ export class ReplicationClient {
   }
 
   private perform(actions: readonly DownstreamAction[]): void {
-    for (const action of actions) this.waiting.push(action);
+    for (const action of actions) {
+      if (action.type === 'apply') for (const entry of action.entries) this.heldBytes += heldWeight(entry);
+      this.waiting.push(action);
+    }
     this.guarded(() => {
       if (this.performWaiting()) this.armTurnEnd();
       // Exactly the machine's next deadline, later ones included: a timer left at an earlier time would wake the
@@ -303,6 +336,26 @@ export class ReplicationClient {
     }
   }
 
+  /**
+   * Pauses the upstream's socket while the entries held weigh more than `replicaHeldBytesMax`: TCP holds the rest back.
+   * An honest upstream keeps at most a window unacknowledged, and this node's ACK waits behind the entries it names
+   * until they are written, so with entries of a few ops it never gets here. One that ignores the window (a hostile
+   * relay replaying a genuine signed backlog, or any upstream of a replica without --trust-key) made a replica hold
+   * whatever it read faster than it wrote: 129 MB of entries of 10,000 puts each took one to 1.8 GB (docs/security.md).
+   */
+  private holdBack(socket: net.Socket): void {
+    if (this.heldBytes <= this.heldBytesMax || socket.destroyed) return;
+    socket.pause();
+    this.pausedSockets.add(socket);
+  }
+
+  /** Held entries were written: sockets paused for them read again once what is held is within the bound. */
+  private resumeHeldBack(): void {
+    if (this.pausedSockets.size === 0 || this.heldBytes > this.heldBytesMax) return;
+    for (const socket of this.pausedSockets) socket.resume();
+    this.pausedSockets.clear();
+  }
+
   /** Entries are held: they, and what waits behind them, are written and performed at the end of this turn. */
   private armTurnEnd(): void {
     if (this.turnEndArmed) return;
@@ -310,6 +363,7 @@ export class ReplicationClient {
     setImmediate(() => {
       this.turnEndArmed = false;
       this.guarded(() => this.endTurn());
+      this.resumeHeldBack();
     });
   }
 
@@ -347,6 +401,7 @@ export class ReplicationClient {
     const cut = store.keysToApply(this.pending.length > APPLY_BATCH_ENTRIES_MAX ? this.pending.slice(0, APPLY_BATCH_ENTRIES_MAX) : this.pending, keysLeft);
     if (!first && cut.keys > keysLeft) return undefined;
     const entries = this.pending.splice(0, cut.entries);
+    for (const entry of entries) this.heldBytes -= heldWeight(entry);
     const clock = this.options.clock;
     // Children first: their hop overlaps this node's write instead of waiting for it.
     this.options.onVerified?.(entries);

@@ -135,6 +135,13 @@ export interface ReplicationLimits {
    * split: one larger than this is a transaction of its own, as on the root that committed it.
    */
   readonly applyBatchKeysMax: number;
+  /**
+   * Verified entries a replica holds decoded, read from its upstream but not yet written, weigh at most about this many
+   * bytes (record bytes plus 256 per op, what decoding costs): past it the replica stops reading the upstream's socket
+   * until they are written, and TCP holds the rest back. An upstream that keeps to the window rarely reaches it; one
+   * that ignores the window cannot make a replica hold more than this and one socket read (about 64 KiB of records).
+   */
+  readonly replicaHeldBytesMax: number;
   /** Entries read from the log per read when a child is behind. */
   readonly logReadEntriesMax: number;
   /** The root sends a heartbeat this often; every node forwards it to its children at once. */
@@ -183,6 +190,9 @@ export const REPLICATION_LIMITS: ReplicationLimits = Object.freeze({
   // The most keys the root writes in one entry (a range delete removes at most as many, src/limits.ts): a replica's
   // transaction then holds about the work of the root's largest commit, and entries of a few ops stay one per turn.
   applyBatchKeysMax: ENTRY_OPS_MAX,
+  // A window of one-op entries (8,192 of them, some 3 MB weighed) stays below it; entries of 10,000 tiny puts (129 KB
+  // of records, 2.7 MB weighed) pause the socket after about a dozen, which costs a flood of them no throughput.
+  replicaHeldBytesMax: 32 * MiB,
   logReadEntriesMax: 1024,
   heartbeatIntervalMs: 1_000,
   upstreamStaleMs: 10_000,
@@ -218,6 +228,7 @@ export const REPLICATION_LIMITS_TEST: ReplicationLimits = Object.freeze({
   ackEveryEntries: 8,
   ackIntervalMs: 100,
   applyBatchKeysMax: 64,
+  replicaHeldBytesMax: 32 * KiB,
   logReadEntriesMax: 16,
   heartbeatIntervalMs: 100,
   upstreamStaleMs: 600,
