@@ -5,7 +5,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { READY_LAG_MS_MAX_DEFAULT, validateConfig } from '../src/config/index.js';
+import { parseScopes } from '../src/auth/index.js';
 import { readiness, type ReadinessInput } from '../src/node/index.js';
+import { statusFor } from '../src/server/routes/status.js';
 import { runCli } from './support/process.js';
 
 const sound: ReadinessInput = { damageCount: 0, firstDamage: undefined, writeFault: undefined, replicationPhase: 'streaming', lagMs: 0, lagMsMax: 5_000 };
@@ -35,7 +37,10 @@ describe('readiness', () => {
       result.reasons.map((reason) => reason.split(':')[0]),
       ['DATA_CORRUPTED', 'STORAGE_FULL', 'LAGGING'],
     );
-    assert.match(result.reasons[0]!, /damaged data met 2 times, first: key "a"/);
+    // /readyz takes no token: it says that damage was met, not which key (status tells an admin token); a record of the
+    // store's own is named.
+    assert.match(result.reasons[0]!, /damaged data met 2 times; GET \/v1\/status with an admin token says where$/);
+    assert.match(readiness({ ...sound, damageCount: 1, firstDamage: 'log entry 17' }).reasons[0]!, /damaged data met 1 times; first: log entry 17$/);
   });
 
   test('readiness: --ready-max-lag-ms is validated once; 5000 ms by default', async () => {
@@ -46,5 +51,33 @@ describe('readiness', () => {
     const result = await runCli(['serve', '--ready-max-lag-ms', 'soon']);
     assert.equal(result.code, 2);
     assert.match(result.stderr, /--ready-max-lag-ms must be a non-negative integer, got "soon"/);
+  });
+});
+
+describe('status: what a token without admin learns of damaged data', () => {
+  // Found by review: the damage reports went to admin only (d66195d), but a halted replica's lastFailure quoted the same
+  // DATA_CORRUPTED message, key name and all, to any token; so did an upstream's refusal for its own damaged data.
+  const status = {
+    seq: 7,
+    storage: { sound: false, damageMet: 1, damage: [{ what: 'key "secret/db"', message: 'checksum mismatch' }] },
+    replication: { phase: 'halted', lastFailure: 'DATA_CORRUPTED: damaged data on this node: key "secret/db": checksum mismatch; read from another node' },
+  };
+  const reader = { name: 'dashboard', id: 'a'.repeat(16), scopes: parseScopes(['read:app/']) };
+  const admin = { name: 'ops', id: 'b'.repeat(16), scopes: parseScopes(['admin']) };
+
+  test('status: the damaged key is named to admin (and with auth off), never to another token', () => {
+    assert.deepEqual(statusFor(admin, status), status);
+    assert.deepEqual(statusFor(undefined, status), status);
+    const seen = statusFor(reader, status);
+    assert.ok(!JSON.stringify(seen).includes('secret/db'), JSON.stringify(seen));
+    assert.deepEqual(seen.storage, { sound: false, damageMet: 1, damage: null });
+    assert.equal((seen.replication as { lastFailure: string }).lastFailure, 'DATA_CORRUPTED: damaged data (where: in the status an admin token reads)');
+    // An upstream's refusal for its damaged data, the same way; other failures as they are.
+    const refused = { ...status, replication: { phase: 'connecting', lastFailure: 'upstream refused: UNAVAILABLE: damaged data on this node: head record: bad length' } };
+    assert.match((statusFor(reader, refused).replication as { lastFailure: string }).lastFailure, /^upstream refused: UNAVAILABLE: damaged data \(where: /);
+    const other = { ...status, replication: { phase: 'connecting', lastFailure: 'connect ECONNREFUSED 127.0.0.1:9' } };
+    assert.deepEqual(statusFor(reader, other).replication, other.replication);
+    // The root has no replication object.
+    assert.equal(statusFor(reader, { ...status, replication: null }).replication, null);
   });
 });

@@ -4,7 +4,7 @@
  */
 
 export interface ReadinessInput {
-  /** Times damaged data was met, and what the first was. */
+  /** Times damaged data was met, and what the first was ("key \"a/b\"", "log entry 17", "head record"). */
   readonly damageCount: number;
   readonly firstDamage: string | undefined;
   /** The storage failure of the last write while writes still fail (STORAGE_FULL, STORAGE_IO_ERROR). */
@@ -19,7 +19,10 @@ export interface ReadinessInput {
 
 export function readiness(input: ReadinessInput): { ready: boolean; reasons: string[] } {
   const reasons: string[] = [];
-  if (input.damageCount > 0) reasons.push(`DATA_CORRUPTED: damaged data met ${input.damageCount} times, first: ${input.firstDamage ?? '?'}`);
+  // /readyz takes no token: a damaged key is not named (its name, or a token record's id, is not every caller's to
+  // know; an admin token's status names it). Records of the store's own (a log entry, the head record) are.
+  const first = input.firstDamage === undefined || input.firstDamage.startsWith('key ') ? 'GET /v1/status with an admin token says where' : `first: ${input.firstDamage}`;
+  if (input.damageCount > 0) reasons.push(`DATA_CORRUPTED: damaged data met ${input.damageCount} times; ${first}`);
   if (input.writeFault !== undefined) reasons.push(`${input.writeFault.code}: ${input.writeFault.message}`);
   const phase = input.replicationPhase;
   if (phase === 'halted') reasons.push('NOT_JOINED: replication halted on damaged data in this node\'s store; resync it (mercury resync) or restore its data directory');

@@ -16,12 +16,26 @@ const STATUS_CROSS_ORIGIN: CrossOrigin = Object.freeze({ methods: ['GET'], heade
  * Status takes any valid token, but its damage reports name what was met damaged, a key by its name: a token that may
  * not read that key (a narrow read scope, `replicate` for a dashboard, and every token for the reserved token records)
  * must not learn it. Only admin, which may read every key, gets the reports; others see that damage was met (`sound`,
- * `damageMet`: what the dashboard and `mercury status` show) and `damage: null`.
+ * `damageMet`: what the dashboard and `mercury status` show) and `damage: null`. A replica's `lastFailure` quotes
+ * DATA_CORRUPTED messages too, its own (a halt on a damaged key) or its upstream's (a refusal): for others it says
+ * that, and not where.
  */
-function statusFor(principal: Principal | undefined, status: Record<string, unknown>): Record<string, unknown> {
+export function statusFor(principal: Principal | undefined, status: Record<string, unknown>): Record<string, unknown> {
   if (principal === undefined || principal.scopes.admin) return status;
-  return { ...status, storage: { ...(status.storage as Record<string, unknown>), damage: null } };
+  const seen: Record<string, unknown> = { ...status, storage: { ...(status.storage as Record<string, unknown>), damage: null } };
+  const replication = status.replication as { lastFailure?: unknown } | null | undefined;
+  if (typeof replication?.lastFailure === 'string') seen.replication = { ...replication, lastFailure: withoutDamageNamed(replication.lastFailure) };
+  return seen;
 }
+
+/** What a failure says up to the damage it met ("damaged data on this node: key ..."), then where to read the rest. */
+function withoutDamageNamed(failure: string): string {
+  const at = failure.indexOf(DAMAGE_PHRASE);
+  return at < 0 ? failure : `${failure.slice(0, at + DAMAGE_PHRASE.length)} (where: in the status an admin token reads)`;
+}
+
+/** The words every DATA_CORRUPTED message, and an upstream's refusal for its damaged data, say (src/store/health.ts). */
+const DAMAGE_PHRASE = 'damaged data';
 
 export function statusRoute(node: NodeApi): Route {
   return {
