@@ -3,6 +3,7 @@
  * certificate), a replica process over mutual TLS, SIGHUP, and the refusal to listen beyond loopback unprotected.
  */
 import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { clientTls, testCertificates } from './support/certs.js';
@@ -40,6 +41,24 @@ describe('tls - the CLI', () => {
     const half = await runCli(['get', 'cli/key', '--url', root.url, '--ca', certs.ca.certPath, '--cert', certs.client.certPath]);
     assert.equal(half.code, 2);
     assert.match(half.stderr, /--cert and --key go together/);
+  });
+
+  test('tls cli: a --ca bundle cut short is refused naming the flag, not taken as the CAs before the cut', async () => {
+    // Found by review: OpenSSL keeps the certificates of a CA file up to the first it cannot read, so a bundle of two
+    // CAs cut inside the second (the cluster CA) failed later as "not signed by a CA this client trusts", naming no file.
+    const bundle = Buffer.concat([readFileSync(certs.otherCa.certPath), readFileSync(certs.ca.certPath)]);
+    const cut = join(dir, 'ca-cut.pem');
+    writeFileSync(cut, bundle.subarray(0, bundle.indexOf('-----BEGIN CERTIFICATE-----', 1) + 200));
+    for (const how of [{ args: ['--ca', cut], env: {} }, { args: [], env: { MERCURY_CA: cut } }]) {
+      const result = await runCli(['get', 'cli/key', '--url', root.url, ...how.args], { env: how.env });
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(result.stderr, /--ca \(or \$MERCURY_CA\) \S+ca-cut\.pem is cut short: 1 of its 2 PEM blocks have no END line; give the whole CA file/);
+    }
+    // The whole bundle works.
+    const whole = join(dir, 'ca-whole.pem');
+    writeFileSync(whole, bundle);
+    const get = await runCli(['get', 'cli/key', '--url', root.url, '--ca', whole]);
+    assert.equal(get.code, 0, get.stderr);
   });
 
   test('tls cli: a replica process follows over mutual TLS and forwards a write from the CLI', async () => {

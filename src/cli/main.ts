@@ -14,6 +14,7 @@ import { isWatchHash, parseBoundedJson, txnJsonLimits, WATCH_HASH_HEX_CHARS } fr
 import { MercuryError } from '../errors/index.js';
 import { readFileBounded, SMALL_FILE_BYTES_MAX } from '../fs/bounded-read.js';
 import { JSON_BODY_BYTES_MAX, VALUE_BYTES_CEILING } from '../limits.js';
+import { checkCaBundle } from '../net/tls.js';
 import { jsonLogger } from '../logging/index.js';
 import { DEMO_REPLICAS_MAX, demoCommand } from './demo.js';
 import { logLines } from './log.js';
@@ -303,7 +304,11 @@ function clientTls(values: Record<string, string | boolean | string[] | undefine
   const file = (flag: string, variable: string): Buffer | undefined => {
     const path = (values[flag] as string | undefined) ?? process.env[variable];
     if (path === undefined || path === '') return undefined;
-    return readFileBounded(path, { what: `--${flag} (or $${variable})`, bytesMax: SMALL_FILE_BYTES_MAX });
+    const what = `--${flag} (or $${variable})`;
+    const bytes = readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX });
+    // A CA bundle cut short would be taken as the CAs before the cut, silently (as a node's --tls-ca would).
+    if (flag === 'ca') checkCaBundle(what, path, bytes);
+    return bytes;
   };
   const tls = { ca: file('ca', 'MERCURY_CA'), cert: file('cert', 'MERCURY_CERT'), key: file('key', 'MERCURY_KEY') };
   if ((tls.cert === undefined) !== (tls.key === undefined)) throw new UsageError('--cert and --key go together (or $MERCURY_CERT and $MERCURY_KEY)');

@@ -63,7 +63,7 @@ export function readTlsMaterial(paths: TlsPaths): TlsMaterial {
   const cert = read('--tls-cert', paths.certPath);
   const key = read('--tls-key', paths.keyPath);
   const ca = read('--tls-ca', paths.caPath);
-  checkCaBundle(paths.caPath, ca);
+  checkCaBundle('--tls-ca', paths.caPath, ca);
   let certificate: X509Certificate;
   try {
     certificate = new X509Certificate(cert);
@@ -85,20 +85,21 @@ export function readTlsMaterial(paths: TlsPaths): TlsMaterial {
  * OpenSSL reads the certificates of a CA file until the first one it cannot read, and silently keeps those before it:
  * a bundle cut short inside a certificate (a copy interrupted, a full disk, a reload polled while the file was being
  * written in place) or damaged in one would be taken as the CAs before it, and peers signed by the rest refused with
- * no word of the file. So every PEM block begun in the file must end, and every certificate block must parse.
+ * no word of the file. So every PEM block begun in the file must end, and every certificate block must parse. `what`
+ * names the file's flag in the error (`--tls-ca` for a node, `--ca (or $MERCURY_CA)` for the CLI).
  */
-function checkCaBundle(path: string, ca: Buffer): void {
+export function checkCaBundle(what: string, path: string, ca: Buffer): void {
   const text = ca.toString('latin1');
   const begun = text.split('-----BEGIN ').length - 1;
   const blocks = text.match(/-----BEGIN ([A-Z0-9 ]+)-----[^-]*-----END \1-----/g) ?? [];
   if (blocks.length !== begun)
-    throw new MercuryError('CONFIG_INVALID', `--tls-ca ${path} is cut short: ${begun - blocks.length} of its ${begun} PEM blocks have no END line; give the whole CA file`);
+    throw new MercuryError('CONFIG_INVALID', `${what} ${path} is cut short: ${begun - blocks.length} of its ${begun} PEM blocks have no END line; give the whole CA file`);
   blocks.forEach((block, index) => {
     if (!block.startsWith('-----BEGIN CERTIFICATE-----')) return;
     try {
       new X509Certificate(block);
     } catch (error) {
-      throw new MercuryError('CONFIG_INVALID', `--tls-ca ${path}: certificate ${index + 1} of ${blocks.length} is damaged (${(error as Error).message}); give the whole CA file`);
+      throw new MercuryError('CONFIG_INVALID', `${what} ${path}: certificate ${index + 1} of ${blocks.length} is damaged (${(error as Error).message}); give the whole CA file`);
     }
   });
 }
