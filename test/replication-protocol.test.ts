@@ -86,6 +86,7 @@ const EXAMPLES: readonly Message[] = [
   { type: 'snapshotProof', keys: 4096, digest: hash('so far'), signature: Buffer.alloc(64, 7) },
   { type: 'entries', records: sealedRecords(3) },
   { type: 'heartbeat', rootSeq: 99, rootTimeMs: 1_700_000_000_123, path: ['root', 'a', 'b'] },
+  { type: 'heartbeat', rootSeq: 99, rootTimeMs: 1_700_000_000_123, path: ['root'], proof: { epoch: Buffer.alloc(8, 3), beat: 12, signature: Buffer.alloc(64, 5) } },
   { type: 'refuse', reason: 'CHAIN_DIVERGED', message: 'the child diverged at 12; resync it' },
   { type: 'refuse', reason: 'LOOP', message: '' },
   { type: 'ack', appliedSeq: 12, receivedBytes: 123_456 },
@@ -197,6 +198,19 @@ const messageArbitrary: fc.Arbitrary<Message> = fc.oneof(
   fc
     .record({ rootSeq: seqArbitrary, rootTimeMs: seqArbitrary, path: fc.array(idArbitrary, { minLength: 1, maxLength: 5 }) })
     .map((m): Message => ({ type: 'heartbeat', ...m })),
+  fc
+    .record({
+      rootSeq: seqArbitrary,
+      rootTimeMs: seqArbitrary,
+      path: fc.array(idArbitrary, { minLength: 1, maxLength: 5 }),
+      proof: fc.record({
+        epoch: fc.uint8Array({ minLength: 8, maxLength: 8 }).map((b) => Buffer.from(b)),
+        beat: seqArbitrary,
+        signature: fc.uint8Array({ minLength: 64, maxLength: 64 }).map((b) => Buffer.from(b)),
+      }),
+    })
+    // fc.record makes objects without a prototype; decoded messages have Object's.
+    .map((m): Message => ({ type: 'heartbeat', ...m, proof: { ...m.proof } })),
   fc
     .record({ reason: fc.constantFrom(...(Object.keys(RefuseReason) as RefuseReason[])), message: fc.string({ unit: 'grapheme', maxLength: 60 }) })
     .map((m): Message => ({ type: 'refuse', ...m })),
@@ -347,6 +361,12 @@ describe('replication protocol', () => {
     expectCode(() => decodeRaw(MessageType.heartbeat, longPath), 'MESSAGE_MALFORMED');
     // A heartbeat with an empty path.
     expectCode(() => decodeRaw(MessageType.heartbeat, Buffer.concat([heartbeat.subarray(0, 16), Buffer.of(0)])), 'MESSAGE_MALFORMED');
+    // A signed flag other than 0 or 1; a signed part cut short.
+    const flag = Buffer.from(heartbeat);
+    flag[flag.length - 1] = 2;
+    expectCode(() => decodeRaw(MessageType.heartbeat, flag), 'MESSAGE_MALFORMED');
+    const signed = payloadOf({ type: 'heartbeat', rootSeq: 1, rootTimeMs: 1, path: ['r'], proof: { epoch: Buffer.alloc(8), beat: 1, signature: Buffer.alloc(64) } });
+    expectCode(() => decodeRaw(MessageType.heartbeat, signed.subarray(0, signed.length - 1)), 'MESSAGE_MALFORMED');
     // Invalid UTF-8 in an id.
     const badUtf8 = Buffer.from(heartbeat);
     badUtf8[18] = 0xff;

@@ -8,6 +8,7 @@
  * one Upstream session and performs storage actions on in-memory stores (the simulation's).
  */
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { crc32 } from 'node:zlib';
 import { GENESIS_HEAD, type EncodedEntry, type Op } from '../src/log/index.js';
@@ -19,6 +20,7 @@ import {
   PROTOCOL_VERSION,
   REFUSE_MESSAGE_BYTES_MAX,
   REPLICATION_LIMITS_TEST,
+  RootHeartbeats,
   SnapshotDigest,
   Upstream,
   backoffDelayMs,
@@ -34,6 +36,7 @@ import {
   type Message,
   type UpstreamAction,
 } from '../src/replication/index.js';
+import { Signer, TrustedKeys } from '../src/trust/index.js';
 import { MemoryStore, sortedRecords } from './support/sim/memory-store.js';
 
 const L = REPLICATION_LIMITS_TEST;
@@ -63,7 +66,7 @@ function ofType<A extends DownstreamAction | UpstreamAction, T extends A['type']
   return actions.filter((action): action is Extract<A, { type: T }> => action.type === type);
 }
 
-function newReplica(options: { upstreams?: string[]; store?: MemoryStore; random?: () => number; nodeId?: string } = {}): { downstream: Downstream; store: MemoryStore } {
+function newReplica(options: { upstreams?: string[]; store?: MemoryStore; random?: () => number; nodeId?: string; trust?: TrustedKeys } = {}): { downstream: Downstream; store: MemoryStore } {
   const store = options.store ?? new MemoryStore('');
   const downstream = new Downstream({
     nodeId: options.nodeId ?? 'replica',
@@ -73,6 +76,7 @@ function newReplica(options: { upstreams?: string[]; store?: MemoryStore; random
     headTimeMs: store.headTimeMs,
     limits: L,
     random: options.random ?? (() => 0.5),
+    trust: options.trust,
   });
   return { downstream, store };
 }
@@ -279,7 +283,8 @@ describe('replication state machines', () => {
   });
 
   test('downstream: every heartbeat is progress; one older by seq is not forwarded', () => {
-    const root = rootStore(5);
+    // The replica has all 7 entries: no heartbeat below says the root is past it (see the withholding tests).
+    const root = rootStore(7);
     const { downstream, store } = newReplica();
     const link = Link.open(downstream, store, root);
     const staleMs = L.upstreamStaleMs + L.upstreamStaleHopMs;
@@ -298,6 +303,87 @@ describe('replication state machines', () => {
     assert.equal(downstream.status().lastHeartbeatRootSeq, 7);
     assert.equal(ofType(downstream.tick(T0 + 999 + staleMs), 'close').length, 0);
     assert.equal(ofType(downstream.tick(T0 + 1000 + staleMs), 'close').length, 1);
+  });
+
+  test('downstream: an upstream whose heartbeats say the root is past this node must send data within the stale time, or it is dropped as withholding', () => {
+    // Found by review: heartbeats counted as progress whatever they said, so a relay that withheld entries behind them
+    // kept its children for good.
+    const root = rootStore(5);
+    const { downstream, store } = newReplica();
+    const link = Link.open(downstream, store, root);
+    const staleMs = L.upstreamStaleMs + L.upstreamStaleHopMs;
+    const beat = (rootSeq: number, atMs: number): void => {
+      link.nowMs = atMs;
+      assert.equal(ofType(downstream.tick(atMs), 'close').length, 0, `closed before the heartbeat at ${atMs - T0} ms`);
+      link.fromUpstream(link.upstream.heartbeat(atMs, { rootSeq, rootTimeMs: atMs, path: [] }));
+      link.settle();
+    };
+    // The heartbeat that says entry 6 exists comes first, the entry a moment later: no failure, however long after.
+    let now = T0 + 100;
+    beat(6, now);
+    link.fromUpstream(link.upstream.localApplied(now, [commit(root, 6)]));
+    link.settle();
+    assert.equal(store.head().seq, 6);
+    for (const end = now + 3 * staleMs; now < end; now += L.heartbeatIntervalMs) beat(6, now);
+    // Now the heartbeats say the root is at 7, and the upstream never sends entry 7: heartbeats keep coming (the old
+    // rule took each as progress), and the stale time after the first of them the upstream is dropped.
+    const claimedAt = now;
+    for (; now < claimedAt + staleMs; now += L.heartbeatIntervalMs) beat(7, now);
+    assert.equal(ofType(downstream.tick(claimedAt + staleMs - 1), 'close').length, 0);
+    assert.equal(ofType(downstream.tick(claimedAt + staleMs), 'close').length, 1);
+    assert.match(downstream.status().lastFailure ?? '', /^upstream withholding: its heartbeats say the root is at seq 7, this node is at 6, and nothing more came for \d+ ms$/);
+  });
+
+  test('downstream with trusted keys: only the root\'s signed heartbeats, each newer than any taken, are progress; a relay cannot hide the root\'s seq', () => {
+    const signer = new Signer(generateKeyPairSync('ed25519').privateKey);
+    const root = rootStore(5);
+    const { downstream, store } = newReplica({ store: rootStore(5), trust: new TrustedKeys([signer.publicKey]) });
+    const link = Link.open(downstream, store, root);
+    assert.equal(downstream.status().phase, 'streaming');
+    const staleMs = L.upstreamStaleMs + L.upstreamStaleHopMs;
+    const heartbeats = new RootHeartbeats(signer, Buffer.alloc(8, 1));
+    /** Delivers `heartbeat` through the upstream; answers whether the replica took it (forwarded it). */
+    const deliver = (heartbeat: Heartbeat, atMs: number): boolean => {
+      const up = link.upstream.heartbeat(atMs, heartbeat);
+      return ofType(downstream.receive(atMs, link.connId, Buffer.concat(ofType(up, 'send').map((action) => action.bytes))), 'heartbeat').length === 1;
+    };
+    const ignored = (): number => downstream.status().trust!.heartbeatsIgnored;
+    const first = heartbeats.next(5, 1);
+    assert.equal(deliver(first, T0 + 100), true);
+    // Replayed, unsigned, signed by another key, or altered: none is taken, nor forwarded.
+    const other = new RootHeartbeats(new Signer(generateKeyPairSync('ed25519').privateKey), Buffer.alloc(8, 1)).next(5, 2);
+    const later = heartbeats.next(5, 3);
+    for (const [i, bad] of [first, { rootSeq: 5, rootTimeMs: 4, path: [] }, other, { ...later, rootSeq: 4 }].entries()) {
+      assert.equal(deliver(bad, T0 + 200 + i), false, `heartbeat ${i} was taken`);
+      assert.equal(ignored(), i + 1);
+    }
+    assert.equal(deliver(later, T0 + 300), true, 'the next beat is taken');
+    // A relay that replays what it has keeps nobody: the stale time after the last heartbeat taken, the link is dropped.
+    for (let now = T0 + 400; now < T0 + 300 + staleMs; now += L.heartbeatIntervalMs) {
+      assert.equal(ofType(downstream.tick(now), 'close').length, 0);
+      deliver(later, now);
+    }
+    assert.equal(ofType(downstream.tick(T0 + 300 + staleMs), 'close').length, 1);
+    assert.match(downstream.status().lastFailure ?? '', /^upstream stale/);
+  });
+
+  test('downstream with trusted keys: a signed heartbeat past this node\'s head, with the entries withheld, drops the upstream', () => {
+    const signer = new Signer(generateKeyPairSync('ed25519').privateKey);
+    const root = rootStore(5);
+    const { downstream, store } = newReplica({ store: rootStore(5), trust: new TrustedKeys([signer.publicKey]) });
+    const link = Link.open(downstream, store, root);
+    const staleMs = L.upstreamStaleMs + L.upstreamStaleHopMs;
+    const heartbeats = new RootHeartbeats(signer, Buffer.alloc(8, 2));
+    let now = T0 + 100;
+    const claimedAt = now;
+    for (; now < claimedAt + staleMs; now += L.heartbeatIntervalMs) {
+      assert.equal(ofType(downstream.tick(now), 'close').length, 0);
+      const up = link.upstream.heartbeat(now, heartbeats.next(6, now));
+      downstream.receive(now, link.connId, Buffer.concat(ofType(up, 'send').map((action) => action.bytes)));
+    }
+    assert.equal(ofType(downstream.tick(claimedAt + staleMs), 'close').length, 1);
+    assert.match(downstream.status().lastFailure ?? '', /^upstream withholding: its heartbeats say the root is at seq 6, this node is at 5/);
+    assert.equal(downstream.status().trust!.heartbeatsIgnored, 0);
   });
 
   test('downstream: a heartbeat from an hour ahead, or a root clock stepping back, never makes a healthy upstream stale', () => {

@@ -25,6 +25,7 @@ interface TrustStatusJson {
   readonly learnedKey?: string | null;
   readonly refusals?: number;
   readonly lastRefusal?: { code: string; message: string; upstream: string } | null;
+  readonly heartbeatsIgnored?: number;
 }
 
 async function trustOf(node: ServeProcess): Promise<TrustStatusJson> {
@@ -111,6 +112,31 @@ describe('signed entries - real processes', () => {
     await eventually(() => Promise.resolve(/child refused this node's data/.test(root.stderr())), () => root.stderr());
     for (let i = 0; i < 5; i++) assert.equal(await get(replica, `during-${i}`), `v${i}`);
     await assertNoForgery(replica);
+    await assertSameChain(replica, root);
+  });
+
+  test('a relay that withholds entries behind the root\'s heartbeats, or hides the root\'s seq in them: the replica leaves it for the root', async (t) => {
+    // Found by review: heartbeats counted as progress whatever they said, so such a relay kept its children for good.
+    for (const mode of ['entries', 'hide'] as const) {
+      const relay = await startRelay(root.replication);
+      relay.withholding = mode;
+      await stopProcess(replica.child);
+      replica = await serve('replica', replicaArgs(`${relay.address},${root.replication}`));
+      await eventually(async () => (await statusOf(replica)).replication.phase === 'streaming', () => replica.stderr());
+      const startedMs = Date.now();
+      await put(root, `withheld-${mode}`, mode);
+      await eventually(async () => (await get(replica, `withheld-${mode}`)) === mode, () => replica.stderr(), 40_000);
+      t.diagnostic(`${mode}: the replica had the write ${Date.now() - startedMs} ms after it was made`);
+      assert.ok(relay.withheldEntries >= 1, 'the relay withheld the entry');
+      const { replication } = await statusOf(replica);
+      assert.equal(replication.upstream?.address, root.replication);
+      // Honest heartbeats say the root is past the replica; pinned ones are not the root's, so they keep nothing.
+      if (mode === 'entries') assert.match(replication.lastFailure ?? '', /^upstream withholding: its heartbeats say the root is at seq \d+, this node is at \d+/);
+      else {
+        assert.match(replication.lastFailure ?? '', /^upstream stale/);
+        assert.ok(((await trustOf(replica)).heartbeatsIgnored ?? 0) >= 1, 'the pinned heartbeats were not taken');
+      }
+    }
     await assertSameChain(replica, root);
   });
 

@@ -20,7 +20,7 @@ import { checkListenSecurity, withConfigLimits, type NodeConfig } from '../confi
 import { silentLogger, type Logger } from '../logging/index.js';
 import { COUNT_BUCKETS, Registry, SECONDS_BUCKETS } from '../metrics/index.js';
 import { TlsCredentials, clientTlsOptions, serverTlsOptions, type TlsMaterial } from '../net/index.js';
-import { ReplicationClient, ReplicationServer, StoreLogSource, type Heartbeat } from '../replication/index.js';
+import { ReplicationClient, ReplicationServer, RootHeartbeats, StoreLogSource, type Heartbeat } from '../replication/index.js';
 import { BodyBudget, clientCertificateRefusal, createApiHandler, createHttpServer, requestRefusal, type NodeApi, type RequestPolicy } from '../server/index.js';
 import { readersFull, refusedAtStart, Store } from '../store/index.js';
 import { AuthGuard, AUTH_MODES, bootstrapAdmin, parseToken, TOKEN_CHARS, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
@@ -125,6 +125,8 @@ export class MercuryNode {
   private readonly adminTokenFile: string | undefined;
   /** The root's signer (src/trust/); undefined on a replica. */
   private readonly signer: Signer | undefined;
+  /** The root's heartbeats, signed by `signer` when it has one. */
+  private readonly heartbeats: RootHeartbeats;
   /** A replica's trusted keys (`--trust-key`); empty: it trusts its upstream. */
   private readonly trustKeys: readonly KeyObject[];
   /** Where the root generated its signing key at this start, said once it is serving. */
@@ -213,6 +215,7 @@ export class MercuryNode {
       this.signer = new Signer(loaded.key);
       if (loaded.generated) this.generatedSigningKey = loaded.path;
     }
+    this.heartbeats = new RootHeartbeats(this.signer);
     this.seqWaiter = new SeqWaiter(this.clock, () => this.store.head().seq);
     this.metrics.gauge('mercury_seq_waiters', 'Reads parked until this node applies the seq they asked for (minSeq); at most SEQ_WAITERS_MAX.', () => this.seqWaiter.waiting);
     this.tokens = new TokenRegistry(
@@ -493,7 +496,7 @@ export class MercuryNode {
   }
 
   private rootHeartbeat(): Heartbeat {
-    return { rootSeq: this.store.head().seq, rootTimeMs: this.clock.nowMs(), path: [] };
+    return this.heartbeats.next(this.store.head().seq, this.clock.nowMs());
   }
 
   /** Opens the data directory and starts serving HTTP. */
@@ -794,6 +797,7 @@ export class MercuryNode {
       learnedKey: trust.learnedKey ?? null,
       refusals: trust.refusals,
       lastRefusal: trust.lastRefusal ?? null,
+      heartbeatsIgnored: trust.heartbeatsIgnored,
       // Whether all the data came through the checks: false until a replica that ran without them is resynced.
       dataVerified: this.store.verified,
       forwardTo: this.config.rootUrl ?? this.trustedRootUrl() ?? null,

@@ -35,6 +35,12 @@
  *   SIGNATURE_MISSING or SIGNATURE_INVALID, told to the upstream in a REFUSE frame, counted, logged, shown in status,
  *   and the upstream is dropped like any other bad upstream (the next one is tried). Without trusted keys the node
  *   trusts its upstream, as before signatures existed.
+ * - Withholding: an upstream whose heartbeats say the root is past this node's head must send data (an entry, a
+ *   snapshot's frame) within the stale time of the first such heartbeat, or it is dropped as withholding; an honest one
+ *   sends the entries within milliseconds of the heartbeat, and a link busy catching up sends data all along. With
+ *   trusted keys only the root's signed heartbeats are taken (`takeSigned`), each newer than any taken before, so a
+ *   relay can neither hide how far the root is nor keep this node by heartbeats of its own or replayed: the rest are
+ *   ignored (counted in status), neither progress nor forwarded (decision record 47).
  *
  * The adapter contract:
  * - `connect` opens a connection and answers `connected` or `closed` with the same connId. Events carrying an old
@@ -70,6 +76,13 @@ import {
   type WelcomeMessage,
 } from './protocol.js';
 
+
+/**
+ * Root epochs (process lifetimes) whose highest beat a replica with trusted keys remembers: a root restarted more often
+ * than this within one replica's life lets a relay replay the forgotten epochs' beats once more, at rootSeqs no lower
+ * than the highest signed one taken.
+ */
+const HEARTBEAT_EPOCHS_KEPT = 16;
 export type DownstreamAction =
   /** Open a connection to `upstream` (an address from the configured list). */
   | { readonly type: 'connect'; readonly connId: number; readonly upstream: string; readonly upstreamIndex: number }
@@ -191,6 +204,8 @@ export interface DownstreamStatus {
         readonly learnedKey: string | undefined;
         readonly refusals: number;
         readonly lastRefusal: SignatureRefusal | undefined;
+        /** Heartbeats not taken: unsigned, not signed by a trusted key, or no newer than one taken (replayed). */
+        readonly heartbeatsIgnored: number;
       }
     | undefined;
   readonly snapshot:
@@ -208,6 +223,11 @@ interface Session {
   lastProgressMs: number;
   /** rootSeq of the last heartbeat taken in this session: heartbeats are ordered by seq, never by root time. */
   lastHeartbeatRootSeq: number | undefined;
+  /**
+   * When a heartbeat taken first said the root is past this node's head, since data (an entry, a snapshot's frame)
+   * last came: undefined while none has. See "Withholding" in the header.
+   */
+  behindSinceMs: number | undefined;
   /** When a session on a fallback upstream tries the first one again (Infinity on the first). */
   preferredRetryAtMs: number;
   receivedBytes: number;
@@ -275,6 +295,11 @@ export class Downstream {
   private lastFailure: string | undefined;
   /** The last heartbeat taken (forwarded, and the source of the reported lag). */
   private lastHeartbeat: Heartbeat | undefined;
+  /** With trusted keys: the highest beat taken in each root epoch (HEARTBEAT_EPOCHS_KEPT at most), and the highest rootSeq. */
+  private readonly beatsTaken = new Map<string, number>();
+  private signedRootSeq = 0;
+  /** With trusted keys: heartbeats not taken (unsigned, not signed by a trusted key, or not newer than those taken). */
+  private heartbeatsIgnored = 0;
   private upstreamSwitches = 0;
   private entriesApplied = 0;
   private snapshotsInstalled = 0;
@@ -378,6 +403,12 @@ export class Downstream {
     }
     const staleMs = this.staleAfterMs();
     if (nowMs - session.lastProgressMs >= staleMs) return this.fail(nowMs, `upstream stale: no progress for ${staleMs} ms`, actions);
+    if (session.behindSinceMs !== undefined && nowMs - session.behindSinceMs >= staleMs)
+      return this.fail(
+        nowMs,
+        `upstream withholding: its heartbeats say the root is at seq ${session.lastHeartbeatRootSeq}, this node is at ${this.head.seq}, and nothing more came for ${staleMs} ms`,
+        actions,
+      );
     if (this.shouldReturnToPreferred(session, nowMs)) return this.returnToPreferred(nowMs, session, actions);
     // The keep-alive ACK has a timer of its own, at whatever phase the session began: sent on each heartbeat instead (one
     // wake-up a second less, idle replica CPU -20%), every replica's ACK joined the heartbeat's burst through the tree,
@@ -411,7 +442,12 @@ export class Downstream {
     const session = this.session;
     if (session === undefined) return undefined;
     if (session.welcome === undefined) return session.startedMs + this.limits.handshakeTimeoutMs;
-    return Math.min(session.lastProgressMs + this.staleAfterMs(), session.lastAckMs + this.limits.ackIntervalMs, this.preferredRetryAtMs(session));
+    return Math.min(
+      session.lastProgressMs + this.staleAfterMs(),
+      (session.behindSinceMs ?? Infinity) + this.staleAfterMs(),
+      session.lastAckMs + this.limits.ackIntervalMs,
+      this.preferredRetryAtMs(session),
+    );
   }
 
   /**
@@ -502,6 +538,7 @@ export class Downstream {
               learnedKey: this.trust.keyIds().learned,
               refusals: this.signatureRefusals,
               lastRefusal: this.lastSignatureRefusal,
+              heartbeatsIgnored: this.heartbeatsIgnored,
             },
       snapshot:
         snapshot === undefined
@@ -549,6 +586,7 @@ export class Downstream {
       welcome: undefined,
       lastProgressMs: nowMs,
       lastHeartbeatRootSeq: undefined,
+      behindSinceMs: undefined,
       preferredRetryAtMs: index === 0 ? Infinity : nowMs + this.limits.preferredUpstreamRetryMs,
       receivedBytes: 0,
       ackedBytes: 0,
@@ -611,7 +649,7 @@ export class Downstream {
       if (welcome.fromSeq !== this.head.seq + 1) return void this.fail(nowMs, `upstream offered a stream from ${welcome.fromSeq}, head is ${this.head.seq}`, actions);
     }
     session.welcome = welcome;
-    session.lastProgressMs = nowMs;
+    this.dataArrived(nowMs, session);
     session.lastAckMs = nowMs;
     this.ancestors = welcome.path;
     this.phase = welcome.mode === 'stream' ? 'streaming' : 'snapshot';
@@ -628,13 +666,45 @@ export class Downstream {
     if (heartbeat.path.includes(this.nodeId)) return void this.fail(nowMs, `LOOP: heartbeat passed through this node (${heartbeat.path.join(' > ')})`, actions);
     if (heartbeat.path[heartbeat.path.length - 1] !== session.welcome?.nodeId) return void this.fail(nowMs, 'heartbeat path does not end at the upstream', actions);
     this.ancestors = heartbeat.path;
-    // Any heartbeat proves the upstream alive, whatever its times say (a cycle never gets here: the heartbeat that went
-    // round would carry this node's id, refused above).
+    // With trusted keys, only the root's signed heartbeats newer than any taken count: not forwarded, no progress.
+    if (this.trust !== undefined && !this.takeSigned(heartbeat)) return void this.heartbeatsIgnored++;
+    // Any heartbeat taken proves the upstream alive, whatever its times say (a cycle never gets here: the heartbeat that
+    // went round would carry this node's id, refused above).
     session.lastProgressMs = nowMs;
     if (session.lastHeartbeatRootSeq !== undefined && heartbeat.rootSeq < session.lastHeartbeatRootSeq) return;
     session.lastHeartbeatRootSeq = heartbeat.rootSeq;
+    // The root is past this node: the upstream has entries to send, and a deadline to send some (see "Withholding").
+    if (heartbeat.rootSeq > this.head.seq) session.behindSinceMs ??= nowMs;
     this.lastHeartbeat = { rootSeq: heartbeat.rootSeq, rootTimeMs: heartbeat.rootTimeMs, path: heartbeat.path };
-    actions.push({ type: 'heartbeat', heartbeat: { rootSeq: heartbeat.rootSeq, rootTimeMs: heartbeat.rootTimeMs, path: heartbeat.path } });
+    const taken: Heartbeat = { rootSeq: heartbeat.rootSeq, rootTimeMs: heartbeat.rootTimeMs, path: heartbeat.path };
+    actions.push({ type: 'heartbeat', heartbeat: heartbeat.proof === undefined ? taken : { ...taken, proof: heartbeat.proof } });
+  }
+
+  /**
+   * Whether a heartbeat is the root's, signed by a trusted key, and newer than any this node took: a later beat of an
+   * epoch it knows, or a new epoch (a restarted root) at a rootSeq no lower than any signed one it took. A relay can
+   * only replay heartbeats the root made, each at most once per replica process, so it cannot keep a replica by
+   * heartbeats alone, nor claim the root is where it is not (decision record 47).
+   */
+  private takeSigned(heartbeat: Heartbeat): boolean {
+    const proof = heartbeat.proof;
+    if (proof === undefined) return false;
+    if (!this.trust!.checkHeartbeat({ epoch: proof.epoch, beat: proof.beat, rootSeq: heartbeat.rootSeq, rootTimeMs: heartbeat.rootTimeMs }, proof.signature)) return false;
+    const epoch = proof.epoch.toString('hex');
+    const lastBeat = this.beatsTaken.get(epoch);
+    if (lastBeat === undefined ? heartbeat.rootSeq < this.signedRootSeq : proof.beat <= lastBeat) return false;
+    // Most recent last, so that the oldest epoch is the first one dropped.
+    this.beatsTaken.delete(epoch);
+    this.beatsTaken.set(epoch, proof.beat);
+    if (this.beatsTaken.size > HEARTBEAT_EPOCHS_KEPT) this.beatsTaken.delete(this.beatsTaken.keys().next().value!);
+    this.signedRootSeq = Math.max(this.signedRootSeq, heartbeat.rootSeq);
+    return true;
+  }
+
+  /** An entry, a snapshot's frame or a WELCOME came: progress, and whatever heartbeats said the root had may follow. */
+  private dataArrived(nowMs: number, session: Session): void {
+    session.lastProgressMs = nowMs;
+    session.behindSinceMs = undefined;
   }
 
   private entries(nowMs: number, session: Session, records: readonly Buffer[], actions: DownstreamAction[]): void {
@@ -673,7 +743,7 @@ export class Downstream {
       this.head = { seq: last.seq, hash: Buffer.from(last.hash) };
       this.headTimeMs = last.timeMs;
       this.entriesApplied += verified.length;
-      session.lastProgressMs = nowMs;
+      this.dataArrived(nowMs, session);
       this.divergedVotes.clear();
       actions.push({ type: 'apply', entries: verified });
     }
@@ -714,7 +784,7 @@ export class Downstream {
       bytesSinceProof: 0,
     };
     this.phase = 'snapshot';
-    session.lastProgressMs = nowMs;
+    this.dataArrived(nowMs, session);
     actions.push({ type: 'snapshotBegin', seq, hash: this.snapshot.hash, datasetId, keyCount });
     actions.push({ type: 'log', level: 'info', message: 'receiving snapshot', fields: { upstream: session.address, seq, keyCount } });
   }
@@ -747,7 +817,7 @@ export class Downstream {
     }
     if (snapshot.keysReceived > snapshot.keyCount) return void this.fail(nowMs, `snapshot has more than the announced ${snapshot.keyCount} keys`, actions);
     snapshot.digest.updateEncoded(chunk.encodedRecords);
-    session.lastProgressMs = nowMs;
+    this.dataArrived(nowMs, session);
     actions.push({ type: 'snapshotChunk', records });
   }
 
@@ -795,7 +865,7 @@ export class Downstream {
     this.snapshotsInstalled++;
     this.divergedVotes.clear();
     this.phase = 'streaming';
-    session.lastProgressMs = nowMs;
+    this.dataArrived(nowMs, session);
     // The first upstream is an honest relay that could not sign its snapshot (only the root can: decision record 25),
     // and this one could. Once joined, entries (which the root signed) can come from the relay: go back to it at once
     // rather than after preferredUpstreamRetryMs, or a fleet joining through its relays would sit on the root.

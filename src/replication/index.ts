@@ -38,6 +38,7 @@ export type {
   Frame,
   Heartbeat,
   HeartbeatMessage,
+  HeartbeatProof,
   HelloMessage,
   Message,
   RefuseMessage,
@@ -54,5 +55,6 @@ export type { LogSource, SnapshotSource } from './source.js';
 export { ReplicationServer } from './server.js';
 export type { ChildStatus, ReplicationServerOptions } from './server.js';
 export { ReplicationClient } from './client.js';
+export { RootHeartbeats } from './root-heartbeats.js';
 export type { ReplicationClientOptions } from './client.js';
 export { StoreLogSource } from './store-source.js';

@@ -14,7 +14,7 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 
 /** Bumped on any incompatible change of the frame format or of a message; both sides must agree exactly. */
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 
 /** u32 length | u32 crc32 | u8 type (see protocol.ts). */
 export const FRAME_HEADER_BYTES = 4 + 4 + 1;

@@ -50,8 +50,11 @@
  *                   over seq, hash, keyCount and digest (src/trust/signatures.ts)
  * 6 ENTRIES         u32 count (>= 1) | (u32 recordLength | record) * count, consecutive seqs; records as encoded
  *                   by log/entry.ts (`sealEntry`), each verified by the receiver with `verifyNext` before it applies it
- * 7 HEARTBEAT       u64 rootSeq | u64 rootTimeMs | path (root .. the sender). Made by the root every
- *                   heartbeatIntervalMs; each node forwards it at once to its children with its own id appended
+ * 7 HEARTBEAT       u64 rootSeq | u64 rootTimeMs | path (root .. the sender) | u8 signed (0 or 1) | when signed:
+ *                   epoch (8 bytes) | u64 beat | signature: the root's Ed25519 signature over epoch, beat, rootSeq and
+ *                   rootTimeMs (src/trust/signatures.ts). Made by the root every heartbeatIntervalMs (signed by a
+ *                   signing root: beats count up from 1 in each epoch, drawn at random when its process starts); each
+ *                   node forwards it at once to its children with its own id appended, the signed part unchanged
  * 8 REFUSE          u8 reason | u16 n | n bytes of UTF-8 message; the sender closes the connection after it
  * 9 ACK             child -> upstream: u64 appliedSeq | u64 receivedBytes (all frame bytes received on this connection)
  * 10 SNAPSHOT_PROOF upstream -> child, between chunks of a signed snapshot: u64 keys (records sent so far) | hash digest
@@ -65,7 +68,7 @@
  *
  * Versions: 2 dropped SNAPSHOT_BEGIN's trailing u64 bytesEstimate, which no upstream ever filled (always 0); 3 added
  * HELLO's trailing httpUrl; 4 added SNAPSHOT_BEGIN's flags and SNAPSHOT_END's signature, and entries of format 2
- * (authors and the root's signature, log/entry.ts); 5 added SNAPSHOT_PROOF. A peer of another version is refused with
+ * (authors and the root's signature, log/entry.ts); 5 added SNAPSHOT_PROOF; 6 added HEARTBEAT's signed part. A peer of another version is refused with
  * PROTOCOL_VERSION at the handshake.
  *
  * ## Handshake and session
@@ -99,7 +102,9 @@
  *
  * Heartbeat times: `rootTimeMs` is the root's wall clock, for the lag a node reports in ms, and nothing else. A
  * receiver orders heartbeats by `rootSeq` and measures staleness on its own monotonic clock, so a root whose clock
- * steps (or a heartbeat with a skewed time) changes no deadline.
+ * steps (or a heartbeat with a skewed time) changes no deadline. A replica with trusted keys takes only heartbeats
+ * signed by one of them and newer than any it took (by beat within an epoch), so that a relay can neither keep it with
+ * heartbeats of its own or replayed, nor hide how far the root is (src/replication/downstream.ts, "Withholding").
  */
 import assert from 'node:assert/strict';
 import { createHash, type Hash } from 'node:crypto';
@@ -108,6 +113,7 @@ import { ProtocolErrorCode, RefuseReason } from '../api/errors.js';
 import { readU64, writeU64 } from '../api/u64.js';
 import { ENTRY_OPS_MAX, KEY_BYTES_MAX } from '../limits.js';
 import { HASH_BYTES, SIGNATURE_BYTES, type ChainHead } from '../log/index.js';
+import { HEARTBEAT_EPOCH_BYTES } from '../trust/index.js';
 import type { SnapshotRecord } from '../store/index.js';
 import {
   FRAME_HEADER_BYTES,
@@ -173,6 +179,16 @@ export interface Heartbeat {
   readonly rootSeq: number;
   readonly rootTimeMs: number;
   readonly path: readonly string[];
+  /** A signing root's signature, with what it covers beside rootSeq and rootTimeMs; relays pass it on unchanged. */
+  readonly proof?: HeartbeatProof;
+}
+
+export interface HeartbeatProof {
+  /** Random bytes the root drew at its start (HEARTBEAT_EPOCH_BYTES). */
+  readonly epoch: Buffer;
+  /** This heartbeat's number in the epoch, from 1. */
+  readonly beat: number;
+  readonly signature: Buffer;
 }
 
 export interface HelloMessage {
@@ -597,8 +613,13 @@ export function encodeMessage(message: Message): Buffer {
       return new Writer().u64(message.keys).hash(message.digest).bytes(message.signature).frame(MessageType.snapshotProof);
     case 'entries':
       return encodeEntries(message.records);
-    case 'heartbeat':
-      return new Writer().u64(message.rootSeq).u64(message.rootTimeMs).path(message.path).frame(MessageType.heartbeat);
+    case 'heartbeat': {
+      const writer = new Writer().u64(message.rootSeq).u64(message.rootTimeMs).path(message.path);
+      const proof = message.proof;
+      if (proof === undefined) return writer.u8(0).frame(MessageType.heartbeat);
+      if (proof.epoch.length !== HEARTBEAT_EPOCH_BYTES || proof.signature.length !== SIGNATURE_BYTES) throw new RangeError('heartbeat proof of the wrong size');
+      return writer.u8(1).bytes(proof.epoch).u64(proof.beat).bytes(proof.signature).frame(MessageType.heartbeat);
+    }
     case 'refuse': {
       const text = Buffer.from(clipUtf8(message.message, REFUSE_MESSAGE_BYTES_MAX), 'utf8');
       return new Writer().u8(RefuseReason[message.reason]).u16(text.length).bytes(text).frame(MessageType.refuse);
@@ -827,7 +848,11 @@ function decodePayload(name: MessageType, reader: Reader): Message {
       const rootTimeMs = reader.u64('rootTimeMs');
       const path = reader.path('path');
       if (path.length === 0) reader.malformed('empty path');
-      return { type: 'heartbeat', rootSeq, rootTimeMs, path };
+      const signed = reader.u8('signed');
+      if (signed === 0) return { type: 'heartbeat', rootSeq, rootTimeMs, path };
+      if (signed !== 1) reader.malformed(`signed flag ${signed}`);
+      const proof = { epoch: reader.bytes(HEARTBEAT_EPOCH_BYTES, 'epoch'), beat: reader.u64('beat'), signature: reader.bytes(SIGNATURE_BYTES, 'signature') };
+      return { type: 'heartbeat', rootSeq, rootTimeMs, path, proof };
     }
     case 'refuse': {
       const code = reader.u8('reason');

@@ -636,7 +636,7 @@ export class Upstream {
   private sendHeartbeat(heartbeat: Heartbeat, actions: UpstreamAction[]): void {
     const path = [...heartbeat.path, this.nodeId];
     if (path.length > PATH_NODES_MAX) return;
-    this.send(encodeMessage({ type: 'heartbeat', rootSeq: heartbeat.rootSeq, rootTimeMs: heartbeat.rootTimeMs, path }), actions);
+    this.send(encodeMessage({ type: 'heartbeat', rootSeq: heartbeat.rootSeq, rootTimeMs: heartbeat.rootTimeMs, path, proof: heartbeat.proof }), actions);
   }
 
   private send(bytes: Buffer, actions: UpstreamAction[]): void {

@@ -7,6 +7,7 @@
  * entry     "mercury entry v1\0"    || hash (32 bytes, the entry's chain hash)
  * snapshot  "mercury snapshot v1\0" || u64 seq || hash (of the entry at seq) || u64 keyCount || digest (32 bytes)
  * part      "mercury snapshot part v1\0" || u64 seq || hash || u64 keyCount || u64 keys || digest (32 bytes)
+ * heartbeat "mercury heartbeat v1\0" || epoch (8 bytes) || u64 beat || u64 rootSeq || u64 rootTimeMs
  * ```
  *
  * A part vouches for a snapshot's first `keys` records (their digest so far): a SNAPSHOT_PROOF between chunks, so
@@ -15,7 +16,9 @@
  * The prefixes keep one kind of signature from ever being taken for the other. A signature on an entry's hash vouches
  * for the whole chain up to it; a snapshot's signature vouches for its position (seq and hash) and its content (the
  * digest over every record, src/replication/protocol.ts), which only the root can sign: a relay serves entries it
- * cannot forge, but a snapshot it makes itself carries no signature (docs/security.md).
+ * cannot forge, but a snapshot it makes itself carries no signature (docs/security.md). A heartbeat's signature vouches
+ * that the root was at rootSeq when it made beat number `beat` of its process `epoch` (random at each start): a relay
+ * can neither make a fresh one nor claim a seq the root did not have (decision record 47).
  */
 import { createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
 import { HASH_BYTES, SIGNATURE_BYTES } from '../log/index.js';
@@ -23,6 +26,9 @@ import { HASH_BYTES, SIGNATURE_BYTES } from '../log/index.js';
 const ENTRY_PREFIX = Buffer.from('mercury entry v1\0', 'latin1');
 const SNAPSHOT_PREFIX = Buffer.from('mercury snapshot v1\0', 'latin1');
 const SNAPSHOT_PART_PREFIX = Buffer.from('mercury snapshot part v1\0', 'latin1');
+const HEARTBEAT_PREFIX = Buffer.from('mercury heartbeat v1\0', 'latin1');
+/** A root process's heartbeat epoch: random bytes drawn at its start. */
+export const HEARTBEAT_EPOCH_BYTES = 8;
 /** Raw Ed25519 public keys are 32 bytes; SPKI DER wraps them in this fixed 12-byte header. */
 export const PUBLIC_KEY_BYTES = 32;
 const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
@@ -58,7 +64,20 @@ export function snapshotPartSignedMessage(part: SnapshotPart): Buffer {
   return Buffer.concat([SNAPSHOT_PART_PREFIX, u64(part.seq), part.hash, u64(part.keyCount), u64(part.keys), part.digest]);
 }
 
-/** The root's signer: makes entry and snapshot signatures with its private key. */
+/** What a root's signed heartbeat says: beat `beat` of its process `epoch`, at rootSeq and rootTimeMs. */
+export interface SignedBeat {
+  readonly epoch: Buffer;
+  readonly beat: number;
+  readonly rootSeq: number;
+  readonly rootTimeMs: number;
+}
+
+export function heartbeatSignedMessage(beat: SignedBeat): Buffer {
+  if (beat.epoch.length !== HEARTBEAT_EPOCH_BYTES) throw new RangeError(`epoch of ${beat.epoch.length} bytes`);
+  return Buffer.concat([HEARTBEAT_PREFIX, beat.epoch, u64(beat.beat), u64(beat.rootSeq), u64(beat.rootTimeMs)]);
+}
+
+/** The root's signer: makes entry, snapshot and heartbeat signatures with its private key. */
 export class Signer {
   readonly publicKey: KeyObject;
   readonly keyId: string;
@@ -79,6 +98,10 @@ export class Signer {
 
   signSnapshotPart(part: SnapshotPart): Buffer {
     return sign(null, snapshotPartSignedMessage(part), this.privateKey);
+  }
+
+  signHeartbeat(beat: SignedBeat): Buffer {
+    return sign(null, heartbeatSignedMessage(beat), this.privateKey);
   }
 }
 

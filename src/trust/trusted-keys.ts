@@ -17,7 +17,18 @@
  */
 import type { KeyObject } from 'node:crypto';
 import type { Entry } from '../log/index.js';
-import { entrySignedMessage, keyId, publicKeyFromRaw, snapshotPartSignedMessage, snapshotSignedMessage, verifies, type SnapshotHead, type SnapshotPart } from './signatures.js';
+import {
+  entrySignedMessage,
+  heartbeatSignedMessage,
+  keyId,
+  publicKeyFromRaw,
+  snapshotPartSignedMessage,
+  snapshotSignedMessage,
+  verifies,
+  type SignedBeat,
+  type SnapshotHead,
+  type SnapshotPart,
+} from './signatures.js';
 
 /** Mercury's own keys in the key space (the reserved prefix, never served by the KV API). */
 export const ROOT_KEY_KEY: Buffer = Buffer.from('\u0000mercury/root/signing-key', 'latin1');
@@ -142,6 +153,15 @@ export class TrustedKeys {
       code: 'SIGNATURE_INVALID',
       message: `snapshot at seq ${part.seq}: its first ${part.keys} records are not signed by a trusted key (${this.describeKeys(keys)})`,
     };
+  }
+
+  /**
+   * Whether a heartbeat is signed by a key trusted now. A heartbeat that is not is never a refusal: right after a
+   * rotation the root signs with a key that a replica still catching up learns only from an entry it has not applied.
+   */
+  checkHeartbeat(beat: SignedBeat, signature: Buffer): boolean {
+    const message = heartbeatSignedMessage(beat);
+    return this.active().some((key) => verifies(key, message, signature));
   }
 
   private describeKeys(keys: readonly KeyObject[]): string {

@@ -124,3 +124,29 @@ export class Forger {
     return original === undefined ? undefined : () => original;
   }
 }
+
+/**
+ * A withholding relay, as a stream rewriter: it passes everything but ENTRIES frames, which it drops. With `hide`, it
+ * also rewrites each heartbeat's rootSeq to the first it passed on the connection (keeping the root's signature, now
+ * over another seq), so that a child that does not check signatures cannot tell the root moved on.
+ */
+export class Withholder {
+  /** Entries dropped so far. */
+  withheld = 0;
+  private readonly decoder = new FrameDecoder(REPLICATION_LIMITS.frameBytesMax);
+  private firstRootSeq: number | undefined;
+
+  constructor(private readonly hide: boolean) {}
+
+  /** Bytes from the upstream, split anywhere; returns the bytes to pass to the child (whole frames). */
+  push(chunk: Buffer): Buffer {
+    const out: Buffer[] = [];
+    for (const frame of this.decoder.push(chunk)) {
+      const message = decodeMessage(frame);
+      if (message.type === 'entries') this.withheld += message.records.length;
+      else if (message.type === 'heartbeat' && this.hide) out.push(encodeMessage({ ...message, rootSeq: (this.firstRootSeq ??= message.rootSeq) }));
+      else out.push(encodeMessage(message));
+    }
+    return Buffer.concat(out);
+  }
+}

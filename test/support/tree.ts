@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { parseHostPort } from '../../src/config/index.js';
-import { Forger, type SignatureForgery } from './forge.js';
+import { Forger, Withholder, type SignatureForgery } from './forge.js';
 import { auditLog, request, requestJson } from './http.js';
 import type { ServeProcess } from './process.js';
 
@@ -105,6 +105,13 @@ export class FlipProxy {
   forging: SignatureForgery | undefined;
   /** Frames forged so far, over all connections. */
   forgedFrames = 0;
+  /**
+   * Withholding-relay mode (test/support/forge.ts, `Withholder`): set before connections open, every connection drops
+   * the entries it carries; `hide` also pins the heartbeats' rootSeq to the first one passed.
+   */
+  withholding: 'entries' | 'hide' | undefined;
+  /** Entries withheld so far, over all connections. */
+  withheldEntries = 0;
   /** Connections accepted so far. */
   accepted = 0;
   private readonly server: net.Server;
@@ -165,6 +172,7 @@ export class FlipProxy {
     }
     client.pipe(upstream);
     const forger = this.forging === undefined ? undefined : new Forger(this.forging);
+    const withholder = this.withholding === undefined ? undefined : new Withholder(this.withholding === 'hide');
     upstream.on('data', (chunk: Buffer) => {
       if (forger !== undefined) {
         const before = forger.forged;
@@ -175,6 +183,12 @@ export class FlipProxy {
           return;
         }
         this.forgedFrames += forger.forged - before;
+        if (chunk.length === 0) return;
+      }
+      if (withholder !== undefined) {
+        const before = withholder.withheld;
+        chunk = withholder.push(chunk);
+        this.withheldEntries += withholder.withheld - before;
         if (chunk.length === 0) return;
       }
       if (this.flipArmed && chunk.length >= 16) {

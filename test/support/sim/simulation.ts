@@ -29,6 +29,7 @@ import {
   Downstream,
   MessageType,
   REPLICATION_LIMITS_TEST,
+  RootHeartbeats,
   Upstream,
   type DownstreamAction,
   type Heartbeat,
@@ -213,6 +214,8 @@ class Simulation {
   /** The root's signer and the forging relays, with how each forges signatures (signing runs only). */
   private readonly signer: Signer | undefined;
   private readonly forgers = new Map<string, SignatureForgery>();
+  /** The root's heartbeats: signed in signing runs, with an epoch from the seed. */
+  private readonly heartbeats: RootHeartbeats;
 
   constructor(options: SimulationOptions) {
     this.seed = options.seed;
@@ -280,6 +283,7 @@ class Simulation {
         this.forgers.set(relay.id, modes[i % modes.length]!);
       }
     }
+    this.heartbeats = new RootHeartbeats(this.signer, Buffer.alloc(8, options.seed % 251));
     const watchHosts: SimNode[] = [this.root];
     while (watchHosts.length < 8) {
       const node = watchRandom.pick(replicas);
@@ -430,7 +434,7 @@ class Simulation {
   }
 
   private rootLatestHeartbeat(): Heartbeat {
-    return { rootSeq: this.root.store.head().seq, rootTimeMs: this.rootWallMs(), path: [] };
+    return this.heartbeats.next(this.root.store.head().seq, this.rootWallMs());
   }
 
   private rootWallMs(): number {
