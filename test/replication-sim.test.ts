@@ -76,6 +76,15 @@ describe('replication simulation', () => {
     }
   });
 
+  test('simulation: withholding relays (entries dropped behind the root\'s heartbeats, or their rootSeq pinned) lose every child within the stale time', (t) => {
+    for (const seed of [11, testSeed()]) {
+      const stats = seeded(() => runSimulation({ seed, fanout: [3, 3, 3], faultMs: 4_000, signing: { forgers: 1, withholders: 2 }, watchConsumers: 4 }));
+      t.diagnostic(`seed ${seed}: ${summary(stats)}; entries withheld ${stats.withheld.entries}, connections left ${stats.withheld.left}`);
+      assert.ok(stats.withheld.entries > 0, 'no entry was withheld');
+      assert.ok(stats.withheld.left > 0, 'no child was following a withholding relay');
+    }
+  });
+
   test('simulation: a root clock that jumps an hour ahead for one heartbeat, then steps back an hour, drops no healthy upstream', (t) => {
     const hourMs = 3_600_000;
     // Relative to a root clock two hours ahead of simulated time, so that it never goes below zero.

@@ -20,7 +20,10 @@
  * last, where it takes snapshots, which relays cannot sign), and a few intermediate nodes are forging relays: every
  * frame they send is rewritten by test/support/forge.ts (values changed, hashes recomputed, signatures kept, stripped
  * or made with another key). A forged frame that a child applies fails the run, as does a child that stays on the
- * forger's connection after a forged ENTRIES frame or snapshot end.
+ * forger's connection after a forged ENTRIES frame or snapshot end. With `withholders`, a few more intermediate nodes
+ * are withholding relays (test/support/forge.ts `Withholder`): they drop every ENTRIES frame they send, and half of
+ * them also pin their heartbeats' rootSeq; a child that still follows such a relay twice the longest stale time after
+ * an entry was withheld from it fails the run.
  */
 import { createPrivateKey } from 'node:crypto';
 import { crc32 } from 'node:zlib';
@@ -37,7 +40,7 @@ import {
   type UpstreamAction,
 } from '../../../src/replication/index.js';
 import { Signer, TrustedKeys } from '../../../src/trust/index.js';
-import { Forger, type SignatureForgery } from '../forge.js';
+import { Forger, Withholder, type SignatureForgery } from '../forge.js';
 import { EventQueue } from './event-queue.js';
 import { MemoryStore } from './memory-store.js';
 import { Prng } from './prng.js';
@@ -67,8 +70,8 @@ export interface SimulationOptions {
   readonly rootClockOffsetMs?: (simMs: number) => number;
   /** Watch consumers (src/watch machines run on the root and a few replicas); 0 leaves watches out. */
   readonly watchConsumers?: number;
-  /** Signed entries and `forgers` forging relays among the intermediate nodes (see the header). */
-  readonly signing?: { readonly forgers: number };
+  /** Signed entries, `forgers` forging relays and `withholders` withholding relays among the intermediate nodes (see the header). */
+  readonly signing?: { readonly forgers: number; readonly withholders?: number };
 }
 
 export interface SimulationStats {
@@ -92,6 +95,8 @@ export interface SimulationStats {
   corruptDetected: { wire: number; relay: number };
   /** Frames rewritten by forging relays, and forged ENTRIES frames or snapshot ends whose child dropped the forger. */
   forged: { injected: number; detected: number };
+  /** Entries withheld by withholding relays, and connections to them their child left after an entry was withheld. */
+  withheld: { entries: number; left: number };
   watch: WatchStats;
 }
 
@@ -133,6 +138,9 @@ interface Conn {
   readonly lastDeliveryMs: [number, number];
   /** The rewriter of a connection whose upstream is a forging relay. */
   forger?: Forger;
+  /** The rewriter of a connection whose upstream is a withholding relay, and whether its child is being watched. */
+  withholder?: Withholder;
+  withholdWatched?: boolean;
 }
 
 interface Session {
@@ -214,6 +222,8 @@ class Simulation {
   /** The root's signer and the forging relays, with how each forges signatures (signing runs only). */
   private readonly signer: Signer | undefined;
   private readonly forgers = new Map<string, SignatureForgery>();
+  /** Withholding relays, each with whether it pins its heartbeats' rootSeq (signing runs only). */
+  private readonly withholders = new Map<string, boolean>();
   /** The root's heartbeats: signed in signing runs, with an epoch from the seed. */
   private readonly heartbeats: RootHeartbeats;
 
@@ -282,6 +292,11 @@ class Simulation {
         const relay = relays.splice(signingRandom.int(0, relays.length - 1), 1)[0]!;
         this.forgers.set(relay.id, modes[i % modes.length]!);
       }
+      // Drawn after the forgers, so that runs without withholders stay as they were.
+      for (let i = 0; i < (options.signing.withholders ?? 0) && relays.length > 0; i++) {
+        const relay = relays.splice(signingRandom.int(0, relays.length - 1), 1)[0]!;
+        this.withholders.set(relay.id, i % 2 === 1);
+      }
     }
     this.heartbeats = new RootHeartbeats(this.signer, Buffer.alloc(8, options.seed % 251));
     const watchHosts: SimNode[] = [this.root];
@@ -310,6 +325,7 @@ class Simulation {
       corruptInjected: { wire: 0, relay: 0 },
       corruptDetected: { wire: 0, relay: 0 },
       forged: { injected: 0, detected: 0 },
+      withheld: { entries: 0, left: 0 },
       watch: this.watchers.stats,
     };
   }
@@ -763,6 +779,17 @@ class Simulation {
         this.stats.forged.injected++;
       }
     }
+    const pinning = from === 1 ? this.withholders.get(conn.server.id) : undefined;
+    if (pinning !== undefined) {
+      conn.withholder ??= new Withholder(pinning);
+      const before = conn.withholder.withheld;
+      payload = conn.withholder.push(bytes);
+      if (conn.withholder.withheld > before) {
+        this.stats.withheld.entries += conn.withholder.withheld - before;
+        this.watchWithheld(conn);
+      }
+      if (payload.length === 0) return;
+    }
     if (
       from === 1 &&
       this.faultsActive &&
@@ -779,6 +806,23 @@ class Simulation {
     const at = Math.max(this.queue.nowMs + this.latencyMs(), conn.lastDeliveryMs[to]);
     conn.lastDeliveryMs[to] = at;
     this.queue.at(at, () => this.deliver(conn, to, chunks, corrupted));
+  }
+
+  /**
+   * An entry was withheld from `conn`'s child: it must leave the relay within its stale time (upstreamStaleMs plus a
+   * hop per ancestor) of the next heartbeat; twice that, it fails the run if it has not.
+   */
+  private watchWithheld(conn: Conn): void {
+    if (conn.withholdWatched === true) return;
+    conn.withholdWatched = true;
+    const depth = conn.client.downstream?.currentAncestors().length ?? 0;
+    const boundMs = 2 * (this.limits.upstreamStaleMs + depth * this.limits.upstreamStaleHopMs + this.limits.heartbeatIntervalMs);
+    this.queue.after(boundMs, () => {
+      const child = conn.client;
+      if (!conn.dead && conn.open[0] && child.downstream?.currentConnId === conn.clientConnId)
+        return this.fail(`${child.id} still follows withholding relay ${conn.server.id} ${boundMs} ms after an entry was withheld`);
+      this.stats.withheld.left++;
+    });
   }
 
   /** A flipped bit anywhere after the length prefix: the frame CRC must catch it. */
