@@ -504,6 +504,24 @@ describe('store range reads', () => {
     assert.throws(() => store.stageSnapshotPage([records[0]!]), /ascending key order/);
   });
 
+  test('store: a snapshot\'s key count (LMDB\'s own, not a walk) matches its records, while an older snapshot stays open', () => {
+    const store = freshStore();
+    const records = (snapshot: ReturnType<Store['openSnapshot']>): number => {
+      let count = 0;
+      for (let page = snapshot.nextPage(1 << 12); page.length > 0; page = snapshot.nextPage(1 << 12)) count += page.length;
+      return count;
+    };
+    commit(store, Array.from({ length: 300 }, (_, i) => put(`k/${String(i).padStart(3, '0')}`, 'v')));
+    const before = store.openSnapshot();
+    commit(store, [deletePrefix(b('k/1')), del('k/000'), put('extra', 'x')]);
+    const after = store.openSnapshot();
+    // Each counts its own state, whichever was opened first and read last.
+    assert.deepStrictEqual([after.keyCount, records(after)], [300 - 100 - 1 + 1, 200]);
+    assert.deepStrictEqual([before.keyCount, records(before)], [300, 300]);
+    before.close();
+    after.close();
+  });
+
   test('store: a put of a key at the largest version keeps that version instead of overflowing its u32', () => {
     // A replica that installed such a record (a snapshot from a forging relay, before the decoder refused it) threw a
     // RangeError on the next put of the key, at every restart.
