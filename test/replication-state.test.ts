@@ -334,36 +334,43 @@ describe('replication state machines', () => {
     assert.match(downstream.status().lastFailure ?? '', /^upstream withholding: its heartbeats say the root is at seq 7, this node is at 6, and nothing more came for \d+ ms$/);
   });
 
-  test('downstream with trusted keys: only the root\'s signed heartbeats, each newer than any taken, are progress; a relay cannot hide the root\'s seq', () => {
+  test('downstream with trusted keys: only the root\'s signed heartbeats, each newer than any taken, are progress, checked when progress is due', () => {
     const signer = new Signer(generateKeyPairSync('ed25519').privateKey);
     const root = rootStore(5);
     const { downstream, store } = newReplica({ store: rootStore(5), trust: new TrustedKeys([signer.publicKey]) });
     const link = Link.open(downstream, store, root);
     assert.equal(downstream.status().phase, 'streaming');
     const staleMs = L.upstreamStaleMs + L.upstreamStaleHopMs;
+    const dueMs = staleMs / 2;
     const heartbeats = new RootHeartbeats(signer, Buffer.alloc(8, 1));
-    /** Delivers `heartbeat` through the upstream; answers whether the replica took it (forwarded it). */
-    const deliver = (heartbeat: Heartbeat, atMs: number): boolean => {
+    const deliver = (heartbeat: Heartbeat, atMs: number): void => {
+      assert.equal(ofType(downstream.tick(atMs), 'close').length, 0, `closed before the heartbeat at ${atMs - T0} ms`);
       const up = link.upstream.heartbeat(atMs, heartbeat);
-      return ofType(downstream.receive(atMs, link.connId, Buffer.concat(ofType(up, 'send').map((action) => action.bytes))), 'heartbeat').length === 1;
+      downstream.receive(atMs, link.connId, Buffer.concat(ofType(up, 'send').map((action) => action.bytes)));
     };
     const ignored = (): number => downstream.status().trust!.heartbeatsIgnored;
-    const first = heartbeats.next(5, 1);
-    assert.equal(deliver(first, T0 + 100), true);
-    // Replayed, unsigned, signed by another key, or altered: none is taken, nor forwarded.
-    const other = new RootHeartbeats(new Signer(generateKeyPairSync('ed25519').privateKey), Buffer.alloc(8, 1)).next(5, 2);
-    const later = heartbeats.next(5, 3);
-    for (const [i, bad] of [first, { rootSeq: 5, rootTimeMs: 4, path: [] }, other, { ...later, rootSeq: 4 }].entries()) {
-      assert.equal(deliver(bad, T0 + 200 + i), false, `heartbeat ${i} was taken`);
-      assert.equal(ignored(), i + 1);
+    // Before progress is due a heartbeat is not checked at all, good or bad (a busy link verifies none).
+    deliver({ rootSeq: 5, rootTimeMs: 1, path: [] }, T0 + 100);
+    assert.equal(ignored(), 0);
+    // Due: the root's next beat is taken, and moves the deadline.
+    const first = heartbeats.next(5, 2);
+    let progressMs = T0 + dueMs;
+    deliver(first, progressMs);
+    assert.equal(ignored(), 0);
+    // Replayed, unsigned, signed by another key, or with its rootSeq pinned lower: each checked once due, and refused.
+    const other = new RootHeartbeats(new Signer(generateKeyPairSync('ed25519').privateKey), Buffer.alloc(8, 1)).next(5, 3);
+    const later = heartbeats.next(5, 4);
+    for (const [i, bad] of [first, { rootSeq: 5, rootTimeMs: 5, path: [] }, other, { ...later, rootSeq: 4 }].entries()) {
+      deliver(bad, progressMs + dueMs + i);
+      assert.equal(ignored(), i + 1, `heartbeat ${i} was taken`);
     }
-    assert.equal(deliver(later, T0 + 300), true, 'the next beat is taken');
+    progressMs += dueMs + 10;
+    deliver(later, progressMs);
+    assert.equal(ignored(), 4, 'the next beat is taken');
     // A relay that replays what it has keeps nobody: the stale time after the last heartbeat taken, the link is dropped.
-    for (let now = T0 + 400; now < T0 + 300 + staleMs; now += L.heartbeatIntervalMs) {
-      assert.equal(ofType(downstream.tick(now), 'close').length, 0);
-      deliver(later, now);
-    }
-    assert.equal(ofType(downstream.tick(T0 + 300 + staleMs), 'close').length, 1);
+    for (let now = progressMs + L.heartbeatIntervalMs; now < progressMs + staleMs; now += L.heartbeatIntervalMs) deliver(later, now);
+    assert.ok(ignored() > 4, 'the replays were checked and refused');
+    assert.equal(ofType(downstream.tick(progressMs + staleMs), 'close').length, 1);
     assert.match(downstream.status().lastFailure ?? '', /^upstream stale/);
   });
 

@@ -102,9 +102,9 @@
  *
  * Heartbeat times: `rootTimeMs` is the root's wall clock, for the lag a node reports in ms, and nothing else. A
  * receiver orders heartbeats by `rootSeq` and measures staleness on its own monotonic clock, so a root whose clock
- * steps (or a heartbeat with a skewed time) changes no deadline. A replica with trusted keys takes only heartbeats
- * signed by one of them and newer than any it took (by beat within an epoch), so that a relay can neither keep it with
- * heartbeats of its own or replayed, nor hide how far the root is (src/replication/downstream.ts, "Withholding").
+ * steps (or a heartbeat with a skewed time) changes no deadline. A replica with trusted keys counts a heartbeat as
+ * progress only if one of them signed it and it is newer than any it took (by beat within an epoch), so that a relay
+ * cannot keep it with heartbeats of its own, replayed or altered (src/replication/downstream.ts, "Withholding").
  */
 import assert from 'node:assert/strict';
 import { createHash, type Hash } from 'node:crypto';
