@@ -2,6 +2,7 @@
  * Readiness (`/readyz`): whether a node should take traffic, as a pure function of what the node knows, so that each
  * rule is tested without making a store fail or a replica fall behind. Each reason starts with a stable code.
  */
+import { namesKey } from '../store/index.js';
 
 export interface ReadinessInput {
   /** Times damaged data was met, and what the first was ("key \"a/b\"", "log entry 17", "head record"). */
@@ -21,7 +22,7 @@ export function readiness(input: ReadinessInput): { ready: boolean; reasons: str
   const reasons: string[] = [];
   // /readyz takes no token: a damaged key is not named (its name, or a token record's id, is not every caller's to
   // know; an admin token's status names it). Records of the store's own (a log entry, the head record) are.
-  const first = input.firstDamage === undefined || input.firstDamage.startsWith('key ') ? 'GET /v1/status with an admin token says where' : `first: ${input.firstDamage}`;
+  const first = input.firstDamage === undefined || namesKey(input.firstDamage) ? 'GET /v1/status with an admin token says where' : `first: ${input.firstDamage}`;
   if (input.damageCount > 0) reasons.push(`DATA_CORRUPTED: damaged data met ${input.damageCount} times; ${first}`);
   if (input.writeFault !== undefined) reasons.push(`${input.writeFault.code}: ${input.writeFault.message}`);
   const phase = input.replicationPhase;

@@ -79,13 +79,13 @@ import {
   type WelcomeMessage,
 } from './protocol.js';
 
-
 /**
  * Root epochs (process lifetimes) whose highest beat a replica with trusted keys remembers: a root restarted more often
  * than this within one replica's life lets a relay replay the forgotten epochs' beats once more, at rootSeqs no lower
  * than the highest signed one taken.
  */
 const HEARTBEAT_EPOCHS_KEPT = 16;
+
 export type DownstreamAction =
   /** Open a connection to `upstream` (an address from the configured list). */
   | { readonly type: 'connect'; readonly connId: number; readonly upstream: string; readonly upstreamIndex: number }
@@ -676,9 +676,9 @@ export class Downstream {
     session.lastHeartbeatRootSeq = heartbeat.rootSeq;
     // The root is past this node: the upstream has entries to send, and a deadline to send some (see "Withholding").
     if (heartbeat.rootSeq > this.head.seq) session.behindSinceMs ??= nowMs;
-    this.lastHeartbeat = { rootSeq: heartbeat.rootSeq, rootTimeMs: heartbeat.rootTimeMs, path: heartbeat.path };
-    const taken: Heartbeat = { rootSeq: heartbeat.rootSeq, rootTimeMs: heartbeat.rootTimeMs, path: heartbeat.path };
-    actions.push({ type: 'heartbeat', heartbeat: heartbeat.proof === undefined ? taken : { ...taken, proof: heartbeat.proof } });
+    const { rootSeq, rootTimeMs, path, proof } = heartbeat;
+    this.lastHeartbeat = proof === undefined ? { rootSeq, rootTimeMs, path } : { rootSeq, rootTimeMs, path, proof };
+    actions.push({ type: 'heartbeat', heartbeat: this.lastHeartbeat });
   }
 
   /**

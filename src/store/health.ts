@@ -14,15 +14,33 @@ import { dataFileDamaged } from './lmdb-meta.js';
 export const DAMAGE_REPORTS_MAX = 16;
 
 export interface DamageReport {
-  /** What was damaged: "log entry 17", "key \"a/b\"", ... */
+  /** What was damaged: "log entry 17", "key \"a/b\"" (`keyName`), ... */
   readonly what: string;
   readonly message: string;
 }
 
+const KEY_NAME_PREFIX = 'key ';
+
+/** A key as damage reports name it (bounded: a key is up to KEY_BYTES_MAX). */
+export function keyName(key: Buffer): string {
+  return `${KEY_NAME_PREFIX}${JSON.stringify(key.toString('utf8').slice(0, 200))}`;
+}
+
+/** Whether a report's `what` names a key (`keyName`), which not every caller may learn, rather than a store record. */
+export function namesKey(what: string): boolean {
+  return what.startsWith(KEY_NAME_PREFIX);
+}
+
+/**
+ * The words every DATA_CORRUPTED message starts with, before what was damaged: what a caller who may not learn a key's
+ * name is shown of a message that quotes one (src/server/routes/status.ts).
+ */
+export const DAMAGED_DATA_PHRASE = 'damaged data';
+
 /** Throws-ready error for a record that failed its check on read. Status 500, code DATA_CORRUPTED. */
 export function dataCorrupted(what: string, cause: unknown): MercuryError {
   const detail = cause instanceof Error ? cause.message : String(cause);
-  return new MercuryError('DATA_CORRUPTED', `damaged data on this node: ${what}: ${detail}; read from another node, and see "Damaged data" in the README`, {
+  return new MercuryError('DATA_CORRUPTED', `${DAMAGED_DATA_PHRASE} on this node: ${what}: ${detail}; read from another node, and see "Damaged data" in the README`, {
     cause,
     details: { damaged: what },
   });

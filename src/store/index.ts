@@ -9,5 +9,5 @@ export { dataFileDamaged, lmdbTreeProblem } from './lmdb-meta.js';
 export type { DataDirLock } from '../fs/dir-lock.js';
 export type { KeyRecord, KeyRecordSink } from './records.js';
 export type { DamageReport } from './health.js';
-export { readersFull, refusedAtStart } from './health.js';
+export { DAMAGED_DATA_PHRASE, namesKey, readersFull, refusedAtStart } from './health.js';
 export { SnapshotReaders, type SnapshotReservation } from './snapshot-readers.js';

@@ -18,7 +18,7 @@ import { open, type Database, type DatabaseOptions, type RootDatabase, type Tran
 import { LMDB_MAP_BYTES_DEFAULT, LMDB_READERS_MAX, SNAPSHOT_READERS_MAX } from '../limits.js';
 import { SnapshotReaders, snapshotReadersFor, type SnapshotReservation } from './snapshot-readers.js';
 import { closeUnsynced, openUnsynced } from './unsynced-guard.js';
-import { DAMAGE_REPORTS_MAX, dataCorrupted, isRecordDamage, readersFull, storageFault, type DamageReport } from './health.js';
+import { DAMAGE_REPORTS_MAX, dataCorrupted, isRecordDamage, keyName, readersFull, storageFault, type DamageReport } from './health.js';
 import { MercuryError } from '../errors/index.js';
 import { GENESIS_HEAD, HASH_BYTES, authorRuns, sealEntry, verifyNext, verifySelf, type ChainHead, type EncodedEntry, type Entry, type Op } from '../log/index.js';
 import {
@@ -137,10 +137,6 @@ const IN_PLACE = Symbol('in place');
 const EMPTY_KEY = Buffer.alloc(0);
 const WHOLE_KEY_SPACE: readonly KeyRange[] = Object.freeze([{ start: EMPTY_KEY, end: EMPTY_KEY }]);
 
-/** A key as damage reports name it (bounded: a key is up to KEY_BYTES_MAX). */
-function keyName(key: Buffer): string {
-  return `key ${JSON.stringify(key.toString('utf8').slice(0, 200))}`;
-}
 
 export interface LogBounds {
   /** First retained seq, or head.seq + 1 when the log is empty. */

@@ -1,5 +1,6 @@
 /** What operators and monitors ask a node: `/v1/status`, `/healthz`, `/readyz`, `/metrics`, and a replica's resync. */
 import { requireAdmin, type Principal } from '../../auth/index.js';
+import { DAMAGED_DATA_PHRASE } from '../../store/index.js';
 import { principalOf } from '../auth.js';
 import { sendJson } from '../http-io.js';
 import type { NodeApi } from '../node-api.js';
@@ -28,14 +29,14 @@ export function statusFor(principal: Principal | undefined, status: Record<strin
   return seen;
 }
 
-/** What a failure says up to the damage it met ("damaged data on this node: key ..."), then where to read the rest. */
+/**
+ * What a failure says up to the damage it met ("damaged data on this node: key ...", its own or quoted from an
+ * upstream's refusal), then where to read the rest.
+ */
 function withoutDamageNamed(failure: string): string {
-  const at = failure.indexOf(DAMAGE_PHRASE);
-  return at < 0 ? failure : `${failure.slice(0, at + DAMAGE_PHRASE.length)} (where: in the status an admin token reads)`;
+  const at = failure.indexOf(DAMAGED_DATA_PHRASE);
+  return at < 0 ? failure : `${failure.slice(0, at + DAMAGED_DATA_PHRASE.length)} (where: in the status an admin token reads)`;
 }
-
-/** The words every DATA_CORRUPTED message, and an upstream's refusal for its damaged data, say (src/store/health.ts). */
-const DAMAGE_PHRASE = 'damaged data';
 
 export function statusRoute(node: NodeApi): Route {
   return {
