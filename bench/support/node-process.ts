@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RawHttpConnection } from './raw-http.js';
 
-export const CLI_PATH = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+export const CLI_PATH = fileURLToPath(new URL('../../bin/mercury.js', import.meta.url));
 
 export interface NodeProcess {
   readonly url: string;

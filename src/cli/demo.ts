@@ -9,12 +9,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { BOOTSTRAP_TOKEN_FILE } from '../auth/index.js';
 import { NodeClient, UnauthenticatedError, bearer, type ClientTls } from '../client/index.js';
 import { createCertificateAuthority, issueCertificate, type CertificateFiles } from '../net/tls-certs.js';
 
-const CLI_PATH = fileURLToPath(new URL('./main.js', import.meta.url));
+/**
+ * The program running this command, which the demo starts again as each node: dist/bin/mercury.js (the bundle) when
+ * run as `npm start` or `npx mercury`, dist/src/cli/main.js when started from tsc's output.
+ */
+const CLI_PATH = process.argv[1]!;
 const START_TIMEOUT_MS = 20_000;
 const DEMO_BASE_PORT = 7070;
 /** Nodes take HTTP and replication ports in pairs from DEMO_BASE_PORT, so their wire ports come from a range apart. */
@@ -180,11 +183,11 @@ export async function demoCommand(dir: string, replicas: number, json = false): 
     'Try, in another terminal:',
     `  export MERCURY_CA=${ca}                      # or --ca on each command`,
     `  export MERCURY_TOKEN_FILE=${userTokenFile}`,
-    `  node dist/src/cli/main.js put greeting hello --url ${leaf.url}   # a write on a leaf, forwarded to the root`,
-    `  node dist/src/cli/main.js get greeting --url ${nodes[1]!.url}     # read it on another replica`,
-    `  node dist/src/cli/main.js watch '' --url ${nodes[2]!.url}         # every change, live`,
-    `  node dist/src/cli/main.js status --url ${leaf.url}                # place in the tree, lag`,
-    `  node dist/src/cli/main.js token list --token-file ${adminTokenFile}   # tokens (admin)`,
+    `  npx mercury put greeting hello --url ${leaf.url}   # a write on a leaf, forwarded to the root`,
+    `  npx mercury get greeting --url ${nodes[1]!.url}         # read it on another replica`,
+    `  npx mercury watch '' --url ${nodes[2]!.url}             # every change, live`,
+    `  npx mercury status --url ${leaf.url}               # place in the tree, lag`,
+    `  npx mercury token list --token-file ${adminTokenFile}   # tokens (admin)`,
     `  curl --cacert ${ca} -H "Authorization: Bearer $(cat ${userTokenFile})" ${nodes[0]!.url}/v1/kv/greeting`,
     `  a client certificate (its CN "client" names the caller): --cert ${client.certPath} --key ${client.keyPath}`,
     '',

@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** The compiled CLI entry point (this file runs from dist/test/support/). */
-export const CLI_PATH = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+/** The CLI as users run it: the bundle `npm run build` makes (tools/bundle-cli.ts); this file runs from dist/test/support/. */
+export const CLI_PATH = fileURLToPath(new URL('../../bin/mercury.js', import.meta.url));
 
 /** How long a child may take to print its listening line before the start counts as failed. */
 export const SERVE_START_TIMEOUT_MS = 15_000;
