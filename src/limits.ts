@@ -56,6 +56,11 @@ export const PROCESS_OPEN_FILES_RESERVED = 700;
  * closed at once, before the open-files limit would make accept() fail.
  */
 export const HTTP_CONNECTIONS_MAX = PROCESS_OPEN_FILES_MAX - PROCESS_OPEN_FILES_RESERVED;
+/**
+ * Open HTTP connections per remote address, watches included, by default (`--max-connections-per-address` for a host
+ * that needs more): a fifth of HTTP_CONNECTIONS_MAX, so that one host cannot hold them all.
+ */
+export const HTTP_CONNECTIONS_PER_ADDRESS_MAX = 4_000;
 
 /**
  * Group commit: requests waiting for the next entry. When the queue is full new writes are refused with 503

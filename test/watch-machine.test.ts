@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { EncodedEntry, Op } from '../src/log/index.js';
+import { KEY_BYTES_MAX } from '../src/limits.js';
 import { WATCH_LIMITS_TEST, type WatchLimits } from '../src/watch/index.js';
 import { WatchCloseCode, WatchProtocolError, parseClientMessage } from '../src/api/index.js';
 import { WatchMachine, type WatchAction } from '../src/watch/index.js';
@@ -58,9 +59,9 @@ class Harness implements WatchOracle {
     return this.commit([{ type: 'put', key: Buffer.from(key), value: Buffer.from(value) }], publish);
   }
 
-  connect<C extends TestConnection = TestConnection>(conn: C = new TestConnection() as C): { id: number; conn: C } {
+  connect<C extends TestConnection = TestConnection>(conn: C = new TestConnection() as C, address = '192.0.2.1'): { id: number; conn: C } {
     const id = ++this.lastConnId;
-    this.perform(this.machine.opened(this.nowMs, id, conn));
+    this.perform(this.machine.opened(this.nowMs, id, conn, address));
     return { id, conn };
   }
 
@@ -116,6 +117,47 @@ function follow(h: Harness, conn: TestConnection, selection: CheckedSelection, s
 }
 
 describe('watch machine', () => {
+  test('watch machine: the subscriptions of one address, and of the node, hold a bounded number of prefix bytes over all their connections', () => {
+    // The hostile watcher of before: one address opening connection after connection, each holding the full
+    // per-connection budget (4,000 x 32 KiB in production, some 720 MB of node memory). Here: budgets of two and three
+    // maximal subscriptions, for the address and the node.
+    const maximal = (tag: string): string[] => Array.from({ length: WATCH_LIMITS_TEST.prefixesPerSubscriptionMax }, (_, i) => `${tag}/${i}/`.padEnd(KEY_BYTES_MAX, 'x'));
+    const full = WATCH_LIMITS_TEST.prefixesPerSubscriptionMax * KEY_BYTES_MAX;
+    const h = new Harness({ prefixBytesPerConnectionMax: full, prefixBytesPerAddressMax: 2 * full, prefixBytesMax: 3 * full });
+    const answer = (id: number, conn: TestConnection, subscriptionId: string, prefixes: string[]): ServerMessage => {
+      h.message(id, { type: 'subscribe', id: subscriptionId, prefixes });
+      return conn.received.at(-1)!;
+    };
+    const refusal = (message: ServerMessage): string => {
+      assert.equal(message.type, 'error', JSON.stringify(message).slice(0, 200));
+      assert.equal((message as { code: string }).code, 'TOO_MANY_PREFIXES');
+      return (message as { message: string }).message;
+    };
+    const [a1, a2, a3] = [h.connect(undefined, 'a'), h.connect(undefined, 'a'), h.connect(undefined, 'a')];
+    assert.equal(answer(a1.id, a1.conn, 's', maximal('a1')).type, 'subscribed');
+    assert.equal(answer(a2.id, a2.conn, 's', maximal('a2')).type, 'subscribed');
+    // The address's third connection is empty, but the address is full: refused, even a prefix of two bytes.
+    assert.match(refusal(answer(a3.id, a3.conn, 's', maximal('a3'))), /subscriptions of your address \(a\) hold 32768 over 3 connections; one address holds at most 32768 bytes/);
+    refusal(answer(a3.id, a3.conn, 's', ['x/']));
+    // Another address has its own budget, until the node's is spent.
+    const [b1, b2] = [h.connect(undefined, 'b'), h.connect(undefined, 'b')];
+    assert.equal(answer(b1.id, b1.conn, 's', maximal('b1')).type, 'subscribed');
+    assert.match(refusal(answer(b2.id, b2.conn, 's', ['x/'])), /this node's subscriptions hold 49152 of the 49152 bytes of prefixes it holds at most; retry later/);
+    // A connection that closes gives its bytes back to its address and the node; an unsubscribe does too.
+    h.perform(h.machine.closed(h.nowMs, a1.id));
+    assert.equal(answer(b2.id, b2.conn, 's', ['x/']).type, 'subscribed');
+    refusal(answer(a3.id, a3.conn, 's', maximal('a3'))); // the node's budget, by the two bytes of x/
+    assert.equal(answer(a3.id, a3.conn, 's', ['y/']).type, 'subscribed');
+    h.message(a2.id, { type: 'unsubscribe', id: 's' });
+    assert.equal(answer(a3.id, a3.conn, 'more', maximal('a3')).type, 'error', 'the connection budget still holds: y/ plus a full one');
+    h.message(a3.id, { type: 'unsubscribe', id: 's' });
+    assert.equal(answer(a3.id, a3.conn, 'more', maximal('a3')).type, 'subscribed');
+    // Every change reaches the subscriptions that were taken; the refused ones hold nothing.
+    h.put(maximal('a3')[0]!);
+    assert.equal(ofType(a3.conn.received, 'events').length, 1);
+    h.machine.assertInvariants();
+  });
+
   test('watch machine: subscribe, live events of the selected prefix only, unsubscribe, refused messages', () => {
     const h = new Harness();
     h.put('a/0');

@@ -17,7 +17,9 @@
  * - `prefixes` (UTF-8 text) and/or `prefixesBase64` (any bytes): 1 to 16 prefixes in all
  *   (`WATCH_PREFIXES_PER_SUBSCRIPTION_MAX`), each 0 to 1024 bytes (`KEY_BYTES_MAX`). The empty prefix matches every key. Prefixes that another prefix of the subscription covers
  *   are dropped, so each change is delivered once. The subscriptions of one connection hold at most 32 KiB of prefixes
- *   together (`WATCH_PREFIX_BYTES_PER_CONNECTION_MAX`; one subscription of the most and longest prefixes always fits).
+ *   together (`WATCH_PREFIX_BYTES_PER_CONNECTION_MAX`; one subscription of the most and longest prefixes always fits),
+ *   and those of one remote address, and of the node, 1 KiB per connection they may hold
+ *   (`WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION`).
  * - `fromSeq` (optional, >= 1): the first seq whose changes the client wants; to resume, the seq after the last one
  *   it received (from an events, progress or snapshot message). Absent: from the next entry the node applies. On a
  *   replica, a seq the node has not reached yet is allowed: nothing is sent until it gets there. The root is never
@@ -130,6 +132,15 @@ export const WATCH_PREFIXES_PER_SUBSCRIPTION_MAX = 16;
  * index entries), 20 GB for the 4,000 connections one address may open, all for a token with one read scope.
  */
 export const WATCH_PREFIX_BYTES_PER_CONNECTION_MAX = 32 * KiB;
+/**
+ * Bytes of prefixes the subscriptions of one remote address hold together over all its connections, per connection the
+ * address may open (`--max-connections-per-address`: 4,000 KiB at its default of 4,000), and those of the whole node, per
+ * connection the node may hold (19,300 KiB). Past either a subscribe is refused with TOO_MANY_PREFIXES, whose
+ * message names the budget. The per-connection budget alone let one address hold 4,000 connections of 32 KiB of
+ * prefixes: about 720 MB of the node's memory with what indexes them. Watchers whose prefixes average 1 KiB or less
+ * never meet it.
+ */
+export const WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION = 1 * KiB;
 /** A client-chosen subscription id that is a string has 1 to this many characters. */
 export const WATCH_ID_CHARS_MAX = 256;
 /** A connection that was sent nothing for this long gets a progress message anyway: the client's liveness check. */

@@ -4,6 +4,7 @@
 import { MercuryError } from '../errors/index.js';
 import { isLoopbackHost } from '../net/tls.js';
 import { HTTP_CONNECTIONS_MAX, REPLICATION_CHILDREN_MAX_CEILING, REPLICATION_CHILDREN_MAX_DEFAULT, UPSTREAMS_MAX, VALUE_BYTES_CEILING } from '../limits.js';
+import { WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION } from '../api/index.js';
 // Types only: the CLI loads this module for every client command, and must not load the node with it.
 import type { NodeLimits } from '../node/limits.js';
 import type { TlsPaths } from '../net/tls.js';
@@ -283,7 +284,7 @@ function optionalInteger(field: string, value: unknown, min: number, max: number
 /**
  * The node's limits with the operator's flags applied: `--max-value-bytes` sets `commit.valueBytesMax`, the
  * `--log-retain-*` flags `log.retainEntries` and `log.retainBytes`, `--max-connections-per-address`
- * `http.connectionsPerAddressMax`. The node validates the result once
+ * `http.connectionsPerAddressMax` (and the watch prefix bytes an address may hold). The node validates the result once
  * (`validateNodeLimits`), with every relation across sections.
  */
 export function withConfigLimits(config: NodeConfig, limits: NodeLimits): NodeLimits {
@@ -291,6 +292,14 @@ export function withConfigLimits(config: NodeConfig, limits: NodeLimits): NodeLi
     ...limits,
     commit: { ...limits.commit, valueBytesMax: config.valueBytesMax ?? limits.commit.valueBytesMax },
     http: { ...limits.http, connectionsPerAddressMax: config.connectionsPerAddressMax ?? limits.http.connectionsPerAddressMax },
+    // An address allowed more connections may hold more watch prefixes too (WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION).
+    watch:
+      config.connectionsPerAddressMax === undefined
+        ? limits.watch
+        : {
+            ...limits.watch,
+            prefixBytesPerAddressMax: Math.max(limits.watch.prefixBytesPerConnectionMax, config.connectionsPerAddressMax * WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION),
+          },
     log: { ...limits.log, retainEntries: config.logRetainEntries ?? limits.log.retainEntries, retainBytes: config.logRetainBytes ?? limits.log.retainBytes },
   };
 }

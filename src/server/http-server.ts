@@ -12,6 +12,7 @@ import { AddressSlots, TLS_HANDSHAKE_BYTE, addressKey, peerCertificate, serverTl
 import {
   BODY_BYTES_IN_FLIGHT_MAX,
   HTTP_CONNECTIONS_MAX,
+  HTTP_CONNECTIONS_PER_ADDRESS_MAX,
   HTTP_HEADERS_TIMEOUT_MS,
   HTTP_KEEP_ALIVE_TIMEOUT_MS,
   HTTP_REQUEST_TIMEOUT_MS,
@@ -73,8 +74,7 @@ export const HTTP_LIMITS: HttpLimits = Object.freeze({
   keepAliveTimeoutMs: HTTP_KEEP_ALIVE_TIMEOUT_MS,
   firstByteTimeoutMs: 5_000,
   connectionsMax: HTTP_CONNECTIONS_MAX,
-  // A fifth of the connections: one host cannot hold them all (--max-connections-per-address for a host that must).
-  connectionsPerAddressMax: 4_000,
+  connectionsPerAddressMax: HTTP_CONNECTIONS_PER_ADDRESS_MAX,
   forwardedWriteWaitMs: 30_000,
   jsonBodyBytesMax: JSON_BODY_BYTES_MAX,
   bodyBytesInFlightMax: BODY_BYTES_IN_FLIGHT_MAX,

@@ -9,6 +9,7 @@
  * many watchers is framed once (frame.ts) and the same bytes are written on each socket.
  */
 import assert from 'node:assert/strict';
+import { addressKey } from '../net/index.js';
 import { STATUS_CODES, ServerResponse, type IncomingMessage, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -343,7 +344,7 @@ export class WatchHub {
     socket.write(handshakeResponse(handshake));
     const connection = new WsConnection(this.owner, socket, ++this.lastConnId, principal);
     connection.start(head);
-    this.perform(this.machine.opened(this.clock.monotonicMs(), connection.id, connection));
+    this.perform(this.machine.opened(this.clock.monotonicMs(), connection.id, connection, addressKey(req.socket.remoteAddress)));
   }
 
   /**

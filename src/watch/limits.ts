@@ -11,13 +11,14 @@ import {
   WATCH_CLIENT_MESSAGE_BYTES_MAX,
   WATCH_HEARTBEAT_INTERVAL_MS,
   WATCH_ID_CHARS_MAX,
+  WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION,
   WATCH_PREFIX_BYTES_PER_CONNECTION_MAX,
   WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
   WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX,
   WATCH_SERVER_MESSAGE_BYTES_MAX,
   WATCH_SNAPSHOT_ITEMS_MAX,
 } from '../api/index.js';
-import { ENTRY_BYTES_MAX, ENTRY_OPS_MAX, KEY_BYTES_MAX } from '../limits.js';
+import { ENTRY_BYTES_MAX, ENTRY_OPS_MAX, HTTP_CONNECTIONS_MAX, HTTP_CONNECTIONS_PER_ADDRESS_MAX, KEY_BYTES_MAX } from '../limits.js';
 
 // The limits a client can see are part of the wire contract (src/api/watch.ts); they are re-exported here so that the
 // node's watch limits read as one list.
@@ -25,6 +26,7 @@ export {
   WATCH_CLIENT_MESSAGE_BYTES_MAX,
   WATCH_HEARTBEAT_INTERVAL_MS,
   WATCH_ID_CHARS_MAX,
+  WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION,
   WATCH_PREFIX_BYTES_PER_CONNECTION_MAX,
   WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
   WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX,
@@ -83,6 +85,12 @@ export interface WatchLimits {
   readonly subscriptionsPerConnectionMax: number;
   readonly prefixesPerSubscriptionMax: number;
   readonly prefixBytesPerConnectionMax: number;
+  /**
+   * Bytes of prefixes the subscriptions of one remote address hold together, over all its connections, and those of
+   * the whole node (WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION; `--max-connections-per-address` scales the first).
+   */
+  readonly prefixBytesPerAddressMax: number;
+  readonly prefixBytesMax: number;
   readonly idCharsMax: number;
   readonly catchupReadEntriesMax: number;
   readonly catchupReadBytesTarget: number;
@@ -104,6 +112,8 @@ export const WATCH_LIMITS: WatchLimits = Object.freeze({
   subscriptionsPerConnectionMax: WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX,
   prefixesPerSubscriptionMax: WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
   prefixBytesPerConnectionMax: WATCH_PREFIX_BYTES_PER_CONNECTION_MAX,
+  prefixBytesPerAddressMax: HTTP_CONNECTIONS_PER_ADDRESS_MAX * WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION,
+  prefixBytesMax: HTTP_CONNECTIONS_MAX * WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION,
   idCharsMax: WATCH_ID_CHARS_MAX,
   catchupReadEntriesMax: WATCH_CATCHUP_READ_ENTRIES_MAX,
   catchupReadBytesTarget: WATCH_CATCHUP_READ_BYTES_TARGET,
@@ -130,6 +140,8 @@ export const WATCH_LIMITS_TEST: WatchLimits = Object.freeze({
   subscriptionsPerConnectionMax: 8,
   prefixesPerSubscriptionMax: WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
   prefixBytesPerConnectionMax: WATCH_PREFIX_BYTES_PER_CONNECTION_MAX,
+  prefixBytesPerAddressMax: HTTP_CONNECTIONS_PER_ADDRESS_MAX * WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION,
+  prefixBytesMax: HTTP_CONNECTIONS_MAX * WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION,
   idCharsMax: 64,
   catchupReadEntriesMax: 8,
   catchupReadBytesTarget: 16 * KiB,
@@ -150,6 +162,8 @@ export function validateWatchLimits(limits: WatchLimits): WatchLimits {
   // Any valid subscription fits a connection that holds no other: the client library opens one connection per watch,
   // so it never meets the per-connection budget of prefix bytes.
   assert.ok(limits.prefixBytesPerConnectionMax >= limits.prefixesPerSubscriptionMax * KEY_BYTES_MAX, 'one subscription of the longest prefixes fits a connection');
+  assert.ok(limits.prefixBytesPerAddressMax >= limits.prefixBytesPerConnectionMax, "a full connection fits its address's budget");
+  assert.ok(limits.prefixBytesMax >= limits.prefixBytesPerAddressMax, "an address's budget fits the node's");
   // Progress is checked on each tick, so the heartbeat and the stall time are whole numbers of ticks at least.
   assert.ok(limits.progressIntervalMs <= limits.heartbeatIntervalMs);
   assert.ok(limits.progressIntervalMs * 2 <= limits.stallMs, 'a stall is detected by the progress tick');

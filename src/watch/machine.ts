@@ -167,6 +167,16 @@ class Group {
   constructor(readonly selection: Selection) {}
 }
 
+/**
+ * The prefix bytes that one remote address's subscriptions hold over all its connections (`prefixBytesPerAddressMax`);
+ * kept while the address has a connection.
+ */
+class AddressPrefixes {
+  bytes = 0;
+  connections = 0;
+  constructor(readonly key: string) {}
+}
+
 class Connection {
   /** Usually one: the array is made with exactly its first element (a pushed-to empty array reserves 17 slots). */
   subscriptions: Subscription[] = [];
@@ -179,6 +189,8 @@ class Connection {
   constructor(
     readonly id: number,
     readonly port: WatchConnection,
+    /** What the remote address's subscriptions hold of prefixes, shared by its connections. */
+    readonly address: AddressPrefixes,
     tick: number,
   ) {
     this.lastSendTick = tick;
@@ -291,6 +303,9 @@ export class WatchMachine {
   private readonly counters: WatchCounters;
   private readonly root: boolean;
   private readonly connections = new Map<number, Connection>();
+  /** Per remote address, while it has a connection; and the prefix bytes all subscriptions hold (`prefixBytesMax`). */
+  private readonly addresses = new Map<string, AddressPrefixes>();
+  private prefixBytesHeld = 0;
   private readonly groups = new Map<string, Group>();
   private readonly index = new SelectionIndex<Group>();
   /** Subscriptions in catch-up or snapshot. */
@@ -375,7 +390,8 @@ export class WatchMachine {
 
   // --- Events -----------------------------------------------------------------------------------------------------
 
-  opened(nowMs: number, connId: number, port: WatchConnection): readonly WatchAction[] {
+  /** A connection from `address` (the remote address's key, `addressKey`: the budget of prefix bytes it shares). */
+  opened(nowMs: number, connId: number, port: WatchConnection, address: string): readonly WatchAction[] {
     this.begin();
     if (this.connections.has(connId)) assert.fail(`watch connection id ${connId} reused`);
     if (this.stopped) {
@@ -384,7 +400,13 @@ export class WatchMachine {
     }
     // The first connection after a quiet spell starts the progress rounds afresh (none ran meanwhile).
     if (this.connections.size === 0) this.progressAtMs = Math.max(this.progressAtMs, nowMs + this.limits.progressIntervalMs);
-    this.connections.set(connId, new Connection(connId, port, this.ticks));
+    let prefixes = this.addresses.get(address);
+    if (prefixes === undefined) {
+      prefixes = new AddressPrefixes(address);
+      this.addresses.set(address, prefixes);
+    }
+    prefixes.connections++;
+    this.connections.set(connId, new Connection(connId, port, prefixes, this.ticks));
     return this.end(nowMs);
   }
 
@@ -480,6 +502,7 @@ export class WatchMachine {
     if (connection === undefined) return this.end(nowMs);
     this.dropSubscriptions(connection);
     this.connections.delete(connId);
+    if (--connection.address.connections === 0) this.addresses.delete(connection.address.key);
     return this.end(nowMs);
   }
 
@@ -506,7 +529,12 @@ export class WatchMachine {
   assertInvariants(): void {
     let subscriptions = 0;
     let snapshots = 0;
+    const addressBytes = new Map<AddressPrefixes, number>();
+    const addressConnections = new Map<AddressPrefixes, number>();
     for (const connection of this.connections.values()) {
+      assert.equal(this.addresses.get(connection.address.key), connection.address, 'a connection counts in its address');
+      addressConnections.set(connection.address, (addressConnections.get(connection.address) ?? 0) + 1);
+      for (const subscription of connection.subscriptions) addressBytes.set(connection.address, (addressBytes.get(connection.address) ?? 0) + prefixBytes(subscription.group.selection));
       if (connection.closing) assert.equal(connection.subscriptions.length, 0, 'a closing connection holds subscriptions');
       for (const subscription of connection.subscriptions) {
         subscriptions++;
@@ -529,6 +557,16 @@ export class WatchMachine {
       }
     }
     assert.equal(subscriptions, this.subscriptionCount);
+    assert.equal(this.addresses.size, addressConnections.size, 'an address is kept while it has a connection');
+    let prefixBytesHeld = 0;
+    for (const address of this.addresses.values()) {
+      assert.equal(address.connections, addressConnections.get(address), "an address counts its connections");
+      assert.equal(address.bytes, addressBytes.get(address) ?? 0, "an address's prefix bytes are its subscriptions'");
+      assert.ok(address.bytes <= this.limits.prefixBytesPerAddressMax);
+      prefixBytesHeld += address.bytes;
+    }
+    assert.equal(prefixBytesHeld, this.prefixBytesHeld, "the node's prefix bytes are its addresses'");
+    assert.ok(prefixBytesHeld <= this.limits.prefixBytesMax);
     assert.equal(snapshots, this.snapshotsOpen);
     assert.ok(this.snapshotsOpen <= this.limits.snapshotsMax);
     for (const subscription of this.lagging) assert.ok(!subscription.removed, 'lagging subscriptions are a subset of all subscriptions');
@@ -645,6 +683,21 @@ export class WatchMachine {
         `this subscription's prefixes are ${asked} bytes and this connection's subscriptions hold ${held}; a connection holds at most ${this.limits.prefixBytesPerConnectionMax} bytes of prefixes: unsubscribe some, use shorter prefixes, or open another connection`,
         message.idJson,
       );
+    // And over connections: one address opening thousands of connections of full budgets held some 720 MB of the
+    // node's memory (WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION).
+    const address = connection.address;
+    if (address.bytes + asked > this.limits.prefixBytesPerAddressMax)
+      throw new WatchProtocolError(
+        'TOO_MANY_PREFIXES',
+        `this subscription's prefixes are ${asked} bytes and the subscriptions of your address (${address.key}) hold ${address.bytes} over ${address.connections} connections; one address holds at most ${this.limits.prefixBytesPerAddressMax} bytes of prefixes: unsubscribe some or use shorter prefixes (the node's operator can raise --max-connections-per-address for a host that needs more)`,
+        message.idJson,
+      );
+    if (this.prefixBytesHeld + asked > this.limits.prefixBytesMax)
+      throw new WatchProtocolError(
+        'TOO_MANY_PREFIXES',
+        `this subscription's prefixes are ${asked} bytes and this node's subscriptions hold ${this.prefixBytesHeld} of the ${this.limits.prefixBytesMax} bytes of prefixes it holds at most; retry later, use shorter prefixes, or watch through another node`,
+        message.idJson,
+      );
     let group = this.groups.get(selection.key);
     if (group === undefined) {
       group = new Group(selection);
@@ -654,6 +707,8 @@ export class WatchMachine {
     const fromSeq = message.fromSeq ?? this.liveSeq + 1;
     const subscription = new Subscription(connection, message.idJson, group, fromSeq, message.afterHash);
     group.members++;
+    address.bytes += asked;
+    this.prefixBytesHeld += asked;
     if (connection.subscriptions.length === 0) connection.subscriptions = [subscription];
     else connection.subscriptions.push(subscription);
     this.subscriptionCount++;
@@ -755,6 +810,9 @@ export class WatchMachine {
     this.unawait(subscription);
     subscription.removed = true;
     const group = subscription.group;
+    const bytes = prefixBytes(group.selection);
+    subscription.connection.address.bytes -= bytes;
+    this.prefixBytesHeld -= bytes;
     group.live.delete(subscription);
     this.lagging.delete(subscription);
     this.releaseSnapshot(subscription);

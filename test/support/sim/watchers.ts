@@ -257,7 +257,7 @@ export class SimWatchers implements WatchOracle {
     consumer.conn = conn;
     consumer.subscribed = false;
     consumer.lastMessage = undefined;
-    this.perform(host, watch, watch.machine.opened(this.queue.nowMs, conn.id, conn));
+    this.perform(host, watch, watch.machine.opened(this.queue.nowMs, conn.id, conn, 'sim-consumers'));
     const first = consumer.history.resumes === 0 && consumer.history.events + consumer.history.progress + consumer.history.snapshots === 0 && consumer.firstFromSeq === undefined;
     const fromSeq = first ? undefined : consumer.history.resumeSeq();
     consumer.startsAtSubscribed = first;
