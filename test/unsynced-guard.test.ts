@@ -3,7 +3,7 @@
  * discarded after a machine crash (another boot), so it never runs on a possibly torn LMDB file.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { INITIALISED_FILE, Store } from '../src/store/index.js';
@@ -55,6 +55,20 @@ describe('unsynced guard', () => {
     const made = setUp('clean', { bootId: 'some-earlier-boot', clean: true });
     assert.equal(openUnsynced(made), false);
     assert.ok(existsSync(join(made, 'data.mdb')));
+  });
+
+  test('the state is replaced whole, never written in place; a temporary file a crash left behind is ignored and replaced', () => {
+    const made = dir('replaced');
+    const statePath = join(made, 'unsynced-guard.json');
+    writeFileSync(`${statePath}.tmp`, '{"bootId":"left by a crash","clean":tr'); // a crash between write and rename
+    assert.equal(openUnsynced(made), false);
+    const opened = statSync(statePath).ino;
+    closeUnsynced(made);
+    // A new file renamed over the old: a power loss during the write finds the old state or the new, never a cut one.
+    assert.notEqual(statSync(statePath).ino, opened);
+    assert.deepEqual(JSON.parse(readFileSync(statePath, 'utf8')), { bootId: BOOT_ID, clean: true });
+    assert.ok(!existsSync(`${statePath}.tmp`));
+    assert.equal(statSync(statePath).mode & 0o777, 0o600);
   });
 
   test('a torn state file counts as a crash', () => {

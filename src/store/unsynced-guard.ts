@@ -13,15 +13,15 @@
  *   bootstraps again from a snapshot. Otherwise the files are intact. Then {bootId, clean: false} is written.
  * - close: after the environment is closed, the data file is fsynced, and only then {clean: true} is written.
  *
- * A state file that does not hold such an object (torn, damaged into other JSON such as `null`, or larger than
+ * The file is replaced whole by a rename, never written in place. A state file that does not hold such an object (torn, damaged into other JSON such as `null`, or larger than
  * STATE_BYTES_MAX, which is not read) says nothing of the last stop, so the data is discarded as after a machine
  * crash. A state path that is not a file (a directory) was not made here: the start is refused, naming it, before
  * anything is touched.
  */
-import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
-import { fsyncPath } from '../fs/durable.js';
+import { fsyncPath, writeFileDurably } from '../fs/durable.js';
 import { DATA_FILE, INITIALISED_FILE, LMDB_LOCK_FILE } from './data-files.js';
 
 const STATE_FILE = 'unsynced-guard.json';
@@ -76,9 +76,13 @@ function readState(dir: string, statePath: string): GuardState | undefined | 'no
   }
 }
 
-function writeDurably(path: string, text: string): void {
-  writeFileSync(path, text, { mode: 0o600 });
-  fsyncPath(path);
+/**
+ * Replaces the state file whole (a temporary file, fsynced, renamed over it, the directory fsynced): written in place,
+ * a power loss during the write could leave it empty, which a start takes for a crash and discards the data of a
+ * replica that had closed cleanly.
+ */
+function writeState(path: string, state: GuardState): void {
+  writeFileDurably(path, JSON.stringify(state), 0o600);
 }
 
 /**
@@ -95,7 +99,7 @@ export function openUnsynced(dir: string): boolean {
     for (const name of DISCARDED_FILES) rmSync(join(dir, name), { force: true });
     discarded = true;
   }
-  writeDurably(statePath, JSON.stringify({ bootId, clean: false } satisfies GuardState));
+  writeState(statePath, { bootId, clean: false });
   return discarded;
 }
 
@@ -103,5 +107,5 @@ export function openUnsynced(dir: string): boolean {
 export function closeUnsynced(dir: string): void {
   const dataFile = join(dir, DATA_FILE);
   if (existsSync(dataFile)) fsyncPath(dataFile);
-  writeDurably(join(dir, STATE_FILE), JSON.stringify({ bootId: currentBootId(), clean: true } satisfies GuardState));
+  writeState(join(dir, STATE_FILE), { bootId: currentBootId(), clean: true });
 }

@@ -28,20 +28,9 @@ function forgeOps(ops: readonly Op[]): Op[] {
   return ops.map((op, i) => (i === index && op.type === 'put' ? { ...op, value: FORGED } : op));
 }
 
-/** Rewrites one direction of one connection: the bytes an upstream sends to its child. */
-export class Forger {
-  /** Frames forged so far (ENTRIES frames and snapshot chunks). */
-  forged = 0;
+/** Rewrites one direction of one connection, the bytes an upstream sends to its child, message by message. */
+abstract class MessageRewriter {
   private readonly decoder = new FrameDecoder(REPLICATION_LIMITS.frameBytesMax);
-  private readonly attacker: Signer | undefined;
-  private snapshot: { seq: number; hash: Buffer; keyCount: number; digest: SnapshotDigest } | undefined;
-
-  constructor(
-    private readonly signatures: SignatureForgery,
-    attacker?: KeyObject,
-  ) {
-    this.attacker = signatures === 'attacker' ? new Signer(attacker ?? attackerKey()) : undefined;
-  }
 
   /** Bytes from the upstream, split anywhere; returns the bytes to pass to the child (whole frames). */
   push(chunk: Buffer): Buffer {
@@ -59,7 +48,25 @@ export class Forger {
   }
 
   /** The message to pass on in place of `message`; undefined to drop it. */
-  private rewrite(message: Message): Message | undefined {
+  protected abstract rewrite(message: Message): Message | undefined;
+}
+
+/** A forging relay: entries and snapshots rewritten with recomputed hashes, and signatures as `signatures` says. */
+export class Forger extends MessageRewriter {
+  /** Frames forged so far (ENTRIES frames and snapshot chunks). */
+  forged = 0;
+  private readonly attacker: Signer | undefined;
+  private snapshot: { seq: number; hash: Buffer; keyCount: number; digest: SnapshotDigest } | undefined;
+
+  constructor(
+    private readonly signatures: SignatureForgery,
+    attacker?: KeyObject,
+  ) {
+    super();
+    this.attacker = signatures === 'attacker' ? new Signer(attacker ?? attackerKey()) : undefined;
+  }
+
+  protected rewrite(message: Message): Message | undefined {
     switch (message.type) {
       case 'entries': {
         this.forged++;
@@ -130,23 +137,20 @@ export class Forger {
  * also rewrites each heartbeat's rootSeq to the first it passed on the connection (keeping the root's signature, now
  * over another seq), so that a child that does not check signatures cannot tell the root moved on.
  */
-export class Withholder {
+export class Withholder extends MessageRewriter {
   /** Entries dropped so far. */
   withheld = 0;
-  private readonly decoder = new FrameDecoder(REPLICATION_LIMITS.frameBytesMax);
   private firstRootSeq: number | undefined;
 
-  constructor(private readonly hide: boolean) {}
+  constructor(private readonly hide: boolean) {
+    super();
+  }
 
-  /** Bytes from the upstream, split anywhere; returns the bytes to pass to the child (whole frames). */
-  push(chunk: Buffer): Buffer {
-    const out: Buffer[] = [];
-    for (const frame of this.decoder.push(chunk)) {
-      const message = decodeMessage(frame);
-      if (message.type === 'entries') this.withheld += message.records.length;
-      else if (message.type === 'heartbeat' && this.hide) out.push(encodeMessage({ ...message, rootSeq: (this.firstRootSeq ??= message.rootSeq) }));
-      else out.push(encodeMessage(message));
+  protected rewrite(message: Message): Message | undefined {
+    if (message.type === 'entries') {
+      this.withheld += message.records.length;
+      return undefined;
     }
-    return Buffer.concat(out);
+    return message.type === 'heartbeat' && this.hide ? { ...message, rootSeq: (this.firstRootSeq ??= message.rootSeq) } : message;
   }
 }
