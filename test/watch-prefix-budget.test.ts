@@ -70,6 +70,9 @@ describe('watch prefix budgets', () => {
     // The connections that were accepted still get their changes.
     const seq = (await (await fetch(`${node.url}/v1/kv/${encodeURIComponent(maximal('c5/1')[3]!)}`, { method: 'PUT', body: 'v' })).json()) as { seq: number };
     await full[5]!.waitForSeq(1, seq.seq);
+    // The operator sees what the watches hold.
+    const metrics = await (await fetch(`${node.url}/metrics`)).text();
+    assert.equal(Number(/^mercury_watch_prefix_bytes (\d+)$/m.exec(metrics)?.[1]), perAddress);
     // A connection that closes gives its bytes back.
     full[0]!.socket.close();
     await full[0]!.closed;

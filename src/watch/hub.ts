@@ -179,6 +179,11 @@ export class WatchHub {
     registry.gauge('mercury_watch_connections', 'Open watch connections.', () => this.machine.connectionCount);
     registry.gauge('mercury_watch_subscriptions', 'Watch subscriptions (watchers).', () => this.machine.subscriptions);
     registry.gauge('mercury_watch_subscriptions_lagging', 'Watch subscriptions in catch-up or snapshot.', () => this.machine.laggingSubscriptions);
+    registry.gauge(
+      'mercury_watch_prefix_bytes',
+      `Bytes of prefixes all watch subscriptions hold; past ${this.limits.prefixBytesMax}, or an address's share, a subscribe is refused TOO_MANY_PREFIXES.`,
+      () => this.machine.prefixBytes,
+    );
     this.schedule();
   }
 

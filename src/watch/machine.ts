@@ -366,6 +366,11 @@ export class WatchMachine {
     return this.lagging.size;
   }
 
+  /** Bytes of prefixes all subscriptions hold (`prefixBytesMax`). */
+  get prefixBytes(): number {
+    return this.prefixBytesHeld;
+  }
+
   get openSnapshots(): number {
     return this.snapshotsOpen;
   }
