@@ -3,13 +3,13 @@
  * the program `npx mercury`, `npm start` and the tests run. Run by `npm run build` after tsc.
  *
  * Why: Node loads an ES module graph one file at a time (resolve, stat, read, compile, link), and `mercury serve`
- * imports about 130 of our modules. Started as one file, a node listens about 60 ms sooner (a fresh data directory,
- * start to "listening on": median 251-274 ms against 318-331, /tmp script timing seven starts each way, 2026-12-06),
- * and every CLI command starts that much sooner too. docs/decisions.md, record 48.
+ * imports about 130 of our modules. Started from the bundle, a node listens about 60 ms sooner (a fresh data directory,
+ * start to "listening on", medians of seven starts, alternating: 227 and 229 ms against 282 and 295, 2026-12-06), and
+ * a client command starts sooner too (166 and 177 ms against 184 and 234). docs/decisions.md, record 48.
  *
  * Packages from node_modules (lmdb and its native addon, ws) stay outside the bundle and load as before. The
- * dashboard's files are read relative to the module that serves them (src/ui/index.ts), which in the bundle is
- * dist/bin/mercury.js itself: they are copied beside it. The modules under dist/src stay as tsc wrote them, for the
+ * dashboard's files are read relative to the module that serves them (src/ui/index.ts), which in the bundle is a chunk
+ * in dist/bin: they are copied there. The modules under dist/src stay as tsc wrote them, for the
  * library (`import ... from 'mercury'`) and for tests that import a module directly.
  */
 import { build } from 'esbuild';

@@ -137,7 +137,6 @@ const IN_PLACE = Symbol('in place');
 const EMPTY_KEY = Buffer.alloc(0);
 const WHOLE_KEY_SPACE: readonly KeyRange[] = Object.freeze([{ start: EMPTY_KEY, end: EMPTY_KEY }]);
 
-
 export interface LogBounds {
   /** First retained seq, or head.seq + 1 when the log is empty. */
   readonly firstSeq: number;

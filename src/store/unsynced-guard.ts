@@ -13,10 +13,10 @@
  *   bootstraps again from a snapshot. Otherwise the files are intact. Then {bootId, clean: false} is written.
  * - close: after the environment is closed, the data file is fsynced, and only then {clean: true} is written.
  *
- * The file is replaced whole by a rename, never written in place. A state file that does not hold such an object (torn, damaged into other JSON such as `null`, or larger than
- * STATE_BYTES_MAX, which is not read) says nothing of the last stop, so the data is discarded as after a machine
- * crash. A state path that is not a file (a directory) was not made here: the start is refused, naming it, before
- * anything is touched.
+ * The file is replaced whole by a rename, never written in place. A state file that does not hold such an object
+ * (torn, damaged into other JSON such as `null`, or larger than STATE_BYTES_MAX, which is not read) says nothing of the
+ * last stop, so the data is discarded as after a machine crash. A state path that is not a file (a directory) was not
+ * made here: the start is refused, naming it, before anything is touched.
  */
 import { existsSync, lstatSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';

@@ -9,7 +9,6 @@
  * many watchers is framed once (frame.ts) and the same bytes are written on each socket.
  */
 import assert from 'node:assert/strict';
-import { addressKey } from '../net/index.js';
 import { STATUS_CODES, ServerResponse, type IncomingMessage, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -19,6 +18,7 @@ import type { Logger } from '../logging/index.js';
 import type { Registry } from '../metrics/index.js';
 import { readersFull, type KeyRange, type SnapshotReader, type SnapshotReservation } from '../store/index.js';
 import { isDataCorrupted, isReadersFull, type MercuryError } from '../errors/index.js';
+import { addressKey } from '../net/index.js';
 import { validateWatchLimits, WATCH_LIMITS, type WatchLimits } from './limits.js';
 import { WatchMachine, type WatchAction, type WatchConnection, type WatchCounters, type WatchInput } from './machine.js';
 import { handshakeResponse, readHandshake, ServerWebSocket, type ServerWebSocketOwner } from './websocket.js';

@@ -539,10 +539,10 @@ export class WatchMachine {
     for (const connection of this.connections.values()) {
       assert.equal(this.addresses.get(connection.address.key), connection.address, 'a connection counts in its address');
       addressConnections.set(connection.address, (addressConnections.get(connection.address) ?? 0) + 1);
-      for (const subscription of connection.subscriptions) addressBytes.set(connection.address, (addressBytes.get(connection.address) ?? 0) + prefixBytes(subscription.group.selection));
       if (connection.closing) assert.equal(connection.subscriptions.length, 0, 'a closing connection holds subscriptions');
       for (const subscription of connection.subscriptions) {
         subscriptions++;
+        addressBytes.set(connection.address, (addressBytes.get(connection.address) ?? 0) + prefixBytes(subscription.group.selection));
         assert.ok(!subscription.removed);
         assert.equal(subscription.connection, connection);
         assert.equal(this.lagging.has(subscription), subscription.state !== 'live', 'lagging is exactly the subscriptions in catch-up or snapshot');
