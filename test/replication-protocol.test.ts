@@ -266,6 +266,42 @@ describe('replication protocol', () => {
     );
   });
 
+  test('protocol: a large frame joined from chunks is joined into memory given back, never into memory still held', () => {
+    const decoder = new FrameDecoder(REPLICATION_LIMITS.frameBytesMax);
+    const chunkOf = (seed: number, bytes: number): Buffer => encodeMessage({ type: 'snapshotChunk', records: [{ key: Buffer.from([seed]), value: Buffer.alloc(bytes, seed), createSeq: 1, modSeq: 1, version: 1 }] });
+    // In 64 KiB socket reads, as a replica receives a 1 MiB snapshot chunk.
+    const receive = (frame: Buffer): Buffer => {
+      const frames = [];
+      for (let at = 0; at < frame.length; at += 65_536) frames.push(...decoder.push(frame.subarray(at, at + 65_536)));
+      assert.equal(frames.length, 1);
+      return frames[0]!.payload;
+    };
+    const first = receive(chunkOf(1, 300_000));
+    const kept = receive(chunkOf(2, 300_000));
+    assert.notEqual(kept.buffer, first.buffer, 'not given back: new memory');
+    assert.equal(first[20], 1, 'the first frame is intact');
+    decoder.release(first); // no longer the last one lent: ignored
+    decoder.release(kept);
+    const third = receive(chunkOf(3, 299_000));
+    assert.equal(third.buffer, kept.buffer, 'given back: the next large frame is joined into it');
+    assert.deepStrictEqual(decodeMessage({ type: MessageType.snapshotChunk, payload: third, bytes: 0 }), {
+      type: 'snapshotChunk',
+      records: [{ key: Buffer.from([3]), value: Buffer.alloc(299_000, 3), createSeq: 1, modSeq: 1, version: 1 }],
+      encodedRecords: third.subarray(4),
+    });
+    decoder.release(third);
+    const larger = receive(chunkOf(4, 500_000));
+    assert.notEqual(larger.buffer, kept.buffer, 'too small for the next frame: new memory');
+    assert.equal(larger[20], 4);
+    // A frame that arrived whole views the socket's chunk, which other frames may share: never reused.
+    const whole = chunkOf(5, 100_000);
+    const [alone] = decoder.push(whole);
+    decoder.release(alone!.payload);
+    const after = receive(chunkOf(6, 100_000));
+    assert.notEqual(after.buffer, whole.buffer);
+    assert.equal(alone!.payload[20], 5, 'the whole frame is intact');
+  });
+
   test('protocol: a frame above the maximum is refused from its length alone', () => {
     const header = Buffer.alloc(8);
     header.writeUInt32BE(FRAME_MAX, 0); // 8 + FRAME_MAX > FRAME_MAX

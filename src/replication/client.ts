@@ -317,6 +317,7 @@ export class ReplicationClient {
         break;
       case 'snapshotChunk':
         store.stageSnapshotPage(action.records);
+        this.downstream.staged(action.connId, action.received);
         this.logSnapshotProgress();
         break;
       case 'snapshotAbort':

@@ -101,7 +101,11 @@ export type DownstreamAction =
       readonly datasetId: string;
       readonly keyCount: number;
     }
-  | { readonly type: 'snapshotChunk'; readonly records: readonly SnapshotRecord[] }
+  /**
+   * Stage these records. They view `received`, the frame's memory: once staged (LMDB holds copies), give it back with
+   * `staged(connId, received)`, so that the connection's decoder joins the next chunk into it.
+   */
+  | { readonly type: 'snapshotChunk'; readonly records: readonly SnapshotRecord[]; readonly connId: number; readonly received: Buffer }
   /** The staged snapshot is complete and verified: switch to it and adopt `datasetId`. */
   | { readonly type: 'snapshotFinish'; readonly seq: number; readonly hash: Buffer; readonly datasetId: string }
   | { readonly type: 'snapshotAbort'; readonly reason: string }
@@ -246,6 +250,7 @@ interface IncomingSnapshot {
   /** The root key the snapshot's key space names (a rotation before it), trusted once the snapshot is. */
   rootKey: Buffer | undefined;
   readonly digest: SnapshotDigest;
+  /** A copy (the records' memory is given back to the decoder once they are staged). */
   lastKey: Buffer | undefined;
   keysReceived: number;
   bytesReceived: number;
@@ -354,6 +359,14 @@ export class Downstream {
       ...(this.credential === undefined ? {} : { credential: this.credential }),
     });
     return [{ type: 'send', connId, bytes: hello }];
+  }
+
+  /**
+   * The records of a `snapshotChunk` action are staged and nothing views `received` any more: its memory goes back to
+   * the connection's decoder, if the connection is still this one.
+   */
+  staged(connId: number, received: Buffer): void {
+    this.current(connId)?.decoder.release(received);
   }
 
   /** Bytes arrived on `connId`, split anywhere. */
@@ -818,19 +831,20 @@ export class Downstream {
         actions,
       );
     snapshot.bytesSinceProof += chunk.encodedRecords.length;
+    let previous = snapshot.lastKey;
     for (const record of records) {
-      if (snapshot.lastKey !== undefined && Buffer.compare(snapshot.lastKey, record.key) >= 0)
-        return void this.fail(nowMs, 'snapshot keys are not strictly ascending', actions);
+      if (previous !== undefined && Buffer.compare(previous, record.key) >= 0) return void this.fail(nowMs, 'snapshot keys are not strictly ascending', actions);
       if (record.modSeq > snapshot.seq) return void this.fail(nowMs, `snapshot record modified at ${record.modSeq}, after the snapshot seq ${snapshot.seq}`, actions);
-      snapshot.lastKey = record.key;
+      previous = record.key;
       if (record.key.length === ROOT_KEY_KEY.length && record.key.equals(ROOT_KEY_KEY)) snapshot.rootKey = Buffer.from(record.value);
       snapshot.keysReceived++;
       snapshot.bytesReceived += record.key.length + record.value.length;
     }
+    snapshot.lastKey = previous === undefined ? undefined : Buffer.from(previous);
     if (snapshot.keysReceived > snapshot.keyCount) return void this.fail(nowMs, `snapshot has more than the announced ${snapshot.keyCount} keys`, actions);
     snapshot.digest.updateEncoded(chunk.encodedRecords);
     this.dataArrived(nowMs, session);
-    actions.push({ type: 'snapshotChunk', records });
+    actions.push({ type: 'snapshotChunk', records, connId: session.connId, received: chunk.encodedRecords });
   }
 
   /**
