@@ -302,6 +302,38 @@ describe('replication protocol', () => {
     assert.equal(alone!.payload[20], 5, 'the whole frame is intact');
   });
 
+  test('protocol: large frames split anywhere decode whole, with memory given back or not', () => {
+    const records = (seed: number, bytes: number) => [{ key: Buffer.from([seed]), value: Buffer.alloc(bytes, seed), createSeq: 1, modSeq: 1, version: 1 }];
+    const messages: Message[] = [
+      { type: 'snapshotChunk', records: records(1, 70_000) },
+      { type: 'ack', appliedSeq: 3, receivedBytes: 9 },
+      { type: 'snapshotChunk', records: records(2, 200_000) },
+      { type: 'snapshotChunk', records: records(3, 65_000) },
+    ];
+    const stream = Buffer.concat(messages.map(encodeMessage));
+    assertProperty(
+      fc.property(fc.array(fc.nat(stream.length), { maxLength: 12 }), fc.boolean(), (rawCuts, giveBack) => {
+        const cuts = [...new Set([...rawCuts, 5, 70_050, 70_051])].filter((cut) => cut > 0 && cut < stream.length).sort((a, b) => a - b);
+        const decoder = new FrameDecoder(REPLICATION_LIMITS.frameBytesMax);
+        const decoded: Message[] = [];
+        let at = 0;
+        for (const cut of [...cuts, stream.length]) {
+          for (const frame of decoder.push(Buffer.from(stream.subarray(at, cut)))) {
+            const message = decodeMessage(frame);
+            // Copied out before the memory goes back, as a replica's store copies staged records.
+            decoded.push(message.type === 'snapshotChunk' ? { type: message.type, records: message.records.map((record) => ({ ...record, key: Buffer.from(record.key), value: Buffer.from(record.value) })) } : message);
+            if (giveBack) decoder.release(frame.payload);
+          }
+          at = cut;
+        }
+        assert.deepStrictEqual(
+          decoded.map((message) => (message.type === 'snapshotChunk' ? message.records.map((record) => [record.key[0], record.value.length, record.value.every((byte) => byte === record.key[0])]) : message)),
+          messages.map((message) => (message.type === 'snapshotChunk' ? message.records.map((record) => [record.key[0], record.value.length, true]) : message)),
+        );
+      }),
+    );
+  });
+
   test('protocol: a frame above the maximum is refused from its length alone', () => {
     const header = Buffer.alloc(8);
     header.writeUInt32BE(FRAME_MAX, 0); // 8 + FRAME_MAX > FRAME_MAX

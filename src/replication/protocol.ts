@@ -322,7 +322,10 @@ export interface Frame {
 
 type DecoderState = 'prefix' | 'body' | 'failed';
 
-/** Frames joined from several chunks at least this large are joined into memory given back (`FrameDecoder.release`). */
+/**
+ * A frame body at least this large that spans chunks is gathered into memory of its own as it arrives, memory given
+ * back (`FrameDecoder.release`) when there is some; a smaller one is joined from its chunks once complete.
+ */
 const JOIN_REUSE_BYTES_MIN = 64 * 1024;
 
 /**
@@ -335,15 +338,17 @@ export class FrameDecoder {
   private prefixFilled = 0;
   private bodyLength = 0;
   private bodyCrc = 0;
+  /** A small body's parts so far (views of the pushed chunks), joined once complete. */
   private bodyParts: Buffer[] = [];
+  /** A large body's memory, filled as its chunks arrive. */
+  private bodyTarget: Buffer | undefined;
   private bodyFilled = 0;
   private failure: ProtocolError | undefined;
   /**
-   * The buffer the last large frame spanning chunks was joined into, and the one given back (`release`) to join the
-   * next into. Joining a 1 MiB snapshot chunk from sixteen socket reads into fresh memory cost a joining replica more
-   * than the copy itself (the pages are new to the process each time, until a garbage collection frees the old ones):
-   * 160 ms of a 1.8 s join's profile. A receiver that is done with a frame's payload gives it back; the decoder never
-   * reuses memory it was not given back.
+   * The memory the last large body was gathered in, and the memory given back (`release`) to gather the next in. Memory
+   * new to the process costs more than the copy into it (each page is a fault, about 12 µs on the project machine):
+   * joining a 1 MiB snapshot chunk from sixteen socket reads into new memory took 160 ms of a 1.8 s join's profile. A
+   * receiver that is done with a frame's payload gives it back; the decoder never reuses memory it was not given back.
    */
   private lent: Buffer | undefined;
   private spare: Buffer | undefined;
@@ -377,18 +382,21 @@ export class FrameDecoder {
             new ProtocolError('FRAME_TOO_LARGE', `frame of ${FRAME_PREFIX_BYTES + this.bodyLength} bytes exceeds the maximum of ${this.frameBytesMax}`),
           );
         this.state = 'body';
-        this.bodyParts = [];
         this.bodyFilled = 0;
+        if (offset === chunk.length) break;
       }
       // state === 'body'
-      const need = this.bodyLength - this.bodyFilled;
-      const take = Math.min(need, chunk.length - offset);
-      if (take > 0) this.bodyParts.push(chunk.subarray(offset, offset + take));
-      this.bodyFilled += take;
+      const start = offset;
+      const take = Math.min(this.bodyLength - this.bodyFilled, chunk.length - offset);
       offset += take;
-      if (this.bodyFilled < this.bodyLength) break;
-      const body = this.bodyParts.length === 1 ? this.bodyParts[0]! : this.join();
-      this.bodyParts = [];
+      let body: Buffer;
+      if (this.bodyFilled === 0 && take === this.bodyLength) {
+        body = chunk.subarray(start, offset); // the whole body in this chunk: a view of it
+      } else {
+        this.gather(chunk, start, offset);
+        if (this.bodyFilled < this.bodyLength) break;
+        body = this.gathered();
+      }
       if (crc32(body) !== this.bodyCrc) this.fail(new ProtocolError('FRAME_CHECKSUM', `frame of ${this.bodyLength} bytes fails its checksum`));
       frames.push({ type: body[0]!, payload: body.subarray(1), bytes: FRAME_PREFIX_BYTES + this.bodyLength });
       this.state = 'prefix';
@@ -399,8 +407,9 @@ export class FrameDecoder {
   }
 
   /**
-   * Gives back the memory of a frame this decoder joined from several chunks (`payload`, or any view of it), once
-   * nothing holds a view of it any more: the next large frame is joined into it. Any other buffer is ignored.
+   * Gives back the memory of a large frame this decoder gathered from several chunks (`payload`, or any view of it),
+   * once nothing holds a view of it any more, and once: the next large frame is gathered in it. Any other buffer (a
+   * frame that arrived in one chunk views that chunk, which other frames may share) is ignored.
    */
   release(payload: Buffer): void {
     if (this.lent === undefined || payload.buffer !== this.lent.buffer) return;
@@ -408,25 +417,48 @@ export class FrameDecoder {
     this.lent = undefined;
   }
 
-  /** The body's parts joined into one buffer: the spare one for a large frame if it fits, else new memory. */
-  private join(): Buffer {
-    if (this.bodyLength < JOIN_REUSE_BYTES_MIN) return Buffer.concat(this.bodyParts, this.bodyLength);
-    let target = this.spare;
-    if (target === undefined || target.length < this.bodyLength)
-      // Its own memory (not Node's shared pool, which small allocations use), rounded up so that the next frame of
-      // about the same size fits: a snapshot chunk's size varies by its last record.
-      target = Buffer.allocUnsafeSlow(Math.min(this.frameBytesMax, this.bodyLength + JOIN_REUSE_BYTES_MIN));
-    this.spare = undefined;
+  /**
+   * Takes `chunk[start, end)` of a body that spans chunks. A large body is copied at once into its own memory, so that
+   * its pages are touched read by read rather than all in the turn that completes it: a replica receiving a 90 MiB
+   * entry spent about 500 ms of one turn joining it (docs/performance.md).
+   */
+  private gather(chunk: Buffer, start: number, end: number): void {
+    if (this.bodyLength < JOIN_REUSE_BYTES_MIN) this.bodyParts.push(chunk.subarray(start, end));
+    else {
+      this.bodyTarget ??= this.takeTarget();
+      chunk.copy(this.bodyTarget, this.bodyFilled, start, end);
+    }
+    this.bodyFilled += end - start;
+  }
+
+  /** The complete body that spanned chunks. */
+  private gathered(): Buffer {
+    const target = this.bodyTarget;
+    if (target === undefined) {
+      const body = Buffer.concat(this.bodyParts, this.bodyLength);
+      this.bodyParts = [];
+      return body;
+    }
+    this.bodyTarget = undefined;
     this.lent = target;
-    let offset = 0;
-    for (const part of this.bodyParts) offset += part.copy(target, offset);
     return target.subarray(0, this.bodyLength);
+  }
+
+  /** Memory for a large body: the spare if it fits, else new. */
+  private takeTarget(): Buffer {
+    const spare = this.spare;
+    this.spare = undefined;
+    if (spare !== undefined && spare.length >= this.bodyLength) return spare;
+    // Its own memory (not Node's shared pool, which small allocations use), with room for a next frame of about the
+    // same size: a snapshot chunk's size varies by its last record.
+    return Buffer.allocUnsafeSlow(Math.min(this.frameBytesMax, this.bodyLength + JOIN_REUSE_BYTES_MIN));
   }
 
   private fail(error: ProtocolError): never {
     this.state = 'failed';
     this.failure = error;
     this.bodyParts = [];
+    this.bodyTarget = undefined;
     throw error;
   }
 }
