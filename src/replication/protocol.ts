@@ -349,15 +349,18 @@ export class FrameDecoder {
    * new to the process costs more than the copy into it (each page is a fault, about 12 µs on the project machine):
    * joining a 1 MiB snapshot chunk from sixteen socket reads into new memory took 160 ms of a 1.8 s join's profile. A
    * receiver that is done with a frame's payload gives it back; the decoder never reuses memory it was not given back.
+   * `lent` is weak: a frame never given back (entries, which wait for the end of the turn and are sent on to children)
+   * is freed as before once its receiver drops it, however large.
    */
-  private lent: Buffer | undefined;
+  private lent: WeakRef<ArrayBufferLike> | undefined;
   private spare: Buffer | undefined;
 
   constructor(private readonly frameBytesMax: number) {}
 
   /**
-   * Bytes held for an incomplete frame (bounded by frameBytesMax). Frames reference the pushed chunks' memory, so a
-   * chunk must not be modified after it is pushed.
+   * Bytes received of an incomplete frame (bounded by frameBytesMax; a large body's memory is taken whole when its
+   * first part arrives, as the upstream that announced it may send it). Frames reference the pushed chunks' memory, so
+   * a chunk must not be modified after it is pushed.
    */
   get bufferedBytes(): number {
     return this.prefixFilled + this.bodyFilled;
@@ -412,8 +415,9 @@ export class FrameDecoder {
    * frame that arrived in one chunk views that chunk, which other frames may share) is ignored.
    */
   release(payload: Buffer): void {
-    if (this.lent === undefined || payload.buffer !== this.lent.buffer) return;
-    this.spare = this.lent;
+    const lent = this.lent?.deref();
+    if (lent === undefined || payload.buffer !== lent) return;
+    this.spare = Buffer.from(lent); // a view of all of it, as allocUnsafeSlow made it
     this.lent = undefined;
   }
 
@@ -440,7 +444,7 @@ export class FrameDecoder {
       return body;
     }
     this.bodyTarget = undefined;
-    this.lent = target;
+    this.lent = new WeakRef(target.buffer);
     return target.subarray(0, this.bodyLength);
   }
 
