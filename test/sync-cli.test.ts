@@ -289,6 +289,9 @@ describe('sync cli', () => {
     // While sync is down, the node is restored from the backup and its new chain passes the saved seq.
     const restored = await restore();
     const { second, newSeq } = await restartPastOldHead(restored);
+    // DIR matches once the last stale file is deleted, a moment before sync prints its snapshot report (found: a full
+    // suite read the reports in between).
+    await waitUntil('the snapshot is reported', () => Promise.resolve(second.reports().some((report) => report.type === 'snapshot')));
     const snapshot = second.reports().find((report) => report.type === 'snapshot');
     assert.deepEqual({ seq: snapshot?.seq, deleted: snapshot?.deleted }, { seq: newSeq, deleted: 2 }, JSON.stringify(second.reports()));
     const newHash = (await readLog(restored.url, newSeq))[0]!.hash;

@@ -348,9 +348,9 @@ export class FrameDecoder {
    * The memory the last large body was gathered in, and the memory given back (`release`) to gather the next in. Memory
    * new to the process costs more than the copy into it (each page is a fault, about 12 µs on the project machine):
    * joining a 1 MiB snapshot chunk from sixteen socket reads into new memory took 160 ms of a 1.8 s join's profile. A
-   * receiver that is done with a frame's payload gives it back; the decoder never reuses memory it was not given back.
-   * `lent` is weak: a frame never given back (entries, which wait for the end of the turn and are sent on to children)
-   * is freed as before once its receiver drops it, however large.
+   * receiver that is done with a frame's payload gives it back; the decoder never reuses memory it was not given back
+   * (docs/decisions.md, record 50). `lent` is weak: a frame never given back (entries, which wait for the end of the
+   * turn and are sent on to children) is freed as before once its receiver drops it, however large.
    */
   private lent: WeakRef<ArrayBufferLike> | undefined;
   private spare: Buffer | undefined;
