@@ -30,6 +30,7 @@ import {
   type ProtocolErrorCode,
 } from '../src/replication/index.js';
 import { ENTRY_BYTES_MAX, ENTRY_OPS_MAX } from '../src/limits.js';
+import type { SnapshotRecord } from '../src/store/index.js';
 
 const FRAME_MAX = REPLICATION_LIMITS_TEST.frameBytesMax;
 
@@ -219,6 +220,11 @@ const messageArbitrary: fc.Arbitrary<Message> = fc.oneof(
 
 // Tests ----------------------------------------------------------------------------------------------------------
 
+/** A snapshot chunk's records: one, under the one-byte key `seed`, of `bytes` bytes of `seed`. */
+function oneRecord(seed: number, bytes: number): SnapshotRecord[] {
+  return [{ key: Buffer.from([seed]), value: Buffer.alloc(bytes, seed), createSeq: 1, modSeq: 1, version: 1 }];
+}
+
 describe('replication protocol', () => {
   test('limits: the frame limit carries the largest entry and both presets hold their relations', () => {
     assert.ok(REPLICATION_LIMITS.frameBytesMax >= ENTRY_BYTES_MAX + FRAME_HEADER_BYTES);
@@ -268,7 +274,7 @@ describe('replication protocol', () => {
 
   test('protocol: a large frame joined from chunks is joined into memory given back, never into memory still held', () => {
     const decoder = new FrameDecoder(REPLICATION_LIMITS.frameBytesMax);
-    const chunkOf = (seed: number, bytes: number): Buffer => encodeMessage({ type: 'snapshotChunk', records: [{ key: Buffer.from([seed]), value: Buffer.alloc(bytes, seed), createSeq: 1, modSeq: 1, version: 1 }] });
+    const chunkOf = (seed: number, bytes: number): Buffer => encodeMessage({ type: 'snapshotChunk', records: oneRecord(seed, bytes) });
     // In 64 KiB socket reads, as a replica receives a 1 MiB snapshot chunk.
     const receive = (frame: Buffer): Buffer => {
       const frames = [];
@@ -286,7 +292,7 @@ describe('replication protocol', () => {
     assert.equal(third.buffer, kept.buffer, 'given back: the next large frame is joined into it');
     assert.deepStrictEqual(decodeMessage({ type: MessageType.snapshotChunk, payload: third, bytes: 0 }), {
       type: 'snapshotChunk',
-      records: [{ key: Buffer.from([3]), value: Buffer.alloc(299_000, 3), createSeq: 1, modSeq: 1, version: 1 }],
+      records: oneRecord(3, 299_000),
       encodedRecords: third.subarray(4),
     });
     decoder.release(third);
@@ -303,12 +309,11 @@ describe('replication protocol', () => {
   });
 
   test('protocol: large frames split anywhere decode whole, with memory given back or not', () => {
-    const records = (seed: number, bytes: number) => [{ key: Buffer.from([seed]), value: Buffer.alloc(bytes, seed), createSeq: 1, modSeq: 1, version: 1 }];
     const messages: Message[] = [
-      { type: 'snapshotChunk', records: records(1, 70_000) },
+      { type: 'snapshotChunk', records: oneRecord(1, 70_000) },
       { type: 'ack', appliedSeq: 3, receivedBytes: 9 },
-      { type: 'snapshotChunk', records: records(2, 200_000) },
-      { type: 'snapshotChunk', records: records(3, 65_000) },
+      { type: 'snapshotChunk', records: oneRecord(2, 200_000) },
+      { type: 'snapshotChunk', records: oneRecord(3, 65_000) },
     ];
     const stream = Buffer.concat(messages.map(encodeMessage));
     assertProperty(

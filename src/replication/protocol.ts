@@ -326,7 +326,7 @@ type DecoderState = 'prefix' | 'body' | 'failed';
  * A frame body at least this large that spans chunks is gathered into memory of its own as it arrives, memory given
  * back (`FrameDecoder.release`) when there is some; a smaller one is joined from its chunks once complete.
  */
-const JOIN_REUSE_BYTES_MIN = 64 * 1024;
+const LARGE_BODY_BYTES_MIN = 64 * 1024;
 
 /**
  * Splits a byte stream into frames. Feed it chunks as they arrive, split anywhere; it returns the frames completed by
@@ -427,7 +427,7 @@ export class FrameDecoder {
    * entry spent about 500 ms of one turn joining it (docs/performance.md).
    */
   private gather(chunk: Buffer, start: number, end: number): void {
-    if (this.bodyLength < JOIN_REUSE_BYTES_MIN) this.bodyParts.push(chunk.subarray(start, end));
+    if (this.bodyLength < LARGE_BODY_BYTES_MIN) this.bodyParts.push(chunk.subarray(start, end));
     else {
       this.bodyTarget ??= this.takeTarget();
       chunk.copy(this.bodyTarget, this.bodyFilled, start, end);
@@ -455,7 +455,7 @@ export class FrameDecoder {
     if (spare !== undefined && spare.length >= this.bodyLength) return spare;
     // Its own memory (not Node's shared pool, which small allocations use), with room for a next frame of about the
     // same size: a snapshot chunk's size varies by its last record.
-    return Buffer.allocUnsafeSlow(Math.min(this.frameBytesMax, this.bodyLength + JOIN_REUSE_BYTES_MIN));
+    return Buffer.allocUnsafeSlow(Math.min(this.frameBytesMax, this.bodyLength + LARGE_BODY_BYTES_MIN));
   }
 
   private fail(error: ProtocolError): never {
