@@ -411,6 +411,25 @@ describe('watch machine', () => {
     assert.ok(h.logs.some((log) => log.type === 'log' && log.message.includes('slow watcher')));
   });
 
+  test('watch machine: a 4008 while a snapshot is due names the seq after the last one the client was told, not entries skipped unseen (seed 48062)', () => {
+    // Entries 1-6 change old/ keys only: a catch-up of k/ reads past them sending nothing, then finds the log trimmed
+    // and is due a snapshot; its queue fills before the snapshot can start, and stays full for the stall time.
+    const h = new Harness({ catchupReadEntriesMax: 2 }, 6);
+    const { id, conn } = h.connect();
+    h.message(id, { type: 'subscribe', id: 1, prefixes: ['k/'], fromSeq: 1 });
+    h.perform(h.machine.tick(h.nowMs)); // one catch-up round: entries 1 and 2, nothing selected
+    h.store.trim(2);
+    h.perform(h.machine.tick(h.nowMs)); // the read at seq 3 finds the log's start above it: a snapshot is due
+    assert.equal(h.machine.openSnapshots, 0);
+    conn.paused = true;
+    conn.bufferedBytes = h.limits.queueBytesMax;
+    h.advance(h.limits.stallMs + h.limits.progressIntervalMs * 2);
+    const closed = conn.closedWith;
+    assert.equal(closed?.code, WatchCloseCode.SLOW_WATCHER);
+    assert.ok(!conn.read().some((message) => message.type === 'events' || message.type === 'progress' || message.type === 'snapshot'), 'the client was told nothing past its fromSeq');
+    assert.equal(closed.reason, 'slow watcher: resume from seq 1', 'it resumes after the last message it got, as src/api/watch.ts says');
+  });
+
   test('watch machine: a progress round frames each id once and writes that frame to every caught-up watcher; a full queue gets none and is closed', () => {
     /** Keeps the frames it was handed, to compare them by identity. */
     class FrameRecorder extends TestConnection {
