@@ -4,7 +4,7 @@
  * The attack as found: two `mercury serve` on one directory both started and both acknowledged the same seqs.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -61,6 +61,37 @@ describe('data directory lock', () => {
       assert.equal((await requestJson<{ seq: number }>(second.url, 'GET', '/v1/status')).seq, 1);
       const holder = JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8')) as { pid: number };
       assert.equal(holder.pid, second.child.pid);
+    } finally {
+      await stopProcess(second.child);
+    }
+  });
+
+  // The attack as found (audit of 2026-12-06): a live root's lock file cut short was taken for stale, a second root
+  // started on the same directory, and both acknowledged seq 1.
+  test('data dir lock: a damaged lock file of a live node is refused, never taken over; removed by the operator, it is', async () => {
+    const dir = join(root, 'damaged');
+    const first = await startServe(dir);
+    try {
+      writeFileSync(join(dir, LOCK_FILE), `{"pid":${first.child.pid},"ho`);
+      const refused = await serveRefused(dir);
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.match(refused.stderr, /DATA_DIR_LOCKED/);
+      assert.match(refused.stderr, /mercury\.lock is damaged .* if none does \(check with ps\), remove .*mercury\.lock and start again/);
+      assert.equal((await requestJson<{ seq: number }>(first.url, 'PUT', '/v1/kv/k', { body: 'one' })).seq, 1, 'the first node still serves, alone');
+    } finally {
+      await stopProcess(first.child, 'SIGTERM');
+    }
+    for (const damaged of ['\0'.repeat(64), 'not json', '{"pid":"1","host":1}']) {
+      writeFileSync(join(dir, LOCK_FILE), damaged);
+      assert.throws(
+        () => Store.open({ path: dir }),
+        (error: unknown) => error instanceof MercuryError && error.code === 'DATA_DIR_LOCKED' && error.message.includes('is damaged'),
+      );
+    }
+    unlinkSync(join(dir, LOCK_FILE));
+    const second = await startServe(dir);
+    try {
+      assert.equal((await requestJson<{ seq: number }>(second.url, 'GET', '/v1/status')).seq, 1);
     } finally {
       await stopProcess(second.child);
     }

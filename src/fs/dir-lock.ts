@@ -20,7 +20,9 @@
  * one (the contents are fsynced, but a power loss between the create and the fsync leaves the file empty). Which of the
  * two, its age tells: older than LOCK_EMPTY_STALE_MS it is stale and taken over; younger, the start is refused, saying
  * so. A lock path that is not a file (a directory), or a file larger than LOCK_BYTES_MAX, was not made by Mercury and
- * is refused, naming it.
+ * is refused, naming it. A lock file with other contents (not the JSON above) is damaged: it is refused too, never taken
+ * over, since nothing in it says whether its holder still runs (taking it over let a second root write the directory of
+ * a live one); the operator removes it once no mercury process uses the directory.
  *
  * `mercury sync` locks its DIR the same way (`lockDirectory`, with its own file name `.mercury-sync-lock`): two syncs
  * on one DIR would overwrite each other's state and delete each other's files.
@@ -159,15 +161,20 @@ export function lockDirectory(dir: string, nowIso: string, { file, what }: { rea
       continue;
     }
     const holder = parseHolder(found.text);
-    const state = holder === undefined ? 'stale' : holderState(holder, self);
+    if (holder === undefined)
+      throw new MercuryError(
+        'DATA_DIR_LOCKED',
+        `${path} is damaged (not the lock Mercury writes), so whether a mercury process still holds ${what} ${dir} cannot be told; if none does (check with ps), remove ${path} and start again`,
+      );
+    const state = holderState(holder, self);
     if (state === 'live')
-      throw new MercuryError('DATA_DIR_LOCKED', `${what} ${dir} is in use by another mercury process (${describe(holder!)}); stop it first`, {
+      throw new MercuryError('DATA_DIR_LOCKED', `${what} ${dir} is in use by another mercury process (${describe(holder)}); stop it first`, {
         details: { ...holder },
       });
     if (state === 'unknown')
       throw new MercuryError(
         'DATA_DIR_LOCKED',
-        `${what} ${dir} is locked by a process on another host (${describe(holder!)}); if that process is gone, remove ${path}`,
+        `${what} ${dir} is locked by a process on another host (${describe(holder)}); if that process is gone, remove ${path}`,
         { details: { ...holder } },
       );
     takeOver(path, (moved) => readOptional(moved) === found.text);
