@@ -6,14 +6,14 @@
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Store } from '../src/store/index.js';
 import { ROOT_KEY_KEY, ROOT_URL_KEY, keyId, rawPublicKey } from '../src/trust/index.js';
 import { assertError, auditLog, request } from './support/http.js';
 import { freePort } from './support/net.js';
-import { makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProcess } from './support/process.js';
+import { makeTempDir, removeDir, runCli, serveRefused, startServe, stopProcess, type ServeProcess } from './support/process.js';
 import { FlipProxy, assertSameChain, converged, eventually, get, put, statusOf } from './support/tree.js';
 
 const FORGED = 'forged by the relay';
@@ -263,5 +263,28 @@ describe('signed entries - real processes', () => {
     root = await serve('root', [...rootArgs, '--signing-key', newKey]);
     await put(root, 'after-restart', 'still new');
     await converged(root, [replica]);
+  });
+
+  // Found by an audit (2026-12-06): with its key file deleted, a root whose chain was signed made a new pair, overwrote
+  // the public half and went on; its replicas refused everything from then on.
+  test('a signed root whose key file is gone refuses to start instead of making a new key; its public half is left as it was', async () => {
+    const rootDir = join(dir, 'lost-key');
+    const first = await serve('lost-key');
+    await put(first, 'k', 'signed');
+    await stopProcess(first.child, 'SIGTERM');
+    const publicPath = join(rootDir, 'signing-key.pub.pem');
+    const publicBefore = readFileSync(publicPath, 'utf8');
+    unlinkSync(join(rootDir, 'signing-key.pem'));
+    const refused = await serveRefused(rootDir);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /DATA_DIR_INVALID/);
+    assert.match(refused.stderr, /signing-key\.pem is missing, but this root's entries are signed \(up to seq \d+\).*restore the file from a backup; if it is lost for good, start with --signing-key/);
+    assert.equal(readFileSync(publicPath, 'utf8'), publicBefore);
+    assert.equal(existsSync(join(rootDir, 'signing-key.pem')), false);
+    // The way out the message names: a new key, given on purpose.
+    const replacement = join(dir, 'replacement-key.pem');
+    writeFileSync(replacement, generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+    const restarted = await serve('lost-key', ['--signing-key', replacement]);
+    assert.equal(await get(restarted, 'k'), 'signed');
   });
 });

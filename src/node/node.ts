@@ -211,7 +211,10 @@ export class MercuryNode {
     });
     if (isReplica || !config.signing) this.signer = undefined;
     else {
-      const loaded = givenSigningKey === undefined ? loadOrCreateSigningKey(config.dataDir, undefined) : { key: givenSigningKey, generated: false, path: config.signingKeyFile };
+      const head = this.store.head();
+      const signedHeadSeq = head.seq > 0 && this.store.readLog(head.seq, 1)[0]?.entry.signature !== undefined ? head.seq : undefined;
+      const loaded =
+        givenSigningKey === undefined ? loadOrCreateSigningKey(config.dataDir, undefined, signedHeadSeq) : { key: givenSigningKey, generated: false, path: config.signingKeyFile };
       this.signer = new Signer(loaded.key);
       if (loaded.generated) this.generatedSigningKey = loaded.path;
     }

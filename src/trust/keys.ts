@@ -53,8 +53,17 @@ export function readTrustKey(path: string): KeyObject {
  * the private key, once there, signs entries that replicas check, so it must never be found empty or cut short after
  * a crash, and a crash between the two leaves no private key, and the next start makes a new pair. A public half found
  * missing beside the private key (removed, or lost to a crash of an older version between the two) is written again.
+ *
+ * `signedHeadSeq`: the head's seq when the head entry carries a signature. A root whose chain is already signed never
+ * generates a key: its replicas trust the lost one, and a new pair would make them refuse everything from then on
+ * while the root went on as if nothing happened (an audit deleted the file; the root started at seq 2 and overwrote the
+ * public half). It refuses to start instead, saying how to restore or replace the key.
  */
-export function loadOrCreateSigningKey(dataDir: string, file: string | undefined): { key: KeyObject; generated: boolean; path: string } {
+export function loadOrCreateSigningKey(
+  dataDir: string,
+  file: string | undefined,
+  signedHeadSeq?: number,
+): { key: KeyObject; generated: boolean; path: string } {
   if (file !== undefined) return { key: readSigningKey(file), generated: false, path: file };
   const path = join(dataDir, SIGNING_KEY_FILE);
   const publicPath = join(dataDir, SIGNING_PUBLIC_KEY_FILE);
@@ -63,6 +72,11 @@ export function loadOrCreateSigningKey(dataDir: string, file: string | undefined
     if (!existsSync(publicPath)) writeFileDurably(publicPath, createPublicKey(key).export({ type: 'spki', format: 'pem' }), PUBLIC_KEY_FILE_MODE);
     return { key, generated: false, path };
   }
+  if (signedHeadSeq !== undefined)
+    throw new MercuryError(
+      'DATA_DIR_INVALID',
+      `${path} is missing, but this root's entries are signed (up to seq ${signedHeadSeq}) and its replicas trust that key: restore the file from a backup; if it is lost for good, start with --signing-key NEW_KEY_FILE and give every replica the new public key with --trust-key`,
+    );
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
   writeFileDurably(publicPath, publicKey.export({ type: 'spki', format: 'pem' }), PUBLIC_KEY_FILE_MODE);
   // Exclusive: never replace a key that appeared meanwhile (a second process on the same directory is refused by the lock).
