@@ -11,7 +11,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { validateConfig } from '../src/config/index.js';
-import { MercuryNode, NODE_LIMITS_TEST } from '../src/node/index.js';
+import { MercuryNode, NODE_LIMITS_TEST, withLimits } from '../src/node/index.js';
 import { FrameDecoder, PROTOCOL_VERSION, decodeMessage, encodeMessage, type Message } from '../src/replication/index.js';
 import { request } from './support/http.js';
 import { assertHealthzAnswers, assertRssGrowthUnder, rssBytes } from './support/hostile.js';
@@ -258,5 +258,49 @@ describe('hostile input - replication port', () => {
       clearInterval(acks);
     }
     await assertHealthzAnswers(root.url, 'after a stalled child');
+  });
+
+  // Found by an audit (2026-12-06): a hostile upstream sent heartbeats as fast as it could; a relay queued each for
+  // every child, whether it read or not (four children that never read: 61 -> 583 MiB in 14 s).
+  const flood = (count: number, node = root): void => {
+    for (let i = 0; i < count; i++) node.replicationServer.heartbeat({ rootSeq: 1_000_000 + i, rootTimeMs: Date.now(), path: [] });
+  };
+  const hello = (child: FakeChild, nodeId: string): void => {
+    child.socket.write(encodeMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, resync: false, datasetId: '', nodeId, path: [], head: { seq: 0, hash: Buffer.alloc(32) } , httpUrl: '' }));
+  };
+  const childNamed = (nodeId: string, node = root) => node.replicationServer.children().find((status) => status.childNodeId === nodeId);
+
+  test('replication port: heartbeats to a child that does not read stop at its window, however many come', async () => {
+    const mute = await fake(root, '127.0.0.4');
+    mute.socket.pause();
+    hello(mute, 'mute-reader');
+    await eventually(() => Promise.resolve(childNamed('mute-reader')?.phase === 'streaming' || childNamed('mute-reader')?.phase === 'snapshot'), () => JSON.stringify(childNamed('mute-reader')));
+    const heartbeatBytes = encodeMessage({ type: 'heartbeat', rootSeq: 2_000_000, rootTimeMs: Date.now(), path: ['n'.repeat(64)] }).length;
+    // Well within childAckTimeoutMs, after which a child whose window stays full is closed anyway.
+    flood(2_000);
+    const status = childNamed('mute-reader');
+    assert.ok(status !== undefined, 'a child within its window is still served');
+    assert.ok(status.unackedBytes <= limits.childWindowBytesMax + limits.frameBytesMax + heartbeatBytes, `${status.unackedBytes} bytes sent to a child that reads nothing`);
+    await assertHealthzAnswers(root.url, 'after a heartbeat flood');
+  });
+
+  test('replication port: a child that acknowledges bytes it never read is dropped, not sent more', async () => {
+    // A window of 1 MiB, so that a few rounds pass the kernel's socket buffers (a few MiB on loopback).
+    const config = validateConfig({ dataDir: join(dir, 'liar-root'), port: 0 });
+    const node = await MercuryNode.start(config, { auth: 'off', limits: withLimits(NODE_LIMITS_TEST, { replication: { childWindowBytesMax: MiB } }) });
+    nodes.push(node);
+    const liar = await fake(node, '127.0.0.5');
+    liar.socket.pause();
+    hello(liar, 'lying-reader');
+    await eventually(() => Promise.resolve(childNamed('lying-reader', node) !== undefined), () => 'the liar never joined');
+    // Each round acknowledges everything sent so far, read or not, which keeps the window open; the flood then fills
+    // the kernel's buffers and the socket's queue.
+    for (let round = 0; round < 100 && childNamed('lying-reader', node) !== undefined; round++) {
+      liar.socket.write(encodeMessage({ type: 'ack', appliedSeq: 0, receivedBytes: childNamed('lying-reader', node)!.sentBytes }));
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      flood(20_000, node);
+    }
+    assert.equal(childNamed('lying-reader', node), undefined, 'the lying child is still served');
+    await assertHealthzAnswers(node.url, 'after a lying child');
   });
 });

@@ -305,6 +305,23 @@ describe('replication state machines', () => {
     assert.equal(ofType(downstream.tick(T0 + 1000 + staleMs), 'close').length, 1);
   });
 
+  // Found by an audit (2026-12-06): an upstream flooding heartbeats had each passed on to every child of the relay.
+  test('downstream: a flood of heartbeats is passed on to the children at most twice per heartbeat interval, whatever seqs it claims', () => {
+    const root = rootStore(7);
+    const { downstream, store } = newReplica();
+    const link = Link.open(downstream, store, root);
+    let forwarded = 0;
+    let atMs = T0;
+    for (let i = 0; i < 1_000; i++, atMs += 1) {
+      // Written by hand: an honest upstream (link.upstream) would stop at the window this test never acknowledges.
+      const beat = encodeMessage({ type: 'heartbeat', rootSeq: 7 + i, rootTimeMs: atMs, path: ['root'] });
+      forwarded += ofType(downstream.receive(atMs, link.connId, beat), 'heartbeat').length;
+    }
+    const intervals = 1_000 / L.heartbeatIntervalMs;
+    assert.ok(forwarded >= intervals && forwarded <= 2 * intervals + 1, `${forwarded} of 1,000 heartbeats in ${intervals} intervals passed on`);
+    assert.ok(downstream.status().lastHeartbeatRootSeq! >= 999, 'each still counts for the lag');
+  });
+
   test('downstream: an upstream whose heartbeats say the root is past this node must send data within the stale time, or it is dropped as withholding', () => {
     // Found by review: heartbeats counted as progress whatever they said, so a relay that withheld entries behind them
     // kept its children for good.

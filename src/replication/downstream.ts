@@ -303,6 +303,8 @@ export class Downstream {
   private lastFailure: string | undefined;
   /** The last heartbeat taken (forwarded, and the source of the reported lag). */
   private lastHeartbeat: Heartbeat | undefined;
+  /** When a heartbeat was last passed on to the children (monotonic ms). */
+  private forwardedHeartbeatMs = -Infinity;
   /** With trusted keys: the highest beat taken in each root epoch (HEARTBEAT_EPOCHS_KEPT at most), and the highest rootSeq. */
   private readonly beatsTaken = new Map<string, number>();
   private signedRootSeq = 0;
@@ -691,6 +693,10 @@ export class Downstream {
     if (heartbeat.rootSeq > this.head.seq) session.behindSinceMs ??= nowMs;
     const { rootSeq, rootTimeMs, path, proof } = heartbeat;
     this.lastHeartbeat = proof === undefined ? { rootSeq, rootTimeMs, path } : { rootSeq, rootTimeMs, path, proof };
+    // Forwarded to the children at most twice per heartbeat interval: the root sends one a second, and an upstream that
+    // floods them (whatever seqs they claim) must not have this node multiply the flood by its children.
+    if (nowMs - this.forwardedHeartbeatMs < this.limits.heartbeatIntervalMs / 2) return;
+    this.forwardedHeartbeatMs = nowMs;
     actions.push({ type: 'heartbeat', heartbeat: this.lastHeartbeat });
   }
 

@@ -295,7 +295,12 @@ export class ReplicationServer {
       });
     }
     socket.on('data', (chunk: Buffer) => {
-      if (this.sessions.has(session)) this.perform(session, upstream.receive(clock.monotonicMs(), chunk));
+      if (!this.sessions.has(session)) return;
+      this.perform(session, upstream.receive(clock.monotonicMs(), chunk));
+      // Bytes the child acknowledged have left this socket. Still queued here, it acknowledged what it never received:
+      // a child that does so to keep its window open (and everything sent to it queued without bound) is dropped.
+      if (this.sessions.has(session) && socket.writableLength > upstream.unackedBytes)
+        this.drop(session, `the child acknowledged bytes still queued here (${socket.writableLength} queued, ${upstream.unackedBytes} unacknowledged)`);
     });
     socket.on('error', (error) => this.options.logger.log('debug', 'child socket error', { remote, error: error.message }));
     socket.on('close', () => {
