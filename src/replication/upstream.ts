@@ -282,15 +282,16 @@ export class Upstream {
   }
 
   /**
-   * A heartbeat to forward; its path is this node's ancestors ([] on the root). None while the child's window of bytes
-   * is full: a child that reads has data coming and no need of one, and one that does not read would have them queued
-   * without bound (an audit's hostile upstream sent heartbeats as fast as it could; four children that never read took
-   * the relay from 61 to 583 MiB in 14 s).
+   * A heartbeat to forward; its path is this node's ancestors ([] on the root). Heartbeats may go a sixteenth of the
+   * window past it, no further: a child catching up keeps its window full, and still gets one a second between its
+   * ACKs (its lag is reckoned from them), while one that does not read would otherwise have them queued without bound
+   * (an audit's hostile upstream sent them as fast as it could; four children that never read took the relay from 61
+   * to 583 MiB in 14 s).
    */
   heartbeat(nowMs: number, heartbeat: Heartbeat): UpstreamAction[] {
     const actions: UpstreamAction[] = [];
     if (this.phase !== 'streaming' && this.phase !== 'snapshot') return actions;
-    if (this.sentBytes - this.ackedBytes >= this.limits.childWindowBytesMax) return actions;
+    if (this.sentBytes - this.ackedBytes >= this.limits.childWindowBytesMax + this.limits.childWindowBytesMax / 16) return actions;
     this.sendHeartbeat(heartbeat, actions);
     this.noteWindow(nowMs);
     return actions;
