@@ -133,6 +133,20 @@ describe('hostile input - strictness', () => {
     await assertHealthzAnswers(node.url, 'after a CONNECT');
   });
 
+  // Found by an audit (2026-12-06): a GET pipelined after a PUT of the same key ran beside it and answered 404.
+  test('strict: pipelined requests see the writes before them on the connection, and none after (RFC 9112, 9.3.2)', async () => {
+    const key = '/v1/kv/pipe-order';
+    const get = `GET ${key} HTTP/1.1\r\nhost: localhost\r\n\r\n`;
+    const put = (value: string): string => `PUT ${key} HTTP/1.1\r\nhost: localhost\r\ncontent-length: ${value.length}\r\n\r\n${value}`;
+    const pipeline = get + put('one') + get + get + put('two') + get + `DELETE ${key} HTTP/1.1\r\nhost: localhost\r\n\r\n` + get + `GET ${key} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n`;
+    const responses = parseRawResponses(await rawExchange(node.url, pipeline, { timeoutMs: 10_000 }));
+    assert.deepEqual(
+      responses.map((response) => `${response.status} ${response.status === 200 && !response.body.startsWith('{') ? response.body : ''}`.trim()),
+      ['404', '200', '200 one', '200 one', '200', '200 two', '200', '404', '404'],
+    );
+    await assertHealthzAnswers(node.url, 'after ordered pipelining');
+  });
+
   test('strict: pipelined PUTs followed by garbage: each PUT is answered in order, then a 400, then the connection closes', async () => {
     let pipeline = '';
     for (let i = 0; i < PIPELINED_PUTS; i++) pipeline += `PUT /v1/kv/pipe/${i} HTTP/1.1\r\nhost: localhost\r\ncontent-length: ${String(i).length}\r\n\r\n${i}`;

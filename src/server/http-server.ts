@@ -95,10 +95,55 @@ export const HTTP_LIMITS: HttpLimits = Object.freeze({
 const IN_FLIGHT = Symbol('inFlight');
 const FAILED = Symbol('failed');
 const PENDING_ERROR = Symbol('pendingError');
+const WAITING = Symbol('waiting');
 interface PipelinedSocket extends Socket {
   [IN_FLIGHT]?: Set<ServerResponse>;
   [FAILED]?: boolean;
   [PENDING_ERROR]?: string;
+  [WAITING]?: { readonly res: ServerResponse; readonly start: () => void }[];
+}
+
+/**
+ * Pipelined requests run in their order where it matters (RFC 9112, 9.3.2: only safe methods may be processed in
+ * parallel). Safe requests (GET, HEAD, OPTIONS) run beside each other; a write runs alone: it starts once every
+ * request before it on the connection is answered, and every request after it waits for its answer. Before this, a GET
+ * pipelined after a PUT of the same key read the key as it was before the PUT (an audit, 2026-12-06). A connection
+ * with one request at a time, as every client here uses, never waits.
+ */
+function isSafeMethod(method: string | undefined): boolean {
+  return method === 'GET' || method === 'HEAD' || method === 'OPTIONS';
+}
+
+/** Whether `res`'s request may start beside the requests of `socket` already started and not yet answered. */
+function mayStart(socket: PipelinedSocket, res: ServerResponse): boolean {
+  const inFlight = socket[IN_FLIGHT];
+  if (inFlight === undefined) return true;
+  const waiting = socket[WAITING];
+  const safe = isSafeMethod(res.req.method);
+  for (const other of inFlight) {
+    if (other === res || waiting?.some((held) => held.res === other) === true) continue;
+    if (!safe || !isSafeMethod(other.req.method)) return false;
+  }
+  return true;
+}
+
+/** Runs `start` for the request of `res` now, or after the requests before it that it must not overlap. */
+function startInOrder(socket: Socket, res: ServerResponse, start: () => void): void {
+  const pipelined = socket as PipelinedSocket;
+  if (pipelined[WAITING] === undefined && mayStart(pipelined, res)) return start();
+  (pipelined[WAITING] ??= []).push({ res, start });
+}
+
+/** Starts the held requests that may start now, in order: after an answer, or a held request given up. */
+function startWaiting(socket: PipelinedSocket): void {
+  const waiting = socket[WAITING];
+  while (waiting !== undefined && waiting.length > 0) {
+    const first = waiting[0]!;
+    if (!first.res.destroyed && !mayStart(socket, first.res)) return;
+    waiting.shift();
+    if (waiting.length === 0) delete socket[WAITING];
+    if (!first.res.destroyed) first.start();
+  }
 }
 
 /** Whether a request received in full is still waiting for its answer to be written. */
@@ -115,6 +160,7 @@ function trackInFlight(socket: Socket, res: ServerResponse): void {
   res.once('close', () => {
     inFlight.delete(res);
     if (inFlight.size === 0) delete pipelined[IN_FLIGHT];
+    startWaiting(pipelined);
     const pending = pipelined[PENDING_ERROR];
     if (pending !== undefined && !owesAnswers(inFlight)) {
       delete pipelined[PENDING_ERROR];
@@ -187,7 +233,7 @@ export function createHttpServer(
         return;
       }
       trackInFlight(req.socket, res);
-      handler(req, res);
+      startInOrder(req.socket, res, () => handler(req, res));
     };
   // A handshake gets the first-byte timeout too (as the wire port gives it the HELLO deadline): Node's default, 120 s,
   // would let a peer that sends a few bytes of a ClientHello and stops hold a connection slot for two minutes.
