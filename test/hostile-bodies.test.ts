@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { ERROR_STATUS } from '../src/errors/index.js';
-import { TXN_JSON_ELEMENTS_MAX } from '../src/api/index.js';
+import { JSON_NAME_BYTES_MAX, TXN_JSON_ELEMENTS_MAX } from '../src/api/index.js';
 import { BODY_BYTES_IN_FLIGHT_MAX } from '../src/limits.js';
 import { metricValue, request, type RawResponse } from './support/http.js';
 import { assertHealthzAnswers, rssBytes, sampleResident, streamBody } from './support/hostile.js';
@@ -110,6 +110,24 @@ describe('hostile input - request bodies', () => {
     assert.equal(answer!.status, 413);
     assert.equal(error.code, 'JSON_TOO_MANY_ELEMENTS');
     assert.equal(error.limit, TXN_JSON_ELEMENTS_MAX);
+    assert.ok(sent <= REFUSED_BODY_SENT_BYTES_MAX, `${sent} bytes sent before the answer`);
+    assert.ok(rssGrowth <= REFUSED_BODY_RSS_BYTES_MAX, `RSS grew by ${(rssGrowth / MiB).toFixed(1)} MiB`);
+    await assertAcknowledgedIntact();
+  });
+
+  test('bodies: a transaction whose member name is 8 MB of \\u0061 escapes is refused at the name limit, not gathered', async (t) => {
+    // Audit 2026-12-06: the validator kept each byte of an escape in a member name as a Buffer view of its own; one
+    // such body (8 MB, within the string and body limits) took the node from 56 MiB to 1 GiB, five at once killed it
+    // (JavaScript heap out of memory). Any token with a read or write scope could send it.
+    const escape = '\\u0061';
+    const chunk = Buffer.from(escape.repeat(Math.floor(CHUNK_BYTES / escape.length)));
+    const { answer, sent, rssGrowth } = await attack(t, '8 MB of \\u0061 in a member name', '{"', chunk, 2 + 1_398_000 * escape.length);
+    const error = errorOf(answer);
+    assert.equal(answer!.status, 400);
+    assert.equal(error.code, 'INVALID_ARGUMENT');
+    // The escape that takes the name past JSON_NAME_BYTES_MAX decoded bytes ends at this byte.
+    assert.match(error.message, new RegExp(`longer than ${JSON_NAME_BYTES_MAX} bytes.*refused at byte ${2 + (JSON_NAME_BYTES_MAX + 1) * escape.length - 1}\\)`));
+    assert.equal(error.limit, JSON_NAME_BYTES_MAX);
     assert.ok(sent <= REFUSED_BODY_SENT_BYTES_MAX, `${sent} bytes sent before the answer`);
     assert.ok(rssGrowth <= REFUSED_BODY_RSS_BYTES_MAX, `RSS grew by ${(rssGrowth / MiB).toFixed(1)} MiB`);
     await assertAcknowledgedIntact();

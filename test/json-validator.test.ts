@@ -9,6 +9,7 @@ import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import {
   ErrorCode,
+  JSON_NAME_BYTES_MAX,
   JsonValidator,
   MercuryError,
   TXN_JSON_ELEMENTS_MAX,
@@ -26,7 +27,7 @@ import {
 import { opEncodedBytes } from '../src/log/index.js';
 import { assertProperty } from './support/seed.js';
 
-const GENEROUS: JsonLimits = { depthMax: 64, elementsMax: 1_000_000, stringBytesMax: 1 << 24 };
+const GENEROUS: JsonLimits = { depthMax: 64, elementsMax: 1_000_000, stringBytesMax: 1 << 24, nameBytesMax: 1 << 24 };
 
 /** Validates `body` fed in the pieces that `cuts` (offsets) make, then parses it. */
 function readSplit(body: Buffer, cuts: readonly number[], limits: JsonLimits = GENEROUS): unknown {
@@ -77,9 +78,16 @@ function elementsOf(value: unknown): number {
 function longestStringOf(value: unknown): number {
   if (typeof value === 'string') return Buffer.byteLength(value);
   if (Array.isArray(value)) return Math.max(0, ...value.map(longestStringOf));
-  if (typeof value === 'object' && value !== null)
-    return Math.max(0, ...Object.entries(value).map(([name, item]) => Math.max(Buffer.byteLength(name), longestStringOf(item))));
+  if (typeof value === 'object' && value !== null) return Math.max(0, ...Object.values(value).map(longestStringOf));
   return 0;
+}
+
+/** Bytes of the longest member name; -1 without any. */
+function longestNameOf(value: unknown): number {
+  if (Array.isArray(value)) return Math.max(-1, ...value.map(longestNameOf));
+  if (typeof value === 'object' && value !== null)
+    return Math.max(-1, ...Object.entries(value).map(([name, item]) => Math.max(Buffer.byteLength(name), longestNameOf(item))));
+  return -1;
 }
 
 const json = fc.jsonValue({ stringUnit: 'binary', maxDepth: 6 });
@@ -101,22 +109,24 @@ describe('json validator', () => {
     );
   });
 
-  test('json validator: depth, element and string limits are exact', () => {
+  test('json validator: depth, element, string and member name limits are exact', () => {
     assertProperty(
       fc.property(json, (value) => {
         const body = Buffer.from(JSON.stringify(value), 'utf8');
         const depth = depthOf(value);
         const elements = elementsOf(value);
         const longest = longestStringOf(value);
+        const longestName = longestNameOf(value);
         const validator = new JsonValidator(GENEROUS);
         validator.push(body);
         validator.end();
         assert.equal(validator.elementCount, elements);
-        const exact: JsonLimits = { depthMax: Math.max(1, depth), elementsMax: elements, stringBytesMax: longest };
+        const exact: JsonLimits = { depthMax: Math.max(1, depth), elementsMax: elements, stringBytesMax: longest, nameBytesMax: Math.max(0, longestName) };
         assert.equal(codeOf(() => parseBoundedJson(body, exact)), undefined);
         if (depth > 1) assert.equal(codeOf(() => parseBoundedJson(body, { ...exact, depthMax: depth - 1 })), 'JSON_TOO_DEEP');
         if (elements > 1) assert.equal(codeOf(() => parseBoundedJson(body, { ...exact, elementsMax: elements - 1 })), 'JSON_TOO_MANY_ELEMENTS');
         if (longest > 0) assert.equal(codeOf(() => parseBoundedJson(body, { ...exact, stringBytesMax: longest - 1 })), 'JSON_STRING_TOO_LONG');
+        if (longestName > 0) assert.equal(codeOf(() => parseBoundedJson(body, { ...exact, nameBytesMax: longestName - 1 })), 'INVALID_ARGUMENT');
       }),
       { numRuns: 300 },
     );
@@ -200,6 +210,63 @@ describe('json validator', () => {
       }
     }
     assert.fail('the duplicate fed a byte at a time was not refused');
+  });
+
+  test('json validator: a member name past nameBytesMax is INVALID_ARGUMENT at the byte that passes it, in any split, escapes included', () => {
+    const limits: JsonLimits = { ...GENEROUS, nameBytesMax: 4 };
+    // [body, the byte that takes the name past 4 decoded bytes]
+    const refused: [string, number][] = [
+      ['{"abcde":1}', 6],
+      ['{"a":{"bcdefgh":1}}', 11],
+      ['{"\\u0061\\u0062\\u0063\\u0064\\u0065":1}', 2 + 5 * 6 - 1],
+      ['{"abc\\u00e9":1}', 2 + 3 + 6 - 1],
+      ['{"abcd\\n":1}', 2 + 4 + 2 - 1],
+      ['{"a\\ud83d\\ude00":1}', 2 + 1 + 12 - 1],
+      ['{"ok":1,"\\u0061\\u0061\\u0061\\u0061\\u0061\\u0061\\u0061\\u0061\\u0061":1}', 9 + 5 * 6 - 1],
+    ];
+    for (const [text, at] of refused) {
+      const body = Buffer.from(text);
+      for (let cut = 0; cut <= body.length; cut++) {
+        assert.equal(codeOf(() => readSplit(body, [cut], limits)), 'INVALID_ARGUMENT', `${text} cut at ${cut}`);
+        assert.match(messageOf(() => readSplit(body, [cut], limits)), new RegExp(`member name in the body is longer than 4 bytes.*refused at byte ${at}\\)`), `${text} cut at ${cut}`);
+      }
+    }
+    // At the limit, escaped or not, and a string value of any length: read as JSON.parse reads them.
+    for (const text of ['{"abcd":1}', '{"\\u0061\\u0062\\u0063\\u0064":"a string value longer than the names"}', '{"\\ud83d\\ude00":1}', '{"\\u00e9\\u00e9":{"\\n\\t\\/\\"":[]}}']) {
+      const body = Buffer.from(text);
+      for (let cut = 0; cut <= body.length; cut++) assert.deepEqual(readSplit(body, [cut], limits), JSON.parse(text), `${text} cut at ${cut}`);
+      const byteAtATime = new JsonValidator(limits);
+      for (const byte of body) byteAtATime.push(Buffer.of(byte));
+      byteAtATime.end();
+    }
+    // The limit of the bodies Mercury reads: a transaction's longest field name fits with room to spare.
+    assert.equal(codeOf(() => parseBoundedJson(Buffer.from(`{"${'a'.repeat(JSON_NAME_BYTES_MAX)}":1}`), txnJsonLimits(1024))), undefined);
+    assert.equal(codeOf(() => parseBoundedJson(Buffer.from(`{"${'a'.repeat(JSON_NAME_BYTES_MAX + 1)}":1}`), txnJsonLimits(1024))), 'INVALID_ARGUMENT');
+  });
+
+  test('json validator: memory held per body byte is a small constant, whatever holds the bytes (names, escapes, strings, numbers)', () => {
+    // Audit 2026-12-06: each byte of an escape in a member name was kept as a Buffer view of its own (~100 bytes of
+    // heap), so a body's name of \u0061 escapes held some 100 times the body. Measured here with limits that let
+    // every shape run to its end (the node's own limits refuse a long name at its 65th byte, test/hostile-bodies).
+    const bodyBytes = 1024 * 1024;
+    const escapes = Buffer.from('\\u0061'.repeat(64 * 1024 / 6));
+    const shapes: [string, string, Buffer][] = [
+      ['a member name of \\u0061 escapes', '{"', escapes],
+      ['a member name of plain bytes, 7 bytes per chunk', '{"', Buffer.alloc(7, 'a')],
+      ['a string value of \\u0061 escapes', '["', escapes],
+      ['a string value of \\n escapes', '["', Buffer.from('\\n'.repeat(32 * 1024))],
+      ['a number', '[1', Buffer.alloc(64 * 1024, '7')],
+    ];
+    for (const [what, prefix, chunk] of shapes) {
+      const validator = new JsonValidator(GENEROUS);
+      const before = process.memoryUsage();
+      validator.push(Buffer.from(prefix));
+      for (let pushed = 0; pushed < bodyBytes; pushed += chunk.length) validator.push(chunk);
+      const after = process.memoryUsage();
+      // Held: the name's bytes once (in a buffer grown by doubling), no object per piece. Allowed: 4 per body byte.
+      const grown = after.heapUsed + after.arrayBuffers - (before.heapUsed + before.arrayBuffers);
+      assert.ok(grown < 4 * bodyBytes + 4 * 1024 * 1024, `${what}: ${(grown / 1024 / 1024).toFixed(1)} MiB held for ${bodyBytes / 1024 / 1024} MiB of body`);
+    }
   });
 
   test('json validator: lone surrogates are refused with LONE_SURROGATE, pairs are read', () => {

@@ -9,7 +9,13 @@
  *    after a bounded prefix instead of after parsing it all. It also refuses a member name given twice in one object
  *    (RFC 8259 leaves the meaning open; `JSON.parse` keeps the last, so `{"success":[put],"success":[]}` silently
  *    dropped the put): it holds the names of each open object, decoded, which the limits bound (at most one name per
- *    value, each within stringBytesMax), and no other part of the body.
+ *    value, each within nameBytesMax), and no other part of the body.
+ *    Member names have their own limit, far below a string's: the names Mercury reads are its own field names (13
+ *    bytes at most), and a name is the one thing held while it is read. The name being read is gathered, escapes as
+ *    written, into one buffer of the validator (at most 6 bytes per decoded byte, `\u0061`), never as a Buffer object
+ *    per piece: that was one object of ~100 bytes of heap per escape byte, and one 8 MB body of `\u0061` in a name
+ *    took a node from 56 MiB to 1 GiB (audit, 2026-12-06). Strings, escapes in them and numbers are counted, not
+ *    held: memory per body byte is a small constant whatever the body's shape.
  * 2. `parseValidatedJson` checks the whole body is UTF-8 (native, `isUtf8`) and hands it to `JSON.parse`, which is
  *    the final judge of the grammar (number syntax, control characters in strings). The structure it builds is bounded
  *    by the limits step 1 enforced.
@@ -23,18 +29,22 @@
  *   LONE_SURROGATE          `\uD800`..`\uDFFF` not part of a high-low pair
  *   JSON_TOO_DEEP           containers nested deeper than depthMax
  *   JSON_TOO_MANY_ELEMENTS  more than elementsMax values (containers, strings, numbers, literals; names not counted)
- *   JSON_STRING_TOO_LONG    a string (or member name) longer than stringBytesMax decoded UTF-8 bytes
+ *   JSON_STRING_TOO_LONG    a string longer than stringBytesMax decoded UTF-8 bytes
+ *   INVALID_ARGUMENT        a member name longer than nameBytesMax decoded UTF-8 bytes: no field has such a name
  */
 import { isUtf8 } from 'node:buffer';
 import { MercuryError } from './errors.js';
+import { growBuffer } from './grow.js';
 
 export interface JsonLimits {
   /** Containers nested in one another: `{}` is depth 1, `{"a":[]}` depth 2. */
   readonly depthMax: number;
   /** Values in the whole document, containers included, member names not. */
   readonly elementsMax: number;
-  /** Decoded UTF-8 bytes of one string or member name. */
+  /** Decoded UTF-8 bytes of one string value. */
   readonly stringBytesMax: number;
+  /** Decoded UTF-8 bytes of one member name (JSON_NAME_BYTES_MAX for what Mercury reads, src/api/limits.ts). */
+  readonly nameBytesMax: number;
 }
 
 const enum State {
@@ -67,6 +77,13 @@ const OBJECT = 2;
 
 /** A string's bytes are scanned in JS up to this many, then searched natively. */
 const SHORT_SCAN_BYTES = 32;
+/**
+ * Raw bytes of a member name per decoded byte, at most: `\u0061` is 6 for 1 (`\n` 2 for 1, a surrogate pair 12 for
+ * 4, a plain byte 1 for 1). The name buffer holds this many per byte of nameBytesMax, and one escape being read.
+ */
+const NAME_RAW_BYTES_PER_BYTE = 6;
+/** The name buffer's first size: most names that span chunks or hold an escape are short. */
+const NAME_BUFFER_BYTES_MIN = 64;
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
 
@@ -100,14 +117,21 @@ export class JsonValidator {
   private readonly stack: number[] = [];
   /** The member names of each open object, innermost last (one per OBJECT of `stack`). */
   private readonly names: ObjectNames[] = [];
-  /** The raw bytes of the member name being read (escapes as written), and whether it holds an escape. */
-  private namePieces: Buffer[] = [];
+  /**
+   * The raw bytes of the member name being read (escapes as written), the first `nameRawBytes` of `nameRaw`, and
+   * whether it holds an escape. The buffer is the validator's one, made the first time a name has an escape or spans
+   * chunks (the common name is decoded from its chunk), grown by doubling to at most the largest name's raw bytes.
+   */
+  private nameRaw: Buffer | undefined = undefined;
+  private nameRawBytes = 0;
   private nameEscaped = false;
   private elements = 0;
   /** Bytes consumed before the current chunk, for error messages. */
   private offset = 0;
   // The current string.
   private stringBytes = 0;
+  /** stringBytesMax, or nameBytesMax in a member name. */
+  private stringBytesLimit = 0;
   private stringIsName = false;
   /** A `\uD800`..`\uDBFF` was just read; the next thing must be `\u` + a low surrogate. */
   private highSurrogatePending = false;
@@ -122,7 +146,7 @@ export class JsonValidator {
 
   constructor(private readonly limits: JsonLimits) {
     // src/api imports nothing but node:buffer: a plain throw stands for the assertion.
-    if (!(limits.depthMax >= 1 && limits.elementsMax >= 1 && limits.stringBytesMax >= 0)) throw new RangeError(`invalid JSON limits ${JSON.stringify(limits)}`);
+    if (!(limits.depthMax >= 1 && limits.elementsMax >= 1 && limits.stringBytesMax >= 0 && limits.nameBytesMax >= 0)) throw new RangeError(`invalid JSON limits ${JSON.stringify(limits)}`);
   }
 
   /** Values seen so far (containers included). */
@@ -159,15 +183,16 @@ export class JsonValidator {
             const backslash = this.nextBackslash === -1 ? length : this.nextBackslash;
             j = quote < backslash ? quote : backslash;
           }
-          this.addStringBytes(j - i, this.offset + j);
-          if (this.stringIsName && chunk[j] === QUOTE && this.namePieces.length === 0 && !this.nameEscaped) {
+          // Refused at the first byte past the limit, which is where the run crosses it (a plain byte counts one).
+          this.addStringBytes(j - i, this.offset + i + this.stringBytesLimit - this.stringBytes);
+          if (this.stringIsName && chunk[j] === QUOTE && this.nameRawBytes === 0 && !this.nameEscaped) {
             // The common case: a whole name without escapes in this chunk, decoded from it without a copy.
             this.endName(chunk, i, j, this.offset + j);
             this.state = State.Colon;
             i = j + 1;
             continue;
           }
-          if (this.stringIsName && j > i) this.namePieces.push(chunk.subarray(i, j));
+          if (this.stringIsName && j > i) this.addNameBytes(chunk, i, j);
           if (j === length) {
             i = j;
             continue;
@@ -300,25 +325,33 @@ export class JsonValidator {
     this.state = State.String;
     this.stringIsName = isName;
     this.stringBytes = 0;
+    this.stringBytesLimit = isName ? this.limits.nameBytesMax : this.limits.stringBytesMax;
     this.highSurrogatePending = false;
-    this.namePieces = [];
+    this.nameRawBytes = 0;
     this.nameEscaped = false;
   }
 
   private endString(at: number): void {
-    if (this.stringIsName) {
-      const pieces = this.namePieces;
-      const raw = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
-      if (pieces.length > 0) this.namePieces = [];
-      this.endName(raw, 0, raw.length, at);
-    }
+    if (this.stringIsName) this.endName(this.nameRaw ?? EMPTY, 0, this.nameRawBytes, at);
     this.state = this.stringIsName ? State.Colon : this.stack.length === 0 ? State.Done : State.AfterValue;
   }
 
   /** A byte of an escape in a member name (kept as written; decoded with the name). */
   private nameEscape(chunk: Buffer, i: number): void {
     this.nameEscaped = true;
-    this.namePieces.push(chunk.subarray(i, i + 1));
+    this.addNameBytes(chunk, i, i + 1);
+  }
+
+  /** Copies raw bytes of the member name being read into the name buffer; they were counted against nameBytesMax. */
+  private addNameBytes(chunk: Buffer, start: number, end: number): void {
+    const filled = this.nameRawBytes + end - start;
+    // Counted first, so within the limit: NAME_RAW_BYTES_PER_BYTE per decoded byte, and the escape being read.
+    const capacity = NAME_RAW_BYTES_PER_BYTE * (this.limits.nameBytesMax + 1);
+    if (filled > capacity) throw new Error(`bug: ${filled} raw bytes of a member name counted within ${this.limits.nameBytesMax}`);
+    const raw = growBuffer(this.nameRaw, this.nameRawBytes, filled, capacity, NAME_BUFFER_BYTES_MIN);
+    this.nameRaw = raw;
+    chunk.copy(raw, this.nameRawBytes, start, end);
+    this.nameRawBytes = filled;
   }
 
   /** The member name just read: refused if its object has it already (names compare decoded: `"a"` is `"\u0061"`). */
@@ -363,14 +396,17 @@ export class JsonValidator {
     this.state = State.String;
   }
 
+  /** Counts decoded bytes of the current string; `at` is the byte to name if they take it past its limit. */
   private addStringBytes(bytes: number, at: number): void {
     this.stringBytes += bytes;
-    if (this.stringBytes > this.limits.stringBytesMax)
-      throw new MercuryError(
-        'JSON_STRING_TOO_LONG',
-        `a JSON ${this.stringIsName ? 'member name' : 'string'} in the body is longer than ${this.limits.stringBytesMax} bytes (refused at byte ${at})`,
-        { details: { limit: this.limits.stringBytesMax } },
-      );
+    if (this.stringBytes <= this.stringBytesLimit) return;
+    const limit = this.stringBytesLimit;
+    // A name that long is no field of anything Mercury reads: refused as an unknown field is, before it is gathered.
+    if (this.stringIsName)
+      throw new MercuryError('INVALID_ARGUMENT', `a JSON member name in the body is longer than ${limit} bytes, longer than any field's name (refused at byte ${at})`, {
+        details: { limit },
+      });
+    throw new MercuryError('JSON_STRING_TOO_LONG', `a JSON string in the body is longer than ${limit} bytes (refused at byte ${at})`, { details: { limit } });
   }
 
   private loneSurrogate(at: number): never {
@@ -391,6 +427,7 @@ export class JsonValidator {
  */
 type ObjectNames = string[] | Set<string>;
 const NAMES_SCANNED_MAX = 8;
+const EMPTY = Buffer.alloc(0);
 
 function invalidUtf8(): MercuryError {
   return new MercuryError('INVALID_UTF8', 'the request body is not valid UTF-8; send binary keys and values as base64');

@@ -27,6 +27,13 @@ export const TXN_COMPARES_MAX = 10_000;
  */
 export const RANGE_DELETE_KEYS_MAX = 100_000;
 
+/**
+ * Decoded bytes of one member name in any JSON a node or client reads (transactions, token requests, watch messages).
+ * The longest field name is 13 bytes (`startEncoding`): a longer name is no field, and is refused at the byte that
+ * passes this (400 INVALID_ARGUMENT), before it is gathered (src/api/json-validator.ts).
+ */
+export const JSON_NAME_BYTES_MAX = 64;
+
 /** Range reads (`GET /v1/kv?prefix=`) return this many items per page unless `limit` says otherwise, at most the max. */
 export const RANGE_LIMIT_DEFAULT = 100;
 export const RANGE_LIMIT_MAX = 10_000;

@@ -25,7 +25,7 @@ import { encodeJsonBytes, readJsonBytes, type BytesEncoding } from './bytes.js';
 import { MercuryError, valueTooLarge } from './errors.js';
 import type { JsonLimits } from './json-validator.js';
 import { prefixEnd, validateKey } from './keys.js';
-import { KEY_BYTES_MAX, TXN_COMPARES_MAX, TXN_OPS_MAX, VALUE_BYTES_CEILING } from './limits.js';
+import { JSON_NAME_BYTES_MAX, KEY_BYTES_MAX, TXN_COMPARES_MAX, TXN_OPS_MAX, VALUE_BYTES_CEILING } from './limits.js';
 
 /** A compare operator: `=`, `!=`, `<`, `>`. */
 export type CompareOp = '=' | '!=' | '<' | '>';
@@ -104,10 +104,15 @@ export function base64Length(bytes: number): number {
 /**
  * The structural limits of a transaction body on a node whose values are at most `valueBytesMax`: no legal
  * transaction exceeds them, and a hostile body is refused by them after a bounded prefix (src/api/json-validator.ts).
- * The longest string is a value in base64.
+ * The longest string is a value in base64; the longest member name is a field's name.
  */
 export function txnJsonLimits(valueBytesMax: number): JsonLimits {
-  return { depthMax: TXN_JSON_DEPTH_MAX, elementsMax: TXN_JSON_ELEMENTS_MAX, stringBytesMax: base64Length(Math.max(valueBytesMax, KEY_BYTES_MAX)) };
+  return {
+    depthMax: TXN_JSON_DEPTH_MAX,
+    elementsMax: TXN_JSON_ELEMENTS_MAX,
+    stringBytesMax: base64Length(Math.max(valueBytesMax, KEY_BYTES_MAX)),
+    nameBytesMax: JSON_NAME_BYTES_MAX,
+  };
 }
 
 /**

@@ -34,6 +34,7 @@ import type { Clock, TimerHandle } from '../clock/index.js';
 import {
   isAfterHashUnknown,
   isWatchHash,
+  JSON_NAME_BYTES_MAX,
   JsonValidator,
   parseServerMessage,
   subscribeMessage,
@@ -406,7 +407,12 @@ const MESSAGE_VALUES_OVERHEAD = 16;
  */
 function checkMessageShape(buffer: Buffer, eventsMax: number): void {
   const itemsMax = Math.max(eventsMax, WATCH_SNAPSHOT_ITEMS_MAX);
-  const validator = new JsonValidator({ depthMax: 8, elementsMax: itemsMax * VALUES_PER_EVENT_MAX + MESSAGE_VALUES_OVERHEAD, stringBytesMax: WATCH_SERVER_MESSAGE_BYTES_MAX });
+  const validator = new JsonValidator({
+    depthMax: 8,
+    elementsMax: itemsMax * VALUES_PER_EVENT_MAX + MESSAGE_VALUES_OVERHEAD,
+    stringBytesMax: WATCH_SERVER_MESSAGE_BYTES_MAX,
+    nameBytesMax: JSON_NAME_BYTES_MAX,
+  });
   try {
     validator.push(buffer);
     validator.end();

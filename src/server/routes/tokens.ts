@@ -4,7 +4,7 @@
  * and revoking are writes of token records (src/auth/admin.ts): on a replica they are forwarded to the root like any
  * write, with the caller's token, and answered once applied here.
  */
-import { MercuryError, type JsonLimits } from '../../api/index.js';
+import { JSON_NAME_BYTES_MAX, MercuryError, type JsonLimits } from '../../api/index.js';
 import { createTokenRequest, isTokenId, requireAdmin, revokeTokenRequest, tokenInfo } from '../../auth/index.js';
 import { principalNow, principalOf, writeFor } from '../auth.js';
 import type { BodyBudget } from '../body-budget.js';
@@ -14,7 +14,7 @@ import type { Route } from '../router.js';
 
 /** A token request is a name, a few scopes and maybe a subject: small bounds, checked as the body arrives. */
 const TOKEN_BODY_BYTES_MAX = 64 * 1024;
-const TOKEN_JSON_LIMITS: JsonLimits = { depthMax: 3, elementsMax: 1024, stringBytesMax: 4096 };
+const TOKEN_JSON_LIMITS: JsonLimits = { depthMax: 3, elementsMax: 1024, stringBytesMax: 4096, nameBytesMax: JSON_NAME_BYTES_MAX };
 
 export function tokensRoute(node: NodeApi, budget: BodyBudget): Route {
   return {
