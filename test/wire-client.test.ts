@@ -32,7 +32,7 @@ async function fakeNode(onRequest: (request: WireRequest, socket: Socket, connec
     socket.on('data', (chunk: Buffer) => {
       reader.push(chunk);
       for (let frame = reader.next(); frame !== undefined; frame = reader.next()) {
-        if ('oversized' in frame) throw new Error('oversized');
+        if (!('body' in frame)) throw new Error('oversized');
         const request = decodeRequest(frame);
         if (request.type === WireFrameType.HELLO) socket.write(encodeReady(64, 1 << 20));
         else onRequest(request, socket, connection);

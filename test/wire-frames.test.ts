@@ -40,7 +40,7 @@ function cut(bytes: Buffer, sizes: readonly number[], limit = LIMIT): WireFrame[
     reader.push(bytes.subarray(at, at + size));
     at += size;
     for (let frame = reader.next(); frame !== undefined; frame = reader.next()) {
-      assert.ok(!('oversized' in frame));
+      assert.ok('body' in frame);
       // A copy: a frame is a view of the pushed bytes.
       frames.push({ type: frame.type, id: frame.id, body: Buffer.from(frame.body) });
     }
@@ -137,9 +137,56 @@ test('wire frames: a frame over the limit is reported from its header and its bo
   reader.push(big.subarray(4096));
   reader.push(encodeGet(43, Buffer.from('k')));
   const next = reader.next();
-  assert.ok(next !== undefined && !('oversized' in next));
+  assert.ok(next !== undefined && 'body' in next);
   assert.equal(next.id, 43);
   assert.equal(reader.partialBytes, 0);
+});
+
+test('wire frames: a frame longer than headsAbove is returned as its head first, before more is buffered, and drop() skips it, in any split', () => {
+  const HEADS_ABOVE = 64;
+  assertProperty(
+    fc.property(
+      fc.array(fc.tuple(fc.integer({ min: 0, max: 300 }), fc.boolean()), { minLength: 1, maxLength: 12 }),
+      fc.array(fc.integer({ min: 1, max: 200 }), { minLength: 1, maxLength: 8 }),
+      (shapes, sizes) => {
+        // Frame i: a PUT of a value of `valueBytes`; a large one is dropped at its head when `dropIt`.
+        const frames = shapes.map(([valueBytes], index) => encodePut(index + 1, Buffer.from('k'), Buffer.alloc(valueBytes, index)));
+        const bytes = Buffer.concat(frames);
+        const reader = new WireFrameReader(LIMIT);
+        reader.setLimit(LIMIT, HEADS_ABOVE);
+        const seen: string[] = [];
+        let at = 0;
+        let piece = 0;
+        while (at < bytes.length) {
+          const size = sizes[piece++ % sizes.length]!;
+          reader.push(bytes.subarray(at, at + size));
+          at += size;
+          for (let frame = reader.next(); frame !== undefined; frame = reader.next()) {
+            if ('oversized' in frame) assert.fail('no frame is over the limit');
+            if ('head' in frame) {
+              assert.ok(frame.length > HEADS_ABOVE);
+              // Nothing of the frame is gathered yet: at most what arrived with its first 9 bytes is held.
+              assert.ok(reader.partialBytes <= 9 + size, `${reader.partialBytes} bytes held at a head`);
+              seen.push(`head ${frame.id}`);
+              if (shapes[frame.id - 1]![1]) reader.drop();
+            } else {
+              assert.ok(frame.body.equals(frames[frame.id - 1]!.subarray(9)), `frame ${frame.id} whole`);
+              seen.push(`whole ${frame.id}`);
+            }
+          }
+        }
+        const expected = frames.flatMap((frame, index) => {
+          const large = frame.length - 4 > HEADS_ABOVE;
+          if (!large) return [`whole ${index + 1}`];
+          return shapes[index]![1] ? [`head ${index + 1}`] : [`head ${index + 1}`, `whole ${index + 1}`];
+        });
+        assert.deepEqual(seen, expected);
+        assert.equal(reader.partialBytes, 0);
+        assert.equal(reader.framesEnded, frames.length, 'a dropped frame ends too');
+      },
+    ),
+    { numRuns: 500 },
+  );
 });
 
 test('wire frames: a frame split across chunks is gathered into one buffer, and framesEnded counts each frame that ends', () => {
@@ -153,14 +200,14 @@ test('wire frames: a frame split across chunks is gathered into one buffer, and 
   assert.equal(reader.framesEnded, 0);
   reader.push(Buffer.concat([first.subarray(500), second.subarray(0, 5)]));
   const one = reader.next();
-  assert.ok(one !== undefined && !('oversized' in one));
+  assert.ok(one !== undefined && 'body' in one);
   assert.deepEqual([one.id, one.body.equals(first.subarray(9))], [1, true]);
   assert.equal(reader.framesEnded, 1);
   assert.equal(reader.next(), undefined);
   assert.equal(reader.partialBytes, 5, 'the start of the second frame, held for it');
   reader.push(second.subarray(5));
   const two = reader.next();
-  assert.ok(two !== undefined && !('oversized' in two));
+  assert.ok(two !== undefined && 'body' in two);
   assert.equal(two.id, 2);
   assert.equal(reader.framesEnded, 2);
   // An oversized frame ends when its last byte has been dropped.
@@ -182,7 +229,7 @@ test('wire frames: arbitrary bytes are refused with BAD_REQUEST or wait for more
         let frame;
         try {
           frame = reader.next();
-          if (frame === undefined || 'oversized' in frame) return;
+          if (frame === undefined || !('body' in frame)) return;
           decodeRequest(frame);
           decodeAnswer(frame);
         } catch (error) {

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { encodeDelete, encodeGet, encodeHello, encodePut } from '../src/api/index.js';
+import { WIRE_SMALL_FRAME_BYTES_MAX, encodeDelete, encodeGet, encodeHello, encodePut } from '../src/api/index.js';
 import { validateConfig } from '../src/config/index.js';
 import { MercuryNode, NODE_LIMITS, NODE_LIMITS_TEST, validateNodeLimits, withLimits } from '../src/node/index.js';
 import {
@@ -267,6 +267,87 @@ describe('wire: hostile input', () => {
     raw.close();
   });
 
+  test('wire: a PUT frame reserves its length in the body budget from its header, and gives it back when answered, closed or timed out', async () => {
+    // Audit 2026-12-06: a PUT frame was gathered whole (it may take frameTimeoutMs to arrive) before it reserved
+    // anything: 32 connections each sending most of a 16 MiB frame took a node from 60 to 748 MiB of RSS while
+    // mercury_http_body_bytes_in_flight stayed 0.
+    const { frameTimeoutMs } = NODE_LIMITS_TEST.wire;
+    const valueMax = NODE_LIMITS_TEST.commit.valueBytesMax;
+    const budget = NODE_LIMITS_TEST.http.jsonBodyBytesMax;
+    const limits = validateNodeLimits(withLimits(NODE_LIMITS_TEST, { http: { bodyBytesInFlightMax: budget } }));
+    const node = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'frame-budget'), port: 0 }), { auth: 'off', limits });
+    nodes.push(node);
+    const reserved = (): number => metric(node, 'mercury_http_body_bytes_in_flight');
+    const reservedBecomes = (bytes: number): Promise<void> =>
+      eventually(
+        () => Promise.resolve(reserved() === bytes),
+        () => `${reserved()} body bytes reserved, ${bytes} expected`,
+      );
+    const put = (id: number): Buffer => encodePut(id, Buffer.from('frame/a'), Buffer.alloc(valueMax, 0x61));
+    const frameBytes = put(1).length - 4;
+    const start = 16; // the header and a few bytes of the body
+    // Reserved from the first bytes, before the rest arrives; given back once the PUT is answered.
+    const raw = await RawWire.ready(node.wireUrl);
+    raw.send(put(1).subarray(0, start));
+    await reservedBecomes(frameBytes);
+    raw.send(put(1).subarray(start));
+    const written = await raw.next();
+    assert.equal(written?.type, 0x84, RawWire.message(written));
+    assert.equal(reserved(), 0);
+    // A frame left part-way: given back when its connection closes, and when it times out.
+    const closed = await RawWire.ready(node.wireUrl);
+    closed.send(put(1).subarray(0, start));
+    await reservedBecomes(frameBytes);
+    closed.close();
+    await reservedBecomes(0);
+    const slow = await RawWire.ready(node.wireUrl);
+    slow.send(put(1).subarray(0, start));
+    await reservedBecomes(frameBytes);
+    const timedOut = await slow.next(frameTimeoutMs * 4);
+    assert.equal(RawWire.code(timedOut), 'REQUEST_TIMEOUT');
+    assert.equal(reserved(), 0);
+    // Past the budget (an HTTP body holds all but one frame of it): refused from the header, before the body is sent.
+    const held = createConnection(Number(new URL(node.url).port), '127.0.0.1');
+    held.on('error', () => {});
+    held.write(`POST /v1/txn HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${budget - frameBytes}\r\n\r\n{`);
+    await reservedBecomes(budget - frameBytes);
+    const fits = await RawWire.ready(node.wireUrl);
+    fits.send(put(1).subarray(0, start));
+    await reservedBecomes(budget);
+    const over = await RawWire.ready(node.wireUrl);
+    over.send(put(2).subarray(0, 9));
+    const refused = await over.next();
+    assert.deepEqual([refused?.id, RawWire.code(refused)], [2, 'BODY_BUDGET_EXCEEDED'], RawWire.message(refused));
+    assert.equal(reserved(), budget);
+    // Its bytes are dropped as they come and the connection goes on; the one that fit completes.
+    over.send(put(2).subarray(9));
+    over.send(encodeGet(3, Buffer.from('frame/a')));
+    assert.equal((await over.next())?.id, 3);
+    fits.send(put(1).subarray(start));
+    assert.equal((await fits.next())?.type, 0x84);
+    held.destroy();
+    await reservedBecomes(0);
+    for (const wire of [raw, fits, over]) wire.close();
+  });
+
+  test('wire: a frame other than PUT longer than the largest GET is refused with BODY_TOO_LARGE from its header, and the connection goes on', async () => {
+    // Audit 2026-12-06: such a frame was gathered whole (up to the PUT limit), then failed the connection with
+    // BAD_REQUEST, where the wire spec (src/api/wire.ts) says BODY_TOO_LARGE to its id, its bytes dropped.
+    const raw = await RawWire.ready(root.wireUrl);
+    const del = encodeDelete(5, Buffer.alloc(2_000, 0x64));
+    raw.send(del.subarray(0, 9));
+    const refused = await raw.next();
+    assert.deepEqual([refused?.id, RawWire.code(refused)], [5, 'BODY_TOO_LARGE'], RawWire.message(refused));
+    assert.match(RawWire.message(refused), new RegExp(`frames other than PUT are at most ${WIRE_SMALL_FRAME_BYTES_MAX}`));
+    raw.send(del.subarray(9));
+    raw.send(encodeGet(6, Buffer.alloc(WIRE_SMALL_FRAME_BYTES_MAX, 0x67)));
+    raw.send(encodeGet(7, Buffer.from('rt/missing')));
+    const answers = [await raw.next(), await raw.next()];
+    assert.deepEqual(answers.map((answer) => [answer?.id, RawWire.code(answer) ?? answer?.type]), [[6, 'BODY_TOO_LARGE'], [7, 0x83]]);
+    assert.ok(!raw.socket.destroyed, 'the connection goes on');
+    raw.close();
+  });
+
   test('wire: garbage, wrong first frames and unknown types are refused with a precise ERROR, and the node serves on', async () => {
     const cases: [string, Buffer, RegExp][] = [
       ['length below the header', Buffer.from([0, 0, 0, 2, 1, 1]), /length 2 is below/],
@@ -470,6 +551,22 @@ describe('wire: authorization', () => {
     assert.equal(denied.message, overHttp.message);
     assert.ok((await rejection(wire.get('other/a'))) instanceof PermissionDeniedError);
     assert.equal(await wire.get('app/a'), undefined);
+  });
+
+  test('wire: a large PUT frame from a token that may write nothing is refused from its header, before it is gathered', async () => {
+    // As HTTP checks a PUT's scope from its URL before reading the body: a read-only token cannot hold the body budget.
+    const reader = await token(['read:app/']);
+    const raw = await RawWire.ready(secured.wireUrl, reader.token);
+    const frame = encodePut(1, Buffer.from('app/big'), Buffer.alloc(NODE_LIMITS_TEST.commit.valueBytesMax, 0x61));
+    raw.send(frame.subarray(0, 9));
+    const refused = await raw.next();
+    assert.deepEqual([refused?.id, RawWire.code(refused)], [1, 'PERMISSION_DENIED'], RawWire.message(refused));
+    assert.match(RawWire.message(refused), /write:PREFIX/);
+    assert.equal(metric(secured, 'mercury_http_body_bytes_in_flight'), 0);
+    raw.send(frame.subarray(9));
+    raw.send(encodeGet(2, Buffer.from('app/big')));
+    assert.equal((await raw.next())?.id, 2, 'the connection goes on');
+    raw.close();
   });
 
   test('wire: a token revoked while its connection is open fails at once, and the connection is closed', async () => {

@@ -102,5 +102,6 @@ export {
   type OversizedFrame,
   type WireAnswer,
   type WireFrame,
+  type WireFrameHead,
   type WireRequest,
 } from './wire.js';

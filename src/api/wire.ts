@@ -42,10 +42,14 @@
  *               frame, so any request still unanswered was never processed and may be sent again on a new connection.
  * ```
  *
- * A u64 is sent as two u32 (high, low) and must not exceed 2^53 - 1. A node refuses a frame longer than its limit from
- * the length field, before buffering it: a PUT with VALUE_TOO_LARGE, anything else with BODY_TOO_LARGE, answered to
- * the frame's id once its 9 header bytes arrived; the rest of it is read and dropped, and the connection goes on.
- * Every other malformed frame is a connection error (ERROR id 0, BAD_REQUEST naming the fault), then close.
+ * A u64 is sent as two u32 (high, low) and must not exceed 2^53 - 1. A node judges a frame by its 9 header bytes,
+ * before buffering the rest: a frame longer than its limit is refused, a PUT with VALUE_TOO_LARGE, and a frame of any
+ * other type longer than WIRE_SMALL_FRAME_BYTES_MAX (the largest GET) with BODY_TOO_LARGE. A PUT longer than that
+ * reserves its length in the node's budget of request bodies, shared with HTTP, from its header until it is answered
+ * (or its connection closes); a PUT that does not fit is refused with BODY_BUDGET_EXCEEDED, and one sent with a token
+ * that has no write scope with PERMISSION_DENIED (its key is checked once it is in). A refusal is answered to the
+ * frame's id; the rest of the frame is read and dropped, and the connection goes on. Every other malformed frame is a
+ * connection error (ERROR id 0, BAD_REQUEST naming the fault), then close.
  */
 import { MercuryError } from './errors.js';
 import { growBuffer } from './grow.js';
@@ -239,6 +243,18 @@ export interface OversizedFrame {
   readonly length: number;
 }
 
+/**
+ * The header of a frame longer than the reader's `headsAbove`, returned before any more of the frame is buffered. The
+ * reader then gathers the frame as usual, unless `drop` is called first.
+ */
+export interface WireFrameHead {
+  readonly head: true;
+  readonly type: number;
+  readonly id: number;
+  /** The length field. */
+  readonly length: number;
+}
+
 /** The first buffer of a frame gathered from pieces: most frames that span chunks are small (a value of a few KiB). */
 const ASSEMBLY_BYTES_MIN = 16 * 1024;
 
@@ -253,7 +269,9 @@ function malformed(message: string): MercuryError {
  * frame (a byte per TCP segment), the node holds the frame's bytes and one buffer, not a Buffer object (some 200 bytes
  * of heap) per segment, and a peer that announces a frame of the largest length and sends a few bytes of it holds
  * ASSEMBLY_BYTES_MIN, not the length it announced. The limit applies from the length field: a longer frame is never
- * buffered (its bytes are counted and dropped). A length below the header size is a BAD_REQUEST.
+ * buffered (its bytes are counted and dropped). A frame longer than `headsAbove` is returned first as its header
+ * (WireFrameHead), so that its reader may refuse it (`drop`) or account for it before it is gathered. A length below
+ * the header size is a BAD_REQUEST.
  */
 export class WireFrameReader {
   /** Bytes not yet cut into frames, as they arrived: whole frames, and at most the first bytes of a length field. */
@@ -272,12 +290,17 @@ export class WireFrameReader {
   private skipping = 0;
   /** Frames ended so far: returned whole, or oversized and dropped to their last byte (each frame has its own timeout). */
   private ended = 0;
+  /** Frames longer than this are returned as a WireFrameHead first. */
+  private headsAbove = Number.POSITIVE_INFINITY;
+  /** The length field of the frame whose head was just returned (0: none), which `drop` may drop. */
+  private headLength = 0;
 
   constructor(private frameBytesMax: number) {}
 
-  /** Changes the limit (a node raises it once HELLO is answered). */
-  setLimit(frameBytesMax: number): void {
+  /** Changes the limit (a node raises it once HELLO is answered), and the length above which a frame's head comes first. */
+  setLimit(frameBytesMax: number, headsAbove = Number.POSITIVE_INFINITY): void {
     this.frameBytesMax = frameBytesMax;
+    this.headsAbove = headsAbove;
   }
 
   push(chunk: Buffer): void {
@@ -311,8 +334,11 @@ export class WireFrameReader {
     return this.ended;
   }
 
-  /** The next whole frame, an oversized frame's header, or undefined when more bytes are needed. Throws BAD_REQUEST. */
-  next(): WireFrame | OversizedFrame | undefined {
+  /**
+   * The next whole frame, an oversized frame's header, a large frame's head, or undefined when more bytes are needed.
+   * Throws BAD_REQUEST.
+   */
+  next(): WireFrame | OversizedFrame | WireFrameHead | undefined {
     const assembling = this.assembling;
     if (assembling !== undefined) {
       if (this.assemblingFilled < this.assemblingBytes) return undefined;
@@ -328,13 +354,13 @@ export class WireFrameReader {
       if (this.held < WIRE_LENGTH_BYTES + WIRE_HEADER_BYTES) return undefined;
       const type = this.peekByte(WIRE_LENGTH_BYTES);
       const id = this.peekUInt32(WIRE_LENGTH_BYTES + 1);
-      // Drop what is held of it, and the rest as it comes.
-      const total = WIRE_LENGTH_BYTES + length;
-      const dropNow = Math.min(total, this.held);
-      this.take(dropNow);
-      this.skipping = total - dropNow;
-      if (this.skipping === 0) this.ended++;
+      this.skip(WIRE_LENGTH_BYTES + length);
       return { oversized: true, type, id, length };
+    }
+    if (length > this.headsAbove && this.headLength === 0) {
+      if (this.held < WIRE_LENGTH_BYTES + WIRE_HEADER_BYTES) return undefined;
+      this.headLength = length;
+      return { head: true, type: this.peekByte(WIRE_LENGTH_BYTES), id: this.peekUInt32(WIRE_LENGTH_BYTES + 1), length };
     }
     if (this.held < WIRE_LENGTH_BYTES + length) {
       // Everything held is the start of this frame (frames before it were returned): gathered into the frame's own
@@ -347,8 +373,24 @@ export class WireFrameReader {
     return this.whole(this.take(WIRE_LENGTH_BYTES + length));
   }
 
+  /** Drops the frame whose head `next` just returned: what is held of it now, and the rest as it arrives. */
+  drop(): void {
+    if (this.headLength === 0 || this.assembling !== undefined) throw new Error('bug: drop() without a frame head just returned');
+    this.skip(WIRE_LENGTH_BYTES + this.headLength);
+    this.headLength = 0;
+  }
+
+  /** Drops the `total` bytes of the frame at the front: what is held of it now, and the rest as it comes. */
+  private skip(total: number): void {
+    const dropNow = Math.min(total, this.held);
+    this.take(dropNow);
+    this.skipping = total - dropNow;
+    if (this.skipping === 0) this.ended++;
+  }
+
   private whole(frame: Buffer): WireFrame {
     this.ended++;
+    this.headLength = 0;
     return { type: frame[WIRE_LENGTH_BYTES]!, id: frame.readUInt32BE(WIRE_LENGTH_BYTES + 1), body: frame.subarray(BODY_AT) };
   }
 

@@ -17,6 +17,7 @@ export {
   requireReadPrefix,
   requireReplicate,
   requireSomeKeyScope,
+  requireSomeWriteScope,
   requireTxn,
   requireWrite,
   requireWriteRange,

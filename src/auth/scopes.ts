@@ -186,6 +186,16 @@ export function requireSomeKeyScope(principal: Principal | undefined, action: st
   throw denied(principal, action, 'a read:PREFIX or write:PREFIX scope (or admin)');
 }
 
+/**
+ * What a write needs before its key is known (a wire PUT frame, judged from its header): some write scope (or admin).
+ * The key is checked once it is in (requireWrite); a token that can write nothing is refused here, so it never gets a
+ * frame gathered and held in the node's budget of request bodies.
+ */
+export function requireSomeWriteScope(principal: Principal | undefined, action: string): void {
+  if (principal === undefined || principal.scopes.admin || principal.scopes.write.length > 0) return;
+  throw denied(principal, action, 'a write:PREFIX scope (or admin)');
+}
+
 export function requireAdmin(principal: Principal | undefined, action: string): void {
   if (principal === undefined || principal.scopes.admin) return;
   throw denied(principal, action, 'admin');

@@ -159,7 +159,8 @@ class Link {
       try {
         const frame = this.reader.next();
         if (frame === undefined) break;
-        if ('oversized' in frame) throw new Error(`the node sent a frame of ${frame.length} bytes`);
+        // The reader returns only whole frames here, or an oversized one's header (this reader asks for no heads).
+        if (!('body' in frame)) throw new Error(`the node sent a frame of ${frame.length} bytes`);
         answer = decodeAnswer(frame);
       } catch (error) {
         this.end(new UnavailableError(`${this.channel.url}: not a Mercury wire port, or a broken connection (${(error as Error).message})`, { url: this.channel.url, requestSent: true }));

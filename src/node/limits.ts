@@ -18,7 +18,7 @@
  * (src/limits.ts); the relations here check this object against them.
  */
 import assert from 'node:assert/strict';
-import { txnBodyBytesFor } from '../api/index.js';
+import { txnBodyBytesFor, wireFrameBytesMaxFor } from '../api/index.js';
 import { COMMIT_LIMITS, type CommitLimits } from '../commit/index.js';
 import {
   KEY_BYTES_MAX,
@@ -151,9 +151,9 @@ export function validateNodeLimits(limits: NodeLimits): NodeLimits {
   // commit <-> http: the body limit is sized to the largest transaction a node commits, one that fills an entry (its
   // values in base64, as the formatter writes them): a smaller limit would refuse legal transactions, and a much larger
   // one only lets a client hold memory with a body that can never commit. A raw PUT body is bounded by the value limit,
-  // and must fit in the in-flight budget too.
+  // and must fit in the in-flight budget too, as must the largest wire PUT frame, which reserves its whole length.
   assert.ok(http.jsonBodyBytesMax >= txnBodyBytesFor(commit.entryBytesMax), 'the largest transaction an entry holds must fit in a JSON body');
-  assert.ok(commit.valueBytesMax <= http.bodyBytesInFlightMax, 'a PUT of the largest value must fit in the in-flight budget');
+  assert.ok(wireFrameBytesMaxFor(commit.valueBytesMax) <= http.bodyBytesInFlightMax, 'a PUT of the largest value, over HTTP or the wire port, must fit in the in-flight budget');
 
   // commit <-> replication: every entry the root commits must travel down the tree. The protocol refuses records above
   // entryRecordBytesMax, so a larger entry would stop every replica for good.

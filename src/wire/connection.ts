@@ -7,6 +7,8 @@
  * is where the wire port saves its system calls over HTTP/1.1, which writes each answer on its own.
  *
  * Bounds: the reader refuses a frame over the limit from its length field (frames before HELLO: the size of a HELLO);
+ * a frame longer than the largest GET is judged from its header before it is gathered: only a PUT may be, and it holds
+ * its length in the node's body budget (shared with HTTP) from then until it is answered or the connection closes;
  * at most `inFlightPerConnectionMax` requests are in flight, and the socket is not read while that many are, or while
  * more than `outputBytesMax` of answers wait for the kernel; reads that wake from a minSeq wait past that bound are
  * read when the client takes its answers. Timeouts are enforced by the server's sweep (`sweep`).
@@ -16,6 +18,7 @@ import {
   MIN_SEQ_WAIT_MS_DEFAULT,
   MIN_SEQ_WAIT_MS_MAX,
   MercuryError,
+  WIRE_HEADER_BYTES,
   WIRE_HELLO_FRAME_BYTES_MAX,
   WIRE_PROTOCOL_VERSION,
   WIRE_SMALL_FRAME_BYTES_MAX,
@@ -32,9 +35,10 @@ import {
   valueTooLarge,
   type OversizedFrame,
   type WireFrame,
+  type WireFrameHead,
   type WireRequest,
 } from '../api/index.js';
-import { requireRead, type Principal } from '../auth/index.js';
+import { requireRead, requireSomeWriteScope, type Principal } from '../auth/index.js';
 import { TLS_HANDSHAKE_BYTE } from '../net/index.js';
 import { compareFailed, deleteRequest, putRequest, requireKeyWrite } from '../server/index.js';
 import type { WireLimits } from './limits.js';
@@ -44,6 +48,13 @@ type State = 'hello' | 'open' | 'closing';
 
 /** Every connection's GET answers are encoded through this one (reads are synchronous, one at a time). */
 const VALUE_FRAMES = new ValueFrameEncoder();
+
+/** A frame other than PUT longer than the largest GET (refused from its header, whatever its type). */
+function smallFrameTooLarge(frame: { readonly id: number; readonly length: number }): MercuryError {
+  return new MercuryError('BODY_TOO_LARGE', `frame ${frame.id} is ${frame.length} bytes; frames other than PUT are at most ${WIRE_SMALL_FRAME_BYTES_MAX}`, {
+    details: { limit: WIRE_SMALL_FRAME_BYTES_MAX },
+  });
+}
 
 export interface ConnectionContext {
   readonly node: WireNode;
@@ -68,6 +79,11 @@ export class WireConnection {
   private principal: Principal | undefined;
   private token: string | undefined;
   private inFlight = 0;
+  /**
+   * Bytes of the node's body budget reserved at the head of the PUT frame now arriving: the PUT holds them once the
+   * frame is whole, the connection gives them back if it closes first.
+   */
+  private frameReservedBytes = 0;
   /**
    * Reads whose minSeq arrived while the output was over `outputBytesMax`: read once the client has taken enough of
    * it. They woke together (one seq wakes every read waiting for it), so reading each at once would queue up to
@@ -107,6 +123,7 @@ export class WireConnection {
     });
     socket.once('close', () => {
       this.state = 'closing';
+      this.releaseFrameReservation();
       context.onClosed(this);
     });
   }
@@ -138,7 +155,7 @@ export class WireConnection {
   /** Handles the frames that are in, as far as the bounds allow, and reads the socket again only within them. */
   private pump(): void {
     while (this.state !== 'closing' && !this.overBounds()) {
-      let frame: WireFrame | OversizedFrame | undefined;
+      let frame: WireFrame | OversizedFrame | WireFrameHead | undefined;
       try {
         frame = this.reader.next();
       } catch (error) {
@@ -147,6 +164,7 @@ export class WireConnection {
       }
       if (frame === undefined) break;
       if ('oversized' in frame) this.oversized(frame);
+      else if ('head' in frame) this.head(frame);
       else this.handle(frame);
     }
     if (this.state === 'closing') return;
@@ -189,20 +207,55 @@ export class WireConnection {
             `PUT frame ${frame.id} is ${frame.length} bytes, over this node's frame limit of ${limit}: its value is larger than ${valueBytesMax} bytes, the most this node accepts (server option --max-value-bytes)`,
             { details: { limit: valueBytesMax } },
           )
-        : new MercuryError('BODY_TOO_LARGE', `frame ${frame.id} is ${frame.length} bytes; frames other than PUT are at most ${WIRE_SMALL_FRAME_BYTES_MAX}`, { details: { limit: WIRE_SMALL_FRAME_BYTES_MAX } });
-    if (frame.id === 0) this.fail(error);
-    else {
-      this.context.counts.requests++;
-      this.inFlight++;
-      this.answerError(frame.id, error);
+        : smallFrameTooLarge(frame);
+    this.refuse(frame.id, error);
+  }
+
+  /**
+   * A frame longer than the largest GET, judged from its header before it is gathered: only a PUT may be that long,
+   * from a token that may write somewhere, and it reserves its length in the node's body budget now, as an HTTP body
+   * does from its Content-Length. A frame may take frameTimeoutMs to arrive: gathered outside the budget, 32 frames
+   * of 16 MiB took a node from 60 to 748 MiB while the budget said 0 (audit, 2026-12-06).
+   */
+  private head(frame: WireFrameHead): void {
+    try {
+      if (frame.type !== WireFrameType.PUT) throw smallFrameTooLarge(frame);
+      requireSomeWriteScope(this.currentPrincipal(), 'put a key');
+      const budget = this.context.node.bodyBudget;
+      if (!budget.tryReserve(frame.length)) throw budget.refusal(frame.length);
+      this.frameReservedBytes = frame.length;
+    } catch (error) {
+      this.reader.drop();
+      this.refuse(frame.id, error);
     }
   }
 
+  /** A frame refused from its header (its bytes are dropped): answered to its id, or a connection error for id 0. */
+  private refuse(id: number, error: unknown): void {
+    if (id === 0) {
+      this.fail(error);
+      return;
+    }
+    this.context.counts.requests++;
+    this.inFlight++;
+    this.answerError(id, error);
+  }
+
+  private releaseFrameReservation(): void {
+    if (this.frameReservedBytes === 0) return;
+    this.context.node.bodyBudget.release(this.frameReservedBytes);
+    this.frameReservedBytes = 0;
+  }
+
   private handle(frame: WireFrame): void {
+    // What this frame reserved at its head (only a PUT does): its request holds it from here.
+    const reservedBytes = this.frameReservedBytes;
+    this.frameReservedBytes = 0;
     let request: WireRequest;
     try {
       request = decodeRequest(frame);
     } catch (error) {
+      this.context.node.bodyBudget.release(reservedBytes);
       this.fail(error);
       return;
     }
@@ -218,7 +271,7 @@ export class WireConnection {
     this.inFlight++;
     try {
       if (request.type === WireFrameType.GET) this.get(request);
-      else if (request.type === WireFrameType.PUT) this.track(request.id, this.put(request));
+      else if (request.type === WireFrameType.PUT) this.track(request.id, this.put(request, WIRE_HEADER_BYTES + frame.body.length, reservedBytes));
       else this.track(request.id, this.delete(request));
     } catch (error) {
       this.answerError(request.id, error);
@@ -242,7 +295,7 @@ export class WireConnection {
     }
     this.token = request.token;
     this.state = 'open';
-    this.reader.setLimit(this.context.frameBytesMax);
+    this.reader.setLimit(this.context.frameBytesMax, WIRE_SMALL_FRAME_BYTES_MAX);
     this.queue(encodeReady(this.context.limits.inFlightPerConnectionMax, this.context.frameBytesMax));
   }
 
@@ -293,20 +346,28 @@ export class WireConnection {
     return VALUE_FRAMES.take(id, seq);
   }
 
-  private async put(request: Extract<WireRequest, { type: typeof WireFrameType.PUT }>): Promise<Buffer> {
+  /**
+   * A PUT holds its frame's length in the body budget until answered: reserved at its head when it was large
+   * (`reservedBytes`), else here, once the key and scope are checked.
+   */
+  private async put(request: Extract<WireRequest, { type: typeof WireFrameType.PUT }>, frameBytes: number, reservedBytes: number): Promise<Buffer> {
     const { id, key, value, ifModSeq } = request;
-    validateKey(key);
     const node = this.context.node;
-    if (value.length > node.valueBytesMax) throw valueTooLarge(value.length, node.valueBytesMax);
-    const principal = this.currentPrincipal();
-    requireKeyWrite(principal, key, ifModSeq !== undefined);
-    if (!node.bodyBudget.tryReserve(value.length)) throw node.bodyBudget.refusal(value.length);
+    let heldBytes = reservedBytes;
     try {
+      validateKey(key);
+      if (value.length > node.valueBytesMax) throw valueTooLarge(value.length, node.valueBytesMax);
+      const principal = this.currentPrincipal();
+      requireKeyWrite(principal, key, ifModSeq !== undefined);
+      if (heldBytes === 0) {
+        if (!node.bodyBudget.tryReserve(frameBytes)) throw node.bodyBudget.refusal(frameBytes);
+        heldBytes = frameBytes;
+      }
       const result = await node.write(putRequest(key, value, ifModSeq), this.caller(principal));
       if (!result.succeeded) throw compareFailed(node.store, key, ifModSeq!, result.seq);
       return encodeWritten(id, result.seq, false);
     } finally {
-      node.bodyBudget.release(value.length);
+      node.bodyBudget.release(heldBytes);
     }
   }
 
@@ -408,6 +469,8 @@ export class WireConnection {
 
   private close(last: Buffer): void {
     this.state = 'closing';
+    // Nothing more is read: a frame partly in will not be whole.
+    this.releaseFrameReservation();
     this.closingSinceMs = this.context.nowMs();
     this.socket.pause();
     // Sent by the flush that finds nothing in flight: after the answer to every request read before it.

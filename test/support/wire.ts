@@ -20,7 +20,7 @@ export class RawWire {
       this.bytesReceived += chunk.length;
       this.reader.push(chunk);
       for (let frame = this.reader.next(); frame !== undefined; frame = this.reader.next()) {
-        if ('oversized' in frame) throw new Error('oversized answer');
+        if (!('body' in frame)) throw new Error('oversized answer');
         this.answers.push(decodeAnswer(frame));
       }
       this.waiter?.();
