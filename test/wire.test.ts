@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { WIRE_SMALL_FRAME_BYTES_MAX, encodeDelete, encodeGet, encodeHello, encodePut } from '../src/api/index.js';
+import { MIN_SEQ_WAIT_MS_MAX, WIRE_SMALL_FRAME_BYTES_MAX, encodeDelete, encodeGet, encodeHello, encodePut } from '../src/api/index.js';
 import { validateConfig } from '../src/config/index.js';
 import { MercuryNode, NODE_LIMITS, NODE_LIMITS_TEST, validateNodeLimits, withLimits } from '../src/node/index.js';
 import {
@@ -154,6 +154,19 @@ describe('wire: operations', () => {
     assert.equal((await waiting)?.value.toString(), '2');
     const late = await rejection(wire.get('wait/a', { minSeq: head + 1_000, minSeqTimeoutMs: 100 }));
     assert.ok(late instanceof SeqWaitTimeoutError);
+  });
+
+  test('wire: a minSeqTimeoutMs over the limit is INVALID_ARGUMENT as on HTTP, also when the read need not wait', async () => {
+    // Audit 2026-12-06: checked only when the read waited; a minSeq already applied was answered MISSING instead.
+    const raw = await RawWire.ready(root.wireUrl);
+    raw.send(encodeGet(1, Buffer.from('rt/timeout'), { seq: 0, timeoutMs: MIN_SEQ_WAIT_MS_MAX + 1 }));
+    raw.send(encodeGet(2, Buffer.from('rt/timeout'), { seq: 0, timeoutMs: MIN_SEQ_WAIT_MS_MAX }));
+    const answers = [await raw.next(), await raw.next()];
+    assert.deepEqual(answers.map((answer) => [answer?.id, RawWire.code(answer) ?? answer?.type]), [[1, 'INVALID_ARGUMENT'], [2, 0x83]]);
+    const overHttp = await request(root.url, 'GET', `/v1/kv/rt/timeout?minSeq=0&timeoutMs=${MIN_SEQ_WAIT_MS_MAX + 1}`);
+    assert.equal(overHttp.status, 400);
+    assert.equal((JSON.parse(overHttp.body.toString()) as { error: { code: string } }).error.code, 'INVALID_ARGUMENT');
+    raw.close();
   });
 
   test('wire: calls other than get, put and delete name the HTTP URL to use', async () => {

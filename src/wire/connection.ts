@@ -310,10 +310,11 @@ export class WireConnection {
     // Also for reads: LMDB throws on keys longer than it supports, and such a key can never exist anyway.
     validateKey(key);
     requireRead(this.currentPrincipal(), key);
+    // Checked whether or not the read waits, as HTTP checks `timeoutMs`: the same read gets the same answer.
+    const timeoutMs = request.minSeqTimeoutMs ?? MIN_SEQ_WAIT_MS_DEFAULT;
+    if (timeoutMs > MIN_SEQ_WAIT_MS_MAX) throw new MercuryError('INVALID_ARGUMENT', `minSeqTimeoutMs must be between 0 and ${MIN_SEQ_WAIT_MS_MAX}, got ${timeoutMs}`);
     const store = this.context.node.store;
     if (minSeq !== undefined && minSeq > store.head().seq) {
-      const timeoutMs = request.minSeqTimeoutMs ?? MIN_SEQ_WAIT_MS_DEFAULT;
-      if (timeoutMs > MIN_SEQ_WAIT_MS_MAX) throw new MercuryError('INVALID_ARGUMENT', `minSeqTimeoutMs must be between 0 and ${MIN_SEQ_WAIT_MS_MAX}, got ${timeoutMs}`);
       this.context.node.waitForSeq(minSeq, timeoutMs).then(
         () => {
           this.readsWoken.push({ id, key });
