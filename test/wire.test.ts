@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { createConnection } from 'node:net';
+import { createConnection, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { MIN_SEQ_WAIT_MS_MAX, WIRE_SMALL_FRAME_BYTES_MAX, encodeDelete, encodeGet, encodeHello, encodePut } from '../src/api/index.js';
@@ -241,6 +241,32 @@ describe('wire: multiplexing', () => {
   });
 });
 
+/**
+ * A node whose budget of request bodies is the smallest the limits allow (one JSON body), with its reservation as the
+ * metric reports it, and a way to wait for it.
+ */
+async function startBudgetNode(name: string): Promise<{ node: MercuryNode; budget: number; reserved: () => number; reservedBecomes: (bytes: number) => Promise<void> }> {
+  const budget = NODE_LIMITS_TEST.http.jsonBodyBytesMax;
+  const limits = validateNodeLimits(withLimits(NODE_LIMITS_TEST, { http: { bodyBytesInFlightMax: budget } }));
+  const node = await MercuryNode.start(validateConfig({ dataDir: join(dir, name), port: 0 }), { auth: 'off', limits });
+  nodes.push(node);
+  const reserved = (): number => metric(node, 'mercury_http_body_bytes_in_flight');
+  const reservedBecomes = (bytes: number): Promise<void> =>
+    eventually(
+      () => Promise.resolve(reserved() === bytes),
+      () => `${reserved()} body bytes reserved, ${bytes} expected`,
+    );
+  return { node, budget, reserved, reservedBecomes };
+}
+
+/** A transaction that declares `bytes` of body and sends one: it holds that much of the budget until destroyed. */
+function holdHttpBody(node: MercuryNode, bytes: number): Socket {
+  const held = createConnection(Number(new URL(node.url).port), '127.0.0.1');
+  held.on('error', () => {});
+  held.write(`POST /v1/txn HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${bytes}\r\n\r\n{`);
+  return held;
+}
+
 describe('wire: hostile input', () => {
   test('wire: a PUT reserves its value in the node\'s budget of request bodies, shared with HTTP, and is refused past it', async () => {
     // Review A (2026-12-05): a wire PUT reserved nothing, so a replica whose upstream stalled held every PUT its wire
@@ -248,18 +274,9 @@ describe('wire: hostile input', () => {
     // A transaction whose body stops after a byte holds its declared length, the whole budget (set to the smallest the
     // limits allow, one JSON body); a wire PUT no longer fits.
     const valueMax = NODE_LIMITS_TEST.commit.valueBytesMax;
-    const budget = NODE_LIMITS_TEST.http.jsonBodyBytesMax;
-    const limits = validateNodeLimits(withLimits(NODE_LIMITS_TEST, { http: { bodyBytesInFlightMax: budget } }));
-    const node = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'body-budget'), port: 0 }), { auth: 'off', limits });
-    nodes.push(node);
-    const reserved = (): number => metric(node, 'mercury_http_body_bytes_in_flight');
-    const held = createConnection(Number(new URL(node.url).port), '127.0.0.1');
-    held.on('error', () => {});
-    held.write(`POST /v1/txn HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${budget}\r\n\r\n{`);
-    await eventually(
-      () => Promise.resolve(reserved() === budget),
-      () => `${reserved()} body bytes reserved, ${budget} expected`,
-    );
+    const { node, budget, reserved, reservedBecomes } = await startBudgetNode('body-budget');
+    const held = holdHttpBody(node, budget);
+    await reservedBecomes(budget);
     const raw = await RawWire.ready(node.wireUrl);
     raw.send(encodePut(1, Buffer.from('budget/over'), Buffer.alloc(valueMax, 0x61)));
     const refused = await raw.next();
@@ -268,10 +285,7 @@ describe('wire: hostile input', () => {
     assert.equal(metric(node, 'mercury_http_body_budget_refusals_total'), 1);
     // The body given up, its bytes come back and the same PUT goes through, giving its bytes back once answered.
     held.destroy();
-    await eventually(
-      () => Promise.resolve(reserved() === 0),
-      () => `${reserved()} body bytes still reserved`,
-    );
+    await reservedBecomes(0);
     raw.send(encodePut(2, Buffer.from('budget/over'), Buffer.alloc(valueMax, 0x61)));
     const written = await raw.next();
     assert.equal(written?.id, 2);
@@ -286,16 +300,7 @@ describe('wire: hostile input', () => {
     // mercury_http_body_bytes_in_flight stayed 0.
     const { frameTimeoutMs } = NODE_LIMITS_TEST.wire;
     const valueMax = NODE_LIMITS_TEST.commit.valueBytesMax;
-    const budget = NODE_LIMITS_TEST.http.jsonBodyBytesMax;
-    const limits = validateNodeLimits(withLimits(NODE_LIMITS_TEST, { http: { bodyBytesInFlightMax: budget } }));
-    const node = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'frame-budget'), port: 0 }), { auth: 'off', limits });
-    nodes.push(node);
-    const reserved = (): number => metric(node, 'mercury_http_body_bytes_in_flight');
-    const reservedBecomes = (bytes: number): Promise<void> =>
-      eventually(
-        () => Promise.resolve(reserved() === bytes),
-        () => `${reserved()} body bytes reserved, ${bytes} expected`,
-      );
+    const { node, budget, reserved, reservedBecomes } = await startBudgetNode('frame-budget');
     const put = (id: number): Buffer => encodePut(id, Buffer.from('frame/a'), Buffer.alloc(valueMax, 0x61));
     const frameBytes = put(1).length - 4;
     const start = 16; // the header and a few bytes of the body
@@ -320,9 +325,7 @@ describe('wire: hostile input', () => {
     assert.equal(RawWire.code(timedOut), 'REQUEST_TIMEOUT');
     assert.equal(reserved(), 0);
     // Past the budget (an HTTP body holds all but one frame of it): refused from the header, before the body is sent.
-    const held = createConnection(Number(new URL(node.url).port), '127.0.0.1');
-    held.on('error', () => {});
-    held.write(`POST /v1/txn HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${budget - frameBytes}\r\n\r\n{`);
+    const held = holdHttpBody(node, budget - frameBytes);
     await reservedBecomes(budget - frameBytes);
     const fits = await RawWire.ready(node.wireUrl);
     fits.send(put(1).subarray(0, start));
