@@ -21,6 +21,7 @@ import {
   unsubscribedMessage,
   WATCH_MESSAGE_LIMITS,
   WATCH_HASH_NO_STATE,
+  WatchProtocolError,
   WatchResumeCursor,
   WatchServerMessageError,
   type ServerMessage,
@@ -168,6 +169,37 @@ describe('watch api', () => {
         },
       );
     }
+  });
+
+  test('watch api: values nested 20,000 deep are refused with a bounded description, by either side, not a stack overflow', () => {
+    // The audit of 2026-12-06: a `type` that was an array 20,000 deep (40 KB) made the node's error message
+    // JSON.stringify it, which threw RangeError out of the socket's handler and ended the process.
+    const depth = 20_000;
+    const deepArray = `${'['.repeat(depth)}${']'.repeat(depth)}`;
+    const deepObject = `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`;
+    for (const deep of [deepArray, deepObject]) {
+      const kind = deep === deepArray ? 'an array of 1 items' : 'an object';
+      assert.throws(
+        () => parseClientMessage(`{"type":${deep}}`, WATCH_MESSAGE_LIMITS),
+        (error: unknown) => error instanceof WatchProtocolError && error.code === 'UNKNOWN_MESSAGE_TYPE' && error.message.startsWith(`unknown message type ${kind};`),
+      );
+      assert.throws(
+        () => parseServerMessage(`{"type":${deep}}`),
+        (error: unknown) => error instanceof WatchServerMessageError && error.message.startsWith(`message.type is ${kind};`),
+      );
+      const events = `{"type":"events","id":1,"seq":5,"timeMs":9,"events":[{"type":${deep},"key":"a","keyEncoding":"utf8","modSeq":5}]}`;
+      assert.throws(
+        () => parseServerMessage(events),
+        (error: unknown) => error instanceof WatchServerMessageError && error.message.startsWith(`events.events[0].type is ${kind};`),
+      );
+    }
+    // What a refusal quotes of a string (a type, an unknown field's name) is cut: the answer stays small.
+    const long = 'x'.repeat(100_000);
+    for (const text of [JSON.stringify({ type: long }), JSON.stringify({ type: 'unsubscribe', id: 1, [long]: 1 })])
+      assert.throws(
+        () => parseClientMessage(text, WATCH_MESSAGE_LIMITS),
+        (error: unknown) => error instanceof WatchProtocolError && error.message.length < 300 && error.message.includes('(100000 characters)'),
+      );
   });
 
   test('watch api: a message over the size limit is refused before it is parsed, counted in UTF-8 bytes', () => {

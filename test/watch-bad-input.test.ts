@@ -4,14 +4,21 @@
  * it the node keeps serving every other watcher and never logs an internal error.
  */
 import assert from 'node:assert/strict';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { WebSocket } from 'ws';
+import type { Principal } from '../src/auth/index.js';
+import { systemClock } from '../src/clock/index.js';
 import { validateConfig } from '../src/config/index.js';
+import type { EncodedEntry } from '../src/log/index.js';
+import { Registry } from '../src/metrics/index.js';
+import { createHttpServer } from '../src/server/index.js';
+import { Store } from '../src/store/index.js';
 import { KEY_BYTES_MAX } from '../src/limits.js';
 import type { Logger } from '../src/logging/index.js';
 import { MercuryNode, NODE_LIMITS, withLimits } from '../src/node/index.js';
-import { WATCH_LIMITS_TEST } from '../src/watch/index.js';
+import { WATCH_LIMITS_TEST, WatchHub } from '../src/watch/index.js';
 import { WatchCloseCode, WatchErrorCode } from '../src/api/index.js';
 import { assertError, request, requestJson } from './support/http.js';
 import { makeTempDir, removeDir } from './support/process.js';
@@ -129,6 +136,28 @@ describe('watch bad input', () => {
     assert.match(node.metrics.render(), /^mercury_watch_refused_total\{code="INVALID_ARGUMENT"\} [1-9]/m);
   });
 
+  test('watch: values nested 20,000 deep anywhere in a message are refused with an error, and the node goes on', async () => {
+    // The audit of 2026-12-06 (ws-deep-type): a `type` that was an array 20,000 deep, 40 KB, under the message limit.
+    // The node's error message JSON.stringify()d it, the RangeError escaped the socket's data handler, and the node
+    // exited. Every field gets such a value here; each is answered, and the connection goes on.
+    const client = await connect();
+    const depth = 20_000;
+    for (const deep of [`${'['.repeat(depth)}${']'.repeat(depth)}`, `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`]) {
+      const answer = await refused(client, `{"type":${deep}}`, 'UNKNOWN_MESSAGE_TYPE');
+      assert.match(answer.message, /^unknown message type (an array of 1 items|an object);/);
+      await refused(client, `{"type":"subscribe","id":${deep},"prefixes":["a/"]}`, 'INVALID_ARGUMENT');
+      await refused(client, `{"type":"subscribe","id":"d","prefixes":${deep}}`, 'INVALID_ARGUMENT', '"d"');
+      await refused(client, `{"type":"subscribe","id":"d","prefixesBase64":${deep}}`, 'INVALID_ARGUMENT', '"d"');
+      await refused(client, `{"type":"subscribe","id":"d","prefixes":["a/"],"fromSeq":${deep}}`, 'INVALID_ARGUMENT', '"d"');
+      await refused(client, `{"type":"subscribe","id":"d","prefixes":["a/"],"afterHash":${deep}}`, 'INVALID_ARGUMENT', '"d"');
+      await refused(client, `{"type":"subscribe","id":"d","prefixes":["a/"],"filters":${deep}}`, 'INVALID_ARGUMENT', '"d"');
+      await refused(client, `{"type":"unsubscribe","id":"d","extra":${deep}}`, 'INVALID_ARGUMENT', '"d"');
+    }
+    assert.equal((await client.subscribe('d', ['deep/'])).type, 'subscribed');
+    const seq = await put('deep/k', 'still serving');
+    await client.waitForSeq('d', seq);
+  });
+
   test('watch: a connection holds at most the subscription limit', async () => {
     const client = await connect();
     for (let i = 0; i < WATCH_LIMITS_TEST.subscriptionsPerConnectionMax; i++) assert.equal((await client.subscribe(i, [`many/${i}/`])).type, 'subscribed');
@@ -242,4 +271,59 @@ describe('watch bad input', () => {
     });
     assert.equal(client.socket.readyState, client.socket.OPEN);
   });
+});
+
+test('watch: a message whose decoding fails on a bug closes only its connection (1011), logged and counted; the node goes on', async () => {
+  // What no rule of the protocol throws (here a principal whose scopes cannot be read, standing for any bug met while
+  // decoding) used to escape the socket's data handler and end the process (audit of 2026-12-06). It now closes that
+  // connection with 1011, logs the error and counts it; the other watchers are served as before.
+  const dir = makeTempDir('watch-bug');
+  const store = Store.open({ path: dir });
+  const put = (key: string): EncodedEntry => store.commit(systemClock.nowMs(), (view) => view.apply({ type: 'put', key: Buffer.from(key), value: Buffer.from('v') }))!;
+  const scopes = { read: [Buffer.alloc(0)], write: [], admin: false, replicate: false };
+  const broken: Principal = {
+    name: 'broken',
+    id: 'b',
+    get scopes(): never {
+      throw new TypeError('a bug in decoding');
+    },
+  };
+  const logged: { level: string; message: string; fields: Readonly<Record<string, unknown>> | undefined }[] = [];
+  const logger: Logger = { log: (level, message, fields) => logged.push({ level, message, fields }), child: () => logger };
+  const metrics = new Registry();
+  const hub = new WatchHub({
+    store,
+    clock: systemClock,
+    metrics,
+    logger,
+    limits: WATCH_LIMITS_TEST,
+    authenticate: (req) => (req.headers['x-test-broken'] === undefined ? { name: 'fine', id: 'f', scopes } : broken),
+  });
+  const server = createHttpServer((_req, res) => res.end());
+  hub.attach(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const bystander = await WatchClient.connect(url);
+  const victim = await WatchClient.connect(url, undefined, { 'x-test-broken': '1' });
+  try {
+    assert.equal((await bystander.subscribe('all', [''])).type, 'subscribed');
+    victim.send({ type: 'subscribe', id: 1, prefixes: ['a/'] });
+    const closed = await victim.closed;
+    assert.equal(closed.code, WatchCloseCode.INTERNAL_ERROR);
+    assert.match(closed.reason, /internal error/);
+    const errors = logged.filter((entry) => entry.level === 'error');
+    assert.equal(errors.length, 1);
+    assert.match(String(errors[0]!.fields?.error), /a bug in decoding/);
+    assert.match(metrics.render(), /^mercury_watch_refused_total\{code="INTERNAL"\} 1$/m);
+    const entry = put('after/bug');
+    hub.publish([entry]);
+    await bystander.waitForSeq('all', entry.entry.seq);
+  } finally {
+    bystander.terminate();
+    victim.terminate();
+    await hub.close();
+    await new Promise((resolve) => server.close(resolve));
+    await store.close();
+    removeDir(dir);
+  }
 });

@@ -102,6 +102,7 @@
  * | 1003 | a binary frame was sent: the protocol is JSON text |
  * | 1007 | a text frame was not valid UTF-8 (sent by `ws`) |
  * | 1009 | a message over `WATCH_CLIENT_MESSAGE_BYTES_MAX` (sent by `ws`) |
+ * | 1011 | the node failed handling one of the connection's messages (a bug: logged at error level, counted as refused `INTERNAL`); only that connection ends: reconnect and resume |
  * | 4401 | the connection's token was revoked (or its certificate's grant removed): do not reconnect with it |
  * | 4409 | the connection's token was given other scopes (its record replaced): reconnect and resubscribe, checked against them |
  * | 4008 | slow watcher: the connection's queue stayed full for `WATCH_STALL_MS`, a snapshot took longer than `WATCH_SNAPSHOT_MS_MAX` (src/watch/limits.ts), or the client sent requests without reading the replies. Resume from the seq after the last one received (each subscription was sent a progress message just before the close, unless a snapshot was under way or due for it: it resumes after the last message it received, or starts its snapshot again). |
@@ -213,6 +214,8 @@ export const WatchCloseCode = {
   UNSUPPORTED_DATA: 1003,
   INVALID_PAYLOAD: 1007,
   MESSAGE_TOO_BIG: 1009,
+  /** The node failed handling the connection's message (a bug, logged at error level); the node goes on. */
+  INTERNAL_ERROR: 1011,
   SLOW_WATCHER: 4008,
   /** The connection's token was revoked (or its certificate's grant removed): do not reconnect with it. */
   CREDENTIAL_REVOKED: 4401,
@@ -271,10 +274,29 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** Characters of a peer's string that an error message quotes; the rest is cut. */
+const QUOTED_CHARS_MAX = 64;
+
+/**
+ * A value of a peer's JSON as an error message shows it: a string quoted (its first QUOTED_CHARS_MAX characters), a
+ * number, boolean or null as JSON writes it, an array or an object by its kind, and undefined as "missing". Never
+ * recursive: `JSON.parse` is iterative and builds a structure as deep as the text nests, and `JSON.stringify` of a
+ * `type` that was an array nested 20,000 deep (a 40 KB message) overflowed the stack; the RangeError escaped the
+ * socket's data handler and ended the node (audit of 2026-12-06). Both sides' parsers describe what they refuse with it.
+ */
+function describeJsonValue(value: unknown): string {
+  if (value === undefined) return 'missing';
+  if (typeof value === 'string')
+    return value.length <= QUOTED_CHARS_MAX ? JSON.stringify(value) : `${JSON.stringify(value.slice(0, QUOTED_CHARS_MAX))}... (${value.length} characters)`;
+  if (Array.isArray(value)) return `an array of ${value.length} items`;
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  return value === null ? 'null' : 'an object';
+}
+
 function checkFields(object: Record<string, unknown>, allowed: ReadonlySet<string>, what: string, idJson?: string): void {
   for (const field of Object.keys(object))
     if (!allowed.has(field))
-      throw new WatchProtocolError('INVALID_ARGUMENT', `${what} has an unknown field "${field}"; allowed: ${Array.from(allowed).join(', ')}`, idJson);
+      throw new WatchProtocolError('INVALID_ARGUMENT', `${what} has an unknown field ${describeJsonValue(field)}; allowed: ${Array.from(allowed).join(', ')}`, idJson);
 }
 
 function readId(message: Record<string, unknown>, limits: WatchMessageLimits): { id: SubscriptionId; idJson: string } {
@@ -360,7 +382,7 @@ export function parseClientMessage(text: string, limits: WatchMessageLimits): Cl
     checkFields(message, UNSUBSCRIBE_FIELDS, 'unsubscribe', idJson);
     return { type, id, idJson };
   }
-  throw new WatchProtocolError('UNKNOWN_MESSAGE_TYPE', `unknown message type ${JSON.stringify(type) ?? 'undefined'}; a client sends "subscribe" or "unsubscribe"`);
+  throw new WatchProtocolError('UNKNOWN_MESSAGE_TYPE', `unknown message type ${describeJsonValue(type)}; a client sends "subscribe" or "unsubscribe"`);
 }
 
 // --- Server messages ----------------------------------------------------------------------------------------------
@@ -598,7 +620,7 @@ function decodeChange(value: unknown, path: string): WatchChange {
       return { type: 'deleteRange', start: bytesField(value, 'start', path, false)!, end, modSeq, ...author };
     }
     default:
-      return invalid(`${path}.type`, `is ${JSON.stringify(value.type) ?? 'missing'}; an event is "put", "delete" or "deleteRange"`);
+      return invalid(`${path}.type`, `is ${describeJsonValue(value.type)}; an event is "put", "delete" or "deleteRange"`);
   }
 }
 
@@ -666,7 +688,7 @@ export function parseServerMessage(
         message: stringField(message, 'message', path),
       };
     default:
-      return invalid('message.type', `is ${JSON.stringify(message.type) ?? 'missing'}; a node sends subscribed, events, snapshot, progress, unsubscribed or error`);
+      return invalid('message.type', `is ${describeJsonValue(message.type)}; a node sends subscribed, events, snapshot, progress, unsubscribed or error`);
   }
 }
 

@@ -133,7 +133,10 @@ export class WatchHub {
     const catchups = registry.counter('mercury_watch_catchups_total', 'Times a subscription was served from the log on disk (it started behind, or its queue was full).');
     const snapshots = registry.counter('mercury_watch_snapshots_total', 'Snapshots sent because a subscription started before the retained log.');
     const slowCloses = registry.counter('mercury_watch_slow_closes_total', 'Connections closed with 4008 (slow watcher).');
-    const refused = registry.counter('mercury_watch_refused_total', 'Client messages refused, by error code.');
+    const refused = registry.counter(
+      'mercury_watch_refused_total',
+      'Client messages refused, by error code (BINARY_FRAME: closed 1003; INTERNAL: the node failed handling it, closed 1011).',
+    );
     const labels = new Map<string, { type: string }>();
     const counters: WatchCounters = {
       sent(type, messages, events) {
@@ -383,8 +386,14 @@ export class WatchHub {
         input = parseClientMessage(text, this.limits);
         if (input.type === 'subscribe' && connection.principal !== undefined) this.authorize(connection.principal, input);
       } catch (error) {
-        if (!(error instanceof WatchProtocolError)) throw error;
-        input = { type: 'refused', error };
+        if (error instanceof WatchProtocolError) input = { type: 'refused', error };
+        else {
+          // Decoding touches nothing shared, so a bug met there costs this connection only (closed 1011 by the
+          // machine). Rethrown from the socket's data handler, it ended the node: one message of a `type` nested
+          // 20,000 deep did (audit of 2026-12-06).
+          this.logger.log('error', 'watch message failed: its connection is closed (1011)', { connection: connection.id, error: String((error as Error)?.stack ?? error) });
+          input = { type: 'failed' };
+        }
       }
     }
     this.perform(this.machine.received(this.clock.monotonicMs(), connection.id, input));

@@ -119,8 +119,16 @@ export interface WatchSnapshotPage {
   readonly records: readonly SnapshotRecord[];
 }
 
-/** A decoded client message, or why the adapter could not decode it. */
-export type WatchInput = ClientMessage | { readonly type: 'refused'; readonly error: WatchProtocolError } | { readonly type: 'binary' };
+/**
+ * A decoded client message, or why the adapter could not decode it: refused by the protocol, a binary frame, or
+ * `failed`: decoding it threw what no rule of the protocol throws (a bug, which the adapter logs); that connection
+ * is closed with 1011, the others go on.
+ */
+export type WatchInput =
+  | ClientMessage
+  | { readonly type: 'refused'; readonly error: WatchProtocolError }
+  | { readonly type: 'binary' }
+  | { readonly type: 'failed' };
 
 export type WatchAction =
   /** Open a consistent snapshot of these key ranges at the node's current state (an LMDB read transaction). */
@@ -422,6 +430,11 @@ export class WatchMachine {
     if (input.type === 'binary') {
       this.counters.refused('BINARY_FRAME');
       this.closeConnection(connection, WatchCloseCode.UNSUPPORTED_DATA, 'binary frames are not accepted; send JSON text frames');
+      return this.end(nowMs);
+    }
+    if (input.type === 'failed') {
+      this.counters.refused('INTERNAL');
+      this.closeConnection(connection, WatchCloseCode.INTERNAL_ERROR, 'internal error handling your message; see the node log');
       return this.end(nowMs);
     }
     try {
