@@ -23,7 +23,7 @@ import { WatchCloseCode, WatchErrorCode } from '../src/api/index.js';
 import { assertError, request, requestJson } from './support/http.js';
 import { makeTempDir, removeDir } from './support/process.js';
 import { sampleSeeded, seeded } from './support/seed.js';
-import { WatchClient, watchUrl, type ServerMessage } from './support/watch.js';
+import { clientFrame, rawWatchSocket, WatchClient, watchUrl, type ServerMessage } from './support/watch.js';
 
 type ErrorMessage = Extract<ServerMessage, { type: 'error' }>;
 const KNOWN_CODES = new Set<string>(Object.values(WatchErrorCode));
@@ -208,6 +208,45 @@ describe('watch bad input', () => {
     invalid.socket.send(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]), { binary: false });
     assert.equal((await invalid.closed).code, WatchCloseCode.INVALID_PAYLOAD);
     await put('after/closes', 'still serving');
+  });
+
+  test('watch: a frame or message that does not arrive in full within the frame timeout is closed with 1008; a slow one in time is served', async () => {
+    // The audit of 2026-12-06 (ws-partial-hold, ws-partial-fill, ws-announced): a connection's partial frame was held
+    // for as long as its peer liked, up to the 128 KiB message limit on each of thousands of connections.
+    const timeoutMs = WATCH_LIMITS_TEST.frameTimeoutMs;
+    const subscribe = Buffer.from('{"type":"subscribe","id":"slow","prefixes":["slow/"]}');
+    const announced = await rawWatchSocket(url); // a header announcing almost the limit, and a few bytes of it
+    const big = clientFrame(true, 0x1, Buffer.alloc(WATCH_LIMITS_TEST.clientMessageBytesMax - 1, 0x20));
+    announced.socket.write(big.subarray(0, 100));
+    const fragmented = await rawWatchSocket(url); // a first fragment, then pings, never the last fragment
+    fragmented.socket.write(clientFrame(false, 0x1, subscribe.subarray(0, 10)));
+    const pinging = setInterval(() => fragmented.socket.write(clientFrame(true, 0x9, Buffer.from('p'))), timeoutMs / 5);
+    const slow = await rawWatchSocket(url); // a subscribe in two writes, well within the deadline
+    let slowAnswers = '';
+    slow.socket.on('data', (chunk: Buffer) => (slowAnswers += chunk.toString('latin1')));
+    const frame = clientFrame(true, 0x1, subscribe);
+    slow.socket.write(frame.subarray(0, 20));
+    const startedMs = performance.now();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, timeoutMs / 4));
+      slow.socket.write(frame.subarray(20));
+      for (const { closed } of [announced, fragmented]) {
+        const close = await Promise.race([
+          closed,
+          new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error('the connection was not closed at its deadline')), timeoutMs * 5)),
+        ]);
+        assert.equal(close.code, WatchCloseCode.POLICY_VIOLATION);
+        assert.match(close.reason, new RegExp(`not received in full within ${timeoutMs} ms`));
+        assert.ok(performance.now() - startedMs >= timeoutMs - 50, 'not before the deadline');
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.match(slowAnswers, /"type":"subscribed","id":"slow"/, 'a message that arrives in time is served');
+      assert.ok(!slow.socket.destroyed, 'and its connection goes on');
+    } finally {
+      clearInterval(pinging);
+      for (const { socket } of [announced, fragmented, slow]) socket.destroy();
+    }
+    await put('after/timeouts', 'still serving');
   });
 
   test('watch: other upgrade paths get 404; a plain GET of the watch path is not a route', async () => {

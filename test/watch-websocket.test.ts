@@ -11,12 +11,14 @@ import type { Duplex } from 'node:stream';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { ManualClock } from './support/manual-clock.js';
+import { clientFrame } from './support/watch.js';
 import { assertProperty } from './support/seed.js';
 import { Opcode } from '../src/watch/frame.js';
 import { closeFrame, handshakeResponse, readHandshake, ServerWebSocket, type ServerWebSocketOwner } from '../src/watch/websocket.js';
 
 const MESSAGE_BYTES_MAX = 1024;
 const CLOSE_TIMEOUT_MS = 1_000;
+const FRAME_TIMEOUT_MS = 5_000;
 const QUEUE_BYTES_MAX = 4096;
 
 /** The parts of a net.Socket the WebSocket uses; what it writes is collected, what the client sends is fed by `feed`. */
@@ -70,6 +72,7 @@ function open(): { socket: FakeSocket; websocket: ServerWebSocket; received: Rec
   const owner: ServerWebSocketOwner = {
     clock,
     closeTimeoutMs: CLOSE_TIMEOUT_MS,
+    frameTimeoutMs: FRAME_TIMEOUT_MS,
     messageBytesMax: MESSAGE_BYTES_MAX,
     queueBytesMax: QUEUE_BYTES_MAX,
     message: (_socket, data, binary) => received.messages.push({ text: data.toString('utf8'), binary }),
@@ -81,25 +84,6 @@ function open(): { socket: FakeSocket; websocket: ServerWebSocket; received: Rec
   const websocket = new ServerWebSocket(owner, socket as unknown as Duplex);
   websocket.start(Buffer.alloc(0));
   return { socket, websocket, received, clock };
-}
-
-/** A client frame: masked with `mask`, as RFC 6455 requires of clients. */
-function clientFrame(fin: boolean, opcode: number, payload: Buffer, mask = Buffer.from([0x12, 0x34, 0x56, 0x78]), lengthBytes?: 0 | 2 | 8): Buffer {
-  const size = lengthBytes ?? (payload.length < 126 ? 0 : payload.length < 0x10000 ? 2 : 8);
-  const header = Buffer.alloc(2 + size + 4);
-  header[0] = (fin ? 0x80 : 0) | opcode;
-  if (size === 0) header[1] = 0x80 | payload.length;
-  else if (size === 2) {
-    header[1] = 0x80 | 126;
-    header.writeUInt16BE(payload.length, 2);
-  } else {
-    header[1] = 0x80 | 127;
-    header.writeBigUInt64BE(BigInt(payload.length), 2);
-  }
-  mask.copy(header, 2 + size);
-  const masked = Buffer.from(payload);
-  for (let i = 0; i < masked.length; i++) masked[i]! ^= mask[i & 3]!;
-  return Buffer.concat([header, masked]);
 }
 
 function closeCode(frame: { payload: Buffer } | undefined): number | undefined {
@@ -292,7 +276,7 @@ test('watch websocket: a message sent as 1-byte fragments arrives whole, held in
   assert.equal((websocket as unknown as { fragments: Buffer | undefined }).fragments, undefined, 'nothing held after the message');
 });
 
-test('watch websocket: a frame sent a byte at a time arrives whole, held in one buffer of its size (no copy of everything so far per byte)', () => {
+test('watch websocket: a frame sent a byte at a time arrives whole, in a buffer that doubles as bytes arrive (no copy of everything so far per byte)', () => {
   const { socket, received, websocket } = open();
   const text = 'x'.repeat(MESSAGE_BYTES_MAX);
   const frame = clientFrame(true, Opcode.TEXT, Buffer.from(text));
@@ -304,9 +288,74 @@ test('watch websocket: a frame sent a byte at a time arrives whole, held in one 
   }
   assert.deepEqual(received.messages, [{ text, binary: false }]);
   assert.deepEqual(received.failures, []);
-  // The header's first bytes (up to the 2-byte length) in small buffers, then the frame's one buffer, at its size.
-  const large = [...held].filter((buffer) => buffer.length > 16);
-  assert.equal(large.length, 1, `buffers held: ${[...held].map((buffer) => buffer.length).join(', ')}`);
-  assert.equal(large[0]!.length, frame.length);
+  // The header's first bytes (up to the 2-byte length) in small buffers, then 256, 512, 1024 and the frame's size.
+  const large = [...held].filter((buffer) => buffer.length > 16).map((buffer) => buffer.length);
+  assert.deepEqual(large, [256, 512, 1024, frame.length]);
   assert.equal((websocket as unknown as { partial: Buffer | undefined }).partial, undefined, 'nothing held after the frame');
+});
+
+test('watch websocket: a header announcing a large frame costs what arrived of it, not what it announced', () => {
+  // The audit of 2026-12-06 (ws-announced): a header announcing 128 KiB, with nothing after it, made the node allocate
+  // the whole frame at once on each connection.
+  for (const arrived of [0, 10, 300, 700]) {
+    const { socket, websocket } = open();
+    const frame = clientFrame(true, Opcode.TEXT, Buffer.alloc(MESSAGE_BYTES_MAX, 0x61));
+    socket.feed(frame.subarray(0, 8 + arrived)); // the header (2 + 2 + 4 bytes of mask) and `arrived` payload bytes
+    const partial = (websocket as unknown as { partial: Buffer | undefined }).partial!;
+    assert.ok(partial.length <= Math.max(256, 8 + arrived), `${arrived} bytes arrived: ${partial.length} bytes held`);
+    socket.feed(frame.subarray(8 + arrived));
+    assert.equal((websocket as unknown as { partial: Buffer | undefined }).partial, undefined);
+  }
+});
+
+test('watch websocket: a frame or fragmented message not in full within frameTimeoutMs of its first byte is closed with 1008', () => {
+  const reason = /not received in full within 5000 ms/;
+  // The audit of 2026-12-06 (ws-partial-hold, ws-partial-fill): a partial frame was held for as long as the peer liked.
+  const partial = open();
+  const frame = clientFrame(true, Opcode.TEXT, Buffer.alloc(MESSAGE_BYTES_MAX - 1, 0x61));
+  partial.socket.feed(frame.subarray(0, frame.length - 1));
+  partial.clock.advance(FRAME_TIMEOUT_MS - 1);
+  assert.deepEqual(partial.socket.frames(), [], 'not before the deadline');
+  partial.clock.advance(1);
+  assert.equal(closeCode(partial.socket.frames()[0]), 1008);
+  assert.match(partial.socket.frames()[0]!.payload.subarray(2).toString(), reason);
+  assert.ok(partial.socket.ended);
+  assert.equal((partial.websocket as unknown as { partial: Buffer | undefined }).partial, undefined, 'what was held is let go');
+  assert.match(partial.received.failures[0]!.message, reason);
+
+  // A message of fragments: each fragment arrives whole, and pings keep coming, but the final fragment never does.
+  const fragments = open();
+  fragments.socket.feed(clientFrame(false, Opcode.TEXT, Buffer.from('{"type":')));
+  for (let i = 0; i < 9; i++) {
+    fragments.clock.advance(FRAME_TIMEOUT_MS / 10);
+    fragments.socket.feed(clientFrame(true, Opcode.PING, Buffer.from('p')));
+  }
+  assert.ok(fragments.socket.frames().every((frame) => frame.opcode === Opcode.PONG));
+  fragments.clock.advance(FRAME_TIMEOUT_MS / 10);
+  assert.equal(closeCode(fragments.socket.frames().at(-1)), 1008);
+
+  // A header alone (its first byte) counts too.
+  const header = open();
+  header.socket.feed(Buffer.from([0x81]));
+  header.clock.advance(FRAME_TIMEOUT_MS);
+  assert.equal(closeCode(header.socket.frames()[0]), 1008);
+});
+
+test('watch websocket: each frame has the whole deadline from its own first byte, and an idle connection has none', () => {
+  // A pipelining client whose every write ends part-way into its next message is never cut off however long it
+  // goes on, as long as each message takes less than the deadline.
+  const { socket, received, clock } = open();
+  const messages = Array.from({ length: 20 }, (_, i) => `{"n":${String(i).padStart(2, '0')}}`);
+  const stream = Buffer.concat(messages.map((text) => clientFrame(true, Opcode.TEXT, Buffer.from(text))));
+  const frameBytes = stream.length / messages.length;
+  for (let i = 0; i < messages.length; i++) {
+    socket.feed(stream.subarray(i * frameBytes + (i === 0 ? 0 : 3), Math.min(stream.length, (i + 1) * frameBytes + 3)));
+    clock.advance(FRAME_TIMEOUT_MS * 0.8);
+  }
+  assert.deepEqual(received.messages.map((message) => message.text), messages);
+  assert.deepEqual(socket.frames(), []);
+  // Nothing under way: silence for any length of time is a watcher waiting for changes.
+  clock.advance(FRAME_TIMEOUT_MS * 100);
+  assert.deepEqual(socket.frames(), []);
+  assert.deepEqual(received.failures, []);
 });

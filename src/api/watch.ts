@@ -100,8 +100,9 @@
  * | --- | --- |
  * | 1001 | the node is shutting down: reconnect (to another node) and resume |
  * | 1003 | a binary frame was sent: the protocol is JSON text |
- * | 1007 | a text frame was not valid UTF-8 (sent by `ws`) |
- * | 1009 | a message over `WATCH_CLIENT_MESSAGE_BYTES_MAX` (sent by `ws`) |
+ * | 1007 | a text frame was not valid UTF-8 |
+ * | 1008 | a frame, or a message of fragments, did not arrive in full within `WATCH_FRAME_TIMEOUT_MS` (30 s, src/watch/limits.ts) of its first byte |
+ * | 1009 | a message over `WATCH_CLIENT_MESSAGE_BYTES_MAX` |
  * | 1011 | the node failed handling one of the connection's messages (a bug: logged at error level, counted as refused `INTERNAL`); only that connection ends: reconnect and resume |
  * | 4401 | the connection's token was revoked (or its certificate's grant removed): do not reconnect with it |
  * | 4409 | the connection's token was given other scopes (its record replaced): reconnect and resubscribe, checked against them |
@@ -208,11 +209,13 @@ export const WatchErrorCode = {
 } as const;
 export type WatchErrorCode = (typeof WatchErrorCode)[keyof typeof WatchErrorCode];
 
-/** WebSocket close codes the server uses (1007 and 1009 are sent by `ws` itself). */
+/** WebSocket close codes the server uses (1007, 1008 and 1009 by its WebSocket end, src/watch/websocket.ts). */
 export const WatchCloseCode = {
   GOING_AWAY: 1001,
   UNSUPPORTED_DATA: 1003,
   INVALID_PAYLOAD: 1007,
+  /** A frame or message did not arrive in full within its deadline (see the table above). */
+  POLICY_VIOLATION: 1008,
   MESSAGE_TOO_BIG: 1009,
   /** The node failed handling the connection's message (a bug, logged at error level); the node goes on. */
   INTERNAL_ERROR: 1011,

@@ -119,6 +119,7 @@ export class WatchHub {
     this.owner = {
       clock: this.clock,
       closeTimeoutMs: this.limits.closeTimeoutMs,
+      frameTimeoutMs: this.limits.frameTimeoutMs,
       messageBytesMax: this.limits.clientMessageBytesMax,
       queueBytesMax: this.limits.queueBytesMax,
       message: (socket, data, isBinary) => this.receive(socket as WsConnection, data, isBinary),

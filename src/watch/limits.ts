@@ -50,6 +50,14 @@ export const WATCH_STALL_MS = 15_000;
 export const WATCH_PROGRESS_INTERVAL_MS = 1_000;
 /** After a close frame, the peer has this long to answer before the socket is destroyed. */
 export const WATCH_CLOSE_TIMEOUT_MS = 2_000;
+/**
+ * A client frame, or a message of fragments, must arrive in full within this long of its first byte, else the
+ * connection is closed with 1008 (as the wire port's `frameTimeoutMs`, src/wire/limits.ts). A watcher may stay silent
+ * for hours, so only a message under way has a deadline: without it a peer held a partial frame, up to the message
+ * limit, on each of its connections for as long as it liked (audit of 2026-12-06). The largest message (128 KiB) needs
+ * about 4.4 KiB/s to make it.
+ */
+export const WATCH_FRAME_TIMEOUT_MS = 30_000;
 /** Catch-up reads at most this many entries from the log at once ... */
 export const WATCH_CATCHUP_READ_ENTRIES_MAX = 256;
 /** ... fewer when entries are large: the read size is aimed at about this many record bytes. */
@@ -81,6 +89,7 @@ export interface WatchLimits {
   readonly progressIntervalMs: number;
   readonly heartbeatIntervalMs: number;
   readonly closeTimeoutMs: number;
+  readonly frameTimeoutMs: number;
   readonly clientMessageBytesMax: number;
   readonly subscriptionsPerConnectionMax: number;
   readonly prefixesPerSubscriptionMax: number;
@@ -108,6 +117,7 @@ export const WATCH_LIMITS: WatchLimits = Object.freeze({
   progressIntervalMs: WATCH_PROGRESS_INTERVAL_MS,
   heartbeatIntervalMs: WATCH_HEARTBEAT_INTERVAL_MS,
   closeTimeoutMs: WATCH_CLOSE_TIMEOUT_MS,
+  frameTimeoutMs: WATCH_FRAME_TIMEOUT_MS,
   clientMessageBytesMax: WATCH_CLIENT_MESSAGE_BYTES_MAX,
   subscriptionsPerConnectionMax: WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX,
   prefixesPerSubscriptionMax: WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
@@ -127,7 +137,7 @@ export const WATCH_LIMITS: WatchLimits = Object.freeze({
 
 /**
  * Small limits for tests: a queue of a few KiB fills as soon as a client stops reading, progress flows every 50 ms,
- * a stuck connection is closed after a second, catch-up reads a few entries at a time and snapshots come in pages of
+ * a stuck connection, or a message that does not arrive in full, is closed after a second, catch-up reads a few entries at a time and snapshots come in pages of
  * a few hundred bytes.
  */
 export const WATCH_LIMITS_TEST: WatchLimits = Object.freeze({
@@ -136,6 +146,7 @@ export const WATCH_LIMITS_TEST: WatchLimits = Object.freeze({
   progressIntervalMs: 50,
   heartbeatIntervalMs: 200,
   closeTimeoutMs: 3_000,
+  frameTimeoutMs: 1_000,
   clientMessageBytesMax: WATCH_CLIENT_MESSAGE_BYTES_MAX,
   subscriptionsPerConnectionMax: 8,
   prefixesPerSubscriptionMax: WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,

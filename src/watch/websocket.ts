@@ -14,9 +14,14 @@
  * - Pings are answered with a pong carrying their payload, unless the send queue is full; pongs are ignored.
  * - Closing (section 7): either side sends a close frame; the other answers with one; then the server ends the TCP
  *   connection. A peer that does not answer within `closeTimeoutMs` is cut off.
+ * - A frame, or a message of fragments, must arrive in full within `frameTimeoutMs` of its first byte, else 1008.
  *
  * Nothing is allocated for an idle connection: the bytes of a frame not yet received in full, and the fragments of a
- * message, are held only while they are incomplete.
+ * message, are held only while they are incomplete, in buffers grown as bytes arrive (growBuffer), never at the length
+ * a header announces. An idle watcher sends nothing for hours, so the socket has no idle timeout; what bounds an
+ * incomplete message is its deadline. Without one (audit of 2026-12-06) a peer held each connection's partial frame
+ * forever: 2,000 connections of one almost complete 128 KiB frame each took 274 MiB of the node's memory, and a
+ * header announcing 128 KiB, with nothing after it, made the node allocate the 128 KiB at once.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -36,8 +41,11 @@ const KEY_PATTERN = /^[+/0-9A-Za-z]{22}==$/;
 const TOKEN_PATTERN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** Control frames carry at most 125 bytes; a close frame's reason is what is left after its 2-byte code. */
 const CONTROL_PAYLOAD_BYTES_MAX = 125;
-/** The first buffer of a fragmented message (doubled as the message grows): small, as clients seldom fragment. */
-const FRAGMENT_BUFFER_BYTES_MIN = 256;
+/**
+ * The first buffer of a frame received in pieces, or of a fragmented message (doubled as bytes arrive): small, as
+ * client messages are (a subscribe is a few hundred bytes).
+ */
+const GATHER_BUFFER_BYTES_MIN = 256;
 
 /** Close codes of RFC 6455 section 7.4.1 this end sends on its own (the watch protocol's are in src/api/watch.ts). */
 export const ProtocolCloseCode = {
@@ -45,6 +53,8 @@ export const ProtocolCloseCode = {
   PROTOCOL_ERROR: 1002,
   NO_STATUS: 1005,
   INVALID_PAYLOAD: 1007,
+  /** A frame or message that did not arrive in full within `frameTimeoutMs`. */
+  POLICY_VIOLATION: 1008,
   MESSAGE_TOO_BIG: 1009,
 } as const;
 
@@ -137,6 +147,8 @@ export interface ServerWebSocketOwner {
   readonly clock: Clock;
   /** How long a peer has to answer a close frame before its TCP connection is destroyed. */
   readonly closeTimeoutMs: number;
+  /** How long a frame, or a message of fragments, may take to arrive in full from its first byte (else 1008). */
+  readonly frameTimeoutMs: number;
   /** The largest client message, all its fragments together. */
   readonly messageBytesMax: number;
   /**
@@ -169,13 +181,15 @@ type OwnedSocket = Duplex & { [WEBSOCKET]?: ServerWebSocket };
 export class ServerWebSocket {
   private state = OPEN;
   /**
-   * A frame not yet received in full (never more than a header and `messageBytesMax`): while its header is incomplete,
-   * the few bytes received (`partialFilled` = length); once the header is read, a buffer of the whole frame, filled
-   * to `partialFilled`. Each byte is copied once however the peer splits the frame: a peer that sends a large frame a
-   * byte at a time costs neither a copy of everything so far per byte nor an object per byte.
+   * A frame not yet received in full (never more than a header and `messageBytesMax`), its first `partialFilled`
+   * bytes: while its header is incomplete, the few bytes received (`partialFrameBytes` 0); once the header is read,
+   * a buffer grown by doubling as bytes arrive, up to the frame's `partialFrameBytes`. Each byte is copied a bounded
+   * number of times however the peer splits the frame (no copy of everything so far per byte, no object per byte),
+   * and the buffer is at most twice what arrived: a header announcing 128 KiB costs what came after it.
    */
   private partial: Buffer | undefined = undefined;
   private partialFilled = 0;
+  private partialFrameBytes = 0;
   /**
    * The payload so far of a message whose final frame has not come (`fragmentBytes` of `fragments`), and its opcode
    * (0: no message in progress). One buffer, grown by doubling up to `messageBytesMax`, whatever the number of
@@ -185,6 +199,14 @@ export class ServerWebSocket {
   private fragments: Buffer | undefined = undefined;
   private fragmentBytes = 0;
   private fragmentOpcode = 0;
+  /**
+   * When the first byte of the frame or message not yet received in full arrived (undefined: none is), and the timer
+   * that checks it against `frameTimeoutMs`. The timer is armed once and, when it finds the frame it was armed for
+   * completed, re-armed for the one that followed: a client whose every write ends part-way into its next frame
+   * (any pipelining client) costs no timer per frame, and each frame still has the whole deadline from its own start.
+   */
+  private incompleteSinceMs: number | undefined = undefined;
+  private deadlineTimer: TimerHandle | undefined = undefined;
   private closeTimer: TimerHandle | undefined = undefined;
 
   constructor(
@@ -209,7 +231,7 @@ export class ServerWebSocket {
     socket.on('error', ServerWebSocket.onError);
     socket.on('drain', ServerWebSocket.onDrain);
     /* eslint-enable @typescript-eslint/unbound-method */
-    if (head.length > 0) this.read(Buffer.from(head));
+    if (head.length > 0) this.received(Buffer.from(head));
   }
 
   get isOpen(): boolean {
@@ -260,27 +282,55 @@ export class ServerWebSocket {
   /** Nothing more is read or sent: what is held goes, the TCP connection ends, and is cut off if the peer lingers. */
   private endConnection(): void {
     this.state = CLOSED;
-    this.partial = undefined;
-    this.fragments = undefined;
+    this.releaseHeld();
     this.socket.end();
     this.armCloseTimer();
+  }
+
+  private releaseHeld(): void {
+    this.partial = undefined;
+    this.fragments = undefined;
+    this.incompleteSinceMs = undefined;
+    this.deadlineTimer?.cancel();
+    this.deadlineTimer = undefined;
+  }
+
+  /** Bytes from the socket: every whole frame is handled, and an incomplete one starts (or keeps) its deadline. */
+  private received(chunk: Buffer): void {
+    this.read(chunk);
+    if (this.state !== OPEN || (this.partial === undefined && this.fragmentOpcode === 0)) return;
+    this.incompleteSinceMs ??= this.owner.clock.monotonicMs();
+    this.deadlineTimer ??= this.owner.clock.setTimeout(() => this.checkDeadline(), this.owner.frameTimeoutMs);
+  }
+
+  private checkDeadline(): void {
+    this.deadlineTimer = undefined;
+    if (this.state !== OPEN || this.incompleteSinceMs === undefined) return;
+    const { frameTimeoutMs } = this.owner;
+    const waitedMs = this.owner.clock.monotonicMs() - this.incompleteSinceMs;
+    if (waitedMs >= frameTimeoutMs)
+      return this.fail(ProtocolCloseCode.POLICY_VIOLATION, `a message was not received in full within ${frameTimeoutMs} ms of its first byte; send each promptly`);
+    // The frame this timer was armed for completed; another is under way since incompleteSinceMs.
+    this.deadlineTimer = this.owner.clock.setTimeout(() => this.checkDeadline(), frameTimeoutMs - waitedMs);
   }
 
   private read(chunk: Buffer): void {
     if (this.state === CLOSED) return;
     const partial = this.partial;
     if (partial === undefined) return this.parse(chunk);
-    if (this.partialFilled === partial.length) {
+    if (this.partialFrameBytes === 0) {
       // Only part of a header so far (at most 13 bytes): joined with the chunk, parsed as one.
       this.partial = undefined;
-      return this.parse(Buffer.concat([partial, chunk]));
+      return this.parse(Buffer.concat([partial.subarray(0, this.partialFilled), chunk]));
     }
-    const take = Math.min(chunk.length, partial.length - this.partialFilled);
-    chunk.copy(partial, this.partialFilled, 0, take);
+    const take = Math.min(chunk.length, this.partialFrameBytes - this.partialFilled);
+    const held = growBuffer(partial, this.partialFilled, this.partialFilled + take, this.partialFrameBytes, GATHER_BUFFER_BYTES_MIN);
+    chunk.copy(held, this.partialFilled, 0, take);
+    this.partial = held;
     this.partialFilled += take;
-    if (this.partialFilled < partial.length) return;
+    if (this.partialFilled < this.partialFrameBytes) return;
     this.partial = undefined;
-    this.parse(partial);
+    this.parse(held.subarray(0, this.partialFrameBytes));
     if (take < chunk.length) this.read(chunk.subarray(take));
   }
 
@@ -291,16 +341,17 @@ export class ServerWebSocket {
       const header = readFrameHeader(data, at, this.owner.messageBytesMax - this.fragmentBytes);
       if (header === undefined) {
         // Copied, so that a few leftover bytes do not keep a whole read buffer alive.
-        if (at < data.length) this.keepPartial(Buffer.from(data.subarray(at)), data.length - at);
+        if (at < data.length) this.keepPartial(Buffer.from(data.subarray(at)), data.length - at, 0);
         return;
       }
       if (!header.ok) return this.fail(header.code, header.message);
       const end = at + header.headerBytes + header.payloadBytes;
       if (end > data.length) {
-        // The header bounded the frame (refused above if over the limit): its buffer is made once, at its size.
-        const frame = Buffer.allocUnsafe(end - at);
+        // The header bounded the frame (refused above if over the limit); what is held is what arrived of it.
+        const arrived = data.length - at;
+        const frame = growBuffer(undefined, 0, arrived, end - at, GATHER_BUFFER_BYTES_MIN);
         data.copy(frame, 0, at);
-        return this.keepPartial(frame, data.length - at);
+        return this.keepPartial(frame, arrived, end - at);
       }
       const payload = data.subarray(at + header.headerBytes, end);
       const mask = data.subarray(at + header.headerBytes - 4, at + header.headerBytes);
@@ -308,13 +359,17 @@ export class ServerWebSocket {
       at = end;
       this.frame(header.fin, header.opcode, payload);
       if (this.state === CLOSED) return;
+      // A whole message is in (or a control frame outside one): the next frame's deadline starts at its own first byte.
+      if (this.fragmentOpcode === 0) this.incompleteSinceMs = undefined;
       if (at === data.length) return;
     }
   }
 
-  private keepPartial(bytes: Buffer, filled: number): void {
+  /** `frameBytes`: the whole frame's length, or 0 while its header is incomplete. */
+  private keepPartial(bytes: Buffer, filled: number, frameBytes: number): void {
     this.partial = bytes;
     this.partialFilled = filled;
+    this.partialFrameBytes = frameBytes;
   }
 
   private frame(fin: boolean, opcode: number, payload: Buffer): void {
@@ -355,7 +410,7 @@ export class ServerWebSocket {
     // readFrameHeader refused any fragment that would take the message past the limit.
     assert.ok(bytes <= this.owner.messageBytesMax, 'a message within its limit');
     // The limit is a ceiling, not an allocation: a short fragmented message costs what it is.
-    const held = growBuffer(this.fragments, this.fragmentBytes, bytes, this.owner.messageBytesMax, FRAGMENT_BUFFER_BYTES_MIN);
+    const held = growBuffer(this.fragments, this.fragmentBytes, bytes, this.owner.messageBytesMax, GATHER_BUFFER_BYTES_MIN);
     this.fragments = held;
     payload.copy(held, this.fragmentBytes);
     this.fragmentBytes = bytes;
@@ -379,7 +434,7 @@ export class ServerWebSocket {
 
   // Function expressions (not arrows): the emitter calls them with the socket as `this`.
   private static readonly onData = function (this: OwnedSocket, chunk: Buffer): void {
-    this[WEBSOCKET]!.read(chunk);
+    this[WEBSOCKET]!.received(chunk);
   };
 
   /** The peer ended its side without a close frame: end this side too (node:http sockets allow half-open). */
@@ -394,8 +449,7 @@ export class ServerWebSocket {
     websocket.state = CLOSED;
     websocket.closeTimer?.cancel();
     websocket.closeTimer = undefined;
-    websocket.partial = undefined;
-    websocket.fragments = undefined;
+    websocket.releaseHeld();
     websocket.owner.closed(websocket);
   };
 

@@ -4,6 +4,7 @@
  * the log rather than against itself.
  */
 import assert from 'node:assert/strict';
+import { connect as connectTcp, type Socket } from 'node:net';
 import { WebSocket, type RawData } from 'ws';
 import type { Op } from '../../src/log/index.js';
 import { opsFromJson, requestJson, type LogEntryJson, type LogPage } from './http.js';
@@ -161,6 +162,63 @@ export class WatchClient {
   terminate(): void {
     this.socket.terminate();
   }
+}
+
+// --- Raw frames ---------------------------------------------------------------------------------------------------------
+
+/** A client frame: masked with `mask`, as RFC 6455 requires of clients; `lengthBytes` forces a length encoding. */
+export function clientFrame(fin: boolean, opcode: number, payload: Buffer, mask = Buffer.from([0x12, 0x34, 0x56, 0x78]), lengthBytes?: 0 | 2 | 8): Buffer {
+  const size = lengthBytes ?? (payload.length < 126 ? 0 : payload.length < 0x10000 ? 2 : 8);
+  const header = Buffer.alloc(2 + size + 4);
+  header[0] = (fin ? 0x80 : 0) | opcode;
+  if (size === 0) header[1] = 0x80 | payload.length;
+  else if (size === 2) {
+    header[1] = 0x80 | 126;
+    header.writeUInt16BE(payload.length, 2);
+  } else {
+    header[1] = 0x80 | 127;
+    header.writeBigUInt64BE(BigInt(payload.length), 2);
+  }
+  mask.copy(header, 2 + size);
+  const masked = Buffer.from(payload);
+  for (let i = 0; i < masked.length; i++) masked[i]! ^= mask[i & 3]!;
+  return Buffer.concat([header, masked]);
+}
+
+/**
+ * A watch connection on a bare TCP socket, for tests that send what the `ws` client never would (a frame cut off, a
+ * header alone): the handshake is done, and `closed` resolves with the node's close frame (code and reason, undefined
+ * when the connection ended without one) once the TCP connection ends.
+ */
+export async function rawWatchSocket(baseUrl: string): Promise<{ socket: Socket; closed: Promise<{ code: number | undefined; reason: string }> }> {
+  const { hostname, port } = new URL(baseUrl);
+  const socket = connectTcp({ host: hostname, port: Number(port) });
+  socket.write(`GET /v1/watch HTTP/1.1\r\nhost: ${hostname}\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n`);
+  let received = Buffer.alloc(0);
+  socket.on('data', (chunk: Buffer) => (received = Buffer.concat([received, chunk])));
+  socket.on('error', () => {});
+  const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  const deadline = performance.now() + 5_000;
+  while (received.indexOf('\r\n\r\n') < 0) {
+    assert.ok(performance.now() < deadline && !socket.destroyed, 'no answer to the handshake');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  assert.match(received.toString('latin1'), /^HTTP\/1\.1 101 /);
+  const closed = ended.then(() => {
+    // The server's frames after the 101 (unmasked, short: a close frame is at most 125 bytes); the last is the close.
+    let at = received.indexOf('\r\n\r\n') + 4;
+    let close: { code: number | undefined; reason: string } = { code: undefined, reason: '' };
+    while (at + 2 <= received.length) {
+      const length = received[at + 1]! & 0x7f;
+      const header = length === 126 ? 4 : length === 127 ? 10 : 2;
+      const payloadBytes = length === 126 ? received.readUInt16BE(at + 2) : length === 127 ? Number(received.readBigUInt64BE(at + 2)) : length;
+      const payload = received.subarray(at + header, at + header + payloadBytes);
+      if ((received[at]! & 0x0f) === 0x8) close = { code: payload.length >= 2 ? payload.readUInt16BE(0) : undefined, reason: payload.subarray(2).toString('utf8') };
+      at += header + payloadBytes;
+    }
+    return close;
+  });
+  return { socket, closed };
 }
 
 // --- Oracle -------------------------------------------------------------------------------------------------------------
