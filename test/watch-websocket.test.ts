@@ -194,12 +194,14 @@ test('watch websocket: a message announced larger than the limit is refused with
     assert.equal(closeCode(socket.frames()[0]), 1009);
     assert.deepEqual(received.messages, []);
   }
-  // Fragments count together: each is under the limit, the message is not.
+  // Fragments count together: each is under the limit, the message is not. The reason names the limit, not what was
+  // left of it (audit of 2026-12-06: "message larger than 61072 bytes" for a limit of 131072).
   const { socket } = open();
   socket.feed(clientFrame(false, Opcode.TEXT, Buffer.alloc(MESSAGE_BYTES_MAX - 10, 0x61)));
   assert.deepEqual(socket.frames(), []);
   socket.feed(clientFrame(true, Opcode.CONTINUATION, Buffer.alloc(11, 0x61)));
   assert.equal(closeCode(socket.frames()[0]), 1009);
+  assert.equal(socket.frames()[0]!.payload.subarray(2).toString(), `message larger than ${MESSAGE_BYTES_MAX} bytes (${MESSAGE_BYTES_MAX - 10} bytes of it in earlier fragments)`);
   // A 64-bit length beyond 32 bits.
   const huge = open();
   huge.socket.feed(Buffer.from([0x81, 0xff, 0, 0, 0, 1, 0, 0, 0, 0]));

@@ -105,10 +105,10 @@ export type FrameHeader =
 
 /**
  * Reads the header of a client frame at `at`: undefined while it is incomplete. `messageBytesMax` bounds a data
- * frame's payload (the caller adds the fragments already held), so a frame announcing more is refused before its
- * payload arrives.
+ * frame's payload together with the `heldBytes` of earlier fragments of its message, so a frame announcing more is
+ * refused before its payload arrives, with a reason that names the limit (not what was left of it).
  */
-export function readFrameHeader(data: Buffer, at: number, messageBytesMax: number): FrameHeader | undefined {
+export function readFrameHeader(data: Buffer, at: number, messageBytesMax: number, heldBytes = 0): FrameHeader | undefined {
   const available = data.length - at;
   if (available < 2) return undefined;
   const first = data[at]!;
@@ -133,7 +133,10 @@ export function readFrameHeader(data: Buffer, at: number, messageBytesMax: numbe
     payloadBytes = data.readUInt32BE(at + 2) === 0 ? data.readUInt32BE(at + 6) : Infinity;
     headerBytes = 10;
   }
-  if (!control && payloadBytes > messageBytesMax) return { ok: false, code: ProtocolCloseCode.MESSAGE_TOO_BIG, message: `message larger than ${messageBytesMax} bytes` };
+  if (!control && payloadBytes > messageBytesMax - heldBytes) {
+    const fragments = heldBytes === 0 ? '' : ` (${heldBytes} bytes of it in earlier fragments)`;
+    return { ok: false, code: ProtocolCloseCode.MESSAGE_TOO_BIG, message: `message larger than ${messageBytesMax} bytes${fragments}` };
+  }
   return { ok: true, fin, opcode, headerBytes: headerBytes + 4, payloadBytes };
 }
 
@@ -338,7 +341,7 @@ export class ServerWebSocket {
   private parse(data: Buffer): void {
     let at = 0;
     for (;;) {
-      const header = readFrameHeader(data, at, this.owner.messageBytesMax - this.fragmentBytes);
+      const header = readFrameHeader(data, at, this.owner.messageBytesMax, this.fragmentBytes);
       if (header === undefined) {
         // Copied, so that a few leftover bytes do not keep a whole read buffer alive.
         if (at < data.length) this.keepPartial(Buffer.from(data.subarray(at)), data.length - at, 0);
