@@ -102,6 +102,10 @@ describe('watch bad input', () => {
     await refused(client, '{"type":"subscribe","id":"s","prefixes":"a/"}', 'INVALID_ARGUMENT', '"s"');
     await refused(client, '{"type":"subscribe","id":"s","prefixes":[7]}', 'INVALID_ARGUMENT', '"s"');
     await refused(client, '{"type":"subscribe","id":"s","prefixesBase64":["not base64!"]}', 'INVALID_ARGUMENT', '"s"');
+    // Half of a surrogate pair encodes no character; it was watched as the bytes EF BF BD (audit of 2026-12-06). The
+    // HTTP API refuses it in a body with the same code.
+    for (const prefix of ['a/\\ud800', '\\udc00', 'a/\\udbff\\u0041'])
+      await refused(client, `{"type":"subscribe","id":"s","prefixes":["ok/","${prefix}"]}`, 'LONE_SURROGATE', '"s"');
     await refused(client, '{"type":"subscribe","id":"s","prefix":"a/","prefixes":["a/"]}', 'INVALID_ARGUMENT', '"s"');
     await refused(client, JSON.stringify({ type: 'subscribe', id: 's', prefixes: ['é'.repeat(KEY_BYTES_MAX / 2 + 1)] }), 'PREFIX_TOO_LARGE', '"s"');
     await refused(client, JSON.stringify({ type: 'subscribe', id: 's', prefixes: Array.from({ length: 17 }, (_, i) => `p${i}/`) }), 'TOO_MANY_PREFIXES', '"s"');
@@ -117,6 +121,8 @@ describe('watch bad input', () => {
     // After all that, the same connection subscribes and receives normally, including a prefix of any bytes.
     assert.equal((await client.subscribe('s', ['ok/'])).type, 'subscribed');
     await refused(client, '{"type":"subscribe","id":"s","prefixes":["other/"]}', 'DUPLICATE_ID', '"s"');
+    // A whole pair is one character, and is watched as its UTF-8 bytes.
+    assert.equal((await client.subscribe('pair', ['\u{1F600}/'])).type, 'subscribed');
     const binaryPrefix = Buffer.from([0xff, 0x00, 0x2f]);
     assert.equal((await client.subscribe('bin', [], { prefixesBase64: [binaryPrefix.toString('base64')] })).type, 'subscribed');
     const seq = await put('ok/key', 'fine');

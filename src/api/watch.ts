@@ -14,7 +14,8 @@
  *
  * - `id`: chosen by the client, a string (1..256 characters) or a safe integer, unique among the connection's
  *   subscriptions. Every server message about a subscription carries it.
- * - `prefixes` (UTF-8 text) and/or `prefixesBase64` (any bytes): 1 to 16 prefixes in all
+ * - `prefixes` (UTF-8 text: one with half of a surrogate pair, `"\uD800"`, is refused LONE_SURROGATE, as the HTTP API
+ *   refuses it in a body) and/or `prefixesBase64` (any bytes): 1 to 16 prefixes in all
  *   (`WATCH_PREFIXES_PER_SUBSCRIPTION_MAX`), each 0 to 1024 bytes (`KEY_BYTES_MAX`). The empty prefix matches every key. Prefixes that another prefix of the subscription covers
  *   are dropped, so each change is delivered once. The subscriptions of one connection hold at most 32 KiB of prefixes
  *   together (`WATCH_PREFIX_BYTES_PER_CONNECTION_MAX`; one subscription of the most and longest prefixes always fits),
@@ -193,6 +194,11 @@ export const WatchErrorCode = {
   UNKNOWN_MESSAGE_TYPE: 'UNKNOWN_MESSAGE_TYPE',
   /** A field is missing, unknown, or breaks a rule (the message names it). */
   INVALID_ARGUMENT: 'INVALID_ARGUMENT',
+  /**
+   * A text prefix holds a `\uD800`..`\uDFFF` escape without the other half of its pair: it encodes no character (the
+   * HTTP API's code for the same thing in a body).
+   */
+  LONE_SURROGATE: 'LONE_SURROGATE',
   /** A prefix is longer than a key can be. */
   PREFIX_TOO_LARGE: 'PREFIX_TOO_LARGE',
   /** More than 16 prefixes in one subscription, or more prefix bytes than the connection may hold with it. */
@@ -269,6 +275,9 @@ export type ClientMessage =
     }
   | { readonly type: 'unsubscribe'; readonly id: SubscriptionId; readonly idJson: string };
 
+/** Half of a UTF-16 surrogate pair without the other half: with the u flag a whole pair is one code point, not matched. */
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
+
 const SUBSCRIBE_FIELDS = new Set(['type', 'id', 'prefixes', 'prefixesBase64', 'fromSeq', 'afterHash', 'filters']);
 const UNSUBSCRIBE_FIELDS = new Set(['type', 'id']);
 const FILTER_FIELDS = new Set(['puts', 'deletes', 'keysOnly', 'authors']);
@@ -319,6 +328,13 @@ function readPrefixes(message: Record<string, unknown>, limits: WatchMessageLimi
       if (typeof item !== 'string') throw new WatchProtocolError('INVALID_ARGUMENT', `${field}[${index}] must be a string`, idJson);
       if (field === 'prefixesBase64' && !isStandardBase64(item))
         throw new WatchProtocolError('INVALID_ARGUMENT', `prefixesBase64[${index}] must be standard base64`, idJson);
+      // UTF-8 has no encoding for it: Buffer.from would watch the bytes EF BF BD (U+FFFD), which the client never sent.
+      if (field === 'prefixes' && LONE_SURROGATE.test(item))
+        throw new WatchProtocolError(
+          'LONE_SURROGATE',
+          `prefixes[${index}] holds half of a UTF-16 surrogate pair (a \\u escape of D800..DFFF) without the other half: it encodes no character; send such bytes in prefixesBase64`,
+          idJson,
+        );
       const prefix = Buffer.from(item, field === 'prefixes' ? 'utf8' : 'base64');
       if (prefix.length > KEY_BYTES_MAX)
         throw new WatchProtocolError('PREFIX_TOO_LARGE', `${field}[${index}] is ${prefix.length} bytes; a prefix is at most ${KEY_BYTES_MAX} bytes (a key's limit)`, idJson);
