@@ -255,7 +255,7 @@ describe('watch bad input', () => {
     await put('after/timeouts', 'still serving');
   });
 
-  test('watch: other upgrade paths get 404; a plain GET of the watch path is not a route', async () => {
+  test('watch: other upgrade paths get 404; a plain request of the watch path is told to open a WebSocket (426)', async () => {
     const socket = new WebSocket(watchUrl(url, '/v1/other'));
     const status = await new Promise<number>((resolve, reject) => {
       socket.once('unexpected-response', (_req, res) => {
@@ -267,7 +267,14 @@ describe('watch bad input', () => {
     });
     socket.terminate();
     assert.equal(status, 404);
-    assert.equal((await request(url, 'GET', '/v1/watch')).status, 404);
+    // It was 404 "no route /v1/watch" (audit of 2026-12-06), which says the endpoint does not exist.
+    const plain = await request(url, 'GET', '/v1/watch');
+    assert.match(assertError(plain, 'UPGRADE_REQUIRED').message, /open a WebSocket/);
+    assert.equal(plain.status, 426);
+    assert.equal(plain.headers.upgrade, 'websocket');
+    const head = await request(url, 'HEAD', '/v1/watch');
+    assert.equal(head.status, 426);
+    assert.match(assertError(await request(url, 'POST', '/v1/watch', { body: '{}' }), 'METHOD_NOT_ALLOWED').message, /allowed: GET, HEAD/);
   });
 
   test('watch: a handshake the node cannot accept is answered 400 in the JSON error form, naming the versions it speaks', async () => {

@@ -34,6 +34,8 @@ export const ErrorCode = {
   KEY_NOT_FOUND: 'KEY_NOT_FOUND',
   NOT_FOUND: 'NOT_FOUND',
   METHOD_NOT_ALLOWED: 'METHOD_NOT_ALLOWED',
+  /** A plain request on a WebSocket endpoint (`/v1/watch`): the answer carries `Upgrade: websocket`. */
+  UPGRADE_REQUIRED: 'UPGRADE_REQUIRED',
   COMPARE_FAILED: 'COMPARE_FAILED',
   SEQ_NOT_RETAINED: 'SEQ_NOT_RETAINED',
   SEQ_WAIT_TIMEOUT: 'SEQ_WAIT_TIMEOUT',
@@ -88,6 +90,7 @@ export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   KEY_NOT_FOUND: 404,
   NOT_FOUND: 404,
   METHOD_NOT_ALLOWED: 405,
+  UPGRADE_REQUIRED: 426,
   COMPARE_FAILED: 412,
   SEQ_NOT_RETAINED: 410,
   SEQ_WAIT_TIMEOUT: 504,

@@ -126,6 +126,7 @@ const CLASS_BY_CODE: Partial<Record<ErrorCode, ServerErrorClass>> = {
   HOST_NOT_ALLOWED: InvalidRequestError,
   ORIGIN_NOT_ALLOWED: InvalidRequestError,
   METHOD_NOT_ALLOWED: InvalidRequestError,
+  UPGRADE_REQUIRED: InvalidRequestError,
   KEY_NOT_FOUND: NotFoundError,
   NOT_FOUND: NotFoundError,
   COMPARE_FAILED: CompareFailedError,

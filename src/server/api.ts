@@ -23,6 +23,7 @@ import { healthzRoute, metricsRoute, readyzRoute, resyncRoute, statusRoute } fro
 import { tokensRoute } from './routes/tokens.js';
 import { txnRoute } from './routes/txn.js';
 import { uiRoutes } from './routes/ui.js';
+import { watchRoute } from './routes/watch.js';
 
 export type { NodeApi } from './node-api.js';
 
@@ -78,6 +79,7 @@ export function createApiHandler(
       tokensRoute(node, budget),
       snapshotRoute(node),
       snapshotEntriesRoute(node),
+      watchRoute(),
       ...uiRoutes(),
     ],
     '/v1/kv/',

@@ -173,6 +173,8 @@ export function sendError(res: ServerResponse, error: unknown, onInternal: (erro
   const headers: Record<string, string> = {};
   if (mercury.code === 'METHOD_NOT_ALLOWED' && typeof mercury.details?.allow === 'string') headers.allow = mercury.details.allow;
   if (mercury.code === 'OVERLOADED' || mercury.code === 'BODY_BUDGET_EXCEEDED') headers['retry-after'] = '1';
+  // RFC 9110 section 15.5.22: a 426 names the protocol to switch to, and Upgrade is a connection option.
+  if (mercury.code === 'UPGRADE_REQUIRED') Object.assign(headers, { upgrade: 'websocket', connection: 'upgrade' });
   if (bodyLeftUnread(res.req)) headers.connection = 'close';
   sendJson(res, mercury.status, errorBody(mercury.code, mercury.message, mercury.details), headers);
   return mercury.status;
