@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { auditLog, requestJson } from './support/http.js';
-import { makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProcess } from './support/process.js';
+import { makeTempDir, removeDir, runCli, serveRefused, startServe, stopProcess, type ServeProcess } from './support/process.js';
 import { assertSameChain, converged, statusOf } from './support/tree.js';
 
 interface SnapshotJson {
@@ -237,7 +237,10 @@ describe('snapshot cli', () => {
     assert.equal(restored.seq, target);
     assert.equal(restored.replayedEntries, 3);
     assert.equal(restored.headHash, entries.get(target)!.hash);
-    const node = await startServe(join(dir, 'pitr'));
+    // Its entries are signed: the restored root signs on with the source's key (a new one would be refused by every
+    // replica that trusts the old, and the start says so instead of making one).
+    assert.match((await serveRefused(join(dir, 'pitr'))).stderr, /DATA_DIR_INVALID: .*signing-key\.pem is missing, but this root's entries are signed/);
+    const node = await startServe(join(dir, 'pitr'), ['--signing-key', join(dir, 'source', 'signing-key.pem')]);
     nodes.push(node);
     const keys = await keysOf(node);
     assert.deepEqual(
