@@ -14,6 +14,7 @@ import { ManualClock } from './support/manual-clock.js';
 import { clientFrame } from './support/watch.js';
 import { assertProperty } from './support/seed.js';
 import { Opcode } from '../src/watch/frame.js';
+import { BodyBudget } from '../src/server/body-budget.js';
 import { closeFrame, handshakeResponse, readHandshake, ServerWebSocket, type ServerWebSocketOwner } from '../src/watch/websocket.js';
 
 const MESSAGE_BYTES_MAX = 1024;
@@ -66,7 +67,7 @@ interface Received {
   closed: number;
 }
 
-function open(): { socket: FakeSocket; websocket: ServerWebSocket; received: Received; clock: ManualClock } {
+function open(heldBudget?: BodyBudget): { socket: FakeSocket; websocket: ServerWebSocket; received: Received; clock: ManualClock } {
   const clock = new ManualClock();
   const received: Received = { messages: [], failures: [], closed: 0 };
   const owner: ServerWebSocketOwner = {
@@ -74,6 +75,7 @@ function open(): { socket: FakeSocket; websocket: ServerWebSocket; received: Rec
     closeTimeoutMs: CLOSE_TIMEOUT_MS,
     frameTimeoutMs: FRAME_TIMEOUT_MS,
     messageBytesMax: MESSAGE_BYTES_MAX,
+    heldBudget,
     queueBytesMax: QUEUE_BYTES_MAX,
     message: (_socket, data, binary) => received.messages.push({ text: data.toString('utf8'), binary }),
     drained: () => {},
@@ -308,6 +310,38 @@ test('watch websocket: a header announcing a large frame costs what arrived of i
     socket.feed(frame.subarray(8 + arrived));
     assert.equal((websocket as unknown as { partial: Buffer | undefined }).partial, undefined);
   }
+});
+
+// Left open by the deadline of 2026-12-06: it bounded how long partial frames are held, not how much (one address, 4,000
+// connections x 128 KiB for 30 s at a time). What they hold is now reserved in the node's request-body budget.
+test('watch websocket: what incomplete frames and messages hold is reserved in the node-wide budget; past it, 1013', () => {
+  // Room for three whole frames (payload and header) held, not for a fourth.
+  const budget = new BodyBudget(3 * (MESSAGE_BYTES_MAX + 14));
+  const frame = clientFrame(true, Opcode.TEXT, Buffer.alloc(MESSAGE_BYTES_MAX, 0x61));
+  const holders = [open(budget), open(budget), open(budget)];
+  for (const { socket } of holders) socket.feed(frame.subarray(0, frame.length - 1)); // all but the last byte
+  assert.ok(budget.bytesInFlight >= 3 * (MESSAGE_BYTES_MAX - 1), `${budget.bytesInFlight} reserved`);
+  // A fourth does not fit: closed with 1013, holding nothing; the others go on.
+  const late = open(budget);
+  late.socket.feed(frame.subarray(0, frame.length - 1));
+  assert.equal(closeCode(late.socket.frames().at(-1)), 1013);
+  assert.match(late.received.failures[0]!.message, /holds \d+ bytes of incomplete messages and request bodies, its most; send each message whole/);
+  // Completed, a message gives its reservation back; closed, so does a partial one; a message in one read takes none.
+  holders[0]!.socket.feed(frame.subarray(frame.length - 1));
+  assert.equal(holders[0]!.received.messages.length, 1);
+  holders[1]!.socket.destroy();
+  const whole = open(budget);
+  whole.socket.feed(clientFrame(true, Opcode.TEXT, Buffer.from('{"type":"ping"}')));
+  assert.equal(whole.received.messages.length, 1);
+  holders[2]!.socket.feed(frame.subarray(frame.length - 1));
+  assert.equal(budget.bytesInFlight, 0);
+  // Fragments count too, as their message grows.
+  const fragmented = open(budget);
+  fragmented.socket.feed(clientFrame(false, Opcode.TEXT, Buffer.alloc(600, 0x62)));
+  assert.ok(budget.bytesInFlight >= 600, `${budget.bytesInFlight} reserved for a 600-byte fragment`);
+  fragmented.socket.feed(clientFrame(true, Opcode.CONTINUATION, Buffer.alloc(10, 0x62)));
+  assert.equal(fragmented.received.messages.length, 1);
+  assert.equal(budget.bytesInFlight, 0);
 });
 
 test('watch websocket: a frame or fragmented message not in full within frameTimeoutMs of its first byte is closed with 1008', () => {

@@ -104,6 +104,7 @@
  * | 1007 | a text frame was not valid UTF-8 |
  * | 1008 | a frame, or a message of fragments, did not arrive in full within `WATCH_FRAME_TIMEOUT_MS` (30 s, src/watch/limits.ts) of its first byte |
  * | 1009 | a message over `WATCH_CLIENT_MESSAGE_BYTES_MAX` |
+ * | 1013 | the node holds its budget of incomplete messages and request bodies (`http.bodyBytesInFlightMax`, over all connections): send each message whole, reconnect later |
  * | 1011 | the node failed handling one of the connection's messages (a bug: logged at error level, counted as refused `INTERNAL`); only that connection ends: reconnect and resume |
  * | 4401 | the connection's token was revoked (or its certificate's grant removed): do not reconnect with it |
  * | 4409 | the connection's token was given other scopes (its record replaced): reconnect and resubscribe, checked against them |
@@ -225,6 +226,8 @@ export const WatchCloseCode = {
   MESSAGE_TOO_BIG: 1009,
   /** The node failed handling the connection's message (a bug, logged at error level); the node goes on. */
   INTERNAL_ERROR: 1011,
+  /** The node holds its budget of incomplete messages and request bodies: reconnect later. */
+  TRY_AGAIN_LATER: 1013,
   SLOW_WATCHER: 4008,
   /** The connection's token was revoked (or its certificate's grant removed): do not reconnect with it. */
   CREDENTIAL_REVOKED: 4401,

@@ -294,6 +294,7 @@ export class MercuryNode {
       // An upgrade does not pass the HTTP server's request listener: its client certificate is checked here, as there.
       refuseUpgrade: (req) => clientCertificateRefusal(req.socket, onHttpTlsRejected) ?? requestRefusal(req, policy),
       authenticate: (req) => this.guard.authenticateRequest(req),
+      heldBudget: bodyBudget,
     });
     this.watchHub.attach(this.server);
     this.replicationServer = new ReplicationServer({

@@ -21,7 +21,7 @@ import { isDataCorrupted, isReadersFull, type MercuryError } from '../errors/ind
 import { addressKey } from '../net/index.js';
 import { validateWatchLimits, WATCH_LIMITS, type WatchLimits } from './limits.js';
 import { WatchMachine, type WatchAction, type WatchConnection, type WatchCounters, type WatchInput } from './machine.js';
-import { handshakeResponse, readHandshake, ServerWebSocket, type ServerWebSocketOwner } from './websocket.js';
+import { handshakeResponse, readHandshake, ServerWebSocket, type HeldBytesBudget, type ServerWebSocketOwner } from './websocket.js';
 import { isMercuryError, parseClientMessage, parseRequestTarget, type ClientMessage, WATCH_PATH, WatchCloseCode, WatchProtocolError } from '../api/index.js';
 import { requireReadPrefix, type Principal } from '../auth/index.js';
 
@@ -57,6 +57,8 @@ export interface WatchHubOptions {
    * auth is off. Absent: every watch is allowed.
    */
   readonly authenticate?: (req: IncomingMessage) => Principal | undefined;
+  /** Where connections reserve what they hold of incomplete messages (the node's request-body budget); absent: not counted. */
+  readonly heldBudget?: HeldBytesBudget;
 }
 
 /** One watcher's connection: its WebSocket, and what the hub and the machine know it by. */
@@ -121,6 +123,7 @@ export class WatchHub {
       closeTimeoutMs: this.limits.closeTimeoutMs,
       frameTimeoutMs: this.limits.frameTimeoutMs,
       messageBytesMax: this.limits.clientMessageBytesMax,
+      heldBudget: options.heldBudget,
       queueBytesMax: this.limits.queueBytesMax,
       message: (socket, data, isBinary) => this.receive(socket as WsConnection, data, isBinary),
       drained: (socket) => this.drained(socket as WsConnection),

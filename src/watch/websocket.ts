@@ -56,7 +56,22 @@ export const ProtocolCloseCode = {
   /** A frame or message that did not arrive in full within `frameTimeoutMs`. */
   POLICY_VIOLATION: 1008,
   MESSAGE_TOO_BIG: 1009,
+  /** The node holds its most bytes of incomplete messages (`heldBudget`): try again later. */
+  TRY_AGAIN_LATER: 1013,
 } as const;
+
+/**
+ * A node-wide budget of bytes (the node's request-body budget, src/server/body-budget.ts): what each connection holds of
+ * incomplete frames and messages is reserved in it. Without it, the 30 s deadline bounded how long partial frames were
+ * held, not how much: one address could hold 4,000 connections x 128 KiB (512 MiB), the node 19,300 of them.
+ */
+export interface HeldBytesBudget {
+  readonly bytesMax: number;
+  readonly bytesInFlight: number;
+  /** Reserves `bytes` if they fit; false (and nothing reserved) if they do not. */
+  tryReserve(bytes: number): boolean;
+  release(bytes: number): void;
+}
 
 /** Why an upgrade request is not a WebSocket handshake this end accepts. */
 export interface HandshakeRefusal {
@@ -154,6 +169,8 @@ export interface ServerWebSocketOwner {
   readonly frameTimeoutMs: number;
   /** The largest client message, all its fragments together. */
   readonly messageBytesMax: number;
+  /** Where held bytes of incomplete messages are reserved (undefined: not counted, for a hub without a node). */
+  readonly heldBudget?: HeldBytesBudget;
   /**
    * Pings are not answered while this much is queued on the socket: a peer that sends pings and does not read would
    * otherwise grow the queue without bound (the watch machine's `queueBytesMax`).
@@ -210,6 +227,8 @@ export class ServerWebSocket {
    */
   private incompleteSinceMs: number | undefined = undefined;
   private deadlineTimer: TimerHandle | undefined = undefined;
+  /** Bytes of `partial` and `fragments` reserved in the owner's `heldBudget`. */
+  private reservedBytes = 0;
   private closeTimer: TimerHandle | undefined = undefined;
 
   constructor(
@@ -296,11 +315,33 @@ export class ServerWebSocket {
     this.incompleteSinceMs = undefined;
     this.deadlineTimer?.cancel();
     this.deadlineTimer = undefined;
+    this.owner.heldBudget?.release(this.reservedBytes);
+    this.reservedBytes = 0;
+  }
+
+  /**
+   * Brings the reservation in the owner's `heldBudget` to what `partial` and `fragments` hold now (their buffers'
+   * lengths), once per read: a message that arrives whole in one read reserves nothing. What does not fit closes the
+   * connection with 1013.
+   */
+  private reserveHeld(): void {
+    const budget = this.owner.heldBudget;
+    if (budget === undefined) return;
+    const held = (this.partial?.length ?? 0) + (this.fragments?.length ?? 0);
+    if (held < this.reservedBytes) budget.release(this.reservedBytes - held);
+    else if (held > this.reservedBytes && !budget.tryReserve(held - this.reservedBytes))
+      return this.fail(
+        ProtocolCloseCode.TRY_AGAIN_LATER,
+        `the node holds ${budget.bytesInFlight} bytes of incomplete messages and request bodies, its most; send each message whole, and reconnect later`,
+      );
+    this.reservedBytes = held;
   }
 
   /** Bytes from the socket: every whole frame is handled, and an incomplete one starts (or keeps) its deadline. */
   private received(chunk: Buffer): void {
     this.read(chunk);
+    if (this.state !== OPEN) return;
+    this.reserveHeld();
     if (this.state !== OPEN || (this.partial === undefined && this.fragmentOpcode === 0)) return;
     this.incompleteSinceMs ??= this.owner.clock.monotonicMs();
     this.deadlineTimer ??= this.owner.clock.setTimeout(() => this.checkDeadline(), this.owner.frameTimeoutMs);
