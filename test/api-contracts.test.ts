@@ -18,6 +18,7 @@ import {
   decodeKeyPath,
   encodeJsonBytes,
   encodeKeyPath,
+  parseServerMessage,
   formatTxn,
   parseTxn,
   prefixEnd,
@@ -26,6 +27,7 @@ import {
   type TxnCompare,
   type TxnOp,
 } from '../src/api/index.js';
+import { isStandardBase64 } from '../src/api/bytes.js';
 import { TxnBuilder, cmp, op } from '../src/client/index.js';
 import { assertProperty } from './support/seed.js';
 
@@ -158,6 +160,26 @@ describe('api bytes: one rule for bytes in JSON', () => {
         if (encoding === 'utf8') assert.ok(!/\\u00[01]/.test(JSON.stringify(text)));
       }),
     );
+  });
+
+  // Found by an audit (2026-12-06): the base64 check was one regular expression of groups of four, and V8 ran out of
+  // stack on it past about 4.47 million characters (a value of some 3.2 MiB): every watch client given such a value
+  // died of the RangeError, and such a transaction was answered 500.
+  test('api bytes: base64 of the largest values is checked and decoded, in a watch message and a transaction alike', () => {
+    const value = Buffer.alloc(16 * 1024 * 1024, 0x01); // the largest value a node accepts; control bytes: base64
+    const { text, encoding } = encodeJsonBytes(value);
+    assert.equal(encoding, 'base64');
+    assert.ok(isStandardBase64(text));
+    const event = { type: 'put', key: 'k', keyEncoding: 'utf8', value: text, valueEncoding: 'base64', modSeq: 1 };
+    const message = parseServerMessage(JSON.stringify({ type: 'events', id: 1, seq: 1, timeMs: 0, events: [event] }), 64 * 1024 * 1024);
+    const change = message.type === 'events' ? message.events[0] : undefined;
+    assert.ok(change?.type === 'put' && change.value?.equals(value) === true);
+    const put = parseTxn(JSON.parse(JSON.stringify({ success: [{ op: 'put', key: 'k', value: text, valueEncoding: 'base64' }] })) as unknown, value.length).success[0];
+    assert.ok(put?.type === 'put' && put.value.equals(value));
+    // The same answers as the rule written as one expression, on the edges of padding and alphabet.
+    const rule = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+    for (const candidate of ['', 'a', 'ab==', 'abc=', 'abcd', '====', 'a===', 'ab=c', 'abc==', 'YQ==', '+/+/', 'ab-_', 'abcd\n', 'abcda===', 'abcdab=='])
+      assert.equal(isStandardBase64(candidate), rule.test(candidate), JSON.stringify(candidate));
   });
 
   test('api keys: a key survives its URL path form', () => {
