@@ -167,4 +167,25 @@ describe('client hostile answers', () => {
       assertInvalid(await caught(walk()), 'PROTOCOL', new RegExp(`nextSeq is ${nextSeq}; it must be after 5`));
     }
   });
+  // Found by an audit (2026-12-06): an answer at a seq below the minSeq asked for was taken as it came.
+  test('client answers: a read answered below the minSeq it asked for is PROTOCOL, and goes on to the next node', async () => {
+    const node = new NodeClient(server.url);
+    answer = (res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-mercury-seq': '3', 'x-mercury-create-seq': '1', 'x-mercury-mod-seq': '2', 'x-mercury-version': '1' });
+      res.end('old value');
+    };
+    assertInvalid(await caught(node.get('k', { minSeq: 10 })), 'PROTOCOL', /answered at seq 3, below the minSeq 10 it was asked for/);
+    assert.equal((await node.get('k', { minSeq: 3 }))?.value.toString(), 'old value');
+    answer = json(JSON.stringify({ seq: 3, items: [item('a')], more: false, cursor: null }));
+    assertInvalid(await caught(node.rangePage('', { minSeq: 10 })), 'PROTOCOL', /answered at seq 3, below the minSeq 10/);
+    const good = await startFakeServer((_req, res) => json(JSON.stringify({ seq: 10, items: [item('a')], more: false, cursor: null }))(res));
+    try {
+      const client = connect([server.url, good.url], { attemptsMax: 2 });
+      const pages = [];
+      for await (const page of client.range('', { minSeq: 10 })) pages.push(page.seq);
+      assert.deepEqual(pages, [10]);
+    } finally {
+      await good.close();
+    }
+  });
 });

@@ -199,3 +199,12 @@ export function statusAnswer<T>(value: unknown): T {
   }
   return json as T;
 }
+
+/**
+ * Refuses an answer read at a seq below the `minSeq` it was asked for: a node that ignored it (an older node, a proxy
+ * that dropped the query) would silently break read-your-writes, and a range walk that failed over could go back in
+ * time (found by an audit, 2026-12-06).
+ */
+export function checkMinSeq(seq: number, minSeq: number | undefined): void {
+  if (minSeq !== undefined && seq < minSeq) throw new AnswerFault(`answered at seq ${seq}, below the minSeq ${minSeq} it was asked for`);
+}

@@ -13,6 +13,7 @@ import { encodeKeyPath, type TxnJson } from '../api/index.js';
 import {
   AnswerFault,
   checkLogAdvances,
+  checkMinSeq,
   checkRangeAdvances,
   createdTokenAnswer,
   deleteAnswer,
@@ -515,13 +516,21 @@ export class NodeClient {
     return this.checked(`${method} ${path}`, () => read(JSON.parse(answer.body.toString('utf8'))));
   }
 
-  /** Runs a check of an answer: a body that is not JSON, or an AnswerFault, becomes InvalidAnswerError (PROTOCOL). */
+  /**
+   * Runs a check of an answer: a body that is not JSON, an AnswerFault, or a RangeError (what V8 throws when an input is
+   * too much for it: a stack, a string's length) becomes InvalidAnswerError (PROTOCOL), which fails over.
+   */
   private checked<T>(what: string, check: () => T): T {
     try {
       return check();
     } catch (error) {
-      if (!(error instanceof SyntaxError || error instanceof AnswerFault)) throw error;
-      const why = error instanceof SyntaxError ? `a body that is not JSON (${error.message})` : `a body that breaks the API: ${error.message}`;
+      if (!(error instanceof SyntaxError || error instanceof AnswerFault || error instanceof RangeError)) throw error;
+      const why =
+        error instanceof SyntaxError
+          ? `a body that is not JSON (${error.message})`
+          : error instanceof AnswerFault
+            ? `a body that breaks the API: ${error.message}`
+            : `a body this client could not decode (${String(error)})`;
       throw new InvalidAnswerError('PROTOCOL', `${what}: ${this.baseUrl} answered ${why}; not a Mercury answer (a proxy in between, or a broken node)`, { url: this.baseUrl, cause: error });
     }
   }
@@ -538,14 +547,18 @@ export class NodeClient {
     try {
       const path = `/v1/kv/${encodeKeyPath(bytes)}${queryString(readQuery(options))}`;
       const answer = await this.request('GET', path, VALUE_ANSWER_BYTES_MAX, undefined, undefined, waitTimeMs(options));
-      return this.checked(`GET ${path}`, () => ({
-        key: bytes,
-        value: answer.body,
-        seq: integerHeader(answer, 'x-mercury-seq', 0),
-        createSeq: integerHeader(answer, 'x-mercury-create-seq', 1),
-        modSeq: integerHeader(answer, 'x-mercury-mod-seq', 1),
-        version: integerHeader(answer, 'x-mercury-version', 1),
-      }));
+      return this.checked(`GET ${path}`, () => {
+        const seq = integerHeader(answer, 'x-mercury-seq', 0);
+        checkMinSeq(seq, options.minSeq);
+        return {
+          key: bytes,
+          value: answer.body,
+          seq,
+          createSeq: integerHeader(answer, 'x-mercury-create-seq', 1),
+          modSeq: integerHeader(answer, 'x-mercury-mod-seq', 1),
+          version: integerHeader(answer, 'x-mercury-version', 1),
+        };
+      });
     } catch (error) {
       if (error instanceof NotFoundError && error.code === 'KEY_NOT_FOUND') return undefined;
       throw error;
@@ -579,6 +592,7 @@ export class NodeClient {
     readQuery(options, query);
     const path = `/v1/kv?${query.toString()}`;
     const page = await this.json('GET', path, RANGE_PAGE_ANSWER_BYTES_MAX, rangeAnswer, undefined, undefined, waitTimeMs(options));
+    this.checked(`GET ${path}`, () => checkMinSeq(page.seq, options.minSeq));
     if (options.cursor) this.checked(`GET ${path}`, () => checkRangeAdvances(Buffer.from(options.cursor!, 'base64url'), page));
     return { seq: page.seq, more: page.more, cursor: page.cursor, items: page.items };
   }

@@ -209,6 +209,9 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
         checkMessageShape(buffer, this.eventsMax);
         step = this.cursor.onMessage(parseServerMessage(buffer.toString('utf8'), WATCH_SERVER_MESSAGE_BYTES_MAX, this.eventsMax));
       } catch (error) {
+        // A RangeError is what V8 throws when an input is too much for it (a stack, a string's length): the message's
+        // fault, never to be thrown out of this socket handler into the application's process.
+        if (error instanceof RangeError) return this.fail(new WatchError('PROTOCOL', `${url} sent a message this client could not decode: ${error.message}`, { cause: error }));
         if (!(error instanceof WatchServerMessageError)) throw error;
         return this.fail(new WatchError(error.code, `${url} broke the watch protocol: ${error.message}`, { cause: error }));
       }

@@ -38,7 +38,7 @@ import {
   type WireAnswer,
 } from '../api/index.js';
 import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
-import { ClientOptionsError, UnavailableError, serverError, type ServerError } from './errors.js';
+import { ClientOptionsError, InvalidAnswerError, UnavailableError, serverError, type ServerError } from './errors.js';
 import { TLS_VERIFY_CODES, tlsErrorHint, type ClientTls } from './tls.js';
 
 /** What a GET returns (the shape of NodeClient's). */
@@ -320,6 +320,8 @@ export class WireChannel {
       this.send('get', (id) => encodeGet(id, key, wait), wait?.timeoutMs ?? 0, (answer): WireValue | undefined => {
         if (answer.type === WireFrameType.MISSING) return undefined;
         if (answer.type !== WireFrameType.VALUE) throw this.unexpected(answer, 'get');
+        if (wait !== undefined && answer.seq < wait.seq)
+          throw new InvalidAnswerError('PROTOCOL', `get ${this.url}: the node answered at seq ${answer.seq}, below the minSeq ${wait.seq} it was asked for`, { url: this.url });
         return { key, value: answer.value, seq: answer.seq, createSeq: answer.createSeq, modSeq: answer.modSeq, version: answer.version };
       })
     );
