@@ -24,7 +24,7 @@ function recordsArbitrary(): fc.Arbitrary<SnapshotRecord[]> {
     );
 }
 
-function encode(records: readonly SnapshotRecord[], seq = 100): { file: Buffer; header: SnapshotHeader } {
+function encode(records: readonly SnapshotRecord[], seq = 100, savedAtMs = 1_700_000_000_000): { file: Buffer; header: SnapshotHeader } {
   const header: SnapshotHeader = {
     version: SNAPSHOT_FORMAT_VERSION,
     datasetId: 'a1b2c3d4-dataset',
@@ -32,7 +32,7 @@ function encode(records: readonly SnapshotRecord[], seq = 100): { file: Buffer; 
     headHash: Buffer.alloc(32, 7),
     keyCount: records.length,
     dataBytes: records.reduce((sum, record) => sum + record.key.length + record.value.length, 0),
-    savedAtMs: 1_700_000_000_000,
+    savedAtMs,
   };
   const encoder = new SnapshotEncoder();
   const file = Buffer.concat([encoder.header(header), ...records.map((record) => encoder.record(record)), encoder.trailer()]);
@@ -107,6 +107,17 @@ describe('snapshot format', () => {
     const future = Buffer.from(file);
     future.writeUInt16BE(9, 8);
     assert.throws(() => decode(future, []), /format version 9; this Mercury reads version 1/);
+  });
+
+  // Found by an audit (2026-12-06): a file saved with a time no Date holds was put in place, then printing its time
+  // threw, so `snapshot save` replaced FILE and reported failure.
+  test('snapshot format: a save time past the last a date can hold is refused with the header, before any record', () => {
+    assert.equal(decode(encode([], 100, 8.64e15).file, []).header.savedAtMs, 8.64e15);
+    const { file } = encode([], 100, Number.MAX_SAFE_INTEGER);
+    assert.throws(
+      () => decode(file, []),
+      (error: unknown) => isInvalid(error) && /savedAtMs 9007199254740991 is past the last time a date can hold/.test((error as Error).message),
+    );
   });
 });
 

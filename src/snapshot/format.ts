@@ -14,7 +14,7 @@
  *   32 bytes  headHash         hash of the entry at seq (32 zero bytes at seq 0)
  *   u64       keyCount         number of records that follow
  *   u64       dataBytes        sum of the key and value bytes of all records (for progress and for `inspect`)
- *   u64       savedAtMs        the saving node's wall clock, for people (nothing depends on it)
+ *   u64       savedAtMs        the saving node's wall clock, for people (nothing depends on it); at most 8.64e15, a Date's last
  * record * keyCount, keys strictly ascending (bytewise):
  *   u16 keyLength (1..KEY_BYTES_MAX) | key | u32 valueLength (<= VALUE_BYTES_CEILING) | value
  *   | u64 createSeq | u64 modSeq | u32 version          1 <= createSeq <= modSeq <= seq, version >= 1
@@ -111,6 +111,9 @@ export function encodeSnapshotTrailer(digest: Buffer): Buffer {
   assert.equal(digest.length, HASH_BYTES);
   return Buffer.concat([SNAPSHOT_TRAILER_MAGIC, digest]);
 }
+
+/** The largest time in ms since the epoch that a JavaScript Date holds (ECMA-262, 21.4.1.1). */
+const DATE_MS_MAX = 8.64e15;
 
 /**
  * Writes a snapshot file piece by piece: `header`, `record` for each key in order, `trailer`. Each returns the bytes
@@ -285,6 +288,8 @@ export class SnapshotDecoder {
     at += 8;
     assert.equal(at, total);
     if (seq === 0 && keyCount > 0) throw invalid(`${keyCount} keys at seq 0`, 11 + idLength);
+    // Past the last time a Date can hold: a saver that printed it threw after the file was in place (audit, 2026-12-06).
+    if (savedAtMs > DATE_MS_MAX) throw invalid(`savedAtMs ${savedAtMs} is past the last time a date can hold (${DATE_MS_MAX})`, at - 8);
     this.headerValue = Object.freeze({ version, datasetId, seq, headHash, keyCount, dataBytes, savedAtMs });
     return total;
   }
