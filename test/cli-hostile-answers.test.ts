@@ -109,6 +109,23 @@ describe('cli hostile answers', () => {
     assert.deepEqual(JSON.parse(json.stdout), tokens.tokens, '--json means the same, only escaped');
   });
 
+  // Found by an audit (2026-12-06): terminalSafe leaves line breaks alone, so a field holding one printed a line of the
+  // node's choosing.
+  test('cli hostile answers: a line break in a node\'s field is shown as \\n: no line of the node\'s choosing', async () => {
+    const forged = 'root\nmercury: OK, all replicas in sync\r';
+    const status = await cliAgainst(answer(200, JSON.stringify(statusOf({ role: forged, [forged]: 1, replication: { phase: forged, lastFailure: forged } }))), ['status']);
+    assert.equal(status.code, 0, status.stderr);
+    assert.doesNotMatch(status.stdout, /^mercury: OK/m);
+    assert.match(status.stdout, /^role +root\\nmercury: OK, all replicas in sync\\r$/m);
+    const tokens = { seq: 3, tokens: [{ id: 't1', name: forged, scopes: ['read:'], createdMs: 0, kind: 'token' }] };
+    const list = await cliAgainst(answer(200, JSON.stringify(tokens)), ['token', 'list']);
+    assert.equal(list.code, 0, list.stderr);
+    assert.doesNotMatch(list.stdout, /^mercury: OK/m);
+    const entry = { seq: 1, timeMs: 0, prevHash: '00', hash: '11', ops: [], authors: [{ author: forged, ops: 1 }], signature: null };
+    const log = await cliAgainst(answer(200, JSON.stringify({ entries: [entry], firstSeq: 1, lastSeq: 1, nextSeq: 2, more: false })), ['log']);
+    assert.doesNotMatch(log.stdout, /^mercury: OK/m, log.stdout + log.stderr);
+  });
+
   test('cli hostile answers: resync --wait gives up with RESYNC_STALLED when the replica shows no progress for --wait-timeout-ms', async () => {
     const started = Date.now();
     const result = await cliAgainst((request, response) => {

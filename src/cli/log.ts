@@ -3,14 +3,14 @@
  * is checked before it is used: a page that is not the node's log (no `entries` list) is an AnswerShapeError, a field
  * that is not what the node should send is shown as '?', never a crash.
  */
-import { answerList, answerObject, fieldText, formatTimeMs } from './output.js';
+import { answerList, answerObject, fieldText, formatTimeMs, inLine } from './output.js';
 
 /** Who wrote an entry, for people: "by a, b" ("by ?" for ops whose writer was not recorded). */
 function authors(entry: Record<string, unknown>): string {
   if (!Array.isArray(entry.authors)) return 'by ?';
   const names = entry.authors.map((run: unknown) => {
     const author = typeof run === 'object' && run !== null ? (run as Record<string, unknown>).author : undefined;
-    return typeof author === 'string' ? author : '?';
+    return typeof author === 'string' ? inLine(author) : '?';
   });
   return `by ${[...new Set(names)].join(', ')}`;
 }

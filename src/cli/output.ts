@@ -200,8 +200,17 @@ export function answerList(value: unknown, what: string): unknown[] {
 
 /** A field of an answer as text: a string as it is, '?' when absent, anything else as JSON (never a crash). */
 export function fieldText(value: unknown): string {
-  if (typeof value === 'string') return value;
+  if (typeof value === 'string') return inLine(value);
   return JSON.stringify(value) ?? '?';
+}
+
+/**
+ * A node's text placed inside a line, its line breaks written as `\n` and `\r`: `terminalSafe` leaves newlines alone
+ * (output has many lines), so a node's field holding one printed a line of its choosing, such as `mercury: OK`
+ * (audit, 2026-12-06).
+ */
+export function inLine(text: string): string {
+  return text.replace(/[\r\n]/g, (char) => (char === '\n' ? '\\n' : '\\r'));
 }
 
 /** A time in ms since the epoch as ISO 8601, '?' for anything that is not one (a node's field is not trusted to be). */

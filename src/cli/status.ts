@@ -3,7 +3,7 @@
  * replication and storage parts summed up in a line each. Fields this printer does not know (added by a newer node)
  * are shown as JSON, so nothing is hidden.
  */
-import { answerObject, fieldText, formatBytes, formatCount, formatDuration } from './output.js';
+import { answerObject, fieldText, formatBytes, formatCount, formatDuration, inLine } from './output.js';
 
 type Json = Record<string, unknown>;
 
@@ -88,8 +88,9 @@ function snapshotReadersLine(readers: Json): string {
 export function statusLines(value: unknown): string[] {
   const status = answerObject(value, 'the status');
   const lines: string[] = [];
+  // The node chooses names and values alike: each stays on its own line.
   const line = (name: string, value: string): void => {
-    lines.push(`${name.padEnd(14)} ${value}`);
+    lines.push(`${inLine(name).padEnd(14)} ${inLine(value)}`);
   };
   for (const [name, value] of Object.entries(status)) {
     const nested = object(value);

@@ -7,13 +7,13 @@
  * or whatever answers at its URL, is not trusted to send the shape the client's types declare.
  */
 import type { NodeClient } from '../client/index.js';
-import { answerList, answerObject, AnswerShapeError, fieldText, formatTimeMs, printResult } from './output.js';
+import { answerList, answerObject, AnswerShapeError, fieldText, formatTimeMs, inLine, printResult } from './output.js';
 
 export class TokenUsageError extends Error {}
 
 /** A field as text: '?' when it is not the string the node should have sent. */
 function text(value: unknown): string {
-  return typeof value === 'string' ? value : '?';
+  return typeof value === 'string' ? inLine(value) : '?';
 }
 
 /** `scopes` as the command line takes them, space-separated ('?' for anything that is not a string). */

@@ -30,7 +30,7 @@
  */
 import { encodeJsonBytes } from '../api/index.js';
 import { connect, WatchClosedError, WatchError, type ClientTls, type WatchEvent } from '../client/index.js';
-import { showBytes as show, terminalSafe } from './output.js';
+import { inLine, showBytes as show, terminalSafe } from './output.js';
 
 /** `name` and `nameEncoding` fields as the watch protocol writes them. */
 function bytesFields(name: string, bytes: Buffer | undefined): Record<string, string> {
@@ -181,7 +181,7 @@ export async function watchCommand(
     if (error instanceof WatchClosedError) {
       const resume =
         error.resumeSeq === undefined ? '' : `; resume with --from ${error.resumeSeq}${error.resumeHash === undefined ? '' : ` --after-hash ${error.resumeHash}`}`;
-      process.stderr.write(`mercury: ${terminalSafe(`watch closed by the node (${error.closeCode}${error.reason.length > 0 ? `: ${error.reason}` : ''})${resume}`)}\n`);
+      process.stderr.write(`mercury: ${terminalSafe(`watch closed by the node (${error.closeCode}${error.reason.length > 0 ? `: ${inLine(error.reason)}` : ''})${resume}`)}\n`);
     } else if (error instanceof WatchError) {
       // Refused by the node (its code: PREFIX_TOO_LARGE, ...) or a broken protocol (PROTOCOL).
       process.stderr.write(`mercury: ${terminalSafe(`${error.code}: ${error.message}`)}\n`);
