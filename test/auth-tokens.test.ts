@@ -59,7 +59,7 @@ describe('auth: token format', () => {
 
 describe('auth: records and registry', () => {
   test('auth: a record round-trips; the registry authenticates its token and forgets it on revocation', () => {
-    const created = createTokenRequest({ name: 'ci', scopes: ['read:app/', 'write:app/tmp/'] }, 1_000);
+    const created = createTokenRequest({ name: 'ci', scopes: ['read:app/', 'write:app/tmp/'] }, 1_000, []);
     const put = created.request.success[0]!;
     assert.equal(put.type, 'put');
     if (put.type !== 'put') return;
@@ -90,12 +90,60 @@ describe('auth: records and registry', () => {
   });
 
   test('auth: a certificate grant maps a subject to a principal and has no secret', () => {
-    const grant = createTokenRequest({ name: 'edge-7', scopes: ['replicate'], subject: 'edge-7.example' }, 1);
+    const grant = createTokenRequest({ name: 'edge-7', scopes: ['replicate'], subject: 'edge-7.example' }, 1, []);
     assert.equal(grant.token, undefined);
     const registry = new TokenRegistry(() => []);
     registry.applied(grant.request.success);
     assert.equal(registry.authenticate(undefined, 'edge-7.example').name, 'edge-7');
     assertCode(() => registry.authenticate(undefined, 'other.example'), 'UNAUTHENTICATED', /no grant names/);
+  });
+
+  test('auth: a subject named by two grants authenticates as neither, whatever order the records came in; revoking one restores the other (audit, 2026-12-06)', () => {
+    const writer = createTokenRequest({ name: 'alice', scopes: ['write:app/'], subject: 'alice' }, 1, []);
+    const reader = createTokenRequest({ name: 'alice-ro', scopes: ['read:other/'], subject: 'alice' }, 2, []);
+    const records = [writer, reader].map(({ request }) => request.success[0]!).map((op) => (op.type === 'put' ? { key: op.key, value: op.value } : assert.fail()));
+    // The log applies them in commit order; a restart (and a snapshot install) reads them in key (id) order.
+    for (const order of [records, [...records].reverse()]) {
+      const registry = new TokenRegistry(() => order);
+      assertCode(() => registry.authenticate(undefined, 'alice'), 'UNAUTHENTICATED', /"alice" is named by 2 grants .* revokes all but one/);
+      const applied = new TokenRegistry(() => []);
+      for (const { key, value } of order) applied.applied([{ type: 'put', key, value }]);
+      assertCode(() => applied.authenticate(undefined, 'alice'), 'UNAUTHENTICATED', /named by 2 grants/);
+    }
+    const registry = new TokenRegistry(() => []);
+    registry.applied(writer.request.success);
+    const alice = registry.authenticate(undefined, 'alice');
+    assert.equal(alice.name, 'alice');
+    // A second grant makes the first one's open connections end: it is reported as given another grant.
+    assert.deepEqual(registry.applied(reader.request.success), { revoked: [], replaced: [writer.record.id] });
+    assertCode(() => registry.current(alice), 'UNAUTHENTICATED', /named by 2 grants/);
+    registry.applied(revokeTokenRequest(reader.record.id).success);
+    assert.equal(registry.authenticate(undefined, 'alice').name, 'alice', 'revoking one leaves the other the only grant');
+    assert.equal(registry.current(alice), alice);
+  });
+
+  test('auth: creating a grant for a subject a grant already names is refused, naming that grant', () => {
+    const first = createTokenRequest({ name: 'alice', scopes: ['write:app/'], subject: 'alice' }, 1, []);
+    assertCode(() => createTokenRequest({ name: 'alice-ro', scopes: ['read:app/'], subject: 'alice' }, 2, [first.record]), 'SUBJECT_ALREADY_GRANTED', new RegExp(`grant ${first.record.id} \\("alice"\\) already names .*\\(mercury token revoke ${first.record.id}`));
+    assert.equal(createTokenRequest({ name: 'bob', scopes: ['read:app/'], subject: 'bob' }, 2, [first.record]).record.subject, 'bob');
+    assert.equal(createTokenRequest({ name: 'alice-token', scopes: ['read:app/'] }, 2, [first.record]).record.subject, undefined, 'a bearer token is not a grant to a subject');
+  });
+
+  test('auth: a principal whose secret was replaced is refused; one whose scopes changed is the new grant', () => {
+    const created = createTokenRequest({ name: 'ci', scopes: ['read:app/'] }, 1, []);
+    const put = created.request.success[0]!;
+    if (put.type !== 'put') assert.fail();
+    const registry = new TokenRegistry(() => []);
+    registry.applied(created.request.success);
+    const before = registry.authenticateToken(created.token!);
+    const widened = encodeTokenRecord({ ...created.record, scopes: parseScopes(['read:app/', 'write:app/']) });
+    registry.applied([{ type: 'put', key: put.key, value: widened }]);
+    const after = registry.current(before);
+    assert.deepEqual(formatScopes(after.scopes), ['read:app/', 'write:app/']);
+    const rotated = encodeTokenRecord({ ...created.record, secretSha256: 'ab'.repeat(32) });
+    assert.deepEqual(registry.applied([{ type: 'put', key: put.key, value: rotated }]), { revoked: [], replaced: [created.record.id] });
+    assertCode(() => registry.current(after), 'UNAUTHENTICATED', /another credential/);
+    assertCode(() => registry.current(before), 'UNAUTHENTICATED', /another credential/);
   });
 
   test('auth: invalid records are ignored and reported, and refused as writes', () => {

@@ -4,6 +4,7 @@
  * answered out of order, the in-flight bound, timeouts, GOAWAY, a replica, authorization and revocation, TLS.
  */
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -596,6 +597,46 @@ describe('wire: authorization', () => {
     assert.match(RawWire.message(closed), /revoked/);
     await raw.closed;
     assert.ok((await rejection(wire.get('app/b'))) instanceof UnauthenticatedError);
+  });
+
+  /** An admin replaces a token's record through POST /v1/txn, as validateReservedOps allows (a rotated secret). */
+  async function replaceRecord(id: string, record: { name: string; scopes: string[]; secretSha256: string }): Promise<void> {
+    const key = Buffer.concat([Buffer.from('\u0000mercury/auth/token/', 'latin1'), Buffer.from(id, 'latin1')]);
+    const value = JSON.stringify({ v: 1, createdMs: Date.now(), ...record });
+    await requestJson(secured.url, 'POST', '/v1/txn', {
+      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ compare: [], success: [{ op: 'put', keyBase64: key.toString('base64'), value }], failure: [] }),
+    });
+  }
+
+  test('wire: a connection whose token was given a new secret is closed, and the old secret writes nothing more (audit, 2026-12-06)', async () => {
+    const writer = await token(['read:app/', 'write:app/']);
+    const raw = await RawWire.ready(secured.wireUrl, writer.token);
+    raw.send(encodePut(1, Buffer.from('app/rotated'), Buffer.from('before')));
+    assert.equal((await raw.next())?.id, 1);
+    const secret = randomBytes(32).toString('base64url');
+    await replaceRecord(writer.id, { name: 'rotated', scopes: ['read:app/', 'write:app/'], secretSha256: createHash('sha256').update(secret).digest('hex') });
+    const closed = await raw.next();
+    assert.deepEqual([closed?.id, RawWire.code(closed)], [0, 'UNAUTHENTICATED'], RawWire.message(closed));
+    assert.match(RawWire.message(closed), /another credential.*connect again with the new one/);
+    await raw.closed;
+    assert.ok((await rejection(connect(secured.wireUrl, { token: writer.token }).put('app/rotated', 'old secret'))) instanceof UnauthenticatedError);
+    const renewed = connect(secured.wireUrl, { token: `mcy_${writer.id}_${secret}` });
+    assert.equal((await renewed.get('app/rotated'))?.value.toString(), 'before', 'nothing was written with the old secret');
+    await renewed.put('app/rotated', 'new secret');
+  });
+
+  test('wire: a connection whose token keeps its secret but gets other scopes goes on under them', async () => {
+    const writer = await token(['read:app/', 'write:app/']);
+    const raw = await RawWire.ready(secured.wireUrl, writer.token);
+    const secretSha256 = createHash('sha256').update(writer.token.slice('mcy_0123456789abcdef_'.length)).digest('hex');
+    await replaceRecord(writer.id, { name: 'narrowed', scopes: ['read:app/'], secretSha256 });
+    raw.send(encodePut(1, Buffer.from('app/narrowed'), Buffer.from('x')));
+    const denied = await raw.next();
+    assert.deepEqual([denied?.id, RawWire.code(denied)], [1, 'PERMISSION_DENIED'], RawWire.message(denied));
+    raw.send(encodeGet(2, Buffer.from('app/narrowed')));
+    assert.equal((await raw.next())?.id, 2, 'the connection goes on');
+    raw.close();
   });
 });
 

@@ -61,6 +61,10 @@ export const ErrorCode = {
   STORAGE_IO_ERROR: 'STORAGE_IO_ERROR',
   CONFIG_INVALID: 'CONFIG_INVALID',
   UNAUTHENTICATED: 'UNAUTHENTICATED',
+  /** `mercury token create --subject S` where a grant names S already (a subject named twice authenticates nothing). */
+  SUBJECT_ALREADY_GRANTED: 'SUBJECT_ALREADY_GRANTED',
+  /** A replica refuses to forward a write whose caller proved itself only by client certificate (it cannot show that upstream). */
+  CERTIFICATE_NOT_FORWARDED: 'CERTIFICATE_NOT_FORWARDED',
   INTERNAL: 'INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -117,6 +121,8 @@ export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   STORAGE_IO_ERROR: 500,
   CONFIG_INVALID: 400,
   UNAUTHENTICATED: 401,
+  SUBJECT_ALREADY_GRANTED: 409,
+  CERTIFICATE_NOT_FORWARDED: 403,
   INTERNAL: 500,
 });
 

@@ -27,16 +27,32 @@ export function tokenInfo(record: TokenRecord): Record<string, unknown> {
   };
 }
 
-/** Validates the input and makes the record and its write; `token` is the secret to show once (none for a grant). */
-export function createTokenRequest(input: CreateTokenInput, nowMs: number): { request: Txn; record: TokenRecord; token: string | undefined } {
+/**
+ * Validates the input and makes the record and its write; `token` is the secret to show once (none for a grant).
+ * `existing`: the tokens this node knows; a grant to a subject one of them already names is refused, since a subject
+ * named twice authenticates nothing (registry.ts). That rule, not this check, is what holds when two admins race, or
+ * when such records arrive through the log from an older root.
+ */
+export function createTokenRequest(
+  input: CreateTokenInput,
+  nowMs: number,
+  existing: readonly TokenRecord[],
+): { request: Txn; record: TokenRecord; token: string | undefined } {
   if (typeof input.name !== 'string' || !TOKEN_NAME_PATTERN.test(input.name))
     throw new MercuryError('INVALID_ARGUMENT', 'name must be 1 to 64 characters: letters, digits and . _ @ : - (starting with a letter or digit)');
   if (!Array.isArray(input.scopes)) throw new MercuryError('INVALID_ARGUMENT', 'scopes must be an array of read:PREFIX, write:PREFIX, replicate, admin');
   const scopes = parseScopes(input.scopes as unknown[]);
   if (input.subject !== undefined && !isValidSubject(input.subject))
     throw new MercuryError('INVALID_ARGUMENT', `subject must be 1 to ${SUBJECT_CHARS_MAX} printable characters (a certificate's subject CN)`);
-  const generated = generateToken();
   const subject = input.subject;
+  const granted = subject === undefined ? undefined : existing.find((record) => record.subject === subject);
+  if (granted !== undefined)
+    throw new MercuryError(
+      'SUBJECT_ALREADY_GRANTED',
+      `grant ${granted.id} ("${granted.name}") already names the certificate subject "${subject}"; a subject named by two grants authenticates as neither: revoke that one first (mercury token revoke ${granted.id}), then create this one`,
+      { details: { id: granted.id } },
+    );
+  const generated = generateToken();
   const record: TokenRecord = {
     id: generated.id,
     name: input.name,

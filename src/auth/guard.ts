@@ -70,13 +70,12 @@ export class AuthGuard {
 
   /**
    * `principal` as it stands now, for a connection that authenticated earlier: the same object while its record is
-   * unchanged, the new one after its scopes changed. Throws UNAUTHENTICATED once it was revoked.
+   * unchanged, the new one after its scopes changed. Throws UNAUTHENTICATED once it was revoked, once its credential
+   * was replaced, or while its certificate subject is named by another grant too (registry.ts `current`).
    */
   current(principal: Principal | undefined): Principal | undefined {
     if (principal === undefined || this.mode === 'off') return undefined;
-    const now = this.registry.principalById(principal.id);
-    if (now === undefined) throw new MercuryError('UNAUTHENTICATED', `token ${principal.id} ("${principal.name}") was revoked; use another token`);
-    return now;
+    return this.registry.current(principal);
   }
 
   /**

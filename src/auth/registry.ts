@@ -33,6 +33,11 @@ interface Known {
   readonly principal: Principal;
 }
 
+/** How a record's holder proves who it is: the hash of its secret, or the certificate subject it grants. */
+function credentialOf(record: TokenRecord): string {
+  return record.secretSha256 !== undefined ? `secret:${record.secretSha256}` : `subject:${record.subject ?? ''}`;
+}
+
 const TOKEN_RANGE_END = prefixEnd(TOKEN_KEY_PREFIX);
 
 function unauthenticated(message: string): MercuryError {
@@ -55,7 +60,14 @@ function sameGrant(a: TokenRecord, b: TokenRecord): boolean {
 
 export class TokenRegistry {
   private readonly byId = new Map<string, Known>();
-  private readonly bySubject = new Map<string, Known>();
+  /**
+   * The grants naming each certificate subject, rebuilt from `byId` whenever a grant is added or removed: a subject
+   * authenticates only while exactly one grant names it, so which grant a certificate gets never depends on the order
+   * the records were applied in (a restart reads them in id order, the log in commit order: audit, 2026-12-06).
+   */
+  private bySubject = new Map<string, Known[]>();
+  /** The credential each principal was made from: a connection that authenticated with it ends once it changed. */
+  private readonly credentials = new WeakMap<Principal, string>();
 
   constructor(
     private readonly readAll: ReadTokenRecords,
@@ -93,26 +105,27 @@ export class TokenRegistry {
    */
   reload(): { revoked: string[]; replaced: string[] } {
     const before = new Map(Array.from(this.byId, ([id, known]) => [id, known.record] as const));
+    const ambiguousBefore = this.ambiguousIds();
     this.byId.clear();
-    this.bySubject.clear();
     for (const { key, value, damage } of this.readAll()) {
-      if (damage === undefined) this.put(key, value);
+      if (damage === undefined) this.put(key, value, false);
       else this.onDamaged(key, damage);
     }
+    this.indexSubjects();
     const revoked: string[] = [];
     const replaced: string[] = [];
     for (const [id, record] of before) {
       const after = this.byId.get(id)?.record;
       if (after === undefined) revoked.push(id);
-      else if (!sameGrant(record, after)) replaced.push(id);
+      else if (!sameGrant(record, after) || (this.isAmbiguous(after) && !ambiguousBefore.has(id))) replaced.push(id);
     }
     return { revoked, replaced };
   }
 
   /**
    * Follows the ops of applied entries; returns the ids of tokens they revoked (a record deleted, or replaced by one
-   * that is not valid) and of those given another grant (a record replaced: scopes, name, subject or secret), whose
-   * open watches and sessions were admitted under the old one.
+   * that is not valid) and of those given another grant (a record replaced: scopes, name, subject or secret; or a
+   * grant whose subject another grant now names too), whose open watches and sessions were admitted under the old one.
    */
   applied(ops: Iterable<Op>): { revoked: string[]; replaced: string[] } {
     const revoked: string[] = [];
@@ -131,9 +144,12 @@ export class TokenRegistry {
       const id = tokenIdOfKey(op.key);
       if (id === undefined) continue;
       const before = this.byId.get(id)?.record;
+      const ambiguousBefore = this.ambiguousIds();
       if (op.type === 'put') this.put(op.key, op.value);
       else this.remove(id);
       const after = this.byId.get(id)?.record;
+      // Grants that authenticated their subject alone until this op gave another grant the same subject.
+      for (const other of this.ambiguousIds()) if (other !== id && !ambiguousBefore.has(other)) replaced.push(other);
       if (before === undefined) continue;
       if (after === undefined) revoked.push(id);
       else if (!sameGrant(before, after)) replaced.push(id);
@@ -141,26 +157,69 @@ export class TokenRegistry {
     return { revoked, replaced };
   }
 
-  private put(key: Buffer, value: Buffer): void {
+  /** `index`: false while `reload` puts every record, which indexes the subjects once at the end. */
+  private put(key: Buffer, value: Buffer, index = true): void {
     const id = tokenIdOfKey(key);
     if (id === undefined) return;
-    this.remove(id);
+    this.remove(id, index);
     const record = decodeTokenRecord(key, value);
     if (typeof record === 'string') {
       this.onInvalid(key, record);
       return;
     }
-    const known: Known = { record, principal: Object.freeze({ name: record.name, id: record.id, scopes: record.scopes }) };
-    this.byId.set(id, known);
-    if (record.subject !== undefined) this.bySubject.set(record.subject, known);
+    const principal: Principal = Object.freeze({ name: record.name, id: record.id, scopes: record.scopes });
+    this.credentials.set(principal, credentialOf(record));
+    this.byId.set(id, { record, principal });
+    if (index && record.subject !== undefined) this.indexSubjects();
   }
 
-  private remove(id: string): boolean {
+  private remove(id: string, index = true): boolean {
     const known = this.byId.get(id);
     if (known === undefined) return false;
     this.byId.delete(id);
-    if (known.record.subject !== undefined && this.bySubject.get(known.record.subject) === known) this.bySubject.delete(known.record.subject);
+    if (index && known.record.subject !== undefined) this.indexSubjects();
     return true;
+  }
+
+  /** Rebuilds the subject index from the records (a few grants at most: one pass per grant added or removed). */
+  private indexSubjects(): void {
+    const bySubject = new Map<string, Known[]>();
+    for (const known of this.byId.values()) {
+      const subject = known.record.subject;
+      if (subject === undefined) continue;
+      const grants = bySubject.get(subject);
+      if (grants === undefined) bySubject.set(subject, [known]);
+      else grants.push(known);
+    }
+    this.bySubject = bySubject;
+  }
+
+  private isAmbiguous(record: TokenRecord): boolean {
+    return record.subject !== undefined && (this.bySubject.get(record.subject)?.length ?? 0) > 1;
+  }
+
+  /** The ids of grants whose subject other grants name too (empty almost always). */
+  private ambiguousIds(): Set<string> {
+    const ids = new Set<string>();
+    for (const grants of this.bySubject.values()) if (grants.length > 1) for (const known of grants) ids.add(known.record.id);
+    return ids;
+  }
+
+  /**
+   * `principal`, which authenticated earlier (a wire connection, a watch, a request whose body was arriving), as it
+   * stands now: the same object while its record is unchanged, the new one after its scopes or name changed. Throws
+   * UNAUTHENTICATED once it was revoked, once its credential was replaced (a new secret, another subject: what it
+   * proved itself with no longer proves anything), and while another grant names its subject too.
+   */
+  current(principal: Principal): Principal {
+    const known = this.byId.get(principal.id);
+    if (known === undefined) throw unauthenticated(`token ${principal.id} ("${principal.name}") was revoked; use another token`);
+    if (known.principal !== principal && this.credentials.get(principal) !== credentialOf(known.record))
+      throw unauthenticated(
+        `token ${principal.id} ("${principal.name}") was given another credential (a new secret, or another certificate subject): connect again with the new one`,
+      );
+    if (this.isAmbiguous(known.record)) throw ambiguousSubject(known.record.subject!, this.bySubject.get(known.record.subject!)!);
+    return known.principal;
   }
 
   /**
@@ -170,8 +229,9 @@ export class TokenRegistry {
   authenticate(authorization: string | undefined, certificateSubject: string | undefined): Principal {
     if (authorization === undefined) {
       if (certificateSubject !== undefined) {
-        const known = this.bySubject.get(certificateSubject);
-        if (known !== undefined) return known.principal;
+        const grants = this.bySubject.get(certificateSubject);
+        if (grants !== undefined && grants.length > 1) throw ambiguousSubject(certificateSubject, grants);
+        if (grants !== undefined) return grants[0]!.principal;
         throw unauthenticated(`no token, and no grant names the client certificate subject "${certificateSubject}"; send Authorization: Bearer TOKEN`);
       }
       throw unauthenticated('no credential: send Authorization: Bearer TOKEN (mercury --token, --token-file or MERCURY_TOKEN)');
@@ -192,6 +252,14 @@ export class TokenRegistry {
     if (!secretMatches(parsed.secret, known.record.secretSha256)) throw unauthenticated(`token ${parsed.id}: the secret does not match`);
     return known.principal;
   }
+}
+
+/** A certificate subject that more than one grant names: it authenticates nothing until all but one are revoked. */
+function ambiguousSubject(subject: string, grants: readonly Known[]): MercuryError {
+  const ids = grants.map((known) => known.record.id).sort();
+  return unauthenticated(
+    `the client certificate subject "${subject}" is named by ${ids.length} grants (${ids.join(', ')}), so it authenticates as none of them: an admin revokes all but one (mercury token revoke ID), or send Authorization: Bearer TOKEN`,
+  );
 }
 
 function overlapsTokens(start: Buffer, end: Buffer): boolean {

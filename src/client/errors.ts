@@ -107,6 +107,8 @@ const CLASS_BY_CODE: Partial<Record<ErrorCode, ServerErrorClass>> = {
   BAD_REQUEST: InvalidRequestError,
   UNAUTHENTICATED: UnauthenticatedError,
   PERMISSION_DENIED: PermissionDeniedError,
+  CERTIFICATE_NOT_FORWARDED: PermissionDeniedError,
+  SUBJECT_ALREADY_GRANTED: InvalidRequestError,
   HEADERS_TOO_LARGE: LimitExceededError,
   EXPECTATION_FAILED: InvalidRequestError,
   INVALID_JSON: InvalidRequestError,

@@ -19,9 +19,9 @@ import type { EncodedEntry, Op } from '../log/index.js';
 import { checkListenSecurity, withConfigLimits, type NodeConfig } from '../config/index.js';
 import { silentLogger, type Logger } from '../logging/index.js';
 import { COUNT_BUCKETS, Registry, SECONDS_BUCKETS } from '../metrics/index.js';
-import { TlsCredentials, clientTlsOptions, serverTlsOptions, type TlsMaterial } from '../net/index.js';
+import { TlsCredentials, serverTlsOptions, type TlsMaterial } from '../net/index.js';
 import { ReplicationClient, ReplicationServer, RootHeartbeats, StoreLogSource, type Heartbeat } from '../replication/index.js';
-import { BodyBudget, clientCertificateRefusal, createApiHandler, createHttpServer, requestRefusal, type NodeApi, type RequestPolicy } from '../server/index.js';
+import { BodyBudget, clientCertificateRefusal, createApiHandler, createHttpServer, requestRefusal, type NodeApi, type RequestPolicy, type WriteCaller } from '../server/index.js';
 import { readersFull, refusedAtStart, Store } from '../store/index.js';
 import { AuthGuard, AUTH_MODES, bootstrapAdmin, parseToken, TOKEN_CHARS, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
 import { prefixEnd } from '../api/index.js';
@@ -117,7 +117,11 @@ export class MercuryNode {
   private readonly appliedListeners: ((entries: readonly EncodedEntry[]) => void)[] = [];
   /** The TLS files (`--tls-*`), reloaded when they change; undefined without TLS. */
   private readonly tls: TlsCredentials | undefined;
-  /** What write forwarding presents to the upstream's https API (replaced on each reload, so agents follow). */
+  /**
+   * What write forwarding uses toward the upstream's https API (replaced on each reload, so agents follow): the CA
+   * only. The node's own certificate never goes with a forwarded write: the root would take its subject's grant as the
+   * writer's (audit, 2026-12-06); a write is forwarded with its caller's token, or refused (`forwardCaller`).
+   */
   private forwardTls: ClientTls | undefined;
   /** The tokens this node knows, from its replicated records (src/auth/registry.ts). */
   readonly tokens: TokenRegistry;
@@ -142,7 +146,7 @@ export class MercuryNode {
     // Read before the store opens: bad files are a configuration error, and leave nothing open behind them.
     this.tls = config.tls === undefined ? undefined : new TlsCredentials(config.tls, this.logger);
     const material = this.tls?.current();
-    this.forwardTls = material === undefined ? undefined : clientTlsOptions(material);
+    this.forwardTls = material === undefined ? undefined : { ca: material.ca };
     const isReplica = config.upstreams.length > 0;
     // Key files are read before the data directory is opened: a bad one must not leave it locked.
     this.trustKeys = config.trustKeyFiles.map(readTrustKey);
@@ -263,7 +267,7 @@ export class MercuryNode {
       clock: this.clock,
       metrics: this.metrics,
       valueBytesMax: this.limits.commit.valueBytesMax,
-      write: (request, caller) => this.write(caller?.author === undefined ? request : { ...request, author: caller.author }, caller?.authorization),
+      write: (request, caller) => this.write(caller?.author === undefined ? request : { ...request, author: caller.author }, this.forwardCaller(caller)),
       authenticate: (req) => this.guard.authenticateRequest(req),
       currentPrincipal: (principal) => this.guard.current(principal),
       tokens: () => this.tokens.list(),
@@ -356,7 +360,7 @@ export class MercuryNode {
       (this.server as unknown as TlsServer).setSecureContext(serverTlsOptions(material));
       this.replicationServer.setTls(material);
       this.wireServer.setTls(material);
-      this.forwardTls = clientTlsOptions(material);
+      this.forwardTls = { ca: material.ca };
     });
     this.metrics.gauge('mercury_tls_reloads', 'Successful reloads of the TLS files (a counter).', () => tls.reloads);
     this.metrics.gauge('mercury_tls_reload_failures', 'Reloads of the TLS files that failed and kept the previous certificate (a counter).', () => tls.reloadFailures);
@@ -457,13 +461,15 @@ export class MercuryNode {
 
   /**
    * Tokens given other grants: their watches and child sessions were admitted under the old scopes, so they end (and
-   * reconnect, checked against the new ones). HTTP and wire requests check the current grant each time already.
+   * reconnect, checked against the new ones). HTTP and wire requests check the current grant each time already; a
+   * wire connection whose credential was replaced ends now, not at its next request (audit, 2026-12-06).
    */
   private regranted(tokenIds: readonly string[]): void {
     if (tokenIds.length === 0) return;
     this.logger.log('info', 'token grants changed', { tokens: tokenIds });
     this.watchHub.regranted(tokenIds);
     this.replicationServer.revoke(tokenIds);
+    this.wireServer.regranted(tokenIds);
   }
 
   /** Closes the watches and child sessions opened with revoked tokens (keep-alive HTTP requests check every time). */
@@ -639,6 +645,22 @@ export class MercuryNode {
   /** "host:port" where child replicas connect. */
   get replicationAddress(): string {
     return this.replicationServer.address;
+  }
+
+  /**
+   * The Authorization a replica forwards a write with. A caller that proved itself to this node by its client
+   * certificate alone (a principal, so auth is required, and no Authorization header or wire token) cannot prove it
+   * upstream: this node's own certificate would stand in for it, and the root would check and record this node as the
+   * writer. Refused instead, before anything is forwarded.
+   */
+  private forwardCaller(caller: WriteCaller | undefined): string | undefined {
+    if (this.committer !== undefined || caller === undefined) return caller?.authorization;
+    if (caller.author !== undefined && caller.authorization === undefined)
+      throw new MercuryError(
+        'CERTIFICATE_NOT_FORWARDED',
+        `this replica cannot forward a write authenticated by a client certificate ("${caller.author}"): the root would not see who wrote it. Send the write to the root, or authenticate with a token (mercury --token, --token-file or MERCURY_TOKEN)`,
+      );
+    return caller.authorization;
   }
 
   /** Root: commits. Replica: forwards to the upstream, then waits until this node has applied the write's seq. */

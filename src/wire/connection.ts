@@ -299,7 +299,20 @@ export class WireConnection {
     this.queue(encodeReady(this.context.limits.inFlightPerConnectionMax, this.context.frameBytesMax));
   }
 
-  /** The principal for this request: re-checked each time, so a revoked token stops at once (as on HTTP). */
+  /** Its token's grant changed: the connection ends (ERROR, id 0) if what it authenticated with no longer stands. */
+  recheck(): void {
+    if (this.state !== 'open') return;
+    try {
+      this.currentPrincipal();
+    } catch (error) {
+      this.fail(error);
+    }
+  }
+
+  /**
+   * The principal for this request: re-checked each time, so a revoked token, or one whose credential was replaced,
+   * stops at once (as on HTTP).
+   */
   private currentPrincipal(): Principal | undefined {
     this.principal = this.context.node.current(this.principal);
     return this.principal;

@@ -99,6 +99,20 @@ export class WireServer {
   }
 
   /**
+   * Tokens were given other grants: a connection opened with one of them is checked against its grant now, and closed
+   * with an ERROR (UNAUTHENTICATED) if it no longer stands: its credential was replaced (a new secret, another subject),
+   * or another grant names its certificate subject too. One whose scopes or name changed goes on under the new grant,
+   * which each request checks (connection.ts `currentPrincipal`).
+   */
+  regranted(tokenIds: readonly string[]): void {
+    const regranted = new Set(tokenIds);
+    for (const connection of this.connections) {
+      const id = connection.tokenId;
+      if (id !== undefined && regranted.has(id)) connection.recheck();
+    }
+  }
+
+  /**
    * Stops accepting; every connection answers what it read, says GOAWAY (its client sends the rest elsewhere) and
    * closes. Resolves once every connection is gone, at the latest after the frame timeout.
    */

@@ -34,7 +34,7 @@ export function tokensRoute(node: NodeApi, budget: BodyBudget): Route {
         requireAdmin(principalNow(req, node), 'create tokens');
         if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new MercuryError('INVALID_ARGUMENT', 'the body must be an object {"name","scopes"[,"subject"]}');
         for (const field of Object.keys(input)) if (!['name', 'scopes', 'subject'].includes(field)) throw new MercuryError('INVALID_ARGUMENT', `unknown field "${field}"; fields are name, scopes, subject`);
-        const created = createTokenRequest(input as Record<string, unknown> as { name: unknown; scopes: unknown; subject?: unknown }, node.clock.nowMs());
+        const created = createTokenRequest(input as Record<string, unknown> as { name: unknown; scopes: unknown; subject?: unknown }, node.clock.nowMs(), node.tokens());
         const { request, caller } = writeFor(req, created.request);
         const result = await node.write(request, caller);
         if (!result.succeeded) throw new MercuryError('INTERNAL', `token id ${created.record.id} exists already; create the token again`);
