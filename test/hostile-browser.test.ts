@@ -84,6 +84,16 @@ describe('hostile input - browsers and naming', () => {
     assert.equal(parseRawResponse(await rawTxn(node.url, 'content-type: application/json\r\n', body('web/json'))).status, 200);
   });
 
+  // Found by an audit (2026-12-06): with --auth off, another site's <script src> of a value holding JavaScript ran it in
+  // its page (Chromium sniffs application/octet-stream), reading the value.
+  test('browser: every answer, value, JSON or error, says nosniff, so no value runs as another site\'s script', async () => {
+    assert.equal((await request(node.url, 'PUT', '/v1/kv/app.js', { body: 'window.leaked = {"db_password":"s3cret"}' })).status, 200);
+    for (const [method, path] of [['GET', '/v1/kv/app.js'], ['GET', '/v1/kv?prefix=app'], ['GET', '/v1/kv/missing'], ['GET', '/v1/status'], ['DELETE', '/v1/nowhere']] as const) {
+      const response = await request(node.url, method, path);
+      assert.equal(response.headers['x-content-type-options'], 'nosniff', `${method} ${path} answered ${response.status} without nosniff`);
+    }
+  });
+
   test('browser: a request from a page of another origin is refused 403 ORIGIN_NOT_ALLOWED; the node\'s own origin is served', async () => {
     const response = parseRawResponse(await rawTxn(node.url, `origin: ${EVIL}\r\ncontent-type: application/json\r\n`, body('web/cross')));
     assert.equal(response.status, 403, response.body);

@@ -232,6 +232,10 @@ export function createHttpServer(
         res.end(body);
         return;
       }
+      // Every answer: a value served as application/octet-stream or JSON must never run as a script that another site
+      // includes with <script> (a browser sniffs it otherwise; with --auth off that read values across sites: an audit,
+      // 2026-12-06).
+      res.setHeader('x-content-type-options', 'nosniff');
       trackInFlight(req.socket, res);
       startInOrder(req.socket, res, () => handler(req, res));
     };
