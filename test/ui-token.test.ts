@@ -147,6 +147,42 @@ describe('ui token', { skip: existsSync(CHROMIUM_PATH) ? false : `${CHROMIUM_PAT
     await page.close();
   });
 
+  // Found by an audit (2026-12-06): one child's status with "snapshot": {} blanked the whole tree, and a child listing
+  // hundreds of new node ids (without URLs) each round grew the page without bound.
+  test('ui token: a child answering a malformed status, or listing new node ids every round, never blanks or floods the tree', async () => {
+    let round = 0;
+    const odd = await startFakeServer((req, res) => {
+      const cors = { 'access-control-allow-origin': '*', 'access-control-allow-headers': 'authorization' };
+      if (req.method === 'OPTIONS') return void res.writeHead(204, cors).end();
+      round++;
+      const children = Array.from({ length: 300 }, (_, i) => ({ nodeId: `ghost-${round}-${i}`, httpUrl: null }));
+      const status = { nodeId: 'odd-child', role: 'replica', seq: 'many', replication: { phase: 'snapshot', snapshot: {}, children } };
+      res.writeHead(200, { ...cors, 'content-type': 'application/json' }).end(JSON.stringify(status));
+    });
+    const child = fakeChild(root.replication, 'odd-child', odd.url, readFileSync(join(dir, 'replicate-token'), 'utf8'));
+    try {
+      const page = await browser!.newPage();
+      page.setDefaultTimeout(PAGE_TIMEOUT_MS);
+      await page.goto(`${root.url}/ui/`);
+      await page.fill('#token', admin);
+      await page.press('#token', 'Enter');
+      await page.locator('li[data-node-id="odd-child"] > .card > .detail').waitFor();
+      assert.match((await page.locator('li[data-node-id="odd-child"] > .card > .detail').textContent()) ?? '', /malformed status/);
+      await nodeItem(page, root.url).locator(':scope[data-state="ok"]').waitFor();
+      await eventually(
+        () => Promise.resolve(round >= 4),
+        () => `the odd child was polled ${round} times`,
+        PAGE_TIMEOUT_MS,
+      );
+      const cards = await page.locator('li[data-node-id]').count();
+      assert.ok(cards <= 500 + 10, `${cards} nodes on the page after ${round} rounds of 300 new ids`);
+      await page.close();
+    } finally {
+      child.destroy();
+      await odd.close();
+    }
+  });
+
   test('ui token: with --auth required, the CORS preflight of /v1/status needs no credential, and its 401 is readable from other origins', async () => {
     const preflightHeaders = { origin: 'http://127.0.0.1:1', 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization' };
     const preflight = await request(root.url, 'OPTIONS', '/v1/status', { headers: preflightHeaders });

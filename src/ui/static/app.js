@@ -85,7 +85,26 @@ function pollFailure(url, error) {
 }
 
 async function statusOf(url) {
-  return fetchJson(new URL('/v1/status', url));
+  return checkedStatus(await fetchJson(new URL('/v1/status', url)));
+}
+
+const isObject = (value) => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/**
+ * A status answer with the shape the walk and the cards rely on, else an Error (the node shows as unreachable with
+ * it). Any process with a `replicate` token can be a child and answer anything: one status with `"snapshot": {}`
+ * blanked the whole tree (audit, 2026-12-06). Fields a card reads beyond these are checked where they are shown.
+ */
+function checkedStatus(status) {
+  if (!isObject(status)) throw new Error('malformed status: not a JSON object');
+  if (typeof status.nodeId !== 'string') throw new Error('malformed status: no nodeId');
+  const replication = status.replication;
+  if (replication !== undefined && replication !== null) {
+    if (!isObject(replication)) throw new Error('malformed status: replication is not an object');
+    if (replication.children !== undefined && !(Array.isArray(replication.children) && replication.children.every(isObject)))
+      throw new Error('malformed status: replication.children is not a list of objects');
+  }
+  return status;
 }
 
 /**
@@ -182,10 +201,21 @@ function merge(round, nowMs) {
   }
   for (const [id, node] of known) {
     if (round.has(id)) continue;
+    // Forgotten at once when nothing could ever reach it (no URL), else kept as gone: a fake child listing hundreds of
+    // new ids each round grew this map, and the page, without bound (audit, 2026-12-06).
+    if (node.url === undefined) {
+      known.delete(id);
+      continue;
+    }
     node.reachable = false;
     node.needsToken = false;
     node.rates = {};
     node.error = 'no longer in the tree: its parent does not list it';
+  }
+  // At most NODES_MAX remembered: the gone ones seen longest ago are forgotten first.
+  if (known.size > NODES_MAX) {
+    const gone = [...known.values()].filter((node) => !round.has(node.id)).sort((a, b) => (a.lastSeenMs ?? 0) - (b.lastSeenMs ?? 0));
+    for (const node of gone.slice(0, known.size - NODES_MAX)) known.delete(node.id);
   }
 }
 
@@ -269,9 +299,18 @@ function card(node) {
   return element('div', { class: 'card' }, ...children);
 }
 
+/** The node's card, or one saying its status could not be shown: one node's odd field never blanks the tree. */
+function safeCard(node) {
+  try {
+    return card(node);
+  } catch (error) {
+    return element('div', { class: 'card' }, element('span', { class: 'name' }, nameOf(node)), element('span', { class: 'detail' }, `malformed status: ${error.message}`));
+  }
+}
+
 function subtree(node, byParent) {
   const state = stateOf(node);
-  const item = element('li', { 'data-node-id': node.id, 'data-url': node.url, 'data-state': state, 'data-seq': node.status?.seq ?? -1 }, card(node));
+  const item = element('li', { 'data-node-id': node.id, 'data-url': node.url, 'data-state': state, 'data-seq': node.status?.seq ?? -1 }, safeCard(node));
   const children = byParent.get(node.id) ?? [];
   if (children.length > 0) item.append(element('ul', {}, ...children.map((child) => subtree(child, byParent))));
   return item;
@@ -294,7 +333,7 @@ function render(nowMs) {
   const root = nodes.find((node) => node.reachable && node.status.role === 'root');
   $('summary').textContent = [
     `${nodes.length} nodes`,
-    root === undefined ? 'root unreachable' : `root seq ${root.status.seq.toLocaleString('en')}`,
+    root === undefined ? 'root unreachable' : `root seq ${typeof root.status.seq === 'number' ? root.status.seq.toLocaleString('en') : '?'}`,
     `${count('lagging')} lagging`,
     `${count('diverged')} diverged`,
     `${count('unreachable')} unreachable`,
