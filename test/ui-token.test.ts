@@ -151,11 +151,14 @@ describe('ui token', { skip: existsSync(CHROMIUM_PATH) ? false : `${CHROMIUM_PAT
   // hundreds of new node ids (without URLs) each round grew the page without bound.
   test('ui token: a child answering a malformed status, or listing new node ids every round, never blanks or floods the tree', async () => {
     let round = 0;
-    const odd = await startFakeServer((req, res) => {
+    const replicaId = (await statusOf(replica)).nodeId;
+    const odd: FakeServer = await startFakeServer((req, res) => {
       const cors = { 'access-control-allow-origin': '*', 'access-control-allow-headers': 'authorization' };
       if (req.method === 'OPTIONS') return void res.writeHead(204, cors).end();
       round++;
-      const children = Array.from({ length: 300 }, (_, i) => ({ nodeId: `ghost-${round}-${i}`, httpUrl: null }));
+      const children: { nodeId: string; httpUrl: string | null }[] = Array.from({ length: 300 }, (_, i) => ({ nodeId: `ghost-${round}-${i}`, httpUrl: null }));
+      // And the real replica's id, at this server's URL: its card stays the replica's, and says it was listed twice.
+      children.push({ nodeId: replicaId, httpUrl: odd.url });
       const status = { nodeId: 'odd-child', role: 'replica', seq: 'many', replication: { phase: 'snapshot', snapshot: {}, children } };
       res.writeHead(200, { ...cors, 'content-type': 'application/json' }).end(JSON.stringify(status));
     });
@@ -174,6 +177,10 @@ describe('ui token', { skip: existsSync(CHROMIUM_PATH) ? false : `${CHROMIUM_PAT
         () => `the odd child was polled ${round} times`,
         PAGE_TIMEOUT_MS,
       );
+      const listedTwice = page.locator(`li[data-node-id="${replicaId}"] > .card`);
+      await listedTwice.locator('[data-badge="listed-twice"]').waitFor();
+      assert.match((await listedTwice.locator('.detail').textContent()) ?? '', /also listed as a child of odd-child/);
+      assert.equal(await page.locator(`li[data-node-id="${replicaId}"]`).getAttribute('data-url'), replica.url, 'the card stays the real replica\'s');
       const cards = await page.locator('li[data-node-id]').count();
       assert.ok(cards <= 500 + 10, `${cards} nodes on the page after ${round} rounds of 300 new ids`);
       await page.close();

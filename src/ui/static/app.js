@@ -148,7 +148,17 @@ async function walk() {
     const fetches = [];
     for (const parent of level) {
       for (const child of parent.status.replication?.children ?? []) {
-        if (child.nodeId === undefined || child.nodeId === null || round.has(child.nodeId) || round.size + fetches.length >= NODES_MAX) continue;
+        if (child.nodeId === undefined || child.nodeId === null) continue;
+        const claimed = round.get(child.nodeId);
+        if (claimed !== undefined) {
+          // An id listed twice: the first listing keeps the card, and the card says so. Any child can list any id, so
+          // a fake one could otherwise take a real node's card without a trace (audit, 2026-12-06).
+          const url = httpUrl(child.httpUrl);
+          if (claimed.parentId !== parent.status.nodeId || claimed.url !== url)
+            claimed.conflict = `also listed as a child of ${parent.status.nodeId}${url === undefined ? '' : ` at ${url}`}`;
+          continue;
+        }
+        if (round.size + fetches.length >= NODES_MAX) continue;
         const entry = { url: httpUrl(child.httpUrl), status: undefined, parentId: parent.status.nodeId, error: undefined, needsToken: false };
         round.set(child.nodeId, entry);
         if (entry.url === undefined) {
@@ -181,6 +191,7 @@ function merge(round, nowMs) {
     if (seen.parentId !== undefined || seen.status !== undefined) node.parentId = seen.parentId;
     node.reachable = seen.status !== undefined;
     node.error = seen.error;
+    node.conflict = seen.conflict;
     node.needsToken = seen.needsToken === true;
     if (!node.reachable) node.rates = {};
     if (seen.status !== undefined) {
@@ -279,6 +290,7 @@ function card(node) {
     badges.push(element('span', { class: 'badge snapshot', 'data-badge': 'snapshot' }, `snapshot ${percent}% of ${keyCount.toLocaleString('en')} keys`));
   }
   if (status.storage && (!status.storage.sound || !status.storage.writable)) badges.push(element('span', { class: 'badge diverged', 'data-badge': 'storage' }, 'storage'));
+  if (node.conflict !== undefined) badges.push(element('span', { class: 'badge diverged', 'data-badge': 'listed-twice' }, 'listed twice'));
   const lagEntries = isRoot ? 0 : replication.lagEntries;
   const lagMs = isRoot ? 0 : replication.lagMs;
   const watch = status.watch ?? {};
@@ -293,6 +305,7 @@ function card(node) {
   ];
   const details = [];
   if (!node.reachable) details.push(`${node.error ?? 'unreachable'}; last seen ${node.lastSeenMs === undefined ? 'never' : new Date(node.lastSeenMs).toLocaleTimeString('en-GB')}`);
+  if (node.conflict !== undefined) details.push(node.conflict);
   if (replication.divergedReason) details.push(`diverged: ${replication.divergedReason}`);
   if (node.reachable && !isRoot && replication.phase !== 'streaming') details.push(`phase ${replication.phase}${replication.lastFailure ? `: ${replication.lastFailure}` : ''}`);
   if (details.length > 0) children.push(element('span', { class: 'detail' }, details.join(' · ')));
