@@ -88,7 +88,17 @@ describe('storage full', () => {
     await requestJson(url, 'PUT', '/v1/kv/before', { body: 'still here' });
     const filler = join(mountPoint, 'filler');
     fillUp(filler);
+    // Whatever fails below, the disk is freed for the next tests and the node's log is in the failure (one clean-clone
+    // CI run got "socket hang up" for the refused PUT below, and the full disk then failed every later test).
+    try {
+      await fullDisk(url, filler);
+    } catch (error) {
+      rmSync(filler, { force: true });
+      throw new Error(`${(error as Error).message}; the node's log: ${node?.stderr().slice(-4000) ?? ''}`, { cause: error });
+    }
+  });
 
+  async function fullDisk(url: string, filler: string): Promise<void> {
     const big = Buffer.alloc(BIG_VALUE_BYTES, 'x');
     const refused = await request(url, 'PUT', '/v1/kv/big', { body: big });
     const error = assertError(refused, 'STORAGE_FULL', 507);
@@ -104,7 +114,7 @@ describe('storage full', () => {
     assert.equal(status.storage.writable, false);
     assert.equal(status.storage.writeFault?.code, 'STORAGE_FULL');
     assert.ok((await metricValue(url, /^mercury_storage_errors_total\{code="STORAGE_FULL"\} /)) >= 1);
-    assert.match(node.stderr(), /write failed: storage/);
+    assert.match(node?.stderr() ?? '', /write failed: storage/);
 
     rmSync(filler);
     // Readiness finds out by itself (it tries a small write), without any client write.
@@ -114,15 +124,19 @@ describe('storage full', () => {
     assert.equal((await request(url, 'GET', '/v1/kv/big')).body.length, BIG_VALUE_BYTES);
     const after = await requestJson<{ storage: { writable: boolean } }>(url, 'GET', '/v1/status');
     assert.equal(after.storage.writable, true);
-  });
+  }
   test('storage full: a replica that cannot write pauses replication, keeps serving reads, and catches up once space is freed', async (t) => {
     if (skip !== undefined) {
       t.skip(skip);
       return;
     }
     const upstream = await startServe(join(root, 'upstream'));
-    const replica = await startServe(join(mountPoint, 'replica'), ['--upstream', upstream.replication]);
+    // Started inside the try: a replica that fails to start must not leave the upstream running (the test file then
+    // never ended, and CI waited for it).
+    let started: ServeProcess | undefined;
     try {
+      const replica = await startServe(join(mountPoint, 'replica'), ['--upstream', upstream.replication]);
+      started = replica;
       await requestJson(upstream.url, 'PUT', '/v1/kv/before', { body: 'still here' });
       await waitUntil('the replica has the first write', async () => (await request(replica.url, 'GET', '/v1/kv/before')).status === 200);
       const filler = join(mountPoint, 'replica-filler');
@@ -141,7 +155,7 @@ describe('storage full', () => {
       assert.equal((await request(replica.url, 'GET', '/v1/kv/big-on-replica')).body.length, BIG_VALUE_BYTES);
       await waitUntil('the replica is ready again', async () => (await request(replica.url, 'GET', '/readyz')).status === 200);
     } finally {
-      await stopProcess(replica.child);
+      if (started !== undefined) await stopProcess(started.child);
       await stopProcess(upstream.child);
     }
   });
