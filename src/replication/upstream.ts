@@ -291,7 +291,7 @@ export class Upstream {
   heartbeat(nowMs: number, heartbeat: Heartbeat): UpstreamAction[] {
     const actions: UpstreamAction[] = [];
     if (this.phase !== 'streaming' && this.phase !== 'snapshot') return actions;
-    if (this.sentBytes - this.ackedBytes >= this.limits.childWindowBytesMax + this.limits.childWindowBytesMax / 16) return actions;
+    if (this.unackedBytes >= this.limits.childWindowBytesMax + this.limits.childWindowBytesMax / 16) return actions;
     this.sendHeartbeat(heartbeat, actions);
     this.noteWindow(nowMs);
     return actions;
@@ -315,13 +315,13 @@ export class Upstream {
     if (this.phase !== 'streaming' && this.phase !== 'snapshot') return actions;
     if (nowMs - this.lastAckMs >= this.limits.childAckTimeoutMs) return this.close(`child sent no ACK for ${this.limits.childAckTimeoutMs} ms`, actions);
     if (this.stalledSinceMs !== undefined && nowMs - this.stalledSinceMs >= this.limits.childAckTimeoutMs) {
-      const detail = `${this.sentBytes - this.ackedBytes} bytes and ${this.sentSeq - this.ackedSeq} entries unacknowledged`;
+      const detail = `${this.unackedBytes} bytes and ${this.sentSeq - this.ackedSeq} entries unacknowledged`;
       const what = this.snapshot === undefined ? 'entries' : `a snapshot (${this.snapshot.keysSent} of ${this.snapshot.source.keyCount} keys sent)`;
       actions.push({
         type: 'log',
         level: 'warn',
         message: 'child stalled',
-        fields: { child: this.hello?.nodeId, timeoutMs: this.limits.childAckTimeoutMs, unackedBytes: this.sentBytes - this.ackedBytes, ackedSeq: this.ackedSeq },
+        fields: { child: this.hello?.nodeId, timeoutMs: this.limits.childAckTimeoutMs, unackedBytes: this.unackedBytes, ackedSeq: this.ackedSeq },
       });
       return this.close(`CHILD_STALLED: the child acknowledged nothing for ${this.limits.childAckTimeoutMs} ms with its window full (${detail}) while it was sent ${what}`, actions);
     }
@@ -554,7 +554,7 @@ export class Upstream {
   }
 
   private windowOpen(): boolean {
-    if (this.sentBytes - this.ackedBytes >= this.limits.childWindowBytesMax) return false;
+    if (this.unackedBytes >= this.limits.childWindowBytesMax) return false;
     return this.phase === 'snapshot' || this.sentSeq - this.ackedSeq < this.limits.childWindowEntriesMax;
   }
 
