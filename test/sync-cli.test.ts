@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, statSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SYNC_LOCK_FILE, SYNC_RESERVED_PREFIX, SYNC_STATE_FILE } from '../src/sync/index.js';
@@ -176,6 +176,35 @@ describe('sync cli', () => {
     // SIGTERM stops it cleanly.
     sync.child.kill('SIGTERM');
     assert.equal(await sync.exited, 0, sync.stderr());
+  });
+
+  test('sync cli: a replaced file keeps the mode an operator gave it (and, as root, its owner); a new file gets 0644', async () => {
+    const node = await startServe(join(dir, 'mode-node'));
+    nodes.push(node);
+    await put(node, 'perm/secret', 's1');
+    await put(node, 'perm/shared', 'g1');
+    const target = join(dir, 'perm');
+    const sync = startSync(node.url, 'perm/', target);
+    syncs.push(sync);
+    await treeIs(target, { secret: 's1', shared: 'g1' }, sync);
+    chmodSync(join(target, 'secret'), 0o600);
+    chmodSync(join(target, 'shared'), 0o640);
+    const asRoot = process.getuid?.() === 0;
+    if (asRoot) chownSync(join(target, 'shared'), 4321, 8765);
+    const inodeBefore = statSync(join(target, 'secret')).ino;
+
+    await put(node, 'perm/secret', 's2');
+    await put(node, 'perm/shared', 'g2');
+    await put(node, 'perm/fresh', 'f1');
+    await treeIs(target, { fresh: 'f1', secret: 's2', shared: 'g2' }, sync);
+    const secret = statSync(join(target, 'secret'));
+    const shared = statSync(join(target, 'shared'));
+    assert.equal(secret.mode & 0o7777, 0o600, 'the chmod 0600 survives the new value');
+    assert.equal(shared.mode & 0o7777, 0o640);
+    if (asRoot) assert.deepEqual([shared.uid, shared.gid], [4321, 8765], 'run as root, the owner and group survive');
+    assert.notEqual(secret.ino, inodeBefore, 'still replaced by a rename, not written in place');
+    assert.equal(statSync(join(target, 'fresh')).mode & 0o777, 0o644 & ~process.umask(), 'a new file keeps the default');
+    await stopProcess(sync.child);
   });
 
   test('sync cli: a restarted sync resumes from its saved seq; after a log trim, from a snapshot that deletes what went away', async () => {

@@ -11,7 +11,7 @@
  * check and the write by someone racing sync (Node has no openat/renameat); whoever can do that owns DIR already.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, renameSync, rmdirSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fchmodSync, fchownSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, renameSync, rmdirSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join, relative, sep } from 'node:path';
 import { MercuryError } from '../errors/index.js';
 import { readFileBounded } from '../fs/bounded-read.js';
@@ -21,11 +21,30 @@ import { SYNC_RESERVED_PREFIX } from './paths.js';
 /** What a write did: wrote new content, found the same content there (nothing touched), or met a conflict. */
 export type WriteOutcome = { readonly kind: 'written' | 'unchanged' } | { readonly kind: 'conflict'; readonly reason: string };
 
-/** Writes `data` to `file` atomically and durably (`mode` for a new file). */
-export function writeFileAtomic(file: string, data: Buffer, mode = 0o644): void {
+/**
+ * What a replaced file keeps: its permission bits, and its owner and group when sync runs as root (only root may give
+ * a file away). An operator who chmods a synced file (0600 for a key, 0640 for a group) must not find it reset to
+ * 0644, readable by everyone, at the next change of its key.
+ */
+export interface KeptAttributes {
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+/**
+ * Writes `data` to `file` atomically and durably: `mode` for a new file (less the umask), or `keep`'s attributes, set
+ * on the temporary file before the rename so the file is never visible with other ones.
+ */
+export function writeFileAtomic(file: string, data: Buffer, mode = 0o644, keep?: KeptAttributes): void {
   const temporary = join(dirname(file), `${SYNC_RESERVED_PREFIX}-tmp-${randomBytes(6).toString('hex')}`);
-  const fd = openSync(temporary, 'wx', mode);
+  const fd = openSync(temporary, 'wx', keep === undefined ? mode : 0o600);
   try {
+    if (keep !== undefined) {
+      // Owner first: a chown clears the set-user-ID and set-group-ID bits, which the chmod then puts back.
+      if (process.getuid?.() === 0) fchownSync(fd, keep.uid, keep.gid);
+      fchmodSync(fd, keep.mode & 0o7777); // fchmod ignores the umask: the mode is the file's own
+    }
     for (let at = 0; at < data.length; ) at += writeSync(fd, data, at);
     fsyncSync(fd);
   } catch (error) {
@@ -103,8 +122,8 @@ function walkParents(root: string, path: string, action: string, create: boolean
  * Whether the regular file at `file` holds `data`. Files of another size are not read; the others are read bounded
  * and without following a link (O_NOFOLLOW: a link swapped in since the lstat fails; a FIFO is refused, not waited on).
  */
-function holds(file: string, data: Buffer): boolean {
-  if (lstatSync(file).size !== data.length) return false;
+function holds(file: string, size: number, data: Buffer): boolean {
+  if (size !== data.length) return false;
   return readFileBounded(file, { what: 'the file', bytesMax: data.length, noFollow: true }).equals(data);
 }
 
@@ -113,6 +132,7 @@ export function putFile(root: string, path: string, data: Buffer): WriteOutcome 
   const action = `write ${path}`;
   if (walkParents(root, path, action, true) === 'file') return { kind: 'conflict', reason: `a parent of ${path} is a file (another key)` };
   const file = join(root, path);
+  let keep: KeptAttributes | undefined;
   switch (entryKind(file)) {
     case 'symlink':
       throw symlinkRefused(root, file, action);
@@ -120,13 +140,16 @@ export function putFile(root: string, path: string, data: Buffer): WriteOutcome 
       return { kind: 'conflict', reason: `${path} is a directory (other keys are under it)` };
     case 'other':
       return { kind: 'conflict', reason: `${path} is not a regular file (a FIFO, socket or device)` };
-    case 'file':
-      if (holds(file, data)) return { kind: 'unchanged' };
+    case 'file': {
+      const { size, mode, uid, gid } = lstatSync(file);
+      if (holds(file, size, data)) return { kind: 'unchanged' };
+      keep = { mode, uid, gid };
       break;
+    }
     case 'missing':
       break;
   }
-  writeFileAtomic(file, data);
+  writeFileAtomic(file, data, 0o644, keep);
   return { kind: 'written' };
 }
 
