@@ -14,6 +14,9 @@ import { connect, PermissionDeniedError, UnauthenticatedError, WatchError } from
 import { assertError, request, requestJson } from './support/http.js';
 import { makeTempDir, removeDir, runCli } from './support/process.js';
 import { eventually } from './support/tree.js';
+import { rewriteRaw } from './support/lmdb-records.js';
+import { tokenKey } from '../src/auth/index.js';
+import { decodeKeyRecord, encodeKeyRecord } from '../src/store/records.js';
 import { WatchClient } from './support/watch.js';
 
 interface Created {
@@ -269,6 +272,42 @@ describe('auth: replication', () => {
 });
 
 describe('auth: CLI', () => {
+  test('auth: a token record the node cannot read (a newer version\'s) is listed as damaged and removed by mercury token revoke ID', async () => {
+    const dataDir = join(dir, 'unreadable');
+    let node = await MercuryNode.start(validateConfig({ dataDir, port: 0 }), { limits: NODE_LIMITS_TEST });
+    const nodeAdmin = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
+    const made = await requestJson<Created>(node.url, 'POST', '/v1/auth/tokens', {
+      headers: { ...auth(nodeAdmin), 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'future', scopes: ['read:app/'] }),
+    });
+    await node.close();
+    // As a root of a newer version would write it: a sound store record holding a token record of version 2.
+    const key = tokenKey(made.id);
+    await rewriteRaw(dataDir, 'kv', key.toString('latin1'), (stored) => {
+      const old = decodeKeyRecord(key, stored);
+      const future = Buffer.from(JSON.stringify({ v: 2, name: 'future', scopes: ['read:app/'], createdMs: 1, secretSha256: '0'.repeat(64), expiresMs: 2 }));
+      return encodeKeyRecord(key, old.createSeq, old.modSeq, old.version, future);
+    });
+    node = await MercuryNode.start(validateConfig({ dataDir, port: 0 }), { limits: NODE_LIMITS_TEST });
+    nodes.push(node);
+
+    const listed = await runCli(['--url', node.url, '--token', nodeAdmin, 'token', 'list']);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.match(listed.stdout.toString(), new RegExp(`${made.id}  DAMAGED \\(unknown field expiresMs\\): grants nothing; remove it with mercury token revoke ${made.id}`));
+    const json = JSON.parse((await runCli(['--url', node.url, '--token', nodeAdmin, 'token', 'list', '--json'])).stdout.toString()) as Record<string, unknown>[];
+    assert.ok(json.some((entry) => entry.id === made.id && entry.damaged === true), JSON.stringify(json));
+    const read = await request(node.url, 'GET', '/v1/kv/app/x', { headers: auth(made.token) });
+    assertError(read, 'UNAUTHENTICATED'); // it grants nothing meanwhile
+
+    const revoked = await runCli(['--url', node.url, '--token', nodeAdmin, 'token', 'revoke', made.id]);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    assert.match(revoked.stdout.toString(), new RegExp(`^removed the damaged record ${made.id} at seq \\d+`));
+    const after = await runCli(['--url', node.url, '--token', nodeAdmin, 'token', 'list', '--json']);
+    assert.ok(!after.stdout.toString().includes(made.id), after.stdout.toString());
+    const again = await runCli(['--url', node.url, '--token', nodeAdmin, 'token', 'revoke', made.id]);
+    assert.match(again.stderr, /NOT_FOUND: no token/);
+  });
+
   test('auth: mercury token create | list | revoke with --json, and --token, --token-file, MERCURY_TOKEN', async () => {
     const adminFile = join(dir, 'root', 'admin-token');
     const created = await runCli(['--url', root.url, '--token-file', adminFile, 'token', 'create', 'cli-user', '--scope', 'read:cli/', '--scope', 'write:cli/', '--json']);

@@ -898,6 +898,7 @@ describe('http api: overload and shutdown', () => {
         authenticate: () => undefined,
         currentPrincipal: () => undefined,
         tokens: () => [],
+        unreadableTokens: () => [],
       }),
     );
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

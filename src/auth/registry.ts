@@ -66,6 +66,12 @@ export class TokenRegistry {
    * the records were applied in (a restart reads them in id order, the log in commit order: audit, 2026-12-06).
    */
   private bySubject = new Map<string, Known[]>();
+  /**
+   * Records under token keys that grant nothing because they could not be read: not a valid record (written by a
+   * newer version, or by hand) or damaged on disk. Kept by id with the reason, so that an admin sees them in the token
+   * list and can delete them (revoke by id); they still authenticate nothing.
+   */
+  private readonly unreadable = new Map<string, string>();
   /** The credential each principal was made from: a connection that authenticated with it ends once it changed. */
   private readonly credentials = new WeakMap<Principal, string>();
 
@@ -83,6 +89,11 @@ export class TokenRegistry {
 
   list(): TokenRecord[] {
     return Array.from(this.byId.values(), (known) => known.record).sort((a, b) => a.createdMs - b.createdMs || a.id.localeCompare(b.id));
+  }
+
+  /** The token keys whose record could not be read, with why, in id order. */
+  unreadableRecords(): { readonly id: string; readonly why: string }[] {
+    return Array.from(this.unreadable, ([id, why]) => ({ id, why })).sort((a, b) => a.id.localeCompare(b.id));
   }
 
   get(id: string): TokenRecord | undefined {
@@ -107,9 +118,14 @@ export class TokenRegistry {
     const before = new Map(Array.from(this.byId, ([id, known]) => [id, known.record] as const));
     const ambiguousBefore = this.ambiguousIds();
     this.byId.clear();
+    this.unreadable.clear();
     for (const { key, value, damage } of this.readAll()) {
       if (damage === undefined) this.put(key, value, false);
-      else this.onDamaged(key, damage);
+      else {
+        const id = tokenIdOfKey(key);
+        if (id !== undefined) this.unreadable.set(id, `damaged on disk: ${damage.message}`);
+        this.onDamaged(key, damage);
+      }
     }
     this.indexSubjects();
     const revoked: string[] = [];
@@ -164,6 +180,7 @@ export class TokenRegistry {
     this.remove(id, index);
     const record = decodeTokenRecord(key, value);
     if (typeof record === 'string') {
+      this.unreadable.set(id, record);
       this.onInvalid(key, record);
       return;
     }
@@ -174,6 +191,7 @@ export class TokenRegistry {
   }
 
   private remove(id: string, index = true): boolean {
+    this.unreadable.delete(id);
     const known = this.byId.get(id);
     if (known === undefined) return false;
     this.byId.delete(id);

@@ -27,6 +27,12 @@ function describe(value: unknown): string {
   return `${text(token.id)}  ${text(token.name).padEnd(20)}  ${who}  ${scopesText(token, 'a token')}  created ${formatTimeMs(token.createdMs)}`;
 }
 
+/** A record the node could not read: it grants nothing, and `mercury token revoke ID` removes it. */
+function describeUnreadable(value: unknown): string {
+  const record = answerObject(value, 'an unreadable token record');
+  return `${text(record.id)}  DAMAGED (${text(record.why)}): grants nothing; remove it with mercury token revoke ${text(record.id)}`;
+}
+
 export async function tokenCommand(client: NodeClient, args: readonly string[], scopes: readonly string[], subject: string | undefined, json: boolean): Promise<void> {
   const [action, argument] = args;
   switch (action) {
@@ -44,15 +50,20 @@ export async function tokenCommand(client: NodeClient, args: readonly string[], 
       return;
     }
     case 'list': {
-      const tokens = answerList(answerObject(await client.listTokens(), 'the token list').tokens, 'the token list\'s tokens');
-      const lines = tokens.map(describe);
-      printResult(json, tokens, () => (lines.length === 0 ? '(no tokens)' : lines.join('\n')));
+      const answer = answerObject(await client.listTokens(), 'the token list');
+      const tokens = answerList(answer.tokens, 'the token list\'s tokens');
+      // A node older than this field sends none: nothing unreadable to show.
+      const unreadable = answer.unreadable === undefined ? [] : answerList(answer.unreadable, 'the token list\'s unreadable records');
+      const lines = [...tokens.map(describe), ...unreadable.map(describeUnreadable)];
+      printResult(json, unreadable.length === 0 ? tokens : [...tokens, ...unreadable], () => (lines.length === 0 ? '(no tokens)' : lines.join('\n')));
       return;
     }
     case 'revoke': {
       if (argument === undefined || argument === '') throw new TokenUsageError('token revoke needs a token ID (mercury token list shows them)');
       const result = answerObject(await client.revokeToken(argument), 'the revocation');
-      printResult(json, result, () => `revoked ${text(result.id)} at seq ${fieldText(result.seq)}`);
+      printResult(json, result, () =>
+        result.damaged === true ? `removed the damaged record ${text(result.id)} at seq ${fieldText(result.seq)}` : `revoked ${text(result.id)} at seq ${fieldText(result.seq)}`,
+      );
       return;
     }
     default:

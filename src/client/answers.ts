@@ -166,9 +166,15 @@ export function tokenAnswer(value: unknown, path: string): {
   };
 }
 
-export function tokenListAnswer(value: unknown): { tokens: ReturnType<typeof tokenAnswer>[]; seq: number } {
+export function tokenListAnswer(value: unknown): { tokens: ReturnType<typeof tokenAnswer>[]; unreadable: { id: string; damaged: true; why: string }[]; seq: number } {
   const json = object(value, 'answer');
-  return { tokens: array(json, 'tokens', 'answer').map((token, i) => tokenAnswer(token, `answer.tokens[${i}]`)), seq: integer(json, 'seq', 'answer') };
+  // `unreadable`: records the node could not read (absent from nodes older than the field).
+  const unreadable = json.unreadable === undefined ? [] : array(json, 'unreadable', 'answer').map((record, i) => {
+    const where = `answer.unreadable[${i}]`;
+    const fields = object(record, where);
+    return { id: string(fields, 'id', where), damaged: true as const, why: string(fields, 'why', where) };
+  });
+  return { tokens: array(json, 'tokens', 'answer').map((token, i) => tokenAnswer(token, `answer.tokens[${i}]`)), unreadable, seq: integer(json, 'seq', 'answer') };
 }
 
 export function createdTokenAnswer(value: unknown): ReturnType<typeof tokenAnswer> & { token?: string; seq: number } {
@@ -176,9 +182,14 @@ export function createdTokenAnswer(value: unknown): ReturnType<typeof tokenAnswe
   return { ...tokenAnswer(json, 'answer'), ...(json.token === undefined ? {} : { token: string(json, 'token', 'answer') }), seq: integer(json, 'seq', 'answer') };
 }
 
-export function revokedTokenAnswer(value: unknown): { id: string; revoked: boolean; seq: number } {
+export function revokedTokenAnswer(value: unknown): { id: string; revoked: boolean; damaged?: boolean; seq: number } {
   const json = object(value, 'answer');
-  return { id: string(json, 'id', 'answer'), revoked: boolean(json, 'revoked', 'answer'), seq: integer(json, 'seq', 'answer') };
+  return {
+    id: string(json, 'id', 'answer'),
+    revoked: boolean(json, 'revoked', 'answer'),
+    ...(json.damaged === undefined ? {} : { damaged: boolean(json, 'damaged', 'answer') }),
+    seq: integer(json, 'seq', 'answer'),
+  };
 }
 
 export function resyncAnswer(value: unknown): { resync: string; seq: number } {

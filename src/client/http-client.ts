@@ -647,12 +647,13 @@ export class NodeClient {
   }
 
   /** The tokens the node knows (admin): never their secrets. */
-  async listTokens(): Promise<{ tokens: TokenInfo[]; seq: number }> {
+  /** `unreadable`: token records the node could not read (grant nothing); revokeToken removes them by id. */
+  async listTokens(): Promise<{ tokens: TokenInfo[]; unreadable: { id: string; damaged: true; why: string }[]; seq: number }> {
     return this.json('GET', '/v1/auth/tokens', LARGE_ANSWER_BYTES_MAX, tokenListAnswer);
   }
 
   /** Revokes a token by id (admin); NotFoundError when no such token exists. */
-  async revokeToken(id: string): Promise<{ id: string; revoked: boolean; seq: number }> {
+  async revokeToken(id: string): Promise<{ id: string; revoked: boolean; damaged?: boolean; seq: number }> {
     return this.json('DELETE', `/v1/auth/tokens?id=${encodeURIComponent(id)}`, SMALL_ANSWER_BYTES_MAX, revokedTokenAnswer);
   }
 

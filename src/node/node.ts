@@ -271,6 +271,7 @@ export class MercuryNode {
       authenticate: (req) => this.guard.authenticateRequest(req),
       currentPrincipal: (principal) => this.guard.current(principal),
       tokens: () => this.tokens.list(),
+      unreadableTokens: () => this.tokens.unreadableRecords(),
       waitForSeq: (seq, timeoutMs) => this.seqWaiter.wait(seq, timeoutMs),
       status: () => this.status(),
       readiness: () => this.readiness(),

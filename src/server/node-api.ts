@@ -29,6 +29,8 @@ export interface NodeApi {
   currentPrincipal(principal: Principal | undefined): Principal | undefined;
   /** The tokens this node knows (from its replicated records). */
   tokens(): TokenRecord[];
+  /** Token keys whose record grants nothing because it could not be read (newer version, damage), with why. */
+  unreadableTokens(): readonly { readonly id: string; readonly why: string }[];
   /** Resolves once this node has applied `seq`; rejects with SEQ_WAIT_TIMEOUT after `timeoutMs`. */
   waitForSeq(seq: number, timeoutMs: number): Promise<void>;
   status(): Record<string, unknown>;

@@ -23,7 +23,9 @@ export function tokensRoute(node: NodeApi, budget: BodyBudget): Route {
     methods: {
       GET: (req, res) => {
         requireAdmin(principalOf(req), 'list tokens');
-        sendJson(res, 200, { tokens: node.tokens().map(tokenInfo), seq: node.store.head().seq });
+        // Unreadable records are listed apart, by id and reason, so an admin can find and revoke them: they grant nothing.
+        const unreadable = node.unreadableTokens().map(({ id, why }) => ({ id, damaged: true, why }));
+        sendJson(res, 200, { tokens: node.tokens().map(tokenInfo), unreadable, seq: node.store.head().seq });
       },
       POST: async (req, res) => {
         requireAdmin(principalOf(req), 'create tokens');
@@ -44,10 +46,11 @@ export function tokensRoute(node: NodeApi, budget: BodyBudget): Route {
         requireAdmin(principalOf(req), 'revoke tokens');
         const id = query.get('id') ?? '';
         if (!isTokenId(id)) throw new MercuryError('INVALID_ARGUMENT', `?id= must be a token id (16 hex digits, as mercury token list shows), got "${id.slice(0, 40)}"`);
+        const wasUnreadable = node.unreadableTokens().some((record) => record.id === id);
         const { request, caller } = writeFor(req, revokeTokenRequest(id));
         const result = await node.write(request, caller);
         if (!result.succeeded) throw new MercuryError('NOT_FOUND', `no token ${id}: never created, or already revoked`, { details: { seq: result.seq } });
-        sendJson(res, 200, { id, revoked: true, seq: result.seq }, { [SEQ_HEADER]: result.seq });
+        sendJson(res, 200, { id, revoked: true, ...(wasUnreadable ? { damaged: true } : {}), seq: result.seq }, { [SEQ_HEADER]: result.seq });
       },
     },
   };
