@@ -546,7 +546,12 @@ describe('data corruption: a damaged token record met while serving', () => {
     for (const token of [admin, reader.token]) assert.equal((await request(root.url, 'GET', '/v1/kv/a', { headers: bearer(token) })).body.toString(), 'one');
     const listed = await runCli(['--url', root.url, '--token', admin, 'token', 'list', '--json']);
     assert.equal(listed.code, 0, listed.stderr);
-    assert.deepEqual((JSON.parse(listed.stdout.toString()) as { name: string }[]).map((token) => token.name).sort(), ['admin', 'reader', 'replicas']);
+    const entries = JSON.parse(listed.stdout.toString()) as { name?: string; id: string; damaged?: boolean; why?: string }[];
+    assert.deepEqual(entries.filter((token) => token.damaged !== true).map((token) => token.name).sort(), ['admin', 'reader', 'replicas']);
+    // The damaged record is listed as such, by id, so that an admin can revoke it.
+    const unreadable = entries.filter((token) => token.damaged === true);
+    assert.deepEqual(unreadable.map((token) => token.id), [damaged.id]);
+    assert.match(unreadable[0]!.why ?? '', /damaged/);
 
     // Writes go on, and reach the replica.
     const { seq } = await requestJson<{ seq: number }>(root.url, 'PUT', '/v1/kv/b', { headers: bearer(admin), body: 'two' });
