@@ -4,13 +4,13 @@
  * reader with `staleMs` keeps its snapshot that long.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { KEY_BYTES_MAX, RESERVED_KEY_PREFIX } from '../src/api/index.js';
 import { connect, MercuryError, openLocal, type LocalReader, type MercuryClient } from '../src/index.js';
-import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
+import { CLI_PATH, makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
 
 describe('client local reader', () => {
   let dir: string;
@@ -100,6 +100,28 @@ describe('client local reader', () => {
       assert.equal(existsSync(missing), false, 'a reader makes no directory');
     } finally {
       removeDir(empty);
+    }
+  });
+
+  // Found by audit: a reader opening a directory whose data.mdb LMDB had created but not yet written (a node's first
+  // instants, before store-initialised) was killed by SIGSEGV inside LMDB, and so was `mercury verify`. A child
+  // process opens it here, so that the crash, if it comes back, fails this test rather than ending the runner.
+  test('client local: an empty data.mdb (a node not yet started) is DATA_DIR_INVALID for openLocal and verify, not a crash', () => {
+    const fresh = makeTempDir('client-local-fresh');
+    try {
+      writeFileSync(join(fresh, 'data.mdb'), '');
+      const index = new URL('../src/index.js', import.meta.url).href;
+      const script = `import(${JSON.stringify(index)}).then((m) => m.openLocal(${JSON.stringify(fresh)})).then(() => console.log('opened'), (e) => console.log(e.code, e.message))`;
+      const opened = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+      assert.equal(opened.signal, null, `openLocal's process died of ${opened.signal}`);
+      assert.match(opened.stdout, /^DATA_DIR_INVALID .*data\.mdb is empty: its node has not written its first pages yet/);
+      const verified = spawnSync(process.execPath, [CLI_PATH, 'verify', '--data-dir', fresh], { encoding: 'utf8' });
+      assert.equal(verified.signal, null, `verify died of ${verified.signal}`);
+      assert.equal(verified.status, 1);
+      assert.match(verified.stderr, /data\.mdb is empty/);
+      assert.equal(statSync(join(fresh, 'data.mdb')).size, 0, 'a reader writes nothing');
+    } finally {
+      removeDir(fresh);
     }
   });
 });

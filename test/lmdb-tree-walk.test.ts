@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync, cpSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { MercuryError } from '../src/errors/index.js';
 import { lmdbTreeProblem, Store } from '../src/store/index.js';
 import { CLI_PATH, makeTempDir, removeDir } from './support/process.js';
 
@@ -237,5 +238,31 @@ describe('LMDB tree walk', () => {
       file.writeUInt16LE(pageBytes, branch * pageBytes + PAGE_HEADER_BYTES);
     });
     assert.match(problem ?? '', /node 0 starts at \d+, outside the page's nodes/);
+  });
+  // Found by audit: readers (openLocal, verify beside a running node) check the meta pages only, since a writer may
+  // reuse pages under a walk; a damaged page they met came out as LMDB's raw error (MDB_CORRUPTED, MDB_PAGE_NOTFOUND,
+  // a code and no advice) instead of DATA_CORRUPTED, the error every other damaged read gives, and was not recorded.
+  test('a reader that meets a damaged page gets DATA_CORRUPTED, recorded, not LMDB\'s raw error', async () => {
+    const dir = damagedCopy('reader-meets-damage', (file, pageBytes) => {
+      const leaf = reachableLeaf(file, pageBytes);
+      for (const branch of branchPages(file, pageBytes)) {
+        const { child, offset } = childAt(file, pageBytes, branch, 0);
+        // Page 1 is a meta page: LMDB reaches it where a leaf should be ("Located page was wrong type").
+        if (child === leaf) return setChild(file, offset, 1);
+      }
+    });
+    const store = Store.open({ path: dir, readOnly: true });
+    try {
+      assert.throws(
+        () => {
+          store.range(Buffer.alloc(0), Buffer.alloc(0), 100_000);
+          store.readLog(1, 100_000);
+        },
+        (error: unknown) => error instanceof MercuryError && error.code === 'DATA_CORRUPTED' && /MDB_CORRUPTED|MDB_PAGE_NOTFOUND/.test(error.message),
+      );
+      assert.ok(store.damage().count >= 1, 'the damage is recorded, as for a damaged record');
+    } finally {
+      await store.close();
+    }
   });
 });

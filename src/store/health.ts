@@ -111,6 +111,23 @@ export function readersFull(error: unknown): MercuryError | undefined {
   );
 }
 
+/** LMDB's errors for a B-tree it cannot follow: MDB_PAGE_NOTFOUND, MDB_CORRUPTED, and MDB_BAD_TXN of a cursor. */
+const MDB_PAGE_NOTFOUND = -30797;
+const MDB_CORRUPTED = -30796;
+const MDB_BAD_TXN = -30782;
+
+/**
+ * True for the errors LMDB raises when a read meets a damaged page (a page number past the file's end, a page of the
+ * wrong type, a node whose flags promise a sub-page that is not there). MDB_BAD_TXN is taken only with the message of
+ * a damaged duplicate node: elsewhere it means a transaction misused, a bug rather than damage.
+ */
+export function isLmdbDamage(error: unknown): boolean {
+  if (error instanceof MercuryError) return false;
+  const code = (error as { code?: unknown } | undefined)?.code;
+  const message = error instanceof Error ? error.message : String(error);
+  return code === MDB_PAGE_NOTFOUND || code === MDB_CORRUPTED || (code === MDB_BAD_TXN && /dupdata|mc_xcursor/.test(message));
+}
+
 /** True for the errors a stored entry record raises when its bytes are not what was written. */
 export function isRecordDamage(error: unknown): boolean {
   return error instanceof ChainError || error instanceof EntryDecodeError;

@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
 import { lockDataDir, type DataDirLock } from '../fs/dir-lock.js';
@@ -18,7 +18,7 @@ import { open, type Database, type DatabaseOptions, type RootDatabase, type Tran
 import { LMDB_MAP_BYTES_DEFAULT, LMDB_READERS_MAX, SNAPSHOT_READERS_MAX } from '../limits.js';
 import { SnapshotReaders, snapshotReadersFor, type SnapshotReservation } from './snapshot-readers.js';
 import { closeUnsynced, openUnsynced } from './unsynced-guard.js';
-import { DAMAGE_REPORTS_MAX, dataCorrupted, isRecordDamage, keyName, readersFull, storageFault, type DamageReport } from './health.js';
+import { DAMAGE_REPORTS_MAX, dataCorrupted, isLmdbDamage, isRecordDamage, keyName, readersFull, storageFault, type DamageReport } from './health.js';
 import { MercuryError } from '../errors/index.js';
 import { GENESIS_HEAD, HASH_BYTES, authorRuns, sealEntry, verifyNext, verifySelf, type ChainHead, type EncodedEntry, type Entry, type Op } from '../log/index.js';
 import {
@@ -396,6 +396,13 @@ export class Store {
     // beside a running node) check the meta pages only: a writer may reuse pages while they walk.
     const dataFile = join(options.path, DATA_FILE);
     this.lmdbReadersMaxConfigured = options.readersMax ?? LMDB_READERS_MAX;
+    // An empty data file is one LMDB has yet to initialise: a writer does that, but a reader cannot, and LMDB reading
+    // it read-only dies of SIGSEGV. A reader meets one when it opens a node's directory in the node's first instants.
+    if (options.readOnly === true && existsSync(dataFile) && statSync(dataFile).size === 0)
+      throw new MercuryError(
+        'DATA_DIR_INVALID',
+        `${dataFile} is empty: its node has not written its first pages yet; open it again once the node has started (or, if no node is starting, the file was cut to nothing: see "Damaged data" in the README)`,
+      );
     const metaProblem = options.readOnly === true ? lmdbMetaProblem(dataFile) : lmdbTreeProblem(dataFile);
     if (metaProblem !== undefined) throw dataFileDamaged(dataFile, metaProblem);
     this.env = open({
@@ -449,6 +456,10 @@ export class Store {
     this.logRecordSizes = this.env.openDB<number, Buffer>(logSizeOptions);
     this.meta = this.env.openDB<Buffer, string>({ name: 'meta', encoding: 'binary' });
     this.staging = this.env.openDB<Buffer, Buffer>({ name: 'staging', encoding: 'binary', keyEncoding: 'binary' });
+    // A reader cannot create a database: lmdb-js gives undefined for one the main tree does not name (a damaged main
+    // tree, or a node in its first instants), and every read would then fail with a TypeError.
+    for (const [name, db] of [['kv', this.kv], ['log', this.log], ['meta', this.meta]] as const)
+      if (db === undefined) throw dataFileDamaged(dataFile, `its main tree names no database "${name}"`, 'a reader cannot read it (if its node is starting for the first time, open it again once the node has started)');
     let discardedInstallRecords = 0;
     if (!options.readOnly) {
       this.writeSync(() => {
@@ -628,7 +639,7 @@ export class Store {
    * answers "no key" without reading.
    */
   private readKey(key: Buffer): KeyRecord | undefined {
-    const stored = this.kv.getBinaryFast(key);
+    const stored = this.lmdbRead(`the pages that hold key ${keyName(key)}`, () => this.kv.getBinaryFast(key));
     return stored === undefined ? undefined : this.keyRecord(key, stored, true);
   }
 
@@ -651,7 +662,7 @@ export class Store {
     this.readSinceCommit = true;
     const seq = this.snapshotSeq();
     if (seq === 0) return 0;
-    const stored = this.kv.getBinaryFast(key);
+    const stored = this.lmdbRead(`the pages that hold key ${keyName(key)}`, () => this.kv.getBinaryFast(key));
     if (stored === undefined) return seq;
     try {
       visitKeyRecord(key, toBuffer(stored), stored.length, sink);
@@ -697,6 +708,8 @@ export class Store {
         items.push({ key: copy, record: this.keyRecord(copy, value) });
       }
       return { items, seq, more };
+    } catch (error) {
+      throw this.lmdbDamage(`the pages of keys from ${keyName(start)}`, error);
     } finally {
       txn.done();
     }
@@ -791,7 +804,7 @@ export class Store {
     } catch (error) {
       // Only this read fails: the caller (an HTTP request, a watch, a child session) ends with DATA_CORRUPTED.
       if (isRecordDamage(error)) throw this.damaged(`log entry ${reading}`, error);
-      throw error;
+      throw this.lmdbDamage(`the log's pages after entry ${reading}`, error);
     } finally {
       txn.done();
     }
@@ -878,6 +891,8 @@ export class Store {
         }
         yield { key: keyCopy, record };
       }
+    } catch (error) {
+      throw this.lmdbDamage(`the pages of keys from ${keyName(start)}`, error);
     } finally {
       txn.done();
     }
@@ -891,6 +906,24 @@ export class Store {
   /** Damage met so far through this handle: how many times, and the first distinct reports. */
   damage(): { readonly count: number; readonly reports: readonly DamageReport[] } {
     return { count: this.damageCount, reports: this.damageReports };
+  }
+
+  /** `read`'s result; a damaged page LMDB meets on the way fails the reader with DATA_CORRUPTED, recorded (lmdbDamage). */
+  private lmdbRead<T>(what: string, read: () => T): T {
+    try {
+      return read();
+    } catch (error) {
+      throw this.lmdbDamage(what, error);
+    }
+  }
+
+  /**
+   * What a failed LMDB read throws: LMDB's own errors for a page it cannot follow become DATA_CORRUPTED, recorded as
+   * a damaged record is; anything else is returned as it is. LMDB has no page checksums: damage it does not notice
+   * (a flipped flag that hides a subtree) reads as fewer keys, which only the writer's walk at start finds.
+   */
+  private lmdbDamage(what: string, error: unknown): unknown {
+    return isLmdbDamage(error) ? this.damaged(what, error) : error;
   }
 
   /** Records damage met while reading `what`, and returns the error that fails the reader. */
