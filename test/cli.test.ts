@@ -4,12 +4,12 @@
  * "mercury: CODE: message" for an error the node reported, 2 for bad usage, 3 when the node cannot be reached.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { requestJson, type LogPage } from './support/http.js';
-import { makeTempDir, removeDir, runCli, startServe, stopProcess, type CliResult, type ServeProcess } from './support/process.js';
+import { CLI_PATH, makeTempDir, removeDir, runCli, startServe, stopProcess, type CliResult, type ServeProcess } from './support/process.js';
 
 /** One stderr line "mercury: ...", nothing on stdout. */
 function assertFailed(result: CliResult, exitCode: number, line: RegExp): void {
@@ -216,6 +216,32 @@ describe('cli', () => {
     assertFailed(upstream, 2, /^mercury: CONFIG_INVALID: upstream \(--upstream\) must be HOST:PORT, got "not-an-address"/);
     assertFailed(resync, 2, /^mercury: CONFIG_INVALID: --resync needs --upstream/);
     assertFailed(replicationListen, 2, /^mercury: CONFIG_INVALID: --replication-listen port/);
+  });
+
+  // Found by audit: `--upstream ","` (or `--upstream "$UPSTREAM"` unset) started a writable root with its own admin
+  // token and signing key; `--listen A --listen B` listened on B without a word; a number past 2^53 was quoted rounded.
+  test('cli: an empty upstream item, an option given twice, or an integer past 2^53 exits 2 naming it; nothing starts', async () => {
+    const dir = join(filesDir, 'never-created-either');
+    const serveArgs = ['serve', '--data-dir', dir, '--listen', '127.0.0.1:0'];
+    const [comma, empty, twice, huge, limitTwice] = await Promise.all([
+      runCli([...serveArgs, '--upstream', ',']),
+      runCli([...serveArgs, '--upstream', '']),
+      runCli([...serveArgs, '--listen', '127.0.0.1:0']),
+      runCli([...serveArgs, '--max-value-bytes', '18446744073709551616']),
+      cli(['log', '--limit', '5', '--limit', '6']),
+    ]);
+    assertFailed(comma, 2, /^mercury: CONFIG_INVALID: upstream \(--upstream\) must be HOST:PORT, got ""/);
+    assertFailed(empty, 2, /^mercury: CONFIG_INVALID: upstream \(--upstream\) must be HOST:PORT, got ""/);
+    assertFailed(twice, 2, /^mercury: --listen is given twice; give it once/);
+    assertFailed(huge, 2, /^mercury: --max-value-bytes must be at most 9007199254740991, got "18446744073709551616"/);
+    assertFailed(limitTwice, 2, /^mercury: --limit is given twice/);
+    // `del --prefix --if-mod-seq` deleted the whole prefix without its condition; `put KEY VALUE --file F` dropped VALUE.
+    assert.equal((await cli(['put', 'guarded/a', 'kept'])).code, 0);
+    assertFailed(await cli(['del', 'guarded/', '--prefix', '--if-mod-seq', '1']), 2, /^mercury: del --prefix takes no --if-mod-seq/);
+    assertFailed(await cli(['put', 'guarded/a', 'other', '--file', CLI_PATH]), 2, /^mercury: put takes its value from VALUE or from --file, not both/);
+    const kept = await cli(['get', 'guarded/a']);
+    assert.equal(kept.stdout.toString(), 'kept', 'nothing was deleted or replaced');
+    assert.equal(existsSync(dir), false, 'no data directory was made');
   });
 
   test('cli: serve with a replication token that is not a token exits 2 naming where it came from', async () => {

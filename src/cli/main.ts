@@ -150,9 +150,27 @@ const OPTIONS = {
 
 class UsageError extends Error {}
 
+/**
+ * parseArgs keeps the last of an option given twice: `--listen A --listen B` listened on B, and `--upstream A
+ * --upstream B` would follow B alone. An option that takes one value may be given once (`--trust-key` and `--scope`
+ * repeat by design; a repeated switch says the same thing twice).
+ */
+function refuseRepeatedOptions(tokens: ReturnType<typeof parseArgs>['tokens']): void {
+  const seen = new Set<string>();
+  for (const token of tokens ?? []) {
+    if (token.kind !== 'option') continue;
+    const option: { type: string; multiple?: boolean } = OPTIONS[token.name as keyof typeof OPTIONS];
+    if (option.type !== 'string' || option.multiple === true) continue;
+    if (seen.has(token.name)) throw new UsageError(`--${token.name} is given twice; give it once (a list option takes commas: --upstream A,B)`);
+    seen.add(token.name);
+  }
+}
+
 function integerOption(value: string | undefined, name: string): number | undefined {
   if (value === undefined) return undefined;
   if (!/^\d+$/.test(value)) throw new UsageError(`--${name} must be a non-negative integer, got "${value}"`);
+  // Past 2^53 a number is rounded: the message would quote another value than the one given.
+  if (!Number.isSafeInteger(Number(value))) throw new UsageError(`--${name} must be at most ${Number.MAX_SAFE_INTEGER}, got "${value}"`);
   return Number(value);
 }
 
@@ -229,7 +247,8 @@ async function serve(values: Record<string, string | boolean | string[] | undefi
     replicationPort: replicationListen?.port,
     wireHost: wireListen?.host,
     wirePort: wireListen?.port,
-    upstreams: upstream === undefined ? undefined : upstream.split(',').map((address) => address.trim()).filter((address) => address !== ''),
+    // Every item is checked, empty ones too: `--upstream "$UPSTREAM"` with the variable unset must not start a root.
+    upstreams: upstream === undefined ? undefined : upstream.split(',').map((address) => address.trim()),
     resync: values.resync as boolean | undefined,
     dataDir: values['data-dir'] as string | undefined,
     host: listen?.host,
@@ -316,7 +335,8 @@ function clientTls(values: Record<string, string | boolean | string[] | undefine
 }
 
 async function main(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  const { values, positionals, tokens } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true, tokens: true });
+  refuseRepeatedOptions(tokens);
   const [command, ...args] = positionals;
   if (values.help || command === undefined || command === 'help') {
     printResult(values.json ?? false, { usage: USAGE }, () => USAGE);
@@ -382,7 +402,8 @@ async function clientCommand(
     }
     case 'put': {
       const key = needKey();
-      const value = args[1] !== undefined && values.file === undefined ? Buffer.from(args[1], 'utf8') : await readInput(values.file, VALUE_BYTES_CEILING);
+      if (args[1] !== undefined && values.file !== undefined) throw new UsageError('put takes its value from VALUE or from --file, not both');
+      const value = args[1] !== undefined ? Buffer.from(args[1], 'utf8') : await readInput(values.file, VALUE_BYTES_CEILING);
       const result = await client.put(key, value, { ifModSeq });
       printResult(json, result, () => `OK seq ${result.seq}`);
       return;
@@ -390,6 +411,8 @@ async function clientCommand(
     case 'del': {
       const key = needKey();
       if (values.prefix) {
+        // A prefix delete has no condition: dropping the one given would delete every key under KEY unconditionally.
+        if (ifModSeq !== undefined) throw new UsageError('del --prefix takes no --if-mod-seq: a prefix delete is unconditional (use mercury txn for a conditional one)');
         const result = await client.deletePrefix(key);
         printResult(json, result, () => `OK seq ${result.seq}`);
       } else {
