@@ -15,7 +15,7 @@ import { MercuryError } from '../errors/index.js';
 import { readFileBounded, SMALL_FILE_BYTES_MAX } from '../fs/bounded-read.js';
 import { JSON_BODY_BYTES_MAX, VALUE_BYTES_CEILING } from '../limits.js';
 import { checkCaBundle } from '../net/tls.js';
-import { jsonLogger } from '../logging/index.js';
+import { budgetedLogger, jsonLogger } from '../logging/index.js';
 import { DEMO_REPLICAS_MAX, demoCommand } from './demo.js';
 import { logLines } from './log.js';
 import { AnswerShapeError, formatBytes, printResult, showBytes, terminalSafe } from './output.js';
@@ -276,7 +276,7 @@ async function serve(values: Record<string, string | boolean | string[] | undefi
   // of every client command.
   const { MercuryNode } = await import('../node/index.js');
   const node = await MercuryNode.start(config, {
-    logger: jsonLogger(),
+    logger: budgetedLogger(jsonLogger()),
     auth,
     adminTokenFile: values['admin-token-file'] as string | undefined,
     replicationToken,

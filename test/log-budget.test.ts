@@ -1,0 +1,98 @@
+/**
+ * The log's budget (src/logging): a node logs a line for each connection it refuses, before anyone is
+ * authenticated. Found by audit: 120 connections sending 64 bytes of junk to the replication port wrote 240 lines in
+ * about 3 s, with nothing to stop a peer from filling the node's disk. Each message now has a budget of lines per
+ * window, and what it held back is counted in one line.
+ */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, describe, test } from 'node:test';
+import { budgetedLogger, type LogLevel, type Logger } from '../src/logging/index.js';
+import { makeTempDir, removeDir, startServe, stopProcess } from './support/process.js';
+
+/** A logger that keeps its lines. */
+function keptLines(): { logger: Logger; lines: { level: LogLevel; message: string; fields: Record<string, unknown> }[] } {
+  const lines: { level: LogLevel; message: string; fields: Record<string, unknown> }[] = [];
+  const logger: Logger = {
+    log: (level, message, fields = {}) => lines.push({ level, message, fields }),
+    child: (base) => ({ log: (level, message, fields = {}) => lines.push({ level, message, fields: { ...base, ...fields } }), child: () => logger }),
+  };
+  return { logger, lines };
+}
+
+describe('log budget', () => {
+  test('log budget: each message gets its lines per window; what it held back is counted once the window turns', () => {
+    const { logger, lines } = keptLines();
+    let now = 0;
+    const budgeted = budgetedLogger(logger, { linesPerWindow: 3, windowMs: 1_000, messagesMax: 10 }, () => now);
+    const child = budgeted.child({ peer: 'a' });
+    for (let i = 0; i < 10; i++) child.log('warn', 'refused child', { i });
+    budgeted.log('info', 'other', {});
+    assert.deepEqual(
+      lines.map((line) => [line.message, line.fields.i]),
+      [['refused child', 0], ['refused child', 1], ['refused child', 2], ['other', undefined]],
+      'three of ten, and another message has its own budget',
+    );
+    assert.equal(lines[0]!.fields.peer, 'a', 'a child logger keeps its fields');
+    now = 999;
+    child.log('warn', 'refused child', { i: 10 });
+    assert.equal(lines.length, 4, 'still the same window');
+    now = 1_000;
+    child.log('warn', 'refused child', { i: 11 });
+    assert.deepEqual(lines.slice(4).map((line) => [line.level, line.message, line.fields]), [
+      ['warn', 'log lines suppressed', { of: 'refused child', suppressed: 8, windowMs: 1_000 }],
+      ['warn', 'refused child', { peer: 'a', i: 11 }],
+    ]);
+  });
+
+  test('log budget: messages past the tracked number share one budget, so a message per peer cannot grow it', () => {
+    const { logger, lines } = keptLines();
+    const budgeted = budgetedLogger(logger, { linesPerWindow: 2, windowMs: 1_000, messagesMax: 4 }, () => 0);
+    for (let i = 0; i < 100; i++) budgeted.log('info', `message ${i}`);
+    assert.deepEqual(
+      lines.map((line) => line.message),
+      ['message 0', 'message 1', 'message 2', 'message 3', 'message 4', 'message 5'],
+      'four messages tracked, the rest share one budget of two lines',
+    );
+  });
+});
+
+describe('log budget - a real node', () => {
+  const dir = makeTempDir('log-budget');
+  after(() => removeDir(dir));
+
+  test('log budget: 1,200 TLS handshakes on the plaintext HTTP port write at most the budget of lines, and the node serves', async () => {
+    const node = await startServe(dir);
+    try {
+      const { hostname, port } = new URL(node.url);
+      // The first bytes of a TLS ClientHello: each connection is refused with a line (reason tls_on_plaintext).
+      const hello = Buffer.from([0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00]);
+      // Counted from the child's stderr as it comes (node.stderr() keeps only its last 16 KiB).
+      let refused = 0;
+      node.child.stderr!.on('data', (text: string) => (refused += text.split('"TLS connection refused"').length - 1));
+      const started = Date.now();
+      for (let round = 0; round < 24; round++)
+        await Promise.all(
+          Array.from({ length: 50 }, () =>
+            new Promise<void>((resolve) => {
+              const socket = net.connect(Number(port), hostname, () => socket.write(hello));
+              socket.on('data', () => socket.destroy());
+              socket.on('error', () => {});
+              socket.on('close', () => resolve());
+              socket.setTimeout(5_000, () => socket.destroy());
+            }),
+          ),
+        );
+      // Lines are written as the refusals happen; give the last ones a moment to reach the pipe.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const elapsedMs = Date.now() - started;
+      // One window of 10 s lets 100 through; a slow run may have begun a second window.
+      const windows = Math.floor(elapsedMs / 10_000) + 1;
+      assert.ok(refused >= 50, `the refusals are logged at all (${refused})`);
+      assert.ok(refused <= 100 * windows, `${refused} lines for 1,200 refused connections in ${elapsedMs} ms`);
+      assert.equal((await fetch(`${node.url}/healthz`)).status, 200);
+    } finally {
+      await stopProcess(node.child);
+    }
+  });
+});
