@@ -17,6 +17,9 @@ import { runSimulation, type SimulationStats } from './support/sim/simulation.js
 
 // 6058: a watcher closed 4008 while its snapshot waited for a reader, with no progress before the close (allowed).
 const FIXED_SEEDS = [1, 2, 3, 42, 6058, 20240611];
+// Withholding relays in the default tree, seeds that failed a sweep. 62050: the root cut off from a withholding relay's
+// upstreams, whose heartbeats said the root was at its child's head until 1,624 ms after the entry was withheld.
+const WITHHOLD_SEEDS = [62050];
 const replay = process.env.SIM_SEED === undefined ? undefined : Number(process.env.SIM_SEED);
 
 function summary(stats: SimulationStats): string {
@@ -82,6 +85,14 @@ describe('replication simulation', () => {
       t.diagnostic(`seed ${seed}: ${summary(stats)}; entries withheld ${stats.withheld.entries}, connections left ${stats.withheld.left}`);
       assert.ok(stats.withheld.entries > 0, 'no entry was withheld');
       assert.ok(stats.withheld.left > 0, 'no child was following a withholding relay');
+    }
+  });
+
+  test('simulation: withholding relays in the default tree: regression seeds', (t) => {
+    for (const seed of WITHHOLD_SEEDS) {
+      const stats = runSimulation({ seed, signing: { forgers: 1, withholders: 2 } });
+      t.diagnostic(`seed ${seed}: ${summary(stats)}; entries withheld ${stats.withheld.entries}, connections left ${stats.withheld.left}`);
+      assert.ok(stats.withheld.entries > 0 && stats.withheld.left > 0);
     }
   });
 

@@ -22,8 +22,8 @@
  * or made with another key). A forged frame that a child applies fails the run, as does a child that stays on the
  * forger's connection after a forged ENTRIES frame or snapshot end. With `withholders`, a few more intermediate nodes
  * are withholding relays (test/support/forge.ts `Withholder`): they drop every ENTRIES frame they send, and half of
- * them also pin their heartbeats' rootSeq; a child that still follows such a relay twice the longest stale time after
- * an entry was withheld from it fails the run.
+ * them also pin their heartbeats' rootSeq; a child that still follows such a relay twice its stale time after an entry
+ * was withheld from it (or after the first heartbeat that told it the root was past it, if later) fails the run.
  */
 import { createPrivateKey } from 'node:crypto';
 import { crc32 } from 'node:zlib';
@@ -141,6 +141,8 @@ interface Conn {
   /** The rewriter of a connection whose upstream is a withholding relay, and whether its child is being watched. */
   withholder?: Withholder;
   withholdWatched?: boolean;
+  /** When a watched child first got a heartbeat saying the root is past its head, after an entry was withheld. */
+  withholdRevealedMs?: number;
 }
 
 interface Session {
@@ -810,12 +812,19 @@ class Simulation {
 
   /**
    * An entry was withheld from `conn`'s child: it must leave the relay within its stale time (upstreamStaleMs plus a
-   * hop per ancestor) of the next heartbeat, or of the last thing it got if none comes; twice that, it fails the run if
-   * it has not. The stale time is the child's when the bound expires, if longer than when the entry was withheld: a
-   * relay that withholds right after its own restart has no upstream yet, so its child counts no ancestor beyond it,
-   * and the relay's first heartbeat, once it has an upstream, brings the whole path (seed 41006 of the withholding
-   * sweep: a child at depth 0 when withheld, at depth 3 when the relay's heartbeats came 521 ms later, left within its
-   * stale time of that heartbeat, after the 1,400 ms a bound of depth 0 allowed).
+   * hop per ancestor) of the first heartbeat that says the root is past its head, or of the last thing it got if none
+   * comes; twice that, it fails the run if it has not. The bound counts from the withheld entry, or from that heartbeat
+   * if it came later: a child learns that the root is past it only from heartbeats, and while the relay's own upstreams
+   * are cut off from the root, those it forwards say the root is at the child's head, as an idle root's would (seed
+   * 62050: a partition cut the root off from n2, n3 and n4, which then followed one another with n1 in a ring, passing
+   * on the root's last beat, at seq 290, until n1 went back to the root; n190, at 290 behind withholding n19, got the
+   * first heartbeat past 290 1,624 ms after seq 291 was withheld and left 1,200 ms after it, its stale time at depth 4,
+   * as docs/security.md promises: 2,824 ms after the entry, where the bound from the entry allowed 2,600). The stale
+   * time is the child's when the bound expires, if longer than when the entry was withheld: a relay that withholds
+   * right after its own restart has no upstream yet, so its child counts no ancestor beyond it, and the relay's first
+   * heartbeat, once it has an upstream, brings the whole path (seed 41006 of the withholding sweep: a child at depth 0
+   * when withheld, at depth 3 when the relay's heartbeats came 521 ms later, left within its stale time of that
+   * heartbeat, after the 1,400 ms a bound of depth 0 allowed).
    */
   private watchWithheld(conn: Conn): void {
     if (conn.withholdWatched === true) return;
@@ -832,14 +841,25 @@ class Simulation {
         this.stats.withheld.left++;
         return;
       }
-      const now = boundMs();
-      if (now > allowedMs) {
-        allowedMs = now;
-        return void this.queue.at(withheldMs + allowedMs, check);
-      }
-      this.fail(`${child.id} still follows withholding relay ${conn.server.id} ${allowedMs} ms after an entry was withheld`);
+      allowedMs = Math.max(allowedMs, boundMs());
+      const fromMs = conn.withholdRevealedMs ?? withheldMs;
+      if (this.queue.nowMs < fromMs + allowedMs) return void this.queue.at(fromMs + allowedMs, check);
+      const revealed =
+        conn.withholdRevealedMs === undefined ? ', and no heartbeat said the root was past it' : `, ${this.queue.nowMs - conn.withholdRevealedMs} ms after a heartbeat said the root was past it`;
+      this.fail(`${child.id} still follows withholding relay ${conn.server.id} ${this.queue.nowMs - withheldMs} ms after an entry was withheld${revealed}`);
     };
     this.queue.after(allowedMs, check);
+  }
+
+  /**
+   * After a delivery to a watched child: whether the heartbeats it has now say the root is past its head. Before the
+   * relay's first heartbeat that may be the last one of the child's previous upstream: that only starts the bound
+   * sooner, and never before the withheld entry.
+   */
+  private noteWithholdRevealed(conn: Conn, downstream: Downstream): void {
+    if (conn.withholdWatched !== true || conn.withholdRevealedMs !== undefined || downstream.currentConnId !== conn.clientConnId) return;
+    const status = downstream.status();
+    if ((status.lastHeartbeatRootSeq ?? 0) > status.head.seq) conn.withholdRevealedMs = this.queue.nowMs;
   }
 
   /** A flipped bit anywhere after the length prefix: the frame CRC must catch it. */
@@ -876,6 +896,7 @@ class Simulation {
       const downstream = node.downstream!;
       const wasFollowing = downstream.currentConnId === conn.clientConnId;
       for (const chunk of chunks) this.execDownstream(node, downstream.receive(now, conn.clientConnId, chunk));
+      this.noteWithholdRevealed(conn, downstream);
       if (corrupted !== undefined && wasFollowing) {
         if (downstream.currentConnId === conn.clientConnId)
           this.fail(`${node.id} accepted a frame ${corrupted === 'wire' ? 'corrupted on the wire' : corrupted === 'relay' ? 'corrupted by a relay' : `forged by ${conn.server.id}`}`);
