@@ -34,8 +34,8 @@ export async function startNodeProcess(
   dataDir = mkdtempSync(join(tmpdir(), 'mercury-bench-')),
   options: { readonly nodeArgs?: readonly string[]; readonly quiet?: boolean; readonly auth?: boolean } = {},
 ): Promise<NodeProcess> {
-  const authArgs = ['--auth', options.auth === true ? 'required' : 'off'];
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...authArgs, ...extraArgs], {
+  const authArgs = extraArgs.includes('--auth') ? [] : ['--auth', options.auth === true ? 'required' : 'off'];
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), CLI_PATH, 'serve', '--data-dir', dataDir, ...(extraArgs.includes('--listen') ? [] : ['--listen', '127.0.0.1:0']), ...authArgs, ...extraArgs], {
     stdio: ['ignore', 'pipe', options.quiet === true ? 'pipe' : 'inherit'],
   });
   let errorOutput = '';

@@ -54,7 +54,9 @@ export function startServe(dataDir: string, extraArgs: readonly string[] = []): 
   const otherPorts = extraArgs.includes('--listen')
     ? [...(extraArgs.includes('--replication-listen') ? [] : ['--replication-listen', '127.0.0.1:0']), ...(extraArgs.includes('--wire-listen') ? [] : ['--wire-listen', '127.0.0.1:0'])]
     : [];
-  const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...auth, ...otherPorts, ...extraArgs], {
+  // An option given twice is refused (src/cli/main.ts): the defaults stand only where the test gives none.
+  const listen = extraArgs.includes('--listen') ? [] : ['--listen', '127.0.0.1:0'];
+  const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data-dir', dataDir, ...listen, ...auth, ...otherPorts, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
@@ -89,7 +91,8 @@ export function startServe(dataDir: string, extraArgs: readonly string[] = []): 
  * of waiting.
  */
 export function serveRefused(dir: string, extraArgs: readonly string[] = []): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
-  const args = [CLI_PATH, 'serve', '--data-dir', dir, '--listen', '127.0.0.1:0', '--replication-listen', '127.0.0.1:0', '--wire-listen', '127.0.0.1:0', '--auth', 'off', ...extraArgs];
+  const defaults = [['--listen', '127.0.0.1:0'], ['--replication-listen', '127.0.0.1:0'], ['--wire-listen', '127.0.0.1:0'], ['--auth', 'off']].filter(([flag]) => !extraArgs.includes(flag!)).flat();
+  const args = [CLI_PATH, 'serve', '--data-dir', dir, ...defaults, ...extraArgs];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   let stdout = '';
