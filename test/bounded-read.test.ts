@@ -70,10 +70,10 @@ test('bounded read: a TLS key swapped for a FIFO or a link to /dev/zero is a fai
   copyFileSync(certs.node.certPath, paths.certPath);
   copyFileSync(certs.node.keyPath, paths.keyPath);
   copyFileSync(certs.ca.certPath, paths.caPath);
-  const credentials = new TlsCredentials(paths, silentLogger);
-  const before = credentials.current();
   const clock = new ManualClock();
-  credentials.watch(clock);
+  const credentials = new TlsCredentials(paths, silentLogger, clock);
+  const before = credentials.current();
+  credentials.watch();
   rmSync(paths.keyPath);
   renameSync(fifo('key.fifo'), paths.keyPath);
   clock.advance(TLS_RELOAD_POLL_MS);

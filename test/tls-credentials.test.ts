@@ -21,11 +21,11 @@ test('tls credentials: a changed file is picked up at the next poll; a key that 
   copyFileSync(certs.node.certPath, paths.certPath);
   copyFileSync(certs.node.keyPath, paths.keyPath);
   copyFileSync(certs.ca.certPath, paths.caPath);
-  const credentials = new TlsCredentials(paths, silentLogger);
+  const clock = new ManualClock();
+  const credentials = new TlsCredentials(paths, silentLogger, clock);
   const reloaded: TlsMaterial[] = [];
   credentials.onReload((material) => reloaded.push(material));
-  const clock = new ManualClock();
-  credentials.watch(clock);
+  credentials.watch();
   clock.advance(TLS_RELOAD_POLL_MS * 3);
   assert.equal(reloaded.length, 0, 'unchanged files are not reloaded');
 
@@ -73,9 +73,9 @@ test('tls credentials: a CA bundle cut short or damaged inside a certificate is 
   damaged.fill('A', second + 100, second + 300); // whole, but not a certificate any more
   const paths = { certPath: certs.node.certPath, keyPath: certs.node.keyPath, caPath: join(dir, 'ca-bundle.pem') };
   writeFileSync(paths.caPath, bundle);
-  const credentials = new TlsCredentials(paths, silentLogger);
   const clock = new ManualClock();
-  credentials.watch(clock);
+  const credentials = new TlsCredentials(paths, silentLogger, clock);
+  credentials.watch();
   writeFileSync(paths.caPath, damaged);
   clock.advance(TLS_RELOAD_POLL_MS);
   assert.equal(credentials.reloadFailures, 1);

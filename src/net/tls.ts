@@ -11,8 +11,10 @@
  *
  * The files are read once at start and again when they change (polled on the clock, which also catches Kubernetes'
  * symlink swaps that fs.watch misses) or when the operator sends SIGHUP. A reload that fails (a half-written file, a
- * key that does not match its certificate) keeps the previous credentials and says so; open connections are never
- * dropped: servers take the new context for new handshakes (tls.Server#setSecureContext), clients for new connections.
+ * key that does not match its certificate) keeps the previous credentials and says so. A new certificate or key drops
+ * no connection: servers take the new context for new handshakes (tls.Server#setSecureContext), clients for new
+ * connections. A new CA file closes the open connections whose peer certificate it no longer signs
+ * (src/net/tls-connections.ts), so that rotating the CA revokes what is already connected too.
  *
  * Sniffing: a TLS handshake starts with the record type byte 0x16, which neither a plaintext HTTP request (a method
  * name) nor a replication frame (src/replication/protocol.ts: a length prefix far below 0x16000000) can start with.
@@ -24,10 +26,11 @@ import { statSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import { createSecureContext, type TLSSocket, type TlsOptions } from 'node:tls';
-import type { Clock, TimerHandle } from '../clock/index.js';
+import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
 import { MercuryError } from '../errors/index.js';
 import { readFileBounded, SMALL_FILE_BYTES_MAX } from '../fs/bounded-read.js';
 import type { Logger } from '../logging/index.js';
+import { VerifiedConnections } from './tls-connections.js';
 
 /** The three files of `--tls-cert`, `--tls-key` and `--tls-ca`. */
 export interface TlsPaths {
@@ -123,12 +126,18 @@ export class TlsCredentials {
   private stamp: string;
   private timer: TimerHandle | undefined;
   private readonly listeners: ((material: TlsMaterial) => void)[] = [];
+  /** Every open connection whose peer certificate verified: the listeners and clients hand them to `track`. */
+  private readonly verified = new VerifiedConnections();
   reloads = 0;
   reloadFailures = 0;
+  /** Connections closed because a new CA file no longer signed their peer's certificate (a counter). */
+  closedOnCaChange = 0;
 
   constructor(
     readonly paths: TlsPaths,
     private readonly logger: Logger,
+    /** Its wall time judges certificates' validity when a CA change re-checks connections, as in a handshake. */
+    private readonly clock: Clock = systemClock,
   ) {
     this.stamp = this.fileStamp();
     this.material = readTlsMaterial(paths);
@@ -142,10 +151,16 @@ export class TlsCredentials {
     this.listeners.push(listener);
   }
 
+  /**
+   * A TLS connection (either direction) whose handshake finished: kept for the re-check of a CA change if verified.
+   * Bound, so that listeners and clients are given it as it is.
+   */
+  readonly track = (socket: TLSSocket): void => this.verified.track(socket);
+
   /** Polls the files every `intervalMs` and reloads when one changed. */
-  watch(clock: Clock, intervalMs = TLS_RELOAD_POLL_MS): void {
+  watch(intervalMs = TLS_RELOAD_POLL_MS): void {
     this.timer?.cancel();
-    this.timer = clock.setInterval(() => {
+    this.timer = this.clock.setInterval(() => {
       const stamp = this.fileStamp();
       if (stamp !== this.stamp) this.reload('files changed');
     }, intervalMs);
@@ -162,10 +177,20 @@ export class TlsCredentials {
       this.logger.log('error', 'TLS reload failed; still using the previous certificate', { why, error: (error as Error).message });
       return false;
     }
+    const previousCa = this.material.ca;
     this.material = material;
     this.reloads++;
     for (const listener of this.listeners) listener(material);
     this.logger.log('info', 'TLS certificate reloaded', { why, subject: material.subject, validTo: new Date(material.validToMs).toISOString() });
+    if (!material.ca.equals(previousCa)) {
+      const closed = this.verified.recheck(material.ca, this.clock.nowMs());
+      this.closedOnCaChange += closed;
+      this.logger.log(closed > 0 ? 'warn' : 'info', 'the CA file changed: open connections re-checked against it', {
+        checked: closed + this.verified.size,
+        closed,
+        why: 'a peer certificate the new CA does not sign',
+      });
+    }
     return true;
   }
 

@@ -144,7 +144,7 @@ export class MercuryNode {
     this.startedMs = this.clock.monotonicMs();
     this.limits = validateNodeLimits(withConfigLimits(config, options.limits ?? NODE_LIMITS));
     // Read before the store opens: bad files are a configuration error, and leave nothing open behind them.
-    this.tls = config.tls === undefined ? undefined : new TlsCredentials(config.tls, this.logger);
+    this.tls = config.tls === undefined ? undefined : new TlsCredentials(config.tls, this.logger, this.clock);
     const material = this.tls?.current();
     this.forwardTls = material === undefined ? undefined : { ca: material.ca };
     const isReplica = config.upstreams.length > 0;
@@ -287,7 +287,11 @@ export class MercuryNode {
     const onHttpTlsRejected = onTlsRejected('http');
     // One budget of request bodies for the HTTP API and the wire port's PUTs (src/server/body-budget.ts).
     const bodyBudget = new BodyBudget(this.limits.http.bodyBytesInFlightMax);
-    this.server = createHttpServer(createApiHandler(api, this.limits.http, bodyBudget), this.limits.http, this.clock, { tls: material, onRejected: onHttpTlsRejected });
+    this.server = createHttpServer(createApiHandler(api, this.limits.http, bodyBudget), this.limits.http, this.clock, {
+      tls: material,
+      onRejected: onHttpTlsRejected,
+      track: this.tls?.track,
+    });
     const policy = this.requestPolicy;
     this.watchHub = new WatchHub({
       store: this.store,
@@ -314,6 +318,7 @@ export class MercuryNode {
       childrenMax: config.replicationChildrenMax,
       tls: material,
       onTlsRejected: onTlsRejected('replication'),
+      trackTls: this.tls?.track,
       authorizeChild: (credential, socket) => this.guard.authenticateChild(credential, socket),
       signer: this.signer,
       diverged: () => this.replicationClient?.divergence(),
@@ -334,6 +339,7 @@ export class MercuryNode {
       limits: this.limits.wire,
       tls: material,
       onTlsRejected: onTlsRejected('wire'),
+      trackTls: this.tls?.track,
     });
     if (this.tls !== undefined) this.watchTls(this.tls);
     this.metrics.gauge('mercury_replication_children', 'Child replicas connected to this node.', () => this.replicationServer.children().length);
@@ -364,13 +370,14 @@ export class MercuryNode {
       this.forwardTls = { ca: material.ca };
     });
     this.metrics.gauge('mercury_tls_reloads', 'Successful reloads of the TLS files (a counter).', () => tls.reloads);
+    this.metrics.gauge('mercury_tls_closed_on_ca_change', 'Connections closed because a new CA file no longer signed their peer certificate (a counter).', () => tls.closedOnCaChange);
     this.metrics.gauge('mercury_tls_reload_failures', 'Reloads of the TLS files that failed and kept the previous certificate (a counter).', () => tls.reloadFailures);
     this.metrics.gauge('mercury_tls_certificate_expiry_seconds', "Seconds until this node's certificate expires (negative: expired).", () =>
       Math.round((tls.current().validToMs - this.clock.nowMs()) / 1000),
     );
   }
 
-  /** Reads the TLS files again (SIGHUP); false when they are bad (the previous ones stay). Open connections go on. */
+  /** Reads the TLS files again (SIGHUP); false when they are bad (the previous ones stay). See TlsCredentials#reload. */
   reloadTls(why = 'requested'): boolean {
     if (this.tls === undefined) return false;
     return this.tls.reload(why);
@@ -390,6 +397,7 @@ export class MercuryNode {
       logger: this.logger,
       limits: this.limits.replication,
       tls: this.tls === undefined ? undefined : () => this.tls!.current(),
+      trackTls: this.tls?.track,
       httpUrl: () => this.url,
       credential,
       trustKeys: this.trustKeys.length > 0 ? this.trustKeys : undefined,
@@ -554,7 +562,7 @@ export class MercuryNode {
     }
     node.serving = true;
     node.armTrim(); // the log may be over its bounds from an earlier run
-    node.tls?.watch(node.clock);
+    node.tls?.watch();
     if (node.replicationClient === undefined) {
       node.heartbeatTimer = node.clock.setInterval(() => node.replicationServer.heartbeat(node.rootHeartbeat()), node.limits.replication.heartbeatIntervalMs);
     } else {
@@ -810,6 +818,7 @@ export class MercuryNode {
       validTo: new Date(material.validToMs).toISOString(),
       reloads: this.tls.reloads,
       reloadFailures: this.tls.reloadFailures,
+      closedOnCaChange: this.tls.closedOnCaChange,
     };
   }
 

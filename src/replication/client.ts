@@ -58,6 +58,8 @@ export interface ReplicationClientOptions {
    * upstream's certificate must verify against the CA and name the host of its `--upstream` address.
    */
   readonly tls?: () => TlsMaterial;
+  /** Each upstream connection once its handshake verified (TlsCredentials#track: closed if a new CA file no longer signs it). */
+  readonly trackTls?: (socket: tls.TLSSocket) => void;
   /** This node's HTTP API, told to each upstream in HELLO (shown in the upstream's status); read at each connection. */
   readonly httpUrl?: () => string;
   /** The bearer token presented in HELLO (it needs the `replicate` scope on an upstream with auth required). */
@@ -235,7 +237,10 @@ export class ReplicationClient {
     if (material !== undefined) socket.setNoDelay(true);
     this.sockets.set(connId, socket);
     let failure = 'connection closed';
-    socket.on(material === undefined ? 'connect' : 'secureConnect', () => this.perform(this.downstream.connected(clock.monotonicMs(), connId)));
+    socket.on(material === undefined ? 'connect' : 'secureConnect', () => {
+      if (material !== undefined) this.options.trackTls?.(socket as tls.TLSSocket);
+      this.perform(this.downstream.connected(clock.monotonicMs(), connId));
+    });
     socket.on('data', (chunk: Buffer) => {
       this.perform(this.downstream.receive(clock.monotonicMs(), connId, chunk));
       this.holdBack(socket);

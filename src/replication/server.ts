@@ -44,6 +44,8 @@ export interface ReplicationServerOptions {
   readonly tls?: TlsMaterial;
   /** A connection refused for TLS (wrong protocol, failed handshake, untrusted certificate): the node counts and logs it. */
   readonly onTlsRejected?: (reason: string, remote: string, message: string) => void;
+  /** Each admitted child's TLS connection (TlsCredentials#track: closed if a new CA file no longer signs it). */
+  readonly trackTls?: (socket: tls.TLSSocket) => void;
   /** Checks a child's HELLO credential, or its connection's verified certificate (src/auth/guard.ts). Absent: none. */
   readonly authorizeChild?: (credential: string | undefined, socket: net.Socket) => ChildAuthorization;
   /** The root's snapshot signer; undefined on a relay (see Upstream). */
@@ -145,6 +147,7 @@ export class ReplicationServer {
       this.refuse(socket, `your certificate was rejected (${why}): a replica must present a certificate signed by the cluster CA (--tls-cert, --tls-key)`);
       return;
     }
+    this.options.trackTls?.(socket);
     this.accept(socket, certificate.name);
   }
 

@@ -191,6 +191,8 @@ export interface HttpSecurity {
   readonly tls: TlsMaterial | undefined;
   /** A connection that failed for TLS: a handshake, plaintext on the TLS port, a TLS client on the plaintext port. */
   readonly onRejected: (reason: string, remote: string, message: string) => void;
+  /** Each TLS connection once its handshake is done (TlsCredentials#track: re-checked when the CA file changes). */
+  readonly track?: (socket: TLSSocket) => void;
 }
 
 /** The answer to plaintext HTTP on the TLS port, in plaintext, so that curl or a browser shows what to do. */
@@ -245,7 +247,7 @@ export function createHttpServer(
     tls === undefined
       ? createServer(options, listener)
       : (createHttpsServer({ ...options, ...serverTlsOptions(tls), handshakeTimeout: limits.firstByteTimeoutMs }, listener) as unknown as Server);
-  if (security?.tls !== undefined) serveTlsOnly(server, security.onRejected, clock, limits.firstByteTimeoutMs);
+  if (security?.tls !== undefined) serveTlsOnly(server, security, clock, limits.firstByteTimeoutMs);
   server.maxConnections = limits.connectionsMax;
   const slots = new AddressSlots(limits.connectionsPerAddressMax);
   // Nothing is kept per connection but its slot: every idle watcher is one of these connections. The close listener
@@ -324,7 +326,7 @@ function closeIfSilent(socket: Socket, clock: Clock, timeoutMs: number): void {
  * Makes an HTTPS server answer plaintext HTTP with a plaintext 400 that says to use https (instead of a reset), and
  * report failed handshakes. The TLS server's own connection listener runs only once the first byte shows a handshake.
  */
-function serveTlsOnly(server: Server, onRejected: HttpSecurity['onRejected'], clock: Clock, firstByteTimeoutMs: number): void {
+function serveTlsOnly(server: Server, { onRejected, track }: HttpSecurity, clock: Clock, firstByteTimeoutMs: number): void {
   const tlsListeners = server.listeners('connection') as ((socket: Socket) => void)[];
   server.removeAllListeners('connection');
   server.on('connection', (socket: Socket) => {
@@ -345,7 +347,10 @@ function serveTlsOnly(server: Server, onRejected: HttpSecurity['onRejected'], cl
   // bytes, and node:http's headers timeout starts only with the first byte of a request. A TLS socket's bytesRead
   // counts decrypted bytes, so this is the plain port's rule one layer up. A watch upgrade has sent its request by
   // then, so an open watch is never cut; neither is a keep-alive connection, whose idle time node:http bounds.
-  server.on('secureConnection', (socket: TLSSocket) => closeIfSilent(socket, clock, firstByteTimeoutMs));
+  server.on('secureConnection', (socket: TLSSocket) => {
+    closeIfSilent(socket, clock, firstByteTimeoutMs);
+    track?.(socket);
+  });
   server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
     // The remote address is gone once the handshake failed (the socket is already destroyed): '?' then.
     const reason = tlsFailureReason(error);

@@ -24,6 +24,8 @@ export interface WireServerOptions {
   readonly tls: TlsMaterial | undefined;
   /** A connection refused for TLS (wrong protocol, handshake, untrusted certificate). */
   readonly onTlsRejected: (reason: string, remote: string, message: string) => void;
+  /** Each served TLS connection (TlsCredentials#track: closed if a new CA file no longer signs its certificate). */
+  readonly trackTls?: (socket: TLSSocket) => void;
 }
 
 /** How long an answer to a refused connection may take to flush before the socket is destroyed. */
@@ -84,7 +86,7 @@ export class WireServer {
     return this.tlsServer !== undefined;
   }
 
-  /** New handshakes use the reloaded credentials; open connections go on. */
+  /** New handshakes use the reloaded credentials; open connections go on (a new CA re-checks them: src/net/tls-connections.ts). */
   setTls(material: TlsMaterial): void {
     this.tlsServer?.setSecureContext(serverTlsOptions(material));
   }
@@ -176,6 +178,7 @@ export class WireServer {
       this.refuse(socket, new MercuryError('UNAUTHENTICATED', `the client certificate was rejected (${error}): present one signed by the cluster CA, or none`));
       return;
     }
+    this.options.trackTls?.(socket);
     this.serve(socket);
   }
 

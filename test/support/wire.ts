@@ -3,6 +3,7 @@
  * by one, so a test can speak out of turn, send garbage, stop reading, or watch the order of answers.
  */
 import { connect, type Socket } from 'node:net';
+import { connect as connectTls, type ConnectionOptions } from 'node:tls';
 import { WireFrameReader, decodeAnswer, encodeHello, type WireAnswer } from '../../src/api/index.js';
 
 export class RawWire {
@@ -41,9 +42,20 @@ export class RawWire {
     return new RawWire(socket);
   }
 
-  /** Opens and says HELLO (with `token`), and waits for READY. */
-  static async ready(address: string, token?: string): Promise<RawWire> {
-    const wire = await RawWire.open(address);
+  /** Opens a TLS connection (a mercury+tls:// URL) with `options` (CA, client certificate). */
+  static async openTls(address: string, options: ConnectionOptions): Promise<RawWire> {
+    const { hostname, port } = new URL(address);
+    const socket = connectTls({ ...options, host: hostname.replace(/^\[|\]$/g, ''), port: Number(port) });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('secureConnect', () => resolve());
+      socket.once('error', reject);
+    });
+    return new RawWire(socket);
+  }
+
+  /** Opens (over TLS with `tls`) and says HELLO (with `token`), and waits for READY. */
+  static async ready(address: string, token?: string, tls?: ConnectionOptions): Promise<RawWire> {
+    const wire = tls === undefined ? await RawWire.open(address) : await RawWire.openTls(address, tls);
     wire.send(encodeHello(token));
     const answer = await wire.next();
     if (answer?.type !== 0x81) throw new Error(`expected READY, got ${JSON.stringify(answer)}`);

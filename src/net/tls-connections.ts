@@ -1,0 +1,115 @@
+/**
+ * Open TLS connections whose peer certificate verified, re-checked when the CA file changes.
+ *
+ * A TLS handshake verifies the peer's certificate once, against the CA of that moment; the connection keeps the
+ * identity for as long as it stays open. "Revoke by rotating the CA" (docs/security.md) must also reach the
+ * connections already open, or a watch, a replica's stream, a wire connection or an HTTP keep-alive connection
+ * authenticated by a certificate of the old CA would stay authorised after the operator replaced it (reproduced over
+ * HTTP at stop 36: a request on such a connection was served after the reload; a new connection got 401).
+ *
+ * So every listener and outgoing connection of a node hands its verified TLS sockets to `track`, and when a reload
+ * brings a CA file with other bytes, `recheck` walks each one's peer chain again against the new CA certificates and
+ * closes those it no longer reaches. Connections the new file still signs are left alone: the usual staged rotation
+ * (old and new CA in one file, new certificates everywhere, then the old CA removed) closes nothing until the last
+ * step, and then only what still holds an old certificate. A closed peer reconnects and meets the new CA in its
+ * handshake, which names why it is refused.
+ *
+ * The walk is a re-check, not OpenSSL's verification: it follows the chain the handshake recorded (the certificates
+ * the peer sent, completed from the old CA file) from the leaf up, and accepts the first certificate that is itself
+ * in the new file or is signed by one in it, at a time when both are valid. An intermediate placed in the CA file
+ * counts as an anchor here, where OpenSSL wants the whole chain to a self-signed root: the check can keep open a
+ * connection that a new handshake would refuse only in that setup, never close one that a handshake would accept.
+ */
+import { X509Certificate } from 'node:crypto';
+import type { TLSSocket, DetailedPeerCertificate } from 'node:tls';
+
+/** Chains longer than this are not followed (OpenSSL's default verify depth is 100; real chains have 2 to 4 links). */
+const CHAIN_DEPTH_MAX = 16;
+
+/** Parsed certificates of a PEM bundle (a CA file); blocks that are not certificates are skipped. */
+export function pemCertificates(pem: Buffer): X509Certificate[] {
+  const blocks = pem.toString('latin1').match(/-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----/g) ?? [];
+  return blocks.map((block) => new X509Certificate(block));
+}
+
+function validAt(certificate: X509Certificate, nowMs: number): boolean {
+  return Date.parse(certificate.validFrom) <= nowMs && nowMs <= Date.parse(certificate.validTo);
+}
+
+function signedBy(certificate: X509Certificate, issuer: X509Certificate): boolean {
+  return certificate.checkIssued(issuer) && certificate.verify(issuer.publicKey);
+}
+
+/**
+ * True when the chain `socket`'s handshake recorded reaches one of `authorities`: a link that is one of them, or is
+ * signed by one, each link signed by the next, every certificate valid at `nowMs`. False for a socket without a
+ * peer certificate.
+ */
+export function peerChainSignedBy(socket: TLSSocket, authorities: readonly X509Certificate[], nowMs: number): boolean {
+  let link: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
+  let previous: X509Certificate | undefined;
+  for (let depth = 0; depth < CHAIN_DEPTH_MAX && link?.raw !== undefined; depth++) {
+    const certificate = new X509Certificate(link.raw);
+    if (!validAt(certificate, nowMs)) return false;
+    if (previous !== undefined && !signedBy(previous, certificate)) return false;
+    for (const authority of authorities) {
+      if (authority.fingerprint256 === certificate.fingerprint256) return true;
+      if (validAt(authority, nowMs) && signedBy(certificate, authority)) return true;
+    }
+    // A self-signed root is its own issuer: the chain ends there.
+    if (link.issuerCertificate === link || link.issuerCertificate?.fingerprint256 === link.fingerprint256) return false;
+    previous = certificate;
+    link = link.issuerCertificate;
+  }
+  return false;
+}
+
+/** The verified TLS connections of one node (both directions), to re-check when its CA file changes. */
+export class VerifiedConnections {
+  private readonly sockets = new Set<TLSSocket>();
+  /** One close listener shared by every socket: an idle watcher's connection holds no closure of its own. */
+  private readonly untrack: (this: TLSSocket) => void;
+
+  constructor() {
+    const sockets = this.sockets;
+    this.untrack = function (this: TLSSocket) {
+      sockets.delete(this);
+    };
+  }
+
+  /** Keeps `socket` for `recheck` while it is open, if its peer's certificate verified (else it carries no identity). */
+  track(socket: TLSSocket): void {
+    if (!socket.authorized || socket.destroyed || this.sockets.has(socket)) return;
+    this.sockets.add(socket);
+    socket.once('close', this.untrack);
+  }
+
+  get size(): number {
+    return this.sockets.size;
+  }
+
+  /**
+   * Closes every tracked connection whose peer chain the CA bundle `ca` does not reach (or whose certificate expired);
+   * returns how many. Connections with one certificate are checked once (a fleet's watchers often share one).
+   */
+  recheck(ca: Buffer, nowMs: number): number {
+    const authorities = pemCertificates(ca);
+    const verdicts = new Map<string, boolean>();
+    let closed = 0;
+    for (const socket of [...this.sockets]) {
+      let keep: boolean;
+      try {
+        const fingerprint = socket.getPeerCertificate().fingerprint256;
+        keep = verdicts.get(fingerprint) ?? peerChainSignedBy(socket, authorities, nowMs);
+        verdicts.set(fingerprint, keep);
+      } catch {
+        keep = false; // a chain that cannot be read again cannot be trusted again
+      }
+      if (keep) continue;
+      closed++;
+      this.sockets.delete(socket);
+      socket.destroy();
+    }
+    return closed;
+  }
+}
