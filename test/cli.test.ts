@@ -235,6 +235,14 @@ describe('cli', () => {
     assertFailed(twice, 2, /^mercury: --listen is given twice; give it once/);
     assertFailed(huge, 2, /^mercury: --max-value-bytes must be at most 9007199254740991, got "18446744073709551616"/);
     assertFailed(limitTwice, 2, /^mercury: --limit is given twice/);
+    // Past 2^31 - 1 ms Node runs a timer after 1 ms: `sync --exec-debounce-ms 3000000000` ran its command at once.
+    const [debounce, waitTimeout] = await Promise.all([
+      cli(['sync', 'app/', join(filesDir, 'never-synced'), '--exec', 'true', '--exec-debounce-ms', '3000000000']),
+      cli(['snapshot', 'save', join(filesDir, 'never-saved'), '--wait-timeout-ms', '2147483648']),
+    ]);
+    assertFailed(debounce, 2, /^mercury: --exec-debounce-ms must be at most 2147483647 \(24\.8 days\), got "3000000000"/);
+    assertFailed(waitTimeout, 2, /^mercury: --wait-timeout-ms must be at most 2147483647 \(24\.8 days\), got "2147483648"/);
+    assert.equal(existsSync(join(filesDir, 'never-synced')) || existsSync(join(filesDir, 'never-saved')), false);
     // `del --prefix --if-mod-seq` deleted the whole prefix without its condition; `put KEY VALUE --file F` dropped VALUE.
     assert.equal((await cli(['put', 'guarded/a', 'kept'])).code, 0);
     assertFailed(await cli(['del', 'guarded/', '--prefix', '--if-mod-seq', '1']), 2, /^mercury: del --prefix takes no --if-mod-seq/);

@@ -49,3 +49,13 @@ test('schedule only ever moves the timer earlier; reschedule follows the deadlin
   clock.advance(2_000);
   assert.equal(ticks.length, 2);
 });
+
+test('systemClock: a delay past 2^31 - 1 ms waits the longest a timer can, never 1 ms as Node would make it', async () => {
+  let fired = 0;
+  const timeout = systemClock.setTimeout(() => fired++, 3_000_000_000);
+  const interval = systemClock.setInterval(() => fired++, 3_000_000_000);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  timeout.cancel();
+  interval.cancel();
+  assert.equal(fired, 0);
+});

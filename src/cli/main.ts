@@ -11,6 +11,7 @@ import { NodeClient, UnavailableError, WatchError, bearer, type ClientTls } from
 import { DEFAULT_PORT, parseHostPort, validateConfig } from '../config/index.js';
 import { parseToken, readTokenFile, TOKEN_CHARS } from '../auth/index.js';
 import { isWatchHash, parseBoundedJson, txnJsonLimits, WATCH_HASH_HEX_CHARS } from '../api/index.js';
+import { TIMER_DELAY_MS_MAX } from '../clock/index.js';
 import { MercuryError } from '../errors/index.js';
 import { readFileBounded, SMALL_FILE_BYTES_MAX } from '../fs/bounded-read.js';
 import { JSON_BODY_BYTES_MAX, VALUE_BYTES_CEILING } from '../limits.js';
@@ -172,6 +173,13 @@ function integerOption(value: string | undefined, name: string): number | undefi
   // Past 2^53 a number is rounded: the message would quote another value than the one given.
   if (!Number.isSafeInteger(Number(value))) throw new UsageError(`--${name} must be at most ${Number.MAX_SAFE_INTEGER}, got "${value}"`);
   return Number(value);
+}
+
+/** A duration in ms that sets a timer: at most TIMER_DELAY_MS_MAX, the longest Node's timers take (src/clock/). */
+function durationOption(value: string | undefined, name: string): number | undefined {
+  const ms = integerOption(value, name);
+  if (ms !== undefined && ms > TIMER_DELAY_MS_MAX) throw new UsageError(`--${name} must be at most ${TIMER_DELAY_MS_MAX} (24.8 days), got "${value}"`);
+  return ms;
 }
 
 /**
@@ -361,7 +369,7 @@ async function main(argv: string[]): Promise<void> {
   if (command === 'snapshot') {
     const [action, file] = args;
     if (file === undefined || file === '') throw new UsageError(`snapshot ${action ?? 'save|restore|inspect'} needs a FILE`);
-    if (action === 'save') return snapshotSave(client, file, { json, waitMs: integerOption(values['wait-timeout-ms'], 'wait-timeout-ms') });
+    if (action === 'save') return snapshotSave(client, file, { json, waitMs: durationOption(values['wait-timeout-ms'], 'wait-timeout-ms') });
     if (action === 'inspect') return snapshotInspect(file, json);
     if (action === 'restore') {
       if (values['data-dir'] === undefined) throw new UsageError('snapshot restore needs --data-dir DIR');
@@ -463,11 +471,11 @@ async function clientCommand(
       return;
     }
     case 'resync':
-      return resyncCommand(client, { json, wait: values.wait ?? false, waitTimeoutMs: integerOption(values['wait-timeout-ms'], 'wait-timeout-ms') });
+      return resyncCommand(client, { json, wait: values.wait ?? false, waitTimeoutMs: durationOption(values['wait-timeout-ms'], 'wait-timeout-ms') });
     case 'sync':
       if (args[0] === undefined || args[1] === undefined || args[1] === '') throw new UsageError("sync needs a PREFIX ('' for every key) and a DIR");
       // Several URLs (comma-separated): the watch fails over between them, resuming where it was.
-      return syncCommand((url ?? client.baseUrl).split(',').map((one) => one.trim().replace(/\/+$/, '')).filter((one) => one !== ''), args[0], args[1], { exec: values.exec, execDebounceMs: integerOption(values['exec-debounce-ms'], 'exec-debounce-ms'), json, tls, token });
+      return syncCommand((url ?? client.baseUrl).split(',').map((one) => one.trim().replace(/\/+$/, '')).filter((one) => one !== ''), args[0], args[1], { exec: values.exec, execDebounceMs: durationOption(values['exec-debounce-ms'], 'exec-debounce-ms'), json, tls, token });
     case 'watch':
       if (args[0] === undefined) throw new UsageError("watch needs a PREFIX ('' watches every key)");
       return watchCommand(client.baseUrl, args[0], { fromSeq: integerOption(values.from, 'from'), ...afterHashOption(values['after-hash'], values.from), json, tls, token });

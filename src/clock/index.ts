@@ -28,16 +28,23 @@ export interface Clock {
   setInterval(fn: () => void, intervalMs: number): TimerHandle;
 }
 
+/**
+ * The longest delay Node's timers take (2^31 - 1 ms, 24.8 days). A longer one is not clamped by Node but replaced by
+ * 1 ms, with a TimeoutOverflowWarning: `--exec-debounce-ms 3000000000` ran its command at once. Flags that set a timer
+ * are bounded by it (src/cli/main.ts), and the system clock clamps to it, so a long wait is never a short one.
+ */
+export const TIMER_DELAY_MS_MAX = 2 ** 31 - 1;
+
 export const systemClock: Clock = Object.freeze({
   nowMs: () => Date.now(),
   monotonicMs: () => performance.now(),
   setTimeout(fn: () => void, delayMs: number, options?: TimerOptions): TimerHandle {
-    const timer = setTimeout(fn, delayMs);
+    const timer = setTimeout(fn, Math.min(delayMs, TIMER_DELAY_MS_MAX));
     if (options?.keepAlive !== true) timer.unref();
     return { cancel: () => clearTimeout(timer) };
   },
   setInterval(fn: () => void, intervalMs: number): TimerHandle {
-    const timer = setInterval(fn, intervalMs);
+    const timer = setInterval(fn, Math.min(intervalMs, TIMER_DELAY_MS_MAX));
     timer.unref();
     return { cancel: () => clearInterval(timer) };
   },
