@@ -22,9 +22,13 @@ export function jsonLogger(write: (line: string) => void = (line) => process.std
 
 export const silentLogger: Logger = { log() {}, child: () => silentLogger };
 
-/** How many lines of one message a window lets through, the window, and how many messages are tracked at once. */
+/**
+ * How many lines of one message a window lets through, how many of those may name one peer (the `remote` field, its
+ * port aside), the window, and how many messages are tracked at once.
+ */
 export interface LogBudget {
   readonly linesPerWindow: number;
+  readonly linesPerPeerPerWindow: number;
   readonly windowMs: number;
   readonly messagesMax: number;
 }
@@ -34,7 +38,7 @@ export interface LogBudget {
  * connection refused"), before anyone is authenticated, so without a budget whoever reaches a port decides how fast
  * its disk fills (an audit wrote 240 lines in 3 s with 120 connections of junk).
  */
-export const LOG_BUDGET_DEFAULT: LogBudget = { linesPerWindow: 100, windowMs: 10_000, messagesMax: 1_000 };
+export const LOG_BUDGET_DEFAULT: LogBudget = { linesPerWindow: 100, linesPerPeerPerWindow: 10, windowMs: 10_000, messagesMax: 1_000 };
 
 /** The message under which lines of messages past `messagesMax` share one budget. */
 const OTHER_MESSAGES = 'other messages';
@@ -44,17 +48,31 @@ interface Window {
   lines: number;
   suppressed: number;
   level: LogLevel;
+  /** Lines let through this window per peer; at most `linesPerWindow` entries, since only admitted lines add one. */
+  readonly peers: Map<string, number>;
+}
+
+/**
+ * The peer a line names: its `remote` field without the port ("10.0.0.7:50412" and "[::1]:50412" are one peer per
+ * address, as the connection slots count them), or undefined for a line that names none.
+ */
+function peerOf(fields: Record<string, unknown> | undefined): string | undefined {
+  const remote = fields?.remote;
+  if (typeof remote !== 'string') return undefined;
+  return /^\[(.*)\]:\d+$/.exec(remote)?.[1] ?? /^([^:]*):\d+$/.exec(remote)?.[1] ?? remote;
 }
 
 /**
  * A logger that lets through at most `linesPerWindow` lines of each message per window, and says how many it held
  * back: the first line of a message in a later window is preceded by `{"message": "log lines suppressed", "of":
  * MESSAGE, "suppressed": K}` at the level of the lines held back. A message held back and never logged again is
- * not reported. Fields do not count: the budget is the message's, whoever's connection it names.
+ * not reported. Within a message, one peer (the `remote` field) gets at most `linesPerPeerPerWindow` of its lines:
+ * one address that floods a port cannot use the whole budget and hide the refusals of others (peers with many
+ * addresses still can; the count of suppressed lines says that it happened).
  */
 export function budgetedLogger(inner: Logger, budget: LogBudget = LOG_BUDGET_DEFAULT, nowMs: () => number = Date.now): Logger {
   const windows = new Map<string, Window>();
-  const admit = (level: LogLevel, message: string): boolean => {
+  const admit = (level: LogLevel, message: string, fields: Record<string, unknown> | undefined): boolean => {
     const now = nowMs();
     let key = message;
     if (!windows.has(key) && windows.size >= budget.messagesMax) {
@@ -62,15 +80,19 @@ export function budgetedLogger(inner: Logger, budget: LogBudget = LOG_BUDGET_DEF
       if (windows.size >= budget.messagesMax) key = OTHER_MESSAGES;
     }
     let window = windows.get(key);
-    if (window === undefined) windows.set(key, (window = { startMs: now, lines: 0, suppressed: 0, level }));
+    if (window === undefined) windows.set(key, (window = { startMs: now, lines: 0, suppressed: 0, level, peers: new Map() }));
     if (now - window.startMs >= budget.windowMs) {
       if (window.suppressed > 0) inner.log(window.level, 'log lines suppressed', { of: key, suppressed: window.suppressed, windowMs: budget.windowMs });
       window.startMs = now;
       window.lines = 0;
       window.suppressed = 0;
+      window.peers.clear();
     }
-    if (window.lines < budget.linesPerWindow) {
+    const peer = peerOf(fields);
+    const peerLines = peer === undefined ? 0 : (window.peers.get(peer) ?? 0);
+    if (window.lines < budget.linesPerWindow && peerLines < budget.linesPerPeerPerWindow) {
       window.lines++;
+      if (peer !== undefined) window.peers.set(peer, peerLines + 1);
       return true;
     }
     window.suppressed++;
@@ -79,7 +101,7 @@ export function budgetedLogger(inner: Logger, budget: LogBudget = LOG_BUDGET_DEF
   };
   const wrap = (logger: Logger): Logger => ({
     log(level, message, fields) {
-      if (admit(level, message)) logger.log(level, message, fields);
+      if (admit(level, message, fields)) logger.log(level, message, fields);
     },
     child: (fields) => wrap(logger.child(fields)),
   });

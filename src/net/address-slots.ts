@@ -11,6 +11,12 @@ export function addressKey(remoteAddress: string | undefined): string {
   return remoteAddress.startsWith('::ffff:') && remoteAddress.includes('.') ? remoteAddress.slice('::ffff:'.length) : remoteAddress;
 }
 
+/** "address:port" of a socket's peer for logs, "[v6]:port" for IPv6 so that the port reads apart (src/logging). */
+export function remoteLabel(socket: { readonly remoteAddress?: string; readonly remotePort?: number }): string {
+  const address = addressKey(socket.remoteAddress);
+  return `${address.includes(':') ? `[${address}]` : address}:${socket.remotePort ?? '?'}`;
+}
+
 export class AddressSlots {
   private readonly held = new Map<string, number>();
 

@@ -16,7 +16,7 @@ import tls from 'node:tls';
 import { TickTimer, type Clock } from '../clock/index.js';
 import type { EncodedEntry } from '../log/index.js';
 import type { Logger } from '../logging/index.js';
-import { AddressSlots, TLS_HANDSHAKE_BYTE, addressKey, peerCertificate, serverTlsOptions, sniffTls, tlsFailureMessage, tlsFailureReason, type TlsMaterial } from '../net/index.js';
+import { AddressSlots, TLS_HANDSHAKE_BYTE, addressKey, remoteLabel, peerCertificate, serverTlsOptions, sniffTls, tlsFailureMessage, tlsFailureReason, type TlsMaterial } from '../net/index.js';
 import { REPLICATION_LIMITS, type ReplicationLimits } from './limits.js';
 import { encodeMessage, type Heartbeat } from './protocol.js';
 import type { LogSource } from './source.js';
@@ -107,7 +107,7 @@ export class ReplicationServer {
   }
 
   private tlsRejected(reason: string, socket: net.Socket, message: string): void {
-    const remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    const remote = remoteLabel(socket);
     this.options.onTlsRejected?.(reason, remote, message);
   }
 
@@ -254,7 +254,7 @@ export class ReplicationServer {
 
   /** `peer` is the verified certificate's subject under TLS (logged with the session). */
   private accept(socket: net.Socket, peer?: string): void {
-    const remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    const remote = remoteLabel(socket);
     const address = addressKey(socket.remoteAddress);
     let reason: string | undefined;
     if (this.closing) reason = 'this node is shutting down';
