@@ -252,6 +252,60 @@ describe('cli', () => {
     assert.equal(existsSync(dir), false, 'no data directory was made');
   });
 
+  // Found by audit (stop 37): a URL with a path wrote another key (`put a/b` against http://host/v1/kv wrote
+  // v1/kv/a/b); a password in the URL was printed and sent as Basic authentication; a URL that was no URL, a token
+  // with a control character, a CA file with no certificate and a key that does not match its certificate all failed
+  // as "cannot reach" the node (exit 3).
+  test('cli: a bad URL, token or TLS file from a flag or the environment exits 2 naming it, before any request', async () => {
+    const { port } = new URL(node.url);
+    const env = (vars: Record<string, string>) => ({ env: vars });
+    const emptyFile = join(filesDir, 'empty.pem');
+    writeFileSync(emptyFile, '');
+    const junkPem = join(filesDir, 'junk.pem');
+    writeFileSync(junkPem, 'not a certificate\n');
+    const results = await Promise.all([
+      runCli(['put', 'a/b', 'EVIL'], env({ MERCURY_URL: `http://127.0.0.1:${port}/v1/kv` })),
+      runCli(['get', 'a/b'], env({ MERCURY_URL: `http://user:s3cret@127.0.0.1:${port}` })),
+      runCli(['--url', 'file:///etc/passwd', 'get', 'a/b']),
+      runCli(['--url', '', 'get', 'a/b']),
+      runCli(['--url', `${node.url},${node.url}`, 'get', 'a/b']),
+      runCli(['--url', node.url, 'get', 'a/b'], env({ MERCURY_TOKEN: 'mcy_\u0001\u0002' })),
+      runCli(['--url', node.url, '--token', 'x', '--token-file', junkPem, 'get', 'a/b']),
+      runCli(['--url', node.url.replace('http:', 'https:'), 'get', 'a/b'], env({ MERCURY_CA: emptyFile })),
+      runCli(['--url', node.url.replace('http:', 'https:'), 'get', 'a/b'], env({ MERCURY_CERT: junkPem, MERCURY_KEY: junkPem })),
+      runCli(['--url', node.url, '--ca', '', 'get', 'a/b']),
+    ]);
+    const [path, password, scheme, emptyUrl, list, controlToken, twoTokens, noCertificate, badPair, emptyCa] = results;
+    assertFailed(path, 2, /^mercury: \$MERCURY_URL "http:\/\/127\.0\.0\.1:\d+\/v1\/kv" must have no path: a node serves its API from the root/);
+    assertFailed(password, 2, /^mercury: \$MERCURY_URL "http:\/\/user:\*\*\*@127\.0\.0\.1:\d+" must not carry a user name or password/);
+    assert.doesNotMatch(password.stderr, /s3cret/);
+    assertFailed(scheme, 2, /^mercury: --url "file:\/\/\/etc\/passwd" must use http:, https:/);
+    assertFailed(emptyUrl, 2, /^mercury: --url has an empty URL/);
+    assertFailed(list, 2, /^mercury: --url gives 2 URLs; get takes one/);
+    assertFailed(controlToken, 2, /^mercury: \$MERCURY_TOKEN does not hold a token/);
+    assertFailed(twoTokens, 2, /^mercury: --token and --token-file say the same thing/);
+    assertFailed(noCertificate, 2, /^mercury: CONFIG_INVALID: --ca \(or \$MERCURY_CA\) \S+empty\.pem holds no certificate/);
+    assertFailed(badPair, 2, /^mercury: CONFIG_INVALID: --cert and --key \(or \$MERCURY_CERT and \$MERCURY_KEY\) are not a certificate and its private key/);
+    assertFailed(emptyCa, 2, /^mercury: --ca is empty/);
+    assert.equal((await cli(['get', 'v1/kv/a/b'])).code, 1, 'nothing was written under the path');
+    // `snapshot inspect` reads a file and asks no node: a bad $MERCURY_CA is not its concern.
+    const inspect = await runCli(['snapshot', 'inspect', join(filesDir, 'no-such-snapshot')], env({ MERCURY_CA: emptyFile }));
+    assert.doesNotMatch(inspect.stderr, /MERCURY_CA/);
+  });
+
+  test('cli: serve with a replication token but no upstream, or an empty $MERCURY_REPLICATION_TOKEN, exits 2', async () => {
+    const tokenFile = join(filesDir, 'replication-token');
+    writeFileSync(tokenFile, `mcy_${'a'.repeat(40)}\n`);
+    const args = (name: string) => ['serve', '--data-dir', join(filesDir, name), '--listen', '127.0.0.1:0', '--auth', 'off'];
+    const [noUpstream, emptyEnv] = await Promise.all([
+      runCli([...args('token-no-upstream'), '--replication-token-file', tokenFile]),
+      runCli([...args('empty-env-token'), '--upstream', '127.0.0.1:1'], { env: { MERCURY_REPLICATION_TOKEN: ' ' } }),
+    ]);
+    assertFailed(noUpstream, 2, /^mercury: CONFIG_INVALID: --replication-token-file needs --upstream/);
+    assertFailed(emptyEnv, 2, /^mercury: CONFIG_INVALID: \$MERCURY_REPLICATION_TOKEN does not hold a token/);
+    assert.equal(existsSync(join(filesDir, 'token-no-upstream')) || existsSync(join(filesDir, 'empty-env-token')), false, 'no node started');
+  });
+
   test('cli: serve with a replication token that is not a token exits 2 naming where it came from', async () => {
     // Found: a 300-byte token (junk appended) started, then crashed at its first connection (too long for HELLO's
     // credential field), and again at every restart. The upstream is a live node, so that a replica that did start

@@ -94,8 +94,12 @@ export class AuthGuard {
     } catch (error) {
       if (!(error instanceof MercuryError)) throw error;
       const refuse = error.code === 'PERMISSION_DENIED' ? 'PERMISSION_DENIED' : 'UNAUTHENTICATED';
-      const hint = token === undefined ? ' (start the replica with --replication-token-file)' : '';
-      return { refuse, message: `${error.message}${hint}` };
+      // The registry's message for a request without a credential names the client's flags; a replica has its own.
+      const message =
+        token === undefined && peerCertificateSubject(socket) === undefined
+          ? 'no credential: a replica presents a token with the replicate scope (start it with --replication-token-file or $MERCURY_REPLICATION_TOKEN), or a client certificate that a grant names'
+          : `${error.message}${token === undefined ? ' (start the replica with --replication-token-file or $MERCURY_REPLICATION_TOKEN)' : ''}`;
+      return { refuse, message };
     }
   }
 }

@@ -6,8 +6,9 @@
  * answer that is not Mercury's JSON (a proxy's page, a wrong shape) is one line naming the command and the URL, and
  * every line passes terminalSafe (src/cli/output.ts), so what a node sends cannot drive the terminal.
  */
+import { createSecureContext } from 'node:tls';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { NodeClient, UnavailableError, WatchError, bearer, type ClientTls } from '../client/index.js';
+import { ClientOptionsError, NodeClient, UnavailableError, WatchError, bearer, validateNodeUrl, type ClientTls } from '../client/index.js';
 import { DEFAULT_PORT, parseHostPort, validateConfig } from '../config/index.js';
 import { parseToken, readTokenFile, TOKEN_CHARS } from '../auth/index.js';
 import { isWatchHash, parseBoundedJson, txnJsonLimits, WATCH_HASH_HEX_CHARS } from '../api/index.js';
@@ -215,20 +216,55 @@ function readTokenText(path: string, flag: string): string {
 function replicationTokenOption(file: string | undefined): string | undefined {
   if (file !== undefined) return readTokenFile(file, '--replication-token-file');
   const fromEnv = process.env.MERCURY_REPLICATION_TOKEN?.trim();
-  if (fromEnv === undefined || fromEnv === '') return undefined;
+  if (fromEnv === undefined) return undefined;
+  // Set but empty (`MERCURY_REPLICATION_TOKEN="$TOKEN"` with TOKEN unset) is refused like any other value that is not a
+  // token, as the README says: the replica would otherwise start, and be refused by every upstream once a second.
   if (parseToken(fromEnv) === undefined)
     throw new MercuryError('CONFIG_INVALID', `$MERCURY_REPLICATION_TOKEN does not hold a token (${TOKEN_CHARS} characters, mcy_...; make one with mercury token create NAME --scope replicate)`);
   return fromEnv;
 }
 
-/** The token client commands send: --token, --token-file, $MERCURY_TOKEN, $MERCURY_TOKEN_FILE, in that order. */
+/**
+ * The token client commands send: --token, --token-file, $MERCURY_TOKEN, $MERCURY_TOKEN_FILE, in that order (an
+ * empty variable counts as unset; an empty flag is refused). It must fit an HTTP header: a control character, a
+ * second line or a byte past ASCII failed as "cannot reach" the node (exit 3), naming the network for a bad token.
+ */
 function clientToken(values: { token?: string; 'token-file'?: string }): string | undefined {
-  if (values.token !== undefined) return values.token;
-  if (values['token-file'] !== undefined) return readTokenText(values['token-file'], '--token-file');
+  if (values.token !== undefined && values['token-file'] !== undefined) throw new UsageError('--token and --token-file say the same thing: give one of them');
+  if (values.token !== undefined) return headerSafeToken(values.token.trim(), '--token');
+  if (values['token-file'] !== undefined) return headerSafeToken(readTokenText(values['token-file'], '--token-file'), `--token-file ${values['token-file']}`);
   const fromEnv = process.env.MERCURY_TOKEN?.trim();
-  if (fromEnv !== undefined && fromEnv.length > 0) return fromEnv;
+  if (fromEnv !== undefined && fromEnv.length > 0) return headerSafeToken(fromEnv, '$MERCURY_TOKEN');
   const file = process.env.MERCURY_TOKEN_FILE;
-  return file === undefined || file === '' ? undefined : readTokenText(file, '$MERCURY_TOKEN_FILE');
+  return file === undefined || file === '' ? undefined : headerSafeToken(readTokenText(file, '$MERCURY_TOKEN_FILE'), `$MERCURY_TOKEN_FILE ${file}`);
+}
+
+/** `token` if it can go in an Authorization header (printable ASCII, no spaces, at most 200 characters). */
+function headerSafeToken(token: string, source: string): string {
+  if (!/^[\x21-\x7e]{1,200}$/.test(token))
+    throw new UsageError(`${source} does not hold a token: one line of printable characters without spaces, as mercury token create prints it (mcy_...)`);
+  return token;
+}
+
+/**
+ * The node URL of --url, else $MERCURY_URL (an empty variable counts as unset; an empty flag is refused), each checked
+ * as the client library checks its urls: a URL with a path, credentials, another scheme or none was sent as it was and
+ * failed as "cannot reach" (exit 3), or wrote another key than the one named (audit, stop 37). `sync` takes a
+ * comma-separated list; other commands one URL.
+ */
+function urlOption(value: string | undefined, command: string): string | undefined {
+  const source = value !== undefined ? '--url' : '$MERCURY_URL';
+  const text = (value ?? process.env.MERCURY_URL)?.trim();
+  if (text === undefined || (text === '' && value === undefined)) return undefined;
+  const items = text.split(',').map((item) => item.trim());
+  if (items.some((item) => item === '')) throw new UsageError(`${source} has an empty URL in "${text.slice(0, 200)}"; give a node's URL, like http://127.0.0.1:${DEFAULT_PORT}`);
+  if (items.length > 1 && command !== 'sync') throw new UsageError(`${source} gives ${items.length} URLs; ${command} takes one (a list is for sync, which fails over between them)`);
+  try {
+    return items.map((item) => validateNodeUrl(item, source)).join(',');
+  } catch (error) {
+    if (error instanceof ClientOptionsError) throw new UsageError(error.message);
+    throw error;
+  }
 }
 
 /** What `put` and `txn` read from --file or stdin: at most `bytesMax` (no node takes more), never without end. */
@@ -279,6 +315,10 @@ async function serve(values: Record<string, string | boolean | string[] | undefi
   });
   const auth = (values.auth as string | undefined) ?? 'required';
   if (auth !== 'required' && auth !== 'off') throw new UsageError(`--auth must be required or off, got "${auth}"`);
+  // A root has no upstream to present it to: the flag was meant for a replica whose --upstream is missing (as
+  // --trust-key without --upstream is refused).
+  if (values['replication-token-file'] !== undefined && config.upstreams.length === 0)
+    throw new MercuryError('CONFIG_INVALID', '--replication-token-file needs --upstream: only a replica presents a replication token');
   const replicationToken = replicationTokenOption(values['replication-token-file'] as string | undefined);
   // Loaded here, not at the top: the node pulls in LMDB, the HTTP server and replication, which would double the start-up time
   // of every client command.
@@ -329,7 +369,10 @@ function tlsFlags(values: Record<string, string | boolean | string[] | undefined
 /** The client's TLS files: `--ca`, `--cert`, `--key`, else $MERCURY_CA, $MERCURY_CERT, $MERCURY_KEY. */
 function clientTls(values: Record<string, string | boolean | string[] | undefined>): ClientTls | undefined {
   const file = (flag: string, variable: string): Buffer | undefined => {
-    const path = (values[flag] as string | undefined) ?? process.env[variable];
+    const given = values[flag] as string | undefined;
+    // An empty flag is a mistake (a variable unset in the shell): without --ca the system's CAs would be trusted.
+    if (given !== undefined && given.trim() === '') throw new UsageError(`--${flag} is empty; give a file, or leave the option out`);
+    const path = given ?? process.env[variable];
     if (path === undefined || path === '') return undefined;
     const what = `--${flag} (or $${variable})`;
     const bytes = readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX });
@@ -339,6 +382,15 @@ function clientTls(values: Record<string, string | boolean | string[] | undefine
   };
   const tls = { ca: file('ca', 'MERCURY_CA'), cert: file('cert', 'MERCURY_CERT'), key: file('key', 'MERCURY_KEY') };
   if ((tls.cert === undefined) !== (tls.key === undefined)) throw new UsageError('--cert and --key go together (or $MERCURY_CERT and $MERCURY_KEY)');
+  if (tls.cert !== undefined) {
+    // Checked here, so that a key that does not go with its certificate, or a file that is not PEM, is named as such
+    // (exit 2) rather than failing the connection as "cannot reach" the node (exit 3).
+    try {
+      createSecureContext({ cert: tls.cert, key: tls.key });
+    } catch (error) {
+      throw new MercuryError('CONFIG_INVALID', `--cert and --key (or $MERCURY_CERT and $MERCURY_KEY) are not a certificate and its private key in PEM: ${(error as Error).message}`);
+    }
+  }
   return tls.ca === undefined && tls.cert === undefined ? undefined : tls;
 }
 
@@ -362,15 +414,19 @@ async function main(argv: string[]): Promise<void> {
     return demoCommand((values.dir) ?? './data/demo', replicas, values.json ?? false);
   }
   const json = values.json ?? false;
-  const url = values.url ?? process.env.MERCURY_URL;
+  // `snapshot inspect` reads a file and asks no node: a bad $MERCURY_CA or token file is none of its business.
+  if (command === 'snapshot' && args[0] === 'inspect') {
+    if (args[1] === undefined || args[1] === '') throw new UsageError('snapshot inspect needs a FILE');
+    return snapshotInspect(args[1], json);
+  }
+  const url = urlOption(values.url, command);
   const tls = clientTls(values);
   const token = clientToken(values);
-  const client = new NodeClient((url ?? `http://127.0.0.1:${DEFAULT_PORT}`).replace(/\/+$/, ''), undefined, tls, token === undefined ? undefined : bearer(token));
+  const client = new NodeClient(url ?? `http://127.0.0.1:${DEFAULT_PORT}`, undefined, tls, token === undefined ? undefined : bearer(token));
   if (command === 'snapshot') {
     const [action, file] = args;
     if (file === undefined || file === '') throw new UsageError(`snapshot ${action ?? 'save|restore|inspect'} needs a FILE`);
     if (action === 'save') return snapshotSave(client, file, { json, waitMs: durationOption(values['wait-timeout-ms'], 'wait-timeout-ms') });
-    if (action === 'inspect') return snapshotInspect(file, json);
     if (action === 'restore') {
       if (values['data-dir'] === undefined) throw new UsageError('snapshot restore needs --data-dir DIR');
       const toSeq = integerOption(values['to-seq'], 'to-seq');
@@ -475,7 +531,7 @@ async function clientCommand(
     case 'sync':
       if (args[0] === undefined || args[1] === undefined || args[1] === '') throw new UsageError("sync needs a PREFIX ('' for every key) and a DIR");
       // Several URLs (comma-separated): the watch fails over between them, resuming where it was.
-      return syncCommand((url ?? client.baseUrl).split(',').map((one) => one.trim().replace(/\/+$/, '')).filter((one) => one !== ''), args[0], args[1], { exec: values.exec, execDebounceMs: durationOption(values['exec-debounce-ms'], 'exec-debounce-ms'), json, tls, token });
+      return syncCommand((url ?? client.baseUrl).split(','), args[0], args[1], { exec: values.exec, execDebounceMs: durationOption(values['exec-debounce-ms'], 'exec-debounce-ms'), json, tls, token });
     case 'watch':
       if (args[0] === undefined) throw new UsageError("watch needs a PREFIX ('' watches every key)");
       return watchCommand(client.baseUrl, args[0], { fromSeq: integerOption(values.from, 'from'), ...afterHashOption(values['after-hash'], values.from), json, tls, token });

@@ -107,24 +107,42 @@ export function integerOption(options: object, name: string, fallback: number, m
   return value;
 }
 
-/** Checks one node URL and returns it without a trailing slash. */
-function validateUrl(raw: unknown, index: number): string {
-  if (typeof raw !== 'string') throw new ClientOptionsError(`urls[${index}] must be a string like "http://127.0.0.1:7070"`);
+/** How much of a refused URL an error quotes: a 100 KB host name is not echoed whole. */
+const QUOTED_URL_CHARS_MAX = 200;
+
+/** `raw` as an error may quote it: a password replaced by `***`, and cut after QUOTED_URL_CHARS_MAX characters. */
+function quotedUrl(raw: string): string {
+  const hidden = raw.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*):[^/@]*@/i, '$1:***@');
+  return JSON.stringify(hidden.length > QUOTED_URL_CHARS_MAX ? `${hidden.slice(0, QUOTED_URL_CHARS_MAX)}...` : hidden);
+}
+
+/**
+ * Checks one node URL (`what` names it in errors: `urls[0]`, `--url`) and returns it without a trailing slash. A node
+ * serves its API from the root, so a path is refused: the client would put it before every route, and `put a/b`
+ * against `http://host/v1/kv` wrote the key `v1/kv/a/b` (audit, stop 37). Credentials are refused, and never quoted
+ * back: Node would send them as Basic authentication, in the clear over http.
+ */
+export function validateNodeUrl(raw: unknown, what: string): string {
+  if (typeof raw !== 'string') throw new ClientOptionsError(`${what} must be a string like "http://127.0.0.1:7070"`);
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
-    throw new ClientOptionsError(`urls[${index}] "${raw}" is not a URL; give one like "http://127.0.0.1:7070"`);
+    throw new ClientOptionsError(`${what} ${quotedUrl(raw)} is not a URL; give one like "http://127.0.0.1:7070"`);
   }
+  if (url.username !== '' || url.password !== '')
+    throw new ClientOptionsError(`${what} ${quotedUrl(raw)} must not carry a user name or password: give a token (token option, mercury --token)`);
   if (url.protocol === 'mercury+tcp:' || url.protocol === 'mercury+tls:') {
     // The wire port (get, put and delete only): host and port, nothing else.
     if (url.port === '' || (url.pathname !== '' && url.pathname !== '/'))
-      throw new ClientOptionsError(`urls[${index}] "${raw}" must be ${url.protocol}//HOST:PORT, the node's wire port`);
+      throw new ClientOptionsError(`${what} ${quotedUrl(raw)} must be ${url.protocol}//HOST:PORT, the node's wire port`);
   } else if (url.protocol !== 'http:' && url.protocol !== 'https:')
-    throw new ClientOptionsError(`urls[${index}] "${raw}" must use http:, https:, or mercury+tcp: / mercury+tls: (the wire port)`);
-  if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '')
-    throw new ClientOptionsError(`urls[${index}] "${raw}" must have no query, fragment or credentials`);
-  return raw.replace(/\/+$/, '');
+    throw new ClientOptionsError(`${what} ${quotedUrl(raw)} must use http:, https:, or mercury+tcp: / mercury+tls: (the wire port)`);
+  if (url.search !== '' || url.hash !== '') throw new ClientOptionsError(`${what} ${quotedUrl(raw)} must have no query or fragment`);
+  if (url.pathname !== '/' && url.pathname !== '')
+    throw new ClientOptionsError(`${what} ${quotedUrl(raw)} must have no path: a node serves its API from the root (give "${url.protocol}//${url.host}")`);
+  // The scheme as the URL parser reads it (MERCURY+TCP:// is a wire URL too).
+  return raw.replace(/^[^:]+/, (scheme) => scheme.toLowerCase()).replace(/\/+$/, '');
 }
 
 export function validateClientOptions(urls: unknown, options: ClientOptions = {}): ValidatedClientOptions {
@@ -134,7 +152,7 @@ export function validateClientOptions(urls: unknown, options: ClientOptions = {}
   for (const name of Object.keys(options))
     if (!KNOWN_OPTIONS.has(name)) throw new ClientOptionsError(`unknown option "${name}"; known: ${Array.from(KNOWN_OPTIONS).join(', ')}`);
   const validated: ValidatedClientOptions = {
-    urls: Object.freeze(list.map(validateUrl)),
+    urls: Object.freeze(list.map((raw, index) => validateNodeUrl(raw, `urls[${index}]`))),
     requestTimeoutMs: integerOption(options, 'requestTimeoutMs', REQUEST_TIMEOUT_MS_DEFAULT, 1, 600_000),
     attemptsMax: integerOption(options, 'attemptsMax', ATTEMPTS_MAX_DEFAULT, 1, ATTEMPTS_MAX_CEILING),
     retryDelayMsBase: integerOption(options, 'retryDelayMsBase', RETRY_DELAY_MS_BASE_DEFAULT, 0, 60_000),

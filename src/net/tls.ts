@@ -97,6 +97,10 @@ export function checkCaBundle(what: string, path: string, ca: Buffer): void {
   const blocks = text.match(/-----BEGIN ([A-Z0-9 ]+)-----[^-]*-----END \1-----/g) ?? [];
   if (blocks.length !== begun)
     throw new MercuryError('CONFIG_INVALID', `${what} ${path} is cut short: ${begun - blocks.length} of its ${begun} PEM blocks have no END line; give the whole CA file`);
+  // An empty file, a token or a key alone: OpenSSL would trust nothing from it, and every connection would fail as if
+  // the peer's certificate were wrong (audit, stop 37: "pass the cluster CA", to a user who had passed a file).
+  if (!blocks.some((block) => block.startsWith('-----BEGIN CERTIFICATE-----')))
+    throw new MercuryError('CONFIG_INVALID', `${what} ${path} holds no certificate (no -----BEGIN CERTIFICATE----- block); give the cluster CA's certificate file`);
   blocks.forEach((block, index) => {
     if (!block.startsWith('-----BEGIN CERTIFICATE-----')) return;
     try {
