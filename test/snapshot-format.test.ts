@@ -7,7 +7,7 @@ import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { formatBytes, formatDuration, renderProgress } from '../src/cli/output.js';
 import { MercuryError } from '../src/errors/index.js';
-import { SNAPSHOT_FORMAT_VERSION, SnapshotDecoder, SnapshotEncoder, snapshotFileBytes, type SnapshotHeader } from '../src/snapshot/index.js';
+import { SNAPSHOT_FORMAT_VERSION, SNAPSHOT_SEQ_MAX, SnapshotDecoder, SnapshotEncoder, snapshotFileBytes, type SnapshotHeader } from '../src/snapshot/index.js';
 import type { SnapshotRecord } from '../src/store/index.js';
 import { assertProperty } from './support/seed.js';
 
@@ -24,12 +24,12 @@ function recordsArbitrary(): fc.Arbitrary<SnapshotRecord[]> {
     );
 }
 
-function encode(records: readonly SnapshotRecord[], seq = 100, savedAtMs = 1_700_000_000_000): { file: Buffer; header: SnapshotHeader } {
+function encode(records: readonly SnapshotRecord[], seq = 100, savedAtMs = 1_700_000_000_000, datasetId = 'a1b2c3d4-dataset'): { file: Buffer; header: SnapshotHeader } {
   const header: SnapshotHeader = {
     version: SNAPSHOT_FORMAT_VERSION,
-    datasetId: 'a1b2c3d4-dataset',
+    datasetId,
     seq,
-    headHash: Buffer.alloc(32, 7),
+    headHash: Buffer.alloc(32, seq === 0 ? 0 : 7),
     keyCount: records.length,
     dataBytes: records.reduce((sum, record) => sum + record.key.length + record.value.length, 0),
     savedAtMs,
@@ -118,6 +118,23 @@ describe('snapshot format', () => {
       () => decode(file, []),
       (error: unknown) => isInvalid(error) && /savedAtMs 9007199254740991 is past the last time a date can hold/.test((error as Error).message),
     );
+  });
+
+  // Found by an audit (stop 37): each was restored without a word, and the node refused its data directory later.
+  test('snapshot format: a dataset id that is not UTF-8 or holds a control character, a seq with no room, a seq 0 with a hash: refused', () => {
+    const refused = (file: Buffer, message: RegExp): void => {
+      assert.throws(() => decode(file, []), (error: unknown) => isInvalid(error) && message.test((error as Error).message));
+    };
+    const notUtf8 = Buffer.from(encode([]).file);
+    notUtf8.fill(0xff, 11, 11 + 'a1b2c3d4-dataset'.length);
+    refused(notUtf8, /the dataset id is not UTF-8 text \(at byte 11\)/);
+    refused(encode([], 100, 1, 'FAKE\nseq 999').file, /the dataset id "FAKE\\nseq 999" holds a control character/);
+    refused(encode([], Number.MAX_SAFE_INTEGER).file, /seq 9007199254740991 leaves no room to write/);
+    assert.equal(decode(encode([], SNAPSHOT_SEQ_MAX).file, []).header.seq, SNAPSHOT_SEQ_MAX);
+    assert.equal(decode(encode([], 0).file, []).header.seq, 0);
+    const hashAtZero = Buffer.from(encode([], 0).file);
+    hashAtZero.fill(0xcd, 11 + 'a1b2c3d4-dataset'.length + 8, 11 + 'a1b2c3d4-dataset'.length + 8 + 32);
+    refused(hashAtZero, /a head hash at seq 0 that is not 32 zero bytes/);
   });
 });
 

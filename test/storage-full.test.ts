@@ -7,14 +7,14 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { assertError, metricValue, request, requestJson, waitUntil } from './support/http.js';
 import { MercuryError } from '../src/errors/index.js';
 import { storageFault } from '../src/store/health.js';
 import { Store, type WriteView } from '../src/store/index.js';
-import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
+import { makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProcess } from './support/process.js';
 
 const TMPFS_BYTES = 16 * 1024 * 1024;
 /** Larger than any run of free pages LMDB could reuse inside the file: the commit must grow the file. */
@@ -184,6 +184,28 @@ describe('storage full', () => {
     } finally {
       rmSync(filler, { force: true });
       await store.close();
+    }
+  });
+
+  // Found by an audit (stop 37): `snapshot save` onto a full disk said the transfer broke off (SNAPSHOT_INVALID), as if
+  // the node had sent a bad file.
+  test('storage full: snapshot save onto a full disk exits STORAGE_FULL, keeps no partial file', async (t) => {
+    if (skip !== undefined) {
+      t.skip(skip);
+      return;
+    }
+    const source = await startServe(join(root, 'snapshot-source'));
+    const filler = join(mountPoint, 'snapshot-filler');
+    try {
+      await requestJson(source.url, 'PUT', '/v1/kv/big', { body: Buffer.alloc(BIG_VALUE_BYTES, 'y') });
+      fillUp(filler);
+      const saved = await runCli(['--url', source.url, 'snapshot', 'save', join(mountPoint, 'full.snap')]);
+      assert.equal(saved.code, 1, saved.stderr);
+      assert.match(saved.stderr, /mercury: STORAGE_FULL: the disk that holds \S+full\.snap is full \(ENOSPC\)/);
+      assert.deepEqual(readdirSync(mountPoint).filter((name) => name.startsWith('full.snap')), [], 'no partial file is left');
+    } finally {
+      rmSync(filler, { force: true });
+      await stopProcess(source.child);
     }
   });
 });

@@ -77,6 +77,21 @@ function waitReporter(url: string): (wait: BusyWait) => void {
   };
 }
 
+/**
+ * Writes all of `chunk` to the partial file. The local disk failing is not the node's doing: a full one was reported as
+ * the transfer breaking off (SNAPSHOT_INVALID) when the node had sent a sound file (audit, stop 37).
+ */
+function writeAll(fd: number, chunk: Buffer, file: string): void {
+  try {
+    for (let at = 0; at < chunk.length; ) at += writeSync(fd, chunk, at);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOSPC' || code === 'EDQUOT')
+      throw new MercuryError('STORAGE_FULL', `the disk that holds ${file} is full (${code}); free space or save elsewhere; ${file} was not written`, { cause: error });
+    throw new MercuryError('STORAGE_IO_ERROR', `writing next to ${file} failed (${(error as Error).message}); ${file} was not written`, { cause: error });
+  }
+}
+
 /** Removes the partial file and exits if the operator stops the command; the returned function removes the handlers. */
 function removeOnSignal(partial: string): () => void {
   const handlers = (['SIGINT', 'SIGTERM'] as const).map((signal) => {
@@ -122,15 +137,19 @@ export async function snapshotSave(client: NodeClient, file: string, options: { 
     const declared = Number(response.headers['content-length']);
     bar = new ProgressBar('save', Number.isSafeInteger(declared) ? declared : undefined, 'bytes');
     const decoder = new SnapshotDecoder();
+    // What arrived, which the decoder may not have taken yet (it holds a record's bytes until the record is whole).
+    let received = 0;
     try {
       for await (const chunk of response as AsyncIterable<Buffer>) {
+        received += chunk.length;
         decoder.push(chunk);
-        for (let at = 0; at < chunk.length; ) at += writeSync(fd, chunk, at);
+        writeAll(fd, chunk, file);
         bar.update(decoder.bytesRead);
       }
     } catch (error) {
-      if ((error as { code?: unknown }).code === 'SNAPSHOT_INVALID') throw error;
-      throw new MercuryError('SNAPSHOT_INVALID', `the transfer from ${client.baseUrl} broke off after ${formatBytes(decoder.bytesRead)}: ${(error as Error).message}; ${file} was not written`, {
+      const code = (error as { code?: unknown }).code;
+      if (code === 'SNAPSHOT_INVALID' || code === 'STORAGE_FULL' || code === 'STORAGE_IO_ERROR') throw error;
+      throw new MercuryError('SNAPSHOT_INVALID', `the transfer from ${client.baseUrl} broke off after ${formatBytes(received)}: ${(error as Error).message}; ${file} was not written`, {
         cause: error,
       });
     }

@@ -9,8 +9,8 @@
  * header:
  *   8 bytes   magic "MRCYSNAP"
  *   u16       version = 1
- *   u8 n      datasetId length (1..255) | n bytes of UTF-8 datasetId
- *   u64       seq              the entry the key space reflects (0: an empty root)
+ *   u8 n      datasetId length (1..255) | n bytes of UTF-8 datasetId (strict UTF-8, no control characters)
+ *   u64       seq              the entry the key space reflects (0: an empty root); at most SNAPSHOT_SEQ_MAX
  *   32 bytes  headHash         hash of the entry at seq (32 zero bytes at seq 0)
  *   u64       keyCount         number of records that follow
  *   u64       dataBytes        sum of the key and value bytes of all records (for progress and for `inspect`)
@@ -45,6 +45,22 @@ export const SNAPSHOT_TRAILER_MAGIC = Buffer.from('MRCYEND.', 'latin1');
 export const SNAPSHOT_FORMAT_VERSION = 1;
 const HASH_BYTES = 32;
 const DATASET_ID_BYTES_MAX = 255;
+/**
+ * The highest seq a snapshot may hold: 2^32 entries short of 2^53 - 1, the last seq a client reads exactly. A file
+ * at 2^53 - 1 restored and started, and the root's next commit wrote a seq that no reader accepts, which left the
+ * data directory refused at every start after (audit, stop 37). No real log gets near it.
+ */
+export const SNAPSHOT_SEQ_MAX = Number.MAX_SAFE_INTEGER - 2 ** 32;
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+const ZERO_HASH = Buffer.alloc(HASH_BYTES);
+/** Whether `text` holds a C0 or C1 control or DEL: an id is printed by inspect and restore, where a newline would forge a line. */
+function hasControlCharacter(text: string): boolean {
+  for (let index = 0; index < text.length; index++) {
+    const code = text.charCodeAt(index);
+    if (code <= 0x1f || (code >= 0x7f && code <= 0x9f)) return true;
+  }
+  return false;
+}
 /** Header bytes besides the dataset id. */
 const HEADER_FIXED_BYTES = 8 + 2 + 1 + 8 + HASH_BYTES + 8 + 8 + 8;
 export const SNAPSHOT_TRAILER_BYTES = 8 + HASH_BYTES;
@@ -274,7 +290,15 @@ export class SnapshotDecoder {
     const total = HEADER_FIXED_BYTES + idLength;
     if (bytes.length < total) return this.needs(total);
     let at = 11;
-    const datasetId = bytes.subarray(at, at + idLength).toString('utf8');
+    // Read as the store reads its own id (src/store/records.ts decodeId): replacement characters would make a 255-byte
+    // id of 0xFF bytes 765 bytes long, restored fine and refused by the node at every start.
+    let datasetId: string;
+    try {
+      datasetId = strictUtf8.decode(bytes.subarray(at, at + idLength));
+    } catch {
+      throw invalid('the dataset id is not UTF-8 text', at);
+    }
+    if (hasControlCharacter(datasetId)) throw invalid(`the dataset id ${JSON.stringify(datasetId)} holds a control character`, at);
     at += idLength;
     const seq = this.u64(bytes, at, 'seq');
     at += 8;
@@ -287,7 +311,10 @@ export class SnapshotDecoder {
     const savedAtMs = this.u64(bytes, at, 'savedAtMs');
     at += 8;
     assert.equal(at, total);
+    if (seq > SNAPSHOT_SEQ_MAX) throw invalid(`seq ${seq} leaves no room to write: a snapshot holds at most seq ${SNAPSHOT_SEQ_MAX}`, 11 + idLength);
     if (seq === 0 && keyCount > 0) throw invalid(`${keyCount} keys at seq 0`, 11 + idLength);
+    // Nothing comes before seq 1: a node restored with another hash at seq 0 started once, then failed its chain check.
+    if (seq === 0 && !headHash.equals(ZERO_HASH)) throw invalid('a head hash at seq 0 that is not 32 zero bytes', 11 + idLength + 8);
     // Past the last time a Date can hold: a saver that printed it threw after the file was in place (audit, 2026-12-06).
     if (savedAtMs > DATE_MS_MAX) throw invalid(`savedAtMs ${savedAtMs} is past the last time a date can hold (${DATE_MS_MAX})`, at - 8);
     this.headerValue = Object.freeze({ version, datasetId, seq, headHash, keyCount, dataBytes, savedAtMs });

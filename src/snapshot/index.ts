@@ -5,6 +5,7 @@
 export {
   EntryStreamDecoder,
   SNAPSHOT_FORMAT_VERSION,
+  SNAPSHOT_SEQ_MAX,
   SnapshotDecoder,
   SnapshotEncoder,
   encodeEntryStreamRecord,
