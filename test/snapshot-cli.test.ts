@@ -221,6 +221,9 @@ describe('snapshot cli', () => {
     const refused = await runCli(['snapshot', 'save', directory, '--url', 'http://127.0.0.1:1']);
     assert.equal(refused.code, 1, refused.stderr);
     assert.match(refused.stderr, /^mercury: INVALID_ARGUMENT: .* is a directory; give the path of the snapshot file to write/);
+    const slash = await runCli(['snapshot', 'save', `${join(dir, 'new-dir')}/`, '--url', 'http://127.0.0.1:1']);
+    assert.equal(slash.code, 1, slash.stderr);
+    assert.match(slash.stderr, /^mercury: INVALID_ARGUMENT: \S+new-dir\/ ends with a slash, so it names a directory/);
     const missing = await runCli(['snapshot', 'save', join(dir, 'no-such-dir', 'x.snap'), '--url', 'http://127.0.0.1:1']);
     assert.equal(missing.code, 1, missing.stderr);
     assert.match(missing.stderr, /ENOENT/);

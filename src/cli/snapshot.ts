@@ -19,7 +19,7 @@
  * restore and inspect: FILE must be a regular file (through links), checked before anything is read or touched.
  */
 import { closeSync, createReadStream, fsyncSync, openSync, renameSync, rmSync, statSync, writeSync, type Stats } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, sep } from 'node:path';
 import { BusyTimeoutError, retryWhileBusy, type BusyWait, type NodeClient } from '../client/index.js';
 import { MercuryError } from '../errors/index.js';
 import { fileKind } from '../fs/bounded-read.js';
@@ -114,7 +114,9 @@ export async function snapshotSave(client: NodeClient, file: string, options: { 
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
-  // Before the transfer, which may take minutes: the rename at its end would fail.
+  // Before the transfer, which may take minutes: the rename at its end would fail (for `new-dir/` too, which names a
+  // directory that does not exist yet: the transfer ran to its end and then failed, audit of stop 37).
+  if (file.endsWith('/') || file.endsWith(sep)) throw new MercuryError('INVALID_ARGUMENT', `${file} ends with a slash, so it names a directory; give the path of the snapshot file to write`);
   if (existing !== undefined && !existing.isFile())
     throw new MercuryError('INVALID_ARGUMENT', `${file} is ${fileKind(existing)}; give the path of the snapshot file to write (a new file, or an older snapshot to replace)`);
   const partial = join(dirname(file), `${basename(file)}.partial-${process.pid}`);
