@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
@@ -187,6 +187,17 @@ describe('snapshot cli', () => {
       assert.ok(!existsSync(join(target, 'restore.partial')), `${bad}: the partial store is removed`);
     }
     assert.match((await runCli(['snapshot', 'restore', directory, '--data-dir', target, '--force'])).stderr, /is a directory, not a snapshot file/);
+    // A good FILE, but one of the files it replaces cannot be renamed over (audit, stop 37: data.mdb was replaced, then
+    // the restore failed on the last rename).
+    const dataBefore = readFileSync(join(target, 'data.mdb'));
+    rmSync(join(target, 'store-initialised'));
+    mkdirSync(join(target, 'store-initialised', 'x'), { recursive: true });
+    const blocked = await runCli(['snapshot', 'restore', file, '--data-dir', target, '--force']);
+    assert.equal(blocked.code, 1, blocked.stderr);
+    assert.match(blocked.stderr, /^mercury: DATA_DIR_INVALID: \S+store-initialised is not a regular file/);
+    assert.ok(readFileSync(join(target, 'data.mdb')).equals(dataBefore), 'data.mdb is the old one');
+    rmSync(join(target, 'store-initialised'), { recursive: true });
+    writeFileSync(join(target, 'store-initialised'), '');
 
     node = await startServe(target);
     nodes.push(node);

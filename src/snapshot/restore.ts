@@ -23,7 +23,7 @@
  * upstream from seq + 1; a root restored from it commits seq + 1 next (replicas that followed the old root past that
  * seq then find the chain diverged, and are resynced: see "Backup and restore" in the README).
  */
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
 import { MercuryError } from '../errors/index.js';
@@ -119,6 +119,19 @@ async function restoreInto(dir: string, options: RestoreOptions): Promise<Restor
 
 /** Replaces `dataDir`'s store with the verified one in `partial`, renames only, and makes the renames durable. */
 function moveInto(partial: string, dataDir: string): void {
+  // Every rename must be able to succeed before the first is made: a directory named store-initialised in DIR failed
+  // the last rename after data.mdb had already been replaced (audit, stop 37), against "DIR keeps its old data".
+  for (const name of RESTORED_FILES) {
+    const target = join(dataDir, name);
+    let stats: Stats;
+    try {
+      stats = lstatSync(target);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw error;
+    }
+    if (!stats.isFile()) throw new MercuryError('DATA_DIR_INVALID', `${target} is not a regular file (a directory or a link?); move it out of the way and restore again: the directory keeps its old data`);
+  }
   // The data must be on the disk before the rename that names it: a crash between the two would leave DIR an empty file.
   fsyncPath(join(partial, 'data.mdb'));
   for (const name of RESTORED_FILES) if (existsSync(join(partial, name))) renameSync(join(partial, name), join(dataDir, name));
