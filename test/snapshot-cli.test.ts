@@ -4,13 +4,14 @@
  * point-in-time restore from the retained log, and FILE never left partial.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { auditLog, requestJson } from './support/http.js';
-import { makeTempDir, removeDir, runCli, serveRefused, startServe, stopProcess, type ServeProcess } from './support/process.js';
+import { CLI_PATH, makeTempDir, removeDir, runCli, serveRefused, startServe, stopProcess, type ServeProcess } from './support/process.js';
+import { SNAPSHOT_FORMAT_VERSION, SnapshotEncoder } from '../src/snapshot/index.js';
 import { assertSameChain, converged, statusOf } from './support/tree.js';
 
 interface SnapshotJson {
@@ -223,6 +224,31 @@ describe('snapshot cli', () => {
     assert.ok(existsSync(join(killed, 'mercury.lock')));
     await cliJson(['snapshot', 'restore', file, '--data-dir', killed]);
     assert.deepEqual(readdirSync(killed).sort(), ['data.mdb', 'lock.mdb', 'store-initialised']);
+  });
+
+  // Found by an audit (stop 37): Ctrl-C during a restore exited 130 without a word and left the partial store, as large
+  // as the data, until the next restore.
+  test('snapshot cli: a restore stopped by SIGINT removes its partial store and says so', async () => {
+    const file = join(dir, 'large.snap');
+    const encoder = new SnapshotEncoder();
+    const value = Buffer.alloc(1024 * 1024, 'v');
+    const records = Array.from({ length: 48 }, (_, index) => ({ key: Buffer.from(`big/${String(index).padStart(3, '0')}`), value, createSeq: 1, modSeq: 1, version: 1 }));
+    const header = { version: SNAPSHOT_FORMAT_VERSION, datasetId: 'interrupted-restore', seq: 1, headHash: Buffer.alloc(32, 1), keyCount: records.length, dataBytes: records.reduce((sum, record) => sum + record.key.length + record.value.length, 0), savedAtMs: 1 };
+    writeFileSync(file, Buffer.concat([encoder.header(header), ...records.map((record) => encoder.record(record)), encoder.trailer()]));
+    const target = join(dir, 'interrupted');
+    const child = spawn(process.execPath, [CLI_PATH, 'snapshot', 'restore', file, '--data-dir', target], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+    const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+    const deadline = Date.now() + 10_000;
+    while (!existsSync(join(target, 'restore.partial', 'data.mdb')) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 2));
+    child.kill('SIGINT');
+    const code = await exited;
+    if (code === 0) return assert.fail(`the restore finished before SIGINT reached it; stderr: ${stderr}`);
+    assert.equal(code, 130, stderr);
+    assert.match(stderr, /mercury: SIGINT: snapshot restore stopped; \S+interrupted keeps the data it had/);
+    assert.ok(!existsSync(join(target, 'restore.partial')), 'the partial store is removed');
+    assert.ok(!existsSync(join(target, 'data.mdb')), 'nothing was installed');
   });
 
   test('snapshot cli: save to a FILE that is a directory fails before asking the node', async () => {

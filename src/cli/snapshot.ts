@@ -92,12 +92,15 @@ function writeAll(fd: number, chunk: Buffer, file: string): void {
   }
 }
 
-/** Removes the partial file and exits if the operator stops the command; the returned function removes the handlers. */
-function removeOnSignal(partial: string): () => void {
+/**
+ * Removes the partial file (or directory) and exits if the operator stops the command, saying `what` happened; the
+ * returned function removes the handlers.
+ */
+function removeOnSignal(partial: string, what: string): () => void {
   const handlers = (['SIGINT', 'SIGTERM'] as const).map((signal) => {
     const handler = (): void => {
-      rmSync(partial, { force: true });
-      process.stderr.write(`mercury: ${signal}: snapshot save stopped; nothing was written\n`);
+      rmSync(partial, { recursive: true, force: true });
+      process.stderr.write(`mercury: ${signal}: ${what}\n`);
       process.exit(signal === 'SIGINT' ? 130 : 143);
     };
     process.once(signal, handler);
@@ -122,7 +125,7 @@ export async function snapshotSave(client: NodeClient, file: string, options: { 
   const partial = join(dirname(file), `${basename(file)}.partial-${process.pid}`);
   // Made before the request, so a directory that does not exist or cannot be written fails before the node is asked.
   const fd = openSync(partial, 'wx', 0o600);
-  const releaseSignals = removeOnSignal(partial);
+  const releaseSignals = removeOnSignal(partial, 'snapshot save stopped; nothing was written');
   let closed = false;
   let renamed = false;
   let response: Awaited<ReturnType<NodeClient['stream']>> | undefined;
@@ -214,9 +217,13 @@ export interface RestoreCommandOptions {
 }
 
 export async function snapshotRestore(file: string, options: RestoreCommandOptions): Promise<void> {
-  const { restoreSnapshot } = await import('../snapshot/index.js');
+  const { RESTORE_PARTIAL_DIR, restoreSnapshot } = await import('../snapshot/index.js');
   // Before anything: a directory given as FILE must fail here, not once the restore has begun.
   const fileBytes = snapshotFileBytes(file);
+  // Stopped half-way, a restore left its partial store (as large as the data) until the next restore (audit, stop 37).
+  // The handlers run between awaits only, and the renames that install the new data have none between them: stopped,
+  // the directory holds its old data. The data directory's lock names this process, so the next opener takes it over.
+  const releaseSignals = removeOnSignal(join(options.dataDir, RESTORE_PARTIAL_DIR), `snapshot restore stopped; ${options.dataDir} keeps the data it had`);
   const fileBar = new ProgressBar('restore', fileBytes, 'bytes');
   let entriesBar: ProgressBar | undefined;
   const client = options.client;
@@ -254,6 +261,8 @@ export async function snapshotRestore(file: string, options: RestoreCommandOptio
   } catch (error) {
     (entriesBar ?? fileBar).abandon();
     throw error;
+  } finally {
+    releaseSignals();
   }
 }
 

@@ -14,5 +14,5 @@ export {
 export type { SnapshotDecoderPhase, SnapshotHeader } from './format.js';
 export { SNAPSHOT_PIECE_BYTES, snapshotFileStream } from './stream.js';
 export type { SnapshotFileStream } from './stream.js';
-export { restoreSnapshot } from './restore.js';
+export { RESTORE_PARTIAL_DIR, restoreSnapshot } from './restore.js';
 export type { RestoreOptions, RestoreProgress, RestoreResult } from './restore.js';

@@ -47,7 +47,7 @@ const RESTORED_FILES = ['data.mdb', 'lock.mdb', INITIALISED_FILE];
 /** A replica's record of its unsynced writes (unsynced-guard.ts) describes the old data: removed once the new is in. */
 const UNSYNCED_GUARD_FILE = 'unsynced-guard.json';
 /** Where the new store is made, inside DIR: on its file system, so that moving it in is a rename. */
-const PARTIAL_DIR = 'restore.partial';
+export const RESTORE_PARTIAL_DIR = 'restore.partial';
 
 export interface RestoreProgress {
   readonly phase: 'snapshot' | 'entries';
@@ -79,7 +79,7 @@ export interface RestoreResult {
  * data directory's lock, which the next takes over if its holder is gone (and refuses with DATA_DIR_LOCKED if not).
  */
 function isEmptyDir(dir: string): boolean {
-  return !existsSync(dir) || readdirSync(dir).every((name) => name === PARTIAL_DIR || name === LOCK_FILE);
+  return !existsSync(dir) || readdirSync(dir).every((name) => name === RESTORE_PARTIAL_DIR || name === LOCK_FILE);
 }
 
 export async function restoreSnapshot(options: RestoreOptions): Promise<RestoreResult> {
@@ -88,7 +88,7 @@ export async function restoreSnapshot(options: RestoreOptions): Promise<RestoreR
     throw new MercuryError('DATA_DIR_NOT_EMPTY', `${dataDir} is not empty; restore into an empty directory, or pass --force to replace the Mercury data in it`);
   mkdirSync(dataDir, { recursive: true, mode: DATA_DIR_MODE });
   const lock = lockDataDir(dataDir, new Date(systemClock.nowMs()).toISOString());
-  const partial = join(dataDir, PARTIAL_DIR);
+  const partial = join(dataDir, RESTORE_PARTIAL_DIR);
   try {
     // What a restore that was killed left behind: never installed, and nobody else's (the lock is held).
     rmSync(partial, { recursive: true, force: true });
