@@ -275,6 +275,11 @@ export type ClientMessage =
       /** The hash of entry fromSeq - 1 the client applied (only with fromSeq >= 2). */
       readonly afterHash: Buffer | undefined;
       readonly filters: WatchFilters;
+      /**
+       * False: the node leaves entry hashes out of this subscription's messages. Set by the node for a token that may
+       * not see the hash chain (src/auth seesChain), never read from the client.
+       */
+      readonly hashes?: boolean;
     }
   | { readonly type: 'unsubscribe'; readonly id: SubscriptionId; readonly idJson: string };
 
@@ -436,15 +441,15 @@ export function eventsHead(idJson: string): string {
 }
 
 /** The part of an events message that is the same for every subscription of one selection. */
-export function eventsBody(seq: number, timeMs: number, hashHex: string, events: readonly string[]): string {
-  return `,"seq":${seq},"timeMs":${timeMs},"hash":"${hashHex}","events":[${events.join(',')}]}`;
+export function eventsBody(seq: number, timeMs: number, hashHex: string | undefined, events: readonly string[]): string {
+  return `,"seq":${seq},"timeMs":${timeMs}${hashField(hashHex)},"events":[${events.join(',')}]}`;
 }
 
 /**
  * A snapshot page; `begin` marks the first page of a snapshot (see "snapshot" and resets above). `hashHex`, the hash of
  * entry `seq`, goes on the done page only.
  */
-export function snapshotMessage(idJson: string, seq: number, items: readonly string[], done: boolean, begin: boolean, hashHex: string): string {
+export function snapshotMessage(idJson: string, seq: number, items: readonly string[], done: boolean, begin: boolean, hashHex: string | undefined): string {
   return `{"type":"snapshot","id":${idJson},"seq":${seq},"items":[${items.join(',')}],"done":${done}${begin ? ',"begin":true' : ''}${done ? hashField(hashHex) : ''}}`;
 }
 

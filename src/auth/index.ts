@@ -13,6 +13,7 @@ export {
   parseScopes,
   refuseReserved,
   requireAdmin,
+  seesChain,
   requireRead,
   requireReadPrefix,
   requireReplicate,

@@ -196,6 +196,18 @@ export function requireSomeWriteScope(principal: Principal | undefined, action: 
   throw denied(principal, action, 'a write:PREFIX scope (or admin)');
 }
 
+/**
+ * Whether `principal` may be shown entry hashes (status `headHash`, a write's `hash`, a watch's `hash`). An entry's hash
+ * is SHA-256 of the previous hash and the entry's body, and the body holds every op of the entry: with two consecutive
+ * hashes anyone can test guesses of what an entry wrote, offline (audit, stop 37: a `read:app/` token confirmed a
+ * guessed value of `secret/flag` in 12 tries from a watch, and a 4-digit `secret/pin` in 21 s from status polls). So
+ * hashes go only to who may read every key anyway: admin, replicate (a replica holds everything), a read scope on the
+ * empty prefix, or no authorization at all.
+ */
+export function seesChain(principal: Principal | undefined): boolean {
+  return principal === undefined || principal.scopes.admin || principal.scopes.replicate || principal.scopes.read.some((prefix) => prefix.length === 0);
+}
+
 export function requireAdmin(principal: Principal | undefined, action: string): void {
   if (principal === undefined || principal.scopes.admin) return;
   throw denied(principal, action, 'admin');

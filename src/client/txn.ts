@@ -31,7 +31,8 @@ export interface NodeStatus {
   readonly nodeId: string;
   readonly datasetId: string;
   readonly seq: number;
-  readonly headHash: string;
+  /** The hash of entry `seq`; null for a token that does not read every key (it would test guesses of values). */
+  readonly headHash: string | null;
   /** The retained log; null when a damaged log key keeps the node from reading its bounds (see `storage`). */
   readonly log: { readonly firstSeq: number; readonly lastSeq: number; readonly entries: number; readonly bytes: number } | null;
   readonly keys: number;

@@ -23,7 +23,7 @@ import { validateWatchLimits, WATCH_LIMITS, type WatchLimits } from './limits.js
 import { WatchMachine, type WatchAction, type WatchConnection, type WatchCounters, type WatchInput } from './machine.js';
 import { handshakeResponse, readHandshake, ServerWebSocket, type HeldBytesBudget, type ServerWebSocketOwner } from './websocket.js';
 import { isMercuryError, parseClientMessage, parseRequestTarget, type ClientMessage, WATCH_PATH, WatchCloseCode, WatchProtocolError } from '../api/index.js';
-import { requireReadPrefix, type Principal } from '../auth/index.js';
+import { requireReadPrefix, seesChain, type Principal } from '../auth/index.js';
 
 /** What the hub reads from the node's store (a `Store` satisfies it). */
 export interface WatchSource {
@@ -388,7 +388,7 @@ export class WatchHub {
       const text = data.toString('utf8');
       try {
         input = parseClientMessage(text, this.limits);
-        if (input.type === 'subscribe' && connection.principal !== undefined) this.authorize(connection.principal, input);
+        if (input.type === 'subscribe' && connection.principal !== undefined) input = this.authorize(connection.principal, input);
       } catch (error) {
         if (error instanceof WatchProtocolError) input = { type: 'refused', error };
         else {
@@ -403,8 +403,11 @@ export class WatchHub {
     this.perform(this.machine.received(this.clock.monotonicMs(), connection.id, input));
   }
 
-  /** Every prefix of a subscription must lie inside one of the token's read prefixes; a wider one is refused. */
-  private authorize(principal: Principal, subscribe: ClientMessage & { type: 'subscribe' }): void {
+  /**
+   * Every prefix of a subscription must lie inside one of the token's read prefixes; a wider one is refused. A token
+   * that may not see the hash chain (seesChain) gets its messages without hashes, and cannot resume with `afterHash`.
+   */
+  private authorize(principal: Principal, subscribe: ClientMessage & { type: 'subscribe' }): ClientMessage & { type: 'subscribe' } {
     for (const prefix of subscribe.prefixes) {
       try {
         requireReadPrefix(principal, prefix, 'watch');
@@ -413,6 +416,14 @@ export class WatchHub {
         throw new WatchProtocolError('PERMISSION_DENIED', error.message, subscribe.idJson);
       }
     }
+    if (seesChain(principal)) return subscribe;
+    if (subscribe.afterHash !== undefined)
+      throw new WatchProtocolError(
+        'PERMISSION_DENIED',
+        `"afterHash" needs a token that reads every key (read on the empty prefix, replicate or admin): token "${principal.name}" is not shown entry hashes, which would let it test guesses of values outside its scopes; resume with "fromSeq" alone`,
+        subscribe.idJson,
+      );
+    return { ...subscribe, hashes: false };
   }
 
   private drained(connection: WsConnection): void {

@@ -293,13 +293,14 @@ class ProgressFrames {
     this.latestHashHex = latestHash.toString('hex');
   }
 
-  /** `hash`: the hash of entry `seq` when it is not the latest, if known. */
-  frame(idJson: string, seq: number, hash: Buffer | undefined): Buffer {
-    if (seq !== this.latestSeq) return textFrame(Buffer.from(progressMessage(idJson, seq, hash?.toString('hex')), 'utf8'));
-    let frame = this.frames.get(idJson);
+  /** `hash`: the hash of entry `seq` when it is not the latest, if known; `hashes`: false leaves any hash out. */
+  frame(idJson: string, seq: number, hash: Buffer | undefined, hashes: boolean): Buffer {
+    if (seq !== this.latestSeq) return textFrame(Buffer.from(progressMessage(idJson, seq, hashes ? hash?.toString('hex') : undefined), 'utf8'));
+    const cacheKey = hashes ? idJson : `-${idJson}`;
+    let frame = this.frames.get(cacheKey);
     if (frame === undefined) {
-      frame = textFrame(Buffer.from(progressMessage(idJson, seq, this.latestHashHex), 'utf8'));
-      if (this.frames.size < MESSAGE_CACHE_IDS_MAX) this.frames.set(idJson, frame);
+      frame = textFrame(Buffer.from(progressMessage(idJson, seq, hashes ? this.latestHashHex : undefined), 'utf8'));
+      if (this.frames.size < MESSAGE_CACHE_IDS_MAX) this.frames.set(cacheKey, frame);
     }
     return frame;
   }
@@ -665,7 +666,7 @@ export class WatchMachine {
       // the log's end, and the client cannot know those (the 4008 row of src/api/watch.ts; found by simulation seed 48062).
       const done = subscription.state === 'snapshot' ? subscription.toldSeq : this.position(subscription) - 1;
       if (subscription.state !== 'snapshot') {
-        connection.port.send(progressMessage(subscription.idJson, done, this.doneHash(subscription, done)?.toString('hex')));
+        connection.port.send(progressMessage(subscription.idJson, done, subscription.group.selection.hashes ? this.doneHash(subscription, done)?.toString('hex') : undefined));
         this.tell(subscription, done);
       }
       resume.push(done + 1);
@@ -691,7 +692,7 @@ export class WatchMachine {
         `this connection has ${connection.subscriptions.length} subscriptions, the most one connection may hold; put several prefixes in one subscription, or open another connection`,
         message.idJson,
       );
-    const selection = canonicalSelection(message.prefixes, message.filters);
+    const selection = canonicalSelection(message.prefixes, message.filters, message.hashes !== false);
     // Bounded by bytes too, not only by counts: 64 subscriptions of 16 prefixes of 1 KiB each held about 5 MiB per
     // connection (WATCH_PREFIX_BYTES_PER_CONNECTION_MAX). Summed here rather than kept per connection, which would
     // cost every idle watcher a field for the rare one that subscribes many times.
@@ -906,7 +907,7 @@ export class WatchMachine {
     let hashHex: string | undefined;
     for (const [group, selected] of this.index.match(entry, (candidate) => candidate.live.size > 0)) {
       hashHex ??= entry.hash.toString('hex');
-      const body = new SharedBody(entry.seq, eventsBody(entry.seq, entry.timeMs, hashHex, selected), selected.length);
+      const body = new SharedBody(entry.seq, eventsBody(entry.seq, entry.timeMs, group.selection.hashes ? hashHex : undefined, selected), selected.length);
       for (const subscription of group.live) {
         if (subscription.nextSeq > entry.seq) continue; // asked to start at a later seq
         if (!this.hasRoom(subscription.connection, nowMs)) {
@@ -1018,7 +1019,8 @@ export class WatchMachine {
         let body = bodies.get(subscription.group);
         if (body === undefined) {
           const selected = selectEvents(entry, subscription.group.selection, cache);
-          body = selected.length === 0 ? null : new SharedBody(entry.seq, eventsBody(entry.seq, entry.timeMs, (hashHex ??= entry.hash.toString('hex')), selected), selected.length);
+          const shownHash = subscription.group.selection.hashes ? (hashHex ??= entry.hash.toString('hex')) : undefined;
+          body = selected.length === 0 ? null : new SharedBody(entry.seq, eventsBody(entry.seq, entry.timeMs, shownHash, selected), selected.length);
           bodies.set(subscription.group, body);
         }
         if (body !== null) {
@@ -1104,7 +1106,7 @@ export class WatchMachine {
         page.records.map((record) => snapshotItemJson(record, keysOnly)),
         done,
         subscription.snapshotBegins,
-        done ? page.hash.toString('hex') : '',
+        done && subscription.group.selection.hashes ? page.hash.toString('hex') : undefined,
       ),
     );
     subscription.snapshotBegins = false;
@@ -1147,7 +1149,7 @@ export class WatchMachine {
         const done = this.position(subscription) - 1;
         if (done <= subscription.toldSeq && !heartbeat) continue;
         if (!this.hasRoom(connection, nowMs)) break;
-        connection.port.sendFramed(frames.frame(subscription.idJson, done, this.doneHash(subscription, done)));
+        connection.port.sendFramed(frames.frame(subscription.idJson, done, this.doneHash(subscription, done), subscription.group.selection.hashes));
         connection.lastSendTick = this.ticks;
         sent++;
         this.tell(subscription, done);

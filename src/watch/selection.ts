@@ -19,12 +19,14 @@ export interface Selection {
   /** Sorted, and none is a prefix of another (so they are disjoint ranges in key order). */
   readonly prefixes: readonly Buffer[];
   readonly filters: WatchFilters;
+  /** Whether its messages carry entry hashes (not for a token that may not see the chain: ClientMessage `hashes`). */
+  readonly hashes: boolean;
   /** Equal for equal selections: the map key of the hub's groups. */
   readonly key: string;
 }
 
 /** Sorts the prefixes and drops those covered by a shorter one (and duplicates). */
-export function canonicalSelection(prefixes: readonly Buffer[], filters: WatchFilters): Selection {
+export function canonicalSelection(prefixes: readonly Buffer[], filters: WatchFilters, hashes = true): Selection {
   const sorted = [...prefixes].sort((a, b) => Buffer.compare(a, b));
   const kept: Buffer[] = [];
   for (const prefix of sorted) {
@@ -33,8 +35,8 @@ export function canonicalSelection(prefixes: readonly Buffer[], filters: WatchFi
     if (last !== undefined && prefix.length >= last.length && prefix.subarray(0, last.length).equals(last)) continue;
     kept.push(prefix);
   }
-  const flags = `${filters.puts ? 'p' : ''}${filters.deletes ? 'd' : ''}${filters.keysOnly ? 'k' : ''}${filters.authors ? 'a' : ''}`;
-  return { prefixes: kept, filters, key: `${flags}:${kept.map((prefix) => prefix.toString('hex')).join(',')}` };
+  const flags = `${filters.puts ? 'p' : ''}${filters.deletes ? 'd' : ''}${filters.keysOnly ? 'k' : ''}${filters.authors ? 'a' : ''}${hashes ? 'h' : ''}`;
+  return { prefixes: kept, filters, hashes, key: `${flags}:${kept.map((prefix) => prefix.toString('hex')).join(',')}` };
 }
 
 /** The bytes of a selection's prefixes: what a subscription holds of a connection's budget (`prefixBytesPerConnectionMax`). */

@@ -1,5 +1,5 @@
 /** What operators and monitors ask a node: `/v1/status`, `/healthz`, `/readyz`, `/metrics`, and a replica's resync. */
-import { requireAdmin, type Principal } from '../../auth/index.js';
+import { requireAdmin, seesChain, type Principal } from '../../auth/index.js';
 import { DAMAGED_DATA_PHRASE } from '../../store/index.js';
 import { principalOf } from '../auth.js';
 import { sendJson } from '../http-io.js';
@@ -26,6 +26,12 @@ export function statusFor(principal: Principal | undefined, status: Record<strin
   const seen: Record<string, unknown> = { ...status, storage: { ...(status.storage as Record<string, unknown>), damage: null } };
   const replication = status.replication as { lastFailure?: unknown } | null | undefined;
   if (typeof replication?.lastFailure === 'string') seen.replication = { ...replication, lastFailure: withoutDamageNamed(replication.lastFailure) };
+  // Entry hashes only to who may read every key (seesChain): two of them test guesses of an entry's values.
+  if (!seesChain(principal)) {
+    if ('headHash' in seen) seen.headHash = null;
+    const shown = seen.replication as Record<string, unknown> | null | undefined;
+    if (shown !== null && typeof shown === 'object' && 'divergedHead' in shown && shown.divergedHead !== null) seen.replication = { ...shown, divergedHead: null };
+  }
   return seen;
 }
 

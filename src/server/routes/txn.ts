@@ -3,7 +3,7 @@
  * as it arrives), parsed with field-naming errors, then written.
  */
 import { MercuryError, parseTxn, txnJsonLimits } from '../../api/index.js';
-import { requireAdmin, requireSomeKeyScope, requireTxn, touchesReserved, validateReservedOps } from '../../auth/index.js';
+import { requireAdmin, requireSomeKeyScope, requireTxn, seesChain, touchesReserved, validateReservedOps } from '../../auth/index.js';
 import { principalNow, principalOf, writeFor } from '../auth.js';
 import type { BodyBudget } from '../body-budget.js';
 import { SEQ_HEADER, readJsonBody, sendJson } from '../http-io.js';
@@ -45,7 +45,10 @@ export function txnRoute(node: NodeApi, limits: HttpLimits, budget: BodyBudget):
         requireTxn(principal, txn, reserved);
         const { request, caller } = writeFor(req, txn);
         const result = await node.write(request, caller);
-        const answer = { succeeded: result.succeeded, seq: result.seq, ...(result.hash === undefined ? {} : { hash: result.hash.toString('hex') }) };
+        // The entry's hash only to who may see the chain (seesChain): with the previous one it tests guesses of the
+        // entry's other ops, which may lie outside the caller's scopes.
+        const shown = result.hash !== undefined && seesChain(principal) ? { hash: result.hash.toString('hex') } : {};
+        const answer = { succeeded: result.succeeded, seq: result.seq, ...shown };
         sendJson(res, 200, answer, { [SEQ_HEADER]: result.seq });
       },
     },
