@@ -6,6 +6,8 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
@@ -249,6 +251,30 @@ describe('snapshot cli', () => {
     assert.match(stderr, /mercury: SIGINT: snapshot restore stopped; \S+interrupted keeps the data it had/);
     assert.ok(!existsSync(join(target, 'restore.partial')), 'the partial store is removed');
     assert.ok(!existsSync(join(target, 'data.mdb')), 'nothing was installed');
+  });
+
+  // Found by an audit (stop 37): a node whose header announced 2^40 keys, then sent records without end, had `save`
+  // write 2.2 GB in 8 s. The announced size is now held against the free space before the disk fills.
+  test('snapshot cli: save from a node announcing more than the disk holds stops at the header, with STORAGE_FULL', async () => {
+    const header = { version: SNAPSHOT_FORMAT_VERSION, datasetId: 'hostile', seq: 5, headHash: Buffer.alloc(32, 1), keyCount: 2 ** 40, dataBytes: 2 ** 50, savedAtMs: 1 };
+    const hostile = createHttpServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      res.write(new SnapshotEncoder().header(header));
+      // ...and then nothing more: a save that waited for the records would hang until its idle timeout.
+    });
+    await new Promise<void>((resolve) => hostile.listen(0, '127.0.0.1', resolve));
+    try {
+      const file = join(dir, 'hostile.snap');
+      const started = Date.now();
+      const saved = await runCli(['snapshot', 'save', file, '--url', `http://127.0.0.1:${(hostile.address() as AddressInfo).port}`]);
+      assert.equal(saved.code, 1, saved.stderr);
+      assert.match(saved.stderr, /^mercury: STORAGE_FULL: the snapshot is [\d.]+ [A-Z]i?B, and the disk that holds \S+hostile\.snap has [\d.]+ [A-Z]?i?B free/);
+      assert.ok(Date.now() - started < 10_000, 'refused at the header');
+      assert.deepEqual(readdirSync(dir).filter((name) => name.startsWith('hostile.snap')), [], 'no partial file is left');
+    } finally {
+      hostile.closeAllConnections();
+      await new Promise((resolve) => hostile.close(resolve));
+    }
   });
 
   test('snapshot cli: save to a FILE that is a directory fails before asking the node', async () => {
