@@ -8,7 +8,7 @@
  */
 import { createSecureContext } from 'node:tls';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ClientOptionsError, NodeClient, UnavailableError, WatchError, bearer, validateNodeUrl, type ClientTls } from '../client/index.js';
+import { ClientOptionsError, NodeClient, UnavailableError, WatchError, bearer, isHeaderToken, validateNodeUrl, type ClientTls } from '../client/index.js';
 import { DEFAULT_PORT, parseHostPort, validateConfig } from '../config/index.js';
 import { parseToken, readTokenFile, TOKEN_CHARS } from '../auth/index.js';
 import { isWatchHash, parseBoundedJson, txnJsonLimits, WATCH_HASH_HEX_CHARS } from '../api/index.js';
@@ -239,9 +239,9 @@ function clientToken(values: { token?: string; 'token-file'?: string }): string 
   return file === undefined || file === '' ? undefined : headerSafeToken(readTokenText(file, '$MERCURY_TOKEN_FILE'), `$MERCURY_TOKEN_FILE ${file}`);
 }
 
-/** `token` if it can go in an Authorization header (printable ASCII, no spaces, at most 200 characters). */
+/** `token` if it can go in an Authorization header (the client library's rule, isHeaderToken). */
 function headerSafeToken(token: string, source: string): string {
-  if (!/^[\x21-\x7e]{1,200}$/.test(token))
+  if (!isHeaderToken(token))
     throw new UsageError(`${source} does not hold a token: one line of printable characters without spaces, as mercury token create prints it (mcy_...)`);
   return token;
 }

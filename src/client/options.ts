@@ -90,10 +90,14 @@ function validateTls(options: ClientOptions): ClientTls | undefined {
 }
 
 /** A token travels in a header: printable ASCII without spaces, and short (the node reads at most 256 characters). */
+export function isHeaderToken(value: unknown): value is string {
+  return typeof value === 'string' && /^[\x21-\x7e]{1,200}$/.test(value);
+}
+
 function tokenOption(options: object): string | undefined {
   const value = (options as Record<string, unknown>).token;
   if (value === undefined) return undefined;
-  if (typeof value !== 'string' || !/^[\x21-\x7e]{1,200}$/.test(value))
+  if (!isHeaderToken(value))
     throw new ClientOptionsError('token must be a token string as mercury token create prints it (mcy_..., no spaces)');
   return `Bearer ${value}`;
 }

@@ -26,12 +26,6 @@ import type { TLSSocket, DetailedPeerCertificate } from 'node:tls';
 /** Chains longer than this are not followed (OpenSSL's default verify depth is 100; real chains have 2 to 4 links). */
 const CHAIN_DEPTH_MAX = 16;
 
-/** Parsed certificates of a PEM bundle (a CA file); blocks that are not certificates are skipped. */
-export function pemCertificates(pem: Buffer): X509Certificate[] {
-  const blocks = pem.toString('latin1').match(/-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----/g) ?? [];
-  return blocks.map((block) => new X509Certificate(block));
-}
-
 function validAt(certificate: X509Certificate, nowMs: number): boolean {
   return Date.parse(certificate.validFrom) <= nowMs && nowMs <= Date.parse(certificate.validTo);
 }
@@ -97,12 +91,12 @@ export class VerifiedConnections {
   }
 
   /**
-   * Closes every tracked connection whose peer chain the CA bundle `ca` does not reach (or whose certificate expired);
-   * returns how many. Connections with one certificate are checked once (a fleet's watchers often share one): 6 us
-   * per connection then, about 70 us per distinct certificate (measured with 500 connections, stop 37).
+   * Closes every tracked connection whose peer chain the CA file's certificates (`authorities`, TlsMaterial) do not
+   * reach (or whose certificate expired); returns how many. Connections with one certificate are checked once (a
+   * fleet's watchers often share one): 6 us per connection then, about 70 us per distinct certificate (measured with
+   * 500 connections, stop 37).
    */
-  recheck(ca: Buffer, nowMs: number): number {
-    const authorities = pemCertificates(ca);
+  recheck(authorities: readonly X509Certificate[], nowMs: number): number {
     const verdicts = new Map<string, boolean>();
     let closed = 0;
     for (const socket of [...this.sockets]) {

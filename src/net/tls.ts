@@ -44,6 +44,8 @@ export interface TlsMaterial {
   readonly cert: Buffer;
   readonly key: Buffer;
   readonly ca: Buffer;
+  /** The certificates of the CA file, parsed once: a CA change re-checks open connections against them. */
+  readonly authorities: readonly X509Certificate[];
   /** The certificate's subject CN and expiry, for logs and status. */
   readonly subject: string;
   readonly validToMs: number;
@@ -66,11 +68,10 @@ export function readTlsMaterial(paths: TlsPaths): TlsMaterial {
   const cert = read('--tls-cert', paths.certPath);
   const key = read('--tls-key', paths.keyPath);
   const ca = read('--tls-ca', paths.caPath);
-  checkCaBundle('--tls-ca', paths.caPath, ca);
+  const authorities = checkCaBundle('--tls-ca', paths.caPath, ca);
   let certificate: X509Certificate;
   try {
     certificate = new X509Certificate(cert);
-    new X509Certificate(ca);
   } catch (error) {
     throw new MercuryError('CONFIG_INVALID', `--tls-cert ${paths.certPath} or --tls-ca ${paths.caPath} is not a PEM certificate: ${(error as Error).message}`);
   }
@@ -81,7 +82,7 @@ export function readTlsMaterial(paths: TlsPaths): TlsMaterial {
     throw new MercuryError('CONFIG_INVALID', `--tls-key ${paths.keyPath} does not go with --tls-cert ${paths.certPath}: ${(error as Error).message}`);
   }
   const subject = /(?:^|\n)CN=([^\n]*)/.exec(certificate.subject)?.[1] ?? certificate.subject;
-  return Object.freeze({ cert, key, ca, subject, validToMs: Date.parse(certificate.validTo) });
+  return Object.freeze({ cert, key, ca, authorities, subject, validToMs: Date.parse(certificate.validTo) });
 }
 
 /**
@@ -89,9 +90,10 @@ export function readTlsMaterial(paths: TlsPaths): TlsMaterial {
  * a bundle cut short inside a certificate (a copy interrupted, a full disk, a reload polled while the file was being
  * written in place) or damaged in one would be taken as the CAs before it, and peers signed by the rest refused with
  * no word of the file. So every PEM block begun in the file must end, and every certificate block must parse. `what`
- * names the file's flag in the error (`--tls-ca` for a node, `--ca (or $MERCURY_CA)` for the CLI).
+ * names the file's flag in the error (`--tls-ca` for a node, `--ca (or $MERCURY_CA)` for the CLI). Returns the
+ * certificates, parsed.
  */
-export function checkCaBundle(what: string, path: string, ca: Buffer): void {
+export function checkCaBundle(what: string, path: string, ca: Buffer): X509Certificate[] {
   const text = ca.toString('latin1');
   const begun = text.split('-----BEGIN ').length - 1;
   const blocks = text.match(/-----BEGIN ([A-Z0-9 ]+)-----[^-]*-----END \1-----/g) ?? [];
@@ -101,10 +103,10 @@ export function checkCaBundle(what: string, path: string, ca: Buffer): void {
   // the peer's certificate were wrong (audit, stop 37: "pass the cluster CA", to a user who had passed a file).
   if (!blocks.some((block) => block.startsWith('-----BEGIN CERTIFICATE-----')))
     throw new MercuryError('CONFIG_INVALID', `${what} ${path} holds no certificate (no -----BEGIN CERTIFICATE----- block); give the cluster CA's certificate file`);
-  blocks.forEach((block, index) => {
-    if (!block.startsWith('-----BEGIN CERTIFICATE-----')) return;
+  return blocks.flatMap((block, index) => {
+    if (!block.startsWith('-----BEGIN CERTIFICATE-----')) return [];
     try {
-      new X509Certificate(block);
+      return [new X509Certificate(block)];
     } catch (error) {
       throw new MercuryError('CONFIG_INVALID', `${what} ${path}: certificate ${index + 1} of ${blocks.length} is damaged (${(error as Error).message}); give the whole CA file`);
     }
@@ -187,7 +189,7 @@ export class TlsCredentials {
     for (const listener of this.listeners) listener(material);
     this.logger.log('info', 'TLS certificate reloaded', { why, subject: material.subject, validTo: new Date(material.validToMs).toISOString() });
     if (!material.ca.equals(previousCa)) {
-      const closed = this.verified.recheck(material.ca, this.clock.nowMs());
+      const closed = this.verified.recheck(material.authorities, this.clock.nowMs());
       this.closedOnCaChange += closed;
       this.logger.log(closed > 0 ? 'warn' : 'info', 'the CA file changed: open connections re-checked against it', {
         checked: closed + this.verified.size,

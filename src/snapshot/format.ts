@@ -53,14 +53,9 @@ const DATASET_ID_BYTES_MAX = 255;
 export const SNAPSHOT_SEQ_MAX = Number.MAX_SAFE_INTEGER - 2 ** 32;
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 const ZERO_HASH = Buffer.alloc(HASH_BYTES);
-/** Whether `text` holds a C0 or C1 control or DEL: an id is printed by inspect and restore, where a newline would forge a line. */
-function hasControlCharacter(text: string): boolean {
-  for (let index = 0; index < text.length; index++) {
-    const code = text.charCodeAt(index);
-    if (code <= 0x1f || (code >= 0x7f && code <= 0x9f)) return true;
-  }
-  return false;
-}
+/** C0 and C1 controls and DEL: an id is printed by inspect and restore, where a newline would forge a line. */
+// eslint-disable-next-line no-control-regex -- control characters are exactly what an id must not hold
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
 /** Header bytes besides the dataset id. */
 const HEADER_FIXED_BYTES = 8 + 2 + 1 + 8 + HASH_BYTES + 8 + 8 + 8;
 export const SNAPSHOT_TRAILER_BYTES = 8 + HASH_BYTES;
@@ -298,7 +293,7 @@ export class SnapshotDecoder {
     } catch {
       throw invalid('the dataset id is not UTF-8 text', at);
     }
-    if (hasControlCharacter(datasetId)) throw invalid(`the dataset id ${JSON.stringify(datasetId)} holds a control character`, at);
+    if (CONTROL_CHARACTER.test(datasetId)) throw invalid(`the dataset id ${JSON.stringify(datasetId)} holds a control character`, at);
     at += idLength;
     const seq = this.u64(bytes, at, 'seq');
     at += 8;

@@ -295,7 +295,7 @@ class ProgressFrames {
 
   /** `hash`: the hash of entry `seq` when it is not the latest, if known; `hashes`: false leaves any hash out. */
   frame(idJson: string, seq: number, hash: Buffer | undefined, hashes: boolean): Buffer {
-    if (seq !== this.latestSeq) return textFrame(Buffer.from(progressMessage(idJson, seq, hashes ? hash?.toString('hex') : undefined), 'utf8'));
+    if (seq !== this.latestSeq) return textFrame(Buffer.from(progressMessage(idJson, seq, hash?.toString('hex')), 'utf8'));
     const cacheKey = hashes ? idJson : `-${idJson}`;
     let frame = this.frames.get(cacheKey);
     if (frame === undefined) {
@@ -666,7 +666,7 @@ export class WatchMachine {
       // the log's end, and the client cannot know those (the 4008 row of src/api/watch.ts; found by simulation seed 48062).
       const done = subscription.state === 'snapshot' ? subscription.toldSeq : this.position(subscription) - 1;
       if (subscription.state !== 'snapshot') {
-        connection.port.send(progressMessage(subscription.idJson, done, subscription.group.selection.hashes ? this.doneHash(subscription, done)?.toString('hex') : undefined));
+        connection.port.send(progressMessage(subscription.idJson, done, this.doneHash(subscription, done)?.toString('hex')));
         this.tell(subscription, done);
       }
       resume.push(done + 1);
@@ -851,9 +851,11 @@ export class WatchMachine {
 
   /**
    * The hash of entry `done`, the seq a subscription (not in a snapshot) has everything up to, where this node knows
-   * it: undefined for a live one waiting for a seq not reached yet (`done` is then the client's own seq).
+   * it: undefined for a live one waiting for a seq not reached yet (`done` is then the client's own seq), and for a
+   * selection shown no hashes (its token may not see the chain: src/auth seesChain).
    */
   private doneHash(subscription: Subscription, done: number): Buffer | undefined {
+    if (!subscription.group.selection.hashes) return undefined;
     if (done === this.liveSeq) return this.liveHash;
     return subscription.state === 'catchup' ? subscription.doneHash : undefined;
   }

@@ -31,23 +31,13 @@ export class RawWire {
     void this.closed.then(() => this.waiter?.());
   }
 
-  /** Connects to "host:port" (or a mercury+tcp:// URL). */
-  static async open(address: string): Promise<RawWire> {
+  /** Connects to "host:port" (or a mercury+tcp:// URL), or over TLS with `tls` (CA, client certificate; a mercury+tls:// URL). */
+  static async open(address: string, tls?: ConnectionOptions): Promise<RawWire> {
     const { hostname, port } = new URL(address.includes('://') ? address : `mercury+tcp://${address}`);
-    const socket = connect({ host: hostname.replace(/^\[|\]$/g, ''), port: Number(port) });
+    const target = { host: hostname.replace(/^\[|\]$/g, ''), port: Number(port) };
+    const socket = tls === undefined ? connect(target) : connectTls({ ...tls, ...target });
     await new Promise<void>((resolve, reject) => {
-      socket.once('connect', () => resolve());
-      socket.once('error', reject);
-    });
-    return new RawWire(socket);
-  }
-
-  /** Opens a TLS connection (a mercury+tls:// URL) with `options` (CA, client certificate). */
-  static async openTls(address: string, options: ConnectionOptions): Promise<RawWire> {
-    const { hostname, port } = new URL(address);
-    const socket = connectTls({ ...options, host: hostname.replace(/^\[|\]$/g, ''), port: Number(port) });
-    await new Promise<void>((resolve, reject) => {
-      socket.once('secureConnect', () => resolve());
+      socket.once(tls === undefined ? 'connect' : 'secureConnect', () => resolve());
       socket.once('error', reject);
     });
     return new RawWire(socket);
@@ -55,7 +45,7 @@ export class RawWire {
 
   /** Opens (over TLS with `tls`) and says HELLO (with `token`), and waits for READY. */
   static async ready(address: string, token?: string, tls?: ConnectionOptions): Promise<RawWire> {
-    const wire = tls === undefined ? await RawWire.open(address) : await RawWire.openTls(address, tls);
+    const wire = await RawWire.open(address, tls);
     wire.send(encodeHello(token));
     const answer = await wire.next();
     if (answer?.type !== 0x81) throw new Error(`expected READY, got ${JSON.stringify(answer)}`);
