@@ -3,7 +3,9 @@
  * whose peer certificate the new file does not sign (an HTTP keep-alive connection, a watch, a wire connection, a
  * child replica's stream, and a replica's own link to its upstream), and leaves the others open. Before (stop 36), a
  * request on a keep-alive connection opened with a certificate of the replaced CA was still served after the reload.
- * Real certificates (openssl, test/support/certs.ts), in-process nodes on loopback with auth required.
+ * A peer certificate that expires while its connection is open closes that connection at the next file poll (stop 38;
+ * before, it stayed open until a CA change). Real certificates (openssl, test/support/certs.ts), in-process nodes on
+ * loopback.
  */
 import assert from 'node:assert/strict';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
@@ -12,10 +14,11 @@ import { after, describe, test } from 'node:test';
 import tls from 'node:tls';
 import { NodeClient, connect } from '../src/client/index.js';
 import { validateConfig, type NodeConfig } from '../src/config/index.js';
-import type { CertificateFiles } from '../src/net/tls-certs.js';
+import { issueCertificate, type CertificateFiles } from '../src/net/tls-certs.js';
 import { MercuryNode, NODE_LIMITS_TEST } from '../src/node/index.js';
 import { clientTls, testCertificates, tlsPaths } from './support/certs.js';
 import { waitUntil } from './support/http.js';
+import { ManualClock } from './support/manual-clock.js';
 import { makeTempDir, removeDir } from './support/process.js';
 import { RawWire } from './support/wire.js';
 
@@ -163,5 +166,41 @@ describe('tls - a new CA file closes the open connections it no longer signs', (
     assert.equal(follower.reloadTls('test'), true);
     await waitUntil('the upstream lost its child', () => Promise.resolve(upstream.replicationServer.children().length === 0));
     assert.notEqual(follower.replicationClient!.status().phase, 'streaming');
+  });
+});
+
+describe('tls - a peer certificate that expires while its connection is open', () => {
+  const dir = makeTempDir('tls-peer-expiry');
+  let node: MercuryNode | undefined;
+  after(async () => {
+    await node?.close();
+    removeDir(dir);
+  });
+
+  test('tls: the file poll after the expiry closes that connection and keeps the others', async () => {
+    const shortLived = issueCertificate(certs.ca, dir, 'short-client', { commonName: 'alice', days: 2 });
+    const clock = new ManualClock(Date.now());
+    // Idle connections outlast the clock's steps here: what closes one is its certificate's expiry.
+    const limits = { ...NODE_LIMITS_TEST, http: { ...NODE_LIMITS_TEST.http, keepAliveTimeoutMs: 60_000 }, wire: { ...NODE_LIMITS_TEST.wire, idleTimeoutMs: 60_000 } };
+    node = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'node'), host: '127.0.0.1', port: 0, tls: tlsPaths() }), { auth: 'off', limits, clock });
+    const expiring = await HttpsConnection.open(node.url, clientTls(shortLived));
+    const lasting = await HttpsConnection.open(node.url, clientTls(certs.client));
+    const wire = await RawWire.ready(node.wireUrl, undefined, clientTls(shortLived));
+    assert.match(await expiring.get('/v1/status'), / 200 /);
+    assert.match(await lasting.get('/v1/status'), / 200 /);
+
+    clock.advance(4_000); // polls with every certificate valid: nothing closed
+    assert.match(await expiring.get('/v1/status'), / 200 /);
+    assert.match(await lasting.get('/v1/status'), / 200 /);
+    assert.equal(wire.socket.destroyed, false);
+
+    clock.stepWall(3 * 86_400_000);
+    clock.advance(2_000);
+    await closed('the keep-alive connection of the expired certificate', expiring.socket);
+    await closed('the wire connection of the expired certificate', wire.socket);
+    assert.match(await lasting.get('/v1/status'), / 200 /, 'a connection whose certificate is still valid stays open');
+    lasting.socket.destroy();
+    const status = (await new NodeClient(node.url, 5_000, clientTls()).status()) as { tls?: { closedOnPeerExpiry?: number } };
+    assert.equal(status.tls?.closedOnPeerExpiry, 2);
   });
 });

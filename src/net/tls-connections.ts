@@ -14,6 +14,13 @@
  * step, and then only what still holds an old certificate. A closed peer reconnects and meets the new CA in its
  * handshake, which names why it is refused.
  *
+ * A certificate also ends by itself: a connection outlives its peer's certificate unless someone looks. The node's
+ * file poll (every 2 s) calls `closeExpired`, which does nothing until the earliest expiry among the tracked peers'
+ * certificates has passed, and then runs the same re-check, which closes every connection whose chain holds a
+ * certificate no longer valid. Only each leaf's expiry is kept (3 us at `track`): an intermediate that expires before
+ * the leaves it signed is noticed at the next leaf's expiry or CA change (issuers commonly cap a leaf's validity at
+ * their own).
+ *
  * The walk is a re-check, not OpenSSL's verification: it follows the chain the handshake recorded (the certificates
  * the peer sent, completed from the old CA file) from the leaf up, and accepts the first certificate that is itself
  * in the new file or is signed by one in it, at a time when both are valid. An intermediate placed in the CA file
@@ -66,9 +73,25 @@ export function peerChainSignedBy(socket: TLSSocket, authorities: readonly X509C
   return false;
 }
 
-/** The verified TLS connections of one node (both directions), to re-check when its CA file changes. */
+/** When `certificate` stops being valid; never (infinity) when that cannot be read, so the poll never loops on it. */
+function expiryMs(certificate: X509Certificate | undefined): number {
+  const ms = certificate === undefined ? Number.NaN : Date.parse(certificate.validTo);
+  return Number.isNaN(ms) ? Number.POSITIVE_INFINITY : ms;
+}
+
+function leafExpiryMs(socket: TLSSocket): number {
+  try {
+    return expiryMs(socket.getPeerX509Certificate());
+  } catch {
+    return Number.POSITIVE_INFINITY;
+  }
+}
+
+/** The verified TLS connections of one node (both directions), to re-check when its CA file changes or a peer's certificate expires. */
 export class VerifiedConnections {
   private readonly sockets = new Set<TLSSocket>();
+  /** The earliest end of validity among the tracked peers' certificates (a socket gone since does not lower it). */
+  private nextExpiryMs = Number.POSITIVE_INFINITY;
   /** One close listener shared by every socket: an idle watcher's connection holds no closure of its own. */
   private readonly untrack: (this: TLSSocket) => void;
 
@@ -84,6 +107,17 @@ export class VerifiedConnections {
     if (!socket.authorized || socket.destroyed || this.sockets.has(socket)) return;
     this.sockets.add(socket);
     socket.once('close', this.untrack);
+    this.nextExpiryMs = Math.min(this.nextExpiryMs, leafExpiryMs(socket));
+  }
+
+  /**
+   * Once the earliest tracked certificate's validity ended (`nowMs` past it), re-checks every connection against
+   * `authorities` as `recheck` does, closing those whose chain is no longer valid; returns how many. Before that, a
+   * comparison: the file poll calls it every 2 s.
+   */
+  closeExpired(authorities: readonly X509Certificate[], nowMs: number): number {
+    if (nowMs <= this.nextExpiryMs) return 0;
+    return this.recheck(authorities, nowMs);
   }
 
   get size(): number {
@@ -99,12 +133,15 @@ export class VerifiedConnections {
   recheck(authorities: readonly X509Certificate[], nowMs: number): number {
     const verdicts = new Map<string, boolean>();
     let closed = 0;
+    let nextExpiryMs = Number.POSITIVE_INFINITY;
     for (const socket of [...this.sockets]) {
       let keep: boolean;
       try {
-        const fingerprint = socket.getPeerX509Certificate()?.fingerprint256 ?? '';
+        const leaf = socket.getPeerX509Certificate();
+        const fingerprint = leaf?.fingerprint256 ?? '';
         keep = verdicts.get(fingerprint) ?? peerChainSignedBy(socket, authorities, nowMs);
         verdicts.set(fingerprint, keep);
+        if (keep) nextExpiryMs = Math.min(nextExpiryMs, expiryMs(leaf));
       } catch {
         keep = false; // a chain that cannot be read again cannot be trusted again
       }
@@ -113,6 +150,7 @@ export class VerifiedConnections {
       this.sockets.delete(socket);
       socket.destroy();
     }
+    this.nextExpiryMs = nextExpiryMs;
     return closed;
   }
 }

@@ -138,6 +138,8 @@ export class TlsCredentials {
   reloadFailures = 0;
   /** Connections closed because a new CA file no longer signed their peer's certificate (a counter). */
   closedOnCaChange = 0;
+  /** Connections closed because their peer's certificate expired while they were open (a counter). */
+  closedOnPeerExpiry = 0;
 
   constructor(
     readonly paths: TlsPaths,
@@ -163,13 +165,24 @@ export class TlsCredentials {
    */
   readonly track = (socket: TLSSocket): void => this.verified.track(socket);
 
-  /** Polls the files every `intervalMs` and reloads when one changed. */
+  /**
+   * Polls the files every `intervalMs` and reloads when one changed; at the same beat, closes the open connections
+   * whose peer's certificate expired since their handshake (a handshake checks validity once; stop 38).
+   */
   watch(intervalMs = TLS_RELOAD_POLL_MS): void {
     this.timer?.cancel();
     this.timer = this.clock.setInterval(() => {
       const stamp = this.fileStamp();
       if (stamp !== this.stamp) this.reload('files changed');
+      this.closeExpired();
     }, intervalMs);
+  }
+
+  private closeExpired(): void {
+    const closed = this.verified.closeExpired(this.material.authorities, this.clock.nowMs());
+    if (closed === 0) return;
+    this.closedOnPeerExpiry += closed;
+    this.logger.log('warn', 'open connections closed: their peer certificate expired', { closed, kept: this.verified.size });
   }
 
   /** Reads the files again (SIGHUP, a change seen by `watch`). False, and the old credentials kept, when they are bad. */

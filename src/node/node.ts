@@ -371,6 +371,7 @@ export class MercuryNode {
     });
     this.metrics.gauge('mercury_tls_reloads', 'Successful reloads of the TLS files (a counter).', () => tls.reloads);
     this.metrics.gauge('mercury_tls_closed_on_ca_change', 'Connections closed because a new CA file no longer signed their peer certificate (a counter).', () => tls.closedOnCaChange);
+    this.metrics.gauge('mercury_tls_closed_on_peer_expiry', "Open connections closed because their peer's certificate expired after their handshake (a counter).", () => tls.closedOnPeerExpiry);
     this.metrics.gauge('mercury_tls_reload_failures', 'Reloads of the TLS files that failed and kept the previous certificate (a counter).', () => tls.reloadFailures);
     this.metrics.gauge('mercury_tls_certificate_expiry_seconds', "Seconds until this node's certificate expires (negative: expired).", () =>
       Math.round((tls.current().validToMs - this.clock.nowMs()) / 1000),
@@ -819,6 +820,7 @@ export class MercuryNode {
       reloads: this.tls.reloads,
       reloadFailures: this.tls.reloadFailures,
       closedOnCaChange: this.tls.closedOnCaChange,
+      closedOnPeerExpiry: this.tls.closedOnPeerExpiry,
     };
   }
 
