@@ -6,8 +6,10 @@
 import assert from 'node:assert/strict';
 import { existsSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { testCertificates } from './support/certs.js';
 import { requestJson, type LogPage } from './support/http.js';
 import { CLI_PATH, makeTempDir, removeDir, runCli, startServe, stopProcess, type CliResult, type ServeProcess } from './support/process.js';
 
@@ -274,8 +276,9 @@ describe('cli', () => {
       runCli(['--url', node.url.replace('http:', 'https:'), 'get', 'a/b'], env({ MERCURY_CA: emptyFile })),
       runCli(['--url', node.url.replace('http:', 'https:'), 'get', 'a/b'], env({ MERCURY_CERT: junkPem, MERCURY_KEY: junkPem })),
       runCli(['--url', node.url, '--ca', '', 'get', 'a/b']),
+      runCli(['--url', node.url, '--ca', junkPem, '--cert', junkPem, '--key', junkPem, 'get', 'a/b']),
     ]);
-    const [path, password, scheme, emptyUrl, list, controlToken, twoTokens, noCertificate, badPair, emptyCa] = results;
+    const [path, password, scheme, emptyUrl, list, controlToken, twoTokens, noCertificate, badPair, emptyCa, tlsOverHttp] = results;
     assertFailed(path, 2, /^mercury: \$MERCURY_URL "http:\/\/127\.0\.0\.1:\d+\/v1\/kv" must have no path: a node serves its API from the root/);
     assertFailed(password, 2, /^mercury: \$MERCURY_URL "http:\/\/user:\*\*\*@127\.0\.0\.1:\d+" must not carry a user name or password/);
     assert.doesNotMatch(password.stderr, /s3cret/);
@@ -287,10 +290,23 @@ describe('cli', () => {
     assertFailed(noCertificate, 2, /^mercury: CONFIG_INVALID: --ca \(or \$MERCURY_CA\) \S+empty\.pem holds no certificate/);
     assertFailed(badPair, 2, /^mercury: CONFIG_INVALID: --cert and --key \(or \$MERCURY_CERT and \$MERCURY_KEY\) are not a certificate and its private key/);
     assertFailed(emptyCa, 2, /^mercury: --ca is empty/);
+    assertFailed(tlsOverHttp, 2, /^mercury: --ca and --cert and --key are for https:\/\/ URLs, and http:\/\/127\.0\.0\.1:\d+ is plaintext, so TLS would not be used/);
     assert.equal((await cli(['get', 'v1/kv/a/b'])).code, 1, 'nothing was written under the path');
     // `snapshot inspect` reads a file and asks no node: a bad $MERCURY_CA is not its concern.
     const inspect = await runCli(['snapshot', 'inspect', join(filesDir, 'no-such-snapshot')], env({ MERCURY_CA: emptyFile }));
     assert.doesNotMatch(inspect.stderr, /MERCURY_CA/);
+  });
+
+  test('cli: TLS variables or a token for a plaintext URL get a warning: TLS would not be used, the token would go in clear', async () => {
+    const tlsVariable = await runCli(['--url', node.url, 'get', 'a/b'], { env: { MERCURY_CA: testCertificates().ca.certPath } });
+    assert.match(tlsVariable.stderr, /^mercury: warning: \$MERCURY_CA, \$MERCURY_CERT and \$MERCURY_KEY are not used for the plaintext URL http:\/\/127\.0\.0\.1:\d+; give an https:\/\/ URL/m);
+    const local = await runCli(['--url', node.url, '--token', `mcy_${'a'.repeat(40)}`, 'get', 'a/b']);
+    assert.doesNotMatch(local.stderr, /warning/, 'loopback is plaintext by design');
+    // Another host (this machine's own non-loopback address, a port nothing listens on): the token would cross a network.
+    const address = Object.values(networkInterfaces()).flat().find((item) => item !== undefined && !item.internal && item.family === 'IPv4')?.address;
+    if (address === undefined) return; // a machine with loopback only: nothing to send across
+    const remote = await runCli(['--url', `http://${address}:9`, '--token', `mcy_${'a'.repeat(40)}`, 'get', 'a/b']);
+    assert.match(remote.stderr, new RegExp(`^mercury: warning: the token is sent in clear to http://${address.replaceAll('.', '\\.')}:9; use the node's https:// URL`, 'm'));
   });
 
   test('cli: serve with a replication token but no upstream, or an empty $MERCURY_REPLICATION_TOKEN, exits 2', async () => {

@@ -16,7 +16,7 @@ import { TIMER_DELAY_MS_MAX } from '../clock/index.js';
 import { MercuryError } from '../errors/index.js';
 import { readFileBounded, SMALL_FILE_BYTES_MAX } from '../fs/bounded-read.js';
 import { JSON_BODY_BYTES_MAX, VALUE_BYTES_CEILING } from '../limits.js';
-import { checkCaBundle } from '../net/tls.js';
+import { checkCaBundle, isLoopbackHost } from '../net/tls.js';
 import { budgetedLogger, jsonLogger } from '../logging/index.js';
 import { DEMO_REPLICAS_MAX, demoCommand } from './demo.js';
 import { logLines } from './log.js';
@@ -394,6 +394,26 @@ function clientTls(values: Record<string, string | boolean | string[] | undefine
   return tls.ca === undefined && tls.cert === undefined ? undefined : tls;
 }
 
+/**
+ * A client given TLS files or a token for a plaintext URL: TLS files would be ignored and a token sent in clear, where
+ * the user meant TLS (an `http://` left in a script or in $MERCURY_URL). Flags are refused (exit 2); the environment's
+ * variables, often set for a whole shell, get a warning on stderr; so does a token sent over `http://` to another host
+ * (a node that listens so was started with `--insecure`). Loopback is plaintext by design.
+ */
+function checkPlaintext(values: Record<string, string | boolean | string[] | undefined>, urls: string, token: string | undefined): void {
+  const plaintext = urls.split(',').filter((url) => url.startsWith('http:'));
+  if (plaintext.length === 0) return;
+  const allPlaintext = plaintext.length === urls.split(',').length;
+  // An empty flag is left to clientTls, which names it as empty.
+  const flags = ['ca', 'cert', 'key'].filter((flag) => ((values[flag] as string | undefined) ?? '').trim() !== '').map((flag) => `--${flag}`);
+  if (allPlaintext && flags.length > 0)
+    throw new UsageError(`${flags.join(' and ')} ${flags.length > 1 ? 'are' : 'is'} for https:// URLs, and ${plaintext[0]} is plaintext, so TLS would not be used; give the node's https:// URL`);
+  const variables = ['MERCURY_CA', 'MERCURY_CERT', 'MERCURY_KEY'].some((name) => (process.env[name] ?? '') !== '');
+  if (allPlaintext && variables) process.stderr.write(`mercury: warning: $MERCURY_CA, $MERCURY_CERT and $MERCURY_KEY are not used for the plaintext URL ${plaintext[0]}; give an https:// URL to use TLS\n`);
+  const remote = plaintext.find((url) => !isLoopbackHost(new URL(url).hostname));
+  if (token !== undefined && remote !== undefined) process.stderr.write(`mercury: warning: the token is sent in clear to ${remote}; use the node's https:// URL\n`);
+}
+
 async function main(argv: string[]): Promise<void> {
   const { values, positionals, tokens } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true, tokens: true });
   refuseRepeatedOptions(tokens);
@@ -420,8 +440,9 @@ async function main(argv: string[]): Promise<void> {
     return snapshotInspect(args[1], json);
   }
   const url = urlOption(values.url, command);
-  const tls = clientTls(values);
   const token = clientToken(values);
+  checkPlaintext(values, url ?? `http://127.0.0.1:${DEFAULT_PORT}`, token);
+  const tls = clientTls(values);
   const client = new NodeClient(url ?? `http://127.0.0.1:${DEFAULT_PORT}`, undefined, tls, token === undefined ? undefined : bearer(token));
   if (command === 'snapshot') {
     const [action, file] = args;
