@@ -24,8 +24,8 @@ interface SyncProcess {
   readonly exited: Promise<number | string>;
 }
 
-function startSync(url: string, prefix: string, dir: string, extra: readonly string[] = []): SyncProcess {
-  const child = spawn(process.execPath, [CLI_PATH, 'sync', prefix, dir, '--url', url, '--json', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+function startSync(url: string, prefix: string, dir: string, extra: readonly string[] = [], env: Record<string, string> = {}): SyncProcess {
+  const child = spawn(process.execPath, [CLI_PATH, 'sync', prefix, dir, '--url', url, '--json', ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (text: string) => (stdout += text));
@@ -130,7 +130,7 @@ describe('sync cli', () => {
     return { node, target };
   }
 
-  test('sync cli: files follow puts, deletes and range deletes; unsafe keys are skipped; --exec runs after changes', async () => {
+  test('sync cli: files follow puts, deletes and range deletes; unsafe keys are skipped; --exec runs after changes, without sync\'s token', async () => {
     const node = await startServe(join(dir, 'live-node'));
     nodes.push(node);
     await put(node, 'app/a', 'one');
@@ -138,7 +138,11 @@ describe('sync cli', () => {
     await put(node, 'other/x', 'not synced');
     const target = join(dir, 'live', 'conf');
     const execLog = join(dir, 'exec.log');
-    const sync = startSync(node.url, 'app/', target, ['--exec', `echo "$MERCURY_SYNC_SEQ" >> '${execLog}'`, '--exec-debounce-ms', '50']);
+    // The command is given no credential of sync's own: it sees whether $MERCURY_TOKEN reached it.
+    const tokenSeen = join(dir, 'exec-token.log');
+    const exec = `echo "$MERCURY_SYNC_SEQ" >> '${execLog}'; echo "\${MERCURY_TOKEN-unset} \${MERCURY_REPLICATION_TOKEN-unset}" > '${tokenSeen}'`;
+    const secret = `mcy_${'s'.repeat(40)}`;
+    const sync = startSync(node.url, 'app/', target, ['--exec', exec, '--exec-debounce-ms', '50'], { MERCURY_TOKEN: secret, MERCURY_REPLICATION_TOKEN: secret });
     syncs.push(sync);
     await treeIs(target, { a: 'one', 'dir/b': 'two' }, sync);
 
@@ -163,6 +167,7 @@ describe('sync cli', () => {
 
     // --exec: run after the changes, with the seq; one entry of many puts runs it once.
     await waitUntil('exec ran for the last change', () => Promise.resolve(existsSync(execLog) && readFileSync(execLog, 'utf8').trim().split('\n').map(Number).includes(last)));
+    assert.equal(readFileSync(tokenSeen, 'utf8'), 'unset unset\n', "sync's token is not handed to the command");
     const before = readFileSync(execLog, 'utf8').trim().split('\n').length;
     const txn = await requestJson<{ seq: number }>(node.url, 'POST', '/v1/txn', {
       body: JSON.stringify({ success: Array.from({ length: 10 }, (_, i) => ({ op: 'put', key: `app/batch/${i}`, value: String(i) })) }),

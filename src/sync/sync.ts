@@ -14,8 +14,8 @@
  *   the seq since) gets the node's state from the watch as a snapshot (docs/decisions.md, record 45).
  * - One sync per DIR: it holds a lock file in DIR (SYNC_LOCK_FILE, src/fs/dir-lock.ts) for the whole run.
  * - `exec`: a command run by `/bin/sh -c` after changes, once they have been quiet for `execDebounceMs`; never two
- *   at a time (changes during a run schedule one more run after it). It gets MERCURY_SYNC_SEQ and MERCURY_SYNC_DIR;
- *   its output goes to stderr; a failure is reported and sync goes on.
+ *   at a time (changes during a run schedule one more run after it). It gets MERCURY_SYNC_SEQ and MERCURY_SYNC_DIR,
+ *   not sync's MERCURY_TOKEN; its output goes to stderr; a failure is reported and sync goes on.
  *
  * A first sync needs an empty (or missing) DIR: DIR belongs to sync, which deletes files whose keys are gone. A
  * symbolic link inside DIR is never followed: sync stops with SYMLINK_REFUSED naming it (files.ts), without saving the
@@ -62,6 +62,17 @@ export interface SyncOptions {
   readonly onReport: (report: SyncReport) => void;
 }
 
+/**
+ * What the command's environment holds: sync's own, less its credentials (a reload script has no need of a token
+ * that reads the whole prefix, and a command that logs its environment would leak it), plus the seq and the DIR.
+ */
+function commandEnvironment(seq: number, dir: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, MERCURY_SYNC_SEQ: String(seq), MERCURY_SYNC_DIR: dir };
+  delete env.MERCURY_TOKEN;
+  delete env.MERCURY_REPLICATION_TOKEN;
+  return env;
+}
+
 /** Runs `command` after changes, debounced, one run at a time. */
 class DebouncedCommand {
   private timer: TimerHandle | undefined;
@@ -98,7 +109,7 @@ class DebouncedCommand {
     const started = this.clock.monotonicMs();
     const child = spawn('/bin/sh', ['-c', this.command], {
       stdio: ['ignore', 2, 2],
-      env: { ...process.env, MERCURY_SYNC_SEQ: String(seq), MERCURY_SYNC_DIR: this.dir },
+      env: commandEnvironment(seq, this.dir),
     });
     const finish = (exitCode: number | null, signal: string | null): void => {
       this.onReport({ type: 'exec', seq, exitCode, signal, durationMs: this.clock.monotonicMs() - started });
