@@ -91,7 +91,7 @@ Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT})
                                   (--url U1,U2,...: the watch fails over between them);
        [--exec-debounce-ms N]     CMD runs after changes, once they are quiet for N ms (default 200)
 
-Options: --json (machine-readable output), --url URL, --help
+Options: --json (machine-readable output), --url URL, --help; an option a command does not take is refused
 TLS (https:// URLs): --ca F (the cluster CA; $MERCURY_CA), --cert F --key F (a client certificate; $MERCURY_CERT,
   $MERCURY_KEY)
 
@@ -165,6 +165,52 @@ function refuseRepeatedOptions(tokens: ReturnType<typeof parseArgs>['tokens']): 
     if (option.type !== 'string' || option.multiple === true) continue;
     if (seen.has(token.name)) throw new UsageError(`--${token.name} is given twice; give it once (a list option takes commas: --upstream A,B)`);
     seen.add(token.name);
+  }
+}
+
+/** The options a client command reads besides its own: where the node is, and the credentials. */
+const CLIENT_OPTIONS = ['url', 'ca', 'cert', 'key', 'token', 'token-file'] as const;
+
+/**
+ * The options each command reads (`--json` and `--help` go with all). Before (stop 37's list), an option a command
+ * does not read was ignored without a word: `mercury get a --data-dir ./other` read the default node, and a `--scope`
+ * given to `token list` looked like a filter. Keys are "command" or "command subcommand".
+ */
+const COMMAND_OPTIONS: Readonly<Record<string, readonly (keyof typeof OPTIONS)[]>> = {
+  serve: [
+    'data-dir', 'listen', 'max-value-bytes', 'log-retain-entries', 'log-retain-bytes', 'max-connections-per-address', 'replication-listen',
+    'wire-listen', 'upstream', 'resync', 'advertise-url', 'allowed-hosts', 'allowed-origins', 'ready-max-lag-ms', 'signing-key', 'unsigned',
+    'previous-signing-key', 'trust-key', 'root-url', 'tls-cert', 'tls-key', 'tls-ca', 'insecure', 'auth', 'admin-token-file', 'replication-token-file',
+  ],
+  demo: ['replicas', 'dir'],
+  verify: ['data-dir'],
+  'snapshot save': [...CLIENT_OPTIONS, 'wait-timeout-ms'],
+  'snapshot restore': [...CLIENT_OPTIONS, 'data-dir', 'force', 'to-seq'],
+  'snapshot inspect': [],
+  get: CLIENT_OPTIONS,
+  put: [...CLIENT_OPTIONS, 'file', 'if-mod-seq'],
+  del: [...CLIENT_OPTIONS, 'prefix', 'if-mod-seq'],
+  ls: [...CLIENT_OPTIONS, 'limit'],
+  txn: [...CLIENT_OPTIONS, 'file'],
+  log: [...CLIENT_OPTIONS, 'from', 'limit'],
+  status: CLIENT_OPTIONS,
+  resync: [...CLIENT_OPTIONS, 'wait', 'wait-timeout-ms'],
+  watch: [...CLIENT_OPTIONS, 'from', 'after-hash'],
+  'token create': [...CLIENT_OPTIONS, 'scope', 'subject'],
+  'token list': CLIENT_OPTIONS,
+  'token revoke': CLIENT_OPTIONS,
+  sync: [...CLIENT_OPTIONS, 'exec', 'exec-debounce-ms'],
+};
+
+/** Refuses an option that `command` would not read (an unknown command is left to its own error). */
+function refuseUnusedOptions(command: string, subcommand: string | undefined, tokens: ReturnType<typeof parseArgs>['tokens']): void {
+  const name = command === 'snapshot' || command === 'token' ? `${command} ${subcommand ?? ''}` : command;
+  const allowed = COMMAND_OPTIONS[name];
+  if (allowed === undefined) return;
+  for (const token of tokens ?? []) {
+    if (token.kind !== 'option' || token.name === 'json' || token.name === 'help') continue;
+    if (!(allowed as readonly string[]).includes(token.name))
+      throw new UsageError(`${name} does not take --${token.name}${allowed.length === 0 ? '' : ` (it takes ${allowed.map((option) => `--${option}`).join(', ')})`}; see mercury --help`);
   }
 }
 
@@ -422,6 +468,7 @@ async function main(argv: string[]): Promise<void> {
     printResult(values.json ?? false, { usage: USAGE }, () => USAGE);
     return;
   }
+  refuseUnusedOptions(command, args[0], tokens);
   if (command === 'serve') return serve(values);
   if (command === 'verify') {
     if (values['data-dir'] === undefined) throw new UsageError('verify needs --data-dir DIR');
