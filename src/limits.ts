@@ -139,6 +139,13 @@ export const LMDB_READERS_PER_SNAPSHOT_READER = 4;
  * 2 MiB with default buffers): a client must read some 35 KiB/s at least.
  */
 export const HTTP_SEND_STALL_MS = 60_000;
+/**
+ * Pipelined requests of one HTTP connection that run at once: the rest wait, parsed, until one of these is answered
+ * (its last byte taken by the kernel). node:http parses every request in a chunk it read before it stops reading a
+ * client that takes no answers, and holds each answer in memory until the ones before it are sent: without this, one
+ * 64 KiB chunk of pipelined GETs of a 1 MiB value made the node hold some 1.4 GiB (an audit, 2026-12-06).
+ */
+export const HTTP_PIPELINED_RUNNING_MAX = 8;
 
 // Relations between limits.
 assert.ok(KEY_BYTES_MAX < LMDB_KEY_BYTES_MAX, 'keys must fit LMDB');

@@ -16,6 +16,7 @@ import {
   HTTP_HEADERS_TIMEOUT_MS,
   HTTP_KEEP_ALIVE_TIMEOUT_MS,
   HTTP_REQUEST_TIMEOUT_MS,
+  HTTP_PIPELINED_RUNNING_MAX,
   HTTP_SEND_STALL_MS,
   JSON_BODY_BYTES_MAX,
   LOG_PAGE_BYTES_MAX,
@@ -93,11 +94,14 @@ export const HTTP_LIMITS: HttpLimits = Object.freeze({
  * connection carries nothing.
  */
 const IN_FLIGHT = Symbol('inFlight');
+const RUNNING = Symbol('running');
 const FAILED = Symbol('failed');
 const PENDING_ERROR = Symbol('pendingError');
 const WAITING = Symbol('waiting');
 interface PipelinedSocket extends Socket {
   [IN_FLIGHT]?: Set<ServerResponse>;
+  /** The requests of IN_FLIGHT that started (their handler ran), not yet answered: at most HTTP_PIPELINED_RUNNING_MAX. */
+  [RUNNING]?: Set<ServerResponse>;
   [FAILED]?: boolean;
   [PENDING_ERROR]?: string;
   [WAITING]?: { readonly res: ServerResponse; readonly start: () => void }[];
@@ -105,10 +109,11 @@ interface PipelinedSocket extends Socket {
 
 /**
  * Pipelined requests run in their order where it matters (RFC 9112, 9.3.2: only safe methods may be processed in
- * parallel). Safe requests (GET, HEAD, OPTIONS) run beside each other; a write runs alone: it starts once every
- * request before it on the connection is answered, and every request after it waits for its answer. Before this, a GET
- * pipelined after a PUT of the same key read the key as it was before the PUT (an audit, 2026-12-06). A connection
- * with one request at a time, as every client here uses, never waits.
+ * parallel). Safe requests (GET, HEAD, OPTIONS) run beside each other, up to HTTP_PIPELINED_RUNNING_MAX at once (each
+ * holds its answer until its client takes it); a write runs alone: it starts once every request before it on the
+ * connection is answered, and every request after it waits for its answer. Before this, a GET pipelined after a PUT of
+ * the same key read the key as it was before the PUT (an audit, 2026-12-06). A connection with one request at a time,
+ * as every client here uses, never waits.
  */
 function isSafeMethod(method: string | undefined): boolean {
   return method === 'GET' || method === 'HEAD' || method === 'OPTIONS';
@@ -116,22 +121,23 @@ function isSafeMethod(method: string | undefined): boolean {
 
 /** Whether `res`'s request may start beside the requests of `socket` already started and not yet answered. */
 function mayStart(socket: PipelinedSocket, res: ServerResponse): boolean {
-  const inFlight = socket[IN_FLIGHT];
-  if (inFlight === undefined) return true;
-  const waiting = socket[WAITING];
-  const safe = isSafeMethod(res.req.method);
-  for (const other of inFlight) {
-    if (other === res || waiting?.some((held) => held.res === other) === true) continue;
-    if (!safe || !isSafeMethod(other.req.method)) return false;
-  }
+  const running = socket[RUNNING];
+  if (running === undefined) return true;
+  if (running.size >= HTTP_PIPELINED_RUNNING_MAX || !isSafeMethod(res.req.method)) return false;
+  // A write runs alone: when one runs, it is the only one.
+  for (const other of running) if (!isSafeMethod(other.req.method)) return false;
   return true;
 }
 
 /** Runs `start` for the request of `res` now, or after the requests before it that it must not overlap. */
 function startInOrder(socket: Socket, res: ServerResponse, start: () => void): void {
   const pipelined = socket as PipelinedSocket;
-  if (pipelined[WAITING] === undefined && mayStart(pipelined, res)) return start();
-  (pipelined[WAITING] ??= []).push({ res, start });
+  const run = (): void => {
+    (pipelined[RUNNING] ??= new Set()).add(res);
+    start();
+  };
+  if (pipelined[WAITING] === undefined && mayStart(pipelined, res)) return run();
+  (pipelined[WAITING] ??= []).push({ res, start: run });
 }
 
 /** Starts the held requests that may start now, in order: after an answer, or a held request given up. */
@@ -160,6 +166,8 @@ function trackInFlight(socket: Socket, res: ServerResponse): void {
   res.once('close', () => {
     inFlight.delete(res);
     if (inFlight.size === 0) delete pipelined[IN_FLIGHT];
+    const running = pipelined[RUNNING];
+    if (running?.delete(res) === true && running.size === 0) delete pipelined[RUNNING];
     startWaiting(pipelined);
     const pending = pipelined[PENDING_ERROR];
     if (pending !== undefined && !owesAnswers(inFlight)) {
