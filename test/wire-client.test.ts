@@ -127,3 +127,24 @@ test('wire client: no answer within requestTimeoutMs is a timeout with the reque
   assert.ok(error instanceof OutcomeUnknownError, String(error));
   assert.match(error.message, /no answer to put in time/);
 });
+
+// Found by an audit (2026-12-06): a connection on which the node stopped answering (a hung node, a path that drops
+// packets without a reset) was kept: every later request, and every retry of it, went to it and timed out, and no new
+// connection was ever opened while the socket stayed open.
+test('wire client: a connection that answered nothing since a request that timed out is replaced by a new one', async () => {
+  const node = await fakeNode((request, socket, connection) => {
+    // The first connection takes requests and answers none of them.
+    if (connection === 1) return;
+    socket.write(request.type === WireFrameType.GET ? encodeValue(request.id, 5, record) : encodeWritten(request.id, 6, false));
+  });
+  const client = connect(node.url, { requestTimeoutMs: 200 });
+  const error = await client.put('a', 'v').then(
+    () => undefined,
+    (failure: unknown) => failure,
+  );
+  assert.ok(error instanceof OutcomeUnknownError, String(error));
+  // A read is retried, on a new connection; a later write goes there too.
+  assert.equal((await client.get('a'))?.value.toString(), 'v');
+  assert.equal((await client.put('a', 'w')).seq, 6);
+  assert.equal(node.connections(), 2);
+});

@@ -16,7 +16,9 @@
  *   protocol;
  * - the connection failed or was cut: `UnavailableError`, with `requestSent` false for a request that never left this
  *   process (so even a write may go elsewhere), true for one that did (a write's outcome is then unknown);
- * - no answer within the timeout: `UnavailableError` with `requestSent` true.
+ * - no answer within the timeout: `UnavailableError` with `requestSent` true; if nothing at all came on the connection
+ *   since that request left, the connection is taken as stuck and ends (the other requests in flight fail the same
+ *   way, those not yet sent go on a new connection).
  */
 import { isIP, connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
@@ -77,6 +79,8 @@ interface Request {
   id: number;
   /** Bytes of it left this process. */
   sent: boolean;
+  /** When it was handed to the connection (monotonic ms): a timeout with nothing received since ends the connection. */
+  sentMs: number;
   /** Sent again after a GOAWAY already: a second GOAWAY fails it (requestSent false). */
   resent: boolean;
 }
@@ -92,6 +96,8 @@ class Link {
   private ready = false;
   private inFlightMax = IN_FLIGHT_BEFORE_READY;
   private nextId = 1;
+  /** When the node last sent a byte on this connection (monotonic ms). */
+  private receivedMs: number;
   ended = false;
   private readonly sweepTimer: TimerHandle;
 
@@ -103,6 +109,7 @@ class Link {
     this.socket = secure
       ? tlsConnect({ host, port, ca: tls?.ca, cert: tls?.cert, key: tls?.key, servername: isIP(host) === 0 ? host : undefined, minVersion: 'TLSv1.2' })
       : netConnect({ host, port });
+    this.receivedMs = clock.monotonicMs();
     this.socket.setNoDelay(true);
     this.socket.on(secure ? 'secureConnect' : 'connect', () => this.queueFrame(encodeHello(channel.token)));
     this.socket.on('data', (chunk: Buffer) => this.received(chunk));
@@ -123,6 +130,7 @@ class Link {
       const id = this.takeId();
       request.id = id;
       request.sent = true;
+      request.sentMs = this.clock.monotonicMs();
       this.inFlight.set(id, request);
       this.queueFrame(request.encode(id));
     }
@@ -153,6 +161,7 @@ class Link {
   }
 
   private received(chunk: Buffer): void {
+    this.receivedMs = this.clock.monotonicMs();
     this.reader.push(chunk);
     for (;;) {
       let answer: WireAnswer;
@@ -271,8 +280,20 @@ class Link {
     const nowMs = this.clock.monotonicMs();
     for (const [id, request] of this.inFlight) {
       if (nowMs < request.deadlineMs) continue;
+      const timeout = new UnavailableError(`cannot reach ${this.channel.url}: no answer to ${request.what} in time`, { url: this.channel.url, requestSent: true });
+      if (this.receivedMs <= request.sentMs) {
+        // Nothing came on this connection since the request left: it is stuck (a node that stopped answering, a path
+        // that drops packets without a reset), and every request after it would time out on it too, retries included
+        // (an audit, 2026-12-06: four attempts of every later get went to a black-holed connection, none to a new
+        // one). It ends: what is in flight fails as sent, as on a cut; what never left goes on a new connection.
+        const unsent = this.waiting.splice(0);
+        this.end(timeout);
+        this.socket.destroy();
+        for (const waiting of unsent) this.channel.resubmit(waiting);
+        return;
+      }
       this.inFlight.delete(id);
-      request.reject(new UnavailableError(`cannot reach ${this.channel.url}: no answer to ${request.what} in time`, { url: this.channel.url, requestSent: true }));
+      request.reject(timeout);
     }
     for (let i = this.waiting.length - 1; i >= 0; i--) {
       const request = this.waiting[i]!;
@@ -368,7 +389,7 @@ export class WireChannel {
   private send<T>(what: string, encode: (id: number) => Buffer, extraTimeMs: number, settle: (answer: WireAnswer) => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const deadlineMs = this.clock.monotonicMs() + this.timeoutMs + extraTimeMs;
-      this.current().submit({ what, encode, deadlineMs, settle, resolve: resolve as (result: unknown) => void, reject, id: 0, sent: false, resent: false });
+      this.current().submit({ what, encode, deadlineMs, settle, resolve: resolve as (result: unknown) => void, reject, id: 0, sent: false, sentMs: 0, resent: false });
     });
   }
 
