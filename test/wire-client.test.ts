@@ -148,3 +148,34 @@ test('wire client: a connection that answered nothing since a request that timed
   assert.equal((await client.put('a', 'w')).seq, 6);
   assert.equal(node.connections(), 2);
 });
+
+// Found by an audit (2026-12-06): after a GOAWAY the client only half-closed its connection and kept the socket until
+// the node closed its side; a node that never did made the client hold a socket for each GOAWAY (800 after 100 gets).
+test('wire client: after GOAWAY the client closes the connection even if the node keeps its side open', async () => {
+  const open = new Set<Socket>();
+  const server = createServer({ allowHalfOpen: true }, (socket) => {
+    open.add(socket);
+    socket.on('close', () => open.delete(socket));
+    socket.on('error', () => {});
+    const reader = new WireFrameReader(1 << 20);
+    socket.on('data', (chunk: Buffer) => {
+      reader.push(chunk);
+      for (let frame = reader.next(); frame !== undefined; frame = reader.next()) {
+        if (!('body' in frame)) throw new Error('oversized');
+        socket.write(decodeRequest(frame).type === WireFrameType.HELLO ? encodeReady(64, 1 << 20) : encodeGoaway());
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  servers.push(server);
+  const client = connect(`mercury+tcp://127.0.0.1:${(server.address() as AddressInfo).port}`, { requestTimeoutMs: 1_000, attemptsMax: 1 });
+  for (let i = 0; i < 10; i++) await assert.rejects(client.get('a'), /closed two connections before answering/);
+  // A socket the client still holds takes these bytes; one it closed answers them with a reset.
+  const deadline = Date.now() + 2_000;
+  while (open.size > 0 && Date.now() < deadline) {
+    for (const socket of open) socket.write(encodeGoaway());
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  for (const socket of open) socket.destroy();
+  assert.equal(open.size, 0, 'every connection the client was told to leave is closed');
+});
