@@ -46,10 +46,11 @@ export const HTTP_KEEP_ALIVE_TIMEOUT_MS = 5_000;
 export const PROCESS_OPEN_FILES_MAX = 20_000;
 /**
  * Files a node needs besides its HTTP connections: stdio, LMDB's data and lock files, libuv's epoll, eventfds and
- * pipes, listening sockets, replication peers (a measured idle node holds 24), and the wire port's connections
- * (src/wire/limits.ts: 128; asserted in src/node/limits.ts).
+ * pipes, listening sockets, replication peers (a measured idle node holds 24), the wire port's connections
+ * (src/wire/limits.ts: 128) and a replica's writes forwarded to its upstream (FORWARDED_WRITES_MAX); asserted in
+ * src/node/limits.ts.
  */
-export const PROCESS_OPEN_FILES_RESERVED = 700;
+export const PROCESS_OPEN_FILES_RESERVED = 764;
 /**
  * Open HTTP connections per node, watch WebSockets included: node:http counts a socket from accept to close, and an
  * upgraded socket is still one of the server's connections (`server.maxConnections`). Beyond it new connections are
@@ -94,6 +95,18 @@ export const BODY_BYTES_IN_FLIGHT_MAX = 2 * JSON_BODY_BYTES_MAX;
  * never pauses it), and the wire port allows 1,024 per connection.
  */
 export const SEQ_WAITERS_MAX = 20_000;
+
+/**
+ * Writes a replica has forwarded to its upstream and not yet had answered. Each holds a connection to the upstream
+ * (the client's agent opens one per request in flight), a file beside the node's own connections: without a cap, a
+ * slow or silent upstream and a burst of writes (19,236 HTTP connections, 1,024 in flight on each wire connection)
+ * made the replica open a socket per write, past the open-files limit. Beyond it a write is refused at once with
+ * OVERLOADED, before anything leaves the node (audit, 2026-12-06). One connection carries a write per round trip to
+ * the root: 64 carry some 30,000 writes a second at a 2 ms round trip, more than a root commits durably here (about
+ * 14,000/s); farther from the root, fewer (heavy writers write to the root). 64 is what the open files leave: the
+ * HTTP connections stay above the 19,000 watchers a node must hold (below).
+ */
+export const FORWARDED_WRITES_MAX = 64;
 
 export const LOG_RETAIN_ENTRIES_DEFAULT = 1_000_000;
 export const LOG_RETAIN_BYTES_DEFAULT = 1024 * MiB;

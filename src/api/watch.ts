@@ -139,7 +139,7 @@ export const WATCH_PREFIX_BYTES_PER_CONNECTION_MAX = 32 * KiB;
 /**
  * Bytes of prefixes the subscriptions of one remote address hold together over all its connections, per connection the
  * address may open (`--max-connections-per-address`: 4,000 KiB at its default of 4,000), and those of the whole node, per
- * connection the node may hold (19,300 KiB). Past either a subscribe is refused with TOO_MANY_PREFIXES, whose
+ * connection the node may hold (19,236 KiB). Past either a subscribe is refused with TOO_MANY_PREFIXES, whose
  * message names the budget. The per-connection budget alone let one address hold 4,000 connections of 32 KiB of
  * prefixes: about 720 MB of the node's memory with what indexes them. Watchers whose prefixes average 1 KiB or less
  * never meet it.

@@ -177,17 +177,19 @@ export function validateNodeLimits(limits: NodeLimits): NodeLimits {
   );
 
   // http <-> wire <-> replication <-> process: every connection is a file. HTTP connections (watches included), wire
-  // connections, the most children a node may be configured to serve, the replication sockets still closing or in their
-  // TLS handshake, and what an idle node holds must fit under the open-files limit.
+  // connections, a replica's writes forwarded to its upstream, the most children a node may be configured to serve, the
+  // replication sockets still closing or in their TLS handshake, and what an idle node holds must fit under the
+  // open-files limit.
   assert.ok(
     http.connectionsMax +
       wire.connectionsMax +
+      http.forwardedWritesMax +
       REPLICATION_CHILDREN_MAX_CEILING +
       replication.closingSocketsMax +
       replication.handshakingSocketsMax +
       NODE_IDLE_FILES_MAX <=
       PROCESS_OPEN_FILES_MAX,
-    'HTTP and wire connections and replication children and closing or handshaking sockets must fit in the open files',
+    'HTTP and wire connections, forwarded writes, replication children and closing or handshaking sockets must fit in the open files',
   );
   return freeze(limits);
 }
@@ -224,6 +226,7 @@ export const NODE_LIMITS_TEST: NodeLimits = validateNodeLimits({
     connectionsMax: 1_000,
     connectionsPerAddressMax: 250,
     forwardedWriteWaitMs: 5_000,
+    forwardedWritesMax: 8,
     jsonBodyBytesMax: txnBodyBytesFor(8 * KiB - ENTRY_RECORD_OVERHEAD_BYTES),
     bodyBytesInFlightMax: 4 * txnBodyBytesFor(8 * KiB - ENTRY_RECORD_OVERHEAD_BYTES),
     rangePageBytesMax: 64 * KiB,

@@ -99,6 +99,8 @@ export class MercuryNode {
   private readonly clock: Clock;
   private readonly logger: Logger;
   private readonly seqWaiter: SeqWaiter;
+  /** Writes forwarded to the upstream and not yet answered (a replica): at most `limits.http.forwardedWritesMax`. */
+  private forwardsInFlight = 0;
   private readonly server: Server;
   private readonly startedMs: number;
   /** Which Host names and Origins the HTTP API and watches accept (src/server/request-policy.ts). */
@@ -679,7 +681,21 @@ export class MercuryNode {
       const committed = await this.committer.submit(request);
       return { ...committed, hash: this.committedHashAt(committed.seq) };
     }
-    const result = await forwardWrite(this.forwardTarget(), request, undefined, this.forwardTls, authorization);
+    const target = this.forwardTarget();
+    // Each forwarded write holds a connection to the upstream until it answers: past the cap, refused before anything
+    // leaves this node (src/limits.ts, FORWARDED_WRITES_MAX), so OVERLOADED keeps its promise that nothing was done.
+    if (this.forwardsInFlight >= this.limits.http.forwardedWritesMax)
+      throw new MercuryError(
+        'OVERLOADED',
+        `this replica already has ${this.forwardsInFlight} writes forwarded to its upstream and not yet answered (at most ${this.limits.http.forwardedWritesMax}); the write was not applied: retry shortly, or write to the root`,
+      );
+    this.forwardsInFlight++;
+    let result: WriteResult;
+    try {
+      result = await forwardWrite(target, request, undefined, this.forwardTls, authorization);
+    } finally {
+      this.forwardsInFlight--;
+    }
     try {
       await this.seqWaiter.wait(result.seq, this.limits.http.forwardedWriteWaitMs);
     } catch (error) {

@@ -11,6 +11,7 @@ import { systemClock, type Clock } from '../clock/index.js';
 import { AddressSlots, TLS_HANDSHAKE_BYTE, addressKey, peerCertificate, serverTlsOptions, sniffTls, tlsFailureMessage, tlsFailureReason, type TlsMaterial } from '../net/index.js';
 import {
   BODY_BYTES_IN_FLIGHT_MAX,
+  FORWARDED_WRITES_MAX,
   HTTP_CONNECTIONS_MAX,
   HTTP_CONNECTIONS_PER_ADDRESS_MAX,
   HTTP_HEADERS_TIMEOUT_MS,
@@ -49,6 +50,11 @@ export interface HttpLimits {
    */
   readonly forwardedWriteWaitMs: number;
   /**
+   * Writes a replica has forwarded to its upstream and not yet had answered, each on a connection of its own; beyond
+   * it a write is refused at once with OVERLOADED (src/limits.ts, FORWARDED_WRITES_MAX). Enforced by the node.
+   */
+  readonly forwardedWritesMax: number;
+  /**
    * Largest JSON request body (`POST /v1/txn`); at least what the largest transaction an entry holds needs (asserted
    * in src/node/limits.ts). Its structure is bounded too, by the limits of `txnJsonLimits` (src/api/txn.ts).
    */
@@ -77,6 +83,7 @@ export const HTTP_LIMITS: HttpLimits = Object.freeze({
   connectionsMax: HTTP_CONNECTIONS_MAX,
   connectionsPerAddressMax: HTTP_CONNECTIONS_PER_ADDRESS_MAX,
   forwardedWriteWaitMs: 30_000,
+  forwardedWritesMax: FORWARDED_WRITES_MAX,
   jsonBodyBytesMax: JSON_BODY_BYTES_MAX,
   bodyBytesInFlightMax: BODY_BYTES_IN_FLIGHT_MAX,
   rangePageBytesMax: RANGE_PAGE_BYTES_MAX,

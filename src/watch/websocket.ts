@@ -63,7 +63,7 @@ export const ProtocolCloseCode = {
 /**
  * A node-wide budget of bytes (the node's request-body budget, src/server/body-budget.ts): what each connection holds of
  * incomplete frames and messages is reserved in it. Without it, the 30 s deadline bounded how long partial frames were
- * held, not how much: one address could hold 4,000 connections x 128 KiB (512 MiB), the node 19,300 of them.
+ * held, not how much: one address could hold 4,000 connections x 128 KiB (512 MiB), the node 19,236 of them.
  */
 export interface HeldBytesBudget {
   readonly bytesMax: number;
