@@ -700,9 +700,24 @@ export class MercuryNode {
       await this.seqWaiter.wait(result.seq, this.limits.http.forwardedWriteWaitMs);
     } catch (error) {
       // Committed at the root: a client told SHUTTING_DOWN would send it again (that code promises nothing was done).
-      // Seeing it here is moot on a node that is stopping.
-      if (!(error instanceof MercuryError && error.code === 'SHUTTING_DOWN')) throw error;
+      // Seeing it here is moot on a node that is stopping. Nor OVERLOADED (every minSeq waiter taken), which a client
+      // resends too (audit, 2026-12-06), nor the waiter's own timeout, whose message says to retry: the write is done,
+      // only this replica has not shown it yet.
+      const code = error instanceof MercuryError ? error.code : undefined;
+      if (code !== 'SHUTTING_DOWN' && code !== 'OVERLOADED' && code !== 'SEQ_WAIT_TIMEOUT') throw error;
+      if (code === 'SHUTTING_DOWN') return this.forwardedResult(result);
+      const why = code === 'OVERLOADED' ? 'it cannot wait for it now (every minSeq waiter is taken)' : `it has not applied it within ${this.limits.http.forwardedWriteWaitMs} ms`;
+      throw new MercuryError(
+        'SEQ_WAIT_TIMEOUT',
+        `the write was committed upstream at seq ${result.seq}, but this replica is at seq ${this.store.head().seq} and ${why}: do not resend it; read it from the root, or here with minSeq=${result.seq}`,
+        { cause: error, details: { seq: this.store.head().seq } },
+      );
     }
+    return this.forwardedResult(result);
+  }
+
+  /** A forwarded write's result once this replica reached its seq (or stops), its own hash checked against the upstream's. */
+  private forwardedResult(result: WriteResult): WriteResult {
     // Reaching the seq is not holding the write: a replica whose chain forked from the root's (the root restored from
     // an older backup, this replica forwarding with --root-url) is already past it with other entries, and would never
     // show it. The upstream's hash at that seq says which entry carries the write.
