@@ -45,6 +45,38 @@ describe('log budget', () => {
     ]);
   });
 
+  // Found by audit (2026-12-06): the windows were on the wall clock, so a step back of an hour held every line of a
+  // message past its first ones back for that hour.
+  test('log budget: a wall clock stepped back does not hold a message back; a clock given that steps back turns the window', async () => {
+    const { logger, lines } = keptLines();
+    const wallNow = Date.now;
+    let wallMs = wallNow();
+    Date.now = () => wallMs;
+    try {
+      const budgeted = budgetedLogger(logger, { linesPerWindow: 1, linesPerPeerPerWindow: 1, windowMs: 50, messagesMax: 10 });
+      budgeted.log('warn', 'stepped', { i: 0 });
+      wallMs -= 3_600_000;
+      await new Promise((resolve) => setTimeout(resolve, 200)); // four windows of real time
+      budgeted.log('warn', 'stepped', { i: 1 });
+    } finally {
+      Date.now = wallNow;
+    }
+    assert.deepEqual(
+      lines.map((line) => line.fields.i),
+      [0, 1],
+      'the second line comes four windows later in real time, whatever the wall clock says',
+    );
+    let now = 10_000;
+    const given = budgetedLogger(logger, { linesPerWindow: 1, linesPerPeerPerWindow: 1, windowMs: 1_000, messagesMax: 10 }, () => now);
+    given.log('warn', 'given', { i: 2 });
+    now = 5_000;
+    given.log('warn', 'given', { i: 3 });
+    assert.deepEqual(
+      lines.map((line) => line.fields.i),
+      [0, 1, 2, 3],
+    );
+  });
+
   test('log budget: messages past the tracked number share one budget, so a message per peer cannot grow it', () => {
     const { logger, lines } = keptLines();
     const budgeted = budgetedLogger(logger, { linesPerWindow: 2, linesPerPeerPerWindow: 2, windowMs: 1_000, messagesMax: 4 }, () => 0);

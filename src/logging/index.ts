@@ -2,6 +2,8 @@
  * Structured logs: one JSON object per line on stderr (stdout stays free for CLI output), with a time, a level, a
  * message and fields. Tests pass a silent logger.
  */
+import { systemClock } from '../clock/index.js';
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 export interface Logger {
@@ -68,9 +70,11 @@ function peerOf(fields: Record<string, unknown> | undefined): string | undefined
  * MESSAGE, "suppressed": K}` at the level of the lines held back. A message held back and never logged again is
  * not reported. Within a message, one peer (the `remote` field) gets at most `linesPerPeerPerWindow` of its lines:
  * one address that floods a port cannot use the whole budget and hide the refusals of others (peers with many
- * addresses still can; the count of suppressed lines says that it happened).
+ * addresses still can; the count of suppressed lines says that it happened). Windows are on the monotonic clock: on
+ * the wall clock (Date.now, until an audit of 2026-12-06), a step back of an hour silenced a message past its first
+ * lines for that hour, the CLOCK_STEPPED warning and upstream failures included.
  */
-export function budgetedLogger(inner: Logger, budget: LogBudget = LOG_BUDGET_DEFAULT, nowMs: () => number = Date.now): Logger {
+export function budgetedLogger(inner: Logger, budget: LogBudget = LOG_BUDGET_DEFAULT, nowMs: () => number = () => systemClock.monotonicMs()): Logger {
   const windows = new Map<string, Window>();
   const admit = (level: LogLevel, message: string, fields: Record<string, unknown> | undefined): boolean => {
     const now = nowMs();
@@ -81,7 +85,9 @@ export function budgetedLogger(inner: Logger, budget: LogBudget = LOG_BUDGET_DEF
     }
     let window = windows.get(key);
     if (window === undefined) windows.set(key, (window = { startMs: now, lines: 0, suppressed: 0, level, peers: new Map() }));
-    if (now - window.startMs >= budget.windowMs) {
+    // A time before the window's start (a clock that stepped back) turns it too: else it would hold the message back
+    // for as long as the step.
+    if (now - window.startMs >= budget.windowMs || now < window.startMs) {
       if (window.suppressed > 0) inner.log(window.level, 'log lines suppressed', { of: key, suppressed: window.suppressed, windowMs: budget.windowMs });
       window.startMs = now;
       window.lines = 0;
