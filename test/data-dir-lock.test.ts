@@ -142,6 +142,22 @@ describe('data directory lock', () => {
     }
   });
 
+  // Found by audit (2026-12-06): an empty lock dated after now (the wall clock stepped back since the power loss) was
+  // "made -3600000 ms ago", and refused every start until the clock passed its time.
+  test('data dir lock: an empty lock file dated more than 10 s after now (the clock stepped back) is stale and taken over', async () => {
+    const dir = join(root, 'empty-future');
+    await Store.open({ path: dir }).close();
+    writeFileSync(join(dir, LOCK_FILE), '');
+    const hourAhead = new Date(Date.now() + 3_600_000);
+    utimesSync(join(dir, LOCK_FILE), hourAhead, hourAhead);
+    const store = Store.open({ path: dir });
+    try {
+      assert.equal((JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8')) as { pid: number }).pid, process.pid);
+    } finally {
+      await store.close();
+    }
+  });
+
   test('data dir lock: a fresh empty lock file (a starter about to write it) is refused, saying so', async () => {
     const dir = join(root, 'empty-new');
     await Store.open({ path: dir }).close();

@@ -152,7 +152,10 @@ export function lockDirectory(dir: string, nowIso: string, { file, what }: { rea
     if (found === undefined) continue; // removed meanwhile: try again
     if (found.text === '') {
       const ageMs = Date.parse(nowIso) - found.entry.mtimeMs;
-      if (!(ageMs > LOCK_EMPTY_STALE_MS))
+      // Made later than now by more than the stale time: the wall clock stepped back since (a power loss, then a clock
+      // set from a slow RTC before NTP), not a starter at work, whose file is dated now. Refused, it blocked every start
+      // until the clock passed the file's time (audit, 2026-12-06).
+      if (!(Math.abs(ageMs) > LOCK_EMPTY_STALE_MS))
         throw new MercuryError(
           'DATA_DIR_LOCKED',
           `${path} is empty and was made ${Math.round(ageMs)} ms ago: another mercury process may be taking the lock on ${dir} now. If none is (a crash left it empty), it is taken over once ${LOCK_EMPTY_STALE_MS / 1000} s old, or remove it`,
