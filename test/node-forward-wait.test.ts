@@ -11,13 +11,14 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { MercuryError } from '../src/api/index.js';
 import { validateConfig } from '../src/config/index.js';
-import { SEQ_WAITERS_MAX } from '../src/limits.js';
 import { MercuryNode, NODE_LIMITS_TEST } from '../src/node/index.js';
 import { metricValue } from './support/http.js';
 import { freePort } from './support/net.js';
 import { makeTempDir, removeDir } from './support/process.js';
 import { eventually } from './support/tree.js';
 
+/** minSeq waiters of the node under test. */
+const SEQ_WAITERS_MAX = 16;
 /** Far beyond anything the replica holds: the upstream says the write is there. */
 const COMMITTED_SEQ = 1_000_000;
 
@@ -25,9 +26,9 @@ describe('node forward: a committed write is never reported as not applied', () 
   const dir = makeTempDir('mercury-forward-wait-');
   let server: Server | undefined;
   let replica: MercuryNode | undefined;
-  let socket: Socket | undefined;
+  const sockets: Socket[] = [];
   after(async () => {
-    socket?.destroy();
+    for (const socket of sockets) socket.destroy();
     server?.closeAllConnections();
     server?.close();
     await replica?.close();
@@ -48,7 +49,8 @@ describe('node forward: a committed write is never reported as not applied', () 
     const rootUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     return MercuryNode.start(validateConfig({ dataDir: join(dir, 'replica'), port: 0, upstreams: [`127.0.0.1:${await freePort()}`], rootUrl }), {
       auth: 'off',
-      limits: NODE_LIMITS_TEST,
+      // Few minSeq waiters: filled by two connections of pipelined reads (8 run at once on each).
+      limits: { ...NODE_LIMITS_TEST, http: { ...NODE_LIMITS_TEST.http, seqWaitersMax: SEQ_WAITERS_MAX } },
     });
   }
 
@@ -71,12 +73,15 @@ describe('node forward: a committed write is never reported as not applied', () 
   });
 
   test('node forward: every minSeq waiter taken: not OVERLOADED (a client resends that), but SEQ_WAIT_TIMEOUT saying it is committed', async () => {
-    // Reads parked on a seq the replica will not reach, pipelined on one connection.
-    socket = connect(Number(new URL(replica!.url).port), '127.0.0.1');
-    socket.on('error', () => {});
-    socket.resume();
+    // Reads parked on a seq the replica will not reach, pipelined on two connections.
     const get = `GET /v1/kv/x?minSeq=${COMMITTED_SEQ * 10}&timeoutMs=30000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`;
-    socket.write(get.repeat(SEQ_WAITERS_MAX));
+    for (let i = 0; i < 2; i++) {
+      const socket = connect(Number(new URL(replica!.url).port), '127.0.0.1');
+      sockets.push(socket);
+      socket.on('error', () => {});
+      socket.resume();
+      socket.write(get.repeat(SEQ_WAITERS_MAX));
+    }
     await eventually(
       async () => (await metricValue(replica!.url, /^mercury_seq_waiters /)) >= SEQ_WAITERS_MAX,
       async () => `${await metricValue(replica!.url, /^mercury_seq_waiters /)} reads parked, not ${SEQ_WAITERS_MAX}`,

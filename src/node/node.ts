@@ -225,8 +225,8 @@ export class MercuryNode {
       if (loaded.generated) this.generatedSigningKey = loaded.path;
     }
     this.heartbeats = new RootHeartbeats(this.signer);
-    this.seqWaiter = new SeqWaiter(this.clock, () => this.store.head().seq);
-    this.metrics.gauge('mercury_seq_waiters', 'Reads parked until this node applies the seq they asked for (minSeq); at most SEQ_WAITERS_MAX.', () => this.seqWaiter.waiting);
+    this.seqWaiter = new SeqWaiter(this.clock, () => this.store.head().seq, this.limits.http.seqWaitersMax);
+    this.metrics.gauge('mercury_seq_waiters', 'Reads parked until this node applies the seq they asked for (minSeq); at most limits.http.seqWaitersMax (SEQ_WAITERS_MAX).', () => this.seqWaiter.waiting);
     this.tokens = new TokenRegistry(
       () => readTokenRecords(this.store),
       (key, why) => this.logger.log('warn', 'ignored an invalid token record', { key: key.toString('latin1'), why }),

@@ -12,6 +12,7 @@ import { AddressSlots, TLS_HANDSHAKE_BYTE, addressKey, peerCertificate, serverTl
 import {
   BODY_BYTES_IN_FLIGHT_MAX,
   FORWARDED_WRITES_MAX,
+  SEQ_WAITERS_MAX,
   HTTP_CONNECTIONS_MAX,
   HTTP_CONNECTIONS_PER_ADDRESS_MAX,
   HTTP_HEADERS_TIMEOUT_MS,
@@ -54,6 +55,8 @@ export interface HttpLimits {
    * it a write is refused at once with OVERLOADED (src/limits.ts, FORWARDED_WRITES_MAX). Enforced by the node.
    */
   readonly forwardedWritesMax: number;
+  /** Reads parked on `minSeq` at once (HTTP and wire); beyond it OVERLOADED (src/limits.ts, SEQ_WAITERS_MAX). */
+  readonly seqWaitersMax: number;
   /**
    * Largest JSON request body (`POST /v1/txn`); at least what the largest transaction an entry holds needs (asserted
    * in src/node/limits.ts). Its structure is bounded too, by the limits of `txnJsonLimits` (src/api/txn.ts).
@@ -84,6 +87,7 @@ export const HTTP_LIMITS: HttpLimits = Object.freeze({
   connectionsPerAddressMax: HTTP_CONNECTIONS_PER_ADDRESS_MAX,
   forwardedWriteWaitMs: 30_000,
   forwardedWritesMax: FORWARDED_WRITES_MAX,
+  seqWaitersMax: SEQ_WAITERS_MAX,
   jsonBodyBytesMax: JSON_BODY_BYTES_MAX,
   bodyBytesInFlightMax: BODY_BYTES_IN_FLIGHT_MAX,
   rangePageBytesMax: RANGE_PAGE_BYTES_MAX,
