@@ -103,6 +103,23 @@ describe('auth: credentials', () => {
     assertError(await request(root.url, 'DELETE', `/v1/auth/tokens?id=${created.id}`, { headers: auth(admin) }), 'NOT_FOUND');
   });
 
+  // Found by an audit (2026-12-06): the only admin token could be revoked while other tokens remained; a root makes a
+  // bootstrap admin token at start only when it holds no token at all, so no one could manage tokens again.
+  test('auth: the only admin token left cannot be revoked (409 LAST_ADMIN_TOKEN); one of two can', async () => {
+    const adminId = admin.split('_')[1]!;
+    const refused = await request(root.url, 'DELETE', `/v1/auth/tokens?id=${adminId}`, { headers: auth(admin) });
+    assert.equal(refused.status, 409);
+    assert.match(assertError(refused, 'LAST_ADMIN_TOKEN').message, new RegExp(`token ${adminId} \\("admin"\\) is the only admin token left: .*mercury token create NAME --scope admin`));
+    await assertServing('app/a', 'one');
+    const second = await createToken('second-admin', ['admin']);
+    await revoke(second.id);
+    assertError(await request(root.url, 'GET', '/v1/status', { headers: auth(second.token) }), 'UNAUTHENTICATED');
+    const cli = await runCli(['--url', root.url, '--token', admin, 'token', 'revoke', adminId]);
+    assert.equal(cli.code, 1, cli.stderr);
+    assert.match(cli.stderr, /LAST_ADMIN_TOKEN: token \S+ \("admin"\) is the only admin token left/);
+    await assertServing('app/a', 'one');
+  });
+
   test('auth: each request of a keep-alive connection is checked with its own header (a changed token, a wrong secret)', async () => {
     const reader = await createToken('conn-reader', ['read:app/']);
     const other = await createToken('conn-other', ['read:other/']);

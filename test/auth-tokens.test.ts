@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { MercuryError, RESERVED_KEY_PREFIX, withoutReserved } from '../src/api/index.js';
 import {
+  adminKeptAfter,
   createTokenRequest,
   decodeTokenRecord,
   encodeTokenRecord,
@@ -127,6 +128,28 @@ describe('auth: records and registry', () => {
     assertCode(() => createTokenRequest({ name: 'alice-ro', scopes: ['read:app/'], subject: 'alice' }, 2, [first.record]), 'SUBJECT_ALREADY_GRANTED', new RegExp(`grant ${first.record.id} \\("alice"\\) already names .*\\(mercury token revoke ${first.record.id}`));
     assert.equal(createTokenRequest({ name: 'bob', scopes: ['read:app/'], subject: 'bob' }, 2, [first.record]).record.subject, 'bob');
     assert.equal(createTokenRequest({ name: 'alice-token', scopes: ['read:app/'] }, 2, [first.record]).record.subject, undefined, 'a bearer token is not a grant to a subject');
+  });
+
+  test('auth: the last admin record is never revoked; a revocation of one of two keeps the other by a compare (audit, 2026-12-06)', () => {
+    const first = createTokenRequest({ name: 'admin', scopes: ['admin'] }, 1, []).record;
+    const grant = createTokenRequest({ name: 'ops', scopes: ['admin'], subject: 'ops' }, 2, []).record;
+    const reader = createTokenRequest({ name: 'reader', scopes: ['read:'] }, 3, []).record;
+    assertCode(() => adminKeptAfter(first.id, [first, reader]), 'LAST_ADMIN_TOKEN', new RegExp(`token ${first.id} \\("admin"\\) is the only admin token left`));
+    assert.equal(adminKeptAfter(reader.id, [first, reader]), undefined, 'a token without admin is revoked freely');
+    assert.equal(adminKeptAfter('0123456789abcdef', [first]), undefined, 'an unknown id is left to the NOT_FOUND of the revocation');
+    assert.equal(adminKeptAfter(first.id, [first, grant]), grant.id, 'a certificate grant with admin keeps token management possible');
+    const second = createTokenRequest({ name: 'admin-2', scopes: ['admin'] }, 4, []).record;
+    assert.equal(adminKeptAfter(first.id, [first, grant, second]), second.id, 'a bearer token is kept rather than a grant');
+    // Two admins revoking the last two at once: each revocation holds only while the other admin token exists.
+    const revocation = revokeTokenRequest(first.id, second.id);
+    assert.deepEqual(
+      revocation.compares.map((compare) => [compare.key, compare.target === 'exists' && compare.exists]),
+      [
+        [tokenKey(first.id), true],
+        [tokenKey(second.id), true],
+      ],
+    );
+    validateReservedOps(revocation);
   });
 
   test('auth: a principal whose secret was replaced is refused; one whose scopes changed is the new grant', () => {

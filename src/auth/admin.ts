@@ -70,10 +70,38 @@ export function createTokenRequest(
   };
 }
 
-/** Deletes a token's record if it exists (the result's `succeeded` says whether it did). */
-export function revokeTokenRequest(id: string): Txn {
+/**
+ * Deletes a token's record if it exists (the result's `succeeded` says whether it did). `keptAdminId`: another admin
+ * record that must still exist for the delete to happen (adminKeptAfter), so that two admins revoking the last two
+ * admin tokens at once cannot both succeed.
+ */
+export function revokeTokenRequest(id: string, keptAdminId?: string): Txn {
   const key = tokenKey(id);
-  return { compares: [{ key, target: 'exists', exists: true }], success: [{ type: 'delete', key }], failure: [] };
+  const compares: Txn['compares'] = [
+    { key, target: 'exists', exists: true },
+    ...(keptAdminId === undefined ? [] : [{ key: tokenKey(keptAdminId), target: 'exists' as const, exists: true }]),
+  ];
+  return { compares, success: [{ type: 'delete', key }], failure: [] };
+}
+
+/**
+ * The admin record that keeps token management possible once `id` is revoked: undefined when `id` is not an admin
+ * record; LAST_ADMIN_TOKEN when it is the only one. Without that refusal an admin could revoke the last admin token
+ * while other tokens remain, and no one could create or revoke a token again: a root registers a bootstrap admin
+ * token at start only when it holds no token at all (audit, 2026-12-06). A bearer token is preferred to a grant.
+ */
+export function adminKeptAfter(id: string, existing: readonly TokenRecord[]): string | undefined {
+  const target = existing.find((record) => record.id === id);
+  if (target === undefined || !target.scopes.admin) return undefined;
+  const others = existing.filter((record) => record.id !== id && record.scopes.admin);
+  const kept = others.find((record) => record.secretSha256 !== undefined) ?? others[0];
+  if (kept === undefined)
+    throw new MercuryError(
+      'LAST_ADMIN_TOKEN',
+      `token ${id} ("${target.name}") is the only admin token left: without it no one could create or revoke tokens. Create another first (mercury token create NAME --scope admin), then revoke this one`,
+      { details: { id } },
+    );
+  return kept.id;
 }
 
 /** Whether a transaction touches the reserved key space at all (then only admins may send it, through these forms). */

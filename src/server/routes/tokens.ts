@@ -5,7 +5,7 @@
  * write, with the caller's token, and answered once applied here.
  */
 import { JSON_NAME_BYTES_MAX, MercuryError, type JsonLimits } from '../../api/index.js';
-import { createTokenRequest, isTokenId, requireAdmin, revokeTokenRequest, tokenInfo } from '../../auth/index.js';
+import { adminKeptAfter, createTokenRequest, isTokenId, requireAdmin, revokeTokenRequest, tokenInfo } from '../../auth/index.js';
 import { principalNow, principalOf, writeFor } from '../auth.js';
 import type { BodyBudget } from '../body-budget.js';
 import { SEQ_HEADER, readJsonBody, sendJson } from '../http-io.js';
@@ -47,9 +47,19 @@ export function tokensRoute(node: NodeApi, budget: BodyBudget): Route {
         const id = query.get('id') ?? '';
         if (!isTokenId(id)) throw new MercuryError('INVALID_ARGUMENT', `?id= must be a token id (16 hex digits, as mercury token list shows), got "${id.slice(0, 40)}"`);
         const wasUnreadable = node.unreadableTokens().some((record) => record.id === id);
-        const { request, caller } = writeFor(req, revokeTokenRequest(id));
+        const keptAdminId = adminKeptAfter(id, node.tokens());
+        const { request, caller } = writeFor(req, revokeTokenRequest(id, keptAdminId));
         const result = await node.write(request, caller);
-        if (!result.succeeded) throw new MercuryError('NOT_FOUND', `no token ${id}: never created, or already revoked`, { details: { seq: result.seq } });
+        if (!result.succeeded) {
+          // The write waited until this node applied its seq: the registry shows which compare failed.
+          if (keptAdminId !== undefined && node.tokens().some((record) => record.id === id))
+            throw new MercuryError(
+              'LAST_ADMIN_TOKEN',
+              `token ${id} was not revoked: admin token ${keptAdminId}, the one it would have left, was revoked meanwhile; list the tokens (mercury token list) and try again`,
+              { details: { id, seq: result.seq } },
+            );
+          throw new MercuryError('NOT_FOUND', `no token ${id}: never created, or already revoked`, { details: { seq: result.seq } });
+        }
         sendJson(res, 200, { id, revoked: true, ...(wasUnreadable ? { damaged: true } : {}), seq: result.seq }, { [SEQ_HEADER]: result.seq });
       },
     },
