@@ -265,6 +265,31 @@ describe('signed entries - real processes', () => {
     await converged(root, [replica]);
   });
 
+  // Found by an audit (2026-12-06): a --previous-signing-key that never signed the chain was taken, and the root
+  // committed a rotation signed by it; every replica refused that entry, and everything after it, for good.
+  test('a rotation from a key that did not sign the chain is refused at start; nothing is committed', async () => {
+    const rootDir = join(dir, 'wrong-previous');
+    const first = await serve('wrong-previous');
+    await put(first, 'k', 'signed');
+    const oldId = (await trustOf(first)).signingKey;
+    const seqBefore = (await statusOf(first)).seq;
+    await stopProcess(first.child, 'SIGTERM');
+    const keyFile = (name: string): string => {
+      const path = join(dir, name);
+      writeFileSync(path, generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+      return path;
+    };
+    const newKey = keyFile('wrong-previous-new.pem');
+    const refused = await serveRefused(rootDir, ['--signing-key', newKey, '--previous-signing-key', keyFile('wrong-previous-stranger.pem')]);
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, /CONFIG_INVALID: --previous-signing-key is key \S+, but the chain's last entry \(seq \d+\) is not signed by it, so replicas would refuse the rotation/);
+    // The key that did sign it rotates, and the root goes on from the entry it had.
+    const rotated = await serve('wrong-previous', ['--signing-key', newKey, '--previous-signing-key', join(rootDir, 'signing-key.pem')]);
+    assert.notEqual((await trustOf(rotated)).signingKey, oldId);
+    assert.equal(await get(rotated, 'k'), 'signed');
+    assert.equal((await statusOf(rotated)).seq, seqBefore + 1, 'the refused start committed nothing; the rotation is one entry');
+  });
+
   // Found by an audit (2026-12-06): with its key file deleted, a root whose chain was signed made a new pair, overwrote
   // the public half and went on; its replicas refused everything from then on.
   test('a signed root whose key file is gone refuses to start instead of making a new key; its public half is left as it was', async () => {
