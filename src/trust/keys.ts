@@ -17,8 +17,20 @@ export const SIGNING_PUBLIC_KEY_FILE = 'signing-key.pub.pem';
 const KEY_FILE_MODE = 0o600;
 const PUBLIC_KEY_FILE_MODE = 0o644;
 
+/**
+ * A key file's bytes, holding at most one PEM block. Node's key parsers take the first block of a file and ignore the
+ * rest without a word, so a trust file with the old and the new key one after the other trusted only the first
+ * (audit, 2026-12-06): refused instead, naming the count.
+ */
 function readKeyFile(path: string, what: string): Buffer {
-  return readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX });
+  const bytes = readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX });
+  const blocks = bytes.toString('latin1').match(/-----BEGIN [^-\r\n]*-----/g)?.length ?? 0;
+  if (blocks > 1)
+    throw new MercuryError(
+      'CONFIG_INVALID',
+      `${what} ${path} holds ${blocks} PEM blocks; a key file holds one key (Node would read the first and ignore the rest): put each key in a file of its own${what === '--trust-key' ? ' and repeat --trust-key' : ''}`,
+    );
+  return bytes;
 }
 
 /** Reads a private Ed25519 key from a PEM file. */
