@@ -4,7 +4,7 @@
  * request the node keeps serving and has lost nothing.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -15,7 +15,8 @@ import { assertError, request, requestJson } from './support/http.js';
 import { makeTempDir, removeDir, runCli } from './support/process.js';
 import { eventually } from './support/tree.js';
 import { rewriteRaw } from './support/lmdb-records.js';
-import { tokenKey } from '../src/auth/index.js';
+import { generateToken, tokenKey } from '../src/auth/index.js';
+import type { Logger } from '../src/logging/index.js';
 import { decodeKeyRecord, encodeKeyRecord } from '../src/store/records.js';
 import { WatchClient } from './support/watch.js';
 
@@ -118,6 +119,43 @@ describe('auth: credentials', () => {
     assert.equal(cli.code, 1, cli.stderr);
     assert.match(cli.stderr, /LAST_ADMIN_TOKEN: token \S+ \("admin"\) is the only admin token left/);
     await assertServing('app/a', 'one');
+  });
+
+  // Found by an audit (2026-12-06): a root that holds tokens ignores --admin-token-file, and said nothing; an operator
+  // who put a new admin token there (a rotated Secret) only saw 401 unknown token.
+  test('auth: --admin-token-file on a root that holds tokens is not used, and the log says so when its token is unknown', async () => {
+    const dataDir = join(dir, 'admin-file');
+    const tokenFile = (name: string): { path: string; token: string } => {
+      const path = join(dir, name);
+      const { token } = generateToken();
+      writeFileSync(path, `${token}\r\n`, { mode: 0o600 });
+      return { path, token };
+    };
+    const first = tokenFile('admin-file-first');
+    const rotated = tokenFile('admin-file-rotated');
+    const startWith = async (file: string): Promise<{ node: MercuryNode; warned: Record<string, unknown>[] }> => {
+      const warned: Record<string, unknown>[] = [];
+      const logger: Logger = { log: (level, message, fields = {}) => void (level === 'warn' && /admin-token-file/.test(message) && warned.push({ message, ...fields })), child: () => logger };
+      const node = await MercuryNode.start(validateConfig({ dataDir, port: 0 }), { limits: NODE_LIMITS_TEST, adminTokenFile: file, logger });
+      return { node, warned };
+    };
+    let { node, warned } = await startWith(first.path);
+    assert.deepEqual(warned, [], 'the first start registers the file\'s token');
+    await node.close();
+    ({ node, warned } = await startWith(rotated.path));
+    try {
+      assert.equal(warned.length, 1, JSON.stringify(warned));
+      assert.match(String(warned[0]!.message), /--admin-token-file was not used: a root registers its token only when it holds no token at all.*mercury token create NAME --scope admin/);
+      assert.equal(warned[0]!.file, rotated.path);
+      assert.match(String(warned[0]!.why), /unknown token/);
+      assertError(await request(node.url, 'GET', '/v1/status', { headers: auth(rotated.token) }), 'UNAUTHENTICATED');
+      assert.equal((await request(node.url, 'GET', '/v1/status', { headers: auth(first.token) })).status, 200);
+    } finally {
+      await node.close();
+    }
+    ({ node, warned } = await startWith(first.path));
+    await node.close();
+    assert.deepEqual(warned, [], 'a file holding a token the root knows is not worth a word');
   });
 
   test('auth: each request of a keep-alive connection is checked with its own header (a changed token, a wrong secret)', async () => {

@@ -23,7 +23,7 @@ import { TlsCredentials, serverTlsOptions, type TlsMaterial } from '../net/index
 import { ReplicationClient, ReplicationServer, RootHeartbeats, StoreLogSource, type Heartbeat } from '../replication/index.js';
 import { BodyBudget, clientCertificateRefusal, createApiHandler, createHttpServer, requestRefusal, type NodeApi, type RequestPolicy, type WriteCaller } from '../server/index.js';
 import { readersFull, refusedAtStart, Store } from '../store/index.js';
-import { AuthGuard, AUTH_MODES, bootstrapAdmin, parseToken, TOKEN_CHARS, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
+import { AuthGuard, AUTH_MODES, bootstrapAdmin, parseToken, readTokenFile, TOKEN_CHARS, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
 import { prefixEnd } from '../api/index.js';
 import { ROOT_KEY_KEY, ROOT_URL_KEY, Signer, entrySignedMessage, keyId, loadOrCreateSigningKey, publicKeyFromRaw, rawPublicKey, readSigningKey, readTrustKey, verifies } from '../trust/index.js';
 import { forwardWrite } from './forward.js';
@@ -500,11 +500,35 @@ export class MercuryNode {
    * crash between the two leaves a file naming a token the root does not know (401), replaced at the next start.
    */
   private async bootstrapAdmin(): Promise<void> {
-    if (this.committer === undefined || !this.guard.required || this.tokens.size > 0) return;
+    if (this.committer === undefined || !this.guard.required) return;
+    if (this.tokens.size > 0) return this.checkUnusedAdminTokenFile();
     const bootstrap = bootstrapAdmin(this.config.dataDir, this.adminTokenFile, this.clock.nowMs());
     if (bootstrap.generated) writeTokenFile(bootstrap.path, bootstrap.token);
     await this.committer.submit(bootstrap.request);
     this.logger.log('warn', 'no token existed: registered a bootstrap admin token', { file: bootstrap.path, generated: bootstrap.generated });
+  }
+
+  /**
+   * `--admin-token-file` registers its token only on a root that holds no token at all. On any other start it is not
+   * used, and an operator who put a new token in it (a rotated Secret) got 401 `unknown token` with nothing in the log
+   * to say why (audit, 2026-12-06). The start goes on (the file is not needed), but says so when the file's token is
+   * not one this root holds, or the file holds no token.
+   */
+  private checkUnusedAdminTokenFile(): void {
+    const file = this.adminTokenFile;
+    if (file === undefined) return;
+    let why: string | undefined;
+    try {
+      this.tokens.authenticateToken(readTokenFile(file, '--admin-token-file'));
+    } catch (error) {
+      why = (error as Error).message;
+    }
+    if (why !== undefined)
+      this.logger.log(
+        'warn',
+        '--admin-token-file was not used: a root registers its token only when it holds no token at all, and this one holds some. To use a new admin token, create it with an admin token this root holds (mercury token create NAME --scope admin) and put that in the file',
+        { file, why },
+      );
   }
 
   /** How this node checks requests: `required` or `off`. */
