@@ -316,17 +316,20 @@ describe('cli', () => {
     assert.match(remote.stderr, new RegExp(`^mercury: warning: the token is sent in clear to http://${address.replaceAll('.', '\\.')}:9; use the node's https:// URL`, 'm'));
   });
 
-  test('cli: serve with a replication token but no upstream, or an empty $MERCURY_REPLICATION_TOKEN, exits 2', async () => {
+  test('cli: serve with a replication token but no upstream, an empty $MERCURY_REPLICATION_TOKEN, or an admin token file on a replica, exits 2', async () => {
     const tokenFile = join(filesDir, 'replication-token');
     writeFileSync(tokenFile, `mcy_${'a'.repeat(40)}\n`);
     const args = (name: string) => ['serve', '--data-dir', join(filesDir, name), '--listen', '127.0.0.1:0', '--auth', 'off'];
-    const [noUpstream, emptyEnv] = await Promise.all([
+    const [noUpstream, emptyEnv, adminOnReplica] = await Promise.all([
       runCli([...args('token-no-upstream'), '--replication-token-file', tokenFile]),
       runCli([...args('empty-env-token'), '--upstream', '127.0.0.1:1'], { env: { MERCURY_REPLICATION_TOKEN: ' ' } }),
+      // Found by an audit (2026-12-06): a replica ignored --admin-token-file without a word.
+      runCli([...args('admin-token-replica'), '--upstream', '127.0.0.1:1', '--admin-token-file', tokenFile]),
     ]);
     assertFailed(noUpstream, 2, /^mercury: CONFIG_INVALID: --replication-token-file needs --upstream/);
     assertFailed(emptyEnv, 2, /^mercury: CONFIG_INVALID: \$MERCURY_REPLICATION_TOKEN does not hold a token/);
-    assert.equal(existsSync(join(filesDir, 'token-no-upstream')) || existsSync(join(filesDir, 'empty-env-token')), false, 'no node started');
+    assertFailed(adminOnReplica, 2, /^mercury: CONFIG_INVALID: --admin-token-file is for a root: a replica takes its tokens from its root/);
+    for (const name of ['token-no-upstream', 'empty-env-token', 'admin-token-replica']) assert.equal(existsSync(join(filesDir, name)), false, `no node started on ${name}`);
   });
 
   test('cli: serve with a replication token that is not a token exits 2 naming where it came from', async () => {

@@ -365,6 +365,10 @@ async function serve(values: Record<string, string | boolean | string[] | undefi
   // --trust-key without --upstream is refused).
   if (values['replication-token-file'] !== undefined && config.upstreams.length === 0)
     throw new MercuryError('CONFIG_INVALID', '--replication-token-file needs --upstream: only a replica presents a replication token');
+  // The other way round: a replica never registers a token (its tokens come from the root's log), so the flag was
+  // ignored without a word, and its holder may have believed the replica would accept it (audit, 2026-12-06).
+  if (values['admin-token-file'] !== undefined && config.upstreams.length > 0)
+    throw new MercuryError('CONFIG_INVALID', '--admin-token-file is for a root: a replica takes its tokens from its root; give the file to the root, or make the token there (mercury token create NAME --scope admin)');
   const replicationToken = replicationTokenOption(values['replication-token-file'] as string | undefined);
   // Loaded here, not at the top: the node pulls in LMDB, the HTTP server and replication, which would double the start-up time
   // of every client command.
