@@ -118,6 +118,13 @@ describe('auth: credentials', () => {
     const cli = await runCli(['--url', root.url, '--token', admin, 'token', 'revoke', adminId]);
     assert.equal(cli.code, 1, cli.stderr);
     assert.match(cli.stderr, /LAST_ADMIN_TOKEN: token \S+ \("admin"\) is the only admin token left/);
+    // Nor as a raw transaction on its record: a delete, or a put that takes admin away.
+    const keyBase64 = tokenKey(adminId).toString('base64');
+    const narrowed = JSON.stringify({ v: 1, name: 'admin', scopes: ['read:'], createdMs: 1, secretSha256: 'ab'.repeat(32) });
+    for (const op of [{ op: 'delete', keyBase64 }, { op: 'put', keyBase64, value: narrowed }]) {
+      const raw = await request(root.url, 'POST', '/v1/txn', { headers: { ...auth(admin), 'content-type': 'application/json' }, body: JSON.stringify({ success: [op] }) });
+      assert.match(assertError(raw, 'LAST_ADMIN_TOKEN').message, /this transaction would leave no admin token/, op.op);
+    }
     await assertServing('app/a', 'one');
   });
 

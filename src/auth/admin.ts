@@ -104,6 +104,34 @@ export function adminKeptAfter(id: string, existing: readonly TokenRecord[]): st
   return kept.id;
 }
 
+/**
+ * A transaction on token records (POST /v1/txn: an admin's own, or token management a replica forwarded) must leave an
+ * admin record in each branch, where one existed: the token routes refuse the last admin's revocation
+ * (adminKeptAfter), and a delete or a narrowing put of it sent as a raw transaction must not do what they refuse.
+ * Throws LAST_ADMIN_TOKEN.
+ */
+export function requireAdminKept(txn: Txn, existing: readonly TokenRecord[]): void {
+  const admins = existing.filter((record) => record.scopes.admin).map((record) => record.id);
+  if (admins.length === 0) return;
+  for (const ops of [txn.success, txn.failure]) {
+    const left = new Set(admins);
+    for (const op of ops) {
+      if (op.type === 'deleteRange') continue; // never over the reserved key space (requireWriteRange)
+      const id = tokenIdOfKey(op.key);
+      if (id === undefined) continue;
+      const record = op.type === 'put' ? decodeTokenRecord(op.key, op.value) : undefined;
+      if (record !== undefined && typeof record !== 'string' && record.scopes.admin) left.add(id);
+      else left.delete(id);
+    }
+    if (left.size === 0)
+      throw new MercuryError(
+        'LAST_ADMIN_TOKEN',
+        `this transaction would leave no admin token (it removes or narrows ${admins.join(', ')}): without one no one could create or revoke tokens. Create another admin token first (mercury token create NAME --scope admin)`,
+        { details: { ids: admins } },
+      );
+  }
+}
+
 /** Whether a transaction touches the reserved key space at all (then only admins may send it, through these forms). */
 export function touchesReserved(txn: Txn): boolean {
   return (

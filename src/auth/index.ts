@@ -3,7 +3,7 @@
  * log (token.ts format, records.ts storage, registry.ts what a node knows, scopes.ts the checks, guard.ts the doors,
  * admin.ts token management as writes, bootstrap.ts the first admin token). The threat model: docs/security.md.
  */
-export { adminKeptAfter, createTokenRequest, revokeTokenRequest, tokenInfo, touchesReserved, validateReservedOps, type CreateTokenInput } from './admin.js';
+export { adminKeptAfter, createTokenRequest, requireAdminKept, revokeTokenRequest, tokenInfo, touchesReserved, validateReservedOps, type CreateTokenInput } from './admin.js';
 export { BOOTSTRAP_TOKEN_FILE, bootstrapAdmin, readTokenFile, writeTokenFile } from './bootstrap.js';
 export { AUTH_MODES, AuthGuard, peerCertificateSubject, type AuthMode } from './guard.js';
 export { TOKEN_KEY_PREFIX, decodeTokenRecord, encodeTokenRecord, tokenKey, type TokenRecord } from './records.js';

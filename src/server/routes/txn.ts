@@ -3,7 +3,7 @@
  * as it arrives), parsed with field-naming errors, then written.
  */
 import { MercuryError, parseTxn, txnJsonLimits } from '../../api/index.js';
-import { requireAdmin, requireSomeKeyScope, requireTxn, seesChain, touchesReserved, validateReservedOps } from '../../auth/index.js';
+import { requireAdmin, requireAdminKept, requireSomeKeyScope, requireTxn, seesChain, touchesReserved, validateReservedOps } from '../../auth/index.js';
 import { principalNow, principalOf, writeFor } from '../auth.js';
 import type { BodyBudget } from '../body-budget.js';
 import { SEQ_HEADER, readJsonBody, sendJson } from '../http-io.js';
@@ -41,6 +41,7 @@ export function txnRoute(node: NodeApi, limits: HttpLimits, budget: BodyBudget):
         if (reserved) {
           requireAdmin(principal, 'write token records');
           validateReservedOps(txn);
+          requireAdminKept(txn, node.tokens());
         }
         requireTxn(principal, txn, reserved);
         const { request, caller } = writeFor(req, txn);
