@@ -145,11 +145,12 @@ export const SNAPSHOT_READERS_MAX = 64;
  */
 export const LMDB_READERS_PER_SNAPSHOT_READER = 4;
 /**
- * A streamed HTTP answer (a snapshot, the log, a large JSON body) whose client takes none of the bytes queued for it
- * for this long has its connection reset (`SEND_STALLED` in the log): the answer would otherwise hold its socket, and
- * a snapshot its read transaction, for as long as the client keeps the connection open. Progress is a slice of 64 KiB
- * handed to the kernel, which Linux allows once the client has taken about half of the socket's send buffer (up to
- * 2 MiB with default buffers): a client must read some 35 KiB/s at least.
+ * An HTTP answer whose client takes none of the bytes queued for it for this long has its connection reset
+ * (`SEND_STALLED` in the log): the answer would otherwise hold its socket, and a snapshot its read transaction, for as
+ * long as the client keeps the connection open. A streamed answer (a snapshot, the log, a large JSON body, a large
+ * value) progresses by slices of 64 KiB handed to the kernel, which Linux allows once the client has taken about half
+ * of the socket's send buffer (up to 2 MiB with default buffers): a client must read some 35 KiB/s at least. Any
+ * answer's tail, what the kernel had not taken when it ended, must be taken whole within this time of its end.
  */
 export const HTTP_SEND_STALL_MS = 60_000;
 /**

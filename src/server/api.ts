@@ -85,7 +85,7 @@ export function createApiHandler(
     '/v1/kv/',
     kvKeyRoute(node, budget),
   );
-  const sendStalls = node.metrics.counter('mercury_http_send_stalls_total', 'Streamed answers cut off because their client took nothing for http.sendStallMs, by route.');
+  const sendStalls = node.metrics.counter('mercury_http_send_stalls_total', 'Answers (streamed or not) cut off because their client took nothing for http.sendStallMs, by route.');
   const sendDeadline: SendDeadline = {
     clock: node.clock,
     stallMs: limits.sendStallMs,

@@ -53,8 +53,9 @@ export async function sendJsonPieces(res: ServerResponse, status: number, pieces
 }
 
 /**
- * How long a streamed answer waits for its client to take what is queued (`http.sendStallMs`), and whom it tells when
- * the client took nothing for that long. The API handler sets one on every response (`setSendDeadline`).
+ * How long an answer waits for its client to take what is queued (`http.sendStallMs`), and whom it tells when the
+ * client took nothing for that long. The API handler sets one on every response (`setSendDeadline`): it covers the
+ * slices of a streamed answer (writePieces) and the tail of every answer once it has ended (onAnswerEnded).
  */
 export interface SendDeadline {
   readonly clock: Clock;
@@ -72,6 +73,38 @@ type DeadlinedResponse = ServerResponse & { [SEND_DEADLINE]?: SendDeadline };
 
 export function setSendDeadline(res: ServerResponse, deadline: SendDeadline): void {
   (res as DeadlinedResponse)[SEND_DEADLINE] = deadline;
+  // One shared function, no closure: the common answer costs a listener slot and a getter read, never a timer.
+  res.on('prefinish', onAnswerEnded);
+}
+
+/**
+ * Runs when node:http has handed the whole answer to its socket ('prefinish': after end(), once the answer owns the
+ * connection; a pipelined answer waits for the ones before it). What the kernel did not take yet is still queued in
+ * this process: the answer must be taken within the send deadline, as each slice of a streamed one is, or its
+ * connection is reset. Without it a client that sent `GET /v1/kv/KEY` of a large value, or pipelined a few, and read
+ * nothing held the answers (up to HTTP_PIPELINED_RUNNING_MAX of them) and its connection for as long as it liked: no
+ * node:http timeout runs while an answer is being written (an audit, 2026-12-06). The tail is one write (a body of at
+ * most JSON_PIECE_CHARS, or a streamed answer's last slices), whose progress node:http shows only once it is taken
+ * whole ('finish'), so one deadline covers it.
+ */
+function onAnswerEnded(this: DeadlinedResponse): void {
+  if (this.writableLength === 0) return;
+  const deadline = this[SEND_DEADLINE];
+  if (deadline !== undefined) watchTail(this, deadline);
+}
+
+function watchTail(res: ServerResponse, deadline: SendDeadline): void {
+  const timer = deadline.clock.setTimeout(() => {
+    stop();
+    cutOff(res, deadline);
+  }, deadline.stallMs);
+  function stop(): void {
+    timer.cancel();
+    res.off('finish', stop);
+    res.off('close', stop);
+  }
+  res.on('finish', stop);
+  res.on('close', stop);
 }
 
 /**
@@ -107,8 +140,7 @@ export async function writePieces(res: ServerResponse, pieces: Iterable<string |
   for (const piece of pieces) {
     for (const slice of slices(piece)) {
       if (res.destroyed) return;
-      if (!res.write(slice))
-        await drainedOrClosed(res, deadline === undefined ? undefined : { clock: deadline.clock, stallMs: deadline.stallMs, stalled: () => cutOff(res, deadline) });
+      if (!res.write(slice)) await taken(res, deadline);
     }
     // Even after a wait for 'drain': a socket that the kernel emptied at once drains before the event loop turns (the
     // event comes on process.nextTick), so a client that reads as fast as the node writes would otherwise have the
@@ -116,6 +148,34 @@ export async function writePieces(res: ServerResponse, pieces: Iterable<string |
     if (turnEach) await nextTurn();
   }
   if (!res.destroyed) res.end();
+}
+
+/**
+ * Resolves once what `res` queued is taken (or its connection closed), or cuts the connection off past the deadline.
+ * A pipelined answer that does not own its connection yet waits for the answers before it without a deadline of its
+ * own: each of those has one, and the client may be reading them steadily. Counting that wait cut off pipelined GETs
+ * of large values for a client that read them all.
+ */
+async function taken(res: ServerResponse, deadline: SendDeadline | undefined): Promise<void> {
+  if (res.socket === null) {
+    await socketOrClosed(res);
+    // The socket came with a flush of what was queued, which may have drained it already ('drain' came and went).
+    if (res.destroyed || !res.writableNeedDrain) return;
+  }
+  await drainedOrClosed(res, deadline === undefined ? undefined : { clock: deadline.clock, stallMs: deadline.stallMs, stalled: () => cutOff(res, deadline) });
+}
+
+/** Resolves once node:http gives `res` its connection (the answers before it are sent), or `res` closes. */
+function socketOrClosed(res: ServerResponse): Promise<void> {
+  return new Promise<void>((resolve) => {
+    function done(): void {
+      res.off('socket', done);
+      res.off('close', done);
+      resolve();
+    }
+    res.on('socket', done);
+    res.on('close', done);
+  });
 }
 
 function cutOff(res: ServerResponse, deadline: SendDeadline): void {

@@ -71,9 +71,9 @@ export interface HttpLimits {
   readonly rangePageBytesMax: number;
   readonly logPageBytesMax: number;
   /**
-   * A streamed answer whose client takes none of the bytes queued for it for this long has its connection closed
-   * (`SEND_STALLED`, src/server/http-io.ts writePieces): it would hold its socket, and a snapshot its read transaction,
-   * for as long as the client kept the connection open.
+   * An answer whose client takes none of the bytes queued for it for this long has its connection closed
+   * (`SEND_STALLED`, src/server/http-io.ts writePieces and onAnswerEnded): it would hold its socket, and a snapshot its
+   * read transaction, for as long as the client kept the connection open.
    */
   readonly sendStallMs: number;
 }

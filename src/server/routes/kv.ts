@@ -9,7 +9,7 @@ import type { RangePage } from '../../store/index.js';
 import { principalNow, principalOf, writeFor } from '../auth.js';
 import type { BodyBudget } from '../body-budget.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
-import { JSON_PIECE_CHARS, READ_SEQ_PARAMS, SEQ_HEADER, queryInteger, readBody, readSeqOptions, sendJson } from '../http-io.js';
+import { JSON_PIECE_CHARS, READ_SEQ_PARAMS, SEND_SLICE_BYTES, SEQ_HEADER, queryInteger, readBody, readSeqOptions, sendJson, writePieces } from '../http-io.js';
 import type { HttpLimits } from '../http-server.js';
 import { compareFailed, deleteRequest, putRequest, requireKeyWrite } from '../kv-ops.js';
 import type { NodeApi } from '../node-api.js';
@@ -53,6 +53,9 @@ export function kvKeyRoute(node: NodeApi, budget: BodyBudget): Route {
           'x-mercury-create-seq': record.createSeq,
           'x-mercury-version': record.version,
         });
+        // A large value goes out in slices, so that its client is held to the send deadline slice by slice, as for a
+        // streamed answer (src/server/http-io.ts), rather than for the whole value at once.
+        if (record.value.length > SEND_SLICE_BYTES) return writePieces(res, [record.value]);
         res.end(record.value);
       },
       PUT: async (req, res, query, key) => {
