@@ -9,9 +9,10 @@ import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { generateToken } from '../src/auth/index.js';
 import { Store } from '../src/store/index.js';
 import { ROOT_KEY_KEY, ROOT_URL_KEY, keyId, rawPublicKey } from '../src/trust/index.js';
-import { assertError, auditLog, request } from './support/http.js';
+import { assertError, auditLog, request, requestJson } from './support/http.js';
 import { freePort } from './support/net.js';
 import { makeTempDir, removeDir, runCli, serveRefused, startServe, stopProcess, type ServeProcess } from './support/process.js';
 import { FlipProxy, assertSameChain, converged, eventually, get, put, statusOf } from './support/tree.js';
@@ -288,6 +289,42 @@ describe('signed entries - real processes', () => {
     assert.notEqual((await trustOf(rotated)).signingKey, oldId);
     assert.equal(await get(rotated, 'k'), 'signed');
     assert.equal((await statusOf(rotated)).seq, seqBefore + 1, 'the refused start committed nothing; the rotation is one entry');
+  });
+
+  // Found by an audit (2026-12-06): a root that held no token, started with auth required and a rotation at once,
+  // registered its bootstrap admin token first, in an entry signed by the new key before any entry named that key: the
+  // start was refused (the chain's last entry was no longer signed by the old key), and after a rotation already made,
+  // replicas that trusted only the old key refused that entry for good.
+  test('a start that rotates the key and registers the bootstrap admin token commits the rotation first: replicas trusting the old key take both', async () => {
+    const first = await serve('bootstrap-rotation'); // auth off: no token is registered
+    await put(first, 'k', 'before');
+    const oldKey = join(first.dataDir, 'signing-key.pem');
+    const oldPublic = join(first.dataDir, 'signing-key.pub.pem');
+    const follower = await serve('bootstrap-rotation-replica', ['--upstream', first.replication, '--trust-key', oldPublic]);
+    await converged(first, [follower]);
+    await stopProcess(follower.child, 'SIGTERM');
+    await stopProcess(first.child, 'SIGTERM');
+    const newKey = join(dir, 'bootstrap-rotation-new.pem');
+    writeFileSync(newKey, generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+    const admin = generateToken().token;
+    const adminFile = join(dir, 'bootstrap-rotation-admin-token');
+    writeFileSync(adminFile, `${admin}\n`, { mode: 0o600 });
+    const rotated = await serve('bootstrap-rotation', ['--auth', 'required', '--admin-token-file', adminFile, '--signing-key', newKey, '--previous-signing-key', oldKey]);
+    const bearer = { authorization: `Bearer ${admin}` };
+    const created = await requestJson<{ token: string }>(rotated.url, 'POST', '/v1/auth/tokens', {
+      headers: { ...bearer, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'replicas', scopes: ['replicate'] }),
+    });
+    const replicationTokenFile = join(dir, 'bootstrap-rotation-replication-token');
+    writeFileSync(replicationTokenFile, created.token, { mode: 0o600 });
+    await requestJson(rotated.url, 'PUT', '/v1/kv/after-rotation', { headers: bearer, body: 'new key' });
+    const rootSeq = (await requestJson<{ seq: number }>(rotated.url, 'GET', '/v1/status', { headers: bearer })).seq;
+    const replica = await serve('bootstrap-rotation-replica', ['--upstream', rotated.replication, '--trust-key', oldPublic, '--replication-token-file', replicationTokenFile]);
+    await eventually(async () => (await statusOf(replica)).seq === rootSeq, () => replica.stderr());
+    assert.equal(await get(replica, 'after-rotation'), 'new key');
+    const trust = await trustOf(replica);
+    assert.equal(trust.refusals, 0, JSON.stringify(trust.lastRefusal));
+    assert.equal(trust.learnedKey, (await requestJson<{ trust: TrustStatusJson }>(rotated.url, 'GET', '/v1/status', { headers: bearer })).trust.signingKey);
   });
 
   // Found by an audit (2026-12-06): with its key file deleted, a root whose chain was signed made a new pair, overwrote

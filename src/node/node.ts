@@ -574,9 +574,12 @@ export class MercuryNode {
       await node.replicationServer.listen(config.replicationHost, config.replicationPort);
       await node.wireServer.listen(config.wireHost, config.wirePort);
       // After listening, so a start that fails (a port in use) registers nothing; meanwhile no token exists, so
-      // whatever arrives is refused with 401.
-      await node.bootstrapAdmin();
+      // whatever arrives is refused with 401. The key rotation comes first: every entry after it is signed by the new
+      // key, which replicas trust only from the rotation entry on. A bootstrap token registered before it was signed
+      // by a key no entry had named yet (audit, 2026-12-06): replicas trusting the old key refused it for good, and a
+      // first rotation was refused at start, the chain's last entry no longer signed by the old key.
       if (node.committer !== undefined) await node.recordRootKeys(node.signer);
+      await node.bootstrapAdmin();
     } catch (error) {
       // Nothing is served (port in use, say): release the data directory, which would otherwise stay open (and
       // locked) for the rest of the process.
