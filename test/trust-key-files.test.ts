@@ -34,10 +34,19 @@ describe('trust: key files', () => {
   const publicPem = (pair: typeof first): string => pair.publicKey.export({ type: 'spki', format: 'pem' }) as string;
   const privatePem = (pair: typeof first): string => pair.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
 
-  test('trust: one Ed25519 key per file is read; its public half, from a private key file too', () => {
+  test('trust: one Ed25519 key per file is read', () => {
     assert.equal(keyId(readTrustKey(file('one.pub.pem', publicPem(first)))), keyId(first.publicKey));
     assert.equal(keyId(readTrustKey(file('one-crlf.pub.pem', publicPem(first).replace(/\n/g, '\r\n')))), keyId(first.publicKey));
     assert.equal(readSigningKey(file('one.pem', privatePem(first))).asymmetricKeyType, 'ed25519');
+  });
+
+  // Found by an audit (2026-12-06): a private key given as --trust-key was taken (its public half), as documented, which
+  // invited operators to copy the root's private key to every replica.
+  test('trust: a private key given as --trust-key is refused, saying to give the public key', () => {
+    const refusal = /--trust-key \S+ holds a private key: give the public key \(the root's signing-key\.pub\.pem.*keep the private key on the root alone/;
+    assertConfigInvalid(() => readTrustKey(file('root.pem', privatePem(first))), refusal);
+    assertConfigInvalid(() => readTrustKey(file('root-encrypted.pem', first.privateKey.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'p' }) as string)), refusal);
+    assertConfigInvalid(() => readTrustKey(file('root-crlf.pem', privatePem(first).replace(/\n/g, '\r\n'))), refusal);
   });
 
   // Found by an audit (2026-12-06): Node reads the first PEM block of a file and ignores the rest, so a trust file with

@@ -2,7 +2,7 @@
  * Key files: the root's private signing key (generated at first start into the data directory, mode 0600, or given
  * with `--signing-key FILE`) and the public keys a replica trusts (`--trust-key FILE`, repeatable). Files are PEM:
  * PKCS#8 for the private key, SPKI for public keys (what `openssl genpkey -algorithm ed25519` and `openssl pkey
- * -pubout` write). A public key file may also be given as a private key file: its public half is taken.
+ * -pubout` write). A `--trust-key` file must hold a public key: a private one is refused (see readTrustKey).
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -46,9 +46,21 @@ export function readSigningKey(path: string, what = '--signing-key'): KeyObject 
   return key;
 }
 
-/** Reads a public Ed25519 key from a PEM file (SPKI, or the public half of a private key). */
+/** A PEM private key of any kind: PKCS#8 (plain or encrypted), and the older per-algorithm and OpenSSH labels. */
+const PRIVATE_KEY_PEM = /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/;
+
+/**
+ * Reads a public Ed25519 key from a PEM file (SPKI). A private key file is refused, though Node would take its public
+ * half: accepting it (as Mercury once did, and documented) invited operators to copy the root's private key to every
+ * replica, where whoever reads one replica's disk could sign entries that the whole tree takes (audit, 2026-12-06).
+ */
 export function readTrustKey(path: string): KeyObject {
   const text = readKeyFile(path, '--trust-key');
+  if (PRIVATE_KEY_PEM.test(text.toString('latin1')))
+    throw new MercuryError(
+      'CONFIG_INVALID',
+      `--trust-key ${path} holds a private key: give the public key (the root's signing-key.pub.pem, or openssl pkey -pubout of its key), and keep the private key on the root alone, since whoever holds it can sign entries every replica takes`,
+    );
   let key: KeyObject;
   try {
     key = createPublicKey(text);
