@@ -4,7 +4,8 @@
  * request the node keeps serving and has lost nothing.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -126,6 +127,38 @@ describe('auth: credentials', () => {
       assert.match(assertError(raw, 'LAST_ADMIN_TOKEN').message, /this transaction would leave no admin token/, op.op);
     }
     await assertServing('app/a', 'one');
+  });
+
+  // Found by an audit (2026-12-06): the admin token file and the signing key were read whatever their mode.
+  test('auth: a root whose --admin-token-file or --signing-key lets its group or others in logs a warning naming each, its mode and chmod 600', async () => {
+    const dataDir = join(dir, 'open-secrets');
+    const tokenFile = join(dir, 'open-secrets-admin-token');
+    writeFileSync(tokenFile, `${generateToken().token}\n`);
+    chmodSync(tokenFile, 0o644);
+    const keyFile = join(dir, 'open-secrets-signing-key.pem');
+    writeFileSync(keyFile, generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    chmodSync(keyFile, 0o640);
+    const startWith = async (): Promise<Record<string, unknown>[]> => {
+      const warned: Record<string, unknown>[] = [];
+      const logger: Logger = { log: (level, message, fields = {}) => void (level === 'warn' && /chmod/.test(message) && warned.push({ message, ...fields })), child: () => logger };
+      const node = await MercuryNode.start(validateConfig({ dataDir, port: 0, signingKeyFile: keyFile }), { limits: NODE_LIMITS_TEST, adminTokenFile: tokenFile, logger });
+      await node.close();
+      return warned;
+    };
+    const warned = await startWith();
+    assert.deepEqual(
+      warned.map(({ file, mode }) => ({ file, mode })),
+      [
+        { file: keyFile, mode: '0640' },
+        { file: tokenFile, mode: '0644' },
+      ],
+    );
+    assert.match(String(warned[0]!.message), new RegExp(`^--signing-key ${keyFile} holds a secret, and its mode 0640 lets its group or others in: chmod 600 `));
+    assert.match(String(warned[1]!.message), new RegExp(`^--admin-token-file ${tokenFile} holds a secret, and its mode 0644 lets its group or others in: chmod 600 `));
+    // Started again (the root holds its token now, so the file is only checked) after the chmod the warning names.
+    chmodSync(tokenFile, 0o600);
+    chmodSync(keyFile, 0o600);
+    assert.deepEqual(await startWith(), []);
   });
 
   // Found by an audit (2026-12-06): a root that holds tokens ignores --admin-token-file, and said nothing; an operator

@@ -5,11 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { isMercuryError } from '../src/errors/index.js';
-import { readFileBounded } from '../src/fs/bounded-read.js';
+import { readFileBounded, secretFileWarning } from '../src/fs/bounded-read.js';
 import { silentLogger } from '../src/logging/index.js';
 import { TLS_RELOAD_POLL_MS, TlsCredentials } from '../src/net/index.js';
 import { testCertificates } from './support/certs.js';
@@ -28,6 +28,36 @@ function fifo(name: string): string {
 function refused(read: () => unknown, code: string, pattern: RegExp): void {
   assert.throws(read, (error: unknown) => isMercuryError(error) && error.code === code && pattern.test(error.message));
 }
+
+// Found by an audit (2026-12-06): token and private key files were read whatever their mode, so a 0644 admin token or
+// signing key on a shared host went unnoticed. Like ssh, a secret file of this user's that lets others in is named.
+test('bounded read: a secret file this user owns whose mode lets its group or others in gets a warning naming it, its mode and chmod 600', () => {
+  const file = join(dir, 'secret');
+  writeFileSync(file, 'mcy_secret');
+  const warnings = (mode: number, secret = true): { message: string; fields: { file: string; mode: string } }[] => {
+    chmodSync(file, mode);
+    const seen: { message: string; fields: { file: string; mode: string } }[] = [];
+    const bytes = readFileBounded(file, { what: '--token-file', bytesMax: 100, ...(secret ? { secret: (message, fields) => seen.push({ message, fields }) } : {}) });
+    assert.equal(bytes.toString(), 'mcy_secret', 'a warning, not a refusal: the file is read');
+    return seen;
+  };
+  for (const mode of [0o644, 0o640, 0o604, 0o620, 0o601]) {
+    const seen = warnings(mode);
+    const shown = `0${mode.toString(8)}`;
+    assert.equal(seen.length, 1, shown);
+    assert.equal(seen[0]!.message, `--token-file ${file} holds a secret, and its mode ${shown} lets its group or others in: chmod 600 ${file}`);
+    assert.deepEqual(seen[0]!.fields, { file, mode: shown });
+  }
+  assert.deepEqual(warnings(0o600), []);
+  assert.deepEqual(warnings(0o400), []);
+  assert.deepEqual(warnings(0o644, false), [], 'only files said to hold a secret are checked');
+  // A file another user owns (a Kubernetes Secret volume is root's, mode 0440 or 0644) is that user's choice, as ssh
+  // has it: this process could not chmod it.
+  const uid = process.getuid?.() ?? 0;
+  const stat = { uid: uid + 1, mode: 0o100644 } as Parameters<typeof secretFileWarning>[0];
+  assert.equal(secretFileWarning(stat, '--signing-key', file), undefined);
+  assert.match(secretFileWarning({ ...stat, uid }, '--signing-key', file)?.message ?? '', /mode 0644 lets its group or others in: chmod 600/);
+});
 
 test('bounded read: a regular file is read whole; a FIFO, a device, a directory, a file over the limit are refused', () => {
   const file = join(dir, 'token');

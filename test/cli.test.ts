@@ -4,7 +4,7 @@
  * "mercury: CODE: message" for an error the node reported, 2 for bad usage, 3 when the node cannot be reached.
  */
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
@@ -316,6 +316,31 @@ describe('cli', () => {
     assert.match(remote.stderr, new RegExp(`^mercury: warning: the token is sent in clear to http://${address.replaceAll('.', '\\.')}:9; use the node's https:// URL`, 'm'));
   });
 
+  // Found by an audit (2026-12-06): a token file was used whatever its mode.
+  test('cli: a --token-file or $MERCURY_TOKEN_FILE that lets its group or others in gets a warning naming it, its mode and chmod 600; the command runs', async () => {
+    const tokenFile = join(filesDir, 'open-token');
+    writeFileSync(tokenFile, `mcy_${'a'.repeat(16)}_${'b'.repeat(43)}\n`);
+    chmodSync(tokenFile, 0o644);
+    const warning = new RegExp(`^mercury: warning: --token-file ${tokenFile} holds a secret, and its mode 0644 lets its group or others in: chmod 600 ${tokenFile}$`, 'm');
+    const open = await cli(['--token-file', tokenFile, 'status']);
+    assert.equal(open.code, 0, open.stderr);
+    assert.match(open.stderr, warning);
+    const fromEnv = await runCli(['--url', node.url, 'status'], { env: { MERCURY_TOKEN_FILE: tokenFile } });
+    assert.match(fromEnv.stderr, /^mercury: warning: \$MERCURY_TOKEN_FILE \S+open-token holds a secret, and its mode 0644/m);
+    // serve's --replication-token-file: a line of its JSON log, before anything else is checked.
+    // (It listens on the test node's port, so it stops there.)
+    const busy = `127.0.0.1:${new URL(node.url).port}`;
+    const replica = await runCli(['serve', '--data-dir', join(filesDir, 'open-replication-token'), '--listen', busy, '--auth', 'off', '--upstream', '127.0.0.1:1', '--replication-token-file', tokenFile]);
+    assert.equal(replica.code, 1, replica.stderr);
+    const logged = replica.stderr.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as Record<string, unknown>);
+    assert.deepEqual(logged.map(({ level, file, mode }) => ({ level, file, mode })), [{ level: 'warn', file: tokenFile, mode: '0644' }]);
+    assert.match(String(logged[0]!.message), /^--replication-token-file \S+open-token holds a secret, and its mode 0644 lets its group or others in: chmod 600 /);
+    chmodSync(tokenFile, 0o600);
+    const closed = await cli(['--token-file', tokenFile, 'status']);
+    assert.equal(closed.code, 0, closed.stderr);
+    assert.equal(closed.stderr, '');
+  });
+
   test('cli: serve with a replication token but no upstream, an empty $MERCURY_REPLICATION_TOKEN, or an admin token file on a replica, exits 2', async () => {
     const tokenFile = join(filesDir, 'replication-token');
     writeFileSync(tokenFile, `mcy_${'a'.repeat(40)}\n`);
@@ -337,7 +362,7 @@ describe('cli', () => {
     // credential field), and again at every restart. The upstream is a live node, so that a replica that did start
     // would connect at once.
     const longToken = join(filesDir, 'long-replication-token');
-    writeFileSync(longToken, `mcy_${'a'.repeat(296)}\n`);
+    writeFileSync(longToken, `mcy_${'a'.repeat(296)}\n`, { mode: 0o600 });
     const replicaArgs = (name: string) => ['serve', '--data-dir', join(filesDir, name), '--listen', '127.0.0.1:0', '--auth', 'off', '--upstream', node.replication];
     const [fromFile, fromEnv] = await Promise.all([
       runCli([...replicaArgs('long-token-file'), '--replication-token-file', longToken]),

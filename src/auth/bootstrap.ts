@@ -9,7 +9,7 @@
  */
 import { join } from 'node:path';
 import { MercuryError, type Txn } from '../api/index.js';
-import { readFileBounded, SMALL_FILE_BYTES_MAX } from '../fs/bounded-read.js';
+import { readFileBounded, SMALL_FILE_BYTES_MAX, type SecretFileWarn } from '../fs/bounded-read.js';
 import { writeFileDurably } from '../fs/durable.js';
 import { encodeTokenRecord, tokenKey, type TokenRecord } from './records.js';
 import { generateToken, hashSecret, parseToken, TOKEN_CHARS } from './token.js';
@@ -17,20 +17,28 @@ import { generateToken, hashSecret, parseToken, TOKEN_CHARS } from './token.js';
 export const BOOTSTRAP_TOKEN_FILE = 'admin-token';
 export const BOOTSTRAP_TOKEN_NAME = 'admin';
 
-/** Reads a token from a file (surrounding whitespace ignored); CONFIG_INVALID if it is not a well-formed token. */
-export function readTokenFile(path: string, what: string): string {
-  const text = readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX }).toString('utf8').trim();
+/**
+ * Reads a token from a file (surrounding whitespace ignored); CONFIG_INVALID if it is not a well-formed token. `warn`
+ * is told if the file's permissions let others read the secret (src/fs/bounded-read.ts).
+ */
+export function readTokenFile(path: string, what: string, warn?: SecretFileWarn): string {
+  const text = readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX, secret: warn }).toString('utf8').trim();
   if (parseToken(text) === undefined) throw new MercuryError('CONFIG_INVALID', `${what} ${path} does not hold a token (${TOKEN_CHARS} characters, mcy_...; make one with mercury token create)`);
   return text;
 }
 
 /** The admin token to register, its write, and where its secret is (the file the operator gave, or the one to write). */
-export function bootstrapAdmin(dataDir: string, adminTokenFile: string | undefined, nowMs: number): { token: string; request: Txn; path: string; generated: boolean } {
+export function bootstrapAdmin(
+  dataDir: string,
+  adminTokenFile: string | undefined,
+  nowMs: number,
+  warn?: SecretFileWarn,
+): { token: string; request: Txn; path: string; generated: boolean } {
   let token: string;
   let secretSha256: string;
   let id: string;
   if (adminTokenFile !== undefined) {
-    token = readTokenFile(adminTokenFile, '--admin-token-file');
+    token = readTokenFile(adminTokenFile, '--admin-token-file', warn);
     const parsed = parseToken(token)!;
     id = parsed.id;
     secretSha256 = hashSecret(parsed.secret);

@@ -14,7 +14,7 @@ import { parseToken, readTokenFile, TOKEN_CHARS } from '../auth/index.js';
 import { isWatchHash, parseBoundedJson, txnJsonLimits, WATCH_HASH_HEX_CHARS } from '../api/index.js';
 import { TIMER_DELAY_MS_MAX } from '../clock/index.js';
 import { MercuryError } from '../errors/index.js';
-import { readFileBounded, SMALL_FILE_BYTES_MAX } from '../fs/bounded-read.js';
+import { readFileBounded, SMALL_FILE_BYTES_MAX, type SecretFileWarn } from '../fs/bounded-read.js';
 import { JSON_BODY_BYTES_MAX, VALUE_BYTES_CEILING } from '../limits.js';
 import { checkCaBundle, isLoopbackHost } from '../net/tls.js';
 import { budgetedLogger, jsonLogger } from '../logging/index.js';
@@ -248,9 +248,14 @@ function listOption(value: string | undefined): string[] | undefined {
 
 /** A token from a file (whitespace around it ignored), for --token-file and the serve flags. */
 function readTokenText(path: string, flag: string): string {
-  const text = readFileBounded(path, { what: flag, bytesMax: SMALL_FILE_BYTES_MAX }).toString('utf8').trim();
+  const text = readFileBounded(path, { what: flag, bytesMax: SMALL_FILE_BYTES_MAX, secret: warnSecretFile }).toString('utf8').trim();
   if (text.length === 0) throw new UsageError(`${flag} ${path} is empty`);
   return text;
+}
+
+/** A client command's warning that a token file lets others in (src/fs/bounded-read.ts): one line on stderr. */
+function warnSecretFile(message: string): void {
+  process.stderr.write(`mercury: warning: ${terminalSafe(message)}\n`);
 }
 
 /**
@@ -259,8 +264,8 @@ function readTokenText(path: string, flag: string): string {
  * upstream, or be too long for HELLO at the first connection, and the operator should learn it at start, naming the
  * source.
  */
-function replicationTokenOption(file: string | undefined): string | undefined {
-  if (file !== undefined) return readTokenFile(file, '--replication-token-file');
+function replicationTokenOption(file: string | undefined, warn: SecretFileWarn): string | undefined {
+  if (file !== undefined) return readTokenFile(file, '--replication-token-file', warn);
   const fromEnv = process.env.MERCURY_REPLICATION_TOKEN?.trim();
   if (fromEnv === undefined) return undefined;
   // Set but empty (`MERCURY_REPLICATION_TOKEN="$TOKEN"` with TOKEN unset) is refused like any other value that is not a
@@ -369,12 +374,13 @@ async function serve(values: Record<string, string | boolean | string[] | undefi
   // ignored without a word, and its holder may have believed the replica would accept it (audit, 2026-12-06).
   if (values['admin-token-file'] !== undefined && config.upstreams.length > 0)
     throw new MercuryError('CONFIG_INVALID', '--admin-token-file is for a root: a replica takes its tokens from its root; give the file to the root, or make the token there (mercury token create NAME --scope admin)');
-  const replicationToken = replicationTokenOption(values['replication-token-file'] as string | undefined);
+  const logger = budgetedLogger(jsonLogger());
+  const replicationToken = replicationTokenOption(values['replication-token-file'] as string | undefined, (message, fields) => logger.log('warn', message, fields));
   // Loaded here, not at the top: the node pulls in LMDB, the HTTP server and replication, which would double the start-up time
   // of every client command.
   const { MercuryNode } = await import('../node/index.js');
   const node = await MercuryNode.start(config, {
-    logger: budgetedLogger(jsonLogger()),
+    logger,
     auth,
     adminTokenFile: values['admin-token-file'] as string | undefined,
     replicationToken,

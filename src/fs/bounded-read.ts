@@ -8,6 +8,9 @@
  * writer), the open descriptor is fstat'ed (no race with a swap after a stat of the path), anything but a regular file
  * is refused, and at most `bytesMax` bytes are read: a file larger than that, or one that grows past it while being
  * read, is refused, naming the limit. Each caller picks its limit, small for secrets and certificates.
+ *
+ * A file that holds a secret (a token, a private key) is also checked here, the one place every such read goes
+ * through, for permissions that let others read it: see `secret` and secretFileWarning.
  */
 import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
 import { MercuryError, type ErrorCode } from '../errors/index.js';
@@ -25,6 +28,30 @@ export interface BoundedReadOptions {
   readonly code?: ErrorCode;
   /** What to do about a file that is not a regular file, or too large: by default, give another path. */
   readonly remedy?: string;
+  /** The file holds a secret: told of a warning if its permissions let others in (secretFileWarning). */
+  readonly secret?: SecretFileWarn;
+}
+
+/** Takes a warning about a secret file: the whole line, and the file and its mode (`0644`) as fields for a JSON log. */
+export type SecretFileWarn = (message: string, fields: { readonly file: string; readonly mode: string }) => void;
+
+/**
+ * What ssh does for a private key, as a warning rather than a refusal: a secret file this process's user owns, with any
+ * permission for its group or others, is named with its mode and the chmod that fixes it. Not refused: a start that
+ * worked yesterday must not fail on a mode nobody chose, and the secret is out already. Only files the user owns are
+ * checked, as ssh does: one owned by another user is that user's choice, and this one could not chmod it; that is how
+ * Kubernetes mounts Secrets (owned by root, group fsGroup, `defaultMode: 0440` in deploy/kubernetes/, 0644 by
+ * default), which a warning at every start could not fix. Undefined when there is nothing to say (and on Windows,
+ * which has no such modes).
+ */
+export function secretFileWarning(stat: Stats, what: string, path: string): { message: string; fields: { file: string; mode: string } } | undefined {
+  const uid = process.getuid?.();
+  if (uid === undefined || stat.uid !== uid || (stat.mode & 0o077) === 0) return undefined;
+  const mode = `0${(stat.mode & 0o777).toString(8).padStart(3, '0')}`;
+  return {
+    message: `${what} ${path} holds a secret, and its mode ${mode} lets its group or others in: chmod 600 ${path}`,
+    fields: { file: path, mode },
+  };
 }
 
 /** What a file that is not a regular one is, for messages ("is a FIFO (named pipe)"). */
@@ -51,6 +78,10 @@ export function readFileBounded(path: string, options: BoundedReadOptions): Buff
   try {
     const stat = fstatSync(fd);
     if (!stat.isFile()) throw new MercuryError(code, `${what} ${path} is ${fileKind(stat)}; ${remedy}`);
+    if (options.secret !== undefined) {
+      const warning = secretFileWarning(stat, what, path);
+      if (warning !== undefined) options.secret(warning.message, warning.fields);
+    }
     if (stat.size > bytesMax) throw tooLarge(code, what, path, bytesMax, stat.size, remedy);
     // Sized by the fstat, plus one byte: a file that grew since is seen growing (and followed up to the limit).
     let buffer = Buffer.alloc(stat.size + 1);

@@ -129,6 +129,8 @@ export class MercuryNode {
   readonly tokens: TokenRegistry;
   private readonly guard: AuthGuard;
   private readonly adminTokenFile: string | undefined;
+  /** Logs that a secret file this node reads (a token, a private key) lets others in (src/fs/bounded-read.ts). */
+  private readonly warnSecretFile = (message: string, fields: { readonly file: string; readonly mode: string }): void => this.logger.log('warn', message, fields);
   /** The root's signer (src/trust/); undefined on a replica. */
   private readonly signer: Signer | undefined;
   /** The root's heartbeats, signed by `signer` when it has one. */
@@ -152,7 +154,7 @@ export class MercuryNode {
     const isReplica = config.upstreams.length > 0;
     // Key files are read before the data directory is opened: a bad one must not leave it locked.
     this.trustKeys = config.trustKeyFiles.map(readTrustKey);
-    const givenSigningKey = config.signingKeyFile === undefined ? undefined : readSigningKey(config.signingKeyFile);
+    const givenSigningKey = config.signingKeyFile === undefined ? undefined : readSigningKey(config.signingKeyFile, '--signing-key', this.warnSecretFile);
     const authMode = options.auth ?? 'required';
     if (!AUTH_MODES.includes(authMode)) throw new MercuryError('CONFIG_INVALID', `auth must be one of ${AUTH_MODES.join(', ')}, got ${String(authMode)}`);
     // A replica writes without fsync: it can refetch anything it loses (see Store's noSync and unsynced-guard.ts).
@@ -220,7 +222,7 @@ export class MercuryNode {
       const head = this.store.head();
       const signedHeadSeq = head.seq > 0 && this.store.readLog(head.seq, 1)[0]?.entry.signature !== undefined ? head.seq : undefined;
       const loaded =
-        givenSigningKey === undefined ? loadOrCreateSigningKey(config.dataDir, undefined, signedHeadSeq) : { key: givenSigningKey, generated: false, path: config.signingKeyFile };
+        givenSigningKey === undefined ? loadOrCreateSigningKey(config.dataDir, undefined, signedHeadSeq, this.warnSecretFile) : { key: givenSigningKey, generated: false, path: config.signingKeyFile };
       this.signer = new Signer(loaded.key);
       if (loaded.generated) this.generatedSigningKey = loaded.path;
     }
@@ -502,7 +504,7 @@ export class MercuryNode {
   private async bootstrapAdmin(): Promise<void> {
     if (this.committer === undefined || !this.guard.required) return;
     if (this.tokens.size > 0) return this.checkUnusedAdminTokenFile();
-    const bootstrap = bootstrapAdmin(this.config.dataDir, this.adminTokenFile, this.clock.nowMs());
+    const bootstrap = bootstrapAdmin(this.config.dataDir, this.adminTokenFile, this.clock.nowMs(), this.warnSecretFile);
     if (bootstrap.generated) writeTokenFile(bootstrap.path, bootstrap.token);
     await this.committer.submit(bootstrap.request);
     this.logger.log('warn', 'no token existed: registered a bootstrap admin token', { file: bootstrap.path, generated: bootstrap.generated });
@@ -519,7 +521,7 @@ export class MercuryNode {
     if (file === undefined) return;
     let why: string | undefined;
     try {
-      this.tokens.authenticateToken(readTokenFile(file, '--admin-token-file'));
+      this.tokens.authenticateToken(readTokenFile(file, '--admin-token-file', this.warnSecretFile));
     } catch (error) {
       why = (error as Error).message;
     }
@@ -640,7 +642,7 @@ export class MercuryNode {
     const namedKey = named === undefined ? undefined : publicKeyFromRaw(named);
     const namedId = namedKey === undefined ? '?' : keyId(namedKey);
     if (this.config.previousSigningKeyFile !== undefined && !(named?.equals(raw) ?? false)) {
-      const previous = new Signer(readSigningKey(this.config.previousSigningKeyFile, '--previous-signing-key'));
+      const previous = new Signer(readSigningKey(this.config.previousSigningKeyFile, '--previous-signing-key', this.warnSecretFile));
       if (named !== undefined && !named.equals(rawPublicKey(previous.publicKey)))
         throw new MercuryError('CONFIG_INVALID', `--previous-signing-key is key ${previous.keyId}, but the chain names key ${namedId} as the root's: rotate from that one`);
       const head = this.store.head();

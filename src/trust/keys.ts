@@ -8,7 +8,7 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
-import { readFileBounded, SMALL_FILE_BYTES_MAX } from '../fs/bounded-read.js';
+import { readFileBounded, SMALL_FILE_BYTES_MAX, type SecretFileWarn } from '../fs/bounded-read.js';
 import { writeFileDurably } from '../fs/durable.js';
 
 /** Where a root keeps the key it generated, and its public half for operators to hand to replicas. */
@@ -22,8 +22,8 @@ const PUBLIC_KEY_FILE_MODE = 0o644;
  * rest without a word, so a trust file with the old and the new key one after the other trusted only the first
  * (audit, 2026-12-06): refused instead, naming the count.
  */
-function readKeyFile(path: string, what: string): Buffer {
-  const bytes = readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX });
+function readKeyFile(path: string, what: string, secret?: SecretFileWarn): Buffer {
+  const bytes = readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX, secret });
   const blocks = bytes.toString('latin1').match(/-----BEGIN [^-\r\n]*-----/g)?.length ?? 0;
   if (blocks > 1)
     throw new MercuryError(
@@ -33,9 +33,9 @@ function readKeyFile(path: string, what: string): Buffer {
   return bytes;
 }
 
-/** Reads a private Ed25519 key from a PEM file. */
-export function readSigningKey(path: string, what = '--signing-key'): KeyObject {
-  const text = readKeyFile(path, what);
+/** Reads a private Ed25519 key from a PEM file; `warn` is told if its permissions let others read it (src/fs/bounded-read.ts). */
+export function readSigningKey(path: string, what = '--signing-key', warn?: SecretFileWarn): KeyObject {
+  const text = readKeyFile(path, what, warn);
   let key: KeyObject;
   try {
     key = createPrivateKey(text);
@@ -87,12 +87,13 @@ export function loadOrCreateSigningKey(
   dataDir: string,
   file: string | undefined,
   signedHeadSeq?: number,
+  warn?: SecretFileWarn,
 ): { key: KeyObject; generated: boolean; path: string } {
-  if (file !== undefined) return { key: readSigningKey(file), generated: false, path: file };
+  if (file !== undefined) return { key: readSigningKey(file, '--signing-key', warn), generated: false, path: file };
   const path = join(dataDir, SIGNING_KEY_FILE);
   const publicPath = join(dataDir, SIGNING_PUBLIC_KEY_FILE);
   if (existsSync(path)) {
-    const key = readSigningKey(path, 'signing key');
+    const key = readSigningKey(path, 'signing key', warn);
     if (!existsSync(publicPath)) writeFileDurably(publicPath, createPublicKey(key).export({ type: 'spki', format: 'pem' }), PUBLIC_KEY_FILE_MODE);
     return { key, generated: false, path };
   }
