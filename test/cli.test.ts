@@ -357,6 +357,29 @@ describe('cli', () => {
     for (const name of ['token-no-upstream', 'empty-env-token', 'admin-token-replica']) assert.equal(existsSync(join(filesDir, name)), false, `no node started on ${name}`);
   });
 
+  // Found by an audit (2026-12-06): a token file of two lines was refused as "does not hold a token", which did not say
+  // that the token was there, and only a line too many.
+  test('cli: a token file of several lines exits 2 naming their count and line 1 as the token\'s place; the token is not shown', async () => {
+    const token = `mcy_${'c'.repeat(16)}_${'d'.repeat(43)}`;
+    const file = (name: string, text: string): string => {
+      const path = join(filesDir, name);
+      writeFileSync(path, text, { mode: 0o600 });
+      return path;
+    };
+    const noteAfter = file('token-and-note', `${token}\nrotate in March\n`);
+    const noteBefore = file('note-and-token', `# the CI token\r\n${token}\r\n`);
+    const [after, before, replica] = await Promise.all([
+      cli(['--token-file', noteAfter, 'status']),
+      runCli(['--url', node.url, 'status'], { env: { MERCURY_TOKEN_FILE: noteBefore } }),
+      runCli(['serve', '--data-dir', join(filesDir, 'two-line-token'), '--listen', '127.0.0.1:0', '--auth', 'off', '--upstream', node.replication, '--replication-token-file', noteAfter]),
+    ]);
+    assertFailed(after, 2, /^mercury: CONFIG_INVALID: --token-file \S+token-and-note has 2 lines; a token file holds the token alone, on line 1 \(\d+ characters, mcy_\.\.\..*\), and line 1 is a token: remove the lines after it$/m);
+    assertFailed(before, 2, /^mercury: CONFIG_INVALID: \$MERCURY_TOKEN_FILE \S+note-and-token has 2 lines; .*on line 1 .*, and line 1 is not a token: put the token there, alone$/m);
+    assertFailed(replica, 2, /^mercury: CONFIG_INVALID: --replication-token-file \S+token-and-note has 2 lines; .*line 1 is a token: remove the lines after it$/m);
+    for (const result of [after, before, replica]) assert.doesNotMatch(result.stderr, /dddd|rotate in March|the CI token/);
+    assert.equal(existsSync(join(filesDir, 'two-line-token')), false, 'no node started');
+  });
+
   test('cli: serve with a replication token that is not a token exits 2 naming where it came from', async () => {
     // Found: a 300-byte token (junk appended) started, then crashed at its first connection (too long for HELLO's
     // credential field), and again at every restart. The upstream is a live node, so that a replica that did start

@@ -22,8 +22,28 @@ export const BOOTSTRAP_TOKEN_NAME = 'admin';
  * is told if the file's permissions let others read the secret (src/fs/bounded-read.ts).
  */
 export function readTokenFile(path: string, what: string, warn?: SecretFileWarn): string {
-  const text = readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX, secret: warn }).toString('utf8').trim();
+  const text = tokenFileText(readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX, secret: warn }), what, path);
   if (parseToken(text) === undefined) throw new MercuryError('CONFIG_INVALID', `${what} ${path} does not hold a token (${TOKEN_CHARS} characters, mcy_...; make one with mercury token create)`);
+  return text;
+}
+
+/**
+ * A token file's text, whitespace around it dropped. A file of several lines is refused naming their count and the
+ * token's place, line 1: it said only "does not hold a token", and the operator could not tell a bad token from a
+ * token followed by a note, or a note above the token (audit, 2026-12-06). The lines' text is never shown: a secret.
+ */
+export function tokenFileText(bytes: Buffer, what: string, path: string): string {
+  const text = bytes.toString('utf8').trim();
+  const lines = text.split(/\r\n|\r|\n/);
+  if (lines.length > 1) {
+    const first = lines[0]!.trim();
+    const fix = parseToken(first) === undefined ? 'line 1 is not a token: put the token there, alone' : 'line 1 is a token: remove the lines after it';
+    throw new MercuryError(
+      'CONFIG_INVALID',
+      `${what} ${path} has ${lines.length} lines; a token file holds the token alone, on line 1 (${TOKEN_CHARS} characters, mcy_..., as mercury token create prints it), and ${fix}`,
+      { details: { path, lines: lines.length } },
+    );
+  }
   return text;
 }
 

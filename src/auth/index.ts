@@ -4,7 +4,7 @@
  * admin.ts token management as writes, bootstrap.ts the first admin token). The threat model: docs/security.md.
  */
 export { adminKeptAfter, createTokenRequest, requireAdminKept, revokeTokenRequest, tokenInfo, touchesReserved, validateReservedOps, type CreateTokenInput } from './admin.js';
-export { BOOTSTRAP_TOKEN_FILE, bootstrapAdmin, readTokenFile, writeTokenFile } from './bootstrap.js';
+export { BOOTSTRAP_TOKEN_FILE, bootstrapAdmin, readTokenFile, tokenFileText, writeTokenFile } from './bootstrap.js';
 export { AUTH_MODES, AuthGuard, peerCertificateSubject, type AuthMode } from './guard.js';
 export { TOKEN_KEY_PREFIX, decodeTokenRecord, encodeTokenRecord, tokenKey, type TokenRecord } from './records.js';
 export { TokenRegistry, type ReadTokenRecords } from './registry.js';

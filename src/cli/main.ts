@@ -10,7 +10,7 @@ import { createSecureContext } from 'node:tls';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ClientOptionsError, NodeClient, UnavailableError, WatchError, bearer, isHeaderToken, validateNodeUrl, type ClientTls } from '../client/index.js';
 import { DEFAULT_PORT, parseHostPort, validateConfig } from '../config/index.js';
-import { parseToken, readTokenFile, TOKEN_CHARS } from '../auth/index.js';
+import { parseToken, readTokenFile, TOKEN_CHARS, tokenFileText } from '../auth/index.js';
 import { isWatchHash, parseBoundedJson, txnJsonLimits, WATCH_HASH_HEX_CHARS } from '../api/index.js';
 import { TIMER_DELAY_MS_MAX } from '../clock/index.js';
 import { MercuryError } from '../errors/index.js';
@@ -248,7 +248,7 @@ function listOption(value: string | undefined): string[] | undefined {
 
 /** A token from a file (whitespace around it ignored), for --token-file and the serve flags. */
 function readTokenText(path: string, flag: string): string {
-  const text = readFileBounded(path, { what: flag, bytesMax: SMALL_FILE_BYTES_MAX, secret: warnSecretFile }).toString('utf8').trim();
+  const text = tokenFileText(readFileBounded(path, { what: flag, bytesMax: SMALL_FILE_BYTES_MAX, secret: warnSecretFile }), flag, path);
   if (text.length === 0) throw new UsageError(`${flag} ${path} is empty`);
   return text;
 }
