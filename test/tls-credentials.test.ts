@@ -3,10 +3,10 @@
  * manager's rename swap included), a bad set keeps the previous one, and which hosts count as loopback.
  */
 import assert from 'node:assert/strict';
-import { copyFileSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { silentLogger } from '../src/logging/index.js';
+import { silentLogger, type Logger } from '../src/logging/index.js';
 import { TLS_RELOAD_POLL_MS, TlsCredentials, isLoopbackHost, tlsFailureReason, type TlsMaterial } from '../src/net/index.js';
 import { testCertificates } from './support/certs.js';
 import { ManualClock } from './support/manual-clock.js';
@@ -96,4 +96,22 @@ test('tls: handshake failures map to stable reasons', () => {
   assert.equal(tlsFailureReason(new Error('socket hang up')), 'aborted');
   assert.equal(tlsFailureReason(new Error('TLS handshake timeout')), 'timeout');
   assert.equal(tlsFailureReason(new Error('something else')), 'handshake_failed');
+});
+
+test('tls credentials: a --tls-key file its group or others may read is named in a warning, at start and at a reload', () => {
+  const paths = { certPath: join(dir, 'loose.pem'), keyPath: join(dir, 'loose-key.pem'), caPath: join(dir, 'loose-ca.pem') };
+  copyFileSync(certs.node.certPath, paths.certPath);
+  copyFileSync(certs.node.keyPath, paths.keyPath);
+  copyFileSync(certs.ca.certPath, paths.caPath);
+  const lines: string[] = [];
+  const logger: Logger = { log: (level, message) => void (level === 'warn' && lines.push(message)), child: () => logger };
+  chmodSync(paths.keyPath, 0o600);
+  const credentials = new TlsCredentials(paths, logger);
+  assert.equal(lines.length, 0, 'a key file of mode 0600 is not named');
+  chmodSync(paths.keyPath, 0o644);
+  assert.equal(credentials.reload('test'), true);
+  assert.ok(
+    lines.some((line) => line.includes('--tls-key') && line.includes('0644') && line.includes(`chmod 600 ${paths.keyPath}`)),
+    lines.join('\n'),
+  );
 });

@@ -431,7 +431,7 @@ function clientTls(values: Record<string, string | boolean | string[] | undefine
     const path = given ?? process.env[variable];
     if (path === undefined || path === '') return undefined;
     const what = `--${flag} (or $${variable})`;
-    const bytes = readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX });
+    const bytes = readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX, secret: flag === 'key' ? warnSecretFile : undefined });
     // A CA bundle cut short would be taken as the CAs before the cut, silently (as a node's --tls-ca would).
     if (flag === 'ca') checkCaBundle(what, path, bytes);
     return bytes;

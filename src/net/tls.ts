@@ -28,7 +28,7 @@ import { isIP, type Socket } from 'node:net';
 import { createSecureContext, type TLSSocket, type TlsOptions } from 'node:tls';
 import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
 import { MercuryError } from '../errors/index.js';
-import { readFileBounded, SMALL_FILE_BYTES_MAX } from '../fs/bounded-read.js';
+import { readFileBounded, SMALL_FILE_BYTES_MAX, type SecretFileWarn } from '../fs/bounded-read.js';
 import type { Logger } from '../logging/index.js';
 import { VerifiedConnections } from './tls-connections.js';
 
@@ -63,10 +63,11 @@ const TLS_MIN_VERSION = 'TLSv1.2';
  * Reads and checks the files; a bad one is CONFIG_INVALID naming the flag and the file. Each is read with
  * readFileBounded: a FIFO, a device or a file over SMALL_FILE_BYTES_MAX swapped in is refused, never read.
  */
-export function readTlsMaterial(paths: TlsPaths): TlsMaterial {
+export function readTlsMaterial(paths: TlsPaths, warnSecret?: SecretFileWarn): TlsMaterial {
   const read = (flag: string, path: string): Buffer => readFileBounded(path, { what: flag, bytesMax: SMALL_FILE_BYTES_MAX });
   const cert = read('--tls-cert', paths.certPath);
-  const key = read('--tls-key', paths.keyPath);
+  // The private key: a mode that lets others read it is named in a warning (secretFileWarning).
+  const key = readFileBounded(paths.keyPath, { what: '--tls-key', bytesMax: SMALL_FILE_BYTES_MAX, secret: warnSecret });
   const ca = read('--tls-ca', paths.caPath);
   const authorities = checkCaBundle('--tls-ca', paths.caPath, ca);
   let certificate: X509Certificate;
@@ -148,7 +149,7 @@ export class TlsCredentials {
     private readonly clock: Clock = systemClock,
   ) {
     this.stamp = this.fileStamp();
-    this.material = readTlsMaterial(paths);
+    this.material = readTlsMaterial(paths, this.warnSecret);
   }
 
   current(): TlsMaterial {
@@ -164,6 +165,8 @@ export class TlsCredentials {
    * Bound, so that listeners and clients are given it as it is.
    */
   readonly track = (socket: TLSSocket): void => this.verified.track(socket);
+
+  private readonly warnSecret: SecretFileWarn = (message, fields) => this.logger.log('warn', message, fields);
 
   /**
    * Polls the files every `intervalMs` and reloads when one changed; at the same beat, closes the open connections
@@ -190,7 +193,7 @@ export class TlsCredentials {
     this.stamp = this.fileStamp();
     let material: TlsMaterial;
     try {
-      material = readTlsMaterial(this.paths);
+      material = readTlsMaterial(this.paths, this.warnSecret);
     } catch (error) {
       this.reloadFailures++;
       this.logger.log('error', 'TLS reload failed; still using the previous certificate', { why, error: (error as Error).message });
