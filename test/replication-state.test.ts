@@ -1112,6 +1112,30 @@ describe('replication state machines', () => {
     assert.ok(overAck?.type === 'refuse' && overAck.reason === 'PROTOCOL_ERROR');
   });
 
+  test('upstream: a child taking a snapshot cannot acknowledge the head it claimed, only what it was sent', () => {
+    // Found by an audit: a child asking for a snapshot with a HELLO head of 2^50 (never checked: its head does not
+    // matter to a snapshot) then ACKed seq 2^50. The upstream took it, showed the child in its status as acknowledged
+    // far past the root, and, its window reckoned from that seq, counted every entry after the snapshot as acknowledged.
+    const root = rootStore(3);
+    const claimed = 2 ** 50;
+    const liar = newUpstream(root);
+    const welcome = sent(liar.receive(T0, helloBytes({ datasetId: '', head: { seq: claimed, hash: Buffer.alloc(32) } })));
+    assert.ok(welcome[0]?.type === 'welcome' && welcome[0].mode === 'snapshot');
+    assert.ok(welcome.some((message) => message.type === 'snapshotEnd'), 'three entries are one small snapshot');
+    const ackAll = (): Buffer => encodeMessage({ type: 'ack', appliedSeq: claimed, receivedBytes: liar.status().sentBytes });
+    // An honest child resyncing from a head past the snapshot's ACKs that head until the snapshot is applied: accepted.
+    assert.deepStrictEqual(ofType(liar.receive(T0 + 1, ackAll()), 'close'), []);
+    assert.equal(liar.status().ackedSeq, 3, 'acknowledged at most what was sent');
+    // Entries of one tiny op after the snapshot (the entry window fills before the byte window): the window counts
+    // them as unacknowledged, whatever seq the child claims.
+    let entriesSent = 0;
+    for (let i = 4; i <= 3 + 4 * L.childWindowEntriesMax; i++)
+      for (const message of sent(liar.localApplied(T0 + 2, [root.commit(T0 + i, [{ type: 'put', key: Buffer.from('k'), value: Buffer.from('v') }])]))) if (message.type === 'entries') entriesSent += message.records.length;
+    assert.equal(entriesSent, L.childWindowEntriesMax, 'the entry window holds with no ACK of what was sent');
+    assert.deepStrictEqual(ofType(liar.receive(T0 + 3, ackAll()), 'close'), []);
+    assert.equal(liar.status().ackedSeq, 3 + L.childWindowEntriesMax);
+  });
+
   test('upstream: closing mid-snapshot releases the snapshot; chainReset closes the session', () => {
     // Forty keys of 700 bytes: far more than one window, so the snapshot is still being sent when the session ends.
     const root = new MemoryStore(DATASET);

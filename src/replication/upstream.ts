@@ -416,8 +416,9 @@ export class Upstream {
     // Opened before WELCOME, so that a node that cannot send one (busy, or its head damaged) refuses the child before it begins.
     const snapshot = mode === 'snapshot' ? this.openSnapshot(actions) : undefined;
     if (mode === 'snapshot' && snapshot === undefined) return;
-    this.sentSeq = hello.head.seq;
-    this.ackedSeq = hello.head.seq;
+    // A child taking a snapshot holds nothing of it yet, whatever head it claimed (that head is never checked).
+    this.sentSeq = mode === 'stream' ? hello.head.seq : 0;
+    this.ackedSeq = this.sentSeq;
     this.lastAckMs = nowMs;
     this.send(
       encodeMessage({
@@ -457,11 +458,14 @@ export class Upstream {
       return void this.refuse('PROTOCOL_ERROR', `ACK of ${ack.receivedBytes} bytes; ${this.ackedBytes} acknowledged and ${this.sentBytes} sent`, actions);
     if (ack.appliedSeq > Math.max(this.sentSeq, this.hello!.head.seq))
       return void this.refuse('PROTOCOL_ERROR', `ACK of seq ${ack.appliedSeq}, only ${this.sentSeq} sent`, actions);
+    // A child resyncing from a head past the snapshot's ACKs that head until it applies the snapshot: taken, but what
+    // it acknowledges is at most what it was sent, so that a claimed head neither opens the window nor shows in status.
+    const appliedSeq = Math.min(ack.appliedSeq, this.sentSeq);
     // Progress, however little, restarts the stall clock: a slow link is not a stalled child. An ACK of nothing new
     // only proves that the peer is alive, which is not enough to keep a full window pinned.
-    if (ack.receivedBytes > this.ackedBytes || ack.appliedSeq > this.ackedSeq) this.stalledSinceMs = undefined;
+    if (ack.receivedBytes > this.ackedBytes || appliedSeq > this.ackedSeq) this.stalledSinceMs = undefined;
     this.ackedBytes = ack.receivedBytes;
-    this.ackedSeq = ack.appliedSeq;
+    this.ackedSeq = appliedSeq;
     this.lastAckMs = nowMs;
   }
 
