@@ -78,8 +78,9 @@ export interface ReplicationLimits {
    */
   readonly childFrameBytesMax: number;
   /**
-   * Children an upstream serves per remote address. Without authentication, one host could otherwise hold every
-   * child slot with fake children that HELLO and ACK, and keep real replicas out for as long as it likes.
+   * Children an upstream serves per remote host: an IPv4 address, an IPv6 /64 (src/net, hostSlotKey). Without
+   * authentication, one host could otherwise hold every child slot with fake children that HELLO and ACK, and keep real
+   * replicas out for as long as it likes.
    */
   readonly childrenPerAddressMax: number;
   /**

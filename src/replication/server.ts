@@ -16,7 +16,7 @@ import tls from 'node:tls';
 import { TickTimer, type Clock } from '../clock/index.js';
 import type { EncodedEntry } from '../log/index.js';
 import type { Logger } from '../logging/index.js';
-import { AddressSlots, TLS_HANDSHAKE_BYTE, addressKey, remoteLabel, peerCertificate, serverTlsOptions, sniffTls, tlsFailureMessage, tlsFailureReason, type TlsMaterial } from '../net/index.js';
+import { AddressSlots, TLS_HANDSHAKE_BYTE, hostSlotKey, remoteLabel, peerCertificate, serverTlsOptions, sniffTls, tlsFailureMessage, tlsFailureReason, type TlsMaterial } from '../net/index.js';
 import { REPLICATION_LIMITS, type ReplicationLimits } from './limits.js';
 import { encodeMessage, type Heartbeat } from './protocol.js';
 import type { LogSource } from './source.js';
@@ -59,7 +59,7 @@ interface ChildSession {
   readonly upstream: Upstream;
   readonly timer: TickTimer;
   readonly remote: string;
-  /** The peer's address (without port): what its slot is counted under. */
+  /** The peer's host (its address, an IPv6 one as its /64: hostSlotKey): what its slot is counted under. */
   readonly address: string;
 }
 
@@ -255,7 +255,8 @@ export class ReplicationServer {
   /** `peer` is the verified certificate's subject under TLS (logged with the session). */
   private accept(socket: net.Socket, peer?: string): void {
     const remote = remoteLabel(socket);
-    const address = addressKey(socket.remoteAddress);
+    // Per host: an IPv6 peer counts as its /64, or one host could bind an address per fake child (hostSlotKey).
+    const address = hostSlotKey(socket.remoteAddress);
     let reason: string | undefined;
     if (this.closing) reason = 'this node is shutting down';
     else if (this.sessions.size >= this.options.childrenMax) reason = `this node already serves ${this.options.childrenMax} children; use another upstream`;
