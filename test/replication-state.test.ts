@@ -305,6 +305,27 @@ describe('replication state machines', () => {
     assert.equal(ofType(downstream.tick(T0 + 1000 + staleMs), 'close').length, 1);
   });
 
+  // Found by an audit (2026-12-06): a relay passes on whatever heartbeat its upstream sent (a hostile one, before the relay
+  // dropped it as withholding), and its children took the relay's later, honest heartbeats as older news for the rest
+  // of the session: lag pinned at 2^50 entries (the replica not ready), no heartbeat forwarded further down.
+  test('downstream: after a heartbeat claiming a far seq, a lower one that this node\'s data does not make old news is taken', () => {
+    const root = rootStore(7);
+    const { downstream, store } = newReplica();
+    const link = Link.open(downstream, store, root);
+    const beat = (rootSeq: number, atMs: number): DownstreamAction[] =>
+      downstream.receive(atMs, link.connId, encodeMessage({ type: 'heartbeat', rootSeq, rootTimeMs: atMs, path: ['root'] }));
+    beat(2 ** 50, T0 + 100);
+    assert.equal(downstream.status().lagEntries, 2 ** 50 - 7);
+    // The relay is back on an honest upstream: the root is idle at this node's head.
+    const honest = beat(7, T0 + 400);
+    assert.equal(downstream.status().lagEntries, 0);
+    assert.equal(downstream.status().lastHeartbeatRootSeq, 7);
+    assert.equal(ofType(honest, 'heartbeat').length, 1, 'passed on to the children');
+    // A heartbeat behind this node's own data is still old news.
+    assert.deepStrictEqual(ofType(beat(6, T0 + 800), 'heartbeat'), []);
+    assert.equal(downstream.status().lastHeartbeatRootSeq, 7);
+  });
+
   // Found by an audit (2026-12-06): an upstream flooding heartbeats had each passed on to every child of the relay.
   test('downstream: a flood of heartbeats is passed on to the children at most twice per heartbeat interval, whatever seqs it claims', () => {
     const root = rootStore(7);

@@ -15,8 +15,9 @@
  *   alone. The root's wall clock (`rootTimeMs` in heartbeats, entry times) serves only the reported lag in ms: a
  *   root whose clock steps, or a heartbeat carrying a skewed or hostile `rootTimeMs`, can never make a healthy
  *   upstream look stale. Heartbeats are ordered by `rootSeq`: one whose rootSeq is below that of the last heartbeat
- *   of the session is old news (replayed by an upstream that is behind); it still proves the link alive, but is not
- *   forwarded nor used for lag. Equal seqs are forwarded: an idle root sends the same seq every time, and children
+ *   of the session and below this node's head is old news (replayed by an upstream that is behind); it still proves
+ *   the link alive, but is not forwarded nor used for lag. One below the last but not below the head is taken, so that
+ *   a far rootSeq once passed on by a relay (from a hostile upstream it then dropped) pins nothing. Equal seqs are forwarded: an idle root sends the same seq every time, and children
  *   need each beat to stay connected.
  * - Divergence is decided by the upstreams' votes since one last gave this node entries or a snapshot: each refusal
  *   CHAIN_DIVERGED is a vote that the chain diverged, each UPSTREAM_DIVERGED an abstention (a relay that stopped
@@ -687,7 +688,10 @@ export class Downstream {
     // A heartbeat proves the upstream alive, whatever its times say (a cycle never gets here: the heartbeat that went
     // round would carry this node's id, refused above); with trusted keys, only a signed one checked when due.
     if (this.trust === undefined || this.provesProgress(nowMs, session, heartbeat)) session.lastProgressMs = nowMs;
-    if (session.lastHeartbeatRootSeq !== undefined && heartbeat.rootSeq < session.lastHeartbeatRootSeq) return;
+    // Old news is a heartbeat below the session's last that this node's data also shows to be behind. One at or past the
+    // head is taken though lower: the last may have been a hostile heartbeat that an honest relay passed on before it
+    // dropped its upstream, and held as the mark it would pin the lag (and stop the forwarding) for the whole session.
+    if (session.lastHeartbeatRootSeq !== undefined && heartbeat.rootSeq < session.lastHeartbeatRootSeq && heartbeat.rootSeq < this.head.seq) return;
     session.lastHeartbeatRootSeq = heartbeat.rootSeq;
     // The root is past this node: the upstream has entries to send, and a deadline to send some (see "Withholding").
     if (heartbeat.rootSeq > this.head.seq) session.behindSinceMs ??= nowMs;
