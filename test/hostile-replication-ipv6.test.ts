@@ -15,6 +15,7 @@ import { MercuryNode, NODE_LIMITS_TEST } from '../src/node/index.js';
 import { FrameDecoder, PROTOCOL_VERSION, decodeMessage, encodeMessage, type Message } from '../src/replication/index.js';
 import { makeTempDir, removeDir } from './support/process.js';
 import { eventually } from './support/tree.js';
+import { RawWire } from './support/wire.js';
 
 const limits = NODE_LIMITS_TEST.replication;
 
@@ -74,5 +75,20 @@ describe('hostile input - replication port over IPv6', () => {
     assert.ok(refusal?.type === 'refuse', `expected a REFUSE, got ${JSON.stringify(refusal)}`);
     assert.equal(refusal.reason, 'UNAVAILABLE');
     assert.match(refusal.message, new RegExp(`${limits.childrenPerAddressMax} children from 0:0:0:0::/64 \\(the most per address\\)`));
+  });
+
+  test('wire port: connections from ::1 are counted as its /64 too, and the one over the cap is told so', async () => {
+    const wireNode = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'wire'), port: 0, wireHost: '::1' }), { auth: 'off', limits: NODE_LIMITS_TEST });
+    const wires: RawWire[] = [];
+    try {
+      for (let i = 0; i < NODE_LIMITS_TEST.wire.connectionsPerAddressMax; i++) wires.push(await RawWire.ready(wireNode.wireUrl));
+      const over = await RawWire.open(wireNode.wireUrl);
+      wires.push(over);
+      const refusal = JSON.stringify(await over.next());
+      assert.match(refusal, new RegExp(`0:0:0:0::/64 holds ${NODE_LIMITS_TEST.wire.connectionsPerAddressMax} wire connections`));
+    } finally {
+      for (const wire of wires) wire.socket.destroy();
+      await wireNode.close();
+    }
   });
 });

@@ -8,7 +8,7 @@ import { ERROR_STATUS, MercuryError, type ErrorCode } from '../errors/index.js';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { systemClock, type Clock } from '../clock/index.js';
-import { AddressSlots, TLS_HANDSHAKE_BYTE, addressKey, peerCertificate, serverTlsOptions, sniffTls, tlsFailureMessage, tlsFailureReason, type TlsMaterial } from '../net/index.js';
+import { AddressSlots, TLS_HANDSHAKE_BYTE, addressKey, hostSlotKey, peerCertificate, serverTlsOptions, sniffTls, tlsFailureMessage, tlsFailureReason, type TlsMaterial } from '../net/index.js';
 import {
   BODY_BYTES_IN_FLIGHT_MAX,
   FORWARDED_WRITES_MAX,
@@ -273,7 +273,7 @@ export function createHttpServer(
   // is shared (node caches the peer address, so it is still known after the close), and the first-byte timer is left
   // to fire (destroying a closed socket does nothing), so no closure or spent timer stays with an idle socket.
   function onClose(this: Socket): void {
-    slots.release(addressKey(this.remoteAddress));
+    slots.release(hostSlotKey(this.remoteAddress));
   }
   server.on('connection', (socket: Socket) => {
     const remoteAddress = socket.remoteAddress;
@@ -283,7 +283,8 @@ export function createHttpServer(
       socket.destroy();
       return;
     }
-    if (!slots.tryAcquire(addressKey(remoteAddress))) {
+    // Per host: an IPv6 peer counts as its /64, or one host could bind an address per connection (hostSlotKey).
+    if (!slots.tryAcquire(hostSlotKey(remoteAddress))) {
       // Closed at once, like a connection beyond connectionsMax: node:http already owns the socket, and an answer
       // written here could race a request it parses and runs (docs/decisions.md, record 15).
       socket.destroy();

@@ -18,7 +18,7 @@ import type { Logger } from '../logging/index.js';
 import type { Registry } from '../metrics/index.js';
 import { readersFull, type KeyRange, type SnapshotReader, type SnapshotReservation } from '../store/index.js';
 import { isDataCorrupted, isReadersFull, type MercuryError } from '../errors/index.js';
-import { addressKey } from '../net/index.js';
+import { hostSlotKey } from '../net/index.js';
 import { validateWatchLimits, WATCH_LIMITS, type WatchLimits } from './limits.js';
 import { WatchMachine, type WatchAction, type WatchConnection, type WatchCounters, type WatchInput } from './machine.js';
 import { handshakeResponse, readHandshake, ServerWebSocket, type HeldBytesBudget, type ServerWebSocketOwner } from './websocket.js';
@@ -356,7 +356,7 @@ export class WatchHub {
     socket.write(handshakeResponse(handshake));
     const connection = new WsConnection(this.owner, socket, ++this.lastConnId, principal);
     connection.start(head);
-    this.perform(this.machine.opened(this.clock.monotonicMs(), connection.id, connection, addressKey(req.socket.remoteAddress)));
+    this.perform(this.machine.opened(this.clock.monotonicMs(), connection.id, connection, hostSlotKey(req.socket.remoteAddress)));
   }
 
   /**

@@ -10,7 +10,7 @@ import { createServer as createTlsServer, type Server as TlsServer, type TLSSock
 import { MercuryError, encodeError, wireFrameBytesMaxFor } from '../api/index.js';
 import { sleep, type Clock, type TimerHandle } from '../clock/index.js';
 import type { Registry } from '../metrics/index.js';
-import { AddressSlots, addressKey, peerCertificate, serverTlsOptions, sniffTls, tlsFailureMessage, tlsFailureReason, type TlsMaterial } from '../net/index.js';
+import { AddressSlots, addressKey, hostSlotKey, peerCertificate, serverTlsOptions, sniffTls, tlsFailureMessage, tlsFailureReason, type TlsMaterial } from '../net/index.js';
 import { WireConnection, type WireCounts } from './connection.js';
 import type { WireLimits } from './limits.js';
 import type { WireNode } from './wire-node.js';
@@ -135,7 +135,8 @@ export class WireServer {
       socket.destroy();
       return;
     }
-    const address = addressKey(remote);
+    // Per host: an IPv6 peer counts as its /64, or one host could bind an address per connection (hostSlotKey).
+    const address = hostSlotKey(remote);
     if (!this.slots.tryAcquire(address)) {
       this.refuse(
         socket,
