@@ -42,6 +42,10 @@ describe('sync paths', () => {
       ['app/a\u0000b', /NUL/],
       [Buffer.concat([PREFIX, Buffer.from([0xff, 0xfe])]), /not valid UTF-8/],
       ['app/.mercury-sync-state.json', /keeps for itself/],
+      // The state and lock files on a case-insensitive file system (audit, 2026-12-06: a node could overwrite them).
+      ['app/.MERCURY-SYNC-state.json', /keeps for itself/],
+      ['app/d/.Mercury-Sync-tmp-0', /keeps for itself/],
+      ['app/.mercury-\u017Fync-lock', /keeps for itself/],
       [`app/${'x'.repeat(256)}`, /over 255 bytes/],
     ];
     for (const [key, reason] of cases) {

@@ -6,7 +6,7 @@
  * - a relative path: not empty, not starting with `/`, no empty segment (`a//b`, a trailing `/`), no `.` or `..`
  *   segment, so no key can name a file outside DIR or DIR itself;
  * - each segment at most FILE_NAME_BYTES_MAX bytes (Linux's NAME_MAX), and no segment starting with `.mercury-sync`,
- *   the names sync keeps for itself (its state file and its temporary files);
+ *   the names sync keeps for itself (its state file and its temporary files), compared case-folded (isReservedName);
  * - at most PATH_BYTES_MAX bytes in all.
  *
  * Refusing instead of escaping keeps the mapping one-to-one and readable in both directions: a file's path is its
@@ -21,6 +21,16 @@ const FILE_NAME_BYTES_MAX = 255;
 const PATH_BYTES_MAX = 4_000;
 
 export type KeyPath = { readonly ok: true; readonly path: string } | { readonly ok: false; readonly reason: string };
+
+/**
+ * Whether a file name is one of sync's own on any file system DIR may be on: a case-insensitive one (macOS, Windows,
+ * ext4 with casefold, a vfat or SMB mount) opens `.MERCURY-SYNC-state.json` or `.mercury-ſync-lock` (U+017F folds to
+ * s) as sync's state or lock file, so the name is compared folded. Full case folding is close enough to
+ * upper-then-lower case after NFKC for the ASCII prefix compared here.
+ */
+export function isReservedName(name: string): boolean {
+  return name.normalize('NFKC').toUpperCase().toLowerCase().startsWith(SYNC_RESERVED_PREFIX);
+}
 
 /** The path under DIR for `key`, or why the key is refused. `key` must start with `prefix` (the watch guarantees it). */
 export function keyToPath(key: Buffer, prefix: Buffer): KeyPath {
@@ -37,7 +47,7 @@ export function keyToPath(key: Buffer, prefix: Buffer): KeyPath {
     if (segment === '') return { ok: false, reason: 'it has an empty path segment ("//" or a trailing "/")' };
     if (segment === '.' || segment === '..') return { ok: false, reason: `it has a "${segment}" segment, which could leave the directory` };
     if (Buffer.byteLength(segment) > FILE_NAME_BYTES_MAX) return { ok: false, reason: `a segment is over ${FILE_NAME_BYTES_MAX} bytes` };
-    if (segment.startsWith(SYNC_RESERVED_PREFIX)) return { ok: false, reason: `a segment starts with "${SYNC_RESERVED_PREFIX}", which sync keeps for itself` };
+    if (isReservedName(segment)) return { ok: false, reason: `a segment starts with "${SYNC_RESERVED_PREFIX}", which sync keeps for itself` };
   }
   return { ok: true, path: text };
 }
