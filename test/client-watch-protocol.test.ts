@@ -113,9 +113,44 @@ describe('client watch protocol', () => {
     }
   });
 
+  test('client watch: a change or snapshot item for a key outside the subscribed prefixes ends the watch with PROTOCOL, before it is delivered (found by audit: it was passed on)', async () => {
+    type Message = Record<string, unknown>;
+    const change = (type: string, key: string): Message => ({ type, key, keyEncoding: 'utf8', ...(type === 'put' ? { value: 'v', valueEncoding: 'utf8' } : {}), modSeq: 11 });
+    const item = { key: 'other/secret', keyEncoding: 'utf8', value: 'v', valueEncoding: 'utf8', createSeq: 1, modSeq: 1, version: 1 };
+    const cases: [string, Message, RegExp][] = [
+      ['a put', { type: 'events', seq: 11, timeMs: 1, events: [change('put', 'app/a'), change('put', 'other/secret')] }, /events has the key "other\/secret", which is under none of the subscribed prefixes/],
+      ['a delete', { type: 'events', seq: 11, timeMs: 1, events: [change('delete', 'ap')] }, /events has the key "ap"/],
+      ['a snapshot item', { type: 'snapshot', seq: 11, items: [item], done: true }, /snapshot\.items has the key "other\/secret"/],
+    ];
+    for (const [name, message, pattern] of cases) {
+      script = (socket, subscribe) => {
+        socket.send(JSON.stringify({ type: 'subscribed', id: subscribe.id, fromSeq: 10 }));
+        socket.send(JSON.stringify({ id: subscribe.id, ...message }));
+      };
+      const events: WatchEvent[] = [];
+      const error = await drain(connect([url]).watch({ prefix: ['app/', Buffer.from('flags/')], fromSeq: 10 }), events);
+      assert.ok(error instanceof WatchError, `${name}: ${String(error)}`);
+      assert.equal(error.code, 'PROTOCOL', name);
+      assert.match(error.message, pattern, name);
+      assert.deepEqual(events, [], name);
+    }
+    // A range delete may reach past the prefix (the consumer clips it), and a key under the second prefix is one of its own.
+    script = (socket, subscribe) => {
+      socket.send(JSON.stringify({ type: 'subscribed', id: subscribe.id, fromSeq: 10 }));
+      socket.send(JSON.stringify({ type: 'events', id: subscribe.id, seq: 10, timeMs: 1, events: [{ type: 'deleteRange', start: 'a', startEncoding: 'utf8', end: null, endEncoding: null, modSeq: 10 }, change('put', 'flags/x')] }));
+    };
+    const watch = connect([url]).watch({ prefix: ['app/', Buffer.from('flags/')], fromSeq: 10 });
+    const received: string[] = [];
+    for await (const event of watch) {
+      received.push(event.type);
+      if (received.length === 2) break;
+    }
+    assert.deepEqual(received, ['deleteRange', 'put']);
+  });
+
   test('client watch: a snapshot after events is a reset, at any seq: delivered as a new snapshot, and the cursor moves to it', async () => {
     type Message = Record<string, unknown>;
-    const item = (key: string): Message => ({ key, keyEncoding: 'utf8', value: 'v', valueEncoding: 'utf8', createSeq: 1, modSeq: 1, version: 1 });
+    const item = (key: string): Message => ({ key: `k${key}`, keyEncoding: 'utf8', value: 'v', valueEncoding: 'utf8', createSeq: 1, modSeq: 1, version: 1 });
     const page = (seq: number, keys: string[], done: boolean, begin?: true): Message => ({ type: 'snapshot', seq, items: keys.map(item), done, ...(begin ? { begin } : {}) });
     // Each case: what the node sends before closing with 1001, what the consumer receives, and where it resumes.
     const cases: [string, Message[], string[], number][] = [

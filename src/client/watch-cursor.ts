@@ -103,11 +103,15 @@ function hashOf(message: { readonly hash?: string }): { hash?: string } {
 export class WatchCursor {
   private readonly resume: WatchResumeCursor;
 
-  /** `afterHash`: the hash of entry fromSeq - 1, when the caller knows it (sent with the first subscribe). */
+  /**
+   * `afterHash`: the hash of entry fromSeq - 1, when the caller knows it (sent with the first subscribe). `prefixes`:
+   * the subscribed ones, which every key of a change or snapshot item must start with (default: any key).
+   */
   constructor(
     fromSeq: number | undefined,
     private readonly reportProgress: boolean,
     afterHash?: string,
+    private readonly prefixes: readonly Buffer[] = [Buffer.alloc(0)],
   ) {
     this.resume = new WatchResumeCursor(fromSeq, afterHash);
   }
@@ -141,6 +145,10 @@ export class WatchCursor {
     if (message.id !== undefined && message.id !== SUBSCRIPTION_ID)
       throw new WatchServerMessageError(`${message.type}.id is ${JSON.stringify(message.id)}; this connection's only subscription is ${SUBSCRIPTION_ID}`);
     if (message.type === 'error') return { events, subscribedFromSeq: undefined, error: { code: message.code, message: message.message } };
+    // A key outside the subscription is the node's fault, not the consumer's to filter: one that routes keys by
+    // prefix (a cache, `mercury sync`) would otherwise take another prefix's key as its own (audit, 2026-12-06).
+    if (message.type === 'events') for (const change of message.events) if (change.type !== 'deleteRange') this.checkKey(change.key, 'events');
+    if (message.type === 'snapshot') for (const item of message.items) this.checkKey(item.key, 'snapshot.items');
     const firstPage = this.resume.startsSnapshot(message);
     if (!this.resume.accept(message)) return { events, subscribedFromSeq: undefined, error: undefined };
     switch (message.type) {
@@ -163,5 +171,10 @@ export class WatchCursor {
         break;
     }
     return { events, subscribedFromSeq: undefined, error: undefined };
+  }
+
+  private checkKey(key: Buffer, where: string): void {
+    if (!this.prefixes.some((prefix) => key.subarray(0, prefix.length).equals(prefix)))
+      throw new WatchServerMessageError(`${where} has the key ${JSON.stringify(key.toString('utf8'))}, which is under none of the subscribed prefixes`);
   }
 }

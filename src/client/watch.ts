@@ -20,7 +20,8 @@
  *   entry can give), so memory stays near the limit plus one message.
  * - **Errors.** A subscription the node refuses (bad prefix, ...) ends the iterator with a `WatchError` carrying the
  *   node's code, and a message that breaks the protocol (`parseServerMessage`: malformed, or more events than an
- *   entry can give; `WatchCursor`: another subscription's id, or an order that would skip or repeat entries) with a
+ *   entry can give; `WatchCursor`: another subscription's id, a key under none of the subscribed prefixes, or an
+ *   order that would skip or repeat entries) with a
  *   `WatchError` of code `PROTOCOL`. The upgrade must complete within `requestTimeoutMs`; of an error answering it,
  *   `UPGRADE_ERROR_BODY_BYTES_MAX` are read. Nothing else is thrown to the consumer, unless the watch was opened
  *   with `reconnect: false`.
@@ -156,7 +157,12 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
     private readonly onEnd: () => void,
   ) {
     validateWatchOptions(options);
-    this.cursor = new WatchCursor(options.fromSeq, options.progress ?? false, options.afterHash);
+    this.cursor = new WatchCursor(
+      options.fromSeq,
+      options.progress ?? false,
+      options.afterHash,
+      prefixList(options).map((prefix) => (Buffer.isBuffer(prefix) ? prefix : Buffer.from(prefix, 'utf8'))),
+    );
     this.eventsMax = prefixList(options).length * WATCH_EVENTS_PER_PREFIX_MAX;
     this.open();
   }
