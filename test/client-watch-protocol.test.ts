@@ -148,6 +148,22 @@ describe('client watch protocol', () => {
     assert.deepEqual(received, ['deleteRange', 'put']);
   });
 
+  test('client watch: a node that confirms the subscribe and closes at once is reconnected to with a growing backoff (found by audit: every 50 ms, for ever)', async () => {
+    let subscribes = 0;
+    script = (socket, subscribe) => {
+      subscribes++;
+      socket.send(JSON.stringify({ type: 'subscribed', id: subscribe.id, fromSeq: 10 }));
+      socket.close(1000);
+    };
+    // A base of 50 ms: about 100 connections in 3 s without the backoff; with it, the caps double from 50 ms to 3.2 s.
+    const watch = connect([url], { watchReconnectDelayMsBase: 50 }).watch({ prefix: 'k', fromSeq: 10 });
+    const drained = drain(watch, []);
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    await watch.return();
+    assert.equal(await drained, undefined);
+    assert.ok(subscribes >= 2 && subscribes <= 20, `${subscribes} connections in 3 s`);
+  });
+
   test('client watch: a snapshot after events is a reset, at any seq: delivered as a new snapshot, and the cursor moves to it', async () => {
     type Message = Record<string, unknown>;
     const item = (key: string): Message => ({ key: `k${key}`, keyEncoding: 'utf8', value: 'v', valueEncoding: 'utf8', createSeq: 1, modSeq: 1, version: 1 });

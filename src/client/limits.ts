@@ -87,6 +87,13 @@ export const UPGRADE_ERROR_BODY_BYTES_MAX = 4 * KiB;
 export const WATCH_RECONNECT_DELAY_MS_BASE_DEFAULT = 100;
 export const WATCH_RECONNECT_DELAY_MS_MAX_DEFAULT = 5_000;
 /**
+ * A subscribed connection that ends sooner than this counts as a failed attempt for the backoff (not for
+ * `watchReconnectAttemptsMax`): a node that confirms the subscribe and closes at once (crashing on it, a proxy cutting
+ * it) was otherwise reconnected to every 50 ms on average, for ever (audit, 2026-12-06). Longer than a heartbeat, so a
+ * connection that lived through one is stable.
+ */
+export const WATCH_CONNECTION_STABLE_MS = 15_000;
+/**
  * Bytes of received messages a watch holds for a consumer that has not asked for them yet. Above this the client
  * stops reading the socket (TCP backpressure): the node then serves the watch from its log on disk, and closes it
  * (4008) if the consumer stays stuck, after which the watch resumes by itself. Reading resumes at half this.

@@ -9,7 +9,8 @@
  *   chain is another (a root restored from an older backup, past that seq since) answers with a snapshot of its state
  *   (a reset) instead of its entries after that seq; a node older than that field refuses it, and is subscribed again
  *   without it, by seq alone (WatchResumeCursor.dropHash). It moves to the next URL when the close was 1001 or the
- *   attempt failed, and stays on the same node otherwise. After `watchReconnectAttemptsMax` consecutive failed attempts (default: never) the
+ *   attempt failed, and stays on the same node otherwise. A subscribed connection that ends within
+ *   `WATCH_CONNECTION_STABLE_MS` backs off as a failed attempt does (not counted in the attempts below). After `watchReconnectAttemptsMax` consecutive failed attempts (default: never) the
  *   iterator throws `NoNodeReachableError`.
  * - **Bounded buffering.** Received events wait in a queue until the consumer asks for them. When the queue holds
  *   more than `watchBufferBytesMax` bytes of messages, the watch stops reading the socket (`ws` pause), so TCP pushes
@@ -50,7 +51,7 @@ import {
 } from '../api/index.js';
 import { backoffDelayMs } from './backoff.js';
 import { ClientOptionsError, NoNodeReachableError, serverError, UnavailableError, WatchClosedError, WatchError } from './errors.js';
-import { UPGRADE_ERROR_BODY_BYTES_MAX, WATCH_EVENT_QUEUE_BYTES } from './limits.js';
+import { UPGRADE_ERROR_BODY_BYTES_MAX, WATCH_CONNECTION_STABLE_MS, WATCH_EVENT_QUEUE_BYTES } from './limits.js';
 import { integerOption, type ValidatedClientOptions } from './options.js';
 import { tlsErrorHint } from './tls.js';
 import { SUBSCRIPTION_ID, WatchCursor, type CursorStep, type WatchEvent, type WatchFilterOptions } from './watch-cursor.js';
@@ -145,6 +146,8 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
   private paused = false;
   private urlIndex = 0;
   private failedAttempts = 0;
+  /** Consecutive subscribed connections that ended within WATCH_CONNECTION_STABLE_MS: they back off as failures do. */
+  private shortConnections = 0;
   private readonly attemptErrors: Error[] = [];
   private idleTimer: TimerHandle | undefined;
   private retryTimer: TimerHandle | undefined;
@@ -190,6 +193,7 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
     this.socket = socket;
     this.cursor.reset();
     let subscribed = false;
+    const openedMs = this.clock.monotonicMs();
     let lastError: Error | undefined;
     /** The node's own answer to the upgrade (or the deadline), kept over the abort error that follows it. */
     let answered = false;
@@ -302,7 +306,8 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
           return this.fail(new NoNodeReachableError(`watch: no node accepted the watch in ${this.failedAttempts} attempts`, [...this.attemptErrors]));
       }
       if (!subscribed || code === WatchCloseCode.GOING_AWAY) this.urlIndex = (this.urlIndex + 1) % this.client.urls.length;
-      const delayMs = backoffDelayMs(this.failedAttempts, this.client.watchReconnectDelayMsBase, this.client.watchReconnectDelayMsMax);
+      if (subscribed) this.shortConnections = this.clock.monotonicMs() - openedMs < WATCH_CONNECTION_STABLE_MS ? this.shortConnections + 1 : 0;
+      const delayMs = backoffDelayMs(Math.max(this.failedAttempts, this.shortConnections), this.client.watchReconnectDelayMsBase, this.client.watchReconnectDelayMsMax);
       // Kept alive: between two connections nothing else may hold the event loop of a process that awaits this watch.
       this.retryTimer = this.clock.setTimeout(
         () => {
