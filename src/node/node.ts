@@ -432,6 +432,7 @@ export class MercuryNode {
     });
     this.metrics.gauge('mercury_replication_lag_entries', 'Entries the root had at its last heartbeat that this node has not applied.', () => client.status().lagEntries ?? -1);
     this.metrics.gauge('mercury_replication_held_bytes', 'Verified entries read from the upstream and not yet written, weighed as held in memory (about record bytes plus 256 per op).', () => client.held());
+    this.metrics.gauge('mercury_replication_held_bytes_peak', 'The most mercury_replication_held_bytes has been since start: how close an upstream came to replication.replicaHeldBytesMax.', () => client.heldPeak());
     this.metrics.gauge('mercury_replication_upstream_switches', 'Times this replica dropped its upstream and moved on (a counter).', () => client.status().upstreamSwitches);
     this.metrics.gauge(
       'mercury_replication_signature_refusals',

@@ -107,6 +107,8 @@ export class ReplicationClient {
   private readonly applyBatchKeysMax: number;
   /** The `heldWeight` of the entries of `apply` actions in `waiting` and `pending`: verified, not yet written. */
   private heldBytes = 0;
+  /** The most `heldBytes` has been since start (a gauge: how close an upstream's flood came to the bound). */
+  private heldBytesPeak = 0;
   /** Held weight past which the upstream's socket is paused (`replicaHeldBytesMax`; see `holdBack`). */
   private readonly heldBytesMax: number;
   /** Sockets paused because too much was held; resumed when the held entries are written (`resumeHeldBack`). */
@@ -187,6 +189,11 @@ export class ReplicationClient {
     return this.heldBytes;
   }
 
+  /** The most held at once since start (the gauge `mercury_replication_held_bytes_peak`). */
+  heldPeak(): number {
+    return this.heldBytesPeak;
+  }
+
   start(): void {
     this.perform(this.downstream.start(this.options.clock.monotonicMs()));
   }
@@ -261,6 +268,7 @@ export class ReplicationClient {
       if (action.type === 'apply') for (const entry of action.entries) this.heldBytes += heldWeight(entry);
       this.waiting.push(action);
     }
+    if (this.heldBytes > this.heldBytesPeak) this.heldBytesPeak = this.heldBytes;
     this.guarded(() => {
       if (this.performWaiting()) this.armTurnEnd();
       // Exactly the machine's next deadline, later ones included: a timer left at an earlier time would wake the
