@@ -128,35 +128,27 @@ describe('data directory lock', () => {
 
   // Found in review: an empty lock file (a power loss between its create and its write) or a directory there blocked
   // every start with "other processes keep taking" the lock.
-  test('data dir lock: an empty lock file older than 10 s is stale and taken over', async () => {
-    const dir = join(root, 'empty-old');
+  /** An empty lock file in a new data directory `name`, dated `offsetMs` from now: a start takes it over, as its own. */
+  async function emptyLockIsTakenOver(name: string, offsetMs: number): Promise<void> {
+    const dir = join(root, name);
     await Store.open({ path: dir }).close();
     writeFileSync(join(dir, LOCK_FILE), '');
-    const minuteAgo = new Date(Date.now() - 60_000);
-    utimesSync(join(dir, LOCK_FILE), minuteAgo, minuteAgo);
+    const dated = new Date(Date.now() + offsetMs);
+    utimesSync(join(dir, LOCK_FILE), dated, dated);
     const store = Store.open({ path: dir });
     try {
       assert.equal((JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8')) as { pid: number }).pid, process.pid);
     } finally {
       await store.close();
     }
-  });
+  }
+
+  test('data dir lock: an empty lock file older than 10 s is stale and taken over', () => emptyLockIsTakenOver('empty-old', -60_000));
 
   // Found by audit (2026-12-06): an empty lock dated after now (the wall clock stepped back since the power loss) was
   // "made -3600000 ms ago", and refused every start until the clock passed its time.
-  test('data dir lock: an empty lock file dated more than 10 s after now (the clock stepped back) is stale and taken over', async () => {
-    const dir = join(root, 'empty-future');
-    await Store.open({ path: dir }).close();
-    writeFileSync(join(dir, LOCK_FILE), '');
-    const hourAhead = new Date(Date.now() + 3_600_000);
-    utimesSync(join(dir, LOCK_FILE), hourAhead, hourAhead);
-    const store = Store.open({ path: dir });
-    try {
-      assert.equal((JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8')) as { pid: number }).pid, process.pid);
-    } finally {
-      await store.close();
-    }
-  });
+  test('data dir lock: an empty lock file dated more than 10 s after now (the clock stepped back) is stale and taken over', () =>
+    emptyLockIsTakenOver('empty-future', 3_600_000));
 
   test('data dir lock: a fresh empty lock file (a starter about to write it) is refused, saying so', async () => {
     const dir = join(root, 'empty-new');

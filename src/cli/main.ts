@@ -248,13 +248,13 @@ function listOption(value: string | undefined): string[] | undefined {
 
 /** A token from a file (whitespace around it ignored), for --token-file and the serve flags. */
 function readTokenText(path: string, flag: string): string {
-  const text = tokenFileText(readFileBounded(path, { what: flag, bytesMax: SMALL_FILE_BYTES_MAX, secret: warnSecretFile }), flag, path);
+  const text = tokenFileText(readFileBounded(path, { what: flag, bytesMax: SMALL_FILE_BYTES_MAX, secret: warnLine }), flag, path);
   if (text.length === 0) throw new UsageError(`${flag} ${path} is empty`);
   return text;
 }
 
-/** A client command's warning that a token file lets others in (src/fs/bounded-read.ts): one line on stderr. */
-function warnSecretFile(message: string): void {
+/** A client command's warning (a secret file that lets others in, TLS or a token for a plaintext URL): one line on stderr. */
+function warnLine(message: string): void {
   process.stderr.write(`mercury: warning: ${terminalSafe(message)}\n`);
 }
 
@@ -431,7 +431,7 @@ function clientTls(values: Record<string, string | boolean | string[] | undefine
     const path = given ?? process.env[variable];
     if (path === undefined || path === '') return undefined;
     const what = `--${flag} (or $${variable})`;
-    const bytes = readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX, secret: flag === 'key' ? warnSecretFile : undefined });
+    const bytes = readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX, secret: flag === 'key' ? warnLine : undefined });
     // A CA bundle cut short would be taken as the CAs before the cut, silently (as a node's --tls-ca would).
     if (flag === 'ca') checkCaBundle(what, path, bytes);
     return bytes;
@@ -457,17 +457,18 @@ function clientTls(values: Record<string, string | boolean | string[] | undefine
  * (a node that listens so was started with `--insecure`). Loopback is plaintext by design.
  */
 function checkPlaintext(values: Record<string, string | boolean | string[] | undefined>, urls: string, token: string | undefined): void {
-  const plaintext = urls.split(',').filter((url) => url.startsWith('http:'));
+  const all = urls.split(',');
+  const plaintext = all.filter((url) => url.startsWith('http:'));
   if (plaintext.length === 0) return;
-  const allPlaintext = plaintext.length === urls.split(',').length;
+  const allPlaintext = plaintext.length === all.length;
   // An empty flag is left to clientTls, which names it as empty.
   const flags = ['ca', 'cert', 'key'].filter((flag) => ((values[flag] as string | undefined) ?? '').trim() !== '').map((flag) => `--${flag}`);
   if (allPlaintext && flags.length > 0)
     throw new UsageError(`${flags.join(' and ')} ${flags.length > 1 ? 'are' : 'is'} for https:// URLs, and ${plaintext[0]} is plaintext, so TLS would not be used; give the node's https:// URL`);
   const variables = ['MERCURY_CA', 'MERCURY_CERT', 'MERCURY_KEY'].some((name) => (process.env[name] ?? '') !== '');
-  if (allPlaintext && variables) process.stderr.write(`mercury: warning: $MERCURY_CA, $MERCURY_CERT and $MERCURY_KEY are not used for the plaintext URL ${plaintext[0]}; give an https:// URL to use TLS\n`);
+  if (allPlaintext && variables) warnLine(`$MERCURY_CA, $MERCURY_CERT and $MERCURY_KEY are not used for the plaintext URL ${plaintext[0]}; give an https:// URL to use TLS`);
   const remote = plaintext.find((url) => !isLoopbackHost(new URL(url).hostname));
-  if (token !== undefined && remote !== undefined) process.stderr.write(`mercury: warning: the token is sent in clear to ${remote}; use the node's https:// URL\n`);
+  if (token !== undefined && remote !== undefined) warnLine(`the token is sent in clear to ${remote}; use the node's https:// URL`);
 }
 
 async function main(argv: string[]): Promise<void> {

@@ -647,16 +647,16 @@ export class MercuryNode {
       if (named !== undefined && !named.equals(rawPublicKey(previous.publicKey)))
         throw new MercuryError('CONFIG_INVALID', `--previous-signing-key is key ${previous.keyId}, but the chain names key ${namedId} as the root's: rotate from that one`);
       const head = this.store.head();
+      const headEntry = head.seq === 0 ? undefined : this.store.readLog(head.seq, 1)[0]?.entry;
       // No rotation yet: the key replicas trust is the one that signed the head. A rotation signed by another would be
       // refused by every replica, for good: it sits in the chain, and every entry after it is signed by the new key
       // (audit, 2026-12-06: a wrong --previous-signing-key was taken, and the replicas stopped at that entry).
-      const signedHead = named === undefined && head.seq > 0 ? this.store.readLog(head.seq, 1)[0]?.entry : undefined;
-      if (signedHead?.signature !== undefined && !verifies(previous.publicKey, entrySignedMessage(signedHead.hash), signedHead.signature))
+      if (named === undefined && headEntry?.signature !== undefined && !verifies(previous.publicKey, entrySignedMessage(headEntry.hash), headEntry.signature))
         throw new MercuryError(
           'CONFIG_INVALID',
           `--previous-signing-key is key ${previous.keyId}, but the chain's last entry (seq ${head.seq}) is not signed by it, so replicas would refuse the rotation: give the key this root signed with until now (its data directory's signing-key.pem, or the --signing-key it was started with)`,
         );
-      const headTimeMs = head.seq === 0 ? 0 : (this.store.readLog(head.seq, 1)[0]?.entry.timeMs ?? 0);
+      const headTimeMs = headEntry?.timeMs ?? 0;
       const committed = this.store.commit(
         Math.max(headTimeMs, this.clock.nowMs()),
         (view) => view.apply({ type: 'put', key: ROOT_KEY_KEY, value: raw }),
