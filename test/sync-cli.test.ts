@@ -410,6 +410,58 @@ describe('sync cli', () => {
     assert.equal(JSON.stringify(readTree(outside)), outsideBefore);
   });
 
+  test('sync cli: --max-files and --max-bytes bound DIR: a put past them stops sync with SYNC_LIMIT_EXCEEDED before writing it, and a restart with a higher limit applies it; a DIR over a lowered limit is refused at start; a snapshot past the limit stops at its first key past it (found by audit: a node could fill the disk file by file)', async () => {
+    const node = await startServe(join(dir, 'limits-node'), ['--log-retain-entries', '2']);
+    nodes.push(node);
+    const target = join(dir, 'limits');
+    const stopsWith = async (extra: readonly string[], message: RegExp): Promise<void> => {
+      const sync = startSync(node.url, 'lim/', target, extra);
+      syncs.push(sync);
+      const exited = await Promise.race([sync.exited, new Promise<string>((resolve) => setTimeout(() => resolve('still running after 15 s'), 15_000))]);
+      assert.equal(exited, 1, sync.stderr());
+      assert.match(sync.stderr(), message);
+    };
+    await put(node, 'lim/a', 'aa');
+    const bSeq = await put(node, 'lim/b', 'bb');
+    await put(node, 'lim/c', 'cc');
+    await stopsWith(['--max-files', '2'], /^mercury: SYNC_LIMIT_EXCEEDED: .*limits would go past --max-files 2 with c; sync stopped before writing it\. Raise the limit .* start sync again: it resumes from the change it stopped at/m);
+    assert.deepEqual(readTree(target), { a: 'aa', b: 'bb' });
+    assert.equal(savedSeq(target), bSeq, 'the refused entry is not saved as done');
+
+    // A higher limit: the restart applies the refused entry. Usage now 3 files of 3 bytes each (content and path).
+    const resumed = startSync(node.url, 'lim/', target, ['--max-files', '3', '--max-bytes', '20']);
+    syncs.push(resumed);
+    await treeIs(target, { a: 'aa', b: 'bb', c: 'cc' }, resumed);
+    // 9 bytes held; a 20-byte value at d costs 21 more.
+    await put(node, 'lim/a', 'a'); // a replace that shrinks a file passes, and frees a byte
+    await treeIs(target, { a: 'a', b: 'bb', c: 'cc' }, resumed);
+    await requestJson(node.url, 'DELETE', '/v1/kv/lim/b'); // so does a delete: 2 files of 5 bytes
+    await put(node, 'lim/d', 'x'.repeat(14)); // 15: 20 in all, at the limit
+    await treeIs(target, { a: 'a', c: 'cc', d: 'x'.repeat(14) }, resumed);
+    await put(node, 'lim/e', '');
+    const exited = await Promise.race([resumed.exited, new Promise<string>((resolve) => setTimeout(() => resolve('still running after 15 s'), 15_000))]);
+    assert.equal(exited, 1, resumed.stderr());
+    assert.match(resumed.stderr(), /SYNC_LIMIT_EXCEEDED: .* would go past --max-files 3 with e;/);
+    assert.deepEqual(readTree(target), { a: 'a', c: 'cc', d: 'x'.repeat(14) });
+
+    // A limit lowered below what DIR holds: refused before anything is applied.
+    await stopsWith(['--max-bytes', '19'], /SYNC_LIMIT_EXCEEDED: .*limits holds 3 files of 20 bytes \(paths included\), over --max-bytes 19; sync did not start/);
+
+    // A snapshot (the log trimmed past the saved seq) is judged on its own: a, c, d, e, n0, n1, ... in key order.
+    const down = savedSeq(target);
+    for (let i = 0; i < 4; i++) await put(node, `lim/n${i}`, `n${i}`);
+    await waitUntil('the log is trimmed past the saved seq', async () => ((await statusOf(node)) as unknown as { log: { firstSeq: number } }).log.firstSeq > down + 1);
+    await stopsWith(['--max-files', '5'], /SYNC_LIMIT_EXCEEDED: the node's state under the prefix \(a snapshot\) goes past --max-files 5 at n1; sync stopped before writing it/);
+    assert.deepEqual(readTree(target), { a: 'a', c: 'cc', d: 'x'.repeat(14), e: '', n0: 'n0' });
+    const last = startSync(node.url, 'lim/', target, ['--max-files', '8']);
+    syncs.push(last);
+    await treeIs(target, { a: 'a', c: 'cc', d: 'x'.repeat(14), e: '', n0: 'n0', n1: 'n1', n2: 'n2', n3: 'n3' }, last);
+    await stopProcess(last.child);
+    const zero = await runCli(['sync', 'lim/', target, '--url', node.url, '--max-files', '0']);
+    assert.equal(zero.code, 2, zero.stderr);
+    assert.match(zero.stderr, /--max-files must be at least 1, got "0"/);
+  });
+
   test('sync cli: a saved seq past the node\'s head empties DIR and starts again from the node\'s state (found by review: sync resumed and never wrote again)', async () => {
     const { node, target } = await syncedAndStopped('ahead');
     const state = JSON.parse(readFileSync(join(target, SYNC_STATE_FILE), 'utf8')) as Record<string, unknown>;

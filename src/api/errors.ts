@@ -55,6 +55,8 @@ export const ErrorCode = {
   DATA_DIR_LOCKED: 'DATA_DIR_LOCKED',
   DATA_DIR_NOT_EMPTY: 'DATA_DIR_NOT_EMPTY',
   SYMLINK_REFUSED: 'SYMLINK_REFUSED',
+  /** `mercury sync`: a write would take DIR past --max-files or --max-bytes (src/sync/budget.ts). */
+  SYNC_LIMIT_EXCEEDED: 'SYNC_LIMIT_EXCEEDED',
   SNAPSHOT_INVALID: 'SNAPSHOT_INVALID',
   DATA_CORRUPTED: 'DATA_CORRUPTED',
   STORAGE_FULL: 'STORAGE_FULL',
@@ -117,6 +119,7 @@ export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   DATA_DIR_LOCKED: 409,
   DATA_DIR_NOT_EMPTY: 409,
   SYMLINK_REFUSED: 409,
+  SYNC_LIMIT_EXCEEDED: 507,
   SNAPSHOT_INVALID: 422,
   DATA_CORRUPTED: 500,
   STORAGE_FULL: 507,

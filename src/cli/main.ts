@@ -90,6 +90,8 @@ Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT})
   sync PREFIX DIR [--exec CMD]    keep DIR in step with the keys under PREFIX (one file per key) until Ctrl-C
                                   (--url U1,U2,...: the watch fails over between them);
        [--exec-debounce-ms N]     CMD runs after changes, once they are quiet for N ms (default 200)
+       [--max-files N]            DIR holds at most N files (default 100000)
+       [--max-bytes N]            and N bytes, paths included (default 1073741824); sync stops before a write past them
 
 Options: --json (machine-readable output), --url URL, --help; an option a command does not take is refused
 TLS (https:// URLs): --ca F (the cluster CA; $MERCURY_CA), --cert F --key F (a client certificate; $MERCURY_CERT,
@@ -148,6 +150,8 @@ const OPTIONS = {
   wait: { type: 'boolean' },
   'wait-timeout-ms': { type: 'string' },
   'exec-debounce-ms': { type: 'string' },
+  'max-files': { type: 'string' },
+  'max-bytes': { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 class UsageError extends Error {}
@@ -199,7 +203,7 @@ const COMMAND_OPTIONS: Readonly<Record<string, readonly (keyof typeof OPTIONS)[]
   'token create': [...CLIENT_OPTIONS, 'scope', 'subject'],
   'token list': CLIENT_OPTIONS,
   'token revoke': CLIENT_OPTIONS,
-  sync: [...CLIENT_OPTIONS, 'exec', 'exec-debounce-ms'],
+  sync: [...CLIENT_OPTIONS, 'exec', 'exec-debounce-ms', 'max-files', 'max-bytes'],
 };
 
 /** Refuses an option that `command` would not read (an unknown command is left to its own error). */
@@ -223,6 +227,13 @@ function integerOption(value: string | undefined, name: string): number | undefi
 }
 
 /** A duration in ms that sets a timer: at most TIMER_DELAY_MS_MAX, the longest Node's timers take (src/clock/). */
+/** A count that bounds something (`sync --max-files`): at least 1, as nothing fits in 0. */
+function limitOption(value: string | undefined, name: string): number | undefined {
+  const count = integerOption(value, name);
+  if (count === 0) throw new UsageError(`--${name} must be at least 1, got "${value}"`);
+  return count;
+}
+
 function durationOption(value: string | undefined, name: string): number | undefined {
   const ms = integerOption(value, name);
   if (ms !== undefined && ms > TIMER_DELAY_MS_MAX) throw new UsageError(`--${name} must be at most ${TIMER_DELAY_MS_MAX} (24.8 days), got "${value}"`);
@@ -610,7 +621,15 @@ async function clientCommand(
     case 'sync':
       if (args[0] === undefined || args[1] === undefined || args[1] === '') throw new UsageError("sync needs a PREFIX ('' for every key) and a DIR");
       // Several URLs (comma-separated): the watch fails over between them, resuming where it was.
-      return syncCommand((url ?? client.baseUrl).split(','), args[0], args[1], { exec: values.exec, execDebounceMs: durationOption(values['exec-debounce-ms'], 'exec-debounce-ms'), json, tls, token });
+      return syncCommand((url ?? client.baseUrl).split(','), args[0], args[1], {
+        exec: values.exec,
+        execDebounceMs: durationOption(values['exec-debounce-ms'], 'exec-debounce-ms'),
+        filesMax: limitOption(values['max-files'], 'max-files'),
+        bytesMax: limitOption(values['max-bytes'], 'max-bytes'),
+        json,
+        tls,
+        token,
+      });
     case 'watch':
       if (args[0] === undefined) throw new UsageError("watch needs a PREFIX ('' watches every key)");
       return watchCommand(client.baseUrl, args[0], { fromSeq: integerOption(values.from, 'from'), ...afterHashOption(values['after-hash'], values.from), json, tls, token });

@@ -1,12 +1,17 @@
 /**
- * `mercury sync PREFIX DIR [--exec CMD] [--exec-debounce-ms N]`: a printer over DirectorySync (src/sync/), until
+ * `mercury sync PREFIX DIR [--exec CMD] [--exec-debounce-ms N] [--max-files N] [--max-bytes N]`: a printer over DirectorySync (src/sync/), until
  * Ctrl-C or SIGTERM (exit 0). One line per change for people (`SEQ put PATH`, `SEQ delete PATH`, `SEQ skipped: ...`),
  * one JSON object per line with --json (the SyncReport fields: `type`, `seq`, `path`, ...).
  */
 import type { ClientTls } from '../client/index.js';
 import { printResult, formatDuration } from './output.js';
 
-export async function syncCommand(urls: readonly string[], prefix: string, dir: string, options: { exec?: string; execDebounceMs?: number; json: boolean; tls?: ClientTls; token?: string }): Promise<void> {
+export async function syncCommand(
+  urls: readonly string[],
+  prefix: string,
+  dir: string,
+  options: { exec?: string; execDebounceMs?: number; filesMax?: number; bytesMax?: number; json: boolean; tls?: ClientTls; token?: string },
+): Promise<void> {
   const { DirectorySync } = await import('../sync/index.js');
   const sync = new DirectorySync({
     urls,
@@ -14,6 +19,8 @@ export async function syncCommand(urls: readonly string[], prefix: string, dir: 
     dir,
     exec: options.exec,
     execDebounceMs: options.execDebounceMs,
+    filesMax: options.filesMax,
+    bytesMax: options.bytesMax,
     clientOptions: { ...options.tls, ...(options.token === undefined ? {} : { token: options.token }) },
     onReport: (report) =>
       printResult(options.json, report, () => {

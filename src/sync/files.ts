@@ -16,6 +16,7 @@ import { dirname, join, relative, sep } from 'node:path';
 import { MercuryError } from '../errors/index.js';
 import { readFileBounded } from '../fs/bounded-read.js';
 import { fsyncPath } from '../fs/durable.js';
+import type { SyncedFile } from './budget.js';
 import { SYNC_RESERVED_PREFIX } from './paths.js';
 
 /** What a write did: wrote new content, found the same content there (nothing touched), or met a conflict. */
@@ -127,8 +128,12 @@ function holds(file: string, size: number, data: Buffer): boolean {
   return readFileBounded(file, { what: 'the file', bytesMax: data.length, noFollow: true }).equals(data);
 }
 
-/** Puts `data` at `root/path`, making the directories on the way. Throws SYMLINK_REFUSED at a link on the way. */
-export function putFile(root: string, path: string, data: Buffer): WriteOutcome {
+/**
+ * Puts `data` at `root/path`, making the directories on the way. Throws SYMLINK_REFUSED at a link on the way.
+ * `admit` is called once the path is known to take the file, with the size of the file there (undefined: none),
+ * before anything is written: it throws to refuse the write (sync's budget, budget.ts).
+ */
+export function putFile(root: string, path: string, data: Buffer, admit: (previousSize: number | undefined) => void = () => undefined): WriteOutcome {
   const action = `write ${path}`;
   if (walkParents(root, path, action, true) === 'file') return { kind: 'conflict', reason: `a parent of ${path} is a file (another key)` };
   const file = join(root, path);
@@ -142,11 +147,13 @@ export function putFile(root: string, path: string, data: Buffer): WriteOutcome 
       return { kind: 'conflict', reason: `${path} is not a regular file (a FIFO, socket or device)` };
     case 'file': {
       const { size, mode, uid, gid } = lstatSync(file);
+      admit(size);
       if (holds(file, size, data)) return { kind: 'unchanged' };
       keep = { mode, uid, gid };
       break;
     }
     case 'missing':
+      admit(undefined);
       break;
   }
   writeFileAtomic(file, data, 0o644, keep);
@@ -154,21 +161,22 @@ export function putFile(root: string, path: string, data: Buffer): WriteOutcome 
 }
 
 /**
- * Deletes `root/path` if it is a file, then every directory that this leaves empty, up to (not including) root. True
- * if it deleted. Throws SYMLINK_REFUSED at a link on the way or at the file itself.
+ * Deletes `root/path` if it is a file, then every directory that this leaves empty, up to (not including) root.
+ * Returns the deleted file's size, or undefined if there was no file to delete. Throws SYMLINK_REFUSED at a link on
+ * the way or at the file itself.
  */
-export function deleteFile(root: string, path: string): boolean {
+export function deleteFile(root: string, path: string): number | undefined {
   const action = `delete ${path}`;
-  if (walkParents(root, path, action, false) !== 'ok') return false;
+  if (walkParents(root, path, action, false) !== 'ok') return undefined;
   const file = join(root, path);
-  const kind = entryKind(file);
-  if (kind === 'symlink') throw symlinkRefused(root, file, action);
-  if (kind !== 'file') return false;
+  const stat = lstatSync(file, { throwIfNoEntry: false });
+  if (stat?.isSymbolicLink() === true) throw symlinkRefused(root, file, action);
+  if (stat?.isFile() !== true) return undefined;
   try {
     unlinkSync(file);
   } catch (error) {
     const reason = code(error);
-    if (reason === 'ENOENT' || reason === 'ENOTDIR' || reason === 'EISDIR' || reason === 'EPERM') return false;
+    if (reason === 'ENOENT' || reason === 'ENOTDIR' || reason === 'EISDIR' || reason === 'EPERM') return undefined;
     throw error;
   }
   // Every directory here was checked to be a real one by walkParents.
@@ -179,22 +187,23 @@ export function deleteFile(root: string, path: string): boolean {
       break; // not empty (or gone): the directories above are not empty either
     }
   }
-  return true;
+  return stat.size;
 }
 
 /**
- * Every file under root, as `/`-separated paths relative to root, skipping sync's own names. Throws SYMLINK_REFUSED
- * at the first link: a walk decides what to delete (range deletes, snapshots), and must not do so through one.
+ * Every file under root, as `/`-separated paths relative to root with their sizes, skipping sync's own names. Throws
+ * SYMLINK_REFUSED at the first link: a walk decides what to delete (range deletes, snapshots), and must not do so
+ * through one.
  */
-export function listFiles(root: string, action = 'walk the directory'): string[] {
-  const files: string[] = [];
+export function listFiles(root: string, action = 'walk the directory'): SyncedFile[] {
+  const files: SyncedFile[] = [];
   const walk = (directory: string): void => {
     for (const entry of readdirSync(directory, { withFileTypes: true })) {
       if (entry.name.startsWith(SYNC_RESERVED_PREFIX)) continue;
       const full = join(directory, entry.name);
       if (entry.isSymbolicLink()) throw symlinkRefused(root, full, action);
       if (entry.isDirectory()) walk(full);
-      else files.push(relative(root, full).split(sep).join('/'));
+      else files.push({ path: relative(root, full).split(sep).join('/'), size: lstatSync(full, { throwIfNoEntry: false })?.size ?? 0 });
     }
   };
   walk(root);

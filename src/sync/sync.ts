@@ -17,6 +17,9 @@
  *   at a time (changes during a run schedule one more run after it). It gets MERCURY_SYNC_SEQ and MERCURY_SYNC_DIR,
  *   not sync's MERCURY_TOKEN; its output goes to stderr; a failure is reported and sync goes on.
  *
+ * - DIR holds at most `filesMax` files and `bytesMax` bytes (budget.ts): a write past them stops sync with
+ *   SYNC_LIMIT_EXCEEDED, as a symbolic link does, and a restart with higher limits applies it.
+ *
  * A first sync needs an empty (or missing) DIR: DIR belongs to sync, which deletes files whose keys are gone. A
  * symbolic link inside DIR is never followed: sync stops with SYMLINK_REFUSED naming it (files.ts), without saving the
  * entry it was applying, so that a restart after the link is removed applies that entry again.
@@ -27,6 +30,7 @@ import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
 import { connect, SeqWaitTimeoutError, type ClientOptions, type MercuryClient, type WatchEvent } from '../client/index.js';
 import { MercuryError } from '../errors/index.js';
 import { lockDirectory } from '../fs/dir-lock.js';
+import { SYNC_BYTES_MAX_DEFAULT, SYNC_FILES_MAX_DEFAULT, SyncBudget } from './budget.js';
 import { deleteFile, listFiles, putFile, removeTemporaryFiles } from './files.js';
 import { keyToPath, pathToKey, SYNC_RESERVED_PREFIX } from './paths.js';
 import { readSyncState, writeSyncState, type SyncState } from './state.js';
@@ -56,6 +60,9 @@ export interface SyncOptions {
   readonly dir: string;
   readonly exec?: string;
   readonly execDebounceMs?: number;
+  /** How many files DIR may hold (SYNC_FILES_MAX_DEFAULT), and how many bytes, paths included (SYNC_BYTES_MAX_DEFAULT). */
+  readonly filesMax?: number;
+  readonly bytesMax?: number;
   /** Options of the client that watches (TLS files, ...). */
   readonly clientOptions?: ClientOptions;
   readonly clock?: Clock;
@@ -129,9 +136,7 @@ export class DirectorySync {
   private readonly client: MercuryClient;
   private readonly command: DebouncedCommand | undefined;
   private state!: SyncState;
-  /** Keys of the snapshot being received (undefined outside a snapshot). */
-  private snapshotKeys: Set<string> | undefined;
-  private snapshotFiles = 0;
+  private readonly budget: SyncBudget;
   /** The seq whose events are being applied: saved as done when a later seq, a progress or a snapshot end arrives. */
   private currentSeq: number | undefined;
   /** The hash of entry currentSeq, as its events carried it. */
@@ -143,6 +148,7 @@ export class DirectorySync {
   constructor(private readonly options: SyncOptions) {
     this.clock = options.clock ?? systemClock;
     this.client = connect(options.urls, options.clientOptions);
+    this.budget = new SyncBudget({ filesMax: options.filesMax ?? SYNC_FILES_MAX_DEFAULT, bytesMax: options.bytesMax ?? SYNC_BYTES_MAX_DEFAULT }, options.dir);
     this.command =
       options.exec === undefined
         ? undefined
@@ -208,11 +214,12 @@ export class DirectorySync {
             : undefined;
     if (resetReason !== undefined) {
       let deleted = 0;
-      for (const path of existing) if (deleteFile(dir, path)) deleted++;
+      for (const { path } of existing) if (deleteFile(dir, path) !== undefined) deleted++;
       this.state = { prefix, datasetId, seq: 0, hash: undefined };
       writeSyncState(dir, this.state);
       this.options.onReport({ type: 'reset', reason: resetReason, deleted });
     } else this.state = saved ?? { prefix, datasetId, seq: 0, hash: undefined };
+    this.budget.start(resetReason === undefined ? existing : []);
     this.options.onReport({ type: 'start', dir, fromSeq: this.state.seq + 1, resumed: saved !== undefined });
     // The saved hash proves which chain DIR followed: a node whose entry at the saved seq is another resets DIR.
     const afterHash = this.state.seq >= 1 ? this.state.hash : undefined;
@@ -273,36 +280,27 @@ export class DirectorySync {
         return;
       case 'delete': {
         const mapped = keyToPath(event.key, prefix);
-        if (mapped.ok && deleteFile(dir, mapped.path)) this.changed({ type: 'delete', seq: event.seq, path: mapped.path });
+        if (mapped.ok) this.deletePath(event.seq, mapped.path);
         return;
       }
       case 'deleteRange':
-        for (const path of listFiles(dir, 'delete a range')) {
+        for (const { path } of listFiles(dir, 'delete a range')) {
           const key = pathToKey(path, prefix);
-          if (Buffer.compare(key, event.start) >= 0 && (event.end === null || Buffer.compare(key, event.end) < 0) && deleteFile(dir, path))
-            this.changed({ type: 'delete', seq: event.seq, path });
+          if (Buffer.compare(key, event.start) >= 0 && (event.end === null || Buffer.compare(key, event.end) < 0)) this.deletePath(event.seq, path);
         }
         return;
       case 'snapshotBegin':
-        this.snapshotKeys = new Set();
-        this.snapshotFiles = 0;
+        this.budget.snapshotBegin();
         return;
-      case 'snapshot': {
-        const mapped = this.putKey(event.seq, event.key, event.value ?? Buffer.alloc(0));
-        if (mapped !== undefined) this.snapshotKeys?.add(mapped);
+      case 'snapshot':
+        this.putKey(event.seq, event.key, event.value ?? Buffer.alloc(0));
         return;
-      }
       case 'snapshotEnd': {
         // The snapshot is the whole state: files of keys it does not hold were deleted while sync could not see it.
         let deleted = 0;
-        const keep = this.snapshotKeys ?? new Set<string>();
-        for (const path of listFiles(dir, 'delete the files a snapshot no longer holds'))
-          if (!keep.has(path) && deleteFile(dir, path)) {
-            deleted++;
-            this.changed({ type: 'delete', seq: event.seq, path });
-          }
+        const keep = this.budget.snapshotEnd();
+        for (const { path } of listFiles(dir, 'delete the files a snapshot no longer holds')) if (!keep.has(path) && this.deletePath(event.seq, path)) deleted++;
         this.options.onReport({ type: 'snapshot', seq: event.seq, files: keep.size, deleted });
-        this.snapshotKeys = undefined;
         this.currentSeq = undefined;
         // DIR now holds the state at the snapshot's seq, also when that is below the saved one: a reset to a chain
         // that replaced the one sync followed (a root restored from a backup, decision 40). Saving only forward would
@@ -317,20 +315,27 @@ export class DirectorySync {
     }
   }
 
-  /** Writes a key's file; returns its path, or undefined if the key was skipped. */
-  private putKey(seq: number, key: Buffer, value: Buffer): string | undefined {
+  /** Writes a key's file, within the budget (a key of a snapshot counts in the snapshot's), or skips the key. */
+  private putKey(seq: number, key: Buffer, value: Buffer): void {
     const mapped = keyToPath(key, this.options.prefix);
     if (!mapped.ok) {
       this.options.onReport({ type: 'skipped', seq, keyBase64: key.toString('base64'), reason: `key ${JSON.stringify(key.toString('utf8'))} is not synced: ${mapped.reason}` });
-      return undefined;
+      return;
     }
-    const outcome = putFile(this.options.dir, mapped.path, value);
-    if (outcome.kind === 'conflict') {
+    const { path } = mapped;
+    const outcome = putFile(this.options.dir, path, value, (previousSize) => this.budget.admitPut(path, value.length, previousSize));
+    if (outcome.kind === 'conflict')
       this.options.onReport({ type: 'skipped', seq, keyBase64: key.toString('base64'), reason: `key ${JSON.stringify(key.toString('utf8'))} is not synced: ${outcome.reason}` });
-      return undefined;
-    }
-    if (outcome.kind === 'written') this.changed({ type: 'put', seq, path: mapped.path });
-    return mapped.path;
+    else if (outcome.kind === 'written') this.changed({ type: 'put', seq, path });
+  }
+
+  /** Deletes a key's file if there is one, and reports it. True if it deleted. */
+  private deletePath(seq: number, path: string): boolean {
+    const size = deleteFile(this.options.dir, path);
+    if (size === undefined) return false;
+    this.budget.deleted(path, size);
+    this.changed({ type: 'delete', seq, path });
+    return true;
   }
 
   private changed(report: SyncReport & { seq: number }): void {
