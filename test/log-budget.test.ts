@@ -95,8 +95,10 @@ describe('log budget', () => {
     const budgeted = budgetedLogger(logger, { linesPerWindow: 6, linesPerPeerPerWindow: 2, windowMs: 1_000, messagesMax: 10 }, () => 0);
     for (let port = 1; port <= 50; port++) budgeted.log('warn', 'child refused', { remote: `10.0.0.1:${port}` });
     for (let port = 1; port <= 50; port++) budgeted.log('warn', 'TLS connection refused', { remote: '[fd00::1]:' + String(port) });
+    // The same /64 from other source addresses: one host (found by review: each address had its own share).
+    for (let host = 2; host <= 20; host++) budgeted.log('warn', 'TLS connection refused', { remote: `[fd00::${host}]:443` });
     budgeted.log('warn', 'child refused', { remote: '10.0.0.2:7' });
-    budgeted.log('warn', 'TLS connection refused', { remote: 'fd00::2' });
+    budgeted.log('warn', 'TLS connection refused', { remote: 'fd00:0:0:1::2' });
     budgeted.log('warn', 'child refused', {});
     assert.deepEqual(
       lines.map((line) => `${line.message} ${String(line.fields.remote)}`),
@@ -106,10 +108,10 @@ describe('log budget', () => {
         'TLS connection refused [fd00::1]:1',
         'TLS connection refused [fd00::1]:2',
         'child refused 10.0.0.2:7',
-        'TLS connection refused fd00::2',
+        'TLS connection refused fd00:0:0:1::2',
         'child refused undefined',
       ],
-      'two lines per address whatever its port, then other peers and lines without a peer',
+      'two lines per address (an IPv6 /64) whatever its port, then other peers and lines without a peer',
     );
   });
 });

@@ -3,6 +3,8 @@
  * message and fields. Tests pass a silent logger.
  */
 import { systemClock } from '../clock/index.js';
+// The module itself, not src/net/index.js: it imports nothing of the project's, so logging stays below net.
+import { hostSlotKey } from '../net/address-slots.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -55,13 +57,14 @@ interface Window {
 }
 
 /**
- * The peer a line names: its `remote` field without the port ("10.0.0.7:50412" and "[::1]:50412" are one peer per
- * address, as the connection slots count them), or undefined for a line that names none.
+ * The peer a line names: its `remote` field without the port, keyed as the per-address connection caps count a host
+ * (hostSlotKey: "10.0.0.7:50412" is 10.0.0.7, "[2001:db8::7]:50412" its /64, which one host may fill with source
+ * addresses), or undefined for a line that names none.
  */
 function peerOf(fields: Record<string, unknown> | undefined): string | undefined {
   const remote = fields?.remote;
   if (typeof remote !== 'string') return undefined;
-  return /^\[(.*)\]:\d+$/.exec(remote)?.[1] ?? /^([^:]*):\d+$/.exec(remote)?.[1] ?? remote;
+  return hostSlotKey(/^\[(.*)\]:\d+$/.exec(remote)?.[1] ?? /^([^:]*):\d+$/.exec(remote)?.[1] ?? remote);
 }
 
 /**
