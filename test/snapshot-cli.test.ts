@@ -137,7 +137,11 @@ describe('snapshot cli', () => {
     const restore = await runCli(['snapshot', 'restore', flipped, '--data-dir', target]);
     assert.equal(restore.code, 1);
     assert.match(restore.stderr, /SNAPSHOT_INVALID/);
-    assert.deepEqual(readdirSync(target), [], 'the directory is left empty');
+    assert.ok(!existsSync(target), 'the directory it made is removed (found by audit: it was left, empty)');
+    const existing = join(dir, 'existing-empty');
+    mkdirSync(existing);
+    assert.equal((await runCli(['snapshot', 'restore', flipped, '--data-dir', existing])).code, 1);
+    assert.deepEqual(readdirSync(existing), [], 'a directory that was there is left, empty');
 
     const cut = join(dir, 'cut.snap');
     writeFileSync(cut, good);

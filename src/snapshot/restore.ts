@@ -23,7 +23,7 @@
  * upstream from seq + 1; a root restored from it commits seq + 1 next (replicas that followed the old root past that
  * seq then find the chain diverged, and are resynced: see "Backup and restore" in the README).
  */
-import { existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, type Stats } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
 import { MercuryError } from '../errors/index.js';
@@ -86,18 +86,30 @@ export async function restoreSnapshot(options: RestoreOptions): Promise<RestoreR
   const { dataDir } = options;
   if (!isEmptyDir(dataDir) && !options.force)
     throw new MercuryError('DATA_DIR_NOT_EMPTY', `${dataDir} is not empty; restore into an empty directory, or pass --force to replace the Mercury data in it`);
+  const created = !existsSync(dataDir);
   mkdirSync(dataDir, { recursive: true, mode: DATA_DIR_MODE });
   const lock = lockDataDir(dataDir, new Date(systemClock.nowMs()).toISOString());
   const partial = join(dataDir, RESTORE_PARTIAL_DIR);
+  let installed = false;
   try {
     // What a restore that was killed left behind: never installed, and nobody else's (the lock is held).
     rmSync(partial, { recursive: true, force: true });
     const result = await restoreInto(partial, options);
     moveInto(partial, dataDir);
+    installed = true;
     return result;
   } finally {
     rmSync(partial, { recursive: true, force: true });
     lock.release();
+    // A failed restore into a directory it made leaves none: an empty one would pass the next restore's check, but
+    // a node started on it would begin a new dataset there. rmdir removes only an empty directory.
+    if (created && !installed) {
+      try {
+        rmdirSync(dataDir);
+      } catch {
+        // not empty (someone wrote into it meanwhile) or gone: left as it is
+      }
+    }
   }
 }
 
