@@ -130,6 +130,13 @@ describe('auth: records and registry', () => {
     assert.equal(createTokenRequest({ name: 'alice-token', scopes: ['read:app/'] }, 2, [first.record]).record.subject, undefined, 'a bearer token is not a grant to a subject');
   });
 
+  test('auth: creating a token or grant of a name a live one has is refused, naming it (found by review: the audit log records names, and two of one name could not be told apart there)', () => {
+    const first = createTokenRequest({ name: 'deploy-bot', scopes: ['write:app/'] }, 1, []);
+    assertCode(() => createTokenRequest({ name: 'deploy-bot', scopes: ['write:app/'] }, 2, [first.record]), 'TOKEN_NAME_TAKEN', new RegExp(`token ${first.record.id} is already named "deploy-bot"; .*choose another name \\(deploy-bot-2, say\\), or revoke that one first \\(mercury token revoke ${first.record.id}\\)`));
+    assertCode(() => createTokenRequest({ name: 'deploy-bot', scopes: ['read:app/'], subject: 'deploy' }, 2, [first.record]), 'TOKEN_NAME_TAKEN', /already named/);
+    assert.equal(createTokenRequest({ name: 'deploy-bot-2', scopes: ['write:app/'] }, 2, [first.record]).record.name, 'deploy-bot-2', 'a rotation: the new token under another name');
+  });
+
   test('auth: the last admin record is never revoked; a revocation of one of two keeps the other by a compare (audit, 2026-12-06)', () => {
     const first = createTokenRequest({ name: 'admin', scopes: ['admin'] }, 1, []).record;
     const grant = createTokenRequest({ name: 'ops', scopes: ['admin'], subject: 'ops' }, 2, []).record;

@@ -4,6 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CLI_PATH, makeTempDir, removeDir, stopProcess } from './support/process.js';
 
@@ -20,7 +22,8 @@ describe('cli demo', () => {
     removeDir(dir);
   });
 
-  test('cli demo: a root and a replica start and are announced (found by review: the replica refused the admin token until its snapshot brought the token records, and the demo stopped with UNAUTHENTICATED)', async () => {
+  /** Runs the demo until it announces its nodes; answers their names. */
+  async function demoNodes(): Promise<string[]> {
     const child = spawn(process.execPath, [CLI_PATH, 'demo', '--replicas', '1', '--dir', dir, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
@@ -40,14 +43,21 @@ describe('cli demo', () => {
         });
       });
       assert.equal(outcome, 'announced', `stderr: ${stderr}`);
-      const announced = JSON.parse(stdout.split('\n')[0]!) as { nodes: { name: string }[] };
-      assert.deepEqual(
-        announced.nodes.map((node) => node.name),
-        ['root', 'replica-1'],
-      );
+      return (JSON.parse(stdout.split('\n')[0]!) as { nodes: { name: string }[] }).nodes.map((node) => node.name);
     } finally {
       // SIGTERM: the demo stops its nodes on it.
       await stopProcess(child, 'SIGTERM');
     }
+  }
+
+  test('cli demo: a root and a replica start and are announced (found by review: the replica refused the admin token until its snapshot brought the token records, and the demo stopped with UNAUTHENTICATED)', async () => {
+    assert.deepEqual(await demoNodes(), ['root', 'replica-1']);
+  });
+
+  test('cli demo: started again after its token files were deleted, it revokes the tokens of those names and makes new ones (token names are unique)', async () => {
+    rmSync(join(dir, 'demo-token'));
+    rmSync(join(dir, 'replication-token'));
+    assert.deepEqual(await demoNodes(), ['root', 'replica-1']);
+    assert.ok(existsSync(join(dir, 'demo-token')) && existsSync(join(dir, 'replication-token')));
   });
 });

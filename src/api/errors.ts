@@ -65,6 +65,8 @@ export const ErrorCode = {
   UNAUTHENTICATED: 'UNAUTHENTICATED',
   /** `mercury token create --subject S` where a grant names S already (a subject named twice authenticates nothing). */
   SUBJECT_ALREADY_GRANTED: 'SUBJECT_ALREADY_GRANTED',
+  /** `mercury token create NAME` where a token or grant is named NAME already (the audit log records names). */
+  TOKEN_NAME_TAKEN: 'TOKEN_NAME_TAKEN',
   /** `mercury token revoke ID` of the only admin credential left: nobody could manage tokens after it. */
   LAST_ADMIN_TOKEN: 'LAST_ADMIN_TOKEN',
   /** A replica refuses to forward a write whose caller proved itself only by client certificate (it cannot show that upstream). */
@@ -127,6 +129,7 @@ export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   CONFIG_INVALID: 400,
   UNAUTHENTICATED: 401,
   SUBJECT_ALREADY_GRANTED: 409,
+  TOKEN_NAME_TAKEN: 409,
   LAST_ADMIN_TOKEN: 409,
   CERTIFICATE_NOT_FORWARDED: 403,
   INTERNAL: 500,

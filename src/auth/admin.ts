@@ -52,6 +52,15 @@ export function createTokenRequest(
       `grant ${granted.id} ("${granted.name}") already names the certificate subject "${subject}"; a subject named by two grants authenticates as neither: revoke that one first (mercury token revoke ${granted.id}), then create this one`,
       { details: { id: granted.id } },
     );
+  // The audit log records who wrote each op by name (src/auth/guard.ts): two live tokens of one name could not be told
+  // apart there, which is what the log is for. Two admins racing can still make two (as with subjects); nothing breaks.
+  const named = existing.find((record) => record.name === input.name);
+  if (named !== undefined)
+    throw new MercuryError(
+      'TOKEN_NAME_TAKEN',
+      `${named.subject === undefined ? 'token' : 'grant'} ${named.id} is already named "${input.name}"; the audit log records a token's name, so two of one name could not be told apart there: choose another name (${input.name}-2, say), or revoke that one first (mercury token revoke ${named.id})`,
+      { details: { id: named.id } },
+    );
   const generated = generateToken();
   const record: TokenRecord = {
     id: generated.id,

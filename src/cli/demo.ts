@@ -112,9 +112,15 @@ async function waitStreaming(node: DemoNode, tls: ClientTls, token: string): Pro
   throw new Error(`${node.name} did not join its upstream within ${START_TIMEOUT_MS} ms`);
 }
 
-/** The token kept in `file`, or a new one made with `scopes` and written there (0600). */
+/**
+ * The token kept in `file`, or a new one made with `scopes` and written there (0600). A token of that name without
+ * its file (the file deleted, or a demo killed between the two) holds a secret nobody has: it is revoked first, since
+ * names are unique.
+ */
 async function demoToken(admin: NodeClient, file: string, name: string, scopes: string[]): Promise<string> {
   if (existsSync(file)) return file;
+  const orphan = (await admin.listTokens()).tokens.find((token) => token.name === name);
+  if (orphan !== undefined) await admin.revokeToken(orphan.id);
   const created = await admin.createToken(name, scopes);
   writeFileSync(file, `${created.token!}\n`, { mode: 0o600 });
   return file;

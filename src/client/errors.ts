@@ -109,6 +109,7 @@ const CLASS_BY_CODE: Partial<Record<ErrorCode, ServerErrorClass>> = {
   PERMISSION_DENIED: PermissionDeniedError,
   CERTIFICATE_NOT_FORWARDED: PermissionDeniedError,
   SUBJECT_ALREADY_GRANTED: InvalidRequestError,
+  TOKEN_NAME_TAKEN: InvalidRequestError,
   LAST_ADMIN_TOKEN: InvalidRequestError,
   HEADERS_TOO_LARGE: LimitExceededError,
   EXPECTATION_FAILED: InvalidRequestError,
