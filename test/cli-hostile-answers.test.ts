@@ -70,8 +70,11 @@ describe('cli hostile answers', () => {
       { args: ['ls', ''], body: '{}', detail: /answer\.items must be an array/ },
       { args: ['resync'], body: 'OK', detail: /POST \/v1\/replication\/resync: .* answered a body that is not JSON/ },
     ];
+    // A protocol switch nobody asked for (audit, 2026-12-06: the command waited out its timeout and exited 0, silent).
+    const upgrade: Handler = (_request, response) => void response.socket!.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n');
+    for (const args of [['get', 'k'], ['status'], ['ls', '']]) cases.push({ args, body: '', detail: /answered HTTP 101 \(a protocol switch\) to a request that asked for none/ });
     for (const { args, body, detail } of cases) {
-      const result = await cliAgainst(answer(200, body), args);
+      const result = await cliAgainst(body === '' ? upgrade : answer(200, body), args);
       const what = `mercury ${args.join(' ')} on ${body}`;
       assert.equal(result.code, 3, `${what}: ${result.stderr}`);
       assert.equal(result.stderr.split('\n').length, 2, `${what}: one line: ${result.stderr}`);

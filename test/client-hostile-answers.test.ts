@@ -167,6 +167,17 @@ describe('client hostile answers', () => {
       assertInvalid(await caught(walk()), 'PROTOCOL', new RegExp(`nextSeq is ${nextSeq}; it must be after 5`));
     }
   });
+  // Found by an audit (2026-12-06): node:http ends a request answered 101 without an 'upgrade' listener and emits
+  // nothing more, so the call never settled (the CLI exited 0 having printed nothing).
+  test('client answers: a 101 to a request that asked for no upgrade is PROTOCOL at once, for calls and streams alike', async () => {
+    answer = (res) => void res.socket!.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n');
+    const node = new NodeClient(server.url, 60_000);
+    const started = Date.now();
+    for (const call of [() => node.status(), () => node.get('k'), () => node.put('k', 'v'), () => node.stream('/v1/snapshot')])
+      assertInvalid(await caught(call()), 'PROTOCOL', /answered HTTP 101 \(a protocol switch\) to a request that asked for none/);
+    assert.ok(Date.now() - started < 30_000, 'refused at once, not at the timeout');
+  });
+
   // Found by an audit (2026-12-06): an answer at a seq below the minSeq asked for was taken as it came.
   test('client answers: a read answered below the minSeq it asked for is PROTOCOL, and goes on to the next node', async () => {
     const node = new NodeClient(server.url);

@@ -257,6 +257,25 @@ function readBody(response: http.IncomingMessage, bytesMax: number, deadlineMs: 
   });
 }
 
+/** A node answered `101 Switching Protocols` to a request that asked for no upgrade. */
+class UnaskedUpgrade extends Error {
+  constructor(status: number) {
+    super(`HTTP ${status} (a protocol switch) to a request that asked for none`);
+  }
+}
+
+/**
+ * Fails `request` with UnaskedUpgrade when the answer is a protocol switch. Without an 'upgrade' listener node:http
+ * destroys the socket and marks the request answered, and then emits neither 'response' nor 'error': the call waited
+ * for ever, and the CLI exited 0 having printed nothing (audit, 2026-12-06).
+ */
+function refuseUpgrade(request: http.ClientRequest, fail: (error: Error) => void): void {
+  request.on('upgrade', (response: http.IncomingMessage, socket: Socket) => {
+    socket.destroy();
+    fail(new UnaskedUpgrade(response.statusCode ?? 101));
+  });
+}
+
 function countResend(error: AttemptError): void {
   if (error.reuseFailure === 'unwritten') freshConnectionResends.unwritten++;
   else freshConnectionResends.reads++;
@@ -346,12 +365,18 @@ function httpAttempt(
   return new Promise((resolve, reject) => {
     const secure = target.protocol === 'https:';
     const request = (secure ? https : http).request(target, { method, headers, ...connectionOptions(secure, tls, fresh) });
+    // The timer rejects by itself: a request node:http has already ended (see refuseUpgrade) emits nothing more.
     const timer = setTimeout(() => {
       const timeout = new Error(`no answer within ${timeoutMs} ms`);
       timeout.name = 'TimeoutError';
+      reject(timeout);
       request.destroy(timeout);
     }, timeoutMs);
     const reuseFailure = sendOnConnection(request, method, () => request.end(body));
+    refuseUpgrade(request, (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
     request.on('error', (error) => {
       clearTimeout(timer);
       reject(error.name === 'TimeoutError' ? error : new AttemptError(error, reuseFailure()));
@@ -401,9 +426,11 @@ function httpStreamAttempt(target: URL, timeoutMs: number, tls: ClientTls | unde
     request.setTimeout(timeoutMs, () => {
       const timeout = new Error(`no data for ${timeoutMs} ms`);
       timeout.name = 'TimeoutError';
+      reject(timeout);
       request.destroy(timeout);
     });
     const reuseFailure = sendOnConnection(request, 'GET', () => request.end());
+    refuseUpgrade(request, reject);
     request.on('error', (error) => reject(error.name === 'TimeoutError' ? error : new AttemptError(error, reuseFailure())));
     request.on('response', (response) => {
       noteKeepAlive(response);
@@ -463,6 +490,7 @@ export class NodeClient {
       answer = await httpRequest(`${this.baseUrl}${path}`, method, body, contentType, this.timeoutMs + extraTimeMs, answerBytesMax, this.tls, this.authorization);
     } catch (error) {
       if (error instanceof OversizedAnswer) throw this.tooLarge(`${method} ${path}`, error);
+      if (error instanceof UnaskedUpgrade) throw this.notAnAnswer(`${method} ${path}`, error);
       throw unreachable(this.baseUrl, error);
     }
     if (answer.status < 200 || answer.status > 299) throw serverError(answer.status, answer.body.toString('utf8'), `${method} ${this.baseUrl}${path}`, answer.headers['retry-after']);
@@ -481,6 +509,7 @@ export class NodeClient {
     try {
       response = await httpStream(`${this.baseUrl}${path}`, Math.max(this.timeoutMs, STREAM_IDLE_TIMEOUT_MS), this.tls, this.authorization);
     } catch (error) {
+      if (error instanceof UnaskedUpgrade) throw this.notAnAnswer(`GET ${path}`, error);
       throw unreachable(this.baseUrl, error);
     }
     const status = response.statusCode ?? 0;
@@ -500,6 +529,11 @@ export class NodeClient {
       url: this.baseUrl,
       cause: error,
     });
+  }
+
+  /** InvalidAnswerError PROTOCOL: `what` was answered `why` (a phrase), `cause` being what found it. */
+  private notAnAnswer(what: string, cause: Error, why = cause.message): InvalidAnswerError {
+    return new InvalidAnswerError('PROTOCOL', `${what}: ${this.baseUrl} answered ${why}; not a Mercury answer (a proxy in between, or a broken node)`, { url: this.baseUrl, cause });
   }
 
   /** A JSON answer of at most `answerBytesMax` bytes, checked and copied by `read` (answers.ts). */
@@ -531,7 +565,7 @@ export class NodeClient {
           : error instanceof AnswerFault
             ? `a body that breaks the API: ${error.message}`
             : `a body this client could not decode (${String(error)})`;
-      throw new InvalidAnswerError('PROTOCOL', `${what}: ${this.baseUrl} answered ${why}; not a Mercury answer (a proxy in between, or a broken node)`, { url: this.baseUrl, cause: error });
+      throw this.notAnAnswer(what, error, why);
     }
   }
 
