@@ -12,6 +12,7 @@ import { txnBodyBytesFor, WATCH_EVENTS_PER_PREFIX_MAX } from './api/index.js';
 import {
   KEY_BYTES_MAX,
   LOG_PAGE_ANSWER_BYTES_MAX,
+  LOG_PAGE_VALUES_MAX,
   LOG_PAGE_BYTES_MAX,
   LOG_READ_LIMIT_MAX,
   MIN_SEQ_WAIT_MS_DEFAULT,
@@ -183,6 +184,7 @@ assert.ok(RANGE_LIMIT_DEFAULT <= RANGE_LIMIT_MAX);
 // JSON, 384 bytes of fields per op (an op's names and seqs, and an author run of the longest subject), 1 KiB of
 // fields (hashes, signature) per entry of the page.
 assert.ok(2 * (LOG_PAGE_BYTES_MAX + ENTRY_BYTES_MAX) + 384 * ENTRY_OPS_MAX + 1024 * LOG_READ_LIMIT_MAX <= LOG_PAGE_ANSWER_BYTES_MAX, 'a log page must fit what a client reads');
+assert.ok(12 * (LOG_PAGE_BYTES_MAX / 4 + ENTRY_OPS_MAX) + 16 * LOG_READ_LIMIT_MAX <= LOG_PAGE_VALUES_MAX, 'a log page must hold no more JSON values than a client parses');
 
 assert.ok(MIN_SEQ_WAIT_MS_DEFAULT <= MIN_SEQ_WAIT_MS_MAX);
 // Every connection is a file: the HTTP connections and what else the process holds must fit under the hard limit.

@@ -167,6 +167,23 @@ describe('client hostile answers', () => {
       assertInvalid(await caught(walk()), 'PROTOCOL', new RegExp(`nextSeq is ${nextSeq}; it must be after 5`));
     }
   });
+  // Found by an audit (2026-12-06): bodies within the byte bounds were parsed whole, and 60 MiB of `{}` in a log page
+  // took a client to 2.2 GB and 30 s (256 MiB, which the bound allows, did not finish in 5 minutes).
+  test('client answers: more JSON values than the call can receive, or deeper nesting, is PROTOCOL before parsing', async () => {
+    const node = new NodeClient(server.url, 60_000);
+    const junk = (head: string, values: number, tail: string): Answer => json(`${head}{}${',{}'.repeat(values - 1)}${tail}`);
+    answer = junk('{"firstSeq":1,"lastSeq":1,"nextSeq":null,"entries":[],"junk":[', 5_000_000, ']}');
+    const heapBefore = process.memoryUsage().heapUsed;
+    assertInvalid(await caught(node.log(1)), 'PROTOCOL', /refused before parsing: the body holds more than 4500000 JSON values/);
+    assert.ok(process.memoryUsage().heapUsed - heapBefore < 256 * MiB, 'not parsed');
+    answer = junk('{"seq":1,"more":false,"cursor":null,"items":[],"junk":[', 200, ']}');
+    assertInvalid(await caught(node.rangePage('a', { limit: 10 })), 'PROTOCOL', /more than 136 JSON values/);
+    answer = junk('{"tokens":[],"seq":1,"junk":[', 1_000_001, ']}');
+    assertInvalid(await caught(node.listTokens()), 'PROTOCOL', /more than 1000000 JSON values/);
+    answer = json(`{"seq":1,"junk":${'['.repeat(100_000)}${']'.repeat(100_000)}}`);
+    assertInvalid(await caught(node.put('k', 'v')), 'PROTOCOL', /refused before parsing: .*deeper than 32/);
+  });
+
   // Found by an audit (2026-12-06): node:http ends a request answered 101 without an 'upgrade' listener and emits
   // nothing more, so the call never settled (the CLI exited 0 having printed nothing).
   test('client answers: a 101 to a request that asked for no upgrade is PROTOCOL at once, for calls and streams alike', async () => {

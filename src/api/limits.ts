@@ -58,6 +58,14 @@ export const LOG_PAGE_BYTES_MAX = 1 * MiB;
  * JSON at most doubles, besides the page budget of smaller entries and the fields around each op.
  */
 export const LOG_PAGE_ANSWER_BYTES_MAX = 256 * MiB;
+/**
+ * JSON values (src/api/json-validator.ts counts them) of one `GET /v1/log` page, which a client parses no further: the
+ * entries before the last hold under LOG_PAGE_BYTES_MAX of records, each op at least 4 bytes of one (a delete of a
+ * one-byte key), and the last entry at most ENTRY_OPS_MAX ops (src/limits.ts asserts the relation); an op is 6 values
+ * and its author run 3 (12 counted, for fields a newer node adds), an entry's own fields 8 (16 counted). A page's
+ * bytes alone allow 40 times as many: 256 MiB of `{}` took a client past 5 GB of heap (audit, 2026-12-06).
+ */
+export const LOG_PAGE_VALUES_MAX = 4_500_000;
 
 /** `minSeq` reads wait at most this long (`timeoutMs`) for the node to apply the requested seq. */
 export const MIN_SEQ_WAIT_MS_DEFAULT = 5_000;

@@ -6,7 +6,8 @@
  * node may add fields; they are left out), and throws `AnswerFault`, which `NodeClient` turns into the typed error.
  * Also the paging rules: a range cursor and a log page's `nextSeq` must move forward, or a walk would never end.
  */
-import { decodeJsonBytes } from '../api/index.js';
+import { decodeJsonBytes, JsonValidator, MercuryError, parseValidatedJson } from '../api/index.js';
+import { ANSWER_DEPTH_MAX, ANSWER_NAME_BYTES_MAX } from './limits.js';
 
 /** An answer broke the rule the message names. */
 export class AnswerFault extends Error {
@@ -21,6 +22,28 @@ function fault(path: string, rule: string): never {
 }
 
 type Json = Record<string, unknown>;
+
+/** Codes of the JSON validator that mean the body is not JSON at all (reported as a SyntaxError, as JSON.parse does). */
+const NOT_JSON_CODES: ReadonlySet<string> = new Set(['INVALID_JSON', 'INVALID_UTF8', 'LONE_SURROGATE']);
+
+/**
+ * The value of an answer's body, refused before `JSON.parse` builds it when it holds more than `valuesMax` JSON values,
+ * nests deeper than ANSWER_DEPTH_MAX or has a longer member name than ANSWER_NAME_BYTES_MAX (limits.ts says why):
+ * AnswerFault then, and a SyntaxError for a body that is not JSON.
+ */
+export function parseAnswer(body: Buffer, valuesMax: number): unknown {
+  const limits = { depthMax: ANSWER_DEPTH_MAX, elementsMax: valuesMax, stringBytesMax: body.length, nameBytesMax: ANSWER_NAME_BYTES_MAX };
+  try {
+    const validator = new JsonValidator(limits);
+    validator.push(body);
+    validator.end();
+    return parseValidatedJson(body);
+  } catch (error) {
+    if (!(error instanceof MercuryError)) throw error;
+    if (NOT_JSON_CODES.has(error.code)) throw new SyntaxError(error.message);
+    throw new AnswerFault(`refused before parsing: ${error.message}`);
+  }
+}
 
 export function object(value: unknown, path: string): Json {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) fault(path, 'must be a JSON object');

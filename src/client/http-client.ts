@@ -9,7 +9,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
-import { encodeKeyPath, type TxnJson } from '../api/index.js';
+import { encodeKeyPath, RANGE_LIMIT_MAX, type TxnJson } from '../api/index.js';
 import {
   AnswerFault,
   checkLogAdvances,
@@ -18,6 +18,7 @@ import {
   createdTokenAnswer,
   deleteAnswer,
   logAnswer,
+  parseAnswer,
   rangeAnswer,
   resyncAnswer,
   revokedTokenAnswer,
@@ -28,13 +29,18 @@ import {
 } from './answers.js';
 import {
   ERROR_ANSWER_BYTES_MAX,
+  ANSWER_VALUES_OVERHEAD,
   LARGE_ANSWER_BYTES_MAX,
+  LOG_ANSWER_VALUES_MAX,
   MIN_SEQ_WAIT_MS_DEFAULT,
   RANGE_PAGE_ANSWER_BYTES_MAX,
+  RANGE_ITEM_VALUES_MAX,
   RANGE_PAGE_LIMIT_DEFAULT,
   REQUEST_TIMEOUT_MS_DEFAULT,
   SMALL_ANSWER_BYTES_MAX,
+  SMALL_ANSWER_VALUES_MAX,
   STREAM_IDLE_TIMEOUT_MS,
+  TOKEN_LIST_VALUES_MAX,
   VALUE_ANSWER_BYTES_MAX,
 } from './limits.js';
 import type { NodeStatus } from './txn.js';
@@ -536,7 +542,10 @@ export class NodeClient {
     return new InvalidAnswerError('PROTOCOL', `${what}: ${this.baseUrl} answered ${why}; not a Mercury answer (a proxy in between, or a broken node)`, { url: this.baseUrl, cause });
   }
 
-  /** A JSON answer of at most `answerBytesMax` bytes, checked and copied by `read` (answers.ts). */
+  /**
+   * A JSON answer of at most `answerBytesMax` bytes and `valuesMax` JSON values (refused before it is parsed),
+   * checked and copied by `read` (answers.ts).
+   */
   private async json<T>(
     method: string,
     path: string,
@@ -545,9 +554,10 @@ export class NodeClient {
     body?: Buffer | string,
     contentType?: string,
     extraTimeMs = 0,
+    valuesMax = SMALL_ANSWER_VALUES_MAX,
   ): Promise<T> {
     const answer = await this.request(method, path, answerBytesMax, body, contentType, extraTimeMs);
-    return this.checked(`${method} ${path}`, () => read(JSON.parse(answer.body.toString('utf8'))));
+    return this.checked(`${method} ${path}`, () => read(parseAnswer(answer.body, valuesMax)));
   }
 
   /**
@@ -625,7 +635,8 @@ export class NodeClient {
     if (options.cursor) query.set('cursor', options.cursor);
     readQuery(options, query);
     const path = `/v1/kv?${query.toString()}`;
-    const page = await this.json('GET', path, RANGE_PAGE_ANSWER_BYTES_MAX, rangeAnswer, undefined, undefined, waitTimeMs(options));
+    const valuesMax = (options.limit ?? RANGE_LIMIT_MAX) * RANGE_ITEM_VALUES_MAX + ANSWER_VALUES_OVERHEAD;
+    const page = await this.json('GET', path, RANGE_PAGE_ANSWER_BYTES_MAX, rangeAnswer, undefined, undefined, waitTimeMs(options), valuesMax);
     this.checked(`GET ${path}`, () => checkMinSeq(page.seq, options.minSeq));
     if (options.cursor) this.checked(`GET ${path}`, () => checkRangeAdvances(Buffer.from(options.cursor!, 'base64url'), page));
     return { seq: page.seq, more: page.more, cursor: page.cursor, items: page.items };
@@ -655,7 +666,7 @@ export class NodeClient {
     if (from !== undefined) query.set('from', String(from));
     if (limit !== undefined) query.set('limit', String(limit));
     const path = `/v1/log?${query.toString()}`;
-    const page = await this.json('GET', path, LARGE_ANSWER_BYTES_MAX, logAnswer);
+    const page = await this.json('GET', path, LARGE_ANSWER_BYTES_MAX, logAnswer, undefined, undefined, 0, LOG_ANSWER_VALUES_MAX);
     this.checked(`GET ${path}`, () => checkLogAdvances(from ?? page.firstSeq, page.nextSeq));
     return page;
   }
@@ -683,7 +694,7 @@ export class NodeClient {
   /** The tokens the node knows (admin): never their secrets. */
   /** `unreadable`: token records the node could not read (grant nothing); revokeToken removes them by id. */
   async listTokens(): Promise<{ tokens: TokenInfo[]; unreadable: { id: string; damaged: true; why: string }[]; seq: number }> {
-    return this.json('GET', '/v1/auth/tokens', LARGE_ANSWER_BYTES_MAX, tokenListAnswer);
+    return this.json('GET', '/v1/auth/tokens', LARGE_ANSWER_BYTES_MAX, tokenListAnswer, undefined, undefined, 0, TOKEN_LIST_VALUES_MAX);
   }
 
   /** Revokes a token by id (admin); NotFoundError when no such token exists. */

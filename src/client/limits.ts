@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import {
   KEY_BYTES_MAX,
   LOG_PAGE_ANSWER_BYTES_MAX,
+  LOG_PAGE_VALUES_MAX,
   MIN_SEQ_WAIT_MS_DEFAULT,
   RANGE_LIMIT_MAX,
   RANGE_PAGE_BYTES_MAX,
@@ -72,6 +73,23 @@ export const SMALL_ANSWER_BYTES_MAX = 1 * MiB;
 export const VALUE_ANSWER_BYTES_MAX = VALUE_BYTES_CEILING;
 export const RANGE_PAGE_ANSWER_BYTES_MAX = 2 * (RANGE_PAGE_BYTES_MAX + KEY_BYTES_MAX + VALUE_BYTES_CEILING) + 256 * RANGE_LIMIT_MAX;
 export const LARGE_ANSWER_BYTES_MAX = LOG_PAGE_ANSWER_BYTES_MAX;
+
+/**
+ * JSON values (containers, strings, numbers, literals) an answer may hold, checked before `JSON.parse` builds them
+ * (answers.ts `parseAnswer`): parsed, a value costs up to 20 times its bytes (`{}` is 3 bytes and a 56-byte object),
+ * so the byte bounds above alone let a node make a client build gigabytes. A small answer's bytes bound it well
+ * enough; a range page holds at most its `limit` items of 8 values (12 counted, for fields a newer node adds); a log
+ * page, LOG_PAGE_VALUES_MAX (src/api/limits.ts says why); the token list has no bound of its own, and is read up to a
+ * million values (tens of thousands of tokens). Nesting deeper than ANSWER_DEPTH_MAX is refused too (an answer nests
+ * 5 deep; `JSON.stringify` of a deeper one can overflow the stack), and member names longer than ANSWER_NAME_BYTES_MAX.
+ */
+export const SMALL_ANSWER_VALUES_MAX = SMALL_ANSWER_BYTES_MAX;
+export const RANGE_ITEM_VALUES_MAX = 12;
+export const ANSWER_VALUES_OVERHEAD = 16;
+export const LOG_ANSWER_VALUES_MAX = LOG_PAGE_VALUES_MAX;
+export const TOKEN_LIST_VALUES_MAX = 1_000_000;
+export const ANSWER_DEPTH_MAX = 32;
+export const ANSWER_NAME_BYTES_MAX = 256;
 
 /** Range pages requested by default (a node allows 1..`RANGE_LIMIT_MAX`). */
 export const RANGE_PAGE_LIMIT_DEFAULT = 1_000;
