@@ -21,8 +21,14 @@ import {
 import { NoNodeReachableError, OutcomeUnknownError, UnauthenticatedError, connect } from '../src/index.js';
 import { freePort } from './support/net.js';
 
-/** A fake node: answers HELLO with READY, then hands each request and its connection's number to `onRequest`. */
-async function fakeNode(onRequest: (request: WireRequest, socket: Socket, connection: number) => void): Promise<{ url: string; server: Server; connections: () => number }> {
+/**
+ * A fake node: answers HELLO with READY (on the connections `ready` says: the others never answer it), then hands each
+ * request and its connection's number to `onRequest`.
+ */
+async function fakeNode(
+  onRequest: (request: WireRequest, socket: Socket, connection: number) => void,
+  ready: (connection: number) => boolean = () => true,
+): Promise<{ url: string; server: Server; connections: () => number }> {
   let connections = 0;
   const server = createServer((socket) => {
     sockets.add(socket);
@@ -34,7 +40,9 @@ async function fakeNode(onRequest: (request: WireRequest, socket: Socket, connec
       for (let frame = reader.next(); frame !== undefined; frame = reader.next()) {
         if (!('body' in frame)) throw new Error('oversized');
         const request = decodeRequest(frame);
-        if (request.type === WireFrameType.HELLO) socket.write(encodeReady(64, 1 << 20));
+        if (request.type === WireFrameType.HELLO) {
+          if (ready(connection)) socket.write(encodeReady(64, 1 << 20));
+        }
         else onRequest(request, socket, connection);
       }
     });
@@ -147,6 +155,37 @@ test('wire client: a connection that answered nothing since a request that timed
   assert.equal((await client.get('a'))?.value.toString(), 'v');
   assert.equal((await client.put('a', 'w')).seq, 6);
   assert.equal(node.connections(), 2);
+});
+
+// Found by an audit (2026-12-06): a connection the node never answered HELLO on was kept for ever (every request
+// expired on it, unsent), and one on which the node trickled a frame that never ended too (bytes came, so it did not
+// count as stuck): each later request timed out on it, and no new connection was opened.
+test('wire client: a connection never READY, or trickling a frame that never ends, is replaced by a new one', async () => {
+  const trickles: NodeJS.Timeout[] = [];
+  after(() => trickles.forEach(clearInterval));
+  for (const stuck of ['never READY', 'trickle'] as const) {
+    const node = await fakeNode(
+      (request, socket, connection) => {
+        if (connection > 1) return void socket.write(encodeValue(request.id, 5, record));
+        // A VALUE frame announced 1 MiB long, then a byte every 20 ms.
+        const head = Buffer.alloc(9);
+        head.writeUInt32BE(1 << 20, 0);
+        head[4] = WireFrameType.VALUE;
+        head.writeUInt32BE(request.id, 5);
+        socket.write(head);
+        trickles.push(setInterval(() => socket.destroyed || socket.write('x'), 20));
+      },
+      (connection) => stuck === 'trickle' || connection > 1,
+    );
+    const client = connect(node.url, { requestTimeoutMs: 300, attemptsMax: 1 });
+    const error = await client.get('a').then(
+      () => undefined,
+      (failure: unknown) => failure,
+    );
+    assert.ok(error instanceof NoNodeReachableError, `${stuck}: ${String(error)}`);
+    assert.equal((await client.get('a'))?.value.toString(), 'v', stuck);
+    assert.equal(node.connections(), 2, stuck);
+  }
 });
 
 // Found by an audit (2026-12-06): after a GOAWAY the client only half-closed its connection and kept the socket until

@@ -16,9 +16,11 @@
  *   protocol;
  * - the connection failed or was cut: `UnavailableError`, with `requestSent` false for a request that never left this
  *   process (so even a write may go elsewhere), true for one that did (a write's outcome is then unknown);
- * - no answer within the timeout: `UnavailableError` with `requestSent` true; if nothing at all came on the connection
+ * - no answer within the timeout: `UnavailableError` with `requestSent` true; if no whole frame came on the connection
  *   since that request left, the connection is taken as stuck and ends (the other requests in flight fail the same
- *   way, those not yet sent go on a new connection).
+ *   way, those not yet sent go on a new connection);
+ * - not sent within the timeout because the connection never became READY: `UnavailableError` with `requestSent`
+ *   false, and the connection ends (the requests still waiting go on a new one).
  */
 import { isIP, connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
@@ -96,7 +98,11 @@ class Link {
   private ready = false;
   private inFlightMax = IN_FLIGHT_BEFORE_READY;
   private nextId = 1;
-  /** When the node last sent a byte on this connection (monotonic ms). */
+  /**
+   * When the node last completed a frame on this connection (monotonic ms). Frames, not bytes: a node that trickles a
+   * frame that never ends (a byte a second of a 17 MiB one) otherwise kept the connection, and every later request
+   * timed out on it (audit, 2026-12-06).
+   */
   private receivedMs: number;
   ended = false;
   private readonly sweepTimer: TimerHandle;
@@ -161,13 +167,13 @@ class Link {
   }
 
   private received(chunk: Buffer): void {
-    this.receivedMs = this.clock.monotonicMs();
     this.reader.push(chunk);
     for (;;) {
       let answer: WireAnswer;
       try {
         const frame = this.reader.next();
         if (frame === undefined) break;
+        this.receivedMs = this.clock.monotonicMs();
         // The reader returns only whole frames here, or an oversized one's header (this reader asks for no heads).
         if (!('body' in frame)) throw new Error(`the node sent a frame of ${frame.length} bytes`);
         answer = decodeAnswer(frame);
@@ -280,6 +286,14 @@ class Link {
     return serverError(status, json, `${what} ${this.channel.url}`);
   }
 
+  /** Ends a stuck connection: what is in flight fails with `error`, as sent; what never left goes on a new connection. */
+  private replace(error: Error): void {
+    const unsent = this.waiting.splice(0);
+    this.end(error);
+    this.socket.destroy();
+    for (const waiting of unsent) this.channel.resubmit(waiting);
+  }
+
   private sweep(): void {
     const nowMs = this.clock.monotonicMs();
     for (const [id, request] of this.inFlight) {
@@ -290,20 +304,24 @@ class Link {
         // that drops packets without a reset), and every request after it would time out on it too, retries included
         // (an audit, 2026-12-06: four attempts of every later get went to a black-holed connection, none to a new
         // one). It ends: what is in flight fails as sent, as on a cut; what never left goes on a new connection.
-        const unsent = this.waiting.splice(0);
-        this.end(timeout);
-        this.socket.destroy();
-        for (const waiting of unsent) this.channel.resubmit(waiting);
-        return;
+        return this.replace(timeout);
       }
       this.inFlight.delete(id);
       request.reject(timeout);
     }
+    let expired = false;
     for (let i = this.waiting.length - 1; i >= 0; i--) {
       const request = this.waiting[i]!;
       if (nowMs < request.deadlineMs) continue;
+      expired = true;
       this.waiting.splice(i, 1);
       request.reject(new UnavailableError(`cannot reach ${this.channel.url}: ${request.what} was not sent in time (no connection ready)`, { url: this.channel.url, requestSent: false }));
+    }
+    if (expired && !this.ready) {
+      // A connection not READY within a request's timeout (a node that accepts and never answers HELLO, a connect that
+      // hangs) is stuck in its handshake: it was kept for ever, and every later request expired on it (audit,
+      // 2026-12-06). It ends; the requests still waiting go on a new connection.
+      return this.replace(new Error('the connection was not ready in time'));
     }
     if (this.inFlight.size === 0 && this.waiting.length === 0) this.socket.unref();
   }
