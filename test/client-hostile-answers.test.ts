@@ -204,6 +204,14 @@ describe('client hostile answers', () => {
     };
     assertInvalid(await caught(node.get('k', { minSeq: 10 })), 'PROTOCOL', /answered at seq 3, below the minSeq 10 it was asked for/);
     assert.equal((await node.get('k', { minSeq: 3 }))?.value.toString(), 'old value');
+    // A key found absent below minSeq too (audit, 2026-12-06: taken as absent, so a replica that ignored minSeq hid a
+    // write the caller had just made).
+    answer = (res) => {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: { code: 'KEY_NOT_FOUND', message: 'key "k" does not exist at seq 3', seq: 3 } }));
+    };
+    assertInvalid(await caught(node.get('k', { minSeq: 10 })), 'PROTOCOL', /answered at seq 3, below the minSeq 10 it was asked for/);
+    assert.equal(await node.get('k', { minSeq: 3 }), undefined);
     answer = json(JSON.stringify({ seq: 3, items: [item('a')], more: false, cursor: null }));
     assertInvalid(await caught(node.rangePage('', { minSeq: 10 })), 'PROTOCOL', /answered at seq 3, below the minSeq 10/);
     const good = await startFakeServer((_req, res) => json(JSON.stringify({ seq: 10, items: [item('a')], more: false, cursor: null }))(res));

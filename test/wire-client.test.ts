@@ -13,12 +13,13 @@ import {
   decodeRequest,
   encodeError,
   encodeGoaway,
+  encodeMissing,
   encodeReady,
   encodeValue,
   encodeWritten,
   type WireRequest,
 } from '../src/api/index.js';
-import { NoNodeReachableError, OutcomeUnknownError, UnauthenticatedError, connect } from '../src/index.js';
+import { InvalidAnswerError, NoNodeReachableError, OutcomeUnknownError, UnauthenticatedError, connect } from '../src/index.js';
 import { freePort } from './support/net.js';
 
 /**
@@ -155,6 +156,19 @@ test('wire client: a connection that answered nothing since a request that timed
   assert.equal((await client.get('a'))?.value.toString(), 'v');
   assert.equal((await client.put('a', 'w')).seq, 6);
   assert.equal(node.connections(), 2);
+});
+
+// Found by an audit (2026-12-06): a MISSING answered below the minSeq asked for was taken as the key's absence.
+test('wire client: a key answered missing below the minSeq asked for is PROTOCOL', async () => {
+  const node = await fakeNode((request, socket) => void socket.write(encodeMissing(request.id, 3)));
+  const client = connect(node.url, { attemptsMax: 1 });
+  const error = await client.get('a', { minSeq: 10 }).then(
+    () => undefined,
+    (failure: unknown) => failure,
+  );
+  assert.ok(error instanceof NoNodeReachableError && error.errors[0] instanceof InvalidAnswerError && error.errors[0].code === 'PROTOCOL', String(error));
+  assert.match(error.message, /answered at seq 3, below the minSeq 10/);
+  assert.equal(await client.get('a', { minSeq: 3 }), undefined);
 });
 
 // Found by an audit (2026-12-06): a connection the node never answered HELLO on was kept for ever (every request

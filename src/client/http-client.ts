@@ -17,6 +17,7 @@ import {
   checkRangeAdvances,
   createdTokenAnswer,
   deleteAnswer,
+  integer,
   logAnswer,
   parseAnswer,
   rangeAnswer,
@@ -604,8 +605,10 @@ export class NodeClient {
         };
       });
     } catch (error) {
-      if (error instanceof NotFoundError && error.code === 'KEY_NOT_FOUND') return undefined;
-      throw error;
+      if (!(error instanceof NotFoundError && error.code === 'KEY_NOT_FOUND')) throw error;
+      // Absent at the seq it was read at (the error's `seq`), which must honour minSeq as a value's does.
+      if (options.minSeq !== undefined) this.checked(`GET /v1/kv/${encodeKeyPath(bytes)}`, () => checkMinSeq(integer(error.details ?? {}, 'seq', 'error'), options.minSeq));
+      return undefined;
     }
   }
 

@@ -361,10 +361,11 @@ export class WireChannel {
     return (
       this.refuseKey(key, 'get') ??
       this.send('get', (id) => encodeGet(id, key, wait), wait?.timeoutMs ?? 0, (answer): WireValue | undefined => {
-        if (answer.type === WireFrameType.MISSING) return undefined;
-        if (answer.type !== WireFrameType.VALUE) throw this.unexpected(answer, 'get');
+        if (answer.type !== WireFrameType.VALUE && answer.type !== WireFrameType.MISSING) throw this.unexpected(answer, 'get');
+        // A key found absent below minSeq breaks read-your-writes as an old value does (audit, 2026-12-06).
         if (wait !== undefined && answer.seq < wait.seq)
           throw new InvalidAnswerError('PROTOCOL', `get ${this.url}: the node answered at seq ${answer.seq}, below the minSeq ${wait.seq} it was asked for`, { url: this.url });
+        if (answer.type === WireFrameType.MISSING) return undefined;
         return { key, value: answer.value, seq: answer.seq, createSeq: answer.createSeq, modSeq: answer.modSeq, version: answer.version };
       })
     );
