@@ -171,6 +171,29 @@ test('wire client: a key answered missing below the minSeq asked for is PROTOCOL
   assert.equal(await client.get('a', { minSeq: 3 }), undefined);
 });
 
+// Found by an audit (2026-12-06): frames that break the protocol were UnavailableError UNAVAILABLE ("cannot reach"),
+// and a value with createSeq, modSeq and version 0 was taken as it came.
+test('wire client: a frame that does not answer the request, an unknown frame, a value of seqs 0 are PROTOCOL', async () => {
+  const zero = { ...record, createSeq: 0, modSeq: 0, version: 0 };
+  const unknown = Buffer.from([0, 0, 0, 5, 0x99, 0, 0, 0, 1]);
+  const cases: [(id: number) => Buffer, 'get' | 'put', RegExp][] = [
+    [(id) => encodeValue(id, 5, record), 'put', /answered a frame of type 0x82, which does not answer a put/],
+    [() => unknown, 'get', /not a Mercury wire port, or a broken connection \(.*unknown frame type 0x99/],
+    [(id) => encodeValue(id, 5, zero), 'get', /createSeq 0, modSeq 0, version 0; each must be >= 1/],
+  ];
+  for (const [frame, call, pattern] of cases) {
+    const node = await fakeNode((request, socket) => void socket.write(frame(request.id)));
+    const client = connect(node.url, { attemptsMax: 1 });
+    const error = await (call === 'put' ? client.put('a', 'v') : client.get('a')).then(
+      () => undefined,
+      (failure: unknown) => failure,
+    );
+    const invalid = error instanceof OutcomeUnknownError ? error.cause : error instanceof NoNodeReachableError ? error.errors[0] : error;
+    assert.ok(invalid instanceof InvalidAnswerError && invalid.code === 'PROTOCOL', String(error));
+    assert.match(invalid.message, pattern);
+  }
+});
+
 // Found by an audit (2026-12-06): a connection the node never answered HELLO on was kept for ever (every request
 // expired on it, unsent), and one on which the node trickled a frame that never ended too (bytes came, so it did not
 // count as stuck): each later request timed out on it, and no new connection was opened.

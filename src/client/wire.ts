@@ -178,7 +178,7 @@ class Link {
         if (!('body' in frame)) throw new Error(`the node sent a frame of ${frame.length} bytes`);
         answer = decodeAnswer(frame);
       } catch (error) {
-        this.end(new UnavailableError(`${this.channel.url}: not a Mercury wire port, or a broken connection (${(error as Error).message})`, { url: this.channel.url, requestSent: true }));
+        this.end(new InvalidAnswerError('PROTOCOL', `${this.channel.url}: not a Mercury wire port, or a broken connection (${(error as Error).message})`, { url: this.channel.url, cause: error }));
         this.socket.destroy();
         return;
       }
@@ -366,6 +366,9 @@ export class WireChannel {
         if (wait !== undefined && answer.seq < wait.seq)
           throw new InvalidAnswerError('PROTOCOL', `get ${this.url}: the node answered at seq ${answer.seq}, below the minSeq ${wait.seq} it was asked for`, { url: this.url });
         if (answer.type === WireFrameType.MISSING) return undefined;
+        // As over HTTP: a key that exists was created, modified and put at seqs >= 1.
+        if (answer.createSeq < 1 || answer.modSeq < 1 || answer.version < 1)
+          throw new InvalidAnswerError('PROTOCOL', `get ${this.url}: the node answered a value with createSeq ${answer.createSeq}, modSeq ${answer.modSeq}, version ${answer.version}; each must be >= 1`, { url: this.url });
         return { key, value: answer.value, seq: answer.seq, createSeq: answer.createSeq, modSeq: answer.modSeq, version: answer.version };
       })
     );
@@ -431,8 +434,8 @@ export class WireChannel {
     }
   }
 
-  private unexpected(answer: WireAnswer, what: string): UnavailableError {
-    return new UnavailableError(`${what} ${this.url}: the node answered a frame of type 0x${answer.type.toString(16)}`, { url: this.url, requestSent: true });
+  private unexpected(answer: WireAnswer, what: string): InvalidAnswerError {
+    return new InvalidAnswerError('PROTOCOL', `${what} ${this.url}: the node answered a frame of type 0x${answer.type.toString(16)}, which does not answer a ${what}`, { url: this.url });
   }
 }
 
