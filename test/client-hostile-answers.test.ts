@@ -167,6 +167,38 @@ describe('client hostile answers', () => {
       assertInvalid(await caught(walk()), 'PROTOCOL', new RegExp(`nextSeq is ${nextSeq}; it must be after 5`));
     }
   });
+  // Found by an audit (2026-12-06): a page's items and entries were handed on whatever they were, so a node could
+  // answer keys of another prefix, more items than asked for, or log entries of any seq, and lead a walk out of its
+  // prefix cursor after cursor.
+  test('client answers: a range page or log page that is not what was asked for is PROTOCOL', async () => {
+    const node = new NodeClient(server.url);
+    const range = (items: Record<string, unknown>[], cursor: string | null): Answer => json(JSON.stringify({ seq: 1, items, more: cursor !== null, cursor }));
+    const rangeCases: [Answer, number | undefined, RegExp][] = [
+      [range([item('b/1')], null), undefined, /answer\.items\[0\]\.key must start with the prefix/],
+      [range([item('a/1'), item('a/2'), item('a/3')], null), 2, /answer\.items holds 3 items; the page was asked for at most 2/],
+      [range([item('a/1')], Buffer.from('b').toString('base64url')), undefined, /answer\.cursor must start with the prefix/],
+      [range([item('a/1')], Buffer.alloc(1025, 'a').toString('base64url')), undefined, /answer\.cursor is a key of 1025 bytes; keys are at most 1024/],
+    ];
+    for (const [body, limit, pattern] of rangeCases) {
+      answer = body;
+      assertInvalid(await caught(node.rangePage('a/', { limit })), 'PROTOCOL', pattern);
+    }
+    const log = (entries: number[], nextSeq: number | null, lastSeq = 9): Answer => json(JSON.stringify({ firstSeq: 1, lastSeq, nextSeq, entries: entries.map((seq) => ({ seq })) }));
+    const logCases: [Answer, number | undefined, RegExp][] = [
+      [log([5, 7], 8), undefined, /answer\.entries\[1\]\.seq is 7; the log has no gaps, so it must be 6/],
+      [log([6], 7), undefined, /answer\.entries\[0\]\.seq is 6; .* must be 5/],
+      [log([5, 6, 7], 8), 2, /answer\.entries holds 3 entries; the page was asked for at most 2/],
+      [log([5], 9), undefined, /answer\.nextSeq is 9; it must follow the page's last entry \(6\)/],
+      [log([5, 6], 7, 6), undefined, /answer\.nextSeq is 7, past the lastSeq 6/],
+    ];
+    for (const [body, limit, pattern] of logCases) {
+      answer = body;
+      assertInvalid(await caught(node.log(5, limit)), 'PROTOCOL', pattern);
+    }
+    answer = log([5, 6], 7);
+    assert.deepEqual((await node.log(5, 2)).entries, [{ seq: 5 }, { seq: 6 }]);
+  });
+
   // Found by an audit (2026-12-06): bodies within the byte bounds were parsed whole, and 60 MiB of `{}` in a log page
   // took a client to 2.2 GB and 30 s (256 MiB, which the bound allows, did not finish in 5 minutes).
   test('client answers: more JSON values than the call can receive, or deeper nesting, is PROTOCOL before parsing', async () => {

@@ -6,7 +6,7 @@
  * node may add fields; they are left out), and throws `AnswerFault`, which `NodeClient` turns into the typed error.
  * Also the paging rules: a range cursor and a log page's `nextSeq` must move forward, or a walk would never end.
  */
-import { decodeJsonBytes, JsonValidator, MercuryError, parseValidatedJson } from '../api/index.js';
+import { decodeJsonBytes, JsonValidator, KEY_BYTES_MAX, MercuryError, parseValidatedJson } from '../api/index.js';
 import { ANSWER_DEPTH_MAX, ANSWER_NAME_BYTES_MAX } from './limits.js';
 
 /** An answer broke the rule the message names. */
@@ -150,6 +150,25 @@ export function checkRangeAdvances(previousCursorKey: Buffer | undefined, page: 
   if (page.cursorKey !== undefined && Buffer.compare(page.cursorKey, previousCursorKey) <= 0) fault('answer.cursor', 'must sort after the cursor the page was asked from');
 }
 
+/**
+ * A range page must be what was asked for: at most `limit` items, each key and the cursor under `prefix` (a cursor is
+ * a key, so at most KEY_BYTES_MAX bytes). Otherwise a node could hand a walk keys of another prefix, or lead it out of
+ * its prefix, cursor after cursor (audit, 2026-12-06).
+ */
+export function checkRangePage(prefix: Buffer, limit: number, page: { items: readonly RangeAnswerItem[]; cursorKey: Buffer | undefined }): void {
+  if (page.items.length > limit) fault('answer.items', `holds ${page.items.length} items; the page was asked for at most ${limit}`);
+  page.items.forEach((item, i) => {
+    if (!startsWith(item.key, prefix)) fault(`answer.items[${i}].key`, 'must start with the prefix the page was asked for');
+  });
+  if (page.cursorKey === undefined) return;
+  if (page.cursorKey.length > KEY_BYTES_MAX) fault('answer.cursor', `is a key of ${page.cursorKey.length} bytes; keys are at most ${KEY_BYTES_MAX}`);
+  if (!startsWith(page.cursorKey, prefix)) fault('answer.cursor', 'must start with the prefix the page was asked for');
+}
+
+function startsWith(key: Buffer, prefix: Buffer): boolean {
+  return key.length >= prefix.length && key.compare(prefix, 0, prefix.length, 0, prefix.length) === 0;
+}
+
 export function logAnswer(value: unknown): { firstSeq: number; lastSeq: number; nextSeq: number | null; entries: Record<string, unknown>[] } {
   const json = object(value, 'answer');
   const nextSeq = json.nextSeq === null ? null : integer(json, 'nextSeq', 'answer', 1);
@@ -164,6 +183,22 @@ export function logAnswer(value: unknown): { firstSeq: number; lastSeq: number; 
 /** The paging rule of a log walk: `nextSeq` must be after the seq the page was asked from. */
 export function checkLogAdvances(from: number, nextSeq: number | null): void {
   if (nextSeq !== null && nextSeq <= from) fault('answer.nextSeq', `is ${nextSeq}; it must be after ${from}, the seq the page was asked from`);
+}
+
+/**
+ * A log page must be the entries asked for: the log has no gaps, so they are `from`, `from + 1`, ..., at most `limit`
+ * of them, and `nextSeq`, when there is one, follows the last and is at most `lastSeq` (audit, 2026-12-06: entries of
+ * any seq, in any order and any number, were handed on).
+ */
+export function checkLogPage(from: number, limit: number, page: { lastSeq: number; nextSeq: number | null; entries: readonly Record<string, unknown>[] }): void {
+  checkLogAdvances(from, page.nextSeq);
+  if (page.entries.length > limit) fault('answer.entries', `holds ${page.entries.length} entries; the page was asked for at most ${limit}`);
+  page.entries.forEach((entry, i) => {
+    if (entry.seq !== from + i) fault(`answer.entries[${i}].seq`, `is ${String(entry.seq)}; the log has no gaps, so it must be ${from + i}`);
+  });
+  if (page.nextSeq === null) return;
+  if (page.nextSeq !== from + page.entries.length) fault('answer.nextSeq', `is ${page.nextSeq}; it must follow the page's last entry (${from + page.entries.length})`);
+  if (page.nextSeq > page.lastSeq) fault('answer.nextSeq', `is ${page.nextSeq}, past the lastSeq ${page.lastSeq} of the same page`);
 }
 
 /** A token as the node lists it (TokenInfo of http-client.ts). */

@@ -9,12 +9,13 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
-import { encodeKeyPath, RANGE_LIMIT_MAX, type TxnJson } from '../api/index.js';
+import { encodeKeyPath, LOG_READ_LIMIT_MAX, RANGE_LIMIT_MAX, type TxnJson } from '../api/index.js';
 import {
   AnswerFault,
-  checkLogAdvances,
+  checkLogPage,
   checkMinSeq,
   checkRangeAdvances,
+  checkRangePage,
   createdTokenAnswer,
   deleteAnswer,
   integer,
@@ -638,9 +639,11 @@ export class NodeClient {
     if (options.cursor) query.set('cursor', options.cursor);
     readQuery(options, query);
     const path = `/v1/kv?${query.toString()}`;
-    const valuesMax = (options.limit ?? RANGE_LIMIT_MAX) * RANGE_ITEM_VALUES_MAX + ANSWER_VALUES_OVERHEAD;
-    const page = await this.json('GET', path, RANGE_PAGE_ANSWER_BYTES_MAX, rangeAnswer, undefined, undefined, waitTimeMs(options), valuesMax);
+    // Without a limit the node picks its default; a page holds no more than RANGE_LIMIT_MAX either way.
+    const limit = options.limit ?? RANGE_LIMIT_MAX;
+    const page = await this.json('GET', path, RANGE_PAGE_ANSWER_BYTES_MAX, rangeAnswer, undefined, undefined, waitTimeMs(options), limit * RANGE_ITEM_VALUES_MAX + ANSWER_VALUES_OVERHEAD);
     this.checked(`GET ${path}`, () => checkMinSeq(page.seq, options.minSeq));
+    this.checked(`GET ${path}`, () => checkRangePage(Buffer.from(prefix, 'utf8'), limit, page));
     if (options.cursor) this.checked(`GET ${path}`, () => checkRangeAdvances(Buffer.from(options.cursor!, 'base64url'), page));
     return { seq: page.seq, more: page.more, cursor: page.cursor, items: page.items };
   }
@@ -670,7 +673,7 @@ export class NodeClient {
     if (limit !== undefined) query.set('limit', String(limit));
     const path = `/v1/log?${query.toString()}`;
     const page = await this.json('GET', path, LARGE_ANSWER_BYTES_MAX, logAnswer, undefined, undefined, 0, LOG_ANSWER_VALUES_MAX);
-    this.checked(`GET ${path}`, () => checkLogAdvances(from ?? page.firstSeq, page.nextSeq));
+    this.checked(`GET ${path}`, () => checkLogPage(from ?? page.firstSeq, limit ?? LOG_READ_LIMIT_MAX, page));
     return page;
   }
 
