@@ -167,6 +167,25 @@ describe('client hostile answers', () => {
       assertInvalid(await caught(walk()), 'PROTOCOL', new RegExp(`nextSeq is ${nextSeq}; it must be after 5`));
     }
   });
+  // Found by an audit (2026-12-06): an answer node:http's parser refuses was "cannot reach URL: HPE_INVALID_CONSTANT".
+  test('client answers: a port that answers something not HTTP, or endless headers, is PROTOCOL or ANSWER_TOO_LARGE', async () => {
+    const node = new NodeClient(server.url, 60_000);
+    answer = (res) => void res.socket!.end('SSH-2.0-OpenSSH_9.6\r\n\r\n');
+    for (const call of [() => node.status(), () => node.stream('/v1/snapshot')])
+      assertInvalid(await caught(call()), 'PROTOCOL', /answered something that is not HTTP \(HPE_INVALID_CONSTANT: .*\); is http:\/\/127\.0\.0\.1:\d+ the node's HTTP port\?/);
+    answer = (res) => {
+      res.socket!.write('HTTP/1.1 200 OK\r\n');
+      const header = `x-junk: ${'a'.repeat(4096)}\r\n`;
+      const pump = (): void => {
+        while (!res.socket!.destroyed && res.socket!.write(header));
+        if (!res.socket!.destroyed) res.socket!.once('drain', pump);
+      };
+      res.socket!.on('error', () => {});
+      pump();
+    };
+    assertInvalid(await caught(node.get('k')), 'ANSWER_TOO_LARGE', /answered headers over the 16384 bytes read of them/);
+  });
+
   // Found by an audit (2026-12-06): a page's items and entries were handed on whatever they were, so a node could
   // answer keys of another prefix, more items than asked for, or log entries of any seq, and lead a walk out of its
   // prefix cursor after cursor.

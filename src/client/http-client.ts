@@ -497,9 +497,7 @@ export class NodeClient {
     try {
       answer = await httpRequest(`${this.baseUrl}${path}`, method, body, contentType, this.timeoutMs + extraTimeMs, answerBytesMax, this.tls, this.authorization);
     } catch (error) {
-      if (error instanceof OversizedAnswer) throw this.tooLarge(`${method} ${path}`, error);
-      if (error instanceof UnaskedUpgrade) throw this.notAnAnswer(`${method} ${path}`, error);
-      throw unreachable(this.baseUrl, error);
+      throw this.failed(`${method} ${path}`, error);
     }
     if (answer.status < 200 || answer.status > 299) throw serverError(answer.status, answer.body.toString('utf8'), `${method} ${this.baseUrl}${path}`, answer.headers['retry-after']);
     return answer;
@@ -517,8 +515,7 @@ export class NodeClient {
     try {
       response = await httpStream(`${this.baseUrl}${path}`, Math.max(this.timeoutMs, STREAM_IDLE_TIMEOUT_MS), this.tls, this.authorization);
     } catch (error) {
-      if (error instanceof UnaskedUpgrade) throw this.notAnAnswer(`GET ${path}`, error);
-      throw unreachable(this.baseUrl, error);
+      throw this.failed(`GET ${path}`, error);
     }
     const status = response.statusCode ?? 0;
     if (status >= 200 && status <= 299) return response;
@@ -526,22 +523,30 @@ export class NodeClient {
     try {
       body = await readBody(response, ERROR_ANSWER_BYTES_MAX, this.timeoutMs);
     } catch (error) {
-      if (error instanceof OversizedAnswer) throw this.tooLarge(`GET ${path}`, error);
-      throw unreachable(this.baseUrl, error);
+      throw this.failed(`GET ${path}`, error);
     }
     throw serverError(status, body.toString('utf8'), `GET ${this.baseUrl}${path}`, response.headers['retry-after']);
   }
 
-  private tooLarge(what: string, error: OversizedAnswer): InvalidAnswerError {
-    return new InvalidAnswerError('ANSWER_TOO_LARGE', `${what}: ${this.baseUrl} answered ${error.message}; not a Mercury answer (a proxy in between, or a broken node)`, {
-      url: this.baseUrl,
-      cause: error,
-    });
+  /**
+   * The error of a request that got no usable answer: InvalidAnswerError when what came was not an HTTP answer the call
+   * can take (node:http's parser refuses it: HPE_ codes), UnavailableError when nothing came (audit, 2026-12-06: a
+   * port that answered SSH's banner, or 64 KiB of headers, was "cannot reach URL: HPE_INVALID_CONSTANT").
+   */
+  private failed(what: string, error: unknown): UnavailableError {
+    if (error instanceof OversizedAnswer) return this.invalid('ANSWER_TOO_LARGE', what, error);
+    if (error instanceof UnaskedUpgrade) return this.invalid('PROTOCOL', what, error);
+    const code = (error as { cause?: { code?: unknown } }).cause?.code;
+    if (code === 'HPE_HEADER_OVERFLOW')
+      return this.invalid('ANSWER_TOO_LARGE', what, error as Error, `headers over the ${http.maxHeaderSize} bytes read of them`);
+    if (typeof code === 'string' && code.startsWith('HPE_'))
+      return this.invalid('PROTOCOL', what, error as Error, `something that is not HTTP (${code}: ${(error as Error).message}); is ${this.baseUrl} the node's HTTP port?`);
+    return unreachable(this.baseUrl, error);
   }
 
-  /** InvalidAnswerError PROTOCOL: `what` was answered `why` (a phrase), `cause` being what found it. */
-  private notAnAnswer(what: string, cause: Error, why = cause.message): InvalidAnswerError {
-    return new InvalidAnswerError('PROTOCOL', `${what}: ${this.baseUrl} answered ${why}; not a Mercury answer (a proxy in between, or a broken node)`, { url: this.baseUrl, cause });
+  /** InvalidAnswerError `code`: `what` was answered `why` (a phrase), `cause` being what found it. */
+  private invalid(code: 'PROTOCOL' | 'ANSWER_TOO_LARGE', what: string, cause: Error, why = cause.message): InvalidAnswerError {
+    return new InvalidAnswerError(code, `${what}: ${this.baseUrl} answered ${why}; not a Mercury answer (a proxy in between, or a broken node)`, { url: this.baseUrl, cause });
   }
 
   /**
@@ -577,7 +582,7 @@ export class NodeClient {
           : error instanceof AnswerFault
             ? `a body that breaks the API: ${error.message}`
             : `a body this client could not decode (${String(error)})`;
-      throw this.notAnAnswer(what, error, why);
+      throw this.invalid('PROTOCOL', what, error, why);
     }
   }
 
