@@ -186,6 +186,16 @@ describe('client hostile answers', () => {
     assertInvalid(await caught(node.get('k')), 'ANSWER_TOO_LARGE', /answered headers over the 16384 bytes read of them/);
   });
 
+  // Found by an audit (2026-12-06): a value whose body ran to the connection's close was taken whole, cut or not.
+  test('client answers: a 2xx body without Content-Length or chunked framing is PROTOCOL', async () => {
+    const node = new NodeClient(server.url);
+    const headers = 'x-mercury-seq: 5\r\nx-mercury-create-seq: 1\r\nx-mercury-mod-seq: 1\r\nx-mercury-version: 1\r\n';
+    answer = (res) => void res.socket!.end(`HTTP/1.1 200 OK\r\n${headers}Connection: close\r\n\r\nhalf a val`);
+    assertInvalid(await caught(node.get('k')), 'PROTOCOL', /HTTP 200 with neither Content-Length nor chunked framing/);
+    answer = (res) => void res.socket!.end(`HTTP/1.1 200 OK\r\n${headers}Content-Length: 11\r\n\r\nwhole value`);
+    assert.equal((await node.get('k'))?.value.toString(), 'whole value');
+  });
+
   // Found by an audit (2026-12-06): a page's items and entries were handed on whatever they were, so a node could
   // answer keys of another prefix, more items than asked for, or log entries of any seq, and lead a walk out of its
   // prefix cursor after cursor.

@@ -273,6 +273,22 @@ class UnaskedUpgrade extends Error {
 }
 
 /**
+ * Whether a response says where its body ends (Content-Length or chunked). Nodes always do; a body that runs to the
+ * connection's close cannot be told from one cut short, and `get` handed a cut value on as the key's (audit,
+ * 2026-12-06).
+ */
+function framed(response: http.IncomingMessage): boolean {
+  return response.headers['content-length'] !== undefined || /\bchunked\s*$/i.test(response.headers['transfer-encoding'] ?? '');
+}
+
+/** A 2xx answer whose body runs to the connection's close (see `framed`). */
+class UnframedAnswer extends Error {
+  constructor(status: number) {
+    super(`HTTP ${status} with neither Content-Length nor chunked framing, so a cut would pass for its end`);
+  }
+}
+
+/**
  * Fails `request` with UnaskedUpgrade when the answer is a protocol switch. Without an 'upgrade' listener node:http
  * destroys the socket and marks the request answered, and then emits neither 'response' nor 'error': the call waited
  * for ever, and the CLI exited 0 having printed nothing (audit, 2026-12-06).
@@ -392,6 +408,11 @@ function httpAttempt(
     request.on('response', (response) => {
       noteKeepAlive(response);
       const status = response.statusCode ?? 0;
+      if (status >= 200 && status <= 299 && !framed(response)) {
+        clearTimeout(timer);
+        request.destroy();
+        return reject(new UnframedAnswer(status));
+      }
       // The request's own timer bounds the whole answer; the body's deadline is only a backstop.
       readBody(response, bodyBytesMax(status, answerBytesMax), timeoutMs).then(
         (answer) => {
@@ -535,7 +556,7 @@ export class NodeClient {
    */
   private failed(what: string, error: unknown): UnavailableError {
     if (error instanceof OversizedAnswer) return this.invalid('ANSWER_TOO_LARGE', what, error);
-    if (error instanceof UnaskedUpgrade) return this.invalid('PROTOCOL', what, error);
+    if (error instanceof UnaskedUpgrade || error instanceof UnframedAnswer) return this.invalid('PROTOCOL', what, error);
     const code = (error as { cause?: { code?: unknown } }).cause?.code;
     if (code === 'HPE_HEADER_OVERFLOW')
       return this.invalid('ANSWER_TOO_LARGE', what, error as Error, `headers over the ${http.maxHeaderSize} bytes read of them`);
