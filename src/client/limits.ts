@@ -90,6 +90,10 @@ export const LOG_ANSWER_VALUES_MAX = LOG_PAGE_VALUES_MAX;
 export const TOKEN_LIST_VALUES_MAX = 1_000_000;
 export const ANSWER_DEPTH_MAX = 32;
 export const ANSWER_NAME_BYTES_MAX = 256;
+/** Answers of at most this many bytes are parsed without the check (answers.ts `parseAnswer` says why). */
+export const ANSWER_UNCHECKED_BYTES_MAX = 1024;
+// Nested at most half its length deep: JSON.stringify of 2,048 levels ran here, of 5,000 overflowed the stack.
+assert.ok(ANSWER_UNCHECKED_BYTES_MAX / 2 <= 2_048, 'an unchecked answer nests no deeper than JSON.stringify manages');
 
 /** Range pages requested by default (a node allows 1..`RANGE_LIMIT_MAX`). */
 export const RANGE_PAGE_LIMIT_DEFAULT = 1_000;
