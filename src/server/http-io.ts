@@ -450,12 +450,20 @@ export const READ_SEQ_PARAMS: readonly string[] = ['minSeq', 'timeoutMs'];
 /**
  * A read's `?minSeq=N[&timeoutMs=T]`: waits (bounded) until the node has applied seq N; true if it waited. Both are
  * checked whether or not the node must wait, so that a request is refused or served by what it says, not by how far
- * the node has got.
+ * the node has got. The wait ends when `res` closes first (its client left): it must not hold one of the node's
+ * parked reads (SEQ_WAITERS_MAX) after its connection is gone (src/node/seq-waiter.ts).
  */
-export async function readSeqOptions(node: NodeApi, query: URLSearchParams): Promise<boolean> {
+export async function readSeqOptions(node: NodeApi, query: URLSearchParams, res: ServerResponse): Promise<boolean> {
   const minSeq = queryInteger(query, 'minSeq', 0);
   const timeoutMs = queryInteger(query, 'timeoutMs', MIN_SEQ_WAIT_MS_DEFAULT, MIN_SEQ_WAIT_MS_MAX);
   if (minSeq <= node.store.head().seq) return false;
-  await node.waitForSeq(minSeq, timeoutMs);
+  const gone = new AbortController();
+  const onClose = (): void => gone.abort();
+  res.once('close', onClose);
+  try {
+    await node.waitForSeq(minSeq, timeoutMs, gone.signal);
+  } finally {
+    res.off('close', onClose);
+  }
   return true;
 }

@@ -31,8 +31,8 @@ export interface NodeApi {
   tokens(): TokenRecord[];
   /** Token keys whose record grants nothing because it could not be read (newer version, damage), with why. */
   unreadableTokens(): readonly { readonly id: string; readonly why: string }[];
-  /** Resolves once this node has applied `seq`; rejects with SEQ_WAIT_TIMEOUT after `timeoutMs`. */
-  waitForSeq(seq: number, timeoutMs: number): Promise<void>;
+  /** Resolves once this node has applied `seq`; rejects with SEQ_WAIT_TIMEOUT after `timeoutMs`, or at once when `gone` aborts. */
+  waitForSeq(seq: number, timeoutMs: number, gone?: AbortSignal): Promise<void>;
   status(): Record<string, unknown>;
   /** Whether the node should take traffic, and why not (`/readyz`). */
   readiness(): { ready: boolean; reasons: string[] };

@@ -105,6 +105,8 @@ export class WireConnection {
   private closingSinceMs: number | undefined;
   /** The ERROR or GOAWAY that ends a closing connection, sent once nothing is in flight. */
   private finalFrame: Buffer | undefined;
+  /** Aborted when the socket closes: ends the reads parked on minSeq, which must not outlive the connection. */
+  private readonly gone = new AbortController();
 
   constructor(
     readonly socket: Socket,
@@ -122,6 +124,7 @@ export class WireConnection {
       if (this.blocked && this.state !== 'closing') this.pump();
     });
     socket.once('close', () => {
+      this.gone.abort();
       this.state = 'closing';
       this.releaseFrameReservation();
       context.onClosed(this);
@@ -328,7 +331,7 @@ export class WireConnection {
     if (timeoutMs > MIN_SEQ_WAIT_MS_MAX) throw new MercuryError('INVALID_ARGUMENT', `minSeqTimeoutMs must be between 0 and ${MIN_SEQ_WAIT_MS_MAX}, got ${timeoutMs}`);
     const store = this.context.node.store;
     if (minSeq !== undefined && minSeq > store.head().seq) {
-      this.context.node.waitForSeq(minSeq, timeoutMs).then(
+      this.context.node.waitForSeq(minSeq, timeoutMs, this.gone.signal).then(
         () => {
           this.readsWoken.push({ id, key });
           this.readWoken();

@@ -16,8 +16,8 @@ export interface WireNode {
   readonly bodyBudget: BodyBudget;
   /** Commits (root) or forwards (replica) a write; resolves once it is durable and visible on this node. */
   write(request: WriteRequest, caller: WriteCaller): Promise<WriteResult>;
-  /** Resolves once this node has applied `seq`; rejects with SEQ_WAIT_TIMEOUT after `timeoutMs`. */
-  waitForSeq(seq: number, timeoutMs: number): Promise<void>;
+  /** Resolves once this node has applied `seq`; rejects with SEQ_WAIT_TIMEOUT after `timeoutMs`, or at once when `gone` aborts. */
+  waitForSeq(seq: number, timeoutMs: number, gone?: AbortSignal): Promise<void>;
   /** HELLO: the token's principal, else the verified client certificate's; undefined with auth off. Throws UNAUTHENTICATED. */
   authenticate(token: string | undefined, socket: Socket): Principal | undefined;
   /** A principal as it stands now (new scopes); throws UNAUTHENTICATED once revoked. */

@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 /** The CLI as users run it: the bundle `npm run build` makes (tools/bundle-cli.ts); this file runs from dist/test/support/. */
@@ -83,6 +84,23 @@ export function startServe(dataDir: string, extraArgs: readonly string[] = []): 
       reject(new Error(`mercury serve exited (${code}) before listening; stdout: ${stdout}; stderr: ${stderr}`));
     });
   });
+}
+
+/**
+ * The one `mercury serve` of a suite (or file): started in `before` in a temp directory named after `label`, stopped
+ * and its directory removed in `after`. Returns a getter, for the tests to call once `before` ran.
+ */
+export function serveForSuite(label: string, extraArgs: readonly string[] = []): () => ServeProcess {
+  const dir = makeTempDir(label);
+  let serve: ServeProcess | undefined;
+  before(async () => {
+    serve = await startServe(dir, extraArgs);
+  });
+  after(async () => {
+    if (serve !== undefined) await stopProcess(serve.child);
+    removeDir(dir);
+  });
+  return () => serve!;
 }
 
 /**

@@ -1,0 +1,69 @@
+/**
+ * Resource churn on a real `mercury serve` process: clients that connect, start something that holds a resource of
+ * the node, and leave in an unusual way, thousands of times over. After each kind, whatever the node counts for
+ * them must return to where it was: a gauge or a per-host slot that does not is a leak, even when it costs little
+ * memory, because the caps it counts against are shared with every other client.
+ */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { describe, test } from 'node:test';
+import { encodeGet } from '../src/api/index.js';
+import { metricValue, waitUntil } from './support/http.js';
+import { serveForSuite, type ServeProcess } from './support/process.js';
+import { RawWire } from './support/wire.js';
+
+/** Far beyond the node's head: every read asking for it parks until its timeout (60 s, the most a client may ask). */
+const UNREACHED_SEQ = 1_000_000_000;
+const PARKED_WAIT_MS = 60_000;
+const PARKED_READS = 300;
+const PARKED_READS_PER_WIRE = 30;
+
+function seqWaiters(serve: ServeProcess): Promise<number> {
+  return metricValue(serve.url, /^mercury_seq_waiters /);
+}
+
+/** Opens a plain connection to the HTTP port, errors ignored (the test destroys it; the node may close it first). */
+function openHttp(url: string): Promise<net.Socket> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: hostname, port: Number(port) }, () => resolve(socket));
+    socket.once('error', reject);
+  });
+}
+
+describe('churn: what a client that leaves makes the node hold', () => {
+  const served = serveForSuite('churn-leaks');
+
+  test('churn: reads parked on minSeq (HTTP and wire) whose clients hang up stop being parked', async () => {
+    // Before: a parked read held its place among the node's SEQ_WAITERS_MAX until its own timeout, whatever became of
+    // its connection (600 of 600 dropped reads still parked 2.5 s after the last hang-up), so a host that parked reads
+    // and hung up in a loop put every client's minSeq reads at OVERLOADED while holding no connection at all.
+    const serve = served();
+    const host = new URL(serve.url).host;
+    const sockets: net.Socket[] = [];
+    for (let i = 0; i < PARKED_READS; i++) {
+      const socket = await openHttp(serve.url);
+      socket.on('error', () => {});
+      socket.write(`GET /v1/kv/churn?minSeq=${UNREACHED_SEQ}&timeoutMs=${PARKED_WAIT_MS} HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+      sockets.push(socket);
+    }
+    // The wire port takes at most 32 connections from one address, each up to 1,024 requests in flight.
+    const wires: RawWire[] = [];
+    for (let i = 0; i < PARKED_READS / PARKED_READS_PER_WIRE; i++) {
+      const wire = await RawWire.ready(serve.wire);
+      for (let id = 1; id <= PARKED_READS_PER_WIRE; id++) wire.send(encodeGet(id, Buffer.from('churn'), { seq: UNREACHED_SEQ, timeoutMs: PARKED_WAIT_MS }));
+      wires.push(wire);
+    }
+    // Every read is parked before its client leaves: otherwise the test would measure nothing.
+    await waitUntil(`${2 * PARKED_READS} reads are parked`, async () => (await seqWaiters(serve)) === 2 * PARKED_READS);
+    for (const socket of sockets) socket.destroy();
+    for (const wire of wires) wire.socket.destroy();
+    // Well within the reads' own 60 s: nothing but the hang-ups can have ended them.
+    await waitUntil('no read is parked once its client left', async () => (await seqWaiters(serve)) === 0, 15_000);
+    // The node is fine: a read that can be served is served.
+    const wire = await RawWire.ready(serve.wire);
+    wire.send(encodeGet(2, Buffer.from('churn'), { seq: 0, timeoutMs: 1_000 }));
+    assert.ok((await wire.next()) !== undefined);
+    wire.socket.destroy();
+  });
+});
