@@ -5,10 +5,12 @@
  * memory, because the caps it counts against are shared with every other client.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { encodeGet } from '../src/api/index.js';
-import { metricValue, waitUntil } from './support/http.js';
+import { metricValue, request, requestJson, waitUntil } from './support/http.js';
 import { serveForSuite, type ServeProcess } from './support/process.js';
 import { RawWire } from './support/wire.js';
 
@@ -17,9 +19,17 @@ const UNREACHED_SEQ = 1_000_000_000;
 const PARKED_WAIT_MS = 60_000;
 const PARKED_READS = 300;
 const PARKED_READS_PER_WIRE = 30;
+const REVOKED_READS = 20;
 
 function seqWaiters(serve: ServeProcess): Promise<number> {
   return metricValue(serve.url, /^mercury_seq_waiters /);
+}
+
+/** The same gauge from a node with auth required (`/metrics` takes an admin token). */
+async function seqWaitersAs(serve: ServeProcess, admin: string): Promise<number> {
+  const text = (await request(serve.url, 'GET', '/metrics', { headers: { authorization: `Bearer ${admin}` } })).body.toString();
+  const line = text.split('\n').find((candidate) => candidate.startsWith('mercury_seq_waiters '));
+  return line === undefined ? Number.NaN : Number(line.slice(line.lastIndexOf(' ') + 1));
 }
 
 /** Opens a plain connection to the HTTP port, errors ignored (the test destroys it; the node may close it first). */
@@ -65,5 +75,36 @@ describe('churn: what a client that leaves makes the node hold', () => {
     wire.send(encodeGet(2, Buffer.from('churn'), { seq: 0, timeoutMs: 1_000 }));
     assert.ok((await wire.next()) !== undefined);
     wire.socket.destroy();
+  });
+});
+
+describe('churn: a token revoked while its reads are parked', () => {
+  const served = serveForSuite('churn-revoke', ['--auth', 'required']);
+
+  test('churn: HTTP reads parked on minSeq with a token that is then revoked are answered 401 at once', async () => {
+    // Before: they stayed parked until their own timeout (up to 60 s), each holding its connection and a place among
+    // the node's parked reads, and were refused only then; the wire port closed such connections at the revocation.
+    const serve = served();
+    const admin = readFileSync(join(serve.dataDir, 'admin-token'), 'utf8').trim();
+    const headers = { authorization: `Bearer ${admin}`, 'content-type': 'application/json' };
+    const created = await requestJson<{ id: string; token: string }>(serve.url, 'POST', '/v1/auth/tokens', { headers, body: JSON.stringify({ name: 'churn-reader', scopes: ['read:churn/'] }) });
+    const host = new URL(serve.url).host;
+    const answers: Promise<string>[] = [];
+    const sockets: net.Socket[] = [];
+    for (let i = 0; i < REVOKED_READS; i++) {
+      const socket = await openHttp(serve.url);
+      let text = '';
+      socket.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
+      answers.push(new Promise((resolve) => socket.once('close', () => resolve(text))));
+      socket.on('error', () => {});
+      socket.write(`GET /v1/kv/churn/${i}?minSeq=${UNREACHED_SEQ}&timeoutMs=${PARKED_WAIT_MS} HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${created.token}\r\nConnection: close\r\n\r\n`);
+      sockets.push(socket);
+    }
+    await waitUntil(`${REVOKED_READS} reads are parked`, async () => (await seqWaitersAs(serve, admin)) === REVOKED_READS);
+    await requestJson(serve.url, 'DELETE', `/v1/auth/tokens?id=${created.id}`, { headers });
+    await waitUntil('no read is parked once its token was revoked', async () => (await seqWaitersAs(serve, admin)) === 0, 15_000);
+    const texts = await Promise.all(answers);
+    for (const text of texts) assert.match(text, /^HTTP\/1\.1 401 [^]*"UNAUTHENTICATED"/);
+    for (const socket of sockets) socket.destroy();
   });
 });

@@ -99,6 +99,8 @@ export class MercuryNode {
   private readonly clock: Clock;
   private readonly logger: Logger;
   private readonly seqWaiter: SeqWaiter;
+  /** HTTP reads parked on `minSeq`, by token id: a revocation ends them (NodeApi.onRevoked). */
+  private readonly revokeListeners = new Map<string, Set<() => void>>();
   /** Writes forwarded to the upstream and not yet answered (a replica): at most `limits.http.forwardedWritesMax`. */
   private forwardsInFlight = 0;
   private readonly server: Server;
@@ -277,6 +279,14 @@ export class MercuryNode {
       tokens: () => this.tokens.list(),
       unreadableTokens: () => this.tokens.unreadableRecords(),
       waitForSeq: (seq, timeoutMs, gone) => this.seqWaiter.wait(seq, timeoutMs, gone),
+      onRevoked: (tokenId, listener) => {
+        let listeners = this.revokeListeners.get(tokenId);
+        if (listeners === undefined) this.revokeListeners.set(tokenId, (listeners = new Set()));
+        listeners.add(listener);
+        return () => {
+          if (listeners.delete(listener) && listeners.size === 0 && this.revokeListeners.get(tokenId) === listeners) this.revokeListeners.delete(tokenId);
+        };
+      },
       status: () => this.status(),
       readiness: () => this.readiness(),
       resync: () => this.resync(),
@@ -487,10 +497,18 @@ export class MercuryNode {
     this.wireServer.regranted(tokenIds);
   }
 
-  /** Closes the watches and child sessions opened with revoked tokens (keep-alive HTTP requests check every time). */
+  /**
+   * Closes the watches and child sessions opened with revoked tokens, and ends the HTTP reads they parked on `minSeq`
+   * (each answered 401; keep-alive HTTP requests check every time).
+   */
   private revoke(tokenIds: readonly string[]): void {
     if (tokenIds.length === 0) return;
     this.logger.log('info', 'tokens revoked', { tokens: tokenIds });
+    for (const id of tokenIds) {
+      const listeners = this.revokeListeners.get(id);
+      this.revokeListeners.delete(id);
+      for (const listener of listeners ?? []) listener();
+    }
     this.watchHub.revoke(tokenIds);
     this.replicationServer.revoke(tokenIds);
     this.wireServer.revoke(tokenIds);

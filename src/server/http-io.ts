@@ -13,7 +13,7 @@ import type { Clock } from '../clock/index.js';
 import { JsonValidator, MIN_SEQ_WAIT_MS_DEFAULT, MIN_SEQ_WAIT_MS_MAX, parseValidatedJson, type JsonLimits } from '../api/index.js';
 import { MercuryError, isMercuryError, type ErrorCode } from '../errors/index.js';
 import { readersFull } from '../store/index.js';
-import { assertAdmitted } from './auth.js';
+import { assertAdmitted, principalOf } from './auth.js';
 import type { BodyBudget } from './body-budget.js';
 import type { NodeApi } from './node-api.js';
 
@@ -451,7 +451,9 @@ export const READ_SEQ_PARAMS: readonly string[] = ['minSeq', 'timeoutMs'];
  * A read's `?minSeq=N[&timeoutMs=T]`: waits (bounded) until the node has applied seq N; true if it waited. Both are
  * checked whether or not the node must wait, so that a request is refused or served by what it says, not by how far
  * the node has got. The wait ends when `res` closes first (its client left): it must not hold one of the node's
- * parked reads (SEQ_WAITERS_MAX) after its connection is gone (src/node/seq-waiter.ts).
+ * parked reads (SEQ_WAITERS_MAX) after its connection is gone (src/node/seq-waiter.ts). It also ends when the
+ * request's token is revoked: true then, so that the route's check of the token as it is now answers 401 at once,
+ * instead of holding the revoked token's connection and waiter until the timeout (up to 60 s).
  */
 export async function readSeqOptions(node: NodeApi, query: URLSearchParams, res: ServerResponse): Promise<boolean> {
   const minSeq = queryInteger(query, 'minSeq', 0);
@@ -460,10 +462,19 @@ export async function readSeqOptions(node: NodeApi, query: URLSearchParams, res:
   const gone = new AbortController();
   const onClose = (): void => gone.abort();
   res.once('close', onClose);
+  let revoked = false;
+  const tokenId = principalOf(res.req)?.id;
+  const forget = tokenId === undefined ? undefined : node.onRevoked?.(tokenId, () => {
+    revoked = true;
+    gone.abort();
+  });
   try {
     await node.waitForSeq(minSeq, timeoutMs, gone.signal);
+  } catch (error) {
+    if (!revoked) throw error;
   } finally {
     res.off('close', onClose);
+    forget?.();
   }
   return true;
 }

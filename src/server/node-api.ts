@@ -33,6 +33,11 @@ export interface NodeApi {
   unreadableTokens(): readonly { readonly id: string; readonly why: string }[];
   /** Resolves once this node has applied `seq`; rejects with SEQ_WAIT_TIMEOUT after `timeoutMs`, or at once when `gone` aborts. */
   waitForSeq(seq: number, timeoutMs: number, gone?: AbortSignal): Promise<void>;
+  /**
+   * Calls `listener` once if token `tokenId` is revoked before the returned function is called (which forgets it):
+   * a read parked on `minSeq` ends at the revocation rather than at its timeout. Absent: nothing is told.
+   */
+  onRevoked?(tokenId: string, listener: () => void): () => void;
   status(): Record<string, unknown>;
   /** Whether the node should take traffic, and why not (`/readyz`). */
   readiness(): { ready: boolean; reasons: string[] };
