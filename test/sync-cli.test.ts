@@ -411,11 +411,12 @@ describe('sync cli', () => {
   });
 
   test('sync cli: --max-files and --max-bytes bound DIR: a put past them stops sync with SYNC_LIMIT_EXCEEDED before writing it, and a restart with a higher limit applies it; a DIR over a lowered limit is refused at start; a snapshot past the limit stops at its first key past it (found by audit: a node could fill the disk file by file)', async () => {
-    const node = await startServe(join(dir, 'limits-node'), ['--log-retain-entries', '2']);
+    // Entries from the log on this node (a trimmed log would send sync a snapshot instead: the last part, on another).
+    const node = await startServe(join(dir, 'limits-node'));
     nodes.push(node);
     const target = join(dir, 'limits');
-    const stopsWith = async (extra: readonly string[], message: RegExp): Promise<void> => {
-      const sync = startSync(node.url, 'lim/', target, extra);
+    const stopsWith = async (extra: readonly string[], message: RegExp, url = node.url, into = target): Promise<void> => {
+      const sync = startSync(url, 'lim/', into, extra);
       syncs.push(sync);
       const exited = await Promise.race([sync.exited, new Promise<string>((resolve) => setTimeout(() => resolve('still running after 15 s'), 15_000))]);
       assert.equal(exited, 1, sync.stderr());
@@ -447,15 +448,24 @@ describe('sync cli', () => {
     // A limit lowered below what DIR holds: refused before anything is applied.
     await stopsWith(['--max-bytes', '19'], /SYNC_LIMIT_EXCEEDED: .*limits holds 3 files of 20 bytes \(paths included\), over --max-bytes 19; sync did not start/);
 
-    // A snapshot (the log trimmed past the saved seq) is judged on its own: a, c, d, e, n0, n1, ... in key order.
-    const down = savedSeq(target);
-    for (let i = 0; i < 4; i++) await put(node, `lim/n${i}`, `n${i}`);
-    await waitUntil('the log is trimmed past the saved seq', async () => ((await statusOf(node)) as unknown as { log: { firstSeq: number } }).log.firstSeq > down + 1);
-    await stopsWith(['--max-files', '5'], /SYNC_LIMIT_EXCEEDED: the node's state under the prefix \(a snapshot\) goes past --max-files 5 at n1; sync stopped before writing it/);
-    assert.deepEqual(readTree(target), { a: 'a', c: 'cc', d: 'x'.repeat(14), e: '', n0: 'n0' });
-    const last = startSync(node.url, 'lim/', target, ['--max-files', '8']);
+    // A snapshot (the log trimmed past the saved seq) is judged on its own: a, n0, n1, ... in key order.
+    const trimmed = await startServe(join(dir, 'limits-trim-node'), ['--log-retain-entries', '2']);
+    nodes.push(trimmed);
+    const snapshotTarget = join(dir, 'limits-snapshot');
+    await put(trimmed, 'lim/a', 'a');
+    const first = startSync(trimmed.url, 'lim/', snapshotTarget);
+    syncs.push(first);
+    await treeIs(snapshotTarget, { a: 'a' }, first);
+    await waitUntil('the seq is saved', () => Promise.resolve(existsSync(join(snapshotTarget, SYNC_STATE_FILE))));
+    await stopProcess(first.child);
+    const down = savedSeq(snapshotTarget);
+    for (let i = 0; i < 4; i++) await put(trimmed, `lim/n${i}`, `n${i}`);
+    await waitUntil('the log is trimmed past the saved seq', async () => ((await statusOf(trimmed)) as unknown as { log: { firstSeq: number } }).log.firstSeq > down + 1);
+    await stopsWith(['--max-files', '2'], /SYNC_LIMIT_EXCEEDED: the node's state under the prefix \(a snapshot\) goes past --max-files 2 at n1; sync stopped before writing it/, trimmed.url, snapshotTarget);
+    assert.deepEqual(readTree(snapshotTarget), { a: 'a', n0: 'n0' });
+    const last = startSync(trimmed.url, 'lim/', snapshotTarget, ['--max-files', '5']);
     syncs.push(last);
-    await treeIs(target, { a: 'a', c: 'cc', d: 'x'.repeat(14), e: '', n0: 'n0', n1: 'n1', n2: 'n2', n3: 'n3' }, last);
+    await treeIs(snapshotTarget, { a: 'a', n0: 'n0', n1: 'n1', n2: 'n2', n3: 'n3' }, last);
     await stopProcess(last.child);
     const zero = await runCli(['sync', 'lim/', target, '--url', node.url, '--max-files', '0']);
     assert.equal(zero.code, 2, zero.stderr);
