@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
 import { after, before, describe, test } from 'node:test';
+import { LOG_PAGE_ANSWER_BYTES_MAX } from '../src/api/index.js';
 import { connect, InvalidAnswerError, NodeClient, NoNodeReachableError, OutcomeUnknownError } from '../src/index.js';
 import { startFakeServer, type FakeServer } from './support/net.js';
 
@@ -62,6 +63,35 @@ describe('client hostile answers', () => {
 
   after(async () => {
     await server.close();
+  });
+
+  // Found by an audit (2026-12-06): the check ran once the whole body was held, so a log page of 256 MiB of `{}` (what
+  // its byte bound allows) was refused only after the client peaked at ~600 MB. First in the file: it measures the
+  // process's peak RSS, which earlier tests would have raised.
+  test('client answers: a 256 MiB page of junk values is refused at the chunk that breaks the limit, and memory stays flat', async () => {
+    const pageBytes = LOG_PAGE_ANSWER_BYTES_MAX;
+    const head = Buffer.from('{"firstSeq":1,"lastSeq":1,"nextSeq":null,"entries":[],"junk":[{}');
+    const junk = Buffer.from(',{}'.repeat(MiB / 3));
+    let sent = 0;
+    answer = (res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': pageBytes });
+      res.on('error', () => {});
+      const pump = (): void => {
+        while (!res.destroyed && sent < pageBytes) {
+          const chunk = sent === 0 ? head : junk.subarray(0, pageBytes - sent);
+          sent += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+        if (!res.destroyed) res.end();
+      };
+      pump();
+    };
+    const rssBefore = Math.max(process.memoryUsage().rss, process.resourceUsage().maxRSS * 1024);
+    assertInvalid(await caught(new NodeClient(server.url, 60_000).log(1)), 'PROTOCOL', /refused before parsing: the body holds more than 4500000 JSON values/);
+    const peakGrowth = process.resourceUsage().maxRSS * 1024 - rssBefore;
+    assert.ok(peakGrowth < 128 * MiB, `peak RSS grew ${(peakGrowth / MiB).toFixed(0)} MiB`);
+    // 4.5 million values are 13.5 MB of `{},`; loopback's socket buffers hold a few MB more.
+    assert.ok(sent < 64 * MiB, `the node wrote ${(sent / MiB).toFixed(0)} MiB before the client hung up`);
   });
 
   test('client answers: a 2 GiB Content-Length is refused before a byte of it is read', async () => {

@@ -6,7 +6,7 @@
  * node may add fields; they are left out), and throws `AnswerFault`, which `NodeClient` turns into the typed error.
  * Also the paging rules: a range cursor and a log page's `nextSeq` must move forward, or a walk would never end.
  */
-import { decodeJsonBytes, KEY_BYTES_MAX, MercuryError, parseBoundedJson, parseValidatedJson } from '../api/index.js';
+import { decodeJsonBytes, JsonValidator, KEY_BYTES_MAX, MercuryError, parseValidatedJson } from '../api/index.js';
 import { ANSWER_DEPTH_MAX, ANSWER_NAME_BYTES_MAX, ANSWER_UNCHECKED_BYTES_MAX } from './limits.js';
 
 /** An answer broke the rule the message names. */
@@ -27,16 +27,53 @@ type Json = Record<string, unknown>;
 const NOT_JSON_CODES: ReadonlySet<string> = new Set(['INVALID_JSON', 'INVALID_UTF8', 'LONE_SURROGATE']);
 
 /**
- * The value of an answer's body, refused before `JSON.parse` builds it when it holds more than `valuesMax` JSON values,
- * nests deeper than ANSWER_DEPTH_MAX or has a longer member name than ANSWER_NAME_BYTES_MAX (limits.ts says why):
- * AnswerFault then, and a SyntaxError for a body that is not JSON.
+ * The check of an answer's body before `JSON.parse` builds it, run on the body as it arrives (http-client.ts readBody
+ * hands it each chunk): a body that holds more than `valuesMax` JSON values, nests deeper than ANSWER_DEPTH_MAX or has a
+ * longer member name than ANSWER_NAME_BYTES_MAX (limits.ts says why) is refused at the chunk that breaks the limit, and
+ * its connection dropped, instead of once the whole body is held (audit, 2026-12-06: a log page of 256 MiB of `{}` was
+ * refused only after the client peaked at ~600 MB). AnswerFault then, and a SyntaxError for a body that is not JSON.
  */
-export function parseAnswer(body: Buffer, valuesMax: number): unknown {
-  try {
+export class AnswerCheck {
+  /** Bodies of at most this many bytes are not checked, see `push`. */
+  private readonly uncheckedBytesMax: number;
+  private validator: JsonValidator | undefined;
+  /** The chunks of the body the validator has been given. */
+  private checkedChunks = 0;
+
+  /** `bytesMax`: the most the call reads of the body, so no string of it can be longer. */
+  constructor(
+    private readonly valuesMax: number,
+    private readonly bytesMax: number,
+  ) {
+    this.uncheckedBytesMax = Math.min(ANSWER_UNCHECKED_BYTES_MAX, valuesMax);
+  }
+
+  /** Checks the chunks of `chunks` (the body so far, `bytes` long) not checked yet. */
+  push(chunks: readonly Buffer[], bytes: number): void {
     // A body this short holds at most its length in values, nested at most half as deep, which JSON.stringify still
     // manages: the check would find nothing, and costs 2 to 3 us an answer, a put's or a get's (measured 2026-12-06).
-    if (body.length <= Math.min(ANSWER_UNCHECKED_BYTES_MAX, valuesMax)) return parseValidatedJson(body);
-    return parseBoundedJson(body, { depthMax: ANSWER_DEPTH_MAX, elementsMax: valuesMax, stringBytesMax: body.length, nameBytesMax: ANSWER_NAME_BYTES_MAX });
+    // A longer one is checked from its first byte, once it passes this size.
+    if (bytes <= this.uncheckedBytesMax) return;
+    this.validator ??= new JsonValidator({ depthMax: ANSWER_DEPTH_MAX, elementsMax: this.valuesMax, stringBytesMax: this.bytesMax, nameBytesMax: ANSWER_NAME_BYTES_MAX });
+    const validator = this.validator;
+    refused(() => {
+      for (; this.checkedChunks < chunks.length; this.checkedChunks++) validator.push(chunks[this.checkedChunks]!);
+    });
+  }
+
+  /** The value of the whole body, every chunk of which went through `push`. */
+  value(body: Buffer): unknown {
+    return refused(() => {
+      this.validator?.end();
+      return parseValidatedJson(body);
+    });
+  }
+}
+
+/** Runs a step of the check, its MercuryError a SyntaxError (not JSON at all) or an AnswerFault. */
+function refused<T>(step: () => T): T {
+  try {
+    return step();
   } catch (error) {
     if (!(error instanceof MercuryError)) throw error;
     if (NOT_JSON_CODES.has(error.code)) throw new SyntaxError(error.message);

@@ -11,6 +11,7 @@ import https from 'node:https';
 import type { Socket } from 'node:net';
 import { encodeKeyPath, LOG_READ_LIMIT_MAX, RANGE_LIMIT_MAX, type TxnJson } from '../api/index.js';
 import {
+  AnswerCheck,
   AnswerFault,
   checkLogPage,
   checkMinSeq,
@@ -20,7 +21,6 @@ import {
   deleteAnswer,
   integer,
   logAnswer,
-  parseAnswer,
   rangeAnswer,
   resyncAnswer,
   revokedTokenAnswer,
@@ -229,9 +229,10 @@ function announcedOver(response: http.IncomingMessage, bytesMax: number): number
 
 /**
  * Reads a response body of at most `bytesMax` bytes, within `deadlineMs`; rejects with OversizedAnswer past it (the
- * response is destroyed, so nothing more is read) and with a TimeoutError at the deadline.
+ * response is destroyed, so nothing more is read) and with a TimeoutError at the deadline. `check`, when given, sees
+ * each chunk as it arrives, and its AnswerFault or SyntaxError rejects at once, the response destroyed likewise.
  */
-function readBody(response: http.IncomingMessage, bytesMax: number, deadlineMs: number): Promise<Buffer> {
+function readBody(response: http.IncomingMessage, bytesMax: number, deadlineMs: number, check?: AnswerCheck): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const status = response.statusCode ?? 0;
     const announced = announcedOver(response, bytesMax);
@@ -247,12 +248,20 @@ function readBody(response: http.IncomingMessage, bytesMax: number, deadlineMs: 
     }, deadlineMs);
     const chunks: Buffer[] = [];
     let bytes = 0;
-    response.on('data', (chunk: Buffer) => {
-      bytes += chunk.length;
-      if (bytes <= bytesMax) return void chunks.push(chunk);
+    const refuse = (error: Error): void => {
       clearTimeout(timer);
       response.destroy();
-      reject(new OversizedAnswer(status, bytesMax, undefined));
+      reject(error);
+    };
+    response.on('data', (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (bytes > bytesMax) return refuse(new OversizedAnswer(status, bytesMax, undefined));
+      chunks.push(chunk);
+      try {
+        check?.push(chunks, bytes);
+      } catch (error) {
+        refuse(error as Error);
+      }
     });
     response.on('error', (error) => {
       clearTimeout(timer);
@@ -263,6 +272,11 @@ function readBody(response: http.IncomingMessage, bytesMax: number, deadlineMs: 
       resolve(Buffer.concat(chunks));
     });
   });
+}
+
+/** Whether `error` is what an AnswerCheck refused a body with (not what the connection failed with). */
+function refusedBody(error: Error): boolean {
+  return error instanceof AnswerFault || error instanceof SyntaxError;
 }
 
 /** A node answered `101 Switching Protocols` to a request that asked for no upgrade. */
@@ -349,8 +363,9 @@ function sendOnConnection(request: http.ClientRequest, method: string, send: () 
 /**
  * One request over node:http, sent once more on a fresh connection when a pooled one failed in a way that makes
  * that safe (AttemptError.retryOnFreshConnection). Failures reject with an Error whose `cause` is the system error
- * (its `code` says whether the connection was ever made), after `timeoutMs` with an Error named TimeoutError, and
- * with OversizedAnswer for a 2xx body over `answerBytesMax` or an error body over ERROR_ANSWER_BYTES_MAX.
+ * (its `code` says whether the connection was ever made), after `timeoutMs` with an Error named TimeoutError, with
+ * OversizedAnswer for a 2xx body over `answerBytesMax` or an error body over ERROR_ANSWER_BYTES_MAX, and with the
+ * AnswerFault or SyntaxError of `check` (given a 2xx body as it arrives) as soon as it finds one.
  */
 async function httpRequest(
   url: string,
@@ -361,6 +376,7 @@ async function httpRequest(
   answerBytesMax: number,
   tls: ClientTls | undefined,
   authorization: string | undefined,
+  check: AnswerCheck | undefined,
 ): Promise<HttpAnswer> {
   const target = new URL(url);
   const headers: http.OutgoingHttpHeaders = {};
@@ -368,11 +384,11 @@ async function httpRequest(
   if (contentType !== undefined) headers['content-type'] = contentType;
   if (body !== undefined) headers['content-length'] = Buffer.byteLength(body);
   try {
-    return await httpAttempt(target, method, headers, body, timeoutMs, answerBytesMax, tls, false);
+    return await httpAttempt(target, method, headers, body, timeoutMs, answerBytesMax, tls, check, false);
   } catch (error) {
     if (!(error instanceof AttemptError && error.retryOnFreshConnection(method))) throw error;
     countResend(error);
-    return await httpAttempt(target, method, headers, body, timeoutMs, answerBytesMax, tls, true);
+    return await httpAttempt(target, method, headers, body, timeoutMs, answerBytesMax, tls, check, true);
   }
 }
 
@@ -384,6 +400,7 @@ function httpAttempt(
   timeoutMs: number,
   answerBytesMax: number,
   tls: ClientTls | undefined,
+  check: AnswerCheck | undefined,
   fresh: boolean,
 ): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
@@ -413,8 +430,10 @@ function httpAttempt(
         request.destroy();
         return reject(new UnframedAnswer(status));
       }
-      // The request's own timer bounds the whole answer; the body's deadline is only a backstop.
-      readBody(response, bodyBytesMax(status, answerBytesMax), timeoutMs).then(
+      // The request's own timer bounds the whole answer; the body's deadline is only a backstop. An error's body is
+      // not the answer `check` is for.
+      const ok = status >= 200 && status <= 299;
+      readBody(response, bodyBytesMax(status, answerBytesMax), timeoutMs, ok ? check : undefined).then(
         (answer) => {
           clearTimeout(timer);
           resolve({ status, headers: response.headers, body: answer });
@@ -422,8 +441,9 @@ function httpAttempt(
         (error: Error) => {
           clearTimeout(timer);
           // Dropping the connection also ends the request: nothing of it goes back to the pool.
-          if (error instanceof OversizedAnswer) request.destroy();
-          reject(error instanceof OversizedAnswer || error.name === 'TimeoutError' ? error : new AttemptError(error, undefined));
+          const refused = error instanceof OversizedAnswer || refusedBody(error);
+          if (refused) request.destroy();
+          reject(refused || error.name === 'TimeoutError' ? error : new AttemptError(error, undefined));
         },
       );
     });
@@ -512,11 +532,19 @@ export class NodeClient {
       throw new ClientOptionsError(`${what}: ${this.baseUrl} is a wire URL, which carries get, put and delete only; give the node's http(s):// URL for ranges, transactions, status, tokens and watches`);
   }
 
-  private async request(method: string, path: string, answerBytesMax: number, body?: Buffer | string, contentType?: string, extraTimeMs = 0): Promise<HttpAnswer> {
+  private async request(
+    method: string,
+    path: string,
+    answerBytesMax: number,
+    body?: Buffer | string,
+    contentType?: string,
+    extraTimeMs = 0,
+    check?: AnswerCheck,
+  ): Promise<HttpAnswer> {
     this.httpOnly(`${method} ${path}`);
     let answer: HttpAnswer;
     try {
-      answer = await httpRequest(`${this.baseUrl}${path}`, method, body, contentType, this.timeoutMs + extraTimeMs, answerBytesMax, this.tls, this.authorization);
+      answer = await httpRequest(`${this.baseUrl}${path}`, method, body, contentType, this.timeoutMs + extraTimeMs, answerBytesMax, this.tls, this.authorization, check);
     } catch (error) {
       throw this.failed(`${method} ${path}`, error);
     }
@@ -557,6 +585,7 @@ export class NodeClient {
   private failed(what: string, error: unknown): UnavailableError {
     if (error instanceof OversizedAnswer) return this.invalid('ANSWER_TOO_LARGE', what, error);
     if (error instanceof UnaskedUpgrade || error instanceof UnframedAnswer) return this.invalid('PROTOCOL', what, error);
+    if (refusedBody(error as Error)) return this.invalid('PROTOCOL', what, error as Error, unfitBody(error as Error));
     const code = (error as { cause?: { code?: unknown } }).cause?.code;
     if (code === 'HPE_HEADER_OVERFLOW')
       return this.invalid('ANSWER_TOO_LARGE', what, error as Error, `headers over the ${http.maxHeaderSize} bytes read of them`);
@@ -571,8 +600,8 @@ export class NodeClient {
   }
 
   /**
-   * A JSON answer of at most `answerBytesMax` bytes and `valuesMax` JSON values (refused before it is parsed),
-   * checked and copied by `read` (answers.ts).
+   * A JSON answer of at most `answerBytesMax` bytes and `valuesMax` JSON values (refused as it arrives, before it is
+   * parsed: answers.ts AnswerCheck), checked and copied by `read` (answers.ts).
    */
   private async json<T>(
     method: string,
@@ -584,8 +613,9 @@ export class NodeClient {
     extraTimeMs = 0,
     valuesMax = SMALL_ANSWER_VALUES_MAX,
   ): Promise<T> {
-    const answer = await this.request(method, path, answerBytesMax, body, contentType, extraTimeMs);
-    return this.checked(`${method} ${path}`, () => read(parseAnswer(answer.body, valuesMax)));
+    const check = new AnswerCheck(valuesMax, answerBytesMax);
+    const answer = await this.request(method, path, answerBytesMax, body, contentType, extraTimeMs, check);
+    return this.checked(`${method} ${path}`, () => read(check.value(answer.body)));
   }
 
   /**
@@ -597,13 +627,7 @@ export class NodeClient {
       return check();
     } catch (error) {
       if (!(error instanceof SyntaxError || error instanceof AnswerFault || error instanceof RangeError)) throw error;
-      const why =
-        error instanceof SyntaxError
-          ? `a body that is not JSON (${error.message})`
-          : error instanceof AnswerFault
-            ? `a body that breaks the API: ${error.message}`
-            : `a body this client could not decode (${String(error)})`;
-      throw this.invalid('PROTOCOL', what, error, why);
+      throw this.invalid('PROTOCOL', what, error, unfitBody(error));
     }
   }
 
@@ -738,6 +762,13 @@ export class NodeClient {
   async resync(): Promise<{ resync: string; seq: number }> {
     return this.json('POST', '/v1/replication/resync', SMALL_ANSWER_BYTES_MAX, resyncAnswer);
   }
+}
+
+/** What was wrong with a body a check refused (a phrase for InvalidAnswerError). */
+function unfitBody(error: Error): string {
+  if (error instanceof SyntaxError) return `a body that is not JSON (${error.message})`;
+  if (error instanceof AnswerFault) return `a body that breaks the API: ${error.message}`;
+  return `a body this client could not decode (${String(error)})`;
 }
 
 /** Extra time a read may take because the node waits for its `minSeq`. */

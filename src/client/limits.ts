@@ -76,7 +76,7 @@ export const LARGE_ANSWER_BYTES_MAX = LOG_PAGE_ANSWER_BYTES_MAX;
 
 /**
  * JSON values (containers, strings, numbers, literals) an answer may hold, checked before `JSON.parse` builds them
- * (answers.ts `parseAnswer`): parsed, a value costs up to 20 times its bytes (`{}` is 3 bytes and a 56-byte object),
+ * (answers.ts `AnswerCheck`, as the body arrives): parsed, a value costs up to 20 times its bytes (`{}` is 3 bytes and a 56-byte object),
  * so the byte bounds above alone let a node make a client build gigabytes. A small answer's bytes bound it well
  * enough; a range page holds at most its `limit` items of 8 values (12 counted, for fields a newer node adds); a log
  * page, LOG_PAGE_VALUES_MAX (src/api/limits.ts says why); the token list has no bound of its own, and is read up to a
@@ -90,7 +90,7 @@ export const LOG_ANSWER_VALUES_MAX = LOG_PAGE_VALUES_MAX;
 export const TOKEN_LIST_VALUES_MAX = 1_000_000;
 export const ANSWER_DEPTH_MAX = 32;
 export const ANSWER_NAME_BYTES_MAX = 256;
-/** Answers of at most this many bytes are parsed without the check (answers.ts `parseAnswer` says why). */
+/** Answers of at most this many bytes are parsed without the check (answers.ts `AnswerCheck` says why). */
 export const ANSWER_UNCHECKED_BYTES_MAX = 1024;
 // Nested at most half its length deep: JSON.stringify of 2,048 levels ran here, of 5,000 overflowed the stack.
 assert.ok(ANSWER_UNCHECKED_BYTES_MAX / 2 <= 2_048, 'an unchecked answer nests no deeper than JSON.stringify manages');
