@@ -58,6 +58,8 @@ export const ErrorCode = {
   /** `mercury sync`: a write would take DIR past --max-files or --max-bytes (src/sync/budget.ts). */
   SYNC_LIMIT_EXCEEDED: 'SYNC_LIMIT_EXCEEDED',
   SNAPSHOT_INVALID: 'SNAPSHOT_INVALID',
+  /** `mercury snapshot save`: the node sent the snapshot slower than any real link would (src/cli/transfer-pace.ts). */
+  SNAPSHOT_STALLED: 'SNAPSHOT_STALLED',
   DATA_CORRUPTED: 'DATA_CORRUPTED',
   STORAGE_FULL: 'STORAGE_FULL',
   STORAGE_IO_ERROR: 'STORAGE_IO_ERROR',
@@ -123,6 +125,7 @@ export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   SYMLINK_REFUSED: 409,
   SYNC_LIMIT_EXCEEDED: 507,
   SNAPSHOT_INVALID: 422,
+  SNAPSHOT_STALLED: 504,
   DATA_CORRUPTED: 500,
   STORAGE_FULL: 507,
   STORAGE_IO_ERROR: 500,

@@ -16,6 +16,10 @@
  * at most every SAVE_WAIT_REPORT_MS or when the reason changes. Past the deadline it fails with the node's code and
  * says so; any other error fails at once.
  *
+ * A node that answers, but slower than any real link would (trickling its headers, or the snapshot, a byte at a time),
+ * is cut off with SNAPSHOT_STALLED: the snapshot header must arrive within 5 minutes of each request, and then every 10
+ * minutes must bring at least 1 MiB (SAVE_PACE, transfer-pace.ts, says why those numbers).
+ *
  * restore and inspect: FILE must be a regular file (through links), checked before anything is read or touched.
  */
 import { closeSync, createReadStream, fsyncSync, openSync, renameSync, rmSync, statfsSync, statSync, writeSync, type Stats } from 'node:fs';
@@ -26,6 +30,7 @@ import { fileKind } from '../fs/bounded-read.js';
 import { fsyncPath } from '../fs/durable.js';
 import type { SnapshotHeader } from '../snapshot/index.js';
 import { formatBytes, formatCount, formatDuration, printResult, ProgressBar, terminalSafe } from './output.js';
+import { PaceGuard, SAVE_PACE, type TransferPace } from './transfer-pace.js';
 
 /** While `snapshot save` waits for a busy node, a line on stderr at most this often (and when the reason changes). */
 const SAVE_WAIT_REPORT_MS = 10_000;
@@ -117,7 +122,14 @@ function removeOnSignal(partial: string, what: string): () => void {
   return () => handlers.forEach((off) => off());
 }
 
-export async function snapshotSave(client: NodeClient, file: string, options: { json: boolean; waitMs: number | undefined }): Promise<void> {
+export interface SaveOptions {
+  readonly json: boolean;
+  readonly waitMs: number | undefined;
+  /** SAVE_PACE unless a test needs one it can trip in seconds. */
+  readonly pace?: TransferPace;
+}
+
+export async function snapshotSave(client: NodeClient, file: string, options: SaveOptions): Promise<void> {
   const { SnapshotDecoder, snapshotFileBytes: announcedFileBytes } = await import('../snapshot/format.js');
   let existing: Stats | undefined;
   try {
@@ -138,9 +150,14 @@ export async function snapshotSave(client: NodeClient, file: string, options: { 
   let renamed = false;
   let response: Awaited<ReturnType<NodeClient['stream']>> | undefined;
   let bar: ProgressBar | undefined;
+  const pace = new PaceGuard(options.pace ?? SAVE_PACE, (why) => new MercuryError('SNAPSHOT_STALLED', `${client.baseUrl} ${why}; a node or a link this slow is broken: check the link, or save from another node; ${file} was not written`));
+  const request = (): ReturnType<NodeClient['stream']> => {
+    pace.requested();
+    return client.stream('/v1/snapshot', { signal: pace.signal });
+  };
   try {
     try {
-      response = await retryWhileBusy(`GET ${client.baseUrl}/v1/snapshot`, () => client.stream('/v1/snapshot'), { waitMs: options.waitMs, onWait: waitReporter(client.baseUrl) });
+      response = await retryWhileBusy(`GET ${client.baseUrl}/v1/snapshot`, request, { waitMs: options.waitMs, onWait: waitReporter(client.baseUrl) });
     } catch (error) {
       if (!(error instanceof BusyTimeoutError)) throw error;
       throw new MercuryError(error.code, `gave up waiting for ${client.baseUrl} after ${formatDuration(error.waitedMs)} (--wait-timeout-ms to wait longer): ${error.last.message}; ${file} was not written`, {
@@ -156,17 +173,20 @@ export async function snapshotSave(client: NodeClient, file: string, options: { 
       let roomChecked = false;
       for await (const chunk of response as AsyncIterable<Buffer>) {
         received += chunk.length;
+        pace.received(chunk.length);
         decoder.push(chunk);
         // Once the header says how large the file is: a node announcing more than the disk can take (a hostile one
         // claimed 2^50 keys and wrote 2.2 GB in 8 s, audit of stop 37) is refused before the disk fills.
         if (!roomChecked && decoder.header !== undefined) {
           roomChecked = true;
+          pace.headerReceived();
           checkRoom(file, announcedFileBytes(decoder.header));
         }
         writeAll(fd, chunk, file);
         bar.update(decoder.bytesRead);
       }
     } catch (error) {
+      if (pace.tripped !== undefined) throw pace.tripped;
       const code = (error as { code?: unknown }).code;
       if (code === 'SNAPSHOT_INVALID' || code === 'STORAGE_FULL' || code === 'STORAGE_IO_ERROR') throw error;
       throw new MercuryError('SNAPSHOT_INVALID', `the transfer from ${client.baseUrl} broke off after ${formatBytes(received)}: ${(error as Error).message}; ${file} was not written`, {
@@ -191,6 +211,7 @@ export async function snapshotSave(client: NodeClient, file: string, options: { 
     response?.destroy();
     throw error;
   } finally {
+    pace.stop();
     if (!closed) closeSync(fd);
     if (!renamed) rmSync(partial, { force: true });
     releaseSignals();

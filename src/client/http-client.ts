@@ -453,25 +453,33 @@ function httpAttempt(
 /**
  * A GET whose answer is streamed to the caller (snapshots, entry streams): resolves with the response once its status
  * line arrived, and rejects with the node's typed error for a non-2xx answer. `timeoutMs` bounds the wait for the
- * status line and each silence after it, not the whole transfer, which may take minutes. Sent once more on a fresh
- * connection when a pooled one failed before the status line, as any read.
+ * status line and each silence after it, not the whole transfer, which may take minutes: `signal` ends it (the
+ * request and the response) whenever its caller decides. Sent once more on a fresh connection when a pooled one
+ * failed before the status line, as any read.
  */
-async function httpStream(url: string, timeoutMs: number, tls: ClientTls | undefined, authorization: string | undefined): Promise<http.IncomingMessage> {
+async function httpStream(url: string, timeoutMs: number, tls: ClientTls | undefined, authorization: string | undefined, signal: AbortSignal | undefined): Promise<http.IncomingMessage> {
   const target = new URL(url);
   try {
-    return await httpStreamAttempt(target, timeoutMs, tls, authorization, false);
+    return await httpStreamAttempt(target, timeoutMs, tls, authorization, signal, false);
   } catch (error) {
-    if (!(error instanceof AttemptError && error.retryOnFreshConnection('GET'))) throw error;
+    if (!(error instanceof AttemptError && error.retryOnFreshConnection('GET')) || signal?.aborted) throw error;
     countResend(error);
-    return await httpStreamAttempt(target, timeoutMs, tls, authorization, true);
+    return await httpStreamAttempt(target, timeoutMs, tls, authorization, signal, true);
   }
 }
 
-function httpStreamAttempt(target: URL, timeoutMs: number, tls: ClientTls | undefined, authorization: string | undefined, fresh: boolean): Promise<http.IncomingMessage> {
+function httpStreamAttempt(
+  target: URL,
+  timeoutMs: number,
+  tls: ClientTls | undefined,
+  authorization: string | undefined,
+  signal: AbortSignal | undefined,
+  fresh: boolean,
+): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
     const secure = target.protocol === 'https:';
     const headers: http.OutgoingHttpHeaders = authorization === undefined ? {} : { authorization };
-    const request = (secure ? https : http).request(target, { method: 'GET', headers, ...connectionOptions(secure, tls, fresh) });
+    const request = (secure ? https : http).request(target, { method: 'GET', headers, signal, ...connectionOptions(secure, tls, fresh) });
     request.setTimeout(timeoutMs, () => {
       const timeout = new Error(`no data for ${timeoutMs} ms`);
       timeout.name = 'TimeoutError';
@@ -556,15 +564,18 @@ export class NodeClient {
    * GETs `path` and returns the response body as a stream, for answers too large to hold (a snapshot). Errors as
    * for every request: UnavailableError if the node cannot be reached, the typed ServerError for a non-2xx answer.
    * The stream itself errors if the connection breaks or stays silent for STREAM_IDLE_TIMEOUT_MS (or the client's
-   * timeout, if longer).
+   * timeout, if longer). That bounds silence only, not a node that trickles: a caller that needs a deadline or a
+   * minimum rate (src/cli/transfer-pace.ts) passes `signal` and aborts it; the call then rejects with its reason, and a
+   * stream already returned is destroyed.
    */
-  async stream(path: string): Promise<http.IncomingMessage> {
+  async stream(path: string, options: { signal?: AbortSignal } = {}): Promise<http.IncomingMessage> {
     this.httpOnly(`GET ${path}`);
+    const { signal } = options;
     let response: http.IncomingMessage;
     try {
-      response = await httpStream(`${this.baseUrl}${path}`, Math.max(this.timeoutMs, STREAM_IDLE_TIMEOUT_MS), this.tls, this.authorization);
+      response = await httpStream(`${this.baseUrl}${path}`, Math.max(this.timeoutMs, STREAM_IDLE_TIMEOUT_MS), this.tls, this.authorization, signal);
     } catch (error) {
-      throw this.failed(`GET ${path}`, error);
+      throw signal?.aborted ? (signal.reason as Error) : this.failed(`GET ${path}`, error);
     }
     const status = response.statusCode ?? 0;
     if (status >= 200 && status <= 299) return response;
@@ -572,7 +583,7 @@ export class NodeClient {
     try {
       body = await readBody(response, ERROR_ANSWER_BYTES_MAX, this.timeoutMs);
     } catch (error) {
-      throw this.failed(`GET ${path}`, error);
+      throw signal?.aborted ? (signal.reason as Error) : this.failed(`GET ${path}`, error);
     }
     throw serverError(status, body.toString('utf8'), `GET ${this.baseUrl}${path}`, response.headers['retry-after']);
   }
