@@ -8,11 +8,11 @@
 import assert from 'node:assert/strict';
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { NodeClient } from '../src/client/index.js';
-import { snapshotSave } from '../src/cli/snapshot.js';
+import { snapshotRestore, snapshotSave } from '../src/cli/snapshot.js';
 import type { TransferPace } from '../src/cli/transfer-pace.js';
 import { SNAPSHOT_FORMAT_VERSION, SnapshotEncoder } from '../src/snapshot/index.js';
 import { makeTempDir, removeDir } from './support/process.js';
@@ -102,6 +102,24 @@ describe('snapshot save pace', () => {
     assert.match(error.message, /sent [\d.]+ (Ki)?B in the last 500 ms, below the 4\.00 KiB per 500 ms the slowest real link carries \([\d.]+ KiB received\)/);
     assert.ok(performance.now() - started < 5_000);
     assert.deepEqual(leftFiles('slow.snap'), []);
+  });
+
+  test('snapshot save pace: restore --to-seq holds the node\'s entry stream to the same pace: headers trickled, or nothing sent after them, fail with SNAPSHOT_STALLED and the directory keeps what it had (found by review: only silence was bounded)', async () => {
+    const snap = join(dir, 'restore-from.snap');
+    writeFileSync(snap, file);
+    for (const [name, send] of [
+      ['trickled headers', (res: ServerResponse) => trickle((piece) => res.socket!.write(piece), () => res.socket!.destroyed, Buffer.from('HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n\r\n'), 1, 100)],
+      ['silent after its headers', (res: ServerResponse) => res.writeHead(200, { 'content-type': 'application/octet-stream' }).flushHeaders()],
+    ] as const) {
+      answer = send;
+      const dataDir = join(dir, `restored-${name.replace(/ /g, '-')}`);
+      const started = performance.now();
+      const error = await failure(snapshotRestore(snap, { dataDir, force: false, toSeq: 12, client, json: true, pace: PACE }));
+      assert.equal(error.code, 'SNAPSHOT_STALLED', `${name}: ${error.message}`);
+      assert.match(error.message, /(did not send the entry stream's headers within 1\.0 s|sent 0 B in the last 500 ms).*restore from another node; \S+ keeps the data it had$/, name);
+      assert.ok(performance.now() - started < 10_000, `${name}: cut at the pace, not at 120 s of silence`);
+      assert.ok(!existsSync(dataDir), `${name}: the directory the restore made is gone`);
+    }
   });
 
   test('snapshot save pace: a transfer slow but above the minimum, over several windows, is saved', async () => {

@@ -250,6 +250,8 @@ export interface RestoreCommandOptions {
   readonly toSeq: number | undefined;
   readonly client: NodeClient | undefined;
   readonly json: boolean;
+  /** Of the entries replayed from the node: SAVE_PACE unless a test needs one it can trip in seconds. */
+  readonly pace?: TransferPace;
 }
 
 export async function snapshotRestore(file: string, options: RestoreCommandOptions): Promise<void> {
@@ -275,7 +277,22 @@ export async function snapshotRestore(file: string, options: RestoreCommandOptio
           : async (from, to) => {
               fileBar.finish();
               entriesBar = new ProgressBar('replay', to - from + 1, 'items');
-              return (await client.stream(`/v1/snapshot/entries?from=${from}&to=${to}`)) as AsyncIterable<Buffer>;
+              // Held to the save's pace: bounded by silence alone, a node sending a byte every 100 s held the restore
+              // for as long as it liked (audit of the client, 2026-12-06).
+              const pace = new PaceGuard(
+                options.pace ?? SAVE_PACE,
+                (why) => new MercuryError('SNAPSHOT_STALLED', `${client.baseUrl} ${why}; a node or a link this slow is broken: check the link, or restore from another node; ${options.dataDir} keeps the data it had`),
+                "the entry stream's headers",
+              );
+              pace.requested();
+              try {
+                const response = (await client.stream(`/v1/snapshot/entries?from=${from}&to=${to}`, { signal: pace.signal })) as AsyncIterable<Buffer>;
+                pace.headerReceived();
+                return pace.paced(response);
+              } catch (error) {
+                pace.stop();
+                throw error;
+              }
             },
       onProgress: (progress) => (progress.phase === 'snapshot' ? fileBar : entriesBar)?.update(progress.done),
     });

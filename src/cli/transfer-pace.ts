@@ -1,5 +1,5 @@
 /**
- * The pace a snapshot transfer must keep (`mercury snapshot save`). The client's stream bounds silence only (120 s
+ * The pace a snapshot transfer must keep (`mercury snapshot save`, and the entries `snapshot restore --to-seq` replays). The client's stream bounds silence only (120 s
  * between bytes, STREAM_IDLE_TIMEOUT_MS), so a node that sent a byte every 100 s held the command for ever: about 19
  * days for its 16 KiB of headers alone (audit, 2026-12-06). Here, per request, the answer's status line, headers and
  * the snapshot's header must arrive whole within `headerMs`; after it, each window of `windowMs` must bring at least
@@ -43,16 +43,18 @@ export class PaceGuard {
   private receivedBytes = 0;
   private windowBytes = 0;
 
+  /** `header`: what must arrive within `headerMs` (the snapshot header; an entry stream has none beyond its HTTP headers). */
   constructor(
     private readonly pace: TransferPace,
     private readonly stalled: (why: string) => MercuryError,
+    private readonly header = 'the snapshot header',
   ) {}
 
   /** A request goes out (each attempt of a busy wait): its snapshot header is due within `headerMs`. */
   requested(): void {
     this.receivedBytes = 0;
     const { headerMs } = this.pace;
-    this.arm(headerMs, () => this.trip(`did not send the snapshot header within ${formatDuration(headerMs)} of the request (${formatBytes(this.receivedBytes)} of the answer received)`));
+    this.arm(headerMs, () => this.trip(`did not send ${this.header} within ${formatDuration(headerMs)} of the request (${formatBytes(this.receivedBytes)} of the answer received)`));
   }
 
   received(bytes: number): void {
@@ -76,9 +78,27 @@ export class PaceGuard {
     clearTimeout(this.timer);
   }
 
+  /**
+   * `chunks` as they come, each counted; the guard stops when they end, or when the caller stops reading. A stream cut
+   * because the guard tripped fails with the guard's error, not the cut's ("aborted").
+   */
+  async *paced(chunks: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+    try {
+      for await (const chunk of chunks) {
+        this.received(chunk.length);
+        yield chunk;
+      }
+    } catch (error) {
+      throw this.tripped ?? error;
+    } finally {
+      this.stop();
+    }
+  }
+
   private arm(ms: number, due: () => void): void {
     clearTimeout(this.timer);
-    this.timer = setTimeout(due, ms);
+    // Never what keeps the process alive: a transfer holds its socket, and a guard left armed must not hold the CLI.
+    this.timer = setTimeout(due, ms).unref();
   }
 
   private trip(why: string): void {
