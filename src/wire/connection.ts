@@ -13,6 +13,7 @@
  * more than `outputBytesMax` of answers wait for the kernel; reads that wake from a minSeq wait past that bound are
  * read when the client takes its answers. Timeouts are enforced by the server's sweep (`sweep`).
  */
+import { setMaxListeners } from 'node:events';
 import type { Socket } from 'node:net';
 import {
   MIN_SEQ_WAIT_MS_DEFAULT,
@@ -116,6 +117,9 @@ export class WireConnection {
     this.lastActivityMs = this.openedMs;
     this.reader = new WireFrameReader(WIRE_HELLO_FRAME_BYTES_MAX);
     socket.setNoDelay(true);
+    // Each parked read listens on the signal until it settles, up to inFlightPerConnectionMax of them: past Node's
+    // default of 10, every such connection printed a MaxListenersExceededWarning ("memory leak") on stderr.
+    setMaxListeners(0, this.gone.signal);
     socket.on('data', (chunk: Buffer) => this.received(chunk));
     socket.on('error', () => socket.destroy());
     // A client that reads its answers again lets the node read its requests again.
