@@ -79,6 +79,24 @@ describe('churn: what a client that leaves makes the node hold', () => {
     // stderr, once per connection, which any client parking 11 reads could make the node print.
     assert.doesNotMatch(serve.stderr(), /MaxListenersExceeded/);
   });
+  test('churn: pipelined reads parked on minSeq end when their connection is cut', async () => {
+    // Before: only the first request of a connection ended; node:http closes no `res` of the requests queued behind it
+    // (it destroys their `req`), so 7 of every 8 pipelined reads stayed parked for their 60 s after the hang-up.
+    const serve = served();
+    const host = new URL(serve.url).host;
+    const sockets: net.Socket[] = [];
+    for (let i = 0; i < 10; i++) {
+      const socket = await openHttp(serve.url);
+      socket.on('error', () => {});
+      let text = '';
+      for (let j = 0; j < 8; j++) text += `GET /v1/kv/churn?minSeq=${UNREACHED_SEQ}&timeoutMs=${PARKED_WAIT_MS} HTTP/1.1\r\nHost: ${host}\r\n\r\n`;
+      socket.write(text);
+      sockets.push(socket);
+    }
+    await waitUntil('80 reads are parked', async () => (await seqWaiters(serve)) === 80);
+    for (const socket of sockets) socket.destroy();
+    await waitUntil('no pipelined read is parked once its client left', async () => (await seqWaiters(serve)) === 0, 15_000);
+  });
 });
 
 describe('churn: a token revoked while its reads are parked', () => {

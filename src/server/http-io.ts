@@ -450,7 +450,7 @@ export const READ_SEQ_PARAMS: readonly string[] = ['minSeq', 'timeoutMs'];
 /**
  * A read's `?minSeq=N[&timeoutMs=T]`: waits (bounded) until the node has applied seq N; true if it waited. Both are
  * checked whether or not the node must wait, so that a request is refused or served by what it says, not by how far
- * the node has got. The wait ends when `res` closes first (its client left): it must not hold one of the node's
+ * the node has got. The wait ends when `res` or its request closes first (its client left): it must not hold one of the node's
  * parked reads (SEQ_WAITERS_MAX) after its connection is gone (src/node/seq-waiter.ts). It also ends when the
  * request's token is revoked: true then, so that the route's check of the token as it is now answers 401 at once,
  * instead of holding the revoked token's connection and waiter until the timeout (up to 60 s).
@@ -461,7 +461,11 @@ export async function readSeqOptions(node: NodeApi, query: URLSearchParams, res:
   if (minSeq <= node.store.head().seq) return false;
   const gone = new AbortController();
   const onClose = (): void => gone.abort();
+  // The request's 'close' too: a pipelined request queued behind another has no socket on its `res` yet, and node:http
+  // destroys it (without closing its `res`) when the connection closes; one already destroyed ends the wait at once.
   res.once('close', onClose);
+  res.req.once('close', onClose);
+  if (res.req.destroyed) gone.abort();
   let revoked = false;
   const tokenId = principalOf(res.req)?.id;
   const forget = tokenId === undefined ? undefined : node.onRevoked?.(tokenId, () => {
@@ -474,6 +478,7 @@ export async function readSeqOptions(node: NodeApi, query: URLSearchParams, res:
     if (!revoked) throw error;
   } finally {
     res.off('close', onClose);
+    res.req.off('close', onClose);
     forget?.();
   }
   return true;
