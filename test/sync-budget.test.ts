@@ -22,7 +22,10 @@ describe('sync budget', () => {
     refused(() => budget.admitPut('d', 0, undefined), /past --max-files 3 with d/);
     budget.deleted('a', 9); // 20, 2 files
     budget.admitPut('d', 8, undefined);
-    refused(() => new SyncBudget({ filesMax: 1, bytesMax: 100 }, 'DIR').start([{ path: 'a', size: 1 }, { path: 'b', size: 1 }]), /DIR holds 2 files of 4 bytes \(paths included\), over --max-files 1; sync did not start/);
+    refused(
+      () => new SyncBudget({ filesMax: 1, bytesMax: 100 }, 'DIR').start([{ path: 'a', size: 1 }, { path: 'b', size: 1 }, { path: 'c', size: 1 }]),
+      /DIR holds 3 files of 6 bytes \(paths included\), over twice --max-files 1 \(more than a snapshot stopped midway leaves\); sync did not start/,
+    );
   });
 
   test('sync budget: a snapshot is judged on its own (a key sent twice counts once), and DIR with old files and a snapshot\'s holds at most twice the limits, also when a snapshot begins again', () => {
@@ -43,5 +46,29 @@ describe('sync budget', () => {
     budget.snapshotBegin();
     refused(() => budget.admitPut('k1', 0, undefined), /DIR would go past twice --max-files 2 with k1, old files and a snapshot's together/);
     budget.admitPut('m1', 0, 0); // a file already there: the disk does not grow
+  });
+
+  test('sync budget: a DIR that a snapshot stopped midway left over the limits (up to twice) starts, and the snapshot sent again fits; outside a snapshot it takes deletes and shrinks, not growth', () => {
+    // Before: start refused any DIR over a limit, so a sync stopped (Ctrl-C, a restart) during a snapshot of keys other
+    // than DIR's old ones never started again with the same limits, though the node's state fit them.
+    const old = [{ path: 'o1', size: 1 }, { path: 'o2', size: 1 }];
+    const budget = new SyncBudget({ filesMax: 2, bytesMax: 100 }, 'DIR');
+    budget.start([...old, { path: 'n1', size: 1 }]); // o1, o2, and n1 of a snapshot stopped before n2
+    budget.snapshotBegin();
+    budget.admitPut('n1', 1, 1);
+    budget.admitPut('n2', 1, undefined); // 4 files: twice the limit, not past it
+    assert.deepEqual([...budget.snapshotEnd()].sort(), ['n1', 'n2']);
+    budget.deleted('o1', 1);
+    budget.deleted('o2', 1);
+    budget.admitPut('n2', 5, 1); // back within the limits: the usual rules
+
+    const over = new SyncBudget({ filesMax: 2, bytesMax: 10 }, 'DIR');
+    over.start([{ path: 'a', size: 4 }, { path: 'b', size: 4 }, { path: 'c', size: 0 }]); // 3 files of 11 bytes
+    refused(() => over.admitPut('d', 0, undefined), /DIR would go past --max-files 2 with d/);
+    refused(() => over.admitPut('a', 5, 4), /DIR would go past --max-bytes 10 with a/);
+    over.admitPut('a', 3, 4); // a shrink passes
+    over.deleted('b', 4); // 2 files of 5 bytes: within the limits, judged as usual
+    refused(() => over.admitPut('b', 0, undefined), /past --max-files 2 with b/);
+    over.admitPut('a', 8, 3); // 10 bytes, at the limit
   });
 });

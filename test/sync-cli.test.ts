@@ -410,7 +410,7 @@ describe('sync cli', () => {
     assert.equal(JSON.stringify(readTree(outside)), outsideBefore);
   });
 
-  test('sync cli: --max-files and --max-bytes bound DIR: a put past them stops sync with SYNC_LIMIT_EXCEEDED before writing it, and a restart with a higher limit applies it; a DIR over a lowered limit is refused at start; a snapshot past the limit stops at its first key past it (found by audit: a node could fill the disk file by file)', async () => {
+  test('sync cli: --max-files and --max-bytes bound DIR: a put past them stops sync with SYNC_LIMIT_EXCEEDED before writing it, and a restart with a higher limit applies it; a DIR over twice a lowered limit is refused at start; a snapshot past the limit stops at its first key past it (found by audit: a node could fill the disk file by file)', async () => {
     // Entries from the log on this node (a trimmed log would send sync a snapshot instead: the last part, on another).
     const node = await startServe(join(dir, 'limits-node'));
     nodes.push(node);
@@ -445,8 +445,9 @@ describe('sync cli', () => {
     assert.match(resumed.stderr(), /SYNC_LIMIT_EXCEEDED: .* would go past --max-files 3 with e;/);
     assert.deepEqual(readTree(target), { a: 'a', c: 'cc', d: 'x'.repeat(14) });
 
-    // A limit lowered below what DIR holds: refused before anything is applied.
-    await stopsWith(['--max-bytes', '19'], /SYNC_LIMIT_EXCEEDED: .*limits holds 3 files of 20 bytes \(paths included\), over --max-bytes 19; sync did not start/);
+    // A limit lowered below half what DIR holds (more than a snapshot stopped midway leaves): refused before anything
+    // is applied.
+    await stopsWith(['--max-bytes', '9'], /SYNC_LIMIT_EXCEEDED: .*limits holds 3 files of 20 bytes \(paths included\), over twice --max-bytes 9 \(more than a snapshot stopped midway leaves\); sync did not start/);
 
     // A snapshot (the log trimmed past the saved seq) is judged on its own: a, n0, n1, ... in key order.
     const trimmed = await startServe(join(dir, 'limits-trim-node'), ['--log-retain-entries', '2']);

@@ -7,8 +7,11 @@
  *   so the byte limit also bounds that memory.
  * - Each write is judged before it is made. One that would go past a limit throws SYNC_LIMIT_EXCEEDED, which stops
  *   sync as a symbolic link does: the entry is not saved as done, so a restart with a higher limit applies it.
- * - The usage is counted from the walk at start and kept by every put and delete. A DIR already over a limit at start
- *   (the limit was lowered) is refused before anything is applied.
+ * - The usage is counted from the walk at start and kept by every put and delete. A DIR over twice a limit at start
+ *   (the limit was lowered) is refused before anything is applied. Up to twice is what a snapshot stopped midway
+ *   (Ctrl-C, a restart, a limit) leaves, its files beside the old ones, and the next start must take it: the seq is
+ *   saved only at the snapshot's end, so that start is sent the snapshot again, and its end deletes the old files.
+ *   Outside a snapshot, a DIR over a limit takes no write that adds to what is over it; deletes and shrinks pass.
  * - A snapshot is judged on its own: its files and bytes must fit the limits. The files of keys it does not hold stay
  *   until it ends and are deleted then, so for the time of a snapshot DIR may hold up to twice the limits, and no more
  *   (a snapshot begun again after a reconnect, over the files of the first, is held to that too).
@@ -53,9 +56,9 @@ export class SyncBudget {
   start(files: readonly SyncedFile[]): void {
     this.usage.files = files.length;
     this.usage.bytes = files.reduce((sum, file) => sum + cost(file.path, file.size), 0);
-    const over = this.over(this.usage);
+    const over = this.over(this.usage, undefined, 2);
     if (over !== undefined)
-      throw this.exceeded(`${this.dir} holds ${this.usage.files} files of ${this.usage.bytes} bytes (paths included), over ${over}; sync did not start`, undefined);
+      throw this.exceeded(`${this.dir} holds ${this.usage.files} files of ${this.usage.bytes} bytes (paths included), over twice ${over} (more than a snapshot stopped midway leaves); sync did not start`, undefined);
   }
 
   /**
@@ -71,12 +74,12 @@ export class SyncBudget {
       // A key the snapshot sent twice replaces its own file; any other file it meets is an old one it now owns.
       const again = this.snapshot.paths.has(path);
       snapshot = { files: this.snapshot.files + (again ? 0 : 1), bytes: this.snapshot.bytes + added - (again ? replaced : 0) };
-      const over = this.over(snapshot);
+      const over = this.over(snapshot, this.snapshot);
       if (over !== undefined) throw this.exceeded(`the node's state under the prefix (a snapshot) goes past ${over} at ${path}; sync stopped before writing it`, path);
-      const overDisk = this.over(usage, 2);
+      const overDisk = this.over(usage, this.usage, 2);
       if (overDisk !== undefined) throw this.exceeded(`${this.dir} would go past twice ${overDisk} with ${path}, old files and a snapshot's together; sync stopped before writing it`, path);
     } else {
-      const over = this.over(usage);
+      const over = this.over(usage, this.usage);
       if (over !== undefined) throw this.exceeded(`${this.dir} would go past ${over} with ${path}; sync stopped before writing it`, path);
     }
     Object.assign(this.usage, usage);
@@ -107,10 +110,14 @@ export class SyncBudget {
     return paths;
   }
 
-  /** Which limit `usage` is past (`times` the limit), as the flag that sets it, or undefined. */
-  private over(usage: Usage, times = 1): string | undefined {
-    if (usage.files > this.limits.filesMax * times) return `--max-files ${this.limits.filesMax}`;
-    if (usage.bytes > this.limits.bytesMax * times) return `--max-bytes ${this.limits.bytesMax}`;
+  /**
+   * Which limit `usage` is past (`times` the limit), as the flag that sets it, or undefined. With `before` (what a write
+   * would change), only a count the write increases is judged: a DIR started over a limit (see start) still takes
+   * deletes and replaces that shrink a file.
+   */
+  private over(usage: Usage, before: Usage | undefined, times = 1): string | undefined {
+    if (usage.files > this.limits.filesMax * times && (before === undefined || usage.files > before.files)) return `--max-files ${this.limits.filesMax}`;
+    if (usage.bytes > this.limits.bytesMax * times && (before === undefined || usage.bytes > before.bytes)) return `--max-bytes ${this.limits.bytesMax}`;
     return undefined;
   }
 
