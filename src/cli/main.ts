@@ -226,7 +226,6 @@ function integerOption(value: string | undefined, name: string): number | undefi
   return Number(value);
 }
 
-/** A duration in ms that sets a timer: at most TIMER_DELAY_MS_MAX, the longest Node's timers take (src/clock/). */
 /** A count that bounds something (`sync --max-files`): at least 1, as nothing fits in 0. */
 function limitOption(value: string | undefined, name: string): number | undefined {
   const count = integerOption(value, name);
@@ -234,6 +233,7 @@ function limitOption(value: string | undefined, name: string): number | undefine
   return count;
 }
 
+/** A duration in ms that sets a timer: at most TIMER_DELAY_MS_MAX, the longest Node's timers take (src/clock/). */
 function durationOption(value: string | undefined, name: string): number | undefined {
   const ms = integerOption(value, name);
   if (ms !== undefined && ms > TIMER_DELAY_MS_MAX) throw new UsageError(`--${name} must be at most ${TIMER_DELAY_MS_MAX} (24.8 days), got "${value}"`);
