@@ -17,7 +17,7 @@ const MiB = 1024 * 1024;
 /** What the fake node answers to every request. */
 type Answer = (res: ServerResponse) => void;
 
-function json(body: string, headers: Record<string, string> = {}): Answer {
+function json(body: string | Buffer, headers: Record<string, string> = {}): Answer {
   return (res) => {
     res.writeHead(200, { 'content-type': 'application/json', ...headers });
     res.end(body);
@@ -137,6 +137,19 @@ describe('client hostile answers', () => {
     for (const [body, call, pattern] of cases) {
       answer = body;
       assertInvalid(await caught(call()), 'PROTOCOL', pattern);
+    }
+  });
+
+  test('client answers: a body that is not JSON, short or long, is described as the answer it is, not as a request body', async () => {
+    // Before: the messages were the node's own JSON checks' to a client about its request ("request body is not valid
+    // JSON", "the request body is not valid UTF-8; send binary keys and values as base64"), said of the node's answer.
+    const node = new NodeClient(server.url);
+    const bodies = ['<html>proxy login</html>', `<html>${'x'.repeat(2_000)}</html>`, Buffer.from([0x7b, 0x22, 0xff, 0x22, 0x3a, 0x31, 0x7d])];
+    for (const body of bodies) {
+      answer = json(body);
+      const error = await caught(node.status());
+      assertInvalid(error, 'PROTOCOL', /answered a body that is not JSON \(the answer is not valid (JSON|UTF-8)/);
+      assert.doesNotMatch((error as Error).message, /request body|send binary keys/);
     }
   });
 

@@ -76,9 +76,17 @@ function refused<T>(step: () => T): T {
     return step();
   } catch (error) {
     if (!(error instanceof MercuryError)) throw error;
-    if (NOT_JSON_CODES.has(error.code)) throw new SyntaxError(error.message);
-    throw new AnswerFault(`refused before parsing: ${error.message}`);
+    if (NOT_JSON_CODES.has(error.code)) throw new SyntaxError(ofAnswer(error.message));
+    throw new AnswerFault(`refused before parsing: ${ofAnswer(error.message)}`);
   }
+}
+
+/**
+ * A message of the node's JSON checks (src/api/json-validator.ts) said of an answer: they speak to a client about its
+ * request ("request body is not valid JSON", "... send binary keys and values as base64"), which misleads here.
+ */
+function ofAnswer(message: string): string {
+  return message.replace(/^(the )?request body/, 'the answer').replace(/; send binary keys and values as base64$/, '');
 }
 
 export function object(value: unknown, path: string): Json {
