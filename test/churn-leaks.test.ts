@@ -128,4 +128,25 @@ describe('churn: a token revoked while its reads are parked', () => {
     for (const text of texts) assert.match(text, /^HTTP\/1\.1 401 [^]*"UNAUTHENTICATED"/);
     for (const socket of sockets) socket.destroy();
   });
+
+  test('churn: wire reads parked on minSeq with a token that is then revoked are answered UNAUTHENTICATED at once', async () => {
+    // Before: the connection was closing for the revoked token, but its final ERROR waited for the reads in flight, so
+    // they stayed parked until the close gave up on them (the frame timeout, 30 s), holding their places meanwhile.
+    const serve = served();
+    const admin = readFileSync(join(serve.dataDir, 'admin-token'), 'utf8').trim();
+    const headers = { authorization: `Bearer ${admin}`, 'content-type': 'application/json' };
+    const created = await requestJson<{ id: string; token: string }>(serve.url, 'POST', '/v1/auth/tokens', { headers, body: JSON.stringify({ name: 'churn-wire-reader', scopes: ['read:churn/'] }) });
+    const wire = await RawWire.ready(serve.wire, created.token);
+    for (let id = 1; id <= REVOKED_READS; id++) wire.send(encodeGet(id, Buffer.from(`churn/${id}`), { seq: UNREACHED_SEQ, timeoutMs: PARKED_WAIT_MS }));
+    await waitUntil(`${REVOKED_READS} wire reads are parked`, async () => (await seqWaitersAs(serve, admin)) === REVOKED_READS);
+    const revokedMs = Date.now();
+    await requestJson(serve.url, 'DELETE', `/v1/auth/tokens?id=${created.id}`, { headers });
+    const frames = [];
+    for (let frame = await wire.next(10_000); frame !== undefined; frame = await wire.next(10_000)) frames.push(frame);
+    assert.ok(Date.now() - revokedMs < 10_000, `closed ${Date.now() - revokedMs} ms after the revocation`);
+    assert.equal(await seqWaitersAs(serve, admin), 0);
+    assert.equal(frames.length, REVOKED_READS + 1, 'an answer to each read, then the connection\'s ERROR');
+    for (const frame of frames) assert.match(JSON.stringify(frame), /UNAUTHENTICATED/);
+    wire.close();
+  });
 });

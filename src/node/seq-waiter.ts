@@ -8,7 +8,7 @@
  * (`SEQ_WAITERS_MAX`): beyond it a read is refused with OVERLOADED rather than held.
  */
 import type { Clock, TimerHandle } from '../clock/index.js';
-import { MercuryError } from '../errors/index.js';
+import { MercuryError, isMercuryError } from '../errors/index.js';
 import { SEQ_WAITERS_MAX } from '../limits.js';
 
 interface Waiter {
@@ -49,12 +49,14 @@ export class SeqWaiter {
    * reader's connection closed), ends the wait at once: a parked read held its place in `waitersMax` for up to
    * MIN_SEQ_WAIT_MS_MAX after its client left, so one host that parked reads and hung up in a loop kept every
    * client's minSeq reads at OVERLOADED without holding a connection (an audit, 2026-12-06: 600 of 600 dropped reads
-   * still parked). Nobody reads that rejection; it is a MercuryError so that no route logs it as an internal error.
+   * still parked). Nobody reads that rejection; it is a MercuryError so that no route logs it as an internal error. A
+ * MercuryError given as the abort's reason is the rejection instead: a wire connection that fails (a revoked token)
+ * answers its parked reads with its error.
    */
   wait(seq: number, timeoutMs: number, gone?: AbortSignal): Promise<void> {
     if (this.appliedSeq() >= seq) return Promise.resolve();
     if (this.closed) return Promise.reject(shuttingDown());
-    if (gone?.aborted === true) return Promise.reject(readerGone(seq));
+    if (gone?.aborted === true) return Promise.reject(isMercuryError(gone.reason) ? gone.reason : readerGone(seq));
     if (this.count >= this.waitersMax)
       return Promise.reject(
         new MercuryError('OVERLOADED', `${this.count} reads are already waiting for a seq this node has not applied (at most ${this.waitersMax}); retry with backoff, or without minSeq`),
@@ -71,7 +73,8 @@ export class SeqWaiter {
       const onGone = (): void => {
         timer.cancel();
         this.remove(seq, waiter);
-        reject(readerGone(seq));
+        // A MercuryError as the reason (a wire connection failed, its token revoked) is the read's answer.
+        reject(isMercuryError(gone?.reason) ? gone.reason : readerGone(seq));
       };
       gone?.addEventListener('abort', onGone, { once: true });
       // Settled either way, the waiter lets go of the signal: a wire connection's signal serves all its reads.

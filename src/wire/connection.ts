@@ -106,7 +106,10 @@ export class WireConnection {
   private closingSinceMs: number | undefined;
   /** The ERROR or GOAWAY that ends a closing connection, sent once nothing is in flight. */
   private finalFrame: Buffer | undefined;
-  /** Aborted when the socket closes: ends the reads parked on minSeq, which must not outlive the connection. */
+  /**
+   * Aborted when the socket closes, or when the connection fails (its reason that error): ends the reads parked on
+   * minSeq, which must not outlive the connection.
+   */
   private readonly gone = new AbortController();
 
   constructor(
@@ -479,6 +482,10 @@ export class WireConnection {
   fail(error: unknown): void {
     if (this.state === 'closing') return;
     this.context.counts.connectionErrors++;
+    // The reads parked on minSeq end now, answered with this error (a revoked token's UNAUTHENTICATED): the final
+    // ERROR waits for every request in flight, so they held their places among the node's parked reads until the
+    // close gave up on them (frameTimeoutMs, 30 s).
+    this.gone.abort(error);
     this.close(this.errorFrame(0, error));
   }
 
