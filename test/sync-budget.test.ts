@@ -22,6 +22,9 @@ describe('sync budget', () => {
     refused(() => budget.admitPut('d', 0, undefined), /past --max-files 3 with d/);
     budget.deleted('a', 9); // 20, 2 files
     budget.admitPut('d', 8, undefined);
+    // A library caller's limits are checked as the CLI's flags are (found by review: NaN switched the budget off).
+    for (const limits of [{ filesMax: Number.NaN, bytesMax: 1 }, { filesMax: 1, bytesMax: 0 }, { filesMax: 1.5, bytesMax: 1 }])
+      assert.throws(() => new SyncBudget(limits, 'DIR'), (error: unknown) => isMercuryError(error) && error.code === 'INVALID_ARGUMENT', JSON.stringify(limits));
     refused(
       () => new SyncBudget({ filesMax: 1, bytesMax: 100 }, 'DIR').start([{ path: 'a', size: 1 }, { path: 'b', size: 1 }, { path: 'c', size: 1 }]),
       /DIR holds 3 files of 6 bytes \(paths included\), over twice --max-files 1 \(more than a snapshot stopped midway leaves\); sync did not start/,

@@ -50,7 +50,11 @@ export class SyncBudget {
   constructor(
     private readonly limits: SyncLimits,
     private readonly dir: string,
-  ) {}
+  ) {
+    // The CLI checks its flags; a library caller's NaN or 0 would switch the budget off, or refuse every file.
+    for (const [name, value] of Object.entries(limits))
+      if (!Number.isSafeInteger(value) || value < 1) throw new MercuryError('INVALID_ARGUMENT', `sync's ${name} must be a positive integer, got ${String(value)}`);
+  }
 
   /** Counts what DIR holds at start; refuses a DIR already over a limit. */
   start(files: readonly SyncedFile[]): void {

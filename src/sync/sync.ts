@@ -31,7 +31,7 @@ import { connect, SeqWaitTimeoutError, type ClientOptions, type MercuryClient, t
 import { MercuryError } from '../errors/index.js';
 import { lockDirectory } from '../fs/dir-lock.js';
 import { SYNC_BYTES_MAX_DEFAULT, SYNC_FILES_MAX_DEFAULT, SyncBudget } from './budget.js';
-import { deleteFile, listFiles, putFile, removeTemporaryFiles } from './files.js';
+import { deleteFile, listFiles, measureFiles, putFile, removeTemporaryFiles } from './files.js';
 import { keyToPath, pathToKey, SYNC_RESERVED_PREFIX } from './paths.js';
 import { readSyncState, writeSyncState, type SyncState } from './state.js';
 
@@ -191,7 +191,7 @@ export class DirectorySync {
     if (saved !== undefined && !saved.prefix.equals(prefix))
       throw new MercuryError('INVALID_ARGUMENT', `${dir} mirrors the prefix ${JSON.stringify(saved.prefix.toString())}; sync another prefix into another directory`);
     // Walked at every start: a link planted in DIR while sync was down is refused now, before any change is applied.
-    const existing = listFiles(dir, 'start');
+    const existing = measureFiles(dir, 'start');
     if (saved === undefined && existing.length > 0)
       throw new MercuryError('DATA_DIR_NOT_EMPTY', `${dir} holds files but no sync state; a first sync needs an empty directory (sync deletes files whose keys are gone)`);
     removeTemporaryFiles(dir);
@@ -284,7 +284,7 @@ export class DirectorySync {
         return;
       }
       case 'deleteRange':
-        for (const { path } of listFiles(dir, 'delete a range')) {
+        for (const path of listFiles(dir, 'delete a range')) {
           const key = pathToKey(path, prefix);
           if (Buffer.compare(key, event.start) >= 0 && (event.end === null || Buffer.compare(key, event.end) < 0)) this.deletePath(event.seq, path);
         }
@@ -299,7 +299,7 @@ export class DirectorySync {
         // The snapshot is the whole state: files of keys it does not hold were deleted while sync could not see it.
         let deleted = 0;
         const keep = this.budget.snapshotEnd();
-        for (const { path } of listFiles(dir, 'delete the files a snapshot no longer holds')) if (!keep.has(path) && this.deletePath(event.seq, path)) deleted++;
+        for (const path of listFiles(dir, 'delete the files a snapshot no longer holds')) if (!keep.has(path) && this.deletePath(event.seq, path)) deleted++;
         this.options.onReport({ type: 'snapshot', seq: event.seq, files: keep.size, deleted });
         this.currentSeq = undefined;
         // DIR now holds the state at the snapshot's seq, also when that is below the saved one: a reset to a chain
