@@ -273,7 +273,7 @@ export class MercuryNode {
       clock: this.clock,
       metrics: this.metrics,
       valueBytesMax: this.limits.commit.valueBytesMax,
-      write: (request, caller) => this.write(caller?.author === undefined ? request : { ...request, author: caller.author }, this.forwardCaller(caller)),
+      write: (request, caller) => this.write(caller?.author === undefined ? request : { ...request, author: caller.author }, this.forwardCaller(caller), caller?.gone),
       authenticate: (req) => this.guard.authenticateRequest(req),
       currentPrincipal: (principal) => this.guard.current(principal),
       tokens: () => this.tokens.list(),
@@ -732,8 +732,13 @@ export class MercuryNode {
     return caller.authorization;
   }
 
-  /** Root: commits. Replica: forwards to the upstream, then waits until this node has applied the write's seq. */
-  async write(request: WriteRequest, authorization?: string): Promise<WriteResult> {
+  /**
+   * Root: commits. Replica: forwards to the upstream, then waits until this node has applied the write's seq, or its
+   * caller is `gone` (its connection closed): nobody would read the answer, and the wait holds one of the node's parked
+   * reads (SEQ_WAITERS_MAX). It held it for up to forwardedWriteWaitMs after its client left (an audit, 2026-12-06: 60
+   * of 60 still waiting 10 s after their clients hung up, behind an upstream that answered a seq it never sent).
+   */
+  async write(request: WriteRequest, authorization?: string, gone?: () => AbortSignal): Promise<WriteResult> {
     if (this.committer !== undefined) {
       const committed = await this.committer.submit(request);
       return { ...committed, hash: this.committedHashAt(committed.seq) };
@@ -754,7 +759,7 @@ export class MercuryNode {
       this.forwardsInFlight--;
     }
     try {
-      await this.seqWaiter.wait(result.seq, this.limits.http.forwardedWriteWaitMs);
+      await this.seqWaiter.wait(result.seq, this.limits.http.forwardedWriteWaitMs, gone?.());
     } catch (error) {
       // Committed at the root: a client told SHUTTING_DOWN would send it again (that code promises nothing was done).
       // Seeing it here is moot on a node that is stopping. Nor OVERLOADED (every minSeq waiter taken), which a client

@@ -8,7 +8,7 @@
  * without a credential cannot take that budget from anyone (http-io.ts `dropUnreadBody`).
  */
 import assert from 'node:assert/strict';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Principal } from '../auth/index.js';
 import type { Txn } from '../api/index.js';
 import type { NodeApi, WriteCaller } from './node-api.js';
@@ -52,10 +52,19 @@ export function principalNow(req: IncomingMessage, node: Pick<NodeApi, 'currentP
  * Authorization header to its upstream, which checks it again.
  *
  * This is the one place where the author of a write is decided: the node puts `caller.author` into the commit
- * request's `author` (src/node/node.ts), which the entry records beside the ops (log/entry.ts).
+ * request's `author` (src/node/node.ts), which the entry records beside the ops (log/entry.ts). `res` is the write's
+ * answer: the caller is gone once it closed (`WriteCaller.gone`).
  */
-export function writeFor(req: IncomingMessage, request: Txn): { request: Txn; caller: WriteCaller } {
+export function writeFor(req: IncomingMessage, res: ServerResponse, request: Txn): { request: Txn; caller: WriteCaller } {
   const principal = principalOf(req);
   const authorization = req.headers.authorization;
-  return { request, caller: { author: principal?.name, authorization } };
+  return { request, caller: { author: principal?.name, authorization, gone: () => closedSignal(res) } };
+}
+
+/** A signal that aborts when `res` closes (its client left, or it was answered), at once if it already has. */
+function closedSignal(res: ServerResponse): AbortSignal {
+  if (res.closed) return AbortSignal.abort();
+  const closed = new AbortController();
+  res.once('close', () => closed.abort());
+  return closed.signal;
 }

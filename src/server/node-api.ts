@@ -14,6 +14,11 @@ export interface WriteCaller {
   readonly author: string | undefined;
   /** The caller's Authorization header, which a replica forwards with the write to its upstream. */
   readonly authorization: string | undefined;
+  /**
+   * A signal that aborts once the caller's connection closed (made when asked: a root never asks). A replica waits for
+   * the seq of a write it forwarded until then at the latest: that wait holds one of the node's parked reads.
+   */
+  readonly gone?: () => AbortSignal;
 }
 
 export interface NodeApi {

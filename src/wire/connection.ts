@@ -41,7 +41,7 @@ import {
 } from '../api/index.js';
 import { requireRead, requireSomeWriteScope, type Principal } from '../auth/index.js';
 import { TLS_HANDSHAKE_BYTE } from '../net/index.js';
-import { compareFailed, deleteRequest, putRequest, requireKeyWrite } from '../server/index.js';
+import { compareFailed, deleteRequest, putRequest, requireKeyWrite, type WriteCaller } from '../server/index.js';
 import type { WireLimits } from './limits.js';
 import type { WireNode } from './wire-node.js';
 
@@ -407,8 +407,8 @@ export class WireConnection {
   }
 
   /** Who the write is for: the author the entry records, and the token a replica forwards to its upstream. */
-  private caller(principal: Principal | undefined): { author: string | undefined; authorization: string | undefined } {
-    return { author: principal?.name, authorization: this.token === undefined ? undefined : `Bearer ${this.token}` };
+  private caller(principal: Principal | undefined): WriteCaller {
+    return { author: principal?.name, authorization: this.token === undefined ? undefined : `Bearer ${this.token}`, gone: () => this.gone.signal };
   }
 
   private track(id: number, answer: Promise<Buffer>): void {

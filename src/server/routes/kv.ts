@@ -65,7 +65,7 @@ export function kvKeyRoute(node: NodeApi, budget: BodyBudget): Route {
         requireKeyWrite(principalOf(req), key!, ifModSeq !== undefined);
         const value = await readBody(req, res, budget, { bytesMax: node.valueBytesMax, tooLarge: (bytes) => valueTooLarge(bytes, node.valueBytesMax) });
         requireKeyWrite(principalNow(req, node), key!, ifModSeq !== undefined);
-        const { request, caller } = writeFor(req, putRequest(key!, value, ifModSeq));
+        const { request, caller } = writeFor(req, res, putRequest(key!, value, ifModSeq));
         const result = await node.write(request, caller);
         if (!result.succeeded) throw compareFailed(node.store, key!, ifModSeq!, result.seq);
         sendJson(res, 200, { seq: result.seq }, { [SEQ_HEADER]: result.seq });
@@ -74,7 +74,7 @@ export function kvKeyRoute(node: NodeApi, budget: BodyBudget): Route {
         validateKey(key!);
         const ifModSeq = ifModSeqOf(query);
         requireKeyWrite(principalOf(req), key!, ifModSeq !== undefined);
-        const { request, caller } = writeFor(req, deleteRequest(key!, ifModSeq));
+        const { request, caller } = writeFor(req, res, deleteRequest(key!, ifModSeq));
         const result = await node.write(request, caller);
         if (!result.succeeded && ifModSeq !== undefined) throw compareFailed(node.store, key!, ifModSeq, result.seq);
         sendJson(res, 200, { seq: result.seq, deleted: result.succeeded }, { [SEQ_HEADER]: result.seq });
@@ -125,7 +125,7 @@ export function kvRangeRoute(node: NodeApi, limits: HttpLimits): Route {
         if (prefix.length === 0) throw new MercuryError('INVALID_ARGUMENT', 'DELETE /v1/kv needs a non-empty ?prefix=; deleting every key must be a deliberate deleteRange transaction');
         validateKey(prefix, 'prefix');
         requireWriteRange(principalOf(req), prefix, prefixEnd(prefix));
-        const { request, caller } = writeFor(req, { compares: [], success: [{ type: 'deleteRange', start: prefix, end: prefixEnd(prefix) }], failure: [] });
+        const { request, caller } = writeFor(req, res, { compares: [], success: [{ type: 'deleteRange', start: prefix, end: prefixEnd(prefix) }], failure: [] });
         const result = await node.write(request, caller);
         sendJson(res, 200, { seq: result.seq }, { [SEQ_HEADER]: result.seq });
       },

@@ -37,7 +37,7 @@ export function tokensRoute(node: NodeApi, budget: BodyBudget): Route {
         if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new MercuryError('INVALID_ARGUMENT', 'the body must be an object {"name","scopes"[,"subject"]}');
         for (const field of Object.keys(input)) if (!['name', 'scopes', 'subject'].includes(field)) throw new MercuryError('INVALID_ARGUMENT', `unknown field "${field}"; fields are name, scopes, subject`);
         const created = createTokenRequest(input as Record<string, unknown> as { name: unknown; scopes: unknown; subject?: unknown }, node.clock.nowMs(), node.tokens());
-        const { request, caller } = writeFor(req, created.request);
+        const { request, caller } = writeFor(req, res, created.request);
         const result = await node.write(request, caller);
         if (!result.succeeded) throw new MercuryError('INTERNAL', `token id ${created.record.id} exists already; create the token again`);
         sendJson(res, 201, { ...tokenInfo(created.record), ...(created.token === undefined ? {} : { token: created.token }), seq: result.seq }, { [SEQ_HEADER]: result.seq });
@@ -48,7 +48,7 @@ export function tokensRoute(node: NodeApi, budget: BodyBudget): Route {
         if (!isTokenId(id)) throw new MercuryError('INVALID_ARGUMENT', `?id= must be a token id (16 hex digits, as mercury token list shows), got "${id.slice(0, 40)}"`);
         const wasUnreadable = node.unreadableTokens().some((record) => record.id === id);
         const keptAdminId = adminKeptAfter(id, node.tokens());
-        const { request, caller } = writeFor(req, revokeTokenRequest(id, keptAdminId));
+        const { request, caller } = writeFor(req, res, revokeTokenRequest(id, keptAdminId));
         const result = await node.write(request, caller);
         if (!result.succeeded) {
           // The write waited until this node applied its seq: the registry shows which compare failed.

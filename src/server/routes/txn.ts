@@ -44,7 +44,7 @@ export function txnRoute(node: NodeApi, limits: HttpLimits, budget: BodyBudget):
           requireAdminKept(txn, node.tokens());
         }
         requireTxn(principal, txn, reserved);
-        const { request, caller } = writeFor(req, txn);
+        const { request, caller } = writeFor(req, res, txn);
         const result = await node.write(request, caller);
         // The entry's hash only to who may see the chain (seesChain): with the previous one it tests guesses of the
         // entry's other ops, which may lie outside the caller's scopes.

@@ -1,0 +1,115 @@
+/**
+ * Churn on a replica's outbound side: a real `mercury serve --upstream` replica follows an upstream that misbehaves,
+ * and its clients leave in an unusual way. Whatever the replica counts for them must return to where it was once they
+ * left, whatever the upstream does: a per-client slot held after its client is gone is a leak, because the caps it
+ * counts against are shared with every other client.
+ */
+import net from 'node:net';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { encodePut } from '../src/api/index.js';
+import { FrameDecoder, REPLICATION_LIMITS, SnapshotDigest, decodeMessage, encodeMessage } from '../src/replication/index.js';
+import { metricValue, waitUntil } from './support/http.js';
+import { startFakeServer, type FakeServer } from './support/net.js';
+import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
+import { RawWire } from './support/wire.js';
+
+/** A seq the upstream claims for every forwarded write and never sends: the replica waits for it (30 s at most). */
+const NEVER_SENT_SEQ = 1_000_000;
+/** HTTP and wire writes, below the replica's cap on forwarded writes in flight (FORWARDED_WRITES_MAX, 64) together. */
+const HTTP_WRITES = 40;
+const WIRE_WRITES = 20;
+const UPSTREAM_NODE_ID = 'churn-upstream';
+const HEARTBEAT_MS = 1_000;
+
+/**
+ * A replication upstream that joins each replica to an empty dataset at seq 1 (an empty snapshot), names `httpUrl` as
+ * its HTTP API (where the replica forwards writes), and then sends only heartbeats at seq 1, so that the replica stays
+ * streaming from it without ever receiving a later entry.
+ */
+async function joiningUpstream(httpUrl: string): Promise<{ address: string; close: () => Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const timers = new Set<NodeJS.Timeout>();
+  const beat = (): Buffer => encodeMessage({ type: 'heartbeat', rootSeq: 1, rootTimeMs: Date.now(), path: [UPSTREAM_NODE_ID] });
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    const decoder = new FrameDecoder(REPLICATION_LIMITS.childFrameBytesMax);
+    let answered = false;
+    socket.on('data', (chunk: Buffer) => {
+      for (const frame of decoder.push(chunk)) {
+        if (answered || decodeMessage(frame).type !== 'hello') continue;
+        answered = true;
+        const hash = Buffer.alloc(32, 1);
+        socket.write(encodeMessage({ type: 'welcome', datasetId: 'churn-dataset', nodeId: UPSTREAM_NODE_ID, httpUrl, path: [UPSTREAM_NODE_ID], head: { seq: 1, hash }, mode: 'snapshot', fromSeq: 0 }));
+        socket.write(encodeMessage({ type: 'snapshotBegin', seq: 1, hash, keyCount: 0, signed: false }));
+        socket.write(encodeMessage({ type: 'snapshotEnd', digest: new SnapshotDigest().digest(), signature: undefined }));
+        socket.write(beat());
+        const timer = setInterval(() => socket.write(beat()), HEARTBEAT_MS);
+        timers.add(timer);
+        socket.on('close', () => {
+          clearInterval(timer);
+          timers.delete(timer);
+        });
+      }
+    });
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    close: async () => {
+      for (const timer of timers) clearInterval(timer);
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+function seqWaiters(serve: ServeProcess): Promise<number> {
+  return metricValue(serve.url, /^mercury_seq_waiters /);
+}
+
+describe('churn: what a replica holds for clients whose writes it forwarded', () => {
+  const dir = makeTempDir('churn-upstream');
+  let replica: ServeProcess | undefined;
+  let http: FakeServer | undefined;
+  let upstream: { address: string; close: () => Promise<void> } | undefined;
+  after(async () => {
+    if (replica !== undefined) await stopProcess(replica.child);
+    await upstream?.close();
+    await http?.close();
+    removeDir(dir);
+  });
+
+  test('churn: forwarded writes waiting for their seq stop waiting when their clients hang up', async () => {
+    // Before: a replica that had forwarded a write waited for the write's seq (up to forwardedWriteWaitMs, 30 s) whatever
+    // became of its client, each wait holding one of the node's parked reads (SEQ_WAITERS_MAX): 60 of 60 writes whose
+    // clients hung up still parked 10 s later (HTTP and wire alike). An upstream that answers writes at a seq it never sends (a hostile one, or
+    // a root that flaps between its answer and the entry) made every write parked for that long.
+    http = await startFakeServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ succeeded: true, seq: NEVER_SENT_SEQ }));
+    });
+    upstream = await joiningUpstream(http.url);
+    replica = await startServe(join(dir, 'replica'), ['--upstream', upstream.address]);
+    const serve = replica;
+    await waitUntil('the replica joined its upstream', async () => (await metricValue(serve.url, /^mercury_applied_seq /)) === 1);
+    const { hostname, port } = new URL(serve.url);
+    const sockets: net.Socket[] = [];
+    for (let i = 0; i < HTTP_WRITES; i++) {
+      const socket = net.connect({ host: hostname, port: Number(port) });
+      socket.on('error', () => {});
+      socket.write(`PUT /v1/kv/churn/${i} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Length: 1\r\n\r\nx`);
+      sockets.push(socket);
+    }
+    const wire = await RawWire.ready(serve.wire);
+    for (let id = 1; id <= WIRE_WRITES; id++) wire.send(encodePut(id, Buffer.from(`churn/wire/${id}`), Buffer.from('x')));
+    // Every write was forwarded and answered, and waits for its seq, before its client leaves.
+    await waitUntil(`${HTTP_WRITES + WIRE_WRITES} forwarded writes wait for their seq`, async () => (await seqWaiters(serve)) === HTTP_WRITES + WIRE_WRITES);
+    for (const socket of sockets) socket.destroy();
+    wire.socket.destroy();
+    // Well within the writes' own 30 s: nothing but the hang-ups can have ended them.
+    await waitUntil('no forwarded write waits once its client left', async () => (await seqWaiters(serve)) === 0, 10_000);
+  });
+});
