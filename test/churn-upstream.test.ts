@@ -4,6 +4,8 @@
  * left, whatever the upstream does: a per-client slot held after its client is gone is a leak, because the caps it
  * counts against are shared with every other client.
  */
+import { readdirSync } from 'node:fs';
+import type { ServerResponse } from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -16,7 +18,9 @@ import { RawWire } from './support/wire.js';
 
 /** A seq the upstream claims for every forwarded write and never sends: the replica waits for it (30 s at most). */
 const NEVER_SENT_SEQ = 1_000_000;
-/** HTTP and wire writes, below the replica's cap on forwarded writes in flight (FORWARDED_WRITES_MAX, 64) together. */
+/** The replica's cap on forwarded writes in flight (src/limits.ts FORWARDED_WRITES_MAX). */
+const FORWARDED_WRITES_MAX = 64;
+/** HTTP and wire writes, below the replica's cap on forwarded writes in flight together. */
 const HTTP_WRITES = 40;
 const WIRE_WRITES = 20;
 const UPSTREAM_NODE_ID = 'churn-upstream';
@@ -66,6 +70,19 @@ async function joiningUpstream(httpUrl: string): Promise<{ address: string; clos
   };
 }
 
+/** Sends a PUT on a connection of its own and leaves the connection open: the caller destroys it. */
+function putOnNewConnection(serve: ServeProcess, key: string): net.Socket {
+  const { hostname, port } = new URL(serve.url);
+  const socket = net.connect({ host: hostname, port: Number(port) });
+  socket.on('error', () => {});
+  socket.write(`PUT /v1/kv/${key} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Length: 1\r\n\r\nx`);
+  return socket;
+}
+
+function openFds(serve: ServeProcess): number {
+  return readdirSync(`/proc/${serve.child.pid}/fd`).length;
+}
+
 function seqWaiters(serve: ServeProcess): Promise<number> {
   return metricValue(serve.url, /^mercury_seq_waiters /);
 }
@@ -95,14 +112,8 @@ describe('churn: what a replica holds for clients whose writes it forwarded', ()
     replica = await startServe(join(dir, 'replica'), ['--upstream', upstream.address]);
     const serve = replica;
     await waitUntil('the replica joined its upstream', async () => (await metricValue(serve.url, /^mercury_applied_seq /)) === 1);
-    const { hostname, port } = new URL(serve.url);
     const sockets: net.Socket[] = [];
-    for (let i = 0; i < HTTP_WRITES; i++) {
-      const socket = net.connect({ host: hostname, port: Number(port) });
-      socket.on('error', () => {});
-      socket.write(`PUT /v1/kv/churn/${i} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Length: 1\r\n\r\nx`);
-      sockets.push(socket);
-    }
+    for (let i = 0; i < HTTP_WRITES; i++) sockets.push(putOnNewConnection(serve, `churn/${i}`));
     const wire = await RawWire.ready(serve.wire);
     for (let id = 1; id <= WIRE_WRITES; id++) wire.send(encodePut(id, Buffer.from(`churn/wire/${id}`), Buffer.from('x')));
     // Every write was forwarded and answered, and waits for its seq, before its client leaves.
@@ -111,5 +122,41 @@ describe('churn: what a replica holds for clients whose writes it forwarded', ()
     wire.socket.destroy();
     // Well within the writes' own 30 s: nothing but the hang-ups can have ended them.
     await waitUntil('no forwarded write waits once its client left', async () => (await seqWaiters(serve)) === 0, 10_000);
+  });
+});
+
+describe('churn: what a replica holds for clients whose writes its upstream does not answer', () => {
+  const dir = makeTempDir('churn-upstream-silent');
+  let replica: ServeProcess | undefined;
+  let http: FakeServer | undefined;
+  let upstream: { address: string; close: () => Promise<void> } | undefined;
+  const unanswered: ServerResponse[] = [];
+  after(async () => {
+    if (replica !== undefined) await stopProcess(replica.child);
+    for (const res of unanswered) res.destroy();
+    await upstream?.close();
+    await http?.close();
+    removeDir(dir);
+  });
+
+  test('churn: writes forwarded to an upstream that does not answer end when their clients hang up', async () => {
+    // Before: each held its connection to the upstream and its place among the replica's FORWARDED_WRITES_MAX until
+    // FORWARD_TIMEOUT_MS (30 s), whatever became of its client: 64 clients that hung up left 64 sockets open to a silent
+    // upstream (the replica's open files 26 -> 154, still 90 3 s later), and every other client's write was refused
+    // OVERLOADED until the timeout. A root that stalls (stopped, swapping) makes the same of every client that gives up.
+    http = await startFakeServer((_req, res) => unanswered.push(res));
+    upstream = await joiningUpstream(http.url);
+    replica = await startServe(join(dir, 'replica'), ['--upstream', upstream.address]);
+    const serve = replica;
+    await waitUntil('the replica joined its upstream', async () => (await metricValue(serve.url, /^mercury_applied_seq /)) === 1);
+    const baseline = openFds(serve);
+    const sockets: net.Socket[] = [];
+    for (let i = 0; i < FORWARDED_WRITES_MAX; i++) sockets.push(putOnNewConnection(serve, `silent/${i}`));
+    // Every write reached the upstream before its client leaves: otherwise the test would measure nothing.
+    await waitUntil(`${FORWARDED_WRITES_MAX} writes reached the upstream`, () => Promise.resolve(unanswered.length === FORWARDED_WRITES_MAX));
+    for (const socket of sockets) socket.destroy();
+    // Well within FORWARD_TIMEOUT_MS: nothing but the hang-ups can have ended them.
+    await waitUntil('the replica closed its connections to the upstream', () => Promise.resolve(unanswered.every((res) => res.closed)), 10_000);
+    await waitUntil(`the replica is back to its ${baseline} open files`, () => Promise.resolve(openFds(serve) <= baseline), 10_000);
   });
 });

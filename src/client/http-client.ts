@@ -365,7 +365,9 @@ function sendOnConnection(request: http.ClientRequest, method: string, send: () 
  * that safe (AttemptError.retryOnFreshConnection). Failures reject with an Error whose `cause` is the system error
  * (its `code` says whether the connection was ever made), after `timeoutMs` with an Error named TimeoutError, with
  * OversizedAnswer for a 2xx body over `answerBytesMax` or an error body over ERROR_ANSWER_BYTES_MAX, and with the
- * AnswerFault or SyntaxError of `check` (given a 2xx body as it arrives) as soon as it finds one.
+ * AnswerFault or SyntaxError of `check` (given a 2xx body as it arrives) as soon as it finds one. When `signal`
+ * aborts (nobody waits for the answer any more), the request is destroyed and rejects with an Error named AbortError,
+ * never sent again.
  */
 async function httpRequest(
   url: string,
@@ -377,6 +379,7 @@ async function httpRequest(
   tls: ClientTls | undefined,
   authorization: string | undefined,
   check: AnswerCheck | undefined,
+  signal?: AbortSignal,
 ): Promise<HttpAnswer> {
   const target = new URL(url);
   const headers: http.OutgoingHttpHeaders = {};
@@ -384,11 +387,11 @@ async function httpRequest(
   if (contentType !== undefined) headers['content-type'] = contentType;
   if (body !== undefined) headers['content-length'] = Buffer.byteLength(body);
   try {
-    return await httpAttempt(target, method, headers, body, timeoutMs, answerBytesMax, tls, check, false);
+    return await httpAttempt(target, method, headers, body, timeoutMs, answerBytesMax, tls, check, false, signal);
   } catch (error) {
     if (!(error instanceof AttemptError && error.retryOnFreshConnection(method))) throw error;
     countResend(error);
-    return await httpAttempt(target, method, headers, body, timeoutMs, answerBytesMax, tls, check, true);
+    return await httpAttempt(target, method, headers, body, timeoutMs, answerBytesMax, tls, check, true, signal);
   }
 }
 
@@ -402,8 +405,10 @@ function httpAttempt(
   tls: ClientTls | undefined,
   check: AnswerCheck | undefined,
   fresh: boolean,
+  signal?: AbortSignal,
 ): Promise<HttpAnswer> {
-  return new Promise((resolve, reject) => {
+  let onSettled = (): void => {};
+  const answer = new Promise<HttpAnswer>((resolve, reject) => {
     const secure = target.protocol === 'https:';
     const request = (secure ? https : http).request(target, { method, headers, ...connectionOptions(secure, tls, fresh) });
     // The timer rejects by itself: a request node:http has already ended (see refuseUpgrade) emits nothing more.
@@ -413,6 +418,19 @@ function httpAttempt(
       reject(timeout);
       request.destroy(timeout);
     }, timeoutMs);
+    if (signal !== undefined) {
+      // Like the timer: rejects by itself, and drops the connection (nothing of the request goes back to the pool).
+      const abort = (): void => {
+        clearTimeout(timer);
+        const aborted = new Error('nobody waits for the answer any more');
+        aborted.name = 'AbortError';
+        reject(aborted);
+        request.destroy(aborted);
+      };
+      if (signal.aborted) return abort();
+      signal.addEventListener('abort', abort, { once: true });
+      onSettled = () => signal.removeEventListener('abort', abort);
+    }
     const reuseFailure = sendOnConnection(request, method, () => request.end(body));
     refuseUpgrade(request, (error) => {
       clearTimeout(timer);
@@ -448,6 +466,8 @@ function httpAttempt(
       );
     });
   });
+  // The signal lets go of a settled request: a caller's signal may outlive it by far.
+  return signal === undefined ? answer : answer.finally(() => onSettled());
 }
 
 /**
@@ -523,13 +543,16 @@ export class NodeClient {
    * `timeoutMs` bounds each request from connect to the last byte of the answer; a read with `minSeq` gets its
    * `minSeqTimeoutMs` on top, since the node may legitimately hold it that long. `tls` applies to https URLs.
    * `authorization` is the Authorization header sent with every request: `Bearer TOKEN` (see `bearer`), or, on a
-   * replica forwarding a write, its caller's header as it came.
+   * replica forwarding a write, its caller's header as it came. `signal`, when it aborts, ends the HTTP requests in
+   * flight (they reject with UnavailableError; one already sent may have been done): a replica forwarding a write
+   * whose caller left.
    */
   constructor(
     readonly baseUrl: string,
     private readonly timeoutMs = REQUEST_TIMEOUT_MS_DEFAULT,
     readonly tls?: ClientTls,
     private readonly authorization?: string,
+    private readonly signal?: AbortSignal,
   ) {
     this.wire = isWireUrl(baseUrl) ? wireChannel(baseUrl, tls, authorization, timeoutMs) : undefined;
   }
@@ -552,7 +575,7 @@ export class NodeClient {
     this.httpOnly(`${method} ${path}`);
     let answer: HttpAnswer;
     try {
-      answer = await httpRequest(`${this.baseUrl}${path}`, method, body, contentType, this.timeoutMs + extraTimeMs, answerBytesMax, this.tls, this.authorization, check);
+      answer = await httpRequest(`${this.baseUrl}${path}`, method, body, contentType, this.timeoutMs + extraTimeMs, answerBytesMax, this.tls, this.authorization, check, this.signal);
     } catch (error) {
       throw this.failed(`${method} ${path}`, error);
     }

@@ -19,7 +19,9 @@ const MAYBE_APPLIED = 'it may or may not have been applied: read before retrying
 /**
  * `tls`: the node's CA and certificate, for an upstream that serves https (pass the same object while it holds: one
  * agent each). `authorization` is the caller's own Authorization header: the upstream (and in the end the root) checks
- * the caller's token itself, so a replica never writes with more rights than its caller.
+ * the caller's token itself, so a replica never writes with more rights than its caller. `gone` aborts when the
+ * caller left: the forward ends then (UPSTREAM_UNAVAILABLE, that nobody reads), and with it its connection and its
+ * place among the replica's forwarded writes.
  */
 export async function forwardWrite(
   upstreamHttpUrl: string | undefined,
@@ -27,13 +29,14 @@ export async function forwardWrite(
   timeoutMs = FORWARD_TIMEOUT_MS,
   tls?: ClientTls,
   authorization?: string,
+  gone?: AbortSignal,
 ): Promise<WriteResult> {
   if (upstreamHttpUrl === undefined)
     throw new MercuryError('UPSTREAM_UNAVAILABLE', 'this replica is not connected to an upstream, so it cannot forward the write; retry, or write to the root');
   // The client checks the answer's shape (src/client/answers.ts): one without "succeeded" and "seq" is an
   // InvalidAnswerError, an UnavailableError sent, so UPSTREAM_UNAVAILABLE saying the write may have been applied.
   try {
-    const { succeeded, seq, hash } = await new NodeClient(upstreamHttpUrl, timeoutMs, tls, authorization).txn(formatTxn(request));
+    const { succeeded, seq, hash } = await new NodeClient(upstreamHttpUrl, timeoutMs, tls, authorization, gone).txn(formatTxn(request));
     return hash === undefined ? { succeeded, seq } : { succeeded, seq, hash: Buffer.from(hash, 'hex') };
   } catch (error) {
     throw forwardError(upstreamHttpUrl, error);

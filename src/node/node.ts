@@ -733,10 +733,12 @@ export class MercuryNode {
   }
 
   /**
-   * Root: commits. Replica: forwards to the upstream, then waits until this node has applied the write's seq, or its
-   * caller is `gone` (its connection closed): nobody would read the answer, and the wait holds one of the node's parked
-   * reads (SEQ_WAITERS_MAX). It held it for up to forwardedWriteWaitMs after its client left (an audit, 2026-12-06: 60
-   * of 60 still waiting 10 s after their clients hung up, behind an upstream that answered a seq it never sent).
+   * Root: commits. Replica: forwards to the upstream, then waits until this node has applied the write's seq; both end
+   * when the caller is `gone` (its connection closed): nobody would read the answer. The forward holds a connection to
+   * the upstream and one of the forwardedWritesMax, for up to FORWARD_TIMEOUT_MS after its client left (an audit,
+   * 2026-12-06: 64 clients gone, 64 sockets to a silent upstream and every other write OVERLOADED for 30 s), and the wait one
+   * of the node's parked reads (SEQ_WAITERS_MAX), for up to forwardedWriteWaitMs (60 of 60 still waiting 10 s after
+   * their clients hung up, behind an upstream that answered a seq it never sent).
    */
   async write(request: WriteRequest, authorization?: string, gone?: () => AbortSignal): Promise<WriteResult> {
     if (this.committer !== undefined) {
@@ -751,15 +753,17 @@ export class MercuryNode {
         'OVERLOADED',
         `this replica already has ${this.forwardsInFlight} writes forwarded to its upstream and not yet answered (at most ${this.limits.http.forwardedWritesMax}); the write was not applied: retry shortly, or write to the root`,
       );
+    // Made once: HTTP makes a signal and a listener on the answer for each call.
+    const callerGone = gone?.();
     this.forwardsInFlight++;
     let result: WriteResult;
     try {
-      result = await forwardWrite(target, request, undefined, this.forwardTls, authorization);
+      result = await forwardWrite(target, request, undefined, this.forwardTls, authorization, callerGone);
     } finally {
       this.forwardsInFlight--;
     }
     try {
-      await this.seqWaiter.wait(result.seq, this.limits.http.forwardedWriteWaitMs, gone?.());
+      await this.seqWaiter.wait(result.seq, this.limits.http.forwardedWriteWaitMs, callerGone);
     } catch (error) {
       // Committed at the root: a client told SHUTTING_DOWN would send it again (that code promises nothing was done).
       // Seeing it here is moot on a node that is stopping. Nor OVERLOADED (every minSeq waiter taken), which a client

@@ -15,8 +15,9 @@ export interface WriteCaller {
   /** The caller's Authorization header, which a replica forwards with the write to its upstream. */
   readonly authorization: string | undefined;
   /**
-   * A signal that aborts once the caller's connection closed (made when asked: a root never asks). A replica waits for
-   * the seq of a write it forwarded until then at the latest: that wait holds one of the node's parked reads.
+   * A signal that aborts once the caller's connection closed (made when asked: a root never asks). A replica forwards
+   * a write, and then waits for its seq, until then at the latest: the forward holds a connection to the upstream and
+   * one of the replica's forwarded writes, the wait one of the node's parked reads.
    */
   readonly gone?: () => AbortSignal;
 }
