@@ -4,6 +4,7 @@
  * left, whatever the upstream does: a per-client slot held after its client is gone is a leak, because the caps it
  * counts against are shared with every other client.
  */
+import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import net from 'node:net';
@@ -24,6 +25,9 @@ const FORWARDED_WRITES_MAX = 64;
 const HTTP_WRITES = 40;
 const WIRE_WRITES = 20;
 const UPSTREAM_NODE_ID = 'churn-upstream';
+/** Pipelined writes: connections, and writes on each (a write runs alone on its connection). */
+const PIPELINED_CONNECTIONS = 5;
+const PIPELINED_PER_CONNECTION = 8;
 const HEARTBEAT_MS = 1_000;
 
 /**
@@ -79,6 +83,15 @@ function putOnNewConnection(serve: ServeProcess, key: string): net.Socket {
   return socket;
 }
 
+/** Sends `count` pipelined PUTs on one connection and leaves it open. */
+function pipelinedPuts(serve: ServeProcess, prefix: string, count: number): net.Socket {
+  const { hostname, port } = new URL(serve.url);
+  const socket = net.connect({ host: hostname, port: Number(port) });
+  socket.on('error', () => {});
+  for (let i = 0; i < count; i++) socket.write(`PUT /v1/kv/${prefix}${i} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Length: 1\r\n\r\nx`);
+  return socket;
+}
+
 function openFds(serve: ServeProcess): number {
   return readdirSync(`/proc/${serve.child.pid}/fd`).length;
 }
@@ -122,6 +135,17 @@ describe('churn: what a replica holds for clients whose writes it forwarded', ()
     wire.socket.destroy();
     // Well within the writes' own 30 s: nothing but the hang-ups can have ended them.
     await waitUntil('no forwarded write waits once its client left', async () => (await seqWaiters(serve)) === 0, 10_000);
+
+    // Pipelined: node:http closes only the answer of a connection's first request when the connection drops, not those
+    // queued behind it, which would keep waiting if they had started. A write runs alone on its connection
+    // (src/server/http-server.ts), so one of each connection's writes waits, and the rest never start once it is gone.
+    const pipelined: net.Socket[] = [];
+    for (let c = 0; c < PIPELINED_CONNECTIONS; c++) pipelined.push(pipelinedPuts(serve, `pipelined/${c}/`, PIPELINED_PER_CONNECTION));
+    await waitUntil(`one pipelined write per connection waits for its seq`, async () => (await seqWaiters(serve)) === PIPELINED_CONNECTIONS);
+    for (const socket of pipelined) socket.destroy();
+    await waitUntil('no pipelined forwarded write waits once its connection closed', async () => (await seqWaiters(serve)) === 0, 10_000);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal(await seqWaiters(serve), 0, 'the writes queued behind them never started');
   });
 });
 
