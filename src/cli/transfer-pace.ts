@@ -37,7 +37,7 @@ export const SAVE_PACE: TransferPace = { headerMs: 5 * 60_000, windowMs: 10 * 60
 export class PaceGuard {
   private readonly controller = new AbortController();
   readonly signal: AbortSignal = this.controller.signal;
-  tripped: MercuryError | undefined;
+  private tripped: MercuryError | undefined;
   private timer: NodeJS.Timeout | undefined;
   /** Bytes since the request, and since the current window began. */
   private receivedBytes = 0;
@@ -57,7 +57,7 @@ export class PaceGuard {
     this.arm(headerMs, () => this.trip(`did not send ${this.header} within ${formatDuration(headerMs)} of the request (${formatBytes(this.receivedBytes)} of the answer received)`));
   }
 
-  received(bytes: number): void {
+  private received(bytes: number): void {
     this.receivedBytes += bytes;
     this.windowBytes += bytes;
   }
