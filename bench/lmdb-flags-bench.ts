@@ -17,12 +17,13 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { open, type RootDatabase } from 'lmdb';
 import { seqKey } from '../src/store/records.js';
+import { positiveInteger, readOptions } from './support/options.js';
 import { formatSummary, summarize } from './support/stats.js';
 
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }, envs: { type: 'string', default: '100' }, seconds: { type: 'string', default: '2' }, dir: { type: 'string', default: tmpdir() } } });
-const RUNS = Number(values.runs);
-const ENVS = Number(values.envs);
-const SECONDS = Number(values.seconds);
+const { values, RUNS, ENVS, SECONDS } = readOptions('bench:lmdb-flags', () => {
+  const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }, envs: { type: 'string', default: '100' }, seconds: { type: 'string', default: '2' }, dir: { type: 'string', default: tmpdir() } } });
+  return { values, RUNS: positiveInteger('runs', values.runs, 1000), ENVS: positiveInteger('envs', values.envs, 10_000), SECONDS: positiveInteger('seconds', values.seconds, 3600) };
+});
 const VALUE = Buffer.alloc(300, 1);
 const ENTRIES_PER_RUN = 200;
 

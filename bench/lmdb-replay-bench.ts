@@ -20,14 +20,15 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { open } from 'lmdb';
 import { seqKey } from '../src/store/records.js';
+import { positiveInteger, readOptions } from './support/options.js';
 import { formatSummary, summarize } from './support/stats.js';
 
-const { values } = parseArgs({
-  options: { runs: { type: 'string', default: '3' }, keys: { type: 'string', default: '400000' }, 'entry-keys': { type: 'string', default: '2000' }, dir: { type: 'string', default: tmpdir() } },
+const { values, RUNS, KEYS, ENTRY_KEYS } = readOptions('bench:lmdb-replay', () => {
+  const { values } = parseArgs({
+    options: { runs: { type: 'string', default: '3' }, keys: { type: 'string', default: '400000' }, 'entry-keys': { type: 'string', default: '2000' }, dir: { type: 'string', default: tmpdir() } },
+  });
+  return { values, RUNS: positiveInteger('runs', values.runs, 1000), KEYS: positiveInteger('keys', values.keys, 100_000_000), ENTRY_KEYS: positiveInteger('entry-keys', values['entry-keys'], 1_000_000) };
 });
-const RUNS = Number(values.runs);
-const KEYS = Number(values.keys);
-const ENTRY_KEYS = Number(values['entry-keys']);
 /** A key record: the store's 20-byte header (crc, createSeq, modSeq, version) and a 256-byte value. */
 const RECORD = Buffer.alloc(20 + 256, 1);
 const FILL_TRANSACTION_KEYS = 20_000;

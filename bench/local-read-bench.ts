@@ -16,21 +16,26 @@
 import { parseArgs } from 'node:util';
 import { connect, openLocal, type LocalReader } from '../src/index.js';
 import { RawHttpConnection } from './support/raw-http.js';
+import { positiveInteger, readOptions } from './support/options.js';
 import { startNodeProcess, type NodeProcess } from './support/node-process.js';
 import { formatSummary, summarize } from './support/stats.js';
 
-const { values } = parseArgs({
-  options: {
-    runs: { type: 'string', default: '5' },
-    seconds: { type: 'string', default: '2' },
-    keys: { type: 'string', default: '10000' },
-    clients: { type: 'string', default: '16' },
-  },
+const { RUNS, SECONDS, KEYS, CLIENTS } = readOptions('bench:local', () => {
+  const { values } = parseArgs({
+    options: {
+      runs: { type: 'string', default: '5' },
+      seconds: { type: 'string', default: '2' },
+      keys: { type: 'string', default: '10000' },
+      clients: { type: 'string', default: '16' },
+    },
+  });
+  return {
+    RUNS: positiveInteger('runs', values.runs, 1000),
+    SECONDS: positiveInteger('seconds', values.seconds, 3600),
+    KEYS: positiveInteger('keys', values.keys, 10_000_000),
+    CLIENTS: positiveInteger('clients', values.clients, 4096),
+  };
 });
-const RUNS = Number(values.runs);
-const SECONDS = Number(values.seconds);
-const KEYS = Number(values.keys);
-const CLIENTS = Number(values.clients);
 const VALUE = 'v'.repeat(256);
 const BATCH = 1_000;
 

@@ -41,27 +41,37 @@ import { Store } from '../src/store/index.js';
 import { processCpuMicros } from './peers/processes.js';
 import { RawHttpConnection } from './support/raw-http.js';
 import { benchToken, startNodeProcess, type NodeProcess } from './support/node-process.js';
+import { positiveInteger, readOptions, UsageError } from './support/options.js';
 import { formatSummary, summarize } from './support/stats.js';
 import { benchTls, type BenchTls } from './support/tls.js';
 
-const { values } = parseArgs({
-  options: {
-    runs: { type: 'string', default: '5' },
-    seconds: { type: 'string', default: '3' },
-    clients: { type: 'string', default: '64' },
-    tls: { type: 'boolean', default: false },
-    auth: { type: 'boolean', default: false },
-    sign: { type: 'boolean', default: false },
-    only: { type: 'string' },
-    compare: { type: 'boolean', default: false },
-  },
+const WORKLOAD_IDS = ['put', 'txn', 'get', 'wire-put', 'wire-get', 'local'];
+const { values, ONLY, RUNS, SECONDS, CLIENTS } = readOptions('bench', () => {
+  const { values } = parseArgs({
+    options: {
+      runs: { type: 'string', default: '5' },
+      seconds: { type: 'string', default: '3' },
+      clients: { type: 'string', default: '64' },
+      tls: { type: 'boolean', default: false },
+      auth: { type: 'boolean', default: false },
+      sign: { type: 'boolean', default: false },
+      only: { type: 'string' },
+      compare: { type: 'boolean', default: false },
+    },
+  });
+  /** --only put,txn,get,wire-put,wire-get,local: run just those workloads (a profile of one workload, say); default all. */
+  const only = new Set((values.only ?? WORKLOAD_IDS.join(',')).split(','));
+  for (const id of only) if (!WORKLOAD_IDS.includes(id)) throw new UsageError(`--only takes ${WORKLOAD_IDS.join(', ')}, got "${id}"`);
+  if (values.compare && !values.tls && !values.auth && !values.sign) throw new UsageError('--compare measures what --tls, --auth or --sign cost: name at least one of them');
+  return {
+    values,
+    ONLY: only,
+    RUNS: positiveInteger('runs', values.runs, 1000),
+    SECONDS: positiveInteger('seconds', values.seconds, 3600),
+    CLIENTS: positiveInteger('clients', values.clients, 4096),
+  };
 });
-/** --only put,txn,get,wire-put,wire-get,local: run just those workloads (a profile of one workload, say); default all. */
-const ONLY = new Set((values.only ?? 'put,txn,get,wire-put,wire-get,local').split(','));
 const TLS_DIR = values.tls ? mkdtempSync(join(tmpdir(), 'mercury-bench-tls-')) : undefined;
-const RUNS = Number(values.runs);
-const SECONDS = Number(values.seconds);
-const CLIENTS = Number(values.clients);
 const VALUE = Buffer.alloc(256, 'v');
 const KEYSPACE = 10_000;
 const TXN_OPS = 100;
@@ -342,7 +352,6 @@ const WORKLOADS: readonly { readonly id: string; readonly name: string; readonly
 
 async function main(): Promise<void> {
   const features: Features = { tls: TLS_DIR === undefined ? undefined : benchTls(TLS_DIR), auth: values.auth, sign: values.sign };
-  if (values.compare && featureLabel(features) === 'off') throw new Error('--compare measures what --tls, --auth or --sign cost: name at least one of them');
   process.stdout.write(
     `mercury bench: ${RUNS} runs x ${SECONDS} s, ${CLIENTS} clients, ${VALUE.length} B values, ${values.compare ? `${featureLabel(features)} against off, alternating` : `TLS ${features.tls === undefined ? 'off' : 'on'}, auth ${features.auth ? 'required' : 'off'}, signing ${features.sign ? 'on' : 'off'}`}, node ${process.version}\n`,
   );

@@ -44,7 +44,7 @@ import { formatNumber, formatSummary, quantile, summarize } from './support/stat
 import { positiveInteger, readOptions, UsageError } from './support/options.js';
 import { benchTls, type BenchTls } from './support/tls.js';
 
-const { values } = parseArgs({
+const { values } = readOptions('bench:propagation', () => parseArgs({
   options: {
     replicas: { type: 'string', default: '1000' },
     fanout: { type: 'string', default: '10' },
@@ -61,7 +61,7 @@ const { values } = parseArgs({
     auth: { type: 'boolean', default: false },
     sign: { type: 'boolean', default: false },
   },
-});
+}));
 const { REPLICAS, FANOUT, WORKERS, WRITES, INTERVAL_MS, RUNS, SUSTAIN_REPLICAS, SUSTAIN_SECONDS, SUSTAIN_RUNS, CLIENTS, SKIP } = readOptions('bench:propagation', () => {
   /** --skip latency,sustained: the phases not to run. */
   const skip = new Set(values.skip.split(',').filter((name) => name !== ''));

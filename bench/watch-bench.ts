@@ -39,12 +39,12 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { HTTP_CONNECTIONS_MAX } from '../src/limits.js';
 import { startNodeProcess, type NodeProcess } from './support/node-process.js';
-import { positiveInteger } from './support/options.js';
+import { numberWithin, positiveInteger, readOptions } from './support/options.js';
 import { RawHttpConnection } from './support/raw-http.js';
 import { formatSummary, quantileOfSorted, summarize } from './support/stats.js';
 import type { FromClient, ToClient, WatcherSpec } from './support/watch-client-process.js';
 
-const { values } = parseArgs({
+const values = readOptions('bench:watch', () => parseArgs({
   options: {
     watchers: { type: 'string' },
     nodes: { type: 'string', default: '1' },
@@ -59,17 +59,23 @@ const { values } = parseArgs({
     heapsnapshot: { type: 'boolean', default: false },
     'node-arg': { type: 'string', multiple: true, default: [] },
   },
-});
+}).values);
 
-const NODES = positiveInteger('nodes', values.nodes ?? '');
-const WATCHERS = positiveInteger('watchers', values.watchers ?? String(NODES === 1 ? 19_000 : 17_000 * NODES));
-const RUNS = positiveInteger('runs', values.runs);
-const CHANGES = positiveInteger('changes', values.changes);
-const INTERVAL_MS = positiveInteger('interval-ms', values['interval-ms']);
-const SHARED_FRACTION = Number(values.shared);
-const TEAMS = positiveInteger('teams', values.teams);
-const WATCHERS_PER_PROCESS = positiveInteger('watchers-per-process', values['watchers-per-process']);
-const VALUE = Buffer.alloc(positiveInteger('value-bytes', values['value-bytes']), 'v');
+const { NODES, WATCHERS, RUNS, CHANGES, INTERVAL_MS, SHARED_FRACTION, TEAMS, WATCHERS_PER_PROCESS, VALUE_BYTES } = readOptions('bench:watch', () => {
+  const nodes = positiveInteger('nodes', values.nodes ?? '', 64);
+  return {
+    NODES: nodes,
+    WATCHERS: positiveInteger('watchers', values.watchers ?? String(nodes === 1 ? 19_000 : 17_000 * nodes)),
+    RUNS: positiveInteger('runs', values.runs, 1000),
+    CHANGES: positiveInteger('changes', values.changes),
+    INTERVAL_MS: positiveInteger('interval-ms', values['interval-ms']),
+    SHARED_FRACTION: numberWithin('shared', values.shared, 0, 1),
+    TEAMS: positiveInteger('teams', values.teams),
+    WATCHERS_PER_PROCESS: positiveInteger('watchers-per-process', values['watchers-per-process']),
+    VALUE_BYTES: positiveInteger('value-bytes', values['value-bytes'], 1024 * 1024),
+  };
+});
+const VALUE = Buffer.alloc(VALUE_BYTES, 'v');
 /** Changes before the measured ones, so that the node's and the clients' code is compiled when timing starts. */
 const WARMUP_CHANGES = 20;
 /** Connection attempts in flight per client process: the node's accept backlog is 511. */

@@ -23,7 +23,7 @@ import { startNodeProcess } from './support/node-process.js';
 import { positiveInteger, readOptions, UsageError } from './support/options.js';
 import { formatSummary, summarize } from './support/stats.js';
 
-const { values } = parseArgs({
+const { values } = readOptions('bench:wire-client', () => parseArgs({
   options: {
     runs: { type: 'string', default: '3' },
     seconds: { type: 'string', default: '3' },
@@ -32,7 +32,7 @@ const { values } = parseArgs({
     heap: { type: 'boolean', default: false },
     'node-arg': { type: 'string', multiple: true, default: [] },
   },
-});
+}));
 const OPTIONS = readOptions('bench:wire-client', () => {
   if (values.op !== 'get' && values.op !== 'put') throw new UsageError(`--op must be get or put, got "${values.op}"`);
   return {
