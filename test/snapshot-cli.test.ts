@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -294,6 +294,36 @@ describe('snapshot cli', () => {
     const missing = await runCli(['snapshot', 'save', join(dir, 'no-such-dir', 'x.snap'), '--url', 'http://127.0.0.1:1']);
     assert.equal(missing.code, 1, missing.stderr);
     assert.match(missing.stderr, /ENOENT/);
+  });
+
+  // Found by audit: a FILE that was a symbolic link was replaced by a regular file (the rename of the partial file went
+  // over the link), and a name near 255 bytes failed with ENAMETOOLONG at `FILE.partial-PID`.
+  test('snapshot cli: save refuses a FILE that is a symbolic link before asking the node, and leaves the link and its target as they were', async () => {
+    const target = join(dir, 'link-target.snap');
+    writeFileSync(target, 'the previous backup');
+    const link = join(dir, 'latest.snap');
+    symlinkSync(target, link);
+    const refused = await runCli(['snapshot', 'save', link, '--url', 'http://127.0.0.1:1']);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /^mercury: SYMLINK_REFUSED: \S+latest\.snap is a symbolic link \(to \S+link-target\.snap\); snapshot save replaces FILE with a new file .* Give the link's target as FILE/);
+    assert.ok(lstatSync(link).isSymbolicLink(), 'the link is still a link');
+    assert.equal(readFileSync(target, 'utf8'), 'the previous backup');
+    // A dangling link is refused too: the save would make a file at the link's name, not at its target.
+    const dangling = join(dir, 'dangling.snap');
+    symlinkSync(join(dir, 'nowhere.snap'), dangling);
+    assert.match((await runCli(['snapshot', 'save', dangling, '--url', 'http://127.0.0.1:1'])).stderr, /^mercury: SYMLINK_REFUSED: /);
+    assert.ok(lstatSync(dangling).isSymbolicLink());
+  });
+
+  test('snapshot cli: save to a FILE whose name leaves no room for the .partial-PID suffix writes through a short temporary name; a name over 255 bytes is refused before asking the node', async () => {
+    const long = join(dir, `${'s'.repeat(245)}.snap`);
+    const saved = await cliJson<SnapshotJson>(['snapshot', 'save', long, '--url', source.url]);
+    assert.ok(saved.keys > 0);
+    assert.equal((await cliJson<SnapshotJson>(['snapshot', 'inspect', long])).headHash, saved.headHash);
+    assert.deepEqual(readdirSync(dir).filter((name) => name.includes('partial')), [], 'no temporary file is left');
+    const tooLong = await runCli(['snapshot', 'save', join(dir, 'x'.repeat(256)), '--url', 'http://127.0.0.1:1']);
+    assert.equal(tooLong.code, 1, tooLong.stderr);
+    assert.match(tooLong.stderr, /^mercury: INVALID_ARGUMENT: the name of \S+ is 256 bytes, over the 255 a file system allows; give a shorter file name/);
   });
 
   test('snapshot cli: --to-seq replays the retained log from the file to that seq, and refuses to go back', async () => {

@@ -3,10 +3,12 @@
  * and data directories made from one. Progress bars on stderr when it is a terminal; the result on stdout, one JSON
  * object with --json.
  *
- * save: the file is written to `FILE.partial-PID` beside FILE, checked as it arrives (the same decoder a restore
+ * save: the file is written to `FILE.partial-PID` beside FILE (`.mercury-snapshot.partial-PID` when FILE's name is too
+ * long for the suffix), checked as it arrives (the same decoder a restore
  * uses: structure, counts, SHA-256), fsynced, and only then renamed to FILE, so FILE is never a partial snapshot: an
  * interrupted or damaged transfer leaves FILE as it was and removes the partial file. FILE's place is checked before
- * anything is asked of the node (a directory at FILE, a directory that does not exist), not after the transfer. Ctrl-C
+ * anything is asked of the node (a directory at FILE, a directory that does not exist, a symbolic link at FILE, which
+ * the rename would replace rather than write through: SYMLINK_REFUSED), not after the transfer. Ctrl-C
  * (SIGINT) or SIGTERM during the wait or the transfer removes the partial file too, then exits 130 or 143.
  *
  * A node that refuses for now (503 OVERLOADED when its snapshot readers are all taken by other backups, joining
@@ -22,7 +24,7 @@
  *
  * restore and inspect: FILE must be a regular file (through links), checked before anything is read or touched.
  */
-import { closeSync, createReadStream, fsyncSync, openSync, renameSync, rmSync, statfsSync, statSync, writeSync, type Stats } from 'node:fs';
+import { closeSync, createReadStream, fsyncSync, lstatSync, openSync, readlinkSync, renameSync, rmSync, statfsSync, statSync, writeSync, type Stats } from 'node:fs';
 import { basename, dirname, join, sep } from 'node:path';
 import { BusyTimeoutError, retryWhileBusy, type BusyWait, type NodeClient } from '../client/index.js';
 import { MercuryError } from '../errors/index.js';
@@ -122,6 +124,21 @@ function removeOnSignal(partial: string, what: string): () => void {
   return () => handlers.forEach((off) => off());
 }
 
+/** NAME_MAX of Linux and macOS file systems: a longer name fails with ENAMETOOLONG. */
+const FILE_NAME_BYTES_MAX = 255;
+
+/**
+ * Where `save` writes before the rename: `FILE.partial-PID` beside FILE (an operator who finds one knows what it was),
+ * or, when FILE's name leaves no room for that suffix within FILE_NAME_BYTES_MAX, a short name in the same directory
+ * (the rename must stay within one file system): a name of 250 bytes failed with ENAMETOOLONG at the partial file.
+ */
+function partialPath(file: string): string {
+  const suffix = `.partial-${process.pid}`;
+  const name = basename(file);
+  if (Buffer.byteLength(name + suffix) <= FILE_NAME_BYTES_MAX) return join(dirname(file), name + suffix);
+  return join(dirname(file), `.mercury-snapshot${suffix}`);
+}
+
 export interface SaveOptions {
   readonly json: boolean;
   readonly waitMs: number | undefined;
@@ -131,19 +148,33 @@ export interface SaveOptions {
 
 export async function snapshotSave(client: NodeClient, file: string, options: SaveOptions): Promise<void> {
   const { SnapshotDecoder, snapshotFileBytes: announcedFileBytes } = await import('../snapshot/format.js');
-  let existing: Stats | undefined;
-  try {
-    existing = statSync(file);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-  }
   // Before the transfer, which may take minutes: the rename at its end would fail (for `new-dir/` too, which names a
   // directory that does not exist yet: the transfer ran to its end and then failed, audit of stop 37).
   if (file.endsWith('/') || file.endsWith(sep)) throw new MercuryError('INVALID_ARGUMENT', `${file} ends with a slash, so it names a directory; give the path of the snapshot file to write`);
+  const nameBytes = Buffer.byteLength(basename(file));
+  if (nameBytes > FILE_NAME_BYTES_MAX)
+    throw new MercuryError('INVALID_ARGUMENT', `the name of ${file} is ${nameBytes} bytes, over the ${FILE_NAME_BYTES_MAX} a file system allows; give a shorter file name`);
+  let existing: Stats | undefined;
+  try {
+    // lstat: the rename at the end replaces whatever is at FILE, a link included, and never writes through it.
+    existing = lstatSync(file);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  // A link at FILE would be replaced by a regular file, not written through: an operator's `latest.snap -> ...` would
+  // silently stop pointing where it did, and a link someone else planted would decide nothing either way. Say so and
+  // let the operator name the target (decision record 54).
+  if (existing?.isSymbolicLink() === true)
+    throw new MercuryError(
+      'SYMLINK_REFUSED',
+      `${file} is a symbolic link (to ${readlinkSync(file)}); snapshot save replaces FILE with a new file and would replace the link, not write through it. Give the link's target as FILE, or remove the link; the node was not asked`,
+      { details: { path: file } },
+    );
   if (existing !== undefined && !existing.isFile())
     throw new MercuryError('INVALID_ARGUMENT', `${file} is ${fileKind(existing)}; give the path of the snapshot file to write (a new file, or an older snapshot to replace)`);
-  const partial = join(dirname(file), `${basename(file)}.partial-${process.pid}`);
+  const partial = partialPath(file);
   // Made before the request, so a directory that does not exist or cannot be written fails before the node is asked.
+  // 'wx' (O_EXCL): never opened through a link planted at that name.
   const fd = openSync(partial, 'wx', 0o600);
   const releaseSignals = removeOnSignal(partial, 'snapshot save stopped; nothing was written');
   let closed = false;
