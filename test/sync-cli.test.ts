@@ -8,8 +8,10 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, statSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import { after, before, describe, test } from 'node:test';
-import { SYNC_LOCK_FILE, SYNC_RESERVED_PREFIX, SYNC_STATE_FILE } from '../src/sync/index.js';
+import { DirectorySync, SYNC_LOCK_FILE, SYNC_RESERVED_PREFIX, SYNC_STATE_FILE, type SyncReport } from '../src/sync/index.js';
+import { nameFolding } from '../src/sync/fold.js';
 import { requestJson, waitUntil } from './support/http.js';
 import { CLI_PATH, makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProcess } from './support/process.js';
 import { freePort } from './support/net.js';
@@ -343,6 +345,67 @@ describe('sync cli', () => {
     const nextHash = (await readLog(restored.url, next))[0]!.hash;
     await waitUntil('the hash is saved again', () => Promise.resolve(savedSeq(target) === next && savedState(target).hash === nextHash));
     await stopProcess(third.child);
+  });
+
+  // Found by audit: on a DIR that folds case (macOS, Windows, ext4 casefold) `app/A` and `app/a` are one file: a put of
+  // one replaced the other's content, a delete of one removed the other's file, and the budget counted two files. No
+  // such file system mounts here, so sync is given a case folding over this case-sensitive one: what it decides,
+  // not what the file system does, is under test (the probe's part is in test/sync-fold.test.ts).
+  test('sync cli: on a DIR that folds case, the later of two keys that differ only in case takes their file, a delete of the other leaves it, a directory spelled otherwise is skipped, and the budget counts one file', async () => {
+    const node = await startServe(join(dir, 'fold-node'));
+    nodes.push(node);
+    const target = join(dir, 'fold');
+    const reports: SyncReport[] = [];
+    const sync = new DirectorySync({ urls: [node.url], prefix: Buffer.from('f/'), dir: target, filesMax: 3, probeNameFolding: () => nameFolding(true, false), onReport: (report) => reports.push(report) });
+    const running = sync.run();
+    try {
+      const holds = (expected: Record<string, string>): Promise<void> =>
+        waitUntil(`${target} holds ${JSON.stringify(expected)}; reports: ${JSON.stringify(reports)}`, () => Promise.resolve(treeText(readTree(target)) === treeText(expected)));
+      await put(node, 'f/app/A', 'upper');
+      await holds({ 'app/A': 'upper' });
+      await put(node, 'f/app/a', 'lower');
+      await holds({ 'app/a': 'lower' });
+      assert.ok(reports.some((report) => report.type === 'skipped' && /key "f\/app\/A" is not synced: its file is taken by the later key "app\/a": \S+ folds case/.test(report.reason)));
+      await requestJson(node.url, 'DELETE', '/v1/kv/f/app/A');
+      // A rename that changes only case, the put before the delete in one transaction, keeps its file.
+      await put(node, 'f/conf', 'v1');
+      const rename = await requestJson<{ seq: number }>(node.url, 'POST', '/v1/txn', {
+        body: JSON.stringify({ success: [{ op: 'put', key: 'f/Conf', value: 'v2' }, { op: 'delete', key: 'f/conf' }] }),
+        headers: { 'content-type': 'application/json' },
+      });
+      await waitUntil('the rename is saved', () => Promise.resolve(savedSeq(target) >= rename.seq));
+      assert.deepEqual(readTree(target), { 'app/a': 'lower', Conf: 'v2' }, 'the delete of f/app/A left the file of f/app/a');
+      await put(node, 'f/dir/x', 'x');
+      const skippedSeq = await put(node, 'f/DIR/y', 'y');
+      await waitUntil('f/DIR/y is skipped', () => Promise.resolve(reports.some((report) => report.type === 'skipped' && report.seq === skippedSeq)));
+      assert.match(JSON.stringify(reports.find((report) => report.type === 'skipped' && report.seq === skippedSeq)), /holds \\"dir\\" \(on its path, or with other keys under it\), which its file system takes for the same name: it folds case/);
+      // Three files, within --max-files 3: counting app/A and conf beside their twins, the budget would have stopped sync.
+      assert.deepEqual(readTree(target), { 'app/a': 'lower', Conf: 'v2', 'dir/x': 'x' });
+      assert.deepEqual(reports[0], { type: 'start', dir: target, fromSeq: 1, resumed: false, folds: 'case' });
+    } finally {
+      await sync.stop();
+      await running;
+    }
+  });
+
+  test('sync cli: on a DIR that does not fold names (this one), keys that differ only in case or normalisation are files of their own, as before', async () => {
+    const node = await startServe(join(dir, 'nofold-node'));
+    nodes.push(node);
+    const target = join(dir, 'nofold');
+    const sync = startSync(node.url, 'f/', target);
+    syncs.push(sync);
+    await put(node, 'f/app/A', 'upper');
+    await put(node, 'f/app/a', 'lower');
+    await put(node, `f/${encodeURIComponent('caf\u00e9')}`, 'nfc');
+    await put(node, `f/${encodeURIComponent('cafe\u0301')}`, 'nfd');
+    await requestJson(node.url, 'DELETE', '/v1/kv/f/app/A');
+    // Compared as objects: treeText sorts with localeCompare, which takes the NFC and NFD names for equal.
+    const expected = { 'app/a': 'lower', 'caf\u00e9': 'nfc', 'cafe\u0301': 'nfd' };
+    await waitUntil(`${target} holds ${JSON.stringify(expected)}; stderr: ${sync.stderr()}`, () => Promise.resolve(isDeepStrictEqual(readTree(target), expected)));
+    const start = sync.reports().find((report) => report.type === 'start');
+    assert.ok(start !== undefined && !('folds' in start), JSON.stringify(start));
+    assert.ok(!sync.reports().some((report) => report.type === 'skipped'), sync.stderr());
+    await stopProcess(sync.child);
   });
 
   test('sync cli: a first sync refuses a directory that holds files', async () => {

@@ -26,7 +26,7 @@ export async function syncCommand(
       printResult(options.json, report, () => {
         switch (report.type) {
           case 'start':
-            return `syncing ${JSON.stringify(prefix)} into ${report.dir} from seq ${report.fromSeq}${report.resumed ? ' (resumed)' : ''}`;
+            return `syncing ${JSON.stringify(prefix)} into ${report.dir} from seq ${report.fromSeq}${report.resumed ? ' (resumed)' : ''}${report.folds === undefined ? '' : `; its file system folds ${report.folds}: keys that differ only so share one file, the later put takes it`}`;
           case 'reset':
             return `starting again: ${report.reason}; deleted ${report.deleted} files`;
           case 'put':

@@ -17,6 +17,7 @@ import { MercuryError } from '../errors/index.js';
 import { readFileBounded } from '../fs/bounded-read.js';
 import { fsyncPath } from '../fs/durable.js';
 import type { SyncedFile } from './budget.js';
+import { nameFolding, type NameFolding } from './fold.js';
 import { SYNC_RESERVED_PREFIX } from './paths.js';
 
 /** What a write did: wrote new content, found the same content there (nothing touched), or met a conflict. */
@@ -231,4 +232,25 @@ export function removeTemporaryFiles(root: string): void {
     }
   };
   walk(root);
+}
+
+/**
+ * Whether DIR's file system folds case and/or Unicode normalisation (fold.ts), found by trying it: a probe file is
+ * made under a temporary name of sync's own (a killed sync's is removed by removeTemporaryFiles), then looked up by
+ * its folded twin (`a` as `A`; NFC `é` as NFD `e` + U+0301), then removed. Asked of DIR itself: a subdirectory on
+ * another mount may fold otherwise, which this does not see.
+ */
+export function probeNameFolding(root: string): NameFolding | undefined {
+  const base = join(root, `${SYNC_RESERVED_PREFIX}-tmp-${randomBytes(6).toString('hex')}-probe-`);
+  const folds = (name: string, twin: string): boolean => {
+    closeSync(openSync(base + name, 'wx', 0o600));
+    try {
+      const made = lstatSync(base + name);
+      const found = lstatSync(base + twin, { throwIfNoEntry: false });
+      return found !== undefined && found.ino === made.ino && found.dev === made.dev;
+    } finally {
+      rmSync(base + name, { force: true });
+    }
+  };
+  return nameFolding(folds('a', 'A'), folds('\u00e9', 'e\u0301'));
 }

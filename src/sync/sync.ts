@@ -20,6 +20,9 @@
  * - DIR holds at most `filesMax` files and `bytesMax` bytes (budget.ts): a write past them stops sync with
  *   SYNC_LIMIT_EXCEEDED, as a symbolic link does, and a restart with higher limits applies it.
  *
+ * - On a DIR that folds case or Unicode normalisation (probed at start, files.ts), two keys that name one file there
+ *   share it: the later put takes it and the other key is reported skipped (fold.ts; docs/decisions.md, record 55).
+ *
  * A first sync needs an empty (or missing) DIR: DIR belongs to sync, which deletes files whose keys are gone. A
  * symbolic link inside DIR is never followed: sync stops with SYMLINK_REFUSED naming it (files.ts), without saving the
  * entry it was applying, so that a restart after the link is removed applies that entry again.
@@ -31,7 +34,8 @@ import { connect, SeqWaitTimeoutError, type ClientOptions, type MercuryClient, t
 import { MercuryError } from '../errors/index.js';
 import { lockDirectory } from '../fs/dir-lock.js';
 import { SYNC_BYTES_MAX_DEFAULT, SYNC_FILES_MAX_DEFAULT, SyncBudget } from './budget.js';
-import { deleteFile, listFiles, measureFiles, putFile, removeTemporaryFiles } from './files.js';
+import { deleteFile, listFiles, measureFiles, probeNameFolding, putFile, removeTemporaryFiles } from './files.js';
+import { FoldedPaths, type NameFolding } from './fold.js';
 import { keyToPath, pathToKey, SYNC_RESERVED_PREFIX } from './paths.js';
 import { readSyncState, writeSyncState, type SyncState } from './state.js';
 
@@ -46,7 +50,7 @@ export const SYNC_EXEC_DEBOUNCE_MS_DEFAULT = 200;
 
 /** What sync did, for the CLI to print. Keys are text when they map to a path, else `key` is base64 in `keyBase64`. */
 export type SyncReport =
-  | { readonly type: 'start'; readonly dir: string; readonly fromSeq: number; readonly resumed: boolean }
+  | { readonly type: 'start'; readonly dir: string; readonly fromSeq: number; readonly resumed: boolean; readonly folds?: string }
   | { readonly type: 'reset'; readonly reason: string; readonly deleted: number }
   | { readonly type: 'put'; readonly seq: number; readonly path: string }
   | { readonly type: 'delete'; readonly seq: number; readonly path: string }
@@ -66,6 +70,8 @@ export interface SyncOptions {
   /** Options of the client that watches (TLS files, ...). */
   readonly clientOptions?: ClientOptions;
   readonly clock?: Clock;
+  /** Finds whether DIR folds names (probeNameFolding by default); a test injects a folding a sandbox cannot mount. */
+  readonly probeNameFolding?: (dir: string) => NameFolding | undefined;
   readonly onReport: (report: SyncReport) => void;
 }
 
@@ -137,6 +143,8 @@ export class DirectorySync {
   private readonly command: DebouncedCommand | undefined;
   private state!: SyncState;
   private readonly budget: SyncBudget;
+  /** The spelling of each file and directory sync holds, by folded name, when DIR folds names (fold.ts); else undefined. */
+  private folded: FoldedPaths | undefined;
   /** The seq whose events are being applied: saved as done when a later seq, a progress or a snapshot end arrives. */
   private currentSeq: number | undefined;
   /** The hash of entry currentSeq, as its events carried it. */
@@ -195,6 +203,8 @@ export class DirectorySync {
     if (saved === undefined && existing.length > 0)
       throw new MercuryError('DATA_DIR_NOT_EMPTY', `${dir} holds files but no sync state; a first sync needs an empty directory (sync deletes files whose keys are gone)`);
     removeTemporaryFiles(dir);
+    const folding = (this.options.probeNameFolding ?? probeNameFolding)(dir);
+    this.folded = folding === undefined ? undefined : new FoldedPaths(folding);
     const status = await this.client.status();
     const datasetId = String(status.datasetId ?? '');
     if (datasetId === '') throw new MercuryError('UPSTREAM_UNAVAILABLE', 'the node has not joined a dataset yet; sync from a node that has');
@@ -220,7 +230,8 @@ export class DirectorySync {
       this.options.onReport({ type: 'reset', reason: resetReason, deleted });
     } else this.state = saved ?? { prefix, datasetId, seq: 0, hash: undefined };
     this.budget.start(resetReason === undefined ? existing : []);
-    this.options.onReport({ type: 'start', dir, fromSeq: this.state.seq + 1, resumed: saved !== undefined });
+    if (resetReason === undefined) for (const { path } of existing) this.folded?.add(path);
+    this.options.onReport({ type: 'start', dir, fromSeq: this.state.seq + 1, resumed: saved !== undefined, ...(folding === undefined ? {} : { folds: folding.what }) });
     // The saved hash proves which chain DIR followed: a node whose entry at the saved seq is another resets DIR.
     const afterHash = this.state.seq >= 1 ? this.state.hash : undefined;
     const watch = this.client.watch({ prefix, fromSeq: this.state.seq + 1, afterHash, progress: true });
@@ -319,20 +330,42 @@ export class DirectorySync {
   private putKey(seq: number, key: Buffer, value: Buffer): void {
     const mapped = keyToPath(key, this.options.prefix);
     if (!mapped.ok) {
-      this.options.onReport({ type: 'skipped', seq, keyBase64: key.toString('base64'), reason: `key ${JSON.stringify(key.toString('utf8'))} is not synced: ${mapped.reason}` });
+      this.skipped(seq, key, mapped.reason);
       return;
     }
     const { path } = mapped;
+    const folded = this.folded;
+    const clash = folded?.clash(path);
+    if (folded !== undefined && clash?.directory === true) {
+      this.skipped(seq, key, `${this.options.dir} holds ${JSON.stringify(clash.held)} (on its path, or with other keys under it), which its file system takes for the same name: it folds ${folded.what}`);
+      return;
+    }
+    if (folded !== undefined && clash !== undefined) {
+      // Another key's file under another spelling: the later put takes it (a rename that changes only case keeps its
+      // file whether the transaction puts or deletes first; docs/decisions.md, record 55). The other key's file is
+      // deleted first, so the budget counts one file, and a later delete of that key, no longer holding it, passes.
+      this.deletePath(seq, clash.held);
+      this.skipped(seq, pathToKey(clash.held, this.options.prefix), `its file is taken by the later key ${JSON.stringify(path)}: ${this.options.dir} folds ${folded.what}, so both name one file`);
+    }
     const outcome = putFile(this.options.dir, path, value, (previousSize) => this.budget.admitPut(path, value.length, previousSize));
-    if (outcome.kind === 'conflict')
-      this.options.onReport({ type: 'skipped', seq, keyBase64: key.toString('base64'), reason: `key ${JSON.stringify(key.toString('utf8'))} is not synced: ${outcome.reason}` });
-    else if (outcome.kind === 'written') this.changed({ type: 'put', seq, path });
+    if (outcome.kind === 'conflict') this.skipped(seq, key, outcome.reason);
+    else {
+      this.folded?.add(path);
+      if (outcome.kind === 'written') this.changed({ type: 'put', seq, path });
+    }
+  }
+
+  private skipped(seq: number, key: Buffer, why: string): void {
+    this.options.onReport({ type: 'skipped', seq, keyBase64: key.toString('base64'), reason: `key ${JSON.stringify(key.toString('utf8'))} is not synced: ${why}` });
   }
 
   /** Deletes a key's file if there is one, and reports it. True if it deleted. */
   private deletePath(seq: number, path: string): boolean {
+    // On a DIR that folds names, a file spelled otherwise is another key's, which this path would open: not ours.
+    if (this.folded !== undefined && !this.folded.holds(path)) return false;
     const size = deleteFile(this.options.dir, path);
     if (size === undefined) return false;
+    this.folded?.remove(path);
     this.budget.deleted(path, size);
     this.changed({ type: 'delete', seq, path });
     return true;
