@@ -100,6 +100,7 @@
  * | code | when |
  * | --- | --- |
  * | 1001 | the node is shutting down: reconnect (to another node) and resume |
+ * | 1002 | a frame broke RFC 6455 (unmasked, an unknown opcode, RSV bits set, a bad close frame or fragment sequence) |
  * | 1003 | a binary frame was sent: the protocol is JSON text |
  * | 1007 | a text frame was not valid UTF-8 |
  * | 1008 | a frame, or a message of fragments, did not arrive in full within `WATCH_FRAME_TIMEOUT_MS` (30 s, src/watch/limits.ts) of its first byte |
