@@ -8,14 +8,14 @@ import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { generateToken } from '../src/auth/index.js';
 import { Store } from '../src/store/index.js';
 import { ROOT_KEY_KEY, ROOT_URL_KEY, keyId, rawPublicKey } from '../src/trust/index.js';
 import { assertError, auditLog, request, requestJson } from './support/http.js';
 import { freePort } from './support/net.js';
-import { makeTempDir, removeDir, runCli, serveRefused, startServe, stopProcess, type ServeProcess } from './support/process.js';
-import { FlipProxy, assertSameChain, converged, eventually, get, put, statusOf } from './support/tree.js';
+import { runCli, serveRefused, startServe, stopProcess, type ServeProcess } from './support/process.js';
+import { assertSameChain, converged, eventually, get, put, statusOf, treeForSuite } from './support/tree.js';
 
 const FORGED = 'forged by the relay';
 
@@ -45,23 +45,8 @@ async function assertNoForgery(node: ServeProcess): Promise<void> {
 }
 
 describe('signed entries - real processes', () => {
-  const dir = makeTempDir('signing');
   // Processes and proxies, stopped at the end whatever happened.
-  const cleanup: (() => Promise<void>)[] = [];
-  after(async () => {
-    await Promise.all(cleanup.map((stop) => stop()));
-    removeDir(dir);
-  });
-  const serve = async (name: string, args: string[] = []): Promise<ServeProcess> => {
-    const node = await startServe(join(dir, name), args);
-    cleanup.push(() => stopProcess(node.child));
-    return node;
-  };
-  const startRelay = async (target: string): Promise<FlipProxy> => {
-    const relay = await FlipProxy.start(target);
-    cleanup.push(() => relay.close());
-    return relay;
-  };
+  const { dir, serve, proxy: startRelay } = treeForSuite('signing');
 
   let root: ServeProcess;
   let rootArgs: string[];

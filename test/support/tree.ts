@@ -4,10 +4,12 @@
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { join } from 'node:path';
+import { after } from 'node:test';
 import { parseHostPort } from '../../src/config/index.js';
 import { Forger, Withholder, type SignatureForgery } from './forge.js';
 import { auditLog, request, requestJson } from './http.js';
-import type { ServeProcess } from './process.js';
+import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './process.js';
 
 export interface ReplicationStatusJson {
   readonly phase?: string;
@@ -228,4 +230,30 @@ export class FlipProxy {
 export async function assertSameChain(replica: ServeProcess, root: ServeProcess): Promise<void> {
   const rootEntries = new Map((await auditLog(root.url)).map((entry) => [entry.seq, entry]));
   for (const entry of await auditLog(replica.url)) assert.deepEqual(entry, rootEntries.get(entry.seq), `entry ${entry.seq} differs from the root's`);
+}
+
+/**
+ * The nodes and proxies of one suite, in a temp directory named after `label`: `serve` starts a `mercury serve` in
+ * DIR/NAME, `proxy` a FlipProxy; all are stopped and the directory removed in the suite's `after`, whatever happened.
+ */
+export function treeForSuite(label: string): { dir: string; serve: (name: string, args?: string[]) => Promise<ServeProcess>; proxy: (target: string) => Promise<FlipProxy> } {
+  const dir = makeTempDir(label);
+  const cleanup: (() => Promise<void>)[] = [];
+  after(async () => {
+    await Promise.all(cleanup.map((stop) => stop()));
+    removeDir(dir);
+  });
+  return {
+    dir,
+    serve: async (name, args = []) => {
+      const node = await startServe(join(dir, name), args);
+      cleanup.push(() => stopProcess(node.child));
+      return node;
+    },
+    proxy: async (target) => {
+      const proxy = await FlipProxy.start(target);
+      cleanup.push(() => proxy.close());
+      return proxy;
+    },
+  };
 }
