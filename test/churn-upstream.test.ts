@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { encodePut } from '../src/api/index.js';
 import { FrameDecoder, REPLICATION_LIMITS, SnapshotDigest, decodeMessage, encodeMessage } from '../src/replication/index.js';
-import { metricValue, waitUntil } from './support/http.js';
+import { metricValue, request, waitUntil } from './support/http.js';
 import { startFakeServer, type FakeServer } from './support/net.js';
 import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
 import { RawWire } from './support/wire.js';
@@ -100,6 +100,13 @@ function seqWaiters(serve: ServeProcess): Promise<number> {
   return metricValue(serve.url, /^mercury_seq_waiters /);
 }
 
+/** The gauge of writes forwarded and not answered yet; absent from /metrics fails (metricValue would read it as 0). */
+async function forwardsInFlight(serve: ServeProcess): Promise<number> {
+  const match = /^mercury_forwards_in_flight (\d+)$/m.exec((await request(serve.url, 'GET', '/metrics')).body.toString());
+  assert.ok(match !== null, 'no mercury_forwards_in_flight in /metrics');
+  return Number(match[1]);
+}
+
 describe('churn: what a replica holds for clients whose writes it forwarded', () => {
   const dir = makeTempDir('churn-upstream');
   let replica: ServeProcess | undefined;
@@ -163,24 +170,50 @@ describe('churn: what a replica holds for clients whose writes its upstream does
     removeDir(dir);
   });
 
-  test('churn: writes forwarded to an upstream that does not answer end when their clients hang up', async () => {
-    // Before: each held its connection to the upstream and its place among the replica's FORWARDED_WRITES_MAX until
-    // FORWARD_TIMEOUT_MS (30 s), whatever became of its client: 64 clients that hung up left 64 sockets open to a silent
-    // upstream (the replica's open files 26 -> 154, still 90 3 s later), and every other client's write was refused
-    // OVERLOADED until the timeout. A root that stalls (stopped, swapping) makes the same of every client that gives up.
+  /** The replica of this suite, started once: it follows `joiningUpstream` and forwards writes to a root that holds them. */
+  async function replicaBehindSilentRoot(): Promise<ServeProcess> {
+    if (replica !== undefined) return replica;
     http = await startFakeServer((_req, res) => unanswered.push(res));
     upstream = await joiningUpstream(http.url);
     replica = await startServe(join(dir, 'replica'), ['--upstream', upstream.address]);
     const serve = replica;
     await waitUntil('the replica joined its upstream', async () => (await metricValue(serve.url, /^mercury_applied_seq /)) === 1);
+    return serve;
+  }
+
+  test('churn: writes forwarded to an upstream that does not answer end when their clients hang up', async () => {
+    // Before: each held its connection to the upstream and its place among the replica's FORWARDED_WRITES_MAX until
+    // FORWARD_TIMEOUT_MS (30 s), whatever became of its client: 64 clients that hung up left 64 sockets open to a silent
+    // upstream (the replica's open files 26 -> 154, still 90 3 s later), and every other client's write was refused
+    // OVERLOADED until the timeout. A root that stalls (stopped, swapping) makes the same of every client that gives up.
+    const serve = await replicaBehindSilentRoot();
     const baseline = openFds(serve);
     const sockets: net.Socket[] = [];
     for (let i = 0; i < FORWARDED_WRITES_MAX; i++) sockets.push(putOnNewConnection(serve, `silent/${i}`));
     // Every write reached the upstream before its client leaves: otherwise the test would measure nothing.
     await waitUntil(`${FORWARDED_WRITES_MAX} writes reached the upstream`, () => Promise.resolve(unanswered.length === FORWARDED_WRITES_MAX));
+    assert.equal(await forwardsInFlight(serve), FORWARDED_WRITES_MAX);
     for (const socket of sockets) socket.destroy();
     // Well within FORWARD_TIMEOUT_MS: nothing but the hang-ups can have ended them.
     await waitUntil('the replica closed its connections to the upstream', () => Promise.resolve(unanswered.every((res) => res.closed)), 10_000);
     await waitUntil(`the replica is back to its ${baseline} open files`, () => Promise.resolve(openFds(serve) <= baseline), 10_000);
+    assert.equal(await forwardsInFlight(serve), 0);
+  });
+
+  test('churn: mercury_forwards_in_flight counts the writes a slow root has not answered, and falls to 0 once it answers', async () => {
+    const serve = await replicaBehindSilentRoot();
+    const before = unanswered.length;
+    const sockets = [putOnNewConnection(serve, 'slow/0'), putOnNewConnection(serve, 'slow/1')];
+    const answers = sockets.map((socket) => new Promise<string>((resolve) => socket.once('data', (chunk: Buffer) => resolve(chunk.toString('latin1')))));
+    await waitUntil('both writes reached the root', () => Promise.resolve(unanswered.length === before + 2));
+    assert.equal(await forwardsInFlight(serve), 2);
+    // The root answers at the seq the replica already holds: the forward ends, and the write is answered at once.
+    for (const res of unanswered.slice(before)) {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ succeeded: true, seq: 1 }));
+    }
+    for (const answer of answers) assert.match(await answer, /^HTTP\/1\.1 200 /);
+    assert.equal(await forwardsInFlight(serve), 0);
+    for (const socket of sockets) socket.destroy();
   });
 });

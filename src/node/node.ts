@@ -231,6 +231,13 @@ export class MercuryNode {
     this.heartbeats = new RootHeartbeats(this.signer);
     this.seqWaiter = new SeqWaiter(this.clock, () => this.store.head().seq, this.limits.http.seqWaitersMax);
     this.metrics.gauge('mercury_seq_waiters', 'Reads parked until this node applies the seq they asked for (minSeq); at most limits.http.seqWaitersMax (SEQ_WAITERS_MAX).', () => this.seqWaiter.waiting);
+    // Beside the parked reads: a stalled or silent root shows here first (each forward holds a socket to it), and a
+    // value stuck above 0 once the writers are gone would be a leak of the slots OVERLOADED counts against.
+    this.metrics.gauge(
+      'mercury_forwards_in_flight',
+      'Writes this replica has forwarded to its upstream (or --root-url) and that are not answered yet; at most limits.http.forwardedWritesMax (FORWARDED_WRITES_MAX). 0 on the root.',
+      () => this.forwardsInFlight,
+    );
     this.tokens = new TokenRegistry(
       () => readTokenRecords(this.store),
       (key, why) => this.logger.log('warn', 'ignored an invalid token record', { key: key.toString('latin1'), why }),
