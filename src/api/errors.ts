@@ -42,6 +42,7 @@ export const ErrorCode = {
   REQUEST_TIMEOUT: 'REQUEST_TIMEOUT',
   OVERLOADED: 'OVERLOADED',
   BODY_BUDGET_EXCEEDED: 'BODY_BUDGET_EXCEEDED',
+  /** Retired: no node sends it since replicas forward writes (kept so that the code is never reused; clients map it as a 503). */
   READ_ONLY: 'READ_ONLY',
   SHUTTING_DOWN: 'SHUTTING_DOWN',
   UPSTREAM_UNAVAILABLE: 'UPSTREAM_UNAVAILABLE',
