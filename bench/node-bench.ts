@@ -23,7 +23,10 @@
  * auth required, and every request carries a token scoped to read and write `bench/` and `txn/`, so each pays for
  * authentication and the prefix checks; without it, --auth off). --sign (the root signs every entry, as it does by
  * default outside benchmarks; without it the node runs `--unsigned`, to measure the cost).
- * --only put,txn,get,wire-put,wire-get,local runs just those workloads. BENCH_NODE_PROFILE=DIR writes a CPU profile of the node process
+ * --only put,txn,get,wire-put,wire-get,local runs just those workloads (all by default); `bare-get`, only when named,
+ * runs the same GETs against a bare node:http server (https with --tls) in its own process that answers every
+ * request with the node's answer to a GET and does nothing else (support/bare-http-server.ts): the floor of Node's HTTP
+ * stack on this machine, and with `--compare --tls`, what TLS costs that stack alone, beside what it costs the node. BENCH_NODE_PROFILE=DIR writes a CPU profile of the node process
  * into DIR (`node --cpu-prof`).
  *
  * --compare: what the features named by --tls, --auth and --sign cost, as a paired measurement. Two nodes run side by
@@ -32,9 +35,12 @@
  * on / off. On a shared machine whose speed drifts by tens of percent within a minute, separate invocations measure
  * the drift as much as the features; a ratio of two runs seconds apart cancels most of it.
  */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { connect, type MercuryClient } from '../src/client/index.js';
 import { Store } from '../src/store/index.js';
@@ -45,7 +51,7 @@ import { positiveInteger, readOptions, UsageError } from './support/options.js';
 import { formatSummary, summarize } from './support/stats.js';
 import { benchTls, type BenchTls } from './support/tls.js';
 
-const WORKLOAD_IDS = ['put', 'txn', 'get', 'wire-put', 'wire-get', 'local'];
+const WORKLOAD_IDS = ['put', 'txn', 'get', 'wire-put', 'wire-get', 'local', 'bare-get'];
 const { values, ONLY, RUNS, SECONDS, CLIENTS } = readOptions('bench', () => {
   const { values } = parseArgs({
     options: {
@@ -60,7 +66,7 @@ const { values, ONLY, RUNS, SECONDS, CLIENTS } = readOptions('bench', () => {
     },
   });
   /** --only put,txn,get,wire-put,wire-get,local: run just those workloads (a profile of one workload, say); default all. */
-  const only = new Set((values.only ?? WORKLOAD_IDS.join(',')).split(','));
+  const only = new Set((values.only ?? WORKLOAD_IDS.filter((id) => id !== 'bare-get').join(',')).split(','));
   for (const id of only) if (!WORKLOAD_IDS.includes(id)) throw new UsageError(`--only takes ${WORKLOAD_IDS.join(', ')}, got "${id}"`);
   if (values.compare && !values.tls && !values.auth && !values.sign) throw new UsageError('--compare measures what --tls, --auth or --sign cost: name at least one of them');
   return {
@@ -85,6 +91,19 @@ interface Target {
   readonly ca: Buffer | undefined;
   /** The Authorization header of every request when it requires auth. */
   readonly authorization: string | undefined;
+  /** With --only bare-get: a bare node:http(s) server beside the node, TLS when the node has it (support/bare-http-server.ts). */
+  readonly bare: BareServer | undefined;
+}
+
+/** What the load loops need of a server process: where it listens, and its pid for its CPU time. */
+interface Endpoint {
+  readonly host: string;
+  readonly port: number;
+  readonly pid: number;
+}
+
+interface BareServer extends Endpoint {
+  stop(): void;
 }
 
 /** Which of the features a node runs with. */
@@ -127,12 +146,11 @@ function keyOf(client: number, i: number): string {
  * configuration client holds them, and with --tls the handshakes of a run's new connections (a key exchange and a
  * signature each, the costliest step of TLS) are not charged to its first requests.
  */
-async function drive(target: Target, operation: (connection: RawHttpConnection, client: number, i: number) => Promise<number>): Promise<RunFigures> {
-  const { node } = target;
-  const connections = Array.from({ length: CLIENTS }, () => new RawHttpConnection(node.host, node.port, target.ca, target.authorization));
+async function drive(target: Target, operation: (connection: RawHttpConnection, client: number, i: number) => Promise<number>, server: Endpoint = target.node): Promise<RunFigures> {
+  const connections = Array.from({ length: CLIENTS }, () => new RawHttpConnection(server.host, server.port, target.ca, target.authorization));
   await Promise.all(connections.map((connection) => connection.opened()));
   try {
-    return await timeLoops(node, async (client, deadline) => {
+    return await timeLoops(server, async (client, deadline) => {
       let completed = 0;
       for (let i = 0; performance.now() < deadline; i++) completed += await operation(connections[client]!, client, i);
       return completed;
@@ -147,7 +165,7 @@ async function drive(target: Target, operation: (connection: RawHttpConnection, 
  * node's and this process's CPU per operation over the same interval. The node's CPU (user + system, from /proc, in
  * 10 ms ticks) is the steadier figure on a shared machine: it does not count the time the node waited for a core.
  */
-async function timeLoops(node: NodeProcess, loop: (client: number, deadline: number) => Promise<number>): Promise<RunFigures> {
+async function timeLoops(node: Endpoint, loop: (client: number, deadline: number) => Promise<number>): Promise<RunFigures> {
   const deadline = performance.now() + SECONDS * 1000;
   const cpuBefore = processCpuMicros(node.pid, readProc);
   const clientCpuBefore = process.cpuUsage();
@@ -213,6 +231,36 @@ async function getRun(target: Target): Promise<RunFigures> {
     expectOk(response.status, 'GET');
     return 1;
   });
+}
+
+/** The same GETs against the bare server beside the node: Node's HTTP stack (and TLS) alone, the floor under `get`. */
+async function bareGetRun(target: Target): Promise<RunFigures> {
+  assert.ok(target.bare !== undefined, 'bare-get without a bare server');
+  return drive(
+    target,
+    async (connection, client, i) => {
+      expectOk((await connection.request('GET', `/v1/kv/${keyOf(client, i)}`)).status, 'bare GET');
+      return 1;
+    },
+    target.bare,
+  );
+}
+
+/** Starts the bare server, answering what `node` answers for a GET of bench/0, with the node's TLS certificate if any. */
+async function startBareServer(features: Features, answer: Buffer): Promise<BareServer> {
+  const script = fileURLToPath(new URL('./support/bare-http-server.js', import.meta.url));
+  const tlsArgs = features.tls === undefined ? [] : [features.tls.paths.certPath, features.tls.paths.keyPath];
+  const child = spawn(process.execPath, [script, answer.toString('base64'), ...tlsArgs], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise<URL>((resolve, reject) => {
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      const match = /listening on (\S+)\n/.exec(output);
+      if (match !== null) resolve(new URL(match[1]!));
+    });
+    child.once('exit', (code) => reject(new Error(`the bare server exited with ${code}: ${output}`)));
+  });
+  return { host: url.hostname, port: Number(url.port), pid: child.pid!, stop: () => child.kill('SIGTERM') };
 }
 
 /**
@@ -338,8 +386,10 @@ async function startTarget(features: Features): Promise<Target> {
     const success = Array.from({ length: 1000 }, (_, i) => ({ op: 'put', key: `bench/${start + i}`, value: VALUE.toString('latin1') }));
     expectOk((await loader.request('POST', '/v1/txn', Buffer.from(JSON.stringify({ success })), 'application/json')).status, 'load');
   }
+  const answer = ONLY.has('bare-get') ? (await loader.request('GET', '/v1/kv/bench/0')).body : undefined;
   loader.close();
-  return { label: featureLabel(features), node, ca, authorization };
+  const bare = answer === undefined ? undefined : await startBareServer(features, answer);
+  return { label: featureLabel(features), node, ca, authorization, bare };
 }
 
 const WORKLOADS: readonly { readonly id: string; readonly name: string; readonly unit: string; readonly run: (target: Target) => Promise<RunFigures> }[] = [
@@ -348,6 +398,7 @@ const WORKLOADS: readonly { readonly id: string; readonly name: string; readonly
   { id: 'get', name: 'HTTP GET', unit: 'gets/s', run: getRun },
   { id: 'wire-put', name: 'wire PUT (durable, 1 key)', unit: 'puts/s', run: wirePutRun },
   { id: 'wire-get', name: 'wire GET', unit: 'gets/s', run: wireGetRun },
+  { id: 'bare-get', name: 'bare node:http GET (no Mercury)', unit: 'gets/s', run: bareGetRun },
 ];
 
 async function main(): Promise<void> {
@@ -374,7 +425,10 @@ async function main(): Promise<void> {
       await store.close();
     }
   } finally {
-    for (const target of targets) await target.node.stop();
+    for (const target of targets) {
+      target.bare?.stop();
+      await target.node.stop();
+    }
     if (TLS_DIR !== undefined) rmSync(TLS_DIR, { recursive: true, force: true });
   }
 }
