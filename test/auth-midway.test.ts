@@ -51,6 +51,20 @@ describe('a token revoked while its request is under way', () => {
   const put = (key: string, value: string): Promise<{ seq: number }> => requestJson(node.url, 'PUT', `/v1/kv/${key}`, { headers: bearer(admin), body: value });
   const head = async (): Promise<number> => (await requestJson<{ seq: number }>(node.url, 'GET', '/v1/status', { headers: bearer(admin) })).seq;
   const statusOf = async (key: string): Promise<number> => (await request(node.url, 'GET', `/v1/kv/${key}`, { headers: bearer(admin) })).status;
+  /** Replaces a token's committed record (found in the admin's log) with `changes` through POST /v1/txn: same id. */
+  const replaceRecord = async (name: string, changes: Record<string, unknown>): Promise<void> => {
+    const { entries } = await requestJson<{ entries: { ops: { op: string; key: string; keyEncoding: string; value?: string; valueEncoding?: string }[] }[] }>(node.url, 'GET', '/v1/log?from=1', { headers: bearer(admin) });
+    const valueOf = (candidate: { value?: string; valueEncoding?: string }): string => Buffer.from(candidate.value ?? '', candidate.valueEncoding === 'base64' ? 'base64' : 'utf8').toString();
+    const op = entries.flatMap((entry) => entry.ops).find((candidate) => candidate.op === 'put' && valueOf(candidate).includes(`"name":"${name}"`))!;
+    const record = JSON.parse(valueOf(op)) as Record<string, unknown>;
+    await requestJson(node.url, 'POST', '/v1/txn', {
+      headers: { ...bearer(admin), 'content-type': 'application/json' },
+      body: JSON.stringify({ success: [{ op: 'put', key: op.key, keyEncoding: op.keyEncoding, value: JSON.stringify({ ...record, ...changes }) }] }),
+    });
+  };
+  /** `answer`, or a rejection once `ms` passed: a parked read answered only at its timeout (20 s) fails the test. */
+  const within = <T>(answer: Promise<T>, ms: number, what: string): Promise<T> =>
+    Promise.race([answer, new Promise<T>((_resolve, reject) => setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms))]);
   const headOf = (method: string, path: string, token: string, bodyBytes: number, type = 'application/octet-stream'): string =>
     `${method} ${path} HTTP/1.1\r\nHost: ${new URL(node.url).host}\r\nAuthorization: Bearer ${token}\r\nContent-Type: ${type}\r\nContent-Length: ${bodyBytes}\r\n\r\n`;
 
@@ -115,12 +129,56 @@ describe('a token revoked while its request is under way', () => {
     wire.close();
   });
 
+  test('reads parked on minSeq end at once when their token is narrowed past them or given a new secret; a read still allowed waits on', async () => {
+    const reader = await createToken('narrowed-reader', ['read:app/', 'read:other/']);
+    const host = new URL(node.url).host;
+    const get = (path: string, token: string): ReturnType<typeof begin> => begin(node.url, `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${token}\r\n\r\n`);
+    const target = (await head()) + 2; // the narrowing, then a put of other/still
+    const key = get(`/v1/kv/app/secret?minSeq=${target}&timeoutMs=20000`, reader.token);
+    const range = get(`/v1/kv?prefix=app%2F&minSeq=${target}&timeoutMs=20000`, reader.token);
+    const allowed = get(`/v1/kv/other/still?minSeq=${target}&timeoutMs=20000`, reader.token);
+    const wire = await RawWire.ready(node.wire, reader.token);
+    wire.send(encodeGet(7, Buffer.from('app/secret'), { seq: target, timeoutMs: 20_000 }));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    // Same id and secret, read:other/ only: app/ is outside it now.
+    await replaceRecord('narrowed-reader', { scopes: ['read:other/'] });
+    for (const exchange of [key, range]) {
+      const answer = await within(exchange.answer, 5_000, 'a narrowed read');
+      assert.equal(answer.status, 403, answer.body);
+      assert.equal(codeOf(answer), 'PERMISSION_DENIED');
+      exchange.close();
+    }
+    const denied = await wire.next();
+    assert.deepEqual([denied?.id, RawWire.code(denied)], [7, 'PERMISSION_DENIED'], RawWire.message(denied));
+    // The wire connection goes on under the new scopes.
+    wire.send(encodeGet(8, Buffer.from('other/still')));
+    assert.equal((await wire.next())?.id, 8);
+    wire.close();
+    // The read the new scopes still allow was left waiting, and is served once its seq is applied.
+    await put('other/still', 'kept');
+    const served = await within(allowed.answer, 5_000, 'a read still allowed');
+    assert.equal(served.status, 200, served.body);
+    assert.equal(served.body, 'kept');
+    allowed.close();
+
+    const rotated = await createToken('rotated-reader', ['read:app/']);
+    const later = (await head()) + 2;
+    const parked = get(`/v1/kv/app/secret?minSeq=${later}&timeoutMs=20000`, rotated.token);
+    const rotatedWire = await RawWire.ready(node.wire, rotated.token);
+    rotatedWire.send(encodeGet(9, Buffer.from('app/secret'), { seq: later, timeoutMs: 20_000 }));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await replaceRecord('rotated-reader', { secretSha256: 'ab'.repeat(32) });
+    const refused = await within(parked.answer, 5_000, 'a read whose token was given a new secret');
+    assert.equal(refused.status, 401, refused.body);
+    assert.match(codeOf(refused), /UNAUTHENTICATED/);
+    parked.close();
+    const answered = await rotatedWire.next();
+    assert.deepEqual([answered?.id, RawWire.code(answered)], [9, 'UNAUTHENTICATED'], RawWire.message(answered));
+    rotatedWire.close();
+  });
+
   test('a token given narrower scopes: its open watch is closed (4409), and resubscribing is checked against them', async () => {
     const wide = await createToken('wide', ['read:']);
-    // The token's record as committed (the admin's log shows it), given read:app/ only: the same id and secret.
-    const { entries } = await requestJson<{ entries: { ops: { op: string; key: string; keyEncoding: string; value?: string; valueEncoding?: string }[] }[] }>(node.url, 'GET', '/v1/log?from=1', { headers: bearer(admin) });
-    const op = entries.flatMap((entry) => entry.ops).find((candidate) => candidate.op === 'put' && Buffer.from(candidate.value!, candidate.valueEncoding === 'base64' ? 'base64' : 'utf8').toString().includes('"wide"'))!;
-    const record = JSON.parse(Buffer.from(op.value!, op.valueEncoding === 'base64' ? 'base64' : 'utf8').toString()) as Record<string, unknown>;
     const open = async (): Promise<{ socket: WebSocket; messages: Record<string, unknown>[]; closed: Promise<number> }> => {
       const socket = new WebSocket(`${node.url.replace('http', 'ws')}/v1/watch`, { headers: bearer(wide.token) });
       const messages: Record<string, unknown>[] = [];
@@ -140,10 +198,7 @@ describe('a token revoked while its request is under way', () => {
     const first = await open();
     first.socket.send(JSON.stringify({ type: 'subscribe', id: 'all', prefixes: [''] }));
     await until(first.messages, (message) => message.type === 'subscribed');
-    await requestJson(node.url, 'POST', '/v1/txn', {
-      headers: { ...bearer(admin), 'content-type': 'application/json' },
-      body: JSON.stringify({ success: [{ op: 'put', key: op.key, keyEncoding: op.keyEncoding, value: JSON.stringify({ ...record, scopes: ['read:app/'] }) }] }),
-    });
+    await replaceRecord('wide', { scopes: ['read:app/'] });
     const code = await Promise.race([first.closed, new Promise((resolve) => setTimeout(() => resolve('still open after 5 s'), 5_000))]);
     assert.equal(code, 4409);
     await put('secret/db-password', 'hunter2');

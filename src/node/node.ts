@@ -99,8 +99,8 @@ export class MercuryNode {
   private readonly clock: Clock;
   private readonly logger: Logger;
   private readonly seqWaiter: SeqWaiter;
-  /** HTTP reads parked on `minSeq`, by token id: a revocation ends them (NodeApi.onRevoked). */
-  private readonly revokeListeners = new Map<string, Set<() => void>>();
+  /** HTTP reads parked on `minSeq`, by token id: told of a revocation or a regrant, they check the token again (NodeApi.onGrantChanged). */
+  private readonly grantListeners = new Map<string, Set<() => void>>();
   /** Writes forwarded to the upstream and not yet answered (a replica): at most `limits.http.forwardedWritesMax`. */
   private forwardsInFlight = 0;
   private readonly server: Server;
@@ -286,12 +286,12 @@ export class MercuryNode {
       tokens: () => this.tokens.list(),
       unreadableTokens: () => this.tokens.unreadableRecords(),
       waitForSeq: (seq, timeoutMs, gone) => this.seqWaiter.wait(seq, timeoutMs, gone),
-      onRevoked: (tokenId, listener) => {
-        let listeners = this.revokeListeners.get(tokenId);
-        if (listeners === undefined) this.revokeListeners.set(tokenId, (listeners = new Set()));
+      onGrantChanged: (tokenId, listener) => {
+        let listeners = this.grantListeners.get(tokenId);
+        if (listeners === undefined) this.grantListeners.set(tokenId, (listeners = new Set()));
         listeners.add(listener);
         return () => {
-          if (listeners.delete(listener) && listeners.size === 0 && this.revokeListeners.get(tokenId) === listeners) this.revokeListeners.delete(tokenId);
+          if (listeners.delete(listener) && listeners.size === 0 && this.grantListeners.get(tokenId) === listeners) this.grantListeners.delete(tokenId);
         };
       },
       status: () => this.status(),
@@ -494,11 +494,14 @@ export class MercuryNode {
   /**
    * Tokens given other grants: their watches and child sessions were admitted under the old scopes, so they end (and
    * reconnect, checked against the new ones). HTTP and wire requests check the current grant each time already; a
-   * wire connection whose credential was replaced ends now, not at its next request (audit, 2026-12-06).
+   * wire connection whose credential was replaced ends now, not at its next request (audit, 2026-12-06), and reads
+   * parked on `minSeq` (HTTP and wire) that the new grant no longer allows are refused now, not when they wake.
    */
   private regranted(tokenIds: readonly string[]): void {
     if (tokenIds.length === 0) return;
     this.logger.log('info', 'token grants changed', { tokens: tokenIds });
+    // A copy: a listener may be forgotten while they run. They stay registered: the read waits on if still allowed.
+    for (const id of tokenIds) for (const listener of [...(this.grantListeners.get(id) ?? [])]) listener();
     this.watchHub.regranted(tokenIds);
     this.replicationServer.revoke(tokenIds);
     this.wireServer.regranted(tokenIds);
@@ -512,8 +515,8 @@ export class MercuryNode {
     if (tokenIds.length === 0) return;
     this.logger.log('info', 'tokens revoked', { tokens: tokenIds });
     for (const id of tokenIds) {
-      const listeners = this.revokeListeners.get(id);
-      this.revokeListeners.delete(id);
+      const listeners = this.grantListeners.get(id);
+      this.grantListeners.delete(id);
       for (const listener of listeners ?? []) listener();
     }
     this.watchHub.revoke(tokenIds);

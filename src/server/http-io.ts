@@ -13,7 +13,8 @@ import type { Clock } from '../clock/index.js';
 import { JsonValidator, MIN_SEQ_WAIT_MS_DEFAULT, MIN_SEQ_WAIT_MS_MAX, parseValidatedJson, type JsonLimits } from '../api/index.js';
 import { MercuryError, isMercuryError, type ErrorCode } from '../errors/index.js';
 import { readersFull } from '../store/index.js';
-import { assertAdmitted, principalOf } from './auth.js';
+import type { Principal } from '../auth/index.js';
+import { assertAdmitted, principalNow, principalOf } from './auth.js';
 import type { BodyBudget } from './body-budget.js';
 import type { NodeApi } from './node-api.js';
 
@@ -448,17 +449,20 @@ export function queryInteger(query: URLSearchParams, name: string, fallback: num
 export const READ_SEQ_PARAMS: readonly string[] = ['minSeq', 'timeoutMs'];
 
 /**
- * A read's `?minSeq=N[&timeoutMs=T]`: waits (bounded) until the node has applied seq N; true if it waited. Both are
- * checked whether or not the node must wait, so that a request is refused or served by what it says, not by how far
- * the node has got. The wait ends when `res` or its request closes first (its client left): it must not hold one of the node's
- * parked reads (SEQ_WAITERS_MAX) after its connection is gone (src/node/seq-waiter.ts). It also ends when the
- * request's token is revoked: true then, so that the route's check of the token as it is now answers 401 at once,
- * instead of holding the revoked token's connection and waiter until the timeout (up to 60 s).
+ * A read's `?minSeq=N[&timeoutMs=T]`: waits (bounded) until the node has applied seq N, then checks the request's
+ * token again with `check` (the route's scope check, given the principal as it is now). Both parameters are checked
+ * whether or not the node must wait, so that a request is refused or served by what it says, not by how far the node
+ * has got. The wait ends when `res` or its request closes first (its client left): it must not hold one of the
+ * node's parked reads (SEQ_WAITERS_MAX) after its connection is gone (src/node/seq-waiter.ts). It also ends as soon as
+ * the request's token stops allowing the read: revoked (401), given a new secret or another subject (401), or its
+ * scopes narrowed past this read (403). Before, only a revocation ended it; a narrowed or re-secreted token's read
+ * stayed parked, holding its connection and waiter, until it woke or timed out (up to 60 s). A change that still
+ * allows the read leaves it waiting.
  */
-export async function readSeqOptions(node: NodeApi, query: URLSearchParams, res: ServerResponse): Promise<boolean> {
+export async function readSeqOptions(node: NodeApi, query: URLSearchParams, res: ServerResponse, check: (principal: Principal | undefined) => void): Promise<void> {
   const minSeq = queryInteger(query, 'minSeq', 0);
   const timeoutMs = queryInteger(query, 'timeoutMs', MIN_SEQ_WAIT_MS_DEFAULT, MIN_SEQ_WAIT_MS_MAX);
-  if (minSeq <= node.store.head().seq) return false;
+  if (minSeq <= node.store.head().seq) return;
   const gone = new AbortController();
   const onClose = (): void => gone.abort();
   // The request's 'close' too: a pipelined request queued behind another has no socket on its `res` yet, and node:http
@@ -466,20 +470,25 @@ export async function readSeqOptions(node: NodeApi, query: URLSearchParams, res:
   res.once('close', onClose);
   res.req.once('close', onClose);
   if (res.req.destroyed) gone.abort();
-  let revoked = false;
+  const recheck = (): void => check(principalNow(res.req, node));
   const tokenId = principalOf(res.req)?.id;
-  const forget = tokenId === undefined ? undefined : node.onRevoked?.(tokenId, () => {
-    revoked = true;
-    gone.abort();
-  });
+  const forget =
+    tokenId === undefined
+      ? undefined
+      : node.onGrantChanged?.(tokenId, () => {
+          try {
+            recheck();
+          } catch (error) {
+            // The refusal is the read's answer (seq-waiter.ts rejects with a MercuryError given as the reason).
+            gone.abort(error);
+          }
+        });
   try {
     await node.waitForSeq(minSeq, timeoutMs, gone.signal);
-  } catch (error) {
-    if (!revoked) throw error;
   } finally {
     res.off('close', onClose);
     res.req.off('close', onClose);
     forget?.();
   }
-  return true;
+  recheck();
 }

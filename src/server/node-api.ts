@@ -40,10 +40,11 @@ export interface NodeApi {
   /** Resolves once this node has applied `seq`; rejects with SEQ_WAIT_TIMEOUT after `timeoutMs`, or at once when `gone` aborts. */
   waitForSeq(seq: number, timeoutMs: number, gone?: AbortSignal): Promise<void>;
   /**
-   * Calls `listener` once if token `tokenId` is revoked before the returned function is called (which forgets it):
-   * a read parked on `minSeq` ends at the revocation rather than at its timeout. Absent: nothing is told.
+   * Calls `listener` each time token `tokenId` is revoked or given another grant (its record replaced: scopes, secret,
+   * subject) until the returned function is called (which forgets it): a read parked on `minSeq` checks the token
+   * again then, rather than at its timeout. Absent: nothing is told.
    */
-  onRevoked?(tokenId: string, listener: () => void): () => void;
+  onGrantChanged?(tokenId: string, listener: () => void): () => void;
   status(): Record<string, unknown>;
   /** Whether the node should take traffic, and why not (`/readyz`). */
   readiness(): { ready: boolean; reasons: string[] };

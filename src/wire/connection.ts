@@ -111,6 +111,11 @@ export class WireConnection {
    * minSeq, which must not outlive the connection.
    */
   private readonly gone = new AbortController();
+  /**
+   * Reads parked on minSeq, each with its own signal: aborted with the connection's `gone` (its reason), or alone,
+   * with PERMISSION_DENIED, when its token's new grant no longer reads its key (`recheck`).
+   */
+  private readonly parked = new Set<{ readonly key: Buffer; readonly refused: AbortController }>();
 
   constructor(
     readonly socket: Socket,
@@ -120,9 +125,12 @@ export class WireConnection {
     this.lastActivityMs = this.openedMs;
     this.reader = new WireFrameReader(WIRE_HELLO_FRAME_BYTES_MAX);
     socket.setNoDelay(true);
-    // Each parked read listens on the signal until it settles, up to inFlightPerConnectionMax of them: past Node's
+    // Each forwarded write listens on the signal until it settles, up to inFlightPerConnectionMax of them: past Node's
     // default of 10, every such connection printed a MaxListenersExceededWarning ("memory leak") on stderr.
     setMaxListeners(0, this.gone.signal);
+    this.gone.signal.addEventListener('abort', () => {
+      for (const read of this.parked) read.refused.abort(this.gone.signal.reason);
+    });
     socket.on('data', (chunk: Buffer) => this.received(chunk));
     socket.on('error', () => socket.destroy());
     // A client that reads its answers again lets the node read its requests again.
@@ -309,13 +317,26 @@ export class WireConnection {
     this.queue(encodeReady(this.context.limits.inFlightPerConnectionMax, this.context.frameBytesMax));
   }
 
-  /** Its token's grant changed: the connection ends (ERROR, id 0) if what it authenticated with no longer stands. */
+  /**
+   * Its token's grant changed: the connection ends (ERROR, id 0) if what it authenticated with no longer stands. If it
+   * does (new scopes, same secret), each read parked on minSeq whose key the new scopes do not read is answered
+   * PERMISSION_DENIED now: it used to stay parked until it woke or timed out (up to 60 s), holding its place.
+   */
   recheck(): void {
     if (this.state !== 'open') return;
+    let principal: Principal | undefined;
     try {
-      this.currentPrincipal();
+      principal = this.currentPrincipal();
     } catch (error) {
       this.fail(error);
+      return;
+    }
+    for (const read of this.parked) {
+      try {
+        requireRead(principal, read.key);
+      } catch (error) {
+        read.refused.abort(error);
+      }
     }
   }
 
@@ -338,12 +359,19 @@ export class WireConnection {
     if (timeoutMs > MIN_SEQ_WAIT_MS_MAX) throw new MercuryError('INVALID_ARGUMENT', `minSeqTimeoutMs must be between 0 and ${MIN_SEQ_WAIT_MS_MAX}, got ${timeoutMs}`);
     const store = this.context.node.store;
     if (minSeq !== undefined && minSeq > store.head().seq) {
-      this.context.node.waitForSeq(minSeq, timeoutMs, this.gone.signal).then(
+      const read = { key, refused: new AbortController() };
+      if (this.gone.signal.aborted) read.refused.abort(this.gone.signal.reason);
+      this.parked.add(read);
+      this.context.node.waitForSeq(minSeq, timeoutMs, read.refused.signal).then(
         () => {
+          this.parked.delete(read);
           this.readsWoken.push({ id, key });
           this.readWoken();
         },
-        (error: unknown) => this.answerError(id, error),
+        (error: unknown) => {
+          this.parked.delete(read);
+          this.answerError(id, error);
+        },
       );
       return;
     }

@@ -42,7 +42,7 @@ export function kvKeyRoute(node: NodeApi, budget: BodyBudget): Route {
         // Also for reads: LMDB throws on keys longer than it supports, and such a key can never exist anyway.
         validateKey(key!);
         requireRead(principalOf(_req), key!);
-        if (await readSeqOptions(node, query, res)) requireRead(principalNow(_req, node), key!);
+        await readSeqOptions(node, query, res, (principal) => requireRead(principal, key!));
         const { record, seq } = node.store.get(key!);
         if (record === undefined) throw new MercuryError('KEY_NOT_FOUND', `key "${key!.toString()}" does not exist at seq ${seq}`, { details: { seq } });
         res.writeHead(200, {
@@ -95,7 +95,7 @@ export function kvRangeRoute(node: NodeApi, limits: HttpLimits): Route {
         const limit = queryInteger(query, 'limit', RANGE_LIMIT_DEFAULT, RANGE_LIMIT_MAX, 1);
         const cursor = query.get('cursor');
         const after = cursor === null ? undefined : decodeCursor(cursor);
-        if (await readSeqOptions(node, query, res)) requireReadPrefix(principalNow(req, node), prefix, 'list');
+        await readSeqOptions(node, query, res, (principal) => requireReadPrefix(principal, prefix, 'list'));
         // The byte budget ends a page before the item limit does when values are large; the cursor continues after
         // the last key read either way, so a client pages through as it always did.
         const page = rangeSkippingReserved(node, prefix, limit, after, limits.rangePageBytesMax);
