@@ -4,9 +4,20 @@
  * them toward the root with the caller's token), and the root checks them again in `validateReservedOps`.
  */
 import { isReservedKey, MercuryError, type Txn } from '../api/index.js';
-import { decodeTokenRecord, encodeTokenRecord, isValidSubject, SUBJECT_CHARS_MAX, TOKEN_NAME_PATTERN, tokenIdOfKey, tokenKey, type TokenRecord } from './records.js';
+import {
+  decodeTokenRecord,
+  encodeTokenRecord,
+  isValidSubject,
+  SUBJECT_CHARS_MAX,
+  TOKEN_NAME_PATTERN,
+  tokenIdOfKey,
+  tokenKey,
+  tokenNameKey,
+  tokenNameOfKey,
+  type TokenRecord,
+} from './records.js';
 import { formatScopes, parseScopes } from './scopes.js';
-import { generateToken } from './token.js';
+import { generateToken, isTokenId } from './token.js';
 
 export interface CreateTokenInput {
   readonly name: unknown;
@@ -28,15 +39,38 @@ export function tokenInfo(record: TokenRecord): Record<string, unknown> {
 }
 
 /**
+ * TOKEN_NAME_TAKEN: `holder` (when this node knows it) has `name`. The audit log records who wrote each op by name
+ * (src/auth/guard.ts): two live tokens of one name could not be told apart there, which is what the log is for.
+ */
+export function tokenNameTaken(name: string, holder: TokenRecord | undefined): MercuryError {
+  const what = holder === undefined ? 'another token was created' : `${holder.subject === undefined ? 'token' : 'grant'} ${holder.id} is already named`;
+  const revoke = holder === undefined ? 'list the tokens (mercury token list) and revoke that one first' : `revoke that one first (mercury token revoke ${holder.id})`;
+  return new MercuryError(
+    'TOKEN_NAME_TAKEN',
+    `${what} "${name}"; the audit log records a token's name, so two of one name could not be told apart there: choose another name (${name}-2, say), or ${revoke}`,
+    holder === undefined ? undefined : { details: { id: holder.id } },
+  );
+}
+
+/**
  * Validates the input and makes the record and its write; `token` is the secret to show once (none for a grant).
  * `existing`: the tokens this node knows; a grant to a subject one of them already names is refused, since a subject
  * named twice authenticates nothing (registry.ts). That rule, not this check, is what holds when two admins race, or
  * when such records arrive through the log from an older root.
+ *
+ * Names: `existing` is searched first (it sees tokens created before the name index existed, which have no index
+ * key), then the name's index key as `read` (this node's store) has it, and the write itself carries the check: it
+ * puts the index key with a compare that the key is as read: absent, or still naming a token that no longer has the
+ * name (deleted through a raw transaction, or renamed). The root applies writes one after another, so of two creates
+ * of one name racing (two admins, through one node or two replicas) the second fails its compare: before, both were
+ * checked only against what the serving node knew, and both were committed. The index names its token from the
+ * store, not from `existing`: the store has an entry a moment before the registry has applied it.
  */
 export function createTokenRequest(
   input: CreateTokenInput,
   nowMs: number,
   existing: readonly TokenRecord[],
+  read: (key: Buffer) => Buffer | undefined = () => undefined,
 ): { request: Txn; record: TokenRecord; token: string | undefined } {
   if (typeof input.name !== 'string' || !TOKEN_NAME_PATTERN.test(input.name))
     throw new MercuryError('INVALID_ARGUMENT', 'name must be 1 to 64 characters: letters, digits and . _ @ : - (starting with a letter or digit)');
@@ -52,15 +86,8 @@ export function createTokenRequest(
       `grant ${granted.id} ("${granted.name}") already names the certificate subject "${subject}"; a subject named by two grants authenticates as neither: revoke that one first (mercury token revoke ${granted.id}), then create this one`,
       { details: { id: granted.id } },
     );
-  // The audit log records who wrote each op by name (src/auth/guard.ts): two live tokens of one name could not be told
-  // apart there, which is what the log is for. Two admins racing can still make two (as with subjects); nothing breaks.
   const named = existing.find((record) => record.name === input.name);
-  if (named !== undefined)
-    throw new MercuryError(
-      'TOKEN_NAME_TAKEN',
-      `${named.subject === undefined ? 'token' : 'grant'} ${named.id} is already named "${input.name}"; the audit log records a token's name, so two of one name could not be told apart there: choose another name (${input.name}-2, say), or revoke that one first (mercury token revoke ${named.id})`,
-      { details: { id: named.id } },
-    );
+  if (named !== undefined) throw tokenNameTaken(input.name, named);
   const generated = generateToken();
   const record: TokenRecord = {
     id: generated.id,
@@ -71,26 +98,50 @@ export function createTokenRequest(
     subject,
   };
   const key = tokenKey(record.id);
+  const nameKey = tokenNameKey(record.name);
+  const nameIndex = read(nameKey);
+  const holder = nameIndex === undefined ? undefined : indexedHolder(nameIndex, record.name, read);
+  if (holder !== undefined) throw tokenNameTaken(record.name, holder);
   return {
-    // Only if the id is new: 64 random bits will not collide, but a put must never replace another token's record.
-    request: { compares: [{ key, target: 'exists', exists: false }], success: [{ type: 'put', key, value: encodeTokenRecord(record) }], failure: [] },
+    request: {
+      compares: [
+        // Only if the id is new: 64 random bits will not collide, but a put must never replace another token's record.
+        { key, target: 'exists', exists: false },
+        nameIndex === undefined ? { key: nameKey, target: 'exists', exists: false } : { key: nameKey, target: 'value', operator: '=', value: nameIndex },
+      ],
+      success: [
+        { type: 'put', key, value: encodeTokenRecord(record) },
+        { type: 'put', key: nameKey, value: Buffer.from(record.id, 'latin1') },
+      ],
+      failure: [],
+    },
     record,
     token: subject === undefined ? generated.token : undefined,
   };
 }
 
+/** The token a name index key's value names, if its record (as `read` has it) still has that name. */
+function indexedHolder(nameIndex: Buffer, name: string, read: (key: Buffer) => Buffer | undefined): TokenRecord | undefined {
+  const id = nameIndex.toString('latin1');
+  if (!isTokenId(id)) return undefined;
+  const value = read(tokenKey(id));
+  const record = value === undefined ? undefined : decodeTokenRecord(tokenKey(id), value);
+  return record !== undefined && typeof record !== 'string' && record.name === name ? record : undefined;
+}
+
 /**
- * Deletes a token's record if it exists (the result's `succeeded` says whether it did). `keptAdminId`: another admin
- * record that must still exist for the delete to happen (adminKeptAfter), so that two admins revoking the last two
- * admin tokens at once cannot both succeed.
+ * Deletes a token's record if it exists (the result's `succeeded` says whether it did), and its name's index key when
+ * `name` is given (the caller gives it when the index names this token: not for a token created before the index, whose
+ * name another token may have been given since). `keptAdminId`: another admin record that must still exist for the
+ * delete to happen (adminKeptAfter), so that two admins revoking the last two admin tokens at once cannot both succeed.
  */
-export function revokeTokenRequest(id: string, keptAdminId?: string): Txn {
+export function revokeTokenRequest(id: string, keptAdminId?: string, name?: string): Txn {
   const key = tokenKey(id);
   const compares: Txn['compares'] = [
     { key, target: 'exists', exists: true },
     ...(keptAdminId === undefined ? [] : [{ key: tokenKey(keptAdminId), target: 'exists' as const, exists: true }]),
   ];
-  return { compares, success: [{ type: 'delete', key }], failure: [] };
+  return { compares, success: [{ type: 'delete', key }, ...(name === undefined ? [] : [{ type: 'delete' as const, key: tokenNameKey(name) }])], failure: [] };
 }
 
 /**
@@ -151,13 +202,17 @@ export function touchesReserved(txn: Txn): boolean {
 }
 
 /**
- * Ops on reserved keys must be token records: a put of a valid record (hash or subject, never a secret), a delete of
- * a token key; compares on them only `exists`. Throws INVALID_ARGUMENT naming the op.
+ * Ops on reserved keys must be token records or name index keys: a put of a valid record (hash or subject, never a
+ * secret), a put of a name index key naming a token id, a delete of either; compares on them only `exists`, and
+ * `value` on a name index key (the create's check, createTokenRequest). Throws INVALID_ARGUMENT naming the op.
  */
 export function validateReservedOps(txn: Txn): void {
   txn.compares.forEach((compare, index) => {
-    if (isReservedKey(compare.key) && (tokenIdOfKey(compare.key) === undefined || compare.target !== 'exists'))
-      throw new MercuryError('INVALID_ARGUMENT', `compare[${index}]: only an exists compare on a token key may name the reserved key space`);
+    if (!isReservedKey(compare.key)) return;
+    const onToken = tokenIdOfKey(compare.key) !== undefined && compare.target === 'exists';
+    const onName = tokenNameOfKey(compare.key) !== undefined && (compare.target === 'exists' || (compare.target === 'value' && compare.operator === '='));
+    if (!onToken && !onName)
+      throw new MercuryError('INVALID_ARGUMENT', `compare[${index}]: only an exists compare on a token key, or an exists or = value compare on a token name key, may name the reserved key space`);
   });
   for (const [branch, ops] of [
     ['success', txn.success],
@@ -165,7 +220,12 @@ export function validateReservedOps(txn: Txn): void {
   ] as const) {
     ops.forEach((op, index) => {
       if (op.type === 'deleteRange' || !isReservedKey(op.key)) return;
-      if (tokenIdOfKey(op.key) === undefined) throw new MercuryError('INVALID_ARGUMENT', `${branch}[${index}]: the only reserved keys that may be written are token keys`);
+      if (tokenNameOfKey(op.key) !== undefined) {
+        if (op.type === 'put' && !isTokenId(op.value.toString('latin1')))
+          throw new MercuryError('INVALID_ARGUMENT', `${branch}[${index}]: a token name key holds the id of the token that has the name (16 hex digits)`);
+        return;
+      }
+      if (tokenIdOfKey(op.key) === undefined) throw new MercuryError('INVALID_ARGUMENT', `${branch}[${index}]: the only reserved keys that may be written are token keys and token name keys`);
       if (op.type === 'put') {
         const record = decodeTokenRecord(op.key, op.value);
         if (typeof record === 'string') throw new MercuryError('INVALID_ARGUMENT', `${branch}[${index}]: not a valid token record: ${record}`);

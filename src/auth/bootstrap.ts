@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { MercuryError, type Txn } from '../api/index.js';
 import { readFileBounded, SMALL_FILE_BYTES_MAX, type SecretFileWarn } from '../fs/bounded-read.js';
 import { writeFileDurably } from '../fs/durable.js';
-import { encodeTokenRecord, tokenKey, type TokenRecord } from './records.js';
+import { encodeTokenRecord, tokenKey, tokenNameKey, type TokenRecord } from './records.js';
 import { generateToken, hashSecret, parseToken, TOKEN_CHARS } from './token.js';
 
 export const BOOTSTRAP_TOKEN_FILE = 'admin-token';
@@ -67,7 +67,15 @@ export function bootstrapAdmin(
   const key = tokenKey(id);
   return {
     token,
-    request: { compares: [], success: [{ type: 'put', key, value: encodeTokenRecord(record) }], failure: [] },
+    // With its name's index key, as every create (admin.ts): no token exists, so any index key left is stale.
+    request: {
+      compares: [],
+      success: [
+        { type: 'put', key, value: encodeTokenRecord(record) },
+        { type: 'put', key: tokenNameKey(record.name), value: Buffer.from(id, 'latin1') },
+      ],
+      failure: [],
+    },
     path: adminTokenFile ?? join(dataDir, BOOTSTRAP_TOKEN_FILE),
     generated: adminTokenFile === undefined,
   };

@@ -3,10 +3,20 @@
  * log (token.ts format, records.ts storage, registry.ts what a node knows, scopes.ts the checks, guard.ts the doors,
  * admin.ts token management as writes, bootstrap.ts the first admin token). The threat model: docs/security.md.
  */
-export { adminKeptAfter, createTokenRequest, requireAdminKept, revokeTokenRequest, tokenInfo, touchesReserved, validateReservedOps, type CreateTokenInput } from './admin.js';
+export {
+  adminKeptAfter,
+  createTokenRequest,
+  requireAdminKept,
+  revokeTokenRequest,
+  tokenInfo,
+  tokenNameTaken,
+  touchesReserved,
+  validateReservedOps,
+  type CreateTokenInput,
+} from './admin.js';
 export { BOOTSTRAP_TOKEN_FILE, bootstrapAdmin, readTokenFile, tokenFileText, writeTokenFile } from './bootstrap.js';
 export { AUTH_MODES, AuthGuard, peerCertificateSubject, type AuthMode } from './guard.js';
-export { TOKEN_KEY_PREFIX, decodeTokenRecord, encodeTokenRecord, tokenKey, type TokenRecord } from './records.js';
+export { TOKEN_KEY_PREFIX, decodeTokenRecord, encodeTokenRecord, tokenKey, tokenNameKey, type TokenRecord } from './records.js';
 export { TokenRegistry, type ReadTokenRecords } from './registry.js';
 export {
   formatScopes,

@@ -7,9 +7,14 @@
  * value = UTF-8 JSON {"v":1,"name","scopes":[...],"createdMs", and exactly one of
  *           "secretSha256": hex SHA-256 of the secret   a bearer token
  *           "subject": text                              a grant to the client certificate whose subject CN is this }
+ *
+ * key   = "\u0000mercury/auth/name/" name          the name index: one per token or grant created since it exists
+ * value = the id of the token that has the name (latin1)
  * ```
  *
- * Creating a token is a put of its record, revoking it a delete of the key. The secret itself is never stored; the
+ * Creating a token is a put of its record and of its name's index key, with a compare that the index key is absent (or
+ * still what the creating node read: see admin.ts), so that the root, which applies creates one after another, refuses
+ * the second of two creates of one name; revoking it deletes both. The secret itself is never stored; the
  * records are readable only by admins (in `/v1/log`) and by whoever can read the data directory (0700).
  */
 import { RESERVED_KEY_PREFIX } from '../api/index.js';
@@ -17,6 +22,8 @@ import { isTokenId } from './token.js';
 import { formatScopes, parseScopes, type Scopes } from './scopes.js';
 
 export const TOKEN_KEY_PREFIX: Buffer = Buffer.concat([RESERVED_KEY_PREFIX, Buffer.from('auth/token/', 'latin1')]);
+/** The name index: which token has each name (admin.ts keeps names unique with it). Not read by the registry. */
+export const TOKEN_NAME_KEY_PREFIX: Buffer = Buffer.concat([RESERVED_KEY_PREFIX, Buffer.from('auth/name/', 'latin1')]);
 export const TOKEN_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$/;
 /** A certificate subject (CN) as a grant names it: printable, at most this long. */
 export const SUBJECT_CHARS_MAX = 256;
@@ -36,6 +43,17 @@ export interface TokenRecord {
 
 export function tokenKey(id: string): Buffer {
   return Buffer.concat([TOKEN_KEY_PREFIX, Buffer.from(id, 'latin1')]);
+}
+
+export function tokenNameKey(name: string): Buffer {
+  return Buffer.concat([TOKEN_NAME_KEY_PREFIX, Buffer.from(name, 'latin1')]);
+}
+
+/** The name of a name index key, or undefined for another key. */
+export function tokenNameOfKey(key: Buffer): string | undefined {
+  if (key.length <= TOKEN_NAME_KEY_PREFIX.length || key.compare(TOKEN_NAME_KEY_PREFIX, 0, TOKEN_NAME_KEY_PREFIX.length, 0, TOKEN_NAME_KEY_PREFIX.length) !== 0) return undefined;
+  const name = key.subarray(TOKEN_NAME_KEY_PREFIX.length).toString('latin1');
+  return TOKEN_NAME_PATTERN.test(name) ? name : undefined;
 }
 
 /** The id of a token key, or undefined for another key. */

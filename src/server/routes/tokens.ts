@@ -5,7 +5,7 @@
  * write, with the caller's token, and answered once applied here.
  */
 import { JSON_NAME_BYTES_MAX, MercuryError, type JsonLimits } from '../../api/index.js';
-import { adminKeptAfter, createTokenRequest, isTokenId, requireAdmin, revokeTokenRequest, tokenInfo } from '../../auth/index.js';
+import { adminKeptAfter, createTokenRequest, isTokenId, requireAdmin, revokeTokenRequest, tokenInfo, tokenNameKey, tokenNameTaken } from '../../auth/index.js';
 import { principalNow, principalOf, writeFor } from '../auth.js';
 import type { BodyBudget } from '../body-budget.js';
 import { SEQ_HEADER, readJsonBody, sendJson } from '../http-io.js';
@@ -36,10 +36,21 @@ export function tokensRoute(node: NodeApi, budget: BodyBudget): Route {
         requireAdmin(principalNow(req, node), 'create tokens');
         if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new MercuryError('INVALID_ARGUMENT', 'the body must be an object {"name","scopes"[,"subject"]}');
         for (const field of Object.keys(input)) if (!['name', 'scopes', 'subject'].includes(field)) throw new MercuryError('INVALID_ARGUMENT', `unknown field "${field}"; fields are name, scopes, subject`);
-        const created = createTokenRequest(input as Record<string, unknown> as { name: unknown; scopes: unknown; subject?: unknown }, node.clock.nowMs(), node.tokens());
+        const created = createTokenRequest(
+          input as Record<string, unknown> as { name: unknown; scopes: unknown; subject?: unknown },
+          node.clock.nowMs(),
+          node.tokens(),
+          (key) => node.store.get(key).record?.value,
+        );
         const { request, caller } = writeFor(req, res, created.request);
         const result = await node.write(request, caller);
-        if (!result.succeeded) throw new MercuryError('INTERNAL', `token id ${created.record.id} exists already; create the token again`);
+        if (!result.succeeded) {
+          // The write waited until this node applied its seq: the registry shows which compare failed. Almost always
+          // the name's: another create of it was applied first (two admins racing, perhaps through two replicas).
+          const tokens = node.tokens();
+          if (tokens.some((record) => record.id === created.record.id)) throw new MercuryError('INTERNAL', `token id ${created.record.id} exists already; create the token again`);
+          throw tokenNameTaken(created.record.name, tokens.find((record) => record.name === created.record.name));
+        }
         sendJson(res, 201, { ...tokenInfo(created.record), ...(created.token === undefined ? {} : { token: created.token }), seq: result.seq }, { [SEQ_HEADER]: result.seq });
       },
       DELETE: async (req, res, query) => {
@@ -48,7 +59,10 @@ export function tokensRoute(node: NodeApi, budget: BodyBudget): Route {
         if (!isTokenId(id)) throw new MercuryError('INVALID_ARGUMENT', `?id= must be a token id (16 hex digits, as mercury token list shows), got "${id.slice(0, 40)}"`);
         const wasUnreadable = node.unreadableTokens().some((record) => record.id === id);
         const keptAdminId = adminKeptAfter(id, node.tokens());
-        const { request, caller } = writeFor(req, res, revokeTokenRequest(id, keptAdminId));
+        // The name's index key goes with the record when it names this token (a token made before the index has none).
+        const name = node.tokens().find((record) => record.id === id)?.name;
+        const indexed = name !== undefined && node.store.get(tokenNameKey(name)).record?.value.toString('latin1') === id;
+        const { request, caller } = writeFor(req, res, revokeTokenRequest(id, keptAdminId, indexed ? name : undefined));
         const result = await node.write(request, caller);
         if (!result.succeeded) {
           // The write waited until this node applied its seq: the registry shows which compare failed.
