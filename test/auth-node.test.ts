@@ -4,7 +4,7 @@
  * request the node keeps serving and has lost nothing.
  */
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { createHash, generateKeyPairSync } from 'node:crypto';
 import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { join } from 'node:path';
@@ -355,6 +355,25 @@ describe('auth: replication', () => {
     assert.equal(deleted.status, 200, deleted.body.toString());
     assert.equal((JSON.parse(deleted.body.toString()) as { deleted: boolean }).deleted, true);
     assertError(await request(replica.url, 'GET', '/v1/kv/app/forwarded', { headers: auth(writer.token) }), 'PERMISSION_DENIED');
+
+    // Its token given another grant (same secret, a scope more): the session ends saying so, not "revoked", and the
+    // replica follows again under the new grant.
+    const secretSha256 = createHash('sha256').update(replicate.token.slice('mcy_0123456789abcdef_'.length)).digest('hex');
+    const record = JSON.stringify({ v: 1, name: 'replicas', scopes: ['replicate', 'read:app/'], createdMs: 1, secretSha256 });
+    await requestJson(root.url, 'POST', '/v1/txn', {
+      headers: { ...auth(admin), 'content-type': 'application/json' },
+      body: JSON.stringify({ success: [{ op: 'put', keyBase64: tokenKey(replicate.id).toString('base64'), value: record }] }),
+    });
+    await eventually(
+      () => Promise.resolve(/was given another grant/.test(String(replica.replicationClient!.status().lastFailure))),
+      () => JSON.stringify(replica.replicationClient!.status()),
+    );
+    assert.doesNotMatch(String(replica.replicationClient!.status().lastFailure), /revoked/);
+    await request(root.url, 'PUT', '/v1/kv/app/after-regrant', { body: 'x', headers: auth(admin) });
+    await eventually(
+      () => Promise.resolve(replica.store.head().seq === root.store.head().seq),
+      () => JSON.stringify(replica.replicationClient!.status()),
+    );
 
     await revoke(replicate.id);
     await eventually(

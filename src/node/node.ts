@@ -503,7 +503,7 @@ export class MercuryNode {
     // A copy: a listener may be forgotten while they run. They stay registered: the read waits on if still allowed.
     for (const id of tokenIds) for (const listener of [...(this.grantListeners.get(id) ?? [])]) listener();
     this.watchHub.regranted(tokenIds);
-    this.replicationServer.revoke(tokenIds);
+    this.replicationServer.regranted(tokenIds);
     this.wireServer.regranted(tokenIds);
   }
 

@@ -222,12 +222,21 @@ export class ReplicationServer {
 
   /** Tokens were revoked: children that replicate with one of them are refused (UNAUTHENTICATED) and closed. */
   revoke(tokenIds: readonly string[]): void {
+    this.expel(tokenIds, (upstream, nowMs) => upstream.revoked(nowMs));
+  }
+
+  /** Tokens were given other grants: children that replicate with one of them are closed, to reconnect under them. */
+  regranted(tokenIds: readonly string[]): void {
+    this.expel(tokenIds, (upstream, nowMs) => upstream.regranted(nowMs));
+  }
+
+  private expel(tokenIds: readonly string[], end: (upstream: Upstream, nowMs: number) => UpstreamAction[]): void {
     if (tokenIds.length === 0) return;
-    const revoked = new Set(tokenIds);
+    const ids = new Set(tokenIds);
     const nowMs = this.options.clock.monotonicMs();
     for (const session of [...this.sessions]) {
       const id = session.upstream.principalId;
-      if (id !== undefined && revoked.has(id)) this.perform(session, session.upstream.revoked(nowMs));
+      if (id !== undefined && ids.has(id)) this.perform(session, end(session.upstream, nowMs));
     }
   }
 

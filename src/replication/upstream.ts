@@ -200,6 +200,21 @@ export class Upstream {
     return this.refuse('UNAUTHENTICATED', `token ${this.childPrincipal?.id ?? '?'} was revoked; this node no longer serves it`, []);
   }
 
+  /**
+   * The child's token was given another grant (its record replaced): the session, admitted under the old one, ends;
+   * the child reconnects and its HELLO is checked against the new one. The same REFUSE code as a revocation (children
+   * of every version reconnect on it), but not its message: "was revoked" sent the operator of a replica whose token
+   * had only been renamed, or given a new scope, looking for a revocation that never happened.
+   */
+  regranted(_nowMs: number): UpstreamAction[] {
+    if (this.phase === 'closed') return [];
+    return this.refuse(
+      'UNAUTHENTICATED',
+      `token ${this.childPrincipal?.id ?? '?'} was given another grant (its scopes, name, secret or subject changed): this session ends, and the replica's next HELLO is checked against the new grant`,
+      [],
+    );
+  }
+
   get isClosed(): boolean {
     return this.phase === 'closed';
   }
