@@ -179,13 +179,19 @@ describe('a token revoked while its request is under way', () => {
 
   test('a token given narrower scopes: its open watch is closed (4409), and resubscribing is checked against them', async () => {
     const wide = await createToken('wide', ['read:']);
-    const open = async (): Promise<{ socket: WebSocket; messages: Record<string, unknown>[]; closed: Promise<number> }> => {
+    const open = async (): Promise<{ socket: WebSocket; messages: Record<string, unknown>[]; closed: Promise<number>; reason: () => string }> => {
       const socket = new WebSocket(`${node.url.replace('http', 'ws')}/v1/watch`, { headers: bearer(wide.token) });
       const messages: Record<string, unknown>[] = [];
       socket.on('message', (data: Buffer) => messages.push(JSON.parse(data.toString()) as Record<string, unknown>));
-      const closed = new Promise<number>((resolve) => socket.on('close', (code: number) => resolve(code)));
+      let reason = '';
+      const closed = new Promise<number>((resolve) =>
+        socket.on('close', (code: number, why: Buffer) => {
+          reason = why.toString();
+          resolve(code);
+        }),
+      );
       await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
-      return { socket, messages, closed };
+      return { socket, messages, closed, reason: () => reason };
     };
     const until = async (messages: Record<string, unknown>[], test: (message: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> => {
       for (let i = 0; i < 200; i++) {
@@ -201,6 +207,7 @@ describe('a token revoked while its request is under way', () => {
     await replaceRecord('wide', { scopes: ['read:app/'] });
     const code = await Promise.race([first.closed, new Promise((resolve) => setTimeout(() => resolve('still open after 5 s'), 5_000))]);
     assert.equal(code, 4409);
+    assert.match(first.reason(), /was given another grant/);
     await put('secret/db-password', 'hunter2');
     assert.ok(!JSON.stringify(first.messages).includes('hunter2'));
     // The same token reconnects: a subscription outside its new scopes is refused, one inside them is served.
@@ -210,6 +217,10 @@ describe('a token revoked while its request is under way', () => {
     const refused = await until(again.messages, (message) => message.type === 'error' && message.id === 'secret');
     assert.equal(refused.code, 'PERMISSION_DENIED');
     await until(again.messages, (message) => message.type === 'subscribed' && message.id === 'app');
-    again.socket.close();
+    // Given a new secret: the watch is closed saying so, and the old secret is refused at the upgrade.
+    await replaceRecord('wide', { scopes: ['read:app/'], secretSha256: 'ab'.repeat(32) });
+    assert.equal(await Promise.race([again.closed, new Promise((resolve) => setTimeout(() => resolve('still open after 5 s'), 5_000))]), 4409);
+    assert.match(again.reason(), /secret/);
+    await assert.rejects(open(), /401/);
   });
 });

@@ -108,7 +108,7 @@
  * | 1013 | the node holds its budget of incomplete messages and request bodies (`http.bodyBytesInFlightMax`, over all connections): send each message whole, reconnect later |
  * | 1011 | the node failed handling one of the connection's messages (a bug: logged at error level, counted as refused `INTERNAL`); only that connection ends: reconnect and resume |
  * | 4401 | the connection's token was revoked (or its certificate's grant removed): do not reconnect with it |
- * | 4409 | the connection's token was given other scopes (its record replaced): reconnect and resubscribe, checked against them |
+ * | 4409 | the connection's token was given another grant (its record replaced: scopes, secret, subject): reconnect and resubscribe, checked against it |
  * | 4008 | slow watcher: the connection's queue stayed full for `WATCH_STALL_MS`, a snapshot took longer than `WATCH_SNAPSHOT_MS_MAX` (src/watch/limits.ts), or the client sent requests without reading the replies. Resume from the seq after the last one received (each subscription was sent a progress message just before the close, unless a snapshot was under way or due for it: it resumes after the last message it received, or starts its snapshot again). |
  */
 import { isStandardBase64 } from './bytes.js';

@@ -252,10 +252,16 @@ export class WatchHub {
   /**
    * Tokens were given other grants (their records replaced): every watch opened with one of them is closed with 4409
    * (CREDENTIAL_CHANGED). Its subscriptions were checked against the old scopes, and a subscription outside the new
-   * ones must not go on; the client reconnects and resumes, and each subscription is checked against the new scopes.
+   * ones must not go on; the client reconnects and resumes, and each subscription is checked against the new scopes
+   * (a token given a new secret is refused at the upgrade: 401 naming the change). The reason names every kind of
+   * change: it said "other scopes" to the holder of a token whose secret alone had changed.
    */
   regranted(tokenIds: readonly string[]): void {
-    this.expelTokens(tokenIds, WatchCloseCode.CREDENTIAL_CHANGED, 'was given other scopes: reconnect to watch under them');
+    this.expelTokens(
+      tokenIds,
+      WatchCloseCode.CREDENTIAL_CHANGED,
+      'was given another grant (its scopes, name, secret or subject changed): reconnect to watch under it, with the new token if its secret changed',
+    );
   }
 
   private expelTokens(tokenIds: readonly string[], code: WatchCloseCode, what: string): void {
