@@ -22,6 +22,7 @@ import {
   TOKEN_CHARS,
   tokenKey,
   TokenRegistry,
+  tokenNameKey,
   validateReservedOps,
   type Principal,
   type TokenRecord,
@@ -194,6 +195,16 @@ describe('auth: records and registry', () => {
       () => validateReservedOps({ compares: [], success: [{ type: 'put', key: Buffer.concat([RESERVED_KEY_PREFIX, Buffer.from('other')]), value: Buffer.from('x') }], failure: [] }),
       'INVALID_ARGUMENT',
       /only reserved keys that may be written are token keys/,
+    );
+    // A name index key holds a token id, and is compared only for existence or equality (createTokenRequest's check).
+    const created = createTokenRequest({ name: 'ci', scopes: ['read:app/'] }, 1, []);
+    validateReservedOps(created.request);
+    const nameKey = tokenNameKey('ci');
+    assertCode(() => validateReservedOps({ compares: [], success: [{ type: 'put', key: nameKey, value: Buffer.from('not an id') }], failure: [] }), 'INVALID_ARGUMENT', /token name key holds the id/);
+    assertCode(
+      () => validateReservedOps({ compares: [{ key: nameKey, target: 'value', operator: '>', value: Buffer.from('0') }], success: [], failure: [] }),
+      'INVALID_ARGUMENT',
+      /exists or = value compare on a token name key/,
     );
   });
 });
