@@ -28,7 +28,7 @@ test('bench scripts: a bad number or list item names its option', () => {
   const cases: [string, string[], RegExp][] = [
     ['node-bench', ['--runs', '0'], /--runs must be within 1\.\.1000, got 0/],
     ['node-bench', ['--seconds', 'x'], /--seconds must be a whole number, got "x"/],
-    ['node-bench', ['--only', 'put,nope'], /--only takes put, txn, get, wire-put, wire-get, local, got "nope"/],
+    ['node-bench', ['--only', 'put,nope'], /--only takes put, txn, get, wire-put, wire-get, local, bare-get, got "nope"/],
     ['node-bench', ['--compare'], /--compare measures what --tls, --auth or --sign cost/],
     ['watch-bench', ['--shared', '1.5'], /--shared must be a number within 0\.\.1, got "1\.5"/],
     ['local-read-bench', ['--clients=-3'], /--clients must be a whole number, got "-3"/],
