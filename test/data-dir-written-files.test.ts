@@ -7,7 +7,7 @@
  * whole (4 GB of memory for 16 s on a 3 GiB file) and then failed the start naming no file.
  */
 import assert from 'node:assert/strict';
-import { createPrivateKey, createPublicKey } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -74,6 +74,55 @@ describe('data directory: files the node writes', () => {
     await stopProcess(node.child, 'SIGTERM');
     assert.ok(readFileSync(privatePath).equals(key), 'the same key');
     assert.equal(readFileSync(publicPath, 'utf8'), publicOf());
+  });
+
+  test('damaged key files: a signing-key.pem cut short is DATA_DIR_INVALID (exit 1) naming it and saying to restore it, not a usage error; the file is left as it was, and restored, the root starts with its data', async () => {
+    const dir = join(root, 'signing-key-damaged');
+    let node = await startServe(dir);
+    await requestJson(node.url, 'PUT', '/v1/kv/k', { body: 'kept' });
+    await stopProcess(node.child, 'SIGTERM');
+    const privatePath = join(dir, 'signing-key.pem');
+    const key = readFileSync(privatePath);
+    const cut = key.subarray(0, 40);
+    writeFileSync(privatePath, cut); // what a copy interrupted, or a disk that filled during a restore, leaves
+    const refused = await serveRefused(dir);
+    assert.deepEqual({ code: refused.code, signal: refused.signal }, { code: 1, signal: null }, refused.stderr);
+    assert.match(refused.stderr, /^mercury: DATA_DIR_INVALID: signing key \S+signing-key\.pem is not a PEM private key: .*; this root's entries are signed \(up to seq \d+\) and its replicas trust its key: restore \S+signing-key\.pem from a backup; if it is lost for good, start with --signing-key NEW_KEY_FILE/m);
+    assert.ok(readFileSync(privatePath).equals(cut), 'the damaged key is not replaced');
+    rmSync(privatePath);
+    mkdirSync(privatePath); // a directory in its place: the same code, and no advice to give "another path"
+    const directory = await serveRefused(dir);
+    assert.equal(directory.code, 1, directory.stderr);
+    assert.match(directory.stderr, /DATA_DIR_INVALID: signing key \S+signing-key\.pem is a directory; this root's entries are signed/);
+    rmSync(privatePath, { recursive: true });
+    writeFileSync(privatePath, key, { mode: 0o600 });
+    node = await startServe(dir);
+    try {
+      assert.equal((await request(node.url, 'GET', '/v1/kv/k')).body.toString(), 'kept');
+    } finally {
+      await stopProcess(node.child);
+    }
+  });
+
+  test('damaged key files: a signing-key.pub.pem emptied, cut short or holding another key is written again from the private key at start, with a warning', async () => {
+    const dir = join(root, 'public-key-damaged');
+    let node = await startServe(dir);
+    await stopProcess(node.child, 'SIGTERM');
+    const privatePath = join(dir, 'signing-key.pem');
+    const publicPath = join(dir, 'signing-key.pub.pem');
+    const publicPem = readFileSync(publicPath, 'utf8');
+    assert.equal(publicPem, createPublicKey(createPrivateKey(readFileSync(privatePath))).export({ type: 'spki', format: 'pem' }).toString());
+    const other = generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    for (const damaged of ['', publicPem.slice(0, 50), other]) {
+      writeFileSync(publicPath, damaged);
+      node = await startServe(dir);
+      await stopProcess(node.child, 'SIGTERM');
+      assert.equal(readFileSync(publicPath, 'utf8'), publicPem, `written again after ${JSON.stringify(damaged.slice(0, 30))}`);
+      assert.match(node.stderr(), /signing-key\.pub\.pem was damaged \(not the public half of signing-key\.pem\): written again/);
+    }
+    node = await startServe(dir);
+    await stopProcess(node.child, 'SIGTERM');
+    assert.doesNotMatch(node.stderr(), /was damaged/, 'a sound public half is left alone, without a word');
   });
 });
 

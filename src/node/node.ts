@@ -10,6 +10,7 @@
 import type { KeyObject } from 'node:crypto';
 import type { Server } from 'node:http';
 import { isIP, type AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import type { Server as TlsServer } from 'node:tls';
 import type { ClientTls } from '../client/index.js';
 import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
@@ -25,7 +26,7 @@ import { BodyBudget, clientCertificateRefusal, createApiHandler, createHttpServe
 import { readersFull, refusedAtStart, Store } from '../store/index.js';
 import { AuthGuard, AUTH_MODES, bootstrapAdmin, parseToken, readTokenFile, TOKEN_CHARS, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
 import { prefixEnd } from '../api/index.js';
-import { ROOT_KEY_KEY, ROOT_URL_KEY, Signer, entrySignedMessage, keyId, loadOrCreateSigningKey, publicKeyFromRaw, rawPublicKey, readSigningKey, readTrustKey, verifies } from '../trust/index.js';
+import { ROOT_KEY_KEY, ROOT_URL_KEY, SIGNING_PUBLIC_KEY_FILE, Signer, entrySignedMessage, keyId, loadOrCreateSigningKey, publicKeyFromRaw, rawPublicKey, readSigningKey, readTrustKey, verifies } from '../trust/index.js';
 import { forwardWrite } from './forward.js';
 import { readiness } from './readiness.js';
 import { SeqWaiter } from './seq-waiter.js';
@@ -227,6 +228,10 @@ export class MercuryNode {
         givenSigningKey === undefined ? loadOrCreateSigningKey(config.dataDir, undefined, signedHeadSeq, this.warnSecretFile) : { key: givenSigningKey, generated: false, path: config.signingKeyFile };
       this.signer = new Signer(loaded.key);
       if (loaded.generated) this.generatedSigningKey = loaded.path;
+      if ('publicRewritten' in loaded && loaded.publicRewritten === true)
+        this.logger.log('warn', 'signing-key.pub.pem was damaged (not the public half of signing-key.pem): written again from the private key; a replica that copied it for --trust-key needs this copy', {
+          path: join(config.dataDir, SIGNING_PUBLIC_KEY_FILE),
+        });
     }
     this.heartbeats = new RootHeartbeats(this.signer);
     this.seqWaiter = new SeqWaiter(this.clock, () => this.store.head().seq, this.limits.http.seqWaitersMax);

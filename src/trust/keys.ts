@@ -5,9 +5,9 @@
  * -pubout` write). A `--trust-key` file must hold a public key: a private one is refused (see readTrustKey).
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, lstatSync } from 'node:fs';
 import { join } from 'node:path';
-import { MercuryError } from '../errors/index.js';
+import { MercuryError, type ErrorCode } from '../errors/index.js';
 import { readFileBounded, SMALL_FILE_BYTES_MAX, type SecretFileWarn } from '../fs/bounded-read.js';
 import { writeFileDurably } from '../fs/durable.js';
 
@@ -16,33 +16,46 @@ export const SIGNING_KEY_FILE = 'signing-key.pem';
 export const SIGNING_PUBLIC_KEY_FILE = 'signing-key.pub.pem';
 const KEY_FILE_MODE = 0o600;
 const PUBLIC_KEY_FILE_MODE = 0o644;
+/** An Ed25519 public key in PEM is 113 bytes; a larger file is damaged. */
+const PUBLIC_KEY_FILE_BYTES_MAX = 4096;
 
 /**
  * A key file's bytes, holding at most one PEM block. Node's key parsers take the first block of a file and ignore the
  * rest without a word, so a trust file with the old and the new key one after the other trusted only the first
  * (audit, 2026-12-06): refused instead, naming the count.
  */
-function readKeyFile(path: string, what: string, secret?: SecretFileWarn): Buffer {
-  const bytes = readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX, secret });
+function readKeyFile(path: string, what: string, secret?: SecretFileWarn, damaged?: DamagedKeyFile): Buffer {
+  const bytes = readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX, secret, code: damaged?.code, remedy: damaged?.remedy });
   const blocks = bytes.toString('latin1').match(/-----BEGIN [^-\r\n]*-----/g)?.length ?? 0;
   if (blocks > 1)
     throw new MercuryError(
-      'CONFIG_INVALID',
-      `${what} ${path} holds ${blocks} PEM blocks; a key file holds one key (Node would read the first and ignore the rest): put each key in a file of its own${what === '--trust-key' ? ' and repeat --trust-key' : ''}`,
+      damaged?.code ?? 'CONFIG_INVALID',
+      `${what} ${path} holds ${blocks} PEM blocks; ${damaged?.remedy ?? `a key file holds one key (Node would read the first and ignore the rest): put each key in a file of its own${what === '--trust-key' ? ' and repeat --trust-key' : ''}`}`,
     );
   return bytes;
 }
 
+/**
+ * How a key file that is not the operator's to give is refused (the data directory's own signing-key.pem): its code
+ * and what to do, in place of CONFIG_INVALID and "give another file".
+ */
+interface DamagedKeyFile {
+  readonly code: ErrorCode;
+  readonly remedy: string;
+}
+
 /** Reads a private Ed25519 key from a PEM file; `warn` is told if its permissions let others read it (src/fs/bounded-read.ts). */
-export function readSigningKey(path: string, what = '--signing-key', warn?: SecretFileWarn): KeyObject {
-  const text = readKeyFile(path, what, warn);
+export function readSigningKey(path: string, what = '--signing-key', warn?: SecretFileWarn, damaged?: DamagedKeyFile): KeyObject {
+  const text = readKeyFile(path, what, warn, damaged);
+  const code = damaged?.code ?? 'CONFIG_INVALID';
+  const remedy = damaged === undefined ? '' : `; ${damaged.remedy}`;
   let key: KeyObject;
   try {
     key = createPrivateKey(text);
   } catch (error) {
-    throw new MercuryError('CONFIG_INVALID', `${what} ${path} is not a PEM private key: ${(error as Error).message}`, { cause: error });
+    throw new MercuryError(code, `${what} ${path} is not a PEM private key: ${(error as Error).message}${remedy}`, { cause: error });
   }
-  if (key.asymmetricKeyType !== 'ed25519') throw new MercuryError('CONFIG_INVALID', `${what} ${path} is an ${key.asymmetricKeyType} key; Mercury signs with Ed25519`);
+  if (key.asymmetricKeyType !== 'ed25519') throw new MercuryError(code, `${what} ${path} is an ${key.asymmetricKeyType} key; Mercury signs with Ed25519${remedy}`);
   return key;
 }
 
@@ -71,6 +84,15 @@ export function readTrustKey(path: string): KeyObject {
   return key;
 }
 
+/** The public half's bytes (a regular file of at most 4 KiB), 'missing', or 'not a file' (left alone: not Mercury's). */
+function publicHalfFound(path: string): Buffer | 'missing' | 'not a file' {
+  const entry = lstatSync(path, { throwIfNoEntry: false });
+  if (entry === undefined) return 'missing';
+  if (!entry.isFile()) return 'not a file';
+  if (entry.size > PUBLIC_KEY_FILE_BYTES_MAX) return Buffer.alloc(0); // damaged: never read, written again
+  return readFileBounded(path, { what: 'public key', bytesMax: PUBLIC_KEY_FILE_BYTES_MAX, noFollow: true, code: 'DATA_DIR_INVALID' });
+}
+
 /**
  * The root's signing key: from `file` if given, else the one in the data directory, generated (0600, with its public
  * half beside it) at first start. Both files are written whole and durably (src/fs/durable.ts), the public half first:
@@ -88,14 +110,30 @@ export function loadOrCreateSigningKey(
   file: string | undefined,
   signedHeadSeq?: number,
   warn?: SecretFileWarn,
-): { key: KeyObject; generated: boolean; path: string } {
+): { key: KeyObject; generated: boolean; path: string; publicRewritten?: boolean } {
   if (file !== undefined) return { key: readSigningKey(file, '--signing-key', warn), generated: false, path: file };
   const path = join(dataDir, SIGNING_KEY_FILE);
   const publicPath = join(dataDir, SIGNING_PUBLIC_KEY_FILE);
   if (existsSync(path)) {
-    const key = readSigningKey(path, 'signing key', warn);
-    if (!existsSync(publicPath)) writeFileDurably(publicPath, createPublicKey(key).export({ type: 'spki', format: 'pem' }), PUBLIC_KEY_FILE_MODE);
-    return { key, generated: false, path };
+    // The directory's own file, damaged (cut short, emptied, replaced): not a usage error (CONFIG_INVALID, exit 2, "give
+    // another file"), but damage, as README's error table says, with what to do about it (audit, 2026-12-07).
+    const remedy =
+      signedHeadSeq !== undefined
+        ? `this root's entries are signed (up to seq ${signedHeadSeq}) and its replicas trust its key: restore ${path} from a backup; if it is lost for good, start with --signing-key NEW_KEY_FILE and give every replica the new public key with --trust-key`
+        : `restore ${path} from a backup; if it is lost for good and no replica trusts its public half yet (no entry is signed with it), remove it and ${SIGNING_PUBLIC_KEY_FILE} to have a new pair made at the next start`;
+    const key = readSigningKey(path, 'signing key', warn, { code: 'DATA_DIR_INVALID', remedy });
+    const publicPem = createPublicKey(key).export({ type: 'spki', format: 'pem' });
+    const found = publicHalfFound(publicPath);
+    if (found === 'missing') writeFileDurably(publicPath, publicPem, PUBLIC_KEY_FILE_MODE);
+    // Damaged (emptied, cut short, another key's): operators copy this file to every replica's --trust-key, where a
+    // damaged one fails the replica's start, and another key's makes it refuse everything the root signs. It is only
+    // ever the private key's public half, so it is written again (audit, 2026-12-07).
+    let publicRewritten = false;
+    if (found !== 'missing' && found !== 'not a file' && !found.equals(Buffer.from(publicPem))) {
+      writeFileDurably(publicPath, publicPem, PUBLIC_KEY_FILE_MODE);
+      publicRewritten = true;
+    }
+    return { key, generated: false, path, publicRewritten };
   }
   if (signedHeadSeq !== undefined)
     throw new MercuryError(
