@@ -36,6 +36,16 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
+/** A well-formed token no node knows, for token files that are refused before any request. */
+const TEST_TOKEN = `mcy_${'c'.repeat(16)}_${'d'.repeat(43)}`;
+
+/** Writes `text` to DIR/NAME, mode 0600 (a looser mode adds a warning line to those the tests expect). */
+function secretFile(dir: string, name: string, text: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, text, { mode: 0o600 });
+  return path;
+}
+
 describe('cli', () => {
   let dataDir: string;
   let filesDir: string;
@@ -285,8 +295,9 @@ describe('cli', () => {
       runCli(['--url', node.url.replace('http:', 'https:'), 'get', 'a/b'], env({ MERCURY_CERT: junkPem, MERCURY_KEY: junkPem })),
       runCli(['--url', node.url, '--ca', '', 'get', 'a/b']),
       runCli(['--url', node.url, '--ca', junkPem, '--cert', junkPem, '--key', junkPem, 'get', 'a/b']),
+      runCli(['--url', node.url.replace('http:', 'https:'), '--ca', testCertificates().ca.certPath, '--cert', testCertificates().client.certPath, '--key', junkPem, 'get', 'a/b']),
     ]);
-    const [path, password, scheme, emptyUrl, list, controlToken, twoTokens, noCertificate, badPair, emptyCa, tlsOverHttp] = results;
+    const [path, password, scheme, emptyUrl, list, controlToken, twoTokens, noCertificate, badPair, emptyCa, tlsOverHttp, badKey] = results;
     assertFailed(path, 2, /^mercury: \$MERCURY_URL "http:\/\/127\.0\.0\.1:\d+\/v1\/kv" must have no path: a node serves its API from the root/);
     assertFailed(password, 2, /^mercury: \$MERCURY_URL "http:\/\/user:\*\*\*@127\.0\.0\.1:\d+" must not carry a user name or password/);
     assert.doesNotMatch(password.stderr, /s3cret/);
@@ -296,7 +307,9 @@ describe('cli', () => {
     assertFailed(controlToken, 2, /^mercury: \$MERCURY_TOKEN does not hold a token/);
     assertFailed(twoTokens, 2, /^mercury: --token and --token-file say the same thing/);
     assertFailed(noCertificate, 2, /^mercury: CONFIG_INVALID: --ca \(or \$MERCURY_CA\) \S+empty\.pem holds no certificate/);
-    assertFailed(badPair, 2, /^mercury: CONFIG_INVALID: --cert and --key \(or \$MERCURY_CERT and \$MERCURY_KEY\) are not a certificate and its private key/);
+    // The file at fault is named (audit, 2026-12-07: "--cert and --key are not a certificate and its private key" named neither).
+    assertFailed(badPair, 2, /^mercury: CONFIG_INVALID: --cert \(or \$MERCURY_CERT\) \S+junk\.pem is not a PEM certificate \(.*\); give the certificate file$/m);
+    assertFailed(badKey, 2, /^mercury: CONFIG_INVALID: --key \(or \$MERCURY_KEY\) \S+junk\.pem is not a PEM private key \(.*\); give the certificate's key file$/m);
     assertFailed(emptyCa, 2, /^mercury: --ca is empty/);
     assertFailed(tlsOverHttp, 2, /^mercury: --ca and --cert and --key are for https:\/\/ URLs, and http:\/\/127\.0\.0\.1:\d+ is plaintext, so TLS would not be used/);
     assert.equal((await cli(['get', 'v1/kv/a/b'])).code, 1, 'nothing was written under the path');
@@ -361,12 +374,8 @@ describe('cli', () => {
   // Found by an audit (2026-12-06): a token file of two lines was refused as "does not hold a token", which did not say
   // that the token was there, and only a line too many.
   test('cli: a token file of several lines exits 2 naming their count and line 1 as the token\'s place; the token is not shown', async () => {
-    const token = `mcy_${'c'.repeat(16)}_${'d'.repeat(43)}`;
-    const file = (name: string, text: string): string => {
-      const path = join(filesDir, name);
-      writeFileSync(path, text, { mode: 0o600 });
-      return path;
-    };
+    const token = TEST_TOKEN;
+    const file = (name: string, text: string): string => secretFile(filesDir, name, text);
     const noteAfter = file('token-and-note', `${token}\nrotate in March\n`);
     const noteBefore = file('note-and-token', `# the CI token\r\n${token}\r\n`);
     const [after, before, replica] = await Promise.all([
@@ -379,6 +388,22 @@ describe('cli', () => {
     assertFailed(replica, 2, /^mercury: CONFIG_INVALID: --replication-token-file \S+token-and-note has 2 lines; .*line 1 is a token: remove the lines after it$/m);
     for (const result of [after, before, replica]) assert.doesNotMatch(result.stderr, /dddd|rotate in March|the CI token/);
     assert.equal(existsSync(join(filesDir, 'two-line-token')), false, 'no node started');
+  });
+
+  // Found by an audit (2026-12-07): an empty token file exited 2 without a code; one cut short (a copy interrupted) was
+  // sent, and the node's 401 "malformed token" named no file.
+  test('cli: a token file that is empty, cut short or not a token exits 2 with CONFIG_INVALID naming it, before any request', async () => {
+    const token = TEST_TOKEN;
+    const file = (name: string, text: string): string => secretFile(filesDir, name, text);
+    const [empty, cut, other] = await Promise.all([
+      cli(['--token-file', file('empty-token', '\n'), 'status']),
+      cli(['--token-file', file('cut-token', token.slice(0, 30)), 'status']),
+      runCli(['--url', node.url, 'status'], { env: { MERCURY_TOKEN_FILE: file('not-a-token', 'hunter2\n') } }),
+    ]);
+    assertFailed(empty, 2, /^mercury: CONFIG_INVALID: --token-file \S+empty-token is empty; put the token in it \(\d+ characters, mcy_/m);
+    assertFailed(cut, 2, /^mercury: CONFIG_INVALID: --token-file \S+cut-token does not hold a token \(\d+ characters, mcy_/m);
+    assertFailed(other, 2, /^mercury: CONFIG_INVALID: \$MERCURY_TOKEN_FILE \S+not-a-token does not hold a token/m);
+    assert.doesNotMatch(other.stderr, /hunter2/, 'the file\'s text is not shown');
   });
 
   test('cli: serve with a replication token that is not a token exits 2 naming where it came from', async () => {

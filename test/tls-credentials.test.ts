@@ -84,6 +84,40 @@ test('tls credentials: a CA bundle cut short or damaged inside a certificate is 
   credentials.close();
 });
 
+test('tls credentials: a certificate chain or key half-written, or damaged, at a reload keeps the previous pair, and the log line names the file at fault (audit, 2026-12-07: each was "--tls-key does not go with --tls-cert", or "--tls-cert or --tls-ca")', () => {
+  const paths = { certPath: join(dir, 'half.pem'), keyPath: join(dir, 'half-key.pem'), caPath: join(dir, 'half-ca.pem') };
+  const chain = Buffer.concat([readFileSync(certs.node.certPath), readFileSync(certs.ca.certPath)]);
+  const key = readFileSync(certs.node.keyPath);
+  writeFileSync(paths.certPath, chain);
+  writeFileSync(paths.keyPath, key, { mode: 0o600 });
+  copyFileSync(certs.ca.certPath, paths.caPath);
+  const errors: string[] = [];
+  const logger: Logger = { log: (level, message, fields) => void (level === 'error' && errors.push(`${message}: ${String(fields?.error)}`)), child: () => logger };
+  const clock = new ManualClock();
+  const credentials = new TlsCredentials(paths, logger, clock);
+  credentials.watch();
+  const second = chain.indexOf('-----BEGIN CERTIFICATE-----', 1);
+  const cases: { file: string; bytes: Buffer; says: RegExp }[] = [
+    // A chain written in place, polled between its two certificates: OpenSSL says "bad end line", of no file.
+    { file: paths.certPath, bytes: chain.subarray(0, second + 100), says: /--tls-cert \S+half\.pem is cut short: 1 of its 2 PEM blocks have no END line; give the whole file/ },
+    { file: paths.certPath, bytes: Buffer.from('not a certificate\n'), says: /--tls-cert \S+half\.pem is not a PEM certificate \(.*\); give the certificate file/ },
+    { file: paths.keyPath, bytes: key.subarray(0, 60), says: /--tls-key \S+half-key\.pem is cut short: 1 of its 1 PEM blocks have no END line/ },
+    { file: paths.keyPath, bytes: Buffer.alloc(0), says: /--tls-key \S+half-key\.pem is not a PEM private key \(.*\); give the certificate's key file/ },
+    { file: paths.keyPath, bytes: readFileSync(certs.client.keyPath), says: /--tls-key \S+half-key\.pem does not go with --tls-cert \S+half\.pem/ },
+  ];
+  for (const [index, { file, bytes, says }] of cases.entries()) {
+    writeFileSync(file, bytes);
+    clock.advance(TLS_RELOAD_POLL_MS);
+    assert.equal(credentials.reloadFailures, index + 1, String(says));
+    assert.ok(credentials.current().cert.equals(chain) && credentials.current().key.equals(key), 'the previous pair is kept');
+    assert.match(errors.at(-1) ?? '', new RegExp(`^TLS reload failed; still using the previous certificate: ${says.source}`));
+    writeFileSync(file, file === paths.certPath ? chain : key);
+    clock.advance(TLS_RELOAD_POLL_MS);
+    assert.equal(credentials.reloads, index + 1, 'the whole file is taken again');
+  }
+  credentials.close();
+});
+
 test('tls: loopback hosts are 127.0.0.0/8, ::1 and localhost; wildcard and other addresses are not', () => {
   for (const host of ['127.0.0.1', '127.1.2.3', '::1', '[::1]', 'localhost', '::ffff:127.0.0.1']) assert.equal(isLoopbackHost(host), true, host);
   for (const host of ['0.0.0.0', '::', '10.0.0.1', 'example.com', '128.0.0.1', '::ffff:10.0.0.1']) assert.equal(isLoopbackHost(host), false, host);

@@ -23,6 +23,7 @@ export const BOOTSTRAP_TOKEN_NAME = 'admin';
  */
 export function readTokenFile(path: string, what: string, warn?: SecretFileWarn): string {
   const text = tokenFileText(readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX, secret: warn }), what, path);
+  if (text === '') throw new MercuryError('CONFIG_INVALID', `${what} ${path} is empty; put the token in it (${TOKEN_CHARS} characters, mcy_..., as mercury token create prints it)`);
   if (parseToken(text) === undefined) throw new MercuryError('CONFIG_INVALID', `${what} ${path} does not hold a token (${TOKEN_CHARS} characters, mcy_...; make one with mercury token create)`);
   return text;
 }

@@ -10,13 +10,13 @@ import { createSecureContext } from 'node:tls';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ClientOptionsError, NodeClient, UnavailableError, WatchError, bearer, isHeaderToken, validateNodeUrl, type ClientTls } from '../client/index.js';
 import { DEFAULT_PORT, parseHostPort, validateConfig } from '../config/index.js';
-import { parseToken, readTokenFile, TOKEN_CHARS, tokenFileText } from '../auth/index.js';
+import { parseToken, readTokenFile, TOKEN_CHARS } from '../auth/index.js';
 import { isWatchHash, parseBoundedJson, txnJsonLimits, WATCH_HASH_HEX_CHARS } from '../api/index.js';
 import { TIMER_DELAY_MS_MAX } from '../clock/index.js';
 import { MercuryError } from '../errors/index.js';
 import { readFileBounded, SMALL_FILE_BYTES_MAX, type SecretFileWarn } from '../fs/bounded-read.js';
 import { JSON_BODY_BYTES_MAX, VALUE_BYTES_CEILING } from '../limits.js';
-import { checkCaBundle, isLoopbackHost } from '../net/tls.js';
+import { checkCaBundle, credentialsError, isLoopbackHost, type NamedFile } from '../net/tls.js';
 import { budgetedLogger, jsonLogger } from '../logging/index.js';
 import { DEMO_REPLICAS_MAX, demoCommand } from './demo.js';
 import { logLines } from './log.js';
@@ -257,11 +257,14 @@ function listOption(value: string | undefined): string[] | undefined {
   return value?.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
 }
 
-/** A token from a file (whitespace around it ignored), for --token-file and the serve flags. */
+/**
+ * A token from a file (whitespace around it ignored), for --token-file and $MERCURY_TOKEN_FILE: checked as a node checks
+ * its token files (readTokenFile), CONFIG_INVALID naming the file. An empty file was a usage error without a code, and
+ * one cut short or holding something else was sent, and refused by the node as a malformed token, naming no file
+ * (audit, 2026-12-07).
+ */
 function readTokenText(path: string, flag: string): string {
-  const text = tokenFileText(readFileBounded(path, { what: flag, bytesMax: SMALL_FILE_BYTES_MAX, secret: warnLine }), flag, path);
-  if (text.length === 0) throw new UsageError(`${flag} ${path} is empty`);
-  return text;
+  return readTokenFile(path, flag, warnLine);
 }
 
 /** A client command's warning (a secret file that lets others in, TLS or a token for a plaintext URL): one line on stderr. */
@@ -435,7 +438,7 @@ function tlsFlags(values: Record<string, string | boolean | string[] | undefined
 
 /** The client's TLS files: `--ca`, `--cert`, `--key`, else $MERCURY_CA, $MERCURY_CERT, $MERCURY_KEY. */
 function clientTls(values: Record<string, string | boolean | string[] | undefined>): ClientTls | undefined {
-  const file = (flag: string, variable: string): Buffer | undefined => {
+  const file = (flag: string, variable: string): NamedFile | undefined => {
     const given = values[flag] as string | undefined;
     // An empty flag is a mistake (a variable unset in the shell): without --ca the system's CAs would be trusted.
     if (given !== undefined && given.trim() === '') throw new UsageError(`--${flag} is empty; give a file, or leave the option out`);
@@ -445,19 +448,22 @@ function clientTls(values: Record<string, string | boolean | string[] | undefine
     const bytes = readFileBounded(path, { what, bytesMax: SMALL_FILE_BYTES_MAX, secret: flag === 'key' ? warnLine : undefined });
     // A CA bundle cut short would be taken as the CAs before the cut, silently (as a node's --tls-ca would).
     if (flag === 'ca') checkCaBundle(what, path, bytes);
-    return bytes;
+    return { what, path, bytes };
   };
-  const tls = { ca: file('ca', 'MERCURY_CA'), cert: file('cert', 'MERCURY_CERT'), key: file('key', 'MERCURY_KEY') };
-  if ((tls.cert === undefined) !== (tls.key === undefined)) throw new UsageError('--cert and --key go together (or $MERCURY_CERT and $MERCURY_KEY)');
-  if (tls.cert !== undefined) {
+  const ca = file('ca', 'MERCURY_CA');
+  const cert = file('cert', 'MERCURY_CERT');
+  const key = file('key', 'MERCURY_KEY');
+  if ((cert === undefined) !== (key === undefined)) throw new UsageError('--cert and --key go together (or $MERCURY_CERT and $MERCURY_KEY)');
+  if (cert !== undefined && key !== undefined) {
     // Checked here, so that a key that does not go with its certificate, or a file that is not PEM, is named as such
     // (exit 2) rather than failing the connection as "cannot reach" the node (exit 3).
     try {
-      createSecureContext({ cert: tls.cert, key: tls.key });
+      createSecureContext({ cert: cert.bytes, key: key.bytes });
     } catch (error) {
-      throw new MercuryError('CONFIG_INVALID', `--cert and --key (or $MERCURY_CERT and $MERCURY_KEY) are not a certificate and its private key in PEM: ${(error as Error).message}`);
+      throw credentialsError(cert, key, error as Error);
     }
   }
+  const tls = { ca: ca?.bytes, cert: cert?.bytes, key: key?.bytes };
   return tls.ca === undefined && tls.cert === undefined ? undefined : tls;
 }
 

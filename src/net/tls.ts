@@ -21,7 +21,7 @@
  * Each listener reads the first byte of a connection and answers a peer that uses the wrong protocol in that
  * peer's own protocol, so both ends get a message that names the fix.
  */
-import { X509Certificate } from 'node:crypto';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { statSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { isIP, type Socket } from 'node:net';
@@ -70,17 +70,17 @@ export function readTlsMaterial(paths: TlsPaths, warnSecret?: SecretFileWarn): T
   const key = readFileBounded(paths.keyPath, { what: '--tls-key', bytesMax: SMALL_FILE_BYTES_MAX, secret: warnSecret });
   const ca = read('--tls-ca', paths.caPath);
   const authorities = checkCaBundle('--tls-ca', paths.caPath, ca);
-  let certificate: X509Certificate;
-  try {
-    certificate = new X509Certificate(cert);
-  } catch (error) {
-    throw new MercuryError('CONFIG_INVALID', `--tls-cert ${paths.certPath} or --tls-ca ${paths.caPath} is not a PEM certificate: ${(error as Error).message}`);
-  }
   try {
     // Fails on a key that does not match the certificate, or a file that is not PEM.
     createSecureContext({ cert, key, ca });
   } catch (error) {
-    throw new MercuryError('CONFIG_INVALID', `--tls-key ${paths.keyPath} does not go with --tls-cert ${paths.certPath}: ${(error as Error).message}`);
+    throw credentialsError({ what: '--tls-cert', path: paths.certPath, bytes: cert }, { what: '--tls-key', path: paths.keyPath, bytes: key }, error as Error);
+  }
+  let certificate: X509Certificate;
+  try {
+    certificate = new X509Certificate(cert);
+  } catch (error) {
+    throw new MercuryError('CONFIG_INVALID', `--tls-cert ${paths.certPath} is not a PEM certificate: ${(error as Error).message}`);
   }
   const subject = /(?:^|\n)CN=([^\n]*)/.exec(certificate.subject)?.[1] ?? certificate.subject;
   return Object.freeze({ cert, key, ca, authorities, subject, validToMs: Date.parse(certificate.validTo) });
@@ -95,9 +95,7 @@ export function readTlsMaterial(paths: TlsPaths, warnSecret?: SecretFileWarn): T
  * certificates, parsed.
  */
 export function checkCaBundle(what: string, path: string, ca: Buffer): X509Certificate[] {
-  const text = ca.toString('latin1');
-  const begun = text.split('-----BEGIN ').length - 1;
-  const blocks = text.match(/-----BEGIN ([A-Z0-9 ]+)-----[^-]*-----END \1-----/g) ?? [];
+  const { begun, blocks } = pemBlocks(ca);
   if (blocks.length !== begun)
     throw new MercuryError('CONFIG_INVALID', `${what} ${path} is cut short: ${begun - blocks.length} of its ${begun} PEM blocks have no END line; give the whole CA file`);
   // An empty file, a token or a key alone: OpenSSL would trust nothing from it, and every connection would fail as if
@@ -112,6 +110,45 @@ export function checkCaBundle(what: string, path: string, ca: Buffer): X509Certi
       throw new MercuryError('CONFIG_INVALID', `${what} ${path}: certificate ${index + 1} of ${blocks.length} is damaged (${(error as Error).message}); give the whole CA file`);
     }
   });
+}
+
+/** The PEM blocks of a file that end, and how many began: fewer ended than began is a file cut short. */
+function pemBlocks(bytes: Buffer): { begun: number; blocks: string[] } {
+  const text = bytes.toString('latin1');
+  return { begun: text.split('-----BEGIN ').length - 1, blocks: text.match(/-----BEGIN ([A-Z0-9 ]+)-----[^-]*-----END \1-----/g) ?? [] };
+}
+
+/** A file of a certificate or key: the flag that named it, its path and what was read from it. */
+export interface NamedFile {
+  readonly what: string;
+  readonly path: string;
+  readonly bytes: Buffer;
+}
+
+/**
+ * Why OpenSSL refused a certificate and its key, naming the file at fault: one cut short (a copy interrupted, a reload
+ * polled while the file was written in place: "bad end line"), a certificate or a key that does not parse, or, both
+ * sound, a key that does not go with the certificate. OpenSSL's own error named no file, and every case was reported
+ * as the key not going with the certificate, a damaged certificate as "--tls-cert or --tls-ca" (audit, 2026-12-07).
+ * Only asked once OpenSSL has refused them, so nothing it takes is refused here.
+ */
+export function credentialsError(cert: NamedFile, key: NamedFile, error: Error): MercuryError {
+  const refused = (file: NamedFile, what: string): MercuryError => new MercuryError('CONFIG_INVALID', `${file.what} ${file.path} ${what}`, { details: { path: file.path } });
+  for (const file of [cert, key]) {
+    const { begun, blocks } = pemBlocks(file.bytes);
+    if (blocks.length < begun) return refused(file, `is cut short: ${begun - blocks.length} of its ${begun} PEM blocks have no END line; give the whole file`);
+  }
+  try {
+    new X509Certificate(cert.bytes);
+  } catch (parse) {
+    return refused(cert, `is not a PEM certificate (${(parse as Error).message}); give the certificate file`);
+  }
+  try {
+    createPrivateKey(key.bytes);
+  } catch (parse) {
+    return refused(key, `is not a PEM private key (${(parse as Error).message}); give the certificate's key file`);
+  }
+  return refused(key, `does not go with ${cert.what} ${cert.path}: ${error.message}`);
 }
 
 /** What a node's TLS servers are given: client certificates asked for, checked by the listener (see the header). */
