@@ -4,7 +4,8 @@
  * The attack as found: two `mercury serve` on one directory both started and both acknowledged the same seqs.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -16,7 +17,7 @@ import { rewriteRaw } from './support/lmdb-records.js';
 import { validateConfig } from '../src/config/index.js';
 import { MercuryNode, NODE_LIMITS_TEST } from '../src/node/index.js';
 import { tokenKey, type AuthMode } from '../src/auth/index.js';
-import { makeTempDir, removeDir, serveRefused, startServe, stopProcess } from './support/process.js';
+import { CLI_PATH, makeTempDir, removeDir, serveRefused, startServe, stopProcess } from './support/process.js';
 
 describe('data directory lock', () => {
   let root: string;
@@ -170,6 +171,53 @@ describe('data directory lock', () => {
     const refused = await serveRefused(dir);
     assert.equal(refused.code, 1, refused.stderr);
     assert.match(refused.stderr, /DATA_DIR_INVALID: \S+mercury\.lock is a directory, not the lock file Mercury makes; with no mercury process on \S+, remove it and start again/);
+  });
+
+  test('data dir lock: a FIFO or a symbolic link (to /dev/zero) where the lock file goes is named as what it is, never read', async () => {
+    const dir = join(root, 'lock-fifo');
+    await Store.open({ path: dir }).close();
+    execFileSync('mkfifo', [join(dir, LOCK_FILE)]);
+    const fifo = await serveRefused(dir);
+    assert.equal(fifo.code, 1, fifo.stderr);
+    assert.match(fifo.stderr, /DATA_DIR_INVALID: \S+mercury\.lock is a FIFO \(named pipe\), not the lock file Mercury makes/);
+    unlinkSync(join(dir, LOCK_FILE));
+    symlinkSync('/dev/zero', join(dir, LOCK_FILE));
+    const link = await serveRefused(dir);
+    assert.equal(link.code, 1, link.stderr);
+    assert.match(link.stderr, /DATA_DIR_INVALID: \S+mercury\.lock is a symbolic link, not the lock file Mercury makes/);
+  });
+
+  // Audit, 2026-12-07: the operating system's error alone ("EACCES: permission denied, open '.../mercury.lock'"), no code.
+  test('data dir lock: a data directory the node\'s user cannot write, or a lock file it cannot read, is DATA_DIR_INVALID naming the file, the uid and what to do', (t) => {
+    // Root reads and writes whatever the modes say: as root, the node runs as nobody (setpriv), the directory its.
+    const asRoot = process.getuid?.() === 0;
+    if (asRoot && !existsSync('/usr/bin/setpriv')) return t.skip('running as root without setpriv to drop to another user');
+    const uid = asRoot ? 65534 : process.getuid!();
+    const base = makeTempDir('dir-lock-modes');
+    try {
+      chmodSync(base, 0o755);
+      const dir = join(base, 'data');
+      mkdirSync(dir, { mode: 0o700 });
+      if (asRoot) chownSync(dir, uid, uid);
+      const serve = (): { status: number | null; stderr: string } => {
+        const args = [CLI_PATH, 'serve', '--data-dir', dir, '--listen', '127.0.0.1:0', '--replication-listen', '127.0.0.1:0', '--wire-listen', '127.0.0.1:0', '--auth', 'off'];
+        const [command, argv] = asRoot ? ['/usr/bin/setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', process.execPath, ...args]] : [process.execPath, args];
+        const result = spawnSync(command, argv, { encoding: 'utf8', timeout: 30_000 });
+        return { status: result.status, stderr: result.stderr };
+      };
+      chmodSync(dir, 0o500);
+      const readOnly = serve();
+      assert.equal(readOnly.status, 1, readOnly.stderr);
+      assert.match(readOnly.stderr, new RegExp(`^mercury: DATA_DIR_INVALID: \\S+mercury\\.lock cannot be made or read \\(EACCES: .*\\): data directory \\S+ and the files in it must be readable and writable by the user mercury runs as \\(uid ${uid}\\); fix their owner or mode`, 'm'));
+      chmodSync(dir, 0o700);
+      writeFileSync(join(dir, LOCK_FILE), '{}', { mode: 0o000 });
+      if (asRoot) chownSync(join(dir, LOCK_FILE), uid, uid);
+      const unreadable = serve();
+      assert.equal(unreadable.status, 1, unreadable.stderr);
+      assert.match(unreadable.stderr, /^mercury: DATA_DIR_INVALID: \S+mercury\.lock cannot be made or read \(EACCES: .*\): data directory/m);
+    } finally {
+      removeDir(base);
+    }
   });
 
   test('data dir modes: the directory is created 0700 and its files 0600', async () => {

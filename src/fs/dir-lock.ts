@@ -31,6 +31,7 @@ import { closeSync, fsyncSync, linkSync, lstatSync, openSync, readFileSync, rena
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
+import { fileKind } from './bounded-read.js';
 
 export const LOCK_FILE = 'mercury.lock';
 const BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id';
@@ -146,9 +147,9 @@ export function lockDirectory(dir: string, nowIso: string, { file, what }: { rea
         },
       };
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw unusable(error, path, dir, what);
     }
-    const found = readLock(dir, path);
+    const found = readLock(dir, path, what);
     if (found === undefined) continue; // removed meanwhile: try again
     if (found.text === '') {
       const ageMs = Date.parse(nowIso) - found.entry.mtimeMs;
@@ -186,18 +187,32 @@ export function lockDirectory(dir: string, nowIso: string, { file, what }: { rea
 }
 
 /** The lock file's entry and contents; undefined if it is gone. Throws DATA_DIR_INVALID if it is not a file. */
-function readLock(dir: string, path: string): { entry: Stats; text: string } | undefined {
+function readLock(dir: string, path: string, what: string): { entry: Stats; text: string } | undefined {
   try {
     const entry = lstatSync(path);
     // Not read if larger than any lock Mercury writes: a multi-GB file was read whole, then failed naming no file.
-    const kind = !entry.isFile() ? (entry.isDirectory() ? 'a directory' : 'not a regular file') : entry.size > LOCK_BYTES_MAX ? `${entry.size} bytes` : undefined;
+    const kind = entry.isSymbolicLink() ? 'a symbolic link' : !entry.isFile() ? fileKind(entry) : entry.size > LOCK_BYTES_MAX ? `${entry.size} bytes` : undefined;
     if (kind !== undefined)
       throw new MercuryError('DATA_DIR_INVALID', `${path} is ${kind}, not the lock file Mercury makes; with no mercury process on ${dir}, remove it and start again`);
     return { entry, text: readFileSync(path, 'utf8') };
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw error;
+    if (error instanceof MercuryError) throw error;
+    throw unusable(error, path, dir, what);
   }
+}
+
+/**
+ * The lock file could not be made or read (EACCES: a directory or file of another user, EROFS, ENOSPC): the operating
+ * system's error alone was printed, with no code and nothing to do (audit, 2026-12-07).
+ */
+function unusable(error: unknown, path: string, dir: string, what: string): MercuryError {
+  const uid = process.getuid?.();
+  return new MercuryError(
+    'DATA_DIR_INVALID',
+    `${path} cannot be made or read (${(error as Error).message}): ${what} ${dir} and the files in it must be readable and writable by the user mercury runs as${uid === undefined ? '' : ` (uid ${uid})`}; fix their owner or mode (or the disk), then start again`,
+    { cause: error },
+  );
 }
 
 /** Whether `path` is still the file `entry` was read from (an empty lock has no contents to compare). */
