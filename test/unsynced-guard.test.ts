@@ -3,12 +3,13 @@
  * discarded after a machine crash (another boot), so it never runs on a possibly torn LMDB file.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { INITIALISED_FILE, Store } from '../src/store/index.js';
-import { closeUnsynced, openUnsynced } from '../src/store/unsynced-guard.js';
-import { makeTempDir, removeDir, serveRefused } from './support/process.js';
+import { closeUnsynced, openUnsynced, openUnsyncedWhy } from '../src/store/unsynced-guard.js';
+import { CLI_PATH, makeTempDir, removeDir, serveRefused } from './support/process.js';
 
 const BOOT_ID = existsSync('/proc/sys/kernel/random/boot_id') ? readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() : '';
 
@@ -88,6 +89,43 @@ describe('unsynced guard', () => {
       assert.equal(openUnsynced(made), true, text);
       assert.ok(!existsSync(join(made, 'data.mdb')), text);
     }
+  });
+
+  // Audit, 2026-12-07: every discard was logged "the machine went down while it held unsynced writes", a damaged state
+  // file too, which sent the operator looking for a crash that never happened.
+  test('why the data was discarded: a damaged state file is named with what is wrong with it; a crash says so', () => {
+    for (const [label, text, says] of [
+      ['empty', '', /^its state file \S+unsynced-guard\.json is damaged \(empty\), so whether the data survived the last stop is unknown$/],
+      ['torn', '{"bootId":"abc","cl', /^its state file \S+unsynced-guard\.json is damaged \(not JSON: cut short or overwritten\)/],
+      ['shape', 'null', /^its state file \S+unsynced-guard\.json is damaged \(JSON, but not the state the guard writes\)/],
+      ['huge', 'x'.repeat(5000), /^its state file \S+unsynced-guard\.json is damaged \(5000 bytes, over the 4096 it may hold\)/],
+      ['reboot', JSON.stringify({ bootId: 'another-boot', clean: false }), /^the machine went down while it held unsynced writes \((another boot since|no boot id to tell a reboot by)\)$/],
+    ] as const) {
+      const made = setUp(`why-${label}`, text);
+      assert.match(openUnsyncedWhy(made) ?? '', says, label);
+      assert.ok(!existsSync(join(made, 'data.mdb')), label);
+    }
+    assert.equal(openUnsyncedWhy(setUp('why-clean', { bootId: BOOT_ID, clean: true })), undefined, 'a clean stop keeps the data');
+  });
+
+  test('a state file the node\'s user cannot read is DATA_DIR_INVALID naming it and what to do, not a bare EACCES; the data is kept', (t) => {
+    // Root reads whatever the mode says: as root, the replica runs as nobody (setpriv), the directory its.
+    const asRoot = process.getuid?.() === 0;
+    if (asRoot && !existsSync('/usr/bin/setpriv')) return t.skip('running as root without setpriv to drop to another user');
+    const uid = asRoot ? 65534 : process.getuid!();
+    const made = dir('state-unreadable');
+    chmodSync(made, 0o755);
+    const replica = join(made, 'replica');
+    mkdirSync(replica, { mode: 0o700 });
+    writeFileSync(join(replica, 'data.mdb'), 'pretend data');
+    writeFileSync(join(replica, 'unsynced-guard.json'), JSON.stringify({ bootId: BOOT_ID, clean: true }), { mode: 0o000 });
+    if (asRoot) for (const path of [replica, join(replica, 'data.mdb'), join(replica, 'unsynced-guard.json')]) chownSync(path, uid, uid);
+    const args = [CLI_PATH, 'serve', '--data-dir', replica, '--listen', '127.0.0.1:0', '--replication-listen', '127.0.0.1:0', '--wire-listen', '127.0.0.1:0', '--auth', 'off', '--upstream', '127.0.0.1:9'];
+    const [command, argv] = asRoot ? ['/usr/bin/setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', process.execPath, ...args]] : [process.execPath, args];
+    const result = spawnSync(command, argv, { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(result.status, 1, result.stderr);
+    assert.match(result.stderr, /^mercury: DATA_DIR_INVALID: \S+unsynced-guard\.json cannot be read \(EACCES: .*\): the data directory \S+ and the files in it must be readable and writable by the user mercury runs as/m);
+    assert.equal(readFileSync(join(replica, 'data.mdb'), 'utf8'), 'pretend data', 'the data is not discarded');
   });
 
   test('a replica whose state file is a directory is refused by serve, naming it, with its data untouched', async () => {

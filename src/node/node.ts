@@ -198,7 +198,7 @@ export class MercuryNode {
         },
       );
     if (this.store.discardedAfterCrash)
-      this.logger.log('warn', 'discarded the replica data: the machine went down while it held unsynced writes; bootstrapping again', { dataDir: config.dataDir });
+      this.logger.log('warn', `discarded the replica data: ${this.store.discardReason ?? 'the machine went down while it held unsynced writes'}; bootstrapping again`, { dataDir: config.dataDir });
     if (this.store.summedLogBytes !== undefined)
       this.logger.log('warn', 'the log size record was damaged: summed the log again and wrote the sum back (it is a cache of that sum)', {
         dataDir: config.dataDir,

@@ -17,7 +17,7 @@ import { dataFileDamaged, lmdbMetaProblem, lmdbTreeProblem } from './lmdb-meta.j
 import { open, type Database, type DatabaseOptions, type RootDatabase, type Transaction } from 'lmdb';
 import { LMDB_MAP_BYTES_DEFAULT, LMDB_READERS_MAX, SNAPSHOT_READERS_MAX } from '../limits.js';
 import { SnapshotReaders, snapshotReadersFor, type SnapshotReservation } from './snapshot-readers.js';
-import { closeUnsynced, openUnsynced } from './unsynced-guard.js';
+import { closeUnsynced, openUnsyncedWhy } from './unsynced-guard.js';
 import { DAMAGE_REPORTS_MAX, dataCorrupted, isLmdbDamage, isRecordDamage, keyName, readersFull, storageFault, type DamageReport } from './health.js';
 import { MercuryError } from '../errors/index.js';
 import { GENESIS_HEAD, HASH_BYTES, authorRuns, sealEntry, verifyNext, verifySelf, type ChainHead, type EncodedEntry, type Entry, type Op } from '../log/index.js';
@@ -374,6 +374,8 @@ export class Store {
   private readonly writeFaultListeners: ((fault: MercuryError | undefined) => void)[] = [];
   /** True if the data was discarded at open because the machine went down while it held unsynced writes. */
   readonly discardedAfterCrash: boolean;
+  /** Why the unsynced guard discarded the data at open (src/store/unsynced-guard.ts), when it did. */
+  readonly discardReason: string | undefined;
   /** How many records of a snapshot install that a stop interrupted were dropped at open (unverified: never live). */
   readonly discardedInstallRecords: number;
   /**
@@ -388,7 +390,8 @@ export class Store {
     this.unsynced = options.noSync === true && options.readOnly !== true;
     // First: LMDB crashes on a data or lock file that is not a file, and the unsynced guard cannot remove a directory.
     checkDataFiles(options.path);
-    this.discardedAfterCrash = this.unsynced ? openUnsynced(options.path) : false;
+    this.discardReason = this.unsynced ? openUnsyncedWhy(options.path) : undefined;
+    this.discardedAfterCrash = this.discardReason !== undefined;
     const created = !options.readOnly && !existsSync(join(options.path, DATA_FILE));
     // LMDB trusts its meta pages and its B-trees: damaged meta pages crash the process (SIGSEGV) inside open, a damaged
     // tree on the first read that meets it (SIGBUS, SIGABRT), before anything can be said. A writer walks every tree

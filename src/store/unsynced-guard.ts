@@ -50,8 +50,8 @@ function isGuardState(value: unknown): value is GuardState {
   return typeof state.bootId === 'string' && typeof state.clean === 'boolean';
 }
 
-/** The recorded state; undefined if the file is torn or damaged; 'none' if there is no state file. */
-function readState(dir: string, statePath: string): GuardState | undefined | 'none' {
+/** The recorded state; what is wrong with it if the file is torn or damaged; 'none' if there is no state file. */
+function readState(dir: string, statePath: string): GuardState | { damaged: string } | 'none' {
   let bytes: number;
   try {
     const entry = lstatSync(statePath);
@@ -66,12 +66,24 @@ function readState(dir: string, statePath: string): GuardState | undefined | 'no
     throw error;
   }
   // Damaged, whatever it holds: not read (a multi-GB file was read whole, then failed the start naming no file).
-  if (bytes > STATE_BYTES_MAX) return undefined;
+  if (bytes > STATE_BYTES_MAX) return { damaged: `${bytes} bytes, over the ${STATE_BYTES_MAX} it may hold` };
+  let text: string;
   try {
-    const parsed: unknown = JSON.parse(readFileSync(statePath, 'utf8'));
-    return isGuardState(parsed) ? parsed : undefined;
+    text = readFileSync(statePath, 'utf8');
   } catch (error) {
-    if (error instanceof SyntaxError) return undefined;
+    // EACCES (a file of another user): the operating system's error alone, no code (audit, 2026-12-07).
+    throw new MercuryError(
+      'DATA_DIR_INVALID',
+      `${statePath} cannot be read (${(error as Error).message}): the data directory ${dir} and the files in it must be readable and writable by the user mercury runs as; fix their owner or mode, then start again`,
+      { cause: error },
+    );
+  }
+  if (text === '') return { damaged: 'empty' };
+  try {
+    const parsed: unknown = JSON.parse(text);
+    return isGuardState(parsed) ? parsed : { damaged: 'JSON, but not the state the guard writes' };
+  } catch (error) {
+    if (error instanceof SyntaxError) return { damaged: 'not JSON: cut short or overwritten' };
     throw error;
   }
 }
@@ -90,17 +102,29 @@ function writeState(path: string, state: GuardState): void {
  * the directory held unsynced writes.
  */
 export function openUnsynced(dir: string): boolean {
+  return openUnsyncedWhy(dir) !== undefined;
+}
+
+/**
+ * openUnsynced, saying why the data was discarded (for the node's log line: a damaged state file was logged as "the
+ * machine went down", which sent operators looking for a crash that never happened); undefined when it was kept.
+ */
+export function openUnsyncedWhy(dir: string): string | undefined {
   const statePath = join(dir, STATE_FILE);
   const bootId = currentBootId();
-  let discarded = false;
   const state = readState(dir, statePath);
-  // A torn or damaged state file (undefined) is itself a sign of a crash during open or close.
-  if (state !== 'none' && (state === undefined || (!state.clean && (bootId === '' || state.bootId !== bootId)))) {
-    for (const name of DISCARDED_FILES) rmSync(join(dir, name), { force: true });
-    discarded = true;
-  }
+  // A torn or damaged state file is itself a sign of a crash during open or close.
+  const why =
+    state === 'none'
+      ? undefined
+      : 'damaged' in state
+        ? `its state file ${statePath} is damaged (${state.damaged}), so whether the data survived the last stop is unknown`
+        : !state.clean && (bootId === '' || state.bootId !== bootId)
+          ? `the machine went down while it held unsynced writes (${bootId === '' ? 'no boot id to tell a reboot by' : 'another boot since'})`
+          : undefined;
+  if (why !== undefined) for (const name of DISCARDED_FILES) rmSync(join(dir, name), { force: true });
   writeState(statePath, { bootId, clean: false });
-  return discarded;
+  return why;
 }
 
 /** Call after the LMDB environment is closed: makes the data durable, then marks the directory clean. */
