@@ -100,4 +100,23 @@ describe('auth: token names when admins race', () => {
     assert.equal((await named('dropped')).length, 0);
     assert.equal((await create(root, 'dropped')).status, 201, 'a stale index key does not hold the name');
   });
+
+  test('auth: a token record put by a raw transaction under a taken name (how an older replica forwards a create) is 409 TOKEN_NAME_TAKEN; a re-put under its own name passes', async () => {
+    const held = await create(root, 'held');
+    assert.equal(held.status, 201);
+    // What a replica of a version from before unique names sends the root for `token create held`: the record alone.
+    const older = generateToken();
+    const record = { id: older.id, name: 'held', scopes: parseScopes(['read:app/']), createdMs: 1, secretSha256: older.secretSha256, subject: undefined };
+    const answer = await request(root.url, 'POST', '/v1/txn', {
+      headers: { ...auth(admin), 'content-type': 'application/json' },
+      body: JSON.stringify({ success: [{ op: 'put', keyBase64: tokenKey(older.id).toString('base64'), valueBase64: encodeTokenRecord(record).toString('base64') }] }),
+    });
+    const json = JSON.parse(answer.body.toString('utf8')) as { error?: { code: string } };
+    assert.deepEqual([answer.status, json.error?.code], [409, 'TOKEN_NAME_TAKEN'], answer.body.toString('utf8'));
+    assert.equal((await named('held')).length, 1);
+    // The holder itself re-put with its name and other scopes (the same id): not a second token of the name.
+    const own = { ...record, id: held.id!, scopes: parseScopes(['read:other/']) };
+    await rawTxn([{ op: 'put', keyBase64: tokenKey(held.id!).toString('base64'), valueBase64: encodeTokenRecord(own).toString('base64') }]);
+    assert.equal((await named('held')).length, 1);
+  });
 });

@@ -192,6 +192,34 @@ export function requireAdminKept(txn: Txn, existing: readonly TokenRecord[]): vo
   }
 }
 
+/**
+ * TOKEN_NAME_TAKEN for a transaction that puts a token record under a name another live token or grant has, or two
+ * records of one name. A create through the token API checks names itself (createTokenRequest); this is for records
+ * written as a raw transaction, which is how a replica of a version from before unique names (or before the name index)
+ * forwards its creates: measured, a root of this version committed a second token of a taken name sent so, during an
+ * upgrade (audit, 2026-12-07). A put that keeps a record's own name (a re-put of the same id) passes, so two tokens
+ * that already share a name (made by such a version) can still be changed and revoked.
+ */
+export function requireNamesFree(txn: Txn, existing: readonly TokenRecord[]): void {
+  for (const ops of [txn.success, txn.failure]) {
+    const live = new Map(existing.map((record) => [record.id, record.name]));
+    for (const op of ops) {
+      if (op.type === 'deleteRange') continue; // never over the reserved key space (requireWriteRange)
+      const id = tokenIdOfKey(op.key);
+      if (id === undefined) continue;
+      const record = op.type === 'put' ? decodeTokenRecord(op.key, op.value) : undefined;
+      if (record === undefined || typeof record === 'string') {
+        live.delete(id);
+        continue;
+      }
+      if (live.get(id) !== record.name)
+        for (const [otherId, name] of live)
+          if (otherId !== id && name === record.name) throw tokenNameTaken(record.name, existing.find((other) => other.id === otherId));
+      live.set(id, record.name);
+    }
+  }
+}
+
 /** Whether a transaction touches the reserved key space at all (then only admins may send it, through these forms). */
 export function touchesReserved(txn: Txn): boolean {
   return (

@@ -7,6 +7,7 @@ export {
   adminKeptAfter,
   createTokenRequest,
   requireAdminKept,
+  requireNamesFree,
   revokeTokenRequest,
   tokenInfo,
   tokenNameTaken,
