@@ -21,11 +21,12 @@ import { checkListenSecurity, withConfigLimits, type NodeConfig } from '../confi
 import { silentLogger, type Logger } from '../logging/index.js';
 import { COUNT_BUCKETS, Registry, SECONDS_BUCKETS } from '../metrics/index.js';
 import { TlsCredentials, serverTlsOptions, type TlsMaterial } from '../net/index.js';
-import { ReplicationClient, ReplicationServer, RootHeartbeats, StoreLogSource, type Heartbeat } from '../replication/index.js';
+import { PROTOCOL_VERSION, ReplicationClient, ReplicationServer, RootHeartbeats, StoreLogSource, type Heartbeat } from '../replication/index.js';
+import { SNAPSHOT_FORMAT_VERSION } from '../snapshot/index.js';
 import { BodyBudget, clientCertificateRefusal, createApiHandler, createHttpServer, requestRefusal, type NodeApi, type RequestPolicy, type WriteCaller } from '../server/index.js';
 import { readersFull, refusedAtStart, Store } from '../store/index.js';
 import { AuthGuard, AUTH_MODES, bootstrapAdmin, parseToken, readTokenFile, TOKEN_CHARS, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
-import { prefixEnd } from '../api/index.js';
+import { prefixEnd, WIRE_PROTOCOL_VERSION } from '../api/index.js';
 import { ROOT_KEY_KEY, ROOT_URL_KEY, SIGNING_PUBLIC_KEY_FILE, Signer, entrySignedMessage, keyId, loadOrCreateSigningKey, publicKeyFromRaw, rawPublicKey, readSigningKey, readTrustKey, verifies } from '../trust/index.js';
 import { forwardWrite } from './forward.js';
 import { readiness } from './readiness.js';
@@ -883,6 +884,9 @@ export class MercuryNode {
     return {
       role: this.role,
       version: MERCURY_VERSION,
+      // What this build speaks and writes: a replica and its upstream must have one replication version (README,
+      // Upgrading); `version` alone did not tell two builds apart.
+      protocols: { replication: PROTOCOL_VERSION, wire: WIRE_PROTOCOL_VERSION, snapshot: SNAPSHOT_FORMAT_VERSION },
       auth: this.guard.mode,
       nodeId: this.store.nodeId,
       datasetId: this.store.datasetId,
