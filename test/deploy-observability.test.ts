@@ -2,9 +2,9 @@
  * deploy/grafana/mercury.json and deploy/prometheus/alerts.yml: every rule and panel query passes the PromQL check of
  * test/support/promql.ts (balanced brackets, terminated strings, ranges that are durations, known functions and
  * aggregations, label lists after by/without/on/ignoring), and every metric they name exists in the /metrics of a
- * running root or replica (real processes). Rules have the fields Prometheus requires and a severity. The scrape job
- * (deploy/prometheus/scrape.yml) is checked live: a root with TLS and tokens required, scraped the way the job says
- * (https, its bearer_token_file made as deploy/README.md says, its CA and server_name).
+ * running root, replica or root with TLS (real processes). Rules have the fields Prometheus requires and a severity.
+ * The scrape job (deploy/prometheus/scrape.yml) is checked live: a root with TLS and tokens required, scraped the way
+ * the job says (https, its bearer_token_file made as deploy/README.md says, its CA and server_name).
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -58,11 +58,15 @@ describe('deploy: grafana dashboard and prometheus alerts', () => {
   const dir = makeTempDir('observability');
   let root: ServeProcess | undefined;
   let replica: ServeProcess | undefined;
+  /** A root with TLS: the certificate's metrics (expiry, reloads) exist only on a node that has one. */
+  let tlsRoot: ServeProcess | undefined;
   const exposed = new Set<string>(SYNTHETIC_METRICS);
 
   before(async () => {
     root = await startServe(`${dir}/root`);
     replica = await startServe(`${dir}/replica`, ['--upstream', root.replication]);
+    const certs = testCertificates();
+    tlsRoot = await startServe(`${dir}/tls-root`, ['--tls-cert', certs.node.certPath, '--tls-key', certs.node.keyPath, '--tls-ca', certs.ca.certPath]);
     await eventually(
       async () => (await statusOf(replica!)).replication.phase === 'streaming',
       async () => JSON.stringify((await statusOf(replica!)).replication),
@@ -72,10 +76,13 @@ describe('deploy: grafana dashboard and prometheus alerts', () => {
       assert.equal(metrics.status, 200);
       for (const name of exposedMetrics(metrics.body.toString())) exposed.add(name);
     }
+    const tlsMetrics = await scrape(tlsRoot.url, '/metrics', { ca: readFileSync(certs.ca.certPath) });
+    assert.equal(tlsMetrics.status, 200, tlsMetrics.body);
+    for (const name of exposedMetrics(tlsMetrics.body)) exposed.add(name);
   });
 
   after(async () => {
-    await Promise.all([root, replica].map((node) => (node === undefined ? Promise.resolve() : stopProcess(node.child))));
+    await Promise.all([root, replica, tlsRoot].map((node) => (node === undefined ? Promise.resolve() : stopProcess(node.child))));
     removeDir(dir);
   });
 
@@ -113,6 +120,9 @@ describe('deploy: grafana dashboard and prometheus alerts', () => {
       'mercury_commit_seconds_bucket',
       'mercury_storage_errors_total',
       'mercury_watch_slow_closes_total',
+      'mercury_replication_signature_refusals',
+      'mercury_tls_certificate_expiry_seconds',
+      'mercury_forwards_in_flight',
     ])
       assert.ok(covered.has(metric), `an alert watches ${metric}`);
   });
