@@ -1,5 +1,6 @@
 /**
- * Where `mercury sync` resumes: a small JSON file in DIR, written atomically after each complete entry.
+ * Where `mercury sync` resumes: a small JSON file in DIR, written atomically after each complete entry (and by a first
+ * sync at seq 0, before it writes any file: DIR then always holds a state once it holds files).
  *
  *   DIR/.mercury-sync-state.json = {"format":1,"prefixBase64":string,"datasetId":string,"seq":number,"hash":string}
  *

@@ -228,7 +228,14 @@ export class DirectorySync {
       this.state = { prefix, datasetId, seq: 0, hash: undefined };
       writeSyncState(dir, this.state);
       this.options.onReport({ type: 'reset', reason: resetReason, deleted });
-    } else this.state = saved ?? { prefix, datasetId, seq: 0, hash: undefined };
+    } else if (saved !== undefined) this.state = saved;
+    else {
+      // A first sync saves its state (seq 0) before it writes any file: killed in its first snapshot or entry, it left
+      // files and no state, and every restart then refused DIR as "not empty" (found by test/crash-sync.test.ts). At
+      // seq 0 a restart resumes from seq 1, and the watch's snapshot end (or the log from seq 1) deletes what is stale.
+      this.state = { prefix, datasetId, seq: 0, hash: undefined };
+      writeSyncState(dir, this.state);
+    }
     this.budget.start(resetReason === undefined ? existing : []);
     if (resetReason === undefined) for (const { path } of existing) this.folded?.add(path);
     this.options.onReport({ type: 'start', dir, fromSeq: this.state.seq + 1, resumed: saved !== undefined, ...(folding === undefined ? {} : { folds: folding.what }) });
