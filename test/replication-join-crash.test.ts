@@ -5,15 +5,20 @@
  * the snapshot from nothing. Real `mercury serve` processes on loopback; a proxy between root and replica forwards
  * only the first bytes of the snapshot, so the kill always falls inside it. The completed install is then read back
  * whole.
+ *
+ * And a joined replica killed in the middle of a resync: a replica that holds data stages the new snapshot apart
+ * (`staging`) and keeps its old key space and chain until the whole snapshot is verified and switched in one
+ * transaction, so the kill must leave its old store whole (head, keys, `mercury verify`), and the next start must drop
+ * the staged records and converge to the root's chain.
  */
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { NodeClient } from '../src/client/index.js';
 import { Store } from '../src/store/index.js';
-import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
-import { assertSameChain, converged, eventually, get, statusOf } from './support/tree.js';
+import { stallingProxy } from './support/net.js';
+import { makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProcess } from './support/process.js';
+import { assertSameChain, converged, eventually, get, statusOf, type StatusJson } from './support/tree.js';
 
 const KEYS = 6_000;
 const VALUE = 'j'.repeat(1024);
@@ -24,38 +29,11 @@ function joinKey(i: number): string {
   return `join/${String(i).padStart(5, '0')}`;
 }
 
-/** A TCP proxy that forwards everything to the root, but only the first `limit` bytes back. */
-async function stallingProxy(target: string, limit: number): Promise<{ address: string; close: () => Promise<void> }> {
-  const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(port, host);
-    sockets.add(client).add(upstream);
-    let forwarded = 0;
-    client.on('data', (data) => upstream.write(data));
-    upstream.on('data', (data) => {
-      const take = Math.min(data.length, limit - forwarded);
-      if (take > 0) client.write(data.subarray(0, take));
-      forwarded += take;
-      if (forwarded >= limit) upstream.pause();
-    });
-    for (const socket of [client, upstream]) socket.on('error', () => {});
-    client.on('close', () => upstream.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    close: async () => {
-      for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
-
-describe('replication - a replica killed during its first snapshot', () => {
+describe('replication - a replica killed during its first snapshot, or during a resync', () => {
   const dir = makeTempDir('repl-join-crash');
   let root: ServeProcess;
   let replica: ServeProcess | undefined;
+  let resynced: ServeProcess | undefined;
 
   before(async () => {
     root = await startServe(join(dir, 'root'));
@@ -66,6 +44,7 @@ describe('replication - a replica killed during its first snapshot', () => {
   after(async () => {
     await stopProcess(root.child);
     if (replica !== undefined) await stopProcess(replica.child);
+    if (resynced !== undefined) await stopProcess(resynced.child);
     removeDir(dir);
   });
 
@@ -109,5 +88,65 @@ describe('replication - a replica killed during its first snapshot', () => {
       seen++;
     }
     assert.equal(seen, KEYS);
+  });
+
+  test('replication: a joined replica killed mid-resync keeps its old store whole, verifies, and its restart converges', async () => {
+    const proxy = await stallingProxy(root.replication, Number.MAX_SAFE_INTEGER);
+    const resyncedDir = join(dir, 'resynced');
+    let joined: StatusJson;
+    try {
+      resynced = await startServe(resyncedDir, ['--upstream', proxy.address]);
+      await converged(root, [resynced]);
+      // Entries past the joining snapshot: the replica's own chain, which a resync replaces.
+      const client = new NodeClient(root.url);
+      for (let i = 0; i < 5; i++) await client.put(`resynced/${i}`, `${i}`);
+      joined = await converged(root, [resynced]);
+
+      // The next connection (the resync's) gets only part of the snapshot.
+      proxy.setLimit(FORWARD_BYTES);
+      await new NodeClient(resynced.url).resync();
+      await eventually(
+        async () => {
+          const status = await statusOf(resynced!);
+          return status.replication.resyncPending === true && (status.replication.snapshot?.keysReceived ?? 0) > 0;
+        },
+        async () => `the replica never received any of the resync's snapshot: ${JSON.stringify((await statusOf(resynced!)).replication)}`,
+        20_000,
+      );
+      await stopProcess(resynced.child, 'SIGKILL');
+    } finally {
+      await proxy.close();
+    }
+
+    // The old store, whole, to another reader of the directory and to verify.
+    const reader = Store.open({ path: resyncedDir, readOnly: true, lock: false, createDataset: false });
+    try {
+      assert.equal(reader.head().seq, joined.seq);
+      assert.equal(reader.head().hash.toString('hex'), joined.headHash);
+      assert.equal(reader.sizes().keys, joined.keys);
+      assert.equal(reader.get(Buffer.from(joinKey(KEYS - 1))).record?.value.toString(), `${KEYS - 1}:${VALUE}`);
+    } finally {
+      await reader.close();
+    }
+    const verified = await runCli(['verify', '--data-dir', resyncedDir]);
+    assert.equal(verified.code, 0, `verify: ${verified.stdout.toString()} ${verified.stderr}`);
+
+    // Restarted (straight to the root), the replica serves its old data at once, and converges to the root's chain.
+    resynced = await startServe(resyncedDir, ['--upstream', root.replication]);
+    assert.equal(await get(resynced, 'resynced/4'), '4');
+    await new NodeClient(root.url).put('resynced/restart', 'yes');
+    const rootStatus = await converged(root, [resynced]);
+    assert.equal((await statusOf(resynced)).keys, rootStatus.keys);
+    await assertSameChain(resynced, root);
+    assert.equal(await get(resynced, 'resynced/restart'), 'yes');
+    // A resync asked for again completes.
+    await new NodeClient(resynced.url).resync();
+    await eventually(
+      async () => (await statusOf(resynced!)).replication.resyncPending === false,
+      async () => `the second resync did not complete: ${JSON.stringify((await statusOf(resynced!)).replication)}`,
+      20_000,
+    );
+    await converged(root, [resynced]);
+    await assertSameChain(resynced, root);
   });
 });

@@ -1,6 +1,6 @@
 /**
  * Network helpers for client tests: a port nothing listens on, a TCP proxy whose connections a test can cut (to
- * drop a client's socket without touching the node), and small HTTP servers that misbehave on purpose.
+ * drop a client's socket without touching the node), a proxy that stalls a snapshot part-way, and small HTTP servers that misbehave on purpose.
  */
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
@@ -58,6 +58,45 @@ export async function startTcpProxy(targetUrl: string): Promise<TcpProxy> {
     },
     close: async () => {
       for (const socket of open) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/**
+ * A TCP proxy that forwards everything to `target` ("host:port"), but hands back only the first `limit` bytes of
+ * each connection's answer, then stalls it: a replica behind it that asked for a snapshot stays inside it, so a kill
+ * always falls mid-install. `limit` is read when a connection opens, so a test may let a join through in full and
+ * stall only the next connection (a resync).
+ */
+export async function stallingProxy(target: string, limit: number): Promise<{ address: string; setLimit: (bytes: number) => void; close: () => Promise<void> }> {
+  const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
+  const sockets = new Set<Socket>();
+  let nextLimit = limit;
+  const server = createServer((client) => {
+    const upstream = connect(port, host);
+    sockets.add(client).add(upstream);
+    const connectionLimit = nextLimit;
+    let forwarded = 0;
+    client.on('data', (data) => upstream.write(data));
+    upstream.on('data', (data) => {
+      const take = Math.min(data.length, connectionLimit - forwarded);
+      if (take > 0) client.write(data.subarray(0, take));
+      forwarded += take;
+      if (forwarded >= connectionLimit) upstream.pause();
+    });
+    for (const socket of [client, upstream]) socket.on('error', () => {});
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    address: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    setLimit: (bytes) => {
+      nextLimit = bytes;
+    },
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
