@@ -30,7 +30,7 @@ import { MercuryError } from '../errors/index.js';
 import { fsyncPath } from '../fs/durable.js';
 import { HASH_BYTES, verifyNext, type ChainHead, type EncodedEntry } from '../log/index.js';
 import { ENTRY_BYTES_MAX } from '../limits.js';
-import { DATA_DIR_MODE, INITIALISED_FILE, LOCK_FILE, lockDataDir, Store, type SnapshotRecord } from '../store/index.js';
+import { DATA_DIR_MODE, INITIALISED_FILE, LOCK_FILE, lockDataDir, RESTORE_PARTIAL_DIR, Store, type SnapshotRecord } from '../store/index.js';
 import { EntryStreamDecoder, SnapshotDecoder, type SnapshotHeader } from './format.js';
 
 /** Staged per write transaction: few enough fsyncs, bounded memory. */
@@ -46,8 +46,8 @@ const ENTRY_STREAM_RECORD_BYTES_MAX = ENTRY_BYTES_MAX + 2 * HASH_BYTES + 1024;
 const RESTORED_FILES = ['data.mdb', 'lock.mdb', INITIALISED_FILE];
 /** A replica's record of its unsynced writes (unsynced-guard.ts) describes the old data: removed once the new is in. */
 const UNSYNCED_GUARD_FILE = 'unsynced-guard.json';
-/** Where the new store is made, inside DIR: on its file system, so that moving it in is a rename. */
-export const RESTORE_PARTIAL_DIR = 'restore.partial';
+/** Where the new store is made (RESTORE_PARTIAL_DIR), inside DIR: on its file system, so that moving it in is a rename. */
+export { RESTORE_PARTIAL_DIR };
 
 export interface RestoreProgress {
   readonly phase: 'snapshot' | 'entries';

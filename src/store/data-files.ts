@@ -25,6 +25,11 @@ import { fsyncPath } from '../fs/durable.js';
 export const DATA_FILE = 'data.mdb';
 export const LMDB_LOCK_FILE = 'lock.mdb';
 export const INITIALISED_FILE = 'store-initialised';
+/**
+ * Where `mercury snapshot restore` makes the new store, inside DIR (src/snapshot/restore.ts); removed when the restore
+ * ends, whatever the outcome, unless it was killed.
+ */
+export const RESTORE_PARTIAL_DIR = 'restore.partial';
 
 function errnoCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException).code;
@@ -55,6 +60,14 @@ function notRegularFile(path: string): string | undefined {
 
 /** Throws DATA_DIR_INVALID, naming the file and what to do, if `dir`'s LMDB files cannot be handed to LMDB. */
 export function checkDataFiles(dir: string): void {
+  // A restore killed before it renamed the new store in left DIR without it (a fresh DIR: no data.mdb at all), and a
+  // node started there made a new, empty dataset as if nothing had happened (found by test/crash-restore.test.ts).
+  const partial = join(dir, RESTORE_PARTIAL_DIR);
+  if (existsSync(partial))
+    throw new MercuryError(
+      'DATA_DIR_INVALID',
+      `${partial} is there: a \`mercury snapshot restore\` into ${dir} was stopped before it finished, so the directory may not hold the restored store. Run the restore again (with --force if ${dir} held data before); or, to keep the data ${dir} held before that restore, remove ${partial}.`,
+    );
   const dataFile = join(dir, DATA_FILE);
   const dataKind = notRegularFile(dataFile);
   if (dataKind !== undefined)
