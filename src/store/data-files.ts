@@ -66,7 +66,7 @@ export function checkDataFiles(dir: string): void {
   if (existsSync(partial))
     throw new MercuryError(
       'DATA_DIR_INVALID',
-      `${partial} is there: a \`mercury snapshot restore\` into ${dir} was stopped before it finished, so the directory may not hold the restored store. Run the restore again (with --force if ${dir} held data before); or, to keep the data ${dir} held before that restore, remove ${partial}.`,
+      `${partial} is there: a \`mercury snapshot restore\` into ${dir} was stopped before it finished, so the directory may hold its old data, part of the restored store, or none. Run the restore again (with --force if ${dir} holds a data.mdb).`,
     );
   const dataFile = join(dir, DATA_FILE);
   const dataKind = notRegularFile(dataFile);
