@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { request } from './support/http.js';
-import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
+import { makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProcess } from './support/process.js';
 import { FlipProxy, assertSameChain, converged, eventually, get, put, statusOf } from './support/tree.js';
 import { WatchClient, assertEventsMatchLog, expectedEvents, readLog } from './support/watch.js';
 
@@ -99,6 +99,9 @@ describe('replication - bursts of entries', () => {
       10_000,
     );
     await stopProcess(replica.child, 'SIGKILL');
+    // What the kill left (written without fsync, the process gone mid-apply) is a sound store to `mercury verify`.
+    const verified = await runCli(['verify', '--data-dir', join(dir, 'replica')]);
+    assert.equal(verified.code, 0, `verify: ${verified.stdout.toString()} ${verified.stderr}`);
     await writeBurst(root, 'after/', 20);
 
     replica = await startServe(join(dir, 'replica'), ['--upstream', proxy.address]);
