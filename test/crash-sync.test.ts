@@ -141,6 +141,7 @@ describe('crash: mercury sync killed mid-way', () => {
       20_000,
     );
     await stopProcess(resumed.child, 'SIGKILL');
+    assert.ok(readdirSync(join(target, 'b')).length < 1_000, 'the kill fell inside the resumed snapshot');
     assertStateHonest(target, await nodeKeys(node), deletedAt, 'resumed snapshot');
     await restartAndCompare(target, deletedAt);
   });
