@@ -58,16 +58,24 @@ function notRegularFile(path: string): string | undefined {
   }
 }
 
-/** Throws DATA_DIR_INVALID, naming the file and what to do, if `dir`'s LMDB files cannot be handed to LMDB. */
-export function checkDataFiles(dir: string): void {
-  // A restore killed before it renamed the new store in left DIR without it (a fresh DIR: no data.mdb at all), and a
-  // node started there made a new, empty dataset as if nothing had happened (found by test/crash-restore.test.ts).
+/**
+ * Throws DATA_DIR_INVALID if a `mercury snapshot restore` into `dir` was stopped before it finished: it left its partial
+ * store (RESTORE_PARTIAL_DIR) and DIR without the new one (a fresh DIR: no data.mdb at all), and a node started there
+ * made a new, empty dataset as if nothing had happened (found by test/crash-restore.test.ts). Asked first by every
+ * open of a data directory, a reader's too, so that each says this rather than what else it finds missing.
+ */
+export function refuseStoppedRestore(dir: string): void {
   const partial = join(dir, RESTORE_PARTIAL_DIR);
   if (existsSync(partial))
     throw new MercuryError(
       'DATA_DIR_INVALID',
       `${partial} is there: a \`mercury snapshot restore\` into ${dir} was stopped before it finished, so the directory may hold its old data, part of the restored store, or none. Run the restore again (with --force if ${dir} holds a data.mdb).`,
     );
+}
+
+/** Throws DATA_DIR_INVALID, naming the file and what to do, if `dir`'s LMDB files cannot be handed to LMDB. */
+export function checkDataFiles(dir: string): void {
+  refuseStoppedRestore(dir);
   const dataFile = join(dir, DATA_FILE);
   const dataKind = notRegularFile(dataFile);
   if (dataKind !== undefined)

@@ -12,7 +12,7 @@ import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
 import { lockDataDir, type DataDirLock } from '../fs/dir-lock.js';
-import { checkDataFiles, DATA_FILE, INITIALISED_FILE, LMDB_LOCK_FILE, markInitialised } from './data-files.js';
+import { checkDataFiles, DATA_FILE, INITIALISED_FILE, LMDB_LOCK_FILE, markInitialised, refuseStoppedRestore } from './data-files.js';
 import { dataFileDamaged, lmdbMetaProblem, lmdbTreeProblem } from './lmdb-meta.js';
 import { open, type Database, type DatabaseOptions, type RootDatabase, type Transaction } from 'lmdb';
 import { LMDB_MAP_BYTES_DEFAULT, LMDB_READERS_MAX, SNAPSHOT_READERS_MAX } from '../limits.js';
@@ -552,8 +552,9 @@ export class Store {
     // 0700: the key space and the log are nobody else's to read (mkdir leaves an existing directory's mode alone).
     if (!options.readOnly) mkdirSync(options.path, { recursive: true, mode: DATA_DIR_MODE });
     // A reader opens what a node wrote, and never makes anything: LMDB would create a missing directory (and say only
-    // "No such file or directory" of the missing data file).
-    else if (!existsSync(join(options.path, DATA_FILE)))
+    // "No such file or directory" of the missing data file). A restore stopped midway is named as such first.
+    else refuseStoppedRestore(options.path);
+    if (options.readOnly && !existsSync(join(options.path, DATA_FILE)))
       throw new MercuryError(
         'DATA_DIR_INVALID',
         existsSync(options.path)
