@@ -253,7 +253,7 @@ export function createHttpServer(
       // decides to, and emits it a tick later: readBody listens while it reads and lets go when it fails or ends, so a
       // cut-off landing between the two would be an uncaught exception, the node's end. One listener for the request's
       // whole life closes that window (an uncaught "aborted" once ended a clean-clone CI run of the HTTP fuzzer, after
-      // its node closed; not reproduced since). The failure itself is handled where it matters: readBody's 'close'.
+      // its tests had passed; not reproduced since). The failure itself is handled where it matters: readBody's 'close'.
       req.on('error', ignoreRequestError);
       if (security?.tls !== undefined && untrustedClientCertificate(req, res, security.onRejected)) return;
       if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
