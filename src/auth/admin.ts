@@ -70,7 +70,7 @@ export function createTokenRequest(
   input: CreateTokenInput,
   nowMs: number,
   existing: readonly TokenRecord[],
-  read: (key: Buffer) => Buffer | undefined = () => undefined,
+  read: ReadKey = () => undefined,
 ): { request: Txn; record: TokenRecord; token: string | undefined } {
   if (typeof input.name !== 'string' || !TOKEN_NAME_PATTERN.test(input.name))
     throw new MercuryError('INVALID_ARGUMENT', 'name must be 1 to 64 characters: letters, digits and . _ @ : - (starting with a letter or digit)');
@@ -120,9 +120,17 @@ export function createTokenRequest(
   };
 }
 
+/** A key's value in this node's store (what the name index is read with), undefined if there is none. */
+export type ReadKey = (key: Buffer) => Buffer | undefined;
+
+/** The token id a name index key's value holds (written by createTokenRequest and bootstrapAdmin). */
+function indexedId(nameIndex: Buffer): string {
+  return nameIndex.toString('latin1');
+}
+
 /** The token a name index key's value names, if its record (as `read` has it) still has that name. */
-function indexedHolder(nameIndex: Buffer, name: string, read: (key: Buffer) => Buffer | undefined): TokenRecord | undefined {
-  const id = nameIndex.toString('latin1');
+function indexedHolder(nameIndex: Buffer, name: string, read: ReadKey): TokenRecord | undefined {
+  const id = indexedId(nameIndex);
   if (!isTokenId(id)) return undefined;
   const value = read(tokenKey(id));
   const record = value === undefined ? undefined : decodeTokenRecord(tokenKey(id), value);
@@ -130,9 +138,19 @@ function indexedHolder(nameIndex: Buffer, name: string, read: (key: Buffer) => B
 }
 
 /**
+ * The name of token `id` (one of `existing`) when its name's index key names it, as `read` has it: what its revoke
+ * deletes with the record (revokeTokenRequest). Undefined for a token made before the index, whose name another token
+ * may have been given since.
+ */
+export function indexedName(id: string, existing: readonly TokenRecord[], read: ReadKey): string | undefined {
+  const name = existing.find((record) => record.id === id)?.name;
+  const nameIndex = name === undefined ? undefined : read(tokenNameKey(name));
+  return nameIndex !== undefined && indexedId(nameIndex) === id ? name : undefined;
+}
+
+/**
  * Deletes a token's record if it exists (the result's `succeeded` says whether it did), and its name's index key when
- * `name` is given (the caller gives it when the index names this token: not for a token created before the index, whose
- * name another token may have been given since). `keptAdminId`: another admin record that must still exist for the
+ * `name` is given (indexedName: the index names this token). `keptAdminId`: another admin record that must still exist for the
  * delete to happen (adminKeptAfter), so that two admins revoking the last two admin tokens at once cannot both succeed.
  */
 export function revokeTokenRequest(id: string, keptAdminId?: string, name?: string): Txn {

@@ -6,6 +6,7 @@
 export {
   adminKeptAfter,
   createTokenRequest,
+  indexedName,
   requireAdminKept,
   requireNamesFree,
   revokeTokenRequest,
@@ -14,6 +15,7 @@ export {
   touchesReserved,
   validateReservedOps,
   type CreateTokenInput,
+  type ReadKey,
 } from './admin.js';
 export { BOOTSTRAP_TOKEN_FILE, bootstrapAdmin, readTokenFile, tokenFileText, writeTokenFile } from './bootstrap.js';
 export { AUTH_MODES, AuthGuard, peerCertificateSubject, type AuthMode } from './guard.js';

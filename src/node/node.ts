@@ -198,8 +198,8 @@ export class MercuryNode {
           snapshotReadersMax: this.store.snapshotReaders.readersMax,
         },
       );
-    if (this.store.discardedAfterCrash)
-      this.logger.log('warn', `discarded the replica data: ${this.store.discardReason ?? 'the machine went down while it held unsynced writes'}; bootstrapping again`, { dataDir: config.dataDir });
+    const discarded = this.store.discardReason;
+    if (discarded !== undefined) this.logger.log('warn', `discarded the replica data: ${discarded}; bootstrapping again`, { dataDir: config.dataDir });
     if (this.store.summedLogBytes !== undefined)
       this.logger.log('warn', 'the log size record was damaged: summed the log again and wrote the sum back (it is a cache of that sum)', {
         dataDir: config.dataDir,

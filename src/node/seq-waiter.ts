@@ -21,8 +21,9 @@ function shuttingDown(): MercuryError {
   return new MercuryError('SHUTTING_DOWN', 'node is shutting down; retry on another node or later');
 }
 
-function readerGone(seq: number): MercuryError {
-  return new MercuryError('SEQ_WAIT_TIMEOUT', `the wait for seq ${seq} ended: its client closed the connection`);
+/** Why a wait for `seq` ended when `gone` aborted: a MercuryError given as its reason, else its reader left. */
+function goneError(gone: AbortSignal, seq: number): MercuryError {
+  return isMercuryError(gone.reason) ? gone.reason : new MercuryError('SEQ_WAIT_TIMEOUT', `the wait for seq ${seq} ended: its client closed the connection`);
 }
 
 export class SeqWaiter {
@@ -50,13 +51,13 @@ export class SeqWaiter {
    * MIN_SEQ_WAIT_MS_MAX after its client left, so one host that parked reads and hung up in a loop kept every
    * client's minSeq reads at OVERLOADED without holding a connection (an audit, 2026-12-06: 600 of 600 dropped reads
    * still parked). Nobody reads that rejection; it is a MercuryError so that no route logs it as an internal error. A
- * MercuryError given as the abort's reason is the rejection instead: a wire connection that fails (a revoked token)
- * answers its parked reads with its error.
+   * MercuryError given as the abort's reason is the rejection instead: a wire connection that fails (a revoked token)
+   * answers its parked reads with its error.
    */
   wait(seq: number, timeoutMs: number, gone?: AbortSignal): Promise<void> {
     if (this.appliedSeq() >= seq) return Promise.resolve();
     if (this.closed) return Promise.reject(shuttingDown());
-    if (gone?.aborted === true) return Promise.reject(isMercuryError(gone.reason) ? gone.reason : readerGone(seq));
+    if (gone?.aborted === true) return Promise.reject(goneError(gone, seq));
     if (this.count >= this.waitersMax)
       return Promise.reject(
         new MercuryError('OVERLOADED', `${this.count} reads are already waiting for a seq this node has not applied (at most ${this.waitersMax}); retry with backoff, or without minSeq`),
@@ -74,7 +75,7 @@ export class SeqWaiter {
         timer.cancel();
         this.remove(seq, waiter);
         // A MercuryError as the reason (a wire connection failed, its token revoked) is the read's answer.
-        reject(isMercuryError(gone?.reason) ? gone.reason : readerGone(seq));
+        reject(goneError(gone!, seq));
       };
       gone?.addEventListener('abort', onGone, { once: true });
       // Settled either way, the waiter lets go of the signal: a wire connection's signal serves all its reads.

@@ -372,8 +372,6 @@ export class Store {
   /** Whether anything read through this handle since the last commit began: a commit that blocks this thread would hold it up. */
   private readSinceCommit = false;
   private readonly writeFaultListeners: ((fault: MercuryError | undefined) => void)[] = [];
-  /** True if the data was discarded at open because the machine went down while it held unsynced writes. */
-  readonly discardedAfterCrash: boolean;
   /** Why the unsynced guard discarded the data at open (src/store/unsynced-guard.ts), when it did. */
   readonly discardReason: string | undefined;
   /** How many records of a snapshot install that a stop interrupted were dropped at open (unverified: never live). */
@@ -391,7 +389,6 @@ export class Store {
     // First: LMDB crashes on a data or lock file that is not a file, and the unsynced guard cannot remove a directory.
     checkDataFiles(options.path);
     this.discardReason = this.unsynced ? openUnsyncedWhy(options.path) : undefined;
-    this.discardedAfterCrash = this.discardReason !== undefined;
     const created = !options.readOnly && !existsSync(join(options.path, DATA_FILE));
     // LMDB trusts its meta pages and its B-trees: damaged meta pages crash the process (SIGSEGV) inside open, a damaged
     // tree on the first read that meets it (SIGBUS, SIGABRT), before anything can be said. A writer walks every tree
@@ -569,6 +566,11 @@ export class Store {
       lock?.release();
       throw error;
     }
+  }
+
+  /** Whether the unsynced guard discarded the data at open (the machine went down, or its state file was damaged). */
+  get discardedAfterCrash(): boolean {
+    return this.discardReason !== undefined;
   }
 
   /** Random id made when the root's data directory was created; '' on a replica that has not joined a dataset yet. */

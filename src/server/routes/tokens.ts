@@ -5,7 +5,7 @@
  * write, with the caller's token, and answered once applied here.
  */
 import { JSON_NAME_BYTES_MAX, MercuryError, type JsonLimits } from '../../api/index.js';
-import { adminKeptAfter, createTokenRequest, isTokenId, requireAdmin, revokeTokenRequest, tokenInfo, tokenNameKey, tokenNameTaken } from '../../auth/index.js';
+import { adminKeptAfter, createTokenRequest, indexedName, isTokenId, requireAdmin, revokeTokenRequest, tokenInfo, tokenNameTaken, type ReadKey } from '../../auth/index.js';
 import { principalNow, principalOf, writeFor } from '../auth.js';
 import type { BodyBudget } from '../body-budget.js';
 import { SEQ_HEADER, readJsonBody, sendJson } from '../http-io.js';
@@ -17,6 +17,8 @@ const TOKEN_BODY_BYTES_MAX = 64 * 1024;
 const TOKEN_JSON_LIMITS: JsonLimits = { depthMax: 3, elementsMax: 1024, stringBytesMax: 4096, nameBytesMax: JSON_NAME_BYTES_MAX };
 
 export function tokensRoute(node: NodeApi, budget: BodyBudget): Route {
+  // The token name index as this node's store has it (admin.ts: createTokenRequest, indexedName).
+  const readKey: ReadKey = (key) => node.store.get(key).record?.value;
   return {
     name: '/v1/auth/tokens',
     params: { DELETE: ['id'] },
@@ -40,7 +42,7 @@ export function tokensRoute(node: NodeApi, budget: BodyBudget): Route {
           input as Record<string, unknown> as { name: unknown; scopes: unknown; subject?: unknown },
           node.clock.nowMs(),
           node.tokens(),
-          (key) => node.store.get(key).record?.value,
+          readKey,
         );
         const { request, caller } = writeFor(req, res, created.request);
         const result = await node.write(request, caller);
@@ -58,11 +60,10 @@ export function tokensRoute(node: NodeApi, budget: BodyBudget): Route {
         const id = query.get('id') ?? '';
         if (!isTokenId(id)) throw new MercuryError('INVALID_ARGUMENT', `?id= must be a token id (16 hex digits, as mercury token list shows), got "${id.slice(0, 40)}"`);
         const wasUnreadable = node.unreadableTokens().some((record) => record.id === id);
-        const keptAdminId = adminKeptAfter(id, node.tokens());
+        const tokens = node.tokens();
+        const keptAdminId = adminKeptAfter(id, tokens);
         // The name's index key goes with the record when it names this token (a token made before the index has none).
-        const name = node.tokens().find((record) => record.id === id)?.name;
-        const indexed = name !== undefined && node.store.get(tokenNameKey(name)).record?.value.toString('latin1') === id;
-        const { request, caller } = writeFor(req, res, revokeTokenRequest(id, keptAdminId, indexed ? name : undefined));
+        const { request, caller } = writeFor(req, res, revokeTokenRequest(id, keptAdminId, indexedName(id, tokens, readKey)));
         const result = await node.write(request, caller);
         if (!result.succeeded) {
           // The write waited until this node applied its seq: the registry shows which compare failed.
