@@ -360,6 +360,36 @@ function sendOnConnection(request: http.ClientRequest, method: string, send: () 
   };
 }
 
+/** What one request over node:http sends, and how much of its answer it takes. */
+interface HttpRequestOptions {
+  readonly url: string;
+  readonly method: string;
+  /** The request body; absent for a GET or a DELETE. */
+  readonly body?: Buffer | string;
+  /** Its Content-Type, when there is a body. */
+  readonly contentType?: string;
+  /** The Authorization header value (`Bearer TOKEN`, or a forwarded caller's header as it came). */
+  readonly authorization?: string;
+  /** Bounds the whole attempt, from connect to the last byte of the answer. */
+  readonly timeoutMs: number;
+  /** The most a 2xx body may hold (an error's body is bounded by ERROR_ANSWER_BYTES_MAX). */
+  readonly answerBytesMax: number;
+  /** Applies to an https URL. */
+  readonly tls?: ClientTls;
+  /** Sees a 2xx body as it arrives, and refuses it at its first fault. */
+  readonly check?: AnswerCheck;
+  /** Aborts when nobody waits for the answer any more. */
+  readonly signal?: AbortSignal;
+}
+
+/** One attempt of an HttpRequestOptions: the URL parsed, the headers made, the connection pooled or `fresh`. */
+interface HttpAttempt extends Pick<HttpRequestOptions, 'method' | 'body' | 'timeoutMs' | 'answerBytesMax' | 'tls' | 'check' | 'signal'> {
+  readonly target: URL;
+  readonly headers: http.OutgoingHttpHeaders;
+  /** A connection of its own, not one from the pool: the one resend after a pooled connection failed. */
+  readonly fresh: boolean;
+}
+
 /**
  * One request over node:http, sent once more on a fresh connection when a pooled one failed in a way that makes
  * that safe (AttemptError.retryOnFreshConnection). Failures reject with an Error whose `cause` is the system error
@@ -369,44 +399,24 @@ function sendOnConnection(request: http.ClientRequest, method: string, send: () 
  * aborts (nobody waits for the answer any more), the request is destroyed and rejects with an Error named AbortError,
  * never sent again.
  */
-async function httpRequest(
-  url: string,
-  method: string,
-  body: Buffer | string | undefined,
-  contentType: string | undefined,
-  timeoutMs: number,
-  answerBytesMax: number,
-  tls: ClientTls | undefined,
-  authorization: string | undefined,
-  check: AnswerCheck | undefined,
-  signal?: AbortSignal,
-): Promise<HttpAnswer> {
-  const target = new URL(url);
+async function httpRequest(options: HttpRequestOptions): Promise<HttpAnswer> {
+  const { url, body, contentType, authorization, ...rest } = options;
   const headers: http.OutgoingHttpHeaders = {};
   if (authorization !== undefined) headers.authorization = authorization;
   if (contentType !== undefined) headers['content-type'] = contentType;
   if (body !== undefined) headers['content-length'] = Buffer.byteLength(body);
+  const attempt = { ...rest, target: new URL(url), headers, body };
   try {
-    return await httpAttempt(target, method, headers, body, timeoutMs, answerBytesMax, tls, check, false, signal);
+    return await httpAttempt({ ...attempt, fresh: false });
   } catch (error) {
-    if (!(error instanceof AttemptError && error.retryOnFreshConnection(method))) throw error;
+    if (!(error instanceof AttemptError && error.retryOnFreshConnection(options.method))) throw error;
     countResend(error);
-    return await httpAttempt(target, method, headers, body, timeoutMs, answerBytesMax, tls, check, true, signal);
+    return await httpAttempt({ ...attempt, fresh: true });
   }
 }
 
-function httpAttempt(
-  target: URL,
-  method: string,
-  headers: http.OutgoingHttpHeaders,
-  body: Buffer | string | undefined,
-  timeoutMs: number,
-  answerBytesMax: number,
-  tls: ClientTls | undefined,
-  check: AnswerCheck | undefined,
-  fresh: boolean,
-  signal?: AbortSignal,
-): Promise<HttpAnswer> {
+function httpAttempt(attempt: HttpAttempt): Promise<HttpAnswer> {
+  const { target, method, headers, body, timeoutMs, answerBytesMax, tls, check, fresh, signal } = attempt;
   let onSettled = (): void => {};
   const answer = new Promise<HttpAnswer>((resolve, reject) => {
     const secure = target.protocol === 'https:';
@@ -575,7 +585,18 @@ export class NodeClient {
     this.httpOnly(`${method} ${path}`);
     let answer: HttpAnswer;
     try {
-      answer = await httpRequest(`${this.baseUrl}${path}`, method, body, contentType, this.timeoutMs + extraTimeMs, answerBytesMax, this.tls, this.authorization, check, this.signal);
+      answer = await httpRequest({
+        url: `${this.baseUrl}${path}`,
+        method,
+        body,
+        contentType,
+        authorization: this.authorization,
+        timeoutMs: this.timeoutMs + extraTimeMs,
+        answerBytesMax,
+        tls: this.tls,
+        check,
+        signal: this.signal,
+      });
     } catch (error) {
       throw this.failed(`${method} ${path}`, error);
     }
