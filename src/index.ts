@@ -22,6 +22,7 @@ export {
   SeqWaitTimeoutError,
   NodeUnavailableError,
   NodeFailedError,
+  UnknownCodeError,
   UnavailableError,
   NoNodeReachableError,
   OutcomeUnknownError,

@@ -11,7 +11,7 @@ import { BUSY_RETRY_DELAY_MS_DEFAULT, BUSY_RETRY_DELAY_MS_MAX, BUSY_RETRY_DELAY_
 import { ManualClock } from './support/manual-clock.js';
 
 function answer(status: number, code: string, retryAfter?: string): Error {
-  return serverError(status, JSON.stringify({ error: { code, message: `scripted ${code}` } }), 'GET /v1/snapshot', retryAfter);
+  return serverError(status, JSON.stringify({ error: { code, message: `scripted ${code}` } }), { what: 'GET /v1/snapshot', url: 'http://node.test' }, retryAfter);
 }
 
 /**

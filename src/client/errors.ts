@@ -3,12 +3,14 @@
  *
  * - A node answered with an error: a `MercuryError` subclass per condition, with the server's stable `code`, the
  *   HTTP `status` it answered, and `details` (the extra fields of the error body). Switch on the class or the code.
+ *   A code this client does not know (a newer node's) is `UnknownCodeError`, with the node's code as it came.
  * - No answer: `UnavailableError` (one node could not be reached or did not answer; `requestSent` says whether the
  *   request may have reached it; its subclass `InvalidAnswerError`: the node answered something that is not a Mercury
  *   answer), `NoNodeReachableError` (every attempt at every URL failed), and
  *   `OutcomeUnknownError` (a write was sent but no answer came: it may or may not have been applied).
  */
 import { ErrorCode, MercuryError } from '../api/index.js';
+import { ERROR_CODE_CHARS_MAX, ERROR_MESSAGE_CHARS_MAX } from './limits.js';
 
 /** Options shared by the typed server errors. */
 export interface ServerErrorOptions {
@@ -91,6 +93,15 @@ export class NodeFailedError extends ServerError {
   override readonly name = 'NodeFailedError';
 }
 
+/**
+ * An error answer whose code this client does not know: a newer node added it. `code` is the node's code as it sent
+ * it (a string outside this client's `ErrorCode`), `status` its HTTP status (500 over the wire port, which sends no
+ * status), and `message` its message: a newer client would have a class for it, this one shows what was answered.
+ */
+export class UnknownCodeError extends ServerError {
+  override readonly name = 'UnknownCodeError';
+}
+
 /** 401 `UNAUTHENTICATED`: no token, or a malformed, unknown or revoked one (the message says which). */
 export class UnauthenticatedError extends ServerError {
   override readonly name = 'UnauthenticatedError';
@@ -154,25 +165,50 @@ export function retryAfterMs(header: string | string[] | undefined): number | un
   return text !== undefined && /^\s*[0-9]{1,9}\s*$/.test(text) ? Number(text) * 1_000 : undefined;
 }
 
+/** What a code in an error answer looks like: an UPPER_SNAKE name, as every code of ErrorCode is. */
+const ERROR_CODE_PATTERN = /^[A-Z][A-Z0-9_]*$/;
+
+/** Where an error answer came from: the call (`GET /v1/status`, `watch`) and the node's base URL. */
+export interface AnswerSource {
+  readonly what: string;
+  readonly url: string;
+}
+
 /**
- * The typed error for a node's error answer. A code this client does not know (a newer node) or a body that is not a
- * Mercury error (a proxy in between) becomes a `NodeFailedError` (`INTERNAL`) whose details keep what was answered.
+ * The typed error for a node's error answer: the class of its code, or `UnknownCodeError` for a code this client does
+ * not know (a newer node), keeping the node's code, message and status. A body that is not a Mercury error (not
+ * JSON, a code that is not a short UPPER_SNAKE string, a message missing or over ERROR_MESSAGE_CHARS_MAX: a proxy in
+ * between, or a broken node) is an `InvalidAnswerError` (`PROTOCOL`), never shown as the node's word.
  * `retryAfter` is the answer's Retry-After header, if any.
  */
-export function serverError(status: number, body: string, where: string, retryAfter?: string | string[]): ServerError {
-  let parsed: { error?: { code?: unknown; message?: unknown } & Record<string, unknown> } = {};
+export function serverError(status: number, body: string, from: AnswerSource, retryAfter?: string | string[]): ServerError | InvalidAnswerError {
+  let parsed: unknown;
   try {
-    parsed = JSON.parse(body) as typeof parsed;
+    parsed = JSON.parse(body);
   } catch {
-    // Not a Mercury error body: reported by status below.
+    return badErrorAnswer(status, from, 'a body that is not JSON');
   }
-  const error = typeof parsed === 'object' && parsed !== null ? parsed.error : undefined;
-  const code = typeof error?.code === 'string' && Object.hasOwn(ErrorCode, error.code) ? (error.code as ErrorCode) : undefined;
-  const message = typeof error?.message === 'string' ? error.message : `HTTP ${status} from ${where}`;
+  const error = typeof parsed === 'object' && parsed !== null ? (parsed as { error?: unknown }).error : undefined;
+  if (typeof error !== 'object' || error === null || Array.isArray(error)) return badErrorAnswer(status, from, 'a body without an "error" object');
+  const { code, message } = error as { code?: unknown; message?: unknown };
+  if (typeof code !== 'string' || code.length > ERROR_CODE_CHARS_MAX || !ERROR_CODE_PATTERN.test(code))
+    return badErrorAnswer(status, from, `an error code that is not an UPPER_SNAKE name of at most ${ERROR_CODE_CHARS_MAX} characters`);
+  if (typeof message !== 'string' || message.length > ERROR_MESSAGE_CHARS_MAX)
+    return badErrorAnswer(status, from, `an error message that is not a string of at most ${ERROR_MESSAGE_CHARS_MAX} characters`);
+  const details = error as Record<string, unknown>;
   const wait = retryAfterMs(retryAfter);
-  if (code === undefined) return new NodeFailedError('INTERNAL', message, { status, details: { ...error, body: body.slice(0, 1024) }, retryAfterMs: wait });
-  const Class = CLASS_BY_CODE[code] ?? NodeFailedError;
-  return new Class(code, message, { status, details: error, retryAfterMs: wait });
+  // The cast is what UnknownCodeError documents: its code is the node's, outside this client's ErrorCode.
+  if (!Object.hasOwn(ErrorCode, code)) return new UnknownCodeError(code as ErrorCode, message, { status, details, retryAfterMs: wait });
+  const Class = CLASS_BY_CODE[code as ErrorCode] ?? NodeFailedError;
+  return new Class(code as ErrorCode, message, { status, details, retryAfterMs: wait });
+}
+
+/** The InvalidAnswerError of an error answer that is not a Mercury error; a wire URL's came in an ERROR frame, not HTTP. */
+function badErrorAnswer(status: number, from: AnswerSource, why: string): InvalidAnswerError {
+  const answer = /^https?:/.test(from.url) ? `HTTP ${status}` : 'an ERROR frame';
+  return new InvalidAnswerError('PROTOCOL', `${from.what}: ${from.url} answered ${answer} with ${why}; not a Mercury answer (a proxy in between, or a broken node)`, {
+    url: from.url,
+  });
 }
 
 /** One node could not be reached, or did not answer in time. */

@@ -600,7 +600,7 @@ export class NodeClient {
     } catch (error) {
       throw this.failed(`${method} ${path}`, error);
     }
-    if (answer.status < 200 || answer.status > 299) throw serverError(answer.status, answer.body.toString('utf8'), `${method} ${this.baseUrl}${path}`, answer.headers['retry-after']);
+    if (answer.status < 200 || answer.status > 299) throw serverError(answer.status, answer.body.toString('utf8'), { what: `${method} ${path}`, url: this.baseUrl }, answer.headers['retry-after']);
     return answer;
   }
 
@@ -629,7 +629,7 @@ export class NodeClient {
     } catch (error) {
       throw signal?.aborted ? (signal.reason as Error) : this.failed(`GET ${path}`, error);
     }
-    throw serverError(status, body.toString('utf8'), `GET ${this.baseUrl}${path}`, response.headers['retry-after']);
+    throw serverError(status, body.toString('utf8'), { what: `GET ${path}`, url: this.baseUrl }, response.headers['retry-after']);
   }
 
   /**

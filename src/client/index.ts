@@ -15,6 +15,7 @@ export {
   LimitExceededError,
   NoNodeReachableError,
   NodeFailedError,
+  UnknownCodeError,
   NodeUnavailableError,
   NotFoundError,
   OutcomeUnknownError,

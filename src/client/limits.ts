@@ -70,6 +70,17 @@ export const KEEP_ALIVE_HINT_SECONDS_MAX = 3_600;
  */
 export const ERROR_ANSWER_BYTES_MAX = 64 * KiB;
 export const SMALL_ANSWER_BYTES_MAX = 1 * MiB;
+/**
+ * The most characters of the code of an error answer the client takes. Codes are UPPER_SNAKE names of a few words;
+ * anything longer is not a Mercury error body (errors.ts `serverError`).
+ */
+export const ERROR_CODE_CHARS_MAX = 64;
+/**
+ * The most characters of the message of an error answer. A node's longest names a key (1 KiB, its bytes escaped at
+ * most 6 to 1) beside a limit or a remedy; a longer one is not a message an operator can read, and the answer is
+ * refused as not Mercury's rather than shown.
+ */
+export const ERROR_MESSAGE_CHARS_MAX = 16 * KiB;
 export const VALUE_ANSWER_BYTES_MAX = VALUE_BYTES_CEILING;
 export const RANGE_PAGE_ANSWER_BYTES_MAX = 2 * (RANGE_PAGE_BYTES_MAX + KEY_BYTES_MAX + VALUE_BYTES_CEILING) + 256 * RANGE_LIMIT_MAX;
 export const LARGE_ANSWER_BYTES_MAX = LOG_PAGE_ANSWER_BYTES_MAX;
@@ -135,6 +146,7 @@ export const LOCAL_MIN_SEQ_POLL_MS = 2;
 /** `minSeq` waits (both kinds of reader) give up after this long unless told otherwise, as a node does. */
 export { MIN_SEQ_WAIT_MS_DEFAULT };
 
+assert.ok(ERROR_MESSAGE_CHARS_MAX + ERROR_CODE_CHARS_MAX < ERROR_ANSWER_BYTES_MAX, 'an error answer of the longest code and message is read whole');
 assert.ok(RETRY_DELAY_MS_BASE_DEFAULT <= RETRY_DELAY_MS_MAX_DEFAULT);
 assert.ok(BUSY_RETRY_DELAY_MS_MIN <= BUSY_RETRY_DELAY_MS_DEFAULT && BUSY_RETRY_DELAY_MS_DEFAULT <= BUSY_RETRY_DELAY_MS_MAX);
 // A default wait must hold several of the longest single waits, or a node asking for it would be tried only once more.

@@ -267,7 +267,7 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
         if (this.socket !== socket) return void socket.terminate();
         if (status === 401 || status === 403) {
           const body = Buffer.concat(chunks).subarray(0, UPGRADE_ERROR_BODY_BYTES_MAX).toString('utf8');
-          const error = serverError(status, body, `watch ${url}`);
+          const error = serverError(status, body, { what: 'watch', url });
           this.socket = undefined;
           deadline.cancel();
           socket.terminate();

@@ -275,7 +275,7 @@ class Link {
     });
   }
 
-  private serverError(json: string, what: string): ServerError {
+  private serverError(json: string, what: string): ServerError | InvalidAnswerError {
     let code: string | undefined;
     try {
       code = (JSON.parse(json) as { error?: { code?: string } }).error?.code;
@@ -283,7 +283,7 @@ class Link {
       // serverError reports a body it cannot read.
     }
     const status = code !== undefined && Object.hasOwn(ErrorCode, code) ? ERROR_STATUS[code as ErrorCode] : 500;
-    return serverError(status, json, `${what} ${this.channel.url}`);
+    return serverError(status, json, { what, url: this.channel.url });
   }
 
   /** Ends a stuck connection: what is in flight fails with `error`, as sent; what never left goes on a new connection. */
@@ -430,7 +430,7 @@ export class WireChannel {
       return undefined;
     } catch (error) {
       const { code, message, details } = error as MercuryError;
-      return Promise.reject(serverError(ERROR_STATUS[code], JSON.stringify({ error: { code, message, ...details } }), `${what} ${this.url}`));
+      return Promise.reject(serverError(ERROR_STATUS[code], JSON.stringify({ error: { code, message, ...details } }), { what, url: this.url }));
     }
   }
 
