@@ -8,7 +8,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, stat
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { INITIALISED_FILE, Store } from '../src/store/index.js';
-import { closeUnsynced, openUnsynced, openUnsyncedWhy } from '../src/store/unsynced-guard.js';
+import { closeUnsynced, openUnsyncedWhy } from '../src/store/unsynced-guard.js';
 import { CLI_PATH, makeTempDir, removeDir, serveRefused } from './support/process.js';
 
 const BOOT_ID = existsSync('/proc/sys/kernel/random/boot_id') ? readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() : '';
@@ -32,21 +32,21 @@ describe('unsynced guard', () => {
   test('a first open keeps everything and marks the directory open', () => {
     const made = dir('first');
     writeFileSync(join(made, 'data.mdb'), 'x');
-    assert.equal(openUnsynced(made), false);
+    assert.equal(openUnsyncedWhy(made), undefined);
     assert.ok(existsSync(join(made, 'data.mdb')));
     assert.equal((JSON.parse(readFileSync(join(made, 'unsynced-guard.json'), 'utf8')) as { clean: boolean }).clean, false);
   });
 
   test('an unclean stop in the same boot (a process crash) keeps the data', { skip: BOOT_ID === '' ? 'no boot id on this system' : false }, () => {
     const made = setUp('process-crash', { bootId: BOOT_ID, clean: false });
-    assert.equal(openUnsynced(made), false);
+    assert.equal(openUnsyncedWhy(made), undefined);
     assert.ok(existsSync(join(made, 'data.mdb')));
   });
 
   test('an unclean stop in another boot (a machine crash) discards the data', () => {
     const made = setUp('machine-crash', { bootId: 'some-earlier-boot', clean: false });
     writeFileSync(join(made, INITIALISED_FILE), '');
-    assert.equal(openUnsynced(made), true);
+    assert.match(openUnsyncedWhy(made) ?? '', /the machine went down/);
     assert.ok(!existsSync(join(made, 'data.mdb')));
     // Or the store made next would take its first empty data file for a truncated one.
     assert.ok(!existsSync(join(made, INITIALISED_FILE)));
@@ -54,7 +54,7 @@ describe('unsynced guard', () => {
 
   test('a clean stop keeps the data across reboots', () => {
     const made = setUp('clean', { bootId: 'some-earlier-boot', clean: true });
-    assert.equal(openUnsynced(made), false);
+    assert.equal(openUnsyncedWhy(made), undefined);
     assert.ok(existsSync(join(made, 'data.mdb')));
   });
 
@@ -62,7 +62,7 @@ describe('unsynced guard', () => {
     const made = dir('replaced');
     const statePath = join(made, 'unsynced-guard.json');
     writeFileSync(`${statePath}.tmp`, '{"bootId":"left by a crash","clean":tr'); // a crash between write and rename
-    assert.equal(openUnsynced(made), false);
+    assert.equal(openUnsyncedWhy(made), undefined);
     const opened = statSync(statePath).ino;
     closeUnsynced(made);
     // A new file renamed over the old: a power loss during the write finds the old state or the new, never a cut one.
@@ -74,7 +74,7 @@ describe('unsynced guard', () => {
 
   test('a torn state file counts as a crash', () => {
     const made = setUp('torn', '{"bootId":"abc","cl');
-    assert.equal(openUnsynced(made), true);
+    assert.match(openUnsyncedWhy(made) ?? '', /is damaged/);
   });
 
   // Found in review: `null` stopped the replica with a TypeError, a directory with a bare EISDIR.
@@ -86,7 +86,7 @@ describe('unsynced guard', () => {
       ['clean-string', '{"bootId":"abc","clean":"yes"}'],
     ] as const) {
       const made = setUp(`shape-${label}`, text);
-      assert.equal(openUnsynced(made), true, text);
+      assert.match(openUnsyncedWhy(made) ?? '', /is damaged/, text);
       assert.ok(!existsSync(join(made, 'data.mdb')), text);
     }
   });

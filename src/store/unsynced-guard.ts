@@ -98,16 +98,9 @@ function writeState(path: string, state: GuardState): void {
 }
 
 /**
- * Call before opening LMDB without fsync. Returns true if the data was discarded because the machine went down while
- * the directory held unsynced writes.
- */
-export function openUnsynced(dir: string): boolean {
-  return openUnsyncedWhy(dir) !== undefined;
-}
-
-/**
- * openUnsynced, saying why the data was discarded (for the node's log line: a damaged state file was logged as "the
- * machine went down", which sent operators looking for a crash that never happened); undefined when it was kept.
+ * Call before opening LMDB without fsync. Discards the data when the machine went down while the directory held
+ * unsynced writes, and returns why (for the node's log line: a damaged state file was logged as "the machine went
+ * down", which sent operators looking for a crash that never happened); undefined when the data was kept.
  */
 export function openUnsyncedWhy(dir: string): string | undefined {
   const statePath = join(dir, STATE_FILE);
