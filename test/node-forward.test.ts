@@ -103,7 +103,7 @@ describe('node forward: writes go to the upstream through the client', () => {
 
   test('node forward: a proxy error page, an unknown code or a malformed success: UPSTREAM_UNAVAILABLE, may have been applied', async () => {
     const cases: [number, string, RegExp][] = [
-      [502, '<html>bad gateway</html>', /answered HTTP 502; it may or may not have been applied/],
+      [502, '<html>bad gateway</html>', /answered HTTP 502 with a body that is not JSON; not a Mercury answer .*; it may or may not have been applied/],
       [507, JSON.stringify({ error: { code: 'SOMETHING_NEWER', message: 'a code this node does not know' } }), /HTTP 507 with code SOMETHING_NEWER \(a code this node does not know\); it may or may not/],
       [200, JSON.stringify({ seq: 3 }), /answer\.succeeded must be true or false; not a Mercury answer .*; it may or may not/],
       [200, 'not json', /a body that is not JSON .*; it may or may not/],

@@ -49,11 +49,11 @@ function forwardError(url: string, error: unknown): MercuryError {
     return new MercuryError('UPSTREAM_UNAVAILABLE', `forwarding the write to ${url} failed (${error.message}); ${outcome}`, { cause: error });
   }
   if (error instanceof ServerError) {
-    // The client maps a body that is not a Mercury error, or a code it does not know, to INTERNAL with the raw body.
-    const { code, message: _message, ...details } = error.details ?? {};
-    if (code === error.code && Object.hasOwn(ErrorCode, error.code)) return new MercuryError(error.code, error.message, { cause: error, details });
-    const what = typeof code === 'string' ? `HTTP ${error.status} with code ${code} (${error.message})` : `HTTP ${error.status}`;
-    return new MercuryError('UPSTREAM_UNAVAILABLE', `upstream ${url} answered ${what}; ${MAYBE_APPLIED}`, { cause: error });
+    // A code this node does not know (UnknownCodeError: a newer root's) is not one it can answer with; a body that is
+    // not a Mercury error arrived above, as InvalidAnswerError.
+    const { code: _code, message: _message, ...details } = error.details ?? {};
+    if (Object.hasOwn(ErrorCode, error.code)) return new MercuryError(error.code, error.message, { cause: error, details });
+    return new MercuryError('UPSTREAM_UNAVAILABLE', `upstream ${url} answered HTTP ${error.status} with code ${error.code} (${error.message}); ${MAYBE_APPLIED}`, { cause: error });
   }
   return new MercuryError('UPSTREAM_UNAVAILABLE', `upstream ${url} answered something that is not a transaction result (${(error as Error).message}); ${MAYBE_APPLIED}`, {
     cause: error,
