@@ -545,6 +545,17 @@ function queryString(query: URLSearchParams): string {
   return query.size === 0 ? '' : `?${query.toString()}`;
 }
 
+/** What a call of NodeClient sends beyond its method and path. */
+interface CallOptions extends Pick<HttpRequestOptions, 'body' | 'contentType' | 'check'> {
+  /** Time on top of the client's timeout: a read's `minSeqTimeoutMs`, which the node may legitimately wait. */
+  readonly extraTimeMs?: number;
+}
+
+interface JsonCallOptions extends Omit<CallOptions, 'check'> {
+  /** The most JSON values the answer may hold (default SMALL_ANSWER_VALUES_MAX), counted before it is parsed. */
+  readonly valuesMax?: number;
+}
+
 export class NodeClient {
   /** For a wire URL (`mercury+tcp://`, `mercury+tls://`): get, put and delete go over the wire port (wire.ts). */
   private readonly wire: WireChannel | undefined;
@@ -573,16 +584,10 @@ export class NodeClient {
       throw new ClientOptionsError(`${what}: ${this.baseUrl} is a wire URL, which carries get, put and delete only; give the node's http(s):// URL for ranges, transactions, status, tokens and watches`);
   }
 
-  private async request(
-    method: string,
-    path: string,
-    answerBytesMax: number,
-    body?: Buffer | string,
-    contentType?: string,
-    extraTimeMs = 0,
-    check?: AnswerCheck,
-  ): Promise<HttpAnswer> {
+  /** One request to this node's HTTP API: a 2xx answer, or the typed error of any other. */
+  private async request(method: string, path: string, answerBytesMax: number, options: CallOptions = {}): Promise<HttpAnswer> {
     this.httpOnly(`${method} ${path}`);
+    const { body, contentType, extraTimeMs = 0, check } = options;
     let answer: HttpAnswer;
     try {
       answer = await httpRequest({
@@ -658,18 +663,10 @@ export class NodeClient {
    * A JSON answer of at most `answerBytesMax` bytes and `valuesMax` JSON values (refused as it arrives, before it is
    * parsed: answers.ts AnswerCheck), checked and copied by `read` (answers.ts).
    */
-  private async json<T>(
-    method: string,
-    path: string,
-    answerBytesMax: number,
-    read: (json: unknown) => T,
-    body?: Buffer | string,
-    contentType?: string,
-    extraTimeMs = 0,
-    valuesMax = SMALL_ANSWER_VALUES_MAX,
-  ): Promise<T> {
+  private async json<T>(method: string, path: string, answerBytesMax: number, read: (json: unknown) => T, options: JsonCallOptions = {}): Promise<T> {
+    const { valuesMax = SMALL_ANSWER_VALUES_MAX, ...call } = options;
     const check = new AnswerCheck(valuesMax, answerBytesMax);
-    const answer = await this.request(method, path, answerBytesMax, body, contentType, extraTimeMs, check);
+    const answer = await this.request(method, path, answerBytesMax, { ...call, check });
     return this.checked(`${method} ${path}`, () => read(check.value(answer.body)));
   }
 
@@ -697,7 +694,7 @@ export class NodeClient {
   private async httpGet(bytes: Buffer, options: ReadOptions): Promise<KeyValueAtSeq | undefined> {
     try {
       const path = `/v1/kv/${encodeKeyPath(bytes)}${queryString(readQuery(options))}`;
-      const answer = await this.request('GET', path, VALUE_ANSWER_BYTES_MAX, undefined, undefined, waitTimeMs(options));
+      const answer = await this.request('GET', path, VALUE_ANSWER_BYTES_MAX, { extraTimeMs: waitTimeMs(options) });
       return this.checked(`GET ${path}`, () => {
         const seq = integerHeader(answer, 'x-mercury-seq', 0);
         checkMinSeq(seq, options.minSeq);
@@ -721,7 +718,10 @@ export class NodeClient {
   put(key: string | Buffer, value: string | Buffer, options: { ifModSeq?: number } = {}): Promise<WriteResult> {
     if (this.wire !== undefined) return this.wire.put(toBytes(key), toBytes(value), options.ifModSeq);
     const query = options.ifModSeq === undefined ? '' : `?ifModSeq=${options.ifModSeq}`;
-    return this.json('PUT', `/v1/kv/${encodeKeyPath(toBytes(key))}${query}`, SMALL_ANSWER_BYTES_MAX, writeAnswer, toBytes(value), 'application/octet-stream');
+    return this.json('PUT', `/v1/kv/${encodeKeyPath(toBytes(key))}${query}`, SMALL_ANSWER_BYTES_MAX, writeAnswer, {
+      body: toBytes(value),
+      contentType: 'application/octet-stream',
+    });
   }
 
   delete(key: string | Buffer, options: { ifModSeq?: number } = {}): Promise<{ seq: number; deleted: boolean }> {
@@ -746,7 +746,10 @@ export class NodeClient {
     const path = `/v1/kv?${query.toString()}`;
     // Without a limit the node picks its default; a page holds no more than RANGE_LIMIT_MAX either way.
     const limit = options.limit ?? RANGE_LIMIT_MAX;
-    const page = await this.json('GET', path, RANGE_PAGE_ANSWER_BYTES_MAX, rangeAnswer, undefined, undefined, waitTimeMs(options), limit * RANGE_ITEM_VALUES_MAX + ANSWER_VALUES_OVERHEAD);
+    const page = await this.json('GET', path, RANGE_PAGE_ANSWER_BYTES_MAX, rangeAnswer, {
+      extraTimeMs: waitTimeMs(options),
+      valuesMax: limit * RANGE_ITEM_VALUES_MAX + ANSWER_VALUES_OVERHEAD,
+    });
     this.checked(`GET ${path}`, () => checkMinSeq(page.seq, options.minSeq));
     this.checked(`GET ${path}`, () => checkRangePage(Buffer.from(prefix, 'utf8'), limit, page));
     if (options.cursor) this.checked(`GET ${path}`, () => checkRangeAdvances(Buffer.from(options.cursor!, 'base64url'), page));
@@ -764,7 +767,7 @@ export class NodeClient {
   }
 
   async txn(txn: TxnJson): Promise<TxnResult> {
-    return this.json('POST', '/v1/txn', SMALL_ANSWER_BYTES_MAX, txnAnswer, JSON.stringify(txn), 'application/json');
+    return this.json('POST', '/v1/txn', SMALL_ANSWER_BYTES_MAX, txnAnswer, { body: JSON.stringify(txn), contentType: 'application/json' });
   }
 
   /**
@@ -777,7 +780,7 @@ export class NodeClient {
     if (from !== undefined) query.set('from', String(from));
     if (limit !== undefined) query.set('limit', String(limit));
     const path = `/v1/log?${query.toString()}`;
-    const page = await this.json('GET', path, LARGE_ANSWER_BYTES_MAX, logAnswer, undefined, undefined, 0, LOG_ANSWER_VALUES_MAX);
+    const page = await this.json('GET', path, LARGE_ANSWER_BYTES_MAX, logAnswer, { valuesMax: LOG_ANSWER_VALUES_MAX });
     this.checked(`GET ${path}`, () => checkLogPage(from ?? page.firstSeq, limit ?? LOG_READ_LIMIT_MAX, page));
     return page;
   }
@@ -799,13 +802,13 @@ export class NodeClient {
   /** Creates a token (admin); the answer holds its secret, `token`, which no later call shows again. */
   async createToken(name: string, scopes: readonly string[], options: { subject?: string } = {}): Promise<TokenInfo & { token?: string; seq: number }> {
     const body = JSON.stringify({ name, scopes, ...(options.subject === undefined ? {} : { subject: options.subject }) });
-    return this.json('POST', '/v1/auth/tokens', SMALL_ANSWER_BYTES_MAX, createdTokenAnswer, body, 'application/json');
+    return this.json('POST', '/v1/auth/tokens', SMALL_ANSWER_BYTES_MAX, createdTokenAnswer, { body, contentType: 'application/json' });
   }
 
   /** The tokens the node knows (admin): never their secrets. */
   /** `unreadable`: token records the node could not read (grant nothing); revokeToken removes them by id. */
   async listTokens(): Promise<{ tokens: TokenInfo[]; unreadable: { id: string; damaged: true; why: string }[]; seq: number }> {
-    return this.json('GET', '/v1/auth/tokens', LARGE_ANSWER_BYTES_MAX, tokenListAnswer, undefined, undefined, 0, TOKEN_LIST_VALUES_MAX);
+    return this.json('GET', '/v1/auth/tokens', LARGE_ANSWER_BYTES_MAX, tokenListAnswer, { valuesMax: TOKEN_LIST_VALUES_MAX });
   }
 
   /** Revokes a token by id (admin); NotFoundError when no such token exists. */
