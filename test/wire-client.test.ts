@@ -19,7 +19,7 @@ import {
   encodeWritten,
   type WireRequest,
 } from '../src/api/index.js';
-import { InvalidAnswerError, NoNodeReachableError, OutcomeUnknownError, UnauthenticatedError, connect } from '../src/index.js';
+import { InvalidAnswerError, NodeClient, NoNodeReachableError, OutcomeUnknownError, UnauthenticatedError, UnknownCodeError, connect } from '../src/index.js';
 import { freePort } from './support/net.js';
 
 /**
@@ -123,6 +123,20 @@ test('wire client: an ERROR for the connection fails every request it did not pr
     assert.ok(failure instanceof UnauthenticatedError, String(failure));
     assert.match(failure.message, /revoked/);
   }
+});
+
+test('wire client: an ERROR of a code this client does not know keeps the code; one that is not a Mercury error is InvalidAnswerError', async () => {
+  const newer = await fakeNode((request, socket) => void socket.write(encodeError(request.id, 'QUOTA_EXCEEDED', 'the prefix a/ holds its 100 keys', { limit: 100 })));
+  const unknown = await new NodeClient(newer.url).get('a/k').then(() => undefined, (failure: unknown) => failure);
+  assert.ok(unknown instanceof UnknownCodeError, String(unknown));
+  assert.equal(unknown.code, 'QUOTA_EXCEEDED');
+  assert.equal(unknown.message, 'the prefix a/ holds its 100 keys');
+  assert.equal(unknown.details?.limit, 100);
+  const broken = await fakeNode((request, socket) => void socket.write(encodeError(request.id, 'quota exceeded', 'm')));
+  const invalid = await new NodeClient(broken.url).get('a/k').then(() => undefined, (failure: unknown) => failure);
+  assert.ok(invalid instanceof InvalidAnswerError, String(invalid));
+  assert.equal(invalid.code, 'PROTOCOL');
+  assert.match(invalid.message, /answered an ERROR frame with an error code that is not an UPPER_SNAKE name/);
 });
 
 test('wire client: no answer within requestTimeoutMs is a timeout with the request possibly sent', async () => {
