@@ -10,6 +10,7 @@ import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { encodeGet } from '../src/api/index.js';
+import { TOKEN_KEY_PREFIX, tokenNameKey } from '../src/auth/index.js';
 import { parseRawResponse, request, requestJson, type RawResponse } from './support/http.js';
 import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
 import { RawWire } from './support/wire.js';
@@ -51,15 +52,29 @@ describe('a token revoked while its request is under way', () => {
   const put = (key: string, value: string): Promise<{ seq: number }> => requestJson(node.url, 'PUT', `/v1/kv/${key}`, { headers: bearer(admin), body: value });
   const head = async (): Promise<number> => (await requestJson<{ seq: number }>(node.url, 'GET', '/v1/status', { headers: bearer(admin) })).seq;
   const statusOf = async (key: string): Promise<number> => (await request(node.url, 'GET', `/v1/kv/${key}`, { headers: bearer(admin) })).status;
-  /** Replaces a token's committed record (found in the admin's log) with `changes` through POST /v1/txn: same id. */
+  /**
+   * Replaces a token's committed record (found in the admin's log) with `changes` through POST /v1/txn: same id. A
+   * rename (`changes.name`) moves the name's index key in the same transaction, with a compare that the new one is
+   * absent (decision 57).
+   */
   const replaceRecord = async (name: string, changes: Record<string, unknown>): Promise<void> => {
     const { entries } = await requestJson<{ entries: { ops: { op: string; key: string; keyEncoding: string; value?: string; valueEncoding?: string }[] }[] }>(node.url, 'GET', '/v1/log?from=1', { headers: bearer(admin) });
     const valueOf = (candidate: { value?: string; valueEncoding?: string }): string => Buffer.from(candidate.value ?? '', candidate.valueEncoding === 'base64' ? 'base64' : 'utf8').toString();
     const op = entries.flatMap((entry) => entry.ops).find((candidate) => candidate.op === 'put' && valueOf(candidate).includes(`"name":"${name}"`))!;
     const record = JSON.parse(valueOf(op)) as Record<string, unknown>;
+    const put = { op: 'put', key: op.key, keyEncoding: op.keyEncoding, value: JSON.stringify({ ...record, ...changes }) };
+    const renamed = typeof changes.name === 'string' && changes.name !== name ? changes.name : undefined;
+    const id = Buffer.from(op.key, op.keyEncoding === 'base64' ? 'base64' : 'utf8').subarray(TOKEN_KEY_PREFIX.length).toString('latin1');
+    const moved =
+      renamed === undefined
+        ? {}
+        : {
+            compare: [{ keyBase64: tokenNameKey(renamed).toString('base64'), exists: false }],
+            success: [put, { op: 'put', keyBase64: tokenNameKey(renamed).toString('base64'), value: id }, { op: 'delete', keyBase64: tokenNameKey(name).toString('base64') }],
+          };
     await requestJson(node.url, 'POST', '/v1/txn', {
       headers: { ...bearer(admin), 'content-type': 'application/json' },
-      body: JSON.stringify({ success: [{ op: 'put', key: op.key, keyEncoding: op.keyEncoding, value: JSON.stringify({ ...record, ...changes }) }] }),
+      body: JSON.stringify({ success: [put], ...moved }),
     });
   };
   /** `answer`, or a rejection once `ms` passed: a parked read answered only at its timeout (20 s) fails the test. */
@@ -67,6 +82,40 @@ describe('a token revoked while its request is under way', () => {
     Promise.race([answer, new Promise<T>((_resolve, reject) => setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms))]);
   const headOf = (method: string, path: string, token: string, bodyBytes: number, type = 'application/octet-stream'): string =>
     `${method} ${path} HTTP/1.1\r\nHost: ${new URL(node.url).host}\r\nAuthorization: Bearer ${token}\r\nContent-Type: ${type}\r\nContent-Length: ${bodyBytes}\r\n\r\n`;
+
+  /** A watch opened with `token`: every message it was sent, and its close code and reason once closed. */
+  interface Watcher {
+    socket: WebSocket;
+    messages: Record<string, unknown>[];
+    closed: Promise<number>;
+    reason: () => string;
+  }
+  const openWatch = async (token: string): Promise<Watcher> => {
+    const socket = new WebSocket(`${node.url.replace('http', 'ws')}/v1/watch`, { headers: bearer(token) });
+    const messages: Record<string, unknown>[] = [];
+    socket.on('message', (data: Buffer) => messages.push(JSON.parse(data.toString()) as Record<string, unknown>));
+    let reason = '';
+    const closed = new Promise<number>((resolve) =>
+      socket.on('close', (code: number, why: Buffer) => {
+        reason = why.toString();
+        resolve(code);
+      }),
+    );
+    await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
+    return { socket, messages, closed, reason: () => reason };
+  };
+  /** The first of `messages` that passes `test`, waiting up to 10 s for it. */
+  const until = async (messages: Record<string, unknown>[], test: (message: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> => {
+    for (let i = 0; i < 1_000; i++) {
+      const found = messages.find(test);
+      if (found !== undefined) return found;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    throw new Error(`no such message: ${JSON.stringify(messages)}`);
+  };
+  /** An event for `key` in the events messages of `id`. */
+  const hasEvent = (id: string, key: string) => (message: Record<string, unknown>): boolean =>
+    message.type === 'events' && message.id === id && JSON.stringify(message.events).includes(JSON.stringify(key));
 
   before(async () => {
     node = await startServe(join(dir, 'node'), ['--auth', 'required']);
@@ -179,28 +228,7 @@ describe('a token revoked while its request is under way', () => {
 
   test('a token given narrower scopes: its open watch is closed (4409), and resubscribing is checked against them', async () => {
     const wide = await createToken('wide', ['read:']);
-    const open = async (): Promise<{ socket: WebSocket; messages: Record<string, unknown>[]; closed: Promise<number>; reason: () => string }> => {
-      const socket = new WebSocket(`${node.url.replace('http', 'ws')}/v1/watch`, { headers: bearer(wide.token) });
-      const messages: Record<string, unknown>[] = [];
-      socket.on('message', (data: Buffer) => messages.push(JSON.parse(data.toString()) as Record<string, unknown>));
-      let reason = '';
-      const closed = new Promise<number>((resolve) =>
-        socket.on('close', (code: number, why: Buffer) => {
-          reason = why.toString();
-          resolve(code);
-        }),
-      );
-      await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
-      return { socket, messages, closed, reason: () => reason };
-    };
-    const until = async (messages: Record<string, unknown>[], test: (message: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> => {
-      for (let i = 0; i < 200; i++) {
-        const found = messages.find(test);
-        if (found !== undefined) return found;
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-      throw new Error(`no such message: ${JSON.stringify(messages)}`);
-    };
+    const open = (): Promise<Watcher> => openWatch(wide.token);
     const first = await open();
     first.socket.send(JSON.stringify({ type: 'subscribe', id: 'all', prefixes: [''] }));
     await until(first.messages, (message) => message.type === 'subscribed');
@@ -222,5 +250,40 @@ describe('a token revoked while its request is under way', () => {
     assert.equal(await Promise.race([again.closed, new Promise((resolve) => setTimeout(() => resolve('still open after 5 s'), 5_000))]), 4409);
     assert.match(again.reason(), /secret/);
     await assert.rejects(open(), /401/);
+  });
+
+  // Decision 57: before, any change of a token's record closed all its watches, a widening or a rename too.
+  test('a token given wider scopes, or renamed: its open watch goes on under the new grant; narrowed past it, it is closed (4409)', async () => {
+    const growing = await createToken('growing', ['read:app/']);
+    const watcher = await openWatch(growing.token);
+    let closedYet = false;
+    void watcher.closed.then(() => (closedYet = true));
+    watcher.socket.send(JSON.stringify({ type: 'subscribe', id: 'app', prefixes: ['app/'] }));
+    await until(watcher.messages, (message) => message.type === 'subscribed' && message.id === 'app');
+    // Outside its scopes: refused, the connection stays.
+    watcher.socket.send(JSON.stringify({ type: 'subscribe', id: 'early', prefixes: ['other/'] }));
+    assert.equal((await until(watcher.messages, (message) => message.type === 'error' && message.id === 'early')).code, 'PERMISSION_DENIED');
+
+    await replaceRecord('growing', { scopes: ['read:app/', 'read:other/'] });
+    await put('app/after-widening', 'a');
+    await until(watcher.messages, hasEvent('app', 'app/after-widening'));
+    assert.equal(closedYet, false, `closed: ${watcher.reason()}`);
+    // The wider grant applies to the connection from then on.
+    watcher.socket.send(JSON.stringify({ type: 'subscribe', id: 'other', prefixes: ['other/'] }));
+    await until(watcher.messages, (message) => message.type === 'subscribed' && message.id === 'other');
+
+    await replaceRecord('growing', { name: 'grown', scopes: ['read:app/', 'read:other/'] });
+    await put('other/after-rename', 'b');
+    await until(watcher.messages, hasEvent('other', 'other/after-rename'));
+    assert.equal(closedYet, false, `closed: ${watcher.reason()}`);
+    // Its subscriptions keep what they were subscribed with: no entry hashes, the token never read every key.
+    assert.ok(watcher.messages.every((message) => message.hash === undefined), JSON.stringify(watcher.messages));
+
+    // Narrowed past one of its subscriptions: the watch is closed, and sees nothing written after.
+    await replaceRecord('grown', { scopes: ['read:app/'] });
+    assert.equal(await within(watcher.closed, 5_000, 'a watch narrowed past its subscription'), 4409);
+    assert.match(watcher.reason(), /was given another grant \(its scopes no longer cover this watch\)/);
+    await put('other/after-narrowing', 'c');
+    assert.ok(!JSON.stringify(watcher.messages).includes('after-narrowing'));
   });
 });

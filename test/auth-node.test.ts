@@ -356,24 +356,39 @@ describe('auth: replication', () => {
     assert.equal((JSON.parse(deleted.body.toString()) as { deleted: boolean }).deleted, true);
     assertError(await request(replica.url, 'GET', '/v1/kv/app/forwarded', { headers: auth(writer.token) }), 'PERMISSION_DENIED');
 
-    // Its token given another grant (same secret, a scope more): the session ends saying so, not "revoked", and the
-    // replica follows again under the new grant.
+    // Its token given another grant (same secret): a scope more keeps the session (decision 57; before, it ended and
+    // the replica reconnected); `replicate` taken away ends it, saying so, not "revoked"; given back, the replica
+    // follows again under the new grant.
     const secretSha256 = createHash('sha256').update(replicate.token.slice('mcy_0123456789abcdef_'.length)).digest('hex');
-    const record = JSON.stringify({ v: 1, name: 'replicas', scopes: ['replicate', 'read:app/'], createdMs: 1, secretSha256 });
-    await requestJson(root.url, 'POST', '/v1/txn', {
-      headers: { ...auth(admin), 'content-type': 'application/json' },
-      body: JSON.stringify({ success: [{ op: 'put', keyBase64: tokenKey(replicate.id).toString('base64'), value: record }] }),
-    });
+    const regrant = (scopes: string[]): Promise<unknown> =>
+      requestJson(root.url, 'POST', '/v1/txn', {
+        headers: { ...auth(admin), 'content-type': 'application/json' },
+        body: JSON.stringify({ success: [{ op: 'put', keyBase64: tokenKey(replicate.id).toString('base64'), value: JSON.stringify({ v: 1, name: 'replicas', scopes, createdMs: 1, secretSha256 }) }] }),
+      });
+    const caughtUp = (): Promise<void> =>
+      eventually(
+        () => Promise.resolve(replica.store.head().seq === root.store.head().seq),
+        () => JSON.stringify(replica.replicationClient!.status()),
+      );
+    const [session] = root.replicationServer.children();
+    await regrant(['replicate', 'read:app/']);
+    await request(root.url, 'PUT', '/v1/kv/app/after-widening', { body: 'x', headers: auth(admin) });
+    await caughtUp();
+    assert.deepEqual(
+      root.replicationServer.children().map((child) => [child.connectedMs, child.phase]),
+      [[session!.connectedMs, 'streaming']],
+      `the session went on: ${String(replica.replicationClient!.status().lastFailure)}`,
+    );
+    await regrant(['read:app/']);
     await eventually(
-      () => Promise.resolve(/was given another grant/.test(String(replica.replicationClient!.status().lastFailure))),
+      // The session's end says why; the replica's next HELLOs are refused for want of `replicate`.
+      () => Promise.resolve(/was given another grant that no longer lets it replicate|needs replicate/.test(String(replica.replicationClient!.status().lastFailure))),
       () => JSON.stringify(replica.replicationClient!.status()),
     );
     assert.doesNotMatch(String(replica.replicationClient!.status().lastFailure), /revoked/);
+    await regrant(['replicate']);
     await request(root.url, 'PUT', '/v1/kv/app/after-regrant', { body: 'x', headers: auth(admin) });
-    await eventually(
-      () => Promise.resolve(replica.store.head().seq === root.store.head().seq),
-      () => JSON.stringify(replica.replicationClient!.status()),
-    );
+    await caughtUp();
 
     await revoke(replicate.id);
     await eventually(

@@ -108,7 +108,7 @@
  * | 1013 | the node holds its budget of incomplete messages and request bodies (`http.bodyBytesInFlightMax`, over all connections): send each message whole, reconnect later |
  * | 1011 | the node failed handling one of the connection's messages (a bug: logged at error level, counted as refused `INTERNAL`); only that connection ends: reconnect and resume |
  * | 4401 | the connection's token was revoked (or its certificate's grant removed): do not reconnect with it |
- * | 4409 | the connection's token was given another grant (its record replaced: scopes, secret, subject): reconnect and resubscribe, checked against it |
+ * | 4409 | the connection's token was given a grant (its record replaced) that no longer allows the watch: a subscription outside its new scopes, hashes it may no longer see, a new secret or subject: reconnect and resubscribe, checked against it. A grant only widened or renamed closes nothing |
  * | 4008 | slow watcher: the connection's queue stayed full for `WATCH_STALL_MS`, a snapshot took longer than `WATCH_SNAPSHOT_MS_MAX` (src/watch/limits.ts), or the client sent requests without reading the replies. Resume from the seq after the last one received (each subscription was sent a progress message just before the close, unless a snapshot was under way or due for it: it resumes after the last message it received, or starts its snapshot again). |
  */
 import { isStandardBase64 } from './bytes.js';
@@ -233,8 +233,9 @@ export const WatchCloseCode = {
   /** The connection's token was revoked (or its certificate's grant removed): do not reconnect with it. */
   CREDENTIAL_REVOKED: 4401,
   /**
-   * The connection's token (or grant) was given another record (other scopes, name or secret): its subscriptions were
-   * checked against the old one, so the connection ends; reconnect, and every subscription is checked again.
+   * The connection's token (or grant) was given another record that no longer allows the connection's subscriptions
+   * (narrower scopes, a new secret or subject): reconnect, and every subscription is checked again. A record that still
+   * allows them (wider scopes, another name) leaves the connection open (decision 57).
    */
   CREDENTIAL_CHANGED: 4409,
 } as const;

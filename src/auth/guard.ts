@@ -82,24 +82,43 @@ export class AuthGuard {
    * A child replica's HELLO: its token, else its verified certificate's subject; it needs `replicate` (or admin).
    * Returns the principal, or the refusal to send.
    */
-  authenticateChild(
-    token: string | undefined,
-    socket: Socket | undefined,
-  ): { principal: Principal | undefined } | { refuse: 'UNAUTHENTICATED' | 'PERMISSION_DENIED'; message: string } {
+  authenticateChild(token: string | undefined, socket: Socket | undefined): ChildVerdict {
     if (this.mode === 'off') return { principal: undefined };
-    try {
-      const principal = token === undefined ? this.registry.authenticate(undefined, peerCertificateSubject(socket)) : this.registry.authenticateToken(token);
-      requireReplicate(principal);
-      return { principal };
-    } catch (error) {
-      if (!(error instanceof MercuryError)) throw error;
-      const refuse = error.code === 'PERMISSION_DENIED' ? 'PERMISSION_DENIED' : 'UNAUTHENTICATED';
+    return childVerdict(
+      () => (token === undefined ? this.registry.authenticate(undefined, peerCertificateSubject(socket)) : this.registry.authenticateToken(token)),
       // The registry's message for a request without a credential names the client's flags; a replica has its own.
-      const message =
+      (error) =>
         token === undefined && peerCertificateSubject(socket) === undefined
           ? 'no credential: a replica presents a token with the replicate scope (start it with --replication-token-file or $MERCURY_REPLICATION_TOKEN), or a client certificate that a grant names'
-          : `${error.message}${token === undefined ? ' (start the replica with --replication-token-file or $MERCURY_REPLICATION_TOKEN)' : ''}`;
-      return { refuse, message };
-    }
+          : `${error.message}${token === undefined ? ' (start the replica with --replication-token-file or $MERCURY_REPLICATION_TOKEN)' : ''}`,
+    );
+  }
+
+  /**
+   * A child admitted earlier, after its token's record was replaced: the principal it replicates as now, while the new
+   * grant still lets it (the same credential, `replicate` or admin), else the refusal that ends its session. A widened
+   * or renamed grant keeps the session (decision 57).
+   */
+  recheckChild(principal: Pick<Principal, 'id' | 'name'> | undefined): ChildVerdict {
+    if (principal === undefined || this.mode === 'off') return { principal: undefined };
+    return childVerdict(
+      () => this.registry.current(principal),
+      (error) => error.message,
+    );
+  }
+}
+
+/** What a child's credential gets it: the principal it replicates as, or the refusal to send it. */
+export type ChildVerdict = { principal: Principal | undefined } | { refuse: 'UNAUTHENTICATED' | 'PERMISSION_DENIED'; message: string };
+
+/** `resolve`'s principal if it may replicate, else the refusal, with `message` saying why. */
+function childVerdict(resolve: () => Principal, message: (error: MercuryError) => string): ChildVerdict {
+  try {
+    const principal = resolve();
+    requireReplicate(principal);
+    return { principal };
+  } catch (error) {
+    if (!(error instanceof MercuryError)) throw error;
+    return { refuse: error.code === 'PERMISSION_DENIED' ? 'PERMISSION_DENIED' : 'UNAUTHENTICATED', message: message(error) };
   }
 }

@@ -5,7 +5,8 @@
  *
  * Authentication is one map lookup and one SHA-256 per request; nothing is cached per connection, so a revoked token
  * fails on the very next request of a keep-alive connection. Open watches and replication sessions are closed by the
- * node when `applied` reports a revocation.
+ * node when `applied` reports a revocation; when it reports a replaced grant, each is checked again against the new
+ * one (`current`, then what it was admitted for) and closed only if that no longer passes (decision 57).
  */
 import { MercuryError, overlapsReserved, prefixEnd } from '../api/index.js';
 import type { Op } from '../log/index.js';
@@ -73,7 +74,7 @@ export class TokenRegistry {
    */
   private readonly unreadable = new Map<string, string>();
   /** The credential each principal was made from: a connection that authenticated with it ends once it changed. */
-  private readonly credentials = new WeakMap<Principal, string>();
+  private readonly credentials = new WeakMap<Pick<Principal, 'id' | 'name'>, string>();
 
   constructor(
     private readonly readAll: ReadTokenRecords,
@@ -229,7 +230,7 @@ export class TokenRegistry {
    * UNAUTHENTICATED once it was revoked, once its credential was replaced (a new secret, another subject: what it
    * proved itself with no longer proves anything), and while another grant names its subject too.
    */
-  current(principal: Principal): Principal {
+  current(principal: Pick<Principal, 'id' | 'name'>): Principal {
     const known = this.byId.get(principal.id);
     if (known === undefined) throw unauthenticated(`token ${principal.id} ("${principal.name}") was revoked; use another token`);
     if (known.principal !== principal && this.credentials.get(principal) !== credentialOf(known.record))

@@ -330,6 +330,7 @@ export class MercuryNode {
       // An upgrade does not pass the HTTP server's request listener: its client certificate is checked here, as there.
       refuseUpgrade: (req) => clientCertificateRefusal(req.socket, onHttpTlsRejected) ?? requestRefusal(req, policy),
       authenticate: (req) => this.guard.authenticateRequest(req),
+      current: (principal) => this.guard.current(principal),
       heldBudget: bodyBudget,
     });
     this.watchHub.attach(this.server);
@@ -347,6 +348,7 @@ export class MercuryNode {
       onTlsRejected: onTlsRejected('replication'),
       trackTls: this.tls?.track,
       authorizeChild: (credential, socket) => this.guard.authenticateChild(credential, socket),
+      recheckChild: (principal) => this.guard.recheckChild(principal),
       signer: this.signer,
       diverged: () => this.replicationClient?.divergence(),
     });
@@ -498,10 +500,11 @@ export class MercuryNode {
   }
 
   /**
-   * Tokens given other grants: their watches and child sessions were admitted under the old scopes, so they end (and
-   * reconnect, checked against the new ones). HTTP and wire requests check the current grant each time already; a
-   * wire connection whose credential was replaced ends now, not at its next request (audit, 2026-12-06), and reads
-   * parked on `minSeq` (HTTP and wire) that the new grant no longer allows are refused now, not when they wake.
+   * Tokens given other grants: everything opened under the old grant is checked against the new one now, each by its
+   * own admission check, and ends only if that no longer passes (decision 57): reads parked on `minSeq` (HTTP and
+   * wire) are refused, watches closed (4409), child sessions refused, wire connections whose credential was replaced
+   * ended (audit, 2026-12-06). A change that only widens a grant, or renames it, ends nothing: the watches and sessions
+   * go on under the new grant. HTTP and wire requests check the current grant each time already.
    */
   private regranted(tokenIds: readonly string[]): void {
     if (tokenIds.length === 0) return;

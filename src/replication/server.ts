@@ -48,6 +48,11 @@ export interface ReplicationServerOptions {
   readonly trackTls?: (socket: tls.TLSSocket) => void;
   /** Checks a child's HELLO credential, or its connection's verified certificate (src/auth/guard.ts). Absent: none. */
   readonly authorizeChild?: (credential: string | undefined, socket: net.Socket) => ChildAuthorization;
+  /**
+   * Judges an admitted child's principal again once its token's grant was replaced (src/auth/guard.ts `recheckChild`):
+   * the principal it goes on as, or the refusal that ends its session. Absent: every such session ends.
+   */
+  readonly recheckChild?: (principal: { readonly id: string; readonly name: string } | undefined) => ChildAuthorization;
   /** The root's snapshot signer; undefined on a relay (see Upstream). */
   readonly signer?: UpstreamOptions['signer'];
   /** A relay: why it stopped following (see Upstream). */
@@ -225,9 +230,13 @@ export class ReplicationServer {
     this.expel(tokenIds, (upstream, nowMs) => upstream.revoked(nowMs));
   }
 
-  /** Tokens were given other grants: children that replicate with one of them are closed, to reconnect under them. */
+  /**
+   * Tokens were given other grants: children that replicate with one of them are checked against the new grant, and
+   * closed (to reconnect under it) only if it no longer lets them replicate.
+   */
   regranted(tokenIds: readonly string[]): void {
-    this.expel(tokenIds, (upstream, nowMs) => upstream.regranted(nowMs));
+    const recheck = this.options.recheckChild ?? ((): ChildAuthorization => ({ refuse: 'UNAUTHENTICATED', message: 'this node does not check grants again' }));
+    this.expel(tokenIds, (upstream, nowMs) => upstream.regranted(nowMs, recheck));
   }
 
   private expel(tokenIds: readonly string[], end: (upstream: Upstream, nowMs: number) => UpstreamAction[]): void {

@@ -201,16 +201,23 @@ export class Upstream {
   }
 
   /**
-   * The child's token was given another grant (its record replaced): the session, admitted under the old one, ends;
-   * the child reconnects and its HELLO is checked against the new one. The same REFUSE code as a revocation (children
-   * of every version reconnect on it), but not its message: "was revoked" sent the operator of a replica whose token
-   * had only been renamed, or given a new scope, looking for a revocation that never happened.
+   * The child's token was given another grant (its record replaced): `recheck` judges the principal the session was
+   * admitted as under the new grant. One that still passes (the grant only widened, or was renamed) goes on as the
+   * principal it returns (decision 57); one that no longer does (its `replicate` scope or credential taken away) ends
+   * the session, and the child's next HELLO is checked against the new grant. The same REFUSE code as a revocation
+   * (children of every version reconnect on it), but not its message: "was revoked" sent the operator of a replica
+   * whose token had only changed looking for a revocation that never happened.
    */
-  regranted(_nowMs: number): UpstreamAction[] {
+  regranted(_nowMs: number, recheck: (principal: { readonly id: string; readonly name: string } | undefined) => ChildAuthorization): UpstreamAction[] {
     if (this.phase === 'closed') return [];
+    const verdict = recheck(this.childPrincipal);
+    if ('principal' in verdict) {
+      this.childPrincipal = verdict.principal;
+      return [];
+    }
     return this.refuse(
       'UNAUTHENTICATED',
-      `token ${this.childPrincipal?.id ?? '?'} was given another grant (its scopes, name, secret or subject changed): this session ends, and the replica's next HELLO is checked against the new grant`,
+      `token ${this.childPrincipal?.id ?? '?'} was given another grant that no longer lets it replicate (${verdict.message}): this session ends, and the replica's next HELLO is checked against the new grant`,
       [],
     );
   }

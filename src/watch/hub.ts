@@ -57,6 +57,12 @@ export interface WatchHubOptions {
    * auth is off. Absent: every watch is allowed.
    */
   readonly authenticate?: (req: IncomingMessage) => Principal | undefined;
+  /**
+   * A principal that authenticated earlier as its token stands now (src/auth/guard.ts `current`): throws
+   * UNAUTHENTICATED once its credential was replaced. Absent: a connection whose token was given another grant is
+   * closed.
+   */
+  readonly current?: (principal: Principal) => Principal | undefined;
   /** Where connections reserve what they hold of incomplete messages (the node's request-body budget); absent: not counted. */
   readonly heldBudget?: HeldBytesBudget;
 }
@@ -67,11 +73,19 @@ class WsConnection extends ServerWebSocket implements WatchConnection {
     owner: ServerWebSocketOwner,
     socket: Duplex,
     readonly id: number,
-    /** Whom the upgrade authenticated (undefined: auth off); each subscription is checked against its read scopes. */
-    readonly principal: Principal | undefined,
+    /**
+     * Whom the upgrade authenticated (undefined: auth off); each subscription is checked against its read scopes. The
+     * token's grant as it is now, once it was replaced by one that still allows every subscription (`regranted`).
+     */
+    public principal: Principal | undefined,
   ) {
     super(owner, socket);
   }
+}
+
+/** Every prefix of a watch must lie inside one of the token's read prefixes (a wider one is refused, not clipped). */
+function requireWatchPrefixes(principal: Principal | undefined, prefixes: readonly Buffer[]): void {
+  for (const prefix of prefixes) requireReadPrefix(principal, prefix, 'watch');
 }
 
 /** Answers a request this hub took from node:http with a JSON error (`status`: "404 Not Found"), then closes. */
@@ -106,6 +120,7 @@ export class WatchHub {
   private unpublished: (EncodedEntry | Entry)[] = [];
   private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => this.upgrade(req, socket, head);
   private readonly authenticate: ((req: IncomingMessage) => Principal | undefined) | undefined;
+  private readonly current: ((principal: Principal) => Principal | undefined) | undefined;
 
   constructor(options: WatchHubOptions) {
     this.limits = validateWatchLimits({ ...WATCH_LIMITS, ...options.limits });
@@ -114,6 +129,7 @@ export class WatchHub {
     this.logger = options.logger;
     this.refuseUpgrade = options.refuseUpgrade;
     this.authenticate = options.authenticate;
+    this.current = options.current;
     this.timer = new TickTimer(this.clock, () => {
       if (!this.closed) this.perform(this.machine.tick(this.clock.monotonicMs()));
     });
@@ -246,36 +262,67 @@ export class WatchHub {
    * cannot keep reading with a token that no longer works.
    */
   revoke(tokenIds: readonly string[]): void {
-    this.expelTokens(tokenIds, WatchCloseCode.CREDENTIAL_REVOKED, 'was revoked');
+    for (const [connection, principal] of this.connectionsOf(tokenIds)) {
+      this.logger.log('info', 'watch closed: its token was revoked', { token: principal.id, name: principal.name });
+      this.perform(this.machine.expel(this.clock.monotonicMs(), connection.id, WatchCloseCode.CREDENTIAL_REVOKED, `token ${principal.id} was revoked`));
+    }
   }
 
   /**
-   * Tokens were given other grants (their records replaced): every watch opened with one of them is closed with 4409
-   * (CREDENTIAL_CHANGED). Its subscriptions were checked against the old scopes, and a subscription outside the new
-   * ones must not go on; the client reconnects and resumes, and each subscription is checked against the new scopes
-   * (a token given a new secret is refused at the upgrade: 401 naming the change). The reason names every kind of
-   * change: it said "other scopes" to the holder of a token whose secret alone had changed.
+   * Tokens were given other grants (their records replaced): each watch opened with one of them is checked again, as a
+   * read parked on `minSeq` is (src/server/http-io.ts `readSeqOptions`): the token as it is now (`current`: its
+   * credential unchanged), then every subscription against the new scopes, as `authorize` checked it. A watch the new
+   * grant still allows goes on under it, and later subscriptions are checked against it (decision 57): an operator
+   * widening a token's scopes, or renaming it, does not make its watchers reconnect. A subscription keeps what it was
+   * subscribed with: one admitted without hashes (its token could not see the chain) is still sent none after a
+   * widening; subscribe again for them. A watch the new grant no longer allows (a prefix narrowed away, the chain's
+   * hashes no longer visible, a new secret or subject) is closed with 4409 (CREDENTIAL_CHANGED): the client
+   * reconnects, and each subscription is checked against the new grant (a token given a new secret is refused at the
+   * upgrade: 401 naming the change).
    */
   regranted(tokenIds: readonly string[]): void {
-    this.expelTokens(
-      tokenIds,
-      WatchCloseCode.CREDENTIAL_CHANGED,
-      'was given another grant (its scopes, name, secret or subject changed): reconnect to watch under it, with the new token if its secret changed',
-    );
-  }
-
-  private expelTokens(tokenIds: readonly string[], code: WatchCloseCode, what: string): void {
-    if (this.closed || tokenIds.length === 0) return;
-    // Entries applied before the change go out first (to these watchers too: their grant was valid for them).
-    this.publishNow();
-    const ids = new Set(tokenIds);
-    for (const connection of this.machine.ports() as WsConnection[]) {
-      const principal = connection.principal;
-      if (principal === undefined || !ids.has(principal.id)) continue;
-      this.logger.log('info', `watch closed: its token ${what}`, { token: principal.id, name: principal.name });
-      this.perform(this.machine.expel(this.clock.monotonicMs(), connection.id, code, `token ${principal.id} ${what}`));
+    for (const [connection, principal] of this.connectionsOf(tokenIds)) {
+      const refusal = this.regrantRefusal(connection, principal);
+      if (refusal === undefined) continue;
+      this.logger.log('info', 'watch closed: its token was given a grant that no longer allows it', { token: principal.id, name: principal.name, why: refusal });
+      this.perform(this.machine.expel(this.clock.monotonicMs(), connection.id, WatchCloseCode.CREDENTIAL_CHANGED, `token ${principal.id} was given another grant (${refusal}): reconnect`));
     }
   }
+
+  /**
+   * The connections opened with one of `tokenIds`, and the principal each was opened as, once the entries applied
+   * before the token change have gone out (to these watchers too: their grant was valid for them).
+   */
+  private connectionsOf(tokenIds: readonly string[]): [WsConnection, Principal][] {
+    if (this.closed || tokenIds.length === 0) return [];
+    this.publishNow();
+    const ids = new Set(tokenIds);
+    const found: [WsConnection, Principal][] = [];
+    for (const connection of this.machine.ports() as WsConnection[]) {
+      const principal = connection.principal;
+      if (principal !== undefined && ids.has(principal.id)) found.push([connection, principal]);
+    }
+    return found;
+  }
+
+  /** Why `connection`'s watch no longer stands under its token's new grant, or undefined (then it goes on under it). */
+  private regrantRefusal(connection: WsConnection, principal: Principal): string | undefined {
+    if (this.current === undefined) return 'its scopes, name, secret or subject changed';
+    let now: Principal | undefined;
+    try {
+      now = this.current(principal);
+      for (const selection of this.machine.selections(connection.id)) {
+        requireWatchPrefixes(now, selection.prefixes);
+        if (selection.hashes && now !== undefined && !seesChain(now)) return 'it no longer sees entry hashes, which this watch is sent';
+      }
+    } catch (error) {
+      if (!isMercuryError(error)) throw error;
+      return error.code === 'UNAUTHENTICATED' ? 'a new secret or subject' : 'its scopes no longer cover this watch';
+    }
+    connection.principal = now;
+    return undefined;
+  }
+
 
   /** Closes every connection with 1001 and stops; resolves once the sockets are closed. */
   async close(): Promise<void> {
@@ -414,13 +461,11 @@ export class WatchHub {
    * that may not see the hash chain (seesChain) gets its messages without hashes, and cannot resume with `afterHash`.
    */
   private authorize(principal: Principal, subscribe: ClientMessage & { type: 'subscribe' }): ClientMessage & { type: 'subscribe' } {
-    for (const prefix of subscribe.prefixes) {
-      try {
-        requireReadPrefix(principal, prefix, 'watch');
-      } catch (error) {
-        if (!isMercuryError(error)) throw error;
-        throw new WatchProtocolError('PERMISSION_DENIED', error.message, subscribe.idJson);
-      }
+    try {
+      requireWatchPrefixes(principal, subscribe.prefixes);
+    } catch (error) {
+      if (!isMercuryError(error)) throw error;
+      throw new WatchProtocolError('PERMISSION_DENIED', error.message, subscribe.idJson);
     }
     if (seesChain(principal)) return subscribe;
     if (subscribe.afterHash !== undefined)

@@ -367,6 +367,11 @@ export class WatchMachine {
     return Array.from(this.connections.values(), (connection) => connection.port);
   }
 
+  /** What each of a connection's subscriptions selects (none for a connection not known, or closing). */
+  selections(connId: number): Selection[] {
+    return this.connections.get(connId)?.subscriptions.map((subscription) => subscription.group.selection) ?? [];
+  }
+
   get subscriptions(): number {
     return this.subscriptionCount;
   }
