@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { encodeTokenRecord, parseScopes, tokenKey } from '../src/auth/index.js';
+import { encodeTokenRecord, parseScopes, tokenKey, tokenNameKey } from '../src/auth/index.js';
 import { NodeClient, PermissionDeniedError, UnauthenticatedError, connect, type ServerError } from '../src/client/index.js';
 import { validateConfig, type NodeConfig } from '../src/config/index.js';
 import { MercuryNode, NODE_LIMITS_TEST } from '../src/node/index.js';
@@ -98,7 +98,15 @@ describe('auth: certificate grants', () => {
     // that sorts before the first, which a restart used to let win.
     const id = '0000000000000000';
     const record = encodeTokenRecord({ id, name: 'alice-ro', scopes: parseScopes(['read:other/']), createdMs: 1, secretSha256: undefined, subject: 'alice' });
-    await admin.txn({ compare: [], success: [{ op: 'put', keyBase64: tokenKey(id).toString('base64'), valueBase64: record.toString('base64') }], failure: [] });
+    const nameKeyBase64 = tokenNameKey('alice-ro').toString('base64');
+    await admin.txn({
+      compare: [{ keyBase64: nameKeyBase64, exists: false }],
+      success: [
+        { op: 'put', keyBase64: tokenKey(id).toString('base64'), valueBase64: record.toString('base64') },
+        { op: 'put', keyBase64: nameKeyBase64, value: id },
+      ],
+      failure: [],
+    });
     const alice = { ...clientTls(certs.client), attemptsMax: 1 };
     const ambiguous = async (): Promise<void> => {
       const error = await rejection(connect(root.url, alice).put('app/x', 'y'));

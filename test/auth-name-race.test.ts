@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { validateConfig } from '../src/config/index.js';
 import { MercuryNode, NODE_LIMITS_TEST } from '../src/node/index.js';
-import { encodeTokenRecord, generateToken, parseScopes, tokenKey } from '../src/auth/index.js';
+import { encodeTokenRecord, generateToken, parseScopes, tokenKey, tokenNameKey } from '../src/auth/index.js';
 import { request, requestJson } from './support/http.js';
 import { makeTempDir, removeDir } from './support/process.js';
 import { eventually } from './support/tree.js';
@@ -39,6 +39,21 @@ async function named(name: string): Promise<{ id: string; name: string }[]> {
 async function rawTxn(ops: Record<string, unknown>[]): Promise<void> {
   await requestJson(root.url, 'POST', '/v1/txn', { headers: { ...auth(admin), 'content-type': 'application/json' }, body: JSON.stringify({ success: ops }) });
 }
+
+/** An admin's raw transaction on reserved keys, whatever its answer: status, error code and message, `succeeded`. */
+async function rawAnswer(txn: Record<string, unknown>): Promise<{ status: number; code: string | undefined; message: string; succeeded: boolean | undefined }> {
+  const answer = await request(root.url, 'POST', '/v1/txn', { headers: { ...auth(admin), 'content-type': 'application/json' }, body: JSON.stringify(txn) });
+  const json = JSON.parse(answer.body.toString('utf8')) as { succeeded?: boolean; error?: { code: string; message: string } };
+  return { status: answer.status, code: json.error?.code, message: json.error?.message ?? '', succeeded: json.succeeded };
+}
+
+/** A put of a new bearer token's record named `name`, in the JSON form of POST /v1/txn. */
+function recordPut(id: string, name: string, secretSha256 = 'ab'.repeat(32)): Record<string, unknown> {
+  const record = { id, name, scopes: parseScopes(['read:app/']), createdMs: 1, secretSha256, subject: undefined };
+  return { op: 'put', keyBase64: tokenKey(id).toString('base64'), valueBase64: encodeTokenRecord(record).toString('base64') };
+}
+
+const nameKeyBase64 = (name: string): string => tokenNameKey(name).toString('base64');
 
 /** Exactly one of `answers` made the token; the others are 409 TOKEN_NAME_TAKEN; the root holds one token of `name`. */
 async function assertOneMade(answers: { status: number; code: string | undefined }[], name: string): Promise<void> {
@@ -87,10 +102,11 @@ describe('auth: token names when admins race', () => {
     await requestJson(root.url, 'DELETE', `/v1/auth/tokens?id=${first.id!}`, { headers: auth(admin) });
     assert.equal((await create(root, 'reused')).status, 201, 'the revocation freed the name');
 
-    // A record as an older version wrote it: no index key. The scan still sees its name.
+    // A record as an older version wrote it: no index key (committed as such an entry would be; POST /v1/txn now
+    // refuses a record of a new name without its index key). The scan still sees its name.
     const legacy = generateToken();
     const record = { id: legacy.id, name: 'legacy', scopes: parseScopes(['read:app/']), createdMs: 1, secretSha256: legacy.secretSha256, subject: undefined };
-    await rawTxn([{ op: 'put', keyBase64: tokenKey(legacy.id).toString('base64'), valueBase64: encodeTokenRecord(record).toString('base64') }]);
+    await root.committer!.submit({ compares: [], success: [{ type: 'put', key: tokenKey(legacy.id), value: encodeTokenRecord(record) }], failure: [] }, true);
     const refused = await create(root, 'legacy');
     assert.deepEqual([refused.status, refused.code], [409, 'TOKEN_NAME_TAKEN']);
 
@@ -118,5 +134,56 @@ describe('auth: token names when admins race', () => {
     const own = { ...record, id: held.id!, scopes: parseScopes(['read:other/']) };
     await rawTxn([{ op: 'put', keyBase64: tokenKey(held.id!).toString('base64'), valueBase64: encodeTokenRecord(own).toString('base64') }]);
     assert.equal((await named('held')).length, 1);
+  });
+
+  // Decision 57: a raw rename left the old name's index key naming the token and the new name unguarded, and two raw
+  // puts of one name at once could both commit (the check saw only the tokens the root knew).
+  test('auth: a raw transaction giving a token record a name without keeping its index key is 400 INVALID_ARGUMENT naming the keys; one that keeps it renames', async () => {
+    const token = await create(root, 'before-rename');
+    assert.equal(token.status, 201);
+    const seq = root.store.head().seq;
+    const alone = await rawAnswer({ success: [recordPut(token.id!, 'after-rename')] });
+    assert.deepEqual([alone.status, alone.code], [400, 'INVALID_ARGUMENT'], alone.message);
+    assert.match(alone.message, /success\[0\]: this put gives token \w+ the name "after-rename" \(it was "before-rename"\) but puts no "\\u0000mercury\/auth\/name\/after-rename" = "\w+" beside it; compares no .*; leaves "\\u0000mercury\/auth\/name\/before-rename" naming the token \(delete it\)/);
+    assert.match(alone.message, /mercury token create/);
+    assert.equal(root.store.head().seq, seq, 'nothing was committed');
+    // In the failure branch a name is refused too: its compares cannot guard it.
+    const inFailure = await rawAnswer({ compare: [{ keyBase64: nameKeyBase64('after-rename'), exists: true }], failure: [recordPut(token.id!, 'after-rename'), { op: 'put', keyBase64: nameKeyBase64('after-rename'), value: token.id }] });
+    assert.deepEqual([inFailure.status, inFailure.code], [400, 'INVALID_ARGUMENT'], inFailure.message);
+    assert.match(inFailure.message, /failure\[0\]: .* is in the failure branch/);
+
+    const moved = await rawAnswer({
+      compare: [{ keyBase64: nameKeyBase64('after-rename'), exists: false }],
+      success: [recordPut(token.id!, 'after-rename'), { op: 'put', keyBase64: nameKeyBase64('after-rename'), value: token.id }, { op: 'delete', keyBase64: nameKeyBase64('before-rename') }],
+    });
+    assert.deepEqual([moved.status, moved.succeeded], [200, true], moved.message);
+    assert.equal(root.store.get(tokenNameKey('after-rename')).record?.value.toString('latin1'), token.id);
+    assert.equal(root.store.get(tokenNameKey('before-rename')).record, undefined, 'the old name index key is gone');
+    const taken = await create(root, 'after-rename');
+    assert.deepEqual([taken.status, taken.code], [409, 'TOKEN_NAME_TAKEN']);
+    assert.equal((await create(root, 'before-rename')).status, 201, 'the old name is free');
+  });
+
+  test('auth: raw puts of one new name at once: a record alone is refused; with the index key and its compare, exactly one commits', async () => {
+    const ids = Array.from({ length: 4 }, () => generateToken().id);
+    const alone = await Promise.all(ids.map((id) => rawAnswer({ success: [recordPut(id, 'raw-raced')] })));
+    assert.deepEqual(
+      alone.map((answer) => [answer.status, answer.code]),
+      ids.map(() => [400, 'INVALID_ARGUMENT']),
+      JSON.stringify(alone),
+    );
+    assert.equal((await named('raw-raced')).length, 0);
+    const indexed = await Promise.all(
+      ids.map((id) =>
+        rawAnswer({
+          compare: [{ keyBase64: nameKeyBase64('raw-raced'), exists: false }],
+          success: [recordPut(id, 'raw-raced'), { op: 'put', keyBase64: nameKeyBase64('raw-raced'), value: id }],
+        }),
+      ),
+    );
+    // The others failed the compare at the root (200, succeeded false), or met the name already in the registry (409).
+    assert.equal(indexed.filter((answer) => answer.status === 200 && answer.succeeded === true).length, 1, JSON.stringify(indexed));
+    for (const answer of indexed) assert.ok((answer.status === 200 && answer.succeeded !== undefined) || answer.code === 'TOKEN_NAME_TAKEN', JSON.stringify(answer));
+    assert.equal((await named('raw-raced')).length, 1);
   });
 });

@@ -211,31 +211,78 @@ export function requireAdminKept(txn: Txn, existing: readonly TokenRecord[]): vo
 }
 
 /**
- * TOKEN_NAME_TAKEN for a transaction that puts a token record under a name another live token or grant has, or two
- * records of one name. A create through the token API checks names itself (createTokenRequest); this is for records
- * written as a raw transaction, which is how a replica of a version from before unique names (or before the name index)
- * forwards its creates: measured, a root of this version committed a second token of a taken name sent so, during an
- * upgrade (audit, 2026-12-07). A put that keeps a record's own name (a re-put of the same id) passes, so two tokens
- * that already share a name (made by such a version) can still be changed and revoked.
+ * The token names a transaction on token records gives (POST /v1/txn: an admin's own, or token management a replica
+ * forwarded), checked in each branch against the tokens this node knows (`existing`) and its store (`read`):
+ *
+ * - TOKEN_NAME_TAKEN for a put of a record under a name another live token or grant has, or two records of one name.
+ *   A create through the token API checks names itself (createTokenRequest); a replica of a version from before unique
+ *   names forwards its creates as raw records: measured, a root of this version committed a second token of a taken
+ *   name sent so, during an upgrade (audit, 2026-12-07).
+ * - INVALID_ARGUMENT for a put that gives a record a name it did not have (a create or a rename) without keeping the
+ *   name index as a create does (decision 57): in the success branch, the same transaction puts the new name's index
+ *   key with the record's id and compares that key (absent, or `=` the value read), and deletes the old name's key
+ *   where it names this token. That compare is what makes two writes of one name at once fail one of them at the
+ *   root, which applies writes one after another; the check against `existing` alone let both commit. And a rename
+ *   left the old name's key naming the token, and the new name unguarded.
+ *
+ * A put that keeps a record's own name (a change of scopes or secret) needs neither, so tokens made before the index,
+ * and two tokens that already share a name (made by such a version), can still be changed and revoked; a delete needs
+ * neither (the key it leaves names a token that no longer has the name, which a create takes as free).
  */
-export function requireNamesFree(txn: Txn, existing: readonly TokenRecord[]): void {
-  for (const ops of [txn.success, txn.failure]) {
+export function requireNamesKept(txn: Txn, existing: readonly TokenRecord[], read: ReadKey): void {
+  const compared = new Set(
+    txn.compares
+      .filter((compare) => compare.target === 'exists' ? !compare.exists : compare.target === 'value' && compare.operator === '=')
+      .map((compare) => tokenNameOfKey(compare.key))
+      .filter((name) => name !== undefined),
+  );
+  for (const [branch, ops] of [
+    ['success', txn.success],
+    ['failure', txn.failure],
+  ] as const) {
     const live = new Map(existing.map((record) => [record.id, record.name]));
+    // What each name's index key holds once the branch is applied: the id put last, or null once deleted.
+    const indexed = new Map<string, string | null>();
     for (const op of ops) {
-      if (op.type === 'deleteRange') continue; // never over the reserved key space (requireWriteRange)
+      const name = op.type === 'deleteRange' ? undefined : tokenNameOfKey(op.key);
+      if (name !== undefined) indexed.set(name, op.type === 'put' ? indexedId(op.value) : null);
+    }
+    ops.forEach((op, index) => {
+      if (op.type === 'deleteRange') return; // never over the reserved key space (requireWriteRange)
       const id = tokenIdOfKey(op.key);
-      if (id === undefined) continue;
+      if (id === undefined) return;
       const record = op.type === 'put' ? decodeTokenRecord(op.key, op.value) : undefined;
       if (record === undefined || typeof record === 'string') {
         live.delete(id);
-        continue;
+        return;
       }
-      if (live.get(id) !== record.name)
-        for (const [otherId, name] of live)
-          if (otherId !== id && name === record.name) throw tokenNameTaken(record.name, existing.find((other) => other.id === otherId));
+      const before = live.get(id);
       live.set(id, record.name);
-    }
+      if (before === record.name) return;
+      for (const [otherId, name] of live)
+        if (otherId !== id && name === record.name) throw tokenNameTaken(record.name, existing.find((other) => other.id === otherId));
+      // The old name's key, as the branch leaves it (or as the store has it, if the branch does not write it).
+      const stored = before === undefined || indexed.has(before) ? undefined : read(tokenNameKey(before));
+      const oldIndexed = before !== undefined && indexed.has(before) ? indexed.get(before) : stored === undefined ? undefined : indexedId(stored);
+      const missing = [
+        ...(branch === 'failure' ? ['is in the failure branch (a name is given only in the success branch, whose compares guard it)'] : []),
+        ...(indexed.get(record.name) === id ? [] : [`puts no ${showNameKey(record.name)} = "${id}" beside it`]),
+        ...(compared.has(record.name) ? [] : [`compares no ${showNameKey(record.name)} (exists: false, or = the value read)`]),
+        ...(oldIndexed === id ? [`leaves ${showNameKey(before!)} naming the token (delete it)`] : []),
+      ];
+      if (missing.length > 0)
+        throw new MercuryError(
+          'INVALID_ARGUMENT',
+          `${branch}[${index}]: this put gives token ${id} the name "${record.name}"${before === undefined ? '' : ` (it was "${before}")`} but ${missing.join('; ')}. A write that names a token keeps the name index, so that two of one name cannot both commit: create tokens with mercury token create (or POST /v1/auth/tokens), which does this; a replica of a version before the index forwards a create without it: send the create to the root (decision 57)`,
+          { details: { id, name: record.name } },
+        );
+    });
   }
+}
+
+/** A name's index key as the error messages write it. */
+function showNameKey(name: string): string {
+  return JSON.stringify(tokenNameKey(name).toString('latin1'));
 }
 
 /** Whether a transaction touches the reserved key space at all (then only admins may send it, through these forms). */

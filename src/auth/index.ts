@@ -8,7 +8,7 @@ export {
   createTokenRequest,
   indexedName,
   requireAdminKept,
-  requireNamesFree,
+  requireNamesKept,
   revokeTokenRequest,
   tokenInfo,
   tokenNameTaken,

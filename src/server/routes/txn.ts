@@ -3,7 +3,7 @@
  * as it arrives), parsed with field-naming errors, then written.
  */
 import { MercuryError, parseTxn, txnJsonLimits } from '../../api/index.js';
-import { requireAdmin, requireAdminKept, requireNamesFree, requireSomeKeyScope, requireTxn, seesChain, touchesReserved, validateReservedOps } from '../../auth/index.js';
+import { requireAdmin, requireAdminKept, requireNamesKept, requireSomeKeyScope, requireTxn, seesChain, touchesReserved, validateReservedOps } from '../../auth/index.js';
 import { principalNow, principalOf, writeFor } from '../auth.js';
 import type { BodyBudget } from '../body-budget.js';
 import { SEQ_HEADER, readJsonBody, sendJson } from '../http-io.js';
@@ -42,7 +42,7 @@ export function txnRoute(node: NodeApi, limits: HttpLimits, budget: BodyBudget):
           requireAdmin(principal, 'write token records');
           validateReservedOps(txn);
           requireAdminKept(txn, node.tokens());
-          requireNamesFree(txn, node.tokens());
+          requireNamesKept(txn, node.tokens(), (key) => node.store.get(key).record?.value);
         }
         requireTxn(principal, txn, reserved);
         const { request, caller } = writeFor(req, res, txn);
