@@ -600,9 +600,11 @@ describe('wire: authorization', () => {
   });
 
   /** An admin replaces a token's record through POST /v1/txn, as validateReservedOps allows (a rotated secret). */
-  async function replaceRecord(id: string, record: { name: string; scopes: string[]; secretSha256: string }): Promise<void> {
+  /** Replaces token `id`'s record, under its own name (a rename must move its name index key too: decision 57). */
+  async function replaceRecord(id: string, record: { scopes: string[]; secretSha256: string }): Promise<void> {
     const key = Buffer.concat([Buffer.from('\u0000mercury/auth/token/', 'latin1'), Buffer.from(id, 'latin1')]);
-    const value = JSON.stringify({ v: 1, createdMs: Date.now(), ...record });
+    const { tokens: listed } = await requestJson<{ tokens: { id: string; name: string }[] }>(secured.url, 'GET', '/v1/auth/tokens', { headers: { authorization: `Bearer ${admin}` } });
+    const value = JSON.stringify({ v: 1, name: listed.find((listedToken) => listedToken.id === id)!.name, createdMs: Date.now(), ...record });
     await requestJson(secured.url, 'POST', '/v1/txn', {
       headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
       body: JSON.stringify({ compare: [], success: [{ op: 'put', keyBase64: key.toString('base64'), value }], failure: [] }),
@@ -615,7 +617,7 @@ describe('wire: authorization', () => {
     raw.send(encodePut(1, Buffer.from('app/rotated'), Buffer.from('before')));
     assert.equal((await raw.next())?.id, 1);
     const secret = randomBytes(32).toString('base64url');
-    await replaceRecord(writer.id, { name: 'rotated', scopes: ['read:app/', 'write:app/'], secretSha256: createHash('sha256').update(secret).digest('hex') });
+    await replaceRecord(writer.id, { scopes: ['read:app/', 'write:app/'], secretSha256: createHash('sha256').update(secret).digest('hex') });
     const closed = await raw.next();
     assert.deepEqual([closed?.id, RawWire.code(closed)], [0, 'UNAUTHENTICATED'], RawWire.message(closed));
     assert.match(RawWire.message(closed), /another credential.*connect again with the new one/);
@@ -630,7 +632,7 @@ describe('wire: authorization', () => {
     const writer = await token(['read:app/', 'write:app/']);
     const raw = await RawWire.ready(secured.wireUrl, writer.token);
     const secretSha256 = createHash('sha256').update(writer.token.slice('mcy_0123456789abcdef_'.length)).digest('hex');
-    await replaceRecord(writer.id, { name: 'narrowed', scopes: ['read:app/'], secretSha256 });
+    await replaceRecord(writer.id, { scopes: ['read:app/'], secretSha256 });
     raw.send(encodePut(1, Buffer.from('app/narrowed'), Buffer.from('x')));
     const denied = await raw.next();
     assert.deepEqual([denied?.id, RawWire.code(denied)], [1, 'PERMISSION_DENIED'], RawWire.message(denied));
