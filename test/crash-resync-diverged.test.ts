@@ -1,10 +1,17 @@
 /**
- * Crash - a diverged replica killed in the middle of the resync an operator asked for. The root is restored from an
- * older backup and commits past the replica's head, so the replica's chain forks from it and it stops following. The
- * resync's snapshot is staged apart, and the kill falls inside it (a proxy hands over only its first bytes). The
- * resync request lives in memory only, so after the restart the replica holds its old, forked store, whole (verify
- * passes): it must find the fork again and say so (phase diverged, /readyz 503), never serve the forked data as ready
- * or follow the new chain on top of it; a resync asked again completes and it converges to the root's chain.
+ * Crash - a diverged replica killed in the middle of the resync an operator asked for, and a diverged relay killed
+ * before anyone resyncs it (docs/decisions.md, record 58). The root is restored from an older backup and commits past
+ * the replica's head, so the replica's chain forks from it and it stops following.
+ *
+ * The resync's snapshot is staged apart, and the kill falls inside it (a proxy hands over only its first bytes). The
+ * request was recorded in the store before it was acknowledged, so the restarted replica, on its old forked store,
+ * whole (verify passes), carries the resync on without being asked again and converges to the root's chain; the
+ * install removes the record, so the next restart follows without another snapshot. (Before the record, the restarted
+ * replica forgot the request and stayed diverged until the operator asked again.)
+ *
+ * A relay that stopped for divergence and is restarted while its upstream is down stays stopped (phase diverged, not
+ * ready) and serves none of its forked chain: a new child is refused UPSTREAM_DIVERGED. (Before the record, it forgot
+ * the divergence and gave the child a snapshot of the forked chain.) Resynced once the root is back, both converge.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -12,7 +19,7 @@ import { describe, test } from 'node:test';
 import { NodeClient } from '../src/client/index.js';
 import { request } from './support/http.js';
 import { freePort, stallingProxy } from './support/net.js';
-import { runCli, stopProcess } from './support/process.js';
+import { runCli, stopProcess, type ServeProcess } from './support/process.js';
 import { assertSameChain, converged, eventually, get, statusOf, treeForSuite } from './support/tree.js';
 
 const KEYS = 6_000;
@@ -23,7 +30,7 @@ const FORWARD_BYTES = 2.5 * 1024 * 1024;
 describe('crash - a diverged replica killed during its resync', () => {
   const { dir, serve } = treeForSuite('crash-resync-diverged');
 
-  test('crash resync diverged: killed mid-resync, the replica restarts diverged and not ready, and a resync asked again converges', async () => {
+  test('crash resync diverged: killed mid-resync, the restarted replica carries the resync on and converges without being asked again', async () => {
     // Fixed ports: the restored root takes the old one's place, where the proxy points.
     const rootArgs = ['--listen', `127.0.0.1:${await freePort()}`, '--replication-listen', `127.0.0.1:${await freePort()}`];
     const oldRoot = await serve('root', rootArgs);
@@ -62,29 +69,83 @@ describe('crash - a diverged replica killed during its resync', () => {
       const verified = await runCli(['verify', '--data-dir', replica.dataDir]);
       assert.equal(verified.code, 0, `verify: ${verified.stdout.toString()} ${verified.stderr}`);
 
-      // Restarted, on its old forked store: it finds the fork again, says so, and is not ready.
+      // Restarted, on its old forked store: the recorded request carries the resync on, with nobody asking again.
       proxy.setLimit(Number.MAX_SAFE_INTEGER);
       replica = await serve('replica', ['--upstream', proxy.address]);
-      await eventually(
-        async () => (await statusOf(replica)).replication.phase === 'diverged',
-        async () => `the restarted replica did not find the fork again: ${JSON.stringify((await statusOf(replica)).replication)}`,
-        20_000,
-      );
-      const status = await statusOf(replica);
-      assert.equal(status.seq, forked.seq, 'it holds its old head');
-      assert.equal(status.headHash, forked.headHash);
-      assert.equal(await get(replica, 'fork/new0'), undefined, 'nothing of the new chain was applied on the forked one');
-      assert.equal((await request(replica.url, 'GET', '/readyz')).status, 503);
-
-      await new NodeClient(replica.url).resync();
       await converged(root, [replica]);
       await assertSameChain(replica, root);
-      assert.equal(await get(replica, 'fork/old0'), undefined);
+      assert.equal(await get(replica, 'fork/old0'), undefined, 'the forked chain is gone');
       assert.equal(await get(replica, 'fork/new5'), 'new');
-      assert.equal((await statusOf(replica)).keys, KEYS + 6);
+      const status = await statusOf(replica);
+      assert.notEqual(status.headHash, forked.headHash);
+      assert.equal(status.keys, KEYS + 6);
+      assert.equal(status.replication.resyncPending, false);
       assert.equal((await request(replica.url, 'GET', '/readyz')).status, 200);
+
+      // The install removed the record: the next start follows from its head, without another snapshot.
+      await stopProcess(replica.child, 'SIGKILL');
+      replica = await serve('replica', ['--upstream', proxy.address]);
+      await new NodeClient(root.url).put('fork/after', 'restart');
+      await converged(root, [replica]);
+      const again = await statusOf(replica);
+      assert.equal(again.replication.snapshotsInstalled, 0, 'no resync after the completed one');
+      assert.equal(again.replication.resyncPending, false);
     } finally {
       await proxy.close();
     }
+  });
+
+  test('crash diverged relay: restarted while its upstream is down, it stays diverged and serves its forked chain to no child', async () => {
+    const rootArgs = ['--listen', `127.0.0.1:${await freePort()}`, '--replication-listen', `127.0.0.1:${await freePort()}`];
+    const oldRoot = await serve('relay-root', rootArgs);
+    const client = new NodeClient(oldRoot.url);
+    for (let i = 0; i < 5; i++) await client.put(`shared/${i}`, 'both');
+    const backup = join(dir, 'relay-backup.snap');
+    assert.equal((await runCli(['snapshot', 'save', backup, '--url', oldRoot.url])).code, 0);
+    for (let i = 0; i < 3; i++) await client.put(`fork/old${i}`, 'old');
+    let relay = await serve('relay', ['--upstream', oldRoot.replication]);
+    const forked = await converged(oldRoot, [relay]);
+
+    await stopProcess(oldRoot.child, 'SIGTERM');
+    const restored = await runCli(['snapshot', 'restore', backup, '--data-dir', join(dir, 'relay-root2')]);
+    assert.equal(restored.code, 0, restored.stderr);
+    let root: ServeProcess = await serve('relay-root2', rootArgs);
+    for (let i = 0; i < 6; i++) await new NodeClient(root.url).put(`fork/new${i}`, 'new');
+    await eventually(
+      async () => (await statusOf(relay)).replication.phase === 'diverged',
+      async () => `the relay did not find the fork: ${JSON.stringify((await statusOf(relay)).replication)}`,
+      20_000,
+    );
+
+    // Killed, and restarted while the root is down: nothing can tell it again that its chain forked.
+    await stopProcess(relay.child, 'SIGKILL');
+    await stopProcess(root.child, 'SIGTERM');
+    relay = await serve('relay', ['--upstream', root.replication]);
+    const status = await statusOf(relay);
+    assert.equal(status.replication.phase, 'diverged', JSON.stringify(status.replication));
+    assert.equal(status.seq, forked.seq);
+    assert.equal(status.headHash, forked.headHash);
+    assert.match(status.replication.divergedReason ?? '', /CHAIN_DIVERGED/);
+    assert.equal((await request(relay.url, 'GET', '/readyz')).status, 503);
+
+    const leaf = await serve('leaf', ['--upstream', relay.replication]);
+    await eventually(
+      async () => /UPSTREAM_DIVERGED/.test((await statusOf(leaf)).replication.lastFailure ?? ''),
+      async () => `the leaf was not refused by the diverged relay: ${JSON.stringify((await statusOf(leaf)).replication)}`,
+      20_000,
+    );
+    const leafStatus = await statusOf(leaf);
+    assert.equal(leafStatus.datasetId, '', 'the leaf joined nothing');
+    assert.equal(leafStatus.keys, 0);
+    assert.equal(await get(leaf, 'fork/old0'), undefined, 'the forked chain went to no child');
+
+    // The root back, the relay resynced: both converge to the root's chain.
+    root = await serve('relay-root2', rootArgs);
+    await new NodeClient(relay.url).resync();
+    await converged(root, [relay, leaf]);
+    await assertSameChain(relay, root);
+    assert.equal(await get(leaf, 'fork/old0'), undefined);
+    assert.equal(await get(leaf, 'fork/new5'), 'new');
+    assert.equal((await request(relay.url, 'GET', '/readyz')).status, 200);
   });
 });

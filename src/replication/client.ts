@@ -141,6 +141,9 @@ export class ReplicationClient {
       // The key of the last rotation this node applied is in its key space, when every entry there was verified; data
       // applied without the checks may hold a relay's key (the node resyncs it first, node.ts).
       trust: this.options.trustKeys === undefined ? undefined : new TrustedKeys(this.options.trustKeys, store.verified ? store.get(ROOT_KEY_KEY).record?.value : undefined),
+      // Where the last run left replication (docs/decisions.md, record 58): a resync to carry on, or a divergence.
+      resync: store.resyncRequested,
+      divergence: store.recordedDivergence(),
     });
   }
 
@@ -198,8 +201,13 @@ export class ReplicationClient {
     this.perform(this.downstream.start(this.options.clock.monotonicMs()));
   }
 
-  /** The operator's decision after a divergence (or at any time): drop the chain and take a full snapshot. */
+  /**
+   * The operator's decision after a divergence (or at any time): drop the chain and take a full snapshot. Recorded in
+   * the store first (a storage failure throws, and nothing is acknowledged), so that a restart before the snapshot is
+   * installed carries it on; the install removes the record.
+   */
   resync(): void {
+    this.options.store.requestResync();
     this.perform(this.downstream.resync(this.options.clock.monotonicMs()));
   }
 
@@ -343,6 +351,9 @@ export class ReplicationClient {
         break;
       case 'heartbeat':
         this.options.onHeartbeat(action.heartbeat);
+        break;
+      case 'diverged':
+        store.recordDivergence(action.divergence.head, action.divergence.reason);
         break;
       case 'log':
         logger.log(action.level, action.message, action.fields);

@@ -112,6 +112,8 @@ export type DownstreamAction =
   | { readonly type: 'snapshotAbort'; readonly reason: string }
   /** A heartbeat newer than any seen: forward it to every child. Its path is this node's ancestors. */
   | { readonly type: 'heartbeat'; readonly heartbeat: Heartbeat }
+  /** The node stopped following for divergence: record it in the store, so that a restart stays stopped (`divergence` option). */
+  | { readonly type: 'diverged'; readonly divergence: Divergence }
   | { readonly type: 'log'; readonly level: LogLevel; readonly message: string; readonly fields: Readonly<Record<string, unknown>> };
 
 export type DownstreamPhase =
@@ -154,6 +156,13 @@ export interface DownstreamOptions {
   readonly credential?: string;
   /** The keys whose signatures this node requires (`--trust-key`); undefined: it trusts its upstream. */
   readonly trust?: TrustedKeys;
+  /** A resync asked for before a restart and not completed (the store's record): the first HELLO asks for a snapshot. */
+  readonly resync?: boolean;
+  /**
+   * The divergence recorded before a restart (a `diverged` action): the node starts stopped, as it was, until `resync`,
+   * and tells its children what it told them before. Ignored with `resync`, which is its remedy.
+   */
+  readonly divergence?: Divergence;
 }
 
 /**
@@ -331,6 +340,9 @@ export class Downstream {
     this.head = { seq: options.head.seq, hash: Buffer.from(options.head.hash) };
     this.headTimeMs = options.headTimeMs;
     this.trust = options.trust;
+    this.resyncRequested = options.resync === true;
+    if (!this.resyncRequested && options.divergence !== undefined)
+      this.currentDivergence = { reason: options.divergence.reason, head: { seq: options.divergence.head.seq, hash: Buffer.from(options.divergence.head.hash) } };
   }
 
   /** The URL for HELLO: a str8, so a longer one (an odd --advertise-url) is left out rather than breaking the handshake. */
@@ -339,10 +351,21 @@ export class Downstream {
     return Buffer.byteLength(url) <= NODE_ID_BYTES_MAX ? url : '';
   }
 
-  /** Starts following the first upstream. */
+  /** Starts following the first upstream; or, when the node had stopped for divergence before a restart, stays stopped. */
   start(nowMs: number): DownstreamAction[] {
     assert.equal(this.phase, 'idle', 'start() called twice');
-    return this.connect(nowMs);
+    const divergence = this.currentDivergence;
+    if (divergence === undefined) return this.connect(nowMs);
+    this.phase = 'diverged';
+    this.lastFailure = divergence.reason;
+    return [
+      {
+        type: 'log',
+        level: 'error',
+        message: 'this replica stopped following before it restarted, its chain diverged from its upstreams\': not following until an operator resyncs it (mercury resync)',
+        fields: { seq: divergence.head.seq, hash: divergence.head.hash.toString('hex'), reason: divergence.reason },
+      },
+    ];
   }
 
   /** The connection `connId` is open. */
@@ -941,6 +964,7 @@ export class Downstream {
     this.phase = 'diverged';
     this.currentDivergence = { reason, head: { seq: this.head.seq, hash: Buffer.from(this.head.hash) } };
     this.lastFailure = reason;
+    actions.push({ type: 'diverged', divergence: this.currentDivergence });
     const abstained = [...this.divergedVotes.values()].filter((each) => each.verdict === 'UPSTREAM_DIVERGED').map((each) => each.upstream);
     actions.push({
       type: 'log',

@@ -14,6 +14,10 @@
  *         "logBase"   -> u64 seq | 32-byte hash   the entry just before the first retained one (after a trim or a
  *                                                  snapshot install), so that the first retained entry can be verified
  *         "writeProbe"-> 1 byte       rewritten to learn whether the storage takes writes again after a failure
+ *         "verified"  -> "1"          a replica's data all came through signature checks (docs/decisions.md, 38)
+ *         "resync"    -> "1"          a replica's resync was asked for and no snapshot has completed it yet
+ *         "diverged"  -> u64 seq | 32-byte hash | utf8 reason   the head at which a replica stopped following for
+ *                                     divergence, until a resync; "resync" and "diverged" go with a snapshot install
  * staging key bytes -> kv record   a snapshot being received, until it is complete and verified
  * ```
  *

@@ -32,6 +32,7 @@ import {
   LogKeyDamageError,
   encodeHead,
   decodeKeyRecordHeader,
+  HEAD_RECORD_BYTES,
   encodeU64,
   MetaRecordDamageError,
   KEY_RECORD_HEADER_BYTES,
@@ -192,6 +193,14 @@ const META_FORMAT = 'format';
  * keys and root URL included: a replica started with --trust-key on such data does not trust it (src/node/node.ts).
  */
 const META_VERIFIED = 'verified';
+/**
+ * A replica's replication stop, kept across restarts (docs/decisions.md, record 58), both removed by a snapshot install:
+ * "resync" is an operator's resync request, written before it is acknowledged; "diverged" the head at which every
+ * upstream had refused the chain. Without them a restart forgot a resync half done and followed from the old chain, and
+ * a diverged relay served its forked chain to its children until it was refused again.
+ */
+const META_RESYNC = 'resync';
+const META_DIVERGED = 'diverged';
 /** The records of the "head" layout (records.ts), by what damage reports call them. */
 const HEAD_RECORDS = [
   { key: META_HEAD, what: 'head record' },
@@ -1496,6 +1505,45 @@ export class Store {
     if (this.verified) this.writeSync(() => void this.meta.removeSync(META_VERIFIED));
   }
 
+  /** Replica: an operator asked for a resync that no snapshot install has completed yet (META_RESYNC). */
+  get resyncRequested(): boolean {
+    return this.meta.get(META_RESYNC) !== undefined;
+  }
+
+  /**
+   * Replica: records an operator's resync request, before it is acknowledged, so that a restart carries it on; a
+   * divergence recorded before is over (the resync is its remedy). Removed by the snapshot install that completes it.
+   */
+  requestResync(): void {
+    this.assertWritable();
+    this.writeSync(() => {
+      this.meta.putSync(META_RESYNC, Buffer.from('1'));
+      this.meta.removeSync(META_DIVERGED);
+    });
+  }
+
+  /** Replica: records that it stopped following at `head` because its chain diverged, so that a restart stays stopped. */
+  recordDivergence(head: ChainHead, reason: string): void {
+    this.assertWritable();
+    this.writeSync(() => void this.meta.putSync(META_DIVERGED, Buffer.concat([encodeHead(head.seq, head.hash), Buffer.from(reason, 'utf8')])));
+  }
+
+  /**
+   * Replica: the divergence recorded by `recordDivergence`, undefined when none is. A damaged record still stops the
+   * replica, at its current head: following on a chain that may be the condemned one, or serving it to children, is
+   * worse than waiting for the operator's resync.
+   */
+  recordedDivergence(): { readonly head: ChainHead; readonly reason: string } | undefined {
+    const stored = this.meta.get(META_DIVERGED);
+    if (stored === undefined) return undefined;
+    try {
+      return { head: decodeHead(stored.subarray(0, HEAD_RECORD_BYTES)), reason: stored.subarray(HEAD_RECORD_BYTES).toString('utf8') };
+    } catch (error) {
+      if (!(error instanceof MetaRecordDamageError)) throw error;
+      return { head: this.cachedHead, reason: `the record of this replica's divergence is damaged (${error.message}); it stays stopped until resynced` };
+    }
+  }
+
   /**
    * Replica: switches to the staged snapshot in one write transaction, once the caller has verified its digest. The
    * key space becomes the snapshot's, the log restarts empty after `seq` (whose hash becomes the log base), and the
@@ -1521,6 +1569,9 @@ export class Store {
       this.meta.putSync(META_DATASET_ID, Buffer.from(datasetId));
       if (verified) this.meta.putSync(META_VERIFIED, Buffer.from('1'));
       else this.meta.removeSync(META_VERIFIED);
+      // The snapshot replaces the chain: a resync asked for is done, and a divergence is over.
+      this.meta.removeSync(META_RESYNC);
+      this.meta.removeSync(META_DIVERGED);
     });
     this.installTarget = undefined;
     this.cachedHead = { seq, hash: Buffer.from(hash) };
