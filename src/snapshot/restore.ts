@@ -10,7 +10,9 @@
  *   DIR itself: records go to the store's staging area as they are read, the way a replica receives a snapshot, and
  *   are installed in one write transaction only after the whole file has been read and its checksum matched, then the
  *   replay (if any) is applied and verified. Only then are the files renamed into DIR, data.mdb first (the one rename
- *   that replaces the data: before it DIR holds its old data, after it the new), and DIR is fsynced. Whatever fails
+ *   that replaces the data: before it DIR holds its old data, after it the new), and DIR is fsynced. The names it
+ *   moves are recorded in the partial directory first (`recordRestoreMoves`, src/store/data-files.ts): a kill after
+ *   the last rename leaves DIR whole, and the next open finishes the restore; a kill between two is refused. Whatever fails
  *   before (a damaged, truncated or unreadable file: SNAPSHOT_INVALID; a node that cannot replay; a full disk; a
  *   kill), DIR keeps its old data and the partial directory is removed, at the end or by the next restore. The price:
  *   for a moment the disk holds the old data and the new.
@@ -30,7 +32,18 @@ import { MercuryError } from '../errors/index.js';
 import { fsyncPath } from '../fs/durable.js';
 import { HASH_BYTES, verifyNext, type ChainHead, type EncodedEntry } from '../log/index.js';
 import { ENTRY_BYTES_MAX } from '../limits.js';
-import { DATA_DIR_MODE, INITIALISED_FILE, LOCK_FILE, lockDataDir, RESTORE_PARTIAL_DIR, Store, type SnapshotRecord } from '../store/index.js';
+import {
+  completeRestore,
+  DATA_DIR_MODE,
+  LOCK_FILE,
+  lockDataDir,
+  recordRestoreMoves,
+  RESTORE_PARTIAL_DIR,
+  RESTORED_FILES,
+  restoreMovedIn,
+  Store,
+  type SnapshotRecord,
+} from '../store/index.js';
 import { EntryStreamDecoder, SnapshotDecoder, type SnapshotHeader } from './format.js';
 
 /** Staged per write transaction: few enough fsyncs, bounded memory. */
@@ -39,13 +52,6 @@ const RESTORE_STAGE_BYTES = 4 * 1024 * 1024;
 const RESTORE_APPLY_ENTRIES = 1_000;
 /** An entry record in an entry stream: the largest body, its two hashes, and room for a signature. */
 const ENTRY_STREAM_RECORD_BYTES_MAX = ENTRY_BYTES_MAX + 2 * HASH_BYTES + 1024;
-/**
- * The store's files, renamed from the partial directory into DIR in this order: data.mdb first, the rename that replaces
- * the data; the store's marker after it, so that it never names a data file that is not there yet (data-files.ts).
- */
-const RESTORED_FILES = ['data.mdb', 'lock.mdb', INITIALISED_FILE];
-/** A replica's record of its unsynced writes (unsynced-guard.ts) describes the old data: removed once the new is in. */
-const UNSYNCED_GUARD_FILE = 'unsynced-guard.json';
 /** Where the new store is made (RESTORE_PARTIAL_DIR), inside DIR: on its file system, so that moving it in is a rename. */
 export { RESTORE_PARTIAL_DIR };
 
@@ -85,7 +91,12 @@ function isEmptyDir(dir: string): boolean {
 export async function restoreSnapshot(options: RestoreOptions): Promise<RestoreResult> {
   const { dataDir } = options;
   if (!isEmptyDir(dataDir) && !options.force)
-    throw new MercuryError('DATA_DIR_NOT_EMPTY', `${dataDir} is not empty; restore into an empty directory, or pass --force to replace the Mercury data in it`);
+    throw new MercuryError(
+      'DATA_DIR_NOT_EMPTY',
+      restoreMovedIn(dataDir)
+        ? `${dataDir} holds the store of a restore that was stopped after it had moved it in, whole (a node started there finishes that restore); pass --force to replace it`
+        : `${dataDir} is not empty; restore into an empty directory, or pass --force to replace the Mercury data in it`,
+    );
   const created = !existsSync(dataDir);
   mkdirSync(dataDir, { recursive: true, mode: DATA_DIR_MODE });
   const lock = lockDataDir(dataDir, new Date(systemClock.nowMs()).toISOString());
@@ -146,9 +157,11 @@ function moveInto(partial: string, dataDir: string): void {
   }
   // The data must be on the disk before the rename that names it: a crash between the two would leave DIR an empty file.
   fsyncPath(join(partial, 'data.mdb'));
-  for (const name of RESTORED_FILES) if (existsSync(join(partial, name))) renameSync(join(partial, name), join(dataDir, name));
-  rmSync(join(dataDir, UNSYNCED_GUARD_FILE), { force: true });
-  fsyncPath(dataDir);
+  const moving = RESTORED_FILES.filter((name) => existsSync(join(partial, name)));
+  // Before the first rename: a kill after the last one then leaves a directory the next open knows to be whole.
+  recordRestoreMoves(dataDir, moving);
+  for (const name of moving) renameSync(join(partial, name), join(dataDir, name));
+  completeRestore(dataDir);
 }
 
 async function stageFile(store: Store, options: RestoreOptions): Promise<SnapshotHeader> {

@@ -16,20 +16,37 @@
  * Why a marker and not the other files Mercury writes (signing key, admin token): a root given `--signing-key` and
  * `--admin-token-file`, as the deploy files start it, writes neither, and its empty data file would go unnoticed.
  */
-import { existsSync, lstatSync, readlinkSync, statSync, writeFileSync, type Stats } from 'node:fs';
+import { existsSync, lstatSync, readlinkSync, rmSync, statSync, writeFileSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
-import { fileKind } from '../fs/bounded-read.js';
-import { fsyncPath } from '../fs/durable.js';
+import { fileKind, readFileBounded } from '../fs/bounded-read.js';
+import { fsyncPath, writeFileDurably } from '../fs/durable.js';
 
 export const DATA_FILE = 'data.mdb';
 export const LMDB_LOCK_FILE = 'lock.mdb';
 export const INITIALISED_FILE = 'store-initialised';
+/** A replica's record of its unsynced writes (unsynced-guard.ts). */
+export const UNSYNCED_GUARD_FILE = 'unsynced-guard.json';
 /**
  * Where `mercury snapshot restore` makes the new store, inside DIR (src/snapshot/restore.ts); removed when the restore
  * ends, whatever the outcome, unless it was killed.
  */
 export const RESTORE_PARTIAL_DIR = 'restore.partial';
+/**
+ * The store's files a restore moves from RESTORE_PARTIAL_DIR into DIR, in this order: data.mdb first, the rename that
+ * replaces the data; the store's marker after it, so that it never names a data file that is not there yet.
+ */
+export const RESTORED_FILES = [DATA_FILE, LMDB_LOCK_FILE, INITIALISED_FILE] as const;
+/**
+ * Written in RESTORE_PARTIAL_DIR, durably, just before a restore's first rename: the names it moves into DIR, one a
+ * line (a subset of RESTORED_FILES, data.mdb among them). Renames within one file system are atomic, so once none of
+ * those names is left in the partial directory and each is in DIR, every move was made and DIR holds the restored store
+ * whole: what a kill then left undone is the cleanup (`finishMovedRestore`). Without it, or with a name still in the
+ * partial directory (a kill between two renames), the restore stopped midway.
+ */
+const RESTORE_MOVING_FILE = 'moving-in';
+/** The largest "moving-in" record: the names of RESTORED_FILES, with room to spare; anything larger is not one. */
+const RESTORE_MOVING_BYTES_MAX = 256;
 
 function errnoCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException).code;
@@ -58,15 +75,76 @@ function notRegularFile(path: string): string | undefined {
   }
 }
 
+/** A restore about to move its store into `dir`: records the names it moves (RESTORE_MOVING_FILE), durably. */
+export function recordRestoreMoves(dir: string, names: readonly string[]): void {
+  writeFileDurably(join(dir, RESTORE_PARTIAL_DIR, RESTORE_MOVING_FILE), names.join('\n'), 0o600);
+}
+
+/**
+ * What a restore into `dir` left: `none` (no partial directory), `moved` (killed after its last move: DIR holds the
+ * restored store whole), or `stopped` (killed before or between its moves, or a record that cannot be read: refused).
+ */
+function restoreLeft(dir: string): 'none' | 'moved' | 'stopped' {
+  const partial = join(dir, RESTORE_PARTIAL_DIR);
+  if (!existsSync(partial)) return 'none';
+  let names: string[];
+  try {
+    names = readFileBounded(join(partial, RESTORE_MOVING_FILE), { what: 'restore record', bytesMax: RESTORE_MOVING_BYTES_MAX, noFollow: true }).toString('utf8').split('\n');
+  } catch {
+    return 'stopped';
+  }
+  // Only names a restore moves: a damaged or planted record must not make this judge other paths.
+  const known: readonly string[] = RESTORED_FILES;
+  if (!names.includes(DATA_FILE) || names.some((name) => !known.includes(name))) return 'stopped';
+  const moved = names.every((name) => notThere(join(partial, name)) && !notThere(join(dir, name)));
+  return moved ? 'moved' : 'stopped';
+}
+
+function notThere(path: string): boolean {
+  try {
+    lstatSync(path);
+    return false;
+  } catch (error) {
+    if (errnoCode(error) === 'ENOENT') return true;
+    throw error;
+  }
+}
+
+/**
+ * Finishes a restore into `dir` that was killed after its last move (`restoreLeft` is `moved`): removes the old data's
+ * unsynced-guard state and the partial directory, durably. The caller holds `dir`'s lock (a writable open, the restore
+ * itself). Returns whether there was one to finish.
+ */
+export function finishMovedRestore(dir: string): boolean {
+  if (restoreLeft(dir) !== 'moved') return false;
+  completeRestore(dir);
+  return true;
+}
+
+/** The last steps of a restore, once its store is in `dir`: what describes the old data goes, then the partial directory. */
+export function completeRestore(dir: string): void {
+  // A replica's record of its unsynced writes (unsynced-guard.ts) describes the old data.
+  rmSync(join(dir, UNSYNCED_GUARD_FILE), { force: true });
+  fsyncPath(dir);
+  rmSync(join(dir, RESTORE_PARTIAL_DIR), { recursive: true, force: true });
+  fsyncPath(dir);
+}
+
+/** Whether a restore into `dir` was killed after its last move: DIR holds its store whole (for a refusal's message). */
+export function restoreMovedIn(dir: string): boolean {
+  return restoreLeft(dir) === 'moved';
+}
+
 /**
  * Throws DATA_DIR_INVALID if a `mercury snapshot restore` into `dir` was stopped before it finished: it left its partial
  * store (RESTORE_PARTIAL_DIR) and DIR without the new one (a fresh DIR: no data.mdb at all), and a node started there
  * made a new, empty dataset as if nothing had happened (found by test/crash-restore.test.ts). Asked first by every
- * open of a data directory, a reader's too, so that each says this rather than what else it finds missing.
+ * open of a data directory, a reader's too, so that each says this rather than what else it finds missing. A restore
+ * killed after its last move is not refused: its store is whole (a writable open finishes it first, `finishMovedRestore`).
  */
 export function refuseStoppedRestore(dir: string): void {
   const partial = join(dir, RESTORE_PARTIAL_DIR);
-  if (existsSync(partial))
+  if (restoreLeft(dir) === 'stopped')
     throw new MercuryError(
       'DATA_DIR_INVALID',
       `${partial} is there: a \`mercury snapshot restore\` into ${dir} was stopped before it finished, so the directory may hold its old data, part of the restored store, or none. Run the restore again (with --force if ${dir} holds a data.mdb).`,

@@ -4,7 +4,7 @@ export { evaluateCompare } from './compare.js';
 export type { Compare } from './compare.js';
 export { KEY_VERSION_MAX, nextVersion, prefixEnd } from './records.js';
 export { LOCK_FILE, lockDataDir } from '../fs/dir-lock.js';
-export { INITIALISED_FILE, RESTORE_PARTIAL_DIR } from './data-files.js';
+export { completeRestore, INITIALISED_FILE, recordRestoreMoves, RESTORE_PARTIAL_DIR, RESTORED_FILES, restoreMovedIn } from './data-files.js';
 export { dataFileDamaged, lmdbTreeProblem } from './lmdb-meta.js';
 export type { DataDirLock } from '../fs/dir-lock.js';
 export type { KeyRecord, KeyRecordSink } from './records.js';

@@ -12,7 +12,7 @@ import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
 import { lockDataDir, type DataDirLock } from '../fs/dir-lock.js';
-import { checkDataFiles, DATA_FILE, INITIALISED_FILE, LMDB_LOCK_FILE, markInitialised, refuseStoppedRestore } from './data-files.js';
+import { checkDataFiles, DATA_FILE, finishMovedRestore, INITIALISED_FILE, LMDB_LOCK_FILE, markInitialised, refuseStoppedRestore } from './data-files.js';
 import { dataFileDamaged, lmdbMetaProblem, lmdbTreeProblem } from './lmdb-meta.js';
 import { open, type Database, type DatabaseOptions, type RootDatabase, type Transaction } from 'lmdb';
 import { LMDB_MAP_BYTES_DEFAULT, LMDB_READERS_MAX, SNAPSHOT_READERS_MAX } from '../limits.js';
@@ -570,6 +570,8 @@ export class Store {
     // Before anything touches the files: the unsynced guard may delete them.
     const lock = !options.readOnly && options.lock !== false ? lockDataDir(options.path, new Date(systemClock.nowMs()).toISOString()) : undefined;
     try {
+      // A restore killed after its last move left DIR whole: finished under the lock, before anything reads the files.
+      if (lock !== undefined) finishMovedRestore(options.path);
       return new Store(options, lock);
     } catch (error) {
       lock?.release();

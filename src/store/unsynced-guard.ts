@@ -22,9 +22,9 @@ import { existsSync, lstatSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
 import { fsyncPath, writeFileDurably } from '../fs/durable.js';
-import { DATA_FILE, INITIALISED_FILE, LMDB_LOCK_FILE } from './data-files.js';
+import { DATA_FILE, INITIALISED_FILE, LMDB_LOCK_FILE, UNSYNCED_GUARD_FILE } from './data-files.js';
 
-const STATE_FILE = 'unsynced-guard.json';
+const STATE_FILE = UNSYNCED_GUARD_FILE;
 /** The marker first: removed with the data, it must not outlive it (data-files.ts). */
 const DISCARDED_FILES = [INITIALISED_FILE, DATA_FILE, LMDB_LOCK_FILE];
 const BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id';
