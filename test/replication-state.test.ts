@@ -530,6 +530,41 @@ describe('replication state machines', () => {
     assert.ok(hello?.type === 'hello' && hello.resync);
   });
 
+  test('downstream: a divergence and a resync recorded before a restart: it starts stopped, or asks for a snapshot; halted, it takes a resync again', () => {
+    const store = rootStore(4);
+    const options = { nodeId: 'replica', upstreams: ['up-a'], datasetId: store.datasetId(), head: store.head(), limits: L, random: () => 0.5 };
+    const { downstream } = newReplica({ store, upstreams: ['up-a'] });
+    const [connect] = downstream.start(T0);
+    assert.ok(connect?.type === 'connect');
+    downstream.connected(T0, connect.connId);
+    const refused = downstream.receive(T0 + 1, connect.connId, encodeMessage({ type: 'refuse', reason: 'CHAIN_DIVERGED', message: 'hash differs at 4' }));
+    // The adapter records it, behind whatever was applied before.
+    const [recorded] = ofType(refused, 'diverged');
+    assert.deepEqual(recorded?.divergence, downstream.divergence());
+
+    // Restarted with the record: stopped at once, no connection, and the children are judged by the recorded head.
+    const restarted = new Downstream({ ...options, divergence: recorded!.divergence });
+    assert.equal(ofType(restarted.start(T0), 'connect').length, 0);
+    assert.equal(restarted.status().phase, 'diverged');
+    assert.deepEqual(restarted.divergence(), recorded!.divergence);
+    assert.equal(restarted.nextTickMs(), undefined);
+    const again = ofType(restarted.resync(T0 + 1), 'connect')[0]!;
+    const [hello] = sent(restarted.connected(T0 + 1, again.connId));
+    assert.ok(hello?.type === 'hello' && hello.resync);
+    assert.equal(restarted.divergence(), undefined);
+
+    // Restarted with a resync pending (which wins over a divergence): the first HELLO asks for the snapshot.
+    const resyncing = new Downstream({ ...options, resync: true, divergence: recorded!.divergence });
+    const first = ofType(resyncing.start(T0), 'connect')[0]!;
+    const [resyncHello] = sent(resyncing.connected(T0, first.connId));
+    assert.ok(resyncHello?.type === 'hello' && resyncHello.resync);
+    assert.equal(resyncing.status().resyncPending, true);
+    // Halted on damaged data meanwhile: not stuck behind the pending request, an operator's resync starts one again.
+    resyncing.halt(T0 + 1, 'DATA_CORRUPTED: key "a"');
+    assert.equal(resyncing.status().resyncPending, false);
+    assert.equal(ofType(resyncing.resync(T0 + 2), 'connect').length, 1);
+  });
+
   test('downstream: an upstream that claims divergence while another welcomes the chain is failed over, not believed', () => {
     const root = rootStore(6);
     const { downstream, store } = newReplica({ store: rootStore(4) });

@@ -526,6 +526,8 @@ export class Downstream {
     if (this.session !== undefined) this.endSession(this.session, reason, actions, false);
     this.phase = 'halted';
     this.lastFailure = reason;
+    // A resync pending (a machine made from a store that records one) would refuse the operator's next one, the way out.
+    this.resyncRequested = false;
     actions.push({
       type: 'log',
       level: 'error',
