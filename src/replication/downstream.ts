@@ -208,7 +208,7 @@ export interface DownstreamStatus {
   readonly upstreamSwitches: number;
   readonly entriesApplied: number;
   readonly snapshotsInstalled: number;
-  /** A resync was requested and its snapshot is not installed yet (it survives reconnects and upstream switches). */
+  /** A resync was requested and its snapshot is not installed yet (it survives reconnects, upstream switches and restarts). */
   readonly resyncPending: boolean;
   readonly divergedReason: string | undefined;
   /** The head this node held when it stopped following for divergence (it holds it still, until a resync). */
