@@ -124,7 +124,7 @@ describe('unsynced guard', () => {
     const [command, argv] = asRoot ? ['/usr/bin/setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', process.execPath, ...args]] : [process.execPath, args];
     const result = spawnSync(command, argv, { encoding: 'utf8', timeout: 30_000 });
     assert.equal(result.status, 1, result.stderr);
-    assert.match(result.stderr, /^mercury: DATA_DIR_INVALID: \S+unsynced-guard\.json cannot be read \(EACCES: .*\): the data directory \S+ and the files in it must be readable and writable by the user mercury runs as/m);
+    assert.match(result.stderr, /^mercury: DATA_DIR_INVALID: \S+unsynced-guard\.json cannot be read \(EACCES: .*\): data directory \S+ and the files in it must be readable and writable by the user mercury runs as/m);
     assert.equal(readFileSync(join(replica, 'data.mdb'), 'utf8'), 'pretend data', 'the data is not discarded');
   });
 
@@ -137,7 +137,7 @@ describe('unsynced guard', () => {
     mkdirSync(join(replica, 'unsynced-guard.json'));
     const refused = await serveRefused(replica, ['--upstream', '127.0.0.1:1']);
     assert.equal(refused.code, 1, refused.stderr);
-    assert.match(refused.stderr, /DATA_DIR_INVALID: \S+unsynced-guard\.json is not a file, so whether this replica's data survived its last stop is unknown/);
+    assert.match(refused.stderr, /DATA_DIR_INVALID: \S+unsynced-guard\.json is a directory, not a file, so whether this replica's data survived its last stop is unknown/);
     assert.ok(existsSync(join(replica, 'data.mdb')));
   });
 

@@ -19,8 +19,9 @@
  * An empty lock file is a starter between creating the file and writing it, or what a crash or a power loss left of
  * one (the contents are fsynced, but a power loss between the create and the fsync leaves the file empty). Which of the
  * two, its age tells: older than LOCK_EMPTY_STALE_MS it is stale and taken over; younger, the start is refused, saying
- * so. A lock path that is not a file (a directory), or a file larger than LOCK_BYTES_MAX, was not made by Mercury and
- * is refused, naming it. A lock file with other contents (not the JSON above) is damaged: it is refused too, never taken
+ * so. A lock path that is not a file (a directory, a FIFO, a link), or a file larger than LOCK_BYTES_MAX, was not made
+ * by Mercury and is refused, naming it; what is judged is the open descriptor, never an earlier look at the path
+ * (readBounded), so a FIFO swapped in meanwhile cannot hang a start or a release. A lock file with other contents (not the JSON above) is damaged: it is refused too, never taken
  * over, since nothing in it says whether its holder still runs (taking it over let a second root write the directory of
  * a live one); the operator removes it once no mercury process uses the directory.
  *
@@ -31,7 +32,7 @@ import { closeSync, fsyncSync, linkSync, lstatSync, openSync, readFileSync, rena
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
-import { fileKind } from './bounded-read.js';
+import { readBounded, type BoundedRead } from './bounded-read.js';
 
 export const LOCK_FILE = 'mercury.lock';
 const BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id';
@@ -60,9 +61,23 @@ export interface DataDirLock {
   release(): void;
 }
 
+/** A file of the kernel's (/proc), or '' when it cannot be read. */
 function readOptional(path: string): string {
   try {
     return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * The text of the lock file at `path`, or '' when no lock file of ours can be there (gone, or not a regular file of a
+ * lock's size). Read bounded: a FIFO put in its place while this process held the lock hung its release at shutdown.
+ */
+function lockText(path: string): string {
+  try {
+    const read = readBounded(path, LOCK_BYTES_MAX, { noFollow: true });
+    return read.found === 'file' ? read.bytes.toString('utf8') : '';
   } catch {
     return '';
   }
@@ -143,7 +158,7 @@ export function lockDirectory(dir: string, nowIso: string, { file, what }: { rea
         path,
         holder: self,
         release: () => {
-          if (readOptional(path) === text) unlinkSync(path);
+          if (lockText(path) === text) unlinkSync(path);
         },
       };
     } catch (error) {
@@ -181,36 +196,50 @@ export function lockDirectory(dir: string, nowIso: string, { file, what }: { rea
         `${what} ${dir} is locked by a process on another host (${describe(holder)}); if that process is gone, remove ${path}`,
         { details: { ...holder } },
       );
-    takeOver(path, (moved) => readOptional(moved) === found.text);
+    takeOver(path, (moved) => lockText(moved) === found.text);
   }
   throw new MercuryError('DATA_DIR_LOCKED', `could not lock ${what} ${dir}: other processes keep taking ${path}`);
 }
 
-/** The lock file's entry and contents; undefined if it is gone. Throws DATA_DIR_INVALID if it is not a file. */
+/**
+ * The lock file's entry (its descriptor's fstat) and contents; undefined if it is gone. Throws DATA_DIR_INVALID if it
+ * is not a regular file of a lock's size. Opened, then checked: an lstat of the path, then a read, let a FIFO swapped in
+ * between the two hang the start in read(2); and a multi-GB file was once read whole, then failed naming no file.
+ */
 function readLock(dir: string, path: string, what: string): { entry: Stats; text: string } | undefined {
+  let read: BoundedRead;
   try {
-    const entry = lstatSync(path);
-    // Not read if larger than any lock Mercury writes: a multi-GB file was read whole, then failed naming no file.
-    const kind = entry.isSymbolicLink() ? 'a symbolic link' : !entry.isFile() ? fileKind(entry) : entry.size > LOCK_BYTES_MAX ? `${entry.size} bytes` : undefined;
-    if (kind !== undefined)
-      throw new MercuryError('DATA_DIR_INVALID', `${path} is ${kind}, not the lock file Mercury makes; with no mercury process on ${dir}, remove it and start again`);
-    return { entry, text: readFileSync(path, 'utf8') };
+    read = readBounded(path, LOCK_BYTES_MAX, { noFollow: true });
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    if (error instanceof MercuryError) throw error;
     throw unusable(error, path, dir, what);
   }
+  if (read.found === 'file') return { entry: read.stat, text: read.bytes.toString('utf8') };
+  const kind = read.found === 'other' ? read.kind : read.size === undefined ? `over ${LOCK_BYTES_MAX} bytes` : `${read.size} bytes`;
+  throw new MercuryError('DATA_DIR_INVALID', `${path} is ${kind}, not the lock file Mercury makes; with no mercury process on ${dir}, remove it and start again`);
+}
+
+/** The lock file could not be made or read (EACCES: a directory or file of another user, EROFS, ENOSPC). */
+function unusable(error: unknown, path: string, dir: string, what: string): MercuryError {
+  return fileUnusable(error, path, { dir, what, done: 'made or read' });
 }
 
 /**
- * The lock file could not be made or read (EACCES: a directory or file of another user, EROFS, ENOSPC): the operating
- * system's error alone was printed, with no code and nothing to do (audit, 2026-12-07).
+ * The error for a file of a directory Mercury keeps (`what` `dir`: "data directory /d") that the system would not let
+ * this process open (EACCES, EPERM: a file or directory of another user, or of the wrong mode; EROFS; ENOSPC): the
+ * operating system's error alone was printed (LMDB's "Permission denied: Attempting to open main database file"), with
+ * no code, no file for some, and nothing to do (audit, 2026-12-07). `done` is what could not be done to `path`; `needs`
+ * what the user must be allowed ("readable" for a reader, which writes nothing).
  */
-function unusable(error: unknown, path: string, dir: string, what: string): MercuryError {
+export function fileUnusable(
+  error: unknown,
+  path: string,
+  { dir, what = 'data directory', done = 'opened', needs = 'readable and writable' }: { readonly dir: string; readonly what?: string; readonly done?: string; readonly needs?: string },
+): MercuryError {
   const uid = process.getuid?.();
   return new MercuryError(
     'DATA_DIR_INVALID',
-    `${path} cannot be made or read (${(error as Error).message}): ${what} ${dir} and the files in it must be readable and writable by the user mercury runs as${uid === undefined ? '' : ` (uid ${uid})`}; fix their owner or mode (or the disk), then start again`,
+    `${path} cannot be ${done} (${(error as Error).message}): ${what} ${dir} and the files in it must be ${needs} by the user mercury runs as${uid === undefined ? '' : ` (uid ${uid})`}; fix their owner or mode (or the disk), then try again`,
     { cause: error },
   );
 }

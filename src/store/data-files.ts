@@ -16,10 +16,11 @@
  * Why a marker and not the other files Mercury writes (signing key, admin token): a root given `--signing-key` and
  * `--admin-token-file`, as the deploy files start it, writes neither, and its empty data file would go unnoticed.
  */
-import { existsSync, lstatSync, readlinkSync, rmSync, statSync, writeFileSync, type Stats } from 'node:fs';
+import { accessSync, constants, existsSync, lstatSync, readlinkSync, rmSync, statSync, writeFileSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
 import { fileKind, readFileBounded } from '../fs/bounded-read.js';
+import { fileUnusable } from '../fs/dir-lock.js';
 import { fsyncPath, writeFileDurably } from '../fs/durable.js';
 
 export const DATA_FILE = 'data.mdb';
@@ -53,13 +54,14 @@ function errnoCode(error: unknown): string | undefined {
 }
 
 /** What `path` is if it is there and not a regular file (through links), else undefined. */
-function notRegularFile(path: string): string | undefined {
+function notRegularFile(dir: string, path: string): string | undefined {
   let entry: Stats;
   try {
     entry = lstatSync(path);
   } catch (error) {
     if (errnoCode(error) === 'ENOENT') return undefined;
-    throw error;
+    // EACCES: a directory this user may not search.
+    throw fileUnusable(error, path, { dir, done: 'looked at' });
   }
   if (entry.isFile()) return undefined;
   if (!entry.isSymbolicLink()) return fileKind(entry);
@@ -136,6 +138,22 @@ export function restoreMovedIn(dir: string): boolean {
 }
 
 /**
+ * Whether `dir` holds a data file, for a reader, which makes none. DATA_DIR_INVALID when that cannot be told: a
+ * directory this user may not search was taken for one without data.mdb ("its node has not started yet").
+ */
+export function dataFileFound(dir: string): boolean {
+  const path = join(dir, DATA_FILE);
+  try {
+    lstatSync(path);
+    return true;
+  } catch (error) {
+    const code = errnoCode(error);
+    if (code === 'ENOENT' || code === 'ENOTDIR') return false;
+    throw fileUnusable(error, path, { dir, done: 'looked at', needs: 'readable' });
+  }
+}
+
+/**
  * Throws DATA_DIR_INVALID if a `mercury snapshot restore` into `dir` was stopped before it finished: it left its partial
  * store (RESTORE_PARTIAL_DIR) and DIR without the new one (a fresh DIR: no data.mdb at all), and a node started there
  * made a new, empty dataset as if nothing had happened (found by test/crash-restore.test.ts). Asked first by every
@@ -151,24 +169,51 @@ export function refuseStoppedRestore(dir: string): void {
     );
 }
 
-/** Throws DATA_DIR_INVALID, naming the file and what to do, if `dir`'s LMDB files cannot be handed to LMDB. */
-export function checkDataFiles(dir: string): void {
+/** The refusal of a data file that is `kind` ("a FIFO (named pipe)") instead of a regular file. */
+export function notDataFile(dataFile: string, kind: string): MercuryError {
+  return new MercuryError(
+    'DATA_DIR_INVALID',
+    `${dataFile} is ${kind}, not the data file LMDB wrote; LMDB cannot open it safely. Put the data file back; without it, see "Damaged data" in the README: a replica starts again on an empty directory, a root is restored from a replica or a backup.`,
+  );
+}
+
+/**
+ * Throws DATA_DIR_INVALID, naming the file, if this process may not use `dir`'s LMDB files as LMDB opens them: read,
+ * and written too unless `readOnly` (a reader opens lock.mdb as it can). LMDB's own open said only "Permission denied:
+ * Attempting to open main database file" (exit 1, no code, no file), and a lock.mdb that a writer could read but not
+ * write killed it with SIGSEGV inside LMDB's open (audit, 2026-12-07: data.mdb of another user, or of mode 000).
+ * access(2) is a question, not a guarantee: a mode changed after it still meets LMDB's error (Store wraps it too).
+ */
+function checkAccess(dir: string, readOnly: boolean): void {
+  for (const name of readOnly ? [DATA_FILE] : [DATA_FILE, LMDB_LOCK_FILE]) {
+    const path = join(dir, name);
+    try {
+      accessSync(path, readOnly ? constants.R_OK : constants.R_OK | constants.W_OK);
+    } catch (error) {
+      if (errnoCode(error) === 'ENOENT') continue;
+      throw readOnly ? fileUnusable(error, path, { dir, done: 'read', needs: 'readable' }) : fileUnusable(error, path, { dir, done: 'read and written' });
+    }
+  }
+}
+
+/**
+ * Throws DATA_DIR_INVALID, naming the file and what to do, if `dir`'s LMDB files cannot be handed to LMDB, or not
+ * opened by this process as LMDB will (read and written, only read if `readOnly`).
+ */
+export function checkDataFiles(dir: string, readOnly: boolean): void {
   refuseStoppedRestore(dir);
   const dataFile = join(dir, DATA_FILE);
-  const dataKind = notRegularFile(dataFile);
-  if (dataKind !== undefined)
-    throw new MercuryError(
-      'DATA_DIR_INVALID',
-      `${dataFile} is ${dataKind}, not the data file LMDB wrote; LMDB cannot open it safely. Put the data file back; without it, see "Damaged data" in the README: a replica starts again on an empty directory, a root is restored from a replica or a backup.`,
-    );
+  const dataKind = notRegularFile(dir, dataFile);
+  if (dataKind !== undefined) throw notDataFile(dataFile, dataKind);
   const lockFile = join(dir, LMDB_LOCK_FILE);
-  const lockKind = notRegularFile(lockFile);
+  const lockKind = notRegularFile(dir, lockFile);
   // Not removed here, though it holds no data: whatever an operator put at that name is theirs to look at.
   if (lockKind !== undefined)
     throw new MercuryError(
       'DATA_DIR_INVALID',
       `${lockFile} is ${lockKind}, not LMDB's lock file; LMDB cannot open the directory with it. It holds no data (LMDB makes it again): with no Mercury process on ${dir}, remove it and start again.`,
     );
+  checkAccess(dir, readOnly);
   const marker = join(dir, INITIALISED_FILE);
   if (existsSync(dataFile) && statSync(dataFile).size === 0 && existsSync(marker))
     throw new MercuryError(

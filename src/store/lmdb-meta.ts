@@ -12,8 +12,12 @@
  *     entries, root)    96 MDB_db main (same)    144 u64 last_pg    152 u64 txnid
  * ```
  */
-import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, openSync, readSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { MercuryError } from '../errors/index.js';
+import { fileKind } from '../fs/bounded-read.js';
+import { fileUnusable } from '../fs/dir-lock.js';
+import { notDataFile } from './data-files.js';
 
 /**
  * The error that refuses a data file whose meta pages, trees or store records are damaged, saying what to do.
@@ -60,12 +64,30 @@ function metaProblem(meta: Buffer, index: number, pageBytes: number, fileBytes: 
 }
 
 /**
+ * The data file opened for the reads here. Without blocking: `mercury verify` reads it before anything else looks at
+ * it, and a FIFO put at its name hung verify for ever in open(2). What is read is what the descriptor holds, a regular
+ * file, whatever was at the name before. DATA_DIR_INVALID, naming it, when this user may not read it.
+ */
+function openDataFile(dataFile: string): number {
+  let fd: number;
+  try {
+    fd = openSync(dataFile, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (error) {
+    throw fileUnusable(error, dataFile, { dir: dirname(dataFile), done: 'read', needs: 'readable' });
+  }
+  const stat = fstatSync(fd);
+  if (stat.isFile()) return fd;
+  closeSync(fd);
+  throw notDataFile(dataFile, fileKind(stat));
+}
+
+/**
  * Checks `dir`/data.mdb's meta pages; returns a description of the damage, or undefined when they look sound (or
  * there is no data file yet).
  */
 export function lmdbMetaProblem(dataFile: string): string | undefined {
   if (!existsSync(dataFile)) return undefined;
-  const fd = openSync(dataFile, 'r');
+  const fd = openDataFile(dataFile);
   try {
     const fileBytes = fstatSync(fd).size;
     if (fileBytes === 0) return undefined; // created, never written: LMDB initialises it
@@ -161,7 +183,7 @@ class PageReader {
 export function lmdbTreeProblem(dataFile: string, onPage: (pagesRead: number) => void = () => {}): string | undefined {
   const metaProblem = lmdbMetaProblem(dataFile);
   if (metaProblem !== undefined || !existsSync(dataFile)) return metaProblem;
-  const fd = openSync(dataFile, 'r');
+  const fd = openDataFile(dataFile);
   try {
     const fileBytes = fstatSync(fd).size;
     if (fileBytes === 0) return undefined;

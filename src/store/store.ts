@@ -9,12 +9,13 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
-import { lockDataDir, type DataDirLock } from '../fs/dir-lock.js';
-import { checkDataFiles, DATA_FILE, finishMovedRestore, INITIALISED_FILE, LMDB_LOCK_FILE, markInitialised, refuseStoppedRestore } from './data-files.js';
+import { fileUnusable, lockDataDir, type DataDirLock } from '../fs/dir-lock.js';
+import { checkDataFiles, DATA_FILE, dataFileFound, finishMovedRestore, INITIALISED_FILE, LMDB_LOCK_FILE, markInitialised, refuseStoppedRestore } from './data-files.js';
 import { dataFileDamaged, lmdbMetaProblem, lmdbTreeProblem } from './lmdb-meta.js';
-import { open, type Database, type DatabaseOptions, type RootDatabase, type Transaction } from 'lmdb';
+import { open, type Database, type DatabaseOptions, type RootDatabase, type RootDatabaseOptionsWithPath, type Transaction } from 'lmdb';
 import { LMDB_MAP_BYTES_DEFAULT, LMDB_READERS_MAX, SNAPSHOT_READERS_MAX } from '../limits.js';
 import { SnapshotReaders, snapshotReadersFor, type SnapshotReservation } from './snapshot-readers.js';
 import { closeUnsynced, openUnsyncedWhy } from './unsynced-guard.js';
@@ -179,6 +180,21 @@ const RANGE_DELETE_RUN_KEYS = 1024;
 export const DATA_DIR_MODE = 0o700;
 export const DATA_FILE_MODE = 0o600;
 const LMDB_FILES = [DATA_FILE, LMDB_LOCK_FILE];
+/** LMDB's open fails with these (lmdb-js gives the errno as a number) when the files' owner or mode, or the disk, forbid it. */
+const LMDB_ACCESS_ERRNOS: ReadonlySet<unknown> = new Set([osConstants.errno.EACCES, osConstants.errno.EPERM, osConstants.errno.EROFS]);
+
+/**
+ * LMDB's open, its refusals for access named as DATA_DIR_INVALID with what to do: checkDataFiles asks first, but a mode
+ * changed since would meet LMDB's bare "Permission denied: Attempting to open main database file".
+ */
+function openLmdb(options: RootDatabaseOptionsWithPath & { readonly path: string }): RootDatabase {
+  try {
+    return open(options);
+  } catch (error) {
+    if (!LMDB_ACCESS_ERRNOS.has((error as { code?: unknown }).code)) throw error;
+    throw fileUnusable(error, options.path, { dir: options.path, done: 'opened by LMDB', needs: options.readOnly === true ? 'readable' : 'readable and writable' });
+  }
+}
 
 const META_DATASET_ID = 'datasetId';
 const META_NODE_ID = 'nodeId';
@@ -396,7 +412,7 @@ export class Store {
     this.lock = lock;
     this.unsynced = options.noSync === true && options.readOnly !== true;
     // First: LMDB crashes on a data or lock file that is not a file, and the unsynced guard cannot remove a directory.
-    checkDataFiles(options.path);
+    checkDataFiles(options.path, options.readOnly === true);
     this.discardReason = this.unsynced ? openUnsyncedWhy(options.path) : undefined;
     const created = !options.readOnly && !existsSync(join(options.path, DATA_FILE));
     // LMDB trusts its meta pages and its B-trees: damaged meta pages crash the process (SIGSEGV) inside open, a damaged
@@ -414,7 +430,7 @@ export class Store {
       );
     const metaProblem = options.readOnly === true ? lmdbMetaProblem(dataFile) : lmdbTreeProblem(dataFile);
     if (metaProblem !== undefined) throw dataFileDamaged(dataFile, metaProblem);
-    this.env = open({
+    this.env = openLmdb({
       path: options.path,
       mapSize: options.mapBytes ?? LMDB_MAP_BYTES_DEFAULT,
       // Explicit: lmdb-js's default table of 126 readers was filled by slow snapshot clients (snapshot-readers.ts).
@@ -560,7 +576,7 @@ export class Store {
     // A reader opens what a node wrote, and never makes anything: LMDB would create a missing directory (and say only
     // "No such file or directory" of the missing data file). A restore stopped midway is named as such first.
     else refuseStoppedRestore(options.path);
-    if (options.readOnly && !existsSync(join(options.path, DATA_FILE)))
+    if (options.readOnly && !dataFileFound(options.path))
       throw new MercuryError(
         'DATA_DIR_INVALID',
         existsSync(options.path)

@@ -16,11 +16,14 @@
  * The file is replaced whole by a rename, never written in place. A state file that does not hold such an object
  * (torn, damaged into other JSON such as `null`, or larger than STATE_BYTES_MAX, which is not read) says nothing of the
  * last stop, so the data is discarded as after a machine crash. A state path that is not a file (a directory) was not
- * made here: the start is refused, naming it, before anything is touched.
+ * made here: the start is refused, naming it, before anything is touched. The file is judged by its open descriptor
+ * (src/fs/bounded-read.ts), never by an earlier look at the path: a FIFO swapped in between would hang the start.
  */
-import { existsSync, lstatSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
+import { readBounded, type BoundedRead } from '../fs/bounded-read.js';
+import { fileUnusable } from '../fs/dir-lock.js';
 import { fsyncPath, writeFileDurably } from '../fs/durable.js';
 import { DATA_FILE, INITIALISED_FILE, LMDB_LOCK_FILE, UNSYNCED_GUARD_FILE } from './data-files.js';
 
@@ -52,32 +55,22 @@ function isGuardState(value: unknown): value is GuardState {
 
 /** The recorded state; what is wrong with it if the file is torn or damaged; 'none' if there is no state file. */
 function readState(dir: string, statePath: string): GuardState | { damaged: string } | 'none' {
-  let bytes: number;
+  let read: BoundedRead;
   try {
-    const entry = lstatSync(statePath);
-    bytes = entry.size;
-    if (!entry.isFile())
-      throw new MercuryError(
-        'DATA_DIR_INVALID',
-        `${statePath} is not a file, so whether this replica's data survived its last stop is unknown. With no mercury process on ${dir}, remove it and the data files (data.mdb, lock.mdb: the replica fetches its data again from its upstream), then start again.`,
-      );
+    // Opened, then checked: an lstat of the path, then a read, let a FIFO swapped in between the two hang the start.
+    read = readBounded(statePath, STATE_BYTES_MAX, { noFollow: true });
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 'none';
-    throw error;
+    throw fileUnusable(error, statePath, { dir, done: 'read' });
   }
-  // Damaged, whatever it holds: not read (a multi-GB file was read whole, then failed the start naming no file).
-  if (bytes > STATE_BYTES_MAX) return { damaged: `${bytes} bytes, over the ${STATE_BYTES_MAX} it may hold` };
-  let text: string;
-  try {
-    text = readFileSync(statePath, 'utf8');
-  } catch (error) {
-    // EACCES (a file of another user): the operating system's error alone, no code (audit, 2026-12-07).
+  if (read.found === 'other')
     throw new MercuryError(
       'DATA_DIR_INVALID',
-      `${statePath} cannot be read (${(error as Error).message}): the data directory ${dir} and the files in it must be readable and writable by the user mercury runs as; fix their owner or mode, then start again`,
-      { cause: error },
+      `${statePath} is ${read.kind}, not a file, so whether this replica's data survived its last stop is unknown. With no mercury process on ${dir}, remove it and the data files (data.mdb, lock.mdb: the replica fetches its data again from its upstream), then start again.`,
     );
-  }
+  // Damaged, whatever it holds (a multi-GB file was read whole, then failed the start naming no file).
+  if (read.found === 'too large') return { damaged: `${read.size === undefined ? 'grown, while read,' : `${read.size} bytes,`} over the ${STATE_BYTES_MAX} it may hold` };
+  const text = read.bytes.toString('utf8');
   if (text === '') return { damaged: 'empty' };
   try {
     const parsed: unknown = JSON.parse(text);

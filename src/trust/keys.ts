@@ -5,10 +5,11 @@
  * -pubout` write). A `--trust-key` file must hold a public key: a private one is refused (see readTrustKey).
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { existsSync, lstatSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { MercuryError, type ErrorCode } from '../errors/index.js';
-import { readFileBounded, SMALL_FILE_BYTES_MAX, type SecretFileWarn } from '../fs/bounded-read.js';
+import { readBounded, readFileBounded, SMALL_FILE_BYTES_MAX, type BoundedRead, type SecretFileWarn } from '../fs/bounded-read.js';
+import { fileUnusable } from '../fs/dir-lock.js';
 import { writeFileDurably } from '../fs/durable.js';
 
 /** Where a root keeps the key it generated, and its public half for operators to hand to replicas. */
@@ -84,13 +85,21 @@ export function readTrustKey(path: string): KeyObject {
   return key;
 }
 
-/** The public half's bytes (a regular file of at most 4 KiB), 'missing', or 'not a file' (left alone: not Mercury's). */
-function publicHalfFound(path: string): Buffer | 'missing' | 'not a file' {
-  const entry = lstatSync(path, { throwIfNoEntry: false });
-  if (entry === undefined) return 'missing';
-  if (!entry.isFile()) return 'not a file';
-  if (entry.size > PUBLIC_KEY_FILE_BYTES_MAX) return Buffer.alloc(0); // damaged: never read, written again
-  return readFileBounded(path, { what: 'public key', bytesMax: PUBLIC_KEY_FILE_BYTES_MAX, noFollow: true, code: 'DATA_DIR_INVALID' });
+/**
+ * The public half's bytes (a regular file of at most 4 KiB), 'missing', or 'not a file' (left alone: not Mercury's).
+ * Judged by its open descriptor (readBounded), not by an lstat before the read.
+ */
+function publicHalfFound(dataDir: string, path: string): Buffer | 'missing' | 'not a file' {
+  let read: BoundedRead;
+  try {
+    read = readBounded(path, PUBLIC_KEY_FILE_BYTES_MAX, { noFollow: true });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
+    throw fileUnusable(error, path, { dir: dataDir, done: 'read' });
+  }
+  if (read.found === 'other') return 'not a file';
+  if (read.found === 'too large') return Buffer.alloc(0); // damaged: never read, written again
+  return read.bytes;
 }
 
 /**
@@ -123,7 +132,7 @@ export function loadOrCreateSigningKey(
         : `restore ${path} from a backup; if it is lost for good and no replica trusts its public half yet (no entry is signed with it), remove it and ${SIGNING_PUBLIC_KEY_FILE} to have a new pair made at the next start`;
     const key = readSigningKey(path, 'signing key', warn, { code: 'DATA_DIR_INVALID', remedy });
     const publicPem = createPublicKey(key).export({ type: 'spki', format: 'pem' });
-    const found = publicHalfFound(publicPath);
+    const found = publicHalfFound(dataDir, publicPath);
     if (found === 'missing') writeFileDurably(publicPath, publicPem, PUBLIC_KEY_FILE_MODE);
     // Damaged (emptied, cut short, another key's): operators copy this file to every replica's --trust-key, where a
     // damaged one fails the replica's start, and another key's makes it refuse everything the root signs. It is only
