@@ -3,8 +3,8 @@
  * The demo's ports are fixed (7070 and up, as the README shows them), so this file runs one demo at a time.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CLI_PATH, makeTempDir, removeDir, stopProcess } from './support/process.js';
@@ -59,5 +59,23 @@ describe('cli demo', () => {
     rmSync(join(dir, 'replication-token'));
     assert.deepEqual(await demoNodes(), ['root', 'replica-1']);
     assert.ok(existsSync(join(dir, 'demo-token')) && existsSync(join(dir, 'replication-token')));
+  });
+
+  // Found by audit: the demo read its own files with readFileSync; anyone who can write ./data/demo can plant files there.
+  test('cli demo: a FIFO where its CA certificate goes is refused at once, naming it and what to do, never waited on', () => {
+    const planted = join(dir, 'planted-fifo');
+    mkdirSync(join(planted, 'tls'), { recursive: true });
+    execFileSync('mkfifo', [join(planted, 'tls', 'ca.pem')]);
+    const result = spawnSync(process.execPath, [CLI_PATH, 'demo', '--replicas', '1', '--dir', planted, '--json'], { encoding: 'utf8', timeout: DEMO_START_TIMEOUT_MS, killSignal: 'SIGKILL' });
+    assert.equal(result.status, 1, `the demo hung or failed otherwise (signal ${result.signal}): ${result.stderr}`);
+    assert.match(result.stderr, /^mercury: DATA_DIR_INVALID: the demo's file \S+ca\.pem is a FIFO \(named pipe\); remove \S+tls and run the demo again: it makes new certificates/m);
+  });
+
+  test('cli demo: a directory where a token file goes is refused, naming it, and the nodes started are stopped', () => {
+    const planted = join(dir, 'planted-dir');
+    mkdirSync(join(planted, 'replication-token'), { recursive: true });
+    const result = spawnSync(process.execPath, [CLI_PATH, 'demo', '--replicas', '1', '--dir', planted, '--json'], { encoding: 'utf8', timeout: DEMO_START_TIMEOUT_MS, killSignal: 'SIGKILL' });
+    assert.equal(result.status, 1, `signal ${result.signal}; stdout: ${result.stdout}; stderr: ${result.stderr}`);
+    assert.match(result.stderr, /^mercury: DATA_DIR_INVALID: the demo's file \S+replication-token is a directory; remove it and run the demo again: it makes a new token/m);
   });
 });

@@ -7,10 +7,11 @@
  * with openssl in DIR/tls on the first run and kept for the next ones (so a MERCURY_CA exported once stays valid).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BOOTSTRAP_TOKEN_FILE } from '../auth/index.js';
 import { NodeClient, UnauthenticatedError, bearer, type ClientTls } from '../client/index.js';
+import { readFileBounded, SMALL_FILE_BYTES_MAX } from '../fs/bounded-read.js';
 import { createCertificateAuthority, issueCertificate, type CertificateFiles } from '../net/tls-certs.js';
 
 /**
@@ -23,6 +24,15 @@ const DEMO_BASE_PORT = 7070;
 /** Nodes take HTTP and replication ports in pairs from DEMO_BASE_PORT, so their wire ports come from a range apart. */
 const DEMO_WIRE_BASE_PORT = 7170;
 export const DEMO_REPLICAS_MAX = 20;
+
+/**
+ * A file the demo made in DIR (its CA certificate, a token), read bounded (src/fs/bounded-read.ts): whatever else is
+ * found at its name is refused, naming it, with `remedy`. DIR is ./data/demo by default, where anyone who can write
+ * the working directory can put things: a FIFO there hung the demo for ever, a directory gave a bare EISDIR.
+ */
+function readDemoFile(path: string, remedy: string): Buffer {
+  return readFileBounded(path, { what: 'the demo\'s file', bytesMax: SMALL_FILE_BYTES_MAX, noFollow: true, code: 'DATA_DIR_INVALID', remedy });
+}
 
 interface DemoNode {
   readonly name: string;
@@ -49,7 +59,7 @@ class DemoCertificates {
   }
 
   clientTls(): ClientTls {
-    return { ca: readFileSync(this.ca.certPath) };
+    return { ca: readDemoFile(this.ca.certPath, `remove ${this.dir} and run the demo again: it makes new certificates`) };
   }
 
   private files(name: string): CertificateFiles {
@@ -115,15 +125,16 @@ async function waitStreaming(node: DemoNode, tls: ClientTls, token: string): Pro
 /**
  * The token kept in `file`, or a new one made with `scopes` and written there (0600). A token of that name without
  * its file (the file deleted, or a demo killed between the two) holds a secret nobody has: it is revoked first, since
- * names are unique.
+ * names are unique. Something else at the file's name (a directory, a FIFO, a link) is refused, never followed.
  */
 async function demoToken(admin: NodeClient, file: string, name: string, scopes: string[]): Promise<string> {
-  if (existsSync(file)) return file;
+  if (existsSync(file)) return readDemoFile(file, 'remove it and run the demo again: it makes a new token').toString('utf8').trim();
   const orphan = (await admin.listTokens()).tokens.find((token) => token.name === name);
   if (orphan !== undefined) await admin.revokeToken(orphan.id);
   const created = await admin.createToken(name, scopes);
-  writeFileSync(file, `${created.token!}\n`, { mode: 0o600 });
-  return file;
+  // Exclusive: a link put at the name (existsSync says no to a dangling one) is not followed to write the secret elsewhere.
+  writeFileSync(file, `${created.token!}\n`, { mode: 0o600, flag: 'wx' });
+  return created.token!;
 }
 
 export async function demoCommand(dir: string, replicas: number, json = false): Promise<void> {
@@ -140,19 +151,20 @@ export async function demoCommand(dir: string, replicas: number, json = false): 
   process.on('SIGTERM', onSignal);
   const certificates = new DemoCertificates(dir);
   const tls = certificates.clientTls();
-  let replicationTokenFile = '';
-  let userTokenFile = '';
-  let adminTokenFile = '';
+  const replicationTokenFile = join(dir, 'replication-token');
+  const userTokenFile = join(dir, 'demo-token');
+  const adminTokenFile = join(dir, 'root', BOOTSTRAP_TOKEN_FILE);
+  let userToken = '';
   try {
     const root = await startNode(dir, certificates, 'root', DEMO_BASE_PORT, DEMO_WIRE_BASE_PORT, []);
     nodes.push(root);
     // Tokens: the root wrote its bootstrap admin token into its data directory; with it the demo makes a token for
     // the replicas (replicate) and one for you (read and write on every key), once, kept for the next runs.
-    const adminToken = readFileSync(join(dir, 'root', BOOTSTRAP_TOKEN_FILE), 'utf8').trim();
+    // The root writes it at its first start only: damaged later, the demo starts afresh.
+    const adminToken = readDemoFile(adminTokenFile, `remove ${dir} and run the demo again: it starts afresh`).toString('utf8').trim();
     const admin = new NodeClient(root.url, undefined, tls, bearer(adminToken));
-    replicationTokenFile = await demoToken(admin, join(dir, 'replication-token'), 'demo-replicas', ['replicate']);
-    userTokenFile = await demoToken(admin, join(dir, 'demo-token'), 'demo-user', ['read:', 'write:']);
-    adminTokenFile = join(dir, 'root', BOOTSTRAP_TOKEN_FILE);
+    await demoToken(admin, replicationTokenFile, 'demo-replicas', ['replicate']);
+    userToken = await demoToken(admin, userTokenFile, 'demo-user', ['read:', 'write:']);
     // The first two replicas hang off the root; the rest alternate under those two, with the root as fallback.
     for (let i = 1; i <= replicas; i++) {
       const parent = i <= 2 ? root : nodes[1 + ((i - 1) % 2)]!;
@@ -183,7 +195,7 @@ export async function demoCommand(dir: string, replicas: number, json = false): 
     `Every node serves TLS (https, wss, mutual TLS between nodes) with certificates from the demo CA in ${certificates.dir}.`,
     `Dashboard: ${nodes[0]!.url}/ui/   (the tree, live; a browser opens it once it trusts the demo CA ${ca})`,
     `Tokens (auth is on): yours, read and write on every key, is in ${userTokenFile}:`,
-    `  ${readFileSync(userTokenFile, 'utf8').trim()}`,
+    `  ${userToken}`,
     `The admin token (token management, log, metrics, resync) is in ${adminTokenFile}.`,
     '',
     'Try, in another terminal:',
