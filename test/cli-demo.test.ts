@@ -7,6 +7,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { createCertificateAuthority } from '../src/net/tls-certs.js';
 import { CLI_PATH, makeTempDir, removeDir, stopProcess } from './support/process.js';
 
 const DEMO_START_TIMEOUT_MS = 30_000;
@@ -69,6 +70,16 @@ describe('cli demo', () => {
     const result = spawnSync(process.execPath, [CLI_PATH, 'demo', '--replicas', '1', '--dir', planted, '--json'], { encoding: 'utf8', timeout: DEMO_START_TIMEOUT_MS, killSignal: 'SIGKILL' });
     assert.equal(result.status, 1, `the demo hung or failed otherwise (signal ${result.signal}): ${result.stderr}`);
     assert.match(result.stderr, /^mercury: DATA_DIR_INVALID: the demo's file \S+ca\.pem is a FIFO \(named pipe\); remove \S+tls and run the demo again: it makes new certificates/m);
+  });
+
+  test('cli demo: a FIFO where its CA key goes stops the certificate it was issuing, naming the files, never waits for ever', () => {
+    const planted = join(dir, 'planted-key');
+    createCertificateAuthority(join(planted, 'tls'), 'ca', 'Mercury demo CA');
+    rmSync(join(planted, 'tls', 'ca-key.pem'));
+    execFileSync('mkfifo', [join(planted, 'tls', 'ca-key.pem')]);
+    const result = spawnSync(process.execPath, [CLI_PATH, 'demo', '--replicas', '1', '--dir', planted, '--json'], { encoding: 'utf8', timeout: 2 * DEMO_START_TIMEOUT_MS, killSignal: 'SIGKILL' });
+    assert.equal(result.status, 1, `the demo hung or failed otherwise (signal ${result.signal}): ${result.stderr}`);
+    assert.match(result.stderr, /^mercury: openssl x509 did not finish within 20 s: one of the files .*ca-key\.pem.* is not a regular file \(a FIFO\?\); remove it/m);
   });
 
   test('cli demo: a directory where a token file goes is refused, naming it, and the nodes started are stopped', () => {

@@ -30,13 +30,22 @@ export interface IssueOptions {
 }
 
 const DAYS_DEFAULT = 825;
+/**
+ * One openssl run takes milliseconds. The files it reads and writes are in a directory others may write (the demo's
+ * ./data/demo/tls): a FIFO planted at a key's name blocked openssl, and with it the demo, for ever.
+ */
+const OPENSSL_TIMEOUT_MS = 20_000;
 
 function openssl(args: readonly string[]): void {
   try {
-    execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'], timeout: OPENSSL_TIMEOUT_MS, killSignal: 'SIGKILL' });
   } catch (error) {
     const failure = error as NodeJS.ErrnoException & { stderr?: Buffer };
     if (failure.code === 'ENOENT') throw new Error('the openssl command is not installed; install it (Debian: apt-get install openssl) to make certificates');
+    if (failure.code === 'ETIMEDOUT')
+      throw new Error(
+        `openssl ${args[0]} did not finish within ${OPENSSL_TIMEOUT_MS / 1000} s: one of the files it reads or writes (${args.filter((arg) => arg.endsWith('.pem')).join(', ')}) is not a regular file (a FIFO?); remove it, or the directory it is in, and try again`,
+      );
     throw new Error(`openssl ${args[0]} failed: ${failure.stderr?.toString().trim() ?? failure.message}`);
   }
 }
