@@ -7,10 +7,11 @@
  * holds one of the two snapshots whole, and a last restore completes. Killed at two exact moments (a test-only preload,
  * test/support/kill-at.ts): after its last file was moved in, DIR is whole, so `verify` passes and a node starts on it,
  * finishing the restore (the partial directory goes), while a restore without --force says what DIR holds; between its
- * first and second rename, DIR is refused as before (docs/decisions.md, record 58).
+ * first and second rename, DIR is refused as before (docs/decisions.md, record 58); between the unlink of its record
+ * and the removal of the emptied directory that held the store, DIR is whole too.
  */
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SNAPSHOT_FORMAT_VERSION, SnapshotEncoder } from '../src/snapshot/index.js';
@@ -132,5 +133,22 @@ describe('crash: snapshot restore killed mid-way', () => {
     const restored = await runCli(['snapshot', 'restore', first, '--data-dir', moving, '--force']);
     assert.equal(restored.code, 0, restored.stderr);
     assert.equal(await startedOrRefused(moving), 'first');
+  });
+
+  test('crash restore: killed while it removed its emptied partial directory, DIR is whole and a node starts on it', async () => {
+    // A recursive removal unlinks the record (moving-in) before it removes the directory: a kill between the two left
+    // an empty restore.partial, which every open refused as a restore stopped midway, DIR holding the whole store.
+    const emptied = join(dir, 'emptied');
+    const killed = await runCli(['snapshot', 'restore', first, '--data-dir', emptied], { env: killAtEnv('restore-emptied') });
+    assert.equal(killed.code, null, `killed, not exited: ${killed.stderr}`);
+    assert.ok(existsSync(join(emptied, 'data.mdb')), 'the kill fell after the store was moved in');
+    const verified = await runCli(['verify', '--data-dir', emptied]);
+    assert.equal(verified.code, 0, `verify: ${verified.stdout.toString()} ${verified.stderr}`);
+    assert.equal(await startedOrRefused(emptied), 'first');
+    assert.deepEqual(
+      readdirSync(emptied).filter((name) => name.startsWith('restore.')),
+      [],
+      'a node started on DIR removed what the restore left',
+    );
   });
 });

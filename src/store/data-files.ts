@@ -16,7 +16,7 @@
  * Why a marker and not the other files Mercury writes (signing key, admin token): a root given `--signing-key` and
  * `--admin-token-file`, as the deploy files start it, writes neither, and its empty data file would go unnoticed.
  */
-import { accessSync, constants, existsSync, lstatSync, readlinkSync, rmSync, statSync, writeFileSync, type Stats } from 'node:fs';
+import { accessSync, constants, existsSync, lstatSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { MercuryError } from '../errors/index.js';
 import { fileKind, readFileBounded } from '../fs/bounded-read.js';
@@ -38,6 +38,13 @@ export const RESTORE_PARTIAL_DIR = 'restore.partial';
  * replaces the data; the store's marker after it, so that it never names a data file that is not there yet.
  */
 export const RESTORED_FILES = [DATA_FILE, LMDB_LOCK_FILE, INITIALISED_FILE] as const;
+/**
+ * What RESTORE_PARTIAL_DIR is renamed to once a restore's store is in DIR, then removed. The rename takes the partial
+ * directory away in one step: removed in place, its record (RESTORE_MOVING_FILE) went before the directory, and a kill
+ * between the two left an empty partial directory that every open refused as a restore stopped midway, DIR being whole.
+ * What a kill leaves under this name holds nothing of the store: a writable open removes it.
+ */
+export const RESTORE_FINISHED_DIR = 'restore.finished';
 /**
  * Written in RESTORE_PARTIAL_DIR, durably, just before a restore's first rename: the names it moves into DIR, one a
  * line (a subset of RESTORED_FILES, data.mdb among them). Renames within one file system are atomic, so once none of
@@ -114,10 +121,12 @@ function notThere(path: string): boolean {
 
 /**
  * Finishes a restore into `dir` that was killed after its last move (`restoreLeft` is `moved`): removes the old data's
- * unsynced-guard state and the partial directory, durably. The caller holds `dir`'s lock (a writable open, the restore
- * itself). Returns whether there was one to finish.
+ * unsynced-guard state and the partial directory, durably; and whatever a kill left of RESTORE_FINISHED_DIR. The
+ * caller holds `dir`'s lock (a writable open, the restore itself). Returns whether there was one to finish.
  */
 export function finishMovedRestore(dir: string): boolean {
+  // A restore killed while it removed its finished partial directory: nothing in it is the store's.
+  rmSync(join(dir, RESTORE_FINISHED_DIR), { recursive: true, force: true });
   if (restoreLeft(dir) !== 'moved') return false;
   completeRestore(dir);
   return true;
@@ -128,7 +137,11 @@ export function completeRestore(dir: string): void {
   // A replica's record of its unsynced writes (unsynced-guard.ts) describes the old data.
   rmSync(join(dir, UNSYNCED_GUARD_FILE), { force: true });
   fsyncPath(dir);
-  rmSync(join(dir, RESTORE_PARTIAL_DIR), { recursive: true, force: true });
+  // Renamed away first, in one step (RESTORE_FINISHED_DIR): a partial directory is never seen without its record.
+  const finished = join(dir, RESTORE_FINISHED_DIR);
+  rmSync(finished, { recursive: true, force: true });
+  renameSync(join(dir, RESTORE_PARTIAL_DIR), finished);
+  rmSync(finished, { recursive: true, force: true });
   fsyncPath(dir);
 }
 

@@ -5,13 +5,16 @@
  * - `restore-moved`: every file of the new store renamed into DIR, `restore.partial` not yet removed (the kill falls
  *   on the removal of a partial directory that no longer holds a data.mdb, DIR holding one);
  * - `restore-moving`: right after data.mdb was renamed out of `restore.partial`, the first of the store's files, before
- *   the next.
+ *   the next;
+ * - `restore-emptied`: the directory that held the new store being removed once every file was moved in, emptied
+ *   (its record `moving-in` unlinked) but not yet removed: the kill falls between the two, which a recursive removal
+ *   makes one after the other.
  */
 import fs from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import { basename, dirname, join } from 'node:path';
 
-export type KillMoment = 'restore-moved' | 'restore-moving';
+export type KillMoment = 'restore-moved' | 'restore-moving' | 'restore-emptied';
 
 /** The environment that loads this preload into a child, to be killed at `moment`. */
 export function killAtEnv(moment: KillMoment): NodeJS.ProcessEnv {
@@ -26,11 +29,31 @@ if (moment !== undefined) {
     process.kill(process.pid, 'SIGKILL');
     throw new Error('unreachable: killed');
   };
+  /** A directory in DIR that held the new store, once all of it was moved into DIR. */
+  const movedOut = (text: string): boolean => fs.existsSync(text) && !fs.existsSync(join(text, 'data.mdb')) && fs.existsSync(join(dirname(text), 'data.mdb'));
   if (moment === 'restore-moved') {
+    // Before the partial directory is removed, or renamed away to be removed.
     const rmSync = fs.rmSync;
     fs.rmSync = (path, options) => {
       const text = String(path);
-      if (basename(text) === PARTIAL && fs.existsSync(text) && !fs.existsSync(join(text, 'data.mdb')) && fs.existsSync(join(dirname(text), 'data.mdb'))) kill();
+      if (basename(text) === PARTIAL && movedOut(text)) kill();
+      rmSync(path, options);
+    };
+    const renameSync = fs.renameSync;
+    fs.renameSync = (from, to) => {
+      const text = String(from);
+      if (basename(text) === PARTIAL && movedOut(text)) kill();
+      renameSync(from, to);
+    };
+  } else if (moment === 'restore-emptied') {
+    const rmSync = fs.rmSync;
+    fs.rmSync = (path, options) => {
+      const text = String(path);
+      const record = join(text, 'moving-in');
+      if (movedOut(text) && fs.existsSync(record)) {
+        fs.unlinkSync(record);
+        kill();
+      }
       rmSync(path, options);
     };
   } else if (moment === 'restore-moving') {
