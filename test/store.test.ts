@@ -1008,3 +1008,21 @@ describe('store restart', () => {
     );
   });
 });
+
+describe('store replication stops', () => {
+  test('a recorded divergence is read back at the store head; one naming another head is damaged and stays stopped at the head', async () => {
+    const store = freshStore();
+    commit(store, [put('a', '1')]);
+    const head = store.head();
+    store.recordDivergence(head, 'upstream refused the chain');
+    assert.deepEqual(store.recordedDivergence(), { head, reason: 'upstream refused the chain' });
+    // A record that decodes but names a seq the store is not at (a damaged file, or a bug) keeps the replica stopped,
+    // and is reported against the store's head, which children are judged against.
+    store.recordDivergence({ seq: head.seq + 5, hash: Buffer.alloc(32, 7) }, 'elsewhere');
+    const recorded = store.recordedDivergence();
+    assert.equal(recorded?.head.seq, head.seq);
+    assert.ok(recorded?.head.hash.equals(head.hash));
+    assert.match(recorded?.reason ?? '', /names seq 6, not its head 1 \(damaged\); it stays stopped until resynced/);
+    await closeStore(store);
+  });
+});

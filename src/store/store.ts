@@ -1554,12 +1554,18 @@ export class Store {
   recordedDivergence(): { readonly head: ChainHead; readonly reason: string } | undefined {
     const stored = this.meta.get(META_DIVERGED);
     if (stored === undefined) return undefined;
+    let head: ChainHead;
     try {
-      return { head: decodeHead(stored.subarray(0, HEAD_RECORD_BYTES)), reason: stored.subarray(HEAD_RECORD_BYTES).toString('utf8') };
+      head = decodeHead(stored.subarray(0, HEAD_RECORD_BYTES));
     } catch (error) {
       if (!(error instanceof MetaRecordDamageError)) throw error;
       return { head: this.cachedHead, reason: `the record of this replica's divergence is damaged (${error.message}); it stays stopped until resynced` };
     }
+    // Nothing is applied while diverged, so the record names the store's head; one that does not is damaged, and
+    // children judged against its head would be told the wrong thing (abstain instead of CHAIN_DIVERGED).
+    if (head.seq !== this.cachedHead.seq || !head.hash.equals(this.cachedHead.hash))
+      return { head: this.cachedHead, reason: `the record of this replica's divergence names seq ${head.seq}, not its head ${this.cachedHead.seq} (damaged); it stays stopped until resynced` };
+    return { head, reason: stored.subarray(HEAD_RECORD_BYTES).toString('utf8') };
   }
 
   /**
