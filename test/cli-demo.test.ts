@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createCertificateAuthority } from '../src/net/tls-certs.js';
@@ -88,5 +88,14 @@ describe('cli demo', () => {
     const result = spawnSync(process.execPath, [CLI_PATH, 'demo', '--replicas', '1', '--dir', planted, '--json'], { encoding: 'utf8', timeout: DEMO_START_TIMEOUT_MS, killSignal: 'SIGKILL' });
     assert.equal(result.status, 1, `signal ${result.signal}; stdout: ${result.stdout}; stderr: ${result.stderr}`);
     assert.match(result.stderr, /^mercury: DATA_DIR_INVALID: the demo's file \S+replication-token is a directory; remove it and run the demo again: it makes a new token/m);
+  });
+
+  test('cli demo: a dangling link where a token file goes is refused, naming it, not taken for a missing file (review, 2026-12-07: a bare EEXIST, and a token made with no file)', () => {
+    const planted = join(dir, 'planted-link');
+    mkdirSync(planted, { recursive: true });
+    symlinkSync(join(planted, 'nowhere'), join(planted, 'replication-token'));
+    const result = spawnSync(process.execPath, [CLI_PATH, 'demo', '--replicas', '1', '--dir', planted, '--json'], { encoding: 'utf8', timeout: DEMO_START_TIMEOUT_MS, killSignal: 'SIGKILL' });
+    assert.equal(result.status, 1, `signal ${result.signal}; stdout: ${result.stdout}; stderr: ${result.stderr}`);
+    assert.match(result.stderr, /^mercury: DATA_DIR_INVALID: the demo's file \S+replication-token is a symbolic link; remove it and run the demo again: it makes a new token/m);
   });
 });

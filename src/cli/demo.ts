@@ -7,7 +7,7 @@
  * with openssl in DIR/tls on the first run and kept for the next ones (so a MERCURY_CA exported once stays valid).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, lstatSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BOOTSTRAP_TOKEN_FILE } from '../auth/index.js';
 import { NodeClient, UnauthenticatedError, bearer, type ClientTls } from '../client/index.js';
@@ -128,11 +128,12 @@ async function waitStreaming(node: DemoNode, tls: ClientTls, token: string): Pro
  * names are unique. Something else at the file's name (a directory, a FIFO, a link) is refused, never followed.
  */
 async function demoToken(admin: NodeClient, file: string, name: string, scopes: string[]): Promise<string> {
-  if (existsSync(file)) return readDemoFile(file, 'remove it and run the demo again: it makes a new token').toString('utf8').trim();
+  // lstat, not existsSync: a dangling link at the name is something there (refused by readDemoFile), not a missing file.
+  if (lstatSync(file, { throwIfNoEntry: false }) !== undefined) return readDemoFile(file, 'remove it and run the demo again: it makes a new token').toString('utf8').trim();
   const orphan = (await admin.listTokens()).tokens.find((token) => token.name === name);
   if (orphan !== undefined) await admin.revokeToken(orphan.id);
   const created = await admin.createToken(name, scopes);
-  // Exclusive: a link put at the name (existsSync says no to a dangling one) is not followed to write the secret elsewhere.
+  // Exclusive: a link put at the name after the check above is not followed to write the secret elsewhere.
   writeFileSync(file, `${created.token!}\n`, { mode: 0o600, flag: 'wx' });
   return created.token!;
 }
