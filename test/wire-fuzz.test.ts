@@ -11,19 +11,16 @@
  * MERCURY_FUZZ_RUNS raises the number of runs (default 60, each of one to four streams at once).
  */
 import assert from 'node:assert/strict';
-import { connect as connectTcp } from 'node:net';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { WireFrameReader, WireFrameType, decodeAnswer, encodeDelete, encodeGet, encodeHello, encodePut, type WireAnswer } from '../src/api/index.js';
-import { validateConfig } from '../src/config/index.js';
 import { connect } from '../src/index.js';
-import { MercuryNode, NODE_LIMITS_TEST } from '../src/node/index.js';
-import { auditLog, KNOWN_CODES, recordingLogger } from './support/http.js';
-import { makeTempDir, removeDir } from './support/process.js';
-import { assertProperty } from './support/seed.js';
+import { NODE_LIMITS_TEST } from '../src/node/index.js';
+import { auditLog, KNOWN_CODES } from './support/http.js';
+import { applyChanges, byteChange, splitPoints, type ByteChange, fuzzRuns, fuzzNodeHooks, fuzzStreams, nodeMetric, sendStream } from './support/fuzz.js';
 import { eventually } from './support/tree.js';
 
-const RUNS = Number(process.env.MERCURY_FUZZ_RUNS ?? 60);
+const RUNS = fuzzRuns(60);
 /** A stream whose connection stays open is judged once the node has sent nothing for this long. */
 const QUIET_MS = 150;
 /** The most one stream is given (test limits: a partial frame times out after 500 ms, HELLO after 500 ms). */
@@ -54,13 +51,6 @@ const hello = fc.oneof({ weight: 5, arbitrary: fc.constant(encodeHello(undefined
 
 /** A change to one frame before the stream is joined: its length field says another length. */
 const lengthChange = fc.record({ frame: fc.nat(), length: fc.oneof(fc.integer({ min: -6, max: 6 }), fc.constantFrom(0, 4, 0xffff_ffff, 0x7fff_ffff), fc.nat(70_000)) });
-/** A change to the joined stream. */
-const byteChange = fc.oneof(
-  fc.record({ kind: fc.constant('insert' as const), at: fc.nat(), bytes: fc.uint8Array({ minLength: 1, maxLength: 6 }) }),
-  fc.record({ kind: fc.constant('delete' as const), at: fc.nat(), length: fc.integer({ min: 1, max: 6 }) }),
-  fc.record({ kind: fc.constant('flip' as const), at: fc.nat(), byte: fc.nat(255) }),
-  fc.record({ kind: fc.constant('truncate' as const), at: fc.nat() }),
-);
 
 interface Stream {
   readonly bytes: Buffer;
@@ -68,7 +58,7 @@ interface Stream {
   readonly splits: readonly number[];
 }
 
-function mutate(frames: readonly Buffer[], lengths: readonly { frame: number; length: number }[], changes: readonly (typeof byteChange extends fc.Arbitrary<infer T> ? T : never)[]): Buffer {
+function mutate(frames: readonly Buffer[], lengths: readonly { frame: number; length: number }[], changes: readonly ByteChange[]): Buffer {
   const copies = frames.map((frame) => Buffer.from(frame));
   for (const { frame, length } of lengths) {
     const target = copies[frame % copies.length]!;
@@ -76,15 +66,7 @@ function mutate(frames: readonly Buffer[], lengths: readonly { frame: number; le
     const announced = Math.abs(length) <= 6 ? target.readUInt32BE(0) + length : length;
     target.writeUInt32BE(Math.max(0, Math.min(0xffff_ffff, announced)), 0);
   }
-  let bytes = Buffer.concat(copies);
-  for (const change of changes) {
-    const at = change.at % (bytes.length + 1);
-    if (change.kind === 'insert') bytes = Buffer.concat([bytes.subarray(0, at), change.bytes, bytes.subarray(at)]);
-    else if (change.kind === 'delete') bytes = Buffer.concat([bytes.subarray(0, at), bytes.subarray(at + change.length)]);
-    else if (change.kind === 'truncate') bytes = bytes.subarray(0, at);
-    else if (at < bytes.length) bytes[at] = change.byte;
-  }
-  return bytes;
+  return applyChanges(Buffer.concat(copies), changes);
 }
 
 const stream: fc.Arbitrary<Stream> = fc
@@ -100,7 +82,7 @@ const stream: fc.Arbitrary<Stream> = fc
   .map(({ hello: first, requests, mutated, lengths, changes, splits }) => {
     const frames = [first, ...requests];
     const bytes = mutated && lengths.length + changes.length > 0 ? mutate(frames, lengths, changes) : Buffer.concat(frames);
-    return { bytes, splits: [...new Set(splits.map((at) => at % (bytes.length + 1)))].sort((a, b) => a - b) };
+    return { bytes, splits: splitPoints(splits, bytes.length) };
   });
 
 // --- The exchange -------------------------------------------------------------------------------------------------
@@ -116,14 +98,10 @@ interface Exchange {
 /** Sends the stream in its pieces (each its own write, a turn apart), then reads until the node closes or falls quiet. */
 async function exchange(address: string, { bytes, splits }: Stream): Promise<Exchange> {
   const { hostname, port } = new URL(address);
-  const socket = connectTcp({ host: hostname, port: Number(port) });
   const reader = new WireFrameReader(64 * 1024 * 1024);
   const answers: WireAnswer[] = [];
   let garbage: string | undefined;
-  let lastByteMs = Date.now();
-  let closed = false;
-  socket.on('data', (chunk: Buffer) => {
-    lastByteMs = Date.now();
+  const received = (chunk: Buffer): boolean => {
     reader.push(chunk);
     try {
       for (let frame = reader.next(); frame !== undefined; frame = reader.next()) {
@@ -133,25 +111,11 @@ async function exchange(address: string, { bytes, splits }: Stream): Promise<Exc
     } catch (error) {
       garbage ??= (error as Error).message;
     }
-  });
-  socket.on('error', () => {});
-  const gone = new Promise<void>((resolve) => socket.once('close', () => ((closed = true), resolve())));
-  await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
-  let from = 0;
-  for (const at of [...splits, bytes.length]) {
-    if (at > from && !socket.destroyed) socket.write(bytes.subarray(from, at));
-    from = Math.max(from, at);
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-  const started = Date.now();
-  while (!closed && Date.now() - started < EXCHANGE_MS_MAX && Date.now() - lastByteMs < QUIET_MS + (answers.length === 0 ? 600 : 0)) {
-    await Promise.race([gone, new Promise((resolve) => setTimeout(resolve, 20))]);
-  }
-  const wasClosed = closed;
-  socket.destroy();
-  await gone;
-  if (wasClosed && reader.partialBytes > 0) garbage ??= `${reader.partialBytes} bytes of an unfinished frame before the close`;
-  return { answers, closed: wasClosed, garbage };
+    return true;
+  };
+  const closed = await sendStream({ host: hostname, port: Number(port), received }, bytes, splits, QUIET_MS, EXCHANGE_MS_MAX);
+  if (closed && reader.partialBytes > 0) garbage ??= `${reader.partialBytes} bytes of an unfinished frame before the close`;
+  return { answers, closed, garbage };
 }
 
 const NODE_FRAMES = new Set<number>([WireFrameType.READY, WireFrameType.VALUE, WireFrameType.MISSING, WireFrameType.WRITTEN, WireFrameType.ERROR, WireFrameType.GOAWAY]);
@@ -190,41 +154,12 @@ function check(input: Stream, { answers, closed, garbage }: Exchange, count: (ki
   }
 }
 
-function metric(node: MercuryNode, name: string): number {
-  const line = node.metrics.render().split('\n').find((text) => text.startsWith(`${name} `));
-  return Number(line?.split(' ')[1]);
-}
 
 describe('wire fuzz', () => {
-  let dir: string;
-  let node: MercuryNode;
-  const errorLog: string[] = [];
-
-  before(async () => {
-    dir = makeTempDir('wire-fuzz');
-    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { auth: 'off', limits: NODE_LIMITS_TEST, logger: recordingLogger(errorLog) });
-    const client = connect(node.wireUrl);
-    for (let i = 0; i < 10; i++) await client.put(`fz/${String.fromCharCode(97 + i)}`, `value ${i}`);
-    client.close();
-  });
-
-  after(async () => {
-    await node.close();
-    removeDir(dir);
-  });
+  const fuzzed = fuzzNodeHooks('wire-fuzz');
 
   test('wire fuzz: mutated and split frame streams get well-formed answers with defined codes, and a broken stream an ERROR before the close', async (t) => {
-    const kinds = new Map<string, number>();
-    const count = (kind: string): void => void kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
-    await assertProperty(
-      // Streams run a few at a time, on connections of their own: four times the streams in the same time, and the
-      // node's bounds and sweep see several connections at once.
-      fc.asyncProperty(fc.array(stream, { minLength: 1, maxLength: 4 }), async (inputs) => {
-        const exchanges = await Promise.all(inputs.map((input) => exchange(node.wireUrl, input)));
-        exchanges.forEach((result, index) => check(inputs[index]!, result, count));
-      }),
-      { numRuns: RUNS, includeErrorInReport: true },
-    );
+    const kinds = await fuzzStreams(stream, (input) => exchange(fuzzed.node.wireUrl, input), check, RUNS);
     t.diagnostic(`answers: ${JSON.stringify([...kinds].sort())}`);
     // The generators must reach both sides: answers to requests, and a spread of refusals.
     assert.ok((kinds.get('82') ?? 0) + (kinds.get('84') ?? 0) > 20, `too few answers to requests: ${JSON.stringify([...kinds])}`);
@@ -232,17 +167,17 @@ describe('wire fuzz', () => {
   });
 
   test('wire fuzz: the node serves on with a valid chain, logged no error, and holds no connection, answer or body bytes', async () => {
-    const client = connect(node.wireUrl);
+    const client = connect(fuzzed.node.wireUrl);
     const written = await client.put('fz/after', 'still here');
     assert.equal((await client.get('fz/after'))?.value.toString(), 'still here');
     assert.ok(written.seq > 10);
     client.close();
-    await auditLog(node.url);
+    await auditLog(fuzzed.node.url);
     await eventually(
-      () => Promise.resolve(metric(node, 'mercury_wire_connections') === 0 && metric(node, 'mercury_wire_output_bytes') === 0 && metric(node, 'mercury_http_body_bytes_in_flight') === 0),
-      () => `connections ${metric(node, 'mercury_wire_connections')}, output bytes ${metric(node, 'mercury_wire_output_bytes')}, body bytes ${metric(node, 'mercury_http_body_bytes_in_flight')}`,
+      () => Promise.resolve(nodeMetric(fuzzed.node, 'mercury_wire_connections') === 0 && nodeMetric(fuzzed.node, 'mercury_wire_output_bytes') === 0 && nodeMetric(fuzzed.node, 'mercury_http_body_bytes_in_flight') === 0),
+      () => `connections ${nodeMetric(fuzzed.node, 'mercury_wire_connections')}, output bytes ${nodeMetric(fuzzed.node, 'mercury_wire_output_bytes')}, body bytes ${nodeMetric(fuzzed.node, 'mercury_http_body_bytes_in_flight')}`,
       10_000,
     );
-    assert.deepEqual(errorLog, []);
+    assert.deepEqual(fuzzed.errorLog, []);
   });
 });
