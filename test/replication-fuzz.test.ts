@@ -72,7 +72,6 @@ function check(input: Stream, { messages, garbage }: Exchange, count: (kind: str
   });
 }
 
-
 describe('replication fuzz', () => {
   const fuzzed = fuzzNodeHooks('replication-fuzz');
 

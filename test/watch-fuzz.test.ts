@@ -221,7 +221,6 @@ function check(input: Stream, { frames, rest, closed }: Exchange, count: (kind: 
   });
 }
 
-
 describe('watch fuzz', () => {
   const fuzzed = fuzzNodeHooks('watch-fuzz');
 

@@ -154,7 +154,6 @@ function check(input: Stream, { answers, closed, garbage }: Exchange, count: (ki
   }
 }
 
-
 describe('wire fuzz', () => {
   const fuzzed = fuzzNodeHooks('wire-fuzz');
 
