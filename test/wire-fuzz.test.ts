@@ -8,7 +8,7 @@
  * the node closes ends with an ERROR of id 0 naming the fault (or GOAWAY); the node logs no error; and afterwards it
  * serves, its chain verifies, and once every connection is gone its sockets, unsent answers and body budget are back
  * to zero. A failure prints the shrunk stream and the MERCURY_TEST_SEED that reproduces it (test/support/seed.ts).
- * MERCURY_FUZZ_RUNS raises the number of runs (default 60, each of one to four streams at once).
+ * MERCURY_FUZZ_RUNS raises the number of runs (default 40 per suite, each of one to four streams at once).
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -16,11 +16,11 @@ import fc from 'fast-check';
 import { WireFrameReader, WireFrameType, decodeAnswer, encodeDelete, encodeGet, encodeHello, encodePut, type WireAnswer } from '../src/api/index.js';
 import { connect } from '../src/index.js';
 import { NODE_LIMITS_TEST } from '../src/node/index.js';
-import { auditLog, KNOWN_CODES } from './support/http.js';
+import { auditLog, KNOWN_CODES, requestJson } from './support/http.js';
 import { applyChanges, byteChange, splitPoints, type ByteChange, fuzzRuns, fuzzNodeHooks, fuzzStreams, nodeMetric, sendStream } from './support/fuzz.js';
 import { eventually } from './support/tree.js';
 
-const RUNS = fuzzRuns(60);
+const RUNS = fuzzRuns(40);
 /** A stream whose connection stays open is judged once the node has sent nothing for this long. */
 const QUIET_MS = 150;
 /** The most one stream is given (test limits: a partial frame times out after 500 ms, HELLO after 500 ms). */
@@ -47,7 +47,6 @@ const requestFrame = fc.oneof(
   fc.tuple(id, key, value, fc.option(seq, { nil: undefined })).map(([i, k, v, ifModSeq]) => encodePut(i, k, v, ifModSeq)),
   fc.tuple(id, key, fc.option(seq, { nil: undefined })).map(([i, k, ifModSeq]) => encodeDelete(i, k, ifModSeq)),
 );
-const hello = fc.oneof({ weight: 5, arbitrary: fc.constant(encodeHello(undefined)) }, { weight: 1, arbitrary: fc.constant(encodeHello('mcy_not_a_real_token')) });
 
 /** A change to one frame before the stream is joined: its length field says another length. */
 const lengthChange = fc.record({ frame: fc.nat(), length: fc.oneof(fc.integer({ min: -6, max: 6 }), fc.constantFrom(0, 4, 0xffff_ffff, 0x7fff_ffff), fc.nat(70_000)) });
@@ -69,21 +68,23 @@ function mutate(frames: readonly Buffer[], lengths: readonly { frame: number; le
   return applyChanges(Buffer.concat(copies), changes);
 }
 
-const stream: fc.Arbitrary<Stream> = fc
-  .record({
-    hello,
-    requests: fc.array(requestFrame, { minLength: 1, maxLength: 6 }),
-    // A third of the streams are sent as they are: the node must then answer every request.
-    mutated: fc.nat(2).map((n) => n > 0),
-    lengths: fc.array(lengthChange, { maxLength: 2 }),
-    changes: fc.array(byteChange, { maxLength: 3 }),
-    splits: fc.array(fc.nat(), { maxLength: 4 }),
-  })
-  .map(({ hello: first, requests, mutated, lengths, changes, splits }) => {
-    const frames = [first, ...requests];
-    const bytes = mutated && lengths.length + changes.length > 0 ? mutate(frames, lengths, changes) : Buffer.concat(frames);
-    return { bytes, splits: splitPoints(splits, bytes.length) };
-  });
+/** Streams that open with one of these HELLOs. */
+const streamsAfter = (hello: fc.Arbitrary<Buffer>): fc.Arbitrary<Stream> =>
+  fc
+    .record({
+      hello,
+      requests: fc.array(requestFrame, { minLength: 1, maxLength: 6 }),
+      // A third of the streams are sent as they are: the node must then answer every request.
+      mutated: fc.nat(2).map((n) => n > 0),
+      lengths: fc.array(lengthChange, { maxLength: 2 }),
+      changes: fc.array(byteChange, { maxLength: 3 }),
+      splits: fc.array(fc.nat(), { maxLength: 4 }),
+    })
+    .map(({ hello: first, requests, mutated, lengths, changes, splits }) => {
+      const frames = [first, ...requests];
+      const bytes = mutated && lengths.length + changes.length > 0 ? mutate(frames, lengths, changes) : Buffer.concat(frames);
+      return { bytes, splits: splitPoints(splits, bytes.length) };
+    });
 
 // --- The exchange -------------------------------------------------------------------------------------------------
 
@@ -154,10 +155,28 @@ function check(input: Stream, { answers, closed, garbage }: Exchange, count: (ki
   }
 }
 
-describe('wire fuzz', () => {
-  const fuzzed = fuzzNodeHooks('wire-fuzz');
+/**
+ * The fuzz, then the checks afterwards, on a node with auth off or required. With auth required the HELLOs carry the
+ * admin's token, a reader's of fz/, a writer's of fz/a alone, an unknown one or none.
+ */
+function fuzzSuite(name: string, auth: 'off' | 'required'): void {
+  const fuzzed = fuzzNodeHooks(name, auth);
 
-  test('wire fuzz: mutated and split frame streams get well-formed answers with defined codes, and a broken stream an ERROR before the close', async (t) => {
+  const hellos = async (): Promise<fc.Arbitrary<Buffer>> => {
+    if (auth === 'off') return fc.oneof({ weight: 5, arbitrary: fc.constant(encodeHello(undefined)) }, { weight: 1, arbitrary: fc.constant(encodeHello('mcy_not_a_real_token')) });
+    const create = async (tokenName: string, scopes: string[]): Promise<string> =>
+      (
+        await requestJson<{ token: string }>(fuzzed.node.url, 'POST', '/v1/auth/tokens', {
+          headers: { authorization: `Bearer ${fuzzed.adminToken}` },
+          body: JSON.stringify({ name: tokenName, scopes }),
+        })
+      ).token;
+    const tokens = [fuzzed.adminToken!, await create('fz-reader', ['read:fz/']), await create('fz-writer', ['read:fz/', 'write:fz/a'])];
+    return fc.oneof({ weight: 6, arbitrary: fc.constantFrom(...tokens).map((token) => encodeHello(token)) }, { weight: 1, arbitrary: fc.constantFrom(undefined, 'mcy_not_a_real_token').map((token) => encodeHello(token)) });
+  };
+
+  test(`${name}: mutated and split frame streams get well-formed answers with defined codes, and a broken stream an ERROR before the close`, async (t) => {
+    const stream = streamsAfter(await hellos());
     const kinds = await fuzzStreams(stream, (input) => exchange(fuzzed.node.wireUrl, input), check, RUNS);
     t.diagnostic(`answers: ${JSON.stringify([...kinds].sort())}`);
     // The generators must reach both sides: answers to requests, and a spread of refusals.
@@ -165,13 +184,14 @@ describe('wire fuzz', () => {
     assert.ok([...kinds.keys()].filter((kind) => /^[A-Z]/.test(kind)).length >= 4, `too few kinds of errors: ${JSON.stringify([...kinds])}`);
   });
 
-  test('wire fuzz: the node serves on with a valid chain, logged no error, and holds no connection, answer or body bytes', async () => {
-    const client = connect(fuzzed.node.wireUrl);
+  test(`${name}: the node serves on with a valid chain, logged no error, and holds no connection, answer or body bytes`, async () => {
+    const client = connect(fuzzed.node.wireUrl, { token: fuzzed.adminToken });
     const written = await client.put('fz/after', 'still here');
     assert.equal((await client.get('fz/after'))?.value.toString(), 'still here');
     assert.ok(written.seq > 10);
     client.close();
-    await auditLog(fuzzed.node.url);
+    // auditLog reseals entries without their authors, which a node with auth records: the chain is audited with auth off.
+    if (auth === 'off') await auditLog(fuzzed.node.url);
     await eventually(
       () => Promise.resolve(nodeMetric(fuzzed.node, 'mercury_wire_connections') === 0 && nodeMetric(fuzzed.node, 'mercury_wire_output_bytes') === 0 && nodeMetric(fuzzed.node, 'mercury_http_body_bytes_in_flight') === 0),
       () => `connections ${nodeMetric(fuzzed.node, 'mercury_wire_connections')}, output bytes ${nodeMetric(fuzzed.node, 'mercury_wire_output_bytes')}, body bytes ${nodeMetric(fuzzed.node, 'mercury_http_body_bytes_in_flight')}`,
@@ -179,4 +199,10 @@ describe('wire fuzz', () => {
     );
     assert.deepEqual(fuzzed.errorLog, []);
   });
-});
+}
+
+describe('wire fuzz', () => fuzzSuite('wire fuzz', 'off'));
+
+// With tokens: HELLO's authentication, scopes checked per request, and a large PUT refused from its head when its
+// token may write nothing (PERMISSION_DENIED) before it holds the body budget.
+describe('wire fuzz with auth', () => fuzzSuite('wire fuzz auth', 'required'));

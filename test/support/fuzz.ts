@@ -4,6 +4,8 @@
  * a turn apart, so that frames arrive split at random points; the wait for the node's answers; and the node fuzzed.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { connect, type Socket } from 'node:net';
 import { after, before } from 'node:test';
 import fc from 'fast-check';
@@ -19,14 +21,16 @@ export function fuzzRuns(runs: number): number {
 }
 
 /**
- * A node at the test limits with auth off, whose error-level log lines go to `errorLog`, holding the keys fz/a to
- * fz/j (values "value 0" to "value 9").
+ * A node at the test limits, with auth off or required (then `adminToken` is its bootstrap admin token), whose
+ * error-level log lines go to `errorLog`, holding the keys fz/a to fz/j (values "value 0" to "value 9").
  */
-async function startFuzzNode(name: string, errorLog: string[]): Promise<{ node: MercuryNode; dir: string }> {
+async function startFuzzNode(name: string, errorLog: string[], auth: 'off' | 'required'): Promise<{ node: MercuryNode; dir: string; adminToken: string | undefined }> {
   const dir = makeTempDir(name);
-  const node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { auth: 'off', limits: NODE_LIMITS_TEST, logger: recordingLogger(errorLog) });
-  for (let i = 0; i < 10; i++) await requestJson(node.url, 'PUT', `/v1/kv/fz/${String.fromCharCode(97 + i)}`, { body: `value ${i}` });
-  return { node, dir };
+  const node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { auth, limits: NODE_LIMITS_TEST, logger: recordingLogger(errorLog) });
+  const adminToken = auth === 'off' ? undefined : readFileSync(join(dir, 'admin-token'), 'utf8').trim();
+  const headers: Record<string, string> = adminToken === undefined ? {} : { authorization: `Bearer ${adminToken}` };
+  for (let i = 0; i < 10; i++) await requestJson(node.url, 'PUT', `/v1/kv/fz/${String.fromCharCode(97 + i)}`, { body: `value ${i}`, headers });
+  return { node, dir, adminToken };
 }
 
 /** The value of a gauge or counter without labels in the node's metrics. */
@@ -95,15 +99,17 @@ async function writeInPieces(socket: Socket, bytes: Buffer, splits: readonly num
 /** The node of a fuzz suite, and the error-level lines it logged. */
 export interface FuzzedNode {
   readonly node: MercuryNode;
+  /** With auth required: the node's admin token. */
+  readonly adminToken: string | undefined;
   readonly errorLog: string[];
 }
 
 /** Inside a describe: its node (startFuzzNode) starts before its tests, and is closed and its directory removed after. */
-export function fuzzNodeHooks(name: string): FuzzedNode {
+export function fuzzNodeHooks(name: string, auth: 'off' | 'required' = 'off'): FuzzedNode {
   const errorLog: string[] = [];
-  let started: { node: MercuryNode; dir: string } | undefined;
+  let started: { node: MercuryNode; dir: string; adminToken: string | undefined } | undefined;
   before(async () => {
-    started = await startFuzzNode(name, errorLog);
+    started = await startFuzzNode(name, errorLog, auth);
   });
   after(async () => {
     await started?.node.close();
@@ -113,6 +119,9 @@ export function fuzzNodeHooks(name: string): FuzzedNode {
     get node(): MercuryNode {
       assert.ok(started !== undefined, 'the fuzzed node is started before the tests');
       return started.node;
+    },
+    get adminToken(): string | undefined {
+      return started?.adminToken;
     },
     errorLog,
   };
