@@ -111,7 +111,7 @@ describe('auth: credentials', () => {
     const adminId = admin.split('_')[1]!;
     const refused = await request(root.url, 'DELETE', `/v1/auth/tokens?id=${adminId}`, { headers: auth(admin) });
     assert.equal(refused.status, 409);
-    assert.match(assertError(refused, 'LAST_ADMIN_TOKEN').message, new RegExp(`token ${adminId} \\("admin"\\) is the only admin token left: .*mercury token create NAME --scope admin`));
+    assert.match(assertError(refused, 'LAST_ADMIN_TOKEN').message, new RegExp(`token ${adminId} \\("admin"\\) is the only admin token left that does not expire: .*mercury token create NAME --scope admin`));
     await assertServing('app/a', 'one');
     const second = await createToken('second-admin', ['admin']);
     await revoke(second.id);
@@ -414,7 +414,7 @@ describe('auth: CLI', () => {
     const key = tokenKey(made.id);
     await rewriteRaw(dataDir, 'kv', key.toString('latin1'), (stored) => {
       const old = decodeKeyRecord(key, stored);
-      const future = Buffer.from(JSON.stringify({ v: 2, name: 'future', scopes: ['read:app/'], createdMs: 1, secretSha256: '0'.repeat(64), expiresMs: 2 }));
+      const future = Buffer.from(JSON.stringify({ v: 2, name: 'future', scopes: ['read:app/'], createdMs: 1, secretSha256: '0'.repeat(64), notBeforeMs: 2 }));
       return encodeKeyRecord(key, old.createSeq, old.modSeq, old.version, future);
     });
     node = await MercuryNode.start(validateConfig({ dataDir, port: 0 }), { limits: NODE_LIMITS_TEST });
@@ -422,7 +422,7 @@ describe('auth: CLI', () => {
 
     const listed = await runCli(['--url', node.url, '--token', nodeAdmin, 'token', 'list']);
     assert.equal(listed.code, 0, listed.stderr);
-    assert.match(listed.stdout.toString(), new RegExp(`${made.id}  DAMAGED \\(unknown field expiresMs\\): grants nothing; remove it with mercury token revoke ${made.id}`));
+    assert.match(listed.stdout.toString(), new RegExp(`${made.id}  DAMAGED \\(unknown field notBeforeMs\\): grants nothing; remove it with mercury token revoke ${made.id}`));
     const json = JSON.parse((await runCli(['--url', node.url, '--token', nodeAdmin, 'token', 'list', '--json'])).stdout.toString()) as Record<string, unknown>[];
     assert.ok(json.some((entry) => entry.id === made.id && entry.damaged === true), JSON.stringify(json));
     const read = await request(node.url, 'GET', '/v1/kv/app/x', { headers: auth(made.token) });

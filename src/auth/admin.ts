@@ -9,6 +9,8 @@ import {
   encodeTokenRecord,
   isValidSubject,
   SUBJECT_CHARS_MAX,
+  TOKEN_EXPIRES_IN_MS_MAX,
+  TOKEN_EXPIRES_IN_MS_MIN,
   TOKEN_NAME_PATTERN,
   tokenIdOfKey,
   tokenKey,
@@ -24,6 +26,8 @@ export interface CreateTokenInput {
   readonly scopes: unknown;
   /** A grant to a client certificate's subject (CN) instead of a bearer token. */
   readonly subject?: unknown;
+  /** Milliseconds from now after which it authenticates nothing; absent: it never expires. */
+  readonly expiresInMs?: unknown;
 }
 
 /** What a token list shows: never the secret, nor its hash. */
@@ -33,6 +37,7 @@ export function tokenInfo(record: TokenRecord): Record<string, unknown> {
     name: record.name,
     scopes: formatScopes(record.scopes),
     createdMs: record.createdMs,
+    ...(record.expiresMs === undefined ? {} : { expiresMs: record.expiresMs }),
     kind: record.subject === undefined ? 'token' : 'certificate',
     ...(record.subject === undefined ? {} : { subject: record.subject }),
   };
@@ -78,6 +83,13 @@ export function createTokenRequest(
   const scopes = parseScopes(input.scopes as unknown[]);
   if (input.subject !== undefined && !isValidSubject(input.subject))
     throw new MercuryError('INVALID_ARGUMENT', `subject must be 1 to ${SUBJECT_CHARS_MAX} printable characters (a certificate's subject CN)`);
+  const expiresInMs = input.expiresInMs;
+  if (expiresInMs !== undefined && (typeof expiresInMs !== 'number' || !Number.isSafeInteger(expiresInMs) || expiresInMs < TOKEN_EXPIRES_IN_MS_MIN || expiresInMs > TOKEN_EXPIRES_IN_MS_MAX))
+    throw new MercuryError(
+      'INVALID_ARGUMENT',
+      `expiresInMs must be an integer number of milliseconds from ${TOKEN_EXPIRES_IN_MS_MIN} (1 s) to ${TOKEN_EXPIRES_IN_MS_MAX} (3650 days); leave it out for a token that never expires`,
+      { details: { min: TOKEN_EXPIRES_IN_MS_MIN, max: TOKEN_EXPIRES_IN_MS_MAX } },
+    );
   const subject = input.subject;
   const granted = subject === undefined ? undefined : existing.find((record) => record.subject === subject);
   if (granted !== undefined)
@@ -94,6 +106,7 @@ export function createTokenRequest(
     name: input.name,
     scopes,
     createdMs: nowMs,
+    expiresMs: expiresInMs === undefined ? undefined : nowMs + expiresInMs,
     secretSha256: subject === undefined ? generated.secretSha256 : undefined,
     subject,
   };
@@ -163,20 +176,28 @@ export function revokeTokenRequest(id: string, keptAdminId?: string, name?: stri
 }
 
 /**
+ * An admin record that keeps token management possible: one that does not expire. An expiring one would keep it only
+ * until then, and a root registers a new bootstrap admin token only when it holds no token at all (decision 61).
+ */
+function lastingAdmin(record: TokenRecord): boolean {
+  return record.scopes.admin && record.expiresMs === undefined;
+}
+
+/**
  * The admin record that keeps token management possible once `id` is revoked: undefined when `id` is not an admin
- * record; LAST_ADMIN_TOKEN when it is the only one. Without that refusal an admin could revoke the last admin token
+ * record that does not expire; LAST_ADMIN_TOKEN when it is the only one. Without that refusal an admin could revoke the last admin token
  * while other tokens remain, and no one could create or revoke a token again: a root registers a bootstrap admin
  * token at start only when it holds no token at all (audit, 2026-12-06). A bearer token is preferred to a grant.
  */
 export function adminKeptAfter(id: string, existing: readonly TokenRecord[]): string | undefined {
   const target = existing.find((record) => record.id === id);
-  if (target === undefined || !target.scopes.admin) return undefined;
-  const others = existing.filter((record) => record.id !== id && record.scopes.admin);
+  if (target === undefined || !lastingAdmin(target)) return undefined;
+  const others = existing.filter((record) => record.id !== id && lastingAdmin(record));
   const kept = others.find((record) => record.secretSha256 !== undefined) ?? others[0];
   if (kept === undefined)
     throw new MercuryError(
       'LAST_ADMIN_TOKEN',
-      `token ${id} ("${target.name}") is the only admin token left: without it no one could create or revoke tokens. Create another first (mercury token create NAME --scope admin), then revoke this one`,
+      `token ${id} ("${target.name}") is the only admin token left that does not expire: without it no one could create or revoke tokens (once any others expire). Create another first (mercury token create NAME --scope admin, without --expires-in), then revoke this one`,
       { details: { id } },
     );
   return kept.id;
@@ -189,7 +210,7 @@ export function adminKeptAfter(id: string, existing: readonly TokenRecord[]): st
  * Throws LAST_ADMIN_TOKEN.
  */
 export function requireAdminKept(txn: Txn, existing: readonly TokenRecord[]): void {
-  const admins = existing.filter((record) => record.scopes.admin).map((record) => record.id);
+  const admins = existing.filter(lastingAdmin).map((record) => record.id);
   if (admins.length === 0) return;
   for (const ops of [txn.success, txn.failure]) {
     const left = new Set(admins);
@@ -198,13 +219,13 @@ export function requireAdminKept(txn: Txn, existing: readonly TokenRecord[]): vo
       const id = tokenIdOfKey(op.key);
       if (id === undefined) continue;
       const record = op.type === 'put' ? decodeTokenRecord(op.key, op.value) : undefined;
-      if (record !== undefined && typeof record !== 'string' && record.scopes.admin) left.add(id);
+      if (record !== undefined && typeof record !== 'string' && lastingAdmin(record)) left.add(id);
       else left.delete(id);
     }
     if (left.size === 0)
       throw new MercuryError(
         'LAST_ADMIN_TOKEN',
-        `this transaction would leave no admin token (it removes or narrows ${admins.join(', ')}): without one no one could create or revoke tokens. Create another admin token first (mercury token create NAME --scope admin)`,
+        `this transaction would leave no admin token that does not expire (it removes, narrows or makes expire ${admins.join(', ')}): without one no one could create or revoke tokens. Create another admin token first (mercury token create NAME --scope admin)`,
         { details: { ids: admins } },
       );
   }

@@ -19,7 +19,7 @@ export {
 } from './admin.js';
 export { BOOTSTRAP_TOKEN_FILE, bootstrapAdmin, readTokenFile, tokenFileText, writeTokenFile } from './bootstrap.js';
 export { AUTH_MODES, AuthGuard, peerCertificateSubject, type AuthMode } from './guard.js';
-export { TOKEN_KEY_PREFIX, decodeTokenRecord, encodeTokenRecord, tokenKey, tokenNameKey, type TokenRecord } from './records.js';
+export { TOKEN_EXPIRES_IN_MS_MAX, TOKEN_EXPIRES_IN_MS_MIN, TOKEN_KEY_PREFIX, decodeTokenRecord, encodeTokenRecord, tokenKey, tokenNameKey, type TokenRecord } from './records.js';
 export { TokenRegistry, type ReadTokenRecords } from './registry.js';
 export {
   formatScopes,

@@ -4,9 +4,12 @@
  *
  * ```
  * key   = "\u0000mercury/auth/token/" id            (RESERVED_KEY_PREFIX of src/api/keys.ts, then "auth/token/")
- * value = UTF-8 JSON {"v":1,"name","scopes":[...],"createdMs", and exactly one of
+ * value = UTF-8 JSON {"v":1,"name","scopes":[...],"createdMs", optionally "expiresMs", and exactly one of
  *           "secretSha256": hex SHA-256 of the secret   a bearer token
  *           "subject": text                              a grant to the client certificate whose subject CN is this }
+ * expiresMs = absolute Unix ms after which the token authenticates nothing (absent: it never expires); each node
+ *             judges it by its own clock (decision 61). A build before expiry refuses the field (strict field list):
+ *             there the record is unreadable, so the token authenticates nothing on it (fails closed).
  *
  * key   = "\u0000mercury/auth/name/" name          the name index: one per token or grant created since it exists
  * value = the id of the token that has the name (latin1)
@@ -27,6 +30,13 @@ export const TOKEN_NAME_KEY_PREFIX: Buffer = Buffer.concat([RESERVED_KEY_PREFIX,
 export const TOKEN_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$/;
 /** A certificate subject (CN) as a grant names it: printable, at most this long. */
 export const SUBJECT_CHARS_MAX = 256;
+/**
+ * How long a token may be made to live (`expiresInMs` of a create): at least a second (less is a typo, or a token
+ * that expires before its creation is applied), at most about ten years (3650 days; longer is "never", which is the
+ * default). The record holds the absolute time the creating node computed from its clock.
+ */
+export const TOKEN_EXPIRES_IN_MS_MIN = 1000;
+export const TOKEN_EXPIRES_IN_MS_MAX = 3650 * 24 * 60 * 60 * 1000;
 /** A record larger than this is not a token record (scopes and name are bounded far below it). */
 export const TOKEN_RECORD_BYTES_MAX = 96 * 1024;
 
@@ -35,6 +45,8 @@ export interface TokenRecord {
   readonly name: string;
   readonly scopes: Scopes;
   readonly createdMs: number;
+  /** Absolute Unix ms from which the token authenticates nothing; undefined: it never expires. */
+  readonly expiresMs?: number | undefined;
   /** Hex SHA-256 of the secret, for a bearer token. */
   readonly secretSha256: string | undefined;
   /** The certificate subject (CN) of a grant. */
@@ -70,6 +82,7 @@ export function isValidSubject(subject: unknown): subject is string {
 
 export function encodeTokenRecord(record: TokenRecord): Buffer {
   const json: Record<string, unknown> = { v: 1, name: record.name, scopes: formatScopes(record.scopes), createdMs: record.createdMs };
+  if (record.expiresMs !== undefined) json.expiresMs = record.expiresMs;
   if (record.secretSha256 !== undefined) json.secretSha256 = record.secretSha256;
   if (record.subject !== undefined) json.subject = record.subject;
   return Buffer.from(JSON.stringify(json), 'utf8');
@@ -88,10 +101,13 @@ export function decodeTokenRecord(key: Buffer, value: Buffer): TokenRecord | str
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) return 'record is not an object';
   const fields = json as Record<string, unknown>;
-  for (const name of Object.keys(fields)) if (!['v', 'name', 'scopes', 'createdMs', 'secretSha256', 'subject'].includes(name)) return `unknown field ${name}`;
+  for (const name of Object.keys(fields)) if (!['v', 'name', 'scopes', 'createdMs', 'expiresMs', 'secretSha256', 'subject'].includes(name)) return `unknown field ${name}`;
   if (fields.v !== 1) return 'record version is not 1';
   if (typeof fields.name !== 'string' || !TOKEN_NAME_PATTERN.test(fields.name)) return 'bad name';
   if (typeof fields.createdMs !== 'number' || !Number.isSafeInteger(fields.createdMs) || fields.createdMs < 0) return 'bad createdMs';
+  const expiresMs = fields.expiresMs;
+  if (expiresMs !== undefined && (typeof expiresMs !== 'number' || !Number.isSafeInteger(expiresMs) || expiresMs <= fields.createdMs))
+    return 'bad expiresMs (an integer of Unix ms after createdMs)';
   if (!Array.isArray(fields.scopes)) return 'scopes is not an array';
   let scopes: Scopes;
   try {
@@ -109,6 +125,7 @@ export function decodeTokenRecord(key: Buffer, value: Buffer): TokenRecord | str
     name: fields.name,
     scopes,
     createdMs: fields.createdMs,
+    ...(expiresMs === undefined ? {} : { expiresMs }),
     secretSha256: hasSecret ? (fields.secretSha256 as string) : undefined,
     subject: hasSubject ? (fields.subject as string) : undefined,
   };

@@ -7,8 +7,13 @@
  * fails on the very next request of a keep-alive connection. Open watches and replication sessions are closed by the
  * node when `applied` reports a revocation; when it reports a replaced grant, each is checked again against the new
  * one (`current`, then what it was admitted for) and closed only if that no longer passes (decision 57).
+ *
+ * A token past its `expiresMs` (by this node's clock) authenticates nothing, at every door, as a revoked one; its
+ * record stays until revoked, so that the list shows it. What it opened ends when the node's one expiry timer
+ * (`nextExpiryMs`, `expire`) reports it, through the revocation path (decision 61).
  */
 import { MercuryError, overlapsReserved, prefixEnd } from '../api/index.js';
+import { systemClock, type Clock } from '../clock/index.js';
 import type { Op } from '../log/index.js';
 import { decodeTokenRecord, TOKEN_KEY_PREFIX, tokenIdOfKey, type TokenRecord } from './records.js';
 import type { Principal } from './scopes.js';
@@ -45,6 +50,15 @@ function unauthenticated(message: string): MercuryError {
   return new MercuryError('UNAUTHENTICATED', message);
 }
 
+/** What ended an expired token, as the messages of every door and of what it opened say it. */
+function expiredAt(expiresMs: number): string {
+  return `expired at ${new Date(expiresMs).toISOString()}`;
+}
+
+function expired(record: TokenRecord): MercuryError {
+  return unauthenticated(`token ${record.id} ("${record.name}") ${expiredAt(record.expiresMs!)}; create a new one (mercury token create) and revoke this one (mercury token revoke ${record.id})`);
+}
+
 /** Whether two records of one token grant the same: who it is, what it may do, and how it proves it. */
 function sameGrant(a: TokenRecord, b: TokenRecord): boolean {
   const samePrefixes = (x: readonly Buffer[], y: readonly Buffer[]): boolean => x.length === y.length && x.every((prefix, i) => prefix.equals(y[i]!));
@@ -75,11 +89,17 @@ export class TokenRegistry {
   private readonly unreadable = new Map<string, string>();
   /** The credential each principal was made from: a connection that authenticated with it ends once it changed. */
   private readonly credentials = new WeakMap<Pick<Principal, 'id' | 'name'>, string>();
+  /** The ids of expired tokens `expire` has reported (what they opened is closed); dropped when their record changes. */
+  private readonly expiredReported = new Set<string>();
+  /** `nextExpiryMs`, cached until a record is added or removed (null); it is asked after every applied batch. */
+  private nextExpiry: number | undefined | null = null;
 
   constructor(
     private readonly readAll: ReadTokenRecords,
     private readonly onInvalid: InvalidRecordListener = () => {},
     private readonly onDamaged: DamagedRecordListener = () => {},
+    /** Judges `expiresMs`: each node by its own wall clock. */
+    private readonly clock: Pick<Clock, 'nowMs'> = systemClock,
   ) {
     this.reload();
   }
@@ -106,7 +126,41 @@ export class TokenRegistry {
    * scopes). A connection that authenticated once (the wire port) checks this before each request: one map lookup.
    */
   principalById(id: string): Principal | undefined {
-    return this.byId.get(id)?.principal;
+    const known = this.byId.get(id);
+    return known === undefined || this.isExpired(known.record) ? undefined : known.principal;
+  }
+
+  /**
+   * The earliest `expiresMs` of a token not yet reported by `expire`, or undefined: when the node's one expiry timer
+   * is due (one timer whatever the number of tokens: it is armed again for the next after each expiry).
+   */
+  nextExpiryMs(): number | undefined {
+    if (this.nextExpiry === null) {
+      let next: number | undefined;
+      for (const { record } of this.byId.values())
+        if (record.expiresMs !== undefined && !this.expiredReported.has(record.id) && (next === undefined || record.expiresMs < next)) next = record.expiresMs;
+      this.nextExpiry = next;
+    }
+    return this.nextExpiry;
+  }
+
+  /**
+   * The ids of tokens expired by now and not reported before, with the message that ends what they opened; each is
+   * reported once (until its record changes), so the node closes their watches, sessions and connections once.
+   */
+  expire(): { readonly id: string; readonly why: string }[] {
+    const ended: { id: string; why: string }[] = [];
+    for (const { record } of this.byId.values())
+      if (!this.expiredReported.has(record.id) && this.isExpired(record)) {
+        this.expiredReported.add(record.id);
+        ended.push({ id: record.id, why: expiredAt(record.expiresMs!) });
+      }
+    if (ended.length > 0) this.nextExpiry = null;
+    return ended;
+  }
+
+  private isExpired(record: TokenRecord): boolean {
+    return record.expiresMs !== undefined && this.clock.nowMs() >= record.expiresMs;
   }
 
   /**
@@ -120,6 +174,8 @@ export class TokenRegistry {
     const ambiguousBefore = this.ambiguousIds();
     this.byId.clear();
     this.unreadable.clear();
+    this.expiredReported.clear();
+    this.nextExpiry = null;
     for (const { key, value, damage } of this.readAll()) {
       if (damage === undefined) this.put(key, value, false);
       else {
@@ -193,6 +249,8 @@ export class TokenRegistry {
 
   private remove(id: string, index = true): boolean {
     this.unreadable.delete(id);
+    this.expiredReported.delete(id);
+    this.nextExpiry = null;
     const known = this.byId.get(id);
     if (known === undefined) return false;
     this.byId.delete(id);
@@ -238,6 +296,7 @@ export class TokenRegistry {
         `token ${principal.id} ("${principal.name}") was given another credential (a new secret, or another certificate subject): connect again with the new one`,
       );
     if (this.isAmbiguous(known.record)) throw ambiguousSubject(known.record.subject!, this.bySubject.get(known.record.subject!)!);
+    if (this.isExpired(known.record)) throw expired(known.record);
     return known.principal;
   }
 
@@ -250,7 +309,10 @@ export class TokenRegistry {
       if (certificateSubject !== undefined) {
         const grants = this.bySubject.get(certificateSubject);
         if (grants !== undefined && grants.length > 1) throw ambiguousSubject(certificateSubject, grants);
-        if (grants !== undefined) return grants[0]!.principal;
+        if (grants !== undefined) {
+          if (this.isExpired(grants[0]!.record)) throw expired(grants[0]!.record);
+          return grants[0]!.principal;
+        }
         throw unauthenticated(`no token, and no grant names the client certificate subject "${certificateSubject}"; send Authorization: Bearer TOKEN`);
       }
       throw unauthenticated('no credential: send Authorization: Bearer TOKEN (mercury --token, --token-file or MERCURY_TOKEN)');
@@ -262,13 +324,15 @@ export class TokenRegistry {
     return this.authenticateToken(match[1]!);
   }
 
-  /** A bearer token's principal; throws UNAUTHENTICATED (malformed, unknown or revoked, wrong secret). */
+  /** A bearer token's principal; throws UNAUTHENTICATED (malformed, unknown or revoked, wrong secret, expired). */
   authenticateToken(token: string): Principal {
     const parsed = parseToken(token);
     if (parsed === undefined) throw unauthenticated(`malformed token: a token is ${TOKEN_CHARS} characters, "mcy_", a 16-hex-digit id, "_" and a 43-character secret`);
     const known = this.byId.get(parsed.id);
     if (known === undefined || known.record.secretSha256 === undefined) throw unauthenticated(`unknown token ${parsed.id}: never created here, or revoked`);
     if (!secretMatches(parsed.secret, known.record.secretSha256)) throw unauthenticated(`token ${parsed.id}: the secret does not match`);
+    // After the secret: whether a token has expired is told only to whoever holds it.
+    if (this.isExpired(known.record)) throw expired(known.record);
     return known.principal;
   }
 }

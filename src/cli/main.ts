@@ -85,6 +85,8 @@ Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT})
        [--wait-timeout-ms N]      Retry-After, until N ms have passed (default 300000; 0: do not wait)
   token create NAME --scope S...  create a token (admin) and print its secret, once; scopes: read:PREFIX,
         [--subject CN]            write:PREFIX, replicate, admin; --subject: a grant to a client certificate instead
+        [--expires-in DURATION]   it authenticates nothing after DURATION: 90s, 30m, 12h, 30d (1s to 3650d);
+                                  without it, it never expires
   token list                      list tokens: id, name, scopes (never a secret)
   token revoke ID                 revoke a token: requests, watches and replicas using it stop at once
   sync PREFIX DIR [--exec CMD]    keep DIR in step with the keys under PREFIX (one file per key) until Ctrl-C
@@ -146,6 +148,7 @@ const OPTIONS = {
   'token-file': { type: 'string' },
   scope: { type: 'string', multiple: true },
   subject: { type: 'string' },
+  'expires-in': { type: 'string' },
   exec: { type: 'string' },
   wait: { type: 'boolean' },
   'wait-timeout-ms': { type: 'string' },
@@ -200,7 +203,7 @@ const COMMAND_OPTIONS: Readonly<Record<string, readonly (keyof typeof OPTIONS)[]
   status: CLIENT_OPTIONS,
   resync: [...CLIENT_OPTIONS, 'wait', 'wait-timeout-ms'],
   watch: [...CLIENT_OPTIONS, 'from', 'after-hash'],
-  'token create': [...CLIENT_OPTIONS, 'scope', 'subject'],
+  'token create': [...CLIENT_OPTIONS, 'scope', 'subject', 'expires-in'],
   'token list': CLIENT_OPTIONS,
   'token revoke': CLIENT_OPTIONS,
   sync: [...CLIENT_OPTIONS, 'exec', 'exec-debounce-ms', 'max-files', 'max-bytes'],
@@ -640,7 +643,7 @@ async function clientCommand(
       if (args[0] === undefined) throw new UsageError("watch needs a PREFIX ('' watches every key)");
       return watchCommand(client.baseUrl, args[0], { fromSeq: integerOption(values.from, 'from'), ...afterHashOption(values['after-hash'], values.from), json, tls, token });
     case 'token':
-      return tokenCommand(client, args, values.scope ?? [], values.subject, json);
+      return tokenCommand(client, args, { scopes: values.scope ?? [], subject: values.subject, expiresIn: values['expires-in'] }, json);
     default:
       throw new UsageError(`unknown command "${command}"; run mercury --help`);
   }

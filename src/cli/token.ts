@@ -1,15 +1,29 @@
 /**
- * `mercury token create NAME --scope S [--scope S...] [--subject CN] | list | revoke ID`: token management against a
+ * `mercury token create NAME --scope S [--scope S...] [--subject CN] [--expires-in DURATION] | list | revoke ID`: token management against a
  * node's admin routes (`/v1/auth/tokens`), with an admin token. `create` prints the secret once: the node keeps only
  * its hash. With --json each command prints one JSON object.
  *
  * The answers are checked before they are printed (AnswerShapeError when a field the line needs is missing): a node,
  * or whatever answers at its URL, is not trusted to send the shape the client's types declare.
  */
+import { TOKEN_EXPIRES_IN_MS_MAX, TOKEN_EXPIRES_IN_MS_MIN } from '../auth/index.js';
 import type { NodeClient } from '../client/index.js';
 import { answerList, answerObject, AnswerShapeError, fieldText, formatTimeMs, inLine, printResult } from './output.js';
 
 export class TokenUsageError extends Error {}
+
+const DURATION_UNIT_MS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `--expires-in`: a whole number and one unit (90s, 30m, 12h, 30d), within the node's bounds; milliseconds. */
+export function parseExpiresIn(text: string): number {
+  const match = /^([1-9][0-9]{0,9})([smhd])$/.exec(text);
+  const ms = match === null ? undefined : Number(match[1]) * DURATION_UNIT_MS[match[2]!]!;
+  if (ms === undefined || ms < TOKEN_EXPIRES_IN_MS_MIN || ms > TOKEN_EXPIRES_IN_MS_MAX)
+    throw new TokenUsageError(
+      `--expires-in must be a whole number and a unit, s, m, h or d (90s, 30m, 12h, 30d), from 1s to ${TOKEN_EXPIRES_IN_MS_MAX / DURATION_UNIT_MS.d!}d; got "${inLine(text)}"`,
+    );
+  return ms;
+}
 
 /** A field as text: '?' when it is not the string the node should have sent. */
 function text(value: unknown): string {
@@ -24,7 +38,8 @@ function scopesText(token: Record<string, unknown>, what: string): string {
 function describe(value: unknown): string {
   const token = answerObject(value, 'a token');
   const who = token.kind === 'certificate' ? `certificate CN=${text(token.subject)}` : 'token';
-  return `${text(token.id)}  ${text(token.name).padEnd(20)}  ${who}  ${scopesText(token, 'a token')}  created ${formatTimeMs(token.createdMs)}`;
+  const expires = token.expiresMs === undefined ? '' : `  expires ${formatTimeMs(token.expiresMs)}`;
+  return `${text(token.id)}  ${text(token.name).padEnd(20)}  ${who}  ${scopesText(token, 'a token')}  created ${formatTimeMs(token.createdMs)}${expires}`;
 }
 
 /** A record the node could not read: it grants nothing, and `mercury token revoke ID` removes it. */
@@ -33,19 +48,28 @@ function describeUnreadable(value: unknown): string {
   return `${text(record.id)}  DAMAGED (${text(record.why)}): grants nothing; remove it with mercury token revoke ${text(record.id)}`;
 }
 
-export async function tokenCommand(client: NodeClient, args: readonly string[], scopes: readonly string[], subject: string | undefined, json: boolean): Promise<void> {
+export interface TokenOptions {
+  readonly scopes: readonly string[];
+  readonly subject: string | undefined;
+  /** `--expires-in`, as given. */
+  readonly expiresIn: string | undefined;
+}
+
+export async function tokenCommand(client: NodeClient, args: readonly string[], { scopes, subject, expiresIn }: TokenOptions, json: boolean): Promise<void> {
   const [action, argument] = args;
   switch (action) {
     case 'create': {
       if (argument === undefined || argument === '') throw new TokenUsageError('token create needs a NAME');
       if (scopes.length === 0) throw new TokenUsageError('token create needs at least one --scope (read:PREFIX, write:PREFIX, replicate, admin)');
-      const created = answerObject(await client.createToken(argument, scopes, { subject }), 'the created token');
+      const expiresInMs = expiresIn === undefined ? undefined : parseExpiresIn(expiresIn);
+      const created = answerObject(await client.createToken(argument, scopes, { subject, expiresInMs }), 'the created token');
+      const expires = created.expiresMs === undefined ? '' : `, expiring ${formatTimeMs(created.expiresMs)}`;
       const granted = scopesText(created, 'the created token');
       if (created.token !== undefined && typeof created.token !== 'string') throw new AnswerShapeError('the created token\'s secret is not a string');
       const human =
         created.token === undefined
-          ? `granted ${granted} to client certificates with subject CN=${text(created.subject)} (id ${text(created.id)})`
-          : `${created.token}\n\ntoken ${text(created.id)} "${text(created.name)}" with ${granted}.\nThis is the only time the secret is shown: store it now (for example in a file, mode 0600, for --token-file).`;
+          ? `granted ${granted} to client certificates with subject CN=${text(created.subject)} (id ${text(created.id)})${expires}`
+          : `${created.token}\n\ntoken ${text(created.id)} "${text(created.name)}" with ${granted}${expires}.\nThis is the only time the secret is shown: store it now (for example in a file, mode 0600, for --token-file).`;
       printResult(json, created, () => human);
       return;
     }

@@ -251,6 +251,7 @@ export function tokenAnswer(value: unknown, path: string): {
   name: string;
   scopes: string[];
   createdMs: number;
+  expiresMs?: number;
   kind: 'token' | 'certificate';
   subject?: string;
 } {
@@ -261,6 +262,7 @@ export function tokenAnswer(value: unknown, path: string): {
   return {
     id: string(json, 'id', path),
     name: string(json, 'name', path),
+    ...(json.expiresMs === undefined ? {} : { expiresMs: integer(json, 'expiresMs', path) }),
     scopes,
     createdMs: integer(json, 'createdMs', path),
     kind,

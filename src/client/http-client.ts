@@ -72,6 +72,8 @@ export interface TokenInfo {
   readonly name: string;
   readonly scopes: string[];
   readonly createdMs: number;
+  /** Unix ms from which it authenticates nothing; absent: it never expires. */
+  readonly expiresMs?: number;
   /** `token`: a bearer token; `certificate`: a grant to the client certificate whose subject CN is `subject`. */
   readonly kind: 'token' | 'certificate';
   readonly subject?: string;
@@ -800,8 +802,14 @@ export class NodeClient {
   }
 
   /** Creates a token (admin); the answer holds its secret, `token`, which no later call shows again. */
-  async createToken(name: string, scopes: readonly string[], options: { subject?: string } = {}): Promise<TokenInfo & { token?: string; seq: number }> {
-    const body = JSON.stringify({ name, scopes, ...(options.subject === undefined ? {} : { subject: options.subject }) });
+  /** `expiresInMs`: it authenticates nothing from that long after the node made it (1 s to 3650 days). */
+  async createToken(name: string, scopes: readonly string[], options: { subject?: string; expiresInMs?: number } = {}): Promise<TokenInfo & { token?: string; seq: number }> {
+    const body = JSON.stringify({
+      name,
+      scopes,
+      ...(options.subject === undefined ? {} : { subject: options.subject }),
+      ...(options.expiresInMs === undefined ? {} : { expiresInMs: options.expiresInMs }),
+    });
     return this.json('POST', '/v1/auth/tokens', SMALL_ANSWER_BYTES_MAX, createdTokenAnswer, { body, contentType: 'application/json' });
   }
 

@@ -111,6 +111,9 @@ export class MercuryNode {
   private readonly requestPolicy: RequestPolicy;
   private trimTimer: TimerHandle | undefined;
   private heartbeatTimer: TimerHandle | undefined;
+  /** The one timer for the earliest token expiry (armExpiry), and the time it is armed for. */
+  private expiryTimer: TimerHandle | undefined;
+  private expiryArmedForMs: number | undefined;
   private latestHeartbeat: Heartbeat | undefined;
   /** The head seq at the last trim that completed: the log was within its bounds then. */
   private trimmedAtSeq = -1;
@@ -256,6 +259,7 @@ export class MercuryNode {
           error: damage.message,
         });
       },
+      this.clock,
     );
     this.guard = new AuthGuard(authMode, this.tokens);
     this.adminTokenFile = options.adminTokenFile;
@@ -450,6 +454,7 @@ export class MercuryNode {
         const { revoked, replaced } = this.tokens.reload();
         this.revoke(revoked);
         this.regranted(replaced);
+        this.armExpiry();
         // Every watcher is reset to the new state now: what it was sent may be of the replaced chain (decision 40).
         this.watchHub.chainReplaced(seq);
         this.seqWaiter.notify();
@@ -497,6 +502,29 @@ export class MercuryNode {
     this.seqWaiter.notify();
     for (const listener of this.appliedListeners) listener(entries);
     this.armTrim();
+    this.armExpiry();
+  }
+
+  /**
+   * Arms the node's one expiry timer for the earliest expiry among its tokens, if that changed (tokens were created,
+   * revoked or replaced). When it fires, the tokens expired by this node's clock end what they opened as a revocation
+   * does (watches 4401, wire connections, child sessions, reads parked on minSeq); every door refuses them already
+   * (registry.ts). One timer whatever the number of tokens; a far expiry is reached in steps (TIMER_DELAY_MS_MAX).
+   */
+  private armExpiry(): void {
+    const nextMs = this.closing ? undefined : this.tokens.nextExpiryMs();
+    if (nextMs === this.expiryArmedForMs) return;
+    this.expiryTimer?.cancel();
+    this.expiryTimer = undefined;
+    this.expiryArmedForMs = nextMs;
+    if (nextMs === undefined) return;
+    this.expiryTimer = this.clock.setTimeout(() => {
+      this.expiryTimer = undefined;
+      this.expiryArmedForMs = undefined;
+      const ended = new Map(this.tokens.expire().map(({ id, why }) => [id, why]));
+      this.revoke([...ended.keys()], (id) => ended.get(id) ?? 'was revoked');
+      this.armExpiry();
+    }, Math.max(0, nextMs - this.clock.nowMs()));
   }
 
   /**
@@ -518,19 +546,20 @@ export class MercuryNode {
 
   /**
    * Closes the watches and child sessions opened with revoked tokens, and ends the HTTP reads they parked on `minSeq`
-   * (each answered 401; keep-alive HTTP requests check every time).
+   * (each answered 401; keep-alive HTTP requests check every time). `why`: what ended each token, when not a
+   * revocation (an expiry).
    */
-  private revoke(tokenIds: readonly string[]): void {
+  private revoke(tokenIds: readonly string[], why?: (tokenId: string) => string): void {
     if (tokenIds.length === 0) return;
-    this.logger.log('info', 'tokens revoked', { tokens: tokenIds });
+    this.logger.log('info', why === undefined ? 'tokens revoked' : 'tokens expired', { tokens: tokenIds });
     for (const id of tokenIds) {
       const listeners = this.grantListeners.get(id);
       this.grantListeners.delete(id);
       for (const listener of listeners ?? []) listener();
     }
-    this.watchHub.revoke(tokenIds);
-    this.replicationServer.revoke(tokenIds);
-    this.wireServer.revoke(tokenIds);
+    this.watchHub.revoke(tokenIds, why);
+    this.replicationServer.revoke(tokenIds, why);
+    this.wireServer.revoke(tokenIds, why);
   }
 
   /**
@@ -632,6 +661,7 @@ export class MercuryNode {
     }
     node.serving = true;
     node.armTrim(); // the log may be over its bounds from an earlier run
+    node.armExpiry();
     node.tls?.watch();
     if (node.replicationClient === undefined) {
       node.heartbeatTimer = node.clock.setInterval(() => node.replicationServer.heartbeat(node.rootHeartbeat()), node.limits.replication.heartbeatIntervalMs);
@@ -1097,6 +1127,7 @@ export class MercuryNode {
   async close(): Promise<void> {
     this.closing = true;
     this.trimTimer?.cancel();
+    this.expiryTimer?.cancel();
     this.heartbeatTimer?.cancel();
     this.tls?.close();
     this.replicationClient?.close();

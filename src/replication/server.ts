@@ -225,9 +225,9 @@ export class ReplicationServer {
     for (const session of this.sessions) this.perform(session, session.upstream.chainReset(nowMs));
   }
 
-  /** Tokens were revoked: children that replicate with one of them are refused (UNAUTHENTICATED) and closed. */
-  revoke(tokenIds: readonly string[]): void {
-    this.expel(tokenIds, (upstream, nowMs) => upstream.revoked(nowMs));
+  /** Tokens were revoked (or expired: `why`): children that replicate with one of them are refused (UNAUTHENTICATED) and closed. */
+  revoke(tokenIds: readonly string[], why?: (tokenId: string) => string): void {
+    this.expel(tokenIds, (upstream, nowMs) => upstream.revoked(nowMs, why));
   }
 
   /**

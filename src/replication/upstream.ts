@@ -194,10 +194,11 @@ export class Upstream {
     return this.childPrincipal?.id;
   }
 
-  /** The child's token was revoked: REFUSE UNAUTHENTICATED and close. */
-  revoked(_nowMs: number): UpstreamAction[] {
+  /** The child's token was revoked (or expired: `why`): REFUSE UNAUTHENTICATED and close. */
+  revoked(_nowMs: number, why: (tokenId: string) => string = () => 'was revoked'): UpstreamAction[] {
     if (this.phase === 'closed') return [];
-    return this.refuse('UNAUTHENTICATED', `token ${this.childPrincipal?.id ?? '?'} was revoked; this node no longer serves it`, []);
+    const id = this.childPrincipal?.id ?? '?';
+    return this.refuse('UNAUTHENTICATED', `token ${id} ${why(id)}; this node no longer serves it`, []);
   }
 
   /**

@@ -259,12 +259,12 @@ export class WatchHub {
 
   /**
    * Tokens were revoked: every watch opened with one of them is closed with 4401 (CREDENTIAL_REVOKED), so a client
-   * cannot keep reading with a token that no longer works.
+   * cannot keep reading with a token that no longer works. `why`: what ended it (an expiry: "expired at ...").
    */
-  revoke(tokenIds: readonly string[]): void {
+  revoke(tokenIds: readonly string[], why: (tokenId: string) => string = () => 'was revoked'): void {
     for (const [connection, principal] of this.connectionsOf(tokenIds)) {
-      this.logger.log('info', 'watch closed: its token was revoked', { token: principal.id, name: principal.name });
-      this.perform(this.machine.expel(this.clock.monotonicMs(), connection.id, WatchCloseCode.CREDENTIAL_REVOKED, `token ${principal.id} was revoked`));
+      this.logger.log('info', `watch closed: its token ${why(principal.id)}`, { token: principal.id, name: principal.name });
+      this.perform(this.machine.expel(this.clock.monotonicMs(), connection.id, WatchCloseCode.CREDENTIAL_REVOKED, `token ${principal.id} ${why(principal.id)}`));
     }
   }
 

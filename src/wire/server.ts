@@ -91,12 +91,12 @@ export class WireServer {
     this.tlsServer?.setSecureContext(serverTlsOptions(material));
   }
 
-  /** Closes, with an ERROR naming the revocation, every connection opened with one of these tokens. */
-  revoke(tokenIds: readonly string[]): void {
+  /** Closes, with an ERROR naming the revocation (or expiry: `why`), every connection opened with one of these tokens. */
+  revoke(tokenIds: readonly string[], why: (tokenId: string) => string = () => 'was revoked'): void {
     const revoked = new Set(tokenIds);
     for (const connection of this.connections) {
       const id = connection.tokenId;
-      if (id !== undefined && revoked.has(id)) connection.fail(new MercuryError('UNAUTHENTICATED', `token ${id} was revoked; connect again with another token`));
+      if (id !== undefined && revoked.has(id)) connection.fail(new MercuryError('UNAUTHENTICATED', `token ${id} ${why(id)}; connect again with another token`));
     }
   }
 

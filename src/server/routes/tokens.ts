@@ -36,10 +36,10 @@ export function tokensRoute(node: NodeApi, budget: BodyBudget): Route {
           tooLarge: (bytes) => new MercuryError('BODY_TOO_LARGE', `request body is ${bytes} bytes; at most ${TOKEN_BODY_BYTES_MAX}`, { details: { limit: TOKEN_BODY_BYTES_MAX } }),
         });
         requireAdmin(principalNow(req, node), 'create tokens');
-        if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new MercuryError('INVALID_ARGUMENT', 'the body must be an object {"name","scopes"[,"subject"]}');
-        for (const field of Object.keys(input)) if (!['name', 'scopes', 'subject'].includes(field)) throw new MercuryError('INVALID_ARGUMENT', `unknown field "${field}"; fields are name, scopes, subject`);
+        if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new MercuryError('INVALID_ARGUMENT', 'the body must be an object {"name","scopes"[,"subject"][,"expiresInMs"]}');
+        for (const field of Object.keys(input)) if (!['name', 'scopes', 'subject', 'expiresInMs'].includes(field)) throw new MercuryError('INVALID_ARGUMENT', `unknown field "${field}"; fields are name, scopes, subject, expiresInMs`);
         const created = createTokenRequest(
-          input as Record<string, unknown> as { name: unknown; scopes: unknown; subject?: unknown },
+          input as Record<string, unknown> as { name: unknown; scopes: unknown; subject?: unknown; expiresInMs?: unknown },
           node.clock.nowMs(),
           node.tokens(),
           readKey,
