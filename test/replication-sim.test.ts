@@ -80,11 +80,19 @@ describe('replication simulation', () => {
   });
 
   test('simulation: withholding relays (entries dropped behind the root\'s heartbeats, or their rootSeq pinned) lose every child within the stale time', (t) => {
-    for (const seed of [11, testSeed()]) {
+    // The fixed seeds put children behind withholding relays while the root writes; a random seed need not. Its
+    // withholders may spend the whole write period crashed, cut off, or refused the only snapshot they may take (the
+    // root's), so that no child streams from them before the writes stop (seeds 911053569 and 831248838 withheld
+    // nothing). The random seed must pass the run's own checks, the deadline on a withholding relay's children among
+    // them. 351381303: n17 left withholding n5 985 ms after an entry was withheld, and the tree converged 41 ms later,
+    // before the check due at 1,700 ms, which alone counted connections left: it counted none, and the test failed.
+    const fixedSeeds = [11, 351381303];
+    for (const seed of [...fixedSeeds, testSeed()]) {
       const stats = seeded(() => runSimulation({ seed, fanout: [3, 3, 3], faultMs: 4_000, signing: { forgers: 1, withholders: 2 }, watchConsumers: 4 }));
       t.diagnostic(`seed ${seed}: ${summary(stats)}; entries withheld ${stats.withheld.entries}, connections left ${stats.withheld.left}`);
-      assert.ok(stats.withheld.entries > 0, 'no entry was withheld');
-      assert.ok(stats.withheld.left > 0, 'no child was following a withholding relay');
+      if (!fixedSeeds.includes(seed)) continue;
+      assert.ok(stats.withheld.entries > 0, `seed ${seed}: no entry was withheld`);
+      assert.ok(stats.withheld.left > 0, `seed ${seed}: no child left a withholding relay`);
     }
   });
 
