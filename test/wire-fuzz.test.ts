@@ -179,8 +179,11 @@ function fuzzSuite(name: string, auth: 'off' | 'required'): void {
     const stream = streamsAfter(await hellos());
     const kinds = await fuzzStreams(stream, (input) => exchange(fuzzed.node.wireUrl, input), check, RUNS);
     t.diagnostic(`answers: ${JSON.stringify([...kinds].sort())}`);
-    // The generators must reach both sides: answers to requests, and a spread of refusals.
-    assert.ok((kinds.get('82') ?? 0) + (kinds.get('84') ?? 0) > 20, `too few answers to requests: ${JSON.stringify([...kinds])}`);
+    // The generators must reach both sides: answers to requests, and a spread of refusals. How many requests are
+    // answered varies with the seed and the machine's load (with auth, two CPU-bound processes beside it left 13 of
+    // VALUE, MISSING and WRITTEN in 40 runs, against 31-40 when quiet): the floor says the side is reached, no more.
+    const answered = (kinds.get('82') ?? 0) + (kinds.get('83') ?? 0) + (kinds.get('84') ?? 0);
+    assert.ok(answered >= 5, `too few answers to requests: ${JSON.stringify([...kinds])}`);
     assert.ok([...kinds.keys()].filter((kind) => /^[A-Z]/.test(kind)).length >= 4, `too few kinds of errors: ${JSON.stringify([...kinds])}`);
   });
 
