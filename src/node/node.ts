@@ -522,7 +522,7 @@ export class MercuryNode {
       this.expiryTimer = undefined;
       this.expiryArmedForMs = undefined;
       const ended = new Map(this.tokens.expire().map(({ id, why }) => [id, why]));
-      this.revoke([...ended.keys()], (id) => ended.get(id) ?? 'was revoked');
+      this.revoke([...ended.keys()], (id) => ended.get(id)!);
       this.armExpiry();
     }, Math.max(0, nextMs - this.clock.nowMs()));
   }

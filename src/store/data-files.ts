@@ -105,18 +105,9 @@ function restoreLeft(dir: string): 'none' | 'moved' | 'stopped' {
   // Only names a restore moves: a damaged or planted record must not make this judge other paths.
   const known: readonly string[] = RESTORED_FILES;
   if (!names.includes(DATA_FILE) || names.some((name) => !known.includes(name))) return 'stopped';
-  const moved = names.every((name) => notThere(join(partial, name)) && !notThere(join(dir, name)));
+  const there = (path: string): boolean => lstatSync(path, { throwIfNoEntry: false }) !== undefined;
+  const moved = names.every((name) => !there(join(partial, name)) && there(join(dir, name)));
   return moved ? 'moved' : 'stopped';
-}
-
-function notThere(path: string): boolean {
-  try {
-    lstatSync(path);
-    return false;
-  } catch (error) {
-    if (errnoCode(error) === 'ENOENT') return true;
-    throw error;
-  }
 }
 
 /**
