@@ -323,7 +323,6 @@ export class WatchHub {
     return undefined;
   }
 
-
   /** Closes every connection with 1001 and stops; resolves once the sockets are closed. */
   async close(): Promise<void> {
     if (this.closed) return;
