@@ -64,7 +64,7 @@ Node:
                                                              keys against the log); exit 1 on damage
   snapshot restore FILE --data-dir DIR [--force]             make a data directory (a new root or replica) from a
            [--to-seq SEQ --url URL]                          snapshot file; --to-seq replays the node's log past it
-  snapshot inspect FILE                                      check a snapshot file; print its seq, hash, keys, bytes
+  snapshot inspect FILE                                      check a snapshot file; its seq, hash, dataset, keys, bytes
 
 Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT}):
   get KEY                         print a value
