@@ -11,9 +11,13 @@
  *
  * A relay that stopped for divergence and is restarted while its upstream is down stays stopped (phase diverged, not
  * ready) and serves none of its forked chain: a new child is refused UPSTREAM_DIVERGED. (Before the record, it forgot
- * the divergence and gave the child a snapshot of the forked chain.) Resynced once the root is back, both converge.
+ * the divergence and gave the child a snapshot of the forked chain.) After a machine crash (simulated: killed, then
+ * started under another boot id) the record is gone with the forked chain it describes: the relay starts empty, not
+ * diverged, serves nothing of the fork, and joins the root's chain by itself once the root is back (record 58: why the
+ * records are not synced).
  */
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { NodeClient } from '../src/client/index.js';
@@ -139,9 +143,21 @@ describe('crash - a diverged replica killed during its resync', () => {
     assert.equal(leafStatus.keys, 0);
     assert.equal(await get(leaf, 'fork/old0'), undefined, 'the forked chain went to no child');
 
-    // The root back, the relay resynced: both converge to the root's chain.
+    // A machine crash: killed, and started under another boot id (what a reboot leaves). The unsynced guard discards
+    // the store, the record with the forked chain it describes: empty, the relay has nothing of the fork to serve.
+    // Its replication port kept: the leaf follows it there.
+    const relayReplication = relay.replication;
+    await stopProcess(relay.child, 'SIGKILL');
+    writeFileSync(join(relay.dataDir, 'unsynced-guard.json'), JSON.stringify({ bootId: 'an-earlier-boot', clean: false }));
+    relay = await serve('relay', ['--upstream', root.replication, '--listen', '127.0.0.1:0', '--replication-listen', relayReplication]);
+    const rebooted = await statusOf(relay);
+    assert.notEqual(rebooted.replication.phase, 'diverged', JSON.stringify(rebooted.replication));
+    assert.equal(rebooted.seq, 0);
+    assert.equal(rebooted.keys, 0);
+    assert.equal(await get(relay, 'fork/old0'), undefined);
+
+    // The root back: the relay joins its chain by itself (the snapshot a resync would have asked for), the leaf too.
     root = await serve('relay-root2', rootArgs);
-    await new NodeClient(relay.url).resync();
     await converged(root, [relay, leaf]);
     await assertSameChain(relay, root);
     assert.equal(await get(leaf, 'fork/old0'), undefined);
