@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -59,6 +59,31 @@ describe('data directory: hostile and unusable files', () => {
     const result = spawnSync(process.execPath, [CLI_PATH, 'verify', '--data-dir', dir], { encoding: 'utf8', timeout: EXIT_TIMEOUT_MS, killSignal: 'SIGKILL' });
     assert.equal(result.status, 1, `verify hung or failed otherwise (signal ${result.signal}): ${result.stderr}`);
     assert.match(result.stderr, /^mercury: DATA_DIR_INVALID: \S+data\.mdb is a FIFO \(named pipe\), not the data file LMDB wrote/m);
+  });
+
+  test('hostile files: a file, a link or a FIFO named restore.partial is DATA_DIR_INVALID saying no restore made it, for serve and verify, and is left as it is', async () => {
+    const dir = join(root, 'partial-not-dir');
+    await Store.open({ path: dir }).close();
+    const partial = join(dir, 'restore.partial');
+    const serve = [CLI_PATH, 'serve', '--data-dir', dir, '--listen', '127.0.0.1:0', '--replication-listen', '127.0.0.1:0', '--wire-listen', '127.0.0.1:0', '--auth', 'off'];
+    const plant: readonly [string, () => void][] = [
+      ['a file', () => writeFileSync(partial, 'notes')],
+      ['a symbolic link', () => symlinkSync(join(root, 'elsewhere'), partial)],
+      ['a FIFO \\(named pipe\\)', () => execFileSync('mkfifo', [partial])],
+    ];
+    for (const [kind, make] of plant) {
+      make();
+      for (const args of [serve, [CLI_PATH, 'verify', '--data-dir', dir]]) {
+        const result = spawnSync(process.execPath, args, { encoding: 'utf8', timeout: EXIT_TIMEOUT_MS, killSignal: 'SIGKILL' });
+        assert.equal(result.status, 1, `${args[1]} with ${kind} (signal ${result.signal}): ${result.stderr}`);
+        assert.match(result.stderr, new RegExp(`^mercury: DATA_DIR_INVALID: \\S+restore\\.partial is ${kind}, not the directory a \`mercury snapshot restore\` makes there while it runs: Mercury did not put it there.*move it out of the directory`, 'm'));
+        assert.doesNotMatch(result.stderr, /was stopped before it finished/);
+      }
+      assert.ok(lstatSync(partial).isFile() || lstatSync(partial).isSymbolicLink() || lstatSync(partial).isFIFO(), 'left as it is');
+      unlinkSync(partial);
+    }
+    const verified = spawnSync(process.execPath, [CLI_PATH, 'verify', '--data-dir', dir], { encoding: 'utf8', timeout: EXIT_TIMEOUT_MS });
+    assert.equal(verified.status, 0, verified.stderr);
   });
 
   // A swap between a look at the path and the read cannot be timed from outside: a second process swaps a FIFO and a

@@ -91,11 +91,21 @@ export function recordRestoreMoves(dir: string, names: readonly string[]): void 
 
 /**
  * What a restore into `dir` left: `none` (no partial directory), `moved` (killed after its last move: DIR holds the
- * restored store whole), or `stopped` (killed before or between its moves, or a record that cannot be read: refused).
+ * restored store whole), `stopped` (killed before or between its moves, or a record that cannot be read: refused), or
+ * something that is not a directory at that name (`foreign`, what it is: refused too), which no restore makes.
  */
-function restoreLeft(dir: string): 'none' | 'moved' | 'stopped' {
+function restoreLeft(dir: string): 'none' | 'moved' | 'stopped' | { readonly foreign: string } {
   const partial = join(dir, RESTORE_PARTIAL_DIR);
-  if (!existsSync(partial)) return 'none';
+  let entry: Stats | undefined;
+  try {
+    entry = lstatSync(partial, { throwIfNoEntry: false });
+  } catch (error) {
+    // ENOTDIR: `dir` itself is not a directory, which the open says in its own words.
+    if (errnoCode(error) === 'ENOTDIR') return 'none';
+    throw fileUnusable(error, partial, { dir, done: 'looked at' });
+  }
+  if (entry === undefined) return 'none';
+  if (!entry.isDirectory()) return { foreign: entry.isFile() ? 'a file' : entry.isSymbolicLink() ? 'a symbolic link' : fileKind(entry) };
   let names: string[];
   try {
     names = readFileBounded(join(partial, RESTORE_MOVING_FILE), { what: 'restore record', bytesMax: RESTORE_MOVING_BYTES_MAX, noFollow: true }).toString('utf8').split('\n');
@@ -166,7 +176,14 @@ export function dataFileFound(dir: string): boolean {
  */
 export function refuseStoppedRestore(dir: string): void {
   const partial = join(dir, RESTORE_PARTIAL_DIR);
-  if (restoreLeft(dir) === 'stopped')
+  const left = restoreLeft(dir);
+  // Reported as a stopped restore, it sent the operator to run a restore again for a file that no restore made.
+  if (typeof left === 'object')
+    throw new MercuryError(
+      'DATA_DIR_INVALID',
+      `${partial} is ${left.foreign}, not the directory a \`mercury snapshot restore\` makes there while it runs: Mercury did not put it there, and its name is the one that tells whether a restore into ${dir} was stopped. With no mercury process on ${dir}, move it out of the directory (or remove it), then start again.`,
+    );
+  if (left === 'stopped')
     throw new MercuryError(
       'DATA_DIR_INVALID',
       `${partial} is there: a \`mercury snapshot restore\` into ${dir} was stopped before it finished, so the directory may hold its old data, part of the restored store, or none. Run the restore again (with --force if ${dir} holds a data.mdb).`,
