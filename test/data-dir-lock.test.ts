@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -13,6 +13,7 @@ import { MercuryError, openLocal } from '../src/index.js';
 import { INITIALISED_FILE, Store } from '../src/store/index.js';
 import { LOCK_FILE, processStartTicks } from '../src/fs/dir-lock.js';
 import { request, requestJson } from './support/http.js';
+import { lockSwapEnv } from './support/lock-swap.js';
 import { rewriteRaw } from './support/lmdb-records.js';
 import { validateConfig } from '../src/config/index.js';
 import { MercuryNode, NODE_LIMITS_TEST } from '../src/node/index.js';
@@ -49,6 +50,22 @@ describe('data directory lock', () => {
       await stopProcess(first.child, 'SIGTERM');
     }
     assert.equal(existsSync(join(dir, LOCK_FILE)), false, 'a clean stop removes the lock');
+  });
+
+  test('data dir lock: a lock put in place of a stopping node\'s own, after its release checked it, survives the release', async () => {
+    const dir = join(root, 'swapped-at-release');
+    // Another process's lock (a live one: this test runner), swapped in by a test-only preload at the moment between
+    // the release's check of the lock and its removal (test/support/lock-swap.ts).
+    const other = JSON.stringify({ pid: process.pid, host: hostname(), bootId: '', startTicks: processStartTicks(process.pid), startedAt: new Date().toISOString() });
+    const node = await startServe(dir, [], lockSwapEnv(other));
+    await requestJson(node.url, 'PUT', '/v1/kv/k', { body: 'one' });
+    await stopProcess(node.child, 'SIGTERM');
+    assert.equal(existsSync(join(dir, LOCK_FILE)), true, `the other process's lock was removed by the release; stderr: ${node.stderr()}`);
+    assert.equal(readFileSync(join(dir, LOCK_FILE), 'utf8'), other);
+    assert.deepEqual(readdirSync(dir).filter((name) => name.startsWith(LOCK_FILE) && name !== LOCK_FILE), [], 'nothing left under another name');
+    // That lock holds the directory: a start is refused, naming this process.
+    const refused = await serveRefused(dir);
+    assert.match(refused.stderr, new RegExp(`DATA_DIR_LOCKED: .*pid ${process.pid} on host`));
   });
 
   test('data dir lock: after kill -9 the lock is stale and the next start takes it over', async () => {

@@ -157,8 +157,10 @@ export function lockDirectory(dir: string, nowIso: string, { file, what }: { rea
       return {
         path,
         holder: self,
+        // Judged after it is moved away (removeIfStill), never compared at the path and then unlinked there: a lock
+        // another process put at the path between the two was removed, and a third then took the directory too.
         release: () => {
-          if (lockText(path) === text) unlinkSync(path);
+          if (lockText(path) === text) removeIfStill(path, (moved) => lockText(moved) === text);
         },
       };
     } catch (error) {
@@ -176,7 +178,7 @@ export function lockDirectory(dir: string, nowIso: string, { file, what }: { rea
           'DATA_DIR_LOCKED',
           `${path} is empty and was made ${Math.round(ageMs)} ms ago: another mercury process may be taking the lock on ${dir} now. If none is (a crash left it empty), it is taken over once ${LOCK_EMPTY_STALE_MS / 1000} s old, or remove it`,
         );
-      takeOver(path, (moved) => sameFile(moved, found.entry));
+      removeIfStill(path, (moved) => sameFile(moved, found.entry));
       continue;
     }
     const holder = parseHolder(found.text);
@@ -196,7 +198,7 @@ export function lockDirectory(dir: string, nowIso: string, { file, what }: { rea
         `${what} ${dir} is locked by a process on another host (${describe(holder)}); if that process is gone, remove ${path}`,
         { details: { ...holder } },
       );
-    takeOver(path, (moved) => lockText(moved) === found.text);
+    removeIfStill(path, (moved) => lockText(moved) === found.text);
   }
   throw new MercuryError('DATA_DIR_LOCKED', `could not lock ${what} ${dir}: other processes keep taking ${path}`);
 }
@@ -251,11 +253,16 @@ function sameFile(path: string, entry: Stats): boolean {
 }
 
 /**
- * Removes the stale lock, which `isStale` recognises once moved. Rename first, then compare: two starters that both
- * judged the same file stale must not both remove it, or the second would remove the first one's fresh lock. Whoever
- * moved a file that is not the stale one (a fresh lock made in between) puts it back.
+ * Removes the lock at `path` if `isStill` recognises it once moved: a stale lock being taken over, or this process's
+ * own at release. Rename first, then compare: what was at `path` at the rename is what is judged and removed. Two
+ * starters that both judged the same file stale must not both remove it, or the second would remove the first one's
+ * fresh lock; a release must not remove a lock another process put in place of its own. Whoever moved a file that
+ * is not the one it meant (a lock made in between) links it back. What remains: between the rename and the link, the
+ * path is empty, and a starter in that instant makes a lock of its own there (the one moved is then dropped, and two
+ * processes believe they hold the directory). It takes two races at once (a lock replaced under its holder, and a
+ * start in the microseconds after); comparing at the path, then unlinking, took one (docs/security.md).
  */
-function takeOver(path: string, isStale: (moved: string) => boolean): void {
+function removeIfStill(path: string, isStill: (moved: string) => boolean): void {
   const moved = `${path}.stale.${process.pid}`;
   try {
     renameSync(path, moved);
@@ -263,7 +270,7 @@ function takeOver(path: string, isStale: (moved: string) => boolean): void {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw error;
   }
-  if (!isStale(moved)) {
+  if (!isStill(moved)) {
     try {
       linkSync(moved, path);
     } catch (error) {

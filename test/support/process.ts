@@ -47,7 +47,7 @@ const LISTENING = /mercury node listening on (https?:\/\/\S+) replication (\S+) 
  * Starts `mercury serve --data-dir DIR --listen 127.0.0.1:0` and resolves once it prints its URL. Extra arguments
  * (for example `--max-value-bytes`) are appended. Without `--auth` among them, the node runs with `--auth off`.
  */
-export function startServe(dataDir: string, extraArgs: readonly string[] = []): Promise<ServeProcess> {
+export function startServe(dataDir: string, extraArgs: readonly string[] = [], env?: NodeJS.ProcessEnv): Promise<ServeProcess> {
   // Tests that are not about authorization run without it (on loopback); those that are pass --auth required.
   const auth = extraArgs.includes('--auth') ? [] : ['--auth', 'off'];
   // A test that picks the HTTP port (`--listen 127.0.0.1:P`, P from freePort) gets port 0 for the other two: their
@@ -59,6 +59,8 @@ export function startServe(dataDir: string, extraArgs: readonly string[] = []): 
   const listen = extraArgs.includes('--listen') ? [] : ['--listen', '127.0.0.1:0'];
   const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data-dir', dataDir, ...listen, ...auth, ...otherPorts, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    // A test-only preload (test/support/kill-at.ts, lock-swap.ts) rides in the environment.
+    ...(env === undefined ? {} : { env: { ...process.env, ...env } }),
   });
   let stdout = '';
   let stderr = '';
