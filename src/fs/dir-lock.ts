@@ -2,7 +2,10 @@
  * One writer process per data directory. Two `mercury serve` on one directory would both acknowledge the same seqs and
  * the log would keep only one process's entries, so a writable opener takes this lock first and holds it for the life
  * of the process (resync and snapshot installs run inside that process, under the same lock). Read-only openers
- * (`openLocal`, `mercury verify`) take no lock: LMDB readers are safe beside a writer.
+ * (`openLocal`, `mercury verify`) read through LMDB without it: LMDB readers are safe beside a writer. `mercury verify`
+ * takes it only for its walk of the trees with plain reads, which a writer reusing pages would mislead; where it cannot
+ * (a directory its user may not write), it walks if `lockSeen` finds no holder, and keeps the walk only if nothing
+ * came or went meanwhile (src/cli/verify.ts).
  *
  * Lock file `mercury.lock` in the data directory, created with O_EXCL (`wx`), mode 0600:
  *
@@ -124,6 +127,33 @@ function holderState(holder: LockHolder, self: LockHolder): 'live' | 'stale' | '
   return 'live';
 }
 
+/** This process, as its lock file names it. */
+function selfHolder(nowIso: string): LockHolder {
+  return { pid: process.pid, host: hostname(), bootId: readOptional(BOOT_ID_PATH).trim(), startTicks: processStartTicks(process.pid), startedAt: nowIso };
+}
+
+/**
+ * The data directory lock as a process sees it that cannot take it (its user may not write `dir`, or the mount is
+ * read-only), for `mercury verify`'s tree walk. `held` unless a starter would take the lock: none there, or a stale
+ * holder's. An empty or damaged file, a holder on another host, something that is not a lock file, or a lock file this
+ * user may not read (a node's own, 0600) count as held: a node may be writing. `seen` tells this file from any that
+ * replaces it, or from none, for a caller that checks that nothing came or went while it read the directory.
+ */
+export function lockSeen(dir: string): { readonly held: boolean; readonly seen: string } {
+  const path = join(dir, LOCK_FILE);
+  let found: { entry: Stats; text: string } | undefined;
+  try {
+    found = readLock(dir, path, 'data directory');
+  } catch (error) {
+    if (error instanceof MercuryError) return { held: true, seen: error.message };
+    throw error;
+  }
+  if (found === undefined) return { held: false, seen: 'none' };
+  const seen = `${found.entry.dev}:${found.entry.ino}:${found.entry.mtimeMs}:${found.text}`;
+  const holder = parseHolder(found.text);
+  return { held: holder === undefined || holderState(holder, selfHolder('')) !== 'stale', seen };
+}
+
 /** Takes the lock on data directory `dir` or throws DATA_DIR_LOCKED naming the holder. `dir` must exist. */
 export function lockDataDir(dir: string, nowIso: string): DataDirLock {
   return lockDirectory(dir, nowIso, { file: LOCK_FILE, what: 'data directory' });
@@ -135,13 +165,7 @@ export function lockDataDir(dir: string, nowIso: string): DataDirLock {
  */
 export function lockDirectory(dir: string, nowIso: string, { file, what }: { readonly file: string; readonly what: string }): DataDirLock {
   const path = join(dir, file);
-  const self: LockHolder = {
-    pid: process.pid,
-    host: hostname(),
-    bootId: readOptional(BOOT_ID_PATH).trim(),
-    startTicks: processStartTicks(process.pid),
-    startedAt: nowIso,
-  };
+  const self = selfHolder(nowIso);
   const text = JSON.stringify(self);
   for (let attempt = 0; attempt < LOCK_ATTEMPTS_MAX; attempt++) {
     try {

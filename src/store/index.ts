@@ -3,7 +3,7 @@ export type { KeyRange, LogBounds, RangeItem, RangePage, SnapshotReader, Snapsho
 export { evaluateCompare } from './compare.js';
 export type { Compare } from './compare.js';
 export { KEY_VERSION_MAX, nextVersion, prefixEnd } from './records.js';
-export { LOCK_FILE, lockDataDir } from '../fs/dir-lock.js';
+export { LOCK_FILE, lockDataDir, lockSeen } from '../fs/dir-lock.js';
 export { completeRestore, INITIALISED_FILE, recordRestoreMoves, RESTORE_PARTIAL_DIR, RESTORED_FILES, restoreMovedIn } from './data-files.js';
 export { dataFileDamaged, lmdbTreeProblem } from './lmdb-meta.js';
 export type { DataDirLock } from '../fs/dir-lock.js';
