@@ -1,12 +1,13 @@
 /**
- * TypeScript client: retries across URLs. Reads and writes move on from a dead URL; reads move on from a node that
- * does not answer; a write that reached a node without an answer is not retried (OutcomeUnknownError) and does not
- * reach the next node; a write refused with 503 OVERLOADED is retried elsewhere.
+ * TypeScript client: retries across URLs. Reads and writes move on from a dead URL, and from one whose connection (or
+ * TLS handshake) never completes; reads move on from a node that does not answer; a write that reached a node
+ * without an answer is not retried (OutcomeUnknownError) and does not reach the next node; a write refused with 503
+ * OVERLOADED is retried elsewhere.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { connect, op, OutcomeUnknownError } from '../src/index.js';
-import { freePort, startFakeServer, type FakeServer } from './support/net.js';
+import { connect, NodeClient, op, OutcomeUnknownError, UnavailableError } from '../src/index.js';
+import { connectNeverCompletes, freePort, handshakeNeverCompletes, startFakeServer, type FakeServer } from './support/net.js';
 import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
 
 describe('client retries', () => {
@@ -82,5 +83,25 @@ describe('client retries', () => {
     const sticky = connect([deadUrl, node.url], { attemptsMax: 2 });
     await sticky.get('retry/sticky');
     assert.equal((await sticky.get('retry/sticky'))?.value.toString(), '1');
+  });
+
+  test('client retries: a write whose connection never completes (TCP connect, TLS handshake) reports it unsent and goes to the next URL', async () => {
+    for (const start of [connectNeverCompletes, handshakeNeverCompletes]) {
+      const unfinished = await start();
+      const { url } = unfinished;
+      try {
+        await assert.rejects(new NodeClient(url, 300).put('retry/stuck', 'x'), (error: unknown) => {
+          assert.ok(error instanceof UnavailableError, String(error));
+          assert.equal(error.requestSent, false, error.message);
+          assert.match(error.message, /no connection in time/);
+          return true;
+        });
+        const client = connect([url, node.url], { requestTimeoutMs: 300, retryDelayMsBase: 1, retryDelayMsMax: 5 });
+        await client.put('retry/stuck', url);
+        assert.equal((await connect(node.url).get('retry/stuck'))?.value.toString(), url);
+      } finally {
+        await unfinished.close();
+      }
+    }
   });
 });

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { MercuryError, formatTxn, parseTxn, type Txn } from '../src/api/index.js';
 import { forwardWrite } from '../src/node/forward.js';
-import { freePort } from './support/net.js';
+import { connectNeverCompletes, freePort, handshakeNeverCompletes } from './support/net.js';
 
 const REQUEST: Txn = {
   compares: [{ key: Buffer.from('a'), target: 'version', operator: '=', number: 2 }],
@@ -90,6 +90,19 @@ describe('node forward: writes go to the upstream through the client', () => {
     const refused = await forwardError(`http://127.0.0.1:${await freePort()}`);
     assert.equal(refused.code, 'UPSTREAM_UNAVAILABLE');
     assert.match(refused.message, /never reached the upstream, so it was not applied/);
+  });
+
+  test('node forward: an upstream whose connection or TLS handshake never completes: UPSTREAM_UNAVAILABLE, not applied', async () => {
+    for (const start of [connectNeverCompletes, handshakeNeverCompletes]) {
+      const unfinished = await start();
+      try {
+        const error = await forwardError(unfinished.url, 300);
+        assert.equal(error.code, 'UPSTREAM_UNAVAILABLE');
+        assert.match(error.message, /no connection in time.*never reached the upstream, so it was not applied/);
+      } finally {
+        await unfinished.close();
+      }
+    }
   });
 
   test('node forward: an upstream that takes the write and never answers: UPSTREAM_UNAVAILABLE, may have been applied', async () => {

@@ -6,7 +6,7 @@
  *   within `requestTimeoutMs`, or answers 503 (overloaded, shutting down, no upstream). A read has no effect, so
  *   sending it twice is harmless.
  * - **Writes** (`put`, `delete`, `deletePrefix`, `txn`) are retried only when it is certain the node did not apply
- *   them: the connection was never made (refused, unknown host, connect timeout), or the node answered 503
+ *   them: the connection was never made (refused, unknown host, a TCP connect or TLS handshake that did not complete), or the node answered 503
  *   `OVERLOADED`, `BODY_BUDGET_EXCEEDED` or `SHUTTING_DOWN`, which it answers only before queueing a write. A write that was sent and got no
  *   answer (timeout, connection cut) may have been applied: it fails with `OutcomeUnknownError` and is not retried,
  *   because a second put could overwrite a newer value and a second transaction could apply twice.

@@ -47,7 +47,7 @@ import {
 } from './limits.js';
 import type { NodeStatus } from './txn.js';
 import { ClientOptionsError, InvalidAnswerError, NotFoundError, UnavailableError, serverError } from './errors.js';
-import { TLS_VERIFY_CODES, tlsErrorHint, type ClientTls } from './tls.js';
+import { tlsErrorHint, type ClientTls } from './tls.js';
 import { afterNextPoll, connectionClosed, freshConnectionResends, KeepAliveHttpAgent, KeepAliveHttpsAgent, noteKeepAlive } from './keep-alive.js';
 import { isWireUrl, wireChannel, type WireChannel } from './wire.js';
 
@@ -129,30 +129,23 @@ export function toBytes(value: string | Buffer): Buffer {
 const CLOSED_BEFORE_SEND = 'MERCURY_CLOSED_BEFORE_SEND';
 
 /**
- * Error codes (undici's and the system's) that mean no connection was ever made, so no byte of the request left
- * this process. Anything else (reset, cut off, timed out) may have happened after the node received the request.
+ * The error of an attempt that got no answer. It may have reached the node unless it is known that not one byte
+ * left this process: its connection was never made, or a pooled one was found closed first (EarlyFailure). The
+ * error's code does not tell: a reset or a timeout can come before the connection or after the request.
  */
-const NOT_SENT_CODES: ReadonlySet<string> = new Set([
-  CLOSED_BEFORE_SEND,
-  'ECONNREFUSED',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EADDRNOTAVAIL',
-  'UND_ERR_CONNECT_TIMEOUT',
-]);
-
 function unreachable(baseUrl: string, error: unknown): UnavailableError {
-  const cause = (error as { cause?: { code?: unknown; message?: unknown } }).cause;
+  const cause = (error as { cause?: { code?: unknown; message?: unknown; name?: unknown } }).cause;
   const code = typeof cause?.code === 'string' ? cause.code : undefined;
-  const timedOut = (error as Error).name === 'TimeoutError';
-  const what = timedOut ? 'no answer in time' : code ?? (typeof cause?.message === 'string' ? cause.message : (error as Error).message);
+  const failure = error instanceof AttemptError ? error.failure : undefined;
+  const timedOut = (error as Error).name === 'TimeoutError' || cause?.name === 'TimeoutError';
+  const unsent = failure === 'unconnected' || failure === 'unwritten';
+  const what = timedOut
+    ? failure === 'unconnected'
+      ? 'no connection in time'
+      : 'no answer in time'
+    : (code ?? (typeof cause?.message === 'string' ? cause.message : (error as Error).message));
   const hint = cause === undefined ? undefined : tlsErrorHint(cause, baseUrl.startsWith('https:'));
-  // A failed certificate check ends the handshake before any byte of the request is sent.
-  const unwritten = error instanceof AttemptError && error.reuseFailure === 'unwritten';
-  const sent = !unwritten && (code === undefined || !(NOT_SENT_CODES.has(code) || TLS_VERIFY_CODES.has(code)));
-  return new UnavailableError(`cannot reach ${baseUrl}: ${what}${hint === undefined ? '' : ` (${hint})`}`, { url: baseUrl, requestSent: sent, cause: error });
+  return new UnavailableError(`cannot reach ${baseUrl}: ${what}${hint === undefined ? '' : ` (${hint})`}`, { url: baseUrl, requestSent: !unsent, cause: error });
 }
 
 /**
@@ -187,23 +180,26 @@ interface HttpAnswer {
 }
 
 /**
- * How an attempt on a connection taken from the pool failed before any byte of its answer arrived: `unwritten`, not
- * one byte of the request had been written (the connection was found closed, or closed while the request waited to
- * be written); `unanswered`, the request was written and may have reached the node.
+ * How far an attempt got when it failed before any byte of its answer arrived. `unconnected`: its new connection was
+ * never made (the TCP connect or, for https, the TLS handshake had not completed), so not one byte of the request
+ * left this process, whatever the error (a connect that hangs until the timeout: audit, 2026-12-07). On a connection
+ * taken from the pool, `unwritten`: not one byte of the request had been written (the connection was found closed,
+ * or closed while the request waited to be written); `unanswered`: the request was written and may have reached the
+ * node.
  */
-type ReuseFailure = 'unwritten' | 'unanswered';
+type EarlyFailure = 'unconnected' | 'unwritten' | 'unanswered';
 
-/** An attempt that failed without an answer; `cause` is the system error, whose `code` says how far it got. */
+/** An attempt that failed without an answer; `cause` is the system error (or the timeout), `failure` how far it got. */
 class AttemptError extends Error {
-  readonly reuseFailure: ReuseFailure | undefined;
-  constructor(cause: Error, reuseFailure: ReuseFailure | undefined) {
+  readonly failure: EarlyFailure | undefined;
+  constructor(cause: Error, failure: EarlyFailure | undefined) {
     super(cause.message, { cause });
-    this.reuseFailure = reuseFailure;
+    this.failure = failure;
   }
 
   /** Whether sending it again on a fresh connection is safe: a read that failed on reuse, or any unwritten request. */
   retryOnFreshConnection(method: string): boolean {
-    return this.reuseFailure === 'unwritten' || (this.reuseFailure === 'unanswered' && method === 'GET');
+    return this.failure === 'unwritten' || (this.failure === 'unanswered' && method === 'GET');
   }
 }
 
@@ -316,8 +312,13 @@ function refuseUpgrade(request: http.ClientRequest, fail: (error: Error) => void
   });
 }
 
+/** A timeout or an abort as it is, or, when it came before the connection was made, as the AttemptError saying so. */
+function beforeConnection(error: Error, howFar: () => EarlyFailure | undefined): Error {
+  return howFar() === 'unconnected' ? new AttemptError(error, 'unconnected') : error;
+}
+
 function countResend(error: AttemptError): void {
-  if (error.reuseFailure === 'unwritten') freshConnectionResends.unwritten++;
+  if (error.failure === 'unwritten') freshConnectionResends.unwritten++;
   else freshConnectionResends.reads++;
 }
 
@@ -329,12 +330,15 @@ function closedBeforeSend(): Error {
  * Writes the request (`send`) once it has a connection, unless that connection came from the pool and is closed or
  * due for retirement: then the request fails with CLOSED_BEFORE_SEND, not one byte written (node:http writes nothing
  * before `end`). A write on a pooled connection first waits for the next poll, so that a FIN the kernel already holds
- * is seen (node:http then fails the request with "socket hang up" before it was written). Returns how a failure
- * relates to connection reuse (undefined: the connection was not from the pool, or the answer had begun).
+ * is seen (node:http then fails the request with "socket hang up" before it was written). Returns how far a failure
+ * got (undefined: a new connection that was made, or the answer had begun). A new connection counts as made at
+ * `connect`, or for https at `secureConnect`: what node:http writes before then waits in the socket, unsent. node:http
+ * emits 'socket' on the tick after it got the socket, before any I/O, so neither event can come before the listener.
  */
-function sendOnConnection(request: http.ClientRequest, method: string, send: () => void): () => ReuseFailure | undefined {
+function sendOnConnection(request: http.ClientRequest, method: string, secure: boolean, send: () => void): () => EarlyFailure | undefined {
   let bytesReadBefore = 0;
   let connection: Socket | undefined;
+  let connected = false;
   let answered = false;
   let written = false;
   const write = (): void => {
@@ -347,7 +351,13 @@ function sendOnConnection(request: http.ClientRequest, method: string, send: () 
   request.once('socket', (socket: Socket) => {
     connection = socket;
     bytesReadBefore = socket.bytesRead;
-    if (!request.reusedSocket) return write();
+    if (!request.reusedSocket) {
+      socket.once(secure ? 'secureConnect' : 'connect', () => {
+        connected = true;
+      });
+      return write();
+    }
+    connected = true;
     if (connectionClosed(socket)) return void request.destroy(closedBeforeSend());
     if (method === 'GET') return write();
     afterNextPoll(() => {
@@ -357,6 +367,7 @@ function sendOnConnection(request: http.ClientRequest, method: string, send: () 
     });
   });
   return () => {
+    if (!connected) return 'unconnected';
     if (!request.reusedSocket || answered || connection === undefined || connection.bytesRead !== bytesReadBefore) return undefined;
     return written ? 'unanswered' : 'unwritten';
   };
@@ -436,11 +447,12 @@ function httpAttempt(attempt: HttpAttempt): Promise<HttpAnswer> {
   const answer = new Promise<HttpAnswer>((resolve, reject) => {
     const secure = target.protocol === 'https:';
     const request = (secure ? https : http).request(target, { method, headers, ...connectionOptions(secure, tls, fresh) });
+    const howFar = sendOnConnection(request, method, secure, () => request.end(body));
     // The timer rejects by itself: a request node:http has already ended (see refuseUpgrade) emits nothing more.
     const timer = setTimeout(() => {
       const timeout = new Error(`no answer within ${timeoutMs} ms`);
       timeout.name = 'TimeoutError';
-      reject(timeout);
+      reject(beforeConnection(timeout, howFar));
       request.destroy(timeout);
     }, timeoutMs);
     if (signal !== undefined) {
@@ -449,21 +461,20 @@ function httpAttempt(attempt: HttpAttempt): Promise<HttpAnswer> {
         clearTimeout(timer);
         const aborted = new Error('nobody waits for the answer any more');
         aborted.name = 'AbortError';
-        reject(aborted);
+        reject(beforeConnection(aborted, howFar));
         request.destroy(aborted);
       };
       if (signal.aborted) return abort();
       signal.addEventListener('abort', abort, { once: true });
       onSettled = () => signal.removeEventListener('abort', abort);
     }
-    const reuseFailure = sendOnConnection(request, method, () => request.end(body));
     refuseUpgrade(request, (error) => {
       clearTimeout(timer);
       reject(error);
     });
     request.on('error', (error) => {
       clearTimeout(timer);
-      reject(error.name === 'TimeoutError' ? error : new AttemptError(error, reuseFailure()));
+      reject(error.name === 'TimeoutError' ? error : new AttemptError(error, howFar()));
     });
     request.on('response', (response) => {
       noteKeepAlive(response);
@@ -525,15 +536,15 @@ function httpStreamAttempt(
     const secure = target.protocol === 'https:';
     const headers: http.OutgoingHttpHeaders = authorization === undefined ? {} : { authorization };
     const request = (secure ? https : http).request(target, { method: 'GET', headers, signal, ...connectionOptions(secure, tls, fresh) });
+    const howFar = sendOnConnection(request, 'GET', secure, () => request.end());
     request.setTimeout(timeoutMs, () => {
       const timeout = new Error(`no data for ${timeoutMs} ms`);
       timeout.name = 'TimeoutError';
-      reject(timeout);
+      reject(beforeConnection(timeout, howFar));
       request.destroy(timeout);
     });
-    const reuseFailure = sendOnConnection(request, 'GET', () => request.end());
     refuseUpgrade(request, reject);
-    request.on('error', (error) => reject(error.name === 'TimeoutError' ? error : new AttemptError(error, reuseFailure())));
+    request.on('error', (error) => reject(error.name === 'TimeoutError' ? error : new AttemptError(error, howFar())));
     request.on('response', (response) => {
       noteKeepAlive(response);
       resolve(response);

@@ -1,7 +1,10 @@
 /**
  * Network helpers for client tests: a port nothing listens on, a TCP proxy whose connections a test can cut (to
- * drop a client's socket without touching the node), a proxy that stalls a snapshot part-way, and small HTTP servers that misbehave on purpose.
+ * drop a client's socket without touching the node), a proxy that stalls a snapshot part-way, small HTTP servers that
+ * misbehave on purpose, and addresses where a connection or a TLS handshake never completes.
  */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 
@@ -124,6 +127,72 @@ export async function startFakeServer(handle: (req: IncomingMessage, res: Server
     requests,
     close: async () => {
       server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+export interface Unfinished {
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * A port where a TCP connect never completes, as on a path that drops packets, without root: a listener in a child
+ * process that never accepts (its event loop blocked), whose accept queue (backlog 1) is filled here; Linux then drops
+ * each further SYN, and the connect waits for the SYN's retransmissions.
+ */
+export async function connectNeverCompletes(): Promise<Unfinished> {
+  const listener = "const s = require('node:net').createServer().listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => { console.log(s.address().port); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); });";
+  const child = spawn(process.execPath, ['-e', listener], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const [line] = (await once(child.stdout, 'data')) as [Buffer];
+  const port = Number(line.toString('utf8').trim());
+  const queued: Socket[] = [];
+  const connects = (socket: Socket): Promise<boolean> =>
+    new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), 300);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  for (;;) {
+    const socket = connect(port, '127.0.0.1');
+    socket.on('error', () => {});
+    if (await connects(socket)) {
+      queued.push(socket);
+      continue;
+    }
+    socket.destroy();
+    break;
+  }
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: async () => {
+      for (const socket of queued) socket.destroy();
+      const exited = once(child, 'exit');
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** An https URL whose TLS handshake never completes: the server accepts the connection and never answers the ClientHello. */
+export async function handshakeNeverCompletes(): Promise<Unfinished & { connections(): number }> {
+  const open = new Set<Socket>();
+  let connections = 0;
+  const server = createServer((socket) => {
+    connections++;
+    open.add(socket);
+    socket.on('close', () => open.delete(socket));
+    socket.resume();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    connections: () => connections,
+    close: async () => {
+      for (const socket of open) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
