@@ -62,6 +62,25 @@ async function assertOneMade(answers: { status: number; code: string | undefined
   assert.equal((await named(name)).length, 1);
 }
 
+/** Replicas of the root (in-process, under `labels`), caught up with it. */
+async function startReplicas(labels: readonly string[]): Promise<MercuryNode[]> {
+  const replicate = (await requestJson<{ token: string }>(root.url, 'POST', '/v1/auth/tokens', {
+    headers: { ...auth(admin), 'content-type': 'application/json' },
+    body: JSON.stringify({ name: `replicas-${labels.join('-')}`, scopes: ['replicate'] }),
+  })).token;
+  const replicas: MercuryNode[] = [];
+  for (const label of labels) {
+    const replica = await MercuryNode.start(validateConfig({ dataDir: join(dir, label), port: 0, upstreams: [root.replicationAddress] }), { limits: NODE_LIMITS_TEST, replicationToken: replicate });
+    nodes.push(replica);
+    replicas.push(replica);
+  }
+  await eventually(
+    () => Promise.resolve(replicas.every((replica) => replica.store.head().seq === root.store.head().seq)),
+    () => JSON.stringify(replicas.map((replica) => replica.replicationClient!.status())),
+  );
+  return replicas;
+}
+
 before(async () => {
   root = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'root'), port: 0 }), { limits: NODE_LIMITS_TEST });
   nodes.push(root);
@@ -79,20 +98,7 @@ describe('auth: token names when admins race', () => {
   });
 
   test('auth: creates of one name through two replicas at once: exactly one is made at the root, the other is 409 TOKEN_NAME_TAKEN', async () => {
-    const replicate = (await requestJson<{ token: string }>(root.url, 'POST', '/v1/auth/tokens', {
-      headers: { ...auth(admin), 'content-type': 'application/json' },
-      body: JSON.stringify({ name: 'replicas', scopes: ['replicate'] }),
-    })).token;
-    const replicas: MercuryNode[] = [];
-    for (const label of ['replica-a', 'replica-b']) {
-      const replica = await MercuryNode.start(validateConfig({ dataDir: join(dir, label), port: 0, upstreams: [root.replicationAddress] }), { limits: NODE_LIMITS_TEST, replicationToken: replicate });
-      nodes.push(replica);
-      replicas.push(replica);
-    }
-    await eventually(
-      () => Promise.resolve(replicas.every((replica) => replica.store.head().seq === root.store.head().seq)),
-      () => JSON.stringify(replicas.map((replica) => replica.replicationClient!.status())),
-    );
+    const replicas = await startReplicas(['replica-a', 'replica-b']);
     await assertOneMade(await Promise.all(replicas.map((replica) => create(replica, 'raced-via-replicas'))), 'raced-via-replicas');
   });
 
@@ -110,9 +116,10 @@ describe('auth: token names when admins race', () => {
     const refused = await create(root, 'legacy');
     assert.deepEqual([refused.status, refused.code], [409, 'TOKEN_NAME_TAKEN']);
 
-    // A token deleted by a raw transaction leaves its index key naming it: the name is free all the same.
+    // A token deleted by a raw transaction of an older version left its index key naming it (committed as such an
+    // entry would be; POST /v1/txn now refuses that delete): the name is free all the same.
     const dropped = await create(root, 'dropped');
-    await rawTxn([{ op: 'delete', keyBase64: tokenKey(dropped.id!).toString('base64') }]);
+    await root.committer!.submit({ compares: [], success: [{ type: 'delete', key: tokenKey(dropped.id!) }], failure: [] }, true);
     assert.equal((await named('dropped')).length, 0);
     assert.equal((await create(root, 'dropped')).status, 201, 'a stale index key does not hold the name');
   });
@@ -162,6 +169,41 @@ describe('auth: token names when admins race', () => {
     const taken = await create(root, 'after-rename');
     assert.deepEqual([taken.status, taken.code], [409, 'TOKEN_NAME_TAKEN']);
     assert.equal((await create(root, 'before-rename')).status, 201, 'the old name is free');
+  });
+
+  // Decision 57: a raw delete of a token record left its name's index key naming the deleted token (litter a create
+  // took as free).
+  test('auth: a raw delete of a token record without its name index key is 400 INVALID_ARGUMENT pointing to mercury token revoke; with it, both go; revokes still pass', async () => {
+    const token = await create(root, 'raw-deleted');
+    assert.equal(token.status, 201);
+    const seq = root.store.head().seq;
+    const recordDelete = { op: 'delete', keyBase64: tokenKey(token.id!).toString('base64') };
+    const alone = await rawAnswer({ success: [recordDelete] });
+    assert.deepEqual([alone.status, alone.code], [400, 'INVALID_ARGUMENT'], alone.message);
+    assert.match(alone.message, /success\[0\]: this delete of token \w+ \("raw-deleted"\) leaves "\\u0000mercury\/auth\/name\/raw-deleted" naming the token: delete that key in the same branch/);
+    assert.match(alone.message, /mercury token revoke/);
+    // In the failure branch as well: a branch that deletes the record deletes the key.
+    const inFailure = await rawAnswer({ compare: [{ keyBase64: tokenKey(token.id!).toString('base64'), exists: false }], failure: [recordDelete] });
+    assert.deepEqual([inFailure.status, inFailure.code], [400, 'INVALID_ARGUMENT'], inFailure.message);
+    assert.match(inFailure.message, /failure\[0\]: this delete of token/);
+    assert.equal(root.store.head().seq, seq, 'nothing was committed');
+    assert.equal((await named('raw-deleted')).length, 1);
+
+    const both = await rawAnswer({ success: [recordDelete, { op: 'delete', keyBase64: nameKeyBase64('raw-deleted') }] });
+    assert.deepEqual([both.status, both.succeeded], [200, true], both.message);
+    assert.equal(root.store.get(tokenNameKey('raw-deleted')).record, undefined, 'the name index key went with the record');
+    assert.equal((await named('raw-deleted')).length, 0);
+
+    // A revoke through the token API, at the root and forwarded by a replica (as a raw transaction the root checks).
+    const [replica] = await startReplicas(['replica-revoke']);
+    for (const on of [root, replica!]) {
+      const name = `revoked-${on === root ? 'root' : 'replica'}`;
+      const revoked = await create(root, name);
+      await eventually(() => Promise.resolve(on.store.head().seq === root.store.head().seq), () => `${on.url} at seq ${on.store.head().seq}`);
+      await requestJson(on.url, 'DELETE', `/v1/auth/tokens?id=${revoked.id!}`, { headers: auth(admin) });
+      assert.equal(root.store.get(tokenKey(revoked.id!)).record, undefined);
+      assert.equal(root.store.get(tokenNameKey(name)).record, undefined);
+    }
   });
 
   test('auth: raw puts of one new name at once: a record alone is refused; with the index key and its compare, exactly one commits', async () => {

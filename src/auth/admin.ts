@@ -246,9 +246,14 @@ export function requireAdminKept(txn: Txn, existing: readonly TokenRecord[]): vo
  *   root, which applies writes one after another; the check against `existing` alone let both commit. And a rename
  *   left the old name's key naming the token, and the new name unguarded.
  *
+ * - INVALID_ARGUMENT for a delete of a token record whose name's index key names it (as the branch leaves that key,
+ *   or the store has it) without deleting that key in the same branch, as a revoke does (revokeTokenRequest,
+ *   indexedName): the key was left behind, litter a create took as free (audit, 2026-12-07).
+ *
  * A put that keeps a record's own name (a change of scopes or secret) needs neither, so tokens made before the index,
- * and two tokens that already share a name (made by such a version), can still be changed and revoked; a delete needs
- * neither (the key it leaves names a token that no longer has the name, which a create takes as free).
+ * and two tokens that already share a name (made by such a version), can still be changed and revoked; so does a
+ * delete of a token whose name's key is absent or names another token (an index key no longer naming a live token is
+ * taken as free by a create). Range deletes never reach the reserved key space (requireWriteRange).
  */
 export function requireNamesKept(txn: Txn, existing: readonly TokenRecord[], read: ReadKey): void {
   const compared = new Set(
@@ -268,28 +273,38 @@ export function requireNamesKept(txn: Txn, existing: readonly TokenRecord[], rea
       const name = op.type === 'deleteRange' ? undefined : tokenNameOfKey(op.key);
       if (name !== undefined) indexed.set(name, op.type === 'put' ? indexedId(op.value) : null);
     }
+    /** Whether `name`'s index key names token `id` as the branch leaves it (or as the store has it, if the branch does not write it). */
+    const namesToken = (name: string | undefined, id: string): boolean => {
+      if (name === undefined) return false;
+      if (indexed.has(name)) return indexed.get(name) === id;
+      const stored = read(tokenNameKey(name));
+      return stored !== undefined && indexedId(stored) === id;
+    };
     ops.forEach((op, index) => {
       if (op.type === 'deleteRange') return; // never over the reserved key space (requireWriteRange)
       const id = tokenIdOfKey(op.key);
       if (id === undefined) return;
       const record = op.type === 'put' ? decodeTokenRecord(op.key, op.value) : undefined;
+      const before = live.get(id);
       if (record === undefined || typeof record === 'string') {
         live.delete(id);
+        if (namesToken(before, id))
+          throw new MercuryError(
+            'INVALID_ARGUMENT',
+            `${branch}[${index}]: this delete of token ${id} ("${before}") leaves ${showNameKey(before!)} naming the token: delete that key in the same branch. Revoke tokens with mercury token revoke (or DELETE /v1/auth/tokens?id=ID), which does this (decision 57)`,
+            { details: { id, name: before } },
+          );
         return;
       }
-      const before = live.get(id);
       live.set(id, record.name);
       if (before === record.name) return;
       for (const [otherId, name] of live)
         if (otherId !== id && name === record.name) throw tokenNameTaken(record.name, existing.find((other) => other.id === otherId));
-      // The old name's key, as the branch leaves it (or as the store has it, if the branch does not write it).
-      const stored = before === undefined || indexed.has(before) ? undefined : read(tokenNameKey(before));
-      const oldIndexed = before !== undefined && indexed.has(before) ? indexed.get(before) : stored === undefined ? undefined : indexedId(stored);
       const missing = [
         ...(branch === 'failure' ? ['is in the failure branch (a name is given only in the success branch, whose compares guard it)'] : []),
         ...(indexed.get(record.name) === id ? [] : [`puts no ${showNameKey(record.name)} = "${id}" beside it`]),
         ...(compared.has(record.name) ? [] : [`compares no ${showNameKey(record.name)} (exists: false, or = the value read)`]),
-        ...(oldIndexed === id ? [`leaves ${showNameKey(before!)} naming the token (delete it)`] : []),
+        ...(namesToken(before, id) ? [`leaves ${showNameKey(before!)} naming the token (delete it)`] : []),
       ];
       if (missing.length > 0)
         throw new MercuryError(
