@@ -87,7 +87,7 @@ export function splitPoints(points: readonly number[], length: number): number[]
 }
 
 /** Writes `bytes` cut at `splits`, each piece its own write a turn after the last (unless the socket is gone). */
-async function writeInPieces(socket: Socket, bytes: Buffer, splits: readonly number[]): Promise<void> {
+export async function writeInPieces(socket: Socket, bytes: Buffer, splits: readonly number[]): Promise<void> {
   let from = 0;
   for (const at of [...splits, bytes.length]) {
     if (at > from && !socket.destroyed) socket.write(bytes.subarray(from, at));
