@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readdirSync, rmSync, writeSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { assertError, metricValue, request, requestJson, waitUntil } from './support/http.js';
@@ -15,42 +15,22 @@ import { MercuryError } from '../src/errors/index.js';
 import { storageFault } from '../src/store/health.js';
 import { Store, type WriteView } from '../src/store/index.js';
 import { makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProcess } from './support/process.js';
+import { fillUp, mountTmpfs } from './support/tmpfs.js';
 
 const TMPFS_BYTES = 16 * 1024 * 1024;
 /** Larger than any run of free pages LMDB could reuse inside the file: the commit must grow the file. */
 const BIG_VALUE_BYTES = 512 * 1024;
 
-/** Mounts a tmpfs of `bytes` on `dir`; returns why not when this machine does not allow it. */
-function mountTmpfs(dir: string, bytes: number): string | undefined {
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${bytes}`, 'tmpfs', dir], { stdio: 'pipe' });
-    return undefined;
-  } catch (error) {
-    return `mounting a tmpfs is not permitted here (${String((error as { stderr?: Buffer }).stderr ?? error).trim()})`;
-  }
-}
-
-/** Writes zeros to `path` until the file system is full. */
-function fillUp(path: string): void {
-  const fd = openSync(path, 'w');
-  const chunk = Buffer.alloc(64 * 1024);
-  try {
-    for (;;) writeSync(fd, chunk);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOSPC') throw error;
-  } finally {
-    closeSync(fd);
-  }
-}
-
-
-
-test('storage faults: ENOSPC and MDB_MAP_FULL map to STORAGE_FULL (507), EIO and MDB_PANIC to STORAGE_IO_ERROR (500), anything else to none', () => {
+test('storage faults: ENOSPC, MDB_MAP_FULL and EIO on a full disk map to STORAGE_FULL (507), EIO and MDB_PANIC to STORAGE_IO_ERROR (500), anything else to none', () => {
   const lmdbError = (code: number, message: string): Error => Object.assign(new Error(message), { code });
   assert.equal(storageFault(lmdbError(28, 'No space left on device: Attempting to write page'))?.code, 'STORAGE_FULL');
   assert.equal(storageFault(lmdbError(-30792, 'MDB_MAP_FULL: Environment mapsize limit reached'))?.code, 'STORAGE_FULL');
   assert.equal(storageFault(Object.assign(new Error('write EIO'), { code: 'EIO' }))?.code, 'STORAGE_IO_ERROR');
   assert.equal(storageFault(lmdbError(5, 'Input/output error'))?.status, 500);
+  // LMDB reports a page write that a disk filling up cut short as EIO: with (almost) nothing free, that is a full disk.
+  assert.equal(storageFault(lmdbError(5, 'Input/output error'), () => 0)?.code, 'STORAGE_FULL');
+  assert.equal(storageFault(lmdbError(5, 'Input/output error'), () => 1 << 30)?.code, 'STORAGE_IO_ERROR');
+  assert.equal(storageFault(lmdbError(5, 'Input/output error'), () => undefined)?.code, 'STORAGE_IO_ERROR');
   const panic = storageFault(lmdbError(-30795, 'MDB_PANIC: Update of meta page failed or environment had fatal error'));
   assert.equal(panic?.code, 'STORAGE_IO_ERROR');
   assert.match(panic?.message ?? '', /restart the node/);

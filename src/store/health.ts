@@ -71,10 +71,20 @@ const MDB_MAP_FULL = -30792;
 const MDB_PANIC = -30795;
 
 /**
- * The stable error for a failed write transaction, or undefined when the failure is not the storage's (a bug, a bad
- * request). Disk full and the map size reached are STORAGE_FULL (507); an I/O error is STORAGE_IO_ERROR (500).
+ * An I/O error with less than this free on the store's file system is taken for a full disk. LMDB writes its pages with
+ * pwrite and reports a short write (the disk filled during the call: the part written holds the last free blocks) as
+ * EIO ("TODO: Use which error code?" in mdb.c's mdb_page_flush), so a replica joining, a first start or a restore onto
+ * a disk that filled said "I/O error; check its disk", never that it was full (audit, 2026-12-07). A disk that fails
+ * with room to spare has more than this free: snapshots, joins and commits need far more.
  */
-export function storageFault(error: unknown): MercuryError | undefined {
+export const SHORT_WRITE_FREE_BYTES_MAX = 1024 * 1024;
+
+/**
+ * The stable error for a failed write transaction, or undefined when the failure is not the storage's (a bug, a bad
+ * request). Disk full and the map size reached are STORAGE_FULL (507); an I/O error is STORAGE_IO_ERROR (500), unless
+ * `freeBytes` (what the store's file system has free, undefined if unknown) says the disk is full.
+ */
+export function storageFault(error: unknown, freeBytes: () => number | undefined = () => undefined): MercuryError | undefined {
   if (error instanceof MercuryError) return undefined;
   const code = (error as { code?: unknown } | undefined)?.code;
   const message = error instanceof Error ? error.message : String(error);
@@ -86,8 +96,16 @@ export function storageFault(error: unknown): MercuryError | undefined {
       `the write was not applied: this node's storage failed a write and LMDB stopped taking writes (${message}); check its disk, then restart the node`,
       { cause: error },
     );
-  if (code === EIO || code === 'EIO' || /Input\/output error/.test(message))
+  if (code === EIO || code === 'EIO' || /Input\/output error/.test(message)) {
+    const free = freeBytes();
+    if (free !== undefined && free < SHORT_WRITE_FREE_BYTES_MAX)
+      return new MercuryError(
+        'STORAGE_FULL',
+        `the write was not applied: this node's storage is full (LMDB reported "${message}" with ${free} bytes left free on its disk: a write the full disk cut short); free space on its disk, then retry`,
+        { cause: error },
+      );
     return new MercuryError('STORAGE_IO_ERROR', `the write was not applied: I/O error on this node's storage (${message}); check its disk`, { cause: error });
+  }
   return undefined;
 }
 

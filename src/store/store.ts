@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, statfsSync, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
@@ -193,6 +193,16 @@ function openLmdb(options: RootDatabaseOptionsWithPath & { readonly path: string
   } catch (error) {
     if (!LMDB_ACCESS_ERRNOS.has((error as { code?: unknown }).code)) throw error;
     throw fileUnusable(error, options.path, { dir: options.path, done: 'opened by LMDB', needs: options.readOnly === true ? 'readable' : 'readable and writable' });
+  }
+}
+
+/** What the file system that holds `dir` has free for this user, or undefined if it cannot be told. */
+function freeBytes(dir: string): number | undefined {
+  try {
+    const stats = statfsSync(dir);
+    return stats.bavail * stats.bsize;
+  } catch {
+    return undefined;
   }
 }
 
@@ -1162,7 +1172,7 @@ export class Store {
 
   /** What a failed write transaction throws: a storage failure as its stable error, recorded; anything else as itself. */
   private writeFailed(error: unknown): unknown {
-    const fault = storageFault(error);
+    const fault = storageFault(error, () => freeBytes(this.path));
     if (fault === undefined) return error;
     this.setWriteFault(fault);
     return fault;
