@@ -175,6 +175,15 @@ export function lockDirectory(dir: string, nowIso: string, { file, what }: { rea
         // Once per start: a power loss then leaves a lock naming this boot's process (stale at the next boot), not an
         // empty file.
         fsyncSync(fd);
+      } catch (error) {
+        // This process's own file, made a moment ago: left empty (a full disk), it refused every start for
+        // LOCK_EMPTY_STALE_MS as "another mercury process may be taking the lock" (audit, 2026-12-07).
+        try {
+          unlinkSync(path);
+        } catch {
+          // the write's failure is the one to report
+        }
+        throw error;
       } finally {
         closeSync(fd);
       }
@@ -255,13 +264,18 @@ function unusable(error: unknown, path: string, dir: string, what: string): Merc
  * this process open (EACCES, EPERM: a file or directory of another user, or of the wrong mode; EROFS; ENOSPC): the
  * operating system's error alone was printed (LMDB's "Permission denied: Attempting to open main database file"), with
  * no code, no file for some, and nothing to do (audit, 2026-12-07). `done` is what could not be done to `path`; `needs`
- * what the user must be allowed ("readable" for a reader, which writes nothing).
+ * what the user must be allowed ("readable" for a reader, which writes nothing). ENOSPC is STORAGE_FULL: no owner or
+ * mode to fix (a first start on a full disk was told to fix them; audit, 2026-12-07).
  */
 export function fileUnusable(
   error: unknown,
   path: string,
   { dir, what = 'data directory', done = 'opened', needs = 'readable and writable' }: { readonly dir: string; readonly what?: string; readonly done?: string; readonly needs?: string },
 ): MercuryError {
+  if ((error as NodeJS.ErrnoException).code === 'ENOSPC')
+    return new MercuryError('STORAGE_FULL', `${path} cannot be ${done} (${(error as Error).message}): the disk that holds ${what} ${dir} is full; free space on it, then try again`, {
+      cause: error,
+    });
   const uid = process.getuid?.();
   return new MercuryError(
     'DATA_DIR_INVALID',
