@@ -1,35 +1,46 @@
 /**
- * Disk full at the write sites other than a node's own writes (test/storage-full.test.ts): a first start. On a small
- * tmpfs that the test mounts and unmounts.
+ * Disk full at the write sites other than a node's own writes (test/storage-full.test.ts): a first start, `snapshot
+ * restore`. On a small tmpfs that the test mounts and unmounts.
  *
- * As found (audit, 2026-12-07): a first start on a full disk said DATA_DIR_INVALID "fix their owner or mode" and left
- * an empty lock file that refused the next start.
+ * As found (audit, 2026-12-07): a first start on a full disk died of SIGSEGV inside LMDB, or said DATA_DIR_INVALID
+ * "fix their owner or mode" and left an empty lock file that refused the next start; a restore died of SIGSEGV, or said
+ * STORAGE_IO_ERROR "check its disk" once the disk filled.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { request } from './support/http.js';
-import { makeTempDir, removeDir, serveRefused, startServe, stopProcess } from './support/process.js';
+import { request, requestJson } from './support/http.js';
+import { makeTempDir, removeDir, runCli, serveRefused, startServe, stopProcess, type ServeProcess } from './support/process.js';
 import { fillUp, mountTmpfs } from './support/tmpfs.js';
 
 const TMPFS_BYTES = 16 * 1024 * 1024;
+/** Values of the root's data set: together more than a restore finds free. */
+const VALUE_BYTES = 900 * 1024;
+const VALUES = 6;
+/** Free space left for a restore: room for a new store, not for the data set. */
+const LEFT_BYTES = 2 * 1024 * 1024;
 
 describe('storage full at other write sites', () => {
   let root: string;
   let mountPoint: string;
   let skip: string | undefined;
+  let source: ServeProcess | undefined;
   const filler = (): string => join(mountPoint, 'filler');
 
-  before(() => {
+  before(async () => {
     root = makeTempDir('storage-full-sites');
     mountPoint = join(root, 'mnt');
     mkdirSync(mountPoint);
     skip = mountTmpfs(mountPoint, TMPFS_BYTES);
+    if (skip !== undefined) return;
+    source = await startServe(join(root, 'source'));
+    for (let i = 0; i < VALUES; i++) await requestJson(source.url, 'PUT', `/v1/kv/big-${i}`, { body: Buffer.alloc(VALUE_BYTES, i) });
   });
 
-  after(() => {
+  after(async () => {
+    if (source !== undefined) await stopProcess(source.child);
     if (skip === undefined) execFileSync('umount', [mountPoint]);
     removeDir(root);
   });
@@ -43,6 +54,13 @@ describe('storage full at other write sites', () => {
       assert.equal(refused.code, 1, refused.stderr);
       assert.match(refused.stderr, /mercury: STORAGE_FULL: \S+mercury\.lock cannot be made or read \(ENOSPC[^)]*\): the disk that holds data directory \S+ is full; free space on it/);
       assert.equal(existsSync(join(dir, 'mercury.lock')), false, 'no empty lock file refuses the next start');
+      // Room for the lock, not for LMDB's files: LMDB died of SIGSEGV making them.
+      rmSync(filler());
+      fillUp(filler(), 64 * 1024);
+      const small = await serveRefused(dir, ['--auth', 'required']);
+      assert.equal(small.code, 1, small.stderr);
+      assert.match(small.stderr, /mercury: STORAGE_FULL: the disk that holds \S+first-start has \d+ bytes free, and a new store needs at least \d+; free space on it/);
+      assert.deepEqual(readdirSync(dir), [], 'no lock, token, key or data file is left');
     } finally {
       rmSync(filler(), { force: true });
     }
@@ -54,5 +72,41 @@ describe('storage full at other write sites', () => {
     } finally {
       await stopProcess(node.child);
     }
+  });
+
+  test('storage full: snapshot restore onto a full disk exits STORAGE_FULL, keeps the old data, leaves nothing in the way of the next restore', async (t) => {
+    if (skip !== undefined) return t.skip(skip);
+    const file = join(root, 'source.snap');
+    const saved = await runCli(['--url', source!.url, 'snapshot', 'save', file]);
+    assert.equal(saved.code, 0, saved.stderr);
+    const dir = join(mountPoint, 'restored');
+    const old = await startServe(dir);
+    await requestJson(old.url, 'PUT', '/v1/kv/old', { body: 'kept' });
+    await stopProcess(old.child);
+    // What the node left but its lock (killed): a restore takes a stale lock over and releases it.
+    const files = readdirSync(dir).filter((name) => name !== 'mercury.lock').sort();
+    try {
+      fillUp(filler(), LEFT_BYTES);
+      const full = await runCli(['snapshot', 'restore', file, '--data-dir', dir, '--force']);
+      assert.equal(full.code, 1, full.stderr);
+      assert.match(full.stderr, /^mercury: STORAGE_FULL: .*storage is full/m);
+      assert.deepEqual(readdirSync(dir).sort(), files, 'no restore.partial is left');
+      rmSync(filler());
+      fillUp(filler(), 64 * 1024);
+      const small = await runCli(['snapshot', 'restore', file, '--data-dir', dir, '--force']);
+      assert.equal(small.code, 1, small.stderr);
+      assert.match(small.stderr, /^mercury: STORAGE_FULL: the disk that holds \S+restore\.partial has \d+ bytes free/m);
+      assert.deepEqual(readdirSync(dir).sort(), files);
+    } finally {
+      rmSync(filler(), { force: true });
+    }
+    const kept = await startServe(dir);
+    try {
+      assert.equal((await request(kept.url, 'GET', '/v1/kv/old')).body.toString(), 'kept');
+    } finally {
+      await stopProcess(kept.child);
+    }
+    const restored = await runCli(['snapshot', 'restore', file, '--data-dir', dir, '--force']);
+    assert.equal(restored.code, 0, restored.stderr);
   });
 });

@@ -206,6 +206,26 @@ function freeBytes(dir: string): number | undefined {
   }
 }
 
+/**
+ * What a new store needs free before LMDB makes it: its lock file (a table of LMDB_READERS_MAX slots, 64 KiB), its two
+ * meta pages and the first commits, with room to spare.
+ */
+const STORE_CREATE_FREE_BYTES_MIN = 1024 * 1024;
+
+/**
+ * Throws STORAGE_FULL when the disk that holds `dir` cannot take a new store. LMDB initialising a data file on a full
+ * disk killed the process with SIGSEGV after its first page write failed (ENOSPC): a first start and `snapshot
+ * restore` (its new store in restore.partial) died with no word of why (audit, 2026-12-07).
+ */
+function refuseFullDisk(dir: string): void {
+  const free = freeBytes(dir);
+  if (free !== undefined && free < STORE_CREATE_FREE_BYTES_MIN)
+    throw new MercuryError(
+      'STORAGE_FULL',
+      `the disk that holds ${dir} has ${free} bytes free, and a new store needs at least ${STORE_CREATE_FREE_BYTES_MIN}; free space on it, then try again`,
+    );
+}
+
 const META_DATASET_ID = 'datasetId';
 const META_NODE_ID = 'nodeId';
 const META_HEAD = 'head';
@@ -438,6 +458,7 @@ export class Store {
         'DATA_DIR_INVALID',
         `${dataFile} is empty: its node has not written its first pages yet; open it again once the node has started (or, if no node is starting, the file was cut to nothing: see "Damaged data" in the README)`,
       );
+    if (!options.readOnly && (created || statSync(dataFile).size === 0)) refuseFullDisk(options.path);
     const metaProblem = options.readOnly === true ? lmdbMetaProblem(dataFile) : lmdbTreeProblem(dataFile);
     if (metaProblem !== undefined) throw dataFileDamaged(dataFile, metaProblem);
     this.env = openLmdb({
