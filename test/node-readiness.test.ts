@@ -10,7 +10,7 @@ import { readiness, type ReadinessInput } from '../src/node/index.js';
 import { statusFor } from '../src/server/routes/status.js';
 import { runCli } from './support/process.js';
 
-const sound: ReadinessInput = { damageCount: 0, firstDamage: undefined, writeFault: undefined, replicationPhase: 'streaming', lagMs: 0, lagMsMax: 5_000 };
+const sound: ReadinessInput = { damageCount: 0, firstDamage: undefined, writeFault: undefined, replicationPause: undefined, replicationPhase: 'streaming', lagMs: 0, lagMsMax: 5_000 };
 
 describe('readiness', () => {
   test('readiness: a sound root, and a joined replica within the lag threshold, are ready', () => {
@@ -41,6 +41,14 @@ describe('readiness', () => {
     // store's own is named.
     assert.match(result.reasons[0]!, /damaged data met 2 times; GET \/v1\/status with an admin token says where$/);
     assert.match(readiness({ ...sound, damageCount: 1, firstDamage: 'log entry 17' }).reasons[0]!, /damaged data met 1 times; first: log entry 17$/);
+  });
+
+  test('readiness: a replica whose replication a storage failure paused says so, though its small writes go through', () => {
+    const paused = readiness({ ...sound, replicationPhase: 'idle', replicationPause: { code: 'STORAGE_FULL', message: 'disk full' } });
+    assert.deepEqual(paused.reasons, ['STORAGE_FULL: replication paused, retried every second: disk full', 'NOT_JOINED: the replica is idle, not streaming from an upstream']);
+    // The store's own fault says it already.
+    const both = readiness({ ...sound, writeFault: { code: 'STORAGE_FULL', message: 'disk full' }, replicationPause: { code: 'STORAGE_FULL', message: 'disk full' } });
+    assert.deepEqual(both.reasons, ['STORAGE_FULL: disk full']);
   });
 
   test('readiness: --ready-max-lag-ms is validated once; 5000 ms by default', async () => {

@@ -1,25 +1,25 @@
 /**
- * Disk full at the write sites other than a node's own writes (test/storage-full.test.ts): a first start, `snapshot
- * restore`. On a small tmpfs that the test mounts and unmounts.
+ * Disk full at the write sites other than a node's own writes (test/storage-full.test.ts): a first start, a replica
+ * joining (snapshot install), `snapshot restore`. On a small tmpfs that the test mounts and unmounts.
  *
  * As found (audit, 2026-12-07): a first start on a full disk died of SIGSEGV inside LMDB, or said DATA_DIR_INVALID
- * "fix their owner or mode" and left an empty lock file that refused the next start; a restore died of SIGSEGV, or said
- * STORAGE_IO_ERROR "check its disk" once the disk filled.
+ * "fix their owner or mode" and left an empty lock file that refused the next start; a join or a restore that filled
+ * the disk said STORAGE_IO_ERROR "check its disk"; a replica that could not join was only NOT_JOINED "idle".
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { request, requestJson } from './support/http.js';
+import { request, requestJson, waitUntil } from './support/http.js';
 import { makeTempDir, removeDir, runCli, serveRefused, startServe, stopProcess, type ServeProcess } from './support/process.js';
 import { fillUp, mountTmpfs } from './support/tmpfs.js';
 
 const TMPFS_BYTES = 16 * 1024 * 1024;
-/** Values of the root's data set: together more than a restore finds free. */
+/** Values of the root's data set: together more than a joining replica or a restore finds free. */
 const VALUE_BYTES = 900 * 1024;
 const VALUES = 6;
-/** Free space left for a restore: room for a new store, not for the data set. */
+/** Free space left for a join or a restore: room for a new store, not for the data set. */
 const LEFT_BYTES = 2 * 1024 * 1024;
 
 describe('storage full at other write sites', () => {
@@ -71,6 +71,35 @@ describe('storage full at other write sites', () => {
       assert.equal(answer.status, 200, answer.body.toString());
     } finally {
       await stopProcess(node.child);
+    }
+  });
+
+  test('storage full: a replica whose disk fills while it installs its first snapshot reports STORAGE_FULL, serves nothing of it, and joins once space is freed', async (t) => {
+    if (skip !== undefined) return t.skip(skip);
+    let replica: ServeProcess | undefined;
+    try {
+      fillUp(filler(), LEFT_BYTES);
+      replica = await startServe(join(mountPoint, 'replica'), ['--upstream', source!.replication]);
+      const url = replica.url;
+      await waitUntil('the replica pauses replication', () => Promise.resolve(/replication paused: the store cannot write/.test(replica!.stderr())));
+      assert.match(replica.stderr(), /"message":"write failed: storage","code":"STORAGE_FULL"/);
+      await waitUntil('readiness says STORAGE_FULL', async () => /STORAGE_FULL: replication paused/.test((await request(url, 'GET', '/readyz')).body.toString()));
+      const status = await requestJson<{ seq: number; keys: number; replication: { storagePause: { code: string } | null } }>(url, 'GET', '/v1/status');
+      assert.equal(status.replication.storagePause?.code, 'STORAGE_FULL');
+      assert.equal(status.seq, 0, 'nothing of the snapshot is served');
+      assert.equal((await request(url, 'GET', '/v1/kv/big-0')).status, 404);
+      assert.equal(replica.child.exitCode, null, 'the replica process is alive');
+
+      rmSync(filler());
+      await waitUntil('the replica joined', async () => (await request(url, 'GET', '/readyz')).status === 200);
+      assert.equal((await request(url, 'GET', `/v1/kv/big-${VALUES - 1}`)).body.length, VALUE_BYTES);
+      const joined = await requestJson<{ replication: { storagePause: unknown } }>(url, 'GET', '/v1/status');
+      assert.equal(joined.replication.storagePause, null);
+    } catch (error) {
+      throw new Error(`${(error as Error).message}; the replica's log: ${replica?.stderr().slice(-3000) ?? ''}`, { cause: error });
+    } finally {
+      rmSync(filler(), { force: true });
+      if (replica !== undefined) await stopProcess(replica.child);
     }
   });
 

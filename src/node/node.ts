@@ -1042,6 +1042,7 @@ export class MercuryNode {
       damageCount: damage.count,
       firstDamage: damage.reports[0]?.what,
       writeFault: this.writableFault(),
+      replicationPause: this.replicationClient?.storagePause(),
       replicationPhase: replication?.phase,
       lagMs: replication?.lagMs,
       lagMsMax: this.config.readyLagMsMax,
@@ -1063,6 +1064,7 @@ export class MercuryNode {
     const base = { listen: this.replicationAddress, children };
     if (this.replicationClient === undefined) return base;
     const status = this.replicationClient.status();
+    const pause = this.replicationClient.storagePause();
     return {
       ...base,
       upstreams: this.config.upstreams,
@@ -1078,6 +1080,7 @@ export class MercuryNode {
       upstreamSwitches: status.upstreamSwitches,
       consecutiveFailures: status.consecutiveFailures,
       lastFailure: status.lastFailure ?? null,
+      storagePause: pause === undefined ? null : { code: pause.code, message: pause.message },
       divergedReason: status.divergedReason ?? null,
       divergedHead: status.divergedHead === undefined ? null : { seq: status.divergedHead.seq, hash: status.divergedHead.hash.toString('hex') },
       snapshot: status.snapshot ?? null,

@@ -10,6 +10,8 @@ export interface ReadinessInput {
   readonly firstDamage: string | undefined;
   /** The storage failure of the last write while writes still fail (STORAGE_FULL, STORAGE_IO_ERROR). */
   readonly writeFault: { readonly code: string; readonly message: string } | undefined;
+  /** The storage failure that paused a replica's replication, until an install or an apply goes through. */
+  readonly replicationPause: { readonly code: string; readonly message: string } | undefined;
   /** A replica's phase (`streaming` once joined); undefined on the root. */
   readonly replicationPhase: string | undefined;
   /** How far behind the root's clock the replica is (undefined: unknown, or the root). */
@@ -25,6 +27,7 @@ export function readiness(input: ReadinessInput): { ready: boolean; reasons: str
   const first = input.firstDamage === undefined || namesKey(input.firstDamage) ? 'GET /v1/status with an admin token says where' : `first: ${input.firstDamage}`;
   if (input.damageCount > 0) reasons.push(`DATA_CORRUPTED: damaged data met ${input.damageCount} times; ${first}`);
   if (input.writeFault !== undefined) reasons.push(`${input.writeFault.code}: ${input.writeFault.message}`);
+  else if (input.replicationPause !== undefined) reasons.push(`${input.replicationPause.code}: replication paused, retried every second: ${input.replicationPause.message}`);
   const phase = input.replicationPhase;
   if (phase === 'halted') reasons.push('NOT_JOINED: replication halted on damaged data in this node\'s store; resync it (mercury resync) or restore its data directory');
   else if (phase !== undefined && phase !== 'streaming') reasons.push(`NOT_JOINED: the replica is ${phase}, not streaming from an upstream`);

@@ -109,6 +109,8 @@ export class ReplicationClient {
   private heldBytes = 0;
   /** The most `heldBytes` has been since start (a gauge: how close an upstream's flood came to the bound). */
   private heldBytesPeak = 0;
+  /** The storage failure that paused replication (storageFailed), until an install or an apply goes through. */
+  private pausedBy: MercuryError | undefined;
   /** Held weight past which the upstream's socket is paused (`replicaHeldBytesMax`; see `holdBack`). */
   private readonly heldBytesMax: number;
   /** Sockets paused because too much was held; resumed when the held entries are written (`resumeHeldBack`). */
@@ -154,6 +156,7 @@ export class ReplicationClient {
    */
   private storageFailed(fault: MercuryError): void {
     this.options.logger.log('error', 'replication paused: the store cannot write', { code: fault.code, retryMs: STORAGE_RETRY_MS });
+    this.pausedBy = fault;
     this.timer.cancel();
     // Not forwarded either: children only ever get what this node was about to write. What waited behind it was the
     // dropped machine's, for its connections.
@@ -213,6 +216,16 @@ export class ReplicationClient {
 
   status(): DownstreamStatus {
     return this.downstream.status();
+  }
+
+  /**
+   * The storage failure that paused replication, until a snapshot install or an apply goes through. The store's own
+   * write fault does not last that long: a snapshot too large for the disk fails, its records are dropped, and the next
+   * small write (readiness's probe, the next install's start) succeeds, so a replica that could never join said only
+   * NOT_JOINED "idle", with writable storage (audit, 2026-12-07).
+   */
+  storagePause(): MercuryError | undefined {
+    return this.pausedBy;
   }
 
   /** Why this replica stopped following for divergence, and at which head (what its children are told): see Downstream. */
@@ -347,6 +360,7 @@ export class ReplicationClient {
       case 'snapshotFinish':
         // With trusted keys the machine verified the snapshot's signed head before this: the data is verified.
         store.finishSnapshotInstall(action.seq, action.hash, action.datasetId, this.options.trustKeys !== undefined);
+        this.pausedBy = undefined;
         this.options.onChainReset(action.seq);
         break;
       case 'heartbeat':
@@ -432,6 +446,7 @@ export class ReplicationClient {
     this.options.onVerified?.(entries);
     const startedMs = clock.monotonicMs();
     store.applyVerified(entries);
+    this.pausedBy = undefined;
     this.options.onApplied(entries, clock.monotonicMs() - startedMs);
     return cut.keys;
   }
