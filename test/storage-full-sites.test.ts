@@ -1,10 +1,11 @@
 /**
  * Disk full at the write sites other than a node's own writes (test/storage-full.test.ts): a first start, a replica
- * joining (snapshot install), `snapshot restore`. On a small tmpfs that the test mounts and unmounts.
+ * joining (snapshot install) or restarted, `snapshot restore`. On a small tmpfs that the test mounts and unmounts.
  *
  * As found (audit, 2026-12-07): a first start on a full disk died of SIGSEGV inside LMDB, or said DATA_DIR_INVALID
  * "fix their owner or mode" and left an empty lock file that refused the next start; a join or a restore that filled
- * the disk said STORAGE_IO_ERROR "check its disk"; a replica that could not join was only NOT_JOINED "idle".
+ * the disk said STORAGE_IO_ERROR "check its disk"; a replica that could not join was only NOT_JOINED "idle"; a replica
+ * restarted on a full disk said only "ENOSPC: no space left on device, write".
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -100,6 +101,29 @@ describe('storage full at other write sites', () => {
     } finally {
       rmSync(filler(), { force: true });
       if (replica !== undefined) await stopProcess(replica.child);
+    }
+  });
+
+  // The replica of the test above, killed: its unsynced guard writes its state at every start.
+  test('storage full: a replica restarted on a full disk exits STORAGE_FULL naming its guard state, keeps its data, and starts once space is freed', async (t) => {
+    if (skip !== undefined) return t.skip(skip);
+    const dir = join(mountPoint, 'replica');
+    const state = readFileSync(join(dir, 'unsynced-guard.json'));
+    try {
+      // The killed replica's lock, taken over, frees the page the new lock takes; none is left for the guard's state.
+      fillUp(filler());
+      const refused = await serveRefused(dir, ['--upstream', source!.replication]);
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.match(refused.stderr, /mercury: STORAGE_FULL: \S+unsynced-guard\.json could not be written \(ENOSPC[^)]*\): its disk is full, and the file is as it was; free space on it/);
+      assert.deepEqual(readFileSync(join(dir, 'unsynced-guard.json')), state);
+    } finally {
+      rmSync(filler(), { force: true });
+    }
+    const replica = await startServe(dir, ['--upstream', source!.replication]);
+    try {
+      assert.equal((await request(replica.url, 'GET', '/v1/kv/big-0')).body.length, VALUE_BYTES);
+    } finally {
+      await stopProcess(replica.child);
     }
   });
 

@@ -85,14 +85,15 @@ export function bootstrapAdmin(
 /**
  * Writes the token to `path` with mode 0600, whole and durably (src/fs/durable.ts), before the root registers it: a
  * token the root holds whose secret never reached the file would lock every operator out, since a root that holds a
- * token never makes another. DATA_DIR_INVALID naming the file if it cannot be written; nothing is registered then.
+ * token never makes another. DATA_DIR_INVALID naming the file if it cannot be written (STORAGE_FULL if its disk is full);
+ * nothing is registered then.
  */
 export function writeTokenFile(path: string, token: string): void {
   try {
     writeFileDurably(path, `${token}\n`, 0o600);
   } catch (error) {
     throw new MercuryError(
-      'DATA_DIR_INVALID',
+      error instanceof MercuryError && error.code === 'STORAGE_FULL' ? 'STORAGE_FULL' : 'DATA_DIR_INVALID',
       `the bootstrap admin token could not be written to ${path} (${(error as Error).message}), so none was registered: make the file writable (remove whatever is at that path, free some space) and start again, or give --admin-token-file`,
       { cause: error },
     );
