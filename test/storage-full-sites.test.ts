@@ -127,6 +127,21 @@ describe('storage full at other write sites', () => {
     }
   });
 
+  test('storage full: a replica stopped on a full disk says its guard state could not be written and releases its lock', async (t) => {
+    if (skip !== undefined) return t.skip(skip);
+    const dir = join(mountPoint, 'replica');
+    const replica = await startServe(dir, ['--upstream', source!.replication]);
+    try {
+      fillUp(filler());
+      await stopProcess(replica.child, 'SIGTERM');
+      assert.match(replica.stderr(), /STORAGE_FULL: \S+unsynced-guard\.json could not be written/);
+      assert.equal(existsSync(join(dir, 'mercury.lock')), false, 'the lock is released');
+    } finally {
+      rmSync(filler(), { force: true });
+      await stopProcess(replica.child);
+    }
+  });
+
   test('storage full: snapshot restore onto a full disk exits STORAGE_FULL, keeps the old data, leaves nothing in the way of the next restore', async (t) => {
     if (skip !== undefined) return t.skip(skip);
     const file = join(root, 'source.snap');

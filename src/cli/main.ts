@@ -418,7 +418,8 @@ async function serve(values: Record<string, string | boolean | string[] | undefi
     node.close().then(
       () => process.exit(0),
       (error: unknown) => {
-        process.stderr.write(`error while stopping: ${String(error)}\n`);
+        // With its code, as every other refusal: a full disk at the last write said only "MercuryError: ...".
+        process.stderr.write(`error while stopping: ${error instanceof MercuryError ? `${error.code}: ${error.message}` : String(error)}\n`);
         process.exit(1);
       },
     );

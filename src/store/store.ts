@@ -1674,8 +1674,13 @@ export class Store {
     await this.flushed();
     await new Promise((resolve) => setTimeout(resolve, 1));
     await this.env.close();
-    if (this.unsynced) closeUnsynced(this.path);
-    this.lock?.release();
+    try {
+      if (this.unsynced) closeUnsynced(this.path);
+    } finally {
+      // A guard state the full disk would not take (the data is then discarded after a reboot, as after a crash) must
+      // not keep the lock too: a node stopped on a full disk left it naming itself (audit, 2026-12-07).
+      this.lock?.release();
+    }
   }
 }
 
