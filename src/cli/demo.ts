@@ -179,6 +179,8 @@ export async function demoCommand(dir: string, replicas: number, json = false): 
     throw error;
   }
   const leaf = nodes[nodes.length - 1]!;
+  // Another replica than the leaf for the reads and the watch, when there is one (`--replicas 1` has only the leaf).
+  const other = nodes[Math.min(2, nodes.length - 1)]!;
   if (json) {
     // For scripts: the nodes, one JSON line; Ctrl-C still stops them all.
     process.stdout.write(`${JSON.stringify({ dir, nodes: nodes.map((node) => ({ name: node.name, url: node.url, replication: node.replication, upstreams: node.upstreams })), ca: certificates.ca.certPath })}\n`);
@@ -203,8 +205,8 @@ export async function demoCommand(dir: string, replicas: number, json = false): 
     `  export MERCURY_CA=${ca}                      # or --ca on each command`,
     `  export MERCURY_TOKEN_FILE=${userTokenFile}`,
     `  npx mercury put greeting hello --url ${leaf.url}   # a write on a leaf, forwarded to the root`,
-    `  npx mercury get greeting --url ${nodes[1]!.url}         # read it on another replica`,
-    `  npx mercury watch '' --url ${nodes[2]!.url}             # every change, live`,
+    `  npx mercury get greeting --url ${other.url}         # read it on another replica`,
+    `  npx mercury watch '' --url ${other.url}             # every change, live`,
     `  npx mercury status --url ${leaf.url}               # place in the tree, lag`,
     `  npx mercury token list --token-file ${adminTokenFile}   # tokens (admin)`,
     `  curl --cacert ${ca} -H "Authorization: Bearer $(cat ${userTokenFile})" ${nodes[0]!.url}/v1/kv/greeting`,
