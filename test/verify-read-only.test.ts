@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -83,6 +83,15 @@ describe('verify: a data directory this user may only read', () => {
     chmodSync(damaged, 0o755);
     assert.deepEqual({ status: result.status, signal: result.signal }, { status: 1, signal: null }, result.stderr);
     assert.match(result.stderr, /^mercury: DATA_DIR_INVALID: \S+data\.mdb is damaged/m);
+  });
+
+  test('verify read-only: a directory without data.mdb is DATA_DIR_INVALID saying so, exit 1, as on one this user may write', { skip }, () => {
+    const empty = join(root, 'empty');
+    mkdirSync(empty, { mode: 0o555 });
+    chmodSync(empty, 0o555);
+    const result = verifyAsReader([], empty);
+    assert.deepEqual({ status: result.status, signal: result.signal }, { status: 1, signal: null }, result.stderr);
+    assert.match(result.stderr, /^mercury: DATA_DIR_INVALID: \S+empty holds no data\.mdb/m);
   });
 
   test('verify read-only: a lock that names a live process keeps the walk off; the rest is checked', { skip }, () => {

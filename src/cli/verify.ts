@@ -30,10 +30,13 @@ function cannotWrite(error: unknown): boolean {
   return code === 'EACCES' || code === 'EPERM' || code === 'EROFS';
 }
 
-/** What changes when a file is written or replaced. */
+/**
+ * What changes when a file is written or replaced; `none` when there is none (the store's open then says what the
+ * directory lacks: a bare "ENOENT: ..., stat" was printed for a directory without data.mdb).
+ */
 function fileIdentity(path: string): string {
-  const stat = statSync(path, { bigint: true });
-  return `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeNs}:${stat.ctimeNs}`;
+  const stat = statSync(path, { bigint: true, throwIfNoEntry: false });
+  return stat === undefined ? 'none' : `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeNs}:${stat.ctimeNs}`;
 }
 
 /** Returns the exit code. */
