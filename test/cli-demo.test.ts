@@ -25,7 +25,14 @@ describe('cli demo', () => {
 
   /** Runs the demo until it announces its nodes; answers their names (with `text`, the announcement as printed). */
   async function demoNodes(text = false): Promise<string[]> {
-    const child = spawn(process.execPath, [CLI_PATH, 'demo', '--replicas', '1', '--dir', dir, ...(text ? [] : ['--json'])], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const stdout = await demoAnnouncement(text, 1);
+    if (text) return [...stdout.matchAll(/^ {2}(root|replica-\d+) /gm)].map((match) => match[1]!);
+    return (JSON.parse(stdout.split('\n')[0]!) as { nodes: { name: string }[] }).nodes.map((node) => node.name);
+  }
+
+  /** Runs the demo with `replicas` until it announces its nodes (as text, or one JSON line); answers what it printed. */
+  async function demoAnnouncement(text: boolean, replicas: number): Promise<string> {
+    const child = spawn(process.execPath, [CLI_PATH, 'demo', '--replicas', String(replicas), '--dir', dir, ...(text ? [] : ['--json'])], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (text: string) => (stdout += text));
@@ -44,8 +51,7 @@ describe('cli demo', () => {
         });
       });
       assert.equal(outcome, 'announced', `stderr: ${stderr}`);
-      if (text) return [...stdout.matchAll(/^ {2}(root|replica-\d+) /gm)].map((match) => match[1]!);
-      return (JSON.parse(stdout.split('\n')[0]!) as { nodes: { name: string }[] }).nodes.map((node) => node.name);
+      return stdout;
     } finally {
       // SIGTERM: the demo stops its nodes on it.
       await stopProcess(child, 'SIGTERM');
@@ -65,6 +71,15 @@ describe('cli demo', () => {
 
   test('cli demo: one replica, announced as text (found by audit, 2026-12-07: the text named a third node and the demo died with a TypeError)', async () => {
     assert.deepEqual(await demoNodes(true), ['root', 'replica-1']);
+  });
+
+  test('cli demo: with two replicas, the read and the watch it suggests go to the replica the put does not (found by review: both named the leaf)', async () => {
+    const stdout = await demoAnnouncement(true, 2);
+    const url = (command: string): string | undefined => new RegExp(`npx mercury ${command} .*--url (\\S+)`).exec(stdout)?.[1];
+    const [put, get, watch] = [url('put'), url('get'), url('watch')];
+    assert.ok(put !== undefined && get !== undefined && watch !== undefined, stdout);
+    assert.notEqual(get, put, stdout);
+    assert.notEqual(watch, put, stdout);
   });
 
   // Found by audit: the demo read its own files with readFileSync; anyone who can write ./data/demo can plant files there.

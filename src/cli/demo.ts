@@ -179,8 +179,9 @@ export async function demoCommand(dir: string, replicas: number, json = false): 
     throw error;
   }
   const leaf = nodes[nodes.length - 1]!;
-  // Another replica than the leaf for the reads and the watch, when there is one (`--replicas 1` has only the leaf).
-  const other = nodes[Math.min(2, nodes.length - 1)]!;
+  // Another replica than the leaf for the reads and the watch, when there is one (`--replicas 1` has only the leaf;
+  // with 2, replica-2 is the leaf, and the read was suggested on the node the put went to).
+  const other = nodes[nodes.length > 3 ? 2 : 1]!;
   if (json) {
     // For scripts: the nodes, one JSON line; Ctrl-C still stops them all.
     process.stdout.write(`${JSON.stringify({ dir, nodes: nodes.map((node) => ({ name: node.name, url: node.url, replication: node.replication, upstreams: node.upstreams })), ca: certificates.ca.certPath })}\n`);
