@@ -137,13 +137,17 @@ export interface Unfinished {
   close(): Promise<void>;
 }
 
+/** How long connectNeverCompletes's listener stays: far longer than a test waits on it. */
+const LISTENER_BLOCKED_MS = 120_000;
+
 /**
  * A port where a TCP connect never completes, as on a path that drops packets, without root: a listener in a child
  * process that never accepts (its event loop blocked), whose accept queue (backlog 1) is filled here; Linux then drops
  * each further SYN, and the connect waits for the SYN's retransmissions.
  */
 export async function connectNeverCompletes(): Promise<Unfinished> {
-  const listener = "const s = require('node:net').createServer().listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => { console.log(s.address().port); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); });";
+  // Blocked for at most LISTENER_BLOCKED_MS, then gone: a test runner killed before `close` left it blocked forever.
+  const listener = `const s = require('node:net').createServer().listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => { console.log(s.address().port); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ${LISTENER_BLOCKED_MS}); process.exit(0); });`;
   const child = spawn(process.execPath, ['-e', listener], { stdio: ['ignore', 'pipe', 'inherit'] });
   const [line] = (await once(child.stdout, 'data')) as [Buffer];
   const port = Number(line.toString('utf8').trim());
@@ -173,6 +177,7 @@ export async function connectNeverCompletes(): Promise<Unfinished> {
     url: `http://127.0.0.1:${port}`,
     close: async () => {
       for (const socket of queued) socket.destroy();
+      if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = once(child, 'exit');
       child.kill('SIGKILL');
       await exited;
