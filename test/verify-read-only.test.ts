@@ -94,6 +94,24 @@ describe('verify: a data directory this user may only read', () => {
     assert.match(result.stderr, /^mercury: DATA_DIR_INVALID: \S+empty holds no data\.mdb/m);
   });
 
+  test('verify read-only: a stale lock (a killed node\'s, in a copy of its directory) is walked past, not a bare EACCES, and left as it is', { skip }, () => {
+    chmodSync(dir, 0o755);
+    // The test runner's pid with another start time: the holder it names is gone (pid reused), as after a kill -9.
+    const stale = JSON.stringify({ pid: process.pid, host: hostname(), bootId: '', startTicks: '1', startedAt: new Date().toISOString() });
+    writeFileSync(join(dir, LOCK_FILE), stale, { mode: 0o444 });
+    chmodSync(dir, 0o555);
+    try {
+      const result = verifyAsReader();
+      assert.equal(result.status, 0, `stdout: ${result.stdout} stderr: ${result.stderr}`);
+      assert.match(result.stdout, /^b-tree {3}every page of LMDB's trees is sound \(walked without the directory's lock/m);
+      assert.equal(readFileSync(join(dir, LOCK_FILE), 'utf8'), stale);
+    } finally {
+      chmodSync(dir, 0o755);
+      unlinkSync(join(dir, LOCK_FILE));
+      chmodSync(dir, 0o555);
+    }
+  });
+
   test('verify read-only: a lock that names a live process keeps the walk off; the rest is checked', { skip }, () => {
     chmodSync(dir, 0o755);
     // A live holder on this host: the test runner itself, as a node's lock names it.

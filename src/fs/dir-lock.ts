@@ -211,7 +211,7 @@ export function lockDirectory(dir: string, nowIso: string, { file, what }: { rea
           'DATA_DIR_LOCKED',
           `${path} is empty and was made ${Math.round(ageMs)} ms ago: another mercury process may be taking the lock on ${dir} now. If none is (a crash left it empty), it is taken over once ${LOCK_EMPTY_STALE_MS / 1000} s old, or remove it`,
         );
-      removeIfStill(path, (moved) => sameFile(moved, found.entry));
+      takeOver(path, (moved) => sameFile(moved, found.entry), dir, what);
       continue;
     }
     const holder = parseHolder(found.text);
@@ -231,9 +231,27 @@ export function lockDirectory(dir: string, nowIso: string, { file, what }: { rea
         `${what} ${dir} is locked by a process on another host (${describe(holder)}); if that process is gone, remove ${path}`,
         { details: { ...holder } },
       );
-    removeIfStill(path, (moved) => lockText(moved) === found.text);
+    takeOver(path, (moved) => lockText(moved) === found.text, dir, what);
   }
   throw new MercuryError('DATA_DIR_LOCKED', `could not lock ${what} ${dir}: other processes keep taking ${path}`);
+}
+
+/** The system's refusals of a file in a directory this process may not write, or on a full or read-only disk. */
+const UNUSABLE_CODES: ReadonlySet<string> = new Set(['EACCES', 'EPERM', 'EROFS', 'ENOSPC']);
+
+/**
+ * Removes a stale lock (removeIfStill). A directory this process may not write refuses the rename as it refuses the
+ * lock's creation, and says so the same way: it was the bare "EACCES: permission denied, rename", which `verify` on a
+ * read-only copy of a killed node's directory (a stale lock in it) could not tell from a failure (review, 2026-12-07).
+ */
+function takeOver(path: string, isStale: (moved: string) => boolean, dir: string, what: string): void {
+  try {
+    removeIfStill(path, isStale);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (typeof code === 'string' && UNUSABLE_CODES.has(code)) throw fileUnusable(error, path, { dir, what, done: 'taken over (its holder is gone)' });
+    throw error;
+  }
 }
 
 /**
