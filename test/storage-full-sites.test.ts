@@ -142,6 +142,22 @@ describe('storage full at other write sites', () => {
     }
   });
 
+  test('storage full: verify on a full disk walks the trees without the lock it cannot write, and says the store is sound', async (t) => {
+    if (skip !== undefined) return t.skip(skip);
+    const dir = join(mountPoint, 'replica');
+    try {
+      fillUp(filler());
+      const result = await runCli(['verify', '--data-dir', dir]);
+      const stdout = result.stdout.toString('utf8');
+      assert.equal(result.code, 0, `stdout: ${stdout} stderr: ${result.stderr}`);
+      assert.match(stdout, /^b-tree {3}every page of LMDB's trees is sound \(walked without the directory's lock, which this user cannot take: the directory is not writable, or its disk is full/m);
+      assert.match(stdout, /^OK: the store is sound/m);
+      assert.equal(existsSync(join(dir, 'mercury.lock')), false, 'no lock file is left');
+    } finally {
+      rmSync(filler(), { force: true });
+    }
+  });
+
   test('storage full: snapshot restore onto a full disk exits STORAGE_FULL, keeps the old data, leaves nothing in the way of the next restore', async (t) => {
     if (skip !== undefined) return t.skip(skip);
     const file = join(root, 'source.snap');

@@ -19,15 +19,18 @@ type TreeWalk = 'walked' | 'walked without the lock' | 'held' | 'written';
 const TREE_LINES: Readonly<Record<TreeWalk, string>> = {
   walked: "b-tree   every page of LMDB's trees is sound",
   'walked without the lock':
-    "b-tree   every page of LMDB's trees is sound (walked without the directory's lock, which this user cannot take: the directory is not writable; no node held it, and none wrote it during the walk)",
+    "b-tree   every page of LMDB's trees is sound (walked without the directory's lock, which this user cannot take: the directory is not writable, or its disk is full; no node held it, and none wrote it during the walk)",
   held: 'b-tree   not walked: a running node holds the directory (it walked them when it started), or its lock file is not readable by this user',
   written: 'b-tree   not walked: a node took the directory or wrote data.mdb during the walk, which this user could not lock; run verify again',
 };
 
-/** The system's refusal to make the lock: this user may not write the directory, or it is on a read-only mount. */
+/**
+ * The system's refusal to make the lock: this user may not write the directory, it is on a read-only mount, or its disk
+ * is full (verify, which writes nothing else, was refused STORAGE_FULL there, when an operator most wants to check it).
+ */
 function cannotWrite(error: unknown): boolean {
   const code = (error instanceof MercuryError ? (error.cause as NodeJS.ErrnoException | undefined) : undefined)?.code;
-  return code === 'EACCES' || code === 'EPERM' || code === 'EROFS';
+  return code === 'EACCES' || code === 'EPERM' || code === 'EROFS' || code === 'ENOSPC';
 }
 
 /**
@@ -63,7 +66,7 @@ export async function verifyCommand(dataDir: string, json: boolean): Promise<num
     if (error instanceof MercuryError && error.code === 'DATA_DIR_LOCKED') tree = 'held';
     else if (!cannotWrite(error)) throw error;
     else {
-      // A copy or a backup this user may only read, or a read-only mount: nobody can write it through this user, but
+      // A copy or a backup this user may only read, a read-only mount, or a full disk: nobody can write it through this user, but
       // its owner can. Walked only if no lock names a live node, and kept only if no lock came or went and data.mdb
       // was not written by the end (a node writes its lock before anything else, and data.mdb at every commit).
       const before = lockSeen(dataDir);
