@@ -196,11 +196,15 @@ function openLmdb(options: RootDatabaseOptionsWithPath & { readonly path: string
   }
 }
 
-/** What the file system that holds `dir` has free for this user, or undefined if it cannot be told. */
+/**
+ * What the file system that holds `dir` has free for this process, or undefined if it cannot be told. Root may also
+ * write the blocks a file system reserves for it (ext4: 5% by default), which `bavail` leaves out: a node run as root
+ * (as in most containers) was refused a first start with room to write (review, 2026-12-07).
+ */
 function freeBytes(dir: string): number | undefined {
   try {
     const stats = statfsSync(dir);
-    return stats.bavail * stats.bsize;
+    return (process.getuid?.() === 0 ? stats.bfree : stats.bavail) * stats.bsize;
   } catch {
     return undefined;
   }
