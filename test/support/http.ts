@@ -211,14 +211,14 @@ export function opsFromJson(ops: readonly Record<string, string>[]): Op[] {
  * entry's hash (genesis for seq 1), every hash is SHA-256 over the re-encoded body, and the head hash in /v1/status is
  * the last entry's hash. Returns every entry, in order.
  */
-export async function auditLog(baseUrl: string, pageLimit = 1000): Promise<LogEntryJson[]> {
-  const status = await requestJson<{ seq: number; headHash: string }>(baseUrl, 'GET', '/v1/status');
+export async function auditLog(baseUrl: string, pageLimit = 1000, options: RequestOptions = {}): Promise<LogEntryJson[]> {
+  const status = await requestJson<{ seq: number; headHash: string }>(baseUrl, 'GET', '/v1/status', options);
   const entries: LogEntryJson[] = [];
   let from: number | undefined;
   let previous: LogEntryJson | undefined;
   let firstSeq = 1;
   while (true) {
-    const page = await requestJson<LogPage>(baseUrl, 'GET', `/v1/log?limit=${pageLimit}${from === undefined ? '' : `&from=${from}`}`);
+    const page = await requestJson<LogPage>(baseUrl, 'GET', `/v1/log?limit=${pageLimit}${from === undefined ? '' : `&from=${from}`}`, options);
     if (from === undefined) firstSeq = page.firstSeq;
     if (previous === undefined && page.firstSeq === 1 && page.entries.length > 0) assert.equal(page.entries[0]!.prevHash, GENESIS_HASH.toString('hex'), 'seq 1 must link to genesis');
     for (const entry of page.entries) {
@@ -228,7 +228,9 @@ export async function auditLog(baseUrl: string, pageLimit = 1000): Promise<LogEn
       } else {
         assert.equal(entry.seq, page.firstSeq, 'the walk starts at the first retained seq');
       }
-      const resealed = sealEntry({ seq: entry.seq, timeMs: entry.timeMs, ops: opsFromJson(entry.ops) }, Buffer.from(entry.prevHash, 'hex'));
+      // The hash covers who wrote the ops (a node with auth records them): null in JSON is '' in the record.
+      const authors = (entry.authors ?? []).map((run) => ({ author: run.author ?? '', opCount: run.ops }));
+      const resealed = sealEntry({ seq: entry.seq, timeMs: entry.timeMs, ops: opsFromJson(entry.ops), authors }, Buffer.from(entry.prevHash, 'hex'));
       assert.equal(resealed.entry.hash.toString('hex'), entry.hash, `hash of seq ${entry.seq} does not match its body`);
       entries.push(entry);
       previous = entry;

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after } from 'node:test';
 import { parseHostPort } from '../../src/config/index.js';
 import { Forger, Withholder, type SignatureForgery } from './forge.js';
-import { auditLog, request, requestJson } from './http.js';
+import { auditLog, request, requestJson, type RequestOptions } from './http.js';
 import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './process.js';
 
 export interface ReplicationStatusJson {
@@ -36,8 +36,9 @@ export interface StatusJson {
   readonly replication: ReplicationStatusJson;
 }
 
-export function statusOf(node: ServeProcess): Promise<StatusJson> {
-  return requestJson<StatusJson>(node.url, 'GET', '/v1/status');
+/** `options`: headers for a node with auth required (a token that reads every key sees `headHash`). */
+export function statusOf(node: ServeProcess, options: RequestOptions = {}): Promise<StatusJson> {
+  return requestJson<StatusJson>(node.url, 'GET', '/v1/status', options);
 }
 
 /** PUTs a text value; returns the seq that carries it. */
@@ -70,18 +71,19 @@ export async function eventually(check: () => Promise<boolean>, describe: () => 
 }
 
 /** Waits until every node has the root's seq and head hash. */
-export async function converged(root: ServeProcess, nodes: readonly ServeProcess[]): Promise<StatusJson> {
-  let rootStatus = await statusOf(root);
+export async function converged(root: ServeProcess, nodes: readonly ServeProcess[], options: RequestOptions = {}, timeoutMs = CONVERGE_TIMEOUT_MS): Promise<StatusJson> {
+  let rootStatus = await statusOf(root, options);
   await eventually(
     async () => {
-      rootStatus = await statusOf(root);
-      const all = await Promise.all(nodes.map(statusOf));
+      rootStatus = await statusOf(root, options);
+      const all = await Promise.all(nodes.map((node) => statusOf(node, options)));
       return all.every((status) => status.seq === rootStatus.seq && status.headHash === rootStatus.headHash);
     },
     async () => {
-      const all = await Promise.all(nodes.map((node) => statusOf(node).catch((error: unknown) => String(error))));
+      const all = await Promise.all(nodes.map((node) => statusOf(node, options).catch((error: unknown) => String(error))));
       return `root at ${rootStatus.seq}; nodes: ${JSON.stringify(all.map((s) => (typeof s === 'string' ? s : { seq: s.seq, replication: s.replication })))}`;
     },
+    timeoutMs,
   );
   return rootStatus;
 }
@@ -227,9 +229,9 @@ export class FlipProxy {
 }
 
 /** Checks the replica's retained log entry by entry against the root's (a replica's log may start after a snapshot). */
-export async function assertSameChain(replica: ServeProcess, root: ServeProcess): Promise<void> {
-  const rootEntries = new Map((await auditLog(root.url)).map((entry) => [entry.seq, entry]));
-  for (const entry of await auditLog(replica.url)) assert.deepEqual(entry, rootEntries.get(entry.seq), `entry ${entry.seq} differs from the root's`);
+export async function assertSameChain(replica: ServeProcess, root: ServeProcess, options: RequestOptions = {}): Promise<void> {
+  const rootEntries = new Map((await auditLog(root.url, 1000, options)).map((entry) => [entry.seq, entry]));
+  for (const entry of await auditLog(replica.url, 1000, options)) assert.deepEqual(entry, rootEntries.get(entry.seq), `entry ${entry.seq} differs from the root's`);
 }
 
 /**
