@@ -118,7 +118,12 @@ async function launch(dataDir: string, args: readonly string[], name: string): P
   proc.child.stderr!.on('data', (text: string) => {
     const lines = (tail + text).split('\n');
     tail = lines.pop()!;
-    for (const line of lines) if (BAD_STDERR.test(line)) violation(`${name} (pid ${proc.child.pid}) logged: ${line.slice(0, 600)}`);
+    for (const line of lines) {
+      if (BAD_STDERR.test(line)) violation(`${name} (pid ${proc.child.pid}) logged: ${line.slice(0, 600)}`);
+      // Errors a node logs under this chaos are expected (a refused snapshot, a lost upstream): counted, for a look.
+      const error = /"level":"error","message":"([^"]*)"/.exec(line);
+      if (error !== null) count(`node logged error: ${error[1]}`);
+    }
   });
   void proc.exited.then((code) => {
     if (!killedOnPurpose.has(proc.child)) violation(`${name} (pid ${proc.child.pid}) exited by itself (${code}); stderr tail: ${proc.stderr().slice(-2000)}`);
@@ -169,6 +174,8 @@ interface KeyModel {
   uncertain: (string | undefined)[];
 }
 const model = new Map<string, KeyModel>();
+/** Each acknowledged op with the seq its answer named: the root's entry at that seq must hold it. */
+const acks: { seq: number; key: string; value: string | undefined }[] = [];
 
 function keyModel(key: string): KeyModel {
   let entry = model.get(key);
@@ -194,11 +201,15 @@ async function writer(index: number, rng: Prng, nodes: readonly SoakNode[], toke
     const writes: [number, string | undefined][] = roll < 0.6 ? [[slot, value]] : roll < 0.8 ? [[slot, undefined]] : [[slot, value], [other, rng.chance(0.5) ? `${value}b` : undefined]];
     try {
       if (writes.length === 1) {
-        if (writes[0]![1] === undefined) await client.delete(keyOf(slot));
-        else await client.put(keyOf(slot), value);
+        if (writes[0]![1] === undefined) {
+          // Deleting a missing key commits nothing: its seq is the head's, no entry of its own.
+          const result = await client.delete(keyOf(slot));
+          if (result.deleted) acks.push({ seq: result.seq, key: keyOf(slot), value: undefined });
+        } else acks.push({ seq: (await client.put(keyOf(slot), value)).seq, key: keyOf(slot), value });
       } else {
         const result = await client.txn({ success: writes.map(([s, v]) => (v === undefined ? op.delete(keyOf(s)) : op.put(keyOf(s), v))) });
         if (!result.succeeded) violation(`writer ${index}: a transaction without compares answered succeeded false`);
+        for (const [s, v] of writes) if (v !== undefined) acks.push({ seq: result.seq, key: keyOf(s), value: v });
       }
       for (const [s, v] of writes) keyModel(keyOf(s)).acked = v;
       count(writes.length === 1 ? (writes[0]![1] === undefined ? 'delete acked' : 'put acked') : 'txn acked');
@@ -525,6 +536,16 @@ async function main(): Promise<void> {
       return [];
     });
     const head = log.at(-1)?.seq ?? 0;
+    const bySeq = new Map(log.map((entry) => [entry.seq, entry]));
+    for (const ack of acks) {
+      const entry = bySeq.get(ack.seq);
+      if (entry === undefined) {
+        if (ack.seq > head || ack.seq >= (log[0]?.seq ?? 1)) violation(`an acknowledged write of ${ack.key} named seq ${ack.seq}, which the root's log (to ${head}) does not hold`);
+        continue;
+      }
+      const held = entry.ops.some((o) => o.key === ack.key && (ack.value === undefined ? o.op === 'delete' : o.op === 'put' && o.value === ack.value));
+      if (!held) violation(`an acknowledged write of ${ack.key} (${JSON.stringify(ack.value)}) named seq ${ack.seq}, whose entry does not hold it: ${JSON.stringify(entry.ops).slice(0, 300)}`);
+    }
     for (const watcher of watchers) {
       const lastTouching = Math.max(0, ...touching(log, watcher.prefix, 1, head));
       const deadline = Date.now() + 30_000;
@@ -556,11 +577,15 @@ async function main(): Promise<void> {
         if (s.rssMax > s.rssFirst + RSS_GROWTH_BYTES_MAX) violation(`${node.name} pid ${s.pid}: RSS ${(s.rssFirst / MiB).toFixed(0)} -> ${(s.rssMax / MiB).toFixed(0)} MiB`);
       }
 
-    const rootSample = root.samples.at(-1)!;
+    const resources = nodes.map((node) => {
+      const fds = Math.max(...node.samples.map((s) => s.fdsMax));
+      const rss = Math.max(...node.samples.map((s) => s.rssMax));
+      return `${node.name} ${node.samples.length} starts, fds max ${fds}, RSS max ${(rss / MiB).toFixed(0)} MiB`;
+    });
     process.stdout.write(
-      `soak: summary seed ${options.seed}, ${options.seconds} s, ${options.replicas} replicas, root head ${head}, ${model.size} keys\n` +
+      `soak: summary seed ${options.seed}, ${options.seconds} s, ${options.replicas} replicas, root head ${head}, ${model.size} keys, ${acks.length} acknowledged ops checked at their seq\n` +
         [...counts].sort().map(([what, n]) => `  ${what}: ${n}`).join('\n') +
-        `\n  root (last start): fds ${rootSample.fdsFirst} -> max ${rootSample.fdsMax}, RSS ${((rootSample.rssFirst ?? 0) / MiB).toFixed(0)} -> max ${(rootSample.rssMax / MiB).toFixed(0)} MiB\n`,
+        `\n  ${resources.join('\n  ')}\n`,
     );
   } finally {
     for (const watcher of watchers) watcher.stop();
