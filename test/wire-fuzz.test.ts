@@ -193,8 +193,8 @@ function fuzzSuite(name: string, auth: 'off' | 'required'): void {
     assert.equal((await client.get('fz/after'))?.value.toString(), 'still here');
     assert.ok(written.seq > 10);
     client.close();
-    // auditLog reseals entries without their authors, which a node with auth records: the chain is audited with auth off.
-    if (auth === 'off') await auditLog(fuzzed.node.url);
+    // With auth the entries record their authors, which auditLog reseals with them; /v1/log needs the admin's token.
+    await auditLog(fuzzed.node.url, 1000, auth === 'off' ? {} : { headers: { authorization: `Bearer ${fuzzed.adminToken}` } });
     await eventually(
       () => Promise.resolve(nodeMetric(fuzzed.node, 'mercury_wire_connections') === 0 && nodeMetric(fuzzed.node, 'mercury_wire_output_bytes') === 0 && nodeMetric(fuzzed.node, 'mercury_http_body_bytes_in_flight') === 0),
       () => `connections ${nodeMetric(fuzzed.node, 'mercury_wire_connections')}, output bytes ${nodeMetric(fuzzed.node, 'mercury_wire_output_bytes')}, body bytes ${nodeMetric(fuzzed.node, 'mercury_http_body_bytes_in_flight')}`,
