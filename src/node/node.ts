@@ -985,6 +985,7 @@ export class MercuryNode {
       refusals: trust.refusals,
       lastRefusal: trust.lastRefusal ?? null,
       heartbeatsIgnored: trust.heartbeatsIgnored,
+      unsignedSnapshotsDeclined: trust.unsignedSnapshotsDeclined,
       // Whether all the data came through the checks: false until a replica that ran without them is resynced.
       dataVerified: this.store.verified,
       forwardTo: this.config.rootUrl ?? this.trustedRootUrl() ?? null,

@@ -221,6 +221,8 @@ export interface DownstreamStatus {
         readonly learnedKey: string | undefined;
         readonly refusals: number;
         readonly lastRefusal: SignatureRefusal | undefined;
+        /** Snapshots an upstream announced without the root's signature (a relay's), declined: not refusals of forged data. */
+        readonly unsignedSnapshotsDeclined: number;
         /** Heartbeats checked as progress and refused: unsigned, not signed by a trusted key, or no newer than one taken. */
         readonly heartbeatsIgnored: number;
       }
@@ -325,6 +327,8 @@ export class Downstream {
   private snapshotsInstalled = 0;
   private readonly trust: TrustedKeys | undefined;
   private signatureRefusals = 0;
+  /** With trusted keys: snapshots an upstream announced unsigned (a relay's), declined before they were sent. */
+  private unsignedSnapshotsDeclined = 0;
   private lastSignatureRefusal: SignatureRefusal | undefined;
 
   constructor(options: DownstreamOptions) {
@@ -582,6 +586,7 @@ export class Downstream {
               learnedKey: this.trust.keyIds().learned,
               refusals: this.signatureRefusals,
               lastRefusal: this.lastSignatureRefusal,
+              unsignedSnapshotsDeclined: this.unsignedSnapshotsDeclined,
               heartbeatsIgnored: this.heartbeatsIgnored,
             },
       snapshot:
@@ -655,18 +660,7 @@ export class Downstream {
         return this.entries(nowMs, session, message.records, actions);
       case 'snapshotBegin':
         if (this.snapshot !== undefined) return this.unexpected(nowMs, message, actions);
-        if (this.trust !== undefined && !message.signed) {
-          if (session.index === 0) this.preferredSentUnsignedSnapshot = true;
-          return this.refuseData(
-            nowMs,
-            session,
-            {
-              code: 'SIGNATURE_MISSING',
-              message: `snapshot at seq ${message.seq} will not be signed: the upstream is not the root, and only the root can sign a snapshot`,
-            },
-            actions,
-          );
-        }
+        if (this.trust !== undefined && !message.signed) return this.declineUnsignedSnapshot(nowMs, session, message.seq, actions);
         return this.snapshotBegin(nowMs, session, message.seq, message.hash, message.keyCount, actions);
       case 'snapshotChunk':
         if (this.snapshot === undefined) return this.unexpected(nowMs, message, actions);
@@ -824,6 +818,28 @@ export class Downstream {
       fields: { code: refusal.code, upstream: session.address, upstreamNodeId: session.welcome?.nodeId, seq: this.head.seq, error: refusal.message },
     });
     this.fail(nowMs, `${refusal.code}: ${refusal.message}`, actions);
+  }
+
+  /**
+   * An upstream announced a snapshot that will not carry the root's signature: a relay's, since only the root can sign
+   * one (record 25). Declined before a byte of it arrives, and the replica takes its snapshot from its next upstream;
+   * the upstream is told why (REFUSE `SIGNATURE_MISSING`). Not counted nor logged as a refusal of forged data: an honest
+   * relay does this whenever a verifying child needs a snapshot, so those signals, which an operator alerts on, would
+   * fire in every correctly deployed tree (soak, 2026-12-07). A hostile relay gains nothing by it that it could not
+   * have by closing the connection (record 65).
+   */
+  private declineUnsignedSnapshot(nowMs: number, session: Session, seq: number, actions: DownstreamAction[]): void {
+    this.unsignedSnapshotsDeclined++;
+    if (session.index === 0) this.preferredSentUnsignedSnapshot = true;
+    const message = `snapshot at seq ${seq} will not be signed: the upstream is not the root, and only the root can sign a snapshot`;
+    actions.push({ type: 'send', connId: session.connId, bytes: encodeMessage({ type: 'refuse', reason: 'SIGNATURE_MISSING', message }) });
+    actions.push({
+      type: 'log',
+      level: 'info',
+      message: 'declined an unsigned snapshot: only the root can sign one, taking it from the next upstream',
+      fields: { upstream: session.address, upstreamNodeId: session.welcome?.nodeId, seq },
+    });
+    this.fail(nowMs, `SIGNATURE_MISSING: ${message}`, actions);
   }
 
   private snapshotBegin(nowMs: number, session: Session, seq: number, hash: Buffer, keyCount: number, actions: DownstreamAction[]): void {

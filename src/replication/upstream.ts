@@ -162,6 +162,8 @@ export class Upstream {
   /** The child's HTTP URL as its HELLO announced it, if that is a URL to show (announcedHttpUrl). */
   private childHttpUrl: string | undefined;
   private snapshot: OutgoingSnapshot | undefined;
+  /** This session announced a snapshot without the root's signature (this node is a relay). */
+  private sentUnsignedSnapshot = false;
   /** Last seq sent (or known to the child). */
   private sentSeq = 0;
   private ackedSeq = 0;
@@ -251,11 +253,13 @@ export class Upstream {
         this.acknowledged(nowMs, message, actions);
       } else if (message.type === 'refuse') {
         // A child that refuses what this node sent (data not signed by a key it trusts) says so before it leaves:
-        // logged here so that the operator of this side learns it too.
+        // logged here so that the operator of this side learns it too. A relay's snapshot, which it cannot sign, is
+        // declined by every verifying child as a matter of course (record 65): told, not warned of.
+        const unsignable = this.sentUnsignedSnapshot && message.reason === 'SIGNATURE_MISSING';
         actions.push({
           type: 'log',
-          level: 'warn',
-          message: 'child refused this node\'s data',
+          level: unsignable ? 'info' : 'warn',
+          message: unsignable ? 'child takes its snapshot from the root: it verifies signatures, and only the root can sign a snapshot' : 'child refused this node\'s data',
           fields: { child: this.hello?.nodeId, reason: message.reason, error: message.message },
         });
         return this.close(`child refused: ${message.reason}: ${message.message}`, actions);
@@ -535,6 +539,7 @@ export class Upstream {
     assert.equal(this.snapshot, undefined);
     this.snapshot = { source, digest: new SnapshotDigest(), keysSent: 0, bytesSinceProof: 0 };
     this.phase = 'snapshot';
+    if (this.signer === undefined) this.sentUnsignedSnapshot = true;
     this.send(
       encodeMessage({ type: 'snapshotBegin', seq: source.seq, hash: source.hash, keyCount: source.keyCount, signed: this.signer !== undefined }),
       actions,
