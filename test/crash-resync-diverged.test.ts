@@ -23,8 +23,8 @@ import { describe, test } from 'node:test';
 import { NodeClient } from '../src/client/index.js';
 import { request } from './support/http.js';
 import { freePort, stallingProxy } from './support/net.js';
-import { runCli, stopProcess, type ServeProcess } from './support/process.js';
-import { assertSameChain, converged, eventually, get, statusOf, treeForSuite } from './support/tree.js';
+import { runCli, stopProcess } from './support/process.js';
+import { assertSameChain, converged, eventually, forkRoot, get, statusOf, treeForSuite } from './support/tree.js';
 
 const KEYS = 6_000;
 const VALUE = 'd'.repeat(1024);
@@ -32,7 +32,8 @@ const VALUE = 'd'.repeat(1024);
 const FORWARD_BYTES = 2.5 * 1024 * 1024;
 
 describe('crash - a diverged replica killed during its resync', () => {
-  const { dir, serve } = treeForSuite('crash-resync-diverged');
+  const tree = treeForSuite('crash-resync-diverged');
+  const { dir, serve } = tree;
 
   test('crash resync diverged: killed mid-resync, the restarted replica carries the resync on and converges without being asked again', async () => {
     // Fixed ports: the restored root takes the old one's place, where the proxy points.
@@ -51,11 +52,7 @@ describe('crash - a diverged replica killed during its resync', () => {
       const forked = await converged(oldRoot, [replica]);
 
       // The root restored from the backup, and written past the replica's head: their chains fork.
-      await stopProcess(oldRoot.child, 'SIGTERM');
-      const restored = await runCli(['snapshot', 'restore', backup, '--data-dir', join(dir, 'root2')]);
-      assert.equal(restored.code, 0, restored.stderr);
-      const root = await serve('root2', rootArgs);
-      for (let i = 0; i < 6; i++) await new NodeClient(root.url).put(`fork/new${i}`, 'new');
+      const root = await forkRoot(tree, oldRoot, backup, 'root2', rootArgs);
       await eventually(
         async () => (await statusOf(replica)).replication.phase === 'diverged',
         async () => `the replica did not find the fork: ${JSON.stringify((await statusOf(replica)).replication)}`,
@@ -110,11 +107,7 @@ describe('crash - a diverged replica killed during its resync', () => {
     let relay = await serve('relay', ['--upstream', oldRoot.replication]);
     const forked = await converged(oldRoot, [relay]);
 
-    await stopProcess(oldRoot.child, 'SIGTERM');
-    const restored = await runCli(['snapshot', 'restore', backup, '--data-dir', join(dir, 'relay-root2')]);
-    assert.equal(restored.code, 0, restored.stderr);
-    let root: ServeProcess = await serve('relay-root2', rootArgs);
-    for (let i = 0; i < 6; i++) await new NodeClient(root.url).put(`fork/new${i}`, 'new');
+    let root = await forkRoot(tree, oldRoot, backup, 'relay-root2', rootArgs);
     await eventually(
       async () => (await statusOf(relay)).replication.phase === 'diverged',
       async () => `the relay did not find the fork: ${JSON.stringify((await statusOf(relay)).replication)}`,

@@ -10,7 +10,10 @@ export interface ReadinessInput {
   readonly firstDamage: string | undefined;
   /** The storage failure of the last write while writes still fail (STORAGE_FULL, STORAGE_IO_ERROR). */
   readonly writeFault: { readonly code: string; readonly message: string } | undefined;
-  /** The storage failure that paused a replica's replication, until an install or an apply goes through. */
+  /**
+   * The storage failure that paused a replica's replication, until an install, an apply or the record of a divergence
+   * goes through.
+   */
   readonly replicationPause: { readonly code: string; readonly message: string } | undefined;
   /** A replica's phase (`streaming` once joined); undefined on the root. */
   readonly replicationPhase: string | undefined;

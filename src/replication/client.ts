@@ -109,7 +109,10 @@ export class ReplicationClient {
   private heldBytes = 0;
   /** The most `heldBytes` has been since start (a gauge: how close an upstream's flood came to the bound). */
   private heldBytesPeak = 0;
-  /** The storage failure that paused replication (storageFailed), until an install or an apply goes through. */
+  /**
+   * The storage failure that paused replication (storageFailed), until an install, an apply or a divergence record goes
+   * through (see `storagePause`).
+   */
   private pausedBy: MercuryError | undefined;
   /** Held weight past which the upstream's socket is paused (`replicaHeldBytesMax`; see `holdBack`). */
   private readonly heldBytesMax: number;
@@ -219,10 +222,12 @@ export class ReplicationClient {
   }
 
   /**
-   * The storage failure that paused replication, until a snapshot install or an apply goes through. The store's own
-   * write fault does not last that long: a snapshot too large for the disk fails, its records are dropped, and the next
-   * small write (readiness's probe, the next install's start) succeeds, so a replica that could never join said only
-   * NOT_JOINED "idle", with writable storage (audit, 2026-12-07).
+   * The storage failure that paused replication, until a write that moves replication on goes through: a snapshot
+   * install, an apply, or the record of a divergence (a final state: nothing is applied while diverged, so a pause
+   * from a failed record stayed until the operator's resync, "retried every second" of a replica that retried nothing).
+   * Not any write: the store's own write fault does not last that long, since a snapshot too large for the disk fails,
+   * its records are dropped, and the next small write (readiness's probe, the next install's start) succeeds, so a
+   * replica that could never join said only NOT_JOINED "idle", with writable storage (audit, 2026-12-07).
    */
   storagePause(): MercuryError | undefined {
     return this.pausedBy;
@@ -368,6 +373,8 @@ export class ReplicationClient {
         break;
       case 'diverged':
         store.recordDivergence(action.divergence.head, action.divergence.reason);
+        // Nothing is applied while diverged: this write is the last replication makes until a resync, so it ends a pause.
+        this.pausedBy = undefined;
         break;
       case 'log':
         logger.log(action.level, action.message, action.fields);

@@ -9,7 +9,7 @@ import { after } from 'node:test';
 import { parseHostPort } from '../../src/config/index.js';
 import { Forger, Withholder, type SignatureForgery } from './forge.js';
 import { auditLog, request, requestJson, type RequestOptions } from './http.js';
-import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './process.js';
+import { makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProcess } from './process.js';
 
 export interface ReplicationStatusJson {
   readonly phase?: string;
@@ -258,4 +258,24 @@ export function treeForSuite(label: string): { dir: string; serve: (name: string
       return proxy;
     },
   };
+}
+
+/**
+ * Forks a root's chain from its replicas': the root is stopped and restored from `backup`, older than their head, into
+ * the suite's NAME, started there with `rootArgs` (the same ports, where the replicas look for it) and written past
+ * their head (`fork/new0..5`). A replica that reconnects is refused CHAIN_DIVERGED.
+ */
+export async function forkRoot(
+  tree: { dir: string; serve: (name: string, args?: string[]) => Promise<ServeProcess> },
+  oldRoot: ServeProcess,
+  backup: string,
+  name: string,
+  rootArgs: string[],
+): Promise<ServeProcess> {
+  await stopProcess(oldRoot.child, 'SIGTERM');
+  const restored = await runCli(['snapshot', 'restore', backup, '--data-dir', join(tree.dir, name)]);
+  assert.equal(restored.code, 0, restored.stderr);
+  const root = await tree.serve(name, rootArgs);
+  for (let i = 0; i < 6; i++) await put(root, `fork/new${i}`, 'new');
+  return root;
 }
