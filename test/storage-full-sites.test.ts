@@ -77,8 +77,8 @@ describe('storage full at other write sites', () => {
 
   // Review, 2026-12-07: the free space was statfs's bavail, what a user other than root may write, so a node run as root
   // (as in most containers) on a disk whose free blocks were all reserved for root was refused a first start that it
-  // could make. An ext4 (tmpfs reserves nothing) with half its blocks reserved, the rest filled by nobody.
-  test('storage full: a node run as root starts on a disk whose free blocks are reserved for root', async (t) => {
+  // could make, and `snapshot save` a file it could write. An ext4 (tmpfs reserves nothing) with half its blocks reserved, the rest filled by nobody.
+  test('storage full: a node run as root starts, and saves a snapshot, on a disk whose free blocks are reserved for root', async (t) => {
     if (process.getuid?.() !== 0) return t.skip('needs root: the reserved blocks are for root');
     const image = join(root, 'ext4.img');
     const mount = join(root, 'ext4');
@@ -101,6 +101,10 @@ describe('storage full at other write sites', () => {
       const node = await startServe(join(mount, 'data'), ['--auth', 'off']);
       try {
         assert.equal((await request(node.url, 'PUT', '/v1/kv/a', { body: 'b' })).status, 200);
+        // `snapshot save` asks the same question before it writes: a snapshot larger than bavail, inside root's reserve.
+        assert.equal((await request(node.url, 'PUT', '/v1/kv/big', { body: Buffer.alloc(512 * 1024, 7) })).status, 200);
+        const saved = await runCli(['snapshot', 'save', join(mount, 'backup.snap'), '--url', node.url]);
+        assert.equal(saved.code, 0, saved.stderr);
       } finally {
         await stopProcess(node.child);
       }

@@ -24,12 +24,13 @@
  *
  * restore and inspect: FILE must be a regular file (through links), checked before anything is read or touched.
  */
-import { closeSync, createReadStream, fsyncSync, lstatSync, openSync, readlinkSync, renameSync, rmSync, statfsSync, statSync, writeSync, type Stats } from 'node:fs';
+import { closeSync, createReadStream, fsyncSync, lstatSync, openSync, readlinkSync, renameSync, rmSync, statSync, writeSync, type Stats } from 'node:fs';
 import { basename, dirname, join, sep } from 'node:path';
 import { BusyTimeoutError, retryWhileBusy, type BusyWait, type NodeClient } from '../client/index.js';
 import { MercuryError } from '../errors/index.js';
 import { fileKind } from '../fs/bounded-read.js';
 import { fsyncPath } from '../fs/durable.js';
+import { freeBytes } from '../fs/free-space.js';
 import type { SnapshotHeader } from '../snapshot/index.js';
 import { formatBytes, formatCount, formatDuration, printResult, ProgressBar, terminalSafe } from './output.js';
 import { PaceGuard, SAVE_PACE, type TransferPace } from './transfer-pace.js';
@@ -84,10 +85,9 @@ function waitReporter(url: string): (wait: BusyWait) => void {
   };
 }
 
-/** Throws STORAGE_FULL when the file system that holds `file` has fewer than `bytes` free for this user. */
+/** Throws STORAGE_FULL when the file system that holds `file` has fewer than `bytes` free for this process. */
 function checkRoom(file: string, bytes: number): void {
-  const stats = statfsSync(dirname(file));
-  const free = stats.bavail * stats.bsize;
+  const free = freeBytes(dirname(file));
   if (bytes > free)
     throw new MercuryError('STORAGE_FULL', `the snapshot is ${formatBytes(bytes)}, and the disk that holds ${file} has ${formatBytes(free)} free; free space or save elsewhere; ${file} was not written`);
 }

@@ -8,11 +8,12 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, statfsSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
 import { fileUnusable, lockDataDir, type DataDirLock } from '../fs/dir-lock.js';
+import { freeBytes } from '../fs/free-space.js';
 import { checkDataFiles, DATA_FILE, dataFileFound, finishMovedRestore, INITIALISED_FILE, LMDB_LOCK_FILE, markInitialised, refuseStoppedRestore } from './data-files.js';
 import { dataFileDamaged, lmdbMetaProblem, lmdbTreeProblem } from './lmdb-meta.js';
 import { open, type Database, type DatabaseOptions, type RootDatabase, type RootDatabaseOptionsWithPath, type Transaction } from 'lmdb';
@@ -196,15 +197,10 @@ function openLmdb(options: RootDatabaseOptionsWithPath & { readonly path: string
   }
 }
 
-/**
- * What the file system that holds `dir` has free for this process, or undefined if it cannot be told. Root may also
- * write the blocks a file system reserves for it (ext4: 5% by default), which `bavail` leaves out: a node run as root
- * (as in most containers) was refused a first start with room to write (review, 2026-12-07).
- */
-function freeBytes(dir: string): number | undefined {
+/** What the file system that holds `dir` has free for this process (src/fs/free-space.ts), or undefined if it cannot be told. */
+function freeBytesOrUnknown(dir: string): number | undefined {
   try {
-    const stats = statfsSync(dir);
-    return (process.getuid?.() === 0 ? stats.bfree : stats.bavail) * stats.bsize;
+    return freeBytes(dir);
   } catch {
     return undefined;
   }
@@ -222,7 +218,7 @@ const STORE_CREATE_FREE_BYTES_MIN = 1024 * 1024;
  * restore` (its new store in restore.partial) died with no word of why (audit, 2026-12-07).
  */
 function refuseFullDisk(dir: string): void {
-  const free = freeBytes(dir);
+  const free = freeBytesOrUnknown(dir);
   if (free !== undefined && free < STORE_CREATE_FREE_BYTES_MIN)
     throw new MercuryError(
       'STORAGE_FULL',
@@ -1197,7 +1193,7 @@ export class Store {
 
   /** What a failed write transaction throws: a storage failure as its stable error, recorded; anything else as itself. */
   private writeFailed(error: unknown): unknown {
-    const fault = storageFault(error, () => freeBytes(this.path));
+    const fault = storageFault(error, () => freeBytesOrUnknown(this.path));
     if (fault === undefined) return error;
     this.setWriteFault(fault);
     return fault;
