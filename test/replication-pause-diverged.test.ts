@@ -12,16 +12,13 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { afterEach, describe, test } from 'node:test';
 import { NodeClient } from '../src/client/index.js';
-import { validateConfig } from '../src/config/index.js';
-import { MercuryNode, NODE_LIMITS_TEST } from '../src/node/index.js';
+import type { MercuryNode } from '../src/node/index.js';
 import type { MercuryError } from '../src/errors/index.js';
-import { storageFault } from '../src/store/health.js';
-import { recordingLogger, request, requestJson } from './support/http.js';
+import { request } from './support/http.js';
 import { freePort } from './support/net.js';
 import { runCli } from './support/process.js';
-import { eventually, forkRoot, treeForSuite, type ReplicationStatusJson } from './support/tree.js';
-
-type PauseStatus = { seq: number; replication: ReplicationStatusJson & { storagePause: { code: string; message: string } | null } };
+import { diskFullFault, followingReplica } from './support/replica-pause.js';
+import { eventually, forkRoot, treeForSuite } from './support/tree.js';
 
 describe('replication pause - a failed divergence record', () => {
   const tree = treeForSuite('replication-pause-diverged');
@@ -42,18 +39,10 @@ describe('replication pause - a failed divergence record', () => {
     for (let i = 0; i < 3; i++) await new NodeClient(oldRoot.url).put(`fork/old${i}`, 'old');
 
     const errors: string[] = [];
-    replica = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'replica'), port: 0, upstreams: [oldRoot.replication] }), {
-      auth: 'off',
-      limits: NODE_LIMITS_TEST,
-      logger: recordingLogger(errors),
-    });
+    const following = await followingReplica(join(dir, 'replica'), oldRoot.replication, oldRoot.url, errors);
+    replica = following.replica;
+    const { status } = following;
     const url = replica.url;
-    const status = (): Promise<PauseStatus> => requestJson<PauseStatus>(url, 'GET', '/v1/status');
-    const rootHead = await requestJson<{ seq: number }>(oldRoot.url, 'GET', '/v1/status');
-    await eventually(
-      async () => (await status()).seq === rootHead.seq,
-      async () => `the replica did not follow the root: ${JSON.stringify(await status())}`,
-    );
 
     // The store's own error for a full disk (what its write transaction throws), until the test has seen the pause.
     const store = replica.store;
@@ -62,7 +51,7 @@ describe('replication pause - a failed divergence record', () => {
     const faults: MercuryError[] = [];
     store.recordDivergence = (head, reason) => {
       if (failing) {
-        const fault = storageFault(Object.assign(new Error('No space left on device: Attempting to write page'), { code: 28 }))!;
+        const fault = diskFullFault();
         faults.push(fault);
         throw fault;
       }

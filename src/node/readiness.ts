@@ -12,7 +12,7 @@ export interface ReadinessInput {
   readonly writeFault: { readonly code: string; readonly message: string } | undefined;
   /**
    * The storage failure that paused a replica's replication, until an install, an apply or the record of a divergence
-   * goes through.
+   * goes through, or replication halts on damaged data (nothing is retried then; `halted` says why).
    */
   readonly replicationPause: { readonly code: string; readonly message: string } | undefined;
   /** A replica's phase (`streaming` once joined); undefined on the root. */

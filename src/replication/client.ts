@@ -111,7 +111,7 @@ export class ReplicationClient {
   private heldBytesPeak = 0;
   /**
    * The storage failure that paused replication (storageFailed), until an install, an apply or a divergence record goes
-   * through (see `storagePause`).
+   * through, or a halt on damaged data (see `storagePause`).
    */
   private pausedBy: MercuryError | undefined;
   /** Held weight past which the upstream's socket is paused (`replicaHeldBytesMax`; see `holdBack`). */
@@ -174,9 +174,11 @@ export class ReplicationClient {
    * version; the store has logged and counted it, and readiness reports DATA_CORRUPTED). Every retry would meet it
    * again, so replication halts until an operator resyncs the node (the snapshot replaces its key space) or restores its
    * data directory (README, "Damaged data"). As after a storage failure, the machine is made afresh from what the store
-   * holds, and nothing held is forwarded; the node keeps serving reads and its own children.
+   * holds, and nothing held is forwarded; the node keeps serving reads and its own children. A halt is final like a
+   * divergence, so it ends a storage pause: nothing is retried every second any more, and the halt says what is wrong.
    */
   private dataDamaged(error: MercuryError): void {
+    this.pausedBy = undefined;
     this.timer.cancel();
     this.dropMachine();
     this.perform(this.downstream.halt(this.options.clock.monotonicMs(), `${error.code}: ${error.message}`));
@@ -225,6 +227,10 @@ export class ReplicationClient {
    * The storage failure that paused replication, until a write that moves replication on goes through: a snapshot
    * install, an apply, or the record of a divergence (a final state: nothing is applied while diverged, so a pause
    * from a failed record stayed until the operator's resync, "retried every second" of a replica that retried nothing).
+   * A halt on damaged data met by the retry ends it too, for the same reason: nothing is retried until the operator
+   * resyncs or restores, and readiness says NOT_JOINED halted (audit-halt). A resync request that fails for the
+   * storage leaves the pause as it was: it is the store's write fault, answered to the operator, not a pause of
+   * replication, which goes on retrying or stays halted.
    * Not any write: the store's own write fault does not last that long, since a snapshot too large for the disk fails,
    * its records are dropped, and the next small write (readiness's probe, the next install's start) succeeds, so a
    * replica that could never join said only NOT_JOINED "idle", with writable storage (audit, 2026-12-07).
