@@ -228,7 +228,7 @@ export class ReplicationClient {
    * install, an apply, or the record of a divergence (a final state: nothing is applied while diverged, so a pause
    * from a failed record stayed until the operator's resync, "retried every second" of a replica that retried nothing).
    * A halt on damaged data met by the retry ends it too, for the same reason: nothing is retried until the operator
-   * resyncs or restores, and readiness says NOT_JOINED halted (audit-halt). A resync request that fails for the
+   * resyncs or restores, and readiness says NOT_JOINED halted (audit, 2026-12-07). A resync request that fails for the
    * storage leaves the pause as it was: it is the store's write fault, answered to the operator, not a pause of
    * replication, which goes on retrying or stays halted.
    * Not any write: the store's own write fault does not last that long, since a snapshot too large for the disk fails,
