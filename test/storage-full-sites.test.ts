@@ -1,11 +1,11 @@
 /**
  * Disk full at the write sites other than a node's own writes (test/storage-full.test.ts): a first start, a replica
- * joining (snapshot install) or restarted, `snapshot restore`. On a small tmpfs that the test mounts and unmounts.
+ * joining (snapshot install) or restarted, `snapshot restore`, `mercury demo`. On a small tmpfs that the test mounts and unmounts.
  *
  * As found (audit, 2026-12-07): a first start on a full disk died of SIGSEGV inside LMDB, or said DATA_DIR_INVALID
  * "fix their owner or mode" and left an empty lock file that refused the next start; a join or a restore that filled
  * the disk said STORAGE_IO_ERROR "check its disk"; a replica that could not join was only NOT_JOINED "idle"; a replica
- * restarted on a full disk said only "ENOSPC: no space left on device, write".
+ * restarted on a full disk said only "ENOSPC: no space left on device, write", and so did the demo.
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -231,5 +231,30 @@ describe('storage full at other write sites', () => {
     }
     const restored = await runCli(['snapshot', 'restore', file, '--data-dir', dir, '--force']);
     assert.equal(restored.code, 0, restored.stderr);
+  });
+
+  // `mercury demo` (npm start) writes its certificates, its tokens and its nodes' logs into its DIR, and its nodes their stores.
+  test('storage full: the demo on a full disk exits STORAGE_FULL naming the file it could not write, or its node that could not start, and what to do', async (t) => {
+    if (skip !== undefined) return t.skip(skip);
+    const dir = join(mountPoint, 'demo');
+    const refused = async (what: RegExp): Promise<void> => {
+      const result = await runCli(['demo', '--replicas', '1', '--dir', dir, '--json']);
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, new RegExp(`^mercury: STORAGE_FULL: ${what.source}.*; free space on it, then try again; or run the demo with --dir on another disk$`, 'm'));
+      assert.doesNotMatch(result.stderr, /^mercury: ENOSPC/m);
+      assert.doesNotMatch(result.stderr, /^\s+at /m, 'no stack trace');
+    };
+    try {
+      fillUp(filler());
+      // Its first file, the demo CA's key: openssl wrote it, and the demo said "ENOSPC: no space left on device, write".
+      await refused(/\S+demo\/tls\/ca-key\.pem could not be written \(ENOSPC[^)]*\): its disk is full/);
+      // Room for the certificates, not for the root's store: the root exited STORAGE_FULL into a log the full disk kept
+      // empty, and the demo asked whether a port was in use.
+      rmSync(filler());
+      fillUp(filler(), 256 * 1024);
+      await refused(/the demo's root exited with code 1: the disk that holds \S+demo\/root has \d+ bytes free, and a new store needs at least \d+/);
+    } finally {
+      rmSync(filler(), { force: true });
+    }
   });
 });

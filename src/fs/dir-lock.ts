@@ -239,6 +239,12 @@ export function lockDirectory(dir: string, nowIso: string, { file, what }: { rea
 /** The system's refusals of a file in a directory this process may not write, or on a full or read-only disk. */
 const UNUSABLE_CODES: ReadonlySet<string> = new Set(['EACCES', 'EPERM', 'EROFS', 'ENOSPC']);
 
+/** Whether `error` is one of those refusals, which fileUnusable says as Mercury's error. */
+export function isUnusable(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' && UNUSABLE_CODES.has(code);
+}
+
 /**
  * Removes a stale lock (removeIfStill). A directory this process may not write refuses the rename as it refuses the
  * lock's creation, and says so the same way: it was the bare "EACCES: permission denied, rename", which `verify` on a
@@ -248,8 +254,7 @@ function takeOver(path: string, isStale: (moved: string) => boolean, dir: string
   try {
     removeIfStill(path, isStale);
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (typeof code === 'string' && UNUSABLE_CODES.has(code)) throw fileUnusable(error, path, { dir, what, done: 'taken over (its holder is gone)' });
+    if (isUnusable(error)) throw fileUnusable(error, path, { dir, what, done: 'taken over (its holder is gone)' });
     throw error;
   }
 }

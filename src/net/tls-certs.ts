@@ -6,12 +6,18 @@
  * Keys are ECDSA P-256 (fast to make and to handshake with). Every certificate carries both extended key usages,
  * serverAuth and clientAuth: a node is a TLS server for its children and HTTP clients, and a TLS client of its
  * upstream (mutual TLS) and of the root's HTTP API (write forwarding). Key files are written 0600.
+ *
+ * Every file is written here, by writeFileDurably, never by openssl: keys come from node:crypto, and openssl prints
+ * what it makes on its standard output. openssl does not check its own writes: on a full disk it exited 0 leaving an
+ * empty CSR, or failed with a bare "ENOSPC ... write" from the file written before it (`mercury demo` on a full disk;
+ * audit, 2026-12-07). Now a full disk is STORAGE_FULL naming the file, and a file is whole or as it was.
  */
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
+import { writeFileDurably } from '../fs/durable.js';
 
 export interface CertificateFiles {
   /** PEM certificate. */
@@ -36,9 +42,11 @@ const DAYS_DEFAULT = 825;
  */
 const OPENSSL_TIMEOUT_MS = 20_000;
 
-function openssl(args: readonly string[]): void {
+/** What openssl printed on its standard output (a PEM), given `input` on its standard input. */
+function openssl(args: readonly string[], input?: Buffer): Buffer {
+  let output: Buffer;
   try {
-    execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'], timeout: OPENSSL_TIMEOUT_MS, killSignal: 'SIGKILL' });
+    output = execFileSync('openssl', args, { input, stdio: ['pipe', 'pipe', 'pipe'], timeout: OPENSSL_TIMEOUT_MS, killSignal: 'SIGKILL' });
   } catch (error) {
     const failure = error as NodeJS.ErrnoException & { stderr?: Buffer };
     if (failure.code === 'ENOENT') throw new Error('the openssl command is not installed; install it (Debian: apt-get install openssl) to make certificates');
@@ -48,10 +56,14 @@ function openssl(args: readonly string[]): void {
       );
     throw new Error(`openssl ${args[0]} failed: ${failure.stderr?.toString().trim() ?? failure.message}`);
   }
+  if (output.length === 0) throw new Error(`openssl ${args[0]} printed nothing`);
+  return output;
 }
 
-function keyArgs(keyPath: string): string[] {
-  return ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', keyPath];
+/** A new ECDSA P-256 key (PKCS#8 PEM, as `openssl req -newkey ec -nodes` wrote it) in `keyPath`, 0600. */
+function writeKey(keyPath: string): void {
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  writeFileDurably(keyPath, privateKey.export({ type: 'pkcs8', format: 'pem' }), 0o600);
 }
 
 /** A self-signed CA (`name`.pem and `name`-key.pem in `dir`). */
@@ -59,15 +71,16 @@ export function createCertificateAuthority(dir: string, name: string, commonName
   mkdirSync(dir, { recursive: true });
   const files = { certPath: join(dir, `${name}.pem`), keyPath: join(dir, `${name}-key.pem`) };
   const ca = ['-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'];
-  openssl(['req', '-x509', ...keyArgs(files.keyPath), '-out', files.certPath, '-days', String(days), '-subj', `/CN=${commonName}`, '-config', emptyConfig(dir), ...ca]);
-  chmodSync(files.keyPath, 0o600);
+  writeKey(files.keyPath);
+  const certificate = openssl(['req', '-x509', '-new', '-key', files.keyPath, '-days', String(days), '-subj', `/CN=${commonName}`, '-config', emptyConfig(dir), ...ca]);
+  writeFileDurably(files.certPath, certificate, 0o644);
   return files;
 }
 
 /** `openssl req` insists on a config file: a minimal one keeps the system's defaults (and their extensions) out. */
 function emptyConfig(dir: string): string {
   const path = join(dir, 'openssl.cnf');
-  if (!existsSync(path)) writeFileSync(path, '[req]\ndistinguished_name=dn\n[dn]\n');
+  if (!existsSync(path)) writeFileDurably(path, '[req]\ndistinguished_name=dn\n[dn]\n', 0o644);
   return path;
 }
 
@@ -75,11 +88,10 @@ function emptyConfig(dir: string): string {
 export function issueCertificate(ca: CertificateFiles, dir: string, name: string, options: IssueOptions): CertificateFiles {
   mkdirSync(dir, { recursive: true });
   const files = { certPath: join(dir, `${name}.pem`), keyPath: join(dir, `${name}-key.pem`) };
-  const csrPath = join(dir, `${name}.csr`);
   const extPath = join(dir, `${name}.ext`);
   const hosts = options.hosts ?? [];
   const altNames = hosts.map((host) => (isIP(host) === 0 ? `DNS:${host}` : `IP:${host}`));
-  writeFileSync(
+  writeFileDurably(
     extPath,
     [
       'basicConstraints=critical,CA:FALSE',
@@ -87,13 +99,20 @@ export function issueCertificate(ca: CertificateFiles, dir: string, name: string
       'extendedKeyUsage=serverAuth,clientAuth',
       ...(altNames.length > 0 ? [`subjectAltName=${altNames.join(',')}`] : []),
     ].join('\n') + '\n',
+    0o644,
   );
-  openssl(['req', ...keyArgs(files.keyPath), '-out', csrPath, '-subj', `/CN=${options.commonName}`, '-config', emptyConfig(dir)]);
-  // A random serial: two certificates for the same name (a reload in a test, a re-issued node certificate) differ.
-  openssl(['x509', '-req', '-in', csrPath, '-CA', ca.certPath, '-CAkey', ca.keyPath, '-set_serial', `0x${randomSerialHex()}`, '-days', String(options.days ?? DAYS_DEFAULT), '-extfile', extPath, '-out', files.certPath]);
-  rmSync(csrPath, { force: true });
-  rmSync(extPath, { force: true });
-  chmodSync(files.keyPath, 0o600);
+  try {
+    writeKey(files.keyPath);
+    const request = openssl(['req', '-new', '-key', files.keyPath, '-subj', `/CN=${options.commonName}`, '-config', emptyConfig(dir)]);
+    // A random serial: two certificates for the same name (a reload in a test, a re-issued node certificate) differ.
+    const certificate = openssl(
+      ['x509', '-req', '-CA', ca.certPath, '-CAkey', ca.keyPath, '-set_serial', `0x${randomSerialHex()}`, '-days', String(options.days ?? DAYS_DEFAULT), '-extfile', extPath],
+      request,
+    );
+    writeFileDurably(files.certPath, certificate, 0o644);
+  } finally {
+    rmSync(extPath, { force: true });
+  }
   return files;
 }
 
