@@ -7,6 +7,7 @@ import { validateConfig } from '../../src/config/index.js';
 import type { MercuryError } from '../../src/errors/index.js';
 import { MercuryNode, NODE_LIMITS_TEST } from '../../src/node/index.js';
 import { storageFault } from '../../src/store/health.js';
+import type { Store } from '../../src/store/index.js';
 import { recordingLogger, requestJson } from './http.js';
 import { eventually, type ReplicationStatusJson } from './tree.js';
 
@@ -15,6 +16,23 @@ export type PauseStatus = { seq: number; replication: ReplicationStatusJson & { 
 /** What the store throws when its write transaction meets a full disk (STORAGE_FULL). */
 export function diskFullFault(): MercuryError {
   return storageFault(Object.assign(new Error('No space left on device: Attempting to write page'), { code: 28 }))!;
+}
+
+/**
+ * Makes `store[method]` throw the store's full-disk error (`diskFullFault`) until `heal` is called, and the call
+ * through afterwards; `faults` holds each error thrown.
+ */
+export function failWithFullDisk(store: Store, method: 'applyVerified' | 'recordDivergence'): { faults: MercuryError[]; heal: () => void } {
+  const original = (store[method] as (...args: unknown[]) => void).bind(store);
+  const faults: MercuryError[] = [];
+  let failing = true;
+  (store as unknown as Record<typeof method, (...args: unknown[]) => void>)[method] = (...args) => {
+    if (!failing) return original(...args);
+    const fault = diskFullFault();
+    faults.push(fault);
+    throw fault;
+  };
+  return { faults, heal: () => (failing = false) };
 }
 
 /**
