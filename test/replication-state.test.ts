@@ -1135,6 +1135,22 @@ describe('replication state machines', () => {
     assert.equal(root.openSnapshots, 0);
   });
 
+  test('upstream: a child that refuses SIGNATURE_MISSING the snapshot this relay announced unsigned is told at info; any other such refusal is warned of', () => {
+    const refuse = encodeMessage({ type: 'refuse', reason: 'SIGNATURE_MISSING', message: 'only the root can sign a snapshot' });
+    const logged = (actions: readonly UpstreamAction[]): { level: string; message: string }[] => ofType(actions, 'log').map(({ level, message }) => ({ level, message }));
+    // No signer: this node is a relay, and the snapshot it announces is unsigned (record 65).
+    const relay = newUpstream(rootStore(3), { nodeId: 'relay', ancestors: ['root'] });
+    assert.ok(sent(relay.receive(T0, helloBytes({ datasetId: '' }))).some((message) => message.type === 'snapshotBegin' && !message.signed));
+    const declined = relay.receive(T0 + 1, refuse);
+    assert.deepEqual(logged(declined), [{ level: 'info', message: 'child takes its snapshot from the root: it verifies signatures, and only the root can sign a snapshot' }]);
+    assert.equal(ofType(declined, 'close').length, 1);
+    // A child streaming entries that refuses them unsigned: no snapshot was announced, so the refusal is news.
+    const streaming = newUpstream(rootStore(3), { nodeId: 'relay', ancestors: ['root'] });
+    const root = rootStore(3);
+    streaming.receive(T0, helloBytes({ head: { seq: 3, hash: root.head().hash } }));
+    assert.deepEqual(logged(streaming.receive(T0 + 1, refuse)), [{ level: 'warn', message: "child refused this node's data" }]);
+  });
+
   test('upstream: forwards heartbeats with its own id, and the latest one right after WELCOME', () => {
     const root = rootStore(3);
     const upstream = newUpstream(root, { nodeId: 'mid', ancestors: ['root'], heartbeat: { rootSeq: 3, rootTimeMs: 77, path: ['root'] } });

@@ -161,7 +161,8 @@ describe('signed entries - real processes', () => {
     assert.equal(await metric(leaf, 'mercury_replication_signature_refusals'), 0);
     assert.match(leaf.stderr(), /"level":"info","message":"declined an unsigned snapshot: only the root can sign one/);
     assert.doesNotMatch(leaf.stderr(), /"level":"error"/);
-    await eventually(() => Promise.resolve(/child takes its snapshot from the root/.test(relay.stderr())), () => relay.stderr());
+    // The relay may have written the whole snapshot and met the closed socket before it read the REFUSE: what it logs
+    // of it is tested in test/replication-state.test.ts; whatever it read, it warned of nothing.
     assert.doesNotMatch(relay.stderr(), /child refused this node's data/);
     // Back on the relay well before the 30 s after which a replica otherwise retries its first upstream.
     const joined = performance.now();
