@@ -5,6 +5,8 @@
  * 1. `useWritemap` (MDB_WRITEMAP) for a replica's transaction per entry: --envs environments in this process (a
  *    benchmark host holds about 125 replicas), `noSync` as replicas run, each transaction a 300-byte put in `kv`, one
  *    in `log` and one in `meta` (what an applied entry writes). Prints CPU µs per transaction, user and system.
+ *    And the same transaction without its `meta` put: what writing the head in another sub-database than the entry's
+ *    costs (docs/performance.md, "The per-entry meta records, measured and not taken").
  * 2. `noMetaSync` (MDB_NOMETASYNC) for the root's durable commit: one environment synced as the root's is, each commit
  *    50 puts of 256 B (a group commit of 50 requests). Prints commits per second.
  *
@@ -34,8 +36,8 @@ function openEnv(options: { noSync?: boolean; useWritemap?: boolean; noMetaSync?
   return { env, path };
 }
 
-/** CPU µs per replica transaction (user, system) over ENVS environments, `useWritemap` as given. */
-function replicaTransactions(useWritemap: boolean): { total: number; system: number } {
+/** CPU µs per replica transaction (user, system) over ENVS environments, `useWritemap` and the `meta` put as given. */
+function replicaTransactions(useWritemap: boolean, withMeta = true): { total: number; system: number } {
   const stores = Array.from({ length: ENVS }, () => {
     const { env, path } = openEnv({ noSync: true, useWritemap });
     const db = (name: string) => env.openDB<Buffer, Buffer>({ name, encoding: 'binary', keyEncoding: 'binary' });
@@ -47,7 +49,7 @@ function replicaTransactions(useWritemap: boolean): { total: number; system: num
       store.env.transactionSync(() => {
         store.kv.putSync(Buffer.from(`key-${seq % 50}`), VALUE);
         store.log.putSync(seqKey(seq), VALUE, { append: true });
-        store.meta.putSync(Buffer.from('head'), seqKey(seq));
+        if (withMeta) store.meta.putSync(Buffer.from('head'), seqKey(seq));
       });
     }
   }
@@ -80,6 +82,8 @@ const plain: number[] = [];
 const plainSystem: number[] = [];
 const writemap: number[] = [];
 const writemapSystem: number[] = [];
+const noMeta: number[] = [];
+const noMetaSystem: number[] = [];
 const synced: number[] = [];
 const metaUnsynced: number[] = [];
 // Alternating, so that a drift of the machine's speed falls on both sides.
@@ -90,6 +94,9 @@ for (let run = 0; run < RUNS; run++) {
   plainSystem.push(off.system);
   writemap.push(on.total);
   writemapSystem.push(on.system);
+  const withoutMeta = replicaTransactions(false, false);
+  noMeta.push(withoutMeta.total);
+  noMetaSystem.push(withoutMeta.system);
   synced.push(durableCommits(false));
   metaUnsynced.push(durableCommits(true));
   await new Promise((resolve) => setTimeout(resolve, 200));
@@ -97,6 +104,7 @@ for (let run = 0; run < RUNS; run++) {
 process.stdout.write(`replica transaction, ${ENVS} environments, noSync (CPU µs per transaction; ${RUNS} runs of ${ENTRIES_PER_RUN} entries each):\n`);
 process.stdout.write(`  LMDB's write path:  ${formatSummary(summarize(plain), 'µs')} (system ${formatSummary(summarize(plainSystem), 'µs')})\n`);
 process.stdout.write(`  useWritemap:        ${formatSummary(summarize(writemap), 'µs')} (system ${formatSummary(summarize(writemapSystem), 'µs')})\n`);
+process.stdout.write(`  without the meta put: ${formatSummary(summarize(noMeta), 'µs')} (system ${formatSummary(summarize(noMetaSystem), 'µs')})\n`);
 process.stdout.write(`durable commits of 50 puts per second (${RUNS} runs of ${SECONDS} s, under ${values.dir}):\n`);
 process.stdout.write(`  synced meta page:   ${formatSummary(summarize(synced), '/s')}\n`);
 process.stdout.write(`  noMetaSync:         ${formatSummary(summarize(metaUnsynced), '/s')}\n`);
