@@ -4,7 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createCertificateAuthority } from '../src/net/tls-certs.js';
@@ -117,5 +118,26 @@ describe('cli demo', () => {
     const result = spawnSync(process.execPath, [CLI_PATH, 'demo', '--replicas', '1', '--dir', planted, '--json'], { encoding: 'utf8', timeout: DEMO_START_TIMEOUT_MS, killSignal: 'SIGKILL' });
     assert.equal(result.status, 1, `signal ${result.signal}; stdout: ${result.stdout}; stderr: ${result.stderr}`);
     assert.match(result.stderr, /^mercury: DATA_DIR_INVALID: the demo's file \S+replication-token is a symbolic link; remove it and run the demo again: it makes a new token/m);
+  });
+  test('cli demo: a folder of its directory it may not write is named by the file it makes there, not by that file\'s temporary name (left at stop 43: `ca-key.pem.tmp cannot be written`)', (t) => {
+    if (process.getuid?.() !== 0) return t.skip('needs root: runs the demo as another user');
+    const asNobody = ['--reuid=65534', '--regid=65534', '--clear-groups'];
+    if (spawnSync('/usr/bin/setpriv', [...asNobody, 'test', '-r', CLI_PATH]).status !== 0) return t.skip(`nobody may not read ${CLI_PATH}`);
+    // Outside the test's own directory (0700): nobody must reach it. The demo's directory is nobody's, its tls folder root's.
+    const planted = mkdtempSync(join(tmpdir(), 'mercury-demo-foreign-'));
+    try {
+      chmodSync(planted, 0o755);
+      mkdirSync(join(planted, 'demo', 'tls'), { recursive: true, mode: 0o755 });
+      chownSync(join(planted, 'demo'), 65534, 65534);
+      const result = spawnSync('/usr/bin/setpriv', [...asNobody, process.execPath, CLI_PATH, 'demo', '--replicas', '1', '--dir', join(planted, 'demo'), '--json'], {
+        encoding: 'utf8',
+        timeout: DEMO_START_TIMEOUT_MS,
+        killSignal: 'SIGKILL',
+      });
+      assert.equal(result.status, 1, `signal ${result.signal}; stdout: ${result.stdout}; stderr: ${result.stderr}`);
+      assert.match(result.stderr, /^mercury: DATA_DIR_INVALID: \S+\/tls\/ca-key\.pem cannot be written \(EACCES: permission denied, open \S+\): the demo's directory \S+ and the files in it must be readable and writable by the user mercury runs as \(uid 65534\)/m);
+    } finally {
+      rmSync(planted, { recursive: true, force: true });
+    }
   });
 });

@@ -27,12 +27,12 @@ export function fsyncPath(path: string): void {
  * `exclusive`: linked instead of renamed, so that a file already at `path` is never replaced (EEXIST). A temporary file
  * a crash left behind is replaced by the next write. A full disk is STORAGE_FULL, `path` as it was: the bare "ENOSPC: no
  * space left on device, write" named no file and no code (a replica restarted on a full disk, its unsynced guard's
- * state; audit, 2026-12-07).
+ * state; audit, 2026-12-07). Any other failure is the system's error, its `path` the file asked for.
  */
 export function writeFileDurably(path: string, data: string | Buffer, mode: number, exclusive = false): void {
   const temporary = `${path}.tmp`;
-  rmSync(temporary, { force: true });
   try {
+    rmSync(temporary, { force: true });
     const fd = openSync(temporary, 'wx', mode);
     try {
       try {
@@ -47,7 +47,13 @@ export function writeFileDurably(path: string, data: string | Buffer, mode: numb
       rmSync(temporary, { force: true });
     }
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOSPC') throw error;
+    if ((error as NodeJS.ErrnoException).code !== 'ENOSPC') {
+      // The file asked for, which callers name to the operator ("... cannot be written (EACCES: ..., open
+      // '....tmp')"): the demo said `ca-key.pem.tmp cannot be written`, a file it had never mentioned. The message keeps
+      // the system call's own path.
+      if ((error as NodeJS.ErrnoException).path === temporary) (error as NodeJS.ErrnoException).path = path;
+      throw error;
+    }
     throw new MercuryError('STORAGE_FULL', `${path} could not be written (${(error as Error).message}): its disk is full, and the file is as it was; free space on it, then try again`, {
       cause: error,
     });
