@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { join } from 'node:path';
+import { setTimeout } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import { encodeGet, encodeHello } from '../src/api/index.js';
 import { adminKeptAfter, createTokenRequest, decodeTokenRecord, requireAdminKept, revokeTokenRequest, encodeTokenRecord, TokenRegistry, tokenKey, type TokenRecord } from '../src/auth/index.js';
@@ -171,6 +172,16 @@ describe('auth expiry: on real nodes', () => {
     assert.match(listed.stdout.toString(), new RegExp(`${token.id} .* expires ${new Date(token.expiresMs!).toISOString()}`));
     const tokens = JSON.parse((await runCli(['--url', root.url, '--token', admin, 'token', 'list', '--json'])).stdout.toString()) as Created[];
     assert.ok(!tokens.some((listedToken) => listedToken.name === 'bad-cli'), 'no refused create reached the node');
+  });
+
+  test('auth expiry: mercury token list says which tokens have expired and how to remove their records (an expired record stays until revoked; before, only a past date told)', async () => {
+    const created = await runCli(['--url', root.url, '--token', admin, 'token', 'create', 'cli-expired', '--scope', 'read:app/', '--expires-in', '1s', '--json']);
+    assert.equal(created.code, 0, created.stderr);
+    const token = JSON.parse(created.stdout.toString()) as Created;
+    await setTimeout(Math.max(0, token.expiresMs! - Date.now()) + 50);
+    const listed = (await runCli(['--url', root.url, '--token', admin, 'token', 'list'])).stdout.toString();
+    assert.match(listed, new RegExp(`^${token.id} .* EXPIRED at ${new Date(token.expiresMs!).toISOString()}: grants nothing; mercury token revoke ${token.id} removes it$`, 'm'));
+    assert.match(listed, /cli-expiring .* expires \S+$/m, 'a token that has not expired is listed as before');
   });
 });
 

@@ -8,6 +8,7 @@
  */
 import { TOKEN_EXPIRES_IN_MS_MAX, TOKEN_EXPIRES_IN_MS_MIN } from '../auth/index.js';
 import type { NodeClient } from '../client/index.js';
+import { systemClock } from '../clock/index.js';
 import { answerList, answerObject, AnswerShapeError, fieldText, formatTimeMs, inLine, printResult } from './output.js';
 
 export class TokenUsageError extends Error {}
@@ -38,7 +39,15 @@ function scopesText(token: Record<string, unknown>, what: string): string {
 function describe(value: unknown): string {
   const token = answerObject(value, 'a token');
   const who = token.kind === 'certificate' ? `certificate CN=${text(token.subject)}` : 'token';
-  const expires = token.expiresMs === undefined ? '' : `  expires ${formatTimeMs(token.expiresMs)}`;
+  // Expired records stay until revoked (nothing removes them): the list says which grant nothing any more, by this
+  // machine's clock (each node judges by its own, decision 61), rather than leave a past date to be noticed.
+  const expired = typeof token.expiresMs === 'number' && token.expiresMs <= systemClock.nowMs();
+  const expires =
+    token.expiresMs === undefined
+      ? ''
+      : expired
+        ? `  EXPIRED at ${formatTimeMs(token.expiresMs)}: grants nothing; mercury token revoke ${text(token.id)} removes it`
+        : `  expires ${formatTimeMs(token.expiresMs)}`;
   return `${text(token.id)}  ${text(token.name).padEnd(20)}  ${who}  ${scopesText(token, 'a token')}  created ${formatTimeMs(token.createdMs)}${expires}`;
 }
 
