@@ -881,6 +881,30 @@ describe('store log retention', () => {
     assertRetained(store, 1);
   });
 
+  test('store: trimLog reads the records it removes, not the whole batch it may remove', async () => {
+    // Found by audit (2026-12-07): the trimmer copied every record of its batch (up to 1,000) out of LMDB before it
+    // chose which to remove, however few it then removed. A root retaining 300 MB of 1 MB entries stalled its event
+    // loop up to 1.5 s at each trim under steady writes (a GET /healthz waited that long); here, trimming one entry
+    // off 300 of 1 MiB took 250 ms or more without fsync. Reading only the records removed takes a few ms.
+    const dir = path.join(root, 'trim-large-entries');
+    const store = Store.open({ path: dir, noSync: true, mapBytes: 1024 * 1024 * 1024 });
+    openStores.push(store);
+    const entries = 300;
+    for (let i = 0; i < entries; i++) commit(store, [put(`large/${i % 4}`, Buffer.alloc(1024 * 1024, i))]);
+    let fastestMs = Number.POSITIVE_INFINITY;
+    for (let round = 0; round < 3; round++) {
+      const { bytes } = store.logBounds();
+      const startMs = performance.now();
+      assert.equal(store.trimLog(Number.MAX_SAFE_INTEGER, bytes - 1, 1_000), 1);
+      fastestMs = Math.min(fastestMs, performance.now() - startMs);
+    }
+    assert.ok(fastestMs < 50, `trimming one entry off ${entries} of 1 MiB took at least ${fastestMs.toFixed(0)} ms`);
+    // The retained log still starts from the stored log base (reading it all would cost more than the rest).
+    assert.deepEqual(store.logBounds(), { firstSeq: 4, lastSeq: entries, bytes: (entries - 3) * store.readLog(4, 1)[0]!.record.length });
+    await closeStore(store);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
   test('store: readLog from a trimmed seq returns nothing', () => {
     // readLog promises "none if fromSeq is not retained": a caller that raced with the trimmer must not receive a
     // different range than it asked for, nor a chain error for a log that is intact.

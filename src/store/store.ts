@@ -131,6 +131,12 @@ export interface KeyRange {
   readonly end: Buffer;
 }
 
+/** A log record as the trimmer reads it: its size and its hash, not its bytes. */
+interface LogRecordEnd {
+  readonly bytes: number;
+  readonly hash: Buffer;
+}
+
 /** Where a whole-key-space range starts: keys are at least one byte long. */
 const FIRST_KEY = Buffer.from([0]);
 
@@ -402,6 +408,8 @@ export class Store {
   private readonly log: Database<Buffer, Buffer>;
   /** `log`, each record read as its size only (see readLogBytes). */
   private readonly logRecordSizes: Database<number, Buffer>;
+  /** `log`, each record read as its size and hash only (see trimLog). */
+  private readonly logRecordEnds: Database<LogRecordEnd, Buffer>;
   private readonly meta: Database<Buffer, string>;
   /** Snapshot records received so far, kept apart until the whole snapshot is verified (see beginSnapshotInstall). */
   private readonly staging: Database<Buffer, Buffer>;
@@ -510,6 +518,14 @@ export class Store {
       encoder: { encode: () => assert.fail('logRecordSizes is read-only'), decode: (_bytes: Uint8Array, size: number) => size },
     };
     this.logRecordSizes = this.env.openDB<number, Buffer>(logSizeOptions);
+    // The hash is the record's last HASH_BYTES (log/entry.ts), copied off the reused buffer; the rest is never read.
+    const decodeLogRecordEnd = (bytes: Uint8Array, size: number): LogRecordEnd => ({ bytes: size, hash: Buffer.from(bytes.subarray(Math.max(0, size - HASH_BYTES), size)) });
+    const logEndOptions: DatabaseOptions & { name: string; encoder: object } = {
+      name: 'log',
+      keyEncoding: 'binary',
+      encoder: { encode: () => assert.fail('logRecordEnds is read-only'), decode: decodeLogRecordEnd },
+    };
+    this.logRecordEnds = this.env.openDB<LogRecordEnd, Buffer>(logEndOptions);
     this.meta = this.env.openDB<Buffer, string>({ name: 'meta', encoding: 'binary' });
     this.staging = this.env.openDB<Buffer, Buffer>({ name: 'staging', encoding: 'binary', keyEncoding: 'binary' });
     // A reader cannot create a database: lmdb-js gives undefined for one the main tree does not name (a damaged main
@@ -1308,22 +1324,22 @@ export class Store {
     this.writeSync(() => {
       let bytes = this.cachedLogBytes;
       let base: ChainHead | undefined;
-      // Collect first: removing while a cursor walks the same tree is not supported by lmdb-js.
-      const oldest = Array.from(this.log.getRange({ start: seqKey(bounds.firstSeq), limit: batchEntries }), ({ key, value }) => ({
-        key: Buffer.from(key),
-        seq: this.logSeq(key),
-        bytes: value.length,
-        hash: Buffer.from(value.subarray(value.length - 32)),
-      }));
-      for (const record of oldest) {
-        const remaining = count - removed;
+      // Collect first: removing while a cursor walks the same tree is not supported by lmdb-js. Only the records to
+      // remove (and the one after them, which ends the walk), as sizes and hashes: collecting a whole batch of
+      // records (up to 1,000, however few were removed) copied them all out of LMDB, and a root retaining 300 MB of
+      // 1 MB entries stalled its event loop up to 1.5 s at each trim under steady writes.
+      const doomed: Buffer[] = [];
+      for (const { key, value } of this.logRecordEnds.getRange({ start: seqKey(bounds.firstSeq), limit: batchEntries })) {
+        const remaining = count - doomed.length;
         if (remaining <= 1 || (remaining <= retainEntries && bytes <= retainBytes)) break;
-        if (record.seq >= bounds.lastSeq) break;
-        base = { seq: record.seq, hash: record.hash };
-        bytes -= record.bytes;
-        this.log.removeSync(record.key);
-        removed++;
+        const seq = this.logSeq(key);
+        if (seq >= bounds.lastSeq) break;
+        base = { seq, hash: value.hash };
+        bytes -= value.bytes;
+        doomed.push(Buffer.from(key));
       }
+      for (const key of doomed) this.log.removeSync(key);
+      removed = doomed.length;
       if (base !== undefined) {
         this.meta.putSync(META_LOG_BASE, encodeHead(base.seq, base.hash));
         this.meta.putSync(META_LOG_BYTES, encodeU64(bytes));
