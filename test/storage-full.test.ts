@@ -167,6 +167,47 @@ describe('storage full', () => {
     }
   });
 
+  // Found by an audit of log retention (2026-12-07): the trimmer lowered the store's log size in memory inside its
+  // transaction, so a trim whose commit the full disk refused (nothing removed) left the size short by what it meant
+  // to remove. The next try subtracted again, below zero: every trim after it threw a RangeError, on a full disk and
+  // after space was freed alike, and the next commit wrote the wrong size to disk, where a restart read it back. A root
+  // (`--log-retain-entries 2`, eight 512 KiB entries, then a full disk) showed 8 entries of 200 bytes in its status,
+  // logged "log trim failed" with the RangeError every second, and kept its whole log once space was freed.
+  test('storage full: a trim the full disk refuses leaves the log size as it was, and the next trim after space is freed goes through', async (t) => {
+    if (skip !== undefined) {
+      t.skip(skip);
+      return;
+    }
+    const path = join(mountPoint, 'store-trim');
+    let store = Store.open({ path, mapBytes: 64 * 1024 * 1024 });
+    const filler = join(mountPoint, 'trim-filler');
+    try {
+      const entries = 8;
+      for (let i = 0; i < entries; i++) {
+        store.commit(Date.now(), (view) => view.apply({ type: 'put', key: Buffer.from(`trim/${i}`), value: Buffer.alloc(BIG_VALUE_BYTES, i) }));
+      }
+      const full = store.logBounds();
+      // Every entry's record is the same size: one key of the same length and one value each.
+      const recordBytes = full.bytes / entries;
+      assert.ok(Number.isInteger(recordBytes));
+      fillUp(filler);
+      for (let attempt = 1; attempt <= 2; attempt++) {
+        assert.throws(() => store.trimLog(2, Number.MAX_SAFE_INTEGER, 1_000), (error: MercuryError) => error.code === 'STORAGE_FULL', `trim attempt ${attempt}`);
+        assert.deepEqual(store.logBounds(), full, `after trim attempt ${attempt} on the full disk`);
+      }
+      rmSync(filler);
+      assert.equal(store.trimLog(2, Number.MAX_SAFE_INTEGER, 1_000), entries - 2);
+      const trimmed = { firstSeq: entries - 1, lastSeq: entries, bytes: 2 * recordBytes };
+      assert.deepEqual(store.logBounds(), trimmed);
+      await store.close();
+      store = Store.open({ path, mapBytes: 64 * 1024 * 1024 });
+      assert.deepEqual(store.logBounds(), trimmed, 'the size written is the size of the log');
+    } finally {
+      rmSync(filler, { force: true });
+      await store.close();
+    }
+  });
+
   // Found by an audit (stop 37): `snapshot save` onto a full disk said the transfer broke off (SNAPSHOT_INVALID), as if
   // the node had sent a bad file.
   test('storage full: snapshot save onto a full disk exits STORAGE_FULL, keeps no partial file', async (t) => {

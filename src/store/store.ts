@@ -1321,8 +1321,8 @@ export class Store {
     const count = bounds.lastSeq - bounds.firstSeq + 1;
     if (count <= 1 || (count <= retainEntries && bounds.bytes <= retainBytes)) return 0;
     let removed = 0;
+    let bytes = this.cachedLogBytes;
     this.writeSync(() => {
-      let bytes = this.cachedLogBytes;
       let base: ChainHead | undefined;
       // Collect first: removing while a cursor walks the same tree is not supported by lmdb-js. Only the records to
       // remove (and the one after them, which ends the walk), as sizes and hashes: collecting a whole batch of
@@ -1343,9 +1343,11 @@ export class Store {
       if (base !== undefined) {
         this.meta.putSync(META_LOG_BASE, encodeHead(base.seq, base.hash));
         this.meta.putSync(META_LOG_BYTES, encodeU64(bytes));
-        this.cachedLogBytes = bytes;
       }
     });
+    // Only once committed: a commit the disk refuses (full) removes nothing, and a size lowered anyway went below
+    // zero at the next try, failing every trim after it, and the next entry wrote it to disk.
+    this.cachedLogBytes = bytes;
     return removed;
   }
 
