@@ -645,3 +645,45 @@ describe('data corruption: a log key of another size', () => {
     }
   });
 });
+
+describe('data corruption: a log size record sound in form but too low', () => {
+  // Found by an audit of log retention (2026-12-07): the trimmer subtracted each removed record's size from the
+  // "logBytes" record, so one that said less than the log holds (damage the start cannot see: any u64 below 2^53 is a
+  // size) went below zero at a trim; every trim threw a RangeError from then on ("log trim failed", once a second)
+  // and the log grew without bound. A trim that finds it too low now sums the log again and says so.
+  test('data corruption: the first trim counts the log again, warns once, writes the sum back and retention goes on', async () => {
+    const dir = makeTempDir('corruption-log-bytes-low');
+    try {
+      const dataDir = join(dir, 'root');
+      const first = await startServe(dataDir);
+      for (const key of ['a', 'b', 'c', 'd', 'e']) await requestJson(first.url, 'PUT', `/v1/kv/${key}`, { body: `value of ${key}` });
+      await stopProcess(first.child, 'SIGTERM');
+      await rewriteRaw(dataDir, 'meta', 'logBytes', () => Buffer.from('0000000000000010', 'hex'));
+      const node = await startServe(dataDir, ['--log-retain-entries', '2']);
+      try {
+        type Log = { firstSeq: number; lastSeq: number; bytes: number };
+        const status = async (): Promise<Log> => (await requestJson<{ log: Log }>(node.url, 'GET', '/v1/status')).log;
+        assert.equal((await status()).bytes, 16, 'the start takes a record sound in form as it is');
+        const { seq } = await requestJson<{ seq: number }>(node.url, 'PUT', '/v1/kv/f', { body: 'value of f' });
+        await waitUntil('the trimmer keeps the last 2 entries', async () => (await status()).firstSeq === seq - 1);
+        const log = await status();
+        const records = (await requestJson<{ entries: unknown[] }>(node.url, 'GET', `/v1/log?from=${seq - 1}`)).entries;
+        assert.equal(records.length, 2);
+        assert.ok(log.bytes > 16 && log.bytes < 2_000, `the two records' size, counted: ${log.bytes}`);
+        assert.match(node.stderr(), /the log size record was too low: summed the log again and wrote the sum back.*"damage":"the log size was \d+ bytes, but the log holds \d+"/);
+        assert.doesNotMatch(node.stderr(), /log trim failed/);
+        await stopProcess(node.child, 'SIGTERM');
+        const again = await startServe(dataDir);
+        try {
+          assert.deepEqual(await requestJson<{ log: Log }>(again.url, 'GET', '/v1/status').then((answer) => answer.log), log, 'the sum was written back');
+        } finally {
+          await stopProcess(again.child, 'SIGTERM');
+        }
+      } finally {
+        await stopProcess(node.child, 'SIGTERM');
+      }
+    } finally {
+      removeDir(dir);
+    }
+  });
+});

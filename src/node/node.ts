@@ -1115,7 +1115,11 @@ export class MercuryNode {
         // A commit under way on the write thread holds the write lock: let it finish, then step in before the
         // committer's next turn (under steady reads and writes there is nearly always one).
         while (this.store.commitUnderWay()) await this.store.commitSettled();
-        if (this.store.trimLog(retainEntries, retainBytes, trimBatchEntries) === 0) break;
+        const removed = this.store.trimLog(retainEntries, retainBytes, trimBatchEntries);
+        const correction = this.store.takeLogBytesCorrection();
+        if (correction !== undefined)
+          this.logger.log('warn', 'the log size record was too low: summed the log again and wrote the sum back (it is a cache of that sum)', { damage: correction, logBytes: this.store.logBounds().bytes });
+        if (removed === 0) break;
         // Each step is one short write transaction; commits (or applies) go on between steps.
         await new Promise((resolve) => setImmediate(resolve));
       }

@@ -444,6 +444,8 @@ export class Store {
    * (readLogBytes; a writable open wrote the sum back); undefined when it was sound.
    */
   readonly summedLogBytes: string | undefined;
+  /** Set by a trim that found the log size too low and counted it again; taken by takeLogBytesCorrection. */
+  private logBytesCorrection: string | undefined;
 
   private constructor(options: StoreOptions, lock: DataDirLock | undefined) {
     this.path = options.path;
@@ -612,9 +614,23 @@ export class Store {
       if (Array.from(this.log.getKeys({ limit: 1 })).length === 0) return { bytes: 0, damage: undefined };
       damage = 'its log size record is missing, though the log holds entries';
     }
+    return { bytes: this.sumLogBytes(), damage };
+  }
+
+  /** The sum of the log's record sizes (what the "logBytes" record caches): one walk of the log's leaf pages. */
+  private sumLogBytes(): number {
     let bytes = 0;
     for (const { value } of this.logRecordSizes.getRange({})) bytes += value;
-    return { bytes, damage };
+    return bytes;
+  }
+
+  /**
+   * What the trimmer found wrong with the log size it was given and corrected (see trimLog), once: the node says so.
+   */
+  takeLogBytesCorrection(): string | undefined {
+    const correction = this.logBytesCorrection;
+    this.logBytesCorrection = undefined;
+    return correction;
   }
 
   static open(options: StoreOptions): Store {
@@ -1329,13 +1345,24 @@ export class Store {
       // records (up to 1,000, however few were removed) copied them all out of LMDB, and a root retaining 300 MB of
       // 1 MB entries stalled its event loop up to 1.5 s at each trim under steady writes.
       const doomed: Buffer[] = [];
+      let doomedBytes = 0;
       for (const { key, value } of this.logRecordEnds.getRange({ start: seqKey(bounds.firstSeq), limit: batchEntries })) {
         const remaining = count - doomed.length;
         if (remaining <= 1 || (remaining <= retainEntries && bytes <= retainBytes)) break;
         const seq = this.logSeq(key);
         if (seq >= bounds.lastSeq) break;
         base = { seq, hash: value.hash };
+        if (bytes < value.bytes) {
+          // The log holds more than the size it was given: a "logBytes" record sound in form but too low (damage; or
+          // written by a build whose failed trims lowered it). Subtracting went below zero, every trim threw from
+          // then on and the log grew without bound (audit, 2026-12-07). The sum is counted again, as at an open that
+          // finds the record damaged, and written back with this trim.
+          const summed = this.sumLogBytes();
+          this.logBytesCorrection = `the log size was ${this.cachedLogBytes} bytes, but the log holds ${summed}`;
+          bytes = summed - doomedBytes;
+        }
         bytes -= value.bytes;
+        doomedBytes += value.bytes;
         doomed.push(Buffer.from(key));
       }
       for (const key of doomed) this.log.removeSync(key);
