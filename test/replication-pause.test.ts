@@ -6,6 +6,9 @@
  *   diverged, so the pause stayed until an operator's resync, with the disk fine and the replica diverged;
  * - a retry that meets damaged data in the store halts replication (nothing is retried until an operator resyncs or
  *   restores), yet /readyz said "replication paused, retried every second" beside "NOT_JOINED: replication halted".
+ * And the other way round: the replication machine made afresh after the failure started its counts from 0, so status
+ * and the gauges that are counters fell, and `mercury resync --wait` gave up RESYNC_STALLED on a resync that a failed
+ * install delayed (it waits for one install more than it read, and the retry's made 1 again).
  *
  * A real root and a real replica, in this process so that a store method can fail with the store's own STORAGE_FULL
  * error (support/replica-pause.ts: a full disk cannot be made to fail LMDB's small writes reliably). The fork is real
@@ -17,7 +20,7 @@ import { join } from 'node:path';
 import { afterEach, describe, test } from 'node:test';
 import { NodeClient } from '../src/client/index.js';
 import type { MercuryNode } from '../src/node/index.js';
-import { request, requestJson } from './support/http.js';
+import { metricValue, request, requestJson } from './support/http.js';
 import { rewriteRaw } from './support/lmdb-records.js';
 import { freePort } from './support/net.js';
 import { runCli } from './support/process.js';
@@ -82,6 +85,46 @@ describe('replication pause', () => {
     assert.equal(ready.status, 503);
     assert.doesNotMatch(ready.body.toString(), /replication paused/);
     assert.match(ready.body.toString(), /NOT_JOINED: the replica is diverged/);
+  });
+
+  test('replication pause: the replica made afresh keeps its counts, so `mercury resync --wait` sees a resync done across a failed install', async () => {
+    const root = await serve('count-root');
+    for (let i = 0; i < 3; i++) await requestJson(root.url, 'PUT', `/v1/kv/count/${i}`, { body: 'value' });
+
+    const errors: string[] = [];
+    const following = await followingReplica(join(dir, 'count-replica'), root.replication, root.url, errors);
+    replica = following.replica;
+    const { status } = following;
+    const url = replica.url;
+    const joined = (await status()).replication;
+    assert.equal(joined.snapshotsInstalled, 1, 'joined by a snapshot');
+    const switches = joined.upstreamSwitches ?? 0;
+    assert.ok(switches >= 1);
+
+    // The resync's snapshot arrives whole, and its install meets a full disk until the test has seen the pause.
+    const { faults, heal } = failWithFullDisk(replica.store, 'finishSnapshotInstall');
+    const waited = runCli(['resync', '--url', url, '--wait', '--wait-timeout-ms', '4000']);
+    await eventually(
+      async () => faults.length > 0 && (await status()).replication.storagePause !== null,
+      async () => `the failed install did not pause replication: ${faults.length} attempts; ${JSON.stringify((await status()).replication)}`,
+    );
+    const paused = (await status()).replication;
+    const pausedSwitches = await metricValue(url, /^mercury_replication_upstream_switches /);
+    heal();
+    const result = await waited;
+
+    // `resync --wait` took the installs it had read before it asked, and waits for one more: the machine made afresh
+    // after the failure counted from 0, so the retry's install made 1, never more, and it gave up RESYNC_STALLED.
+    assert.equal(result.code, 0, `${result.stderr}\n${JSON.stringify((await status()).replication)}`);
+    assert.match(result.stdout.toString(), /^resync done in /);
+    // Counts since start, in status and in the gauges that are counters: a pause is not a restart.
+    assert.equal(paused.snapshotsInstalled, 1, 'the failed install is not counted, the join still is');
+    assert.ok((paused.upstreamSwitches ?? 0) >= switches, `upstream switches went from ${switches} to ${paused.upstreamSwitches}`);
+    assert.ok(pausedSwitches >= switches, `mercury_replication_upstream_switches went from ${switches} to ${pausedSwitches}`);
+    const done = (await status()).replication;
+    assert.equal(done.snapshotsInstalled, 2, 'the join and the resync');
+    assert.equal(await metricValue(url, /^mercury_replication_snapshots_installed_total /), 2, 'status and the metric agree');
+    assert.ok(errors.some((line) => line.startsWith('replication paused: the store cannot write')), errors.join('\n'));
   });
 
   test('replication pause: a halt on damaged data, met by the retry, ends the pause; a resync that cannot be recorded leaves none, one that can follows', async () => {

@@ -31,7 +31,7 @@ import { MercuryError, isDataCorrupted } from '../errors/index.js';
 import { clientTlsOptions, type TlsMaterial } from '../net/index.js';
 import type { Store } from '../store/index.js';
 import { ROOT_KEY_KEY, TrustedKeys } from '../trust/index.js';
-import { Downstream, type Divergence, type DownstreamAction, type DownstreamStatus } from './downstream.js';
+import { Downstream, type Divergence, type DownstreamAction, type DownstreamHistory, type DownstreamStatus } from './downstream.js';
 import { REPLICATION_LIMITS, type ReplicationLimits } from './limits.js';
 import type { Heartbeat } from './protocol.js';
 
@@ -118,6 +118,12 @@ export class ReplicationClient {
   private readonly heldBytesMax: number;
   /** Sockets paused because too much was held; resumed when the held entries are written (`resumeHeldBack`). */
   private readonly pausedSockets = new Set<net.Socket>();
+  /**
+   * Entries written and snapshots installed since start: what a machine made afresh counts from (`dropMachine`), since
+   * the one it replaces counted what it verified, and what it held or failed to write or install is dropped unwritten.
+   */
+  private entriesWritten = 0;
+  private snapshotsWritten = 0;
 
   constructor(options: ReplicationClientOptions) {
     this.options = options;
@@ -128,8 +134,8 @@ export class ReplicationClient {
     this.timer = new TickTimer(options.clock, () => this.perform(this.downstream.tick(options.clock.monotonicMs())));
   }
 
-  /** A state machine that starts from what the store holds. */
-  private machineFromStore(): Downstream {
+  /** A state machine that starts from what the store holds, and from `history` when it replaces one (see DownstreamHistory). */
+  private machineFromStore(history?: DownstreamHistory): Downstream {
     const store = this.options.store;
     const head = store.head();
     const headTimeMs = head.seq === 0 ? undefined : store.readLog(head.seq, 1)[0]?.entry.timeMs;
@@ -149,6 +155,7 @@ export class ReplicationClient {
       // Where the last run left replication (docs/decisions.md, record 58): a resync to carry on, or a divergence.
       resync: store.resyncRequested,
       divergence: store.recordedDivergence(),
+      history,
     });
   }
 
@@ -192,7 +199,9 @@ export class ReplicationClient {
     this.pausedSockets.clear();
     for (const socket of this.sockets.values()) socket.destroy();
     this.sockets.clear();
-    this.downstream = this.machineFromStore();
+    // Not a new process: status and the gauges that are counters go on from what was done. A fresh count of installs
+    // had `mercury resync --wait`, which waits for one more than it read, give up on a resync that a full disk delayed.
+    this.downstream = this.machineFromStore({ ...this.downstream.history(), entriesApplied: this.entriesWritten, snapshotsInstalled: this.snapshotsWritten });
   }
 
   /** The weight of the verified entries held for writing (the gauge `mercury_replication_held_bytes`). */
@@ -371,6 +380,7 @@ export class ReplicationClient {
       case 'snapshotFinish':
         // With trusted keys the machine verified the snapshot's signed head before this: the data is verified.
         store.finishSnapshotInstall(action.seq, action.hash, action.datasetId, this.options.trustKeys !== undefined);
+        this.snapshotsWritten++;
         this.pausedBy = undefined;
         this.options.onChainReset(action.seq);
         break;
@@ -459,6 +469,7 @@ export class ReplicationClient {
     this.options.onVerified?.(entries);
     const startedMs = clock.monotonicMs();
     store.applyVerified(entries);
+    this.entriesWritten += entries.length;
     this.pausedBy = undefined;
     this.options.onApplied(entries, clock.monotonicMs() - startedMs);
     return cut.keys;

@@ -163,6 +163,27 @@ export interface DownstreamOptions {
    * and tells its children what it told them before. Ignored with `resync`, which is its remedy.
    */
   readonly divergence?: Divergence;
+  /** What the machine this one replaces had counted and taken (`history()`); absent: a new process, nothing yet. */
+  readonly history?: DownstreamHistory;
+}
+
+/**
+ * What a machine made afresh from the store (client.ts, after a storage failure or a halt on damaged data) takes over
+ * from the one it replaces, since the process goes on: the counts status and metrics report since start (`mercury
+ * resync --wait` compares installs; the gauges that are counters must not fall), the last failure and signature
+ * refusal an operator looks for, and the signed heartbeats taken, each taken at most once per process (decision 47).
+ */
+export interface DownstreamHistory {
+  readonly upstreamSwitches: number;
+  readonly entriesApplied: number;
+  readonly snapshotsInstalled: number;
+  readonly lastFailure: string | undefined;
+  readonly signatureRefusals: number;
+  readonly lastSignatureRefusal: SignatureRefusal | undefined;
+  readonly unsignedSnapshotsDeclined: number;
+  readonly heartbeatsIgnored: number;
+  readonly beatsTaken: ReadonlyMap<string, number>;
+  readonly signedRootSeq: number;
 }
 
 /**
@@ -347,6 +368,35 @@ export class Downstream {
     this.resyncRequested = options.resync === true;
     if (!this.resyncRequested && options.divergence !== undefined)
       this.currentDivergence = { reason: options.divergence.reason, head: { seq: options.divergence.head.seq, hash: Buffer.from(options.divergence.head.hash) } };
+    const history = options.history;
+    if (history !== undefined) {
+      this.upstreamSwitches = history.upstreamSwitches;
+      this.entriesApplied = history.entriesApplied;
+      this.snapshotsInstalled = history.snapshotsInstalled;
+      this.lastFailure = history.lastFailure;
+      this.signatureRefusals = history.signatureRefusals;
+      this.lastSignatureRefusal = history.lastSignatureRefusal;
+      this.unsignedSnapshotsDeclined = history.unsignedSnapshotsDeclined;
+      this.heartbeatsIgnored = history.heartbeatsIgnored;
+      for (const [epoch, beat] of history.beatsTaken) this.beatsTaken.set(epoch, beat);
+      this.signedRootSeq = history.signedRootSeq;
+    }
+  }
+
+  /** What a machine that replaces this one in the same process takes over (see DownstreamHistory). */
+  history(): DownstreamHistory {
+    return {
+      upstreamSwitches: this.upstreamSwitches,
+      entriesApplied: this.entriesApplied,
+      snapshotsInstalled: this.snapshotsInstalled,
+      lastFailure: this.lastFailure,
+      signatureRefusals: this.signatureRefusals,
+      lastSignatureRefusal: this.lastSignatureRefusal,
+      unsignedSnapshotsDeclined: this.unsignedSnapshotsDeclined,
+      heartbeatsIgnored: this.heartbeatsIgnored,
+      beatsTaken: new Map(this.beatsTaken),
+      signedRootSeq: this.signedRootSeq,
+    };
   }
 
   /** The URL for HELLO: a str8, so a longer one (an odd --advertise-url) is left out rather than breaking the handshake. */

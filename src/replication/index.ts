@@ -48,7 +48,7 @@ export type {
   WelcomeMessage,
 } from './protocol.js';
 export { Downstream, backoffDelayMs } from './downstream.js';
-export type { Divergence, DownstreamAction, DownstreamOptions, DownstreamPhase, DownstreamStatus } from './downstream.js';
+export type { Divergence, DownstreamAction, DownstreamHistory, DownstreamOptions, DownstreamPhase, DownstreamStatus } from './downstream.js';
 export { Upstream } from './upstream.js';
 export type { ChildAuthorization, UpstreamAction, UpstreamOptions, UpstreamPhase, UpstreamStatus } from './upstream.js';
 export type { LogSource, SnapshotSource } from './source.js';

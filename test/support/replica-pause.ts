@@ -22,7 +22,7 @@ export function diskFullFault(): MercuryError {
  * Makes `store[method]` throw the store's full-disk error (`diskFullFault`) until `heal` is called, and the call
  * through afterwards; `faults` holds each error thrown.
  */
-export function failWithFullDisk(store: Store, method: 'applyVerified' | 'recordDivergence'): { faults: MercuryError[]; heal: () => void } {
+export function failWithFullDisk(store: Store, method: 'applyVerified' | 'recordDivergence' | 'finishSnapshotInstall'): { faults: MercuryError[]; heal: () => void } {
   const original = (store[method] as (...args: unknown[]) => void).bind(store);
   const faults: MercuryError[] = [];
   let failing = true;
