@@ -23,8 +23,8 @@ import { describe, test } from 'node:test';
 import { NodeClient } from '../src/client/index.js';
 import { request } from './support/http.js';
 import { freePort, stallingProxy } from './support/net.js';
-import { runCli, stopProcess } from './support/process.js';
-import { assertSameChain, converged, eventually, forkRoot, get, statusOf, treeForSuite } from './support/tree.js';
+import { runCli, stopProcess, type ServeProcess } from './support/process.js';
+import { assertSameChain, converged, eventually, forkRoot, get, statusOf, treeForSuite, type StatusJson } from './support/tree.js';
 
 const KEYS = 6_000;
 const VALUE = 'd'.repeat(1024);
@@ -34,6 +34,43 @@ const FORWARD_BYTES = 2.5 * 1024 * 1024;
 describe('crash - a diverged replica killed during its resync', () => {
   const tree = treeForSuite('crash-resync-diverged');
   const { dir, serve } = tree;
+
+  /**
+   * A relay (`NAME-relay`, started with `relayArgs` besides its upstream) that followed a root (`NAME-root`) and stopped
+   * for divergence once that root was restored from an older backup (`NAME-root2`, at the same ports: `rootArgs`).
+   */
+  async function divergedRelay(name: string, relayArgs: string[] = []): Promise<{ root: ServeProcess; rootArgs: string[]; relay: ServeProcess; forked: StatusJson }> {
+    const rootArgs = ['--listen', `127.0.0.1:${await freePort()}`, '--replication-listen', `127.0.0.1:${await freePort()}`];
+    const oldRoot = await serve(`${name}-root`, rootArgs);
+    const client = new NodeClient(oldRoot.url);
+    for (let i = 0; i < 5; i++) await client.put(`shared/${i}`, 'both');
+    const backup = join(dir, `${name}-backup.snap`);
+    assert.equal((await runCli(['snapshot', 'save', backup, '--url', oldRoot.url])).code, 0);
+    for (let i = 0; i < 3; i++) await client.put(`fork/old${i}`, 'old');
+    const relay = await serve(`${name}-relay`, ['--upstream', oldRoot.replication, ...relayArgs]);
+    const forked = await converged(oldRoot, [relay]);
+
+    const root = await forkRoot(tree, oldRoot, backup, `${name}-root2`, rootArgs);
+    await eventually(
+      async () => (await statusOf(relay)).replication.phase === 'diverged',
+      async () => `the relay did not find the fork: ${JSON.stringify((await statusOf(relay)).replication)}`,
+      20_000,
+    );
+    return { root, rootArgs, relay, forked };
+  }
+
+  /** Waits until `leaf`, which lists only a relay holding the forked chain, is refused UPSTREAM_DIVERGED, having joined nothing. */
+  async function refusedByRelay(leaf: ServeProcess, relay: string): Promise<void> {
+    await eventually(
+      async () => /UPSTREAM_DIVERGED/.test((await statusOf(leaf)).replication.lastFailure ?? ''),
+      async () => `the leaf was not refused by the ${relay} relay: ${JSON.stringify((await statusOf(leaf)).replication)}; keys: ${(await statusOf(leaf)).keys}`,
+      20_000,
+    );
+    const leafStatus = await statusOf(leaf);
+    assert.equal(leafStatus.datasetId, '', 'the leaf joined nothing');
+    assert.equal(leafStatus.keys, 0);
+    assert.equal(await get(leaf, 'fork/old0'), undefined, 'the forked chain went to no child');
+  }
 
   test('crash resync diverged: killed mid-resync, the restarted replica carries the resync on and converges without being asked again', async () => {
     // Fixed ports: the restored root takes the old one's place, where the proxy points.
@@ -97,27 +134,14 @@ describe('crash - a diverged replica killed during its resync', () => {
   });
 
   test('crash diverged relay: restarted while its upstream is down, it stays diverged and serves its forked chain to no child', async () => {
-    const rootArgs = ['--listen', `127.0.0.1:${await freePort()}`, '--replication-listen', `127.0.0.1:${await freePort()}`];
-    const oldRoot = await serve('relay-root', rootArgs);
-    const client = new NodeClient(oldRoot.url);
-    for (let i = 0; i < 5; i++) await client.put(`shared/${i}`, 'both');
-    const backup = join(dir, 'relay-backup.snap');
-    assert.equal((await runCli(['snapshot', 'save', backup, '--url', oldRoot.url])).code, 0);
-    for (let i = 0; i < 3; i++) await client.put(`fork/old${i}`, 'old');
-    let relay = await serve('relay', ['--upstream', oldRoot.replication]);
-    const forked = await converged(oldRoot, [relay]);
-
-    let root = await forkRoot(tree, oldRoot, backup, 'relay-root2', rootArgs);
-    await eventually(
-      async () => (await statusOf(relay)).replication.phase === 'diverged',
-      async () => `the relay did not find the fork: ${JSON.stringify((await statusOf(relay)).replication)}`,
-      20_000,
-    );
+    const diverged = await divergedRelay('restart');
+    let { root, relay } = diverged;
+    const { rootArgs, forked } = diverged;
 
     // Killed, and restarted while the root is down: nothing can tell it again that its chain forked.
     await stopProcess(relay.child, 'SIGKILL');
     await stopProcess(root.child, 'SIGTERM');
-    relay = await serve('relay', ['--upstream', root.replication]);
+    relay = await serve('restart-relay', ['--upstream', root.replication]);
     const status = await statusOf(relay);
     assert.equal(status.replication.phase, 'diverged', JSON.stringify(status.replication));
     assert.equal(status.seq, forked.seq);
@@ -125,16 +149,8 @@ describe('crash - a diverged replica killed during its resync', () => {
     assert.match(status.replication.divergedReason ?? '', /CHAIN_DIVERGED/);
     assert.equal((await request(relay.url, 'GET', '/readyz')).status, 503);
 
-    const leaf = await serve('leaf', ['--upstream', relay.replication]);
-    await eventually(
-      async () => /UPSTREAM_DIVERGED/.test((await statusOf(leaf)).replication.lastFailure ?? ''),
-      async () => `the leaf was not refused by the diverged relay: ${JSON.stringify((await statusOf(leaf)).replication)}`,
-      20_000,
-    );
-    const leafStatus = await statusOf(leaf);
-    assert.equal(leafStatus.datasetId, '', 'the leaf joined nothing');
-    assert.equal(leafStatus.keys, 0);
-    assert.equal(await get(leaf, 'fork/old0'), undefined, 'the forked chain went to no child');
+    const leaf = await serve('restart-leaf', ['--upstream', relay.replication]);
+    await refusedByRelay(leaf, 'diverged');
 
     // A machine crash: killed, and started under another boot id (what a reboot leaves). The unsynced guard discards
     // the store, the record with the forked chain it describes: empty, the relay has nothing of the fork to serve.
@@ -142,7 +158,7 @@ describe('crash - a diverged replica killed during its resync', () => {
     const relayReplication = relay.replication;
     await stopProcess(relay.child, 'SIGKILL');
     writeFileSync(join(relay.dataDir, 'unsynced-guard.json'), JSON.stringify({ bootId: 'an-earlier-boot', clean: false }));
-    relay = await serve('relay', ['--upstream', root.replication, '--listen', '127.0.0.1:0', '--replication-listen', relayReplication]);
+    relay = await serve('restart-relay', ['--upstream', root.replication, '--listen', '127.0.0.1:0', '--replication-listen', relayReplication]);
     const rebooted = await statusOf(relay);
     assert.notEqual(rebooted.replication.phase, 'diverged', JSON.stringify(rebooted.replication));
     assert.equal(rebooted.seq, 0);
@@ -150,11 +166,42 @@ describe('crash - a diverged replica killed during its resync', () => {
     assert.equal(await get(relay, 'fork/old0'), undefined);
 
     // The root back: the relay joins its chain by itself (the snapshot a resync would have asked for), the leaf too.
-    root = await serve('relay-root2', rootArgs);
+    root = await serve('restart-root2', rootArgs);
     await converged(root, [relay, leaf]);
     await assertSameChain(relay, root);
     assert.equal(await get(leaf, 'fork/old0'), undefined);
     assert.equal(await get(leaf, 'fork/new5'), 'new');
     assert.equal((await request(relay.url, 'GET', '/readyz')).status, 200);
+  });
+
+  test('crash diverged relay: resynced while its upstream is down, it refuses its children as before, across a restart, until the snapshot installs', async () => {
+    const relayArgs = ['--listen', '127.0.0.1:0', '--replication-listen', `127.0.0.1:${await freePort()}`];
+    const diverged = await divergedRelay('resync', relayArgs);
+    let { root, relay } = diverged;
+
+    // The operator resyncs the relay while the root is down: until a snapshot replaces it, the relay holds the forked
+    // chain. (Before, the request alone ended the refusals: a leaf that joined meanwhile took a snapshot of the fork.)
+    await stopProcess(root.child, 'SIGTERM');
+    await new NodeClient(relay.url).resync();
+    const resyncing = await statusOf(relay);
+    assert.equal(resyncing.replication.resyncPending, true);
+    assert.notEqual(resyncing.replication.phase, 'diverged', 'the relay follows again, for its snapshot');
+    const leaf = await serve('resync-leaf', ['--upstream', relay.replication]);
+    await refusedByRelay(leaf, 'resyncing');
+
+    // Restarted with the resync still pending (the recorded request carries it on): the same.
+    await stopProcess(relay.child, 'SIGKILL');
+    relay = await serve('resync-relay', ['--upstream', root.replication, ...relayArgs]);
+    assert.equal((await statusOf(relay)).replication.resyncPending, true);
+    await stopProcess(leaf.child, 'SIGKILL');
+    const leafAgain = await serve('resync-leaf', ['--upstream', relay.replication]);
+    await refusedByRelay(leafAgain, 'restarted');
+
+    // The root back: the resync installs the root's snapshot, and the leaf follows the relay on the root's chain.
+    root = await serve('resync-root2', diverged.rootArgs);
+    await converged(root, [relay, leafAgain]);
+    await assertSameChain(leafAgain, root);
+    assert.equal(await get(leafAgain, 'fork/old0'), undefined);
+    assert.equal(await get(leafAgain, 'fork/new5'), 'new');
   });
 });

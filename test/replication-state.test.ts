@@ -551,14 +551,18 @@ describe('replication state machines', () => {
     const again = ofType(restarted.resync(T0 + 1), 'connect')[0]!;
     const [hello] = sent(restarted.connected(T0 + 1, again.connId));
     assert.ok(hello?.type === 'hello' && hello.resync);
-    assert.equal(restarted.divergence(), undefined);
+    // Following again, for the snapshot; the children are judged by the condemned chain until it is replaced.
+    assert.equal(restarted.status().divergedReason, undefined);
+    assert.deepEqual(restarted.divergence(), recorded!.divergence);
 
-    // Restarted with a resync pending (which wins over a divergence): the first HELLO asks for the snapshot.
+    // Restarted with a resync pending (which wins over a divergence): the first HELLO asks for the snapshot, and the
+    // children are judged by the divergence until it installs.
     const resyncing = new Downstream({ ...options, resync: true, divergence: recorded!.divergence });
     const first = ofType(resyncing.start(T0), 'connect')[0]!;
     const [resyncHello] = sent(resyncing.connected(T0, first.connId));
     assert.ok(resyncHello?.type === 'hello' && resyncHello.resync);
     assert.equal(resyncing.status().resyncPending, true);
+    assert.deepEqual(resyncing.divergence(), recorded!.divergence);
     // Halted on damaged data meanwhile: not stuck behind the pending request, an operator's resync starts one again.
     resyncing.halt(T0 + 1, 'DATA_CORRUPTED: key "a"');
     assert.equal(resyncing.status().resyncPending, false);

@@ -160,7 +160,8 @@ export interface DownstreamOptions {
   readonly resync?: boolean;
   /**
    * The divergence recorded before a restart (a `diverged` action): the node starts stopped, as it was, until `resync`,
-   * and tells its children what it told them before. Ignored with `resync`, which is its remedy.
+   * and tells its children what it told them before. With `resync`, its remedy under way, the node follows for the
+   * snapshot, and its children are still told it until the snapshot installs (`divergence()`).
    */
   readonly divergence?: Divergence;
   /** What the machine this one replaces had counted and taken (`history()`); absent: a new process, nothing yet. */
@@ -324,6 +325,11 @@ export class Downstream {
   private resyncRequested = false;
   private currentDivergence: Divergence | undefined;
   /**
+   * The divergence a resync is remedying: the node follows again, for its snapshot, but holds the condemned chain until
+   * that installs, so its children are judged by it meanwhile (`divergence()`). Cleared by the install.
+   */
+  private resyncedDivergence: Divergence | undefined;
+  /**
    * What each upstream (by index) answered about this node's chain since one last gave it entries or a snapshot:
    * CHAIN_DIVERGED (a vote) or UPSTREAM_DIVERGED (an abstention). An upstream's refusal is its word alone (a relay may
    * lie, and a refusal carries no signature): the replica stops only when every upstream it lists has voted or
@@ -366,8 +372,11 @@ export class Downstream {
     this.headTimeMs = options.headTimeMs;
     this.trust = options.trust;
     this.resyncRequested = options.resync === true;
-    if (!this.resyncRequested && options.divergence !== undefined)
-      this.currentDivergence = { reason: options.divergence.reason, head: { seq: options.divergence.head.seq, hash: Buffer.from(options.divergence.head.hash) } };
+    if (options.divergence !== undefined) {
+      const divergence = { reason: options.divergence.reason, head: { seq: options.divergence.head.seq, hash: Buffer.from(options.divergence.head.hash) } };
+      if (this.resyncRequested) this.resyncedDivergence = divergence;
+      else this.currentDivergence = divergence;
+    }
     const history = options.history;
     if (history !== undefined) {
       this.upstreamSwitches = history.upstreamSwitches;
@@ -555,6 +564,9 @@ export class Downstream {
   resync(nowMs: number): DownstreamAction[] {
     if (this.phase === 'stopped' || this.resyncRequested) return [];
     this.resyncRequested = true;
+    // Stopped no more, but the chain it condemned is still this node's until the snapshot replaces it: a relay that
+    // welcomed children meanwhile gave a joining one a snapshot of the fork, for as long as its upstream was away.
+    this.resyncedDivergence = this.currentDivergence ?? this.resyncedDivergence;
     this.currentDivergence = undefined;
     this.divergedVotes.clear();
     this.failures = 0;
@@ -646,9 +658,12 @@ export class Downstream {
     };
   }
 
-  /** Why this node stopped following for divergence, and at which head; undefined before, and again after a resync. */
+  /**
+   * Why this node stopped following for divergence, and at which head: what its children are told. Undefined before,
+   * and again once a resync installed its snapshot; while the resync fetches it, the node still holds that chain.
+   */
   divergence(): Divergence | undefined {
-    return this.currentDivergence;
+    return this.currentDivergence ?? this.resyncedDivergence;
   }
 
   /** The connection the machine currently uses (connecting or connected), if any. */
@@ -989,6 +1004,7 @@ export class Downstream {
     this.headTimeMs = undefined;
     this.datasetId = datasetId;
     this.resyncRequested = false;
+    this.resyncedDivergence = undefined;
     this.snapshotsInstalled++;
     this.divergedVotes.clear();
     this.phase = 'streaming';

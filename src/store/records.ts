@@ -17,7 +17,7 @@
  *         "verified"  -> "1"          a replica's data all came through signature checks (docs/decisions.md, 38)
  *         "resync"    -> "1"          a replica's resync was asked for and no snapshot has completed it yet
  *         "diverged"  -> u64 seq | 32-byte hash | utf8 reason   the head at which a replica stopped following for
- *                                     divergence, until a resync; "resync" and "diverged" go with a snapshot install
+ *                                     divergence, until a resync installs its snapshot: both go with that install
  * staging key bytes -> kv record   a snapshot being received, until it is complete and verified
  * ```
  *

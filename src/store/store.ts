@@ -1605,15 +1605,13 @@ export class Store {
   }
 
   /**
-   * Replica: records an operator's resync request, before it is acknowledged, so that a restart carries it on; a
-   * divergence recorded before is over (the resync is its remedy). Removed by the snapshot install that completes it.
+   * Replica: records an operator's resync request, before it is acknowledged, so that a restart carries it on. A
+   * divergence recorded before stays until the snapshot install that completes the resync removes both: until then the
+   * store holds the condemned chain, and a relay restarted meanwhile refuses its children by it as before.
    */
   requestResync(): void {
     this.assertWritable();
-    this.writeSync(() => {
-      this.meta.putSync(META_RESYNC, Buffer.from('1'));
-      this.meta.removeSync(META_DIVERGED);
-    });
+    this.writeSync(() => void this.meta.putSync(META_RESYNC, Buffer.from('1')));
   }
 
   /** Replica: records that it stopped following at `head` because its chain diverged, so that a restart stays stopped. */
