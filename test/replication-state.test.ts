@@ -715,6 +715,39 @@ describe('replication state machines', () => {
     assert.equal(downstream.status().consecutiveFailures, 1);
   });
 
+  test('downstream: consecutiveFailures falls to 0 once a session has lasted backoffResetMs, not at the next failure', () => {
+    const root = rootStore(3);
+    const { downstream, store } = newReplica({ upstreams: ['up-a'] });
+    let [connect] = downstream.start(T0);
+    let now = T0;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      assert.ok(connect?.type === 'connect');
+      downstream.closed(now, connect.connId, 'connect ECONNREFUSED');
+      now = downstream.nextTickMs()!;
+      [connect] = downstream.tick(now);
+    }
+    assert.ok(connect?.type === 'connect');
+    const link = new Link(downstream, store, newUpstream(root, { nowMs: now }), connect.connId);
+    link.fromDownstream(downstream.connected(now, connect.connId));
+    link.settle();
+    assert.equal(downstream.status().phase, 'streaming');
+    assert.equal(downstream.status().consecutiveFailures, 2, 'a session is not proven before backoffResetMs');
+    // Heartbeats keep it alive past the reset time; the machine is ticked whenever it asks. Before, status kept saying 2
+    // for as long as the session lasted (hours), the count being reset only by the next failure.
+    const welcomedMs = now;
+    while (now < welcomedMs + L.backoffResetMs + L.heartbeatIntervalMs) {
+      now += L.heartbeatIntervalMs;
+      while (downstream.nextTickMs()! <= now) downstream.tick(downstream.nextTickMs()!);
+      const up = link.upstream.heartbeat(now, { rootSeq: 3, rootTimeMs: now, path: [] });
+      downstream.receive(now, link.connId, Buffer.concat(ofType(up, 'send').map((action) => action.bytes)));
+    }
+    assert.equal(downstream.status().phase, 'streaming');
+    assert.equal(downstream.status().consecutiveFailures, 0);
+    downstream.closed(now, link.connId);
+    assert.equal(downstream.status().consecutiveFailures, 1);
+    assert.equal(downstream.nextTickMs()! - now, L.reconnectBackoffMsMin);
+  });
+
   test('downstream: an upstream whose WELCOME or heartbeat path holds this node is a loop', () => {
     const root = rootStore(3);
     const { downstream } = newReplica({ store: rootStore(3) });

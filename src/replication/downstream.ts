@@ -514,12 +514,20 @@ export class Downstream {
         `upstream withholding: its heartbeats say the root is at seq ${session.lastHeartbeatRootSeq}, this node is at ${this.head.seq}, and nothing more came for ${staleMs} ms`,
         actions,
       );
+    // The session has proven the upstream: the failures before it are no longer consecutive. Status said so only at the
+    // next failure, so a replica streaming for hours still showed the failures that preceded it.
+    if (this.failures > 0 && this.provenSession(session, nowMs)) this.failures = 0;
     if (this.shouldReturnToPreferred(session, nowMs)) return this.returnToPreferred(nowMs, session, actions);
     // The keep-alive ACK has a timer of its own, at whatever phase the session began: sent on each heartbeat instead (one
     // wake-up a second less, idle replica CPU -20%), every replica's ACK joined the heartbeat's burst through the tree,
     // and bench:propagation's p99 to 1,000 replicas rose from 89-106 to 123-129 ms (docs/performance.md).
     if (nowMs - session.lastAckMs >= this.limits.ackIntervalMs) this.ack(nowMs, session, actions);
     return actions;
+  }
+
+  /** A session welcomed `backoffResetMs` ago: the backoff starts from the minimum again after it. */
+  private provenSession(session: Session, nowMs: number): boolean {
+    return session.welcome !== undefined && nowMs - session.startedMs >= this.limits.backoffResetMs;
   }
 
   private shouldReturnToPreferred(session: Session, nowMs: number): boolean {
@@ -548,6 +556,7 @@ export class Downstream {
     if (session === undefined) return undefined;
     if (session.welcome === undefined) return session.startedMs + this.limits.handshakeTimeoutMs;
     return Math.min(
+      this.failures > 0 ? session.startedMs + this.limits.backoffResetMs : Infinity,
       session.lastProgressMs + this.staleAfterMs(),
       (session.behindSinceMs ?? Infinity) + this.staleAfterMs(),
       session.lastAckMs + this.limits.ackIntervalMs,
@@ -1089,7 +1098,7 @@ export class Downstream {
     const session = this.session;
     assert.ok(session !== undefined);
     this.endSession(session, reason, actions, options.peerClosed ?? false);
-    if (session.welcome !== undefined && nowMs - session.startedMs >= this.limits.backoffResetMs) this.failures = 0;
+    if (this.provenSession(session, nowMs)) this.failures = 0;
     this.failures++;
     this.lastFailure = reason;
     this.nextIndex = (session.index + 1) % this.upstreams.length;
