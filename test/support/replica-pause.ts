@@ -5,7 +5,7 @@
  */
 import { validateConfig } from '../../src/config/index.js';
 import type { MercuryError } from '../../src/errors/index.js';
-import { MercuryNode, NODE_LIMITS_TEST } from '../../src/node/index.js';
+import { MercuryNode, NODE_LIMITS_TEST, validateNodeLimits, withLimits } from '../../src/node/index.js';
 import { storageFault } from '../../src/store/health.js';
 import type { Store } from '../../src/store/index.js';
 import { recordingLogger, requestJson } from './http.js';
@@ -42,7 +42,10 @@ export function failWithFullDisk(store: Store, method: 'applyVerified' | 'record
 export async function followingReplica(dataDir: string, upstream: string, rootUrl: string, errors: string[]): Promise<{ replica: MercuryNode; status: () => Promise<PauseStatus> }> {
   const replica = await MercuryNode.start(validateConfig({ dataDir, port: 0, upstreams: [upstream] }), {
     auth: 'off',
-    limits: NODE_LIMITS_TEST,
+    // Test timings, but for the stale time: the root is a `mercury serve` process, which heartbeats once a second, and
+    // the test limits' 750 ms had the replica give up on it between two heartbeats and reconnect all through a test
+    // (its lastFailure "upstream stale"; review, 2026-12-07).
+    limits: validateNodeLimits(withLimits(NODE_LIMITS_TEST, { replication: { upstreamStaleMs: 3_000, preferredUpstreamRetryMs: 6_000 } })),
     logger: recordingLogger(errors),
   });
   const status = (): Promise<PauseStatus> => requestJson<PauseStatus>(replica.url, 'GET', '/v1/status');
