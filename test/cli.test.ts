@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { testCertificates } from './support/certs.js';
 import { requestJson, type LogPage } from './support/http.js';
-import { CLI_PATH, makeTempDir, removeDir, runCli, startServe, stopProcess, type CliResult, type ServeProcess } from './support/process.js';
+import { CLI_PATH, makeTempDir, removeDir, runCli, serveRefused, startServe, stopProcess, type CliResult, type ServeProcess } from './support/process.js';
 
 /** One stderr line "mercury: ...", nothing on stdout. */
 function assertFailed(result: CliResult, exitCode: number, line: RegExp): void {
@@ -269,6 +269,30 @@ describe('cli', () => {
     const kept = await cli(['get', 'guarded/a']);
     assert.equal(kept.stdout.toString(), 'kept', 'nothing was deleted or replaced');
     assert.equal(existsSync(dir), false, 'no data directory was made');
+  });
+
+  // Found by an audit (2026-12-07, configuration): an argument past those a command takes was dropped without a word.
+  // `put greeting hello world` (the value unquoted) stored "hello", `del a b` deleted a alone, and `serve /var/lib/x`
+  // (a data directory given as an argument) started a node on ./data.
+  test('cli: an argument past those the command takes exits 2 naming it; nothing is written, nothing starts', async () => {
+    assertOk(await cli(['put', 'extra/b', 'kept']));
+    const dir = join(filesDir, 'never-served');
+    const [put, del, get, serve, tokenList] = await Promise.all([
+      cli(['put', 'extra/a', 'hello', 'world']),
+      cli(['del', 'extra/b', 'extra/c']),
+      cli(['get', 'extra/b', 'extra/c']),
+      serveRefused(dir, ['--auth', 'off', join(filesDir, 'meant-as-data-dir')]),
+      cli(['token', 'list', 'all']),
+    ]);
+    assertFailed(put, 2, /^mercury: put takes KEY \[VALUE\], got 3 arguments: "world" is past them; quote a value that holds spaces \(put KEY 'a value'\)$/m);
+    assertFailed(del, 2, /^mercury: del takes KEY, got 2 arguments: "extra\/c" is past them; delete one key at a time, or every key under a prefix with --prefix$/m);
+    assertFailed(get, 2, /^mercury: get takes KEY, got 2 arguments: "extra\/c" is past them$/m);
+    assert.equal(serve.code, 2, serve.stderr);
+    assert.match(serve.stderr, /^mercury: serve takes no argument, got "\S+meant-as-data-dir"; give the data directory with --data-dir DIR$/m);
+    assertFailed(tokenList, 2, /^mercury: token list takes no argument, got "all"$/m);
+    assertFailed(await cli(['get', 'extra/a']), 1, /KEY_NOT_FOUND/);
+    assert.equal((await cli(['get', 'extra/b'])).stdout.toString(), 'kept', 'nothing was deleted');
+    assert.equal(existsSync(dir), false, 'no node started');
   });
 
   // Found by audit (stop 37): a URL with a path wrote another key (`put a/b` against http://host/v1/kv wrote

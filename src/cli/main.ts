@@ -95,7 +95,8 @@ Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT})
        [--max-files N]            DIR holds at most N files (default 100000)
        [--max-bytes N]            and N bytes, paths included (default 1073741824); sync stops before a write past them
 
-Options: --json (machine-readable output), --url URL, --help; an option a command does not take is refused
+Options: --json (machine-readable output), --url URL, --help; an option a command does not take is refused, and so
+  is an argument past those it takes (quote a value that holds spaces)
 TLS (https:// URLs): --ca F (the cluster CA; $MERCURY_CA), --cert F --key F (a client certificate; $MERCURY_CERT,
   $MERCURY_KEY)
 
@@ -219,6 +220,50 @@ function refuseUnusedOptions(command: string, subcommand: string | undefined, to
     if (!(allowed as readonly string[]).includes(token.name))
       throw new UsageError(`${name} does not take --${token.name}${allowed.length === 0 ? '' : ` (it takes ${allowed.map((option) => `--${option}`).join(', ')})`}; see mercury --help`);
   }
+}
+
+/**
+ * The arguments each command takes after its name (and after the action of `snapshot` and `token`), as --help names
+ * them. One past them was dropped without a word: `put greeting hello world` (the value unquoted) stored "hello",
+ * `del a b` deleted a alone, and `serve /var/lib/mercury` served ./data (audit, 2026-12-07). `help` takes anything.
+ */
+const COMMAND_ARGUMENTS: Readonly<Record<string, { readonly names: string; readonly count: number; readonly hint?: string }>> = {
+  serve: { names: '', count: 0, hint: 'give the data directory with --data-dir DIR' },
+  demo: { names: '', count: 0, hint: 'give its directory with --dir DIR' },
+  verify: { names: '', count: 0, hint: 'give the data directory with --data-dir DIR' },
+  'snapshot save': { names: 'FILE', count: 1 },
+  'snapshot restore': { names: 'FILE', count: 1 },
+  'snapshot inspect': { names: 'FILE', count: 1 },
+  get: { names: 'KEY', count: 1 },
+  put: { names: 'KEY [VALUE]', count: 2, hint: "quote a value that holds spaces (put KEY 'a value')" },
+  del: { names: 'KEY', count: 1, hint: 'delete one key at a time, or every key under a prefix with --prefix' },
+  ls: { names: '[PREFIX]', count: 1 },
+  txn: { names: '', count: 0, hint: 'give the transaction with --file F or on standard input' },
+  log: { names: '', count: 0 },
+  status: { names: '', count: 0 },
+  resync: { names: '', count: 0 },
+  watch: { names: 'PREFIX', count: 1 },
+  'token create': { names: 'NAME', count: 1 },
+  'token list': { names: '', count: 0 },
+  'token revoke': { names: 'ID', count: 1 },
+  sync: { names: 'PREFIX DIR', count: 2 },
+};
+
+/** Refuses an argument past those `command` takes (an unknown command or action is left to its own error). */
+function refuseExtraArguments(command: string, args: readonly string[]): void {
+  const hasAction = command === 'snapshot' || command === 'token';
+  const name = hasAction ? `${command} ${args[0] ?? ''}` : command;
+  const taken = COMMAND_ARGUMENTS[name];
+  if (taken === undefined) return;
+  const given = hasAction ? args.slice(1) : args;
+  if (given.length <= taken.count) return;
+  const extra = JSON.stringify(given[taken.count]!.slice(0, 200));
+  const hint = taken.hint === undefined ? '' : `; ${taken.hint}`;
+  throw new UsageError(
+    taken.count === 0
+      ? `${name} takes no argument, got ${extra}${hint}`
+      : `${name} takes ${taken.names}, got ${given.length} arguments: ${extra} is past them${hint}`,
+  );
 }
 
 function integerOption(value: string | undefined, name: string): number | undefined {
@@ -501,6 +546,7 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   refuseUnusedOptions(command, args[0], tokens);
+  refuseExtraArguments(command, args);
   if (command === 'serve') return serve(values);
   if (command === 'verify') {
     if (values['data-dir'] === undefined) throw new UsageError('verify needs --data-dir DIR');
