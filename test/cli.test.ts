@@ -237,6 +237,27 @@ describe('cli', () => {
     assertFailed(replicationListen, 2, /^mercury: CONFIG_INVALID: --replication-listen port/);
   });
 
+  // Found by an audit (2026-12-07, configuration): --root-url was checked by a pattern that let through a user and
+  // password (a root records its --root-url in a signed entry: every replica would hold them), a query or a fragment
+  // (a replica forwarded writes to "/?q/v1/txn" and answered NOT_FOUND), and port 0 or past 65535; --advertise-url
+  // took port 0, and quoted a refused URL's password back.
+  test('cli: serve refuses a --root-url or --advertise-url with credentials, a query, a fragment or a port no one can reach, exit 2, the password not shown', async () => {
+    const dir = join(filesDir, 'never-rooted');
+    const rootUrls = ['http://admin:hunter2@root.example:7070', 'https://root.example:7070?q', 'https://root.example:7070#f', 'http://root.example:99999', 'http://root.example:0'];
+    const advertiseUrls = ['http://admin:hunter2@node.example:7070', 'http://node.example:0'];
+    const results = await Promise.all([
+      ...rootUrls.map((url) => serveRefused(dir, ['--root-url', url])),
+      ...advertiseUrls.map((url) => serveRefused(dir, ['--advertise-url', url])),
+    ]);
+    results.forEach((result, i) => {
+      const flag = i < rootUrls.length ? 'root-url' : 'advertise-url';
+      assert.equal(result.code, 2, `${[...rootUrls, ...advertiseUrls][i]}: ${result.stderr}`);
+      assert.match(result.stderr, new RegExp(`^mercury: CONFIG_INVALID: \\w+ \\(--${flag}\\) must be an http:// or https:// URL`, 'm'));
+      assert.doesNotMatch(result.stderr, /hunter2/);
+    });
+    assert.equal(existsSync(dir), false, 'no node started');
+  });
+
   // Found by audit: `--upstream ","` (or `--upstream "$UPSTREAM"` unset) started a writable root with its own admin
   // token and signing key; `--listen A --listen B` listened on B without a word; a number past 2^53 was quoted rounded.
   test('cli: an empty upstream item, an option given twice, or an integer past 2^53 exits 2 naming it; nothing starts', async () => {

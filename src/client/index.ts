@@ -29,7 +29,7 @@ export {
   WatchError,
 } from './errors.js';
 export type { ClientOptions, ValidatedClientOptions } from './options.js';
-export { isHeaderToken, validateNodeUrl } from './options.js';
+export { isHeaderToken, quotedUrl, validateNodeUrl } from './options.js';
 export { TxnBuilder, cmp, op } from './txn.js';
 export type { Bytes, CompareOp, NodeStatus, TxnCompareJson, TxnJson, TxnOpJson } from './txn.js';
 export { Watch } from './watch.js';

@@ -115,7 +115,7 @@ export function integerOption(options: object, name: string, fallback: number, m
 const QUOTED_URL_CHARS_MAX = 200;
 
 /** `raw` as an error may quote it: a password replaced by `***`, and cut after QUOTED_URL_CHARS_MAX characters. */
-function quotedUrl(raw: string): string {
+export function quotedUrl(raw: string): string {
   const hidden = raw.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*):[^/@]*@/i, '$1:***@');
   return JSON.stringify(hidden.length > QUOTED_URL_CHARS_MAX ? `${hidden.slice(0, QUOTED_URL_CHARS_MAX)}...` : hidden);
 }

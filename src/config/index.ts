@@ -1,6 +1,7 @@
 /**
  * Node configuration, validated once at start-up into a frozen object. A bad field names the field and the rule.
  */
+import { quotedUrl } from '../client/index.js';
 import { MercuryError } from '../errors/index.js';
 import { isLoopbackHost } from '../net/tls.js';
 import { HTTP_CONNECTIONS_MAX, REPLICATION_CHILDREN_MAX_CEILING, REPLICATION_CHILDREN_MAX_DEFAULT, UPSTREAMS_MAX, VALUE_BYTES_CEILING } from '../limits.js';
@@ -151,9 +152,9 @@ export function validateConfig(input: Partial<NodeConfig>): NodeConfig {
     throw new MercuryError('CONFIG_INVALID', '--unsigned is for a root without --signing-key');
   if (merged.previousSigningKeyFile !== undefined && merged.signingKeyFile === undefined)
     throw new MercuryError('CONFIG_INVALID', '--previous-signing-key needs --signing-key: the new key to rotate to');
-  const rootUrl = merged.rootUrl;
-  if (rootUrl !== undefined && (typeof rootUrl !== 'string' || !/^https?:\/\/[^/\s]+\/?$/.test(rootUrl)))
-    throw new MercuryError('CONFIG_INVALID', `rootUrl (--root-url) must be http(s)://HOST:PORT, got ${JSON.stringify(rootUrl)}`);
+  // Checked as --advertise-url is (nodeHttpUrl), and kept as given but for a trailing slash: a root records it in a
+  // signed entry, and one that changed form would be recorded again at the next start.
+  const rootUrl = merged.rootUrl === undefined ? undefined : nodeHttpUrl('rootUrl', '--root-url', merged.rootUrl).given;
   const replicationHost = typeof merged.replicationHost === 'string' && merged.replicationHost.length > 0 ? merged.replicationHost : merged.host;
   const replicationPort =
     merged.replicationPort === undefined ? (port === 0 ? 0 : port === 65535 ? 0 : port + 1) : integer('replicationPort', merged.replicationPort, 0, 65535);
@@ -174,7 +175,7 @@ export function validateConfig(input: Partial<NodeConfig>): NodeConfig {
     signing: merged.signing !== false,
     previousSigningKeyFile: merged.previousSigningKeyFile,
     trustKeyFiles: Object.freeze([...(trustKeyFiles as string[])]),
-    rootUrl: rootUrl?.replace(/\/$/, ''),
+    rootUrl,
     valueBytesMax: optionalInteger('valueBytesMax (--max-value-bytes)', merged.valueBytesMax, 1, VALUE_BYTES_CEILING),
     logRetainEntries: optionalInteger('logRetainEntries (--log-retain-entries)', merged.logRetainEntries, 1, Number.MAX_SAFE_INTEGER),
     logRetainBytes: optionalInteger('logRetainBytes (--log-retain-bytes)', merged.logRetainBytes, 1, Number.MAX_SAFE_INTEGER),
@@ -233,19 +234,42 @@ function advertiseUrl(value: unknown, host: string, port: number): string | unde
       );
     return undefined;
   }
-  const rule = 'advertiseUrl (--advertise-url) must be an http:// or https:// URL with a host that other nodes reach this one by, and no path';
+  return nodeHttpUrl('advertiseUrl', '--advertise-url', value).url.origin;
+}
+
+/**
+ * A URL other nodes send requests to (`--advertise-url`, `--root-url`): http(s)://HOST[:PORT] as the client takes one
+ * (validateNodeUrl), naming a host that others reach. A user and password would be sent as Basic authentication, and a
+ * root records its --root-url in a signed entry that every replica holds; a query or fragment was put before every
+ * route (writes forwarded to "/?q/v1/txn", NOT_FOUND); port 0 reaches nobody. A refused URL is quoted without its
+ * password.
+ */
+function nodeHttpUrl(field: string, flag: string, value: unknown): { url: URL; given: string } {
+  const rule = `${field} (${flag}) must be an http:// or https:// URL with a host that other nodes reach this one by, a port from 1 to 65535, and no user name or password, path, query or fragment`;
   if (typeof value !== 'string') throw new MercuryError('CONFIG_INVALID', rule);
-  let url: URL;
+  let url: URL | undefined;
   try {
     url = new URL(value);
   } catch {
-    throw new MercuryError('CONFIG_INVALID', `${rule}; got "${value}"`);
+    url = undefined;
   }
-  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.pathname !== '/' || url.search !== '' || url.hash !== '' || url.username !== '' || url.hostname === '')
-    throw new MercuryError('CONFIG_INVALID', `${rule}; got "${value}"`);
+  if (
+    url === undefined ||
+    (url.protocol !== 'http:' && url.protocol !== 'https:') ||
+    url.pathname !== '/' ||
+    url.search !== '' ||
+    url.hash !== '' ||
+    url.username !== '' ||
+    url.password !== '' ||
+    url.hostname === '' ||
+    url.port === '0' ||
+    // The parser drops an empty query or fragment ("?", "#"), and white space around or in the URL: the text shows them.
+    /[?#\s]/.test(value)
+  )
+    throw new MercuryError('CONFIG_INVALID', `${rule}; got ${quotedUrl(value)}`);
   if (isUnspecifiedHost(url.hostname))
-    throw new MercuryError('CONFIG_INVALID', `--advertise-url ${value} names the unspecified address ${url.hostname}, which means "this host" to whoever connects: give a name or address other hosts reach this node by`);
-  return url.origin;
+    throw new MercuryError('CONFIG_INVALID', `${flag} ${value} names the unspecified address ${url.hostname}, which means "this host" to whoever connects: give a name or address other hosts reach this node by`);
+  return { url, given: value.replace(/\/$/, '') };
 }
 
 function stringList(field: string, value: unknown): string[] {
