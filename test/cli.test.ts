@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer, type AddressInfo, type Server } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -34,6 +34,25 @@ async function closedPort(): Promise<number> {
   const { port } = server.address() as { port: number };
   await new Promise((resolve) => server.close(resolve));
   return port;
+}
+
+/** A free port P whose next one, P + 1, is held by the returned server (close it once done). */
+async function portBelowBusyOne(): Promise<[number, Server]> {
+  for (;;) {
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const below = (busy.address() as AddressInfo).port - 1;
+    const probe = createServer();
+    const free = await new Promise<boolean>((resolve) => {
+      probe.once('error', () => resolve(false));
+      probe.listen(below, '127.0.0.1', () => resolve(true));
+    });
+    if (free) {
+      await new Promise((resolve) => probe.close(resolve));
+      return [below, busy];
+    }
+    busy.close();
+  }
 }
 
 /** A well-formed token no node knows, for token files that are refused before any request. */
@@ -466,10 +485,25 @@ describe('cli', () => {
     assertFailed(fromEnv, 2, /^mercury: CONFIG_INVALID: \$MERCURY_REPLICATION_TOKEN does not hold a token \(\d+ characters, mcy_.*--scope replicate\)/);
   });
 
-  test('cli: serve on a port in use exits 1 with one line, promptly', async () => {
+  // Found by an audit (2026-12-07, configuration): a listen that failed printed Node's line alone, with no code and no
+  // listener: `--listen 127.0.0.1:7069` said "listen EADDRINUSE: address already in use 127.0.0.1:7070", an address
+  // the operator never typed (the replication port's default, the HTTP port + 1), and a host name that does not
+  // resolve said "getaddrinfo ENOTFOUND name".
+  test('cli: serve on a port in use, or a host that does not resolve, exits 1 with LISTEN_FAILED naming the listener and its flag; the next start works', async () => {
     const port = new URL(node.url).port;
-    const result = await runCli(['serve', '--data-dir', join(filesDir, 'second-node'), '--listen', `127.0.0.1:${port}`]);
-    assertFailed(result, 1, /^mercury: listen EADDRINUSE: address already in use 127\.0\.0\.1:\d+$/m);
+    const dir = join(filesDir, 'second-node');
+    const http = await runCli(['serve', '--data-dir', dir, '--listen', `127.0.0.1:${port}`]);
+    assertFailed(http, 1, /^mercury: LISTEN_FAILED: the HTTP listener \(--listen\) cannot listen on 127\.0\.0\.1:\d+: the address is in use \(EADDRINUSE\); stop what listens there, or give --listen another HOST:PORT \(port 0: any free port\)$/m);
+    // The replication port by default (the HTTP port + 1) taken: an HTTP port whose next one is in use.
+    const [below, busy] = await portBelowBusyOne();
+    const replication = await runCli(['serve', '--data-dir', dir, '--listen', `127.0.0.1:${below}`, '--wire-listen', '127.0.0.1:0', '--auth', 'off']);
+    busy.close();
+    assertFailed(replication, 1, /^mercury: LISTEN_FAILED: the replication listener \(--replication-listen; by default the HTTP port \+ 1\) cannot listen on 127\.0\.0\.1:\d+: the address is in use \(EADDRINUSE\); .*give --replication-listen another HOST:PORT/m);
+    const unresolved = await runCli(['serve', '--data-dir', dir, '--listen', 'no-such-host.invalid:0', '--auth', 'off', '--insecure']);
+    assertFailed(unresolved, 1, /^mercury: LISTEN_FAILED: the HTTP listener \(--listen\) cannot listen on no-such-host\.invalid:0: the host name does not resolve \(ENOTFOUND\)/m);
+    // Nothing of the failed starts stands in the way: no lock, no listener, a directory the next start takes.
+    const next = await startServe(dir);
+    await stopProcess(next.child, 'SIGTERM');
   });
 
   test('cli: a node that cannot be reached exits 3 with one line', async () => {

@@ -65,6 +65,8 @@ export const ErrorCode = {
   STORAGE_FULL: 'STORAGE_FULL',
   STORAGE_IO_ERROR: 'STORAGE_IO_ERROR',
   CONFIG_INVALID: 'CONFIG_INVALID',
+  /** `mercury serve`: a listener could not start (its address in use, not this host's, a name that does not resolve). */
+  LISTEN_FAILED: 'LISTEN_FAILED',
   UNAUTHENTICATED: 'UNAUTHENTICATED',
   /** `mercury token create --subject S` where a grant names S already (a subject named twice authenticates nothing). */
   SUBJECT_ALREADY_GRANTED: 'SUBJECT_ALREADY_GRANTED',
@@ -131,6 +133,8 @@ export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
   STORAGE_FULL: 507,
   STORAGE_IO_ERROR: 500,
   CONFIG_INVALID: 400,
+  // Never answered: a node that cannot listen does not start.
+  LISTEN_FAILED: 500,
   UNAUTHENTICATED: 401,
   SUBJECT_ALREADY_GRANTED: 409,
   TOKEN_NAME_TAKEN: 409,

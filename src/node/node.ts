@@ -29,6 +29,7 @@ import { AuthGuard, AUTH_MODES, bootstrapAdmin, parseToken, readTokenFile, TOKEN
 import { prefixEnd, WIRE_PROTOCOL_VERSION } from '../api/index.js';
 import { ROOT_KEY_KEY, ROOT_URL_KEY, SIGNING_PUBLIC_KEY_FILE, Signer, entrySignedMessage, keyId, loadOrCreateSigningKey, publicKeyFromRaw, rawPublicKey, readSigningKey, readTrustKey, verifies } from '../trust/index.js';
 import { forwardWrite } from './forward.js';
+import { LISTENERS, listenFailure } from './listen-failure.js';
 import { readiness } from './readiness.js';
 import { SeqWaiter } from './seq-waiter.js';
 import { WatchHub } from '../watch/index.js';
@@ -639,9 +640,15 @@ export class MercuryNode {
           node.server.off('error', reject);
           resolve();
         });
+      }).catch((error: unknown) => {
+        throw listenFailure(LISTENERS.http, config.host, config.port, error);
       });
-      await node.replicationServer.listen(config.replicationHost, config.replicationPort);
-      await node.wireServer.listen(config.wireHost, config.wirePort);
+      await node.replicationServer.listen(config.replicationHost, config.replicationPort).catch((error: unknown) => {
+        throw listenFailure(LISTENERS.replication, config.replicationHost, config.replicationPort, error);
+      });
+      await node.wireServer.listen(config.wireHost, config.wirePort).catch((error: unknown) => {
+        throw listenFailure(LISTENERS.wire, config.wireHost, config.wirePort, error);
+      });
       // After listening, so a start that fails (a port in use) registers nothing; meanwhile no token exists, so
       // whatever arrives is refused with 401. The key rotation comes first: every entry after it is signed by the new
       // key, which replicas trust only from the rotation entry on. A bootstrap token registered before it was signed
