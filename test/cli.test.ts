@@ -485,6 +485,22 @@ describe('cli', () => {
     assertFailed(fromEnv, 2, /^mercury: CONFIG_INVALID: \$MERCURY_REPLICATION_TOKEN does not hold a token \(\d+ characters, mcy_.*--scope replicate\)/);
   });
 
+  // Found by an audit (2026-12-07, configuration): two listeners given one address (`--replication-listen` the same as
+  // `--listen`, or `--wire-listen` on the HTTP port + 1, the replication port's default) made the data directory, then
+  // failed on the second listen as if another process held the port.
+  test('cli: serve with two listeners on one address exits 2 with CONFIG_INVALID naming both flags; nothing is made', async () => {
+    const dir = join(filesDir, 'never-listened');
+    const [same, defaulted, everyAddress] = await Promise.all([
+      runCli(['serve', '--data-dir', dir, '--listen', '127.0.0.1:17080', '--replication-listen', '127.0.0.1:17080', '--auth', 'off']),
+      runCli(['serve', '--data-dir', dir, '--listen', '127.0.0.1:17080', '--wire-listen', '127.0.0.1:17081', '--auth', 'off']),
+      runCli(['serve', '--data-dir', dir, '--listen', '127.0.0.1:17080', '--replication-listen', '0.0.0.0:17082', '--wire-listen', '127.0.0.1:17082', '--auth', 'off', '--insecure']),
+    ]);
+    assertFailed(same, 2, /^mercury: CONFIG_INVALID: --listen and --replication-listen both name port 17080 on 127\.0\.0\.1; give each listener its own port \(0: any free port\)$/m);
+    assertFailed(defaulted, 2, /^mercury: CONFIG_INVALID: --replication-listen \(by default the HTTP port \+ 1\) and --wire-listen both name port 17081 on 127\.0\.0\.1; give each listener its own port/m);
+    assertFailed(everyAddress, 2, /^mercury: CONFIG_INVALID: --replication-listen and --wire-listen both name port 17082 on 0\.0\.0\.0 and 127\.0\.0\.1; give each listener its own port/m);
+    assert.equal(existsSync(dir), false, 'no data directory was made');
+  });
+
   // Found by an audit (2026-12-07, configuration): a listen that failed printed Node's line alone, with no code and no
   // listener: `--listen 127.0.0.1:7069` said "listen EADDRINUSE: address already in use 127.0.0.1:7070", an address
   // the operator never typed (the replication port's default, the HTTP port + 1), and a host name that does not

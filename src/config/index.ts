@@ -160,6 +160,11 @@ export function validateConfig(input: Partial<NodeConfig>): NodeConfig {
     merged.replicationPort === undefined ? (port === 0 ? 0 : port === 65535 ? 0 : port + 1) : integer('replicationPort', merged.replicationPort, 0, 65535);
   const wireHost = typeof merged.wireHost === 'string' && merged.wireHost.length > 0 ? merged.wireHost : merged.host;
   const wirePort = merged.wirePort === undefined ? (port === 0 || port > 65533 ? 0 : port + 2) : integer('wirePort', merged.wirePort, 0, 65535);
+  checkDistinctListeners([
+    { flag: '--listen', host: merged.host, port },
+    { flag: merged.replicationPort === undefined ? '--replication-listen (by default the HTTP port + 1)' : '--replication-listen', host: replicationHost, port: replicationPort },
+    { flag: merged.wirePort === undefined ? '--wire-listen (by default the HTTP port + 2)' : '--wire-listen', host: wireHost, port: wirePort },
+  ]);
   return Object.freeze({
     dataDir: merged.dataDir,
     host: merged.host,
@@ -186,6 +191,22 @@ export function validateConfig(input: Partial<NodeConfig>): NodeConfig {
     readyLagMsMax: integer('readyLagMsMax (--ready-max-lag-ms)', merged.readyLagMsMax, 0, Number.MAX_SAFE_INTEGER),
     tls: validateTlsPaths(merged.tls),
     insecure: merged.insecure === true,
+  });
+}
+
+/**
+ * Two listeners on one port of one address (or of every address: 0.0.0.0 and :: take the port on all of them) made
+ * the data directory, then failed on the second listen as if another process held the port (audit, 2026-12-07).
+ * Port 0 picks a free port for each.
+ */
+function checkDistinctListeners(listeners: readonly { flag: string; host: string; port: number }[]): void {
+  listeners.forEach((first, i) => {
+    for (const second of listeners.slice(i + 1)) {
+      const sameHost = first.host.toLowerCase() === second.host.toLowerCase() || isUnspecifiedHost(first.host) || isUnspecifiedHost(second.host);
+      if (first.port === 0 || first.port !== second.port || !sameHost) continue;
+      const hosts = first.host === second.host ? first.host : `${first.host} and ${second.host}`;
+      throw new MercuryError('CONFIG_INVALID', `${first.flag} and ${second.flag} both name port ${first.port} on ${hosts}; give each listener its own port (0: any free port)`);
+    }
   });
 }
 
