@@ -485,6 +485,16 @@ describe('cli', () => {
     assertFailed(fromEnv, 2, /^mercury: CONFIG_INVALID: \$MERCURY_REPLICATION_TOKEN does not hold a token \(\d+ characters, mcy_.*--scope replicate\)/);
   });
 
+  // Found by an audit (2026-12-07, configuration): `--upstream 127.0.0.1:0` started a replica that tried to connect to
+  // port 0, which no one can listen on, once a second for good.
+  test('cli: serve with an upstream on port 0 exits 2 with CONFIG_INVALID naming it; nothing starts', async () => {
+    const dir = join(filesDir, 'never-followed');
+    const result = await serveRefused(dir, ['--upstream', '127.0.0.1:7071,127.0.0.1:0']);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /^mercury: CONFIG_INVALID: upstream \(--upstream\) port must be an integer from 1 to 65535, got 0$/m);
+    assert.equal(existsSync(dir), false, 'no node started');
+  });
+
   // Found by an audit (2026-12-07, configuration): two listeners given one address (`--replication-listen` the same as
   // `--listen`, or `--wire-listen` on the HTTP port + 1, the replication port's default) made the data directory, then
   // failed on the second listen as if another process held the port.

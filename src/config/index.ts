@@ -139,7 +139,8 @@ export function validateConfig(input: Partial<NodeConfig>): NodeConfig {
   const upstreams: unknown = merged.upstreams;
   if (!Array.isArray(upstreams) || upstreams.length > UPSTREAMS_MAX || !upstreams.every((upstream) => typeof upstream === 'string'))
     throw new MercuryError('CONFIG_INVALID', `upstreams (--upstream) must list at most ${UPSTREAMS_MAX} HOST:PORT addresses`);
-  for (const upstream of upstreams) parseHostPort(upstream, 'upstream (--upstream)');
+  // Port 0 is for listening (any free port): no one can be reached on it, and a replica would try it once a second.
+  for (const upstream of upstreams) parseHostPort(upstream, 'upstream (--upstream)', 1);
   if (merged.resync === true && upstreams.length === 0) throw new MercuryError('CONFIG_INVALID', '--resync needs --upstream: only a replica can resync');
   const trustKeyFiles: unknown = merged.trustKeyFiles;
   if (!Array.isArray(trustKeyFiles) || !trustKeyFiles.every((file) => typeof file === 'string' && file.length > 0))
@@ -349,10 +350,10 @@ export function withConfigLimits(config: NodeConfig, limits: NodeLimits): NodeLi
   };
 }
 
-/** Parses "host:port", "[v6]:port" or ":port". */
-export function parseHostPort(text: string, field: string): { host: string; port: number } {
+/** Parses "host:port", "[v6]:port" or ":port"; a port below `portMin` is refused. */
+export function parseHostPort(text: string, field: string, portMin = 0): { host: string; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text);
   if (match === null) throw new MercuryError('CONFIG_INVALID', `${field} must be HOST:PORT, got "${text}"`);
   const host = match[1] ?? match[2] ?? '';
-  return { host: host === '' ? '127.0.0.1' : host, port: integer(`${field} port`, Number(match[3]), 0, 65535) };
+  return { host: host === '' ? '127.0.0.1' : host, port: integer(`${field} port`, Number(match[3]), portMin, 65535) };
 }
