@@ -4,7 +4,8 @@
  * file and what to do, and the node starts again with its data once that is done.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, renameSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { INITIALISED_FILE } from '../src/store/index.js';
@@ -91,5 +92,28 @@ describe('data directory files', () => {
     rmSync(dataFile);
     renameSync(join(root, 'data.mdb.aside'), dataFile);
     await assertServesData(dir);
+  });
+
+  // Found by an audit (2026-12-07, configuration): the system's error alone, exit 1 and no code: a --data-dir naming a
+  // file said "EEXIST: file already exists, mkdir", one under a file "ENOTDIR", one under a link to nothing "ENOENT".
+  test('data dir files: a --data-dir that is a file, or under a file or a link to nothing, is DATA_DIR_INVALID naming it; nothing is made', async () => {
+    const file = join(root, 'a-file');
+    writeFileSync(file, 'mine');
+    const fifo = join(root, 'a-fifo');
+    spawnSync('mkfifo', [fifo]);
+    const dangling = join(root, 'a-dangling-link');
+    symlinkSync(join(root, 'no-such-volume'), dangling);
+    const [isFile, isFifo, underFile, underDangling] = await Promise.all([serveRefused(file), serveRefused(fifo), serveRefused(join(file, 'data')), serveRefused(join(dangling, 'data'))]);
+    const refused = (result: { code: number | null; stderr: string }, line: RegExp): void => {
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, /^mercury: DATA_DIR_INVALID: [^\n]+\n$/);
+      assert.match(result.stderr, line);
+    };
+    refused(isFile, /--data-dir \S+a-file is a regular file, not a directory; give the path of a data directory, or of one to be made$/m);
+    refused(isFifo, /--data-dir \S+a-fifo is a FIFO \(named pipe\), not a directory; give the path of a data directory/m);
+    refused(underFile, /--data-dir \S+a-file\/data cannot be made \(ENOTDIR: .*\): a part of its path is not a directory; give the path of a data directory/m);
+    refused(underDangling, /--data-dir \S+a-dangling-link\/data cannot be made \(ENOENT: .*\): a part of its path is a link to nothing, or a directory removed meanwhile; give the path of a data directory/m);
+    assert.equal(readFileSync(file, 'utf8'), 'mine', 'the file is left as it was');
+    assert.equal(existsSync(join(root, 'no-such-volume')), false, 'nothing is made behind the link');
   });
 });

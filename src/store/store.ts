@@ -12,7 +12,8 @@ import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
-import { fileUnusable, lockDataDir, type DataDirLock } from '../fs/dir-lock.js';
+import { fileKind } from '../fs/bounded-read.js';
+import { fileUnusable, isUnusable, lockDataDir, type DataDirLock } from '../fs/dir-lock.js';
 import { freeBytes } from '../fs/free-space.js';
 import { checkDataFiles, DATA_FILE, dataFileFound, finishMovedRestore, INITIALISED_FILE, LMDB_LOCK_FILE, markInitialised, refuseStoppedRestore } from './data-files.js';
 import { dataFileDamaged, lmdbMetaProblem, lmdbTreeProblem } from './lmdb-meta.js';
@@ -374,6 +375,37 @@ function startLogKey(path: string, key: Buffer): number {
   }
 }
 
+/** Why a data directory could not be made, by errno, for the ones that mean its path is wrong. */
+const DATA_DIR_PATH_PROBLEMS: Readonly<Record<string, string>> = {
+  ENOTDIR: 'a part of its path is not a directory',
+  ENOENT: 'a part of its path is a link to nothing, or a directory removed meanwhile',
+};
+
+/**
+ * Makes the data directory and its parents, 0700: the key space and the log are nobody else's to read (mkdir leaves an
+ * existing directory's mode alone). What stands in the way is named: the system's error alone was printed, exit 1 and
+ * no code ("EEXIST: file already exists, mkdir" for a --data-dir naming a file; audit, 2026-12-07).
+ */
+function makeDataDir(path: string): void {
+  try {
+    mkdirSync(path, { recursive: true, mode: DATA_DIR_MODE });
+    return;
+  } catch (error) {
+    if (isUnusable(error)) throw fileUnusable(error, path, { dir: path, done: 'made' });
+    const code = (error as NodeJS.ErrnoException).code ?? '';
+    const give = 'give the path of a data directory, or of one to be made';
+    if (code === 'EEXIST') {
+      // Followed: a link to a file is refused as the file is; one to nothing says so.
+      const stat = statSync(path, { throwIfNoEntry: false });
+      const kind = stat === undefined ? 'a link to nothing' : stat.isFile() ? 'a regular file' : fileKind(stat);
+      throw new MercuryError('DATA_DIR_INVALID', `--data-dir ${path} is ${kind}, not a directory; ${give}`, { cause: error });
+    }
+    const problem = DATA_DIR_PATH_PROBLEMS[code];
+    if (problem !== undefined) throw new MercuryError('DATA_DIR_INVALID', `--data-dir ${path} cannot be made (${(error as Error).message}): ${problem}; ${give}`, { cause: error });
+    throw error;
+  }
+}
+
 /**
  * The DATA_DIR_INVALID for a damaged record of the store. A reader, which does not walk the trees before it opens
  * (readers check the meta pages only), walks them here to name damaged pages when there are some: they would explain
@@ -634,8 +666,7 @@ export class Store {
   }
 
   static open(options: StoreOptions): Store {
-    // 0700: the key space and the log are nobody else's to read (mkdir leaves an existing directory's mode alone).
-    if (!options.readOnly) mkdirSync(options.path, { recursive: true, mode: DATA_DIR_MODE });
+    if (!options.readOnly) makeDataDir(options.path);
     // A reader opens what a node wrote, and never makes anything: LMDB would create a missing directory (and say only
     // "No such file or directory" of the missing data file). A restore stopped midway is named as such first.
     else refuseStoppedRestore(options.path);
