@@ -1,7 +1,7 @@
 /**
  * Node configuration, validated once at start-up into a frozen object. A bad field names the field and the rule.
  */
-import { quotedUrl } from '../client/index.js';
+import { quotedUrl } from '../client/options.js';
 import { MercuryError } from '../errors/index.js';
 import { isLoopbackHost } from '../net/tls.js';
 import { HTTP_CONNECTIONS_MAX, REPLICATION_CHILDREN_MAX_CEILING, REPLICATION_CHILDREN_MAX_DEFAULT, UPSTREAMS_MAX, VALUE_BYTES_CEILING } from '../limits.js';
