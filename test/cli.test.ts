@@ -216,6 +216,8 @@ describe('cli', () => {
       [['ls', '--limit', 'ten'], /--limit must be a non-negative integer/],
       [['put', 'k', 'v', '--if-mod-seq', '-1'], /if-mod-seq/],
       [['log', '--from', 'x'], /--from/],
+      // No entry has seq 0: it was sent, and the node's 400 came back as exit 1 (retention audit, 2026-12-07).
+      [['log', '--from', '0'], /^mercury: --from must be at least 1, got "0"$/m],
       [['demo', '--replicas', '0'], /--replicas must be from 1 to 20/],
       [['demo', '--replicas', '21'], /--replicas must be from 1 to 20/],
       // An option the command does not read is refused, not ignored (it was before stop 38).
@@ -245,7 +247,9 @@ describe('cli', () => {
       runCli(['serve', '--data-dir', dir, '--listen', '127.0.0.1:0', '--max-value-bytes', '0']),
     ]);
     assertFailed(listen, 2, /^mercury: CONFIG_INVALID: --listen must be HOST:PORT/);
-    assertFailed(valueBytes, 2, /^mercury: CONFIG_INVALID: valueBytesMax \(--max-value-bytes\)/);
+    // "must be a non-negative integer" was said of flags that then refused 0 (retention audit, 2026-12-07).
+    assertFailed(valueBytes, 2, /^mercury: --max-value-bytes must be at least 1, got "0"$/m);
+    assertFailed(await runCli(['serve', '--data-dir', dir, '--listen', '127.0.0.1:0', '--log-retain-entries', '0']), 2, /^mercury: --log-retain-entries must be at least 1, got "0"$/m);
     const [upstream, resync, replicationListen] = await Promise.all([
       runCli(['serve', '--data-dir', dir, '--listen', '127.0.0.1:0', '--upstream', '127.0.0.1:7071,not-an-address']),
       runCli(['serve', '--data-dir', dir, '--listen', '127.0.0.1:0', '--resync']),

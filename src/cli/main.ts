@@ -274,7 +274,10 @@ function integerOption(value: string | undefined, name: string): number | undefi
   return Number(value);
 }
 
-/** A count that bounds something (`sync --max-files`): at least 1, as nothing fits in 0. */
+/**
+ * A count that bounds something (`sync --max-files`, `serve --log-retain-entries`), or a seq: at least 1, as nothing
+ * fits in 0 and no entry has seq 0. ("must be a non-negative integer" was said of flags that then refused 0.)
+ */
 function limitOption(value: string | undefined, name: string): number | undefined {
   const count = integerOption(value, name);
   if (count === 0) throw new UsageError(`--${name} must be at least 1, got "${value}"`);
@@ -410,10 +413,10 @@ async function serve(values: Record<string, string | boolean | string[] | undefi
     dataDir: values['data-dir'] as string | undefined,
     host: listen?.host,
     port: listen?.port,
-    valueBytesMax: integerOption(values['max-value-bytes'] as string | undefined, 'max-value-bytes'),
-    logRetainEntries: integerOption(values['log-retain-entries'] as string | undefined, 'log-retain-entries'),
-    logRetainBytes: integerOption(values['log-retain-bytes'] as string | undefined, 'log-retain-bytes'),
-    connectionsPerAddressMax: integerOption(values['max-connections-per-address'] as string | undefined, 'max-connections-per-address'),
+    valueBytesMax: limitOption(values['max-value-bytes'] as string | undefined, 'max-value-bytes'),
+    logRetainEntries: limitOption(values['log-retain-entries'] as string | undefined, 'log-retain-entries'),
+    logRetainBytes: limitOption(values['log-retain-bytes'] as string | undefined, 'log-retain-bytes'),
+    connectionsPerAddressMax: limitOption(values['max-connections-per-address'] as string | undefined, 'max-connections-per-address'),
     tls: tlsFlags(values),
     insecure: values.insecure as boolean | undefined,
     advertiseUrl: values['advertise-url'] as string | undefined,
@@ -660,7 +663,8 @@ async function clientCommand(
       return;
     }
     case 'log': {
-      const result = await client.log(integerOption(values.from, 'from'), integerOption(values.limit, 'limit'));
+      // Seqs start at 1, and a page holds at least one entry: 0 was sent, and the node's 400 came back as exit 1.
+      const result = await client.log(limitOption(values.from, 'from'), limitOption(values.limit, 'limit'));
       // Checked with --json too: a script should not be handed a page that is not the log.
       const lines = logLines(result);
       printResult(json, result, () => lines);
