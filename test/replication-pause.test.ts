@@ -195,5 +195,11 @@ describe('replication pause', () => {
     );
     assert.equal((await status()).replication.storagePause, null);
     assert.equal((await request(url, 'GET', '/v1/kv/victim')).body.toString(), 'new value');
+    // The snapshot replaced the key space and the log, the damaged record with them: the store is sound again and the
+    // replica ready, without the restart it took before (left by the replication audit, 2026-12-07).
+    const storage = (await requestJson<{ storage: { sound: boolean; damageMet: number } }>(url, 'GET', '/v1/status')).storage;
+    assert.deepEqual([storage.sound, storage.damageMet], [true, 0]);
+    const readyAfter = await request(url, 'GET', '/readyz');
+    assert.equal(readyAfter.status, 200, readyAfter.body.toString());
   });
 });

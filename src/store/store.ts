@@ -1030,7 +1030,7 @@ export class Store {
     this.damageListeners.push(listener);
   }
 
-  /** Damage met so far through this handle: how many times, and the first distinct reports. */
+  /** Damage met through this handle since it opened or a snapshot install replaced the data: how many times, and the first distinct reports. */
   damage(): { readonly count: number; readonly reports: readonly DamageReport[] } {
     return { count: this.damageCount, reports: this.damageReports };
   }
@@ -1706,6 +1706,11 @@ export class Store {
     this.cachedHead = { seq, hash: Buffer.from(hash) };
     this.cachedLogBytes = 0;
     this.currentDatasetId = datasetId;
+    // The damage met was in what the snapshot replaced (key records, log entries and keys, the head record): none of
+    // it is left, so the store is sound again, and /readyz clears without the restart it took before (replication
+    // audit, 2026-12-07). The node's counter of damage met (mercury_data_corruption_total) keeps its total.
+    this.damageCount = 0;
+    this.damageReports.length = 0;
   }
 
   /**
