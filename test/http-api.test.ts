@@ -739,6 +739,8 @@ describe('http api: log retention', () => {
     assert.equal(firstSeq, 16, 'five entries are retained');
     const error = assertError(await request(node.url, 'GET', '/v1/log?from=1'), 'SEQ_NOT_RETAINED');
     assert.equal(error.firstSeq, 16);
+    // Not "was trimmed": a replica's log starts after the snapshot it joined from (retention audit, 2026-12-07).
+    assert.equal(error.message, "seq 1 is not in this node's log, which starts at seq 16 (older entries were trimmed, or came before the snapshot it started from); read from 16, or take a snapshot");
     assertError(await request(node.url, 'GET', '/v1/log?from=15'), 'SEQ_NOT_RETAINED');
     const entries = await auditLog(node.url);
     assert.deepEqual(entries.map((entry) => entry.seq), [16, 17, 18, 19, 20]);

@@ -20,6 +20,18 @@ import type { NodeApi } from '../node-api.js';
 import type { Route } from '../router.js';
 import type { EncodedEntry } from '../../log/index.js';
 
+/**
+ * The 410 for a seq below the first this node holds. "Was trimmed" was said on a replica of seqs it never held: its log
+ * starts after the snapshot it joined from (audit of log retention, 2026-12-07).
+ */
+export function seqNotRetained(seq: number, firstSeq: number): MercuryError {
+  return new MercuryError(
+    'SEQ_NOT_RETAINED',
+    `seq ${seq} is not in this node's log, which starts at seq ${firstSeq} (older entries were trimmed, or came before the snapshot it started from); read from ${firstSeq}, or take a snapshot`,
+    { details: { firstSeq } },
+  );
+}
+
 function* logPieces(firstSeq: number, lastSeq: number, entries: readonly EncodedEntry[]): Generator<string> {
   const last = entries[entries.length - 1];
   const nextSeq = last === undefined || last.entry.seq >= lastSeq ? null : last.entry.seq + 1;
@@ -51,9 +63,7 @@ export function logRoute(node: NodeApi, limits: HttpLimits): Route {
         const from = queryInteger(query, 'from', bounds.firstSeq, Number.MAX_SAFE_INTEGER, 1);
         const limit = queryInteger(query, 'limit', LOG_READ_LIMIT_DEFAULT, LOG_READ_LIMIT_MAX, 1);
         if (from < bounds.firstSeq)
-          throw new MercuryError('SEQ_NOT_RETAINED', `seq ${from} was trimmed from the log; the first retained seq is ${bounds.firstSeq}`, {
-            details: { firstSeq: bounds.firstSeq },
-          });
+          throw seqNotRetained(from, bounds.firstSeq);
         // Read (and chain-checked) before the first byte is sent, so damage met here is still a clean error answer.
         const entries = node.store.readLog(from, limit, limits.logPageBytesMax);
         await sendJsonPieces(res, 200, logPieces(bounds.firstSeq, bounds.lastSeq, entries));

@@ -14,6 +14,7 @@ import { MercuryError } from '../../api/index.js';
 import { encodeEntryStreamRecord, snapshotFileStream } from '../../snapshot/index.js';
 import { queryInteger, SEQ_HEADER, writePieces } from '../http-io.js';
 import type { NodeApi } from '../node-api.js';
+import { seqNotRetained } from './log.js';
 import type { Route } from '../router.js';
 
 /** Log records read per step of an entry stream. */
@@ -62,9 +63,7 @@ export function snapshotEntriesRoute(node: NodeApi): Route {
         const to = queryInteger(query, 'to', bounds.lastSeq);
         if (to > bounds.lastSeq) throw new MercuryError('INVALID_ARGUMENT', `to=${to} is past this node's head (seq ${bounds.lastSeq})`);
         if (from < bounds.firstSeq && from <= to)
-          throw new MercuryError('SEQ_NOT_RETAINED', `seq ${from} was trimmed from the log; the first retained seq is ${bounds.firstSeq}`, {
-            details: { firstSeq: bounds.firstSeq },
-          });
+          throw seqNotRetained(from, bounds.firstSeq);
         res.writeHead(200, { 'content-type': 'application/octet-stream', [SEQ_HEADER]: bounds.lastSeq });
         const store = node.store;
         function* pieces(): Generator<Buffer> {
