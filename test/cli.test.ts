@@ -218,6 +218,8 @@ describe('cli', () => {
       [['log', '--from', 'x'], /--from/],
       // No entry has seq 0: it was sent, and the node's 400 came back as exit 1 (retention audit, 2026-12-07).
       [['log', '--from', '0'], /^mercury: --from must be at least 1, got "0"$/m],
+      // The client's own check answered for it, naming its option: "fromSeq must be an integer from 1 to ...".
+      [['watch', 'a', '--from', '0'], /^mercury: --from must be at least 1, got "0"$/m],
       [['demo', '--replicas', '0'], /--replicas must be from 1 to 20/],
       [['demo', '--replicas', '21'], /--replicas must be from 1 to 20/],
       // An option the command does not read is refused, not ignored (it was before stop 38).

@@ -692,7 +692,7 @@ async function clientCommand(
       });
     case 'watch':
       if (args[0] === undefined) throw new UsageError("watch needs a PREFIX ('' watches every key)");
-      return watchCommand(client.baseUrl, args[0], { fromSeq: integerOption(values.from, 'from'), ...afterHashOption(values['after-hash'], values.from), json, tls, token });
+      return watchCommand(client.baseUrl, args[0], { fromSeq: limitOption(values.from, 'from'), ...afterHashOption(values['after-hash'], values.from), json, tls, token });
     case 'token':
       return tokenCommand(client, args, { scopes: values.scope ?? [], subject: values.subject, expiresIn: values['expires-in'] }, json);
     default:
