@@ -4,7 +4,7 @@
  * The attack as found: two `mercury serve` on one directory both started and both acknowledged the same seqs.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -81,6 +81,43 @@ describe('data directory lock', () => {
       assert.equal(holder.pid, second.child.pid);
     } finally {
       await stopProcess(second.child);
+    }
+  });
+
+  // As found (audit of 2026-12-07): a node killed under a parent that does not reap it stays a zombie, which
+  // kill(pid, 0) still finds; every restart was DATA_DIR_LOCKED until the zombie was reaped.
+  test('data dir lock: a holder killed and left a zombie by a parent that does not reap it is stale; the next start takes it over', async (t) => {
+    if (!existsSync('/proc/self/stat')) return t.skip('needs /proc to see a zombie');
+    const dir = join(root, 'zombie');
+    // `exec sleep` leaves the node a child of a process that never waits for it, as a container's pid 1 that is not an
+    // init does.
+    const serve = [CLI_PATH, 'serve', '--data-dir', dir, '--listen', '127.0.0.1:0', '--replication-listen', '127.0.0.1:0', '--wire-listen', '127.0.0.1:0', '--auth', 'off']
+      .map((arg) => `'${arg}'`)
+      .join(' ');
+    const parent = spawn('sh', ['-c', `'${process.execPath}' ${serve} & echo "pid $!"; exec sleep 600`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let stdout = '';
+      parent.stdout.setEncoding('utf8');
+      const pid = await new Promise<number>((resolve, reject) => {
+        parent.once('exit', () => reject(new Error(`the parent exited; stdout: ${stdout}`)));
+        parent.stdout.on('data', (text: string) => {
+          stdout += text;
+          const match = /pid (\d+)\n[^]*mercury node listening on/.exec(stdout);
+          if (match !== null) resolve(Number(match[1]));
+        });
+      });
+      process.kill(pid, 'SIGKILL');
+      while (!readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ')) await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.equal((JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8')) as { pid: number }).pid, pid, 'the zombie holds the lock');
+      const second = await startServe(dir);
+      try {
+        assert.equal((JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8')) as { pid: number }).pid, second.child.pid);
+      } finally {
+        await stopProcess(second.child);
+      }
+    } finally {
+      // The zombie goes with its parent (reaped by whoever adopts it).
+      await stopProcess(parent);
     }
   });
 

@@ -15,9 +15,10 @@
  * it names one process for good, so a pid reused after `kill -9` (a restarted container is pid 1 again) is not taken
  * for the holder. Node has no flock(2); see docs/decisions.md (record 13) for why this and not an fcntl/socket lock.
  *
- * A lock whose holder is gone (same host, and another boot, or no such pid, or that pid started at another time) is
- * stale and taken over. A lock held on another host (a shared volume) cannot be checked and is never taken over: the
- * error says which file to remove once the operator knows that holder is gone.
+ * A lock whose holder is gone (same host, and another boot, or no such pid, or that pid started at another time, or
+ * that pid is a zombie: exited, not yet reaped) is stale and taken over. A lock held on another host (a shared volume)
+ * cannot be checked and is never taken over: the error says which file to remove once the operator knows that holder is
+ * gone.
  *
  * An empty lock file is a starter between creating the file and writing it, or what a crash or a power loss left of
  * one (the contents are fsynced, but a power loss between the create and the fsync leaves the file empty). Which of the
@@ -86,12 +87,25 @@ function lockText(path: string): string {
   }
 }
 
+/** The fields of /proc/<pid>/stat from field 3 (the state) on, or [] when the process does not exist (or /proc is not there). */
+function statFields(pid: number): string[] {
+  const stat = readOptional(`/proc/${pid}/stat`);
+  if (stat === '') return [];
+  // The command name (field 2) is in parentheses and may hold spaces: count fields after its closing parenthesis.
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
 /** Field 22 of /proc/<pid>/stat, or '' when the process does not exist (or /proc is not there). */
 export function processStartTicks(pid: number): string {
-  const stat = readOptional(`/proc/${pid}/stat`);
-  // The command name (field 2) is in parentheses and may hold spaces: count fields after its closing parenthesis.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return fields[19] ?? '';
+  return statFields(pid)[19] ?? '';
+}
+
+/**
+ * Whether `pid` is a zombie (state Z in /proc/<pid>/stat): it has exited, and its files and its LMDB environment are
+ * closed; only its exit status waits for a parent that has not reaped it. false where /proc cannot tell.
+ */
+function isZombie(pid: number): boolean {
+  return statFields(pid)[0] === 'Z';
 }
 
 function describe(holder: LockHolder): string {
@@ -122,6 +136,10 @@ function holderState(holder: LockHolder, self: LockHolder): 'live' | 'stale' | '
   if (holder.host !== self.host) return 'unknown';
   if (holder.bootId !== '' && self.bootId !== '' && holder.bootId !== self.bootId) return 'stale';
   if (!pidExists(holder.pid)) return 'stale';
+  // A holder killed under a parent that does not reap it (a container whose pid 1 is not an init) stays a zombie:
+  // kill(pid, 0) still finds it, and every restart was DATA_DIR_LOCKED until it was reaped, in such a container for
+  // ever (audit, 2026-12-07). A zombie runs no code and holds nothing open.
+  if (isZombie(holder.pid)) return 'stale';
   // The pid exists: it is the holder only if it started when the holder did (pid reuse after a kill -9).
   if (holder.startTicks !== '' && processStartTicks(holder.pid) !== holder.startTicks) return 'stale';
   return 'live';
