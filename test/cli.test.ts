@@ -4,6 +4,7 @@
  * "mercury: CODE: message" for an error the node reported, 2 for bad usage, 3 when the node cannot be reached.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { networkInterfaces } from 'node:os';
@@ -439,6 +440,27 @@ describe('cli', () => {
     assertFailed(emptyEnv, 2, /^mercury: CONFIG_INVALID: \$MERCURY_REPLICATION_TOKEN does not hold a token/);
     assertFailed(adminOnReplica, 2, /^mercury: CONFIG_INVALID: --admin-token-file is for a root: a replica takes its tokens from its root/);
     for (const name of ['token-no-upstream', 'empty-env-token', 'admin-token-replica']) assert.equal(existsSync(join(filesDir, name)), false, `no node started on ${name}`);
+  });
+
+  // Found by an audit (2026-12-07): a first start's --admin-token-file was read only at the bootstrap, after the data
+  // directory, its store and the signing key were made, so a start refused for a bad file left them all behind.
+  test('cli: a root\'s first start with a bad --admin-token-file (missing, empty, a directory, a FIFO, not a token) exits 2 naming it, and makes nothing', async () => {
+    const fifo = join(filesDir, 'admin-token-fifo');
+    execFileSync('mkfifo', [fifo]);
+    const files = {
+      missing: join(filesDir, 'admin-token-missing'),
+      empty: secretFile(filesDir, 'admin-token-empty', ''),
+      directory: filesDir,
+      fifo,
+      'not a token': secretFile(filesDir, 'admin-token-text', 'not a token\n'),
+    };
+    for (const [what, file] of Object.entries(files)) {
+      const dataDir = join(filesDir, `admin-token-start-${what.replace(/ /g, '-')}`);
+      const refused = await serveRefused(dataDir, ['--auth', 'required', '--admin-token-file', file]);
+      assert.equal(refused.code, 2, `${what}: ${refused.stderr}`);
+      assert.match(refused.stderr, new RegExp(`^mercury: CONFIG_INVALID: --admin-token-file ${file} `), what);
+      assert.equal(existsSync(dataDir), false, `${what}: a refused start made ${dataDir}`);
+    }
   });
 
   // Found by an audit (2026-12-06): a token file of two lines was refused as "does not hold a token", which did not say

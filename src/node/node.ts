@@ -9,6 +9,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import type { Server } from 'node:http';
+import { existsSync } from 'node:fs';
 import { isIP, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Server as TlsServer } from 'node:tls';
@@ -24,7 +25,7 @@ import { TlsCredentials, serverTlsOptions, type TlsMaterial } from '../net/index
 import { PROTOCOL_VERSION, ReplicationClient, ReplicationServer, RootHeartbeats, StoreLogSource, type Heartbeat } from '../replication/index.js';
 import { SNAPSHOT_FORMAT_VERSION } from '../snapshot/index.js';
 import { BodyBudget, clientCertificateRefusal, createApiHandler, createHttpServer, requestRefusal, type NodeApi, type RequestPolicy, type WriteCaller } from '../server/index.js';
-import { readersFull, refusedAtStart, Store } from '../store/index.js';
+import { INITIALISED_FILE, readersFull, refusedAtStart, Store } from '../store/index.js';
 import { AuthGuard, AUTH_MODES, bootstrapAdmin, parseToken, readTokenFile, TOKEN_CHARS, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
 import { prefixEnd, WIRE_PROTOCOL_VERSION } from '../api/index.js';
 import { ROOT_KEY_KEY, ROOT_URL_KEY, SIGNING_PUBLIC_KEY_FILE, Signer, entrySignedMessage, keyId, loadOrCreateSigningKey, publicKeyFromRaw, rawPublicKey, readSigningKey, readTrustKey, verifies } from '../trust/index.js';
@@ -165,6 +166,12 @@ export class MercuryNode {
     const givenSigningKey = config.signingKeyFile === undefined ? undefined : readSigningKey(config.signingKeyFile, '--signing-key', this.warnSecretFile);
     const authMode = options.auth ?? 'required';
     if (!AUTH_MODES.includes(authMode)) throw new MercuryError('CONFIG_INVALID', `auth must be one of ${AUTH_MODES.join(', ')}, got ${String(authMode)}`);
+    // A root's first start registers --admin-token-file's token, so a bad file refuses it: checked before the data
+    // directory, its store and the signing key are made. Read only at the bootstrap, a refused first start left them all
+    // behind (audit, 2026-12-07). A root already made may hold tokens, and then the file is not used (a warning only):
+    // its start checks the file after opening the store, as before. Its mode is told of at that read, not twice.
+    if (!isReplica && authMode === 'required' && options.adminTokenFile !== undefined && !existsSync(join(config.dataDir, INITIALISED_FILE)))
+      readTokenFile(options.adminTokenFile, '--admin-token-file');
     // A replica writes without fsync: it can refetch anything it loses (see Store's noSync and unsynced-guard.ts).
     this.store = Store.open({
       path: config.dataDir,
