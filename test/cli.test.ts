@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { networkInterfaces } from 'node:os';
@@ -460,6 +461,37 @@ describe('cli', () => {
       assert.equal(refused.code, 2, `${what}: ${refused.stderr}`);
       assert.match(refused.stderr, new RegExp(`^mercury: CONFIG_INVALID: --admin-token-file ${file} `), what);
       assert.equal(existsSync(dataDir), false, `${what}: a refused start made ${dataDir}`);
+    }
+  });
+
+  // Found by an audit (2026-12-07): an empty key file, or one of text, was refused with OpenSSL's "DECODER
+  // routines::unsupported" after "is not a PEM private key", which said neither what was wrong nor what to give.
+  test('cli: serve with an empty key file, or one that holds no PEM block, exits 2 saying so, naming the flag and file and the key it must hold', async () => {
+    const empty = secretFile(filesDir, 'key-empty.pem', '');
+    const text = secretFile(filesDir, 'key-text.pem', 'my signing key\n');
+    const key = generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    const good = secretFile(filesDir, 'key-good.pem', key);
+    const privateKey = /give an Ed25519 private key in PEM, PKCS#8 \(-----BEGIN PRIVATE KEY-----, as openssl genpkey -algorithm ed25519 writes\)$/m;
+    const cases = [
+      { args: ['--signing-key', empty], says: new RegExp(`^mercury: CONFIG_INVALID: --signing-key ${empty} is not a PEM private key: the file is empty; `), expects: privateKey },
+      { args: ['--signing-key', text], says: new RegExp(`^mercury: CONFIG_INVALID: --signing-key ${text} is not a PEM private key: the file holds no PEM block; `), expects: privateKey },
+      {
+        args: ['--signing-key', good, '--previous-signing-key', text],
+        says: new RegExp(`^mercury: CONFIG_INVALID: --previous-signing-key ${text} is not a PEM private key: the file holds no PEM block; `),
+        expects: privateKey,
+      },
+      {
+        args: ['--upstream', '127.0.0.1:1', '--trust-key', empty],
+        says: new RegExp(`^mercury: CONFIG_INVALID: --trust-key ${empty} is not a PEM public key: the file is empty; `),
+        expects: /give an Ed25519 public key in PEM, SPKI \(-----BEGIN PUBLIC KEY-----: the root's signing-key\.pub\.pem, or openssl pkey -pubout of its key\)$/m,
+      },
+    ];
+    for (const [i, { args, says, expects }] of cases.entries()) {
+      const refused = await serveRefused(join(filesDir, `bad-key-${i}`), args);
+      assert.equal(refused.code, 2, refused.stderr);
+      assert.match(refused.stderr, says);
+      assert.match(refused.stderr, expects);
+      assert.doesNotMatch(refused.stderr, /DECODER/);
     }
   });
 

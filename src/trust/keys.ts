@@ -45,6 +45,23 @@ interface DamagedKeyFile {
   readonly remedy: string;
 }
 
+/** What a `--signing-key` (or `--previous-signing-key`) file must hold, said when it does not. */
+const PRIVATE_KEY_EXPECTED = 'give an Ed25519 private key in PEM, PKCS#8 (-----BEGIN PRIVATE KEY-----, as openssl genpkey -algorithm ed25519 writes)';
+/** What a `--trust-key` file must hold, said when it does not. */
+const PUBLIC_KEY_EXPECTED = "give an Ed25519 public key in PEM, SPKI (-----BEGIN PUBLIC KEY-----: the root's signing-key.pub.pem, or openssl pkey -pubout of its key)";
+
+/**
+ * Why Node could not take `text` as a key. Its own word for an empty file, or one that holds no PEM block, is OpenSSL's
+ * "DECODER routines::unsupported", which tells the operator nothing (audit, 2026-12-07): those two are said plainly,
+ * and OpenSSL's reason is kept for a PEM block it could not decode.
+ */
+function whyNotAKey(text: Buffer, error: unknown): string {
+  const latin1 = text.toString('latin1');
+  if (latin1.trim() === '') return 'the file is empty';
+  if (!/-----BEGIN [^-\r\n]*-----/.test(latin1)) return 'the file holds no PEM block';
+  return `OpenSSL: ${(error as Error).message}`;
+}
+
 /** Reads a private Ed25519 key from a PEM file; `warn` is told if its permissions let others read it (src/fs/bounded-read.ts). */
 export function readSigningKey(path: string, what = '--signing-key', warn?: SecretFileWarn, damaged?: DamagedKeyFile): KeyObject {
   const text = readKeyFile(path, what, warn, damaged);
@@ -54,7 +71,7 @@ export function readSigningKey(path: string, what = '--signing-key', warn?: Secr
   try {
     key = createPrivateKey(text);
   } catch (error) {
-    throw new MercuryError(code, `${what} ${path} is not a PEM private key: ${(error as Error).message}${remedy}`, { cause: error });
+    throw new MercuryError(code, `${what} ${path} is not a PEM private key: ${whyNotAKey(text, error)}; ${damaged === undefined ? PRIVATE_KEY_EXPECTED : damaged.remedy}`, { cause: error });
   }
   if (key.asymmetricKeyType !== 'ed25519') throw new MercuryError(code, `${what} ${path} is an ${key.asymmetricKeyType} key; Mercury signs with Ed25519${remedy}`);
   return key;
@@ -79,7 +96,7 @@ export function readTrustKey(path: string): KeyObject {
   try {
     key = createPublicKey(text);
   } catch (error) {
-    throw new MercuryError('CONFIG_INVALID', `--trust-key ${path} is not a PEM public key: ${(error as Error).message}`, { cause: error });
+    throw new MercuryError('CONFIG_INVALID', `--trust-key ${path} is not a PEM public key: ${whyNotAKey(text, error)}; ${PUBLIC_KEY_EXPECTED}`, { cause: error });
   }
   if (key.asymmetricKeyType !== 'ed25519') throw new MercuryError('CONFIG_INVALID', `--trust-key ${path} is an ${key.asymmetricKeyType} key; Mercury signs with Ed25519`);
   return key;
