@@ -123,7 +123,10 @@ export class WireServer {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const connection of this.connections) connection.goAway();
     const deadline = this.options.clock.monotonicMs() + this.options.limits.frameTimeoutMs;
-    while (this.connections.size > 0 && this.options.clock.monotonicMs() < deadline) await sleep(this.options.clock, 5);
+    // These waits keep the process alive: nothing else may. A closing connection's socket is paused (not read), and a
+    // client in this process unrefs its idle connection, so with unref'd sleeps the event loop emptied here and close()
+    // never resolved; the process exited with the store open (audit, 2026-12-07).
+    while (this.connections.size > 0 && this.options.clock.monotonicMs() < deadline) await sleep(this.options.clock, 5, { keepAlive: true });
     for (const connection of this.connections) connection.socket.destroy();
     this.stopSweeping();
     await closed;
