@@ -120,10 +120,8 @@ export class MercuryClient {
 
   /** The key, or undefined when it does not exist. Retried on another node when one cannot answer. */
   get(key: string | Buffer, options: ReadOptions = {}): Promise<KeyValueAtSeq | undefined> {
-    return this.call('read', 'get', (node) => {
-      checkReadOptions(options);
-      return node.get(key, options);
-    });
+    // NodeClient checks the options (minSeq, ...): before anything is sent, on either transport.
+    return this.call('read', 'get', (node) => node.get(key, options));
   }
 
   /**
@@ -149,18 +147,12 @@ export class MercuryClient {
 
   /** Sets a key; with `ifModSeq`, only if the key's modSeq is that (0: only if absent), else `CompareFailedError`. */
   put(key: string | Buffer, value: string | Buffer, options: { ifModSeq?: number } = {}): Promise<WriteResult> {
-    return this.call('write', 'put', (node) => {
-      integerOption(options, 'ifModSeq', 0, 0, Number.MAX_SAFE_INTEGER);
-      return node.put(key, value, options);
-    });
+    return this.call('write', 'put', (node) => node.put(key, value, options));
   }
 
   /** Deletes a key (`deleted: false` when it did not exist; nothing is committed then). `ifModSeq` as for put. */
   delete(key: string | Buffer, options: { ifModSeq?: number } = {}): Promise<WriteResult & { deleted: boolean }> {
-    return this.call('write', 'delete', (node) => {
-      integerOption(options, 'ifModSeq', 0, 0, Number.MAX_SAFE_INTEGER);
-      return node.delete(key, options);
-    });
+    return this.call('write', 'delete', (node) => node.delete(key, options));
   }
 
   /** Deletes every key under a non-empty prefix, in one entry. */

@@ -9,7 +9,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
-import { encodeKeyPath, LOG_READ_LIMIT_MAX, RANGE_LIMIT_MAX, type TxnJson } from '../api/index.js';
+import { encodeKeyPath, LOG_READ_LIMIT_MAX, MIN_SEQ_WAIT_MS_MAX, RANGE_LIMIT_MAX, type TxnJson } from '../api/index.js';
 import {
   AnswerCheck,
   AnswerFault,
@@ -47,6 +47,7 @@ import {
 } from './limits.js';
 import type { NodeStatus } from './txn.js';
 import { ClientOptionsError, InvalidAnswerError, NotFoundError, UnavailableError, serverError } from './errors.js';
+import { integerOption } from './options.js';
 import { tlsErrorHint, type ClientTls } from './tls.js';
 import { afterNextPoll, connectionClosed, freshConnectionResends, KeepAliveHttpAgent, KeepAliveHttpsAgent, noteKeepAlive } from './keep-alive.js';
 import { isWireUrl, wireChannel, type WireChannel } from './wire.js';
@@ -582,6 +583,30 @@ interface JsonCallOptions extends Omit<CallOptions, 'check'> {
   readonly valuesMax?: number;
 }
 
+/**
+ * Checks the numbers a call sends (`minSeq`, `minSeqTimeoutMs`, `ifModSeq`) and throws ClientOptionsError naming a bad
+ * one. Here, not only in MercuryClient, because NodeClient is public too and the wire frame cannot carry what the node
+ * would refuse over HTTP: a NaN `ifModSeq` went as 0 ("only if absent") and wrote, and a negative `minSeq` threw out
+ * of the socket's handler when the connection became ready, an uncaught exception that ended the process (audit,
+ * 2026-12-07). Over HTTP the same mistakes are refused alike, before anything is sent.
+ */
+function checkCallOptions(options: ReadOptions & { ifModSeq?: number }): void {
+  if (typeof options !== 'object' || options === null) throw new ClientOptionsError('options must be an object');
+  integerOption(options, 'minSeq', 0, 0, Number.MAX_SAFE_INTEGER);
+  integerOption(options, 'minSeqTimeoutMs', 0, 0, MIN_SEQ_WAIT_MS_MAX);
+  integerOption(options, 'ifModSeq', 0, 0, Number.MAX_SAFE_INTEGER);
+}
+
+/** checkCallOptions as a rejected promise (get, put and delete reject rather than throw), or undefined. */
+function refuseCallOptions(options: ReadOptions & { ifModSeq?: number }): Promise<never> | undefined {
+  try {
+    checkCallOptions(options);
+    return undefined;
+  } catch (error) {
+    return Promise.reject(error instanceof Error ? error : new ClientOptionsError(String(error)));
+  }
+}
+
 export class NodeClient {
   /** For a wire URL (`mercury+tcp://`, `mercury+tls://`): get, put and delete go over the wire port (wire.ts). */
   private readonly wire: WireChannel | undefined;
@@ -712,6 +737,8 @@ export class NodeClient {
 
   /** Returns the key, or undefined if it does not exist. */
   get(key: string | Buffer, options: ReadOptions = {}): Promise<KeyValueAtSeq | undefined> {
+    const refused = refuseCallOptions(options);
+    if (refused !== undefined) return refused;
     const bytes = toBytes(key);
     return this.wire !== undefined ? this.wire.get(bytes, options) : this.httpGet(bytes, options);
   }
@@ -741,6 +768,8 @@ export class NodeClient {
   }
 
   put(key: string | Buffer, value: string | Buffer, options: { ifModSeq?: number } = {}): Promise<WriteResult> {
+    const refused = refuseCallOptions(options);
+    if (refused !== undefined) return refused;
     if (this.wire !== undefined) return this.wire.put(toBytes(key), toBytes(value), options.ifModSeq);
     const query = options.ifModSeq === undefined ? '' : `?ifModSeq=${options.ifModSeq}`;
     return this.json('PUT', `/v1/kv/${encodeKeyPath(toBytes(key))}${query}`, SMALL_ANSWER_BYTES_MAX, writeAnswer, {
@@ -750,6 +779,8 @@ export class NodeClient {
   }
 
   delete(key: string | Buffer, options: { ifModSeq?: number } = {}): Promise<{ seq: number; deleted: boolean }> {
+    const refused = refuseCallOptions(options);
+    if (refused !== undefined) return refused;
     if (this.wire !== undefined) return this.wire.delete(toBytes(key), options.ifModSeq);
     const query = options.ifModSeq === undefined ? '' : `?ifModSeq=${options.ifModSeq}`;
     return this.json('DELETE', `/v1/kv/${encodeKeyPath(toBytes(key))}${query}`, SMALL_ANSWER_BYTES_MAX, deleteAnswer);
@@ -764,6 +795,7 @@ export class NodeClient {
    * asked from a cursor must continue after it (answers.ts), so that a walk cannot page for ever through the same keys.
    */
   async rangePage(prefix: string, options: { limit?: number; cursor?: string | null } & ReadOptions = {}): Promise<RangePageResult> {
+    checkCallOptions(options);
     const query = new URLSearchParams({ prefix });
     if (options.limit !== undefined) query.set('limit', String(options.limit));
     if (options.cursor) query.set('cursor', options.cursor);

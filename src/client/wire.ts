@@ -134,11 +134,21 @@ class Link {
     while (this.ready && this.waiting.length > 0 && this.inFlight.size < this.inFlightMax) {
       const request = this.waiting.shift()!;
       const id = this.takeId();
+      let frame: Buffer;
+      try {
+        frame = request.encode(id);
+      } catch (error) {
+        // Runs inside the socket's handlers (READY, an answer): a throw here was an uncaught exception that ended the
+        // process. NodeClient checks what it sends (http-client.ts checkCallOptions); this keeps any miss to the one
+        // request, refused, nothing of it sent.
+        request.reject(error as Error);
+        continue;
+      }
       request.id = id;
       request.sent = true;
       request.sentMs = this.clock.monotonicMs();
       this.inFlight.set(id, request);
-      this.queueFrame(request.encode(id));
+      this.queueFrame(frame);
     }
   }
 
