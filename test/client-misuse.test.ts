@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ClientOptionsError, MercuryNode, NODE_LIMITS_TEST, NodeClient, connect, validateConfig } from '../src/index.js';
+import { ClientOptionsError, MercuryNode, NODE_LIMITS_TEST, NodeClient, cmp, connect, op, openLocal, validateConfig } from '../src/index.js';
 import { makeTempDir, removeDir } from './support/process.js';
 
 function isOptionsError(pattern: RegExp): (error: unknown) => boolean {
@@ -54,5 +54,38 @@ describe('client misuse', () => {
       await assert.rejects(client.put('misuse/b', 'v', null as never), isOptionsError(/options must be an object/));
       client.close();
     }
+  });
+
+  test('client misuse: a key or value that is not a string or a Buffer is ClientOptionsError on both transports; an undefined value writes nothing (found by audit: HTTP wrote an empty value, the wire port ended the process on a number key)', { timeout: 20_000 }, async () => {
+    for (const url of [node.wireUrl, node.url]) {
+      // First requests of a channel of their own: the wire port encodes them when READY arrives.
+      const first = new NodeClient(url, 4_567);
+      await assert.rejects(first.get(5 as never), isOptionsError(/^key must be a string \(UTF-8\) or a Buffer, got number$/));
+      const client = connect(url);
+      await assert.rejects(client.get(5 as never), isOptionsError(/key must be a string .* got number/));
+      await assert.rejects(client.get(undefined as never), isOptionsError(/key .* got undefined/));
+      await assert.rejects(client.put({ key: 'a' } as never, 'v'), isOptionsError(/key .* got object/));
+      await assert.rejects(client.delete(null as never), isOptionsError(/key .* got null/));
+      await assert.rejects(client.put('misuse/undefined', undefined as never), isOptionsError(/value .* got undefined/));
+      await assert.rejects(client.put('misuse/number', 5 as never), isOptionsError(/value .* got number/));
+      await assert.rejects(client.put('misuse/u8', new Uint8Array([97]) as never), isOptionsError(/value .* got a Uint8Array \(wrap it/));
+      for (const key of ['misuse/undefined', 'misuse/number', 'misuse/u8']) assert.equal(await client.get(key), undefined, `${url}: ${key} was written`);
+      // Empty and oversized keys keep the node's own codes, alike on both.
+      await assert.rejects(client.get(''), (error: unknown) => (error as { code?: string }).code === 'KEY_EMPTY');
+      await assert.rejects(client.put('k'.repeat(2_000), 'v'), (error: unknown) => (error as { code?: string }).code === 'KEY_TOO_LARGE');
+      client.close();
+    }
+  });
+
+  test('client misuse: transaction ops, range prefixes and local reads of the wrong type are ClientOptionsError before anything is sent', async () => {
+    const client = connect(node.url);
+    assert.throws(() => op.put('misuse/t', undefined as never), isOptionsError(/value .* got undefined/));
+    assert.throws(() => op.delete(7 as never), isOptionsError(/key .* got number/));
+    assert.throws(() => cmp.value('misuse/t', '=', {} as never), isOptionsError(/value .* got object/));
+    await assert.rejects(client.range(5 as never).next(), isOptionsError(/prefix must be a string/));
+    client.close();
+    const local = await openLocal(join(dir, 'node'));
+    assert.throws(() => local.getSync(5 as never), isOptionsError(/key .* got number/));
+    await local.close();
   });
 });

@@ -121,9 +121,24 @@ export interface TxnResult {
   readonly hash?: string;
 }
 
-/** UTF-8 bytes of a string key or value; a Buffer as it is. */
-export function toBytes(value: string | Buffer): Buffer {
-  return typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
+/**
+ * Throws ClientOptionsError unless `value` is a string or a Buffer (`what` names it: key, value, prefix). Checked
+ * before anything is sent: HTTP put an `undefined` value as an empty one, and a number key was a TypeError over HTTP
+ * and, over the wire port, a throw inside the socket's handler that ended the process (audit, 2026-12-07). Any other
+ * Uint8Array is refused too, as the watch's prefixes are: the declared type is Buffer, and the wire encoder needs one
+ * (docs/decisions.md, record 70).
+ */
+export function checkBytes(value: unknown, what: string): asserts value is string | Buffer {
+  if (typeof value === 'string' || Buffer.isBuffer(value)) return;
+  const got = value === null ? 'null' : value instanceof Uint8Array ? `a ${value.constructor.name} (wrap it: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))` : typeof value;
+  throw new ClientOptionsError(`${what} must be a string (UTF-8) or a Buffer, got ${got}`);
+}
+
+/** UTF-8 bytes of a string key or value; a Buffer as it is; anything else ClientOptionsError (checkBytes). */
+export function toBytes(value: string | Buffer, what = 'key'): Buffer {
+  if (typeof value === 'string') return Buffer.from(value, 'utf8');
+  checkBytes(value, what);
+  return value;
 }
 
 /** A request given a pooled connection that was closed (or due for retirement) failed with this before writing a byte. */
@@ -597,10 +612,15 @@ function checkCallOptions(options: ReadOptions & { ifModSeq?: number }): void {
   integerOption(options, 'ifModSeq', 0, 0, Number.MAX_SAFE_INTEGER);
 }
 
-/** checkCallOptions as a rejected promise (get, put and delete reject rather than throw), or undefined. */
-function refuseCallOptions(options: ReadOptions & { ifModSeq?: number }): Promise<never> | undefined {
+/**
+ * checkCallOptions and checkBytes of the key (and of the value, for a put) as a rejected promise (get, put and delete
+ * reject rather than throw), or undefined.
+ */
+function refuseCall(options: ReadOptions & { ifModSeq?: number }, key: unknown, put?: { readonly value: unknown }): Promise<never> | undefined {
   try {
     checkCallOptions(options);
+    checkBytes(key, 'key');
+    if (put !== undefined) checkBytes(put.value, 'value');
     return undefined;
   } catch (error) {
     return Promise.reject(error instanceof Error ? error : new ClientOptionsError(String(error)));
@@ -737,7 +757,7 @@ export class NodeClient {
 
   /** Returns the key, or undefined if it does not exist. */
   get(key: string | Buffer, options: ReadOptions = {}): Promise<KeyValueAtSeq | undefined> {
-    const refused = refuseCallOptions(options);
+    const refused = refuseCall(options, key);
     if (refused !== undefined) return refused;
     const bytes = toBytes(key);
     return this.wire !== undefined ? this.wire.get(bytes, options) : this.httpGet(bytes, options);
@@ -768,18 +788,18 @@ export class NodeClient {
   }
 
   put(key: string | Buffer, value: string | Buffer, options: { ifModSeq?: number } = {}): Promise<WriteResult> {
-    const refused = refuseCallOptions(options);
+    const refused = refuseCall(options, key, { value });
     if (refused !== undefined) return refused;
-    if (this.wire !== undefined) return this.wire.put(toBytes(key), toBytes(value), options.ifModSeq);
+    if (this.wire !== undefined) return this.wire.put(toBytes(key), toBytes(value, 'value'), options.ifModSeq);
     const query = options.ifModSeq === undefined ? '' : `?ifModSeq=${options.ifModSeq}`;
     return this.json('PUT', `/v1/kv/${encodeKeyPath(toBytes(key))}${query}`, SMALL_ANSWER_BYTES_MAX, writeAnswer, {
-      body: toBytes(value),
+      body: toBytes(value, 'value'),
       contentType: 'application/octet-stream',
     });
   }
 
   delete(key: string | Buffer, options: { ifModSeq?: number } = {}): Promise<{ seq: number; deleted: boolean }> {
-    const refused = refuseCallOptions(options);
+    const refused = refuseCall(options, key);
     if (refused !== undefined) return refused;
     if (this.wire !== undefined) return this.wire.delete(toBytes(key), options.ifModSeq);
     const query = options.ifModSeq === undefined ? '' : `?ifModSeq=${options.ifModSeq}`;
@@ -796,6 +816,8 @@ export class NodeClient {
    */
   async rangePage(prefix: string, options: { limit?: number; cursor?: string | null } & ReadOptions = {}): Promise<RangePageResult> {
     checkCallOptions(options);
+    // A number would go as its digits, a Buffer as its text (any other bytes mangled), then fail the page check.
+    if (typeof prefix !== 'string') throw new ClientOptionsError(`prefix must be a string ('' for every key), got ${prefix === null ? 'null' : typeof prefix}`);
     const query = new URLSearchParams({ prefix });
     if (options.limit !== undefined) query.set('limit', String(options.limit));
     if (options.cursor) query.set('cursor', options.cursor);

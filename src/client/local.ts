@@ -126,7 +126,7 @@ export class LocalReader {
   /** Every key under `prefix`, page by page; each page one snapshot at its `seq` (like `MercuryClient.range`). */
   async *range(prefix: string | Buffer, options: RangeOptions = {}): AsyncGenerator<RangePage, void, undefined> {
     const limit = integerOption(options, 'pageLimit', RANGE_PAGE_LIMIT_DEFAULT, 1, RANGE_LIMIT_MAX);
-    const bytes = toBytes(prefix);
+    const bytes = toBytes(prefix, 'prefix');
     if (bytes.length > 0) validateKey(bytes, 'prefix');
     await this.ready(options);
     // The prefix's keys without the reserved ones: at most two ranges, read one after the other. Pages with keys are

@@ -46,7 +46,7 @@ export const cmp = Object.freeze({
   /** The key does not exist. */
   missing: (key: Bytes): TxnCompareJson => formatCompare({ key: toBytes(key), target: 'exists', exists: false }),
   /** The key's value compares to `value` (bytewise). */
-  value: (key: Bytes, operator: CompareOp, value: Bytes): TxnCompareJson => formatCompare({ key: toBytes(key), target: 'value', operator, value: toBytes(value) }),
+  value: (key: Bytes, operator: CompareOp, value: Bytes): TxnCompareJson => formatCompare({ key: toBytes(key), target: 'value', operator, value: toBytes(value, 'value') }),
   /** The seq of the key's last change compares to `modSeq`. */
   modSeq: (key: Bytes, operator: CompareOp, modSeq: number): TxnCompareJson => formatCompare({ key: toBytes(key), target: 'modSeq', operator, number: modSeq }),
   /** The number of puts since the key was created compares to `version`. */
@@ -58,12 +58,12 @@ export const cmp = Object.freeze({
 
 /** Op constructors for `TxnBuilder.success` and `.failure`. */
 export const op = Object.freeze({
-  put: (key: Bytes, value: Bytes): TxnOpJson => formatOp({ type: 'put', key: toBytes(key), value: toBytes(value) }),
+  put: (key: Bytes, value: Bytes): TxnOpJson => formatOp({ type: 'put', key: toBytes(key), value: toBytes(value, 'value') }),
   delete: (key: Bytes): TxnOpJson => formatOp({ type: 'delete', key: toBytes(key) }),
   /** Every key under a non-empty prefix (sent as the range it covers). */
-  deletePrefix: (prefix: Bytes): TxnOpJson => formatOp({ type: 'deleteRange', start: toBytes(prefix), end: prefixEnd(toBytes(prefix)) }),
+  deletePrefix: (prefix: Bytes): TxnOpJson => formatOp({ type: 'deleteRange', start: toBytes(prefix, 'prefix'), end: prefixEnd(toBytes(prefix, 'prefix')) }),
   /** Keys k with start <= k < end; without `end`, every key from `start` on. */
-  deleteRange: (start: Bytes, end?: Bytes): TxnOpJson => formatOp({ type: 'deleteRange', start: toBytes(start), end: end === undefined ? Buffer.alloc(0) : toBytes(end) }),
+  deleteRange: (start: Bytes, end?: Bytes): TxnOpJson => formatOp({ type: 'deleteRange', start: toBytes(start, 'start'), end: end === undefined ? Buffer.alloc(0) : toBytes(end, 'end') }),
 });
 
 /**
