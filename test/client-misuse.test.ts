@@ -88,4 +88,19 @@ describe('client misuse', () => {
     assert.throws(() => local.getSync(5 as never), isOptionsError(/key .* got number/));
     await local.close();
   });
+
+  test('client misuse: an onSubscribed callback that throws ends the watch with its error, not the process (found by audit: an uncaught exception, and the watch hung)', { timeout: 20_000 }, async () => {
+    const client = connect(node.url);
+    const thrown = new Error('the application broke in onSubscribed');
+    const watch = client.watch({
+      prefix: 'misuse/',
+      onSubscribed: () => {
+        throw thrown;
+      },
+    });
+    await assert.rejects(watch.next(), (error: unknown) => error === thrown);
+    // Ended: nothing more is delivered, and return() after the error is harmless.
+    assert.deepEqual(await watch.return(), { value: undefined, done: true });
+    client.close();
+  });
 });

@@ -24,8 +24,8 @@
  *   entry can give; `WatchCursor`: another subscription's id, a key under none of the subscribed prefixes, or an
  *   order that would skip or repeat entries) with a
  *   `WatchError` of code `PROTOCOL`. The upgrade must complete within `requestTimeoutMs`; of an error answering it,
- *   `UPGRADE_ERROR_BODY_BYTES_MAX` are read. Nothing else is thrown to the consumer, unless the watch was opened
- *   with `reconnect: false`.
+ *   `UPGRADE_ERROR_BODY_BYTES_MAX` are read. An `onSubscribed` that throws ends the watch, and the iterator rejects
+ *   with what it threw. Nothing else is thrown to the consumer, unless the watch was opened with `reconnect: false`.
  * - **Without reconnecting** (`reconnect: false`, for a consumer that reports where to resume instead, such as
  *   `mercury watch`): a first connection that fails ends the iterator with `UnavailableError`, and the end of an
  *   established one with `WatchClosedError` (close code, reason and `resumeSeq`).
@@ -229,7 +229,14 @@ export class Watch implements AsyncIterableIterator<WatchEvent> {
         subscribed = true;
         this.failedAttempts = 0;
         this.attemptErrors.length = 0;
-        this.options.onSubscribed?.(step.subscribedFromSeq);
+        try {
+          this.options.onSubscribed?.(step.subscribedFromSeq);
+        } catch (error) {
+          // The application's callback, run inside this socket's handler: its throw was an uncaught exception that
+          // ended the process, and the watch delivered nothing more (audit, 2026-12-07). It ends the watch instead,
+          // and the iterator rejects with it as thrown.
+          return this.fail(error instanceof Error ? error : new Error(String(error)));
+        }
       }
       if (step.error !== undefined) {
         // A node before record 45 refuses the field, whatever its value; it trusts the seq alone, as clients before did.
