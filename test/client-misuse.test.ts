@@ -103,4 +103,23 @@ describe('client misuse', () => {
     assert.deepEqual(await watch.return(), { value: undefined, done: true });
     client.close();
   });
+
+  test('client misuse: text holding half of a surrogate pair is ClientOptionsError on both transports, not written as U+FFFD (found by audit: put("\\ud800") wrote the key "\\ufffd")', async () => {
+    for (const url of [node.wireUrl, node.url]) {
+      const client = connect(url);
+      await assert.rejects(client.put('misuse/\ud800', 'v'), isOptionsError(/^key holds half of a UTF-16 surrogate pair at index 7/));
+      await assert.rejects(client.put('misuse/s', 'a\udc00'), isOptionsError(/^value holds half/));
+      await assert.rejects(client.get('misuse/\udc00'), isOptionsError(/^key holds half/));
+      // A whole pair is text like any other.
+      await client.put('misuse/\ud83d\ude00', 'ok');
+      assert.equal(await client.get('misuse/\ufffd'), undefined, `${url}: a lone surrogate was written as U+FFFD`);
+      assert.equal((await client.get('misuse/\ud83d\ude00'))?.value.toString(), 'ok');
+      client.close();
+    }
+    const client = connect(node.url);
+    assert.throws(() => op.put('misuse/\ud800', 'v'), isOptionsError(/^key holds half/));
+    await assert.rejects(client.deletePrefix('misuse/\ud800'), isOptionsError(/^prefix holds half/));
+    await assert.rejects(client.range('misuse/\ud800').next(), isOptionsError(/^prefix holds half/));
+    client.close();
+  });
 });

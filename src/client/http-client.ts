@@ -129,14 +129,31 @@ export interface TxnResult {
  * (docs/decisions.md, record 70).
  */
 export function checkBytes(value: unknown, what: string): asserts value is string | Buffer {
-  if (typeof value === 'string' || Buffer.isBuffer(value)) return;
+  if (typeof value === 'string') return checkWellFormed(value, what);
+  if (Buffer.isBuffer(value)) return;
   const got = value === null ? 'null' : value instanceof Uint8Array ? `a ${value.constructor.name} (wrap it: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))` : typeof value;
   throw new ClientOptionsError(`${what} must be a string (UTF-8) or a Buffer, got ${got}`);
 }
 
+/** Half of a UTF-16 surrogate pair (with the u flag a whole pair is one code point, which this does not match). */
+const LONE_SURROGATE = /\p{Surrogate}/u;
+
+/**
+ * Throws ClientOptionsError when text holds half of a surrogate pair. UTF-8 cannot carry it, and Buffer.from wrote
+ * it as U+FFFD, so `put('\ud800', v)` wrote the key "\ufffd" (and '\udc00' the same key), where a watch on such a
+ * prefix was refused (LONE_SURROGATE; audit, 2026-12-07).
+ */
+export function checkWellFormed(text: string, what: string): void {
+  const at = text.search(LONE_SURROGATE);
+  if (at >= 0) throw new ClientOptionsError(`${what} holds half of a UTF-16 surrogate pair at index ${at}, which UTF-8 cannot carry; give such bytes as a Buffer`);
+}
+
 /** UTF-8 bytes of a string key or value; a Buffer as it is; anything else ClientOptionsError (checkBytes). */
 export function toBytes(value: string | Buffer, what = 'key'): Buffer {
-  if (typeof value === 'string') return Buffer.from(value, 'utf8');
+  if (typeof value === 'string') {
+    checkWellFormed(value, what);
+    return Buffer.from(value, 'utf8');
+  }
   checkBytes(value, what);
   return value;
 }
@@ -807,6 +824,7 @@ export class NodeClient {
   }
 
   async deletePrefix(prefix: string): Promise<WriteResult> {
+    checkWellFormed(prefix, 'prefix');
     return this.json('DELETE', `/v1/kv?prefix=${encodeURIComponent(prefix)}`, SMALL_ANSWER_BYTES_MAX, writeAnswer);
   }
 
@@ -818,6 +836,7 @@ export class NodeClient {
     checkCallOptions(options);
     // A number would go as its digits, a Buffer as its text (any other bytes mangled), then fail the page check.
     if (typeof prefix !== 'string') throw new ClientOptionsError(`prefix must be a string ('' for every key), got ${prefix === null ? 'null' : typeof prefix}`);
+    checkWellFormed(prefix, 'prefix');
     const query = new URLSearchParams({ prefix });
     if (options.limit !== undefined) query.set('limit', String(options.limit));
     if (options.cursor) query.set('cursor', options.cursor);
