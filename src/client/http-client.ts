@@ -126,7 +126,7 @@ export interface TxnResult {
  * before anything is sent: HTTP put an `undefined` value as an empty one, and a number key was a TypeError over HTTP
  * and, over the wire port, a throw inside the socket's handler that ended the process (audit, 2026-12-07). Any other
  * Uint8Array is refused too, as the watch's prefixes are: the declared type is Buffer, and the wire encoder needs one
- * (docs/decisions.md, record 70).
+ * (docs/decisions.md, record 68).
  */
 export function checkBytes(value: unknown, what: string): asserts value is string | Buffer {
   if (typeof value === 'string') return checkWellFormed(value, what);
@@ -144,6 +144,9 @@ const LONE_SURROGATE = /\p{Surrogate}/u;
  * prefix was refused (LONE_SURROGATE; audit, 2026-12-07).
  */
 export function checkWellFormed(text: string, what: string): void {
+  // isWellFormed (Node 20, not in TypeScript's ES2023 lib) first: about 5 ns for a key, 1.5 µs for a MiB of text,
+  // against 32 ns and 35 µs for the search, which runs only to say where the half pair is.
+  if ((text as unknown as { isWellFormed(): boolean }).isWellFormed()) return;
   const at = text.search(LONE_SURROGATE);
   if (at >= 0) throw new ClientOptionsError(`${what} holds half of a UTF-16 surrogate pair at index ${at}, which UTF-8 cannot carry; give such bytes as a Buffer`);
 }
