@@ -153,12 +153,8 @@ export function checkWellFormed(text: string, what: string): void {
 
 /** UTF-8 bytes of a string key or value; a Buffer as it is; anything else ClientOptionsError (checkBytes). */
 export function toBytes(value: string | Buffer, what = 'key'): Buffer {
-  if (typeof value === 'string') {
-    checkWellFormed(value, what);
-    return Buffer.from(value, 'utf8');
-  }
   checkBytes(value, what);
-  return value;
+  return typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
 }
 
 /** A request given a pooled connection that was closed (or due for retirement) failed with this before writing a byte. */
@@ -633,15 +629,12 @@ function checkCallOptions(options: ReadOptions & { ifModSeq?: number }): void {
 }
 
 /**
- * checkCallOptions and checkBytes of the key (and of the value, for a put) as a rejected promise (get, put and delete
- * reject rather than throw), or undefined.
+ * `call()`, with what it throws (an argument refused before anything is sent: checkCallOptions, toBytes) as a rejected
+ * promise: get, put and delete reject rather than throw.
  */
-function refuseCall(options: ReadOptions & { ifModSeq?: number }, key: unknown, put?: { readonly value: unknown }): Promise<never> | undefined {
+function rejectingThrows<T>(call: () => Promise<T>): Promise<T> {
   try {
-    checkCallOptions(options);
-    checkBytes(key, 'key');
-    if (put !== undefined) checkBytes(put.value, 'value');
-    return undefined;
+    return call();
   } catch (error) {
     return Promise.reject(error instanceof Error ? error : new ClientOptionsError(String(error)));
   }
@@ -777,10 +770,11 @@ export class NodeClient {
 
   /** Returns the key, or undefined if it does not exist. */
   get(key: string | Buffer, options: ReadOptions = {}): Promise<KeyValueAtSeq | undefined> {
-    const refused = refuseCall(options, key);
-    if (refused !== undefined) return refused;
-    const bytes = toBytes(key);
-    return this.wire !== undefined ? this.wire.get(bytes, options) : this.httpGet(bytes, options);
+    return rejectingThrows(() => {
+      checkCallOptions(options);
+      const bytes = toBytes(key);
+      return this.wire !== undefined ? this.wire.get(bytes, options) : this.httpGet(bytes, options);
+    });
   }
 
   private async httpGet(bytes: Buffer, options: ReadOptions): Promise<KeyValueAtSeq | undefined> {
@@ -808,22 +802,24 @@ export class NodeClient {
   }
 
   put(key: string | Buffer, value: string | Buffer, options: { ifModSeq?: number } = {}): Promise<WriteResult> {
-    const refused = refuseCall(options, key, { value });
-    if (refused !== undefined) return refused;
-    if (this.wire !== undefined) return this.wire.put(toBytes(key), toBytes(value, 'value'), options.ifModSeq);
-    const query = options.ifModSeq === undefined ? '' : `?ifModSeq=${options.ifModSeq}`;
-    return this.json('PUT', `/v1/kv/${encodeKeyPath(toBytes(key))}${query}`, SMALL_ANSWER_BYTES_MAX, writeAnswer, {
-      body: toBytes(value, 'value'),
-      contentType: 'application/octet-stream',
+    return rejectingThrows(() => {
+      checkCallOptions(options);
+      const keyBytes = toBytes(key);
+      const valueBytes = toBytes(value, 'value');
+      if (this.wire !== undefined) return this.wire.put(keyBytes, valueBytes, options.ifModSeq);
+      const query = options.ifModSeq === undefined ? '' : `?ifModSeq=${options.ifModSeq}`;
+      return this.json('PUT', `/v1/kv/${encodeKeyPath(keyBytes)}${query}`, SMALL_ANSWER_BYTES_MAX, writeAnswer, { body: valueBytes, contentType: 'application/octet-stream' });
     });
   }
 
   delete(key: string | Buffer, options: { ifModSeq?: number } = {}): Promise<{ seq: number; deleted: boolean }> {
-    const refused = refuseCall(options, key);
-    if (refused !== undefined) return refused;
-    if (this.wire !== undefined) return this.wire.delete(toBytes(key), options.ifModSeq);
-    const query = options.ifModSeq === undefined ? '' : `?ifModSeq=${options.ifModSeq}`;
-    return this.json('DELETE', `/v1/kv/${encodeKeyPath(toBytes(key))}${query}`, SMALL_ANSWER_BYTES_MAX, deleteAnswer);
+    return rejectingThrows(() => {
+      checkCallOptions(options);
+      const bytes = toBytes(key);
+      if (this.wire !== undefined) return this.wire.delete(bytes, options.ifModSeq);
+      const query = options.ifModSeq === undefined ? '' : `?ifModSeq=${options.ifModSeq}`;
+      return this.json('DELETE', `/v1/kv/${encodeKeyPath(bytes)}${query}`, SMALL_ANSWER_BYTES_MAX, deleteAnswer);
+    });
   }
 
   async deletePrefix(prefix: string): Promise<WriteResult> {
