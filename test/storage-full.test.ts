@@ -20,6 +20,11 @@ import { fillUp, mountTmpfs } from './support/tmpfs.js';
 const TMPFS_BYTES = 16 * 1024 * 1024;
 /** Larger than any run of free pages LMDB could reuse inside the file: the commit must grow the file. */
 const BIG_VALUE_BYTES = 512 * 1024;
+/**
+ * A value whose write LMDB itself fails on the full disk, described in few enough characters for lmdb-js's 100-byte
+ * buffer (src/store/space-guard.ts): a larger one corrupts the test process's heap.
+ */
+const LMDB_FAILURE_VALUE_BYTES = 5000;
 
 test('storage faults: ENOSPC, MDB_MAP_FULL and EIO on a full disk map to STORAGE_FULL (507), EIO and MDB_PANIC to STORAGE_IO_ERROR (500), anything else to none', () => {
   const lmdbError = (code: number, message: string): Error => Object.assign(new Error(message), { code });
@@ -83,6 +88,14 @@ describe('storage full', () => {
     const refused = await request(url, 'PUT', '/v1/kv/big', { body: big });
     const error = assertError(refused, 'STORAGE_FULL', 507);
     assert.match(error.message, /not applied/);
+    // Found by an audit (2026-12-07): LMDB's failed write of a large value on the full disk overflowed lmdb-js's
+    // 100-byte error buffer, and the node died at the next try (`malloc(): invalid next size`, 4 runs in 4 with these
+    // sizes). The space guard refuses them before LMDB writes (src/store/space-guard.ts).
+    for (const bytes of [600_000, 900_000, 600_000, 900_000]) {
+      const larger = await request(url, 'PUT', `/v1/kv/larger-${bytes}`, { body: Buffer.alloc(bytes, 'l') });
+      assert.match(assertError(larger, 'STORAGE_FULL', 507).message, /keeps free so that LMDB never meets a full disk/);
+    }
+    assert.equal(node?.child.exitCode, null, 'the node is alive');
     // Reads go on; liveness holds; readiness, status, metrics and the log say what is wrong.
     assert.equal((await request(url, 'GET', '/v1/kv/before')).body.toString(), 'still here');
     assertError(await request(url, 'GET', '/v1/kv/big'), 'KEY_NOT_FOUND');
@@ -146,8 +159,11 @@ describe('storage full', () => {
       return;
     }
     // lmdb-js keeps the promise of its last asynchronous commit, rejected, until its next one: the store must not take
-    // that old failure for the fate of the commits after it (found in review of record 37).
-    const store = Store.open({ path: join(mountPoint, 'store-write-thread'), mapBytes: 64 * 1024 * 1024 });
+    // that old failure for the fate of the commits after it (found in review of record 37). The space guard keeps
+    // LMDB off a full disk; this is the disk another process filled after its reading (it reads "unknown", which it
+    // does not refuse), with a value whose failed write LMDB describes in few enough characters not to overflow its
+    // buffer (src/store/space-guard.ts).
+    const store = Store.open({ path: join(mountPoint, 'store-write-thread'), mapBytes: 64 * 1024 * 1024, readFreeBytes: () => undefined });
     const filler = join(mountPoint, 'store-filler');
     const put =
       (key: string, bytes: number) =>
@@ -156,11 +172,51 @@ describe('storage full', () => {
       };
     try {
       fillUp(filler);
-      await assert.rejects(store.commitAsync(Date.now(), put('big', BIG_VALUE_BYTES)), (error: MercuryError) => error.code === 'STORAGE_FULL');
+      await assert.rejects(store.commitAsync(Date.now(), put('big', LMDB_FAILURE_VALUE_BYTES)), (error: MercuryError) => error.code === 'STORAGE_FULL' && /No space left on device/.test(error.message));
       rmSync(filler);
       assert.equal(store.commit(Date.now(), put('after', 10))?.entry.seq, 1);
       await store.flushed();
       assert.equal(store.get(Buffer.from('after')).record?.value.length, 10);
+    } finally {
+      rmSync(filler, { force: true });
+      await store.close();
+    }
+  });
+
+  // Found by an audit (2026-12-07): lmdb-js formats a failed page write into a 100-byte buffer (its mdb.c,
+  // mdb_page_flush); writes of many pages far into the file make the text longer, and the heap was corrupted: with
+  // these sizes the second refused write killed the process (`malloc(): invalid next size`, 4 runs in 4). The space
+  // guard refuses such writes before LMDB begins them (src/store/space-guard.ts). Run without the guard, this test
+  // dies with its process.
+  test('storage full: large writes on a full disk, on either thread, and a trim are refused before LMDB writes, and the process lives', async (t) => {
+    if (skip !== undefined) {
+      t.skip(skip);
+      return;
+    }
+    // A tmpfs of its own: the data file must reach far into it (the positions in LMDB's message grow with it).
+    const disk = join(root, 'guard-mnt');
+    mkdirSync(disk);
+    const notMounted = mountTmpfs(disk, TMPFS_BYTES);
+    if (notMounted !== undefined) throw new Error(notMounted);
+    t.after(() => execFileSync('umount', [disk]));
+    const store = Store.open({ path: join(disk, 'store'), mapBytes: 64 * 1024 * 1024 });
+    const filler = join(disk, 'filler');
+    const put = (key: string) => (view: WriteView) => view.apply({ type: 'put', key: Buffer.from(key), value: Buffer.alloc(600_000, key) });
+    const refused = (error: MercuryError): boolean => error.code === 'STORAGE_FULL' && /keeps free so that LMDB never meets a full disk/.test(error.message);
+    try {
+      for (let i = 0; i < 8; i++) store.commit(Date.now(), put(`large/${i}`));
+      const head = store.head();
+      fillUp(filler);
+      for (let attempt = 0; attempt < 3; attempt++) assert.throws(() => store.commit(Date.now(), put(`large/${attempt}`)), refused);
+      for (let attempt = 0; attempt < 2; attempt++) await assert.rejects(store.commitAsync(Date.now(), put(`large/${attempt}`)), refused);
+      assert.throws(() => store.trimLog(1, Number.MAX_SAFE_INTEGER, 1_000), refused);
+      assert.equal(store.writeFault()?.code, 'STORAGE_FULL');
+      assert.equal(store.probeWritable(), false);
+      assert.deepEqual(store.head(), head, 'nothing was written');
+      rmSync(filler);
+      assert.equal(store.probeWritable(), true);
+      assert.equal(store.writeFault(), undefined);
+      assert.equal(store.commit(Date.now(), put('large/after'))?.entry.seq, head.seq + 1);
     } finally {
       rmSync(filler, { force: true });
       await store.close();

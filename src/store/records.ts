@@ -176,8 +176,11 @@ export function copyKeyRecord(key: Buffer, buffer: Buffer, size: number): KeyRec
   return { createSeq: readU64(buffer, CRC_BYTES), modSeq: readU64(buffer, CRC_BYTES + 8), version: buffer.readUInt32BE(CRC_BYTES + 16), value };
 }
 
+/** A log record's key: its seq, 8 bytes big-endian, so that LMDB's order is the log's. */
+export const SEQ_KEY_BYTES = 8;
+
 export function seqKey(seq: number): Buffer {
-  const buffer = Buffer.allocUnsafe(8);
+  const buffer = Buffer.allocUnsafe(SEQ_KEY_BYTES);
   buffer.writeBigUInt64BE(BigInt(seq), 0);
   return buffer;
 }

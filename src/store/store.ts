@@ -14,13 +14,13 @@ import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
 import { fileKind } from '../fs/bounded-read.js';
 import { fileUnusable, isUnusable, lockDataDir, type DataDirLock } from '../fs/dir-lock.js';
-import { freeBytes } from '../fs/free-space.js';
 import { checkDataFiles, DATA_FILE, dataFileFound, finishMovedRestore, INITIALISED_FILE, LMDB_LOCK_FILE, markInitialised, refuseStoppedRestore } from './data-files.js';
 import { dataFileDamaged, lmdbMetaProblem, lmdbTreeProblem } from './lmdb-meta.js';
 import { open, type Database, type DatabaseOptions, type RootDatabase, type RootDatabaseOptionsWithPath, type Transaction } from 'lmdb';
 import { LMDB_MAP_BYTES_DEFAULT, LMDB_READERS_MAX, SNAPSHOT_READERS_MAX } from '../limits.js';
 import { SnapshotReaders, snapshotReadersFor, type SnapshotReservation } from './snapshot-readers.js';
 import { closeUnsynced, openUnsyncedWhy } from './unsynced-guard.js';
+import { appendedGrowth, DiskSpaceRefusal, freeBytesOrUnknown, placedGrowth, recordFootprint, SPACE_HEADROOM_BYTES, SpaceGuard } from './space-guard.js';
 import { DAMAGE_REPORTS_MAX, dataCorrupted, isLmdbDamage, isRecordDamage, keyName, readersFull, storageFault, type DamageReport } from './health.js';
 import { MercuryError } from '../errors/index.js';
 import { GENESIS_HEAD, HASH_BYTES, authorRuns, sealEntry, verifyNext, verifySelf, type ChainHead, type EncodedEntry, type Entry, type Op } from '../log/index.js';
@@ -39,6 +39,7 @@ import {
   encodeU64,
   MetaRecordDamageError,
   KEY_RECORD_HEADER_BYTES,
+  SEQ_KEY_BYTES,
   KeyRecordDamageError,
   nextVersion,
   seqKey,
@@ -78,6 +79,11 @@ export interface StoreOptions {
    * handle in a process whose first handle holds the lock (a writer thread).
    */
   readonly lock?: boolean;
+  /**
+   * What the space guard reads as free on the store's disk (space-guard.ts); default the file system's figure. Tests
+   * give another to stand for a disk that another process fills between the guard's reading and LMDB's write.
+   */
+  readonly readFreeBytes?: () => number | undefined;
 }
 
 export interface RangeItem {
@@ -204,20 +210,11 @@ function openLmdb(options: RootDatabaseOptionsWithPath & { readonly path: string
   }
 }
 
-/** What the file system that holds `dir` has free for this process (src/fs/free-space.ts), or undefined if it cannot be told. */
-function freeBytesOrUnknown(dir: string): number | undefined {
-  try {
-    return freeBytes(dir);
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * What a new store needs free before LMDB makes it: its lock file (a table of LMDB_READERS_MAX slots, 64 KiB), its two
- * meta pages and the first commits, with room to spare.
+ * meta pages and the first commits, with room to spare; and what the space guard keeps free under every write.
  */
-const STORE_CREATE_FREE_BYTES_MIN = 1024 * 1024;
+const STORE_CREATE_FREE_BYTES_MIN = SPACE_HEADROOM_BYTES + 1024 * 1024;
 
 /**
  * Throws STORAGE_FULL when the disk that holds `dir` cannot take a new store. LMDB initialising a data file on a full
@@ -462,6 +459,12 @@ export class Store {
   private readonly damageListeners: ((report: DamageReport) => void)[] = [];
   /** The last write failure that was the storage's (disk full, I/O error), until a write succeeds again. */
   private currentWriteFault: MercuryError | undefined;
+  /** Keeps write transactions off a full disk (space-guard.ts); none for a read-only store. */
+  private readonly space: SpaceGuard | undefined;
+  /** LMDB's page size for this environment, for the guard's estimates. */
+  private readonly pageBytes: number;
+  /** What the snapshot install under way has staged (stageSnapshotPage): finishSnapshotInstall copies it into `kv`. */
+  private stagedBytes = 0;
   /** While the root's commit is under way on lmdb-js's write thread (commitAsync): resolves when it has settled. */
   private asyncCommit: Promise<void> | undefined;
   /** Whether anything read through this handle since the last commit began: a commit that blocks this thread would hold it up. */
@@ -525,7 +528,10 @@ export class Store {
     // directory to itself: a process that opened it first with fewer slots (lmdb-js's default 126, a backup tool's 16)
     // and still holds it open gave this node its table, whatever it asked for. The snapshot readers, held for minutes,
     // then get their usual share of the table in force, so that point reads still find slots.
-    this.lmdbReadersMax = (this.env.getStats() as { maxReaders: number }).maxReaders;
+    const stats = this.env.getStats() as { maxReaders: number; pageSize: number };
+    this.lmdbReadersMax = stats.maxReaders;
+    this.pageBytes = stats.pageSize;
+    this.space = options.readOnly === true ? undefined : new SpaceGuard(options.readFreeBytes ?? (() => freeBytesOrUnknown(options.path)));
     this.snapshotReaders = new SnapshotReaders(snapshotReadersFor(options.snapshotReadersMax ?? SNAPSHOT_READERS_MAX, this.lmdbReadersMax));
     // LMDB creates its files 0644 (less the umask); the data is nobody else's to read.
     if (created) for (const name of LMDB_FILES) chmodSync(join(options.path, name), DATA_FILE_MODE);
@@ -569,6 +575,13 @@ export class Store {
     let discardedInstallRecords = 0;
     if (!options.readOnly) {
       this.writeSync(() => {
+        // Nothing to write at most starts: the guard is asked only before something is, so that a node whose disk
+        // is full still starts and serves reads.
+        let reserved = false;
+        const reserve = (): void => {
+          if (!reserved) this.reserveSpace(this.smallWriteGrowth());
+          reserved = true;
+        };
         // A first snapshot goes straight into `kv` at seq 0 (beginSnapshotInstall), and only its last transaction
         // moves the head. A stop before that leaves records that no digest or signature has checked; readers ignore
         // them at seq 0, but the first entry committed (this directory served as a root) or applied would make them
@@ -579,15 +592,19 @@ export class Store {
           const count = db.getKeysCount();
           if (count === 0) continue;
           discardedInstallRecords += count;
+          reserve();
           this.removeAll(db);
         }
-        if (this.meta.get(META_DATASET_ID) === undefined && options.createDataset !== false)
+        if (this.meta.get(META_DATASET_ID) === undefined && options.createDataset !== false) {
+          reserve();
           this.meta.putSync(META_DATASET_ID, Buffer.from(randomUUID()));
+        }
         if (this.meta.get(META_NODE_ID) === undefined) {
+          reserve();
           this.meta.putSync(META_NODE_ID, Buffer.from(randomUUID()));
           this.meta.putSync(META_FORMAT, Buffer.from(String(STORE_FORMAT)));
         }
-      });
+      }, undefined);
     }
     // Before the marker: a directory this Mercury refuses for its format is never marked, so that a marked directory
     // without a format record is known to be damaged (see checkFormat).
@@ -619,7 +636,7 @@ export class Store {
     this.summedLogBytes = logBytes.damage;
     // Written back, so that readers (verify, an embedded reader) and the next start read a sound record. A reader
     // writes nothing: it sums the log again at each open until its node has started once.
-    if (logBytes.damage !== undefined && !options.readOnly) this.writeSync(() => this.meta.putSync(META_LOG_BYTES, encodeU64(logBytes.bytes)));
+    if (logBytes.damage !== undefined && !options.readOnly) this.writeSync(() => this.meta.putSync(META_LOG_BYTES, encodeU64(logBytes.bytes)), this.smallWriteGrowth());
   }
 
   /**
@@ -1073,7 +1090,7 @@ export class Store {
     assert.equal(this.asyncCommit, undefined, 'a commit is already under way on the write thread');
     this.readSinceCommit = false;
     const { seq, write } = this.entryWriter(timeMs, build, sign);
-    const sealed = this.writeTransaction(write);
+    const sealed = this.writeTransaction(write, undefined);
     if (sealed !== undefined) this.cachedHead = { seq, hash: sealed.entry.hash };
     return sealed;
   }
@@ -1155,6 +1172,8 @@ export class Store {
       if (ops.length === 0) return undefined;
       // Signed inside the transaction: the entry is never stored, nor sent, without its signature.
       const encoded = sealEntry({ seq, timeMs, ops, authors: authorRuns(authors) }, head.hash, sign);
+      // Only now is the entry's size known; a refusal aborts the transaction, and nothing of it is written.
+      this.reserveSpace(this.entriesGrowth([encoded]));
       this.appendLogRecord(encoded.entry, encoded.record);
       return encoded;
     };
@@ -1218,7 +1237,7 @@ export class Store {
         for (const op of entry.ops) this.applyOp(entry.seq, op);
         this.appendLogRecord(entry, record, i === last);
       });
-    });
+    }, this.entriesGrowth(entries));
     this.cachedHead = { seq: head.seq, hash: Buffer.from(head.hash) };
   }
 
@@ -1226,10 +1245,10 @@ export class Store {
    * Runs `write` in one LMDB write transaction. If it throws, LMDB rolls the transaction back, and so must the
    * in-memory figures that the transaction updated as it went.
    */
-  private writeTransaction<T>(write: () => T): T {
+  private writeTransaction<T>(write: () => T, growth: number | undefined): T {
     const logBytesBefore = this.cachedLogBytes;
     try {
-      return this.writeSync(write);
+      return this.writeSync(write, growth);
     } catch (error) {
       this.cachedLogBytes = logBytesBefore;
       throw error;
@@ -1239,13 +1258,16 @@ export class Store {
   /**
    * Every write transaction goes through here: a failure that is the storage's (disk full, I/O error) becomes its
    * stable error (STORAGE_FULL, STORAGE_IO_ERROR) and is recorded until a write succeeds again. LMDB aborted the
-   * transaction, so nothing of it was applied and the store stays as it was; reads go on.
+   * transaction, so nothing of it was applied and the store stays as it was; reads go on. `growth`: how far the
+   * transaction may grow the data file (growthBound), for the space guard; undefined when `write` asks the guard
+   * itself, once it knows (reserveSpace).
    */
-  private writeSync<T>(write: () => T): T {
+  private writeSync<T>(write: () => T, growth: number | undefined): T {
     // It would wait for the write lock that the write thread holds, while that thread waits for this one: a deadlock.
     assert.equal(this.asyncCommit, undefined, 'a synchronous write transaction while a commit is under way on the write thread');
     let result: T;
     try {
+      if (growth !== undefined) this.reserveSpace(growth);
       result = this.env.transactionSync(write);
     } catch (error) {
       throw this.writeFailed(error);
@@ -1254,9 +1276,37 @@ export class Store {
     return result;
   }
 
+  /**
+   * Throws STORAGE_FULL (DiskSpaceRefusal) unless the disk can take a write transaction that grows the data file by up
+   * to `growth` bytes (space-guard.ts: lmdb-js corrupts the heap on a failed page write).
+   */
+  private reserveSpace(growth: number): void {
+    this.space?.reserve(growth);
+  }
+
+  /** How far a transaction that writes a few small records (metadata) may grow the data file. */
+  private smallWriteGrowth(): number {
+    return placedGrowth(0, 2, this.pageBytes);
+  }
+
+  /**
+   * How far a transaction that applies `entries` may grow the data file: each entry's record appended to the log, each
+   * put's key record placed in `kv`, a leaf copied for each delete.
+   */
+  private entriesGrowth(entries: readonly EncodedEntry[]): number {
+    const page = this.pageBytes;
+    let growth = 0;
+    for (const { entry, record } of entries) {
+      growth += appendedGrowth(recordFootprint(SEQ_KEY_BYTES, record.length, page), page);
+      for (const op of entry.ops)
+        growth += op.type === 'put' ? placedGrowth(recordFootprint(op.key.length, KEY_RECORD_HEADER_BYTES + op.value.length, page), 1, page) : page;
+    }
+    return growth;
+  }
+
   /** What a failed write transaction throws: a storage failure as its stable error, recorded; anything else as itself. */
   private writeFailed(error: unknown): unknown {
-    const fault = storageFault(error, () => freeBytesOrUnknown(this.path));
+    const fault = error instanceof DiskSpaceRefusal ? error : storageFault(error, () => freeBytesOrUnknown(this.path));
     if (fault === undefined) return error;
     this.setWriteFault(fault);
     return fault;
@@ -1291,7 +1341,7 @@ export class Store {
     // A commit on the write thread holds the write lock: it will tell (the next probe runs after it).
     if (this.asyncCommit !== undefined) return false;
     try {
-      this.writeSync(() => this.meta.putSync(META_WRITE_PROBE, Buffer.from([1])));
+      this.writeSync(() => this.meta.putSync(META_WRITE_PROBE, Buffer.from([1])), this.smallWriteGrowth());
       return true;
     } catch (error) {
       if (error === this.currentWriteFault) return false; // still failing, recorded by writeSync
@@ -1396,13 +1446,15 @@ export class Store {
         doomedBytes += value.bytes;
         doomed.push(Buffer.from(key));
       }
+      // What a trim writes: the leaves at the edge of what it removes, and the list of the pages it frees (8 bytes each).
+      this.reserveSpace(placedGrowth(8 * Math.ceil(doomedBytes / this.pageBytes), 2, this.pageBytes));
       for (const key of doomed) this.log.removeSync(key);
       removed = doomed.length;
       if (base !== undefined) {
         this.meta.putSync(META_LOG_BASE, encodeHead(base.seq, base.hash));
         this.meta.putSync(META_LOG_BYTES, encodeU64(bytes));
       }
-    });
+    }, undefined);
     // Only once committed: a commit the disk refuses (full) removes nothing, and a size lowered anyway went below
     // zero at the next try, failing every trim after it, and the next entry wrote it to disk.
     this.cachedLogBytes = bytes;
@@ -1594,10 +1646,11 @@ export class Store {
   beginSnapshotInstall(): void {
     this.assertWritable();
     this.installTarget = this.cachedHead.seq === 0 ? this.kv : this.staging;
+    this.stagedBytes = 0;
     this.writeSync(() => {
       this.removeAll(this.staging);
       if (this.installTarget === this.kv) this.removeAll(this.kv);
-    });
+    }, this.smallWriteGrowth());
   }
 
   /** Replica: keeps a page of snapshot records aside (not visible to readers) until the snapshot is complete. */
@@ -1605,6 +1658,8 @@ export class Store {
     this.assertWritable();
     const target = this.installTarget;
     assert.ok(target !== undefined, 'beginSnapshotInstall comes first');
+    let footprint = 0;
+    for (const record of records) footprint += recordFootprint(record.key.length, KEY_RECORD_HEADER_BYTES + record.value.length, this.pageBytes);
     this.writeSync(() => {
       for (const record of records) {
         // The records come in strictly ascending key order (the replication client refuses others) into a database
@@ -1613,7 +1668,8 @@ export class Store {
         const stored = writeKeyRecord(this.recordScratch(record.value.length), record.key, record.createSeq, record.modSeq, record.version, record.value);
         assert.ok(target.putSync(record.key, stored, { append: true }), 'snapshot records are staged in strictly ascending key order');
       }
-    });
+    }, appendedGrowth(footprint, this.pageBytes));
+    this.stagedBytes += footprint;
   }
 
   /**
@@ -1627,7 +1683,7 @@ export class Store {
   /** Data is about to be applied without signature checks: the store no longer holds only verified data. */
   markUnverified(): void {
     this.assertWritable();
-    if (this.verified) this.writeSync(() => void this.meta.removeSync(META_VERIFIED));
+    if (this.verified) this.writeSync(() => void this.meta.removeSync(META_VERIFIED), this.smallWriteGrowth());
   }
 
   /** Replica: an operator asked for a resync that no snapshot install has completed yet (META_RESYNC). */
@@ -1642,13 +1698,13 @@ export class Store {
    */
   requestResync(): void {
     this.assertWritable();
-    this.writeSync(() => void this.meta.putSync(META_RESYNC, Buffer.from('1')));
+    this.writeSync(() => void this.meta.putSync(META_RESYNC, Buffer.from('1')), this.smallWriteGrowth());
   }
 
   /** Replica: records that it stopped following at `head` because its chain diverged, so that a restart stays stopped. */
   recordDivergence(head: ChainHead, reason: string): void {
     this.assertWritable();
-    this.writeSync(() => void this.meta.putSync(META_DIVERGED, Buffer.concat([encodeHead(head.seq, head.hash), Buffer.from(reason, 'utf8')])));
+    this.writeSync(() => void this.meta.putSync(META_DIVERGED, Buffer.concat([encodeHead(head.seq, head.hash), Buffer.from(reason, 'utf8')])), this.smallWriteGrowth());
   }
 
   /**
@@ -1701,7 +1757,8 @@ export class Store {
       // The snapshot replaces the chain: a resync asked for is done, and a divergence is over.
       this.meta.removeSync(META_RESYNC);
       this.meta.removeSync(META_DIVERGED);
-    });
+      // The staged records copied into `kv` (none on a first install, which wrote them there).
+    }, target === this.staging ? appendedGrowth(this.stagedBytes, this.pageBytes) : this.smallWriteGrowth());
     this.installTarget = undefined;
     this.cachedHead = { seq, hash: Buffer.from(hash) };
     this.cachedLogBytes = 0;
