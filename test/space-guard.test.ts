@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MercuryError } from '../src/errors/index.js';
-import { appendedGrowth, placedGrowth, recordFootprint, SPACE_HEADROOM_BYTES, SpaceGuard } from '../src/store/space-guard.js';
+import { appendedGrowth, freedPagesGrowth, placedGrowth, recordFootprint, SPACE_HEADROOM_BYTES, SpaceGuard } from '../src/store/space-guard.js';
 
 const MiB = 1024 * 1024;
 
@@ -80,4 +80,6 @@ test('space guard: a record takes its bytes in a shared page, or whole overflow 
   assert.equal(recordFootprint(10, 600_000, page), Math.ceil((16 + 600_000) / page) * page + 8 + 10);
   assert.equal(placedGrowth(1000, 2, page), 2000 + 2 * page);
   assert.equal(appendedGrowth(1000, page), 1000 + page);
+  // LMDB's list of free pages: a page number for each page freed.
+  assert.equal(freedPagesGrowth(1000, page), 8000 + page);
 });

@@ -199,7 +199,8 @@ describe('storage full', () => {
     const notMounted = mountTmpfs(disk, TMPFS_BYTES);
     if (notMounted !== undefined) throw new Error(notMounted);
     t.after(() => execFileSync('umount', [disk]));
-    const store = Store.open({ path: join(disk, 'store'), mapBytes: 64 * 1024 * 1024 });
+    const path = join(disk, 'store');
+    let store = Store.open({ path, mapBytes: 64 * 1024 * 1024 });
     const filler = join(disk, 'filler');
     const put = (key: string) => (view: WriteView) => view.apply({ type: 'put', key: Buffer.from(key), value: Buffer.alloc(600_000, key) });
     const refused = (error: MercuryError): boolean => error.code === 'STORAGE_FULL' && /keeps free so that LMDB never meets a full disk/.test(error.message);
@@ -213,6 +214,10 @@ describe('storage full', () => {
       assert.equal(store.writeFault()?.code, 'STORAGE_FULL');
       assert.equal(store.probeWritable(), false);
       assert.deepEqual(store.head(), head, 'nothing was written');
+      // A start that has nothing to write is not refused: a node on a full disk starts and serves reads.
+      await store.close();
+      store = Store.open({ path, mapBytes: 64 * 1024 * 1024 });
+      assert.equal(store.get(Buffer.from('large/7')).record?.value.length, 600_000);
       rmSync(filler);
       assert.equal(store.probeWritable(), true);
       assert.equal(store.writeFault(), undefined);

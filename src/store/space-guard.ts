@@ -21,8 +21,8 @@ import { freeBytes } from '../fs/free-space.js';
 
 /**
  * Added to every transaction's own growth: the pages no estimate below counts (branch pages copied on the way to each
- * change, the records of the pages a transaction frees, the meta page). LMDB's free-page list takes 8 bytes per page
- * freed at most: 4 MiB is the list of 2 GiB freed at once.
+ * change, the meta page, the free-page list's entries for the old copies of overwritten records: 4 MiB is the list of
+ * 2 GiB freed at once).
  */
 export const SPACE_HEADROOM_BYTES = 4 * 1024 * 1024;
 
@@ -55,6 +55,17 @@ export function placedGrowth(footprint: number, records: number, pageBytes: numb
 /** How far appending records at the end of a tree grows the data file: what they take, in pages filled in order. */
 export function appendedGrowth(footprint: number, pageBytes: number): number {
   return footprint + pageBytes;
+}
+
+/** What LMDB's list of free pages takes per page a transaction frees, at most (a page number). */
+const FREE_PAGE_ENTRY_BYTES = 8;
+
+/**
+ * How far freeing `pages` pages may grow the data file: LMDB records every page a transaction frees in its list of
+ * free pages, written with the commit (pages freed by a trim, a range delete, an emptied database).
+ */
+export function freedPagesGrowth(pages: number, pageBytes: number): number {
+  return appendedGrowth(FREE_PAGE_ENTRY_BYTES * pages, pageBytes);
 }
 
 /** STORAGE_FULL as the guard throws it: the store records it as a storage failure, as it does LMDB's ENOSPC. */

@@ -20,7 +20,7 @@ import { open, type Database, type DatabaseOptions, type RootDatabase, type Root
 import { LMDB_MAP_BYTES_DEFAULT, LMDB_READERS_MAX, SNAPSHOT_READERS_MAX } from '../limits.js';
 import { SnapshotReaders, snapshotReadersFor, type SnapshotReservation } from './snapshot-readers.js';
 import { closeUnsynced, openUnsyncedWhy } from './unsynced-guard.js';
-import { appendedGrowth, DiskSpaceRefusal, freeBytesOrUnknown, placedGrowth, recordFootprint, SPACE_HEADROOM_BYTES, SpaceGuard } from './space-guard.js';
+import { appendedGrowth, DiskSpaceRefusal, freeBytesOrUnknown, freedPagesGrowth, placedGrowth, recordFootprint, SPACE_HEADROOM_BYTES, SpaceGuard } from './space-guard.js';
 import { DAMAGE_REPORTS_MAX, dataCorrupted, isLmdbDamage, isRecordDamage, keyName, readersFull, storageFault, type DamageReport } from './health.js';
 import { MercuryError } from '../errors/index.js';
 import { GENESIS_HEAD, HASH_BYTES, authorRuns, sealEntry, verifyNext, verifySelf, type ChainHead, type EncodedEntry, type Entry, type Op } from '../log/index.js';
@@ -577,11 +577,6 @@ export class Store {
       this.writeSync(() => {
         // Nothing to write at most starts: the guard is asked only before something is, so that a node whose disk
         // is full still starts and serves reads.
-        let reserved = false;
-        const reserve = (): void => {
-          if (!reserved) this.reserveSpace(this.smallWriteGrowth());
-          reserved = true;
-        };
         // A first snapshot goes straight into `kv` at seq 0 (beginSnapshotInstall), and only its last transaction
         // moves the head. A stop before that leaves records that no digest or signature has checked; readers ignore
         // them at seq 0, but the first entry committed (this directory served as a root) or applied would make them
@@ -592,15 +587,15 @@ export class Store {
           const count = db.getKeysCount();
           if (count === 0) continue;
           discardedInstallRecords += count;
-          reserve();
+          this.reserveSpace(this.smallWriteGrowth() + freedPagesGrowth(this.pagesOf(db), this.pageBytes));
           this.removeAll(db);
         }
         if (this.meta.get(META_DATASET_ID) === undefined && options.createDataset !== false) {
-          reserve();
+          this.reserveSpace(this.smallWriteGrowth());
           this.meta.putSync(META_DATASET_ID, Buffer.from(randomUUID()));
         }
         if (this.meta.get(META_NODE_ID) === undefined) {
-          reserve();
+          this.reserveSpace(this.smallWriteGrowth());
           this.meta.putSync(META_NODE_ID, Buffer.from(randomUUID()));
           this.meta.putSync(META_FORMAT, Buffer.from(String(STORE_FORMAT)));
         }
@@ -1296,12 +1291,32 @@ export class Store {
   private entriesGrowth(entries: readonly EncodedEntry[]): number {
     const page = this.pageBytes;
     let growth = 0;
+    let rangeDeletes = false;
     for (const { entry, record } of entries) {
       growth += appendedGrowth(recordFootprint(SEQ_KEY_BYTES, record.length, page), page);
-      for (const op of entry.ops)
+      for (const op of entry.ops) {
         growth += op.type === 'put' ? placedGrowth(recordFootprint(op.key.length, KEY_RECORD_HEADER_BYTES + op.value.length, page), 1, page) : page;
+        if (op.type === 'deleteRange') rangeDeletes = true;
+      }
     }
-    return growth;
+    // A range delete may free every page of `kv` (rare: asked of LMDB only then, 8.5 µs).
+    return rangeDeletes ? growth + freedPagesGrowth(this.pagesOf(this.kv), page) : growth;
+  }
+
+  /**
+   * What finishSnapshotInstall adds beyond its metadata: the staged records copied into `kv` (none on a first install,
+   * which wrote them there), and the free-page list of what it empties (the old `kv`, `staging`, the log).
+   */
+  private installGrowth(target: Database<Buffer, Buffer>): number {
+    const staged = target === this.staging;
+    const emptied = this.pagesOf(this.log) + (staged ? this.pagesOf(this.kv) + this.pagesOf(this.staging) : 0);
+    return (staged ? appendedGrowth(this.stagedBytes, this.pageBytes) : 0) + freedPagesGrowth(emptied, this.pageBytes);
+  }
+
+  /** The pages a database holds (LMDB's statistics of its tree): what emptying it frees. */
+  private pagesOf(db: Database<Buffer, Buffer>): number {
+    const stats = db.getStats() as { treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number };
+    return stats.treeBranchPageCount + stats.treeLeafPageCount + stats.overflowPages;
   }
 
   /** What a failed write transaction throws: a storage failure as its stable error, recorded; anything else as itself. */
@@ -1447,7 +1462,7 @@ export class Store {
         doomed.push(Buffer.from(key));
       }
       // What a trim writes: the leaves at the edge of what it removes, and the list of the pages it frees (8 bytes each).
-      this.reserveSpace(placedGrowth(8 * Math.ceil(doomedBytes / this.pageBytes), 2, this.pageBytes));
+      this.reserveSpace(placedGrowth(0, 2, this.pageBytes) + freedPagesGrowth(Math.ceil(doomedBytes / this.pageBytes) + doomed.length, this.pageBytes));
       for (const key of doomed) this.log.removeSync(key);
       removed = doomed.length;
       if (base !== undefined) {
@@ -1647,10 +1662,11 @@ export class Store {
     this.assertWritable();
     this.installTarget = this.cachedHead.seq === 0 ? this.kv : this.staging;
     this.stagedBytes = 0;
+    const emptied = this.pagesOf(this.staging) + (this.installTarget === this.kv ? this.pagesOf(this.kv) : 0);
     this.writeSync(() => {
       this.removeAll(this.staging);
       if (this.installTarget === this.kv) this.removeAll(this.kv);
-    }, this.smallWriteGrowth());
+    }, this.smallWriteGrowth() + freedPagesGrowth(emptied, this.pageBytes));
   }
 
   /** Replica: keeps a page of snapshot records aside (not visible to readers) until the snapshot is complete. */
@@ -1758,7 +1774,7 @@ export class Store {
       this.meta.removeSync(META_RESYNC);
       this.meta.removeSync(META_DIVERGED);
       // The staged records copied into `kv` (none on a first install, which wrote them there).
-    }, target === this.staging ? appendedGrowth(this.stagedBytes, this.pageBytes) : this.smallWriteGrowth());
+    }, this.smallWriteGrowth() + this.installGrowth(target));
     this.installTarget = undefined;
     this.cachedHead = { seq, hash: Buffer.from(hash) };
     this.cachedLogBytes = 0;
