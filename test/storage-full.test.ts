@@ -9,10 +9,13 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { createRequire } from 'node:module';
+import { after, before, describe, test, type TestContext } from 'node:test';
+import { Worker } from 'node:worker_threads';
 import { assertError, metricValue, request, requestJson, waitUntil } from './support/http.js';
 import { MercuryError } from '../src/errors/index.js';
 import { storageFault } from '../src/store/health.js';
+import { allocateReaderTable, fullyAllocated } from '../src/store/reader-table.js';
 import { Store, type WriteView } from '../src/store/index.js';
 import { makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProcess } from './support/process.js';
 import { fillUp, mountTmpfs } from './support/tmpfs.js';
@@ -82,6 +85,16 @@ describe('storage full', () => {
       throw new Error(`${(error as Error).message}; the node's log: ${node?.stderr().slice(-4000) ?? ''}`, { cause: error });
     }
   });
+
+  /** A tmpfs of the test's own at `name`, unmounted after it: the test fills it from a known start. */
+  function ownDisk(t: TestContext, name: string): string {
+    const disk = join(root, name);
+    mkdirSync(disk);
+    const notMounted = mountTmpfs(disk, TMPFS_BYTES);
+    if (notMounted !== undefined) throw new Error(notMounted);
+    t.after(() => execFileSync('umount', [disk]));
+    return disk;
+  }
 
   async function fullDisk(url: string, filler: string): Promise<void> {
     const big = Buffer.alloc(BIG_VALUE_BYTES, 'x');
@@ -194,11 +207,7 @@ describe('storage full', () => {
       return;
     }
     // A tmpfs of its own: the data file must reach far into it (the positions in LMDB's message grow with it).
-    const disk = join(root, 'guard-mnt');
-    mkdirSync(disk);
-    const notMounted = mountTmpfs(disk, TMPFS_BYTES);
-    if (notMounted !== undefined) throw new Error(notMounted);
-    t.after(() => execFileSync('umount', [disk]));
+    const disk = ownDisk(t, 'guard-mnt');
     const path = join(disk, 'store');
     let store = Store.open({ path, mapBytes: 64 * 1024 * 1024 });
     const filler = join(disk, 'filler');
@@ -225,6 +234,71 @@ describe('storage full', () => {
     } finally {
       rmSync(filler, { force: true });
       await store.close();
+    }
+  });
+
+  // Found by an audit (2026-12-07): LMDB makes its lock file sparse and every read transaction writes its slot into it
+  // through a shared map; the first write into a hole on a full disk is SIGBUS. Reader processes beyond the 60th on a
+  // full disk died of it, and 80 reader threads killed their process. The store gives the table its blocks at every
+  // writable open (src/store/reader-table.ts). Without that, this test dies with its process: the table's first page
+  // holds about 60 slots, the store itself takes some, and 64 readers reach the second page.
+  test("storage full: LMDB's reader table has its disk blocks, so that 64 readers taking slots on a full disk live", async (t) => {
+    if (skip !== undefined) {
+      t.skip(skip);
+      return;
+    }
+    const disk = ownDisk(t, 'readers-mnt');
+    const path = join(disk, 'store');
+    const store = Store.open({ path, mapBytes: 64 * 1024 * 1024 });
+    const filler = join(disk, 'filler');
+    const workers: Worker[] = [];
+    try {
+      assert.ok(fullyAllocated(join(path, 'lock.mdb')), 'every byte of lock.mdb has its block');
+      store.commit(Date.now(), (view) => view.apply({ type: 'put', key: Buffer.from('a'), value: Buffer.from('b') }));
+      fillUp(filler);
+      // A thread of its own per reader: each holds a read transaction, so each takes a slot of the table.
+      const reader = `const { workerData, parentPort } = require('node:worker_threads');
+        const env = require(workerData.lmdb).open({ path: workerData.path, readOnly: true });
+        const value = env.openDB({ name: 'kv', encoding: 'binary', keyEncoding: 'binary' }).get(Buffer.from('a'));
+        parentPort.postMessage(value === undefined ? 'missing' : 'read');
+        setTimeout(() => {}, 60_000);`;
+      const lmdb = createRequire(import.meta.url).resolve('lmdb');
+      const answers = await Promise.all(
+        Array.from({ length: 64 }, () => {
+          const worker = new Worker(reader, { eval: true, workerData: { lmdb, path } });
+          workers.push(worker);
+          return new Promise<unknown>((resolve, reject) => {
+            worker.once('message', resolve);
+            worker.once('error', reject);
+          });
+        }),
+      );
+      assert.deepEqual(new Set(answers), new Set(['read']));
+    } finally {
+      await Promise.all(workers.map((worker) => worker.terminate()));
+      rmSync(filler, { force: true });
+      await store.close();
+    }
+  });
+
+  test('storage full: a reader table that cannot be given its blocks (the disk already full) is reported, not refused', (t) => {
+    if (skip !== undefined) {
+      t.skip(skip);
+      return;
+    }
+    const table = join(mountPoint, 'sparse-table');
+    const filler = join(mountPoint, 'table-filler');
+    try {
+      execFileSync('truncate', ['--size', '65536', table]);
+      fillUp(filler);
+      assert.equal(allocateReaderTable(table), false);
+      assert.equal(fullyAllocated(table), false);
+      rmSync(filler);
+      assert.equal(allocateReaderTable(table), true);
+      assert.equal(fullyAllocated(table), true);
+    } finally {
+      rmSync(filler, { force: true });
+      rmSync(table, { force: true });
     }
   });
 

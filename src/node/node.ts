@@ -217,6 +217,10 @@ export class MercuryNode {
         damage: this.store.summedLogBytes,
         logBytes: this.store.logBounds().bytes,
       });
+    if (!this.store.readerTableAllocated)
+      this.logger.log('warn', "could not give LMDB's reader table (lock.mdb) its disk blocks: should the disk fill, a reader taking a new slot may die of SIGBUS; is util-linux's fallocate installed, and is there room on the disk?", {
+        dataDir: config.dataDir,
+      });
     if (this.store.discardedInstallRecords > 0)
       this.logger.log('warn', 'discarded the records of a snapshot install that a stop interrupted (never verified)', {
         dataDir: config.dataDir,

@@ -20,6 +20,7 @@ import { open, type Database, type DatabaseOptions, type RootDatabase, type Root
 import { LMDB_MAP_BYTES_DEFAULT, LMDB_READERS_MAX, SNAPSHOT_READERS_MAX } from '../limits.js';
 import { SnapshotReaders, snapshotReadersFor, type SnapshotReservation } from './snapshot-readers.js';
 import { closeUnsynced, openUnsyncedWhy } from './unsynced-guard.js';
+import { allocateReaderTable } from './reader-table.js';
 import { appendedGrowth, DiskSpaceRefusal, freeBytesOrUnknown, freedPagesGrowth, placedGrowth, recordFootprint, SPACE_HEADROOM_BYTES, SpaceGuard } from './space-guard.js';
 import { DAMAGE_REPORTS_MAX, dataCorrupted, isLmdbDamage, isRecordDamage, keyName, readersFull, storageFault, type DamageReport } from './health.js';
 import { MercuryError } from '../errors/index.js';
@@ -475,6 +476,11 @@ export class Store {
   /** How many records of a snapshot install that a stop interrupted were dropped at open (unverified: never live). */
   readonly discardedInstallRecords: number;
   /**
+   * Whether LMDB's reader table has its disk blocks (reader-table.ts): false when a writable open could not give them,
+   * so that a reader whose slot falls in a hole dies of SIGBUS if the disk fills. True for a read-only open.
+   */
+  readonly readerTableAllocated: boolean;
+  /**
    * What was wrong with the "logBytes" record at open, when it was damaged and the log's size was summed again instead
    * (readLogBytes; a writable open wrote the sum back); undefined when it was sound.
    */
@@ -532,6 +538,7 @@ export class Store {
     this.lmdbReadersMax = stats.maxReaders;
     this.pageBytes = stats.pageSize;
     this.space = options.readOnly === true ? undefined : new SpaceGuard(options.readFreeBytes ?? (() => freeBytesOrUnknown(options.path)));
+    this.readerTableAllocated = options.readOnly === true || allocateReaderTable(join(options.path, LMDB_LOCK_FILE));
     this.snapshotReaders = new SnapshotReaders(snapshotReadersFor(options.snapshotReadersMax ?? SNAPSHOT_READERS_MAX, this.lmdbReadersMax));
     // LMDB creates its files 0644 (less the umask); the data is nobody else's to read.
     if (created) for (const name of LMDB_FILES) chmodSync(join(options.path, name), DATA_FILE_MODE);
