@@ -14,7 +14,7 @@
  * What it cannot prevent: another process filling the disk between the reading and LMDB's write (a reading is reused
  * for at most REREAD_MS, and only while what it leaves stays above REREAD_BELOW_BYTES), and a failing disk's EIO (the
  * same sprintf). What it costs: a write refused while the disk has less free than the transaction may need, though
- * LMDB could have reused pages freed inside its file. Both are written down in the README ("Disk full").
+ * LMDB could have reused pages freed inside its file. Both are written down in the README ("Disk full and I/O errors").
  */
 import { MercuryError } from '../errors/index.js';
 import { freeBytes } from '../fs/free-space.js';

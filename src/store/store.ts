@@ -582,8 +582,9 @@ export class Store {
     let discardedInstallRecords = 0;
     if (!options.readOnly) {
       this.writeSync(() => {
-        // Nothing to write at most starts: the guard is asked only before something is, so that a node whose disk
-        // is full still starts and serves reads.
+        // The space guard is asked only before something is written (most starts write nothing), so that a node whose
+        // disk is full still starts and serves reads.
+        //
         // A first snapshot goes straight into `kv` at seq 0 (beginSnapshotInstall), and only its last transaction
         // moves the head. A stop before that leaves records that no digest or signature has checked; readers ignore
         // them at seq 0, but the first entry committed (this directory served as a root) or applied would make them
@@ -1261,8 +1262,8 @@ export class Store {
    * Every write transaction goes through here: a failure that is the storage's (disk full, I/O error) becomes its
    * stable error (STORAGE_FULL, STORAGE_IO_ERROR) and is recorded until a write succeeds again. LMDB aborted the
    * transaction, so nothing of it was applied and the store stays as it was; reads go on. `growth`: how far the
-   * transaction may grow the data file (growthBound), for the space guard; undefined when `write` asks the guard
-   * itself, once it knows (reserveSpace).
+   * transaction may grow the data file (space-guard.ts), asked of the space guard before it begins; undefined when
+   * `write` asks the guard itself, once it knows (reserveSpace).
    */
   private writeSync<T>(write: () => T, growth: number | undefined): T {
     // It would wait for the write lock that the write thread holds, while that thread waits for this one: a deadlock.
