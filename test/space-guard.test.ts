@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MercuryError } from '../src/errors/index.js';
-import { appendedGrowth, freedPagesGrowth, placedGrowth, recordFootprint, SPACE_HEADROOM_BYTES, SpaceGuard } from '../src/store/space-guard.js';
+import { appendedGrowth, branchGrowth, freedPagesGrowth, placedGrowth, recordFootprint, SPACE_HEADROOM_BYTES, SpaceGuard } from '../src/store/space-guard.js';
 
 const MiB = 1024 * 1024;
 
@@ -72,13 +72,17 @@ test('space guard: a disk whose free space cannot be told is not refused, and is
   assert.throws(() => guard.reserve(0), refusedFull);
 });
 
-test('space guard: a record takes its bytes in a shared page, or whole overflow pages; placed records count twice and a page, appended ones once', () => {
+test('space guard: a record takes its bytes in a shared page, or whole overflow pages; placed records count twice and two pages, appended ones once', () => {
   const page = 4096;
   assert.equal(recordFootprint(10, 100, page), 8 + 10 + 100);
   // Past half a page, the value goes to overflow pages of its own: 2.1 KiB takes a page.
   assert.equal(recordFootprint(10, 2150, page), page + 8 + 10);
   assert.equal(recordFootprint(10, 600_000, page), Math.ceil((16 + 600_000) / page) * page + 8 + 10);
-  assert.equal(placedGrowth(1000, 2, page), 2000 + 2 * page);
+  assert.equal(placedGrowth(1000, 2, page), 2000 + 4 * page);
+  // Branch pages: two for each level above the leaves a change reaches, never more than the tree's.
+  assert.equal(branchGrowth(10, 3, 1000, page), 2 * 20 * page);
+  assert.equal(branchGrowth(10, 3, 5, page), 2 * 5 * page);
+  assert.equal(branchGrowth(10, 1, 0, page), 0);
   assert.equal(appendedGrowth(1000, page), 1000 + page);
   // LMDB's list of free pages: a page number for each page freed.
   assert.equal(freedPagesGrowth(1000, page), 8000 + page);
