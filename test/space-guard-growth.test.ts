@@ -1,8 +1,8 @@
 /**
  * The space guard's estimates (src/store/space-guard.ts) against what the data file really grows by, for the shapes
  * of transaction that an audit (2026-12-07) found it undercounted: puts into a tree a snapshot install filled (full
- * leaves and branch pages, each put splits them), the copy of a staged snapshot into `kv`, and a root's range delete
- * (counted after it had emptied `kv`). The guard promises that a transaction grows the file by no more than its
+ * leaves and branch pages, each put splits them), the copy of a staged snapshot into `kv`, a root's range delete
+ * (counted after it had emptied `kv`), and a large chunk of a snapshot staged (its leaves half full). The guard promises that a transaction grows the file by no more than its
  * estimate and SPACE_HEADROOM_BYTES; a write that grows it more may reach a full disk, where lmdb-js corrupts the heap.
  * Growth is the file's size (LMDB writes pages past its end); these stores reuse few free pages, so it is near the
  * pages the transaction took.
@@ -141,5 +141,16 @@ test("space guard growth: a root's range delete is counted for the pages it free
   // found, the estimate was 12 KB: `kv`'s pages were read after the delete had emptied it.
   const freedList = values * 25 * 8;
   assert.ok(measured.estimate >= freedList, `the estimate ${measured.estimate} counts the list of the ${values * 25} pages freed (${freedList} bytes)`);
+  assert.ok(within(measured), `the data file grew ${measured.growth} bytes, more than the estimate ${measured.estimate} and the headroom`);
+});
+
+test('space guard growth: a large chunk of a snapshot, staged in key order, is counted for half-full leaves and the branch pages above them', () => {
+  const spied = spiedStore();
+  // One chunk as large as a frame allows takes more pages than its bytes: keys of 1,000 bytes, three to a leaf.
+  const records = recordsOf(20_000, (i) => keyOf('k'.repeat(984), i), () => Buffer.from('v'));
+  spied.store.beginSnapshotInstall();
+  const measured = measure(spied, () => spied.store.stageSnapshotPage(records));
+  // As found: it grew the file 36.4 MB against an estimate of 20.7 MB (the records' bytes).
+  assert.ok(measured.growth > 20_000 * 1000 * 1.7, `the chunk took its pages (${JSON.stringify(measured)})`);
   assert.ok(within(measured), `the data file grew ${measured.growth} bytes, more than the estimate ${measured.estimate} and the headroom`);
 });

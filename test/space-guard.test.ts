@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MercuryError } from '../src/errors/index.js';
-import { appendedGrowth, branchGrowth, freedPagesGrowth, placedGrowth, recordFootprint, SPACE_HEADROOM_BYTES, SpaceGuard } from '../src/store/space-guard.js';
+import { appendedFootprint, appendedGrowth, branchGrowth, freedPagesGrowth, placedGrowth, recordFootprint, SPACE_HEADROOM_BYTES, SpaceGuard } from '../src/store/space-guard.js';
 
 const MiB = 1024 * 1024;
 
@@ -84,6 +84,10 @@ test('space guard: a record takes its bytes in a shared page, or whole overflow 
   assert.equal(branchGrowth(10, 3, 5, page), 2 * 5 * page);
   assert.equal(branchGrowth(10, 1, 0, page), 0);
   assert.equal(appendedGrowth(1000, page), 1000 + page);
+  // Appended in order: twice the record's place in its leaf (with its index) and twice its key's node for the branch
+  // pages; a record on overflow pages keeps its pages once and its key and a page number in the leaf.
+  assert.equal(appendedFootprint(10, 100, page), 2 * (8 + 10 + 100 + 2) + 2 * (8 + 10 + 2));
+  assert.equal(appendedFootprint(10, 600_000, page), Math.ceil((16 + 600_000) / page) * page + 2 * (8 + 10 + 2 + 8) + 2 * (8 + 10 + 2));
   // LMDB's list of free pages: a page number for each page freed.
   assert.equal(freedPagesGrowth(1000, page), 8000 + page);
 });

@@ -21,7 +21,7 @@ import { LMDB_MAP_BYTES_DEFAULT, LMDB_READERS_MAX, SNAPSHOT_READERS_MAX } from '
 import { SnapshotReaders, snapshotReadersFor, type SnapshotReservation } from './snapshot-readers.js';
 import { closeUnsynced, openUnsyncedWhy } from './unsynced-guard.js';
 import { allocateReaderTable } from './reader-table.js';
-import { appendedGrowth, branchGrowth, DiskSpaceRefusal, freeBytesOrUnknown, freedPagesGrowth, placedGrowth, recordFootprint, SPACE_HEADROOM_BYTES, SpaceGuard } from './space-guard.js';
+import { appendedFootprint, appendedGrowth, branchGrowth, DiskSpaceRefusal, freeBytesOrUnknown, freedPagesGrowth, placedGrowth, recordFootprint, SPACE_HEADROOM_BYTES, SpaceGuard } from './space-guard.js';
 import { DAMAGE_REPORTS_MAX, dataCorrupted, isLmdbDamage, isRecordDamage, keyName, readersFull, storageFault, type DamageReport } from './health.js';
 import { MercuryError } from '../errors/index.js';
 import { GENESIS_HEAD, HASH_BYTES, authorRuns, sealEntry, verifyNext, verifySelf, type ChainHead, type EncodedEntry, type Entry, type Op } from '../log/index.js';
@@ -1699,7 +1699,7 @@ export class Store {
     const target = this.installTarget;
     assert.ok(target !== undefined, 'beginSnapshotInstall comes first');
     let footprint = 0;
-    for (const record of records) footprint += recordFootprint(record.key.length, KEY_RECORD_HEADER_BYTES + record.value.length, this.pageBytes);
+    for (const record of records) footprint += appendedFootprint(record.key.length, KEY_RECORD_HEADER_BYTES + record.value.length, this.pageBytes);
     this.writeSync(() => {
       for (const record of records) {
         // The records come in strictly ascending key order (the replication client refuses others) into a database
