@@ -464,6 +464,8 @@ export class Store {
   private readonly space: SpaceGuard | undefined;
   /** LMDB's page size for this environment, for the guard's estimates. */
   private readonly pageBytes: number;
+  /** `kv`'s tree figures as last read for the guard, and when (kvTree). */
+  private kvTreeReading: { readonly tree: TreeFigures; readonly atMs: number } | undefined;
   /** While the root's commit is under way on lmdb-js's write thread (commitAsync): resolves when it has settled. */
   private asyncCommit: Promise<void> | undefined;
   /** Whether anything read through this handle since the last commit began: a commit that blocks this thread would hold it up. */
@@ -1157,7 +1159,7 @@ export class Store {
       const authors: (string | undefined)[] = [];
       // The tree the entry's ops change, read before them for the guard (entriesGrowth): read once the entry was
       // sealed, after its ops, it counted a range delete that emptied `kv` as freeing none of its pages.
-      const kvTree = this.treeOf(this.kv);
+      const kvTree = this.kvTree();
       const view: WriteView = {
         seq,
         get: (key) => {
@@ -1298,7 +1300,7 @@ export class Store {
    * put's key record placed in `kv`, a leaf copied for each delete, the branch pages above them. `kv`: that tree before
    * the entries (the root asks once its ops are applied, so it reads it before).
    */
-  private entriesGrowth(entries: readonly EncodedEntry[], kv = this.treeOf(this.kv)): number {
+  private entriesGrowth(entries: readonly EncodedEntry[], kv = this.kvTree()): number {
     const page = this.pageBytes;
     let growth = 0;
     let changes = 0;
@@ -1337,11 +1339,22 @@ export class Store {
 
   /**
    * LMDB's statistics of a database's tree: its pages, its depth and its branch pages (lmdb-js's getStats, 8.5 µs
-   * measured here, of which the tree's own figures are about 1.6; asked once a write transaction of entries).
+   * measured here, of which the tree's own figures are about 1.6; for entries, through kvTree).
    */
-  private treeOf(db: Database<Buffer, Buffer>): { pages: number; depth: number; branchPages: number } {
+  private treeOf(db: Database<Buffer, Buffer>): TreeFigures {
     const stats = db.getStats() as { treeDepth: number; treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number };
     return { pages: stats.treeBranchPageCount + stats.treeLeafPageCount + stats.overflowPages, depth: stats.treeDepth, branchPages: stats.treeBranchPageCount };
+  }
+
+  /**
+   * `kv`'s tree figures for the estimates of entries (treeOf), read again once KV_TREE_REREAD_MS old: read for every
+   * transaction, they cost a replica 8.5 µs (18 under load) of its 100-250 µs an entry. A tree grows by a few branch
+   * pages in that time (150,000 keys a second make about 150 leaves and one branch page), which the headroom covers.
+   */
+  private kvTree(): TreeFigures {
+    const now = performance.now();
+    if (this.kvTreeReading === undefined || now - this.kvTreeReading.atMs >= KV_TREE_REREAD_MS) this.kvTreeReading = { tree: this.treeOf(this.kv), atMs: now };
+    return this.kvTreeReading.tree;
   }
 
   /** What a failed write transaction throws: a storage failure as its stable error, recorded; anything else as itself. */
@@ -1799,6 +1812,8 @@ export class Store {
       // The staged records copied into `kv` (none on a first install, which wrote them there).
     }, this.smallWriteGrowth() + this.installGrowth(target));
     this.installTarget = undefined;
+    // `kv` is another tree now: its figures are read again at the next write.
+    this.kvTreeReading = undefined;
     this.cachedHead = { seq, hash: Buffer.from(hash) };
     this.cachedLogBytes = 0;
     this.currentDatasetId = datasetId;
@@ -1876,6 +1891,16 @@ async function commitFailureCause(error: unknown): Promise<unknown> {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** How long `kv`'s tree figures serve the space guard's estimates before they are read again (Store.kvTree). */
+const KV_TREE_REREAD_MS = 100;
+
+/** A database's tree as LMDB counts it: all its pages, its depth, its branch pages. */
+interface TreeFigures {
+  readonly pages: number;
+  readonly depth: number;
+  readonly branchPages: number;
 }
 
 /** How long a failed commit waits for lmdb-js to report its cause. */
