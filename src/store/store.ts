@@ -466,6 +466,8 @@ export class Store {
   private readonly pageBytes: number;
   /** `kv`'s tree figures as last read for the guard, and when (kvTree). */
   private kvTreeReading: { readonly tree: TreeFigures; readonly atMs: number } | undefined;
+  /** What the write transactions since that reading asked of the guard (reserveSpace). */
+  private growthSinceKvTree = 0;
   /** While the root's commit is under way on lmdb-js's write thread (commitAsync): resolves when it has settled. */
   private asyncCommit: Promise<void> | undefined;
   /** Whether anything read through this handle since the last commit began: a commit that blocks this thread would hold it up. */
@@ -1288,6 +1290,7 @@ export class Store {
    */
   private reserveSpace(growth: number): void {
     this.space?.reserve(growth);
+    this.growthSinceKvTree += growth;
   }
 
   /** How far a transaction that writes a few small records (metadata) may grow the data file. */
@@ -1347,14 +1350,20 @@ export class Store {
   }
 
   /**
-   * `kv`'s tree figures for the estimates of entries (treeOf), read again once KV_TREE_REREAD_MS old: read for every
-   * transaction, they cost a replica 8.5 µs (18 under load) of its 100-250 µs an entry. A tree grows by a few branch
-   * pages in that time (150,000 keys a second make about 150 leaves and one branch page), which the headroom covers.
+   * `kv`'s tree figures for the estimates of entries (treeOf), read again once KV_TREE_REREAD_MS old or once the
+   * transactions since may have grown the file by KV_TREE_REREAD_GROWTH_BYTES: read for every transaction, they cost a
+   * replica 8.5 µs (18 under load) of its 100-250 µs an entry. Between readings the tree has grown by at most about
+   * that many bytes of pages (a branch page or two, a few hundred pages that a range delete would free), which the
+   * headroom covers.
    */
   private kvTree(): TreeFigures {
     const now = performance.now();
-    if (this.kvTreeReading === undefined || now - this.kvTreeReading.atMs >= KV_TREE_REREAD_MS) this.kvTreeReading = { tree: this.treeOf(this.kv), atMs: now };
-    return this.kvTreeReading.tree;
+    let reading = this.kvTreeReading;
+    if (reading === undefined || now - reading.atMs >= KV_TREE_REREAD_MS || this.growthSinceKvTree >= KV_TREE_REREAD_GROWTH_BYTES) {
+      reading = this.kvTreeReading = { tree: this.treeOf(this.kv), atMs: now };
+      this.growthSinceKvTree = 0;
+    }
+    return reading.tree;
   }
 
   /** What a failed write transaction throws: a storage failure as its stable error, recorded; anything else as itself. */
@@ -1893,8 +1902,9 @@ async function commitFailureCause(error: unknown): Promise<unknown> {
   }
 }
 
-/** How long `kv`'s tree figures serve the space guard's estimates before they are read again (Store.kvTree). */
+/** How long, and for how much growth, `kv`'s tree figures serve the space guard's estimates (Store.kvTree). */
 const KV_TREE_REREAD_MS = 100;
+const KV_TREE_REREAD_GROWTH_BYTES = 1024 * 1024;
 
 /** A database's tree as LMDB counts it: all its pages, its depth, its branch pages. */
 interface TreeFigures {
