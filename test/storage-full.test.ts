@@ -121,6 +121,17 @@ describe('storage full', () => {
     assert.equal(status.storage.writeFault?.code, 'STORAGE_FULL');
     assert.ok((await metricValue(url, /^mercury_storage_errors_total\{code="STORAGE_FULL"\} /)) >= 1);
     assert.match(node?.stderr() ?? '', /write failed: storage/);
+    // A client flooding writes on the full disk: every refusal is counted, and the log's budget (src/logging, 100 lines
+    // of a message per 10 s) bounds its lines, which would otherwise take the disk the log is often on.
+    let logged = 0;
+    const countLines = (text: string): void => void (logged += text.split('"message":"write failed: storage"').length - 1);
+    node?.child.stderr?.on('data', countLines);
+    const counted = await metricValue(url, /^mercury_storage_errors_total\{code="STORAGE_FULL"\} /);
+    const flood = 150;
+    for (let i = 0; i < flood; i++) assertError(await request(url, 'PUT', `/v1/kv/flood-${i}`, { body: 'x' }), 'STORAGE_FULL', 507);
+    assert.ok((await metricValue(url, /^mercury_storage_errors_total\{code="STORAGE_FULL"\} /)) >= counted + flood, 'each refused write is counted');
+    node?.child.stderr?.off('data', countLines);
+    assert.ok(logged > 0 && logged <= 100, `${logged} lines for ${flood} refused writes`);
 
     rmSync(filler);
     // Readiness finds out by itself (it tries a small write), without any client write.
@@ -131,6 +142,33 @@ describe('storage full', () => {
     const after = await requestJson<{ storage: { writable: boolean } }>(url, 'GET', '/v1/status');
     assert.equal(after.storage.writable, true);
   }
+  // Found by an audit (2026-12-07): a node whose log went to a file on its own full disk (`2>> node.log`, as a service
+  // manager or the demo does) died with exit 1 and nothing said once the disk refused a log line: stderr's error event
+  // had no listener. The 4 KiB page the log file held took about 14 refused writes.
+  test('storage full: a node whose log is a file on its full disk goes on, refusing writes 507, and logs again once space is freed', async (t) => {
+    if (skip !== undefined) {
+      t.skip(skip);
+      return;
+    }
+    const logFile = join(mountPoint, 'logged.log');
+    const logged = await startServe(join(mountPoint, 'logged'), [], undefined, logFile);
+    const filler = join(mountPoint, 'logged-filler');
+    try {
+      await requestJson(logged.url, 'PUT', '/v1/kv/before', { body: 'still here' });
+      fillUp(filler);
+      for (let i = 0; i < 40; i++) assertError(await request(logged.url, 'PUT', `/v1/kv/refused-${i}`, { body: 'x' }), 'STORAGE_FULL', 507);
+      assert.equal(logged.child.exitCode, null, 'the node is alive');
+      assert.equal((await request(logged.url, 'GET', '/v1/kv/before')).body.toString(), 'still here');
+      rmSync(filler);
+      await waitUntil('the node is ready again', async () => (await request(logged.url, 'GET', '/readyz')).status === 200);
+      assert.equal((await request(logged.url, 'PUT', '/v1/kv/after', { body: 'x' })).status, 200);
+      assert.match(logged.stderr(), /"message":"storage writable again"/, 'lines are written again');
+    } finally {
+      rmSync(filler, { force: true });
+      await stopProcess(logged.child);
+    }
+  });
+
   test('storage full: a replica that cannot write pauses replication, keeps serving reads, and catches up once space is freed', async (t) => {
     if (skip !== undefined) {
       t.skip(skip);

@@ -439,6 +439,10 @@ async function serve(values: Record<string, string | boolean | string[] | undefi
   // ignored without a word, and its holder may have believed the replica would accept it (audit, 2026-12-06).
   if (values['admin-token-file'] !== undefined && config.upstreams.length > 0)
     throw new MercuryError('CONFIG_INVALID', '--admin-token-file is for a root: a replica takes its tokens from its root; give the file to the root, or make the token there (mercury token create NAME --scope admin)');
+  // The log is often a file on the data directory's disk: a line that a full disk (or a closed pipe) refuses is lost,
+  // and the node goes on. Without a listener, stderr's error event ended the process at its first refused line, with
+  // exit 1 and nothing said (audit, 2026-12-07: a root whose log was on its full tmpfs died at its 14th refused write).
+  process.stderr.on('error', () => {});
   const logger = budgetedLogger(jsonLogger());
   const replicationToken = replicationTokenOption(values['replication-token-file'] as string | undefined, (message, fields) => logger.log('warn', message, fields));
   // Loaded here, not at the top: the node pulls in LMDB, the HTTP server and replication, which would double the start-up time

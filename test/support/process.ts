@@ -4,7 +4,7 @@
  * (in `after`), so the runner can exit.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before } from 'node:test';
@@ -46,8 +46,9 @@ const LISTENING = /mercury node listening on (https?:\/\/\S+) replication (\S+) 
 /**
  * Starts `mercury serve --data-dir DIR --listen 127.0.0.1:0` and resolves once it prints its URL. Extra arguments
  * (for example `--max-value-bytes`) are appended. Without `--auth` among them, the node runs with `--auth off`.
+ * `logFile`: its stderr is appended to that file, as an operator's redirect would, not piped; `stderr()` reads it.
  */
-export function startServe(dataDir: string, extraArgs: readonly string[] = [], env?: NodeJS.ProcessEnv): Promise<ServeProcess> {
+export function startServe(dataDir: string, extraArgs: readonly string[] = [], env?: NodeJS.ProcessEnv, logFile?: string): Promise<ServeProcess> {
   // Tests that are not about authorization run without it (on loopback); those that are pass --auth required.
   const auth = extraArgs.includes('--auth') ? [] : ['--auth', 'off'];
   // A test that picks the HTTP port (`--listen 127.0.0.1:P`, P from freePort) gets port 0 for the other two: their
@@ -57,33 +58,37 @@ export function startServe(dataDir: string, extraArgs: readonly string[] = [], e
     : [];
   // An option given twice is refused (src/cli/main.ts): the defaults stand only where the test gives none.
   const listen = extraArgs.includes('--listen') ? [] : ['--listen', '127.0.0.1:0'];
+  const logFd = logFile === undefined ? undefined : openSync(logFile, 'a');
   const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data-dir', dataDir, ...listen, ...auth, ...otherPorts, ...extraArgs], {
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', 'pipe', logFd ?? 'pipe'],
     // A test-only preload (test/support/kill-at.ts, lock-swap.ts) rides in the environment.
     ...(env === undefined ? {} : { env: { ...process.env, ...env } }),
   });
+  // The child has its own copy: this one would keep the file's disk busy (a tmpfs the test unmounts).
+  if (logFd !== undefined) closeSync(logFd);
   let stdout = '';
-  let stderr = '';
+  let piped = '';
+  const stderr = (): string => (logFile === undefined ? piped : readFileSync(logFile, 'utf8').slice(-16_384));
   const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
-  child.stderr.setEncoding('utf8').on('data', (text: string) => {
+  child.stderr?.setEncoding('utf8').on('data', (text: string) => {
     // Keep only the tail: a node under load may log a lot, and only the end matters in a failure message.
-    stderr = (stderr + text).slice(-16_384);
+    piped = (piped + text).slice(-16_384);
   });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`mercury serve did not start within ${SERVE_START_TIMEOUT_MS} ms; stdout: ${stdout}; stderr: ${stderr}`));
+      reject(new Error(`mercury serve did not start within ${SERVE_START_TIMEOUT_MS} ms; stdout: ${stdout}; stderr: ${stderr()}`));
     }, SERVE_START_TIMEOUT_MS);
-    child.stdout.setEncoding('utf8').on('data', (text: string) => {
+    child.stdout!.setEncoding('utf8').on('data', (text: string) => {
       stdout += text;
       const match = LISTENING.exec(stdout);
       if (match === null) return;
       clearTimeout(timer);
-      resolve({ child, url: match[1]!, replication: match[2]!, wire: match[3]!, dataDir, stderr: () => stderr, exited });
+      resolve({ child, url: match[1]!, replication: match[2]!, wire: match[3]!, dataDir, stderr, exited });
     });
     void exited.then((code) => {
       clearTimeout(timer);
-      reject(new Error(`mercury serve exited (${code}) before listening; stdout: ${stdout}; stderr: ${stderr}`));
+      reject(new Error(`mercury serve exited (${code}) before listening; stdout: ${stdout}; stderr: ${stderr()}`));
     });
   });
 }
