@@ -13,6 +13,7 @@ import { createRequire } from 'node:module';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import { assertError, metricValue, request, requestJson, waitUntil } from './support/http.js';
+import { connect, type ServerError } from '../src/client/index.js';
 import { MercuryError } from '../src/errors/index.js';
 import { storageFault } from '../src/store/health.js';
 import { allocateReaderTable, fullyAllocated } from '../src/store/reader-table.js';
@@ -185,10 +186,26 @@ describe('storage full', () => {
       await waitUntil('the replica has the first write', async () => (await request(replica.url, 'GET', '/v1/kv/before')).status === 200);
       const filler = join(mountPoint, 'replica-filler');
       fillUp(filler);
+      // Found by an audit (2026-12-07): a write sent to a replica that cannot write was committed by the root, and its
+      // caller waited forwardedWriteWaitMs (30 s) for SEQ_WAIT_TIMEOUT; so did every later one (record 71). The first
+      // is committed before the replica's own write fails: it answers at once that it was.
+      const forwarded = await request(replica.url, 'PUT', '/v1/kv/forwarded', { body: 'f', timeoutMs: 10_000 });
+      assert.match(assertError(forwarded, 'SEQ_WAIT_TIMEOUT').message, /committed upstream at seq \d+, but this replica cannot apply it .*do not resend it/);
       const big = Buffer.alloc(BIG_VALUE_BYTES, 'y');
       const { seq } = await requestJson<{ seq: number }>(upstream.url, 'PUT', '/v1/kv/big-on-replica', { body: big });
       await waitUntil('the replica pauses replication', () => Promise.resolve(/replication paused: the store cannot write/.test(replica.stderr())));
       assert.match(replica.stderr(), /"message":"write failed: storage","code":"STORAGE_FULL"/);
+      // Later writes, over HTTP and the wire port, are refused before they are forwarded: nothing is done anywhere.
+      const refused = await request(replica.url, 'PUT', '/v1/kv/refused', { body: 'r', timeoutMs: 10_000 });
+      assert.match(assertError(refused, 'STORAGE_FULL', 507).message, /this replica cannot apply writes .*not forwarded nor applied/);
+      const wire = connect(replica.wire);
+      try {
+        await assert.rejects(wire.delete('before'), (error: ServerError) => error.code === 'STORAGE_FULL' && error.status === 507);
+      } finally {
+        wire.close();
+      }
+      assertError(await request(upstream.url, 'GET', '/v1/kv/refused'), 'KEY_NOT_FOUND');
+      assert.equal((await request(upstream.url, 'GET', '/v1/kv/before')).body.toString(), 'still here');
       // Not ready while paused: STORAGE_FULL, or NOT_JOINED between attempts (a small probe write may pass meanwhile).
       assert.equal((await request(replica.url, 'GET', '/readyz')).status, 503);
       assert.equal((await request(replica.url, 'GET', '/v1/kv/before')).body.toString(), 'still here');
@@ -197,7 +214,9 @@ describe('storage full', () => {
       rmSync(filler);
       await waitUntil('the replica caught up', async () => (await request(replica.url, 'GET', `/v1/kv/big-on-replica?minSeq=${seq}&timeoutMs=100`)).status === 200);
       assert.equal((await request(replica.url, 'GET', '/v1/kv/big-on-replica')).body.length, BIG_VALUE_BYTES);
+      assert.equal((await request(replica.url, 'GET', '/v1/kv/forwarded')).body.toString(), 'f');
       await waitUntil('the replica is ready again', async () => (await request(replica.url, 'GET', '/readyz')).status === 200);
+      assert.equal((await request(replica.url, 'PUT', '/v1/kv/after', { body: 'a' })).status, 200);
     } finally {
       if (started !== undefined) await stopProcess(started.child);
       await stopProcess(upstream.child);

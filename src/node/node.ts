@@ -125,6 +125,11 @@ export class MercuryNode {
   /** Set when close() begins: the trimmer is not armed again. */
   private closing = false;
   private lastStorageProbeMs = -Infinity;
+  /**
+   * Aborted, with the fault as its reason, at the next storage write failure (then replaced): a replica's forwarded
+   * write waits on it, since its own apply of that write failed and the wait would last its whole forwardedWriteWaitMs.
+   */
+  private storageFaulted = new AbortController();
   private readonly appliedListeners: ((entries: readonly EncodedEntry[]) => void)[] = [];
   /** The TLS files (`--tls-*`), reloaded when they change; undefined without TLS. */
   private readonly tls: TlsCredentials | undefined;
@@ -290,6 +295,8 @@ export class MercuryNode {
       }
       storageErrors.inc(1, { code: fault.code });
       this.logger.log('error', 'write failed: storage', { code: fault.code, error: fault.message });
+      this.storageFaulted.abort(fault);
+      this.storageFaulted = new AbortController();
     });
     this.store.onDamage((report) => {
       // Met by the start itself (a key record it reads), it refuses the start instead: see refusedAtStart.
@@ -812,6 +819,15 @@ export class MercuryNode {
       const committed = await this.committer.submit(request);
       return { ...committed, hash: this.committedHashAt(committed.seq) };
     }
+    // A replica that cannot write would not show the write (read-your-writes): the root would commit it, and its caller
+    // wait forwardedWriteWaitMs for SEQ_WAIT_TIMEOUT (audit, 2026-12-07). Refused with the storage's code, not
+    // forwarded, so that it promises nothing was done (docs/decisions.md, record 71).
+    const fault = this.replicationClient!.storagePause() ?? this.writableFault();
+    if (fault !== undefined)
+      throw new MercuryError(
+        fault.code,
+        `this replica cannot apply writes (${fault.message}), so it would not show this one: the write was not forwarded nor applied; send it to the root or another replica, or free space on this replica's disk and retry`,
+      );
     const target = this.forwardTarget();
     // Each forwarded write holds a connection to the upstream until it answers: past the cap, refused before anything
     // leaves this node (src/limits.ts, FORWARDED_WRITES_MAX), so OVERLOADED keeps its promise that nothing was done.
@@ -822,6 +838,8 @@ export class MercuryNode {
       );
     // Made once: HTTP makes a signal and a listener on the answer for each call.
     const callerGone = gone?.();
+    // Taken before the write leaves: this replica's apply of it may fail before the root's answer is back.
+    const faulted = this.storageFaulted.signal;
     this.forwardsInFlight++;
     let result: WriteResult;
     try {
@@ -830,8 +848,16 @@ export class MercuryNode {
       this.forwardsInFlight--;
     }
     try {
-      await this.seqWaiter.wait(result.seq, this.limits.http.forwardedWriteWaitMs, callerGone);
+      await this.seqWaiter.wait(result.seq, this.limits.http.forwardedWriteWaitMs, callerGone === undefined ? faulted : AbortSignal.any([callerGone, faulted]));
     } catch (error) {
+      // Committed at the root, so not the storage's code (it promises nothing was done): the write is there, and this
+      // replica shows it once its storage takes writes again.
+      if (faulted.aborted && error === faulted.reason)
+        throw new MercuryError(
+          'SEQ_WAIT_TIMEOUT',
+          `the write was committed upstream at seq ${result.seq}, but this replica cannot apply it (${(error as MercuryError).message}): do not resend it; read it from the root, or here with minSeq=${result.seq} once space is freed on this replica's disk`,
+          { cause: error, details: { seq: this.store.head().seq } },
+        );
       // Committed at the root: a client told SHUTTING_DOWN would send it again (that code promises nothing was done).
       // Seeing it here is moot on a node that is stopping. Nor OVERLOADED (every minSeq waiter taken), which a client
       // resends too (audit, 2026-12-06), nor the waiter's own timeout, whose message says to retry: the write is done,
