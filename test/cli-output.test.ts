@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { requestJson } from './support/http.js';
@@ -71,6 +72,28 @@ describe('cli output', () => {
       assert.equal((await requestJson<{ role: string }>(announced.url, 'GET', '/v1/status')).role, 'root');
     } finally {
       await stopProcess(child);
+    }
+  });
+
+  // Found by an audit (2026-12-07): with no listener on stderr's error event, the node's first log line after the
+  // reader of its log went away (a closed pipe: EPIPE; a log file on a full disk: ENOSPC) ended it with exit 1.
+  test('cli output: serve goes on when the reader of its log is gone, and the lines are lost', async () => {
+    const node = await startServe(join(dir, 'log-gone'));
+    try {
+      node.child.stderr?.destroy();
+      // Each connection of junk on the replication port is a log line ("refused child").
+      const [host, port] = node.replication.split(':');
+      for (let i = 0; i < 3; i++)
+        await new Promise<void>((resolve) => {
+          // Refused as soon as its frame head is read; the node closes the connection, or the test does.
+          const socket = connect(Number(port), host, () => socket.write(Buffer.alloc(64, 0xff)));
+          socket.setTimeout(500, () => socket.destroy());
+          socket.on('close', () => resolve()).on('error', () => resolve());
+        });
+      assert.equal((await requestJson<{ role: string }>(node.url, 'GET', '/v1/status')).role, 'root');
+      assert.equal(node.child.exitCode, null, 'the node is alive');
+    } finally {
+      await stopProcess(node.child);
     }
   });
 });
