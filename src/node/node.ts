@@ -126,10 +126,12 @@ export class MercuryNode {
   private closing = false;
   private lastStorageProbeMs = -Infinity;
   /**
-   * Aborted, with the fault as its reason, at the next storage write failure (then replaced): a replica's forwarded
-   * write waits on it, since its own apply of that write failed and the wait would last its whole forwardedWriteWaitMs.
+   * A replica's forwarded writes waiting for their seq, each told of the next storage write failure: its own apply of
+   * the write failed, and the wait would last its whole forwardedWriteWaitMs. A set, not one long-lived AbortSignal
+   * that each wait joins with AbortSignal.any: Node 20 keeps a reference per joined signal on the long-lived one
+   * (about 60 bytes per write, never freed).
    */
-  private storageFaulted = new AbortController();
+  private readonly forwardWaits = new Set<(fault: MercuryError) => void>();
   private readonly appliedListeners: ((entries: readonly EncodedEntry[]) => void)[] = [];
   /** The TLS files (`--tls-*`), reloaded when they change; undefined without TLS. */
   private readonly tls: TlsCredentials | undefined;
@@ -295,8 +297,7 @@ export class MercuryNode {
       }
       storageErrors.inc(1, { code: fault.code });
       this.logger.log('error', 'write failed: storage', { code: fault.code, error: fault.message });
-      this.storageFaulted.abort(fault);
-      this.storageFaulted = new AbortController();
+      for (const ended of this.forwardWaits) ended(fault);
     });
     this.store.onDamage((report) => {
       // Met by the start itself (a key record it reads), it refuses the start instead: see refusedAtStart.
@@ -822,11 +823,11 @@ export class MercuryNode {
     // A replica that cannot write would not show the write (read-your-writes): the root would commit it, and its caller
     // wait forwardedWriteWaitMs for SEQ_WAIT_TIMEOUT (audit, 2026-12-07). Refused with the storage's code, not
     // forwarded, so that it promises nothing was done (docs/decisions.md, record 71).
-    const fault = this.replicationClient!.storagePause() ?? this.writableFault();
-    if (fault !== undefined)
+    const unwritable = this.replicationClient!.storagePause() ?? this.writableFault();
+    if (unwritable !== undefined)
       throw new MercuryError(
-        fault.code,
-        `this replica cannot apply writes (${fault.message}), so it would not show this one: the write was not forwarded nor applied; send it to the root or another replica, or free space on this replica's disk and retry`,
+        unwritable.code,
+        `this replica cannot apply writes (${unwritable.message}), so it would not show this one: the write was not forwarded nor applied; send it to the root or another replica, or free space on this replica's disk and retry`,
       );
     const target = this.forwardTarget();
     // Each forwarded write holds a connection to the upstream until it answers: past the cap, refused before anything
@@ -838,41 +839,55 @@ export class MercuryNode {
       );
     // Made once: HTTP makes a signal and a listener on the answer for each call.
     const callerGone = gone?.();
-    // Taken before the write leaves: this replica's apply of it may fail before the root's answer is back.
-    const faulted = this.storageFaulted.signal;
-    this.forwardsInFlight++;
-    let result: WriteResult;
+    // The wait ends when the caller goes, or at a storage failure, which may come before the root's answer is back.
+    const waitEnds = new AbortController();
+    let fault: MercuryError | undefined;
+    const faulted = (met: MercuryError): void => {
+      fault = met;
+      waitEnds.abort(met);
+    };
+    const callerLeft = (): void => waitEnds.abort(callerGone?.reason);
+    this.forwardWaits.add(faulted);
+    callerGone?.addEventListener('abort', callerLeft, { once: true });
+    if (callerGone?.aborted === true) callerLeft();
     try {
-      result = await forwardWrite(target, request, undefined, this.forwardTls, authorization, callerGone);
-    } finally {
-      this.forwardsInFlight--;
-    }
-    try {
-      await this.seqWaiter.wait(result.seq, this.limits.http.forwardedWriteWaitMs, callerGone === undefined ? faulted : AbortSignal.any([callerGone, faulted]));
-    } catch (error) {
-      // Committed at the root, so not the storage's code (it promises nothing was done): the write is there, and this
-      // replica shows it once its storage takes writes again.
-      if (faulted.aborted && error === faulted.reason)
+      this.forwardsInFlight++;
+      let result: WriteResult;
+      try {
+        result = await forwardWrite(target, request, undefined, this.forwardTls, authorization, callerGone);
+      } finally {
+        this.forwardsInFlight--;
+      }
+      try {
+        await this.seqWaiter.wait(result.seq, this.limits.http.forwardedWriteWaitMs, waitEnds.signal);
+      } catch (error) {
+        // Committed at the root, so not the storage's code (it promises nothing was done): the write is there, and
+        // this replica shows it once its storage takes writes again.
+        if (fault !== undefined && error === fault)
+          throw new MercuryError(
+            'SEQ_WAIT_TIMEOUT',
+            `the write was committed upstream at seq ${result.seq}, but this replica cannot apply it (${fault.message}): do not resend it; read it from the root, or here with minSeq=${result.seq} once space is freed on this replica's disk`,
+            { cause: error, details: { seq: this.store.head().seq } },
+          );
+        // Committed at the root: a client told SHUTTING_DOWN would send it again (that code promises nothing was done).
+        // Seeing it here is moot on a node that is stopping. Nor OVERLOADED (every minSeq waiter taken), which a client
+        // resends too (audit, 2026-12-06), nor the waiter's own timeout, whose message says to retry: the write is done,
+        // only this replica has not shown it yet.
+        const code = error instanceof MercuryError ? error.code : undefined;
+        if (code !== 'SHUTTING_DOWN' && code !== 'OVERLOADED' && code !== 'SEQ_WAIT_TIMEOUT') throw error;
+        if (code === 'SHUTTING_DOWN') return this.forwardedResult(result);
+        const why = code === 'OVERLOADED' ? 'it cannot wait for it now (every minSeq waiter is taken)' : `it has not applied it within ${this.limits.http.forwardedWriteWaitMs} ms`;
         throw new MercuryError(
           'SEQ_WAIT_TIMEOUT',
-          `the write was committed upstream at seq ${result.seq}, but this replica cannot apply it (${(error as MercuryError).message}): do not resend it; read it from the root, or here with minSeq=${result.seq} once space is freed on this replica's disk`,
+          `the write was committed upstream at seq ${result.seq}, but this replica is at seq ${this.store.head().seq} and ${why}: do not resend it; read it from the root, or here with minSeq=${result.seq}`,
           { cause: error, details: { seq: this.store.head().seq } },
         );
-      // Committed at the root: a client told SHUTTING_DOWN would send it again (that code promises nothing was done).
-      // Seeing it here is moot on a node that is stopping. Nor OVERLOADED (every minSeq waiter taken), which a client
-      // resends too (audit, 2026-12-06), nor the waiter's own timeout, whose message says to retry: the write is done,
-      // only this replica has not shown it yet.
-      const code = error instanceof MercuryError ? error.code : undefined;
-      if (code !== 'SHUTTING_DOWN' && code !== 'OVERLOADED' && code !== 'SEQ_WAIT_TIMEOUT') throw error;
-      if (code === 'SHUTTING_DOWN') return this.forwardedResult(result);
-      const why = code === 'OVERLOADED' ? 'it cannot wait for it now (every minSeq waiter is taken)' : `it has not applied it within ${this.limits.http.forwardedWriteWaitMs} ms`;
-      throw new MercuryError(
-        'SEQ_WAIT_TIMEOUT',
-        `the write was committed upstream at seq ${result.seq}, but this replica is at seq ${this.store.head().seq} and ${why}: do not resend it; read it from the root, or here with minSeq=${result.seq}`,
-        { cause: error, details: { seq: this.store.head().seq } },
-      );
+      }
+      return this.forwardedResult(result);
+    } finally {
+      this.forwardWaits.delete(faulted);
+      callerGone?.removeEventListener('abort', callerLeft);
     }
-    return this.forwardedResult(result);
   }
 
   /** A forwarded write's result once this replica reached its seq (or stops), its own hash checked against the upstream's. */
