@@ -13,7 +13,7 @@
  * holes without changing a byte or the size, safely beside processes that have the file mapped; Node has no call
  * for it. A file with every block already given (each later open of the same store) is left alone without starting
  * the program. Where it cannot be done (no such program, a file system without fallocate, a disk already full) the
- * table stays as LMDB made it: the store opens all the same. docs/decisions.md, record 73.
+ * table stays as LMDB made it: the store opens all the same. docs/decisions.md, record 72.
  */
 import { execFileSync } from 'node:child_process';
 import { statSync } from 'node:fs';
