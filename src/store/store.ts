@@ -1240,12 +1240,14 @@ export class Store {
       head = entry;
     }
     this.writeTransaction(() => {
+      // Inside the transaction, before anything is written: the estimate reads `kv`'s statistics (pagesOf).
+      this.reserveSpace(this.entriesGrowth(entries));
       const last = entries.length - 1;
       entries.forEach(({ entry, record }, i) => {
         for (const op of entry.ops) this.applyOp(entry.seq, op);
         this.appendLogRecord(entry, record, i === last);
       });
-    }, this.entriesGrowth(entries));
+    }, undefined);
     this.cachedHead = { seq: head.seq, hash: Buffer.from(head.hash) };
   }
 
@@ -1335,7 +1337,11 @@ export class Store {
     return stagedPages * this.pageBytes + freedPagesGrowth(emptied, this.pageBytes);
   }
 
-  /** The pages a database holds (LMDB's statistics of its tree): what emptying it frees. */
+  /**
+   * The pages a database holds (LMDB's statistics of its tree): what emptying it frees. Asked inside a write
+   * transaction only: lmdb-js reads the statistics in the transaction it is in, or else takes a read transaction,
+   * whose slot a full reader table refuses (MDB_READERS_FULL thrown from a replica's apply ended its process).
+   */
   private pagesOf(db: Database<Buffer, Buffer>): number {
     return this.treeOf(db).pages;
   }
@@ -1708,11 +1714,12 @@ export class Store {
   beginSnapshotInstall(): void {
     this.assertWritable();
     this.installTarget = this.cachedHead.seq === 0 ? this.kv : this.staging;
-    const emptied = this.pagesOf(this.staging) + (this.installTarget === this.kv ? this.pagesOf(this.kv) : 0);
     this.writeSync(() => {
+      const emptied = this.pagesOf(this.staging) + (this.installTarget === this.kv ? this.pagesOf(this.kv) : 0);
+      this.reserveSpace(this.smallWriteGrowth() + freedPagesGrowth(emptied, this.pageBytes));
       this.removeAll(this.staging);
       if (this.installTarget === this.kv) this.removeAll(this.kv);
-    }, this.smallWriteGrowth() + freedPagesGrowth(emptied, this.pageBytes));
+    }, undefined);
   }
 
   /** Replica: keeps a page of snapshot records aside (not visible to readers) until the snapshot is complete. */
@@ -1801,6 +1808,7 @@ export class Store {
     const target = this.installTarget;
     assert.ok(target !== undefined, 'beginSnapshotInstall comes first');
     this.writeSync(() => {
+      this.reserveSpace(this.smallWriteGrowth() + this.installGrowth(target));
       if (target === this.staging) {
         this.removeAll(this.kv);
         // The staged records come in key order into an empty tree: MDB_APPEND adds each at the end without a search.
@@ -1818,8 +1826,7 @@ export class Store {
       // The snapshot replaces the chain: a resync asked for is done, and a divergence is over.
       this.meta.removeSync(META_RESYNC);
       this.meta.removeSync(META_DIVERGED);
-      // The staged records copied into `kv` (none on a first install, which wrote them there).
-    }, this.smallWriteGrowth() + this.installGrowth(target));
+    }, undefined);
     this.installTarget = undefined;
     // `kv` is another tree now: its figures are read again at the next write.
     this.kvTreeReading = undefined;
