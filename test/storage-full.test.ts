@@ -17,6 +17,7 @@ import { connect, type ServerError } from '../src/client/index.js';
 import { MercuryError } from '../src/errors/index.js';
 import { storageFault } from '../src/store/health.js';
 import { allocateReaderTable, fullyAllocated } from '../src/store/reader-table.js';
+import { SPACE_HEADROOM_BYTES } from '../src/store/space-guard.js';
 import { Store, type WriteView } from '../src/store/index.js';
 import { makeTempDir, removeDir, runCli, startServe, stopProcess, type ServeProcess } from './support/process.js';
 import { fillUp, mountTmpfs } from './support/tmpfs.js';
@@ -121,6 +122,7 @@ describe('storage full', () => {
     assert.equal(status.storage.writable, false);
     assert.equal(status.storage.writeFault?.code, 'STORAGE_FULL');
     assert.ok((await metricValue(url, /^mercury_storage_errors_total\{code="STORAGE_FULL"\} /)) >= 1);
+    assert.ok((await metricValue(url, /^mercury_storage_free_bytes /)) < SPACE_HEADROOM_BYTES, 'the free space shown is what the guard refused for');
     assert.match(node?.stderr() ?? '', /write failed: storage/);
     // A client flooding writes on the full disk: every refusal is counted, and the log's budget (src/logging, 100 lines
     // of a message per 10 s) bounds its lines, which would otherwise take the disk the log is often on.
@@ -142,6 +144,7 @@ describe('storage full', () => {
     assert.equal((await request(url, 'GET', '/v1/kv/big')).body.length, BIG_VALUE_BYTES);
     const after = await requestJson<{ storage: { writable: boolean } }>(url, 'GET', '/v1/status');
     assert.equal(after.storage.writable, true);
+    assert.ok((await metricValue(url, /^mercury_storage_free_bytes /)) > SPACE_HEADROOM_BYTES);
   }
   // Found by an audit (2026-12-07): a node whose log went to a file on its own full disk (`2>> node.log`, as a service
   // manager or the demo does) died with exit 1 and nothing said once the disk refused a log line: stderr's error event

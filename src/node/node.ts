@@ -25,7 +25,7 @@ import { TlsCredentials, serverTlsOptions, type TlsMaterial } from '../net/index
 import { PROTOCOL_VERSION, ReplicationClient, ReplicationServer, RootHeartbeats, StoreLogSource, type Heartbeat } from '../replication/index.js';
 import { SNAPSHOT_FORMAT_VERSION } from '../snapshot/index.js';
 import { BodyBudget, clientCertificateRefusal, createApiHandler, createHttpServer, requestRefusal, type NodeApi, type RequestPolicy, type WriteCaller } from '../server/index.js';
-import { INITIALISED_FILE, readersFull, refusedAtStart, Store } from '../store/index.js';
+import { freeBytesOrUnknown, INITIALISED_FILE, readersFull, refusedAtStart, Store } from '../store/index.js';
 import { AuthGuard, AUTH_MODES, bootstrapAdmin, parseToken, readTokenFile, TOKEN_CHARS, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
 import { prefixEnd, WIRE_PROTOCOL_VERSION } from '../api/index.js';
 import { ROOT_KEY_KEY, ROOT_URL_KEY, SIGNING_PUBLIC_KEY_FILE, Signer, entrySignedMessage, keyId, loadOrCreateSigningKey, publicKeyFromRaw, rawPublicKey, readSigningKey, readTrustKey, verifies } from '../trust/index.js';
@@ -290,6 +290,10 @@ export class MercuryNode {
     this.metrics.gauge('nodejs_external_memory_bytes', 'Memory of buffers and other objects outside the JavaScript heap.', () => process.memoryUsage().external);
     const damageMet = this.metrics.counter('mercury_data_corruption_total', 'Reads that met damaged data (a log entry failing its chain check, a key record failing its checksum).');
     const storageErrors = this.metrics.counter('mercury_storage_errors_total', 'Write transactions that failed for the storage (disk full, I/O error), by code.');
+    // What the space guard reads (src/store/space-guard.ts): it refuses a write once less than the write may need and
+    // 4 MiB is left, so an operator watches this rather than waiting for the refusals.
+    const dataDir = this.store.path;
+    this.metrics.gauge('mercury_storage_free_bytes', "Bytes free for this node on its data directory's disk (-1 when that cannot be told); writes are refused once less than a write may need and 4 MiB is left.", () => freeBytesOrUnknown(dataDir) ?? -1);
     this.store.onWriteFault((fault) => {
       if (fault === undefined) {
         this.logger.log('info', 'storage writable again', {});
