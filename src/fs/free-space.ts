@@ -10,3 +10,12 @@ export function freeBytes(path: string): number {
   const stats = statfsSync(path);
   return (process.getuid?.() === 0 ? stats.bfree : stats.bavail) * stats.bsize;
 }
+
+/** What the file system that holds `dir` has free for this process (freeBytes), or undefined if it cannot be told. */
+export function freeBytesOrUnknown(dir: string): number | undefined {
+  try {
+    return freeBytes(dir);
+  } catch {
+    return undefined;
+  }
+}

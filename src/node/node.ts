@@ -25,7 +25,8 @@ import { TlsCredentials, serverTlsOptions, type TlsMaterial } from '../net/index
 import { PROTOCOL_VERSION, ReplicationClient, ReplicationServer, RootHeartbeats, StoreLogSource, type Heartbeat } from '../replication/index.js';
 import { SNAPSHOT_FORMAT_VERSION } from '../snapshot/index.js';
 import { BodyBudget, clientCertificateRefusal, createApiHandler, createHttpServer, requestRefusal, type NodeApi, type RequestPolicy, type WriteCaller } from '../server/index.js';
-import { freeBytesOrUnknown, INITIALISED_FILE, readersFull, refusedAtStart, Store } from '../store/index.js';
+import { INITIALISED_FILE, readersFull, refusedAtStart, Store } from '../store/index.js';
+import { freeBytesOrUnknown } from '../fs/free-space.js';
 import { AuthGuard, AUTH_MODES, bootstrapAdmin, parseToken, readTokenFile, TOKEN_CHARS, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
 import { prefixEnd, WIRE_PROTOCOL_VERSION } from '../api/index.js';
 import { ROOT_KEY_KEY, ROOT_URL_KEY, SIGNING_PUBLIC_KEY_FILE, Signer, entrySignedMessage, keyId, loadOrCreateSigningKey, publicKeyFromRaw, rawPublicKey, readSigningKey, readTrustKey, verifies } from '../trust/index.js';

@@ -11,4 +11,4 @@ export type { KeyRecord, KeyRecordSink } from './records.js';
 export type { DamageReport } from './health.js';
 export { DAMAGED_DATA_PHRASE, namesKey, readersFull, refusedAtStart } from './health.js';
 export { SnapshotReaders, type SnapshotReservation } from './snapshot-readers.js';
-export { freeBytesOrUnknown, SPACE_HEADROOM_BYTES } from './space-guard.js';
+export { SPACE_HEADROOM_BYTES } from './space-guard.js';

@@ -16,14 +16,17 @@
  * table stays as LMDB made it: the store opens all the same. docs/decisions.md, record 72.
  */
 import { execFileSync } from 'node:child_process';
-import { statSync } from 'node:fs';
+import { statSync, type Stats } from 'node:fs';
 
 /** How long the allocation may take before the open goes on without it. */
 const FALLOCATE_TIMEOUT_MS = 5_000;
 
 /** Whether every byte of `file` has its disk block (stat counts blocks of 512 bytes). */
 export function fullyAllocated(file: string): boolean {
-  const { size, blocks } = statSync(file);
+  return whole(statSync(file));
+}
+
+function whole({ size, blocks }: Stats): boolean {
   return blocks * 512 >= size;
 }
 
@@ -33,9 +36,9 @@ export function fullyAllocated(file: string): boolean {
  */
 export function allocateReaderTable(lockFile: string): boolean {
   try {
-    if (fullyAllocated(lockFile)) return true;
-    const { size } = statSync(lockFile);
-    execFileSync('fallocate', ['--offset', '0', '--length', String(size), lockFile], { stdio: 'ignore', timeout: FALLOCATE_TIMEOUT_MS });
+    const stats = statSync(lockFile);
+    if (whole(stats)) return true;
+    execFileSync('fallocate', ['--offset', '0', '--length', String(stats.size), lockFile], { stdio: 'ignore', timeout: FALLOCATE_TIMEOUT_MS });
     return fullyAllocated(lockFile);
   } catch {
     return false;

@@ -17,7 +17,6 @@
  * LMDB could have reused pages freed inside its file. Both are written down in the README ("Disk full and I/O errors").
  */
 import { MercuryError } from '../errors/index.js';
-import { freeBytes } from '../fs/free-space.js';
 
 /**
  * Added to every transaction's own growth: the pages no estimate below counts (the branch pages of the log and of the
@@ -141,14 +140,5 @@ export class SpaceGuard {
       );
     }
     reading.free -= growth;
-  }
-}
-
-/** What the file system that holds `dir` has free for this process (src/fs/free-space.ts), or undefined if it cannot be told. */
-export function freeBytesOrUnknown(dir: string): number | undefined {
-  try {
-    return freeBytes(dir);
-  } catch {
-    return undefined;
   }
 }

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
 import { fileKind } from '../fs/bounded-read.js';
 import { fileUnusable, isUnusable, lockDataDir, type DataDirLock } from '../fs/dir-lock.js';
+import { freeBytesOrUnknown } from '../fs/free-space.js';
 import { checkDataFiles, DATA_FILE, dataFileFound, finishMovedRestore, INITIALISED_FILE, LMDB_LOCK_FILE, markInitialised, refuseStoppedRestore } from './data-files.js';
 import { dataFileDamaged, lmdbMetaProblem, lmdbTreeProblem } from './lmdb-meta.js';
 import { open, type Database, type DatabaseOptions, type RootDatabase, type RootDatabaseOptionsWithPath, type Transaction } from 'lmdb';
@@ -21,7 +22,7 @@ import { LMDB_MAP_BYTES_DEFAULT, LMDB_READERS_MAX, SNAPSHOT_READERS_MAX } from '
 import { SnapshotReaders, snapshotReadersFor, type SnapshotReservation } from './snapshot-readers.js';
 import { closeUnsynced, openUnsyncedWhy } from './unsynced-guard.js';
 import { allocateReaderTable } from './reader-table.js';
-import { appendedFootprint, appendedGrowth, branchGrowth, DiskSpaceRefusal, freeBytesOrUnknown, freedPagesGrowth, placedGrowth, recordFootprint, SPACE_HEADROOM_BYTES, SpaceGuard } from './space-guard.js';
+import { appendedFootprint, appendedGrowth, branchGrowth, DiskSpaceRefusal, freedPagesGrowth, placedGrowth, recordFootprint, SPACE_HEADROOM_BYTES, SpaceGuard } from './space-guard.js';
 import { DAMAGE_REPORTS_MAX, dataCorrupted, isLmdbDamage, isRecordDamage, keyName, readersFull, storageFault, type DamageReport } from './health.js';
 import { MercuryError } from '../errors/index.js';
 import { GENESIS_HEAD, HASH_BYTES, authorRuns, sealEntry, verifyNext, verifySelf, type ChainHead, type EncodedEntry, type Entry, type Op } from '../log/index.js';
@@ -1240,7 +1241,7 @@ export class Store {
       head = entry;
     }
     this.writeTransaction(() => {
-      // Inside the transaction, before anything is written: the estimate reads `kv`'s statistics (pagesOf).
+      // Inside the transaction, before anything is written: the estimate reads `kv`'s statistics (kvTree, pagesOf).
       this.reserveSpace(this.entriesGrowth(entries));
       const last = entries.length - 1;
       entries.forEach(({ entry, record }, i) => {
@@ -1515,7 +1516,7 @@ export class Store {
         doomed.push(Buffer.from(key));
       }
       // What a trim writes: the leaves at the edge of what it removes, and the list of the pages it frees (8 bytes each).
-      this.reserveSpace(placedGrowth(0, 2, this.pageBytes) + freedPagesGrowth(Math.ceil(doomedBytes / this.pageBytes) + doomed.length, this.pageBytes));
+      this.reserveSpace(this.smallWriteGrowth() + freedPagesGrowth(Math.ceil(doomedBytes / this.pageBytes) + doomed.length, this.pageBytes));
       for (const key of doomed) this.log.removeSync(key);
       removed = doomed.length;
       if (base !== undefined) {
