@@ -216,6 +216,8 @@ describe('cli', () => {
       [['frobnicate'], /unknown command "frobnicate"/],
       [['get', 'k', '--bogus'], /bogus/],
       [['ls', '--limit', 'ten'], /--limit must be a non-negative integer/],
+      // It listed nothing and exited 0 (stop 44's configuration audit); `log --limit 0` was refused already.
+      [['ls', '--limit', '0'], /^mercury: --limit must be at least 1, got "0"$/m],
       [['put', 'k', 'v', '--if-mod-seq', '-1'], /if-mod-seq/],
       [['log', '--from', 'x'], /--from/],
       // No entry has seq 0: it was sent, and the node's 400 came back as exit 1 (retention audit, 2026-12-07).

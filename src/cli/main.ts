@@ -639,7 +639,8 @@ async function clientCommand(
       return;
     }
     case 'ls': {
-      const limit = integerOption(values.limit, 'limit');
+      // At least 1, as `log --limit`: a listing of no keys that exits 0 says nothing the operator meant to ask.
+      const limit = limitOption(values.limit, 'limit');
       let count = 0;
       for await (const item of client.range(args[0] ?? '')) {
         if (limit !== undefined && count >= limit) break;
