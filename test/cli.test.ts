@@ -264,6 +264,14 @@ describe('cli', () => {
     assertFailed(upstream, 2, /^mercury: CONFIG_INVALID: upstream \(--upstream\) must be HOST:PORT, got "not-an-address"/);
     assertFailed(resync, 2, /^mercury: CONFIG_INVALID: --resync needs --upstream/);
     assertFailed(replicationListen, 2, /^mercury: CONFIG_INVALID: --replication-listen port/);
+    // Stop 44's configuration audit: "::1:0" got the generic message, and "127.0.0.1:00007070" listened on 7070.
+    const [unbracketed, zeros] = await Promise.all([
+      runCli(['serve', '--data-dir', dir, '--listen', '::1:0']),
+      runCli(['serve', '--data-dir', dir, '--listen', '127.0.0.1:00007070']),
+    ]);
+    assertFailed(unbracketed, 2, /^mercury: CONFIG_INVALID: --listen must be HOST:PORT \(an IPv6 address goes in brackets: \[::1\]:7070\), got "::1:0"$/m);
+    assertFailed(zeros, 2, /^mercury: CONFIG_INVALID: --listen port must be written without leading zeros, got "127.0.0.1:00007070"$/m);
+    assert.equal(existsSync(dir), false, 'no node started');
   });
 
   // Found by an audit (2026-12-07, configuration): --root-url was checked by a pattern that let through a user and

@@ -350,10 +350,19 @@ export function withConfigLimits(config: NodeConfig, limits: NodeLimits): NodeLi
   };
 }
 
-/** Parses "host:port", "[v6]:port" or ":port"; a port below `portMin` is refused. */
+/**
+ * Parses "host:port", "[v6]:port" or ":port"; a port below `portMin` is refused. An IPv6 address without brackets is
+ * told to take them (the generic message left the operator to guess), and a port with leading zeros is refused: it
+ * may mean something else to whoever wrote it (octal), and the address would be logged differently from how it was
+ * given.
+ */
 export function parseHostPort(text: string, field: string, portMin = 0): { host: string; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text);
-  if (match === null) throw new MercuryError('CONFIG_INVALID', `${field} must be HOST:PORT, got "${text}"`);
+  if (match === null) {
+    const hint = /^[^[\]]*:[^[\]]*:/.test(text) ? ' (an IPv6 address goes in brackets: [::1]:7070)' : '';
+    throw new MercuryError('CONFIG_INVALID', `${field} must be HOST:PORT${hint}, got "${text}"`);
+  }
+  if (/^0\d/.test(match[3]!)) throw new MercuryError('CONFIG_INVALID', `${field} port must be written without leading zeros, got "${text}"`);
   const host = match[1] ?? match[2] ?? '';
   return { host: host === '' ? '127.0.0.1' : host, port: integer(`${field} port`, Number(match[3]), portMin, 65535) };
 }
