@@ -163,10 +163,14 @@ describe('storage full', () => {
       for (let i = 0; i < 40; i++) assertError(await request(logged.url, 'PUT', `/v1/kv/refused-${i}`, { body: 'x' }), 'STORAGE_FULL', 507);
       assert.equal(logged.child.exitCode, null, 'the node is alive');
       assert.equal((await request(logged.url, 'GET', '/v1/kv/before')).body.toString(), 'still here');
+      // The lines lost are counted, where the operator looks when the log says nothing (found by stop 45's audit).
+      const lost = await metricValue(logged.url, /^mercury_log_lines_lost_total /);
+      assert.ok(lost > 0, `lines lost: ${lost}`);
       rmSync(filler);
       await waitUntil('the node is ready again', async () => (await request(logged.url, 'GET', '/readyz')).status === 200);
       assert.equal((await request(logged.url, 'PUT', '/v1/kv/after', { body: 'x' })).status, 200);
       assert.match(logged.stderr(), /"message":"storage writable again"/, 'lines are written again');
+      assert.ok((await metricValue(logged.url, /^mercury_log_lines_lost_total /)) >= lost, 'a counter');
     } finally {
       rmSync(filler, { force: true });
       await stopProcess(logged.child);

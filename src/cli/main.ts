@@ -17,7 +17,7 @@ import { MercuryError } from '../errors/index.js';
 import { readFileBounded, SMALL_FILE_BYTES_MAX, type SecretFileWarn } from '../fs/bounded-read.js';
 import { JSON_BODY_BYTES_MAX, VALUE_BYTES_CEILING } from '../limits.js';
 import { checkCaBundle, credentialsError, isLoopbackHost, type NamedFile } from '../net/tls.js';
-import { budgetedLogger, jsonLogger } from '../logging/index.js';
+import { budgetedLogger, jsonLogger, StderrLines } from '../logging/index.js';
 import { DEMO_REPLICAS_MAX, demoCommand } from './demo.js';
 import { logLines } from './log.js';
 import { AnswerShapeError, formatBytes, printResult, showBytes, terminalSafe } from './output.js';
@@ -442,8 +442,10 @@ async function serve(values: Record<string, string | boolean | string[] | undefi
   // The log is often a file on the data directory's disk: a line that a full disk (or a closed pipe) refuses is lost,
   // and the node goes on. Without a listener, stderr's error event ended the process at its first refused line, with
   // exit 1 and nothing said (audit, 2026-12-07: a root whose log was on its full tmpfs died at its 14th refused write).
+  // The lines lost so are counted (StderrLines) for /metrics.
   process.stderr.on('error', () => {});
-  const logger = budgetedLogger(jsonLogger());
+  const stderrLines = new StderrLines();
+  const logger = budgetedLogger(jsonLogger(stderrLines.write));
   const replicationToken = replicationTokenOption(values['replication-token-file'] as string | undefined, (message, fields) => logger.log('warn', message, fields));
   // Loaded here, not at the top: the node pulls in LMDB, the HTTP server and replication, which would double the start-up time
   // of every client command.
@@ -453,6 +455,7 @@ async function serve(values: Record<string, string | boolean | string[] | undefi
     auth,
     adminTokenFile: values['admin-token-file'] as string | undefined,
     replicationToken,
+    logLinesLost: () => stderrLines.lost,
   });
   const json = values.json === true;
   const advertised = node.advertisedUrl === node.url ? {} : { advertisedUrl: node.advertisedUrl };

@@ -24,6 +24,22 @@ export function jsonLogger(write: (line: string) => void = (line) => process.std
   };
 }
 
+/**
+ * Lines for stderr, counting those it refuses: a log file on a full disk, a closed pipe. Such a line is lost, not
+ * retried (a node goes on without its log rather than stopping or holding lines in memory); `lost` is what /metrics
+ * shows as `mercury_log_lines_lost_total`. Each write's callback says whether that line was written, also for a
+ * stream that an error destroyed, where no further error event comes.
+ */
+export class StderrLines {
+  lost = 0;
+  private readonly written = (error?: Error | null): void => {
+    if (error) this.lost++;
+  };
+  readonly write = (line: string): void => {
+    process.stderr.write(line, this.written);
+  };
+}
+
 export const silentLogger: Logger = { log() {}, child: () => silentLogger };
 
 /**

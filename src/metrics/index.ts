@@ -65,15 +65,17 @@ export class Counter implements Metric {
   }
 }
 
+/** A value read when rendered: a gauge, or a counter kept by someone else (who must only ever let it grow). */
 export class Gauge implements Metric {
   constructor(
     readonly name: string,
     private readonly help: string,
     private readonly read: () => number,
+    private readonly type: 'gauge' | 'counter' = 'gauge',
   ) {}
 
   render(): string {
-    return [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`, `${this.name} ${this.read()}`].join('\n');
+    return [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} ${this.type}`, `${this.name} ${this.read()}`].join('\n');
   }
 }
 
@@ -132,6 +134,11 @@ export class Registry {
 
   gauge(name: string, help: string, read: () => number): Gauge {
     return this.add(new Gauge(name, help, read));
+  }
+
+  /** A counter that another part of the process keeps (it is read at each scrape, and must never go down). */
+  counterReading(name: string, help: string, read: () => number): Gauge {
+    return this.add(new Gauge(name, help, read, 'counter'));
   }
 
   histogram(name: string, help: string, buckets: readonly number[]): Histogram {

@@ -60,6 +60,8 @@ export interface NodeOptions {
   readonly adminTokenFile?: string;
   /** The token a replica presents to its upstreams in HELLO (`--replication-token-file`); it needs `replicate`. */
   readonly replicationToken?: string;
+  /** How many log lines the process's log refused so far (`mercury serve`: src/logging's StderrLines), for /metrics. */
+  readonly logLinesLost?: () => number;
 }
 
 /** After a storage write failure, readiness tries a small write at most this often to see whether space came back. */
@@ -295,6 +297,9 @@ export class MercuryNode {
     // 4 MiB is left, so an operator watches this rather than waiting for the refusals.
     const dataDir = this.store.path;
     this.metrics.gauge('mercury_storage_free_bytes', "Bytes free for this node on its data directory's disk (-1 when that cannot be told); writes are refused once less than a write may need and 4 MiB is left.", () => freeBytesOrUnknown(dataDir) ?? -1);
+    const logLinesLost = options.logLinesLost;
+    if (logLinesLost !== undefined)
+      this.metrics.counterReading('mercury_log_lines_lost_total', "Log lines this node's log refused (a log file on a full disk, a closed pipe): lost, not retried.", logLinesLost);
     this.store.onWriteFault((fault) => {
       if (fault === undefined) {
         this.logger.log('info', 'storage writable again', {});
