@@ -204,7 +204,7 @@ describe('storage full', () => {
       assert.match(replica.stderr(), /"message":"write failed: storage","code":"STORAGE_FULL"/);
       // Later writes, over HTTP and the wire port, are refused before they are forwarded: nothing is done anywhere.
       const refused = await request(replica.url, 'PUT', '/v1/kv/refused', { body: 'r', timeoutMs: 10_000 });
-      assert.match(assertError(refused, 'STORAGE_FULL', 507).message, /this replica cannot apply writes .*not forwarded nor applied/);
+      assert.match(assertError(refused, 'STORAGE_FULL', 507).message, /^this replica cannot apply writes \(this node's storage is full .*not forwarded nor applied/);
       const wire = connect(replica.wire);
       try {
         await assert.rejects(wire.delete('before'), (error: ServerError) => error.code === 'STORAGE_FULL' && error.status === 507);

@@ -837,7 +837,8 @@ export class MercuryNode {
     if (unwritable !== undefined)
       throw new MercuryError(
         unwritable.code,
-        `this replica cannot apply writes (${unwritable.message}), so it would not show this one: the write was not forwarded nor applied; send it to the root or another replica, or free space on this replica's disk and retry`,
+        // The fault's own message says of the write that failed that it was not applied: this one was not even tried.
+        `this replica cannot apply writes (${unwritable.message.replace(/^the write was not applied: /, '')}), so it would not show this one: the write was not forwarded nor applied; send it to the root or another replica, or free space on this replica's disk and retry`,
       );
     const target = this.forwardTarget();
     // Each forwarded write holds a connection to the upstream until it answers: past the cap, refused before anything
