@@ -183,6 +183,28 @@ describe('auth expiry: on real nodes', () => {
     assert.match(listed, new RegExp(`^${token.id} .* EXPIRED at ${new Date(token.expiresMs!).toISOString()}: grants nothing; mercury token revoke ${token.id} removes it$`, 'm'));
     assert.match(listed, /cli-expiring .* expires \S+$/m, 'a token that has not expired is listed as before');
   });
+
+  // Expired records stayed until each was revoked by id (stop 44's note): short-lived tokens piled up.
+  test('auth expiry: mercury token prune revokes every expired token and nothing else; a second prune finds none', async () => {
+    const made = await Promise.all(
+      ['prune-a', 'prune-b'].map(async (name) => JSON.parse((await runCli(['--url', root.url, '--token', admin, 'token', 'create', name, '--scope', 'read:app/', '--expires-in', '1s', '--json'])).stdout.toString()) as Created),
+    );
+    const lasting = JSON.parse((await runCli(['--url', root.url, '--token', admin, 'token', 'create', 'prune-lasting', '--scope', 'read:app/', '--expires-in', '1h', '--json'])).stdout.toString()) as Created;
+    await setTimeout(Math.max(...made.map((token) => token.expiresMs!)) - Date.now() + 50);
+    const pruned = await runCli(['--url', root.url, '--token', admin, 'token', 'prune']);
+    assert.equal(pruned.code, 0, pruned.stderr);
+    for (const token of made) assert.match(pruned.stdout.toString(), new RegExp(`^revoked ${token.id}  ${token.name}  \\(expired ${new Date(token.expiresMs!).toISOString()}\\)$`, 'm'));
+    assert.match(pruned.stdout.toString(), /^\d+ expired tokens? revoked$/m);
+    const { tokens } = await requestJson<{ tokens: Created[] }>(root.url, 'GET', '/v1/auth/tokens', { headers: auth(admin) });
+    assert.ok(!tokens.some((token) => made.some((gone) => gone.id === token.id)), 'the expired records are gone');
+    assert.ok(!tokens.some((token) => token.expiresMs !== undefined && token.expiresMs <= Date.now()), 'no expired record is left');
+    assert.ok(tokens.some((token) => token.id === lasting.id), 'a token that has not expired stays');
+    assert.ok(tokens.some((token) => token.name === 'cli-expiring'), 'another test\'s unexpired token stays');
+    const again = await runCli(['--url', root.url, '--token', admin, 'token', 'prune', '--json']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual(JSON.parse(again.stdout.toString()), { revoked: [], kept: [] });
+    assert.equal((await runCli(['--url', root.url, '--token', admin, 'token', 'prune', 'extra'])).code, 2, 'no argument');
+  });
 });
 
 describe('auth expiry: records and registry', () => {

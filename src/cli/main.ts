@@ -26,7 +26,7 @@ import { resyncCommand } from './resync.js';
 import { statusLines } from './status.js';
 import { syncCommand } from './sync.js';
 import { verifyCommand } from './verify.js';
-import { TokenUsageError, tokenCommand } from './token.js';
+import { TokenPruneError, TokenUsageError, tokenCommand } from './token.js';
 import { watchCommand } from './watch.js';
 
 const USAGE = `usage: mercury <command> [options]
@@ -89,6 +89,7 @@ Client (against --url, default $MERCURY_URL or http://127.0.0.1:${DEFAULT_PORT})
                                   without it, it never expires
   token list                      list tokens: id, name, scopes (never a secret)
   token revoke ID                 revoke a token: requests, watches and replicas using it stop at once
+  token prune                     revoke every token that has expired (their records stay until revoked)
   sync PREFIX DIR [--exec CMD]    keep DIR in step with the keys under PREFIX (one file per key) until Ctrl-C
                                   (--url U1,U2,...: the watch fails over between them);
        [--exec-debounce-ms N]     CMD runs after changes, once they are quiet for N ms (default 200)
@@ -207,6 +208,7 @@ const COMMAND_OPTIONS: Readonly<Record<string, readonly (keyof typeof OPTIONS)[]
   'token create': [...CLIENT_OPTIONS, 'scope', 'subject', 'expires-in'],
   'token list': CLIENT_OPTIONS,
   'token revoke': CLIENT_OPTIONS,
+  'token prune': CLIENT_OPTIONS,
   sync: [...CLIENT_OPTIONS, 'exec', 'exec-debounce-ms', 'max-files', 'max-bytes'],
 };
 
@@ -246,6 +248,7 @@ const COMMAND_ARGUMENTS: Readonly<Record<string, { readonly names: string; reado
   'token create': { names: 'NAME', count: 1 },
   'token list': { names: '', count: 0 },
   'token revoke': { names: 'ID', count: 1 },
+  'token prune': { names: '', count: 0 },
   sync: { names: 'PREFIX DIR', count: 2 },
 };
 
@@ -719,6 +722,7 @@ function isKnownFailure(error: unknown): boolean {
   return (
     error instanceof UsageError ||
     error instanceof TokenUsageError ||
+    error instanceof TokenPruneError ||
     error instanceof UnavailableError ||
     error instanceof MercuryError ||
     error instanceof WatchError ||

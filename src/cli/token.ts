@@ -1,5 +1,5 @@
 /**
- * `mercury token create NAME --scope S [--scope S...] [--subject CN] [--expires-in DURATION] | list | revoke ID`: token management against a
+ * `mercury token create NAME --scope S [--scope S...] [--subject CN] [--expires-in DURATION] | list | revoke ID | prune`: token management against a
  * node's admin routes (`/v1/auth/tokens`), with an admin token. `create` prints the secret once: the node keeps only
  * its hash. With --json each command prints one JSON object.
  *
@@ -57,6 +57,48 @@ function describeUnreadable(value: unknown): string {
   return `${text(record.id)}  DAMAGED (${text(record.why)}): grants nothing; remove it with mercury token revoke ${text(record.id)}`;
 }
 
+/**
+ * `token prune`: revokes every token record that has expired, by this machine's clock (as `list` marks them), one
+ * revocation each, so that the node's own rules apply to each (the last admin record is kept: 409, reported and
+ * skipped). An expired record grants nothing but stays until revoked; short-lived tokens (a CI job's) pile up
+ * without this. A record another admin revoked meanwhile (404) counts as gone. Any other refusal is reported, the
+ * others are still revoked, and the command then fails (exit 1) naming how many were left.
+ */
+async function pruneExpired(client: NodeClient, json: boolean): Promise<void> {
+  const answer = answerObject(await client.listTokens(), 'the token list');
+  const nowMs = systemClock.nowMs();
+  const expired = answerList(answer.tokens, "the token list's tokens")
+    .map((value) => answerObject(value, 'a token'))
+    .filter((token) => typeof token.expiresMs === 'number' && token.expiresMs <= nowMs && typeof token.id === 'string');
+  const revoked: { id: string; name: unknown; expiresMs: unknown; seq?: unknown }[] = [];
+  const kept: { id: string; name: unknown; code: string; message: string }[] = [];
+  for (const token of expired) {
+    const id = token.id as string;
+    try {
+      const result = answerObject(await client.revokeToken(id), 'the revocation');
+      revoked.push({ id, name: token.name, expiresMs: token.expiresMs, seq: result.seq });
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (code === 'NOT_FOUND') {
+        revoked.push({ id, name: token.name, expiresMs: token.expiresMs });
+        continue;
+      }
+      if (typeof code !== 'string') throw error;
+      kept.push({ id, name: token.name, code, message: (error as Error).message });
+    }
+  }
+  const lines = [
+    ...revoked.map((token) => `revoked ${text(token.id)}  ${text(token.name)}  (expired ${formatTimeMs(token.expiresMs)})`),
+    ...kept.map((token) => `kept ${text(token.id)}  ${text(token.name)}: ${token.code}: ${inLine(token.message)}`),
+    `${revoked.length} expired token${revoked.length === 1 ? '' : 's'} revoked${kept.length === 0 ? '' : `, ${kept.length} kept`}`,
+  ];
+  printResult(json, { revoked, kept }, () => lines.join('\n'));
+  if (kept.length > 0) throw new TokenPruneError(`${kept.length} expired token${kept.length === 1 ? '' : 's'} could not be revoked (listed above)`);
+}
+
+/** Some expired tokens were refused revocation: what was done is printed, and the command exits 1. */
+export class TokenPruneError extends Error {}
+
 export interface TokenOptions {
   readonly scopes: readonly string[];
   readonly subject: string | undefined;
@@ -99,7 +141,11 @@ export async function tokenCommand(client: NodeClient, args: readonly string[], 
       );
       return;
     }
+    case 'prune': {
+      await pruneExpired(client, json);
+      return;
+    }
     default:
-      throw new TokenUsageError(`token needs create, list or revoke, got ${action === undefined ? 'nothing' : `"${action}"`}`);
+      throw new TokenUsageError(`token needs create, list, revoke or prune, got ${action === undefined ? 'nothing' : `"${action}"`}`);
   }
 }
