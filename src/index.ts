@@ -38,6 +38,8 @@ export type {
   KeyValue,
   KeyValueAtSeq,
   ReadOptions,
+  WriteOptions,
+  CallSignal,
   RangeOptions,
   RangePage,
   RangePageResult,

@@ -23,7 +23,7 @@
 import { sleep, systemClock, type Clock } from '../clock/index.js';
 import { backoffDelayMs } from './backoff.js';
 import { ClientOptionsError, NoNodeReachableError, OutcomeUnknownError, ServerError, UnavailableError } from './errors.js';
-import { NodeClient, type KeyValue, type KeyValueAtSeq, type RangePageResult, type ReadOptions, type TxnResult, type WriteResult } from './http-client.js';
+import { checkSignal, NodeClient, type CallSignal, type KeyValue, type KeyValueAtSeq, type RangePageResult, type ReadOptions, type TxnResult, type WriteOptions, type WriteResult } from './http-client.js';
 import { MIN_SEQ_WAIT_MS_MAX, RANGE_LIMIT_MAX } from '../api/index.js';
 import { RANGE_PAGE_LIMIT_DEFAULT } from './limits.js';
 import { integerOption, validateClientOptions, type ClientOptions, type ValidatedClientOptions } from './options.js';
@@ -54,7 +54,43 @@ function isRetryable(kind: CallKind, error: unknown): boolean {
   return false;
 }
 
+/**
+ * What a call its caller abandoned rejects with: the signal's reason, or for a write that may have reached a node
+ * (`error`, the attempt's failure, says it was sent) OutcomeUnknownError: the node may still apply it.
+ */
+function abandonedCall(kind: CallKind, what: string, signal: AbortSignal, error: unknown): Error {
+  // A write is retried only while no attempt may have reached a node (isRetryable): the last attempt's error says.
+  if (kind === 'write' && error instanceof UnavailableError && error.requestSent)
+    return new OutcomeUnknownError(`${what}: abandoned by its caller (its signal aborted) after it was sent; the write may or may not have been applied`, error);
+  // The reason as given (AbortSignal.abort() and .timeout() give a DOMException, an Error); anything else is wrapped.
+  const reason: unknown = signal.reason;
+  if (reason instanceof Error) return reason;
+  return Object.assign(new Error(`${what}: abandoned by its caller (its signal aborted: ${String(reason)})`, { cause: reason }), { name: 'AbortError' });
+}
+
+/** Waits `ms`, or less when `signal` aborts meanwhile. */
+function pause(clock: Clock, ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (signal === undefined) return sleep(clock, ms, { keepAlive: true });
+  return new Promise((resolve) => {
+    const timer = clock.setTimeout(done, ms, { keepAlive: true });
+    function done(): void {
+      timer.cancel();
+      signal!.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** The `signal` of a call's options, checked (NodeClient checks the options of get, put and delete itself). */
+function signalOf(options: CallSignal): AbortSignal | undefined {
+  if (typeof options !== 'object' || options === null) throw new ClientOptionsError('options must be an object');
+  checkSignal(options.signal);
+  return options.signal;
+}
+
 function checkReadOptions(options: ReadOptions): void {
+  checkSignal(options.signal);
   integerOption(options, 'minSeq', 0, 0, Number.MAX_SAFE_INTEGER);
   integerOption(options, 'minSeqTimeoutMs', 0, 0, MIN_SEQ_WAIT_MS_MAX);
 }
@@ -79,23 +115,26 @@ export class MercuryClient {
    * One call with its retries. The first attempt goes to the preferred node without the retry loop's async machinery:
    * it is the only one nearly every call makes, and a closed loop of callers pays in garbage for every layer (wire.ts).
    */
-  private call<T>(kind: CallKind, what: string, attempt: (node: NodeClient) => Promise<T>): Promise<T> {
+  private call<T>(kind: CallKind, what: string, attempt: (node: NodeClient) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    // Abandoned before it began: nothing is sent.
+    if (signal?.aborted) return Promise.reject(abandonedCall(kind, what, signal, undefined));
     const start = this.preferred;
     let first: Promise<T>;
     try {
       first = attempt(this.nodes[start]!);
     } catch (error) {
-      return this.retry(kind, what, attempt, start, error);
+      return this.retry(kind, what, attempt, start, error, signal);
     }
-    return first.then(undefined, (error: unknown) => this.retry(kind, what, attempt, start, error));
+    return first.then(undefined, (error: unknown) => this.retry(kind, what, attempt, start, error, signal));
   }
 
   /** Attempts 2 and later, after the first (to `start`) failed with `firstError`. */
-  private async retry<T>(kind: CallKind, what: string, attempt: (node: NodeClient) => Promise<T>, start: number, firstError: unknown): Promise<T> {
+  private async retry<T>(kind: CallKind, what: string, attempt: (node: NodeClient) => Promise<T>, start: number, firstError: unknown, signal: AbortSignal | undefined): Promise<T> {
     const errors: Error[] = [];
     const { attemptsMax, retryDelayMsBase, retryDelayMsMax } = this.options;
     let error = firstError;
     for (let i = 1; ; i++) {
+      if (signal?.aborted) throw abandonedCall(kind, what, signal, error);
       if (!isRetryable(kind, error)) {
         if (kind === 'write' && error instanceof UnavailableError)
           throw new OutcomeUnknownError(`${what}: ${error.message}; the write may or may not have been applied, so it was not retried`, error);
@@ -103,7 +142,10 @@ export class MercuryClient {
       }
       errors.push(error as Error);
       if (i >= attemptsMax) break;
-      if (i >= this.nodes.length) await sleep(this.clock, backoffDelayMs(i - this.nodes.length, retryDelayMsBase, retryDelayMsMax), { keepAlive: true });
+      if (i >= this.nodes.length) {
+        await pause(this.clock, backoffDelayMs(i - this.nodes.length, retryDelayMsBase, retryDelayMsMax), signal);
+        if (signal?.aborted) throw abandonedCall(kind, what, signal, undefined);
+      }
       const index = (start + i) % this.nodes.length;
       try {
         const result = await attempt(this.nodes[index]!);
@@ -121,7 +163,7 @@ export class MercuryClient {
   /** The key, or undefined when it does not exist. Retried on another node when one cannot answer. */
   get(key: string | Buffer, options: ReadOptions = {}): Promise<KeyValueAtSeq | undefined> {
     // NodeClient checks the options (minSeq, ...): before anything is sent, on either transport.
-    return this.call('read', 'get', (node) => node.get(key, options));
+    return this.call('read', 'get', (node) => node.get(key, options), options?.signal);
   }
 
   /**
@@ -137,8 +179,8 @@ export class MercuryClient {
     let minSeq = options.minSeq;
     do {
       const after: string | null = cursor;
-      const pageOptions = { limit, cursor: after, minSeq, minSeqTimeoutMs: options.minSeqTimeoutMs };
-      const page: RangePageResult = await this.call('read', 'range', (node) => node.rangePage(prefix, pageOptions));
+      const pageOptions = { limit, cursor: after, minSeq, minSeqTimeoutMs: options.minSeqTimeoutMs, signal: options.signal };
+      const page: RangePageResult = await this.call('read', 'range', (node) => node.rangePage(prefix, pageOptions), options.signal);
       yield { seq: page.seq, items: page.items };
       minSeq = Math.max(minSeq ?? 0, page.seq);
       cursor = page.more ? page.cursor : null;
@@ -146,33 +188,39 @@ export class MercuryClient {
   }
 
   /** Sets a key; with `ifModSeq`, only if the key's modSeq is that (0: only if absent), else `CompareFailedError`. */
-  put(key: string | Buffer, value: string | Buffer, options: { ifModSeq?: number } = {}): Promise<WriteResult> {
-    return this.call('write', 'put', (node) => node.put(key, value, options));
+  put(key: string | Buffer, value: string | Buffer, options: WriteOptions = {}): Promise<WriteResult> {
+    return this.call('write', 'put', (node) => node.put(key, value, options), options?.signal);
   }
 
   /** Deletes a key (`deleted: false` when it did not exist; nothing is committed then). `ifModSeq` as for put. */
-  delete(key: string | Buffer, options: { ifModSeq?: number } = {}): Promise<WriteResult & { deleted: boolean }> {
-    return this.call('write', 'delete', (node) => node.delete(key, options));
+  delete(key: string | Buffer, options: WriteOptions = {}): Promise<WriteResult & { deleted: boolean }> {
+    return this.call('write', 'delete', (node) => node.delete(key, options), options?.signal);
   }
 
   /** Deletes every key under a non-empty prefix, in one entry. */
-  async deletePrefix(prefix: string): Promise<WriteResult> {
+  async deletePrefix(prefix: string, options: CallSignal = {}): Promise<WriteResult> {
     if (typeof prefix !== 'string' || prefix.length === 0) throw new ClientOptionsError('deletePrefix needs a non-empty prefix');
-    return await this.call('write', 'deletePrefix', (node) => node.deletePrefix(prefix));
+    const signal = signalOf(options);
+    return await this.call('write', 'deletePrefix', (node) => node.deletePrefix(prefix, options), signal);
   }
 
   /** A transaction builder (`.compare(...).success(...).failure(...).commit()`), ... */
   txn(): TxnBuilder;
   /** ... or a transaction in its plain-object (JSON) form, sent at once. */
-  txn(txn: TxnJson): Promise<TxnResult>;
-  txn(txn?: TxnJson): TxnBuilder | Promise<TxnResult> {
-    const send = (body: TxnJson): Promise<TxnResult> => this.call('write', 'txn', (node) => node.txn(body));
-    return txn === undefined ? new TxnBuilder(send) : send(txn);
+  txn(txn: TxnJson, options?: CallSignal): Promise<TxnResult>;
+  txn(txn?: TxnJson, options: CallSignal = {}): TxnBuilder | Promise<TxnResult> {
+    // Async: a bad signal rejects, as every call's bad options do.
+    const send = async (body: TxnJson, sendOptions: CallSignal = {}): Promise<TxnResult> => {
+      const signal = signalOf(sendOptions);
+      return await this.call('write', 'txn', (node) => node.txn(body, sendOptions), signal);
+    };
+    return txn === undefined ? new TxnBuilder(send) : send(txn, options);
   }
 
   /** The status of a node (the one that answered last, else the next). */
-  async status(): Promise<NodeStatus> {
-    return await this.call('read', 'status', (node) => node.status());
+  async status(options: CallSignal = {}): Promise<NodeStatus> {
+    const signal = signalOf(options);
+    return await this.call('read', 'status', (node) => node.status(options), signal);
   }
 
   /**

@@ -101,11 +101,29 @@ export interface KeyValueAtSeq extends KeyValue {
 }
 
 /** Options of reads that can wait for a node to catch up. */
-export interface ReadOptions {
+export interface ReadOptions extends CallSignal {
   /** Answer only once the node has applied this seq (read-your-writes on a replica: pass a write's seq). */
   readonly minSeq?: number;
   /** How long the node may wait for `minSeq` (server default 5 s, at most 60 s); then `SeqWaitTimeoutError`. */
   readonly minSeqTimeoutMs?: number;
+}
+
+/** Options of one call, any call. */
+export interface CallSignal {
+  /**
+   * Abandons the call when it aborts (`AbortSignal.timeout(ms)` for a deadline of the caller's own): nothing more is
+   * sent or retried, and its request in flight is dropped (over HTTP its connection is closed; over the wire port its
+   * answer, when it comes, is ignored). `MercuryClient` then rejects with the signal's `reason`, except for a write
+   * that may have reached a node, which is `OutcomeUnknownError` (the node may still apply it; `signal.reason` says
+   * why it was abandoned). `NodeClient` rejects with `UnavailableError` saying whether the request was sent.
+   */
+  readonly signal?: AbortSignal;
+}
+
+/** Options of put and delete. */
+export interface WriteOptions extends CallSignal {
+  /** Only if the key's modSeq is this (0: only if the key is absent), else `CompareFailedError`. */
+  readonly ifModSeq?: number;
 }
 
 /** What a write answered. */
@@ -467,7 +485,8 @@ async function httpRequest(options: HttpRequestOptions): Promise<HttpAnswer> {
   try {
     return await httpAttempt(attempt(false));
   } catch (error) {
-    if (!(error instanceof AttemptError && error.retryOnFreshConnection(method))) throw error;
+    // An abandoned call is not sent again, even when the pooled connection it failed on would allow it.
+    if (!(error instanceof AttemptError && error.retryOnFreshConnection(method)) || options.signal?.aborted) throw error;
     countResend(error);
     return await httpAttempt(attempt(true));
   }
@@ -604,7 +623,7 @@ function queryString(query: URLSearchParams): string {
 }
 
 /** What a call of NodeClient sends beyond its method and path. */
-interface CallOptions extends Pick<HttpRequestOptions, 'body' | 'contentType' | 'check'> {
+interface CallOptions extends Pick<HttpRequestOptions, 'body' | 'contentType' | 'check' | 'signal'> {
   /** Time on top of the client's timeout: a read's `minSeqTimeoutMs`, which the node may legitimately wait. */
   readonly extraTimeMs?: number;
 }
@@ -623,9 +642,21 @@ interface JsonCallOptions extends Omit<CallOptions, 'check'> {
  */
 function checkCallOptions(options: ReadOptions & { ifModSeq?: number }): void {
   if (typeof options !== 'object' || options === null) throw new ClientOptionsError('options must be an object');
+  checkSignal(options.signal);
   integerOption(options, 'minSeq', 0, 0, Number.MAX_SAFE_INTEGER);
   integerOption(options, 'minSeqTimeoutMs', 0, 0, MIN_SEQ_WAIT_MS_MAX);
   integerOption(options, 'ifModSeq', 0, 0, Number.MAX_SAFE_INTEGER);
+}
+
+/** A call's `signal`, when given, must be an AbortSignal: anything else would never abort, and the caller not know. */
+export function checkSignal(signal: unknown): void {
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new ClientOptionsError(`signal must be an AbortSignal, got ${signal === null ? 'null' : typeof signal}`);
+}
+
+/** Both signals, when a call has its own and the client one for all its calls (a replica forwarding a write). */
+function eitherSignal(call: AbortSignal | undefined, client: AbortSignal | undefined): AbortSignal | undefined {
+  if (call === undefined) return client;
+  return client === undefined ? call : AbortSignal.any([call, client]);
 }
 
 /**
@@ -671,7 +702,7 @@ export class NodeClient {
   /** One request to this node's HTTP API: a 2xx answer, or the typed error of any other. */
   private async request(method: string, path: string, answerBytesMax: number, options: CallOptions = {}): Promise<HttpAnswer> {
     this.httpOnly(`${method} ${path}`);
-    const { body, contentType, extraTimeMs = 0, check } = options;
+    const { body, contentType, extraTimeMs = 0, check, signal } = options;
     let answer: HttpAnswer;
     try {
       answer = await httpRequest({
@@ -684,7 +715,7 @@ export class NodeClient {
         answerBytesMax,
         tls: this.tls,
         check,
-        signal: this.signal,
+        signal: eitherSignal(signal, this.signal),
       });
     } catch (error) {
       throw this.failed(`${method} ${path}`, error);
@@ -749,7 +780,7 @@ export class NodeClient {
    */
   private async json<T>(method: string, path: string, answerBytesMax: number, read: (json: unknown) => T, options: JsonCallOptions = {}): Promise<T> {
     const check = new AnswerCheck(options.valuesMax ?? SMALL_ANSWER_VALUES_MAX, answerBytesMax);
-    const answer = await this.request(method, path, answerBytesMax, { body: options.body, contentType: options.contentType, extraTimeMs: options.extraTimeMs, check });
+    const answer = await this.request(method, path, answerBytesMax, { body: options.body, contentType: options.contentType, extraTimeMs: options.extraTimeMs, check, signal: options.signal });
     return this.checked(`${method} ${path}`, () => read(check.value(answer.body)));
   }
 
@@ -780,7 +811,7 @@ export class NodeClient {
   private async httpGet(bytes: Buffer, options: ReadOptions): Promise<KeyValueAtSeq | undefined> {
     try {
       const path = `/v1/kv/${encodeKeyPath(bytes)}${queryString(readQuery(options))}`;
-      const answer = await this.request('GET', path, VALUE_ANSWER_BYTES_MAX, { extraTimeMs: waitTimeMs(options) });
+      const answer = await this.request('GET', path, VALUE_ANSWER_BYTES_MAX, { extraTimeMs: waitTimeMs(options), signal: options.signal });
       return this.checked(`GET ${path}`, () => {
         const seq = integerHeader(answer, 'x-mercury-seq', 0);
         checkMinSeq(seq, options.minSeq);
@@ -801,30 +832,31 @@ export class NodeClient {
     }
   }
 
-  put(key: string | Buffer, value: string | Buffer, options: { ifModSeq?: number } = {}): Promise<WriteResult> {
+  put(key: string | Buffer, value: string | Buffer, options: WriteOptions = {}): Promise<WriteResult> {
     return rejectingThrows(() => {
       checkCallOptions(options);
       const keyBytes = toBytes(key);
       const valueBytes = toBytes(value, 'value');
-      if (this.wire !== undefined) return this.wire.put(keyBytes, valueBytes, options.ifModSeq);
+      if (this.wire !== undefined) return this.wire.put(keyBytes, valueBytes, options.ifModSeq, options.signal);
       const query = options.ifModSeq === undefined ? '' : `?ifModSeq=${options.ifModSeq}`;
-      return this.json('PUT', `/v1/kv/${encodeKeyPath(keyBytes)}${query}`, SMALL_ANSWER_BYTES_MAX, writeAnswer, { body: valueBytes, contentType: 'application/octet-stream' });
+      return this.json('PUT', `/v1/kv/${encodeKeyPath(keyBytes)}${query}`, SMALL_ANSWER_BYTES_MAX, writeAnswer, { body: valueBytes, contentType: 'application/octet-stream', signal: options.signal });
     });
   }
 
-  delete(key: string | Buffer, options: { ifModSeq?: number } = {}): Promise<{ seq: number; deleted: boolean }> {
+  delete(key: string | Buffer, options: WriteOptions = {}): Promise<{ seq: number; deleted: boolean }> {
     return rejectingThrows(() => {
       checkCallOptions(options);
       const bytes = toBytes(key);
-      if (this.wire !== undefined) return this.wire.delete(bytes, options.ifModSeq);
+      if (this.wire !== undefined) return this.wire.delete(bytes, options.ifModSeq, options.signal);
       const query = options.ifModSeq === undefined ? '' : `?ifModSeq=${options.ifModSeq}`;
-      return this.json('DELETE', `/v1/kv/${encodeKeyPath(bytes)}${query}`, SMALL_ANSWER_BYTES_MAX, deleteAnswer);
+      return this.json('DELETE', `/v1/kv/${encodeKeyPath(bytes)}${query}`, SMALL_ANSWER_BYTES_MAX, deleteAnswer, { signal: options.signal });
     });
   }
 
-  async deletePrefix(prefix: string): Promise<WriteResult> {
+  async deletePrefix(prefix: string, options: CallSignal = {}): Promise<WriteResult> {
     checkWellFormed(prefix, 'prefix');
-    return this.json('DELETE', `/v1/kv?prefix=${encodeURIComponent(prefix)}`, SMALL_ANSWER_BYTES_MAX, writeAnswer);
+    checkCallOptions(options);
+    return this.json('DELETE', `/v1/kv?prefix=${encodeURIComponent(prefix)}`, SMALL_ANSWER_BYTES_MAX, writeAnswer, { signal: options.signal });
   }
 
   /**
@@ -845,6 +877,7 @@ export class NodeClient {
     const limit = options.limit ?? RANGE_LIMIT_MAX;
     const page = await this.json('GET', path, RANGE_PAGE_ANSWER_BYTES_MAX, rangeAnswer, {
       extraTimeMs: waitTimeMs(options),
+      signal: options.signal,
       valuesMax: limit * RANGE_ITEM_VALUES_MAX + ANSWER_VALUES_OVERHEAD,
     });
     this.checked(`GET ${path}`, () => checkMinSeq(page.seq, options.minSeq));
@@ -863,8 +896,9 @@ export class NodeClient {
     } while (cursor !== null);
   }
 
-  async txn(txn: TxnJson): Promise<TxnResult> {
-    return this.json('POST', '/v1/txn', SMALL_ANSWER_BYTES_MAX, txnAnswer, { body: JSON.stringify(txn), contentType: 'application/json' });
+  async txn(txn: TxnJson, options: CallSignal = {}): Promise<TxnResult> {
+    checkCallOptions(options);
+    return this.json('POST', '/v1/txn', SMALL_ANSWER_BYTES_MAX, txnAnswer, { body: JSON.stringify(txn), contentType: 'application/json', signal: options.signal });
   }
 
   /**
@@ -892,8 +926,9 @@ export class NodeClient {
     } while (next !== null);
   }
 
-  async status(): Promise<NodeStatus> {
-    return this.json('GET', '/v1/status', SMALL_ANSWER_BYTES_MAX, statusAnswer<NodeStatus>);
+  async status(options: CallSignal = {}): Promise<NodeStatus> {
+    checkCallOptions(options);
+    return this.json('GET', '/v1/status', SMALL_ANSWER_BYTES_MAX, statusAnswer<NodeStatus>, { signal: options.signal });
   }
 
   /** Creates a token (admin); the answer holds its secret, `token`, which no later call shows again. */

@@ -6,7 +6,7 @@ export { BusyTimeoutError, isBusy, retryWhileBusy } from './busy.js';
 export type { BusyWait, BusyWaitOptions } from './busy.js';
 export { tlsErrorHint } from './tls.js';
 export type { ClientTls } from './tls.js';
-export type { KeyValue, KeyValueAtSeq, LogPage, RangePageResult, ReadOptions, TokenInfo, TxnResult, WriteResult } from './http-client.js';
+export type { CallSignal, KeyValue, KeyValueAtSeq, LogPage, RangePageResult, ReadOptions, TokenInfo, TxnResult, WriteOptions, WriteResult } from './http-client.js';
 export {
   ClientOptionsError,
   CompareFailedError,

@@ -77,7 +77,7 @@ export class TxnBuilder {
   private readonly successOps: TxnOpJson[] = [];
   private readonly failureOps: TxnOpJson[] = [];
 
-  constructor(private readonly send: (txn: TxnJson) => Promise<{ succeeded: boolean; seq: number }>) {}
+  constructor(private readonly send: (txn: TxnJson, options?: { signal?: AbortSignal }) => Promise<{ succeeded: boolean; seq: number }>) {}
 
   /** Conditions that must all hold for `success` to be applied (see `cmp`). */
   compare(...compares: TxnCompareJson[]): this {
@@ -102,8 +102,11 @@ export class TxnBuilder {
     return { compare: [...this.compares], success: [...this.successOps], failure: [...this.failureOps] };
   }
 
-  /** Sends the transaction; `succeeded` says which branch was applied, `seq` the entry (or the head if none). */
-  commit(): Promise<{ succeeded: boolean; seq: number }> {
-    return this.send(this.toJSON());
+  /**
+   * Sends the transaction; `succeeded` says which branch was applied, `seq` the entry (or the head if none).
+   * `signal` abandons it, as for every call (`CallSignal`).
+   */
+  commit(options: { signal?: AbortSignal } = {}): Promise<{ succeeded: boolean; seq: number }> {
+    return this.send(this.toJSON(), options);
   }
 }
