@@ -270,6 +270,44 @@ describe('hostile input - replication port', () => {
   };
   const childNamed = (nodeId: string, node = root) => node.replicationServer.children().find((status) => status.childNodeId === nodeId);
 
+  // Found by an audit (2026-12-07): any progress restarts the stall clock, so a child that read its snapshot and
+  // acknowledged a trickle of it kept the snapshot's read transaction (LMDB reuses no page freed after it began) for
+  // as long as it liked: here about two minutes for 120 KB, and without bound for a real dataset.
+  test('replication port: a child that acknowledges a snapshot at a trickle is closed once a pace window passes below the floor', async () => {
+    const paceWindowMs = 2_000;
+    const config = validateConfig({ dataDir: join(dir, 'pace-root'), port: 0 });
+    const node = await MercuryNode.start(config, { auth: 'off', limits: withLimits(NODE_LIMITS_TEST, { replication: { snapshotPaceWindowMs: paceWindowMs, snapshotPaceBytesMin: 4 * 1024 } }) });
+    nodes.push(node);
+    for (let i = 0; i < 40; i++) assert.equal((await request(node.url, 'PUT', `/v1/kv/big-${i}`, { body: Buffer.alloc(3000, 0x61 + (i % 26)) })).status, 200);
+    const slow = await fake(node, '127.0.0.6');
+    let received = 0;
+    let acked = 0;
+    slow.socket.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+    });
+    hello(slow, 'trickle-reader');
+    // Reads everything, acknowledges 100 bytes more every ackIntervalMs: 1 KB/s, progress on every ACK.
+    const acks = setInterval(() => {
+      if (slow.closed) return;
+      acked = Math.min(received, acked + 100);
+      slow.socket.write(encodeMessage({ type: 'ack', appliedSeq: 0, receivedBytes: acked }));
+    }, limits.ackIntervalMs);
+    try {
+      await eventually(() => Promise.resolve(childNamed('trickle-reader', node)?.snapshot !== undefined), () => 'the snapshot never began');
+      const startedMs = Date.now();
+      await eventually(
+        () => Promise.resolve(slow.closed && childNamed('trickle-reader', node) === undefined),
+        () => `the trickling child is still sent its snapshot ${Date.now() - startedMs} ms on: ${JSON.stringify(childNamed('trickle-reader', node))}`,
+        paceWindowMs * 4,
+      );
+      assert.ok(Date.now() - startedMs >= paceWindowMs - 200, `closed after ${Date.now() - startedMs} ms, before a pace window passed`);
+      assert.ok(acked < 40 * 3000, 'the snapshot was not done');
+    } finally {
+      clearInterval(acks);
+    }
+    await assertHealthzAnswers(node.url, 'after a trickling child');
+  });
+
   test('replication port: heartbeats to a child that does not read stop at its window, however many come', async () => {
     const mute = await fake(root, '127.0.0.4');
     mute.socket.pause();

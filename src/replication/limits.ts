@@ -156,6 +156,15 @@ export interface ReplicationLimits {
   readonly upstreamStaleHopMs: number;
   /** An upstream closes a child that sent no ACK for this long (the child acks every `ackIntervalMs`). */
   readonly childAckTimeoutMs: number;
+  /**
+   * While a child is sent a snapshot, each window of `snapshotPaceWindowMs` in which it holds at least half its
+   * window unacknowledged must see it acknowledge at least `snapshotPaceBytesMin`, else it is closed (CHILD_TOO_SLOW).
+   * A snapshot holds an LMDB read transaction, which keeps LMDB from reusing any page freed after it began: a child
+   * acknowledging a trickle (any progress restarts the stall clock) held it, and the data file grew by every write, for
+   * as long as it liked (audit, 2026-12-07). 1 MiB a minute is 17 KB/s, below any link a replica would join over.
+   */
+  readonly snapshotPaceWindowMs: number;
+  readonly snapshotPaceBytesMin: number;
   /** An upstream closes a connection whose HELLO has not arrived after this long. */
   readonly handshakeTimeoutMs: number;
   /** Reconnect delays grow from min to max (doubling per consecutive failure, with jitter) and never go below min. */
@@ -199,6 +208,8 @@ export const REPLICATION_LIMITS: ReplicationLimits = Object.freeze({
   upstreamStaleMs: 10_000,
   upstreamStaleHopMs: 1_000,
   childAckTimeoutMs: 30_000,
+  snapshotPaceWindowMs: 60_000,
+  snapshotPaceBytesMin: 1 * MiB,
   handshakeTimeoutMs: 10_000,
   reconnectBackoffMsMin: 100,
   reconnectBackoffMsMax: 10_000,
@@ -235,6 +246,8 @@ export const REPLICATION_LIMITS_TEST: ReplicationLimits = Object.freeze({
   upstreamStaleMs: 600,
   upstreamStaleHopMs: 150,
   childAckTimeoutMs: 1_500,
+  snapshotPaceWindowMs: 3_000,
+  snapshotPaceBytesMin: 1 * KiB,
   handshakeTimeoutMs: 500,
   reconnectBackoffMsMin: 20,
   reconnectBackoffMsMax: 1_000,
@@ -273,6 +286,9 @@ export function validateReplicationLimits(limits: ReplicationLimits): Replicatio
   assert.ok(limits.upstreamStaleHopMs >= 2 * limits.reconnectBackoffMsMin);
   // A child's keep-alive ACKs arrive many times within the upstream's timeout.
   assert.ok(limits.ackIntervalMs * 3 <= limits.childAckTimeoutMs);
+  // A pace window spans many ACKs, and its floor is less than half a window (which a lagging child holds unread).
+  assert.ok(limits.snapshotPaceWindowMs >= limits.childAckTimeoutMs);
+  assert.ok(limits.snapshotPaceBytesMin > 0 && limits.snapshotPaceBytesMin <= limits.childWindowBytesMax / 2);
   assert.ok(limits.reconnectBackoffMsMin <= limits.reconnectBackoffMsMax);
   // Returning to the preferred upstream is rare next to everything else a session does.
   assert.ok(limits.preferredUpstreamRetryMs >= limits.backoffResetMs && limits.preferredUpstreamRetryMs >= 2 * limits.upstreamStaleMs);

@@ -25,6 +25,8 @@
  *   pins a snapshot or a socket buffer. So is one whose window stays full for `childAckTimeoutMs` with nothing more
  *   acknowledged: ACKs that acknowledge nothing keep a peer that never reads alive, and it would hold a window of
  *   frames in memory and the snapshot's read transaction (which keeps LMDB from reusing pages) for as long as it likes.
+ *   And during a snapshot, one that holds half its window unread and acknowledges less than `snapshotPaceBytesMin` in
+ *   a `snapshotPaceWindowMs` (a trickle restarts the stall clock, and would hold the read transaction as long).
  *
  * The adapter creates one `Upstream` per accepted connection, feeds it `receive`, `localApplied`, `heartbeat`, `tick`
  * (by `nextTickMs`) and `closed`, and calls `chainReset` on every session after the node installed a snapshot. Every
@@ -174,6 +176,9 @@ export class Upstream {
   private lastAckMs: number;
   /** Since when the window has been full with nothing more acknowledged; undefined while it is not full. */
   private stalledSinceMs: number | undefined;
+  /** The snapshot's current pace window: when it began and what was acknowledged then (undefined outside a snapshot). */
+  private paceSinceMs: number | undefined;
+  private paceAckedBytes = 0;
 
   constructor(options: UpstreamOptions) {
     this.nodeId = options.nodeId;
@@ -341,6 +346,19 @@ export class Upstream {
       return this.close(`no HELLO within ${this.limits.handshakeTimeoutMs} ms`, actions);
     if (this.phase !== 'streaming' && this.phase !== 'snapshot') return actions;
     if (nowMs - this.lastAckMs >= this.limits.childAckTimeoutMs) return this.close(`child sent no ACK for ${this.limits.childAckTimeoutMs} ms`, actions);
+    if (this.tooSlowForSnapshot(nowMs)) {
+      const paced = `${this.ackedBytes - this.paceAckedBytes} bytes in ${nowMs - this.paceSinceMs!} ms`;
+      actions.push({
+        type: 'log',
+        level: 'warn',
+        message: 'child too slow for a snapshot',
+        fields: { child: this.hello?.nodeId, acknowledged: paced, bytesMin: this.limits.snapshotPaceBytesMin, windowMs: this.limits.snapshotPaceWindowMs },
+      });
+      return this.close(
+        `CHILD_TOO_SLOW: the child acknowledged ${paced} of a snapshot (at least ${this.limits.snapshotPaceBytesMin} per ${this.limits.snapshotPaceWindowMs} ms while it holds half its window unread); a snapshot keeps the node from reusing pages`,
+        actions,
+      );
+    }
     if (this.stalledSinceMs !== undefined && nowMs - this.stalledSinceMs >= this.limits.childAckTimeoutMs) {
       const detail = `${this.unackedBytes} bytes and ${this.sentSeq - this.ackedSeq} entries unacknowledged`;
       const what = this.snapshot === undefined ? 'entries' : `a snapshot (${this.snapshot.keysSent} of ${this.snapshot.source.keyCount} keys sent)`;
@@ -358,8 +376,31 @@ export class Upstream {
   nextTickMs(): number | undefined {
     if (this.phase === 'hello') return this.startedMs + this.limits.handshakeTimeoutMs;
     if (this.phase === 'closed') return undefined;
-    const ackDeadlineMs = this.lastAckMs + this.limits.childAckTimeoutMs;
-    return this.stalledSinceMs === undefined ? ackDeadlineMs : Math.min(ackDeadlineMs, this.stalledSinceMs + this.limits.childAckTimeoutMs);
+    let deadlineMs = this.lastAckMs + this.limits.childAckTimeoutMs;
+    if (this.stalledSinceMs !== undefined) deadlineMs = Math.min(deadlineMs, this.stalledSinceMs + this.limits.childAckTimeoutMs);
+    if (this.paceSinceMs !== undefined) deadlineMs = Math.min(deadlineMs, this.paceSinceMs + this.limits.snapshotPaceWindowMs);
+    return deadlineMs;
+  }
+
+  /**
+   * Whether a pace window of the snapshot ended with the child below the floor while it held half its window unread
+   * (a child that keeps up with a slow node is not judged). A window that ends otherwise starts the next one.
+   */
+  private tooSlowForSnapshot(nowMs: number): boolean {
+    if (this.phase !== 'snapshot') {
+      this.paceSinceMs = undefined;
+      return false;
+    }
+    if (this.paceSinceMs === undefined || nowMs - this.paceSinceMs < this.limits.snapshotPaceWindowMs) {
+      this.paceSinceMs ??= nowMs;
+      if (this.paceSinceMs === nowMs) this.paceAckedBytes = this.ackedBytes;
+      return false;
+    }
+    const lagging = this.sentBytes - this.ackedBytes >= this.limits.childWindowBytesMax / 2;
+    if (lagging && this.ackedBytes - this.paceAckedBytes < this.limits.snapshotPaceBytesMin) return true;
+    this.paceSinceMs = nowMs;
+    this.paceAckedBytes = this.ackedBytes;
+    return false;
   }
 
   /** The connection closed (either side). Releases a snapshot being read. */
@@ -491,6 +532,11 @@ export class Upstream {
     // Progress, however little, restarts the stall clock: a slow link is not a stalled child. An ACK of nothing new
     // only proves that the peer is alive, which is not enough to keep a full window pinned.
     if (ack.receivedBytes > this.ackedBytes || appliedSeq > this.ackedSeq) this.stalledSinceMs = undefined;
+    // A snapshot's first pace window begins at its first ACK (tick judges the windows).
+    if (this.phase === 'snapshot' && this.paceSinceMs === undefined) {
+      this.paceSinceMs = nowMs;
+      this.paceAckedBytes = this.ackedBytes;
+    }
     this.ackedBytes = ack.receivedBytes;
     this.ackedSeq = appliedSeq;
     this.lastAckMs = nowMs;
