@@ -73,7 +73,7 @@ import {
   WatchProtocolError,
   type ClientMessage,
 } from '../api/index.js';
-import { canonicalSelection, EventCache, prefixBytes, selectEvents, SelectionIndex, selectionRanges, snapshotItemJson, type Selection } from './selection.js';
+import { canonicalSelection, prefixBytes, SelectionIndex, selectionRanges, snapshotItemJson, type Selection } from './selection.js';
 
 /** One connection as the machine sees it: the adapter implements it over a WebSocket (or the simulation's network). */
 export interface WatchConnection {
@@ -1014,18 +1014,25 @@ export class WatchMachine {
     let bytes = 0;
     let sent = 0;
     let events = 0;
+    // The selections served here, matched as the live fan-out matches them: selecting each one's events apart cost
+    // every op of the entry against every prefix of every selection, as the fan-out's range deletes did (audit,
+    // 2026-12-07: 64 subscriptions of 16 prefixes, resubscribed from before an entry of 10,000 range deletes).
+    const index = new SelectionIndex<Group>();
+    for (const subscription of subscriptions) index.add(subscription.group);
     for (const { entry, record } of records) {
       if (entry.seq > this.liveSeq) break; // not published yet: the fan-out will bring it
       bytes += record.length;
-      const cache = new EventCache(entry);
       let hashHex: string | undefined;
+      let matched: Map<Group, string[]> | undefined;
       const bodies = new Map<Group, SharedBody | null>();
       for (const subscription of subscriptions) {
         if (subscription.nextSeq !== entry.seq || subscription.state !== 'catchup' || subscription.removed) continue; // stopped earlier
         if (!this.hasRoom(subscription.connection, nowMs)) continue;
         let body = bodies.get(subscription.group);
         if (body === undefined) {
-          const selected = selectEvents(entry, subscription.group.selection, cache);
+          // Every group's events at once, on the first that needs them: the others at this seq mostly do too.
+          matched ??= index.match(entry, () => true);
+          const selected = matched.get(subscription.group) ?? [];
           const shownHash = subscription.group.selection.hashes ? (hashHex ??= entry.hash.toString('hex')) : undefined;
           body = selected.length === 0 ? null : new SharedBody(entry.seq, eventsBody(entry.seq, entry.timeMs, shownHash, selected), selected.length);
           bodies.set(subscription.group, body);
