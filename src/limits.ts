@@ -17,6 +17,7 @@ import {
   LOG_READ_LIMIT_MAX,
   MIN_SEQ_WAIT_MS_DEFAULT,
   MIN_SEQ_WAIT_MS_MAX,
+  COMPARE_READ_BYTES_MAX,
   RANGE_DELETE_KEYS_MAX,
   RANGE_LIMIT_DEFAULT,
   RANGE_LIMIT_MAX,
@@ -171,6 +172,7 @@ assert.ok(VALUE_BYTES_MAX_DEFAULT <= VALUE_BYTES_CEILING);
 // A transaction's ops must fit in one entry, however the batch is filled.
 assert.ok(TXN_OPS_MAX <= ENTRY_OPS_MAX);
 // A range delete may hold the event loop of every node no longer than an entry of single deletes does (record 41).
+assert.ok(2 * VALUE_BYTES_CEILING <= COMPARE_READ_BYTES_MAX, 'a transaction may compare the largest value and still read many smaller records');
 assert.ok(RANGE_DELETE_KEYS_MAX <= ENTRY_OPS_MAX, 'a range delete must remove no more keys than an entry holds deletes');
 // A watch client refuses an events message of more events per prefix than an entry holds ops.
 assert.ok(ENTRY_OPS_MAX <= WATCH_EVENTS_PER_PREFIX_MAX, 'a watch client must accept every event of the largest entry');

@@ -26,6 +26,15 @@ export const TXN_COMPARES_MAX = 10_000;
  * a larger one is deleted in pieces: by narrower ranges, or by a page of keys read first. docs/decisions.md, record 41.
  */
 export const RANGE_DELETE_KEYS_MAX = 100_000;
+/**
+ * Bytes of key records the compares (other than `exists`) of one transaction may read together, each key counted once
+ * until an op of the entry writes it; beyond it the transaction is refused (413 COMPARE_READ_TOO_LARGE) and nothing of
+ * it is applied. Every compare read a record of up to the value limit, checked whole against its crc, inside the
+ * root's write transaction: 10,000 compares of one key holding a 1 MiB value (a 340 KB request) blocked the node's
+ * loop 27 s (audit of CPU time, 2026-12-07). At about 2.7 ms a MiB here, 32 MiB is some 90 ms; a transaction may
+ * compare the largest value (VALUE_BYTES_CEILING) and still read as many bytes of smaller records.
+ */
+export const COMPARE_READ_BYTES_MAX = 32 * MiB;
 
 /**
  * Decoded bytes of one member name in any JSON a node or client reads (transactions, token requests, watch messages).

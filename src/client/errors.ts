@@ -136,6 +136,7 @@ const CLASS_BY_CODE: Partial<Record<ErrorCode, ServerErrorClass>> = {
   VALUE_TOO_LARGE: LimitExceededError,
   TOO_MANY_OPS: LimitExceededError,
   RANGE_DELETE_TOO_LARGE: LimitExceededError,
+  COMPARE_READ_TOO_LARGE: LimitExceededError,
   BODY_TOO_LARGE: LimitExceededError,
   UNSUPPORTED_MEDIA_TYPE: InvalidRequestError,
   HOST_NOT_ALLOWED: InvalidRequestError,

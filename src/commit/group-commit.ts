@@ -17,7 +17,7 @@ import { MercuryError, isDataCorrupted } from '../errors/index.js';
 import type { EncodedEntry } from '../log/index.js';
 import { silentLogger, type Logger } from '../logging/index.js';
 import { COUNT_BUCKETS, SECONDS_BUCKETS, type Registry } from '../metrics/index.js';
-import { evaluateCompare, RangeDeleteLimitExceeded, type Store, type WriteView } from '../store/index.js';
+import { CompareReadLimitExceeded, RangeDeleteLimitExceeded, type Store, type WriteView } from '../store/index.js';
 import type { CommitLimits } from './limits.js';
 import { validateRequest, type WriteRequest, type WriteResult } from './requests.js';
 
@@ -63,19 +63,19 @@ async function applyBatch(
   timeMs: number,
   batch: readonly Pending[],
   sign: ((hash: Buffer) => Buffer) | undefined,
-  rangeDeleteKeysMax: number,
+  limits: Pick<CommitLimits, 'rangeDeleteKeysMax' | 'compareReadBytesMax'>,
 ): Promise<{ committed: EncodedEntry | undefined; succeeded: boolean[]; offThread: boolean }> {
   const succeeded: boolean[] = [];
   const build = (view: WriteView): void => {
     // Keys the range deletes of this entry may still remove: the entry is one write transaction on every node.
+    const { rangeDeleteKeysMax, compareReadBytesMax } = limits;
     let rangeKeysLeft = rangeDeleteKeysMax;
     batch.forEach(({ request }, index) => {
       const rangeKeysBefore = rangeKeysLeft;
+      const comparedBytesBefore = view.comparedBytes;
       try {
         // Existence reads no record: deleting a key whose record is damaged (DELETE without ifModSeq) still works.
-        const holds = request.compares.every((compare) =>
-          compare.target === 'exists' ? view.has(compare.key) === compare.exists : evaluateCompare(compare, view.get(compare.key)),
-        );
+        const holds = request.compares.every((compare) => view.holds(compare, compareReadBytesMax));
         for (const op of holds ? request.success : request.failure) rangeKeysLeft -= view.apply(op, request.author, rangeKeysLeft);
         succeeded.push(holds);
       } catch (error) {
@@ -88,6 +88,10 @@ async function applyBatch(
           // Within the limit alone, it waits for an entry of its own; beyond it, it can never commit.
           if (rangeKeysBefore < rangeDeleteKeysMax) throw new RequestDeferred(index);
           throw new RequestFailed(index, rangeDeleteTooLarge(rangeDeleteKeysMax));
+        }
+        if (error instanceof CompareReadLimitExceeded) {
+          if (comparedBytesBefore > 0) throw new RequestDeferred(index);
+          throw new RequestFailed(index, compareReadTooLarge(compareReadBytesMax));
         }
         throw error;
       }
@@ -131,6 +135,15 @@ function rangeDeleteTooLarge(keysMax: number): MercuryError {
     `the transaction's range deletes would remove more than ${keysMax} keys; one transaction removes at most ${keysMax} ` +
       `by range: delete in pieces (narrower ranges, or the keys of one range page at a time)`,
     { details: { limit: keysMax } },
+  );
+}
+
+function compareReadTooLarge(bytesMax: number): MercuryError {
+  return new MercuryError(
+    'COMPARE_READ_TOO_LARGE',
+    `the transaction's compares would read more than ${bytesMax} bytes of key records (each compared key's value and ` +
+      `a 24-byte header, once per key); compare fewer keys that hold large values, or compare their modSeq in pieces`,
+    { details: { limit: bytesMax } },
   );
 }
 
@@ -268,7 +281,7 @@ export class GroupCommitter {
       let offThread: boolean;
       try {
         const timeMs = this.entryTimeMs();
-        ({ committed, succeeded, offThread } = await applyBatch(this.store, timeMs, batch, this.sign, this.limits.rangeDeleteKeysMax));
+        ({ committed, succeeded, offThread } = await applyBatch(this.store, timeMs, batch, this.sign, this.limits));
         this.lastOffThread = offThread;
         await this.store.flushed();
       } catch (error) {

@@ -3,7 +3,7 @@
  * group committer never reads module constants: it takes this object, so that tests can run a node with small entries
  * and a short queue.
  */
-import { COMMIT_QUEUE_BYTES_MAX, COMMIT_QUEUE_REQUESTS_MAX, ENTRY_BYTES_MAX, ENTRY_OPS_MAX, RANGE_DELETE_KEYS_MAX, VALUE_BYTES_MAX_DEFAULT } from '../limits.js';
+import { COMPARE_READ_BYTES_MAX, COMMIT_QUEUE_BYTES_MAX, COMMIT_QUEUE_REQUESTS_MAX, ENTRY_BYTES_MAX, ENTRY_OPS_MAX, RANGE_DELETE_KEYS_MAX, VALUE_BYTES_MAX_DEFAULT } from '../limits.js';
 
 export interface CommitLimits {
   /** Largest value a put (or a value compare) may carry; the operator's `--max-value-bytes`. */
@@ -26,6 +26,11 @@ export interface CommitLimits {
    * waits for the next entry.
    */
   readonly rangeDeleteKeysMax: number;
+  /**
+   * Bytes of key records the compares of one entry may read (COMPARE_READ_BYTES_MAX), as range deletes' keys: a
+   * request whose compares alone read more is refused (413); one that would take an entry past it waits for the next.
+   */
+  readonly compareReadBytesMax: number;
 }
 
 export const COMMIT_LIMITS: CommitLimits = Object.freeze({
@@ -35,4 +40,5 @@ export const COMMIT_LIMITS: CommitLimits = Object.freeze({
   entryOpsMax: ENTRY_OPS_MAX,
   entryBytesMax: ENTRY_BYTES_MAX,
   rangeDeleteKeysMax: RANGE_DELETE_KEYS_MAX,
+  compareReadBytesMax: COMPARE_READ_BYTES_MAX,
 });

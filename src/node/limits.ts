@@ -31,6 +31,7 @@ import {
   LOG_TRIM_INTERVAL_MS,
   NODE_IDLE_FILES_MAX,
   PROCESS_OPEN_FILES_MAX,
+  COMPARE_READ_BYTES_MAX,
   RANGE_DELETE_KEYS_MAX,
   REPLICATION_CHILDREN_MAX_CEILING,
   SNAPSHOT_READERS_MAX,
@@ -218,7 +219,7 @@ export const NODE_LIMITS: NodeLimits = validateNodeLimits({
  */
 export const NODE_LIMITS_TEST: NodeLimits = validateNodeLimits({
   store: { mapBytes: 1024 * MiB, readersMax: 64, snapshotReadersMax: 4 },
-  commit: { valueBytesMax: 4 * KiB, queueRequestsMax: 256, queueBytesMax: 64 * KiB, entryOpsMax: TXN_OPS_MAX, entryBytesMax: 8 * KiB - ENTRY_RECORD_OVERHEAD_BYTES, rangeDeleteKeysMax: RANGE_DELETE_KEYS_MAX },
+  commit: { valueBytesMax: 4 * KiB, queueRequestsMax: 256, queueBytesMax: 64 * KiB, entryOpsMax: TXN_OPS_MAX, entryBytesMax: 8 * KiB - ENTRY_RECORD_OVERHEAD_BYTES, rangeDeleteKeysMax: RANGE_DELETE_KEYS_MAX, compareReadBytesMax: COMPARE_READ_BYTES_MAX },
   http: {
     headersTimeoutMs: 2_000,
     requestTimeoutMs: 5_000,

@@ -1,4 +1,4 @@
-export { DATA_DIR_MODE, RangeDeleteLimitExceeded, Store } from './store.js';
+export { CompareReadLimitExceeded, DATA_DIR_MODE, RangeDeleteLimitExceeded, Store } from './store.js';
 export type { KeyRange, LogBounds, RangeItem, RangePage, SnapshotReader, SnapshotRecord, StoreOptions, WriteView } from './store.js';
 export { evaluateCompare } from './compare.js';
 export type { Compare } from './compare.js';
