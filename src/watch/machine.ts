@@ -913,14 +913,19 @@ export class WatchMachine {
     let messages = 0;
     let hashHex: string | undefined;
     for (const [group, selected] of this.index.match(entry, (candidate) => candidate.live.size > 0)) {
-      hashHex ??= entry.hash.toString('hex');
-      const body = new SharedBody(entry.seq, eventsBody(entry.seq, entry.timeMs, group.selection.hashes ? hashHex : undefined, selected), selected.length);
+      // Built for the first member with room: a group whose members' queues are all full costs no events text (the
+      // CPU audit of 2026-12-07 found every group's message built, then dropped for want of room).
+      let body: SharedBody | undefined;
       for (const subscription of group.live) {
         if (subscription.nextSeq > entry.seq) continue; // asked to start at a later seq
         if (!this.hasRoom(subscription.connection, nowMs)) {
           // Deleting the current member while iterating a Set is safe.
           this.toCatchup(subscription, entry.seq, entry.prevHash);
           continue;
+        }
+        if (body === undefined) {
+          hashHex ??= entry.hash.toString('hex');
+          body = new SharedBody(entry.seq, eventsBody(entry.seq, entry.timeMs, group.selection.hashes ? hashHex : undefined, selected), selected.length);
         }
         this.sendEvents(subscription, body);
         events += body.eventCount;
