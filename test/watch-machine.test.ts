@@ -76,6 +76,9 @@ class Harness implements WatchOracle {
     this.perform(this.machine.received(this.nowMs, id, input));
   }
 
+  /** Ticks the machine asked for and was given (advance). */
+  ticks = 0;
+
   /** Moves the manual clock on, running every tick the machine asks for on the way. */
   advance(ms: number): void {
     const until = this.nowMs + ms;
@@ -85,6 +88,7 @@ class Harness implements WatchOracle {
       same = at === this.nowMs ? same + 1 : 0;
       assert.ok(same < 1_000, 'the machine ticks in a busy loop');
       this.nowMs = at;
+      this.ticks++;
       this.perform(this.machine.tick(this.nowMs));
     }
     this.nowMs = until;
@@ -379,6 +383,40 @@ describe('watch machine', () => {
     conn.paused = false;
     h.put('k/last');
     assert.equal(history.cursor, 13);
+  });
+
+  // Found by the CPU audit (2026-12-07): with every lagging subscription's queue full, catch-up looked at all of them
+  // every catchupPollMs until the stall close (16 ms a round, every 10 ms, at 256,000 subscriptions).
+  test('watch machine: catch-up held back only by full queues waits for a drain, not a poll every catchupPollMs; a drain resumes it at once', () => {
+    const h = new Harness();
+    const { id, conn } = h.connect();
+    for (let i = 1; i <= 4; i++) h.message(id, { type: 'subscribe', id: i, prefixes: [`k/${i}/`, 'k/'] });
+    conn.paused = true;
+    const big = 'x'.repeat(3_000);
+    for (let i = 0; i < 12; i++) h.put(`k/${i}`, big);
+    assert.equal(h.machine.laggingSubscriptions, 4, 'all in catch-up, their queue full');
+    const ticksBefore = h.ticks;
+    const span = h.limits.stallMs / 2;
+    h.advance(span);
+    const ticks = h.ticks - ticksBefore;
+    // Progress rounds and the rounds of the pump between them: about two per progress interval, where a poll every
+    // catchupPollMs made span / catchupPollMs (100 here).
+    assert.ok(ticks <= 2 * (span / h.limits.progressIntervalMs) + 2, `${ticks} ticks in ${span} ms with every queue full`);
+    assert.equal(conn.closedWith, undefined);
+    h.read(id, conn);
+    assert.ok(h.machine.nextTickMs() <= h.nowMs, 'a drain arms the pump at once');
+    for (let round = 0; round < 40 && h.machine.laggingSubscriptions > 0; round++) {
+      h.read(id, conn);
+      h.advance(1);
+    }
+    h.read(id, conn);
+    assert.equal(h.machine.laggingSubscriptions, 0, 'live again');
+    for (let i = 1; i <= 4; i++)
+      assert.deepEqual(
+        ofType(conn.received, 'events').filter((message) => message.id === i).map((message) => message.seq),
+        Array.from({ length: 12 }, (_, seq) => seq + 1),
+        `subscription ${i} got every entry once`,
+      );
   });
 
   test('watch machine: a queue full and not shrinking for the stall time closes 4008 after a final progress per subscription', () => {
