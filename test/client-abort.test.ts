@@ -111,6 +111,8 @@ describe('client abort', () => {
     const bad = { signal: { aborted: false } } as unknown as { signal: AbortSignal };
     await assert.rejects(client.put('abort/bad', 'x', bad), (error) => error instanceof ClientOptionsError && /signal must be an AbortSignal, got object/.test(error.message));
     await assert.rejects(client.get('abort/bad', bad), ClientOptionsError);
+    // Its `aborted` is not believed either.
+    await assert.rejects(client.put('abort/bad', 'x', { signal: { aborted: true, reason: 'no' } } as unknown as { signal: AbortSignal }), ClientOptionsError);
     await assert.rejects(client.status(bad), ClientOptionsError);
     await assert.rejects(client.txn({ success: [] }, bad), ClientOptionsError);
     assert.equal(await client.get('abort/bad'), undefined);

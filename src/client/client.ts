@@ -23,7 +23,7 @@
 import { sleep, systemClock, type Clock } from '../clock/index.js';
 import { backoffDelayMs } from './backoff.js';
 import { ClientOptionsError, NoNodeReachableError, OutcomeUnknownError, ServerError, UnavailableError } from './errors.js';
-import { checkSignal, NodeClient, type CallSignal, type KeyValue, type KeyValueAtSeq, type RangePageResult, type ReadOptions, type TxnResult, type WriteOptions, type WriteResult } from './http-client.js';
+import { checkSignal, NodeClient, signalProblem, type CallSignal, type KeyValue, type KeyValueAtSeq, type RangePageResult, type ReadOptions, type TxnResult, type WriteOptions, type WriteResult } from './http-client.js';
 import { MIN_SEQ_WAIT_MS_MAX, RANGE_LIMIT_MAX } from '../api/index.js';
 import { RANGE_PAGE_LIMIT_DEFAULT } from './limits.js';
 import { integerOption, validateClientOptions, type ClientOptions, type ValidatedClientOptions } from './options.js';
@@ -116,8 +116,12 @@ export class MercuryClient {
    * it is the only one nearly every call makes, and a closed loop of callers pays in garbage for every layer (wire.ts).
    */
   private call<T>(kind: CallKind, what: string, attempt: (node: NodeClient) => Promise<T>, signal?: AbortSignal): Promise<T> {
-    // Abandoned before it began: nothing is sent.
-    if (signal?.aborted) return Promise.reject(abandonedCall(kind, what, signal, undefined));
+    if (signal !== undefined) {
+      // Not an AbortSignal: ClientOptionsError, before its `aborted` is believed. Abandoned before it began: nothing sent.
+      const problem = signalProblem(signal);
+      if (problem !== undefined) return Promise.reject(problem);
+      if (signal.aborted) return Promise.reject(abandonedCall(kind, what, signal, undefined));
+    }
     const start = this.preferred;
     let first: Promise<T>;
     try {

@@ -650,7 +650,14 @@ function checkCallOptions(options: ReadOptions & { ifModSeq?: number }): void {
 
 /** A call's `signal`, when given, must be an AbortSignal: anything else would never abort, and the caller not know. */
 export function checkSignal(signal: unknown): void {
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new ClientOptionsError(`signal must be an AbortSignal, got ${signal === null ? 'null' : typeof signal}`);
+  const problem = signalProblem(signal);
+  if (problem !== undefined) throw problem;
+}
+
+/** The error of a `signal` that is not an AbortSignal, or undefined. */
+export function signalProblem(signal: unknown): ClientOptionsError | undefined {
+  if (signal === undefined || signal instanceof AbortSignal) return undefined;
+  return new ClientOptionsError(`signal must be an AbortSignal, got ${signal === null ? 'null' : typeof signal}`);
 }
 
 /** Both signals, when a call has its own and the client one for all its calls (a replica forwarding a write). */
