@@ -91,6 +91,30 @@ describe('auth: records and registry', () => {
     assertCode(() => registry.authenticateToken(created.token!), 'UNAUTHENTICATED', /revoked/);
   });
 
+  // Found by the CPU audit (2026-12-07): each range delete over the token keys read every record again, so a raw
+  // admin transaction of many of them cost their number times the tokens' on every node.
+  test('auth: range deletes over the token keys read the records once per applied batch, and report what they removed', () => {
+    const made = ['a', 'b', 'c'].map((name) => createTokenRequest({ name, scopes: ['read:app/'] }, 1_000, []));
+    let stored = made.map(({ request }) => {
+      const put = request.success[0]!;
+      if (put.type !== 'put') return assert.fail('a create is a put');
+      return { key: put.key, value: put.value };
+    });
+    let reads = 0;
+    const registry = new TokenRegistry(() => {
+      reads++;
+      return stored;
+    });
+    assert.equal(registry.size, 3);
+    const before = reads;
+    stored = stored.slice(1);
+    const range = { type: 'deleteRange' as const, start: tokenKey(made[0]!.record.id), end: Buffer.concat([tokenKey(made[0]!.record.id), Buffer.from([0])]) };
+    const result = registry.applied(Array.from({ length: 1_000 }, () => range));
+    assert.equal(reads - before, 1, 'one read of the records for the batch');
+    assert.deepEqual(result, { revoked: [made[0]!.record.id], replaced: [] });
+    assert.equal(registry.size, 2);
+  });
+
   test('auth: a certificate grant maps a subject to a principal and has no secret', () => {
     const grant = createTokenRequest({ name: 'edge-7', scopes: ['replicate'], subject: 'edge-7.example' }, 1, []);
     assert.equal(grant.token, undefined);
