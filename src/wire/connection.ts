@@ -10,8 +10,11 @@
  * a frame longer than the largest GET is judged from its header before it is gathered: only a PUT may be, and it holds
  * its length in the node's body budget (shared with HTTP) from then until it is answered or the connection closes;
  * at most `inFlightPerConnectionMax` requests are in flight, and the socket is not read while that many are, or while
- * more than `outputBytesMax` of answers wait for the kernel; reads that wake from a minSeq wait past that bound are
- * read when the client takes its answers. Timeouts are enforced by the server's sweep (`sweep`).
+ * more than `outputBytesMax` of answers wait for the kernel, or while it holds more than its share of the port's
+ * `outputBytesTotalMax` and the port holds more than that; a read whose answer would take both past them is not
+ * queued: it waits, and nothing after it is read, until the client takes its answers, or is answered OVERLOADED
+ * (WIRE_OUTPUT_FULL) if the connection has none on their way; reads that wake from a minSeq wait past those bounds
+ * are read when the client takes its answers. Timeouts are enforced by the server's sweep (`sweep`).
  */
 import { setMaxListeners } from 'node:events';
 import type { Socket } from 'node:net';
@@ -42,7 +45,7 @@ import {
 import { requireRead, requireSomeWriteScope, type Principal } from '../auth/index.js';
 import { TLS_HANDSHAKE_BYTE } from '../net/index.js';
 import { compareFailed, deleteRequest, putRequest, requireKeyWrite, type WriteCaller } from '../server/index.js';
-import type { WireLimits } from './limits.js';
+import { wireOutputShareBytes, type WireLimits } from './limits.js';
 import type { WireNode } from './wire-node.js';
 
 type State = 'hello' | 'open' | 'closing';
@@ -65,6 +68,8 @@ export interface ConnectionContext {
   readonly nowMs: () => number;
   /** Counts of what the port did, for metrics. */
   readonly counts: WireCounts;
+  /** Answer bytes every connection of the port holds together (each one's `outputBytes`). */
+  readonly portOutputBytes: () => number;
   readonly onClosed: (connection: WireConnection) => void;
 }
 
@@ -88,9 +93,16 @@ export class WireConnection {
   /**
    * Reads whose minSeq arrived while the output was over `outputBytesMax`: read once the client has taken enough of
    * it. They woke together (one seq wakes every read waiting for it), so reading each at once would queue up to
-   * `inFlightPerConnectionMax` answers of the largest value for a client that reads nothing.
+   * `inFlightPerConnectionMax` answers of the largest value for a client that reads nothing. Also the reads whose
+   * answer did not fit the port's output budget while this connection had answers on their way (`answerRead`). While
+   * any wait, no further request is read.
    */
   private readonly readsWoken: { readonly id: number; readonly key: Buffer }[] = [];
+  /**
+   * The sweep found reads waiting for room in the port's output budget with none of this connection's answers on their
+   * way, and refused them: until a read of it finds room again, such a read is refused at once rather than a sweep later.
+   */
+  private refusingWhilePortFull = false;
   private readonly out: Buffer[] = [];
   private outBytes = 0;
   private flushScheduled = false;
@@ -204,11 +216,25 @@ export class WireConnection {
   }
 
   private overBounds(): boolean {
-    return this.inFlight >= this.context.limits.inFlightPerConnectionMax || this.outputFull();
+    return this.inFlight >= this.context.limits.inFlightPerConnectionMax || this.outputFull() || this.readsWoken.length > 0;
   }
 
+  /** Past its own output bound, or past its share of the port's while the port is past its budget. */
   private outputFull(): boolean {
-    return this.outputBytes > this.context.limits.outputBytesMax;
+    return this.outputBytes > this.context.limits.outputBytesMax || this.portOutputFull(0);
+  }
+
+  /**
+   * Whether `bytes` more of answers would take this connection past its share of the port's output budget and the port
+   * past the budget. The port's total is summed only past the share: a client that takes its answers never pays it. An
+   * answer larger than the budget (a node whose --max-value-bytes is near it) still goes out alone, when the port holds
+   * nothing else.
+   */
+  private portOutputFull(bytes: number): boolean {
+    const { limits } = this.context;
+    if (this.outputBytes + bytes <= wireOutputShareBytes(limits)) return false;
+    const portBytes = this.context.portOutputBytes();
+    return portBytes > 0 && portBytes + bytes > limits.outputBytesTotalMax;
   }
 
   private oversized(frame: OversizedFrame): void {
@@ -375,21 +401,69 @@ export class WireConnection {
       );
       return;
     }
-    this.answer(this.read(id, key));
+    if (!this.answerRead(id, key)) this.readsWoken.push({ id, key });
   }
 
   /** Answers the woken reads while the output is within its bound; the rest wait for the socket to drain. */
   private readWoken(): void {
     while (this.readsWoken.length > 0 && !this.outputFull() && !this.socket.destroyed) {
-      const { id, key } = this.readsWoken.shift()!;
+      const { id, key } = this.readsWoken[0]!;
       try {
         // The token may have been revoked, or narrowed, while the read waited: checked again before it is answered.
         requireRead(this.currentPrincipal(), key);
-        this.answer(this.read(id, key));
+        // Still no room in the port's budget: read again when more of this connection's answers are taken.
+        if (!this.answerRead(id, key)) return;
       } catch (error) {
         this.answerError(id, error);
       }
+      this.readsWoken.shift();
     }
+  }
+
+  /**
+   * Reads `key` and queues its answer, unless it would take the port past its output budget: then the answer is
+   * dropped at once (queueing it would let each connection that reads nothing hold one more answer of the largest
+   * value, 16 MiB, budget or not) and false is returned: the read waits in `readsWoken` (a client pipelining reads is
+   * held back, not refused) until this connection's answers are taken, or the sweep refuses it (`refuseReadsWaiting`).
+   * Once the sweep refused some, a read that finds no room with nothing of this connection on its way is refused here.
+   */
+  private answerRead(id: number, key: Buffer): boolean {
+    const frame = this.read(id, key);
+    if (this.portOutputFull(frame.length)) {
+      if (this.refusingWhilePortFull && !this.answersOnTheirWay()) throw this.portOutputFullError();
+      return false;
+    }
+    this.refusingWhilePortFull = false;
+    this.answer(frame);
+    return true;
+  }
+
+  /** A flush or a 'drain' is to come, which reads again the reads that wait for room. */
+  private answersOnTheirWay(): boolean {
+    return this.outBytes > 0 || this.socket.writableNeedDrain;
+  }
+
+  private portOutputFullError(): MercuryError {
+    const { outputBytesTotalMax } = this.context.limits;
+    return new MercuryError(
+      'OVERLOADED',
+      `the wire port holds ${this.context.portOutputBytes()} bytes of answers its clients have not read and queues at most ${outputBytesTotalMax}; retry later`,
+      { details: { reason: 'WIRE_OUTPUT_FULL', limit: outputBytesTotalMax } },
+    );
+  }
+
+  /**
+   * Reads that wait for room in the port's output budget while this connection has no answer on its way, so that no
+   * flush or 'drain' of its own will come to read them: the port is full of other clients' answers. Read now if there
+   * is room, else refused OVERLOADED (WIRE_OUTPUT_FULL), at most a sweep after they began to wait.
+   */
+  private refuseReadsWaiting(): void {
+    if (this.readsWoken.length === 0 || this.answersOnTheirWay()) return;
+    this.readWoken();
+    if (this.readsWoken.length === 0) return;
+    this.refusingWhilePortFull = true;
+    for (const { id } of this.readsWoken.splice(0)) this.answerError(id, this.portOutputFullError());
+    if (this.blocked) this.pump();
   }
 
   /** The answer to a GET: the record encoded straight from LMDB's read buffer into the frame (no copy in between). */
@@ -549,6 +623,7 @@ export class WireConnection {
       this.fail(new MercuryError('REQUEST_TIMEOUT', `a frame was not received in full within ${frameTimeoutMs} ms; send each frame promptly`));
       return;
     }
+    this.refuseReadsWaiting();
     // Woken reads wait only for the client to take its answers: a client that stops reading is idle, and goes.
     if (this.inFlight === this.readsWoken.length && this.partialSinceMs === undefined && nowMs - this.lastActivityMs > idleTimeoutMs) this.goAway();
   }

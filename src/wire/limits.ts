@@ -31,6 +31,15 @@ export interface WireLimits {
    * requests: a client that does not read its answers cannot make the node hold more than this plus one answer.
    */
   readonly outputBytesMax: number;
+  /**
+   * Answer bytes queued on all connections together (not yet taken by the kernel). Each connection may hold its share
+   * (`outputBytesTotalMax / connectionsMax`) whatever the others hold; beyond it, a read whose answer would take the
+   * port past this waits, with every request after it, until the connection's client takes its answers, or is answered
+   * OVERLOADED (reason WIRE_OUTPUT_FULL) within a sweep if the connection has none on their way. Without it, 128
+   * connections that pipelined GETs of a 1 MiB value and read nothing made a node hold 8 MiB of answers each: about
+   * 1 GiB for 124 KB sent (audit, 2026-12-07; docs/decisions.md, record 75).
+   */
+  readonly outputBytesTotalMax: number;
   /** Checks of the timeouts above run this often. */
   readonly sweepIntervalMs: number;
 }
@@ -43,6 +52,7 @@ export const WIRE_LIMITS: WireLimits = Object.freeze({
   idleTimeoutMs: 300_000,
   inFlightPerConnectionMax: 1_024,
   outputBytesMax: 8 * MiB,
+  outputBytesTotalMax: 64 * MiB,
   sweepIntervalMs: 1_000,
 });
 
@@ -54,12 +64,27 @@ export const WIRE_LIMITS_TEST: WireLimits = Object.freeze({
   idleTimeoutMs: 2_000,
   inFlightPerConnectionMax: 16,
   outputBytesMax: 64 * 1024,
+  outputBytesTotalMax: 4 * MiB,
   sweepIntervalMs: 50,
 });
+
+/**
+ * Answer bytes one connection may hold without looking at what the port holds: its even share of the port's budget. So
+ * the port holds at most `outputBytesTotalMax` plus a share per connection, whatever its clients read.
+ */
+export function wireOutputShareBytes(limits: WireLimits): number {
+  return Math.floor(limits.outputBytesTotalMax / limits.connectionsMax);
+}
 
 export function validateWireLimits(limits: WireLimits): void {
   for (const [name, value] of Object.entries(limits)) assert.ok(Number.isSafeInteger(value) && (value as number) > 0, `wire limit ${name} must be a positive integer`);
   assert.ok(limits.connectionsPerAddressMax <= limits.connectionsMax, 'a per-address cap within the total');
+  // One connection that reads slowly may still fill its own bound while the others are idle.
+  assert.ok(limits.outputBytesMax <= limits.outputBytesTotalMax, "a connection's output bound fits the port's");
+  // A share holds a good many small answers and ERRORs, whatever the others hold: reads of small values are always
+  // served. And a connection past its share has more queued than a socket's high-water mark (16 KiB): a 'drain' comes
+  // to read the reads that wait for room.
+  assert.ok(wireOutputShareBytes(limits) >= 64 * 1024, 'each connection has a share of the output budget beyond the socket high-water mark');
   // The sweep enforces the timeouts: it must run several times within the shortest, or a timeout is late by a sweep.
   assert.ok(limits.sweepIntervalMs * 4 <= Math.min(limits.helloTimeoutMs, limits.frameTimeoutMs), 'the sweep runs several times within each timeout');
   assert.ok(limits.frameTimeoutMs <= limits.idleTimeoutMs, 'a partial frame times out before an idle connection would');

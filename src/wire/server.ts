@@ -57,12 +57,15 @@ export class WireServer {
     metrics.gauge('mercury_wire_connections', 'Open connections on the wire port.', () => this.connections.size);
     metrics.gauge('mercury_wire_requests', 'Requests (GET, PUT, DELETE) read on the wire port (a counter).', () => this.counts.requests);
     metrics.gauge('mercury_wire_request_errors', 'Requests on the wire port answered with an ERROR (a counter).', () => this.counts.errors);
-    metrics.gauge('mercury_wire_output_bytes', 'Answer bytes held for wire clients that have not read them yet (queued, and in socket buffers).', () => {
-      let bytes = 0;
-      for (const connection of this.connections) bytes += connection.outputBytes;
-      return bytes;
-    });
+    metrics.gauge('mercury_wire_output_bytes', `Answer bytes held for wire clients that have not read them yet (queued, and in socket buffers); at most ${limits.outputBytesTotalMax} beyond each connection's share.`, () => this.outputBytes());
     metrics.gauge('mercury_wire_connection_errors', 'Wire connections closed for a protocol error, a timeout or a revoked token (a counter).', () => this.counts.connectionErrors);
+  }
+
+  /** Answer bytes held for the port's clients, summed over its connections (at most connectionsMax of them). */
+  private outputBytes(): number {
+    let bytes = 0;
+    for (const connection of this.connections) bytes += connection.outputBytes;
+    return bytes;
   }
 
   async listen(host: string, port: number): Promise<void> {
@@ -195,6 +198,7 @@ export class WireServer {
       frameBytesMax: wireFrameBytesMaxFor(this.options.node.valueBytesMax),
       nowMs: () => this.options.clock.monotonicMs(),
       counts: this.counts,
+      portOutputBytes: () => this.outputBytes(),
       onClosed: (closed) => {
         this.connections.delete(closed);
         if (this.connections.size === 0) this.stopSweeping();
