@@ -203,6 +203,11 @@ export class WatchHub {
     registry.gauge('mercury_watch_subscriptions', 'Watch subscriptions (watchers).', () => this.machine.subscriptions);
     registry.gauge('mercury_watch_subscriptions_lagging', 'Watch subscriptions in catch-up or snapshot.', () => this.machine.laggingSubscriptions);
     registry.gauge(
+      'mercury_watch_queued_bytes',
+      `Bytes queued on watch connections, not yet taken by the kernel; past ${this.limits.queueBytesTotalMax}, a connection holding more than ${this.limits.queueBytesShareMax} is served from the log.`,
+      () => this.machine.queuedBytes,
+    );
+    registry.gauge(
       'mercury_watch_prefix_bytes',
       `Bytes of prefixes all watch subscriptions hold; past ${this.limits.prefixBytesMax}, or an address's share, a subscribe is refused TOO_MANY_PREFIXES.`,
       () => this.machine.prefixBytes,

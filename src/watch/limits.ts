@@ -41,6 +41,19 @@ const MiB = 1024 * KiB;
  * queued whole when the queue is below this, so a connection holds at most this plus one message.
  */
 export const WATCH_QUEUE_BYTES_MAX = 256 * KiB;
+/**
+ * Bytes the queues of all connections may hold together. Past it, a connection whose queue holds more than
+ * WATCH_QUEUE_BYTES_SHARE_MAX is full as if past its own bound: its subscriptions go to catch-up, and it is closed if it
+ * stays so for WATCH_STALL_MS. Without it, connections that read nothing held WATCH_QUEUE_BYTES_MAX each: 260 KiB per
+ * connection measured, 4.8 GiB over the node's 19,236 connections (audit, 2026-12-07; docs/decisions.md, record 76).
+ */
+export const WATCH_QUEUE_BYTES_TOTAL_MAX = 64 * MiB;
+/**
+ * Bytes a connection may have queued whatever the others hold: a watcher that reads keeps its live events while the
+ * node's queues are full of others'. The node's queues hold at most WATCH_QUEUE_BYTES_TOTAL_MAX, plus this and one
+ * message per connection (a message of WATCH_SHARED_FRAGMENT_BYTES_MIN or more is one buffer shared by its watchers).
+ */
+export const WATCH_QUEUE_BYTES_SHARE_MAX = 4 * KiB;
 /** A connection whose queue stays full and does not shrink for this long is closed (4008) and must resume. */
 export const WATCH_STALL_MS = 15_000;
 /**
@@ -85,6 +98,8 @@ export const WATCH_SHARED_FRAGMENT_BYTES_MIN = 16 * KiB;
 
 export interface WatchLimits {
   readonly queueBytesMax: number;
+  readonly queueBytesTotalMax: number;
+  readonly queueBytesShareMax: number;
   readonly stallMs: number;
   readonly progressIntervalMs: number;
   readonly heartbeatIntervalMs: number;
@@ -113,6 +128,8 @@ export interface WatchLimits {
 
 export const WATCH_LIMITS: WatchLimits = Object.freeze({
   queueBytesMax: WATCH_QUEUE_BYTES_MAX,
+  queueBytesTotalMax: WATCH_QUEUE_BYTES_TOTAL_MAX,
+  queueBytesShareMax: WATCH_QUEUE_BYTES_SHARE_MAX,
   stallMs: WATCH_STALL_MS,
   progressIntervalMs: WATCH_PROGRESS_INTERVAL_MS,
   heartbeatIntervalMs: WATCH_HEARTBEAT_INTERVAL_MS,
@@ -142,6 +159,9 @@ export const WATCH_LIMITS: WatchLimits = Object.freeze({
  */
 export const WATCH_LIMITS_TEST: WatchLimits = Object.freeze({
   queueBytesMax: 16 * KiB,
+  // Room for the queues of the tests' few connections: test/hostile-memory-watch.test.ts sets a small one.
+  queueBytesTotalMax: 4 * MiB,
+  queueBytesShareMax: 1 * KiB,
   stallMs: 1_000,
   progressIntervalMs: 50,
   heartbeatIntervalMs: 200,
@@ -175,6 +195,8 @@ export function validateWatchLimits(limits: WatchLimits): WatchLimits {
   assert.ok(limits.prefixBytesPerConnectionMax >= limits.prefixesPerSubscriptionMax * KEY_BYTES_MAX, 'one subscription of the longest prefixes fits a connection');
   assert.ok(limits.prefixBytesPerAddressMax >= limits.prefixBytesPerConnectionMax, "a full connection fits its address's budget");
   assert.ok(limits.prefixBytesMax >= limits.prefixBytesPerAddressMax, "an address's budget fits the node's");
+  // A connection may fill its own queue while the others are idle, and holds its share whatever they hold.
+  assert.ok(limits.queueBytesShareMax < limits.queueBytesMax && limits.queueBytesMax <= limits.queueBytesTotalMax, 'a share within a queue within the total');
   // Progress is checked on each tick, so the heartbeat and the stall time are whole numbers of ticks at least.
   assert.ok(limits.progressIntervalMs <= limits.heartbeatIntervalMs);
   assert.ok(limits.progressIntervalMs * 2 <= limits.stallMs, 'a stall is detected by the progress tick');

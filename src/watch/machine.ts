@@ -193,6 +193,8 @@ class Connection {
   /** When the queue was first seen full (-1: it was not), and its size then; a shrinking queue restarts the clock. */
   blockedSinceMs = -1;
   blockedBytes = 0;
+  /** The queue's size when the machine last looked (its part of `queuedBytesSeen`). */
+  queuedBytesSeen = 0;
   closing = false;
   constructor(
     readonly id: number,
@@ -312,6 +314,12 @@ export class WatchMachine {
   private readonly counters: WatchCounters;
   private readonly root: boolean;
   private readonly connections = new Map<number, Connection>();
+  /**
+   * What the connections' queues held when the machine last looked at each (`full`), summed: never below what they
+   * hold, since a queue only shrinks between looks by the kernel taking bytes, and each is looked at before it is sent
+   * more. Past `queueBytesTotalMax`, a connection holding more than `queueBytesShareMax` takes no more (record 76).
+   */
+  private queuedBytesSeenTotal = 0;
   /** Per remote address, while it has a connection; and the prefix bytes all subscriptions hold (`prefixBytesMax`). */
   private readonly addresses = new Map<string, AddressPrefixes>();
   private prefixBytesHeld = 0;
@@ -378,6 +386,13 @@ export class WatchMachine {
 
   get laggingSubscriptions(): number {
     return this.lagging.size;
+  }
+
+  /** Bytes queued on all connections and not yet handed to the kernel, as they are now (a metric). */
+  get queuedBytes(): number {
+    let bytes = 0;
+    for (const connection of this.connections.values()) bytes += connection.port.bufferedBytes;
+    return bytes;
   }
 
   /** Bytes of prefixes all subscriptions hold (`prefixBytesMax`). */
@@ -499,7 +514,7 @@ export class WatchMachine {
     this.begin();
     const connection = this.connections.get(connId);
     if (connection === undefined || connection.closing) return this.end(nowMs);
-    if (bufferedBytes < this.limits.queueBytesMax) connection.blockedSinceMs = -1;
+    if (!this.full(connection, bufferedBytes)) connection.blockedSinceMs = -1;
     if (connection.subscriptions.some((subscription) => subscription.state !== 'live')) this.pumpAtMs = Math.min(this.pumpAtMs, nowMs);
     return this.end(nowMs);
   }
@@ -526,6 +541,7 @@ export class WatchMachine {
     if (connection === undefined) return this.end(nowMs);
     this.dropSubscriptions(connection);
     this.connections.delete(connId);
+    this.queuedBytesSeenTotal -= connection.queuedBytesSeen;
     if (--connection.address.connections === 0) this.addresses.delete(connection.address.key);
     return this.end(nowMs);
   }
@@ -627,7 +643,8 @@ export class WatchMachine {
 
   /** Sends an answer to a client request; a client that keeps sending without reading is a slow watcher. */
   private reply(connection: Connection, text: string, type: string, nowMs: number): void {
-    if (!this.hasRoom(connection, nowMs)) {
+    // Replies are small and few: only the connection's own queue bound refuses them, not the node's (`full`).
+    if (!this.hasRoom(connection, nowMs) && connection.port.bufferedBytes >= this.limits.queueBytesMax) {
       this.slowClose(connection, 'requests sent while the replies queue is full');
       return;
     }
@@ -640,10 +657,21 @@ export class WatchMachine {
     this.counters.sent(type, 1, 0);
   }
 
+  /**
+   * Whether a connection's queue of `buffered` bytes takes no more: past its own bound, or past its share of the
+   * node's while the queues together are past theirs (`queueBytesTotalMax`). Records what it saw in the total.
+   */
+  private full(connection: Connection, buffered: number): boolean {
+    this.queuedBytesSeenTotal += buffered - connection.queuedBytesSeen;
+    connection.queuedBytesSeen = buffered;
+    const { queueBytesMax, queueBytesShareMax, queueBytesTotalMax } = this.limits;
+    return buffered >= queueBytesMax || (buffered > queueBytesShareMax && this.queuedBytesSeenTotal > queueBytesTotalMax);
+  }
+
   /** Room in the connection's queue; also tracks since when it has been full (see `stalled`). */
   private hasRoom(connection: Connection, nowMs: number): boolean {
     const buffered = connection.port.bufferedBytes;
-    if (buffered < this.limits.queueBytesMax) {
+    if (!this.full(connection, buffered)) {
       connection.blockedSinceMs = -1;
       return true;
     }
@@ -1190,7 +1218,7 @@ export class WatchMachine {
   /** Whether a full queue has stopped shrinking for stallMs (a queue that shrinks restarts the clock). */
   private stalled(connection: Connection, nowMs: number): boolean {
     const buffered = connection.port.bufferedBytes;
-    if (buffered < this.limits.queueBytesMax) {
+    if (!this.full(connection, buffered)) {
       connection.blockedSinceMs = -1;
       return false;
     }
