@@ -14,6 +14,8 @@ import { connect } from '../src/client/index.js';
 import { validateConfig } from '../src/config/index.js';
 import { MercuryNode, NODE_LIMITS, NODE_LIMITS_TEST, validateNodeLimits, withLimits } from '../src/node/index.js';
 import { makeTempDir, removeDir } from './support/process.js';
+import { nodeMetric } from './support/fuzz.js';
+import { steadyValue } from './support/hostile.js';
 import { eventually } from './support/tree.js';
 import { RawWire } from './support/wire.js';
 
@@ -28,10 +30,6 @@ const CONNECTIONS = 14;
 /** 8 MiB of answers per connection: more than loopback's socket buffers take, so the rest stays in the node. */
 const GETS_PER_CONNECTION = 128;
 
-function metric(node: MercuryNode, name: string): number {
-  const line = node.metrics.render().split('\n').find((text) => text.startsWith(`${name} `));
-  return Number(line?.split(' ')[1]);
-}
 
 describe('hostile input - wire answers over many connections', () => {
   const dir = makeTempDir('hostile-memory-wire');
@@ -65,20 +63,10 @@ describe('hostile input - wire answers over many connections', () => {
       raws.push(raw);
     }
     // Each connection has read what it will read until its client takes answers: the count stops moving.
-    let requests = -1;
-    await eventually(
-      async () => {
-        const now = metric(started, 'mercury_wire_requests');
-        const settled = now === requests;
-        requests = now;
-        await new Promise((resolve) => setTimeout(resolve, 300));
-        return settled;
-      },
-      () => `${metric(started, 'mercury_wire_requests')} requests read`,
-    );
+    await steadyValue(() => nodeMetric(started, 'mercury_wire_requests'), 'requests read');
     // The budget, and per connection its share (and a few ERRORs: a read that waited for room with none of its own
     // answers on their way is refused).
-    const held = metric(started, 'mercury_wire_output_bytes');
+    const held = nodeMetric(started, 'mercury_wire_output_bytes');
     const bound = wire.outputBytesTotalMax + CONNECTIONS * (shareBytes + 4 * KiB);
     assert.ok(held <= bound, `${CONNECTIONS} connections reading nothing: the node holds ${held} bytes of answers; the bound is ${bound}`);
 
@@ -97,8 +85,8 @@ describe('hostile input - wire answers over many connections', () => {
     // Once the others go, the budget is free again.
     for (const raw of raws.splice(0, CONNECTIONS)) raw.socket.destroy();
     await eventually(
-      () => Promise.resolve(metric(started, 'mercury_wire_output_bytes') === 0),
-      () => `${metric(started, 'mercury_wire_output_bytes')} bytes still held`,
+      () => Promise.resolve(nodeMetric(started, 'mercury_wire_output_bytes') === 0),
+      () => `${nodeMetric(started, 'mercury_wire_output_bytes')} bytes still held`,
     );
     reader.send(encodeGet(3, Buffer.from('big')));
     const answered = await reader.next();

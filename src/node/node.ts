@@ -406,6 +406,11 @@ export class MercuryNode {
     });
     if (this.tls !== undefined) this.watchTls(this.tls);
     this.metrics.gauge('mercury_replication_children', 'Child replicas connected to this node.', () => this.replicationServer.children().length);
+    this.metrics.gauge(
+      'mercury_replication_queued_bytes',
+      `Bytes queued for child replicas that the kernel has not taken; past ${this.limits.replication.childrenQueuedBytesMax}, a child holding more than ${this.limits.replication.childQueuedBytesShare} is sent nothing more until it reads.`,
+      () => this.replicationServer.queuedBytes(),
+    );
     if (isReplica) {
       this.committer = undefined;
       this.replicationClient = this.createReplicationClient(options.replicationToken);

@@ -118,6 +118,16 @@ export interface ReplicationLimits {
   readonly childWindowBytesMax: number;
   readonly childWindowEntriesMax: number;
   /**
+   * Bytes the sockets of all children together may hold unsent in this process (what the kernel has not taken), and
+   * the share of it a child may hold whatever the others hold. A child past its share, while the children together are
+   * past the total, is sent nothing more (as if its window were full) until its socket drains below its share. Without
+   * it a child that never reads holds its window minus what the kernel takes: 32 fake children that HELLO as new
+   * replicas took a root from its idle RSS to 415 MiB more (13 MiB each), 3.3 GiB over the 256 children a node serves
+   * (audit, 2026-12-07).
+   */
+  readonly childrenQueuedBytesMax: number;
+  readonly childQueuedBytesShare: number;
+  /**
    * What one turn of the event loop sends one child from a snapshot or the log, about (the frame that reaches it is
    * the last): the rest of the window follows on later turns (upstream.ts, "Work per turn"). So a child's first page
    * leaves after one chunk is read, not after a whole window, and other work of the node runs between the chunks.
@@ -193,6 +203,10 @@ export const REPLICATION_LIMITS: ReplicationLimits = Object.freeze({
   snapshotProofBytes: 4 * MiB,
   childWindowBytesMax: 16 * MiB,
   childWindowEntriesMax: 8192,
+  // A child over a long link keeps a window of frames in this process beyond the kernel's buffers (a bandwidth-delay
+  // product above 4 MiB): 64 MiB in flight together still carry 640 MB/s at a 100 ms round trip.
+  childrenQueuedBytesMax: 64 * MiB,
+  childQueuedBytesShare: 256 * KiB,
   pumpTurnBytesMax: 1 * MiB,
   ackEveryBytes: 4 * MiB,
   ackEveryEntries: 2048,
@@ -235,6 +249,8 @@ export const REPLICATION_LIMITS_TEST: ReplicationLimits = Object.freeze({
   snapshotProofBytes: 4 * KiB,
   childWindowBytesMax: 8 * KiB,
   childWindowEntriesMax: 32,
+  childrenQueuedBytesMax: 64 * KiB,
+  childQueuedBytesShare: 4 * KiB,
   pumpTurnBytesMax: 4 * KiB,
   ackEveryBytes: 3 * KiB,
   ackEveryEntries: 8,
@@ -277,6 +293,8 @@ export function validateReplicationLimits(limits: ReplicationLimits): Replicatio
   assert.ok(limits.ackEveryBytes <= limits.childWindowBytesMax / 2);
   assert.ok(limits.ackEveryEntries <= limits.childWindowEntriesMax / 2);
   assert.ok(limits.logReadEntriesMax <= limits.childWindowEntriesMax);
+  // A child holds its share whatever the others hold; many shares fit in the children's queues.
+  assert.ok(limits.childQueuedBytesShare * 4 <= limits.childrenQueuedBytesMax, 'a share is a small part of the queues');
   assert.ok(limits.pumpTurnBytesMax > 0 && limits.pumpTurnBytesMax <= limits.childWindowBytesMax, 'a turn sends some of a window, at most all of it');
   // Entries of one op each, as many as one ACK covers, are one transaction: the budget cuts only turns of larger work.
   assert.ok(limits.applyBatchKeysMax >= limits.ackEveryEntries, 'a batch of one-op entries between two ACKs must fit one transaction');

@@ -249,6 +249,13 @@ export class ReplicationServer {
     }
   }
 
+  /** Bytes the children's sockets hold unsent in this process, summed (at most the children this node serves). */
+  queuedBytes(): number {
+    let bytes = 0;
+    for (const session of this.sessions) bytes += session.socket.writableLength;
+    return bytes;
+  }
+
   children(): ChildStatus[] {
     return Array.from(this.sessions, (session) => ({ remote: session.remote, ...session.upstream.status() }));
   }
@@ -297,6 +304,7 @@ export class ReplicationServer {
       authorizeChild: this.options.authorizeChild === undefined ? undefined : (credential) => this.options.authorizeChild!(credential, socket),
       signer: this.options.signer,
       diverged: this.options.diverged,
+      queueFull: () => socket.writableLength > this.limits.childQueuedBytesShare && this.queuedBytes() > this.limits.childrenQueuedBytesMax,
     });
     const session: ChildSession = {
       socket,

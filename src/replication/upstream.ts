@@ -106,6 +106,12 @@ export interface UpstreamOptions {
    * refused CHAIN_DIVERGED; any other child UPSTREAM_DIVERGED (the relay cannot serve it and cannot judge its chain).
    */
   readonly diverged?: () => Divergence | undefined;
+  /**
+   * The adapter's word that this child's socket holds more than its share of what the node's children may hold unsent
+   * together, and they hold more than that (`childrenQueuedBytesMax`): nothing more is sent it, as with a full window,
+   * until it is asked again (an ACK, an entry, a turn). Absent: never.
+   */
+  readonly queueFull?: () => boolean;
 }
 
 /** What signs a snapshot: the root's `Signer` (src/trust/signatures.ts). */
@@ -153,6 +159,7 @@ export class Upstream {
   private readonly latestHeartbeat: () => Heartbeat | undefined;
   private readonly authorizeChild: ((credential: string | undefined) => ChildAuthorization) | undefined;
   private readonly diverged: (() => Divergence | undefined) | undefined;
+  private readonly queueFull: (() => boolean) | undefined;
   /** Whom the child authenticated as: revoking that token ends the session. */
   private childPrincipal: { readonly id: string; readonly name: string } | undefined;
   private readonly limits: ReplicationLimits;
@@ -188,6 +195,7 @@ export class Upstream {
     this.latestHeartbeat = options.latestHeartbeat;
     this.authorizeChild = options.authorizeChild;
     this.diverged = options.diverged;
+    this.queueFull = options.queueFull;
     this.limits = validateReplicationLimits(options.limits ?? REPLICATION_LIMITS);
     // A child only sends HELLO and ACK: anything longer is refused from its length, before the body is buffered.
     this.decoder = new FrameDecoder(this.limits.childFrameBytesMax);
@@ -632,7 +640,7 @@ export class Upstream {
   }
 
   private windowOpen(): boolean {
-    if (this.unackedBytes >= this.limits.childWindowBytesMax) return false;
+    if (this.unackedBytes >= this.limits.childWindowBytesMax || this.queueFull?.() === true) return false;
     return this.phase === 'snapshot' || this.sentSeq - this.ackedSeq < this.limits.childWindowEntriesMax;
   }
 

@@ -8,6 +8,7 @@ import { connect } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { parseRawResponse, request, type RawResponse } from './http.js';
 import { drainedOrClosed } from '../../src/server/http-io.js';
+import { eventually } from './tree.js';
 
 /** What the issue asks of every attack: a liveness probe still answers this fast while it runs. */
 export const HEALTHZ_ANSWER_MS_MAX = 50;
@@ -160,4 +161,23 @@ export function streamBody(
   };
   socket.once('connect', () => void pump());
   return { bytesSent: () => sent, answer, holding, destroy: () => socket.destroy() };
+}
+
+/**
+ * Resolves with `read()` once it returned the same value twice, 300 ms apart (and `ready` holds for it): what a node
+ * holds for peers that stopped reading stops growing once every bound it has is reached.
+ */
+export async function steadyValue(read: () => number, what: string, ready: (value: number) => boolean = () => true): Promise<number> {
+  let last = Number.NaN;
+  await eventually(
+    async () => {
+      const now = read();
+      const steady = now === last && ready(now);
+      last = now;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      return steady;
+    },
+    () => `${what}: ${read()}`,
+  );
+  return last;
 }
