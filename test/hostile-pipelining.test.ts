@@ -14,7 +14,7 @@ import { validateConfig } from '../src/config/index.js';
 import { HTTP_PIPELINED_RUNNING_MAX } from '../src/limits.js';
 import { MercuryNode } from '../src/node/index.js';
 import { parseRawResponses, rawExchange, request } from './support/http.js';
-import { MiB, assertHealthzAnswers, assertRssGrowthUnder, rssBytes } from './support/hostile.js';
+import { MiB, assertHealthzAnswers, assertRssGrowthUnder, rssBytes, unreadPipelines } from './support/hostile.js';
 import { makeTempDir, removeDir } from './support/process.js';
 
 const VALUE_BYTES = 256 * 1024;
@@ -41,18 +41,10 @@ describe('hostile input - pipelining', () => {
   test('pipelining: a client that pipelines GETs of a large value and reads nothing holds a bounded number of answers', async () => {
     node = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'node'), port: 0 }), { auth: 'off' });
     assert.equal((await request(node.url, 'PUT', '/v1/kv/big', { body: Buffer.alloc(VALUE_BYTES, 0x61) })).status, 200);
-    const { hostname, port } = new URL(node.url);
     const get = 'GET /v1/kv/big HTTP/1.1\r\nhost: localhost\r\n\r\n';
     global.gc?.();
     const baseline = rssBytes();
-    for (let c = 0; c < CONNECTIONS; c++) {
-      const socket = net.connect(Number(port), hostname);
-      socket.on('error', () => {});
-      socket.pause();
-      sockets.push(socket);
-      // As fast as the node takes them; a node that stops reading leaves the rest in this socket's buffer.
-      socket.write(get.repeat(GETS_PER_CONNECTION));
-    }
+    sockets.push(...unreadPipelines(node.url, get.repeat(GETS_PER_CONNECTION), CONNECTIONS));
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     assertRssGrowthUnder(baseline, RSS_GROWTH_BYTES_MAX, `${CONNECTIONS} connections pipelining GETs of ${VALUE_BYTES} bytes, reading nothing`);
     await assertHealthzAnswers(node.url, 'while pipelining clients read nothing');

@@ -142,6 +142,7 @@ export function validateNodeLimits(limits: NodeLimits): NodeLimits {
   assert.ok(http.firstByteTimeoutMs <= http.headersTimeoutMs, 'the first byte arrives before the headers are complete');
   assert.ok(http.connectionsPerAddressMax <= http.connectionsMax, 'a per-address cap within the total');
   assert.ok(Number.isSafeInteger(http.seqWaitersMax) && http.seqWaitersMax > 0, 'at least one minSeq waiter');
+  assert.ok(Number.isSafeInteger(http.pipelinedAheadMax) && http.pipelinedAheadMax > 0, 'at least one pipelined request may run ahead of its turn');
   assert.ok(http.jsonBodyBytesMax <= http.bodyBytesInFlightMax, 'the largest JSON body must fit in the in-flight budget, or it is never accepted');
 
   // commit <-> client contract: a transaction of the most ops a client may send must fit in one entry, or a valid
@@ -230,6 +231,7 @@ export const NODE_LIMITS_TEST: NodeLimits = validateNodeLimits({
     forwardedWriteWaitMs: 5_000,
     forwardedWritesMax: 8,
     seqWaitersMax: 20_000,
+    pipelinedAheadMax: 16,
     jsonBodyBytesMax: txnBodyBytesFor(8 * KiB - ENTRY_RECORD_OVERHEAD_BYTES),
     bodyBytesInFlightMax: 4 * txnBodyBytesFor(8 * KiB - ENTRY_RECORD_OVERHEAD_BYTES),
     rangePageBytesMax: 64 * KiB,

@@ -24,7 +24,7 @@ import { COUNT_BUCKETS, Registry, SECONDS_BUCKETS } from '../metrics/index.js';
 import { TlsCredentials, serverTlsOptions, type TlsMaterial } from '../net/index.js';
 import { PROTOCOL_VERSION, ReplicationClient, ReplicationServer, RootHeartbeats, StoreLogSource, type Heartbeat } from '../replication/index.js';
 import { SNAPSHOT_FORMAT_VERSION } from '../snapshot/index.js';
-import { BodyBudget, clientCertificateRefusal, createApiHandler, createHttpServer, requestRefusal, type NodeApi, type RequestPolicy, type WriteCaller } from '../server/index.js';
+import { BodyBudget, clientCertificateRefusal, createApiHandler, createHttpServer, pipelinedAhead, requestRefusal, type NodeApi, type RequestPolicy, type WriteCaller } from '../server/index.js';
 import { INITIALISED_FILE, readersFull, refusedAtStart, Store } from '../store/index.js';
 import { freeBytesOrUnknown } from '../fs/free-space.js';
 import { AuthGuard, AUTH_MODES, bootstrapAdmin, parseToken, readTokenFile, TOKEN_CHARS, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
@@ -353,6 +353,12 @@ export class MercuryNode {
       onRejected: onHttpTlsRejected,
       track: this.tls?.track,
     });
+    const server = this.server;
+    this.metrics.gauge(
+      'mercury_http_pipelined_ahead',
+      `Pipelined requests running ahead of their turn, each holding its answer until the ones before it are sent; at most ${this.limits.http.pipelinedAheadMax}.`,
+      () => pipelinedAhead(server),
+    );
     const policy = this.requestPolicy;
     this.watchHub = new WatchHub({
       store: this.store,

@@ -18,6 +18,7 @@ import {
   HTTP_HEADERS_TIMEOUT_MS,
   HTTP_KEEP_ALIVE_TIMEOUT_MS,
   HTTP_REQUEST_TIMEOUT_MS,
+  HTTP_PIPELINED_AHEAD_MAX,
   HTTP_PIPELINED_RUNNING_MAX,
   HTTP_SEND_STALL_MS,
   JSON_BODY_BYTES_MAX,
@@ -57,6 +58,8 @@ export interface HttpLimits {
   readonly forwardedWritesMax: number;
   /** Reads parked on `minSeq` at once (HTTP and wire); beyond it OVERLOADED (src/limits.ts, SEQ_WAITERS_MAX). */
   readonly seqWaitersMax: number;
+  /** Pipelined requests running ahead of their turn at once over all connections (src/limits.ts, HTTP_PIPELINED_AHEAD_MAX). */
+  readonly pipelinedAheadMax: number;
   /**
    * Largest JSON request body (`POST /v1/txn`); at least what the largest transaction an entry holds needs (asserted
    * in src/node/limits.ts). Its structure is bounded too, by the limits of `txnJsonLimits` (src/api/txn.ts).
@@ -88,6 +91,7 @@ export const HTTP_LIMITS: HttpLimits = Object.freeze({
   forwardedWriteWaitMs: 30_000,
   forwardedWritesMax: FORWARDED_WRITES_MAX,
   seqWaitersMax: SEQ_WAITERS_MAX,
+  pipelinedAheadMax: HTTP_PIPELINED_AHEAD_MAX,
   jsonBodyBytesMax: JSON_BODY_BYTES_MAX,
   bodyBytesInFlightMax: BODY_BYTES_IN_FLIGHT_MAX,
   rangePageBytesMax: RANGE_PAGE_BYTES_MAX,
@@ -109,6 +113,12 @@ const RUNNING = Symbol('running');
 const FAILED = Symbol('failed');
 const PENDING_ERROR = Symbol('pendingError');
 const WAITING = Symbol('waiting');
+const AHEAD = Symbol('ahead');
+/** The requests of one server that run ahead of their turn (`HttpLimits.pipelinedAheadMax`); on the server as AHEAD. */
+interface AheadBudget {
+  running: number;
+  readonly max: number;
+}
 interface PipelinedSocket extends Socket {
   [IN_FLIGHT]?: Set<ServerResponse>;
   /** The requests of IN_FLIGHT that started (their handler ran), not yet answered: at most HTTP_PIPELINED_RUNNING_MAX. */
@@ -130,36 +140,47 @@ function isSafeMethod(method: string | undefined): boolean {
   return method === 'GET' || method === 'HEAD' || method === 'OPTIONS';
 }
 
-/** Whether `res`'s request may start beside the requests of `socket` already started and not yet answered. */
-function mayStart(socket: PipelinedSocket, res: ServerResponse): boolean {
+/**
+ * Whether `res`'s request may start beside the requests of `socket` already started and not yet answered: beside
+ * them, it runs ahead of its turn, which the server's budget must allow. Its own turn comes when they are answered.
+ */
+function mayStart(socket: PipelinedSocket, res: ServerResponse, ahead: AheadBudget): boolean {
   const running = socket[RUNNING];
   if (running === undefined) return true;
   if (running.size >= HTTP_PIPELINED_RUNNING_MAX || !isSafeMethod(res.req.method)) return false;
   // A write runs alone: when one runs, it is the only one.
   for (const other of running) if (!isSafeMethod(other.req.method)) return false;
-  return true;
+  return ahead.running < ahead.max;
 }
 
 /** See the request listener: a request stream's error is its client's doing, and readBody reports a body cut off. */
 function ignoreRequestError(): void {}
 
 /** Runs `start` for the request of `res` now, or after the requests before it that it must not overlap. */
-function startInOrder(socket: Socket, res: ServerResponse, start: () => void): void {
+function startInOrder(socket: Socket, res: ServerResponse, start: () => void, ahead: AheadBudget): void {
   const pipelined = socket as PipelinedSocket;
   const run = (): void => {
-    (pipelined[RUNNING] ??= new Set()).add(res);
+    const running = (pipelined[RUNNING] ??= new Set());
+    if (running.size > 0) {
+      // Ahead of its turn: it holds the budget until it is answered.
+      ahead.running++;
+      res.once('close', () => {
+        ahead.running--;
+      });
+    }
+    running.add(res);
     start();
   };
-  if (pipelined[WAITING] === undefined && mayStart(pipelined, res)) return run();
+  if (pipelined[WAITING] === undefined && mayStart(pipelined, res, ahead)) return run();
   (pipelined[WAITING] ??= []).push({ res, start: run });
 }
 
 /** Starts the held requests that may start now, in order: after an answer, or a held request given up. */
-function startWaiting(socket: PipelinedSocket): void {
+function startWaiting(socket: PipelinedSocket, ahead: AheadBudget): void {
   const waiting = socket[WAITING];
   while (waiting !== undefined && waiting.length > 0) {
     const first = waiting[0]!;
-    if (!first.res.destroyed && !mayStart(socket, first.res)) return;
+    if (!first.res.destroyed && !mayStart(socket, first.res, ahead)) return;
     waiting.shift();
     if (waiting.length === 0) delete socket[WAITING];
     if (!first.res.destroyed) first.start();
@@ -173,7 +194,7 @@ function owesAnswers(inFlight: ReadonlySet<ServerResponse> | undefined): boolean
   return false;
 }
 
-function trackInFlight(socket: Socket, res: ServerResponse): void {
+function trackInFlight(socket: Socket, res: ServerResponse, ahead: AheadBudget): void {
   const pipelined = socket as PipelinedSocket;
   const inFlight = (pipelined[IN_FLIGHT] ??= new Set());
   inFlight.add(res);
@@ -182,7 +203,7 @@ function trackInFlight(socket: Socket, res: ServerResponse): void {
     if (inFlight.size === 0) delete pipelined[IN_FLIGHT];
     const running = pipelined[RUNNING];
     if (running?.delete(res) === true && running.size === 0) delete pipelined[RUNNING];
-    startWaiting(pipelined);
+    startWaiting(pipelined, ahead);
     const pending = pipelined[PENDING_ERROR];
     if (pending !== undefined && !owesAnswers(inFlight)) {
       delete pipelined[PENDING_ERROR];
@@ -248,6 +269,7 @@ export function createHttpServer(
       // node:http's own check answers an HTTP/1.1 request without Host with an empty, non-JSON 400; do it below instead.
       requireHostHeader: false,
     };
+  const ahead: AheadBudget = { running: 0, max: limits.pipelinedAheadMax };
   const listener = (req: IncomingMessage, res: ServerResponse): void => {
       // A request cut off by its client (or by close) emits 'error' ("aborted") only if something listens when node:http
       // decides to, and emits it a tick later: readBody listens while it reads and lets go when it fails or ends, so a
@@ -266,8 +288,8 @@ export function createHttpServer(
       // includes with <script> (a browser sniffs it otherwise; with --auth off that read values across sites: an audit,
       // 2026-12-06).
       res.setHeader('x-content-type-options', 'nosniff');
-      trackInFlight(req.socket, res);
-      startInOrder(req.socket, res, () => handler(req, res));
+      trackInFlight(req.socket, res, ahead);
+      startInOrder(req.socket, res, () => handler(req, res), ahead);
     };
   // A handshake gets the first-byte timeout too (as the wire port gives it the HELLO deadline): Node's default, 120 s,
   // would let a peer that sends a few bytes of a ClientHello and stops hold a connection slot for two minutes.
@@ -341,6 +363,7 @@ export function createHttpServer(
     res.writeHead(417, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), connection: 'close' });
     res.end(body);
   });
+  (server as Server & { [AHEAD]?: AheadBudget })[AHEAD] = ahead;
   return server;
 }
 
@@ -398,6 +421,11 @@ const certificateRejected = new WeakSet<Socket>();
  * Undefined without TLS or without a certificate (client certificates are optional on HTTP: tokens then), or with
  * one that verified. `onRejected` hears of it once per connection (`mercury_tls_rejected_total`).
  */
+/** Pipelined requests of `server` (made by createHttpServer) running ahead of their turn now (a metric). */
+export function pipelinedAhead(server: Server): number {
+  return (server as Server & { [AHEAD]?: AheadBudget })[AHEAD]?.running ?? 0;
+}
+
 export function clientCertificateRefusal(socket: Socket, onRejected: HttpSecurity['onRejected']): MercuryError | undefined {
   if ((socket as Partial<TLSSocket>).encrypted !== true) return undefined;
   const { error } = peerCertificate(socket as TLSSocket);

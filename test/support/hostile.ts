@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import net, { connect } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { parseRawResponse, request, type RawResponse } from './http.js';
 import { drainedOrClosed } from '../../src/server/http-io.js';
@@ -180,4 +180,19 @@ export async function steadyValue(read: () => number, what: string, ready: (valu
     () => `${what}: ${read()}`,
   );
   return last;
+}
+
+/**
+ * Opens `connections` connections to `baseUrl` that each write `text` (pipelined requests) as fast as the node takes
+ * it and read nothing: a node that stops reading leaves the rest in their sockets' buffers.
+ */
+export function unreadPipelines(baseUrl: string, text: string, connections: number): net.Socket[] {
+  const { hostname, port } = new URL(baseUrl);
+  return Array.from({ length: connections }, () => {
+    const socket = net.connect(Number(port), hostname);
+    socket.on('error', () => {});
+    socket.pause();
+    socket.write(text);
+    return socket;
+  });
 }
