@@ -89,6 +89,13 @@ export const JSON_BODY_BYTES_MAX = txnBodyBytesFor(ENTRY_BYTES_MAX);
  */
 export const BODY_BYTES_IN_FLIGHT_MAX = 2 * JSON_BODY_BYTES_MAX;
 
+/**
+ * Large answers (a value or a range page over a send slice) a node holds at once while their clients take them, over
+ * all connections; past it such an answer is refused 503 OVERLOADED (src/server/answer-budget.ts). Four of the
+ * largest values a node can be allowed.
+ */
+export const ANSWER_BYTES_HELD_MAX = 4 * VALUE_BYTES_CEILING;
+
 /** Log retention defaults: whichever limit is reached first trims the oldest entries. */
 /**
  * Reads parked at once on one node waiting for a `minSeq` it has not applied (HTTP `?minSeq=`, the wire port's GET,

@@ -56,4 +56,43 @@ describe('hostile input - pipelined answers over many connections', () => {
       for (const socket of sockets) socket.destroy();
     }
   });
+
+  // Left by the memory audit (2026-12-07) and closed after it: the answer each connection runs was held whole until its
+  // client took it, whatever the number of connections: 4,000 of one address asking for a 1 MiB value each and reading
+  // nothing held some 4 GiB. Large answers now have a budget over all connections.
+  test('large answers: connections that ask for a large value and read nothing hold at most the node budget; past it OVERLOADED, small answers still go', async () => {
+    const valueBytes = 8 * 1024 * 1024;
+    const budget = 3 * valueBytes;
+    const limits = validateNodeLimits(withLimits(NODE_LIMITS, { commit: { valueBytesMax: valueBytes }, http: { answerBytesHeldMax: budget } }));
+    const held = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'answers'), port: 0 }), { auth: 'off', limits });
+    try {
+      assert.equal((await request(held.url, 'PUT', '/v1/kv/huge', { body: Buffer.alloc(valueBytes, 0x62) })).status, 200);
+      assert.equal((await request(held.url, 'PUT', '/v1/kv/small', { body: 'still served' })).status, 200);
+      const { host } = new URL(held.url);
+      const sockets = unreadPipelines(held.url, `GET /v1/kv/huge HTTP/1.1\r\nhost: ${host}\r\n\r\n`, 8);
+      try {
+        const bytesHeld = await steadyValue(() => nodeMetric(held, 'mercury_http_answer_bytes_held'), 'answer bytes held', (bytes) => bytes > 0);
+        assert.ok(bytesHeld <= budget, `${bytesHeld} bytes of answers held; the budget is ${budget}`);
+        // Each connection's first bytes: the status line of its answer.
+        const statuses = await Promise.all(
+          sockets.map(
+            (socket) =>
+              new Promise<string>((resolve) => {
+                socket.once('data', (chunk: Buffer) => resolve(chunk.toString('latin1', 0, Math.min(chunk.length, 4096))));
+                socket.resume();
+              }),
+          ),
+        );
+        const refused = statuses.filter((text) => text.startsWith('HTTP/1.1 503'));
+        assert.equal(statuses.filter((text) => text.startsWith('HTTP/1.1 200')).length, budget / valueBytes, 'as many as the budget holds were answered');
+        assert.equal(refused.length, 8 - budget / valueBytes);
+        for (const text of refused) assert.match(text, /retry-after: 1[\s\S]*"code":"OVERLOADED".*answers its clients have not taken yet/i);
+        assert.equal((await request(held.url, 'GET', '/v1/kv/small')).body.toString(), 'still served');
+      } finally {
+        for (const socket of sockets) socket.destroy();
+      }
+    } finally {
+      await held.close();
+    }
+  });
 });

@@ -21,6 +21,7 @@ import assert from 'node:assert/strict';
 import { txnBodyBytesFor, wireFrameBytesMaxFor } from '../api/index.js';
 import { COMMIT_LIMITS, type CommitLimits } from '../commit/index.js';
 import {
+  ANSWER_BYTES_HELD_MAX,
   KEY_BYTES_MAX,
   LMDB_MAP_BYTES_DEFAULT,
   LMDB_READERS_MAX,
@@ -234,6 +235,7 @@ export const NODE_LIMITS_TEST: NodeLimits = validateNodeLimits({
     pipelinedAheadMax: 16,
     jsonBodyBytesMax: txnBodyBytesFor(8 * KiB - ENTRY_RECORD_OVERHEAD_BYTES),
     bodyBytesInFlightMax: 4 * txnBodyBytesFor(8 * KiB - ENTRY_RECORD_OVERHEAD_BYTES),
+    answerBytesHeldMax: ANSWER_BYTES_HELD_MAX,
     rangePageBytesMax: 64 * KiB,
     logPageBytesMax: 64 * KiB,
     sendStallMs: 1_000,

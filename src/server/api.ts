@@ -9,8 +9,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { MercuryError, decodeKeyPath, parseRequestTarget } from '../api/index.js';
 import { SECONDS_BUCKETS } from '../metrics/index.js';
 import { admit } from './auth.js';
+import { AnswerBudget } from './answer-budget.js';
 import { BodyBudget } from './body-budget.js';
-import { bodyLeftUnread, dropUnreadBody, sendError, setSendDeadline, type SendDeadline } from './http-io.js';
+import { SEND_SLICE_BYTES, bodyLeftUnread, dropUnreadBody, sendError, setSendDeadline, type SendDeadline } from './http-io.js';
 import { HTTP_LIMITS, type HttpLimits } from './http-server.js';
 import type { NodeApi } from './node-api.js';
 import { Query } from './query.js';
@@ -63,12 +64,16 @@ export function createApiHandler(
   const budgetRefusals = node.metrics.counter('mercury_http_body_budget_refusals_total', 'Request bodies refused with BODY_BUDGET_EXCEEDED (HTTP bodies and wire-port PUTs).');
   budget.onRefused(() => budgetRefusals.inc());
   node.metrics.gauge('mercury_http_body_bytes_in_flight', 'Request body bytes reserved by requests not yet answered (HTTP bodies and wire-port PUTs).', () => budget.bytesInFlight);
+  const answers = new AnswerBudget(limits.answerBytesHeldMax, SEND_SLICE_BYTES);
+  const answerRefusals = node.metrics.counter('mercury_http_answer_budget_refusals_total', 'Large answers refused OVERLOADED because the node held its budget of answers not yet taken by their clients.');
+  answers.onRefused(() => answerRefusals.inc());
+  node.metrics.gauge('mercury_http_answer_bytes_held', `Bytes of large answers (values and range pages over ${SEND_SLICE_BYTES} bytes) held until their clients take them; at most ${limits.answerBytesHeldMax}.`, () => answers.bytesHeld);
   const requests = node.metrics.counter('mercury_http_requests_total', 'HTTP requests by route, method and status.');
   const seconds = node.metrics.histogram('mercury_http_request_seconds', 'HTTP request duration.', SECONDS_BUCKETS);
   const internal = (error: unknown): void => node.log('internal error', { error: String((error as Error)?.stack ?? error) });
   const router = new Router(
     [
-      kvRangeRoute(node, limits),
+      kvRangeRoute(node, limits, answers),
       txnRoute(node, limits, budget),
       logRoute(node, limits),
       statusRoute(node),
@@ -83,7 +88,7 @@ export function createApiHandler(
       ...uiRoutes(),
     ],
     '/v1/kv/',
-    kvKeyRoute(node, budget),
+    kvKeyRoute(node, budget, answers),
   );
   const sendStalls = node.metrics.counter('mercury_http_send_stalls_total', 'Answers (streamed or not) cut off because their client took nothing for http.sendStallMs, by route.');
   const sendDeadline: SendDeadline = {

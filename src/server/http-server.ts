@@ -10,6 +10,7 @@ import type { TLSSocket } from 'node:tls';
 import { systemClock, type Clock } from '../clock/index.js';
 import { AddressSlots, TLS_HANDSHAKE_BYTE, addressKey, hostSlotKey, peerCertificate, serverTlsOptions, sniffTls, tlsFailureMessage, tlsFailureReason, type TlsMaterial } from '../net/index.js';
 import {
+  ANSWER_BYTES_HELD_MAX,
   BODY_BYTES_IN_FLIGHT_MAX,
   FORWARDED_WRITES_MAX,
   SEQ_WAITERS_MAX,
@@ -70,6 +71,11 @@ export interface HttpLimits {
    * beyond it is refused with 503 BODY_BUDGET_EXCEEDED and Retry-After (docs/decisions.md, record 26).
    */
   readonly bodyBytesInFlightMax: number;
+  /**
+   * Large answers (a value or a range page over a send slice) held at once over all connections while their clients
+   * take them: past it such an answer is refused 503 OVERLOADED (src/server/answer-budget.ts).
+   */
+  readonly answerBytesHeldMax: number;
   /** Byte budgets of one range page (keys and values) and one `/v1/log` page (entry records); at least one item each. */
   readonly rangePageBytesMax: number;
   readonly logPageBytesMax: number;
@@ -94,6 +100,7 @@ export const HTTP_LIMITS: HttpLimits = Object.freeze({
   pipelinedAheadMax: HTTP_PIPELINED_AHEAD_MAX,
   jsonBodyBytesMax: JSON_BODY_BYTES_MAX,
   bodyBytesInFlightMax: BODY_BYTES_IN_FLIGHT_MAX,
+  answerBytesHeldMax: ANSWER_BYTES_HELD_MAX,
   rangePageBytesMax: RANGE_PAGE_BYTES_MAX,
   logPageBytesMax: LOG_PAGE_BYTES_MAX,
   sendStallMs: HTTP_SEND_STALL_MS,

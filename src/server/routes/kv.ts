@@ -7,6 +7,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { requireRead, requireReadPrefix, requireWriteRange } from '../../auth/index.js';
 import type { RangePage } from '../../store/index.js';
 import { principalNow, principalOf, writeFor } from '../auth.js';
+import type { AnswerBudget } from '../answer-budget.js';
 import type { BodyBudget } from '../body-budget.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
 import { JSON_PIECE_CHARS, READ_SEQ_PARAMS, SEND_SLICE_BYTES, SEQ_HEADER, queryInteger, readBody, readSeqOptions, sendJson, writePieces } from '../http-io.js';
@@ -33,7 +34,7 @@ function rangeSkippingReserved(node: NodeApi, prefix: Buffer, limit: number, aft
   return { ...page, items: page.items.filter((item) => !isReservedKey(item.key)), lastKey };
 }
 
-export function kvKeyRoute(node: NodeApi, budget: BodyBudget): Route {
+export function kvKeyRoute(node: NodeApi, budget: BodyBudget, answers: AnswerBudget): Route {
   return {
     name: '/v1/kv/{key}',
     params: { GET: READ_SEQ_PARAMS, PUT: ['ifModSeq'], DELETE: ['ifModSeq'] },
@@ -45,6 +46,7 @@ export function kvKeyRoute(node: NodeApi, budget: BodyBudget): Route {
         await readSeqOptions(node, query, res, (principal) => requireRead(principal, key!));
         const { record, seq } = node.store.get(key!);
         if (record === undefined) throw new MercuryError('KEY_NOT_FOUND', `key "${key!.toString()}" does not exist at seq ${seq}`, { details: { seq } });
+        answers.hold(res, record.value.length);
         res.writeHead(200, {
           'content-type': 'application/octet-stream',
           'content-length': record.value.length,
@@ -83,7 +85,7 @@ export function kvKeyRoute(node: NodeApi, budget: BodyBudget): Route {
   };
 }
 
-export function kvRangeRoute(node: NodeApi, limits: HttpLimits): Route {
+export function kvRangeRoute(node: NodeApi, limits: HttpLimits, answers: AnswerBudget): Route {
   return {
     name: '/v1/kv',
     params: { GET: ['prefix', 'limit', 'cursor', ...READ_SEQ_PARAMS], DELETE: ['prefix'] },
@@ -113,6 +115,8 @@ export function kvRangeRoute(node: NodeApi, limits: HttpLimits): Route {
             version: record.version,
           };
         });
+        // What the page holds until it is sent: its values' text, which is most of it.
+        answers.hold(res, items.reduce((sum, item) => sum + item.value.length + item.key.length, 0));
         const cursorOut = page.more && last !== undefined ? encodeCursor(last) : null;
         // A page of large values (up to the byte budget, base64 of control characters included) was read and encoded
         // in this turn; its JSON text is built in the next, and written a piece per turn (sendJson), so a request that
