@@ -163,6 +163,14 @@ export const LMDB_READERS_PER_SNAPSHOT_READER = 4;
  */
 export const HTTP_SEND_STALL_MS = 60_000;
 /**
+ * A `GET /v1/snapshot` must be taken at `HTTP_SNAPSHOT_PACE_BYTES_MIN` per `HTTP_SNAPSHOT_PACE_WINDOW_MS` at least
+ * (17 KB/s, below any link a backup runs over), or its connection is reset (`SEND_TOO_SLOW` in the log). Its read
+ * transaction keeps LMDB from reusing pages freed meanwhile, so the data file grows by every write while it is held;
+ * the send deadline alone let a client that took a 64 KiB slice a minute hold one for days (audit, 2026-12-07).
+ */
+export const HTTP_SNAPSHOT_PACE_WINDOW_MS = 60_000;
+export const HTTP_SNAPSHOT_PACE_BYTES_MIN = 1024 * 1024;
+/**
  * Pipelined requests of one HTTP connection that run at once: the rest wait, parsed, until one of these is answered
  * (its last byte taken by the kernel). node:http parses every request in a chunk it read before it stops reading a
  * client that takes no answers, and holds each answer in memory until the ones before it are sent: without this, one

@@ -160,7 +160,7 @@ test('writePieces with turnEach: a turn of the event loop passes after every pie
   let written: Promise<void> | undefined;
   const streaming = createServer((_req, res) => {
     res.writeHead(200, { 'content-length': PIECES * 64 * 1024 });
-    written = writePieces(res, pieces(), true);
+    written = writePieces(res, pieces(), { turnEach: true });
   });
   await new Promise<void>((resolve) => streaming.listen(0, '127.0.0.1', resolve));
   try {

@@ -239,6 +239,8 @@ export const NODE_LIMITS_TEST: NodeLimits = validateNodeLimits({
     rangePageBytesMax: 64 * KiB,
     logPageBytesMax: 64 * KiB,
     sendStallMs: 1_000,
+    snapshotPaceWindowMs: 3_000,
+    snapshotPaceBytesMin: 256 * KiB,
   },
   log: { retainEntries: 1_000, retainBytes: 1 * MiB, trimBatchEntries: 16, trimIntervalMs: 50 },
   replication: REPLICATION_LIMITS_TEST,

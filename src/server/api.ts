@@ -91,18 +91,38 @@ export function createApiHandler(
     kvKeyRoute(node, budget, answers),
   );
   const sendStalls = node.metrics.counter('mercury_http_send_stalls_total', 'Answers (streamed or not) cut off because their client took nothing for http.sendStallMs, by route.');
+  const sendTooSlow = node.metrics.counter(
+    'mercury_http_send_too_slow_total',
+    'Snapshots cut off because their client took less than http.snapshotPaceBytesMin in a http.snapshotPaceWindowMs, by route.',
+  );
+  const routeOf = (res: ServerResponse): string => {
+    const target = parseRequestTarget(res.req.url ?? '/');
+    return (target === undefined ? undefined : router.match(target.path))?.route.name ?? 'unknown';
+  };
   const sendDeadline: SendDeadline = {
     clock: node.clock,
     stallMs: limits.sendStallMs,
     onStalled: (res) => {
-      const target = parseRequestTarget(res.req.url ?? '/');
-      const route = (target === undefined ? undefined : router.match(target.path))?.route.name ?? 'unknown';
+      const route = routeOf(res);
       sendStalls.inc(1, { route });
       node.log(
         `SEND_STALLED: the client took nothing of the answer for ${limits.sendStallMs} ms; its connection was closed`,
         { code: 'SEND_STALLED', route, method: res.req.method, remote: res.req.socket.remoteAddress, stallMs: limits.sendStallMs },
         'warn',
       );
+    },
+    pace: {
+      windowMs: limits.snapshotPaceWindowMs,
+      bytesMin: limits.snapshotPaceBytesMin,
+      onTooSlow: (res, takenBytes, windowMs) => {
+        const route = routeOf(res);
+        sendTooSlow.inc(1, { route });
+        node.log(
+          `SEND_TOO_SLOW: the client took ${takenBytes} bytes of the answer in ${windowMs} ms, less than ${limits.snapshotPaceBytesMin} per ${limits.snapshotPaceWindowMs} ms (it holds a read transaction, which keeps the data file from reusing pages); its connection was closed`,
+          { code: 'SEND_TOO_SLOW', route, method: res.req.method, remote: res.req.socket.remoteAddress, takenBytes, windowMs, bytesMin: limits.snapshotPaceBytesMin },
+          'warn',
+        );
+      },
     },
   };
 

@@ -30,7 +30,7 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
   if (text.length <= JSON_PIECE_CHARS) return void res.end(text);
   // A large body (a page of 1 MiB values: about 1.4 MB of JSON) is encoded and written a piece per turn, so requests
   // that arrive meanwhile (a liveness probe) wait for one piece, not for the whole body (test/hostile-pages.test.ts).
-  writePieces(res, jsonPieces(text), true).catch(() => res.destroy());
+  writePieces(res, jsonPieces(text), { turnEach: true }).catch(() => res.destroy());
 }
 
 /** `text` in pieces of JSON_PIECE_CHARS, never between the two halves of a surrogate pair (each is encoded alone). */
@@ -63,6 +63,16 @@ export interface SendDeadline {
   readonly stallMs: number;
   /** The connection of `res` was closed for it: log and count it. */
   readonly onStalled: (res: ServerResponse) => void;
+  /**
+   * The pace floor of a paced answer (writePieces with `paced`: a snapshot, which holds a read transaction): in each
+   * `windowMs` in which the node waited on the client, the client must take `bytesMin`, or its connection is reset and
+   * `onTooSlow` told (with the bytes it took in the window and the window's length).
+   */
+  readonly pace?: {
+    readonly windowMs: number;
+    readonly bytesMin: number;
+    readonly onTooSlow: (res: ServerResponse, takenBytes: number, windowMs: number) => void;
+  };
 }
 
 /**
@@ -97,7 +107,7 @@ function onAnswerEnded(this: DeadlinedResponse): void {
 function watchTail(res: ServerResponse, deadline: SendDeadline): void {
   const timer = deadline.clock.setTimeout(() => {
     stop();
-    cutOff(res, deadline);
+    cutOff(res, () => deadline.onStalled(res));
   }, deadline.stallMs);
   function stop(): void {
     timer.cancel();
@@ -129,19 +139,33 @@ function* slices(piece: string | Buffer): Generator<string | Buffer> {
  * slow reader holds one piece in memory rather than the whole body. Stops quietly if the client goes away; closes the
  * connection if the client takes nothing for the response's send deadline (`setSendDeadline`): without it a client
  * that stopped reading held the answer, and a snapshot's read transaction, for as long as it kept the connection.
- * With `turnEach`, also lets a turn of the event loop pass after each piece, whether or not it waited. The answer to a
+ * With `turnEach`, also lets a turn of the event loop pass after each piece, whether or not it waited. With `paced`,
+ * also holds the client to the deadline's pace floor (SendDeadline.pace): an answer that holds a read transaction. The answer to a
  * HEAD ends after the head: node:http would drop the body's bytes, but only after they were read (a whole snapshot).
  */
-export async function writePieces(res: ServerResponse, pieces: Iterable<string | Buffer>, turnEach = false): Promise<void> {
+export async function writePieces(res: ServerResponse, pieces: Iterable<string | Buffer>, options: { readonly turnEach?: boolean; readonly paced?: boolean } = {}): Promise<void> {
   if (res.req.method === 'HEAD') {
     res.end();
     return;
   }
+  const { turnEach = false, paced = false } = options;
   const deadline = (res as DeadlinedResponse)[SEND_DEADLINE];
+  const floor = paced ? deadline?.pace : undefined;
+  const pace = floor === undefined ? undefined : new PaceWindow(deadline!.clock, floor.windowMs);
+  let handedBytes = 0;
   for (const piece of pieces) {
     for (const slice of slices(piece)) {
       if (res.destroyed) return;
-      if (!res.write(slice)) await taken(res, deadline);
+      handedBytes += slice.length;
+      if (res.write(slice)) continue;
+      await taken(res, deadline);
+      // Judged only after a wait for the client, so a node slow to read its own pages never counts against it.
+      if (pace === undefined || floor === undefined || res.destroyed) continue;
+      const judged = pace.judge(handedBytes - res.writableLength);
+      if (judged !== undefined && judged.takenBytes < floor.bytesMin) {
+        cutOff(res, () => floor.onTooSlow(res, judged.takenBytes, judged.elapsedMs));
+        return;
+      }
     }
     // Even after a wait for 'drain': a socket that the kernel emptied at once drains before the event loop turns (the
     // event comes on process.nextTick), so a client that reads as fast as the node writes would otherwise have the
@@ -149,6 +173,32 @@ export async function writePieces(res: ServerResponse, pieces: Iterable<string |
     if (turnEach) await nextTurn();
   }
   if (!res.destroyed) res.end();
+}
+
+/**
+ * Windows of at least `windowMs` of a paced answer: `judge` (after each wait for the client) ends the current window
+ * once it is that long, answering what the client took in it, and starts the next one.
+ */
+class PaceWindow {
+  private sinceMs: number;
+  private sinceBytes = 0;
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly windowMs: number,
+  ) {
+    this.sinceMs = clock.monotonicMs();
+  }
+
+  judge(takenBytes: number): { takenBytes: number; elapsedMs: number } | undefined {
+    const nowMs = this.clock.monotonicMs();
+    const elapsedMs = nowMs - this.sinceMs;
+    if (elapsedMs < this.windowMs) return undefined;
+    const judged = { takenBytes: takenBytes - this.sinceBytes, elapsedMs: Math.round(elapsedMs) };
+    this.sinceMs = nowMs;
+    this.sinceBytes = takenBytes;
+    return judged;
+  }
 }
 
 /**
@@ -163,7 +213,7 @@ async function taken(res: ServerResponse, deadline: SendDeadline | undefined): P
     // The socket came with a flush of what was queued, which may have drained it already ('drain' came and went).
     if (res.destroyed || !res.writableNeedDrain) return;
   }
-  await drainedOrClosed(res, deadline === undefined ? undefined : { clock: deadline.clock, stallMs: deadline.stallMs, stalled: () => cutOff(res, deadline) });
+  await drainedOrClosed(res, deadline === undefined ? undefined : { clock: deadline.clock, stallMs: deadline.stallMs, stalled: () => cutOff(res, () => deadline.onStalled(res)) });
 }
 
 /** Resolves once node:http gives `res` its connection (the answers before it are sent), or `res` closes. */
@@ -179,7 +229,8 @@ function socketOrClosed(res: ServerResponse): Promise<void> {
   });
 }
 
-function cutOff(res: ServerResponse, deadline: SendDeadline): void {
+/** Resets the connection of `res` (unless it is gone already), then calls `report`. */
+function cutOff(res: ServerResponse, report: () => void): void {
   if (res.destroyed) return;
   // A reset rather than a FIN: the bytes queued for the client are dropped now, not kept by the kernel for a reader
   // that is gone. Only a TCP socket can be reset (a TLS one throws): that one is just destroyed.
@@ -189,7 +240,7 @@ function cutOff(res: ServerResponse, deadline: SendDeadline): void {
     // destroyed below
   }
   res.destroy();
-  deadline.onStalled(res);
+  report();
 }
 
 /**

@@ -22,6 +22,8 @@ import {
   HTTP_PIPELINED_AHEAD_MAX,
   HTTP_PIPELINED_RUNNING_MAX,
   HTTP_SEND_STALL_MS,
+  HTTP_SNAPSHOT_PACE_BYTES_MIN,
+  HTTP_SNAPSHOT_PACE_WINDOW_MS,
   JSON_BODY_BYTES_MAX,
   LOG_PAGE_BYTES_MAX,
   RANGE_PAGE_BYTES_MAX,
@@ -85,6 +87,14 @@ export interface HttpLimits {
    * read transaction, for as long as the client kept the connection open.
    */
   readonly sendStallMs: number;
+  /**
+   * A snapshot (`GET /v1/snapshot`) whose client, while the node waits on it, takes less than `snapshotPaceBytesMin`
+   * in a `snapshotPaceWindowMs` has its connection reset (`SEND_TOO_SLOW`): the send deadline restarts at every slice
+   * taken, so a client taking a trickle held the snapshot's read transaction, which keeps LMDB from reusing any page
+   * freed after it began, for as long as it liked (audit, 2026-12-07). The floor of replication's CHILD_TOO_SLOW.
+   */
+  readonly snapshotPaceWindowMs: number;
+  readonly snapshotPaceBytesMin: number;
 }
 
 export const HTTP_LIMITS: HttpLimits = Object.freeze({
@@ -104,6 +114,8 @@ export const HTTP_LIMITS: HttpLimits = Object.freeze({
   rangePageBytesMax: RANGE_PAGE_BYTES_MAX,
   logPageBytesMax: LOG_PAGE_BYTES_MAX,
   sendStallMs: HTTP_SEND_STALL_MS,
+  snapshotPaceWindowMs: HTTP_SNAPSHOT_PACE_WINDOW_MS,
+  snapshotPaceBytesMin: HTTP_SNAPSHOT_PACE_BYTES_MIN,
 });
 
 /**

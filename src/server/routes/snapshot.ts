@@ -6,7 +6,9 @@
  * A snapshot is read from one LMDB read transaction, held for the whole transfer; on a busy root a long transfer
  * keeps the pages of the old versions from being reused (the data file grows until it ends). Writes go on meanwhile.
  * So the transfer holds one of the node's snapshot readers (refused 503 OVERLOADED past them), and a client that takes
- * nothing for `http.sendStallMs` is cut off (writePieces), which ends the transaction.
+ * nothing for `http.sendStallMs`, or less than `http.snapshotPaceBytesMin` in a `http.snapshotPaceWindowMs` while the
+ * node waits on it (SEND_TOO_SLOW), is cut off (writePieces), which ends the transaction. The entry stream holds no
+ * transaction between its batches (each is read whole, then sent), so only the send deadline bounds it.
  */
 import { requireAdmin } from '../../auth/index.js';
 import { principalOf } from '../auth.js';
@@ -41,7 +43,7 @@ export function snapshotRoute(node: NodeApi): Route {
           res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': file.fileBytes, [SEQ_HEADER]: file.header.seq });
           // A turn of the event loop after each piece: a client that reads as fast as the node writes would otherwise
           // have the whole file written in one go, every other request waiting.
-          await writePieces(res, file.pieces(), true);
+          await writePieces(res, file.pieces(), { turnEach: true, paced: true });
         } finally {
           reader.close();
         }
