@@ -95,4 +95,42 @@ describe('hostile disk: snapshot pace', () => {
       clearInterval(reading);
     }
   });
+
+  test('snapshot pace: a snapshot pipelined after another is judged from when it owns the connection, not while it waits', async () => {
+    // The second answer opens its snapshot at once and waits for the first to be sent (5 s here, above the floor):
+    // counted from its start, its first window held 5 s of waiting and was cut off SEND_TOO_SLOW.
+    const pipelined = net.connect(Number(new URL(node!.url).port), '127.0.0.1');
+    socket = pipelined;
+    let received = 0;
+    let budget = 0;
+    let closed = false;
+    pipelined.on('error', () => {});
+    pipelined.on('close', () => (closed = true));
+    pipelined.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+      budget -= chunk.length;
+      if (budget <= 0) pipelined.pause();
+    });
+    pipelined.pause();
+    const get = (connection: string): string => `GET /v1/snapshot HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: ${connection}\r\n\r\n`;
+    pipelined.write(get('keep-alive') + get('close'));
+    // 8 MB/s: twice the floor.
+    const reading = setInterval(() => {
+      budget = Math.min(budget + 8 * READ_BYTES, 8 * READ_BYTES);
+      if (budget > 0) pipelined.resume();
+    }, READ_EVERY_MS);
+    const tooSlowBefore = await metricValue(node!.url, /^mercury_http_send_too_slow_total\{route="\/v1\/snapshot"\}/);
+    try {
+      await eventually(
+        () => Promise.resolve(closed),
+        () => `the pipelined snapshots were not sent within 60 s (received ${received} bytes)`,
+        60_000,
+      );
+      const length = Number((await request(node!.url, 'HEAD', '/v1/snapshot')).headers['content-length']);
+      assert.ok(received > 2 * length, `the client got ${received} bytes of two ${length}-byte snapshots`);
+      assert.equal(await metricValue(node!.url, /^mercury_http_send_too_slow_total\{route="\/v1\/snapshot"\}/), tooSlowBefore, 'neither was cut off');
+    } finally {
+      clearInterval(reading);
+    }
+  });
 });

@@ -151,7 +151,7 @@ export async function writePieces(res: ServerResponse, pieces: Iterable<string |
   const { turnEach = false, paced = false } = options;
   const deadline = (res as DeadlinedResponse)[SEND_DEADLINE];
   const floor = paced ? deadline?.pace : undefined;
-  const pace = floor === undefined ? undefined : new PaceWindow(deadline!.clock, floor.windowMs);
+  let pace: PaceWindow | undefined;
   let handedBytes = 0;
   for (const piece of pieces) {
     for (const slice of slices(piece)) {
@@ -159,9 +159,15 @@ export async function writePieces(res: ServerResponse, pieces: Iterable<string |
       handedBytes += slice.length;
       if (res.write(slice)) continue;
       await taken(res, deadline);
-      // Judged only after a wait for the client, so a node slow to read its own pages never counts against it.
-      if (pace === undefined || floor === undefined || res.destroyed) continue;
-      const judged = pace.judge(handedBytes - res.writableLength);
+      // Judged only after a wait for the client, so a node slow to read its own pages never counts against it. The
+      // first window begins at the end of the first wait: a pipelined answer waited for the answers before it first.
+      if (floor === undefined || res.destroyed) continue;
+      const takenBytes = handedBytes - res.writableLength;
+      if (pace === undefined) {
+        pace = new PaceWindow(deadline!.clock, floor.windowMs, takenBytes);
+        continue;
+      }
+      const judged = pace.judge(takenBytes);
       if (judged !== undefined && judged.takenBytes < floor.bytesMin) {
         cutOff(res, () => floor.onTooSlow(res, judged.takenBytes, judged.elapsedMs));
         return;
@@ -181,11 +187,11 @@ export async function writePieces(res: ServerResponse, pieces: Iterable<string |
  */
 class PaceWindow {
   private sinceMs: number;
-  private sinceBytes = 0;
 
   constructor(
     private readonly clock: Clock,
     private readonly windowMs: number,
+    private sinceBytes: number,
   ) {
     this.sinceMs = clock.monotonicMs();
   }
