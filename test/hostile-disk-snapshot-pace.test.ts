@@ -96,6 +96,28 @@ describe('hostile disk: snapshot pace', () => {
     }
   });
 
+  test('snapshot pace: a snapshot pipelined behind another opens no read transaction until the one before it is sent', async () => {
+    // Each held a snapshot reader, and a read transaction as old as the first answer, while it waited unjudged.
+    const pipelined = net.connect(Number(new URL(node!.url).port), '127.0.0.1');
+    socket = pipelined;
+    pipelined.on('error', () => {});
+    pipelined.pause();
+    const get = 'GET /v1/snapshot HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n';
+    pipelined.write(get + get + get);
+    await eventually(
+      async () => (await metricValue(node!.url, /^mercury_snapshot_readers /)) >= 1,
+      () => 'the first snapshot never took a reader',
+    );
+    // The handlers of all three have run by now (pipelined GETs run beside each other): only the first holds one.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal(await metricValue(node!.url, /^mercury_snapshot_readers /), 1, 'the snapshots waiting for their turn hold no reader');
+    pipelined.destroy();
+    await eventually(
+      async () => (await metricValue(node!.url, /^mercury_snapshot_readers /)) === 0,
+      () => 'the readers were not released when the client left',
+    );
+  });
+
   test('snapshot pace: a snapshot pipelined after another is judged from when it owns the connection, not while it waits', async () => {
     // The second answer opens its snapshot at once and waits for the first to be sent (5 s here, above the floor):
     // counted from its start, its first window held 5 s of waiting and was cut off SEND_TOO_SLOW.

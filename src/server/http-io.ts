@@ -222,6 +222,15 @@ async function taken(res: ServerResponse, deadline: SendDeadline | undefined): P
   await drainedOrClosed(res, deadline === undefined ? undefined : { clock: deadline.clock, stallMs: deadline.stallMs, stalled: () => cutOff(res, () => deadline.onStalled(res)) });
 }
 
+/**
+ * Resolves once `res` owns its connection (at once for the common answer; a pipelined one waits until the answers
+ * before it are sent) or has closed: for an answer that must not hold anything while it waits, such as a snapshot's
+ * read transaction, which would otherwise be held for as long as its client took to read the answers before it.
+ */
+export async function ownConnection(res: ServerResponse): Promise<void> {
+  if (res.socket === null && !res.destroyed) await socketOrClosed(res);
+}
+
 /** Resolves once node:http gives `res` its connection (the answers before it are sent), or `res` closes. */
 function socketOrClosed(res: ServerResponse): Promise<void> {
   return new Promise<void>((resolve) => {

@@ -14,7 +14,7 @@ import { requireAdmin } from '../../auth/index.js';
 import { principalOf } from '../auth.js';
 import { MercuryError } from '../../api/index.js';
 import { encodeEntryStreamRecord, snapshotFileStream } from '../../snapshot/index.js';
-import { queryInteger, SEQ_HEADER, writePieces } from '../http-io.js';
+import { ownConnection, queryInteger, SEQ_HEADER, writePieces } from '../http-io.js';
 import type { NodeApi } from '../node-api.js';
 import { seqNotRetained } from './log.js';
 import type { Route } from '../router.js';
@@ -35,6 +35,10 @@ export function snapshotRoute(node: NodeApi): Route {
         // Every key, token records included (their hashes): admin only, like the log.
         requireAdmin(principalOf(req), 'take a snapshot');
         joined(node);
+        // Opened once the answer has its connection: pipelined behind other answers, its transaction was held (and a
+        // snapshot reader taken) for as long as the client took to read those, unjudged by any deadline of its own.
+        await ownConnection(res);
+        if (res.destroyed) return;
         // One of the node's snapshot readers (src/store/snapshot-readers.ts): 503 OVERLOADED when all are taken.
         const reader = node.store.openSnapshot();
         try {
