@@ -1212,8 +1212,11 @@ export class Store {
         },
         apply: (op, author, rangeKeysMax) => {
           // A key written is read again at its next compare; a range delete forgets every record read.
-          if (op.type === 'deleteRange') compared.clear();
-          else compared.delete(op.key.toString('latin1'));
+          // Only when a compare read something: a plain put paid a key-to-text conversion for it.
+          if (compared.size > 0) {
+            if (op.type === 'deleteRange') compared.clear();
+            else compared.delete(op.key.toString('latin1'));
+          }
           const removed = this.applyOp(seq, op, rangeKeysMax);
           ops.push(op);
           authors.push(author);
