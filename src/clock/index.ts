@@ -62,3 +62,4 @@ export function pauseKeepingAlive(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 export { TickTimer } from './tick-timer.js';
+export { PaceWindow } from './pace-window.js';

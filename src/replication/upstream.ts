@@ -36,6 +36,7 @@ import assert from 'node:assert/strict';
 import type { EncodedEntry } from '../log/index.js';
 import { isDataCorrupted, isReadersFull } from '../errors/index.js';
 import type { LogLevel } from '../logging/index.js';
+import { PaceWindow } from '../clock/index.js';
 import { PATH_NODES_MAX, REFUSE_QUOTE_BYTES_MAX, REPLICATION_LIMITS, validateReplicationLimits, type ReplicationLimits } from './limits.js';
 import {
   FrameDecoder,
@@ -183,9 +184,8 @@ export class Upstream {
   private lastAckMs: number;
   /** Since when the window has been full with nothing more acknowledged; undefined while it is not full. */
   private stalledSinceMs: number | undefined;
-  /** The snapshot's current pace window: when it began and what was acknowledged then (undefined outside a snapshot). */
-  private paceSinceMs: number | undefined;
-  private paceAckedBytes = 0;
+  /** The snapshot's current pace window, over the bytes acknowledged (undefined outside a snapshot). */
+  private pace: PaceWindow | undefined;
 
   constructor(options: UpstreamOptions) {
     this.nodeId = options.nodeId;
@@ -354,8 +354,9 @@ export class Upstream {
       return this.close(`no HELLO within ${this.limits.handshakeTimeoutMs} ms`, actions);
     if (this.phase !== 'streaming' && this.phase !== 'snapshot') return actions;
     if (nowMs - this.lastAckMs >= this.limits.childAckTimeoutMs) return this.close(`child sent no ACK for ${this.limits.childAckTimeoutMs} ms`, actions);
-    if (this.tooSlowForSnapshot(nowMs)) {
-      const paced = `${this.ackedBytes - this.paceAckedBytes} bytes in ${nowMs - this.paceSinceMs!} ms`;
+    const slow = this.tooSlowForSnapshot(nowMs);
+    if (slow !== undefined) {
+      const paced = `${slow.takenBytes} bytes in ${slow.elapsedMs} ms`;
       actions.push({
         type: 'log',
         level: 'warn',
@@ -386,30 +387,29 @@ export class Upstream {
     if (this.phase === 'closed') return undefined;
     let deadlineMs = this.lastAckMs + this.limits.childAckTimeoutMs;
     if (this.stalledSinceMs !== undefined) deadlineMs = Math.min(deadlineMs, this.stalledSinceMs + this.limits.childAckTimeoutMs);
-    if (this.paceSinceMs !== undefined) deadlineMs = Math.min(deadlineMs, this.paceSinceMs + this.limits.snapshotPaceWindowMs);
+    if (this.pace !== undefined) deadlineMs = Math.min(deadlineMs, this.pace.endsAtMs);
     return deadlineMs;
   }
 
   /**
-   * Whether a pace window of the snapshot ended with the child below the floor while it held half its window unread
-   * (a child that keeps up with a slow node is not judged). A window that ends otherwise starts the next one.
+   * The figures of a pace window of the snapshot that ended with the child below the floor while it held half its
+   * window unread (a child that keeps up with a slow node is not judged), else undefined; a window that ends otherwise
+   * starts the next one.
    */
-  private tooSlowForSnapshot(nowMs: number): boolean {
+  private tooSlowForSnapshot(nowMs: number): { takenBytes: number; elapsedMs: number } | undefined {
     if (this.phase !== 'snapshot') {
-      this.paceSinceMs = undefined;
-      return false;
+      this.pace = undefined;
+      return undefined;
     }
-    if (this.paceSinceMs === undefined || nowMs - this.paceSinceMs < this.limits.snapshotPaceWindowMs) {
-      this.paceSinceMs ??= nowMs;
-      if (this.paceSinceMs === nowMs) this.paceAckedBytes = this.ackedBytes;
-      return false;
+    if (this.pace === undefined) {
+      this.pace = new PaceWindow(this.limits.snapshotPaceWindowMs, nowMs, this.ackedBytes);
+      return undefined;
     }
+    const judged = this.pace.judge(nowMs, this.ackedBytes);
     const lagging = this.sentBytes - this.ackedBytes >= this.limits.childWindowBytesMax / 2;
-    if (lagging && this.ackedBytes - this.paceAckedBytes < this.limits.snapshotPaceBytesMin) return true;
-    this.paceSinceMs = nowMs;
-    this.paceAckedBytes = this.ackedBytes;
-    return false;
+    return judged !== undefined && lagging && judged.takenBytes < this.limits.snapshotPaceBytesMin ? judged : undefined;
   }
+
 
   /** The connection closed (either side). Releases a snapshot being read. */
   closed(_nowMs: number): UpstreamAction[] {
@@ -541,10 +541,7 @@ export class Upstream {
     // only proves that the peer is alive, which is not enough to keep a full window pinned.
     if (ack.receivedBytes > this.ackedBytes || appliedSeq > this.ackedSeq) this.stalledSinceMs = undefined;
     // A snapshot's first pace window begins at its first ACK (tick judges the windows).
-    if (this.phase === 'snapshot' && this.paceSinceMs === undefined) {
-      this.paceSinceMs = nowMs;
-      this.paceAckedBytes = this.ackedBytes;
-    }
+    if (this.phase === 'snapshot' && this.pace === undefined) this.pace = new PaceWindow(this.limits.snapshotPaceWindowMs, nowMs, this.ackedBytes);
     this.ackedBytes = ack.receivedBytes;
     this.ackedSeq = appliedSeq;
     this.lastAckMs = nowMs;

@@ -9,7 +9,7 @@
 import type { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import type { Clock } from '../clock/index.js';
+import { PaceWindow, type Clock } from '../clock/index.js';
 import { JsonValidator, MIN_SEQ_WAIT_MS_DEFAULT, MIN_SEQ_WAIT_MS_MAX, parseValidatedJson, type JsonLimits } from '../api/index.js';
 import { MercuryError, isMercuryError, type ErrorCode } from '../errors/index.js';
 import { readersFull } from '../store/index.js';
@@ -164,10 +164,10 @@ export async function writePieces(res: ServerResponse, pieces: Iterable<string |
       if (floor === undefined || res.destroyed) continue;
       const takenBytes = handedBytes - res.writableLength;
       if (pace === undefined) {
-        pace = new PaceWindow(deadline!.clock, floor.windowMs, takenBytes);
+        pace = new PaceWindow(floor.windowMs, deadline!.clock.monotonicMs(), takenBytes);
         continue;
       }
-      const judged = pace.judge(takenBytes);
+      const judged = pace.judge(deadline!.clock.monotonicMs(), takenBytes);
       if (judged !== undefined && judged.takenBytes < floor.bytesMin) {
         cutOff(res, () => floor.onTooSlow(res, judged.takenBytes, judged.elapsedMs));
         return;
@@ -179,32 +179,6 @@ export async function writePieces(res: ServerResponse, pieces: Iterable<string |
     if (turnEach) await nextTurn();
   }
   if (!res.destroyed) res.end();
-}
-
-/**
- * Windows of at least `windowMs` of a paced answer: `judge` (after each wait for the client) ends the current window
- * once it is that long, answering what the client took in it, and starts the next one.
- */
-class PaceWindow {
-  private sinceMs: number;
-
-  constructor(
-    private readonly clock: Clock,
-    private readonly windowMs: number,
-    private sinceBytes: number,
-  ) {
-    this.sinceMs = clock.monotonicMs();
-  }
-
-  judge(takenBytes: number): { takenBytes: number; elapsedMs: number } | undefined {
-    const nowMs = this.clock.monotonicMs();
-    const elapsedMs = nowMs - this.sinceMs;
-    if (elapsedMs < this.windowMs) return undefined;
-    const judged = { takenBytes: takenBytes - this.sinceBytes, elapsedMs: Math.round(elapsedMs) };
-    this.sinceMs = nowMs;
-    this.sinceBytes = takenBytes;
-    return judged;
-  }
 }
 
 /**
