@@ -9,7 +9,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { GENESIS_HASH, type EncodedEntry, type Entry, type Op } from '../src/log/index.js';
-import { canonicalSelection, EventCache, selectEvents, SelectionIndex, WATCH_LIMITS, WatchMachine, type Selection, type WatchAction } from '../src/watch/index.js';
+import { canonicalSelection, EventCache, SelectionIndex, WATCH_LIMITS, WatchMachine, type Selection, type WatchAction } from '../src/watch/index.js';
+import { selectEvents } from './support/select-events.js';
 import { DEFAULT_FILTERS, parseClientMessage } from '../src/api/index.js';
 import { MemoryStore } from './support/sim/memory-store.js';
 import { MemoryWatchReads, TestConnection } from './support/watch-machine.js';

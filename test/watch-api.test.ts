@@ -30,7 +30,8 @@ import {
 } from '../src/api/index.js';
 import { WatchCursor, type WatchEvent } from '../src/client/watch-cursor.js';
 import { authorRuns, type Entry, type Op } from '../src/log/index.js';
-import { canonicalSelection, EventCache, selectEvents, snapshotItemJson } from '../src/watch/selection.js';
+import { canonicalSelection, EventCache, snapshotItemJson } from '../src/watch/selection.js';
+import { selectEvents } from './support/select-events.js';
 import { bytes, opArbitrary } from './support/arbitraries.js';
 import { assertProperty } from './support/seed.js';
 

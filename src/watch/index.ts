@@ -6,7 +6,7 @@ export {
   validateWatchLimits,
   type WatchLimits,
 } from './limits.js';
-export { canonicalSelection, selectEvents, EventCache, SelectionIndex, type Selection } from './selection.js';
+export { canonicalSelection, EventCache, SelectionIndex, type Selection } from './selection.js';
 export { WatchMachine } from './machine.js';
 export type { WatchAction, WatchConnection, WatchCounters, WatchInput, WatchMachineOptions, WatchReads, WatchSnapshotPage } from './machine.js';
 export { textFrame } from './frame.js';

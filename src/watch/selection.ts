@@ -110,40 +110,12 @@ function minEnd(a: Buffer, b: Buffer): Buffer {
 }
 
 /** The deleteRange event of `op` clipped to `prefix`, or undefined where the two do not overlap. */
-function rangeEvent(op: Op & { type: 'deleteRange' }, prefix: Buffer, seq: number, author: string): string | undefined {
+export function rangeEvent(op: Op & { type: 'deleteRange' }, prefix: Buffer, seq: number, author: string): string | undefined {
   const start = maxBytes(op.start, prefix);
   const end = minEnd(op.end, prefixEnd(prefix));
   if (end.length > 0 && Buffer.compare(start, end) >= 0) return undefined;
   const endFields = end.length === 0 ? '"end":null,"endEncoding":null' : bytesField('end', end);
   return `{"type":"deleteRange",${bytesField('start', start)},${endFields}${author},"modSeq":${seq}}`;
-}
-
-/** deleteRange events of `op` clipped to each prefix of the selection it overlaps, in prefix (key) order. */
-function rangeEvents(op: Op & { type: 'deleteRange' }, selection: Selection, seq: number, out: string[], author: string): void {
-  for (const prefix of selection.prefixes) {
-    const event = rangeEvent(op, prefix, seq, author);
-    if (event !== undefined) out.push(event);
-  }
-}
-
-function hasPrefix(key: Buffer, prefix: Buffer): boolean {
-  return key.length >= prefix.length && key.compare(prefix, 0, prefix.length, 0, prefix.length) === 0;
-}
-
-/** The events of `entry` that one selection selects, in log order (catch-up path: one selection at a time). */
-export function selectEvents(entry: Entry, selection: Selection, cache: EventCache): string[] {
-  const events: string[] = [];
-  const { puts, deletes, keysOnly, authors } = selection.filters;
-  entry.ops.forEach((op, index) => {
-    if (op.type === 'deleteRange') {
-      if (deletes) rangeEvents(op, selection, entry.seq, events, authors ? cache.authorField(index) : '');
-      return;
-    }
-    if (op.type === 'put' ? !puts : !deletes) return;
-    if (isReservedKey(op.key)) return;
-    if (selection.prefixes.some((prefix) => hasPrefix(op.key, prefix))) events.push(cache.event(index, keysOnly, authors));
-  });
-  return events;
 }
 
 /** Anything registered in the index: the hub's groups. */
@@ -347,7 +319,8 @@ export class SelectionIndex<G extends Selected> {
           }
         };
         // A prefix covers the start, or starts inside the range: the two sets are apart, and each in key order. A
-        // canonical selection has no nested prefixes, so its events come in key order as `selectEvents` gives them.
+        // canonical selection has no nested prefixes, so its events come in key order (as the tests' one-selection-at-a-time
+        // reference, test/support/select-events.ts, gives them).
         this.prefixesOf(op.start, visit);
         this.sortedPrefixes.between(op.start.toString('latin1'), op.end.length === 0 ? undefined : op.end.toString('latin1'), visit);
         return;
