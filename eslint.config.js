@@ -21,6 +21,22 @@ export default tseslint.config(
       'no-constant-condition': ['error', { checkLoops: false }],
     },
   },
+  // No getter or setter in an object literal: V8 gives each such object a hidden class of its own (its accessor is a new
+  // closure each time), so a literal made per request or per entry fills old space with maps and makes every call on
+  // it megamorphic. The store's write view had one: node CPU per wire PUT +17%, 3-4x the full collections
+  // (docs/performance.md, "A getter on the write view"). Classes' accessors live on the prototype and are fine.
+  {
+    files: ['src/**/*.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: "ObjectExpression > Property[kind='get'], ObjectExpression > Property[kind='set']",
+          message: 'no accessor in an object literal (a hidden class per object): use a method, a plain property, or a class',
+        },
+      ],
+    },
+  },
   // The dashboard's browser script (src/ui/static/) is plain JavaScript outside the TypeScript project.
   { files: ['src/ui/static/**/*.js'], ...tseslint.configs.disableTypeChecked },
   {

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 
 const BENCH_DIR = fileURLToPath(new URL('../bench/', import.meta.url));
-const SCRIPTS = ['node-bench', 'watch-bench', 'propagation-bench', 'wire-client-bench', 'local-read-bench', 'lmdb-flags-bench', 'lmdb-replay-bench'];
+const SCRIPTS = ['node-bench', 'watch-bench', 'propagation-bench', 'wire-client-bench', 'local-read-bench', 'lmdb-flags-bench', 'lmdb-replay-bench', 'builds-ab'];
 
 function run(script: string, ...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const result = spawnSync(process.execPath, [`${BENCH_DIR}${script}.js`, ...args], { encoding: 'utf8', timeout: 30_000 });
@@ -34,6 +34,9 @@ test('bench scripts: a bad number or list item names its option', () => {
     ['local-read-bench', ['--clients=-3'], /--clients must be a whole number, got "-3"/],
     ['lmdb-replay-bench', ['--keys', '1e6'], /--keys must be a whole number, got "1e6"/],
     ['propagation-bench', ['--skip', 'everything'], /--skip takes latency and sustained, got "everything"/],
+    ['builds-ab', [], /--builds DIR,DIR\[,\.\.\.\] is required/],
+    ['builds-ab', ['--builds', '/nonexistent-a,/nonexistent-b'], /\/nonexistent-a has no dist\/bin\/mercury\.js: run npm run build there first/],
+    ['builds-ab', ['--builds', '.,.', '--workload', 'get'], /--workload takes wire-put or put, got "get"/],
   ];
   for (const [script, args, message] of cases) {
     const { status, stderr } = run(script, ...args);

@@ -72,7 +72,7 @@ async function applyBatch(
     let rangeKeysLeft = rangeDeleteKeysMax;
     batch.forEach(({ request }, index) => {
       const rangeKeysBefore = rangeKeysLeft;
-      const comparedBytesBefore = view.comparedBytes;
+      const comparedBytesBefore = view.comparedBytes();
       try {
         // Existence reads no record: deleting a key whose record is damaged (DELETE without ifModSeq) still works.
         const holds = request.compares.every((compare) => view.holds(compare, compareReadBytesMax));

@@ -179,8 +179,13 @@ export interface WriteView {
    * CompareReadLimitExceeded when the records read would pass `readBytesMax` bytes in this transaction.
    */
   holds(compare: Compare, readBytesMax?: number): boolean;
-  /** Bytes of the records `holds` read so far in this transaction. */
-  readonly comparedBytes: number;
+  /**
+   * Bytes of the records `holds` read so far in this transaction. A method, not a getter: an object literal with an
+   * accessor gets a hidden class of its own at each creation (its getter is a new closure), so a view made per entry
+   * gave V8 a new map per entry in old space, megamorphic calls on the view, and about 3x the full collections; node
+   * CPU per wire PUT rose by about a sixth (2026-12-07, docs/performance.md "A getter on the write view").
+   */
+  comparedBytes(): number;
   /**
    * Applies an op now and records it in the entry, written by `author` (see WriteRequest) if known. Returns the keys
    * a `deleteRange` removed (0 for other ops); one that would remove more than `rangeKeysMax` throws
@@ -1207,9 +1212,7 @@ export class Store {
           }
           return evaluateCompare(compare, record);
         },
-        get comparedBytes() {
-          return comparedBytes;
-        },
+        comparedBytes: () => comparedBytes,
         apply: (op, author, rangeKeysMax) => {
           // A key written is read again at its next compare; a range delete forgets every record read.
           // Only when a compare read something: a plain put paid a key-to-text conversion for it.
