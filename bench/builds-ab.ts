@@ -2,7 +2,8 @@
  * `npm run bench:builds-ab -- --builds DIR,DIR[,DIR...]`: node CPU per durable PUT of two or more builds of Mercury,
  * measured side by side, to tell whether a change moved it.
  *
- * Each DIR is a built checkout (its `dist/bin/mercury.js`; make one with `git worktree add /tmp/base COMMIT`, link
+ * Each DIR is a built checkout (its `dist/bin/mercury.js`, or `dist/src/cli/main.js` for builds before the CLI was
+ * bundled; make one with `git worktree add /tmp/base COMMIT`, link
  * node_modules into it and `npm run build` there). One node of each build runs at once, each on its own data
  * directory; every round measures each in turn for --seconds with C concurrent loops of single-key PUTs of 256 B
  * (this checkout's client for all of them, over the wire port, or HTTP with --workload put), in an order rotated and
@@ -44,7 +45,7 @@ const { BUILDS, ROUNDS, SECONDS, CLIENTS, WORKLOAD, GC } = readOptions('bench:bu
   if (values.builds === undefined) throw new UsageError('--builds DIR,DIR[,...] is required: two or more built checkouts to compare');
   const builds = values.builds.split(',').map((dir) => resolve(dir));
   if (builds.length < 2) throw new UsageError('--builds needs at least two directories, comma-separated');
-  for (const dir of builds) if (!existsSync(join(dir, 'dist/bin/mercury.js'))) throw new UsageError(`${dir} has no dist/bin/mercury.js: run npm run build there first`);
+  for (const dir of builds) if (cliOf(dir) === undefined) throw new UsageError(`${dir} has no dist/bin/mercury.js: run npm run build there first`);
   if (!WORKLOADS.includes(values.workload)) throw new UsageError(`--workload takes ${WORKLOADS.join(' or ')}, got "${values.workload}"`);
   return {
     BUILDS: builds,
@@ -56,6 +57,11 @@ const { BUILDS, ROUNDS, SECONDS, CLIENTS, WORKLOAD, GC } = readOptions('bench:bu
   };
 });
 const VALUE = Buffer.alloc(256, 'v');
+
+/** The build's `mercury` program: the bundle, or the CLI module of builds from before it (2026-12-06). */
+function cliOf(dir: string): string | undefined {
+  return ['dist/bin/mercury.js', 'dist/src/cli/main.js'].map((path) => join(dir, path)).find((path) => existsSync(path));
+}
 const KEYSPACE = 10_000;
 
 interface BuildNode {
@@ -74,7 +80,7 @@ interface BuildNode {
 async function startBuild(dir: string): Promise<BuildNode> {
   const dataDir = mkdtempSync(join(tmpdir(), 'mercury-builds-ab-'));
   const nodeArgs = GC ? ['--trace-gc'] : [];
-  const child = spawn(process.execPath, [...nodeArgs, join(dir, 'dist/bin/mercury.js'), 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--auth', 'off', '--unsigned'], {
+  const child = spawn(process.execPath, [...nodeArgs, cliOf(dir)!, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--auth', 'off', '--unsigned'], {
     stdio: ['ignore', 'pipe', 'ignore'],
   });
   const partial: Partial<BuildNode> & { scavenges: number; fullCollections: number } = { scavenges: 0, fullCollections: 0 };
