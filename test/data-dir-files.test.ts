@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { INITIALISED_FILE } from '../src/store/index.js';
 import { request, requestJson } from './support/http.js';
-import { makeTempDir, removeDir, serveRefused, startServe, stopProcess } from './support/process.js';
+import { CLI_PATH, makeTempDir, removeDir, serveRefused, startServe, stopProcess } from './support/process.js';
 
 describe('data directory files', () => {
   let root: string;
@@ -115,5 +115,19 @@ describe('data directory files', () => {
     refused(underDangling, /--data-dir \S+a-dangling-link\/data cannot be made \(ENOENT: .*\): a part of its path is a link to nothing, or a directory removed meanwhile; give the path of a data directory/m);
     assert.equal(readFileSync(file, 'utf8'), 'mine', 'the file is left as it was');
     assert.equal(existsSync(join(root, 'no-such-volume')), false, 'nothing is made behind the link');
+  });
+
+  // Left by an audit (2026-12-07, configuration) and fixed at stop 47: Node's recursive mkdir retries for ever when a
+  // directory that exists refuses new entries with ENOENT, as /proc does, so `--data-dir /proc/x` hung the node at
+  // 80% of a core instead of failing. Run with a deadline: before the fix it was killed at it.
+  test('data dir files: a --data-dir under /proc is DATA_DIR_INVALID naming /proc, at once, not a hang', { skip: !existsSync('/proc/self') && 'no /proc here' }, () => {
+    for (const dataDir of ['/proc/mercury-data-dir-test', '/proc/mercury-data-dir-test/data']) {
+      const result = spawnSync(process.execPath, [CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--replication-listen', '127.0.0.1:0', '--wire-listen', '127.0.0.1:0', '--auth', 'off'], {
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
+      assert.deepEqual({ status: result.status, signal: result.signal }, { status: 1, signal: null }, `${dataDir}: ${result.stderr}`);
+      assert.match(result.stderr, /^mercury: DATA_DIR_INVALID: --data-dir \/proc\/mercury-data-dir-test\S* cannot be made \(ENOENT: [^)]*\): \/proc exists but takes no new directory \(a pseudo-file system such as \/proc or \/sys\?\); give the path of a data directory/m);
+    }
   });
 });

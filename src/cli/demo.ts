@@ -11,7 +11,7 @@
  * a port in use when a node had exited STORAGE_FULL into a log the full disk kept empty (audit, 2026-12-07).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, lstatSync, mkdirSync } from 'node:fs';
+import { createWriteStream, existsSync, lstatSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { BOOTSTRAP_TOKEN_FILE } from '../auth/index.js';
 import { NodeClient, UnauthenticatedError, bearer, type ClientTls } from '../client/index.js';
@@ -19,6 +19,7 @@ import { ERROR_STATUS, MercuryError, type ErrorCode } from '../errors/index.js';
 import { readFileBounded, SMALL_FILE_BYTES_MAX } from '../fs/bounded-read.js';
 import { fileUnusable, isUnusable } from '../fs/dir-lock.js';
 import { writeFileDurably } from '../fs/durable.js';
+import { makeDirectories } from '../fs/make-directories.js';
 import { createCertificateAuthority, issueCertificate, type CertificateFiles } from '../net/tls-certs.js';
 
 /**
@@ -127,7 +128,7 @@ function startNode(
 ): Promise<DemoNode> {
   const dataDir = join(dir, name);
   const logPath = join(dir, `${name}.log`);
-  demoWrite(dir, () => mkdirSync(dataDir, { recursive: true }));
+  demoWrite(dir, () => makeDirectories(dataDir));
   const certificate = demoWrite(dir, () => certificates.certificate(name));
   const args = [CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, '--replication-listen', `127.0.0.1:${port + 1}`, '--wire-listen', `127.0.0.1:${wirePort}`];
   args.push('--tls-cert', certificate.certPath, '--tls-key', certificate.keyPath, '--tls-ca', certificates.ca.certPath);

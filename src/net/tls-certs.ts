@@ -14,10 +14,11 @@
  */
 import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { writeFileDurably } from '../fs/durable.js';
+import { makeDirectories } from '../fs/make-directories.js';
 
 export interface CertificateFiles {
   /** PEM certificate. */
@@ -68,7 +69,7 @@ function writeKey(keyPath: string): void {
 
 /** A self-signed CA (`name`.pem and `name`-key.pem in `dir`). */
 export function createCertificateAuthority(dir: string, name: string, commonName = `${name} CA`, days = DAYS_DEFAULT): CertificateFiles {
-  mkdirSync(dir, { recursive: true });
+  makeDirectories(dir);
   const files = { certPath: join(dir, `${name}.pem`), keyPath: join(dir, `${name}-key.pem`) };
   const ca = ['-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'];
   writeKey(files.keyPath);
@@ -86,7 +87,7 @@ function emptyConfig(dir: string): string {
 
 /** A certificate signed by `ca` (`name`.pem and `name`-key.pem in `dir`). */
 export function issueCertificate(ca: CertificateFiles, dir: string, name: string, options: IssueOptions): CertificateFiles {
-  mkdirSync(dir, { recursive: true });
+  makeDirectories(dir);
   const files = { certPath: join(dir, `${name}.pem`), keyPath: join(dir, `${name}-key.pem`) };
   const extPath = join(dir, `${name}.ext`);
   const hosts = options.hosts ?? [];

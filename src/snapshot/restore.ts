@@ -25,11 +25,12 @@
  * upstream from seq + 1; a root restored from it commits seq + 1 next (replicas that followed the old root past that
  * seq then find the chain diverged, and are resynced: see "Backup and restore" in the README).
  */
-import { existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync, type Stats } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, renameSync, rmdirSync, rmSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
 import { MercuryError } from '../errors/index.js';
 import { fsyncPath } from '../fs/durable.js';
+import { makeDirectories } from '../fs/make-directories.js';
 import { HASH_BYTES, verifyNext, type ChainHead, type EncodedEntry } from '../log/index.js';
 import { ENTRY_BYTES_MAX } from '../limits.js';
 import {
@@ -98,7 +99,7 @@ export async function restoreSnapshot(options: RestoreOptions): Promise<RestoreR
         : `${dataDir} is not empty; restore into an empty directory, or pass --force to replace the Mercury data in it`,
     );
   const created = !existsSync(dataDir);
-  mkdirSync(dataDir, { recursive: true, mode: DATA_DIR_MODE });
+  makeDirectories(dataDir, DATA_DIR_MODE);
   const lock = lockDataDir(dataDir, new Date(systemClock.nowMs()).toISOString());
   const partial = join(dataDir, RESTORE_PARTIAL_DIR);
   let installed = false;

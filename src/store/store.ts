@@ -8,13 +8,14 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { systemClock } from '../clock/index.js';
 import { fileKind } from '../fs/bounded-read.js';
 import { fileUnusable, isUnusable, lockDataDir, type DataDirLock } from '../fs/dir-lock.js';
 import { freeBytesOrUnknown } from '../fs/free-space.js';
+import { makeDirectories, missingDirectoryProblem } from '../fs/make-directories.js';
 import { checkDataFiles, DATA_FILE, dataFileFound, finishMovedRestore, INITIALISED_FILE, LMDB_LOCK_FILE, markInitialised, refuseStoppedRestore } from './data-files.js';
 import { dataFileDamaged, lmdbMetaProblem, lmdbTreeProblem } from './lmdb-meta.js';
 import { open, type Database, type DatabaseOptions, type RootDatabase, type RootDatabaseOptionsWithPath, type Transaction } from 'lmdb';
@@ -400,7 +401,6 @@ function startLogKey(path: string, key: Buffer): number {
 /** Why a data directory could not be made, by errno, for the ones that mean its path is wrong. */
 const DATA_DIR_PATH_PROBLEMS: Readonly<Record<string, string>> = {
   ENOTDIR: 'a part of its path is not a directory',
-  ENOENT: 'a part of its path is a link to nothing, or a directory removed meanwhile',
 };
 
 /**
@@ -410,7 +410,7 @@ const DATA_DIR_PATH_PROBLEMS: Readonly<Record<string, string>> = {
  */
 function makeDataDir(path: string): void {
   try {
-    mkdirSync(path, { recursive: true, mode: DATA_DIR_MODE });
+    makeDirectories(path, DATA_DIR_MODE);
     return;
   } catch (error) {
     if (isUnusable(error)) throw fileUnusable(error, path, { dir: path, done: 'made' });
@@ -422,7 +422,7 @@ function makeDataDir(path: string): void {
       const kind = stat === undefined ? 'a link to nothing' : stat.isFile() ? 'a regular file' : fileKind(stat);
       throw new MercuryError('DATA_DIR_INVALID', `--data-dir ${path} is ${kind}, not a directory; ${give}`, { cause: error });
     }
-    const problem = DATA_DIR_PATH_PROBLEMS[code];
+    const problem = code === 'ENOENT' ? missingDirectoryProblem(error as NodeJS.ErrnoException) : DATA_DIR_PATH_PROBLEMS[code];
     if (problem !== undefined) throw new MercuryError('DATA_DIR_INVALID', `--data-dir ${path} cannot be made (${(error as Error).message}): ${problem}; ${give}`, { cause: error });
     throw error;
   }

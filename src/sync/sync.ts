@@ -28,11 +28,11 @@
  * entry it was applying, so that a restart after the link is removed applies that entry again.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
 import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
 import { connect, SeqWaitTimeoutError, type ClientOptions, type MercuryClient, type WatchEvent } from '../client/index.js';
 import { MercuryError } from '../errors/index.js';
 import { lockDirectory } from '../fs/dir-lock.js';
+import { makeDirectories } from '../fs/make-directories.js';
 import { SYNC_BYTES_MAX_DEFAULT, SYNC_FILES_MAX_DEFAULT, SyncBudget } from './budget.js';
 import { deleteFile, listFiles, measureFiles, probeNameFolding, putFile, removeTemporaryFiles } from './files.js';
 import { FoldedPaths, type NameFolding } from './fold.js';
@@ -169,7 +169,7 @@ export class DirectorySync {
    */
   async run(): Promise<void> {
     const { dir } = this.options;
-    mkdirSync(dir, { recursive: true });
+    makeDirectories(dir);
     const lock = lockDirectory(dir, new Date(this.clock.nowMs()).toISOString(), { file: SYNC_LOCK_FILE, what: 'sync directory' });
     try {
       await this.runLocked();
