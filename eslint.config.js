@@ -34,6 +34,11 @@ export default tseslint.config(
           selector: "ObjectExpression > Property[kind='get'], ObjectExpression > Property[kind='set']",
           message: 'no accessor in an object literal (a hidden class per object): use a method, a plain property, or a class',
         },
+        {
+          // Node's recursive mkdir loops for ever under a directory that refuses new entries with ENOENT (/proc).
+          selector: "CallExpression[callee.name=/^mkdir(Sync)?$/] Property[key.name='recursive']",
+          message: "no recursive mkdir in src/ (it hangs under /proc): use makeDirectories from src/fs/make-directories.ts",
+        },
       ],
     },
   },
