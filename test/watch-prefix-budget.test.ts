@@ -92,4 +92,45 @@ describe('watch prefix budgets', () => {
     const second = await fill(node, 'second', 0);
     assert.match(await refusal(second, 'small', ['x/']), new RegExp(`one address holds at most ${WATCH_LIMITS.prefixBytesPerConnectionMax} bytes of prefixes`));
   });
+
+  test('watch: subscriptions of the empty prefix count at least subscriptionBytesMin each against the budgets; one per allowed connection still fits', async () => {
+    const floor = WATCH_LIMITS.subscriptionBytesMin;
+    const most = WATCH_LIMITS.subscriptionsPerConnectionMax;
+    // 8 connections allowed: the address may hold one full connection's worth (32 KiB), 128 subscriptions at the floor.
+    const node = await start(8);
+    const perAddress = WATCH_LIMITS.prefixBytesPerConnectionMax;
+    assert.equal(perAddress / floor, 2 * most, 'two connections of the most subscriptions fill the address');
+    // The watcher's use: one subscription per connection, the empty prefix, on every connection the address may open.
+    const watchers: WatchClient[] = [];
+    for (let c = 0; c < 8; c++) {
+      const client = await WatchClient.connect(node.url);
+      clients.push(client);
+      watchers.push(client);
+      assert.equal((await client.subscribe('all', [''])).type, 'subscribed', `watcher ${c}`);
+    }
+    for (const client of watchers) client.socket.close();
+    await Promise.all(watchers.map((client) => client.closed));
+    // The attack: connections of 64 subscriptions of the empty prefix each. Before, none counted a byte (about 315 bytes
+    // of the node's memory each, 20 KB a connection), and every connection's were taken.
+    const empties = async (tag: string, subscriptions: number): Promise<WatchClient> => {
+      const client = await WatchClient.connect(node.url);
+      clients.push(client);
+      for (let n = 0; n < subscriptions; n++) assert.equal((await client.subscribe(`${tag}${n}`, [''])).type, 'subscribed', `${tag} subscription ${n}`);
+      return client;
+    };
+    // The watchers' bytes are given back once their close is handled: wait for the budget to be whole again.
+    const deadline = Date.now() + 5_000;
+    const first = await empties('a', 0);
+    let answer = await first.subscribe('a0', ['']);
+    while (answer.type === 'error' && Date.now() < deadline) answer = await first.subscribe(`a0 ${Date.now()}`, ['']);
+    assert.equal(answer.type, 'subscribed');
+    for (let n = 1; n < most; n++) assert.equal((await first.subscribe(`a${n}`, [''])).type, 'subscribed', `a${n}`);
+    await empties('b', most);
+    const third = await empties('c', 0);
+    const message = await refusal(third, 'c0', ['']);
+    assert.match(message, new RegExp(`this subscription counts ${floor} bytes \\(its prefixes, at least ${floor}\\)`));
+    assert.match(message, new RegExp(`hold ${perAddress} over 3 connections; one address holds at most ${perAddress} bytes of prefixes`));
+    const metrics = await (await fetch(`${node.url}/metrics`)).text();
+    assert.equal(Number(/^mercury_watch_prefix_bytes (\d+)$/m.exec(metrics)?.[1]), perAddress, 'the gauge shows what the subscriptions count');
+  });
 });

@@ -146,6 +146,15 @@ export const WATCH_PREFIX_BYTES_PER_CONNECTION_MAX = 32 * KiB;
  * never meet it.
  */
 export const WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION = 1 * KiB;
+/**
+ * What a subscription counts as at least against the three prefix budgets above: its prefixes' bytes, or this many if
+ * they are fewer (the empty prefix, short ones). A subscription costs the node about 315 bytes whatever its prefixes
+ * (measured: 64 empty-prefix subscriptions per connection on 2,000 connections, 20.1 KB each more than none); counted
+ * as its prefixes alone, those of the empty prefix were free, and 64 per connection over 19,236 connections held some
+ * 390 MB that no budget saw. At this floor the node's budget holds at most 76,944 subscriptions (4 per allowed
+ * connection; 24 MB), one address's 16,000, and a connection's 64 still fit its own budget (docs/decisions.md, record 79).
+ */
+export const WATCH_SUBSCRIPTION_BYTES_MIN = 256;
 /** A client-chosen subscription id that is a string has 1 to this many characters. */
 export const WATCH_ID_CHARS_MAX = 256;
 /** A connection that was sent nothing for this long gets a progress message anyway: the client's liveness check. */

@@ -209,7 +209,7 @@ export class WatchHub {
     );
     registry.gauge(
       'mercury_watch_prefix_bytes',
-      `Bytes of prefixes all watch subscriptions hold; past ${this.limits.prefixBytesMax}, or an address's share, a subscribe is refused TOO_MANY_PREFIXES.`,
+      `Bytes of prefixes all watch subscriptions hold, each counted at least ${this.limits.subscriptionBytesMin}; past ${this.limits.prefixBytesMax}, or an address's share, a subscribe is refused TOO_MANY_PREFIXES.`,
       () => this.machine.prefixBytes,
     );
     this.schedule();

@@ -15,6 +15,7 @@ import {
   WATCH_PREFIX_BYTES_PER_CONNECTION_MAX,
   WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
   WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX,
+  WATCH_SUBSCRIPTION_BYTES_MIN,
   WATCH_SERVER_MESSAGE_BYTES_MAX,
   WATCH_SNAPSHOT_ITEMS_MAX,
 } from '../api/index.js';
@@ -30,6 +31,7 @@ export {
   WATCH_PREFIX_BYTES_PER_CONNECTION_MAX,
   WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
   WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX,
+  WATCH_SUBSCRIPTION_BYTES_MIN,
 };
 
 const KiB = 1024;
@@ -109,6 +111,8 @@ export interface WatchLimits {
   readonly subscriptionsPerConnectionMax: number;
   readonly prefixesPerSubscriptionMax: number;
   readonly prefixBytesPerConnectionMax: number;
+  /** What a subscription counts as at least against the prefix budgets (WATCH_SUBSCRIPTION_BYTES_MIN). */
+  readonly subscriptionBytesMin: number;
   /**
    * Bytes of prefixes the subscriptions of one remote address hold together, over all its connections, and those of
    * the whole node (WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION; `--max-connections-per-address` scales the first).
@@ -139,6 +143,7 @@ export const WATCH_LIMITS: WatchLimits = Object.freeze({
   subscriptionsPerConnectionMax: WATCH_SUBSCRIPTIONS_PER_CONNECTION_MAX,
   prefixesPerSubscriptionMax: WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
   prefixBytesPerConnectionMax: WATCH_PREFIX_BYTES_PER_CONNECTION_MAX,
+  subscriptionBytesMin: WATCH_SUBSCRIPTION_BYTES_MIN,
   prefixBytesPerAddressMax: HTTP_CONNECTIONS_PER_ADDRESS_MAX * WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION,
   prefixBytesMax: HTTP_CONNECTIONS_MAX * WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION,
   idCharsMax: WATCH_ID_CHARS_MAX,
@@ -171,6 +176,7 @@ export const WATCH_LIMITS_TEST: WatchLimits = Object.freeze({
   subscriptionsPerConnectionMax: 8,
   prefixesPerSubscriptionMax: WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
   prefixBytesPerConnectionMax: WATCH_PREFIX_BYTES_PER_CONNECTION_MAX,
+  subscriptionBytesMin: WATCH_SUBSCRIPTION_BYTES_MIN,
   prefixBytesPerAddressMax: HTTP_CONNECTIONS_PER_ADDRESS_MAX * WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION,
   prefixBytesMax: HTTP_CONNECTIONS_MAX * WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION,
   idCharsMax: 64,
@@ -194,6 +200,10 @@ export function validateWatchLimits(limits: WatchLimits): WatchLimits {
   // so it never meets the per-connection budget of prefix bytes.
   assert.ok(limits.prefixBytesPerConnectionMax >= limits.prefixesPerSubscriptionMax * KEY_BYTES_MAX, 'one subscription of the longest prefixes fits a connection');
   assert.ok(limits.prefixBytesPerAddressMax >= limits.prefixBytesPerConnectionMax, "a full connection fits its address's budget");
+  // The floor makes subscriptions of short prefixes count, never refuses what it was added for: a connection's most
+  // subscriptions fit its own budget, and one per connection the node and an address may hold fits theirs.
+  assert.ok(limits.subscriptionsPerConnectionMax * limits.subscriptionBytesMin <= limits.prefixBytesPerConnectionMax, "a connection's most subscriptions at the floor fit its budget");
+  assert.ok(limits.subscriptionBytesMin <= WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION, 'one subscription at the floor per allowed connection fits the address and node budgets');
   assert.ok(limits.prefixBytesMax >= limits.prefixBytesPerAddressMax, "an address's budget fits the node's");
   // A connection may fill its own queue while the others are idle, and holds its share whatever they hold.
   assert.ok(limits.queueBytesShareMax < limits.queueBytesMax && limits.queueBytesMax <= limits.queueBytesTotalMax, 'a share within a queue within the total');

@@ -577,7 +577,7 @@ export class WatchMachine {
       if (connection.closing) assert.equal(connection.subscriptions.length, 0, 'a closing connection holds subscriptions');
       for (const subscription of connection.subscriptions) {
         subscriptions++;
-        addressBytes.set(connection.address, (addressBytes.get(connection.address) ?? 0) + prefixBytes(subscription.group.selection));
+        addressBytes.set(connection.address, (addressBytes.get(connection.address) ?? 0) + this.chargedBytes(subscription.group.selection));
         assert.ok(!subscription.removed);
         assert.equal(subscription.connection, connection);
         assert.equal(this.lagging.has(subscription), subscription.state !== 'live', 'lagging is exactly the subscriptions in catch-up or snapshot');
@@ -716,6 +716,15 @@ export class WatchMachine {
 
   // --- Subscriptions ----------------------------------------------------------------------------------------------
 
+  /**
+   * What a subscription counts against the prefix budgets: its prefixes' bytes, at least `subscriptionBytesMin`. The
+   * floor is the subscription's own cost: subscriptions of the empty prefix counted nothing, and 64 per connection
+   * held some 390 MB over the node's connections that no budget saw (docs/decisions.md, record 79).
+   */
+  private chargedBytes(selection: Selection): number {
+    return Math.max(prefixBytes(selection), this.limits.subscriptionBytesMin);
+  }
+
   private subscribe(connection: Connection, message: ClientMessage & { type: 'subscribe' }, nowMs: number): void {
     if (connection.subscriptions.some((subscription) => subscription.idJson === message.idJson))
       throw new WatchProtocolError('DUPLICATE_ID', `subscription ${message.idJson} exists on this connection; unsubscribe first or pick another id`, message.idJson);
@@ -729,12 +738,13 @@ export class WatchMachine {
     // Bounded by bytes too, not only by counts: 64 subscriptions of 16 prefixes of 1 KiB each held about 5 MiB per
     // connection (WATCH_PREFIX_BYTES_PER_CONNECTION_MAX). Summed here rather than kept per connection, which would
     // cost every idle watcher a field for the rare one that subscribes many times.
-    const held = connection.subscriptions.reduce((sum, subscription) => sum + prefixBytes(subscription.group.selection), 0);
-    const asked = prefixBytes(selection);
+    const held = connection.subscriptions.reduce((sum, subscription) => sum + this.chargedBytes(subscription.group.selection), 0);
+    const asked = this.chargedBytes(selection);
+    const counts = `this subscription counts ${asked} bytes (its prefixes, at least ${this.limits.subscriptionBytesMin})`;
     if (held + asked > this.limits.prefixBytesPerConnectionMax)
       throw new WatchProtocolError(
         'TOO_MANY_PREFIXES',
-        `this subscription's prefixes are ${asked} bytes and this connection's subscriptions hold ${held}; a connection holds at most ${this.limits.prefixBytesPerConnectionMax} bytes of prefixes: unsubscribe some, use shorter prefixes, or open another connection`,
+        `${counts} and this connection's subscriptions hold ${held}; a connection holds at most ${this.limits.prefixBytesPerConnectionMax} bytes of prefixes: unsubscribe some, use shorter prefixes, or open another connection`,
         message.idJson,
       );
     // And over connections: one address opening thousands of connections of full budgets held some 720 MB of the
@@ -743,13 +753,13 @@ export class WatchMachine {
     if (address.bytes + asked > this.limits.prefixBytesPerAddressMax)
       throw new WatchProtocolError(
         'TOO_MANY_PREFIXES',
-        `this subscription's prefixes are ${asked} bytes and the subscriptions of your address (${address.key}) hold ${address.bytes} over ${address.connections} connections; one address holds at most ${this.limits.prefixBytesPerAddressMax} bytes of prefixes: unsubscribe some or use shorter prefixes (the node's operator can raise --max-connections-per-address for a host that needs more)`,
+        `${counts} and the subscriptions of your address (${address.key}) hold ${address.bytes} over ${address.connections} connections; one address holds at most ${this.limits.prefixBytesPerAddressMax} bytes of prefixes: unsubscribe some or use shorter prefixes (the node's operator can raise --max-connections-per-address for a host that needs more)`,
         message.idJson,
       );
     if (this.prefixBytesHeld + asked > this.limits.prefixBytesMax)
       throw new WatchProtocolError(
         'TOO_MANY_PREFIXES',
-        `this subscription's prefixes are ${asked} bytes and this node's subscriptions hold ${this.prefixBytesHeld} of the ${this.limits.prefixBytesMax} bytes of prefixes it holds at most; retry later, use shorter prefixes, or watch through another node`,
+        `${counts} and this node's subscriptions hold ${this.prefixBytesHeld} of the ${this.limits.prefixBytesMax} bytes of prefixes it holds at most; retry later, use shorter prefixes, or watch through another node`,
         message.idJson,
       );
     let group = this.groups.get(selection.key);
@@ -864,7 +874,7 @@ export class WatchMachine {
     this.unawait(subscription);
     subscription.removed = true;
     const group = subscription.group;
-    const bytes = prefixBytes(group.selection);
+    const bytes = this.chargedBytes(group.selection);
     subscription.connection.address.bytes -= bytes;
     this.prefixBytesHeld -= bytes;
     group.live.delete(subscription);
