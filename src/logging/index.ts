@@ -25,10 +25,21 @@ export function jsonLogger(write: (line: string) => void = (line) => process.std
 }
 
 /**
- * Lines for stderr, counting those it refuses: a log file on a full disk, a closed pipe. Such a line is lost, not
- * retried (a node goes on without its log rather than stopping or holding lines in memory); `lost` is what /metrics
- * shows as `mercury_log_lines_lost_total`. Each write's callback says whether that line was written, also for a
- * stream that an error destroyed, where no further error event comes.
+ * Bytes of log lines the process holds for stderr beyond what the kernel took. Node writes stderr asynchronously when
+ * it is a pipe, and keeps every line the pipe did not take: a `mercury serve` whose parent stopped reading its stderr
+ * (a hung supervisor, a shell pipeline stopped with Ctrl-Z) held each line it logged, for good (a probe writing 100,000
+ * lines of 200 bytes to such a pipe held 20 MB; a node refusing connections logs some 2 KB a second within its budget,
+ * 170 MB a day). Past this, a line is lost and counted, as one a full disk refuses. 1 MiB is some 4,000 lines: a reader
+ * that pauses for a moment misses none.
+ */
+export const LOG_BUFFERED_BYTES_MAX = 1024 * 1024;
+
+/**
+ * Lines for stderr, counting those it refuses: a log file on a full disk, a closed pipe, a pipe nobody reads once
+ * `LOG_BUFFERED_BYTES_MAX` wait in the process. Such a line is lost, not retried (a node goes on without its log rather
+ * than stopping or holding lines in memory); `lost` is what /metrics shows as `mercury_log_lines_lost_total`. Each
+ * write's callback says whether that line was written, also for a stream that an error destroyed, where no further
+ * error event comes.
  */
 export class StderrLines {
   lost = 0;
@@ -36,6 +47,10 @@ export class StderrLines {
     if (error) this.lost++;
   };
   readonly write = (line: string): void => {
+    if (process.stderr.writableLength >= LOG_BUFFERED_BYTES_MAX) {
+      this.lost++;
+      return;
+    }
     process.stderr.write(line, this.written);
   };
 }

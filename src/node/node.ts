@@ -299,7 +299,7 @@ export class MercuryNode {
     this.metrics.gauge('mercury_storage_free_bytes', "Bytes free for this node on its data directory's disk (-1 when that cannot be told); writes are refused once less than a write may need and 4 MiB is left.", () => freeBytesOrUnknown(dataDir) ?? -1);
     const logLinesLost = options.logLinesLost;
     if (logLinesLost !== undefined)
-      this.metrics.counterReading('mercury_log_lines_lost_total', "Log lines this node's log refused (a log file on a full disk, a closed pipe): lost, not retried.", logLinesLost);
+      this.metrics.counterReading('mercury_log_lines_lost_total', "Log lines this node's log refused (a log file on a full disk, a closed pipe, a pipe nobody reads past 1 MiB waiting): lost, not retried.", logLinesLost);
     this.store.onWriteFault((fault) => {
       if (fault === undefined) {
         this.logger.log('info', 'storage writable again', {});
