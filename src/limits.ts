@@ -64,6 +64,17 @@ export const HTTP_CONNECTIONS_MAX = PROCESS_OPEN_FILES_MAX - PROCESS_OPEN_FILES_
  * that needs more): a fifth of HTTP_CONNECTIONS_MAX, so that one host cannot hold them all.
  */
 export const HTTP_CONNECTIONS_PER_ADDRESS_MAX = 4_000;
+/**
+ * HTTP connections in their TLS handshake at once (from their first byte to the handshake's end, at most the 5 s of
+ * `firstByteTimeoutMs`), and per remote host; beyond either a new one is closed at once and counted
+ * (`mercury_tls_rejected_total{reason="handshakes_full"}`). A handshake holds about 52 KB of OpenSSL state whatever the
+ * peer sent: 4,000 peers that sent 1 byte of a ClientHello and stopped took a node from 69 to 280 MB, so that the
+ * connection cap alone let 19,236 of them hold about 1 GB (audit, 2026-12-07). 1,024 hold about 54 MB; a handshake
+ * takes the node a few milliseconds, so a burst of clients meets the cap only when it outruns the CPU, and those
+ * refused retry (docs/decisions.md, record 80). A host takes at most a quarter, so at least four are needed to fill it.
+ */
+export const HTTP_TLS_HANDSHAKES_MAX = 1_024;
+export const HTTP_TLS_HANDSHAKES_PER_ADDRESS_MAX = 256;
 
 /**
  * Group commit: requests waiting for the next entry. When the queue is full new writes are refused with 503

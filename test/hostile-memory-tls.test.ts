@@ -4,15 +4,19 @@
  * ClientHello (or all of it) and stopped was handed to the TLS server, counted by nothing, and held until the
  * handshake timeout (10 s), with about 52 KB of OpenSSL state: 2,000 such peers held 2,000 descriptors and 104 MB of
  * RSS for 10 s, and enough of them would have taken the process's open files from HTTP and LMDB. Now a socket counts
- * until its handshake is done (or it closes), and beyond the cap a new one is closed at once.
+ * until its handshake is done (or it closes), and beyond the cap a new one is closed at once. The HTTPS port had no
+ * bound but its connection caps (19,236, 4,000 per host: some 1 GB of handshakes); it now holds at most
+ * HTTP_TLS_HANDSHAKES_MAX, HTTP_TLS_HANDSHAKES_PER_ADDRESS_MAX per host (docs/decisions.md, record 80).
  * The node runs as a real process with its production limits, so that its descriptors can be counted alone.
  */
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import net from 'node:net';
+import https from 'node:https';
 import tls from 'node:tls';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { HTTP_TLS_HANDSHAKES_MAX, HTTP_TLS_HANDSHAKES_PER_ADDRESS_MAX } from '../src/limits.js';
 import { REPLICATION_LIMITS } from '../src/replication/index.js';
 import { clientTls, testCertificates } from './support/certs.js';
 import { makeTempDir, removeDir, startServe, stopProcess, type ServeProcess } from './support/process.js';
@@ -52,15 +56,21 @@ async function clientHello(): Promise<Buffer> {
  * PEERS connections, spread over 127.0.x.y, that each send `first` and then nothing. Resolves, with the peers still
  * open and the node's peak descriptors over its baseline, once the open count held still for STEADY_MS.
  */
-async function stalledHandshakes(pid: number, address: string, first: Buffer): Promise<{ open: number; extraFiles: number; sockets: net.Socket[] }> {
+async function stalledHandshakes(
+  pid: number,
+  address: string,
+  first: Buffer,
+  peers = PEERS,
+  localAddressOf: (i: number) => string = (i) => `127.0.${1 + Math.floor(i / 200)}.${1 + (i % 200)}`,
+): Promise<{ open: number; extraFiles: number; sockets: net.Socket[] }> {
   const { host, port } = hostPort(address);
   const baseline = openFiles(pid);
   let peak = baseline;
   const sampler = setInterval(() => (peak = Math.max(peak, openFiles(pid))), 10);
   let open = 0;
   const sockets: net.Socket[] = [];
-  for (let i = 0; i < PEERS; i++) {
-    const localAddress = `127.0.${1 + Math.floor(i / 200)}.${1 + (i % 200)}`;
+  for (let i = 0; i < peers; i++) {
+    const localAddress = localAddressOf(i);
     await new Promise<void>((resolve) => {
       const socket = net.connect({ host, port, localAddress }, () => {
         open++;
@@ -119,5 +129,34 @@ describe('hostile input - TLS handshakes that never finish', () => {
       });
       replica.once('error', reject);
     });
+  });
+
+  test('HTTPS port: peers that send part of a ClientHello and stop hold at most tlsHandshakesPerAddressMax per host and tlsHandshakesMax in all', async () => {
+    const certificates = testCertificates();
+    const node = await startServe(join(dir, 'https'), ['--tls-cert', certificates.node.certPath, '--tls-key', certificates.node.keyPath, '--tls-ca', certificates.ca.certPath]);
+    nodes.push(node);
+    const pid = node.child.pid!;
+    const first = (await clientHello()).subarray(0, 50);
+    const address = new URL(node.url).host;
+    // One host: before, every one of them held its handshake (and about 52 KB) until the 5 s handshake timeout.
+    const oneHost = await stalledHandshakes(pid, address, first, PEERS, () => '127.0.0.1');
+    sockets.push(...oneHost.sockets);
+    assert.ok(oneHost.open <= HTTP_TLS_HANDSHAKES_PER_ADDRESS_MAX, `one host: ${oneHost.open} of ${PEERS} peers held open in their handshake; at most ${HTTP_TLS_HANDSHAKES_PER_ADDRESS_MAX}`);
+    for (const socket of oneHost.sockets) socket.destroy();
+    // Many hosts (distinct 127.0.x.y), more peers than the port's cap: before, all of them held theirs.
+    const many = HTTP_TLS_HANDSHAKES_MAX + 200;
+    const manyHosts = await stalledHandshakes(pid, address, first, many);
+    sockets.push(...manyHosts.sockets);
+    assert.ok(manyHosts.open <= HTTP_TLS_HANDSHAKES_MAX, `many hosts: ${manyHosts.open} of ${many} peers held open in their handshake; at most ${HTTP_TLS_HANDSHAKES_MAX}`);
+    for (const socket of manyHosts.sockets) socket.destroy();
+    // They gone, a client's handshake and request go through.
+    const status = await new Promise<number>((resolve, reject) => {
+      const request = https.get(`${node.url}/healthz`, { ...clientTls() }, (response) => {
+        response.resume();
+        resolve(response.statusCode ?? 0);
+      });
+      request.once('error', reject);
+    });
+    assert.equal(status, 200);
   });
 });

@@ -1,5 +1,6 @@
 /** Connection admission shared by the listeners (HTTP, replication): per-address slots; TLS for every connection. */
 export { AddressSlots, addressKey, hostSlotKey, remoteLabel } from './address-slots.js';
+export { Handshakes } from './handshakes.js';
 export {
   TLS_HANDSHAKE_BYTE,
   TLS_RELOAD_POLL_MS,

@@ -142,6 +142,7 @@ export function validateNodeLimits(limits: NodeLimits): NodeLimits {
   assert.ok(http.headersTimeoutMs <= http.requestTimeoutMs, 'the headers arrive within the request time');
   assert.ok(http.firstByteTimeoutMs <= http.headersTimeoutMs, 'the first byte arrives before the headers are complete');
   assert.ok(http.connectionsPerAddressMax <= http.connectionsMax, 'a per-address cap within the total');
+  assert.ok(http.tlsHandshakesPerAddressMax <= http.tlsHandshakesMax && http.tlsHandshakesMax <= http.connectionsMax, 'TLS handshakes: a per-address cap within the total, within the connections');
   assert.ok(Number.isSafeInteger(http.seqWaitersMax) && http.seqWaitersMax > 0, 'at least one minSeq waiter');
   assert.ok(Number.isSafeInteger(http.pipelinedAheadMax) && http.pipelinedAheadMax > 0, 'at least one pipelined request may run ahead of its turn');
   assert.ok(http.jsonBodyBytesMax <= http.bodyBytesInFlightMax, 'the largest JSON body must fit in the in-flight budget, or it is never accepted');
@@ -229,6 +230,8 @@ export const NODE_LIMITS_TEST: NodeLimits = validateNodeLimits({
     firstByteTimeoutMs: 500,
     connectionsMax: 1_000,
     connectionsPerAddressMax: 250,
+    tlsHandshakesMax: 256,
+    tlsHandshakesPerAddressMax: 64,
     forwardedWriteWaitMs: 5_000,
     forwardedWritesMax: 8,
     seqWaitersMax: 20_000,

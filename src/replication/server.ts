@@ -16,7 +16,7 @@ import tls from 'node:tls';
 import { TickTimer, type Clock } from '../clock/index.js';
 import type { EncodedEntry } from '../log/index.js';
 import type { Logger } from '../logging/index.js';
-import { AddressSlots, TLS_HANDSHAKE_BYTE, hostSlotKey, remoteLabel, peerCertificate, serverTlsOptions, sniffTls, tlsFailureMessage, tlsFailureReason, type TlsMaterial } from '../net/index.js';
+import { AddressSlots, Handshakes, TLS_HANDSHAKE_BYTE, hostSlotKey, remoteLabel, peerCertificate, serverTlsOptions, sniffTls, tlsFailureMessage, tlsFailureReason, type TlsMaterial } from '../net/index.js';
 import { REPLICATION_LIMITS, type ReplicationLimits } from './limits.js';
 import { encodeMessage, type Heartbeat } from './protocol.js';
 import type { LogSource } from './source.js';
@@ -80,11 +80,8 @@ export class ReplicationServer {
   private readonly addressSlots: AddressSlots;
   /** Does the TLS handshakes of sockets the plain listener accepted; never listens itself. */
   private readonly tlsServer: tls.Server | undefined;
-  /**
-   * Sockets between accept and the end of their TLS handshake (closed with the server), by their peer's address and
-   * port: the TLS socket that `secured` is given wraps the accepted one, and that pair is what links the two.
-   */
-  private readonly handshaking = new Map<string, net.Socket>();
+  /** Sockets between accept and the end of their TLS handshake (closed with the server). */
+  private readonly handshaking: Handshakes;
   /** Sockets ended and flushing their last frames, at most `closingSocketsMax` (`endSocket`). */
   private readonly ending = new Set<net.Socket>();
   private closing = false;
@@ -93,6 +90,7 @@ export class ReplicationServer {
     this.options = options;
     this.limits = options.limits ?? REPLICATION_LIMITS;
     this.addressSlots = new AddressSlots(this.limits.childrenPerAddressMax);
+    this.handshaking = new Handshakes(this.limits.handshakingSocketsMax);
     if (options.tls === undefined) {
       this.tlsServer = undefined;
       this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
@@ -121,22 +119,15 @@ export class ReplicationServer {
 
   /** Mutual TLS: the first bytes and then the handshake, each within the handshake timeout, then the session. */
   private handshake(socket: net.Socket, tlsServer: tls.Server): void {
-    if (this.handshaking.size >= this.limits.handshakingSocketsMax) {
+    if (!this.handshaking.begin(socket)) {
       // Counted, not logged: a flood would fill the log.
       this.tlsRejected('handshakes_full', socket, `${this.handshaking.size} connections are already in their handshake`);
       socket.destroy();
       return;
     }
-    // Unknown only for a peer that reset the connection before it was read; every counted socket has its own key.
-    if (socket.remoteAddress === undefined) return void socket.destroy();
-    const peer = remoteLabel(socket);
-    this.handshaking.set(peer, socket);
-    socket.on('close', () => {
-      if (this.handshaking.get(peer) === socket) this.handshaking.delete(peer);
-    });
     socket.on('error', () => socket.destroy());
     const timer = this.options.clock.setTimeout(() => {
-      if (this.handshaking.get(peer) === socket) socket.destroy();
+      if (this.handshaking.has(socket)) socket.destroy();
     }, this.limits.handshakeTimeoutMs);
     sniffTls(socket, (isTls) => {
       timer.cancel();
@@ -147,7 +138,7 @@ export class ReplicationServer {
         tlsServer.emit('connection', socket);
         return;
       }
-      this.handshaking.delete(peer);
+      this.handshaking.done(socket);
       this.tlsRejected('not_tls', socket, 'a plaintext child on the TLS replication port');
       const message = 'this upstream requires mutual TLS: start the replica with --tls-cert, --tls-key and --tls-ca (a certificate signed by the cluster CA)';
       this.refuse(socket, message);
@@ -156,7 +147,7 @@ export class ReplicationServer {
 
   /** The TLS handshake is done: the child's certificate must be signed by the cluster CA. */
   private secured(socket: tls.TLSSocket): void {
-    this.handshaking.delete(remoteLabel(socket));
+    this.handshaking.done(socket);
     const certificate = peerCertificate(socket);
     if (certificate.name === undefined) {
       const why = certificate.error ?? 'no client certificate';
@@ -275,8 +266,7 @@ export class ReplicationServer {
   async close(): Promise<void> {
     this.closing = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    for (const socket of this.handshaking.values()) socket.destroy();
-    this.handshaking.clear();
+    this.handshaking.destroyAll();
     for (const socket of this.ending) socket.destroy();
     this.ending.clear();
     const nowMs = this.options.clock.monotonicMs();

@@ -8,7 +8,7 @@ import { ERROR_STATUS, MercuryError, type ErrorCode } from '../errors/index.js';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { systemClock, type Clock } from '../clock/index.js';
-import { AddressSlots, TLS_HANDSHAKE_BYTE, addressKey, hostSlotKey, peerCertificate, serverTlsOptions, sniffTls, tlsFailureMessage, tlsFailureReason, type TlsMaterial } from '../net/index.js';
+import { AddressSlots, Handshakes, TLS_HANDSHAKE_BYTE, addressKey, hostSlotKey, peerCertificate, serverTlsOptions, sniffTls, tlsFailureMessage, tlsFailureReason, type TlsMaterial } from '../net/index.js';
 import {
   ANSWER_BYTES_HELD_MAX,
   BODY_BYTES_IN_FLIGHT_MAX,
@@ -16,6 +16,8 @@ import {
   SEQ_WAITERS_MAX,
   HTTP_CONNECTIONS_MAX,
   HTTP_CONNECTIONS_PER_ADDRESS_MAX,
+  HTTP_TLS_HANDSHAKES_MAX,
+  HTTP_TLS_HANDSHAKES_PER_ADDRESS_MAX,
   HTTP_HEADERS_TIMEOUT_MS,
   HTTP_KEEP_ALIVE_TIMEOUT_MS,
   HTTP_REQUEST_TIMEOUT_MS,
@@ -49,6 +51,9 @@ export interface HttpLimits {
    * 503 TOO_MANY_CONNECTIONS and closed, so that one host cannot hold every connection of the node.
    */
   readonly connectionsPerAddressMax: number;
+  /** Connections in their TLS handshake at once, and per remote host (src/limits.ts `HTTP_TLS_HANDSHAKES_MAX`). */
+  readonly tlsHandshakesMax: number;
+  readonly tlsHandshakesPerAddressMax: number;
   /**
    * A write sent to a replica is forwarded to its upstream, then answered once the replica applied it; after this long
    * without the apply the answer is SEQ_WAIT_TIMEOUT (the write itself is committed). Enforced by the node.
@@ -104,6 +109,8 @@ export const HTTP_LIMITS: HttpLimits = Object.freeze({
   firstByteTimeoutMs: 5_000,
   connectionsMax: HTTP_CONNECTIONS_MAX,
   connectionsPerAddressMax: HTTP_CONNECTIONS_PER_ADDRESS_MAX,
+  tlsHandshakesMax: HTTP_TLS_HANDSHAKES_MAX,
+  tlsHandshakesPerAddressMax: HTTP_TLS_HANDSHAKES_PER_ADDRESS_MAX,
   forwardedWriteWaitMs: 30_000,
   forwardedWritesMax: FORWARDED_WRITES_MAX,
   seqWaitersMax: SEQ_WAITERS_MAX,
@@ -316,7 +323,7 @@ export function createHttpServer(
     tls === undefined
       ? createServer(options, listener)
       : (createHttpsServer({ ...options, ...serverTlsOptions(tls), handshakeTimeout: limits.firstByteTimeoutMs }, listener) as unknown as Server);
-  if (security?.tls !== undefined) serveTlsOnly(server, security, clock, limits.firstByteTimeoutMs);
+  if (security?.tls !== undefined) serveTlsOnly(server, security, clock, limits);
   server.maxConnections = limits.connectionsMax;
   const slots = new AddressSlots(limits.connectionsPerAddressMax);
   // Nothing is kept per connection but its slot: every idle watcher is one of these connections. The close listener
@@ -397,12 +404,21 @@ function closeIfSilent(socket: Socket, clock: Clock, timeoutMs: number): void {
  * Makes an HTTPS server answer plaintext HTTP with a plaintext 400 that says to use https (instead of a reset), and
  * report failed handshakes. The TLS server's own connection listener runs only once the first byte shows a handshake.
  */
-function serveTlsOnly(server: Server, { onRejected, track }: HttpSecurity, clock: Clock, firstByteTimeoutMs: number): void {
+function serveTlsOnly(server: Server, { onRejected, track }: HttpSecurity, clock: Clock, limits: HttpLimits): void {
+  const { firstByteTimeoutMs } = limits;
   const tlsListeners = server.listeners('connection') as ((socket: Socket) => void)[];
+  // Counted from the first byte of the handshake to its end: each holds some 52 KB of OpenSSL state (src/limits.ts).
+  const handshakes = new Handshakes(limits.tlsHandshakesMax, limits.tlsHandshakesPerAddressMax);
   server.removeAllListeners('connection');
   server.on('connection', (socket: Socket) => {
     sniffTls(socket, (isTls) => {
       if (isTls) {
+        if (!handshakes.begin(socket)) {
+          // Closed at once, like a connection over the connection caps. Counted; the log's budget bounds its lines.
+          onRejected('handshakes_full', addressKey(socket.remoteAddress), `${handshakes.size} connections are in their TLS handshake (at most ${limits.tlsHandshakesMax}, ${limits.tlsHandshakesPerAddressMax} per host)`);
+          socket.destroy();
+          return;
+        }
         for (const tlsListener of tlsListeners) tlsListener.call(server, socket);
         return;
       }
@@ -419,6 +435,7 @@ function serveTlsOnly(server: Server, { onRejected, track }: HttpSecurity, clock
   // counts decrypted bytes, so this is the plain port's rule one layer up. A watch upgrade has sent its request by
   // then, so an open watch is never cut; neither is a keep-alive connection, whose idle time node:http bounds.
   server.on('secureConnection', (socket: TLSSocket) => {
+    handshakes.done(socket);
     closeIfSilent(socket, clock, firstByteTimeoutMs);
     track?.(socket);
   });
