@@ -14,6 +14,11 @@ import { AddressSlots, hostSlotKey, remoteLabel } from './address-slots.js';
 export class Handshakes {
   private readonly sockets = new Map<string, { readonly socket: Socket; readonly host: string }>();
   private readonly hosts: AddressSlots;
+  /**
+   * One close listener for every counted socket, taken off once its handshake is done: an idle watcher's connection
+   * keeps nothing of this (node caches the peer's address and port, so they are known at the close).
+   */
+  private readonly closed: (this: Socket) => void;
 
   constructor(
     readonly max: number,
@@ -21,6 +26,10 @@ export class Handshakes {
   ) {
     assert.ok(Number.isSafeInteger(max) && max > 0 && perHostMax <= max);
     this.hosts = new AddressSlots(perHostMax);
+    const end = (socket: Socket): void => this.end(remoteLabel(socket), socket);
+    this.closed = function (this: Socket) {
+      end(this);
+    };
   }
 
   get size(): number {
@@ -38,7 +47,7 @@ export class Handshakes {
     if (!this.hosts.tryAcquire(host)) return false;
     const peer = remoteLabel(socket);
     this.sockets.set(peer, { socket, host });
-    socket.once('close', () => this.end(peer, socket));
+    socket.once('close', this.closed);
     return true;
   }
 
@@ -64,5 +73,6 @@ export class Handshakes {
     if (held?.socket !== socket) return;
     this.sockets.delete(peer);
     this.hosts.release(held.host);
+    socket.off('close', this.closed);
   }
 }
