@@ -120,7 +120,12 @@ describe('hostile input - TLS handshakes that never finish', () => {
       assert.ok(attack.extraFiles <= cap + REPLICATION_LIMITS.closingSocketsMax, `${what}: the node held ${attack.extraFiles} more descriptors; at most ${cap} handshakes and ${REPLICATION_LIMITS.closingSocketsMax} closing`);
       for (const socket of attack.sockets) socket.destroy();
     }
-    // The stalled peers gone, a replica's handshake goes through at once: the slots they held are free again.
+    // One host holds at most handshakingSocketsPerAddressMax: while its stalled peers are still open, a replica on
+    // another host gets through its handshake (before, one host could take all 32 and keep every replica out).
+    const perHost = REPLICATION_LIMITS.handshakingSocketsPerAddressMax;
+    const oneHost = await stalledHandshakes(pid, node.replication, hello.subarray(0, 50), 100, () => '127.0.0.9');
+    sockets.push(...oneHost.sockets);
+    assert.ok(oneHost.open <= perHost, `one host: ${oneHost.open} of 100 peers held open in their handshake; at most ${perHost}`);
     const { host, port } = hostPort(node.replication);
     await new Promise<void>((resolve, reject) => {
       const replica = tls.connect({ host, port, ...clientTls(certificates.node) }, () => {
@@ -129,6 +134,7 @@ describe('hostile input - TLS handshakes that never finish', () => {
       });
       replica.once('error', reject);
     });
+    for (const socket of oneHost.sockets) socket.destroy();
   });
 
   test('HTTPS port: peers that send part of a ClientHello and stop hold at most tlsHandshakesPerAddressMax per host and tlsHandshakesMax in all', async () => {

@@ -96,6 +96,11 @@ export interface ReplicationLimits {
    * counts them: 300 peers connecting together held 233 descriptors in that stage.
    */
   readonly handshakingSocketsMax: number;
+  /**
+   * ... and of those, from one remote host (an IPv4 address or an IPv6 /64): with the whole cap to itself, one host
+   * that connects and stays silent (or sends part of a ClientHello) every 10 s kept every replica from joining.
+   */
+  readonly handshakingSocketsPerAddressMax: number;
   /** An ENTRIES frame is filled up to this many record bytes (but always carries at least one entry). */
   readonly entriesFrameBytesTarget: number;
   /** ... and at most this many entries. */
@@ -197,6 +202,7 @@ export const REPLICATION_LIMITS: ReplicationLimits = Object.freeze({
   childrenPerAddressMax: 64,
   closingSocketsMax: 64,
   handshakingSocketsMax: 32,
+  handshakingSocketsPerAddressMax: 8,
   entriesFrameBytesTarget: 1 * MiB,
   entriesFrameEntriesMax: 1024,
   snapshotChunkBytesTarget: 1 * MiB,
@@ -243,6 +249,7 @@ export const REPLICATION_LIMITS_TEST: ReplicationLimits = Object.freeze({
   childrenPerAddressMax: 4,
   closingSocketsMax: 8,
   handshakingSocketsMax: 32,
+  handshakingSocketsPerAddressMax: 8,
   entriesFrameBytesTarget: 2 * KiB,
   entriesFrameEntriesMax: 16,
   snapshotChunkBytesTarget: 1 * KiB,
@@ -285,6 +292,7 @@ export function validateReplicationLimits(limits: ReplicationLimits): Replicatio
   assert.ok(limits.childFrameBytesMax <= limits.frameBytesMax);
   // One address holds at most a share of the default child slots, so replicas elsewhere still find room.
   assert.ok(limits.childrenPerAddressMax * 4 <= REPLICATION_CHILDREN_MAX_DEFAULT, 'one address must not hold the child slots');
+  assert.ok(limits.handshakingSocketsPerAddressMax * 4 <= limits.handshakingSocketsMax, 'one address must not hold the handshake slots');
   assert.ok(limits.snapshotChunkBytesTarget <= limits.frameBytesMax - FRAME_HEADER_BYTES - 4);
   // Proofs are a few signatures per snapshot, not one per chunk.
   assert.ok(limits.snapshotProofBytes >= 2 * limits.snapshotChunkBytesTarget);

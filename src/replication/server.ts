@@ -90,7 +90,7 @@ export class ReplicationServer {
     this.options = options;
     this.limits = options.limits ?? REPLICATION_LIMITS;
     this.addressSlots = new AddressSlots(this.limits.childrenPerAddressMax);
-    this.handshaking = new Handshakes(this.limits.handshakingSocketsMax);
+    this.handshaking = new Handshakes(this.limits.handshakingSocketsMax, this.limits.handshakingSocketsPerAddressMax);
     if (options.tls === undefined) {
       this.tlsServer = undefined;
       this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
@@ -121,7 +121,7 @@ export class ReplicationServer {
   private handshake(socket: net.Socket, tlsServer: tls.Server): void {
     if (!this.handshaking.begin(socket)) {
       // Counted, not logged: a flood would fill the log.
-      this.tlsRejected('handshakes_full', socket, `${this.handshaking.size} connections are already in their handshake`);
+      this.tlsRejected('handshakes_full', socket, `${this.handshaking.size} connections are already in their handshake (at most ${this.limits.handshakingSocketsMax}, ${this.limits.handshakingSocketsPerAddressMax} per host)`);
       socket.destroy();
       return;
     }
