@@ -99,6 +99,14 @@ export const JSON_BODY_BYTES_MAX = txnBodyBytesFor(ENTRY_BYTES_MAX);
  * (two of the largest). A body that would go beyond it is refused with 503 BODY_BUDGET_EXCEEDED and Retry-After.
  */
 export const BODY_BYTES_IN_FLIGHT_MAX = 2 * JSON_BODY_BYTES_MAX;
+/**
+ * Request bodies one remote host (an IPv4 address, an IPv6 /64) holds at once, over its connections: one of the largest,
+ * half the node's budget, so that one host cannot refuse everyone else's writes (record 81). Before, two connections
+ * that declared the largest transaction body and sent one byte of it held the whole budget for the request timeout
+ * (60 s, then again), and every PUT from elsewhere was refused 503 (audit, 2026-12-07). Past it, 503
+ * BODY_BUDGET_EXCEEDED with `reason: ADDRESS_SHARE_FULL`.
+ */
+export const BODY_BYTES_IN_FLIGHT_PER_ADDRESS_MAX = JSON_BODY_BYTES_MAX;
 
 /**
  * Large answers (a value or a range page over a send slice) a node holds at once while their clients take them, over
@@ -106,6 +114,13 @@ export const BODY_BYTES_IN_FLIGHT_MAX = 2 * JSON_BODY_BYTES_MAX;
  * largest values a node can be allowed.
  */
 export const ANSWER_BYTES_HELD_MAX = 4 * VALUE_BYTES_CEILING;
+/**
+ * Large answers held for one remote host's connections at once: a quarter of the node's budget, the largest value a
+ * node can be allowed, so that one host's connections that read nothing cannot take it whole (record 81). Before,
+ * 250 connections of one address asking for an 8 MiB value held all 64 MiB, and every large GET from elsewhere was
+ * refused 503 (audit, 2026-12-07). Past it, 503 OVERLOADED with `reason: ADDRESS_SHARE_FULL`.
+ */
+export const ANSWER_BYTES_HELD_PER_ADDRESS_MAX = VALUE_BYTES_CEILING;
 
 /** Log retention defaults: whichever limit is reached first trims the oldest entries. */
 /**
@@ -204,6 +219,9 @@ assert.ok(KEY_BYTES_MAX < LMDB_KEY_BYTES_MAX, 'keys must fit LMDB');
 // need the rest of the table, or a node sending its most snapshots would fail its reads (MDB_READERS_FULL).
 assert.ok(SNAPSHOT_READERS_MAX * LMDB_READERS_PER_SNAPSHOT_READER <= LMDB_READERS_MAX, 'snapshot readers leave most of the LMDB reader table to short reads');
 assert.ok(VALUE_BYTES_MAX_DEFAULT <= VALUE_BYTES_CEILING);
+// One host holds at most half of a budget over all connections, and may still send (or be sent) the largest body or value.
+assert.ok(2 * BODY_BYTES_IN_FLIGHT_PER_ADDRESS_MAX <= BODY_BYTES_IN_FLIGHT_MAX && JSON_BODY_BYTES_MAX <= BODY_BYTES_IN_FLIGHT_PER_ADDRESS_MAX, "a host's share of request bodies");
+assert.ok(2 * ANSWER_BYTES_HELD_PER_ADDRESS_MAX <= ANSWER_BYTES_HELD_MAX && VALUE_BYTES_CEILING <= ANSWER_BYTES_HELD_PER_ADDRESS_MAX, "a host's share of large answers");
 // A transaction's ops must fit in one entry, however the batch is filled.
 assert.ok(TXN_OPS_MAX <= ENTRY_OPS_MAX);
 // A range delete may hold the event loop of every node no longer than an entry of single deletes does (record 41).

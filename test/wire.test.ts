@@ -248,7 +248,7 @@ describe('wire: multiplexing', () => {
  */
 async function startBudgetNode(name: string): Promise<{ node: MercuryNode; budget: number; reserved: () => number; reservedBecomes: (bytes: number) => Promise<void> }> {
   const budget = NODE_LIMITS_TEST.http.jsonBodyBytesMax;
-  const limits = validateNodeLimits(withLimits(NODE_LIMITS_TEST, { http: { bodyBytesInFlightMax: budget } }));
+  const limits = validateNodeLimits(withLimits(NODE_LIMITS_TEST, { http: { bodyBytesInFlightMax: budget, bodyBytesInFlightPerAddressMax: budget } }));
   const node = await MercuryNode.start(validateConfig({ dataDir: join(dir, name), port: 0 }), { auth: 'off', limits });
   nodes.push(node);
   const reserved = (): number => metric(node, 'mercury_http_body_bytes_in_flight');

@@ -22,6 +22,7 @@ import { txnBodyBytesFor, wireFrameBytesMaxFor } from '../api/index.js';
 import { COMMIT_LIMITS, type CommitLimits } from '../commit/index.js';
 import {
   ANSWER_BYTES_HELD_MAX,
+  ANSWER_BYTES_HELD_PER_ADDRESS_MAX,
   KEY_BYTES_MAX,
   LMDB_MAP_BYTES_DEFAULT,
   LMDB_READERS_MAX,
@@ -146,6 +147,10 @@ export function validateNodeLimits(limits: NodeLimits): NodeLimits {
   assert.ok(Number.isSafeInteger(http.seqWaitersMax) && http.seqWaitersMax > 0, 'at least one minSeq waiter');
   assert.ok(Number.isSafeInteger(http.pipelinedAheadMax) && http.pipelinedAheadMax > 0, 'at least one pipelined request may run ahead of its turn');
   assert.ok(http.jsonBodyBytesMax <= http.bodyBytesInFlightMax, 'the largest JSON body must fit in the in-flight budget, or it is never accepted');
+  // A host's share of a budget over all connections is within it (record 81), and holds the largest body it may send.
+  assert.ok(http.bodyBytesInFlightPerAddressMax <= http.bodyBytesInFlightMax, "a host's share of request bodies within the budget");
+  assert.ok(http.jsonBodyBytesMax <= http.bodyBytesInFlightPerAddressMax, "the largest JSON body must fit in a host's share, or it is never accepted");
+  assert.ok(http.answerBytesHeldPerAddressMax <= http.answerBytesHeldMax, "a host's share of large answers within the budget");
 
   // commit <-> client contract: a transaction of the most ops a client may send must fit in one entry, or a valid
   // request could never be committed (requests are never split across entries).
@@ -158,7 +163,9 @@ export function validateNodeLimits(limits: NodeLimits): NodeLimits {
   // one only lets a client hold memory with a body that can never commit. A raw PUT body is bounded by the value limit,
   // and must fit in the in-flight budget too, as must the largest wire PUT frame, which reserves its whole length.
   assert.ok(http.jsonBodyBytesMax >= txnBodyBytesFor(commit.entryBytesMax), 'the largest transaction an entry holds must fit in a JSON body');
-  assert.ok(wireFrameBytesMaxFor(commit.valueBytesMax) <= http.bodyBytesInFlightMax, 'a PUT of the largest value, over HTTP or the wire port, must fit in the in-flight budget');
+  assert.ok(wireFrameBytesMaxFor(commit.valueBytesMax) <= http.bodyBytesInFlightPerAddressMax, "a PUT of the largest value, over HTTP or the wire port, must fit in a host's share of the in-flight budget");
+  // A host holding nothing else is always sent the largest value over HTTP.
+  assert.ok(commit.valueBytesMax <= http.answerBytesHeldPerAddressMax, "the largest value fits a host's share of large answers");
 
   // commit <-> replication: every entry the root commits must travel down the tree. The protocol refuses records above
   // entryRecordBytesMax, so a larger entry would stop every replica for good.
@@ -238,7 +245,9 @@ export const NODE_LIMITS_TEST: NodeLimits = validateNodeLimits({
     pipelinedAheadMax: 16,
     jsonBodyBytesMax: txnBodyBytesFor(8 * KiB - ENTRY_RECORD_OVERHEAD_BYTES),
     bodyBytesInFlightMax: 4 * txnBodyBytesFor(8 * KiB - ENTRY_RECORD_OVERHEAD_BYTES),
+    bodyBytesInFlightPerAddressMax: 2 * txnBodyBytesFor(8 * KiB - ENTRY_RECORD_OVERHEAD_BYTES),
     answerBytesHeldMax: ANSWER_BYTES_HELD_MAX,
+    answerBytesHeldPerAddressMax: ANSWER_BYTES_HELD_PER_ADDRESS_MAX,
     rangePageBytesMax: 64 * KiB,
     logPageBytesMax: 64 * KiB,
     sendStallMs: 1_000,

@@ -347,7 +347,7 @@ export class MercuryNode {
     };
     const onHttpTlsRejected = onTlsRejected('http');
     // One budget of request bodies for the HTTP API and the wire port's PUTs (src/server/body-budget.ts).
-    const bodyBudget = new BodyBudget(this.limits.http.bodyBytesInFlightMax);
+    const bodyBudget = new BodyBudget(this.limits.http.bodyBytesInFlightMax, this.limits.http.bodyBytesInFlightPerAddressMax);
     this.server = createHttpServer(createApiHandler(api, this.limits.http, bodyBudget), this.limits.http, this.clock, {
       tls: material,
       onRejected: onHttpTlsRejected,

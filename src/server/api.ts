@@ -59,14 +59,25 @@ function answerPreflight(req: IncomingMessage, res: ServerResponse, crossOrigin:
 export function createApiHandler(
   node: NodeApi,
   limits: HttpLimits = HTTP_LIMITS,
-  budget: BodyBudget = new BodyBudget(limits.bodyBytesInFlightMax),
+  budget: BodyBudget = new BodyBudget(limits.bodyBytesInFlightMax, limits.bodyBytesInFlightPerAddressMax),
 ): (req: IncomingMessage, res: ServerResponse) => void {
   const budgetRefusals = node.metrics.counter('mercury_http_body_budget_refusals_total', 'Request bodies refused with BODY_BUDGET_EXCEEDED (HTTP bodies and wire-port PUTs).');
-  budget.onRefused(() => budgetRefusals.inc());
+  const budgetAddressRefusals = node.metrics.counter(
+    'mercury_http_body_address_refusals_total',
+    `Of those, bodies refused because their remote host held its share of the budget (${limits.bodyBytesInFlightPerAddressMax} bytes): one host sending many bodies at once, or slowly.`,
+  );
+  budget.onRefused((byAddress) => {
+    budgetRefusals.inc();
+    if (byAddress) budgetAddressRefusals.inc();
+  });
   node.metrics.gauge('mercury_http_body_bytes_in_flight', 'Request body bytes reserved by requests not yet answered (HTTP bodies and wire-port PUTs).', () => budget.bytesInFlight);
-  const answers = new AnswerBudget(limits.answerBytesHeldMax, SEND_SLICE_BYTES);
+  const answers = new AnswerBudget(limits.answerBytesHeldMax, SEND_SLICE_BYTES, limits.answerBytesHeldPerAddressMax);
   const answerRefusals = node.metrics.counter('mercury_http_answer_budget_refusals_total', 'Large answers refused OVERLOADED because the node held its budget of answers not yet taken by their clients.');
-  answers.onRefused(() => answerRefusals.inc());
+  const answerAddressRefusals = node.metrics.counter(
+    'mercury_http_answer_address_refusals_total',
+    `Large answers refused OVERLOADED because their remote host's connections held its share of that budget (${limits.answerBytesHeldPerAddressMax} bytes) untaken.`,
+  );
+  answers.onRefused((byAddress) => (byAddress ? answerAddressRefusals : answerRefusals).inc());
   node.metrics.gauge('mercury_http_answer_bytes_held', `Bytes of large answers (values and range pages over ${SEND_SLICE_BYTES} bytes) held until their clients take them; at most ${limits.answerBytesHeldMax}.`, () => answers.bytesHeld);
   const requests = node.metrics.counter('mercury_http_requests_total', 'HTTP requests by route, method and status.');
   const seconds = node.metrics.histogram('mercury_http_request_seconds', 'HTTP request duration.', SECONDS_BUCKETS);

@@ -12,6 +12,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { PaceWindow, type Clock } from '../clock/index.js';
 import { JsonValidator, MIN_SEQ_WAIT_MS_DEFAULT, MIN_SEQ_WAIT_MS_MAX, parseValidatedJson, type JsonLimits } from '../api/index.js';
 import { MercuryError, isMercuryError, type ErrorCode } from '../errors/index.js';
+import { hostSlotKey } from '../net/index.js';
 import { readersFull } from '../store/index.js';
 import type { Principal } from '../auth/index.js';
 import { assertAdmitted, principalNow, principalOf } from './auth.js';
@@ -337,9 +338,10 @@ export function readBody(req: IncomingMessage, res: ServerResponse, budget: Body
   const declared = declaredHeader === undefined ? undefined : Number(declaredHeader);
   if (declared !== undefined && declared > bytesMax) return Promise.reject(tooLarge(declared));
   let reserved = 0;
+  const address = hostSlotKey(req.socket.remoteAddress);
   const reserve = (bytes: number): boolean => {
-    if (!budget.tryReserve(bytes)) return false;
-    if (reserved === 0) res.once('close', () => budget.release(reserved));
+    if (!budget.tryReserve(bytes, address)) return false;
+    if (reserved === 0) res.once('close', () => budget.release(reserved, address));
     reserved += bytes;
     return true;
   };
@@ -347,7 +349,7 @@ export function readBody(req: IncomingMessage, res: ServerResponse, budget: Body
     // Refused before a byte is kept; dropped as it arrives, so that the answer reaches a client that sends anyway.
     discarding.add(req);
     req.resume();
-    return Promise.reject(budget.refusal(declared));
+    return Promise.reject(budget.refusal(declared, address));
   }
   return new Promise((resolve, reject) => {
     const body = new BodyBytes(declared);
@@ -375,7 +377,7 @@ export function readBody(req: IncomingMessage, res: ServerResponse, budget: Body
     function onData(chunk: Buffer): void {
       const total = body.bytes + chunk.length;
       if (total > bytesMax) return fail(tooLarge(total));
-      if (total > reserved && !reserve(total - reserved)) return fail(budget.refusal(total - reserved));
+      if (total > reserved && !reserve(total - reserved)) return fail(budget.refusal(total - reserved, address));
       try {
         onChunk?.(chunk);
       } catch (error) {

@@ -11,7 +11,9 @@ import { systemClock, type Clock } from '../clock/index.js';
 import { AddressSlots, Handshakes, TLS_HANDSHAKE_BYTE, addressKey, hostSlotKey, peerCertificate, serverTlsOptions, sniffTls, tlsFailureMessage, tlsFailureReason, type TlsMaterial } from '../net/index.js';
 import {
   ANSWER_BYTES_HELD_MAX,
+  ANSWER_BYTES_HELD_PER_ADDRESS_MAX,
   BODY_BYTES_IN_FLIGHT_MAX,
+  BODY_BYTES_IN_FLIGHT_PER_ADDRESS_MAX,
   FORWARDED_WRITES_MAX,
   SEQ_WAITERS_MAX,
   HTTP_CONNECTIONS_MAX,
@@ -78,11 +80,15 @@ export interface HttpLimits {
    * beyond it is refused with 503 BODY_BUDGET_EXCEEDED and Retry-After (docs/decisions.md, record 26).
    */
   readonly bodyBytesInFlightMax: number;
+  /** Request bodies one remote host holds at once, of `bodyBytesInFlightMax` (src/limits.ts, record 81). */
+  readonly bodyBytesInFlightPerAddressMax: number;
   /**
    * Large answers (a value or a range page over a send slice) held at once over all connections while their clients
    * take them: past it such an answer is refused 503 OVERLOADED (src/server/answer-budget.ts).
    */
   readonly answerBytesHeldMax: number;
+  /** Large answers held for one remote host's connections at once, of `answerBytesHeldMax` (record 81). */
+  readonly answerBytesHeldPerAddressMax: number;
   /** Byte budgets of one range page (keys and values) and one `/v1/log` page (entry records); at least one item each. */
   readonly rangePageBytesMax: number;
   readonly logPageBytesMax: number;
@@ -117,7 +123,9 @@ export const HTTP_LIMITS: HttpLimits = Object.freeze({
   pipelinedAheadMax: HTTP_PIPELINED_AHEAD_MAX,
   jsonBodyBytesMax: JSON_BODY_BYTES_MAX,
   bodyBytesInFlightMax: BODY_BYTES_IN_FLIGHT_MAX,
+  bodyBytesInFlightPerAddressMax: BODY_BYTES_IN_FLIGHT_PER_ADDRESS_MAX,
   answerBytesHeldMax: ANSWER_BYTES_HELD_MAX,
+  answerBytesHeldPerAddressMax: ANSWER_BYTES_HELD_PER_ADDRESS_MAX,
   rangePageBytesMax: RANGE_PAGE_BYTES_MAX,
   logPageBytesMax: LOG_PAGE_BYTES_MAX,
   sendStallMs: HTTP_SEND_STALL_MS,

@@ -31,6 +31,7 @@ import { isUtf8 } from 'node:buffer';
 import type { Duplex } from 'node:stream';
 import type { Clock, TimerHandle } from '../clock/index.js';
 import { growBuffer } from '../api/grow.js';
+import { hostSlotKey } from '../net/index.js';
 import { controlFrame, fragmentFrame, Opcode, textFrame } from './frame.js';
 
 /** RFC 6455 section 1.3: appended to the client's key, hashed with SHA-1, answered in base64. */
@@ -68,9 +69,9 @@ export const ProtocolCloseCode = {
 export interface HeldBytesBudget {
   readonly bytesMax: number;
   readonly bytesInFlight: number;
-  /** Reserves `bytes` if they fit; false (and nothing reserved) if they do not. */
-  tryReserve(bytes: number): boolean;
-  release(bytes: number): void;
+  /** Reserves `bytes` for the remote host `address` if they fit its share and the budget; false (nothing reserved) if not. */
+  tryReserve(bytes: number, address: string): boolean;
+  release(bytes: number, address: string): void;
 }
 
 /** Why an upgrade request is not a WebSocket handshake this end accepts. */
@@ -230,11 +231,15 @@ export class ServerWebSocket {
   /** Bytes of `partial` and `fragments` reserved in the owner's `heldBudget`. */
   private reservedBytes = 0;
   private closeTimer: TimerHandle | undefined = undefined;
+  /** The remote host its reservations count under (`hostSlotKey`, record 81). */
+  private readonly address: string;
 
   constructor(
     readonly owner: ServerWebSocketOwner,
     readonly socket: Duplex,
-  ) {}
+  ) {
+    this.address = hostSlotKey((socket as Partial<Socket>).remoteAddress);
+  }
 
   /**
    * Starts serving on `socket` once the 101 answer is written: `head` is what the client sent after its request.
@@ -315,7 +320,7 @@ export class ServerWebSocket {
     this.incompleteSinceMs = undefined;
     this.deadlineTimer?.cancel();
     this.deadlineTimer = undefined;
-    this.owner.heldBudget?.release(this.reservedBytes);
+    this.owner.heldBudget?.release(this.reservedBytes, this.address);
     this.reservedBytes = 0;
   }
 
@@ -328,11 +333,11 @@ export class ServerWebSocket {
     const budget = this.owner.heldBudget;
     if (budget === undefined) return;
     const held = (this.partial?.length ?? 0) + (this.fragments?.length ?? 0);
-    if (held < this.reservedBytes) budget.release(this.reservedBytes - held);
-    else if (held > this.reservedBytes && !budget.tryReserve(held - this.reservedBytes))
+    if (held < this.reservedBytes) budget.release(this.reservedBytes - held, this.address);
+    else if (held > this.reservedBytes && !budget.tryReserve(held - this.reservedBytes, this.address))
       return this.fail(
         ProtocolCloseCode.TRY_AGAIN_LATER,
-        `the node holds ${budget.bytesInFlight} bytes of incomplete messages and request bodies, its most; send each message whole, and reconnect later`,
+        `the node holds ${budget.bytesInFlight} bytes of incomplete messages and request bodies, or your address (${this.address}) its share of them; send each message whole, and reconnect later`,
       );
     this.reservedBytes = held;
   }

@@ -70,6 +70,10 @@ export interface ConnectionContext {
   readonly counts: WireCounts;
   /** Answer bytes every connection of the port holds together (each one's `outputBytes`). */
   readonly portOutputBytes: () => number;
+  /** The remote host this connection counts under (`hostSlotKey`), for its shares of the node's budgets. */
+  readonly address: string;
+  /** Answer bytes the connections of this connection's host hold together (record 81). */
+  readonly addressOutputBytes: () => number;
   readonly onClosed: (connection: WireConnection) => void;
 }
 
@@ -219,22 +223,31 @@ export class WireConnection {
     return this.inFlight >= this.context.limits.inFlightPerConnectionMax || this.outputFull() || this.readsWoken.length > 0;
   }
 
-  /** Past its own output bound, or past its share of the port's while the port is past its budget. */
+  /** Past its own output bound, or past its share of the port's while the port or its host is past its budget. */
   private outputFull(): boolean {
     return this.outputBytes > this.context.limits.outputBytesMax || this.portOutputFull(0);
   }
 
   /**
-   * Whether `bytes` more of answers would take this connection past its share of the port's output budget and the port
-   * past the budget. The port's total is summed only past the share: a client that takes its answers never pays it. An
-   * answer larger than the budget (a node whose --max-value-bytes is near it) still goes out alone, when the port holds
-   * nothing else.
+   * Whether `bytes` more of answers would take this connection past its share of the port's output budget, and the
+   * port past the budget or this connection's host past its part of it (`outputBytesPerAddressMax`, record 81: one
+   * host's connections that read nothing would otherwise take the budget whole, and every other client's large reads
+   * be refused). The sums are taken only past the share: a client that takes its answers never pays them. An answer
+   * larger than the budget (a node whose --max-value-bytes is near it) still goes out alone, when the port (or the
+   * host) holds nothing else.
    */
   private portOutputFull(bytes: number): boolean {
+    return this.outputFullBy(bytes) !== undefined;
+  }
+
+  /** What `portOutputFull` found full: the port's budget, the host's part of it, or nothing (undefined). */
+  private outputFullBy(bytes: number): 'port' | 'address' | undefined {
     const { limits } = this.context;
-    if (this.outputBytes + bytes <= wireOutputShareBytes(limits)) return false;
+    if (this.outputBytes + bytes <= wireOutputShareBytes(limits)) return undefined;
     const portBytes = this.context.portOutputBytes();
-    return portBytes > 0 && portBytes + bytes > limits.outputBytesTotalMax;
+    if (portBytes > 0 && portBytes + bytes > limits.outputBytesTotalMax) return 'port';
+    const addressBytes = this.context.addressOutputBytes();
+    return addressBytes > 0 && addressBytes + bytes > limits.outputBytesPerAddressMax ? 'address' : undefined;
   }
 
   private oversized(frame: OversizedFrame): void {
@@ -266,7 +279,7 @@ export class WireConnection {
       if (frame.type !== WireFrameType.PUT) throw smallFrameTooLarge(frame);
       requireSomeWriteScope(this.currentPrincipal(), 'put a key');
       const budget = this.context.node.bodyBudget;
-      if (!budget.tryReserve(frame.length)) throw budget.refusal(frame.length);
+      if (!budget.tryReserve(frame.length, this.context.address)) throw budget.refusal(frame.length, this.context.address);
       this.frameReservedBytes = frame.length;
     } catch (error) {
       this.reader.drop();
@@ -287,7 +300,7 @@ export class WireConnection {
 
   private releaseFrameReservation(): void {
     if (this.frameReservedBytes === 0) return;
-    this.context.node.bodyBudget.release(this.frameReservedBytes);
+    this.context.node.bodyBudget.release(this.frameReservedBytes, this.context.address);
     this.frameReservedBytes = 0;
   }
 
@@ -299,7 +312,7 @@ export class WireConnection {
     try {
       request = decodeRequest(frame);
     } catch (error) {
-      this.context.node.bodyBudget.release(reservedBytes);
+      this.context.node.bodyBudget.release(reservedBytes, this.context.address);
       this.fail(error);
       return;
     }
@@ -444,7 +457,13 @@ export class WireConnection {
   }
 
   private portOutputFullError(): MercuryError {
-    const { outputBytesTotalMax } = this.context.limits;
+    const { outputBytesTotalMax, outputBytesPerAddressMax } = this.context.limits;
+    if (this.outputFullBy(0) === 'address')
+      return new MercuryError(
+        'OVERLOADED',
+        `the wire connections of your address (${this.context.address}) hold ${this.context.addressOutputBytes()} bytes of answers not read yet, and one address may hold at most ${outputBytesPerAddressMax}: read the answers on your other connections, then retry`,
+        { details: { reason: 'ADDRESS_SHARE_FULL', limit: outputBytesPerAddressMax } },
+      );
     return new MercuryError(
       'OVERLOADED',
       `the wire port holds ${this.context.portOutputBytes()} bytes of answers its clients have not read and queues at most ${outputBytesTotalMax}; retry later`,
@@ -486,14 +505,14 @@ export class WireConnection {
       const principal = this.currentPrincipal();
       requireKeyWrite(principal, key, ifModSeq !== undefined);
       if (heldBytes === 0) {
-        if (!node.bodyBudget.tryReserve(frameBytes)) throw node.bodyBudget.refusal(frameBytes);
+        if (!node.bodyBudget.tryReserve(frameBytes, this.context.address)) throw node.bodyBudget.refusal(frameBytes, this.context.address);
         heldBytes = frameBytes;
       }
       const result = await node.write(putRequest(key, value, ifModSeq), this.caller(principal));
       if (!result.succeeded) throw compareFailed(node.store, key, ifModSeq!, result.seq);
       return encodeWritten(id, result.seq, false);
     } finally {
-      node.bodyBudget.release(heldBytes);
+      node.bodyBudget.release(heldBytes, this.context.address);
     }
   }
 

@@ -40,6 +40,14 @@ export interface WireLimits {
    * 1 GiB for 124 KB sent (audit, 2026-12-07; docs/decisions.md, record 75).
    */
   readonly outputBytesTotalMax: number;
+  /**
+   * Answer bytes the connections of one remote host (an IPv4 address, an IPv6 /64) may hold together beyond which
+   * those past their share hold no more, as past `outputBytesTotalMax` (record 81): a quarter of the port's budget, as
+   * a host has a quarter of its connections. Without it, one address's 32 connections that pipelined GETs of a 1 MiB
+   * value and read nothing held the port's whole budget, and every other client's GET of a 1 MiB value was refused
+   * OVERLOADED (audit, 2026-12-07).
+   */
+  readonly outputBytesPerAddressMax: number;
   /** Checks of the timeouts above run this often. */
   readonly sweepIntervalMs: number;
 }
@@ -53,6 +61,7 @@ export const WIRE_LIMITS: WireLimits = Object.freeze({
   inFlightPerConnectionMax: 1_024,
   outputBytesMax: 8 * MiB,
   outputBytesTotalMax: 64 * MiB,
+  outputBytesPerAddressMax: 16 * MiB,
   sweepIntervalMs: 1_000,
 });
 
@@ -65,6 +74,7 @@ export const WIRE_LIMITS_TEST: WireLimits = Object.freeze({
   inFlightPerConnectionMax: 16,
   outputBytesMax: 64 * 1024,
   outputBytesTotalMax: 4 * MiB,
+  outputBytesPerAddressMax: 1 * MiB,
   sweepIntervalMs: 50,
 });
 
@@ -80,7 +90,8 @@ export function validateWireLimits(limits: WireLimits): void {
   for (const [name, value] of Object.entries(limits)) assert.ok(Number.isSafeInteger(value) && (value as number) > 0, `wire limit ${name} must be a positive integer`);
   assert.ok(limits.connectionsPerAddressMax <= limits.connectionsMax, 'a per-address cap within the total');
   // One connection that reads slowly may still fill its own bound while the others are idle.
-  assert.ok(limits.outputBytesMax <= limits.outputBytesTotalMax, "a connection's output bound fits the port's");
+  assert.ok(limits.outputBytesMax <= limits.outputBytesPerAddressMax, "a connection's output bound fits its host's part of the port's");
+  assert.ok(limits.outputBytesPerAddressMax <= limits.outputBytesTotalMax, "a host's part of the output budget fits the port's");
   // A share holds a good many small answers and ERRORs, whatever the others hold: reads of small values are always
   // served. And a connection past its share has more queued than a socket's high-water mark (16 KiB): a 'drain' comes
   // to read the reads that wait for room.

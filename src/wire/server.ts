@@ -35,6 +35,8 @@ export class WireServer {
   private readonly server: Server;
   private readonly tlsServer: TlsServer | undefined;
   private readonly connections = new Set<WireConnection>();
+  /** The connections of each remote host (`hostSlotKey`), for its part of the output budget (record 81): at most 32 each. */
+  private readonly byAddress = new Map<string, Set<WireConnection>>();
   private readonly slots: AddressSlots;
   private readonly counts: WireCounts = { requests: 0, errors: 0, connectionErrors: 0 };
   private sweepTimer: TimerHandle | undefined;
@@ -58,6 +60,11 @@ export class WireServer {
     metrics.gauge('mercury_wire_requests', 'Requests (GET, PUT, DELETE) read on the wire port (a counter).', () => this.counts.requests);
     metrics.gauge('mercury_wire_request_errors', 'Requests on the wire port answered with an ERROR (a counter).', () => this.counts.errors);
     metrics.gauge('mercury_wire_output_bytes', `Answer bytes held for wire clients that have not read them yet (queued, and in socket buffers); at most ${limits.outputBytesTotalMax} beyond each connection's share.`, () => this.outputBytes());
+    metrics.gauge(
+      'mercury_wire_output_address_bytes_max',
+      `Answer bytes held for the wire clients of the one remote host that holds the most; past ${limits.outputBytesPerAddressMax}, its connections beyond their share are sent nothing more until they read.`,
+      () => this.outputBytesOfBusiestAddress(),
+    );
     metrics.gauge('mercury_wire_connection_errors', 'Wire connections closed for a protocol error, a timeout or a revoked token (a counter).', () => this.counts.connectionErrors);
   }
 
@@ -66,6 +73,20 @@ export class WireServer {
     let bytes = 0;
     for (const connection of this.connections) bytes += connection.outputBytes;
     return bytes;
+  }
+
+  /** Answer bytes held for the connections of `address` (at most connectionsPerAddressMax of them). */
+  private addressOutputBytes(address: string): number {
+    let bytes = 0;
+    for (const connection of this.byAddress.get(address) ?? []) bytes += connection.outputBytes;
+    return bytes;
+  }
+
+  /** For the gauge, at a scrape: every connection once. */
+  private outputBytesOfBusiestAddress(): number {
+    let most = 0;
+    for (const address of this.byAddress.keys()) most = Math.max(most, this.addressOutputBytes(address));
+    return most;
   }
 
   async listen(host: string, port: number): Promise<void> {
@@ -192,6 +213,7 @@ export class WireServer {
   private serve(socket: Socket): void {
     // A TLS handshake that finishes after close() began: not served (close has already told the others to go).
     if (this.closing) return void socket.destroy();
+    const address = hostSlotKey(socket.remoteAddress);
     const connection = new WireConnection(socket, {
       node: this.options.node,
       limits: this.options.limits,
@@ -199,12 +221,20 @@ export class WireServer {
       nowMs: () => this.options.clock.monotonicMs(),
       counts: this.counts,
       portOutputBytes: () => this.outputBytes(),
+      address,
+      addressOutputBytes: () => this.addressOutputBytes(address),
       onClosed: (closed) => {
         this.connections.delete(closed);
+        const ofAddress = this.byAddress.get(address);
+        ofAddress?.delete(closed);
+        if (ofAddress?.size === 0) this.byAddress.delete(address);
         if (this.connections.size === 0) this.stopSweeping();
       },
     });
     this.connections.add(connection);
+    const ofAddress = this.byAddress.get(address) ?? new Set<WireConnection>();
+    ofAddress.add(connection);
+    this.byAddress.set(address, ofAddress);
     // The sweep runs only while there are connections to sweep: a node nobody uses the wire port of is not woken by it.
     this.sweepTimer ??= this.options.clock.setInterval(() => this.sweep(), this.options.limits.sweepIntervalMs);
   }

@@ -184,12 +184,13 @@ export async function steadyValue(read: () => number, what: string, ready: (valu
 
 /**
  * Opens `connections` connections to `baseUrl` that each write `text` (pipelined requests) as fast as the node takes
- * it and read nothing: a node that stops reading leaves the rest in their sockets' buffers.
+ * it and read nothing: a node that stops reading leaves the rest in their sockets' buffers. From `localAddress` when
+ * given (127.0.0.2: one remote host, the test's other clients another).
  */
-export function unreadPipelines(baseUrl: string, text: string, connections: number): net.Socket[] {
+export function unreadPipelines(baseUrl: string, text: string, connections: number, localAddress?: string): net.Socket[] {
   const { hostname, port } = new URL(baseUrl);
   return Array.from({ length: connections }, () => {
-    const socket = net.connect(Number(port), hostname);
+    const socket = net.connect({ port: Number(port), host: hostname, ...(localAddress === undefined ? {} : { localAddress }) });
     socket.on('error', () => {});
     socket.pause();
     socket.write(text);

@@ -23,6 +23,8 @@ export interface RequestOptions {
   readonly agent?: Agent;
   /** Fail (instead of hanging the test) when the whole exchange takes longer than this. */
   readonly timeoutMs?: number;
+  /** Connect from this address (127.0.0.3: another remote host than the test's other clients). */
+  readonly localAddress?: string;
 }
 
 /** One request on a fresh connection (no keep-alive), so a test never depends on a socket left by another. */
@@ -34,7 +36,7 @@ export function request(baseUrl: string, method: string, path: string, options: 
   if (options.body !== undefined && !framed) headers['content-length'] = Buffer.byteLength(options.body);
   return new Promise((resolve, reject) => {
     const req = httpRequest(
-      { host: url.hostname, port: url.port, method, path, headers, agent: options.agent ?? false },
+      { host: url.hostname, port: url.port, method, path, headers, agent: options.agent ?? false, localAddress: options.localAddress },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (chunk: Buffer) => chunks.push(chunk));

@@ -31,10 +31,13 @@ export class RawWire {
     void this.closed.then(() => this.waiter?.());
   }
 
-  /** Connects to "host:port" (or a mercury+tcp:// URL), or over TLS with `tls` (CA, client certificate; a mercury+tls:// URL). */
-  static async open(address: string, tls?: ConnectionOptions): Promise<RawWire> {
+  /**
+   * Connects to "host:port" (or a mercury+tcp:// URL), or over TLS with `tls` (CA, client certificate; a mercury+tls://
+   * URL); from `localAddress` when given (127.0.0.2: another remote host than the test's other clients).
+   */
+  static async open(address: string, tls?: ConnectionOptions, localAddress?: string): Promise<RawWire> {
     const { hostname, port } = new URL(address.includes('://') ? address : `mercury+tcp://${address}`);
-    const target = { host: hostname.replace(/^\[|\]$/g, ''), port: Number(port) };
+    const target = { host: hostname.replace(/^\[|\]$/g, ''), port: Number(port), ...(localAddress === undefined ? {} : { localAddress }) };
     const socket = tls === undefined ? connect(target) : connectTls({ ...tls, ...target });
     await new Promise<void>((resolve, reject) => {
       socket.once(tls === undefined ? 'connect' : 'secureConnect', () => resolve());
@@ -43,9 +46,9 @@ export class RawWire {
     return new RawWire(socket);
   }
 
-  /** Opens (over TLS with `tls`) and says HELLO (with `token`), and waits for READY. */
-  static async ready(address: string, token?: string, tls?: ConnectionOptions): Promise<RawWire> {
-    const wire = await RawWire.open(address, tls);
+  /** Opens (over TLS with `tls`, from `localAddress`) and says HELLO (with `token`), and waits for READY. */
+  static async ready(address: string, token?: string, tls?: ConnectionOptions, localAddress?: string): Promise<RawWire> {
+    const wire = await RawWire.open(address, tls, localAddress);
     wire.send(encodeHello(token));
     const answer = await wire.next();
     if (answer?.type !== 0x81) throw new Error(`expected READY, got ${JSON.stringify(answer)}`);
