@@ -237,17 +237,12 @@ export class WireConnection {
    * host) holds nothing else.
    */
   private portOutputFull(bytes: number): boolean {
-    return this.outputFullBy(bytes) !== undefined;
-  }
-
-  /** What `portOutputFull` found full: the port's budget, the host's part of it, or nothing (undefined). */
-  private outputFullBy(bytes: number): 'port' | 'address' | undefined {
     const { limits } = this.context;
-    if (this.outputBytes + bytes <= wireOutputShareBytes(limits)) return undefined;
+    if (this.outputBytes + bytes <= wireOutputShareBytes(limits)) return false;
     const portBytes = this.context.portOutputBytes();
-    if (portBytes > 0 && portBytes + bytes > limits.outputBytesTotalMax) return 'port';
+    if (portBytes > 0 && portBytes + bytes > limits.outputBytesTotalMax) return true;
     const addressBytes = this.context.addressOutputBytes();
-    return addressBytes > 0 && addressBytes + bytes > limits.outputBytesPerAddressMax ? 'address' : undefined;
+    return addressBytes > 0 && addressBytes + bytes > limits.outputBytesPerAddressMax;
   }
 
   private oversized(frame: OversizedFrame): void {
@@ -458,7 +453,8 @@ export class WireConnection {
 
   private portOutputFullError(): MercuryError {
     const { outputBytesTotalMax, outputBytesPerAddressMax } = this.context.limits;
-    if (this.outputFullBy(0) === 'address')
+    // A read that waited is refused without its answer's size at hand: named is whichever is fuller for its limit.
+    if (this.context.addressOutputBytes() / outputBytesPerAddressMax > this.context.portOutputBytes() / outputBytesTotalMax)
       return new MercuryError(
         'OVERLOADED',
         `the wire connections of your address (${this.context.address}) hold ${this.context.addressOutputBytes()} bytes of answers not read yet, and one address may hold at most ${outputBytesPerAddressMax}: read the answers on your other connections, then retry`,
