@@ -31,19 +31,34 @@ export function controlFrame(opcode: number, payload: Buffer): Buffer {
   return frame(FIN | opcode, payload);
 }
 
-function frame(firstByte: number, payload: Buffer): Buffer {
-  const length = payload.length;
-  const headerBytes = length < 126 ? 2 : length < 0x10000 ? 4 : 10;
-  const frame = Buffer.allocUnsafe(headerBytes + length);
-  frame[0] = firstByte;
-  if (length < 126) frame[1] = length;
+/**
+ * The header alone of the continuation frame that ends a fragmented message of `length` payload bytes: written before
+ * a payload shared by many sockets, so that each socket holds the payload itself rather than a framed copy of it.
+ */
+export function lastFragmentHeader(length: number): Buffer {
+  return writeHeader(Buffer.allocUnsafe(headerBytesFor(length)), FIN | Opcode.CONTINUATION, length);
+}
+
+function headerBytesFor(length: number): number {
+  return length < 126 ? 2 : length < 0x10000 ? 4 : 10;
+}
+
+function writeHeader(target: Buffer, firstByte: number, length: number): Buffer {
+  target[0] = firstByte;
+  if (length < 126) target[1] = length;
   else if (length < 0x10000) {
-    frame[1] = 126;
-    frame.writeUInt16BE(length, 2);
+    target[1] = 126;
+    target.writeUInt16BE(length, 2);
   } else {
-    frame[1] = 127;
-    frame.writeBigUInt64BE(BigInt(length), 2);
+    target[1] = 127;
+    target.writeBigUInt64BE(BigInt(length), 2);
   }
+  return target;
+}
+
+function frame(firstByte: number, payload: Buffer): Buffer {
+  const headerBytes = headerBytesFor(payload.length);
+  const frame = writeHeader(Buffer.allocUnsafe(headerBytes + payload.length), firstByte, payload.length);
   payload.copy(frame, headerBytes);
   return frame;
 }
