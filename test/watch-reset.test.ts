@@ -79,7 +79,7 @@ describe('watch reset', () => {
     // close and a new connection would hide the reset).
     const node = await MercuryNode.start(validateConfig({ dataDir: join(dir, 'trim'), port: 0, logRetainEntries: 3 }), {
       auth: 'off',
-      limits: withLimits(NODE_LIMITS, { watch: { ...WATCH_LIMITS_TEST, stallMs: 120_000 }, log: { trimIntervalMs: 20 } }),
+      limits: withLimits(NODE_LIMITS, { watch: { ...WATCH_LIMITS_TEST, stallMs: 120_000, peerSilentMs: 240_000 }, log: { trimIntervalMs: 20 } }),
     });
     nodes.push(node);
     await put(node.url, 'k/0', 'first');

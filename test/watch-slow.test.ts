@@ -42,7 +42,7 @@ describe('watch slow watchers', () => {
 
   before(async () => {
     dir = makeTempDir('watch-slow');
-    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { auth: 'off', limits: withLimits(NODE_LIMITS, { watch: { ...WATCH_LIMITS_TEST, stallMs: STALL_MS } }) });
+    node = await MercuryNode.start(validateConfig({ dataDir: dir, port: 0 }), { auth: 'off', limits: withLimits(NODE_LIMITS, { watch: { ...WATCH_LIMITS_TEST, stallMs: STALL_MS, peerSilentMs: 2 * STALL_MS } }) });
     url = node.url;
   });
 

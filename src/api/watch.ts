@@ -109,6 +109,7 @@
  * | 1011 | the node failed handling one of the connection's messages (a bug: logged at error level, counted as refused `INTERNAL`); only that connection ends: reconnect and resume |
  * | 4401 | the connection's token was revoked (or its certificate's grant removed): do not reconnect with it |
  * | 4409 | the connection's token was given a grant (its record replaced) that no longer allows the watch: a subscription outside its new scopes, hashes it may no longer see, a new secret or subject: reconnect and resubscribe, checked against it. A grant only widened or renamed closes nothing |
+ * | 4408 | nothing arrived from the client, not even a pong to the node's pings, for `WATCH_PEER_SILENT_MS` (30 s): its network vanished. Reconnect and resume as after 4008. A client must answer pings (RFC 6455 section 5.5.2) |
  * | 4008 | slow watcher: the connection's queue stayed full for `WATCH_STALL_MS`, a snapshot took longer than `WATCH_SNAPSHOT_MS_MAX` (src/watch/limits.ts), or the client sent requests without reading the replies. Resume from the seq after the last one received (each subscription was sent a progress message just before the close, unless a snapshot was under way or due for it: it resumes after the last message it received, or starts its snapshot again). |
  */
 import { isStandardBase64 } from './bytes.js';
@@ -159,6 +160,15 @@ export const WATCH_SUBSCRIPTION_BYTES_MIN = 256;
 export const WATCH_ID_CHARS_MAX = 256;
 /** A connection that was sent nothing for this long gets a progress message anyway: the client's liveness check. */
 export const WATCH_HEARTBEAT_INTERVAL_MS = 10_000;
+/**
+ * A connection from which nothing arrived (no message, no pong) for this long is closed with 4408: its client is gone.
+ * The node pings a connection it has heard nothing from for `WATCH_HEARTBEAT_INTERVAL_MS`, so a client that answers
+ * pings (RFC 6455 section 5.5.2 says it must; browsers and `ws` do) is never closed for being quiet. Without it, a
+ * client whose host vanished (power lost, a firewall dropping, no FIN or RST) was held until the kernel gave up
+ * retransmitting the heartbeats, 15 minutes, and forever on a connection with no subscription, where nothing is sent
+ * (audit, 2026-12-07; docs/decisions.md, record 83).
+ */
+export const WATCH_PEER_SILENT_MS = 30_000;
 /** An entry hash on the wire (`afterHash`, `hash`): a SHA-256, 32 bytes, as lowercase hex. */
 export const WATCH_HASH_HEX_CHARS = 64;
 const HASH_HEX = /^[0-9a-f]{64}$/;
@@ -247,6 +257,8 @@ export const WatchCloseCode = {
    * allows them (wider scopes, another name) leaves the connection open (decision 57).
    */
   CREDENTIAL_CHANGED: 4409,
+  /** Nothing, not even a pong, arrived from the client for `WATCH_PEER_SILENT_MS`: its network is gone. */
+  PEER_SILENT: 4408,
 } as const;
 export type WatchCloseCode = (typeof WatchCloseCode)[keyof typeof WatchCloseCode];
 

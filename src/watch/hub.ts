@@ -153,6 +153,10 @@ export class WatchHub {
     const catchups = registry.counter('mercury_watch_catchups_total', 'Times a subscription was served from the log on disk (it started behind, or its queue was full).');
     const snapshots = registry.counter('mercury_watch_snapshots_total', 'Snapshots sent because a subscription started before the retained log.');
     const slowCloses = registry.counter('mercury_watch_slow_closes_total', 'Connections closed with 4008 (slow watcher).');
+    const silentCloses = registry.counter(
+      'mercury_watch_silent_closes_total',
+      `Connections closed with 4408: nothing, not even a pong, came from the client for ${this.limits.peerSilentMs} ms (its network vanished).`,
+    );
     const refused = registry.counter(
       'mercury_watch_refused_total',
       'Client messages refused, by error code (BINARY_FRAME: closed 1003; INTERNAL: the node failed handling it, closed 1011).',
@@ -168,6 +172,7 @@ export class WatchHub {
       catchup: () => catchups.inc(),
       snapshot: () => snapshots.inc(),
       slowClose: () => slowCloses.inc(),
+      silentClose: () => silentCloses.inc(),
       refused: (code) => refused.inc(1, { code }),
     };
     this.machine = new WatchMachine({

@@ -11,6 +11,7 @@ import {
   WATCH_CLIENT_MESSAGE_BYTES_MAX,
   WATCH_HEARTBEAT_INTERVAL_MS,
   WATCH_ID_CHARS_MAX,
+  WATCH_PEER_SILENT_MS,
   WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION,
   WATCH_PREFIX_BYTES_PER_CONNECTION_MAX,
   WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
@@ -27,6 +28,7 @@ export {
   WATCH_CLIENT_MESSAGE_BYTES_MAX,
   WATCH_HEARTBEAT_INTERVAL_MS,
   WATCH_ID_CHARS_MAX,
+  WATCH_PEER_SILENT_MS,
   WATCH_PREFIX_BYTES_PER_ALLOWED_CONNECTION,
   WATCH_PREFIX_BYTES_PER_CONNECTION_MAX,
   WATCH_PREFIXES_PER_SUBSCRIPTION_MAX,
@@ -105,6 +107,8 @@ export interface WatchLimits {
   readonly stallMs: number;
   readonly progressIntervalMs: number;
   readonly heartbeatIntervalMs: number;
+  /** A connection that sent nothing (not even a pong) for this long is closed with 4408; pinged after a heartbeat's silence. */
+  readonly peerSilentMs: number;
   readonly closeTimeoutMs: number;
   readonly frameTimeoutMs: number;
   readonly clientMessageBytesMax: number;
@@ -137,6 +141,7 @@ export const WATCH_LIMITS: WatchLimits = Object.freeze({
   stallMs: WATCH_STALL_MS,
   progressIntervalMs: WATCH_PROGRESS_INTERVAL_MS,
   heartbeatIntervalMs: WATCH_HEARTBEAT_INTERVAL_MS,
+  peerSilentMs: WATCH_PEER_SILENT_MS,
   closeTimeoutMs: WATCH_CLOSE_TIMEOUT_MS,
   frameTimeoutMs: WATCH_FRAME_TIMEOUT_MS,
   clientMessageBytesMax: WATCH_CLIENT_MESSAGE_BYTES_MAX,
@@ -170,6 +175,7 @@ export const WATCH_LIMITS_TEST: WatchLimits = Object.freeze({
   stallMs: 1_000,
   progressIntervalMs: 50,
   heartbeatIntervalMs: 200,
+  peerSilentMs: 1_500,
   closeTimeoutMs: 3_000,
   frameTimeoutMs: 1_000,
   clientMessageBytesMax: WATCH_CLIENT_MESSAGE_BYTES_MAX,
@@ -207,6 +213,12 @@ export function validateWatchLimits(limits: WatchLimits): WatchLimits {
   assert.ok(limits.prefixBytesMax >= limits.prefixBytesPerAddressMax, "an address's budget fits the node's");
   // A connection may fill its own queue while the others are idle, and holds its share whatever they hold.
   assert.ok(limits.queueBytesShareMax < limits.queueBytesMax && limits.queueBytesMax <= limits.queueBytesTotalMax, 'a share within a queue within the total');
+  // A quiet client is pinged after a heartbeat interval of silence and has at least two more to answer: one lost pong
+  // (a retransmitted segment) never closes a live watcher.
+  assert.ok(limits.peerSilentMs >= 3 * limits.heartbeatIntervalMs, 'a quiet client has two heartbeat intervals to answer a ping');
+  // A client that stops reading while events queue for it is a slow watcher: closed with 4008 and the seq to resume
+  // from, not as silent (a client that reads nothing sends no pong either).
+  assert.ok(limits.peerSilentMs > limits.stallMs, 'a stalled reader is closed as a slow watcher before it counts as silent');
   // Progress is checked on each tick, so the heartbeat and the stall time are whole numbers of ticks at least.
   assert.ok(limits.progressIntervalMs <= limits.heartbeatIntervalMs);
   assert.ok(limits.progressIntervalMs * 2 <= limits.stallMs, 'a stall is detected by the progress tick');

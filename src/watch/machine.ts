@@ -87,6 +87,13 @@ export interface WatchConnection {
   sendFragments(head: string, body: Buffer): void;
   /** Close with a WebSocket close code; nothing is sent after it. */
   close(code: number, reason: string): void;
+  /**
+   * When bytes last arrived from the client (a message, a pong, anything), on the machine's clock: a connection silent
+   * for `peerSilentMs` is closed (its client vanished without a FIN), one silent for a heartbeat interval is pinged.
+   */
+  readonly heardMs: number;
+  /** A WebSocket ping: a client that is there answers with a pong, which moves `heardMs`. */
+  ping(): void;
 }
 
 /** What the machine reads from the node's storage. */
@@ -143,10 +150,12 @@ export interface WatchCounters {
   catchup(): void;
   snapshot(): void;
   slowClose(): void;
+  /** A connection closed with 4408: nothing came from its client for `peerSilentMs`. */
+  silentClose(): void;
   refused(code: string): void;
 }
 
-const NO_COUNTERS: WatchCounters = Object.freeze({ sent() {}, catchup() {}, snapshot() {}, slowClose() {}, refused() {} });
+const NO_COUNTERS: WatchCounters = Object.freeze({ sent() {}, catchup() {}, snapshot() {}, slowClose() {}, silentClose() {}, refused() {} });
 const NO_ACTIONS: readonly WatchAction[] = Object.freeze([]);
 
 export interface WatchMachineOptions {
@@ -190,6 +199,11 @@ class Connection {
   subscriptions: Subscription[] = [];
   /** The machine's tick count when a message was last sent (heartbeats); a small integer costs no heap number. */
   lastSendTick: number;
+  /** The machine's tick count when the connection was last pinged (0: not since it was opened). */
+  lastPingTick = 0;
+  /** The send queue's size at the last progress round, and when a round last saw it shrink (the kernel took bytes). */
+  silenceQueuedBytes = 0;
+  tookMs = -Infinity;
   /** When the queue was first seen full (-1: it was not), and its size then; a shrinking queue restarts the clock. */
   blockedSinceMs = -1;
   blockedBytes = 0;
@@ -1202,6 +1216,7 @@ export class WatchMachine {
     let sent = 0;
     for (const connection of this.connections.values()) {
       if (connection.closing) continue;
+      if (this.silent(connection, nowMs)) continue;
       if (connection.blockedSinceMs >= 0 && this.stalled(connection, nowMs)) {
         this.slowClose(connection, `send queue full and not shrinking for ${this.limits.stallMs} ms`);
         continue;
@@ -1223,6 +1238,33 @@ export class WatchMachine {
       }
     }
     if (sent > 0) this.counters.sent('progress', sent, 0);
+  }
+
+  /**
+   * Whether the connection's client is gone: nothing came from it for `peerSilentMs`, pings included (it is then closed
+   * with 4408). One quiet for a heartbeat interval is pinged, once per interval. Heartbeats alone do not tell: a
+   * vanished client (no FIN, no RST) leaves them unacknowledged in the kernel, which retransmits for 15 minutes, and a
+   * connection without subscriptions is sent none at all (docs/decisions.md, record 83).
+   */
+  private silent(connection: Connection, nowMs: number): boolean {
+    // A queue that shrank since the last round is a client that takes bytes, however slowly, with a ping far behind
+    // them: the kernel takes more once the client acknowledges what it had.
+    const buffered = connection.port.bufferedBytes;
+    if (buffered < connection.silenceQueuedBytes) connection.tookMs = nowMs;
+    connection.silenceQueuedBytes = buffered;
+    const quietMs = nowMs - Math.max(connection.port.heardMs, connection.tookMs);
+    if (quietMs >= this.limits.peerSilentMs) {
+      this.counters.silentClose();
+      this.act({ type: 'log', level: 'info', message: 'watch connection closed: client silent', fields: { quietMs, subscriptions: connection.subscriptions.length } });
+      this.closeConnection(connection, WatchCloseCode.PEER_SILENT, `nothing received for ${this.limits.peerSilentMs} ms, not even a pong: reconnect and resume`);
+      return true;
+    }
+    const interval = this.limits.heartbeatIntervalMs;
+    if (quietMs >= interval && (this.ticks - connection.lastPingTick) * this.limits.progressIntervalMs >= interval) {
+      connection.port.ping();
+      connection.lastPingTick = this.ticks;
+    }
+    return false;
   }
 
   /** Whether a full queue has stopped shrinking for stallMs (a queue that shrinks restarts the clock). */

@@ -11,7 +11,8 @@
  * - Frames from the client (section 5.2): masked, RSV bits clear, known opcodes; control frames final and at most 125
  *   bytes; a message (all its fragments) at most `messageBytesMax`, refused as soon as a header announces more, so no
  *   more than that is ever buffered; text must be UTF-8. Violations close with 1002, 1009 or 1007.
- * - Pings are answered with a pong carrying their payload, unless the send queue is full; pongs are ignored.
+ * - Pings are answered with a pong carrying their payload, unless the send queue is full. The hub pings a quiet
+ *   connection (`ping`) and closes one from which nothing, pongs included, arrived for long (`heardMs`).
  * - Closing (section 7): either side sends a close frame; the other answers with one; then the server ends the TCP
  *   connection. A peer that does not answer within `closeTimeoutMs` is cut off.
  * - A frame, or a message of fragments, must arrive in full within `frameTimeoutMs` of its first byte, else 1008.
@@ -47,6 +48,8 @@ const CONTROL_PAYLOAD_BYTES_MAX = 125;
  * client messages are (a subscribe is a few hundred bytes).
  */
 const GATHER_BUFFER_BYTES_MIN = 256;
+/** The server's pings carry nothing: one frame, shared by every connection. */
+const PING_FRAME = controlFrame(Opcode.PING, Buffer.alloc(0));
 
 /** Close codes of RFC 6455 section 7.4.1 this end sends on its own (the watch protocol's are in src/api/watch.ts). */
 export const ProtocolCloseCode = {
@@ -233,12 +236,19 @@ export class ServerWebSocket {
   private closeTimer: TimerHandle | undefined = undefined;
   /** The remote host its reservations count under (`hostSlotKey`, record 81). */
   private readonly address: string;
+  /**
+   * When bytes last arrived from the peer, or the kernel took the whole send queue ('drain': the peer acknowledged
+   * what filled its window), on the owner's monotonic clock: the hub closes a connection silent too long (its peer
+   * vanished) and pings one that is quiet (src/watch/machine.ts, `silent`).
+   */
+  heardMs: number;
 
   constructor(
     readonly owner: ServerWebSocketOwner,
     readonly socket: Duplex,
   ) {
     this.address = hostSlotKey((socket as Partial<Socket>).remoteAddress);
+    this.heardMs = owner.clock.monotonicMs();
   }
 
   /**
@@ -291,6 +301,11 @@ export class ServerWebSocket {
     this.socket.write(lastFragmentHeader(body.length));
     this.socket.write(body);
     this.socket.uncork();
+  }
+
+  /** A ping with no payload: a peer that is there answers with a pong, and so moves `heardMs`. */
+  ping(): void {
+    if (this.state === OPEN) this.socket.write(PING_FRAME);
   }
 
   /** Starts the close handshake with `code` and `reason` (cut to fit a control frame). */
@@ -350,6 +365,7 @@ export class ServerWebSocket {
 
   /** Bytes from the socket: every whole frame is handled, and an incomplete one starts (or keeps) its deadline. */
   private received(chunk: Buffer): void {
+    this.heardMs = this.owner.clock.monotonicMs();
     this.read(chunk);
     if (this.state !== OPEN) return;
     this.reserveHeld();
@@ -516,6 +532,7 @@ export class ServerWebSocket {
 
   private static readonly onDrain = function (this: OwnedSocket): void {
     const websocket = this[WEBSOCKET]!;
+    websocket.heardMs = websocket.owner.clock.monotonicMs();
     if (websocket.state !== CLOSED) websocket.owner.drained(websocket);
   };
 }

@@ -18,6 +18,9 @@ import { bytesJson, expectedEntryEvents, type Filters, type ServerMessage } from
  */
 export class TestConnection implements WatchConnection {
   bufferedBytes = 0;
+  /** A client that answers every ping at once is always heard; a test of a vanished one sets a time. */
+  heardMs = Infinity;
+  pings = 0;
   /** Read as soon as sent (a client that keeps up), unless paused. */
   paused = false;
   readonly received: ServerMessage[] = [];
@@ -35,6 +38,10 @@ export class TestConnection implements WatchConnection {
 
   sendFragments(head: string, body: Buffer): void {
     this.queue(head + body.toString('utf8'));
+  }
+
+  ping(): void {
+    this.pings++;
   }
 
   close(code: number, reason: string): void {

@@ -51,6 +51,8 @@ const SELECTIONS: readonly CheckedSelection[] = [
 /** A connection from a consumer to one node's machine. */
 class SimWatchConnection implements WatchConnection {
   bufferedBytes = 0;
+  /** The simulation's consumers answer pings at once: always heard (its network faults are the nodes'). */
+  readonly heardMs = Infinity;
   pending: string[] = [];
   /** Set when the machine closed it; the consumer learns it after reading what came before. */
   serverClose: { code: number; reason: string } | undefined;
@@ -76,6 +78,8 @@ class SimWatchConnection implements WatchConnection {
   sendFragments(head: string, body: Buffer): void {
     this.queue(head + body.toString('utf8'));
   }
+
+  ping(): void {}
 
   close(code: number, reason: string): void {
     assert.equal(this.serverClose, undefined, 'a watch connection closed twice by the machine');
