@@ -282,6 +282,43 @@ describe('replication state machines', () => {
     assert.equal(downstream.status().consecutiveFailures, 0, 'leaving a healthy fallback is not a failure');
   });
 
+  test('downstream: a return to the first upstream that it does not welcome is given up after preferredHandshakeTimeoutMs, and the next return waits twice as long (a vanished first upstream cost a whole handshake timeout every return)', () => {
+    const root = rootStore(5);
+    const { downstream, store } = newReplica();
+    downstream.start(T0);
+    downstream.closed(T0, 1, 'connect ECONNREFUSED');
+    /** Streams from up-b on connection `connId` from `atMs` until the machine returns to up-a; returns when it did. */
+    const streamUntilReturn = (connId: number, atMs: number): { nowMs: number; connect: DownstreamAction[] } => {
+      const link = new Link(downstream, store, newUpstream(root, { nowMs: atMs }), connId);
+      link.nowMs = atMs;
+      link.fromDownstream(downstream.connected(atMs, connId));
+      link.settle();
+      assert.equal(downstream.status().phase, 'streaming');
+      for (let now = atMs + 100; ; now += 100) {
+        link.nowMs = now;
+        link.fromUpstream(link.upstream.heartbeat(now, { rootSeq: root.head().seq, rootTimeMs: now, path: [] }));
+        link.settle();
+        const connect = ofType(downstream.tick(now), 'connect');
+        if (connect.length > 0) return { nowMs: now, connect };
+        assert.ok(now < atMs + 10 * L.preferredUpstreamRetryMs, 'the replica never returned to its first upstream');
+      }
+    };
+    const fallbackMs = downstream.nextTickMs()!;
+    assert.deepStrictEqual(downstream.tick(fallbackMs), [{ type: 'connect', connId: 2, upstream: 'up-b', upstreamIndex: 1 }]);
+    const first = streamUntilReturn(2, fallbackMs);
+    assert.equal(first.nowMs, fallbackMs + L.preferredUpstreamRetryMs);
+    assert.deepStrictEqual(first.connect, [{ type: 'connect', connId: 3, upstream: 'up-a', upstreamIndex: 0 }]);
+    // up-a answers nothing (its host vanished): the return is given up after preferredHandshakeTimeoutMs.
+    assert.equal(downstream.nextTickMs(), first.nowMs + L.preferredHandshakeTimeoutMs);
+    assert.deepStrictEqual(ofType(downstream.tick(first.nowMs + L.preferredHandshakeTimeoutMs - 1), 'close'), []);
+    assert.deepStrictEqual(ofType(downstream.tick(first.nowMs + L.preferredHandshakeTimeoutMs), 'close').map((action) => action.connId), [3]);
+    assert.equal(downstream.status().lastFailure, `no answer to the handshake within ${L.preferredHandshakeTimeoutMs} ms`);
+    const backMs = downstream.nextTickMs()!;
+    assert.deepStrictEqual(downstream.tick(backMs), [{ type: 'connect', connId: 4, upstream: 'up-b', upstreamIndex: 1 }]);
+    const second = streamUntilReturn(4, backMs);
+    assert.equal(second.nowMs, backMs + 2 * L.preferredUpstreamRetryMs, 'the next return waits twice as long');
+  });
+
   test('downstream: every heartbeat is progress; one older by seq is not forwarded', () => {
     // The replica has all 7 entries: no heartbeat below says the root is past it (see the withholding tests).
     const root = rootStore(7);

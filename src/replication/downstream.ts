@@ -271,6 +271,8 @@ interface Session {
   behindSinceMs: number | undefined;
   /** When a session on a fallback upstream tries the first one again (Infinity on the first). */
   preferredRetryAtMs: number;
+  /** A return to the first upstream from a healthy fallback: its handshake has `preferredHandshakeTimeoutMs`. */
+  readonly returning: boolean;
   receivedBytes: number;
   ackedBytes: number;
   ackedSeq: number;
@@ -320,6 +322,12 @@ export class Downstream {
   private preferredSentUnsignedSnapshot = false;
   private lastConnId = 0;
   private nextIndex = 0;
+  /**
+   * How long a session on a fallback streams before it returns to the first upstream: `preferredUpstreamRetryMs`,
+   * doubled by each return the first one did not welcome (up to `preferredUpstreamRetryMsMax`), reset by a welcome.
+   */
+  private preferredRetryMs: number;
+  private returningToPreferred = false;
   private nextAttemptMs = 0;
   private failures = 0;
   private resyncRequested = false;
@@ -364,6 +372,7 @@ export class Downstream {
     this.nodeId = options.nodeId;
     this.upstreams = [...options.upstreams];
     this.limits = validateReplicationLimits(options.limits ?? REPLICATION_LIMITS);
+    this.preferredRetryMs = this.limits.preferredUpstreamRetryMs;
     this.random = options.random;
     this.httpUrl = options.httpUrl ?? (() => '');
     this.credential = options.credential;
@@ -502,8 +511,8 @@ export class Downstream {
     const session = this.session;
     if (session === undefined) return actions;
     if (session.welcome === undefined) {
-      if (nowMs - session.startedMs >= this.limits.handshakeTimeoutMs)
-        return this.fail(nowMs, `no answer to the handshake within ${this.limits.handshakeTimeoutMs} ms`, actions);
+      const timeoutMs = this.handshakeTimeoutMs(session);
+      if (nowMs - session.startedMs >= timeoutMs) return this.fail(nowMs, `no answer to the handshake within ${timeoutMs} ms`, actions);
       return actions;
     }
     const staleMs = this.staleAfterMs();
@@ -523,6 +532,11 @@ export class Downstream {
     // and bench:propagation's p99 to 1,000 replicas rose from 89-106 to 123-129 ms (docs/performance.md).
     if (nowMs - session.lastAckMs >= this.limits.ackIntervalMs) this.ack(nowMs, session, actions);
     return actions;
+  }
+
+  /** A return to the preferred upstream gives up sooner than a first connection (see `preferredHandshakeTimeoutMs`). */
+  private handshakeTimeoutMs(session: Session): number {
+    return session.returning ? this.limits.preferredHandshakeTimeoutMs : this.limits.handshakeTimeoutMs;
   }
 
   /** A session welcomed `backoffResetMs` ago: the backoff starts from the minimum again after it. */
@@ -545,6 +559,7 @@ export class Downstream {
     this.failures = 0;
     this.nextIndex = 0;
     actions.push({ type: 'log', level: 'info', message: 'returning to the preferred upstream', fields: { from: session.address, to: this.upstreams[0] } });
+    this.returningToPreferred = true;
     actions.push(...this.connect(nowMs));
     return actions;
   }
@@ -554,7 +569,7 @@ export class Downstream {
     if (this.phase === 'backoff') return this.nextAttemptMs;
     const session = this.session;
     if (session === undefined) return undefined;
-    if (session.welcome === undefined) return session.startedMs + this.limits.handshakeTimeoutMs;
+    if (session.welcome === undefined) return session.startedMs + this.handshakeTimeoutMs(session);
     return Math.min(
       this.failures > 0 ? session.startedMs + this.limits.backoffResetMs : Infinity,
       session.lastProgressMs + this.staleAfterMs(),
@@ -710,12 +725,14 @@ export class Downstream {
       lastProgressMs: nowMs,
       lastHeartbeatRootSeq: undefined,
       behindSinceMs: undefined,
-      preferredRetryAtMs: index === 0 ? Infinity : nowMs + this.limits.preferredUpstreamRetryMs,
+      preferredRetryAtMs: index === 0 ? Infinity : nowMs + this.preferredRetryMs,
+      returning: this.returningToPreferred,
       receivedBytes: 0,
       ackedBytes: 0,
       ackedSeq: this.head.seq,
       lastAckMs: nowMs,
     };
+    this.returningToPreferred = false;
     this.phase = 'connecting';
     return [{ type: 'connect', connId, upstream: address, upstreamIndex: index }];
   }
@@ -761,6 +778,7 @@ export class Downstream {
       if (welcome.fromSeq !== this.head.seq + 1) return void this.fail(nowMs, `upstream offered a stream from ${welcome.fromSeq}, head is ${this.head.seq}`, actions);
     }
     session.welcome = welcome;
+    if (session.index === 0) this.preferredRetryMs = this.limits.preferredUpstreamRetryMs;
     this.dataArrived(nowMs, session);
     session.lastAckMs = nowMs;
     this.ancestors = welcome.path;
@@ -1098,6 +1116,8 @@ export class Downstream {
     const session = this.session;
     assert.ok(session !== undefined);
     this.endSession(session, reason, actions, options.peerClosed ?? false);
+    // The first upstream did not take this node back: stay longer on the fallback before the next return.
+    if (session.returning && session.welcome === undefined) this.preferredRetryMs = Math.min(2 * this.preferredRetryMs, this.limits.preferredUpstreamRetryMsMax);
     if (this.provenSession(session, nowMs)) this.failures = 0;
     this.failures++;
     this.lastFailure = reason;

@@ -193,6 +193,15 @@ export interface ReplicationLimits {
    * the replica is back on the later one after one short backoff.
    */
   readonly preferredUpstreamRetryMs: number;
+  /**
+   * A return to the preferred upstream that it does not welcome within this long (shorter than `handshakeTimeoutMs`:
+   * the replica left a healthy session for it, and is not joined meanwhile) goes back to the fallback, and the next
+   * return waits twice as long as the last, up to `preferredUpstreamRetryMsMax`, until the preferred one welcomes it
+   * again. A preferred upstream that vanished (no RST, no refusal) cost a whole handshake timeout every return: 10 s
+   * of NOT_JOINED, and writes 10 s late, in every 40 s (audit, 2026-12-07; docs/decisions.md, record 84).
+   */
+  readonly preferredHandshakeTimeoutMs: number;
+  readonly preferredUpstreamRetryMsMax: number;
 }
 
 export const REPLICATION_LIMITS: ReplicationLimits = Object.freeze({
@@ -235,6 +244,10 @@ export const REPLICATION_LIMITS: ReplicationLimits = Object.freeze({
   reconnectBackoffMsMax: 10_000,
   backoffResetMs: 10_000,
   preferredUpstreamRetryMs: 30_000,
+  // A handshake is a TCP connect, a TLS handshake and HELLO/WELCOME: four or five round trips, 1.5 s at 300 ms, or
+  // one lost SYN (retransmitted after 1 s) and a short link.
+  preferredHandshakeTimeoutMs: 3_000,
+  preferredUpstreamRetryMsMax: 480_000,
 });
 
 /**
@@ -276,6 +289,8 @@ export const REPLICATION_LIMITS_TEST: ReplicationLimits = Object.freeze({
   reconnectBackoffMsMax: 1_000,
   backoffResetMs: 1_000,
   preferredUpstreamRetryMs: 2_000,
+  preferredHandshakeTimeoutMs: 200,
+  preferredUpstreamRetryMsMax: 16_000,
 });
 
 /** Asserts the relations between limits (a violation is a configuration bug, so it throws an AssertionError). */
@@ -318,6 +333,10 @@ export function validateReplicationLimits(limits: ReplicationLimits): Replicatio
   assert.ok(limits.reconnectBackoffMsMin <= limits.reconnectBackoffMsMax);
   // Returning to the preferred upstream is rare next to everything else a session does.
   assert.ok(limits.preferredUpstreamRetryMs >= limits.backoffResetMs && limits.preferredUpstreamRetryMs >= 2 * limits.upstreamStaleMs);
+  // A return gives up sooner than a first connection, and costs a small part of the time between two returns.
+  assert.ok(limits.preferredHandshakeTimeoutMs <= limits.handshakeTimeoutMs, 'a return to the preferred upstream gives up no later than a handshake');
+  assert.ok(limits.preferredHandshakeTimeoutMs * 10 <= limits.preferredUpstreamRetryMs, 'a failed return costs a tenth of the retry interval at most');
+  assert.ok(limits.preferredUpstreamRetryMsMax >= limits.preferredUpstreamRetryMs);
   return limits;
 }
 

@@ -124,3 +124,42 @@ export async function withNetns<T>(body: (ns: Netns) => Promise<T>): Promise<T> 
     ns.remove();
   }
 }
+
+/** A node running in a namespace (`startNodeIn`): its URLs, and the process to kill. */
+export interface NodeInNetns {
+  readonly child: ChildProcess;
+  readonly url: string;
+  /** "host:port" of its replication port, for `upstreams`. */
+  readonly replication: string;
+}
+
+/**
+ * Starts a node with the test limits (NODE_LIMITS_TEST) in `ns`, listening on its address, following `upstreams` (a
+ * root when empty): an in-process node of the built sources, in a process of its own, so its timings match the
+ * in-process nodes of the test. The test kills `child`.
+ */
+export function startNodeIn(ns: Netns, dataDir: string, upstreams: readonly string[]): Promise<NodeInNetns> {
+  const index = new URL('../../src/index.js', import.meta.url).href;
+  const script = `import { MercuryNode, NODE_LIMITS_TEST, validateConfig } from ${JSON.stringify(index)};
+    const config = validateConfig({ dataDir: ${JSON.stringify(dataDir)}, host: ${JSON.stringify(ns.peerIp)}, port: 0, insecure: true, upstreams: ${JSON.stringify(upstreams)} });
+    const node = await MercuryNode.start(config, { auth: 'off', limits: NODE_LIMITS_TEST });
+    console.log(JSON.stringify({ url: node.url, replication: node.replicationAddress }));`;
+  const child = ns.spawnIn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let said = '';
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr = (stderr + text).slice(-4096)));
+  return new Promise((resolve, reject) => {
+    child.stdout!.setEncoding('utf8').on('data', (text: string) => {
+      said += text;
+      const line = said.split('\n')[0]!;
+      if (said.includes('\n')) resolve({ child, ...(JSON.parse(line) as { url: string; replication: string }) });
+    });
+    child.once('exit', (code) => reject(new Error(`the node in ${ns.name} exited (${code}): ${stderr}`)));
+  });
+}
+
+/** TCP sockets this process holds open (has a descriptor of) to `ns`'s address, as `ss` lists them. */
+export function socketsTo(ns: Netns): number {
+  const lines = execFileSync('ss', ['-tnpH', 'dst', ns.peerIp], { encoding: 'utf8' }).split('\n');
+  return lines.filter((line) => line.includes(`pid=${process.pid},`)).length;
+}
