@@ -40,6 +40,16 @@ export const HTTP_HEADERS_TIMEOUT_MS = 10_000;
 export const HTTP_REQUEST_TIMEOUT_MS = 60_000;
 /** Idle keep-alive connections are closed after this long. */
 export const HTTP_KEEP_ALIVE_TIMEOUT_MS = 5_000;
+/**
+ * A connection the node answers and closes itself (a request that timed out, malformed HTTP, headers too large,
+ * CONNECT, HTTP on the TLS port) is destroyed this long after its answer, whatever the peer does. Ending it waited
+ * for the peer's own FIN: a client that sent part of its headers and then nothing, and never closed, kept its
+ * connection after the 408 for good; one whose host vanished, until the kernel gave up retransmitting (audit,
+ * 2026-12-07; docs/security.md). A second lets the answer reach a client that reads, before unread bytes make the
+ * kernel reset the connection.
+ */
+export const HTTP_CLOSE_FLUSH_MS = 1_000;
+assert.ok(HTTP_CLOSE_FLUSH_MS <= HTTP_KEEP_ALIVE_TIMEOUT_MS, 'a connection being closed holds its slot no longer than an idle one');
 
 /**
  * Open files a node process may hold: the hard RLIMIT_NOFILE of the machines Mercury runs on, which a node cannot

@@ -16,6 +16,7 @@ import {
   BODY_BYTES_IN_FLIGHT_PER_ADDRESS_MAX,
   FORWARDED_WRITES_MAX,
   SEQ_WAITERS_MAX,
+  HTTP_CLOSE_FLUSH_MS,
   HTTP_CONNECTIONS_MAX,
   HTTP_CONNECTIONS_PER_ADDRESS_MAX,
   HTTP_TLS_HANDSHAKES_MAX,
@@ -158,7 +159,7 @@ interface PipelinedSocket extends Socket {
   /** The requests of IN_FLIGHT that started (their handler ran), not yet answered: at most HTTP_PIPELINED_RUNNING_MAX. */
   [RUNNING]?: Set<ServerResponse>;
   [FAILED]?: boolean;
-  [PENDING_ERROR]?: string;
+  [PENDING_ERROR]?: () => void;
   [WAITING]?: { readonly res: ServerResponse; readonly start: () => void }[];
 }
 
@@ -241,14 +242,14 @@ function trackInFlight(socket: Socket, res: ServerResponse, ahead: AheadBudget):
     const pending = pipelined[PENDING_ERROR];
     if (pending !== undefined && !owesAnswers(inFlight)) {
       delete pipelined[PENDING_ERROR];
-      if (socket.writable) socket.end(pending);
+      if (socket.writable) pending();
       else socket.destroy();
     }
   });
 }
 
 /** Answers a request that never reached a handler (malformed, CONNECT) and closes, after the answers still owed. */
-function endWithError(socket: Socket, code: ErrorCode, message: string, headers: Readonly<Record<string, string>> = {}): void {
+function endWithError(socket: Socket, clock: Clock, code: ErrorCode, message: string, headers: Readonly<Record<string, string>> = {}): void {
   const body = JSON.stringify(errorBody(code, message));
   const status = ERROR_STATUS[code];
   const extra = Object.entries(headers)
@@ -258,8 +259,19 @@ function endWithError(socket: Socket, code: ErrorCode, message: string, headers:
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n` +
     `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`;
   const pipelined = socket as PipelinedSocket;
-  if (owesAnswers(pipelined[IN_FLIGHT])) pipelined[PENDING_ERROR] = answer;
-  else socket.end(answer);
+  const close = (): void => endAndDestroy(socket, answer, clock);
+  if (owesAnswers(pipelined[IN_FLIGHT])) pipelined[PENDING_ERROR] = close;
+  else close();
+}
+
+/**
+ * Writes the last answer and ends the connection, then destroys it HTTP_CLOSE_FLUSH_MS later whatever the peer does:
+ * `end` alone waits for the peer's FIN (node:http sockets allow half-open), which a peer that vanished, or never
+ * closes, does not send.
+ */
+function endAndDestroy(socket: Socket, answer: string, clock: Clock): void {
+  socket.end(answer);
+  clock.setTimeout(() => socket.destroy(), HTTP_CLOSE_FLUSH_MS);
 }
 
 /** TLS of the HTTP port (src/net/tls.ts). */
@@ -275,8 +287,6 @@ export interface HttpSecurity {
 /** The answer to plaintext HTTP on the TLS port, in plaintext, so that curl or a browser shows what to do. */
 const PLAINTEXT_ON_TLS_MESSAGE = 'this port serves HTTPS: use an https:// URL and trust the cluster CA (curl --cacert CA.pem, mercury --ca CA.pem)';
 
-/** How long an answer to a peer that used the wrong protocol may take to flush before the socket is destroyed. */
-const WRONG_PROTOCOL_FLUSH_MS = 1_000;
 
 /**
  * The node's HTTP server; with `tls`, an HTTPS server (an https.Server is an http.Server on TLS sockets: the same
@@ -382,12 +392,12 @@ export function createHttpServer(
         : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
           ? ['REQUEST_TIMEOUT', 'the request was not received in time; send headers and body promptly']
           : ['BAD_REQUEST', `malformed HTTP request (${error.code ?? error.message})`];
-    endWithError(socket, code, message);
+    endWithError(socket, clock, code, message);
   });
   // CONNECT asks a proxy for a tunnel. node:http would drop the connection without a word when nobody listens.
   server.on('connect', (req: IncomingMessage, socket: Socket) => {
     socket.on('error', () => {}); // the client may be gone already
-    endWithError(socket, 'METHOD_NOT_ALLOWED', `${req.method} is not supported: a Mercury node is not a proxy; see the API reference in the README`, {
+    endWithError(socket, clock, 'METHOD_NOT_ALLOWED', `${req.method} is not supported: a Mercury node is not a proxy; see the API reference in the README`, {
       allow: 'GET, PUT, POST, DELETE',
     });
   });
@@ -434,8 +444,7 @@ function serveTlsOnly(server: Server, { onRejected, track }: HttpSecurity, clock
       onRejected('not_tls', remote, 'plaintext HTTP on the HTTPS port');
       const body = JSON.stringify(errorBody('BAD_REQUEST', PLAINTEXT_ON_TLS_MESSAGE));
       socket.resume();
-      socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
-      clock.setTimeout(() => socket.destroy(), WRONG_PROTOCOL_FLUSH_MS);
+      endAndDestroy(socket, `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`, clock);
     });
   });
   // A client that completes the handshake and sends nothing: the raw socket's first-byte timer saw the handshake's
