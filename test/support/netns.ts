@@ -27,9 +27,25 @@ export interface Netns {
 
 let made = 0;
 const live = new Set<Netns>();
-process.once('exit', () => {
-  for (const ns of live) ns.remove();
-});
+let cleanupInstalled = false;
+
+/**
+ * Namespaces outlive the process that made them: removed at exit, and on SIGINT or SIGTERM (a runner's timeout, a
+ * `timeout` command), which then take their default course. Installed with the first namespace.
+ */
+function installCleanup(): void {
+  if (cleanupInstalled) return;
+  cleanupInstalled = true;
+  const removeAll = (): void => {
+    for (const ns of live) ns.remove();
+  };
+  process.once('exit', removeAll);
+  for (const signal of ['SIGINT', 'SIGTERM'] as const)
+    process.once(signal, () => {
+      removeAll();
+      process.kill(process.pid, signal);
+    });
+}
 
 function ip(args: readonly string[]): void {
   execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -94,6 +110,7 @@ export function createNetns(): Netns {
       }
     },
   };
+  installCleanup();
   live.add(ns);
   try {
     ip(['netns', 'add', name]);
