@@ -81,7 +81,7 @@ function send(message: FromClient): void {
 
 /**
  * One watcher: a plain TCP socket that speaks just enough WebSocket (RFC 6455) for the benchmark: the upgrade, one
- * masked subscribe frame, and server frames split out of the byte stream (the server never masks or compresses, and
+ * masked subscribe frame, a pong for each ping, and server frames split out of the byte stream (the server never masks or compresses, and
  * sends each small message as one frame). `ws` costs several times more CPU per message, and this process shares the
  * cores with the node it measures.
  */
@@ -141,6 +141,8 @@ function openOne(spec: WatcherSpec, localAddress: string): Promise<void> {
         }
         if (data.length - at < header + length) break;
         if (opcode === 0x8) return fail(new Error(`closed by the node: ${data.subarray(at + header + 2, at + header + length).toString()}`));
+        // The node pings a watcher it has heard nothing from, and closes (4408) one silent for its peerSilentMs.
+        if (opcode === 0x9) socket.write(maskedFrame(0xa, data.subarray(at + header, at + header + length)));
         // Text frames; a large message may come as a text frame and a continuation, and only the first holds "seq".
         if (opcode === 0x1) onMessage(data.subarray(at + header, at + header + length), timeMs);
         at += header + length;
@@ -157,9 +159,13 @@ function openOne(spec: WatcherSpec, localAddress: string): Promise<void> {
 
 /** A client frame: FIN + text, masked as RFC 6455 requires of clients (a zero mask: the benchmark hides nothing). */
 function maskedTextFrame(text: string): Buffer {
-  const payload = Buffer.from(text);
-  if (payload.length >= 126) throw new RangeError('subscribe message too long for this minimal client');
-  return Buffer.concat([Buffer.from([0x81, 0x80 | payload.length, 0, 0, 0, 0]), payload]);
+  return maskedFrame(0x1, Buffer.from(text));
+}
+
+/** A short client frame (FIN, `opcode`, payload under 126 bytes: a subscribe, or a pong echoing a ping's payload). */
+function maskedFrame(opcode: number, payload: Buffer): Buffer {
+  if (payload.length >= 126) throw new RangeError('message too long for this minimal client');
+  return Buffer.concat([Buffer.from([0x80 | opcode, 0x80 | payload.length, 0, 0, 0, 0]), payload]);
 }
 
 async function open(watchers: readonly WatcherSpec[], localAddress: string, concurrency: number): Promise<void> {
