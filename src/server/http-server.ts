@@ -287,7 +287,6 @@ export interface HttpSecurity {
 /** The answer to plaintext HTTP on the TLS port, in plaintext, so that curl or a browser shows what to do. */
 const PLAINTEXT_ON_TLS_MESSAGE = 'this port serves HTTPS: use an https:// URL and trust the cluster CA (curl --cacert CA.pem, mercury --ca CA.pem)';
 
-
 /**
  * The node's HTTP server; with `tls`, an HTTPS server (an https.Server is an http.Server on TLS sockets: the same
  * methods and events, so it is returned as one). Reload its certificate with `setSecureContext(serverTlsOptions(m))`.
