@@ -21,9 +21,9 @@ export function textFrame(payload: Buffer): Buffer {
   return frame(FIN | Opcode.TEXT, payload);
 }
 
-/** A text frame that starts a fragmented message (FIN clear), or the continuation frame that ends it (FIN set). */
-export function fragmentFrame(first: boolean, payload: Buffer): Buffer {
-  return frame(first ? Opcode.TEXT : FIN | Opcode.CONTINUATION, payload);
+/** The text frame that starts a fragmented message (FIN clear); `lastFragmentHeader` begins the frame that ends it. */
+export function firstFragmentFrame(payload: Buffer): Buffer {
+  return frame(Opcode.TEXT, payload);
 }
 
 /** A control frame (close, ping or pong): always FIN, payload at most 125 bytes (the caller's to ensure). */

@@ -33,7 +33,7 @@ import type { Duplex } from 'node:stream';
 import type { Clock, TimerHandle } from '../clock/index.js';
 import { growBuffer } from '../api/grow.js';
 import { hostSlotKey } from '../net/index.js';
-import { controlFrame, fragmentFrame, lastFragmentHeader, Opcode, textFrame } from './frame.js';
+import { controlFrame, firstFragmentFrame, lastFragmentHeader, Opcode, textFrame } from './frame.js';
 
 /** RFC 6455 section 1.3: appended to the client's key, hashed with SHA-1, answered in base64. */
 const ACCEPT_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
@@ -297,7 +297,7 @@ export class ServerWebSocket {
     // into one writev, so that a socket that cannot take it holds the shared body, not a copy. Framed whole per
     // socket, 250 watchers reading nothing held 262 MB of one 1 MiB event (the fairness audit, 2026-12-07).
     this.socket.cork();
-    this.socket.write(fragmentFrame(true, Buffer.from(head, 'utf8')));
+    this.socket.write(firstFragmentFrame(Buffer.from(head, 'utf8')));
     this.socket.write(lastFragmentHeader(body.length));
     this.socket.write(body);
     this.socket.uncork();

@@ -31,6 +31,13 @@ export interface WireServerOptions {
 /** How long an answer to a refused connection may take to flush before the socket is destroyed. */
 const REFUSAL_FLUSH_MS = 1_000;
 
+/** Answer bytes held for `connections`, summed. */
+function outputBytesOf(connections: Iterable<WireConnection>): number {
+  let bytes = 0;
+  for (const connection of connections) bytes += connection.outputBytes;
+  return bytes;
+}
+
 export class WireServer {
   private readonly server: Server;
   private readonly tlsServer: TlsServer | undefined;
@@ -70,16 +77,12 @@ export class WireServer {
 
   /** Answer bytes held for the port's clients, summed over its connections (at most connectionsMax of them). */
   private outputBytes(): number {
-    let bytes = 0;
-    for (const connection of this.connections) bytes += connection.outputBytes;
-    return bytes;
+    return outputBytesOf(this.connections);
   }
 
   /** Answer bytes held for the connections of `address` (at most connectionsPerAddressMax of them). */
   private addressOutputBytes(address: string): number {
-    let bytes = 0;
-    for (const connection of this.byAddress.get(address) ?? []) bytes += connection.outputBytes;
-    return bytes;
+    return outputBytesOf(this.byAddress.get(address) ?? []);
   }
 
   /** For the gauge, at a scrape: every connection once. */
