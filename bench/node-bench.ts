@@ -27,7 +27,8 @@
  * runs the same GETs against a bare node:http server (https with --tls) in its own process that answers every
  * request with the node's answer to a GET and does nothing else (support/bare-http-server.ts): the floor of Node's HTTP
  * stack on this machine, and with `--compare --tls`, what TLS costs that stack alone, beside what it costs the node. BENCH_NODE_PROFILE=DIR writes a CPU profile of the node process
- * into DIR (`node --cpu-prof`).
+ * into DIR (`node --cpu-prof`). BENCH_NODE_ARGS='--perf-basic-prof ...' passes node options to the node process and
+ * prints its pid, for `perf record -p PID` (V8's builtins, the runtime and the kernel by name).
  *
  * --compare: what the features named by --tls, --auth and --sign cost, as a paired measurement. Two nodes run side by
  * side, one with those features and one with everything off (idle while the other is measured); each round measures
@@ -375,10 +376,12 @@ async function compare(name: string, unit: string, off: Target, on: Target, run:
 /** Starts a node with `features`, and fills its keyspace once so that GETs hit and PUTs update existing keys. */
 async function startTarget(features: Features): Promise<Target> {
   const profile = process.env.BENCH_NODE_PROFILE;
+  const extraNodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '');
   const node = await startNodeProcess([...(features.tls?.args ?? []), ...(features.sign ? [] : ['--unsigned'])], undefined, {
     auth: features.auth,
-    nodeArgs: profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [],
+    nodeArgs: [...extraNodeArgs, ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [])],
   });
+  if (extraNodeArgs.length > 0) process.stdout.write(`node ${featureLabel(features)} pid ${node.pid}\n`);
   const ca = features.tls?.ca;
   const authorization = features.auth ? await benchToken(node, 'bench', ['read:bench/', 'write:bench/', 'read:txn/', 'write:txn/'], ca) : undefined;
   const loader = new RawHttpConnection(node.host, node.port, ca, authorization);

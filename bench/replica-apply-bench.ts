@@ -15,7 +15,9 @@
  * run's duration. One unrecorded warm-up run first. Medians and spread over --runs.
  *
  * Profiling: BENCH_REPLICA_PROFILE=DIR runs every replica under `--cpu-prof` into DIR (summarise with
- * `node dist/bench/profile-summary.js FILE`).
+ * `node dist/bench/profile-summary.js FILE`). BENCH_REPLICA_NODE_ARGS='--perf-basic-prof ...' passes node options to
+ * every replica and prints their pids, for `perf record -p PID` (V8's builtins and runtime functions by name, which a
+ * `--cpu-prof` profile folds into the JavaScript that called them).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -105,6 +107,7 @@ async function writeRun(root: RawHttpConnection, writes: number, rate: number): 
 
 async function main(): Promise<void> {
   const profileDir = process.env.BENCH_REPLICA_PROFILE;
+  const extraNodeArgs = (process.env.BENCH_REPLICA_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '');
   const root = await startNodeProcess(['--replication-listen', '127.0.0.1:0', ...(values.sign ? [] : ['--unsigned'])], undefined, { quiet: true });
   const replicas: NodeProcess[] = [];
   const rootConnection = new RawHttpConnection(root.host, root.port);
@@ -113,9 +116,10 @@ async function main(): Promise<void> {
     for (let i = 0; i < REPLICAS; i++) {
       const replica = await startNodeProcess(['--upstream', root.replication!, ...trustArgs], undefined, {
         quiet: true,
-        nodeArgs: profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`],
+        nodeArgs: [...extraNodeArgs, ...(profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`])],
       });
       replicas.push(replica);
+      if (extraNodeArgs.length > 0) process.stdout.write(`replica ${i} pid ${replica.pid}\n`);
     }
     process.stdout.write(`replica-apply: ${REPLICAS} replica process(es), ${WRITES} writes per run at ${RATE}/s, ${RUNS} runs${values.sign ? ', signed' : ''}\n`);
     await waitAll(replicas, await writeRun(rootConnection, WARMUP_WRITES, RATE));
