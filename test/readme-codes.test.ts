@@ -1,7 +1,8 @@
 /**
  * The README against the stable codes and the metrics of the source: every error code in the error table with the
  * status the node sends, every replication refusal reason, every watch error and close code, every metric a node
- * registers. A code or metric added without its documentation fails here, and so does a row naming one that is gone.
+ * registers, every option of the `mercury` command. A code, metric or option added without its documentation fails here,
+ * and so does a row naming one that is gone.
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -36,7 +37,7 @@ function codeRows(text: string): Map<string, string> {
   return rows;
 }
 
-describe('docs: README codes and metrics', () => {
+describe('docs: README codes, metrics and options', () => {
   test('docs: the error table names every error code with the HTTP status the node sends, and no other code', () => {
     const rows = codeRows(section('### Error codes'));
     const wrong: string[] = [];
@@ -78,5 +79,15 @@ describe('docs: README codes and metrics', () => {
     const named = (name: string): boolean =>
       new RegExp(`\\b${name}\\b`).test(all) || (name.startsWith('mercury_replication_') && readme.includes(`\`${name.slice('mercury_replication'.length)}\``));
     assert.deepEqual([...names].filter((name) => !named(name)).sort(), []);
+  });
+
+  test('docs: every option the mercury command parses is in its --help and in the README', () => {
+    const main = readFileSync(new URL('src/cli/main.ts', root), 'utf8');
+    const usage = main.slice(main.indexOf('const USAGE = `'), main.indexOf('`;', main.indexOf('const USAGE = `')));
+    const options = main.slice(main.indexOf('const OPTIONS = {'), main.indexOf('} satisfies ParseArgsConfig'));
+    const names = [...options.matchAll(/^ {2}'?([a-z-]+)'?: \{/gm)].map((match) => `--${match[1]}`);
+    assert.ok(names.length >= 40, `found the parsed options (${names.length})`);
+    const missing = (text: string): string[] => names.filter((name) => !new RegExp(`${name}(?![a-z-])`).test(text));
+    assert.deepEqual({ help: missing(usage), readme: missing(readme) }, { help: [], readme: [] });
   });
 });
