@@ -132,7 +132,6 @@ export const ANSWER_BYTES_HELD_MAX = 4 * VALUE_BYTES_CEILING;
  */
 export const ANSWER_BYTES_HELD_PER_ADDRESS_MAX = VALUE_BYTES_CEILING;
 
-/** Log retention defaults: whichever limit is reached first trims the oldest entries. */
 /**
  * Reads parked at once on one node waiting for a `minSeq` it has not applied (HTTP `?minSeq=`, the wire port's GET,
  * read-your-writes after a forwarded write). Each holds a promise and a timer; beyond this a read is answered
@@ -153,6 +152,7 @@ export const SEQ_WAITERS_MAX = 20_000;
  */
 export const FORWARDED_WRITES_MAX = 64;
 
+/** Log retention defaults: whichever limit is reached first trims the oldest entries. */
 export const LOG_RETAIN_ENTRIES_DEFAULT = 1_000_000;
 export const LOG_RETAIN_BYTES_DEFAULT = 1024 * MiB;
 /** The trimmer deletes at most this many entries per write transaction, so that it never holds the writer for long. */

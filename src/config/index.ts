@@ -25,7 +25,7 @@ export interface NodeConfig {
   readonly logRetainBytes: number | undefined;
   /** `--max-connections-per-address`: HTTP connections (watches included) one remote address may hold. */
   readonly connectionsPerAddressMax: number | undefined;
-  /** Replication listen address, for children. Default: the HTTP host and port + 1 (port 0 when the HTTP port is 0). */
+  /** Replication listen address, for children. Default: the HTTP host and port + 1 (port 0 when the HTTP port is 0 or 65535). */
   readonly replicationHost: string;
   readonly replicationPort: number;
   /**

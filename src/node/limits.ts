@@ -10,7 +10,7 @@
  *   wire         the binary port's connections, timeouts and per-connection bounds (src/wire/limits.ts)
  *
  * A node takes it through `NodeOptions.limits` (default `NODE_LIMITS`), with the operator's flags applied by
- * src/config (`--max-value-bytes`, `--log-retain-entries`, `--log-retain-bytes`), and validates it once at start-up:
+ * src/config (`--max-value-bytes`, `--log-retain-entries`, `--log-retain-bytes`, `--max-connections-per-address`), and validates it once at start-up:
  * each section against its own rules, then the relations across sections below, each with its reason. No subsystem
  * reads a module constant for anything this object holds, so `NODE_LIMITS_TEST` runs a whole node at test timings.
  *
