@@ -250,6 +250,31 @@ describe('replication state machines', () => {
     assert.deepStrictEqual(connect, { type: 'connect', connId: link.connId + 1, upstream: 'up-b', upstreamIndex: 1 });
   });
 
+  test('downstream: an upstream dropped as stale is told as silent, with the HTTP URL it announced (the node ends the writes it forwarded there); one that closes is not', () => {
+    const { downstream } = newReplica();
+    const root = rootStore(2);
+    const httpUrl = 'http://127.0.0.1:7070';
+    const welcome = encodeMessage({ type: 'welcome', datasetId: DATASET, nodeId: 'root', httpUrl, path: ['root'], head: root.head(), mode: 'snapshot', fromSeq: 0 });
+    const [connect] = downstream.start(T0);
+    assert.ok(connect?.type === 'connect');
+    downstream.connected(T0, connect.connId);
+    assert.deepStrictEqual(ofType(downstream.receive(T0, connect.connId, welcome), 'upstreamSilent'), []);
+    const staleMs = L.upstreamStaleMs + L.upstreamStaleHopMs; // the root's child
+    assert.deepStrictEqual(ofType(downstream.tick(T0 + staleMs - 1), 'upstreamSilent'), []);
+    const stale = downstream.tick(T0 + staleMs);
+    assert.deepStrictEqual(ofType(stale, 'upstreamSilent'), [{ type: 'upstreamSilent', httpUrl, reason: `upstream stale: no progress for ${staleMs} ms` }]);
+    // The next one closes: it is there, and a write forwarded to it is answered or fails on its own.
+    const retryMs = downstream.nextTickMs()!;
+    const [retry] = downstream.tick(retryMs);
+    assert.ok(retry?.type === 'connect');
+    downstream.connected(retryMs, retry.connId);
+    downstream.receive(retryMs, retry.connId, welcome);
+    assert.equal(downstream.status().upstreamHttpUrl, httpUrl);
+    const closed = downstream.closed(retryMs + 1, retry.connId, 'read ECONNRESET');
+    assert.equal(downstream.status().phase, 'backoff');
+    assert.deepStrictEqual(ofType(closed, 'upstreamSilent'), []);
+  });
+
   test('downstream: after streaming from a fallback for preferredUpstreamRetryMs, it tries the first upstream again', () => {
     const root = rootStore(5);
     const { downstream, store } = newReplica();

@@ -54,6 +54,11 @@ export interface ReplicationClientOptions {
   /** A snapshot replaced the node's chain. */
   readonly onChainReset: (seq: number) => void;
   /**
+   * The upstream was dropped as stale, and `httpUrl` is the HTTP API it announced: the node ends the writes it forwarded
+   * there, which would otherwise wait for their own timeout (record 86). Absent: nothing.
+   */
+  readonly onUpstreamSilent?: (httpUrl: string, reason: string) => void;
+  /**
    * Mutual TLS to the upstream: the credentials for each new connection (a reload applies to the next one). The
    * upstream's certificate must verify against the CA and name the host of its `--upstream` address.
    */
@@ -386,6 +391,9 @@ export class ReplicationClient {
         break;
       case 'heartbeat':
         this.options.onHeartbeat(action.heartbeat);
+        break;
+      case 'upstreamSilent':
+        this.options.onUpstreamSilent?.(action.httpUrl, action.reason);
         break;
       case 'diverged':
         store.recordDivergence(action.divergence.head, action.divergence.reason);

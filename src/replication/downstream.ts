@@ -56,6 +56,7 @@
  * - `snapshotFinish` replaces the node's chain: the adapter installs it and then resets every child session
  *   (`Upstream.chainReset`), since their positions refer to the old log.
  * - `heartbeat` is forwarded to every child session (`Upstream.heartbeat`).
+ * - `upstreamSilent` is told to the node: it ends the writes it forwarded to that URL (record 86).
  * - `nextTickMs()` says when `tick` must be called at the latest.
  */
 import assert from 'node:assert/strict';
@@ -114,6 +115,13 @@ export type DownstreamAction =
   | { readonly type: 'heartbeat'; readonly heartbeat: Heartbeat }
   /** The node stopped following for divergence: record it in the store, so that a restart stays stopped (`divergence` option). */
   | { readonly type: 'diverged'; readonly divergence: Divergence }
+  /**
+   * The upstream was dropped as stale: nothing came from it for the stale time (a host that vanished, a link or a
+   * firewall that drops). Its HTTP API, `httpUrl` from WELCOME, where the node forwards writes, is presumed as silent:
+   * what waits for an answer from it can end now rather than at its own timeout (docs/decisions.md, record 86). Not
+   * emitted for an upstream that closed, refused or broke the protocol: it is there, and answers or resets on its own.
+   */
+  | { readonly type: 'upstreamSilent'; readonly httpUrl: string; readonly reason: string }
   | { readonly type: 'log'; readonly level: LogLevel; readonly message: string; readonly fields: Readonly<Record<string, unknown>> };
 
 export type DownstreamPhase =
@@ -516,7 +524,13 @@ export class Downstream {
       return actions;
     }
     const staleMs = this.staleAfterMs();
-    if (nowMs - session.lastProgressMs >= staleMs) return this.fail(nowMs, `upstream stale: no progress for ${staleMs} ms`, actions);
+    if (nowMs - session.lastProgressMs >= staleMs) {
+      const reason = `upstream stale: no progress for ${staleMs} ms`;
+      this.fail(nowMs, reason, actions);
+      const httpUrl = announcedHttpUrl(session.welcome.httpUrl);
+      if (httpUrl !== undefined) actions.push({ type: 'upstreamSilent', httpUrl, reason });
+      return actions;
+    }
     if (session.behindSinceMs !== undefined && nowMs - session.behindSinceMs >= staleMs)
       return this.fail(
         nowMs,
