@@ -8,7 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { MercuryError, formatTxn, parseTxn, type Txn } from '../src/api/index.js';
-import { forwardWrite } from '../src/node/forward.js';
+import { ForwardsInFlight, forwardWrite } from '../src/node/forward.js';
 import { connectNeverCompletes, freePort, handshakeNeverCompletes } from './support/net.js';
 
 const REQUEST: Txn = {
@@ -127,5 +127,43 @@ describe('node forward: writes go to the upstream through the client', () => {
       assert.equal(error.code, 'UPSTREAM_UNAVAILABLE', body);
       assert.match(error.message, message);
     }
+  });
+});
+
+describe('node forward: replication finding the upstream silent ends the forwards sent to it', () => {
+  test('node forward: a forward ended as its upstream went silent after the request was sent: UPSTREAM_UNAVAILABLE, may have been applied', async () => {
+    let received!: () => void;
+    const arrived = new Promise<void>((resolve) => (received = resolve));
+    const url = await upstream(() => received());
+    const forwards = new ForwardsInFlight();
+    const forward = forwards.begin(url);
+    const pending = forwardWrite(url, REQUEST, 30_000, undefined, undefined, forward.ends.signal).then(
+      () => assert.fail('the forward succeeded'),
+      (error: unknown) => error,
+    );
+    await arrived;
+    assert.equal(forwards.upstreamSilent(url, 'upstream stale: no progress for 750 ms', 1), 1);
+    const error = await pending;
+    assert.ok(error instanceof MercuryError, String(error));
+    assert.equal(error.code, 'UPSTREAM_UNAVAILABLE');
+    assert.match(error.message, /was given up: the upstream stopped answering this replica's replication \(upstream stale: no progress for 750 ms\); it may or may not have been applied/);
+    assert.equal(forwards.size, 0);
+    assert.equal(forwards.endedSilent, 1);
+  });
+
+  test('node forward: only forwards to the silent URL end; new ones to it are refused until an upstream welcomes the replica again', () => {
+    const forwards = new ForwardsInFlight();
+    const toSilent = forwards.begin('http://a:1');
+    const toOther = forwards.begin('http://b:1');
+    assert.equal(forwards.upstreamSilent('http://a:1', 'upstream stale: no progress for 750 ms', 3), 1);
+    assert.equal(toSilent.ends.signal.aborted, true);
+    assert.equal(toOther.ends.signal.aborted, false);
+    assert.equal(forwards.size, 1);
+    const refusal = forwards.refusal('http://a:1', 3);
+    assert.equal(refusal?.code, 'UPSTREAM_UNAVAILABLE');
+    assert.match(refusal.message, /the write was not forwarded nor applied/);
+    assert.equal(forwards.refusal('http://b:1', 3), undefined, 'nothing was learned about another URL');
+    assert.equal(forwards.refusal('http://a:1', 4), undefined, 'a welcome since: the replica has an upstream again');
+    assert.equal(forwards.refusal('http://a:1', 3), undefined, 'and the verdict is forgotten');
   });
 });

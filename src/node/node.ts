@@ -30,7 +30,7 @@ import { freeBytesOrUnknown } from '../fs/free-space.js';
 import { AuthGuard, AUTH_MODES, bootstrapAdmin, parseToken, readTokenFile, TOKEN_CHARS, TOKEN_KEY_PREFIX, TokenRegistry, writeTokenFile, type AuthMode } from '../auth/index.js';
 import { prefixEnd, WIRE_PROTOCOL_VERSION } from '../api/index.js';
 import { ROOT_KEY_KEY, ROOT_URL_KEY, SIGNING_PUBLIC_KEY_FILE, Signer, entrySignedMessage, keyId, loadOrCreateSigningKey, publicKeyFromRaw, rawPublicKey, readSigningKey, readTrustKey, verifies } from '../trust/index.js';
-import { forwardWrite } from './forward.js';
+import { ForwardsInFlight, forwardWrite } from './forward.js';
 import { LISTENERS, listenFailure } from './listen-failure.js';
 import { readiness } from './readiness.js';
 import { SeqWaiter } from './seq-waiter.js';
@@ -108,8 +108,11 @@ export class MercuryNode {
   private readonly seqWaiter: SeqWaiter;
   /** HTTP reads parked on `minSeq`, by token id: told of a revocation or a regrant, they check the token again (NodeApi.onGrantChanged). */
   private readonly grantListeners = new Map<string, Set<() => void>>();
-  /** Writes forwarded to the upstream and not yet answered (a replica): at most `limits.http.forwardedWritesMax`. */
-  private forwardsInFlight = 0;
+  /**
+   * Writes forwarded to the upstream and not yet answered (a replica): at most `limits.http.forwardedWritesMax`; ended
+   * when replication finds their upstream silent (record 86).
+   */
+  private readonly forwards = new ForwardsInFlight();
   private readonly server: Server;
   private readonly startedMs: number;
   /** Which Host names and Origins the HTTP API and watches accept (src/server/request-policy.ts). */
@@ -267,7 +270,12 @@ export class MercuryNode {
     this.metrics.gauge(
       'mercury_forwards_in_flight',
       'Writes this replica has forwarded to its upstream (or --root-url) and that are not answered yet; at most limits.http.forwardedWritesMax (FORWARDED_WRITES_MAX). 0 on the root.',
-      () => this.forwardsInFlight,
+      () => this.forwards.size,
+    );
+    this.metrics.counterReading(
+      'mercury_forwards_upstream_silent_total',
+      'Forwarded writes ended before their answer because replication dropped their upstream as stale (answered 503 UPSTREAM_UNAVAILABLE at once, not at the 30 s forward timeout). 0 on the root.',
+      () => this.forwards.endedSilent,
     );
     this.tokens = new TokenRegistry(
       () => readTokenRecords(this.store),
@@ -488,6 +496,10 @@ export class MercuryNode {
         const lagMs = client.status().lagMs;
         if (lagMs !== undefined) lagSeconds.observe(lagMs / 1000);
         this.replicationServer.heartbeat(heartbeat);
+      },
+      onUpstreamSilent: (httpUrl, reason) => {
+        const ended = this.forwards.upstreamSilent(httpUrl, reason, client.status().upstreamSwitches);
+        if (ended > 0) this.logger.log('warn', 'ended the writes forwarded to a silent upstream: UPSTREAM_UNAVAILABLE, outcome unknown', { url: httpUrl, ended, reason });
       },
       onChainReset: (seq) => {
         snapshots.inc();
@@ -834,7 +846,8 @@ export class MercuryNode {
    * the upstream and one of the forwardedWritesMax, for up to FORWARD_TIMEOUT_MS after its client left (an audit,
    * 2026-12-06: 64 clients gone, 64 sockets to a silent upstream and every other write OVERLOADED for 30 s), and the wait one
    * of the node's parked reads (SEQ_WAITERS_MAX), for up to forwardedWriteWaitMs (60 of 60 still waiting 10 s after
-   * their clients hung up, behind an upstream that answered a seq it never sent).
+   * their clients hung up, behind an upstream that answered a seq it never sent). The forward also ends when
+   * replication drops its upstream as stale (record 86); the wait for the seq does not: it outlasts a failover.
    */
   async write(request: WriteRequest, authorization?: string, gone?: () => AbortSignal): Promise<WriteResult> {
     if (this.committer !== undefined) {
@@ -852,33 +865,39 @@ export class MercuryNode {
         `this replica cannot apply writes (${unwritable.message.replace(/^the write was not applied: /, '')}), so it would not show this one: the write was not forwarded nor applied; send it to the root or another replica, or free space on this replica's disk and retry`,
       );
     const target = this.forwardTarget();
+    const silent = this.forwards.refusal(target, this.replicationClient!.status().upstreamSwitches);
+    if (silent !== undefined) throw silent;
     // Each forwarded write holds a connection to the upstream until it answers: past the cap, refused before anything
     // leaves this node (src/limits.ts, FORWARDED_WRITES_MAX), so OVERLOADED keeps its promise that nothing was done.
-    if (this.forwardsInFlight >= this.limits.http.forwardedWritesMax)
+    if (this.forwards.size >= this.limits.http.forwardedWritesMax)
       throw new MercuryError(
         'OVERLOADED',
-        `this replica already has ${this.forwardsInFlight} writes forwarded to its upstream and not yet answered (at most ${this.limits.http.forwardedWritesMax}); the write was not applied: retry shortly, or write to the root`,
+        `this replica already has ${this.forwards.size} writes forwarded to its upstream and not yet answered (at most ${this.limits.http.forwardedWritesMax}); the write was not applied: retry shortly, or write to the root`,
       );
     // Made once: HTTP makes a signal and a listener on the answer for each call.
     const callerGone = gone?.();
-    // The wait ends when the caller goes, or at a storage failure, which may come before the root's answer is back.
+    // The forward ends when the caller goes, or when replication finds its upstream silent (record 86); the wait for
+    // its seq when the caller goes, or at a storage failure, which may come before the root's answer is back.
+    const forward = this.forwards.begin(target);
     const waitEnds = new AbortController();
     let fault: MercuryError | undefined;
     const faulted = (met: MercuryError): void => {
       fault = met;
       waitEnds.abort(met);
     };
-    const callerLeft = (): void => waitEnds.abort(callerGone?.reason);
+    const callerLeft = (): void => {
+      forward.ends.abort(callerGone?.reason);
+      waitEnds.abort(callerGone?.reason);
+    };
     this.forwardWaits.add(faulted);
     callerGone?.addEventListener('abort', callerLeft, { once: true });
     if (callerGone?.aborted === true) callerLeft();
     try {
-      this.forwardsInFlight++;
       let result: WriteResult;
       try {
-        result = await forwardWrite(target, request, undefined, this.forwardTls, authorization, callerGone);
+        result = await forwardWrite(target, request, undefined, this.forwardTls, authorization, forward.ends.signal);
       } finally {
-        this.forwardsInFlight--;
+        this.forwards.done(forward);
       }
       try {
         await this.seqWaiter.wait(result.seq, this.limits.http.forwardedWriteWaitMs, waitEnds.signal);

@@ -151,15 +151,16 @@ export interface NodeInNetns {
 }
 
 /**
- * Starts a node with the test limits (NODE_LIMITS_TEST) in `ns`, listening on its address, following `upstreams` (a
- * root when empty): an in-process node of the built sources, in a process of its own, so its timings match the
- * in-process nodes of the test. The test kills `child`.
+ * Starts a node with the test limits (NODE_LIMITS_TEST, with `http` over their HTTP limits) in `ns`, listening on its
+ * address, following `upstreams` (a root when empty): an in-process node of the built sources, in a process of its
+ * own, so its timings match the in-process nodes of the test. The test kills `child`.
  */
-export function startNodeIn(ns: Netns, dataDir: string, upstreams: readonly string[]): Promise<NodeInNetns> {
+export function startNodeIn(ns: Netns, dataDir: string, upstreams: readonly string[], http: Readonly<Record<string, number>> = {}): Promise<NodeInNetns> {
   const index = new URL('../../src/index.js', import.meta.url).href;
   const script = `import { MercuryNode, NODE_LIMITS_TEST, validateConfig } from ${JSON.stringify(index)};
     const config = validateConfig({ dataDir: ${JSON.stringify(dataDir)}, host: ${JSON.stringify(ns.peerIp)}, port: 0, insecure: true, upstreams: ${JSON.stringify(upstreams)} });
-    const node = await MercuryNode.start(config, { auth: 'off', limits: NODE_LIMITS_TEST });
+    const limits = { ...NODE_LIMITS_TEST, http: { ...NODE_LIMITS_TEST.http, ...${JSON.stringify(http)} } };
+    const node = await MercuryNode.start(config, { auth: 'off', limits });
     console.log(JSON.stringify({ url: node.url, replication: node.replicationAddress }));`;
   const child = ns.spawnIn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
   let said = '';
