@@ -20,6 +20,7 @@
 import assert from 'node:assert/strict';
 import { txnBodyBytesFor, wireFrameBytesMaxFor } from '../api/index.js';
 import { COMMIT_LIMITS, type CommitLimits } from '../commit/index.js';
+import { MercuryError } from '../errors/index.js';
 import {
   ANSWER_BYTES_HELD_MAX,
   ANSWER_BYTES_HELD_PER_ADDRESS_MAX,
@@ -133,7 +134,7 @@ export function validateNodeLimits(limits: NodeLimits): NodeLimits {
   validateReplicationLimits(limits.replication);
   validateWatchLimits(limits.watch);
   validateWireLimits(limits.wire);
-  const { commit, http, replication, store, watch, wire } = limits;
+  const { commit, http, replication, store, watch } = limits;
 
   // Within sections.
   // Snapshot readers are held as long as their peers take; the short reads that serve requests, lmdb-js's threads and
@@ -188,22 +189,81 @@ export function validateNodeLimits(limits: NodeLimits): NodeLimits {
     'a forwarded write must outlast one replication failover',
   );
 
-  // http <-> wire <-> replication <-> process: every connection is a file. HTTP connections (watches included), wire
-  // connections, a replica's writes forwarded to its upstream, the most children a node may be configured to serve, the
-  // replication sockets still closing or in their TLS handshake, and what an idle node holds must fit under the
-  // open-files limit.
+  // http <-> wire <-> replication <-> process: every connection is a file, and all of them must fit under the
+  // open-files limit (openFilesNeeded).
   assert.ok(
-    http.connectionsMax +
-      wire.connectionsMax +
-      http.forwardedWritesMax +
-      REPLICATION_CHILDREN_MAX_CEILING +
-      replication.closingSocketsMax +
-      replication.handshakingSocketsMax +
-      NODE_IDLE_FILES_MAX <=
-      PROCESS_OPEN_FILES_MAX,
+    openFilesNeeded(limits) <= PROCESS_OPEN_FILES_MAX,
     'HTTP and wire connections, forwarded writes, replication children and closing or handshaking sockets must fit in the open files',
   );
   return freeze(limits);
+}
+
+/**
+ * Files a node holds with every cap of `limits` full at once: HTTP connections (watches and TLS handshakes included),
+ * wire connections, a replica's writes forwarded to its upstream, the most children a node may be configured to serve,
+ * the replication sockets still closing or in their handshake, and what an idle node holds (NODE_IDLE_FILES_MAX).
+ * Each is counted from accept (or connect) until its descriptor is closed, so none holds a file uncounted.
+ */
+export function openFilesNeeded(limits: NodeLimits): number {
+  const { http, replication, wire } = limits;
+  return (
+    http.connectionsMax +
+    wire.connectionsMax +
+    http.forwardedWritesMax +
+    REPLICATION_CHILDREN_MAX_CEILING +
+    replication.closingSocketsMax +
+    replication.handshakingSocketsMax +
+    NODE_IDLE_FILES_MAX
+  );
+}
+
+/**
+ * The fewest HTTP connections a node starts with when its open-files limit makes it take fewer than `limits` allow
+ * (`fitOpenFiles`). Below it the limit was surely set by mistake (an inherited `ulimit -n 1024`), and a node that
+ * refused nearly every client would look up while serving nobody: it refuses to start instead (record 88).
+ */
+export const HTTP_CONNECTIONS_MIN = 256;
+
+/** What `fitOpenFiles` made of a node's limits under the process's open-files limit. */
+export interface FittedLimits {
+  readonly limits: NodeLimits;
+  /** The HTTP connections the limits allowed before, when they were lowered to fit; undefined when they fit as they were. */
+  readonly loweredFrom: number | undefined;
+}
+
+/**
+ * `limits` under an open-files limit of `openFilesMax` (the process's RLIMIT_NOFILE, which Node raises to its hard
+ * value at start): when the caps full at once need more files than that, the HTTP connections (the one cap that is
+ * most of the files) are lowered until they fit, and the TLS handshakes and per-host shares with them, rather than
+ * let accept(), a forwarded write, a replica's reconnection or a certificate reload meet EMFILE under load. A limit
+ * so low that fewer than HTTP_CONNECTIONS_MIN would be left is CONFIG_INVALID, saying how to raise it (record 88). A
+ * limit above PROCESS_OPEN_FILES_MAX changes nothing: the caps are sized for memory and CPU too.
+ */
+export function fitOpenFiles(limits: NodeLimits, openFilesMax: number): FittedLimits {
+  const needed = openFilesNeeded(limits);
+  if (needed <= openFilesMax) return { limits, loweredFrom: undefined };
+  const others = needed - limits.http.connectionsMax;
+  const connectionsMax = openFilesMax - others;
+  if (connectionsMax < HTTP_CONNECTIONS_MIN)
+    throw new MercuryError(
+      'CONFIG_INVALID',
+      `the open-files limit of this process is ${openFilesMax} (ulimit -n), and a node needs at least ${others + HTTP_CONNECTIONS_MIN}: ${others} for LMDB, listeners, replication, wire connections and forwarded writes, and ${HTTP_CONNECTIONS_MIN} HTTP connections; ` +
+        `raise it to ${needed} for the full caps (ulimit -n ${needed}, systemd LimitNOFILE=${needed}, docker run --ulimit nofile=${needed}:${needed})`,
+      { details: { openFilesMax, openFilesNeeded: needed, openFilesMin: others + HTTP_CONNECTIONS_MIN } },
+    );
+  const { http } = limits;
+  const tlsHandshakesMax = Math.min(http.tlsHandshakesMax, connectionsMax);
+  return {
+    limits: withLimits(limits, {
+      http: {
+        connectionsMax,
+        connectionsPerAddressMax: Math.min(http.connectionsPerAddressMax, connectionsMax),
+        tlsHandshakesMax,
+        tlsHandshakesPerAddressMax: Math.min(http.tlsHandshakesPerAddressMax, tlsHandshakesMax),
+      },
+    }),
+    loweredFrom: http.connectionsMax,
+  };
 }
 
 /** Production limits: the constants of src/limits.ts and the replication and watch presets. */

@@ -36,7 +36,8 @@ import { readiness } from './readiness.js';
 import { SeqWaiter } from './seq-waiter.js';
 import { WatchHub } from '../watch/index.js';
 import { WireServer } from '../wire/index.js';
-import { NODE_LIMITS, validateNodeLimits, type NodeLimits } from './limits.js';
+import { fitOpenFiles, NODE_LIMITS, openFilesNeeded, validateNodeLimits, type NodeLimits } from './limits.js';
+import { openFilesHeld, openFilesLimit } from './open-files.js';
 
 export interface NodeOptions {
   readonly clock?: Clock;
@@ -168,7 +169,18 @@ export class MercuryNode {
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger ?? silentLogger;
     this.startedMs = this.clock.monotonicMs();
-    this.limits = validateNodeLimits(withConfigLimits(config, options.limits ?? NODE_LIMITS));
+    // The caps full at once must fit the open files this process may hold, or accept(), a forwarded write, a replica's
+    // reconnection or a certificate reload meets EMFILE under load (record 88): lowered to fit, or refused below a floor.
+    const openFilesMax = openFilesLimit();
+    const fitted = fitOpenFiles(validateNodeLimits(withConfigLimits(config, options.limits ?? NODE_LIMITS)), openFilesMax ?? Number.MAX_SAFE_INTEGER);
+    this.limits = validateNodeLimits(fitted.limits);
+    if (fitted.loweredFrom !== undefined)
+      this.logger.log('warn', 'open-files limit below what the caps need: HTTP connections lowered to fit', {
+        openFilesMax,
+        httpConnectionsMax: this.limits.http.connectionsMax,
+        httpConnectionsMaxConfigured: fitted.loweredFrom,
+        remedy: `raise the limit to ${openFilesNeeded(withConfigLimits(config, options.limits ?? NODE_LIMITS))} (ulimit -n, systemd LimitNOFILE=, docker --ulimit nofile=)`,
+      });
     // Read before the store opens: bad files are a configuration error, and leave nothing open behind them.
     this.tls = config.tls === undefined ? undefined : new TlsCredentials(config.tls, this.logger, this.clock);
     const material = this.tls?.current();
@@ -195,6 +207,11 @@ export class MercuryNode {
       noSync: isReplica,
     });
     opened(this.store);
+    // An operator alerts on their ratio: past the caps' sum (mercury_http_connections_max and the reserve), something
+    // holds files uncounted.
+    this.metrics.gauge('mercury_open_files', 'Files (sockets, LMDB, pipes) this process holds now, from /proc/self/fd; -1 where unknown.', () => openFilesHeld(openFilesMax));
+    this.metrics.gauge('mercury_open_files_max', 'The open-files limit of this process (RLIMIT_NOFILE); -1 where unknown. The caps are fitted under it at start (record 88).', () => openFilesMax ?? -1);
+    this.metrics.gauge('mercury_http_connections_max', 'HTTP connections the node accepts at once (watches included): http.connectionsMax, lowered at start to fit a smaller open-files limit.', () => this.limits.http.connectionsMax);
     this.metrics.gauge('mercury_snapshot_readers', 'Snapshots being sent now (HTTP, to children, to watches), of store.snapshotReadersMax.', () => this.store.snapshotReaders.inUse);
     this.metrics.gauge(
       'mercury_snapshot_readers_max',

@@ -47,8 +47,9 @@ const LISTENING = /mercury node listening on (https?:\/\/\S+) replication (\S+) 
  * Starts `mercury serve --data-dir DIR --listen 127.0.0.1:0` and resolves once it prints its URL. Extra arguments
  * (for example `--max-value-bytes`) are appended. Without `--auth` among them, the node runs with `--auth off`.
  * `logFile`: its stderr is appended to that file, as an operator's redirect would, not piped; `stderr()` reads it.
+ * `launcher`: a command the node runs under (`openFilesLimited`).
  */
-export function startServe(dataDir: string, extraArgs: readonly string[] = [], env?: NodeJS.ProcessEnv, logFile?: string): Promise<ServeProcess> {
+export function startServe(dataDir: string, extraArgs: readonly string[] = [], env?: NodeJS.ProcessEnv, logFile?: string, launcher: readonly string[] = []): Promise<ServeProcess> {
   // Tests that are not about authorization run without it (on loopback); those that are pass --auth required.
   const auth = extraArgs.includes('--auth') ? [] : ['--auth', 'off'];
   // A test that picks the HTTP port (`--listen 127.0.0.1:P`, P from freePort) gets port 0 for the other two: their
@@ -59,7 +60,8 @@ export function startServe(dataDir: string, extraArgs: readonly string[] = [], e
   // An option given twice is refused (src/cli/main.ts): the defaults stand only where the test gives none.
   const listen = extraArgs.includes('--listen') ? [] : ['--listen', '127.0.0.1:0'];
   const logFd = logFile === undefined ? undefined : openSync(logFile, 'a');
-  const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data-dir', dataDir, ...listen, ...auth, ...otherPorts, ...extraArgs], {
+  const [command, ...args] = [...launcher, process.execPath, CLI_PATH, 'serve', '--data-dir', dataDir, ...listen, ...auth, ...otherPorts, ...extraArgs];
+  const child = spawn(command!, args, {
     stdio: ['ignore', 'pipe', logFd ?? 'pipe'],
     // A test-only preload (test/support/kill-at.ts, lock-swap.ts) rides in the environment.
     ...(env === undefined ? {} : { env: { ...process.env, ...env } }),
@@ -115,10 +117,14 @@ export function serveForSuite(label: string, extraArgs: readonly string[] = []):
  * killed it) and its stderr. A serve that starts after all is killed at once, so the test fails on its code instead
  * of waiting.
  */
-export function serveRefused(dir: string, extraArgs: readonly string[] = []): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
+export function serveRefused(
+  dir: string,
+  extraArgs: readonly string[] = [],
+  launcher: readonly string[] = [],
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
   const defaults = [['--listen', '127.0.0.1:0'], ['--replication-listen', '127.0.0.1:0'], ['--wire-listen', '127.0.0.1:0'], ['--auth', 'off']].filter(([flag]) => !extraArgs.includes(flag!)).flat();
-  const args = [CLI_PATH, 'serve', '--data-dir', dir, ...defaults, ...extraArgs];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const [command, ...args] = [...launcher, process.execPath, CLI_PATH, 'serve', '--data-dir', dir, ...defaults, ...extraArgs];
+  const child = spawn(command!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   let stdout = '';
   child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
@@ -202,4 +208,12 @@ export class RunningClis {
   async stopAll(): Promise<void> {
     for (const cli of this.all.splice(0)) await stopProcess(cli.child);
   }
+}
+
+/**
+ * A launcher (`startServe`, `serveRefused`) that runs the node with an open-files limit of `files`, soft and hard (Node
+ * raises its soft limit to the hard one as it starts): a limit the node meets with a few hundred connections.
+ */
+export function openFilesLimited(files: number): readonly string[] {
+  return ['prlimit', `--nofile=${files}:${files}`];
 }

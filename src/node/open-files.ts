@@ -1,0 +1,39 @@
+/**
+ * The process's open-files limit and how many files it holds, as Linux shows them in /proc. Node raises the soft
+ * RLIMIT_NOFILE to the hard one as it starts, so the soft value read here is the limit the node really has; a node
+ * fits its caps under it at start (`fitOpenFiles`, record 88) and reports both figures as metrics.
+ *
+ * /proc/self/limits has a line `Max open files  <soft>  <hard>  files` ("unlimited" for no limit). Elsewhere (not
+ * Linux, no /proc) nothing is known: undefined, and the caps stay as they are.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+
+const LIMITS_PATH = '/proc/self/limits';
+const FDS_PATH = '/proc/self/fd';
+const OPEN_FILES_LINE = /^Max open files\s+(\d+|unlimited)\s/m;
+
+/** The soft open-files limit of this process; undefined when /proc does not say, or says unlimited. */
+export function openFilesLimit(): number | undefined {
+  let text: string;
+  try {
+    text = readFileSync(LIMITS_PATH, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const value = OPEN_FILES_LINE.exec(text)?.[1];
+  return value === undefined || value === 'unlimited' ? undefined : Number(value);
+}
+
+/**
+ * Files this process holds now (sockets, LMDB, pipes, eventfds). Listing them takes a descriptor of its own: with none
+ * left (EMFILE) the process is at its limit, which is then the answer; -1 where /proc does not say.
+ */
+export function openFilesHeld(limit: number | undefined): number {
+  try {
+    // The listing's own descriptor is among the entries while it is read.
+    return readdirSync(FDS_PATH).length - 1;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    return (code === 'EMFILE' || code === 'ENFILE') && limit !== undefined ? limit : -1;
+  }
+}
