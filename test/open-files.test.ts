@@ -4,9 +4,13 @@
  * descriptor; a write forwarded to the root then failed with EMFILE, new connections (a liveness probe) were reset by
  * libuv, and a certificate reload could not read its files. Now a node under a lower limit lowers its HTTP connections
  * to fit, keeps the files the rest of its caps need free, and refuses to start under a limit too low to serve.
+ *
+ * A node out of descriptors all the same (something uncounted took them: test/support/fd-filler.ts) failed to reload
+ * a rotated certificate, as it should, but never tried again: the files' stamp was taken as read, so the new
+ * certificate went unused until the files changed once more. Now the next poll reads them again.
  */
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { copyFileSync, readdirSync, renameSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
@@ -14,6 +18,9 @@ import { after, describe, test } from 'node:test';
 import { NODE_IDLE_FILES_MAX } from '../src/limits.js';
 import { NODE_LIMITS } from '../src/node/index.js';
 import { openFilesNeeded } from '../src/node/limits.js';
+import { issueCertificate } from '../src/net/tls-certs.js';
+import { LOOPBACK_HOSTS, testCertificates } from './support/certs.js';
+import { fdFillerEnv } from './support/fd-filler.js';
 import { metricValue, waitUntil } from './support/http.js';
 import { makeTempDir, openFilesLimited, removeDir, serveRefused, startServe, stopProcess, type ServeProcess } from './support/process.js';
 
@@ -107,5 +114,36 @@ describe('open files', () => {
     const refused = await serveRefused(join(dir, 'refused'), [], openFilesLimited(500));
     assert.equal(refused.code, 2, refused.stderr);
     assert.match(refused.stderr, /CONFIG_INVALID: the open-files limit of this process is 500 \(ulimit -n\), and a node needs at least 1008: .* raise it to 19988 /);
+  });
+
+  test('open files: a certificate rotated while the node has no descriptor left is reloaded once it has', async () => {
+    const certificates = testCertificates();
+    const tlsDir = makeTempDir('open-files-tls');
+    try {
+      const certPath = join(tlsDir, 'node.pem');
+      const keyPath = join(tlsDir, 'node-key.pem');
+      copyFileSync(certificates.node.certPath, certPath);
+      copyFileSync(certificates.node.keyPath, keyPath);
+      const rotated = issueCertificate(certificates.ca, tlsDir, 'rotated', { commonName: 'rotated', hosts: LOOPBACK_HOSTS });
+      const tlsNode = await startServe(join(dir, 'tls'), ['--tls-cert', certPath, '--tls-key', keyPath, '--tls-ca', certificates.ca.certPath], fdFillerEnv(), undefined, openFilesLimited(OPEN_FILES));
+      try {
+        tlsNode.child.kill('SIGUSR2');
+        await waitUntil('the node has no descriptor left', () => Promise.resolve(/fd-filler: filled \d+/.test(tlsNode.stderr())));
+        // Key first, then the certificate, each renamed into place whole: the poll sees one change or the other.
+        copyFileSync(rotated.keyPath, `${keyPath}.new`);
+        copyFileSync(rotated.certPath, `${certPath}.new`);
+        renameSync(`${keyPath}.new`, keyPath);
+        renameSync(`${certPath}.new`, certPath);
+        await waitUntil('the reload has failed for want of a descriptor', () => Promise.resolve(/TLS reload failed/.test(tlsNode.stderr())));
+        tlsNode.child.kill('SIGUSR2');
+        await waitUntil('the descriptors are back', () => Promise.resolve(/fd-filler: released \d+/.test(tlsNode.stderr())));
+        await waitUntil('the rotated certificate is reloaded', () => Promise.resolve(/"message":"TLS certificate reloaded".*"subject":"rotated"/.test(tlsNode.stderr())), 15_000);
+        assert.equal(tlsNode.child.exitCode, null, 'the node still runs');
+      } finally {
+        await stopProcess(tlsNode.child);
+      }
+    } finally {
+      removeDir(tlsDir);
+    }
   });
 });

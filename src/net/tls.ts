@@ -11,7 +11,8 @@
  *
  * The files are read once at start and again when they change (polled on the clock, which also catches Kubernetes'
  * symlink swaps that fs.watch misses) or when the operator sends SIGHUP. A reload that fails (a half-written file, a
- * key that does not match its certificate) keeps the previous credentials and says so. A new certificate or key drops
+ * key that does not match its certificate) keeps the previous credentials and says so; one that could not open the files
+ * (the process out of descriptors: EMFILE) is tried again at the next poll. A new certificate or key drops
  * no connection: servers take the new context for new handshakes (tls.Server#setSecureContext), clients for new
  * connections. A new CA file closes the open connections whose peer certificate it no longer signs
  * (src/net/tls-connections.ts), so that rotating the CA revokes what is already connected too.
@@ -37,6 +38,15 @@ export interface TlsPaths {
   readonly certPath: string;
   readonly keyPath: string;
   readonly caPath: string;
+}
+
+/** Whether `error`, or an error it was caused by, is the system's refusal to open another file (EMFILE, ENFILE). */
+function outOfFiles(error: unknown): boolean {
+  for (let cause = error; cause instanceof Error; cause = cause.cause) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    if (code === 'EMFILE' || code === 'ENFILE') return true;
+  }
+  return false;
 }
 
 /** The contents of the files, as one consistent set: every connection uses one such object from start to end. */
@@ -233,6 +243,17 @@ export class TlsCredentials {
       material = readTlsMaterial(this.paths, this.warnSecret);
     } catch (error) {
       this.reloadFailures++;
+      if (outOfFiles(error)) {
+        // The files may be whole: this process could not open them. Their stamp is forgotten, so the next poll reads
+        // them again; it was kept, and a rotated certificate went unread until the files changed once more (audit,
+        // 2026-12-08: a node at its open-files limit).
+        this.stamp = '';
+        this.logger.log('error', 'TLS reload failed: this process has no file descriptor left to read the files with; still using the previous certificate, and trying again at the next poll', {
+          why,
+          error: (error as Error).message,
+        });
+        return false;
+      }
       this.logger.log('error', 'TLS reload failed; still using the previous certificate', { why, error: (error as Error).message });
       return false;
     }
