@@ -107,6 +107,8 @@ describe('open files', () => {
     const connectionsMax = await metricValue(node.url, /^mercury_http_connections_max /);
     assert.equal(connectionsMax, OPEN_FILES - (openFilesNeeded(NODE_LIMITS) - NODE_LIMITS.http.connectionsMax));
     assert.equal(await metricValue(node.url, /^mercury_open_files_max /), OPEN_FILES);
+    const held = await metricValue(node.url, /^mercury_open_files /);
+    assert.ok(held > 0 && held < 100, `mercury_open_files ${held} once the flood is gone`);
     assert.match(node.stderr(), /"message":"open-files limit below what the caps need: HTTP connections lowered to fit","openFilesMax":1100,"httpConnectionsMax":348/);
   });
 

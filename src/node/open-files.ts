@@ -6,7 +6,7 @@
  * /proc/self/limits has a line `Max open files  <soft>  <hard>  files` ("unlimited" for no limit). Elsewhere (not
  * Linux, no /proc) nothing is known: undefined, and the caps stay as they are.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 
 const LIMITS_PATH = '/proc/self/limits';
 const FDS_PATH = '/proc/self/fd';
@@ -25,11 +25,16 @@ export function openFilesLimit(): number | undefined {
 }
 
 /**
- * Files this process holds now (sockets, LMDB, pipes, eventfds). Listing them takes a descriptor of its own: with none
- * left (EMFILE) the process is at its limit, which is then the answer; -1 where /proc does not say.
+ * Files this process holds now (sockets, LMDB, pipes, eventfds). Linux 6.2 and later give the count as the size of
+ * /proc/self/fd, a stat that takes no descriptor and no time; listing the directory instead took 27 to 53 ms with 19,500
+ * open (the event loop's, on every scrape), so it is the fallback for older kernels (size 0). The listing takes a
+ * descriptor of its own: with none left (EMFILE) the process is at its limit, which is then the answer; -1 where /proc
+ * does not say.
  */
 export function openFilesHeld(limit: number | undefined): number {
   try {
+    const size = statSync(FDS_PATH).size;
+    if (size > 0) return size;
     // The listing's own descriptor is among the entries while it is read.
     return readdirSync(FDS_PATH).length - 1;
   } catch (error) {
