@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { validateConfig, withConfigLimits } from '../src/config/index.js';
 import { TXN_OPS_MAX } from '../src/limits.js';
 import { MercuryNode, NODE_LIMITS, NODE_LIMITS_TEST, validateNodeLimits, withLimits } from '../src/node/index.js';
+import { fitOpenFiles, HTTP_CONNECTIONS_MIN, openFilesNeeded } from '../src/node/limits.js';
 import { REPLICATION_LIMITS_TEST } from '../src/replication/index.js';
 import { request } from './support/http.js';
 import { makeTempDir, removeDir } from './support/process.js';
@@ -20,6 +21,23 @@ describe('node limits', () => {
     }
     assert.ok(NODE_LIMITS_TEST.commit.valueBytesMax < NODE_LIMITS.commit.valueBytesMax);
     assert.ok(NODE_LIMITS_TEST.log.trimIntervalMs < NODE_LIMITS.log.trimIntervalMs);
+  });
+
+  test('limits: under a lower open-files limit the HTTP connections, TLS handshakes and per-host shares are lowered to fit; too low is CONFIG_INVALID', () => {
+    const needed = openFilesNeeded(NODE_LIMITS);
+    assert.equal(needed, 19_988);
+    assert.deepEqual(fitOpenFiles(NODE_LIMITS, 20_000), { limits: NODE_LIMITS, loweredFrom: undefined });
+    const others = needed - NODE_LIMITS.http.connectionsMax;
+    const lowered = fitOpenFiles(NODE_LIMITS, others + 300);
+    assert.equal(lowered.loweredFrom, NODE_LIMITS.http.connectionsMax);
+    const { http } = validateNodeLimits(lowered.limits);
+    assert.deepEqual(
+      [http.connectionsMax, http.connectionsPerAddressMax, http.tlsHandshakesMax, http.tlsHandshakesPerAddressMax],
+      [300, 300, 300, NODE_LIMITS.http.tlsHandshakesPerAddressMax],
+    );
+    assert.equal(openFilesNeeded(lowered.limits), others + 300);
+    assert.equal(fitOpenFiles(NODE_LIMITS, others + HTTP_CONNECTIONS_MIN).limits.http.connectionsMax, HTTP_CONNECTIONS_MIN);
+    assert.throws(() => fitOpenFiles(NODE_LIMITS, others + HTTP_CONNECTIONS_MIN - 1), (error: Error & { code?: string }) => error.code === 'CONFIG_INVALID' && /ulimit -n 19988/.test(error.message));
   });
 
   test('limits: a relation across sections that does not hold is refused, naming it', () => {
