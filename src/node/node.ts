@@ -172,14 +172,15 @@ export class MercuryNode {
     // The caps full at once must fit the open files this process may hold, or accept(), a forwarded write, a replica's
     // reconnection or a certificate reload meets EMFILE under load (record 88): lowered to fit, or refused below a floor.
     const openFilesMax = openFilesLimit();
-    const fitted = fitOpenFiles(validateNodeLimits(withConfigLimits(config, options.limits ?? NODE_LIMITS)), openFilesMax ?? Number.MAX_SAFE_INTEGER);
+    const configured = validateNodeLimits(withConfigLimits(config, options.limits ?? NODE_LIMITS));
+    const fitted = fitOpenFiles(configured, openFilesMax ?? Number.MAX_SAFE_INTEGER);
     this.limits = validateNodeLimits(fitted.limits);
     if (fitted.loweredFrom !== undefined)
       this.logger.log('warn', 'open-files limit below what the caps need: HTTP connections lowered to fit', {
         openFilesMax,
         httpConnectionsMax: this.limits.http.connectionsMax,
         httpConnectionsMaxConfigured: fitted.loweredFrom,
-        remedy: `raise the limit to ${openFilesNeeded(withConfigLimits(config, options.limits ?? NODE_LIMITS))} (ulimit -n, systemd LimitNOFILE=, docker --ulimit nofile=)`,
+        remedy: `raise the limit to ${openFilesNeeded(configured)} (ulimit -n, systemd LimitNOFILE=, docker --ulimit nofile=)`,
       });
     // Read before the store opens: bad files are a configuration error, and leave nothing open behind them.
     this.tls = config.tls === undefined ? undefined : new TlsCredentials(config.tls, this.logger, this.clock);
