@@ -15,6 +15,7 @@ import * as L from '../src/limits.js';
 import { LOG_BUDGET_DEFAULT, LOG_BUFFERED_BYTES_MAX } from '../src/logging/index.js';
 import { FORWARD_TIMEOUT_MS } from '../src/node/forward.js';
 import { NODE_LIMITS } from '../src/node/index.js';
+import { HTTP_CONNECTIONS_MIN, openFilesNeeded } from '../src/node/limits.js';
 import { SEND_SLICE_BYTES } from '../src/server/http-io.js';
 import { wireOutputShareBytes } from '../src/wire/limits.js';
 
@@ -86,6 +87,16 @@ const ROWS: Readonly<Record<string, readonly string[]>> = {
     `${http.forwardedWritesMax} not yet answered`,
     `awaited at most ${duration(FORWARD_TIMEOUT_MS)}`,
     `at most ${duration(http.forwardedWriteWaitMs)} more`,
+  ],
+  'Open files (per node)': [
+    `need ${count(openFilesNeeded(NODE_LIMITS))} files`,
+    `${count(http.connectionsMax)} HTTP connections`,
+    `${wire.connectionsMax} wire connections`,
+    `${http.forwardedWritesMax} forwarded writes`,
+    `${L.REPLICATION_CHILDREN_MAX_CEILING} children`,
+    `${replication.closingSocketsMax} replication sockets closing and ${replication.handshakingSocketsMax} in their handshake`,
+    `${L.NODE_IDLE_FILES_MAX} for an idle node`,
+    `under ${count(openFilesNeeded(NODE_LIMITS) - http.connectionsMax + HTTP_CONNECTIONS_MIN)} files (fewer than ${HTTP_CONNECTIONS_MIN} HTTP connections)`,
   ],
   'Log retention': [
     `${count(log.retainEntries)} entries or ${bytes(log.retainBytes)} by default`,
