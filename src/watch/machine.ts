@@ -209,6 +209,11 @@ class Connection {
   blockedBytes = 0;
   /** The queue's size when the machine last looked (its part of `queuedBytesSeen`). */
   queuedBytesSeen = 0;
+  /**
+   * The bytes of the last message that did not fit past the connection's share (`fits`), until one is sent: it is
+   * full while the budget has no room for that much, and its lagging subscriptions wait for that room (record 85).
+   */
+  wantedBytes = 0;
   closing = false;
   constructor(
     readonly id: number,
@@ -242,6 +247,11 @@ class Subscription {
   snapshotStartedMs = 0;
   /** In state 'snapshot' with no snapshot open: not before this time (the last one found no reader free). */
   snapshotRetryAtMs = 0;
+  /**
+   * In state 'snapshot': a page read that did not fit its connection's queue yet (`fits`), sent before the next is
+   * read. Held only with a snapshot open, so at most `snapshotsMax` of them.
+   */
+  pendingPage: PendingPage | undefined = undefined;
   removed = false;
   constructor(
     readonly connection: Connection,
@@ -256,6 +266,20 @@ class Subscription {
     this.expectHash = afterHash;
   }
 }
+
+/** A snapshot page's message, and what its sending completes. */
+interface PendingPage {
+  readonly text: string;
+  readonly bytes: number;
+  readonly page: WatchSnapshotPage;
+  /** Key and value bytes of the page (what the pump's round budget counts). */
+  readonly recordBytes: number;
+}
+
+/** The most header bytes of the two fragments of a large events message (frame.ts: 4 for the head, 10 for the body). */
+const FRAGMENT_HEADERS_BYTES_MAX = 14;
+/** The most header bytes of one frame (a 64-bit length). */
+const FRAME_HEADER_BYTES_MAX = 10;
 
 /**
  * Distinct subscription ids whose whole small events message one SharedBody keeps framed. Clients mostly number
@@ -557,6 +581,8 @@ export class WatchMachine {
     this.connections.delete(connId);
     this.queuedBytesSeenTotal -= connection.queuedBytesSeen;
     if (--connection.address.connections === 0) this.addresses.delete(connection.address.key);
+    // Its queue's bytes left the budget: subscriptions waiting for room there may go on.
+    if (connection.queuedBytesSeen > 0 && this.lagging.size > 0) this.pumpAtMs = Math.min(this.pumpAtMs, nowMs);
     return this.end(nowMs);
   }
 
@@ -585,7 +611,9 @@ export class WatchMachine {
     let snapshots = 0;
     const addressBytes = new Map<AddressPrefixes, number>();
     const addressConnections = new Map<AddressPrefixes, number>();
+    let queuedBytesSeen = 0;
     for (const connection of this.connections.values()) {
+      queuedBytesSeen += connection.queuedBytesSeen;
       assert.equal(this.addresses.get(connection.address.key), connection.address, 'a connection counts in its address');
       addressConnections.set(connection.address, (addressConnections.get(connection.address) ?? 0) + 1);
       if (connection.closing) assert.equal(connection.subscriptions.length, 0, 'a closing connection holds subscriptions');
@@ -600,7 +628,7 @@ export class WatchMachine {
         if (subscription.snapshotId !== 0) {
           assert.equal(subscription.state, 'snapshot');
           snapshots++;
-        }
+        } else assert.equal(subscription.pendingPage, undefined, 'a page waits only with its snapshot open');
         assert.ok(subscription.toldSeq < this.position(subscription), 'told past what was sent');
         if (subscription.expectHash !== undefined) {
           assert.notEqual(subscription.state, 'snapshot', 'a snapshot replaces the state whatever its afterHash');
@@ -611,6 +639,7 @@ export class WatchMachine {
       }
     }
     assert.equal(subscriptions, this.subscriptionCount);
+    assert.equal(queuedBytesSeen, this.queuedBytesSeenTotal, "the queues' sum is of what was seen of each");
     assert.equal(this.addresses.size, addressConnections.size, 'an address is kept while it has a connection');
     let prefixBytesHeld = 0;
     for (const address of this.addresses.values()) {
@@ -667,19 +696,53 @@ export class WatchMachine {
 
   private send(connection: Connection, text: string, type: string): void {
     connection.port.send(text);
+    this.see(connection, connection.port.bufferedBytes);
     connection.lastSendTick = this.ticks;
     this.counters.sent(type, 1, 0);
   }
 
   /**
    * Whether a connection's queue of `buffered` bytes takes no more: past its own bound, or past its share of the
-   * node's while the queues together are past theirs (`queueBytesTotalMax`). Records what it saw in the total.
+   * node's while the queues together are past theirs (`queueBytesTotalMax`), or have no room for the message it
+   * could not queue last (`wantedBytes`). Full, it may be closed as stalled. Records what it saw in the total.
    */
   private full(connection: Connection, buffered: number): boolean {
+    this.see(connection, buffered);
+    const { queueBytesMax, queueBytesShareMax, queueBytesTotalMax } = this.limits;
+    return buffered >= queueBytesMax || (buffered > queueBytesShareMax && this.queuedBytesSeenTotal + connection.wantedBytes > queueBytesTotalMax);
+  }
+
+  /** Records the connection's queue as `buffered` bytes in the sum of what the machine saw. */
+  private see(connection: Connection, buffered: number): void {
     this.queuedBytesSeenTotal += buffered - connection.queuedBytesSeen;
     connection.queuedBytesSeen = buffered;
-    const { queueBytesMax, queueBytesShareMax, queueBytesTotalMax } = this.limits;
-    return buffered >= queueBytesMax || (buffered > queueBytesShareMax && this.queuedBytesSeenTotal > queueBytesTotalMax);
+  }
+
+  /**
+   * Whether a message of `bytes` may be queued on a connection that has room (`hasRoom`): within its share, or within
+   * the room left in the budget (`queueBytesTotalMax`), the sum taken with the message; a message larger than the
+   * whole budget goes out alone, when nothing else is queued. Before, a connection within its share took any message,
+   * and messages that are not shared (distinct selections of one large value) held one each beyond the budget: 1,000
+   * watchers reading nothing held 997 MiB of 1 MiB events (record 85). One that does not fit is not lost: the
+   * subscription catches up from the log once there is room, and the connection, past its share, is full meanwhile.
+   */
+  private fits(connection: Connection, bytes: number): boolean {
+    const buffered = connection.port.bufferedBytes;
+    this.see(connection, buffered);
+    const { queueBytesShareMax, queueBytesTotalMax } = this.limits;
+    if (buffered + bytes <= queueBytesShareMax) return true;
+    const total = this.queuedBytesSeenTotal;
+    if (total > 0 && total + bytes > queueBytesTotalMax) {
+      connection.wantedBytes = bytes;
+      return false;
+    }
+    return true;
+  }
+
+  /** After a send: the queue as it is now, so that the next message to any connection counts this one. */
+  private queued(connection: Connection): void {
+    connection.wantedBytes = 0;
+    this.see(connection, connection.port.bufferedBytes);
   }
 
   /** Room in the connection's queue; also tracks since when it has been full (see `stalled`). */
@@ -979,7 +1042,10 @@ export class WatchMachine {
           hashHex ??= entry.hash.toString('hex');
           body = new SharedBody(entry.seq, eventsBody(entry.seq, entry.timeMs, group.selection.hashes ? hashHex : undefined, selected), selected.length);
         }
-        this.sendEvents(subscription, body);
+        if (!this.sendEvents(subscription, body)) {
+          this.toCatchup(subscription, entry.seq, entry.prevHash);
+          continue;
+        }
         events += body.eventCount;
         messages++;
       }
@@ -987,14 +1053,24 @@ export class WatchMachine {
     if (messages > 0) this.counters.sent('events', messages, events);
   }
 
-  private sendEvents(subscription: Subscription, body: SharedBody): void {
+  /** Sends the events if the message fits the connection's queue (`fits`); false: it did not, nothing was sent. */
+  private sendEvents(subscription: Subscription, body: SharedBody): boolean {
     const connection = subscription.connection;
-    // Two fragments of one message: the shared body is written to every socket without a copy.
-    if (body.text.length >= this.limits.sharedFragmentBytesMin) connection.port.sendFragments(eventsHead(subscription.idJson), body.bytes());
-    // Writing the message framed once, instead of asking ws to frame it per socket, is most of the fan-out's time.
-    else connection.port.sendFramed(body.frame(subscription.idJson));
+    if (body.text.length >= this.limits.sharedFragmentBytesMin) {
+      // Two fragments of one message: the shared body is written to every socket without a copy.
+      const head = eventsHead(subscription.idJson);
+      if (!this.fits(connection, body.bytes().length + Buffer.byteLength(head) + FRAGMENT_HEADERS_BYTES_MAX)) return false;
+      connection.port.sendFragments(head, body.bytes());
+    } else {
+      // Writing the message framed once, instead of asking ws to frame it per socket, is most of the fan-out's time.
+      const frame = body.frame(subscription.idJson);
+      if (!this.fits(connection, frame.length)) return false;
+      connection.port.sendFramed(frame);
+    }
+    this.queued(connection);
     connection.lastSendTick = this.ticks;
     this.tell(subscription, body.seq);
+    return true;
   }
 
   // --- Catch-up and snapshots -------------------------------------------------------------------------------------
@@ -1013,11 +1089,21 @@ export class WatchMachine {
     let waiting = false;
     const positions = new Map<number, Subscription[]>();
     for (const subscription of Array.from(this.lagging)) {
-      if (subscription.removed || subscription.connection.closing) continue;
+      const connection = subscription.connection;
+      if (subscription.removed || connection.closing) continue;
+      if (!this.hasRoom(connection, nowMs)) continue;
+      // Its last message did not fit the queues' budget: it waits for room there, which a close makes (`closed` arms
+      // the pump) or a drain; a look every progress round otherwise, without reading the log in vain.
+      if (connection.wantedBytes > 0 && !this.fits(connection, connection.wantedBytes)) continue;
       if (subscription.state === 'snapshot') {
-        if (!this.hasRoom(subscription.connection, nowMs)) continue;
         waiting = true;
         if (budget <= 0) continue;
+        if (subscription.pendingPage !== undefined) {
+          const spent = this.sendPendingPage(subscription);
+          if (spent > 0) progressed = true;
+          budget -= spent;
+          continue;
+        }
         if (subscription.snapshotId === 0) {
           if (nowMs >= subscription.snapshotRetryAtMs && this.openSnapshot(subscription, nowMs)) progressed = true;
           continue;
@@ -1031,7 +1117,6 @@ export class WatchMachine {
         budget -= spent;
         continue;
       }
-      if (!this.hasRoom(subscription.connection, nowMs)) continue;
       waiting = true;
       const list = positions.get(subscription.nextSeq);
       if (list === undefined) positions.set(subscription.nextSeq, [subscription]);
@@ -1105,7 +1190,8 @@ export class WatchMachine {
           bodies.set(subscription.group, body);
         }
         if (body !== null) {
-          this.sendEvents(subscription, body);
+          // Not sent for want of room: it stays at this seq, and the pump passes it by until there is room.
+          if (!this.sendEvents(subscription, body)) continue;
           sent++;
           events += body.eventCount;
         }
@@ -1155,6 +1241,7 @@ export class WatchMachine {
   }
 
   private releaseSnapshot(subscription: Subscription): void {
+    subscription.pendingPage = undefined;
     if (subscription.snapshotId === 0) return;
     this.act({ type: 'releaseSnapshot', snapshotId: subscription.snapshotId });
     subscription.snapshotId = 0;
@@ -1179,23 +1266,33 @@ export class WatchMachine {
     }
     const keysOnly = subscription.group.selection.filters.keysOnly;
     const done = page.records.length === 0;
-    const connection = subscription.connection;
-    connection.port.send(
-      snapshotMessage(
-        subscription.idJson,
-        page.seq,
-        page.records.map((record) => snapshotItemJson(record, keysOnly)),
-        done,
-        subscription.snapshotBegins,
-        done && subscription.group.selection.hashes ? page.hash.toString('hex') : undefined,
-      ),
+    const text = snapshotMessage(
+      subscription.idJson,
+      page.seq,
+      page.records.map((record) => snapshotItemJson(record, keysOnly)),
+      done,
+      subscription.snapshotBegins,
+      done && subscription.group.selection.hashes ? page.hash.toString('hex') : undefined,
     );
     subscription.snapshotBegins = false;
+    let recordBytes = 1;
+    for (const record of page.records) recordBytes += record.key.length + record.value.length;
+    // A page is as large as its largest value (at least one record a page): it waits for room as events do.
+    subscription.pendingPage = { text, bytes: Buffer.byteLength(text) + FRAME_HEADER_BYTES_MAX, page, recordBytes };
+    return this.sendPendingPage(subscription);
+  }
+
+  /** Sends the page read last if it fits the connection's queue; returns its record bytes (0: it waits for room). */
+  private sendPendingPage(subscription: Subscription): number {
+    const { text, bytes, page, recordBytes } = subscription.pendingPage ?? assert.fail('a page is pending');
+    const connection = subscription.connection;
+    if (!this.fits(connection, bytes)) return 0;
+    subscription.pendingPage = undefined;
+    connection.port.send(text);
+    this.queued(connection);
     connection.lastSendTick = this.ticks;
     this.counters.sent('snapshot', 1, 0);
-    let bytes = 1;
-    for (const record of page.records) bytes += record.key.length + record.value.length;
-    if (done) {
+    if (page.records.length === 0) {
       const seq = page.seq;
       this.releaseSnapshot(subscription);
       this.tell(subscription, seq);
@@ -1205,7 +1302,7 @@ export class WatchMachine {
       // The snapshot may be ahead of the last published seq (a replica applies before it publishes): live then waits.
       if (seq + 1 >= this.liveSeq + 1) this.toLive(subscription);
     }
-    return bytes;
+    return recordBytes;
   }
 
   // --- Progress, heartbeats, stalls -------------------------------------------------------------------------------
@@ -1232,6 +1329,7 @@ export class WatchMachine {
         if (done <= subscription.toldSeq && !heartbeat) continue;
         if (!this.hasRoom(connection, nowMs)) break;
         connection.port.sendFramed(frames.frame(subscription.idJson, done, this.doneHash(subscription, done), subscription.group.selection.hashes));
+        this.see(connection, connection.port.bufferedBytes);
         connection.lastSendTick = this.ticks;
         sent++;
         this.tell(subscription, done);
