@@ -209,7 +209,7 @@ export class WatchHub {
     registry.gauge('mercury_watch_subscriptions_lagging', 'Watch subscriptions in catch-up or snapshot.', () => this.machine.laggingSubscriptions);
     registry.gauge(
       'mercury_watch_queued_bytes',
-      `Bytes queued on watch connections, not yet taken by the kernel; past ${this.limits.queueBytesTotalMax}, a connection holding more than ${this.limits.queueBytesShareMax} is served from the log.`,
+      `Bytes queued on watch connections, not yet taken by the kernel (a message shared by several counted for each); a message that would take a connection past ${this.limits.queueBytesShareMax} is queued only while this stays within ${this.limits.queueBytesTotalMax}, else it is served from the log.`,
       () => this.machine.queuedBytes,
     );
     registry.gauge(

@@ -53,9 +53,11 @@ export const WATCH_QUEUE_BYTES_MAX = 256 * KiB;
  */
 export const WATCH_QUEUE_BYTES_TOTAL_MAX = 64 * MiB;
 /**
- * Bytes a connection may have queued whatever the others hold: a watcher that reads keeps its live events while the
- * node's queues are full of others'. The node's queues hold at most WATCH_QUEUE_BYTES_TOTAL_MAX, plus this and one
- * message per connection (a message of WATCH_SHARED_FRAGMENT_BYTES_MIN or more is one buffer shared by its watchers).
+ * Bytes a connection may have queued whatever the others hold: a watcher that reads keeps its live events of messages
+ * within it while the node's queues are full of others'. A message that would take a connection past it is queued only
+ * if WATCH_QUEUE_BYTES_TOTAL_MAX has room for it (or nothing else is queued: a message larger than the budget goes out
+ * alone), so the node's queues hold at most WATCH_QUEUE_BYTES_TOTAL_MAX plus this per connection, 139 MiB over 19,236
+ * connections. Before, a connection within it took any message: one large event each beyond the budget (record 85).
  */
 export const WATCH_QUEUE_BYTES_SHARE_MAX = 4 * KiB;
 /** A connection whose queue stays full and does not shrink for this long is closed (4008) and must resume. */

@@ -9,9 +9,10 @@
  *   subscriptions with equal selections form a group: an entry's events are matched and encoded once per group, and
  *   the same text (or frame) goes to every member.
  * - **catch-up**: it is behind, because it asked for an older `fromSeq`, or because its connection's queue was full
- *   (`queueBytesMax`) when an entry came: it then skipped the live fan-out, keeping no copy in memory. The pump serves
- *   catch-up subscriptions from the log, a bounded read at a time, only while their queues have room, and moves each
- *   back to live once it reaches the latest seq. Subscriptions at the same seq share the read.
+ *   (`queueBytesMax`, or past its share while the queues' budget is spent) when an entry came, or the entry's message
+ *   did not fit the budget's room (`fits`, record 85): it then skipped the live fan-out, keeping no copy in memory. The
+ *   pump serves catch-up subscriptions from the log, a bounded read at a time, only while their queues have room, and
+ *   moves each back to live once it reaches the latest seq. Subscriptions at the same seq share the read.
  * - **snapshot**: its next seq is older than the retained log, so it is sent the current state of its prefixes
  *   first (a page per pump round), and continues from the snapshot's seq. Also a **reset**, after events on the same
  *   connection (src/api/watch.ts, docs/decisions.md record 40): the log it was served from was trimmed while it
