@@ -120,6 +120,25 @@ describe('hostile input - watch queues over many connections', () => {
     assert.equal(node.machine.laggingSubscriptions, IDLE_CONNECTIONS, 'those whose message did not fit wait in the log');
   });
 
+  test('watch queues: a large event shared by many connections counts once against the budget, so each of them takes it live', () => {
+    const node = harness();
+    const idle: TestConnection[] = [];
+    for (let i = 0; i < IDLE_CONNECTIONS; i++) {
+      const conn = new TestConnection();
+      node.subscribe(i + 1, conn, `192.0.2.${i + 1}`);
+      conn.paused = true;
+      idle.push(conn);
+    }
+    node.put('k/shared', LARGE_VALUE);
+    const queued = idle.reduce((sum, conn) => sum + conn.bufferedBytes, 0);
+    // Counted per connection, 32 of 12 KiB would pass the 64 KiB budget after five: the rest would catch up.
+    assert.ok(queued > 4 * LIMITS.queueBytesTotalMax, `the queues hold the event ${IDLE_CONNECTIONS} times (${queued} bytes)`);
+    assert.equal(node.machine.laggingSubscriptions, 0, 'every connection took the event live');
+    assert.ok(node.machine.queueBudgetBytes < LARGE_VALUE.length + IDLE_CONNECTIONS * 256, `the budget counts its body once (${node.machine.queueBudgetBytes} bytes)`);
+    for (const conn of idle) conn.read();
+    assert.equal(node.machine.queuedBytes, 0);
+  });
+
   test('watch queues: a reader receives every event, a value larger than its share included, while connections that read nothing hold the budget', () => {
     const node = harness();
     const all: [number, TestConnection][] = [];

@@ -209,8 +209,13 @@ export class WatchHub {
     registry.gauge('mercury_watch_subscriptions_lagging', 'Watch subscriptions in catch-up or snapshot.', () => this.machine.laggingSubscriptions);
     registry.gauge(
       'mercury_watch_queued_bytes',
-      `Bytes queued on watch connections, not yet taken by the kernel (a message shared by several counted for each); a message that would take a connection past ${this.limits.queueBytesShareMax} is queued only while this stays within ${this.limits.queueBytesTotalMax}, else it is served from the log.`,
+      `Bytes queued on watch connections, not yet taken by the kernel (a message shared by several counted for each; mercury_watch_queue_budget_bytes counts it once).`,
       () => this.machine.queuedBytes,
+    );
+    registry.gauge(
+      'mercury_watch_queue_budget_bytes',
+      `The watch queues' bytes as their budget counts them, a shared events body once however many connections hold it: a message that would take a connection past ${this.limits.queueBytesShareMax} is queued only while this stays within ${this.limits.queueBytesTotalMax}, else it is served from the log (record 85).`,
+      () => this.machine.queueBudgetBytes,
     );
     registry.gauge(
       'mercury_watch_prefix_bytes',

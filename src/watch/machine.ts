@@ -80,6 +80,11 @@ import { canonicalSelection, prefixBytes, SelectionIndex, selectionRanges, snaps
 export interface WatchConnection {
   /** Bytes queued on the connection and not yet handed to the network. */
   readonly bufferedBytes: number;
+  /**
+   * Bytes sent on the connection since it opened, handed to the network or not (its frames' headers included, as
+   * `bufferedBytes` counts them): less `bufferedBytes`, how far the network has taken what was sent.
+   */
+  readonly writtenBytes: number;
   /** One text message. */
   send(text: string): void;
   /** One complete text frame made by `textFrame`: the same Buffer is written to many connections. */
@@ -208,8 +213,18 @@ class Connection {
   /** When the queue was first seen full (-1: it was not), and its size then; a shrinking queue restarts the clock. */
   blockedSinceMs = -1;
   blockedBytes = 0;
-  /** The queue's size when the machine last looked (its part of `queuedBytesSeen`). */
+  /**
+   * What the queue added to the budget's sum when the machine last looked (its part of `queuedBytesSeenTotal`): its
+   * bytes, less the shared bodies in it, which count once for all connections (`sharedBodyBytes`).
+   */
   queuedBytesSeen = 0;
+  /**
+   * The shared bodies of large events messages sent on the connection that the network may not have taken yet, oldest
+   * first, each with where it ends in the connection's `writtenBytes`; undefined when none (most connections).
+   */
+  heldBodies: HeldBodyEnd[] | undefined = undefined;
+  /** The bytes of those bodies. */
+  heldBodyBytes = 0;
   /**
    * The bytes of the last message that did not fit past the connection's share (`fits`), until one is sent: it is
    * full while the budget has no room for that much, and its lagging subscriptions wait for that room (record 85).
@@ -268,6 +283,21 @@ class Subscription {
   }
 }
 
+/**
+ * One shared body of a large events message as the queue budget counts it: once, while any connection may hold it
+ * (its `holders`), since every socket it went to holds the same buffer (record 85).
+ */
+class HeldBody {
+  holders = 0;
+  constructor(readonly bytes: number) {}
+}
+
+/** A shared body in one connection's queue, and where it ends in that connection's `writtenBytes`. */
+interface HeldBodyEnd {
+  readonly body: HeldBody;
+  readonly endBytes: number;
+}
+
 /** A snapshot page's message, and what its sending completes. */
 interface PendingPage {
   readonly text: string;
@@ -296,6 +326,7 @@ const MESSAGE_CACHE_IDS_MAX = 16;
  */
 class SharedBody {
   private buffer: Buffer | undefined;
+  private heldBody: HeldBody | undefined;
   private readonly frames = new Map<string, Buffer>();
   constructor(
     readonly seq: number,
@@ -306,6 +337,12 @@ class SharedBody {
   bytes(): Buffer {
     this.buffer ??= Buffer.from(this.text, 'utf8');
     return this.buffer;
+  }
+
+  /** The body as the queue budget counts it, once for all the connections it is sent to. */
+  held(): HeldBody {
+    this.heldBody ??= new HeldBody(this.bytes().length);
+    return this.heldBody;
   }
 
   /** The whole message for one subscription id as a complete WebSocket text frame, framed once per id. */
@@ -354,11 +391,15 @@ export class WatchMachine {
   private readonly root: boolean;
   private readonly connections = new Map<number, Connection>();
   /**
-   * What the connections' queues held when the machine last looked at each (`full`), summed: never below what they
-   * hold, since a queue only shrinks between looks by the kernel taking bytes, and each is looked at before it is sent
-   * more. Past `queueBytesTotalMax`, a connection holding more than `queueBytesShareMax` takes no more (record 76).
+   * What the connections' queues held when the machine last looked at each (`see`: before and after it sends them
+   * anything), less the shared bodies in them, summed: never below what they hold, since a queue only shrinks between
+   * looks by the kernel taking bytes. With `sharedBodyBytes`, the budget's sum (`queueBudgetBytes`): past
+   * `queueBytesTotalMax`, a connection holding more than `queueBytesShareMax` takes no more (record 76), and none takes
+   * a message past its share that the sum has no room for (record 85).
    */
   private queuedBytesSeenTotal = 0;
+  /** The bytes of the shared bodies that connections may hold, each counted once (`HeldBody`): part of the budget's sum. */
+  private sharedBodyBytes = 0;
   /** Per remote address, while it has a connection; and the prefix bytes all subscriptions hold (`prefixBytesMax`). */
   private readonly addresses = new Map<string, AddressPrefixes>();
   private prefixBytesHeld = 0;
@@ -425,6 +466,14 @@ export class WatchMachine {
 
   get laggingSubscriptions(): number {
     return this.lagging.size;
+  }
+
+  /**
+   * The queue budget's sum as the machine last saw it (a metric): what `queueBytesTotalMax` bounds, the queues' bytes
+   * with each shared body counted once.
+   */
+  get queueBudgetBytes(): number {
+    return this.queuedBytesSeenTotal + this.sharedBodyBytes;
   }
 
   /** Bytes queued on all connections and not yet handed to the kernel, as they are now (a metric). */
@@ -580,6 +629,8 @@ export class WatchMachine {
     if (connection === undefined) return this.end(nowMs);
     this.dropSubscriptions(connection);
     this.connections.delete(connId);
+    for (const held of connection.heldBodies ?? []) this.letGo(connection, held);
+    connection.heldBodies = undefined;
     this.queuedBytesSeenTotal -= connection.queuedBytesSeen;
     if (--connection.address.connections === 0) this.addresses.delete(connection.address.key);
     // Its queue's bytes left the budget: subscriptions waiting for room there may go on.
@@ -641,6 +692,21 @@ export class WatchMachine {
     }
     assert.equal(subscriptions, this.subscriptionCount);
     assert.equal(queuedBytesSeen, this.queuedBytesSeenTotal, "the queues' sum is of what was seen of each");
+    const holders = new Map<HeldBody, number>();
+    for (const connection of this.connections.values()) {
+      let bytes = 0;
+      for (const { body } of connection.heldBodies ?? []) {
+        holders.set(body, (holders.get(body) ?? 0) + 1);
+        bytes += body.bytes;
+      }
+      assert.equal(connection.heldBodyBytes, bytes, "a connection's held body bytes are its bodies'");
+    }
+    let sharedBodyBytes = 0;
+    for (const [body, count] of holders) {
+      assert.equal(body.holders, count, "a shared body's holders are the connections that hold it");
+      sharedBodyBytes += body.bytes;
+    }
+    assert.equal(sharedBodyBytes, this.sharedBodyBytes, 'each shared body held counts once');
     assert.equal(this.addresses.size, addressConnections.size, 'an address is kept while it has a connection');
     let prefixBytesHeld = 0;
     for (const address of this.addresses.values()) {
@@ -710,13 +776,34 @@ export class WatchMachine {
   private full(connection: Connection, buffered: number): boolean {
     this.see(connection, buffered);
     const { queueBytesMax, queueBytesShareMax, queueBytesTotalMax } = this.limits;
-    return buffered >= queueBytesMax || (buffered > queueBytesShareMax && this.queuedBytesSeenTotal + connection.wantedBytes > queueBytesTotalMax);
+    return buffered >= queueBytesMax || (buffered > queueBytesShareMax && this.queueBudgetBytes + connection.wantedBytes > queueBytesTotalMax);
   }
 
-  /** Records the connection's queue as `buffered` bytes in the sum of what the machine saw. */
+  /**
+   * Records the connection's queue as `buffered` bytes in the budget's sum: its own bytes, and the shared bodies it
+   * holds apart (counted once in `sharedBodyBytes`), letting go of those the network has taken.
+   */
   private see(connection: Connection, buffered: number): void {
-    this.queuedBytesSeenTotal += buffered - connection.queuedBytesSeen;
-    connection.queuedBytesSeen = buffered;
+    let own = buffered;
+    const held = connection.heldBodies;
+    if (held !== undefined) {
+      const taken = connection.port.writtenBytes - buffered;
+      while (held.length > 0 && held[0]!.endBytes <= taken) this.letGo(connection, held.shift()!);
+      if (held.length === 0) connection.heldBodies = undefined;
+      else {
+        // Only the oldest body can be partly taken; the socket holds its buffer whole until it is all taken.
+        const first = held[0]!;
+        own = Math.max(0, buffered - connection.heldBodyBytes + Math.max(0, taken - (first.endBytes - first.body.bytes)));
+      }
+    }
+    this.queuedBytesSeenTotal += own - connection.queuedBytesSeen;
+    connection.queuedBytesSeen = own;
+  }
+
+  /** The connection no longer holds a shared body: the budget counts it no more once no connection does. */
+  private letGo(connection: Connection, held: HeldBodyEnd): void {
+    connection.heldBodyBytes -= held.body.bytes;
+    if (--held.body.holders === 0) this.sharedBodyBytes -= held.body.bytes;
   }
 
   /**
@@ -727,14 +814,15 @@ export class WatchMachine {
    * watchers reading nothing held 997 MiB of 1 MiB events (record 85). One that does not fit is not lost: the
    * subscription catches up from the log once there is room, and the connection, past its share, is full meanwhile.
    */
-  private fits(connection: Connection, bytes: number): boolean {
+  private fits(connection: Connection, bytes: number, budgetBytes = bytes): boolean {
     const buffered = connection.port.bufferedBytes;
     this.see(connection, buffered);
     const { queueBytesShareMax, queueBytesTotalMax } = this.limits;
     if (buffered + bytes <= queueBytesShareMax) return true;
-    const total = this.queuedBytesSeenTotal;
-    if (total > 0 && total + bytes > queueBytesTotalMax) {
-      connection.wantedBytes = bytes;
+    // `budgetBytes`: what the message adds to the sum, less for a shared body some connection holds already.
+    const total = this.queueBudgetBytes;
+    if (total > 0 && total + budgetBytes > queueBytesTotalMax) {
+      connection.wantedBytes = budgetBytes;
       return false;
     }
     return true;
@@ -1060,8 +1148,13 @@ export class WatchMachine {
     if (body.text.length >= this.limits.sharedFragmentBytesMin) {
       // Two fragments of one message: the shared body is written to every socket without a copy.
       const head = eventsHead(subscription.idJson);
-      if (!this.fits(connection, body.bytes().length + Buffer.byteLength(head) + FRAGMENT_HEADERS_BYTES_MAX)) return false;
+      const held = body.held();
+      const ownBytes = Buffer.byteLength(head) + FRAGMENT_HEADERS_BYTES_MAX;
+      if (!this.fits(connection, ownBytes + held.bytes, ownBytes + (held.holders === 0 ? held.bytes : 0))) return false;
       connection.port.sendFragments(head, body.bytes());
+      if (held.holders++ === 0) this.sharedBodyBytes += held.bytes;
+      connection.heldBodyBytes += held.bytes;
+      (connection.heldBodies ??= []).push({ body: held, endBytes: connection.port.writtenBytes });
     } else {
       // Writing the message framed once, instead of asking ws to frame it per socket, is most of the fan-out's time.
       const frame = body.frame(subscription.idJson);

@@ -204,6 +204,7 @@ type OwnedSocket = Duplex & { [WEBSOCKET]?: ServerWebSocket };
  */
 export class ServerWebSocket {
   private state = OPEN;
+  private written = 0;
   /**
    * A frame not yet received in full (never more than a header and `messageBytesMax`), its first `partialFilled`
    * bytes: while its header is incomplete, the few bytes received (`partialFrameBytes` 0); once the header is read,
@@ -280,14 +281,28 @@ export class ServerWebSocket {
     return this.socket.writableLength;
   }
 
+  /**
+   * Bytes written since the WebSocket began, taken by the kernel or not: less `bufferedBytes`, how far the kernel has
+   * taken them, which tells the watch machine when a socket no longer holds a shared body.
+   */
+  get writtenBytes(): number {
+    return this.written;
+  }
+
+  /** Every frame this end writes goes through here, so that `writtenBytes` counts it. */
+  private write(chunk: Buffer): void {
+    this.written += chunk.length;
+    this.socket.write(chunk);
+  }
+
   /** One text message. */
   send(text: string): void {
-    if (this.state === OPEN) this.socket.write(textFrame(Buffer.from(text, 'utf8')));
+    if (this.state === OPEN) this.write(textFrame(Buffer.from(text, 'utf8')));
   }
 
   /** One complete frame made by frame.ts (the same Buffer goes to many sockets). */
   sendFramed(frame: Buffer): void {
-    if (this.state === OPEN) this.socket.write(frame);
+    if (this.state === OPEN) this.write(frame);
   }
 
   /** One text message in two fragments: the head, then the shared body (written without a copy of it). */
@@ -297,22 +312,22 @@ export class ServerWebSocket {
     // into one writev, so that a socket that cannot take it holds the shared body, not a copy. Framed whole per
     // socket, 250 watchers reading nothing held 262 MB of one 1 MiB event (the fairness audit, 2026-12-07).
     this.socket.cork();
-    this.socket.write(firstFragmentFrame(Buffer.from(head, 'utf8')));
-    this.socket.write(lastFragmentHeader(body.length));
-    this.socket.write(body);
+    this.write(firstFragmentFrame(Buffer.from(head, 'utf8')));
+    this.write(lastFragmentHeader(body.length));
+    this.write(body);
     this.socket.uncork();
   }
 
   /** A ping with no payload: a peer that is there answers with a pong, and so moves `heardMs`. */
   ping(): void {
-    if (this.state === OPEN) this.socket.write(PING_FRAME);
+    if (this.state === OPEN) this.write(PING_FRAME);
   }
 
   /** Starts the close handshake with `code` and `reason` (cut to fit a control frame). */
   close(code: number, reason: string): void {
     if (this.state !== OPEN) return;
     this.state = CLOSING;
-    this.socket.write(closeFrame(code, reason));
+    this.write(closeFrame(code, reason));
     this.armCloseTimer();
   }
 
@@ -322,7 +337,7 @@ export class ServerWebSocket {
 
   /** The peer broke the protocol: the close code goes out, nothing more is read, and the connection ends. */
   private fail(code: number, message: string): void {
-    if (this.state === OPEN) this.socket.write(closeFrame(code, message));
+    if (this.state === OPEN) this.write(closeFrame(code, message));
     this.endConnection();
     this.owner.failed(this, message, code);
   }
@@ -446,7 +461,7 @@ export class ServerWebSocket {
   private frame(fin: boolean, opcode: number, payload: Buffer): void {
     switch (opcode) {
       case Opcode.PING:
-        if (this.state === OPEN && this.socket.writableLength < this.owner.queueBytesMax) this.socket.write(controlFrame(Opcode.PONG, payload));
+        if (this.state === OPEN && this.socket.writableLength < this.owner.queueBytesMax) this.write(controlFrame(Opcode.PONG, payload));
         return;
       case Opcode.PONG:
         return;
@@ -499,7 +514,7 @@ export class ServerWebSocket {
       reason = reasonBytes.toString('utf8');
     }
     // Echo the peer's code (section 5.5.1) unless this end has sent its own close frame already.
-    if (this.state === OPEN) this.socket.write(code === ProtocolCloseCode.NO_STATUS ? controlFrame(Opcode.CLOSE, Buffer.alloc(0)) : closeFrame(code, reason));
+    if (this.state === OPEN) this.write(code === ProtocolCloseCode.NO_STATUS ? controlFrame(Opcode.CLOSE, Buffer.alloc(0)) : closeFrame(code, reason));
     this.endConnection();
   }
 

@@ -18,6 +18,7 @@ import { bytesJson, expectedEntryEvents, type Filters, type ServerMessage } from
  */
 export class TestConnection implements WatchConnection {
   bufferedBytes = 0;
+  writtenBytes = 0;
   /** A client that answers every ping at once is always heard; a test of a vanished one sets a time. */
   heardMs = Infinity;
   pings = 0;
@@ -64,6 +65,7 @@ export class TestConnection implements WatchConnection {
     assert.equal(this.closedWith, undefined, 'sent after close');
     this.pending.push(text);
     this.bufferedBytes += Buffer.byteLength(text) + 4;
+    this.writtenBytes += Buffer.byteLength(text) + 4;
     if (!this.paused) this.read();
   }
 }

@@ -51,6 +51,7 @@ const SELECTIONS: readonly CheckedSelection[] = [
 /** A connection from a consumer to one node's machine. */
 class SimWatchConnection implements WatchConnection {
   bufferedBytes = 0;
+  writtenBytes = 0;
   /** The simulation's consumers answer pings at once: always heard (its network faults are the nodes'). */
   readonly heardMs = Infinity;
   pending: string[] = [];
@@ -92,6 +93,7 @@ class SimWatchConnection implements WatchConnection {
     if (this.clientClosed) return;
     this.pending.push(text);
     this.bufferedBytes += Buffer.byteLength(text);
+    this.writtenBytes += Buffer.byteLength(text);
   }
 }
 
