@@ -9,7 +9,7 @@
  * Messages that are not shared (distinct selections of one large value: every prefix of a long key is a selection of
  * its own) escaped it: a connection within its share took any message, 1,000 watchers reading nothing held 997 MiB of
  * 1 MiB events on a real node (decision record 85). Now a message past a connection's share needs room in the budget,
- * and one that does not fit waits in the log. The pure machine (src/watch/machine.ts) with connections whose queues are
+ * and one that does not fit waits in the log; a body shared by many connections counts once. The pure machine (src/watch/machine.ts) with connections whose queues are
  * counted as a socket's, so that no kernel buffer hides them.
  */
 import assert from 'node:assert/strict';

@@ -56,6 +56,9 @@ describe('watch: a large event shared by many watchers', () => {
       const grown = process.memoryUsage().arrayBuffers - before;
       // The queues count each message per connection (their bound is per connection)...
       assert.ok(queued > WATCHERS * value.length, `the watchers' queues hold ${queued} bytes of the events`);
+      // ...and their budget counts each body once, with each socket's head of the message (record 85).
+      const counted = nodeMetric(node, 'mercury_watch_queue_budget_bytes');
+      assert.ok(counted <= EVENTS * (value.length + WATCHERS * 128), `the queue budget counts ${counted} bytes of ${EVENTS} events of ${value.length} bytes`);
       // ...but each message's body is one buffer: before, each socket held a framed copy of each (69 MB here against 7 MB after).
       assert.ok(grown < EVENTS * value.length + 4 * MiB, `${WATCHERS} watchers of ${EVENTS} events of ${value.length} bytes grew this process's buffers by ${grown} bytes; one copy of each is ${EVENTS * value.length}`);
     } finally {

@@ -98,7 +98,8 @@ export const WATCH_SNAPSHOTS_MAX = 16;
 export const WATCH_SNAPSHOT_MS_MAX = 120_000;
 /**
  * Events messages at least this large are sent without copying: the per-subscription head and the shared body go out
- * as two fragments of one WebSocket message, so thousands of watchers of one prefix share one buffer.
+ * as two fragments of one WebSocket message, so thousands of watchers of one prefix share one buffer, and the queue
+ * budget counts it once while any of their sockets holds it (record 85).
  */
 export const WATCH_SHARED_FRAGMENT_BYTES_MIN = 16 * KiB;
 
