@@ -83,10 +83,20 @@ function newReplica(options: { upstreams?: string[]; store?: MemoryStore; random
 
 function newUpstream(
   source: LogSource,
-  options: { nodeId?: string; ancestors?: string[]; heartbeat?: Heartbeat; nowMs?: number; diverged?: () => Divergence | undefined } = {},
+  options: {
+    nodeId?: string;
+    ancestors?: string[];
+    heartbeat?: Heartbeat;
+    nowMs?: number;
+    diverged?: () => Divergence | undefined;
+    queueRoom?: (frameBytes: number) => boolean;
+    snapshotRefusal?: () => string | undefined;
+  } = {},
 ): Upstream {
   return new Upstream({
     diverged: options.diverged,
+    queueRoom: options.queueRoom,
+    snapshotRefusal: options.snapshotRefusal,
     nodeId: options.nodeId ?? 'root',
     source,
     ancestors: () => options.ancestors ?? [],
@@ -1203,6 +1213,67 @@ describe('replication state machines', () => {
     }
     slow.closed(T0);
     assert.equal(root.openSnapshots, 0);
+  });
+
+  test('upstream: each frame is weighed before it is framed, or read from the log or a snapshot; one without room waits, costs no read, and goes once drained (record 87)', () => {
+    const root = rootStore(30);
+    const source = new CountingSource(root);
+    let room = false;
+    const weighed: number[] = [];
+    const upstream = newUpstream(source, { queueRoom: (frameBytes) => (weighed.push(frameBytes), room) });
+    // A child 20 entries behind: its first frame is weighed after the log read, and waits.
+    let actions = upstream.receive(T0, helloBytes({ head: { seq: 10, hash: root.hashAt(10)! } }));
+    assert.deepStrictEqual(sent(actions).map((message) => message.type), ['welcome']);
+    assert.equal(source.reads, 1);
+    assert.equal(weighed.length, 1);
+    assert.ok(weighed[0]! > 0 && weighed[0]! <= L.entriesFrameBytesTarget + 1024, `weighed ${weighed[0]} bytes`);
+    // Asked again (an entry committed, a drain, an ACK of nothing new): weighed again, the log not read again.
+    actions = upstream.localApplied(T0 + 1, [commit(root, 31)]);
+    actions = [...actions, ...upstream.drained(T0 + 2)];
+    assert.deepStrictEqual(ofType(actions, 'send'), []);
+    assert.equal(source.reads, 1, 'a child held back costs no log read');
+    // The child acknowledges all it was sent (the WELCOME), then only keeps alive: held back with nothing to
+    // acknowledge, it waits its turn and is not stalled.
+    const keepAlive = encodeMessage({ type: 'ack', appliedSeq: 10, receivedBytes: upstream.status().sentBytes });
+    const endMs = T0 + 3 * L.childAckTimeoutMs;
+    for (let t = T0 + L.ackIntervalMs; t <= endMs; t += L.ackIntervalMs) {
+      assert.deepStrictEqual(ofType(upstream.receive(t, keepAlive), 'send'), []);
+      assert.deepStrictEqual(ofType(upstream.tick(t), 'close'), [], `closed at ${t - T0} ms, waiting for room with nothing to acknowledge`);
+    }
+    assert.equal(source.reads, 1, 'nor do its ACKs cost a read');
+    // Room again: the drain sends what the window allows.
+    room = true;
+    actions = upstream.drained(endMs);
+    const entries = sent(actions).filter((message) => message.type === 'entries');
+    assert.ok(entries.length > 0, 'the frame held back goes once drained');
+    assert.equal(upstream.status().sentSeq > 10, true);
+    // With nothing held, a drain does nothing.
+    assert.deepStrictEqual(upstream.drained(endMs + 1), []);
+
+    // A snapshot chunk is weighed at its target before it is read; a child held back with bytes to acknowledge and
+    // acknowledging none is stalled.
+    room = false;
+    weighed.length = 0;
+    const joining = newUpstream(root, { queueRoom: (frameBytes) => (weighed.push(frameBytes), room) });
+    actions = joining.receive(T0, helloBytes({ datasetId: '' }));
+    assert.deepStrictEqual(sent(actions).map((message) => message.type), ['welcome', 'snapshotBegin']);
+    assert.ok(weighed.every((bytes) => bytes >= L.snapshotChunkBytesTarget), `weighed ${weighed.join(', ')}`);
+    assert.equal(joining.status().snapshot?.keysSent, 0, 'no chunk was read');
+    assert.equal(ofType(joining.tick(T0 + L.childAckTimeoutMs), 'close').length, 1, 'held with bytes unacknowledged and no ACK: closed');
+    assert.equal(root.openSnapshots, 0);
+  });
+
+  test('upstream: a child refused a snapshot by the adapter (its host holds its most) is refused UNAVAILABLE with that reason, and holds no snapshot', () => {
+    const root = rootStore(5);
+    const upstream = newUpstream(root, { snapshotRefusal: () => 'this node is sending 16 snapshots to children at 127.0.0.2, the most per host' });
+    const actions = upstream.receive(T0, helloBytes({ datasetId: '' }));
+    const refuse = sent(actions).find((message) => message.type === 'refuse');
+    assert.ok(refuse?.type === 'refuse' && refuse.reason === 'UNAVAILABLE' && refuse.message.includes('the most per host'), JSON.stringify(refuse));
+    assert.equal(ofType(actions, 'close').length, 1);
+    assert.equal(root.openSnapshots, 0);
+    // A child that streams needs no snapshot: welcomed.
+    const streaming = sent(newUpstream(root, { snapshotRefusal: () => 'full' }).receive(T0, helloBytes({ head: { seq: 5, hash: root.head().hash } })));
+    assert.equal(streaming[0]?.type, 'welcome');
   });
 
   test('upstream: one turn sends about pumpTurnBytesMax of a snapshot, then asks to continue; resumes fill the window', () => {

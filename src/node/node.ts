@@ -440,8 +440,18 @@ export class MercuryNode {
     this.metrics.gauge('mercury_replication_children', 'Child replicas connected to this node.', () => this.replicationServer.children().length);
     this.metrics.gauge(
       'mercury_replication_queued_bytes',
-      `Bytes queued for child replicas that the kernel has not taken; past ${this.limits.replication.childrenQueuedBytesMax}, a child holding more than ${this.limits.replication.childQueuedBytesShare} is sent nothing more until it reads.`,
+      `Bytes queued for child replicas that the kernel has not taken; a frame that would take a child past ${this.limits.replication.childQueuedBytesShare} and them past ${this.limits.replication.childrenQueuedBytesMax} waits until they read.`,
       () => this.replicationServer.queuedBytes(),
+    );
+    this.metrics.gauge(
+      'mercury_replication_queued_address_bytes_max',
+      `Of those, the bytes queued for the children of the one remote host that holds the most; past ${this.limits.replication.childrenQueuedBytesPerAddressMax}, its children are sent a frame past their share only when its others have sent theirs.`,
+      () => this.replicationServer.queuedBytesOfBusiestAddress(),
+    );
+    this.metrics.counterReading(
+      'mercury_replication_snapshot_address_refusals_total',
+      `Children refused UNAVAILABLE because the children of their remote host were already sent ${this.limits.replication.childSnapshotsPerAddressMax} snapshots (each holds a snapshot reader); they retry after their backoff.`,
+      () => this.replicationServer.snapshotAddressRefusalCount,
     );
     if (isReplica) {
       this.committer = undefined;

@@ -7,7 +7,7 @@
  * `validateReplicationLimits` asserts the relations below for any set, and runs on both presets at module load.
  */
 import assert from 'node:assert/strict';
-import { ENTRY_BYTES_MAX, ENTRY_OPS_MAX, ID_BYTES_MAX, KEY_BYTES_MAX, REPLICATION_CHILDREN_MAX_DEFAULT, VALUE_BYTES_CEILING } from '../limits.js';
+import { ENTRY_BYTES_MAX, ENTRY_OPS_MAX, ID_BYTES_MAX, KEY_BYTES_MAX, REPLICATION_CHILDREN_MAX_DEFAULT, SNAPSHOT_READERS_MAX, VALUE_BYTES_CEILING } from '../limits.js';
 import { HASH_BYTES, SIGNATURE_BYTES } from '../log/index.js';
 
 const KiB = 1024;
@@ -133,6 +133,21 @@ export interface ReplicationLimits {
   readonly childrenQueuedBytesMax: number;
   readonly childQueuedBytesShare: number;
   /**
+   * ... and what the children of one remote host (an IPv4 address, an IPv6 /64) may hold together, beyond their shares.
+   * Every frame is weighed before it is read and framed (`UpstreamOptions.queueRoom`): one that would take the child
+   * past its share, its host past this or the children past the total waits, unless its host holds nothing (so a frame
+   * larger than any of them still goes, one at a time per host). Weighed only after it was queued, each of 64 silent
+   * children of one host kept a frame of about 1 MiB past its share, 160 MiB together (audit, 2026-12-08; record 87).
+   */
+  readonly childrenQueuedBytesPerAddressMax: number;
+  /**
+   * Snapshots the children of one remote host are sent at once. Each holds one of the node's snapshot readers (64,
+   * shared with backups and watches) for as long as its child takes to read it, up to the 30 s ACK timeout for one
+   * that reads nothing: 64 silent children of one host held them all, and every other replica that needed a snapshot
+   * was refused UNAVAILABLE until they timed out, again and again (audit, 2026-12-08; record 87).
+   */
+  readonly childSnapshotsPerAddressMax: number;
+  /**
    * What one turn of the event loop sends one child from a snapshot or the log, about (the frame that reaches it is
    * the last): the rest of the window follows on later turns (upstream.ts, "Work per turn"). So a child's first page
    * leaves after one chunk is read, not after a whole window, and other work of the node runs between the chunks.
@@ -222,6 +237,10 @@ export const REPLICATION_LIMITS: ReplicationLimits = Object.freeze({
   // product above 4 MiB): 64 MiB in flight together still carry 640 MB/s at a 100 ms round trip.
   childrenQueuedBytesMax: 64 * MiB,
   childQueuedBytesShare: 256 * KiB,
+  // A quarter, as a host holds at most a quarter of the child slots (64 of 256).
+  childrenQueuedBytesPerAddressMax: 16 * MiB,
+  // A quarter of the node's 64 snapshot readers (src/limits.ts, SNAPSHOT_READERS_MAX).
+  childSnapshotsPerAddressMax: 16,
   pumpTurnBytesMax: 1 * MiB,
   ackEveryBytes: 4 * MiB,
   ackEveryEntries: 2048,
@@ -271,6 +290,9 @@ export const REPLICATION_LIMITS_TEST: ReplicationLimits = Object.freeze({
   childWindowEntriesMax: 32,
   childrenQueuedBytesMax: 64 * KiB,
   childQueuedBytesShare: 4 * KiB,
+  childrenQueuedBytesPerAddressMax: 16 * KiB,
+  // Every child slot of a host: tests run all their replicas on 127.0.0.1.
+  childSnapshotsPerAddressMax: 4,
   pumpTurnBytesMax: 4 * KiB,
   ackEveryBytes: 3 * KiB,
   ackEveryEntries: 8,
@@ -318,6 +340,10 @@ export function validateReplicationLimits(limits: ReplicationLimits): Replicatio
   assert.ok(limits.logReadEntriesMax <= limits.childWindowEntriesMax);
   // A child holds its share whatever the others hold; many shares fit in the children's queues.
   assert.ok(limits.childQueuedBytesShare * 4 <= limits.childrenQueuedBytesMax, 'a share is a small part of the queues');
+  // A host's part holds several shares, and is a part: other hosts keep room when one host's children read nothing.
+  assert.ok(limits.childrenQueuedBytesPerAddressMax >= 2 * limits.childQueuedBytesShare, "a host's part of the queues holds several shares");
+  assert.ok(limits.childrenQueuedBytesPerAddressMax * 4 <= limits.childrenQueuedBytesMax, "one host's children must not hold the queues");
+  assert.ok(limits.childSnapshotsPerAddressMax <= limits.childrenPerAddressMax, 'a host has a snapshot for each of its children at most');
   assert.ok(limits.pumpTurnBytesMax > 0 && limits.pumpTurnBytesMax <= limits.childWindowBytesMax, 'a turn sends some of a window, at most all of it');
   // Entries of one op each, as many as one ACK covers, are one transaction: the budget cuts only turns of larger work.
   assert.ok(limits.applyBatchKeysMax >= limits.ackEveryEntries, 'a batch of one-op entries between two ACKs must fit one transaction');
@@ -342,6 +368,8 @@ export function validateReplicationLimits(limits: ReplicationLimits): Replicatio
 
 validateReplicationLimits(REPLICATION_LIMITS);
 validateReplicationLimits(REPLICATION_LIMITS_TEST);
+// One host's joining children leave most of the node's snapshot readers to other hosts, backups and watches.
+assert.ok(REPLICATION_LIMITS.childSnapshotsPerAddressMax * 4 <= SNAPSHOT_READERS_MAX, "one host's children must not hold the snapshot readers");
 // The production entry limit covers the largest value the store accepts under the largest key.
 // A relay's refusal is its own words, about 250 bytes at most, around what it quotes.
 assert.ok(REFUSE_QUOTE_BYTES_MAX + 300 <= REFUSE_MESSAGE_BYTES_MAX, 'a quoted reason leaves room for the remedy of a refusal');

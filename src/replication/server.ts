@@ -4,7 +4,9 @@
  * when its chain was replaced by a snapshot (`chainReset`); the machines decide what to send.
  *
  * Sockets are bounded by the machines' flow control: a session never has more than the window unacknowledged, so a
- * stalled child costs at most the window in socket buffers before it is closed for not acknowledging.
+ * stalled child costs at most the window in socket buffers before it is closed for not acknowledging. What the
+ * sockets hold unsent in this process is bounded over all children and per remote host (`queueRoom`), and so are the
+ * snapshots one host's children hold (`snapshotRefusal`): docs/decisions.md, records 75 and 87.
  *
  * With TLS (src/net/tls.ts) the port is mutual TLS: the first byte of a connection must start a TLS handshake (else a
  * plaintext REFUSE UNAUTHENTICATED says how to configure the child), and the child's certificate must verify against
@@ -85,6 +87,8 @@ export class ReplicationServer {
   /** Sockets ended and flushing their last frames, at most `closingSocketsMax` (`endSocket`). */
   private readonly ending = new Set<net.Socket>();
   private closing = false;
+  /** Children refused a snapshot because their host's children held `childSnapshotsPerAddressMax` (a counter). */
+  private snapshotAddressRefusals = 0;
 
   constructor(options: ReplicationServerOptions) {
     this.options = options;
@@ -254,9 +258,57 @@ export class ReplicationServer {
 
   /** Bytes the children's sockets hold unsent in this process, summed (at most the children this node serves). */
   queuedBytes(): number {
-    let bytes = 0;
-    for (const session of this.sessions) bytes += session.socket.writableLength;
-    return bytes;
+    return this.queuedBytesOf(undefined).total;
+  }
+
+  /** Of `queuedBytes`, what the children of the one remote host that holds the most hold. */
+  queuedBytesOfBusiestAddress(): number {
+    const byAddress = new Map<string, number>();
+    for (const session of this.sessions) byAddress.set(session.address, (byAddress.get(session.address) ?? 0) + session.socket.writableLength);
+    return Math.max(0, ...byAddress.values());
+  }
+
+  /** Children refused a snapshot since start because their host's children held their most snapshots. */
+  get snapshotAddressRefusalCount(): number {
+    return this.snapshotAddressRefusals;
+  }
+
+  /**
+   * What the children hold unsent, in total and those of `address`: one pass over the sessions (at most the children
+   * this node serves), taken only for a frame past its child's share. Socket queues shrink on their own as the kernel
+   * takes bytes, so a sum kept between events would only be an upper bound; this one is exact.
+   */
+  private queuedBytesOf(address: string | undefined): { total: number; address: number } {
+    let total = 0;
+    let ofAddress = 0;
+    for (const session of this.sessions) {
+      const bytes = session.socket.writableLength;
+      total += bytes;
+      if (session.address === address) ofAddress += bytes;
+    }
+    return { total, address: ofAddress };
+  }
+
+  /**
+   * Whether `session`'s socket may queue a frame of `frameBytes` more: within the child's share whatever the others
+   * hold; beyond it, within its host's part and the children's total. A host whose children hold nothing unsent may
+   * always queue one frame, so that a frame larger than a share, a host's part or the total still goes out, one at a
+   * time per host, and no host's children starve another's (record 87).
+   */
+  private queueRoom(session: ChildSession, frameBytes: number): boolean {
+    if (session.socket.writableLength + frameBytes <= this.limits.childQueuedBytesShare) return true;
+    const queued = this.queuedBytesOf(session.address);
+    if (queued.address === 0) return true;
+    return queued.address + frameBytes <= this.limits.childrenQueuedBytesPerAddressMax && queued.total + frameBytes <= this.limits.childrenQueuedBytesMax;
+  }
+
+  /** Why `session`'s child may not be sent a snapshot: its host's children hold `childSnapshotsPerAddressMax` of them. */
+  private snapshotRefusal(session: ChildSession): string | undefined {
+    let snapshots = 0;
+    for (const other of this.sessions) if (other.address === session.address && other.upstream.sendingSnapshot) snapshots++;
+    if (snapshots < this.limits.childSnapshotsPerAddressMax) return undefined;
+    this.snapshotAddressRefusals++;
+    return `this node is sending ${snapshots} snapshots to children at ${session.address}, the most per host (childSnapshotsPerAddressMax); try another upstream or later`;
   }
 
   children(): ChildStatus[] {
@@ -306,7 +358,8 @@ export class ReplicationServer {
       authorizeChild: this.options.authorizeChild === undefined ? undefined : (credential) => this.options.authorizeChild!(credential, socket),
       signer: this.options.signer,
       diverged: this.options.diverged,
-      queueFull: () => socket.writableLength > this.limits.childQueuedBytesShare && this.queuedBytes() > this.limits.childrenQueuedBytesMax,
+      queueRoom: (frameBytes) => this.queueRoom(session, frameBytes),
+      snapshotRefusal: () => this.snapshotRefusal(session),
     });
     const session: ChildSession = {
       socket,
@@ -333,6 +386,10 @@ export class ReplicationServer {
       // a child that does so to keep its window open (and everything sent to it queued without bound) is dropped.
       if (this.sessions.has(session) && socket.writableLength > upstream.unackedBytes)
         this.drop(session, `the child acknowledged bytes still queued here (${socket.writableLength} queued, ${upstream.unackedBytes} unacknowledged)`);
+    });
+    // A frame held for want of room goes out once the socket has sent what it held, not at the child's next ACK.
+    socket.on('drain', () => {
+      if (this.sessions.has(session)) this.perform(session, upstream.drained(clock.monotonicMs()));
     });
     socket.on('error', (error) => this.options.logger.log('debug', 'child socket error', { remote, error: error.message }));
     socket.on('close', () => {

@@ -17,6 +17,9 @@
  *   acknowledged. A child that keeps up gets entries straight from `localApplied` (no disk read); one that falls
  *   behind is served later from the log (`readLog`), never from a queue in memory; one that falls behind the retained
  *   log gets a fresh snapshot in the same session.
+ * - Room in the child's queue: the adapter weighs each entries frame, and each snapshot chunk before it is read
+ *   (`queueRoom`), against what the node's children hold unsent, so that children that read nothing hold their shares,
+ *   not a frame each past them; a frame without room waits like one beyond the window (docs/decisions.md, record 87).
  * - Work per turn: one call sends at most about `pumpTurnBytesMax` from the snapshot or the log, then asks for a
  *   `continue` (the adapter calls `resume` on its next turn). Filling a whole window in one call held a root's event
  *   loop ~130 ms for a joining child (16 MiB of snapshot pages read and framed) and wrote nothing to the child until
@@ -29,7 +32,7 @@
  *   a `snapshotPaceWindowMs` (a trickle restarts the stall clock, and would hold the read transaction as long).
  *
  * The adapter creates one `Upstream` per accepted connection, feeds it `receive`, `localApplied`, `heartbeat`, `tick`
- * (by `nextTickMs`) and `closed`, and calls `chainReset` on every session after the node installed a snapshot. Every
+ * (by `nextTickMs`), `drained` (its socket's 'drain') and `closed`, and calls `chainReset` on every session after the node installed a snapshot. Every
  * `nowMs` is monotonic (`Clock.monotonicMs`): a step of the wall clock must not fire or hold back a deadline.
  */
 import assert from 'node:assert/strict';
@@ -37,7 +40,7 @@ import type { EncodedEntry } from '../log/index.js';
 import { isDataCorrupted, isReadersFull } from '../errors/index.js';
 import type { LogLevel } from '../logging/index.js';
 import { PaceWindow } from '../clock/index.js';
-import { PATH_NODES_MAX, REFUSE_QUOTE_BYTES_MAX, REPLICATION_LIMITS, validateReplicationLimits, type ReplicationLimits } from './limits.js';
+import { FRAME_HEADER_BYTES, PATH_NODES_MAX, REFUSE_QUOTE_BYTES_MAX, REPLICATION_LIMITS, validateReplicationLimits, type ReplicationLimits } from './limits.js';
 import {
   FrameDecoder,
   ProtocolError,
@@ -108,11 +111,18 @@ export interface UpstreamOptions {
    */
   readonly diverged?: () => Divergence | undefined;
   /**
-   * The adapter's word that this child's socket holds more than its share of what the node's children may hold unsent
-   * together, and they hold more than that (`childrenQueuedBytesMax`): nothing more is sent it, as with a full window,
-   * until it is asked again (an ACK, an entry, a turn). Absent: never.
+   * Whether this child's socket may queue a frame of `frameBytes` more now (the adapter weighs it against the child's
+   * share, its host's part and the total of what the node's children hold unsent: `childQueuedBytesShare`,
+   * `childrenQueuedBytesPerAddressMax`, `childrenQueuedBytesMax`). Asked before each entries frame is framed and each
+   * snapshot chunk is read (weighed at its target: it passes it by a record at most). A frame without room waits, as
+   * with a full window, until the child is asked again (`drained`, an ACK, an entry, a turn). Absent: always.
    */
-  readonly queueFull?: () => boolean;
+  readonly queueRoom?: (frameBytes: number) => boolean;
+  /**
+   * Why this child may not be sent a snapshot now although a snapshot reader may be free (its host's children hold
+   * their most snapshots, `childSnapshotsPerAddressMax`): it is refused UNAVAILABLE with this message. Absent: never.
+   */
+  readonly snapshotRefusal?: () => string | undefined;
 }
 
 /** What signs a snapshot: the root's `Signer` (src/trust/signatures.ts). */
@@ -160,7 +170,8 @@ export class Upstream {
   private readonly latestHeartbeat: () => Heartbeat | undefined;
   private readonly authorizeChild: ((credential: string | undefined) => ChildAuthorization) | undefined;
   private readonly diverged: (() => Divergence | undefined) | undefined;
-  private readonly queueFull: (() => boolean) | undefined;
+  private readonly queueRoom: ((frameBytes: number) => boolean) | undefined;
+  private readonly snapshotRefusal: (() => string | undefined) | undefined;
   /** Whom the child authenticated as: revoking that token ends the session. */
   private childPrincipal: { readonly id: string; readonly name: string } | undefined;
   private readonly limits: ReplicationLimits;
@@ -186,6 +197,11 @@ export class Upstream {
   private stalledSinceMs: number | undefined;
   /** The snapshot's current pace window, over the bytes acknowledged (undefined outside a snapshot). */
   private pace: PaceWindow | undefined;
+  /**
+   * The weight of the frame that last found no room in the child's queue (`queueRoom`), until a weighed frame goes
+   * out: asked again before the log is read again, so that a child held back costs one question per event, not a read.
+   */
+  private heldFrameBytes: number | undefined;
 
   constructor(options: UpstreamOptions) {
     this.nodeId = options.nodeId;
@@ -195,7 +211,8 @@ export class Upstream {
     this.latestHeartbeat = options.latestHeartbeat;
     this.authorizeChild = options.authorizeChild;
     this.diverged = options.diverged;
-    this.queueFull = options.queueFull;
+    this.queueRoom = options.queueRoom;
+    this.snapshotRefusal = options.snapshotRefusal;
     this.limits = validateReplicationLimits(options.limits ?? REPLICATION_LIMITS);
     // A child only sends HELLO and ACK: anything longer is refused from its length, before the body is buffered.
     this.decoder = new FrameDecoder(this.limits.childFrameBytesMax);
@@ -347,6 +364,20 @@ export class Upstream {
     return actions;
   }
 
+  /**
+   * The child's socket sent all it held (the adapter's 'drain'): a frame held for want of room is weighed again now,
+   * rather than at the child's next ACK (up to `ackIntervalMs` away once it has read everything). Nothing when no frame
+   * is held, or when a `continue` is on its way (its `resume` sends).
+   */
+  drained(nowMs: number): UpstreamAction[] {
+    const actions: UpstreamAction[] = [];
+    if (this.heldFrameBytes === undefined || this.continuePending) return actions;
+    if (this.phase !== 'streaming' && this.phase !== 'snapshot') return actions;
+    this.pump(actions);
+    this.noteWindow(nowMs);
+    return actions;
+  }
+
   /** Time passed: enforce the handshake and acknowledgement timeouts. */
   tick(nowMs: number): UpstreamAction[] {
     const actions: UpstreamAction[] = [];
@@ -422,6 +453,11 @@ export class Upstream {
   chainReset(_nowMs: number): UpstreamAction[] {
     if (this.phase === 'closed') return [];
     return this.close('this node installed a snapshot; reconnect', []);
+  }
+
+  /** The child is being sent a snapshot (and holds one of the node's snapshot readers). */
+  get sendingSnapshot(): boolean {
+    return this.snapshot !== undefined;
   }
 
   /** Bytes sent to the child that it has not acknowledged receiving. */
@@ -550,7 +586,9 @@ export class Upstream {
   /** Starts the stall clock when the window is found full (`tick` closes the child if it stays full without progress). */
   private noteWindow(nowMs: number): void {
     if (this.phase !== 'streaming' && this.phase !== 'snapshot') return;
-    if (this.windowOpen()) this.stalledSinceMs = undefined;
+    // A frame held for want of room counts as a full window while the child has bytes to acknowledge: one that reads
+    // acknowledges them, and one that does not is closed as stalled. With nothing to acknowledge it only waits its turn.
+    if (this.windowOpen() && (this.heldFrameBytes === undefined || this.unackedBytes === 0)) this.stalledSinceMs = undefined;
     else this.stalledSinceMs ??= nowMs;
   }
 
@@ -604,6 +642,11 @@ export class Upstream {
    * the process exited).
    */
   private openSnapshot(actions: UpstreamAction[]): SnapshotSource | undefined {
+    const refusal = this.snapshotRefusal?.();
+    if (refusal !== undefined) {
+      this.refuse('UNAVAILABLE', refusal, actions);
+      return undefined;
+    }
     let source;
     try {
       source = this.source.openSnapshot();
@@ -637,8 +680,18 @@ export class Upstream {
   }
 
   private windowOpen(): boolean {
-    if (this.unackedBytes >= this.limits.childWindowBytesMax || this.queueFull?.() === true) return false;
+    if (this.unackedBytes >= this.limits.childWindowBytesMax) return false;
     return this.phase === 'snapshot' || this.sentSeq - this.ackedSeq < this.limits.childWindowEntriesMax;
+  }
+
+  /** Whether the child's queue has room for a frame of `frameBytes` (see `queueRoom`); remembers the weight if not. */
+  private roomFor(frameBytes: number): boolean {
+    if (this.queueRoom === undefined || this.queueRoom(frameBytes)) {
+      this.heldFrameBytes = undefined;
+      return true;
+    }
+    this.heldFrameBytes = frameBytes;
+    return false;
   }
 
   /** Sends whatever the window allows: the rest of a snapshot, then entries from the log up to the head. */
@@ -652,6 +705,8 @@ export class Upstream {
       }
       if (this.phase === 'snapshot') {
         const snapshot = this.snapshot!;
+        // Weighed before it is read: a chunk read and then held would cost the memory the question saves.
+        if (!this.roomFor(FRAME_HEADER_BYTES + 4 + this.limits.snapshotChunkBytesTarget)) return;
         let chunk;
         try {
           chunk = snapshot.source.nextChunk(this.limits.snapshotChunkBytesTarget);
@@ -688,6 +743,8 @@ export class Upstream {
         if (!this.snapshotAgain(actions)) return;
         continue;
       }
+      // The frame that found no room last is the one these entries would make (or one a little smaller).
+      if (this.heldFrameBytes !== undefined && !this.roomFor(this.heldFrameBytes)) return;
       const limitEntries = Math.min(this.limits.entriesFrameEntriesMax, this.limits.childWindowEntriesMax - (this.sentSeq - this.ackedSeq));
       let entries;
       try {
@@ -706,12 +763,15 @@ export class Upstream {
         if (!this.snapshotAgain(actions)) return;
         continue;
       }
-      this.sendEntries(entries, actions);
+      if (!this.sendEntries(entries, actions)) return;
     }
   }
 
-  /** Sends consecutive entries following sentSeq, in frames, while the window allows. */
-  private sendEntries(entries: readonly EncodedEntry[], actions: UpstreamAction[]): void {
+  /**
+   * Sends consecutive entries following sentSeq, in frames, while the window and the child's queue allow; false when a
+   * frame found no room in the queue.
+   */
+  private sendEntries(entries: readonly EncodedEntry[], actions: UpstreamAction[]): boolean {
     let index = 0;
     while (index < entries.length && this.windowOpen()) {
       const entriesMax = Math.min(this.limits.entriesFrameEntriesMax, this.limits.childWindowEntriesMax - (this.sentSeq - this.ackedSeq));
@@ -725,10 +785,13 @@ export class Upstream {
         bytes += record.length;
         index++;
       }
-      assert.ok(entriesFrameBytes(bytes, records.length) <= this.limits.frameBytesMax, 'an entry exceeds the frame limit');
+      const frameBytes = entriesFrameBytes(bytes, records.length);
+      assert.ok(frameBytes <= this.limits.frameBytesMax, 'an entry exceeds the frame limit');
+      if (!this.roomFor(frameBytes)) return false;
       this.send(encodeEntries(records), actions);
       this.sentSeq += records.length;
     }
+    return true;
   }
 
   private sendHeartbeat(heartbeat: Heartbeat, actions: UpstreamAction[]): void {
