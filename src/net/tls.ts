@@ -30,6 +30,7 @@ import { createSecureContext, type TLSSocket, type TlsOptions } from 'node:tls';
 import { systemClock, type Clock, type TimerHandle } from '../clock/index.js';
 import { MercuryError } from '../errors/index.js';
 import { readFileBounded, SMALL_FILE_BYTES_MAX, type SecretFileWarn } from '../fs/bounded-read.js';
+import { isOutOfFiles } from '../fs/out-of-files.js';
 import type { Logger } from '../logging/index.js';
 import { VerifiedConnections } from './tls-connections.js';
 
@@ -38,15 +39,6 @@ export interface TlsPaths {
   readonly certPath: string;
   readonly keyPath: string;
   readonly caPath: string;
-}
-
-/** Whether `error`, or an error it was caused by, is the system's refusal to open another file (EMFILE, ENFILE). */
-function outOfFiles(error: unknown): boolean {
-  for (let cause = error; cause instanceof Error; cause = cause.cause) {
-    const code = (cause as NodeJS.ErrnoException).code;
-    if (code === 'EMFILE' || code === 'ENFILE') return true;
-  }
-  return false;
 }
 
 /** The contents of the files, as one consistent set: every connection uses one such object from start to end. */
@@ -243,7 +235,7 @@ export class TlsCredentials {
       material = readTlsMaterial(this.paths, this.warnSecret);
     } catch (error) {
       this.reloadFailures++;
-      if (outOfFiles(error)) {
+      if (isOutOfFiles(error)) {
         // The files may be whole: this process could not open them. Their stamp is forgotten, so the next poll reads
         // them again; it was kept, and a rotated certificate went unread until the files changed once more (audit,
         // 2026-12-08: a node at its open-files limit).

@@ -7,6 +7,7 @@
  * Linux, no /proc) nothing is known: undefined, and the caps stay as they are.
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { isOutOfFiles } from '../fs/out-of-files.js';
 
 const LIMITS_PATH = '/proc/self/limits';
 const FDS_PATH = '/proc/self/fd';
@@ -38,7 +39,6 @@ export function openFilesHeld(limit: number | undefined): number {
     // The listing's own descriptor is among the entries while it is read.
     return readdirSync(FDS_PATH).length - 1;
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    return (code === 'EMFILE' || code === 'ENFILE') && limit !== undefined ? limit : -1;
+    return isOutOfFiles(error) && limit !== undefined ? limit : -1;
   }
 }
