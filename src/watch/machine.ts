@@ -1382,10 +1382,9 @@ export class WatchMachine {
     const connection = subscription.connection;
     if (!this.fits(connection, bytes)) return 0;
     subscription.pendingPage = undefined;
-    connection.port.send(text);
-    this.queued(connection);
-    connection.lastSendTick = this.ticks;
-    this.counters.sent('snapshot', 1, 0);
+    // The message it wanted room for went out (as `queued` says for events).
+    connection.wantedBytes = 0;
+    this.send(connection, text, 'snapshot');
     if (page.records.length === 0) {
       const seq = page.seq;
       this.releaseSnapshot(subscription);
